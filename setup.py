@@ -1,0 +1,38 @@
+"""Build script: compiles the Cython core unless SSE_FAST_NO_EXTENSIONS=1.
+
+The same variable is read at import time by ``sse_fast/__init__.py``: with it
+set, the build skips the extensions and the package uses its pure-Python twins.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+NO_EXTENSIONS = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
+TRACE = os.environ.get("SSE_FAST_CYTHON_TRACE", "") not in ("", "0")
+
+
+def extensions() -> list:
+    if NO_EXTENSIONS:
+        return []
+    from Cython.Build import cythonize
+
+    macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
+    modules = [
+        Extension(f"sse_fast._{name}_ext", [f"src_ext/_{name}_ext.pyx"], define_macros=macros)
+        for name in ("encoder", "parser", "ring")
+    ]
+    return cythonize(
+        modules,
+        language_level=3,
+        compiler_directives={
+            "boundscheck": False,
+            "wraparound": False,
+            "cdivision": True,
+            "linetrace": TRACE,
+            "embedsignature": True,
+        },
+    )
+
+
+setup(ext_modules=extensions())

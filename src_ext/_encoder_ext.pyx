@@ -1,0 +1,329 @@
+# cython: language_level=3
+"""Cython SSE frame encoder; the pure-Python twin is ``sse_fast/_encoder_py.py``.
+
+Each frame is built in two passes over the field values: the first computes the
+exact size, the second writes into one freshly allocated ``bytes`` object, so a
+frame costs one allocation whatever its number of lines. Line ends inside
+``data`` and ``comment`` are found with ``memchr`` (the next CR and the next LF
+are each searched once and remembered, so the scan stays linear).
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.stdint cimport uint64_t
+from libc.stdio cimport snprintf
+from libc.string cimport memchr, memcpy
+
+import orjson
+
+from sse_fast._errors import EncodeError
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+
+cdef object _orjson_dumps = orjson.dumps
+
+
+cdef Py_ssize_t _utf8_error_at(const unsigned char* s, Py_ssize_t n) noexcept nogil:
+    """Offset of the first byte that breaks UTF-8 validity, or -1 if valid."""
+    cdef Py_ssize_t i = 0
+    cdef uint64_t word
+    cdef unsigned char c, c1
+    while i < n:
+        if i + 8 <= n:
+            memcpy(&word, s + i, 8)
+            if (word & 0x8080808080808080ULL) == 0:
+                i += 8
+                continue
+        c = s[i]
+        if c < 0x80:
+            i += 1
+        elif c < 0xC2:
+            return i
+        elif c < 0xE0:
+            if i + 1 >= n or (s[i + 1] & 0xC0) != 0x80:
+                return i
+            i += 2
+        elif c < 0xF0:
+            if i + 2 >= n:
+                return i
+            c1 = s[i + 1]
+            if c == 0xE0:
+                if c1 < 0xA0 or c1 > 0xBF:
+                    return i
+            elif c == 0xED:
+                if c1 < 0x80 or c1 > 0x9F:
+                    return i
+            elif (c1 & 0xC0) != 0x80:
+                return i
+            if (s[i + 2] & 0xC0) != 0x80:
+                return i
+            i += 3
+        elif c < 0xF5:
+            if i + 3 >= n:
+                return i
+            c1 = s[i + 1]
+            if c == 0xF0:
+                if c1 < 0x90 or c1 > 0xBF:
+                    return i
+            elif c == 0xF4:
+                if c1 < 0x80 or c1 > 0x8F:
+                    return i
+            elif (c1 & 0xC0) != 0x80:
+                return i
+            if (s[i + 2] & 0xC0) != 0x80 or (s[i + 3] & 0xC0) != 0x80:
+                return i
+            i += 4
+        else:
+            return i
+    return -1
+
+
+def utf8_error_at(bytes raw):
+    """Offset of the first invalid UTF-8 byte in ``raw``, or -1 (exposed for tests)."""
+    return _utf8_error_at(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
+
+
+cdef Py_ssize_t _lines(
+    const char* src, Py_ssize_t n, const char* prefix, Py_ssize_t plen, char* out
+) noexcept nogil:
+    """Write ``prefix + line + LF`` for each CR/LF/CRLF-separated line of src.
+
+    With ``out == NULL`` only the size is computed. Returns the size.
+    """
+    cdef Py_ssize_t pos = 0, end, total = 0
+    cdef const char* lf = <const char*>memchr(src, b'\n', n)
+    cdef const char* cr = <const char*>memchr(src, b'\r', n)
+    cdef const char* hit
+    while True:
+        if lf != NULL and lf < src + pos:
+            lf = <const char*>memchr(src + pos, b'\n', n - pos)
+        if cr != NULL and cr < src + pos:
+            cr = <const char*>memchr(src + pos, b'\r', n - pos)
+        if lf == NULL:
+            hit = cr
+        elif cr == NULL or lf < cr:
+            hit = lf
+        else:
+            hit = cr
+        end = (hit - src) if hit != NULL else n
+        if out != NULL:
+            memcpy(out + total, prefix, plen)
+            memcpy(out + total + plen, src + pos, end - pos)
+            out[total + plen + end - pos] = b'\n'
+        total += plen + (end - pos) + 1
+        if hit == NULL:
+            return total
+        if hit[0] == b'\r' and end + 1 < n and src[end + 1] == b'\n':
+            pos = end + 2
+        else:
+            pos = end + 1
+
+
+cdef inline const char* _utf8(str field, object value, Py_ssize_t* size) except NULL:
+    try:
+        return PyUnicode_AsUTF8AndSize(value, size)
+    except UnicodeEncodeError as exc:
+        raise EncodeError(
+            field, f"not encodable as UTF-8 (lone surrogate at index {exc.start})"
+        ) from None
+
+
+cdef bytes _encode(object data, object event, object id, object retry, object comment):
+    cdef const char* comment_ptr = NULL
+    cdef const char* event_ptr = NULL
+    cdef const char* id_ptr = NULL
+    cdef const char* data_ptr = NULL
+    cdef Py_ssize_t comment_n = 0, event_n = 0, id_n = 0, data_n = 0, retry_n = 0
+    cdef Py_ssize_t total = 1, pos, bad
+    cdef bint data_lines = False
+    cdef char retry_buf[32]
+    cdef long long retry_value
+    cdef object id_text = None, data_owner = None, retry_text = None
+    cdef bytes out
+    cdef char* w
+
+    if comment is not None:
+        if not isinstance(comment, str):
+            raise EncodeError("comment", f"must be str, not {type(comment).__name__}")
+        comment_ptr = _utf8("comment", comment, &comment_n)
+        total += _lines(comment_ptr, comment_n, b": ", 2, NULL)
+
+    if event is not None:
+        if not isinstance(event, str):
+            raise EncodeError("event", f"must be str, not {type(event).__name__}")
+        event_ptr = _utf8("event", event, &event_n)
+        if memchr(event_ptr, b'\r', event_n) != NULL or memchr(event_ptr, b'\n', event_n) != NULL:
+            raise EncodeError("event", "must not contain CR or LF (it would end the field early)")
+        total += 8 + event_n
+
+    if id is not None:
+        if type(id) is str or isinstance(id, str):
+            id_text = id
+        elif isinstance(id, int) and not isinstance(id, bool):
+            id_text = str(id)
+        else:
+            raise EncodeError("id", f"must be str or int, not {type(id).__name__}")
+        id_ptr = _utf8("id", id_text, &id_n)
+        if memchr(id_ptr, b'\r', id_n) != NULL or memchr(id_ptr, b'\n', id_n) != NULL:
+            raise EncodeError("id", "must not contain CR or LF (it would end the field early)")
+        if memchr(id_ptr, 0, id_n) != NULL:
+            raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
+        total += 5 + id_n
+
+    if retry is not None:
+        if not isinstance(retry, int) or isinstance(retry, bool):
+            raise EncodeError(
+                "retry", f"must be a non-negative int (ms), not {type(retry).__name__}"
+            )
+        if retry < 0:
+            raise EncodeError("retry", f"must be a non-negative int (ms), got {retry}")
+        try:
+            retry_value = retry
+            retry_n = snprintf(retry_buf, sizeof(retry_buf), "%lld", retry_value)
+        except OverflowError:
+            retry_text = str(retry).encode("ascii")
+            retry_n = len(retry_text)
+        total += 8 + retry_n
+
+    if data is not None:
+        if type(data) is str:
+            data_ptr = _utf8("data", data, &data_n)
+            data_lines = True
+        elif type(data) is bytes:
+            data_owner = data
+        elif isinstance(data, str):
+            data_ptr = _utf8("data", data, &data_n)
+            data_lines = True
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            data_owner = bytes(data)
+        else:
+            try:
+                data_owner = _orjson_dumps(data)
+            except TypeError as exc:
+                raise EncodeError(
+                    "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
+                ) from None
+            # orjson output never contains a raw CR or LF: one data line.
+            data_ptr = PyBytes_AS_STRING(data_owner)
+            data_n = PyBytes_GET_SIZE(data_owner)
+            total += 7 + data_n
+        if data_owner is not None and not data_lines and data_ptr == NULL:
+            data_ptr = PyBytes_AS_STRING(data_owner)
+            data_n = PyBytes_GET_SIZE(data_owner)
+            bad = _utf8_error_at(<const unsigned char*>data_ptr, data_n)
+            if bad >= 0:
+                raise EncodeError(
+                    "data", f"bytes are not valid UTF-8 (invalid byte at offset {bad})"
+                )
+            data_lines = True
+        if data_lines:
+            total += _lines(data_ptr, data_n, b"data: ", 6, NULL)
+
+    if total == 1:
+        raise EncodeError("frame", "nothing to encode: give data, event, id, retry or comment")
+
+    out = PyBytes_FromStringAndSize(NULL, total)
+    w = PyBytes_AS_STRING(out)
+    pos = 0
+    if comment_ptr != NULL:
+        pos += _lines(comment_ptr, comment_n, b": ", 2, w + pos)
+    if event_ptr != NULL:
+        memcpy(w + pos, b"event: ", 7)
+        memcpy(w + pos + 7, event_ptr, event_n)
+        w[pos + 7 + event_n] = b'\n'
+        pos += 8 + event_n
+    if id_ptr != NULL:
+        memcpy(w + pos, b"id: ", 4)
+        memcpy(w + pos + 4, id_ptr, id_n)
+        w[pos + 4 + id_n] = b'\n'
+        pos += 5 + id_n
+    if retry is not None:
+        memcpy(w + pos, b"retry: ", 7)
+        if retry_text is None:
+            memcpy(w + pos + 7, retry_buf, retry_n)
+        else:
+            memcpy(w + pos + 7, PyBytes_AS_STRING(retry_text), retry_n)
+        w[pos + 7 + retry_n] = b'\n'
+        pos += 8 + retry_n
+    if data_ptr != NULL:
+        if data_lines:
+            pos += _lines(data_ptr, data_n, b"data: ", 6, w + pos)
+        else:
+            memcpy(w + pos, b"data: ", 6)
+            memcpy(w + pos + 6, data_ptr, data_n)
+            w[pos + 6 + data_n] = b'\n'
+            pos += 7 + data_n
+    w[pos] = b'\n'
+    return out
+
+
+def encode(data=None, *, event=None, id=None, retry=None, comment=None):
+    """Encode one SSE frame.
+
+    ``data`` may be ``str``, UTF-8 ``bytes`` or anything orjson serialises
+    (dict, list, dataclass, numbers, ...); ``None`` writes no data line, so a
+    frame with only ``comment``, ``id`` or ``retry`` is possible.
+    """
+    return _encode(data, event, id, retry, comment)
+
+
+cdef class Event:
+    """An immutable SSE event; the frame is encoded (and validated) on creation."""
+
+    cdef readonly object data
+    cdef readonly object event
+    cdef readonly object id
+    cdef readonly object retry
+    cdef readonly object comment
+    cdef bytes _frame
+
+    def __init__(self, data=None, *, event=None, id=None, retry=None, comment=None):
+        self._frame = _encode(data, event, id, retry, comment)
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+        self.comment = comment
+
+    cpdef bytes encode(self):
+        """The frame's bytes (computed once, when the event was created)."""
+        return self._frame
+
+    def _fields(self):
+        return (self.data, self.event, self.id, self.retry, self.comment)
+
+    def __eq__(self, other):
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._fields() == (<Event>other)._fields()
+
+    def __hash__(self):
+        return hash(self._frame)
+
+    def __repr__(self):
+        names = ("data", "event", "id", "retry", "comment")
+        shown = ", ".join(
+            f"{n}={v!r}" for n, v in zip(names, self._fields()) if v is not None
+        )
+        return f"Event({shown})"
+
+    def __reduce__(self):
+        return (_rebuild_event, self._fields())
+
+
+def _rebuild_event(data, event, id, retry, comment):
+    return Event(data, event=event, id=id, retry=retry, comment=comment)
+
+
+def encode_many(events):
+    """Concatenate the frames of ``events`` into one buffer (one write)."""
+    cdef list frames = []
+    cdef Py_ssize_t index = 0
+    for item in events:
+        if not isinstance(item, Event):
+            raise TypeError(
+                f"encode_many() expects Event objects, got {type(item).__name__} at index {index}"
+            )
+        frames.append((<Event>item)._frame)
+        index += 1
+    return b"".join(frames)

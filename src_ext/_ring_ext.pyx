@@ -1,0 +1,174 @@
+# cython: language_level=3
+"""Cython ring-buffer topic log; the theory of operation (sequence numbers,
+cursors, eviction, lag and resume rules) is at the top of its pure-Python twin,
+``sse_fast/_ring_py.py``, and both must behave identically.
+
+Implementation notes: frames live in a Python list used as a circular buffer;
+a parallel C array keeps, per slot, the running total of bytes published up to
+that frame, so the size of any coalesced read is known in O(1) and the read is
+one allocation plus one ``memcpy`` per frame.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.list cimport PyList_GET_ITEM
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from sse_fast._errors import Lagged
+
+DEFAULT_MAX_FRAMES = 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+cdef class Ring:
+    """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
+
+    cdef readonly Py_ssize_t max_frames
+    cdef readonly Py_ssize_t max_bytes
+    cdef readonly int64_t head
+    cdef readonly Py_ssize_t nbytes
+    cdef readonly int64_t evicted
+    cdef Py_ssize_t _len
+    cdef list _frames
+    cdef list _ids
+    cdef dict _index
+    cdef int64_t* _cumulative
+    cdef int64_t _total
+
+    def __cinit__(self):
+        self._cumulative = NULL
+
+    def __init__(self, max_frames=DEFAULT_MAX_FRAMES, max_bytes=DEFAULT_MAX_BYTES):
+        if not isinstance(max_frames, int) or max_frames < 1:
+            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
+        if not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.head = 0
+        self.nbytes = 0
+        self.evicted = 0
+        self._len = 0
+        self._total = 0
+        self._frames = [None] * max_frames
+        self._ids = [None] * max_frames
+        self._index = {}
+        PyMem_Free(self._cumulative)
+        self._cumulative = <int64_t*>PyMem_Malloc(max_frames * sizeof(int64_t))
+        if self._cumulative == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        PyMem_Free(self._cumulative)
+
+    def __len__(self):
+        return self._len
+
+    @property
+    def oldest(self):
+        """Sequence number of the oldest retained frame (``head + 1`` when empty)."""
+        return self.head - self._len + 1
+
+    cpdef int64_t cursor(self):
+        """A cursor positioned at "now": it will read only frames published later."""
+        return self.head
+
+    cpdef int64_t publish(self, frame, event_id=None) except -1:
+        """Store one encoded frame; return its sequence number."""
+        cdef Py_ssize_t size, slot
+        if not isinstance(frame, bytes):
+            raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
+        if event_id is not None and not isinstance(event_id, str):
+            raise TypeError(f"event_id must be str or None, not {type(event_id).__name__}")
+        size = PyBytes_GET_SIZE(frame)
+        if size > self.max_bytes:
+            raise ValueError(
+                f"frame of {size} bytes exceeds the ring's max_bytes ({self.max_bytes}); "
+                "raise max_bytes or publish smaller events"
+            )
+        while self._len and (self._len >= self.max_frames or self.nbytes + size > self.max_bytes):
+            self._evict_oldest()
+        self.head += 1
+        slot = self.head % self.max_frames
+        self._frames[slot] = frame
+        self._ids[slot] = event_id
+        if event_id is not None:
+            self._index[event_id] = self.head
+        self._len += 1
+        self.nbytes += size
+        self._total += size
+        self._cumulative[slot] = self._total
+        return self.head
+
+    cdef int _evict_oldest(self) except -1:
+        cdef int64_t seq = self.head - self._len + 1
+        cdef Py_ssize_t slot = seq % self.max_frames
+        cdef object frame = self._frames[slot]
+        cdef object event_id = self._ids[slot]
+        self.nbytes -= PyBytes_GET_SIZE(frame)
+        self._frames[slot] = None
+        self._ids[slot] = None
+        if event_id is not None and self._index.get(event_id) == seq:
+            del self._index[event_id]
+        self._len -= 1
+        self.evicted += 1
+        return 0
+
+    cdef int _check_cursor(self, object cursor) except -1:
+        if not isinstance(cursor, int) or isinstance(cursor, bool):
+            raise TypeError(f"cursor must be int, not {type(cursor).__name__}")
+        if cursor < 0 or cursor > self.head:
+            raise ValueError(
+                f"cursor {cursor} is outside 0..{self.head}: it does not come from this ring"
+            )
+        return 0
+
+    def pending(self, cursor):
+        """How many frames are newer than ``cursor`` (lost ones included)."""
+        self._check_cursor(cursor)
+        return self.head - <int64_t>cursor
+
+    def read_since(self, cursor):
+        """All frames newer than ``cursor`` as one bytes object, and the new cursor.
+
+        Raises ``Lagged`` when some of them were already evicted.
+        """
+        cdef int64_t c, count, oldest, seq, size
+        cdef Py_ssize_t cap = self.max_frames, slot, pos = 0
+        cdef bytes out
+        cdef object frame
+        cdef char* w
+        self._check_cursor(cursor)
+        c = cursor
+        count = self.head - c
+        if count == 0:
+            return b"", cursor
+        if count > self._len:
+            oldest = self.head - self._len + 1
+            raise Lagged(oldest - 1 - c, oldest - 1)
+        if count == 1:
+            return <object>PyList_GET_ITEM(self._frames, self.head % cap), self.head
+        size = self._total - (self._cumulative[c % cap] if c >= self.head - self._len + 1
+                              else self._total - self.nbytes)
+        out = PyBytes_FromStringAndSize(NULL, size)
+        w = PyBytes_AS_STRING(out)
+        seq = c + 1
+        while seq <= self.head:
+            frame = <object>PyList_GET_ITEM(self._frames, seq % cap)
+            memcpy(w + pos, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
+            pos += PyBytes_GET_SIZE(frame)
+            seq += 1
+        return out, self.head
+
+    def resume(self, event_id):
+        """Cursor just after the newest retained frame with ``event_id``, else None."""
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be str, not {type(event_id).__name__}")
+        return self._index.get(event_id)
+
+    def __repr__(self):
+        return (
+            f"Ring(frames={self._len}/{self.max_frames}, bytes={self.nbytes}/{self.max_bytes}, "
+            f"head={self.head}, evicted={self.evicted})"
+        )

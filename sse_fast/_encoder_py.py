@@ -1,0 +1,221 @@
+"""Pure-Python SSE frame encoder: the reference twin of ``_encoder_ext.pyx``.
+
+Frame layout (every frame ends with one blank line)::
+
+    : comment line          one per line of ``comment``
+    event: <event>
+    id: <id>
+    retry: <retry>
+    data: <line>            one per line of ``data``; CRLF, CR and LF all split
+    <blank line>
+
+A space always follows the colon so values starting with a space survive the
+parser's one-space strip. Values that cannot be written faithfully raise
+``EncodeError``; nothing is stripped or replaced silently.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from ._errors import EncodeError
+
+__all__ = ["Event", "encode", "encode_many"]
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _split_lines(raw: bytes) -> list[bytes]:
+    if b"\r" in raw:
+        return _LINE_END.split(raw)
+    return raw.split(b"\n")
+
+
+def _utf8(field: str, value: str) -> bytes:
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise EncodeError(
+            field, f"not encodable as UTF-8 (lone surrogate at index {exc.start})"
+        ) from None
+
+
+def _data_bytes(data: Any) -> bytes:
+    if isinstance(data, str):
+        return _utf8("data", data)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        raw = bytes(data)
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise EncodeError(
+                "data", f"bytes are not valid UTF-8 (invalid byte at offset {exc.start})"
+            ) from None
+        return raw
+    try:
+        return orjson.dumps(data)
+    except TypeError as exc:
+        raise EncodeError(
+            "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
+        ) from None
+
+
+def _event_line(event: object) -> bytes:
+    if not isinstance(event, str):
+        raise EncodeError("event", f"must be str, not {type(event).__name__}")
+    if "\r" in event or "\n" in event:
+        raise EncodeError("event", "must not contain CR or LF (it would end the field early)")
+    return b"event: " + _utf8("event", event) + b"\n"
+
+
+def _id_line(id: object) -> bytes:
+    if isinstance(id, str):
+        text = id
+    elif isinstance(id, int) and not isinstance(id, bool):
+        text = str(id)
+    else:
+        raise EncodeError("id", f"must be str or int, not {type(id).__name__}")
+    if "\r" in text or "\n" in text:
+        raise EncodeError("id", "must not contain CR or LF (it would end the field early)")
+    if "\0" in text:
+        raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
+    return b"id: " + _utf8("id", text) + b"\n"
+
+
+def _retry_line(retry: object) -> bytes:
+    if not isinstance(retry, int) or isinstance(retry, bool):
+        raise EncodeError("retry", f"must be a non-negative int (ms), not {type(retry).__name__}")
+    if retry < 0:
+        raise EncodeError("retry", f"must be a non-negative int (ms), got {retry}")
+    return b"retry: %d\n" % retry
+
+
+def _comment_lines(comment: object) -> list[bytes]:
+    if not isinstance(comment, str):
+        raise EncodeError("comment", f"must be str, not {type(comment).__name__}")
+    return [b": " + line for line in _split_lines(_utf8("comment", comment))]
+
+
+def encode(
+    data: Any = None,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes:
+    """Encode one SSE frame.
+
+    ``data`` may be ``str``, UTF-8 ``bytes`` or anything orjson serialises
+    (dict, list, dataclass, numbers, ...); ``None`` writes no data line, so a
+    frame with only ``comment``, ``id`` or ``retry`` is possible.
+    """
+    parts: list[bytes] = []
+    if comment is not None:
+        parts.extend(line + b"\n" for line in _comment_lines(comment))
+    if event is not None:
+        parts.append(_event_line(event))
+    if id is not None:
+        parts.append(_id_line(id))
+    if retry is not None:
+        parts.append(_retry_line(retry))
+    if data is not None:
+        parts.extend(b"data: " + line + b"\n" for line in _split_lines(_data_bytes(data)))
+    if not parts:
+        raise EncodeError("frame", "nothing to encode: give data, event, id, retry or comment")
+    parts.append(b"\n")
+    return b"".join(parts)
+
+
+class Event:
+    """An immutable SSE event; the frame is encoded (and validated) on creation."""
+
+    __slots__ = ("_comment", "_data", "_event", "_frame", "_id", "_retry")
+
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None:
+        frame = encode(data, event=event, id=id, retry=retry, comment=comment)
+        object.__setattr__(self, "_frame", frame)
+        object.__setattr__(self, "_data", data)
+        object.__setattr__(self, "_event", event)
+        object.__setattr__(self, "_id", id)
+        object.__setattr__(self, "_retry", retry)
+        object.__setattr__(self, "_comment", comment)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Event is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError("Event is immutable")
+
+    @property
+    def data(self) -> Any:
+        return self._data
+
+    @property
+    def event(self) -> str | None:
+        return self._event
+
+    @property
+    def id(self) -> str | int | None:
+        return self._id
+
+    @property
+    def retry(self) -> int | None:
+        return self._retry
+
+    @property
+    def comment(self) -> str | None:
+        return self._comment
+
+    def encode(self) -> bytes:
+        """The frame's bytes (computed once, when the event was created)."""
+        return self._frame
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (self._data, self._event, self._id, self._retry, self._comment)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._frame)
+
+    def __repr__(self) -> str:
+        names = ("data", "event", "id", "retry", "comment")
+        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields()) if v is not None)
+        return f"Event({shown})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_event, self._fields())
+
+
+def _rebuild_event(
+    data: Any, event: str | None, id: str | int | None, retry: int | None, comment: str | None
+) -> Event:
+    return Event(data, event=event, id=id, retry=retry, comment=comment)
+
+
+def encode_many(events: Iterable[Event]) -> bytes:
+    """Concatenate the frames of ``events`` into one buffer (one write)."""
+    frames = []
+    for index, item in enumerate(events):
+        if not isinstance(item, Event):
+            raise TypeError(
+                f"encode_many() expects Event objects, got {type(item).__name__} at index {index}"
+            )
+        frames.append(item._frame)
+    return b"".join(frames)

@@ -1,0 +1,197 @@
+"""Pure-Python incremental SSE parser: the reference twin of ``_parser_ext.pyx``.
+
+Follows the WHATWG "event stream interpretation" algorithm:
+
+* one leading UTF-8 BOM is stripped (even when split across chunks);
+* CRLF, lone LF and lone CR end lines; a CR that ends one chunk and an LF that
+  starts the next are one line end;
+* a blank line dispatches; ``:`` starts a comment; ``name: value`` has exactly
+  one leading space removed from the value; a line without a colon is a field
+  with an empty value; unknown fields are ignored;
+* ``id`` containing NUL is ignored; ``retry`` counts only when all ASCII
+  digits; the last event id is committed at every blank line, even when no
+  event fires, and kept across events;
+* an unfinished event at ``close()`` is discarded; invalid UTF-8 becomes
+  U+FFFD (decoding per field value is equivalent to decoding the stream first,
+  because line ends, colons and spaces are ASCII and never part of a
+  multi-byte sequence).
+
+Memory is bounded: the data buffer, the event type and the unfinished line
+together may not exceed ``max_event_size`` bytes; past that ``feed`` raises
+``EventTooLarge`` and the parser refuses further input.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ._errors import EventTooLarge, ParseError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
+
+DEFAULT_MAX_EVENT_SIZE = 4 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
+_LINE_END = re.compile(rb"[\r\n]")
+
+
+class ParsedEvent:
+    """One dispatched event: ``event`` (type), ``data``, ``id`` (the last event
+    id at dispatch), ``retry`` (set by a ``retry`` field in this event, or None)."""
+
+    __slots__ = ("data", "event", "id", "retry")
+
+    event: str
+    data: str
+    id: str
+    retry: int | None
+
+    def __init__(self, event: str, data: str, id: str, retry: int | None) -> None:
+        self.event = event
+        self.data = data
+        self.id = id
+        self.retry = retry
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ParsedEvent):
+            return NotImplemented
+        return (self.event, self.data, self.id, self.retry) == (
+            other.event,
+            other.data,
+            other.id,
+            other.retry,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"ParsedEvent(event={self.event!r}, data={self.data!r}, "
+            f"id={self.id!r}, retry={self.retry!r})"
+        )
+
+
+class Parser:
+    """Incremental SSE parser: ``feed(bytes) -> list[ParsedEvent]``, then ``close()``.
+
+    ``last_event_id`` may be given to continue a previous connection's id (as
+    a browser does on reconnect). ``retry`` holds the last reconnection delay
+    the stream set (or None).
+    """
+
+    def __init__(
+        self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE, last_event_id: str = ""
+    ) -> None:
+        if not isinstance(max_event_size, int) or max_event_size <= 0:
+            raise ValueError(f"max_event_size must be a positive int, got {max_event_size!r}")
+        if not isinstance(last_event_id, str):
+            raise TypeError("last_event_id must be str")
+        self.max_event_size = max_event_size
+        self.last_event_id = last_event_id
+        self.retry: int | None = None
+        self._id_buffer = last_event_id
+        self._pending = b""
+        self._data = bytearray()
+        self._event_type = b""
+        self._block_retry: int | None = None
+        self._at_start = True
+        self._skip_lf = False
+        self._closed = False
+        self._failure: ParseError | None = None
+
+    def feed(self, chunk: bytes) -> list[ParsedEvent]:
+        """Parse more of the stream; return the events it completed."""
+        if self._closed:
+            raise ParseError("feed() after close(): start a new Parser for a new stream")
+        if self._failure is not None:
+            raise ParseError(f"parser failed earlier and cannot continue: {self._failure}")
+        buf = self._pending + bytes(chunk) if self._pending else bytes(chunk)
+        self._pending = b""
+        if self._at_start:
+            if len(buf) < 3 and _BOM.startswith(buf):
+                self._pending = buf
+                return []
+            self._at_start = False
+            if buf.startswith(_BOM):
+                buf = buf[3:]
+        events: list[ParsedEvent] = []
+        pos = 0
+        if self._skip_lf and buf:
+            self._skip_lf = False
+            if buf[0] == 0x0A:
+                pos = 1
+        size = len(buf)
+        search = _LINE_END.search
+        while True:
+            match = search(buf, pos)
+            if match is None:
+                break
+            end = match.start()
+            self._line(buf[pos:end], events)
+            if buf[end] == 0x0D:
+                if end + 1 < size:
+                    pos = end + 2 if buf[end + 1] == 0x0A else end + 1
+                else:
+                    self._skip_lf = True
+                    pos = end + 1
+            else:
+                pos = end + 1
+        self._pending = buf[pos:]
+        self._check_size(len(self._pending), events)
+        return events
+
+    def close(self) -> None:
+        """End of stream: an unfinished event is discarded, as the spec says."""
+        self._closed = True
+        self._pending = b""
+        self._data = bytearray()
+        self._event_type = b""
+
+    def _check_size(self, pending: int, events: list[ParsedEvent]) -> None:
+        size = len(self._data) + len(self._event_type) + pending
+        if size > self.max_event_size:
+            error = EventTooLarge(size, self.max_event_size, list(events))
+            self._failure = error
+            self._pending = b""
+            self._data = bytearray()
+            raise error
+
+    def _line(self, line: bytes, events: list[ParsedEvent]) -> None:
+        if not line:
+            self._dispatch(events)
+            return
+        if line[0] == 0x3A:  # ':' comment
+            return
+        colon = line.find(b":")
+        if colon < 0:
+            field, value = line, b""
+        else:
+            field = line[:colon]
+            value = line[colon + 2 :] if line[colon + 1 : colon + 2] == b" " else line[colon + 1 :]
+        if field == b"data":
+            self._data += value
+            self._data += b"\n"
+            self._check_size(0, events)
+        elif field == b"event":
+            self._event_type = value
+            self._check_size(0, events)
+        elif field == b"id":
+            if b"\0" not in value:
+                self._id_buffer = value.decode("utf-8", "replace")
+        elif field == b"retry":
+            if value.isdigit():
+                self.retry = self._block_retry = int(value)
+
+    def _dispatch(self, events: list[ParsedEvent]) -> None:
+        self.last_event_id = self._id_buffer
+        if self._data:
+            events.append(
+                ParsedEvent(
+                    self._event_type.decode("utf-8", "replace") if self._event_type else "message",
+                    self._data[:-1].decode("utf-8", "replace"),
+                    self.last_event_id,
+                    self._block_retry,
+                )
+            )
+            self._data = bytearray()
+        self._event_type = b""
+        self._block_retry = None

@@ -1,0 +1,165 @@
+"""Pure-Python ring-buffer topic log: the reference twin of ``_ring_ext.pyx``.
+
+Theory of operation
+-------------------
+* Sequence numbers. The n-th frame published gets sequence number n (from 1).
+  ``head`` is the newest sequence number (0 before the first publish).
+  Retained frames are ``oldest .. head``.
+* Cursors. A subscriber is a cursor: a plain int, the sequence number of the
+  last frame it received (0 = before everything; ``head`` = "from now on").
+  The ring keeps no per-subscriber state, so a subscriber that vanishes
+  leaves nothing behind to clean up.
+* Publishing stores the frame once (O(1) amortised). It first evicts from the
+  oldest end until the ring holds fewer than ``max_frames`` frames and the new
+  frame fits in ``max_bytes``. A frame larger than ``max_bytes`` is refused with
+  ``ValueError``; nothing is stored partially.
+* Reading. ``read_since(cursor)`` with ``oldest - 1 <= cursor <= head`` returns
+  ``(frames cursor+1 .. head concatenated, head)``. With nothing pending it
+  returns ``(b"", cursor)``; with one pending frame it returns the stored bytes
+  object itself, so N up-to-date subscribers share one object (no copies).
+* Lag. ``cursor < oldest - 1`` means frames were evicted before the subscriber
+  read them: ``read_since`` raises ``Lagged(lost, oldest_cursor)`` with the
+  number lost. Never a silent skip; the caller decides (disconnect with a
+  reason, or continue from ``oldest_cursor`` knowing the gap).
+* Resume. Each frame may carry a user-visible event id. ``resume(event_id)``
+  returns a cursor just after the newest retained frame with that id, or None
+  when no retained frame has it (never published here, or already evicted):
+  the caller tells the client it may have missed events and continues from
+  ``head``. ``evicted`` (frames evicted so far) helps tell the two apart.
+* Memory is bounded by ``max_frames`` slots, ``max_bytes`` of frame data and
+  an id map with at most ``max_frames`` entries.
+"""
+
+from __future__ import annotations
+
+from ._errors import Lagged
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
+
+DEFAULT_MAX_FRAMES = 1024
+DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+
+
+class Ring:
+    """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
+
+    __slots__ = ("_frames", "_ids", "_index", "_len", "evicted", "head", "max_bytes",
+                 "max_frames", "nbytes")
+
+    def __init__(
+        self, max_frames: int = DEFAULT_MAX_FRAMES, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
+        if not isinstance(max_frames, int) or max_frames < 1:
+            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
+        if not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.head = 0
+        self.nbytes = 0
+        self.evicted = 0
+        self._len = 0
+        self._frames: list[bytes | None] = [None] * max_frames
+        self._ids: list[str | None] = [None] * max_frames
+        self._index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return self._len
+
+    @property
+    def oldest(self) -> int:
+        """Sequence number of the oldest retained frame (``head + 1`` when empty)."""
+        return self.head - self._len + 1
+
+    def cursor(self) -> int:
+        """A cursor positioned at "now": it will read only frames published later."""
+        return self.head
+
+    def publish(self, frame: bytes, event_id: str | None = None) -> int:
+        """Store one encoded frame; return its sequence number."""
+        if not isinstance(frame, bytes):
+            raise TypeError(f"frame must be bytes, not {type(frame).__name__}")
+        if event_id is not None and not isinstance(event_id, str):
+            raise TypeError(f"event_id must be str or None, not {type(event_id).__name__}")
+        size = len(frame)
+        if size > self.max_bytes:
+            raise ValueError(
+                f"frame of {size} bytes exceeds the ring's max_bytes ({self.max_bytes}); "
+                "raise max_bytes or publish smaller events"
+            )
+        while self._len and (self._len >= self.max_frames or self.nbytes + size > self.max_bytes):
+            self._evict_oldest()
+        self.head += 1
+        slot = self.head % self.max_frames
+        self._frames[slot] = frame
+        self._ids[slot] = event_id
+        if event_id is not None:
+            self._index[event_id] = self.head
+        self._len += 1
+        self.nbytes += size
+        return self.head
+
+    def _evict_oldest(self) -> None:
+        seq = self.head - self._len + 1
+        slot = seq % self.max_frames
+        frame = self._frames[slot]
+        event_id = self._ids[slot]
+        assert frame is not None
+        self.nbytes -= len(frame)
+        self._frames[slot] = None
+        self._ids[slot] = None
+        if event_id is not None and self._index.get(event_id) == seq:
+            del self._index[event_id]
+        self._len -= 1
+        self.evicted += 1
+
+    def _check_cursor(self, cursor: int) -> None:
+        if not isinstance(cursor, int) or isinstance(cursor, bool):
+            raise TypeError(f"cursor must be int, not {type(cursor).__name__}")
+        if cursor < 0 or cursor > self.head:
+            raise ValueError(
+                f"cursor {cursor} is outside 0..{self.head}: it does not come from this ring"
+            )
+
+    def pending(self, cursor: int) -> int:
+        """How many frames are newer than ``cursor`` (lost ones included)."""
+        self._check_cursor(cursor)
+        return self.head - cursor
+
+    def read_since(self, cursor: int) -> tuple[bytes, int]:
+        """All frames newer than ``cursor`` as one bytes object, and the new cursor.
+
+        Raises ``Lagged`` when some of them were already evicted.
+        """
+        self._check_cursor(cursor)
+        count = self.head - cursor
+        if count == 0:
+            return b"", cursor
+        if count > self._len:
+            oldest = self.head - self._len + 1
+            raise Lagged(oldest - 1 - cursor, oldest - 1)
+        frames = self._frames
+        cap = self.max_frames
+        if count == 1:
+            frame = frames[self.head % cap]
+            assert frame is not None
+            return frame, self.head
+        start = (cursor + 1) % cap
+        stop = start + count
+        if stop <= cap:
+            chunk = frames[start:stop]
+        else:
+            chunk = frames[start:] + frames[: stop - cap]
+        return b"".join(chunk), self.head  # type: ignore[arg-type]
+
+    def resume(self, event_id: str) -> int | None:
+        """Cursor just after the newest retained frame with ``event_id``, else None."""
+        if not isinstance(event_id, str):
+            raise TypeError(f"event_id must be str, not {type(event_id).__name__}")
+        return self._index.get(event_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Ring(frames={self._len}/{self.max_frames}, bytes={self.nbytes}/{self.max_bytes}, "
+            f"head={self.head}, evicted={self.evicted})"
+        )
