@@ -135,7 +135,7 @@ cdef class Ring:
         Raises ``Lagged`` when some of them were already evicted.
         """
         cdef int64_t c, count, oldest, seq, size
-        cdef Py_ssize_t cap = self.max_frames, slot, pos = 0
+        cdef Py_ssize_t cap = self.max_frames, pos = 0
         cdef bytes out
         cdef object frame
         cdef char* w

@@ -16,6 +16,8 @@ from ._errors import EncodeError, EventTooLarge, Lagged, ParseError
 __version__ = "0.1.0"
 
 NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
+#: Why the extension did not load (None when it did, or when it was not wanted).
+EXTENSION_IMPORT_ERROR: ImportError | None = None
 
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._encoder_py import Event, encode, encode_many
@@ -28,7 +30,8 @@ else:
         from ._encoder_ext import Event, encode, encode_many
         from ._parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from ._ring_ext import Ring
-    except ImportError:  # not built (e.g. a source checkout without `pip install`)
+    except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
+        EXTENSION_IMPORT_ERROR = exc
         from ._encoder_py import Event, encode, encode_many
         from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from ._ring_py import Ring
@@ -46,6 +49,7 @@ from .frames import (  # noqa: E402  (needs the chosen encoder)
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
+    "EXTENSION_IMPORT_ERROR",
     "HAS_EXTENSIONS",
     "NO_EXTENSIONS",
     "EncodeError",

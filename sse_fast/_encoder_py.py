@@ -136,6 +136,13 @@ class Event:
 
     __slots__ = ("_comment", "_data", "_event", "_frame", "_id", "_retry")
 
+    _frame: bytes
+    _data: Any
+    _event: str | None
+    _id: str | int | None
+    _retry: int | None
+    _comment: str | None
+
     def __init__(
         self,
         data: Any = None,
@@ -196,7 +203,9 @@ class Event:
 
     def __repr__(self) -> str:
         names = ("data", "event", "id", "retry", "comment")
-        shown = ", ".join(f"{n}={v!r}" for n, v in zip(names, self._fields()) if v is not None)
+        shown = ", ".join(
+            f"{n}={v!r}" for n, v in zip(names, self._fields(), strict=False) if v is not None
+        )
         return f"Event({shown})"
 
     def __reduce__(self) -> tuple[Any, ...]:

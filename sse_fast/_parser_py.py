@@ -177,9 +177,8 @@ class Parser:
         elif field == b"id":
             if b"\0" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")
-        elif field == b"retry":
-            if value.isdigit():
-                self.retry = self._block_retry = int(value)
+        elif field == b"retry" and value.isdigit():
+            self.retry = self._block_retry = int(value)
 
     def _dispatch(self, events: list[ParsedEvent]) -> None:
         self.last_event_id = self._id_buffer

@@ -43,8 +43,17 @@ DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 class Ring:
     """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
 
-    __slots__ = ("_frames", "_ids", "_index", "_len", "evicted", "head", "max_bytes",
-                 "max_frames", "nbytes")
+    __slots__ = (
+        "_frames",
+        "_ids",
+        "_index",
+        "_len",
+        "evicted",
+        "head",
+        "max_bytes",
+        "max_frames",
+        "nbytes",
+    )
 
     def __init__(
         self, max_frames: int = DEFAULT_MAX_FRAMES, max_bytes: int = DEFAULT_MAX_BYTES
@@ -146,10 +155,7 @@ class Ring:
             return frame, self.head
         start = (cursor + 1) % cap
         stop = start + count
-        if stop <= cap:
-            chunk = frames[start:stop]
-        else:
-            chunk = frames[start:] + frames[: stop - cap]
+        chunk = frames[start:stop] if stop <= cap else frames[start:] + frames[: stop - cap]
         return b"".join(chunk), self.head  # type: ignore[arg-type]
 
     def resume(self, event_id: str) -> int | None:

@@ -63,11 +63,11 @@ def datastar_patch_elements(
     written); ``mode="remove"`` needs a ``selector`` or ``elements``.
     """
     if mode not in DATASTAR_MODES:
-        raise EncodeError("mode", f"must be one of {', '.join(sorted(DATASTAR_MODES))}; got {mode!r}")
-    if namespace not in DATASTAR_NAMESPACES:
         raise EncodeError(
-            "namespace", f"must be one of html, mathml, svg; got {namespace!r}"
+            "mode", f"must be one of {', '.join(sorted(DATASTAR_MODES))}; got {mode!r}"
         )
+    if namespace not in DATASTAR_NAMESPACES:
+        raise EncodeError("namespace", f"must be one of html, mathml, svg; got {namespace!r}")
     if elements is not None and not isinstance(elements, str):
         raise EncodeError("elements", f"must be str (HTML), not {type(elements).__name__}")
     if elements is None and mode != "remove":
@@ -116,7 +116,9 @@ def datastar_patch_signals(
         except TypeError as exc:
             raise EncodeError("signals", f"cannot serialise as JSON: {exc}") from None
     else:
-        raise EncodeError("signals", f"must be a mapping or JSON text, not {type(signals).__name__}")
+        raise EncodeError(
+            "signals", f"must be a mapping or JSON text, not {type(signals).__name__}"
+        )
     lines = ["onlyIfMissing true"] if only_if_missing else []
     lines.extend("signals " + line for line in _LINE_END.split(text))
     return encode(

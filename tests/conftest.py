@@ -1,0 +1,43 @@
+"""Shared fixtures: ``impl`` runs a test against each core implementation.
+
+In the default mode both the Cython extension ("ext") and the pure-Python twin
+("py") are tested; with SSE_FAST_NO_EXTENSIONS=1 only the twin is (the
+extension is not built in that mode). A missing extension in the default mode
+is a failure, not a skip: see test_extension.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import SimpleNamespace
+
+import pytest
+
+import sse_fast
+
+IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
+
+
+def load_implementation(name: str) -> SimpleNamespace:
+    encoder = importlib.import_module(f"sse_fast._encoder_{name}")
+    parser = importlib.import_module(f"sse_fast._parser_{name}")
+    ring = importlib.import_module(f"sse_fast._ring_{name}")
+    return SimpleNamespace(
+        name=name,
+        encode=encoder.encode,
+        encode_many=encoder.encode_many,
+        Event=encoder.Event,
+        Parser=parser.Parser,
+        ParsedEvent=parser.ParsedEvent,
+        Ring=ring.Ring,
+    )
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, scope="session")
+def impl(request: pytest.FixtureRequest) -> SimpleNamespace:
+    return load_implementation(request.param)
+
+
+def as_tuples(events: list) -> list[tuple]:
+    """Events of either implementation as comparable tuples."""
+    return [(e.event, e.data, e.id, e.retry) for e in events]

@@ -1,0 +1,201 @@
+"""Ring: unit tests and a Hypothesis state machine against a deque model."""
+
+from __future__ import annotations
+
+from collections import deque
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from sse_fast import Lagged
+
+from .conftest import IMPLEMENTATIONS, load_implementation
+
+
+def test_publish_read_coalesced(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=8, max_bytes=1000)
+    cursor = ring.cursor()
+    assert ring.read_since(cursor) == (b"", 0)
+    seqs = [ring.publish(b"f%d\n\n" % i, str(i)) for i in range(3)]
+    assert seqs == [1, 2, 3]
+    data, cursor = ring.read_since(cursor)
+    assert data == b"f0\n\nf1\n\nf2\n\n"
+    assert cursor == 3
+    assert ring.read_since(cursor) == (b"", 3)
+
+
+def test_single_pending_frame_is_shared_not_copied(impl: SimpleNamespace) -> None:
+    ring = impl.Ring()
+    frame = b"data: " + b"x" * 1000 + b"\n\n"
+    start = ring.cursor()
+    ring.publish(frame)
+    first, _ = ring.read_since(start)
+    second, _ = ring.read_since(start)
+    assert first is frame and second is frame
+
+
+def test_eviction_by_count_and_lag(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=3, max_bytes=10_000)
+    for i in range(5):
+        ring.publish(b"%d" % i)
+    assert len(ring) == 3 and ring.oldest == 3 and ring.head == 5 and ring.evicted == 2
+    with pytest.raises(Lagged) as info:
+        ring.read_since(0)
+    assert info.value.lost == 2
+    assert info.value.oldest_cursor == 2
+    assert ring.read_since(info.value.oldest_cursor) == (b"234", 5)
+    with pytest.raises(Lagged) as info:
+        ring.read_since(1)
+    assert info.value.lost == 1
+
+
+def test_eviction_by_bytes(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=100, max_bytes=10)
+    ring.publish(b"aaaa")
+    ring.publish(b"bbbb")
+    ring.publish(b"cccc")  # 12 bytes > 10: the oldest goes
+    assert len(ring) == 2 and ring.nbytes == 8 and ring.evicted == 1
+    assert ring.read_since(1) == (b"bbbbcccc", 3)
+
+
+def test_frame_larger_than_ring_is_refused(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=4, max_bytes=10)
+    ring.publish(b"12345")
+    with pytest.raises(ValueError, match="exceeds the ring's max_bytes"):
+        ring.publish(b"x" * 11)
+    assert ring.head == 1 and len(ring) == 1  # nothing lost, nothing stored
+
+
+def test_resume(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=3)
+    ring.publish(b"a", "id-a")
+    ring.publish(b"b", "id-b")
+    ring.publish(b"c")
+    assert ring.resume("id-a") == 1
+    assert ring.read_since(ring.resume("id-a")) == (b"bc", 3)
+    assert ring.resume("unknown") is None
+    ring.publish(b"d", "id-d")  # evicts id-a
+    assert ring.resume("id-a") is None
+    assert ring.resume("id-b") == 2
+    ring.publish(b"e", "id-b")  # a repeated id maps to the newest frame
+    assert ring.resume("id-b") == 5
+    ring.publish(b"f")
+    ring.publish(b"g")  # evicts the first id-b (seq 2) and seq 3, 4... map keeps seq 5
+    assert ring.resume("id-b") == 5
+
+
+def test_bad_arguments(impl: SimpleNamespace) -> None:
+    ring = impl.Ring()
+    ring.publish(b"x")
+    with pytest.raises(ValueError, match="outside"):
+        ring.read_since(2)
+    with pytest.raises(ValueError, match="outside"):
+        ring.read_since(-1)
+    with pytest.raises(TypeError):
+        ring.read_since("1")
+    with pytest.raises(TypeError):
+        ring.publish("text")
+    with pytest.raises(TypeError):
+        ring.publish(b"x", 5)
+    with pytest.raises(TypeError):
+        ring.resume(5)
+    with pytest.raises(ValueError):
+        impl.Ring(max_frames=0)
+    with pytest.raises(ValueError):
+        impl.Ring(max_bytes=0)
+    assert ring.pending(0) == 1
+    assert "Ring(" in repr(ring)
+
+
+class RingModel(RuleBasedStateMachine):
+    """Compares a Ring with a deque of (seq, frame, id) under random operations."""
+
+    impl_name = "py"
+    cursors = Bundle("cursors")
+
+    @initialize(max_frames=st.integers(1, 6), max_bytes=st.integers(4, 40))
+    def setup(self, max_frames: int, max_bytes: int) -> None:
+        self.ring = load_implementation(self.impl_name).Ring(max_frames, max_bytes)
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.model: deque[tuple[int, bytes, str | None]] = deque()
+        self.head = 0
+        self.evicted = 0
+
+    def _oldest(self) -> int:
+        return self.model[0][0] if self.model else self.head + 1
+
+    @rule(frame=st.binary(min_size=0, max_size=12), event_id=st.none() | st.sampled_from("abc"))
+    def publish(self, frame: bytes, event_id: str | None) -> None:
+        if len(frame) > self.max_bytes:
+            with pytest.raises(ValueError):
+                self.ring.publish(frame, event_id)
+            return
+        while self.model and (
+            len(self.model) >= self.max_frames
+            or sum(len(f) for _, f, _ in self.model) + len(frame) > self.max_bytes
+        ):
+            self.model.popleft()
+            self.evicted += 1
+        self.head += 1
+        self.model.append((self.head, frame, event_id))
+        assert self.ring.publish(frame, event_id) == self.head
+
+    @rule(target=cursors)
+    def subscribe(self) -> int:
+        return self.ring.cursor()
+
+    @rule(target=cursors, cursor=consumes(cursors))
+    def read(self, cursor: int) -> int:
+        oldest = self._oldest()
+        if cursor < oldest - 1:
+            with pytest.raises(Lagged) as info:
+                self.ring.read_since(cursor)
+            assert info.value.lost == oldest - 1 - cursor
+            assert info.value.oldest_cursor == oldest - 1
+            return info.value.oldest_cursor
+        data, new_cursor = self.ring.read_since(cursor)
+        assert data == b"".join(f for seq, f, _ in self.model if seq > cursor)
+        assert new_cursor == self.head
+        return new_cursor
+
+    @rule(event_id=st.sampled_from("abcd"))
+    def resume(self, event_id: str) -> None:
+        seqs = [seq for seq, _, i in self.model if i == event_id]
+        assert self.ring.resume(event_id) == (seqs[-1] if seqs else None)
+
+    @precondition(lambda self: self.head > 0)
+    @rule(data=st.data())
+    def resume_then_read(self, data: st.DataObject) -> None:
+        seq, _, _ = data.draw(st.sampled_from(list(self.model))) if self.model else (0, b"", None)
+        if seq:
+            assert self.ring.read_since(seq)[0] == b"".join(f for s, f, _ in self.model if s > seq)
+
+    @invariant()
+    def sizes_agree(self) -> None:
+        if not hasattr(self, "ring"):
+            return
+        assert len(self.ring) == len(self.model)
+        assert self.ring.nbytes == sum(len(f) for _, f, _ in self.model)
+        assert self.ring.head == self.head
+        assert self.ring.oldest == self._oldest()
+        assert self.ring.evicted == self.evicted
+        assert len(self.ring) <= self.max_frames and self.ring.nbytes <= self.max_bytes
+
+
+for _name in IMPLEMENTATIONS:
+    _machine = type(f"RingModel_{_name}", (RingModel,), {"impl_name": _name})
+    _case = _machine.TestCase
+    _case.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+    globals()[f"TestRingModel_{_name}"] = _case
