@@ -158,6 +158,16 @@ class Ring:
         chunk = frames[start:stop] if stop <= cap else frames[start:] + frames[: stop - cap]
         return b"".join(chunk), self.head  # type: ignore[arg-type]
 
+    def read_frames(self, cursor: int) -> list[bytes]:
+        """The frames newer than ``cursor``, one bytes object each (raises ``Lagged``)."""
+        self._check_cursor(cursor)
+        count = self.head - cursor
+        if count > self._len:
+            oldest = self.head - self._len + 1
+            raise Lagged(oldest - 1 - cursor, oldest - 1)
+        cap = self.max_frames
+        return [self._frames[seq % cap] for seq in range(cursor + 1, self.head + 1)]  # type: ignore[misc]
+
     def resume(self, event_id: str) -> int | None:
         """Cursor just after the newest retained frame with ``event_id``, else None."""
         if not isinstance(event_id, str):

@@ -1,0 +1,682 @@
+"""The hub: topics, sequencing, fan-out, catch-up, resume, heartbeats and drain.
+
+Theory of operation
+-------------------
+* Sequencing. Every published event gets a hub-global sequence number
+  (``gseq``) from exactly one sequencer: the hub itself with one worker, the
+  relay process with several (see ``relay.py``), so every worker applies the
+  same events in the same order and holds identical rings. The SSE ``id`` is
+  the publisher's id when given, else ``str(gseq)``. ``gseq`` starts at the
+  wall clock in microseconds when the sequencer starts, so ids keep growing
+  across restarts and an id from an earlier run is recognisably too old.
+* Storage. Each topic has a ``Ring`` of encoded frames (encoded once, by the
+  sequencer) and, per ring slot, the frame's ``gseq``.
+* Fan-out. An in-sync ("ready") subscriber is exactly at the head of all its
+  topics, so it needs no cursor: a publish calls every ready subscriber's ASGI
+  ``send`` with one shared message. Under Granian ``send`` is eager: it hands
+  the bytes over at call time and returns an already-finished awaitable while
+  the connection's channel has room. Any other result (a full channel, or a
+  server whose ``send`` is a plain coroutine) still holds that message; the
+  subscriber then leaves the ready sets, remembers the ring heads as its
+  cursors and gets a catch-up task. The task awaits the pending write, then
+  writes everything newer from the rings in one coalesced message per round,
+  until nothing is pending: then it rejoins the ready sets. No per-subscriber
+  queue exists, so memory per slow subscriber is one pending write.
+* Lag. A catching-up subscriber whose cursor fell behind its ring gets a final
+  ``sse-fast-disconnect`` event (reason ``lagged``) and its stream is closed;
+  one whose single write stays blocked past ``catch_up_timeout`` is closed too.
+  Fast subscribers never wait for slow ones.
+* Resume. ``Last-Event-ID`` (or ``lastEventId``) is resolved to a ``gseq``:
+  an id found in one of the subscription's rings gives that frame's gseq; a
+  number within this sequencer's range is a gseq. Each topic then resumes just
+  after its last frame with ``gseq <= N``. An id that resolves to nothing is
+  ``unknown``; one older than a frame some topic already evicted is
+  ``evicted``. Both are reported (response header and an ``sse-fast-missed``
+  event carrying the current position as its id) and the stream continues
+  from now.
+* Disconnects. Each stream waits on ``receive()`` for ``http.disconnect``
+  (Granian's ``send`` never fails on a closed client); unsubscribing removes
+  the subscriber from every set and cancels its catch-up task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import EncodeError, Lagged, Ring, encode
+from .metrics import Metrics
+from .settings import Settings
+
+log = logging.getLogger("sse_fast")
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class PublishError(ValueError):
+    """A publish request is invalid; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """One validated event to publish to ``topics``."""
+
+    topics: tuple[str, ...]
+    data: Any = None
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sequenced:
+    """An event after sequencing: what every worker applies."""
+
+    gseq: int
+    id: str
+    topics: tuple[str, ...]
+    frame: bytes
+    accepted_at: float
+
+
+def initial_gseq() -> int:
+    return time.time_ns() // 1000
+
+
+def make_frame(request: PublishRequest, event_id: str) -> bytes:
+    return encode(request.data, event=request.event, id=event_id, retry=request.retry)
+
+
+def sequence(
+    requests: Sequence[PublishRequest], first_gseq: int, accepted_at: float
+) -> list[Sequenced]:
+    """Assign gseqs from ``first_gseq`` on, and encode each frame once."""
+    out = []
+    for offset, request in enumerate(requests):
+        gseq = first_gseq + offset
+        event_id = request.id if request.id is not None else str(gseq)
+        out.append(
+            Sequenced(gseq, event_id, request.topics, make_frame(request, event_id), accepted_at)
+        )
+    return out
+
+
+def check_topic(name: object, settings: Settings) -> str:
+    if not isinstance(name, str):
+        raise PublishError(f"topic must be a string, got {type(name).__name__}")
+    if not name:
+        raise PublishError("topic must not be empty")
+    if len(name) > settings.max_topic_length:
+        raise PublishError(
+            f"topic is {len(name)} characters long; the limit is {settings.max_topic_length}"
+        )
+    if not TOPIC_NAME.fullmatch(name):
+        raise PublishError(
+            f"topic {name[:50]!r} has characters outside A-Z a-z 0-9 and ._~:/@!$&'()+,;=%-"
+        )
+    return name
+
+
+class Topic:
+    """One topic: its ring, the gseq of each ring slot and its subscribers."""
+
+    __slots__ = (
+        "gseqs",
+        "last_activity",
+        "last_evicted_gseq",
+        "name",
+        "published",
+        "ready",
+        "ring",
+        "subscribers",
+    )
+
+    def __init__(self, name: str, settings: Settings, last_evicted_gseq: int, now: float) -> None:
+        self.name = name
+        self.ring = Ring(settings.ring_max_frames, settings.ring_max_bytes)
+        self.gseqs = [0] * settings.ring_max_frames
+        self.last_evicted_gseq = last_evicted_gseq
+        self.ready: dict[Subscriber, Send] = {}
+        self.subscribers: set[Subscriber] = set()
+        self.published = 0
+        self.last_activity = now
+
+    def store(self, item: Sequenced) -> None:
+        ring = self.ring
+        oldest = ring.oldest
+        seq = ring.publish(item.frame, item.id)
+        new_oldest = ring.oldest
+        cap = ring.max_frames
+        if new_oldest > oldest:
+            # The newest evicted slot is read before this frame's gseq lands in its slot.
+            self.last_evicted_gseq = self.gseqs[(new_oldest - 1) % cap]
+        self.gseqs[seq % cap] = item.gseq
+        self.published += 1
+
+    def gseq_at(self, seq: int) -> int:
+        return self.gseqs[seq % self.ring.max_frames]
+
+    def cursor_after(self, gseq: int) -> int:
+        """Cursor just after the last retained frame with a gseq <= ``gseq``."""
+        low, high = self.ring.oldest, self.ring.head
+        # Find the first retained seq whose gseq > target; cursor is the one before.
+        while low <= high:
+            middle = (low + high) // 2
+            if self.gseq_at(middle) <= gseq:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return low - 1
+
+
+class Subscriber:
+    """One SSE stream."""
+
+    __slots__ = (
+        "__weakref__",
+        "client",
+        "closed",
+        "connected_at",
+        "cursors",
+        "id",
+        "send",
+        "state",
+        "task",
+        "topics",
+    )
+
+    READY, CATCHING_UP, CLOSED = "ready", "catching-up", "closed"
+
+    def __init__(
+        self,
+        id: int,
+        send: Send,
+        topics: list[Topic],
+        client: str,
+        now: float,
+        closed: asyncio.Future[str],
+    ) -> None:
+        self.id = id
+        self.send = send
+        self.topics = topics
+        self.client = client
+        self.connected_at = now
+        self.closed = closed
+        self.cursors: dict[Topic, int] = {}
+        self.state = Subscriber.READY
+        self.task: asyncio.Task[None] | None = None
+
+
+class _NeverDone:
+    """Stands for "no eager send detected": every result is awaited."""
+
+
+class Hub:
+    """Topics and subscribers of one worker; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.metrics = metrics or Metrics()
+        self.clock = clock
+        self.topics: dict[str, Topic] = {}
+        self.subscribers: dict[int, Subscriber] = {}
+        self.first_gseq = initial_gseq()
+        self.last_gseq = self.first_gseq - 1
+        self.draining = False
+        self._next_subscriber_id = 1
+        self._done_type: type = _NeverDone
+        self._swept: dict[str, int] = {}
+        self._swept_floor = 0
+        self._remote: Callable[[list[PublishRequest]], Awaitable[list[str]]] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._heartbeat_message = {
+            "type": "http.response.body",
+            "body": encode(comment=""),
+            "more_body": True,
+        }
+
+    # ---------------------------------------------------------------- publishing
+
+    def use_remote_sequencer(
+        self,
+        submit: Callable[[list[PublishRequest]], Awaitable[list[str]]],
+        first_gseq: int,
+        last_gseq: int,
+    ) -> None:
+        """Hand sequencing to the relay (several workers); it calls ``apply``."""
+        self._remote = submit
+        self.first_gseq = first_gseq
+        self.last_gseq = max(self.last_gseq, last_gseq)
+
+    def validate_new_topics(self, requests: Iterable[PublishRequest]) -> None:
+        new = {t for r in requests for t in r.topics if t not in self.topics}
+        if len(self.topics) + len(new) > self.settings.max_topics:
+            raise PublishError(
+                f"topic limit reached ({self.settings.max_topics} topics); "
+                "publish to existing topics or raise max_topics",
+                status=503,
+            )
+
+    async def publish(self, requests: Sequence[PublishRequest]) -> list[str]:
+        """Publish validated events; return their ids. Nothing is published on error."""
+        if not requests:
+            return []
+        self.validate_new_topics(requests)
+        accepted_at = self.clock()
+        if self._remote is not None:
+            return await self._remote(list(requests))
+        return self._publish_local(requests, accepted_at)
+
+    def _publish_local(self, requests: Sequence[PublishRequest], accepted_at: float) -> list[str]:
+        try:
+            items = sequence(requests, self.last_gseq + 1, accepted_at)
+        except EncodeError as exc:
+            raise PublishError(str(exc)) from None
+        self.apply(items)
+        return [item.id for item in items]
+
+    def publish_nowait(self, requests: Sequence[PublishRequest]) -> list[str]:
+        """Synchronous publish for single-worker embedding (no relay)."""
+        if self._remote is not None:
+            raise RuntimeError("publish_nowait() needs the local sequencer; use await publish()")
+        self.validate_new_topics(requests)
+        return self._publish_local(requests, self.clock())
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        """Store sequenced events and write them to every in-sync subscriber."""
+        metrics = self.metrics
+        now = self.clock()
+        for item in items:
+            if item.gseq <= self.last_gseq:
+                continue  # already applied (relay replay after reconnect)
+            self.last_gseq = item.gseq
+            targets: dict[Subscriber, Send]
+            if len(item.topics) == 1:
+                topic = self._topic(item.topics[0], now)
+                topic.store(item)
+                targets = topic.ready
+            else:
+                targets = {}
+                for name in item.topics:
+                    topic = self._topic(name, now)
+                    topic.store(item)
+                    targets.update(topic.ready)
+            metrics.published_total += 1
+            if targets:
+                self._fan_out(targets, item.frame)
+            metrics.publish_latency.observe(self.clock() - item.accepted_at)
+
+    def _fan_out(self, targets: dict[Subscriber, Send], frame: bytes) -> None:
+        message = {"type": "http.response.body", "body": frame, "more_body": True}
+        done = self._done_type
+        slow = None
+        for subscriber, send in targets.items():
+            result = send(message)
+            if type(result) is not done:
+                if slow is None:
+                    slow = []
+                slow.append((subscriber, result))
+        self.metrics.delivered_total += len(targets)
+        if slow:
+            for subscriber, result in slow:
+                self._catch_up(subscriber, result)
+
+    def _topic(self, name: str, now: float) -> Topic:
+        topic = self.topics.get(name)
+        if topic is None:
+            floor = max(self._swept.pop(name, 0), self._swept_floor)
+            topic = self.topics[name] = Topic(name, self.settings, floor, now)
+        topic.last_activity = now
+        return topic
+
+    # ---------------------------------------------------------------- subscribing
+
+    def learn_send(self, start_result: object) -> None:
+        """Detect Granian's eager ``send`` from the result of a response start."""
+        if self._done_type is _NeverDone and type(start_result).__name__ == "PyEmptyAwaitable":
+            self._done_type = type(start_result)
+
+    def is_done(self, result: object) -> bool:
+        """True when a ``send`` result needs no await (Granian's eager send)."""
+        return type(result) is self._done_type
+
+    def resolve_resume(
+        self, topics: Sequence[Topic], last_event_id: str | None
+    ) -> tuple[str, dict[Topic, int]]:
+        """Resume outcome (``none``, ``resumed``, ``unknown``, ``evicted``) and cursors."""
+        heads = {topic: topic.ring.head for topic in topics}
+        if not last_event_id:
+            return "none", heads
+        target: int | None = None
+        for topic in topics:
+            seq = topic.ring.resume(last_event_id)
+            if seq is not None:
+                target = topic.gseq_at(seq)
+                break
+        if (
+            target is None
+            and last_event_id.isascii()
+            and last_event_id.isdigit()
+            and len(last_event_id) <= 20
+        ):
+            number = int(last_event_id)
+            if self.first_gseq - 1 <= number <= self.last_gseq:
+                target = number
+        if target is None:
+            return "unknown", heads
+        if any(topic.last_evicted_gseq > target for topic in topics):
+            return "evicted", heads
+        return "resumed", {topic: topic.cursor_after(target) for topic in topics}
+
+    def open(
+        self, send: Send, topic_names: Sequence[str], client: str, last_event_id: str | None
+    ) -> tuple[Subscriber, str, bytes]:
+        """Register a stream; return it, the resume outcome and its first bytes.
+
+        The first bytes (retry, position or missed event, backlog) must be
+        written by the caller with ``start`` right away, before any await.
+        """
+        now = self.clock()
+        topics = [self._topic(name, now) for name in topic_names]
+        status, cursors = self.resolve_resume(topics, last_event_id)
+        loop = asyncio.get_running_loop()
+        subscriber = Subscriber(
+            self._next_subscriber_id, send, topics, client, now, loop.create_future()
+        )
+        self._next_subscriber_id += 1
+        parts = []
+        if status in ("none", "resumed"):
+            parts.append(
+                encode(
+                    retry=self.settings.retry_ms,
+                    id=None if status == "resumed" else str(self.last_gseq),
+                )
+            )
+        else:
+            self.metrics.resume_total[status] += 1
+            parts.append(
+                encode(
+                    orjson.dumps({"reason": status, "last_event_id": last_event_id}).decode(),
+                    event="sse-fast-missed",
+                    id=str(self.last_gseq),
+                    retry=self.settings.retry_ms,
+                )
+            )
+        if status == "resumed":
+            self.metrics.resume_total["resumed"] += 1
+            parts.append(self._read(cursors))
+        subscriber.cursors = cursors  # its position once the first bytes are written
+        self.subscribers[subscriber.id] = subscriber
+        for topic in topics:
+            topic.subscribers.add(subscriber)
+        self.metrics.connections_total += 1
+        return subscriber, status, b"".join(parts)
+
+    def start(self, subscriber: Subscriber, first_bytes: bytes) -> None:
+        """Write the first bytes and join the fan-out, or catch up if that write is
+        pending or events were published since ``open``."""
+        if subscriber.state == Subscriber.CLOSED:
+            return
+        result = subscriber.send(
+            {"type": "http.response.body", "body": first_bytes, "more_body": True}
+        )
+        cursors = subscriber.cursors
+        if type(result) is self._done_type and all(
+            topic.ring.head == cursor for topic, cursor in cursors.items()
+        ):
+            cursors.clear()
+            for topic in subscriber.topics:
+                topic.ready[subscriber] = subscriber.send
+        else:
+            self._catch_up(subscriber, result, dict(cursors))
+
+    @staticmethod
+    def _read(cursors: dict[Topic, int]) -> bytes:
+        """Everything newer than ``cursors`` (advanced in place).
+
+        One topic: one coalesced ring read. Several: frames merged in gseq
+        order, an event published to several of the topics written once.
+        """
+        if len(cursors) == 1:
+            ((topic, cursor),) = cursors.items()
+            data, cursors[topic] = topic.ring.read_since(cursor)
+            return data
+        entries: dict[int, bytes] = {}
+        for topic, cursor in cursors.items():
+            frames = topic.ring.read_frames(cursor)
+            for offset, frame in enumerate(frames, start=cursor + 1):
+                entries.setdefault(topic.gseq_at(offset), frame)
+            cursors[topic] = cursor + len(frames)
+        if len(entries) == 1:
+            return next(iter(entries.values()))
+        return b"".join(entries[g] for g in sorted(entries))
+
+    # ---------------------------------------------------------------- slow path
+
+    def _catch_up(
+        self, subscriber: Subscriber, pending: object, cursors: dict[Topic, int] | None = None
+    ) -> None:
+        """Leave the ready sets; a task writes ``pending`` then the ring backlog."""
+        if subscriber.state != Subscriber.READY:
+            return
+        subscriber.state = Subscriber.CATCHING_UP
+        for topic in subscriber.topics:
+            topic.ready.pop(subscriber, None)
+        subscriber.cursors = (
+            cursors
+            if cursors is not None
+            else {topic: topic.ring.head for topic in subscriber.topics}
+        )
+        task = asyncio.get_running_loop().create_task(self._catch_up_loop(subscriber, pending))
+        subscriber.task = task
+
+    async def _catch_up_loop(self, subscriber: Subscriber, pending: Any) -> None:
+        timeout = self.settings.catch_up_timeout or None
+        try:
+            while True:
+                if type(pending) is not self._done_type:
+                    try:
+                        await asyncio.wait_for(pending, timeout)
+                    except asyncio.TimeoutError:
+                        self.metrics.stall_disconnects_total += 1
+                        self.close(subscriber, "stalled", final=None, wait_for_write=False)
+                        return
+                if subscriber.state != Subscriber.CATCHING_UP:
+                    return
+                try:
+                    data = self._read(subscriber.cursors)
+                except Lagged as lag:
+                    self.metrics.lag_disconnects_total += 1
+                    self.close(
+                        subscriber,
+                        "lagged",
+                        final=encode(
+                            orjson.dumps({"reason": "lagged", "lost": lag.lost}).decode(),
+                            event="sse-fast-disconnect",
+                        ),
+                    )
+                    return
+                if not data:
+                    subscriber.state = Subscriber.READY
+                    subscriber.task = None
+                    subscriber.cursors.clear()
+                    for topic in subscriber.topics:
+                        topic.ready[subscriber] = subscriber.send
+                    return
+                self.metrics.delivered_total += 1
+                pending = subscriber.send(
+                    {"type": "http.response.body", "body": data, "more_body": True}
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # pragma: no cover - a bug; never leave the stream hanging
+            log.exception("catch-up of subscriber %s failed", subscriber.id)
+            self.close(subscriber, "error", final=None, wait_for_write=False)
+
+    # ---------------------------------------------------------------- closing
+
+    def close(
+        self, subscriber: Subscriber, reason: str, final: bytes | None, wait_for_write: bool = True
+    ) -> None:
+        """End a stream from the server side: optional final frame, then end of body.
+
+        The stream's handler returns once the final write went out (bounded by
+        ``catch_up_timeout``), or at once with ``wait_for_write=False``.
+        """
+        if subscriber.state == Subscriber.CLOSED:
+            return
+        self._forget(subscriber)
+        result = subscriber.send(
+            {"type": "http.response.body", "body": final or b"", "more_body": False}
+        )
+        if type(result) is self._done_type or not wait_for_write:
+            if not subscriber.closed.done():
+                subscriber.closed.set_result(reason)
+        else:
+            self._spawn(self._finish_write(result, subscriber.closed, reason))
+
+    async def _finish_write(self, result: Any, closed: asyncio.Future[str], reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(result, self.settings.catch_up_timeout or 5.0)
+        if not closed.done():
+            closed.set_result(reason)
+
+    def disconnected(self, subscriber: Subscriber) -> None:
+        """The client went away (``http.disconnect``): free everything."""
+        if subscriber.state != Subscriber.CLOSED:
+            self._forget(subscriber)
+        if not subscriber.closed.done():
+            subscriber.closed.set_result("client-disconnected")
+
+    def _forget(self, subscriber: Subscriber) -> None:
+        subscriber.state = Subscriber.CLOSED
+        self.subscribers.pop(subscriber.id, None)
+        for topic in subscriber.topics:
+            topic.ready.pop(subscriber, None)
+            topic.subscribers.discard(subscriber)
+            topic.last_activity = self.clock()
+        subscriber.cursors.clear()
+        task, subscriber.task = subscriber.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ---------------------------------------------------------------- periodic work
+
+    def heartbeat(self) -> int:
+        """Send a keep-alive comment to every in-sync stream; return how many."""
+        targets: dict[Subscriber, Send] = {}
+        for subscriber in self.subscribers.values():
+            if subscriber.state == Subscriber.READY:
+                targets[subscriber] = subscriber.send
+        done = self._done_type
+        message = self._heartbeat_message
+        for subscriber, send in targets.items():
+            result = send(message)
+            if type(result) is not done:
+                self._catch_up(subscriber, result)
+        return len(targets)
+
+    def sweep(self) -> int:
+        """Drop idle topics (no subscriber, no activity for ``topic_ttl``)."""
+        cutoff = self.clock() - self.settings.topic_ttl
+        idle = [
+            name
+            for name, topic in self.topics.items()
+            if not topic.subscribers and topic.last_activity < cutoff
+        ]
+        for name in idle:
+            topic = self.topics.pop(name)
+            self._swept[name] = max(topic.last_evicted_gseq, topic.gseq_at(topic.ring.head))
+        while len(self._swept) > self.settings.max_topics:
+            oldest = next(iter(self._swept))
+            self._swept_floor = max(self._swept_floor, self._swept.pop(oldest))
+        return len(idle)
+
+    async def run_periodic(self) -> None:
+        """Heartbeats and topic sweeping until cancelled."""
+        interval = self.settings.heartbeat_interval
+        last_sweep = self.clock()
+        while True:
+            await asyncio.sleep(interval if interval > 0 else 60.0)
+            if interval > 0:
+                self.heartbeat()
+            if self.clock() - last_sweep >= 60.0:
+                last_sweep = self.clock()
+                self.sweep()
+
+    async def drain(self) -> None:
+        """Close every stream with a jittered ``retry`` so clients reconnect elsewhere
+        (spread out), waiting at most ``drain_timeout`` for the final writes."""
+        self.draining = True
+        jitter = self.settings.drain_retry_jitter_ms
+        closing = list(self.subscribers.values())
+        for subscriber in closing:
+            delay = self.settings.retry_ms + random.randint(0, jitter)
+            self.close(
+                subscriber,
+                "draining",
+                final=encode('{"reason":"draining"}', event="sse-fast-disconnect", retry=delay),
+            )
+        waiting = [s.closed for s in closing if not s.closed.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.settings.drain_timeout)
+        for subscriber in closing:
+            if not subscriber.closed.done():
+                subscriber.closed.set_result("draining")
+
+    def stats(self, with_connections: bool = False) -> dict[str, Any]:
+        topics = {
+            name: {
+                "subscribers": len(topic.subscribers),
+                "published": topic.published,
+                "retained": len(topic.ring),
+                "retained_bytes": topic.ring.nbytes,
+                "evicted": topic.ring.evicted,
+            }
+            for name, topic in self.topics.items()
+        }
+        out: dict[str, Any] = {
+            "connections": len(self.subscribers),
+            "topics": topics,
+            "last_id": str(self.last_gseq),
+            "draining": self.draining,
+            "eager_send": self._done_type is not _NeverDone,
+        }
+        if with_connections:
+            now = self.clock()
+            out["connection_list"] = [
+                {
+                    "id": s.id,
+                    "client": s.client,
+                    "topics": [t.name for t in s.topics],
+                    "state": s.state,
+                    "connected_seconds": round(now - s.connected_at, 3),
+                    "behind": sum(t.ring.head - c for t, c in s.cursors.items()),
+                }
+                for s in self.subscribers.values()
+            ]
+        return out

@@ -1,0 +1,137 @@
+"""Process-local metrics rendered in the Prometheus text format (no dependency).
+
+Counters are plain ints on one object the hub owns; the fan-out path only adds
+to them. Each worker process reports its own figures (Prometheus sums them
+across scrape targets; ``/stats`` says which worker answered).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+# Publish-to-write latency buckets, in seconds.
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+
+
+class Histogram:
+    """A cumulative histogram with fixed buckets."""
+
+    __slots__ = ("buckets", "count", "counts", "total")
+
+    def __init__(self, buckets: Iterable[float] = LATENCY_BUCKETS) -> None:
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)
+        self.count = 0
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value)] += 1
+        self.count += 1
+        self.total += value
+
+    def render(self, name: str, help_text: str) -> list[str]:
+        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+        running = 0
+        for bound, count in zip(self.buckets, self.counts, strict=False):
+            running += count
+            lines.append(f'{name}_bucket{{le="{bound}"}} {running}')
+        lines.append(f'{name}_bucket{{le="+Inf"}} {self.count}')
+        lines.append(f"{name}_sum {self.total:.6f}")
+        lines.append(f"{name}_count {self.count}")
+        return lines
+
+
+class Metrics:
+    """All counters of one worker."""
+
+    def __init__(self) -> None:
+        self.connections_total = 0
+        self.published_total = 0
+        self.delivered_total = 0
+        self.lag_disconnects_total = 0
+        self.stall_disconnects_total = 0
+        self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
+        self.refused_total: dict[str, int] = {}
+        self.publish_latency = Histogram()
+
+    def refuse(self, reason: str) -> None:
+        self.refused_total[reason] = self.refused_total.get(reason, 0) + 1
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def render(
+    metrics: Metrics,
+    *,
+    connections_open: int,
+    topics: int,
+    subscribers_by_topic: list[tuple[str, int]],
+    extra: Iterable[str] = (),
+) -> str:
+    """The Prometheus exposition text for one worker."""
+    out: list[str] = []
+
+    def one(name: str, kind: str, help_text: str, value: float) -> None:
+        out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"])
+
+    one("sse_fast_connections_open", "gauge", "Open SSE streams.", connections_open)
+    one("sse_fast_connections_total", "counter", "SSE streams accepted.", metrics.connections_total)
+    one("sse_fast_topics", "gauge", "Topics held in memory.", topics)
+    one("sse_fast_published_total", "counter", "Events published.", metrics.published_total)
+    one(
+        "sse_fast_delivered_total",
+        "counter",
+        "Event deliveries written to streams.",
+        metrics.delivered_total,
+    )
+    one(
+        "sse_fast_lag_disconnects_total",
+        "counter",
+        "Streams closed because they fell further behind than the ring holds.",
+        metrics.lag_disconnects_total,
+    )
+    one(
+        "sse_fast_stall_disconnects_total",
+        "counter",
+        "Streams closed because one write stayed blocked past catch_up_timeout.",
+        metrics.stall_disconnects_total,
+    )
+    out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
+    out.append("# TYPE sse_fast_subscribers gauge")
+    for topic, count in subscribers_by_topic:
+        out.append(f'sse_fast_subscribers{{topic="{_escape(topic)}"}} {count}')
+    out.append("# HELP sse_fast_resume_total Resume attempts by outcome.")
+    out.append("# TYPE sse_fast_resume_total counter")
+    for outcome, count in metrics.resume_total.items():
+        out.append(f'sse_fast_resume_total{{outcome="{outcome}"}} {count}')
+    out.append("# HELP sse_fast_refused_total Requests refused, by reason.")
+    out.append("# TYPE sse_fast_refused_total counter")
+    for reason, count in sorted(metrics.refused_total.items()):
+        out.append(f'sse_fast_refused_total{{reason="{_escape(reason)}"}} {count}')
+    out.extend(
+        metrics.publish_latency.render(
+            "sse_fast_publish_to_write_seconds",
+            "Time from a publish being accepted to its last in-sync subscriber write.",
+        )
+    )
+    out.extend(extra)
+    return "\n".join(out) + "\n"

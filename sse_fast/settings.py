@@ -1,0 +1,178 @@
+"""Server settings: one object, filled from defaults, ``SSE_FAST_*`` environment
+variables and command-line flags (flags win over the environment).
+
+Every field is documented where it is declared; ``sse-fast serve --help`` prints
+the same text. The environment variable of a field is ``SSE_FAST_`` plus its
+name in upper case (``heartbeat_interval`` -> ``SSE_FAST_HEARTBEAT_INTERVAL``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+ENV_PREFIX = "SSE_FAST_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used; the message names it."""
+
+
+def _doc(text: str, **extra: Any) -> dict[str, Any]:
+    return {"doc": text, **extra}
+
+
+@dataclass
+class Settings:
+    host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
+    port: int = field(default=8000, metadata=_doc("TCP port to listen on"))
+    workers: int = field(
+        default=1, metadata=_doc("worker processes (each holds its own connections)")
+    )
+    heartbeat_interval: float = field(
+        default=15.0, metadata=_doc("seconds between keep-alive comments on idle streams (0 = off)")
+    )
+    retry_ms: int = field(
+        default=3000, metadata=_doc("reconnection delay sent to clients in the first frame (ms)")
+    )
+    ring_max_frames: int = field(
+        default=1024, metadata=_doc("events kept per topic for resume (Last-Event-ID)")
+    )
+    ring_max_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_doc("bytes of encoded events kept per topic for resume")
+    )
+    max_topics: int = field(default=100_000, metadata=_doc("topics one worker keeps at most"))
+    topic_ttl: float = field(
+        default=3600.0,
+        metadata=_doc("seconds an idle topic (no subscriber, no publish) keeps its history"),
+    )
+    max_topics_per_connection: int = field(
+        default=16, metadata=_doc("topics one subscription may name")
+    )
+    max_topic_length: int = field(default=200, metadata=_doc("characters in a topic name"))
+    max_body_bytes: int = field(
+        default=1024 * 1024, metadata=_doc("largest publish request body (bytes)")
+    )
+    max_events_per_batch: int = field(default=1000, metadata=_doc("events in one publish batch"))
+    max_last_event_id_length: int = field(
+        default=256, metadata=_doc("longest accepted Last-Event-ID")
+    )
+    drain_timeout: float = field(
+        default=5.0, metadata=_doc("seconds a graceful shutdown may take before streams are cut")
+    )
+    drain_retry_jitter_ms: int = field(
+        default=2000,
+        metadata=_doc(
+            "reconnection delay spread (ms) sent when draining, so clients come back spread out"
+        ),
+    )
+    catch_up_timeout: float = field(
+        default=30.0,
+        metadata=_doc("seconds a stalled client may block one write before it is disconnected"),
+    )
+    backlog: int = field(default=4096, metadata=_doc("listen backlog (Linux caps it at somaxconn)"))
+    backpressure: int = field(
+        default=0,
+        metadata=_doc(
+            "connections per worker Granian accepts (0 = as many as the file limit allows)"
+        ),
+    )
+    http1_buffer_size: int = field(
+        default=16384,
+        metadata=_doc("Granian HTTP/1 buffer per connection (bytes); memory per idle stream"),
+    )
+    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+    relay_socket: str = field(
+        default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
+    )
+    install_signal_handlers: bool = field(
+        default=False,
+        metadata=_doc("internal: drain on SIGTERM inside each worker (set by serve)"),
+    )
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        positive = (
+            "port",
+            "workers",
+            "retry_ms",
+            "ring_max_frames",
+            "ring_max_bytes",
+            "max_topics",
+            "max_topics_per_connection",
+            "max_topic_length",
+            "max_body_bytes",
+            "max_events_per_batch",
+            "max_last_event_id_length",
+            "backlog",
+            "http1_buffer_size",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
+        non_negative = (
+            "heartbeat_interval",
+            "topic_ttl",
+            "drain_timeout",
+            "drain_retry_jitter_ms",
+            "catch_up_timeout",
+            "backpressure",
+        )
+        for name in non_negative:
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.port > 65535:
+            raise SettingsError(f"port must be at most 65535, got {self.port}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(
+                f"log_level must be debug, info, warning or error, got {self.log_level!r}"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then ``SSE_FAST_*`` variables, then ``overrides`` (not None)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f, raw, source=ENV_PREFIX + f.name.upper())
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as ``SSE_FAST_*`` variables (how ``serve`` hands them to workers)."""
+        env = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            env[ENV_PREFIX + f.name.upper()] = (
+                ("1" if value else "0") if isinstance(value, bool) else str(value)
+            )
+        return env
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
+    kind = (
+        f.type
+        if isinstance(f.type, type)
+        else {"int": int, "float": float, "str": str, "bool": bool}[f.type]
+    )
+    try:
+        if kind is bool:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"{source}={raw!r} is not a valid {kind.__name__}") from None
