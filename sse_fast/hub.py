@@ -135,6 +135,7 @@ class Topic:
     """One topic: its ring, the gseq of each ring slot and its subscribers."""
 
     __slots__ = (
+        "catching",
         "gseqs",
         "last_activity",
         "last_evicted_gseq",
@@ -152,10 +153,12 @@ class Topic:
         self.last_evicted_gseq = last_evicted_gseq
         self.ready: dict[Subscriber, Send] = {}
         self.subscribers: set[Subscriber] = set()
+        self.catching: set[Subscriber] = set()
         self.published = 0
         self.last_activity = now
 
-    def store(self, item: Sequenced) -> None:
+    def store(self, item: Sequenced) -> bool:
+        """Keep one frame; True when it evicted older frames."""
         ring = self.ring
         oldest = ring.oldest
         seq = ring.publish(item.frame, item.id)
@@ -166,6 +169,12 @@ class Topic:
             self.last_evicted_gseq = self.gseqs[(new_oldest - 1) % cap]
         self.gseqs[seq % cap] = item.gseq
         self.published += 1
+        return new_oldest > oldest
+
+    def lagging(self) -> list[Subscriber]:
+        """Catching-up subscribers whose cursor here fell behind the ring."""
+        limit = self.ring.oldest - 1
+        return [s for s in self.catching if s.cursors.get(self, limit) < limit]
 
     def gseq_at(self, seq: int) -> int:
         return self.gseqs[seq % self.ring.max_frames]
@@ -265,7 +274,7 @@ class Hub:
         """Hand sequencing to the relay (several workers); it calls ``apply``."""
         self._remote = submit
         self.first_gseq = first_gseq
-        self.last_gseq = max(self.last_gseq, last_gseq)
+        self.last_gseq = last_gseq
 
     def validate_new_topics(self, requests: Iterable[PublishRequest]) -> None:
         new = {t for r in requests for t in r.topics if t not in self.topics}
@@ -312,18 +321,38 @@ class Hub:
             targets: dict[Subscriber, Send]
             if len(item.topics) == 1:
                 topic = self._topic(item.topics[0], now)
-                topic.store(item)
+                if topic.store(item) and topic.catching:
+                    self._drop_lagging(topic)
                 targets = topic.ready
             else:
                 targets = {}
                 for name in item.topics:
                     topic = self._topic(name, now)
-                    topic.store(item)
+                    if topic.store(item) and topic.catching:
+                        self._drop_lagging(topic)
                     targets.update(topic.ready)
             metrics.published_total += 1
             if targets:
                 self._fan_out(targets, item.frame)
             metrics.publish_latency.observe(self.clock() - item.accepted_at)
+
+    def _drop_lagging(self, topic: Topic) -> None:
+        """Disconnect, with a reason, subscribers that fell behind the ring (at once,
+        not when their blocked write finally completes)."""
+        for subscriber in topic.lagging():
+            lost = topic.ring.oldest - 1 - subscriber.cursors[topic]
+            self._lagged(subscriber, lost)
+
+    def _lagged(self, subscriber: Subscriber, lost: int) -> None:
+        self.metrics.lag_disconnects_total += 1
+        self.close(
+            subscriber,
+            "lagged",
+            final=encode(
+                orjson.dumps({"reason": "lagged", "lost": lost}).decode(),
+                event="sse-fast-disconnect",
+            ),
+        )
 
     def _fan_out(self, targets: dict[Subscriber, Send], frame: bytes) -> None:
         message = {"type": "http.response.body", "body": frame, "more_body": True}
@@ -481,6 +510,7 @@ class Hub:
         subscriber.state = Subscriber.CATCHING_UP
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
+            topic.catching.add(subscriber)
         subscriber.cursors = (
             cursors
             if cursors is not None
@@ -556,7 +586,7 @@ class Hub:
 
     async def _finish_write(self, result: Any, closed: asyncio.Future[str], reason: str) -> None:
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(result, self.settings.catch_up_timeout or 5.0)
+            await asyncio.wait_for(result, self.settings.drain_timeout or 5.0)
         if not closed.done():
             closed.set_result(reason)
 
@@ -572,6 +602,7 @@ class Hub:
         self.subscribers.pop(subscriber.id, None)
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
+            topic.catching.discard(subscriber)
             topic.subscribers.discard(subscriber)
             topic.last_activity = self.clock()
         subscriber.cursors.clear()

@@ -1,0 +1,139 @@
+"""Start a real ``sse-fast serve`` process for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sse_fast.client import ParsedEvent, SSEClient, http_request
+
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    def __init__(self, *args: str, **env: Any) -> None:
+        self.port = free_port()
+        self.args = ["--port", str(self.port), "--log-level", "info", *args]
+        self.env = {**os.environ, **{f"SSE_FAST_{k.upper()}": str(v) for k, v in env.items()}}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = f"/tmp/sse-fast-test-{self.port}.log"
+
+    def __enter__(self) -> ServerProcess:
+        self.log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sse_fast", "serve", *self.args],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.output()}")
+            try:
+                status, _, _ = asyncio.run(
+                    http_request(HOST, self.port, "GET", "/readyz", timeout=1)
+                )
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server did not become ready:\n{self.output()}")
+
+    def output(self) -> str:
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        return self.proc.returncode
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        if os.path.exists(self.log_path):
+            os.unlink(self.log_path)
+
+    def worker_pids(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return [int(p) for p in out.stdout.split()]
+
+    # ---- helpers used by tests (all bounded in time)
+
+    async def publish(
+        self, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], bytes]:
+        return await http_request(
+            HOST,
+            self.port,
+            "POST",
+            "/publish",
+            body,
+            {"Content-Type": "application/json", **(headers or {})},
+        )
+
+    async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        return await http_request(HOST, self.port, "GET", path)
+
+    def client(self, *topics: str, **kwargs: Any) -> SSEClient:
+        return SSEClient(HOST, self.port, list(topics), **kwargs)
+
+
+async def collect(
+    client: SSEClient,
+    count: int,
+    timeout: float = 10.0,
+    until: Callable[[SSEClient], bool] | None = None,
+) -> list[ParsedEvent]:
+    """Read until ``count`` events (or ``until`` holds, or the stream ends)."""
+    events: list[ParsedEvent] = []
+    deadline = time.monotonic() + timeout
+    while len(events) < count and not client.closed and not (until and until(client)):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"got {len(events)} of {count} events: {events[-3:]}")
+        events += await asyncio.wait_for(client.events(), remaining)
+    return events
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)
+
+
+def rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
