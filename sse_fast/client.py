@@ -185,7 +185,7 @@ class SSEClient:
         if self.status != 200:
             body = b""
             if "content-length" in self.response_headers:
-                body = await self._reader.readexactly(int(self.response_headers["content-length"]))
+                body = await reader.readexactly(int(self.response_headers["content-length"]))
             self.close()
             raise HTTPResponseError(self.status, self.response_headers, body)
         if self.response_headers.get("transfer-encoding", "").lower() == "chunked":

@@ -252,7 +252,7 @@ def test_drain_closes_every_stream_with_jittered_retry(eager: bool) -> None:
         assert len({s.parser.retry for s in streams}) > 1
         assert app.hub.subscribers == {}
         # new subscriptions are refused while draining
-        status, headers, body = await request(app, "GET", "/events", query=[("topic", "d")])
+        status, headers, _body = await request(app, "GET", "/events", query=[("topic", "d")])
         assert status == 503 and headers["retry-after"] == "1"
 
     run(main())
@@ -325,7 +325,7 @@ def test_invalid_publish_bodies(body: bytes, status: int, fragment: str) -> None
     async def main() -> None:
         app = make_app()
         before = app.hub.last_gseq
-        code, headers, response = await request(app, "POST", "/publish", body)
+        code, _headers, response = await request(app, "POST", "/publish", body)
         assert code == status
         assert fragment in json.loads(response)["error"]
         assert app.hub.last_gseq == before and app.hub.metrics.published_total == 0
@@ -374,7 +374,7 @@ def test_body_limits_and_content_type() -> None:
             app, "POST", "/publish", b"{}", headers={"content-length": "1000"}
         )
         assert code == 413
-        code, _, body = await request(
+        code, _, _body = await request(
             app, "POST", "/publish", b"{}", headers={"content-type": "text/plain"}
         )
         assert code == 415
