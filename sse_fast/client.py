@@ -169,9 +169,10 @@ class SSEClient:
         kwargs: dict[str, Any] = {}
         if self.local_addr:
             kwargs["local_addr"] = (self.local_addr, 0)
-        self._reader, self._writer = await asyncio.wait_for(
+        reader, self._writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, **kwargs), timeout
         )
+        self._reader = reader
         query = urlencode([("topic", t) for t in self.topics] + list(self.extra_query.items()))
         headers = {"Accept": "text/event-stream", **self.headers}
         if self.last_event_id:
@@ -179,9 +180,7 @@ class SSEClient:
         self._writer.write(
             _request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers)
         )
-        self.status, self.response_headers = await asyncio.wait_for(
-            _read_head(self._reader), timeout
-        )
+        self.status, self.response_headers = await asyncio.wait_for(_read_head(reader), timeout)
         if self.status != 200:
             body = b""
             if "content-length" in self.response_headers:

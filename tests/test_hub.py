@@ -368,9 +368,9 @@ def test_publish_over_http_and_ids() -> None:
 def test_body_limits_and_content_type() -> None:
     async def main() -> None:
         app = make_app(max_body_bytes=100)
-        code, _, body = await request(app, "POST", "/publish", b"{}" * 60)
+        code, _, _ = await request(app, "POST", "/publish", b"{}" * 60)
         assert code == 413
-        code, _, body = await request(
+        code, _, _ = await request(
             app, "POST", "/publish", b"{}", headers={"content-length": "1000"}
         )
         assert code == 413
