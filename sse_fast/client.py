@@ -169,15 +169,15 @@ class SSEClient:
         kwargs: dict[str, Any] = {}
         if self.local_addr:
             kwargs["local_addr"] = (self.local_addr, 0)
-        reader, self._writer = await asyncio.wait_for(
+        reader, writer = await asyncio.wait_for(
             asyncio.open_connection(self.host, self.port, **kwargs), timeout
         )
-        self._reader = reader
+        self._reader, self._writer = reader, writer
         query = urlencode([("topic", t) for t in self.topics] + list(self.extra_query.items()))
         headers = {"Accept": "text/event-stream", **self.headers}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        self._writer.write(
+        writer.write(
             _request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers)
         )
         self.status, self.response_headers = await asyncio.wait_for(_read_head(reader), timeout)
