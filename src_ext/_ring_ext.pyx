@@ -161,6 +161,23 @@ cdef class Ring:
             seq += 1
         return out, self.head
 
+    def read_frames(self, cursor):
+        """The frames newer than ``cursor``, one bytes object each (raises ``Lagged``)."""
+        cdef int64_t c, count, oldest, seq
+        cdef Py_ssize_t cap = self.max_frames
+        cdef list out = []
+        self._check_cursor(cursor)
+        c = cursor
+        count = self.head - c
+        if count > self._len:
+            oldest = self.head - self._len + 1
+            raise Lagged(oldest - 1 - c, oldest - 1)
+        seq = c + 1
+        while seq <= self.head:
+            out.append(<object>PyList_GET_ITEM(self._frames, seq % cap))
+            seq += 1
+        return out
+
     def resume(self, event_id):
         """Cursor just after the newest retained frame with ``event_id``, else None."""
         if not isinstance(event_id, str):

@@ -53,6 +53,10 @@ def test_eviction_by_count_and_lag(impl: SimpleNamespace) -> None:
     with pytest.raises(Lagged) as info:
         ring.read_since(0)
     assert info.value.lost == 2
+    with pytest.raises(Lagged):
+        ring.read_frames(0)
+    assert ring.read_frames(2) == [b"2", b"3", b"4"]
+    assert ring.read_frames(5) == []
     assert info.value.oldest_cursor == 2
     assert ring.read_since(info.value.oldest_cursor) == (b"234", 5)
     with pytest.raises(Lagged) as info:
@@ -165,6 +169,8 @@ class RingModel(RuleBasedStateMachine):
             assert info.value.lost == oldest - 1 - cursor
             assert info.value.oldest_cursor == oldest - 1
             return info.value.oldest_cursor
+        frames = self.ring.read_frames(cursor)
+        assert frames == [f for seq, f, _ in self.model if seq > cursor]
         data, new_cursor = self.ring.read_since(cursor)
         assert data == b"".join(f for seq, f, _ in self.model if seq > cursor)
         assert new_cursor == self.head
