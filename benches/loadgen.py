@@ -44,6 +44,7 @@ LOOPBACK_PREFIX = "127.0.0."
 
 # ---------------------------------------------------------------- latency histogram
 
+
 class LatencyHistogram:
     """Log-bucketed latencies (1 % resolution from 1 us to ~100 s); mergeable."""
 
@@ -85,11 +86,21 @@ class LatencyHistogram:
 
 # ---------------------------------------------------------------- subscriber side
 
+
 class Subscriber(asyncio.Protocol):
     """One SSE connection parsed incrementally in ``data_received``."""
 
-    __slots__ = ("connected", "decoder", "head", "last_seq", "parser", "stats", "transport",
-                 "status", "closed")
+    __slots__ = (
+        "closed",
+        "connected",
+        "decoder",
+        "head",
+        "last_seq",
+        "parser",
+        "stats",
+        "status",
+        "transport",
+    )
 
     def __init__(self, stats: ProcessStats) -> None:
         self.stats = stats
@@ -111,7 +122,7 @@ class Subscriber(asyncio.Protocol):
             end = self.head.find(b"\r\n\r\n")
             if end < 0:
                 return
-            head, data = self.head[:end], self.head[end + 4:]
+            head, data = self.head[:end], self.head[end + 4 :]
             self.head = b""
             self.status = int(head.split(b" ", 2)[1])
             if b"transfer-encoding: chunked" in head.lower():
@@ -162,8 +173,15 @@ class ProcessStats:
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
-async def _subscribe_all(host: str, port: int, paths: list[str], sources: list[str],
-                         stats: ProcessStats, concurrency: int = 256) -> list[Subscriber]:
+async def _subscribe_all(
+    host: str,
+    port: int,
+    paths: list[str],
+    sources: list[str],
+    stats: ProcessStats,
+    http_version: str = "1.1",
+    concurrency: int = 256,
+) -> list[Subscriber]:
     loop = asyncio.get_running_loop()
     subscribers: list[Subscriber] = []
     gate = asyncio.Semaphore(concurrency)
@@ -172,12 +190,17 @@ async def _subscribe_all(host: str, port: int, paths: list[str], sources: list[s
         source = sources[index % len(sources)]
         async with gate:
             try:
-                _, protocol = await asyncio.wait_for(loop.create_connection(
-                    lambda: Subscriber(stats), host, port, local_addr=(source, 0)), 15)
+                _, protocol = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: Subscriber(stats), host, port, local_addr=(source, 0)
+                    ),
+                    15,
+                )
                 assert protocol.transport is not None
                 protocol.transport.write(
-                    f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
-                    .encode())
+                    f"GET {path} HTTP/{http_version}\r\nHost: {host}\r\n"
+                    "Accept: text/event-stream\r\n\r\n".encode()
+                )
                 status = await asyncio.wait_for(protocol.connected, 15)
                 if status != 200:
                     stats.connect_errors += 1
@@ -191,8 +214,9 @@ async def _subscribe_all(host: str, port: int, paths: list[str], sources: list[s
     return subscribers
 
 
-def _subscriber_process(host: str, port: int, paths: list[str], sources: list[str],
-                        pipe: Any) -> None:
+def _subscriber_process(
+    host: str, port: int, paths: list[str], sources: list[str], pipe: Any, http_version: str = "1.1"
+) -> None:
     """Child process: connect, report, measure on command, report, close."""
     import resource
 
@@ -203,9 +227,14 @@ def _subscriber_process(host: str, port: int, paths: list[str], sources: list[st
     async def main() -> None:
         stats = ProcessStats()
         started = time.monotonic()
-        subscribers = await _subscribe_all(host, port, paths, sources, stats)
-        pipe.send({"connected": len(subscribers), "errors": stats.connect_errors,
-                   "seconds": time.monotonic() - started})
+        subscribers = await _subscribe_all(host, port, paths, sources, stats, http_version)
+        pipe.send(
+            {
+                "connected": len(subscribers),
+                "errors": stats.connect_errors,
+                "seconds": time.monotonic() - started,
+            }
+        )
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, pipe.recv)
@@ -215,14 +244,21 @@ def _subscriber_process(host: str, port: int, paths: list[str], sources: list[st
                 stats.measuring = True
             elif command == "stop":
                 stats.measuring = False
-                pipe.send({"received": stats.received, "measured": stats.measured,
-                           "duplicates": stats.duplicates, "lost": stats.lost,
-                           "closed": stats.closed, "foreign": stats.foreign,
-                           "histogram": stats.histogram.dump()})
+                pipe.send(
+                    {
+                        "received": stats.received,
+                        "measured": stats.measured,
+                        "duplicates": stats.duplicates,
+                        "lost": stats.lost,
+                        "closed": stats.closed,
+                        "foreign": stats.foreign,
+                        "histogram": stats.histogram.dump(),
+                    }
+                )
             elif command == "exit":
-                for subscriber in subscribers:
+                for subscriber in subscribers:  # RST: no TIME_WAIT eating the port range
                     if subscriber.transport is not None:
-                        subscriber.transport.close()
+                        subscriber.transport.abort()
                 await asyncio.sleep(0.2)
                 return
 
@@ -236,11 +272,16 @@ def _subscriber_process(host: str, port: int, paths: list[str], sources: list[st
 
 # ---------------------------------------------------------------- publisher side
 
+
 class KeepAlivePublisher:
     """Publishes over one keep-alive HTTP/1.1 connection."""
 
-    def __init__(self, host: str, port: int,
-                 request: Callable[[str, str], tuple[str, str, dict[str, str], bytes]]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        request: Callable[[str, str], tuple[str, str, dict[str, str], bytes]],
+    ) -> None:
         self.host = host
         self.port = port
         self.request = request
@@ -257,8 +298,12 @@ class KeepAlivePublisher:
             await self._connect()
         assert self.reader is not None and self.writer is not None
         method, path, headers, body = self.request(topic, data)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}",
-                 f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.host}",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         try:
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
@@ -289,11 +334,16 @@ class KeepAlivePublisher:
 
 
 def sse_fast_publish(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
-    return ("POST", "/publish", {"Content-Type": "application/json"},
-            orjson.dumps({"topic": topic, "data": data}))
+    return (
+        "POST",
+        "/publish",
+        {"Content-Type": "application/json"},
+        orjson.dumps({"topic": topic, "data": data}),
+    )
 
 
 # ---------------------------------------------------------------- the run
+
 
 @dataclass
 class Result:
@@ -322,16 +372,55 @@ class Result:
     rss_per_connection_kb: float | None = None
     client_processes: int = 1
     payload_bytes: int = 0
+    server_cpu_seconds: float | None = None
+    server_cores_used: float | None = None
+    delivered_per_server_core_second: float | None = None
+    http_version: str = "1.1"
 
     def line(self) -> str:
         rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
-        return (f"{self.target:>14} conns={self.connected}/{self.connections} "
-                f"(err {self.connect_errors}, {self.connect_seconds:.1f}s) "
-                f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
-                f"delivered={self.delivered}/{self.expected} "
-                f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates} "
-                f"p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms p999={self.p999_ms:.1f}ms "
-                f"max={self.max_ms:.1f}ms rss={rss}")
+        per_core = (
+            f" server={self.server_cores_used:.2f} cores "
+            f"({self.delivered_per_server_core_second:,.0f}/core-s)"
+            if self.delivered_per_server_core_second
+            else ""
+        )
+        return (
+            f"{self.target:>14} conns={self.connected}/{self.connections} "
+            f"(err {self.connect_errors}, {self.connect_seconds:.1f}s) "
+            f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
+            f"delivered={self.delivered}/{self.expected} "
+            f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates} "
+            f"p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms p999={self.p999_ms:.1f}ms "
+            f"max={self.max_ms:.1f}ms rss={rss}{per_core}"
+        )
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of ``pids`` so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/stat") as f:
+                parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -344,17 +433,30 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
-def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
-             duration: float, warmup: float = 2.0, topics: int = 1, processes: int = 0,
-             sources: int = 0, payload_bytes: int = 64,
-             subscribe_path: Callable[[str], str] = lambda t: f"/events?topic={t}",
-             publish_request: Callable[[str, str], tuple[str, str, dict[str, str], bytes]]
-             = sse_fast_publish,
-             server_pids: Callable[[], list[int]] = list,
-             progress: Callable[[str], None] = lambda s: None) -> Result:
+def run_load(
+    *,
+    host: str,
+    port: int,
+    name: str,
+    connections: int,
+    rate: float,
+    duration: float,
+    warmup: float = 2.0,
+    topics: int = 1,
+    processes: int = 0,
+    sources: int = 0,
+    payload_bytes: int = 64,
+    subscribe_path: Callable[[str], str] = lambda t: f"/events?topic={t}",
+    publish_request: Callable[
+        [str, str], tuple[str, str, dict[str, str], bytes]
+    ] = sse_fast_publish,
+    server_pids: Callable[[], list[int]] = list,
+    http_version: str = "1.1",
+    progress: Callable[[str], None] = lambda s: None,
+) -> Result:
     """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect."""
     processes = processes or max(1, math.ceil(connections / 9000))
-    sources = sources or max(1, math.ceil(connections / 25000))
+    sources = sources or max(1, math.ceil(connections / 8000))
     source_ips = [f"{LOOPBACK_PREFIX}{i + 1}" for i in range(sources)]
     topic_names = [f"bench-{i}" for i in range(topics)]
     paths = [subscribe_path(topic_names[i % topics]) for i in range(connections)]
@@ -364,22 +466,29 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
     for index in range(processes):
         share = paths[index::processes]
         parent, child = context.Pipe()
-        proc = context.Process(target=_subscriber_process,
-                               args=(host, port, share, source_ips, child), daemon=True)
+        proc = context.Process(
+            target=_subscriber_process,
+            args=(host, port, share, source_ips, child, http_version),
+            daemon=True,
+        )
         proc.start()
         pipes.append(parent)
         children.append(proc)
     try:
         started = time.monotonic()
-        reports = [pipe.recv() if pipe.poll(120) else {"connected": 0, "errors": 0}
-                   for pipe in pipes]
+        reports = [
+            pipe.recv() if pipe.poll(120) else {"connected": 0, "errors": 0} for pipe in pipes
+        ]
         connect_seconds = time.monotonic() - started
         connected = sum(r["connected"] for r in reports)
         errors = sum(r["errors"] for r in reports)
-        progress(f"{name}: {connected}/{connections} connected in {connect_seconds:.1f}s "
-                 f"({errors} errors)")
+        progress(
+            f"{name}: {connected}/{connections} connected in {connect_seconds:.1f}s "
+            f"({errors} errors)"
+        )
         time.sleep(min(2.0, warmup))
         idle_rss = rss_kb(server_pids())
+        cpu_marks: list[float] = []
 
         async def publish_phase() -> tuple[int, int, float]:
             publisher = KeepAlivePublisher(host, port, publish_request)
@@ -409,6 +518,7 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
                 pipe.send("measure")
             first = publisher.sent
             begin = time.monotonic()
+            cpu_marks.append(cpu_seconds(server_pids()))
             await tick(begin + duration, True)
             elapsed = time.monotonic() - begin
             published = publisher.sent - first
@@ -422,6 +532,7 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
         except ImportError:  # pragma: no cover
             published, publish_errors, elapsed = asyncio.run(publish_phase())
         time.sleep(1.0)  # let deliveries in flight arrive
+        cpu_marks.append(cpu_seconds(server_pids()))
         for pipe in pipes:
             pipe.send("stop")
         finals = [pipe.recv() if pipe.poll(60) else {} for pipe in pipes]
@@ -433,10 +544,18 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
         per_topic = connected / topics
         expected = int(published * per_topic) if topics > 1 else published * connected
         result = Result(
-            target=name, connections=connections, connected=connected, connect_errors=errors,
-            connect_seconds=round(connect_seconds, 2), topics=topics, publish_rate=rate,
-            published=published, publish_errors=publish_errors, duration=round(elapsed, 2),
-            expected=expected, delivered=delivered,
+            target=name,
+            connections=connections,
+            connected=connected,
+            connect_errors=errors,
+            connect_seconds=round(connect_seconds, 2),
+            topics=topics,
+            publish_rate=rate,
+            published=published,
+            publish_errors=publish_errors,
+            duration=round(elapsed, 2),
+            expected=expected,
+            delivered=delivered,
             delivered_per_second=round(delivered / elapsed, 1) if elapsed else 0.0,
             lost=sum(f.get("lost", 0) for f in finals),
             duplicates=sum(f.get("duplicates", 0) for f in finals),
@@ -445,11 +564,20 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
             p99_ms=round(histogram.percentile(0.99) * 1e3, 2),
             p999_ms=round(histogram.percentile(0.999) * 1e3, 2),
             max_ms=round(histogram.maximum * 1e3, 2),
-            server_rss_idle_kb=idle_rss or None, server_rss_base_kb=base_rss or None,
+            server_rss_idle_kb=idle_rss or None,
+            server_rss_base_kb=base_rss or None,
             rss_per_connection_kb=round((idle_rss - base_rss) / connected, 2)
-            if connected and idle_rss else None,
-            client_processes=processes, payload_bytes=payload_bytes,
+            if connected and idle_rss
+            else None,
+            client_processes=processes,
+            payload_bytes=payload_bytes,
+            http_version=http_version,
         )
+        if server_pids() and len(cpu_marks) == 2 and cpu_marks[1] > cpu_marks[0]:
+            used = cpu_marks[1] - cpu_marks[0]
+            result.server_cpu_seconds = round(used, 2)
+            result.server_cores_used = round(used / (elapsed + 1.0), 2)
+            result.delivered_per_server_core_second = round(delivered / used, 1)
         progress(result.line())
         return result
     finally:
@@ -463,8 +591,9 @@ def run_load(*, host: str, port: int, name: str, connections: int, rate: float,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--target", help="start this server from benches.peers (e.g. sse_fast-1w)")
@@ -477,6 +606,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sources", type=int, default=0, help="127.0.0.x source addresses")
     parser.add_argument("--payload-bytes", type=int, default=64)
     parser.add_argument("--workers", type=int, default=1, help="server workers with --target")
+    parser.add_argument(
+        "--http",
+        default="1.1",
+        choices=["1.0", "1.1"],
+        help="subscriber HTTP version (1.0: no chunked framing, cheaper client)",
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        help="main PID of a running server: its process tree's CPU and RSS count",
+    )
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     if not args.host.startswith(("127.", "::1", "localhost")):
@@ -486,26 +626,45 @@ def main(argv: list[str] | None = None) -> int:
     target = None
     kwargs: dict[str, Any] = {}
     name = f"{args.host}:{args.port}"
+    if args.server_pid:
+        root = args.server_pid
+        kwargs["server_pids"] = lambda: process_tree(root)
     if args.target:
         from benches import peers
 
         targets, skipped = peers.available_targets(workers=args.workers)
         chosen = [t for t in targets if t.name == args.target]
         if not chosen:
-            print(f"target {args.target!r} unavailable: {skipped.get(args.target, 'unknown name')}",
-                  file=sys.stderr)
+            print(
+                f"target {args.target!r} unavailable: {skipped.get(args.target, 'unknown name')}",
+                file=sys.stderr,
+            )
             return 2
         target = chosen[0]
         target.start()
-        kwargs = {"subscribe_path": target.subscribe_path,
-                  "publish_request": target.publish_request, "server_pids": target.server_pids}
+        kwargs = {
+            "subscribe_path": target.subscribe_path,
+            "publish_request": target.publish_request,
+            "server_pids": target.server_pids,
+        }
         args.host, args.port, name = target.host, target.port, target.name
     try:
-        result = run_load(host=args.host, port=args.port, name=name,
-                          connections=args.connections, rate=args.rate, duration=args.duration,
-                          warmup=args.warmup, topics=args.topics, processes=args.processes,
-                          sources=args.sources, payload_bytes=args.payload_bytes,
-                          progress=lambda s: print(s, flush=True), **kwargs)
+        result = run_load(
+            host=args.host,
+            port=args.port,
+            name=name,
+            connections=args.connections,
+            rate=args.rate,
+            duration=args.duration,
+            warmup=args.warmup,
+            topics=args.topics,
+            processes=args.processes,
+            sources=args.sources,
+            payload_bytes=args.payload_bytes,
+            http_version=args.http,
+            progress=lambda s: print(s, flush=True),
+            **kwargs,
+        )
     finally:
         if target is not None:
             target.stop()

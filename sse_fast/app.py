@@ -187,6 +187,30 @@ def parse_publish_body(body: bytes, settings: Settings) -> list[PublishRequest]:
     return [parse_event(document, settings, "body")]
 
 
+class _DisconnectWatch:
+    """Calls ``hub.disconnected`` when ``receive()`` reports ``http.disconnect``."""
+
+    __slots__ = ("hub", "receive", "subscriber")
+
+    def __init__(self, hub: Hub, subscriber: Subscriber, receive: Receive) -> None:
+        self.hub = hub
+        self.subscriber = subscriber
+        self.receive = receive
+
+    def arm(self) -> None:
+        asyncio.ensure_future(self.receive()).add_done_callback(self.on_message)
+
+    def on_message(self, waiter: asyncio.Future[Message]) -> None:
+        if (
+            waiter.cancelled()
+            or waiter.exception() is not None
+            or waiter.result().get("type") == "http.disconnect"
+        ):
+            self.hub.disconnected(self.subscriber)
+        elif not self.subscriber.closed.done():
+            self.arm()
+
+
 class App:
     """The sse_fast ASGI application. ``app.hub`` is the in-process publish API."""
 
@@ -202,6 +226,14 @@ class App:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
+            if scope["path"] == "/events" and scope["method"] == "GET":
+                # the one long-lived handler: kept one coroutine frame deep (memory per stream)
+                try:
+                    await self.subscribe(scope, receive, send)
+                except HTTPError as error:
+                    self.hub.metrics.refuse(error.reason)
+                    await send_json(send, error.status, {"error": error.message}, error.headers)
+                return
             await self.http(scope, receive, send)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
@@ -399,28 +431,13 @@ class App:
             if not hub.is_done(result):
                 await result  # not eager: publishes meanwhile are caught up from the ring
             hub.start(subscriber, first)
-            await self._wait_until_closed(subscriber, receive)
+            # Wait for the end: the client's http.disconnect, or the server closing
+            # the stream (lag, drain). Each receive() is watched with a callback, so
+            # a stream costs no task of its own.
+            _DisconnectWatch(hub, subscriber, receive).arm()
+            await subscriber.closed
         finally:
             hub.disconnected(subscriber)
-
-    async def _wait_until_closed(self, subscriber: Subscriber, receive: Receive) -> None:
-        hub = self.hub
-
-        def arm() -> None:
-            waiter = asyncio.ensure_future(receive())
-            waiter.add_done_callback(on_message)
-
-        def on_message(waiter: asyncio.Future[Message]) -> None:
-            if waiter.cancelled() or waiter.exception() is not None:
-                hub.disconnected(subscriber)
-                return
-            if waiter.result().get("type") == "http.disconnect":
-                hub.disconnected(subscriber)
-            elif not subscriber.closed.done():
-                arm()
-
-        arm()
-        await subscriber.closed
 
     # ---------------------------------------------------------------- publish
 

@@ -64,7 +64,7 @@ def connection_capacity(settings: Settings, file_limit: int) -> int:
 
 def serve(settings: Settings) -> int:
     from granian import Granian
-    from granian.constants import Interfaces, Loops
+    from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
     soft, hard = raise_file_limit()
@@ -107,9 +107,11 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         interface=Interfaces.ASGI,
         loop=Loops.uvloop,
+        http=HTTPModes(settings.http),
         workers=settings.workers,
         backlog=settings.backlog,
         backpressure=capacity,
+        runtime_threads=settings.runtime_threads,
         http1_settings=HTTP1Settings(max_buffer_size=settings.http1_buffer_size),
         log_level=settings.log_level,  # type: ignore[arg-type]
         respawn_failed_workers=True,

@@ -32,40 +32,45 @@ class ChunkedDecoder:
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._remaining = 0  # bytes left in the current chunk (+2 for its CRLF once seen)
-        self._in_chunk = False
+        self._remaining = 0  # bytes of chunk data still to come
+        self._need_crlf = False  # the CRLF that ends a chunk's data
         self.finished = False
 
     def feed(self, data: bytes) -> bytes:
-        self._buffer += data
+        if self._buffer:
+            data = self._buffer + data
+            self._buffer = b""
         out = []
-        while self._buffer and not self.finished:
-            if self._in_chunk:
-                take = min(self._remaining, len(self._buffer))
-                out.append(self._buffer[:take])
-                self._buffer = self._buffer[take:]
+        pos = 0
+        size = len(data)
+        while pos < size and not self.finished:
+            if self._remaining:
+                take = min(self._remaining, size - pos)
+                out.append(data[pos : pos + take])
+                pos += take
                 self._remaining -= take
-                if self._remaining:
+                self._need_crlf = not self._remaining
+            elif self._need_crlf:
+                if size - pos < 2:
                     break
-                self._in_chunk = False
-                self._remaining = -1  # the CRLF after the chunk data
-            if self._remaining == -1:
-                if len(self._buffer) < 2:
+                pos += 2
+                self._need_crlf = False
+            else:
+                end = data.find(b"\r\n", pos)
+                if end < 0:
+                    if size - pos > 1024:
+                        raise ValueError("chunk size line too long")
                     break
-                self._buffer = self._buffer[2:]
-                self._remaining = 0
-            end = self._buffer.find(b"\r\n")
-            if end < 0:
-                if len(self._buffer) > 1024:
-                    raise ValueError("chunk size line too long")
-                break
-            size = int(self._buffer[:end].split(b";")[0], 16)
-            self._buffer = self._buffer[end + 2 :]
-            if size == 0:
-                self.finished = True
-                break
-            self._remaining = size
-            self._in_chunk = True
+                length = int(data[pos:end].split(b";")[0], 16)
+                pos = end + 2
+                if length == 0:
+                    self.finished = True
+                else:
+                    self._remaining = length
+        if pos < size and not self.finished:
+            self._buffer = data[pos:]
+        if len(out) == 1:
+            return out[0]
         return b"".join(out)
 
 
@@ -177,9 +182,7 @@ class SSEClient:
         headers = {"Accept": "text/event-stream", **self.headers}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        writer.write(
-            _request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers)
-        )
+        writer.write(_request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers))
         self.status, self.response_headers = await asyncio.wait_for(_read_head(reader), timeout)
         if self.status != 200:
             body = b""

@@ -81,8 +81,15 @@ class Settings:
         ),
     )
     http1_buffer_size: int = field(
-        default=16384,
+        default=8192,
         metadata=_doc("Granian HTTP/1 buffer per connection (bytes); memory per idle stream"),
+    )
+    runtime_threads: int = field(
+        default=1, metadata=_doc("Granian I/O threads per worker (socket writes run there)")
+    )
+    http: str = field(
+        default="1",
+        metadata=_doc("HTTP versions served: 1, 2 or auto (HTTP/2 needs TLS in browsers)"),
     )
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
     relay_socket: str = field(
@@ -126,8 +133,15 @@ class Settings:
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.http1_buffer_size < 8192:
+            raise SettingsError(
+                f"http1_buffer_size must be at least 8192 (Granian's HTTP/1 minimum), "
+                f"got {self.http1_buffer_size}"
+            )
         if self.port > 65535:
             raise SettingsError(f"port must be at most 65535, got {self.port}")
+        if self.http not in ("1", "2", "auto"):
+            raise SettingsError(f"http must be 1, 2 or auto, got {self.http!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"

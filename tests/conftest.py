@@ -47,6 +47,7 @@ def as_tuples(events: list) -> list[tuple]:
 def no_logged_errors(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyped-def]
     """A bug the server survives (and logs) must still fail the test."""
     yield
-    errors = [r for r in caplog.get_records("call")
-              if r.levelno >= 40 and r.name.startswith("sse_fast")]
+    errors = [
+        r for r in caplog.get_records("call") if r.levelno >= 40 and r.name.startswith("sse_fast")
+    ]
     assert not errors, f"sse_fast logged errors: {[r.getMessage() for r in errors]}"
