@@ -358,7 +358,12 @@ class Target:
         if not port_is_free(self.host, self.port):
             self.port = free_ports(self.host, 1)[0]
         self._workdir = Path(tempfile.mkdtemp(prefix=f"peer-{self.name}-"))
-        argv, cwd, env = self.command(self._workdir)
+        try:
+            argv, cwd, env = self.command(self._workdir)
+        except BaseException:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
+            raise
         self._command = argv
         self._log = open(self._workdir / "server.log", "wb")  # noqa: SIM115
         self._known = set()
