@@ -457,7 +457,8 @@ def run_load(
     """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect."""
     processes = processes or max(1, math.ceil(connections / 9000))
     sources = sources or max(1, math.ceil(connections / 8000))
-    source_ips = [f"{LOOPBACK_PREFIX}{i + 1}" for i in range(sources)]
+    # 127.0.0.2 and up: ordinary loopback clients (127.0.0.1) keep their own port range
+    source_ips = [f"{LOOPBACK_PREFIX}{i + 2}" for i in range(sources)]
     topic_names = [f"bench-{i}" for i in range(topics)]
     paths = [subscribe_path(topic_names[i % topics]) for i in range(connections)]
     base_rss = rss_kb(server_pids())

@@ -11,17 +11,22 @@ Theory of operation
   across restarts and an id from an earlier run is recognisably too old.
 * Storage. Each topic has a ``Ring`` of encoded frames (encoded once, by the
   sequencer) and, per ring slot, the frame's ``gseq``.
-* Fan-out. An in-sync ("ready") subscriber is exactly at the head of all its
-  topics, so it needs no cursor: a publish calls every ready subscriber's ASGI
-  ``send`` with one shared message. Under Granian ``send`` is eager: it hands
-  the bytes over at call time and returns an already-finished awaitable while
-  the connection's channel has room. Any other result (a full channel, or a
-  server whose ``send`` is a plain coroutine) still holds that message; the
-  subscriber then leaves the ready sets, remembers the ring heads as its
+* Fan-out. ``apply`` stores events in the rings and schedules one ``flush``
+  for the current loop iteration; events applied before it runs (a batch, or
+  publishes that arrived while the previous fan-out ran) are written together.
+  An in-sync ("ready") subscriber is exactly at its topics' flushed positions,
+  so it needs no cursor: the flush reads each dirty topic once (one coalesced
+  bytes object) and calls every ready subscriber's ASGI ``send`` with one
+  shared message; subscribers of several topics get a gseq-ordered merge,
+  computed once per distinct topic set. Under Granian ``send`` is eager: it
+  hands the bytes over at call time and returns an already-finished awaitable
+  while the connection's channel has room. Any other result (a full channel,
+  or a server whose ``send`` is a plain coroutine) still holds that message;
+  the subscriber then leaves the fan-out, keeps the flushed positions as its
   cursors and gets a catch-up task. The task awaits the pending write, then
   writes everything newer from the rings in one coalesced message per round,
-  until nothing is pending: then it rejoins the ready sets. No per-subscriber
-  queue exists, so memory per slow subscriber is one pending write.
+  until nothing is pending: then it rejoins. No per-subscriber queue exists,
+  so memory per slow subscriber is one pending write.
 * Lag. A catching-up subscriber whose cursor fell behind its ring gets a final
   ``sse-fast-disconnect`` event (reason ``lagged``) and its stream is closed;
   one whose single write stays blocked past ``catch_up_timeout`` is closed too.
@@ -140,8 +145,10 @@ class Topic:
         "last_activity",
         "last_evicted_gseq",
         "name",
+        "flushed",
         "published",
         "ready",
+        "ready_multi",
         "ring",
         "subscribers",
     )
@@ -151,7 +158,9 @@ class Topic:
         self.ring = Ring(settings.ring_max_frames, settings.ring_max_bytes)
         self.gseqs = [0] * settings.ring_max_frames
         self.last_evicted_gseq = last_evicted_gseq
-        self.ready: dict[Subscriber, Send] = {}
+        self.ready: dict[Subscriber, Send] = {}  # in-sync subscribers of this topic only
+        self.ready_multi: dict[Subscriber, Send] = {}  # in-sync, subscribed to several topics
+        self.flushed = 0  # ring position in-sync subscribers have been written up to
         self.subscribers: set[Subscriber] = set()
         self.catching: set[Subscriber] = set()
         self.published = 0
@@ -257,6 +266,9 @@ class Hub:
         self._swept_floor = 0
         self._remote: Callable[[list[PublishRequest]], Awaitable[list[str]]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._dirty: dict[Topic, None] = {}
+        self._flush_scheduled = False
+        self._accepted: list[float] = []
         self._heartbeat_message = {
             "type": "http.response.body",
             "body": encode(comment=""),
@@ -311,30 +323,73 @@ class Hub:
         return self._publish_local(requests, self.clock())
 
     def apply(self, items: Sequence[Sequenced]) -> None:
-        """Store sequenced events and write them to every in-sync subscriber."""
+        """Store sequenced events; in-sync subscribers get them at the next flush
+        (scheduled for this loop iteration, so events applied together are
+        written together)."""
         metrics = self.metrics
         now = self.clock()
+        dirty = self._dirty
         for item in items:
             if item.gseq <= self.last_gseq:
                 continue  # already applied (relay replay after reconnect)
             self.last_gseq = item.gseq
-            targets: dict[Subscriber, Send]
-            if len(item.topics) == 1:
-                topic = self._topic(item.topics[0], now)
+            for name in item.topics:
+                topic = self._topic(name, now)
                 if topic.store(item) and topic.catching:
                     self._drop_lagging(topic)
-                targets = topic.ready
-            else:
-                targets = {}
-                for name in item.topics:
-                    topic = self._topic(name, now)
-                    if topic.store(item) and topic.catching:
-                        self._drop_lagging(topic)
-                    targets.update(topic.ready)
+                dirty[topic] = None
             metrics.published_total += 1
-            if targets:
-                self._fan_out(targets, item.frame)
-            metrics.publish_latency.observe(self.clock() - item.accepted_at)
+            self._accepted.append(item.accepted_at)
+        if dirty and not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (synchronous embedding): write now
+                self.flush()
+            else:
+                self._flush_scheduled = True
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write everything stored since the last flush to the in-sync subscribers:
+        one coalesced message per topic (single-topic subscribers share it), and
+        one gseq-ordered merge per topic set for multi-topic subscribers."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return
+        before: dict[Topic, int] = {}
+        multi: dict[Subscriber, Send] = {}
+        for topic in dirty:
+            before[topic] = topic.flushed
+            try:
+                data, topic.flushed = topic.ring.read_since(topic.flushed)
+                count = topic.flushed - before[topic]
+            except Lagged as lag:  # more published in one go than the ring holds
+                topic.flushed = topic.ring.head
+                for subscriber in list(topic.ready) + list(topic.ready_multi):
+                    self._lagged(subscriber, lag.lost)
+                continue
+            if topic.ready:
+                self._fan_out(topic.ready, data, count)
+            if topic.ready_multi:
+                multi.update(topic.ready_multi)
+        if multi:
+            merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
+            groups: dict[tuple[Topic, ...], dict[Subscriber, Send]] = {}
+            for subscriber, send in multi.items():
+                key = tuple(subscriber.topics)
+                if key not in merged:
+                    merged[key] = self._read({t: before.get(t, t.flushed) for t in key})
+                groups.setdefault(key, {})[subscriber] = send
+            for key, targets in groups.items():
+                data, count = merged[key]
+                if count:
+                    self._fan_out(targets, data, count)
+        end = self.clock()
+        observe = self.metrics.publish_latency.observe
+        for accepted_at in self._accepted:
+            observe(end - accepted_at)
+        self._accepted.clear()
 
     def _drop_lagging(self, topic: Topic) -> None:
         """Disconnect, with a reason, subscribers that fell behind the ring (at once,
@@ -354,7 +409,7 @@ class Hub:
             ),
         )
 
-    def _fan_out(self, targets: dict[Subscriber, Send], frame: bytes) -> None:
+    def _fan_out(self, targets: dict[Subscriber, Send], frame: bytes, events: int) -> None:
         message = {"type": "http.response.body", "body": frame, "more_body": True}
         done = self._done_type
         slow = None
@@ -364,7 +419,7 @@ class Hub:
                 if slow is None:
                     slow = []
                 slow.append((subscriber, result))
-        self.metrics.delivered_total += len(targets)
+        self.metrics.delivered_total += len(targets) * events
         if slow:
             for subscriber, result in slow:
                 self._catch_up(subscriber, result)
@@ -424,6 +479,8 @@ class Hub:
         The first bytes (retry, position or missed event, backlog) must be
         written by the caller with ``start`` right away, before any await.
         """
+        if self._dirty:
+            self.flush()  # positions below are "flushed" positions: make them the heads
         now = self.clock()
         topics = [self._topic(name, now) for name in topic_names]
         status, cursors = self.resolve_resume(topics, last_event_id)
@@ -452,7 +509,7 @@ class Hub:
             )
         if status == "resumed":
             self.metrics.resume_total["resumed"] += 1
-            parts.append(self._read(cursors))
+            parts.append(self._read(cursors)[0])
         subscriber.cursors = cursors  # its position once the first bytes are written
         self.subscribers[subscriber.id] = subscriber
         for topic in topics:
@@ -468,19 +525,28 @@ class Hub:
         result = subscriber.send(
             {"type": "http.response.body", "body": first_bytes, "more_body": True}
         )
-        cursors = subscriber.cursors
-        if type(result) is self._done_type and all(
-            topic.ring.head == cursor for topic, cursor in cursors.items()
-        ):
-            cursors.clear()
-            for topic in subscriber.topics:
-                topic.ready[subscriber] = subscriber.send
+        if type(result) is self._done_type and self._at_flushed_heads(subscriber.cursors):
+            self._join(subscriber)
         else:
-            self._catch_up(subscriber, result, dict(cursors))
+            self._catch_up(subscriber, result, dict(subscriber.cursors))
 
     @staticmethod
-    def _read(cursors: dict[Topic, int]) -> bytes:
-        """Everything newer than ``cursors`` (advanced in place).
+    def _at_flushed_heads(cursors: dict[Topic, int]) -> bool:
+        return all(t.ring.head == c == t.flushed for t, c in cursors.items())
+
+    def _join(self, subscriber: Subscriber) -> None:
+        """Enter the fan-out; the caller checked it is at every topic's flushed head."""
+        subscriber.state = Subscriber.READY
+        subscriber.cursors.clear()
+        if len(subscriber.topics) == 1:
+            subscriber.topics[0].ready[subscriber] = subscriber.send
+        else:
+            for topic in subscriber.topics:
+                topic.ready_multi[subscriber] = subscriber.send
+
+    @staticmethod
+    def _read(cursors: dict[Topic, int]) -> tuple[bytes, int]:
+        """Everything newer than ``cursors`` (advanced in place), and how many events.
 
         One topic: one coalesced ring read. Several: frames merged in gseq
         order, an event published to several of the topics written once.
@@ -488,7 +554,7 @@ class Hub:
         if len(cursors) == 1:
             ((topic, cursor),) = cursors.items()
             data, cursors[topic] = topic.ring.read_since(cursor)
-            return data
+            return data, cursors[topic] - cursor
         entries: dict[int, bytes] = {}
         for topic, cursor in cursors.items():
             frames = topic.ring.read_frames(cursor)
@@ -496,25 +562,28 @@ class Hub:
                 entries.setdefault(topic.gseq_at(offset), frame)
             cursors[topic] = cursor + len(frames)
         if len(entries) == 1:
-            return next(iter(entries.values()))
-        return b"".join(entries[g] for g in sorted(entries))
+            return next(iter(entries.values())), 1
+        return b"".join(entries[g] for g in sorted(entries)), len(entries)
 
     # ---------------------------------------------------------------- slow path
 
     def _catch_up(
         self, subscriber: Subscriber, pending: object, cursors: dict[Topic, int] | None = None
     ) -> None:
-        """Leave the ready sets; a task writes ``pending`` then the ring backlog."""
+        """Leave the fan-out; a task writes ``pending`` then the ring backlog.
+
+        Without ``cursors`` the subscriber is where in-sync subscribers are: at
+        each topic's flushed position (``pending`` holds everything up to it).
+        """
         if subscriber.state != Subscriber.READY:
             return
         subscriber.state = Subscriber.CATCHING_UP
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
+            topic.ready_multi.pop(subscriber, None)
             topic.catching.add(subscriber)
         subscriber.cursors = (
-            cursors
-            if cursors is not None
-            else {topic: topic.ring.head for topic in subscriber.topics}
+            cursors if cursors is not None else {t: t.flushed for t in subscriber.topics}
         )
         task = asyncio.get_running_loop().create_task(self._catch_up_loop(subscriber, pending))
         subscriber.task = task
@@ -533,26 +602,19 @@ class Hub:
                 if subscriber.state != Subscriber.CATCHING_UP:
                     return
                 try:
-                    data = self._read(subscriber.cursors)
+                    data, count = self._read(subscriber.cursors)
                 except Lagged as lag:
-                    self.metrics.lag_disconnects_total += 1
-                    self.close(
-                        subscriber,
-                        "lagged",
-                        final=encode(
-                            orjson.dumps({"reason": "lagged", "lost": lag.lost}).decode(),
-                            event="sse-fast-disconnect",
-                        ),
-                    )
+                    self._lagged(subscriber, lag.lost)
                     return
                 if not data:
-                    subscriber.state = Subscriber.READY
+                    if not self._at_flushed_heads(subscriber.cursors):
+                        self.flush()  # the rest is stored but not yet flushed: flush it now
                     subscriber.task = None
-                    subscriber.cursors.clear()
                     for topic in subscriber.topics:
-                        topic.ready[subscriber] = subscriber.send
+                        topic.catching.discard(subscriber)
+                    self._join(subscriber)
                     return
-                self.metrics.delivered_total += 1
+                self.metrics.delivered_total += count
                 pending = subscriber.send(
                     {"type": "http.response.body", "body": data, "more_body": True}
                 )
@@ -602,6 +664,7 @@ class Hub:
         self.subscribers.pop(subscriber.id, None)
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
+            topic.ready_multi.pop(subscriber, None)
             topic.catching.discard(subscriber)
             topic.subscribers.discard(subscriber)
             topic.last_activity = self.clock()

@@ -98,6 +98,7 @@ def test_slow_subscriber_catches_up_coalesced_without_slowing_others() -> None:
         slow.pause()
         for i in range(50):
             publish(app, "s", i)
+            await settle(1)  # one flush per publish: the slow stream's channel fills up
         await settle()
         assert fast.data() == [str(i) for i in range(50)]  # never waited for the slow one
         assert len(slow.events) == 0
@@ -119,6 +120,35 @@ def test_slow_subscriber_catches_up_coalesced_without_slowing_others() -> None:
     run(main())
 
 
+def test_events_applied_together_are_written_together(eager: bool) -> None:
+    async def main() -> None:
+        app = make_app()
+        single = Stream(app, query=[("topic", "c")], eager=eager).start()
+        multi = Stream(app, query=[("topic", "c"), ("topic", "d")], eager=eager).start()
+        await settle()
+        writes = {id(s): 0 for s in (single, multi)}
+        for stream in (single, multi):
+            original = stream._accept
+
+            def counting(message: dict, stream: Stream = stream, original: Any = original) -> None:
+                writes[id(stream)] += 1
+                original(message)
+
+            stream._accept = counting  # type: ignore[method-assign]
+        for i in range(40):  # one loop iteration: one flush
+            publish(app, "c" if i % 2 else "d", i)
+        await settle()
+        assert single.data() == [str(i) for i in range(1, 40, 2)]
+        assert multi.data() == [str(i) for i in range(40)]  # merged in publish order
+        assert writes == {id(single): 1, id(multi): 1}
+        assert app.hub.metrics.delivered_total == 20 + 40
+        for stream in (single, multi):
+            stream.disconnect()
+            await stream.finished()
+
+    run(main())
+
+
 def test_lagging_subscriber_is_disconnected_with_a_reason() -> None:
     async def main() -> None:
         app = make_app(ring_max_frames=10)
@@ -128,6 +158,7 @@ def test_lagging_subscriber_is_disconnected_with_a_reason() -> None:
         slow.pause()
         for i in range(30):
             publish(app, "l", i)
+            await settle(1)
         await settle()
         assert app.hub.metrics.lag_disconnects_total == 1
         slow.resume()
@@ -153,6 +184,7 @@ def test_stalled_subscriber_is_cut_after_timeout() -> None:
         stuck.pause()
         for i in range(3):
             publish(app, "st", i)
+            await settle(1)
         await stuck.finished(timeout=2)
         assert app.hub.metrics.stall_disconnects_total == 1
         assert app.hub.subscribers == {}
