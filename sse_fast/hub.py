@@ -141,11 +141,11 @@ class Topic:
 
     __slots__ = (
         "catching",
+        "flushed",
         "gseqs",
         "last_activity",
         "last_evicted_gseq",
         "name",
-        "flushed",
         "published",
         "ready",
         "ready_multi",
