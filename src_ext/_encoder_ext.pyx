@@ -119,6 +119,20 @@ cdef Py_ssize_t _lines(
             pos = end + 1
 
 
+cdef inline bint _has_any(const char* p, Py_ssize_t n, bint nul) noexcept nogil:
+    """True when p[:n] holds CR or LF (or NUL, if asked): one pass, no calls."""
+    cdef Py_ssize_t i
+    cdef char c
+    if n > 64:
+        return (memchr(p, b'\r', n) != NULL or memchr(p, b'\n', n) != NULL
+                or (nul and memchr(p, 0, n) != NULL))
+    for i in range(n):
+        c = p[i]
+        if c == b'\r' or c == b'\n' or (nul and c == 0):
+            return True
+    return False
+
+
 cdef inline const char* _utf8(str field, object value, Py_ssize_t* size) except NULL:
     try:
         return PyUnicode_AsUTF8AndSize(value, size)
@@ -152,7 +166,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         if not isinstance(event, str):
             raise EncodeError("event", f"must be str, not {type(event).__name__}")
         event_ptr = _utf8("event", event, &event_n)
-        if memchr(event_ptr, b'\r', event_n) != NULL or memchr(event_ptr, b'\n', event_n) != NULL:
+        if _has_any(event_ptr, event_n, False):
             raise EncodeError("event", "must not contain CR or LF (it would end the field early)")
         total += 8 + event_n
 
@@ -164,10 +178,10 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         else:
             raise EncodeError("id", f"must be str or int, not {type(id).__name__}")
         id_ptr = _utf8("id", id_text, &id_n)
-        if memchr(id_ptr, b'\r', id_n) != NULL or memchr(id_ptr, b'\n', id_n) != NULL:
+        if _has_any(id_ptr, id_n, True):
+            if memchr(id_ptr, 0, id_n) != NULL and not _has_any(id_ptr, id_n, False):
+                raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
             raise EncodeError("id", "must not contain CR or LF (it would end the field early)")
-        if memchr(id_ptr, 0, id_n) != NULL:
-            raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
         total += 5 + id_n
 
     if retry is not None:
@@ -186,7 +200,17 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         total += 8 + retry_n
 
     if data is not None:
-        if type(data) is str:
+        if type(data) is dict or type(data) is list:
+            try:
+                data_owner = _orjson_dumps(data)
+            except TypeError as exc:
+                raise EncodeError(
+                    "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
+                ) from None
+            data_ptr = PyBytes_AS_STRING(data_owner)
+            data_n = PyBytes_GET_SIZE(data_owner)
+            total += 7 + data_n
+        elif type(data) is str:
             data_ptr = _utf8("data", data, &data_n)
             data_lines = True
         elif type(data) is bytes:
