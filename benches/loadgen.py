@@ -28,6 +28,7 @@ import json
 import math
 import multiprocessing
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -108,7 +109,7 @@ class Subscriber(asyncio.Protocol):
         self.status = 0
         self.decoder: ChunkedDecoder | None = None
         self.parser = Parser()
-        self.last_seq = -1
+        self.last_seq: dict[int, int] = {}  # per publisher
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -138,17 +139,18 @@ class Subscriber(asyncio.Protocol):
         for event in self.parser.feed(data):
             try:
                 payload = orjson.loads(event.data)
-                sent_at, seq = payload["t"], payload["s"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                sent_at, seq, source = payload["t"], payload["s"], payload.get("w", 0)
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 stats.foreign += 1
                 continue
             stats.received += 1
-            if seq <= self.last_seq:
+            last = self.last_seq.get(source, -1)
+            if seq <= last:
                 stats.duplicates += 1
-            elif self.last_seq >= 0 and seq != self.last_seq + 1:
-                stats.lost += seq - self.last_seq - 1
-            if seq > self.last_seq:
-                self.last_seq = seq
+            else:
+                if last >= 0 and seq != last + 1:
+                    stats.lost += seq - last - 1
+                self.last_seq[source] = seq
             if stats.measuring:
                 stats.histogram.add(now - sent_at)
                 stats.measured += 1
@@ -173,6 +175,20 @@ class ProcessStats:
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def bound_socket(source: str) -> socket.socket:
+    """A non-blocking TCP socket bound to ``source``; the port is picked at connect
+    time (IP_BIND_ADDRESS_NO_PORT), which keeps bind() fast with many sockets."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    return sock
+
+
 async def _subscribe_all(
     host: str,
     port: int,
@@ -189,13 +205,10 @@ async def _subscribe_all(
     async def one(index: int, path: str) -> None:
         source = sources[index % len(sources)]
         async with gate:
+            sock = bound_socket(source)
             try:
-                _, protocol = await asyncio.wait_for(
-                    loop.create_connection(
-                        lambda: Subscriber(stats), host, port, local_addr=(source, 0)
-                    ),
-                    15,
-                )
+                await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 15)
+                _, protocol = await loop.create_connection(lambda: Subscriber(stats), sock=sock)
                 assert protocol.transport is not None
                 protocol.transport.write(
                     f"GET {path} HTTP/{http_version}\r\nHost: {host}\r\n"
@@ -209,6 +222,7 @@ async def _subscribe_all(
                 subscribers.append(protocol)
             except (OSError, asyncio.TimeoutError):
                 stats.connect_errors += 1
+                sock.close()
 
     await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
     return subscribers
@@ -371,6 +385,7 @@ class Result:
     server_rss_base_kb: int | None = None
     rss_per_connection_kb: float | None = None
     client_processes: int = 1
+    publishers: int = 1
     payload_bytes: int = 0
     server_cpu_seconds: float | None = None
     server_cores_used: float | None = None
@@ -452,6 +467,7 @@ def run_load(
     ] = sse_fast_publish,
     server_pids: Callable[[], list[int]] = list,
     http_version: str = "1.1",
+    publishers: int = 1,
     progress: Callable[[str], None] = lambda s: None,
 ) -> Result:
     """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect."""
@@ -492,39 +508,46 @@ def run_load(
         cpu_marks: list[float] = []
 
         async def publish_phase() -> tuple[int, int, float]:
-            publisher = KeepAlivePublisher(host, port, publish_request)
-            padding = "x" * max(0, payload_bytes - 40)
-            seq = 0
+            pubs = [KeepAlivePublisher(host, port, publish_request) for _ in range(publishers)]
+            padding = "x" * max(0, payload_bytes - 48)
+            seqs = [0] * publishers
 
-            async def tick(until: float, measure: bool) -> None:
-                nonlocal seq
-                interval = 1.0 / rate
-                next_at = time.monotonic()
+            async def tick(index: int, until: float) -> None:
+                publisher = pubs[index]
+                interval = publishers / rate
+                next_at = time.monotonic() + index * interval / publishers
                 while True:
                     now = time.monotonic()
                     if now >= until:
                         return
                     if now < next_at:
                         await asyncio.sleep(next_at - now)
+                    seq = seqs[index]
                     for topic in topic_names if topics <= 1 else [topic_names[seq % topics]]:
-                        data = orjson.dumps({"t": time.time(), "s": seq, "p": padding}).decode()
+                        data = orjson.dumps(
+                            {"t": time.time(), "w": index, "s": seq, "p": padding}
+                        ).decode()
                         await publisher.publish(topic, data)
-                    seq += 1
+                    seqs[index] = seq + 1
                     next_at += interval
                     if next_at < time.monotonic() - 1.0:  # cannot keep up: do not burst
                         next_at = time.monotonic()
 
-            await tick(time.monotonic() + warmup, False)
+            async def all_ticks(until: float) -> None:
+                await asyncio.gather(*(tick(i, until) for i in range(publishers)))
+
+            await all_ticks(time.monotonic() + warmup)
             for pipe in pipes:
                 pipe.send("measure")
-            first = publisher.sent
+            first = sum(p.sent for p in pubs)
             begin = time.monotonic()
             cpu_marks.append(cpu_seconds(server_pids()))
-            await tick(begin + duration, True)
+            await all_ticks(begin + duration)
             elapsed = time.monotonic() - begin
-            published = publisher.sent - first
-            publisher.close()
-            return published, publisher.errors, elapsed
+            published = sum(p.sent for p in pubs) - first
+            for publisher in pubs:
+                publisher.close()
+            return published, sum(p.errors for p in pubs), elapsed
 
         try:
             import uvloop
@@ -606,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=0, help="client processes (0 = auto)")
     parser.add_argument("--sources", type=int, default=0, help="127.0.0.x source addresses")
     parser.add_argument("--payload-bytes", type=int, default=64)
+    parser.add_argument(
+        "--publishers", type=int, default=1, help="concurrent publisher connections sharing --rate"
+    )
     parser.add_argument("--workers", type=int, default=1, help="server workers with --target")
     parser.add_argument(
         "--http",
