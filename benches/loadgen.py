@@ -143,15 +143,16 @@ class Subscriber(asyncio.Protocol):
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 stats.foreign += 1
                 continue
-            stats.received += 1
             last = self.last_seq.get(source, -1)
+            if sent_at >= stats.measure_from:
+                stats.received += 1
             if seq <= last:
                 stats.duplicates += 1
             else:
                 if last >= 0 and seq != last + 1:
                     stats.lost += seq - last - 1
                 self.last_seq[source] = seq
-            if stats.measuring:
+            if stats.measuring and sent_at >= stats.measure_from:
                 stats.histogram.add(now - sent_at)
                 stats.measured += 1
 
@@ -172,6 +173,7 @@ class ProcessStats:
     closed: int = 0
     connect_errors: int = 0
     measuring: bool = False
+    measure_from: float = 0.0  # events published before this wall time are not counted
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
@@ -252,7 +254,8 @@ def _subscriber_process(
         loop = asyncio.get_running_loop()
         while True:
             command = await loop.run_in_executor(None, pipe.recv)
-            if command == "measure":
+            if isinstance(command, tuple) and command[0] == "measure":
+                stats.measure_from = command[1]
                 stats.received = stats.measured = stats.duplicates = stats.lost = 0
                 stats.histogram = LatencyHistogram()
                 stats.measuring = True
@@ -537,9 +540,9 @@ def run_load(
                 await asyncio.gather(*(tick(i, until) for i in range(publishers)))
 
             await all_ticks(time.monotonic() + warmup)
-            for pipe in pipes:
-                pipe.send("measure")
             first = sum(p.sent for p in pubs)
+            for pipe in pipes:
+                pipe.send(("measure", time.time()))
             begin = time.monotonic()
             cpu_marks.append(cpu_seconds(server_pids()))
             await all_ticks(begin + duration)

@@ -262,6 +262,7 @@ class App:
                 await self._periodic
         if self._relay is not None:
             await self._relay.close()
+        log.info("lifespan shutdown complete")
 
     def _on_sigterm(self) -> None:
         if self._stopping:

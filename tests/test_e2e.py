@@ -325,6 +325,7 @@ def test_graceful_drain_on_sigterm() -> None:
         assert server.proc.wait(10) == 0
         assert "draining 50 stream(s)" in server.output()
         assert "Stopped worker-1" in server.output()
+        assert "lifespan shutdown complete" in server.output()
 
 
 def test_several_workers_every_subscriber_gets_every_publish() -> None:

@@ -1,0 +1,55 @@
+"""Settings from defaults, SSE_FAST_* variables and flags; the CLI's helpers."""
+
+from __future__ import annotations
+
+import pytest
+
+from sse_fast.cli import build_parser, connection_capacity, main
+from sse_fast.settings import Settings, SettingsError
+
+
+def test_defaults_fit_an_sse_edge() -> None:
+    settings = Settings()
+    assert (settings.port, settings.heartbeat_interval, settings.workers) == (8000, 15.0, 1)
+    assert settings.http1_buffer_size == 8192 and settings.http == "1"
+
+
+def test_environment_then_overrides() -> None:
+    env = {"SSE_FAST_PORT": "9001", "SSE_FAST_HEARTBEAT_INTERVAL": "2.5",
+           "SSE_FAST_INSTALL_SIGNAL_HANDLERS": "yes", "SSE_FAST_HOST": ""}
+    settings = Settings.from_env(env, port=9002, workers=None)
+    assert settings.port == 9002  # the flag wins
+    assert settings.heartbeat_interval == 2.5
+    assert settings.install_signal_handlers is True
+    assert settings.host == "127.0.0.1"  # empty variables are ignored
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({"SSE_FAST_PORT": "eighty"}, "SSE_FAST_PORT='eighty' is not a valid int"),
+        ({"SSE_FAST_PORT": "70000"}, "at most 65535"),
+        ({"SSE_FAST_WORKERS": "0"}, "workers must be positive"),
+        ({"SSE_FAST_HEARTBEAT_INTERVAL": "-1"}, "must not be negative"),
+        ({"SSE_FAST_HTTP1_BUFFER_SIZE": "4096"}, "at least 8192"),
+        ({"SSE_FAST_HTTP": "3"}, "http must be"),
+        ({"SSE_FAST_LOG_LEVEL": "loud"}, "log_level"),
+        ({"SSE_FAST_INSTALL_SIGNAL_HANDLERS": "maybe"}, "not a valid bool"),
+    ],
+)
+def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(SettingsError, match=fragment.replace("(", r"\(")):
+        Settings.from_env(env)
+
+
+def test_cli_flags_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
+    args = build_parser().parse_args(["serve", "--port", "8123", "--heartbeat-interval", "3"])
+    assert args.port == 8123 and args.heartbeat_interval == 3.0
+    assert main(["serve", "--port", "0"]) == 2
+    assert "port must be positive" in capsys.readouterr().err
+
+
+def test_connection_capacity() -> None:
+    assert connection_capacity(Settings(), 20_000) == 20_000 - 64
+    assert connection_capacity(Settings(backpressure=5000), 20_000) == 5000
