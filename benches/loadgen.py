@@ -558,7 +558,7 @@ def run_load(
             published, publish_errors, elapsed = uvloop.run(publish_phase())
         except ImportError:  # pragma: no cover
             published, publish_errors, elapsed = asyncio.run(publish_phase())
-        time.sleep(1.0)  # let deliveries in flight arrive
+        time.sleep(3.0)  # let deliveries in flight arrive
         cpu_marks.append(cpu_seconds(server_pids()))
         for pipe in pipes:
             pipe.send("stop")
