@@ -28,10 +28,10 @@ def test_25000_subscribers_across_two_workers_receive_everything() -> None:
 
 
 @pytest.mark.timeout(600)
-def test_slow_and_fast_consumers_under_publish_load() -> None:
+def test_concurrent_publishers_every_event_once_in_order() -> None:
     with ServerProcess("--ring-max-frames", "4096") as server:
         result = run_load(host="127.0.0.1", port=server.port, name="sse_fast-1w",
-                          connections=5000, rate=50, publishers=4, duration=8, warmup=2)
-    assert result.connected == 5000
+                          connections=3000, rate=20, publishers=4, duration=8, warmup=2)
+    assert result.connected == 3000
     assert result.lost == 0 and result.duplicates == 0
     assert result.delivered == result.expected
