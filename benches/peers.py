@@ -464,6 +464,15 @@ class SseFastTarget(Target):
             str(self.workers),
             "--heartbeat-interval",
             f"{self.heartbeat:g}",
+            # the peers publish without credentials; limits that would refuse a
+            # load generator's connection storm from a few addresses are lifted
+            "--allow-anonymous-publish",
+            "--max-connections-per-ip",
+            "0",
+            "--connect-rate-per-ip",
+            "0",
+            "--publish-rate",
+            "0",
         ]
         return argv, REPO_ROOT, _clean_env()
 

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import metrics as metrics_module
+from .auth import Authenticator, AuthError, TokenBucket, split_list
 from .hub import Hub, PublishError, PublishRequest, Subscriber, check_topic
 from .settings import Settings
 
@@ -222,6 +224,16 @@ class App:
         self._relay: Any = None
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
+        self.auth = Authenticator(self.settings)
+        self.cors_origins = frozenset(split_list(self.settings.cors_origins))
+        self.trusted_proxies = frozenset(split_list(self.settings.trusted_proxies))
+        self.publish_limiter = TokenBucket(
+            self.settings.publish_rate, self.settings.publish_rate * 2
+        )
+        self.connect_limiter = TokenBucket(
+            self.settings.connect_rate_per_ip, self.settings.connect_rate_per_ip * 2
+        )
+        self.connections_by_ip: dict[str, int] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -231,8 +243,7 @@ class App:
                 try:
                     await self.subscribe(scope, receive, send)
                 except HTTPError as error:
-                    self.hub.metrics.refuse(error.reason)
-                    await send_json(send, error.status, {"error": error.message}, error.headers)
+                    await self._refuse(scope, send, error)
                 return
             await self.http(scope, receive, send)
         elif kind == "lifespan":
@@ -300,7 +311,9 @@ class App:
         path = scope["path"]
         method = scope["method"]
         try:
-            if path == "/events":
+            if method == "OPTIONS" and path in ("/events", "/publish"):
+                await self.preflight(scope, send)
+            elif path == "/events":
                 self._allow(method, ("GET",))
                 await self.subscribe(scope, receive, send)
             elif path == "/publish":
@@ -339,8 +352,67 @@ class App:
                     reason="not_found",
                 )
         except HTTPError as error:
-            self.hub.metrics.refuse(error.reason)
-            await send_json(send, error.status, {"error": error.message}, error.headers)
+            await self._refuse(scope, send, error)
+
+    async def _refuse(self, scope: Scope, send: Send, error: HTTPError) -> None:
+        self.hub.metrics.refuse(error.reason)
+        await send_json(
+            send,
+            error.status,
+            {"error": error.message},
+            [*error.headers, *self.cors_headers(scope)],
+        )
+
+    # ---------------------------------------------------------------- CORS, clients
+
+    def cors_headers(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        origin = header(scope, b"origin")
+        if origin is None or origin not in self.cors_origins:
+            return []
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"Origin"),
+            (b"access-control-expose-headers", b"SSE-Fast-Resume, Retry-After"),
+        ]
+
+    async def preflight(self, scope: Scope, send: Send) -> None:
+        origin = header(scope, b"origin")
+        if origin is None or origin not in self.cors_origins:
+            raise HTTPError(
+                403, f"origin {origin!r} is not allowed (cors_origins)", reason="cors_origin"
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    *self.cors_headers(scope),
+                    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                    (
+                        b"access-control-allow-headers",
+                        b"Authorization, Content-Type, Last-Event-ID",
+                    ),
+                    (b"access-control-max-age", b"600"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})
+
+    def client_ip(self, scope: Scope) -> str:
+        """The peer address, or, behind a trusted proxy, the nearest untrusted
+        address in X-Forwarded-For."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else "?"
+        if peer not in self.trusted_proxies:
+            return peer
+        forwarded = header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return peer
+        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+            if hop not in self.trusted_proxies:
+                return hop
+        return peer
 
     @staticmethod
     def _allow(method: str, allowed: tuple[str, ...]) -> None:
@@ -421,12 +493,60 @@ class App:
                 reason="draining",
             )
         names, last_event_id = self._subscription(scope)
+        settings = self.settings
+        ip = self.client_ip(scope)
+        limit = settings.max_connections
+        if limit and len(self.hub.subscribers) >= limit:
+            raise HTTPError(
+                503,
+                f"connection limit reached ({limit} streams on this worker); retry later",
+                [(b"retry-after", b"5")],
+                reason="max_connections",
+            )
+        per_ip = settings.max_connections_per_ip
+        if per_ip and self.connections_by_ip.get(ip, 0) >= per_ip:
+            raise HTTPError(
+                429,
+                f"too many streams from {ip} (max_connections_per_ip {per_ip})",
+                [(b"retry-after", b"5")],
+                reason="max_connections_per_ip",
+            )
+        wait = self.connect_limiter.take(ip)
+        if wait:
+            raise HTTPError(
+                429,
+                f"too many connection attempts from {ip}; slow down",
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+                reason="connect_rate",
+            )
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        try:
+            credential = self.auth.subscriber(
+                header(scope, b"authorization"),
+                header(scope, b"cookie"),
+                query.get("token", [None])[-1],
+                names,
+            )
+        except AuthError as exc:
+            raise HTTPError(
+                exc.status, exc.message, _www_authenticate(exc), reason=exc.reason
+            ) from None
         client = scope.get("client")
         client_text = f"{client[0]}:{client[1]}" if client else "?"
         hub = self.hub
         subscriber, status, first = hub.open(send, names, client_text, last_event_id)
+        self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
+        expiry = None
         try:
-            headers = [*SSE_HEADERS, (b"sse-fast-resume", status.encode())]
+            if credential is not None and credential.expires_at is not None:
+                expiry = asyncio.get_running_loop().call_later(
+                    max(0.0, credential.expires_at - time.time()), hub.expire, subscriber
+                )
+            headers = [
+                *SSE_HEADERS,
+                (b"sse-fast-resume", status.encode()),
+                *self.cors_headers(scope),
+            ]
             result = send({"type": "http.response.start", "status": 200, "headers": headers})
             hub.learn_send(result)
             if not hub.is_done(result):
@@ -439,6 +559,13 @@ class App:
             await subscriber.closed
         finally:
             hub.disconnected(subscriber)
+            if expiry is not None:
+                expiry.cancel()
+            remaining = self.connections_by_ip.get(ip, 1) - 1
+            if remaining:
+                self.connections_by_ip[ip] = remaining
+            else:
+                self.connections_by_ip.pop(ip, None)
 
     # ---------------------------------------------------------------- publish
 
@@ -486,13 +613,37 @@ class App:
                 "send JSON with Content-Type: application/json",
                 reason="bad_content_type",
             )
+        try:
+            credential = self.auth.publisher(header(scope, b"authorization"))
+        except AuthError as exc:
+            raise HTTPError(
+                exc.status, exc.message, _www_authenticate(exc), reason=exc.reason
+            ) from None
+        wait = self.publish_limiter.take(credential.identity)
+        if wait:
+            raise HTTPError(
+                429,
+                "publish rate limit reached for this credential "
+                f"({self.settings.publish_rate:g}/s)",
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+                reason="publish_rate",
+            )
         body = await self.read_body(scope, receive)
         try:
             requests = parse_publish_body(body, self.settings)
+            self.auth.check_publish(credential, {t for r in requests for t in r.topics})
             ids = await self.hub.publish(requests)
         except PublishError as exc:
             raise HTTPError(exc.status, str(exc), reason="bad_publish") from None
-        await send_json(send, 200, {"ids": ids})
+        except AuthError as exc:
+            raise HTTPError(exc.status, exc.message, reason=exc.reason) from None
+        await send_json(send, 200, {"ids": ids}, self.cors_headers(scope))
+
+
+def _www_authenticate(error: AuthError) -> list[tuple[bytes, bytes]]:
+    if error.status != 401:
+        return []
+    return [(b"www-authenticate", b'Bearer realm="sse_fast"')]
 
 
 def create_app() -> App:

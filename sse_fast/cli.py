@@ -8,6 +8,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import secrets
 import shutil
 import sys
 import tempfile
@@ -35,14 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name in ("relay_socket", "install_signal_handlers"):
             continue
         flag = "--" + field.name.replace("_", "-")
-        kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
-        serve.add_argument(
-            flag,
-            type=kind,
-            default=None,
-            help=f"{field.metadata['doc']} (env SSE_FAST_{field.name.upper()}; "
-            f"default {field.default})",
+        help_text = (
+            f"{field.metadata['doc']} (env SSE_FAST_{field.name.upper()}; "
+            f"default {field.default!r})"
         )
+        if str(field.type) == "bool":
+            serve.add_argument(flag, action="store_true", default=None, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
+        serve.add_argument(flag, type=kind, default=None, help=help_text)
     return parser
 
 
@@ -80,6 +82,21 @@ def serve(settings: Settings) -> int:
     if soft < 4096:
         log.warning("file limit %d is low for an SSE edge; raise `ulimit -n`", soft)
 
+    if settings.allow_anonymous_publish:
+        log.warning("--allow-anonymous-publish: ANYONE who can reach this server can publish")
+    elif not (
+        settings.publish_token
+        or settings.jwt_secret
+        or settings.jwt_public_key_file
+        or settings.jwt_jwks_file
+    ):
+        settings.publish_token = secrets.token_urlsafe(24)
+        log.warning(
+            "no publish credential configured; publishing needs one. For this run: "
+            "Authorization: Bearer %s (set SSE_FAST_PUBLISH_TOKEN or JWT keys to "
+            "choose your own)",
+            settings.publish_token,
+        )
     relay = None
     settings.install_signal_handlers = True
     if settings.workers > 1:

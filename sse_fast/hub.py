@@ -652,6 +652,14 @@ class Hub:
         if not closed.done():
             closed.set_result(reason)
 
+    def expire(self, subscriber: Subscriber) -> None:
+        """The subscriber's token expired: end the stream, saying so."""
+        self.close(
+            subscriber,
+            "token-expired",
+            final=encode('{"reason":"token-expired"}', event="sse-fast-disconnect"),
+        )
+
     def disconnected(self, subscriber: Subscriber) -> None:
         """The client went away (``http.disconnect``): free everything."""
         if subscriber.state != Subscriber.CLOSED:

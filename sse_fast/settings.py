@@ -91,6 +91,49 @@ class Settings:
         default="1",
         metadata=_doc("HTTP versions served: 1, 2 or auto (HTTP/2 needs TLS in browsers)"),
     )
+    publish_token: str = field(
+        default="",
+        metadata=_doc("static bearer token allowed to publish to every topic (prefer the env var)"),
+    )
+    jwt_secret: str = field(default="", metadata=_doc("HS256 shared secret for JWTs"))
+    jwt_public_key_file: str = field(
+        default="", metadata=_doc("PEM public key file for RS256/ES256 JWTs")
+    )
+    jwt_jwks_file: str = field(default="", metadata=_doc("JWKS JSON file for RS256/ES256 JWTs"))
+    jwt_audience: str = field(default="", metadata=_doc("required JWT audience (aud), if set"))
+    jwt_issuer: str = field(default="", metadata=_doc("required JWT issuer (iss), if set"))
+    jwt_require_exp: bool = field(default=False, metadata=_doc("refuse JWTs without exp"))
+    allow_anonymous_publish: bool = field(
+        default=False, metadata=_doc("let anyone publish without a credential (unsafe)")
+    )
+    private_topics: str = field(
+        default="",
+        metadata=_doc("comma-separated topic names/globs that need a subscribe claim"),
+    )
+    auth_cookie: str = field(
+        default="sse_fast_token", metadata=_doc("cookie carrying a subscriber JWT (EventSource)")
+    )
+    allow_query_token: bool = field(
+        default=False, metadata=_doc("accept ?token= on /events (tokens end up in logs)")
+    )
+    cors_origins: str = field(
+        default="", metadata=_doc("comma-separated allowed origins for CORS (none by default)")
+    )
+    max_connections: int = field(
+        default=0, metadata=_doc("streams per worker (0 = as many as the file limit allows)")
+    )
+    max_connections_per_ip: int = field(
+        default=1000, metadata=_doc("streams per client IP per worker (0 = unlimited)")
+    )
+    trusted_proxies: str = field(
+        default="", metadata=_doc("comma-separated proxy IPs whose X-Forwarded-For is trusted")
+    )
+    publish_rate: float = field(
+        default=200.0, metadata=_doc("publish requests per second per credential (0 = off)")
+    )
+    connect_rate_per_ip: float = field(
+        default=100.0, metadata=_doc("new streams per second per client IP (0 = off)")
+    )
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")

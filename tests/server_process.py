@@ -27,6 +27,10 @@ class ServerProcess:
     def __init__(self, *args: str, **env: Any) -> None:
         self.port = free_port()
         self.args = ["--port", str(self.port), "--log-level", "info", *args]
+        env.setdefault("allow_anonymous_publish", "1")  # the security tests say otherwise
+        env.setdefault("max_connections_per_ip", "0")  # the load tests come from few addresses
+        env.setdefault("connect_rate_per_ip", "0")
+        env.setdefault("publish_rate", "0")
         self.env = {**os.environ, **{f"SSE_FAST_{k.upper()}": str(v) for k, v in env.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = f"/tmp/sse-fast-test-{self.port}.log"

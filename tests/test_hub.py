@@ -19,6 +19,9 @@ from .asgi_harness import Stream, request, settle
 
 
 def make_app(**settings: Any) -> App:
+    settings.setdefault("allow_anonymous_publish", True)  # test_security.py covers auth
+    settings.setdefault("connect_rate_per_ip", 0)  # ... and the limits
+    settings.setdefault("max_connections_per_ip", 0)
     return App(Settings(**settings))
 
 

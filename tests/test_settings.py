@@ -15,8 +15,12 @@ def test_defaults_fit_an_sse_edge() -> None:
 
 
 def test_environment_then_overrides() -> None:
-    env = {"SSE_FAST_PORT": "9001", "SSE_FAST_HEARTBEAT_INTERVAL": "2.5",
-           "SSE_FAST_INSTALL_SIGNAL_HANDLERS": "yes", "SSE_FAST_HOST": ""}
+    env = {
+        "SSE_FAST_PORT": "9001",
+        "SSE_FAST_HEARTBEAT_INTERVAL": "2.5",
+        "SSE_FAST_INSTALL_SIGNAL_HANDLERS": "yes",
+        "SSE_FAST_HOST": "",
+    }
     settings = Settings.from_env(env, port=9002, workers=None)
     assert settings.port == 9002  # the flag wins
     assert settings.heartbeat_interval == 2.5

@@ -1,0 +1,285 @@
+"""Credentials for publishers and subscribers (JWT via PyJWT, or a static token),
+topic claims with glob patterns, and the small limiters the edge needs.
+
+JWT claims (Mercure-like, namespaced)::
+
+    {"sse_fast": {"publish": ["orders", "user/*"], "subscribe": ["user/42/*"]},
+     "sub": "service-a", "exp": 1790000000}
+
+Patterns are exact names or globs where ``*`` matches any run of characters
+(slashes included) and ``?`` one character; ``*`` alone allows every topic.
+Topic names cannot contain ``*`` or ``?``, so a name never matches as a
+pattern by accident. The static publish token grants publishing to every
+topic and never subscribing to private ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .settings import Settings
+
+CLAIMS_NAMESPACE = "sse_fast"
+
+
+class AuthError(Exception):
+    """Refused: ``status`` 401 (no or bad credential) or 403 (credential lacks the right)."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Credential:
+    identity: str  # for rate limits and logs: never the token itself
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    expires_at: float | None = None  # wall clock (time.time())
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+def matches(topic: str, patterns: Iterable[str]) -> bool:
+    """True when ``topic`` is one of ``patterns`` or matches one of their globs."""
+    for pattern in patterns:
+        if pattern == topic or pattern == "*":
+            return True
+        if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(topic, pattern):
+            return True
+    return False
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+class Authenticator:
+    """Checks credentials against the settings; one per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.private_topics = split_list(settings.private_topics)
+        self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
+        self._jwks: Any = None
+        if settings.jwt_secret:
+            self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
+        if settings.jwt_public_key_file:
+            with open(settings.jwt_public_key_file, "rb") as f:
+                pem = f.read()
+            self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
+        if settings.jwt_jwks_file:
+            import jwt
+
+            with open(settings.jwt_jwks_file) as f:
+                self._jwks = jwt.PyJWKSet.from_dict(json.load(f))
+        self._token_digest = (
+            hashlib.sha256(settings.publish_token.encode()).digest()
+            if settings.publish_token
+            else None
+        )
+
+    @property
+    def jwt_enabled(self) -> bool:
+        return bool(self._keys or self._jwks)
+
+    def _decode(self, token: str) -> Credential:
+        import jwt
+
+        errors = []
+        candidates: list[tuple[Any, list[str]]] = list(self._keys)
+        if self._jwks is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError as exc:
+                raise AuthError(401, f"malformed token: {exc}", "bad_token") from None
+            for jwk in self._jwks.keys:
+                if kid is None or jwk.key_id == kid:
+                    candidates.append((jwk.key, [jwk.algorithm_name]))
+        options: Any = {"require": ["exp"]} if self.settings.jwt_require_exp else {}
+        for key, algorithms in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=algorithms,
+                    options=options,
+                    audience=self.settings.jwt_audience or None,
+                    issuer=self.settings.jwt_issuer or None,
+                    leeway=5,
+                )
+            except jwt.ExpiredSignatureError:
+                raise AuthError(401, "token has expired: get a new one", "expired_token") from None
+            except jwt.InvalidSignatureError as exc:
+                errors.append(str(exc))
+                continue
+            except jwt.PyJWTError as exc:
+                errors.append(str(exc))
+                continue
+            rights = claims.get(CLAIMS_NAMESPACE) or {}
+            if not isinstance(rights, dict):
+                raise AuthError(401, f"claim {CLAIMS_NAMESPACE!r} must be an object", "bad_token")
+            publish = _patterns(rights.get("publish"), "publish")
+            subscribe = _patterns(rights.get("subscribe"), "subscribe")
+            identity = "jwt:" + str(
+                claims.get("sub") or hashlib.sha256(token.encode()).hexdigest()[:16]
+            )
+            exp = claims.get("exp")
+            return Credential(
+                identity, publish, subscribe, float(exp) if isinstance(exp, (int, float)) else None
+            )
+        reason = "; ".join(dict.fromkeys(errors)) or "no key configured"
+        raise AuthError(401, f"invalid token: {reason}", "bad_token")
+
+    def _check_static(self, token: str) -> Credential | None:
+        if self._token_digest is None:
+            return None
+        if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._token_digest):
+            return Credential(
+                "token:" + hashlib.sha256(token.encode()).hexdigest()[:12], publish=("*",)
+            )
+        return None
+
+    def publisher(self, authorization: str | None) -> Credential:
+        """The publisher's credential from its ``Authorization`` header."""
+        if self.settings.allow_anonymous_publish and not authorization:
+            return Credential("anonymous", publish=("*",))
+        token = _bearer(authorization)
+        if token is None:
+            if not (self.jwt_enabled or self._token_digest):
+                raise AuthError(
+                    401,
+                    "publishing needs a credential and none is configured: "
+                    "set SSE_FAST_PUBLISH_TOKEN or JWT keys, or run with "
+                    "--allow-anonymous-publish",
+                    "no_credential",
+                )
+            raise AuthError(
+                401,
+                "publishing needs a credential: send 'Authorization: Bearer <token>'",
+                "no_credential",
+            )
+        static = self._check_static(token)
+        if static is not None:
+            return static
+        if not self.jwt_enabled:
+            raise AuthError(401, "invalid token", "bad_token")
+        return self._decode(token)
+
+    def check_publish(self, credential: Credential, topics: Iterable[str]) -> None:
+        denied = [t for t in topics if not matches(t, credential.publish)]
+        if denied:
+            raise AuthError(
+                403,
+                f"this credential may not publish to {', '.join(denied[:5])}",
+                "forbidden_topic",
+            )
+
+    def is_private(self, topic: str) -> bool:
+        return matches(topic, self.private_topics)
+
+    def subscriber(
+        self,
+        authorization: str | None,
+        cookie: str | None,
+        query_token: str | None,
+        topics: Iterable[str],
+    ) -> Credential | None:
+        """The subscriber's credential (header, cookie, or query when allowed),
+        checked against the private topics it asks for."""
+        token = _bearer(authorization)
+        if token is None and cookie:
+            token = _cookie(cookie, self.settings.auth_cookie)
+        if token is None and query_token:
+            if not self.settings.allow_query_token:
+                raise AuthError(
+                    401,
+                    "tokens in the URL are disabled (they end up in logs): "
+                    "use the Authorization header or the "
+                    f"{self.settings.auth_cookie!r} cookie",
+                    "query_token",
+                )
+            token = query_token
+        private = [t for t in topics if self.is_private(t)]
+        if token is None:
+            if private:
+                raise AuthError(
+                    401,
+                    f"topic {private[0]!r} is private: send a token with subscribe rights",
+                    "no_credential",
+                )
+            return None
+        if not self.jwt_enabled:
+            raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
+        credential = self._decode(token)
+        denied = [t for t in private if not matches(t, credential.subscribe)]
+        if denied:
+            raise AuthError(
+                403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
+            )
+        return credential
+
+
+def _patterns(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthError(
+            401, f"claim {CLAIMS_NAMESPACE}.{name} must be a list of topic patterns", "bad_token"
+        )
+    return tuple(value)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "Authorization must be 'Bearer <token>'", "bad_token")
+    return token.strip()
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+class TokenBucket:
+    """Per-key token buckets (``rate`` per second, ``burst`` at most), bounded in size."""
+
+    def __init__(
+        self, rate: float, burst: float, max_keys: int = 100_000, clock: Any = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self.burst = max(burst, 1.0)
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0.0 when allowed, else seconds until a token is available."""
+        if self.rate <= 0:
+            return 0.0
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            if len(self._buckets) > self.max_keys:
+                self._buckets.pop(next(iter(self._buckets)))
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return float((1.0 - tokens) / self.rate)
