@@ -1,0 +1,401 @@
+"""Auth, CORS and limits (in-process), claim patterns (properties), and the
+safe default of a real ``sse-fast serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sse_fast.app import App
+from sse_fast.auth import TokenBucket, matches
+from sse_fast.settings import Settings
+
+from .asgi_harness import Stream, request, settle
+from .server_process import ServerProcess
+
+SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+def token(
+    rights: dict[str, Any], key: Any = SECRET, algorithm: str = "HS256", **claims: Any
+) -> str:
+    return jwt.encode({"sse_fast": rights, "sub": "tester", **claims}, key, algorithm=algorithm)
+
+
+def make_app(**settings: Any) -> App:
+    settings.setdefault("jwt_secret", SECRET)
+    return App(Settings(**settings))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def publish(
+    app: App, body: dict[str, Any], auth: str | None = None, **headers: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    if auth is not None:
+        headers["authorization"] = auth
+    status, response_headers, raw = await request(
+        app, "POST", "/publish", json.dumps(body).encode(), headers=headers
+    )
+    return status, response_headers, json.loads(raw) if raw else {}
+
+
+# ---------------------------------------------------------------- publishers
+
+
+def test_publishing_needs_a_credential_by_default() -> None:
+    async def main() -> None:
+        app = App(Settings())  # nothing configured at all
+        status, headers, body = await publish(app, {"topic": "a", "data": 1})
+        assert status == 401 and "none is configured" in body["error"]
+        assert headers["www-authenticate"].startswith("Bearer")
+        app = make_app()
+        status, _, body = await publish(app, {"topic": "a", "data": 1})
+        assert status == 401 and "Authorization: Bearer" in body["error"]
+        assert app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("rights", "topic", "status"),
+    [
+        ({"publish": ["news"]}, "news", 200),
+        ({"publish": ["news"]}, "sports", 403),
+        ({"publish": ["user/*"]}, "user/42/inbox", 200),
+        ({"publish": ["user/*"]}, "users", 403),
+        ({"publish": ["*"]}, "anything", 200),
+        ({"subscribe": ["*"]}, "news", 403),
+        ({}, "news", 403),
+    ],
+)
+def test_publish_claims(rights: dict, topic: str, status: int) -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, body = await publish(app, {"topic": topic, "data": 1}, f"Bearer {token(rights)}")
+        assert code == status, body
+        if status == 403:
+            assert topic in body["error"] and app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+def test_a_batch_with_one_forbidden_topic_publishes_nothing() -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, _ = await publish(
+            app,
+            {"events": [{"topic": "ok", "data": 1}, {"topic": "secret", "data": 2}]},
+            f"Bearer {token({'publish': ['ok']})}",
+        )
+        assert code == 403 and app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("auth", "fragment"),
+    [
+        ("Basic abc", "Bearer <token>"),
+        ("Bearer not.a.jwt", "invalid token"),
+        (
+            f"Bearer {token({'publish': ['*']}, key='another-secret-of-enough-length-xx')}",
+            "invalid token",
+        ),
+        (f"Bearer {token({'publish': ['*']}, exp=int(time.time()) - 60)}", "expired"),
+        (f"Bearer {token({'publish': 'news'}, aud='other')}", "invalid token"),
+        (f"Bearer {jwt.encode({'sse_fast': {'publish': 5}}, SECRET)}", "list of topic patterns"),
+    ],
+)
+def test_bad_publisher_tokens_get_401(auth: str, fragment: str) -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, body = await publish(app, {"topic": "news", "data": 1}, auth)
+        assert code == 401 and fragment in body["error"], body
+
+    run(main())
+
+
+def test_static_token_and_anonymous_opt_out() -> None:
+    async def main() -> None:
+        app = App(Settings(publish_token="s3cret-token"))
+        assert (await publish(app, {"topic": "a", "data": 1}, "Bearer s3cret-token"))[0] == 200
+        assert (await publish(app, {"topic": "a", "data": 1}, "Bearer wrong"))[0] == 401
+        app = App(Settings(allow_anonymous_publish=True))
+        assert (await publish(app, {"topic": "a", "data": 1}))[0] == 200
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec", "jwks"])
+def test_public_key_tokens(kind: str, tmp_path: Any) -> None:
+    if kind == "ec":
+        private: Any = ec.generate_private_key(ec.SECP256R1())
+        algorithm = "ES256"
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        algorithm = "RS256"
+    public = private.public_key()
+    settings: dict[str, Any] = {}
+    if kind == "jwks":
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+        jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
+        path = tmp_path / "jwks.json"
+        path.write_text(json.dumps({"keys": [jwk]}))
+        settings["jwt_jwks_file"] = str(path)
+    else:
+        path = tmp_path / "key.pem"
+        path.write_bytes(
+            public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        settings["jwt_public_key_file"] = str(path)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+    async def main() -> None:
+        app = App(Settings(**settings))
+        good = jwt.encode(
+            {"sse_fast": {"publish": ["a"]}}, pem, algorithm=algorithm, headers={"kid": "k1"}
+        )
+        assert (await publish(app, {"topic": "a", "data": 1}, f"Bearer {good}"))[0] == 200
+        forged = token({"publish": ["a"]})  # HS256 with a secret the server does not have
+        assert (await publish(app, {"topic": "a", "data": 1}, f"Bearer {forged}"))[0] == 401
+
+    run(main())
+
+
+def test_publish_rate_limit_per_credential() -> None:
+    async def main() -> None:
+        app = make_app(publish_rate=2)
+        auth = f"Bearer {token({'publish': ['*']})}"
+        codes = [(await publish(app, {"topic": "a", "data": i}, auth)) for i in range(6)]
+        assert [c[0] for c in codes[:4]] == [200] * 4  # burst of 2 x rate
+        assert codes[4][0] == 429 and int(codes[4][1]["retry-after"]) >= 1
+        assert 'reason="publish_rate"' in app.render_metrics()
+
+    run(main())
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+def test_private_topics_need_subscribe_claims() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="user/*,admin")
+        cases = [
+            ({}, [("topic", "public")], 200),
+            ({}, [("topic", "user/1")], 401),
+            (
+                {"authorization": f"Bearer {token({'subscribe': ['user/1']})}"},
+                [("topic", "user/1")],
+                200,
+            ),
+            (
+                {"authorization": f"Bearer {token({'subscribe': ['user/1']})}"},
+                [("topic", "user/1"), ("topic", "admin")],
+                403,
+            ),
+            (
+                {"cookie": f"other=1; sse_fast_token={token({'subscribe': ['user/*']})}"},
+                [("topic", "user/9")],
+                200,
+            ),
+            ({}, [("topic", "user/1"), ("token", token({"subscribe": ["user/1"]}))], 401),
+            ({"authorization": "Bearer garbage"}, [("topic", "public")], 401),
+        ]
+        for headers, query, status in cases:
+            stream = Stream(app, query=query, headers=headers).start()
+            await settle()
+            assert stream.status == status, (headers, query)
+            if status == 200:
+                stream.disconnect()
+            await stream.finished()
+
+    run(main())
+
+
+def test_query_token_only_when_allowed() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="p", allow_query_token=True)
+        stream = Stream(app, query=[("topic", "p"), ("token", token({"subscribe": ["p"]}))])
+        stream.start()
+        await settle()
+        assert stream.status == 200
+        stream.disconnect()
+        await stream.finished()
+
+    run(main())
+
+
+def test_token_expiry_ends_the_stream_with_a_reason() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="p")
+        expiring = token({"subscribe": ["p"]}, exp=time.time() + 0.3)
+        stream = Stream(
+            app, query=[("topic", "p")], headers={"authorization": f"Bearer {expiring}"}
+        ).start()
+        await settle()
+        assert stream.status == 200
+        await stream.finished(timeout=5)
+        assert stream.ended
+        assert stream.events[-1].event == "sse-fast-disconnect"
+        assert json.loads(stream.events[-1].data) == {"reason": "token-expired"}
+        assert app.hub.subscribers == {}
+
+    run(main())
+
+
+# ---------------------------------------------------------------- CORS
+
+
+def test_cors_preflight_and_headers() -> None:
+    async def main() -> None:
+        app = make_app(cors_origins="https://app.example", allow_anonymous_publish=True)
+        code, headers, _ = await request(
+            app, "OPTIONS", "/publish", headers={"origin": "https://app.example"}
+        )
+        assert code == 204
+        assert headers["access-control-allow-origin"] == "https://app.example"
+        assert headers["access-control-allow-credentials"] == "true"
+        assert "POST" in headers["access-control-allow-methods"]
+        assert "Authorization" in headers["access-control-allow-headers"]
+        code, headers, _ = await request(
+            app, "OPTIONS", "/publish", headers={"origin": "https://evil.example"}
+        )
+        assert code == 403 and "access-control-allow-origin" not in headers
+        code, headers, _ = await request(
+            app,
+            "POST",
+            "/publish",
+            b'{"topic":"a","data":1}',
+            headers={"origin": "https://app.example"},
+        )
+        assert code == 200 and headers["access-control-allow-origin"] == "https://app.example"
+        stream = Stream(
+            app, query=[("topic", "a")], headers={"origin": "https://evil.example"}
+        ).start()
+        await settle()
+        assert "access-control-allow-origin" not in stream.headers
+        stream.disconnect()
+        await stream.finished()
+        no_cors = make_app(allow_anonymous_publish=True)
+        code, headers, _ = await request(
+            no_cors, "OPTIONS", "/publish", headers={"origin": "https://app.example"}
+        )
+        assert code == 403  # none allowed by default
+
+    run(main())
+
+
+# ---------------------------------------------------------------- limits
+
+
+def test_connection_limits_total_per_ip_and_rate() -> None:
+    async def main() -> None:
+        app = make_app(max_connections=3, max_connections_per_ip=2, connect_rate_per_ip=0)
+        first = [Stream(app, query=[("topic", "a")]).start() for _ in range(2)]
+        await settle()
+        third = Stream(app, query=[("topic", "a")]).start()
+        await settle()
+        assert third.status == 429 and third.headers["retry-after"] == "5"
+        other = Stream(app, query=[("topic", "a")])
+        other.scope["client"] = ("10.0.0.9", 1)  # another address still gets in
+        other.start()
+        await settle()
+        assert other.status == 200
+        assert app.connections_by_ip == {"127.0.0.1": 2, "10.0.0.9": 1}
+        for s in [*first, other]:
+            s.disconnect()
+            await s.finished()
+        await third.finished()
+        assert app.connections_by_ip == {}
+        limited = make_app(max_connections=1, max_connections_per_ip=0, connect_rate_per_ip=0)
+        one = Stream(limited, query=[("topic", "a")]).start()
+        await settle()
+        two = Stream(limited, query=[("topic", "a")]).start()
+        await settle()
+        assert two.status == 503 and two.headers["retry-after"] == "5"
+        one.disconnect()
+        await one.finished()
+        rated = make_app(connect_rate_per_ip=1, max_connections_per_ip=0)
+        codes = []
+        for _ in range(4):
+            s = Stream(rated, query=[("topic", "a")]).start()
+            await settle()
+            codes.append(s.status)
+            if s.status == 200:
+                s.disconnect()
+            await s.finished()
+        assert codes == [200, 200, 429, 429]
+        assert 'reason="connect_rate"' in rated.render_metrics()
+
+    run(main())
+
+
+def test_trusted_proxy_forwarded_for() -> None:
+    app = make_app(trusted_proxies="10.0.0.1")
+    scope = {"client": ("10.0.0.1", 5), "headers": [(b"x-forwarded-for", b"1.2.3.4, 10.0.0.1")]}
+    assert app.client_ip(scope) == "1.2.3.4"
+    untrusted = {"client": ("9.9.9.9", 5), "headers": [(b"x-forwarded-for", b"1.2.3.4")]}
+    assert app.client_ip(untrusted) == "9.9.9.9"  # spoofed header from a non-proxy ignored
+
+
+def test_token_bucket() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=2, burst=2, clock=lambda: now[0])
+    assert [bucket.take("k") for _ in range(2)] == [0.0, 0.0]
+    assert bucket.take("k") == pytest.approx(0.5)
+    now[0] += 0.5
+    assert bucket.take("k") == 0.0
+    assert bucket.take("other") == 0.0
+
+
+# ---------------------------------------------------------------- claim patterns
+
+names = st.text(alphabet="ab/.-", min_size=1, max_size=8)
+
+
+@given(topic=names, pattern=st.text(alphabet="ab/.-*?", min_size=1, max_size=8))
+def test_pattern_matching_property(topic: str, pattern: str) -> None:
+    import re
+
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    expected = re.fullmatch(regex, topic, re.DOTALL) is not None
+    assert matches(topic, [pattern]) == expected
+
+
+@given(topic=names, other=names)
+def test_exact_patterns_match_only_themselves(topic: str, other: str) -> None:
+    assert matches(topic, [topic])
+    assert matches(topic, [other]) == (topic == other)
+    assert matches(topic, ["*"])
+    assert not matches(topic, [])
+
+
+# ---------------------------------------------------------------- real server
+
+
+def test_fresh_server_is_safe_by_default() -> None:
+    with ServerProcess(allow_anonymous_publish="0") as server:
+
+        async def main() -> None:
+            code, _, body = await server.publish(b'{"topic":"a","data":1}')
+            assert code == 401
+            assert "Authorization" in json.loads(body)["error"]
+
+        asyncio.run(main())
+        assert "no publish credential configured" in server.output()
