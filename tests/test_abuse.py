@@ -1,0 +1,184 @@
+"""Abuse suite: hostile clients against a real server while 1,000 well-behaved
+subscribers measure their delivery latency. Loopback only, bounded in time.
+
+Every good subscriber must receive every event in both phases, and their p99
+under attack must stay within 2x of the calm run (with a 25 ms floor, so that
+scheduling noise on a tiny calm p99 cannot fail the test)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+
+import orjson
+
+from benches.loadgen import ProcessStats, _subscribe_all
+from sse_fast.client import http_request
+
+from .server_process import HOST, ServerProcess
+
+GOOD = 1000
+EVENTS = 30
+
+
+async def publish_phase(server: ServerProcess, stats: ProcessStats, first_seq: int) -> None:
+    stats.measure_from = time.time()
+    stats.received = 0
+    stats.histogram = type(stats.histogram)()
+    stats.measuring = True
+    for seq in range(first_seq, first_seq + EVENTS):
+        data = orjson.dumps({"t": time.time(), "s": seq, "w": 0}).decode()
+        code, _, _ = await server.publish(orjson.dumps({"topic": "good", "data": data}))
+        assert code == 200
+        await asyncio.sleep(1 / 30)
+    deadline = time.monotonic() + 10
+    while stats.received < GOOD * EVENTS and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    stats.measuring = False
+
+
+async def never_reader(port: int, stop: asyncio.Event) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    sock.send(b"GET /events?topic=good&topic=big HTTP/1.1\r\nHost: x\r\n\r\n")
+    await stop.wait()
+    sock.close()
+
+
+async def slow_drip(port: int, stop: asyncio.Event) -> None:
+    reader, writer = await asyncio.open_connection(HOST, port)
+    request = b"GET /events?topic=good HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
+    for byte in request:
+        if stop.is_set():
+            break
+        writer.write(bytes([byte]))
+        await asyncio.sleep(0.05)
+    writer.close()
+
+
+async def big_publisher(server: ServerProcess, stop: asyncio.Event) -> None:
+    payload = orjson.dumps({"topic": "big", "data": "z" * 60_000})
+    while not stop.is_set():
+        await server.publish(payload)
+        await asyncio.sleep(0.1)
+
+
+async def malformed(server: ServerProcess, stop: asyncio.Event, codes: list[int]) -> None:
+    bad = [
+        ("GET", "/events?topic=a%ff%fe", b"", {}),
+        ("GET", "/events?" + "&".join(f"topic=t{i}" for i in range(500)), b"", {}),
+        ("GET", "/events?topic=a", b"", {"Last-Event-ID": "x" * 5000}),
+        ("GET", "/events?topic=a", b"", {"X-Big": "h" * 20_000}),
+        ("POST", "/publish", b"[" * 100_000, {"Content-Type": "application/json"}),
+        (
+            "POST",
+            "/publish",
+            b"{" + b" " * (1024 * 1024 + 10),
+            {"Content-Type": "application/json"},
+        ),
+        (
+            "POST",
+            "/publish",
+            b'{"topic":"good","data":"\xff\xfe"}',
+            {"Content-Type": "application/json"},
+        ),
+    ]
+    while not stop.is_set():
+        for method, path, body, headers in bad:
+            try:
+                code, _, _ = await http_request(
+                    HOST, server.port, method, path, body, headers, timeout=5
+                )
+                codes.append(code)
+            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+                codes.append(0)  # the server closed the connection: fine for garbage
+        await asyncio.sleep(0.05)
+
+
+async def connect_flood(port: int, stop: asyncio.Event, codes: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def one() -> None:
+        sock = socket.socket()
+        sock.bind(("127.0.0.9", 0))
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (HOST, port))
+            await loop.sock_sendall(sock, b"GET /events?topic=flood HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
+            codes.append(int(head.split(b" ", 2)[1]) if head else 0)
+        except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+            codes.append(0)
+        finally:
+            sock.close()
+
+    while not stop.is_set() and len(codes) < 3000:
+        await asyncio.gather(*(one() for _ in range(100)))
+
+
+def test_hostile_clients_do_not_hurt_well_behaved_subscribers() -> None:
+    with ServerProcess(
+        connect_rate_per_ip=500, max_connections_per_ip=2000, catch_up_timeout=3, ring_max_frames=64
+    ) as server:
+
+        async def main() -> None:
+            stats = ProcessStats()
+            good = await _subscribe_all(
+                HOST, server.port, ["/events?topic=good"] * GOOD, ["127.0.0.2"], stats
+            )
+            assert len(good) == GOOD and stats.connect_errors == 0
+            await publish_phase(server, stats, 0)
+            calm_p99 = stats.histogram.percentile(0.99)
+            assert stats.received == GOOD * EVENTS, "calm run lost events"
+
+            stop = asyncio.Event()
+            bad_codes: list[int] = []
+            flood_codes: list[int] = []
+            hostile = [
+                asyncio.ensure_future(c)
+                for c in [
+                    *(never_reader(server.port, stop) for _ in range(20)),
+                    *(slow_drip(server.port, stop) for _ in range(20)),
+                    big_publisher(server, stop),
+                    malformed(server, stop, bad_codes),
+                    connect_flood(server.port, stop, flood_codes),
+                ]
+            ]
+            await asyncio.sleep(1.0)  # let the attack ramp up
+            await publish_phase(server, stats, EVENTS)
+            hostile_p99 = stats.histogram.percentile(0.99)
+            stop.set()
+            for task in hostile:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 15)
+            assert stats.received == GOOD * EVENTS, "events lost under attack"
+            assert stats.lost == 0 and stats.duplicates == 0
+            assert hostile_p99 <= 2 * max(calm_p99, 0.025), (calm_p99, hostile_p99)
+            assert bad_codes and all(c in (0, 400, 413, 414, 431) for c in bad_codes), sorted(
+                set(bad_codes)
+            )
+            assert 429 in flood_codes, "the connect flood was never rate limited"
+            status, _, body = await server.get("/healthz")
+            assert status == 200
+            metrics = (await server.get("/metrics"))[2].decode()
+            assert 'reason="connect_rate"' in metrics
+            for sub in good:
+                if sub.transport is not None:
+                    sub.transport.abort()
+            print(
+                json.dumps(
+                    {
+                        "calm_p99_ms": calm_p99 * 1e3,
+                        "hostile_p99_ms": hostile_p99 * 1e3,
+                        "flood_429": flood_codes.count(429),
+                        "malformed": len(bad_codes),
+                    }
+                )
+            )
+
+        asyncio.run(main())
