@@ -51,7 +51,7 @@ async def never_reader(port: int, stop: asyncio.Event) -> None:
 
 
 async def slow_drip(port: int, stop: asyncio.Event) -> None:
-    reader, writer = await asyncio.open_connection(HOST, port)
+    _, writer = await asyncio.open_connection(HOST, port)
     request = b"GET /events?topic=good HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200
     for byte in request:
         if stop.is_set():
@@ -69,12 +69,13 @@ async def big_publisher(server: ServerProcess, stop: asyncio.Event) -> None:
 
 
 async def malformed(server: ServerProcess, stop: asyncio.Event, codes: list[int]) -> None:
+    json_type = {"Content-Type": "application/json"}
     bad = [
         ("GET", "/events?topic=a%ff%fe", b"", {}),
         ("GET", "/events?" + "&".join(f"topic=t{i}" for i in range(500)), b"", {}),
         ("GET", "/events?topic=a", b"", {"Last-Event-ID": "x" * 5000}),
         ("GET", "/events?topic=a", b"", {"X-Big": "h" * 20_000}),
-        ("POST", "/publish", b"[" * 100_000, {"Content-Type": "application/json"}),
+        ("POST", "/publish", b"[" * 100_000, json_type),
         (
             "POST",
             "/publish",
@@ -163,7 +164,7 @@ def test_hostile_clients_do_not_hurt_well_behaved_subscribers() -> None:
                 set(bad_codes)
             )
             assert 429 in flood_codes, "the connect flood was never rate limited"
-            status, _, body = await server.get("/healthz")
+            status, _, _ = await server.get("/healthz")
             assert status == 200
             metrics = (await server.get("/metrics"))[2].decode()
             assert 'reason="connect_rate"' in metrics
