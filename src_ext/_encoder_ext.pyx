@@ -150,6 +150,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
     cdef Py_ssize_t comment_n = 0, event_n = 0, id_n = 0, data_n = 0, retry_n = 0
     cdef Py_ssize_t total = 1, pos, bad
     cdef bint data_lines = False
+    cdef bint is_json
     cdef char retry_buf[32]
     cdef long long retry_value
     cdef object id_text = None, data_owner = None, retry_text = None
@@ -200,27 +201,19 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         total += 8 + retry_n
 
     if data is not None:
-        if type(data) is dict or type(data) is list:
-            try:
-                data_owner = _orjson_dumps(data)
-            except TypeError as exc:
-                raise EncodeError(
-                    "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
-                ) from None
-            data_ptr = PyBytes_AS_STRING(data_owner)
-            data_n = PyBytes_GET_SIZE(data_owner)
-            total += 7 + data_n
-        elif type(data) is str:
-            data_ptr = _utf8("data", data, &data_n)
-            data_lines = True
-        elif type(data) is bytes:
-            data_owner = data
-        elif isinstance(data, str):
-            data_ptr = _utf8("data", data, &data_n)
-            data_lines = True
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            data_owner = bytes(data)
-        else:
+        # dict and list first: the common JSON payloads skip the other checks
+        is_json = type(data) is dict or type(data) is list
+        if not is_json:
+            if isinstance(data, str):
+                data_ptr = _utf8("data", data, &data_n)
+                data_lines = True
+            elif type(data) is bytes:
+                data_owner = data
+            elif isinstance(data, (bytes, bytearray, memoryview)):
+                data_owner = bytes(data)
+            else:
+                is_json = True
+        if is_json:
             try:
                 data_owner = _orjson_dumps(data)
             except TypeError as exc:
