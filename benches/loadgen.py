@@ -514,6 +514,9 @@ def run_load(
             pubs = [KeepAlivePublisher(host, port, publish_request) for _ in range(publishers)]
             padding = "x" * max(0, payload_bytes - 48)
             seqs = [0] * publishers
+            # Events stamped at or after measure_from are the measured ones, for the
+            # clients and for the publish count alike: no race with the command pipe.
+            window = {"from": float("inf"), "published": 0}
 
             async def tick(index: int, until: float) -> None:
                 publisher = pubs[index]
@@ -527,10 +530,12 @@ def run_load(
                         await asyncio.sleep(next_at - now)
                     seq = seqs[index]
                     for topic in topic_names if topics <= 1 else [topic_names[seq % topics]]:
+                        stamp = time.time()
                         data = orjson.dumps(
-                            {"t": time.time(), "w": index, "s": seq, "p": padding}
+                            {"t": stamp, "w": index, "s": seq, "p": padding}
                         ).decode()
-                        await publisher.publish(topic, data)
+                        if await publisher.publish(topic, data) and stamp >= window["from"]:
+                            window["published"] += 1
                     seqs[index] = seq + 1
                     next_at += interval
                     if next_at < time.monotonic() - 1.0:  # cannot keep up: do not burst
@@ -540,14 +545,15 @@ def run_load(
                 await asyncio.gather(*(tick(i, until) for i in range(publishers)))
 
             await all_ticks(time.monotonic() + warmup)
-            first = sum(p.sent for p in pubs)
+            window["from"] = time.time() + 0.5  # the clients get the command well before
             for pipe in pipes:
-                pipe.send(("measure", time.time()))
+                pipe.send(("measure", window["from"]))
+            await all_ticks(time.monotonic() + 0.5)
             begin = time.monotonic()
             cpu_marks.append(cpu_seconds(server_pids()))
             await all_ticks(begin + duration)
             elapsed = time.monotonic() - begin
-            published = sum(p.sent for p in pubs) - first
+            published = int(window["published"])
             for publisher in pubs:
                 publisher.close()
             return published, sum(p.errors for p in pubs), elapsed
