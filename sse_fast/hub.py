@@ -377,9 +377,16 @@ class Hub:
             merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
             groups: dict[tuple[Topic, ...], dict[Subscriber, Send]] = {}
             for subscriber, send in multi.items():
+                if subscriber.state != Subscriber.READY:
+                    continue  # closed above (one of its topics overflowed)
                 key = tuple(subscriber.topics)
                 if key not in merged:
-                    merged[key] = self._read({t: before.get(t, t.flushed) for t in key})
+                    try:
+                        merged[key] = self._read({t: before.get(t, t.flushed) for t in key})
+                    except Lagged as lag:
+                        merged[key] = (b"", 0)
+                        self._lagged(subscriber, lag.lost)
+                        continue
                 groups.setdefault(key, {})[subscriber] = send
             for key, targets in groups.items():
                 data, count = merged[key]
@@ -413,16 +420,26 @@ class Hub:
         message = {"type": "http.response.body", "body": frame, "more_body": True}
         done = self._done_type
         slow = None
+        failed = None
         for subscriber, send in targets.items():
-            result = send(message)
+            try:
+                result = send(message)
+            except Exception:  # a server whose send() raises for a gone client
+                if failed is None:
+                    failed = []
+                failed.append(subscriber)
+                continue
             if type(result) is not done:
                 if slow is None:
                     slow = []
                 slow.append((subscriber, result))
-        self.metrics.delivered_total += len(targets) * events
+        self.metrics.delivered_total += (len(targets) - len(failed or ())) * events
         if slow:
             for subscriber, result in slow:
                 self._catch_up(subscriber, result)
+        if failed:
+            for subscriber in failed:
+                self.disconnected(subscriber)
 
     def _topic(self, name: str, now: float) -> Topic:
         topic = self.topics.get(name)
@@ -696,8 +713,15 @@ class Hub:
                 targets[subscriber] = subscriber.send
         done = self._done_type
         message = self._heartbeat_message
+        failed = None
         for subscriber, send in targets.items():
-            result = send(message)
+            try:
+                result = send(message)
+            except Exception:  # a server whose send() raises for a gone client
+                if failed is None:
+                    failed = []
+                failed.append(subscriber)
+                continue
             if type(result) is not done:
                 self._catch_up(subscriber, result)
         return len(targets)

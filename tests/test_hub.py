@@ -449,6 +449,31 @@ def test_sweep_drops_idle_topics_and_remembers_their_position() -> None:
     assert status == "evicted"  # its history went with the sweep: say so
 
 
+def test_a_send_that_raises_drops_only_that_subscriber() -> None:
+    async def main() -> None:
+        app = make_app()
+        good = Stream(app, query=[("topic", "x")]).start()
+        bad = Stream(app, query=[("topic", "x")]).start()
+        await settle()
+
+        def broken(message: dict) -> Any:
+            raise RuntimeError("connection reset")
+
+        for topic in app.hub.topics.values():  # the bad stream's send starts failing
+            for subscriber in list(topic.ready):
+                if subscriber.send == bad._send:
+                    topic.ready[subscriber] = broken
+        publish(app, "x", "still delivered")
+        await settle()
+        assert good.data() == ["still delivered"]
+        assert len(app.hub.subscribers) == 1
+        await bad.finished()
+        good.disconnect()
+        await good.finished()
+
+    run(main())
+
+
 def test_ops_endpoints_in_process() -> None:
     async def main() -> None:
         app = make_app()
