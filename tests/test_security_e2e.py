@@ -1,0 +1,214 @@
+"""Security rules against a real ``sse-fast serve`` process (tokens, claims,
+expiry, cookies, CORS and every limit). Loopback only, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+
+from sse_fast.client import HTTPResponseError, http_request
+
+from .server_process import HOST, ServerProcess, collect
+
+SECRET = "e2e-secret-that-is-long-enough-for-hs256"
+
+
+def token(rights: dict[str, Any], **claims: Any) -> str:
+    return jwt.encode({"sse_fast": rights, "sub": "e2e", **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.fixture(scope="module")
+def server():
+    with ServerProcess(
+        allow_anonymous_publish="0",
+        jwt_secret=SECRET,
+        publish_token="static-token",
+        private_topics="user/*,admin",
+        cors_origins="https://app.example",
+        max_connections=40,
+        max_connections_per_ip=30,
+        connect_rate_per_ip=0,
+        publish_rate=0,
+        max_topics_per_connection=4,
+        max_topic_length=40,
+        max_body_bytes=4096,
+        max_events_per_batch=5,
+    ) as proc:
+        yield proc
+
+
+def post(
+    server: ServerProcess, body: Any, auth: str | None = None, **headers: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
+    all_headers = {"Content-Type": "application/json", **headers}
+    if auth:
+        all_headers["Authorization"] = auth
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    code, response_headers, content = asyncio.run(
+        http_request(HOST, server.port, "POST", "/publish", raw, all_headers)
+    )
+    return code, response_headers, json.loads(content) if content else {}
+
+
+def subscribe_status(server: ServerProcess, topics: list[str], **headers: str) -> int:
+    async def main() -> int:
+        client = server.client(*topics, headers=headers)
+        try:
+            await client.connect()
+        except HTTPResponseError as exc:
+            return exc.status
+        client.close()
+        return 200
+
+    return asyncio.run(main())
+
+
+def test_publisher_credentials(server: ServerProcess) -> None:
+    code, headers, body = post(server, {"topic": "news", "data": 1})
+    assert code == 401 and headers["www-authenticate"].startswith("Bearer")
+    assert post(server, {"topic": "news", "data": 1}, "Bearer static-token")[0] == 200
+    assert post(server, {"topic": "news", "data": 1}, "Bearer wrong")[0] == 401
+    news = f"Bearer {token({'publish': ['news', 'user/*']})}"
+    assert post(server, {"topic": "news", "data": 1}, news)[0] == 200
+    assert post(server, {"topic": "user/7/inbox", "data": 1}, news)[0] == 200
+    code, _, body = post(server, {"topic": "sports", "data": 1}, news)
+    assert code == 403 and "sports" in body["error"]
+    expired = f"Bearer {token({'publish': ['*']}, exp=int(time.time()) - 30)}"
+    code, _, body = post(server, {"topic": "news", "data": 1}, expired)
+    assert code == 401 and "expired" in body["error"]
+
+
+def test_subscriber_tokens_header_cookie_and_query(server: ServerProcess) -> None:
+    assert subscribe_status(server, ["public"]) == 200
+    assert subscribe_status(server, ["user/1"]) == 401
+    good = token({"subscribe": ["user/1"]})
+    assert subscribe_status(server, ["user/1"], Authorization=f"Bearer {good}") == 200
+    assert subscribe_status(server, ["user/1", "admin"], Authorization=f"Bearer {good}") == 403
+    assert subscribe_status(server, ["user/1"], Cookie=f"sse_fast_token={good}") == 200
+
+    async def query_token() -> int:
+        client = server.client("user/1", extra_query={"token": good})
+        try:
+            await client.connect()
+        except HTTPResponseError as exc:
+            return exc.status
+        client.close()
+        return 200
+
+    assert asyncio.run(query_token()) == 401  # tokens in URLs are off unless allowed
+
+
+def test_expired_token_ends_the_stream(server: ServerProcess) -> None:
+    async def main() -> None:
+        short = token({"subscribe": ["user/9"]}, exp=time.time() + 1.5)
+        client = server.client("user/9", headers={"Authorization": f"Bearer {short}"})
+        await client.connect()
+        events = await collect(client, 100, timeout=10, until=lambda c: c.closed)
+        assert client.closed
+        assert events[-1].event == "sse-fast-disconnect"
+        assert json.loads(events[-1].data) == {"reason": "token-expired"}
+
+    asyncio.run(main())
+
+
+def test_cors_preflight(server: ServerProcess) -> None:
+    async def main() -> None:
+        code, headers, _ = await http_request(
+            HOST,
+            server.port,
+            "OPTIONS",
+            "/publish",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert code == 204
+        assert headers["access-control-allow-origin"] == "https://app.example"
+        assert headers["access-control-allow-credentials"] == "true"
+        code, headers, _ = await http_request(
+            HOST, server.port, "OPTIONS", "/publish", headers={"Origin": "https://evil.example"}
+        )
+        assert code == 403 and "access-control-allow-origin" not in headers
+
+    asyncio.run(main())
+
+
+def test_request_limits(server: ServerProcess) -> None:
+    auth = "Bearer static-token"
+    assert post(server, b"{" + b" " * 5000 + b"}", auth)[0] == 413
+    batch = {"events": [{"topic": "a", "data": i} for i in range(6)]}
+    assert post(server, batch, auth)[0] == 413
+    assert post(server, {"topic": "x" * 41, "data": 1}, auth)[0] == 400
+    assert post(server, {"topic": "bad topic", "data": 1}, auth)[0] == 400
+    assert subscribe_status(server, ["a", "b", "c", "d", "e"]) == 400
+    metrics = asyncio.run(http_request(HOST, server.port, "GET", "/metrics"))[2].decode()
+    assert 'sse_fast_refused_total{reason="body_too_large"}' in metrics
+
+
+def test_connection_limits_total_and_per_ip() -> None:
+    with ServerProcess(max_connections=6, max_connections_per_ip=4, connect_rate_per_ip=0) as srv:
+
+        async def main() -> None:
+            held = []
+            for source in ("127.0.0.11", "127.0.0.11", "127.0.0.11", "127.0.0.11"):
+                client = srv.client("t", local_addr=source)
+                await client.connect()
+                held.append(client)
+            over = srv.client("t", local_addr="127.0.0.11")
+            with pytest.raises(HTTPResponseError) as info:
+                await over.connect()
+            assert info.value.status == 429 and info.value.headers["retry-after"] == "5"
+            for source in ("127.0.0.12", "127.0.0.12"):
+                client = srv.client("t", local_addr=source)
+                await client.connect()
+                held.append(client)
+            full = srv.client("t", local_addr="127.0.0.13")
+            with pytest.raises(HTTPResponseError) as info:
+                await full.connect()
+            assert info.value.status == 503 and "connection limit" in info.value.body.decode()
+            for client in held:
+                client.close()
+
+        asyncio.run(main())
+
+
+def test_rate_limits() -> None:
+    with ServerProcess(
+        connect_rate_per_ip=2,
+        max_connections_per_ip=0,
+        publish_rate=1,
+        allow_anonymous_publish="0",
+        publish_token="tok",
+    ) as srv:
+
+        async def main() -> None:
+            codes = []
+            for _ in range(6):
+                client = srv.client("t", local_addr="127.0.0.21")
+                try:
+                    await client.connect()
+                    codes.append(200)
+                    client.close()
+                except HTTPResponseError as exc:
+                    codes.append(exc.status)
+                    retry_after = exc.headers.get("retry-after")
+            assert codes[:4] == [200] * 4 and 429 in codes[4:]
+            assert retry_after is not None
+            publish_codes = []
+            for i in range(4):
+                code, headers, _ = await http_request(
+                    HOST,
+                    srv.port,
+                    "POST",
+                    "/publish",
+                    orjson.dumps({"topic": "t", "data": i}),
+                    {"Content-Type": "application/json", "Authorization": "Bearer tok"},
+                )
+                publish_codes.append(code)
+            assert publish_codes[:2] == [200, 200] and 429 in publish_codes[2:]
+
+        asyncio.run(main())
