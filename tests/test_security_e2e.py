@@ -200,7 +200,7 @@ def test_rate_limits() -> None:
             assert retry_after is not None
             publish_codes = []
             for i in range(4):
-                code, headers, _ = await http_request(
+                code, _headers, _ = await http_request(
                     HOST,
                     srv.port,
                     "POST",
