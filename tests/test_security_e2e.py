@@ -212,3 +212,41 @@ def test_rate_limits() -> None:
             assert publish_codes[:2] == [200, 200] and 429 in publish_codes[2:]
 
         asyncio.run(main())
+
+
+def test_per_ip_limit_behind_a_trusted_proxy() -> None:
+    with ServerProcess(
+        trusted_proxies="127.0.0.31", max_connections_per_ip=1, connect_rate_per_ip=0
+    ) as srv:
+
+        async def main() -> None:
+            first = srv.client(
+                "t", local_addr="127.0.0.31", headers={"X-Forwarded-For": "203.0.113.5"}
+            )
+            await first.connect()
+            second = srv.client(
+                "t",
+                local_addr="127.0.0.31",
+                headers={"X-Forwarded-For": "198.51.100.7, 127.0.0.31"},
+            )
+            await second.connect()  # another client behind the same proxy
+            third = srv.client(
+                "t", local_addr="127.0.0.31", headers={"X-Forwarded-For": "203.0.113.5"}
+            )
+            with pytest.raises(HTTPResponseError) as info:
+                await third.connect()
+            assert info.value.status == 429 and b"203.0.113.5" in info.value.body
+            # from an untrusted peer the header is ignored: the peer address counts
+            spoofed = srv.client(
+                "t", local_addr="127.0.0.32", headers={"X-Forwarded-For": "198.51.100.99"}
+            )
+            await spoofed.connect()
+            again = srv.client(
+                "t", local_addr="127.0.0.32", headers={"X-Forwarded-For": "198.51.100.100"}
+            )
+            with pytest.raises(HTTPResponseError):
+                await again.connect()
+            for client in (first, second, spoofed):
+                client.close()
+
+        asyncio.run(main())
