@@ -296,7 +296,8 @@ async def _lag_counted(server: ServerProcess) -> bool:
     return "sse_fast_lag_disconnects_total 1" in text
 
 
-def test_graceful_drain_on_sigterm() -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_graceful_drain(stop_signal: int) -> None:
     server = ServerProcess(drain_timeout=5)
     with server:
 
@@ -308,7 +309,7 @@ def test_graceful_drain_on_sigterm() -> None:
                 await collect(c, 1)
             start = time.monotonic()
             assert server.proc is not None
-            server.proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(stop_signal)
             finals = [await collect(c, 1, timeout=10, until=lambda c: c.closed) for c in clients]
             elapsed = time.monotonic() - start
             assert elapsed < 5
@@ -324,6 +325,7 @@ def test_graceful_drain_on_sigterm() -> None:
         assert server.proc is not None
         assert server.proc.wait(10) == 0
         assert "draining 50 stream(s)" in server.output()
+        assert "streams per worker" in server.output()  # capacity logged at start
         assert "Stopped worker-1" in server.output()
         assert "lifespan shutdown complete" in server.output()
 
