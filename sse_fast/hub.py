@@ -418,6 +418,14 @@ class Hub:
 
     def _fan_out(self, targets: dict[Subscriber, Send], frame: bytes, events: int) -> None:
         message = {"type": "http.response.body", "body": frame, "more_body": True}
+        count = len(targets)  # before: slow subscribers leave ``targets`` (a ready set)
+        failed = self._write_all(targets, message)
+        self.metrics.delivered_total += (count - failed) * events
+
+    def _write_all(self, targets: dict[Subscriber, Send], message: dict[str, Any]) -> int:
+        """Hand one message to every target's ``send``; those whose write is pending
+        go to catch-up, those whose ``send`` raised are dropped. Returns how many
+        were dropped."""
         done = self._done_type
         slow = None
         failed = None
@@ -433,13 +441,14 @@ class Hub:
                 if slow is None:
                     slow = []
                 slow.append((subscriber, result))
-        self.metrics.delivered_total += (len(targets) - len(failed or ())) * events
         if slow:
             for subscriber, result in slow:
                 self._catch_up(subscriber, result)
         if failed:
             for subscriber in failed:
                 self.disconnected(subscriber)
+            return len(failed)
+        return 0
 
     def _topic(self, name: str, now: float) -> Topic:
         topic = self.topics.get(name)
@@ -707,24 +716,10 @@ class Hub:
 
     def heartbeat(self) -> int:
         """Send a keep-alive comment to every in-sync stream; return how many."""
-        targets: dict[Subscriber, Send] = {}
-        for subscriber in self.subscribers.values():
-            if subscriber.state == Subscriber.READY:
-                targets[subscriber] = subscriber.send
-        done = self._done_type
-        message = self._heartbeat_message
-        failed = None
-        for subscriber, send in targets.items():
-            try:
-                result = send(message)
-            except Exception:  # a server whose send() raises for a gone client
-                if failed is None:
-                    failed = []
-                failed.append(subscriber)
-                continue
-            if type(result) is not done:
-                self._catch_up(subscriber, result)
-        return len(targets)
+        targets = {s: s.send for s in self.subscribers.values() if s.state == Subscriber.READY}
+        count = len(targets)
+        self._write_all(targets, self._heartbeat_message)
+        return count
 
     def sweep(self) -> int:
         """Drop idle topics (no subscriber, no activity for ``topic_ttl``)."""
