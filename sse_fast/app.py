@@ -438,7 +438,8 @@ class App:
 
     # ---------------------------------------------------------------- subscribe
 
-    def _subscription(self, scope: Scope) -> tuple[list[str], str | None]:
+    def _subscription(self, scope: Scope) -> tuple[list[str], str | None, str | None]:
+        """Topics, Last-Event-ID and query token of a subscription (400 on bad input)."""
         settings = self.settings
         try:
             query = parse_qs(
@@ -482,7 +483,7 @@ class App:
                 raise HTTPError(
                     400, "Last-Event-ID must not contain CR, LF or NUL", reason="bad_last_event_id"
                 )
-        return names, last_event_id
+        return names, last_event_id, query.get("token", [None])[-1]
 
     async def subscribe(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.hub.draining:
@@ -492,7 +493,7 @@ class App:
                 [(b"retry-after", b"1")],
                 reason="draining",
             )
-        names, last_event_id = self._subscription(scope)
+        names, last_event_id, query_token = self._subscription(scope)
         settings = self.settings
         ip = self.client_ip(scope)
         limit = settings.max_connections
@@ -519,13 +520,9 @@ class App:
                 [(b"retry-after", str(max(1, round(wait))).encode())],
                 reason="connect_rate",
             )
-        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         try:
             credential = self.auth.subscriber(
-                header(scope, b"authorization"),
-                header(scope, b"cookie"),
-                query.get("token", [None])[-1],
-                names,
+                header(scope, b"authorization"), header(scope, b"cookie"), query_token, names
             )
         except AuthError as exc:
             raise HTTPError(
