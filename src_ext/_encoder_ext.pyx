@@ -19,6 +19,8 @@ from sse_fast._errors import EncodeError
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_ASCII(object s)
+    object PyUnicode_AsUTF8String(object s)
 
 cdef object _orjson_dumps = orjson.dumps
 
@@ -205,7 +207,17 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         is_json = type(data) is dict or type(data) is list
         if not is_json:
             if isinstance(data, str):
-                data_ptr = _utf8("data", data, &data_n)
+                if PyUnicode_IS_ASCII(data):  # the str's own buffer: no copy, nothing cached
+                    data_ptr = _utf8("data", data, &data_n)
+                else:  # a temporary UTF-8 copy, not cached on the (possibly large) str
+                    try:
+                        data_owner = PyUnicode_AsUTF8String(data)
+                    except UnicodeEncodeError as exc:
+                        raise EncodeError(
+                            "data", f"not encodable as UTF-8 (lone surrogate at index {exc.start})"
+                        ) from None
+                    data_ptr = PyBytes_AS_STRING(data_owner)
+                    data_n = PyBytes_GET_SIZE(data_owner)
                 data_lines = True
             elif type(data) is bytes:
                 data_owner = data
@@ -220,10 +232,8 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
                 raise EncodeError(
                     "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
                 ) from None
-            # orjson output never contains a raw CR or LF: one data line.
-            data_ptr = PyBytes_AS_STRING(data_owner)
-            data_n = PyBytes_GET_SIZE(data_owner)
-            total += 7 + data_n
+            # Checked and split like bytes: an orjson.Fragment can carry raw CR/LF
+            # or invalid UTF-8, which must not end the frame or reach the wire.
         if data_owner is not None and not data_lines and data_ptr == NULL:
             data_ptr = PyBytes_AS_STRING(data_owner)
             data_n = PyBytes_GET_SIZE(data_owner)
@@ -262,14 +272,8 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
             memcpy(w + pos + 7, PyBytes_AS_STRING(retry_text), retry_n)
         w[pos + 7 + retry_n] = b'\n'
         pos += 8 + retry_n
-    if data_ptr != NULL:
-        if data_lines:
-            pos += _lines(data_ptr, data_n, b"data: ", 6, w + pos)
-        else:
-            memcpy(w + pos, b"data: ", 6)
-            memcpy(w + pos + 6, data_ptr, data_n)
-            w[pos + 6 + data_n] = b'\n'
-            pos += 7 + data_n
+    if data_lines:
+        pos += _lines(data_ptr, data_n, b"data: ", 6, w + pos)
     w[pos] = b'\n'
     return out
 

@@ -46,12 +46,21 @@ cdef int _buf_append(Buffer* buf, const char* src, Py_ssize_t n) except -1:
 
 
 cdef inline void _buf_shrink(Buffer* buf) noexcept:
-    """Empty the buffer; give memory back if a large event made it grow."""
+    """Empty the buffer and give its memory back if it grew past 64 KiB."""
     buf.size = 0
     if buf.cap > 65536:
         PyMem_Free(buf.ptr)
         buf.ptr = NULL
         buf.cap = 0
+
+
+cdef inline void _buf_reuse(Buffer* buf, Py_ssize_t used) noexcept:
+    """Empty the buffer after using ``used`` bytes of it: keep the memory while
+    events stay that large (no regrowth per event), give it back when a much
+    smaller event shows the big one was a one-off."""
+    if buf.cap > 65536 and used * 4 < buf.cap:
+        _buf_shrink(buf)
+    buf.size = 0
 
 
 cdef class ParsedEvent:
@@ -151,7 +160,12 @@ cdef class Parser:
             raise ParseError("feed() after close(): start a new Parser for a new stream")
         if self._failure is not None:
             raise ParseError(f"parser failed earlier and cannot continue: {self._failure}")
-        raw = chunk if type(chunk) is bytes else bytes(chunk)
+        if type(chunk) is bytes:
+            raw = chunk
+        elif isinstance(chunk, (bytearray, memoryview)):
+            raw = bytes(chunk)
+        else:
+            raise TypeError(f"feed() takes bytes, not {type(chunk).__name__}")
         p = PyBytes_AS_STRING(raw)
         n = PyBytes_GET_SIZE(raw)
 
@@ -198,7 +212,7 @@ cdef class Parser:
                 used = self._pending.size
                 self._pending.size = 0
                 self._line(self._pending.ptr, used, events)
-                _buf_shrink(&self._pending)
+                _buf_reuse(&self._pending, used)
             else:
                 self._line(p + pos, end - pos, events)
             if hit[0] == b'\r':
@@ -306,8 +320,7 @@ cdef class Parser:
             event.id = self.last_event_id
             event.retry = self._block_retry
             events.append(event)
-            _buf_shrink(&self._data)
-            self._data.size = 0
+            _buf_reuse(&self._data, self._data.size)
         self._type.size = 0
         self._block_retry = None
         return 0

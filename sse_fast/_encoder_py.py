@@ -49,19 +49,21 @@ def _data_bytes(data: Any) -> bytes:
         return _utf8("data", data)
     if isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
+    else:
         try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
+            raw = orjson.dumps(data)
+        except TypeError as exc:
             raise EncodeError(
-                "data", f"bytes are not valid UTF-8 (invalid byte at offset {exc.start})"
+                "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
             ) from None
-        return raw
+    # JSON is checked like bytes: an orjson.Fragment can carry raw CR/LF or bad UTF-8.
     try:
-        return orjson.dumps(data)
-    except TypeError as exc:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise EncodeError(
-            "data", f"cannot serialise {type(data).__name__} as JSON: {exc}"
+            "data", f"bytes are not valid UTF-8 (invalid byte at offset {exc.start})"
         ) from None
+    return raw
 
 
 def _event_line(event: object) -> bytes:

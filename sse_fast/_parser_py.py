@@ -104,6 +104,8 @@ class Parser:
             raise ParseError("feed() after close(): start a new Parser for a new stream")
         if self._failure is not None:
             raise ParseError(f"parser failed earlier and cannot continue: {self._failure}")
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError(f"feed() takes bytes, not {type(chunk).__name__}")
         buf = self._pending + bytes(chunk) if self._pending else bytes(chunk)
         self._pending = b""
         if self._at_start:

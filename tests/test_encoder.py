@@ -124,3 +124,21 @@ def test_public_api_names() -> None:
         "EventTooLarge",
     ):
         assert hasattr(sse_fast, name), name
+
+
+def test_json_fragments_cannot_inject_fields(impl: SimpleNamespace) -> None:
+    import orjson
+
+    frame = impl.encode(orjson.Fragment(b'{"a":1}\nevent: injected\rdata: evil'))
+    assert frame == b'data: {"a":1}\ndata: event: injected\ndata: data: evil\n\n'
+    with pytest.raises(EncodeError, match="not valid UTF-8"):
+        impl.encode({"x": orjson.Fragment(b"\xff")})
+
+
+def test_non_ascii_text_is_not_cached_on_the_string(impl: SimpleNamespace) -> None:
+    import sys
+
+    text = "caf\u00e9 " * 10_000
+    before = sys.getsizeof(text)
+    assert impl.encode(text) == b"data: " + text.encode() + b"\n\n"
+    assert sys.getsizeof(text) == before

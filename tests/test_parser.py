@@ -190,3 +190,17 @@ def test_parsed_event_equality_and_repr(impl: SimpleNamespace) -> None:
     assert repr(a) == "ParsedEvent(event='t', data='d', id='1', retry=None)"
     with pytest.raises(TypeError):
         hash(a)
+
+
+def test_feed_refuses_non_bytes(impl: SimpleNamespace) -> None:
+    parser = impl.Parser()
+    for bad in (5, "data: x\n\n", None):
+        with pytest.raises(TypeError, match="takes bytes"):
+            parser.feed(bad)
+
+
+def test_large_events_in_a_row(impl: SimpleNamespace) -> None:
+    parser = impl.Parser()
+    for size in (70_000, 70_000, 10, 200_000, 5):
+        (event,) = parser.feed(b"data: " + b"x" * size + b"\n\n")
+        assert len(event.data) == size
