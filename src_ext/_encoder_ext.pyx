@@ -153,6 +153,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
     cdef Py_ssize_t total = 1, pos, bad
     cdef bint data_lines = False
     cdef bint is_json
+    cdef bint single_line = False
     cdef char retry_buf[32]
     cdef long long retry_value
     cdef object id_text = None, data_owner = None, retry_text = None
@@ -243,8 +244,12 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
                     "data", f"bytes are not valid UTF-8 (invalid byte at offset {bad})"
                 )
             data_lines = True
-        if data_lines:
+        if _has_any(data_ptr, data_n, False):
             total += _lines(data_ptr, data_n, b"data: ", 6, NULL)
+        else:  # one line: no second scan when writing
+            data_lines = False
+            single_line = True
+            total += 7 + data_n
 
     if total == 1:
         raise EncodeError("frame", "nothing to encode: give data, event, id, retry or comment")
@@ -274,6 +279,11 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         pos += 8 + retry_n
     if data_lines:
         pos += _lines(data_ptr, data_n, b"data: ", 6, w + pos)
+    elif single_line:
+        memcpy(w + pos, b"data: ", 6)
+        memcpy(w + pos + 6, data_ptr, data_n)
+        w[pos + 6 + data_n] = b'\n'
+        pos += 7 + data_n
     w[pos] = b'\n'
     return out
 
