@@ -95,16 +95,24 @@ class Subscriber(asyncio.Protocol):
         "closed",
         "connected",
         "decoder",
+        "dropped",
+        "first_event_at",
         "head",
+        "last_id",
         "last_seq",
         "parser",
+        "slow",
         "stats",
         "status",
         "transport",
     )
 
-    def __init__(self, stats: ProcessStats) -> None:
+    def __init__(self, stats: ProcessStats, slow: bool = False) -> None:
         self.stats = stats
+        self.slow = slow  # latencies go to stats.slow_histogram (see run_load slow_every)
+        self.dropped = False  # closed by us (reconnect storm): not counted as closed
+        self.first_event_at = 0.0  # wall time of the first event (any event)
+        self.last_id = ""  # the SSE last event id, sent back as Last-Event-ID
         self.head = b""
         self.status = 0
         self.decoder: ChunkedDecoder | None = None
@@ -116,6 +124,21 @@ class Subscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        if self.slow and self.stats.slow_pause > 0:
+            asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
+
+    def _pause(self) -> None:
+        """Slow consumer: stop reading for slow_pause s every slow_read + slow_pause s."""
+        if self.closed or self.transport is None:
+            return
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(self.stats.slow_pause, self._resume)
+
+    def _resume(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.resume_reading()
+        asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
 
     def data_received(self, data: bytes) -> None:
         if not self.status:
@@ -137,6 +160,12 @@ class Subscriber(asyncio.Protocol):
         stats = self.stats
         now = time.time()
         for event in self.parser.feed(data):
+            if not self.first_event_at:
+                self.first_event_at = now
+                if stats.first_event_from:
+                    stats.first_event.add(now - stats.first_event_from)
+            if event.id:
+                self.last_id = event.id
             try:
                 payload = orjson.loads(event.data)
                 sent_at, seq, source = payload["t"], payload["s"], payload.get("w", 0)
@@ -153,12 +182,17 @@ class Subscriber(asyncio.Protocol):
                     stats.lost += seq - last - 1
                 self.last_seq[source] = seq
             if stats.measuring and sent_at >= stats.measure_from:
-                stats.histogram.add(now - sent_at)
-                stats.measured += 1
+                if self.slow:
+                    stats.slow_histogram.add(now - sent_at)
+                    stats.slow_received += 1
+                else:
+                    stats.histogram.add(now - sent_at)
+                    stats.measured += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.stats.closed += 1
+        if not self.dropped:
+            self.stats.closed += 1
         if not self.connected.done():
             self.connected.set_result(0)
 
@@ -175,6 +209,19 @@ class ProcessStats:
     measuring: bool = False
     measure_from: float = 0.0  # events published before this wall time are not counted
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # optional features (run_load's first_event_probe, slow_every, reconnect_after):
+    first_event_from: float = 0.0  # wall time the connection storm began (0: not recorded)
+    first_event: LatencyHistogram = field(default_factory=LatencyHistogram)
+    connect_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    slow_histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    slow_received: int = 0
+    slow_read: float = 0.5  # slow consumers read for this long ...
+    slow_pause: float = 0.0  # ... then stop reading for this long (0: never pause)
+    slow_rcvbuf: int = 4096  # SO_RCVBUF of slow consumers' sockets
+    reconnects: int = 0
+    reconnect_errors: int = 0
+    reconnect_seconds: float = 0.0
+    resumed_with_id: int = 0
 
 
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -199,7 +246,15 @@ async def _subscribe_all(
     stats: ProcessStats,
     http_version: str = "1.1",
     concurrency: int = 256,
+    make_subscriber: Callable[[int], Subscriber] | None = None,
+    extra_headers: Callable[[int], str] | None = None,
+    slow: Callable[[int], bool] | None = None,
 ) -> list[Subscriber]:
+    """Connect one subscriber per path. Optional: ``make_subscriber(index)`` builds
+    the protocol (default ``Subscriber(stats, slow=slow(index))``),
+    ``extra_headers(index)`` returns extra request header lines (each ending with
+    CRLF, e.g. Last-Event-ID), ``slow(index)`` marks slow consumers (their socket
+    gets ``stats.slow_rcvbuf`` as receive buffer)."""
     loop = asyncio.get_running_loop()
     subscribers: list[Subscriber] = []
     gate = asyncio.Semaphore(concurrency)
@@ -208,15 +263,27 @@ async def _subscribe_all(
         source = sources[index % len(sources)]
         async with gate:
             sock = bound_socket(source)
+            is_slow = slow is not None and slow(index)
+            if make_subscriber is not None:
+                protocol_factory: Callable[[], Subscriber] = lambda: make_subscriber(index)  # noqa: E731
+            elif is_slow:
+                protocol_factory = lambda: Subscriber(stats, slow=True)  # noqa: E731
+            else:
+                protocol_factory = lambda: Subscriber(stats)  # noqa: E731
             try:
+                if is_slow:  # a small receive buffer, set before the handshake
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, stats.slow_rcvbuf)
                 await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 15)
-                _, protocol = await loop.create_connection(lambda: Subscriber(stats), sock=sock)
+                _, protocol = await loop.create_connection(protocol_factory, sock=sock)
                 assert protocol.transport is not None
+                extra = extra_headers(index) if extra_headers is not None else ""
                 protocol.transport.write(
                     f"GET {path} HTTP/{http_version}\r\nHost: {host}\r\n"
-                    "Accept: text/event-stream\r\n\r\n".encode()
+                    f"Accept: text/event-stream\r\n{extra}\r\n".encode()
                 )
                 status = await asyncio.wait_for(protocol.connected, 15)
+                if stats.first_event_from:
+                    stats.connect_time.add(time.time() - stats.first_event_from)
                 if status != 200:
                     stats.connect_errors += 1
                     protocol.transport.close()
@@ -231,34 +298,128 @@ async def _subscribe_all(
 
 
 def _subscriber_process(
-    host: str, port: int, paths: list[str], sources: list[str], pipe: Any, http_version: str = "1.1"
+    host: str,
+    port: int,
+    paths: list[str],
+    sources: list[str],
+    pipe: Any,
+    http_version: str = "1.1",
+    options: dict[str, Any] | None = None,
 ) -> None:
-    """Child process: connect, report, measure on command, report, close."""
+    """Child process: connect, report, measure on command, report, close.
+
+    ``options`` (all optional): ``concurrency`` (connects in flight, default 256),
+    ``storm`` (record each client's connect time and time to first event from the
+    moment this process starts connecting), ``slow_every`` (every n-th subscriber
+    is a slow consumer) with ``slow_read`` / ``slow_pause`` / ``slow_rcvbuf``.
+    Besides "measure", "stop" and "exit" it obeys "reconnect": drop every
+    connection and reconnect it at once, sending the last event id it saw as
+    ``Last-Event-ID`` (sequence tracking carries over, so gaps count as lost)."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    options = options or {}
 
     async def main() -> None:
         stats = ProcessStats()
+        concurrency = int(options.get("concurrency", 256))
+        slow_every = int(options.get("slow_every", 0))
+        stats.slow_read = float(options.get("slow_read", stats.slow_read))
+        stats.slow_pause = float(options.get("slow_pause", stats.slow_pause))
+        stats.slow_rcvbuf = int(options.get("slow_rcvbuf", stats.slow_rcvbuf))
+        by_index: dict[int, Subscriber] = {}
+
+        def make(index: int) -> Subscriber:
+            sub = Subscriber(stats, slow=bool(slow_every) and index % slow_every == 0)
+            by_index[index] = sub
+            return sub
+
         started = time.monotonic()
-        subscribers = await _subscribe_all(host, port, paths, sources, stats, http_version)
+        started_wall = time.time()
+        if options.get("storm"):
+            stats.first_event_from = started_wall
+        subscribers = await _subscribe_all(
+            host,
+            port,
+            paths,
+            sources,
+            stats,
+            http_version,
+            concurrency,
+            make_subscriber=make if options else None,
+            slow=(lambda i: i % slow_every == 0) if slow_every else None,
+        )
         pipe.send(
             {
                 "connected": len(subscribers),
                 "errors": stats.connect_errors,
                 "seconds": time.monotonic() - started,
+                "started": started_wall,
             }
         )
         loop = asyncio.get_running_loop()
+
+        async def reconnect_all() -> None:
+            nonlocal subscribers, by_index
+            began = time.monotonic()
+            live = {id(s) for s in subscribers}
+            old = [(i, s) for i, s in sorted(by_index.items()) if id(s) in live]
+            for _, sub in old:
+                sub.dropped = True
+                if sub.transport is not None:
+                    sub.transport.abort()
+            by_index = {}
+            errors_before = stats.connect_errors
+
+            def carry(j: int) -> Subscriber:
+                previous = old[j][1]
+                sub = Subscriber(stats, slow=previous.slow)
+                sub.last_seq = previous.last_seq
+                sub.last_id = previous.last_id
+                sub.first_event_at = previous.first_event_at
+                by_index[old[j][0]] = sub
+                return sub
+
+            def last_id_header(j: int) -> str:
+                last = old[j][1].last_id
+                if not last:
+                    return ""
+                stats.resumed_with_id += 1
+                return f"Last-Event-ID: {last}\r\n"
+
+            subscribers = await _subscribe_all(
+                host,
+                port,
+                [paths[i] for i, _ in old],
+                sources,
+                stats,
+                http_version,
+                concurrency,
+                make_subscriber=carry,
+                extra_headers=last_id_header,
+                slow=(lambda j: old[j][1].slow) if slow_every else None,
+            )
+            stats.reconnects += len(subscribers)
+            stats.reconnect_errors += stats.connect_errors - errors_before
+            stats.connect_errors = errors_before
+            stats.reconnect_seconds = time.monotonic() - began
+
+        tasks: set[asyncio.Task[None]] = set()
         while True:
             command = await loop.run_in_executor(None, pipe.recv)
             if isinstance(command, tuple) and command[0] == "measure":
                 stats.measure_from = command[1]
                 stats.received = stats.measured = stats.duplicates = stats.lost = 0
                 stats.histogram = LatencyHistogram()
+                stats.slow_histogram = LatencyHistogram()
+                stats.slow_received = 0
                 stats.measuring = True
+            elif command == "reconnect":
+                task = asyncio.ensure_future(reconnect_all())
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             elif command == "stop":
                 stats.measuring = False
                 pipe.send(
@@ -270,6 +431,16 @@ def _subscriber_process(
                         "closed": stats.closed,
                         "foreign": stats.foreign,
                         "histogram": stats.histogram.dump(),
+                        "first_event": stats.first_event.dump(),
+                        "connect_time": stats.connect_time.dump(),
+                        "slow_histogram": stats.slow_histogram.dump(),
+                        "slow_received": stats.slow_received,
+                        "slow_connections": sum(1 for s in subscribers if s.slow),
+                        "reconnects": stats.reconnects,
+                        "reconnect_errors": stats.reconnect_errors,
+                        "reconnect_seconds": stats.reconnect_seconds,
+                        "resumed_with_id": stats.resumed_with_id,
+                        "connected_now": sum(1 for s in subscribers if not s.closed),
                     }
                 )
             elif command == "exit":
@@ -394,6 +565,25 @@ class Result:
     server_cores_used: float | None = None
     delivered_per_server_core_second: float | None = None
     http_version: str = "1.1"
+    # optional features of run_load (None when not used)
+    storm_connect_seconds: float | None = None  # slowest client process: all connected
+    connect_p50_ms: float | None = None  # per client, from the storm's start
+    connect_p99_ms: float | None = None
+    first_event_clients: int | None = None  # clients that got a first event
+    first_event_p50_ms: float | None = None  # per client, from the storm's start
+    first_event_p99_ms: float | None = None
+    first_event_max_ms: float | None = None  # = all connected and live (if all got one)
+    slow_connections: int | None = None
+    slow_delivered: int | None = None
+    slow_p50_ms: float | None = None
+    slow_p99_ms: float | None = None
+    slow_max_ms: float | None = None
+    reconnect_after: float | None = None  # seconds into the measured window
+    reconnected: int | None = None
+    reconnect_errors: int | None = None
+    reconnect_seconds: float | None = None  # slowest client process
+    reconnected_with_last_event_id: int | None = None
+    connected_at_end: int | None = None
 
     def line(self) -> str:
         rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
@@ -472,8 +662,40 @@ def run_load(
     http_version: str = "1.1",
     publishers: int = 1,
     progress: Callable[[str], None] = lambda s: None,
+    connect_concurrency: int = 256,
+    first_event_probe: bool = False,
+    probe_interval: float = 0.1,
+    slow_every: int = 0,
+    slow_read: float = 0.5,
+    slow_pause: float = 2.0,
+    slow_rcvbuf: int = 4096,
+    reconnect_after: float | None = None,
+    drain: float = 3.0,
+    strict_window: bool = False,
 ) -> Result:
-    """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect."""
+    """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect.
+
+    Optional features (off by default):
+
+    * ``first_event_probe``: a connection storm. Every client process connects its
+      share with ``connect_concurrency`` connects in flight (pass ``connections``
+      for all at once) while a probe event is published to every topic each
+      ``probe_interval`` s, and once more right after all are connected; each
+      client's connect time and time to its first event are measured from the
+      moment its process began connecting (``first_event_*`` in the result).
+    * ``slow_every``: every n-th client is a slow consumer (receive buffer
+      ``slow_rcvbuf``; reads for ``slow_read`` s, then pauses ``slow_pause`` s);
+      its latencies are reported apart (``slow_*``), the p50/p99 are then the
+      fast clients' only.
+    * ``reconnect_after``: that many seconds into the measured window every
+      client drops its connection and reconnects at once with ``Last-Event-ID``
+      (the last id it saw); events missing afterwards count as lost.
+    * ``drain``: seconds to wait for deliveries in flight after publishing.
+    * ``strict_window``: a publisher whose next slot falls after the end of a phase
+      stops instead of publishing once more (by default each of ``publishers``
+      overshoots by up to one interval, ``publishers / rate`` s, which inflates the
+      publish count of short windows at low rates with many publishers).
+    """
     processes = processes or max(1, math.ceil(connections / 9000))
     sources = sources or max(1, math.ceil(connections / 8000))
     # 127.0.0.2 and up: ordinary loopback clients (127.0.0.1) keep their own port range
@@ -483,23 +705,41 @@ def run_load(
     base_rss = rss_kb(server_pids())
     context = multiprocessing.get_context("spawn")
     pipes, children = [], []
+    options: dict[str, Any] = {}
+    if connect_concurrency != 256:
+        options["concurrency"] = connect_concurrency
+    if first_event_probe:
+        options["storm"] = True
+    if slow_every:
+        options.update(
+            slow_every=slow_every,
+            slow_read=slow_read,
+            slow_pause=slow_pause,
+            slow_rcvbuf=slow_rcvbuf,
+        )
+    if reconnect_after is not None:
+        options["reconnect"] = True
     for index in range(processes):
         share = paths[index::processes]
         parent, child = context.Pipe()
-        proc = context.Process(
-            target=_subscriber_process,
-            args=(host, port, share, source_ips, child, http_version),
-            daemon=True,
-        )
+        args: tuple[Any, ...] = (host, port, share, source_ips, child, http_version)
+        if options:
+            args += (options,)
+        proc = context.Process(target=_subscriber_process, args=args, daemon=True)
         proc.start()
         pipes.append(parent)
         children.append(proc)
+    prober = _Prober(host, port, publish_request, topic_names, probe_interval)
     try:
         started = time.monotonic()
+        if first_event_probe:
+            prober.start()
         reports = [
             pipe.recv() if pipe.poll(120) else {"connected": 0, "errors": 0} for pipe in pipes
         ]
         connect_seconds = time.monotonic() - started
+        if first_event_probe:
+            prober.stop()  # publishes one more probe right after all are connected
         connected = sum(r["connected"] for r in reports)
         errors = sum(r["errors"] for r in reports)
         progress(
@@ -526,6 +766,9 @@ def run_load(
                     now = time.monotonic()
                     if now >= until:
                         return
+                    if strict_window and next_at >= until:
+                        await asyncio.sleep(until - now)  # the next slot is past the phase
+                        return
                     if now < next_at:
                         await asyncio.sleep(next_at - now)
                     seq = seqs[index]
@@ -551,6 +794,14 @@ def run_load(
             await all_ticks(time.monotonic() + 0.5)
             begin = time.monotonic()
             cpu_marks.append(cpu_seconds(server_pids()))
+            if reconnect_after is not None:
+
+                def reconnect() -> None:
+                    progress(f"{name}: all clients drop and reconnect with Last-Event-ID")
+                    for pipe in pipes:
+                        pipe.send("reconnect")
+
+                asyncio.get_running_loop().call_later(reconnect_after, reconnect)
             await all_ticks(begin + duration)
             elapsed = time.monotonic() - begin
             published = int(window["published"])
@@ -564,7 +815,7 @@ def run_load(
             published, publish_errors, elapsed = uvloop.run(publish_phase())
         except ImportError:  # pragma: no cover
             published, publish_errors, elapsed = asyncio.run(publish_phase())
-        time.sleep(3.0)  # let deliveries in flight arrive
+        time.sleep(drain)  # let deliveries in flight arrive
         cpu_marks.append(cpu_seconds(server_pids()))
         for pipe in pipes:
             pipe.send("stop")
@@ -603,9 +854,11 @@ def run_load(
             if connected and idle_rss
             else None,
             client_processes=processes,
+            publishers=publishers,
             payload_bytes=payload_bytes,
             http_version=http_version,
         )
+        _optional_results(result, reports, finals, first_event_probe, slow_every, reconnect_after)
         if server_pids() and len(cpu_marks) == 2 and cpu_marks[1] > cpu_marks[0]:
             used = cpu_marks[1] - cpu_marks[0]
             result.server_cpu_seconds = round(used, 2)
@@ -621,6 +874,104 @@ def run_load(
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
+
+
+def _merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
+    histogram = LatencyHistogram()
+    for final in finals:
+        if final.get(key):
+            histogram.merge(final[key])
+    return histogram
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
+
+
+def _optional_results(
+    result: Result,
+    reports: list[dict[str, Any]],
+    finals: list[dict[str, Any]],
+    storm: bool,
+    slow_every: int,
+    reconnect_after: float | None,
+) -> None:
+    """Fill the Result fields of run_load's optional features."""
+    if storm:
+        result.storm_connect_seconds = round(max(r.get("seconds", 0.0) for r in reports), 2)
+        connect = _merged(finals, "connect_time")
+        first = _merged(finals, "first_event")
+        result.connect_p50_ms = _ms(connect.percentile(0.5))
+        result.connect_p99_ms = _ms(connect.percentile(0.99))
+        result.first_event_clients = first.total
+        result.first_event_p50_ms = _ms(first.percentile(0.5))
+        result.first_event_p99_ms = _ms(first.percentile(0.99))
+        result.first_event_max_ms = _ms(first.maximum)
+    if slow_every:
+        slow = _merged(finals, "slow_histogram")
+        result.slow_connections = sum(f.get("slow_connections", 0) for f in finals)
+        result.slow_delivered = sum(f.get("slow_received", 0) for f in finals)
+        result.slow_p50_ms = _ms(slow.percentile(0.5))
+        result.slow_p99_ms = _ms(slow.percentile(0.99))
+        result.slow_max_ms = _ms(slow.maximum)
+    if reconnect_after is not None:
+        result.reconnect_after = reconnect_after
+        result.reconnected = sum(f.get("reconnects", 0) for f in finals)
+        result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)
+        result.reconnect_seconds = round(max(f.get("reconnect_seconds", 0.0) for f in finals), 2)
+        result.reconnected_with_last_event_id = sum(f.get("resumed_with_id", 0) for f in finals)
+    if storm or slow_every or reconnect_after is not None:
+        result.connected_at_end = sum(f.get("connected_now", 0) for f in finals)
+
+
+class _Prober:
+    """Publishes a probe event to every topic each ``interval`` s from a thread of its
+    own while a connection storm runs, and once more when stopped."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        request: Callable[[str, str], tuple[str, str, dict[str, str], bytes]],
+        topics: list[str],
+        interval: float,
+    ) -> None:
+        import threading
+
+        self.args = (host, port, request)
+        self.topics = topics
+        self.interval = interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.done.set()
+            self.thread.join(30)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            publisher = KeepAlivePublisher(*self.args)
+            seq = 0
+            last = False
+            while True:
+                last = self.done.is_set()
+                for topic in self.topics:
+                    data = orjson.dumps({"t": time.time(), "w": -1, "s": seq, "p": ""}).decode()
+                    self.sent += await publisher.publish(topic, data)
+                seq += 1
+                if last:
+                    break
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.done.wait, self.interval
+                )
+            publisher.close()
+
+        asyncio.run(main())
 
 
 def main(argv: list[str] | None = None) -> int:
