@@ -54,15 +54,6 @@ cdef inline void _buf_shrink(Buffer* buf) noexcept:
         buf.cap = 0
 
 
-cdef inline void _buf_reuse(Buffer* buf, Py_ssize_t used) noexcept:
-    """Empty the buffer after using ``used`` bytes of it: keep the memory while
-    events stay that large (no regrowth per event), give it back when a much
-    smaller event shows the big one was a one-off."""
-    if buf.cap > 65536 and used * 4 < buf.cap:
-        _buf_shrink(buf)
-    buf.size = 0
-
-
 cdef class ParsedEvent:
     """One dispatched event: ``event`` (type), ``data``, ``id`` (the last event
     id at dispatch), ``retry`` (set by a ``retry`` field in this event, or None)."""
@@ -212,7 +203,7 @@ cdef class Parser:
                 used = self._pending.size
                 self._pending.size = 0
                 self._line(self._pending.ptr, used, events)
-                _buf_reuse(&self._pending, used)
+                _buf_shrink(&self._pending)
             else:
                 self._line(p + pos, end - pos, events)
             if hit[0] == b'\r':
@@ -320,7 +311,7 @@ cdef class Parser:
             event.id = self.last_event_id
             event.retry = self._block_retry
             events.append(event)
-            _buf_reuse(&self._data, self._data.size)
+            _buf_shrink(&self._data)
         self._type.size = 0
         self._block_retry = None
         return 0
