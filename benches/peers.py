@@ -26,7 +26,7 @@ Targets (all on 127.0.0.1, the same heartbeat interval, limits raised for
 ``velithon``
     ``benches/peers/velithon_app.py`` (Velithon ``SSEResponse``) under
     ``granian --interface rsgi`` with the same Granian knobs as sse_fast (backlog
-    4096, backpressure = file limit - 64, HTTP/1 buffer 16 KiB), one worker for
+    4096, backpressure = file limit - 64, HTTP/1 buffer 8 KiB), one worker for
     the same reason as sse-starlette.
 
 Subscribe everywhere with ``GET /events?topic=T`` and ``Accept: text/event-stream``
@@ -80,7 +80,7 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 CONNECTIONS_PER_PROCESS = 20_000  # `ulimit -n` (hard) here
 BACKLOG = 4096  # Linux caps it at net.core.somaxconn (4096 here)
 RESERVED_FDS = 64  # what sse_fast keeps aside from its file limit (sse_fast.cli)
-HTTP1_BUFFER_SIZE = 16_384  # sse_fast's Granian --http1-buffer-size default, also given to Velithon
+HTTP1_BUFFER_SIZE = 8_192  # sse_fast's Granian --http1-buffer-size default, also given to Velithon
 NCHAN_BUFFER_LENGTH = 1024  # messages kept per channel (sse_fast: ring_max_frames 1024)
 NCHAN_SHM = "128m"
 
@@ -518,7 +518,7 @@ class SseFastTarget(Target):
         return [
             f"{self.workers} Granian worker(s)"
             + (" + relay process" if self.workers > 1 else "")
-            + "; backlog 4096, backpressure = file limit - 64, HTTP/1 buffer 16 KiB "
+            + "; backlog 4096, backpressure = file limit - 64, HTTP/1 buffer 8 KiB "
             "(server defaults)"
         ]
 
