@@ -313,9 +313,8 @@ class App:
         try:
             if method == "OPTIONS" and path in ("/events", "/publish"):
                 await self.preflight(scope, send)
-            elif path == "/events":
+            elif path == "/events":  # GET is served by __call__: only other methods get here
                 self._allow(method, ("GET",))
-                await self.subscribe(scope, receive, send)
             elif path == "/publish":
                 self._allow(method, ("POST",))
                 await self.publish(scope, receive, send)

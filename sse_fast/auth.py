@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
+
 from .settings import Settings
 
 CLAIMS_NAMESPACE = "sse_fast"
@@ -77,8 +79,6 @@ class Authenticator:
                 pem = f.read()
             self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
         if settings.jwt_jwks_file:
-            import jwt
-
             with open(settings.jwt_jwks_file) as f:
                 self._jwks = jwt.PyJWKSet.from_dict(json.load(f))
         self._token_digest = (
@@ -92,8 +92,6 @@ class Authenticator:
         return bool(self._keys or self._jwks)
 
     def _decode(self, token: str) -> Credential:
-        import jwt
-
         errors = []
         candidates: list[tuple[Any, list[str]]] = list(self._keys)
         if self._jwks is not None:
@@ -118,10 +116,7 @@ class Authenticator:
                 )
             except jwt.ExpiredSignatureError:
                 raise AuthError(401, "token has expired: get a new one", "expired_token") from None
-            except jwt.InvalidSignatureError as exc:
-                errors.append(str(exc))
-                continue
-            except jwt.PyJWTError as exc:
+            except jwt.PyJWTError as exc:  # wrong key, algorithm, audience, ...: try the next
                 errors.append(str(exc))
                 continue
             rights = claims.get(CLAIMS_NAMESPACE) or {}

@@ -302,10 +302,9 @@ class Hub:
         if not requests:
             return []
         self.validate_new_topics(requests)
-        accepted_at = self.clock()
         if self._remote is not None:
             return await self._remote(list(requests))
-        return self._publish_local(requests, accepted_at)
+        return self._publish_local(requests, self.clock())
 
     def _publish_local(self, requests: Sequence[PublishRequest], accepted_at: float) -> list[str]:
         try:
@@ -644,8 +643,6 @@ class Hub:
                 pending = subscriber.send(
                     {"type": "http.response.body", "body": data, "more_body": True}
                 )
-        except asyncio.CancelledError:
-            raise
         except Exception:  # pragma: no cover - a bug; never leave the stream hanging
             log.exception("catch-up of subscriber %s failed", subscriber.id)
             self.close(subscriber, "error", final=None, wait_for_write=False)

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from . import EncodeError
-from .hub import Hub, PublishError, PublishRequest, Sequenced, initial_gseq, make_frame, sequence
+from .hub import Hub, PublishError, PublishRequest, Sequenced, initial_gseq, sequence
 
 log = logging.getLogger("sse_fast.relay")
 
@@ -184,11 +184,9 @@ class RelayClient:
     async def submit(self, requests: list[PublishRequest]) -> list[str]:
         if not self.connected or self._writer is None:
             raise PublishError("relay unavailable; try again shortly", status=503)
-        for request in requests:  # refuse before sequencing: nothing half-published
-            try:
-                make_frame(request, "0")
-            except EncodeError as exc:
-                raise PublishError(str(exc)) from None
+        # No pre-check here: the relay encodes the whole batch before sequencing
+        # any of it and answers "err" on EncodeError, so nothing is half-published
+        # and each frame is encoded once.
         request_id = next(self._ids)
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
