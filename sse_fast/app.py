@@ -104,9 +104,21 @@ async def send_text(
 
 
 def header(scope: Scope, name: bytes) -> str | None:
+    """A request header as text, byte for byte (Latin-1): for ASCII headers."""
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
             return str(value.decode("latin-1"))
+    return None
+
+
+def header_utf8(scope: Scope, name: bytes) -> str | None:
+    """A request header sent as UTF-8 (``Last-Event-ID``: browsers, curl, requests,
+    httpx and aiohttp all send the id's UTF-8 bytes). Bytes that are not UTF-8 come
+    back as lone surrogates, which no published id can contain (the encoder
+    refuses them): such an id resolves to ``unknown``, never to an error."""
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("utf-8", "surrogateescape"))
     return None
 
 
@@ -468,7 +480,7 @@ class App:
                 check_topic(name, settings)
         except PublishError as exc:
             raise HTTPError(400, str(exc), reason="bad_topic") from None
-        last_event_id = header(scope, b"last-event-id")
+        last_event_id = header_utf8(scope, b"last-event-id")
         if last_event_id is None:
             last_event_id = query.get("lastEventId", [None])[-1]
         if last_event_id is not None:

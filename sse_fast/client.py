@@ -93,7 +93,8 @@ def _request_bytes(
     lines += [f"{k}: {v}" for k, v in headers.items()]
     if body or method in ("POST", "PUT"):
         lines.append(f"Content-Length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    # Header values as UTF-8, as browsers send Last-Event-ID (the SSE spec's reconnect).
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
 
 
 async def http_request(

@@ -136,6 +136,10 @@ def check_topic(name: object, settings: Settings) -> str:
     return name
 
 
+def _printable(text: str | None) -> str | None:
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
 class Topic:
     """One topic: its ring, the gseq of each ring slot and its subscribers."""
 
@@ -526,7 +530,10 @@ class Hub:
             self.metrics.resume_total[status] += 1
             parts.append(
                 encode(
-                    orjson.dumps({"reason": status, "last_event_id": last_event_id}).decode(),
+                    orjson.dumps(
+                        # bytes that were not UTF-8 (lone surrogates) are shown as "?"
+                        {"reason": status, "last_event_id": _printable(last_event_id)}
+                    ).decode(),
                     event="sse-fast-missed",
                     id=str(self.last_gseq),
                     retry=self.settings.retry_ms,

@@ -361,3 +361,52 @@ def test_several_workers_every_subscriber_gets_every_publish() -> None:
 
         asyncio.run(main())
         assert server.stop() == 0
+
+
+async def _raw_stream(server: ServerProcess, request: bytes, until: bytes) -> bytes:
+    """Send raw request bytes (as curl or a browser would); read until ``until``."""
+    reader, writer = await asyncio.open_connection(HOST, server.port)
+    try:
+        writer.write(request)
+        data = b""
+        while until not in data:
+            chunk = await asyncio.wait_for(reader.read(65536), 10)
+            if not chunk:
+                break
+            data += chunk
+        return data
+    finally:
+        writer.close()
+
+
+def test_last_event_id_header_is_utf8(server: ServerProcess) -> None:
+    """Browsers, curl, requests, httpx and aiohttp send Last-Event-ID as UTF-8."""
+
+    async def main() -> None:
+        await server.publish('{"topic":"utf8","data":"a","id":"café-2"}'.encode())
+        await server.publish(b'{"topic":"utf8","data":"after"}')
+        request = "GET /events?topic=utf8 HTTP/1.1\r\nHost: x\r\nLast-Event-ID: café-2\r\n\r\n"
+        data = await _raw_stream(server, request.encode("utf-8"), b"data: after\n")
+        head = data.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"sse-fast-resume: resumed" in head
+        assert b"data: after\n" in data
+        # the library's own client sends it the same way
+        client = server.client("utf8", last_event_id="café-2")
+        await client.connect()
+        assert client.response_headers["sse-fast-resume"] == "resumed"
+        assert [e.data for e in await collect(client, 1)] == ["after"]
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_undecodable_last_event_id_is_unknown_not_an_error(server: ServerProcess) -> None:
+    async def main() -> None:
+        request = b"GET /events?topic=utf8b HTTP/1.1\r\nHost: x\r\nLast-Event-ID: caf\xe9\r\n\r\n"
+        data = await _raw_stream(server, request, b"sse-fast-missed")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"sse-fast-resume: unknown" in head.lower()
+        assert b'"reason":"unknown","last_event_id":"caf?"' in body
+
+    asyncio.run(main())
