@@ -354,6 +354,11 @@ class App:
                 listing = query.get("connections", ["0"])[-1] not in ("0", "", "false")
                 stats = self.hub.stats(with_connections=listing)
                 stats["worker_pid"] = os.getpid()
+                if self._relay is not None:
+                    stats["relay"] = {
+                        "connected": self._relay.connected,
+                        "pending": self._relay.pending,
+                    }
                 await send_json(send, 200, stats)
             else:
                 raise HTTPError(

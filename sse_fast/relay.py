@@ -27,7 +27,15 @@ from typing import Any
 import orjson
 
 from . import EncodeError
-from .hub import Hub, PublishError, PublishRequest, Sequenced, initial_gseq, sequence
+from .hub import (
+    Hub,
+    PublishError,
+    PublishRequest,
+    Sequenced,
+    initial_gseq,
+    make_frame,
+    sequence,
+)
 
 log = logging.getLogger("sse_fast.relay")
 
@@ -46,6 +54,38 @@ async def read_message(reader: asyncio.StreamReader) -> tuple[dict[str, Any], by
         raise ConnectionError(f"relay message of {total} bytes is malformed or too large")
     body = await reader.readexactly(total)
     return orjson.loads(body[:head_size]), body[head_size:]
+
+
+def _wire_data(data: Any) -> Any:
+    """An event's data as it travels to the relay: text as is, anything else as
+    JSON serialised here (an ``orjson.Fragment``), so the relay message adds no
+    nesting to it and data one worker accepts is accepted by several."""
+    if isinstance(data, str):
+        return data
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return bytes(data).decode("utf-8")  # bytes are UTF-8 text, as for encode()
+    return orjson.Fragment(orjson.dumps(data))
+
+
+def pack_publish(request_id: int, requests: list[PublishRequest]) -> bytes:
+    """A worker's publish message; raises ``PublishError`` (400) for events that
+    cannot be encoded, with the encoder's own explanation."""
+    try:
+        return pack(
+            {
+                "t": "pub",
+                "r": request_id,
+                "a": time.monotonic(),
+                "e": [[r.topics, _wire_data(r.data), r.event, r.id, r.retry] for r in requests],
+            }
+        )
+    except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError, UnicodeDecodeError
+        for request in requests:
+            try:
+                make_frame(request, "0")
+            except EncodeError as reason:
+                raise PublishError(str(reason)) from None
+        raise PublishError(f"this event cannot be published: {exc}") from None
 
 
 def pack_delivery(items: list[Sequenced]) -> bytes:
@@ -186,21 +226,19 @@ class RelayClient:
             raise PublishError("relay unavailable; try again shortly", status=503)
         # No pre-check here: the relay encodes the whole batch before sequencing
         # any of it and answers "err" on EncodeError, so nothing is half-published
-        # and each frame is encoded once.
+        # and each frame is encoded once. Only what cannot even be put on the wire
+        # is refused here, with the same answer one worker gives.
         request_id = next(self._ids)
+        message = pack_publish(request_id, requests)
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self._writer.write(
-            pack(
-                {
-                    "t": "pub",
-                    "r": request_id,
-                    "a": time.monotonic(),
-                    "e": [[r.topics, r.data, r.event, r.id, r.retry] for r in requests],
-                }
-            )
-        )
+        self._writer.write(message)
         return await future
+
+    @property
+    def pending(self) -> int:
+        """Publishes sent to the relay and not answered yet."""
+        return len(self._pending)
 
     async def close(self) -> None:
         if self._reader_task is not None:

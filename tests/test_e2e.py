@@ -410,3 +410,41 @@ def test_undecodable_last_event_id_is_unknown_not_an_error(server: ServerProcess
         assert b'"reason":"unknown","last_event_id":"caf?"' in body
 
     asyncio.run(main())
+
+
+def test_deep_json_gets_the_same_answer_with_several_workers(server: ServerProcess) -> None:
+    """Data nested 252-1,023 deep: one worker and two give the same answer (200 up
+    to orjson's limit, then 400 with the encoder's reason); nothing is published
+    and no relay request is left pending."""
+    depths = [252, 254, 255, 256, 1023]
+
+    async def answers(target: ServerProcess) -> list[tuple[int, bytes]]:
+        out = []
+        for depth in depths:
+            data = "[" * depth + "]" * depth
+            body = ('{"topic":"deep","data":' + data + "}").encode()
+            status, _, response = await target.publish(body)
+            out.append((status, b"" if status == 200 else response))
+        return out
+
+    with ServerProcess("--workers", "2") as several:
+
+        async def main() -> None:
+            client = several.client("deep")
+            await client.connect()
+            one = await answers(server)
+            two = await answers(several)
+            assert two == one
+            assert [status for status, _ in two] == [200, 200, 400, 400, 400]
+            assert b"cannot serialise list as JSON: Recursion limit reached" in two[2][1]
+            events = await collect(client, 2)
+            assert [e.data.count("[") for e in events] == [252, 254]
+            status, _, _ = await several.publish(b'{"topic":"deep","data":"after"}')
+            assert status == 200
+            assert [e.data for e in await collect(client, 1)] == ["after"]
+            for _ in range(10):  # both workers: no publish left waiting for the relay
+                stats = json.loads((await several.get("/stats"))[2])
+                assert stats["relay"] == {"connected": True, "pending": 0}
+            client.close()
+
+        asyncio.run(main())

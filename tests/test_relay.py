@@ -6,9 +6,11 @@ import asyncio
 from typing import Any
 
 import orjson
+import pytest
 
-from sse_fast.hub import Hub, PublishRequest
-from sse_fast.relay import Relay, pack_delivery, read_message, unpack_delivery
+from sse_fast import EncodeError
+from sse_fast.hub import Hub, PublishError, PublishRequest, make_frame
+from sse_fast.relay import Relay, pack_delivery, pack_publish, read_message, unpack_delivery
 from sse_fast.settings import Settings
 
 
@@ -109,3 +111,22 @@ def test_ids_keep_growing_across_a_restart(monkeypatch: Any) -> None:
     topic = later.topics["t"]
     status, _ = later.resolve_resume([topic], old_ids[-1])
     assert status == "unknown"  # an id from the earlier run is recognisably too old
+
+
+def test_publish_message_refuses_what_one_worker_refuses_with_the_same_reason() -> None:
+    def reason(data: object) -> str:
+        try:
+            make_frame(PublishRequest(("t",), data), "0")
+        except EncodeError as exc:
+            return str(exc)
+        raise AssertionError("expected an EncodeError")
+
+    deep = orjson.loads("[" * 300 + "]" * 300)
+    for bad in (deep, "lone \udc80 surrogate", b"\xff not utf-8", {1, 2}):
+        with pytest.raises(PublishError) as info:
+            pack_publish(1, [PublishRequest(("t",), "fine"), PublishRequest(("t",), bad)])
+        assert str(info.value) == reason(bad)
+        assert info.value.status == 400
+    # nesting that one worker accepts is not made deeper by the relay message
+    ok = orjson.loads("[" * 254 + "]" * 254)
+    assert pack_publish(1, [PublishRequest(("t",), ok), PublishRequest(("t",), b"bytes")])
