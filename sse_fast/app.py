@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from . import metrics as metrics_module
+from .abort import connection_key
 from .auth import Authenticator, AuthError, TokenBucket, split_list
 from .hub import Hub, PublishError, PublishRequest, Subscriber, check_topic
 from .settings import Settings
@@ -547,7 +548,9 @@ class App:
         client = scope.get("client")
         client_text = f"{client[0]}:{client[1]}" if client else "?"
         hub = self.hub
-        subscriber, status, first = hub.open(send, names, client_text, last_event_id)
+        subscriber, status, first = hub.open(
+            send, names, client_text, last_event_id, connection_key(scope)
+        )
         self.connections_by_ip[ip] = self.connections_by_ip.get(ip, 0) + 1
         expiry = None
         try:

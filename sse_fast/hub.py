@@ -47,7 +47,6 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import re
@@ -59,6 +58,7 @@ from typing import Any
 import orjson
 
 from . import EncodeError, Lagged, Ring, encode
+from .abort import Aborter, ConnectionKey
 from .metrics import Metrics
 from .settings import Settings
 
@@ -213,6 +213,7 @@ class Subscriber:
         "client",
         "closed",
         "connected_at",
+        "connection",
         "cursors",
         "id",
         "send",
@@ -231,8 +232,10 @@ class Subscriber:
         client: str,
         now: float,
         closed: asyncio.Future[str],
+        connection: ConnectionKey | None = None,
     ) -> None:
         self.id = id
+        self.connection = connection  # the TCP connection to cut, when it carries only us
         self.send = send
         self.topics = topics
         self.client = client
@@ -270,6 +273,7 @@ class Hub:
         self._swept_floor = 0
         self._remote: Callable[[list[PublishRequest]], Awaitable[list[str]]] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.aborter = Aborter()
         self._dirty: dict[Topic, None] = {}
         self._flush_scheduled = False
         self._accepted: list[float] = []
@@ -501,7 +505,12 @@ class Hub:
         return "resumed", {topic: topic.cursor_after(target) for topic in topics}
 
     def open(
-        self, send: Send, topic_names: Sequence[str], client: str, last_event_id: str | None
+        self,
+        send: Send,
+        topic_names: Sequence[str],
+        client: str,
+        last_event_id: str | None,
+        connection: ConnectionKey | None = None,
     ) -> tuple[Subscriber, str, bytes]:
         """Register a stream; return it, the resume outcome and its first bytes.
 
@@ -515,7 +524,7 @@ class Hub:
         status, cursors = self.resolve_resume(topics, last_event_id)
         loop = asyncio.get_running_loop()
         subscriber = Subscriber(
-            self._next_subscriber_id, send, topics, client, now, loop.create_future()
+            self._next_subscriber_id, send, topics, client, now, loop.create_future(), connection
         )
         self._next_subscriber_id += 1
         parts = []
@@ -628,8 +637,11 @@ class Hub:
                     try:
                         await asyncio.wait_for(pending, timeout)
                     except asyncio.TimeoutError:
+                        # a frame queued behind a write blocked this long never arrives
                         self.metrics.stall_disconnects_total += 1
-                        self.close(subscriber, "stalled", final=None, wait_for_write=False)
+                        self._forget(subscriber)
+                        await self._cut(subscriber)
+                        self._closed(subscriber, "stalled")
                         return
                 if subscriber.state != Subscriber.CATCHING_UP:
                     return
@@ -652,17 +664,24 @@ class Hub:
                 )
         except Exception:  # pragma: no cover - a bug; never leave the stream hanging
             log.exception("catch-up of subscriber %s failed", subscriber.id)
-            self.close(subscriber, "error", final=None, wait_for_write=False)
+            self.close(subscriber, "error", final=None, grace=0)
 
     # ---------------------------------------------------------------- closing
 
     def close(
-        self, subscriber: Subscriber, reason: str, final: bytes | None, wait_for_write: bool = True
+        self,
+        subscriber: Subscriber,
+        reason: str,
+        final: bytes | None,
+        grace: float | None = None,
     ) -> None:
         """End a stream from the server side: optional final frame, then end of body.
 
-        The stream's handler returns once the final write went out (bounded by
-        ``catch_up_timeout``), or at once with ``wait_for_write=False``.
+        The final frame is best effort: a client that does not read cannot get
+        it. If that write has not gone out within ``grace`` seconds (default
+        ``catch_up_timeout``, or 30 s when that is off) the connection is cut
+        (``abort.py``). The stream's handler returns when either is done, so
+        the client's per-IP slot is released only once its socket is gone.
         """
         if subscriber.state == Subscriber.CLOSED:
             return
@@ -670,17 +689,32 @@ class Hub:
         result = subscriber.send(
             {"type": "http.response.body", "body": final or b"", "more_body": False}
         )
-        if type(result) is self._done_type or not wait_for_write:
-            if not subscriber.closed.done():
-                subscriber.closed.set_result(reason)
-        else:
-            self._spawn(self._finish_write(result, subscriber.closed, reason))
+        if type(result) is self._done_type:
+            self._closed(subscriber, reason)
+            return
+        if grace is None:
+            grace = self.settings.catch_up_timeout or 30.0
+        self._spawn(self._finish_or_cut(result, subscriber, reason, grace))
 
-    async def _finish_write(self, result: Any, closed: asyncio.Future[str], reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(result, self.settings.drain_timeout or 5.0)
-        if not closed.done():
-            closed.set_result(reason)
+    async def _finish_or_cut(
+        self, result: Any, subscriber: Subscriber, reason: str, grace: float
+    ) -> None:
+        try:
+            await asyncio.wait_for(result, grace)
+        except Exception:  # timed out (or the server's send failed): cut it
+            await self._cut(subscriber)
+        self._closed(subscriber, reason)
+
+    async def _cut(self, subscriber: Subscriber) -> None:
+        """Reset the subscriber's TCP connection (when it carries only this stream)."""
+        key = subscriber.connection
+        if key is not None and not subscriber.closed.done() and await self.aborter.abort(key):
+            self.metrics.cut_total += 1
+
+    @staticmethod
+    def _closed(subscriber: Subscriber, reason: str) -> None:
+        if not subscriber.closed.done():
+            subscriber.closed.set_result(reason)
 
     def expire(self, subscriber: Subscriber) -> None:
         """The subscriber's token expired: end the stream, saying so."""
@@ -755,9 +789,12 @@ class Hub:
 
     async def drain(self) -> None:
         """Close every stream with a jittered ``retry`` so clients reconnect elsewhere
-        (spread out), waiting at most ``drain_timeout`` for the final writes."""
+        (spread out). Final writes not done within ``drain_timeout`` are cut, so
+        the server can stop: the whole drain takes ``drain_timeout`` plus the time
+        of one cut (under a second) at most."""
         self.draining = True
         jitter = self.settings.drain_retry_jitter_ms
+        grace = self.settings.drain_timeout
         closing = list(self.subscribers.values())
         for subscriber in closing:
             delay = self.settings.retry_ms + random.randint(0, jitter)
@@ -765,13 +802,13 @@ class Hub:
                 subscriber,
                 "draining",
                 final=encode('{"reason":"draining"}', event="sse-fast-disconnect", retry=delay),
+                grace=grace,
             )
         waiting = [s.closed for s in closing if not s.closed.done()]
         if waiting:
-            await asyncio.wait(waiting, timeout=self.settings.drain_timeout)
+            await asyncio.wait(waiting, timeout=grace + 0.9)
         for subscriber in closing:
-            if not subscriber.closed.done():
-                subscriber.closed.set_result("draining")
+            self._closed(subscriber, "draining")
 
     def stats(self, with_connections: bool = False) -> dict[str, Any]:
         topics = {

@@ -67,6 +67,7 @@ class Metrics:
         self.delivered_total = 0
         self.lag_disconnects_total = 0
         self.stall_disconnects_total = 0
+        self.cut_total = 0
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
@@ -114,6 +115,13 @@ def render(
         "counter",
         "Streams closed because one write stayed blocked past catch_up_timeout.",
         metrics.stall_disconnects_total,
+    )
+    one(
+        "sse_fast_connections_cut_total",
+        "counter",
+        "Connections reset because a stream the server ended could not deliver its "
+        "final write in time (a client that does not read).",
+        metrics.cut_total,
     )
     out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
     out.append("# TYPE sse_fast_subscribers gauge")

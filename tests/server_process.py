@@ -24,9 +24,14 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, *args: str, **env: Any) -> None:
+    def __init__(self, *args: str, command: list[str] | None = None, **env: Any) -> None:
+        """``sse-fast serve`` with ``args``; or ``command`` (``{port}`` is replaced), e.g.
+        the app under another ASGI server. ``env`` are settings (``SSE_FAST_*``)."""
         self.port = free_port()
         self.args = ["--port", str(self.port), "--log-level", "info", *args]
+        self.command = [sys.executable, "-m", "sse_fast", "serve", *self.args]
+        if command is not None:
+            self.command = [part.replace("{port}", str(self.port)) for part in command]
         env.setdefault("allow_anonymous_publish", "1")  # the security tests say otherwise
         env.setdefault("max_connections_per_ip", "0")  # the load tests come from few addresses
         env.setdefault("connect_rate_per_ip", "0")
@@ -38,7 +43,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "sse_fast", "serve", *self.args],
+            self.command,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -1,0 +1,52 @@
+"""``sse_fast.abort``: the right connection is reset, nothing else is touched."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+from sse_fast.abort import abort_connections, connection_key
+
+
+def _pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    client = socket.create_connection(listener.getsockname())
+    server_side, _ = listener.accept()
+    return client, server_side
+
+
+def _key(server_side: socket.socket) -> tuple[tuple[str, int], tuple[str, int]]:
+    host, port = server_side.getsockname()[:2]
+    peer_host, peer_port = server_side.getpeername()[:2]
+    return (host, port), (peer_host, peer_port)
+
+
+def test_only_the_named_connection_is_reset_and_its_descriptor_stays_ours() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        (a, a_server), (b, b_server) = _pair(listener), _pair(listener)
+        try:
+            found = abort_connections([_key(a_server), (("127.0.0.1", 1), ("127.0.0.1", 2))])
+            assert found == {_key(a_server)}
+            assert a.recv(1) == b""  # hung up at once
+            os.fstat(a_server.fileno())  # but the owner's descriptor is still open...
+            with pytest.raises(BrokenPipeError):
+                a_server.send(b"x")  # ...its next write fails, so it closes it...
+            a_server.close()
+            with pytest.raises(OSError):  # ...and linger 0 made that a reset: no half-open
+                a.getpeername()  # connection is left behind (a FIN alone leaves CLOSE_WAIT)
+            b_server.sendall(b"still here")
+            assert b.recv(100) == b"still here"
+        finally:
+            for s in (a, a_server, b, b_server):
+                s.close()
+
+
+def test_connection_key_from_the_scope() -> None:
+    scope = {"http_version": "1.1", "server": ("127.0.0.1", "8000"), "client": ("::1", 5)}
+    assert connection_key(scope) == (("127.0.0.1", 8000), ("::1", 5))
+    mapped = {**scope, "client": ("::ffff:10.0.0.1", 7)}
+    assert connection_key(mapped) == (("127.0.0.1", 8000), ("10.0.0.1", 7))
+    assert connection_key({**scope, "http_version": "2"}) is None  # shared by other streams
+    assert connection_key({**scope, "client": None}) is None  # e.g. a Unix socket
+    assert connection_key({**scope, "server": ("/run/sse.sock", None)}) is None
