@@ -47,10 +47,12 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,8 +142,16 @@ def _printable(text: str | None) -> str | None:
     return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
 
 
+# The ring of every topic that has no history yet: empty, never written to (a
+# topic gets its own ring with its first event), so subscribing to a new name
+# costs no history memory.
+NO_HISTORY = Ring(1, 1)
+NO_GSEQS: deque[int] = deque(maxlen=0)
+
+
 class Topic:
-    """One topic: its ring, the gseq of each ring slot and its subscribers."""
+    """One topic: its ring (from its first event on), the gseq of each retained
+    frame and its subscribers."""
 
     __slots__ = (
         "catching",
@@ -154,35 +164,49 @@ class Topic:
         "ready",
         "ready_multi",
         "ring",
+        "settings",
         "subscribers",
     )
 
     def __init__(self, name: str, settings: Settings, last_evicted_gseq: int, now: float) -> None:
         self.name = name
-        self.ring = Ring(settings.ring_max_frames, settings.ring_max_bytes)
-        self.gseqs = [0] * settings.ring_max_frames
+        self.settings = settings
+        self.ring = NO_HISTORY
+        self.gseqs: deque[int] = NO_GSEQS  # gseq of each retained frame, oldest first
         self.last_evicted_gseq = last_evicted_gseq
         self.ready: dict[Subscriber, Send] = {}  # in-sync subscribers of this topic only
         self.ready_multi: dict[Subscriber, Send] = {}  # in-sync, subscribed to several topics
         self.flushed = 0  # ring position in-sync subscribers have been written up to
-        self.subscribers: set[Subscriber] = set()
-        self.catching: set[Subscriber] = set()
+        # dicts used as ordered sets: an empty dict is a third of an empty set
+        self.subscribers: dict[Subscriber, None] = {}
+        self.catching: dict[Subscriber, None] = {}
         self.published = 0
         self.last_activity = now
+
+    @property
+    def has_history(self) -> bool:
+        return self.ring is not NO_HISTORY
+
+    @property
+    def newest_gseq(self) -> int:
+        """The gseq of the newest frame this topic ever held (or its floor)."""
+        return self.gseqs[-1] if self.gseqs else self.last_evicted_gseq
 
     def store(self, item: Sequenced) -> bool:
         """Keep one frame; True when it evicted older frames."""
         ring = self.ring
+        if ring is NO_HISTORY:
+            ring = self.ring = Ring(self.settings.ring_max_frames, self.settings.ring_max_bytes)
+            self.gseqs = deque()
         oldest = ring.oldest
-        seq = ring.publish(item.frame, item.id)
-        new_oldest = ring.oldest
-        cap = ring.max_frames
-        if new_oldest > oldest:
-            # The newest evicted slot is read before this frame's gseq lands in its slot.
-            self.last_evicted_gseq = self.gseqs[(new_oldest - 1) % cap]
-        self.gseqs[seq % cap] = item.gseq
+        ring.publish(item.frame, item.id)
+        evicted = ring.oldest - oldest
+        gseqs = self.gseqs
+        for _ in range(evicted):
+            self.last_evicted_gseq = gseqs.popleft()
+        gseqs.append(item.gseq)
         self.published += 1
-        return new_oldest > oldest
+        return evicted > 0
 
     def lagging(self) -> list[Subscriber]:
         """Catching-up subscribers whose cursor here fell behind the ring."""
@@ -190,7 +214,7 @@ class Topic:
         return [s for s in self.catching if s.cursors.get(self, limit) < limit]
 
     def gseq_at(self, seq: int) -> int:
-        return self.gseqs[seq % self.ring.max_frames]
+        return self.gseqs[seq - self.ring.oldest]
 
     def cursor_after(self, gseq: int) -> int:
         """Cursor just after the last retained frame with a gseq <= ``gseq``."""
@@ -263,6 +287,7 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.clock = clock
         self.topics: dict[str, Topic] = {}
+        self.topics_with_history = 0
         self.subscribers: dict[int, Subscriber] = {}
         self.first_gseq = initial_gseq()
         self.last_gseq = self.first_gseq - 1
@@ -297,10 +322,19 @@ class Hub:
         self.last_gseq = last_gseq
 
     def validate_new_topics(self, requests: Iterable[PublishRequest]) -> None:
-        new = {t for r in requests for t in r.topics if t not in self.topics}
-        if len(self.topics) + len(new) > self.settings.max_topics:
+        """Refuse a publish that would give more than ``max_topics`` topics a
+        history. Subscribing never counts: a topic without history costs a few
+        hundred bytes and vanishes with its last subscriber."""
+        topics = self.topics
+        new = {
+            name
+            for request in requests
+            for name in request.topics
+            if name not in topics or not topics[name].has_history
+        }
+        if self.topics_with_history + len(new) > self.settings.max_topics:
             raise PublishError(
-                f"topic limit reached ({self.settings.max_topics} topics); "
+                f"topic limit reached ({self.settings.max_topics} topics with history); "
                 "publish to existing topics or raise max_topics",
                 status=503,
             )
@@ -342,6 +376,8 @@ class Hub:
             self.last_gseq = item.gseq
             for name in item.topics:
                 topic = self._topic(name, now)
+                if not topic.has_history:
+                    self.topics_with_history += 1
                 if topic.store(item) and topic.catching:
                     self._drop_lagging(topic)
                 dirty[topic] = None
@@ -554,7 +590,7 @@ class Hub:
         subscriber.cursors = cursors  # its position once the first bytes are written
         self.subscribers[subscriber.id] = subscriber
         for topic in topics:
-            topic.subscribers.add(subscriber)
+            topic.subscribers[subscriber] = None
         self.metrics.connections_total += 1
         return subscriber, status, b"".join(parts)
 
@@ -622,7 +658,7 @@ class Hub:
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
             topic.ready_multi.pop(subscriber, None)
-            topic.catching.add(subscriber)
+            topic.catching[subscriber] = None
         subscriber.cursors = (
             cursors if cursors is not None else {t: t.flushed for t in subscriber.topics}
         )
@@ -655,7 +691,7 @@ class Hub:
                         self.flush()  # the rest is stored but not yet flushed: flush it now
                     subscriber.task = None
                     for topic in subscriber.topics:
-                        topic.catching.discard(subscriber)
+                        topic.catching.pop(subscriber, None)
                     self._join(subscriber)
                     return
                 self.metrics.delivered_total += count
@@ -734,12 +770,15 @@ class Hub:
     def _forget(self, subscriber: Subscriber) -> None:
         subscriber.state = Subscriber.CLOSED
         self.subscribers.pop(subscriber.id, None)
+        now = self.clock()
         for topic in subscriber.topics:
             topic.ready.pop(subscriber, None)
             topic.ready_multi.pop(subscriber, None)
-            topic.catching.discard(subscriber)
-            topic.subscribers.discard(subscriber)
-            topic.last_activity = self.clock()
+            topic.catching.pop(subscriber, None)
+            topic.subscribers.pop(subscriber, None)
+            topic.last_activity = now
+            if not topic.subscribers and not topic.has_history:
+                self._drop_topic(topic)
         subscriber.cursors.clear()
         task, subscriber.task = subscriber.task, None
         if task is not None and task is not asyncio.current_task():
@@ -768,12 +807,23 @@ class Hub:
             if not topic.subscribers and topic.last_activity < cutoff
         ]
         for name in idle:
-            topic = self.topics.pop(name)
-            self._swept[name] = max(topic.last_evicted_gseq, topic.gseq_at(topic.ring.head))
+            self._drop_topic(self.topics[name])
+        return len(idle)
+
+    def _drop_topic(self, topic: Topic) -> None:
+        """Forget a topic nobody subscribes to, remembering how far it went (so a
+        Last-Event-ID from its past resolves to ``evicted``, not ``unknown``)."""
+        if self.topics.get(topic.name) is not topic:
+            return
+        del self.topics[topic.name]
+        if topic.has_history:
+            self.topics_with_history -= 1
+        newest = topic.newest_gseq
+        if newest > self._swept_floor:
+            self._swept[topic.name] = newest
         while len(self._swept) > self.settings.max_topics:
             oldest = next(iter(self._swept))
             self._swept_floor = max(self._swept_floor, self._swept.pop(oldest))
-        return len(idle)
 
     async def run_periodic(self) -> None:
         """Heartbeats and topic sweeping until cancelled."""
@@ -810,7 +860,13 @@ class Hub:
         for subscriber in closing:
             self._closed(subscriber, "draining")
 
-    def stats(self, with_connections: bool = False) -> dict[str, Any]:
+    def stats(
+        self, with_connections: bool = False, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """Figures for ``/stats``: totals, and one page (``offset``, ``limit``) of the
+        topics and, with ``with_connections``, of the connections. ``next_offset``
+        is the offset of the next page, or None after the last."""
+        page = itertools.islice(self.topics.items(), offset, offset + limit)
         topics = {
             name: {
                 "subscribers": len(topic.subscribers),
@@ -819,10 +875,13 @@ class Hub:
                 "retained_bytes": topic.ring.nbytes,
                 "evicted": topic.ring.evicted,
             }
-            for name, topic in self.topics.items()
+            for name, topic in page
         }
+        more = offset + limit < len(self.topics)
         out: dict[str, Any] = {
             "connections": len(self.subscribers),
+            "topics_total": len(self.topics),
+            "topics_with_history": self.topics_with_history,
             "topics": topics,
             "last_id": str(self.last_gseq),
             "draining": self.draining,
@@ -830,6 +889,7 @@ class Hub:
         }
         if with_connections:
             now = self.clock()
+            connections = itertools.islice(self.subscribers.values(), offset, offset + limit)
             out["connection_list"] = [
                 {
                     "id": s.id,
@@ -839,6 +899,8 @@ class Hub:
                     "connected_seconds": round(now - s.connected_at, 3),
                     "behind": sum(t.ring.head - c for t, c in s.cursors.items()),
                 }
-                for s in self.subscribers.values()
+                for s in connections
             ]
+            more = more or offset + limit < len(self.subscribers)
+        out["next_offset"] = offset + limit if more else None
         return out
