@@ -15,7 +15,12 @@ HTTP API
     "id": ..., "retry": ...}`` or ``{"events": [...]}``; answers
     ``{"ids": [...]}``. Invalid requests get 4xx with ``{"error": ...}`` and
     nothing is published.
-``GET /healthz``, ``GET /readyz``, ``GET /metrics``, ``GET /stats[?connections=1]``
+``GET /healthz``, ``GET /readyz``
+    Liveness and readiness, open to everyone (load balancers need them).
+``GET /metrics``, ``GET /stats[?connections=1][&offset=N][&limit=M]``
+    Operations endpoints (they name clients and topics): from ``ops_networks``
+    (loopback by default) or with ``Authorization: Bearer <ops_token>``.
+    ``/stats`` lists topics (and connections) a page at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ import orjson
 
 from . import metrics as metrics_module
 from .abort import connection_key
-from .auth import Authenticator, AuthError, TokenBucket, split_list
+from .auth import Authenticator, AuthError, OperationsAccess, TokenBucket, split_list
 from .hub import Hub, PublishError, PublishRequest, Subscriber, check_topic
 from .settings import Settings
 
@@ -238,6 +243,7 @@ class App:
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
         self.auth = Authenticator(self.settings)
+        self.operations = OperationsAccess(self.settings)
         self.cors_origins = frozenset(split_list(self.settings.cors_origins))
         self.trusted_proxies = frozenset(split_list(self.settings.trusted_proxies))
         self.publish_limiter = TokenBucket(
@@ -346,14 +352,15 @@ class App:
                 )
             elif path == "/metrics":
                 self._allow(method, ("GET",))
+                self._check_operations(scope, path)
                 await send_text(
                     send, 200, self.render_metrics(), b"text/plain; version=0.0.4; charset=utf-8"
                 )
             elif path == "/stats":
                 self._allow(method, ("GET",))
-                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-                listing = query.get("connections", ["0"])[-1] not in ("0", "", "false")
-                stats = self.hub.stats(with_connections=listing)
+                self._check_operations(scope, path)
+                listing, offset, limit = _stats_query(scope)
+                stats = self.hub.stats(with_connections=listing, offset=offset, limit=limit)
                 stats["worker_pid"] = os.getpid()
                 if self._relay is not None:
                     stats["relay"] = {
@@ -370,6 +377,14 @@ class App:
                 )
         except HTTPError as error:
             await self._refuse(scope, send, error)
+
+    def _check_operations(self, scope: Scope, path: str) -> None:
+        try:
+            self.operations.check(self.client_ip(scope), header(scope, b"authorization"), path)
+        except AuthError as exc:
+            raise HTTPError(
+                exc.status, exc.message, _www_authenticate(exc), reason=exc.reason
+            ) from None
 
     async def _refuse(self, scope: Scope, send: Send, error: HTTPError) -> None:
         self.hub.metrics.refuse(error.reason)
@@ -654,6 +669,24 @@ class App:
         except AuthError as exc:
             raise HTTPError(exc.status, exc.message, reason=exc.reason) from None
         await send_json(send, 200, {"ids": ids}, self.cors_headers(scope))
+
+
+STATS_PAGE = 1000
+STATS_PAGE_MAX = 10_000
+
+
+def _stats_query(scope: Scope) -> tuple[bool, int, int]:
+    """``connections``, ``offset`` and ``limit`` of a ``/stats`` request (400 if bad)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    listing = query.get("connections", ["0"])[-1] not in ("0", "", "false")
+    numbers = []
+    for name, default, high in (("offset", 0, None), ("limit", STATS_PAGE, STATS_PAGE_MAX)):
+        raw = query.get(name, [str(default)])[-1]
+        if not raw.isdigit() or (high is not None and not 1 <= int(raw) <= high):
+            bound = f"a whole number from 1 to {high}" if high else "a whole number from 0"
+            raise HTTPError(400, f"{name} must be {bound}, got {raw!r}", reason="bad_query")
+        numbers.append(int(raw))
+    return listing, numbers[0], numbers[1]
 
 
 def _www_authenticate(error: AuthError) -> list[tuple[bytes, bytes]]:

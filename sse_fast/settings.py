@@ -9,6 +9,7 @@ name in upper case (``heartbeat_interval`` -> ``SSE_FAST_HEARTBEAT_INTERVAL``).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -134,6 +135,24 @@ class Settings:
     connect_rate_per_ip: float = field(
         default=100.0, metadata=_doc("new streams per second per client IP (0 = off)")
     )
+    ops_networks: str = field(
+        default="127.0.0.0/8,::1/128",
+        metadata=_doc(
+            "comma-separated networks that may read /stats and /metrics without a token "
+            "(empty = token only)"
+        ),
+    )
+    ops_token: str = field(
+        default="",
+        metadata=_doc("bearer token that may read /stats and /metrics from anywhere"),
+    )
+    reuse_port: bool = field(
+        default=False,
+        metadata=_doc(
+            "share the port with other processes already listening on it (SO_REUSEPORT); "
+            "off: refuse to start on a busy port"
+        ),
+    )
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
@@ -185,6 +204,15 @@ class Settings:
             raise SettingsError(f"port must be at most 65535, got {self.port}")
         if self.http not in ("1", "2", "auto"):
             raise SettingsError(f"http must be 1, 2 or auto, got {self.http!r}")
+        for network in self.ops_networks.split(","):
+            if network.strip():
+                try:
+                    ipaddress.ip_network(network.strip(), strict=False)
+                except ValueError:
+                    raise SettingsError(
+                        f"ops_networks: {network.strip()!r} is not a network "
+                        "(e.g. 10.0.0.0/8 or 127.0.0.1)"
+                    ) from None
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"
