@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import multiprocessing
 import os
 import resource
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from .settings import Settings, SettingsError
+from . import __version__
+from .settings import Settings, SettingsError, unknown_variables
 
 log = logging.getLogger("sse_fast")
 
@@ -25,6 +28,7 @@ RESERVED_FDS = 64
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sse-fast", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
@@ -64,10 +68,62 @@ def connection_capacity(settings: Settings, file_limit: int) -> int:
     return min(by_files, settings.backpressure) if settings.backpressure else by_files
 
 
+class StartError(Exception):
+    """The server cannot start; the message says why and what to do."""
+
+
+def check_listen_address(host: str, port: int, reuse_port: bool) -> None:
+    """Fail with one clear sentence when ``host:port`` cannot be listened on,
+    before Granian tries (it answers with a Rust backtrace, or, on a port
+    another Granian holds, silently shares it: requests then land on either
+    server at random)."""
+    try:
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+        )
+    except socket.gaierror as exc:
+        raise StartError(
+            f"cannot listen on {host}:{port}: {host!r} is not a valid address or host name "
+            f"({exc.strerror}); use e.g. --host 127.0.0.1 or --host 0.0.0.0"
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise StartError(
+                    f"port {port} on {host} is already in use (another sse-fast serve? "
+                    f"`ss -ltnp 'sport = :{port}'` shows which program); choose another "
+                    "--port, or pass --reuse-port to share it on purpose"
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise StartError(
+                    f"cannot listen on {host}:{port}: permission denied "
+                    "(ports below 1024 need privileges); choose a --port from 1024 up"
+                ) from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise StartError(
+                    f"cannot listen on {host}:{port}: {host} is not an address of this "
+                    "machine; use one of its addresses, or 0.0.0.0 for all"
+                ) from None
+            raise StartError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
 def serve(settings: Settings) -> int:
-    from granian import Granian
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.http import HTTP1Settings
+    try:
+        from granian import Granian
+        from granian.constants import HTTPModes, Interfaces, Loops
+        from granian.http import HTTP1Settings
+    except ImportError:
+        raise StartError(
+            "`sse-fast serve` needs Granian and uvloop, which come with the server extra: "
+            "python -m pip install 'sse_fast[server]'"
+        ) from None
+    check_listen_address(settings.host, settings.port, settings.reuse_port)
 
     soft, hard = raise_file_limit()
     capacity = connection_capacity(settings, soft)
@@ -155,4 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
     )
-    return serve(settings)
+    for name in unknown_variables():
+        log.warning("ignoring unknown environment variable %s", name)
+    try:
+        return serve(settings)
+    except StartError as exc:
+        print(f"sse-fast: {exc}", file=sys.stderr)
+        return 2

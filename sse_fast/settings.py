@@ -9,6 +9,7 @@ name in upper case (``heartbeat_interval`` -> ``SSE_FAST_HEARTBEAT_INTERVAL``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -242,6 +243,24 @@ class Settings:
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# Variables with the prefix that are not settings: read at build and import time.
+OTHER_VARIABLES = frozenset({"SSE_FAST_NO_EXTENSIONS", "SSE_FAST_CYTHON_TRACE"})
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``SSE_FAST_*`` variables that set nothing (a misspelt name is otherwise
+    ignored silently), each with the closest real name when there is one."""
+    environ = os.environ if environ is None else environ
+    known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | OTHER_VARIABLES
+    out = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            suffixes = [k[len(ENV_PREFIX) :] for k in sorted(known)]
+            close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.8)
+            out.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
+    return out
 
 
 def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:

@@ -24,10 +24,12 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    def __init__(self, *args: str, command: list[str] | None = None, **env: Any) -> None:
+    def __init__(
+        self, *args: str, command: list[str] | None = None, port: int = 0, **env: Any
+    ) -> None:
         """``sse-fast serve`` with ``args``; or ``command`` (``{port}`` is replaced), e.g.
         the app under another ASGI server. ``env`` are settings (``SSE_FAST_*``)."""
-        self.port = free_port()
+        self.port = port or free_port()
         self.args = ["--port", str(self.port), "--log-level", "info", *args]
         self.command = [sys.executable, "-m", "sse_fast", "serve", *self.args]
         if command is not None:

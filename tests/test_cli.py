@@ -1,0 +1,135 @@
+"""``sse-fast``: one clear line and a non-zero exit where a traceback used to be;
+a busy port is refused unless sharing it is asked for; --version; misspelt
+``SSE_FAST_*`` variables are named."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import orjson
+
+import sse_fast
+from sse_fast.settings import unknown_variables
+
+from .server_process import HOST, ServerProcess, free_port
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str]:
+    """``sse-fast ARGS`` as a user runs it; (exit code, stderr + stdout)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_fast", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    return done.returncode, done.stderr + done.stdout
+
+
+def assert_one_clear_line(output: str, *fragments: str) -> None:
+    assert "Traceback" not in output and "panicked" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("sse-fast: ")]
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+
+
+def test_version() -> None:
+    code, output = run_cli("--version")
+    assert code == 0 and output.strip() == f"sse-fast {sse_fast.__version__}"
+
+
+def test_a_port_held_by_another_program_is_one_line() -> None:
+    with socket.create_server((HOST, 0)) as other:
+        port = other.getsockname()[1]
+        code, output = run_cli("serve", "--port", str(port))
+    assert code == 2
+    assert_one_clear_line(output, f"port {port}", "already in use", "--port", "--reuse-port")
+
+
+def test_a_second_server_on_a_busy_port_refuses_to_start() -> None:
+    with ServerProcess(publish_token="first", allow_anonymous_publish="0") as first:
+        code, output = run_cli(
+            "serve", "--port", str(first.port), env={"SSE_FAST_PUBLISH_TOKEN": "second"}
+        )
+        assert code == 2
+        assert_one_clear_line(output, "already in use")
+
+        async def every_publish_reaches_the_first() -> None:
+            for i in range(20):
+                status, _, _ = await first.publish(
+                    orjson.dumps({"topic": "t", "data": i}), {"Authorization": "Bearer first"}
+                )
+                assert status == 200
+
+        asyncio.run(every_publish_reaches_the_first())
+
+
+def test_sharing_a_port_on_purpose_works() -> None:
+    port = free_port()
+    with (
+        ServerProcess("--reuse-port", port=port) as first,
+        ServerProcess("--reuse-port", port=port) as second,
+    ):
+        pids = set()
+
+        async def both_answer() -> None:
+            # the second may still be starting (its readiness check reached the first)
+            deadline = time.monotonic() + 15
+            while len(pids) < 2 and time.monotonic() < deadline:
+                status, _, body = await first.get("/stats")
+                assert status == 200
+                pids.add(json.loads(body)["worker_pid"])
+
+        asyncio.run(both_answer())
+        assert len(pids) == 2  # the kernel spreads connections over both
+        assert second.proc is not None and second.proc.poll() is None
+
+
+def test_an_invalid_host_is_one_line() -> None:
+    code, output = run_cli("serve", "--host", "256.1.1.1", "--port", str(free_port()))
+    assert code == 2
+    assert_one_clear_line(output, "256.1.1.1", "--host 127.0.0.1")
+
+
+def test_an_address_of_another_machine_is_one_line() -> None:
+    code, output = run_cli("serve", "--host", "192.0.2.1", "--port", str(free_port()))
+    assert code == 2
+    assert_one_clear_line(output, "192.0.2.1 is not an address of this machine")
+
+
+def test_without_the_server_extra_the_install_command_is_given() -> None:
+    script = (
+        "import sys; sys.modules['granian'] = None; "  # as if Granian were not installed
+        "from sse_fast.cli import main; sys.exit(main(['serve']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 2
+    assert_one_clear_line(done.stderr, "pip install 'sse_fast[server]'")
+
+
+def test_misspelt_variables_are_named() -> None:
+    environ = {
+        "SSE_FAST_HEARTBEAT_INTERVALL": "5",
+        "SSE_FAST_PORT": "1",
+        "SSE_FAST_NO_EXTENSIONS": "1",
+        "SSE_FAST_WHATEVER": "x",
+    }
+    assert unknown_variables(environ) == [
+        "SSE_FAST_HEARTBEAT_INTERVALL (did you mean SSE_FAST_HEARTBEAT_INTERVAL?)",
+        "SSE_FAST_WHATEVER",
+    ]
+    code, output = run_cli(
+        "serve", "--host", "256.1.1.1", env={"SSE_FAST_HEARTBEAT_INTERVALL": "5"}
+    )
+    assert code == 2
+    assert "ignoring unknown environment variable SSE_FAST_HEARTBEAT_INTERVALL" in output
+    assert "did you mean SSE_FAST_HEARTBEAT_INTERVAL?" in output
