@@ -19,6 +19,7 @@ from sse_fast._errors import Lagged
 
 DEFAULT_MAX_FRAMES = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+INITIAL_SLOTS = 8
 
 
 cdef class Ring:
@@ -30,6 +31,7 @@ cdef class Ring:
     cdef readonly Py_ssize_t nbytes
     cdef readonly int64_t evicted
     cdef Py_ssize_t _len
+    cdef Py_ssize_t _capacity
     cdef list _frames
     cdef list _ids
     cdef dict _index
@@ -51,11 +53,12 @@ cdef class Ring:
         self.evicted = 0
         self._len = 0
         self._total = 0
-        self._frames = [None] * max_frames
-        self._ids = [None] * max_frames
+        self._capacity = min(max_frames, INITIAL_SLOTS)
+        self._frames = [None] * self._capacity
+        self._ids = [None] * self._capacity
         self._index = {}
         PyMem_Free(self._cumulative)
-        self._cumulative = <int64_t*>PyMem_Malloc(max_frames * sizeof(int64_t))
+        self._cumulative = <int64_t*>PyMem_Malloc(self._capacity * sizeof(int64_t))
         if self._cumulative == NULL:
             raise MemoryError()
 
@@ -89,8 +92,10 @@ cdef class Ring:
             )
         while self._len and (self._len >= self.max_frames or self.nbytes + size > self.max_bytes):
             self._evict_oldest()
+        if self._len == self._capacity:
+            self._grow()
         self.head += 1
-        slot = self.head % self.max_frames
+        slot = self.head % self._capacity
         self._frames[slot] = frame
         self._ids[slot] = event_id
         if event_id is not None:
@@ -101,9 +106,32 @@ cdef class Ring:
         self._cumulative[slot] = self._total
         return self.head
 
+    cdef int _grow(self) except -1:
+        """Double the slots (up to ``max_frames``); frames keep slot ``seq % capacity``."""
+        cdef Py_ssize_t old_capacity = self._capacity
+        cdef Py_ssize_t capacity = min(self.max_frames, old_capacity * 2)
+        cdef int64_t seq
+        cdef list frames = [None] * capacity
+        cdef list ids = [None] * capacity
+        cdef int64_t* cumulative = <int64_t*>PyMem_Malloc(capacity * sizeof(int64_t))
+        if cumulative == NULL:
+            raise MemoryError()
+        seq = self.head - self._len + 1
+        while seq <= self.head:
+            frames[seq % capacity] = self._frames[seq % old_capacity]
+            ids[seq % capacity] = self._ids[seq % old_capacity]
+            cumulative[seq % capacity] = self._cumulative[seq % old_capacity]
+            seq += 1
+        PyMem_Free(self._cumulative)
+        self._cumulative = cumulative
+        self._frames = frames
+        self._ids = ids
+        self._capacity = capacity
+        return 0
+
     cdef int _evict_oldest(self) except -1:
         cdef int64_t seq = self.head - self._len + 1
-        cdef Py_ssize_t slot = seq % self.max_frames
+        cdef Py_ssize_t slot = seq % self._capacity
         cdef object frame = self._frames[slot]
         cdef object event_id = self._ids[slot]
         self.nbytes -= PyBytes_GET_SIZE(frame)
@@ -135,7 +163,7 @@ cdef class Ring:
         Raises ``Lagged`` when some of them were already evicted.
         """
         cdef int64_t c, count, oldest, seq, size
-        cdef Py_ssize_t cap = self.max_frames, pos = 0
+        cdef Py_ssize_t cap = self._capacity, pos = 0
         cdef bytes out
         cdef object frame
         cdef char* w
@@ -164,7 +192,7 @@ cdef class Ring:
     def read_frames(self, cursor):
         """The frames newer than ``cursor``, one bytes object each (raises ``Lagged``)."""
         cdef int64_t c, count, oldest, seq
-        cdef Py_ssize_t cap = self.max_frames
+        cdef Py_ssize_t cap = self._capacity
         cdef list out = []
         self._check_cursor(cursor)
         c = cursor

@@ -27,7 +27,10 @@ Theory of operation
   the caller tells the client it may have missed events and continues from
   ``head``. ``evicted`` (frames evicted so far) helps tell the two apart.
 * Memory is bounded by ``max_frames`` slots, ``max_bytes`` of frame data and
-  an id map with at most ``max_frames`` entries.
+  an id map with at most ``max_frames`` entries. Slots are sized to what the
+  ring holds: a new ring has 8 (or ``max_frames`` if fewer), and a publish
+  that finds them all in use doubles them, up to ``max_frames``, so a quiet
+  topic costs a few hundred bytes, not ``max_frames`` slots.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 
 DEFAULT_MAX_FRAMES = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
+INITIAL_SLOTS = 8
 
 
 class Ring:
     """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
 
     __slots__ = (
+        "_capacity",
         "_frames",
         "_ids",
         "_index",
@@ -68,8 +73,9 @@ class Ring:
         self.nbytes = 0
         self.evicted = 0
         self._len = 0
-        self._frames: list[bytes | None] = [None] * max_frames
-        self._ids: list[str | None] = [None] * max_frames
+        self._capacity = min(max_frames, INITIAL_SLOTS)
+        self._frames: list[bytes | None] = [None] * self._capacity
+        self._ids: list[str | None] = [None] * self._capacity
         self._index: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -98,8 +104,10 @@ class Ring:
             )
         while self._len and (self._len >= self.max_frames or self.nbytes + size > self.max_bytes):
             self._evict_oldest()
+        if self._len == self._capacity:
+            self._grow()
         self.head += 1
-        slot = self.head % self.max_frames
+        slot = self.head % self._capacity
         self._frames[slot] = frame
         self._ids[slot] = event_id
         if event_id is not None:
@@ -108,9 +116,20 @@ class Ring:
         self.nbytes += size
         return self.head
 
+    def _grow(self) -> None:
+        """Double the slots (up to ``max_frames``); frames keep slot ``seq % capacity``."""
+        old, old_ids, old_capacity = self._frames, self._ids, self._capacity
+        capacity = min(self.max_frames, old_capacity * 2)
+        self._frames = [None] * capacity
+        self._ids = [None] * capacity
+        for seq in range(self.head - self._len + 1, self.head + 1):
+            self._frames[seq % capacity] = old[seq % old_capacity]
+            self._ids[seq % capacity] = old_ids[seq % old_capacity]
+        self._capacity = capacity
+
     def _evict_oldest(self) -> None:
         seq = self.head - self._len + 1
-        slot = seq % self.max_frames
+        slot = seq % self._capacity
         frame = self._frames[slot]
         event_id = self._ids[slot]
         assert frame is not None
@@ -148,7 +167,7 @@ class Ring:
             oldest = self.head - self._len + 1
             raise Lagged(oldest - 1 - cursor, oldest - 1)
         frames = self._frames
-        cap = self.max_frames
+        cap = self._capacity
         if count == 1:
             frame = frames[self.head % cap]
             assert frame is not None
@@ -165,7 +184,7 @@ class Ring:
         if count > self._len:
             oldest = self.head - self._len + 1
             raise Lagged(oldest - 1 - cursor, oldest - 1)
-        cap = self.max_frames
+        cap = self._capacity
         return [self._frames[seq % cap] for seq in range(cursor + 1, self.head + 1)]  # type: ignore[misc]
 
     def resume(self, event_id: str) -> int | None:

@@ -122,13 +122,35 @@ def test_bad_arguments(impl: SimpleNamespace) -> None:
     assert "Ring(" in repr(ring)
 
 
+def test_slots_grow_with_what_the_ring_holds(impl: SimpleNamespace) -> None:
+    """Frames, ids, cursors and coalesced reads survive every doubling of the slots."""
+    ring = impl.Ring(max_frames=100, max_bytes=1 << 20)
+    cursors = []
+    for n in range(1, 251):
+        ring.publish(f"<{n}>".encode(), f"id{n}")
+        if n % 7 == 0:
+            cursors.append(ring.cursor())
+        assert len(ring) == min(n, 100)
+    frames = [f"<{n}>".encode() for n in range(151, 251)]
+    assert ring.read_frames(150) == frames
+    assert ring.read_since(150) == (b"".join(frames), 250)
+    assert ring.resume("id200") == 200 and ring.resume("id150") is None
+    for cursor in cursors:
+        if cursor >= 150:
+            assert ring.read_since(cursor)[0] == b"".join(frames[cursor - 150 :])
+        else:
+            with pytest.raises(Lagged):
+                ring.read_since(cursor)
+
+
 class RingModel(RuleBasedStateMachine):
     """Compares a Ring with a deque of (seq, frame, id) under random operations."""
 
     impl_name = "py"
     cursors = Bundle("cursors")
 
-    @initialize(max_frames=st.integers(1, 6), max_bytes=st.integers(4, 40))
+    # up to 40 frames: the slots start at 8 and double as the ring fills
+    @initialize(max_frames=st.integers(1, 40), max_bytes=st.integers(4, 400))
     def setup(self, max_frames: int, max_bytes: int) -> None:
         self.ring = load_implementation(self.impl_name).Ring(max_frames, max_bytes)
         self.max_frames = max_frames
@@ -203,5 +225,5 @@ class RingModel(RuleBasedStateMachine):
 for _name in IMPLEMENTATIONS:
     _machine = type(f"RingModel_{_name}", (RingModel,), {"impl_name": _name})
     _case = _machine.TestCase
-    _case.settings = settings(max_examples=150, stateful_step_count=40, deadline=None)
+    _case.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
     globals()[f"TestRingModel_{_name}"] = _case
