@@ -337,7 +337,8 @@ def test_several_workers_every_subscriber_gets_every_publish() -> None:
             clients = [server.client("multi") for _ in range(60)]
             await asyncio.gather(*(c.connect() for c in clients))
             pids = set()
-            for _ in range(20):
+            deadline = time.monotonic() + 10  # which worker accepts is up to the kernel
+            while len(pids) < 2 and time.monotonic() < deadline:
                 pids.add((await stats(server))["worker_pid"])
             assert len(pids) == 2, "requests should reach both workers"
             ids = []
