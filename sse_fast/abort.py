@@ -18,9 +18,13 @@ Theory of operation
   server keeps ownership of its descriptor: we never close it, so a number it
   reuses later cannot be hit by mistake, and the address pair is checked on
   the duplicate itself, so the socket cut is the one that was matched.
-* Cost. One pass over ``/proc/self/fd`` (a few microseconds per descriptor),
-  in a worker thread so the event loop keeps serving; every cut requested in
-  the same loop iteration shares one pass.
+* Cost. The kernel names the socket (its inode) of each address pair
+  (sock_diag over netlink, one exact look-up each); one pass over
+  ``/proc/self/fd`` (one ``readlink`` per descriptor) finds the descriptors of
+  those inodes. It runs in a worker thread, one pass at a time, and every cut
+  requested meanwhile shares the next pass (``benches/results/cut_cost.md``).
+  Where sock_diag is not available, each socket descriptor is asked for its
+  addresses instead (slower, same result).
 * Limits. Only TCP connections that carry one stream (HTTP/1.x): an HTTP/2
   connection multiplexes other streams and is never cut; its stream only
   ends. Linux (``/proc/self/fd``), or any system with ``/dev/fd``.
@@ -70,6 +74,71 @@ def connection_key(scope: Mapping[str, Any]) -> ConnectionKey | None:
     return server, client
 
 
+# sock_diag (netlink) asks the kernel for one TCP socket by its exact address pair.
+_NETLINK_SOCK_DIAG = 4
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_REQUEST = 1
+_NLMSG_ERROR = 2
+_NLMSG_HEADER = struct.Struct("=IHHII")
+_DIAG_REQUEST = struct.Struct("=BBBBI")  # family, protocol, extensions, pad, states
+_DIAG_SOCKID = struct.Struct(">HH16s16sI")  # sport, dport, src, dst, interface
+_NO_COOKIE = b"\xff" * 8
+_INODE_OFFSET = _NLMSG_HEADER.size + 4 + _DIAG_SOCKID.size + 8 + 16
+
+
+def _packed_address(family: int, host: str) -> bytes:
+    return socket.inet_pton(family, host).ljust(16, b"\0")
+
+
+def _socket_inodes(wanted: set[ConnectionKey]) -> set[str] | None:
+    """``socket:[inode]`` names of the wanted connections (the server's side),
+    asked of the kernel one by one (sock_diag); None when it cannot be asked."""
+    try:
+        diag = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG)
+    except (OSError, AttributeError):
+        return None
+    inodes: set[str] = set()
+    with diag:
+        diag.settimeout(1.0)
+        for sequence, ((host, port), (peer, peer_port)) in enumerate(wanted, start=1):
+            families = [socket.AF_INET6] if ":" in host else [socket.AF_INET, socket.AF_INET6]
+            for family in families:
+                if family == socket.AF_INET6 and ":" not in host:  # a dual-stack listener
+                    host, peer = "::ffff:" + host, "::ffff:" + peer
+                try:
+                    sockid = _DIAG_SOCKID.pack(
+                        port,
+                        peer_port,
+                        _packed_address(family, host),
+                        _packed_address(family, peer),
+                        0,
+                    )
+                except OSError:
+                    break
+                body = _DIAG_REQUEST.pack(family, socket.IPPROTO_TCP, 0, 0, 0xFFFFFFFF)
+                body += sockid + _NO_COOKIE
+                header = _NLMSG_HEADER.pack(
+                    _NLMSG_HEADER.size + len(body),
+                    _SOCK_DIAG_BY_FAMILY,
+                    _NLM_F_REQUEST,
+                    sequence,
+                    0,
+                )
+                try:
+                    diag.send(header + body)
+                    reply = diag.recv(65536)
+                except OSError:
+                    return None
+                kind = _NLMSG_HEADER.unpack_from(reply)[1]
+                if kind == _SOCK_DIAG_BY_FAMILY and len(reply) >= _INODE_OFFSET + 4:
+                    (inode,) = struct.unpack_from("=I", reply, _INODE_OFFSET)
+                    inodes.add(f"socket:[{inode}]")
+                    break
+                if kind != _NLMSG_ERROR:
+                    return None
+    return inodes
+
+
 def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
     """Reset every TCP connection of this process whose address pair is in
     ``wanted``; return the pairs found. Blocking (a pass over the descriptors)."""
@@ -78,11 +147,15 @@ def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
     fd_dir = next((d for d in _FD_DIRS if os.path.isdir(d)), None)
     if not remaining or fd_dir is None:
         return found
+    inodes = _socket_inodes(remaining)
+    if inodes is not None and not inodes:
+        return found  # already gone
     for name in os.listdir(fd_dir):
         if not remaining:
             break
         try:
-            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:"):
+            link = os.readlink(f"{fd_dir}/{name}")
+            if link not in inodes if inodes is not None else not link.startswith("socket:"):
                 continue
             duplicate = os.dup(int(name))
         except (OSError, ValueError):
@@ -118,18 +191,22 @@ class Aborter:
 
     def __init__(self) -> None:
         self._batch: dict[ConnectionKey, list[asyncio.Future[bool]]] = {}
+        self._running = False
 
     def abort(self, key: ConnectionKey) -> asyncio.Future[bool]:
         """Cut the connection ``key``; the future says whether it was found."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        if not self._batch:
+        if not self._batch and not self._running:
             loop.call_soon(self._run)
         self._batch.setdefault(key, []).append(future)
         return future
 
     def _run(self) -> None:
         batch, self._batch = self._batch, {}
+        if not batch:
+            return
+        self._running = True
         loop = asyncio.get_running_loop()
         job = loop.run_in_executor(None, abort_connections, list(batch))
 
@@ -145,5 +222,8 @@ class Aborter:
                 for future in futures:
                     if not future.done():
                         future.set_result(key in found)
+            self._running = False
+            if self._batch:  # asked for while this pass ran: the next pass
+                self._run()
 
         job.add_done_callback(done)

@@ -220,6 +220,8 @@ def test_drain_keeps_its_bound_with_non_readers_open() -> None:
             for events in finals:
                 assert events[-1].event == "sse-fast-disconnect"
             assert all(was_reset(s) for s in sockets)
+            for c in readers:
+                c.close()
             for s in sockets:
                 s.close()
 
