@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -49,7 +50,9 @@ class ServerProcess:
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: workers and relay included
         )
+        self.left_behind: list[str] = []
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -71,19 +74,43 @@ class ServerProcess:
             return f.read().decode(errors="replace")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal the server and wait; past ``timeout`` its whole process group is
+        killed. Processes of the group still alive once it exited (a worker, the
+        relay) are killed too and named in ``left_behind``."""
         assert self.proc is not None
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self._kill_group()
                 self.proc.wait()
-        self.log.close()
+        deadline = time.monotonic() + 5  # Granian's workers exit just after the main
+        while self._group() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.left_behind += self._group()
+        if self.left_behind:
+            self._kill_group()
+        if not self.log.closed:
+            self.log.close()
         return self.proc.returncode
 
-    def __exit__(self, *exc: object) -> None:
+    def _group(self) -> list[str]:
+        assert self.proc is not None
+        out = subprocess.run(
+            ["pgrep", "-a", "-g", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        return out.stdout.splitlines()
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def __exit__(self, kind: object, *exc: object) -> None:
         self.stop()
+        if kind is None:  # a failing test keeps its own error
+            assert not self.left_behind, f"the server left processes behind: {self.left_behind}"
         if os.path.exists(self.log_path):
             os.unlink(self.log_path)
 
