@@ -9,8 +9,12 @@ Theory of operation
   the publisher's id when given, else ``str(gseq)``. ``gseq`` starts at the
   wall clock in microseconds when the sequencer starts, so ids keep growing
   across restarts and an id from an earlier run is recognisably too old.
-* Storage. Each topic has a ``Ring`` of encoded frames (encoded once, by the
-  sequencer) and, per ring slot, the frame's ``gseq``.
+* Storage. A topic exists while it has subscribers or history. It gets its
+  ``Ring`` of encoded frames (encoded once, by the sequencer) with its first
+  event, and keeps the ``gseq`` of each retained frame beside it; until then
+  it costs a few hundred bytes and goes with its last subscriber. Only topics
+  with history count against ``max_topics``; an idle one is swept after
+  ``topic_ttl``, remembering how far it went.
 * Fan-out. ``apply`` stores events in the rings and schedules one ``flush``
   for the current loop iteration; events applied before it runs (a batch, or
   publishes that arrived while the previous fan-out ran) are written together.
@@ -31,6 +35,12 @@ Theory of operation
   ``sse-fast-disconnect`` event (reason ``lagged``) and its stream is closed;
   one whose single write stays blocked past ``catch_up_timeout`` is closed too.
   Fast subscribers never wait for slow ones.
+* Cuts. A final frame is best effort: a client that does not read cannot get
+  it, and the server would keep its socket and buffered bytes for as long as
+  the client keeps the connection. So a server-side close whose final write
+  has not gone out within ``catch_up_timeout`` (drain: ``drain_timeout``), and
+  a stalled write at once, resets the connection (``abort.py``); the stream's
+  handler returns, releasing the client's per-IP slot, only then.
 * Resume. ``Last-Event-ID`` (or ``lastEventId``) is resolved to a ``gseq``:
   an id found in one of the subscription's rings gives that frame's gseq; a
   number within this sequencer's range is a gseq. Each topic then resumes just
