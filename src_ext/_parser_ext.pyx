@@ -216,7 +216,7 @@ cdef class Parser:
                 pos = end + 1
         if pos < n:
             _buf_append(&self._pending, p + pos, n - pos)
-            self._check_size(events)
+            self._check_size(self._pending.size, events)
         return events
 
     def close(self):
@@ -228,8 +228,8 @@ cdef class Parser:
         _buf_shrink(&self._pending)
         _buf_shrink(&self._data)
 
-    cdef int _check_size(self, list events) except -1:
-        cdef Py_ssize_t size = self._data.size + self._type.size + self._pending.size
+    cdef int _check_size(self, Py_ssize_t line_size, list events) except -1:
+        cdef Py_ssize_t size = self._data.size + self._type.size + line_size
         if size > self.max_event_size:
             error = EventTooLarge(size, self.max_event_size, list(events))
             self._failure = error
@@ -249,6 +249,8 @@ cdef class Parser:
         if n == 0:
             self._dispatch(events)
             return 0
+        if self._data.size + self._type.size + n > self.max_event_size:
+            self._check_size(n, events)  # every line counts, whole or in pieces
         if line[0] == b':':
             return 0
         colon = <const char*>memchr(line, b':', n)
@@ -266,13 +268,9 @@ cdef class Parser:
         if name_n == 4 and memcmp(line, b"data", 4) == 0:
             _buf_append(&self._data, value, value_n)
             _buf_append(&self._data, b"\n", 1)
-            if self._data.size + self._type.size > self.max_event_size:
-                self._check_size(events)
         elif name_n == 5 and memcmp(line, b"event", 5) == 0:
             self._type.size = 0
             _buf_append(&self._type, value, value_n)
-            if self._data.size + self._type.size > self.max_event_size:
-                self._check_size(events)
         elif name_n == 2 and memcmp(line, b"id", 2) == 0:
             if memchr(value, 0, value_n) == NULL:
                 self._id_buffer = PyUnicode_DecodeUTF8(value, value_n, "replace")

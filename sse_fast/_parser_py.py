@@ -16,9 +16,11 @@ Follows the WHATWG "event stream interpretation" algorithm:
   because line ends, colons and spaces are ASCII and never part of a
   multi-byte sequence).
 
-Memory is bounded: the data buffer, the event type and the unfinished line
-together may not exceed ``max_event_size`` bytes; past that ``feed`` raises
-``EventTooLarge`` and the parser refuses further input.
+Memory is bounded: the data buffer, the event type and the line being read
+(finished or not, comments and unknown fields included) together may not
+exceed ``max_event_size`` bytes; past that ``feed`` raises ``EventTooLarge``
+and the parser refuses further input. Counting every line, whole or not,
+makes the outcome independent of how the stream is split into chunks.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class Parser:
         if not line:
             self._dispatch(events)
             return
+        self._check_size(len(line), events)
         if line[0] == 0x3A:  # ':' comment
             return
         colon = line.find(b":")
@@ -172,10 +175,8 @@ class Parser:
         if field == b"data":
             self._data += value
             self._data += b"\n"
-            self._check_size(0, events)
         elif field == b"event":
             self._event_type = value
-            self._check_size(0, events)
         elif field == b"id":
             if b"\0" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")

@@ -18,6 +18,20 @@ import sse_fast
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
+def _extension_built() -> bool:
+    try:
+        importlib.import_module("sse_fast._encoder_ext")
+    except ImportError:
+        return False
+    return True
+
+
+# Parity tests compare both whenever the extension was built, in either mode: the
+# switch chooses what ``import sse_fast`` uses, not what may be compared. Only a
+# tree built with SSE_FAST_NO_EXTENSIONS=1 (no .so at all) has nothing to compare.
+PARITY_IMPLEMENTATIONS = ["ext", "py"] if _extension_built() else ["py"]
+
+
 def load_implementation(name: str) -> SimpleNamespace:
     encoder = importlib.import_module(f"sse_fast._encoder_{name}")
     parser = importlib.import_module(f"sse_fast._parser_{name}")

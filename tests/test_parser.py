@@ -204,3 +204,16 @@ def test_large_events_in_a_row(impl: SimpleNamespace) -> None:
     for size in (70_000, 70_000, 10, 200_000, 5):
         (event,) = parser.feed(b"data: " + b"x" * size + b"\n\n")
         assert len(event.data) == size
+
+
+def test_size_limit_does_not_depend_on_how_the_stream_is_split(impl: SimpleNamespace) -> None:
+    """Every line counts, whole or in pieces: an oversized event, or an oversized
+    comment, is refused whether it comes in one chunk or byte by byte."""
+    for stream in (b"data: " + b"x" * 200 + b"\n\n", b": " + b"c" * 200 + b"\n"):
+        whole = impl.Parser(max_event_size=100)
+        with pytest.raises(EventTooLarge):
+            whole.feed(stream)
+        pieces = impl.Parser(max_event_size=100)
+        with pytest.raises(EventTooLarge):
+            for i in range(len(stream)):
+                pieces.feed(stream[i : i + 1])

@@ -10,13 +10,15 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import sse_fast
-from sse_fast import EncodeError, ParseError
+from sse_fast import EncodeError, EventTooLarge
 
-from .conftest import IMPLEMENTATIONS, as_tuples, load_implementation
+from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation
 
-IMPLS = [load_implementation(name) for name in IMPLEMENTATIONS]
-needs_both = pytest.mark.skipif(len(IMPLS) < 2, reason="parity needs the extension built")
+IMPLS = [load_implementation(name) for name in PARITY_IMPLEMENTATIONS]
+needs_both = pytest.mark.skipif(
+    len(IMPLS) < 2,
+    reason="this tree was built with SSE_FAST_NO_EXTENSIONS=1: there is no extension to compare",
+)
 
 # Text with the characters that matter: line ends, NUL, BOM, spaces, non-BMP.
 tricky = st.characters(codec="utf-8") | st.sampled_from(
@@ -215,19 +217,36 @@ def test_many_frames_any_split(frames: list, seed: int) -> None:
         ]
 
 
-def test_parser_fuzz_only_events_or_our_errors() -> None:
-    """A short fuzz run: random bytes in random chunks, small size limit."""
+def _fuzz_outcome(impl: Any, chunks: list[bytes], limit: int) -> tuple[tuple, str | None]:
+    """Every event the parser gave (those carried by the error too) and the error."""
+    parser = impl.Parser(max_event_size=limit)
+    events: list = []
+    try:
+        for chunk in chunks:
+            events += parser.feed(chunk)
+    except EventTooLarge as exc:
+        events += exc.events
+        return tuple(as_tuples(events)), "EventTooLarge"
+    parser.close()
+    return tuple(as_tuples(events)), None
+
+
+def test_parser_fuzz_same_outcome_however_split() -> None:
+    """Random bytes with a small size limit: the same events and the same error
+    (only ``EventTooLarge``, any other ``ParseError`` fails) whether the stream
+    comes whole or in random chunks, and in both implementations."""
     rnd = random.Random(1234)
     alphabet = b"data:event:id:retry: \r\n\x00\xef\xbb\xbf\xff\xc3abc0123"
-    for impl in IMPLS:
-        for _ in range(1500):
-            stream = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
-            parser = impl.Parser(max_event_size=rnd.choice([16, 64, 4096]))
-            try:
-                for chunk in _random_split(stream, rnd) if len(stream) > 1 else [stream]:
-                    for event in parser.feed(chunk):
-                        assert isinstance(event.data, str) and isinstance(event.event, str)
-            except ParseError:
-                pass
-            parser.close()
-    assert sse_fast.ParseError is ParseError
+    errors = 0
+    for _ in range(1500):
+        stream = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
+        limit = rnd.choice([16, 64, 4096])
+        chunks = _random_split(stream, rnd)
+        outcomes = {
+            (impl.name, how): _fuzz_outcome(impl, pieces, limit)
+            for impl in IMPLS
+            for how, pieces in (("whole", [stream]), ("split", chunks))
+        }
+        assert len(set(outcomes.values())) == 1, (stream, limit, outcomes)
+        errors += next(iter(outcomes.values()))[1] is not None
+    assert 100 < errors < 1400  # the run exercises both outcomes
