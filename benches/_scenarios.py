@@ -62,7 +62,31 @@ SMALL_JSON: dict[str, Any] = {
 SMALL_JSON_TEXT: str = orjson.dumps(SMALL_JSON).decode()
 SMALL_BYTES: bytes = orjson.dumps(SMALL_JSON)  # pre-serialised, ``bytes`` data
 
-_WORDS = ["event", "stream", "server", "sent", "fan", "out", "ring", "cursor", "frame", "parser", "encoder", "update", "price", "tick", "symbol", "market", "order", "book", "quote", "trade", "latency", "throughput", "buffer"]
+_WORDS = [
+    "event",
+    "stream",
+    "server",
+    "sent",
+    "fan",
+    "out",
+    "ring",
+    "cursor",
+    "frame",
+    "parser",
+    "encoder",
+    "update",
+    "price",
+    "tick",
+    "symbol",
+    "market",
+    "order",
+    "book",
+    "quote",
+    "trade",
+    "latency",
+    "throughput",
+    "buffer",
+]
 
 
 def ascii_text(size: int, seed: int) -> str:
@@ -288,8 +312,15 @@ def _encode_case(scenario: str, impl: str) -> Case:
     if impl in CORE_IMPLS:
         mod = ENCODERS[impl]
         return Case(
-            "encode", scenario, impl, mod.encode, (data,), kwargs, nbytes=nbytes,
-            expected_bytes=spec["expected"], expected_events=semantic,
+            "encode",
+            scenario,
+            impl,
+            mod.encode,
+            (data,),
+            kwargs,
+            nbytes=nbytes,
+            expected_bytes=spec["expected"],
+            expected_events=semantic,
         )
     if impl == SS:
         fn = {"json": ss_encode_json, "bytes": ss_encode_bytes}.get(spec["kind"], ss_encode)
@@ -299,19 +330,40 @@ def _encode_case(scenario: str, impl: str) -> Case:
             "(it would write str(bytes) = \"b'...'\")",
         }.get(spec["kind"], "")
         return Case(
-            "encode", scenario, impl, fn, (data,), kwargs, nbytes=nbytes,
-            expected_events=semantic, note=note,
+            "encode",
+            scenario,
+            impl,
+            fn,
+            (data,),
+            kwargs,
+            nbytes=nbytes,
+            expected_events=semantic,
+            note=note,
         )
     if impl == SS_PRESER and spec["kind"] == "json":
         return Case(
-            "encode", scenario, impl, ss_encode, (SMALL_JSON_TEXT,), kwargs, nbytes=nbytes,
-            expected_events=semantic, primary=False,
+            "encode",
+            scenario,
+            impl,
+            ss_encode,
+            (SMALL_JSON_TEXT,),
+            kwargs,
+            nbytes=nbytes,
+            expected_events=semantic,
+            primary=False,
             note="variant: JSON string serialised before timing (serialisation not counted)",
         )
     if impl == SS_JSONSSE and spec["kind"] == "json":
         return Case(
-            "encode", scenario, impl, ss_encode_jsonsse, (data,), kwargs, nbytes=nbytes,
-            expected_events=semantic, primary=False,
+            "encode",
+            scenario,
+            impl,
+            ss_encode_jsonsse,
+            (data,),
+            kwargs,
+            nbytes=nbytes,
+            expected_events=semantic,
+            primary=False,
             note="variant: sse-starlette's own JSONServerSentEvent (stdlib json.dumps)",
         )
     raise KeyError(f"no implementation {impl!r} for {scenario}")
@@ -357,8 +409,13 @@ def _many_case(impl: str) -> Case:
         mod = ENCODERS[impl]
         events = [mod.Event(d, event=EVENT, id=i) for d, i in MANY_ITEMS]
         return Case(
-            "encode", "encode_many_100", impl, mod.encode_many, (events,),
-            nbytes=len(MANY_EXPECTED_BYTES), expected_bytes=MANY_EXPECTED_BYTES,
+            "encode",
+            "encode_many_100",
+            impl,
+            mod.encode_many,
+            (events,),
+            nbytes=len(MANY_EXPECTED_BYTES),
+            expected_bytes=MANY_EXPECTED_BYTES,
             expected_events=MANY_EXPECTED,
             note="frames were encoded when the Events were built: this is a join of 100 cached "
             "frames",
@@ -368,8 +425,13 @@ def _many_case(impl: str) -> Case:
             ServerSentEvent(orjson.dumps(d).decode(), event=EVENT, id=i) for d, i in MANY_ITEMS
         ]
         return Case(
-            "encode", "encode_many_100", impl, ss_join, (events,),
-            nbytes=len(MANY_EXPECTED_BYTES), expected_events=MANY_EXPECTED,
+            "encode",
+            "encode_many_100",
+            impl,
+            ss_join,
+            (events,),
+            nbytes=len(MANY_EXPECTED_BYTES),
+            expected_events=MANY_EXPECTED,
             note="ServerSentEvent objects built beforehand; each .encode() formats the frame",
         )
     raise KeyError(impl)
@@ -379,14 +441,24 @@ def _build_many_case(impl: str) -> Case:
     if impl in CORE_IMPLS:
         mod = ENCODERS[impl]
         return Case(
-            "encode", "build_and_encode_many_100", impl, fast_build_join,
-            (mod.Event, mod.encode_many, MANY_ITEMS), nbytes=len(MANY_EXPECTED_BYTES),
-            expected_bytes=MANY_EXPECTED_BYTES, expected_events=MANY_EXPECTED,
+            "encode",
+            "build_and_encode_many_100",
+            impl,
+            fast_build_join,
+            (mod.Event, mod.encode_many, MANY_ITEMS),
+            nbytes=len(MANY_EXPECTED_BYTES),
+            expected_bytes=MANY_EXPECTED_BYTES,
+            expected_events=MANY_EXPECTED,
         )
     if impl == SS:
         return Case(
-            "encode", "build_and_encode_many_100", impl, ss_build_join, (MANY_ITEMS,),
-            nbytes=len(MANY_EXPECTED_BYTES), expected_events=MANY_EXPECTED,
+            "encode",
+            "build_and_encode_many_100",
+            impl,
+            ss_build_join,
+            (MANY_ITEMS,),
+            nbytes=len(MANY_EXPECTED_BYTES),
+            expected_events=MANY_EXPECTED,
             note="orjson.dumps inside the timed call",
         )
     raise KeyError(impl)
@@ -396,17 +468,19 @@ def _build_many_case(impl: str) -> Case:
 
 PARSER_SPECS: dict[str, tuple[bytes, list[Any], str]] = {
     "parse_small_10k": (
-        SMALL_STREAM, SMALL_EVENTS,
+        SMALL_STREAM,
+        SMALL_EVENTS,
         f"{N_SMALL_EVENTS} events x {SMALL_EVENT_SIZE} B (event, id, one data line), "
         f"{len(SMALL_STREAM)} B stream, 64 KiB chunks",
     ),
     "parse_64k_events": (
-        BIG_STREAM, BIG_EVENTS,
-        f"{N_BIG_EVENTS} events x 64 KiB one-line data, {len(BIG_STREAM)} B stream, "
-        "64 KiB chunks",
+        BIG_STREAM,
+        BIG_EVENTS,
+        f"{N_BIG_EVENTS} events x 64 KiB one-line data, {len(BIG_STREAM)} B stream, 64 KiB chunks",
     ),
     "parse_64k_events_1024_lines": (
-        BIG_LINES_STREAM, BIG_LINES_EVENTS,
+        BIG_LINES_STREAM,
+        BIG_LINES_EVENTS,
         f"{N_BIG_EVENTS} events x 64 KiB data in 1024 lines, {len(BIG_LINES_STREAM)} B stream, "
         "64 KiB chunks (extra scenario)",
     ),
@@ -425,8 +499,14 @@ def _parser_case(scenario: str, impl: str) -> Case:
         assert parse_count(parser_cls, chunks) == len(expected)
 
     return Case(
-        "parser", scenario, impl, parse_count, (parser_cls, chunks), nbytes=len(stream),
-        checker=checker, note=note,
+        "parser",
+        scenario,
+        impl,
+        parse_count,
+        (parser_cls, chunks),
+        nbytes=len(stream),
+        checker=checker,
+        note=note,
     )
 
 
@@ -461,14 +541,22 @@ def _ring_publish_case(impl: str, with_id: bool) -> Case:
         for _ in range(ring.head % N_IDS):  # keep the id cycle aligned with the sequence
             nxt()
         return Case(
-            "ring", scenario, impl, stmt="publish(frame, nxt())",
+            "ring",
+            scenario,
+            impl,
+            stmt="publish(frame, nxt())",
             ns={"publish": ring.publish, "frame": RING_FRAME, "nxt": nxt},
             checker=checker,
             note=f"full ring of {PUBLISH_RING_FRAMES} x 100 B, distinct str ids (each publish "
             "evicts one frame and one id); includes an itertools.cycle next() call",
         )
     return Case(
-        "ring", scenario, impl, ring.publish, (RING_FRAME,), checker=checker,
+        "ring",
+        scenario,
+        impl,
+        ring.publish,
+        (RING_FRAME,),
+        checker=checker,
         note=f"full ring of {PUBLISH_RING_FRAMES} x 100 B frames, no event id; every publish "
         "evicts the oldest frame",
     )
@@ -487,8 +575,13 @@ def _ring_read_case(impl: str, pending: int) -> Case:
         assert got == expected, f"read_since({pending}) returned wrong frames"
 
     return Case(
-        "ring", f"ring_read_since_{pending}", impl, ring.read_since, (cursor,),
-        nbytes=pending * SMALL_EVENT_SIZE, checker=checker,
+        "ring",
+        f"ring_read_since_{pending}",
+        impl,
+        ring.read_since,
+        (cursor,),
+        nbytes=pending * SMALL_EVENT_SIZE,
+        checker=checker,
         note=f"{pending} pending distinct 100 B frames in a {READ_RING_FRAMES}-slot ring "
         "(nothing lost)",
     )

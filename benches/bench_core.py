@@ -68,13 +68,22 @@ def reference_cases() -> list[S.Case]:
 
     return [
         S.Case("reference", "ref_call_overhead", "builtin", int, expected_bytes=None),
-        S.Case("reference", "ref_orjson_dumps_small_json", "orjson", orjson.dumps,
-               (S.SMALL_JSON,), nbytes=len(S.SMALL_BYTES), expected_bytes=S.SMALL_BYTES),
+        S.Case(
+            "reference",
+            "ref_orjson_dumps_small_json",
+            "orjson",
+            orjson.dumps,
+            (S.SMALL_JSON,),
+            nbytes=len(S.SMALL_BYTES),
+            expected_bytes=S.SMALL_BYTES,
+        ),
     ]
 
 
 def describe(scenario: str) -> str:
     return REFERENCE_DESCRIPTIONS.get(scenario) or S.description(scenario)
+
+
 IMPL_LABELS = {
     S.EXT: "sse_fast Cython (_encoder_ext / _parser_ext / _ring_ext)",
     S.PY: "sse_fast pure Python (_encoder_py / _parser_py / _ring_py)",
@@ -214,8 +223,9 @@ def conditions_before() -> dict[str, Any]:
         "pytest_benchmark": _version("pytest-benchmark"),
         "matplotlib": _version("matplotlib"),
         "git_head": _git("rev-parse", "--short=12", "HEAD"),
-        "git_dirty_paths": (_git("status", "--porcelain", "--", "sse_fast", "src_ext") or "")
-        .splitlines(),
+        "git_dirty_paths": (
+            _git("status", "--porcelain", "--", "sse_fast", "src_ext") or ""
+        ).splitlines(),
         "extensions": _extension_builds(),
         "loadavg_before": load,
         "cpu_busy_percent_1s_before": busy,
@@ -320,8 +330,11 @@ def targets(rows: list[dict]) -> list[dict]:
     out = [
         {
             "target": "small JSON event encode <= 0.3 us (Cython)",
-            "best": small["best_s"] * 1e6, "median": small["median_s"] * 1e6, "unit": "us",
-            "met_best": small["best_s"] * 1e6 <= 0.3, "met_median": small["median_s"] * 1e6 <= 0.3,
+            "best": small["best_s"] * 1e6,
+            "median": small["median_s"] * 1e6,
+            "unit": "us",
+            "met_best": small["best_s"] * 1e6 <= 0.3,
+            "met_median": small["median_s"] * 1e6 <= 0.3,
         },
         {
             "target": "small JSON event >= 14x faster than sse-starlette",
@@ -331,16 +344,23 @@ def targets(rows: list[dict]) -> list[dict]:
         },
         {
             "target": "64 KB text encode >= 2 GB/s (Cython)",
-            "best": big["gb_per_s_best"], "median": big["mb_per_s_median"] / 1e3, "unit": "GB/s",
+            "best": big["gb_per_s_best"],
+            "median": big["mb_per_s_median"] / 1e3,
+            "unit": "GB/s",
         },
         {
             "target": "parser >= 200 MB/s on small events (Cython)",
-            "best": parse["mb_per_s_best"], "median": parse["mb_per_s_median"], "unit": "MB/s",
+            "best": parse["mb_per_s_best"],
+            "median": parse["mb_per_s_median"],
+            "unit": "MB/s",
         },
         {
             "target": "ring publish < 200 ns (Cython, full ring, evicting)",
-            "best": pub["best_s"] * 1e9, "median": pub["median_s"] * 1e9, "unit": "ns",
-            "met_best": pub["best_s"] * 1e9 < 200, "met_median": pub["median_s"] * 1e9 < 200,
+            "best": pub["best_s"] * 1e9,
+            "median": pub["median_s"] * 1e9,
+            "unit": "ns",
+            "met_best": pub["best_s"] * 1e9 < 200,
+            "met_median": pub["median_s"] * 1e9 < 200,
         },
     ]
     for t in out[1:4]:
@@ -396,8 +416,15 @@ def _conditions_md(cond: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_markdown(path: Path, cond: dict, rows: list[dict], tgts: list[dict],
-                   checks: list[str], repeat: int, min_time: float) -> None:
+def write_markdown(
+    path: Path,
+    cond: dict,
+    rows: list[dict],
+    tgts: list[dict],
+    checks: list[str],
+    repeat: int,
+    min_time: float,
+) -> None:
     out = [
         "# sse_fast core benchmarks",
         "",
@@ -452,7 +479,9 @@ def write_markdown(path: Path, cond: dict, rows: list[dict], tgts: list[dict],
             continue
         unit, scale = GROUP_UNITS[ext["group"]]
 
-        def cell(impl: str, scenario: str = scenario, unit: str = unit, scale: float = scale) -> str:
+        def cell(
+            impl: str, scenario: str = scenario, unit: str = unit, scale: float = scale
+        ) -> str:
             row = by_key.get((scenario, impl))
             return f"{_fmt(row['best_s'] * scale)} {unit}" if row else "–"
 
@@ -515,8 +544,11 @@ def write_chart(path: Path, cond: dict, rows: list[dict]) -> None:
     scenarios = list(dict.fromkeys(r["scenario"] for r in enc))
     impls = [S.EXT, S.PY, S.SS]
     colors = {S.EXT: "#1f77b4", S.PY: "#ff7f0e", S.SS: "#7f7f7f"}
-    labels = {S.EXT: "sse_fast Cython", S.PY: "sse_fast pure Python",
-              S.SS: "sse-starlette ServerSentEvent"}
+    labels = {
+        S.EXT: "sse_fast Cython",
+        S.PY: "sse_fast pure Python",
+        S.SS: "sse-starlette ServerSentEvent",
+    }
     by_key = {(r["scenario"], r["impl"]): r for r in enc}
     fig, ax = plt.subplots(figsize=(13, 6.5), dpi=110)
     width = 0.27
@@ -529,13 +561,21 @@ def write_chart(path: Path, cond: dict, rows: list[dict]) -> None:
                 ys.append(row["best_s"] * 1e6)
         bars = ax.bar(xs, ys, width, label=labels[impl], color=colors[impl])
         for bar, y in zip(bars, ys, strict=True):
-            ax.annotate(_fmt(y), (bar.get_x() + bar.get_width() / 2, y), ha="center",
-                        va="bottom", fontsize=7.5, xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                _fmt(y),
+                (bar.get_x() + bar.get_width() / 2, y),
+                ha="center",
+                va="bottom",
+                fontsize=7.5,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     ax.set_yscale("log")
     ax.set_ylabel("µs per op (best of 7, log scale; lower is better)")
     ax.set_xticks(range(len(scenarios)))
-    ax.set_xticklabels([s.replace("encode_", "").replace("_", "\n", 1) for s in scenarios],
-                       fontsize=9)
+    ax.set_xticklabels(
+        [s.replace("encode_", "").replace("_", "\n", 1) for s in scenarios], fontsize=9
+    )
     ax.grid(axis="y", which="both", alpha=0.3)
     ax.set_axisbelow(True)
     ax.legend(loc="upper left")
@@ -555,8 +595,11 @@ def write_chart(path: Path, cond: dict, rows: list[dict]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: repeat=3, 0.02 s per repeat, output to a temp dir")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: repeat=3, 0.02 s per repeat, output to a temp dir",
+    )
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--only", default=None, help="substring filter on scenario names")
     args = parser.parse_args(argv)
@@ -566,8 +609,11 @@ def main(argv: list[str] | None = None) -> int:
 
     start = time.perf_counter()
     cond = conditions_before()
-    print(f"CPU {cond['cpu_model']} x{cond['cpu_count']}, load {cond['loadavg_before']}, "
-          f"busy {cond['cpu_busy_percent_1s_before']}%, idle={cond['idle_before']}", flush=True)
+    print(
+        f"CPU {cond['cpu_model']} x{cond['cpu_count']}, load {cond['loadavg_before']}, "
+        f"busy {cond['cpu_busy_percent_1s_before']}%, idle={cond['idle_before']}",
+        flush=True,
+    )
     cases = S.all_cases()
     if args.only:
         cases = [c for c in cases if args.only in c.scenario]
@@ -592,29 +638,45 @@ def main(argv: list[str] | None = None) -> int:
         timings[(case.scenario, case.impl)] = t
         unit, scale = GROUP_UNITS[case.group]
         extra = f"  {case.nbytes / t['best_s'] / 1e6:10.1f} MB/s" if case.nbytes else ""
-        print(f"{case.scenario:30} {case.impl:38} best {t['best_s'] * scale:10.3f} {unit}  "
-              f"median {t['median_s'] * scale:10.3f} {unit}{extra}", flush=True)
+        print(
+            f"{case.scenario:30} {case.impl:38} best {t['best_s'] * scale:10.3f} {unit}  "
+            f"median {t['median_s'] * scale:10.3f} {unit}{extra}",
+            flush=True,
+        )
     for case in cases:  # again after timing: state-carrying cases (ring) must still be right
         case.check()
     checks.append("all cases re-checked against their oracle after timing")
 
     cond["loadavg_after"] = _loadavg()
     cond["run_seconds"] = round(time.perf_counter() - start, 1)
-    cond["timing"] = {"repeat": repeat, "min_seconds_per_repeat": min_time, "gc": "disabled "
-                      "by timeit while timing"}
+    cond["timing"] = {
+        "repeat": repeat,
+        "min_seconds_per_repeat": min_time,
+        "gc": "disabled by timeit while timing",
+    }
     rows = build_rows(cases, timings)
     tgts = targets(rows) if full else []
 
-    (out_dir / "core.json").write_text(json.dumps(
-        {"conditions": cond, "targets": tgts, "results": rows, "verification": checks,
-         "scenarios": {r["scenario"]: describe(r["scenario"]) for r in rows}},
-        indent=2,
-    ) + "\n")
+    (out_dir / "core.json").write_text(
+        json.dumps(
+            {
+                "conditions": cond,
+                "targets": tgts,
+                "results": rows,
+                "verification": checks,
+                "scenarios": {r["scenario"]: describe(r["scenario"]) for r in rows},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     write_markdown(out_dir / "core.md", cond, rows, tgts, checks, repeat, min_time)
     write_chart(out_dir / "core.png", cond, rows)
     for t in tgts:
-        print(f"TARGET {t['target']}: {_fmt(t['best'])} {t['unit']} (median "
-              f"{_fmt(t['median'])}) -> {'met' if t['met_best'] else 'NOT MET'}")
+        print(
+            f"TARGET {t['target']}: {_fmt(t['best'])} {t['unit']} (median "
+            f"{_fmt(t['median'])}) -> {'met' if t['met_best'] else 'NOT MET'}"
+        )
     print(f"wrote {out_dir}/core.md, core.json, core.png in {cond['run_seconds']} s")
     return 0
 

@@ -53,20 +53,26 @@ async def measure(subscribers: int, rounds: int) -> dict[str, float]:
     timings.sort()
     best = timings[0]
     median = timings[len(timings) // 2]
-    return {"subscribers": subscribers, "best_ms": best * 1e3, "median_ms": median * 1e3,
-            "best_ns_per_subscriber": best / subscribers * 1e9,
-            "median_ns_per_subscriber": median / subscribers * 1e9}
+    return {
+        "subscribers": subscribers,
+        "best_ms": best * 1e3,
+        "median_ms": median * 1e3,
+        "best_ns_per_subscriber": best / subscribers * 1e9,
+        "median_ns_per_subscriber": median / subscribers * 1e9,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args()
     result = asyncio.run(measure(args.subscribers, args.rounds))
-    print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-                   for k, v in result.items()))
+    print(
+        " ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    )
 
 
 if __name__ == "__main__":

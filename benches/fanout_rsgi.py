@@ -63,8 +63,11 @@ class RSGILoopApp:
                 with contextlib.suppress(RuntimeError):  # RSGIProtocolClosed: client gone
                     transport.send_bytes(frame)  # eager; never waits (unbounded channel)
             self.next_id += 1
-            proto.response_bytes(200, [("content-type", "application/json")],
-                                 orjson.dumps({"ids": [str(self.next_id)]}))
+            proto.response_bytes(
+                200,
+                [("content-type", "application/json")],
+                orjson.dumps({"ids": [str(self.next_id)]}),
+            )
         else:
             proto.response_bytes(200, [("content-type", "text/plain")], b"ok")
 
@@ -78,17 +81,42 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def measure(interface: str, target: str, connections: int, rate: float,
-            duration: float) -> dict[str, Any]:
+def measure(
+    interface: str, target: str, connections: int, rate: float, duration: float
+) -> dict[str, Any]:
     from benches.loadgen import process_tree, run_load
 
     port = free_port()
-    argv = [sys.executable, "-m", "granian", "--interface", interface, "--loop", "uvloop",
-            "--workers", "1", "--backpressure", "19000", "--backlog", "4096", "--http", "1",
-            "--http1-buffer-size", "8192", "--log-level", "warning", "--no-access-log",
-            "--host", "127.0.0.1", "--port", str(port), target]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    argv = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        interface,
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+        "--backpressure",
+        "19000",
+        "--backlog",
+        "4096",
+        "--http",
+        "1",
+        "--http1-buffer-size",
+        "8192",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        target,
+    ]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -100,10 +128,17 @@ def measure(interface: str, target: str, connections: int, rate: float,
                     raise RuntimeError(f"{target} did not start") from None
                 time.sleep(0.1)
         time.sleep(0.5)
-        result = run_load(host="127.0.0.1", port=port, name=interface, connections=connections,
-                          rate=rate, duration=duration, warmup=2,
-                          server_pids=lambda: process_tree(proc.pid),
-                          progress=lambda s: print(s, flush=True))
+        result = run_load(
+            host="127.0.0.1",
+            port=port,
+            name=interface,
+            connections=connections,
+            rate=rate,
+            duration=duration,
+            warmup=2,
+            server_pids=lambda: process_tree(proc.pid),
+            progress=lambda s: print(s, flush=True),
+        )
         return result.__dict__
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -116,8 +151,9 @@ def measure(interface: str, target: str, connections: int, rate: float,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=10)
     parser.add_argument("--duration", type=float, default=10)
@@ -125,28 +161,42 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for _ in range(args.rounds):
-        for interface, target in (("asgi", "benches.fanout_apps:loop_app"),
-                                  ("rsgi", "benches.fanout_rsgi:app")):
+        for interface, target in (
+            ("asgi", "benches.fanout_apps:loop_app"),
+            ("rsgi", "benches.fanout_rsgi:app"),
+        ):
             rows.append(measure(interface, target, args.connections, args.rate, args.duration))
     RESULTS.mkdir(exist_ok=True)
-    info = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "python": platform.python_version(), "load_average_before": os.getloadavg(),
-            "connections": args.connections, "rate": args.rate, "duration": args.duration}
-    (RESULTS / "fanout_rsgi.json").write_text(json.dumps({"conditions": info, "runs": rows},
-                                                         indent=2))
-    lines = ["# Fan-out loop: Granian ASGI vs RSGI (`python -m benches.fanout_rsgi`)", "",
-             f"Conditions: {info}. Same loop app (`benches/fanout_apps.py:loop_app` vs "
-             "`benches/fanout_rsgi.py:app`), same Granian flags, same load generator, "
-             "alternating runs.", "",
-             "| interface | delivered/expected | delivered/s | p50 ms | p99 ms | server cores "
-             "| delivered per core-s | RSS/conn KB |", "|---|---|---|---|---|---|---|---|"]
+    info = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+        "load_average_before": os.getloadavg(),
+        "connections": args.connections,
+        "rate": args.rate,
+        "duration": args.duration,
+    }
+    (RESULTS / "fanout_rsgi.json").write_text(
+        json.dumps({"conditions": info, "runs": rows}, indent=2)
+    )
+    lines = [
+        "# Fan-out loop: Granian ASGI vs RSGI (`python -m benches.fanout_rsgi`)",
+        "",
+        f"Conditions: {info}. Same loop app (`benches/fanout_apps.py:loop_app` vs "
+        "`benches/fanout_rsgi.py:app`), same Granian flags, same load generator, "
+        "alternating runs.",
+        "",
+        "| interface | delivered/expected | delivered/s | p50 ms | p99 ms | server cores "
+        "| delivered per core-s | RSS/conn KB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['delivered']:,}/{r['expected']:,} | "
             f"{r['delivered_per_second']:,.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
             f"{r['server_cores_used'] or 0:.2f} | "
             f"{r['delivered_per_server_core_second'] or 0:,.0f} | "
-            f"{r['rss_per_connection_kb'] or 0:.1f} |")
+            f"{r['rss_per_connection_kb'] or 0:.1f} |"
+        )
     (RESULTS / "fanout_rsgi.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
