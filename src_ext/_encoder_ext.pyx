@@ -326,7 +326,8 @@ cdef class Event:
     def __eq__(self, other):
         if not isinstance(other, Event):
             return NotImplemented
-        return self._fields() == (<Event>other)._fields()
+        # equal when they put the same bytes on the wire (consistent with the hash)
+        return self._frame == (<Event>other)._frame
 
     def __hash__(self):
         return hash(self._frame)

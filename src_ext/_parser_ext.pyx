@@ -118,9 +118,11 @@ cdef class Parser:
         self._type.ptr = NULL
         self._type.size = self._type.cap = 0
 
-    def __init__(self, max_event_size=DEFAULT_MAX_EVENT_SIZE, str last_event_id=""):
+    def __init__(self, max_event_size=DEFAULT_MAX_EVENT_SIZE, last_event_id=""):
         if not isinstance(max_event_size, int) or max_event_size <= 0:
             raise ValueError(f"max_event_size must be a positive int, got {max_event_size!r}")
+        if not isinstance(last_event_id, str):
+            raise TypeError("last_event_id must be str")
         self.max_event_size = max_event_size
         self.last_event_id = last_event_id
         self.retry = None

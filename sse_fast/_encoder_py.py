@@ -198,7 +198,8 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return self._fields() == other._fields()
+        # equal when they put the same bytes on the wire (consistent with the hash)
+        return self._frame == other._frame
 
     def __hash__(self) -> int:
         return hash(self._frame)

@@ -34,6 +34,9 @@ class ParseError(ValueError):
         super().__init__(message)
         self.events: list[object] = events if events is not None else []
 
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, list[object]]]:
+        return (type(self), (str(self.args[0]), self.events))
+
 
 class EventTooLarge(ParseError):
     """An event (data, type and the unfinished line) grew past ``max_event_size``."""
@@ -47,6 +50,9 @@ class EventTooLarge(ParseError):
         )
         self.size = size
         self.limit = limit
+
+    def __reduce__(self) -> tuple[type[EventTooLarge], tuple[int, int, list[object]]]:  # type: ignore[override]
+        return (type(self), (self.size, self.limit, self.events))
 
 
 class Lagged(Exception):

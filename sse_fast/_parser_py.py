@@ -36,6 +36,9 @@ _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")
 
 
+_set = object.__setattr__
+
+
 class ParsedEvent:
     """One dispatched event: ``event`` (type), ``data``, ``id`` (the last event
     id at dispatch), ``retry`` (set by a ``retry`` field in this event, or None)."""
@@ -48,10 +51,20 @@ class ParsedEvent:
     retry: int | None
 
     def __init__(self, event: str, data: str, id: str, retry: int | None) -> None:
-        self.event = event
-        self.data = data
-        self.id = id
-        self.retry = retry
+        # immutable, like the Cython twin's read-only attributes
+        _set(self, "event", event)
+        _set(self, "data", data)
+        _set(self, "id", id)
+        _set(self, "retry", retry)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"ParsedEvent is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"ParsedEvent is immutable: cannot delete {name!r}")
+
+    def __reduce__(self) -> tuple[type[ParsedEvent], tuple[str, str, str, int | None]]:
+        return (ParsedEvent, (self.event, self.data, self.id, self.retry))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ParsedEvent):
@@ -87,7 +100,7 @@ class Parser:
             raise ValueError(f"max_event_size must be a positive int, got {max_event_size!r}")
         if not isinstance(last_event_id, str):
             raise TypeError("last_event_id must be str")
-        self.max_event_size = max_event_size
+        self._max_event_size = max_event_size
         self.last_event_id = last_event_id
         self.retry: int | None = None
         self._id_buffer = last_event_id
@@ -99,6 +112,11 @@ class Parser:
         self._skip_lf = False
         self._closed = False
         self._failure: ParseError | None = None
+
+    @property
+    def max_event_size(self) -> int:
+        """The size limit given at construction (read-only)."""
+        return self._max_event_size
 
     def feed(self, chunk: bytes) -> list[ParsedEvent]:
         """Parse more of the stream; return the events it completed."""
@@ -152,8 +170,8 @@ class Parser:
 
     def _check_size(self, pending: int, events: list[ParsedEvent]) -> None:
         size = len(self._data) + len(self._event_type) + pending
-        if size > self.max_event_size:
-            error = EventTooLarge(size, self.max_event_size, list(events))
+        if size > self._max_event_size:
+            error = EventTooLarge(size, self._max_event_size, list(events))
             self._failure = error
             self._pending = b""
             self._data = bytearray()

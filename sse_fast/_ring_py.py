@@ -49,15 +49,15 @@ class Ring:
 
     __slots__ = (
         "_capacity",
+        "_evicted",
         "_frames",
+        "_head",
         "_ids",
         "_index",
         "_len",
-        "evicted",
-        "head",
-        "max_bytes",
-        "max_frames",
-        "nbytes",
+        "_max_bytes",
+        "_max_frames",
+        "_nbytes",
     )
 
     def __init__(
@@ -67,11 +67,11 @@ class Ring:
             raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
         if not isinstance(max_bytes, int) or max_bytes < 1:
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.head = 0
-        self.nbytes = 0
-        self.evicted = 0
+        self._max_frames = max_frames
+        self._max_bytes = max_bytes
+        self._head = 0
+        self._nbytes = 0
+        self._evicted = 0
         self._len = 0
         self._capacity = min(max_frames, INITIAL_SLOTS)
         self._frames: list[bytes | None] = [None] * self._capacity
@@ -81,14 +81,38 @@ class Ring:
     def __len__(self) -> int:
         return self._len
 
+    # Read-only, as in the Cython ring: only publishing changes them.
+    @property
+    def head(self) -> int:
+        """Sequence number of the newest frame (0 before the first publish)."""
+        return self._head
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of frame data retained."""
+        return self._nbytes
+
+    @property
+    def evicted(self) -> int:
+        """Frames evicted so far."""
+        return self._evicted
+
+    @property
+    def max_frames(self) -> int:
+        return self._max_frames
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
     @property
     def oldest(self) -> int:
         """Sequence number of the oldest retained frame (``head + 1`` when empty)."""
-        return self.head - self._len + 1
+        return self._head - self._len + 1
 
     def cursor(self) -> int:
         """A cursor positioned at "now": it will read only frames published later."""
-        return self.head
+        return self._head
 
     def publish(self, frame: bytes, event_id: str | None = None) -> int:
         """Store one encoded frame; return its sequence number."""
@@ -97,62 +121,64 @@ class Ring:
         if event_id is not None and not isinstance(event_id, str):
             raise TypeError(f"event_id must be str or None, not {type(event_id).__name__}")
         size = len(frame)
-        if size > self.max_bytes:
+        if size > self._max_bytes:
             raise ValueError(
-                f"frame of {size} bytes exceeds the ring's max_bytes ({self.max_bytes}); "
+                f"frame of {size} bytes exceeds the ring's max_bytes ({self._max_bytes}); "
                 "raise max_bytes or publish smaller events"
             )
-        while self._len and (self._len >= self.max_frames or self.nbytes + size > self.max_bytes):
+        while self._len and (
+            self._len >= self._max_frames or self._nbytes + size > self._max_bytes
+        ):
             self._evict_oldest()
         if self._len == self._capacity:
             self._grow()
-        self.head += 1
-        slot = self.head % self._capacity
+        self._head += 1
+        slot = self._head % self._capacity
         self._frames[slot] = frame
         self._ids[slot] = event_id
         if event_id is not None:
-            self._index[event_id] = self.head
+            self._index[event_id] = self._head
         self._len += 1
-        self.nbytes += size
-        return self.head
+        self._nbytes += size
+        return self._head
 
     def _grow(self) -> None:
         """Double the slots (up to ``max_frames``); frames keep slot ``seq % capacity``."""
         old, old_ids, old_capacity = self._frames, self._ids, self._capacity
-        capacity = min(self.max_frames, old_capacity * 2)
+        capacity = min(self._max_frames, old_capacity * 2)
         self._frames = [None] * capacity
         self._ids = [None] * capacity
-        for seq in range(self.head - self._len + 1, self.head + 1):
+        for seq in range(self._head - self._len + 1, self._head + 1):
             self._frames[seq % capacity] = old[seq % old_capacity]
             self._ids[seq % capacity] = old_ids[seq % old_capacity]
         self._capacity = capacity
 
     def _evict_oldest(self) -> None:
-        seq = self.head - self._len + 1
+        seq = self._head - self._len + 1
         slot = seq % self._capacity
         frame = self._frames[slot]
         event_id = self._ids[slot]
         assert frame is not None
-        self.nbytes -= len(frame)
+        self._nbytes -= len(frame)
         self._frames[slot] = None
         self._ids[slot] = None
         if event_id is not None and self._index.get(event_id) == seq:
             del self._index[event_id]
         self._len -= 1
-        self.evicted += 1
+        self._evicted += 1
 
     def _check_cursor(self, cursor: int) -> None:
         if not isinstance(cursor, int) or isinstance(cursor, bool):
             raise TypeError(f"cursor must be int, not {type(cursor).__name__}")
-        if cursor < 0 or cursor > self.head:
+        if cursor < 0 or cursor > self._head:
             raise ValueError(
-                f"cursor {cursor} is outside 0..{self.head}: it does not come from this ring"
+                f"cursor {cursor} is outside 0..{self._head}: it does not come from this ring"
             )
 
     def pending(self, cursor: int) -> int:
         """How many frames are newer than ``cursor`` (lost ones included)."""
         self._check_cursor(cursor)
-        return self.head - cursor
+        return self._head - cursor
 
     def read_since(self, cursor: int) -> tuple[bytes, int]:
         """All frames newer than ``cursor`` as one bytes object, and the new cursor.
@@ -160,32 +186,32 @@ class Ring:
         Raises ``Lagged`` when some of them were already evicted.
         """
         self._check_cursor(cursor)
-        count = self.head - cursor
+        count = self._head - cursor
         if count == 0:
             return b"", cursor
         if count > self._len:
-            oldest = self.head - self._len + 1
+            oldest = self._head - self._len + 1
             raise Lagged(oldest - 1 - cursor, oldest - 1)
         frames = self._frames
         cap = self._capacity
         if count == 1:
-            frame = frames[self.head % cap]
+            frame = frames[self._head % cap]
             assert frame is not None
-            return frame, self.head
+            return frame, self._head
         start = (cursor + 1) % cap
         stop = start + count
         chunk = frames[start:stop] if stop <= cap else frames[start:] + frames[: stop - cap]
-        return b"".join(chunk), self.head  # type: ignore[arg-type]
+        return b"".join(chunk), self._head  # type: ignore[arg-type]
 
     def read_frames(self, cursor: int) -> list[bytes]:
         """The frames newer than ``cursor``, one bytes object each (raises ``Lagged``)."""
         self._check_cursor(cursor)
-        count = self.head - cursor
+        count = self._head - cursor
         if count > self._len:
-            oldest = self.head - self._len + 1
+            oldest = self._head - self._len + 1
             raise Lagged(oldest - 1 - cursor, oldest - 1)
         cap = self._capacity
-        return [self._frames[seq % cap] for seq in range(cursor + 1, self.head + 1)]  # type: ignore[misc]
+        return [self._frames[seq % cap] for seq in range(cursor + 1, self._head + 1)]  # type: ignore[misc]
 
     def resume(self, event_id: str) -> int | None:
         """Cursor just after the newest retained frame with ``event_id``, else None."""
@@ -195,6 +221,6 @@ class Ring:
 
     def __repr__(self) -> str:
         return (
-            f"Ring(frames={self._len}/{self.max_frames}, bytes={self.nbytes}/{self.max_bytes}, "
-            f"head={self.head}, evicted={self.evicted})"
+            f"Ring(frames={self._len}/{self._max_frames}, bytes={self._nbytes}/{self._max_bytes}, "
+            f"head={self._head}, evicted={self._evicted})"
         )

@@ -1,0 +1,53 @@
+"""The Cython SSE frame encoder; the same API as ``sse_fast._encoder_py``.
+
+Checked against the compiled module by ``mypy.stubtest`` (``.ci/stubtest.sh``)
+and against the pure twin by ``tests/test_parity.py``.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+from typing_extensions import disjoint_base
+
+from sse_fast._errors import EncodeError as EncodeError
+
+def encode(
+    data: Any = None,
+    *,
+    event: str | None = None,
+    id: str | int | None = None,
+    retry: int | None = None,
+    comment: str | None = None,
+) -> bytes: ...
+def encode_many(events: Iterable[Event]) -> bytes: ...
+def utf8_error_at(raw: bytes) -> int: ...
+def _rebuild_event(
+    data: Any, event: str | None, id: str | int | None, retry: int | None, comment: str | None
+) -> Event: ...
+
+@disjoint_base  # a Cython cdef class
+class Event:
+    """One immutable event, validated and encoded once."""
+
+    @property
+    def data(self) -> Any: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def id(self) -> str | int | None: ...
+    @property
+    def retry(self) -> int | None: ...
+    @property
+    def comment(self) -> str | None: ...
+    def __init__(
+        self,
+        data: Any = None,
+        *,
+        event: str | None = None,
+        id: str | int | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+    ) -> None: ...
+    def encode(self) -> bytes: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __hash__(self) -> int: ...
