@@ -206,6 +206,8 @@ class ProcessStats:
     foreign: int = 0
     closed: int = 0
     connect_errors: int = 0
+    # why connections failed: "HTTP 429", "refused", "timeout", ... -> count
+    connect_failures: dict[str, int] = field(default_factory=dict)
     measuring: bool = False
     measure_from: float = 0.0  # events published before this wall time are not counted
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
@@ -227,6 +229,18 @@ class ProcessStats:
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
+def _count(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _failure_name(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    return type(exc).__name__
+
+
 def bound_socket(source: str) -> socket.socket:
     """A non-blocking TCP socket bound to ``source``; the port is picked at connect
     time (IP_BIND_ADDRESS_NO_PORT), which keeps bind() fast with many sockets."""
@@ -238,7 +252,7 @@ def bound_socket(source: str) -> socket.socket:
     return sock
 
 
-async def _subscribe_all(
+async def subscribe_all(
     host: str,
     port: int,
     paths: list[str],
@@ -286,11 +300,13 @@ async def _subscribe_all(
                     stats.connect_time.add(time.time() - stats.first_event_from)
                 if status != 200:
                     stats.connect_errors += 1
+                    _count(stats.connect_failures, f"HTTP {status}")
                     protocol.transport.close()
                     return
                 subscribers.append(protocol)
-            except (OSError, asyncio.TimeoutError):
+            except (OSError, asyncio.TimeoutError) as exc:
                 stats.connect_errors += 1
+                _count(stats.connect_failures, _failure_name(exc))
                 sock.close()
 
     await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
@@ -340,7 +356,7 @@ def _subscriber_process(
         started_wall = time.time()
         if options.get("storm"):
             stats.first_event_from = started_wall
-        subscribers = await _subscribe_all(
+        subscribers = await subscribe_all(
             host,
             port,
             paths,
@@ -355,6 +371,7 @@ def _subscriber_process(
             {
                 "connected": len(subscribers),
                 "errors": stats.connect_errors,
+                "failures": stats.connect_failures,
                 "seconds": time.monotonic() - started,
                 "started": started_wall,
             }
@@ -389,7 +406,7 @@ def _subscriber_process(
                 stats.resumed_with_id += 1
                 return f"Last-Event-ID: {last}\r\n"
 
-            subscribers = await _subscribe_all(
+            subscribers = await subscribe_all(
                 host,
                 port,
                 [paths[i] for i, _ in old],
@@ -477,13 +494,19 @@ class KeepAlivePublisher:
         self.writer: asyncio.StreamWriter | None = None
         self.errors = 0
         self.sent = 0
+        self.failures: dict[str, int] = {}  # "HTTP 401: <the server's message>" -> count
 
     async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def publish(self, topic: str, data: str) -> bool:
         if self.writer is None:
-            await self._connect()
+            try:
+                await self._connect()
+            except OSError as exc:
+                self.errors += 1
+                _count(self.failures, _failure_name(exc))
+                return False
         assert self.reader is not None and self.writer is not None
         method, path, headers, body = self.request(topic, data)
         lines = [
@@ -497,28 +520,45 @@ class KeepAlivePublisher:
             head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
             status = int(head.split(b" ", 2)[1])
             lower = head.lower()
+            body = b""
             if b"content-length:" in lower:
                 size = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
-                await self.reader.readexactly(size)
+                body = await self.reader.readexactly(size)
             elif b"transfer-encoding: chunked" in lower:
                 decoder = ChunkedDecoder()
                 while not decoder.finished:
                     decoder.feed(await self.reader.read(65536))
             if b"connection: close" in lower:
                 self.close()
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
             self.errors += 1
+            _count(self.failures, _failure_name(exc))
             self.close()
             return False
         ok = 200 <= status < 300
         self.sent += ok
-        self.errors += not ok
+        if not ok:
+            self.errors += 1
+            message = body[:200].decode("utf-8", "replace")
+            _count(self.failures, f"HTTP {status}: {message}" if message else f"HTTP {status}")
         return ok
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+def with_token(
+    request: Callable[[str, str], tuple[str, str, dict[str, str], bytes]], token: str
+) -> Callable[[str, str], tuple[str, str, dict[str, str], bytes]]:
+    """``request`` with ``Authorization: Bearer <token>`` added."""
+
+    def authorised(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
+        method, path, headers, body = request(topic, data)
+        return method, path, {**headers, "Authorization": f"Bearer {token}"}, body
+
+    return authorised
 
 
 def sse_fast_publish(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
@@ -584,6 +624,47 @@ class Result:
     reconnect_seconds: float | None = None  # slowest client process
     reconnected_with_last_event_id: int | None = None
     connected_at_end: int | None = None
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    publish_failures: dict[str, int] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What went wrong in this run, each with its likely cause and fix; empty
+        when every connection was made, every publish accepted and every event
+        delivered once."""
+        out = []
+        if self.connect_errors:
+            causes = ", ".join(f"{n} x {k}" for k, n in sorted(self.connect_failures.items()))
+            line = f"{self.connect_errors} of {self.connections} connections failed ({causes})"
+            if any(k in ("HTTP 429", "HTTP 503") for k in self.connect_failures):
+                line += (
+                    ": the server's connection limits refused them (sse-fast serve allows "
+                    "1,000 streams and 100 new ones per second per client address by default); "
+                    "start it with SSE_FAST_MAX_CONNECTIONS_PER_IP=0 "
+                    "SSE_FAST_CONNECT_RATE_PER_IP=0 (or --max-connections-per-ip 0 "
+                    "--connect-rate-per-ip 0) for a load test"
+                )
+            elif "refused" in self.connect_failures:
+                line += ": is the server running on that port?"
+            out.append(line)
+        if self.publish_errors:
+            causes = "; ".join(f"{n} x {k}" for k, n in sorted(self.publish_failures.items()))
+            line = f"{self.publish_errors} publish(es) failed ({causes})"
+            if any(k.startswith("HTTP 401") for k in self.publish_failures):
+                line += (
+                    ": publishing needs the server's token: pass --token TOKEN "
+                    "(or set SSE_FAST_PUBLISH_TOKEN); `sse-fast serve` prints the token it "
+                    "generated when none was configured"
+                )
+            elif any(k.startswith("HTTP 429") for k in self.publish_failures):
+                line += ": the server's publish rate limit (--publish-rate) refused them"
+            out.append(line)
+        if self.lost or self.duplicates:
+            out.append(f"{self.lost} event(s) lost and {self.duplicates} duplicated")
+        if self.delivered < self.expected:
+            out.append(f"delivered {self.delivered} of {self.expected} expected events")
+        if self.connected and not self.published:
+            out.append("nothing was published in the measured window")
+        return out
 
     def line(self) -> str:
         rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
@@ -742,6 +823,10 @@ def run_load(
             prober.stop()  # publishes one more probe right after all are connected
         connected = sum(r["connected"] for r in reports)
         errors = sum(r["errors"] for r in reports)
+        connect_failures: dict[str, int] = {}
+        for report in reports:
+            for key, count in report.get("failures", {}).items():
+                connect_failures[key] = connect_failures.get(key, 0) + count
         progress(
             f"{name}: {connected}/{connections} connected in {connect_seconds:.1f}s "
             f"({errors} errors)"
@@ -749,6 +834,8 @@ def run_load(
         time.sleep(min(2.0, warmup))
         idle_rss = rss_kb(server_pids())
         cpu_marks: list[float] = []
+
+        publish_failures: dict[str, int] = {}
 
         async def publish_phase() -> tuple[int, int, float]:
             pubs = [KeepAlivePublisher(host, port, publish_request) for _ in range(publishers)]
@@ -807,6 +894,8 @@ def run_load(
             published = int(window["published"])
             for publisher in pubs:
                 publisher.close()
+                for key, count in publisher.failures.items():
+                    publish_failures[key] = publish_failures.get(key, 0) + count
             return published, sum(p.errors for p in pubs), elapsed
 
         try:
@@ -837,6 +926,8 @@ def run_load(
             publish_rate=rate,
             published=published,
             publish_errors=publish_errors,
+            connect_failures=connect_failures,
+            publish_failures=publish_failures,
             duration=round(elapsed, 2),
             expected=expected,
             delivered=delivered,
@@ -1005,6 +1096,11 @@ def main(argv: list[str] | None = None) -> int:
         help="main PID of a running server: its process tree's CPU and RSS count",
     )
     parser.add_argument("--json", help="write the result here")
+    parser.add_argument(
+        "--token",
+        default=os.environ.get("SSE_FAST_PUBLISH_TOKEN", ""),
+        help="publish token, sent as Authorization: Bearer (default: $SSE_FAST_PUBLISH_TOKEN)",
+    )
     args = parser.parse_args(argv)
     if not args.host.startswith(("127.", "::1", "localhost")):
         parser.error("load tests target loopback only")
@@ -1035,6 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
             "server_pids": target.server_pids,
         }
         args.host, args.port, name = target.host, target.port, target.name
+    elif args.token:
+        kwargs["publish_request"] = with_token(sse_fast_publish, args.token)
     try:
         result = run_load(
             host=args.host,
@@ -1058,7 +1156,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(asdict(result), f, indent=2)
-    return 0
+    problems = result.problems()
+    for problem in problems:
+        print(f"loadgen: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 
 import orjson
 
-from benches.loadgen import ProcessStats, _subscribe_all
+from benches.loadgen import ProcessStats, subscribe_all
 from sse_fast.client import http_request
 
 from .server_process import HOST, ServerProcess, rss_kb
@@ -130,7 +130,7 @@ def test_hostile_clients_do_not_hurt_well_behaved_subscribers() -> None:
 
         async def main() -> None:
             stats = ProcessStats()
-            good = await _subscribe_all(
+            good = await subscribe_all(
                 HOST, server.port, ["/events?topic=good"] * GOOD, ["127.0.0.2"], stats
             )
             assert len(good) == GOOD and stats.connect_errors == 0
