@@ -1,0 +1,157 @@
+"""Every code block in README.md runs as written.
+
+A block is run according to the HTML comment on the line before it:
+
+* none (the default): ```python blocks run as a program; ```sh blocks run with
+  bash in a network namespace of their own (``unshare``), so 127.0.0.1:8000 is
+  free whatever else runs on this machine; ```text blocks are output, not code.
+* ``<!-- readme-test: setup -->``: install-and-run commands. The test command
+  must be the one ``.ci/run`` runs; the extras they install must exist; the
+  server command must start a server (run to readiness, then stopped).
+* ``<!-- readme-test: syntax -->``: long load runs. Checked with ``bash -n``,
+  and every ``python -m benches.X --flag`` must name a module and flags it has.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+BLOCK = re.compile(r"(?:<!-- readme-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
+BLOCKS = [
+    (README[: m.start()].count("\n") + 1, m.group(1) or "run", m.group(2), m.group(3))
+    for m in BLOCK.finditer(README)
+]
+
+
+def _ids() -> list[str]:
+    return [f"line{line}-{language}-{how}" for line, how, language, _ in BLOCKS]
+
+
+def test_every_block_is_classified() -> None:
+    assert BLOCKS
+    for line, how, language, _ in BLOCKS:
+        assert language in ("python", "sh", "text"), f"README line {line}: say ```{language}?"
+        assert how in ("run", "setup", "syntax"), f"README line {line}: unknown {how!r}"
+
+
+def _in_netns(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    # whatever happens, no background job outlives the block
+    wrapper = (
+        "trap 'jobs -p | xargs -r kill 2>/dev/null || true; wait || true' EXIT\n"
+        f"ip link set lo up\n{script}"
+    )
+    return subprocess.run(
+        ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(("line", "how", "language", "code"), BLOCKS, ids=_ids())
+def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
+    where = f"README.md line {line}"
+    if language == "text":
+        return
+    if how == "syntax":
+        _check_syntax(code, where)
+    elif how == "setup":
+        _check_setup(code, where)
+    elif language == "python":
+        script = tmp_path / "block.py"
+        script.write_text(code)
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert done.returncode == 0, f"{where}:\n{done.stderr}"
+        if "starlette" in code:
+            _check_starlette_example(script, where)
+    else:
+        done = _in_netns(code, timeout=60)
+        assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
+        if "/publish" in code and "/events" in code:
+            assert '{"ids":["' in done.stdout, done.stdout
+            assert 'data: {"hello":"world"}' in done.stdout, done.stdout
+
+
+def _check_starlette_example(script: Path, where: str) -> None:
+    program = (
+        "import runpy\n"
+        "from starlette.testclient import TestClient\n"
+        f"app = runpy.run_path({str(script)!r})['app']\n"
+        "with TestClient(app) as client:\n"
+        "    response = client.get('/updates')\n"
+        "assert response.headers['content-type'].startswith('text/event-stream')\n"
+        "print(response.text, end='')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, f"{where}:\n{done.stderr}"
+    assert done.stdout.startswith("retry: 3000\n\n")
+    assert 'event: update\nid: 2\ndata: {"id":2,"text":"update 2"}\n\n' in done.stdout
+
+
+def _check_syntax(code: str, where: str) -> None:
+    done = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{where}: {done.stderr}"
+    for command in re.findall(r"python -m (benches\.\w+)([^\n#&|]*)", code):
+        module, rest = command
+        helped = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert helped.returncode == 0, f"{where}: python -m {module} --help: {helped.stderr}"
+        for flag in re.findall(r"(--[a-z][a-z-]*)", rest):
+            assert flag in helped.stdout, f"{where}: {module} has no {flag}"
+
+
+def _check_setup(code: str, where: str) -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for wanted in re.findall(r"'\.\[([a-z,]+)\]'", code):
+        for extra in wanted.split(","):
+            assert extra in extras, f"{where}: no extra {extra!r} in pyproject.toml"
+    command = code.strip()
+    if "pytest" in command:
+        ci = (ROOT / ".ci" / "run").read_text().splitlines()
+        assert command in ci, f"{where}: .ci/run must run exactly {command!r}"
+        return
+    server = command.split("&&")[-1].strip()
+    assert shlex.split(server)[:2] == ["sse-fast", "serve"]
+    done = _in_netns(
+        f"{server} &\n"
+        "for _ in $(seq 200); do curl -sf http://127.0.0.1:8000/readyz && break; sleep 0.1; done\n"
+        "kill %1; wait %1\n",
+        timeout=60,
+    )
+    assert done.returncode == 0 and '"ready"' in done.stdout, f"{where}:\n{done.stderr}"
+
+
+def test_blocks_that_run_leave_no_process_behind() -> None:
+    """The netns runs end with their servers stopped (kill %1 / wait)."""
+    leftover = subprocess.run(
+        ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
+    )
+    assert not leftover.stdout.strip(), leftover.stdout
