@@ -14,6 +14,7 @@ A block is run according to the HTML comment on the line before it:
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import subprocess
@@ -49,12 +50,15 @@ def _in_netns(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
         "trap 'jobs -p | xargs -r kill 2>/dev/null || true; wait || true' EXIT\n"
         f"ip link set lo up\n{script}"
     )
+    # the commands of this Python's environment (`sse-fast` of the installed wheel)
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
     return subprocess.run(
         ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=ROOT,
+        env={**os.environ, "PATH": path},
         check=False,
     )
 
