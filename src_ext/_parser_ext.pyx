@@ -12,12 +12,45 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+import sys
+
 from sse_fast._errors import EventTooLarge, ParseError
 
 cdef extern from "Python.h":
     object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
 
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
+
 DEFAULT_MAX_EVENT_SIZE = 4 * 1024 * 1024
+
+
+cdef inline int _check_str(str name, object value) except -1:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, not {type(value).__name__}")
+    return 0
+
+
+cdef int _check_size_limit(str name, object value) except -1:
+    """A positive int that fits a C ``Py_ssize_t`` (the pure twin checks the same)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= sys.maxsize:
+        raise ValueError(f"{name} must be a positive int up to sys.maxsize, got {value!r}")
+    return 0
+
+
+cdef int _check_retry(object value) except -1:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"retry must be int (ms) or None, not {type(value).__name__}")
+    if value is not None and value < 0:
+        raise ValueError(f"retry must not be negative, got {value}")
+    return 0
+
+
+cdef int _check_last_event_id(object value) except -1:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"last_event_id must be str ('' when there is none), not {type(value).__name__}"
+        )
+    return 0
 
 
 cdef struct Buffer:
@@ -63,10 +96,14 @@ cdef class ParsedEvent:
     cdef readonly str id
     cdef readonly object retry
 
-    def __init__(self, str event, str data, str id, retry):
-        self.event = event
-        self.data = data
-        self.id = id
+    def __init__(self, event, data, id, retry):
+        _check_str("event", event)
+        _check_str("data", data)
+        _check_str("id", id)
+        _check_retry(retry)
+        self.event = <str>event
+        self.data = <str>data
+        self.id = <str>id
         self.retry = retry
 
     def __eq__(self, other):
@@ -96,8 +133,8 @@ cdef class Parser:
     """
 
     cdef readonly Py_ssize_t max_event_size
-    cdef public str last_event_id
-    cdef public object retry
+    cdef str _last_event_id
+    cdef object _retry
     cdef str _id_buffer
     cdef Buffer _pending
     cdef Buffer _data
@@ -119,14 +156,12 @@ cdef class Parser:
         self._type.size = self._type.cap = 0
 
     def __init__(self, max_event_size=DEFAULT_MAX_EVENT_SIZE, last_event_id=""):
-        if not isinstance(max_event_size, int) or max_event_size <= 0:
-            raise ValueError(f"max_event_size must be a positive int, got {max_event_size!r}")
-        if not isinstance(last_event_id, str):
-            raise TypeError("last_event_id must be str")
+        _check_size_limit("max_event_size", max_event_size)
+        _check_last_event_id(last_event_id)
         self.max_event_size = max_event_size
-        self.last_event_id = last_event_id
-        self.retry = None
-        self._id_buffer = last_event_id
+        self._last_event_id = <str>last_event_id
+        self._retry = None
+        self._id_buffer = <str>last_event_id
         self._type_cached_raw = b""
         self._type_cached = _MESSAGE
         self._block_retry = None
@@ -139,6 +174,40 @@ cdef class Parser:
         PyMem_Free(self._pending.ptr)
         PyMem_Free(self._data.ptr)
         PyMem_Free(self._type.ptr)
+
+    @property
+    def last_event_id(self):
+        """The id of the last event dispatched (or given at construction)."""
+        return self._last_event_id
+
+    @last_event_id.setter
+    def last_event_id(self, value):
+        _check_last_event_id(value)
+        self._last_event_id = <str>value
+
+    @last_event_id.deleter
+    def last_event_id(self):  # as the pure twin's property without a deleter
+        raise AttributeError("last_event_id cannot be deleted; set it to '' instead")
+
+    @property
+    def retry(self):
+        """The last reconnection delay (ms) the stream set, or None."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, value):
+        _check_retry(value)
+        self._retry = value
+
+    @retry.deleter
+    def retry(self):
+        raise AttributeError("retry cannot be deleted; set it to None instead")
+
+    def __reduce__(self):
+        raise TypeError(
+            "a Parser cannot be pickled or copied: it holds one stream's unfinished state; "
+            "start a new Parser(last_event_id=...) where the stream resumes"
+        )
 
     def feed(self, chunk):
         """Parse more of the stream; return the events it completed."""
@@ -283,14 +352,14 @@ cdef class Parser:
                 if value[i] < b'0' or value[i] > b'9':
                     return 0
             number = int(PyBytes_FromStringAndSize(value, value_n))
-            self.retry = number
+            self._retry = number
             self._block_retry = number
         return 0
 
     cdef int _dispatch(self, list events) except -1:
         cdef ParsedEvent event
         cdef str type_name
-        self.last_event_id = self._id_buffer
+        self._last_event_id = self._id_buffer
         if self._data.size:
             if self._type.size == 0:
                 type_name = _MESSAGE
@@ -308,7 +377,7 @@ cdef class Parser:
             event = ParsedEvent.__new__(ParsedEvent)
             event.event = type_name
             event.data = PyUnicode_DecodeUTF8(self._data.ptr, self._data.size - 1, "replace")
-            event.id = self.last_event_id
+            event.id = self._last_event_id
             event.retry = self._block_retry
             events.append(event)
             _buf_shrink(&self._data)

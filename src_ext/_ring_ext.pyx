@@ -15,11 +15,22 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
+import sys
+
 from sse_fast._errors import Lagged
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 
 DEFAULT_MAX_FRAMES = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 INITIAL_SLOTS = 8
+
+
+cdef int _check_size_limit(str name, object value) except -1:
+    """A positive int that fits a C ``Py_ssize_t`` (the pure twin checks the same)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= sys.maxsize:
+        raise ValueError(f"{name} must be a positive int up to sys.maxsize, got {value!r}")
+    return 0
 
 
 cdef class Ring:
@@ -42,10 +53,8 @@ cdef class Ring:
         self._cumulative = NULL
 
     def __init__(self, max_frames=DEFAULT_MAX_FRAMES, max_bytes=DEFAULT_MAX_BYTES):
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
-        if not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        _check_size_limit("max_frames", max_frames)
+        _check_size_limit("max_bytes", max_bytes)
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.head = 0
@@ -67,6 +76,12 @@ cdef class Ring:
 
     def __len__(self):
         return self._len
+
+    def __reduce__(self):
+        raise TypeError(
+            "a Ring cannot be pickled or copied; to carry frames over, publish "
+            "read_frames(...) into a new Ring"
+        )
 
     @property
     def oldest(self):

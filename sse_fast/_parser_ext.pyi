@@ -1,15 +1,18 @@
 """The Cython incremental SSE parser; the same API as ``sse_fast._parser_py``.
 
-Checked against the compiled module by ``mypy.stubtest`` (``.ci/stubtest.sh``)
-and against the pure twin by ``tests/test_parity.py``.
+The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
+compiled module and the pure twin (``sse_fast._parser_py``) against it with
+``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
-from typing import Final
+from typing import ClassVar, Final
 
 from typing_extensions import disjoint_base
 
 from sse_fast._errors import EventTooLarge as EventTooLarge
 from sse_fast._errors import ParseError as ParseError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 
 DEFAULT_MAX_EVENT_SIZE: Final[int]
 
@@ -27,13 +30,20 @@ class ParsedEvent:
     def retry(self) -> int | None: ...
     def __init__(self, event: str, data: str, id: str, retry: int | None) -> None: ...
     def __eq__(self, other: object, /) -> bool: ...
+    __hash__: ClassVar[None]  # type: ignore[assignment]  # a value, not hashable
 
 @disjoint_base  # a Cython cdef class
 class Parser:
     """Incremental SSE parser: ``feed(bytes) -> list[ParsedEvent]``, then ``close()``."""
 
-    last_event_id: str
-    retry: int | None
+    @property
+    def last_event_id(self) -> str: ...
+    @last_event_id.setter
+    def last_event_id(self, value: str) -> None: ...
+    @property
+    def retry(self) -> int | None: ...
+    @retry.setter
+    def retry(self, value: int | None) -> None: ...
     @property
     def max_event_size(self) -> int: ...
     def __init__(self, max_event_size: int = ..., last_event_id: str = "") -> None: ...

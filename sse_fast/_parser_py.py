@@ -26,6 +26,7 @@ makes the outcome independent of how the stream is split into chunks.
 from __future__ import annotations
 
 import re
+import sys
 
 from ._errors import EventTooLarge, ParseError
 
@@ -37,6 +38,31 @@ _LINE_END = re.compile(rb"[\r\n]")
 
 
 _set = object.__setattr__
+
+
+def _check_str(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be str, not {type(value).__name__}")
+
+
+def _check_size_limit(name: str, value: object) -> None:
+    """A positive int that fits a C ``Py_ssize_t``, as the Cython twin stores it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= sys.maxsize:
+        raise ValueError(f"{name} must be a positive int up to sys.maxsize, got {value!r}")
+
+
+def _check_retry(value: object) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise TypeError(f"retry must be int (ms) or None, not {type(value).__name__}")
+    if value is not None and value < 0:
+        raise ValueError(f"retry must not be negative, got {value}")
+
+
+def _check_last_event_id(value: object) -> None:
+    if not isinstance(value, str):
+        raise TypeError(
+            f"last_event_id must be str ('' when there is none), not {type(value).__name__}"
+        )
 
 
 class ParsedEvent:
@@ -51,6 +77,10 @@ class ParsedEvent:
     retry: int | None
 
     def __init__(self, event: str, data: str, id: str, retry: int | None) -> None:
+        _check_str("event", event)
+        _check_str("data", data)
+        _check_str("id", id)
+        _check_retry(retry)
         # immutable, like the Cython twin's read-only attributes
         _set(self, "event", event)
         _set(self, "data", data)
@@ -93,16 +123,29 @@ class Parser:
     the stream set (or None).
     """
 
+    __slots__ = (
+        "_at_start",
+        "_block_retry",
+        "_closed",
+        "_data",
+        "_event_type",
+        "_failure",
+        "_id_buffer",
+        "_last_event_id",
+        "_max_event_size",
+        "_pending",
+        "_retry",
+        "_skip_lf",
+    )
+
     def __init__(
         self, max_event_size: int = DEFAULT_MAX_EVENT_SIZE, last_event_id: str = ""
     ) -> None:
-        if not isinstance(max_event_size, int) or max_event_size <= 0:
-            raise ValueError(f"max_event_size must be a positive int, got {max_event_size!r}")
-        if not isinstance(last_event_id, str):
-            raise TypeError("last_event_id must be str")
+        _check_size_limit("max_event_size", max_event_size)
+        _check_last_event_id(last_event_id)
         self._max_event_size = max_event_size
-        self.last_event_id = last_event_id
-        self.retry: int | None = None
+        self._last_event_id = last_event_id
+        self._retry: int | None = None
         self._id_buffer = last_event_id
         self._pending = b""
         self._data = bytearray()
@@ -117,6 +160,32 @@ class Parser:
     def max_event_size(self) -> int:
         """The size limit given at construction (read-only)."""
         return self._max_event_size
+
+    @property
+    def last_event_id(self) -> str:
+        """The id of the last event dispatched (or given at construction)."""
+        return self._last_event_id
+
+    @last_event_id.setter
+    def last_event_id(self, value: str) -> None:
+        _check_last_event_id(value)
+        self._last_event_id = value
+
+    @property
+    def retry(self) -> int | None:
+        """The last reconnection delay (ms) the stream set, or None."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: int | None) -> None:
+        _check_retry(value)
+        self._retry = value
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError(
+            "a Parser cannot be pickled or copied: it holds one stream's unfinished state; "
+            "start a new Parser(last_event_id=...) where the stream resumes"
+        )
 
     def feed(self, chunk: bytes) -> list[ParsedEvent]:
         """Parse more of the stream; return the events it completed."""
@@ -199,16 +268,16 @@ class Parser:
             if b"\0" not in value:
                 self._id_buffer = value.decode("utf-8", "replace")
         elif field == b"retry" and value.isdigit():
-            self.retry = self._block_retry = int(value)
+            self._retry = self._block_retry = int(value)
 
     def _dispatch(self, events: list[ParsedEvent]) -> None:
-        self.last_event_id = self._id_buffer
+        self._last_event_id = self._id_buffer
         if self._data:
             events.append(
                 ParsedEvent(
                     self._event_type.decode("utf-8", "replace") if self._event_type else "message",
                     self._data[:-1].decode("utf-8", "replace"),
-                    self.last_event_id,
+                    self._last_event_id,
                     self._block_retry,
                 )
             )

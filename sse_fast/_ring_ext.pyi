@@ -1,8 +1,9 @@
 """The Cython ring-buffer topic log; the same API as ``sse_fast._ring_py``
 (whose module docstring holds the theory of operation).
 
-Checked against the compiled module by ``mypy.stubtest`` (``.ci/stubtest.sh``)
-and against the pure twin by ``tests/test_parity.py``.
+The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
+compiled module and the pure twin (``sse_fast._ring_py``) against it with
+``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
 from typing import Final
@@ -10,6 +11,8 @@ from typing import Final
 from typing_extensions import disjoint_base
 
 from sse_fast._errors import Lagged as Lagged
+
+__all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 
 DEFAULT_MAX_FRAMES: Final[int]
 DEFAULT_MAX_BYTES: Final[int]

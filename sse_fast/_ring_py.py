@@ -35,6 +35,8 @@ Theory of operation
 
 from __future__ import annotations
 
+import sys
+
 from ._errors import Lagged
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
@@ -42,6 +44,12 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 DEFAULT_MAX_FRAMES = 1024
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
 INITIAL_SLOTS = 8
+
+
+def _check_size_limit(name: str, value: object) -> None:
+    """A positive int that fits a C ``Py_ssize_t``, as the Cython twin stores it."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= sys.maxsize:
+        raise ValueError(f"{name} must be a positive int up to sys.maxsize, got {value!r}")
 
 
 class Ring:
@@ -63,10 +71,8 @@ class Ring:
     def __init__(
         self, max_frames: int = DEFAULT_MAX_FRAMES, max_bytes: int = DEFAULT_MAX_BYTES
     ) -> None:
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise ValueError(f"max_frames must be a positive int, got {max_frames!r}")
-        if not isinstance(max_bytes, int) or max_bytes < 1:
-            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        _check_size_limit("max_frames", max_frames)
+        _check_size_limit("max_bytes", max_bytes)
         self._max_frames = max_frames
         self._max_bytes = max_bytes
         self._head = 0
@@ -80,6 +86,12 @@ class Ring:
 
     def __len__(self) -> int:
         return self._len
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError(
+            "a Ring cannot be pickled or copied; to carry frames over, publish "
+            "read_frames(...) into a new Ring"
+        )
 
     # Read-only, as in the Cython ring: only publishing changes them.
     @property

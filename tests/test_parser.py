@@ -217,3 +217,59 @@ def test_size_limit_does_not_depend_on_how_the_stream_is_split(impl: SimpleNames
         with pytest.raises(EventTooLarge):
             for i in range(len(stream)):
                 pieces.feed(stream[i : i + 1])
+
+
+def test_last_event_id_is_a_str(impl: SimpleNamespace) -> None:
+    """None is refused, not carried into every event's id; the error says what to pass."""
+    with pytest.raises(TypeError, match=r"last_event_id must be str \('' when there is none\)"):
+        impl.Parser(last_event_id=None)
+    parser = impl.Parser(last_event_id="7")
+    for bad in (None, 7, b"7"):
+        with pytest.raises(TypeError, match="last_event_id must be str"):
+            parser.last_event_id = bad
+    with pytest.raises(AttributeError):
+        del parser.last_event_id
+    assert as_tuples(parser.feed(b"data: x\n\n")) == [(M, "x", "7", None)]
+    parser.last_event_id = "8"
+    assert parser.last_event_id == "8"
+
+
+def test_retry_attribute_is_an_int_or_none(impl: SimpleNamespace) -> None:
+    parser = impl.Parser()
+    for bad in ("10", 1.5, True):
+        with pytest.raises(TypeError, match="retry must be int"):
+            parser.retry = bad
+    with pytest.raises(ValueError, match="negative"):
+        parser.retry = -1
+    with pytest.raises(AttributeError):
+        del parser.retry
+    parser.retry = 250
+    assert parser.retry == 250
+    parser.retry = None
+    assert parser.retry is None
+
+
+def test_max_event_size_is_read_only_and_fits_a_c_size(impl: SimpleNamespace) -> None:
+    parser = impl.Parser(max_event_size=10)
+    with pytest.raises(AttributeError):
+        parser.max_event_size = 20  # type: ignore[misc]
+    assert parser.max_event_size == 10
+    for bad in (True, 2**70, 1.5, None):
+        with pytest.raises(ValueError, match="max_event_size must be a positive int"):
+            impl.Parser(max_event_size=bad)
+
+
+def test_parsed_event_is_an_immutable_value(impl: SimpleNamespace) -> None:
+    event = impl.ParsedEvent("message", "d", "1", None)
+    for attribute in ("event", "data", "id", "retry"):
+        with pytest.raises(AttributeError):
+            setattr(event, attribute, getattr(event, attribute))
+        with pytest.raises(AttributeError):
+            delattr(event, attribute)
+    with pytest.raises(AttributeError):
+        event.extra = 1
+    for args in ((None, "d", "1", None), ("message", 5, "1", None), ("message", "d", None, None)):
+        with pytest.raises(TypeError, match="must be str"):
+            impl.ParsedEvent(*args)
+    with pytest.raises(TypeError, match="retry must be int"):
+        impl.ParsedEvent("message", "d", "1", "5")

@@ -122,6 +122,20 @@ def test_bad_arguments(impl: SimpleNamespace) -> None:
     assert "Ring(" in repr(ring)
 
 
+def test_limits_fit_a_c_size_and_counters_are_read_only(impl: SimpleNamespace) -> None:
+    for name in ("max_frames", "max_bytes"):
+        message = rf"{name} must be a positive int up to sys\.maxsize"
+        for bad in (True, 2**70, 1.5, None):
+            with pytest.raises(ValueError, match=message):
+                impl.Ring(**{name: bad})
+    ring = impl.Ring(max_frames=2)
+    ring.publish(b"x")
+    for attribute in ("head", "nbytes", "evicted", "oldest", "max_frames", "max_bytes"):
+        with pytest.raises(AttributeError):
+            setattr(ring, attribute, 0)
+    assert (ring.head, ring.max_frames) == (1, 2)
+
+
 def test_slots_grow_with_what_the_ring_holds(impl: SimpleNamespace) -> None:
     """Frames, ids, cursors and coalesced reads survive every doubling of the slots."""
     ring = impl.Ring(max_frames=100, max_bytes=1 << 20)
