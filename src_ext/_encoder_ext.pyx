@@ -8,6 +8,7 @@ frame costs one allocation whatever its number of lines. Line ends inside
 are each searched once and remembered, so the scan stays linear).
 """
 
+cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
@@ -16,6 +17,8 @@ from libc.string cimport memchr, memcpy
 import orjson
 
 from sse_fast._errors import EncodeError
+
+__all__ = ["Event", "encode", "encode_many"]
 
 cdef extern from "Python.h":
     const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
@@ -80,7 +83,7 @@ cdef Py_ssize_t _utf8_error_at(const unsigned char* s, Py_ssize_t n) noexcept no
     return -1
 
 
-def utf8_error_at(bytes raw):
+def utf8_error_at(bytes raw not None):
     """Offset of the first invalid UTF-8 byte in ``raw``, or -1 (exposed for tests)."""
     return _utf8_error_at(<const unsigned char*>PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw))
 
@@ -298,8 +301,13 @@ def encode(data=None, *, event=None, id=None, retry=None, comment=None):
     return _encode(data, event, id, retry, comment)
 
 
+# The signature is written by hand: Cython 3.3's embedsignature puts the ``*`` of
+# ``__init__`` one parameter too late (``Event(data=None, event=None, *, ...)``).
+@cython.embedsignature(False)
 cdef class Event:
-    """An immutable SSE event; the frame is encoded (and validated) on creation."""
+    """Event(data=None, *, event=None, id=None, retry=None, comment=None)
+
+    An immutable SSE event; the frame is encoded (and validated) on creation."""
 
     cdef readonly object data
     cdef readonly object event

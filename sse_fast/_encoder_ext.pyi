@@ -1,7 +1,8 @@
 """The Cython SSE frame encoder; the same API as ``sse_fast._encoder_py``.
 
-Checked against the compiled module by ``mypy.stubtest`` (``.ci/stubtest.sh``)
-and against the pure twin by ``tests/test_parity.py``.
+The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
+compiled module and the pure twin (``sse_fast._encoder_py``) against it with
+``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
 from collections.abc import Iterable
@@ -10,6 +11,8 @@ from typing import Any
 from typing_extensions import disjoint_base
 
 from sse_fast._errors import EncodeError as EncodeError
+
+__all__ = ["Event", "encode", "encode_many"]
 
 def encode(
     data: Any = None,

@@ -35,6 +35,17 @@ def _split_lines(raw: bytes) -> list[bytes]:
     return raw.split(b"\n")
 
 
+def utf8_error_at(raw: bytes) -> int:
+    """Offset of the first invalid UTF-8 byte in ``raw``, or -1 (exposed for tests)."""
+    if not isinstance(raw, bytes):
+        raise TypeError(f"utf8_error_at() takes bytes, not {type(raw).__name__}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return -1
+
+
 def _utf8(field: str, value: str) -> bytes:
     try:
         return value.encode("utf-8")
