@@ -1,7 +1,9 @@
 """Exceptions shared by the Cython core and its pure-Python twins.
 
 Both implementations raise these exact classes, so ``except sse_fast.EncodeError``
-works whichever one is loaded.
+works whichever one is loaded. Each pickles (for multiprocessing, logging
+handlers, task queues) with its attributes and anything added later, such as
+notes: ``__reduce__`` gives the constructor arguments and the instance dict.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ class EncodeError(ValueError):
         self.field = field
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[EncodeError], tuple[str, str]]:
-        return (type(self), (self.field, self.reason))
+    def __reduce__(self) -> tuple[type[EncodeError], tuple[str, str], dict[str, object]]:
+        return (type(self), (self.field, self.reason), self.__dict__)
 
 
 class ParseError(ValueError):
@@ -34,8 +36,8 @@ class ParseError(ValueError):
         super().__init__(message)
         self.events: list[object] = events if events is not None else []
 
-    def __reduce__(self) -> tuple[type[ParseError], tuple[str, list[object]]]:
-        return (type(self), (str(self.args[0]), self.events))
+    def __reduce__(self) -> tuple[type[ParseError], tuple[str, list[object]], dict[str, object]]:
+        return (type(self), (str(self.args[0]), self.events), self.__dict__)
 
 
 class EventTooLarge(ParseError):
@@ -51,8 +53,10 @@ class EventTooLarge(ParseError):
         self.size = size
         self.limit = limit
 
-    def __reduce__(self) -> tuple[type[EventTooLarge], tuple[int, int, list[object]]]:  # type: ignore[override]
-        return (type(self), (self.size, self.limit, self.events))
+    def __reduce__(  # type: ignore[override]
+        self,
+    ) -> tuple[type[EventTooLarge], tuple[int, int, list[object]], dict[str, object]]:
+        return (type(self), (self.size, self.limit, self.events), self.__dict__)
 
 
 class Lagged(Exception):
@@ -70,5 +74,5 @@ class Lagged(Exception):
         self.lost = lost
         self.oldest_cursor = oldest_cursor
 
-    def __reduce__(self) -> tuple[type[Lagged], tuple[int, int]]:
-        return (type(self), (self.lost, self.oldest_cursor))
+    def __reduce__(self) -> tuple[type[Lagged], tuple[int, int], dict[str, object]]:
+        return (type(self), (self.lost, self.oldest_cursor), self.__dict__)
