@@ -1,8 +1,37 @@
 #!/usr/bin/env bash
-# The compiled core against its stubs (sse_fast/_*_ext.pyi): a signature, an
-# attribute or a name that drifts fails here. The pure twins are compared with
-# the compiled modules by tests/test_parity.py.
+# The native core's API is written once, in sse_fast/_{encoder,parser,ring}_ext.pyi, and
+# mypy.stubtest checks both implementations against it: the compiled modules, then the
+# pure-Python twins (sse_fast/_*_py.py) against a copy of the same stubs. A name, a
+# signature, a read-only attribute or __all__ that drifts on either side fails here
+# (non-zero exit). tests/test_parity.py checks the behaviour stubs cannot express.
+# Needs the extension built (pip install -e .) and mypy (the lint extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$PWD
+
 python -m mypy.stubtest sse_fast._encoder_ext sse_fast._parser_ext sse_fast._ring_ext \
     --allowlist .ci/stubtest-allowlist.txt
+
+# The twins: the same stubs, as sse_fast._*_py, found through MYPYPATH; stubtest runs
+# from an empty directory so that mypy reads the stub copies, not the .py files, as the
+# API (no PYTHONPATH either: mypy would read the .py files through it). The runtime
+# side is the installed package, which must be this checkout (pip install -e .).
+# @disjoint_base is dropped: the twins' classes declare __slots__, which stubtest
+# takes as the same promise.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/stubs/sse_fast" "$work/empty"
+: > "$work/stubs/sse_fast/__init__.pyi"
+cp sse_fast/_errors.py "$work/stubs/sse_fast/_errors.pyi"
+for module in encoder parser ring; do
+    grep -v '^@disjoint_base' "sse_fast/_${module}_ext.pyi" > "$work/stubs/sse_fast/_${module}_py.pyi"
+done
+cd "$work/empty"
+installed=$(python -c "import sse_fast._encoder_py as m, os; print(os.path.dirname(m.__file__))")
+if [ "$installed" != "$repo/sse_fast" ]; then
+    echo "stubtest.sh: outside the checkout, sse_fast is imported from $installed;" \
+        "run pip install -e . first" >&2
+    exit 1
+fi
+MYPYPATH="$work/stubs" python -m mypy.stubtest sse_fast._encoder_py sse_fast._parser_py \
+    sse_fast._ring_py
