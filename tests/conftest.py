@@ -1,9 +1,12 @@
 """Shared fixtures: ``impl`` runs a test against each core implementation.
 
 In the default mode both the Cython extension ("ext") and the pure-Python twin
-("py") are tested; with SSE_FAST_NO_EXTENSIONS=1 only the twin is (the
-extension is not built in that mode). A missing extension in the default mode
-is a failure, not a skip: see test_extension.py.
+("py") are tested; with SSE_FAST_NO_EXTENSIONS=1 only the twin is. A missing
+extension in the default mode is a failure, not a skip: see test_extension.py.
+
+Parity tests (the two compared with each other) run in both modes whenever the
+extension is importable: the switch chooses what ``import sse_fast`` uses, not
+what may be compared.
 """
 
 from __future__ import annotations
@@ -18,18 +21,27 @@ import sse_fast
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
-def _extension_built() -> bool:
+def _extension_import_error() -> ImportError | None:
     try:
-        importlib.import_module("sse_fast._encoder_ext")
-    except ImportError:
-        return False
-    return True
+        for module in ("_encoder_ext", "_parser_ext", "_ring_ext"):
+            importlib.import_module(f"sse_fast.{module}")
+    except ImportError as exc:
+        return exc
+    return None
 
 
-# Parity tests compare both whenever the extension was built, in either mode: the
-# switch chooses what ``import sse_fast`` uses, not what may be compared. Only a
-# tree built with SSE_FAST_NO_EXTENSIONS=1 (no .so at all) has nothing to compare.
-PARITY_IMPLEMENTATIONS = ["ext", "py"] if _extension_built() else ["py"]
+EXTENSION_IMPORT_ERROR = _extension_import_error()
+PARITY_IMPLEMENTATIONS = ["ext", "py"] if EXTENSION_IMPORT_ERROR is None else ["py"]
+#: Why parity tests skip: None when both implementations can be compared.
+PARITY_SKIP_REASON: str | None = None
+if EXTENSION_IMPORT_ERROR is not None:
+    PARITY_SKIP_REASON = f"the extension cannot be imported ({EXTENSION_IMPORT_ERROR}): " + (
+        "SSE_FAST_NO_EXTENSIONS=1 and no extension was built (a build with the switch "
+        "set skips it), so there is nothing to compare the pure twins with"
+        if sse_fast.NO_EXTENSIONS
+        else "it should have been built; tests/test_extension.py fails for this"
+    )
+needs_both = pytest.mark.skipif(PARITY_SKIP_REASON is not None, reason=PARITY_SKIP_REASON or "")
 
 
 def load_implementation(name: str) -> SimpleNamespace:
@@ -40,6 +52,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         name=name,
         encode=encoder.encode,
         encode_many=encoder.encode_many,
+        utf8_error_at=encoder.utf8_error_at,
         Event=encoder.Event,
         Parser=parser.Parser,
         ParsedEvent=parser.ParsedEvent,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import sse_fast
 from sse_fast import _encoder_py, _parser_py, _ring_py
@@ -43,3 +45,28 @@ def test_switch_selects_pure_python_twins() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_parity_compares_the_extension_whenever_it_was_built() -> None:
+    """SSE_FAST_NO_EXTENSIONS chooses what ``import sse_fast`` uses, not what the
+    parity tests compare: a built extension is compared with the twins in both
+    modes, and only a tree without one skips them, saying why."""
+    code = (
+        "import sse_fast, tests.conftest as c;"
+        "print(sse_fast.HAS_EXTENSIONS, c.PARITY_IMPLEMENTATIONS, c.PARITY_SKIP_REASON)"
+    )
+    root = Path(__file__).parent.parent
+    env = dict(os.environ, SSE_FAST_NO_EXTENSIONS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    try:
+        for module in ("_encoder_ext", "_parser_ext", "_ring_ext"):
+            importlib.import_module(f"sse_fast.{module}")
+    except ImportError as exc:
+        assert out.stdout.startswith("False ['py'] the extension cannot be imported"), out.stdout
+        assert "SSE_FAST_NO_EXTENSIONS=1 and no extension was built" in out.stdout
+        assert str(exc) in out.stdout
+    else:
+        assert out.stdout.strip() == "False ['ext', 'py'] None"
