@@ -1,9 +1,11 @@
-"""Hypothesis properties: round trips, Cython/pure parity, split invariance."""
+"""Hypothesis properties: round trips, Cython/pure parity, split invariance, and
+both parsers against a plain reading of the spec (``spec_parse``, the oracle)."""
 
 from __future__ import annotations
 
 import random
 import re
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,13 +14,77 @@ from hypothesis import strategies as st
 
 from sse_fast import EncodeError, EventTooLarge
 
-from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation
+from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation, needs_both
+from .golden import GOLDEN
+from .test_parser import CORPUS
 
 IMPLS = [load_implementation(name) for name in PARITY_IMPLEMENTATIONS]
-needs_both = pytest.mark.skipif(
-    len(IMPLS) < 2,
-    reason="this tree was built with SSE_FAST_NO_EXTENSIONS=1: there is no extension to compare",
-)
+
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def spec_parse(stream: bytes, max_event_size: int | None = None) -> SimpleNamespace:
+    """The oracle: the WHATWG "event stream interpretation" read plainly, over the
+    whole stream at once (no chunks, no buffers to carry over).
+
+    Gives ``events`` as (type, data, id, retry) tuples, the ``last_event_id`` and
+    ``retry`` after the stream, and ``too_large``: whether a line broke
+    ``max_event_size`` (this library's bound: the data, the event type and the
+    line being read, in bytes; the unfinished last line counts too). Then
+    ``events`` are those dispatched before that line.
+    """
+    if stream.startswith(b"\xef\xbb\xbf"):
+        stream = stream[3:]
+    *lines, unfinished = _LINE_END.split(stream)
+    events: list[tuple[str, str, str, int | None]] = []
+    data: list[bytes] = []
+    event_type = b""
+    id_buffer = last_event_id = ""
+    retry = block_retry = None
+    limit = max_event_size if max_event_size is not None else float("inf")
+
+    def result(too_large: bool) -> SimpleNamespace:
+        return SimpleNamespace(
+            events=events, last_event_id=last_event_id, retry=retry, too_large=too_large
+        )
+
+    for line in lines:
+        if not line:  # dispatch
+            last_event_id = id_buffer
+            if data:
+                text = b"\n".join(data).decode("utf-8", "replace")
+                name = event_type.decode("utf-8", "replace") or "message"
+                events.append((name, text, last_event_id, block_retry))
+            data, event_type, block_retry = [], b"", None
+            continue
+        if sum(len(d) + 1 for d in data) + len(event_type) + len(line) > limit:
+            return result(True)
+        field, _, value = line.partition(b":")  # no colon: the whole line names the field
+        if value.startswith(b" "):
+            value = value[1:]
+        if field == b"data":
+            data.append(value)
+        elif field == b"event":
+            event_type = value
+        elif field == b"id" and b"\0" not in value:
+            id_buffer = value.decode("utf-8", "replace")
+        elif field == b"retry" and re.fullmatch(rb"[0-9]+", value):
+            retry = block_retry = int(value)
+        # anything else, comments (an empty field name) included, is ignored
+    too_large = sum(len(d) + 1 for d in data) + len(event_type) + len(unfinished) > limit
+    return result(too_large)
+
+
+@pytest.mark.parametrize(("stream", "expected", "last_id"), CORPUS)
+def test_oracle_reads_the_corpus(stream: bytes, expected: list, last_id: str) -> None:
+    result = spec_parse(stream)
+    assert (result.events, result.last_event_id, result.too_large) == (expected, last_id, False)
+
+
+@pytest.mark.parametrize(("kwargs", "frame", "parsed"), GOLDEN)
+def test_oracle_reads_the_golden_frames(kwargs: Any, frame: bytes, parsed: tuple | None) -> None:
+    assert spec_parse(frame).events == ([parsed] if parsed else [])
+
 
 # Text with the characters that matter: line ends, NUL, BOM, spaces, non-BMP.
 tricky = st.characters(codec="utf-8") | st.sampled_from(
@@ -139,14 +205,13 @@ def test_encoder_parity(data: Any, event: Any, id: Any, retry: Any, comment: Any
     ).map(b"".join)
 )
 def test_utf8_validator_matches_python(raw: bytes) -> None:
-    from sse_fast._encoder_ext import utf8_error_at
-
     try:
         raw.decode("utf-8")
         expected = -1
     except UnicodeDecodeError as exc:
         expected = exc.start
-    assert utf8_error_at(raw) == expected
+    for impl in IMPLS:
+        assert impl.utf8_error_at(raw) == expected, impl.name
 
 
 # Streams made of plausible SSE pieces, including malformed ones.
@@ -192,12 +257,12 @@ def test_parser_split_invariance(stream: bytes, seed: int) -> None:
         assert _parse(impl, _random_split(stream, rnd)) == whole
 
 
-@needs_both
 @settings(max_examples=400, deadline=None)
 @given(stream=streams)
-def test_parser_parity(stream: bytes) -> None:
-    ext, py = IMPLS
-    assert _parse(ext, [stream]) == _parse(py, [stream])
+def test_parsers_match_the_spec_oracle(stream: bytes) -> None:
+    expected = spec_parse(stream)
+    for impl in IMPLS:
+        assert _parse(impl, [stream]) == (expected.events, expected.last_event_id, expected.retry)
 
 
 @settings(max_examples=200, deadline=None)
@@ -217,36 +282,36 @@ def test_many_frames_any_split(frames: list, seed: int) -> None:
         ]
 
 
-def _fuzz_outcome(impl: Any, chunks: list[bytes], limit: int) -> tuple[tuple, str | None]:
-    """Every event the parser gave (those carried by the error too) and the error."""
+def _fuzz_outcome(impl: Any, chunks: list[bytes], limit: int) -> tuple[list, bool]:
+    """Every event the parser gave (those carried by the error too), and whether
+    it refused the stream with ``EventTooLarge``; any other ``ParseError`` fails."""
     parser = impl.Parser(max_event_size=limit)
     events: list = []
     try:
         for chunk in chunks:
             events += parser.feed(chunk)
     except EventTooLarge as exc:
-        events += exc.events
-        return tuple(as_tuples(events)), "EventTooLarge"
+        assert exc.limit == limit and exc.size > limit, (exc.size, exc.limit)
+        return as_tuples(events + exc.events), True
     parser.close()
-    return tuple(as_tuples(events)), None
+    return as_tuples(events), False
 
 
-def test_parser_fuzz_same_outcome_however_split() -> None:
-    """Random bytes with a small size limit: the same events and the same error
-    (only ``EventTooLarge``, any other ``ParseError`` fails) whether the stream
-    comes whole or in random chunks, and in both implementations."""
+def test_parser_fuzz_matches_the_spec_oracle() -> None:
+    """Random bytes with small size limits, fed whole and in random chunks, to
+    each implementation: exactly the oracle's events, and ``EventTooLarge``
+    (naming the limit) exactly when the oracle finds a line past the limit."""
     rnd = random.Random(1234)
     alphabet = b"data:event:id:retry: \r\n\x00\xef\xbb\xbf\xff\xc3abc0123"
-    errors = 0
+    refused = 0
     for _ in range(1500):
         stream = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(0, 300)))
         limit = rnd.choice([16, 64, 4096])
-        chunks = _random_split(stream, rnd)
-        outcomes = {
-            (impl.name, how): _fuzz_outcome(impl, pieces, limit)
-            for impl in IMPLS
-            for how, pieces in (("whole", [stream]), ("split", chunks))
-        }
-        assert len(set(outcomes.values())) == 1, (stream, limit, outcomes)
-        errors += next(iter(outcomes.values()))[1] is not None
-    assert 100 < errors < 1400  # the run exercises both outcomes
+        oracle = spec_parse(stream, limit)
+        assert not (limit > len(stream) and oracle.too_large)
+        for impl in IMPLS:
+            for chunks in ([stream], _random_split(stream, rnd)):
+                outcome = _fuzz_outcome(impl, chunks, limit)
+                assert outcome == (oracle.events, oracle.too_large), (impl.name, chunks, limit)
+        refused += oracle.too_large
+    assert 100 < refused < 1400  # the run exercises both outcomes
