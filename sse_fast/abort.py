@@ -101,10 +101,14 @@ def _socket_inodes(wanted: set[ConnectionKey]) -> set[str] | None:
     with diag:
         diag.settimeout(1.0)
         for sequence, ((host, port), (peer, peer_port)) in enumerate(wanted, start=1):
-            families = [socket.AF_INET6] if ":" in host else [socket.AF_INET, socket.AF_INET6]
-            for family in families:
-                if family == socket.AF_INET6 and ":" not in host:  # a dual-stack listener
-                    host, peer = "::ffff:" + host, "::ffff:" + peer
+            if ":" in host:
+                candidates = [(socket.AF_INET6, host, peer)]
+            else:  # an IPv4 socket, or a dual-stack listener's IPv4-mapped one
+                candidates = [
+                    (socket.AF_INET, host, peer),
+                    (socket.AF_INET6, "::ffff:" + host, "::ffff:" + peer),
+                ]
+            for family, host, peer in candidates:
                 try:
                     sockid = _DIAG_SOCKID.pack(
                         port,
@@ -155,7 +159,9 @@ def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
             break
         try:
             link = os.readlink(f"{fd_dir}/{name}")
-            if link not in inodes if inodes is not None else not link.startswith("socket:"):
+            # with the kernel's answer: only those sockets; without it: every socket
+            candidate = link in inodes if inodes is not None else link.startswith("socket:")
+            if not candidate:
                 continue
             duplicate = os.dup(int(name))
         except (OSError, ValueError):

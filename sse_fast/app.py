@@ -109,12 +109,17 @@ async def send_text(
     await send({"type": "http.response.body", "body": payload})
 
 
-def header(scope: Scope, name: bytes) -> str | None:
-    """A request header as text, byte for byte (Latin-1): for ASCII headers."""
+def _header_bytes(scope: Scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", ()):
         if key.lower() == name:
-            return str(value.decode("latin-1"))
+            return bytes(value)
     return None
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    """A request header as text, byte for byte (Latin-1): for ASCII headers."""
+    value = _header_bytes(scope, name)
+    return None if value is None else value.decode("latin-1")
 
 
 def header_utf8(scope: Scope, name: bytes) -> str | None:
@@ -122,10 +127,8 @@ def header_utf8(scope: Scope, name: bytes) -> str | None:
     httpx and aiohttp all send the id's UTF-8 bytes). Bytes that are not UTF-8 come
     back as lone surrogates, which no published id can contain (the encoder
     refuses them): such an id resolves to ``unknown``, never to an error."""
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return str(value.decode("utf-8", "surrogateescape"))
-    return None
+    value = _header_bytes(scope, name)
+    return None if value is None else value.decode("utf-8", "surrogateescape")
 
 
 def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:

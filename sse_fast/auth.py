@@ -82,11 +82,7 @@ class Authenticator:
         if settings.jwt_jwks_file:
             with open(settings.jwt_jwks_file) as f:
                 self._jwks = jwt.PyJWKSet.from_dict(json.load(f))
-        self._token_digest = (
-            hashlib.sha256(settings.publish_token.encode()).digest()
-            if settings.publish_token
-            else None
-        )
+        self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
 
     @property
     def jwt_enabled(self) -> bool:
@@ -138,7 +134,7 @@ class Authenticator:
     def _check_static(self, token: str) -> Credential | None:
         if self._token_digest is None:
             return None
-        if hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._token_digest):
+        if _same_token(token, self._token_digest):
             return Credential(
                 "token:" + hashlib.sha256(token.encode()).hexdigest()[:12], publish=("*",)
             )
@@ -236,6 +232,15 @@ def _patterns(value: Any, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _same_token(token: str, digest: bytes) -> bool:
+    """Constant-time comparison of a presented token with a configured one's digest."""
+    return hmac.compare_digest(_digest(token), digest)
+
+
 def _bearer(authorization: str | None) -> str | None:
     if not authorization:
         return None
@@ -290,9 +295,7 @@ class OperationsAccess:
         self.networks = tuple(
             ipaddress.ip_network(n, strict=False) for n in split_list(settings.ops_networks)
         )
-        self._token_digest = (
-            hashlib.sha256(settings.ops_token.encode()).digest() if settings.ops_token else None
-        )
+        self._token_digest = _digest(settings.ops_token) if settings.ops_token else None
 
     def check(self, client_ip: str, authorization: str | None, path: str) -> None:
         """Raise ``AuthError`` unless this client may read ``path``."""
@@ -318,7 +321,7 @@ class OperationsAccess:
                 f"or {how}",
                 "ops_no_credential",
             )
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).digest(), self._token_digest):
+        if not _same_token(token, self._token_digest):
             raise AuthError(401, f"invalid operations token for {path}", "ops_bad_token")
 
     def _from_allowed_network(self, client_ip: str) -> bool:

@@ -254,10 +254,10 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     ignored silently), each with the closest real name when there is one."""
     environ = os.environ if environ is None else environ
     known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)} | OTHER_VARIABLES
+    suffixes = [k[len(ENV_PREFIX) :] for k in sorted(known)]
     out = []
     for name in sorted(environ):
         if name.startswith(ENV_PREFIX) and name not in known:
-            suffixes = [k[len(ENV_PREFIX) :] for k in sorted(known)]
             close = difflib.get_close_matches(name[len(ENV_PREFIX) :], suffixes, n=1, cutoff=0.8)
             out.append(f"{name} (did you mean {ENV_PREFIX}{close[0]}?)" if close else name)
     return out

@@ -50,3 +50,19 @@ def test_connection_key_from_the_scope() -> None:
     assert connection_key({**scope, "http_version": "2"}) is None  # shared by other streams
     assert connection_key({**scope, "client": None}) is None  # e.g. a Unix socket
     assert connection_key({**scope, "server": ("/run/sse.sock", None)}) is None
+
+
+def test_without_sock_diag_every_socket_is_asked_its_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fallback where the kernel cannot be asked: same connection, same result."""
+    import sse_fast.abort as abort
+
+    monkeypatch.setattr(abort, "_socket_inodes", lambda wanted: None)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        (a, a_server), (b, b_server) = _pair(listener), _pair(listener)
+        with a, a_server, b, b_server:
+            assert abort.abort_connections([_key(a_server)]) == {_key(a_server)}
+            assert a.recv(1) == b""
+            b_server.sendall(b"still here")
+            assert b.recv(100) == b"still here"

@@ -58,3 +58,33 @@ def test_nothing_listening_is_named() -> None:
         port = server.port
     code, output = run_loadgen(port, "--connections", "10")
     assert code == 1 and "refused" in output and "is the server running" in output
+
+
+def test_lost_or_missing_events_fail_the_run() -> None:
+    """The checks a server alone cannot provoke on demand: loss and shortfall."""
+    import dataclasses
+
+    from benches.loadgen import Result
+
+    numbers = {
+        f.name: 0
+        for f in dataclasses.fields(Result)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    clean = Result(
+        **{
+            **numbers,
+            "target": "t",
+            "connections": 10,
+            "connected": 10,
+            "published": 5,
+            "expected": 50,
+            "delivered": 50,
+        }
+    )
+    assert clean.problems() == []
+    lossy = dataclasses.replace(clean, lost=3, delivered=47)
+    assert lossy.problems() == [
+        "3 event(s) lost and 0 duplicated",
+        "delivered 47 of 50 expected events",
+    ]
