@@ -1,6 +1,6 @@
 """How much of a fan-out is our Python loop, and how much is the server's send()?
 
-Times ``Hub.flush`` for N in-sync subscribers whose ``send`` is a do-nothing
+Times ``FanOut.flush`` for N in-sync subscribers whose ``send`` is a do-nothing
 callable returning one pre-built "already finished" object (what Granian's
 eager send returns), so the figure is the cost of our loop alone: per
 subscriber and per flush. Compare it with the ~1-9 us a real Granian
@@ -17,7 +17,7 @@ import asyncio
 import time
 from typing import Any
 
-from sse_fast.hub import Hub, PublishRequest, Subscriber
+from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
 
 
@@ -36,19 +36,16 @@ def eager_send(message: dict[str, Any]) -> PyEmptyAwaitable:
 
 async def measure(subscribers: int, rounds: int) -> dict[str, float]:
     hub = Hub(Settings())
-    hub.learn_send(DONE)
     loop = asyncio.get_running_loop()
-    topic = hub._topic("t", hub.clock())
-    for i in range(subscribers):
-        sub = Subscriber(i, eager_send, [topic], "bench", 0.0, loop.create_future())
-        topic.subscribers.add(sub)
-        topic.ready[sub] = eager_send
+    for _ in range(subscribers):  # streams whose client reads at once and never leaves
+        await hub.attach(["t"], None, eager_send, loop.create_future)
+    assert len(hub.topics.by_name["t"].in_sync) == subscribers
     request = [PublishRequest(("t",), "x" * 40)]
     timings = []
     for _ in range(rounds):
         hub.publish_nowait(request)
         start = time.perf_counter()
-        hub.flush()
+        hub.fanout.flush()
         timings.append(time.perf_counter() - start)
     timings.sort()
     best = timings[0]

@@ -25,14 +25,20 @@ from sse_fast.settings import Settings
 TOPICS = 2000
 
 
-async def _ignore(message: Any) -> None:
-    return None
+class PyEmptyAwaitable:  # what Granian's eager send returns: the write is done
+    def __await__(self) -> Any:
+        return
+        yield
 
 
-def _measure(action: Any) -> float:
+def _send(message: Any) -> PyEmptyAwaitable:
+    return PyEmptyAwaitable()
+
+
+async def _measure(action: Any) -> float:
     gc.collect()
     start = tracemalloc.get_traced_memory()[0]
-    action()
+    await action()
     gc.collect()
     return (tracemalloc.get_traced_memory()[0] - start) / TOPICS
 
@@ -40,21 +46,23 @@ def _measure(action: Any) -> float:
 async def measure() -> list[tuple[str, float]]:
     rows = []
     hub = Hub(Settings())
+    never = asyncio.get_running_loop().create_future  # a client that never leaves
     existing = [f"existing-{i}" for i in range(TOPICS)]
-    keep: list[Any] = [hub.open(_ignore, existing, "x", None)]
+    keep: list[Any] = [await hub.attach(existing, None, _send, never)]
+
+    async def subscribe(names: list[str]) -> None:
+        for name in names:
+            keep.append(await hub.attach([name], None, _send, never))
+
     tracemalloc.start()
     try:
-        baseline = _measure(
-            lambda: keep.extend(hub.open(_ignore, [name], "x", None) for name in existing)
-        )
-        fresh = _measure(
-            lambda: keep.extend(hub.open(_ignore, [f"new-{i}"], "x", None) for i in range(TOPICS))
-        )
+        baseline = await _measure(lambda: subscribe(existing))
+        fresh = await _measure(lambda: subscribe([f"new-{i}" for i in range(TOPICS)]))
         rows.append(("subscribed, no history (what a subscriber can create)", fresh - baseline))
         for events in (1, 10, 100, 1024):
             prefix = f"h{events}-"
 
-            def publish(prefix: str = prefix, events: int = events) -> None:
+            async def publish(prefix: str = prefix, events: int = events) -> None:
                 for n in range(events):
                     hub.publish_nowait(
                         [
@@ -63,7 +71,7 @@ async def measure() -> list[tuple[str, float]]:
                         ]
                     )
 
-            rows.append((f"{events} event(s) of ~60 B retained", _measure(publish)))
+            rows.append((f"{events} event(s) of ~60 B retained", await _measure(publish)))
     finally:
         tracemalloc.stop()
     return rows

@@ -20,7 +20,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -256,34 +255,6 @@ def _cookie(header: str, name: str) -> str | None:
         if key == name and value:
             return value
     return None
-
-
-class TokenBucket:
-    """Per-key token buckets (``rate`` per second, ``burst`` at most), bounded in size."""
-
-    def __init__(
-        self, rate: float, burst: float, max_keys: int = 100_000, clock: Any = time.monotonic
-    ) -> None:
-        self.rate = rate
-        self.burst = max(burst, 1.0)
-        self.max_keys = max_keys
-        self.clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float:
-        """0.0 when allowed, else seconds until a token is available."""
-        if self.rate <= 0:
-            return 0.0
-        now = self.clock()
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            if len(self._buckets) > self.max_keys:
-                self._buckets.pop(next(iter(self._buckets)))
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return float((1.0 - tokens) / self.rate)
 
 
 class OperationsAccess:

@@ -156,7 +156,7 @@ def serve(settings: Settings) -> int:
     relay = None
     settings.install_signal_handlers = True
     if settings.workers > 1:
-        from .relay import run_relay
+        from .brokers.relay import run_relay
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
         context = multiprocessing.get_context("spawn")

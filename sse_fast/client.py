@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from . import ParsedEvent, Parser
+from ._core import ParsedEvent, Parser
 
 __all__ = ["ChunkedDecoder", "HTTPResponseError", "SSEClient", "http_request"]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from . import encode
+from ._core import encode
 from ._errors import EncodeError
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""An in-process ASGI "server" for streaming tests, with Granian-like eager sends.
+"""An in-process ASGI "server" for streaming tests, with Granian-like eager sends,
+shared by every in-process test of the hub and the app.
 
 ``eager=True`` imitates Granian 2.8: ``send`` hands the message over at call
 time and returns an already-finished awaitable (named ``PyEmptyAwaitable``, the
@@ -16,6 +17,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import sse_fast
+from sse_fast.app import App
+from sse_fast.hub import Hub, PublishRequest, Subscription
+from sse_fast.settings import Settings
 
 
 class PyEmptyAwaitable:
@@ -157,3 +161,31 @@ async def settle(rounds: int = 20) -> None:
     """Let scheduled callbacks and tasks run."""
     for _ in range(rounds):
         await asyncio.sleep(0)
+
+
+def make_app(**settings: Any) -> App:
+    """An app with the limits and auth off (``test_auth.py`` and
+    ``test_app_admission.py`` test those)."""
+    settings.setdefault("allow_anonymous_publish", True)
+    settings.setdefault("connect_rate_per_ip", 0)
+    settings.setdefault("max_connections_per_ip", 0)
+    return App(Settings(**settings))
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def publish(app: App, topic: str | list[str], data: Any, **kw: Any) -> list[str]:
+    """Publish through the in-process API (one worker)."""
+    topics = (topic,) if isinstance(topic, str) else tuple(topic)
+    return app.hub.publish_nowait([PublishRequest(topics, data, **kw)])
+
+
+async def attach(hub: Hub, names: list[str], last_event_id: str | None = None) -> Subscription:
+    """A stream attached straight to ``hub`` whose client reads everything at once
+    (an eager ``send`` that drops what it is given) and never leaves."""
+    loop = asyncio.get_running_loop()
+    return await hub.attach(
+        names, last_event_id, lambda message: PyEmptyAwaitable(), loop.create_future
+    )

@@ -78,3 +78,10 @@ def no_logged_errors(caplog: pytest.LogCaptureFixture):  # type: ignore[no-untyp
         r for r in caplog.get_records("call") if r.levelno >= 40 and r.name.startswith("sse_fast")
     ]
     assert not errors, f"sse_fast logged errors: {[r.getMessage() for r in errors]}"
+
+
+@pytest.fixture(params=[True, False], ids=["eager", "lazy"])
+def eager(request: pytest.FixtureRequest) -> bool:
+    """Run an in-process test under a Granian-like eager ``send`` and a uvicorn-like
+    lazy one (``asgi_harness.Stream``)."""
+    return bool(request.param)

@@ -11,45 +11,36 @@ import asyncio
 import gc
 import json
 import tracemalloc
-from typing import Any
 
 import orjson
 import pytest
 
-from sse_fast.hub import Hub, PublishError, PublishRequest
+from sse_fast.hub import Hub, PublishError, PublishRequest, resume
 from sse_fast.settings import Settings
 
+from .asgi_harness import attach
 from .server_process import ServerProcess, wait_for
-
-
-async def _ignore(message: Any) -> None:
-    return None
-
-
-def _subscribe(hub: Hub, names: list[str]) -> Any:
-    subscriber, _, _ = hub.open(_ignore, names, "test", None)
-    return subscriber
 
 
 def test_a_subscribed_topic_without_history_costs_well_under_1_kb() -> None:
     async def main() -> float:
         hub = Hub(Settings())
         shared = [f"shared{i}" for i in range(16)]
-        keep = [_subscribe(hub, shared)]
+        keep = [await attach(hub, shared)]
         tracemalloc.start()
         try:
             gc.collect()
             start = tracemalloc.get_traced_memory()[0]
-            keep += [_subscribe(hub, shared) for _ in range(500)]  # existing topics
+            keep += [await attach(hub, shared) for _ in range(500)]  # existing topics
             gc.collect()
             middle = tracemalloc.get_traced_memory()[0]
-            keep += [_subscribe(hub, [f"t{j}-{i}" for i in range(16)]) for j in range(500)]
+            keep += [await attach(hub, [f"t{j}-{i}" for i in range(16)]) for j in range(500)]
             gc.collect()
             end = tracemalloc.get_traced_memory()[0]
         finally:
             tracemalloc.stop()
         assert len(hub.topics) == 16 + 500 * 16
-        assert hub.topics_with_history == 0
+        assert hub.topics.with_history == 0
         # what 8,000 new topics cost beyond subscribing to existing ones
         return ((end - middle) - (middle - start)) / (500 * 16)
 
@@ -60,14 +51,14 @@ def test_a_subscribed_topic_without_history_costs_well_under_1_kb() -> None:
 def test_topics_without_history_vanish_with_their_last_subscriber() -> None:
     async def main() -> None:
         hub = Hub(Settings())
-        a = _subscribe(hub, ["empty", "busy"])
-        b = _subscribe(hub, ["empty"])
+        a = await attach(hub, ["empty", "busy"])
+        b = await attach(hub, ["empty"])
         hub.publish_nowait([PublishRequest(("busy",), "kept")])
-        hub.disconnected(a)
-        assert set(hub.topics) == {"empty", "busy"}  # b still reads "empty"
-        hub.disconnected(b)
-        assert set(hub.topics) == {"busy"}  # history stays (resume), until topic_ttl
-        assert hub.topics_with_history == 1
+        hub.detach(a)
+        assert set(hub.topics.by_name) == {"empty", "busy"}  # b still reads "empty"
+        hub.detach(b)
+        assert set(hub.topics.by_name) == {"busy"}  # history stays (resume), until topic_ttl
+        assert hub.topics.with_history == 1
 
     asyncio.run(main())
 
@@ -78,11 +69,13 @@ def test_a_swept_topics_position_survives_a_passing_subscriber() -> None:
         hub = Hub(Settings(topic_ttl=10), clock=lambda: now[0])
         (first,) = hub.publish_nowait([PublishRequest(("gone",), 1)])
         now[0] += 11
-        assert hub.sweep() == 1 and hub.topics_with_history == 0
-        hub.disconnected(_subscribe(hub, ["gone"]))  # comes and goes: nothing kept...
-        assert "gone" not in hub.topics
-        topic = hub._topic("gone", now[0])  # ...but how far the topic went is
-        status, _ = hub.resolve_resume([topic], str(int(first) - 1))
+        assert hub.sweep() == 1 and hub.topics.with_history == 0
+        hub.detach(await attach(hub, ["gone"]))  # comes and goes: nothing kept...
+        assert "gone" not in hub.topics.by_name
+        topic = hub.topics.get("gone", now[0])  # ...but how far the topic went is
+        status, _ = resume.resolve(
+            [topic], str(int(first) - 1), hub.broker.first_position, hub.last_position
+        )
         assert status == "evicted"
 
     asyncio.run(main())
@@ -91,14 +84,14 @@ def test_a_swept_topics_position_survives_a_passing_subscriber() -> None:
 def test_only_topics_with_history_count_against_max_topics() -> None:
     async def main() -> None:
         hub = Hub(Settings(max_topics=3))
-        keep = [_subscribe(hub, [f"sub{j}-{i}" for i in range(16)]) for j in range(10)]
+        keep = [await attach(hub, [f"sub{j}-{i}" for i in range(16)]) for j in range(10)]
         assert len(hub.topics) == 160
         hub.publish_nowait([PublishRequest(("p1", "sub0-0"), 1)])  # a subscribed name too
         hub.publish_nowait([PublishRequest(("p2",), 2)])
         with pytest.raises(PublishError) as info:
             hub.publish_nowait([PublishRequest(("p3", "p4"), 3)])
         assert info.value.status == 503 and "3 topics with history" in str(info.value)
-        assert hub.topics_with_history == 3
+        assert hub.topics.with_history == 3
         assert keep
 
     asyncio.run(main())

@@ -1,16 +1,30 @@
-"""Multi-worker relay: one sequencer process, every worker sees every publish.
+"""The relay broker: several workers of one server, one sequencer process.
 
-With ``--workers N`` the ``serve`` command starts this relay on a Unix socket
-before Granian starts its workers. Each worker connects at lifespan startup.
-A worker that accepts ``POST /publish`` validates the events and sends them to
-the relay; the relay assigns the global sequence numbers and ids, encodes
-each frame once, and broadcasts the encoded frames to all workers (the
-publishing one included) in one order, then acknowledges with the ids.
-Every worker thus holds identical rings, so ``Last-Event-ID`` resumes on
-whichever worker a client reconnects to. No external service is involved.
+With ``--workers N`` the ``serve`` command starts the relay (``run_relay``) on
+a Unix socket before Granian starts its workers. Each worker's hub has a
+``RelayBroker`` that connects at lifespan startup. A worker that accepts
+``POST /publish`` validates the events and sends them to the relay; the relay
+sequences them (positions, ids, each frame encoded once) and delivers the
+encoded frames to all workers (the publishing one included) in one order,
+then acknowledges with the ids. Every worker thus holds identical rings, so
+``Last-Event-ID`` resumes on whichever worker a client reconnects to. No
+external service is involved. The promises are those of the broker contract
+(``brokers/__init__.py``); a worker joining late claims history only from the
+first position it is delivered.
 
-Wire format (both directions): ``!II`` total length and header length, a
-JSON header (orjson), then raw frame bytes for deliveries.
+Wire format (both directions): ``!II`` total length and header length, a JSON
+header (orjson), then raw frame bytes for deliveries. Headers, by ``type``:
+
+* ``hello`` (worker -> relay), answered by ``welcome`` with ``first_position``
+  (where the relay's sequence started) and ``last_position`` (the newest
+  position it gave out);
+* ``publish`` (worker -> relay): ``request`` (the worker's number for it),
+  ``accepted_at`` and ``events``: ``[topics, data, event, id, retry]`` each,
+  data pre-serialised JSON (or text);
+* ``deliver`` (relay -> every worker): ``events``: ``[position, id, topics,
+  accepted_at, size]`` each, the frames concatenated after the header;
+* ``ack`` (relay -> publishing worker): ``request``, ``ids``; or ``error``:
+  ``request``, ``message`` (an event could not be encoded: nothing published).
 """
 
 from __future__ import annotations
@@ -26,21 +40,16 @@ from typing import Any
 
 import orjson
 
-from . import EncodeError
-from .hub import (
-    Hub,
-    PublishError,
-    PublishRequest,
-    Sequenced,
-    initial_gseq,
-    make_frame,
-    sequence,
-)
+from .._core import EncodeError
+from ..publishing import PublishError, PublishRequest
+from . import Broker
+from .sequencing import Sequenced, first_position, make_frame, sequence
 
 log = logging.getLogger("sse_fast.relay")
 
 _PREFIX = struct.Struct("!II")
 MAX_MESSAGE = 256 * 1024 * 1024
+RETRY_AFTER = 1.0  # seconds, when the relay is unreachable
 
 
 def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
@@ -67,16 +76,18 @@ def _wire_data(data: Any) -> Any:
     return orjson.Fragment(orjson.dumps(data))
 
 
-def pack_publish(request_id: int, requests: list[PublishRequest]) -> bytes:
+def pack_publish(request_id: int, requests: list[PublishRequest], accepted_at: float) -> bytes:
     """A worker's publish message; raises ``PublishError`` (400) for events that
     cannot be encoded, with the encoder's own explanation."""
     try:
         return pack(
             {
-                "t": "pub",
-                "r": request_id,
-                "a": time.monotonic(),
-                "e": [[r.topics, _wire_data(r.data), r.event, r.id, r.retry] for r in requests],
+                "type": "publish",
+                "request": request_id,
+                "accepted_at": accepted_at,
+                "events": [
+                    [r.topics, _wire_data(r.data), r.event, r.id, r.retry] for r in requests
+                ],
             }
         )
     except (TypeError, ValueError) as exc:  # orjson.JSONEncodeError, UnicodeDecodeError
@@ -89,16 +100,21 @@ def pack_publish(request_id: int, requests: list[PublishRequest]) -> bytes:
 
 
 def pack_delivery(items: list[Sequenced]) -> bytes:
-    header = {"t": "d", "i": [[i.gseq, i.id, i.topics, i.accepted_at, len(i.frame)] for i in items]}
+    header = {
+        "type": "deliver",
+        "events": [[i.position, i.id, i.topics, i.accepted_at, len(i.frame)] for i in items],
+    }
     return pack(header, b"".join(i.frame for i in items))
 
 
 def unpack_delivery(header: dict[str, Any], payload: bytes) -> list[Sequenced]:
     items = []
     offset = 0
-    for gseq, event_id, topics, accepted_at, size in header["i"]:
+    for position, event_id, topics, accepted_at, size in header["events"]:
         items.append(
-            Sequenced(gseq, event_id, tuple(topics), payload[offset : offset + size], accepted_at)
+            Sequenced(
+                position, event_id, tuple(topics), payload[offset : offset + size], accepted_at
+            )
         )
         offset += size
     return items
@@ -108,8 +124,8 @@ class Relay:
     """The sequencer and broadcaster (runs in its own process)."""
 
     def __init__(self) -> None:
-        self.first_gseq = initial_gseq()
-        self.next_gseq = self.first_gseq
+        self.first_position = first_position()
+        self.next_position = self.first_position
         self.workers: set[asyncio.StreamWriter] = set()
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -117,11 +133,17 @@ class Relay:
         try:
             while True:
                 header, _ = await read_message(reader)
-                if header["t"] == "hello":
+                if header["type"] == "hello":
                     writer.write(
-                        pack({"t": "welcome", "first": self.first_gseq, "last": self.next_gseq - 1})
+                        pack(
+                            {
+                                "type": "welcome",
+                                "first_position": self.first_position,
+                                "last_position": self.next_position - 1,
+                            }
+                        )
                     )
-                elif header["t"] == "pub":
+                elif header["type"] == "publish":
                     self.publish(writer, header)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -130,17 +152,19 @@ class Relay:
             writer.close()
 
     def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
-        requests = [PublishRequest(tuple(t), d, e, i, r) for t, d, e, i, r in header["e"]]
+        requests = [PublishRequest(tuple(t), d, e, i, r) for t, d, e, i, r in header["events"]]
         try:
-            items = sequence(requests, self.next_gseq, header["a"])
+            items = sequence(requests, self.next_position, header["accepted_at"])
         except EncodeError as exc:
-            origin.write(pack({"t": "err", "r": header["r"], "m": str(exc)}))
+            origin.write(pack({"type": "error", "request": header["request"], "message": str(exc)}))
             return
-        self.next_gseq += len(items)
+        self.next_position += len(items)
         message = pack_delivery(items)
         for worker in self.workers:
             worker.write(message)
-        origin.write(pack({"t": "ack", "r": header["r"], "ids": [i.id for i in items]}))
+        origin.write(
+            pack({"type": "ack", "request": header["request"], "ids": [i.id for i in items]})
+        )
 
 
 async def serve_relay(path: str, ready: Any = None) -> None:
@@ -168,20 +192,22 @@ def run_relay(path: str, ready: Any = None) -> None:
         asyncio.run(serve_relay(path, ready))
 
 
-class RelayClient:
-    """A worker's connection to the relay; installs itself as the hub's sequencer."""
+class RelayBroker(Broker):
+    """A worker's connection to the relay."""
 
-    def __init__(self, path: str, hub: Hub, connect_timeout: float = 10.0) -> None:
+    def __init__(self, path: str, connect_timeout: float = 10.0) -> None:
+        super().__init__()
         self.path = path
-        self.hub = hub
         self.connect_timeout = connect_timeout
+        # Known once connected; until then nothing is delivered and nothing claimed.
+        self.first_position = 0
         self.connected = False
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[list[str]]] = {}
         self._ids = itertools.count(1)
 
-    async def connect(self) -> None:
+    async def start(self) -> None:
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
@@ -191,9 +217,11 @@ class RelayClient:
                 if time.monotonic() > deadline:
                     raise ConnectionError(f"cannot reach the relay at {self.path}") from None
                 await asyncio.sleep(0.05)
-        writer.write(pack({"t": "hello"}))
+        writer.write(pack({"type": "hello"}))
         header, _ = await read_message(reader)
-        self.hub.use_remote_sequencer(self.submit, header["first"], header["last"])
+        # This worker is delivered what the relay sequences from now on: it may
+        # claim no older history (the broker contract's "History claims").
+        self.first_position = header["last_position"] + 1
         self._writer = writer
         self.connected = True
         self._reader_task = asyncio.get_running_loop().create_task(self._read_loop(reader))
@@ -202,34 +230,42 @@ class RelayClient:
         try:
             while True:
                 header, payload = await read_message(reader)
-                kind = header["t"]
-                if kind == "d":
-                    self.hub.apply(unpack_delivery(header, payload))
-                elif kind in ("ack", "err"):
-                    future = self._pending.pop(header["r"], None)
+                kind = header["type"]
+                if kind == "deliver":
+                    self.deliver(unpack_delivery(header, payload))
+                elif kind in ("ack", "error"):
+                    future = self._pending.pop(header["request"], None)
                     if future is not None and not future.done():
                         if kind == "ack":
                             future.set_result(header["ids"])
                         else:
-                            future.set_exception(PublishError(header["m"]))
+                            future.set_exception(PublishError(header["message"]))
         except (asyncio.IncompleteReadError, ConnectionError):
             log.error("lost the relay connection: publishing is unavailable on this worker")
         finally:
             self.connected = False
             for future in self._pending.values():
                 if not future.done():
-                    future.set_exception(PublishError("relay unavailable", status=503))
+                    future.set_exception(
+                        PublishError("relay unavailable", status=503, retry_after=RETRY_AFTER)
+                    )
             self._pending.clear()
 
-    async def submit(self, requests: list[PublishRequest]) -> list[str]:
+    @property
+    def available(self) -> bool:
+        return self.connected
+
+    async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         if not self.connected or self._writer is None:
-            raise PublishError("relay unavailable; try again shortly", status=503)
+            raise PublishError(
+                "relay unavailable; try again shortly", status=503, retry_after=RETRY_AFTER
+            )
         # No pre-check here: the relay encodes the whole batch before sequencing
-        # any of it and answers "err" on EncodeError, so nothing is half-published
+        # any of it and answers "error" on EncodeError, so nothing is half-published
         # and each frame is encoded once. Only what cannot even be put on the wire
         # is refused here, with the same answer one worker gives.
         request_id = next(self._ids)
-        message = pack_publish(request_id, requests)
+        message = pack_publish(request_id, requests, accepted_at)
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         self._writer.write(message)
@@ -239,6 +275,9 @@ class RelayClient:
     def pending(self) -> int:
         """Publishes sent to the relay and not answered yet."""
         return len(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        return {"relay": {"connected": self.connected, "pending": self.pending}}
 
     async def close(self) -> None:
         if self._reader_task is not None:

@@ -1,0 +1,56 @@
+"""The chooser: the Cython core or its pure-Python twins, one API.
+
+The extension is used when it was built; ``SSE_FAST_NO_EXTENSIONS=1`` (read
+here and by ``setup.py``) selects the pure-Python twins. Every module of the
+package takes the core from here, never from ``sse_fast/__init__.py``, so the
+package's own modules import in any order.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ._errors import EncodeError, EventTooLarge, Lagged, ParseError
+
+NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
+#: Why the extension did not load (None when it did, or when it was not wanted).
+EXTENSION_IMPORT_ERROR: ImportError | None = None
+
+if TYPE_CHECKING or NO_EXTENSIONS:
+    from ._encoder_py import Event, encode, encode_many
+    from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+    from ._ring_py import Ring
+
+    HAS_EXTENSIONS = False
+else:
+    try:
+        from ._encoder_ext import Event, encode, encode_many
+        from ._parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from ._ring_ext import Ring
+    except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
+        EXTENSION_IMPORT_ERROR = exc
+        from ._encoder_py import Event, encode, encode_many
+        from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from ._ring_py import Ring
+
+        HAS_EXTENSIONS = False
+    else:
+        HAS_EXTENSIONS = True
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "EXTENSION_IMPORT_ERROR",
+    "HAS_EXTENSIONS",
+    "NO_EXTENSIONS",
+    "EncodeError",
+    "Event",
+    "EventTooLarge",
+    "Lagged",
+    "ParseError",
+    "ParsedEvent",
+    "Parser",
+    "Ring",
+    "encode",
+    "encode_many",
+]

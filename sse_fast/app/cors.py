@@ -1,0 +1,51 @@
+"""CORS: browsers on the origins in ``cors_origins`` may subscribe and publish
+with credentials, read ``SSE-Fast-Resume`` and ``Retry-After``, and send
+``Authorization`` and ``Last-Event-ID``."""
+
+from __future__ import annotations
+
+from ..asgi import Headers, Scope, Send
+from ..auth import split_list
+from ..settings import Settings
+from .http import HTTPError, header
+
+
+class Cors:
+    def __init__(self, settings: Settings) -> None:
+        self.origins = frozenset(split_list(settings.cors_origins))
+
+    def headers(self, scope: Scope) -> Headers:
+        """The CORS headers of a response to this request (none for other origins)."""
+        origin = header(scope, b"origin")
+        if origin is None or origin not in self.origins:
+            return []
+        return [
+            (b"access-control-allow-origin", origin.encode("latin-1")),
+            (b"access-control-allow-credentials", b"true"),
+            (b"vary", b"Origin"),
+            (b"access-control-expose-headers", b"SSE-Fast-Resume, Retry-After"),
+        ]
+
+    async def preflight(self, scope: Scope, send: Send) -> None:
+        """Answer an ``OPTIONS`` preflight (403 for an origin not allowed)."""
+        origin = header(scope, b"origin")
+        if origin is None or origin not in self.origins:
+            raise HTTPError(
+                403, f"origin {origin!r} is not allowed (cors_origins)", reason="cors_origin"
+            )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 204,
+                "headers": [
+                    *self.headers(scope),
+                    (b"access-control-allow-methods", b"GET, POST, OPTIONS"),
+                    (
+                        b"access-control-allow-headers",
+                        b"Authorization, Content-Type, Last-Event-ID",
+                    ),
+                    (b"access-control-max-age", b"600"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": b""})

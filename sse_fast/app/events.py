@@ -1,0 +1,129 @@
+"""``GET /events?topic=a&topic=b[&lastEventId=...]``: an SSE stream.
+
+The endpoint reads the request (topics, ``Last-Event-ID`` from the header or
+the ``lastEventId`` query parameter, a query token), admits it
+(``admission.py``), authorises it (``auth.py``), and hands the stream to
+``Hub.attach``, which owns everything from the response start on. It then
+waits for the stream to end, from either side, and gives back the client's
+per-IP slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..abort import connection_key
+from ..asgi import Receive, Scope, Send
+from ..auth import Authenticator, AuthError
+from ..hub import Hub
+from ..publishing import PublishError, check_event_id, check_topic
+from ..settings import Settings
+from .admission import Admission, ClientAddress
+from .cors import Cors
+from .http import HTTPError, header, header_utf8, query
+
+
+class EventsEndpoint:
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        auth: Authenticator,
+        admission: Admission,
+        client_address: ClientAddress,
+        cors: Cors,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.auth = auth
+        self.admission = admission
+        self.client_address = client_address
+        self.cors = cors
+
+    def read_request(self, scope: Scope) -> tuple[list[str], str | None, str | None]:
+        """Topics, Last-Event-ID and query token of a subscription (400 on bad input)."""
+        settings = self.settings
+        try:
+            fields = query(
+                scope,
+                "utf-8",
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=settings.max_topics_per_connection + 8,
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HTTPError(
+                400, f"query string is malformed or has too many fields ({exc})", reason="bad_query"
+            ) from None
+        topics = fields.get("topic", [])
+        if not topics:
+            raise HTTPError(
+                400, "name at least one topic: /events?topic=NAME[&topic=OTHER]", reason="bad_topic"
+            )
+        names = list(dict.fromkeys(topics))
+        if len(names) > settings.max_topics_per_connection:
+            raise HTTPError(
+                400,
+                f"{len(names)} topics; at most {settings.max_topics_per_connection} per connection",
+                reason="too_many_topics",
+            )
+        try:
+            for name in names:
+                check_topic(name, settings)
+        except PublishError as exc:
+            raise HTTPError(400, str(exc), reason="bad_topic") from None
+        last_event_id = header_utf8(scope, b"last-event-id")
+        if last_event_id is None:
+            last_event_id = fields.get("lastEventId", [None])[-1]
+        if last_event_id is not None:
+            try:
+                check_event_id(last_event_id, settings, "Last-Event-ID")
+            except PublishError as exc:
+                raise HTTPError(400, str(exc), reason="bad_last_event_id") from None
+        return names, last_event_id, fields.get("token", [None])[-1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hub = self.hub
+        if hub.draining:
+            raise HTTPError(
+                503,
+                "server is draining; reconnect to another instance",
+                [(b"retry-after", b"1")],
+                reason="draining",
+            )
+        names, last_event_id, query_token = self.read_request(scope)
+        ip = self.client_address(scope)
+        self.admission.admit_stream(ip, len(hub.subscriptions))
+        try:
+            credential = self.auth.subscriber(
+                header(scope, b"authorization"), header(scope, b"cookie"), query_token, names
+            )
+        except AuthError as exc:
+            raise HTTPError.from_auth(exc) from None
+        client = scope.get("client")
+        self.admission.hold_stream(ip)
+        expiry = None
+        try:
+            subscription = await hub.attach(
+                names,
+                last_event_id,
+                send,
+                receive,
+                client=f"{client[0]}:{client[1]}" if client else "?",
+                connection=connection_key(scope),
+                headers=self.cors.headers(scope),
+            )
+            try:
+                if credential is not None and credential.expires_at is not None:
+                    expiry = asyncio.get_running_loop().call_later(
+                        max(0.0, credential.expires_at - time.time()), hub.expire, subscription
+                    )
+                # the end: the client's http.disconnect, or the server closing the stream
+                await subscription.closed
+            finally:
+                hub.detach(subscription)
+        finally:
+            if expiry is not None:
+                expiry.cancel()
+            self.admission.release_stream(ip)

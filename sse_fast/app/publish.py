@@ -1,0 +1,92 @@
+"""``POST /publish``: JSON events in, ids out.
+
+The body is ``{"topic": "a" | "topics": [...], "data": ..., "event": ...,
+"id": ..., "retry": ...}`` or ``{"events": [...]}``; the answer is ``{"ids":
+[...]}``. The endpoint checks the content type, the credential and its rate,
+reads the body within ``max_body_bytes``, parses it (``publishing.py``, the one
+place a publish is validated), checks the credential's topics and publishes
+through the hub. Invalid requests get 4xx with ``{"error": ...}`` and nothing is
+published.
+"""
+
+from __future__ import annotations
+
+from ..asgi import Receive, Scope, Send
+from ..auth import Authenticator, AuthError
+from ..hub import Hub
+from ..publishing import PublishError, parse_publish_body
+from ..settings import Settings
+from .admission import Admission
+from .cors import Cors
+from .http import HTTPError, header, send_json
+
+
+class PublishEndpoint:
+    def __init__(
+        self, settings: Settings, hub: Hub, auth: Authenticator, admission: Admission, cors: Cors
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.auth = auth
+        self.admission = admission
+        self.cors = cors
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = header(scope, b"content-type")
+        if content_type is not None and content_type.split(";")[0].strip().lower() not in (
+            "application/json",
+            "",
+        ):
+            raise HTTPError(
+                415,
+                f"Content-Type {content_type!r} is not supported; "
+                "send JSON with Content-Type: application/json",
+                reason="bad_content_type",
+            )
+        try:
+            credential = self.auth.publisher(header(scope, b"authorization"))
+        except AuthError as exc:
+            raise HTTPError.from_auth(exc) from None
+        self.admission.admit_publish(credential.identity)
+        body = await self.read_body(scope, receive)
+        try:
+            requests = parse_publish_body(body, self.settings)
+            self.auth.check_publish(credential, {t for r in requests for t in r.topics})
+            ids = await self.hub.publish(requests)
+        except PublishError as exc:
+            raise HTTPError.from_publish(exc) from None
+        except AuthError as exc:
+            raise HTTPError(exc.status, exc.message, reason=exc.reason) from None
+        await send_json(send, 200, {"ids": ids}, self.cors.headers(scope))
+
+    async def read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.settings.max_body_bytes
+        declared = header(scope, b"content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise HTTPError(400, "Content-Length is not a number", reason="bad_body")
+            if int(declared) > limit:
+                raise HTTPError(
+                    413,
+                    f"body of {declared} bytes exceeds the limit of {limit} bytes (max_body_bytes)",
+                    reason="body_too_large",
+                )
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HTTPError(
+                    400, "client disconnected before sending the body", reason="bad_body"
+                )
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(
+                    413,
+                    f"body exceeds the limit of {limit} bytes (max_body_bytes)",
+                    reason="body_too_large",
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)

@@ -1,0 +1,107 @@
+"""The ASGI application: requests to their endpoints, refusals answered alike.
+
+Usable under any ASGI server; ``sse-fast serve`` runs it under Granian with
+uvloop, where ``send`` is eager and the hub's fan-out needs no task per
+delivery (``hub/server.py``). Endpoints: ``GET /events`` (``events.py``),
+``POST /publish`` (``publish.py``), ``/healthz``, ``/readyz``, ``/metrics``,
+``/stats`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from ..asgi import Receive, Scope, Send
+from ..auth import Authenticator
+from ..hub import Hub
+from ..settings import Settings
+from .admission import Admission, ClientAddress
+from .cors import Cors
+from .events import EventsEndpoint
+from .http import HTTPError, allow, send_json
+from .lifespan import Lifespan
+from .operations import Operations
+from .publish import PublishEndpoint
+
+log = logging.getLogger("sse_fast")
+
+Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
+ENDPOINTS = "/events, /publish, /healthz, /readyz, /metrics, /stats"
+
+
+class App:
+    """The sse_fast ASGI application. ``app.hub`` is the in-process publish API."""
+
+    def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
+        self.settings = settings = settings or Settings.from_env()
+        if hub is None:
+            broker = None
+            if settings.relay_socket:
+                from ..brokers.relay import RelayBroker
+
+                broker = RelayBroker(settings.relay_socket)
+            hub = Hub(settings, broker=broker)
+        self.hub = hub
+        self.auth = Authenticator(settings)
+        self.admission = Admission(settings)
+        self.client_address = ClientAddress(settings)
+        self.cors = Cors(settings)
+        self.events = EventsEndpoint(
+            settings, hub, self.auth, self.admission, self.client_address, self.cors
+        )
+        self.publish = PublishEndpoint(settings, hub, self.auth, self.admission, self.cors)
+        self.operations = Operations(settings, hub, self.client_address)
+        self.lifespan = Lifespan(settings, hub, self.operations)
+        self._routes: dict[str, tuple[str, Endpoint]] = {
+            "/publish": ("POST", self.publish),
+            "/healthz": ("GET", self.operations.healthz),
+            "/readyz": ("GET", self.operations.readyz),
+            "/metrics": ("GET", self.operations.metrics),
+            "/stats": ("GET", self.operations.stats),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            if scope["path"] == "/events" and scope["method"] == "GET":
+                # the one long-lived handler: kept one coroutine frame deep (memory per stream)
+                try:
+                    await self.events(scope, receive, send)
+                except HTTPError as error:
+                    await self.refuse(scope, send, error)
+                return
+            await self.http(scope, receive, send)
+        elif kind == "lifespan":
+            await self.lifespan(receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Every request but ``GET /events``."""
+        path = scope["path"]
+        method = scope["method"]
+        try:
+            if method == "OPTIONS" and path in ("/events", "/publish"):
+                await self.cors.preflight(scope, send)
+            elif path == "/events":  # GET is served by __call__: only other methods get here
+                allow(method, ("GET",))
+            elif path in self._routes:
+                allowed, endpoint = self._routes[path]
+                allow(method, (allowed,))
+                await endpoint(scope, receive, send)
+            else:
+                raise HTTPError(
+                    404, f"no such endpoint {path!r}; see {ENDPOINTS}", reason="not_found"
+                )
+        except HTTPError as error:
+            await self.refuse(scope, send, error)
+
+    async def refuse(self, scope: Scope, send: Send, error: HTTPError) -> None:
+        self.hub.metrics.refuse(error.reason)
+        await send_json(
+            send,
+            error.status,
+            {"error": error.message},
+            [*error.headers, *self.cors.headers(scope)],
+        )

@@ -1,0 +1,97 @@
+"""Brokers: where a hub's sequenced events come from.
+
+A hub never numbers events itself. It hands publish requests to its broker;
+the broker sequences them (``sequencing.py``) and delivers the sequenced
+events to every member bound to it, the publishing one included, which store
+and fan them out. ``LocalBroker`` sequences in this process (one worker, the
+default: no external service); ``RelayBroker`` asks the server's relay process
+(several workers on one machine). A broker on another engine (Redis) is a
+third implementation of this interface; fan-out and resume do not change.
+
+Contract
+--------
+Every broker keeps these promises; the hub relies on nothing else.
+
+* Order. Each published event gets one *position*, unique and greater than
+  every position before it. Every member bound to the broker is delivered
+  every event, in order of position, on its event loop. A member may be
+  delivered a position again (a replay after a reconnect); it ignores
+  positions it already applied.
+* Ids. An event's id is the publisher's id when given, else
+  ``str(position)``, assigned once by the broker; ``publish`` returns the ids
+  in the order of the requests.
+* Whole batches. ``publish`` sequences all of its requests or none: an event
+  that cannot be encoded refuses the batch with ``PublishError`` (400, the
+  encoder's reason); a broker that cannot publish now refuses it with
+  ``PublishError`` (503, and ``retry_after`` seconds to say when to try again).
+  A refused publish published nothing.
+* Positions outlive restarts. A sequence starts at the wall clock in
+  microseconds, so positions keep growing across restarts of the sequencer
+  and an id from an earlier run is recognisably older.
+* History claims. ``first_position`` is the oldest position this member may
+  claim to know: it has been delivered every event from there on. A member
+  that joins (or rejoins) a running sequence starts it at the first position
+  it will be delivered, so a ``Last-Event-ID`` from before it joined resolves
+  to ``unknown`` (or ``evicted``), never to ``resumed`` without the events.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..publishing import PublishRequest
+from .sequencing import Sequenced
+
+Deliver = Callable[[Sequence[Sequenced]], None]
+
+
+class Broker(abc.ABC):
+    """Sequences publish requests and delivers the sequenced events (see the contract)."""
+
+    #: the oldest position this member may claim to know (see "History claims")
+    first_position: int
+
+    def __init__(self) -> None:
+        self._deliver: Deliver | None = None
+
+    def bind(self, deliver: Deliver) -> None:
+        """Called once by the hub: where this member's sequenced events go."""
+        if self._deliver is not None:
+            raise RuntimeError("this broker is already bound to a hub")
+        self._deliver = deliver
+
+    def deliver(self, items: Sequence[Sequenced]) -> None:
+        if self._deliver is None:
+            raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
+        self._deliver(items)
+
+    async def start(self) -> None:  # noqa: B027  (an optional hook)
+        """Connect (at the server's startup); ``first_position`` is final afterwards."""
+
+    async def close(self) -> None:  # noqa: B027  (an optional hook)
+        """Disconnect (at shutdown)."""
+
+    @property
+    def available(self) -> bool:
+        """Whether ``publish`` can succeed now (readiness)."""
+        return True
+
+    @abc.abstractmethod
+    async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """Sequence ``requests`` (all or none) and deliver them; return their ids."""
+
+    def publish_nowait(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """``publish`` for synchronous code; only a broker in this process can."""
+        raise RuntimeError(
+            f"publish_nowait() needs the local broker, not {type(self).__name__}; "
+            "use await hub.publish()"
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """Figures for ``/stats``."""
+        return {}
+
+
+__all__ = ["Broker", "Deliver"]

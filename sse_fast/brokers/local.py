@@ -1,0 +1,34 @@
+"""The local broker: one worker sequences its own publishes (the default)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._core import EncodeError
+from ..publishing import PublishError, PublishRequest
+from . import Broker
+from .sequencing import first_position, sequence
+
+
+class LocalBroker(Broker):
+    """Sequences in this process and delivers at once, synchronously."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first_position = first_position()
+        self.next_position = self.first_position
+
+    async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        return self.publish_nowait(requests, accepted_at)
+
+    def publish_nowait(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        try:
+            items = sequence(requests, self.next_position, accepted_at)
+        except EncodeError as exc:
+            raise PublishError(str(exc)) from None
+        self.next_position += len(items)
+        self.deliver(items)
+        return [item.id for item in items]
+
+    def stats(self) -> dict[str, Any]:
+        return {}

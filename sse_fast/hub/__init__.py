@@ -1,0 +1,25 @@
+"""The hub: topics, fan-out, resume, heartbeats and drain for one worker.
+
+Its parts, one per section of its theory of operation (each module's
+docstring is that section):
+
+* ``topics.py`` - storage: topics, rings, the position of each retained frame;
+* ``fanout.py`` - fan-out: the coalesced flush, catch-up of slow streams, lag;
+* ``resume.py`` - resume: ``Last-Event-ID`` to positions, ``unknown``/``evicted``;
+* ``closing.py`` - server-side closes, cuts of non-readers, client disconnects;
+* ``lifecycle.py`` - heartbeats, sweeping, drain;
+* ``server.py`` - the server adapter: eager-send detection, the disconnect watch;
+* ``subscription.py`` - one stream and its place in its topics' sets;
+* ``hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
+
+Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).
+"""
+
+from __future__ import annotations
+
+from ..brokers.sequencing import Sequenced
+from ..publishing import PublishError, PublishRequest
+from .hub import SSE_HEADERS, Hub
+from .subscription import Subscription
+
+__all__ = ["SSE_HEADERS", "Hub", "PublishError", "PublishRequest", "Sequenced", "Subscription"]

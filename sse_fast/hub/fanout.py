@@ -1,0 +1,288 @@
+"""Fan-out: stored events reach every subscription, fast ones never waiting for slow ones.
+
+* ``apply`` stores sequenced events in their topics' rings and schedules one
+  ``flush`` for the current loop iteration; events applied before it runs (a
+  batch, or publishes that arrived while the previous fan-out ran) are
+  written together.
+* An in-sync subscription is exactly at its topics' flushed positions, so it
+  needs no cursor: the flush reads each dirty topic once (one coalesced bytes
+  object) and calls every in-sync subscription's ASGI ``send`` with one shared
+  message; subscriptions of several topics get a merge in order of position,
+  computed once per distinct topic set.
+* A write that is not done at once (``server.py``: a full channel under
+  Granian, or any write under a server whose ``send`` is a plain coroutine)
+  still holds that message; the subscription then leaves the in-sync sets,
+  keeps the flushed positions as its cursors and gets a catch-up task. The
+  task awaits the pending write, then writes everything newer from the rings
+  in one coalesced message per round, until nothing is pending: then it
+  rejoins. No per-subscription queue exists, so memory per slow subscription
+  is one pending write.
+* Lag. A catching-up subscription whose cursor fell behind its ring gets a
+  final ``sse-fast-disconnect`` event (reason ``lagged``) and its stream is
+  closed; one whose single write stays blocked past ``catch_up_timeout`` is
+  cut (``closing.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+
+from .._core import Lagged, encode
+from ..asgi import Send
+from ..brokers.sequencing import Sequenced
+from ..metrics import Metrics
+from ..settings import Settings
+from .closing import Closer
+from .server import SendStyle
+from .subscription import Subscription
+from .topics import Topic, Topics, read_since
+
+log = logging.getLogger("sse_fast")
+
+
+class FanOut:
+    """Writes what is stored to the subscriptions of one hub."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        send_style: SendStyle,
+        topics: Topics,
+        closer: Closer,
+        last_position: int,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.send_style = send_style
+        self.topics = topics
+        self.closer = closer
+        #: the newest position applied here
+        self.last_position = last_position
+        self._dirty: dict[Topic, None] = {}
+        self._flush_scheduled = False
+        self._accepted: list[float] = []
+
+    # ---------------------------------------------------------------- storing
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        """Store sequenced events; in-sync subscriptions get them at the next flush
+        (scheduled for this loop iteration, so events applied together are
+        written together). Positions already applied are skipped (a replay)."""
+        metrics = self.metrics
+        topics = self.topics
+        now = self.clock()
+        dirty = self._dirty
+        for item in items:
+            if item.position <= self.last_position:
+                continue  # already applied (a broker replaying after a reconnect)
+            self.last_position = item.position
+            for name in item.topics:
+                topic = topics.get(name, now)
+                if topics.keep(topic, item) and topic.catching_up:
+                    self._drop_lagging(topic)
+                dirty[topic] = None
+            metrics.published_total += 1
+            self._accepted.append(item.accepted_at)
+        if dirty and not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (synchronous embedding): write now
+                self.flush()
+            else:
+                self._flush_scheduled = True
+                loop.call_soon(self.flush)
+
+    def flush_pending(self) -> None:
+        """Flush now if anything is stored and not yet written (before reading the
+        flushed positions as the heads, as a new subscription does)."""
+        if self._dirty:
+            self.flush()
+
+    # ---------------------------------------------------------------- in sync
+
+    def flush(self) -> None:
+        """Write everything stored since the last flush to the in-sync subscriptions:
+        one coalesced message per topic (single-topic subscriptions share it), and
+        one merge per topic set for multi-topic subscriptions."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return
+        before: dict[Topic, int] = {}
+        multi: dict[Subscription, Send] = {}
+        for topic in dirty:
+            before[topic] = topic.flushed
+            try:
+                data, topic.flushed = topic.ring.read_since(topic.flushed)
+                count = topic.flushed - before[topic]
+            except Lagged as lag:  # more published in one go than the ring holds
+                topic.flushed = topic.ring.head
+                for subscription in list(topic.in_sync) + list(topic.in_sync_multi):
+                    self.lagged(subscription, lag.lost)
+                continue
+            if topic.in_sync:
+                self._write_events(topic.in_sync, data, count)
+            if topic.in_sync_multi:
+                multi.update(topic.in_sync_multi)
+        if multi:
+            merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
+            groups: dict[tuple[Topic, ...], dict[Subscription, Send]] = {}
+            for subscription, send in multi.items():
+                if subscription.state != Subscription.IN_SYNC:
+                    continue  # closed above (one of its topics overflowed)
+                key = tuple(subscription.topics)
+                if key not in merged:
+                    try:
+                        merged[key] = read_since({t: before.get(t, t.flushed) for t in key})
+                    except Lagged as lag:
+                        merged[key] = (b"", 0)
+                        self.lagged(subscription, lag.lost)
+                        continue
+                groups.setdefault(key, {})[subscription] = send
+            for key, targets in groups.items():
+                data, count = merged[key]
+                if count:
+                    self._write_events(targets, data, count)
+        end = self.clock()
+        observe = self.metrics.publish_latency.observe
+        for accepted_at in self._accepted:
+            observe(end - accepted_at)
+        self._accepted.clear()
+
+    def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:
+        message = {"type": "http.response.body", "body": frame, "more_body": True}
+        count = len(targets)  # before: slow subscriptions leave ``targets`` (an in-sync set)
+        failed = self.write_all(targets, message)
+        self.metrics.delivered_total += (count - failed) * events
+
+    def write_all(self, targets: dict[Subscription, Send], message: dict[str, Any]) -> int:
+        """Hand one message to every target's ``send``; those whose write is pending
+        go to catch-up, those whose ``send`` raised are detached. Returns how many
+        were detached."""
+        written = self.send_style.written_type
+        slow = None
+        failed = None
+        for subscription, send in targets.items():
+            try:
+                result = send(message)
+            except Exception:  # a server whose send() raises for a gone client
+                if failed is None:
+                    failed = []
+                failed.append(subscription)
+                continue
+            if type(result) is not written:
+                if slow is None:
+                    slow = []
+                slow.append((subscription, result))
+        if slow:
+            for subscription, result in slow:
+                self.catch_up(subscription, result)
+        if failed:
+            for subscription in failed:
+                self.closer.detach(subscription)
+            return len(failed)
+        return 0
+
+    # ---------------------------------------------------------------- joining
+
+    def start(self, subscription: Subscription, first_bytes: bytes) -> None:
+        """Write a new stream's first bytes; join the in-sync sets, or catch up if
+        that write is pending or events were stored since its cursors were taken."""
+        if subscription.state == Subscription.CLOSED:
+            return
+        result = subscription.send(
+            {"type": "http.response.body", "body": first_bytes, "more_body": True}
+        )
+        if self.send_style.written(result) and _at_flushed_heads(subscription.cursors):
+            subscription.enter_sync()
+        else:
+            self.catch_up(subscription, result, dict(subscription.cursors))
+
+    # ---------------------------------------------------------------- catching up
+
+    def catch_up(
+        self,
+        subscription: Subscription,
+        pending: object,
+        cursors: dict[Topic, int] | None = None,
+    ) -> None:
+        """Leave the in-sync sets; a task writes ``pending`` then the ring backlog.
+
+        Without ``cursors`` the subscription is where in-sync ones are: at each
+        topic's flushed position (``pending`` holds everything up to it).
+        """
+        if subscription.state != Subscription.IN_SYNC:
+            return
+        subscription.leave_sync(
+            cursors if cursors is not None else {t: t.flushed for t in subscription.topics}
+        )
+        subscription.task = asyncio.get_running_loop().create_task(
+            self._catch_up_loop(subscription, pending)
+        )
+
+    async def _catch_up_loop(self, subscription: Subscription, pending: Any) -> None:
+        timeout = self.settings.catch_up_timeout or None
+        written = self.send_style.written
+        try:
+            while True:
+                if not written(pending):
+                    try:
+                        await asyncio.wait_for(pending, timeout)
+                    except asyncio.TimeoutError:
+                        # a frame queued behind a write blocked this long never arrives
+                        self.metrics.stall_disconnects_total += 1
+                        self.closer.forget(subscription)
+                        await self.closer.cut(subscription)
+                        self.closer.resolve(subscription, "stalled")
+                        return
+                if subscription.state != Subscription.CATCHING_UP:
+                    return
+                try:
+                    data, count = read_since(subscription.cursors)
+                except Lagged as lag:
+                    self.lagged(subscription, lag.lost)
+                    return
+                if not data:
+                    if not _at_flushed_heads(subscription.cursors):
+                        self.flush()  # the rest is stored but not yet flushed: flush it now
+                    subscription.caught_up()
+                    return
+                self.metrics.delivered_total += count
+                pending = subscription.send(
+                    {"type": "http.response.body", "body": data, "more_body": True}
+                )
+        except Exception:  # pragma: no cover - a bug; never leave the stream hanging
+            log.exception("catch-up of subscription %s failed", subscription.id)
+            self.closer.close(subscription, "error", final=None, grace=0)
+
+    # ---------------------------------------------------------------- lag
+
+    def _drop_lagging(self, topic: Topic) -> None:
+        """Close, with a reason, subscriptions that fell behind the ring (at once,
+        not when their blocked write finally completes)."""
+        for subscription in topic.lagging():
+            lost = topic.ring.oldest - 1 - subscription.cursors[topic]
+            self.lagged(subscription, lost)
+
+    def lagged(self, subscription: Subscription, lost: int) -> None:
+        self.metrics.lag_disconnects_total += 1
+        self.closer.close(
+            subscription,
+            "lagged",
+            final=encode(
+                orjson.dumps({"reason": "lagged", "lost": lost}).decode(),
+                event="sse-fast-disconnect",
+            ),
+        )
+
+
+def _at_flushed_heads(cursors: dict[Topic, int]) -> bool:
+    return all(t.ring.head == c == t.flushed for t, c in cursors.items())

@@ -1,0 +1,293 @@
+"""The hub of one worker: the parts, and the few calls that go through them.
+
+A publish goes ``Hub.publish`` -> the broker (``brokers/``: sequencing) ->
+``FanOut.apply`` (``topics.py``: storage) -> ``FanOut.flush`` -> each stream's
+``send``. A stream comes in through ``Hub.attach`` (resume in ``resume.py``,
+the server's ``send`` style in ``server.py``) and leaves through ``closing.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._core import encode
+from ..abort import ConnectionKey
+from ..asgi import Headers, Receive, Send
+from ..brokers import Broker
+from ..brokers.local import LocalBroker
+from ..brokers.sequencing import Sequenced
+from ..metrics import Metrics
+from ..publishing import PublishRequest, check_topic
+from ..settings import Settings
+from . import resume
+from .closing import Closer
+from .fanout import FanOut
+from .lifecycle import Lifecycle
+from .server import DisconnectWatch, SendStyle
+from .subscription import Subscription
+from .topics import Topics, read_since
+
+log = logging.getLogger("sse_fast")
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+class Hub:
+    """Topics and streams of one worker (see the package docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        broker: Broker | None = None,
+    ) -> None:
+        self.settings = settings = settings or Settings()
+        self.metrics = metrics = metrics or Metrics()
+        self.clock = clock
+        self.broker = broker or LocalBroker()
+        self.topics = Topics(settings)
+        self.subscriptions: dict[int, Subscription] = {}
+        self.send_style = SendStyle()
+        self.closer = Closer(
+            settings, metrics, clock, self.send_style, self.topics, self.subscriptions
+        )
+        self.fanout = FanOut(
+            settings,
+            metrics,
+            clock,
+            self.send_style,
+            self.topics,
+            self.closer,
+            self.broker.first_position - 1,
+        )
+        self.lifecycle = Lifecycle(
+            settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
+        )
+        self.broker.bind(self.fanout.apply)
+        self._next_id = itertools.count(1)
+        self._periodic: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- running
+
+    async def start(self) -> None:
+        """Connect the broker and start heartbeats and sweeping (server startup)."""
+        await self.broker.start()
+        # the broker may join a running sequence: positions before it are not ours
+        self.fanout.last_position = max(self.fanout.last_position, self.broker.first_position - 1)
+        self._periodic = asyncio.get_running_loop().create_task(self.lifecycle.run_periodic())
+
+    async def stop(self) -> None:
+        """Drain (unless drained), stop the periodic work, disconnect the broker."""
+        if not self.draining:
+            await self.drain()
+        if self._periodic is not None:
+            self._periodic.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._periodic
+        await self.broker.close()
+
+    @property
+    def draining(self) -> bool:
+        return self.lifecycle.draining
+
+    async def drain(self) -> None:
+        await self.lifecycle.drain()
+
+    def heartbeat(self) -> int:
+        return self.lifecycle.heartbeat()
+
+    def sweep(self) -> int:
+        return self.lifecycle.sweep()
+
+    # ---------------------------------------------------------------- publishing
+
+    @property
+    def last_position(self) -> int:
+        """The newest position this hub applied (the id a new stream starts at)."""
+        return self.fanout.last_position
+
+    async def publish(self, requests: Sequence[PublishRequest]) -> list[str]:
+        """Publish events; return their ids. Nothing is published on error
+        (``PublishError``, with the HTTP status to answer)."""
+        if not requests:
+            return []
+        self._check(requests)
+        return await self.broker.publish(list(requests), self.clock())
+
+    def publish_nowait(self, requests: Sequence[PublishRequest]) -> list[str]:
+        """Synchronous publish for embedding with the local broker (one worker)."""
+        if not requests:
+            return []
+        self._check(requests)
+        return self.broker.publish_nowait(list(requests), self.clock())
+
+    def _check(self, requests: Sequence[PublishRequest]) -> None:
+        for request in requests:
+            for name in request.topics:
+                check_topic(name, self.settings)
+        self.topics.check_room(requests)
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        """Store sequenced events and write them out (what the broker delivers)."""
+        self.fanout.apply(items)
+
+    # ---------------------------------------------------------------- streams
+
+    async def attach(
+        self,
+        topics: Sequence[str],
+        last_event_id: str | None,
+        send: Send,
+        receive: Receive,
+        *,
+        client: str = "?",
+        connection: ConnectionKey | None = None,
+        headers: Sequence[tuple[bytes, bytes]] = (),
+    ) -> Subscription:
+        """Start an SSE stream of ``topics`` on an ASGI ``send``/``receive`` pair.
+
+        Sends the response start (the SSE headers, ``SSE-Fast-Resume`` and
+        ``headers``) and the first bytes (``retry``, the position or the
+        ``sse-fast-missed`` event, the resumed backlog), joins the fan-out (or
+        catches up), and watches ``receive`` for the client leaving. Works with
+        an eager ``send`` (Granian) and a plain coroutine one (uvicorn,
+        hypercorn): publishes during a pending start are caught up from the
+        rings. The caller awaits ``subscription.closed`` (the reason the stream
+        ended) and then calls ``detach``; ``subscription.resume`` is the resume
+        outcome. ``topics`` must be valid names (``publishing.check_topic``).
+        """
+        subscription, first = self._open(send, topics, client, last_event_id, connection)
+        try:
+            result = send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        *SSE_HEADERS,
+                        (b"sse-fast-resume", subscription.resume.encode()),
+                        *headers,
+                    ],
+                }
+            )
+            self.send_style.observe(result)
+            if not self.send_style.written(result):
+                await result  # not eager: publishes meanwhile are caught up from the rings
+            self.fanout.start(subscription, first)
+            # Each receive() is watched with a callback: a stream costs no task of its own.
+            DisconnectWatch(subscription, receive, self.detach).arm()
+        except BaseException:
+            self.detach(subscription)
+            raise
+        return subscription
+
+    def _open(
+        self,
+        send: Send,
+        topic_names: Sequence[str],
+        client: str,
+        last_event_id: str | None,
+        connection: ConnectionKey | None,
+    ) -> tuple[Subscription, bytes]:
+        """Register a stream at its resume position; return it and its first bytes.
+        The caller writes them (``FanOut.start``) before the next flush."""
+        self.fanout.flush_pending()  # the positions below are the flushed heads
+        now = self.clock()
+        topics = [self.topics.get(name, now) for name in topic_names]
+        status, cursors = resume.resolve(
+            topics, last_event_id, self.broker.first_position, self.last_position
+        )
+        subscription = Subscription(
+            next(self._next_id),
+            send,
+            topics,
+            client,
+            now,
+            asyncio.get_running_loop().create_future(),
+            connection,
+        )
+        subscription.resume = status
+        first = resume.opening_frame(
+            status, last_event_id, self.last_position, self.settings.retry_ms
+        )
+        if status != resume.NONE:
+            self.metrics.resume_total[status] += 1
+        if status == resume.RESUMED:
+            first += read_since(cursors)[0]
+        subscription.cursors = cursors  # its position once the first bytes are written
+        self.subscriptions[subscription.id] = subscription
+        for topic in topics:
+            topic.subscriptions[subscription] = None
+        self.metrics.connections_total += 1
+        return subscription, first
+
+    def detach(self, subscription: Subscription) -> None:
+        """The stream is over for its handler (client gone, or returning): free it.
+        Safe to call more than once."""
+        self.closer.detach(subscription)
+
+    def close(
+        self,
+        subscription: Subscription,
+        reason: str,
+        final: bytes | None = None,
+        grace: float | None = None,
+    ) -> None:
+        """End a stream from the server side (``closing.py``)."""
+        self.closer.close(subscription, reason, final, grace)
+
+    def expire(self, subscription: Subscription) -> None:
+        """The subscription's token expired: end the stream, saying so."""
+        self.close(
+            subscription,
+            "token-expired",
+            final=encode('{"reason":"token-expired"}', event="sse-fast-disconnect"),
+        )
+
+    # ---------------------------------------------------------------- figures
+
+    def stats(
+        self, with_connections: bool = False, offset: int = 0, limit: int = 1000
+    ) -> dict[str, Any]:
+        """Figures for ``/stats``: totals, and one page (``offset``, ``limit``) of the
+        topics and, with ``with_connections``, of the connections. ``next_offset``
+        is the offset of the next page, or None after the last."""
+        topics = self.topics
+        more = offset + limit < len(topics)
+        out: dict[str, Any] = {
+            "connections": len(self.subscriptions),
+            "topics_total": len(topics),
+            "topics_with_history": topics.with_history,
+            "topics": topics.page(offset, limit),
+            "last_id": str(self.last_position),
+            "draining": self.draining,
+            "eager_send": self.send_style.eager,
+        }
+        if with_connections:
+            now = self.clock()
+            page = itertools.islice(self.subscriptions.values(), offset, offset + limit)
+            out["connection_list"] = [
+                {
+                    "id": s.id,
+                    "client": s.client,
+                    "topics": [t.name for t in s.topics],
+                    "state": s.state,
+                    "connected_seconds": round(now - s.connected_at, 3),
+                    "behind": s.behind(),
+                }
+                for s in page
+            ]
+            more = more or offset + limit < len(self.subscriptions)
+        out["next_offset"] = offset + limit if more else None
+        out.update(self.broker.stats())
+        return out

@@ -1,0 +1,76 @@
+"""Resume: a ``Last-Event-ID`` becomes a position in each topic, or an honest
+``unknown`` / ``evicted``.
+
+The id is resolved to a position: an id found in one of the subscription's
+rings gives that frame's position; a number within the positions this member
+may claim (from its broker's ``first_position`` - 1 to the newest position it
+applied) is a position. Each topic then resumes just after its last frame at
+or before it (``resumed``). An id that resolves to nothing is ``unknown``; one
+older than a frame some topic already evicted is ``evicted``. Both are
+reported (the ``SSE-Fast-Resume`` response header, and an ``sse-fast-missed``
+event carrying the current position as its id) and the stream continues from
+now. "Resumed" is a promise: it is said only when every event after the id is
+still in the rings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+
+from .._core import encode
+from .topics import Topic
+
+NONE, RESUMED, UNKNOWN, EVICTED = "none", "resumed", "unknown", "evicted"
+
+
+def resolve(
+    topics: Sequence[Topic], last_event_id: str | None, first_position: int, last_position: int
+) -> tuple[str, dict[Topic, int]]:
+    """The resume outcome (``none``, ``resumed``, ``unknown``, ``evicted``) and a
+    ring cursor per topic: where the stream starts."""
+    heads = {topic: topic.ring.head for topic in topics}
+    if not last_event_id:
+        return NONE, heads
+    target: int | None = None
+    for topic in topics:
+        cursor = topic.ring.resume(last_event_id)
+        if cursor is not None:
+            target = topic.position_at(cursor)
+            break
+    if (
+        target is None
+        and last_event_id.isascii()
+        and last_event_id.isdigit()
+        and len(last_event_id) <= 20
+    ):
+        number = int(last_event_id)
+        if first_position - 1 <= number <= last_position:
+            target = number
+    if target is None:
+        return UNKNOWN, heads
+    if any(topic.evicted_up_to > target for topic in topics):
+        return EVICTED, heads
+    return RESUMED, {topic: topic.cursor_after(target) for topic in topics}
+
+
+def _printable(text: str | None) -> str | None:
+    # bytes that were not UTF-8 (lone surrogates, see app/http.py) are shown as "?"
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def opening_frame(
+    status: str, last_event_id: str | None, last_position: int, retry_ms: int
+) -> bytes:
+    """The stream's first frame: ``retry`` and, unless resumed, the current
+    position as its id; for ``unknown``/``evicted`` an ``sse-fast-missed`` event
+    saying so. (A resumed stream's backlog follows it.)"""
+    if status in (NONE, RESUMED):
+        return encode(retry=retry_ms, id=None if status == RESUMED else str(last_position))
+    return encode(
+        orjson.dumps({"reason": status, "last_event_id": _printable(last_event_id)}).decode(),
+        event="sse-fast-missed",
+        id=str(last_position),
+        retry=retry_ms,
+    )

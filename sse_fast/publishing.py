@@ -1,0 +1,159 @@
+"""What may be published, checked in one place.
+
+Every way into the hub goes through here: the HTTP publish endpoint parses its
+JSON body with ``parse_publish_body``; embedders build ``PublishRequest``
+objects and the hub checks their topics; a subscription's topics and its
+``Last-Event-ID`` are checked with ``check_topic`` and ``check_event_id``, the
+same rules a published id obeys (an id that could not have been published
+cannot be resumed from). Errors are ``PublishError`` with the HTTP status to
+answer with and a sentence saying what was wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .settings import Settings
+
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
+PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})
+RESERVED_EVENT_PREFIX = "sse-fast-"
+
+
+class PublishError(ValueError):
+    """A publish was refused: ``status`` is the HTTP status to answer with (400 for
+    an invalid request); ``retry_after`` (seconds) when trying again later helps."""
+
+    def __init__(self, message: str, status: int = 400, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class PublishRequest:
+    """One validated event to publish to ``topics``."""
+
+    topics: tuple[str, ...]
+    data: Any = None
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+def check_topic(name: object, settings: Settings) -> str:
+    """A topic name, or ``PublishError`` saying what is wrong with it."""
+    if not isinstance(name, str):
+        raise PublishError(f"topic must be a string, got {type(name).__name__}")
+    if not name:
+        raise PublishError("topic must not be empty")
+    if len(name) > settings.max_topic_length:
+        raise PublishError(
+            f"topic is {len(name)} characters long; the limit is {settings.max_topic_length}"
+        )
+    if not TOPIC_NAME.fullmatch(name):
+        raise PublishError(
+            f"topic {name[:50]!r} has characters outside A-Z a-z 0-9 and ._~:/@!$&'()+,;=%-"
+        )
+    return name
+
+
+def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
+    """An event id (published, or sent back as ``Last-Event-ID``): one line, no
+    NUL (the SSE parser would drop such an id), at most
+    ``max_last_event_id_length`` characters."""
+    if len(value) > settings.max_last_event_id_length:
+        raise PublishError(f"{what} is longer than {settings.max_last_event_id_length} characters")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise PublishError(f"{what} must not contain CR, LF or NUL")
+    return value
+
+
+def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
+    """Validate one event object of a publish body."""
+    if not isinstance(raw, dict):
+        raise PublishError(f"{where} must be a JSON object")
+    unknown = set(raw) - PUBLISH_FIELDS
+    if unknown:
+        raise PublishError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(PUBLISH_FIELDS))}"
+        )
+    if "topic" in raw and "topics" in raw:
+        raise PublishError(f"{where}: give either topic or topics, not both")
+    if "topic" in raw:
+        topics = [raw["topic"]]
+    elif "topics" in raw:
+        topics = raw["topics"]
+        if not isinstance(topics, list) or not topics:
+            raise PublishError(f"{where}: topics must be a non-empty list of names")
+    else:
+        raise PublishError(f"{where}: topic (or topics) is required")
+    names = tuple(dict.fromkeys(check_topic(t, settings) for t in topics))
+    if len(names) > settings.max_topics_per_connection:
+        raise PublishError(
+            f"{where}: {len(names)} topics; at most {settings.max_topics_per_connection} per event"
+        )
+    if "data" not in raw or raw["data"] is None:
+        raise PublishError(
+            f"{where}: data is required (any JSON value but null; "
+            "strings are sent as text, other values as JSON)"
+        )
+    event = raw.get("event")
+    if event is not None:
+        if not isinstance(event, str) or not event or "\r" in event or "\n" in event:
+            raise PublishError(f"{where}: event must be a non-empty one-line string")
+        if event.startswith(RESERVED_EVENT_PREFIX):
+            raise PublishError(
+                f"{where}: event names starting with {RESERVED_EVENT_PREFIX!r} "
+                "are reserved for the server"
+            )
+    event_id = raw.get("id")
+    if event_id is not None:
+        if not isinstance(event_id, str) or not event_id:
+            raise PublishError(
+                f"{where}: id must be a non-empty string (omit it to let the server assign one)"
+            )
+        check_event_id(event_id, settings, f"{where}: id")
+    retry = raw.get("retry")
+    if retry is not None and (not isinstance(retry, int) or isinstance(retry, bool) or retry < 0):
+        raise PublishError(f"{where}: retry must be a non-negative integer (milliseconds)")
+    return PublishRequest(names, raw["data"], event, event_id, retry)
+
+
+def parse_publish_body(body: bytes, settings: Settings) -> list[PublishRequest]:
+    """The events of a ``POST /publish`` body: one event object, or
+    ``{"events": [...]}``. Nothing is returned unless every event is valid."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise PublishError(f"body is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise PublishError('body must be a JSON object: one event, or {"events": [...]}')
+    if "events" in document:
+        if set(document) != {"events"}:
+            raise PublishError("a batch body has only the field events")
+        events = document["events"]
+        if not isinstance(events, list) or not events:
+            raise PublishError("events must be a non-empty list")
+        if len(events) > settings.max_events_per_batch:
+            raise PublishError(
+                f"batch of {len(events)} events; the limit is {settings.max_events_per_batch}",
+                status=413,
+            )
+        return [parse_event(raw, settings, f"events[{i}]") for i, raw in enumerate(events)]
+    return [parse_event(document, settings, "body")]
+
+
+__all__ = [
+    "PublishError",
+    "PublishRequest",
+    "check_event_id",
+    "check_topic",
+    "parse_event",
+    "parse_publish_body",
+]
