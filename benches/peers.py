@@ -450,6 +450,9 @@ class Target:
 
 @dataclass(eq=False)
 class SseFastTarget(Target):
+    #: a checkout of another commit (built in place) to run instead of this one
+    source: Path = REPO_ROOT
+
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv = [
             sys.executable,
@@ -474,7 +477,7 @@ class SseFastTarget(Target):
             "--publish-rate",
             "0",
         ]
-        return argv, REPO_ROOT, _clean_env()
+        return argv, self.source, _clean_env()
 
     def ready(self) -> bool:
         status, _ = http_get(self.host, self.port, "/readyz")
@@ -505,7 +508,7 @@ class SseFastTarget(Target):
         )
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             rev = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty"],
+                ["git", "-C", str(self.source), "describe", "--always", "--dirty"],
                 capture_output=True,
                 text=True,
                 timeout=5,

@@ -82,10 +82,20 @@ def run_target(target: peers.Target, **load: Any) -> Result:
         time.sleep(2)  # let the kernel finish tearing connections down
 
 
+def _with_compared(targets: dict[str, peers.Target], names: tuple[str, ...]) -> list[str]:
+    """``names``, with the compared checkout (``--compare-with``) right after sse_fast-1w."""
+    out = []
+    for name in names:
+        out.append(name)
+        if name == "sse_fast-1w":
+            out += sorted(n for n in targets if n.startswith("sse_fast-1w@"))
+    return out
+
+
 def steady(targets: dict[str, peers.Target], quick: bool) -> list[dict[str, Any]]:
     connections = 2000 if quick else 10_000
     out = []
-    for name in ("sse_fast-1w", "nchan", "sse-starlette"):
+    for name in _with_compared(targets, ("sse_fast-1w", "nchan", "sse-starlette")):
         if name in targets:
             result = run_target(
                 targets[name],
@@ -102,7 +112,7 @@ def saturation(targets: dict[str, peers.Target], quick: bool) -> list[dict[str, 
     connections = 2000 if quick else 15_000
     rates = [10, 40] if quick else [5, 10, 20, 40, 80]
     out = []
-    for name in ("sse_fast-1w", "nchan"):
+    for name in _with_compared(targets, ("sse_fast-1w", "nchan")):
         if name not in targets:
             continue
         for rate in rates:
@@ -231,6 +241,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small, fast smoke run")
     parser.add_argument("--scenarios", default="steady,saturation,two-workers")
     parser.add_argument("--out", default=str(RESULTS / "server"))
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="also run sse_fast (1 worker) from this checkout of another commit, built in "
+        "place (git worktree add DIR REF && cd DIR && python setup.py build_ext --inplace), "
+        "as target sse_fast-1w@REF, right after this one in every step",
+    )
+    parser.add_argument(
+        "--targets", help="run only these targets (comma-separated names), e.g. sse_fast-1w"
+    )
     args = parser.parse_args(argv)
     info = machine()
     log(f"machine: {info}")
@@ -243,6 +263,27 @@ def main(argv: list[str] | None = None) -> int:
         elif target.name == "nchan":
             target.name = "nchan-2w"
             targets[target.name] = target
+    if args.compare_with:
+        source = Path(args.compare_with).resolve()
+        ref = subprocess.run(
+            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        base = targets["sse_fast-1w"]
+        other = peers.SseFastTarget(
+            f"sse_fast-1w@{ref}",
+            base.host,
+            peers.free_ports(base.host, 1)[0],
+            heartbeat=base.heartbeat,
+            workers=1,
+            source=source,
+        )
+        targets[other.name] = other
+    if args.targets:
+        wanted = set(args.targets.split(",")) | {n for n in targets if n.startswith("sse_fast-1w@")}
+        targets = {n: t for n, t in targets.items() if n in wanted}
     report: dict[str, Any] = {
         "machine": info,
         "skipped": {**skipped_two, **skipped},
