@@ -42,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from benches import peers
-from benches.loadgen import run_load
 from benches.server_bench import RESULTS, log, machine, table
+from sse_fast.loadgen import run_load
 
 TARGET_ORDER = ["sse_fast-1w", "sse_fast-2w", "nchan", "sse-starlette", "velithon"]
 SCENARIOS = ["storm", "broadcast", "topics", "reconnect", "slow"]

@@ -52,8 +52,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benches import loadgen, peers
+from benches import peers
 from benches.fanout_apps import APPS
+from sse_fast import loadgen
 
 HOST = "127.0.0.1"
 RESULTS_DIR = peers.REPO_ROOT / "benches" / "results"

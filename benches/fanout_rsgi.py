@@ -84,7 +84,7 @@ def free_port() -> int:
 def measure(
     interface: str, target: str, connections: int, rate: float, duration: float
 ) -> dict[str, Any]:
-    from benches.loadgen import process_tree, run_load
+    from sse_fast.loadgen import process_tree, run_load
 
     port = free_port()
     argv = [

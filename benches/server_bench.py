@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benches import peers
-from benches.loadgen import Result, run_load
+from sse_fast.loadgen import Result, run_load
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -49,6 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
         serve.add_argument(flag, type=kind, default=None, help=help_text)
+    commands.add_parser(
+        "loadgen",
+        help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",
+        add_help=False,
+    )
     return parser
 
 
@@ -200,7 +205,12 @@ def serve(settings: Settings) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["loadgen"]:
+        from . import loadgen  # its flags are its own
+
+        return loadgen.main(arguments[1:], prog="sse-fast loadgen")
+    args = build_parser().parse_args(arguments)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = Settings.from_env(**overrides)

@@ -16,10 +16,9 @@ import time
 
 import orjson
 
-from benches.loadgen import ProcessStats, subscribe_all
 from sse_fast.client import http_request
-
-from .server_process import HOST, ServerProcess, rss_kb
+from sse_fast.loadgen import ProcessStats, subscribe_all
+from sse_fast.testing import HOST, ServerProcess, rss_kb
 
 GOOD = 1000
 EVENTS = 30

@@ -10,8 +10,7 @@ import json
 import orjson
 
 from sse_fast.client import http_request
-
-from .server_process import HOST, ServerProcess
+from sse_fast.testing import HOST, ServerProcess
 
 OPS = ("/stats", "/stats?connections=1", "/metrics")
 

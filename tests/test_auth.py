@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from sse_fast.app import App
 from sse_fast.auth import matches
 from sse_fast.settings import Settings
+from sse_fast.testing import ServerProcess
 
 from .asgi_harness import Stream, settle
 from .security_harness import SECRET, make_app, publish, run, token
-from .server_process import ServerProcess
 
 # ---------------------------------------------------------------- publishers
 

@@ -16,8 +16,7 @@ import orjson
 
 import sse_fast
 from sse_fast.settings import unknown_variables
-
-from .server_process import HOST, ServerProcess, free_port
+from sse_fast.testing import HOST, ServerProcess, free_port
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str]:

@@ -19,7 +19,7 @@ import time
 
 import orjson
 
-from .server_process import HOST, ServerProcess, collect, wait_for
+from sse_fast.testing import HOST, ServerProcess, collect, wait_for
 
 NON_READERS = 20
 BIG_EVENT = orjson.dumps({"topic": "cut", "data": "x" * 64 * 1024})

@@ -12,8 +12,7 @@ import orjson
 import pytest
 
 from sse_fast.client import HTTPResponseError
-
-from .server_process import HOST, ServerProcess, collect, rss_kb, wait_for
+from sse_fast.testing import HOST, ServerProcess, collect, rss_kb, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ import pytest
 
 from sse_fast.hub import Hub, PublishError, PublishRequest, resume
 from sse_fast.settings import Settings
+from sse_fast.testing import ServerProcess, wait_for
 
 from .asgi_harness import attach
-from .server_process import ServerProcess, wait_for
 
 
 def test_a_subscribed_topic_without_history_costs_well_under_1_kb() -> None:

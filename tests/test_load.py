@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from benches.loadgen import process_tree, run_load
-
-from .server_process import ServerProcess
+from sse_fast.loadgen import process_tree, run_load
+from sse_fast.testing import ServerProcess
 
 pytestmark = pytest.mark.slow
 

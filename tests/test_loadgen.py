@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from .server_process import ServerProcess
+from sse_fast.testing import ServerProcess
 
-LOADGEN = [sys.executable, "-m", "benches.loadgen", "--processes", "1", "--sources", "1"]
+LOADGEN = [sys.executable, "-m", "sse_fast.loadgen", "--processes", "1", "--sources", "1"]
 SHORT = ["--rate", "5", "--duration", "2", "--warmup", "0.5"]
 
 
@@ -64,7 +64,7 @@ def test_lost_or_missing_events_fail_the_run() -> None:
     """The checks a server alone cannot provoke on demand: loss and shortfall."""
     import dataclasses
 
-    from benches.loadgen import Result
+    from sse_fast.loadgen import Result
 
     numbers = {
         f.name: 0

@@ -13,8 +13,7 @@ import orjson
 import pytest
 
 from sse_fast.client import HTTPResponseError, http_request
-
-from .server_process import HOST, ServerProcess, collect
+from sse_fast.testing import HOST, ServerProcess, collect
 
 SECRET = "e2e-secret-that-is-long-enough-for-hs256"
 

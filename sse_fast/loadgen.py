@@ -12,11 +12,14 @@ duplicate events. Everything is bounded in time and talks to loopback only.
 
 Usage (a server already running)::
 
-    python -m benches.loadgen --port 8000 --connections 10000 --rate 10 --duration 20
+    sse-fast loadgen --port 8000 --connections 10000 --rate 10 --duration 20
+    python -m sse_fast.loadgen --port 8000 --connections 10000 --rate 10 --duration 20
 
-or with ``--target sse_fast-1w`` (any name from ``benches.peers``) to start and
-stop the server under test. Prints one table line and writes JSON with
-``--json PATH``.
+or, from a checkout of the repository, with ``--target sse_fast-1w`` (any name
+from ``benches/peers.py``) to start and stop the server under test. Prints one
+table line, writes JSON with ``--json PATH``, and exits 1 when a connection or a
+publish failed or an event was lost. From Python: ``run_load(...)`` returns a
+``Result``.
 """
 
 from __future__ import annotations
@@ -825,7 +828,8 @@ def run_load(
         errors = sum(r["errors"] for r in reports)
         connect_failures: dict[str, int] = {}
         for report in reports:
-            for key, count in report.get("failures", {}).items():
+            failures: dict[str, int] = report.get("failures", {})  # type: ignore[assignment]
+            for key, count in failures.items():
                 connect_failures[key] = connect_failures.get(key, 0) + count
         progress(
             f"{name}: {connected}/{connections} connected in {connect_seconds:.1f}s "
@@ -1065,13 +1069,15 @@ class _Prober:
         asyncio.run(main())
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--target", help="start this server from benches.peers (e.g. sse_fast-1w)")
+    parser.add_argument(
+        "--target", help="start this server from benches/peers.py (e.g. sse_fast-1w; a checkout)"
+    )
     parser.add_argument("--connections", type=int, default=1000)
     parser.add_argument("--topics", type=int, default=1)
     parser.add_argument("--rate", type=float, default=10.0, help="publishes per second")
@@ -1113,7 +1119,16 @@ def main(argv: list[str] | None = None) -> int:
         root = args.server_pid
         kwargs["server_pids"] = lambda: process_tree(root)
     if args.target:
-        from benches import peers
+        try:
+            from benches import peers
+        except ImportError:
+            print(
+                "loadgen: --target starts servers from the repository's benches/peers.py; "
+                "run it from a checkout of sse_fast, or start the server yourself and give "
+                "--port",
+                file=sys.stderr,
+            )
+            return 2
 
         targets, skipped = peers.available_targets(workers=args.workers)
         chosen = [t for t in targets if t.name == args.target]

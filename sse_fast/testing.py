@@ -1,4 +1,23 @@
-"""Start a real ``sse-fast serve`` process for end-to-end tests."""
+"""A real ``sse-fast serve`` process for your own tests (and ours).
+
+    from sse_fast.testing import ServerProcess, collect
+
+    with ServerProcess("--workers", "2", heartbeat_interval=1) as server:
+        client = server.client("orders")          # an SSE stream of topic "orders"
+        ...
+
+``ServerProcess(*args, **settings)`` starts ``sse-fast serve`` on a free
+loopback port with ``args`` as flags and ``settings`` as ``SSE_FAST_*``
+variables, waits until ``/readyz`` answers, and on exit stops it with SIGTERM
+(its drain), killing its process group past a timeout. A clean exit that left a
+worker or the relay running fails. For load tests its defaults differ from the
+server's: anonymous publishing is allowed and the per-IP and rate limits are
+off (pass ``allow_anonymous_publish=0`` etc. to test those).
+
+As a pytest plugin (``pytest_plugins = ["sse_fast.testing"]`` in a
+``conftest.py``) it gives the fixture ``sse_fast_server``: a started server for
+the test, stopped after it.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +32,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sse_fast.client import ParsedEvent, SSEClient, http_request
+from ._core import ParsedEvent
+from .client import SSEClient, http_request
 
 HOST = "127.0.0.1"
 
@@ -175,3 +195,21 @@ def rss_kb(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+def _fixture() -> Any:
+    try:
+        import pytest
+    except ImportError:  # pragma: no cover - only pytest loads this as a plugin
+        return None
+
+    @pytest.fixture
+    def sse_fast_server() -> Any:
+        """A running ``sse-fast serve`` (``ServerProcess`` defaults), stopped after the test."""
+        with ServerProcess() as server:
+            yield server
+
+    return sse_fast_server
+
+
+sse_fast_server = _fixture()
