@@ -18,7 +18,7 @@ each alone under the same Granian command (ASGI, uvloop, one worker)::
 ``queues``
     one ``asyncio.Queue`` per subscriber, its task awaits ``get()`` then sends.
 
-Each app is driven by ``benches.loadgen.run_load`` with the same parameters
+Each app is driven by ``sse_fast.loadgen.run_load`` with the same parameters
 (default 5,000 connections on one topic, 10 publishes/s of 64-byte events,
 2 s warm-up, 10 s measured), which reports delivered events/s, latency
 percentiles, the server's CPU (main process + worker) and events delivered
@@ -204,7 +204,7 @@ def machine() -> dict[str, Any]:
             "sse_fast",
             "benches/fanout_apps.py",
             "benches/fanout_paths.py",
-            "benches/loadgen.py",
+            "sse_fast/loadgen.py",
         ).splitlines(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -296,7 +296,7 @@ def markdown(report: dict[str, Any]) -> str:
         + f"` on {mach['date']}.",
         "Three minimal SSE apps (`benches/fanout_apps.py`) that differ only in how a "
         "publish reaches the connections, each alone under the same Granian command, "
-        "driven by `benches/loadgen.py` with the same parameters.",
+        "driven by `sse_fast/loadgen.py` with the same parameters.",
         "",
         "| app | write path | connected | delivered/s | delivered / expected | lost | "
         "p50 | p99 | p99.9 | max | server fan-out p50 / p99 | server cores | "

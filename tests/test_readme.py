@@ -9,7 +9,8 @@ A block is run according to the HTML comment on the line before it:
   must be the one ``.ci/run`` runs; the extras they install must exist; the
   server command must start a server (run to readiness, then stopped).
 * ``<!-- readme-test: syntax -->``: long load runs. Checked with ``bash -n``,
-  and every ``python -m benches.X --flag`` must name a module and flags it has.
+  and every ``python -m benches.X --flag`` (or ``sse_fast.X``, ``sse-fast loadgen``) must
+  name a module and flags it has.
 """
 
 from __future__ import annotations
@@ -115,8 +116,9 @@ def _check_starlette_example(script: Path, where: str) -> None:
 def _check_syntax(code: str, where: str) -> None:
     done = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{where}: {done.stderr}"
-    for command in re.findall(r"python -m (benches\.\w+)([^\n#&|]*)", code):
-        module, rest = command
+    commands = re.findall(r"python -m ((?:benches|sse_fast)\.\w+)([^\n#&|]*)", code)
+    commands += [("sse_fast.loadgen", rest) for rest in re.findall(r"sse-fast loadgen([^\n#&|]*)", code)]
+    for module, rest in commands:
         helped = subprocess.run(
             [sys.executable, "-m", module, "--help"],
             capture_output=True,
