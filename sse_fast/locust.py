@@ -93,7 +93,7 @@ try:
 except ImportError:  # pragma: no cover - orjson is a dependency of sse_fast
     import json
 
-    _loads = json.loads
+    _loads = json.loads  # type: ignore[assignment]
 
     def _json_text(obj: Any) -> str:
         return json.dumps(obj, separators=(",", ":"))
@@ -259,7 +259,8 @@ class SSEUser(FastHttpUser):
 
     def __init__(self, environment: Any) -> None:
         # the socket timeout must be set before FastHttpUser builds its session
-        self.network_timeout = float(_option(environment, "sse_read_timeout", 60.0)) or None
+        timeout = float(_option(environment, "sse_read_timeout", 60.0)) or None  # 0: none
+        self.network_timeout = timeout  # type: ignore[assignment]
         super().__init__(environment)
         self.topic: str = _option(environment, "sse_topic", "bench")
         self.last_event_id: str | None = None
@@ -303,7 +304,8 @@ class SSEUser(FastHttpUser):
             if error is not None or raw is None:
                 self._after_failed_open(response)
                 return
-            content_type = response.headers.get("content-type") or ""
+            received = response.headers
+            content_type = str(received.get("content-type") or "") if received else ""
             if response.status_code != 200 or not content_type.startswith("text/event-stream"):
                 self._report(
                     "/events content", exc=StreamError(f"{response.status_code} {content_type!r}")
@@ -381,9 +383,9 @@ class SSEUser(FastHttpUser):
             self.seen[w] = (s, r)
         elif s > last_s + 1:
             self.seen[w] = (s, r)
-            exc = LostEvents("events missing from a publisher's sequence")
+            gap = LostEvents("events missing from a publisher's sequence")
             for n in range(s - last_s - 1):
-                self._report("lost", exc=exc)
+                self._report("lost", exc=gap)
                 if n % 1000 == 999:
                     gevent.sleep(0)  # a huge gap must not starve the other users
         elif s == last_s and r != last_r:

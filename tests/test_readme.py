@@ -117,7 +117,8 @@ def _check_syntax(code: str, where: str) -> None:
     done = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, f"{where}: {done.stderr}"
     commands = re.findall(r"python -m ((?:benches|sse_fast)\.\w+)([^\n#&|]*)", code)
-    commands += [("sse_fast.loadgen", rest) for rest in re.findall(r"sse-fast loadgen([^\n#&|]*)", code)]
+    loadgen = re.findall(r"sse-fast loadgen([^\n#&|]*)", code)
+    commands += [("sse_fast.loadgen", rest) for rest in loadgen]
     for module, rest in commands:
         helped = subprocess.run(
             [sys.executable, "-m", module, "--help"],

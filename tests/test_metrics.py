@@ -1,0 +1,99 @@
+"""The dependency-free Prometheus renderer, read back by prometheus_client's own
+parser: every family, type, sample, label and value as written; on a real server
+too."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from sse_fast.metrics import Metrics, render
+from sse_fast.testing import HOST, ServerProcess, collect
+
+
+def parse(text: str) -> dict[str, tuple[str, list[tuple[str, dict[str, str], float]]]]:
+    return {
+        family.name: (family.type, [(s.name, s.labels, s.value) for s in family.samples])
+        for family in text_string_to_metric_families(text)
+    }
+
+
+def test_every_family_reads_back_as_written() -> None:
+    metrics = Metrics()
+    metrics.connections_total = 12
+    metrics.published_total = 7
+    metrics.delivered_total = 70
+    metrics.lag_disconnects_total = 2
+    metrics.stall_disconnects_total = 1
+    metrics.cut_total = 3
+    metrics.resume_total["resumed"] = 4
+    metrics.refuse("publish_rate")
+    metrics.refuse("publish_rate")
+    metrics.refuse('odd "reason"\\with\nlines')  # label values that need escaping
+    for seconds in (0.0001, 0.003, 0.02, 0.02, 0.7, 99.0):
+        metrics.publish_latency.observe(seconds)
+    # legal topic names include characters a label value must carry as they are
+    topics = [("orders/42", 5), ("a:b@c!$&'()+,;=%-~.", 2)]
+    families = parse(render(metrics, connections_open=9, topics=30, subscribers_by_topic=topics))
+    assert families["sse_fast_connections_open"] == (
+        "gauge",
+        [("sse_fast_connections_open", {}, 9.0)],
+    )
+    assert families["sse_fast_topics"][1] == [("sse_fast_topics", {}, 30.0)]
+    for name, value in (
+        ("sse_fast_connections", 12),
+        ("sse_fast_published", 7),
+        ("sse_fast_delivered", 70),
+        ("sse_fast_lag_disconnects", 2),
+        ("sse_fast_stall_disconnects", 1),
+        ("sse_fast_connections_cut", 3),
+    ):
+        assert families[name] == ("counter", [(f"{name}_total", {}, float(value))]), name
+    assert families["sse_fast_subscribers"] == (
+        "gauge",
+        [("sse_fast_subscribers", {"topic": t}, float(n)) for t, n in topics],
+    )
+    resume = {s[1]["outcome"]: s[2] for s in families["sse_fast_resume"][1]}
+    assert resume == {"resumed": 4.0, "unknown": 0.0, "evicted": 0.0}
+    refused = {s[1]["reason"]: s[2] for s in families["sse_fast_refused"][1]}
+    assert refused == {"publish_rate": 2.0, 'odd "reason"\\with\nlines': 1.0}
+
+    kind, samples = families["sse_fast_publish_to_write_seconds"]
+    assert kind == "histogram"
+    buckets = [(s[1]["le"], s[2]) for s in samples if s[0].endswith("_bucket")]
+    bounds = [float(le) for le, _ in buckets]
+    counts = [count for _, count in buckets]
+    assert bounds == sorted(bounds) and math.isinf(bounds[-1])
+    assert counts == sorted(counts), "buckets are cumulative"
+    assert counts[-1] == 6.0
+    for bound, count in zip(bounds, counts, strict=True):
+        expected = sum(1 for v in (0.0001, 0.003, 0.02, 0.02, 0.7, 99.0) if v <= bound)
+        assert count == expected, bound
+    values = {s[0]: s[2] for s in samples}
+    assert values["sse_fast_publish_to_write_seconds_count"] == 6.0
+    assert math.isclose(values["sse_fast_publish_to_write_seconds_sum"], 99.7431, rel_tol=1e-6)
+
+
+def test_a_real_servers_metrics_parse_and_count() -> None:
+    async def main(server: ServerProcess) -> None:
+        client = server.client("m")
+        await client.connect()
+        for n in range(3):
+            code, _, _ = await server.publish(orjson.dumps({"topic": "m", "data": n}))
+            assert code == 200
+        assert [e.data for e in await collect(client, 3)] == ["0", "1", "2"]
+        code, headers, body = await server.get("/metrics")
+        assert code == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+        families = parse(body.decode())
+        assert families["sse_fast_connections_open"][1][0][2] == 1.0
+        assert families["sse_fast_published"][1][0][2] == 3.0
+        assert families["sse_fast_delivered"][1][0][2] == 3.0
+        assert ("sse_fast_subscribers", {"topic": "m"}, 1.0) in families["sse_fast_subscribers"][1]
+        client.close()
+
+    with ServerProcess() as server:
+        assert server.port and HOST
+        asyncio.run(main(server))
