@@ -25,6 +25,7 @@ def extensions() -> list:
     return cythonize(
         modules,
         language_level=3,
+        include_path=["src_ext"],  # _scan.pxd, shared by the encoder and the parser
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

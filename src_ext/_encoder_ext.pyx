@@ -14,16 +14,20 @@ from libc.stdint cimport uint64_t
 from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcpy
 
+from _scan cimport (
+    LineScan,
+    PyUnicode_AsUTF8AndSize,
+    PyUnicode_AsUTF8String,
+    PyUnicode_IS_ASCII,
+    next_line_end,
+    scan_start,
+)
+
 import orjson
 
 from sse_fast._errors import EncodeError
 
 __all__ = ["Event", "encode", "encode_many"]
-
-cdef extern from "Python.h":
-    const char* PyUnicode_AsUTF8AndSize(object s, Py_ssize_t* size) except NULL
-    bint PyUnicode_IS_ASCII(object s)
-    object PyUnicode_AsUTF8String(object s)
 
 cdef object _orjson_dumps = orjson.dumps
 
@@ -96,20 +100,11 @@ cdef Py_ssize_t _lines(
     With ``out == NULL`` only the size is computed. Returns the size.
     """
     cdef Py_ssize_t pos = 0, end, total = 0
-    cdef const char* lf = <const char*>memchr(src, b'\n', n)
-    cdef const char* cr = <const char*>memchr(src, b'\r', n)
+    cdef LineScan scan
     cdef const char* hit
+    scan_start(&scan, src, n)
     while True:
-        if lf != NULL and lf < src + pos:
-            lf = <const char*>memchr(src + pos, b'\n', n - pos)
-        if cr != NULL and cr < src + pos:
-            cr = <const char*>memchr(src + pos, b'\r', n - pos)
-        if lf == NULL:
-            hit = cr
-        elif cr == NULL or lf < cr:
-            hit = lf
-        else:
-            hit = cr
+        hit = next_line_end(&scan, src, pos, n)
         end = (hit - src) if hit != NULL else n
         if out != NULL:
             memcpy(out + total, prefix, plen)

@@ -12,12 +12,11 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from cpython.mem cimport PyMem_Free, PyMem_Realloc
 from libc.string cimport memchr, memcmp, memcpy
 
+from _scan cimport LineScan, PyUnicode_DecodeUTF8, next_line_end, scan_start
+
 import sys
 
 from sse_fast._errors import EventTooLarge, ParseError
-
-cdef extern from "Python.h":
-    object PyUnicode_DecodeUTF8(const char* s, Py_ssize_t size, const char* errors)
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 
@@ -214,8 +213,7 @@ cdef class Parser:
         cdef bytes raw
         cdef const char* p
         cdef Py_ssize_t n, pos = 0, end, used
-        cdef const char* lf
-        cdef const char* cr
+        cdef LineScan scan
         cdef const char* hit
         cdef list events = []
         if self._closed:
@@ -253,19 +251,9 @@ cdef class Parser:
             if p[pos] == b'\n':
                 pos += 1
 
-        lf = <const char*>memchr(p + pos, b'\n', n - pos)
-        cr = <const char*>memchr(p + pos, b'\r', n - pos)
+        scan_start(&scan, p + pos, n - pos)
         while True:
-            if lf != NULL and lf < p + pos:
-                lf = <const char*>memchr(p + pos, b'\n', n - pos)
-            if cr != NULL and cr < p + pos:
-                cr = <const char*>memchr(p + pos, b'\r', n - pos)
-            if lf == NULL:
-                hit = cr
-            elif cr == NULL or lf < cr:
-                hit = lf
-            else:
-                hit = cr
+            hit = next_line_end(&scan, p, pos, n)
             if hit == NULL:
                 break
             end = hit - p
