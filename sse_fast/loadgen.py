@@ -40,8 +40,15 @@ from typing import Any
 
 import orjson
 
-from sse_fast import Parser
-from sse_fast.client import ChunkedDecoder
+from ._core import Parser
+
+try:
+    import httptools
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError(
+        f"the load generator parses HTTP with httptools ({exc}); "
+        "install it with: pip install 'sse_fast[loadgen]'"
+    ) from exc
 
 LOOPBACK_PREFIX = "127.0.0."
 
@@ -97,10 +104,9 @@ class Subscriber(asyncio.Protocol):
     __slots__ = (
         "closed",
         "connected",
-        "decoder",
         "dropped",
         "first_event_at",
-        "head",
+        "http",
         "last_id",
         "last_seq",
         "parser",
@@ -116,9 +122,10 @@ class Subscriber(asyncio.Protocol):
         self.dropped = False  # closed by us (reconnect storm): not counted as closed
         self.first_event_at = 0.0  # wall time of the first event (any event)
         self.last_id = ""  # the SSE last event id, sent back as Last-Event-ID
-        self.head = b""
         self.status = 0
-        self.decoder: ChunkedDecoder | None = None
+        # the response head and its chunked framing: httptools calls on_headers_complete
+        # and on_body (the de-chunked body) from feed_data
+        self.http = httptools.HttpResponseParser(self)
         self.parser = Parser()
         self.last_seq: dict[int, int] = {}  # per publisher
         self.transport: asyncio.Transport | None = None
@@ -144,22 +151,21 @@ class Subscriber(asyncio.Protocol):
         asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
 
     def data_received(self, data: bytes) -> None:
-        if not self.status:
-            self.head += data
-            end = self.head.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head, data = self.head[:end], self.head[end + 4 :]
-            self.head = b""
-            self.status = int(head.split(b" ", 2)[1])
-            if b"transfer-encoding: chunked" in head.lower():
-                self.decoder = ChunkedDecoder()
-            if not self.connected.done():
-                self.connected.set_result(self.status)
-            if self.status != 200:
-                return
-        if self.decoder is not None:
-            data = self.decoder.feed(data)
+        try:
+            self.http.feed_data(data)
+        except httptools.HttpParserError:
+            self.stats.foreign += 1  # not HTTP: the stream is over
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        self.status = self.http.get_status_code()
+        if not self.connected.done():
+            self.connected.set_result(self.status)
+
+    def on_body(self, data: bytes) -> None:
+        if self.status != 200:
+            return
         stats = self.stats
         now = time.time()
         for event in self.parser.feed(data):
@@ -481,6 +487,22 @@ def _subscriber_process(
 # ---------------------------------------------------------------- publisher side
 
 
+class _Response:
+    """What httptools reports of one response to a publish."""
+
+    __slots__ = ("body", "complete")
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.complete = False
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
 class KeepAlivePublisher:
     """Publishes over one keep-alive HTTP/1.1 connection."""
 
@@ -519,21 +541,28 @@ class KeepAlivePublisher:
             *(f"{k}: {v}" for k, v in headers.items()),
         ]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        reader = self.reader
+
+        async def read_response() -> None:
+            while not response.complete:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", None)
+                parser.feed_data(chunk)
+
         try:
-            head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
-            status = int(head.split(b" ", 2)[1])
-            lower = head.lower()
-            body = b""
-            if b"content-length:" in lower:
-                size = int(lower.split(b"content-length:")[1].split(b"\r\n")[0])
-                body = await self.reader.readexactly(size)
-            elif b"transfer-encoding: chunked" in lower:
-                decoder = ChunkedDecoder()
-                while not decoder.finished:
-                    decoder.feed(await self.reader.read(65536))
-            if b"connection: close" in lower:
+            await asyncio.wait_for(read_response(), 10)
+            status, body = parser.get_status_code(), b"".join(response.body)
+            if not parser.should_keep_alive():
                 self.close()
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError) as exc:
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.TimeoutError,
+            httptools.HttpParserError,
+        ) as exc:
             self.errors += 1
             _count(self.failures, _failure_name(exc))
             self.close()
