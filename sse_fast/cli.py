@@ -207,8 +207,11 @@ def serve(settings: Settings) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["loadgen"]:
-        from . import loadgen  # its flags are its own
-
+        try:
+            from . import loadgen  # its flags are its own
+        except ImportError as exc:
+            print(f"sse-fast: {exc}", file=sys.stderr)
+            return 2
         return loadgen.main(arguments[1:], prog="sse-fast loadgen")
     args = build_parser().parse_args(arguments)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command"}

@@ -4,8 +4,10 @@ the README's load-testing commands against a server with its default limits."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 from sse_fast.testing import ServerProcess
 
@@ -88,3 +90,70 @@ def test_lost_or_missing_events_fail_the_run() -> None:
         "3 event(s) lost and 0 duplicated",
         "delivered 47 of 50 expected events",
     ]
+
+
+def test_sse_fast_loadgen_is_the_same_tool() -> None:
+    sse_fast = os.path.join(os.path.dirname(sys.executable), "sse-fast")
+    done = subprocess.run([sse_fast, "loadgen", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("usage: sse-fast loadgen")
+    assert "--connections" in done.stdout and "--token" in done.stdout
+    with ServerProcess() as server:
+        done = subprocess.run(
+            [
+                sse_fast,
+                "loadgen",
+                "--port",
+                str(server.port),
+                "--processes",
+                "1",
+                "--sources",
+                "1",
+                "--connections",
+                "100",
+                *SHORT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "delivered=" in done.stdout and "lost=0" in done.stdout
+
+
+def test_the_server_fixture_works_in_a_users_own_tests(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sse_fast.testing"]\n')
+    (tmp_path / "test_mine.py").write_text(
+        "import asyncio\n"
+        "from sse_fast.testing import ServerProcess, collect\n\n"
+        "def test_publish_reaches_a_stream(sse_fast_server: ServerProcess) -> None:\n"
+        "    async def main() -> None:\n"
+        "        client = sse_fast_server.client('mine')\n"
+        "        await client.connect()\n"
+        '        status, _, _ = await sse_fast_server.publish(b\'{"topic":"mine","data":1}\')\n'
+        "        assert status == 200\n"
+        "        assert [e.data for e in await collect(client, 1)] == ['1']\n"
+        "        client.close()\n"
+        "    asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_no_test_imports_the_benchmarks() -> None:
+    """The tests use the package's tools, never scripts from benches/."""
+    tests = Path(__file__).parent
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(tests.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(from benches[. ]|import benches\b)", line)
+    ]
+    assert offenders == []
