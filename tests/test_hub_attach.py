@@ -4,6 +4,12 @@ Granian-like eager ``send`` and a uvicorn-like lazy one."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
+
+from sse_fast.hub import Hub
+from sse_fast.settings import Settings
 
 from .asgi_harness import Stream, make_app, publish, run, settle
 
@@ -37,5 +43,43 @@ def test_publishes_during_a_lazy_start_are_not_lost() -> None:
         assert stream.data() == ["early"]
         stream.disconnect()
         await stream.finished()
+
+    run(main())
+
+
+def test_a_start_that_fails_leaves_nothing_attached() -> None:
+    async def main() -> None:
+        hub = Hub(Settings())
+
+        def send(message: Any) -> Any:
+            raise ConnectionResetError("the client left before the response started")
+
+        with pytest.raises(ConnectionResetError):
+            await hub.attach(["a"], None, send, asyncio.get_running_loop().create_future)
+        assert hub.subscriptions == {} and "a" not in hub.topics.by_name
+
+    run(main())
+
+
+def test_a_lazy_start_cancelled_leaves_nothing_attached() -> None:
+    async def main() -> None:
+        hub = Hub(Settings())
+        started = asyncio.Event()
+
+        async def never_written() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+
+        task = asyncio.ensure_future(
+            hub.attach(
+                ["a"], None, lambda m: never_written(), asyncio.get_running_loop().create_future
+            )
+        )
+        await started.wait()
+        assert len(hub.subscriptions) == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert hub.subscriptions == {} and "a" not in hub.topics.by_name
 
     run(main())
