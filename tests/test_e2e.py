@@ -248,7 +248,7 @@ def test_disconnect_cleanup_after_1000_clients_vanish(server: ServerProcess) -> 
         grown = rss_kb(pid) - baseline
         # Granian's allocator settles over the first rounds (a minimal ASGI app under
         # Granian shows 1-3 KB per vanished connection early on, then plateaus); a
-        # live stream costs ~20 KB. Python-level freeing is proven exactly in test_hub.py.
+        # live stream costs ~20 KB. Python-level freeing is proven exactly in test_hub_closing.py.
         assert grown < 4 * 4000, f"worker RSS grew by {grown} KB over 4000 vanished clients"
         data = await stats(server)
         assert data["connections"] == 0
