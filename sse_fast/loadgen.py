@@ -907,11 +907,15 @@ def run_load(
             async def all_ticks(until: float) -> None:
                 await asyncio.gather(*(tick(i, until) for i in range(publishers)))
 
-            await all_ticks(time.monotonic() + warmup)
-            window["from"] = time.time() + 0.5  # the clients get the command well before
+            # The window's start goes to the clients before the warmup: a client
+            # process starved of CPU may read its command pipe late, and one that
+            # got it after the window began would reset its counts and miss events.
+            window_from = time.time() + warmup + 0.5
             for pipe in pipes:
-                pipe.send(("measure", window["from"]))
-            await all_ticks(time.monotonic() + 0.5)
+                pipe.send(("measure", window_from))
+            await all_ticks(time.monotonic() + warmup)
+            window["from"] = window_from
+            await all_ticks(time.monotonic() + max(0.0, window_from - time.time()))
             begin = time.monotonic()
             cpu_marks.append(cpu_seconds(server_pids()))
             if reconnect_after is not None:
