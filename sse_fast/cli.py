@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import errno
 import logging
-import multiprocessing
 import os
 import resource
 import secrets
@@ -161,20 +160,16 @@ def serve(settings: Settings) -> int:
     relay = None
     settings.install_signal_handlers = True
     if settings.workers > 1:
-        from .brokers.relay import run_relay
+        from .brokers.supervisor import RelaySupervisor
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
-        context = multiprocessing.get_context("spawn")
-        ready = context.Event()
-        relay = context.Process(
-            target=run_relay,
-            args=(settings.relay_socket, ready),
-            name="sse-fast-relay",
-            daemon=True,
+        relay = RelaySupervisor(
+            settings.relay_socket, settings.relay_history_frames, settings.relay_history_bytes
         )
-        relay.start()
-        if not ready.wait(10):
-            log.error("the relay did not start")
+        try:
+            relay.start()
+        except RuntimeError as exc:
+            log.error("%s", exc)
             return 1
         log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
     os.environ.update(settings.to_env())
@@ -198,8 +193,7 @@ def serve(settings: Settings) -> int:
         server.serve()
     finally:
         if relay is not None:
-            relay.terminate()
-            relay.join(5)
+            relay.stop()
             shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
     return 0
 

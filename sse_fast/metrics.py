@@ -1,14 +1,16 @@
 """Process-local metrics rendered in the Prometheus text format (no dependency).
 
 Counters are plain ints on one object the hub owns; the fan-out path only adds
-to them. Each worker process reports its own figures (Prometheus sums them
-across scrape targets; ``/stats`` says which worker answered).
+to them. With several workers, ``/metrics`` gathers every worker's
+``snapshot()`` (through the broker) and renders their sum, so one scrape is
+the whole server (``app/operations.py``).
 """
 
 from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from typing import Any
 
 # Publish-to-write latency buckets, in seconds.
 LATENCY_BUCKETS = (
@@ -68,12 +70,58 @@ class Metrics:
         self.lag_disconnects_total = 0
         self.stall_disconnects_total = 0
         self.cut_total = 0
+        self.history_breaks_total = 0
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
 
     def refuse(self, reason: str) -> None:
         self.refused_total[reason] = self.refused_total.get(reason, 0) + 1
+
+    COUNTERS = (
+        "connections_total",
+        "published_total",
+        "delivered_total",
+        "lag_disconnects_total",
+        "stall_disconnects_total",
+        "cut_total",
+        "history_breaks_total",
+    )
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain JSON (what a worker reports for a server-wide scrape)."""
+        latency = self.publish_latency
+        return {
+            **{name: getattr(self, name) for name in self.COUNTERS},
+            "resume_total": dict(self.resume_total),
+            "refused_total": dict(self.refused_total),
+            "publish_latency": {
+                "counts": list(latency.counts),
+                "count": latency.count,
+                "total": latency.total,
+            },
+        }
+
+    @classmethod
+    def merged(cls, snapshots: Iterable[dict[str, Any]]) -> Metrics:
+        """The sum of several workers' snapshots."""
+        out = cls()
+        latency = out.publish_latency
+        for snapshot in snapshots:
+            for name in cls.COUNTERS:
+                setattr(out, name, getattr(out, name) + snapshot.get(name, 0))
+            for outcome, count in snapshot.get("resume_total", {}).items():
+                out.resume_total[outcome] = out.resume_total.get(outcome, 0) + count
+            for reason, count in snapshot.get("refused_total", {}).items():
+                out.refused_total[reason] = out.refused_total.get(reason, 0) + count
+            theirs = snapshot.get("publish_latency")
+            if theirs and len(theirs["counts"]) == len(latency.counts):
+                latency.counts = [
+                    a + b for a, b in zip(latency.counts, theirs["counts"], strict=True)
+                ]
+                latency.count += theirs["count"]
+                latency.total += theirs["total"]
+        return out
 
 
 def _escape(value: str) -> str:
@@ -122,6 +170,13 @@ def render(
         "Connections reset because a stream the server ended could not deliver its "
         "final write in time (a client that does not read).",
         metrics.cut_total,
+    )
+    one(
+        "sse_fast_history_breaks_total",
+        "counter",
+        "Times a worker rejoined its broker without the events in between (its open "
+        "streams were sent sse-fast-missed).",
+        metrics.history_breaks_total,
     )
     out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
     out.append("# TYPE sse_fast_subscribers gauge")

@@ -155,6 +155,24 @@ class Settings:
         ),
     )
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+    relay_history_frames: int = field(
+        default=100_000,
+        metadata=_doc(
+            "events the multi-worker relay keeps so a restarted worker recovers recent "
+            "history before it answers resumes"
+        ),
+    )
+    relay_history_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_doc("bytes of frames the relay keeps at most for that recovery"),
+    )
+    broker_down_limit: float = field(
+        default=30.0,
+        metadata=_doc(
+            "seconds the broker (the relay) may stay unreachable before /healthz fails, "
+            "so an orchestrator restarts the server (0 = never fail /healthz for it)"
+        ),
+    )
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
     )
@@ -181,6 +199,8 @@ class Settings:
             "max_last_event_id_length",
             "backlog",
             "http1_buffer_size",
+            "relay_history_frames",
+            "relay_history_bytes",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -192,6 +212,7 @@ class Settings:
             "drain_retry_jitter_ms",
             "catch_up_timeout",
             "backpressure",
+            "broker_down_limit",
         )
         for name in non_negative:
             if getattr(self, name) < 0:

@@ -17,10 +17,28 @@ from sse_fast.settings import Settings
 from .asgi_harness import Stream, attach, make_app, settle
 
 
+class Recorder:
+    """A member that records what its broker delivers."""
+
+    def __init__(self) -> None:
+        self.delivered: list[Sequence[Sequenced]] = []
+        self.last_position = 0
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        self.delivered.append(items)
+
+    def rejoined(self, history_from: int, reason: str | None) -> None:
+        raise AssertionError("the local broker never rejoins")
+
+    def report(self, query: dict[str, object]) -> dict[str, object]:
+        return {}
+
+
 def test_ids_are_positions_unless_the_publisher_names_them() -> None:
-    delivered: list[Sequence[Sequenced]] = []
+    member = Recorder()
+    delivered = member.delivered
     broker = LocalBroker()
-    broker.bind(delivered.append)
+    broker.bind(member)
     first = broker.first_position
     ids = broker.publish_nowait(
         [PublishRequest(("a",), 1), PublishRequest(("a", "b"), 2, id="mine")], 0.0
@@ -32,9 +50,10 @@ def test_ids_are_positions_unless_the_publisher_names_them() -> None:
 
 
 def test_a_batch_with_an_unencodable_event_uses_no_position() -> None:
-    delivered: list[Sequence[Sequenced]] = []
+    member = Recorder()
+    delivered = member.delivered
     broker = LocalBroker()
-    broker.bind(delivered.append)
+    broker.bind(member)
     with pytest.raises(PublishError) as info:
         broker.publish_nowait(
             [PublishRequest(("a",), "ok"), PublishRequest(("a",), "x", event="a\nb")], 0.0

@@ -97,3 +97,49 @@ def test_a_real_servers_metrics_parse_and_count() -> None:
     with ServerProcess() as server:
         assert server.port and HOST
         asyncio.run(main(server))
+
+
+def test_several_workers_render_as_one_server() -> None:
+    """Counters and histograms are summed, subscribers summed per topic, and the
+    per-worker gauges carry a worker label; prometheus_client reads it back."""
+    from sse_fast.app.operations import render_server_metrics
+
+    figures = []
+    for worker, (published, latency) in enumerate([(3, 0.0002), (4, 0.3)]):
+        metrics = Metrics()
+        metrics.published_total = published
+        metrics.refuse("publish_rate")
+        metrics.resume_total["evicted"] = worker
+        metrics.publish_latency.observe(latency)
+        figures.append(
+            orjson.loads(
+                orjson.dumps(  # as it travels through the relay
+                    {
+                        "metrics": metrics.snapshot(),
+                        "connections_open": 5 + worker,
+                        "topics": 2,
+                        "subscribers": [["a", 5], ["b", worker]],
+                        "broker_up": worker == 0,
+                        "worker": worker,
+                    }
+                )
+            )
+        )
+    families = parse(render_server_metrics(figures, expected=3))
+    assert families["sse_fast_published"][1] == [("sse_fast_published_total", {}, 7.0)]
+    assert families["sse_fast_connections_open"][1][0][2] == 11
+    assert ("sse_fast_refused_total", {"reason": "publish_rate"}, 2.0) in families[
+        "sse_fast_refused"
+    ][1]
+    assert ("sse_fast_resume_total", {"outcome": "evicted"}, 1.0) in families["sse_fast_resume"][1]
+    samples = {s[0]: s[2] for s in families["sse_fast_publish_to_write_seconds"][1]}
+    assert samples["sse_fast_publish_to_write_seconds_count"] == 2
+    assert math.isclose(samples["sse_fast_publish_to_write_seconds_sum"], 0.3002)
+    subscribers = {s[1]["topic"]: s[2] for s in families["sse_fast_subscribers"][1]}
+    assert subscribers == {"a": 10, "b": 1}
+    per_worker = {s[1]["worker"]: s[2] for s in families["sse_fast_worker_connections_open"][1]}
+    assert per_worker == {"0": 5, "1": 6}
+    up = {s[1]["worker"]: s[2] for s in families["sse_fast_worker_broker_up"][1]}
+    assert up == {"0": 1, "1": 0}
+    assert families["sse_fast_workers"][1][0][2] == 3
+    assert families["sse_fast_workers_reporting"][1][0][2] == 2

@@ -1,18 +1,27 @@
 """The operations endpoints.
 
 ``GET /healthz``, ``GET /readyz``
-    Liveness and readiness (503 while draining, or while the broker cannot
-    publish), open to everyone: load balancers need them.
+    Liveness and readiness, open to everyone: load balancers need them.
+    ``/readyz`` is 503 while draining or while the broker cannot publish (the
+    relay is away); ``/healthz`` is 503 only when the broker has been away for
+    more than ``broker_down_limit`` seconds, so an orchestrator restarts a
+    server that does not heal by itself.
 ``GET /metrics``, ``GET /stats[?connections=1][&offset=N][&limit=M]``
-    Prometheus metrics and JSON figures. They name clients and topics, so only
-    clients from ``ops_networks`` (loopback by default) or with
-    ``Authorization: Bearer <ops_token>`` may read them. ``/stats`` lists topics
-    (and connections) a page at a time.
+    Prometheus metrics and JSON figures for the whole server: whichever worker
+    takes the request gathers every worker's figures through the broker and
+    answers with their sum (counters, connections, subscribers per topic), a
+    ``worker`` label or entry where a per-worker figure helps, and how many
+    workers answered. They name clients and topics, so only clients from
+    ``ops_networks`` (loopback by default) or with ``Authorization: Bearer
+    <ops_token>`` may read them. ``/stats`` lists topics (and connections) a
+    page at a time; with several workers the connection page is each worker's
+    page at that offset.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from .. import metrics as metrics_module
 from ..asgi import Receive, Scope, Send
@@ -28,6 +37,7 @@ STATS_PAGE_MAX = 10_000
 
 class Operations:
     def __init__(self, settings: Settings, hub: Hub, client_address: ClientAddress) -> None:
+        self.settings = settings
         self.hub = hub
         self.access = OperationsAccess(settings)
         self.client_address = client_address
@@ -35,6 +45,19 @@ class Operations:
         self.ready = True
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        away = self.hub.broker.unavailable_for
+        limit = self.settings.broker_down_limit
+        if limit and away > limit:
+            await send_json(
+                send,
+                503,
+                {
+                    "status": "unhealthy",
+                    "reason": f"the broker has been unreachable for {away:.0f} s "
+                    f"(broker_down_limit {limit:g} s): restart the server",
+                },
+            )
+            return
         await send_json(send, 200, {"status": "ok"})
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -44,14 +67,22 @@ class Operations:
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.check_access(scope, "/metrics")
+        figures = await self.hub.gather({"what": "metrics"})
         await send_text(
-            send, 200, self.render_metrics(), b"text/plain; version=0.0.4; charset=utf-8"
+            send,
+            200,
+            render_server_metrics(figures, self.settings.workers),
+            b"text/plain; version=0.0.4; charset=utf-8",
         )
 
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.check_access(scope, "/stats")
         listing, offset, limit = stats_query(scope)
-        stats = self.hub.stats(with_connections=listing, offset=offset, limit=limit)
+        figures = await self.hub.gather(
+            {"what": "stats", "connections": listing, "offset": offset, "limit": limit}
+        )
+        stats = merge_stats(figures, listing)
+        stats["workers_expected"] = self.settings.workers
         stats["worker_pid"] = os.getpid()
         await send_json(send, 200, stats)
 
@@ -62,13 +93,95 @@ class Operations:
             raise HTTPError.from_auth(exc) from None
 
     def render_metrics(self) -> str:
-        hub = self.hub
-        return metrics_module.render(
-            hub.metrics,
-            connections_open=len(hub.subscriptions),
-            topics=len(hub.topics),
-            subscribers_by_topic=hub.topics.busiest(100),
-        )
+        """This worker's metrics alone (``/metrics`` gathers every worker's)."""
+        return render_server_metrics([self.hub.report({"what": "metrics"})], 1)
+
+
+def _worker(figures: dict[str, Any]) -> int:
+    worker = figures.get("worker")
+    return 0 if worker is None else int(worker)
+
+
+def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
+    """The Prometheus text for the whole server from every worker's report."""
+    figures = sorted(figures, key=_worker)
+    subscribers: dict[str, int] = {}
+    for one in figures:
+        for topic, count in one["subscribers"]:
+            subscribers[topic] = subscribers.get(topic, 0) + count
+    busiest = sorted(subscribers.items(), key=lambda item: -item[1])[:100]
+    extra = [
+        "# HELP sse_fast_workers Worker processes configured.",
+        "# TYPE sse_fast_workers gauge",
+        f"sse_fast_workers {expected}",
+        "# HELP sse_fast_workers_reporting Workers whose figures this scrape includes.",
+        "# TYPE sse_fast_workers_reporting gauge",
+        f"sse_fast_workers_reporting {len(figures)}",
+        "# HELP sse_fast_worker_connections_open Open SSE streams per worker.",
+        "# TYPE sse_fast_worker_connections_open gauge",
+        *(
+            f'sse_fast_worker_connections_open{{worker="{_worker(one)}"}} {one["connections_open"]}'
+            for one in figures
+        ),
+        "# HELP sse_fast_worker_broker_up Whether the worker can publish (broker reachable).",
+        "# TYPE sse_fast_worker_broker_up gauge",
+        *(
+            f'sse_fast_worker_broker_up{{worker="{_worker(one)}"}} {int(one["broker_up"])}'
+            for one in figures
+        ),
+    ]
+    return metrics_module.render(
+        metrics_module.Metrics.merged(one["metrics"] for one in figures),
+        connections_open=sum(one["connections_open"] for one in figures),
+        topics=max(one["topics"] for one in figures),
+        subscribers_by_topic=busiest,
+        extra=extra,
+    )
+
+
+def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
+    """``/stats`` for the whole server from every worker's ``Hub.stats`` page."""
+    figures = sorted(figures, key=_worker)
+    topics: dict[str, dict[str, int]] = {}
+    for one in figures:
+        for name, theirs in one["topics"].items():
+            mine = topics.setdefault(name, dict(theirs, subscribers=0))
+            mine["subscribers"] += theirs["subscribers"]
+            for key in ("published", "retained", "retained_bytes", "evicted"):
+                mine[key] = max(mine[key], theirs[key])  # every worker holds every event
+    out: dict[str, Any] = {
+        "connections": sum(one["connections"] for one in figures),
+        "topics_total": max(one["topics_total"] for one in figures),
+        "topics_with_history": max(one["topics_with_history"] for one in figures),
+        "topics": topics,
+        "last_id": max((one["last_id"] for one in figures), key=int),
+        "draining": any(one["draining"] for one in figures),
+        "eager_send": next(
+            (one["eager_send"] for one in figures if one["eager_send"] is not None), None
+        ),
+        "workers_reporting": len(figures),
+        "workers": [
+            {
+                "worker": _worker(one),
+                "pid": one["pid"],
+                "connections": one["connections"],
+                "draining": one["draining"],
+                "last_id": one["last_id"],
+                **({"relay": one["relay"]} if "relay" in one else {}),
+            }
+            for one in figures
+        ],
+    }
+    if listing:
+        out["connection_list"] = [
+            {**connection, "worker": _worker(one)}
+            for one in figures
+            for connection in one["connection_list"]
+        ]
+    out["next_offset"] = next(
+        (one["next_offset"] for one in figures if one["next_offset"] is not None), None
+    )
+    return out
 
 
 def stats_query(scope: Scope) -> tuple[bool, int, int]:

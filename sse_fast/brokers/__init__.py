@@ -32,19 +32,54 @@ Every broker keeps these promises; the hub relies on nothing else.
   claim to know: it has been delivered every event from there on. A member
   that joins (or rejoins) a running sequence starts it at the first position
   it will be delivered, so a ``Last-Event-ID`` from before it joined resolves
-  to ``unknown`` (or ``evicted``), never to ``resumed`` without the events.
+  to ``unknown`` (or ``evicted``), never to ``resumed`` without the events. A
+  broker that can replay recent events to a joining member (the relay keeps a
+  log) delivers them first, and the claims start at the oldest one replayed.
+* Breaks are said. When a member loses its broker and comes back without
+  proof that it was delivered everything in between (the relay restarted, or
+  its log no longer reaches back far enough), the broker calls
+  ``member.rejoined(history_from, reason)``: the member's claims restart at
+  ``history_from``, and every open stream is sent an ``sse-fast-missed`` event
+  (with ``reason``) in its place in the order of events, so no client goes on
+  as if nothing happened. Streams stay open.
+* Away is said. While the broker cannot publish, ``available`` is False
+  (``/readyz`` answers 503), a publish is refused with 503 and ``retry_after``,
+  and ``unavailable_for`` says for how long (``/healthz`` fails past
+  ``broker_down_limit``). A publish whose answer was lost with the broker is
+  refused with 503 saying it may or may not have been published.
+* One scrape. ``gather(query)`` returns the figures of every member of the
+  server (each worker's ``member.report(query)``), so ``/metrics`` and
+  ``/stats`` answer for the whole server whichever worker takes the request.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from ..publishing import PublishRequest
 from .sequencing import Sequenced
 
-Deliver = Callable[[Sequence[Sequenced]], None]
+
+class Member(Protocol):
+    """What a broker delivers to: a worker's hub."""
+
+    @property
+    def last_position(self) -> int:
+        """The newest position applied."""
+        ...
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        """Store and fan out sequenced events (positions already applied are skipped)."""
+
+    def rejoined(self, history_from: int, reason: str | None) -> None:
+        """The member joined a sequence at ``history_from``; ``reason`` is None for
+        its first join, else why it cannot vouch for what came before."""
+
+    def report(self, query: dict[str, Any]) -> dict[str, Any]:
+        """This member's figures for ``/metrics`` or ``/stats`` (see ``gather``)."""
+        ...
 
 
 class Broker(abc.ABC):
@@ -54,18 +89,22 @@ class Broker(abc.ABC):
     first_position: int
 
     def __init__(self) -> None:
-        self._deliver: Deliver | None = None
+        self._member: Member | None = None
 
-    def bind(self, deliver: Deliver) -> None:
+    def bind(self, member: Member) -> None:
         """Called once by the hub: where this member's sequenced events go."""
-        if self._deliver is not None:
+        if self._member is not None:
             raise RuntimeError("this broker is already bound to a hub")
-        self._deliver = deliver
+        self._member = member
+
+    @property
+    def member(self) -> Member:
+        if self._member is None:
+            raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
+        return self._member
 
     def deliver(self, items: Sequence[Sequenced]) -> None:
-        if self._deliver is None:
-            raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
-        self._deliver(items)
+        self.member.apply(items)
 
     async def start(self) -> None:  # noqa: B027  (an optional hook)
         """Connect (at the server's startup); ``first_position`` is final afterwards."""
@@ -77,6 +116,15 @@ class Broker(abc.ABC):
     def available(self) -> bool:
         """Whether ``publish`` can succeed now (readiness)."""
         return True
+
+    @property
+    def unavailable_for(self) -> float:
+        """Seconds since the broker became unable to publish (0 while it can)."""
+        return 0.0
+
+    async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every member's ``report(query)`` (this process alone by default)."""
+        return [self.member.report(query)]
 
     @abc.abstractmethod
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
@@ -94,4 +142,4 @@ class Broker(abc.ABC):
         return {}
 
 
-__all__ = ["Broker", "Deliver"]
+__all__ = ["Broker", "Member"]

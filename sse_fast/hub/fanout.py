@@ -76,7 +76,6 @@ class FanOut:
         """Store sequenced events; in-sync subscriptions get them at the next flush
         (scheduled for this loop iteration, so events applied together are
         written together). Positions already applied are skipped (a replay)."""
-        metrics = self.metrics
         topics = self.topics
         now = self.clock()
         dirty = self._dirty
@@ -89,7 +88,6 @@ class FanOut:
                 if topics.keep(topic, item) and topic.catching_up:
                     self._drop_lagging(topic)
                 dirty[topic] = None
-            metrics.published_total += 1
             self._accepted.append(item.accepted_at)
         if dirty and not self._flush_scheduled:
             try:

@@ -12,9 +12,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import orjson
 
 from .._core import encode
 from ..abort import ConnectionKey
@@ -74,7 +77,7 @@ class Hub:
         self.lifecycle = Lifecycle(
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
-        self.broker.bind(self.fanout.apply)
+        self.broker.bind(self)
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
 
@@ -123,14 +126,18 @@ class Hub:
         if not requests:
             return []
         self._check(requests)
-        return await self.broker.publish(list(requests), self.clock())
+        ids = await self.broker.publish(list(requests), self.clock())
+        self.metrics.published_total += len(ids)  # here: once per server, not per worker
+        return ids
 
     def publish_nowait(self, requests: Sequence[PublishRequest]) -> list[str]:
         """Synchronous publish for embedding with the local broker (one worker)."""
         if not requests:
             return []
         self._check(requests)
-        return self.broker.publish_nowait(list(requests), self.clock())
+        ids = self.broker.publish_nowait(list(requests), self.clock())
+        self.metrics.published_total += len(ids)
+        return ids
 
     def _check(self, requests: Sequence[PublishRequest]) -> None:
         for request in requests:
@@ -141,6 +148,33 @@ class Hub:
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events and write them out (what the broker delivers)."""
         self.fanout.apply(items)
+
+    def rejoined(self, history_from: int, reason: str | None) -> None:
+        """The broker joined a sequence at ``history_from`` (the broker contract's
+        "History claims" and "Breaks are said"). On a break (``reason``), every open
+        stream gets an ``sse-fast-missed`` event in its place among the events: a
+        marker stored at the position just before ``history_from`` in each topic
+        that has subscribers, with that position as its id (resuming from it is
+        a resume from ``history_from``). Ids from before it resolve to
+        ``evicted``: what followed them cannot be vouched for."""
+        self.fanout.flush_pending()
+        marker = history_from - 1
+        if reason is None or marker <= self.fanout.last_position:
+            if reason is not None:  # pragma: no cover - the brokers leave room for it
+                log.error("history break at %d leaves no room for a marker", marker)
+            self.fanout.last_position = max(self.fanout.last_position, marker)
+            return
+        self.metrics.history_breaks_total += 1
+        names = tuple(name for name, topic in self.topics.by_name.items() if topic.subscriptions)
+        if not names:
+            self.fanout.last_position = marker
+            return
+        frame = encode(
+            orjson.dumps({"reason": reason, "last_event_id": None}).decode(),
+            event="sse-fast-missed",
+            id=str(marker),
+        )
+        self.fanout.apply([Sequenced(marker, str(marker), names, frame, self.clock())])
 
     # ---------------------------------------------------------------- streams
 
@@ -255,6 +289,31 @@ class Hub:
         )
 
     # ---------------------------------------------------------------- figures
+
+    def report(self, query: dict[str, Any]) -> dict[str, Any]:
+        """This worker's figures for a server-wide ``/metrics`` (``{"what":
+        "metrics"}``) or ``/stats`` (``{"what": "stats", "connections": bool,
+        "offset": int, "limit": int}``) answer; see ``app/operations.py``."""
+        if query.get("what") == "stats":
+            figures = self.stats(
+                with_connections=bool(query.get("connections")),
+                offset=int(query.get("offset", 0)),
+                limit=int(query.get("limit", 1000)),
+            )
+        else:
+            figures = {
+                "metrics": self.metrics.snapshot(),
+                "connections_open": len(self.subscriptions),
+                "topics": len(self.topics),
+                "subscribers": self.topics.busiest(100),
+                "broker_up": self.broker.available,
+            }
+        figures["pid"] = os.getpid()
+        return figures
+
+    async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every worker's ``report(query)``, through the broker."""
+        return await self.broker.gather(query)
 
     def stats(
         self, with_connections: bool = False, offset: int = 0, limit: int = 1000

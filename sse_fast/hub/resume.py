@@ -6,10 +6,11 @@ rings gives that frame's position; a number within the positions this member
 may claim (from its broker's ``first_position`` - 1 to the newest position it
 applied) is a position. Each topic then resumes just after its last frame at
 or before it (``resumed``). An id that resolves to nothing is ``unknown``; one
-older than a frame some topic already evicted is ``evicted``. Both are
-reported (the ``SSE-Fast-Resume`` response header, and an ``sse-fast-missed``
-event carrying the current position as its id) and the stream continues from
-now. "Resumed" is a promise: it is said only when every event after the id is
+older than a frame some topic already evicted, or found in a ring but older
+than the positions this member may claim (after a broker's history break), is
+``evicted``. Both are reported (the ``SSE-Fast-Resume`` response header, and
+an ``sse-fast-missed`` event carrying the current position as its id) and the
+stream continues from now. "Resumed" is a promise: it is said only when every event after the id is
 still in the rings.
 """
 
@@ -50,6 +51,9 @@ def resolve(
             target = number
     if target is None:
         return UNKNOWN, heads
+    if target < first_position - 1:
+        # in a ring, but from before a history break (``Hub.rejoined``)
+        return EVICTED, heads
     if any(topic.evicted_up_to > target for topic in topics):
         return EVICTED, heads
     return RESUMED, {topic: topic.cursor_after(target) for topic in topics}

@@ -1,0 +1,127 @@
+"""Keeping the relay running: ``serve``'s main process supervises it.
+
+The relay is one process; if it dies (a crash, the OOM killer, ``kill -9``)
+nothing in a worker can bring it back. The supervisor, a thread in the main
+process (Granian's ``serve()`` holds the main thread), waits on it, reaps it,
+and starts it again on the same socket path after a backoff (``min_delay``
+doubling to ``max_delay``; back to ``min_delay`` once a relay stayed up
+``stable_after`` seconds). Workers reconnect by themselves
+(``RelayBroker``), and say what a new relay means for their history (the
+broker contract). If the relay cannot be restored, the workers' ``/healthz``
+fails after ``broker_down_limit`` seconds, so an orchestrator restarts the
+whole server.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+import time
+from typing import Any
+
+from .relay import run_relay
+
+log = logging.getLogger("sse_fast.relay")
+
+
+class RelaySupervisor:
+    """Runs ``run_relay`` in a child process and starts it again when it dies."""
+
+    def __init__(
+        self,
+        path: str,
+        history_frames: int = 100_000,
+        history_bytes: int = 64 * 1024 * 1024,
+        *,
+        start_timeout: float = 10.0,
+        min_delay: float = 0.1,
+        max_delay: float = 5.0,
+        stable_after: float = 30.0,
+    ) -> None:
+        self.path = path
+        self.history_frames = history_frames
+        self.history_bytes = history_bytes
+        self.start_timeout = start_timeout
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.stable_after = stable_after
+        #: how many times the relay was started again
+        self.restarts = 0
+        self.process: Any = None
+        self._context = multiprocessing.get_context("spawn")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        """Start the relay and wait until it listens; then watch it."""
+        if not self._spawn():
+            self.stop()
+            raise RuntimeError(f"the relay did not start within {self.start_timeout:g} s")
+        self._thread = threading.Thread(target=self._watch, name="sse-fast-relay-supervisor")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def _spawn(self) -> bool:
+        ready = self._context.Event()
+        self.process = self._context.Process(
+            target=run_relay,
+            args=(self.path, ready, self.history_frames, self.history_bytes),
+            name="sse-fast-relay",
+            daemon=True,
+        )
+        self.process.start()
+        self._started_at = time.monotonic()
+        return bool(ready.wait(self.start_timeout))
+
+    def _watch(self) -> None:
+        delay = self.min_delay
+        while not self._stopping.is_set():
+            process = self.process
+            process.join(0.2)  # also reaps it
+            if process.exitcode is None:
+                if time.monotonic() - self._started_at > self.stable_after:
+                    delay = self.min_delay
+                continue
+            if self._stopping.is_set():
+                return
+            log.error(
+                "the relay (pid %s) exited with %s; starting it again in %.1f s",
+                process.pid,
+                _describe(process.exitcode),
+                delay,
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, self.max_delay)
+            self.restarts += 1
+            if self._spawn():
+                log.warning("the relay is running again (pid %s)", self.process.pid)
+            else:
+                log.error("the restarted relay did not start within %g s", self.start_timeout)
+                self.process.kill()
+
+    def stop(self) -> None:
+        """Stop watching, then stop the relay (after the workers are gone)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        process = self.process
+        if process is not None and process.exitcode is None:
+            process.terminate()
+            process.join(5)
+            if process.exitcode is None:
+                process.kill()
+                process.join(5)
+
+
+def _describe(exitcode: int) -> str:
+    if exitcode < 0:
+        import signal
+
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"status {exitcode}"

@@ -1,0 +1,239 @@
+"""A server that survives its own processes' faults, against real processes:
+``sse-fast serve --workers 2``, its relay killed, stopped and a worker killed;
+and one scrape that answers for the whole server (``brokers/relay.py``,
+``brokers/supervisor.py``, ``app/operations.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import time
+from typing import Any
+
+from sse_fast.testing import ServerProcess, collect, wait_for
+
+
+async def _stats(server: ServerProcess) -> dict[str, Any]:
+    status, _, body = await server.get("/stats")
+    assert status == 200, body
+    return dict(json.loads(body))
+
+
+async def _relay_pid(server: ServerProcess) -> int:
+    pids = {w["relay"]["pid"] for w in (await _stats(server))["workers"]}
+    assert len(pids) == 1, pids
+    return int(pids.pop())
+
+
+def _publish_body(topic: str, data: object, **extra: object) -> bytes:
+    return json.dumps({"topic": topic, "data": data, **extra}).encode()
+
+
+def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
+    """kill -9 of the relay: publishes are refused with 503 and Retry-After while
+    it is away, the main process starts it again, the workers reconnect, and an
+    open stream stays open and is sent ``sse-fast-missed`` (relay-restarted)
+    before the next events; /healthz stays 200 throughout."""
+    with ServerProcess("--workers", "2") as server:
+
+        async def main() -> None:
+            client = server.client("fleet")
+            await client.connect()
+            status, _, body = await server.publish(_publish_body("fleet", "before"))
+            assert status == 200, body
+            assert [e.data for e in await collect(client, 1)] == ["before"]
+            old_relay = await _relay_pid(server)
+            os.kill(old_relay, signal.SIGKILL)
+            refused = []
+            deadline = time.monotonic() + 20
+            while True:
+                status, headers, body = await server.publish(_publish_body("fleet", "after"))
+                if status == 200:
+                    break
+                assert status == 503, body
+                assert headers.get("retry-after") == "1", headers
+                refused.append(body)
+                assert (await server.get("/healthz"))[0] == 200
+                assert time.monotonic() < deadline, "the relay did not come back"
+                await asyncio.sleep(0.02)
+            assert refused, "the outage was not seen (killed relay answered?)"
+            missed, after = await collect(client, 2)
+            assert missed.event == "sse-fast-missed"
+            assert json.loads(missed.data)["reason"] == "relay-restarted"
+            assert after.data == "after" and int(after.id) > int(missed.id)
+            assert await _relay_pid(server) != old_relay
+            assert (await server.get("/readyz"))[0] == 200
+            # resuming from the marker is a resume; from before it, honestly evicted
+            resumed = server.client("fleet", last_event_id=missed.id)
+            await resumed.connect()
+            assert resumed.response_headers["sse-fast-resume"] == "resumed"
+            assert [e.data for e in await collect(resumed, 1)] == ["after"]
+            resumed.close()
+            client.close()
+
+        asyncio.run(main())
+        assert "the relay (pid" in server.output() and "signal SIGKILL" in server.output()
+
+
+def test_a_relay_that_hangs_fails_healthz_past_the_limit_then_heals() -> None:
+    """A stopped relay keeps its socket open: workers find it by their pings, are
+    unavailable (readyz 503, publish 503), and /healthz fails once the outage is
+    longer than --broker-down-limit; when it runs again they reconnect and,
+    being the same relay, lose nothing."""
+    with ServerProcess("--workers", "2", "--broker-down-limit", "1") as server:
+
+        async def main() -> None:
+            client = server.client("hang")
+            await client.connect()
+            relay = await _relay_pid(server)
+            os.kill(relay, signal.SIGSTOP)
+            try:
+
+                async def unhealthy() -> bool:
+                    return (await server.get("/healthz"))[0] == 503
+
+                await wait_for(unhealthy, timeout=20)
+                status, _, body = await server.get("/healthz")
+                assert b"broker_down_limit" in body
+                assert (await server.get("/readyz"))[0] == 503
+                status, headers, _ = await server.publish(_publish_body("hang", "x"))
+                assert status == 503 and headers["retry-after"] == "1"
+            finally:
+                os.kill(relay, signal.SIGCONT)
+
+            async def healthy() -> bool:
+                return all([(await server.get(p))[0] == 200 for p in ("/healthz", "/readyz")])
+
+            for _ in range(6):  # every worker, whichever takes the request
+                await wait_for(healthy, timeout=20)
+            status, _, _ = await server.publish(_publish_body("hang", "healed"))
+            assert status == 200
+            events = await collect(client, 1)
+            assert [e.data for e in events] == ["healed"]  # the same relay: nothing missed
+            assert await _relay_pid(server) == relay
+            client.close()
+
+        asyncio.run(main())
+
+
+def test_a_killed_worker_recovers_history_before_it_answers_resumes() -> None:
+    """kill -9 of a worker while events are published: Granian starts a new one,
+    which is replayed the relay's log; every resume, on whichever worker, is
+    ``resumed`` with exactly the events after its id."""
+    with ServerProcess("--workers", "2") as server:
+
+        async def main() -> None:
+            # (id, certain): a publish whose connection the kill reset may or may
+            # not have been published, so each event carries its own id
+            published: list[tuple[str, bool]] = []
+
+            async def publish(count: int) -> None:
+                for _ in range(count):
+                    event_id = f"e{len(published)}"
+                    body = _publish_body("hist", len(published), id=event_id)
+                    try:
+                        status, _, answer = await server.publish(body)
+                    except (OSError, asyncio.IncompleteReadError, TimeoutError):
+                        published.append((event_id, False))  # reset by the kill
+                        continue
+                    if status == 200:
+                        published.append((event_id, True))
+                    else:
+                        assert status == 503, answer
+                    await asyncio.sleep(0.005)
+
+            await publish(50)
+            workers = [w["pid"] for w in (await _stats(server))["workers"]]
+            victim = workers[0]
+            os.kill(victim, signal.SIGKILL)
+            await publish(50)
+
+            async def respawned() -> bool:
+                stats = await _stats(server)
+                pids = [w["pid"] for w in stats["workers"]]
+                return len(pids) == 2 and victim not in pids
+
+            await wait_for(respawned, timeout=20)
+            await publish(20)
+            certain = [i for i, (_, sure) in enumerate(published) if sure]
+            assert len(certain) >= 100
+            outcomes = []
+            for start in certain[:-1:7]:
+                client = server.client("hist", last_event_id=published[start][0])
+                await client.connect()
+                outcome = client.response_headers["sse-fast-resume"]
+                outcomes.append(outcome)
+                assert outcome == "resumed", (start, outcome)
+                expected = published[start + 1 :]
+                last_certain = [i for i, sure in expected if sure][-1]
+                received: list[str | None] = []
+                while last_certain not in received:
+                    received += [e.id for e in await collect(client, 1)]
+                # every certain event, in order; an uncertain one here or not at all
+                got = iter(received)
+                following = next(got, None)
+                for event_id, sure in expected:
+                    if following == event_id:
+                        following = next(got, None)
+                    else:
+                        assert not sure, (start, event_id, received)
+                assert following is None, received
+                client.close()
+            assert len(outcomes) > 10
+
+        asyncio.run(main())
+
+
+def _metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_one_scrape_is_the_whole_server() -> None:
+    """/metrics and /stats answer for both workers whichever takes the request;
+    each publish is counted once."""
+    with ServerProcess("--workers", "2") as server:
+
+        async def main() -> None:
+            clients = [server.client("scrape") for _ in range(8)]
+            for client in clients:
+                await client.connect()
+            for n in range(10):
+                status, _, _ = await server.publish(_publish_body("scrape", n))
+                assert status == 200
+            for client in clients:
+                await collect(client, 10)
+            per_worker = set()
+            for _ in range(8):
+                status, _, body = await server.get("/metrics")
+                assert status == 200
+                text = body.decode()
+                assert _metric(text, "sse_fast_connections_open") == 8
+                assert _metric(text, "sse_fast_published_total") == 10
+                assert _metric(text, "sse_fast_delivered_total") == 80
+                assert _metric(text, "sse_fast_workers_reporting") == 2
+                assert _metric(text, "sse_fast_workers") == 2
+                assert 'sse_fast_subscribers{topic="scrape"} 8' in text
+                lines = re.findall(
+                    r'^sse_fast_worker_connections_open\{worker="(\d)"\} (\d+)$', text, re.MULTILINE
+                )
+                assert sorted(w for w, _ in lines) == ["0", "1"]
+                assert sum(int(n) for _, n in lines) == 8
+                per_worker.add(tuple(lines))
+                stats = await _stats(server)
+                assert stats["connections"] == 8 and stats["workers_reporting"] == 2
+                assert stats["topics"]["scrape"]["subscribers"] == 8
+                assert stats["topics"]["scrape"]["published"] == 10
+                assert sorted(w["worker"] for w in stats["workers"]) == [0, 1]
+            assert len(per_worker) == 1  # the same figures whichever worker answered
+            status, _, body = await server.get("/stats?connections=1")
+            listing = json.loads(body)["connection_list"]
+            assert len(listing) == 8 and {c["worker"] for c in listing} <= {0, 1}
+            for client in clients:
+                client.close()
+
+        asyncio.run(main())
