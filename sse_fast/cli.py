@@ -159,7 +159,11 @@ def serve(settings: Settings) -> int:
         )
     relay = None
     settings.install_signal_handlers = True
-    if settings.workers > 1:
+    if settings.redis_url:
+        if not settings.node_name:
+            settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
+        log.info("node %s on Redis %s", settings.node_name, _redacted(settings.redis_url))
+    elif settings.workers > 1:
         from .brokers.supervisor import RelaySupervisor
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
@@ -196,6 +200,13 @@ def serve(settings: Settings) -> int:
             relay.stop()
             shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
     return 0
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}***@{host}" if at and credentials else url
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -166,10 +166,51 @@ class Settings:
         default=64 * 1024 * 1024,
         metadata=_doc("bytes of frames the relay keeps at most for that recovery"),
     )
+    redis_url: str = field(
+        default="",
+        metadata=_doc(
+            "scale out on Redis: redis://[:password@]host:port/db, rediss:// (TLS), "
+            "unix:///path, or redis-sentinel://host:port[,host:port]/master-name; every "
+            "node and worker with the same Redis and prefix behaves as one server "
+            "(empty: no external service)"
+        ),
+    )
+    node_name: str = field(
+        default="",
+        metadata=_doc(
+            "this server's name among the nodes sharing a Redis (/stats; default: "
+            "host name and a random suffix)"
+        ),
+    )
+    redis_prefix: str = field(
+        default="sse:", metadata=_doc("prefix of every Redis key and channel sse_fast uses")
+    )
+    redis_history_frames: int = field(
+        default=1000, metadata=_doc("events Redis keeps per topic for resumes (about)")
+    )
+    redis_history_age: float = field(
+        default=86400.0,
+        metadata=_doc("seconds Redis keeps an event for resumes; older ids resume as evicted"),
+    )
+    redis_probe_interval: float = field(
+        default=5.0,
+        metadata=_doc(
+            "seconds between probes of the Redis subscription; one not back within "
+            "that long means a stale connection, which is replaced"
+        ),
+    )
+    redis_wait_replicas: int = field(
+        default=0,
+        metadata=_doc(
+            "replicas a publish waits for (Redis WAIT, up to 1 s) before it is acknowledged, "
+            "so a failover to a replica keeps every acknowledged event (1 with Sentinel; "
+            "0: do not wait)"
+        ),
+    )
     broker_down_limit: float = field(
         default=30.0,
         metadata=_doc(
-            "seconds the broker (the relay) may stay unreachable before /healthz fails, "
+            "seconds the broker (the relay, or Redis) may stay unreachable before /healthz fails, "
             "so an orchestrator restarts the server (0 = never fail /healthz for it)"
         ),
     )
@@ -201,11 +242,15 @@ class Settings:
             "http1_buffer_size",
             "relay_history_frames",
             "relay_history_bytes",
+            "redis_history_frames",
+            "redis_history_age",
+            "redis_probe_interval",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
         non_negative = (
+            "redis_wait_replicas",
             "heartbeat_interval",
             "topic_ttl",
             "drain_timeout",
@@ -235,6 +280,13 @@ class Settings:
                         f"ops_networks: {network.strip()!r} is not a network "
                         "(e.g. 10.0.0.0/8 or 127.0.0.1)"
                     ) from None
+        if self.redis_url and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://", "redis-sentinel://")
+        ):
+            raise SettingsError(
+                f"redis_url must start with redis://, rediss://, unix:// or "
+                f"redis-sentinel://, got {self.redis_url!r}"
+            )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"

@@ -14,6 +14,9 @@ worker or the relay running fails. For load tests its defaults differ from the
 server's: anonymous publishing is allowed and the per-IP and rate limits are
 off (pass ``allow_anonymous_publish=0`` etc. to test those).
 
+``RedisServer`` runs a real ``redis-server`` (no persistence) on a free port
+for tests of several nodes on Redis.
+
 As a pytest plugin (``pytest_plugins = ["sse_fast.testing"]`` in a
 ``conftest.py``) it gives the fixture ``sse_fast_server``: a started server for
 the test, stopped after it.
@@ -160,6 +163,164 @@ class ServerProcess:
 
     def client(self, *topics: str, **kwargs: Any) -> SSEClient:
         return SSEClient(HOST, self.port, list(topics), **kwargs)
+
+
+class RedisServer:
+    """A real ``redis-server`` on a free loopback port, without persistence (so a
+    restart is a Redis that lost its data), for tests of ``--redis-url``.
+
+        with RedisServer() as redis_server:
+            with ServerProcess("--redis-url", redis_server.url) as node: ...
+
+    ``kill()`` (SIGKILL), ``stop()``/``cont()`` (SIGSTOP/SIGCONT: a partition),
+    ``restart()`` (on the same port) and ``cli(*command)`` (``redis-cli``) are
+    for fault tests. Needs the ``redis-server`` binary (Debian: ``apt-get
+    install redis-server``)."""
+
+    def __init__(self, port: int = 0, *extra: str) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> RedisServer:
+        binary = "redis-server"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                HOST,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if self.cli("PING").strip() == "PONG":
+                    return self
+            except (OSError, subprocess.SubprocessError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {self.port}")
+            time.sleep(0.05)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+    def cli(self, *command: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def cont(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+
+class RedisSentinel:
+    """A real ``redis-sentinel`` watching ``primary`` as master ``name`` (quorum 1,
+    down after ``down_after_ms``), for failover tests:
+
+        with RedisServer() as primary, RedisServer(0, "--replicaof", HOST, str(primary.port)):
+            with RedisSentinel(primary) as sentinel:
+                ServerProcess("--redis-url", sentinel.url, ...)
+
+    Needs the ``redis-sentinel`` binary (Debian: ``apt-get install redis-sentinel``)."""
+
+    def __init__(
+        self,
+        primary: RedisServer,
+        name: str = "mymaster",
+        down_after_ms: int = 1000,
+        replicas: int = 1,
+    ):
+        import tempfile
+
+        self.port = free_port()
+        self.name = name
+        self.url = f"redis-sentinel://{HOST}:{self.port}/{name}"
+        self._dir = tempfile.TemporaryDirectory(prefix="sse-fast-sentinel-")
+        self.config = os.path.join(self._dir.name, "sentinel.conf")
+        with open(self.config, "w") as f:  # the sentinel rewrites it: a file of its own
+            f.write(
+                f"port {self.port}\nbind {HOST}\ndir {self._dir.name}\n"
+                f"sentinel monitor {name} {HOST} {primary.port} 1\n"
+                f"sentinel down-after-milliseconds {name} {down_after_ms}\n"
+                f"sentinel failover-timeout {name} 5000\n"
+            )
+        self.replicas = replicas
+        self.primary = primary
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> RedisSentinel:
+        self.proc = subprocess.Popen(
+            ["redis-sentinel", self.config],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:  # up, knows the replicas (through the primary), and they are in sync
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                known = self.cli("SENTINEL", "REPLICAS", self.name).split()
+                synced = self.primary.cli("INFO", "replication").count("state=online")
+                if min(known.count("name"), synced) >= self.replicas:
+                    return self
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.__exit__()
+                raise RuntimeError(f"redis-sentinel did not start on port {self.port}")
+            time.sleep(0.1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._dir.cleanup()
+
+    def cli(self, *command: str) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+        return out.stdout
+
+    def primary_port(self) -> int:
+        """The port of the primary the sentinel names now."""
+        return int(self.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name).split()[1])
 
 
 async def collect(

@@ -45,7 +45,7 @@ def test_every_block_is_classified() -> None:
         assert how in ("run", "setup", "syntax"), f"README line {line}: unknown {how!r}"
 
 
-def _in_netns(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
     # whatever happens, no background job outlives the block
     wrapper = (
         "trap 'jobs -p | xargs -r kill 2>/dev/null || true; wait || true' EXIT\n"
@@ -53,15 +53,21 @@ def _in_netns(script: str, timeout: float) -> subprocess.CompletedProcess[str]:
     )
     # the commands of this Python's environment (`sse-fast` of the installed wheel)
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
-    return subprocess.run(
-        ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env={**os.environ, "PATH": path},
-        check=False,
-    )
+    try:
+        return subprocess.run(
+            ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env={**os.environ, "PATH": path},
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it hung
+        logs = {p.name: p.read_text()[-2000:] for p in cwd.glob("*.log")}
+        raise AssertionError(
+            f"timed out after {timeout} s\nstdout: {exc.stdout!r}\nstderr: {exc.stderr!r}\n{logs}"
+        ) from None
 
 
 @pytest.mark.parametrize(("line", "how", "language", "code"), BLOCKS, ids=_ids())
@@ -88,7 +94,7 @@ def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) ->
         if "starlette" in code:
             _check_starlette_example(script, where)
     else:
-        done = _in_netns(code, timeout=60)
+        done = _in_netns(code, timeout=60, cwd=tmp_path)
         assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
         if "/publish" in code and "/events" in code:
             assert '{"ids":["' in done.stdout, done.stdout
@@ -152,6 +158,7 @@ def _check_setup(code: str, where: str) -> None:
         "for _ in $(seq 200); do curl -sf http://127.0.0.1:8000/readyz && break; sleep 0.1; done\n"
         "kill %1; wait %1\n",
         timeout=60,
+        cwd=ROOT,
     )
     assert done.returncode == 0 and '"ready"' in done.stdout, f"{where}:\n{done.stderr}"
 

@@ -105,15 +105,18 @@ class EventsEndpoint:
         self.admission.hold_stream(ip)
         expiry = None
         try:
-            subscription = await hub.attach(
-                names,
-                last_event_id,
-                send,
-                receive,
-                client=f"{client[0]}:{client[1]}" if client else "?",
-                connection=connection_key(scope),
-                headers=self.cors.headers(scope),
-            )
+            try:
+                subscription = await hub.attach(
+                    names,
+                    last_event_id,
+                    send,
+                    receive,
+                    client=f"{client[0]}:{client[1]}" if client else "?",
+                    connection=connection_key(scope),
+                    headers=self.cors.headers(scope),
+                )
+            except PublishError as exc:  # the broker cannot subscribe now (before any byte)
+                raise HTTPError.from_publish(exc, reason="broker_unavailable") from None
             try:
                 if credential is not None and credential.expires_at is not None:
                     expiry = asyncio.get_running_loop().call_later(

@@ -167,7 +167,7 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
                 "connections": one["connections"],
                 "draining": one["draining"],
                 "last_id": one["last_id"],
-                **({"relay": one["relay"]} if "relay" in one else {}),
+                **{key: one[key] for key in ("relay", "redis") if key in one},
             }
             for one in figures
         ],

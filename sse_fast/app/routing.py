@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator
+from ..brokers import Broker
 from ..hub import Hub
 from ..settings import Settings
 from .admission import Admission, ClientAddress
@@ -36,8 +37,22 @@ class App:
     def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
         self.settings = settings = settings or Settings.from_env()
         if hub is None:
-            broker = None
-            if settings.relay_socket:
+            broker: Broker | None = None
+            if settings.redis_url:
+                from ..brokers.redis import RedisBroker
+
+                broker = RedisBroker(
+                    settings.redis_url,
+                    prefix=settings.redis_prefix,
+                    history_frames=settings.redis_history_frames,
+                    history_age=settings.redis_history_age,
+                    probe_interval=settings.redis_probe_interval,
+                    wait_replicas=settings.redis_wait_replicas,
+                    load_frames=settings.ring_max_frames,
+                    node=settings.node_name or None,
+                    workers=settings.workers,
+                )
+            elif settings.relay_socket:
                 from ..brokers.relay import RelayBroker
 
                 broker = RelayBroker(settings.relay_socket)

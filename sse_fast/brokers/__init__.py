@@ -55,7 +55,7 @@ Every broker keeps these promises; the hub relies on nothing else.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from ..publishing import PublishRequest
@@ -81,12 +81,31 @@ class Member(Protocol):
         """This member's figures for ``/metrics`` or ``/stats`` (see ``gather``)."""
         ...
 
+    def newest_position(self, name: str) -> int | None:
+        """The newest position topic ``name`` holds (or its floor); None if unknown."""
+        ...
+
+    def load(self, name: str, floor: int, items: Sequence[Sequenced]) -> None:
+        """Fill topic ``name`` with its history: ``items`` (its events, oldest first,
+        maybe older than other topics' newest), nothing at or before ``floor``
+        known to be complete."""
+
+    def missed(self, names: Sequence[str], position: int, reason: str) -> None:
+        """Tell the streams of ``names`` that events were lost at ``position`` (a
+        position no event of theirs has): an ``sse-fast-missed`` marker."""
+
 
 class Broker(abc.ABC):
     """Sequences publish requests and delivers the sequenced events (see the contract)."""
 
     #: the oldest position this member may claim to know (see "History claims")
     first_position: int
+    #: a position every event up to which is known to exist (a broker shared by
+    #: several nodes knows more than this member applied); 0 if none
+    horizon: int = 0
+    #: whether every published event is stored in this member's rings (so the
+    #: ``max_topics`` limit on topics with history applies to publishes here)
+    stores_every_topic: bool = True
 
     def __init__(self) -> None:
         self._member: Member | None = None
@@ -121,6 +140,15 @@ class Broker(abc.ABC):
     def unavailable_for(self) -> float:
         """Seconds since the broker became unable to publish (0 while it can)."""
         return 0.0
+
+    def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
+        """Called before a stream attaches to ``names``: a broker that delivers
+        only the topics a member holds subscribes to new ones and loads their
+        history here (``member.load``). None when there is nothing to wait for."""
+        return None
+
+    def release(self, name: str) -> None:  # noqa: B027  (an optional hook)
+        """The member dropped topic ``name`` (no subscriber, no recent activity)."""
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every member's ``report(query)`` (this process alone by default)."""

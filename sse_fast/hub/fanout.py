@@ -75,20 +75,23 @@ class FanOut:
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events; in-sync subscriptions get them at the next flush
         (scheduled for this loop iteration, so events applied together are
-        written together). Positions already applied are skipped (a replay)."""
+        written together). A topic skips positions it already holds (a replay, or
+        an event of several topics delivered once per topic)."""
         topics = self.topics
         now = self.clock()
         dirty = self._dirty
         for item in items:
-            if item.position <= self.last_position:
-                continue  # already applied (a broker replaying after a reconnect)
-            self.last_position = item.position
+            position = item.position
+            if position > self.last_position:
+                self.last_position = position
+                self._accepted.append(item.accepted_at)
             for name in item.topics:
                 topic = topics.get(name, now)
+                if position <= topic.newest_position:
+                    continue  # already applied
                 if topics.keep(topic, item) and topic.catching_up:
                     self._drop_lagging(topic)
                 dirty[topic] = None
-            self._accepted.append(item.accepted_at)
         if dirty and not self._flush_scheduled:
             try:
                 loop = asyncio.get_running_loop()

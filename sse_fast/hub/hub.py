@@ -78,6 +78,7 @@ class Hub:
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
+        self.topics.on_drop = self.broker.release
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
 
@@ -117,8 +118,9 @@ class Hub:
 
     @property
     def last_position(self) -> int:
-        """The newest position this hub applied (the id a new stream starts at)."""
-        return self.fanout.last_position
+        """The newest position this hub applied, or that its broker knows every
+        event up to (the id a new stream starts at)."""
+        return max(self.fanout.last_position, self.broker.horizon)
 
     async def publish(self, requests: Sequence[PublishRequest]) -> list[str]:
         """Publish events; return their ids. Nothing is published on error
@@ -143,7 +145,8 @@ class Hub:
         for request in requests:
             for name in request.topics:
                 check_topic(name, self.settings)
-        self.topics.check_room(requests)
+        if self.broker.stores_every_topic:
+            self.topics.check_room(requests)
 
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events and write them out (what the broker delivers)."""
@@ -176,6 +179,33 @@ class Hub:
         )
         self.fanout.apply([Sequenced(marker, str(marker), names, frame, self.clock())])
 
+    def newest_position(self, name: str) -> int | None:
+        topic = self.topics.by_name.get(name)
+        return None if topic is None else topic.newest_position
+
+    def load(self, name: str, floor: int, items: Sequence[Sequenced]) -> None:
+        """A topic's history from a broker shared by several nodes (see the
+        broker contract's ``Member.load``)."""
+        topic = self.topics.get(name, self.clock())
+        if not topic.has_history:
+            topic.evicted_up_to = max(topic.evicted_up_to, floor)
+        self.fanout.apply(items)
+
+    def missed(self, names: Sequence[str], position: int, reason: str) -> None:
+        """Store an ``sse-fast-missed`` marker at ``position`` in ``names``: their
+        streams learn that events were lost there, in their place."""
+        self.metrics.history_breaks_total += 1
+        frame = encode(
+            orjson.dumps({"reason": reason, "last_event_id": None}).decode(),
+            event="sse-fast-missed",
+            id=str(position),
+        )
+        self.fanout.apply([Sequenced(position, str(position), tuple(names), frame, self.clock())])
+        for name in names:  # what came before the marker can no longer be vouched for
+            topic = self.topics.by_name.get(name)
+            if topic is not None:
+                topic.evicted_up_to = max(topic.evicted_up_to, position - 1)
+
     # ---------------------------------------------------------------- streams
 
     async def attach(
@@ -201,6 +231,9 @@ class Hub:
         ended) and then calls ``detach``; ``subscription.resume`` is the resume
         outcome. ``topics`` must be valid names (``publishing.check_topic``).
         """
+        waiting = self.broker.prepare(topics)
+        if waiting is not None:
+            await waiting  # the broker subscribes to new topics and loads their history
         subscription, first = self._open(send, topics, client, last_event_id, connection)
         try:
             result = send(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .._core import Ring
@@ -93,7 +93,8 @@ class Topic:
         evicted = ring.oldest - oldest
         positions = self.positions
         for _ in range(evicted):
-            self.evicted_up_to = positions.popleft()
+            # max: a broker may have raised the floor past what the ring held
+            self.evicted_up_to = max(self.evicted_up_to, positions.popleft())
         positions.append(item.position)
         self.published += 1
         return evicted > 0
@@ -151,6 +152,8 @@ class Topics:
         self.with_history = 0
         self._swept: dict[str, int] = {}  # name -> newest position, of dropped topics
         self._swept_floor = 0  # positions of topics forgotten beyond that
+        #: told the name of each dropped topic (the broker stops delivering it)
+        self.on_drop: Callable[[str], None] | None = None
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -211,6 +214,8 @@ class Topics:
         if self.by_name.get(topic.name) is not topic:
             return
         del self.by_name[topic.name]
+        if self.on_drop is not None:
+            self.on_drop(topic.name)
         if topic.has_history:
             self.with_history -= 1
         newest = topic.newest_position

@@ -1,0 +1,308 @@
+"""Several ``sse-fast serve --redis-url`` nodes on one real ``redis-server``
+behave as one server: the same ids everywhere, resumes on any node, one scrape
+per node for all its workers, and Redis faults said honestly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from sse_fast._core import ParsedEvent
+from sse_fast.client import SSEClient
+from sse_fast.testing import HOST, RedisSentinel, RedisServer, ServerProcess, collect, wait_for
+
+if shutil.which("redis-server") is None:  # .ci/run installs it
+    raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def _body(topic: str, data: object) -> bytes:
+    return json.dumps({"topic": topic, "data": data}).encode()
+
+
+def test_nodes_share_ids_and_a_client_resumes_on_another_node(
+    redis_server: RedisServer,
+) -> None:
+    a = ServerProcess("--redis-url", redis_server.url, "--redis-probe-interval", "1")
+    b = ServerProcess(
+        "--redis-url", redis_server.url, "--workers", "2", "--redis-probe-interval", "1"
+    )
+    with a, b:
+
+        async def main() -> None:
+            on_a, on_b = a.client("news"), b.client("news")
+            await on_a.connect()
+            await on_b.connect()
+            ids = []
+            for n in range(5):
+                status, _, body = await (a if n % 2 else b).publish(_body("news", n))
+                assert status == 200, body
+                ids += json.loads(body)["ids"]
+            got_a = [e.id for e in await collect(on_a, 5)]
+            got_b = [e.id for e in await collect(on_b, 5)]
+            assert got_a == got_b == ids
+            # node A goes away for good (kill -9 of all its processes); its client
+            # resumes on B with what it missed
+            assert a.proc is not None
+            os.killpg(a.proc.pid, signal.SIGKILL)
+            a.stop()
+            on_a.close()
+            for n in range(5, 8):
+                status, _, body = await b.publish(_body("news", n))
+                ids += json.loads(body)["ids"]
+            moved = b.client("news", last_event_id=got_a[-1])
+            await moved.connect()
+            assert moved.response_headers["sse-fast-resume"] == "resumed"
+            assert [e.id for e in await collect(moved, 3)] == ids[5:]
+            # one scrape of B answers for both its workers (gathered through Redis)
+            status, _, text = await b.get("/metrics")
+            assert status == 200
+            assert re.search(rb"^sse_fast_workers_reporting 2$", text, re.MULTILINE), text
+            assert re.search(rb"^sse_fast_connections_open 2$", text, re.MULTILINE), text
+            stats = json.loads((await b.get("/stats"))[2])
+            assert stats["workers_reporting"] == 2 and stats["connections"] == 2
+            assert {w["redis"]["node"] for w in stats["workers"]} == {
+                stats["workers"][0]["redis"]["node"]
+            }
+            for client in (on_b, moved):
+                client.close()
+
+        asyncio.run(main())
+
+
+def test_redis_lost_and_back_is_said_and_streams_stay_open(redis_server: RedisServer) -> None:
+    with ServerProcess("--redis-url", redis_server.url, "--redis-probe-interval", "0.5") as server:
+
+        async def main() -> None:
+            client = server.client("ops")
+            await client.connect()
+            status, _, _ = await server.publish(_body("ops", "before"))
+            assert status == 200
+            assert [e.data for e in await collect(client, 1)] == ["before"]
+            redis_server.kill()
+            status, headers, body = await server.publish(_body("ops", "refused"))
+            assert status == 503 and headers["retry-after"] == "1", body
+
+            async def not_ready() -> bool:
+                return (await server.get("/readyz"))[0] == 503
+
+            await wait_for(not_ready, timeout=10)
+            assert (await server.get("/healthz"))[0] == 200  # within broker_down_limit
+            redis_server.start()
+
+            async def ready() -> bool:
+                return (await server.get("/readyz"))[0] == 200
+
+            await wait_for(ready, timeout=15)
+            status, _, body = await server.publish(_body("ops", "after"))
+            assert status == 200, body
+            missed, after = await collect(client, 2)
+            assert missed.event == "sse-fast-missed"
+            assert json.loads(missed.data)["reason"] == "redis-restarted"
+            assert after.data == "after"
+            client.close()
+
+        asyncio.run(main())
+        assert "Redis subscription lost" in server.output()
+
+
+class Publisher:
+    """Publishes ``n = 0, 1, ...`` on ``topic`` through the nodes in turn and
+    sorts the answers: acknowledged (with its id), refused (not published) and
+    maybe (the answer was lost, or no replica confirmed it)."""
+
+    def __init__(self, nodes: list[ServerProcess], topic: str) -> None:
+        self.nodes, self.topic = nodes, topic
+        self.acked: dict[int, str] = {}
+        self.refused: list[int] = []
+        self.maybe: list[int] = []
+        self.retry_after: set[str] = set()
+        self.slowest_refusal = 0.0
+        self.n = 0
+
+    async def once(self) -> None:
+        n, self.n = self.n, self.n + 1
+        node = self.nodes[n % len(self.nodes)]
+        started = time.monotonic()
+        status, headers, body = await node.publish(_body(self.topic, n))
+        if status == 200:
+            (self.acked[n],) = json.loads(body)["ids"]
+            return
+        assert status == 503, body
+        self.retry_after.add(headers.get("retry-after", ""))
+        self.slowest_refusal = max(self.slowest_refusal, time.monotonic() - started)
+        if b"may or may not" in body or b"replicas confirmed" in body:
+            self.maybe.append(n)
+        else:
+            self.refused.append(n)
+
+    async def run(self, stop: asyncio.Event, interval: float = 0.02) -> None:
+        while not stop.is_set():
+            await self.once()
+            await asyncio.sleep(interval)
+
+
+async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
+    while not client.closed:
+        into += await client.events()
+
+
+def _check_delivery(publisher: Publisher, events: list[ParsedEvent], *, breaks: bool) -> None:
+    """Every acknowledged event once (or a missed signal, where ``breaks`` may
+    happen), no refused one, no event twice."""
+    data = [json.loads(e.data) for e in events if e.event == "message"]
+    ids = [e.id for e in events if e.event == "message"]
+    assert len(set(ids)) == len(ids) and len(set(data)) == len(data), "duplicates"
+    assert not set(data) & set(publisher.refused), "a refused publish was delivered"
+    assert set(data) <= set(publisher.acked) | set(publisher.maybe)
+    missed = [e for e in events if e.event == "sse-fast-missed"]
+    if not breaks:
+        assert not missed, missed
+    absent = sorted(set(publisher.acked) - set(data))
+    if absent:  # only with a missed signal after them
+        assert missed, f"acknowledged and never delivered, nothing said: {absent}"
+        last_break = max(int(e.id) for e in missed)
+        assert all(int(publisher.acked[n]) < last_break for n in absent), absent
+    for n in data:  # with the ids the publishers were given
+        if n in publisher.acked:
+            assert publisher.acked[n] in ids
+
+
+def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
+    redis_server: RedisServer,
+) -> None:
+    """A partition: Redis does not answer for 10 s while two nodes (one with two
+    workers) publish 50 events/s and hold subscribers."""
+    flags = ("--redis-url", redis_server.url, "--redis-probe-interval", "1")
+    with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
+
+        async def main() -> None:
+            clients = [a.client("feed"), b.client("feed"), b.client("feed")]
+            streams: list[list[ParsedEvent]] = [[] for _ in clients]
+            for client in clients:
+                await client.connect()
+            readers = [
+                asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)
+            ]
+            publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
+            task = asyncio.create_task(publisher.run(stop))
+            await asyncio.sleep(1)
+            redis_server.stop()
+            stopped = time.monotonic()
+
+            async def not_ready() -> bool:
+                return (await a.get("/readyz"))[0] == 503 and (await b.get("/readyz"))[0] == 503
+
+            await wait_for(not_ready, timeout=8)
+            assert (await a.get("/healthz"))[0] == 200  # within --broker-down-limit
+            await asyncio.sleep(10 - (time.monotonic() - stopped))
+            redis_server.cont()
+
+            async def ready() -> bool:
+                return (await a.get("/readyz"))[0] == 200 and (await b.get("/readyz"))[0] == 200
+
+            await wait_for(ready, timeout=15)
+            acked = len(publisher.acked)
+            while len(publisher.acked) < acked + 20:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await task
+            await asyncio.sleep(1)
+            assert publisher.refused and publisher.retry_after == {"1"}
+            assert publisher.slowest_refusal < 3  # fail fast, not after the partition
+            for client, stream in zip(clients, streams, strict=True):
+                assert not client.closed  # stayed connected through it
+                _check_delivery(publisher, stream, breaks=False)
+                client.close()
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+        asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("redis-sentinel") is None, reason="no redis-sentinel binary")
+def test_a_sentinel_failover_keeps_every_acknowledged_event() -> None:
+    """kill -9 of the Redis primary under load: Sentinel promotes the replica, the
+    nodes follow it, and every acknowledged event reaches every subscriber once
+    (publishes wait for the replica: --redis-wait-replicas 1)."""
+    with RedisServer() as primary:
+        # two replicas: after the failover one is left for the new primary's WAIT
+        replica = RedisServer(0, "--replicaof", HOST, str(primary.port))
+        other = RedisServer(0, "--replicaof", HOST, str(primary.port))
+        with replica, other, RedisSentinel(primary, replicas=2) as sentinel:
+            flags = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
+            flags += ("--redis-probe-interval", "1")
+            with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
+                asyncio.run(_failover(primary, replica, sentinel, a, b))
+
+
+async def _failover(
+    primary: RedisServer,
+    replica: RedisServer,
+    sentinel: RedisSentinel,
+    a: ServerProcess,
+    b: ServerProcess,
+) -> None:
+    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
+    streams: list[list[ParsedEvent]] = [[] for _ in clients]
+    for client in clients:
+        await client.connect()
+    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
+    publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
+    task = asyncio.create_task(publisher.run(stop))
+    await asyncio.sleep(1)
+    primary.kill()
+    killed = time.monotonic()
+
+    async def promoted() -> bool:
+        return await asyncio.to_thread(sentinel.primary_port) != primary.port
+
+    await wait_for(promoted, timeout=20, interval=0.2)
+    acked = len(publisher.acked)
+    while len(publisher.acked) < acked + 20:  # both nodes publish on the new primary
+        assert time.monotonic() - killed < 30, "publishing did not come back"
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
+    await asyncio.sleep(1)
+    assert publisher.refused or publisher.maybe  # the failover was felt
+    assert publisher.retry_after == {"1"}
+    # a client that lost its connection would have resumed; these stayed connected
+    for client, stream in zip(clients, streams, strict=True):
+        assert not client.closed
+        _check_delivery(publisher, stream, breaks=False)
+        client.close()
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+    # a resume on either node with an id from before the failover gets the rest
+    first = publisher.acked[min(publisher.acked)]
+    moved = a.client("feed", last_event_id=first)
+    await moved.connect()
+    assert moved.response_headers["sse-fast-resume"] == "resumed"
+    later = sorted(n for n in publisher.acked if int(publisher.acked[n]) > int(first))
+    got: set[int] = set()
+    deadline = time.monotonic() + 10
+    while not set(later) <= got and time.monotonic() < deadline:
+        with contextlib.suppress(asyncio.TimeoutError):
+            for event in await asyncio.wait_for(moved.events(), 1):
+                assert event.event == "message", event
+                assert json.loads(event.data) not in got, "twice"
+                got.add(json.loads(event.data))
+    assert set(later) <= got
+    moved.close()
