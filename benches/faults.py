@@ -11,6 +11,15 @@ Then one fault:
 * ``relay-stop``: ``kill -STOP`` of the relay for ``--stop-seconds``, then
   ``kill -CONT``.
 
+and, with three such nodes on one ``redis-server`` (``--redis-url``; subscribers
+spread over the nodes and moving to the next one when theirs is gone):
+
+* ``redis-stop``: ``kill -STOP`` of Redis for ``--stop-seconds`` (a partition);
+* ``redis-restart``: ``kill -9`` of Redis and a new one without its data;
+* ``redis-failover``: a primary, two replicas and a Sentinel; ``kill -9`` of
+  the primary (nodes with ``--redis-wait-replicas 1``);
+* ``node-kill``: ``kill -9`` of a whole node (every process of it).
+
 Every subscriber's received events are checked against what was published:
 a subscriber *lost events silently* if an event published after its first
 one is missing and no ``sse-fast-missed`` (or ``unknown``/``evicted``
@@ -30,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -38,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from sse_fast.client import HTTPResponseError
-from sse_fast.testing import ServerProcess, wait_for
+from sse_fast.testing import HOST, RedisSentinel, RedisServer, ServerProcess, wait_for
 
 from .server_bench import machine
 
@@ -47,8 +57,12 @@ TOPIC = "faults"
 
 
 class Subscriber:
-    def __init__(self, server: ServerProcess) -> None:
-        self.server = server
+    """Reconnects with ``Last-Event-ID`` when its stream ends; to the next of
+    ``servers`` when a connection fails (a node gone)."""
+
+    def __init__(self, servers: list[ServerProcess], first: int = 0) -> None:
+        self.servers = servers
+        self.at = first
         self.ids: list[str] = []  # event ids received, in order (None-id events excluded)
         self.breaks: list[int] = []  # len(ids) when a missed signal came
         self.resumes: list[str] = []
@@ -58,10 +72,13 @@ class Subscriber:
 
     async def run(self) -> None:
         while not self.stop:
-            client = self.server.client(TOPIC, last_event_id=self.last_id)
+            server = self.servers[self.at % len(self.servers)]
+            client = server.client(TOPIC, last_event_id=self.last_id)
             try:
                 await client.connect(timeout=5)
             except (OSError, asyncio.TimeoutError, HTTPResponseError, asyncio.IncompleteReadError):
+                client.close()
+                self.at += 1
                 await asyncio.sleep(0.2)
                 continue
             outcome = client.response_headers.get("sse-fast-resume", "none")
@@ -108,7 +125,7 @@ class Publisher:
             event_id = f"p{len(self.published)}"
             body = json.dumps({"topic": TOPIC, "data": event_id, "id": event_id}).encode()
             try:
-                status, headers, _ = await self.server.publish(body)
+                status, headers, answer = await self.server.publish(body)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
                 self.published.append((event_id, False))
                 status, headers = 0, {}
@@ -121,8 +138,8 @@ class Publisher:
                 self.refused_with_retry_after += "retry-after" in headers
                 if self.first_refused is None:
                     self.first_refused = time.monotonic()
-                if status != 503:
-                    self.published.append((event_id, False))
+                if status != 503 or b"may or may not" in answer or b"replicas confirmed" in answer:
+                    self.published.append((event_id, False))  # it may appear
             next_at += interval
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -147,16 +164,88 @@ def check(subscriber: Subscriber, published: list[tuple[str, bool]]) -> str:
     return "told" if missing_told or told else "complete"
 
 
+RELAY_SCENARIOS = ("worker-kill", "relay-kill", "relay-stop")
+REDIS_SCENARIOS = ("redis-stop", "redis-restart", "redis-failover", "node-kill")
+
+
 def scenario(name: str, clients: int, rate: float, stop_seconds: float) -> dict[str, Any]:
-    with ServerProcess("--workers", "2", "--broker-down-limit", "60") as server:
-        return asyncio.run(_scenario(server, name, clients, rate, stop_seconds))
+    if name in RELAY_SCENARIOS:
+        with ServerProcess("--workers", "2", "--broker-down-limit", "60") as server:
+            return asyncio.run(_scenario([server], name, clients, rate, stop_seconds))
+    with contextlib.ExitStack() as stack:
+        redis_url, primary = _redis(stack, failover=name == "redis-failover")
+        flags = ["--redis-url", redis_url, "--broker-down-limit", "60"]
+        flags += ["--redis-probe-interval", "1"]
+        if name == "redis-failover":
+            flags += ["--redis-wait-replicas", "1"]
+        servers = [
+            stack.enter_context(ServerProcess(*flags, "--workers", "2", "--node-name", f"node{n}"))
+            for n in range(3)
+        ]
+        result = asyncio.run(_scenario(servers, name, clients, rate, stop_seconds, primary))
+        for server in servers:  # the killed node's process group is gone already
+            with contextlib.suppress(Exception):
+                server.stop()
+        return result
+
+
+def _redis(stack: contextlib.ExitStack, failover: bool) -> tuple[str, RedisServer]:
+    primary = stack.enter_context(RedisServer())
+    if not failover:
+        return primary.url, primary
+    for _ in range(2):  # two replicas: one is left to confirm writes after the failover
+        stack.enter_context(RedisServer(0, "--replicaof", HOST, str(primary.port)))
+    sentinel = stack.enter_context(RedisSentinel(primary, replicas=2))
+    return sentinel.url, primary
+
+
+async def _fault(
+    name: str,
+    servers: list[ServerProcess],
+    stop_seconds: float,
+    redis_server: RedisServer | None,
+) -> None:
+    server = servers[0]
+    if name in RELAY_SCENARIOS:
+        stats = json.loads((await server.get("/stats"))[2])
+        relay = stats["workers"][0]["relay"]["pid"]
+        if name == "worker-kill":
+            os.kill(stats["workers"][0]["pid"], signal.SIGKILL)
+        elif name == "relay-kill":
+            os.kill(relay, signal.SIGKILL)
+        else:
+            os.kill(relay, signal.SIGSTOP)
+            await asyncio.sleep(stop_seconds)
+            os.kill(relay, signal.SIGCONT)
+        return
+    assert redis_server is not None
+    if name == "redis-stop":  # a partition: Redis does not answer
+        redis_server.stop()
+        await asyncio.sleep(stop_seconds)
+        redis_server.cont()
+    elif name == "redis-restart":  # without persistence: its data is lost
+        redis_server.kill()
+        await asyncio.sleep(1)
+        redis_server.start()
+    elif name == "redis-failover":  # Sentinel promotes a replica
+        redis_server.kill()
+    elif name == "node-kill":  # kill -9 of a whole node; its clients move on
+        victim = servers[1]
+        assert victim.proc is not None
+        os.killpg(victim.proc.pid, signal.SIGKILL)
 
 
 async def _scenario(
-    server: ServerProcess, name: str, clients: int, rate: float, stop_seconds: float
+    servers: list[ServerProcess],
+    name: str,
+    clients: int,
+    rate: float,
+    stop_seconds: float,
+    redis_server: RedisServer | None = None,
 ) -> dict[str, Any]:
+    server = servers[0]
     if True:
-        subscribers = [Subscriber(server) for _ in range(clients)]
+        subscribers = [Subscriber(servers, n) for n in range(clients)]
         tasks = [asyncio.create_task(s.run()) for s in subscribers]
 
         async def all_connected() -> bool:
@@ -166,18 +255,9 @@ async def _scenario(
         publisher = Publisher(server, rate)
         publishing = asyncio.create_task(publisher.run())
         await asyncio.sleep(2)
-        stats = json.loads((await server.get("/stats"))[2])
-        relay = stats["workers"][0]["relay"]["pid"]
         fault_at = time.monotonic()
-        if name == "worker-kill":
-            os.kill(stats["workers"][0]["pid"], signal.SIGKILL)
-        elif name == "relay-kill":
-            os.kill(relay, signal.SIGKILL)
-        else:
-            os.kill(relay, signal.SIGSTOP)
-            await asyncio.sleep(stop_seconds)
-            os.kill(relay, signal.SIGCONT)
-        await asyncio.sleep(3 if name != "relay-stop" else 6)
+        await _fault(name, servers, stop_seconds, redis_server)
+        await asyncio.sleep(6 if name in ("relay-stop", "redis-stop", "redis-failover") else 3)
         publisher.stop = True
         await publishing
         stopped_at = time.monotonic()
@@ -223,7 +303,15 @@ def write(results: list[dict[str, Any]], conditions: dict[str, Any]) -> None:
     lines = [
         "# Faults of our own processes (`python -m benches.faults`)",
         "",
-        "`sse-fast serve --workers 2` on loopback; a publisher at the given rate (each",
+        "Relay faults: `sse-fast serve --workers 2`. Redis faults: three such nodes with",
+        "`--redis-url` on one `redis-server` (redis-failover: a primary, two replicas and",
+        "a Sentinel, `--redis-wait-replicas 1`), subscribers spread over the nodes, moving",
+        "to the next node when theirs is gone; publishes to the first node. redis-stop:",
+        "SIGSTOP of Redis for the stop time (a partition); redis-restart: kill -9 and",
+        "start again without persistence (its data lost: streams are told);",
+        "redis-failover: kill -9 of the primary; node-kill: kill -9 of a whole node.",
+        "",
+        "Loopback only; a publisher at the given rate (each",
         "event with its own id); subscribers that reconnect with `Last-Event-ID` when",
         "their stream ends. *Silently short*: a subscriber missing a published event",
         "without an `sse-fast-missed` event or an `unknown`/`evicted` resume before",
@@ -260,7 +348,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rate", type=float, default=200.0)
     parser.add_argument("--stop-seconds", type=float, default=5.0)
-    parser.add_argument("--scenarios", default="worker-kill,relay-kill,relay-stop")
+    parser.add_argument("--scenarios", default=",".join(RELAY_SCENARIOS + REDIS_SCENARIOS))
     args = parser.parse_args()
     conditions = machine()
     import granian

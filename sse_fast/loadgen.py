@@ -263,7 +263,7 @@ def bound_socket(source: str) -> socket.socket:
 
 async def subscribe_all(
     host: str,
-    port: int,
+    port: int | list[int],
     paths: list[str],
     sources: list[str],
     stats: ProcessStats,
@@ -277,8 +277,10 @@ async def subscribe_all(
     the protocol (default ``Subscriber(stats, slow=slow(index))``),
     ``extra_headers(index)`` returns extra request header lines (each ending with
     CRLF, e.g. Last-Event-ID), ``slow(index)`` marks slow consumers (their socket
-    gets ``stats.slow_rcvbuf`` as receive buffer)."""
+    gets ``stats.slow_rcvbuf`` as receive buffer). With several ``port``s (the nodes
+    of a fleet), subscriber ``index`` connects to ``port[index % len(port)]``."""
     loop = asyncio.get_running_loop()
+    ports = port if isinstance(port, list) else [port]
     subscribers: list[Subscriber] = []
     gate = asyncio.Semaphore(concurrency)
 
@@ -296,7 +298,9 @@ async def subscribe_all(
             try:
                 if is_slow:  # a small receive buffer, set before the handshake
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, stats.slow_rcvbuf)
-                await asyncio.wait_for(loop.sock_connect(sock, (host, port)), 15)
+                await asyncio.wait_for(
+                    loop.sock_connect(sock, (host, ports[index % len(ports)])), 15
+                )
                 _, protocol = await loop.create_connection(protocol_factory, sock=sock)
                 assert protocol.transport is not None
                 extra = extra_headers(index) if extra_headers is not None else ""
@@ -324,7 +328,7 @@ async def subscribe_all(
 
 def _subscriber_process(
     host: str,
-    port: int,
+    port: int | list[int],
     paths: list[str],
     sources: list[str],
     pipe: Any,
@@ -785,6 +789,7 @@ def run_load(
     reconnect_after: float | None = None,
     drain: float = 3.0,
     strict_window: bool = False,
+    subscriber_ports: list[int] | None = None,
 ) -> Result:
     """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect.
 
@@ -804,6 +809,8 @@ def run_load(
       client drops its connection and reconnects at once with ``Last-Event-ID``
       (the last id it saw); events missing afterwards count as lost.
     * ``drain``: seconds to wait for deliveries in flight after publishing.
+    * ``subscriber_ports``: subscribers connect to these ports in turn (the nodes
+      of a fleet) instead of ``port``; publishes still go to ``port``.
     * ``strict_window``: a publisher whose next slot falls after the end of a phase
       stops instead of publishing once more (by default each of ``publishers``
       overshoots by up to one interval, ``publishers / rate`` s, which inflates the
@@ -835,7 +842,9 @@ def run_load(
     for index in range(processes):
         share = paths[index::processes]
         parent, child = context.Pipe()
-        args: tuple[Any, ...] = (host, port, share, source_ips, child, http_version)
+        # each process's share spreads over the nodes evenly (its own rotation)
+        ports: int | list[int] = list(subscriber_ports) if subscriber_ports else port
+        args: tuple[Any, ...] = (host, ports, share, source_ips, child, http_version)
         if options:
             args += (options,)
         proc = context.Process(target=_subscriber_process, args=args, daemon=True)

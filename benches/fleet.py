@@ -1,0 +1,232 @@
+"""Several nodes on Redis against one node with its local relay (issue: a fleet, not a box).
+
+Everything on this machine (2 cores), loopback only, bounded:
+
+* ``latency``: 30,000 subscribers on one topic at 1 and 10 publishes/s, through
+  (a) one node ``sse-fast serve --workers 6`` with the local relay and (b) three
+  nodes ``--workers 2`` each on one ``redis-server`` (the same six worker
+  processes), subscribers spread evenly over the nodes, publishes sent to the
+  first node. Reported: delivered/expected, p50/p99/max, the servers' CPU and
+  Redis's CPU per 100,000 deliveries (the whole run, connects included, so an
+  upper bound).
+* ``throughput``: the three nodes on Redis, publishes at rising rates from 16
+  connections until delivery falls behind: one topic (300 subscribers, 100 per
+  node) and 10,000 topics (10,000 subscribers, one per topic). Reported: the
+  publishes/s achieved, delivered/expected, p99.
+
+    python -m benches.fleet [--quick] [--parts latency,throughput]
+
+Writes ``benches/results/fleet.md`` and ``fleet.json``. Compare within one run:
+the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from sse_fast.loadgen import Result, process_tree, run_load
+from sse_fast.testing import RedisServer, ServerProcess
+
+from .server_bench import machine
+
+RESULTS = Path(__file__).parent / "results"
+NODE_FLAGS = ("--backlog", "4096")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def single(workers: int) -> Iterator[tuple[list[ServerProcess], RedisServer | None]]:
+    with ServerProcess("--workers", str(workers), *NODE_FLAGS) as node:
+        yield [node], None
+
+
+@contextlib.contextmanager
+def fleet(nodes: int, workers: int) -> Iterator[tuple[list[ServerProcess], RedisServer | None]]:
+    with RedisServer() as redis_server, contextlib.ExitStack() as stack:
+        servers = [
+            stack.enter_context(
+                ServerProcess(
+                    "--redis-url",
+                    redis_server.url,
+                    "--workers",
+                    str(workers),
+                    "--node-name",
+                    f"node{n}",
+                    *NODE_FLAGS,
+                )
+            )
+            for n in range(nodes)
+        ]
+        yield servers, redis_server
+
+
+def measure(setup: Any, label: str, **load: Any) -> dict[str, Any]:
+    with setup as (servers, redis_server):
+        pids = lambda: [p for s in servers for p in process_tree(s.proc.pid)]  # noqa: E731
+        redis_pid = redis_server.proc.pid if redis_server is not None else None
+        redis_before = cpu_seconds([redis_pid]) if redis_pid else 0.0
+        result: Result = run_load(
+            host="127.0.0.1",
+            port=servers[0].port,
+            name=label,
+            subscriber_ports=[s.port for s in servers] if len(servers) > 1 else None,
+            server_pids=pids,
+            progress=lambda line: print(line, flush=True),
+            **load,
+        )
+        redis_cpu = cpu_seconds([redis_pid]) - redis_before if redis_pid else None
+    row = asdict(result)
+    row["setup"] = label
+    row["redis_cpu_seconds"] = None if redis_cpu is None else round(redis_cpu, 2)
+    row["redis_cpu_ms_per_100k"] = (
+        None
+        if redis_cpu is None or not result.delivered
+        else round(redis_cpu * 1000 * 100_000 / result.delivered, 1)
+    )
+    row["server_cpu_ms_per_100k"] = (
+        None
+        if not result.server_cpu_seconds or not result.delivered
+        else round(result.server_cpu_seconds * 1000 * 100_000 / result.delivered, 1)
+    )
+    print(json.dumps({k: row[k] for k in ("setup", "publish_rate", "delivered", "p99_ms")}))
+    return row
+
+
+def latency(quick: bool) -> list[dict[str, Any]]:
+    connections = 3000 if quick else 30_000
+    duration = 5 if quick else 20
+    rows = []
+    for rate in (1.0, 10.0):
+        load = {"connections": connections, "rate": rate, "duration": duration, "warmup": 2}
+        rows.append(measure(single(6), "1 node x 6 workers, local relay", **load))
+        rows.append(measure(fleet(3, 2), "3 nodes x 2 workers, Redis", **load))
+    return rows
+
+
+def throughput(quick: bool) -> list[dict[str, Any]]:
+    rows = []
+    for topics, connections in ((1, 300), (10_000, 10_000)):
+        if quick:
+            topics, connections = min(topics, 1000), min(connections, 1000)
+        for rate in (500, 1000, 2000, 4000) if not quick else (500, 2000):
+            row = measure(
+                fleet(3, 2),
+                f"3 nodes x 2 workers, Redis, {topics} topic(s)",
+                connections=connections,
+                topics=topics,
+                rate=float(rate),
+                duration=5 if quick else 10,
+                warmup=2,
+                publishers=16,
+            )
+            row["topics"] = topics
+            rows.append(row)
+            if row["published"] < 0.9 * rate * row["duration"] or row["lost"]:
+                break  # past saturation
+    return rows
+
+
+def write(results: dict[str, list[dict[str, Any]]], conditions: dict[str, Any]) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fleet.json").write_text(
+        json.dumps({"machine": conditions, "results": results}, indent=2) + "\n"
+    )
+    lines = [
+        "# A fleet on Redis against one node (`python -m benches.fleet`)",
+        "",
+        "Everything on this machine (2 cores, loopback). One node: `sse-fast serve --workers 6`",
+        "(local relay). Fleet: three `sse-fast serve --workers 2 --redis-url ...` on one",
+        "`redis-server` (no persistence), subscribers spread evenly over the three nodes,",
+        "publishes sent to the first. The load generator shares the two cores. CPU per",
+        "100,000 deliveries: the servers' (all processes) and Redis's, over the whole run",
+        "(connects included: an upper bound).",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in conditions.items()),
+        "",
+    ]
+    if "latency" in results:
+        lines += [
+            "## Latency at the same load",
+            "",
+            "| setup | subscribers | publishes/s | delivered / expected | p50 | p99 | max "
+            "| servers CPU ms / 100k | Redis CPU ms / 100k |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["latency"]:
+            lines.append(
+                f"| {r['setup']} | {r['connected']:,} | {r['publish_rate']:g} "
+                f"| {r['delivered']:,} / {r['expected']:,} | {r['p50_ms']:.0f} ms "
+                f"| {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['server_cpu_ms_per_100k']} "
+                f"| {r['redis_cpu_ms_per_100k'] if r['redis_cpu_ms_per_100k'] is not None else '-'} |"
+            )
+        by_rate: dict[float, dict[str, float]] = {}
+        for r in results["latency"]:
+            by_rate.setdefault(r["publish_rate"], {})[r["setup"]] = r["p99_ms"]
+        lines.append("")
+        for rate, p99 in by_rate.items():
+            values = list(p99.values())
+            if len(values) == 2 and values[0]:
+                lines.append(
+                    f"p99 through Redis / through the relay at {rate:g} publishes/s: "
+                    f"**{values[1] / values[0]:.2f}x** (target: at most 1.3x)"
+                )
+        lines.append("")
+    if "throughput" in results:
+        lines += [
+            "## Publishes through Redis (16 publisher connections to the first node)",
+            "",
+            "| topics | subscribers | asked publishes/s | achieved | delivered / expected "
+            "| lost | p99 | Redis CPU ms / 100k |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in results["throughput"]:
+            achieved = r["published"] / r["duration"] if r["duration"] else 0
+            lines.append(
+                f"| {r['topics']:,} | {r['connected']:,} | {r['publish_rate']:g} "
+                f"| {achieved:,.0f} | {r['delivered']:,} / {r['expected']:,} | {r['lost']} "
+                f"| {r['p99_ms']:.0f} ms | {r['redis_cpu_ms_per_100k']} |"
+            )
+        lines.append("")
+    (RESULTS / "fleet.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small counts, a smoke run")
+    parser.add_argument("--parts", default="latency,throughput")
+    args = parser.parse_args()
+    conditions = machine()
+    import granian
+    import redis
+
+    conditions["granian"] = granian.__version__
+    conditions["redis-py"] = redis.__version__
+    conditions["redis-server"] = (
+        os.popen("redis-server --version").read().split()[2].removeprefix("v=")
+    )
+    results: dict[str, list[dict[str, Any]]] = {}
+    started = time.monotonic()
+    for part in args.parts.split(","):
+        results[part] = {"latency": latency, "throughput": throughput}[part](args.quick)
+    conditions["minutes"] = round((time.monotonic() - started) / 60, 1)
+    write(results, conditions)
+
+
+if __name__ == "__main__":
+    main()
