@@ -296,10 +296,27 @@ async def _scenario(
 
 
 def write(results: list[dict[str, Any]], conditions: dict[str, Any]) -> None:
+    """Write the results, keeping earlier runs' other scenarios (each result
+    carries the date and commit of its run)."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "faults.json").write_text(
-        json.dumps({"machine": conditions, "results": results}, indent=2) + "\n"
-    )
+    for result in results:
+        result.setdefault("run", f"{conditions['date']} {conditions['git']}")
+    path = RESULTS / "faults.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        names = {r["scenario"] for r in results}
+        machine = earlier.get("machine", {})
+        kept = [
+            {**r, "run": r.get("run", f"{machine.get('date')} {machine.get('git')}")}
+            for r in earlier.get("results", [])
+            if r["scenario"] not in names
+        ]
+        order = list(RELAY_SCENARIOS + REDIS_SCENARIOS)
+        results = sorted(
+            kept + results,
+            key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else 99,
+        )
+    path.write_text(json.dumps({"machine": conditions, "results": results}, indent=2) + "\n")
     lines = [
         "# Faults of our own processes (`python -m benches.faults`)",
         "",
@@ -324,12 +341,13 @@ def write(results: list[dict[str, Any]], conditions: dict[str, Any]) -> None:
         "the relay is stopped 10 s, then publishing goes on 6 s). *Reconnected*:",
         "subscribers whose stream ended (those on the killed worker).",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in conditions.items()),
+        "Machine (the latest run; each row says its run): "
+        + ", ".join(f"{k} {v}" for k, v in conditions.items()),
         "",
         "| fault | clients | publishes/s | published (uncertain) | refused 503 (with Retry-After) "
         "| outage | reconnected | complete | told they missed | silently short "
-        "| last event everywhere |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| last event everywhere | run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         outage = "-" if r["outage_s"] is None else f"{r['outage_s']} s"
@@ -338,7 +356,7 @@ def write(results: list[dict[str, Any]], conditions: dict[str, Any]) -> None:
             f"| {r['scenario']} | {r['clients']} | {r['rate']:g} | {r['published']} "
             f"({r['uncertain']}) | {r['refused_503']} ({r['refused_with_retry_after']}) "
             f"| {outage} | {r['reconnected']} | {r['resumed_complete']} | {r['told_missed']} "
-            f"| **{r['silently_short']}** | {last} |"
+            f"| **{r['silently_short']}** | {last} | {r['run']} |"
         )
     (RESULTS / "faults.md").write_text("\n".join(lines) + "\n")
 

@@ -2,7 +2,8 @@
 
 Everything on this machine (2 cores), loopback only, bounded:
 
-* ``latency``: 30,000 subscribers on one topic at 1 and 10 publishes/s, through
+* ``latency``: 30,000 subscribers on one topic at 1 and 10 publishes/s (and
+  5,000 at 10/s, which this machine sustains), through
   (a) one node ``sse-fast serve --workers 6`` with the local relay and (b) three
   nodes ``--workers 2`` each on one ``redis-server`` (the same six worker
   processes), subscribers spread evenly over the nodes, publishes sent to the
@@ -10,7 +11,7 @@ Everything on this machine (2 cores), loopback only, bounded:
   Redis's CPU per 100,000 deliveries (the whole run, connects included, so an
   upper bound).
 * ``throughput``: the three nodes on Redis, publishes at rising rates from 16
-  connections until delivery falls behind: one topic (300 subscribers, 100 per
+  connections until delivery falls behind: one topic (30 subscribers, 10 per
   node) and 10,000 topics (10,000 subscribers, one per topic). Reported: the
   publishes/s achieved, delivered/expected, p99.
 
@@ -109,10 +110,15 @@ def measure(setup: Any, label: str, **load: Any) -> dict[str, Any]:
 
 
 def latency(quick: bool) -> list[dict[str, Any]]:
-    connections = 3000 if quick else 30_000
     duration = 5 if quick else 20
     rows = []
-    for rate in (1.0, 10.0):
+    # 30,000 x 10/s (300,000 deliveries/s) is past what these two cores deliver with
+    # the load generator on them: measured too, but the publisher is held back
+    # (see "achieved"), so 5,000 x 10/s is the like-for-like comparison at that rate
+    loads = [(30_000, 1.0), (30_000, 10.0), (5_000, 10.0)]
+    for connections, rate in loads:
+        if quick:
+            connections //= 10
         load = {"connections": connections, "rate": rate, "duration": duration, "warmup": 2}
         rows.append(measure(single(6), "1 node x 6 workers, local relay", **load))
         rows.append(measure(fleet(3, 2), "3 nodes x 2 workers, Redis", **load))
@@ -121,10 +127,11 @@ def latency(quick: bool) -> list[dict[str, Any]]:
 
 def throughput(quick: bool) -> list[dict[str, Any]]:
     rows = []
-    for topics, connections in ((1, 300), (10_000, 10_000)):
+    # few subscribers per topic, so that the publish path, not the fan-out, is measured
+    for topics, connections in ((1, 30), (10_000, 10_000)):
         if quick:
             topics, connections = min(topics, 1000), min(connections, 1000)
-        for rate in (500, 1000, 2000, 4000) if not quick else (500, 2000):
+        for rate in (250, 500, 1000, 2000, 4000) if not quick else (500, 2000):
             row = measure(
                 fleet(3, 2),
                 f"3 nodes x 2 workers, Redis, {topics} topic(s)",
@@ -137,7 +144,11 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
             )
             row["topics"] = topics
             rows.append(row)
-            if row["published"] < 0.9 * rate * row["duration"] or row["lost"]:
+            if (
+                row["published"] < 0.9 * rate * row["duration"]
+                or row["lost"]
+                or row["p99_ms"] > 1000
+            ):
                 break  # past saturation
     return rows
 
@@ -164,32 +175,39 @@ def write(results: dict[str, list[dict[str, Any]]], conditions: dict[str, Any]) 
         lines += [
             "## Latency at the same load",
             "",
-            "| setup | subscribers | publishes/s | delivered / expected | p50 | p99 | max "
-            "| servers CPU ms / 100k | Redis CPU ms / 100k |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| setup | subscribers | publishes/s asked | achieved | delivered / expected "
+            "| p50 | p99 | max | servers CPU ms / 100k | Redis CPU ms / 100k |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in results["latency"]:
             lines.append(
                 f"| {r['setup']} | {r['connected']:,} | {r['publish_rate']:g} "
+                f"| {r['published'] / r['duration']:.1f} "
                 f"| {r['delivered']:,} / {r['expected']:,} | {r['p50_ms']:.0f} ms "
                 f"| {r['p99_ms']:.0f} ms | {r['max_ms']:.0f} ms | {r['server_cpu_ms_per_100k']} "
                 f"| {r['redis_cpu_ms_per_100k'] if r['redis_cpu_ms_per_100k'] is not None else '-'} |"
             )
-        by_rate: dict[float, dict[str, float]] = {}
+        by_load: dict[tuple[int, float], list[dict[str, Any]]] = {}
         for r in results["latency"]:
-            by_rate.setdefault(r["publish_rate"], {})[r["setup"]] = r["p99_ms"]
+            by_load.setdefault((r["connections"], r["publish_rate"]), []).append(r)
         lines.append("")
-        for rate, p99 in by_rate.items():
-            values = list(p99.values())
-            if len(values) == 2 and values[0]:
+        for (connections, rate), pair in by_load.items():
+            if len(pair) == 2 and pair[0]["p99_ms"]:
+                relay, redis_row = pair
+                held = [r["setup"] for r in pair if r["published"] < 0.9 * rate * r["duration"]]
+                note = f" (publisher held back: {', '.join(held)})" if held else ""
                 lines.append(
-                    f"p99 through Redis / through the relay at {rate:g} publishes/s: "
-                    f"**{values[1] / values[0]:.2f}x** (target: at most 1.3x)"
+                    f"- {connections:,} subscribers, {rate:g} publishes/s: p99 through Redis / "
+                    f"through the relay **{redis_row['p99_ms'] / relay['p99_ms']:.2f}x** "
+                    f"(target: at most 1.3x){note}"
                 )
         lines.append("")
     if "throughput" in results:
         lines += [
             "## Publishes through Redis (16 publisher connections to the first node)",
+            "",
+            "Rates rise until the publishes fall 10 % short, an event is lost or the p99",
+            "passes 1 s; few subscribers per topic, so the publish path is what is measured.",
             "",
             "| topics | subscribers | asked publishes/s | achieved | delivered / expected "
             "| lost | p99 | Redis CPU ms / 100k |",

@@ -155,6 +155,41 @@ def test_a_killed_subscription_is_repaired_with_nothing_lost_or_doubled(
     asyncio.run(main())
 
 
+def test_a_silent_subscription_is_found_by_its_probes_and_replaced(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection stays up but delivers nothing (here: its subscriptions
+    dropped behind the broker's back, as a proxy or a Redis bug might): the
+    probes stop coming back, the subscription is replaced and the topic is read
+    back from its stream."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        stream = Recording()
+        try:
+            await stream.attach(b, ["t"])
+            ids = await a.publish([PublishRequest(("t",), "before")])
+            await _until(lambda: len(stream.events()) == 1)
+            pubsub = b.broker._pubsub
+            await pubsub.connection.send_command("UNSUBSCRIBE")  # no channel left, no error
+            started = time.monotonic()
+            ids += await a.publish([PublishRequest(("t",), n) for n in range(3)])
+            await _until(lambda: len(stream.events()) == 4, timeout=5)
+            took = time.monotonic() - started
+            assert [e[1] for e in stream.events()] == ids  # none lost, none twice
+            assert b.broker._pubsub is not pubsub  # replaced
+            assert 0.3 < took < 2.5  # within two probe intervals (0.3 s), plus the repair
+            assert b.broker.stats()["redis"]["repairs"] == 1
+            assert "a stale subscription" in caplog.text
+            forgive(caplog, "Redis subscription lost")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
 def test_redis_restarted_without_its_data_is_told_to_open_streams(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
