@@ -154,7 +154,21 @@ def throughput(quick: bool) -> list[dict[str, Any]]:
 
 
 def write(results: dict[str, list[dict[str, Any]]], conditions: dict[str, Any]) -> None:
+    """Write the parts run now, keeping an earlier run's other parts (each row
+    says its run)."""
     RESULTS.mkdir(exist_ok=True)
+    for rows in results.values():
+        for row in rows:
+            row.setdefault("run", f"{conditions['date']} {conditions['git']}")
+    path = RESULTS / "fleet.json"
+    if path.exists():
+        earlier = json.loads(path.read_text())
+        for part, rows in earlier.get("results", {}).items():
+            if part not in results:
+                machine_then = earlier.get("machine", {})
+                for row in rows:
+                    row.setdefault("run", f"{machine_then.get('date')} {machine_then.get('git')}")
+                results = {part: rows, **results}
     (RESULTS / "fleet.json").write_text(
         json.dumps({"machine": conditions, "results": results}, indent=2) + "\n"
     )
@@ -168,7 +182,7 @@ def write(results: dict[str, list[dict[str, Any]]], conditions: dict[str, Any]) 
         "100,000 deliveries: the servers' (all processes) and Redis's, over the whole run",
         "(connects included: an upper bound).",
         "",
-        "Machine: " + ", ".join(f"{k} {v}" for k, v in conditions.items()),
+        "Machine (the latest run): " + ", ".join(f"{k} {v}" for k, v in conditions.items()),
         "",
     ]
     if "latency" in results:

@@ -361,3 +361,43 @@ def test_a_node_subscribes_only_to_topics_its_clients_hold(redis_server: RedisSe
             await a.stop()
 
     asyncio.run(main())
+
+
+def test_a_storm_of_new_topics_is_loaded_in_a_few_commands(redis_server: RedisServer) -> None:
+    """1,000 streams on 1,000 topics new to the node, all at once (a node that just
+    started, or a reconnect storm): every one is served, with their history,
+    through a few batched SUBSCRIBEs and history reads, not a Redis connection
+    and a script each (redis-py's pool would refuse past its 100 connections)."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            names = [f"user/{n}" for n in range(1000)]
+            published = await a.publish([PublishRequest((name,), name) for name in names[:10]])
+
+            def evalsha_calls() -> int:
+                for line in redis_server.cli("INFO", "commandstats").splitlines():
+                    if line.startswith("cmdstat_evalsha:"):
+                        return int(line.split("calls=")[1].split(",")[0])
+                return 0
+
+            before = await asyncio.to_thread(evalsha_calls)
+            streams = [Recording() for _ in names]
+            since = str(int(published[0]) - 1)  # resumes from just before those events
+            attached = await asyncio.gather(
+                *(s.attach(b, [name], since) for s, name in zip(streams, names, strict=True))
+            )
+            assert {one.resume for one in attached} == {"resumed"}
+            reads = await asyncio.to_thread(evalsha_calls) - before
+            assert reads <= 2 * (len(names) // 256 + 1), reads  # batched (and chunked) reads
+            assert b.broker.stats()["redis"]["topics_subscribed"] == len(names)
+            await _until(lambda: all(len(s.events()) == 1 for s in streams[:10]))
+            assert [s.events()[0][1] for s in streams[:10]] == published  # history too
+            (late,) = await a.publish([PublishRequest(("user/999",), "late")])
+            await _until(lambda: streams[-1].events()[-1:] == [(None, late, "late")])
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())

@@ -93,6 +93,8 @@ log = logging.getLogger("sse_fast.redis")
 
 RETRY_AFTER = 1.0
 COMMAND_TIMEOUT = 2.0  # seconds: a publish fails fast instead of waiting on a dead Redis
+MAX_CONNECTIONS = 64  # per member (worker): commands in flight at once
+LOAD_CHUNK = 256  # topics per history read when subscribing
 WAIT_MS = 1000  # --redis-wait-replicas: how long a publish waits for its replicas
 
 # KEYS: position, epoch. ARGV: prefix, epoch candidate, history frames, history
@@ -235,7 +237,11 @@ def connect(url: str) -> aioredis.Redis:
         sentinel = Sentinel(nodes, **options)  # type: ignore[no-untyped-call]
         client: aioredis.Redis = sentinel.master_for(master, **options)
         return client
-    return aioredis.Redis.from_url(url, **options)
+    # a burst of commands waits for a connection (up to the timeout) instead of failing
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
 
 
 def frame_without_id(request: PublishRequest) -> bytes:
@@ -360,6 +366,9 @@ class RedisBroker(Broker):
         self._task: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
         self._loading: dict[str, asyncio.Future[None]] = {}
+        #: topics waiting to be loaded together, and the loads under way
+        self._batch: tuple[asyncio.Future[None], list[str]] | None = None
+        self._batches: set[asyncio.Task[None]] = set()
         #: live messages of topics being loaded, applied after their history
         self._loading_back: dict[str, list[Sequenced]] = {}
         self._held_back: dict[str, list[Sequenced]] | None = {}
@@ -399,7 +408,7 @@ class RedisBroker(Broker):
 
     async def close(self) -> None:
         self._closing = True
-        for task in (self._task, self._prober):
+        for task in (self._task, self._prober, *self._batches):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -663,34 +672,60 @@ class RedisBroker(Broker):
         if new:
             if not self._live:
                 raise self._unavailable("cannot subscribe to new topics")
-            future = asyncio.get_running_loop().create_future()
+            # New topics of one loop iteration (a connection storm) are loaded together:
+            # one SUBSCRIBE and one history read, not a Redis connection each.
+            loop = asyncio.get_running_loop()
+            if self._batch is None:
+                self._batch = (loop.create_future(), [])
+                loop.call_soon(self._start_batch)
+            future, names = self._batch
             for name in new:
                 self.held.add(name)
                 self._loading[name] = future
-            try:
-                await self._load(new)
-            except BaseException as exc:
-                for name in new:
-                    self.held.discard(name)
-                    self._loading.pop(name, None)
-                future.set_exception(self._unavailable(f"subscribing failed: {exc}"))
-                future.exception()  # retrieved here: waiters get their own error
-                raise self._unavailable(f"subscribing failed: {exc}") from None
-            future.set_result(None)
+                names.append(name)
+            loading = [*loading, future]
         for waiting in loading:
             await asyncio.shield(waiting)
 
+    def _start_batch(self) -> None:
+        if self._batch is None:  # pragma: no cover - scheduled once per batch
+            return
+        future, names = self._batch
+        self._batch = None
+        task = asyncio.get_running_loop().create_task(self._run_batch(future, names))
+        self._batches.add(task)
+        task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(self, future: asyncio.Future[None], names: list[str]) -> None:
+        try:
+            await self._load(names)
+        except BaseException as exc:
+            for name in names:
+                if self._loading.get(name) is future:
+                    self.held.discard(name)
+                    self._loading.pop(name, None)
+                    self._loading_back.pop(name, None)
+            if not future.done():
+                future.set_exception(self._unavailable(f"subscribing failed: {exc!r}"))
+                future.exception()  # whoever waits gets it; nobody may be waiting
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        future.set_result(None)
+
     async def _load(self, names: list[str]) -> None:
         await self._subscribe([self._channel(name) for name in names])
-        position, now, _, read = await self._read_history(dict.fromkeys(names))
-        self._seen = max(self._seen, position)
-        self.horizon = max(self.horizon, position)
-        for name in names:
-            self._apply_history(name, None, read[name], now)
-            self._loading.pop(name, None)
-            waiting = self._loading_back.pop(name, [])
-            if waiting:
-                self.deliver(waiting)
+        for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
+            chunk = names[start : start + LOAD_CHUNK]
+            position, now, _, read = await self._read_history(dict.fromkeys(chunk))
+            self._seen = max(self._seen, position)
+            self.horizon = max(self.horizon, position)
+            for name in chunk:
+                self._apply_history(name, None, read[name], now)
+                self._loading.pop(name, None)
+                waiting = self._loading_back.pop(name, [])
+                if waiting:
+                    self.deliver(waiting)
 
     def release(self, name: str) -> None:
         if name not in self.held or name in self._loading:
