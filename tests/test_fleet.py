@@ -91,7 +91,6 @@ def test_a_relay_that_hangs_fails_healthz_past_the_limit_then_heals() -> None:
             relay = await _relay_pid(server)
             os.kill(relay, signal.SIGSTOP)
             try:
-
                 answers: list[bytes] = []
 
                 async def unhealthy() -> bool:  # the worker that answers decides
