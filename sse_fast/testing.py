@@ -8,7 +8,8 @@
 
 ``ServerProcess(*args, **settings)`` starts ``sse-fast serve`` on a free
 loopback port with ``args`` as flags and ``settings`` as ``SSE_FAST_*``
-variables, waits until ``/readyz`` answers, and on exit stops it with SIGTERM
+variables, waits until ``/readyz`` answers (and, with several workers, until
+``/stats`` has every worker's figures), and on exit stops it with SIGTERM
 (its drain), killing its process group past a timeout. A clean exit that left a
 worker or the relay running fails. For load tests its defaults differ from the
 server's: anonymous publishing is allowed and the per-IP and rate limits are
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -84,13 +86,27 @@ class ServerProcess:
                 status, _, _ = asyncio.run(
                     http_request(HOST, self.port, "GET", "/readyz", timeout=1)
                 )
-                if status == 200:
+                if status == 200 and self._all_workers_ready(deadline):
                     return self
             except OSError:
                 pass
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not become ready:\n{self.output()}")
+
+    def _all_workers_ready(self, deadline: float) -> bool:
+        """``/readyz`` answers for the worker that took the request; with several
+        workers, wait until ``/stats`` has every worker's figures (when ``/stats`` is
+        closed to us, as with an admin token, one ready worker has to do)."""
+        while time.monotonic() < deadline:
+            status, _, body = asyncio.run(http_request(HOST, self.port, "GET", "/stats", timeout=2))
+            if status != 200:
+                return True
+            stats = json.loads(body)
+            if len(stats.get("workers", ())) >= stats.get("workers_expected", 1):
+                return True
+            time.sleep(0.05)
+        return False
 
     def output(self) -> str:
         with open(self.log_path, "rb") as f:
