@@ -75,6 +75,7 @@ from typing import Any
 import orjson
 
 from .._core import EncodeError, encode
+from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .sequencing import Sequenced
@@ -409,10 +410,7 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         self._closing = True
         for task in (self._task, self._prober, *self._batches):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await stop_task(task)
         await self._drop_pubsub()
         if self.client is not None:
             await self.client.aclose()
@@ -499,13 +497,11 @@ class RedisBroker(Broker):
             channels = [self._node_channel.encode(), *(self._channel(n) for n in self.held)]
             await self._subscribe(channels)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await stop_task(reader)
 
     async def _confirm_loop(self) -> None:
         """Read while subscribing at (re)connect: confirmations and held-back messages."""
-        while True:
+        while not self._closing:
             if self._pubsub is None or not self._pubsub.subscribed:
                 await asyncio.sleep(0.005)
                 continue
@@ -749,7 +745,7 @@ class RedisBroker(Broker):
     # ---------------------------------------------------------------- probes
 
     async def _probe_loop(self) -> None:
-        while True:
+        while not self._closing:
             # known down: probe often, so publishing comes back soon after Redis does
             await asyncio.sleep(self.probe_interval if self._commands_ok else 0.25)
             if self.client is None:

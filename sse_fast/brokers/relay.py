@@ -67,6 +67,7 @@ from typing import Any
 import orjson
 
 from .._core import EncodeError
+from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .sequencing import Sequenced, first_position, make_frame, sequence
@@ -608,9 +609,7 @@ class RelayBroker(Broker):
     async def close(self) -> None:
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
         if self._writer is not None:
             self._writer.close()
         self.connected = False

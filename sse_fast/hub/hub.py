@@ -9,7 +9,6 @@ the server's ``send`` style in ``server.py``) and leaves through ``closing.py``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
@@ -20,6 +19,7 @@ from typing import Any
 import orjson
 
 from .._core import encode
+from .._tasks import stop_task
 from ..abort import ConnectionKey
 from ..asgi import Headers, Receive, Send
 from ..brokers import Broker
@@ -96,9 +96,7 @@ class Hub:
         if not self.draining:
             await self.drain()
         if self._periodic is not None:
-            self._periodic.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._periodic
+            await stop_task(self._periodic)
         await self.broker.close()
 
     @property

@@ -1,0 +1,71 @@
+"""stop_task: a task that swallows a cancellation (as Python 3.11's wait_for
+can) is still stopped, and one that never stops is given up on with a warning."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sse_fast._tasks import stop_task
+
+
+def test_a_task_that_swallows_one_cancellation_is_stopped() -> None:
+    async def main() -> None:
+        swallowed = 0
+
+        async def loop() -> None:
+            nonlocal swallowed
+            while True:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    swallowed += 1
+                    if swallowed > 1:
+                        raise
+
+        task = asyncio.get_running_loop().create_task(loop())
+        await asyncio.sleep(0)
+        # the naive way waits forever: the first cancel is swallowed
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=0.3)
+        assert not done and swallowed == 1
+        assert await stop_task(task, timeout=2)
+        assert task.cancelled() and swallowed == 2
+
+    asyncio.run(main())
+
+
+def test_a_task_that_never_stops_is_given_up_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def main() -> None:
+        stop = False
+
+        async def stubborn() -> None:
+            while not stop:
+                try:
+                    await asyncio.sleep(10)
+                except asyncio.CancelledError:
+                    pass
+
+        task = asyncio.get_running_loop().create_task(stubborn())
+        await asyncio.sleep(0)
+        assert not await stop_task(task, timeout=0.3)
+        assert "did not stop within 0.3 s" in caplog.text
+        stop = True
+        task.cancel()
+        await task
+
+    asyncio.run(main())
+
+
+def test_an_ended_task_and_none_are_fine() -> None:
+    async def main() -> None:
+        async def fails() -> None:
+            raise ValueError("boom")
+
+        task = asyncio.get_running_loop().create_task(fails())
+        await asyncio.sleep(0)
+        assert await stop_task(task)
+        assert await stop_task(None)
+
+    asyncio.run(main())
