@@ -71,6 +71,8 @@ class Metrics:
         self.stall_disconnects_total = 0
         self.cut_total = 0
         self.history_breaks_total = 0
+        self.publish_streams_total = 0
+        self.publish_streams_open = 0  # a gauge; sums across workers like the counters
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
@@ -86,6 +88,8 @@ class Metrics:
         "stall_disconnects_total",
         "cut_total",
         "history_breaks_total",
+        "publish_streams_total",
+        "publish_streams_open",
     )
 
     def snapshot(self) -> dict[str, Any]:
@@ -177,6 +181,18 @@ def render(
         "Times a worker rejoined its broker without the events in between (its open "
         "streams were sent sse-fast-missed).",
         metrics.history_breaks_total,
+    )
+    one(
+        "sse_fast_publish_streams_open",
+        "gauge",
+        "Open POST /publish/stream requests.",
+        metrics.publish_streams_open,
+    )
+    one(
+        "sse_fast_publish_streams_total",
+        "counter",
+        "POST /publish/stream requests accepted.",
+        metrics.publish_streams_total,
     )
     out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
     out.append("# TYPE sse_fast_subscribers gauge")

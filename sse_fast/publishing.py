@@ -125,7 +125,9 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     return PublishRequest(names, raw["data"], event, event_id, retry)
 
 
-def parse_publish_body(body: bytes, settings: Settings) -> list[PublishRequest]:
+def parse_publish_body(
+    body: bytes, settings: Settings, where: str = "body"
+) -> list[PublishRequest]:
     """The events of a ``POST /publish`` body: one event object, or
     ``{"events": [...]}``. Nothing is returned unless every event is valid."""
     try:
@@ -146,7 +148,7 @@ def parse_publish_body(body: bytes, settings: Settings) -> list[PublishRequest]:
                 status=413,
             )
         return [parse_event(raw, settings, f"events[{i}]") for i, raw in enumerate(events)]
-    return [parse_event(document, settings, "body")]
+    return [parse_event(document, settings, where)]
 
 
 __all__ = [

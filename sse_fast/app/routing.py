@@ -3,7 +3,8 @@
 Usable under any ASGI server; ``sse-fast serve`` runs it under Granian with
 uvloop, where ``send`` is eager and the hub's fan-out needs no task per
 delivery (``hub/server.py``). Endpoints: ``GET /events`` (``events.py``),
-``POST /publish`` (``publish.py``), ``/healthz``, ``/readyz``, ``/metrics``,
+``POST /publish`` (``publish.py``), ``POST /publish/stream``
+(``publish_stream.py``), ``/healthz``, ``/readyz``, ``/metrics``,
 ``/stats`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).
 """
 
@@ -24,11 +25,12 @@ from .http import HTTPError, allow, send_json
 from .lifespan import Lifespan
 from .operations import Operations
 from .publish import PublishEndpoint
+from .publish_stream import PublishStreamEndpoint
 
 log = logging.getLogger("sse_fast")
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-ENDPOINTS = "/events, /publish, /healthz, /readyz, /metrics, /stats"
+ENDPOINTS = "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats"
 
 
 class App:
@@ -66,10 +68,14 @@ class App:
             settings, hub, self.auth, self.admission, self.client_address, self.cors
         )
         self.publish = PublishEndpoint(settings, hub, self.auth, self.admission, self.cors)
+        self.publish_stream = PublishStreamEndpoint(
+            settings, hub, self.auth, self.admission, self.cors
+        )
         self.operations = Operations(settings, hub, self.client_address)
         self.lifespan = Lifespan(settings, hub, self.operations)
         self._routes: dict[str, tuple[str, Endpoint]] = {
             "/publish": ("POST", self.publish),
+            "/publish/stream": ("POST", self.publish_stream),
             "/healthz": ("GET", self.operations.healthz),
             "/readyz": ("GET", self.operations.readyz),
             "/metrics": ("GET", self.operations.metrics),
@@ -97,7 +103,7 @@ class App:
         path = scope["path"]
         method = scope["method"]
         try:
-            if method == "OPTIONS" and path in ("/events", "/publish"):
+            if method == "OPTIONS" and path in ("/events", "/publish", "/publish/stream"):
                 await self.cors.preflight(scope, send)
             elif path == "/events":  # GET is served by __call__: only other methods get here
                 allow(method, ("GET",))

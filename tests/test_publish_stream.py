@@ -1,0 +1,240 @@
+"""``POST /publish/stream`` on a real ``sse-fast serve``: acks in order while the
+body is still coming, a bad line does not stop the others, nothing acked is
+lost when the publisher leaves, the rules of /publish per line, back-pressure
+on a publisher that does not read its acks, and the end on drain."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from sse_fast.client import ChunkedDecoder, _read_head
+from sse_fast.testing import HOST, ServerProcess, collect, rss_kb
+
+
+class RawStream:
+    """A publisher speaking the protocol by hand: a chunked request body written
+    line by line, acks read as they come."""
+
+    def __init__(self, port: int, headers: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.headers = {"Content-Type": "application/x-ndjson", **(headers or {})}
+        self.decoder = ChunkedDecoder()
+        self.buffer = b""
+        self.status = 0
+        self.response_headers: dict[str, str] = {}
+
+    async def open(self) -> RawStream:
+        self.reader, self.writer = await asyncio.open_connection(HOST, self.port)
+        head = ["POST /publish/stream HTTP/1.1", f"Host: {HOST}:{self.port}"]
+        head += [f"{k}: {v}" for k, v in self.headers.items()]
+        head += ["Transfer-Encoding: chunked", "", ""]
+        self.writer.write("\r\n".join(head).encode())
+        return self
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+
+    def line(self, event: Any) -> None:
+        self.write(orjson.dumps(event) + b"\n")
+
+    async def end(self) -> None:
+        self.writer.write(b"0\r\n\r\n")
+        await self.writer.drain()
+
+    async def head(self) -> int:
+        if not self.status:
+            self.status, self.response_headers = await asyncio.wait_for(_read_head(self.reader), 5)
+        return self.status
+
+    async def acks(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:
+        """The next ``count`` ack lines (fewer if the response ends)."""
+        await self.head()
+        out: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(out) < count:
+            while b"\n" in self.buffer and len(out) < count:
+                line, _, self.buffer = self.buffer.partition(b"\n")
+                out.append(orjson.loads(line))
+            if len(out) == count or self.decoder.finished:
+                break
+            data = await asyncio.wait_for(self.reader.read(65536), deadline - time.monotonic())
+            if not data:
+                break
+            self.buffer += self.decoder.feed(data)
+        return out
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def open_streams(server: ServerProcess) -> int:
+    text = (await server.get("/metrics"))[2].decode()
+    return int(re.search(r"^sse_fast_publish_streams_open (\d+)", text, re.M)[1])  # type: ignore[index]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess(heartbeat_interval=1) as server:
+        yield server
+
+
+def test_acks_come_in_order_while_the_body_is_still_coming(server: ServerProcess) -> None:
+    async def main() -> None:
+        client = server.client("s/1", "s/2")
+        await client.connect()
+        stream = await RawStream(server.port).open()
+        stream.line({"topic": "s/1", "data": "one"})
+        assert await stream.head() == 200
+        assert stream.response_headers["content-type"] == "application/x-ndjson"
+        # the body is open: the first ack comes before the second line is written
+        [first] = await stream.acks(1)
+        assert first["line"] == 1 and len(first["ids"]) == 1
+        stream.write(b"\n")  # blank: skipped, not acknowledged
+        stream.line({"topic": "s/2"})  # no data
+        stream.write(b"{not json\n")
+        stream.line({"events": [{"topic": "s/1", "data": 2}, {"topic": "s/2", "data": 3}]})
+        stream.write(b'{"topic":"s/2","data":"last, without a newline"}')
+        await stream.end()
+        acks = await stream.acks(5)
+        assert [a.get("line") for a in acks] == [3, 4, 5, 6, None]
+        assert acks[0]["status"] == 400 and acks[0]["error"].startswith("line: data is required")
+        assert acks[1]["status"] == 400 and "not valid JSON" in acks[1]["error"]
+        assert len(acks[2]["ids"]) == 2 and len(acks[3]["ids"]) == 1
+        assert acks[4] == {"done": True, "published": 3, "failed": 2}
+        events = await collect(client, 4)
+        assert [e.data for e in events] == ["one", "2", "3", "last, without a newline"]
+        assert [e.id for e in events] == [*first["ids"], *acks[2]["ids"], *acks[3]["ids"]]
+        stream.close()
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
+    server: ServerProcess,
+) -> None:
+    async def main() -> None:
+        client = server.client("gone")
+        await client.connect()
+        stream = await RawStream(server.port).open()
+        for n in range(200):
+            stream.line({"topic": "gone", "data": n})
+        acks = await stream.acks(120)
+        for n in range(200, 300):
+            stream.line({"topic": "gone", "data": n})
+        stream.write(b'{"topic":"gone","da')  # half a line, then the publisher is gone
+        stream.writer.transport.abort()
+        acked = [a["ids"][0] for a in acks]
+        events = await collect(client, 120)
+        received = [e.id for e in events]
+        assert received[:120] == acked  # everything acked was published, in order
+        # what came after (published or not) is in order and never twice
+        await asyncio.sleep(0.5)
+        received += [e.id for e in await collect(client, 1000, timeout=0.5, until=lambda c: True)]
+        assert len(set(received)) == len(received)
+        assert await open_streams(server) == 0
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_limits_and_topic_rights_apply_per_line() -> None:
+    with ServerProcess(
+        allow_anonymous_publish=0,
+        publish_token="",
+        jwt_secret="s" * 32,
+        max_body_bytes=200,
+        publish_rate=20,
+    ) as server:
+        import jwt
+
+        token = jwt.encode({"sse_fast": {"publish": ["mine/*"]}}, "s" * 32, algorithm="HS256")
+
+        async def main() -> None:
+            # no credential: refused before any line is read
+            anonymous = await RawStream(server.port).open()
+            anonymous.line({"topic": "mine/1", "data": 1})
+            assert await anonymous.head() == 401
+            anonymous.close()
+            stream = await RawStream(server.port, {"Authorization": f"Bearer {token}"}).open()
+            stream.line({"topic": "mine/1", "data": 1})
+            stream.line({"topic": "theirs", "data": 2})
+            stream.write(orjson.dumps({"topic": "mine/1", "data": "x" * 300}) + b"\n")
+            stream.write(b"y" * 150)  # one line over the limit, in two chunks
+            stream.write(b"y" * 150 + b"\n")
+            started = time.monotonic()
+            for n in range(60):
+                stream.line({"topic": "mine/2", "data": n})
+            await stream.end()
+            acks = await stream.acks(100)
+            took = time.monotonic() - started
+            assert acks[0]["ids"]
+            assert acks[1]["status"] == 403 and "may not publish to theirs" in acks[1]["error"]
+            assert acks[2]["status"] == 413 and "max_body_bytes" in acks[2]["error"]
+            assert acks[3]["status"] == 413 and acks[3]["line"] == 4
+            assert all("ids" in a for a in acks[4:64])  # over the rate: slowed, not refused
+            assert acks[64] == {"done": True, "published": 61, "failed": 3}
+            assert took > 0.8  # 61 publishes: a burst of 40, then 20/s
+            stream.close()
+
+        asyncio.run(main())
+
+
+def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
+    with ServerProcess(catch_up_timeout=2, max_body_bytes=4096) as server:
+
+        async def main() -> None:
+            (pid,) = server.worker_pids() or [server.proc.pid]  # type: ignore[union-attr]
+            before = rss_kb(pid)
+            stream = await RawStream(server.port).open()
+            line = orjson.dumps({"topic": "flood", "data": "z" * 200}) + b"\n"
+            chunk = line * 100
+            sent = 0
+            blocked = False
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                stream.write(chunk)
+                try:
+                    await asyncio.wait_for(stream.writer.drain(), 1.0)
+                except asyncio.TimeoutError:
+                    blocked = True  # TCP pushes back: the server stopped reading
+                    break
+                except ConnectionError:
+                    break
+                sent += len(chunk)
+            assert blocked, f"sent {sent} bytes without being slowed"
+            assert sent < 64 * 1024 * 1024
+            grown = rss_kb(pid) - before
+            assert grown < 40 * 1024, f"server grew by {grown} kB"
+            # it never reads its acks: cut once catch_up_timeout passed
+            await asyncio.sleep(3)
+            assert await open_streams(server) == 0
+            stream.writer.transport.abort()
+
+        asyncio.run(main())
+
+
+def test_a_draining_server_ends_the_stream_with_a_503_line() -> None:
+    with ServerProcess(drain_timeout=1) as server:
+
+        async def main() -> None:
+            stream = await RawStream(server.port).open()
+            stream.line({"topic": "d", "data": 1})
+            [ack] = await stream.acks(1)
+            assert ack["ids"]
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            [last] = await stream.acks(2, timeout=10)
+            assert last["status"] == 503 and last["reason"] == "draining"
+            assert "not acknowledged were not published" in last["error"]
+            stream.close()
+
+        asyncio.run(main())
