@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,8 @@ import jwt
 from .settings import Settings
 
 CLAIMS_NAMESPACE = "sse_fast"
+#: decoded JWTs kept (by token), so a publisher is not verified again on every request
+DECODED_CACHE_SIZE = 10_000
 
 
 class AuthError(Exception):
@@ -82,12 +85,37 @@ class Authenticator:
             with open(settings.jwt_jwks_file) as f:
                 self._jwks = jwt.PyJWKSet.from_dict(json.load(f))
         self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
+        # built once, not per request (a publish path doing thousands a second)
+        self._anonymous = Credential("anonymous", publish=("*",))
+        self._static = (
+            Credential(
+                "token:" + hashlib.sha256(settings.publish_token.encode()).hexdigest()[:12],
+                publish=("*",),
+            )
+            if settings.publish_token
+            else None
+        )
+        # decoded JWTs by token (a publisher sends the same one on every request);
+        # an entry is used only while its token is unexpired
+        self._decoded: dict[str, Credential] = {}
 
     @property
     def jwt_enabled(self) -> bool:
         return bool(self._keys or self._jwks)
 
     def _decode(self, token: str) -> Credential:
+        cached = self._decoded.get(token)
+        if cached is not None:
+            if cached.expires_at is None or cached.expires_at + 5 > time.time():  # the leeway
+                return cached
+            del self._decoded[token]
+        credential = self._decode_uncached(token)
+        if len(self._decoded) >= DECODED_CACHE_SIZE:
+            self._decoded.pop(next(iter(self._decoded)))
+        self._decoded[token] = credential
+        return credential
+
+    def _decode_uncached(self, token: str) -> Credential:
         errors = []
         candidates: list[tuple[Any, list[str]]] = list(self._keys)
         if self._jwks is not None:
@@ -134,15 +162,13 @@ class Authenticator:
         if self._token_digest is None:
             return None
         if _same_token(token, self._token_digest):
-            return Credential(
-                "token:" + hashlib.sha256(token.encode()).hexdigest()[:12], publish=("*",)
-            )
+            return self._static
         return None
 
     def publisher(self, authorization: str | None) -> Credential:
         """The publisher's credential from its ``Authorization`` header."""
         if self.settings.allow_anonymous_publish and not authorization:
-            return Credential("anonymous", publish=("*",))
+            return self._anonymous
         token = _bearer(authorization)
         if token is None:
             if not (self.jwt_enabled or self._token_digest):
@@ -166,6 +192,8 @@ class Authenticator:
         return self._decode(token)
 
     def check_publish(self, credential: Credential, topics: Iterable[str]) -> None:
+        if credential.publish == ("*",):
+            return
         denied = [t for t in topics if not matches(t, credential.publish)]
         if denied:
             raise AuthError(

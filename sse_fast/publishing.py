@@ -75,30 +75,32 @@ def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
 
 def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     """Validate one event object of a publish body."""
-    if not isinstance(raw, dict):
+    if type(raw) is not dict:
         raise PublishError(f"{where} must be a JSON object")
-    unknown = set(raw) - PUBLISH_FIELDS
-    if unknown:
+    if not raw.keys() <= PUBLISH_FIELDS:
+        unknown = set(raw) - PUBLISH_FIELDS
         raise PublishError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
             f"allowed: {', '.join(sorted(PUBLISH_FIELDS))}"
         )
-    if "topic" in raw and "topics" in raw:
-        raise PublishError(f"{where}: give either topic or topics, not both")
     if "topic" in raw:
-        topics = [raw["topic"]]
+        if "topics" in raw:
+            raise PublishError(f"{where}: give either topic or topics, not both")
+        names: tuple[str, ...] = (check_topic(raw["topic"], settings),)
     elif "topics" in raw:
         topics = raw["topics"]
         if not isinstance(topics, list) or not topics:
             raise PublishError(f"{where}: topics must be a non-empty list of names")
+        names = tuple(dict.fromkeys(check_topic(t, settings) for t in topics))
+        if len(names) > settings.max_topics_per_connection:
+            raise PublishError(
+                f"{where}: {len(names)} topics; "
+                f"at most {settings.max_topics_per_connection} per event"
+            )
     else:
         raise PublishError(f"{where}: topic (or topics) is required")
-    names = tuple(dict.fromkeys(check_topic(t, settings) for t in topics))
-    if len(names) > settings.max_topics_per_connection:
-        raise PublishError(
-            f"{where}: {len(names)} topics; at most {settings.max_topics_per_connection} per event"
-        )
-    if "data" not in raw or raw["data"] is None:
+    data = raw.get("data")
+    if data is None:
         raise PublishError(
             f"{where}: data is required (any JSON value but null; "
             "strings are sent as text, other values as JSON)"
@@ -122,7 +124,7 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     retry = raw.get("retry")
     if retry is not None and (not isinstance(retry, int) or isinstance(retry, bool) or retry < 0):
         raise PublishError(f"{where}: retry must be a non-negative integer (milliseconds)")
-    return PublishRequest(names, raw["data"], event, event_id, retry)
+    return PublishRequest(names, data, event, event_id, retry)
 
 
 def parse_publish_body(

@@ -261,3 +261,26 @@ def test_fresh_server_is_safe_by_default() -> None:
 
         asyncio.run(main())
         assert "no publish credential configured" in server.output()
+
+
+def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
+    """Publishers send the same JWT on every request: it is verified once, then
+    taken from a cache, but never past its expiry (plus the 5 s leeway)."""
+    from sse_fast.auth import Authenticator
+
+    auth = Authenticator(Settings(jwt_secret=SECRET))
+    expiring = jwt.encode(
+        {"exp": time.time() - 4.2, "sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256"
+    )
+    first = auth.publisher(f"Bearer {expiring}")
+    assert auth.publisher(f"Bearer {expiring}") is first  # cached, not decoded again
+    time.sleep(1.0)  # now past exp + leeway
+    with pytest.raises(Exception) as info:
+        auth.publisher(f"Bearer {expiring}")
+    assert getattr(info.value, "status", None) == 401 and "expired" in str(info.value)
+    # a tampered token is never taken from the cache for a valid one
+    valid = jwt.encode({"sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256")
+    auth.publisher(f"Bearer {valid}")
+    with pytest.raises(Exception) as info:
+        auth.publisher(f"Bearer {valid[:-2]}xx")
+    assert getattr(info.value, "status", None) == 401

@@ -4,6 +4,7 @@ can) is still stopped, and one that never stops is given up on with a warning.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -42,10 +43,8 @@ def test_a_task_that_never_stops_is_given_up_on(caplog: pytest.LogCaptureFixture
 
         async def stubborn() -> None:
             while not stop:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(10)
-                except asyncio.CancelledError:
-                    pass
 
         task = asyncio.get_running_loop().create_task(stubborn())
         await asyncio.sleep(0)

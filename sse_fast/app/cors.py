@@ -13,9 +13,13 @@ from .http import HTTPError, header
 class Cors:
     def __init__(self, settings: Settings) -> None:
         self.origins = frozenset(split_list(settings.cors_origins))
+        #: whether any origin is allowed (else no request needs its headers read)
+        self.enabled = bool(self.origins)
 
     def headers(self, scope: Scope) -> Headers:
         """The CORS headers of a response to this request (none for other origins)."""
+        if not self.enabled:
+            return []
         origin = header(scope, b"origin")
         if origin is None or origin not in self.origins:
             return []

@@ -273,7 +273,7 @@ class _Stream:
     async def _publish_together(self, lines: list[_Line]) -> None:
         requests = [r for line in lines for r in line.requests]
         try:
-            ids = await self.hub.publish(requests)
+            ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
             if exc.status >= 500:  # the broker is away: every line gets it, the stream ends
                 raise _Ended(self._end(exc.status, str(exc), "unavailable")) from None

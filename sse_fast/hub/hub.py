@@ -120,12 +120,16 @@ class Hub:
         event up to (the id a new stream starts at)."""
         return max(self.fanout.last_position, self.broker.horizon)
 
-    async def publish(self, requests: Sequence[PublishRequest]) -> list[str]:
+    async def publish(
+        self, requests: Sequence[PublishRequest], *, checked: bool = False
+    ) -> list[str]:
         """Publish events; return their ids. Nothing is published on error
-        (``PublishError``, with the HTTP status to answer)."""
+        (``PublishError``, with the HTTP status to answer). ``checked``: the
+        requests come from ``parse_publish_body``/``parse_event``, which checked
+        their topic names already (the room for new topics is still checked)."""
         if not requests:
             return []
-        self._check(requests)
+        self._check(requests, checked)
         ids = await self.broker.publish(list(requests), self.clock())
         self.metrics.published_total += len(ids)  # here: once per server, not per worker
         return ids
@@ -139,10 +143,11 @@ class Hub:
         self.metrics.published_total += len(ids)
         return ids
 
-    def _check(self, requests: Sequence[PublishRequest]) -> None:
-        for request in requests:
-            for name in request.topics:
-                check_topic(name, self.settings)
+    def _check(self, requests: Sequence[PublishRequest], checked: bool = False) -> None:
+        if not checked:
+            for request in requests:
+                for name in request.topics:
+                    check_topic(name, self.settings)
         if self.broker.stores_every_topic:
             self.topics.check_room(requests)
 
