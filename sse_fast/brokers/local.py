@@ -7,7 +7,7 @@ from typing import Any
 from .._core import EncodeError
 from ..publishing import PublishError, PublishRequest
 from . import Broker
-from .sequencing import first_position, sequence
+from .sequencing import RecentIds, first_position, sequence_once
 
 
 class LocalBroker(Broker):
@@ -17,18 +17,20 @@ class LocalBroker(Broker):
         super().__init__()
         self.first_position = first_position()
         self.next_position = self.first_position
+        self.recent = RecentIds()
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         return self.publish_nowait(requests, accepted_at)
 
     def publish_nowait(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         try:
-            items = sequence(requests, self.next_position, accepted_at)
+            items, ids = sequence_once(requests, self.next_position, accepted_at, self.recent)
         except EncodeError as exc:
             raise PublishError(str(exc)) from None
         self.next_position += len(items)
-        self.deliver(items)
-        return [item.id for item in items]
+        if items:
+            self.deliver(items)
+        return ids
 
     def stats(self) -> dict[str, Any]:
         return {}

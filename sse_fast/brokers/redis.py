@@ -78,7 +78,7 @@ from .._core import EncodeError, encode
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
-from .sequencing import Sequenced
+from .sequencing import RETRY_WINDOW, Sequenced
 
 try:
     import redis.asyncio as aioredis
@@ -136,25 +136,32 @@ local minid = string.format('%d-0', math.max(0, now - age))
 local ids = {}
 for e = 1, count do
   local event = events[e]
-  position = math.max(position + 1, now)
-  local pos = string.format('%d', position)
-  local id = event[1]
-  if id == '' then id = pos end
-  local frame = 'id: ' .. id .. '\n' .. event[2]
-  local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
-  for _, topic in ipairs(event[4]) do
-    local stream = prefix .. 't:' .. topic
-    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
-      'w', event[3])
-    redis.call('XTRIM', stream, 'MINID', '~', minid)
-    redis.call('EXPIRE', stream, ttl)
-    redis.call('PUBLISH', prefix .. 'c:' .. topic, message)
+  local given = event[1] ~= ''
+  -- a publisher's id seen on these topics within the retry window: a retry, not again
+  if given and not redis.call('SET', prefix .. 'r:' .. table.concat(event[4], ' ') .. ' '
+      .. event[1], '1', 'NX', 'EX', RETRY_WINDOW) then
+    ids[e] = event[1]
+  else
+    position = math.max(position + 1, now)
+    local pos = string.format('%d', position)
+    local id = event[1]
+    if id == '' then id = pos end
+    local frame = 'id: ' .. id .. '\n' .. event[2]
+    local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
+    for _, topic in ipairs(event[4]) do
+      local stream = prefix .. 't:' .. topic
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
+        'w', event[3])
+      redis.call('XTRIM', stream, 'MINID', '~', minid)
+      redis.call('EXPIRE', stream, ttl)
+      redis.call('PUBLISH', prefix .. 'c:' .. topic, message)
+    end
+    ids[e] = id
   end
-  ids[e] = id
 end
 redis.call('SET', KEYS[1], string.format('%d', position))
 return ids
-"""
+""".replace("RETRY_WINDOW", str(int(RETRY_WINDOW)))
 
 # KEYS: position, epoch. ARGV: prefix, count, epoch candidate, then pairs:
 # topic, from ('' = the newest ``count`` entries; else those after position from).

@@ -70,7 +70,7 @@ from .._core import EncodeError
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
-from .sequencing import Sequenced, first_position, make_frame, sequence
+from .sequencing import RecentIds, Sequenced, first_position, make_frame, sequence_once
 
 log = logging.getLogger("sse_fast.relay")
 
@@ -169,6 +169,7 @@ class Relay:
     ) -> None:
         self.first_position = first_position()
         self.next_position = self.first_position
+        self.recent = RecentIds()
         #: workers that said hello, and their slot numbers
         self.workers: dict[asyncio.StreamWriter, int] = {}
         self.history_frames = history_frames
@@ -257,18 +258,19 @@ class Relay:
     def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
         requests = [PublishRequest(tuple(t), d, e, i, r) for t, d, e, i, r in header["events"]]
         try:
-            items = sequence(requests, self.next_position, header["accepted_at"])
+            items, ids = sequence_once(
+                requests, self.next_position, header["accepted_at"], self.recent
+            )
         except EncodeError as exc:
             origin.write(pack({"type": "error", "request": header["request"], "message": str(exc)}))
             return
         self.next_position += len(items)
-        self._remember(items)
-        message = pack_delivery(items)
-        for worker in self.workers:
-            worker.write(message)
-        origin.write(
-            pack({"type": "ack", "request": header["request"], "ids": [i.id for i in items]})
-        )
+        if items:
+            self._remember(items)
+            message = pack_delivery(items)
+            for worker in self.workers:
+                worker.write(message)
+        origin.write(pack({"type": "ack", "request": header["request"], "ids": ids}))
 
     def _remember(self, items: list[Sequenced]) -> None:
         log = self.log

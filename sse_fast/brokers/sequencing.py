@@ -7,12 +7,20 @@ The SSE ``id`` is the publisher's id when given, else ``str(position)``.
 Positions start at the wall clock in microseconds when the sequencer starts,
 so ids keep growing across restarts and an id from an earlier run is
 recognisably too old. Each frame is encoded once, here, by the sequencer.
+
+Retries. A publisher that did not hear back (a timeout, a dropped connection)
+cannot know whether its publish happened. When it gives its events ids, a
+retry is harmless: an event whose id was published to the same topics within
+``RETRY_WINDOW`` seconds is taken as that event again and is not published a
+second time (its answer is the same id). So an id must not be reused for a
+different event on the same topics within that window; ids used for resuming
+should be unique anyway.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .._core import encode
@@ -28,6 +36,86 @@ class Sequenced:
     topics: tuple[str, ...]
     frame: bytes
     accepted_at: float  # time.monotonic() when the publish was accepted (latency metric)
+
+
+RETRY_WINDOW = 300.0  # seconds a publisher's event id is remembered
+RETRY_IDS = 100_000  # ids remembered at most (the oldest go first)
+
+
+class RecentIds:
+    """The ids publishers gave recently, by topics: what makes a retry harmless."""
+
+    def __init__(
+        self,
+        window: float = RETRY_WINDOW,
+        size: int = RETRY_IDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window = window
+        self.size = size
+        self.clock = clock
+        self._seen: dict[tuple[str, tuple[str, ...]], float] = {}  # oldest first
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def repeated(self, request: PublishRequest, now: float) -> bool:
+        """True when ``request``'s id was published to its topics in the window;
+        else remember it (so a repeat within one batch counts too)."""
+        key = (request.id or "", request.topics)
+        seen = self._seen
+        when = seen.get(key)
+        if when is not None and now - when < self.window:
+            return True
+        seen[key] = now
+        if when is not None:  # expired: to the end, as the newest
+            seen[key] = seen.pop(key)
+        while len(seen) > self.size:
+            del seen[next(iter(seen))]
+        return False
+
+    def forget(self, request: PublishRequest) -> None:
+        self._seen.pop((request.id or "", request.topics), None)
+
+    def expire(self, now: float) -> None:
+        seen = self._seen
+        while seen:
+            key = next(iter(seen))
+            if now - seen[key] < self.window:
+                return
+            del seen[key]
+
+
+def sequence_once(
+    requests: Sequence[PublishRequest], first: int, accepted_at: float, recent: RecentIds
+) -> tuple[list[Sequenced], list[str]]:
+    """``sequence`` the requests that are not repeats of recent ones (see
+    "Retries"); return the sequenced events and every request's id, in order."""
+    if all(request.id is None for request in requests):
+        items = sequence(requests, first, accepted_at)
+        return items, [item.id for item in items]
+    now = recent.clock()
+    recent.expire(now)
+    fresh = []
+    repeats = []
+    for request in requests:
+        repeat = request.id is not None and recent.repeated(request, now)
+        repeats.append(repeat)
+        if not repeat:
+            fresh.append(request)
+    try:
+        items = sequence(fresh, first, accepted_at)
+    except BaseException:
+        for request in fresh:  # nothing was published: forget them
+            if request.id is not None:
+                recent.forget(request)
+        raise
+    made = iter(items)
+    ids = [
+        request.id if repeat and request.id else next(made).id
+        for request, repeat in zip(requests, repeats, strict=True)
+    ]
+    return items, ids
 
 
 def first_position() -> int:
