@@ -1,0 +1,383 @@
+"""Publishing from Python to an sse_fast server, the fast way and safely.
+
+    from sse_fast.publisher import Publisher
+
+    async with Publisher("http://127.0.0.1:8000", token="...") as publisher:
+        event_id = await publisher.publish("user/42", {"text": "hello"})
+        ids = await publisher.publish_many(
+            [{"topic": f"user/{n}", "data": {"n": n}} for n in range(5000)]
+        )
+        async with publisher.stream() as stream:       # POST /publish/stream
+            for n in range(100_000):
+                ack = await stream.send({"topic": f"user/{n}", "data": n, "id": f"n-{n}"})
+        # every ack resolved: stream.published / stream.failed
+
+Three paths, from the cheapest per request to the cheapest per event:
+``publish`` (one ``POST /publish``), ``publish_many`` (batches of up to
+``batch_size`` events per request) and ``stream`` (one long request, one ack
+per event). Connections are kept alive and reused (``connections`` at most).
+Inside the server's own process, use ``app.hub.publish`` instead: no HTTP.
+
+Retries. A publish that failed before it was sent (the connection could not be
+opened), or was refused with 429 (over the rate: not published), is retried
+after a backoff, up to ``retries`` times. A publish that may have happened (the
+connection dropped after sending, a timeout, a 503 from a broker that did not
+answer) is retried only when every event has an ``id``: the server publishes
+an id it saw on the same topics in the last minutes only once, so the retry
+cannot duplicate it. Without ids it raises ``PublishFailed`` saying the
+publish may or may not have happened. 4xx errors raise at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl as ssl_module
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .client import ChunkedDecoder, _read_head
+
+__all__ = ["PublishFailed", "PublishStream", "Publisher"]
+
+
+class PublishFailed(Exception):
+    """A publish the server refused (``status``: the HTTP status) or that could not
+    be completed; ``maybe_published`` when it may have happened anyway."""
+
+    def __init__(self, message: str, status: int = 0, maybe_published: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.maybe_published = maybe_published
+
+
+class _Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _event(
+    topic: str | Sequence[str],
+    data: Any,
+    event: str | None,
+    id: str | None,
+    retry: int | None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"topic": topic} if isinstance(topic, str) else {"topics": list(topic)}
+    out["data"] = data
+    if event is not None:
+        out["event"] = event
+    if id is not None:
+        out["id"] = id
+    if retry is not None:
+        out["retry"] = retry
+    return out
+
+
+class Publisher:
+    def __init__(
+        self,
+        url: str = "http://127.0.0.1:8000",
+        token: str | None = None,
+        *,
+        timeout: float = 10.0,
+        retries: int = 3,
+        backoff: float = 0.2,
+        connections: int = 4,
+        batch_size: int = 1000,
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{url!r}: give the server's http:// or https:// address")
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl = ssl_module.create_default_context() if parts.scheme == "https" else None
+        self.base = parts.path.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.batch_size = batch_size
+        self._idle: list[_Connection] = []
+        self._slots = asyncio.Semaphore(connections)
+
+    async def __aenter__(self) -> Publisher:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _headers(self, content_type: str) -> str:
+        lines = f"Host: {self.host}:{self.port}\r\nContent-Type: {content_type}\r\n"
+        if self.token:
+            lines += f"Authorization: Bearer {self.token}\r\n"
+        return lines
+
+    async def _open(self) -> _Connection:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, ssl=self.ssl), self.timeout
+        )
+        return _Connection(reader, writer)
+
+    # ---------------------------------------------------------------- one request
+
+    async def publish(
+        self,
+        topic: str | Sequence[str],
+        data: Any,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> str:
+        """Publish one event; return its id."""
+        (event_id,) = await self._post([_event(topic, data, event, id, retry)], single=True)
+        return event_id
+
+    async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
+        """Publish events (each as ``POST /publish`` takes one) in batches of up to
+        ``batch_size``, in order; return their ids. A batch is published whole or
+        not at all; a failing batch raises, after the batches before it were published."""
+        out: list[str] = []
+        batch: list[Mapping[str, Any]] = []
+        for one in events:
+            batch.append(one)
+            if len(batch) >= self.batch_size:
+                out += await self._post(batch)
+                batch = []
+        if batch:
+            out += await self._post(batch)
+        return out
+
+    async def _post(self, events: Sequence[Mapping[str, Any]], single: bool = False) -> list[str]:
+        body = orjson.dumps(events[0] if single else {"events": events})
+        idempotent = all(one.get("id") is not None for one in events)
+        request = (
+            f"POST {self.base}/publish HTTP/1.1\r\n{self._headers('application/json')}"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+        attempt = 0
+        while True:
+            try:
+                status, headers, reply = await self._exchange(request)
+            except _NotSent as exc:
+                failure = PublishFailed(f"could not reach the server: {exc.__cause__!r}")
+                safe = True
+            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                failure = PublishFailed(
+                    f"no answer from the server ({exc!r}): the publish may or may not have "
+                    "happened" + ("" if idempotent else " (give events ids to retry safely)"),
+                    maybe_published=True,
+                )
+                safe = idempotent
+            else:
+                if status == 200:
+                    ids: list[str] = orjson.loads(reply)["ids"]
+                    return ids
+                message = _error(reply) or f"HTTP {status}"
+                failure = PublishFailed(message, status, maybe_published=status == 503)
+                safe = status == 429 or (status == 503 and idempotent)
+                if safe and "retry-after" in headers and attempt < self.retries:
+                    await asyncio.sleep(min(float(headers["retry-after"]), 30.0))
+                    attempt += 1
+                    continue
+            if not safe or attempt >= self.retries:
+                raise failure
+            await asyncio.sleep(self.backoff * 2**attempt)
+            attempt += 1
+
+    async def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        async with self._slots:
+            connection = None
+            while self._idle:
+                kept = self._idle.pop()
+                if kept.reader.at_eof() or kept.writer.is_closing():
+                    kept.close()  # the server closed it while idle
+                else:
+                    connection = kept
+                    break
+            if connection is None:
+                try:
+                    connection = await self._open()
+                except (OSError, asyncio.TimeoutError) as exc:
+                    raise _NotSent from exc
+            try:
+                connection.writer.write(request)
+                status, headers = await asyncio.wait_for(
+                    _read_head(connection.reader), self.timeout
+                )
+                length = int(headers.get("content-length", "0"))
+                reply = await asyncio.wait_for(connection.reader.readexactly(length), self.timeout)
+            except BaseException:
+                connection.close()
+                raise
+            if headers.get("connection", "").lower() == "close":
+                connection.close()
+            else:
+                self._idle.append(connection)
+            return status, headers, reply
+
+    # ---------------------------------------------------------------- streaming
+
+    def stream(self) -> PublishStream:
+        """``POST /publish/stream``: ``await stream.send(event)`` returns a future
+        of the event's ids (resolved with its ack, or failed with
+        ``PublishFailed``). Leaving the ``async with`` ends the body and waits for
+        every ack."""
+        return PublishStream(self)
+
+
+class _NotSent(Exception):
+    """The request could not be sent (no connection): safe to retry."""
+
+
+def _error(reply: bytes) -> str | None:
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        message = orjson.loads(reply)["error"]
+        return str(message)
+    return None
+
+
+class PublishStream:
+    """One ``POST /publish/stream`` request (see ``Publisher.stream``)."""
+
+    def __init__(self, publisher: Publisher) -> None:
+        self.publisher = publisher
+        self.published = 0
+        self.failed = 0
+        self._waiting: dict[int, asyncio.Future[list[str]]] = {}
+        self._line = 0
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connection: _Connection | None = None
+        self._ended: BaseException | None = None
+
+    async def __aenter__(self) -> PublishStream:
+        p = self.publisher
+        self._connection = await p._open()
+        self._connection.writer.write(
+            (
+                f"POST {p.base}/publish/stream HTTP/1.1\r\n"
+                f"{p._headers('application/x-ndjson')}Transfer-Encoding: chunked\r\n\r\n"
+            ).encode()
+        )
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_acks())
+        return self
+
+    async def send(self, event: Mapping[str, Any]) -> asyncio.Future[list[str]]:
+        """Queue one event (waits while the server is behind: TCP back-pressure)."""
+        if self._ended is not None:
+            raise PublishFailed(f"the stream ended: {self._ended}")
+        assert self._connection is not None
+        line = orjson.dumps(event) + b"\n"
+        self._line += 1
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._waiting[self._line] = future
+        writer = self._connection.writer
+        writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+        await writer.drain()
+        return future
+
+    async def publish(
+        self,
+        topic: str | Sequence[str],
+        data: Any,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+    ) -> asyncio.Future[list[str]]:
+        return await self.send(_event(topic, data, event, id, retry))
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._connection is not None and self._reader_task is not None
+        try:
+            if kind is None and self._ended is None:
+                self._connection.writer.write(b"0\r\n\r\n")
+                with contextlib.suppress(ConnectionError):
+                    await self._connection.writer.drain()
+                await asyncio.wait_for(
+                    asyncio.shield(self._reader_task), self.publisher.timeout + 1
+                )
+        finally:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader_task
+            self._connection.close()
+            self._fail_rest(PublishFailed("the stream ended before its ack", maybe_published=True))
+
+    async def _read_acks(self) -> None:
+        assert self._connection is not None
+        reader = self._connection.reader
+        try:
+            status, headers = await _read_head(reader)
+            chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+            decoder = ChunkedDecoder()
+            buffer = b""
+            if status != 200:
+                body = await reader.read(65536)
+                text = decoder.feed(body) if chunked else body
+                raise PublishFailed(_error(text) or f"HTTP {status}", status)
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    raise PublishFailed("the server closed the stream", maybe_published=True)
+                buffer += decoder.feed(data) if chunked else data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line:
+                        self._ack(orjson.loads(line))
+                if decoder.finished or b'"done":true' in data:
+                    return
+        except BaseException as exc:
+            self._ended = exc
+            self._fail_rest(
+                exc if isinstance(exc, PublishFailed) else PublishFailed(repr(exc), 0, True)
+            )
+            raise
+
+    def _ack(self, ack: dict[str, Any]) -> None:
+        line = ack.get("line")
+        if line is None:
+            if "error" in ack:  # the stream ends early (draining, credential expired)
+                raise PublishFailed(ack["error"], int(ack.get("status", 0)))
+            return  # the done line
+        future = self._waiting.pop(line, None)
+        if "ids" in ack:
+            self.published += 1
+            if future is not None and not future.done():
+                future.set_result(ack["ids"])
+        else:
+            self.failed += 1
+            if future is not None and not future.done():
+                future.set_exception(PublishFailed(ack["error"], int(ack.get("status", 0))))
+                future.exception()  # retrieved: the caller may not look
+
+    def _fail_rest(self, error: PublishFailed) -> None:
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(error)
+                future.exception()

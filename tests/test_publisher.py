@@ -1,0 +1,136 @@
+"""sse_fast.publisher.Publisher against a real server: the three paths, errors
+that say what was wrong, and retries that never duplicate an event."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from sse_fast.publisher import Publisher, PublishFailed
+from sse_fast.testing import HOST, ServerProcess, collect, free_port
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with ServerProcess(heartbeat_interval=1) as server:
+        yield server
+
+
+def test_the_three_paths_deliver_in_order(server: ServerProcess) -> None:
+    async def main() -> None:
+        client = server.client("p/1", "p/2")
+        await client.connect()
+        async with Publisher(f"http://{HOST}:{server.port}", batch_size=3) as publisher:
+            one = await publisher.publish("p/1", {"n": 0}, event="note")
+            many = await publisher.publish_many(
+                [{"topic": "p/2", "data": n} for n in range(1, 8)]  # three batches
+            )
+            async with publisher.stream() as stream:
+                acks = [await stream.publish("p/1", n) for n in range(8, 12)]
+                bad = await stream.send({"topic": "p/1"})
+                acks.append(await stream.publish(["p/1", "p/2"], 12))
+            assert stream.published == 5 and stream.failed == 1
+            with pytest.raises(PublishFailed) as info:
+                bad.result()
+            assert info.value.status == 400 and "data is required" in str(info.value)
+            ids = [one, *many, *[f.result()[0] for f in acks]]
+            events = await collect(client, 13)
+            assert [e.id for e in events] == ids
+            assert [e.data for e in events] == ['{"n":0}', *map(str, range(1, 13))]
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_refusals_raise_at_once_with_the_servers_reason(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with Publisher(f"http://{HOST}:{server.port}") as publisher:
+            with pytest.raises(PublishFailed) as info:
+                await publisher.publish("bad topic", 1)
+            assert info.value.status == 400 and "characters outside" in str(info.value)
+            assert not info.value.maybe_published
+        with pytest.raises(ValueError, match="http:// or https://"):
+            Publisher("ftp://x")
+
+    asyncio.run(main())
+
+
+class FlakyProxy:
+    """Forwards to the server, but cuts the first ``cuts`` connections right
+    after the server answered (the publisher never hears back)."""
+
+    def __init__(self, target: int, cuts: int) -> None:
+        self.target = target
+        self.cuts = cuts
+        self.port = free_port()
+
+    async def start(self) -> FlakyProxy:
+        self.server = await asyncio.start_server(self.handle, HOST, self.port)
+        return self
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target)
+        cut = self.cuts > 0
+        self.cuts -= 1
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            try:
+                while data := await src.read(65536):
+                    if cut and not up:
+                        writer.transport.abort()  # the answer never reaches the publisher
+                        return
+                    dst.write(data)
+            except ConnectionError:
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(
+            pipe(reader, upstream_writer, True), pipe(upstream_reader, writer, False)
+        )
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_lost_answer_is_retried_without_duplicates_when_events_have_ids(
+    server: ServerProcess,
+) -> None:
+    async def main() -> None:
+        client = server.client("r")
+        await client.connect()
+        proxy = await FlakyProxy(server.port, cuts=2).start()
+        async with Publisher(f"http://{HOST}:{proxy.port}", backoff=0.05) as publisher:
+            assert await publisher.publish("r", "once", id="evt-1") == "evt-1"
+        # without an id a retry could publish twice: it says so instead
+        proxy.cuts = 1
+        async with Publisher(f"http://{HOST}:{proxy.port}", backoff=0.05) as publisher:
+            with pytest.raises(PublishFailed) as info:
+                await publisher.publish("r", "no id")
+            assert info.value.maybe_published and "give events ids" in str(info.value)
+            await publisher.publish("r", "after")
+        await asyncio.sleep(0.1)  # the proxy's connections wind down
+        events = await collect(client, 3)
+        assert [e.data for e in events] == ["once", "no id", "after"]  # "once" once
+        proxy.close()
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_an_unreachable_server_is_retried_then_reported() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind((HOST, port))  # bound, not listening: connections are refused
+
+        async def main() -> None:
+            async with Publisher(f"http://{HOST}:{port}", retries=2, backoff=0.01) as publisher:
+                with pytest.raises(PublishFailed) as info:
+                    await publisher.publish("t", 1)
+                assert "could not reach the server" in str(info.value)
+                assert not info.value.maybe_published
+
+        asyncio.run(main())
