@@ -24,6 +24,7 @@ from ._core import (
     encode_many,
 )
 from .frames import datastar_patch_elements, datastar_patch_signals, heartbeat, htmx_fragment
+from .publisher import Publisher, PublishFailed, PublishStream
 
 __version__ = "0.1.0"
 
@@ -39,6 +40,9 @@ __all__ = [
     "ParseError",
     "ParsedEvent",
     "Parser",
+    "PublishFailed",
+    "PublishStream",
+    "Publisher",
     "Ring",
     "datastar_patch_elements",
     "datastar_patch_signals",
