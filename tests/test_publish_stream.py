@@ -234,7 +234,57 @@ def test_a_draining_server_ends_the_stream_with_a_503_line() -> None:
             server.proc.send_signal(signal.SIGTERM)
             [last] = await stream.acks(2, timeout=10)
             assert last["status"] == 503 and last["reason"] == "draining"
-            assert "not acknowledged were not published" in last["error"]
+            assert "not acknowledged may not have been published" in last["error"]
             stream.close()
 
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("cut", [1, 7, 64, 10_000])
+def test_lines_are_the_same_however_the_body_is_cut(cut: int) -> None:
+    """In process (a plain coroutine send, as under uvicorn): the body cut into
+    chunks of ``cut`` bytes gives the same acks, including lines over the limit
+    that span chunks, blank lines and a last line without a newline."""
+    from sse_fast.app import App
+    from sse_fast.settings import Settings
+
+    body = b"".join(
+        [
+            b'{"topic":"a","data":1}\n',
+            b"\n   \n",
+            b'{"topic":"a","data":"' + b"x" * 120 + b'"}\n',  # over the 100-byte limit
+            b'{"events":[{"topic":"a","data":2},{"topic":"b","data":3}]}\n',
+            b"[1]\n",
+            b'{"topic":"b","data":4}',
+        ]
+    )
+
+    async def main() -> list[dict[str, Any]]:
+        app = App(Settings(allow_anonymous_publish=True, max_body_bytes=100, publish_rate=0))
+        chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/publish/stream",
+            "headers": [(b"content-type", b"application/x-ndjson")],
+            "query_string": b"",
+        }
+        await app(scope, receive, send)
+        assert sent[0]["status"] == 200
+        text = b"".join(m.get("body", b"") for m in sent[1:])
+        return [orjson.loads(line) for line in text.splitlines()]
+
+    acks = asyncio.run(main())
+    assert [a.get("line") for a in acks] == [1, 4, 5, 6, 7, None]
+    assert acks[1]["status"] == 413 and "max_body_bytes" in acks[1]["error"]
+    assert len(acks[2]["ids"]) == 2 and acks[3]["status"] == 400 and len(acks[4]["ids"]) == 1
+    assert acks[5] == {"done": True, "published": 3, "failed": 2}

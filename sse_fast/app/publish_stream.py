@@ -46,10 +46,10 @@ from typing import Any
 
 import orjson
 
-from ..asgi import Message, Receive, Scope, Send
+from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator, AuthError, Credential
 from ..hub import Hub
-from ..publishing import PublishError, PublishRequest, parse_publish_body
+from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
 from .cors import Cors
@@ -64,18 +64,6 @@ class _Ended(Exception):
     def __init__(self, ack: dict[str, Any]) -> None:
         super().__init__(ack.get("error"))
         self.ack = ack
-
-
-class _Line:
-    __slots__ = ("ack", "number", "requests")
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-        self.requests: list[PublishRequest] = []
-        self.ack: dict[str, Any] | None = None
-
-    def fail(self, status: int, message: str) -> None:
-        self.ack = {"line": self.number, "error": message, "status": status}
 
 
 class PublishStreamEndpoint:
@@ -107,7 +95,7 @@ class PublishStreamEndpoint:
             raise HTTPError(
                 503, "the server is shutting down; publish elsewhere", reason="draining"
             )
-        await send(
+        started = send(
             {
                 "type": "http.response.start",
                 "status": 200,
@@ -119,6 +107,8 @@ class PublishStreamEndpoint:
                 ],
             }
         )
+        self.hub.send_style.observe(started)  # Granian's eager send, if this is the first
+        await started
         stream = _Stream(self, credential, send)
         metrics = self.hub.metrics
         metrics.publish_streams_total += 1
@@ -126,7 +116,7 @@ class PublishStreamEndpoint:
         try:
             await stream.run(receive)
         except _Ended as end:
-            await stream.write([end.ack], more=False)
+            await stream.write([orjson.dumps(end.ack) + b"\n"], more=False)
             self.hub.metrics.refuse(str(end.ack.get("reason", "publish_stream_ended")))
         except _Gone:
             pass
@@ -153,18 +143,35 @@ class _Stream:
         self.failed = 0
         self.pending = b""  # the start of a line not yet complete
         self.skipping = False  # inside a line over the limit: drop up to its end
+        self.publishes_anywhere = credential.publish == ("*",)
+        self.limiter = endpoint.admission.publish_limiter
 
     async def run(self, receive: Receive) -> None:
-        receiving: asyncio.Task[Message] | None = None
+        task = asyncio.current_task()
+        assert task is not None
+        waiting = False
+
+        def drain() -> None:  # the drain started: stop waiting for the body
+            if waiting:
+                task.cancel()
+
+        self.hub.on_drain.add(drain)
         try:
             while True:
-                receiving = asyncio.ensure_future(receive())
-                while not receiving.done():
-                    await asyncio.wait({receiving}, timeout=0.5)
-                    if self.hub.draining and not receiving.done():
-                        raise _Ended(self._end(503, "the server is shutting down", "draining"))
-                message = receiving.result()
-                receiving = None
+                if self.hub.draining:
+                    raise _Ended(self._end(503, "the server is shutting down", "draining"))
+                waiting = True
+                try:
+                    message = await receive()
+                except asyncio.CancelledError:
+                    if not self.hub.draining:
+                        raise
+                    task.uncancel()
+                    raise _Ended(
+                        self._end(503, "the server is shutting down", "draining")
+                    ) from None
+                finally:
+                    waiting = False
                 if message["type"] == "http.disconnect":
                     raise _Gone
                 last = not message.get("more_body", False)
@@ -173,105 +180,109 @@ class _Stream:
                     await self.write(await self.publish(lines), more=True)
                 if last:
                     done = {"done": True, "published": self.published, "failed": self.failed}
-                    await self.write([done], more=False)
+                    await self.write([orjson.dumps(done) + b"\n"], more=False)
                     return
         finally:
-            if receiving is not None and not receiving.done():
-                receiving.cancel()
+            self.hub.on_drain.discard(drain)
 
     # ---------------------------------------------------------------- lines
+    #
+    # A line is an entry [number, requests, ack]: requests while valid and not yet
+    # published, ack (the encoded ack line) once known; failed lines have no
+    # requests and an ack from the start.
 
-    def split(self, chunk: bytes, last: bool) -> list[_Line]:
+    def split(self, chunk: bytes, last: bool) -> list[list[Any]]:
         """The complete lines of ``chunk`` (with what came before), parsed."""
-        out: list[_Line] = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                break
-            piece = chunk[start:end]
-            start = end + 1
-            if self.skipping:
-                self.skipping = False
-                self.pending = b""
-                continue
-            line = self.pending + piece if self.pending else piece
+        if self.pending:
+            chunk = self.pending + chunk
             self.pending = b""
-            self.take(line, out)
-        rest = chunk[start:]
-        if not self.skipping and rest:
-            if len(self.pending) + len(rest) > self.limit:
+        pieces = chunk.split(b"\n")
+        rest = pieces.pop()  # after the last newline: the start of a line
+        if self.skipping and pieces:
+            del pieces[0]  # the end of a line over the limit (already answered)
+            self.skipping = False
+        out: list[list[Any]] = []
+        if not self.skipping:
+            for line in pieces:
+                self.take(line, out)
+            if len(rest) > self.limit:
                 self.number += 1
-                item = _Line(self.number)
-                item.fail(413, self._too_long())
-                out.append(item)
-                self.pending = b""
+                out.append(self._failed(self.number, 413, self._too_long()))
                 self.skipping = True
+            elif last:
+                if rest:
+                    self.take(rest, out)
             else:
-                self.pending += rest
-        if last:
-            if self.pending:
-                self.take(self.pending, out)
-            self.pending = b""
+                self.pending = rest
         return out
 
-    def take(self, line: bytes, out: list[_Line]) -> None:
+    def take(self, line: bytes, out: list[list[Any]]) -> None:
         self.number += 1
-        if not line.strip():
+        number = self.number
+        if not line or line.isspace():
             return  # blank: skipped, not acknowledged
-        item = _Line(self.number)
-        out.append(item)
         if len(line) > self.limit:
-            item.fail(413, self._too_long())
+            out.append(self._failed(number, 413, self._too_long()))
             return
         try:
-            item.requests = parse_publish_body(line, self.settings, "line")
-            self.endpoint.auth.check_publish(
-                self.credential, {t for r in item.requests for t in r.topics}
-            )
+            requests = parse_publish_body(line, self.settings, "line")
+            if not self.publishes_anywhere:
+                self.endpoint.auth.check_publish(
+                    self.credential, {t for r in requests for t in r.topics}
+                )
         except PublishError as exc:
-            item.fail(exc.status, str(exc))
+            out.append(self._failed(number, exc.status, str(exc)))
         except AuthError as exc:
-            item.fail(exc.status, exc.message)
+            out.append(self._failed(number, exc.status, exc.message))
+        else:
+            out.append([number, requests, None])
+
+    @staticmethod
+    def _failed(number: int, status: int, message: str) -> list[Any]:
+        ack = {"line": number, "error": message, "status": status}
+        return [number, None, orjson.dumps(ack) + b"\n"]
 
     def _too_long(self) -> str:
         return f"line exceeds the limit of {self.limit} bytes (max_body_bytes)"
 
     # ---------------------------------------------------------------- publishing
 
-    async def publish(self, lines: list[_Line]) -> list[dict[str, Any]]:
+    async def publish(self, lines: list[list[Any]]) -> list[bytes]:
         """Publish the valid lines (together when they can be), in order."""
         expires = self.credential.expires_at
         if expires is not None and time.time() >= expires:
             raise _Ended(
                 self._end(401, "the credential expired; reconnect with a fresh one", "expired")
             )
-        valid = [line for line in lines if line.ack is None]
-        for _ in valid:
-            await self._admit()
+        valid = [line for line in lines if line[1] is not None]
         if valid:
+            if self.limiter.rate > 0:
+                for _ in valid:
+                    await self._admit()
             await self._publish_together(valid)
-        acks = []
-        for line in lines:
-            assert line.ack is not None
-            if "ids" in line.ack:
-                self.published += 1
-            else:
-                self.failed += 1
-                self.hub.metrics.refuse("bad_publish")
-            acks.append(line.ack)
+        acks = [line[2] for line in lines]
+        failed = len(lines) - sum(1 for line in lines if line[1] is not None)
+        if failed:
+            self.hub.metrics.refused_total["bad_publish"] = (
+                self.hub.metrics.refused_total.get("bad_publish", 0) + failed
+            )
+        self.failed += failed
+        self.published += len(lines) - failed
         return acks
 
     async def _admit(self) -> None:
-        limiter = self.endpoint.admission.publish_limiter
+        limiter = self.limiter
         while True:
             wait = limiter.take(self.credential.identity)
             if not wait:
                 return
             await asyncio.sleep(wait)
 
-    async def _publish_together(self, lines: list[_Line]) -> None:
-        requests = [r for line in lines for r in line.requests]
+    async def _publish_together(self, lines: list[list[Any]]) -> None:
+        if all(len(line[1]) == 1 for line in lines):
+            requests = [line[1][0] for line in lines]
+        else:
+            requests = [r for line in lines for r in line[1]]
         try:
             ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
@@ -281,25 +292,32 @@ class _Stream:
                 for line in lines:
                     await self._publish_together([line])
                 return
-            lines[0].fail(exc.status, str(exc))
+            (line,) = lines
+            line[:] = self._failed(line[0], exc.status, str(exc))
+            return
+        dumps = orjson.dumps
+        if len(ids) == len(lines):  # one event per line: the common case
+            for line, event_id in zip(lines, ids, strict=True):
+                line[2] = b'{"line":%d,"ids":[%b]}\n' % (line[0], dumps(event_id))
             return
         start = 0
         for line in lines:
-            count = len(line.requests)
-            line.ack = {"line": line.number, "ids": ids[start : start + count]}
+            count = len(line[1])
+            line[2] = b'{"line":%d,"ids":%b}\n' % (line[0], dumps(ids[start : start + count]))
             start += count
 
     # ---------------------------------------------------------------- writing
 
     def _end(self, status: int, message: str, reason: str) -> dict[str, Any]:
         return {
-            "error": f"{message}; lines not acknowledged were not published: send them again",
+            "error": f"{message}; lines not acknowledged may not have been published: "
+            "send them again (with ids, a repeat is not published twice)",
             "status": status,
             "reason": reason,
         }
 
-    async def write(self, acks: list[dict[str, Any]], more: bool) -> None:
-        body = b"".join(orjson.dumps(ack) + b"\n" for ack in acks)
+    async def write(self, acks: list[bytes], more: bool) -> None:
+        body = b"".join(acks)
         result = self.send({"type": "http.response.body", "body": body, "more_body": more})
         if self.hub.send_style.written(result):
             return  # Granian: handed over at once

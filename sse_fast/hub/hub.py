@@ -62,6 +62,8 @@ class Hub:
         self.topics = Topics(settings)
         self.subscriptions: dict[int, Subscription] = {}
         self.send_style = SendStyle()
+        #: called when the drain starts (before the streams are closed)
+        self.on_drain: set[Callable[[], None]] = set()
         self.closer = Closer(
             settings, metrics, clock, self.send_style, self.topics, self.subscriptions
         )
@@ -104,6 +106,8 @@ class Hub:
         return self.lifecycle.draining
 
     async def drain(self) -> None:
+        for callback in list(self.on_drain):  # e.g. publish streams waiting for a body
+            callback()
         await self.lifecycle.drain()
 
     def heartbeat(self) -> int:

@@ -178,8 +178,11 @@ class Topics:
         history. Subscribing never counts: a topic without history costs a few
         hundred bytes and vanishes with its last subscriber."""
         room = self.settings.max_topics - self.with_history
-        if len(requests) == 1 and len(requests[0].topics) <= room:
-            return  # cannot exceed it (the common case, checked without a set)
+        if len(requests) == 1:
+            if len(requests[0].topics) <= room:
+                return  # cannot exceed it (the common case, checked without a set)
+        elif sum(len(request.topics) for request in requests) <= room:
+            return  # a batch naming no more topics than there is room for
         by_name = self.by_name
         new = {
             name
