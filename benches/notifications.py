@@ -1,0 +1,677 @@
+"""Per-user notifications, side by side: every subscriber on a topic of its own.
+
+    python -m benches.notifications                 # 10,000 subscribers, the full ladder
+    python -m benches.notifications --quick         # 1,000 subscribers, short steps
+    python -m benches.notifications --targets sse_fast-1w,nchan --subscribers 5000
+
+N subscribers (``user/0`` ... ``user/N-1``, one each; the load generator's
+subscriber processes, ``sse_fast.loadgen``) and publishers sending one event
+per notification to random users at rising rates, until delivery falls behind
+(less than 95 % of the offered rate achieved or delivered, an error, or a lost
+event). sse_fast is driven three ways: single ``POST /publish`` requests
+(16 connections), batches of 100 events per request, and one
+``POST /publish/stream``; Nchan and sse-starlette take single requests (their
+only way). The server is pinned to core 1 and the load (subscribers and
+publishers) to core 0, so figures are per server core. Each step records the
+offered rate, publishes/s achieved, deliveries/s, publish latency p50/p99 (per
+request; per line for the stream), delivery p99 (publish to subscriber), lost,
+duplicates and the server's CPU (seconds per second). Results go to
+``benches/results/notifications.{md,json,png}``. Loopback only; every step is
+bounded in time.
+
+A topic's events all come from one publisher connection, each with the wall
+clock and a per-topic sequence number, so a subscriber sees gaps (lost) and
+repeats (duplicates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
+
+from . import peers
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SERVER_CORE = {1}
+LOAD_CORE = {0}
+CONNECTIONS = 16  # publisher connections for single requests and batches
+BATCH = 100
+LADDERS = {
+    "single": [0],  # wrk at full speed: one step, the saturation point
+    "batch": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
+    "stream": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
+}
+MODES = {"sse_fast": ["single", "batch", "stream"], "other": ["single"]}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pin(pids: list[int], cores: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cores)
+
+
+# ---------------------------------------------------------------- publishers
+
+
+def _payload(topic: int, seq: int, source: int) -> str:
+    return f'{{"t":{time.time():.6f},"s":{seq},"w":{source},"u":{topic}}}'
+
+
+def _line(user: int, seq: int, source: int) -> bytes:
+    """One event as sse_fast's JSON, the data a JSON text (what subscribers parse)."""
+    return b'{"topic":"user/%d","data":"{\\"t\\":%.6f,\\"s\\":%d,\\"w\\":%d}"}' % (
+        user,
+        time.time(),
+        seq,
+        source,
+    )
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    lower = head.lower()
+    if b"transfer-encoding: chunked" in lower:
+        await reader.readuntil(b"0\r\n\r\n")
+    else:
+        marker = lower.find(b"content-length:")
+        length = int(lower[marker + 15 : lower.find(b"\r\n", marker)]) if marker >= 0 else 0
+        await reader.readexactly(length)
+    return status
+
+
+def _request(
+    target: peers.Target, method: str, path: str, headers: dict[str, str], body: bytes
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {target.host}:{target.port}"]
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _requests(
+    target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int
+) -> dict[str, Any]:
+    """Single requests or batches over CONNECTIONS kept-alive connections; connection
+    c publishes to the users u with u % CONNECTIONS == c (so per-topic order holds)."""
+    per_event = BATCH if mode == "batch" else 1
+    interval = CONNECTIONS * per_event / rate  # seconds between requests on a connection
+    latency = LatencyHistogram()
+    out = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
+    deadline = time.monotonic() + seconds
+
+    async def connection(c: int) -> None:
+        mine = list(range(c, users, CONNECTIONS))
+        seqs = dict.fromkeys(mine, 0)
+        source = step * 1000 + c
+        reader, writer = await asyncio.open_connection(target.host, target.port)
+        next_at = time.monotonic() + random.random() * interval
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= deadline:
+                    return
+                if next_at > now:
+                    await asyncio.sleep(next_at - now)
+                next_at += interval
+                events = []
+                for _ in range(per_event):
+                    user = random.choice(mine)
+                    events.append((user, seqs[user]))
+                    seqs[user] += 1
+                if mode == "batch":
+                    body = b'{"events":[%b]}' % b",".join(_line(u, s, source) for u, s in events)
+                    data = _request(
+                        target, "POST", "/publish", {"Content-Type": "application/json"}, body
+                    )
+                else:
+                    ((u, s),) = events
+                    method, path, headers, body = target.publish_request(
+                        f"user/{u}", _payload(u, s, source)
+                    )
+                    data = _request(target, method, path, headers, body)
+                started = time.monotonic()
+                writer.write(data)
+                out["sent"] += per_event
+                status = await _read_response(reader)
+                latency.add(time.monotonic() - started)
+                if 200 <= status < 300:
+                    out["acked"] += per_event
+                else:
+                    out["errors"] += 1
+                    out["statuses"][str(status)] = out["statuses"].get(str(status), 0) + 1
+        finally:
+            writer.close()
+
+    results = await asyncio.gather(
+        *(connection(c) for c in range(CONNECTIONS)), return_exceptions=True
+    )
+    failures = [repr(r) for r in results if isinstance(r, BaseException)]
+    out["failures"] = failures[:3]
+    out["errors"] += len(failures)
+    out["latency"] = latency.dump()
+    return out
+
+
+async def _stream(
+    target: peers.Target, rate: float, seconds: float, users: int, step: int
+) -> dict[str, Any]:
+    """One POST /publish/stream: lines written every 5 ms at ``rate``, acks read as
+    they come; a line's latency is from its write to its ack."""
+    latency = LatencyHistogram()
+    out: dict[str, Any] = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
+    reader, writer = await asyncio.open_connection(target.host, target.port)
+    writer.write(
+        (
+            f"POST /publish/stream HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
+            "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ).encode()
+    )
+    written: deque[float] = deque()
+    seqs = [0] * users
+    source = step * 1000 + 999
+    tick = 0.005
+
+    async def write() -> None:
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            count = int(rate * (time.monotonic() - start)) - out["sent"]
+            if count > 0:
+                lines = []
+                for _ in range(count):
+                    user = random.randrange(users)
+                    lines.append(_line(user, seqs[user], source) + b"\n")
+                    seqs[user] += 1
+                chunk = b"".join(lines)
+                now = time.monotonic()
+                written.extend([now] * count)
+                out["sent"] += count
+                writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                await writer.drain()  # the server's back-pressure slows us here
+            next_tick = start + (math.floor((time.monotonic() - start) / tick) + 1) * tick
+            await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def read() -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 200:
+            out["errors"] += 1
+            out["statuses"][str(status)] = 1
+            return
+        buffer = b""
+        while True:
+            data = await reader.read(1 << 20)
+            if not data:
+                return
+            buffer += data
+            *parts, buffer = buffer.split(b"\n")
+            now = time.monotonic()
+            for part in parts:
+                if part.startswith(b'{"line"'):
+                    latency.add(now - written.popleft())
+                    if b'"ids"' in part:
+                        out["acked"] += 1
+                    else:
+                        out["errors"] += 1
+                elif part.startswith(b'{"done"') or part.startswith(b'{"error"'):
+                    return
+            # the chunk framing ("1a2\r\n" lines) is skipped by the startswith checks
+
+    reading = asyncio.ensure_future(read())
+    try:
+        await write()
+        await asyncio.wait_for(reading, 30)
+    finally:
+        reading.cancel()
+        writer.close()
+    out["latency"] = latency.dump()
+    return out
+
+
+def _publisher_process(
+    target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int, pipe: Any
+) -> None:
+    with contextlib.suppress(Exception):
+        import uvloop
+
+        uvloop.install()
+    if mode == "stream":
+        result = asyncio.run(_stream(target, rate, seconds, users, step))
+    else:
+        result = asyncio.run(_requests(target, mode, rate, seconds, users, step))
+    pipe.send(result)
+
+
+WRK_SCRIPT = r"""
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_usec; } sse_timeval;
+int gettimeofday(sse_timeval *t, void *tzp);
+]]
+local tv = ffi.new("sse_timeval")
+local function now()
+  ffi.C.gettimeofday(tv, nil)
+  return tonumber(tv.tv_sec) + tonumber(tv.tv_usec) / 1e6
+end
+local N, W, NCHAN = @N@, @W@, @NCHAN@
+-- every user once per round, in a shuffled order: a user's events are never
+-- in flight on two connections at once, so their sequence numbers arrive in order
+local order = {}
+for i = 1, N do order[i] = i - 1 end
+math.randomseed(@SEED@)
+for i = N, 2, -1 do
+  local j = math.random(i)
+  order[i], order[j] = order[j], order[i]
+end
+local k = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = NCHAN and "text/plain" or "application/json"
+request = function()
+  local u = order[(k % N) + 1]
+  local s = math.floor(k / N)
+  k = k + 1
+  local t = now()
+  if NCHAN then
+    return wrk.format(nil, "/publish?topic=user%2F" .. u, nil,
+      string.format('{"t":%.6f,"s":%d,"w":%d}', t, s, W))
+  end
+  return wrk.format(nil, "/publish", nil, string.format(
+    '{"topic":"user/%d","data":"{\\"t\\":%.6f,\\"s\\":%d,\\"w\\":%d}"}', u, t, s, W))
+end
+"""
+
+
+def _wrk_duration(text: str) -> float:
+    value, unit = float(re.match(r"[\d.]+", text)[0]), re.sub(r"[\d.]+", "", text)  # type: ignore[index]
+    return value * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
+
+
+def _wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[str, Any]:
+    """Single requests at full speed: wrk, 16 connections, one thread (core 0)."""
+    script = (
+        WRK_SCRIPT.replace("@N@", str(users))
+        .replace("@W@", str(step * 1000))
+        .replace("@NCHAN@", "true" if target.name == "nchan" else "false")
+        .replace("@SEED@", str(step))
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(script)
+    try:
+        argv = ["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
+        argv += ["--latency", "-s", f.name, f"http://{target.host}:{target.port}"]
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+    finally:
+        os.unlink(f.name)
+    done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = int(bad[1]) if bad else 0
+    socket_errors = re.search(r"Socket errors: (.*)", out)
+    percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)", out, re.M))
+    return {
+        "sent": done,
+        "acked": done - errors,
+        "errors": errors,
+        "statuses": {"socket": socket_errors[1]} if socket_errors else {},
+        "p50": _wrk_duration(percentiles["50"]),
+        "p99": _wrk_duration(percentiles["99"]),
+    }
+
+
+# ---------------------------------------------------------------- one target
+
+
+def _histogram(dumped: dict[str, Any] | list[dict[str, Any]]) -> LatencyHistogram:
+    out = LatencyHistogram()
+    for one in dumped if isinstance(dumped, list) else [dumped]:
+        if one:
+            out.merge(one)
+    return out
+
+
+def run_target(target: peers.Target, p: dict[str, Any]) -> list[dict[str, Any]]:
+    users = p["subscribers"]
+    context = multiprocessing.get_context("spawn")
+    rows: list[dict[str, Any]] = []
+    target.start()
+    children: list[Any] = []
+    pipes: list[Any] = []
+    try:
+        pin(target.server_pids(), SERVER_CORE)
+        processes = max(1, math.ceil(users / 9000))
+        paths = [target.subscribe_path(f"user/{u}") for u in range(users)]
+        for index in range(processes):
+            parent, child = context.Pipe()
+            mine = paths[index::processes]
+            sources = [f"127.0.0.{2 + index}"]
+            proc = context.Process(
+                target=_subscriber_process,
+                args=(target.host, target.port, mine, sources, child),
+                daemon=True,
+            )
+            proc.start()
+            pin([proc.pid], LOAD_CORE)
+            children.append(proc)
+            pipes.append(parent)
+        hello = [pipe.recv() if pipe.poll(180) else {"connected": 0} for pipe in pipes]
+        connected = sum(h["connected"] for h in hello)
+        log(f"  {target.name}: {connected} of {users} subscribers connected")
+        if connected < users * 0.99:
+            raise RuntimeError(f"only {connected} of {users} subscribers connected")
+        # the subscriber lists are interleaved: user u is in process u % processes
+        step = 0
+        modes = MODES["sse_fast"] if target.name.startswith("sse_fast") else MODES["other"]
+        for mode in modes:
+            for rate in p["ladders"][mode]:
+                step += 1
+                row = run_step(
+                    target, mode, rate, p, pipes, step, context, [c.pid for c in children]
+                )
+                rows.append(row)
+                log(
+                    f"    {mode:6s} offered {rate:>7,}/s: published {row['published_per_s']:>8,.0f}/s"
+                    f" delivered {row['delivered_per_s']:>8,.0f}/s p99 publish "
+                    f"{row['publish_p99_ms']:.1f} ms delivery {row['delivery_p99_ms']:.1f} ms"
+                    f" lost {row['lost']} dup {row['duplicates']} errors {row['errors']}"
+                    f" cpu {row['server_cpu']:.2f}"
+                )
+                if row["behind"]:
+                    break
+    finally:
+        for pipe in pipes:
+            with contextlib.suppress(Exception):
+                pipe.send("exit")
+        for proc in children:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+        target.stop()
+    return rows
+
+
+def run_step(
+    target: peers.Target,
+    mode: str,
+    rate: int,
+    p: dict[str, Any],
+    pipes: list[Any],
+    step: int,
+    context: Any,
+    load_pids: list[int],
+) -> dict[str, Any]:
+    seconds = p["seconds"]
+    for pipe in pipes:
+        pipe.send(("measure", time.time() - 0.5))
+    time.sleep(0.3)
+    parent, child = context.Pipe()
+    server = target.server_pids()
+    cpu_before = cpu_seconds(server)
+    load_before = cpu_seconds(load_pids)
+    began = time.monotonic()
+    if mode == "single":
+        result = _wrk(target, seconds, p["subscribers"], step)
+    else:
+        plain = dataclasses.replace(target)  # without its process handles: picklable
+        publisher = context.Process(
+            target=_publisher_process,
+            args=(plain, mode, rate, seconds, p["subscribers"], step, child),
+            daemon=True,
+        )
+        publisher.start()
+        pin([publisher.pid], LOAD_CORE)
+        result = (
+            parent.recv() if parent.poll(seconds + 60) else {"sent": 0, "acked": 0, "errors": 1}
+        )
+        publisher.join(10)
+    took = time.monotonic() - began
+    load_cpu = cpu_seconds(load_pids) - load_before
+    cpu = cpu_seconds(server) - cpu_before
+    time.sleep(p["drain"])
+    for pipe in pipes:
+        pipe.send("stop")
+    finals = [pipe.recv() if pipe.poll(60) else {} for pipe in pipes]
+    received = sum(f.get("received", 0) for f in finals)
+    lost = sum(f.get("lost", 0) for f in finals)
+    duplicates = sum(f.get("duplicates", 0) for f in finals)
+    delivery = _histogram([f.get("histogram", {}) for f in finals])
+    publish = _histogram(result.get("latency", {}))
+    publish_p50 = result.get("p50", publish.percentile(0.5))
+    publish_p99 = result.get("p99", publish.percentile(0.99))
+    window = seconds
+    acked = result.get("acked", 0)
+    published_per_s = acked / window
+    delivered_per_s = received / window
+    row = {
+        "target": target.name,
+        "mode": mode,
+        "offered_per_s": rate,
+        "seconds": seconds,
+        "published": acked,
+        "published_per_s": published_per_s,
+        "delivered": received,
+        "delivered_per_s": delivered_per_s,
+        "missing": max(0, acked - received),
+        "lost": lost,
+        "duplicates": duplicates,
+        "errors": result.get("errors", 0),
+        "statuses": result.get("statuses", {}),
+        "failures": result.get("failures", []),
+        "publish_p50_ms": publish_p50 * 1000,
+        "publish_p99_ms": publish_p99 * 1000,
+        "delivery_p50_ms": delivery.percentile(0.5) * 1000,
+        "delivery_p99_ms": delivery.percentile(0.99) * 1000,
+        "server_cpu": cpu / max(took, 1e-9),
+        "subscribers_cpu": load_cpu / max(took, 1e-9),
+        "wall_seconds": took,
+    }
+    row["behind"] = bool(
+        (rate and published_per_s < 0.95 * rate)
+        or received < 0.95 * acked
+        or lost
+        or row["errors"]
+        or row["delivery_p99_ms"] > p["max_delivery_p99_ms"]
+    )
+    return row
+
+
+# ---------------------------------------------------------------- report
+
+
+def best(rows: list[dict[str, Any]], target: str, mode: str) -> dict[str, Any] | None:
+    """The highest step that kept up (else the highest step run)."""
+    mine = [r for r in rows if r["target"] == target and r["mode"] == mode]
+    kept = [r for r in mine if not r["behind"]]
+    pool = kept or mine
+    return max(pool, key=lambda r: r["delivered_per_s"]) if pool else None
+
+
+def _offered(row: dict[str, Any]) -> str:
+    return f"{row['offered_per_s']:,}" if row["offered_per_s"] else "max (wrk)"
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    rows = report["rows"]
+    targets = report["targets"]
+    lines = [
+        "# Per-user notifications, side by side",
+        "",
+        f"`python -m benches.notifications{' --quick' if report['quick'] else ''}` "
+        f"on {report['machine']['cpus']} cores ({report['machine']['processor']}), "
+        f"Python {report['machine']['python']}, {report['date']}.",
+        "",
+        f"- {report['params']['subscribers']:,} subscribers, each on its own topic `user/<n>`;"
+        " publishers pick a random user per notification (one publisher connection per user)."
+        f" Steps of {report['params']['seconds']:g} s, {report['params']['drain']:g} s drain.",
+        "- The server is pinned to core 1; subscribers and publishers share core 0. "
+        "CPU is seconds per second: the server's (so figures are per server core), and the "
+        "load's (subscriber processes and publisher; near 1.0 the load, not the server, "
+        "is the limit).",
+        f"- single: one event per `POST`, wrk at full speed over {CONNECTIONS} connections "
+        "(one step: the saturation point); batch: "
+        f'{BATCH} events per `POST /publish` (`{{"events": [...]}}`), {CONNECTIONS} '
+        "connections; stream: one `POST /publish/stream`, lines written every 5 ms, acks "
+        "read as they come (latency: line written to its ack).",
+        "- A step is *behind* (and the ladder stops) when under 95 % of the offered rate "
+        "was published or delivered, or an event was lost, or a request failed, or "
+        f"delivery p99 exceeded {report['params']['max_delivery_p99_ms']:,} ms.",
+        "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
+        "",
+        "## Best sustained rate per way in",
+        "",
+        "| target | way | offered /s | published /s | delivered /s | publish p50 / p99 ms "
+        "| delivery p99 ms | lost | dup | server CPU | load CPU | vs nchan single |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    nchan = best(rows, "nchan", "single")
+    for target in targets:
+        for mode in ("single", "batch", "stream"):
+            r = best(rows, target, mode)
+            if r is None:
+                continue
+            ratio = (
+                f"{r['delivered_per_s'] / nchan['delivered_per_s']:.2f}x"
+                if nchan and nchan["delivered_per_s"]
+                else "n/a"
+            )
+            lines.append(
+                f"| {target} | {mode} | {_offered(r)} | {r['published_per_s']:,.0f} "
+                f"| {r['delivered_per_s']:,.0f} | {r['publish_p50_ms']:.1f} / "
+                f"{r['publish_p99_ms']:.1f} | {r['delivery_p99_ms']:.1f} | {r['lost']} "
+                f"| {r['duplicates']} | {r['server_cpu']:.2f} | {r['subscribers_cpu']:.2f} "
+                f"| {ratio} |"
+            )
+    lines += [
+        "",
+        "## Every step",
+        "",
+        "| target | way | offered /s | published /s | delivered /s | publish p99 ms "
+        "| delivery p99 ms | lost | dup | errors | server CPU | behind |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} | {r['mode']} | {_offered(r)} | {r['published_per_s']:,.0f} "
+            f"| {r['delivered_per_s']:,.0f} | {r['publish_p99_ms']:.1f} "
+            f"| {r['delivery_p99_ms']:.1f} | {r['lost']} | {r['duplicates']} | {r['errors']}"
+            f"{' ' + json.dumps(r['statuses']) if r['statuses'] else ''} "
+            f"| {r['server_cpu']:.2f} | {'yes' if r['behind'] else ''} |"
+        )
+    if report["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items())]
+    lines += ["", "![notifications](notifications.png)", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib missing: no plot")
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for target in report["targets"]:
+        for mode in ("single", "batch", "stream"):
+            rows = [r for r in report["rows"] if r["target"] == target and r["mode"] == mode]
+            if not rows:
+                continue
+            label = f"{target} {mode}"
+            x = [r["offered_per_s"] for r in rows]
+            left.plot(x, [r["delivered_per_s"] for r in rows], marker="o", label=label)
+            right.plot(x, [r["delivery_p99_ms"] for r in rows], marker="o", label=label)
+    left.set(xlabel="offered notifications/s", ylabel="delivered/s", xscale="log", yscale="log")
+    left.set_title("delivered per second (one server core)")
+    right.set(xlabel="offered notifications/s", ylabel="delivery p99 (ms)", xscale="log")
+    right.set_yscale("log")
+    right.set_title("publish-to-subscriber p99")
+    left.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.notifications", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 subscribers, 3 s steps")
+    parser.add_argument("--subscribers", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=0.0, help="per step")
+    parser.add_argument(
+        "--targets", default="sse_fast-1w,nchan,sse-starlette", help="names from benches/peers.py"
+    )
+    parser.add_argument("--out", default=str(RESULTS / "notifications"), help="path prefix")
+    args = parser.parse_args(argv)
+    p = {
+        "subscribers": args.subscribers or (1000 if args.quick else 10_000),
+        "seconds": args.seconds or (3.0 if args.quick else 8.0),
+        "drain": 2.0,
+        "max_delivery_p99_ms": 2000,
+        "ladders": {k: (v[:3] if args.quick else v) for k, v in LADDERS.items()},
+    }
+    peers.NCHAN_SHM = "512m"  # 10,000 channels: the default 128m runs out (500s)
+    wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
+    available, skipped = peers.available_targets(heartbeat=30.0)
+    targets = [t for t in available if t.name in wanted]
+    skipped = {k: v for k, v in skipped.items() if k in wanted}
+    missing = set(wanted) - {t.name for t in targets} - set(skipped)
+    if missing:
+        parser.error(f"unknown targets {sorted(missing)}")
+    report: dict[str, Any] = {
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+        },
+        "params": p,
+        "targets": [t.name for t in targets],
+        "skipped": skipped,
+        "versions": {},
+        "rows": [],
+    }
+    for target in targets:
+        with contextlib.suppress(Exception):
+            report["versions"].update(target.versions())
+        log(f"{target.name}:")
+        try:
+            report["rows"] += run_target(target, p)
+        except Exception as exc:  # one peer failing must not lose the others' figures
+            log(f"  {target.name} failed: {exc!r}")
+            report["skipped"][target.name] = repr(exc)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=2))
+    write_report(report, out.with_suffix(".md"))
+    plot(report, out.with_suffix(".png"))
+    log(f"wrote {out.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
