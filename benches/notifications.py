@@ -119,7 +119,7 @@ async def _requests(
     per_event = BATCH if mode == "batch" else 1
     interval = CONNECTIONS * per_event / rate  # seconds between requests on a connection
     latency = LatencyHistogram()
-    out = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
+    out: dict[str, Any] = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
     deadline = time.monotonic() + seconds
 
     async def connection(c: int) -> None:
@@ -373,6 +373,7 @@ def run_target(target: peers.Target, p: dict[str, Any]) -> list[dict[str, Any]]:
                 daemon=True,
             )
             proc.start()
+            assert proc.pid is not None
             pin([proc.pid], LOAD_CORE)
             children.append(proc)
             pipes.append(parent)
@@ -441,6 +442,7 @@ def run_step(
             daemon=True,
         )
         publisher.start()
+        assert publisher.pid is not None
         pin([publisher.pid], LOAD_CORE)
         result = (
             parent.recv() if parent.poll(seconds + 60) else {"sent": 0, "acked": 0, "errors": 1}
