@@ -597,15 +597,25 @@ def plot(report: dict[str, Any], path: Path) -> None:
         log("matplotlib missing: no plot")
         return
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    color = 0
     for target in report["targets"]:
         for mode in ("single", "batch", "stream"):
             rows = [r for r in report["rows"] if r["target"] == target and r["mode"] == mode]
             if not rows:
                 continue
             label = f"{target} {mode}"
+            c = f"C{color}"
+            color += 1
+            if mode == "single":  # wrk at full speed: one point, drawn as a level
+                row = rows[0]
+                left.axhline(
+                    row["delivered_per_s"], linestyle="--", color=c, label=label + " (max)"
+                )
+                right.axhline(row["delivery_p99_ms"], linestyle="--", color=c)
+                continue
             x = [r["offered_per_s"] for r in rows]
-            left.plot(x, [r["delivered_per_s"] for r in rows], marker="o", label=label)
-            right.plot(x, [r["delivery_p99_ms"] for r in rows], marker="o", label=label)
+            left.plot(x, [r["delivered_per_s"] for r in rows], marker="o", color=c, label=label)
+            right.plot(x, [r["delivery_p99_ms"] for r in rows], marker="o", color=c, label=label)
     left.set(xlabel="offered notifications/s", ylabel="delivered/s", xscale="log", yscale="log")
     left.set_title("delivered per second (one server core)")
     right.set(xlabel="offered notifications/s", ylabel="delivery p99 (ms)", xscale="log")
@@ -627,7 +637,14 @@ def main(argv: list[str] | None = None) -> int:
         "--targets", default="sse_fast-1w,nchan,sse-starlette", help="names from benches/peers.py"
     )
     parser.add_argument("--out", default=str(RESULTS / "notifications"), help="path prefix")
+    parser.add_argument("--replot", action="store_true", help="redo the report from the JSON")
     args = parser.parse_args(argv)
+    if args.replot:
+        out = Path(args.out)
+        saved = json.loads(out.with_suffix(".json").read_text())
+        write_report(saved, out.with_suffix(".md"))
+        plot(saved, out.with_suffix(".png"))
+        return 0
     p = {
         "subscribers": args.subscribers or (1000 if args.quick else 10_000),
         "seconds": args.seconds or (3.0 if args.quick else 8.0),
