@@ -54,6 +54,7 @@ SERVER_CORE = {1}
 LOAD_CORE = {0}
 CONNECTIONS = 16  # publisher connections for single requests and batches
 BATCH = 100
+IN_FLIGHT = 2000  # stream lines written and not yet acked, at most (batches: 16 x 100)
 LADDERS = {
     "single": [0],  # wrk at full speed: one step, the saturation point
     "batch": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
@@ -198,6 +199,7 @@ async def _stream(
         start = time.monotonic()
         while time.monotonic() - start < seconds:
             count = int(rate * (time.monotonic() - start)) - out["sent"]
+            count = min(count, IN_FLIGHT - len(written))  # a publisher waits for its acks
             if count > 0:
                 lines = []
                 for _ in range(count):
@@ -534,8 +536,9 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         f"- single: one event per `POST`, wrk at full speed over {CONNECTIONS} connections "
         "(one step: the saturation point); batch: "
         f'{BATCH} events per `POST /publish` (`{{"events": [...]}}`), {CONNECTIONS} '
-        "connections; stream: one `POST /publish/stream`, lines written every 5 ms, acks "
-        "read as they come (latency: line written to its ack).",
+        f"connections; stream: one `POST /publish/stream`, lines written every 5 ms with at "
+        f"most {IN_FLIGHT:,} not yet acked (as a publisher bounds what it has in flight), "
+        "acks read as they come (latency: line written to its ack).",
         "- A step is *behind* (and the ladder stops) when under 95 % of the offered rate "
         "was published or delivered, or an event was lost, or a request failed, or "
         f"delivery p99 exceeded {report['params']['max_delivery_p99_ms']:,} ms.",

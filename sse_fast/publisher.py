@@ -237,12 +237,14 @@ class Publisher:
 
     # ---------------------------------------------------------------- streaming
 
-    def stream(self) -> PublishStream:
+    def stream(self, max_in_flight: int = 1000) -> PublishStream:
         """``POST /publish/stream``: ``await stream.send(event)`` returns a future
         of the event's ids (resolved with its ack, or failed with
-        ``PublishFailed``). Leaving the ``async with`` ends the body and waits for
-        every ack."""
-        return PublishStream(self)
+        ``PublishFailed``). ``send`` waits while ``max_in_flight`` events are not
+        yet acked (what is in flight is what a retry may have to resend, and how
+        long the last one waits). Leaving the ``async with`` ends the body and
+        waits for every ack."""
+        return PublishStream(self, max_in_flight)
 
 
 class _NotSent(Exception):
@@ -259,8 +261,10 @@ def _error(reply: bytes) -> str | None:
 class PublishStream:
     """One ``POST /publish/stream`` request (see ``Publisher.stream``)."""
 
-    def __init__(self, publisher: Publisher) -> None:
+    def __init__(self, publisher: Publisher, max_in_flight: int = 1000) -> None:
         self.publisher = publisher
+        self.max_in_flight = max(1, max_in_flight)
+        self._room = asyncio.Event()
         self.published = 0
         self.failed = 0
         self._waiting: dict[int, asyncio.Future[list[str]]] = {}
@@ -283,6 +287,9 @@ class PublishStream:
 
     async def send(self, event: Mapping[str, Any]) -> asyncio.Future[list[str]]:
         """Queue one event (waits while the server is behind: TCP back-pressure)."""
+        while len(self._waiting) >= self.max_in_flight and self._ended is None:
+            self._room.clear()
+            await self._room.wait()
         if self._ended is not None:
             raise PublishFailed(f"the stream ended: {self._ended}")
         assert self._connection is not None
@@ -353,6 +360,7 @@ class PublishStream:
                     return
         except BaseException as exc:
             self._ended = exc
+            self._room.set()
             self._fail_rest(
                 exc if isinstance(exc, PublishFailed) else PublishFailed(repr(exc), 0, True)
             )
@@ -365,6 +373,7 @@ class PublishStream:
                 raise PublishFailed(ack["error"], int(ack.get("status", 0)))
             return  # the done line
         future = self._waiting.pop(line, None)
+        self._room.set()
         if "ids" in ack:
             self.published += 1
             if future is not None and not future.done():

@@ -134,3 +134,17 @@ def test_an_unreachable_server_is_retried_then_reported() -> None:
                 assert not info.value.maybe_published
 
         asyncio.run(main())
+
+
+def test_a_stream_keeps_at_most_max_in_flight_events_unacked(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with Publisher(f"http://{HOST}:{server.port}") as publisher:
+            async with publisher.stream(max_in_flight=3) as stream:
+                acks = []
+                for n in range(40):
+                    acks.append(await stream.publish("flight", n))
+                    assert len(stream._waiting) <= 3
+            assert stream.published == 40
+            assert all(len(a.result()) == 1 for a in acks)
+
+    asyncio.run(main())
