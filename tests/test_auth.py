@@ -269,12 +269,11 @@ def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
     from sse_fast.auth import Authenticator
 
     auth = Authenticator(Settings(jwt_secret=SECRET))
-    expiring = jwt.encode(
-        {"exp": time.time() - 4.2, "sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256"
-    )
+    exp = int(time.time()) - 3  # valid for 1-2 s more: the 5 s leeway
+    expiring = jwt.encode({"exp": exp, "sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256")
     first = auth.publisher(f"Bearer {expiring}")
     assert auth.publisher(f"Bearer {expiring}") is first  # cached, not decoded again
-    time.sleep(1.0)  # now past exp + leeway
+    time.sleep(max(0.0, exp + 5.1 - time.time()))  # now past exp + leeway
     with pytest.raises(Exception) as info:
         auth.publisher(f"Bearer {expiring}")
     assert getattr(info.value, "status", None) == 401 and "expired" in str(info.value)
