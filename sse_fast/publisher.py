@@ -195,8 +195,12 @@ class Publisher:
                 message = _error(reply) or f"HTTP {status}"
                 failure = PublishFailed(message, status, maybe_published=status == 503)
                 safe = status == 429 or (status == 503 and idempotent)
-                if safe and "retry-after" in headers and attempt < self.retries:
-                    await asyncio.sleep(min(float(headers["retry-after"]), 30.0))
+                if safe and attempt < self.retries:
+                    try:
+                        wait = min(float(headers.get("retry-after", "")), 30.0)
+                    except ValueError:  # absent, or an HTTP date: our own backoff
+                        wait = self.backoff * 2**attempt
+                    await asyncio.sleep(wait)
                     attempt += 1
                     continue
             if not safe or attempt >= self.retries:

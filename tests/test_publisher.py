@@ -148,3 +148,22 @@ def test_a_stream_keeps_at_most_max_in_flight_events_unacked(server: ServerProce
             assert all(len(a.result()) == 1 for a in acks)
 
     asyncio.run(main())
+
+
+def test_over_the_rate_it_waits_as_told_and_publishes() -> None:
+    with ServerProcess(publish_rate=2) as server:  # a burst of 4, then 2/s
+
+        async def main() -> None:
+            client = server.client("rate")
+            await client.connect()
+            async with Publisher(f"http://{HOST}:{server.port}") as publisher:
+                started = asyncio.get_running_loop().time()
+                for n in range(6):
+                    await publisher.publish("rate", n)  # no id needed: a 429 published nothing
+                took = asyncio.get_running_loop().time() - started
+            events = await collect(client, 6)
+            assert [e.data for e in events] == [str(n) for n in range(6)]
+            assert took >= 0.9  # it waited for Retry-After instead of failing
+            client.close()
+
+        asyncio.run(main())
