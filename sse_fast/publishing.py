@@ -75,6 +75,11 @@ def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
 
 def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     """Validate one event object of a publish body."""
+    if type(raw) is dict and len(raw) == 2 and "topic" in raw and "data" in raw:
+        # the common shape, {"topic": ..., "data": ...}: nothing else to look at
+        data = raw["data"]
+        if data is not None:
+            return PublishRequest((check_topic(raw["topic"], settings),), data)
     if type(raw) is not dict:
         raise PublishError(f"{where} must be a JSON object")
     if not PUBLISH_FIELDS.issuperset(raw):
@@ -135,22 +140,27 @@ def parse_publish_body(
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise PublishError(f"body is not valid JSON: {exc}") from None
+        raise PublishError(f"{where} is not valid JSON: {exc}") from None
+    return parse_document(document, settings, where)
+
+
+def parse_document(document: Any, settings: Settings, where: str = "body") -> list[PublishRequest]:
+    """``parse_publish_body`` after the JSON parse."""
+    if type(document) is dict and "events" not in document:
+        return [parse_event(document, settings, where)]
     if not isinstance(document, dict):
-        raise PublishError('body must be a JSON object: one event, or {"events": [...]}')
-    if "events" in document:
-        if set(document) != {"events"}:
-            raise PublishError("a batch body has only the field events")
-        events = document["events"]
-        if not isinstance(events, list) or not events:
-            raise PublishError("events must be a non-empty list")
-        if len(events) > settings.max_events_per_batch:
-            raise PublishError(
-                f"batch of {len(events)} events; the limit is {settings.max_events_per_batch}",
-                status=413,
-            )
-        return [parse_event(raw, settings, f"events[{i}]") for i, raw in enumerate(events)]
-    return [parse_event(document, settings, where)]
+        raise PublishError(f'{where} must be a JSON object: one event, or {{"events": [...]}}')
+    if set(document) != {"events"}:
+        raise PublishError("a batch body has only the field events")
+    events = document["events"]
+    if not isinstance(events, list) or not events:
+        raise PublishError("events must be a non-empty list")
+    if len(events) > settings.max_events_per_batch:
+        raise PublishError(
+            f"batch of {len(events)} events; the limit is {settings.max_events_per_batch}",
+            status=413,
+        )
+    return [parse_event(raw, settings, f"events[{i}]") for i, raw in enumerate(events)]
 
 
 __all__ = [
@@ -158,6 +168,7 @@ __all__ = [
     "PublishRequest",
     "check_event_id",
     "check_topic",
+    "parse_document",
     "parse_event",
     "parse_publish_body",
 ]

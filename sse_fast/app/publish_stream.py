@@ -49,7 +49,7 @@ import orjson
 from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator, AuthError, Credential
 from ..hub import Hub
-from ..publishing import PublishError, parse_publish_body
+from ..publishing import PublishError, parse_document, parse_event
 from ..settings import Settings
 from .admission import Admission
 from .cors import Cors
@@ -202,40 +202,51 @@ class _Stream:
             del pieces[0]  # the end of a line over the limit (already answered)
             self.skipping = False
         out: list[list[Any]] = []
-        if not self.skipping:
-            for line in pieces:
-                self.take(line, out)
-            if len(rest) > self.limit:
-                self.number += 1
-                out.append(self._failed(self.number, 413, self._too_long()))
-                self.skipping = True
-            elif last:
-                if rest:
-                    self.take(rest, out)
-            else:
-                self.pending = rest
+        if self.skipping:
+            return out
+        if last and rest:
+            pieces.append(rest)  # the last line needs no newline
+            rest = b""
+        self.take(pieces, out)
+        if len(rest) > self.limit:
+            self.number += 1
+            out.append(self._failed(self.number, 413, self._too_long()))
+            self.skipping = True
+        elif not last:
+            self.pending = rest
         return out
 
-    def take(self, line: bytes, out: list[list[Any]]) -> None:
-        self.number += 1
+    def take(self, lines: list[bytes], out: list[list[Any]]) -> None:
+        """Parse and check ``lines`` (the next ones of the body) into ``out``."""
         number = self.number
-        if not line or line.isspace():
-            return  # blank: skipped, not acknowledged
-        if len(line) > self.limit:
-            out.append(self._failed(number, 413, self._too_long()))
-            return
-        try:
-            requests = parse_publish_body(line, self.settings, "line")
-            if not self.publishes_anywhere:
-                self.endpoint.auth.check_publish(
-                    self.credential, {t for r in requests for t in r.topics}
-                )
-        except PublishError as exc:
-            out.append(self._failed(number, exc.status, str(exc)))
-        except AuthError as exc:
-            out.append(self._failed(number, exc.status, exc.message))
-        else:
-            out.append([number, requests, None])
+        limit = self.limit
+        settings = self.settings
+        loads = orjson.loads
+        check = None if self.publishes_anywhere else self.endpoint.auth.check_publish
+        for line in lines:
+            number += 1
+            if not line or line.isspace():
+                continue  # blank: skipped, not acknowledged
+            if len(line) > limit:
+                out.append(self._failed(number, 413, self._too_long()))
+                continue
+            try:
+                document = loads(line)
+                if type(document) is dict and "events" not in document:
+                    requests = [parse_event(document, settings, "line")]
+                else:
+                    requests = parse_document(document, settings, "line")
+                if check is not None:
+                    check(self.credential, {t for r in requests for t in r.topics})
+            except orjson.JSONDecodeError as exc:
+                out.append(self._failed(number, 400, f"line is not valid JSON: {exc}"))
+            except PublishError as exc:
+                out.append(self._failed(number, exc.status, str(exc)))
+            except AuthError as exc:
+                out.append(self._failed(number, exc.status, exc.message))
+            else:
+                out.append([number, requests, None])
+        self.number = number
 
     @staticmethod
     def _failed(number: int, status: int, message: str) -> list[Any]:
