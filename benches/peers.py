@@ -82,7 +82,7 @@ BACKLOG = 4096  # Linux caps it at net.core.somaxconn (4096 here)
 RESERVED_FDS = 64  # what sse_fast keeps aside from its file limit (sse_fast.cli)
 HTTP1_BUFFER_SIZE = 8_192  # sse_fast's Granian --http1-buffer-size default, also given to Velithon
 NCHAN_BUFFER_LENGTH = 1024  # messages kept per channel (sse_fast: ring_max_frames 1024)
-NCHAN_SHM = "128m"
+NCHAN_SHM = "128m"  # nchan_shared_memory_size (alias nchan_max_reserved_memory)
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0  # SIGTERM, then SIGKILL after this many seconds
@@ -528,6 +528,10 @@ class SseFastTarget(Target):
 
 @dataclass(eq=False)
 class NchanTarget(Target):
+    #: ``nchan_shared_memory_size`` (the same setting as ``nchan_max_reserved_memory``):
+    #: channels and messages live there; once it is full nchan answers 500
+    shared_memory: str = NCHAN_SHM
+
     def subscribe_path(self, topic: str) -> str:
         from urllib.parse import quote
 
@@ -566,7 +570,7 @@ class NchanTarget(Target):
             "NOFILE": str(CONNECTIONS_PER_PROCESS),
             "WORKER_CONNECTIONS": str(CONNECTIONS_PER_PROCESS),
             "PREFIX": str(prefix),
-            "SHM": NCHAN_SHM,
+            "SHM": self.shared_memory,
             "BUFFER_LENGTH": str(NCHAN_BUFFER_LENGTH),
             "HOST": self.host,
             "PORT": str(self.port),
@@ -636,6 +640,7 @@ class NchanTarget(Target):
         return [
             f"worker_processes {self.workers}, worker_connections/rlimit "
             f"{CONNECTIONS_PER_PROCESS}, backlog {BACKLOG}; {ping}; "
+            f"shared memory {self.shared_memory}; "
             f"{NCHAN_BUFFER_LENGTH} messages/1 h per channel; first message newest; "
             "sends `: hi` on connect and an `id: <time>:<n>` line with every event"
         ]
