@@ -3,6 +3,7 @@
     python -m benches.notifications                 # 10,000 subscribers, the full ladder
     python -m benches.notifications --quick         # 1,000 subscribers, short steps
     python -m benches.notifications --targets sse_fast-1w,nchan --subscribers 5000
+    python -m benches.compare --scenarios notifications --targets sse_fast-1w,nchan,sse-starlette
 
 N subscribers (``user/0`` ... ``user/N-1``, one each; the load generator's
 subscriber processes, ``sse_fast.loadgen``) and publishers sending one event
@@ -15,9 +16,14 @@ only way). The server is pinned to core 1 and the load (subscribers and
 publishers) to core 0, so figures are per server core. Each step records the
 offered rate, publishes/s achieved, deliveries/s, publish latency p50/p99 (per
 request; per line for the stream), delivery p99 (publish to subscriber), lost,
-duplicates and the server's CPU (seconds per second). Results go to
-``benches/results/notifications.{md,json,png}``. Loopback only; every step is
-bounded in time.
+duplicates and the CPU (seconds per second) of the server and of the load.
+Results go to ``benches/results/notifications.{md,json,png}`` (run from
+``benches.compare``: a section of ``compare.md`` and ``compare_notifications.png``).
+Loopback only; every step is bounded in time.
+
+Nchan gets ``nchan_shared_memory_size`` (alias ``nchan_max_reserved_memory``)
+512m: with 10,000 channels its default (128m here, 32m in nchan) runs out and
+publishes are answered 500.
 
 A topic's events all come from one publisher connection, each with the wall
 clock and a per-topic sequence number, so a subscriber sees gaps (lost) and
@@ -34,20 +40,22 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
 
 from . import peers
+from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER_CORE = {1}
@@ -61,6 +69,22 @@ LADDERS = {
     "stream": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
 }
 MODES = {"sse_fast": ["single", "batch", "stream"], "other": ["single"]}
+NCHAN_SHARED_MEMORY = "512m"  # 10,000 channels: 128m runs out (nchan answers 500)
+BEHIND = 0.95  # a step is behind under 95 % of the offered rate published or delivered
+LOAD_BUSY = 0.9  # load CPU (s/s) from which the load core, not the server, may be the limit
+
+
+def params(quick: bool, subscribers: int = 0, seconds: float = 0.0) -> dict[str, Any]:
+    """Every condition of a run (recorded in the report as is)."""
+    return {
+        "subscribers": subscribers or (1000 if quick else 10_000),
+        "seconds": seconds or (3.0 if quick else 8.0),
+        "drain": 2.0,
+        "max_delivery_p99_ms": 2000,
+        "ladders": {k: (v[:3] if quick else v) for k, v in LADDERS.items()},
+        "nchan_shared_memory": NCHAN_SHARED_MEMORY,
+        "heartbeat": 30.0,
+    }
 
 
 def log(message: str) -> None:
@@ -68,9 +92,16 @@ def log(message: str) -> None:
 
 
 def pin(pids: list[int], cores: set[int]) -> None:
+    """Every thread of ``pids`` onto ``cores`` (Granian's and uvicorn's threads are
+    started before we pin: pinning the process's main thread alone leaves them free)."""
     for pid in pids:
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(pid, cores)
+        try:
+            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            threads = [pid]
+        for thread in threads:
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(thread, cores)
 
 
 # ---------------------------------------------------------------- publishers
@@ -121,18 +152,20 @@ async def _requests(
     interval = CONNECTIONS * per_event / rate  # seconds between requests on a connection
     latency = LatencyHistogram()
     out: dict[str, Any] = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
-    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+    deadline = start + seconds
 
     async def connection(c: int) -> None:
         mine = list(range(c, users, CONNECTIONS))
         seqs = dict.fromkeys(mine, 0)
         source = step * 1000 + c
         reader, writer = await asyncio.open_connection(target.host, target.port)
-        next_at = time.monotonic() + random.random() * interval
+        # the connections' schedules evenly staggered: rate x seconds requests in all
+        next_at = start + c * interval / CONNECTIONS
         try:
             while True:
                 now = time.monotonic()
-                if now >= deadline:
+                if now >= deadline or next_at >= deadline:
                     return
                 if next_at > now:
                     await asyncio.sleep(next_at - now)
@@ -257,14 +290,19 @@ async def _stream(
 def _publisher_process(
     target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int, pipe: Any
 ) -> None:
+    """Child process: say "started", publish for ``seconds``, send the counts, the
+    latency histogram and the CPU it used publishing."""
     with contextlib.suppress(Exception):
         import uvloop
 
         uvloop.install()
+    pipe.send("started")
+    cpu = time.process_time()
     if mode == "stream":
         result = asyncio.run(_stream(target, rate, seconds, users, step))
     else:
         result = asyncio.run(_requests(target, mode, rate, seconds, users, step))
+    result["cpu"] = time.process_time() - cpu
     pipe.send(result)
 
 
@@ -323,9 +361,12 @@ def _wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[st
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(script)
     try:
-        argv = ["taskset", "-c", "0", "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
+        core = ",".join(str(c) for c in sorted(LOAD_CORE))
+        argv = ["taskset", "-c", core, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s"]
         argv += ["--latency", "-s", f.name, f"http://{target.host}:{target.port}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         os.unlink(f.name)
     done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
@@ -340,6 +381,7 @@ def _wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[st
         "statuses": {"socket": socket_errors[1]} if socket_errors else {},
         "p50": _wrk_duration(percentiles["50"]),
         "p99": _wrk_duration(percentiles["99"]),
+        "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
     }
 
 
@@ -354,7 +396,32 @@ def _histogram(dumped: dict[str, Any] | list[dict[str, Any]]) -> LatencyHistogra
     return out
 
 
-def run_target(target: peers.Target, p: dict[str, Any]) -> list[dict[str, Any]]:
+def prepared(target: peers.Target, p: dict[str, Any]) -> peers.Target:
+    """The target as this benchmark runs it (a copy): this run's heartbeat, and Nchan
+    with room for N channels."""
+    if isinstance(target, peers.NchanTarget):
+        return dataclasses.replace(
+            target, heartbeat=p["heartbeat"], shared_memory=p["nchan_shared_memory"]
+        )
+    return dataclasses.replace(target, heartbeat=p["heartbeat"])
+
+
+def climb(ladder: list[int], run_one: Callable[[int], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run ``run_one(rate)`` for each rate of the ladder, up to the first step behind."""
+    rows = []
+    for rate in ladder:
+        row = run_one(rate)
+        rows.append(row)
+        if row["behind"]:
+            break
+    return rows
+
+
+def run_target(
+    target: peers.Target, p: dict[str, Any], progress: Callable[[str], None] = log
+) -> list[dict[str, Any]]:
+    """Start ``target`` (as :func:`prepared` gives it), connect the subscribers, climb
+    every way in's ladder, stop it; one row per step."""
     users = p["subscribers"]
     context = multiprocessing.get_context("spawn")
     rows: list[dict[str, Any]] = []
@@ -381,28 +448,28 @@ def run_target(target: peers.Target, p: dict[str, Any]) -> list[dict[str, Any]]:
             pipes.append(parent)
         hello = [pipe.recv() if pipe.poll(180) else {"connected": 0} for pipe in pipes]
         connected = sum(h["connected"] for h in hello)
-        log(f"  {target.name}: {connected} of {users} subscribers connected")
+        progress(f"  {target.name}: {connected} of {users} subscribers connected")
         if connected < users * 0.99:
             raise RuntimeError(f"only {connected} of {users} subscribers connected")
-        # the subscriber lists are interleaved: user u is in process u % processes
         step = 0
         modes = MODES["sse_fast"] if target.name.startswith("sse_fast") else MODES["other"]
+        load_pids = [c.pid for c in children]
+
+        def run_one(rate: int) -> dict[str, Any]:
+            nonlocal step
+            step += 1
+            row = run_step(target, mode, rate, p, pipes, step, context, load_pids)
+            progress(
+                f"    {mode:6s} offered {rate:>7,}/s: published {row['published_per_s']:>8,.0f}/s"
+                f" delivered {row['delivered_per_s']:>8,.0f}/s p99 publish "
+                f"{row['publish_p99_ms']:.1f} ms delivery {row['delivery_p99_ms']:.1f} ms"
+                f" lost {row['lost']} dup {row['duplicates']} errors {row['errors']}"
+                f" cpu server {row['server_cpu']:.2f} load {row['load_cpu']:.2f}"
+            )
+            return row
+
         for mode in modes:
-            for rate in p["ladders"][mode]:
-                step += 1
-                row = run_step(
-                    target, mode, rate, p, pipes, step, context, [c.pid for c in children]
-                )
-                rows.append(row)
-                log(
-                    f"    {mode:6s} offered {rate:>7,}/s: published {row['published_per_s']:>8,.0f}/s"
-                    f" delivered {row['delivered_per_s']:>8,.0f}/s p99 publish "
-                    f"{row['publish_p99_ms']:.1f} ms delivery {row['delivery_p99_ms']:.1f} ms"
-                    f" lost {row['lost']} dup {row['duplicates']} errors {row['errors']}"
-                    f" cpu {row['server_cpu']:.2f}"
-                )
-                if row["behind"]:
-                    break
+            rows += climb(p["ladders"][mode], run_one)
     finally:
         for pipe in pipes:
             with contextlib.suppress(Exception):
@@ -425,18 +492,19 @@ def run_step(
     context: Any,
     load_pids: list[int],
 ) -> dict[str, Any]:
+    """One step: publish for ``p["seconds"]``, wait ``p["drain"]``, collect the counts."""
     seconds = p["seconds"]
     for pipe in pipes:
         pipe.send(("measure", time.time() - 0.5))
     time.sleep(0.3)
-    parent, child = context.Pipe()
     server = target.server_pids()
-    cpu_before = cpu_seconds(server)
-    load_before = cpu_seconds(load_pids)
-    began = time.monotonic()
+    pin(server, SERVER_CORE)  # threads started since the last step
     if mode == "single":
+        cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
+        began = time.monotonic()
         result = _wrk(target, seconds, p["subscribers"], step)
     else:
+        parent, child = context.Pipe()
         plain = dataclasses.replace(target)  # without its process handles: picklable
         publisher = context.Process(
             target=_publisher_process,
@@ -446,10 +514,17 @@ def run_step(
         publisher.start()
         assert publisher.pid is not None
         pin([publisher.pid], LOAD_CORE)
+        parent.poll(60)  # "started": the process is up, its imports done
+        with contextlib.suppress(EOFError, OSError):
+            parent.recv()
+        cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
+        began = time.monotonic()
         result = (
             parent.recv() if parent.poll(seconds + 60) else {"sent": 0, "acked": 0, "errors": 1}
         )
         publisher.join(10)
+        if publisher.is_alive():
+            publisher.kill()
     took = time.monotonic() - began
     load_cpu = cpu_seconds(load_pids) - load_before
     cpu = cpu_seconds(server) - cpu_before
@@ -457,48 +532,79 @@ def run_step(
     for pipe in pipes:
         pipe.send("stop")
     finals = [pipe.recv() if pipe.poll(60) else {} for pipe in pipes]
+    return step_row(
+        target.name,
+        mode,
+        rate,
+        p,
+        result,
+        finals,
+        server_cpu=cpu / max(took, 1e-9),
+        subscribers_cpu=load_cpu / max(took, 1e-9),
+        took=took,
+    )
+
+
+def step_row(
+    target: str,
+    mode: str,
+    rate: int,
+    p: dict[str, Any],
+    result: dict[str, Any],
+    finals: list[dict[str, Any]],
+    server_cpu: float,
+    subscribers_cpu: float,
+    took: float,
+) -> dict[str, Any]:
+    """A step's row from the publisher's ``result`` and the subscriber processes'
+    ``finals`` (counts and latency histograms); CPU in seconds per second."""
+    seconds = p["seconds"]
     received = sum(f.get("received", 0) for f in finals)
-    lost = sum(f.get("lost", 0) for f in finals)
-    duplicates = sum(f.get("duplicates", 0) for f in finals)
     delivery = _histogram([f.get("histogram", {}) for f in finals])
     publish = _histogram(result.get("latency", {}))
-    publish_p50 = result.get("p50", publish.percentile(0.5))
-    publish_p99 = result.get("p99", publish.percentile(0.99))
-    window = seconds
     acked = result.get("acked", 0)
-    published_per_s = acked / window
-    delivered_per_s = received / window
+    publisher_cpu = result.get("cpu", 0.0) / max(took, 1e-9)
     row = {
-        "target": target.name,
+        "target": target,
         "mode": mode,
         "offered_per_s": rate,
         "seconds": seconds,
         "published": acked,
-        "published_per_s": published_per_s,
+        "published_per_s": acked / seconds,
         "delivered": received,
-        "delivered_per_s": delivered_per_s,
+        "delivered_per_s": received / seconds,
         "missing": max(0, acked - received),
-        "lost": lost,
-        "duplicates": duplicates,
+        "lost": sum(f.get("lost", 0) for f in finals),
+        "duplicates": sum(f.get("duplicates", 0) for f in finals),
         "errors": result.get("errors", 0),
         "statuses": result.get("statuses", {}),
         "failures": result.get("failures", []),
-        "publish_p50_ms": publish_p50 * 1000,
-        "publish_p99_ms": publish_p99 * 1000,
+        "publish_p50_ms": result.get("p50", publish.percentile(0.5)) * 1000,
+        "publish_p99_ms": result.get("p99", publish.percentile(0.99)) * 1000,
         "delivery_p50_ms": delivery.percentile(0.5) * 1000,
         "delivery_p99_ms": delivery.percentile(0.99) * 1000,
-        "server_cpu": cpu / max(took, 1e-9),
-        "subscribers_cpu": load_cpu / max(took, 1e-9),
+        "server_cpu": server_cpu,
+        "subscribers_cpu": subscribers_cpu,
+        "publisher_cpu": publisher_cpu,
+        "load_cpu": subscribers_cpu + publisher_cpu,
         "wall_seconds": took,
     }
-    row["behind"] = bool(
-        (rate and published_per_s < 0.95 * rate)
-        or received < 0.95 * acked
-        or lost
-        or row["errors"]
-        or row["delivery_p99_ms"] > p["max_delivery_p99_ms"]
-    )
+    row["behind"] = is_behind(row, p["max_delivery_p99_ms"])
     return row
+
+
+def is_behind(row: dict[str, Any], max_delivery_p99_ms: float) -> bool:
+    """Under 95 % of the offered rate published (wrk's single step offers no rate),
+    under 95 % of what was published delivered, an event lost, a request failed,
+    or delivery p99 over the bound."""
+    rate = row["offered_per_s"]
+    return bool(
+        (rate and row["published_per_s"] < BEHIND * rate)
+        or row["delivered"] < BEHIND * row["published"]
+        or row["lost"]
+        or row["errors"]
+        or row["delivery_p99_ms"] > max_delivery_p99_ms
+    )
 
 
 # ---------------------------------------------------------------- report
@@ -524,36 +630,41 @@ def _offered(row: dict[str, Any]) -> str:
     return f"{row['offered_per_s']:,}" if row["offered_per_s"] else "max (wrk)"
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
-    rows = report["rows"]
-    targets = report["targets"]
-    lines = [
-        "# Per-user notifications, side by side",
-        "",
-        f"`python -m benches.notifications{' --quick' if report['quick'] else ''}` "
-        f"on {report['machine']['cpus']} cores ({report['machine']['processor']}), "
-        f"Python {report['machine']['python']}, {report['date']}.",
-        "",
-        f"- {report['params']['subscribers']:,} subscribers, each on its own topic `user/<n>`;"
+def _load_cpu(row: dict[str, Any]) -> str:
+    load = float(row.get("load_cpu", row["subscribers_cpu"]))  # older results: subscribers only
+    return f"{load:.2f}" + (" busy" if load >= LOAD_BUSY else "")
+
+
+def conditions(p: dict[str, Any]) -> list[str]:
+    """The conditions of a run, as Markdown bullets."""
+    return [
+        f"- {p['subscribers']:,} subscribers, each on its own topic `user/<n>`;"
         " publishers pick a random user per notification (one publisher connection per user)."
-        f" Steps of {report['params']['seconds']:g} s, {report['params']['drain']:g} s drain.",
-        "- The server is pinned to core 1; subscribers and publishers share core 0. "
-        "CPU is seconds per second: the server's (so figures are per server core), and the "
-        "load's (subscriber processes and publisher; near 1.0 the load, not the server, "
-        "is the limit).",
+        f" Steps of {p['seconds']:g} s, {p['drain']:g} s drain; heartbeat (ping) "
+        f"every {p.get('heartbeat', 30.0):g} s.",
+        f"- The server is pinned to core {min(SERVER_CORE)}; subscribers and publishers share "
+        f"core {min(LOAD_CORE)}. CPU is seconds per second: the server's (so figures are per "
+        "server core), and the load's (subscriber processes and publisher or wrk; *busy* from "
+        f"{LOAD_BUSY:.2f}: the load core was saturated, so the figure is a floor for that "
+        "server, not its ceiling).",
         f"- single: one event per `POST`, wrk at full speed over {CONNECTIONS} connections "
         "(one step: the saturation point); batch: "
         f'{BATCH} events per `POST /publish` (`{{"events": [...]}}`), {CONNECTIONS} '
-        f"connections; stream: one `POST /publish/stream`, lines written every 5 ms with at "
+        "connections, publish latency per request (each of its events waits for the whole "
+        "request); stream: one `POST /publish/stream`, lines written every 5 ms with at "
         f"most {IN_FLIGHT:,} not yet acked (as a publisher bounds what it has in flight), "
-        "acks read as they come (latency: line written to its ack).",
-        "- A step is *behind* (and the ladder stops) when under 95 % of the offered rate "
-        "was published or delivered, or an event was lost, or a request failed, or "
-        f"delivery p99 exceeded {report['params']['max_delivery_p99_ms']:,} ms.",
-        "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
-        "",
-        "## Best sustained rate per way in",
-        "",
+        "acks read as they come (latency per line: written to its ack).",
+        f"- A step is *behind* (and the ladder stops) when under {BEHIND:.0%} of the offered "
+        f"rate was published or delivered, or an event was lost, or a request failed, or "
+        f"delivery p99 exceeded {p['max_delivery_p99_ms']:,} ms.",
+        "- Nchan: `nchan_shared_memory_size` (alias `nchan_max_reserved_memory`) "
+        f"{p.get('nchan_shared_memory', NCHAN_SHARED_MEMORY)}, so that every channel fits.",
+    ]
+
+
+def best_table(rows: list[dict[str, Any]], targets: list[str]) -> list[str]:
+    """One line per target and way in: its best sustained step."""
+    lines = [
         "| target | way | offered /s | published /s | delivered /s | publish p50 / p99 ms "
         "| delivery p99 ms | lost | dup | server CPU | load CPU | vs nchan single "
         "| most delivered /s in any step |",
@@ -574,16 +685,18 @@ def write_report(report: dict[str, Any], path: Path) -> None:
                 f"| {target} | {mode} | {_offered(r)} | {r['published_per_s']:,.0f} "
                 f"| {r['delivered_per_s']:,.0f} | {r['publish_p50_ms']:.1f} / "
                 f"{r['publish_p99_ms']:.1f} | {r['delivery_p99_ms']:.1f} | {r['lost']} "
-                f"| {r['duplicates']} | {r['server_cpu']:.2f} | {r['subscribers_cpu']:.2f} "
+                f"| {r['duplicates']} | {r['server_cpu']:.2f} | {_load_cpu(r)} "
                 f"| {ratio} | {most(rows, target, mode):,.0f} |"
             )
-    lines += [
-        "",
-        "## Every step",
-        "",
+    return lines
+
+
+def steps_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Every step run, in order."""
+    lines = [
         "| target | way | offered /s | published /s | delivered /s | publish p99 ms "
-        "| delivery p99 ms | lost | dup | errors | server CPU | behind |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| delivery p99 ms | lost | dup | errors | server CPU | load CPU | behind |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -591,8 +704,37 @@ def write_report(report: dict[str, Any], path: Path) -> None:
             f"| {r['delivered_per_s']:,.0f} | {r['publish_p99_ms']:.1f} "
             f"| {r['delivery_p99_ms']:.1f} | {r['lost']} | {r['duplicates']} | {r['errors']}"
             f"{' ' + json.dumps(r['statuses']) if r['statuses'] else ''} "
-            f"| {r['server_cpu']:.2f} | {'yes' if r['behind'] else ''} |"
+            f"| {r['server_cpu']:.2f} | {_load_cpu(r)} | {'yes' if r['behind'] else ''} |"
         )
+    return lines
+
+
+def targets_of(rows: list[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["target"] for r in rows))
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    rows = report["rows"]
+    m = report["machine"]
+    cpu = m.get("cpu") or m.get("processor")
+    lines = [
+        "# Per-user notifications, side by side",
+        "",
+        f"`python -m benches.notifications{' --quick' if report['quick'] else ''}` "
+        f"on {m.get('cores') or m.get('cpus')} cores ({cpu}), "
+        f"Python {m['python']}, {report['date']}.",
+        "",
+        *conditions(report["params"]),
+        "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
+        "",
+        "## Best sustained rate per way in",
+        "",
+        *best_table(rows, report["targets"]),
+        "",
+        "## Every step",
+        "",
+        *steps_table(rows),
+    ]
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items())]
     lines += ["", "![notifications](notifications.png)", ""]
@@ -636,6 +778,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     left.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -657,16 +800,9 @@ def main(argv: list[str] | None = None) -> int:
         write_report(saved, out.with_suffix(".md"))
         plot(saved, out.with_suffix(".png"))
         return 0
-    p = {
-        "subscribers": args.subscribers or (1000 if args.quick else 10_000),
-        "seconds": args.seconds or (3.0 if args.quick else 8.0),
-        "drain": 2.0,
-        "max_delivery_p99_ms": 2000,
-        "ladders": {k: (v[:3] if args.quick else v) for k, v in LADDERS.items()},
-    }
-    peers.NCHAN_SHM = "512m"  # 10,000 channels: the default 128m runs out (500s)
+    p = params(args.quick, args.subscribers, args.seconds)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
-    available, skipped = peers.available_targets(heartbeat=30.0)
+    available, skipped = peers.available_targets(heartbeat=p["heartbeat"])
     targets = [t for t in available if t.name in wanted]
     skipped = {k: v for k, v in skipped.items() if k in wanted}
     missing = set(wanted) - {t.name for t in targets} - set(skipped)
@@ -675,23 +811,22 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "quick": args.quick,
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "params": p,
         "targets": [t.name for t in targets],
         "skipped": skipped,
         "versions": {},
+        "commands": {},
         "rows": [],
     }
     for target in targets:
+        target = prepared(target, p)
         with contextlib.suppress(Exception):
             report["versions"].update(target.versions())
         log(f"{target.name}:")
         try:
             report["rows"] += run_target(target, p)
+            report["commands"][target.name] = target.command_line
         except Exception as exc:  # one peer failing must not lose the others' figures
             log(f"  {target.name} failed: {exc!r}")
             report["skipped"][target.name] = repr(exc)

@@ -1,0 +1,185 @@
+"""The pure parts of ``benches/notifications.py``: rate ladders, step rows, the
+"behind" rule and the report. Fast, no server; run explicitly (the default test run's
+``testpaths = ["tests"]`` and the tests never import benches)::
+
+    python -m pytest benches/test_notifications.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benches import notifications as N
+from sse_fast.loadgen import LatencyHistogram
+
+
+def _histogram(*seconds: float) -> dict[str, Any]:
+    histogram = LatencyHistogram()
+    for value in seconds:
+        histogram.add(value)
+    dumped: dict[str, Any] = json.loads(json.dumps(histogram.dump()))  # as read from a file
+    return dumped
+
+
+def _row(**fields: Any) -> dict[str, Any]:
+    row = {
+        "target": "sse_fast-1w",
+        "mode": "batch",
+        "offered_per_s": 10_000,
+        "published": 30_000,
+        "published_per_s": 10_000.0,
+        "delivered": 30_000,
+        "delivered_per_s": 10_000.0,
+        "lost": 0,
+        "duplicates": 0,
+        "errors": 0,
+        "statuses": {},
+        "publish_p50_ms": 1.0,
+        "publish_p99_ms": 2.0,
+        "delivery_p99_ms": 5.0,
+        "server_cpu": 0.5,
+        "subscribers_cpu": 0.2,
+        "load_cpu": 0.3,
+        "behind": False,
+    }
+    return {**row, **fields}
+
+
+def test_params_quick_is_small_and_short() -> None:
+    quick, full = N.params(quick=True), N.params(quick=False)
+    assert (quick["subscribers"], full["subscribers"]) == (1000, 10_000)
+    assert quick["seconds"] < full["seconds"]
+    assert quick["ladders"]["batch"] == full["ladders"]["batch"][:3]
+    assert quick["ladders"]["single"] == [0]  # wrk at full speed: one step
+    assert N.params(quick=True, subscribers=50, seconds=1.5)["subscribers"] == 50
+    assert full["nchan_shared_memory"] == "512m"
+
+
+def test_climb_stops_at_the_first_step_behind() -> None:
+    ran: list[int] = []
+
+    def run_one(rate: int) -> dict[str, Any]:
+        ran.append(rate)
+        return {"rate": rate, "behind": rate >= 40}
+
+    rows = N.climb([10, 20, 40, 80], run_one)
+    assert ran == [10, 20, 40]
+    assert [r["behind"] for r in rows] == [False, False, True]
+    assert N.climb([], run_one) == []
+
+
+@pytest.mark.parametrize(
+    ("fields", "behind"),
+    [
+        ({}, False),
+        ({"published_per_s": 9_400.0}, True),  # under 95 % of the offered rate published
+        ({"published_per_s": 9_600.0}, False),
+        ({"delivered": 28_000}, True),  # under 95 % of what was published delivered
+        ({"lost": 1}, True),
+        ({"errors": 1}, True),
+        ({"delivery_p99_ms": 2_001.0}, True),
+        ({"offered_per_s": 0, "published_per_s": 1.0, "published": 10}, False),  # wrk: no rate
+        ({"duplicates": 3}, False),  # reported, not a reason to stop
+    ],
+)
+def test_behind(fields: dict[str, Any], behind: bool) -> None:
+    assert N.is_behind(_row(**fields), max_delivery_p99_ms=2000) is behind
+
+
+def test_step_row_adds_up_the_subscriber_processes() -> None:
+    p = N.params(quick=True, seconds=2.0)
+    result = {
+        "sent": 20_100,
+        "acked": 20_000,
+        "errors": 0,
+        "statuses": {},
+        "latency": _histogram(0.001, 0.002, 0.010),
+        "cpu": 0.5,
+    }
+    finals = [
+        {"received": 12_000, "lost": 0, "duplicates": 1, "histogram": _histogram(0.003)},
+        {"received": 8_000, "lost": 0, "duplicates": 0, "histogram": _histogram(0.004, 0.5)},
+        {},  # a subscriber process that did not answer
+    ]
+    row = N.step_row(
+        "sse_fast-1w",
+        "stream",
+        10_000,
+        p,
+        result,
+        finals,
+        server_cpu=0.8,
+        subscribers_cpu=0.25,
+        took=2.5,
+    )
+    assert row["published_per_s"] == 10_000 and row["delivered_per_s"] == 10_000
+    assert (row["missing"], row["lost"], row["duplicates"]) == (0, 0, 1)
+    assert row["publish_p50_ms"] == pytest.approx(2.0, rel=0.02)
+    assert row["publish_p99_ms"] == pytest.approx(10.0, rel=0.02)
+    assert row["delivery_p99_ms"] == pytest.approx(500.0, rel=0.02)
+    assert row["publisher_cpu"] == pytest.approx(0.2)
+    assert row["load_cpu"] == pytest.approx(0.45)
+    assert row["behind"] is False
+
+
+def test_step_row_takes_wrk_percentiles_as_given() -> None:
+    p = N.params(quick=True, seconds=1.0)
+    result = {"sent": 100, "acked": 90, "errors": 10, "p50": 0.0015, "p99": 0.02, "cpu": 0.9}
+    row = N.step_row("nchan", "single", 0, p, result, [{"received": 90}], 1.0, 0.1, took=1.0)
+    assert (row["publish_p50_ms"], row["publish_p99_ms"]) == (1.5, 20.0)
+    assert row["missing"] == 0 and row["behind"] is True  # 10 requests failed
+
+
+def test_wrk_durations() -> None:
+    assert N._wrk_duration("812.00us") == pytest.approx(812e-6)
+    assert N._wrk_duration("3.25ms") == pytest.approx(3.25e-3)
+    assert N._wrk_duration("1.02s") == pytest.approx(1.02)
+    assert N._wrk_duration("1.5m") == pytest.approx(90.0)
+
+
+def test_best_is_the_highest_step_kept_up_else_the_highest_run() -> None:
+    rows = [
+        _row(offered_per_s=10_000, delivered_per_s=10_000.0),
+        _row(offered_per_s=20_000, delivered_per_s=19_900.0),
+        _row(offered_per_s=40_000, delivered_per_s=25_000.0, behind=True),
+        _row(mode="stream", offered_per_s=10_000, delivered_per_s=8_000.0, behind=True),
+    ]
+    assert N.best(rows, "sse_fast-1w", "batch")["offered_per_s"] == 20_000  # type: ignore[index]
+    assert N.most(rows, "sse_fast-1w", "batch") == 25_000
+    assert N.best(rows, "sse_fast-1w", "stream")["delivered_per_s"] == 8_000  # type: ignore[index]
+    assert N.best(rows, "nchan", "single") is None
+    assert N.most(rows, "nchan", "single") == 0.0
+
+
+def test_report(tmp_path: Path) -> None:
+    rows = [
+        _row(
+            target="nchan", mode="single", offered_per_s=0, delivered_per_s=17_000.0, load_cpu=0.95
+        ),
+        _row(offered_per_s=20_000, delivered_per_s=20_400.0),
+        _row(offered_per_s=40_000, delivered_per_s=22_000.0, behind=True, statuses={"500": 3}),
+    ]
+    report = {
+        "quick": True,
+        "date": "2026-11-23 09:00",
+        "machine": {"cores": 2, "cpu": "test cpu", "python": "3.11.7"},
+        "params": N.params(quick=True),
+        "targets": ["sse_fast-1w", "nchan"],
+        "skipped": {"velithon": "not installed"},
+        "versions": {"nchan": "1.3.6"},
+        "rows": rows,
+    }
+    N.write_report(report, tmp_path / "n.md")
+    text = (tmp_path / "n.md").read_text()
+    assert "`python -m benches.notifications --quick` on 2 cores (test cpu)" in text
+    assert "| sse_fast-1w | batch | 20,000 | 10,000 | 20,400 |" in text
+    assert "| 1.20x | 22,000 |" in text  # vs nchan single; the most in any step
+    assert "| nchan | single | max (wrk) |" in text
+    assert "| 0.50 | 0.95 busy | 1.00x |" in text  # the load core was the limit
+    assert '{"500": 3}' in text and "| yes |" in text
+    assert "Skipped: velithon: not installed" in text
+    assert N.targets_of(rows) == ["nchan", "sse_fast-1w"]
