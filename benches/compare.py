@@ -1,8 +1,8 @@
 """One-command comparison of sse_fast with its peers, same scenarios, same load
 generator, one server at a time.
 
-    python -m benches.compare                 # the full run (~15 min on 2 cores)
-    python -m benches.compare --quick         # smoke run (a few minutes)
+    python -m benches.compare                 # the full run (~20 min on 2 cores)
+    python -m benches.compare --quick         # smoke run (about 5 minutes)
     python -m benches.compare --scenarios storm,reconnect --targets sse_fast-1w,nchan
 
 First installs missing peers (``benches.peers.ensure_peers_installed``); a peer that
@@ -22,10 +22,16 @@ server and stopping it afterwards:
 * ``reconnect``: publishing continues while every client drops its connection and
   reconnects at once with ``Last-Event-ID`` (the last id it saw); events lost;
 * ``slow``: 10 % of the clients are slow consumers (4 KB receive buffer, reading
-  0.5 s then pausing 2 s); the fast clients' p99 against an all-fast run.
+  0.5 s then pausing 2 s); the fast clients' p99 against an all-fast run;
+* ``notifications``: per-user notifications (``benches.notifications``): 10,000
+  subscribers each on a topic of its own, notifications to random users, single
+  requests at full speed (wrk), and for sse_fast batches of 100 and
+  ``POST /publish/stream`` at rising rates until delivery falls behind; the server
+  on one core, the load on the other.
 
-Writes ``benches/results/compare.md``, ``compare.json``, ``compare.png`` and
-``compare_scenarios.png``. Loopback only; every run is bounded in time.
+Writes ``benches/results/compare.md``, ``compare.json``, ``compare.png``,
+``compare_scenarios.png`` and (with ``notifications``) ``compare_notifications.png``.
+Loopback only; every run is bounded in time.
 """
 
 from __future__ import annotations
@@ -37,18 +43,20 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from benches import peers
+from benches import notifications, peers
 from benches.server_bench import RESULTS, log, machine, table
 from sse_fast.loadgen import run_load
 
 TARGET_ORDER = ["sse_fast-1w", "sse_fast-2w", "nchan", "sse-starlette", "velithon"]
-SCENARIOS = ["storm", "broadcast", "topics", "reconnect", "slow"]
+SCENARIOS = ["storm", "broadcast", "topics", "reconnect", "slow", "notifications"]
 HEARTBEAT = 15.0
 SATURATED = 0.9  # a step saturates when publishes or deliveries fall below 90 %
+T = TypeVar("T")
 
 
 def plan(quick: bool) -> dict[str, Any]:
@@ -102,6 +110,7 @@ def plan(quick: bool) -> dict[str, Any]:
             "slow_rcvbuf": 4096,
             "duration": 3.0 if quick else 6.0,
         },
+        "notifications": notifications.params(quick),
     }
 
 
@@ -120,20 +129,13 @@ class Runner:
         self.commands: dict[str, str] = {}
 
     def run(self, target: peers.Target, scenario: str, **load: Any) -> dict[str, Any] | None:
-        self.done += 1
-        elapsed = time.monotonic() - self.started
-        eta = elapsed / (self.done - 1) * (self.total - self.done + 1) if self.done > 1 else 0
         shown = ", ".join(
             f"{k}={v}"
             for k, v in load.items()
             if k in ("connections", "rate", "topics", "slow_every", "reconnect_after")
         )
-        log(
-            f"[{self.done}/{self.total}, {elapsed / 60:.1f} min"
-            + (f", ~{eta / 60:.1f} min left" if eta else "")
-            + f"] {scenario} on {target.name}: {shown}"
-        )
-        try:
+
+        def one_load() -> dict[str, Any]:
             target.start()
             self.commands[target.name] = target.command_line
             result = run_load(
@@ -149,6 +151,24 @@ class Runner:
             row = asdict(result)
             row["scenario"] = scenario
             return row
+
+        return self.attempt(target, scenario, shown, one_load)
+
+    def attempt(
+        self, target: peers.Target, scenario: str, shown: str, body: Callable[[], T]
+    ) -> T | None:
+        """Show progress, run ``body`` (which starts ``target``), stop ``target``;
+        a failure is recorded (None returned) and the comparison goes on."""
+        self.done += 1
+        elapsed = time.monotonic() - self.started
+        eta = elapsed / (self.done - 1) * (self.total - self.done + 1) if self.done > 1 else 0
+        log(
+            f"[{self.done}/{self.total}, {elapsed / 60:.1f} min"
+            + (f", ~{eta / 60:.1f} min left" if eta else "")
+            + f"] {scenario} on {target.name}: {shown}"
+        )
+        try:
+            return body()
         except Exception as exc:  # reported, the comparison goes on
             log(f"    FAILED: {type(exc).__name__}: {exc}")
             self.failures.append(
@@ -233,12 +253,30 @@ def run_slow(runner: Runner, t: peers.Target, p: dict[str, Any]) -> list[dict[st
     return rows
 
 
+def run_notifications(runner: Runner, t: peers.Target, p: dict[str, Any]) -> list[dict[str, Any]]:
+    n = p["notifications"]
+    target = notifications.prepared(t, n)  # Nchan with room for every channel
+
+    def ladders() -> list[dict[str, Any]]:
+        try:
+            return notifications.run_target(target, n, progress=lambda s: log("  " + s.strip()))
+        finally:
+            runner.commands[t.name] = target.command_line
+
+    shown = f"subscribers={n['subscribers']}, one topic each"
+    rows = runner.attempt(target, "notifications", shown, ladders) or []
+    for row in rows:
+        row["scenario"] = "notifications"
+    return rows
+
+
 RUNNERS = {
     "storm": run_storm,
     "broadcast": run_broadcast,
     "topics": run_topics,
     "reconnect": run_reconnect,
     "slow": run_slow,
+    "notifications": run_notifications,
 }
 
 
@@ -251,6 +289,7 @@ def count_runs(scenarios: list[str], p: dict[str, Any], targets: int) -> int:
         "topics": 1,
         "reconnect": 1,
         "slow": 2,
+        "notifications": 1,  # one server, every way in and every step
     }
     return targets * sum(per[s] for s in scenarios)
 
@@ -325,6 +364,12 @@ def summary(report: dict[str, Any]) -> list[dict[str, Any]]:
             row["fast_p99_all_fast_ms"] = fast[0]["p99_ms"]
         if mixed:
             row["fast_p99_with_slow_ms"] = mixed[0]["p99_ms"]
+        nt = rows_of(report, "notifications", name)
+        kept = [r for r in nt if not r["behind"]] or nt
+        if kept:
+            top = max(kept, key=lambda r: r["delivered_per_s"])
+            row["notifications_best_per_s"] = top["delivered_per_s"]
+            row["notifications_best_way"] = top["mode"]
         out.append(row)
     return out
 
@@ -341,6 +386,8 @@ def summary_table(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[str]:
         "reconnect: lost / dup",
         "fast p99: all fast -> 10% slow",
         "RSS/conn KB",
+        f"notifications {p.get('notifications', {}).get('subscribers', 0):,} users: "
+        "best kept up /s (way)",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
@@ -364,6 +411,9 @@ def summary_table(rows: list[dict[str, Any]], p: dict[str, Any]) -> list[str]:
             f"{fmt(r.get('fast_p99_all_fast_ms'), '.0f')} -> "
             f"{fmt(r.get('fast_p99_with_slow_ms'), '.0f')} ms",
             fmt(r.get("rss_per_connection_kb")),
+            f"{r['notifications_best_per_s']:,.0f} ({r['notifications_best_way']})"
+            if "notifications_best_per_s" in r
+            else "-",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -491,6 +541,19 @@ def topics_table(rows: list[dict[str, Any]]) -> list[str]:
     return table(shown, "topics")
 
 
+def notifications_tables(rows: list[dict[str, Any]]) -> list[str]:
+    targets = notifications.targets_of(rows)
+    return [
+        "Best sustained rate per way in:",
+        "",
+        *notifications.best_table(rows, targets),
+        "",
+        "Every step:",
+        "",
+        *notifications.steps_table(rows),
+    ]
+
+
 def write_markdown(report: dict[str, Any], path: Path, quick: bool) -> None:
     p = report["conditions"]
     t = p["timing"]
@@ -598,6 +661,16 @@ def write_markdown(report: dict[str, Any], path: Path, quick: bool) -> None:
             "apart: compare their p99 with the all-fast run.",
             slow_table,
         ),
+        "notifications": (
+            "Per-user notifications: every subscriber on a topic of its own",
+            "Run by `benches.notifications` (also standalone: "
+            "`python -m benches.notifications`), in one fresh server per target; "
+            "its own conditions, not the timing above:\n\n"
+            + "\n".join(notifications.conditions(p["notifications"]))
+            if "notifications" in p
+            else "",
+            notifications_tables,
+        ),
     }
     for name in report["scenario_names"]:
         title, text, render = sections[name]
@@ -613,6 +686,8 @@ def write_markdown(report: dict[str, Any], path: Path, quick: bool) -> None:
         "![scenarios](compare_scenarios.png)",
         "",
     ]
+    if report["scenarios"].get("notifications"):
+        lines += [f"![notifications]({path.stem}_notifications.png)", ""]
     path.write_text("\n".join(lines))
 
 
@@ -806,6 +881,12 @@ def plot(report: dict[str, Any], path: Path) -> list[Path]:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     written.append(out)
+
+    rows = report["scenarios"].get("notifications")
+    if rows:
+        out = path.parent / (path.name + "_notifications.png")
+        notifications.plot({"targets": notifications.targets_of(rows), "rows": rows}, out)
+        written.append(out)
     return written
 
 
