@@ -595,13 +595,15 @@ def step_row(
 
 def is_behind(row: dict[str, Any], max_delivery_p99_ms: float) -> bool:
     """Under 95 % of the offered rate published (wrk's single step offers no rate),
-    under 95 % of what was published delivered, an event lost, a request failed,
-    or delivery p99 over the bound."""
+    under 95 % of what was published delivered, an event lost (a gap in a topic's
+    sequence, or acked and never delivered), a request failed, or delivery p99 over
+    the bound."""
     rate = row["offered_per_s"]
     return bool(
         (rate and row["published_per_s"] < BEHIND * rate)
         or row["delivered"] < BEHIND * row["published"]
         or row["lost"]
+        or row.get("missing", 0)
         or row["errors"]
         or row["delivery_p99_ms"] > max_delivery_p99_ms
     )
@@ -655,7 +657,8 @@ def conditions(p: dict[str, Any]) -> list[str]:
         f"most {IN_FLIGHT:,} not yet acked (as a publisher bounds what it has in flight), "
         "acks read as they come (latency per line: written to its ack).",
         f"- A step is *behind* (and the ladder stops) when under {BEHIND:.0%} of the offered "
-        f"rate was published or delivered, or an event was lost, or a request failed, or "
+        f"rate was published or delivered, or an event was lost (a gap in its topic, or "
+        "acked and not delivered by the end of the drain), or a request failed, or "
         f"delivery p99 exceeded {p['max_delivery_p99_ms']:,} ms.",
         "- Nchan: `nchan_shared_memory_size` (alias `nchan_max_reserved_memory`) "
         f"{p.get('nchan_shared_memory', NCHAN_SHARED_MEMORY)}, so that every channel fits.",
@@ -695,14 +698,15 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
     """Every step run, in order."""
     lines = [
         "| target | way | offered /s | published /s | delivered /s | publish p99 ms "
-        "| delivery p99 ms | lost | dup | errors | server CPU | load CPU | behind |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| delivery p99 ms | lost | missing | dup | errors | server CPU | load CPU | behind |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['mode']} | {_offered(r)} | {r['published_per_s']:,.0f} "
             f"| {r['delivered_per_s']:,.0f} | {r['publish_p99_ms']:.1f} "
-            f"| {r['delivery_p99_ms']:.1f} | {r['lost']} | {r['duplicates']} | {r['errors']}"
+            f"| {r['delivery_p99_ms']:.1f} | {r['lost']} | {r.get('missing', 0)} "
+            f"| {r['duplicates']} | {r['errors']}"
             f"{' ' + json.dumps(r['statuses']) if r['statuses'] else ''} "
             f"| {r['server_cpu']:.2f} | {_load_cpu(r)} | {'yes' if r['behind'] else ''} |"
         )

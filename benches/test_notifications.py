@@ -80,6 +80,7 @@ def test_climb_stops_at_the_first_step_behind() -> None:
         ({"published_per_s": 9_600.0}, False),
         ({"delivered": 28_000}, True),  # under 95 % of what was published delivered
         ({"lost": 1}, True),
+        ({"missing": 1}, True),  # acked, never delivered
         ({"errors": 1}, True),
         ({"delivery_p99_ms": 2_001.0}, True),
         ({"offered_per_s": 0, "published_per_s": 1.0, "published": 10}, False),  # wrk: no rate
