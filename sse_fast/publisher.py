@@ -360,8 +360,10 @@ class PublishStream:
                 for line in lines:
                     if line:
                         self._ack(orjson.loads(line))
-                if decoder.finished or b'"done":true' in data:
+                if b'"done":true' in data:
                     return
+                if decoder.finished:  # the response ended without its done line
+                    raise PublishFailed("the server ended the stream early", maybe_published=True)
         except BaseException as exc:
             self._ended = exc
             self._room.set()
@@ -373,8 +375,8 @@ class PublishStream:
     def _ack(self, ack: dict[str, Any]) -> None:
         line = ack.get("line")
         if line is None:
-            if "error" in ack:  # the stream ends early (draining, credential expired)
-                raise PublishFailed(ack["error"], int(ack.get("status", 0)))
+            if "error" in ack:  # the stream ends early (draining, broker away, expired)
+                raise PublishFailed(ack["error"], int(ack.get("status", 0)), maybe_published=True)
             return  # the done line
         future = self._waiting.pop(line, None)
         self._room.set()

@@ -288,3 +288,82 @@ def test_lines_are_the_same_however_the_body_is_cut(cut: int) -> None:
     assert acks[1]["status"] == 413 and "max_body_bytes" in acks[1]["error"]
     assert len(acks[2]["ids"]) == 2 and acks[3]["status"] == 400 and len(acks[4]["ids"]) == 1
     assert acks[5] == {"done": True, "published": 3, "failed": 2}
+
+
+async def _in_process(
+    settings: Any, chunks: list[bytes], during: Any = None
+) -> list[dict[str, Any]]:
+    """POST /publish/stream in process with ``chunks`` as the body; ``during(app)``
+    runs while the stream is open. Returns the ack lines."""
+    from sse_fast.app import App
+
+    app = App(settings)
+    sent: list[dict[str, Any]] = []
+    queue = list(chunks)
+
+    async def receive() -> dict[str, Any]:
+        if not queue:
+            await asyncio.sleep(3600)  # the body stays open
+        chunk = queue.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/publish/stream",
+        "headers": [(b"content-type", b"application/x-ndjson")],
+        "query_string": b"",
+    }
+    task = asyncio.get_running_loop().create_task(app(scope, receive, send))
+    if during is not None:
+        await during(app)
+    await asyncio.wait_for(task, 10)
+    text = b"".join(m.get("body", b"") for m in sent[1:])
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
+def test_the_topic_limit_answers_each_line_and_the_stream_goes_on() -> None:
+    from sse_fast.settings import Settings
+
+    lines = b"".join(b'{"topic":"t%d","data":%d}\n' % (n, n) for n in range(5))
+
+    async def main() -> list[dict[str, Any]]:
+        async def drain(app: Any) -> None:
+            await asyncio.sleep(0.3)
+            await app.hub.drain()
+
+        return await _in_process(
+            Settings(allow_anonymous_publish=True, max_topics=3, publish_rate=0), [lines], drain
+        )
+
+    acks = asyncio.run(main())
+    assert [len(a.get("ids", ())) for a in acks[:5]] == [1, 1, 1, 0, 0]
+    assert all(a["status"] == 503 and "topic limit" in a["error"] for a in acks[3:5])
+    assert acks[5]["reason"] == "draining"  # the stream was still open
+
+
+def test_a_drain_does_not_wait_out_the_publish_rate() -> None:
+    from sse_fast.settings import Settings
+
+    lines = b"".join(b'{"topic":"slow","data":%d}\n' % n for n in range(60))
+
+    async def main() -> tuple[list[dict[str, Any]], float]:
+        started = time.monotonic()
+
+        async def drain(app: Any) -> None:
+            await asyncio.sleep(0.5)
+            await app.hub.drain()
+
+        acks = await _in_process(
+            Settings(allow_anonymous_publish=True, publish_rate=5, drain_timeout=1),
+            [lines],
+            drain,
+        )
+        return acks, time.monotonic() - started
+
+    acks, took = asyncio.run(main())
+    assert took < 3, f"the drain waited {took:.1f} s for the rate"
+    assert acks == [acks[0]] and acks[0]["status"] == 503 and acks[0]["reason"] == "draining"

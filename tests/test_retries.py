@@ -85,6 +85,13 @@ def test_redis_publishes_a_retry_once_on_any_node(redis_server: RedisServer) -> 
         await b.start()
         try:
             await _check([a, b], b)
+            # ids may hold spaces, topic names may not: these two must not collide
+            stream = Recording()
+            await stream.attach(b, ["a", "b"])
+            first = await a.publish([PublishRequest(("a",), "one", id="b c")])
+            second = await a.publish([PublishRequest(("a", "b"), "two", id="c")])
+            assert (first, second) == (["b c"], ["c"])
+            await _until(lambda: len(stream.events()) == 2)
         finally:
             await a.stop()
             await b.stop()

@@ -33,14 +33,16 @@ while the body is still coming:
 * **Rate.** ``publish_rate`` counts lines here (a line is a publish request):
   over the rate the stream is slowed, not refused.
 * **The end.** After the body's last line comes the ``done`` line and the
-  response ends. When the server drains, or the credential expires, the stream
-  ends early with an error line (status 503 or 401) and no ``done``: what was
-  not acked was not published.
+  response ends. When the server drains, the broker is away, or the credential
+  expires, the stream ends early with an error line (status 503 or 401) and no
+  ``done``: what was not acked may not have been published (give events ids and
+  send them again: a repeat is not published twice).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -116,8 +118,9 @@ class PublishStreamEndpoint:
         try:
             await stream.run(receive)
         except _Ended as end:
-            await stream.write([orjson.dumps(end.ack) + b"\n"], more=False)
             self.hub.metrics.refuse(str(end.ack.get("reason", "publish_stream_ended")))
+            with contextlib.suppress(_Gone):  # a publisher that does not read: cut
+                await stream.write([orjson.dumps(end.ack) + b"\n"], more=False)
         except _Gone:
             pass
         finally:
@@ -141,7 +144,8 @@ class _Stream:
         self.number = 0  # lines seen
         self.published = 0
         self.failed = 0
-        self.pending = b""  # the start of a line not yet complete
+        self.pending: list[bytes] = []  # the start of a line not yet complete, in pieces
+        self.pending_size = 0
         self.skipping = False  # inside a line over the limit: drop up to its end
         self.publishes_anywhere = credential.publish == ("*",)
         self.limiter = endpoint.admission.publish_limiter
@@ -193,9 +197,19 @@ class _Stream:
 
     def split(self, chunk: bytes, last: bool) -> list[list[Any]]:
         """The complete lines of ``chunk`` (with what came before), parsed."""
-        if self.pending:
-            chunk = self.pending + chunk
-            self.pending = b""
+        if self.pending and not self.skipping:
+            end = chunk.find(b"\n")
+            if end < 0 and not last:  # still inside the line: keep the piece, no rescan
+                self.pending.append(chunk)
+                self.pending_size += len(chunk)
+                if self.pending_size > self.limit:
+                    self.pending, self.pending_size = [], 0
+                    self.number += 1
+                    self.skipping = True
+                    return [self._failed(self.number, 413, self._too_long())]
+                return []
+            chunk = b"".join(self.pending) + chunk
+            self.pending, self.pending_size = [], 0
         pieces = chunk.split(b"\n")
         rest = pieces.pop()  # after the last newline: the start of a line
         if self.skipping and pieces:
@@ -212,8 +226,8 @@ class _Stream:
             self.number += 1
             out.append(self._failed(self.number, 413, self._too_long()))
             self.skipping = True
-        elif not last:
-            self.pending = rest
+        elif not last and rest:
+            self.pending, self.pending_size = [rest], len(rest)
         return out
 
     def take(self, lines: list[bytes], out: list[list[Any]]) -> None:
@@ -270,7 +284,17 @@ class _Stream:
             if self.limiter.rate > 0:
                 for _ in valid:
                     await self._admit()
-            await self._publish_together(valid)
+            # groups of at most max_events_per_batch events: one broker publish each
+            limit = self.settings.max_events_per_batch
+            group: list[list[Any]] = []
+            size = 0
+            for line in valid:
+                if group and size + len(line[1]) > limit:
+                    await self._publish_together(group)
+                    group, size = [], 0
+                group.append(line)
+                size += len(line[1])
+            await self._publish_together(group)
         acks = [line[2] for line in lines]
         failed = len(lines) - sum(1 for line in lines if line[1] is not None)
         if failed:
@@ -284,10 +308,12 @@ class _Stream:
     async def _admit(self) -> None:
         limiter = self.limiter
         while True:
+            if self.hub.draining:  # no waiting out the rate past the drain
+                raise _Ended(self._end(503, "the server is shutting down", "draining"))
             wait = limiter.take(self.credential.identity)
             if not wait:
                 return
-            await asyncio.sleep(wait)
+            await asyncio.sleep(min(wait, 0.25))
 
     async def _publish_together(self, lines: list[list[Any]]) -> None:
         if all(len(line[1]) == 1 for line in lines):
@@ -297,8 +323,9 @@ class _Stream:
         try:
             ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
-            if exc.status >= 500:  # the broker is away: every line gets it, the stream ends
+            if exc.retry_after is not None:  # the broker is away: the stream ends
                 raise _Ended(self._end(exc.status, str(exc), "unavailable")) from None
+            # one line's fault (invalid, or the topic limit): each line gets its answer
             if len(lines) > 1:  # one line's fault: find it, publish the others
                 for line in lines:
                     await self._publish_together([line])

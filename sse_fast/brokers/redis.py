@@ -138,8 +138,9 @@ for e = 1, count do
   local event = events[e]
   local given = event[1] ~= ''
   -- a publisher's id seen on these topics within the retry window: a retry, not again
-  if given and not redis.call('SET', prefix .. 'r:' .. table.concat(event[4], ' ') .. ' '
-      .. event[1], '1', 'NX', 'EX', RETRY_WINDOW) then
+  -- key: the id's length first, so that no other (id, topics) pair can spell it
+  if given and not redis.call('SET', prefix .. 'r:' .. #event[1] .. ':' .. event[1] .. ':'
+      .. table.concat(event[4], ' '), '1', 'NX', 'EX', RETRY_WINDOW) then
     ids[e] = event[1]
   else
     position = math.max(position + 1, now)

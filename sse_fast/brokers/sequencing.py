@@ -20,6 +20,7 @@ should be unique anyway.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +44,12 @@ RETRY_IDS = 100_000  # ids remembered at most (the oldest go first)
 
 
 class RecentIds:
-    """The ids publishers gave recently, by topics: what makes a retry harmless."""
+    """The ids publishers gave recently, by topics: what makes a retry harmless.
+
+    Remembered for ``window`` seconds, and ``size`` ids at most: at a high rate of
+    publishes with ids the window is the last ``size`` ids (at 20,000 a second,
+    5 s). An ``OrderedDict``, oldest first: dropping the oldest stays O(1) (a
+    plain dict's first key gets slower to find with every deletion)."""
 
     def __init__(
         self,
@@ -54,7 +60,7 @@ class RecentIds:
         self.window = window
         self.size = size
         self.clock = clock
-        self._seen: dict[tuple[str, tuple[str, ...]], float] = {}  # oldest first
+        self._seen: OrderedDict[tuple[str, tuple[str, ...]], float] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -69,9 +75,9 @@ class RecentIds:
             return True
         seen[key] = now
         if when is not None:  # expired: to the end, as the newest
-            seen[key] = seen.pop(key)
+            seen.move_to_end(key)
         while len(seen) > self.size:
-            del seen[next(iter(seen))]
+            seen.popitem(last=False)
         return False
 
     def forget(self, request: PublishRequest) -> None:
@@ -80,10 +86,10 @@ class RecentIds:
     def expire(self, now: float) -> None:
         seen = self._seen
         while seen:
-            key = next(iter(seen))
-            if now - seen[key] < self.window:
+            _, when = next(iter(seen.items()))
+            if now - when < self.window:
                 return
-            del seen[key]
+            seen.popitem(last=False)
 
 
 def sequence_once(
