@@ -167,3 +167,26 @@ def test_over_the_rate_it_waits_as_told_and_publishes() -> None:
             client.close()
 
         asyncio.run(main())
+
+
+def test_a_stream_the_server_ends_early_fails_what_was_not_acked_as_maybe_published() -> None:
+    import signal
+
+    with ServerProcess(publish_rate=5, drain_timeout=1) as server:  # acks come slowly
+
+        async def main() -> None:
+            async with Publisher(f"http://{HOST}:{server.port}") as publisher:
+                stream = publisher.stream()
+                async with stream:
+                    futures = [await stream.publish("early", n) for n in range(40)]
+                    await asyncio.sleep(0.3)
+                    assert server.proc is not None
+                    server.proc.send_signal(signal.SIGTERM)  # drain: the stream ends
+                    await asyncio.wait(futures, timeout=10)
+                acked = [f for f in futures if not f.exception()]
+                failed = [f.exception() for f in futures if f.exception()]
+                assert acked and failed  # the burst went through, the rest did not
+                assert all(isinstance(e, PublishFailed) and e.maybe_published for e in failed)
+                assert any(e.status == 503 for e in failed)
+
+        asyncio.run(main())
