@@ -11,8 +11,9 @@ recognisably too old. Each frame is encoded once, here, by the sequencer.
 Retries. A publisher that did not hear back (a timeout, a dropped connection)
 cannot know whether its publish happened. When it gives its events ids, a
 retry is harmless: an event whose id was published to the same topics within
-``RETRY_WINDOW`` seconds is taken as that event again and is not published a
-second time (its answer is the same id). So an id must not be reused for a
+``RETRY_WINDOW`` seconds (and, in one server's memory, within its last
+``RETRY_IDS`` ids) is taken as that event again and is not published a second
+time (its answer is the same id). So an id must not be reused for a
 different event on the same topics within that window; ids used for resuming
 should be unique anyway.
 """
