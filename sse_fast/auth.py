@@ -32,6 +32,7 @@ from .settings import Settings
 CLAIMS_NAMESPACE = "sse_fast"
 #: decoded JWTs kept (by token), so a publisher is not verified again on every request
 DECODED_CACHE_SIZE = 10_000
+JWT_LEEWAY = 5  # seconds of clock skew allowed around exp (and nbf)
 
 
 class AuthError(Exception):
@@ -106,7 +107,7 @@ class Authenticator:
     def _decode(self, token: str) -> Credential:
         cached = self._decoded.get(token)
         if cached is not None:
-            if cached.expires_at is None or cached.expires_at + 5 > time.time():  # the leeway
+            if cached.expires_at is None or cached.expires_at + JWT_LEEWAY > time.time():
                 return cached
             del self._decoded[token]
         credential = self._decode_uncached(token)
@@ -136,7 +137,7 @@ class Authenticator:
                     options=options,
                     audience=self.settings.jwt_audience or None,
                     issuer=self.settings.jwt_issuer or None,
-                    leeway=5,
+                    leeway=JWT_LEEWAY,
                 )
             except jwt.ExpiredSignatureError:
                 raise AuthError(401, "token has expired: get a new one", "expired_token") from None
@@ -192,9 +193,11 @@ class Authenticator:
         return self._decode(token)
 
     def check_publish(self, credential: Credential, topics: Iterable[str]) -> None:
+        """Refuse (403) topics the credential may not publish to; ``topics`` is not
+        even iterated for a credential that may publish anywhere."""
         if credential.publish == ("*",):
             return
-        denied = [t for t in topics if not matches(t, credential.publish)]
+        denied = list(dict.fromkeys(t for t in topics if not matches(t, credential.publish)))
         if denied:
             raise AuthError(
                 403,

@@ -77,8 +77,8 @@ class Metrics:
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
 
-    def refuse(self, reason: str) -> None:
-        self.refused_total[reason] = self.refused_total.get(reason, 0) + 1
+    def refuse(self, reason: str, count: int = 1) -> None:
+        self.refused_total[reason] = self.refused_total.get(reason, 0) + count
 
     COUNTERS = (
         "connections_total",

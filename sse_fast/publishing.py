@@ -141,11 +141,6 @@ def parse_publish_body(
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PublishError(f"{where} is not valid JSON: {exc}") from None
-    return parse_document(document, settings, where)
-
-
-def parse_document(document: Any, settings: Settings, where: str = "body") -> list[PublishRequest]:
-    """``parse_publish_body`` after the JSON parse."""
     if type(document) is dict and "events" not in document:
         return [parse_event(document, settings, where)]
     if not isinstance(document, dict):
@@ -168,7 +163,6 @@ __all__ = [
     "PublishRequest",
     "check_event_id",
     "check_topic",
-    "parse_document",
     "parse_event",
     "parse_publish_body",
 ]

@@ -240,12 +240,57 @@ def test_a_draining_server_ends_the_stream_with_a_503_line() -> None:
         asyncio.run(main())
 
 
+async def _in_process(
+    settings: Any,
+    body: list[bytes | float],
+    *,
+    end: bool = False,
+    during: Any = None,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
+) -> list[dict[str, Any]]:
+    """POST /publish/stream in process (a plain coroutine ``send``, as under
+    uvicorn). ``body``: chunks, and pauses (seconds) between them; with ``end``
+    the last chunk ends the body, else it stays open. ``during(app)`` runs while
+    the stream is open. Returns the ack lines."""
+    from sse_fast.app import App
+
+    app = App(settings)
+    sent: list[dict[str, Any]] = []
+    queue = list(body)
+
+    async def receive() -> dict[str, Any]:
+        while queue and isinstance(queue[0], float):
+            await asyncio.sleep(queue.pop(0))
+        if not queue:
+            await asyncio.sleep(3600)  # the body stays open
+        chunk = queue.pop(0)
+        assert isinstance(chunk, bytes)
+        return {"type": "http.request", "body": chunk, "more_body": not (end and not queue)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/publish/stream",
+        "headers": [(b"content-type", b"application/x-ndjson"), *headers],
+        "query_string": b"",
+    }
+    task = asyncio.get_running_loop().create_task(app(scope, receive, send))
+    if during is not None:
+        await during(app)
+    await asyncio.wait_for(task, 10)
+    assert sent[0]["status"] == 200
+    text = b"".join(m.get("body", b"") for m in sent[1:])
+    return [orjson.loads(line) for line in text.splitlines()]
+
+
 @pytest.mark.parametrize("cut", [1, 7, 64, 10_000])
 def test_lines_are_the_same_however_the_body_is_cut(cut: int) -> None:
-    """In process (a plain coroutine send, as under uvicorn): the body cut into
-    chunks of ``cut`` bytes gives the same acks, including lines over the limit
-    that span chunks, blank lines and a last line without a newline."""
-    from sse_fast.app import App
+    """The body cut into chunks of ``cut`` bytes gives the same acks, including
+    lines over the limit that span chunks, blank lines and a last line without a
+    newline."""
     from sse_fast.settings import Settings
 
     body = b"".join(
@@ -258,71 +303,31 @@ def test_lines_are_the_same_however_the_body_is_cut(cut: int) -> None:
             b'{"topic":"b","data":4}',
         ]
     )
-
-    async def main() -> list[dict[str, Any]]:
-        app = App(Settings(allow_anonymous_publish=True, max_body_bytes=100, publish_rate=0))
-        chunks = [body[i : i + cut] for i in range(0, len(body), cut)]
-        sent: list[dict[str, Any]] = []
-
-        async def receive() -> dict[str, Any]:
-            chunk = chunks.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-        async def send(message: dict[str, Any]) -> None:
-            sent.append(message)
-
-        scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/publish/stream",
-            "headers": [(b"content-type", b"application/x-ndjson")],
-            "query_string": b"",
-        }
-        await app(scope, receive, send)
-        assert sent[0]["status"] == 200
-        text = b"".join(m.get("body", b"") for m in sent[1:])
-        return [orjson.loads(line) for line in text.splitlines()]
-
-    acks = asyncio.run(main())
+    chunks: list[bytes | float] = [body[i : i + cut] for i in range(0, len(body), cut)]
+    settings = Settings(allow_anonymous_publish=True, max_body_bytes=100, publish_rate=0)
+    acks = asyncio.run(_in_process(settings, chunks, end=True))
     assert [a.get("line") for a in acks] == [1, 4, 5, 6, 7, None]
     assert acks[1]["status"] == 413 and "max_body_bytes" in acks[1]["error"]
     assert len(acks[2]["ids"]) == 2 and acks[3]["status"] == 400 and len(acks[4]["ids"]) == 1
     assert acks[5] == {"done": True, "published": 3, "failed": 2}
 
 
-async def _in_process(
-    settings: Any, chunks: list[bytes], during: Any = None
-) -> list[dict[str, Any]]:
-    """POST /publish/stream in process with ``chunks`` as the body; ``during(app)``
-    runs while the stream is open. Returns the ack lines."""
-    from sse_fast.app import App
+def test_an_expired_credential_ends_the_stream_with_a_401_line() -> None:
+    import jwt
 
-    app = App(settings)
-    sent: list[dict[str, Any]] = []
-    queue = list(chunks)
+    from sse_fast.settings import Settings
 
-    async def receive() -> dict[str, Any]:
-        if not queue:
-            await asyncio.sleep(3600)  # the body stays open
-        chunk = queue.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": True}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/publish/stream",
-        "headers": [(b"content-type", b"application/x-ndjson")],
-        "query_string": b"",
-    }
-    task = asyncio.get_running_loop().create_task(app(scope, receive, send))
-    if during is not None:
-        await during(app)
-    await asyncio.wait_for(task, 10)
-    text = b"".join(m.get("body", b"") for m in sent[1:])
-    return [orjson.loads(line) for line in text.splitlines()]
+    secret = "s" * 32
+    token = jwt.encode(
+        {"exp": int(time.time()) + 2, "sse_fast": {"publish": ["*"]}}, secret, algorithm="HS256"
+    )
+    line = b'{"topic":"a","data":1}\n'
+    settings = Settings(jwt_secret=secret, publish_rate=0)
+    auth = ((b"authorization", f"Bearer {token}".encode()),)
+    acks = asyncio.run(_in_process(settings, [line, 3.1, line, line], headers=auth))
+    assert len(acks) == 2 and acks[0]["ids"]  # before exp: published; after: the end
+    assert acks[1]["status"] == 401 and acks[1]["reason"] == "expired"
+    assert "credential expired" in acks[1]["error"]
 
 
 def test_the_topic_limit_answers_each_line_and_the_stream_goes_on() -> None:
@@ -335,9 +340,8 @@ def test_the_topic_limit_answers_each_line_and_the_stream_goes_on() -> None:
             await asyncio.sleep(0.3)
             await app.hub.drain()
 
-        return await _in_process(
-            Settings(allow_anonymous_publish=True, max_topics=3, publish_rate=0), [lines], drain
-        )
+        settings = Settings(allow_anonymous_publish=True, max_topics=3, publish_rate=0)
+        return await _in_process(settings, [lines], during=drain)
 
     acks = asyncio.run(main())
     assert [len(a.get("ids", ())) for a in acks[:5]] == [1, 1, 1, 0, 0]
@@ -357,11 +361,8 @@ def test_a_drain_does_not_wait_out_the_publish_rate() -> None:
             await asyncio.sleep(0.5)
             await app.hub.drain()
 
-        acks = await _in_process(
-            Settings(allow_anonymous_publish=True, publish_rate=5, drain_timeout=1),
-            [lines],
-            drain,
-        )
+        settings = Settings(allow_anonymous_publish=True, publish_rate=5, drain_timeout=1)
+        acks = await _in_process(settings, [lines], during=drain)
         return acks, time.monotonic() - started
 
     acks, took = asyncio.run(main())

@@ -44,6 +44,20 @@ class HTTPError(Exception):
         return cls(error.status, str(error), headers, reason=reason)
 
 
+def check_content_type(content_type: str | None, accepted: tuple[str, ...], advice: str) -> None:
+    """Refuse (415) a body whose media type is not one of ``accepted`` (a request
+    without ``Content-Type`` is taken as the endpoint's own)."""
+    if content_type is not None and content_type.split(";")[0].strip().lower() not in (
+        *accepted,
+        "",
+    ):
+        raise HTTPError(
+            415,
+            f"Content-Type {content_type!r} is not supported; {advice}",
+            reason="bad_content_type",
+        )
+
+
 def retry_after(seconds: float) -> Headers:
     return [(b"retry-after", str(max(1, round(seconds))).encode())]
 

@@ -9,7 +9,7 @@ application/x-ndjson``): each line is a publish body exactly as ``POST
 while the body is still coming:
 
     {"line":1,"ids":["1795..."]}
-    {"line":2,"error":"body: data is required ...","status":400}
+    {"line":2,"error":"line: data is required ...","status":400}
     ...
     {"done":true,"published":1999,"failed":1}
 
@@ -23,7 +23,7 @@ while the body is still coming:
   published it. A publisher that disconnects mid-body loses nothing it was
   acked for; lines it sent but saw no ack for may or may not have been
   published: give events ids (``"id"``) and resend them, a repeated id is not
-  published twice (see ``Hub.publish``).
+  published twice (see "Retries" in ``brokers/sequencing.py``).
 * **Back-pressure, never an unbounded buffer.** The next chunk of the body is
   read only once the previous one is published and its acks are handed to the
   server; the ASGI server does not read the socket meanwhile, so a publisher
@@ -51,13 +51,13 @@ import orjson
 from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator, AuthError, Credential
 from ..hub import Hub
-from ..publishing import PublishError, parse_document, parse_event
+from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
 from .cors import Cors
-from .http import HTTPError, header
+from .http import HTTPError, check_content_type, header
 
-NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "")
+NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 
 class _Ended(Exception):
@@ -79,16 +79,11 @@ class PublishStreamEndpoint:
         self.cors = cors
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        content_type = header(scope, b"content-type")
-        if content_type is not None and content_type.split(";")[0].strip().lower() not in (
-            NDJSON_TYPES
-        ):
-            raise HTTPError(
-                415,
-                f"Content-Type {content_type!r} is not supported here; send one JSON "
-                "publish per line with Content-Type: application/x-ndjson",
-                reason="bad_content_type",
-            )
+        check_content_type(
+            header(scope, b"content-type"),
+            NDJSON_TYPES,
+            "send one JSON publish per line with Content-Type: application/x-ndjson",
+        )
         try:
             credential = self.auth.publisher(header(scope, b"authorization"))
         except AuthError as exc:
@@ -147,7 +142,6 @@ class _Stream:
         self.pending: list[bytes] = []  # the start of a line not yet complete, in pieces
         self.pending_size = 0
         self.skipping = False  # inside a line over the limit: drop up to its end
-        self.publishes_anywhere = credential.publish == ("*",)
         self.limiter = endpoint.admission.publish_limiter
 
     async def run(self, receive: Receive) -> None:
@@ -163,7 +157,7 @@ class _Stream:
         try:
             while True:
                 if self.hub.draining:
-                    raise _Ended(self._end(503, "the server is shutting down", "draining"))
+                    raise _Ended(self._draining())
                 waiting = True
                 try:
                     message = await receive()
@@ -171,9 +165,7 @@ class _Stream:
                     if not self.hub.draining:
                         raise
                     task.uncancel()
-                    raise _Ended(
-                        self._end(503, "the server is shutting down", "draining")
-                    ) from None
+                    raise _Ended(self._draining()) from None
                 finally:
                     waiting = False
                 if message["type"] == "http.disconnect":
@@ -233,27 +225,17 @@ class _Stream:
     def take(self, lines: list[bytes], out: list[list[Any]]) -> None:
         """Parse and check ``lines`` (the next ones of the body) into ``out``."""
         number = self.number
-        limit = self.limit
-        settings = self.settings
-        loads = orjson.loads
-        check = None if self.publishes_anywhere else self.endpoint.auth.check_publish
+        check_publish = self.endpoint.auth.check_publish
         for line in lines:
             number += 1
             if not line or line.isspace():
                 continue  # blank: skipped, not acknowledged
-            if len(line) > limit:
+            if len(line) > self.limit:
                 out.append(self._failed(number, 413, self._too_long()))
                 continue
             try:
-                document = loads(line)
-                if type(document) is dict and "events" not in document:
-                    requests = [parse_event(document, settings, "line")]
-                else:
-                    requests = parse_document(document, settings, "line")
-                if check is not None:
-                    check(self.credential, {t for r in requests for t in r.topics})
-            except orjson.JSONDecodeError as exc:
-                out.append(self._failed(number, 400, f"line is not valid JSON: {exc}"))
+                requests = parse_publish_body(line, self.settings, "line")
+                check_publish(self.credential, (t for r in requests for t in r.topics))
             except PublishError as exc:
                 out.append(self._failed(number, exc.status, str(exc)))
             except AuthError as exc:
@@ -296,11 +278,9 @@ class _Stream:
                 size += len(line[1])
             await self._publish_together(group)
         acks = [line[2] for line in lines]
-        failed = len(lines) - sum(1 for line in lines if line[1] is not None)
+        failed = sum(1 for line in lines if line[1] is None)
         if failed:
-            self.hub.metrics.refused_total["bad_publish"] = (
-                self.hub.metrics.refused_total.get("bad_publish", 0) + failed
-            )
+            self.hub.metrics.refuse("bad_publish", failed)
         self.failed += failed
         self.published += len(lines) - failed
         return acks
@@ -309,42 +289,39 @@ class _Stream:
         limiter = self.limiter
         while True:
             if self.hub.draining:  # no waiting out the rate past the drain
-                raise _Ended(self._end(503, "the server is shutting down", "draining"))
+                raise _Ended(self._draining())
             wait = limiter.take(self.credential.identity)
             if not wait:
                 return
             await asyncio.sleep(min(wait, 0.25))
 
     async def _publish_together(self, lines: list[list[Any]]) -> None:
-        if all(len(line[1]) == 1 for line in lines):
-            requests = [line[1][0] for line in lines]
-        else:
-            requests = [r for line in lines for r in line[1]]
+        requests = [r for line in lines for r in line[1]]
         try:
             ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
             if exc.retry_after is not None:  # the broker is away: the stream ends
                 raise _Ended(self._end(exc.status, str(exc), "unavailable")) from None
-            # one line's fault (invalid, or the topic limit): each line gets its answer
-            if len(lines) > 1:  # one line's fault: find it, publish the others
+            if len(lines) > 1:  # one line's fault (the topic limit, say): each its answer
                 for line in lines:
                     await self._publish_together([line])
                 return
             (line,) = lines
             line[:] = self._failed(line[0], exc.status, str(exc))
             return
-        dumps = orjson.dumps
-        if len(ids) == len(lines):  # one event per line: the common case
-            for line, event_id in zip(lines, ids, strict=True):
-                line[2] = b'{"line":%d,"ids":[%b]}\n' % (line[0], dumps(event_id))
-            return
         start = 0
         for line in lines:
             count = len(line[1])
-            line[2] = b'{"line":%d,"ids":%b}\n' % (line[0], dumps(ids[start : start + count]))
+            line[2] = b'{"line":%d,"ids":%b}\n' % (
+                line[0],
+                orjson.dumps(ids[start : start + count]),
+            )
             start += count
 
     # ---------------------------------------------------------------- writing
+
+    def _draining(self) -> dict[str, Any]:
+        return self._end(503, "the server is shutting down", "draining")
 
     def _end(self, status: int, message: str, reason: str) -> dict[str, Any]:
         return {

@@ -104,11 +104,11 @@ def sequence_once(
     now = recent.clock()
     recent.expire(now)
     fresh = []
-    repeats = []
+    repeats: list[str | None] = []  # the id of each repeat (the answer), None if fresh
     for request in requests:
-        repeat = request.id is not None and recent.repeated(request, now)
+        repeat = request.id if request.id is not None and recent.repeated(request, now) else None
         repeats.append(repeat)
-        if not repeat:
+        if repeat is None:
             fresh.append(request)
     try:
         items = sequence(fresh, first, accepted_at)
@@ -118,10 +118,7 @@ def sequence_once(
                 recent.forget(request)
         raise
     made = iter(items)
-    ids = [
-        request.id if repeat and request.id else next(made).id
-        for request, repeat in zip(requests, repeats, strict=True)
-    ]
+    ids = [next(made).id if repeat is None else repeat for repeat in repeats]
     return items, ids
 
 
