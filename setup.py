@@ -20,7 +20,7 @@ def extensions() -> list:
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
     modules = [
         Extension(f"sse_fast._{name}_ext", [f"src_ext/_{name}_ext.pyx"], define_macros=macros)
-        for name in ("encoder", "parser", "ring")
+        for name in ("encoder", "parser", "ring", "publish")
     ]
     return cythonize(
         modules,

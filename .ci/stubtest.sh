@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The native core's API is written once, in sse_fast/_{encoder,parser,ring}_ext.pyi, and
+# The native core's API is written once, in sse_fast/_{encoder,parser,ring,publish}_ext.pyi, and
 # mypy.stubtest checks both implementations against it: the compiled modules, then the
 # pure-Python twins (sse_fast/_*_py.py) against a copy of the same stubs. A name, a
 # signature, a read-only attribute or __all__ that drifts on either side fails here
@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 repo=$PWD
 
 python -m mypy.stubtest sse_fast._encoder_ext sse_fast._parser_ext sse_fast._ring_ext \
+    sse_fast._publish_ext \
     --allowlist .ci/stubtest-allowlist.txt
 
 # The twins: the same stubs, as sse_fast._*_py, found through MYPYPATH; stubtest runs
@@ -23,7 +24,8 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/stubs/sse_fast" "$work/empty"
 : > "$work/stubs/sse_fast/__init__.pyi"
 cp sse_fast/_errors.py "$work/stubs/sse_fast/_errors.pyi"
-for module in encoder parser ring; do
+cp sse_fast/_request.py "$work/stubs/sse_fast/_request.pyi"
+for module in encoder parser ring publish; do
     grep -v '^@disjoint_base' "sse_fast/_${module}_ext.pyi" > "$work/stubs/sse_fast/_${module}_py.pyi"
 done
 cd "$work/empty"
@@ -34,4 +36,4 @@ if [ "$installed" != "$repo/sse_fast" ]; then
     exit 1
 fi
 MYPYPATH="$work/stubs" python -m mypy.stubtest sse_fast._encoder_py sse_fast._parser_py \
-    sse_fast._ring_py
+    sse_fast._ring_py sse_fast._publish_py

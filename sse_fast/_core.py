@@ -20,6 +20,7 @@ EXTENSION_IMPORT_ERROR: ImportError | None = None
 if TYPE_CHECKING or NO_EXTENSIONS:
     from ._encoder_py import Event, encode, encode_many
     from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+    from ._publish_py import requests_of
     from ._ring_py import Ring
 
     HAS_EXTENSIONS = False
@@ -27,11 +28,13 @@ else:
     try:
         from ._encoder_ext import Event, encode, encode_many
         from ._parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from ._publish_ext import requests_of
         from ._ring_ext import Ring
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
         from ._encoder_py import Event, encode, encode_many
         from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from ._publish_py import requests_of
         from ._ring_py import Ring
 
         HAS_EXTENSIONS = False
@@ -53,4 +56,5 @@ __all__ = [
     "Ring",
     "encode",
     "encode_many",
+    "requests_of",
 ]

@@ -192,10 +192,15 @@ class Authenticator:
             raise AuthError(401, "invalid token", "bad_token")
         return self._decode(token)
 
+    @staticmethod
+    def may_publish_anywhere(credential: Credential) -> bool:
+        """True when ``check_publish`` passes whatever the topics."""
+        return credential.publish == ("*",)
+
     def check_publish(self, credential: Credential, topics: Iterable[str]) -> None:
         """Refuse (403) topics the credential may not publish to; ``topics`` is not
         even iterated for a credential that may publish anywhere."""
-        if credential.publish == ("*",):
+        if self.may_publish_anywhere(credential):
             return
         denied = list(dict.fromkeys(t for t in topics if not matches(t, credential.publish)))
         if denied:

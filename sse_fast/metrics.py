@@ -43,10 +43,11 @@ class Histogram:
         self.count = 0
         self.total = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value)] += 1
-        self.count += 1
-        self.total += value
+    def observe(self, value: float, times: int = 1) -> None:
+        """Count ``value`` (``times`` times: events accepted together)."""
+        self.counts[bisect.bisect_left(self.buckets, value)] += times
+        self.count += times
+        self.total += value * times
 
     def render(self, name: str, help_text: str) -> list[str]:
         lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]

@@ -1,8 +1,10 @@
 """What may be published, checked in one place.
 
-Every way into the hub goes through here: the HTTP publish endpoint parses its
-JSON body with ``parse_publish_body``; embedders build ``PublishRequest``
-objects and the hub checks their topics; a subscription's topics and its
+Every way into the hub goes through here: the HTTP publish endpoints parse
+their JSON bodies with ``parse_publish_body`` (the common shapes checked
+natively by ``requests_of``, ``_publish_ext``; the rest, and the wording of
+every error, here); embedders build ``PublishRequest`` objects and the hub
+checks their topics; a subscription's topics and its
 ``Last-Event-ID`` are checked with ``check_topic`` and ``check_event_id``, the
 same rules a published id obeys (an id that could not have been published
 cannot be resumed from). Errors are ``PublishError`` with the HTTP status to
@@ -12,10 +14,12 @@ answer with and a sentence saying what was wrong.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
+from ._core import requests_of
+from ._request import PublishRequest
 from .settings import Settings
 
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
@@ -31,18 +35,6 @@ class PublishError(ValueError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
-
-
-class PublishRequest(NamedTuple):
-    """One validated event to publish to ``topics`` (immutable; a NamedTuple, which
-    is built in a third of a frozen dataclass's time: the publish path makes one
-    per event)."""
-
-    topics: tuple[str, ...]
-    data: Any = None
-    event: str | None = None
-    id: str | None = None
-    retry: int | None = None
 
 
 def check_topic(name: object, settings: Settings) -> str:
@@ -74,12 +66,9 @@ def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
 
 
 def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
-    """Validate one event object of a publish body."""
-    if type(raw) is dict and len(raw) == 2 and "topic" in raw and "data" in raw:
-        # the common shape, {"topic": ..., "data": ...}: nothing else to look at
-        data = raw["data"]
-        if data is not None:
-            return PublishRequest((check_topic(raw["topic"], settings),), data)
+    """Validate one event object of a publish body, saying what is wrong with it
+    (``parse_publish_body`` takes the common shapes natively, ``requests_of``,
+    and comes here for the rest)."""
     if type(raw) is not dict:
         raise PublishError(f"{where} must be a JSON object")
     if not PUBLISH_FIELDS.issuperset(raw):
@@ -141,6 +130,23 @@ def parse_publish_body(
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise PublishError(f"{where} is not valid JSON: {exc}") from None
+    requests = requests_of(
+        document,
+        settings.max_topic_length,
+        settings.max_last_event_id_length,
+        settings.max_events_per_batch,
+    )
+    if requests is not None:  # the common shapes, all valid (checked natively)
+        return requests
+    return parse_publish_document(document, settings, where)
+
+
+def parse_publish_document(
+    document: Any, settings: Settings, where: str = "body"
+) -> list[PublishRequest]:
+    """``parse_publish_body`` for a decoded body, every shape and every rule checked
+    in Python, each error worded (the native ``requests_of`` takes the common
+    shapes first; the tests hold the two to the same answers)."""
     if type(document) is dict and "events" not in document:
         return [parse_event(document, settings, where)]
     if not isinstance(document, dict):
@@ -165,4 +171,5 @@ __all__ = [
     "check_topic",
     "parse_event",
     "parse_publish_body",
+    "parse_publish_document",
 ]

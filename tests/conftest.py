@@ -48,6 +48,7 @@ def load_implementation(name: str) -> SimpleNamespace:
     encoder = importlib.import_module(f"sse_fast._encoder_{name}")
     parser = importlib.import_module(f"sse_fast._parser_{name}")
     ring = importlib.import_module(f"sse_fast._ring_{name}")
+    publish = importlib.import_module(f"sse_fast._publish_{name}")
     return SimpleNamespace(
         name=name,
         encode=encoder.encode,
@@ -57,6 +58,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         Parser=parser.Parser,
         ParsedEvent=parser.ParsedEvent,
         Ring=ring.Ring,
+        requests_of=publish.requests_of,
     )
 
 

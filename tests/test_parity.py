@@ -1,6 +1,6 @@
 """The Cython core and its pure twins: one API, the same answers.
 
-The API is written once, in ``sse_fast/_{encoder,parser,ring}_ext.pyi``;
+The API is written once, in ``sse_fast/_{encoder,parser,ring,publish}_ext.pyi``;
 ``.ci/stubtest.sh`` checks both implementations against it with
 ``mypy.stubtest``. Here the same stubs are read again, so that a twin cannot
 drift even where stubtest does not run (a tree without the extension), and what
@@ -29,7 +29,7 @@ from sse_fast import EncodeError, EventTooLarge, Lagged, ParseError
 from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation, needs_both
 
 IMPLS = {name: load_implementation(name) for name in PARITY_IMPLEMENTATIONS}
-MODULES = ("encoder", "parser", "ring")
+MODULES = ("encoder", "parser", "ring", "publish")
 STUBS = Path(sse_fast.__file__).parent
 
 

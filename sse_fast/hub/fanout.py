@@ -68,7 +68,7 @@ class FanOut:
         self.last_position = last_position
         self._dirty: dict[Topic, None] = {}
         self._flush_scheduled = False
-        self._accepted: list[float] = []
+        self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
 
     # ---------------------------------------------------------------- storing
 
@@ -78,20 +78,35 @@ class FanOut:
         written together). A topic skips positions it already holds (a replay, or
         an event of several topics delivered once per topic)."""
         topics = self.topics
+        by_name = topics.by_name
         now = self.clock()
         dirty = self._dirty
-        for item in items:
-            position = item.position
-            if position > self.last_position:
-                self.last_position = position
-                self._accepted.append(item.accepted_at)
-            for name in item.topics:
-                topic = topics.get(name, now)
-                if position <= topic.newest_position:
-                    continue  # already applied
-                if topics.keep(topic, item) and topic.catching_up:
-                    self._drop_lagging(topic)
-                dirty[topic] = None
+        accepted = self._accepted
+        last_position = self.last_position
+        try:
+            for item in items:
+                position = item.position
+                if position > last_position:
+                    last_position = position
+                    # events accepted together share their time: one entry a run
+                    if accepted and accepted[-1][0] == item.accepted_at:
+                        accepted[-1][1] += 1
+                    else:
+                        accepted.append([item.accepted_at, 1])
+                for name in item.topics:
+                    topic = by_name.get(name)
+                    if topic is None:
+                        topic = topics.get(name, now)
+                    else:
+                        topic.last_activity = now
+                    positions = topic.positions
+                    if position <= (positions[-1] if positions else topic.evicted_up_to):
+                        continue  # already applied
+                    if topics.keep(topic, item) and topic.catching_up:
+                        self._drop_lagging(topic)
+                    dirty[topic] = None
+        finally:  # what was stored before an error counts
+            self.last_position = last_position
         if dirty and not self._flush_scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -154,8 +169,8 @@ class FanOut:
                     self._write_events(targets, data, count)
         end = self.clock()
         observe = self.metrics.publish_latency.observe
-        for accepted_at in self._accepted:
-            observe(end - accepted_at)
+        for accepted_at, count in self._accepted:
+            observe(end - accepted_at, count)
         self._accepted.clear()
 
     def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:

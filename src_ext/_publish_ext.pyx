@@ -1,0 +1,147 @@
+# cython: language_level=3
+"""Cython publish checker; the pure-Python twin is ``sse_fast/_publish_py.py``
+(whose module docstring holds the theory of operation).
+
+The checks are those of the twin, made on the decoded objects without a Python
+call per field: dict lookups through the C API, a topic's characters against a
+table, one-line strings scanned once.
+"""
+
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Size
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+
+from sse_fast._request import PublishRequest
+
+__all__ = ["requests_of"]
+
+cdef object _Request = PublishRequest
+cdef object _tuple_new = tuple.__new__
+cdef str _TOPIC = "topic"
+cdef str _DATA = "data"
+cdef str _EVENT = "event"
+cdef str _ID = "id"
+cdef str _RETRY = "retry"
+cdef str _EVENTS = "events"
+cdef str _RESERVED = "sse-fast-"
+
+# the characters a topic name may have (ASCII; anything else is not valid)
+cdef bint TOPIC_CHARS[128]
+
+
+cdef void _fill_table() noexcept:
+    cdef str allowed = (
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~:/@!$&'()+,;=%-"
+    )
+    cdef Py_UCS4 ch
+    cdef int i
+    for i in range(128):
+        TOPIC_CHARS[i] = False
+    for ch in allowed:
+        TOPIC_CHARS[<int>ch] = True
+
+
+_fill_table()
+
+
+cdef inline bint _valid_topic(object topic, Py_ssize_t max_length):
+    if type(topic) is not str:
+        return False
+    cdef Py_ssize_t n = PyUnicode_GET_LENGTH(topic)
+    if n == 0 or n > max_length:
+        return False
+    cdef Py_ssize_t i
+    cdef Py_UCS4 ch
+    for i in range(n):
+        ch = PyUnicode_READ_CHAR(topic, i)
+        if ch >= 128 or not TOPIC_CHARS[ch]:
+            return False
+    return True
+
+
+cdef inline bint _one_line(str value, bint no_nul):
+    """True when ``value`` has no CR or LF (nor NUL with ``no_nul``)."""
+    cdef Py_ssize_t i
+    cdef Py_UCS4 ch
+    for i in range(PyUnicode_GET_LENGTH(value)):
+        ch = PyUnicode_READ_CHAR(value, i)
+        if ch == 13 or ch == 10 or (no_nul and ch == 0):
+            return False
+    return True
+
+
+cdef inline object _get(dict raw, str key):
+    """``raw[key]``, or None when it is missing."""
+    cdef PyObject* value = PyDict_GetItem(raw, key)
+    return <object>value if value != NULL else None
+
+
+cdef object _request(dict raw, Py_ssize_t max_topic_length, Py_ssize_t max_id_length):
+    """A PublishRequest, or None when ``raw`` is not a valid event of the common shape."""
+    cdef object topic = _get(raw, _TOPIC)
+    cdef object data = _get(raw, _DATA)
+    if data is None or not _valid_topic(topic, max_topic_length):
+        return None
+    cdef Py_ssize_t size = PyDict_Size(raw)
+    if size == 2:
+        return _tuple_new(_Request, ((topic,), data, None, None, None))
+    cdef Py_ssize_t known = (
+        2 + PyDict_Contains(raw, _EVENT) + PyDict_Contains(raw, _ID) + PyDict_Contains(raw, _RETRY)
+    )
+    if known != size:
+        return None  # a field outside topic, data, event, id, retry (e.g. topics)
+    cdef object event = _get(raw, _EVENT)
+    cdef object event_id = _get(raw, _ID)
+    cdef object retry = _get(raw, _RETRY)
+    if event is not None:
+        if type(event) is not str or PyUnicode_GET_LENGTH(event) == 0:
+            return None
+        if not _one_line(<str>event, False) or (<str>event).startswith(_RESERVED):
+            return None
+    if event_id is not None:
+        if type(event_id) is not str:
+            return None
+        size = PyUnicode_GET_LENGTH(event_id)
+        if size == 0 or size > max_id_length or not _one_line(<str>event_id, True):
+            return None
+    if retry is not None and (type(retry) is not int or retry < 0):
+        return None
+    return _tuple_new(_Request, ((topic,), data, event, event_id, retry))
+
+
+def requests_of(
+    document,
+    Py_ssize_t max_topic_length,
+    Py_ssize_t max_id_length,
+    Py_ssize_t max_events,
+):
+    """The publish requests of ``document`` (a decoded publish body) when it has a
+    common shape and every event is valid; else ``None`` (see the module doc)."""
+    if type(document) is not dict:
+        return None
+    cdef dict body = <dict>document
+    cdef object request
+    if not PyDict_Contains(body, _EVENTS):
+        request = _request(body, max_topic_length, max_id_length)
+        return None if request is None else [request]
+    if PyDict_Size(body) != 1:
+        return None
+    cdef object events = _get(body, _EVENTS)
+    if type(events) is not list:
+        return None
+    cdef Py_ssize_t count = PyList_GET_SIZE(events)
+    if count == 0 or count > max_events:
+        return None
+    cdef list out = []
+    cdef object raw
+    cdef Py_ssize_t i
+    for i in range(count):
+        raw = <object>PyList_GET_ITEM(events, i)
+        if type(raw) is not dict:
+            return None
+        request = _request(<dict>raw, max_topic_length, max_id_length)
+        if request is None:
+            return None
+        out.append(request)
+    return out

@@ -1,0 +1,100 @@
+"""Pure-Python publish checker: the reference twin of ``_publish_ext.pyx``.
+
+Theory of operation
+-------------------
+* One job: turn a decoded publish body (``orjson.loads`` of a ``POST /publish``
+  body, or of one line of ``POST /publish/stream``) into ``PublishRequest``
+  objects, fast, when the body has one of the common shapes and every event in
+  it is valid. The common shapes: one event object, or ``{"events": [...]}``
+  with 1 to ``max_events`` of them, where each event is an object with the
+  fields ``topic`` and ``data`` and optionally ``event``, ``id`` and ``retry``.
+* Anything else gives ``None``, never an error: a body in another shape (an
+  event with ``topics``), or with something wrong in it. The caller
+  (``sse_fast.publishing.parse_publish_body``) then runs the full check, which
+  takes the rarer shapes and words every error. So the rules are written twice
+  (here as "valid", there with the messages) and the parity tests check that
+  this never accepts what the full check refuses, nor answers differently.
+* The rules (those of ``sse_fast.publishing``): ``topic`` a non-empty string of
+  at most ``max_topic_length`` characters from A-Z a-z 0-9 and
+  ``._~:/@!$&'()+,;=%-``; ``data`` any JSON value but null; ``event`` a
+  non-empty one-line string not starting with ``sse-fast-``; ``id`` a non-empty
+  string of at most ``max_id_length`` characters without CR, LF or NUL;
+  ``retry`` a non-negative integer.
+* Nothing is kept between calls; no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ._request import PublishRequest
+
+__all__ = ["requests_of"]
+
+_TOPIC = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
+_FIELDS = frozenset({"topic", "data", "event", "id", "retry"})
+_RESERVED = "sse-fast-"
+
+
+def requests_of(
+    document: object, max_topic_length: int, max_id_length: int, max_events: int
+) -> list[PublishRequest] | None:
+    """The publish requests of ``document`` (a decoded publish body) when it has a
+    common shape and every event is valid; else ``None`` (see the module doc)."""
+    if type(document) is not dict:
+        return None
+    if "events" not in document:
+        request = _request(document, max_topic_length, max_id_length)
+        return None if request is None else [request]
+    if len(document) != 1:
+        return None
+    events = document["events"]
+    if type(events) is not list or not 0 < len(events) <= max_events:
+        return None
+    out = []
+    for raw in events:
+        if type(raw) is not dict:
+            return None
+        request = _request(raw, max_topic_length, max_id_length)
+        if request is None:
+            return None
+        out.append(request)
+    return out
+
+
+def _request(
+    raw: dict[str, Any], max_topic_length: int, max_id_length: int
+) -> PublishRequest | None:
+    topic = raw.get("topic")
+    data = raw.get("data")
+    if data is None or type(topic) is not str or not 0 < len(topic) <= max_topic_length:
+        return None
+    if not _TOPIC.fullmatch(topic):
+        return None
+    if len(raw) == 2:
+        return PublishRequest((topic,), data)
+    if not _FIELDS.issuperset(raw):
+        return None
+    event = raw.get("event")
+    if event is not None and (
+        type(event) is not str
+        or not event
+        or "\r" in event
+        or "\n" in event
+        or event.startswith(_RESERVED)
+    ):
+        return None
+    event_id = raw.get("id")
+    if event_id is not None and (
+        type(event_id) is not str
+        or not 0 < len(event_id) <= max_id_length
+        or "\r" in event_id
+        or "\n" in event_id
+        or "\0" in event_id
+    ):
+        return None
+    retry = raw.get("retry")
+    if retry is not None and (type(retry) is not int or retry < 0):
+        return None
+    return PublishRequest((topic,), data, event, event_id, retry)
