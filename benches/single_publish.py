@@ -1,0 +1,167 @@
+"""One event per request: ``POST /publish`` against the floor, a bare Granian app.
+
+    python -m benches.single_publish              # 3 rounds of 8 s per target
+    python -m benches.single_publish --rounds 1 --seconds 3
+
+The issue's target for the single-publish path is at least 0.8x the requests/s
+of a bare Granian ASGI app that reads the body and answers 200, in the same
+run. Three servers, each alone on core 1 (every thread pinned), no
+subscribers, ``wrk`` on core 0 with the notification benchmark's request (a
+small JSON event to a random one of 10,000 ``user/<n>`` topics, 16
+connections, one thread):
+
+* ``bare``: ``benches/peers/bare_post_app.py``, reading the body until
+  ``more_body`` is false (what a plain ASGI app does);
+* ``bare-cl``: the same app stopping at the declared Content-Length (as
+  sse_fast does; Granian then has no empty last message to send);
+* ``sse_fast``: ``sse-fast serve`` (one worker, anonymous publishing, no rate
+  limit; every check of a publish made: content type, credential, body size,
+  JSON, fields, topic names, room for new topics, sequencing, encoding,
+  storing in the topic's ring).
+
+Rounds are interleaved (bare, bare-cl, sse_fast, bare, ...) and each target's
+median is reported with the ratio to both floors: this machine is noisy, and
+a ratio within one run is what counts. Results go to
+``benches/results/single_publish.{md,json}``. Loopback only, bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import peers
+from .notifications import LOAD_CORE, SERVER_CORE, _wrk, pin
+from .server_bench import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+USERS = 10_000
+
+
+@dataclass(eq=False)
+class BareTarget(peers.Target):
+    stop_at_length: bool = False
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv = [sys.executable, "bare_post_app.py", self.host, str(self.port)]
+        env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
+        return argv, peers.PEERS_DIR, peers._clean_env(env)
+
+    def server_pids(self) -> list[int]:
+        if self._proc is None or not peers.pid_alive(self._proc.pid):
+            return []
+        return [self._proc.pid, *peers.descendants(self._proc.pid)]
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        out["granian"] = peers._dist_version("granian")
+        return out
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run(rounds: int, seconds: float) -> dict[str, Any]:
+    host = peers.HOST
+    ports = peers.free_ports(host, 3)
+    targets: list[peers.Target] = [
+        BareTarget("bare", host, ports[0]),
+        BareTarget("bare-cl", host, ports[1], stop_at_length=True),
+        peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
+    ]
+    results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    versions: dict[str, str] = {}
+    for index in range(rounds):
+        for target in targets:
+            target.start()
+            try:
+                with contextlib.suppress(Exception):
+                    versions.update(target.versions())
+                pin(target.server_pids(), SERVER_CORE)
+                time.sleep(0.5)
+                # wrk's step number seeds the topic order; the same for every target
+                out = _wrk(target, seconds, USERS, index + 1)
+            finally:
+                target.stop()
+            rate = out["acked"] / seconds
+            results[target.name].append(
+                {
+                    "requests_per_s": rate,
+                    "errors": out["errors"],
+                    "p50_ms": out["p50"] * 1e3,
+                    "p99_ms": out["p99"] * 1e3,
+                    "wrk_cpu_s": out["cpu"],
+                }
+            )
+            log(f"round {index + 1} {target.name:8s} {rate:>9,.0f} req/s errors {out['errors']}")
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": machine(),
+        "params": {"rounds": rounds, "seconds": seconds, "users": USERS, "connections": 16},
+        "versions": versions,
+        "results": results,
+    }
+
+
+def median(report: dict[str, Any], name: str) -> float:
+    return statistics.median(r["requests_per_s"] for r in report["results"][name])
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    m, p = report["machine"], report["params"]
+    bare, bare_cl = median(report, "bare"), median(report, "bare-cl")
+    lines = [
+        "# One event per request: POST /publish against a bare Granian app",
+        "",
+        f"`python -m benches.single_publish` on {m.get('cores', '?')} cores "
+        f"({m.get('cpu', '?')}), Python {m.get('python', '?')}, {report['date']}.",
+        "",
+        f"- Each server alone on core 1 (every thread pinned), no subscribers; `wrk` on core 0, "
+        f"{p['connections']} connections, one thread, {p['seconds']:g} s per round, "
+        f"{p['rounds']} rounds interleaved; a small JSON event to a random one of "
+        f"{p['users']:,} topics per request (the notification benchmark's request).",
+        "- bare: a Granian ASGI app that reads the body to its end and answers 200; bare-cl: "
+        "the same, stopping at Content-Length (as sse_fast does); sse_fast: `sse-fast serve`, "
+        "one worker, every check of a publish made.",
+        "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
+        "",
+        "| target | requests/s per round | median | vs bare | vs bare-cl | p99 ms (median) |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for name, rows in report["results"].items():
+        rates = ", ".join(f"{r['requests_per_s']:,.0f}" for r in rows)
+        mid = median(report, name)
+        p99 = statistics.median(r["p99_ms"] for r in rows)
+        lines.append(
+            f"| {name} | {rates} | {mid:,.0f} | {mid / bare:.2f}x | {mid / bare_cl:.2f}x "
+            f"| {p99:.1f} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.single_publish", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--out", default=str(RESULTS / "single_publish"), help="path prefix")
+    args = parser.parse_args(argv)
+    report = run(args.rounds, args.seconds)
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    write_report(report, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
