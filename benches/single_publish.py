@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from . import peers
-from .notifications import LOAD_CORE, SERVER_CORE, _wrk, pin
+from .notifications import SERVER_CORE, _wrk, pin
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
