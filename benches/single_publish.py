@@ -112,7 +112,7 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
 
 
 def median(report: dict[str, Any], name: str) -> float:
-    return statistics.median(r["requests_per_s"] for r in report["results"][name])
+    return float(statistics.median(r["requests_per_s"] for r in report["results"][name]))
 
 
 def write_report(report: dict[str, Any], path: Path) -> None:

@@ -16,6 +16,8 @@ Three paths, from the cheapest per request to the cheapest per event:
 ``publish`` (one ``POST /publish``), ``publish_many`` (batches of up to
 ``batch_size`` events per request) and ``stream`` (one long request, one ack
 per event). Connections are kept alive and reused (``connections`` at most).
+Batches are split to stay within ``max_body_bytes`` (set it to the server's);
+an event that no body could carry is refused here with status 413, unsent.
 Inside the server's own process, use ``app.hub.publish`` instead: no HTTP.
 
 Retries. A publish that failed before it was sent (the connection could not be
@@ -93,6 +95,7 @@ class Publisher:
         backoff: float = 0.2,
         connections: int = 4,
         batch_size: int = 1000,
+        max_body_bytes: int = 1024 * 1024,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -106,6 +109,9 @@ class Publisher:
         self.retries = retries
         self.backoff = backoff
         self.batch_size = batch_size
+        #: the server's max_body_bytes: larger batches are split, a larger event
+        #: is refused here (413) without sending it
+        self.max_body_bytes = max_body_bytes
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(connections)
 
@@ -149,27 +155,48 @@ class Publisher:
         retry: int | None = None,
     ) -> str:
         """Publish one event; return its id."""
-        (event_id,) = await self._post([_event(topic, data, event, id, retry)], single=True)
+        body = self._encoded(_event(topic, data, event, id, retry), wrapped=False)
+        (event_id,) = await self._post(body, idempotent=id is not None)
         return event_id
 
     async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Publish events (each as ``POST /publish`` takes one) in batches of up to
-        ``batch_size``, in order; return their ids. A batch is published whole or
-        not at all; a failing batch raises, after the batches before it were published."""
+        ``batch_size`` events and ``max_body_bytes``, in order; return their ids. A
+        batch is published whole or not at all; a failing batch raises, after the
+        batches before it were published."""
         out: list[str] = []
-        batch: list[Mapping[str, Any]] = []
+        batch: list[bytes] = []
+        size = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
+        idempotent = True
         for one in events:
-            batch.append(one)
-            if len(batch) >= self.batch_size:
-                out += await self._post(batch)
-                batch = []
+            encoded = self._encoded(one, wrapped=True)
+            if batch and (
+                len(batch) >= self.batch_size or size + len(encoded) + 1 > self.max_body_bytes
+            ):
+                out += await self._post(_batch(batch), idempotent)
+                batch, size, idempotent = [], len(_BATCH_OPEN) + len(_BATCH_CLOSE), True
+            batch.append(encoded)
+            size += len(encoded) + 1
+            idempotent = idempotent and one.get("id") is not None
         if batch:
-            out += await self._post(batch)
+            out += await self._post(_batch(batch), idempotent)
         return out
 
-    async def _post(self, events: Sequence[Mapping[str, Any]], single: bool = False) -> list[str]:
-        body = orjson.dumps(events[0] if single else {"events": events})
-        idempotent = all(one.get("id") is not None for one in events)
+    def _encoded(self, event: Mapping[str, Any], wrapped: bool) -> bytes:
+        """One event as JSON; refused here (413) when its body (``wrapped`` in a
+        batch, or alone: a body, a stream line) would be over the server's limit."""
+        encoded = orjson.dumps(event)
+        extra = len(_BATCH_OPEN) + len(_BATCH_CLOSE) if wrapped else 0
+        if len(encoded) + extra > self.max_body_bytes:
+            raise PublishFailed(
+                f"event of {len(encoded)} bytes is over the server's body limit "
+                f"(max_body_bytes {self.max_body_bytes}); nothing was sent. Publish "
+                "smaller events, or raise max_body_bytes on the server and here",
+                413,
+            )
+        return encoded
+
+    async def _post(self, body: bytes, idempotent: bool) -> list[str]:
         request = (
             f"POST {self.base}/publish HTTP/1.1\r\n{self._headers('application/json')}"
             f"Content-Length: {len(body)}\r\n\r\n"
@@ -182,9 +209,17 @@ class Publisher:
                 failure = PublishFailed(f"could not reach the server: {exc.__cause__!r}")
                 safe = True
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+                hint = (
+                    "; a body this large may have been refused (413): is the server's "
+                    f"max_body_bytes smaller than {self.max_body_bytes}?"
+                    if len(body) > 65536 and isinstance(exc, ConnectionError)
+                    else ""
+                )
                 failure = PublishFailed(
                     f"no answer from the server ({exc!r}): the publish may or may not have "
-                    "happened" + ("" if idempotent else " (give events ids to retry safely)"),
+                    "happened"
+                    + ("" if idempotent else " (give events ids to retry safely)")
+                    + hint,
                     maybe_published=True,
                 )
                 safe = idempotent
@@ -247,8 +282,17 @@ class Publisher:
         ``PublishFailed``). ``send`` waits while ``max_in_flight`` events are not
         yet acked (what is in flight is what a retry may have to resend, and how
         long the last one waits). Leaving the ``async with`` ends the body and
-        waits for every ack."""
+        waits for every ack, as long as acks keep coming (``PublishFailed`` after
+        ``timeout`` seconds without one)."""
         return PublishStream(self, max_in_flight)
+
+
+_BATCH_OPEN = b'{"events":['
+_BATCH_CLOSE = b"]}"
+
+
+def _batch(encoded: list[bytes]) -> bytes:
+    return _BATCH_OPEN + b",".join(encoded) + _BATCH_CLOSE
 
 
 class _NotSent(Exception):
@@ -297,7 +341,7 @@ class PublishStream:
         if self._ended is not None:
             raise PublishFailed(f"the stream ended: {self._ended}")
         assert self._connection is not None
-        line = orjson.dumps(event) + b"\n"
+        line = self.publisher._encoded(event, wrapped=False) + b"\n"
         self._line += 1
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._waiting[self._line] = future
@@ -329,15 +373,30 @@ class PublishStream:
                 self._connection.writer.write(b"0\r\n\r\n")
                 with contextlib.suppress(ConnectionError):
                     await self._connection.writer.drain()
-                await asyncio.wait_for(
-                    asyncio.shield(self._reader_task), self.publisher.timeout + 1
-                )
+                await self._wait_for_acks()
         finally:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader_task
             self._connection.close()
             self._fail_rest(PublishFailed("the stream ended before its ack", maybe_published=True))
+
+    async def _wait_for_acks(self) -> None:
+        """Wait for the acks still due and the done line, as long as they keep
+        coming: ``PublishFailed`` after ``timeout`` seconds without one."""
+        assert self._reader_task is not None
+        while True:
+            before = self.published + self.failed
+            done, _ = await asyncio.wait({self._reader_task}, timeout=self.publisher.timeout)
+            if done:
+                await self._reader_task  # its error, if the stream failed
+                return
+            if self.published + self.failed == before:
+                raise PublishFailed(
+                    f"no ack from the server for {self.publisher.timeout:g} s; "
+                    f"{len(self._waiting)} events may or may not have been published",
+                    maybe_published=True,
+                )
 
     async def _read_acks(self) -> None:
         assert self._connection is not None

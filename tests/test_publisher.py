@@ -190,3 +190,68 @@ def test_a_stream_the_server_ends_early_fails_what_was_not_acked_as_maybe_publis
                 assert any(e.status == 503 for e in failed)
 
         asyncio.run(main())
+
+
+def test_batches_are_split_to_fit_the_servers_body_limit() -> None:
+    with ServerProcess(max_body_bytes=4096) as server:  # 100 such events: about 9 KB
+
+        async def main() -> None:
+            client = server.client("fit")
+            await client.connect()
+            url = f"http://{HOST}:{server.port}"
+            async with Publisher(url, max_body_bytes=4096) as publisher:
+                ids = await publisher.publish_many(
+                    [{"topic": "fit", "data": {"n": n, "pad": "x" * 50}} for n in range(100)]
+                )
+            events = await collect(client, 100)
+            assert [e.id for e in events] == ids and len(set(ids)) == 100
+            client.close()
+            # the server's limit below the publisher's: a clear failure, never a silent one
+            async with Publisher(url) as publisher:
+                with pytest.raises(PublishFailed) as info:
+                    await publisher.publish_many(
+                        [{"topic": "fit", "data": "x" * 1000} for _ in range(500)]
+                    )
+            assert info.value.status == 413 or "max_body_bytes" in str(info.value)
+
+        asyncio.run(main())
+
+
+def test_an_event_no_request_could_carry_is_refused_before_sending(server: ServerProcess) -> None:
+    async def main() -> None:
+        async with Publisher(f"http://{HOST}:{server.port}", max_body_bytes=200) as publisher:
+            for call in (
+                publisher.publish("big", "x" * 300),
+                publisher.publish_many(
+                    [{"topic": "big", "data": 1}, {"topic": "big", "data": "x" * 300}]
+                ),
+            ):
+                with pytest.raises(PublishFailed) as info:
+                    await call
+                assert info.value.status == 413 and not info.value.maybe_published
+                assert "nothing was sent" in str(info.value)
+            async with publisher.stream() as stream:
+                with pytest.raises(PublishFailed) as info:
+                    await stream.publish("big", "x" * 300)
+                assert info.value.status == 413
+                small = await stream.publish("big", "fits")
+            assert stream.published == 1 and small.result()
+
+    asyncio.run(main())
+
+
+def test_leaving_a_stream_waits_as_long_as_acks_keep_coming() -> None:
+    # acks come at 10/s after a burst of 20 (the publish rate), 50 events: about 3 s, more than the
+    # publisher's timeout, which bounds the wait between acks, not the whole wait
+    with ServerProcess(publish_rate=10) as server:
+
+        async def main() -> None:
+            async with Publisher(f"http://{HOST}:{server.port}", timeout=1.5) as publisher:
+                started = asyncio.get_running_loop().time()
+                async with publisher.stream() as stream:
+                    futures = [await stream.publish("slow", n) for n in range(50)]
+                took = asyncio.get_running_loop().time() - started
+            assert stream.published == 50 and all(f.result() for f in futures)
+            assert took > 2.5  # the old fixed wait (timeout + 1 s) would have given up
+
+        asyncio.run(main())

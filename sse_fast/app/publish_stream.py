@@ -149,27 +149,28 @@ class _Stream:
     async def run(self, receive: Receive) -> None:
         task = asyncio.current_task()
         assert task is not None
-        waiting = False
+        receiving: asyncio.Future[Any] | None = None
 
         def drain() -> None:  # the drain started: stop waiting for the body
-            if waiting:
-                task.cancel()
+            if receiving is not None:
+                # the wait is cancelled, not the task: if the body came first this
+                # does nothing, and a cancellation of the task stays the caller's
+                receiving.cancel()
 
         self.hub.on_drain.add(drain)
         try:
             while True:
                 if self.hub.draining:
                     raise _Ended(self._draining())
-                waiting = True
+                receiving = asyncio.ensure_future(receive())
                 try:
-                    message = await receive()
+                    message = await receiving
                 except asyncio.CancelledError:
-                    if not self.hub.draining:
-                        raise
-                    task.uncancel()
+                    if task.cancelling() or not self.hub.draining:
+                        raise  # the task itself was cancelled
                     raise _Ended(self._draining()) from None
                 finally:
-                    waiting = False
+                    receiving = None
                 if message["type"] == "http.disconnect":
                     raise _Gone
                 last = not message.get("more_body", False)
