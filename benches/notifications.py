@@ -65,8 +65,8 @@ BATCH = 100
 IN_FLIGHT = 2000  # stream lines written and not yet acked, at most (batches: 16 x 100)
 LADDERS = {
     "single": [0],  # wrk at full speed: one step, the saturation point
-    "batch": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
-    "stream": [10_000, 20_000, 40_000, 80_000, 120_000, 160_000],
+    "batch": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
+    "stream": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
 }
 MODES = {"sse_fast": ["single", "batch", "stream"], "other": ["single"]}
 NCHAN_SHARED_MEMORY = "512m"  # 10,000 channels: 128m runs out (nchan answers 500)
