@@ -9,7 +9,8 @@ in one process). Endpoints match sse_fast's:
 * ``GET /healthz`` -> ``{"status": "ok"}``
 
 Configuration (set by ``benches/peers.py``): ``PEER_HEARTBEAT`` = ping interval in
-seconds (0 = off).
+seconds (0 = off). ``PEER_SSE=sse_fast`` runs the same app on ``sse_fast.starlette``
+(the drop-in: only the import changes; ``benches/starlette_adapter.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ from __future__ import annotations
 import asyncio
 import os
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+if os.environ.get("PEER_SSE", "sse_starlette") == "sse_fast":
+    from sse_fast.starlette import EventSourceResponse, ServerSentEvent
+else:
+    from sse_starlette import EventSourceResponse, ServerSentEvent  # type: ignore[assignment]
 
 HEARTBEAT = float(os.environ.get("PEER_HEARTBEAT", "15"))
 

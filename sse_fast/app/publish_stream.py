@@ -122,6 +122,13 @@ class PublishStreamEndpoint:
             metrics.publish_streams_open -= 1
 
 
+def _cancelling(task: asyncio.Task[Any]) -> int:
+    """Pending cancellations of ``task`` (Python 3.11+; 0 on 3.10, which does not
+    count them)."""
+    cancelling = getattr(task, "cancelling", None)
+    return int(cancelling()) if cancelling is not None else 0
+
+
 class _Gone(Exception):
     """The publisher left (or stalled and was cut)."""
 
@@ -166,7 +173,7 @@ class _Stream:
                 try:
                     message = await receiving
                 except asyncio.CancelledError:
-                    if task.cancelling() or not self.hub.draining:
+                    if _cancelling(task) or not self.hub.draining:
                         raise  # the task itself was cancelled
                     raise _Ended(self._draining()) from None
                 finally:

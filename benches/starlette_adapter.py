@@ -1,0 +1,230 @@
+"""The Starlette adapter against sse-starlette: the same app, only the import differs.
+
+    python -m benches.starlette_adapter            # steady 1,000 x 10/s, then a saturation ladder
+    python -m benches.starlette_adapter --quick    # short steps
+
+The app is ``benches/peers/starlette_app.py`` (the common sse-starlette pattern:
+one ``asyncio.Queue`` per subscriber, ``EventSourceResponse`` over a generator,
+``POST /publish`` fanning out to the queues), run with ``PEER_SSE=sse_starlette``
+or ``PEER_SSE=sse_fast`` (``from sse_fast.starlette import EventSourceResponse,
+ServerSentEvent``). Each under uvicorn (uvloop, httptools) and under Granian
+(ASGI, uvloop), one process, pinned with every thread to core 1; the load
+generator (``sse_fast.loadgen``) on core 0. Steps:
+
+* steady: 1,000 streams on one topic, 10 publishes/s (10,000 deliveries/s);
+* saturation: the same 1,000 streams, 8 publishers at rising rates until fewer
+  than 90 % of the events are published or delivered.
+
+Reported per step: delivered/s, p50/p99 (publish to parse), the server's CPU
+(seconds per second) and delivered/s per server core second; the summary is
+each server's best delivered/s per core (a step that kept up) and the ratio
+sse_fast.starlette / sse-starlette under the same server. Results:
+``benches/results/starlette_adapter.{md,json}``. Loopback only, bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from . import peers
+from .notifications import LOAD_CORE, SERVER_CORE, pin
+from .server_bench import machine
+
+RESULTS = Path(__file__).resolve().parent / "results"
+LIBRARIES = {"sse-starlette": "sse_starlette", "sse_fast.starlette": "sse_fast"}
+SERVERS = ("uvicorn", "granian")
+KEPT_UP = 0.9
+
+
+@dataclass(eq=False)
+class AdapterTarget(peers.Target):
+    library: str = "sse_starlette"
+    server: str = "uvicorn"
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        if self.server == "uvicorn":
+            argv = [sys.executable, "-m", "uvicorn", "--host", self.host, "--port", str(self.port)]
+            argv += ["--loop", "uvloop", "--http", "httptools", "--backlog", "4096"]
+            argv += ["--no-access-log", "--timeout-graceful-shutdown", "3"]
+        else:
+            argv = [sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"]
+            argv += ["--host", self.host, "--port", str(self.port), "--backlog", "4096"]
+            argv += ["--backpressure", "19000", "--log-level", "warning"]
+            argv += ["--workers-kill-timeout", "3"]
+        argv.append("starlette_app:app")
+        env = {"PEER_HEARTBEAT": f"{self.heartbeat:g}", "PEER_SSE": self.library}
+        return argv, peers.PEERS_DIR, peers._clean_env(env)
+
+    def ready(self) -> bool:
+        status, _ = peers.http_get(self.host, self.port, "/healthz")
+        return status == 200
+
+    def server_pids(self) -> list[int]:
+        if self._proc is None or not peers.pid_alive(self._proc.pid):
+            return []
+        return [self._proc.pid, *peers.descendants(self._proc.pid)]
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        for dist in ("sse_fast", "sse-starlette", "starlette", self.server, "uvloop"):
+            out[dist] = peers._dist_version(dist)
+        return out
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def run_step(target: AdapterTarget, **load: Any) -> dict[str, Any]:
+    from sse_fast.loadgen import run_load
+
+    target.start()
+    try:
+        pids = target.server_pids()
+        pin(pids, SERVER_CORE)
+        result = run_load(
+            host=target.host,
+            port=target.port,
+            name=target.name,
+            subscribe_path=target.subscribe_path,
+            publish_request=target.publish_request,
+            server_pids=target.server_pids,
+            progress=log,
+            **load,
+        )
+    finally:
+        target.stop()
+        time.sleep(1)
+    row = asdict(result)
+    kept = result.published >= KEPT_UP * load["rate"] * result.duration and (
+        result.delivered >= KEPT_UP * max(result.expected, 1)
+    )
+    row.update(library=target.library, server=target.server, rate=load["rate"], kept_up=kept)
+    log(
+        f"  {target.name:32s} rate {load['rate']:>4}/s delivered {result.delivered_per_second:>9,.0f}/s"
+        f" p99 {result.p99_ms:7.1f} ms cpu {result.server_cores_used or 0:.2f}"
+        f" per core {result.delivered_per_server_core_second or 0:>9,.0f}/s kept {kept}"
+    )
+    return row
+
+
+def run(quick: bool) -> dict[str, Any]:
+    connections = 1000
+    seconds = 5.0 if quick else 10.0
+    ladder = [20, 80] if quick else [20, 40, 80, 160, 320, 640]
+    rows: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    for server in SERVERS:
+        for label, library in LIBRARIES.items():
+            name = f"{label} / {server}"
+            port = peers.free_ports(peers.HOST, 1)[0]
+            target = AdapterTarget(name, peers.HOST, port, heartbeat=15.0)
+            target.library, target.server = library, server
+            versions.update(target.versions())
+            log(f"{name}:")
+            row = run_step(target, connections=connections, rate=10, duration=seconds, warmup=2)
+            row["step"] = "steady"
+            rows.append(row)
+            for rate in ladder:
+                row = run_step(
+                    target,
+                    connections=connections,
+                    rate=rate,
+                    publishers=8,
+                    duration=seconds,
+                    warmup=2,
+                )
+                row["step"] = "saturation"
+                rows.append(row)
+                if not row["kept_up"]:
+                    break
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "quick": quick,
+        "machine": machine(),
+        "params": {"connections": connections, "seconds": seconds, "ladder": ladder},
+        "versions": versions,
+        "rows": rows,
+    }
+
+
+def best_per_core(rows: list[dict[str, Any]], library: str, server: str) -> float:
+    kept = [
+        r["delivered_per_server_core_second"] or 0.0
+        for r in rows
+        if r["library"] == library and r["server"] == server and r["kept_up"]
+    ]
+    return max(kept, default=0.0)
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    rows, p = report["rows"], report["params"]
+    m = report["machine"]
+    lines = [
+        "# sse_fast.starlette vs sse-starlette: the same app, only the import differs",
+        "",
+        f"`python -m benches.starlette_adapter{' --quick' if report['quick'] else ''}` on "
+        f"{m.get('cores', '?')} cores ({m.get('cpu', '?')}), Python {m.get('python', '?')}, "
+        f"{report['date']}.",
+        "",
+        "- App: `benches/peers/starlette_app.py` (one `asyncio.Queue` per subscriber, "
+        "`EventSourceResponse` over a generator), `PEER_SSE` choosing the library. One server "
+        "process, every thread pinned to core 1; the load generator on core 0.",
+        f"- steady: {p['connections']:,} streams on one topic, 10 publishes/s; saturation: the "
+        f"same streams, 8 publishers, rates {', '.join(map(str, p['ladder']))}/s until under "
+        f"{KEPT_UP:.0%} published or delivered; {p['seconds']:g} s per step.",
+        "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
+        "",
+        "## Best delivered/s per server core (steps that kept up)",
+        "",
+        "| server | sse-starlette | sse_fast.starlette | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    for server in SERVERS:
+        theirs = best_per_core(rows, "sse_starlette", server)
+        ours = best_per_core(rows, "sse_fast", server)
+        ratio = f"{ours / theirs:.2f}x" if theirs else "-"
+        lines.append(f"| {server} | {theirs:,.0f} | {ours:,.0f} | {ratio} |")
+    lines += [
+        "",
+        "## Every step",
+        "",
+        "| target | step | publishes/s asked | delivered/s | p50 ms | p99 ms | lost | server CPU | "
+        "delivered/s per core | kept up |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['target']} | {r['step']} | {r['rate']} | {r['delivered_per_second']:,.0f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['lost']} | "
+            f"{r['server_cores_used'] or 0:.2f} | {r['delivered_per_server_core_second'] or 0:,.0f} "
+            f"| {'yes' if r['kept_up'] else 'no'} |"
+        )
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benches.starlette_adapter", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="5 s steps, two saturation rates")
+    parser.add_argument("--out", default=str(RESULTS / "starlette_adapter"), help="path prefix")
+    args = parser.parse_args(argv)
+    pin([os.getpid()], LOAD_CORE)  # the load generator's processes inherit it
+    report = run(args.quick)
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
+    write_report(report, out.with_suffix(".md"))
+    print(out.with_suffix(".md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,673 @@
+"""Server-Sent Events for Starlette and FastAPI: a drop-in for sse-starlette.
+
+    from sse_fast.starlette import EventSourceResponse   # was: from sse_starlette import ...
+
+    @app.get("/events")
+    async def events(request: Request) -> EventSourceResponse:
+        async def feed():
+            while True:
+                yield {"event": "tick", "data": await next_tick()}
+        return EventSourceResponse(feed(), ping=15, send_timeout=10)
+
+Theory of operation
+-------------------
+* Same arguments, same items. ``EventSourceResponse`` takes what sse-starlette's
+  takes (``content`` an async iterable or a sync iterator; ``ping``,
+  ``ping_message_factory``, ``sep``, ``headers``, ``media_type``,
+  ``background``, ``send_timeout``, ``data_sender_callable``,
+  ``client_close_handler_callable``, ``shutdown_event``,
+  ``shutdown_grace_period``, ``cleanup_timeout``). Items are
+  ``ServerSentEvent`` objects (ours, or anything whose ``encode()`` gives
+  bytes), dicts of their fields, bytes (sent as they are) or anything else (its
+  ``str()`` is the data). The events a client parses are the ones sse-starlette
+  sends (the same data, names, ids, retry and comments); the bytes differ only
+  in field order and, unless ``sep`` is given, in line ends (``\\n`` instead of
+  ``\\r\\n``). Frames come from the native encoder.
+* One task per stream. The response runs in the request's own task and
+  iterates the content there; pings are a timer, the disconnect watch a
+  callback on ``receive()``, shutdown one registry per process: no task group
+  of four tasks per stream (sse-starlette's), which is most of what a stream
+  costs.
+* Disconnects. When ``receive()`` reports ``http.disconnect`` the stream's task
+  is cancelled where it waits (the content iterator sees ``CancelledError``, as
+  under sse-starlette), ``client_close_handler_callable`` is awaited, and the
+  response returns normally. The iterator is closed (``aclose``) within
+  ``cleanup_timeout``.
+* Pings and slow clients. A comment (``: ping - <time>``, or
+  ``ping_message_factory()``) goes out after ``ping`` seconds without a write
+  (a stream busy with events needs none). A write that does not complete within
+  ``send_timeout`` seconds (a client that stopped reading: its buffers are full)
+  ends the stream with ``SendTimeoutError``, as sse-starlette does. Under
+  Granian a write is handed over when ``send`` is called (see
+  ``sse_fast/hub/server.py``) and is not awaited unless the connection is full.
+* Shutdown. ``shutdown_streams()`` ends every open stream of the process:
+  ``shutdown_event`` is set, the generator has ``shutdown_grace_period``
+  seconds to finish, then it is cancelled and the response ends cleanly (its
+  last chunk sent). It is called on SIGTERM and SIGINT (a handler chained in
+  front of the server's, installed with the first stream, in the main thread),
+  when uvicorn starts its shutdown, and when ``AppStatus.should_exit`` is set
+  to true (sse-starlette's switch).
+* HTTP/2 and HTTP/3 responses carry no ``Connection`` header (it is forbidden
+  there); HTTP/1.1 ones keep ``Connection: keep-alive`` as sse-starlette's.
+* ``last_event_id(request)`` gives the ``Last-Event-ID`` header a reconnecting
+  client sends, decoded as UTF-8 (None when absent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import threading
+import weakref
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import orjson
+
+try:
+    import starlette  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on what is installed
+    raise ImportError(
+        "sse_fast.starlette needs Starlette: pip install 'sse_fast[starlette]'"
+    ) from exc
+from starlette.background import BackgroundTask
+from starlette.concurrency import iterate_in_threadpool
+from starlette.datastructures import MutableHeaders
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ._core import encode
+from .hub.server import SendStyle
+
+__all__ = [
+    "AppStatus",
+    "EventSourceResponse",
+    "JSONServerSentEvent",
+    "SendTimeoutError",
+    "ServerSentEvent",
+    "ensure_bytes",
+    "last_event_id",
+    "shutdown_streams",
+]
+
+log = logging.getLogger("sse_fast.starlette")
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_SEPARATORS = ("\r\n", "\r", "\n")
+_FIELDS = frozenset({"data", "event", "id", "retry", "comment", "sep"})
+
+
+def _frame(data: Any, event: Any, id: Any, retry: Any, comment: Any, sep: str) -> bytes:
+    """One frame with sse-starlette's rules: line breaks dropped from ``id`` and
+    ``event``, ``str()`` of any data, multi-line data and comments split."""
+    if retry is not None and not isinstance(retry, int):
+        raise TypeError("retry argument must be int")
+    if data is None and event is None and id is None and retry is None and comment is None:
+        return sep.encode()  # sse-starlette sends a lone separator: a no-op for clients
+    frame = encode(
+        None if data is None else data if type(data) is str else str(data),
+        event=None if event is None else _LINE_BREAK.sub("", event),
+        id=None if id is None else _LINE_BREAK.sub("", str(id)),
+        retry=retry,
+        comment=None if comment is None else str(comment),
+    )
+    return frame if sep == "\n" else frame.replace(b"\n", sep.encode())
+
+
+class ServerSentEvent:
+    """One event, as sse-starlette's ``ServerSentEvent`` (same arguments and
+    attributes; ``encode()`` gives its bytes)."""
+
+    DEFAULT_SEPARATOR = "\n"
+
+    def __init__(
+        self,
+        data: Any | None = None,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry: int | None = None,
+        comment: str | None = None,
+        sep: str | None = None,
+    ) -> None:
+        self.data = data
+        self.event = event
+        self.id = id
+        self.retry = retry
+        self.comment = comment
+        self._sep = sep if sep is not None else self.DEFAULT_SEPARATOR
+
+    def encode(self) -> bytes:
+        return _frame(self.data, self.event, self.id, self.retry, self.comment, self._sep)
+
+    def __repr__(self) -> str:
+        fields = ("data", "event", "id", "retry", "comment")
+        shown = ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in fields if getattr(self, n) is not None
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+class JSONServerSentEvent(ServerSentEvent):
+    """An event whose data is JSON (compact; orjson, which also takes dataclasses,
+    datetimes and numpy arrays, and writes NaN as null where ``json.dumps``
+    would refuse it)."""
+
+    def __init__(self, data: Any | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(
+            None if data is None else orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
+            *args,
+            **kwargs,
+        )
+
+
+def ensure_bytes(data: Any, sep: str) -> bytes:
+    """One item of a stream's content as bytes (sse-starlette's function)."""
+    if type(data) is dict:
+        if not _FIELDS.issuperset(data):
+            unknown = ", ".join(sorted(set(data) - _FIELDS))
+            raise TypeError(
+                f"an event dict has the fields data, event, id, retry, comment; got {unknown}"
+            )
+        return _frame(
+            data.get("data"),
+            data.get("event"),
+            data.get("id"),
+            data.get("retry"),
+            data.get("comment"),
+            data.get("sep") or sep,
+        )
+    if isinstance(data, (bytes, memoryview)):
+        return bytes(data)
+    if isinstance(data, ServerSentEvent):
+        return data.encode()
+    encoder = getattr(data, "encode", None)
+    if encoder is not None and not isinstance(data, str):  # another library's event object
+        encoded = encoder()
+        if isinstance(encoded, bytes):
+            return encoded
+    return _frame(data if type(data) is str else str(data), None, None, None, None, sep)
+
+
+class SendTimeoutError(TimeoutError):
+    """A write to the client did not complete within ``send_timeout``."""
+
+
+def last_event_id(connection: HTTPConnection | Scope) -> str | None:
+    """The ``Last-Event-ID`` a reconnecting client sent (decoded as UTF-8, bytes that
+    are not UTF-8 replaced), or None."""
+    scope = connection.scope if isinstance(connection, HTTPConnection) else connection
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"last-event-id":
+            return bytes(value).decode("utf-8", "replace")
+    return None
+
+
+# ---------------------------------------------------------------- shutdown
+
+
+class _AppStatusMeta(type):
+    """``AppStatus.should_exit = True`` (sse-starlette's switch) ends the streams."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "should_exit" and value:
+            shutdown_streams()
+
+
+class AppStatus(metaclass=_AppStatusMeta):
+    """sse-starlette's shutdown switch: set ``should_exit`` to true to end every
+    stream (``shutdown_streams``); new streams end at once while it is true."""
+
+    should_exit = False
+    enable_automatic_graceful_drain = True
+
+    @staticmethod
+    def disable_automatic_graceful_drain() -> None:
+        """Signals no longer end the streams (set ``should_exit`` yourself)."""
+        AppStatus.enable_automatic_graceful_drain = False
+
+    @staticmethod
+    def enable_automatic_graceful_drain_mode() -> None:
+        AppStatus.enable_automatic_graceful_drain = True
+
+
+class _Streams:
+    """The open streams of this process, by event loop (a thread may run its own)."""
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakSet[_Stream] = weakref.WeakSet()
+        self.lock = threading.Lock()
+        self.signals_installed = False
+
+
+_streams = _Streams()
+
+
+def shutdown_streams() -> int:
+    """End every open stream of this process (see "Shutdown"); returns how many.
+    Safe to call from any thread and from a signal handler."""
+    with _streams.lock:
+        streams = list(_streams.open)
+    for stream in streams:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to end
+            stream.loop.call_soon_threadsafe(stream.shut_down)
+    return len(streams)
+
+
+def _install_signal_handlers() -> None:
+    """Chain SIGTERM and SIGINT: end the streams, then do what was there before
+    (the server's own shutdown). Main thread only; once per process."""
+    if _streams.signals_installed or threading.current_thread() is not threading.main_thread():
+        return
+    _streams.signals_installed = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous = signal.getsignal(sig)
+        except (ValueError, OSError):  # pragma: no cover - not a settable signal here
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            if AppStatus.enable_automatic_graceful_drain:
+                shutdown_streams()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, handler)
+
+
+def _uvicorn_exiting() -> bool:
+    """True when a uvicorn server of this process is shutting down (its SIGTERM
+    handler is a bound method of the server)."""
+    handler = signal.getsignal(signal.SIGTERM)
+    server = getattr(handler, "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+# ---------------------------------------------------------------- the response
+
+
+class _Event(Protocol):
+    def set(self) -> Any: ...
+
+
+Content = AsyncIterable[Any] | Iterable[Any]
+
+
+class EventSourceResponse(Response):
+    """A Server-Sent Events response (see the module docstring); the arguments of
+    sse-starlette's ``EventSourceResponse``."""
+
+    DEFAULT_PING_INTERVAL = 15
+    DEFAULT_SEPARATOR = "\n"
+    DEFAULT_CLEANUP_TIMEOUT = 30.0
+
+    def __init__(
+        self,
+        content: Content,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str = "text/event-stream",
+        background: BackgroundTask | None = None,
+        ping: float | None = None,
+        sep: str | None = None,
+        ping_message_factory: Callable[[], Any] | None = None,
+        data_sender_callable: Callable[[], Awaitable[None]] | None = None,
+        send_timeout: float | None = None,
+        client_close_handler_callable: Callable[[Message], Awaitable[None]] | None = None,
+        shutdown_event: _Event | None = None,
+        shutdown_grace_period: float = 0,
+        cleanup_timeout: float | None = DEFAULT_CLEANUP_TIMEOUT,
+    ) -> None:
+        if sep not in (None, *_SEPARATORS):
+            raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep!r}")
+        self.sep = sep or self.DEFAULT_SEPARATOR
+        if isinstance(content, AsyncIterable):
+            self.body_iterator: AsyncIterable[Any] = content
+        else:
+            self.body_iterator = iterate_in_threadpool(iter(content))
+        self.status_code = status_code
+        self.media_type = media_type if media_type is not None else "text/event-stream"
+        self.background = background
+        self.data_sender_callable = data_sender_callable
+        if send_timeout is not None and send_timeout <= 0:
+            raise ValueError("send_timeout must be > 0 seconds (or None: no limit)")
+        self.send_timeout = send_timeout
+        merged = MutableHeaders()
+        if headers is not None:
+            merged.update(headers)
+        merged.setdefault("Cache-Control", "no-store")
+        merged["Connection"] = "keep-alive"  # dropped on HTTP/2 and HTTP/3 (forbidden there)
+        merged["X-Accel-Buffering"] = "no"
+        self.init_headers(merged)
+        self.ping_interval = self.DEFAULT_PING_INTERVAL if ping is None else ping
+        self.ping_message_factory = ping_message_factory
+        self.client_close_handler_callable = client_close_handler_callable
+        if shutdown_grace_period < 0:
+            raise ValueError("shutdown_grace_period must be >= 0")
+        self._shutdown_event = shutdown_event
+        self._shutdown_grace_period = shutdown_grace_period
+        if cleanup_timeout is not None and cleanup_timeout < 0:
+            raise ValueError("cleanup_timeout must be >= 0")
+        self._cleanup_timeout = cleanup_timeout
+        self.active = True
+
+    @property
+    def ping_interval(self) -> float:
+        return self._ping_interval
+
+    @ping_interval.setter
+    def ping_interval(self, value: float) -> None:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise TypeError("ping interval must be int or float")
+        if value < 0:
+            raise ValueError("ping interval must be >= 0 (0 disables ping)")
+        self._ping_interval = value
+
+    def enable_compression(self, force: bool = False) -> None:
+        raise NotImplementedError("Compression is not supported for SSE streams.")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            send = _websocket_denial(send)
+        if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
+            # headers and an empty body: an endless stream must not start on HEAD
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self._headers_for(scope),
+                }
+            )
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            await _Stream(self, scope, receive, send).run()
+        if self.background is not None:
+            await self.background()
+
+    def _headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
+        if scope.get("http_version", "1.1") in ("2", "3"):
+            return [(k, v) for k, v in self.raw_headers if k != b"connection"]
+        return self.raw_headers
+
+
+def _websocket_denial(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] in ("http.response.start", "http.response.body"):
+            message = {**message, "type": "websocket." + message["type"]}
+        await send(message)
+
+    return wrapped
+
+
+_style = SendStyle()  # Granian's eager send, learnt from the first response start
+
+
+class _Stream:
+    """One response being streamed (runs in the request's task)."""
+
+    def __init__(
+        self, response: EventSourceResponse, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.response = response
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[Any] | None = None
+        self.ended_by: str | None = None  # why we cancelled our own task
+        self.close_message: Message | None = None
+        self.writing = False  # a data write is being awaited
+        self.last_write = self.loop.time()
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.watch: asyncio.Future[Message] | None = None
+        self.ping_task: asyncio.Task[None] | None = None  # a ping write being awaited
+        self.sender: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        response = self.response
+        self.task = asyncio.current_task()
+        started = self.send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response._headers_for(self.scope),
+            }
+        )
+        _style.observe(started)
+        await started
+        iterator = response.body_iterator
+        interrupted = True
+        try:
+            with _streams.lock:
+                _streams.open.add(self)
+            _install_signal_handlers()
+            self.arm_watch()
+            if response.ping_interval > 0:
+                self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+            if response.data_sender_callable is not None:
+                self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
+            if AppStatus.should_exit or _uvicorn_exiting():
+                self.shut_down()  # the server is already on its way out
+            sep = response.sep
+            async for item in iterator:
+                await self.write(ensure_bytes(item, sep))
+            interrupted = False
+            response.active = False
+            await self.write(b"", more=False)
+        except asyncio.CancelledError:
+            if self.ended_by is None or _uncancel(self.task) > 0:
+                raise  # not (only) ours: the server cancelled the request
+            if self.ended_by == "timeout":
+                raise SendTimeoutError() from None
+            if self.ended_by == "disconnect":
+                handler = response.client_close_handler_callable
+                if handler is not None and self.close_message is not None:
+                    await handler(self.close_message)
+            elif self.ended_by == "shutdown":
+                response.active = False
+                with contextlib.suppress(Exception, SendTimeoutError):
+                    await self.write(b"", more=False)
+        finally:
+            response.active = False
+            self.stop()
+            if interrupted:
+                await self.close_iterator(iterator)
+
+    # ------------------------------------------------------------ writing
+
+    async def write(self, chunk: bytes, more: bool = True) -> None:
+        if self.ping_task is not None:  # a ping still on its way: keep the order
+            await self.ping_task
+        result = self.send({"type": "http.response.body", "body": chunk, "more_body": more})
+        self.last_write = self.loop.time()
+        if not _style.written(result):
+            self.writing = True
+            try:
+                await self.finish(result)
+            finally:
+                self.writing = False
+
+    async def finish(self, pending: Any) -> None:
+        """Await a write that was not done at once, within ``send_timeout``."""
+        timeout = self.response.send_timeout
+        try:
+            if timeout is None:
+                await pending
+            else:
+                async with _timeout(timeout):
+                    await pending
+        except TimeoutError:
+            raise SendTimeoutError() from None
+
+    def ping_due(self) -> None:
+        """Timer: a ping after ``ping`` seconds without a write."""
+        response = self.response
+        self.ping_timer = None
+        if not response.active or self.ended_by is not None:
+            return
+        idle = self.loop.time() - self.last_write
+        if idle < response.ping_interval or self.writing or self.ping_task is not None:
+            wait = max(response.ping_interval - idle, 0.05)
+            self.ping_timer = self.loop.call_later(wait, self.ping_due)
+            return
+        factory = response.ping_message_factory
+        try:
+            message = (
+                factory()
+                if factory is not None
+                else ServerSentEvent(
+                    comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep
+                )
+            )
+            chunk: bytes | None = ensure_bytes(message, response.sep)
+        except Exception:
+            log.exception("ping_message_factory failed; no ping sent")
+            chunk = None
+        if chunk is not None:
+            result = self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            self.last_write = self.loop.time()
+            if not _style.written(result):
+                self.ping_task = self.loop.create_task(self.finish_ping(result))
+        self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+
+    async def finish_ping(self, pending: Any) -> None:
+        try:
+            await self.finish(pending)
+        except SendTimeoutError:
+            self.end("timeout")
+        except Exception:  # pragma: no cover - a server whose send failed
+            self.end("disconnect")
+        finally:
+            self.ping_task = None
+
+    # ------------------------------------------------------------ ending
+
+    def arm_watch(self) -> None:
+        self.watch = asyncio.ensure_future(self.receive())
+        self.watch.add_done_callback(self.on_receive)
+
+    def on_receive(self, watch: asyncio.Future[Message]) -> None:
+        if watch.cancelled():
+            return
+        if watch.exception() is not None:
+            self.end("disconnect")
+            return
+        message = watch.result()
+        if message.get("type") == "http.disconnect":
+            self.close_message = message
+            self.response.active = False
+            self.end("disconnect")
+        elif self.ended_by is None:
+            self.arm_watch()  # a request body message: keep watching
+
+    def shut_down(self) -> None:
+        """The server is shutting down: tell the generator, then end the stream."""
+        if self.ended_by is not None or self.grace_timer is not None:
+            return
+        response = self.response
+        if response._shutdown_event is not None:
+            response._shutdown_event.set()
+        if response._shutdown_grace_period > 0:
+            self.grace_timer = self.loop.call_later(
+                response._shutdown_grace_period, self.end, "shutdown"
+            )
+        else:
+            self.end("shutdown")
+
+    def end(self, reason: str) -> None:
+        """Cancel the stream's task (once), saying why."""
+        if self.ended_by is not None or self.task is None or self.task.done():
+            return
+        self.ended_by = reason
+        self.task.cancel()
+
+    def stop(self) -> None:
+        """Everything but the task itself: timers, the watch, the data sender."""
+        with _streams.lock:
+            _streams.open.discard(self)
+        for timer in (self.ping_timer, self.grace_timer):
+            if timer is not None:
+                timer.cancel()
+        self.ping_timer = self.grace_timer = None
+        if self.watch is not None and not self.watch.done():
+            self.watch.remove_done_callback(self.on_receive)
+            self.watch.cancel()
+        if self.ping_task is not None and not self.ping_task.done():
+            self.ping_task.cancel()
+        if self.sender is not None and not self.sender.done():
+            self.sender.cancel()
+
+    async def close_iterator(self, iterator: AsyncIterable[Any]) -> None:
+        """Close an interrupted async generator so its cleanup runs (bounded)."""
+        aclose = getattr(iterator, "aclose", None)
+        if aclose is None:
+            return
+        try:
+            if self.response._cleanup_timeout is None:
+                await aclose()
+            else:
+                async with _timeout(self.response._cleanup_timeout):
+                    await aclose()
+        except TimeoutError:
+            log.warning(
+                "body iterator cleanup cancelled after %s seconds", self.response._cleanup_timeout
+            )
+        except RuntimeError as exc:  # "aclose(): asynchronous generator is already running"
+            log.debug("body iterator not closed: %s", exc)
+        except Exception:
+            log.exception("error closing the body iterator")
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> int:
+    """Take back our own cancellation; how many others remain (Python 3.11+
+    counts them; on 3.10 ours is the only one known)."""
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
+async def _run_sender(callable_: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callable_()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("data_sender_callable failed")
+
+
+def _timeout(seconds: float) -> Any:
+    """``asyncio.timeout`` (Python 3.11+), or the same from a helper on 3.10."""
+    if hasattr(asyncio, "timeout"):
+        return asyncio.timeout(seconds)
+    return _Timeout310(seconds)  # pragma: no cover - Python 3.10
+
+
+class _Timeout310:  # pragma: no cover - Python 3.10
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    async def __aenter__(self) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.expired = False
+
+        def expire() -> None:
+            self.expired = True
+            task.cancel()
+
+        self.handle = asyncio.get_running_loop().call_later(self.seconds, expire)
+
+    async def __aexit__(self, kind: Any, value: Any, tb: Any) -> bool:
+        self.handle.cancel()
+        if self.expired and kind is asyncio.CancelledError:
+            raise TimeoutError
+        return False

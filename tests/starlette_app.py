@@ -1,0 +1,98 @@
+"""A Starlette app streaming through sse_fast.starlette, for the tests under real
+servers (tests/test_starlette_servers.py): uvicorn, hypercorn, Granian.
+
+    /readyz           200
+    /count?n=N        events 0..N-1 (id = n, event "count"), then the end
+    /endless          an event every 50 ms until the client leaves or shutdown
+    /idle             nothing but pings (ping=0.2 s, send_timeout=1 s)
+    /status           {"open": streams open, "closed": close handler calls,
+                       "finished": generators whose finally ran, "tasks": tasks}
+    /last-event-id    the Last-Event-ID header, as sse_fast.starlette decodes it
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+from sse_fast import starlette as sse
+from sse_fast.starlette import EventSourceResponse, ServerSentEvent, last_event_id
+
+STATE = {"closed": 0, "finished": 0}
+
+
+async def readyz(request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+async def count(request: Request) -> EventSourceResponse:
+    n = int(request.query_params.get("n", "10"))
+
+    async def feed() -> AsyncIterator[Any]:
+        for i in range(n):
+            yield ServerSentEvent(f"event {i}\nsecond line", event="count", id=str(i))
+
+    return EventSourceResponse(feed())
+
+
+async def on_close(message: Any) -> None:
+    STATE["closed"] += 1
+
+
+async def endless(request: Request) -> EventSourceResponse:
+    async def feed() -> AsyncIterator[Any]:
+        try:
+            n = 0
+            while True:
+                yield {"data": n, "id": str(n)}
+                n += 1
+                await asyncio.sleep(0.05)
+        finally:
+            STATE["finished"] += 1
+
+    return EventSourceResponse(feed(), client_close_handler_callable=on_close, ping=1)
+
+
+async def idle(request: Request) -> EventSourceResponse:
+    async def feed() -> AsyncIterator[Any]:
+        try:
+            yield "hello"
+            await asyncio.sleep(3600)
+        finally:
+            STATE["finished"] += 1
+
+    return EventSourceResponse(
+        feed(), client_close_handler_callable=on_close, ping=0.2, send_timeout=1
+    )
+
+
+async def status(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "open": len(list(sse._streams.open)),
+            "tasks": len(asyncio.all_tasks()),
+            **STATE,
+        }
+    )
+
+
+async def the_last_event_id(request: Request) -> PlainTextResponse:
+    return PlainTextResponse(repr(last_event_id(request)))
+
+
+app = Starlette(
+    routes=[
+        Route("/readyz", readyz),
+        Route("/count", count),
+        Route("/endless", endless),
+        Route("/idle", idle),
+        Route("/status", status),
+        Route("/last-event-id", the_last_event_id),
+    ]
+)

@@ -1,0 +1,123 @@
+"""sse_fast.starlette under the servers it claims: uvicorn (lazy ``send``),
+hypercorn, Granian (eager ``send``). Each: the events arrive exact, a client
+that leaves is noticed (close handler, generator closed, nothing left open),
+1,000 vanished clients leave no stream or task behind, and SIGTERM ends open
+streams cleanly (the response's last chunk arrives) so the server exits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from sse_fast.client import SSEClient, http_request
+from sse_fast.testing import HOST, ServerProcess, collect
+
+APP = "tests.starlette_app:app"
+SERVERS = {
+    "uvicorn": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}", "--no-access-log"],
+    "hypercorn": [sys.executable, "-m", "hypercorn", APP, "--bind", f"{HOST}:{{port}}"],
+    "granian": [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--port",
+        "{port}",
+        "--log-level",
+        "warning",
+        APP,
+    ],
+}
+
+
+async def _status(port: int) -> dict[str, Any]:
+    _, _, body = await http_request(HOST, port, "GET", "/status", timeout=5)
+    return dict(json.loads(body))
+
+
+async def _until(port: int, check: Any, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await _status(port)
+        if check(status) or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def server(request: pytest.FixtureRequest) -> Any:
+    with ServerProcess(command=SERVERS[request.param]) as server:
+        yield server
+
+
+def test_events_arrive_exact_and_the_stream_ends(server: ServerProcess) -> None:
+    async def main() -> None:
+        client = SSEClient(HOST, server.port, [], path="/count", extra_query={"n": "50"})
+        await client.connect()
+        assert client.response_headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert client.response_headers["x-accel-buffering"] == "no"
+        events = await collect(client, 51, timeout=10)
+        assert [(e.event, e.data, e.id) for e in events] == [
+            ("count", f"event {i}\nsecond line", str(i)) for i in range(50)
+        ]
+        assert client.closed  # the response ended after the last event
+        client = SSEClient(
+            HOST, server.port, [], path="/last-event-id", headers={"Last-Event-ID": "caf\u00e9"}
+        )
+        _, _, body = await http_request(
+            HOST, server.port, "GET", "/last-event-id", headers={"Last-Event-ID": "caf\u00e9"}
+        )
+        assert body.decode() == repr("caf\u00e9")
+
+    asyncio.run(main())
+
+
+def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
+    async def main() -> None:
+        baseline = await _status(server.port)
+        clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(1000)]
+        for start in range(0, 1000, 100):
+            await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
+        await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
+        status = await _until(server.port, lambda s: s["open"] >= 1000)
+        assert status["open"] == 1000
+        for client in clients[:500]:
+            client.close()  # FIN
+        for client in clients[500:]:
+            client.abort()  # RST, as a crashed client
+        status = await _until(server.port, lambda s: s["open"] == 0, timeout=20)
+        assert status["open"] == 0
+        assert status["closed"] - baseline["closed"] == 1000
+        assert status["finished"] - baseline["finished"] == 1000
+        # tasks: back to the baseline (the /status request's own, give or take)
+        status = await _until(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
+        assert status["tasks"] <= baseline["tasks"] + 2
+
+    asyncio.run(main())
+
+
+def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerProcess) -> None:
+    async def main() -> list[SSEClient]:
+        clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(20)]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(collect(c, 2, timeout=10) for c in clients))
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(collect(c, 10**6, timeout=10) for c in clients))
+        assert all(c.closed for c in clients)  # each response ended (its last chunk came)
+        assert time.monotonic() - started < 5
+        return clients
+
+    asyncio.run(main())
+    assert server.proc is not None
+    assert server.proc.wait(10) is not None
