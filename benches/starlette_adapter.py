@@ -123,7 +123,7 @@ def run(quick: bool) -> dict[str, Any]:
     versions: dict[str, str] = {}
     for server in SERVERS:
         for label, library in LIBRARIES.items():
-            name = f"{label} / {server}"
+            name = f"{label}-{server}"
             port = peers.free_ports(peers.HOST, 1)[0]
             target = AdapterTarget(name, peers.HOST, port, heartbeat=15.0)
             target.library, target.server = library, server
