@@ -87,7 +87,8 @@ def test_a_client_parses_the_same_events_as_from_sse_starlette(sep: str | None) 
 
 def test_event_objects_keep_sse_starlettes_interface() -> None:
     event = ServerSentEvent("d", event="e", id="1", retry=5, comment="c", sep="\r\n")
-    assert (event.data, event.event, event.id, event.retry, event.comment) == ("d", "e", "1", 5, "c")
+    fields = (event.data, event.event, event.id, event.retry, event.comment)
+    assert fields == ("d", "e", "1", 5, "c")
     event.data = "changed"  # attributes stay writable
     assert b"data: changed\r\n" in event.encode()
     assert ServerSentEvent().encode() == b"\n"  # a lone separator, as theirs
@@ -321,9 +322,7 @@ def test_shutdown_tells_the_generator_waits_the_grace_period_and_ends_cleanly() 
         clients = [Client(), Client()]
         events = [asyncio.Event(), asyncio.Event()]
         tasks = [
-            _run(
-                EventSourceResponse(feed(e), shutdown_event=e, shutdown_grace_period=0.2), c
-            )
+            _run(EventSourceResponse(feed(e), shutdown_event=e, shutdown_grace_period=0.2), c)
             for c, e in zip(clients, events, strict=True)
         ]
         await asyncio.sleep(0.05)
