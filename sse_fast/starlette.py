@@ -39,7 +39,9 @@ Theory of operation
   ``send_timeout`` seconds (a client that stopped reading: its buffers are full)
   ends the stream with ``SendTimeoutError``, as sse-starlette does. Under
   Granian a write is handed over when ``send`` is called (see
-  ``sse_fast/hub/server.py``) and is not awaited unless the connection is full.
+  ``sse_fast/hub/server.py``) and is not awaited unless the connection is full;
+  to see that, body messages skip Starlette's own send wrappers, which only note
+  that the response started (``_PASS_THROUGH``; a user's middleware is kept).
 * Shutdown. ``shutdown_streams()`` ends every open stream of the process:
   ``shutdown_event`` is set, the generator has ``shutdown_grace_period``
   seconds to finish, then it is cancelled and the response ends cleanly (its
@@ -408,7 +410,37 @@ def _websocket_denial(send: Send) -> Send:
     return wrapped
 
 
-_style = SendStyle()  # Granian's eager send, learnt from the first response start
+_style = SendStyle()  # Granian's eager send, learnt from the first write that shows it
+
+# Starlette's own send wrappers, which only note that the response started and pass
+# every message on: once the start went through them, body messages can go to the
+# server's send directly (where Granian's eager write can be seen, and no coroutine
+# per wrapper is made per write). Any other wrapper (a user's middleware) is kept.
+_PASS_THROUGH = frozenset(
+    {
+        ("starlette.middleware.errors", "ServerErrorMiddleware.__call__.<locals>._send"),
+        (
+            "starlette._exception_handler",
+            "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender",
+        ),
+    }
+)
+
+
+def _innermost_send(send: Send) -> Send:
+    """``send`` without Starlette's pass-through wrappers (see ``_PASS_THROUGH``)."""
+    for _ in range(16):
+        code = getattr(send, "__code__", None)
+        key = (getattr(send, "__module__", None), getattr(send, "__qualname__", None))
+        if code is None or key not in _PASS_THROUGH:
+            return send
+        cells = dict(zip(code.co_freevars, getattr(send, "__closure__", None) or (), strict=False))
+        cell = cells.get("send")
+        inner = getattr(cell, "cell_contents", None) if cell is not None else None
+        if not callable(inner):
+            return send
+        send = inner
+    return send
 
 
 class _Stream:
@@ -445,6 +477,7 @@ class _Stream:
         )
         _style.observe(started)
         await started
+        self.send = _innermost_send(self.send)  # the start went through every wrapper
         iterator = response.body_iterator
         interrupted = True
         try:
@@ -491,6 +524,10 @@ class _Stream:
         result = self.send({"type": "http.response.body", "body": chunk, "more_body": more})
         self.last_write = self.loop.time()
         if not _style.written(result):
+            if not _style.eager:  # Granian's eager send, seen past Starlette's wrappers
+                _style.observe(result)
+                if _style.written(result):
+                    return
             self.writing = True
             try:
                 await self.finish(result)

@@ -435,3 +435,47 @@ def test_the_import_is_the_only_change() -> None:
     assert list(theirs) == list(mine)
     for name in ("DEFAULT_PING_INTERVAL", "DEFAULT_CLEANUP_TIMEOUT"):
         assert getattr(EventSourceResponse, name) == getattr(TheirResponse, name)
+
+
+def test_starlettes_own_send_wrappers_are_skipped_and_a_users_are_kept() -> None:
+    """Past the response start, body messages go to the server's ``send`` itself when
+    only Starlette's pass-through wrappers are in between (so Granian's eager write
+    is seen); a wrapper of the user's own (a middleware) is kept."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.routing import Route
+
+    received: list[Any] = []
+
+    class Recording(EventSourceResponse):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            received.append(send)
+            await super().__call__(scope, receive, send)
+
+    async def endpoint(request: Any) -> Recording:
+        return Recording(iter(["x"]))
+
+    class UserMiddleware:
+        def __init__(self, app: Any) -> None:
+            self.app = app
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            async def counting_send(message: Any) -> None:
+                await send(message)
+
+            await self.app(scope, receive, counting_send)
+
+    async def main() -> None:
+        for middleware in ([], [Middleware(UserMiddleware)]):
+            received.clear()
+            app = Starlette(routes=[Route("/", endpoint)], middleware=middleware)
+            client = Client()
+            await app(client.scope, client.receive, client.send)
+            assert client.body == b"data: x\n\n" and client.ended
+            inner = ours._innermost_send(received[0])
+            if middleware:
+                assert getattr(inner, "__qualname__", "").endswith("counting_send")
+            else:
+                assert getattr(inner, "__func__", None) is Client.send  # the server's own
+
+    asyncio.run(main())

@@ -7,10 +7,14 @@ streams cleanly (the response's last chunk arrives) so the server exits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import socket
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -121,3 +125,65 @@ def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerPr
     asyncio.run(main())
     assert server.proc is not None
     assert server.proc.wait(10) is not None
+
+
+H2_SERVERS = {
+    "hypercorn": SERVERS["hypercorn"],
+    "granian": [*SERVERS["granian"][:-1], "--http", "2", APP],
+}
+
+
+@pytest.mark.parametrize("name", sorted(H2_SERVERS))
+def test_over_http2_the_stream_has_no_connection_header(name: str) -> None:
+    """A real HTTP/2 client (httpx with h2, prior knowledge over cleartext): the
+    response carries no Connection header (forbidden in HTTP/2) and the events
+    arrive exact."""
+    import httpx
+
+    from sse_fast import Parser
+
+    async def main(port: int) -> None:
+        async with httpx.AsyncClient(http1=False, http2=True, timeout=10) as client:
+            url = f"http://{HOST}:{port}/count?n=5"
+            async with client.stream("GET", url) as response:
+                assert response.http_version == "HTTP/2"
+                assert "connection" not in response.headers
+                assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+                parser = Parser()
+                events = []
+                async for chunk in response.aiter_bytes():
+                    events += parser.feed(chunk)
+        assert [(e.event, e.id) for e in events] == [("count", str(i)) for i in range(5)]
+
+    # an HTTP/2-only Granian cannot answer ServerProcess's HTTP/1.1 readiness probe
+    with _listening(ServerProcess(command=H2_SERVERS[name])) as port:
+        asyncio.run(main(port))
+
+
+@contextlib.contextmanager
+def _listening(server: ServerProcess) -> Iterator[int]:
+    """Start ``server``; its port once it accepts connections and has loaded the app."""
+    server.log = open(server.log_path, "wb")  # noqa: SIM115 - closed below
+    server.left_behind = []
+    server.proc = subprocess.Popen(
+        server.command,
+        env=server.env,
+        stdout=server.log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with socket.create_connection((HOST, server.port), timeout=0.5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or server.proc.poll() is not None:
+                    raise RuntimeError(f"no server on {server.port}:\n{server.output()}") from None
+                time.sleep(0.1)
+        time.sleep(0.5)  # the app loaded, not only the socket bound
+        yield server.port
+    finally:
+        server.stop()
+        server.log.close()
