@@ -61,7 +61,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import threading
 import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
@@ -83,6 +82,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from . import _shutdown
 from ._core import encode
 from .hub.server import SendStyle
 
@@ -220,6 +220,8 @@ class _AppStatusMeta(type):
         super().__setattr__(name, value)
         if name == "should_exit" and value:
             shutdown_streams()
+        elif name == "enable_automatic_graceful_drain":
+            _shutdown.enabled = bool(value)
 
 
 class AppStatus(metaclass=_AppStatusMeta):
@@ -245,7 +247,6 @@ class _Streams:
     def __init__(self) -> None:
         self.open: weakref.WeakSet[_Stream] = weakref.WeakSet()
         self.lock = threading.Lock()
-        self.signals_installed = False
 
 
 _streams = _Streams()
@@ -260,38 +261,6 @@ def shutdown_streams() -> int:
         with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to end
             stream.loop.call_soon_threadsafe(stream.shut_down)
     return len(streams)
-
-
-def _install_signal_handlers() -> None:
-    """Chain SIGTERM and SIGINT: end the streams, then do what was there before
-    (the server's own shutdown). Main thread only; once per process."""
-    if _streams.signals_installed or threading.current_thread() is not threading.main_thread():
-        return
-    _streams.signals_installed = True
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous = signal.getsignal(sig)
-        except (ValueError, OSError):  # pragma: no cover - not a settable signal here
-            continue
-
-        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            if AppStatus.enable_automatic_graceful_drain:
-                shutdown_streams()
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-
-        with contextlib.suppress(ValueError, OSError):
-            signal.signal(sig, handler)
-
-
-def _uvicorn_exiting() -> bool:
-    """True when a uvicorn server of this process is shutting down (its SIGTERM
-    handler is a bound method of the server)."""
-    handler = signal.getsignal(signal.SIGTERM)
-    server = getattr(handler, "__self__", None)
-    return bool(getattr(server, "should_exit", False))
 
 
 # ---------------------------------------------------------------- the response
@@ -483,13 +452,14 @@ class _Stream:
         try:
             with _streams.lock:
                 _streams.open.add(self)
-            _install_signal_handlers()
+            _shutdown.add(shutdown_streams)
+            _shutdown.install()
             self.arm_watch()
             if response.ping_interval > 0:
                 self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
             if response.data_sender_callable is not None:
                 self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
-            if AppStatus.should_exit or _uvicorn_exiting():
+            if AppStatus.should_exit or _shutdown.uvicorn_exiting():
                 self.shut_down()  # the server is already on its way out
             sep = response.sep
             async for item in iterator:
@@ -571,15 +541,19 @@ class _Stream:
             log.exception("ping_message_factory failed; no ping sent")
             chunk = None
         if chunk is not None:
-            result = self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            message = {"type": "http.response.body", "body": chunk, "more_body": True}
             self.last_write = self.loop.time()
-            if not _style.written(result):
-                self.ping_task = self.loop.create_task(self.finish_ping(result))
+            if _style.eager:
+                result = self.send(message)
+                if not _style.written(result):  # the connection is full: wait in a task
+                    self.ping_task = self.loop.create_task(self.finish_ping(result))
+            else:  # a coroutine send: made inside the task, so a cancelled ping makes none
+                self.ping_task = self.loop.create_task(self.finish_ping(None, message))
         self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
 
-    async def finish_ping(self, pending: Any) -> None:
+    async def finish_ping(self, pending: Any, message: Message | None = None) -> None:
         try:
-            await self.finish(pending)
+            await self.finish(pending if message is None else self.send(message))
         except SendTimeoutError:
             self.end("timeout")
         except Exception:  # pragma: no cover - a server whose send failed

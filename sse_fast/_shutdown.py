@@ -1,0 +1,84 @@
+"""Ending long-lived streams when the server shuts down, under any ASGI server.
+
+ASGI servers wait for open responses before they stop (uvicorn runs the lifespan
+shutdown only after them; Granian waits without telling the app), so SSE streams
+must be ended by the application. The parts that hold streams outside ``sse-fast
+serve`` (``sse_fast.starlette`` responses, a hub mounted in a host application)
+``add`` a callback; the first ``install`` chains a handler for SIGTERM and SIGINT
+in front of whatever is there (the server's own): it calls every callback, then
+the previous handler, so the server still shuts down as it would have. Signal
+handlers can only be set from the main thread; elsewhere ``install`` does nothing
+and ``trigger()`` is the way in. Callbacks run in the signal handler's context:
+they must only schedule work (``loop.call_soon_threadsafe``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger("sse_fast")
+
+_lock = threading.Lock()
+_callbacks: list[Callable[[], object]] = []
+_installed = False
+#: signals end streams (False: only ``trigger()`` does; sse-starlette's switch)
+enabled = True
+
+
+def add(callback: Callable[[], object]) -> None:
+    with _lock:
+        if callback not in _callbacks:
+            _callbacks.append(callback)
+
+
+def discard(callback: Callable[[], object]) -> None:
+    with _lock:
+        if callback in _callbacks:
+            _callbacks.remove(callback)
+
+
+def trigger() -> None:
+    """Call every callback (each schedules its own shutdown work)."""
+    with _lock:
+        callbacks = list(_callbacks)
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # pragma: no cover - a callback's bug must not stop the others
+            log.exception("shutdown callback %r failed", callback)
+
+
+def install() -> None:
+    """Chain SIGTERM and SIGINT (once per process, main thread only)."""
+    global _installed
+    if _installed or threading.current_thread() is not threading.main_thread():
+        return
+    _installed = True
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous = signal.getsignal(sig)
+        except (ValueError, OSError):  # pragma: no cover - not a settable signal here
+            continue
+
+        def handler(signum: int, frame: Any, previous: Any = previous) -> None:
+            if enabled:
+                trigger()
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+
+        with contextlib.suppress(ValueError, OSError):
+            signal.signal(sig, handler)
+
+
+def uvicorn_exiting() -> bool:
+    """True when a uvicorn server of this process is shutting down (its SIGTERM
+    handler is a bound method of the server, which has ``should_exit``)."""
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
