@@ -10,9 +10,12 @@ delivery (``hub/server.py``). Endpoints: ``GET /events`` (``events.py``),
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+from .. import _shutdown
 from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator
 from ..brokers import Broker
@@ -82,25 +85,68 @@ class App:
             "/stats": ("GET", self.operations.stats),
         }
 
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[App]:
+        """The hub's life inside a host application that mounts this one (a mounted
+        app gets no lifespan events of its own): start it on entry, drain and stop
+        it on exit. Use it in the host's lifespan::
+
+            edge = App(Settings.from_env())
+
+            @contextlib.asynccontextmanager
+            async def lifespan(app):
+                async with edge.running():
+                    yield
+
+            app = Starlette(routes=[Mount("/sse", edge)], lifespan=lifespan)
+
+        SIGTERM and SIGINT drain the streams at once (a handler chained in front of
+        the server's, ``sse_fast/_shutdown.py``): servers such as uvicorn wait for
+        open responses before they run the lifespan shutdown."""
+        loop = asyncio.get_running_loop()
+        draining: list[asyncio.Task[None]] = []
+
+        def drain_soon() -> None:  # from the signal handler: schedule only
+            def start() -> None:
+                if not draining and not self.hub.draining:
+                    self.operations.ready = False
+                    draining.append(loop.create_task(self.hub.drain()))
+
+            loop.call_soon_threadsafe(start)
+
+        await self.lifespan.startup()
+        _shutdown.add(drain_soon)
+        _shutdown.install()
+        try:
+            yield self
+        finally:
+            _shutdown.discard(drain_soon)
+            if draining:
+                await draining[0]
+            await self.lifespan.shutdown()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            if scope["path"] == "/events" and scope["method"] == "GET":
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):  # mounted: the path below the mount point
+                path = path[len(root) :] or "/"
+            if path == "/events" and scope["method"] == "GET":
                 # the one long-lived handler: kept one coroutine frame deep (memory per stream)
                 try:
                     await self.events(scope, receive, send)
                 except HTTPError as error:
                     await self.refuse(scope, send, error)
                 return
-            await self.http(scope, receive, send)
+            await self.http(scope, receive, send, path)
         elif kind == "lifespan":
             await self.lifespan(receive, send)
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
-    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Every request but ``GET /events``."""
-        path = scope["path"]
+    async def http(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        """Every request but ``GET /events`` (``path``: below the mount point)."""
         method = scope["method"]
         try:
             if method == "OPTIONS" and path in ("/events", "/publish", "/publish/stream"):
