@@ -1,0 +1,113 @@
+"""sse_fast.aiohttp under a real aiohttp server (``python -m aiohttp.web``): the
+events a client parses are aiohttp-sse's for the same calls; TCP_USER_TIMEOUT
+follows send_timeout; 1,000 vanished clients leave no stream or task; SIGTERM
+ends open streams (``wait()`` returns) so the server exits at once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from sse_fast.client import SSEClient, http_request
+from sse_fast.testing import HOST, ServerProcess, collect
+
+pytest.importorskip("aiohttp_sse")
+
+COMMAND = [
+    sys.executable, "-m", "aiohttp.web", "-H", HOST, "-P", "{port}", "tests.aiohttp_app:make_app",
+]  # fmt: skip
+
+
+@pytest.fixture
+def server() -> Any:
+    with ServerProcess(command=COMMAND) as server:
+        yield server
+
+
+async def _status(port: int) -> dict[str, Any]:
+    _, _, body = await http_request(HOST, port, "GET", "/status", timeout=5)
+    return dict(json.loads(body))
+
+
+async def _until(port: int, check: Any, timeout: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await _status(port)
+        if check(status) or time.monotonic() > deadline:
+            return status
+        await asyncio.sleep(0.05)
+
+
+async def _events(port: int, path: str, count: int) -> list[tuple[Any, ...]]:
+    client = SSEClient(HOST, port, [], path=path, extra_query={"n": str(count)})
+    await client.connect()
+    assert client.response_headers["content-type"].startswith("text/event-stream")
+    events = await collect(client, count + 2, timeout=10)
+    assert client.closed
+    return [(e.event, e.data, e.id) for e in events]
+
+
+def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess) -> None:
+    async def main() -> None:
+        ours = await _events(server.port, "/count", 20)
+        theirs = await _events(server.port, "/count-theirs", 20)
+        assert ours == theirs and len(ours) == 21
+        assert ours[0] == ("count", "event 0\nsecond\nthird", "0")
+        client = SSEClient(HOST, server.port, [], path="/sockopt")
+        await client.connect()
+        (event,) = await collect(client, 1, timeout=10)
+        assert event.data == "7000"  # send_timeout=7 -> TCP_USER_TIMEOUT 7,000 ms
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
+    async def main() -> None:
+        baseline = await _status(server.port)
+        paths = ["/endless", "/wait"] * 500
+        clients = [SSEClient(HOST, server.port, [], path=p) for p in paths]
+        for start in range(0, 1000, 100):
+            await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
+        await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
+        status = await _until(server.port, lambda s: s["open"] >= 1000)
+        assert status["open"] == 1000
+        for client in clients[::2]:
+            client.close()
+        for client in clients[1::2]:
+            client.abort()
+        status = await _until(
+            server.port, lambda s: s["finished"] - baseline["finished"] == 500, timeout=20
+        )
+        assert status["finished"] - baseline["finished"] == 500
+        status = await _until(server.port, lambda s: s["waited"] - baseline["waited"] == 500)
+        assert status["waited"] - baseline["waited"] == 500
+        status = await _until(server.port, lambda s: s["open"] == 0)
+        assert status["open"] == 0
+        status = await _until(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
+        assert status["tasks"] <= baseline["tasks"] + 2
+
+    asyncio.run(main())
+
+
+def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -> None:
+    async def main() -> None:
+        clients = [SSEClient(HOST, server.port, [], path=p) for p in ["/wait", "/endless"] * 10]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(collect(c, 1, timeout=10) for c in clients))
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(collect(c, 10**6, timeout=10) for c in clients))
+        assert all(c.closed for c in clients)
+        assert time.monotonic() - started < 6  # not run_app's 60 s shutdown_timeout
+
+    asyncio.run(main())
+    assert server.proc is not None
+    assert server.proc.wait(10) is not None
