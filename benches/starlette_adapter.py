@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from . import peers
+from . import peers, server_bench
 from .notifications import LOAD_CORE, SERVER_CORE, pin
 from .server_bench import machine
 
@@ -62,6 +62,10 @@ class AdapterTarget(peers.Target):
         env = {"PEER_HEARTBEAT": f"{self.heartbeat:g}", "PEER_SSE": self.library}
         return argv, peers.PEERS_DIR, peers._clean_env(env)
 
+    def start(self) -> None:
+        super().start()
+        pin(self.server_pids(), SERVER_CORE)  # every thread, started or not yet
+
     def ready(self) -> bool:
         status, _ = peers.http_get(self.host, self.port, "/healthz")
         return status == 200
@@ -83,25 +87,7 @@ def log(message: str) -> None:
 
 
 def run_step(target: AdapterTarget, **load: Any) -> dict[str, Any]:
-    from sse_fast.loadgen import run_load
-
-    target.start()
-    try:
-        pids = target.server_pids()
-        pin(pids, SERVER_CORE)
-        result = run_load(
-            host=target.host,
-            port=target.port,
-            name=target.name,
-            subscribe_path=target.subscribe_path,
-            publish_request=target.publish_request,
-            server_pids=target.server_pids,
-            progress=log,
-            **load,
-        )
-    finally:
-        target.stop()
-        time.sleep(1)
+    result = server_bench.run_target(target, **load)
     row = asdict(result)
     kept = result.published >= KEPT_UP * load["rate"] * result.duration and (
         result.delivered >= KEPT_UP * max(result.expected, 1)

@@ -12,7 +12,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 
-from sse_fast._request import PublishRequest
+from sse_fast._request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
 
 __all__ = ["requests_of"]
 
@@ -24,16 +24,13 @@ cdef str _EVENT = "event"
 cdef str _ID = "id"
 cdef str _RETRY = "retry"
 cdef str _EVENTS = "events"
-cdef str _RESERVED = "sse-fast-"
+cdef str _RESERVED = RESERVED_EVENT_PREFIX
 
 # the characters a topic name may have (ASCII; anything else is not valid)
 cdef bint TOPIC_CHARS[128]
 
 
-cdef void _fill_table() noexcept:
-    cdef str allowed = (
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~:/@!$&'()+,;=%-"
-    )
+cdef void _fill_table(str allowed) noexcept:
     cdef Py_UCS4 ch
     cdef int i
     for i in range(128):
@@ -42,7 +39,7 @@ cdef void _fill_table() noexcept:
         TOPIC_CHARS[<int>ch] = True
 
 
-_fill_table()
+_fill_table(TOPIC_CHARACTERS)
 
 
 cdef inline bint _valid_topic(object topic, Py_ssize_t max_length):

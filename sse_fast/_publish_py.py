@@ -14,8 +14,9 @@ Theory of operation
   takes the rarer shapes and words every error. So the rules are written twice
   (here as "valid", there with the messages) and the parity tests check that
   this never accepts what the full check refuses, nor answers differently.
-* The rules (those of ``sse_fast.publishing``): ``topic`` a non-empty string of
-  at most ``max_topic_length`` characters from A-Z a-z 0-9 and
+* The rules (those of ``sse_fast.publishing``; the character set and the
+  reserved prefix come from ``sse_fast._request``): ``topic`` a non-empty string
+  of at most ``max_topic_length`` characters from A-Z a-z 0-9 and
   ``._~:/@!$&'()+,;=%-``; ``data`` any JSON value but null; ``event`` a
   non-empty one-line string not starting with ``sse-fast-``; ``id`` a non-empty
   string of at most ``max_id_length`` characters without CR, LF or NUL;
@@ -25,16 +26,13 @@ Theory of operation
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from ._request import PublishRequest
+from ._request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 
 __all__ = ["requests_of"]
 
-_TOPIC = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
-_FIELDS = frozenset({"topic", "data", "event", "id", "retry"})
-_RESERVED = "sse-fast-"
+_FIELDS = frozenset({"topic", "data", "event", "id", "retry"})  # the common shape's
 
 
 def requests_of(
@@ -70,7 +68,7 @@ def _request(
     data = raw.get("data")
     if data is None or type(topic) is not str or not 0 < len(topic) <= max_topic_length:
         return None
-    if not _TOPIC.fullmatch(topic):
+    if not TOPIC_NAME.fullmatch(topic):
         return None
     if len(raw) == 2:
         return PublishRequest((topic,), data)
@@ -82,7 +80,7 @@ def _request(
         or not event
         or "\r" in event
         or "\n" in event
-        or event.startswith(_RESERVED)
+        or event.startswith(RESERVED_EVENT_PREFIX)
     ):
         return None
     event_id = raw.get("id")

@@ -1,10 +1,20 @@
-"""``PublishRequest``: one validated event to publish (its own module, so that the
-native publish checker ``_publish_ext`` can build them without importing the
-settings; ``sse_fast.publishing`` is where users get it)."""
+"""``PublishRequest``, one validated event to publish, and the rules both publish
+checks share (its own module, so that the native checker ``_publish_ext`` and
+its twin can use them without importing the settings; ``sse_fast.publishing`` is
+where users get them)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any, NamedTuple
+
+#: the characters a topic name is made of (ASCII), in full
+TOPIC_CHARACTERS = (
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~:/@!$&'()+,;=%-"
+)
+TOPIC_NAME = re.compile(f"[{re.escape(TOPIC_CHARACTERS)}]+")
+#: event names the server keeps for itself
+RESERVED_EVENT_PREFIX = "sse-fast-"
 
 
 class PublishRequest(NamedTuple):

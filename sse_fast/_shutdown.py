@@ -14,14 +14,17 @@ they must only schedule work (``loop.call_soon_threadsafe``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger("sse_fast")
+S = TypeVar("S")
 
 _lock = threading.Lock()
 _callbacks: list[Callable[[], object]] = []
@@ -82,3 +85,38 @@ def uvicorn_exiting() -> bool:
     handler is a bound method of the server, which has ``should_exit``)."""
     server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
     return bool(getattr(server, "should_exit", False))
+
+
+class OpenStreams(Generic[S]):
+    """The open streams of one kind in this process. ``stop_all`` (SIGTERM, through
+    ``install``) calls ``stop(stream)`` for each on its own event loop; safe from
+    any thread and from a signal handler. Streams are held weakly."""
+
+    def __init__(self, stop: Callable[[S], object]) -> None:
+        self._stop = stop
+        self._open: weakref.WeakKeyDictionary[S, asyncio.AbstractEventLoop] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def add(self, stream: S, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            self._open[stream] = loop
+        add(self.stop_all)
+        install()
+
+    def discard(self, stream: S) -> None:
+        with self._lock:
+            self._open.pop(stream, None)
+
+    def stop_all(self) -> int:
+        """Stop every open stream; how many there were."""
+        with self._lock:
+            streams = list(self._open.items())
+        for stream, loop in streams:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nothing to stop
+                loop.call_soon_threadsafe(self._stop, stream)
+        return len(streams)

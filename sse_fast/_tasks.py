@@ -1,4 +1,5 @@
-"""Stopping a background task for sure.
+"""Stopping a background task for sure; and the task helpers that differ between
+Python 3.10 and 3.11+ (``cancelling``, ``uncancel``, ``within``).
 
 ``task.cancel(); await task`` can wait forever: a library may swallow one
 cancellation (on Python 3.11, ``asyncio.wait_for`` and ``asyncio.timeout``
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 log = logging.getLogger("sse_fast")
+T = TypeVar("T")
 
 
 async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> bool:
@@ -35,3 +38,33 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> boo
     if not task.cancelled() and task.exception() is not None:
         log.debug("task %s ended with %r", task.get_name(), task.exception())
     return True
+
+
+# ---------------------------------------------------------------- Python 3.10 and 3.11+
+
+
+def cancelling(task: asyncio.Task[Any]) -> int:
+    """Cancellations requested of ``task`` and not yet taken back (Python 3.11+
+    counts them; 0 on 3.10)."""
+    counter = getattr(task, "cancelling", None)
+    return int(counter()) if counter is not None else 0
+
+
+def uncancel(task: asyncio.Task[Any]) -> int:
+    """Take back one cancellation of ``task`` (our own); how many others remain
+    (Python 3.11+; 0 on 3.10, where ours is the only one known)."""
+    take_back = getattr(task, "uncancel", None)
+    return int(take_back()) if take_back is not None else 0
+
+
+async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
+    """``await awaitable``, ``TimeoutError`` after ``seconds`` (None: no limit)."""
+    if seconds is None:
+        return await awaitable
+    if hasattr(asyncio, "timeout"):  # 3.11+: no task made for the wait
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    try:  # pragma: no cover - Python 3.10
+        return await asyncio.wait_for(awaitable, seconds)
+    except asyncio.TimeoutError:  # pragma: no cover - not TimeoutError on 3.10
+        raise TimeoutError from None

@@ -21,7 +21,7 @@ Theory of operation
   names and retries raise ``ValueError`` (``EncodeError``) as there.
 * A client that is gone: a write to it raises (aiohttp knows its transport), and
   the ping task, which also looks at the transport every ``DISCONNECT_CHECK``
-  second, ends: ``is_connected()`` turns false and ``wait()`` returns within a
+  second, ends: ``is_connected()`` turns false and ``wait()`` returns within about a
   second even when nothing is written (aiohttp-sse learns it at the next ping). A write
   that does not complete within ``send_timeout`` aborts the connection
   (``TimeoutError``). As aiohttp-sse does, ``TCP_USER_TIMEOUT`` is set to
@@ -40,8 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
-import weakref
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -55,6 +53,8 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from . import _shutdown
 from ._core import encode
+from ._tasks import cancelling, within
+from .frames import line_end, with_line_end
 
 __all__ = ["EventSourceResponse", "shutdown_streams", "sse_response"]
 
@@ -63,21 +63,14 @@ _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 #: tell a handler that is not writing: without them ``wait()`` would learn it
 #: only from the next ping's failed write)
 DISCONNECT_CHECK = 1.0
-_SEPARATORS = ("\r\n", "\r", "\n")
-_open: weakref.WeakSet[EventSourceResponse] = weakref.WeakSet()
-_lock = threading.Lock()
+_streams: _shutdown.OpenStreams[EventSourceResponse] = _shutdown.OpenStreams(
+    lambda response: response._stop_quietly()
+)
 
 
 def shutdown_streams() -> int:
     """Stop every open stream of this process (what SIGTERM does); how many."""
-    with _lock:
-        responses = list(_open)
-    for response in responses:
-        loop = response._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # its loop is closed
-                loop.call_soon_threadsafe(response._stop_quietly)
-    return len(responses)
+    return _streams.stop_all()
 
 
 class EventSourceResponse(StreamResponse):
@@ -108,13 +101,11 @@ class EventSourceResponse(StreamResponse):
         self.headers["X-Accel-Buffering"] = "no"
         if ping_interval <= 0:
             raise ValueError("ping interval must be positive")
-        if sep not in (None, *_SEPARATORS):
-            raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep!r}")
         if send_timeout is not None and send_timeout <= 0:
             raise ValueError("send_timeout must be > 0 seconds (or None: no limit)")
         self._ping_interval = ping_interval
         self._ping_task: asyncio.Task[None] | None = None
-        self._sep = sep if sep is not None else self.DEFAULT_SEPARATOR
+        self._sep = line_end(sep, self.DEFAULT_SEPARATOR)
         self._allow_all_methods = allow_all_methods
         self._send_timeout = send_timeout
         self._saved_tcp_user_timeout: int | None = None
@@ -142,10 +133,7 @@ class EventSourceResponse(StreamResponse):
         self._last_write = self._loop.time()
         self._ping_task = asyncio.create_task(self._ping())
         self.enable_chunked_encoding()
-        with _lock:
-            _open.add(self)
-        _shutdown.add(shutdown_streams)
-        _shutdown.install()
+        _streams.add(self, self._loop)
         return writer
 
     def _set_tcp_user_timeout(self, request: BaseRequest) -> None:
@@ -161,7 +149,7 @@ class EventSourceResponse(StreamResponse):
     def _restore_tcp_user_timeout(self) -> None:
         if self._saved_tcp_user_timeout is None or self._tcp_sock is None:
             return
-        if self._tcp_sock.fileno() >= 0 and _TCP_USER_TIMEOUT is not None:
+        if self._tcp_sock.fileno() >= 0 and _TCP_USER_TIMEOUT is not None:  # (for mypy)
             self._tcp_sock.setsockopt(
                 socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, self._saved_tcp_user_timeout
             )
@@ -171,8 +159,7 @@ class EventSourceResponse(StreamResponse):
     async def write_eof(self, data: bytes = b"") -> None:
         await super().write_eof(data)
         self._restore_tcp_user_timeout()
-        with _lock:
-            _open.discard(self)
+        _streams.discard(self)
 
     async def send(
         self,
@@ -184,22 +171,13 @@ class EventSourceResponse(StreamResponse):
         """Send one event (``data`` split into lines). ``TimeoutError`` and an
         aborted connection when the write does not complete within
         ``send_timeout``; ``ConnectionResetError`` when the client is gone."""
-        frame = encode(data, event=event, id=id, retry=retry)
-        if self._sep != "\n":
-            frame = frame.replace(b"\n", self._sep.encode())
-        await self._write(frame)
+        await self._write(with_line_end(encode(data, event=event, id=id, retry=retry), self._sep))
 
     async def _write(self, frame: bytes) -> None:
         if self._loop is not None:
             self._last_write = self._loop.time()
         try:
-            if self._send_timeout is None:
-                await self.write(frame)
-            elif hasattr(asyncio, "timeout"):
-                async with asyncio.timeout(self._send_timeout):
-                    await self.write(frame)
-            else:  # pragma: no cover - Python 3.10
-                await asyncio.wait_for(self.write(frame), self._send_timeout)
+            await within(self.write(frame), self._send_timeout)
         except ConnectionResetError:
             self._stop_quietly()
             raise
@@ -216,7 +194,7 @@ class EventSourceResponse(StreamResponse):
             await self._ping_task
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None and getattr(task, "cancelling", lambda: 0)():
+            if task is not None and cancelling(task):
                 raise
 
     def stop_streaming(self) -> None:
@@ -263,8 +241,7 @@ class EventSourceResponse(StreamResponse):
                 except (TimeoutError, ConnectionResetError, RuntimeError):
                     return  # RuntimeError: a write after the end
         finally:
-            with _lock:
-                _open.discard(self)
+            _streams.discard(self)
 
     def _gone(self) -> bool:
         """The client closed or lost the connection (aiohttp drops the transport)."""

@@ -27,6 +27,7 @@ from typing import Any
 
 import jwt
 
+from ._request import PublishRequest
 from .settings import Settings
 
 CLAIMS_NAMESPACE = "sse_fast"
@@ -192,17 +193,16 @@ class Authenticator:
             raise AuthError(401, "invalid token", "bad_token")
         return self._decode(token)
 
-    @staticmethod
-    def may_publish_anywhere(credential: Credential) -> bool:
-        """True when ``check_publish`` passes whatever the topics."""
-        return credential.publish == ("*",)
-
-    def check_publish(self, credential: Credential, topics: Iterable[str]) -> None:
-        """Refuse (403) topics the credential may not publish to; ``topics`` is not
-        even iterated for a credential that may publish anywhere."""
-        if self.may_publish_anywhere(credential):
+    def check_publish(self, credential: Credential, requests: Iterable[PublishRequest]) -> None:
+        """Refuse (403) the topics of ``requests`` the credential may not publish to;
+        nothing is looked at for a credential that may publish anywhere."""
+        if credential.publish == ("*",):
             return
-        denied = list(dict.fromkeys(t for t in topics if not matches(t, credential.publish)))
+        denied = list(
+            dict.fromkeys(
+                t for r in requests for t in r.topics if not matches(t, credential.publish)
+            )
+        )
         if denied:
             raise AuthError(
                 403,

@@ -1,4 +1,6 @@
-"""Exact frames for the front ends: Datastar, the htmx sse extension, heartbeats.
+"""Exact frames for the front ends: Datastar, the htmx sse extension, heartbeats;
+and frames with another line end (``\r\n`` or ``\r``) for the framework
+adapters that accept one (``sse_fast.starlette``, ``sse_fast.aiohttp``).
 
 Every helper returns the bytes of one SSE frame, built with the package's
 encoder (Cython or pure, whichever is loaded), so the same validation applies:
@@ -19,10 +21,13 @@ from ._errors import EncodeError
 __all__ = [
     "DATASTAR_DEFAULT_RETRY",
     "DATASTAR_MODES",
+    "LINE_ENDS",
     "datastar_patch_elements",
     "datastar_patch_signals",
     "heartbeat",
     "htmx_fragment",
+    "line_end",
+    "with_line_end",
 ]
 
 #: The retry Datastar clients assume; the field is only written when it differs.
@@ -32,6 +37,24 @@ DATASTAR_MODES = frozenset(
 )
 DATASTAR_NAMESPACES = frozenset({"html", "svg", "mathml"})
 _LINE_END = re.compile(r"\r\n|\r|\n")
+#: the line ends the SSE format allows
+LINE_ENDS = ("\r\n", "\r", "\n")
+
+
+def line_end(sep: str | None, default: str = "\n") -> str:
+    """``sep`` (or ``default`` when None), or ``ValueError`` if it is not a line end."""
+    if sep is None:
+        return default
+    if sep not in LINE_ENDS:
+        raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep!r}")
+    return sep
+
+
+def with_line_end(frame: bytes, sep: str) -> bytes:
+    """An encoded ``frame`` with ``sep`` line ends. The encoder ends lines with LF
+    and leaves no CR inside a frame (it splits values at CR, LF and CRLF), so
+    each LF is a line end."""
+    return frame if sep == "\n" else frame.replace(b"\n", sep.encode())
 
 
 def _single_line(field: str, value: object) -> str:

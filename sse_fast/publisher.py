@@ -166,7 +166,7 @@ class Publisher:
         batches before it were published."""
         out: list[str] = []
         batch: list[bytes] = []
-        size = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
+        size = _BATCH_OVERHEAD
         idempotent = True
         for one in events:
             encoded = self._encoded(one, wrapped=True)
@@ -174,7 +174,7 @@ class Publisher:
                 len(batch) >= self.batch_size or size + len(encoded) + 1 > self.max_body_bytes
             ):
                 out += await self._post(_batch(batch), idempotent)
-                batch, size, idempotent = [], len(_BATCH_OPEN) + len(_BATCH_CLOSE), True
+                batch, size, idempotent = [], _BATCH_OVERHEAD, True
             batch.append(encoded)
             size += len(encoded) + 1
             idempotent = idempotent and one.get("id") is not None
@@ -186,8 +186,7 @@ class Publisher:
         """One event as JSON; refused here (413) when its body (``wrapped`` in a
         batch, or alone: a body, a stream line) would be over the server's limit."""
         encoded = orjson.dumps(event)
-        extra = len(_BATCH_OPEN) + len(_BATCH_CLOSE) if wrapped else 0
-        if len(encoded) + extra > self.max_body_bytes:
+        if len(encoded) + (_BATCH_OVERHEAD if wrapped else 0) > self.max_body_bytes:
             raise PublishFailed(
                 f"event of {len(encoded)} bytes is over the server's body limit "
                 f"(max_body_bytes {self.max_body_bytes}); nothing was sent. Publish "
@@ -289,6 +288,7 @@ class Publisher:
 
 _BATCH_OPEN = b'{"events":['
 _BATCH_CLOSE = b"]}"
+_BATCH_OVERHEAD = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
 
 
 def _batch(encoded: list[bytes]) -> bytes:

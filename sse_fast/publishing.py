@@ -13,18 +13,15 @@ answer with and a sentence saying what was wrong.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 
 from ._core import requests_of
-from ._request import PublishRequest
+from ._request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 from .settings import Settings
 
-TOPIC_NAME = re.compile(r"[A-Za-z0-9._~:/@!$&'()+,;=%-]+")
 PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})
-RESERVED_EVENT_PREFIX = "sse-fast-"
 
 
 class PublishError(ValueError):

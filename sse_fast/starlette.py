@@ -61,8 +61,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import threading
-import weakref
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -84,6 +82,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from . import _shutdown
 from ._core import encode
+from ._tasks import uncancel, within
+from .frames import line_end, with_line_end
 from .hub.server import SendStyle
 
 __all__ = [
@@ -100,7 +100,6 @@ __all__ = [
 log = logging.getLogger("sse_fast.starlette")
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_SEPARATORS = ("\r\n", "\r", "\n")
 _FIELDS = frozenset({"data", "event", "id", "retry", "comment", "sep"})
 
 
@@ -118,7 +117,7 @@ def _frame(data: Any, event: Any, id: Any, retry: Any, comment: Any, sep: str) -
         retry=retry,
         comment=None if comment is None else str(comment),
     )
-    return frame if sep == "\n" else frame.replace(b"\n", sep.encode())
+    return with_line_end(frame, sep)
 
 
 class ServerSentEvent:
@@ -241,26 +240,10 @@ class AppStatus(metaclass=_AppStatusMeta):
         AppStatus.enable_automatic_graceful_drain = True
 
 
-class _Streams:
-    """The open streams of this process, by event loop (a thread may run its own)."""
-
-    def __init__(self) -> None:
-        self.open: weakref.WeakSet[_Stream] = weakref.WeakSet()
-        self.lock = threading.Lock()
-
-
-_streams = _Streams()
-
-
 def shutdown_streams() -> int:
     """End every open stream of this process (see "Shutdown"); returns how many.
     Safe to call from any thread and from a signal handler."""
-    with _streams.lock:
-        streams = list(_streams.open)
-    for stream in streams:
-        with contextlib.suppress(RuntimeError):  # its loop is closed: nothing left to end
-            stream.loop.call_soon_threadsafe(stream.shut_down)
-    return len(streams)
+    return _streams.stop_all()
 
 
 # ---------------------------------------------------------------- the response
@@ -298,9 +281,7 @@ class EventSourceResponse(Response):
         shutdown_grace_period: float = 0,
         cleanup_timeout: float | None = DEFAULT_CLEANUP_TIMEOUT,
     ) -> None:
-        if sep not in (None, *_SEPARATORS):
-            raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep!r}")
-        self.sep = sep or self.DEFAULT_SEPARATOR
+        self.sep = line_end(sep, self.DEFAULT_SEPARATOR)
         if isinstance(content, AsyncIterable):
             self.body_iterator: AsyncIterable[Any] = content
         else:
@@ -380,6 +361,7 @@ def _websocket_denial(send: Send) -> Send:
 
 
 _style = SendStyle()  # Granian's eager send, learnt from the first write that shows it
+_streams: _shutdown.OpenStreams[_Stream] = _shutdown.OpenStreams(lambda s: s.shut_down())
 
 # Starlette's own send wrappers, which only note that the response started and pass
 # every message on: once the start went through them, body messages can go to the
@@ -450,10 +432,7 @@ class _Stream:
         iterator = response.body_iterator
         interrupted = True
         try:
-            with _streams.lock:
-                _streams.open.add(self)
-            _shutdown.add(shutdown_streams)
-            _shutdown.install()
+            _streams.add(self, self.loop)
             self.arm_watch()
             if response.ping_interval > 0:
                 self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
@@ -468,7 +447,7 @@ class _Stream:
             response.active = False
             await self.write(b"", more=False)
         except asyncio.CancelledError:
-            if self.ended_by is None or _uncancel(self.task) > 0:
+            if self.ended_by is None or self.task is None or uncancel(self.task) > 0:
                 raise  # not (only) ours: the server cancelled the request
             if self.ended_by == "timeout":
                 raise SendTimeoutError() from None
@@ -506,13 +485,8 @@ class _Stream:
 
     async def finish(self, pending: Any) -> None:
         """Await a write that was not done at once, within ``send_timeout``."""
-        timeout = self.response.send_timeout
         try:
-            if timeout is None:
-                await pending
-            else:
-                async with _timeout(timeout):
-                    await pending
+            await within(pending, self.response.send_timeout)
         except TimeoutError:
             raise SendTimeoutError() from None
 
@@ -529,14 +503,14 @@ class _Stream:
             return
         factory = response.ping_message_factory
         try:
-            message = (
+            ping = (
                 factory()
                 if factory is not None
                 else ServerSentEvent(
                     comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep
                 )
             )
-            chunk: bytes | None = ensure_bytes(message, response.sep)
+            chunk: bytes | None = ensure_bytes(ping, response.sep)
         except Exception:
             log.exception("ping_message_factory failed; no ping sent")
             chunk = None
@@ -604,8 +578,7 @@ class _Stream:
 
     def stop(self) -> None:
         """Everything but the task itself: timers, the watch, the data sender."""
-        with _streams.lock:
-            _streams.open.discard(self)
+        _streams.discard(self)
         for timer in (self.ping_timer, self.grace_timer):
             if timer is not None:
                 timer.cancel()
@@ -624,11 +597,7 @@ class _Stream:
         if aclose is None:
             return
         try:
-            if self.response._cleanup_timeout is None:
-                await aclose()
-            else:
-                async with _timeout(self.response._cleanup_timeout):
-                    await aclose()
+            await within(aclose(), self.response._cleanup_timeout)
         except TimeoutError:
             log.warning(
                 "body iterator cleanup cancelled after %s seconds", self.response._cleanup_timeout
@@ -639,13 +608,6 @@ class _Stream:
             log.exception("error closing the body iterator")
 
 
-def _uncancel(task: asyncio.Task[Any] | None) -> int:
-    """Take back our own cancellation; how many others remain (Python 3.11+
-    counts them; on 3.10 ours is the only one known)."""
-    uncancel = getattr(task, "uncancel", None)
-    return int(uncancel()) if uncancel is not None else 0
-
-
 async def _run_sender(callable_: Callable[[], Awaitable[None]]) -> None:
     try:
         await callable_()
@@ -653,32 +615,3 @@ async def _run_sender(callable_: Callable[[], Awaitable[None]]) -> None:
         raise
     except Exception:
         log.exception("data_sender_callable failed")
-
-
-def _timeout(seconds: float) -> Any:
-    """``asyncio.timeout`` (Python 3.11+), or the same from a helper on 3.10."""
-    if hasattr(asyncio, "timeout"):
-        return asyncio.timeout(seconds)
-    return _Timeout310(seconds)  # pragma: no cover - Python 3.10
-
-
-class _Timeout310:  # pragma: no cover - Python 3.10
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    async def __aenter__(self) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.expired = False
-
-        def expire() -> None:
-            self.expired = True
-            task.cancel()
-
-        self.handle = asyncio.get_running_loop().call_later(self.seconds, expire)
-
-    async def __aexit__(self, kind: Any, value: Any, tb: Any) -> bool:
-        self.handle.cancel()
-        if self.expired and kind is asyncio.CancelledError:
-            raise TimeoutError
-        return False

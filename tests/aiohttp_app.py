@@ -78,7 +78,7 @@ async def sockopt(request: web.Request) -> web.StreamResponse:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(
-        {"open": len(list(sse._open)), "tasks": len(asyncio.all_tasks()), **STATE}
+        {"open": len(sse._streams), "tasks": len(asyncio.all_tasks()), **STATE}
     )
 
 

@@ -75,7 +75,7 @@ async def idle(request: Request) -> EventSourceResponse:
 async def status(request: Request) -> JSONResponse:
     return JSONResponse(
         {
-            "open": len(list(sse._streams.open)),
+            "open": len(sse._streams),
             "tasks": len(asyncio.all_tasks()),
             **STATE,
         }

@@ -6,7 +6,6 @@ ends open streams (``wait()`` returns) so the server exits at once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
@@ -14,8 +13,10 @@ from typing import Any
 
 import pytest
 
-from sse_fast.client import SSEClient, http_request
+from sse_fast.client import SSEClient
 from sse_fast.testing import HOST, ServerProcess, collect
+
+from .status_probe import read_status, seconds_to_notice_leaving, status_when
 
 pytest.importorskip("aiohttp_sse")
 
@@ -28,20 +29,6 @@ COMMAND = [
 def server() -> Any:
     with ServerProcess(command=COMMAND) as server:
         yield server
-
-
-async def _status(port: int) -> dict[str, Any]:
-    _, _, body = await http_request(HOST, port, "GET", "/status", timeout=5)
-    return dict(json.loads(body))
-
-
-async def _until(port: int, check: Any, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await _status(port)
-        if check(status) or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.05)
 
 
 async def _events(port: int, path: str, count: int) -> list[tuple[Any, ...]]:
@@ -70,27 +57,27 @@ def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess)
 
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
     async def main() -> None:
-        baseline = await _status(server.port)
+        baseline = await read_status(server.port)
         paths = ["/endless", "/wait"] * 500
         clients = [SSEClient(HOST, server.port, [], path=p) for p in paths]
         for start in range(0, 1000, 100):
             await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
         await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
-        status = await _until(server.port, lambda s: s["open"] >= 1000)
+        status = await status_when(server.port, lambda s: s["open"] >= 1000)
         assert status["open"] == 1000
         for client in clients[::2]:
             client.close()
         for client in clients[1::2]:
             client.abort()
-        status = await _until(
+        status = await status_when(
             server.port, lambda s: s["finished"] - baseline["finished"] == 500, timeout=20
         )
         assert status["finished"] - baseline["finished"] == 500
-        status = await _until(server.port, lambda s: s["waited"] - baseline["waited"] == 500)
+        status = await status_when(server.port, lambda s: s["waited"] - baseline["waited"] == 500)
         assert status["waited"] - baseline["waited"] == 500
-        status = await _until(server.port, lambda s: s["open"] == 0)
+        status = await status_when(server.port, lambda s: s["open"] == 0)
         assert status["open"] == 0
-        status = await _until(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
+        status = await status_when(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
         assert status["tasks"] <= baseline["tasks"] + 2
 
     asyncio.run(main())
@@ -111,3 +98,13 @@ def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -
     asyncio.run(main())
     assert server.proc is not None
     assert server.proc.wait(10) is not None
+
+
+def test_a_handler_that_only_waits_learns_of_a_leaving_client_within_seconds(
+    server: ServerProcess,
+) -> None:
+    """``wait()`` returns for 20 clients that left (10 FIN, 10 RST) within 3 s:
+    the ping task looks at the transport every second (aiohttp-sse's ``wait()``
+    returns only when a ping's write fails, ``ping_interval`` later)."""
+    took = asyncio.run(seconds_to_notice_leaving(server.port, "/wait", "waited"))
+    assert took < 3

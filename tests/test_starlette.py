@@ -222,7 +222,7 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
         assert b"data: 0\n\n" in client.body
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) <= before  # no watch, timer or sender left
-        assert not list(ours._streams.open)
+        assert len(ours._streams) == 0
 
     asyncio.run(main())
 
@@ -408,16 +408,16 @@ def test_a_thousand_clients_that_leave_leave_nothing_behind() -> None:
         tasks = [_run(EventSourceResponse(feed(), ping=0.1, send_timeout=1), c) for c in clients]
         for _ in range(100):  # every stream open and streaming
             await asyncio.sleep(0.05)
-            if len(list(ours._streams.open)) == 1000 and all(c.body for c in clients):
+            if len(ours._streams) == 1000 and all(c.body for c in clients):
                 break
-        assert len(list(ours._streams.open)) == 1000
+        assert len(ours._streams) == 1000
         for client in clients:
             client.leave()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         await asyncio.sleep(0.05)
         assert len(asyncio.all_tasks()) <= before
         gc.collect()
-        assert not list(ours._streams.open)
+        assert len(ours._streams) == 0
         loop = asyncio.get_running_loop()
         assert not [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
 

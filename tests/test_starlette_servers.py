@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import signal
 import socket
 import subprocess
@@ -21,6 +20,8 @@ import pytest
 
 from sse_fast.client import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
+
+from .status_probe import read_status, seconds_to_notice_leaving, status_when
 
 APP = "tests.starlette_app:app"
 SERVERS = {
@@ -41,20 +42,6 @@ SERVERS = {
         APP,
     ],
 }
-
-
-async def _status(port: int) -> dict[str, Any]:
-    _, _, body = await http_request(HOST, port, "GET", "/status", timeout=5)
-    return dict(json.loads(body))
-
-
-async def _until(port: int, check: Any, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await _status(port)
-        if check(status) or time.monotonic() > deadline:
-            return status
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -87,23 +74,23 @@ def test_events_arrive_exact_and_the_stream_ends(server: ServerProcess) -> None:
 
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
     async def main() -> None:
-        baseline = await _status(server.port)
+        baseline = await read_status(server.port)
         clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(1000)]
         for start in range(0, 1000, 100):
             await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
         await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
-        status = await _until(server.port, lambda s: s["open"] >= 1000)
+        status = await status_when(server.port, lambda s: s["open"] >= 1000)
         assert status["open"] == 1000
         for client in clients[:500]:
             client.close()  # FIN
         for client in clients[500:]:
             client.abort()  # RST, as a crashed client
-        status = await _until(server.port, lambda s: s["open"] == 0, timeout=20)
+        status = await status_when(server.port, lambda s: s["open"] == 0, timeout=20)
         assert status["open"] == 0
         assert status["closed"] - baseline["closed"] == 1000
         assert status["finished"] - baseline["finished"] == 1000
         # tasks: back to the baseline (the /status request's own, give or take)
-        status = await _until(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
+        status = await status_when(server.port, lambda s: s["tasks"] <= baseline["tasks"] + 2)
         assert status["tasks"] <= baseline["tasks"] + 2
 
     asyncio.run(main())
@@ -187,3 +174,10 @@ def _listening(server: ServerProcess) -> Iterator[int]:
     finally:
         server.stop()
         server.log.close()
+
+
+def test_a_client_that_leaves_is_noticed_within_two_seconds(server: ServerProcess) -> None:
+    """The close handler runs for 20 clients (10 FIN, 10 RST) within 2 s of their
+    leaving: the server's ``http.disconnect``, taken as it comes."""
+    took = asyncio.run(seconds_to_notice_leaving(server.port, "/endless", "closed"))
+    assert took < 2

@@ -62,7 +62,12 @@ class Lifespan:
         log.info("SIGTERM: draining %d stream(s)", len(self.hub.subscriptions))
         self._stop_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
 
-    async def _drain_then_stop(self) -> None:
+    async def drain(self) -> None:
+        """Not ready any more, then drain the streams (SIGTERM; a host
+        application's shutdown, ``App.running``)."""
         self.operations.ready = False
         await self.hub.drain()
+
+    async def _drain_then_stop(self) -> None:
+        await self.drain()
         os.kill(os.getpid(), signal.SIGINT)

@@ -58,7 +58,7 @@ class PublishEndpoint:
         body = await self.read_body(receive, declared)
         try:
             requests = parse_publish_body(body, self.settings)
-            self.auth.check_publish(credential, (t for r in requests for t in r.topics))
+            self.auth.check_publish(credential, requests)
             ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
             raise HTTPError.from_publish(exc) from None

@@ -48,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from .._tasks import cancelling
 from ..asgi import Receive, Scope, Send
 from ..auth import Authenticator, AuthError, Credential
 from ..hub import Hub
@@ -122,13 +123,6 @@ class PublishStreamEndpoint:
             metrics.publish_streams_open -= 1
 
 
-def _cancelling(task: asyncio.Task[Any]) -> int:
-    """Pending cancellations of ``task`` (Python 3.11+; 0 on 3.10, which does not
-    count them)."""
-    cancelling = getattr(task, "cancelling", None)
-    return int(cancelling()) if cancelling is not None else 0
-
-
 class _Gone(Exception):
     """The publisher left (or stalled and was cut)."""
 
@@ -150,8 +144,6 @@ class _Stream:
         self.pending_size = 0
         self.skipping = False  # inside a line over the limit: drop up to its end
         self.limiter = endpoint.admission.publish_limiter
-        #: the credential may publish to any topic: no per-line topic check
-        self.anywhere = endpoint.auth.may_publish_anywhere(credential)
 
     async def run(self, receive: Receive) -> None:
         task = asyncio.current_task()
@@ -173,7 +165,7 @@ class _Stream:
                 try:
                     message = await receiving
                 except asyncio.CancelledError:
-                    if _cancelling(task) or not self.hub.draining:
+                    if cancelling(task) or not self.hub.draining:
                         raise  # the task itself was cancelled
                     raise _Ended(self._draining()) from None
                 finally:
@@ -236,7 +228,7 @@ class _Stream:
         """Parse and check ``lines`` (the next ones of the body) into ``out``."""
         number = self.number
         limit, settings, credential = self.limit, self.settings, self.credential
-        check_publish = None if self.anywhere else self.endpoint.auth.check_publish
+        check_publish = self.endpoint.auth.check_publish
         for line in lines:
             number += 1
             if not line or line.isspace():
@@ -246,8 +238,7 @@ class _Stream:
                 continue
             try:
                 requests = parse_publish_body(line, settings, "line")
-                if check_publish is not None:
-                    check_publish(credential, [t for r in requests for t in r.topics])
+                check_publish(credential, requests)
             except PublishError as exc:
                 out.append(self._failed(number, exc.status, str(exc)))
             except AuthError as exc:

@@ -104,15 +104,15 @@ class App:
         the server's, ``sse_fast/_shutdown.py``): servers such as uvicorn wait for
         open responses before they run the lifespan shutdown."""
         loop = asyncio.get_running_loop()
-        draining: list[asyncio.Task[None]] = []
+        drain: asyncio.Task[None] | None = None
+
+        def start_drain() -> None:
+            nonlocal drain
+            if drain is None and not self.hub.draining:
+                drain = loop.create_task(self.lifespan.drain())
 
         def drain_soon() -> None:  # from the signal handler: schedule only
-            def start() -> None:
-                if not draining and not self.hub.draining:
-                    self.operations.ready = False
-                    draining.append(loop.create_task(self.hub.drain()))
-
-            loop.call_soon_threadsafe(start)
+            loop.call_soon_threadsafe(start_drain)
 
         await self.lifespan.startup()
         _shutdown.add(drain_soon)
@@ -121,9 +121,9 @@ class App:
             yield self
         finally:
             _shutdown.discard(drain_soon)
-            if draining:
-                await draining[0]
-            await self.lifespan.shutdown()
+            if drain is not None:
+                await drain
+            await self.lifespan.shutdown()  # drains first, unless a signal did
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -1,0 +1,51 @@
+"""``/status`` of the framework test apps (tests/starlette_app.py,
+tests/aiohttp_app.py): open streams, tasks and counters, read until a condition
+holds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sse_fast.client import http_request
+from sse_fast.testing import HOST
+
+
+async def read_status(port: int) -> dict[str, Any]:
+    _, _, body = await http_request(HOST, port, "GET", "/status", timeout=5)
+    return dict(json.loads(body))
+
+
+async def status_when(
+    port: int, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+) -> dict[str, Any]:
+    """The first status for which ``check`` holds, or the last one read by ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        now = await read_status(port)
+        if check(now) or time.monotonic() > deadline:
+            return now
+        await asyncio.sleep(0.05)
+
+
+async def seconds_to_notice_leaving(port: int, path: str, counter: str, clients: int = 20) -> float:
+    """Open ``clients`` streams at ``path``, let them leave (half FIN, half RST) and
+    return the seconds until the app's ``counter`` in ``/status`` grew by as many."""
+    from sse_fast.client import SSEClient
+    from sse_fast.testing import collect
+
+    baseline = (await read_status(port))[counter]
+    streams = [SSEClient(HOST, port, [], path=path) for _ in range(clients)]
+    await asyncio.gather(*(s.connect() for s in streams))
+    await asyncio.gather(*(collect(s, 1, timeout=10) for s in streams))
+    left = time.monotonic()
+    for stream in streams[: clients // 2]:
+        stream.close()
+    for stream in streams[clients // 2 :]:
+        stream.abort()
+    now = await status_when(port, lambda s: s[counter] - baseline == clients)
+    assert now[counter] - baseline == clients, now
+    return time.monotonic() - left
