@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sse_fast.client import HTTPResponseError
+from sse_fast._http11 import HTTPResponseError
 from sse_fast.testing import HOST, RedisSentinel, RedisServer, ServerProcess, wait_for
 
 from .server_bench import machine

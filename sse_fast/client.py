@@ -1,232 +1,530 @@
-"""A small asyncio SSE client (HTTP/1.1, chunked or identity bodies) on our parser.
+"""An SSE client that reconnects, on httpx: ``connect`` (asyncio) and ``connect_sync``.
 
-Used by the tests, the load generator and anyone who wants to consume an
-sse_fast stream from Python without an HTTP library. It is deliberately
-minimal: one request per connection, no TLS, no redirects.
+Theory of operation
+===================
+
+Connecting. ``GET url`` with ``Accept: text/event-stream``, one ``topic`` query
+parameter per topic (sse_fast's way of choosing topics; leave ``topics`` empty
+for any other server) and ``Last-Event-ID`` once an id is known. A ``200`` with
+``Content-Type: text/event-stream`` is a stream; its bytes go through
+sse_fast's incremental parser (the native one when built), which keeps the last
+id and the server's ``retry`` as the EventSource spec says.
+
+Events. Each dispatched event is an ``Event`` (``event``, ``data``, ``id``,
+``retry``). sse_fast's own announcements are typed: ``Missed``
+(``sse-fast-missed``: the server could not resume, events were lost, with its
+``reason``) and ``Disconnect`` (``sse-fast-disconnect``: the server is ending the
+stream, with its ``reason``: ``draining``, ``lagged``, ...). Both are yielded in
+their place among the events; a loop that does not care may ignore them.
+
+Reconnecting. When the stream ends or breaks (the server closed it, a network
+error, no byte for ``read_timeout`` seconds: sse_fast sends a heartbeat every
+15 s by default), the client waits and reconnects with ``Last-Event-ID``, so
+the server resumes after the last event received: nothing is repeated. The
+wait is the server's ``retry`` (or ``retry`` given here) for the first attempt,
+doubled for each further failed attempt up to ``max_delay``, each wait drawn
+from its upper half at random (jitter, so that a thousand clients cut at
+once do not come back at once). A ``Retry-After`` on a 429/503 is honoured as
+the least wait. The count of failed attempts starts again once a connection
+delivers an event. ``max_reconnects`` (default: no limit, as a browser) bounds
+the attempts in a row; past it ``GaveUp`` is raised with the last cause.
+
+What is not retried. A status or content type that says retrying cannot help
+(401, 403, 404, 400 ..., or a 200 that is not an event stream) raises
+``StreamRefused`` with the status, headers and body: the caller must change
+something. ``204 No Content`` is the spec's "stop reconnecting": iteration ends.
+5xx, 408, 425 and 429 are retried.
+
+Closing. ``async with connect(...) as events`` (``with connect_sync(...)``) or
+``aclose()`` / ``close()`` end the stream and, when the client made its own
+``httpx`` client, that too; iteration then stops. A client passed in
+(``client=``: proxies, TLS, HTTP/2, auth) is left open for its owner.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+import logging
+import random
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlencode
+
+import orjson
+
+try:
+    import httpx
+except ImportError as exc:  # pragma: no cover - the client extra brings it
+    raise ImportError(
+        "sse_fast.client needs httpx: python -m pip install 'sse_fast[client]'"
+    ) from exc
 
 from ._core import ParsedEvent, Parser
 
-__all__ = ["ChunkedDecoder", "HTTPResponseError", "SSEClient", "http_request"]
+__all__ = [
+    "ClientError",
+    "Disconnect",
+    "Event",
+    "EventStream",
+    "GaveUp",
+    "Missed",
+    "StreamRefused",
+    "SyncEventStream",
+    "connect",
+    "connect_sync",
+]
+
+log = logging.getLogger("sse_fast.client")
+
+#: statuses after which a later attempt may succeed
+RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
-class HTTPResponseError(Exception):
-    """The server answered with something other than an event stream."""
+@dataclass(frozen=True)
+class Event:
+    """One event as the EventSource spec dispatches it: ``event`` is
+    ``"message"`` when the stream named none, ``id`` the last event id (it
+    carries over events without one), ``retry`` the ``retry`` field sent with
+    this event (ms) or None."""
 
-    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        super().__init__(f"HTTP {status}: {body[:200]!r}")
+    event: str
+    data: str
+    id: str
+    retry: int | None = None
+
+    def json(self) -> Any:
+        """``data`` parsed as JSON (raises ``orjson.JSONDecodeError``)."""
+        return orjson.loads(self.data)
+
+
+@dataclass(frozen=True)
+class Missed(Event):
+    """``sse-fast-missed``: events before this one could not be delivered
+    (``reason``: ``evicted``, ``unknown``, ``relay-restarted``, ``redis-restarted``
+    ...; ``last_event_id``: the id the server could not resume from, if any).
+    What follows is complete again."""
+
+    reason: str = ""
+    last_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Disconnect(Event):
+    """``sse-fast-disconnect``: the server ends this stream (``reason``:
+    ``draining``, ``lagged``, ...; ``details``: the rest of what it said). The
+    client reconnects after it, as after any end of stream."""
+
+    reason: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class ClientError(Exception):
+    """Base of the errors this client raises."""
+
+
+class StreamRefused(ClientError):
+    """The server answered with something retrying cannot fix."""
+
+    def __init__(self, url: str, status: int, headers: Mapping[str, str], body: bytes) -> None:
+        kind = headers.get("content-type", "no content type")
+        reason = (
+            f"HTTP {status}"
+            if status != 200
+            else f"HTTP 200 with {kind}, not text/event-stream (is this an SSE endpoint?)"
+        )
+        text = body[:300].decode("utf-8", "replace").strip()
+        super().__init__(f"GET {url}: {reason}" + (f": {text}" if text else ""))
         self.status = status
-        self.headers = headers
+        self.headers = dict(headers)
         self.body = body
 
 
-class ChunkedDecoder:
-    """Incremental decoder of ``Transfer-Encoding: chunked`` bodies."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._remaining = 0  # bytes of chunk data still to come
-        self._need_crlf = False  # the CRLF that ends a chunk's data
-        self.finished = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self._buffer:
-            data = self._buffer + data
-            self._buffer = b""
-        out = []
-        pos = 0
-        size = len(data)
-        while pos < size and not self.finished:
-            if self._remaining:
-                take = min(self._remaining, size - pos)
-                out.append(data[pos : pos + take])
-                pos += take
-                self._remaining -= take
-                self._need_crlf = not self._remaining
-            elif self._need_crlf:
-                if size - pos < 2:
-                    break
-                pos += 2
-                self._need_crlf = False
-            else:
-                end = data.find(b"\r\n", pos)
-                if end < 0:
-                    if size - pos > 1024:
-                        raise ValueError("chunk size line too long")
-                    break
-                length = int(data[pos:end].split(b";")[0], 16)
-                pos = end + 2
-                if length == 0:
-                    self.finished = True
-                else:
-                    self._remaining = length
-        if pos < size and not self.finished:
-            self._buffer = data[pos:]
-        if len(out) == 1:
-            return out[0]
-        return b"".join(out)
+class GaveUp(ClientError):
+    """``max_reconnects`` attempts in a row failed; ``__cause__`` is the last."""
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers: dict[str, str] = {}
-    for line in lines[1:]:
-        if ":" in line:
-            name, value = line.split(":", 1)
-            headers[name.strip().lower()] = value.strip()
-    return status, headers
+def _typed(parsed: ParsedEvent) -> Event:
+    kind = parsed.event or "message"
+    if kind in ("sse-fast-missed", "sse-fast-disconnect"):
+        try:
+            body = orjson.loads(parsed.data)
+        except orjson.JSONDecodeError:
+            body = None
+        if isinstance(body, dict):
+            reason = str(body.get("reason", ""))
+            if kind == "sse-fast-missed":
+                last = body.get("last_event_id")
+                return Missed(
+                    kind,
+                    parsed.data,
+                    parsed.id,
+                    parsed.retry,
+                    reason,
+                    None if last is None else str(last),
+                )
+            details = {k: v for k, v in body.items() if k != "reason"}
+            return Disconnect(kind, parsed.data, parsed.id, parsed.retry, reason, details)
+    return Event(kind, parsed.data, parsed.id, parsed.retry)
 
 
-def _request_bytes(
-    method: str, host: str, port: int, path: str, headers: Mapping[str, str], body: bytes = b""
-) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
-    if body or method in ("POST", "PUT"):
-        lines.append(f"Content-Length: {len(body)}")
-    # Header values as UTF-8, as browsers send Last-Event-ID (the SSE spec's reconnect).
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body
-
-
-async def http_request(
-    host: str,
-    port: int,
-    method: str,
-    path: str,
-    body: bytes = b"",
-    headers: Mapping[str, str] | None = None,
-    timeout: float = 10.0,
-) -> tuple[int, dict[str, str], bytes]:
-    """One complete request on a fresh connection; returns (status, headers, body)."""
-    all_headers = {"Connection": "close", **(headers or {})}
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
     try:
-        writer.write(_request_bytes(method, host, port, path, all_headers, body))
-        status, response_headers = await asyncio.wait_for(_read_head(reader), timeout)
-        if response_headers.get("transfer-encoding", "").lower() == "chunked":
-            decoder = ChunkedDecoder()
-            parts = []
-            while not decoder.finished:
-                data = await asyncio.wait_for(reader.read(65536), timeout)
-                if not data:
-                    break
-                parts.append(decoder.feed(data))
-            content = b"".join(parts)
-        elif "content-length" in response_headers:
-            content = await asyncio.wait_for(
-                reader.readexactly(int(response_headers["content-length"])), timeout
-            )
-        else:
-            content = await asyncio.wait_for(reader.read(), timeout)
-        return status, response_headers, content
-    finally:
-        writer.close()
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
 
 
-class SSEClient:
-    """One SSE connection: ``await connect()``, then ``await events()`` repeatedly.
-
-    ``last_event_id`` is sent as ``Last-Event-ID`` (as a browser does on
-    reconnect) and updated from the stream.
-    """
+class _Session:
+    """What both loops share: the request to make, the answer's meaning, the
+    wait before the next attempt, the parser (no I/O here)."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        topics: list[str],
-        *,
-        last_event_id: str = "",
-        headers: Mapping[str, str] | None = None,
-        local_addr: str | None = None,
-        path: str = "/events",
-        extra_query: Mapping[str, str] | None = None,
-        record: bool = False,
+        url: str,
+        topics: Sequence[str],
+        headers: Mapping[str, str] | None,
+        last_event_id: str,
+        retry: float,
+        max_delay: float,
+        max_reconnects: int | None,
+        max_event_size: int,
     ) -> None:
-        self.host = host
-        self.port = port
-        self.topics = topics
+        if isinstance(topics, str):
+            raise TypeError("topics must be a list of topic names, not one string")
+        if retry < 0 or max_delay <= 0:
+            raise ValueError("retry must be >= 0 and max_delay > 0 (seconds)")
+        if max_reconnects is not None and max_reconnects < 0:
+            raise ValueError("max_reconnects must be >= 0 or None (no limit)")
+        self.url = url
+        self.params = httpx.QueryParams([("topic", t) for t in topics])
+        self.headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        self.headers.update(headers or {})
         self.last_event_id = last_event_id
-        self.headers = dict(headers or {})
-        self.local_addr = local_addr
-        self.path = path
-        self.extra_query = dict(extra_query or {})
-        self.status = 0
-        self.response_headers: dict[str, str] = {}
-        self.closed = False
-        self.bytes_received = 0
-        self.record = record
-        self.raw = bytearray()  # the decoded stream, when ``record`` is set
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._parser = Parser(last_event_id=last_event_id)
-        self._decoder: ChunkedDecoder | None = None
+        self.retry = retry  # seconds; the server's retry field replaces it
+        self.max_delay = max_delay
+        self.max_reconnects = max_reconnects
+        self.max_event_size = max_event_size
+        self.failures = 0  # attempts in a row that delivered no event
+        self.reconnects = 0
+        self.least_wait = 0.0  # a Retry-After
+        self.stop = False  # 204: the server asked us not to reconnect
+        self.opened_at: float | None = None
+        self.parser = Parser(max_event_size=max_event_size, last_event_id=last_event_id)
 
-    async def connect(self, timeout: float = 10.0) -> None:
-        kwargs: dict[str, Any] = {}
-        if self.local_addr:
-            kwargs["local_addr"] = (self.local_addr, 0)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, **kwargs), timeout
-        )
-        self._reader, self._writer = reader, writer
-        query = urlencode([("topic", t) for t in self.topics] + list(self.extra_query.items()))
-        headers = {"Accept": "text/event-stream", **self.headers}
+    def request_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
-        writer.write(_request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers))
-        self.status, self.response_headers = await asyncio.wait_for(_read_head(reader), timeout)
-        if self.status != 200:
-            body = b""
-            if "content-length" in self.response_headers:
-                body = await reader.readexactly(int(self.response_headers["content-length"]))
-            self.close()
-            raise HTTPResponseError(self.status, self.response_headers, body)
-        if self.response_headers.get("transfer-encoding", "").lower() == "chunked":
-            self._decoder = ChunkedDecoder()
+        return headers
 
-    async def events(self, read_size: int = 65536) -> list[ParsedEvent]:
-        """Read once more from the stream; return the events it completed (maybe
-        none, e.g. for a heartbeat comment). At end of stream ``closed`` is set."""
-        assert self._reader is not None, "connect() first"
-        data = await self._reader.read(read_size)
-        if not data:
-            self.closed = True
-            self._parser.close()
-            self.close()
+    def opened(self, response: httpx.Response) -> bool:
+        """True when ``response`` is a stream; False for a retried status or a 204
+        (``stop``). Raises ``StreamRefused`` for the rest; the caller reads the
+        body first (``needs_body``)."""
+        self.least_wait = 0.0
+        if response.status_code == 204:
+            self.stop = True
+            return False
+        if response.status_code in RETRIED_STATUSES:
+            self.least_wait = _retry_after(response.headers) or 0.0
+            return False
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if response.status_code == 200 and kind == "text/event-stream":
+            self.parser = Parser(
+                max_event_size=self.max_event_size, last_event_id=self.last_event_id
+            )
+            self.opened_at = time.monotonic()
+            return True
+        raise StreamRefused(self.url, response.status_code, response.headers, response.content)
+
+    @staticmethod
+    def needs_body(response: httpx.Response) -> bool:
+        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        return not (response.status_code == 200 and kind == "text/event-stream")
+
+    def feed(self, chunk: bytes) -> list[Event]:
+        parsed = self.parser.feed(chunk)
+        if self.parser.retry is not None:
+            self.retry = self.parser.retry / 1000
+        self.last_event_id = self.parser.last_event_id
+        if not parsed:
             return []
-        self.bytes_received += len(data)
-        if self._decoder is not None:
-            data = self._decoder.feed(data)
-        if self.record:
-            self.raw += data
-        events = self._parser.feed(data)
-        self.last_event_id = self._parser.last_event_id
-        if self._decoder is not None and self._decoder.finished:
-            self.closed = True
-            self.close()
-        return list(events)
+        self.failures = 0
+        return [_typed(p) for p in parsed]
+
+    def next_wait(self, cause: BaseException | str) -> float:
+        """The wait before the next attempt (raises ``GaveUp`` past the limit)."""
+        if self.opened_at is not None and time.monotonic() - self.opened_at >= self.max_delay:
+            self.failures = 0  # a stream that lasted is not a failure, events or not
+        self.opened_at = None
+        self.failures += 1
+        if self.max_reconnects is not None and self.failures > self.max_reconnects:
+            error = cause if isinstance(cause, BaseException) else ClientError(cause)
+            raise GaveUp(
+                f"GET {self.url}: {self.max_reconnects} reconnects in a row failed; last: {error}"
+            ) from error
+        delay = min(self.max_delay, self.retry * 2 ** (self.failures - 1))
+        wait = max(self.least_wait, random.uniform(delay / 2, delay))
+        self.reconnects += 1
+        log.info("%s: %s; reconnecting in %.2f s", self.url, cause, wait)
+        return wait
+
+
+def _timeout(read_timeout: float | None, connect_timeout: float) -> httpx.Timeout:
+    return httpx.Timeout(connect_timeout, read=read_timeout, write=connect_timeout, pool=None)
+
+
+_CONNECTION_ERRORS = (httpx.TransportError, httpx.StreamError)
+
+
+class EventStream:
+    """Events from ``url``, reconnecting: ``async for event in stream``. Made by
+    ``connect``; see the module's theory of operation."""
+
+    def __init__(self, session: _Session, client: httpx.AsyncClient | None, timeout: httpx.Timeout):
+        self._session = session
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        self._timeout = timeout
+        self._response: httpx.Response | None = None
+        self._closed = False
+        self._closing = asyncio.Event()
 
     @property
-    def retry(self) -> int | None:
-        return self._parser.retry
+    def last_event_id(self) -> str:
+        """The id a reconnect resumes from."""
+        return self._session.last_event_id
+
+    @property
+    def retry(self) -> float:
+        """The base wait before reconnecting (seconds; the server's ``retry``)."""
+        return self._session.retry
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnects so far."""
+        return self._session.reconnects
+
+    @property
+    def connected(self) -> bool:
+        return self._response is not None
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._events()
+
+    async def aclose(self) -> None:
+        """End the stream (and the httpx client this stream made)."""
+        self._closed = True
+        self._closing.set()
+        response, self._response = self._response, None
+        if response is not None:
+            await response.aclose()
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        session = self._session
+        while not self._closed:
+            cause: BaseException | str
+            try:
+                async with self._client.stream(
+                    "GET",
+                    session.url,
+                    params=session.params,
+                    headers=session.request_headers(),
+                    timeout=self._timeout,
+                ) as response:
+                    if session.needs_body(response):
+                        await response.aread()
+                    if session.opened(response):
+                        self._response = response
+                        async for chunk in response.aiter_bytes():
+                            for event in session.feed(chunk):
+                                yield event
+                        cause = "the server ended the stream"
+                    else:
+                        cause = f"HTTP {response.status_code}"
+            except _CONNECTION_ERRORS as exc:
+                if self._closed:
+                    return
+                cause = exc
+            except RuntimeError:  # httpx: "Cannot send a request, as the client has been closed."
+                if self._closed:
+                    return
+                raise
+            finally:
+                self._response = None
+            if self._closed or session.stop:
+                return
+            wait = session.next_wait(cause)
+            with contextlib.suppress(asyncio.TimeoutError):  # woken early by aclose()
+                await asyncio.wait_for(self._closing.wait(), wait)
+
+
+class SyncEventStream:
+    """``EventStream`` for synchronous code (``for event in stream``); made by
+    ``connect_sync``."""
+
+    def __init__(self, session: _Session, client: httpx.Client | None, timeout: httpx.Timeout):
+        self._session = session
+        self._owns_client = client is None
+        self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
+        self._timeout = timeout
+        self._response: httpx.Response | None = None
+        self._closed = False
+        self._closing = threading.Event()
+
+    @property
+    def last_event_id(self) -> str:
+        return self._session.last_event_id
+
+    @property
+    def retry(self) -> float:
+        return self._session.retry
+
+    @property
+    def reconnects(self) -> int:
+        return self._session.reconnects
+
+    def __enter__(self) -> SyncEventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Event]:
+        return self._events()
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        """End the stream (another thread may call it: the read in progress
+        fails and iteration stops)."""
+        self._closed = True
+        self._closing.set()
+        response, self._response = self._response, None
+        if response is not None:
+            _shut_down(response)  # a blocked recv() in another thread returns
+            response.close()
+        if self._owns_client:
+            self._client.close()
 
-    def abort(self) -> None:
-        """Vanish abruptly (RST), as a crashed client would."""
-        if self._writer is not None:
-            self._writer.transport.abort()
-            self._writer = None
+    def _events(self) -> Iterator[Event]:
+        session = self._session
+        while not self._closed:
+            cause: BaseException | str
+            try:
+                with self._client.stream(
+                    "GET",
+                    session.url,
+                    params=session.params,
+                    headers=session.request_headers(),
+                    timeout=self._timeout,
+                ) as response:
+                    if session.needs_body(response):
+                        response.read()
+                    if session.opened(response):
+                        self._response = response
+                        for chunk in response.iter_bytes():
+                            yield from session.feed(chunk)
+                        cause = "the server ended the stream"
+                    else:
+                        cause = f"HTTP {response.status_code}"
+            except _CONNECTION_ERRORS as exc:
+                if self._closed:
+                    return
+                cause = exc
+            except RuntimeError:  # httpx: "Cannot send a request, as the client has been closed."
+                if self._closed:
+                    return
+                raise
+            finally:
+                self._response = None
+            if self._closed or session.stop:
+                return
+            self._closing.wait(session.next_wait(cause))  # woken early by close()
+
+
+def _shut_down(response: httpx.Response) -> None:
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+def connect(
+    url: str,
+    topics: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    *,
+    last_event_id: str = "",
+    retry: float = 3.0,
+    max_delay: float = 30.0,
+    max_reconnects: int | None = None,
+    read_timeout: float | None = 60.0,
+    connect_timeout: float = 10.0,
+    max_event_size: int = 1 << 20,
+    client: httpx.AsyncClient | None = None,
+) -> EventStream:
+    """Events from an SSE endpoint, reconnecting with ``Last-Event-ID``::
+
+        async with connect("http://127.0.0.1:8000/events", topics=["news"]) as events:
+            async for event in events:
+                if isinstance(event, Missed):
+                    ...  # events were lost: refetch state
+                else:
+                    print(event.id, event.data)
+
+    ``retry``: the first wait (s) until the server sends its own; ``max_delay``:
+    the cap of the doubling waits; ``read_timeout``: seconds without a byte
+    before the connection counts as lost (keep it above the server's heartbeat
+    interval; None waits forever); ``client``: an ``httpx.AsyncClient`` of yours
+    (proxies, TLS, HTTP/2), left open when the stream closes.
+    """
+    session = _Session(
+        url, topics, headers, last_event_id, retry, max_delay, max_reconnects, max_event_size
+    )
+    return EventStream(session, client, _timeout(read_timeout, connect_timeout))
+
+
+def connect_sync(
+    url: str,
+    topics: Sequence[str] = (),
+    headers: Mapping[str, str] | None = None,
+    *,
+    last_event_id: str = "",
+    retry: float = 3.0,
+    max_delay: float = 30.0,
+    max_reconnects: int | None = None,
+    read_timeout: float | None = 60.0,
+    connect_timeout: float = 10.0,
+    max_event_size: int = 1 << 20,
+    client: httpx.Client | None = None,
+) -> SyncEventStream:
+    """``connect`` for synchronous code::
+
+    with connect_sync("http://127.0.0.1:8000/events", topics=["news"]) as events:
+        for event in events:
+            print(event.id, event.data)
+    """
+    session = _Session(
+        url, topics, headers, last_event_id, retry, max_delay, max_reconnects, max_event_size
+    )
+    return SyncEventStream(session, client, _timeout(read_timeout, connect_timeout))

@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from .client import ChunkedDecoder, _read_head
+from ._http11 import ChunkedDecoder, _read_head
 
 __all__ = ["PublishFailed", "PublishStream", "Publisher"]
 

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._core import ParsedEvent
-from .client import SSEClient, http_request
+from ._http11 import SSEClient, http_request
 
 HOST = "127.0.0.1"
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sse_fast.client import http_request
+from sse_fast._http11 import http_request
 from sse_fast.testing import HOST
 
 
@@ -34,7 +34,7 @@ async def status_when(
 async def seconds_to_notice_leaving(port: int, path: str, counter: str, clients: int = 20) -> float:
     """Open ``clients`` streams at ``path``, let them leave (half FIN, half RST) and
     return the seconds until the app's ``counter`` in ``/status`` grew by as many."""
-    from sse_fast.client import SSEClient
+    from sse_fast._http11 import SSEClient
     from sse_fast.testing import collect
 
     baseline = (await read_status(port))[counter]

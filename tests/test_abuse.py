@@ -16,7 +16,7 @@ import time
 
 import orjson
 
-from sse_fast.client import http_request
+from sse_fast._http11 import http_request
 from sse_fast.loadgen import ProcessStats, subscribe_all
 from sse_fast.testing import HOST, ServerProcess, rss_kb
 

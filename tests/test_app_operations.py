@@ -9,7 +9,7 @@ import json
 
 import orjson
 
-from sse_fast.client import http_request
+from sse_fast._http11 import http_request
 from sse_fast.testing import HOST, ServerProcess
 
 OPS = ("/stats", "/stats?connections=1", "/metrics")

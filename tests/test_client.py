@@ -1,33 +1,431 @@
-"""The asyncio client's chunked decoder (used by the tests and the load generator)."""
+"""sse_fast.client: the reconnecting client on httpx.
+
+The rules (what is retried, waits, typed events, Last-Event-ID) against
+httpx's mock transport, where each answer is chosen; silence and closing
+against a real socket; no loss and no repeat against a real ``sse-fast serve``
+that is killed and restarted mid-stream (on Redis, which keeps the history
+across the restart), and an honest ``Missed`` when the restarted server has
+no history.
+"""
 
 from __future__ import annotations
 
-import random
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections.abc import Iterator
 
+import httpx
+import orjson
 import pytest
 
-from sse_fast.client import ChunkedDecoder
+from sse_fast._http11 import http_request
+from sse_fast.client import (
+    Disconnect,
+    Event,
+    GaveUp,
+    Missed,
+    StreamRefused,
+    _Session,
+    connect,
+    connect_sync,
+)
+from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port
+
+SSE = {"content-type": "text/event-stream"}
 
 
-def test_chunked_decoder_any_split() -> None:
-    rnd = random.Random(7)
-    for _ in range(1000):
-        parts = [
-            bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 40)))
-            for _ in range(rnd.randint(0, 6))
-        ]
-        wire = b"".join(b"%x;ext=1\r\n" % len(p) + p + b"\r\n" for p in parts) + b"0\r\n\r\n"
-        decoder = ChunkedDecoder()
-        out = b""
-        i = 0
-        while i < len(wire):
-            j = i + rnd.randint(1, 12)
-            out += decoder.feed(wire[i:j])
-            i = j
-        assert out == b"".join(parts)
-        assert decoder.finished
+def session(**kwargs: object) -> _Session:
+    args: dict[str, object] = {
+        "url": "http://x/events",
+        "topics": (),
+        "headers": None,
+        "last_event_id": "",
+        "retry": 1.0,
+        "max_delay": 8.0,
+        "max_reconnects": None,
+        "max_event_size": 1 << 20,
+    }
+    args.update(kwargs)
+    return _Session(**args)  # type: ignore[arg-type]
 
 
-def test_chunked_decoder_refuses_endless_size_line() -> None:
-    with pytest.raises(ValueError, match="too long"):
-        ChunkedDecoder().feed(b"f" * 2000)
+# ------------------------------------------------------------------ the rules
+
+
+def test_waits_double_from_retry_up_to_the_cap_with_jitter() -> None:
+    s = session(retry=1.0, max_delay=8.0)
+    for bound in (1, 2, 4, 8, 8, 8):
+        wait = s.next_wait("cut")
+        assert bound / 2 <= wait <= bound
+    waits = {round(session(retry=1.0).next_wait("cut"), 6) for _ in range(50)}
+    assert len(waits) > 40  # drawn at random: a thousand clients cut at once spread out
+
+
+def test_an_event_or_a_lasting_stream_starts_the_count_again() -> None:
+    s = session(retry=1.0, max_delay=8.0)
+    for _ in range(4):
+        s.next_wait("cut")
+    assert s.failures == 4
+    s.feed(b"data: x\n\n")
+    assert s.failures == 0
+    assert s.next_wait("cut") <= 1.0
+    for _ in range(4):
+        s.next_wait("cut")
+    s.opened_at = time.monotonic() - 9  # open longer than max_delay, no event
+    assert s.next_wait("cut") <= 1.0
+
+
+def test_the_servers_retry_replaces_the_default() -> None:
+    s = session(retry=3.0)
+    s.feed(b"retry: 200\n\n")
+    assert s.retry == 0.2
+    assert s.next_wait("cut") <= 0.2
+
+
+def test_gives_up_after_max_reconnects_in_a_row() -> None:
+    s = session(max_reconnects=2)
+    s.next_wait("one")
+    s.next_wait("two")
+    with pytest.raises(GaveUp, match="2 reconnects in a row failed; last: three") as caught:
+        s.next_wait("three")
+    assert isinstance(caught.value.__cause__, Exception)
+
+
+def test_bad_arguments_are_refused() -> None:
+    with pytest.raises(TypeError, match="list of topic names"):
+        session(topics="news")
+    with pytest.raises(ValueError, match="retry"):
+        session(retry=-1)
+    with pytest.raises(ValueError, match="max_reconnects"):
+        session(max_reconnects=-1)
+
+
+def test_typed_events() -> None:
+    s = session()
+    missed, disconnect, plain, odd = s.feed(
+        b'event: sse-fast-missed\nid: 7\ndata: {"reason":"evicted","last_event_id":"3"}\n\n'
+        b'event: sse-fast-disconnect\ndata: {"reason":"lagged","lost":12}\n\n'
+        b"id: 8\ndata: hello\ndata: world\n\n"
+        b"event: sse-fast-missed\ndata: not json\n\n"
+    )
+    assert missed == Missed("sse-fast-missed", missed.data, "7", None, "evicted", "3")
+    assert disconnect == Disconnect(
+        "sse-fast-disconnect", disconnect.data, "7", None, "lagged", {"lost": 12}
+    )
+    assert plain == Event("message", "hello\nworld", "8")
+    assert type(odd) is Event  # not what sse_fast sends: passed on as it is
+    assert s.last_event_id == "8"
+    assert Event("message", '{"a": [1]}', "1").json() == {"a": [1]}
+
+
+# ------------------------------------------------- answers, against a mock transport
+
+
+class Script:
+    """A mock server: answers in turn, recording each request."""
+
+    def __init__(self, *answers: httpx.Response | Exception) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if not self.answers:
+            return httpx.Response(204)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def stream(body: bytes, **headers: str) -> httpx.Response:
+    return httpx.Response(200, headers={**SSE, **headers}, content=body)
+
+
+async def run(script: Script, **kwargs: object) -> list[Event]:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    kwargs.setdefault("retry", 0.01)
+    async with connect("http://x/events", client=client, **kwargs) as events:  # type: ignore[arg-type]
+        out = [event async for event in events]
+    assert not client.is_closed  # the caller's client is the caller's to close
+    await client.aclose()
+    return out
+
+
+def test_reconnects_with_last_event_id_topics_and_headers() -> None:
+    script = Script(
+        stream(b"id: 1\ndata: a\n\n"),
+        httpx.ConnectError("refused"),
+        httpx.Response(503, headers={"retry-after": "0"}),
+        stream(b"data: b\n\nid: 2\ndata: c\n\n"),
+        httpx.Response(204),
+    )
+    events = asyncio.run(run(script, topics=["news", "a/b"], headers={"Authorization": "Bearer t"}))
+    assert [(e.data, e.id) for e in events] == [("a", "1"), ("b", "1"), ("c", "2")]
+    first, *later = script.requests
+    assert first.url.params.get_list("topic") == ["news", "a/b"]
+    assert first.headers["accept"] == "text/event-stream"
+    assert first.headers["authorization"] == "Bearer t"
+    assert "last-event-id" not in first.headers
+    assert [r.headers["last-event-id"] for r in later] == ["1", "1", "1", "2"]
+    assert len(script.requests) == 5  # 204: no further attempt
+
+
+def test_a_partial_event_is_dropped_when_the_stream_breaks() -> None:
+    script = Script(stream(b"id: 1\ndata: a\n\nid: 2\ndata: cut"), stream(b"data: next\n\n"))
+    events = asyncio.run(run(script))
+    assert [(e.data, e.id) for e in events] == [("a", "1"), ("next", "1")]
+    assert script.requests[1].headers["last-event-id"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(401, text="token expired"), "HTTP 401: token expired"),
+        (httpx.Response(404), "HTTP 404"),
+        (
+            httpx.Response(200, headers={"content-type": "text/html"}, text="<html>"),
+            "HTTP 200 with text/html, not text/event-stream",
+        ),
+    ],
+)
+def test_what_retrying_cannot_fix_is_raised(answer: httpx.Response, message: str) -> None:
+    script = Script(answer)
+    with pytest.raises(StreamRefused, match=message) as caught:
+        asyncio.run(run(script))
+    assert caught.value.status == answer.status_code
+    assert len(script.requests) == 1
+
+
+def test_retry_after_is_the_least_wait() -> None:
+    s = session(retry=0.01)
+    s.opened(httpx.Response(429, headers={"retry-after": "2"}))
+    assert s.next_wait("HTTP 429") == 2.0
+    s.opened(httpx.Response(503, headers={"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}))
+    assert s.next_wait("HTTP 503") < 0.1  # a date in the past: no extra wait
+
+
+def test_gave_up_after_failed_attempts() -> None:
+    script = Script(*[httpx.ConnectError("refused")] * 4)
+    with pytest.raises(GaveUp, match="3 reconnects in a row failed; last: refused"):
+        asyncio.run(run(script, max_reconnects=3))
+    assert len(script.requests) == 4
+
+
+def test_sync_client_follows_the_same_rules() -> None:
+    script = Script(
+        stream(b"retry: 10\nid: 1\ndata: a\n\n"),
+        httpx.Response(502),
+        stream(b"id: 2\ndata: b\n\n"),
+    )
+    client = httpx.Client(transport=httpx.MockTransport(script))
+    with connect_sync("http://x/e", ["t"], client=client, retry=5) as events:
+        got = [(e.data, e.id) for e in events]
+        assert events.retry == 0.01  # the server's, not 5 s
+    assert got == [("a", "1"), ("b", "2")]
+    assert [r.headers.get("last-event-id") for r in script.requests] == [None, "1", "1", "2"]
+    client.close()
+
+
+# ------------------------------------------------- silence and closing, real sockets
+
+
+@contextlib.asynccontextmanager
+async def silent_server(connections: list[int]):  # type: ignore[no-untyped-def]
+    """Answers with a stream head and one event, then says nothing."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        frame = f"id: {len(connections)}\ndata: x\n\n".encode()
+        writer.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the client goes
+        writer.close()
+
+    server = await asyncio.start_server(handle, HOST, 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def test_a_silent_connection_is_given_up_after_read_timeout() -> None:
+    async def main() -> tuple[list[str], int]:
+        connections: list[int] = []
+        async with silent_server(connections) as port:
+            ids = []
+            async with connect(f"http://{HOST}:{port}/", read_timeout=0.3, retry=0.01) as events:
+                async for event in events:
+                    ids.append(event.id)
+                    if len(ids) == 3:
+                        break
+            return ids, len(connections)
+
+    ids, connections = asyncio.run(asyncio.wait_for(main(), 10))
+    assert ids == ["1", "2", "3"]
+    assert connections == 3
+
+
+def test_aclose_from_another_task_ends_the_iteration_at_once() -> None:
+    async def main() -> None:
+        async with silent_server([]) as port:
+            events = connect(f"http://{HOST}:{port}/", read_timeout=None)
+            got: list[Event] = []
+
+            async def read() -> None:
+                async for event in events:
+                    got.append(event)
+
+            reader = asyncio.create_task(read())
+            while not got:
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            await events.aclose()
+            await asyncio.wait_for(reader, 2)
+            assert time.monotonic() - started < 1
+            # closing while it waits to reconnect ends it as well
+            waiting = connect(f"http://{HOST}:{free_port()}/", retry=30)
+            task = asyncio.create_task(anext(aiter(waiting), None))  # type: ignore[arg-type]
+            await asyncio.sleep(0.2)
+            await waiting.aclose()
+            assert await asyncio.wait_for(task, 2) is None
+        assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
+
+    asyncio.run(main())
+
+
+def test_sync_close_from_another_thread() -> None:
+    async def serve(ready: threading.Event, stop: asyncio.Event, port: list[int]) -> None:
+        async with silent_server([]) as p:
+            port.append(p)
+            ready.set()
+            await stop.wait()
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    ready = threading.Event()
+    port: list[int] = []
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(ready, stop, port),))
+    thread.start()
+    try:
+        assert ready.wait(5)
+        events = connect_sync(f"http://{HOST}:{port[0]}/", read_timeout=None)
+        it = iter(events)
+        assert next(it).id == "1"
+        threading.Timer(0.2, events.close).start()
+        assert list(it) == []
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(5)
+        loop.close()
+
+
+# ------------------------------------------------- a real server, killed and restarted
+
+
+async def publish(port: int, first: int, count: int) -> None:
+    body = orjson.dumps(
+        {"events": [{"topic": "t", "data": str(n)} for n in range(first, first + count)]}
+    )
+    status, _, answer = await http_request(
+        HOST, port, "POST", "/publish", body, {"Content-Type": "application/json"}
+    )
+    assert status == 200, answer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
+def test_no_event_lost_or_repeated_across_a_server_restart(
+    redis_server: RedisServer, how: signal.Signals
+) -> None:
+    """Events published before, while the client is away, and after: each once,
+    in order. Killed: the connection breaks. Stopped: the drain says
+    ``sse-fast-disconnect`` (a typed ``Disconnect``) with a retry."""
+    port = free_port()
+    args = ("--redis-url", redis_server.url)
+    data: list[str] = []
+    control: list[Event] = []
+    reconnects: list[int] = []
+
+    async def read() -> None:  # in its own thread and loop; the servers are started here
+        async with connect(
+            f"http://{HOST}:{port}/events", topics=["t"], retry=1.0, max_delay=2.0, read_timeout=5
+        ) as events:
+            async for event in events:
+                if isinstance(event, (Missed, Disconnect)):
+                    control.append(event)
+                else:
+                    data.append(event.data)
+                    if len(data) == 300:
+                        break
+            reconnects.append(events.reconnects)
+
+    reader = threading.Thread(target=asyncio.run, args=(asyncio.wait_for(read(), 60),))
+    with ServerProcess(*args, port=port, heartbeat_interval=1) as server:
+        reader.start()
+        time.sleep(0.5)
+        asyncio.run(publish(port, 0, 100))
+        asyncio.run(wait_until(lambda: len(data) == 100))
+        if how == signal.SIGKILL:
+            server._kill_group()  # a crash: the server's processes all gone at once
+        server.stop(how)
+    time.sleep(0.2)
+    with ServerProcess(*args, port=port, heartbeat_interval=1):
+        asyncio.run(publish(port, 100, 100))  # before the client is back: resumed from Redis
+        asyncio.run(wait_until(lambda: len(data) >= 200))
+        asyncio.run(publish(port, 200, 100))
+        reader.join(15)
+    assert not reader.is_alive()
+    assert data == [str(n) for n in range(300)]
+    assert not [e for e in control if isinstance(e, Missed)]
+    assert reconnects[0] >= 1
+    if how == signal.SIGTERM:
+        assert [e.reason for e in control] == ["draining"]
+
+
+def test_a_restarted_server_without_history_says_missed() -> None:
+    port = free_port()
+    seen: list[Event] = []
+
+    def read(events: object) -> None:
+        for event in events:  # type: ignore[attr-defined]
+            seen.append(event)
+
+    with ServerProcess(port=port, heartbeat_interval=1):
+        events = connect_sync(f"http://{HOST}:{port}/events", ["t"], retry=0.5, read_timeout=5)
+        thread = threading.Thread(target=read, args=(events,))
+        thread.start()
+        time.sleep(0.5)
+        asyncio.run(publish(port, 0, 3))
+        asyncio.run(wait_until(lambda: len(seen) == 3))
+    with ServerProcess(port=port, heartbeat_interval=1):
+        asyncio.run(wait_until(lambda: any(isinstance(e, Missed) for e in seen)))
+        asyncio.run(publish(port, 3, 2))
+        asyncio.run(wait_until(lambda: len([e for e in seen if e.event == "message"]) == 5))
+        events.close()
+        thread.join(5)
+    assert not thread.is_alive()
+    messages = [e.data for e in seen if e.event == "message"]
+    assert messages == ["0", "1", "2", "3", "4"]
+    missed = [e for e in seen if isinstance(e, Missed)]
+    assert len(missed) == 1
+    assert missed[0].reason in ("unknown", "evicted")
+    assert missed[0].last_event_id == [e for e in seen if e.data == "2"][0].id
+
+
+async def wait_until(condition: object, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)

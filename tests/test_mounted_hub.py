@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sse_fast.client import SSEClient, http_request
+from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
 APP = "tests.mounted_hub_app:app"

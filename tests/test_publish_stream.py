@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast.client import ChunkedDecoder, _read_head
+from sse_fast._http11 import ChunkedDecoder, _read_head
 from sse_fast.testing import HOST, ServerProcess, collect, rss_kb
 
 

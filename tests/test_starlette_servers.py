@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from sse_fast.client import SSEClient, http_request
+from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
 from .status_probe import read_status, seconds_to_notice_leaving, status_when
