@@ -421,7 +421,7 @@ def test_a_restarted_server_without_history_says_missed() -> None:
     missed = [e for e in seen if isinstance(e, Missed)]
     assert len(missed) == 1
     assert missed[0].reason in ("unknown", "evicted")
-    assert missed[0].last_event_id == [e for e in seen if e.data == "2"][0].id
+    assert missed[0].last_event_id == next(e for e in seen if e.data == "2").id
 
 
 async def wait_until(condition: object, timeout: float = 15) -> None:
