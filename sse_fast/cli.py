@@ -35,8 +35,36 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the SSE edge. Every option can also be set with an SSE_FAST_* "
         "environment variable (flags win), e.g. SSE_FAST_HEARTBEAT_INTERVAL=30.",
     )
+    add_settings_flags(serve)
+    relay = commands.add_parser(
+        "relay",
+        help="relay an upstream SSE stream: sse-fast relay --upstream URL [--topic T]",
+        description="Run the SSE edge in relay mode: subscribe to an upstream SSE stream "
+        "(ours or any server's) and serve its events to many clients, resuming upstream "
+        "with Last-Event-ID after failures. Same options as serve.",
+    )
+    relay.add_argument(
+        "--topic",
+        dest="upstream_topic",
+        default=None,
+        help="the local topic the upstream's events go to (same as --upstream-topic)",
+    )
+    add_settings_flags(relay)
+    commands.add_parser(
+        "loadgen",
+        help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",
+        add_help=False,
+    )
+    return parser
+
+
+INTERNAL_SETTINGS = ("relay_socket", "upstream_lock", "install_signal_handlers")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per setting, its help the setting's own documentation."""
     for field in dataclasses.fields(Settings):
-        if field.name in ("relay_socket", "install_signal_handlers"):
+        if field.name in INTERNAL_SETTINGS:
             continue
         flag = "--" + field.name.replace("_", "-")
         help_text = (
@@ -44,16 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
             f"default {field.default!r})"
         )
         if str(field.type) == "bool":
-            serve.add_argument(flag, action="store_true", default=None, help=help_text)
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
-        serve.add_argument(flag, type=kind, default=None, help=help_text)
-    commands.add_parser(
-        "loadgen",
-        help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",
-        add_help=False,
-    )
-    return parser
+        if field.name == "upstream_topic":  # sse-fast relay also has --topic for it
+            parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
+            continue
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
 
 
 def raise_file_limit() -> tuple[int, int]:
@@ -159,6 +184,14 @@ def serve(settings: Settings) -> int:
         )
     relay = None
     settings.install_signal_handlers = True
+    upstream_dir = ""
+    if settings.upstream:
+        log.info(
+            "relay mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic
+        )
+        if settings.workers > 1:  # one worker reads upstream: the one holding this lock
+            upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
+            settings.upstream_lock = os.path.join(upstream_dir, "upstream.lock")
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -199,6 +232,8 @@ def serve(settings: Settings) -> int:
         if relay is not None:
             relay.stop()
             shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
+        if upstream_dir:
+            shutil.rmtree(upstream_dir, ignore_errors=True)
     return 0
 
 
@@ -218,12 +253,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sse-fast: {exc}", file=sys.stderr)
             return 2
         return loadgen.main(arguments[1:], prog="sse-fast loadgen")
-    args = build_parser().parse_args(arguments)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command"}
     try:
         settings = Settings.from_env(**overrides)
     except SettingsError as exc:
         print(f"sse-fast: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "relay" and not settings.upstream:
+        print(
+            "sse-fast relay: say which stream to relay with --upstream URL "
+            "(or SSE_FAST_UPSTREAM), e.g. --upstream http://origin:8000/events?topic=news",
+            file=sys.stderr,
+        )
         return 2
     logging.basicConfig(
         level=settings.log_level.upper(),

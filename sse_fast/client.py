@@ -208,7 +208,10 @@ class _Session:
         if max_reconnects is not None and max_reconnects < 0:
             raise ValueError("max_reconnects must be >= 0 or None (no limit)")
         self.url = url
-        self.params = httpx.QueryParams([("topic", t) for t in topics])
+        # topics join the URL's own query (httpx's params= would replace it)
+        self.target = httpx.URL(url)
+        if topics:
+            self.target = self.target.copy_merge_params([("topic", t) for t in topics])
         self.headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         self.headers.update(headers or {})
         self.last_event_id = last_event_id
@@ -347,8 +350,7 @@ class EventStream:
             try:
                 async with self._client.stream(
                     "GET",
-                    session.url,
-                    params=session.params,
+                    session.target,
                     headers=session.request_headers(),
                     timeout=self._timeout,
                 ) as response:
@@ -432,8 +434,7 @@ class SyncEventStream:
             try:
                 with self._client.stream(
                     "GET",
-                    session.url,
-                    params=session.params,
+                    session.target,
                     headers=session.request_headers(),
                     timeout=self._timeout,
                 ) as response:

@@ -74,6 +74,12 @@ class Metrics:
         self.history_breaks_total = 0
         self.publish_streams_total = 0
         self.publish_streams_open = 0  # a gauge; sums across workers like the counters
+        # relay mode (sse_fast/upstream.py): counted by the worker reading upstream
+        self.upstream_events_total = 0
+        self.upstream_dropped_total = 0
+        self.upstream_errors_total = 0
+        self.upstream_missed_total = 0
+        self.upstream_reconnects_total = 0
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
@@ -91,6 +97,11 @@ class Metrics:
         "history_breaks_total",
         "publish_streams_total",
         "publish_streams_open",
+        "upstream_events_total",
+        "upstream_dropped_total",
+        "upstream_errors_total",
+        "upstream_missed_total",
+        "upstream_reconnects_total",
     )
 
     def snapshot(self) -> dict[str, Any]:

@@ -12,9 +12,12 @@ import dataclasses
 import difflib
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from ._request import TOPIC_CHARACTERS, TOPIC_NAME
 
 ENV_PREFIX = "SSE_FAST_"
 
@@ -214,8 +217,54 @@ class Settings:
             "so an orchestrator restarts the server (0 = never fail /healthz for it)"
         ),
     )
+    upstream: str = field(
+        default="",
+        metadata=_doc(
+            "relay mode: the URL of an SSE stream (ours or any server's) whose events this "
+            "server republishes, e.g. http://origin:8000/events?topic=news (empty: off)"
+        ),
+    )
+    upstream_topic: str = field(
+        default="",
+        metadata=_doc(
+            "the local topic upstream events are published to (default: the upstream "
+            "URL's topic parameter, when it has exactly one)"
+        ),
+    )
+    upstream_authorization: str = field(
+        default="",
+        metadata=_doc("the Authorization header sent upstream, e.g. 'Bearer <token>'"),
+    )
+    upstream_transform: str = field(
+        default="",
+        metadata=_doc(
+            "module:callable given each upstream event (an sse_fast.client.Event); it "
+            "returns the event to publish (maybe changed), a publish document (a dict, "
+            "which may name other topics) or None to drop it; may be async"
+        ),
+    )
+    upstream_read_timeout: float = field(
+        default=60.0,
+        metadata=_doc(
+            "seconds without a byte from upstream before its connection counts as lost and "
+            "is replaced (keep it above the upstream's heartbeat interval)"
+        ),
+    )
+    upstream_max_delay: float = field(
+        default=30.0, metadata=_doc("longest wait between reconnects to the upstream (seconds)")
+    )
+    upstream_ready_grace: float = field(
+        default=10.0,
+        metadata=_doc(
+            "seconds the upstream may be away before /readyz says not ready (0: at once)"
+        ),
+    )
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
+    )
+    upstream_lock: str = field(
+        default="",
+        metadata=_doc("internal: the lock that elects the worker reading upstream (set by serve)"),
     )
     install_signal_handlers: bool = field(
         default=False,
@@ -245,6 +294,8 @@ class Settings:
             "redis_history_frames",
             "redis_history_age",
             "redis_probe_interval",
+            "upstream_read_timeout",
+            "upstream_max_delay",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -258,6 +309,7 @@ class Settings:
             "catch_up_timeout",
             "backpressure",
             "broker_down_limit",
+            "upstream_ready_grace",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
@@ -287,9 +339,39 @@ class Settings:
                 f"redis_url must start with redis://, rediss://, unix:// or "
                 f"redis-sentinel://, got {self.redis_url!r}"
             )
+        if self.upstream:
+            self._check_upstream()
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"
+            )
+
+    def _check_upstream(self) -> None:
+        url = urllib.parse.urlsplit(self.upstream)
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise SettingsError(
+                f"upstream must be an http:// or https:// URL of an SSE stream, "
+                f"got {self.upstream!r}"
+            )
+        if not self.upstream_topic:
+            named = urllib.parse.parse_qs(url.query).get("topic", [])
+            if len(named) != 1:
+                raise SettingsError(
+                    "relay mode needs the local topic to publish upstream events to: "
+                    "pass --upstream-topic (or --topic with sse-fast relay); it can be left "
+                    "out only when the upstream URL has exactly one topic= parameter"
+                )
+            self.upstream_topic = named[0]
+        if not TOPIC_NAME.fullmatch(self.upstream_topic) or (
+            len(self.upstream_topic) > self.max_topic_length
+        ):
+            raise SettingsError(
+                f"upstream_topic {self.upstream_topic!r} is not a valid topic name "
+                f"(at most {self.max_topic_length} of the characters {TOPIC_CHARACTERS})"
+            )
+        if self.upstream_transform and ":" not in self.upstream_transform:
+            raise SettingsError(
+                f"upstream_transform must be module:callable, got {self.upstream_transform!r}"
             )
 
     @classmethod

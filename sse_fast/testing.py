@@ -52,11 +52,19 @@ def free_port() -> int:
 
 class ServerProcess:
     def __init__(
-        self, *args: str, command: list[str] | None = None, port: int = 0, **env: Any
+        self,
+        *args: str,
+        command: list[str] | None = None,
+        port: int = 0,
+        ready_path: str = "/readyz",
+        **env: Any,
     ) -> None:
         """``sse-fast serve`` with ``args``; or ``command`` (``{port}`` is replaced), e.g.
-        the app under another ASGI server. ``env`` are settings (``SSE_FAST_*``)."""
+        the app under another ASGI server. ``env`` are settings (``SSE_FAST_*``).
+        Started means ``ready_path`` answers 200 (``/healthz`` for a server that is
+        not meant to be ready, e.g. a relay whose upstream refuses)."""
         self.port = port or free_port()
+        self.ready_path = ready_path
         self.args = ["--port", str(self.port), "--log-level", "info", *args]
         self.command = [sys.executable, "-m", "sse_fast", "serve", *self.args]
         if command is not None:
@@ -85,7 +93,7 @@ class ServerProcess:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
                 status, _, _ = asyncio.run(
-                    http_request(HOST, self.port, "GET", "/readyz", timeout=1)
+                    http_request(HOST, self.port, "GET", self.ready_path, timeout=1)
                 )
                 if status == 200 and self._all_workers_ready(deadline):
                     return self

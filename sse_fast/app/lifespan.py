@@ -27,6 +27,7 @@ class Lifespan:
         self.settings = settings
         self.hub = hub
         self.operations = operations
+        self.upstream = operations.upstream
         self._stopping = False
         self._stop_task: asyncio.Task[None] | None = None
 
@@ -48,10 +49,14 @@ class Lifespan:
 
     async def startup(self) -> None:
         await self.hub.start()
+        if self.upstream is not None:
+            await self.upstream.start()
         if self.settings.install_signal_handlers:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
 
     async def shutdown(self) -> None:
+        if self.upstream is not None:
+            await self.upstream.stop()
         await self.hub.stop()
         log.info("lifespan shutdown complete")
 

@@ -3,9 +3,10 @@
 ``GET /healthz``, ``GET /readyz``
     Liveness and readiness, open to everyone: load balancers need them.
     ``/readyz`` is 503 while draining or while the broker cannot publish (the
-    relay is away); ``/healthz`` is 503 only when the broker has been away for
-    more than ``broker_down_limit`` seconds, so an orchestrator restarts a
-    server that does not heal by itself.
+    relay is away), and in relay mode while the upstream is away for longer
+    than ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is
+    503 only when the broker has been away for more than ``broker_down_limit``
+    seconds, so an orchestrator restarts a server that does not heal by itself.
 ``GET /metrics``, ``GET /stats[?connections=1][&offset=N][&limit=M]``
     Prometheus metrics and JSON figures for the whole server: whichever worker
     takes the request gathers every worker's figures through the broker and
@@ -28,6 +29,7 @@ from ..asgi import Receive, Scope, Send
 from ..auth import AuthError, OperationsAccess
 from ..hub import Hub
 from ..settings import Settings
+from ..upstream import Upstream
 from .admission import ClientAddress
 from .http import HTTPError, header, query, send_json, send_text
 
@@ -43,6 +45,8 @@ class Operations:
         self.client_address = client_address
         #: False once the server is stopping (set by the lifespan)
         self.ready = True
+        #: relay mode's reader (its state is part of readiness)
+        self.upstream: Upstream | None = None
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         away = self.hub.broker.unavailable_for
@@ -63,7 +67,12 @@ class Operations:
     async def readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         hub = self.hub
         ready = self.ready and not hub.draining and hub.broker.available
-        await send_json(send, 200 if ready else 503, {"status": "ready" if ready else "not ready"})
+        body: dict[str, Any] = {}
+        if self.upstream is not None:
+            body["upstream"] = upstream = self.upstream.status()
+            ready = ready and upstream["ready"]
+        body = {"status": "ready" if ready else "not ready", **body}
+        await send_json(send, 200 if ready else 503, body)
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.check_access(scope, "/metrics")
@@ -130,6 +139,8 @@ def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
             for one in figures
         ),
     ]
+    if any("upstream_reading" in one for one in figures):
+        extra += upstream_metrics(figures)
     return metrics_module.render(
         metrics_module.Metrics.merged(one["metrics"] for one in figures),
         connections_open=sum(one["connections_open"] for one in figures),
@@ -137,6 +148,32 @@ def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
         subscribers_by_topic=busiest,
         extra=extra,
     )
+
+
+def upstream_metrics(figures: list[dict[str, Any]]) -> list[str]:
+    """Relay mode's figures (the counters are the sum over workers: only the
+    reader counts, and a worker that read before keeps its counts)."""
+    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
+    up = any(one.get("upstream_up") for one in figures)
+    lines = [
+        "# HELP sse_fast_upstream_connected Whether the upstream stream is connected.",
+        "# TYPE sse_fast_upstream_connected gauge",
+        f"sse_fast_upstream_connected {int(up)}",
+    ]
+    for name, help_text in (
+        ("events", "Upstream events republished."),
+        ("dropped", "Upstream events the transform dropped."),
+        ("errors", "Upstream events skipped: the transform failed or its result was invalid."),
+        ("missed", "Times the upstream could not resume us (events lost upstream)."),
+        ("reconnects", "Reconnects to the upstream."),
+    ):
+        metric = f"sse_fast_upstream_{name}_total"
+        lines += [
+            f"# HELP {metric} {help_text}",
+            f"# TYPE {metric} counter",
+            f"{metric} {getattr(merged, f'upstream_{name}_total')}",
+        ]
+    return lines
 
 
 def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:

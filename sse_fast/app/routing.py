@@ -75,6 +75,10 @@ class App:
             settings, hub, self.auth, self.admission, self.cors
         )
         self.operations = Operations(settings, hub, self.client_address)
+        if settings.upstream:
+            from ..upstream import Upstream
+
+            self.operations.upstream = Upstream(settings, hub)
         self.lifespan = Lifespan(settings, hub, self.operations)
         self._routes: dict[str, tuple[str, Endpoint]] = {
             "/publish": ("POST", self.publish),

@@ -64,6 +64,8 @@ class Hub:
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
         self.on_drain: set[Callable[[], None]] = set()
+        #: figures other parts add to this worker's /metrics report (relay mode's upstream)
+        self.reports: list[Callable[[], dict[str, Any]]] = []
         self.closer = Closer(
             settings, metrics, clock, self.send_style, self.topics, self.subscriptions
         )
@@ -348,6 +350,8 @@ class Hub:
                 "subscribers": self.topics.busiest(100),
                 "broker_up": self.broker.available,
             }
+            for add in self.reports:
+                figures.update(add())
         figures["pid"] = os.getpid()
         return figures
 

@@ -1,0 +1,358 @@
+"""Relay mode: an upstream SSE stream republished into the hub (``--upstream URL``).
+
+Theory of operation
+===================
+
+One reader per server. The upstream is read once per server, not once per
+worker. With one worker, that worker reads. With several, ``serve`` gives them
+a lock file (``upstream_lock``); the worker that holds an exclusive ``flock`` on
+it reads, the others stand by and try the lock every second. When the reader's
+process dies the kernel releases its lock and a standby worker takes over,
+resuming from the last upstream id the reader recorded (see "State").
+
+Reading. ``sse_fast.client.connect`` on the upstream URL (with
+``upstream_authorization``), reconnecting with ``Last-Event-ID`` after any
+failure: waits from 1 s doubling to ``upstream_max_delay``, with jitter; a
+connection silent for ``upstream_read_timeout`` is replaced. The upstream may be
+any SSE server: topics are chosen by its URL.
+
+Republishing. Each upstream event is published to ``upstream_topic`` keeping its
+``event`` name, ``id`` and ``data`` (the data as text, line for line). An
+event that carried no ``id`` of its own (the EventSource "last event id" carries
+over; an unchanged one means none was sent) gets one of ours. Ids make repeats
+harmless: an upstream that replays on resume, or a takeover that resumes from
+slightly behind, repeats ids the broker has seen on the topic in the last 5
+minutes, and those are not published again (the broker contract's "Retries").
+``upstream_transform`` (``module:callable``, may be async) sees each event
+first and returns it (maybe changed), a publish document (a dict: one event
+or ``{"events": [...]}``, checked as ``POST /publish`` checks it, its topic
+defaulting to ``upstream_topic``) or None to drop it. A transform that raises,
+or returns something invalid, costs that event (counted, logged), never the
+relay. When the broker cannot take a publish (503: the relay or Redis away),
+the event is retried until it can: reading upstream waits meanwhile, so nothing
+read is lost. An ``sse-fast-missed`` from an upstream sse_fast (it could not
+resume us) is passed on as ``sse-fast-missed`` with reason ``upstream-missed``
+to the topic's streams: they lost what we lost. ``sse-fast-*`` announcements
+are never republished as data.
+
+State. ``connecting`` (never connected yet), ``connected``, ``reconnecting``
+(lost, with the error), or ``standby``/``no-reader`` on a worker that does not
+read. The reader writes its state and last upstream id to ``<lock>.json``
+every half second, so every worker's ``/readyz`` tells the same story: ready
+while connected or away for less than ``upstream_ready_grace`` seconds (a blip
+does not empty a load balancer); not ready before the first connection. The
+state is in ``/readyz``'s body and, as ``sse_fast_upstream_*`` metrics, in
+``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import importlib
+import inspect
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ._request import PublishRequest
+from ._tasks import stop_task
+from .client import ClientError, Disconnect, Event, Missed, connect
+from .hub import Hub
+from .publishing import PublishError, parse_publish_document
+from .settings import Settings
+
+log = logging.getLogger("sse_fast.upstream")
+
+#: how often the reader records its state, and when a record counts as stale
+STATE_INTERVAL = 0.5
+STATE_STALE = 3.0
+LOCK_POLL = 1.0
+
+
+def load_transform(spec: str) -> Callable[[Any], Any] | None:
+    """``module:callable`` -> the callable (an error that says what is wrong)."""
+    if not spec:
+        return None
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RuntimeError(
+            f"upstream_transform {spec!r}: cannot import {module_name}: {exc}"
+        ) from None
+    target: Any = module
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise RuntimeError(f"upstream_transform {spec!r}: {module_name} has no {attribute}")
+    if not callable(target):
+        raise RuntimeError(f"upstream_transform {spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+class Upstream:
+    """The relay-mode reader of one worker (reading, or standing by)."""
+
+    def __init__(self, settings: Settings, hub: Hub) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.url = settings.upstream
+        self.topic = settings.upstream_topic
+        self.transform = load_transform(settings.upstream_transform)
+        self.headers = (
+            {"Authorization": settings.upstream_authorization}
+            if settings.upstream_authorization
+            else {}
+        )
+        self.lock_path = settings.upstream_lock
+        self.state_path = self.lock_path + ".json" if self.lock_path else ""
+        self.reading = not self.lock_path  # one worker: no election
+        self.state = "connecting"
+        self.since = time.time()
+        self.error = ""
+        self.connected_once = False
+        self.last_event_id = ""
+        self._last_upstream_id = ""  # the id of the last event that carried one
+        self._lock_fd: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stream: Any = None
+        hub.reports.append(self.report)
+
+    # ------------------------------------------------------------ life
+
+    async def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="upstream")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+        if self._stream is not None:
+            await self._stream.aclose()
+        if self._lock_fd is not None:
+            self._record()  # the last id for the next reader
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
+
+    async def _run(self) -> None:
+        if self.lock_path:
+            await self._elect()
+            self.last_event_id = self._read_state().get("last_event_id") or ""
+            self._last_upstream_id = self.last_event_id
+            log.info(
+                "reading upstream %s into topic %s%s",
+                self.url,
+                self.topic,
+                f" from id {self.last_event_id}" if self.last_event_id else "",
+            )
+        recorder = asyncio.get_running_loop().create_task(self._watch(), name="upstream-state")
+        try:
+            while True:
+                try:
+                    await self._read()
+                    self._away("the upstream answered 204 No Content: it asks us to stop")
+                except ClientError as exc:  # a refusal retrying does not fix, e.g. 401
+                    self._away(str(exc))
+                log.error(
+                    "upstream %s: %s; trying again in %g s (upstream_max_delay)",
+                    self.url,
+                    self.error,
+                    self.settings.upstream_max_delay,
+                )
+                await asyncio.sleep(self.settings.upstream_max_delay)
+        finally:
+            await stop_task(recorder)
+
+    async def _elect(self) -> None:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    await asyncio.sleep(LOCK_POLL)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock_fd = fd
+        self.reading = True
+        self.state, self.since = "connecting", time.time()
+
+    async def _read(self) -> None:
+        stream = connect(
+            self.url,
+            headers=self.headers,
+            last_event_id=self.last_event_id,
+            retry=1.0,
+            max_delay=self.settings.upstream_max_delay,
+            read_timeout=self.settings.upstream_read_timeout,
+        )
+        self._stream = stream
+        async with stream:
+            async for event in stream:
+                self._connected()
+                if isinstance(event, Missed):
+                    await self._missed(event)
+                elif isinstance(event, Disconnect):
+                    log.info("upstream ends the stream: %s", event.reason or event.data)
+                elif event.event.startswith("sse-fast-"):
+                    log.info("upstream announcement %s: %s", event.event, event.data[:200])
+                else:
+                    await self._republish(event)
+                self.last_event_id = event.id  # (the stream's may be ahead: one read, many events)
+
+    async def _watch(self) -> None:
+        """Follow the connection's state; record it for the other workers."""
+        while True:
+            stream = self._stream
+            if stream is not None:
+                if stream.connected:
+                    self._connected()
+                elif self.state == "connected":
+                    self.state, self.since, self.error = "reconnecting", time.time(), ""
+                    log.warning("upstream %s lost; reconnecting", self.url)
+                self.hub.metrics.upstream_reconnects_total = stream.reconnects
+            self._record()
+            await asyncio.sleep(STATE_INTERVAL)
+
+    def _away(self, error: str) -> None:
+        self.state, self.since, self.error = "refused", time.time(), error
+        self._stream = None
+
+    def _connected(self) -> None:
+        if self.state != "connected":
+            self.state, self.since, self.error = "connected", time.time(), ""
+            if self.connected_once:
+                log.info("upstream %s back", self.url)
+            self.connected_once = True
+
+    # ------------------------------------------------------------ events
+
+    async def _republish(self, event: Any) -> None:
+        carried = event.id if event.id and event.id != self._last_upstream_id else None
+        if event.id:
+            self._last_upstream_id = event.id
+        metrics = self.hub.metrics
+        try:
+            requests = await self._requests(event, carried)
+        except Exception as exc:  # the transform, or what it returned
+            metrics.upstream_errors_total += 1
+            log.warning("upstream event %r skipped: %s", event.id, exc)
+            return
+        if not requests:
+            metrics.upstream_dropped_total += 1
+            return
+        await self._publish(requests)
+        metrics.upstream_events_total += 1
+
+    async def _requests(self, event: Any, carried: str | None) -> list[PublishRequest]:
+        result: Any = event
+        if self.transform is not None:
+            result = self.transform(event)
+            if inspect.isawaitable(result):
+                result = await result
+        if result is None:
+            return []
+        if isinstance(result, Event):
+            return [
+                PublishRequest(
+                    (self.topic,),
+                    result.data,
+                    None if result.event == "message" else result.event,
+                    carried if result is event else (result.id or None),
+                )
+            ]
+        if isinstance(result, dict):
+            document = result
+            if "events" not in document and "topic" not in document and "topics" not in document:
+                document = {**document, "topic": self.topic}
+            return parse_publish_document(document, self.settings, "the transform's result")
+        raise TypeError(
+            f"the transform returned {type(result).__name__}; expected an Event, "
+            "a publish document (dict) or None"
+        )
+
+    async def _publish(self, requests: list[PublishRequest]) -> None:
+        wait = 0.1
+        while True:
+            try:
+                await self.hub.publish(requests)
+                return
+            except PublishError as exc:
+                if exc.status != 503:
+                    self.hub.metrics.upstream_errors_total += 1
+                    log.warning("upstream event not publishable, skipped: %s", exc)
+                    return
+                log.warning(
+                    "cannot publish upstream events yet (%s); retrying in %.1f s", exc, wait
+                )
+            await asyncio.sleep(wait)
+            wait = min(2.0, wait * 2)
+
+    async def _missed(self, event: Any) -> None:
+        self.hub.metrics.upstream_missed_total += 1
+        log.warning("upstream could not resume us (%s): events were lost there", event.reason)
+        data = orjson.dumps(
+            {"reason": "upstream-missed", "upstream_reason": event.reason, "last_event_id": None}
+        ).decode()
+        await self._publish([PublishRequest((self.topic,), data, "sse-fast-missed")])
+
+    # ------------------------------------------------------------ state
+
+    def _record(self) -> None:
+        if not self.state_path or not self.reading:
+            return
+        temporary = f"{self.state_path}.{os.getpid()}"
+        with open(temporary, "wb") as out:
+            out.write(orjson.dumps(self._own_status()))
+        os.replace(temporary, self.state_path)
+
+    def _read_state(self) -> dict[str, Any]:
+        with contextlib.suppress(OSError, orjson.JSONDecodeError):
+            with open(self.state_path, "rb") as f:
+                stale = time.time() - os.fstat(f.fileno()).st_mtime > STATE_STALE
+                state = orjson.loads(f.read())
+            if isinstance(state, dict):
+                state["stale"] = stale
+                return state
+        return {}
+
+    def _own_status(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "topic": self.topic,
+            "state": self.state,
+            "since": self.since,
+            "connected_once": self.connected_once,
+            "last_event_id": self.last_event_id,
+            "error": self.error,
+            "reader_pid": os.getpid(),
+        }
+
+    def status(self) -> dict[str, Any]:
+        """The upstream's state as this server knows it (any worker)."""
+        if self.reading:
+            status = self._own_status()
+        else:
+            status = self._read_state()
+            if not status:
+                status = {"state": "no-reader", "since": self.since, "connected_once": False}
+            elif status.pop("stale"):
+                status["state"] = "no-reader"  # its reader died; a standby takes over
+        status["url"], status["topic"] = self.url, self.topic
+        away = 0.0 if status["state"] == "connected" else time.time() - status["since"]
+        status["ready"] = status["state"] == "connected" or (
+            bool(status.get("connected_once")) and away < self.settings.upstream_ready_grace
+        )
+        return status
+
+    def report(self) -> dict[str, Any]:
+        """This worker's part of ``/metrics``."""
+        return {"upstream_reading": self.reading, "upstream_up": self.state == "connected"}
