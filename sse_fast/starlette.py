@@ -60,12 +60,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
-
-import orjson
 
 try:
     import starlette  # noqa: F401
@@ -81,9 +78,9 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from . import _shutdown
-from ._core import encode
+from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import uncancel, within
-from .frames import line_end, with_line_end
+from .frames import line_end
 from .hub.server import SendStyle
 
 __all__ = [
@@ -98,101 +95,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("sse_fast.starlette")
-
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_FIELDS = frozenset({"data", "event", "id", "retry", "comment", "sep"})
-
-
-def _frame(data: Any, event: Any, id: Any, retry: Any, comment: Any, sep: str) -> bytes:
-    """One frame with sse-starlette's rules: line breaks dropped from ``id`` and
-    ``event``, ``str()`` of any data, multi-line data and comments split."""
-    if retry is not None and not isinstance(retry, int):
-        raise TypeError("retry argument must be int")
-    if data is None and event is None and id is None and retry is None and comment is None:
-        return sep.encode()  # sse-starlette sends a lone separator: a no-op for clients
-    frame = encode(
-        None if data is None else data if type(data) is str else str(data),
-        event=None if event is None else _LINE_BREAK.sub("", event),
-        id=None if id is None else _LINE_BREAK.sub("", str(id)),
-        retry=retry,
-        comment=None if comment is None else str(comment),
-    )
-    return with_line_end(frame, sep)
-
-
-class ServerSentEvent:
-    """One event, as sse-starlette's ``ServerSentEvent`` (same arguments and
-    attributes; ``encode()`` gives its bytes)."""
-
-    DEFAULT_SEPARATOR = "\n"
-
-    def __init__(
-        self,
-        data: Any | None = None,
-        *,
-        event: str | None = None,
-        id: str | None = None,
-        retry: int | None = None,
-        comment: str | None = None,
-        sep: str | None = None,
-    ) -> None:
-        self.data = data
-        self.event = event
-        self.id = id
-        self.retry = retry
-        self.comment = comment
-        self._sep = sep if sep is not None else self.DEFAULT_SEPARATOR
-
-    def encode(self) -> bytes:
-        return _frame(self.data, self.event, self.id, self.retry, self.comment, self._sep)
-
-    def __repr__(self) -> str:
-        fields = ("data", "event", "id", "retry", "comment")
-        shown = ", ".join(
-            f"{n}={getattr(self, n)!r}" for n in fields if getattr(self, n) is not None
-        )
-        return f"{type(self).__name__}({shown})"
-
-
-class JSONServerSentEvent(ServerSentEvent):
-    """An event whose data is JSON (compact; orjson, which also takes dataclasses,
-    datetimes and numpy arrays, and writes NaN as null where ``json.dumps``
-    would refuse it)."""
-
-    def __init__(self, data: Any | None = None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(
-            None if data is None else orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode(),
-            *args,
-            **kwargs,
-        )
-
-
-def ensure_bytes(data: Any, sep: str) -> bytes:
-    """One item of a stream's content as bytes (sse-starlette's function)."""
-    if type(data) is dict:
-        if not _FIELDS.issuperset(data):
-            unknown = ", ".join(sorted(set(data) - _FIELDS))
-            raise TypeError(
-                f"an event dict has the fields data, event, id, retry, comment; got {unknown}"
-            )
-        return _frame(
-            data.get("data"),
-            data.get("event"),
-            data.get("id"),
-            data.get("retry"),
-            data.get("comment"),
-            data.get("sep") or sep,
-        )
-    if isinstance(data, (bytes, memoryview)):
-        return bytes(data)
-    if isinstance(data, ServerSentEvent):
-        return data.encode()
-    encoder = getattr(data, "encode", None)
-    if encoder is not None and not isinstance(data, str):  # another library's event object
-        encoded = encoder()
-        if isinstance(encoded, bytes):
-            return encoded
-    return _frame(data if type(data) is str else str(data), None, None, None, None, sep)
 
 
 class SendTimeoutError(TimeoutError):
