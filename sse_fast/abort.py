@@ -25,6 +25,12 @@ Theory of operation
   requested meanwhile shares the next pass (``benches/results/cut_cost.md``).
   Where sock_diag is not available, each socket descriptor is asked for its
   addresses instead (slower, same result).
+* Vanished clients (``ensure_user_timeout``). A client whose network vanished
+  sends no FIN or RST; the kernel retransmits for about 15 minutes before it
+  gives up. The framework adapters' ``send_timeout`` becomes
+  ``TCP_USER_TIMEOUT`` on the server's sockets, found the same way (by local
+  address, in one pass): the listener, so that connections accepted later
+  inherit it, and those already open.
 * Limits. Only TCP connections that carry one stream (HTTP/1.x): an HTTP/2
   connection multiplexes other streams and is never cut; its stream only
   ends. Linux (``/proc/self/fd``), or any system with ``/dev/fd``.
@@ -189,6 +195,72 @@ def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
                 found.add(key)
                 remaining.discard(key)
     return found
+
+
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+
+def set_user_timeout(server: Address, milliseconds: int) -> int:
+    """Set ``TCP_USER_TIMEOUT`` on every TCP socket of this process with the local
+    address ``server``: the listener (connections it accepts from now on inherit
+    it) and the connections already open. Returns how many. Blocking (a pass over
+    the descriptors)."""
+    fd_dir = next((d for d in _FD_DIRS if os.path.isdir(d)), None)
+    if fd_dir is None or _TCP_USER_TIMEOUT is None:
+        return 0
+    done = 0
+    host, port = server
+    for name in os.listdir(fd_dir):
+        try:
+            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:"):
+                continue
+            duplicate = os.dup(int(name))
+        except (OSError, ValueError):
+            continue
+        try:
+            sock = socket.socket(fileno=duplicate)
+        except OSError:
+            os.close(duplicate)
+            continue
+        with sock:
+            if sock.type != socket.SOCK_STREAM or sock.family not in (
+                socket.AF_INET,
+                socket.AF_INET6,
+            ):
+                continue
+            try:
+                local = _address(sock.getsockname())
+            except OSError:
+                continue
+            if local is None or local[1] != port or local[0] not in (host, "0.0.0.0", "::"):
+                continue
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, milliseconds)
+                done += 1
+    return done
+
+
+_user_timeouts: dict[Address, int] = {}
+_pending: set[asyncio.Future[int]] = set()
+
+
+def ensure_user_timeout(scope: Mapping[str, Any], seconds: float) -> None:
+    """Bound how long data a stream wrote may stay unacknowledged before the
+    kernel drops the connection (a client whose network vanished sends no FIN
+    nor RST; without this Linux retransmits for about 15 minutes): once per
+    server address and process, ``TCP_USER_TIMEOUT`` of ``seconds`` on its
+    sockets (``set_user_timeout``, in a worker thread), raised when a later
+    stream asks for more. Linux only; elsewhere nothing happens."""
+    server = _address(scope.get("server"))
+    milliseconds = int(seconds * 1000)
+    if server is None or _TCP_USER_TIMEOUT is None or milliseconds <= 0:
+        return
+    if _user_timeouts.get(server, 0) >= milliseconds:
+        return
+    _user_timeouts[server] = milliseconds
+    job = asyncio.get_running_loop().run_in_executor(None, set_user_timeout, server, milliseconds)
+    _pending.add(job)
+    job.add_done_callback(_pending.discard)
 
 
 class Aborter:

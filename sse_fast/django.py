@@ -37,6 +37,11 @@ Theory of operation
   as Granian keep the connection and the bytes queued for it after the stream
   ended (measured: for minutes, until the client gave up).
   ``None`` (the default, as sse-starlette's) waits as long as the server does.
+  A client whose network vanished (no FIN, no RST) is found the same way: with
+  ``send_timeout`` and ``request=``, ``TCP_USER_TIMEOUT`` of that many seconds
+  goes on the server's sockets (Linux, once per process), so the kernel drops
+  the connection when a ping stays unacknowledged that long, and Django's
+  disconnect watch ends the stream.
 * Shutdown. SIGTERM/SIGINT (a handler chained in front of the server's), or
   ``shutdown_streams()``, end every open stream: ``shutdown_event`` is set, the
   generator has ``shutdown_grace_period`` seconds to finish, then the stream
@@ -63,7 +68,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 from . import _shutdown
 from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import within
-from .abort import Aborter, connection_key
+from .abort import Aborter, connection_key, ensure_user_timeout
 from .frames import line_end
 
 __all__ = [
@@ -155,7 +160,8 @@ class EventSourceResponse(StreamingHttpResponse):
         self.shutdown_grace_period = shutdown_grace_period
         self.cleanup_timeout = cleanup_timeout
         scope = getattr(request, "scope", None)
-        self.connection = connection_key(scope) if isinstance(scope, dict) else None
+        self.scope: dict[str, Any] | None = scope if isinstance(scope, dict) else None
+        self.connection = connection_key(self.scope) if self.scope is not None else None
         source = content if isinstance(content, AsyncIterable) else _threaded(content)
         self._stream = _Stream(self, source)
         super().__init__(
@@ -201,6 +207,8 @@ class _Stream:
         step: asyncio.Task[Any] | None = None
         ending = loop.create_task(self.ending.wait())
         _streams.add(self, loop)
+        if response.send_timeout is not None and response.scope is not None:
+            ensure_user_timeout(response.scope, response.send_timeout)  # a vanished network
         if _shutdown.uvicorn_exiting():
             self.shut_down()  # the server is on its way out already
         try:

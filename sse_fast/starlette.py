@@ -42,6 +42,12 @@ Theory of operation
   ``sse_fast/hub/server.py``) and is not awaited unless the connection is full;
   to see that, body messages skip Starlette's own send wrappers, which only note
   that the response started (``_PASS_THROUGH``; a user's middleware is kept).
+  A client whose network vanished sends no FIN or RST, and small pings take
+  long to fill the buffers: with ``send_timeout`` set, ``TCP_USER_TIMEOUT`` of
+  that many seconds goes on the server's sockets (Linux, once per process,
+  ``sse_fast/abort.py``), so the kernel drops the connection when a ping stays
+  unacknowledged that long and the server reports the disconnect: within
+  ``ping`` + ``send_timeout`` (+ the retransmission steps).
 * Shutdown. ``shutdown_streams()`` ends every open stream of the process:
   ``shutdown_event`` is set, the generator has ``shutdown_grace_period``
   seconds to finish, then it is cancelled and the response ends cleanly (its
@@ -80,6 +86,7 @@ from starlette.types import Message, Receive, Scope, Send
 from . import _shutdown
 from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import uncancel, within
+from .abort import ensure_user_timeout
 from .frames import line_end
 from .hub.server import SendStyle
 
@@ -335,6 +342,8 @@ class _Stream:
         interrupted = True
         try:
             _streams.add(self, self.loop)
+            if response.send_timeout is not None:  # a vanished network: see "Pings"
+                ensure_user_timeout(self.scope, response.send_timeout)
             self.arm_watch()
             if response.ping_interval > 0:
                 self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)

@@ -91,7 +91,7 @@ async def idle(request: HttpRequest) -> EventSourceResponse:
         finally:
             STATE["finished"] += 1
 
-    return EventSourceResponse(feed(), ping=0.2)
+    return EventSourceResponse(feed(), ping=0.2, send_timeout=1, request=request)
 
 
 async def flood(request: HttpRequest) -> EventSourceResponse:

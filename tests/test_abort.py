@@ -66,3 +66,28 @@ def test_without_sock_diag_every_socket_is_asked_its_addresses(
             assert a.recv(1) == b""
             b_server.sendall(b"still here")
             assert b.recv(100) == b"still here"
+
+
+def test_user_timeout_goes_on_the_servers_sockets_only() -> None:
+    """``set_user_timeout``: the listener (inherited by what it accepts later)
+    and the connections with the server's address; not the client's sockets."""
+    import socket as socket_module
+
+    from sse_fast.abort import set_user_timeout
+
+    option = socket_module.TCP_USER_TIMEOUT
+    with socket_module.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        server = listener.getsockname()
+        early_client = socket_module.create_connection(server)
+        early, _ = listener.accept()
+        assert set_user_timeout(server, 1234) == 2  # the listener, the accepted one
+        late_client = socket_module.create_connection(server)
+        late, _ = listener.accept()
+        with early_client, early, late_client, late:
+            assert listener.getsockopt(socket_module.IPPROTO_TCP, option) == 1234
+            assert early.getsockopt(socket_module.IPPROTO_TCP, option) == 1234
+            assert late.getsockopt(socket_module.IPPROTO_TCP, option) == 1234  # inherited
+            assert early_client.getsockopt(socket_module.IPPROTO_TCP, option) == 0
+            assert late_client.getsockopt(socket_module.IPPROTO_TCP, option) == 0

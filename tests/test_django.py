@@ -22,6 +22,7 @@ from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
 from .status_probe import read_status, seconds_to_notice_leaving, status_when
+from .vanished_network import vanished_network_seconds
 
 APP = "tests.django_app:application"
 SERVERS = {
@@ -164,3 +165,11 @@ def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerPr
     asyncio.run(main())
     assert server.proc is not None
     assert server.proc.wait(10) is not None
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_a_client_whose_network_vanished_is_noticed(name: str) -> None:
+    """As for the Starlette adapter: /idle (pings every 0.2 s, send_timeout 1 s,
+    request given) ends within seconds of the client's network vanishing."""
+    seconds = vanished_network_seconds("django", name)
+    assert seconds is not None and seconds < 4, seconds

@@ -22,6 +22,7 @@ from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
 from .status_probe import read_status, seconds_to_notice_leaving, status_when
+from .vanished_network import vanished_network_seconds
 
 APP = "tests.starlette_app:app"
 SERVERS = {
@@ -181,3 +182,13 @@ def test_a_client_that_leaves_is_noticed_within_two_seconds(server: ServerProces
     leaving: the server's ``http.disconnect``, taken as it comes."""
     took = asyncio.run(seconds_to_notice_leaving(server.port, "/endless", "closed"))
     assert took < 2
+
+
+@pytest.mark.parametrize("name", sorted(SERVERS))
+def test_a_client_whose_network_vanished_is_noticed(name: str) -> None:
+    """No FIN, no RST, nothing acknowledged (iptables drops every packet to the
+    client, in a network namespace of its own): the stream of /idle (pings every
+    0.2 s, send_timeout 1 s) ends within ping + send_timeout and the kernel's
+    retransmission steps. Without TCP_USER_TIMEOUT it would take ~15 minutes."""
+    seconds = vanished_network_seconds("starlette", name)
+    assert seconds is not None and seconds < 4, seconds
