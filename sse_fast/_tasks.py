@@ -12,8 +12,9 @@ gone, within a bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar
 
 log = logging.getLogger("sse_fast")
@@ -68,3 +69,67 @@ async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
         return await asyncio.wait_for(awaitable, seconds)
     except asyncio.TimeoutError:  # pragma: no cover - not TimeoutError on 3.10
         raise TimeoutError from None
+
+
+# ---------------------------------------------------------------- stepping an awaitable
+
+
+class _Rest:
+    """The rest of an awaitable that was stepped once and suspended, awaitable
+    (what ``yield from`` does, PEP 380): the Task sees what it yields, its
+    result is the awaitable's, a cancellation is thrown into it."""
+
+    __slots__ = ("first", "steps")
+
+    def __init__(self, steps: Any, first: Any) -> None:
+        self.steps = steps
+        self.first = first
+
+    async def abandon(self, timeout: float | None) -> None:
+        """Give it up: ``CancelledError`` where it waits (as when the task awaiting
+        it is cancelled), then let it finish its cleanup, ``timeout`` at most.
+        (``close()`` would leave an async generator "running" on Python < 3.12.)"""
+        try:
+            value = self.steps.throw(asyncio.CancelledError())
+        except (StopIteration, StopAsyncIteration, asyncio.CancelledError):
+            return
+        except Exception:
+            log.debug("an abandoned step ended with an error", exc_info=True)
+            return
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await within(_Rest(self.steps, value), timeout)
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        steps, value = self.steps, self.first
+        while True:
+            try:
+                sent = yield value
+            except GeneratorExit:
+                steps.close()
+                raise
+            except BaseException as exc:
+                try:
+                    value = steps.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = steps.send(sent)
+                except StopIteration as stop:
+                    return stop.value
+
+
+def step(awaitable: Awaitable[T]) -> tuple[bool, Any]:
+    """Run ``awaitable`` until it first suspends: ``(True, result)`` when it
+    finished without suspending (nothing waited: e.g. a queue that had an item),
+    else ``(False, rest)``, where ``await rest`` finishes it (or ``await
+    rest.abandon(t)`` gives it up: one or the other, or an async generator stays
+    "running"). Its exceptions
+    (``StopAsyncIteration`` ...) propagate from here or from that await. Lets a
+    writer gather what is ready before it writes, without waiting for more."""
+    steps = awaitable.__await__()
+    try:
+        first = steps.send(None)
+    except StopIteration as stop:
+        return True, stop.value
+    return False, _Rest(steps, first)

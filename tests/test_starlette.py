@@ -479,3 +479,38 @@ def test_starlettes_own_send_wrappers_are_skipped_and_a_users_are_kept() -> None
                 assert getattr(inner, "__func__", None) is Client.send  # the server's own
 
     asyncio.run(main())
+
+
+def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> None:
+    """A backlog (a queue with items waiting) is written in few writes; an item
+    that must be waited for is written as soon as it comes, never held back
+    behind the next one."""
+
+    async def main() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for n in range(500):
+            queue.put_nowait(n)
+
+        async def feed() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                n = await queue.get()
+                if n < 0:
+                    return
+                yield {"data": "x" * 200, "id": str(n)}
+
+        client = Client()
+        task = _run(EventSourceResponse(feed()), client)
+        while b"id: 499\n" not in client.body:
+            await asyncio.sleep(0.01)
+        writes = len(client.messages) - 1
+        assert writes <= 5  # 500 events of ~220 bytes: two 64 KiB writes and the rest
+        queue.put_nowait(500)  # one more, alone: out at once, not held for a later one
+        await asyncio.sleep(0.05)
+        assert client.body.endswith(b"id: 500\ndata: " + b"x" * 200 + b"\n\n")
+        assert len(client.messages) - 1 == writes + 1
+        queue.put_nowait(-1)
+        await asyncio.wait_for(task, 2)
+        events = Parser().feed(client.body)
+        assert [e.id for e in events] == [str(n) for n in range(501)]
+
+    asyncio.run(main())

@@ -68,3 +68,71 @@ def test_an_ended_task_and_none_are_fine() -> None:
         assert await stop_task(None)
 
     asyncio.run(main())
+
+
+def test_step_gives_what_is_ready_and_the_rest_of_what_waits() -> None:
+    from sse_fast._tasks import step
+
+    async def main() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        queue.put_nowait(1)
+        assert step(queue.get()) == (True, 1)  # ready: no suspension
+        ready, rest = step(queue.get())
+        assert not ready
+        asyncio.get_running_loop().call_later(0.01, queue.put_nowait, 2)
+        assert await rest == 2
+
+        async def fails() -> None:
+            await asyncio.sleep(0)
+            raise ValueError("boom")
+
+        ready, rest = step(fails())
+        with pytest.raises(ValueError, match="boom"):
+            await rest
+
+        async def ends() -> None:
+            raise StopAsyncIteration
+
+        with pytest.raises(StopAsyncIteration):
+            step(ends())
+
+        # a cancellation of the task awaiting the rest reaches the awaitable
+        reached: list[str] = []
+
+        async def waits() -> None:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                reached.append("cancelled")
+                raise
+
+        async def awaiter() -> None:
+            _, rest = step(waits())
+            await rest
+
+        task = asyncio.get_running_loop().create_task(awaiter())
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert reached == ["cancelled"]
+
+        # abandoning an async generator's step runs its cleanup and frees it
+        cleaned: list[str] = []
+
+        async def generator():  # type: ignore[no-untyped-def]
+            try:
+                await asyncio.sleep(10)
+                yield 1
+            finally:
+                await asyncio.sleep(0)  # cleanup that waits
+                cleaned.append("done")
+
+        agen = generator()
+        ready, rest = step(agen.__anext__())
+        assert not ready
+        await rest.abandon(1.0)
+        assert cleaned == ["done"]
+        await agen.aclose()  # not "already running"
+
+    asyncio.run(main())
