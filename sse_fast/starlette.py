@@ -423,7 +423,10 @@ class _Stream:
                     return
             self.writing = True
             try:
-                await self.finish(result)
+                if self.response.send_timeout is None:
+                    await result  # (one coroutine less per write: most of them, on uvicorn)
+                else:
+                    await self.finish(result)
             finally:
                 self.writing = False
 
