@@ -33,6 +33,12 @@ Theory of operation
   under sse-starlette), ``client_close_handler_callable`` is awaited, and the
   response returns normally. The iterator is closed (``aclose``) within
   ``cleanup_timeout``.
+* Catching up. Items the content has ready at once (its queue holds a
+  backlog: the generator returns without waiting) are written together, up to
+  64 KiB a write; an item that must be waited for is never held back, what was
+  gathered is written first (``_Stream.stream_items``, ``_tasks.step``). A
+  client sees the same events; a stream that fell behind costs the server one
+  write per batch instead of one per event.
 * Pings and slow clients. A comment (``: ping - <time>``, or
   ``ping_message_factory()``) goes out after ``ping`` seconds without a write
   (a stream busy with events needs none). A write that does not complete within
@@ -530,9 +536,14 @@ class _Stream:
             if timer is not None:
                 timer.cancel()
         self.ping_timer = self.grace_timer = None
-        if self.watch is not None and not self.watch.done():
-            self.watch.remove_done_callback(self.on_receive)
-            self.watch.cancel()
+        if self.watch is not None:
+            if not self.watch.done():
+                self.watch.remove_done_callback(self.on_receive)
+                self.watch.cancel()
+            # Granian's receive() future holds its callbacks (so this stream) and the
+            # garbage collector cannot see into it: no reference back, or the pair
+            # outlives the request (measured: ~17 objects, ~10 KiB per stream)
+            self.watch = None
         if self.ping_task is not None and not self.ping_task.done():
             self.ping_task.cancel()
         if self.sender is not None and not self.sender.done():

@@ -119,6 +119,7 @@ class Upstream:
         self.connected_once = False
         self.last_event_id = ""
         self._last_upstream_id = ""  # the id of the last event that carried one
+        self._handling = False  # an event read from upstream is being republished
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None
@@ -197,6 +198,7 @@ class Upstream:
         self._stream = stream
         async with stream:
             async for event in stream:
+                self._handling = True
                 self._connected()
                 if isinstance(event, Missed):
                     await self._missed(event)
@@ -207,6 +209,7 @@ class Upstream:
                 else:
                     await self._republish(event)
                 self.last_event_id = event.id  # (the stream's may be ahead: one read, many events)
+                self._handling = False
 
     async def _watch(self) -> None:
         """Follow the connection's state; record it for the other workers."""
@@ -219,6 +222,10 @@ class Upstream:
                     self.state, self.since, self.error = "reconnecting", time.time(), ""
                     log.warning("upstream %s lost; reconnecting", self.url)
                 self.hub.metrics.upstream_reconnects_total = stream.reconnects
+                if not self._handling and stream.last_event_id:
+                    # every event read is handled: the stream's id is ours (it moves
+                    # without events too, e.g. sse_fast's first frame says where we are)
+                    self.last_event_id = stream.last_event_id
             self._record()
             await asyncio.sleep(STATE_INTERVAL)
 

@@ -19,6 +19,7 @@ import aiohttp_sse
 from aiohttp import web
 
 from sse_fast import aiohttp as sse
+from tests.status_probe import objects, rss_kb
 
 STATE = {"finished": 0, "waited": 0}
 
@@ -78,7 +79,13 @@ async def sockopt(request: web.Request) -> web.StreamResponse:
 
 async def status(request: web.Request) -> web.Response:
     return web.json_response(
-        {"open": len(sse._streams), "tasks": len(asyncio.all_tasks()), **STATE}
+        {
+            "open": len(sse._streams),
+            "tasks": len(asyncio.all_tasks()),
+            "rss_kb": rss_kb(),
+            **objects(request),
+            **STATE,
+        }
     )
 
 

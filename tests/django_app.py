@@ -40,6 +40,7 @@ from django.urls import path  # noqa: E402
 
 from sse_fast import django as sse  # noqa: E402
 from sse_fast.django import EventSourceResponse, ServerSentEvent, last_event_id  # noqa: E402
+from tests.status_probe import objects, rss_kb  # noqa: E402
 
 STATE = {"finished": 0}
 
@@ -107,7 +108,15 @@ async def flood(request: HttpRequest) -> EventSourceResponse:
 
 
 async def status(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"open": len(sse._streams), "tasks": len(asyncio.all_tasks()), **STATE})
+    return JsonResponse(
+        {
+            "open": len(sse._streams),
+            "tasks": len(asyncio.all_tasks()),
+            "rss_kb": rss_kb(),
+            **objects(request),
+            **STATE,
+        }
+    )
 
 
 async def the_last_event_id(request: HttpRequest) -> HttpResponse:

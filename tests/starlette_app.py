@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from sse_fast import starlette as sse
 from sse_fast.starlette import EventSourceResponse, ServerSentEvent, last_event_id
+from tests.status_probe import objects, rss_kb
 
 STATE = {"closed": 0, "finished": 0}
 
@@ -77,6 +78,8 @@ async def status(request: Request) -> JSONResponse:
         {
             "open": len(sse._streams),
             "tasks": len(asyncio.all_tasks()),
+            "rss_kb": rss_kb(),
+            **objects(request),
             **STATE,
         }
     )
