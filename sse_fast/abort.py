@@ -255,12 +255,27 @@ def ensure_user_timeout(scope: Mapping[str, Any], seconds: float) -> None:
     milliseconds = int(seconds * 1000)
     if server is None or _TCP_USER_TIMEOUT is None or milliseconds <= 0:
         return
-    if _user_timeouts.get(server, 0) >= milliseconds:
+    before = _user_timeouts.get(server, 0)
+    if before >= milliseconds:
         return
     _user_timeouts[server] = milliseconds
     job = asyncio.get_running_loop().run_in_executor(None, set_user_timeout, server, milliseconds)
     _pending.add(job)
-    job.add_done_callback(_pending.discard)
+
+    def done(job: asyncio.Future[int]) -> None:
+        _pending.discard(job)
+        failed = job.exception() if not job.cancelled() else None
+        if job.cancelled() or failed is not None or job.result() == 0:
+            log.warning(
+                "TCP_USER_TIMEOUT not set on the sockets of %s:%d (%s): a client whose "
+                "network vanished is noticed only after the kernel's retransmissions",
+                *server,
+                failed or "no socket found",
+            )
+            if _user_timeouts.get(server) == milliseconds:  # the next stream tries again
+                _user_timeouts[server] = before
+
+    job.add_done_callback(done)
 
 
 class Aborter:

@@ -64,9 +64,10 @@ except ImportError as exc:  # pragma: no cover - the client extra brings it
         "sse_fast.client needs httpx: python -m pip install 'sse_fast[client]'"
     ) from exc
 
-from ._core import ParsedEvent, Parser
+from ._core import ParsedEvent, ParseError, Parser
 
 __all__ = [
+    "BadStream",
     "ClientError",
     "Disconnect",
     "Event",
@@ -81,6 +82,10 @@ __all__ = [
 
 log = logging.getLogger("sse_fast.client")
 
+#: the most of a refusal's body kept for its error (``StreamRefused.body``)
+BODY_SHOWN = 64 * 1024
+#: the longest ``Retry-After`` honoured (seconds)
+RETRY_AFTER_MAX = 86400.0
 #: statuses after which a later attempt may succeed
 RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
@@ -144,6 +149,11 @@ class StreamRefused(ClientError):
         self.body = body
 
 
+class BadStream(ClientError):
+    """The stream broke the SSE rules or a limit of ours (an event larger than
+    ``max_event_size``); not retried: resuming would reach the same event."""
+
+
 class GaveUp(ClientError):
     """``max_reconnects`` attempts in a row failed; ``__cause__`` is the last."""
 
@@ -177,11 +187,13 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if not value:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
+        return min(max(0.0, float(value)), RETRY_AFTER_MAX)
+    except (ValueError, OverflowError):
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        return min(
+            max(0.0, parsedate_to_datetime(value).timestamp() - time.time()), RETRY_AFTER_MAX
+        )
     except (TypeError, ValueError):
         return None
 
@@ -224,6 +236,7 @@ class _Session:
         self.least_wait = 0.0  # a Retry-After
         self.stop = False  # 204: the server asked us not to reconnect
         self.opened_at: float | None = None
+        self.broken: BadStream | None = None
         self.parser = Parser(max_event_size=max_event_size, last_event_id=last_event_id)
 
     def request_headers(self) -> dict[str, str]:
@@ -232,7 +245,7 @@ class _Session:
             headers["Last-Event-ID"] = self.last_event_id
         return headers
 
-    def opened(self, response: httpx.Response) -> bool:
+    def opened(self, response: httpx.Response, body: bytes = b"") -> bool:
         """True when ``response`` is a stream; False for a retried status or a 204
         (``stop``). Raises ``StreamRefused`` for the rest; the caller reads the
         body first (``needs_body``)."""
@@ -250,7 +263,7 @@ class _Session:
             )
             self.opened_at = time.monotonic()
             return True
-        raise StreamRefused(self.url, response.status_code, response.headers, response.content)
+        raise StreamRefused(self.url, response.status_code, response.headers, body)
 
     @staticmethod
     def needs_body(response: httpx.Response) -> bool:
@@ -258,7 +271,15 @@ class _Session:
         return not (response.status_code == 200 and kind == "text/event-stream")
 
     def feed(self, chunk: bytes) -> list[Event]:
-        parsed = self.parser.feed(chunk)
+        """The events ``chunk`` completes. A stream that breaks the rules (an event
+        larger than ``max_event_size``) sets ``broken``: the events before it are
+        still given, then ``BadStream`` is raised (a reconnect would only resume
+        into the same event)."""
+        try:
+            parsed = self.parser.feed(chunk)
+        except ParseError as exc:
+            parsed = list(getattr(exc, "events", ()))
+            self.broken = BadStream(f"GET {self.url}: {exc}")
         if self.parser.retry is not None:
             self.retry = self.parser.retry / 1000
         self.last_event_id = self.parser.last_event_id
@@ -354,13 +375,21 @@ class EventStream:
                     headers=session.request_headers(),
                     timeout=self._timeout,
                 ) as response:
+                    body = b""
                     if session.needs_body(response):
-                        await response.aread()
-                    if session.opened(response):
+                        async for part in response.aiter_bytes():  # its first 64 KiB
+                            body += part
+                            if len(body) >= BODY_SHOWN:
+                                break
+                    if session.opened(response, body[:BODY_SHOWN]):
                         self._response = response
+                        if self._closed:
+                            return
                         async for chunk in response.aiter_bytes():
                             for event in session.feed(chunk):
                                 yield event
+                            if session.broken is not None:
+                                raise session.broken
                         cause = "the server ended the stream"
                     else:
                         cause = f"HTTP {response.status_code}"
@@ -438,12 +467,20 @@ class SyncEventStream:
                     headers=session.request_headers(),
                     timeout=self._timeout,
                 ) as response:
+                    body = b""
                     if session.needs_body(response):
-                        response.read()
-                    if session.opened(response):
+                        for part in response.iter_bytes():  # its first 64 KiB
+                            body += part
+                            if len(body) >= BODY_SHOWN:
+                                break
+                    if session.opened(response, body[:BODY_SHOWN]):
                         self._response = response
+                        if self._closed:  # close() came while we connected
+                            return
                         for chunk in response.iter_bytes():
                             yield from session.feed(chunk)
+                            if session.broken is not None:
+                                raise session.broken
                         cause = "the server ended the stream"
                     else:
                         cause = f"HTTP {response.status_code}"

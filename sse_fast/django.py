@@ -55,7 +55,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -117,6 +119,14 @@ async def _threaded(iterable: Iterable[Any]) -> AsyncIterator[Any]:
         if item is _DONE:
             return
         yield item
+
+
+def _task(
+    loop: asyncio.AbstractEventLoop, coroutine: Any, context: contextvars.Context
+) -> asyncio.Task[Any]:
+    if sys.version_info >= (3, 11):
+        return loop.create_task(coroutine, context=context)
+    return context.run(loop.create_task, coroutine)  # pragma: no cover - 3.10: a copy
 
 
 async def _next(iterator: AsyncIterator[Any]) -> Any:
@@ -205,6 +215,9 @@ class _Stream:
         self.ending = asyncio.Event()
         iterator = aiter(self.source)
         step: asyncio.Task[Any] | None = None
+        # the generator's steps each run in a task of their own, all in one context:
+        # context variables it sets hold from one item to the next (Python 3.11+)
+        context = contextvars.copy_context()
         ending = loop.create_task(self.ending.wait())
         _streams.add(self, loop)
         if response.send_timeout is not None and response.scope is not None:
@@ -214,7 +227,7 @@ class _Stream:
         try:
             while True:
                 if step is None:
-                    step = loop.create_task(_next(iterator))
+                    step = _task(loop, _next(iterator), context)
                 done, _ = await asyncio.wait(
                     (step, ending),
                     timeout=response.ping_interval or None,

@@ -330,7 +330,9 @@ class _Stream:
         self.ping_timer: asyncio.TimerHandle | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
         self.watch: asyncio.Future[Message] | None = None
-        self.ping_task: asyncio.Task[None] | None = None  # a ping write being awaited
+        #: a write still on its way in a task of its own (a ping, or a batch written while
+        #: the generator waits); the next write waits for it
+        self.pending_write: asyncio.Task[None] | None = None
         self.sender: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -397,9 +399,11 @@ class _Stream:
                 ready, result = step(iterator.__anext__())
                 if not ready:
                     if gathered:
+                        # written behind: the generator's wait is pending, and only it
+                        # may be interrupted (a timeout of its own cancels this task)
                         try:
-                            await self.write(b"".join(gathered))
-                        except BaseException:  # the generator's step is suspended: end it
+                            self.write_behind(b"".join(gathered))
+                        except BaseException:
                             await result.abandon(self.response._cleanup_timeout)
                             raise
                         gathered.clear()
@@ -407,6 +411,11 @@ class _Stream:
                     result = await result
             except StopAsyncIteration:
                 break
+            except Exception:
+                if gathered:  # what the generator gave before it failed still goes out
+                    with contextlib.suppress(Exception):
+                        self.write_behind(b"".join(gathered))
+                raise
             chunk = ensure_bytes(result, sep)
             gathered.append(chunk)
             size += len(chunk)
@@ -417,9 +426,33 @@ class _Stream:
         if gathered:
             await self.write(b"".join(gathered))
 
+    def write_behind(self, chunk: bytes) -> None:
+        """Write without waiting here: a write that does not complete at once (the
+        connection is full) finishes in a task of its own, within ``send_timeout``,
+        as a ping's does; the next write waits for it."""
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        self.last_write = self.loop.time()
+        previous = self.pending_write
+        if previous is not None:  # one still on its way: this one goes after it
+            self.pending_write = self.loop.create_task(self.write_after(previous, message))
+            return
+        result = self.send(message)
+        if _style.written(result):
+            return
+        if not _style.eager:
+            _style.observe(result)
+            if _style.written(result):
+                return
+        done, rest = step(result)  # a coroutine send (uvicorn) usually completes at once
+        if not done:
+            self.pending_write = self.loop.create_task(self.finish_behind(rest))
+
     async def write(self, chunk: bytes, more: bool = True) -> None:
-        if self.ping_task is not None:  # a ping still on its way: keep the order
-            await self.ping_task
+        while (pending := self.pending_write) is not None:  # one on its way: keep the order
+            if pending.done():
+                self.pending_write = None
+            else:
+                await asyncio.wait((pending,))
         result = self.send({"type": "http.response.body", "body": chunk, "more_body": more})
         self.last_write = self.loop.time()
         if not _style.written(result):
@@ -450,7 +483,7 @@ class _Stream:
         if not response.active or self.ended_by is not None:
             return
         idle = self.loop.time() - self.last_write
-        if idle < response.ping_interval or self.writing or self.ping_task is not None:
+        if idle < response.ping_interval or self.writing or self.pending_write is not None:
             wait = max(response.ping_interval - idle, 0.05)
             self.ping_timer = self.loop.call_later(wait, self.ping_due)
             return
@@ -473,12 +506,12 @@ class _Stream:
             if _style.eager:
                 result = self.send(message)
                 if not _style.written(result):  # the connection is full: wait in a task
-                    self.ping_task = self.loop.create_task(self.finish_ping(result))
+                    self.pending_write = self.loop.create_task(self.finish_behind(result))
             else:  # a coroutine send: made inside the task, so a cancelled ping makes none
-                self.ping_task = self.loop.create_task(self.finish_ping(None, message))
+                self.pending_write = self.loop.create_task(self.finish_behind(None, message))
         self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
 
-    async def finish_ping(self, pending: Any, message: Message | None = None) -> None:
+    async def finish_behind(self, pending: Any, message: Message | None = None) -> None:
         try:
             await self.finish(pending if message is None else self.send(message))
         except SendTimeoutError:
@@ -486,7 +519,15 @@ class _Stream:
         except Exception:  # pragma: no cover - a server whose send failed
             self.end("disconnect")
         finally:
-            self.ping_task = None
+            if self.pending_write is asyncio.current_task():
+                self.pending_write = None
+
+    async def write_after(self, previous: asyncio.Task[None], message: Message) -> None:
+        await asyncio.wait((previous,))
+        if self.ended_by is None:
+            await self.finish_behind(None, message)
+        elif self.pending_write is asyncio.current_task():
+            self.pending_write = None
 
     # ------------------------------------------------------------ ending
 
@@ -544,8 +585,8 @@ class _Stream:
             # garbage collector cannot see into it: no reference back, or the pair
             # outlives the request (measured: ~17 objects, ~10 KiB per stream)
             self.watch = None
-        if self.ping_task is not None and not self.ping_task.done():
-            self.ping_task.cancel()
+        if self.pending_write is not None and not self.pending_write.done():
+            self.pending_write.cancel()
         if self.sender is not None and not self.sender.done():
             self.sender.cancel()
 

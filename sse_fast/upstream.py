@@ -144,8 +144,14 @@ class Upstream:
     async def _run(self) -> None:
         if self.lock_path:
             await self._elect()
-            self.last_event_id = self._read_state().get("last_event_id") or ""
+            before = self._read_state()
+            self.last_event_id = before.get("last_event_id") or ""
             self._last_upstream_id = self.last_event_id
+            if before.get("connected_once"):  # a takeover: the grace counts from the loss
+                self.connected_once = True
+                self.state = "reconnecting"
+                lost = before.get("recorded_at") if before.get("state") == "connected" else None
+                self.since = float(lost or before.get("since") or self.since)
             log.info(
                 "reading upstream %s into topic %s%s",
                 self.url,
@@ -160,6 +166,9 @@ class Upstream:
                     self._away("the upstream answered 204 No Content: it asks us to stop")
                 except ClientError as exc:  # a refusal retrying does not fix, e.g. 401
                     self._away(str(exc))
+                except Exception as exc:  # anything else: said, and tried again
+                    log.exception("upstream %s: reading failed", self.url)
+                    self._away(f"{type(exc).__name__}: {exc}")
                 log.error(
                     "upstream %s: %s; trying again in %g s (upstream_max_delay)",
                     self.url,
@@ -273,7 +282,8 @@ class Upstream:
                     (self.topic,),
                     result.data,
                     None if result.event == "message" else result.event,
-                    carried if result is event else (result.id or None),
+                    # an id the transform kept is the event's (None when it carried none)
+                    carried if result.id == event.id else (result.id or None),
                 )
             ]
         if isinstance(result, dict):
@@ -317,9 +327,12 @@ class Upstream:
         if not self.state_path or not self.reading:
             return
         temporary = f"{self.state_path}.{os.getpid()}"
-        with open(temporary, "wb") as out:
-            out.write(orjson.dumps(self._own_status()))
-        os.replace(temporary, self.state_path)
+        try:
+            with open(temporary, "wb") as out:
+                out.write(orjson.dumps(self._own_status()))
+            os.replace(temporary, self.state_path)
+        except OSError as exc:  # the other workers see a stale state: "no-reader"
+            log.warning("cannot record the upstream state in %s: %s", self.state_path, exc)
 
     def _read_state(self) -> dict[str, Any]:
         with contextlib.suppress(OSError, orjson.JSONDecodeError):
@@ -341,6 +354,7 @@ class Upstream:
             "last_event_id": self.last_event_id,
             "error": self.error,
             "reader_pid": os.getpid(),
+            "recorded_at": time.time(),
         }
 
     def status(self) -> dict[str, Any]:

@@ -10,11 +10,13 @@ tests under real ASGI servers (tests/test_django.py): uvicorn, hypercorn, Grania
     /status           {"open": streams open, "finished": generators whose finally
                        ran, "tasks": tasks}
     /last-event-id    the Last-Event-ID header, as sse_fast.django decodes it
+    /context?name=N   a context variable set by the generator, read after each yield
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -107,6 +109,23 @@ async def flood(request: HttpRequest) -> EventSourceResponse:
     return EventSourceResponse(feed(), send_timeout=1, request=request)
 
 
+REQUEST_NAME: contextvars.ContextVar[str] = contextvars.ContextVar("request_name")
+
+
+async def context(request: HttpRequest) -> EventSourceResponse:
+    async def feed() -> AsyncIterator[Any]:
+        token = REQUEST_NAME.set(request.GET.get("name", "?"))
+        try:
+            for i in range(3):
+                yield {"data": f"{REQUEST_NAME.get()} {i}"}
+                await asyncio.sleep(0.01)
+        finally:
+            REQUEST_NAME.reset(token)  # the same context as set(): no ValueError
+            STATE["context_reset"] = STATE.get("context_reset", 0) + 1
+
+    return EventSourceResponse(feed())
+
+
 async def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
@@ -131,6 +150,7 @@ urlpatterns = [
     path("idle", idle),
     path("flood", flood),
     path("status", status),
+    path("context", context),
     path("last-event-id", the_last_event_id),
 ]
 

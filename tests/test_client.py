@@ -23,6 +23,7 @@ import pytest
 
 from sse_fast._http11 import http_request
 from sse_fast.client import (
+    BadStream,
     Disconnect,
     Event,
     GaveUp,
@@ -429,3 +430,32 @@ async def wait_until(condition: object, timeout: float = 15) -> None:
     while not condition():  # type: ignore[operator]
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.02)
+
+
+def test_an_oversized_event_gives_what_came_before_then_bad_stream() -> None:
+    script = Script(stream(b"id: 1\ndata: ok\n\ndata: " + b"x" * 5000 + b"\n\n"))
+    got: list[Event] = []
+
+    async def main() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(script))
+        async with connect("http://x/e", client=client, max_event_size=1024) as events:
+            async for event in events:
+                got.append(event)
+        await client.aclose()
+
+    with pytest.raises(BadStream, match="1024"):
+        asyncio.run(main())
+    assert [e.data for e in got] == ["ok"]
+    assert len(script.requests) == 1  # not retried: it would resume into the same event
+
+
+def test_retry_after_is_bounded_and_refusal_bodies_are_cut() -> None:
+    s = session()
+    s.opened(httpx.Response(503, headers={"retry-after": "1e300"}))
+    assert s.least_wait == 86400.0
+    s.opened(httpx.Response(503, headers={"retry-after": "inf"}))
+    assert s.least_wait == 86400.0
+    script = Script(httpx.Response(404, content=b"y" * 200_000))
+    with pytest.raises(StreamRefused) as caught:
+        asyncio.run(run(script))
+    assert 64 * 1024 <= len(caught.value.body) < 200_000

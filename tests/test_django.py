@@ -183,3 +183,20 @@ def test_a_client_whose_network_vanished_is_noticed(name: str) -> None:
     request given) ends within seconds of the client's network vanishing."""
     seconds = vanished_network_seconds("django", name)
     assert seconds is not None and seconds < 4, seconds
+
+
+def test_context_variables_hold_across_items() -> None:
+    """A generator's context variable, set before its first item, is still set
+    after each yield and can be reset in its finally (one context for all its
+    steps). One server is enough: the context is the adapter's."""
+    with ServerProcess(command=SERVERS["uvicorn"]) as server:
+
+        async def main() -> list[str]:
+            client = SSEClient(HOST, server.port, [], path="/context", extra_query={"name": "a"})
+            await client.connect()
+            events = await collect(client, 4, timeout=10)
+            status = await status_when(server.port, lambda s: s.get("context_reset") == 1)
+            assert status.get("context_reset") == 1
+            return [e.data for e in events]
+
+        assert asyncio.run(main()) == ["a 0", "a 1", "a 2"]

@@ -514,3 +514,44 @@ def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> 
         assert [e.id for e in events] == [str(n) for n in range(501)]
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(asyncio, "timeout"), reason="asyncio.timeout: Python 3.11+")
+def test_a_generator_timeout_never_interrupts_a_write() -> None:
+    """A generator that waits with a timeout of its own (keep-alives when idle)
+    and a client whose writes block for a while: the generator's timeouts fire
+    while writes are still on their way; they reach the generator, not the
+    writes, and every event arrives in order."""
+
+    async def main() -> None:
+        queue: asyncio.Queue[int] = asyncio.Queue()
+
+        async def feed() -> AsyncIterator[dict[str, Any]]:
+            while True:
+                try:
+                    async with asyncio.timeout(0.02):
+                        n = await queue.get()
+                except TimeoutError:
+                    yield {"comment": "idle"}
+                    continue
+                if n < 0:
+                    return
+                yield {"data": str(n), "id": str(n)}
+
+        client = Client()
+        task = _run(EventSourceResponse(feed()), client)
+        await asyncio.sleep(0.05)
+        client.block = asyncio.get_running_loop().create_future()  # writes wait
+        queue.put_nowait(1)
+        await asyncio.sleep(0.2)  # ~10 of the generator's timeouts, writes held
+        assert not task.done()
+        client.block.set_result(None)
+        client.block = None
+        queue.put_nowait(2)
+        await asyncio.sleep(0.05)
+        queue.put_nowait(-1)
+        await asyncio.wait_for(task, 2)  # ended normally, not cancelled
+        assert [e.id for e in Parser().feed(client.body)] == ["1", "2"]
+        assert client.ended
+
+    asyncio.run(main())
