@@ -47,6 +47,8 @@ Theory of operation
   generator has ``shutdown_grace_period`` seconds to finish, then the stream
   ends cleanly (its last chunk sent), so the server's own shutdown does not
   wait for clients.
+* HEAD. Given ``request=``, a HEAD request gets the headers and an empty body
+  (Django's handler would otherwise run the generator for a body nobody gets).
 * ``last_event_id(request)`` is the ``Last-Event-ID`` header decoded as UTF-8
   (Django decodes headers as Latin-1), or None.
 """
@@ -169,6 +171,8 @@ class EventSourceResponse(StreamingHttpResponse):
         self.shutdown_event = shutdown_event
         self.shutdown_grace_period = shutdown_grace_period
         self.cleanup_timeout = cleanup_timeout
+        #: a HEAD request gets the headers only: the generator is not started
+        self.head = getattr(request, "method", None) == "HEAD"
         scope = getattr(request, "scope", None)
         self.scope: dict[str, Any] | None = scope if isinstance(scope, dict) else None
         self.connection = connection_key(self.scope) if self.scope is not None else None
@@ -210,6 +214,8 @@ class _Stream:
 
     async def frames(self) -> AsyncIterator[bytes]:
         response = self.response
+        if response.head:
+            return
         loop = self.loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         self.ending = asyncio.Event()

@@ -200,3 +200,15 @@ def test_context_variables_hold_across_items() -> None:
             return [e.data for e in events]
 
         assert asyncio.run(main()) == ["a 0", "a 1", "a 2"]
+
+
+def test_head_gets_the_headers_without_starting_the_stream() -> None:
+    import httpx
+
+    with ServerProcess(command=SERVERS["uvicorn"]) as server:
+        response = httpx.head(f"http://{HOST}:{server.port}/idle", timeout=5)
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        status = asyncio.run(read_status(server.port))
+        assert status["open"] == 0
+        assert status["finished"] == 0  # the generator never ran
