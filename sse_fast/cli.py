@@ -225,6 +225,7 @@ def serve(settings: Settings) -> int:
         http1_settings=HTTP1Settings(max_buffer_size=settings.http1_buffer_size),
         log_level=settings.log_level,  # type: ignore[arg-type]
         respawn_failed_workers=True,
+        **tls(settings),
     )
     try:
         server.serve()
@@ -235,6 +236,21 @@ def serve(settings: Settings) -> int:
         if upstream_dir:
             shutil.rmtree(upstream_dir, ignore_errors=True)
     return 0
+
+
+def tls(settings: Settings) -> dict[str, Any]:
+    """Granian's TLS arguments (none without a certificate)."""
+    if not settings.ssl_certfile:
+        return {}
+    from pathlib import Path
+
+    out: dict[str, Any] = {
+        "ssl_cert": Path(settings.ssl_certfile),
+        "ssl_key": Path(settings.ssl_keyfile),
+    }
+    if settings.ssl_keyfile_password:
+        out["ssl_key_password"] = settings.ssl_keyfile_password
+    return out
 
 
 def _redacted(url: str) -> str:

@@ -96,6 +96,18 @@ class Settings:
         default="1",
         metadata=_doc("HTTP versions served: 1, 2 or auto (HTTP/2 needs TLS in browsers)"),
     )
+    ssl_certfile: str = field(
+        default="",
+        metadata=_doc(
+            "PEM certificate (chain) to serve HTTPS with, with ssl_keyfile; with --http auto "
+            "browsers then speak HTTP/2 and every tab's streams share one connection"
+        ),
+    )
+    ssl_keyfile: str = field(default="", metadata=_doc("PEM private key of ssl_certfile"))
+    ssl_keyfile_password: str = field(
+        default="",
+        metadata=_doc("password of ssl_keyfile, if it is encrypted (prefer the env var)"),
+    )
     publish_token: str = field(
         default="",
         metadata=_doc("static bearer token allowed to publish to every topic (prefer the env var)"),
@@ -341,6 +353,17 @@ class Settings:
             )
         if self.upstream:
             self._check_upstream()
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise SettingsError(
+                "HTTPS needs both ssl_certfile and ssl_keyfile (--ssl-certfile cert.pem "
+                "--ssl-keyfile key.pem)"
+            )
+        for name in ("ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise SettingsError(
+                    f"{name}: cannot read {path!r} (no such file, or no permission)"
+                )
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(
                 f"log_level must be debug, info, warning or error, got {self.log_level!r}"

@@ -92,9 +92,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
-                status, _, _ = asyncio.run(
-                    http_request(HOST, self.port, "GET", self.ready_path, timeout=1)
-                )
+                status, _ = self._probe(self.ready_path)
                 if status == 200 and self._all_workers_ready(deadline):
                     return self
             except OSError:
@@ -110,7 +108,7 @@ class ServerProcess:
         if self.workers() <= 1:
             return True  # nothing to wait for (and no /stats request to count)
         while time.monotonic() < deadline:
-            status, _, body = asyncio.run(http_request(HOST, self.port, "GET", "/stats", timeout=2))
+            status, body = self._probe("/stats")
             if status != 200:
                 return True
             stats = json.loads(body)
@@ -118,6 +116,29 @@ class ServerProcess:
                 return True
             time.sleep(0.05)
         return False
+
+    @property
+    def tls(self) -> bool:
+        """Serving HTTPS (``--ssl-certfile`` or ``ssl_certfile=``)."""
+        return "--ssl-certfile" in self.command or bool(self.env.get("SSE_FAST_SSL_CERTFILE"))
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
+
+    def _probe(self, path: str) -> tuple[int, bytes]:
+        """GET ``path``: (status, body). Over TLS without checking the certificate
+        (a test's own, self-signed)."""
+        if not self.tls:
+            status, _, body = asyncio.run(http_request(HOST, self.port, "GET", path, timeout=2))
+            return status, body
+        import httpx
+
+        try:
+            response = httpx.get(self.url + path, verify=False, timeout=2)
+        except httpx.TransportError as exc:
+            raise OSError(str(exc)) from exc
+        return response.status_code, response.content
 
     def workers(self) -> int:
         """The number of workers asked for (``--workers`` or ``workers=``)."""
