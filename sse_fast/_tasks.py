@@ -71,6 +71,23 @@ async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
         raise TimeoutError from None
 
 
+async def close_generator(iterator: Any, timeout: float | None, what: str) -> None:
+    """``aclose()`` an interrupted async generator (``what``, for the log) so its
+    cleanup runs, ``timeout`` seconds at most; whatever happens is logged, not
+    raised (the framework adapters' streams end either way)."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await within(aclose(), timeout)
+    except TimeoutError:
+        log.warning("%s cleanup cancelled after %s seconds", what, timeout)
+    except RuntimeError as exc:  # "aclose(): asynchronous generator is already running"
+        log.debug("%s not closed: %s", what, exc)
+    except Exception:
+        log.exception("error closing the %s", what)
+
+
 # ---------------------------------------------------------------- stepping an awaitable
 
 

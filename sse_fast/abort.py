@@ -44,7 +44,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 Address = tuple[str, int]
@@ -149,25 +149,15 @@ def _socket_inodes(wanted: set[ConnectionKey]) -> set[str] | None:
     return inodes
 
 
-def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
-    """Reset every TCP connection of this process whose address pair is in
-    ``wanted``; return the pairs found. Blocking (a pass over the descriptors)."""
-    remaining = set(wanted)
-    found: set[ConnectionKey] = set()
-    fd_dir = next((d for d in _FD_DIRS if os.path.isdir(d)), None)
-    if not remaining or fd_dir is None:
-        return found
-    inodes = _socket_inodes(remaining)
-    if inodes is not None and not inodes:
-        return found  # already gone
+def _tcp_sockets(fd_dir: str, inodes: set[str] | None) -> Iterator[socket.socket]:
+    """This process's TCP sockets (IPv4, IPv6), each through a duplicate descriptor,
+    open only until the next one is asked for: those named in ``inodes``
+    (``socket:[inode]``), or every socket when it is None. The server keeps its own
+    descriptors: a number it reuses later cannot be hit by mistake."""
     for name in os.listdir(fd_dir):
-        if not remaining:
-            break
         try:
             link = os.readlink(f"{fd_dir}/{name}")
-            # with the kernel's answer: only those sockets; without it: every socket
-            candidate = link in inodes if inodes is not None else link.startswith("socket:")
-            if not candidate:
+            if not (link in inodes if inodes is not None else link.startswith("socket:")):
                 continue
             duplicate = os.dup(int(name))
         except (OSError, ValueError):
@@ -178,22 +168,43 @@ def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
             os.close(duplicate)
             continue
         with sock:
-            if sock.type != socket.SOCK_STREAM or sock.family not in (
+            if sock.type == socket.SOCK_STREAM and sock.family in (
                 socket.AF_INET,
                 socket.AF_INET6,
             ):
-                continue
-            try:
-                key = (_address(sock.getsockname()), _address(sock.getpeername()))
-            except OSError:
-                continue
-            if key not in remaining:
-                continue
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
-                sock.shutdown(socket.SHUT_RDWR)
-                found.add(key)
-                remaining.discard(key)
+                yield sock
+
+
+def _fd_dir() -> str | None:
+    return next((d for d in _FD_DIRS if os.path.isdir(d)), None)
+
+
+def abort_connections(wanted: Iterable[ConnectionKey]) -> set[ConnectionKey]:
+    """Reset every TCP connection of this process whose address pair is in
+    ``wanted``; return the pairs found. Blocking (a pass over the descriptors)."""
+    remaining = set(wanted)
+    found: set[ConnectionKey] = set()
+    fd_dir = _fd_dir()
+    if not remaining or fd_dir is None:
+        return found
+    inodes = _socket_inodes(remaining)
+    if inodes is not None and not inodes:
+        return found  # already gone
+    # with the kernel's answer: only those sockets; without it: every socket
+    for sock in _tcp_sockets(fd_dir, inodes):
+        try:
+            key = (_address(sock.getsockname()), _address(sock.getpeername()))
+        except OSError:
+            continue
+        if key not in remaining:
+            continue
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+            sock.shutdown(socket.SHUT_RDWR)
+            found.add(key)
+            remaining.discard(key)
+        if not remaining:
+            break
     return found
 
 
@@ -205,38 +216,21 @@ def set_user_timeout(server: Address, milliseconds: int) -> int:
     address ``server``: the listener (connections it accepts from now on inherit
     it) and the connections already open. Returns how many. Blocking (a pass over
     the descriptors)."""
-    fd_dir = next((d for d in _FD_DIRS if os.path.isdir(d)), None)
+    fd_dir = _fd_dir()
     if fd_dir is None or _TCP_USER_TIMEOUT is None:
         return 0
     done = 0
     host, port = server
-    for name in os.listdir(fd_dir):
+    for sock in _tcp_sockets(fd_dir, None):
         try:
-            if not os.readlink(f"{fd_dir}/{name}").startswith("socket:"):
-                continue
-            duplicate = os.dup(int(name))
-        except (OSError, ValueError):
-            continue
-        try:
-            sock = socket.socket(fileno=duplicate)
+            local = _address(sock.getsockname())
         except OSError:
-            os.close(duplicate)
             continue
-        with sock:
-            if sock.type != socket.SOCK_STREAM or sock.family not in (
-                socket.AF_INET,
-                socket.AF_INET6,
-            ):
-                continue
-            try:
-                local = _address(sock.getsockname())
-            except OSError:
-                continue
-            if local is None or local[1] != port or local[0] not in (host, "0.0.0.0", "::"):
-                continue
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, milliseconds)
-                done += 1
+        if local is None or local[1] != port or local[0] not in (host, "0.0.0.0", "::"):
+            continue
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, milliseconds)
+            done += 1
     return done
 
 

@@ -247,8 +247,8 @@ class _Session:
 
     def opened(self, response: httpx.Response, body: bytes = b"") -> bool:
         """True when ``response`` is a stream; False for a retried status or a 204
-        (``stop``). Raises ``StreamRefused`` for the rest; the caller reads the
-        body first (``needs_body``)."""
+        (``stop``). Raises ``StreamRefused`` for the rest, with ``body``: the caller
+        reads the start of it first (when not ``is_stream``)."""
         self.least_wait = 0.0
         if response.status_code == 204:
             self.stop = True
@@ -256,8 +256,7 @@ class _Session:
         if response.status_code in RETRIED_STATUSES:
             self.least_wait = _retry_after(response.headers) or 0.0
             return False
-        kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if response.status_code == 200 and kind == "text/event-stream":
+        if self.is_stream(response):
             self.parser = Parser(
                 max_event_size=self.max_event_size, last_event_id=self.last_event_id
             )
@@ -266,9 +265,9 @@ class _Session:
         raise StreamRefused(self.url, response.status_code, response.headers, body)
 
     @staticmethod
-    def needs_body(response: httpx.Response) -> bool:
+    def is_stream(response: httpx.Response) -> bool:
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        return not (response.status_code == 200 and kind == "text/event-stream")
+        return response.status_code == 200 and kind == "text/event-stream"
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events ``chunk`` completes. A stream that breaks the rules (an event
@@ -313,18 +312,15 @@ def _timeout(read_timeout: float | None, connect_timeout: float) -> httpx.Timeou
 _CONNECTION_ERRORS = (httpx.TransportError, httpx.StreamError)
 
 
-class EventStream:
-    """Events from ``url``, reconnecting: ``async for event in stream``. Made by
-    ``connect``; see the module's theory of operation."""
+class _Stream:
+    """What the asyncio and the sync stream share: the session's figures."""
 
-    def __init__(self, session: _Session, client: httpx.AsyncClient | None, timeout: httpx.Timeout):
+    def __init__(self, session: _Session, timeout: httpx.Timeout, owns_client: bool) -> None:
         self._session = session
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
         self._timeout = timeout
+        self._owns_client = owns_client
         self._response: httpx.Response | None = None
         self._closed = False
-        self._closing = asyncio.Event()
 
     @property
     def last_event_id(self) -> str:
@@ -344,6 +340,16 @@ class EventStream:
     @property
     def connected(self) -> bool:
         return self._response is not None
+
+
+class EventStream(_Stream):
+    """Events from ``url``, reconnecting: ``async for event in stream``. Made by
+    ``connect``; see the module's theory of operation."""
+
+    def __init__(self, session: _Session, client: httpx.AsyncClient | None, timeout: httpx.Timeout):
+        super().__init__(session, timeout, client is None)
+        self._client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        self._closing = asyncio.Event()
 
     async def __aenter__(self) -> EventStream:
         return self
@@ -376,7 +382,7 @@ class EventStream:
                     timeout=self._timeout,
                 ) as response:
                     body = b""
-                    if session.needs_body(response):
+                    if not session.is_stream(response):
                         async for part in response.aiter_bytes():  # its first 64 KiB
                             body += part
                             if len(body) >= BODY_SHOWN:
@@ -410,30 +416,14 @@ class EventStream:
                 await asyncio.wait_for(self._closing.wait(), wait)
 
 
-class SyncEventStream:
+class SyncEventStream(_Stream):
     """``EventStream`` for synchronous code (``for event in stream``); made by
     ``connect_sync``."""
 
     def __init__(self, session: _Session, client: httpx.Client | None, timeout: httpx.Timeout):
-        self._session = session
-        self._owns_client = client is None
+        super().__init__(session, timeout, client is None)
         self._client = client or httpx.Client(timeout=timeout, follow_redirects=True)
-        self._timeout = timeout
-        self._response: httpx.Response | None = None
-        self._closed = False
         self._closing = threading.Event()
-
-    @property
-    def last_event_id(self) -> str:
-        return self._session.last_event_id
-
-    @property
-    def retry(self) -> float:
-        return self._session.retry
-
-    @property
-    def reconnects(self) -> int:
-        return self._session.reconnects
 
     def __enter__(self) -> SyncEventStream:
         return self
@@ -468,7 +458,7 @@ class SyncEventStream:
                     timeout=self._timeout,
                 ) as response:
                     body = b""
-                    if session.needs_body(response):
+                    if not session.is_stream(response):
                         for part in response.iter_bytes():  # its first 64 KiB
                             body += part
                             if len(body) >= BODY_SHOWN:

@@ -91,7 +91,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from . import _shutdown
 from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
-from ._tasks import step, uncancel, within
+from ._tasks import close_generator, step, uncancel, within
 from .abort import ensure_user_timeout
 from .frames import line_end
 from .hub.server import SendStyle
@@ -382,7 +382,7 @@ class _Stream:
             response.active = False
             self.stop()
             if interrupted:
-                await self.close_iterator(iterator)
+                await close_generator(iterator, response._cleanup_timeout, "body iterator")
 
     # ------------------------------------------------------------ writing
 
@@ -426,23 +426,33 @@ class _Stream:
         if gathered:
             await self.write(b"".join(gathered))
 
-    def write_behind(self, chunk: bytes) -> None:
-        """Write without waiting here: a write that does not complete at once (the
-        connection is full) finishes in a task of its own, within ``send_timeout``,
-        as a ping's does; the next write waits for it."""
-        message = {"type": "http.response.body", "body": chunk, "more_body": True}
-        self.last_write = self.loop.time()
-        previous = self.pending_write
-        if previous is not None:  # one still on its way: this one goes after it
-            self.pending_write = self.loop.create_task(self.write_after(previous, message))
-            return
+    def hand_over(self, message: Message) -> Any | None:
+        """``send`` the message: None when the write is done (Granian's eager send,
+        learnt past Starlette's wrappers), else what to await."""
         result = self.send(message)
+        self.last_write = self.loop.time()
         if _style.written(result):
-            return
+            return None
         if not _style.eager:
             _style.observe(result)
             if _style.written(result):
-                return
+                return None
+        return result
+
+    def write_behind(self, chunk: bytes) -> None:
+        """Write without waiting here: a write that does not complete at once (the
+        connection is full) finishes in a task of its own, within ``send_timeout``;
+        the next write waits for it. Pings, and batches written while the
+        generator waits, go this way."""
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        previous = self.pending_write
+        if previous is not None:  # one still on its way: this one goes after it
+            self.last_write = self.loop.time()
+            self.pending_write = self.loop.create_task(self.finish_behind(None, previous, message))
+            return
+        result = self.hand_over(message)
+        if result is None:
+            return
         done, rest = step(result)  # a coroutine send (uvicorn) usually completes at once
         if not done:
             self.pending_write = self.loop.create_task(self.finish_behind(rest))
@@ -453,21 +463,17 @@ class _Stream:
                 self.pending_write = None
             else:
                 await asyncio.wait((pending,))
-        result = self.send({"type": "http.response.body", "body": chunk, "more_body": more})
-        self.last_write = self.loop.time()
-        if not _style.written(result):
-            if not _style.eager:  # Granian's eager send, seen past Starlette's wrappers
-                _style.observe(result)
-                if _style.written(result):
-                    return
-            self.writing = True
-            try:
-                if self.response.send_timeout is None:
-                    await result  # (one coroutine less per write: most of them, on uvicorn)
-                else:
-                    await self.finish(result)
-            finally:
-                self.writing = False
+        result = self.hand_over({"type": "http.response.body", "body": chunk, "more_body": more})
+        if result is None:
+            return
+        self.writing = True
+        try:
+            if self.response.send_timeout is None:
+                await result  # (one coroutine less per write: most of them, on uvicorn)
+            else:
+                await self.finish(result)
+        finally:
+            self.writing = False
 
     async def finish(self, pending: Any) -> None:
         """Await a write that was not done at once, within ``send_timeout``."""
@@ -501,19 +507,25 @@ class _Stream:
             log.exception("ping_message_factory failed; no ping sent")
             chunk = None
         if chunk is not None:
-            message = {"type": "http.response.body", "body": chunk, "more_body": True}
-            self.last_write = self.loop.time()
-            if _style.eager:
-                result = self.send(message)
-                if not _style.written(result):  # the connection is full: wait in a task
-                    self.pending_write = self.loop.create_task(self.finish_behind(result))
-            else:  # a coroutine send: made inside the task, so a cancelled ping makes none
-                self.pending_write = self.loop.create_task(self.finish_behind(None, message))
+            self.write_behind(chunk)
         self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
 
-    async def finish_behind(self, pending: Any, message: Message | None = None) -> None:
+    async def finish_behind(
+        self,
+        pending: Any,
+        previous: asyncio.Task[None] | None = None,
+        message: Message | None = None,
+    ) -> None:
+        """The task of a write on its way: ``pending`` (a write's rest), or
+        ``message``, handed over once the write ``previous`` is done."""
         try:
-            await self.finish(pending if message is None else self.send(message))
+            if previous is not None:
+                await asyncio.wait((previous,))
+                if self.ended_by is not None:
+                    return
+                pending = self.hand_over(message or {})
+            if pending is not None:
+                await self.finish(pending)
         except SendTimeoutError:
             self.end("timeout")
         except Exception:  # pragma: no cover - a server whose send failed
@@ -521,13 +533,6 @@ class _Stream:
         finally:
             if self.pending_write is asyncio.current_task():
                 self.pending_write = None
-
-    async def write_after(self, previous: asyncio.Task[None], message: Message) -> None:
-        await asyncio.wait((previous,))
-        if self.ended_by is None:
-            await self.finish_behind(None, message)
-        elif self.pending_write is asyncio.current_task():
-            self.pending_write = None
 
     # ------------------------------------------------------------ ending
 
@@ -589,22 +594,6 @@ class _Stream:
             self.pending_write.cancel()
         if self.sender is not None and not self.sender.done():
             self.sender.cancel()
-
-    async def close_iterator(self, iterator: AsyncIterable[Any]) -> None:
-        """Close an interrupted async generator so its cleanup runs (bounded)."""
-        aclose = getattr(iterator, "aclose", None)
-        if aclose is None:
-            return
-        try:
-            await within(aclose(), self.response._cleanup_timeout)
-        except TimeoutError:
-            log.warning(
-                "body iterator cleanup cancelled after %s seconds", self.response._cleanup_timeout
-            )
-        except RuntimeError as exc:  # "aclose(): asynchronous generator is already running"
-            log.debug("body iterator not closed: %s", exc)
-        except Exception:
-            log.exception("error closing the body iterator")
 
 
 async def _run_sender(callable_: Callable[[], Awaitable[None]]) -> None:

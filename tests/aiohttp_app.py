@@ -19,7 +19,7 @@ import aiohttp_sse
 from aiohttp import web
 
 from sse_fast import aiohttp as sse
-from tests.status_probe import objects, rss_kb
+from tests.status_probe import objects
 
 STATE = {"finished": 0, "waited": 0}
 
@@ -82,8 +82,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "open": len(sse._streams),
             "tasks": len(asyncio.all_tasks()),
-            "rss_kb": rss_kb(),
-            **objects(request),
+            **objects(request.query.get("objects") == "1"),
             **STATE,
         }
     )

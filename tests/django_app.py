@@ -42,7 +42,7 @@ from django.urls import path  # noqa: E402
 
 from sse_fast import django as sse  # noqa: E402
 from sse_fast.django import EventSourceResponse, ServerSentEvent, last_event_id  # noqa: E402
-from tests.status_probe import objects, rss_kb  # noqa: E402
+from tests.status_probe import objects  # noqa: E402
 
 STATE = {"finished": 0}
 
@@ -131,8 +131,7 @@ async def status(request: HttpRequest) -> JsonResponse:
         {
             "open": len(sse._streams),
             "tasks": len(asyncio.all_tasks()),
-            "rss_kb": rss_kb(),
-            **objects(request),
+            **objects(request.GET.get("objects") == "1"),
             **STATE,
         }
     )

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from sse_fast import starlette as sse
 from sse_fast.starlette import EventSourceResponse, ServerSentEvent, last_event_id
-from tests.status_probe import objects, rss_kb
+from tests.status_probe import objects
 
 STATE = {"closed": 0, "finished": 0}
 
@@ -78,8 +78,7 @@ async def status(request: Request) -> JSONResponse:
         {
             "open": len(sse._streams),
             "tasks": len(asyncio.all_tasks()),
-            "rss_kb": rss_kb(),
-            **objects(request),
+            **objects(request.query_params.get("objects") == "1"),
             **STATE,
         }
     )

@@ -17,10 +17,8 @@ from sse_fast._http11 import SSEClient
 from sse_fast.testing import HOST, ServerProcess, collect
 
 from .status_probe import (
-    OBJECTS_GROWTH,
-    read_status,
     seconds_to_notice_leaving,
-    status_when,
+    vanish_rounds,
 )
 
 pytest.importorskip("aiohttp_sse")
@@ -61,38 +59,9 @@ def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess)
 
 
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
-    async def main() -> None:
-        counts = []
-        for _ in range(3):  # no growth from round to round: nothing leaks
-            baseline = await read_status(server.port)
-            paths = ["/endless", "/wait"] * 500
-            clients = [SSEClient(HOST, server.port, [], path=p) for p in paths]
-            for start in range(0, 1000, 100):
-                await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
-            await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
-            status = await status_when(server.port, lambda s: s["open"] >= 1000)
-            assert status["open"] == 1000
-            for client in clients[::2]:
-                client.close()
-            for client in clients[1::2]:
-                client.abort()
-            status = await status_when(
-                server.port, lambda s, b=baseline: s["finished"] - b["finished"] == 500, timeout=20
-            )
-            assert status["finished"] - baseline["finished"] == 500
-            status = await status_when(
-                server.port, lambda s, b=baseline: s["waited"] - b["waited"] == 500
-            )
-            assert status["waited"] - baseline["waited"] == 500
-            status = await status_when(server.port, lambda s: s["open"] == 0)
-            assert status["open"] == 0
-            tasks = baseline["tasks"] + 2
-            status = await status_when(server.port, lambda s, tasks=tasks: s["tasks"] <= tasks)
-            assert status["tasks"] <= tasks
-            counts.append((await read_status(server.port, objects=True))["objects"])
-        assert counts[2] - counts[0] < OBJECTS_GROWTH, counts
-
-    asyncio.run(main())
+    """Half the streams write (/endless), half only wait (/wait)."""
+    paths = ["/endless", "/wait"] * 500
+    asyncio.run(vanish_rounds(server.port, paths, {"finished": 500, "waited": 500}))
 
 
 def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import signal
 import socket
-import sys
 import time
 from typing import Any
 
@@ -21,33 +20,17 @@ pytest.importorskip("django")
 from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
+from . import asgi_servers
 from .status_probe import (
-    OBJECTS_GROWTH,
     read_status,
     seconds_to_notice_leaving,
     status_when,
+    vanish_rounds,
 )
 from .vanished_network import vanished_network_seconds
 
 APP = "tests.django_app:application"
-SERVERS = {
-    "uvicorn": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}", "--no-access-log"],
-    "hypercorn": [sys.executable, "-m", "hypercorn", APP, "--bind", f"{HOST}:{{port}}"],
-    "granian": [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-        APP,
-    ],
-}
+SERVERS = asgi_servers.commands(APP)
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -105,30 +88,7 @@ def test_a_client_that_leaves_is_noticed_within_two_seconds(server: ServerProces
 
 
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
-    async def main() -> None:
-        counts = []
-        for _ in range(3):  # no growth from round to round: nothing leaks
-            baseline = await read_status(server.port)
-            clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(1000)]
-            for start in range(0, 1000, 100):
-                await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
-            await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
-            status = await status_when(server.port, lambda s: s["open"] >= 1000)
-            assert status["open"] == 1000
-            for client in clients[:500]:
-                client.close()  # FIN
-            for client in clients[500:]:
-                client.abort()  # RST, as a crashed client
-            status = await status_when(server.port, lambda s: s["open"] == 0, timeout=20)
-            assert status["open"] == 0
-            assert status["finished"] - baseline["finished"] == 1000
-            tasks = baseline["tasks"] + 2
-            status = await status_when(server.port, lambda s, tasks=tasks: s["tasks"] <= tasks)
-            assert status["tasks"] <= tasks
-            counts.append((await read_status(server.port, objects=True))["objects"])
-        assert counts[2] - counts[0] < OBJECTS_GROWTH, counts
-
-    asyncio.run(main())
+    asyncio.run(vanish_rounds(server.port, ["/endless"] * 1000, {"finished": 1000}))
 
 
 def test_a_client_that_stops_reading_is_cut(server: ServerProcess) -> None:

@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -401,3 +402,24 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
         subscriber.join()
         assert metric(relay.port, "sse_fast_upstream_dropped_total") == 5
     assert subscriber.data == ["TICK 1", "TICK 3", "TICK 5", "TICK 7", "TICK 9"]
+
+
+def test_the_edge_needs_httpx_only_in_relay_mode() -> None:
+    """httpx is not a dependency of the hub: an application that embeds it
+    without httpx starts; relay mode says what to install."""
+    script = (
+        "import sys\n"
+        "sys.modules['httpx'] = None\n"
+        "from sse_fast.app import App\n"
+        "from sse_fast.settings import Settings\n"
+        "App(Settings())\n"
+        "try:\n"
+        "    App(Settings(upstream='http://o/e?topic=a'))\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sse_fast.client needs httpx: python -m pip install" in done.stdout

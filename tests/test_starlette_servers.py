@@ -11,7 +11,6 @@ import contextlib
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,33 +20,15 @@ import pytest
 from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
+from . import asgi_servers
 from .status_probe import (
-    OBJECTS_GROWTH,
-    read_status,
     seconds_to_notice_leaving,
-    status_when,
+    vanish_rounds,
 )
 from .vanished_network import vanished_network_seconds
 
 APP = "tests.starlette_app:app"
-SERVERS = {
-    "uvicorn": [sys.executable, "-m", "uvicorn", APP, "--port", "{port}", "--no-access-log"],
-    "hypercorn": [sys.executable, "-m", "hypercorn", APP, "--bind", f"{HOST}:{{port}}"],
-    "granian": [
-        sys.executable,
-        "-m",
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--port",
-        "{port}",
-        "--log-level",
-        "warning",
-        APP,
-    ],
-}
+SERVERS = asgi_servers.commands(APP)
 
 
 @pytest.fixture(params=sorted(SERVERS))
@@ -79,32 +60,8 @@ def test_events_arrive_exact_and_the_stream_ends(server: ServerProcess) -> None:
 
 
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
-    async def main() -> None:
-        counts = []
-        for _ in range(3):  # no growth from round to round: nothing leaks
-            baseline = await read_status(server.port)
-            clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(1000)]
-            for start in range(0, 1000, 100):
-                await asyncio.gather(*(c.connect() for c in clients[start : start + 100]))
-            await asyncio.gather(*(collect(c, 1, timeout=20) for c in clients))
-            status = await status_when(server.port, lambda s: s["open"] >= 1000)
-            assert status["open"] == 1000
-            for client in clients[:500]:
-                client.close()  # FIN
-            for client in clients[500:]:
-                client.abort()  # RST, as a crashed client
-            status = await status_when(server.port, lambda s: s["open"] == 0, timeout=20)
-            assert status["open"] == 0
-            assert status["closed"] - baseline["closed"] == 1000
-            assert status["finished"] - baseline["finished"] == 1000
-            # tasks: back to the baseline (the /status request's own, give or take)
-            tasks = baseline["tasks"] + 2
-            status = await status_when(server.port, lambda s, tasks=tasks: s["tasks"] <= tasks)
-            assert status["tasks"] <= tasks
-            counts.append((await read_status(server.port, objects=True))["objects"])
-        assert counts[2] - counts[0] < OBJECTS_GROWTH, counts
-
-    asyncio.run(main())
+    paths = ["/endless"] * 1000
+    asyncio.run(vanish_rounds(server.port, paths, {"closed": 1000, "finished": 1000}))
 
 
 def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerProcess) -> None:
@@ -127,7 +84,7 @@ def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerPr
 
 H2_SERVERS = {
     "hypercorn": SERVERS["hypercorn"],
-    "granian": [*SERVERS["granian"][:-1], "--http", "2", APP],
+    "granian": asgi_servers.command(APP, "granian", http="2"),
 }
 
 

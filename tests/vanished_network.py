@@ -21,23 +21,13 @@ import time
 
 from sse_fast.testing import HOST, ServerProcess
 
+from . import asgi_servers
 from .status_probe import read_status
 
 APPS = {
     "starlette": ("tests.starlette_app:app", "closed"),
     "django": ("tests.django_app:application", "finished"),
 }
-
-
-def command(app: str, server: str) -> list[str]:
-    if server == "uvicorn":
-        return [sys.executable, "-m", "uvicorn", app, "--port", "{port}", "--no-access-log"]
-    if server == "hypercorn":
-        return [sys.executable, "-m", "hypercorn", app, "--bind", f"{HOST}:{{port}}"]
-    return [
-        *(sys.executable, "-m", "granian", "--interface", "asgi", "--loop", "uvloop"),
-        *("--port", "{port}", "--log-level", "warning", app),
-    ]
 
 
 async def vanish(port: int, counter: str) -> float | None:
@@ -80,7 +70,7 @@ def vanished_network_seconds(app: str, server: str) -> float | None:
 def main() -> None:
     app, counter = APPS[sys.argv[1]]
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    with ServerProcess(command=command(app, sys.argv[2])) as server:
+    with ServerProcess(command=asgi_servers.command(app, sys.argv[2])) as server:
         print(json.dumps({"seconds": asyncio.run(vanish(server.port, counter))}))
 
 

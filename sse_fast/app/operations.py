@@ -22,16 +22,18 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import metrics as metrics_module
 from ..asgi import Receive, Scope, Send
 from ..auth import AuthError, OperationsAccess
 from ..hub import Hub
 from ..settings import Settings
-from ..upstream import Upstream
 from .admission import ClientAddress
 from .http import HTTPError, header, query, send_json, send_text
+
+if TYPE_CHECKING:  # relay mode's module needs httpx: imported only when it is on
+    from ..upstream import Upstream
 
 STATS_PAGE = 1000
 STATS_PAGE_MAX = 10_000
