@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         loop=Loops.uvloop,
         http=HTTPModes(args.http),
         workers=1,
-        log_level=args.log_level,  # type: ignore[arg-type]
+        log_level=args.log_level,
         **tls,
     ).serve()
     return 0

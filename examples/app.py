@@ -9,7 +9,9 @@
 The edge's settings come from the environment (``SSE_FAST_*``, as for ``sse-fast
 serve``): its hub is in this process, and the examples publish into it with
 ``Hub.publish``. Publishing over HTTP (``/sse/publish``) needs a credential as
-usual. ``SSE_FAST_EXAMPLES_DATA`` is the directory of the chat's messages.
+usual. ``SSE_FAST_EXAMPLES_DATA`` is the directory of the chat's messages;
+``SSE_FAST_EXAMPLES_PACE`` divides the background publishers' intervals (the
+browser tests run them 10 times faster).
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ def data_directory() -> Path:
     return path
 
 
+def pace() -> float:
+    raw = os.environ.get("SSE_FAST_EXAMPLES_PACE", "1")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0
+    if not 0 < value <= 1000:
+        raise ValueError(f"SSE_FAST_EXAMPLES_PACE: a number above 0, at most 1000; got {raw!r}")
+    return value
+
+
 def render(name: str, **values: str) -> HTMLResponse:
     page = (PAGES / f"{name}.html").read_text(encoding="utf-8")
     for key, value in values.items():
@@ -89,14 +102,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with edge.running():
-            hub = edge.hub
+            hub, speed = edge.hub, pace()
             tasks = [
                 asyncio.create_task(job)
                 for job in (
-                    datastar_stats.run(hub, stats),
-                    htmx_sensors.run(hub),
-                    dashboard.run(hub),
-                    reference.run(hub),
+                    datastar_stats.run(hub, stats, speed),
+                    htmx_sensors.run(hub, speed),
+                    dashboard.run(hub, speed),
+                    reference.run(hub, speed),
                 )
             ]
             try:

@@ -32,11 +32,11 @@ def topics_table(topics: dict[str, dict[str, int]]) -> str:
     return f'<tbody id="topics">{rows}</tbody>'
 
 
-async def run(hub: Hub) -> None:
+async def run(hub: Hub, pace: float = 1.0) -> None:
     started = time.monotonic()
     before = (started, hub.metrics.published_total, hub.metrics.delivered_total)
     while True:
-        await asyncio.sleep(EVERY)
+        await asyncio.sleep(EVERY / pace)
         now = time.monotonic()
         published, delivered = hub.metrics.published_total, hub.metrics.delivered_total
         elapsed = now - before[0]

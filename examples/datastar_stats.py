@@ -91,12 +91,13 @@ class PlatformStats:
         return number, item, dropped
 
 
-async def run(hub: Hub, stats: PlatformStats) -> None:
-    """Publish figures every ``STATS_EVERY`` s and activities every ``ACTIVITY_EVERY`` s."""
+async def run(hub: Hub, stats: PlatformStats, pace: float = 1.0) -> None:
+    """Publish figures every ``STATS_EVERY`` s and activities every ``ACTIVITY_EVERY`` s
+    (divided by ``pace``)."""
     stats.published(str(hub.last_position))  # the state before any event of ours
-    next_stats = time.monotonic() + STATS_EVERY
+    next_stats = time.monotonic() + STATS_EVERY / pace
     while True:
-        await asyncio.sleep(ACTIVITY_EVERY)
+        await asyncio.sleep(ACTIVITY_EVERY / pace)
         _, item, dropped = stats.activity()
         events = [request(FEED, datastar_patch_elements(item, selector="#feed", mode="prepend"))]
         if dropped is not None:
@@ -106,7 +107,7 @@ async def run(hub: Hub, stats: PlatformStats) -> None:
                 )
             )
         if time.monotonic() >= next_stats:
-            next_stats += STATS_EVERY
+            next_stats += STATS_EVERY / pace
             events.append(request(STATS, datastar_patch_signals(stats.tick())))
         stats.published((await hub.publish(events))[-1])
 

@@ -38,10 +38,10 @@ def reading(number: int, sensor: str, celsius: float, humidity: float) -> str:
     )
 
 
-async def run(hub: Hub, seed: int | None = None) -> None:
+async def run(hub: Hub, pace: float = 1.0, seed: int | None = None) -> None:
     r = random.Random(seed)
     for number in itertools.count(1):
-        await asyncio.sleep(EVERY)
+        await asyncio.sleep(EVERY / pace)
         sensor = SENSORS[number % len(SENSORS)]
         base = 18 + 4 * math.sin(number / 40)
         fragment = reading(number, sensor, base + r.uniform(-0.5, 0.5), r.uniform(35, 60))

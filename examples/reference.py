@@ -22,8 +22,8 @@ TOPIC = "demo/ticks"
 EVERY = 1.0
 
 
-async def run(hub: Hub) -> None:
+async def run(hub: Hub, pace: float = 1.0) -> None:
     for n in itertools.count(1):
-        await asyncio.sleep(EVERY)
+        await asyncio.sleep(EVERY / pace)
         tick = {"n": n, "at": time.strftime("%H:%M:%S")}
         await hub.publish([PublishRequest((TOPIC,), tick, event="tick")])

@@ -23,7 +23,15 @@ from ._core import (
     encode,
     encode_many,
 )
-from .frames import datastar_patch_elements, datastar_patch_signals, heartbeat, htmx_fragment
+from .frames import (
+    datastar_execute_script,
+    datastar_patch_elements,
+    datastar_patch_signals,
+    datastar_redirect,
+    datastar_remove_elements,
+    heartbeat,
+    htmx_fragment,
+)
 from .publisher import Publisher, PublishFailed, PublishStream
 
 __version__ = "0.1.0"
@@ -44,8 +52,11 @@ __all__ = [
     "PublishStream",
     "Publisher",
     "Ring",
+    "datastar_execute_script",
     "datastar_patch_elements",
     "datastar_patch_signals",
+    "datastar_redirect",
+    "datastar_remove_elements",
     "encode",
     "encode_many",
     "heartbeat",

@@ -10,7 +10,7 @@ CR/LF in single-line values is refused with ``EncodeError``, never stripped.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -22,8 +22,11 @@ __all__ = [
     "DATASTAR_DEFAULT_RETRY",
     "DATASTAR_MODES",
     "LINE_ENDS",
+    "datastar_execute_script",
     "datastar_patch_elements",
     "datastar_patch_signals",
+    "datastar_redirect",
+    "datastar_remove_elements",
     "heartbeat",
     "htmx_fragment",
     "line_end",
@@ -69,21 +72,39 @@ def _datastar_retry(retry: int | None) -> int | None:
     return None if retry == DATASTAR_DEFAULT_RETRY else retry
 
 
+def _lines(text: str) -> list[str]:
+    """``text`` cut at the SSE line ends (CRLF, CR, LF); a line end at the very end
+    ends the last line rather than starting an empty one (as ``str.splitlines``,
+    which datastar-py uses, does; it also cuts at other characters, such as
+    U+2028, which the SSE format keeps inside a line: here they stay)."""
+    if not text:
+        return []
+    lines = _LINE_END.split(text)
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def datastar_patch_elements(
     elements: str | None = None,
     *,
     selector: str | None = None,
     mode: str = "outer",
     use_view_transition: bool = False,
+    view_transition_selector: str | None = None,
     namespace: str = "html",
     id: str | int | None = None,
     retry: int | None = DATASTAR_DEFAULT_RETRY,
 ) -> bytes:
-    """A ``datastar-patch-elements`` frame.
+    """A ``datastar-patch-elements`` frame, byte for byte what the Datastar Python
+    SDK (``datastar-py`` 1.0) writes for the same arguments.
 
-    ``elements`` is HTML (several lines become several ``elements`` lines);
-    ``mode`` is one of ``DATASTAR_MODES`` (``outer`` is the default and is not
-    written); ``mode="remove"`` needs a ``selector`` or ``elements``.
+    ``elements`` is HTML (one ``elements`` line per line; a final line end adds
+    none); ``mode`` is one of ``DATASTAR_MODES`` (``outer`` is the default and is
+    not written); ``mode="remove"`` needs a ``selector`` or ``elements``. Lines
+    are written in the SDK's order: ``mode``, ``selector``,
+    ``useViewTransition``, ``viewTransitionSelector``, ``namespace``,
+    ``elements``; empty values are left out.
     """
     if mode not in DATASTAR_MODES:
         raise EncodeError(
@@ -95,22 +116,101 @@ def datastar_patch_elements(
         raise EncodeError("elements", f"must be str (HTML), not {type(elements).__name__}")
     if elements is None and mode != "remove":
         raise EncodeError("elements", f"is required with mode {mode!r}")
-    if mode == "remove" and elements is None and selector is None:
+    if mode == "remove" and not elements and not selector:
         raise EncodeError("selector", "mode 'remove' needs a selector or elements")
     lines = []
-    if selector is not None:
-        lines.append("selector " + _single_line("selector", selector))
     if mode != "outer":
         lines.append("mode " + mode)
+    if selector:
+        lines.append("selector " + _single_line("selector", selector))
     if use_view_transition:
         lines.append("useViewTransition true")
+    if view_transition_selector:
+        lines.append(
+            "viewTransitionSelector "
+            + _single_line("view_transition_selector", view_transition_selector)
+        )
     if namespace != "html":
         lines.append("namespace " + namespace)
-    if elements is not None:
-        lines.extend("elements " + line for line in _LINE_END.split(elements))
+    if elements:
+        lines.extend("elements " + line for line in _lines(elements))
     return encode(
-        "\n".join(lines), event="datastar-patch-elements", id=id, retry=_datastar_retry(retry)
+        "\n".join(lines) if lines else None,  # nothing to say: no data line, as the SDK
+        event="datastar-patch-elements",
+        id=id,
+        retry=_datastar_retry(retry),
     )
+
+
+def datastar_remove_elements(
+    selector: str, *, id: str | int | None = None, retry: int | None = DATASTAR_DEFAULT_RETRY
+) -> bytes:
+    """A ``datastar-patch-elements`` frame that removes what ``selector`` matches."""
+    return datastar_patch_elements(selector=selector, mode="remove", id=id, retry=retry)
+
+
+def _attribute(text: str) -> str:
+    """``text`` escaped for an HTML attribute value, as datastar-py escapes it."""
+    return (
+        text.replace("&", "&amp;")
+        .replace("'", "&#39;")
+        .replace('"', "&#34;")
+        .replace(">", "&gt;")
+        .replace("<", "&lt;")
+    )
+
+
+def datastar_execute_script(
+    script: str,
+    *,
+    auto_remove: bool = True,
+    attributes: Mapping[str, str] | Sequence[str] | None = None,
+    id: str | int | None = None,
+    retry: int | None = DATASTAR_DEFAULT_RETRY,
+) -> bytes:
+    """A frame that runs ``script`` in the page: a ``<script>`` appended to
+    ``body`` (Datastar 1.0 has no event of its own for scripts), removed again
+    once run unless ``auto_remove`` is false. ``attributes``: a mapping (values
+    escaped) or ready-made attribute strings. ``script`` is JavaScript as is: it
+    must not contain ``</script>``."""
+    if not isinstance(script, str):
+        raise EncodeError("script", f"must be str, not {type(script).__name__}")
+    if "</script" in script.lower():
+        raise EncodeError("script", "must not contain '</script' (it would end the element)")
+    attrs = ' data-effect="el.remove()"' if auto_remove else ""
+    if attributes:
+        if isinstance(attributes, Mapping):
+            attrs += " " + " ".join(
+                f'{_attribute(k)}="{_attribute(v)}"' for k, v in attributes.items()
+            )
+        else:
+            attrs += " " + " ".join(attributes)
+    return datastar_patch_elements(
+        f"<script{attrs}>{script}</script>", selector="body", mode="append", id=id, retry=retry
+    )
+
+
+_JS_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\u2028": "\\u2028",
+    "\u2029": "\\u2029",
+    "<": "\\x3C",
+}
+_JS_SPECIAL = re.compile("[\\\\'\n\r\u2028\u2029<]")
+
+
+def datastar_redirect(location: str) -> bytes:
+    """A frame that sends the page to ``location`` (a script, as datastar-py's
+    ``redirect``). The location is escaped inside its JavaScript string (quotes,
+    backslashes, line ends, ``<``), which datastar-py does not do; for a plain
+    URL the bytes are the same."""
+    if not isinstance(location, str):
+        raise EncodeError("location", f"must be str, not {type(location).__name__}")
+    quoted = _JS_SPECIAL.sub(lambda m: _JS_ESCAPES[m.group()], location)
+    return datastar_execute_script(f"setTimeout(() => window.location = '{quoted}')")
 
 
 def datastar_patch_signals(
@@ -124,6 +224,10 @@ def datastar_patch_signals(
 
     ``signals`` is a mapping (serialised with orjson on one line) or a JSON
     object as text (checked, and split into one ``signals`` line per line).
+    Byte for byte datastar-py's frame, except that orjson writes non-ASCII
+    characters as UTF-8 where datastar-py's ``json.dumps`` writes ``\\uXXXX``
+    escapes (the same JSON once parsed) and some floats differently (``1e-7``
+    for ``1e-07``).
     """
     if isinstance(signals, str):
         try:
@@ -143,7 +247,7 @@ def datastar_patch_signals(
             "signals", f"must be a mapping or JSON text, not {type(signals).__name__}"
         )
     lines = ["onlyIfMissing true"] if only_if_missing else []
-    lines.extend("signals " + line for line in _LINE_END.split(text))
+    lines.extend("signals " + line for line in _lines(text))
     return encode(
         "\n".join(lines), event="datastar-patch-signals", id=id, retry=_datastar_retry(retry)
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import itertools
 import json
 import os
@@ -129,9 +130,16 @@ class ServerProcess:
     def _probe(self, path: str) -> tuple[int, bytes]:
         """GET ``path``: (status, body). Over TLS without checking the certificate
         (a test's own, self-signed)."""
-        if not self.tls:
-            status, _, body = asyncio.run(http_request(HOST, self.port, "GET", path, timeout=2))
-            return status, body
+        if not self.tls:  # blocking (not asyncio.run): callable where a loop runs
+            connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
+            try:
+                connection.request("GET", path)
+                reply = connection.getresponse()
+                return reply.status, reply.read()
+            except http.client.HTTPException as exc:
+                raise OSError(str(exc)) from exc
+            finally:
+                connection.close()
         import httpx
 
         try:

@@ -27,7 +27,7 @@ def test_patch_elements_all_options() -> None:
     )
     assert frame == (
         b"event: datastar-patch-elements\nid: ev-1\nretry: 2000\n"
-        b"data: selector #list\ndata: mode append\ndata: useViewTransition true\n"
+        b"data: mode append\ndata: selector #list\ndata: useViewTransition true\n"
         b"data: namespace svg\ndata: elements <li>1</li>\ndata: elements <li>2</li>\n\n"
     )
 
@@ -39,7 +39,7 @@ def test_patch_elements_default_retry_not_written() -> None:
 
 def test_patch_elements_remove() -> None:
     assert datastar_patch_elements(selector="#gone", mode="remove") == (
-        b"event: datastar-patch-elements\ndata: selector #gone\ndata: mode remove\n\n"
+        b"event: datastar-patch-elements\ndata: mode remove\ndata: selector #gone\n\n"
     )
 
 
