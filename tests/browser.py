@@ -49,7 +49,12 @@ def chromium() -> Iterator[Any]:
 
 def examples_server(*args: str, data: Path, pace: float = 10, port: int = 0) -> ServerProcess:
     """``python -m examples`` (a real process, from the repository), its chat
-    messages in ``data``, its background publishers ``pace`` times faster."""
+    messages in ``data``, its background publishers ``pace`` times faster. The
+    pinned JavaScript is fetched first when missing (not within the server's
+    start deadline)."""
+    from examples.vendor import ensure
+
+    ensure(quiet=True)
     server = ServerProcess(
         command=[sys.executable, "-m", "examples", "--port", "{port}", *args],
         port=port,

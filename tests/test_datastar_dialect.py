@@ -192,3 +192,13 @@ def test_redirect_escapes_what_the_sdk_would_let_break_out() -> None:
     assert script.count("</script>") == 1 and script.endswith("</script>")
     assert "\\'; alert(1); \\'\\x3C/script>" in script
     assert "'; alert(1)" in str(SDK.redirect(hostile))  # the SDK's string breaks out
+
+
+def test_a_line_separator_stays_inside_its_line() -> None:
+    """U+2028 is no line end in SSE: the element keeps it. The SDK's
+    ``str.splitlines`` cuts there, and the browser gets another element."""
+    html = "<p>a\u2028b</p>"
+    assert datastar_patch_elements(html).count(b"elements ") == 1
+    assert str(SDK.patch_elements(html)).count("elements ") == 2
+    (event,) = Parser().feed(datastar_patch_elements(html))
+    assert event.data == "elements " + html

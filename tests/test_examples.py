@@ -20,6 +20,14 @@ import pytest
 from examples.app import EXAMPLES
 from examples.chat import HISTORY
 from examples.tokens import answer
+from sse_fast import Parser
+from sse_fast.frames import (
+    datastar_execute_script,
+    datastar_patch_elements,
+    datastar_patch_signals,
+    datastar_remove_elements,
+    htmx_fragment,
+)
 from sse_fast.testing import ServerProcess
 
 from .browser import chromium, examples_server, page_errors
@@ -358,3 +366,115 @@ def test_pages_resume_after_the_server_restarts(tmp_path: Path, browser: Any) ->
             )
     finally:
         context.close()
+
+
+DIALECT_PAGE = """<!doctype html><meta charset="utf-8">
+<script type="module" src="/static/vendor/datastar.js"></script>
+<main data-signals="{count: 0, kept: 'x'}"
+      data-init="@get('/sse/events?topic=test/datastar', {openWhenHidden: true})">
+  <span id="count" data-text="$count"></span><span id="kept" data-text="$kept"></span>
+  <div id="target"><p>old</p></div>
+  <ul id="list"><li id="middle">m</li></ul>
+  <p id="outer-me">old</p><p id="replace-me">old</p><p id="remove-me">x</p>
+  <svg id="drawing"></svg>
+</main>"""
+
+
+def publish_frame(server: ServerProcess, topic: str, frame: bytes) -> None:
+    """Publish ``frame``'s event through the edge (``POST /sse/publish``)."""
+    (event,) = Parser().feed(frame)
+    body = {"topic": topic, "event": event.event, "data": event.data}
+    assert httpx.post(f"{server.url}/sse/publish", json=body, timeout=5).status_code == 200
+
+
+def test_the_datastar_client_applies_every_helper(server: ServerProcess, context: Any) -> None:
+    """Each patch mode, signals with and without onlyIfMissing, a script, an SVG
+    element, multi-line HTML: made by our helpers, applied by Datastar 1.0.1."""
+    page = context.new_page()
+    errors = page_errors(page)
+    page.route(
+        server.url + "/datastar-dialect",
+        lambda route: route.fulfill(body=DIALECT_PAGE, content_type="text/html"),
+    )
+    page.goto(server.url + "/datastar-dialect")
+    page.wait_for_function("() => document.getElementById('kept').textContent === 'x'")
+    page.wait_for_timeout(300)  # the stream is open
+    frames = [
+        datastar_patch_elements('<p id="outer-me">new outer</p>'),
+        datastar_patch_elements("<b>inner</b>", selector="#target", mode="inner"),
+        datastar_patch_elements('<li id="first">f</li>', selector="#list", mode="prepend"),
+        datastar_patch_elements('<li id="last">l</li>', selector="#list", mode="append"),
+        datastar_patch_elements('<li id="b">b</li>', selector="#middle", mode="before"),
+        datastar_patch_elements('<li id="a">a</li>', selector="#middle", mode="after"),
+        datastar_patch_elements('<p id="replaced">r</p>', selector="#replace-me", mode="replace"),
+        datastar_remove_elements("#remove-me"),
+        datastar_patch_elements(
+            '<circle id="dot" r="5"></circle>', selector="#drawing", mode="append", namespace="svg"
+        ),
+        datastar_patch_elements(
+            '<li id="lines">\n  two\r\n  lines\n</li>\n', selector="#list", mode="append"
+        ),
+        datastar_patch_signals({"count": 5}),
+        datastar_patch_signals({"kept": "y", "fresh": 1}, only_if_missing=True),
+        datastar_execute_script("document.body.dataset.ran = 'yes'"),
+    ]
+    for frame in frames:
+        publish_frame(server, "test/datastar", frame)
+    page.wait_for_function("() => document.body.dataset.ran === 'yes'", timeout=WAIT)
+    page.wait_for_function("() => document.getElementById('count').textContent === '5'")
+    dom = page.evaluate(
+        """() => ({
+            outer: document.getElementById('outer-me').textContent,
+            inner: document.getElementById('target').innerHTML,
+            list: [...document.querySelectorAll('#list li')].map(li => li.id),
+            replaced: ['replaced', 'replace-me'].map(id => !!document.getElementById(id)),
+            removed: document.getElementById('remove-me') === null,
+            svg: document.getElementById('dot').namespaceURI,
+            lines: document.getElementById('lines').textContent,
+            kept: document.getElementById('kept').textContent,
+            scripts: document.querySelectorAll('body > script').length,
+        })"""
+    )
+    assert dom == {
+        "outer": "new outer",
+        "inner": "<b>inner</b>",
+        "list": ["first", "b", "middle", "a", "last", "lines"],
+        "replaced": [True, False],
+        "removed": True,
+        "svg": "http://www.w3.org/2000/svg",
+        "lines": "\n  two\n  lines\n",
+        "kept": "x",  # onlyIfMissing: an existing signal is left alone
+        "scripts": 0,  # auto_remove: the script removed itself
+    }
+    assert errors == []
+
+
+HTMX_PAGE = """<!doctype html><meta charset="utf-8">
+<script src="/static/vendor/htmx.min.js"></script>
+<script src="/static/vendor/htmx-ext-sse.js"></script>
+<div hx-ext="sse" sse-connect="/sse/events?topic=test/htmx">
+  <div id="box" sse-swap="fragment"></div>
+</div>"""
+
+
+def test_the_htmx_extension_swaps_what_the_helper_sends(
+    server: ServerProcess, context: Any
+) -> None:
+    """A fragment with every line end (CRLF, CR, LF), indentation and an empty
+    line arrives as the HTML it was, line ends as LF (the browser joins data
+    lines with LF)."""
+    page = context.new_page()
+    errors = page_errors(page)
+    page.route(
+        server.url + "/htmx-dialect",
+        lambda route: route.fulfill(body=HTMX_PAGE, content_type="text/html"),
+    )
+    page.goto(server.url + "/htmx-dialect")
+    page.wait_for_function("() => htmx.find('#box') !== null")
+    page.wait_for_timeout(500)  # the extension's EventSource is open
+    fragment = '<section id="s">\r\n  <h2>Title</h2>\r\n\r\n  <p>one\rtwo</p>\n</section>'
+    publish_frame(server, "test/htmx", htmx_fragment(fragment, event="fragment"))
+    page.wait_for_function("() => document.getElementById('s') !== null", timeout=WAIT)
+    expected = fragment.replace("\r\n", "\n").replace("\r", "\n")
+    assert page.eval_on_selector("#box", "box => box.innerHTML") == expected
+    assert errors == []

@@ -93,6 +93,14 @@ def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) ->
         assert done.returncode == 0, f"{where}:\n{done.stderr}"
         if "sse_fast.starlette" in code:
             _check_starlette_example(done.stdout, where)
+    elif "python -m examples" in code:  # the examples live in the repository, not the package
+        from examples.app import EXAMPLES
+        from examples.vendor import ensure
+
+        ensure(quiet=True)  # the block runs without network: fetch the pinned JavaScript first
+        done = _in_netns(code, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
+        assert done.stdout.split() == [f'href="{path}"' for path, _, _ in EXAMPLES], done.stdout
     else:
         done = _in_netns(code, timeout=60, cwd=tmp_path)
         assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
