@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -36,6 +37,7 @@ from sse_fast.settings import Settings
 from . import chat, dashboard, datastar_stats, htmx_sensors, reference, tokens
 from .vendor import PINNED
 
+log = logging.getLogger("examples")
 HERE = Path(__file__).parent
 PAGES = HERE / "pages"
 
@@ -68,6 +70,17 @@ def pace() -> float:
     if not 0 < value <= 1000:
         raise ValueError(f"SSE_FAST_EXAMPLES_PACE: a number above 0, at most 1000; got {raw!r}")
     return value
+
+
+async def supervised(name: str, job: Callable[[], Awaitable[None]]) -> None:
+    """Run a background publisher; when it fails, say why and start it again."""
+    while True:
+        try:
+            await job()
+            return
+        except Exception:
+            log.exception("example %s failed; starting it again in 1 s", name)
+            await asyncio.sleep(1)
 
 
 def render(name: str, **values: str) -> HTMLResponse:
@@ -104,12 +117,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
         async with edge.running():
             hub, speed = edge.hub, pace()
             tasks = [
-                asyncio.create_task(job)
-                for job in (
-                    datastar_stats.run(hub, stats, speed),
-                    htmx_sensors.run(hub, speed),
-                    dashboard.run(hub, speed),
-                    reference.run(hub, speed),
+                asyncio.create_task(supervised(name, job))
+                for name, job in (
+                    ("datastar", lambda: datastar_stats.run(hub, stats, speed)),
+                    ("htmx", lambda: htmx_sensors.run(hub, speed)),
+                    ("dashboard", lambda: dashboard.run(hub, speed)),
+                    ("reference", lambda: reference.run(hub, speed)),
                 )
             ]
             try:

@@ -7,11 +7,14 @@
   that reconnects with ``Last-Event-ID``, every message after that id), then
   new messages as ``message`` events with their ids, and ``join``/``leave``
   events (no id: they are not history) with who is online.
-* Messages are appended to a file (JSON lines) and read back at start: a
-  client that reconnects after the server restarted resumes from its
-  ``Last-Event-ID`` and gets each message once.
+* Messages are appended to a file (JSON lines; flushed, not fsynced: a
+  server restart loses none, a machine crash may lose the last ones) and read
+  back at start: a client that reconnects after the server restarted resumes
+  from its ``Last-Event-ID`` and gets each message once, from the file when
+  its id is older than the last ``KEPT`` messages held in memory.
 
-A stream whose queue fills (a client that stopped reading) is ended; its
+A stream whose queue fills (a client that stopped reading) is ended with its
+queue emptied, so the last message it got is the last it was sent: its
 browser reconnects with ``Last-Event-ID`` and loses nothing.
 """
 
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
@@ -30,6 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from sse_fast.starlette import EventSourceResponse, last_event_id
+
+from ._ids import message_id
 
 HISTORY = 10  # messages a new client gets
 KEPT = 1000  # messages kept in memory for resumes
@@ -64,8 +68,6 @@ class ChatRoom:
         if self.path is not None:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(message) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
         self.messages.append(message)
         self._broadcast({"event": "message", "id": str(message["id"]), "data": json.dumps(message)})
         return message
@@ -73,10 +75,13 @@ class ChatRoom:
     def since(self, last: str | None) -> list[dict[str, Any]]:
         """The backlog of a stream: after ``last`` (a message id), or the last
         ``HISTORY`` messages when there is none or it is not one of ours."""
-        if last is not None and last.isdigit() and int(last) <= self.last_id:
-            after = int(last)
-            return [m for m in self.messages if m["id"] > after]
-        return list(self.messages)[-HISTORY:]
+        after = message_id(last)
+        if after is None or after > self.last_id:
+            return list(self.messages)[-HISTORY:]
+        if self.messages and after < self.messages[0]["id"] - 1 and self.path is not None:
+            with self.path.open(encoding="utf-8") as f:  # older than memory holds
+                return [m for line in f if line.strip() and (m := json.loads(line))["id"] > after]
+        return [m for m in self.messages if m["id"] > after]
 
     def _presence(self, kind: str, name: str) -> None:
         online = sorted(self.online)
@@ -88,7 +93,8 @@ class ChatRoom:
                 queue.put_nowait(item)
             except asyncio.QueueFull:  # it stopped reading: end it (it resumes by id)
                 self.listeners.discard(queue)
-                queue.get_nowait()
+                while not queue.empty():  # nothing after a gap: its last id stays true
+                    queue.get_nowait()
                 queue.put_nowait(None)
 
     async def stream(self, name: str, last: str | None) -> AsyncIterator[dict[str, Any]]:
@@ -96,11 +102,13 @@ class ChatRoom:
         self.listeners.add(queue)  # before the backlog is read: nothing falls between
         backlog = self.since(last)
         sent = backlog[-1]["id"] if backlog else self.last_id
-        self.online[name] += 1
+        joined = False
         try:
             yield {"retry": RETRY_MS, "comment": f"{len(backlog)} earlier messages"}
             for message in backlog:
                 yield {"event": "message", "id": str(message["id"]), "data": json.dumps(message)}
+            self.online[name] += 1
+            joined = True
             self._presence("join", name)
             while (item := await queue.get()) is not None:
                 if item.get("event") == "message" and int(item["id"]) <= sent:
@@ -108,10 +116,11 @@ class ChatRoom:
                 yield item
         finally:
             self.listeners.discard(queue)
-            self.online[name] -= 1
-            if self.online[name] <= 0:
-                del self.online[name]
-            self._presence("leave", name)
+            if joined:
+                self.online[name] -= 1
+                if self.online[name] <= 0:
+                    del self.online[name]
+                self._presence("leave", name)
 
 
 def _checked(field: str, value: object, longest: int) -> str:

@@ -5,7 +5,10 @@ metrics: what ``/sse/stats`` and ``/sse/metrics`` report) are published to
 topic ``demo/edge`` as Datastar signals (connections, topics, events published
 and delivered per second) and a ``datastar-patch-elements`` event that
 replaces the table of topics. The dashboard's own stream counts among the
-connections it shows.
+connections it shows. Anyone who may subscribe to ``demo/edge`` sees the topic
+names: a deployment whose ``/stats`` is behind the operations credential
+would make this topic private too (``--private-topics demo/edge``: subscribing
+then needs a JWT that covers it; see Security in the README).
 """
 
 from __future__ import annotations

@@ -3,8 +3,12 @@
 The page holds its numbers in Datastar signals; every 3 s the hub sends a
 ``datastar-patch-signals`` event (an RFC 7386 merge patch of those signals) to
 topic ``demo/stats``. Each new activity is a ``datastar-patch-elements`` event
-on ``demo/feed`` that prepends an ``<li>`` to ``#feed``, followed by one that
-removes the item that fell off the end: the feed keeps the newest 10.
+on ``demo/feed`` carrying the whole ``<ul id="feed">``, newest first, at most 10
+items, which Datastar morphs into the page (only the new item and the one
+that fell off change). A page that missed events (after the server
+restarted, say: without Redis the edge keeps no history, and Datastar
+ignores the edge's ``sse-fast-missed``) is right again with the next one,
+which a prepend-and-remove pair would not do.
 
 The page is rendered with the figures and feed as of the last event published
 (``shown``: recorded with that event's id once the hub took it) and subscribes
@@ -76,9 +80,8 @@ class PlatformStats:
         self.signals.update(patch)
         return patch
 
-    def activity(self) -> tuple[int, str, int | None]:
-        """A new activity: its number, its ``<li>``, and the number of the item it
-        pushes off the feed (None while the feed is short)."""
+    def activity(self) -> str:
+        """A new activity: the feed's ``<ul>`` with it first."""
         number = next(self.numbers)
         who, what = self.random.choice(_PEOPLE), self.random.choice(_DOINGS)
         item = (
@@ -86,9 +89,13 @@ class PlatformStats:
             f"<time>{time.strftime('%H:%M:%S')}</time> "
             f"<b>{html.escape(who)}</b> {html.escape(what)}</li>"
         )
-        dropped = self.feed[0][0] if len(self.feed) == FEED_LENGTH else None
         self.feed.append((number, item))
-        return number, item, dropped
+        return feed_list([item for _, item in reversed(self.feed)])
+
+
+def feed_list(items: list[str]) -> str:
+    """The feed's element, as the page has it."""
+    return '<ul id="feed" class="feed">' + "".join(items) + "</ul>"
 
 
 async def run(hub: Hub, stats: PlatformStats, pace: float = 1.0) -> None:
@@ -98,14 +105,7 @@ async def run(hub: Hub, stats: PlatformStats, pace: float = 1.0) -> None:
     next_stats = time.monotonic() + STATS_EVERY / pace
     while True:
         await asyncio.sleep(ACTIVITY_EVERY / pace)
-        _, item, dropped = stats.activity()
-        events = [request(FEED, datastar_patch_elements(item, selector="#feed", mode="prepend"))]
-        if dropped is not None:
-            events.append(
-                request(
-                    FEED, datastar_patch_elements(selector=f"#activity-{dropped}", mode="remove")
-                )
-            )
+        events = [request(FEED, datastar_patch_elements(stats.activity()))]
         if time.monotonic() >= next_stats:
             next_stats += STATS_EVERY / pace
             events.append(request(STATS, datastar_patch_signals(stats.tick())))
@@ -118,6 +118,6 @@ def page_context(stats: PlatformStats) -> dict[str, str]:
     last_id, signals, feed = stats.shown
     return {
         "SIGNALS": html.escape(orjson.dumps(signals).decode()),
-        "FEED": "\n".join(feed),
+        "FEED": feed_list(feed),
         "RESUME": "" if last_id is None else f"&lastEventId={last_id}",
     }

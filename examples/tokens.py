@@ -27,6 +27,8 @@ from starlette.responses import JSONResponse, Response
 
 from sse_fast.starlette import EventSourceResponse, last_event_id
 
+from ._ids import message_id
+
 TOKEN_DELAY = 0.03
 STEP_DELAY = 0.1
 PROGRESS_EVERY = 8
@@ -49,8 +51,10 @@ def answer(prompt: str) -> list[str]:
 
 
 def _resume_after(request: Request) -> int:
-    last = last_event_id(request)
-    return int(last) + 1 if last is not None and last.isdigit() else 0
+    """The index after the client's ``Last-Event-ID`` (0 without one, or with an
+    id that is no index of ours)."""
+    last = message_id(last_event_id(request))
+    return 0 if last is None else last + 1
 
 
 async def _tokens(prompt: str, start: int) -> AsyncIterator[dict[str, Any]]:
@@ -90,7 +94,7 @@ async def _task(steps: int, start: int) -> AsyncIterator[dict[str, Any]]:
 
 
 async def task(request: Request) -> Response:
-    raw = request.query_params.get("steps", "20")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_STEPS:
+    steps = message_id(request.query_params.get("steps", "20"))
+    if steps is None or not 1 <= steps <= MAX_STEPS:
         return JSONResponse({"error": f"steps: a whole number from 1 to {MAX_STEPS}"}, 400)
-    return EventSourceResponse(_task(int(raw), _resume_after(request)), ping=15, send_timeout=10)
+    return EventSourceResponse(_task(steps, _resume_after(request)), ping=15, send_timeout=10)

@@ -117,7 +117,10 @@ def _download(pin: Pinned, into: Path) -> Path:
             *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
             *("--python-version", "3.13", "--only-binary=:all:", "--dest", str(into), pin.spec),
         ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    except subprocess.TimeoutExpired:
+        raise VendorError(f"fetching {pin.spec} from {pin.registry} took over 300 s") from None
     archive = into / pin.archive
     if done.returncode != 0 or not archive.is_file():
         raise VendorError(
@@ -128,14 +131,17 @@ def _download(pin: Pinned, into: Path) -> Path:
 
 
 def _member(pin: Pinned, archive: Path) -> bytes:
-    if pin.archive.endswith(".whl"):
-        with zipfile.ZipFile(archive) as wheel:
-            return wheel.read(pin.member)
-    with tarfile.open(archive) as tar:
-        member = tar.extractfile(pin.member)
-        if member is None:
-            raise VendorError(f"{pin.archive} has no file {pin.member}")
-        return member.read()
+    try:
+        if pin.archive.endswith(".whl"):
+            with zipfile.ZipFile(archive) as wheel:
+                return wheel.read(pin.member)
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile(pin.member)
+            if member is None:
+                raise KeyError(pin.member)
+            return member.read()
+    except (KeyError, OSError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise VendorError(f"cannot read {pin.member} from {pin.archive}: {exc!r}") from None
 
 
 def fetch(pin: Pinned, directory: Path = VENDOR) -> None:

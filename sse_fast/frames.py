@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -70,6 +71,12 @@ def _single_line(field: str, value: object) -> str:
 
 def _datastar_retry(retry: int | None) -> int | None:
     return None if retry == DATASTAR_DEFAULT_RETRY else retry
+
+
+def _datastar_id(id: str | int | None) -> str | int | None:
+    # an empty id is no id, as the SDK has it (an empty ``id:`` line would reset the
+    # client's last event id)
+    return None if id == "" else id
 
 
 def _lines(text: str) -> list[str]:
@@ -137,7 +144,7 @@ def datastar_patch_elements(
     return encode(
         "\n".join(lines) if lines else None,  # nothing to say: no data line, as the SDK
         event="datastar-patch-elements",
-        id=id,
+        id=_datastar_id(id),
         retry=_datastar_retry(retry),
     )
 
@@ -206,9 +213,16 @@ def datastar_redirect(location: str) -> bytes:
     """A frame that sends the page to ``location`` (a script, as datastar-py's
     ``redirect``). The location is escaped inside its JavaScript string (quotes,
     backslashes, line ends, ``<``), which datastar-py does not do; for a plain
-    URL the bytes are the same."""
+    URL the bytes are the same. Only a relative, ``http:`` or ``https:`` location
+    is taken: a ``javascript:`` one (say, from a ``?next=`` parameter) would run
+    in the page."""
     if not isinstance(location, str):
         raise EncodeError("location", f"must be str, not {type(location).__name__}")
+    scheme = urlsplit(location).scheme.lower()  # as browsers read it (tabs, spaces stripped)
+    if scheme not in ("", "http", "https"):
+        raise EncodeError(
+            "location", f"must be a relative, http: or https: URL, not a {scheme}: one"
+        )
     quoted = _JS_SPECIAL.sub(lambda m: _JS_ESCAPES[m.group()], location)
     return datastar_execute_script(f"setTimeout(() => window.location = '{quoted}')")
 
@@ -249,7 +263,10 @@ def datastar_patch_signals(
     lines = ["onlyIfMissing true"] if only_if_missing else []
     lines.extend("signals " + line for line in _lines(text))
     return encode(
-        "\n".join(lines), event="datastar-patch-signals", id=id, retry=_datastar_retry(retry)
+        "\n".join(lines),
+        event="datastar-patch-signals",
+        id=_datastar_id(id),
+        retry=_datastar_retry(retry),
     )
 
 

@@ -33,7 +33,7 @@ ELEMENTS = [
     "<pre>\n\n  indented\n</pre>",  # empty and indented lines
 ]
 SELECTORS = [None, "", "#feed", "main > .item:first-child"]
-IDS = [None, "7", "evt-1"]
+IDS = [None, "", "7", "evt-1"]
 RETRIES = [None, 1000, 2500]
 
 
@@ -202,3 +202,40 @@ def test_a_line_separator_stays_inside_its_line() -> None:
     assert str(SDK.patch_elements(html)).count("elements ") == 2
     (event,) = Parser().feed(datastar_patch_elements(html))
     assert event.data == "elements " + html
+
+
+def test_the_other_differences_from_the_sdk() -> None:
+    """Where the SDK writes something the client cannot use, or drops a value
+    the SSE format gives meaning to, the helpers differ; each case here."""
+    # retry 0 means "reconnect at once": written (the SDK drops any falsy retry)
+    assert b"retry: 0\n" in datastar_patch_signals({"a": 1}, retry=0)
+    assert "retry" not in str(SDK.patch_signals({"a": 1}, retry_duration=0))
+    # an int id is an id (the SDK takes str only and drops a falsy one)
+    assert b"id: 0\n" in datastar_patch_signals({"a": 1}, id=0)
+    # NaN is no JSON: orjson writes null, the SDK writes NaN (JSON.parse refuses it)
+    assert _signals_of(datastar_patch_signals({"a": float("nan")})) == {"a": None}
+    assert "NaN" in str(SDK.patch_signals({"a": float("nan")}))
+    # keys must be str (a signal name); the SDK turns 1 into "1"
+    with pytest.raises(EncodeError, match="signals"):
+        datastar_patch_signals({1: "a"})
+    # \v, \f, \x1c-\x1e, \x85 and U+2029 end lines for str.splitlines, not for SSE
+    for character in "\v\f\x1c\x1d\x1e\x85\u2029":
+        html = f"<p>a{character}b</p>"
+        assert datastar_patch_elements(html).count(b"elements ") == 1
+        assert str(SDK.patch_elements(html)).count("elements ") == 2
+    # frames the client cannot apply are refused, where the SDK writes them
+    with pytest.raises(EncodeError, match="selector"):
+        datastar_patch_elements(mode="remove")
+    with pytest.raises(EncodeError, match="namespace"):
+        datastar_patch_elements("<p/>", namespace="")
+    with pytest.raises(EncodeError, match="signals"):
+        datastar_patch_signals("")
+
+
+@pytest.mark.parametrize(
+    "location",
+    ["javascript:alert(1)", " JavaScript:alert(1)", "java\tscript:alert(1)", "data:text/html,x"],
+)
+def test_redirect_refuses_locations_that_would_run_code(location: str) -> None:
+    with pytest.raises(EncodeError, match="relative, http: or https:"):
+        datastar_redirect(location)
