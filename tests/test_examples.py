@@ -6,7 +6,6 @@ pages resume after the server restarts."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import re
@@ -530,34 +529,6 @@ def test_the_htmx_extension_swaps_what_the_helper_sends(
     expected = fragment.replace("\r\n", "\n").replace("\r", "\n")
     assert page.eval_on_selector("#box", "box => box.innerHTML") == expected
     assert errors == []
-
-
-def test_a_chat_client_that_stops_reading_is_cut_and_resumes_without_a_gap(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Its queue full, the stream ends with nothing queued after what it got: the
-    browser's Last-Event-ID is then the last message it received, and the resume
-    brings every later one."""
-    from examples import chat
-
-    monkeypatch.setattr(chat, "QUEUE", 3)
-
-    async def main() -> tuple[list[str], list[int]]:
-        room = chat.ChatRoom(None)
-        stream = room.stream("ana", None)
-        got = [await anext(stream)]  # retry
-        room.post("bob", "m1")
-        got += [await anext(stream), await anext(stream)]  # join, m1
-        for n in range(2, 7):  # ana stops reading: m2-m4 fill her queue, m5 cuts her
-            room.post("bob", f"m{n}")
-        async for item in stream:
-            got.append(item)
-        last = [item["id"] for item in got if item.get("event") == "message"][-1]
-        return last, [m["id"] for m in room.since(last)]
-
-    last, resumed = asyncio.run(main())
-    assert last == "1"  # what she got before the cut: nothing queued after it was kept
-    assert resumed == [2, 3, 4, 5, 6]
 
 
 def test_ids_from_clients_that_are_no_numbers_of_ours(server: ServerProcess) -> None:
