@@ -192,6 +192,8 @@ def serve(settings: Settings) -> int:
         if settings.workers > 1:  # one worker reads upstream: the one holding this lock
             upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
             settings.upstream_lock = os.path.join(upstream_dir, "upstream.lock")
+    if settings.schemas:
+        check_schemas(settings.schemas)
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -236,6 +238,29 @@ def serve(settings: Settings) -> int:
         if upstream_dir:
             shutil.rmtree(upstream_dir, ignore_errors=True)
     return 0
+
+
+def check_schemas(spec: str) -> None:
+    """Load the declared streams once here, so that a mistake stops the start with
+    its reason (the workers load them again). Modules are looked for in the
+    current directory too, as ASGI servers do for the application (the workers
+    get it through PYTHONPATH)."""
+    from .schemas import SchemaError, load
+
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    try:
+        schemas = load(spec)
+    except SchemaError as exc:
+        raise StartError(str(exc)) from None
+    log.info(
+        "typed streams from %s: %s",
+        spec,
+        ", ".join(f"{s.name} ({s.channel})" for s in schemas.streams.values()),
+    )
 
 
 def tls(settings: Settings) -> dict[str, Any]:

@@ -255,6 +255,14 @@ class Settings:
             "which may name other topics) or None to drop it; may be async"
         ),
     )
+    schemas: str = field(
+        default="",
+        metadata=_doc(
+            "module:attribute of the declared streams (a sse_fast.schemas.Stream, a list of "
+            "them, or Schemas): publishes to their topics are checked against the declared "
+            "event types, and GET /schema serves them as JSON Schema"
+        ),
+    )
     upstream_read_timeout: float = field(
         default=60.0,
         metadata=_doc(
@@ -353,6 +361,11 @@ class Settings:
             )
         if self.upstream:
             self._check_upstream()
+        if self.schemas and (":" not in self.schemas or self.schemas.startswith(":")):
+            raise SettingsError(
+                f"schemas must be module:attribute (e.g. myapp.events:streams), got "
+                f"{self.schemas!r}"
+            )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingsError(
                 "HTTPS needs both ssl_certfile and ssl_keyfile (--ssl-certfile cert.pem "

@@ -91,6 +91,7 @@ class ServerProcess:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.log.close()
                 raise RuntimeError(f"server exited early:\n{self.output()}")
             try:
                 status, _ = self._probe(self.ready_path)

@@ -7,6 +7,10 @@
     than ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is
     503 only when the broker has been away for more than ``broker_down_limit``
     seconds, so an orchestrator restarts a server that does not heal by itself.
+``GET /schema``
+    The declared typed streams (``sse_fast/schemas.py``) as JSON Schema, open to
+    everyone: it is the contract of the events subscribers get (404 when no
+    stream is declared).
 ``GET /metrics``, ``GET /stats[?connections=1][&offset=N][&limit=M]``
     Prometheus metrics and JSON figures for the whole server: whichever worker
     takes the request gathers every worker's figures through the broker and
@@ -49,6 +53,17 @@ class Operations:
         self.ready = True
         #: relay mode's reader (its state is part of readiness)
         self.upstream: Upstream | None = None
+
+    async def schema(self, scope: Scope, receive: Receive, send: Send) -> None:
+        schemas = self.hub.schemas
+        if not schemas:
+            raise HTTPError(
+                404,
+                "no typed stream is declared (sse-fast serve --schemas module:attribute, "
+                "or Hub.declare)",
+                reason="not_found",
+            )
+        await send_json(send, 200, schemas.json_schema())
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
         away = self.hub.broker.unavailable_for

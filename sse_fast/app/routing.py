@@ -5,7 +5,7 @@ uvloop, where ``send`` is eager and the hub's fan-out needs no task per
 delivery (``hub/server.py``). Endpoints: ``GET /events`` (``events.py``),
 ``POST /publish`` (``publish.py``), ``POST /publish/stream``
 (``publish_stream.py``), ``/healthz``, ``/readyz``, ``/metrics``,
-``/stats`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).
+``/stats``, ``/schema`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from .publish_stream import PublishStreamEndpoint
 log = logging.getLogger("sse_fast")
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-ENDPOINTS = "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats"
+ENDPOINTS = "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats, /schema"
 
 
 class App:
@@ -87,6 +87,7 @@ class App:
             "/readyz": ("GET", self.operations.readyz),
             "/metrics": ("GET", self.operations.metrics),
             "/stats": ("GET", self.operations.stats),
+            "/schema": ("GET", self.operations.schema),
         }
 
     @contextlib.asynccontextmanager

@@ -27,6 +27,8 @@ from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
 from ..metrics import Metrics
 from ..publishing import PublishRequest, check_topic
+from ..schemas import Schemas, Stream
+from ..schemas import load as load_schemas
 from ..settings import Settings
 from . import resume
 from .closing import Closer
@@ -58,6 +60,11 @@ class Hub:
         self.settings = settings = settings or Settings()
         self.metrics = metrics = metrics or Metrics()
         self.clock = clock
+        #: the declared streams (``declare``, ``settings.schemas``); None: none declared,
+        #: and publishing does not look at schemas at all
+        self.schemas: Schemas | None = None
+        if settings.schemas:
+            self.schemas = load_schemas(settings.schemas)
         self.broker = broker or LocalBroker()
         self.topics = Topics(settings)
         self.subscriptions: dict[int, Subscription] = {}
@@ -136,6 +143,8 @@ class Hub:
         if not requests:
             return []
         self._check(requests, checked)
+        if self.schemas is not None:
+            requests = self.schemas.check(requests)
         ids = await self.broker.publish(list(requests), self.clock())
         self.metrics.published_total += len(ids)  # here: once per server, not per worker
         return ids
@@ -145,9 +154,19 @@ class Hub:
         if not requests:
             return []
         self._check(requests)
+        if self.schemas is not None:
+            requests = self.schemas.check(requests)
         ids = self.broker.publish_nowait(list(requests), self.clock())
         self.metrics.published_total += len(ids)
         return ids
+
+    def declare(self, *streams: Stream) -> None:
+        """Declare typed streams (``sse_fast.schemas``): publishes to their topics are
+        checked against their event types from now on."""
+        if self.schemas is None:
+            self.schemas = Schemas()
+        for stream in streams:
+            self.schemas.add(stream)
 
     def _check(self, requests: Sequence[PublishRequest], checked: bool = False) -> None:
         if not checked:
