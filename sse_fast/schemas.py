@@ -231,6 +231,10 @@ class Schemas:
         self.streams: dict[str, Stream] = {}
         self._json_schema: dict[str, Any] | None = None
         self._matcher: re.Pattern[str] | None = None
+        #: every pattern's text before its first parameter: a topic that starts with
+        #: none of them is no stream's, known without the regex (None: a pattern
+        #: starts with a parameter)
+        self._prefixes: tuple[str, ...] | None = None
         self._by_group: dict[str, Stream] = {}
         for stream in streams:
             self.add(stream)
@@ -253,6 +257,8 @@ class Schemas:
             body = re.sub(r"\(\?P<\w+>", "(?:", each.pattern.pattern)
             groups.append(f"(?P<{group}>{body})")
         self._matcher = re.compile("|".join(groups))
+        prefixes = tuple(each.channel.split("{", 1)[0] for each in self.streams.values())
+        self._prefixes = None if "" in prefixes else prefixes
 
     def stream_of(self, topic: str) -> Stream | None:
         if self._matcher is None:
@@ -260,27 +266,51 @@ class Schemas:
         found = self._matcher.fullmatch(topic)
         return None if found is None or found.lastgroup is None else self._by_group[found.lastgroup]
 
-    def check(self, requests: Sequence[PublishRequest]) -> list[PublishRequest]:
-        """The requests with declared events checked and written back; PublishError
-        (400) on the first that is wrong: nothing is published."""
-        out = list(requests)
-        for index, request in enumerate(out):
-            stream: Stream | None = None
-            first = ""
-            for topic in request.topics:
-                found = self.stream_of(topic)
+    def check(self, requests: Sequence[PublishRequest]) -> Sequence[PublishRequest]:
+        """The requests with declared events checked and written back (``requests``
+        itself when none is declared); PublishError (400) on the first that is
+        wrong: nothing is published."""
+        matcher = self._matcher
+        if matcher is None:
+            return requests
+        fullmatch, by_group, prefixes = matcher.fullmatch, self._by_group, self._prefixes
+        out: list[PublishRequest] | None = None
+        for index, request in enumerate(requests):
+            topics = request.topics
+            if len(topics) == 1:  # the common case: a prefix test, at most one regex call
+                if prefixes is not None and not topics[0].startswith(prefixes):
+                    continue
+                found = fullmatch(topics[0])
                 if found is None:
                     continue
-                if stream is None:
-                    stream, first = found, topic
-                elif found is not stream:
-                    raise PublishError(
-                        f"one event to topics of two streams ({first!r} of {stream.name!r}, "
-                        f"{topic!r} of {found.name!r}): publish one event per stream"
-                    )
-            if stream is not None:
-                out[index] = stream.check(request, first)
-        return out
+                stream, first = by_group[found.lastgroup or ""], topics[0]
+            else:
+                declared = self._declared(topics)
+                if declared is None:
+                    continue
+                stream, first = declared
+            if out is None:
+                out = list(requests)
+            out[index] = stream.check(request, first)
+        return requests if out is None else out
+
+    def _declared(self, topics: Sequence[str]) -> tuple[Stream, str] | None:
+        """The stream of the declared ones among ``topics`` and the first of them;
+        a 400 when they are of two streams."""
+        stream: Stream | None = None
+        first = ""
+        for topic in topics:
+            found = self.stream_of(topic)
+            if found is None:
+                continue
+            if stream is None:
+                stream, first = found, topic
+            elif found is not stream:
+                raise PublishError(
+                    f"one event to topics of two streams ({first!r} of {stream.name!r}, "
+                    f"{topic!r} of {found.name!r}): publish one event per stream"
+                )
+        return None if stream is None else (stream, first)
 
     def json_schema(self) -> dict[str, Any]:
         """The streams as JSON Schema: ``{"streams": {name: {"channel", "parameters",

@@ -245,3 +245,14 @@ def test_parser_reads_the_frames() -> None:
     (event,) = Parser().feed(b"event: SystemAlert\ndata: {}\n\n")
     assert event.event == "SystemAlert"
     assert msgspec.json.decode(msgspec.json.encode(request.data), type=SystemAlert)
+
+
+def test_a_pattern_that_starts_with_a_parameter() -> None:
+    """No literal prefix to rule topics out by: every topic goes to the regex."""
+    schemas = Schemas([Stream("rooms", "{room}:chat", [SystemAlert]), typed.comments])
+    (out,) = schemas.check([PublishRequest(("lobby:chat",), {"level": "info", "message": "m"})])
+    assert out.event == "SystemAlert"
+    request = PublishRequest(("lobby:news",), {"anything": 1})
+    assert schemas.check([request])[0] is request
+    with pytest.raises(PublishError, match="Object missing required field `message`"):
+        schemas.check([PublishRequest(("a:chat",), {"level": "info"})])
