@@ -294,6 +294,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"sse-fast: {exc}", file=sys.stderr)
             return 2
         return loadgen.main(arguments[1:], prog="sse-fast loadgen")
+    if arguments[:1] == ["codegen"]:
+        from .codegen import main as codegen
+
+        return codegen(arguments[1:])
     parser = build_parser()
     args = parser.parse_args(arguments)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command"}
