@@ -17,7 +17,9 @@ connections, one thread):
 * ``sse_fast``: ``sse-fast serve`` (one worker, anonymous publishing, no rate
   limit; every check of a publish made: content type, credential, body size,
   JSON, fields, topic names, room for new topics, sequencing, encoding,
-  storing in the topic's ring).
+  storing in the topic's ring);
+* ``sse_fast+schemas``: the same with three typed streams declared
+  (``benches/typed_example.py``) that the topics are not of.
 
 Rounds are interleaved (bare, bare-cl, sse_fast, bare, ...) and each target's
 median is reported with the ratio to both floors: this machine is noisy, and
@@ -65,17 +67,28 @@ class BareTarget(peers.Target):
         return out
 
 
+@dataclass(eq=False)
+class SchemasTarget(peers.SseFastTarget):
+    """``sse-fast serve`` with typed streams declared that the benchmark's topics are
+    not of: what declaring streams costs the publishes to other topics."""
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv, cwd, env = super().command(workdir)
+        return [*argv, "--schemas", "benches.typed_example:streams"], cwd, env
+
+
 def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
 def run(rounds: int, seconds: float) -> dict[str, Any]:
     host = peers.HOST
-    ports = peers.free_ports(host, 3)
+    ports = peers.free_ports(host, 4)
     targets: list[peers.Target] = [
         BareTarget("bare", host, ports[0]),
         BareTarget("bare-cl", host, ports[1], stop_at_length=True),
         peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
+        SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
     ]
     results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     versions: dict[str, str] = {}
@@ -130,12 +143,15 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         f"{p['users']:,} topics per request (the notification benchmark's request).",
         "- bare: a Granian ASGI app that reads the body to its end and answers 200; bare-cl: "
         "the same, stopping at Content-Length (as sse_fast does); sse_fast: `sse-fast serve`, "
-        "one worker, every check of a publish made.",
+        "one worker, every check of a publish made; sse_fast+schemas: the same with three "
+        "typed streams declared (`benches/typed_example.py`), none of which the topics are "
+        "of: what declaring streams costs other publishes.",
         "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
         "",
         "| target | requests/s per round | median | vs bare | vs bare-cl | p99 ms (median) |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    plain = median(report, "sse_fast")
     for name, rows in report["results"].items():
         rates = ", ".join(f"{r['requests_per_s']:,.0f}" for r in rows)
         mid = median(report, name)
@@ -144,6 +160,9 @@ def write_report(report: dict[str, Any], path: Path) -> None:
             f"| {name} | {rates} | {mid:,.0f} | {mid / bare:.2f}x | {mid / bare_cl:.2f}x "
             f"| {p99:.1f} |"
         )
+    if "sse_fast+schemas" in report["results"]:
+        typed = median(report, "sse_fast+schemas")
+        lines += ["", f"sse_fast+schemas / sse_fast: {typed / plain:.3f}x (medians, same run)."]
     path.write_text("\n".join(lines) + "\n")
 
 
