@@ -53,6 +53,8 @@ class Credential:
     subscribe: tuple[str, ...] = ()
     expires_at: float | None = None  # wall clock (time.time())
     extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the JWT's ``sub`` claim (presence names subscribers by it), None without one
+    subject: str | None = None
 
 
 def matches(topic: str, patterns: Iterable[str]) -> bool:
@@ -154,8 +156,13 @@ class Authenticator:
                 claims.get("sub") or hashlib.sha256(token.encode()).hexdigest()[:16]
             )
             exp = claims.get("exp")
+            sub = claims.get("sub")
             return Credential(
-                identity, publish, subscribe, float(exp) if isinstance(exp, (int, float)) else None
+                identity,
+                publish,
+                subscribe,
+                float(exp) if isinstance(exp, (int, float)) else None,
+                subject=str(sub) if isinstance(sub, (str, int)) and sub != "" else None,
             )
         reason = "; ".join(dict.fromkeys(errors)) or "no key configured"
         raise AuthError(401, f"invalid token: {reason}", "bad_token")

@@ -127,6 +127,18 @@ class Settings:
         default="",
         metadata=_doc("comma-separated topic names/globs that need a subscribe claim"),
     )
+    presence_topics: str = field(
+        default="",
+        metadata=_doc(
+            "comma-separated topic names/globs whose joins and leaves are published to "
+            "<topic>/presence (at most one event per topic and presence_interval) and, with "
+            "Redis, whose presence is counted across nodes"
+        ),
+    )
+    presence_interval: float = field(
+        default=1.0,
+        metadata=_doc("seconds of joins and leaves gathered into one presence event"),
+    )
     auth_cookie: str = field(
         default="sse_fast_token", metadata=_doc("cookie carrying a subscriber JWT (EventSource)")
     )
@@ -306,6 +318,7 @@ class Settings:
             "max_topic_length",
             "max_body_bytes",
             "max_events_per_batch",
+            "presence_interval",
             "max_last_event_id_length",
             "backlog",
             "http1_buffer_size",

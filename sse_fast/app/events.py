@@ -114,6 +114,7 @@ class EventsEndpoint:
                     client=f"{client[0]}:{client[1]}" if client else "?",
                     connection=connection_key(scope),
                     headers=self.cors.headers(scope),
+                    subject=None if credential is None else credential.subject,
                 )
             except PublishError as exc:  # the broker cannot subscribe now (before any byte)
                 raise HTTPError.from_publish(exc, reason="broker_unavailable") from None

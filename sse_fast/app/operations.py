@@ -7,6 +7,10 @@
     than ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is
     503 only when the broker has been away for more than ``broker_down_limit``
     seconds, so an orchestrator restarts a server that does not heal by itself.
+``GET /presence?topic=NAME``
+    Who is subscribed to a topic: ``{"subscribers", "subjects": {sub: n},
+    "scope", "workers"}`` (``hub/presence.py``); operations only, as it names
+    subscribers.
 ``GET /schema``
     The declared typed streams (``sse_fast/schemas.py``) as JSON Schema, open to
     everyone: it is the contract of the events subscribers get (404 when no
@@ -32,6 +36,7 @@ from .. import metrics as metrics_module
 from ..asgi import Receive, Scope, Send
 from ..auth import AuthError, OperationsAccess
 from ..hub import Hub
+from ..publishing import PublishError
 from ..settings import Settings
 from .admission import ClientAddress
 from .http import HTTPError, header, query, send_json, send_text
@@ -53,6 +58,17 @@ class Operations:
         self.ready = True
         #: relay mode's reader (its state is part of readiness)
         self.upstream: Upstream | None = None
+
+    async def presence(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.check_access(scope, "/presence")
+        topics = query(scope, "utf-8").get("topic", [])
+        if len(topics) != 1:
+            raise HTTPError(400, "name one topic: /presence?topic=NAME", reason="bad_topic")
+        try:
+            figures = await self.hub.presence(topics[0])
+        except PublishError as exc:
+            raise HTTPError(400, str(exc), reason="bad_topic") from None
+        await send_json(send, 200, {"topic": topics[0], **figures})
 
     async def schema(self, scope: Scope, receive: Receive, send: Send) -> None:
         schemas = self.hub.schemas

@@ -33,7 +33,9 @@ from .publish_stream import PublishStreamEndpoint
 log = logging.getLogger("sse_fast")
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-ENDPOINTS = "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats, /schema"
+ENDPOINTS = (
+    "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats, /schema, /presence"
+)
 
 
 class App:
@@ -88,6 +90,7 @@ class App:
             "/metrics": ("GET", self.operations.metrics),
             "/stats": ("GET", self.operations.stats),
             "/schema": ("GET", self.operations.schema),
+            "/presence": ("GET", self.operations.presence),
         }
 
     @contextlib.asynccontextmanager

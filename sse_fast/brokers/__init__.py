@@ -154,6 +154,15 @@ class Broker(abc.ABC):
         """Every member's ``report(query)`` (this process alone by default)."""
         return [self.member.report(query)]
 
+    async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:  # noqa: B027
+        """Keep this member's presence figures of these topics where every node
+        reads them (``hub/presence.py``); nothing to do without other nodes."""
+
+    async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
+        """Every node's live presence figures of ``topic``, or None when this broker
+        has no view beyond this node (``gather`` then covers its workers)."""
+        return None
+
     @abc.abstractmethod
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         """Sequence ``requests`` (all or none) and deliver them; return their ids."""

@@ -25,6 +25,8 @@ primary: not a Redis Cluster, whose slots would split the sequence):
 * ``sse:c:<topic>``: the pub/sub channel of a topic; a message is
   ``b"<position> <wall ms> <id>\\n" + frame``.
 * ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
+* ``sse:p:<topic>``: each worker's presence figures of a topic of
+  ``presence_topics`` (``brokers/presence.py``).
 
 Promises (the broker contract, ``brokers/__init__.py``):
 
@@ -78,6 +80,7 @@ from .._core import EncodeError, encode
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
+from .presence import RedisPresence
 from .sequencing import RETRY_WINDOW, Sequenced
 
 try:
@@ -800,6 +803,16 @@ class RedisBroker(Broker):
             pipe.rpush(key, orjson.dumps(figures))
             pipe.expire(key, 10)
             await pipe.execute()
+
+    async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
+        if self.client is None:
+            raise RuntimeError("not connected to Redis")
+        await RedisPresence(self.client, self.prefix, self.member_id).store(figures)
+
+    async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
+        if self.client is None or not self.available:
+            raise RuntimeError("Redis is away")
+        return await RedisPresence(self.client, self.prefix, self.member_id).read(topic)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker

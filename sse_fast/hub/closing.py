@@ -48,6 +48,8 @@ class Closer:
         self.topics = topics
         self.subscriptions = subscriptions
         self.aborter = Aborter()
+        #: told of every stream that leaves (presence)
+        self.on_leave: Callable[[Subscription], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def close(
@@ -106,6 +108,8 @@ class Closer:
         """Out of the hub: no more writes reach it."""
         self.subscriptions.pop(subscription.id, None)
         subscription.leave_topics()
+        if self.on_leave is not None:
+            self.on_leave(subscription)
         now = self.clock()
         for topic in subscription.topics:
             self.topics.unsubscribed(topic, now)

@@ -22,6 +22,7 @@ from .._core import encode
 from .._tasks import stop_task
 from ..abort import ConnectionKey
 from ..asgi import Headers, Receive, Send
+from ..auth import split_list
 from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
@@ -34,6 +35,8 @@ from . import resume
 from .closing import Closer
 from .fanout import FanOut
 from .lifecycle import Lifecycle
+from .presence import PresenceNews, add_up
+from .presence import figures as presence_figures
 from .server import DisconnectWatch, SendStyle
 from .subscription import Subscription
 from .topics import Topics, read_since
@@ -92,6 +95,11 @@ class Hub:
         self.topics.on_drop = self.broker.release
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
+        self.presence_news = PresenceNews(
+            split_list(settings.presence_topics), settings.presence_interval, self.publish
+        )
+        self.closer.on_leave = self.presence_news.left
+        self._presence: asyncio.Task[None] | None = None
 
     # ---------------------------------------------------------------- running
 
@@ -101,6 +109,10 @@ class Hub:
         # the broker may join a running sequence: positions before it are not ours
         self.fanout.last_position = max(self.fanout.last_position, self.broker.first_position - 1)
         self._periodic = asyncio.get_running_loop().create_task(self.lifecycle.run_periodic())
+        if self.presence_news.patterns:
+            self._presence = asyncio.get_running_loop().create_task(
+                self.presence_news.run(self._presence_figures, self.broker.store_presence)
+            )
 
     async def stop(self) -> None:
         """Drain (unless drained), stop the periodic work, disconnect the broker."""
@@ -108,6 +120,8 @@ class Hub:
             await self.drain()
         if self._periodic is not None:
             await stop_task(self._periodic)
+        if self._presence is not None:
+            await stop_task(self._presence)
         await self.broker.close()
 
     @property
@@ -246,6 +260,7 @@ class Hub:
         client: str = "?",
         connection: ConnectionKey | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
+        subject: str | None = None,
     ) -> Subscription:
         """Start an SSE stream of ``topics`` on an ASGI ``send``/``receive`` pair.
 
@@ -258,11 +273,12 @@ class Hub:
         rings. The caller awaits ``subscription.closed`` (the reason the stream
         ended) and then calls ``detach``; ``subscription.resume`` is the resume
         outcome. ``topics`` must be valid names (``publishing.check_topic``).
+        ``subject`` names the subscriber in presence (its JWT's ``sub``).
         """
         waiting = self.broker.prepare(topics)
         if waiting is not None:
             await waiting  # the broker subscribes to new topics and loads their history
-        subscription, first = self._open(send, topics, client, last_event_id, connection)
+        subscription, first = self._open(send, topics, client, last_event_id, connection, subject)
         try:
             result = send(
                 {
@@ -293,6 +309,7 @@ class Hub:
         client: str,
         last_event_id: str | None,
         connection: ConnectionKey | None,
+        subject: str | None = None,
     ) -> tuple[Subscription, bytes]:
         """Register a stream at its resume position; return it and its first bytes.
         The caller writes them (``FanOut.start``) before the next flush."""
@@ -310,6 +327,7 @@ class Hub:
             now,
             asyncio.get_running_loop().create_future(),
             connection,
+            subject,
         )
         subscription.resume = status
         first = resume.opening_frame(
@@ -323,6 +341,7 @@ class Hub:
         self.subscriptions[subscription.id] = subscription
         for topic in topics:
             topic.subscriptions[subscription] = None
+        self.presence_news.joined(subscription)
         self.metrics.connections_total += 1
         return subscription, first
 
@@ -351,11 +370,32 @@ class Hub:
 
     # ---------------------------------------------------------------- figures
 
+    def _presence_figures(self, name: str) -> dict[str, Any]:
+        return presence_figures(self.topics.by_name.get(name))
+
+    async def presence(self, topic: str) -> dict[str, Any]:
+        """Who is subscribed to ``topic``: ``{"subscribers", "subjects", "scope",
+        "workers"}``. Every node's figures (``scope`` ``cluster``) for a topic of
+        ``presence_topics`` on Redis; else every worker of this node (``node``)."""
+        check_topic(topic, self.settings)
+        if self.presence_news.tracks(topic):
+            try:
+                parts = await self.broker.read_presence(topic)
+            except Exception as exc:  # Redis away: what this node knows
+                log.warning("presence of %s from this node only: %s", topic, exc)
+                parts = None
+            if parts is not None:
+                return {**add_up(parts), "scope": "cluster", "workers": len(parts)}
+        parts = await self.gather({"what": "presence", "topic": topic})
+        return {**add_up(parts), "scope": "node", "workers": len(parts)}
+
     def report(self, query: dict[str, Any]) -> dict[str, Any]:
         """This worker's figures for a server-wide ``/metrics`` (``{"what":
         "metrics"}``) or ``/stats`` (``{"what": "stats", "connections": bool,
         "offset": int, "limit": int}``) answer; see ``app/operations.py``."""
-        if query.get("what") == "stats":
+        if query.get("what") == "presence":
+            figures = self._presence_figures(str(query.get("topic", "")))
+        elif query.get("what") == "stats":
             figures = self.stats(
                 with_connections=bool(query.get("connections")),
                 offset=int(query.get("offset", 0)),

@@ -34,6 +34,7 @@ class Subscription:
         "resume",
         "send",
         "state",
+        "subject",
         "task",
         "topics",
     )
@@ -49,8 +50,10 @@ class Subscription:
         now: float,
         closed: asyncio.Future[str],
         connection: ConnectionKey | None = None,
+        subject: str | None = None,
     ) -> None:
         self.id = id
+        self.subject = subject  # the JWT's sub (presence), None without one
         self.connection = connection  # the TCP connection to cut, when it carries only us
         self.send = send
         self.topics = topics

@@ -1,0 +1,225 @@
+"""Presence (``hub/presence.py``, ``brokers/presence.py``): who is subscribed to a
+topic, per subject (the JWT ``sub``), across workers and, with Redis, nodes;
+``GET /presence`` behind the operations credential; join/leave news on the
+companion topic, one event per topic and interval at most."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import jwt
+import pytest
+
+from sse_fast.hub.presence import PresenceNews, add_up
+from sse_fast.testing import RedisServer, ServerProcess
+
+SECRET = "presence-test-secret-of-32-bytes!!"
+PRESENCE = {"jwt_secret": SECRET, "presence_topics": "room:*", "presence_interval": "0.2"}
+
+
+def token(sub: str) -> str:
+    return jwt.encode(
+        {"sub": sub, "exp": int(time.time()) + 600, "sse_fast": {"subscribe": ["*"]}},
+        SECRET,
+        algorithm="HS256",
+    )
+
+
+def fake(subject: str | None, *topics: str) -> Any:
+    return SimpleNamespace(subject=subject, topics=[SimpleNamespace(name=t) for t in topics])
+
+
+def test_news_is_the_net_change_of_an_interval() -> None:
+    news = PresenceNews(["room:*"], 1.0, publish=None)  # type: ignore[arg-type]
+    alice, bob, anonymous = fake("alice", "room:1"), fake("bob", "room:1"), fake(None, "room:1")
+    news.joined(alice)
+    news.joined(bob)
+    news.joined(anonymous)
+    (event,) = news.news()
+    assert event.topics == ("room:1/presence",) and event.event == "presence"
+    assert event.data == {"topic": "room:1", "subjects": {"alice": 1, "bob": 1}, "anonymous": 1}
+    # a reconnect within the interval is no news; a storm neither
+    for _ in range(500):
+        news.left(alice)
+        news.joined(alice)
+    assert news.news() == []
+    news.left(bob)
+    (event,) = news.news()
+    assert event.data == {"topic": "room:1", "subjects": {"bob": -1}, "anonymous": 0}
+
+
+def test_only_the_named_topics_are_tracked_and_never_a_companion() -> None:
+    news = PresenceNews(["room:*", "lobby"], 1.0, publish=None)  # type: ignore[arg-type]
+    assert news.tracks("room:1") and news.tracks("lobby")
+    assert not news.tracks("news") and not news.tracks("room:1/presence")
+    news.joined(fake("a", "news", "room:2"))
+    assert [e.topics for e in news.news()] == [("room:2/presence",)]
+    assert PresenceNews([], 1.0, publish=None).news() == []  # type: ignore[arg-type]
+
+
+def test_figures_add_up() -> None:
+    parts = [
+        {"subscribers": 3, "subjects": {"alice": 2}},
+        {"subscribers": 2, "subjects": {"alice": 1, "bob": 1}},
+    ]
+    assert add_up(parts) == {"subscribers": 5, "subjects": {"alice": 3, "bob": 1}}
+
+
+async def open_streams(server: ServerProcess, topic: str, subjects: list[str | None]) -> list[Any]:
+    clients = []
+    for subject in subjects:
+        headers = {"Authorization": f"Bearer {token(subject)}"} if subject else {}
+        client = server.client(topic, headers=headers)
+        await client.connect()
+        assert client.status == 200
+        clients.append(client)
+    return clients
+
+
+async def presence(server: ServerProcess, topic: str) -> dict[str, Any]:
+    status, _, body = await server.get(f"/presence?topic={topic}")
+    assert status == 200, body
+    figures: dict[str, Any] = json.loads(body)
+    return figures
+
+
+async def until(check: Any, timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "not in time"
+        await asyncio.sleep(0.05)
+
+
+def test_presence_of_one_server_with_its_news() -> None:
+    async def main(server: ServerProcess) -> None:
+        watcher = server.client("room:1/presence")
+        await watcher.connect()
+        clients = await open_streams(server, "room:1", ["alice", "alice", "bob", None])
+        figures = await presence(server, "room:1")
+        assert {k: figures[k] for k in ("topic", "subscribers", "subjects")} == {
+            "topic": "room:1",
+            "subscribers": 4,
+            "subjects": {"alice": 2, "bob": 1},
+        }
+        await asyncio.sleep(0.6)  # three intervals: every change is out
+        events = [e for e in await watcher_events(watcher) if e.event == "presence"]
+        assert all(json.loads(e.data)["topic"] == "room:1" for e in events)
+        assert added_up(events) == ({"alice": 2, "bob": 1}, 1)
+        # a storm of 50 reconnects: at most one event per interval, adding up to no change
+        started = time.monotonic()
+        for _ in range(50):
+            clients[2].close()
+            clients[2:3] = await open_streams(server, "room:1", ["bob"])
+        clients[0].close()  # and one of alice's two connections leaves
+        storm = time.monotonic() - started
+        await asyncio.sleep(0.6)  # three intervals: every change is out
+        events = [e for e in await watcher_events(watcher) if e.event == "presence"]
+        assert added_up(events) == ({"alice": -1}, 0)
+        assert 1 <= len(events) <= storm / 0.2 + 3  # one per interval at most, not 101
+        assert (await presence(server, "room:1"))["subjects"] == {"alice": 1, "bob": 1}
+        # an untracked topic: counted (no news)
+        others = await open_streams(server, "news", ["carl"])
+        assert (await presence(server, "news"))["subjects"] == {"carl": 1}
+        for client in [*clients, *others, watcher]:
+            client.close()
+
+    with ServerProcess(**PRESENCE) as server:
+        asyncio.run(main(server))
+
+
+def added_up(events: list[Any]) -> tuple[dict[str, int], int]:
+    """The changes of several presence events together (subjects, anonymous)."""
+    subjects: dict[str, int] = {}
+    anonymous = 0
+    for event in events:
+        data = json.loads(event.data)
+        anonymous += data["anonymous"]
+        for subject, change in data["subjects"].items():
+            subjects[subject] = subjects.get(subject, 0) + change
+    return {k: v for k, v in subjects.items() if v}, anonymous
+
+
+async def watcher_events(watcher: Any) -> list[Any]:
+    """Every event the watcher has been sent so far."""
+    out: list[Any] = []
+    while True:
+        try:
+            out += await asyncio.wait_for(watcher.events(), 0.3)
+        except TimeoutError:
+            return out
+
+
+def test_presence_asks_for_a_topic_and_the_operations_credential() -> None:
+    async def main(server: ServerProcess) -> None:
+        status, _, body = await server.get("/presence")
+        assert status == 400 and "topic" in json.loads(body)["error"]
+        status, _, body = await server.get("/presence?topic=bad%20name")
+        assert status == 400
+
+    with ServerProcess(**PRESENCE) as server:
+        asyncio.run(main(server))
+    # outside ops_networks and without the ops token: refused, like /stats
+    with ServerProcess(ops_networks="10.0.0.0/8", ops_token="t" * 32, **PRESENCE) as server:
+        status, _, _ = asyncio.run(server.get("/presence?topic=room:1"))
+        assert status in (401, 403)
+
+
+def test_presence_across_workers() -> None:
+    async def main(server: ServerProcess) -> None:
+        clients = await open_streams(server, "room:7", [f"user{n}" for n in range(12)])
+        figures = await until(
+            lambda: _when(presence(server, "room:7"), lambda f: f["subscribers"] == 12)
+        )
+        assert figures["subjects"] == {f"user{n}": 1 for n in range(12)}
+        assert figures["workers"] == 2
+        for client in clients:
+            client.close()
+
+    with ServerProcess("--workers", "2", **PRESENCE) as server:
+        asyncio.run(main(server))
+
+
+async def _when(figures: Any, condition: Any) -> Any:
+    value = await figures
+    return value if condition(value) else None
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
+    settings = {**PRESENCE, "redis_url": redis.url}
+
+    async def main(a: ServerProcess, b: ServerProcess) -> None:
+        on_a = await open_streams(a, "room:9", ["alice", "bob"])
+        on_b = await open_streams(b, "room:9", ["alice", "carl", None])
+        for node in (a, b):
+            figures = await until(
+                lambda node=node: _when(presence(node, "room:9"), lambda f: f["subscribers"] == 5)
+            )
+            assert figures["subjects"] == {"alice": 2, "bob": 1, "carl": 1}
+            assert figures["scope"] == "cluster"
+        for client in on_b:
+            client.close()
+        figures = await until(lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2))
+        assert figures["subjects"] == {"alice": 1, "bob": 1}
+        # an untracked topic: this node's workers only
+        others = await open_streams(b, "news", ["dora"])
+        assert (await presence(a, "news"))["subscribers"] == 0
+        assert (await presence(b, "news"))["scope"] == "node"
+        for client in [*on_a, *others]:
+            client.close()
+
+    with ServerProcess(**settings) as a, ServerProcess(**settings) as b:
+        asyncio.run(main(a, b))
