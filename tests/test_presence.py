@@ -223,3 +223,30 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
 
     with ServerProcess(**settings) as a, ServerProcess(**settings) as b:
         asyncio.run(main(a, b))
+
+
+def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
+    """A worker that stops refreshing (killed) is left out once its figures are
+    older than STALE; a live one's count, and one of 0 subscribers is deleted."""
+    import orjson
+    from redis import asyncio as aioredis
+
+    from sse_fast.brokers.presence import STALE, RedisPresence
+
+    async def main() -> None:
+        client = aioredis.from_url(redis.url)
+        try:
+            live = RedisPresence(client, "sse:", "live")
+            await live.store({"room:1": {"subscribers": 2, "subjects": {"a": 2}}})
+            dead = {"subscribers": 5, "subjects": {"b": 5}, "at": time.time() - STALE - 1}
+            await client.hset("sse:p:room:1", "dead", orjson.dumps(dead))
+            assert await live.read("room:1") == [
+                {"subscribers": 2, "subjects": {"a": 2}, "at": pytest.approx(time.time(), abs=5)}
+            ]
+            assert 0 < await client.ttl("sse:p:room:1") <= 60
+            await live.store({"room:1": {"subscribers": 0, "subjects": {}}})
+            assert await client.hkeys("sse:p:room:1") == [b"dead"]
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
