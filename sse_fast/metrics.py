@@ -80,6 +80,11 @@ class Metrics:
         self.upstream_errors_total = 0
         self.upstream_missed_total = 0
         self.upstream_reconnects_total = 0
+        # webhooks (sse_fast/webhooks.py)
+        self.webhook_events_total = 0
+        self.webhook_delivered_total = 0
+        self.webhook_dropped_total = 0
+        self.webhook_failures_total = 0
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
@@ -102,6 +107,10 @@ class Metrics:
         "upstream_errors_total",
         "upstream_missed_total",
         "upstream_reconnects_total",
+        "webhook_events_total",
+        "webhook_delivered_total",
+        "webhook_dropped_total",
+        "webhook_failures_total",
     )
 
     def snapshot(self) -> dict[str, Any]:

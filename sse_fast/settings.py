@@ -139,6 +139,34 @@ class Settings:
         default=1.0,
         metadata=_doc("seconds of joins and leaves gathered into one presence event"),
     )
+    webhook_urls: str = field(
+        default="",
+        metadata=_doc(
+            "comma-separated URLs that get a signed POST of the streams that connected and "
+            "disconnected (batched per webhook_interval; see sse_fast/webhooks.py)"
+        ),
+    )
+    webhook_secret: str = field(
+        default="",
+        metadata=_doc("the shared secret of the webhooks' HMAC-SHA256 signature (16+ chars)"),
+    )
+    webhook_topics: str = field(
+        default="*",
+        metadata=_doc("comma-separated topic names/globs whose streams are reported"),
+    )
+    webhook_interval: float = field(
+        default=1.0, metadata=_doc("seconds between two batches to one URL")
+    )
+    webhook_timeout: float = field(
+        default=5.0, metadata=_doc("seconds a webhook POST may take before it is retried")
+    )
+    webhook_max_delay: float = field(
+        default=30.0, metadata=_doc("longest wait between two tries of a batch")
+    )
+    webhook_max_pending: int = field(
+        default=10_000,
+        metadata=_doc("events kept per URL while its receiver is down (then dropped, counted)"),
+    )
     auth_cookie: str = field(
         default="sse_fast_token", metadata=_doc("cookie carrying a subscriber JWT (EventSource)")
     )
@@ -319,6 +347,10 @@ class Settings:
             "max_body_bytes",
             "max_events_per_batch",
             "presence_interval",
+            "webhook_interval",
+            "webhook_timeout",
+            "webhook_max_delay",
+            "webhook_max_pending",
             "max_last_event_id_length",
             "backlog",
             "http1_buffer_size",
@@ -379,6 +411,15 @@ class Settings:
                 f"schemas must be module:attribute (e.g. myapp.events:streams), got "
                 f"{self.schemas!r}"
             )
+        if self.webhook_urls:
+            for url in filter(None, (u.strip() for u in self.webhook_urls.split(","))):
+                if not url.startswith(("http://", "https://")):
+                    raise SettingsError(f"webhook_urls: {url!r} is no http:// or https:// URL")
+            if len(self.webhook_secret) < 16:
+                raise SettingsError(
+                    "webhooks are signed: give webhook_secret, at least 16 characters "
+                    "(--webhook-secret or SSE_FAST_WEBHOOK_SECRET)"
+                )
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
             raise SettingsError(
                 "HTTPS needs both ssl_certfile and ssl_keyfile (--ssl-certfile cert.pem "

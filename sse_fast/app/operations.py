@@ -174,6 +174,8 @@ def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
     ]
     if any("upstream_reading" in one for one in figures):
         extra += upstream_metrics(figures)
+    if any(one.get("webhooks") for one in figures):
+        extra += webhook_metrics(figures)
     return metrics_module.render(
         metrics_module.Metrics.merged(one["metrics"] for one in figures),
         connections_open=sum(one["connections_open"] for one in figures),
@@ -205,6 +207,25 @@ def upstream_metrics(figures: list[dict[str, Any]]) -> list[str]:
             f"# HELP {metric} {help_text}",
             f"# TYPE {metric} counter",
             f"{metric} {getattr(merged, f'upstream_{name}_total')}",
+        ]
+    return lines
+
+
+def webhook_metrics(figures: list[dict[str, Any]]) -> list[str]:
+    """The webhooks' counters, summed over workers."""
+    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
+    lines = []
+    for name, help_text in (
+        ("events", "Stream connects and disconnects queued for the webhooks (each once)."),
+        ("delivered", "Webhook events a receiver took (per URL)."),
+        ("dropped", "Webhook events dropped: a receiver down with its queue full (per URL)."),
+        ("failures", "Webhook POSTs that got no 2xx (each is retried)."),
+    ):
+        metric = f"sse_fast_webhook_{name}_total"
+        lines += [
+            f"# HELP {metric} {help_text}",
+            f"# TYPE {metric} counter",
+            f"{metric} {getattr(merged, f'webhook_{name}_total')}",
         ]
     return lines
 

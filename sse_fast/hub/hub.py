@@ -31,6 +31,7 @@ from ..publishing import PublishRequest, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings
+from ..webhooks import Webhooks
 from . import resume
 from .closing import Closer
 from .fanout import FanOut
@@ -100,6 +101,10 @@ class Hub:
         )
         self.closer.on_leave = self.presence_news.left
         self._presence: asyncio.Task[None] | None = None
+        self.webhooks: Webhooks | None = None
+        if settings.webhook_urls:
+            self.webhooks = Webhooks(settings, metrics, clock)
+            self.reports.append(lambda: {"webhooks": True})
 
     # ---------------------------------------------------------------- running
 
@@ -109,6 +114,8 @@ class Hub:
         # the broker may join a running sequence: positions before it are not ours
         self.fanout.last_position = max(self.fanout.last_position, self.broker.first_position - 1)
         self._periodic = asyncio.get_running_loop().create_task(self.lifecycle.run_periodic())
+        if self.webhooks is not None:
+            self.webhooks.start()
         if self.presence_news.patterns:
             self._presence = asyncio.get_running_loop().create_task(
                 self.presence_news.run(self._presence_figures, self.broker.store_presence)
@@ -122,6 +129,8 @@ class Hub:
             await stop_task(self._periodic)
         if self._presence is not None:
             await stop_task(self._presence)
+        if self.webhooks is not None:  # after the drain: its disconnects are sent too
+            await self.webhooks.stop()
         await self.broker.close()
 
     @property
@@ -342,6 +351,8 @@ class Hub:
         for topic in topics:
             topic.subscriptions[subscription] = None
         self.presence_news.joined(subscription)
+        if self.webhooks is not None:
+            self.webhooks.connected(subscription)
         self.metrics.connections_total += 1
         return subscription, first
 

@@ -1,0 +1,268 @@
+"""Webhooks: a signed POST when a stream connects and when it ends.
+
+* **What.** For every stream on a topic of ``webhook_topics`` (all by default)
+  an event ``connect`` when it opens and ``disconnect`` when it ends, with the
+  reason: ``client-disconnected`` (the client went away), ``lagged`` (it fell
+  behind the history), ``stalled`` (a write stayed blocked), ``token-expired``,
+  ``draining`` (the server stopping), ``error`` (a server fault) or
+  ``server-stopped`` (the stream's handler was cancelled). Each event::
+
+      {"id": "<32 hex>", "type": "connect" | "disconnect", "at": <unix time>,
+       "node": "<node>", "worker": <pid>, "stream": <id, per worker>,
+       "topics": [...], "subject": "<JWT sub>" | null, "client": "ip:port",
+       "reason": "...", "connected_seconds": 1.5}          # disconnect only
+
+* **How.** Events are batched: every ``webhook_interval`` seconds each URL is
+  sent one POST of the events since the last (at most ``BATCH`` per POST)::
+
+      {"batch": "<32 hex>", "sent_at": <unix time>, "dropped": 0, "events": [...]}
+
+  with ``Content-Type: application/json``, ``SSE-Fast-Timestamp: <unix
+  seconds>`` and ``SSE-Fast-Signature: v1=<hex>``, the HMAC-SHA256 of
+  ``"<timestamp>.<body>"`` keyed with ``webhook_secret``. A receiver checks the
+  signature and that the timestamp is within its replay window (``verify``
+  does both) and answers 2xx.
+* **At least once.** A batch that gets no 2xx (an error status, a refused or
+  timed out connection after ``webhook_timeout``) is sent again, the same
+  batch with a new timestamp, after 0.5 s doubling to ``webhook_max_delay``
+  (with jitter), until it is taken. So a receiver may see an event twice:
+  event ids are unique, deduplicate on them.
+* **Bounded.** Events wait in memory, at most ``webhook_max_pending`` per URL;
+  while a receiver stays down, further events are dropped and counted, and
+  the next batch it takes says how many in ``dropped`` (and
+  ``sse_fast_webhook_dropped_total`` counts them). On shutdown the workers try
+  for ``SHUTDOWN_GRACE`` seconds to deliver what waits, then log what is lost.
+* **Never on the fan-out path.** A stream's start or end appends one dict to a
+  deque per URL; sending happens in one task per URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .auth import matches, split_list
+
+if TYPE_CHECKING:
+    import httpx
+
+    from .hub.subscription import Subscription
+    from .metrics import Metrics
+    from .settings import Settings
+
+log = logging.getLogger("sse_fast.webhooks")
+
+BATCH = 1000
+SHUTDOWN_GRACE = 2.0
+FIRST_DELAY = 0.5
+SIGNATURE_HEADER = "SSE-Fast-Signature"
+TIMESTAMP_HEADER = "SSE-Fast-Timestamp"
+
+
+class WebhookError(ValueError):
+    """A webhook a receiver must refuse (``verify``): what is wrong with it."""
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The ``SSE-Fast-Signature`` value of ``body`` sent at ``timestamp``."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "v1=" + digest.hexdigest()
+
+
+def verify(
+    body: bytes,
+    headers: Mapping[str, str],
+    secret: str,
+    window: float = 300.0,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """For receivers: the batch of a webhook whose signature is ``secret``'s and
+    whose timestamp is within ``window`` seconds of now; ``WebhookError`` saying
+    what is wrong otherwise. ``headers`` is looked up case-insensitively."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    timestamp = lower.get(TIMESTAMP_HEADER.lower())
+    signature = lower.get(SIGNATURE_HEADER.lower())
+    if timestamp is None or signature is None:
+        raise WebhookError(f"no {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
+    if not timestamp.isascii() or not timestamp.isdigit():
+        raise WebhookError(f"{TIMESTAMP_HEADER} is not a whole number of seconds")
+    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+        raise WebhookError("the signature does not match (another secret, or a changed body)")
+    age = (time.time() if now is None else now) - int(timestamp)
+    if abs(age) > window:
+        raise WebhookError(f"sent {age:.0f} s from now, outside the {window:g} s window")
+    batch: dict[str, Any] = orjson.loads(body)
+    return batch
+
+
+class Delivery:
+    """The events waiting for one URL, and the task that sends them."""
+
+    def __init__(self, url: str, max_pending: int) -> None:
+        self.url = url
+        self.pending: deque[dict[str, Any]] = deque()
+        self.max_pending = max_pending
+        self.dropped = 0  # since the last batch the receiver took
+        self.wake = asyncio.Event()
+
+    def add(self, event: dict[str, Any], metrics: Metrics) -> None:
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            metrics.webhook_dropped_total += 1
+            return
+        self.pending.append(event)
+
+
+class Webhooks:
+    """The webhooks of one worker (``Hub.webhooks`` when ``webhook_urls`` is set)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        node: str = "",
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.node = node or settings.node_name or os.uname().nodename
+        self.secret = settings.webhook_secret
+        self.topics = split_list(settings.webhook_topics)
+        self.deliveries = [
+            Delivery(url, settings.webhook_max_pending) for url in split_list(settings.webhook_urls)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+        self._stopping = False
+        self.monotonic = clock  # the hub's (streams' connected_at)
+        self.clock: Callable[[], float] = time.time  # wall clock, in the events
+
+    # ------------------------------------------------------------ events
+
+    def _wanted(self, subscription: Subscription) -> bool:
+        return any(matches(topic.name, self.topics) for topic in subscription.topics)
+
+    def _event(self, kind: str, subscription: Subscription) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4().hex,
+            "type": kind,
+            "at": self.clock(),
+            "node": self.node,
+            "worker": os.getpid(),
+            "stream": subscription.id,
+            "topics": [topic.name for topic in subscription.topics],
+            "subject": subscription.subject,
+            "client": subscription.client,
+        }
+
+    def _queue(self, event: dict[str, Any]) -> None:
+        self.metrics.webhook_events_total += 1
+        for delivery in self.deliveries:
+            delivery.add(event, self.metrics)
+
+    def connected(self, subscription: Subscription) -> None:
+        """A stream opened; its end is queued when its ``closed`` resolves."""
+        if not self._wanted(subscription):
+            return
+        self._queue(self._event("connect", subscription))
+        subscription.closed.add_done_callback(
+            lambda closed: self._disconnected(subscription, closed)
+        )
+
+    def _disconnected(self, subscription: Subscription, closed: asyncio.Future[str]) -> None:
+        reason = "server-stopped" if closed.cancelled() else closed.result()
+        event = self._event("disconnect", subscription)
+        event["reason"] = reason
+        elapsed = self.monotonic() - subscription.connected_at
+        event["connected_seconds"] = round(max(0.0, elapsed), 3)
+        self._queue(event)
+
+    # ------------------------------------------------------------ sending
+
+    def start(self) -> None:
+        try:
+            import httpx
+        except ImportError:
+            raise RuntimeError(
+                "webhooks need httpx: python -m pip install 'sse_fast[server]'"
+            ) from None
+        self._client = httpx.AsyncClient(timeout=self.settings.webhook_timeout)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._run(d)) for d in self.deliveries]
+
+    async def stop(self) -> None:
+        """Deliver what waits for at most ``SHUTDOWN_GRACE`` seconds, then stop."""
+        self._stopping = True
+        for delivery in self.deliveries:
+            delivery.wake.set()
+        if self._tasks:
+            _, late = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        lost = sum(len(d.pending) for d in self.deliveries)
+        if lost:
+            log.warning("webhooks: %d events not delivered at shutdown", lost)
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _run(self, delivery: Delivery) -> None:
+        interval = self.settings.webhook_interval
+        while True:
+            if not self._stopping and len(delivery.pending) < BATCH:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(delivery.wake.wait(), interval)
+            if not delivery.pending:
+                if self._stopping:
+                    return
+                continue
+            count = min(len(delivery.pending), BATCH)
+            events = [delivery.pending[i] for i in range(count)]
+            dropped, delivery.dropped = delivery.dropped, 0
+            body = orjson.dumps(
+                {
+                    "batch": uuid.uuid4().hex,
+                    "sent_at": self.clock(),
+                    "dropped": dropped,
+                    "events": events,
+                }
+            )
+            await self._deliver(delivery, body)
+            for _ in range(count):  # taken: only now out of memory (at least once)
+                delivery.pending.popleft()
+            self.metrics.webhook_delivered_total += count
+
+    async def _deliver(self, delivery: Delivery, body: bytes) -> None:
+        """POST ``body`` until a 2xx (retrying with backoff); cancelled at shutdown."""
+        assert self._client is not None
+        delay = FIRST_DELAY
+        while True:
+            timestamp = str(int(self.clock()))
+            headers = {
+                "Content-Type": "application/json",
+                TIMESTAMP_HEADER: timestamp,
+                SIGNATURE_HEADER: sign(self.secret, timestamp, body),
+            }
+            try:
+                reply = await self._client.post(delivery.url, content=body, headers=headers)
+                if 200 <= reply.status_code < 300:
+                    return
+                problem = f"answered {reply.status_code}"
+            except Exception as exc:  # refused, reset, timed out: try again
+                problem = f"{type(exc).__name__}: {exc}"
+            self.metrics.webhook_failures_total += 1
+            log.warning("webhook %s %s; again in %.1f s", delivery.url, problem, delay)
+            await asyncio.sleep(random.uniform(delay / 2, delay))
+            delay = min(delay * 2, self.settings.webhook_max_delay)
