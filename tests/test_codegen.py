@@ -139,14 +139,28 @@ def test_the_decoders_refuse_what_does_not_fit(typescript: Path) -> None:
 
 PAGE = """<!doctype html><meta charset="utf-8">
 <script type="module">
-  import { subscribeToComments } from "/generated/events.js";
+  import {
+    subscribeToAlerts, subscribeToComments, subscribeToNotifications,
+  } from "/generated/events.js";
   window.got = [];
   window.errors = [];
+  window.opened = 0;
+  const common = {
+    onOpen: () => { window.opened += 1; },
+    onError: (error) => window.errors.push(String(error)),
+  };
   window.subscription = subscribeToComments("42", {
-    onOpen: () => { window.opened = true; },
+    ...common,
     CommentAdded: (event, id) => window.got.push(["added", event, id]),
     CommentDeleted: (event, id) => window.got.push(["deleted", event, id]),
-    onError: (error) => window.errors.push(String(error)),
+  });
+  subscribeToNotifications(7, {
+    ...common,
+    TaskComplete: (event, id) => window.got.push(["task", event, id]),
+  });
+  subscribeToAlerts({
+    ...common,
+    SystemAlert: (event, id) => window.got.push(["alert", event, id]),
   });
 </script>"""
 
@@ -163,21 +177,31 @@ def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) 
             lambda r: r.fulfill(body=script, content_type="text/javascript"),
         )
         page.goto(server.url + "/typed")
-        page.wait_for_function("() => window.opened === true", timeout=10_000)
+        page.wait_for_function("() => window.opened === 3", timeout=10_000)
         import httpx
 
-        for event, data in (("CommentAdded", GOOD), ("CommentDeleted", {"comment_id": 1})):
-            body = {"topic": "item:42", "event": event, "data": data}
+        publishes = [
+            ("item:42", "CommentAdded", GOOD),
+            ("user:7", "TaskComplete", {"task_id": "t1", "result": "done"}),
+            ("system/alerts", "SystemAlert", {"level": "warning", "message": "disk"}),
+            ("item:42", "CommentDeleted", {"comment_id": 1}),
+        ]
+        for topic, event, data in publishes:
+            body = {"topic": topic, "event": event, "data": data}
             assert httpx.post(f"{server.url}/publish", json=body, timeout=5).status_code == 200
-        page.wait_for_function("() => window.got.length === 2", timeout=10_000)
+            # one at a time: the order across three streams is the order they arrive
+            count = publishes.index((topic, event, data)) + 1
+            page.wait_for_function(f"() => window.got.length === {count}", timeout=10_000)
         got = page.evaluate("window.got")
         assert [(kind, event) for kind, event, _ in got] == [
             ("added", {**GOOD, "tags": [], "edited": False}),
+            ("task", {"task_id": "t1", "result": "done", "seconds": None}),
+            ("alert", {"level": "warning", "message": "disk"}),
             ("deleted", {"comment_id": 1}),
         ]
         assert all(re.fullmatch(r"\d+", id_) for _, _, id_ in got)
         assert page.evaluate("window.errors") == []
-        assert page.evaluate("window.subscription.lastEventId") == got[-1][2]
+        assert page.evaluate("window.subscription.lastEventId") == got[-1][2]  # comments' last
 
 
 @pytest.fixture(scope="module")
