@@ -112,6 +112,13 @@ class Stream:
                     f"stream {name!r}: {kind!r} is not a msgspec.Struct class "
                     "(declare events as `class Name(msgspec.Struct): ...`)"
                 )
+            if kind.__struct_config__.omit_defaults or any(
+                f.default is ms.UNSET for f in ms.structs.fields(kind)
+            ):
+                raise SchemaError(
+                    f"stream {name!r}: {kind.__name__} leaves fields out (omit_defaults or "
+                    "UNSET): events are written back whole, every field present"
+                )
             event = kind.__name__
             if event in self.events:
                 raise SchemaError(f"stream {name!r}: two event types are named {event!r}")
@@ -319,7 +326,8 @@ class Schemas:
             return self._json_schema
         ms = _msgspec()
         kinds = [kind for stream in self.streams.values() for kind in stream.events.values()]
-        _, definitions = ms.json.schema_components(kinds, ref_template="#/$defs/{name}")
+        refs, definitions = ms.json.schema_components(kinds, ref_template="#/$defs/{name}")
+        ref_of = {kind: ref["$ref"] for kind, ref in zip(kinds, refs, strict=True)}
         streams = {}
         for stream in self.streams.values():
             streams[stream.name] = {
@@ -333,9 +341,8 @@ class Schemas:
                     )
                     for name, kind in stream.parameters.items()
                 },
-                "events": {
-                    event: {"$ref": f"#/$defs/{kind.__name__}"}
-                    for event, kind in stream.events.items()
+                "events": {  # msgspec names two classes of one name by module
+                    event: {"$ref": ref_of[kind]} for event, kind in stream.events.items()
                 },
             }
         self._json_schema = {

@@ -411,6 +411,11 @@ class Settings:
                 f"schemas must be module:attribute (e.g. myapp.events:streams), got "
                 f"{self.schemas!r}"
             )
+        if self.presence_interval > 10:
+            raise SettingsError(
+                f"presence_interval is {self.presence_interval:g} s; at most 10 (the figures "
+                "of a worker that wrote none for 30 s count as a dead worker's)"
+            )
         if self.webhook_urls:
             for url in filter(None, (u.strip() for u in self.webhook_urls.split(","))):
                 if not url.startswith(("http://", "https://")):

@@ -22,11 +22,12 @@
   ``"<timestamp>.<body>"`` keyed with ``webhook_secret``. A receiver checks the
   signature and that the timestamp is within its replay window (``verify``
   does both) and answers 2xx.
-* **At least once.** A batch that gets no 2xx (an error status, a refused or
-  timed out connection after ``webhook_timeout``) is sent again, the same
-  batch with a new timestamp, after 0.5 s doubling to ``webhook_max_delay``
-  (with jitter), until it is taken. So a receiver may see an event twice:
-  event ids are unique, deduplicate on them.
+* **At least once.** A batch that gets no 2xx (any other status, 3xx and
+  4xx included, a refused or timed out connection after ``webhook_timeout``)
+  is sent again, the same batch with a new timestamp, after 0.5 s doubling to
+  ``webhook_max_delay`` (with jitter), until it is taken; the URL's later
+  events wait behind it. So a receiver may see an event twice: event ids are
+  unique, deduplicate on them.
 * **Bounded.** Events wait in memory, at most ``webhook_max_pending`` per URL;
   while a receiver stays down, further events are dropped and counted, and
   the next batch it takes says how many in ``dropped`` (and
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ._tasks import stop_task
 from .auth import matches, split_list
 
 if TYPE_CHECKING:
@@ -98,7 +100,9 @@ def verify(
         raise WebhookError(f"no {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
     if not timestamp.isascii() or not timestamp.isdigit():
         raise WebhookError(f"{TIMESTAMP_HEADER} is not a whole number of seconds")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature):
+    if not hmac.compare_digest(
+        sign(secret, timestamp, body).encode(), signature.encode("utf-8", "replace")
+    ):
         raise WebhookError("the signature does not match (another secret, or a changed body)")
     age = (time.time() if now is None else now) - int(timestamp)
     if abs(age) > window:
@@ -210,8 +214,7 @@ class Webhooks:
         if self._tasks:
             _, late = await asyncio.wait(self._tasks, timeout=SHUTDOWN_GRACE)
             for task in late:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+                await stop_task(task)
         lost = sum(len(d.pending) for d in self.deliveries)
         if lost:
             log.warning("webhooks: %d events not delivered at shutdown", lost)
@@ -219,15 +222,25 @@ class Webhooks:
             await self._client.aclose()
 
     async def _run(self, delivery: Delivery) -> None:
-        interval = self.settings.webhook_interval
         while True:
+            try:
+                if await self._step(delivery):
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: say so, and keep delivering
+                log.exception("webhook delivery to %s failed", delivery.url)
+                await asyncio.sleep(1.0)
+
+    async def _step(self, delivery: Delivery) -> bool:
+        """Send one batch if there is one; True when stopping with nothing left."""
+        interval = self.settings.webhook_interval
+        if True:
             if not self._stopping and len(delivery.pending) < BATCH:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(delivery.wake.wait(), interval)
             if not delivery.pending:
-                if self._stopping:
-                    return
-                continue
+                return self._stopping
             count = min(len(delivery.pending), BATCH)
             events = [delivery.pending[i] for i in range(count)]
             dropped, delivery.dropped = delivery.dropped, 0
@@ -243,6 +256,7 @@ class Webhooks:
             for _ in range(count):  # taken: only now out of memory (at least once)
                 delivery.pending.popleft()
             self.metrics.webhook_delivered_total += count
+            return False
 
     async def _deliver(self, delivery: Delivery, body: bytes) -> None:
         """POST ``body`` until a 2xx (retrying with backoff); cancelled at shutdown."""

@@ -217,9 +217,19 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
         # an untracked topic: this node's workers only
         others = await open_streams(b, "news", ["dora"])
         assert (await presence(a, "news"))["subscribers"] == 0
-        assert (await presence(b, "news"))["scope"] == "node"
-        for client in [*on_a, *others]:
+        figures = await presence(b, "news")
+        assert (figures["scope"], figures["subscribers"]) == ("node", 1)
+        # node b stops gracefully with subscribers: its figures go at once, not in 30 s
+        more = await open_streams(b, "room:9", ["erin", "erin"])
+        await until(lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 4))
+        assert await asyncio.to_thread(b.stop) == 0
+        figures = await until(
+            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2), timeout=5
+        )
+        assert figures["subjects"] == {"alice": 1, "bob": 1}
+        for client in [*on_a, *others, *more]:
             client.close()
+        await asyncio.sleep(0.1)
 
     with ServerProcess(**settings) as a, ServerProcess(**settings) as b:
         asyncio.run(main(a, b))
@@ -227,7 +237,8 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
 
 def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
     """A worker that stops refreshing (killed) is left out once its figures are
-    older than STALE; a live one's count, and one of 0 subscribers is deleted."""
+    older than STALE, and the reader deletes them; a live one's count, and one of
+    0 subscribers is deleted."""
     import orjson
     from redis import asyncio as aioredis
 
@@ -243,10 +254,18 @@ def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
             assert await live.read("room:1") == [
                 {"subscribers": 2, "subjects": {"a": 2}, "at": pytest.approx(time.time(), abs=5)}
             ]
+            assert await client.hkeys("sse:p:room:1") == [b"live"]  # the reader cleaned up
             assert 0 < await client.ttl("sse:p:room:1") <= 60
             await live.store({"room:1": {"subscribers": 0, "subjects": {}}})
-            assert await client.hkeys("sse:p:room:1") == [b"dead"]
+            assert await client.hkeys("sse:p:room:1") == []
         finally:
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_the_interval_is_bounded_by_what_readers_wait() -> None:
+    from sse_fast.settings import Settings, SettingsError
+
+    with pytest.raises(SettingsError, match="at most 10"):
+        Settings(presence_interval=30)

@@ -163,7 +163,7 @@ def test_a_failing_then_slow_receiver_gets_every_event_at_least_once(tmp_path: P
     assert batches[0]["batch"] == batches[1]["batch"] == batches[2]["batch"]  # sent again
     assert sum(len(batch["events"]) for batch in batches) > len(found)
     (failures,) = re.findall(r"^sse_fast_webhook_failures_total (\S+)$", metrics, re.M)
-    assert float(failures) == 5  # three 500s, two timeouts
+    assert float(failures) >= 5  # three 500s, two timeouts (more if a POST was slow)
 
 
 def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
@@ -176,7 +176,7 @@ def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
         await asyncio.sleep(1.0)  # tries against nobody
         with receiver(port, log):
             found = await until(lambda: (e := events(log)) and len(e) == 5 and e)
-            assert received(log)[0]["dropped"] == 3
+            assert sum(batch["dropped"] for batch in received(log)) == 3
             assert len(by_type(found, "connect")) == 5
         # down again, and back: what happened meanwhile arrives
         for client in clients[:2]:
@@ -251,6 +251,7 @@ def test_verify_refuses_what_it_must() -> None:
         (body, {**good, "SSE-Fast-Timestamp": str(now + 1)}, SECRET, now, "does not match"),
         (body, {"SSE-Fast-Signature": "v1=00"}, SECRET, now, "no SSE-Fast-Timestamp"),
         (body, {**good, "SSE-Fast-Timestamp": "soon"}, SECRET, now, "whole number"),
+        (body, {**good, "SSE-Fast-Signature": "v1=\u00e9"}, SECRET, now, "does not match"),
     ]
     for data, headers, secret, at, message in cases:
         with pytest.raises(WebhookError, match=message):

@@ -6,7 +6,10 @@
   ``presence_interval`` and all of its tracked topics every 10 s; a field of
   0 subscribers is deleted; the key expires 60 s after its last write.
 * A reader takes every field whose ``at`` is within ``STALE`` seconds (a
-  worker that died stops refreshing: its figures age out) and adds them up.
+  worker that died stops refreshing: its figures age out, and the reader
+  deletes them) and adds them up. ``at`` is the writer's wall clock: the
+  nodes' clocks must agree within seconds (NTP). A worker that stops
+  gracefully deletes its fields.
 
 Without Redis (one worker, or several on the relay) the hub's ``gather``
 covers every worker and nothing is stored.
@@ -52,11 +55,16 @@ class RedisPresence:
 
     async def read(self, topic: str) -> list[dict[str, Any]]:
         """Every live worker's figures of ``topic``."""
-        fields = await self.client.hgetall(self.key(topic))
+        key = self.key(topic)
+        fields = await self.client.hgetall(key)
         now = time.time()
-        out = []
-        for value in fields.values():
+        out, stale = [], []
+        for member, value in fields.items():
             figure = orjson.loads(value)
             if now - float(figure.get("at", 0)) <= STALE:
                 out.append(figure)
+            else:
+                stale.append(member)
+        if stale:  # dead workers' fields: gone, so that a busy topic's hash stays small
+            await self.client.hdel(key, *stale)
         return out

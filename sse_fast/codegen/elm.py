@@ -12,7 +12,6 @@ ports to ``EventSource`` (``JS_GLUE``).
 
 from __future__ import annotations
 
-import json
 import re
 
 from .model import CodegenError, Model, Parameter, Record, Stream, Type, camel, pascal
@@ -56,7 +55,11 @@ _PLAIN = re.compile(r"[A-Za-z0-9 ,.;:()'-]*")
 
 
 def _field(name: str) -> str:
-    out = camel(name)
+    """An Elm field or argument name for a JSON name (other characters become _)."""
+    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)
+    out = camel(cleaned)
+    if not out[:1].isalpha():
+        out = "f" + out
     return out + "_" if out in _RESERVED else out
 
 
@@ -129,7 +132,7 @@ class _Writer:
         lines[-1:] = [f"    Decode.succeed {record.name}"]
         for f in record.fields:
             field_decoder = self.decoder(f.type, record.name + pascal(f.name))
-            lines.append(f"        |> andMap (Decode.field {json.dumps(f.name)} {field_decoder})")
+            lines.append(f"        |> andMap (Decode.field {_string(f.name)} {field_decoder})")
         return lines
 
     def enum(self, name: str, values: tuple[str, ...]) -> list[str]:
@@ -151,7 +154,7 @@ class _Writer:
         ]
         for value, variant in zip(values, variants, strict=True):
             lines += [
-                f"                    {json.dumps(value)} ->",
+                f"                    {_string(value)} ->",
                 f"                        Decode.succeed {variant}",
                 "",
             ]
@@ -186,7 +189,7 @@ class _Writer:
                 value = _field(part.name)
                 pieces.append(f"String.fromInt {value}" if part.kind == "int" else value)
             else:
-                pieces.append(json.dumps(part))
+                pieces.append(_string(part))
         signature = " -> ".join([*(kind for kind, _ in arguments), "String"])
         lines += [
             "",
@@ -206,7 +209,7 @@ class _Writer:
         ]
         for event, record in stream.events:
             lines += [
-                f"        {json.dumps(event)} ->",
+                f"        {_string(event)} ->",
                 f"            decodeWith (Decode.map {name}{event} {_lower(record)}Decoder) data",
                 "",
             ]
@@ -224,7 +227,7 @@ class _Writer:
             "    send",
             f"        {{ topic = {lower}Topic{''.join(' ' + n for _, n in arguments)}",
             "        , events = [ "
-            + ", ".join(json.dumps(event) for event, _ in stream.events)
+            + ", ".join(_string(event) for event, _ in stream.events)
             + " ]",
             "        , lastEventId = lastEventId",
             "        }",
@@ -319,3 +322,18 @@ def write(model: Model, module: str = "Events") -> str:
     for block in blocks:
         out += ["", "", *block]
     return "\n".join(out) + "\n"
+
+
+def _string(text: str) -> str:
+    """``text`` as an Elm string literal (Elm has no \\b or \\f, and writes other
+    control characters as \\u{XXXX})."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    out = []
+    for c in text:
+        if c in escapes:
+            out.append(escapes[c])
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"\\u{{{ord(c):04X}}}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'

@@ -65,46 +65,188 @@ class Model:
     records: dict[str, Record] = field(default_factory=dict)
 
 
+#: names the generated code uses itself (TypeScript's and Elm's preludes, their
+#: globals): a record of one of these names would not compile
+RESERVED_TYPES = frozenset(
+    [
+        "Record",
+        "Event",
+        "MessageEvent",
+        "EventSource",
+        "Decoder",
+        "Subscription",
+        "SubscribeOptions",
+        "StreamHandlers",
+        "DecodeError",
+        "Error",
+        "Object",
+        "Array",
+        "String",
+        "Number",
+        "Boolean",
+        "Promise",
+        "Map",
+        "Set",
+        "JSON",
+        "Date",
+        "Math",
+        "SubscribeRequest",
+        "Dict",
+        "Decode",
+        "List",
+        "Maybe",
+        "Result",
+        "Cmd",
+        "Sub",
+        "Int",
+        "Float",
+        "Bool",
+        "Char",
+        "Never",
+        "Value",
+    ]
+)
+#: parameter names the generated functions use, or that JavaScript reserves
+RESERVED_PARAMETERS = frozenset(
+    [
+        "handlers",
+        "options",
+        "send",
+        "lastEventId",
+        "segment",
+        "whole",
+        "subscribe",
+        "record",
+        "list",
+        "dict",
+        "optional",
+        "oneOf",
+        "int",
+        "num",
+        "str",
+        "bool",
+        "nil",
+        "isObject",
+        "break",
+        "case",
+        "catch",
+        "class",
+        "const",
+        "continue",
+        "debugger",
+        "default",
+        "delete",
+        "do",
+        "else",
+        "enum",
+        "export",
+        "extends",
+        "false",
+        "finally",
+        "for",
+        "function",
+        "if",
+        "import",
+        "in",
+        "instanceof",
+        "new",
+        "null",
+        "return",
+        "super",
+        "switch",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "typeof",
+        "var",
+        "void",
+        "while",
+        "with",
+        "yield",
+        "let",
+        "static",
+        "implements",
+        "interface",
+        "package",
+        "private",
+        "protected",
+        "public",
+        "await",
+        "arguments",
+        "eval",
+    ]
+)
+
+
 def read(schema: dict[str, Any]) -> Model:
     if not isinstance(schema, dict) or not isinstance(schema.get("streams"), dict):
         raise CodegenError("not a /schema document: it has no 'streams' object")
     definitions = schema.get("$defs", {})
     model = Model()
+    enums = {}  # enum.Enum / IntEnum types: msgspec puts them in $defs too
     for name, node in definitions.items():
-        if not _NAME.fullmatch(name):
-            raise CodegenError(f"$defs/{name}: a record name must be an identifier")
-        model.records[name] = _record(name, node)
+        if isinstance(node, dict) and "enum" in node and node.get("type") != "object":
+            enums[name] = _type(node, f"$defs/{name}")
+    for name, node in definitions.items():
+        if name in enums:
+            continue
+        if not _NAME.fullmatch(name) or not name[:1].isupper():
+            raise CodegenError(
+                f"$defs/{name}: a record name must be a capitalised identifier (two event "
+                "types of one class name get module-qualified names: rename one)"
+            )
+        if name in RESERVED_TYPES:
+            raise CodegenError(
+                f"$defs/{name}: the generated clients use the name {name}: rename it"
+            )
+        model.records[name] = _record(name, node, enums)
     for name, node in schema["streams"].items():
         model.streams.append(_stream(name, node, model))
     if not model.streams:
         raise CodegenError("the schema declares no stream")
+    generated = {}
+    for stream in model.streams:
+        for suffix in ("Handlers", "Event"):
+            made = pascal(stream.name) + suffix
+            if made in model.records or made in generated:
+                raise CodegenError(f"streams/{stream.name}: {made} is already a name")
+            generated[made] = stream.name
+        for event, _ in stream.events:
+            variant = pascal(stream.name) + event
+            if variant in model.records:
+                raise CodegenError(
+                    f"streams/{stream.name}: the Elm variant {variant} is already a record's name"
+                )
     return model
 
 
-def _record(name: str, node: dict[str, Any]) -> Record:
+def _record(name: str, node: dict[str, Any], enums: dict[str, Type]) -> Record:
     where = f"$defs/{name}"
     if node.get("type") != "object" or not isinstance(node.get("properties"), dict):
         raise CodegenError(f"{where}: a record is an object with properties")
     fields = [
-        Field(key, _type(value, f"{where}/properties/{key}"))
+        Field(key, _type(value, f"{where}/properties/{key}", enums))
         for key, value in node["properties"].items()
     ]
     return Record(name, fields)
 
 
-def _type(node: Any, where: str) -> Type:
+def _type(node: Any, where: str, enums: dict[str, Type] | None = None) -> Type:
+    enums = enums or {}
     if not isinstance(node, dict):
         raise CodegenError(f"{where}: a type is a JSON object")
     if "$ref" in node:
         ref = node["$ref"]
         if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
             raise CodegenError(f"{where}: only references into #/$defs/ are known, got {ref!r}")
-        return Type("ref", ref=ref.removeprefix("#/$defs/"))
+        name = ref.removeprefix("#/$defs/")
+        return enums.get(name) or Type("ref", ref=name)
     if "anyOf" in node:
         options = node["anyOf"]
         others = [o for o in options if o != {"type": "null"}]
         if len(options) == 2 and len(others) == 1:
-            return Type("optional", item=_type(others[0], f"{where}/anyOf"))
+            return Type("optional", item=_type(others[0], f"{where}/anyOf", enums))
         raise CodegenError(f"{where}: of the unions only `T | None` is generated")
     if "enum" in node or "const" in node:
         values = tuple(node["enum"]) if "enum" in node else (node["const"],)
@@ -127,12 +269,12 @@ def _type(node: Any, where: str) -> Type:
     if kind == "array":
         if "prefixItems" in node or "items" not in node:
             raise CodegenError(f"{where}: tuples are not generated; use list[T]")
-        return Type("list", item=_type(node["items"], f"{where}/items"))
+        return Type("list", item=_type(node["items"], f"{where}/items", enums))
     if kind == "object":
         if node.get("properties"):
             raise CodegenError(f"{where}: an object with properties must be a declared record")
         values = node.get("additionalProperties", {})
-        return Type("dict", item=_type(values if isinstance(values, dict) else {}, where))
+        return Type("dict", item=_type(values if isinstance(values, dict) else {}, where, enums))
     if kind is None and not (set(node) - {"title", "description", "default", "examples"}):
         return Type("any")
     raise CodegenError(f"{where}: type {kind!r} is not generated")
@@ -154,6 +296,11 @@ def _stream(name: str, node: dict[str, Any], model: Model) -> Stream:
         parameter = Parameter(match.group(1), match.group(2) or "str")
         if parameter.kind not in ("str", "int"):
             raise CodegenError(f"{where}: parameter kind {parameter.kind!r} is not known")
+        if camel(parameter.name) in RESERVED_PARAMETERS:
+            raise CodegenError(
+                f"{where}: parameter {parameter.name!r} would be {camel(parameter.name)!r}, a "
+                "name the generated functions use: rename it"
+            )
         parts.append(parameter)
         parameters.append(parameter)
         at = match.end()

@@ -265,7 +265,7 @@ def _stream(stream: Stream) -> list[str]:
         else:
             pieces.append(json.dumps(part))
     names = ", ".join(camel(p.name) for p in stream.parameters)
-    comment = f"{stream.description} " if stream.description else ""
+    comment = f"{stream.description} ".replace("*/", "*\\/") if stream.description else ""
     lines = [
         f"/** The topic of stream {stream.name} ({stream.channel}). */",
         f"export function {camel(stream.name)}Topic({arguments}): string {{",

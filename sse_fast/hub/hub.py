@@ -97,7 +97,10 @@ class Hub:
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
         self.presence_news = PresenceNews(
-            split_list(settings.presence_topics), settings.presence_interval, self.publish
+            split_list(settings.presence_topics),
+            settings.presence_interval,
+            self.publish,
+            settings.max_topic_length,
         )
         self.closer.on_leave = self.presence_news.left
         self._presence: asyncio.Task[None] | None = None
@@ -129,6 +132,10 @@ class Hub:
             await stop_task(self._periodic)
         if self._presence is not None:
             await stop_task(self._presence)
+            try:  # the drain's leaves as news; this worker's figures in Redis as none
+                await self.presence_news.final(self._presence_figures, self.broker.store_presence)
+            except Exception as exc:  # pragma: no cover - the broker going away too
+                log.warning("last presence news and figures not written: %s", exc)
         if self.webhooks is not None:  # after the drain: its disconnects are sent too
             await self.webhooks.stop()
         await self.broker.close()
@@ -398,7 +405,12 @@ class Hub:
             if parts is not None:
                 return {**add_up(parts), "scope": "cluster", "workers": len(parts)}
         parts = await self.gather({"what": "presence", "topic": topic})
-        return {**add_up(parts), "scope": "node", "workers": len(parts)}
+        return {
+            **add_up(parts),
+            "scope": "node",
+            "workers": len(parts),  # fewer than expected: some did not answer
+            "workers_expected": self.settings.workers,
+        }
 
     def report(self, query: dict[str, Any]) -> dict[str, Any]:
         """This worker's figures for a server-wide ``/metrics`` (``{"what":

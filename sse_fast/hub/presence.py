@@ -71,6 +71,7 @@ class PresenceNews:
         patterns: Sequence[str],
         interval: float,
         publish: Callable[[list[PublishRequest]], Awaitable[object]],
+        max_topic_length: int = 256,
     ) -> None:
         self.patterns = tuple(patterns)
         self.interval = interval
@@ -81,6 +82,10 @@ class PresenceNews:
         #: topics whose figures changed since the store last wrote them
         self.changed: set[str] = set()
         self.dropped = 0  # news the broker refused (counted, not retried)
+        #: tracked topics with subscribers here at the last store
+        self.held: set[str] = set()
+        self.max_topic_length = max_topic_length
+        self._too_long: set[str] = set()
 
     def tracks(self, name: str) -> bool:
         tracked = self._tracked.get(name)
@@ -111,9 +116,20 @@ class PresenceNews:
         for name, changes in pending.items():
             anonymous = changes.pop("", 0)
             subjects = {subject: n for subject, n in sorted(changes.items()) if n}
-            if subjects or anonymous:
-                data = {"topic": name, "subjects": subjects, "anonymous": anonymous}
-                out.append(PublishRequest((name + COMPANION,), data, "presence"))
+            if not (subjects or anonymous):
+                continue
+            if len(name) + len(COMPANION) > self.max_topic_length:
+                if name not in self._too_long and len(self._too_long) < 1000:
+                    self._too_long.add(name)
+                    log.warning(
+                        "no presence news for %s: %s%s is longer than max_topic_length",
+                        name,
+                        name,
+                        COMPANION,
+                    )
+                continue
+            data = {"topic": name, "subjects": subjects, "anonymous": anonymous}
+            out.append(PublishRequest((name + COMPANION,), data, "presence"))
         return out
 
     async def run(
@@ -128,26 +144,45 @@ class PresenceNews:
         reader can tell a live worker's figures from a dead one's)."""
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + refresh
-        held: set[str] = set()  # tracked topics with subscribers here at the last store
         while True:
             await asyncio.sleep(self.interval)
-            events = self.news()
-            if events:
-                try:
-                    await self.publish(events)
-                except Exception as exc:  # the broker away: news is news only now
-                    self.dropped += len(events)
-                    log.warning("presence news for %d topics not published: %s", len(events), exc)
-            changed, self.changed = self.changed, set()
-            if loop.time() >= next_refresh:
+            refreshing = loop.time() >= next_refresh
+            if refreshing:
                 next_refresh = loop.time() + refresh
-                changed |= held
-            if not changed:
-                continue
-            update = {name: figures_of(name) for name in changed}
-            held = (held | changed) - {n for n, f in update.items() if not f["subscribers"]}
+            await self._tick(figures_of, store, refreshing)
+
+    async def _tick(
+        self,
+        figures_of: Callable[[str], dict[str, Any]],
+        store: Callable[[dict[str, dict[str, Any]]], Awaitable[None]],
+        refreshing: bool,
+    ) -> None:
+        events = self.news()
+        if events:
             try:
-                await store(update)
-            except Exception as exc:
-                self.changed |= changed  # written with the next interval
-                log.warning("presence figures not stored: %s", exc)
+                await self.publish(events)
+            except Exception as exc:  # the broker away: news is news only now
+                self.dropped += len(events)
+                log.warning("presence news for %d topics not published: %s", len(events), exc)
+        changed, self.changed = self.changed, set()
+        if refreshing:
+            changed |= self.held
+        if not changed:
+            return
+        update = {name: figures_of(name) for name in changed}
+        self.held = (self.held | changed) - {n for n, f in update.items() if not f["subscribers"]}
+        try:
+            await store(update)
+        except Exception as exc:
+            self.changed |= changed  # written with the next interval
+            log.warning("presence figures not stored: %s", exc)
+
+    async def final(
+        self,
+        figures_of: Callable[[str], dict[str, Any]],
+        store: Callable[[dict[str, dict[str, Any]]], Awaitable[None]],
+    ) -> None:
+        """At shutdown, after the drain: the last news (the drain's leaves), and
+        this worker's figures of every topic it held stored as none."""
+        self.changed |= self.held
+        await self._tick(lambda name: {"subscribers": 0, "subjects": {}}, store, False)
