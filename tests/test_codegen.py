@@ -7,6 +7,7 @@ fetches elm/core from Elm's own package server)."""
 
 from __future__ import annotations
 
+import enum
 import json
 import re
 import shutil
@@ -15,10 +16,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from sse_fast.codegen import CodegenError, generate
-from sse_fast.schemas import Schemas
+from sse_fast.schemas import Schemas, Stream
 from sse_fast.testing import ServerProcess
 
 from . import node_tools
@@ -27,6 +29,24 @@ from .browser import chromium
 
 SCHEMA = Schemas(typed.streams).json_schema()
 GOOD = {"comment_id": 1, "text": "hi", "author": {"id": 3, "name": "Ada"}}
+
+
+class Colour(enum.Enum):
+    RED = "red"
+    DARK_BLUE = "dark-blue"
+
+
+class Level(enum.IntEnum):
+    LOW = 1
+    HIGH = 2
+
+
+class Painted(msgspec.Struct, rename={"user_name": "user-name"}):
+    colour: Colour
+    level: Level
+    type: str
+    user_name: str
+    note: list[str | None] = []
 
 
 def compile_ts(
@@ -84,11 +104,13 @@ def test_a_client_that_uses_a_field_wrongly_does_not_build(typescript: Path) -> 
         ),
         "a nullable used as a number": USE.replace("event.seconds ?? 0", "event.seconds + 1"),
     }
-    for what, source in cases.items():
-        (typescript / "wrong.ts").write_text(source)
-        done = compile_ts(typescript, "wrong.ts")
-        assert done.returncode != 0, f"{what} compiled"
-        assert "error TS" in done.stdout, what
+    files = {f"wrong{n}.ts": source for n, source in enumerate(cases.values())}
+    for name, source in files.items():
+        (typescript / name).write_text(source)
+    done = compile_ts(typescript, *files)  # one tsc run: each file must have its error
+    assert done.returncode != 0
+    for (name, _), what in zip(files.items(), cases, strict=True):
+        assert f"{name}(" in done.stdout and "error TS" in done.stdout, f"{what} compiled"
 
 
 DECODE = """import * as events from "./events.js";
@@ -326,3 +348,44 @@ def test_codegen_from_a_running_edge_and_its_errors(tmp_path: Path) -> None:
 
 def test_node_tools_are_there() -> None:
     assert shutil.which("node"), "the decoder test runs node (Debian package nodejs)"
+
+
+def test_enums_keywords_and_odd_names(tmp_path: Path) -> None:
+    """enum.Enum and IntEnum fields, a field Elm reserves, a renamed field that is
+    no identifier: both clients are generated, TypeScript compiles, Elm is as
+    elm-format writes it."""
+    stream = Stream("paint", "paint/{wall}", [Painted], description="a */ b")
+    schema = Schemas([stream]).json_schema()
+    (tmp_path / "events.ts").write_text(generate(schema, "typescript"))
+    done = compile_ts(tmp_path, "events.ts")
+    assert done.returncode == 0, done.stdout
+    ts = (tmp_path / "events.ts").read_text()
+    assert '"user-name": string;' in ts and 'colour: "dark-blue" | "red";' in ts
+    assert "level: 1 | 2;" in ts and "a *\\/ b" in ts
+    (tmp_path / "Events.elm").write_text(generate(schema, "elm"))
+    done = subprocess.run(
+        [str(node_tools.elm_format()), "--validate", str(tmp_path / "Events.elm")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout
+    elm = (tmp_path / "Events.elm").read_text()
+    assert "type_ : String" in elm and "userName : String" in elm
+    assert 'Decode.field "user-name" Decode.string' in elm
+
+
+@pytest.mark.parametrize(
+    ("channel", "events", "message"),
+    [
+        ("a/{handlers}", "Painted", "a name the generated functions use"),
+        ("a/{default}", "Painted", "a name the generated functions use"),
+        ("a/{x}", "Record", "the generated clients use the name Record"),
+    ],
+)
+def test_names_the_generated_code_uses_are_refused(channel: str, events: str, message: str) -> None:
+    kind = msgspec.defstruct(events, [("a", int)])
+    schema = Schemas([Stream("s", channel, [kind])]).json_schema()
+    with pytest.raises(CodegenError, match=message):
+        generate(schema, "typescript")

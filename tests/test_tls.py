@@ -102,7 +102,7 @@ def test_streams_keep_receiving_after_another_request_on_the_connection(tmp_path
         curl = subprocess.Popen(
             [
                 *("curl", "--silent", "--no-buffer", "--cacert", str(cert), "--http2"),
-                *("--parallel", "--parallel-max", "20", "--max-time", "8"),
+                *("--parallel", "--parallel-max", "20", "--max-time", "4"),
                 *("--write-out", "\\n%{http_version} %{num_connects}\\n"),
                 *urls,
             ],
