@@ -19,6 +19,9 @@ Each example is a small application on sse_fast and a page:
 * ``/reference``: a plain ``EventSource`` page showing each event's type, id
   and data, the ``retry`` the server set, and its resume
   (``examples.reference``).
+* ``/typed``: typed channels end to end, BuildAmp style: events declared in
+  Python, checked by the edge, received by a generated TypeScript client
+  (``examples.typed_events``).
 
 The JavaScript libraries are pinned and served locally (``examples.vendor``).
 """

@@ -34,7 +34,7 @@ from starlette.staticfiles import StaticFiles
 from sse_fast.app import App
 from sse_fast.settings import Settings
 
-from . import chat, dashboard, datastar_stats, htmx_sensors, reference, tokens
+from . import chat, dashboard, datastar_stats, htmx_sensors, reference, tokens, typed_events
 from .vendor import PINNED
 
 log = logging.getLogger("examples")
@@ -49,6 +49,7 @@ EXAMPLES = (
     ("/tokens", "Token streaming and task progress", "token, progress, done/complete"),
     ("/dashboard", "The edge, live", "connections, events/s, topics"),
     ("/reference", "Plain EventSource", "named events, ids, retry, resume"),
+    ("/typed", "Typed channels", "declared events, a generated TypeScript client"),
 )
 
 
@@ -92,6 +93,7 @@ def render(name: str, **values: str) -> HTMLResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     edge = App(settings or Settings.from_env())
+    edge.hub.declare(*typed_events.streams)
     stats = datastar_stats.PlatformStats()
     room = chat.ChatRoom(data_directory() / "chat.jsonl")
 
@@ -123,6 +125,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     ("htmx", lambda: htmx_sensors.run(hub, speed)),
                     ("dashboard", lambda: dashboard.run(hub, speed)),
                     ("reference", lambda: reference.run(hub, speed)),
+                    ("typed", lambda: typed_events.run(hub, speed)),
                 )
             ]
             try:
@@ -141,6 +144,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             page("tokens"),
             page("dashboard"),
             page("reference"),
+            page("typed"),
             Route("/chat/send", chat.send, methods=["POST"]),
             Route("/chat/stream", chat.stream),
             Route("/tokens/stream", tokens.tokens),

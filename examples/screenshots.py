@@ -61,6 +61,8 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
             path = out / f"{name}.png"
             page.screenshot(path=str(path))  # type: ignore[attr-defined]
             saved.append(path)
+            # its streams end: a browser has six HTTP/1.1 connections per origin
+            page.close()  # type: ignore[attr-defined]
 
         page = context.new_page()
         page.goto(url + "/datastar")
@@ -101,6 +103,12 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
         page.goto(url + "/dashboard")
         page.wait_for_function("parseInt(document.getElementById('uptime').textContent) >= 3")
         save(page, "dashboard")
+
+        page = context.new_page()
+        page.goto(url + "/typed")
+        alerts = "document.querySelectorAll('#alerts li').length >= 1"
+        page.wait_for_function(alerts, timeout=30_000)
+        save(page, "typed")
 
         page = context.new_page()
         page.goto(url + "/reference")

@@ -546,3 +546,35 @@ def test_ids_from_clients_that_are_no_numbers_of_ours(server: ServerProcess) -> 
     for steps in ("²", "1" * 5000):
         reply = httpx.get(f"{server.url}/tasks/stream", params={"steps": steps}, timeout=5)
         assert reply.status_code == 400 and "steps" in reply.json()["error"]
+
+
+def test_typed_channels_from_declarations_to_a_generated_client(
+    server: ServerProcess, context: Any
+) -> None:
+    """The BuildAmp example: the page's client is generated from the Python
+    declarations and compiled with tsc; it gets each stream's typed events, and
+    the edge refuses a publish that does not fit them."""
+    page = context.new_page()
+    errors = page_errors(page)
+    page.goto(server.url + "/typed")
+    page.wait_for_function(
+        "() => document.getElementById('status').textContent === 'open'", timeout=WAIT
+    )
+    for list_id in ("comments", "notifications", "alerts"):
+        page.wait_for_function(
+            f"() => document.getElementById('{list_id}').children.length >= 2", timeout=WAIT
+        )
+    first = page.locator("#comments li").first.inner_text()
+    assert re.fullmatch(r"#\d+ (Ada|Grace|Linus|Barbara): .+", first)
+    assert re.fullmatch(
+        r"report-\d+: ok in \d+\.\d s", page.locator("#notifications li").first.inner_text()
+    )
+    assert re.fullmatch(
+        r"(INFO|WARNING|CRITICAL): check \d+", page.locator("#alerts li").first.inner_text()
+    )
+    assert errors == []
+    body = {"topic": "item:1", "event": "CommentAdded", "data": {"comment_id": "x"}}
+    refused = httpx.post(f"{server.url}/sse/publish", json=body, timeout=5)
+    assert refused.status_code == 400 and "$.comment_id" in refused.json()["error"]
+    schema = httpx.get(f"{server.url}/sse/schema", timeout=5).json()
+    assert set(schema["streams"]) == {"comments", "notifications", "alerts"}
