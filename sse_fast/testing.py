@@ -89,17 +89,21 @@ class ServerProcess:
         )
         self.left_behind: list[str] = []
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.close()
-                raise RuntimeError(f"server exited early:\n{self.output()}")
-            try:
-                status, _ = self._probe(self.ready_path)
-                if status == 200 and self._all_workers_ready(deadline):
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    self.log.close()
+                    raise RuntimeError(f"server exited early:\n{self.output()}")
+                try:
+                    status, _ = self._probe(self.ready_path)
+                    if status == 200 and self._all_workers_ready(deadline):
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.05)
+        except BaseException:  # whatever stops the wait (a probe's bug, ^C): no server left
+            self.stop()
+            raise
         self.stop()
         raise RuntimeError(f"server did not become ready:\n{self.output()}")
 
