@@ -269,3 +269,33 @@ def test_the_interval_is_bounded_by_what_readers_wait() -> None:
 
     with pytest.raises(SettingsError, match="at most 10"):
         Settings(presence_interval=30)
+
+
+def test_unchanged_figures_are_refreshed_and_a_stop_deletes_them() -> None:
+    """A topic whose figures do not change is written again at each refresh (or
+    readers would take it for a dead worker's after 30 s); at a graceful stop
+    every topic held is written as none."""
+    stored: list[dict[str, Any]] = []
+
+    async def store(update: dict[str, Any]) -> None:
+        stored.append(update)
+
+    async def publish(events: Any) -> None:
+        pass
+
+    figures = {"room:1": {"subscribers": 2, "subjects": {"a": 2}}}
+
+    async def main() -> None:
+        news = PresenceNews(["room:*"], 1.0, publish)
+        news.joined(fake("a", "room:1"))
+        await news._tick(lambda name: figures[name], store, refreshing=False)
+        assert stored == [figures] and news.held == {"room:1"}
+        await news._tick(lambda name: figures[name], store, refreshing=False)
+        assert len(stored) == 1  # nothing changed, no refresh due: nothing written
+        await news._tick(lambda name: figures[name], store, refreshing=True)
+        assert stored[-1] == figures  # the refresh writes it again
+        await news.final(lambda name: figures[name], store)
+        assert stored[-1] == {"room:1": {"subscribers": 0, "subjects": {}}}
+        assert news.held == set()
+
+    asyncio.run(main())
