@@ -198,29 +198,23 @@ def time_one(method: Callable[[dict[str, Any]], Any], data: dict[str, Any], coun
 def publish_path(rounds: int, count: int) -> dict[str, float]:
     """ns per event of ``Hub.publish_nowait`` (one event per call, to one of 10,000
     ``user/<n>`` topics as in the notifications benchmark; local broker, no
-    subscribers): with no stream declared, with three declared and an undeclared
-    topic, and to a declared topic (checked and written back)."""
+    subscribers): with no stream declared, with the three streams of
+    ``benches/typed_example.py`` declared and an undeclared topic, and to one of
+    their topics (``user:<n>``, checked and written back)."""
     import asyncio
 
     from sse_fast.hub import Hub
     from sse_fast.publishing import PublishRequest
-    from sse_fast.schemas import Stream
     from sse_fast.settings import Settings
 
-    class Notice(msgspec.Struct):
-        text: str
-        seq: int
+    from .typed_example import streams
 
-    streams = [
-        Stream("comments", "item:{item_id}", [CommentAddedS]),
-        Stream("notices", "note:{user_id:int}", [Notice]),
-        Stream("alerts", "system/alerts", [AuthorS]),
-    ]
     undeclared = [
-        PublishRequest((f"user/{n}",), {"text": "hello", "seq": n}) for n in range(10_000)
+        PublishRequest((f"user/{n}",), {"task_id": f"t{n}", "result": "ok"}) for n in range(10_000)
     ]
     declared = [
-        PublishRequest((f"note:{n}",), {"text": "hello", "seq": n}, "Notice") for n in range(10_000)
+        PublishRequest((f"user:{n}",), {"task_id": f"t{n}", "result": "ok"}, "TaskComplete")
+        for n in range(10_000)
     ]
     settings = Settings(max_topics=100_000)
 

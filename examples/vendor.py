@@ -149,18 +149,22 @@ def _member(pin: Pinned, archive: Path) -> bytes:
         raise VendorError(f"cannot read {pin.member} from {pin.archive}: {exc!r}") from None
 
 
+def _checked_archive(pin: Pinned, into: Path) -> Path:
+    """``pin``'s archive downloaded into ``into``, its SHA-256 checked."""
+    archive = _download(pin, into)
+    got = _sha256(archive.read_bytes())
+    if got != pin.archive_sha256:
+        raise VendorError(
+            f"{pin.archive} from {pin.registry} has SHA-256 {got}, pinned {pin.archive_sha256}: "
+            "refusing it (a different build under the same version, or a corrupt cache)"
+        )
+    return archive
+
+
 def fetch(pin: Pinned, directory: Path = VENDOR) -> None:
     """Download ``pin``'s archive, check both hashes, write the one file."""
     with tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp:
-        archive = _download(pin, Path(tmp))
-        got = _sha256(archive.read_bytes())
-        if got != pin.archive_sha256:
-            raise VendorError(
-                f"{pin.archive} from {pin.registry} has SHA-256 {got}, "
-                f"pinned {pin.archive_sha256}: "
-                "refusing it (a different build under the same version, or a corrupt cache)"
-            )
-        data = _member(pin, archive)
+        data = _member(pin, _checked_archive(pin, Path(tmp)))
     got = _sha256(data)
     if got != pin.sha256:
         raise VendorError(f"{pin.member} in {pin.archive} has SHA-256 {got}, pinned {pin.sha256}")
@@ -185,22 +189,26 @@ TYPESCRIPT = Pinned(
 CACHE = Path(os.environ.get("SSE_FAST_EXAMPLES_CACHE", Path.home() / ".cache" / "sse-fast"))
 
 
-def typescript_compiler(cache: Path = CACHE) -> Path:
-    """The pinned ``tsc.js`` (fetched, checked and unpacked once)."""
-    pin = TYPESCRIPT
-    tsc = cache / f"typescript-{pin.version}" / pin.member
-    if tsc.is_file() and _sha256(tsc.read_bytes()) == pin.sha256:
-        return tsc
-    with tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp:
-        archive = _download(pin, Path(tmp))
-        got = _sha256(archive.read_bytes())
-        if got != pin.archive_sha256:
-            raise VendorError(f"{pin.archive} has SHA-256 {got}, pinned {pin.archive_sha256}")
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache / f"typescript-{pin.version}", filter="data")
-    if not tsc.is_file() or _sha256(tsc.read_bytes()) != pin.sha256:
+def unpacked(pin: Pinned, cache: Path = CACHE) -> Path:
+    """``pin``'s member in its whole package, unpacked once into ``cache`` (a tool that
+    needs the files around it); both hashes checked."""
+    root = cache / f"{pin.name.replace('/', '+')}-{pin.version}"
+    tool = root / pin.member
+    if tool.is_file() and _sha256(tool.read_bytes()) == pin.sha256:
+        return tool
+    with (
+        tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp,
+        tarfile.open(_checked_archive(pin, Path(tmp))) as tar,
+    ):
+        tar.extractall(root, filter="data")
+    if not tool.is_file() or _sha256(tool.read_bytes()) != pin.sha256:
         raise VendorError(f"{pin.member} in {pin.archive} is not the pinned file")
-    return tsc
+    return tool
+
+
+def typescript_compiler(cache: Path = CACHE) -> Path:
+    """The pinned ``tsc.js`` (run it with node)."""
+    return unpacked(TYPESCRIPT, cache)
 
 
 def typed_client(schema: dict[str, Any], directory: Path = VENDOR) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 import jwt
 
 from ._request import PublishRequest
-from .settings import Settings
+from .settings import Settings, split_list
 
 CLAIMS_NAMESPACE = "sse_fast"
 #: decoded JWTs kept (by token), so a publisher is not verified again on every request
@@ -65,10 +65,6 @@ def matches(topic: str, patterns: Iterable[str]) -> bool:
         if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(topic, pattern):
             return True
     return False
-
-
-def split_list(text: str) -> tuple[str, ...]:
-    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 class Authenticator:

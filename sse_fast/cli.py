@@ -14,10 +14,13 @@ import socket
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .settings import Settings, SettingsError, unknown_variables
+
+if TYPE_CHECKING:
+    from .schemas import Schemas
 
 log = logging.getLogger("sse_fast")
 
@@ -240,7 +243,7 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def check_schemas(spec: str) -> None:
+def check_schemas(spec: str) -> Schemas:
     """Load the declared streams once here, so that a mistake stops the start with
     its reason (the workers load them again). Modules are looked for in the
     current directory too, as ASGI servers do for the application (the workers
@@ -261,6 +264,7 @@ def check_schemas(spec: str) -> None:
         spec,
         ", ".join(f"{s.name} ({s.channel})" for s in schemas.streams.values()),
     )
+    return schemas
 
 
 def tls(settings: Settings) -> dict[str, Any]:

@@ -59,11 +59,12 @@ if TYPE_CHECKING:
 __all__ = ["SchemaError", "Schemas", "Stream", "load"]
 
 _STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
+#: a parameter in a channel pattern: ``{name}`` or ``{name:kind}``
+PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
 #: what a parameter of each kind matches (inside a topic)
 #: (written so that it reads the same as a Python and an ECMAScript regex: JSON Schema)
-_SEGMENT = "[A-Za-z0-9._~@!$&'()+,;=%-]+"
-_KINDS = {"str": _SEGMENT, "int": "[0-9]+"}
+SEGMENT = "[A-Za-z0-9._~@!$&'()+,;=%-]+"
+_KINDS = {"str": SEGMENT, "int": "[0-9]+"}
 
 
 class SchemaError(ValueError):
@@ -92,7 +93,7 @@ class Stream:
         *,
         description: str = "",
     ) -> None:
-        ms = _msgspec()
+        ms = self._msgspec = _msgspec()  # (looked up once: check runs on each publish)
         if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
             raise SchemaError(
                 f"stream name {name!r}: a letter, then letters, digits or _ "
@@ -130,7 +131,7 @@ class Stream:
         if not isinstance(channel, str) or not channel:
             raise SchemaError(f"stream {self.name!r}: the channel pattern must be a non-empty str")
         out, at = [], 0
-        for match in _PARAMETER.finditer(channel):
+        for match in PARAMETER.finditer(channel):
             literal = channel[at : match.start()]
             out.append(self._literal(literal))
             parameter, kind = match.group(1), match.group(2) or "str"
@@ -188,7 +189,7 @@ class Stream:
                 )
             return text
 
-        return _PARAMETER.sub(value, self.channel)
+        return PARAMETER.sub(value, self.channel)
 
     def request(
         self,
@@ -203,12 +204,12 @@ class Stream:
         event = type(record).__name__
         if self.events.get(event) is not type(record):
             raise SchemaError(f"stream {self.name!r} has no event type {type(record).__name__}")
-        ms = _msgspec()
-        return PublishRequest((self.topic(**parameters),), ms.to_builtins(record), event, id, retry)
+        data = self._msgspec.to_builtins(record)
+        return PublishRequest((self.topic(**parameters),), data, event, id, retry)
 
     def check(self, request: PublishRequest, topic: str) -> PublishRequest:
         """``request`` with its data as the declared type writes it, or a 400."""
-        ms = _msgspec()
+        ms = self._msgspec
         if request.event is None:
             if len(self.events) != 1:
                 raise PublishError(
@@ -337,7 +338,7 @@ class Schemas:
                     name: (
                         {"type": "integer", "minimum": 0}
                         if kind == "int"
-                        else {"type": "string", "pattern": f"^{_SEGMENT}$"}
+                        else {"type": "string", "pattern": f"^{SEGMENT}$"}
                     )
                     for name, kind in stream.parameters.items()
                 },

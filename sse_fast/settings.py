@@ -30,6 +30,11 @@ def _doc(text: str, **extra: Any) -> dict[str, Any]:
     return {"doc": text, **extra}
 
 
+def split_list(text: str) -> tuple[str, ...]:
+    """A comma-separated setting's items, stripped, empty ones left out."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
 @dataclass
 class Settings:
     host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
@@ -388,10 +393,10 @@ class Settings:
             raise SettingsError(f"port must be at most 65535, got {self.port}")
         if self.http not in ("1", "2", "auto"):
             raise SettingsError(f"http must be 1, 2 or auto, got {self.http!r}")
-        for network in self.ops_networks.split(","):
-            if network.strip():
+        for network in split_list(self.ops_networks):
+            if network:
                 try:
-                    ipaddress.ip_network(network.strip(), strict=False)
+                    ipaddress.ip_network(network, strict=False)
                 except ValueError:
                     raise SettingsError(
                         f"ops_networks: {network.strip()!r} is not a network "
@@ -417,7 +422,7 @@ class Settings:
                 "of a worker that wrote none for 30 s count as a dead worker's)"
             )
         if self.webhook_urls:
-            for url in filter(None, (u.strip() for u in self.webhook_urls.split(","))):
+            for url in split_list(self.webhook_urls):
                 if not url.startswith(("http://", "https://")):
                     raise SettingsError(f"webhook_urls: {url!r} is no http:// or https:// URL")
             if len(self.webhook_secret) < 16:

@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -133,25 +134,23 @@ class ServerProcess:
         return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def _probe(self, path: str) -> tuple[int, bytes]:
-        """GET ``path``: (status, body). Over TLS without checking the certificate
-        (a test's own, self-signed)."""
-        if not self.tls:  # blocking (not asyncio.run): callable where a loop runs
+        """GET ``path``: (status, body); blocking (not asyncio.run: callable where a
+        loop runs). Over TLS without checking the certificate (a test's own,
+        self-signed)."""
+        if self.tls:
+            connection: http.client.HTTPConnection = http.client.HTTPSConnection(
+                HOST, self.port, timeout=2, context=ssl._create_unverified_context()
+            )
+        else:
             connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
-            try:
-                connection.request("GET", path)
-                reply = connection.getresponse()
-                return reply.status, reply.read()
-            except http.client.HTTPException as exc:
-                raise OSError(str(exc)) from exc
-            finally:
-                connection.close()
-        import httpx
-
         try:
-            response = httpx.get(self.url + path, verify=False, timeout=2)
-        except httpx.TransportError as exc:
+            connection.request("GET", path)
+            reply = connection.getresponse()
+            return reply.status, reply.read()
+        except http.client.HTTPException as exc:
             raise OSError(str(exc)) from exc
-        return response.status_code, response.content
+        finally:
+            connection.close()
 
     def workers(self) -> int:
         """The number of workers asked for (``--workers`` or ``workers=``)."""

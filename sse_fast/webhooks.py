@@ -55,7 +55,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._tasks import stop_task
-from .auth import matches, split_list
+from .auth import matches
+from .settings import split_list
 
 if TYPE_CHECKING:
     import httpx
@@ -234,29 +235,27 @@ class Webhooks:
 
     async def _step(self, delivery: Delivery) -> bool:
         """Send one batch if there is one; True when stopping with nothing left."""
-        interval = self.settings.webhook_interval
-        if True:
-            if not self._stopping and len(delivery.pending) < BATCH:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(delivery.wake.wait(), interval)
-            if not delivery.pending:
-                return self._stopping
-            count = min(len(delivery.pending), BATCH)
-            events = [delivery.pending[i] for i in range(count)]
-            dropped, delivery.dropped = delivery.dropped, 0
-            body = orjson.dumps(
-                {
-                    "batch": uuid.uuid4().hex,
-                    "sent_at": self.clock(),
-                    "dropped": dropped,
-                    "events": events,
-                }
-            )
-            await self._deliver(delivery, body)
-            for _ in range(count):  # taken: only now out of memory (at least once)
-                delivery.pending.popleft()
-            self.metrics.webhook_delivered_total += count
-            return False
+        if not self._stopping and len(delivery.pending) < BATCH:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(delivery.wake.wait(), self.settings.webhook_interval)
+        if not delivery.pending:
+            return self._stopping
+        count = min(len(delivery.pending), BATCH)
+        events = [delivery.pending[i] for i in range(count)]
+        dropped, delivery.dropped = delivery.dropped, 0
+        body = orjson.dumps(
+            {
+                "batch": uuid.uuid4().hex,
+                "sent_at": self.clock(),
+                "dropped": dropped,
+                "events": events,
+            }
+        )
+        await self._deliver(delivery, body)
+        for _ in range(count):  # taken: only now out of memory (at least once)
+            delivery.pending.popleft()
+        self.metrics.webhook_delivered_total += count
+        return False
 
     async def _deliver(self, delivery: Delivery, body: bytes) -> None:
         """POST ``body`` until a 2xx (retrying with backoff); cancelled at shutdown."""

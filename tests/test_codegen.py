@@ -54,7 +54,7 @@ def compile_ts(
 ) -> subprocess.CompletedProcess[str]:
     options = ["--strict", "--target", "es2020", "--lib", "es2020,dom", "--module", "es2020"]
     return subprocess.run(
-        [str(node_tools.tsc()), *options, *([] if emit else ["--noEmit"]), *files],
+        [*node_tools.tsc(), *options, *([] if emit else ["--noEmit"]), *files],
         cwd=directory,
         capture_output=True,
         text=True,
@@ -231,26 +231,25 @@ def elm(tmp_path_factory: pytest.TempPathFactory) -> str:
     return generate(SCHEMA, "elm", module="App.Events")
 
 
+def elm_format_validate(source: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    """``elm-format --validate`` of ``source`` (as a file in ``directory``)."""
+    path = directory / "Events.elm"
+    path.write_text(source)
+    return subprocess.run(
+        [str(node_tools.elm_format()), "--validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_the_elm_module_is_as_elm_format_writes_it(elm: str, tmp_path: Path) -> None:
-    path = tmp_path / "Events.elm"
-    path.write_text(elm)
-    done = subprocess.run(
-        [str(node_tools.elm_format()), "--validate", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = elm_format_validate(elm, tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
-    path.write_text(elm.replace("    Decode.succeed", "  Decode.succeed", 1))  # the check bites
-    done = subprocess.run(
-        [str(node_tools.elm_format()), "--validate", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode != 0
+    # the check bites
+    bad = elm.replace("    Decode.succeed", "  Decode.succeed", 1)
+    assert elm_format_validate(bad, tmp_path).returncode != 0
 
 
 ELM_DECODERS = {
@@ -362,16 +361,9 @@ def test_enums_keywords_and_odd_names(tmp_path: Path) -> None:
     ts = (tmp_path / "events.ts").read_text()
     assert '"user-name": string;' in ts and 'colour: "dark-blue" | "red";' in ts
     assert "level: 1 | 2;" in ts and "a *\\/ b" in ts
-    (tmp_path / "Events.elm").write_text(generate(schema, "elm"))
-    done = subprocess.run(
-        [str(node_tools.elm_format()), "--validate", str(tmp_path / "Events.elm")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    elm = generate(schema, "elm")
+    done = elm_format_validate(elm, tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout
-    elm = (tmp_path / "Events.elm").read_text()
     assert "type_ : String" in elm and "userName : String" in elm
     assert 'Decode.field "user-name" Decode.string' in elm
 

@@ -15,7 +15,7 @@ import pytest
 from sse_fast._request import TOPIC_CHARACTERS
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest
-from sse_fast.schemas import _SEGMENT, SchemaError, Schemas, Stream, load
+from sse_fast.schemas import SEGMENT, SchemaError, Schemas, Stream, load
 from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess, collect
 
@@ -48,7 +48,7 @@ def test_patterns_match_their_topics_only() -> None:
     assert notifications.match("user:x") is None
     assert alerts.match("system/alerts") == {} and alerts.match("system/alertsx") is None
     # a parameter is a topic segment: the topic characters but / and :
-    segment = re.compile(_SEGMENT)
+    segment = re.compile(SEGMENT)
     for character in TOPIC_CHARACTERS:
         assert bool(segment.fullmatch(character)) is (character not in "/:"), character
 

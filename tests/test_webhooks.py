@@ -65,18 +65,9 @@ def events(log: Path) -> dict[str, dict[str, Any]]:
     return {e["id"]: e for batch in received(log) for e in batch["events"]}
 
 
-def wait_for(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "not in time"
-        time.sleep(0.05)
-
-
 async def until(check: Any, timeout: float = 15.0) -> Any:
-    """``wait_for`` inside the loop the clients run on (their closes need it to run)."""
+    """``check()``'s first true value, waiting in the loop the clients run on (their
+    closes need it to run)."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -117,7 +108,7 @@ def test_connects_and_disconnects_arrive_signed(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "hooks.jsonl"
     sub = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, JWT_SECRET, "HS256")
 
-    async def main(server: ServerProcess) -> None:
+    async def main(server: ServerProcess) -> dict[str, dict[str, Any]]:
         anonymous = await streams(server, 2)
         (alice,) = await streams(server, 1, "room:1", Authorization=f"Bearer {sub}")
         await until(lambda: len(by_type(events(log), "connect")) == 3)
@@ -125,10 +116,13 @@ def test_connects_and_disconnects_arrive_signed(tmp_path: Path) -> None:
             client.close()
         await until(lambda: len(by_type(events(log), "disconnect")) == 2)
         alice.close()
+        found: dict[str, dict[str, Any]] = await until(
+            lambda: (e := events(log)) and len(e) == 6 and e
+        )
+        return found
 
     with receiver(port, log), edge(port) as server:
-        asyncio.run(main(server))
-        found = wait_for(lambda: (e := events(log)) and len(e) == 6 and e)
+        found = asyncio.run(main(server))
     connects, disconnects = by_type(found, "connect"), by_type(found, "disconnect")
     assert [e["topics"] for e in connects] == [["news"], ["news"], ["room:1"]]
     assert [e["subject"] for e in connects] == [None, None, "alice"]

@@ -17,8 +17,7 @@ import time
 from typing import Any
 
 from ..asgi import Scope
-from ..auth import split_list
-from ..settings import Settings
+from ..settings import Settings, split_list
 from .http import HTTPError, header, retry_after
 
 

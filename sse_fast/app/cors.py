@@ -5,8 +5,7 @@ with credentials, read ``SSE-Fast-Resume`` and ``Retry-After``, and send
 from __future__ import annotations
 
 from ..asgi import Headers, Scope, Send
-from ..auth import split_list
-from ..settings import Settings
+from ..settings import Settings, split_list
 from .http import HTTPError, header
 
 

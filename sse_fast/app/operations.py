@@ -113,7 +113,9 @@ class Operations:
         await send_text(
             send,
             200,
-            render_server_metrics(figures, self.settings.workers),
+            render_server_metrics(
+                figures, self.settings.workers, webhooks=bool(self.settings.webhook_urls)
+            ),
             b"text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -144,7 +146,9 @@ def _worker(figures: dict[str, Any]) -> int:
     return 0 if worker is None else int(worker)
 
 
-def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
+def render_server_metrics(
+    figures: list[dict[str, Any]], expected: int, *, webhooks: bool = False
+) -> str:
     """The Prometheus text for the whole server from every worker's report."""
     figures = sorted(figures, key=_worker)
     subscribers: dict[str, int] = {}
@@ -172,12 +176,13 @@ def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
             for one in figures
         ),
     ]
+    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
     if any("upstream_reading" in one for one in figures):
-        extra += upstream_metrics(figures)
-    if any(one.get("webhooks") for one in figures):
-        extra += webhook_metrics(figures)
+        extra += upstream_metrics(figures, merged)
+    if webhooks:
+        extra += WEBHOOK_COUNTERS.lines(merged)
     return metrics_module.render(
-        metrics_module.Metrics.merged(one["metrics"] for one in figures),
+        merged,
         connections_open=sum(one["connections_open"] for one in figures),
         topics=max(one["topics"] for one in figures),
         subscribers_by_topic=busiest,
@@ -185,49 +190,50 @@ def render_server_metrics(figures: list[dict[str, Any]], expected: int) -> str:
     )
 
 
-def upstream_metrics(figures: list[dict[str, Any]]) -> list[str]:
+def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metrics) -> list[str]:
     """Relay mode's figures (the counters are the sum over workers: only the
     reader counts, and a worker that read before keeps its counts)."""
-    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
     up = any(one.get("upstream_up") for one in figures)
-    lines = [
+    return [
         "# HELP sse_fast_upstream_connected Whether the upstream stream is connected.",
         "# TYPE sse_fast_upstream_connected gauge",
         f"sse_fast_upstream_connected {int(up)}",
+        *UPSTREAM_COUNTERS.lines(merged),
     ]
-    for name, help_text in (
-        ("events", "Upstream events republished."),
-        ("dropped", "Upstream events the transform dropped."),
-        ("errors", "Upstream events skipped: the transform failed or its result was invalid."),
-        ("missed", "Times the upstream could not resume us (events lost upstream)."),
-        ("reconnects", "Reconnects to the upstream."),
-    ):
-        metric = f"sse_fast_upstream_{name}_total"
-        lines += [
-            f"# HELP {metric} {help_text}",
-            f"# TYPE {metric} counter",
-            f"{metric} {getattr(merged, f'upstream_{name}_total')}",
-        ]
-    return lines
 
 
-def webhook_metrics(figures: list[dict[str, Any]]) -> list[str]:
-    """The webhooks' counters, summed over workers."""
-    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
-    lines = []
-    for name, help_text in (
-        ("events", "Stream connects and disconnects queued for the webhooks (each once)."),
-        ("delivered", "Webhook events a receiver took (per URL)."),
-        ("dropped", "Webhook events dropped: a receiver down with its queue full (per URL)."),
-        ("failures", "Webhook POSTs that got no 2xx (each is retried)."),
-    ):
-        metric = f"sse_fast_webhook_{name}_total"
-        lines += [
-            f"# HELP {metric} {help_text}",
-            f"# TYPE {metric} counter",
-            f"{metric} {getattr(merged, f'webhook_{name}_total')}",
-        ]
-    return lines
+class Counters:
+    """A family of counters ``sse_fast_<family>_<name>_total``, each the sum over
+    workers of ``Metrics.<family>_<name>_total``."""
+
+    def __init__(self, family: str, *items: tuple[str, str]) -> None:
+        self.family = family
+        self.items = items
+
+    def lines(self, merged: metrics_module.Metrics) -> list[str]:
+        out = []
+        for name, help_text in self.items:
+            metric = f"sse_fast_{self.family}_{name}_total"
+            value = getattr(merged, f"{self.family}_{name}_total")
+            out += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric} {value}"]
+        return out
+
+
+UPSTREAM_COUNTERS = Counters(
+    "upstream",
+    ("events", "Upstream events republished."),
+    ("dropped", "Upstream events the transform dropped."),
+    ("errors", "Upstream events skipped: the transform failed or its result was invalid."),
+    ("missed", "Times the upstream could not resume us (events lost upstream)."),
+    ("reconnects", "Reconnects to the upstream."),
+)
+WEBHOOK_COUNTERS = Counters(
+    "webhook",
+    ("events", "Stream connects and disconnects queued for the webhooks (each once)."),
+    ("delivered", "Webhook events a receiver took (per URL)."),
+    ("dropped", "Webhook events dropped: a receiver down with its queue full (per URL)."),
+    ("failures", "Webhook POSTs that got no 2xx (each is retried)."),
+)
 
 
 def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:

@@ -804,15 +804,16 @@ class RedisBroker(Broker):
             pipe.expire(key, 10)
             await pipe.execute()
 
-    async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
-        if self.client is None:
-            raise RuntimeError("not connected to Redis")
-        await RedisPresence(self.client, self.prefix, self.member_id).store(figures)
-
-    async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
+    def _presence(self) -> RedisPresence:
         if self.client is None or not self.available:
             raise RuntimeError("Redis is away")
-        return await RedisPresence(self.client, self.prefix, self.member_id).read(topic)
+        return RedisPresence(self.client, self.prefix, self.member_id)
+
+    async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
+        await self._presence().store(figures)
+
+    async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
+        return await self._presence().read(topic)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker

@@ -47,13 +47,11 @@ def generate(schema: dict[str, Any], lang: str, module: str = "Events") -> str:
 def _schema(args: argparse.Namespace) -> dict[str, Any]:
     if args.schemas:
         from ..cli import StartError, check_schemas
-        from ..schemas import load
 
-        try:
-            check_schemas(args.schemas)  # the current directory on the path, the errors said
+        try:  # as `serve` loads them: the current directory on the path, the errors said
+            return check_schemas(args.schemas).json_schema()
         except StartError as exc:
             raise CodegenError(str(exc)) from None
-        return load(args.schemas).json_schema()
     if args.schema_url:
         try:
             with urllib.request.urlopen(args.schema_url, timeout=10) as reply:

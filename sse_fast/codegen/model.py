@@ -14,7 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
+from ..schemas import PARAMETER
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -106,6 +107,8 @@ RESERVED_TYPES = frozenset(
         "Value",
     ]
 )
+#: the handlers every stream's TypeScript handlers have besides one per event
+HANDLER_KEYS = frozenset({"onOpen", "onError", "onMissed", "onDisconnect"})
 #: parameter names the generated functions use, or that JavaScript reserves
 RESERVED_PARAMETERS = frozenset(
     [
@@ -213,6 +216,10 @@ def read(schema: dict[str, Any]) -> Model:
                 raise CodegenError(f"streams/{stream.name}: {made} is already a name")
             generated[made] = stream.name
         for event, _ in stream.events:
+            if event in HANDLER_KEYS:
+                raise CodegenError(
+                    f"streams/{stream.name}: event {event!r} would be a handler's name"
+                )
             variant = pascal(stream.name) + event
             if variant in model.records:
                 raise CodegenError(
@@ -290,7 +297,7 @@ def _stream(name: str, node: dict[str, Any], model: Model) -> Stream:
     parts: list[str | Parameter] = []
     parameters = []
     at = 0
-    for match in _PARAMETER.finditer(channel):
+    for match in PARAMETER.finditer(channel):
         if match.start() > at:
             parts.append(channel[at : match.start()])
         parameter = Parameter(match.group(1), match.group(2) or "str")

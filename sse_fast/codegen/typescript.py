@@ -19,12 +19,10 @@ from __future__ import annotations
 import json
 import re
 
+from ..schemas import SEGMENT
 from .model import Model, Parameter, Record, Stream, Type, camel, pascal
 
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_HANDLER_KEYS = {"onOpen", "onError", "onMissed", "onDisconnect"}
-#: the topic characters but / and : (sse_fast.schemas._SEGMENT)
-_SEGMENT = "^[A-Za-z0-9._~@!$&'()+,;=%-]+$"
 
 PRELUDE = """\
 export class DecodeError extends Error {
@@ -184,7 +182,7 @@ function subscribe(
     },
   };
 }
-""".replace("SEGMENT", _SEGMENT.replace("/", "\\/"))
+""".replace("SEGMENT", f"^{SEGMENT}$".replace("/", "\\/"))
 
 
 def _property(name: str) -> str:
@@ -248,11 +246,6 @@ def _decode_function(record: Record) -> list[str]:
 
 
 def _stream(stream: Stream) -> list[str]:
-    for event, _ in stream.events:
-        if event in _HANDLER_KEYS:
-            from .model import CodegenError
-
-            raise CodegenError(f"streams/{stream.name}: event {event!r} would be a handler's name")
     name = pascal(stream.name)
     arguments = ", ".join(
         f"{camel(p.name)}: {'number' if p.kind == 'int' else 'string'}" for p in stream.parameters

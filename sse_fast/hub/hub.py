@@ -22,7 +22,6 @@ from .._core import encode
 from .._tasks import stop_task
 from ..abort import ConnectionKey
 from ..asgi import Headers, Receive, Send
-from ..auth import split_list
 from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
@@ -30,7 +29,7 @@ from ..metrics import Metrics
 from ..publishing import PublishRequest, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
-from ..settings import Settings
+from ..settings import Settings, split_list
 from ..webhooks import Webhooks
 from . import resume
 from .closing import Closer
@@ -107,7 +106,6 @@ class Hub:
         self.webhooks: Webhooks | None = None
         if settings.webhook_urls:
             self.webhooks = Webhooks(settings, metrics, clock)
-            self.reports.append(lambda: {"webhooks": True})
 
     # ---------------------------------------------------------------- running
 

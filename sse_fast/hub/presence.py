@@ -7,16 +7,17 @@
   per subject; the anonymous ones only counted). ``GET /presence?topic=``
   and ``Operations.presence`` add up every worker's through the broker and,
   with Redis, every node's for the topics ``presence_topics`` names (each
-  worker keeps its figures of those topics in Redis, see ``PresenceStore``).
+  worker keeps its figures of those topics in Redis: ``brokers/presence.py``).
 * **News.** For the topics ``presence_topics`` names, each worker gathers the
   joins and leaves of ``presence_interval`` seconds and publishes them as one
   event ``presence`` to the companion topic ``<topic>/presence``, data
   ``{"topic": t, "subjects": {"alice": 1, "bob": -1}, "anonymous": 0}``: the
   net change of connections per subject (a subject's 0 is left out, and an
-  interval without change publishes nothing). A client that applies these
-  changes to a ``/presence`` figure has the count; a reconnect within the
-  interval is no news, and a storm of reconnects makes at most one event per
-  topic and worker per interval: it cannot flood the companion topic.
+  interval without change publishes nothing): a roster's updates between
+  reads of ``/presence`` (news lags the live figures by up to an interval). A
+  reconnect within the interval is no news, and a storm of reconnects makes at
+  most one event per topic and worker per interval: it cannot flood the
+  companion topic.
 
 Companion topics (``*/presence``) are never tracked themselves.
 """
@@ -81,7 +82,6 @@ class PresenceNews:
         self.pending: dict[str, Counter[str]] = {}
         #: topics whose figures changed since the store last wrote them
         self.changed: set[str] = set()
-        self.dropped = 0  # news the broker refused (counted, not retried)
         #: tracked topics with subscribers here at the last store
         self.held: set[str] = set()
         self.max_topic_length = max_topic_length
@@ -162,7 +162,6 @@ class PresenceNews:
             try:
                 await self.publish(events)
             except Exception as exc:  # the broker away: news is news only now
-                self.dropped += len(events)
                 log.warning("presence news for %d topics not published: %s", len(events), exc)
         changed, self.changed = self.changed, set()
         if refreshing:
