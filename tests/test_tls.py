@@ -93,8 +93,8 @@ def test_streams_keep_receiving_after_another_request_on_the_connection(tmp_path
     nghttp2, multiplexes ``--parallel`` transfers); a publish afterwards reaches
     all ten. httpx 0.28 (httpcore 1.0.9) cannot be the client here: its HTTP/2
     streams stop receiving once another request on their connection has
-    completed, against any server (hypercorn too, and a bare ASGI app), so a
-    test with it measures the client (found in session 21, located in 22)."""
+    completed (seen against the edge and a bare ASGI app under Granian, and a
+    bare app under hypercorn), so a test with it measures the client."""
     cert, key = self_signed(tmp_path)
     args = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--http", "auto")
     with ServerProcess(*args) as server:
