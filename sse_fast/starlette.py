@@ -39,6 +39,22 @@ Theory of operation
   gathered is written first (``_Stream.stream_items``, ``_tasks.step``). A
   client sees the same events; a stream that fell behind costs the server one
   write per batch instead of one per event.
+* Saturated. With a queue per subscriber a backlog never forms by itself
+  (each publish wakes every subscriber, and they all run before the next
+  publish is read), so when events come faster than the loop can write them
+  one by one, each still costs a wake-up, a ``send`` and a system call, and
+  the loop falls behind for good. While the loop is saturated (measured by
+  ``sse_fast/_pacing.py``), a stream that receives an event less than
+  ``busy_batch_delay`` (0.05 s) after its last write *holds* it: the
+  generator is not asked again until the pacer's next tick, so what comes
+  meanwhile waits in its queue (or socket) and goes out in the same write,
+  for one wake-up. A generator that had nothing ready after a hold (it runs on
+  a timer of its own) is not held for its next 16 writes: they are
+  *deferred* to the tick instead, the generator going on at its own pace. An
+  event that comes ``busy_batch_delay`` or more after the last write is
+  written at once, and a loop that is not saturated holds nothing.
+  ``busy_batch_delay=None`` turns this off (keyword only: not in
+  sse-starlette). A shutdown sends what is held with the last chunk.
 * Pings and slow clients. A comment (``: ping - <time>``, or
   ``ping_message_factory()``) goes out after ``ping`` seconds without a write
   (a stream busy with events needs none). A write that does not complete within
@@ -89,7 +105,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from . import _shutdown
+from . import _pacing, _shutdown
 from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import close_generator, step, uncancel, within
 from .abort import ensure_user_timeout
@@ -110,6 +126,9 @@ __all__ = [
 log = logging.getLogger("sse_fast.starlette")
 #: most bytes of ready items written together (see ``_Stream.stream_items``)
 BATCH_BYTES = 64 * 1024
+#: a stream whose generator had nothing ready after a hold defers this many writes
+#: before it holds again (see "Saturated")
+DEFERS_AFTER_EMPTY_HOLD = 16
 
 
 class SendTimeoutError(TimeoutError):
@@ -180,6 +199,7 @@ class EventSourceResponse(Response):
     DEFAULT_PING_INTERVAL = 15
     DEFAULT_SEPARATOR = "\n"
     DEFAULT_CLEANUP_TIMEOUT = 30.0
+    DEFAULT_BUSY_BATCH_DELAY = 0.05
 
     def __init__(
         self,
@@ -197,6 +217,8 @@ class EventSourceResponse(Response):
         shutdown_event: _Event | None = None,
         shutdown_grace_period: float = 0,
         cleanup_timeout: float | None = DEFAULT_CLEANUP_TIMEOUT,
+        *,
+        busy_batch_delay: float | None = DEFAULT_BUSY_BATCH_DELAY,
     ) -> None:
         self.sep = line_end(sep, self.DEFAULT_SEPARATOR)
         if isinstance(content, AsyncIterable):
@@ -227,6 +249,11 @@ class EventSourceResponse(Response):
         if cleanup_timeout is not None and cleanup_timeout < 0:
             raise ValueError("cleanup_timeout must be >= 0")
         self._cleanup_timeout = cleanup_timeout
+        if busy_batch_delay is not None and not 0 < busy_batch_delay <= 1:
+            raise ValueError(
+                "busy_batch_delay must be > 0 and <= 1 second (or None: never hold an event)"
+            )
+        self.busy_batch_delay = busy_batch_delay
         self.active = True
 
     @property
@@ -334,6 +361,15 @@ class _Stream:
         #: the generator waits); the next write waits for it
         self.pending_write: asyncio.Task[None] | None = None
         self.sender: asyncio.Task[None] | None = None
+        #: the loop's load and shared tick while events are held (see "Saturated")
+        self.pacer: _pacing.Pacer | None = None
+        #: encoded items not yet written, and their size
+        self.gathered: list[bytes] = []
+        self.gathered_size = 0
+        #: the tick at which the gathered items go out, while they are deferred
+        self.held: asyncio.Future[None] | None = None
+        #: writes to defer rather than hold (a generator on a timer: see "Saturated")
+        self.defers_left = 0
 
     async def run(self) -> None:
         response = self.response
@@ -352,6 +388,9 @@ class _Stream:
         interrupted = True
         try:
             _streams.add(self, self.loop)
+            if response.busy_batch_delay is not None:
+                self.pacer = _pacing.pacer(self.loop)
+                self.pacer.opened()
             if response.send_timeout is not None:  # a vanished network: see "Pings"
                 ensure_user_timeout(self.scope, response.send_timeout)
             self.arm_watch()
@@ -377,7 +416,7 @@ class _Stream:
             elif self.ended_by == "shutdown":
                 response.active = False
                 with contextlib.suppress(Exception, SendTimeoutError):
-                    await self.write(b"", more=False)
+                    await self.write(self.take_gathered(), more=False)  # held items too
         finally:
             response.active = False
             self.stop()
@@ -390,41 +429,90 @@ class _Stream:
         """Write every item; items that are ready at once (the generator did not
         wait: a backlog in its queue) go out together, in one write of up to
         ``BATCH_BYTES``, so a stream that fell behind catches up at a fraction of
-        the server's cost per write. An item that must be waited for is never
-        held back: what is gathered is written first."""
-        gathered: list[bytes] = []
-        size = 0
+        the server's cost per write. When the generator must wait, what is
+        gathered is written first, at once unless the loop is saturated (see
+        "Saturated": ``hold`` and ``defer``)."""
+        gathered = self.gathered
+        pacer, delay = self.pacer, self.response.busy_batch_delay or 0.0
+        held_back = False  # the generator was not asked while we held
         while True:
             try:
                 ready, result = step(iterator.__anext__())
-                if not ready:
-                    if gathered:
-                        # written behind: the generator's wait is pending, and only it
-                        # may be interrupted (a timeout of its own cancels this task)
-                        try:
-                            self.write_behind(b"".join(gathered))
-                        except BaseException:
-                            await result.abandon(self.response._cleanup_timeout)
-                            raise
-                        gathered.clear()
-                        size = 0
+                if ready:
+                    held_back = False
+                else:
+                    if held_back:  # nothing built up meanwhile: a generator on a timer
+                        self.defers_left = DEFERS_AFTER_EMPTY_HOLD
+                        held_back = False
+                    if gathered and self.held is None:
+                        if pacer is not None and self.saturated(pacer, delay):
+                            self.defers_left = max(self.defers_left - 1, 0)
+                            self.defer(pacer, delay)
+                        else:
+                            # written behind: the generator's wait is pending, and only
+                            # it may be interrupted (a timeout of its own cancels this task)
+                            try:
+                                self.write_gathered()
+                            except BaseException:
+                                await result.abandon(self.response._cleanup_timeout)
+                                raise
                     result = await result
+                    if pacer is not None and not self.defers_left and self.saturated(pacer, delay):
+                        self.gather(ensure_bytes(result, sep))
+                        await pacer.tick(delay)
+                        held_back = True
+                        continue
             except StopAsyncIteration:
                 break
             except Exception:
-                if gathered:  # what the generator gave before it failed still goes out
-                    with contextlib.suppress(Exception):
-                        self.write_behind(b"".join(gathered))
+                with contextlib.suppress(Exception):  # what came before still goes out
+                    self.write_gathered()
                 raise
-            chunk = ensure_bytes(result, sep)
-            gathered.append(chunk)
-            size += len(chunk)
-            if size >= BATCH_BYTES:
-                await self.write(b"".join(gathered))
-                gathered.clear()
-                size = 0
+            if self.gather(ensure_bytes(result, sep)) >= BATCH_BYTES:
+                await self.write(self.take_gathered())
         if gathered:
-            await self.write(b"".join(gathered))
+            await self.write(self.take_gathered())
+
+    def saturated(self, pacer: _pacing.Pacer, delay: float) -> bool:
+        """Hold this stream's writes? The loop is saturated and it wrote less than
+        ``delay`` ago."""
+        return pacer.busy and self.loop.time() - self.last_write < delay
+
+    def gather(self, chunk: bytes) -> int:
+        self.gathered.append(chunk)
+        self.gathered_size += len(chunk)
+        return self.gathered_size
+
+    def take_gathered(self) -> bytes:
+        """The gathered items as one chunk, no longer gathered (nor held)."""
+        chunk = b"".join(self.gathered)
+        self.gathered.clear()
+        self.gathered_size = 0
+        if self.held is not None:
+            self.held.cancel()
+            self.held = None
+        return chunk
+
+    def write_gathered(self) -> None:
+        if self.gathered:
+            self.write_behind(self.take_gathered())
+
+    def defer(self, pacer: _pacing.Pacer, delay: float) -> None:
+        """What is gathered is written at the pacer's next tick, with what comes
+        until then; the generator goes on at its own pace (``hold`` stops asking
+        it until the tick: see "Saturated")."""
+        self.held = pacer.tick(delay)
+        self.held.add_done_callback(self.on_tick)
+
+    def on_tick(self, tick: asyncio.Future[None]) -> None:
+        if tick is not self.held:
+            return  # written meanwhile (take_gathered), or the stream ended
+        self.held = None
+        if self.ended_by is None and self.response.active:
+            try:
+                self.write_gathered()
+            except Exception:  # pragma: no cover - a server whose send failed
+                self.end("disconnect")
 
     def hand_over(self, message: Message) -> Any | None:
         """``send`` the message: None when the write is done (Granian's eager send,
@@ -578,6 +666,12 @@ class _Stream:
     def stop(self) -> None:
         """Everything but the task itself: timers, the watch, the data sender."""
         _streams.discard(self)
+        if self.held is not None:
+            self.held.cancel()
+            self.held = None
+        if self.pacer is not None:
+            self.pacer.closed()
+            self.pacer = None
         for timer in (self.ping_timer, self.grace_timer):
             if timer is not None:
                 timer.cancel()

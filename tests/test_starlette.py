@@ -19,7 +19,7 @@ import pytest
 import sse_starlette
 from sse_starlette import EventSourceResponse as TheirResponse
 
-from sse_fast import Parser
+from sse_fast import Parser, _pacing
 from sse_fast import starlette as ours
 from sse_fast.starlette import (
     AppStatus,
@@ -432,7 +432,9 @@ def test_the_import_is_the_only_change() -> None:
     assert set(sse_starlette.__all__) <= set(ours.__all__)
     theirs = inspect.signature(TheirResponse.__init__).parameters
     mine = inspect.signature(EventSourceResponse.__init__).parameters
-    assert list(theirs) == list(mine)
+    keyword_only = [n for n, p in mine.items() if p.kind is p.KEYWORD_ONLY]
+    assert list(theirs) == [n for n in mine if n not in keyword_only]
+    assert keyword_only == ["busy_batch_delay"]  # ours only, never in their positions
     for name in ("DEFAULT_PING_INTERVAL", "DEFAULT_CLEANUP_TIMEOUT"):
         assert getattr(EventSourceResponse, name) == getattr(TheirResponse, name)
 
@@ -555,3 +557,187 @@ def test_a_generator_timeout_never_interrupts_a_write() -> None:
         assert client.ended
 
     asyncio.run(main())
+
+
+# ---------------------------------------------------------------- a saturated loop
+
+
+class TimedClient(Client):
+    """A Client that notes when each body message arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrived: list[float] = []
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await super().send(message)
+        if message["type"] == "http.response.body":
+            self.arrived.append(asyncio.get_running_loop().time())
+
+    @property
+    def writes(self) -> int:
+        """Body messages with events in them."""
+        return sum(1 for m in self.messages[1:] if m.get("body"))
+
+
+@pytest.fixture
+def saturated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every window of load makes the loop busy (the real pacer, its threshold at 0,
+    a window per probe): the loop counts as saturated 10 ms after a stream opens."""
+    monkeypatch.setattr(_pacing, "ENGAGE", 0.0)
+    monkeypatch.setattr(_pacing, "WINDOW_PROBES", 1)
+
+
+async def _until_busy(timeout: float = 2.0) -> None:
+    pacer = _pacing.pacer(asyncio.get_running_loop())
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pacer.busy:
+        assert asyncio.get_running_loop().time() < deadline, "the loop never turned busy"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.usefixtures("saturated")
+@pytest.mark.parametrize("source", ["queue", "timer"])
+def test_while_the_loop_is_saturated_close_events_share_writes_and_none_is_lost(
+    source: str,
+) -> None:
+    """Events 5 ms apart on a saturated loop go out a write per tick, each within
+    busy_batch_delay (+ a margin) of being made, all of them in order. From a
+    queue, the generator is not asked while a write is held (the backlog builds
+    in the queue: one wake-up per tick); a generator on a timer keeps its pace
+    (its writes are deferred instead, the generator goes on)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        made: list[float] = []
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        backlog = 0
+
+        async def produce() -> None:
+            for n in range(80):
+                made.append(loop.time())
+                queue.put_nowait(n)
+                await asyncio.sleep(0.005)
+
+        async def from_queue() -> AsyncIterator[dict[str, Any]]:
+            nonlocal backlog
+            await _until_busy()
+            producer = loop.create_task(produce())
+            for _ in range(80):
+                n = await queue.get()
+                backlog = max(backlog, queue.qsize() + 1)
+                yield {"data": n, "id": str(n)}
+            await producer
+
+        async def on_timer() -> AsyncIterator[dict[str, Any]]:
+            await _until_busy()
+            for n in range(80):
+                made.append(loop.time())
+                yield {"data": n, "id": str(n)}
+                await asyncio.sleep(0.005)
+
+        client = TimedClient()
+        feed = from_queue() if source == "queue" else on_timer()
+        started = loop.time()
+        await asyncio.wait_for(_run(EventSourceResponse(feed), client), 10)
+        events = Parser().feed(client.body)
+        assert [e.id for e in events] == [str(n) for n in range(80)]
+        assert client.writes <= 80 // 3, client.writes  # ~0.4 s of events, ~a write per tick
+        carried: list[float] = []  # when the write that carried each event arrived
+        for message, arrived in zip(client.messages[1:], client.arrived, strict=True):
+            carried += [arrived] * len(Parser().feed(message.get("body", b"")))
+        lags = [sent - made_at for sent, made_at in zip(carried, made, strict=True)]
+        assert max(lags) < 0.05 + 0.1, max(lags)
+        if source == "queue":
+            assert backlog >= 3, backlog  # items waited in the queue, not in a wake-up each
+        else:
+            # 80 x 5 ms; held at each event (1 a tick) it would take 4 s
+            assert loop.time() - started < 1.5 + 0.3
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("saturated")
+def test_while_the_loop_is_saturated_an_event_after_a_quiet_spell_is_not_held() -> None:
+    """Events further apart than busy_batch_delay go out one write each, at once;
+    busy_batch_delay=None never holds one."""
+
+    async def main() -> None:
+        async def feed(gap: float, count: int) -> AsyncIterator[str]:
+            await _until_busy()
+            for n in range(count):
+                yield str(n)
+                await asyncio.sleep(gap)
+
+        apart, close = TimedClient(), TimedClient()
+        unpaced = EventSourceResponse(feed(0.005, 30), busy_batch_delay=None)
+        both = (_run(EventSourceResponse(feed(0.08, 6)), apart), _run(unpaced, close))
+        await asyncio.wait_for(asyncio.gather(*both), 10)  # the first keeps the pacer on
+        assert apart.writes == 6
+        assert close.writes == 30
+        assert [e.data for e in Parser().feed(close.body)] == [str(n) for n in range(30)]
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("saturated")
+def test_shutdown_sends_the_events_being_held() -> None:
+    async def main() -> None:
+        held = asyncio.Event()
+
+        async def feed() -> AsyncIterator[str]:
+            await _until_busy()
+            yield "first"
+            await asyncio.sleep(0.005)
+            held.set()
+            yield "second"  # within the delay of the first write: held
+            await asyncio.sleep(3600)
+
+        client = TimedClient()
+        task = _run(EventSourceResponse(feed(), busy_batch_delay=1.0), client)
+        await asyncio.wait_for(held.wait(), 5)
+        await asyncio.sleep(0.05)
+        assert b"second" not in client.body  # held for the tick, 1 s away
+        assert shutdown_streams() == 1
+        await asyncio.wait_for(task, 2)
+        assert [e.data for e in Parser().feed(client.body)] == ["first", "second"]
+        assert client.ended
+
+    asyncio.run(main())
+
+
+@pytest.mark.usefixtures("saturated")
+def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> None:
+    async def main() -> None:
+        finished: list[str] = []
+
+        async def feed() -> AsyncIterator[str]:
+            try:
+                await _until_busy()
+                while True:
+                    yield "x"
+                    await asyncio.sleep(0.001)
+            finally:
+                finished.append("finally")
+
+        before = len(asyncio.all_tasks())
+        clients = [TimedClient() for _ in range(20)]
+        tasks = [_run(EventSourceResponse(feed(), busy_batch_delay=1.0), c) for c in clients]
+        pacer = _pacing.pacer(asyncio.get_running_loop())
+        await asyncio.sleep(0.3)
+        assert pacer.streams == 20 and pacer.busy
+        for client in clients:
+            client.leave()
+        await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        assert finished == ["finally"] * 20
+        assert pacer.streams == 0 and not pacer.busy and pacer._monitor is None
+        await asyncio.sleep(0)
+        assert len(asyncio.all_tasks()) <= before and len(ours._streams) == 0
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("delay", [0, -1, 1.5, float("nan")])
+def test_busy_batch_delay_out_of_range_is_refused(delay: float) -> None:
+    with pytest.raises(ValueError, match="busy_batch_delay must be > 0 and <= 1 second"):
+        EventSourceResponse(iter(()), busy_batch_delay=delay)
