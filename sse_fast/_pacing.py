@@ -12,8 +12,8 @@ Theory of operation
   publish wakes every subscriber, and they all run before the next publish is
   read), so nothing merges by itself.
 * Load. One ``Pacer`` per event loop measures, while streams are open, how
-  busy the loop is, over windows of ``WINDOW_PROBES`` probes (a timer every
-  ``PROBE`` seconds): the larger of the loop thread's CPU time over the wall
+  busy the loop is, over windows of ``WINDOW`` seconds (and a probe, a timer
+  every ``PROBE`` seconds, that ends them): the larger of the loop thread's CPU time over the wall
   time (``time.thread_time``) and the fraction of probes that ran ``LATE``
   seconds or more after they were due. A saturated loop is never idle when a
   probe is due; the probes also see a loop whose thread shares its core
@@ -22,10 +22,10 @@ Theory of operation
   hold of ``HOLD`` seconds (each such window again). Pacing lowers the load
   it is measured by, so a window taken while pacing cannot tell whether the
   loop would keep up without it: when the hold is over the loop is tried
-  without pacing, and one saturated window turns it on again, with the hold
-  doubled (up to ``MAX_HOLD``): a loop that stays saturated is tried less and
-  less often (a try lets a backlog build for a window). A try that keeps up
-  resets the hold.
+  without pacing for ``TRY_WINDOWS`` windows, and one saturated window turns
+  it on again, with the hold doubled (up to ``MAX_HOLD``): a loop that stays
+  saturated is tried less and less often (a try lets a backlog build). A try
+  that keeps up resets the hold.
 * Pacing. While the loop is busy, a stream that receives an event within
   ``delay`` of its last write waits for the pacer's next tick (one timer for
   all such streams, at most ``delay`` seconds away) and then writes that
@@ -47,14 +47,16 @@ import weakref
 PROBE = 0.01
 #: a probe this many seconds late or more found the loop busy
 LATE = 0.005
-#: probes per load measurement (0.25 s on an idle loop)
-WINDOW_PROBES = 25
+#: seconds per load measurement (at least: the probe that ends one may be late)
+WINDOW = 0.25
 #: load (0 to 1) of a window that makes the loop busy
 ENGAGE = 0.9
 #: seconds the loop stays busy after a window at ENGAGE or more (at first)
 HOLD = 2.0
 #: the most that hold grows to while the loop stays saturated
 MAX_HOLD = 32.0
+#: windows a try without pacing lasts (the first still shows some of the pacing)
+TRY_WINDOWS = 2
 
 
 class Pacer:
@@ -70,7 +72,7 @@ class Pacer:
         self.engaged = 0  # times the loop turned busy (tests, logs)
         self._busy_until = 0.0
         self._hold = HOLD
-        self._trying = False  # this window runs without pacing to see if it keeps up
+        self._trying = 0  # windows left of a try without pacing
         self._monitor: asyncio.TimerHandle | None = None
         self._mark = (0.0, 0.0)  # (loop time, thread time) at the window's start
         self._due = 0.0  # when the probe is due
@@ -123,12 +125,12 @@ class Pacer:
                 waiter.set_result(None)
 
     def probe(self) -> None:
-        """Timer: was the loop late to run this? Every ``WINDOW_PROBES``, measure."""
+        """Timer: was the loop late to run this? Every ``WINDOW`` seconds, measure."""
         now = self.loop.time()
         if now - self._due >= LATE:
             self._late += 1
         self._probes += 1
-        if self._probes >= WINDOW_PROBES:
+        if now - self._mark[0] >= WINDOW:
             self.measure(now)
         self._due = now + PROBE
         self._monitor = self.loop.call_at(self._due, self.probe)
@@ -140,19 +142,21 @@ class Pacer:
         thread = (cpu - cpu_then) / (now - then) if now > then else 0.0
         self.load = load = min(max(thread, self._late / self._probes), 1.0)
         self._probes = self._late = 0
-        trying, self._trying = self._trying, False
         if load >= ENGAGE:
-            if trying:  # still saturated without pacing
+            if self._trying:  # still saturated without pacing
                 self._hold = min(self._hold * 2, MAX_HOLD)
+                self._trying = 0
             if not self.busy:
                 self.busy = True
                 self.engaged += 1
             self._busy_until = now + self._hold
-        elif trying:  # kept up without pacing
-            self._hold = HOLD
+        elif self._trying:
+            self._trying -= 1
+            if not self._trying:  # kept up for the whole try
+                self._hold = HOLD
         elif self.busy and now >= self._busy_until:
             self.busy = False
-            self._trying = True  # the next window tells
+            self._trying = TRY_WINDOWS
 
 
 _pacers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Pacer] = weakref.WeakKeyDictionary()

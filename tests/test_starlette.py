@@ -585,7 +585,7 @@ def saturated(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every window of load makes the loop busy (the real pacer, its threshold at 0,
     a window per probe): the loop counts as saturated 10 ms after a stream opens."""
     monkeypatch.setattr(_pacing, "ENGAGE", 0.0)
-    monkeypatch.setattr(_pacing, "WINDOW_PROBES", 1)
+    monkeypatch.setattr(_pacing, "WINDOW", 0.0)
 
 
 async def _until_busy(timeout: float = 2.0) -> None:
