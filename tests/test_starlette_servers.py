@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from sse_fast import Parser
 from sse_fast._http11 import SSEClient, http_request
 from sse_fast.testing import HOST, ServerProcess, collect
 
@@ -159,3 +161,77 @@ def test_a_client_whose_network_vanished_is_noticed(name: str) -> None:
     retransmission steps. Without TCP_USER_TIMEOUT it would take ~15 minutes."""
     seconds = vanished_network_seconds("starlette", name)
     assert seconds is not None and seconds < 4, seconds
+
+
+# ---------------------------------------------------------------- a saturated loop
+
+
+async def _chunks(port: int, path: str, timeout: float = 20.0) -> list[bytes]:
+    """GET ``path`` over HTTP/1.1 and return the response body's chunks as they
+    were framed (one chunk per ``send`` of the app: uvicorn, hypercorn and Granian
+    frame each body message as a chunk of its own)."""
+    reader, writer = await asyncio.open_connection(HOST, port)
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout)
+        assert head.startswith(b"HTTP/1.1 200") and b"chunked" in head.lower(), head
+        chunks = []
+        async with asyncio.timeout(timeout):
+            while True:
+                size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+                data = await reader.readexactly(size + 2)
+                if size == 0:
+                    return chunks
+                chunks.append(data[:-2])
+    finally:
+        writer.close()
+
+
+async def _pacer(server: ServerProcess) -> dict[str, Any]:
+    status, _, body = await server.get("/pacer")
+    assert status == 200
+    return dict(json.loads(body))
+
+
+@pytest.mark.parametrize("name", ["granian", "uvicorn"])
+def test_a_saturated_loop_sends_close_events_in_fewer_writes_and_loses_none(name: str) -> None:
+    """The usual app (a queue per stream, events 5 ms apart) under a real server:
+    one chunk per event while the loop is idle; while the loop is saturated
+    (/saturate keeps it busy), the adapter's pacer turns busy and the same events
+    come in a chunk per tick (busy_batch_delay, 0.05 s), every one, in order; once
+    the load is gone and the hold (0.5 s here) is over, one chunk per event again."""
+
+    def events(chunks: list[bytes]) -> list[str | None]:
+        return [e.id for e in Parser().feed(b"".join(chunks))]
+
+    async def main(server: ServerProcess) -> None:
+        # a stream open all along: the pacer measures the loop while streams are open
+        watcher = SSEClient(HOST, server.port, [], path="/endless")
+        await watcher.connect()
+        path = "/queued?n=60&gap=0.005"
+        idle = await _chunks(server.port, path)
+        assert events(idle) == [str(n) for n in range(60)]
+        assert len(idle) >= 50, len(idle)  # (a chunk may carry two: timers are not exact)
+        assert not (await _pacer(server))["busy"]
+
+        status, _, _ = await http_request(HOST, server.port, "POST", "/saturate?seconds=3")
+        assert status == 200
+        deadline = time.monotonic() + 2
+        while not (await _pacer(server))["busy"]:
+            assert time.monotonic() < deadline, "the pacer never saw the loop saturated"
+            await asyncio.sleep(0.05)
+        busy = await _chunks(server.port, path)
+        assert events(busy) == [str(n) for n in range(60)]
+        assert len(busy) <= 60 // 3, len(busy)
+
+        deadline = time.monotonic() + 3 + 0.5 + 2
+        while (await _pacer(server))["busy"]:
+            assert time.monotonic() < deadline, "the pacer stayed busy after the load"
+            await asyncio.sleep(0.1)
+        again = await _chunks(server.port, path)
+        assert events(again) == [str(n) for n in range(60)] and len(again) >= 50
+        assert (await _pacer(server))["engaged"] == 1
+        watcher.close()
+
+    with ServerProcess(command=SERVERS[name]) as server:
+        asyncio.run(main(server))
