@@ -29,7 +29,9 @@ Theory of operation
 * Pacing. While the loop is busy, a stream that receives an event within
   ``delay`` of its last write waits for the pacer's next tick (one timer for
   all such streams, at most ``delay`` seconds away) and then writes that
-  event with every one its generator has ready by then, in one write. An
+  event with every one its generator has ready by then, in one write (the
+  stream's side, and generators on a timer of their own: "Saturated" in
+  ``sse_fast/starlette.py``). An
   event that comes ``delay`` or more after the stream's last write is written
   at once: a stream that receives fewer events a second than ``1 / delay`` is
   not held. A loop that is not saturated never holds anything.

@@ -35,8 +35,9 @@ Theory of operation
   ``cleanup_timeout``.
 * Catching up. Items the content has ready at once (its queue holds a
   backlog: the generator returns without waiting) are written together, up to
-  64 KiB a write; an item that must be waited for is never held back, what was
-  gathered is written first (``_Stream.stream_items``, ``_tasks.step``). A
+  64 KiB a write; before an item that must be waited for, what was gathered is
+  written (at once, unless the loop is saturated: next), never held back behind
+  it (``_Stream.stream_items``, ``_tasks.step``). A
   client sees the same events; a stream that fell behind costs the server one
   write per batch instead of one per event.
 * Saturated. With a queue per subscriber a backlog never forms by itself
@@ -366,8 +367,8 @@ class _Stream:
         #: encoded items not yet written, and their size
         self.gathered: list[bytes] = []
         self.gathered_size = 0
-        #: the tick at which the gathered items go out, while they are deferred
-        self.held: asyncio.Future[None] | None = None
+        #: the pacer's tick at which the gathered items go out, while deferred
+        self.deferred: asyncio.Future[None] | None = None
         #: writes to defer rather than hold (a generator on a timer: see "Saturated")
         self.defers_left = 0
 
@@ -430,8 +431,8 @@ class _Stream:
         wait: a backlog in its queue) go out together, in one write of up to
         ``BATCH_BYTES``, so a stream that fell behind catches up at a fraction of
         the server's cost per write. When the generator must wait, what is
-        gathered is written first, at once unless the loop is saturated (see
-        "Saturated": ``hold`` and ``defer``)."""
+        gathered is written first, at once unless the loop is saturated (then
+        an event is held, or its write deferred: see "Saturated")."""
         gathered = self.gathered
         pacer, delay = self.pacer, self.response.busy_batch_delay or 0.0
         held_back = False  # the generator was not asked while we held
@@ -444,7 +445,7 @@ class _Stream:
                     if held_back:  # nothing built up meanwhile: a generator on a timer
                         self.defers_left = DEFERS_AFTER_EMPTY_HOLD
                         held_back = False
-                    if gathered and self.held is None:
+                    if gathered and self.deferred is None:  # (deferred: out at the tick)
                         if pacer is not None and self.saturated(pacer, delay):
                             self.defers_left = max(self.defers_left - 1, 0)
                             self.defer(pacer, delay)
@@ -484,13 +485,13 @@ class _Stream:
         return self.gathered_size
 
     def take_gathered(self) -> bytes:
-        """The gathered items as one chunk, no longer gathered (nor held)."""
+        """The gathered items as one chunk, no longer gathered (nor deferred)."""
         chunk = b"".join(self.gathered)
         self.gathered.clear()
         self.gathered_size = 0
-        if self.held is not None:
-            self.held.cancel()
-            self.held = None
+        if self.deferred is not None:
+            self.deferred.cancel()
+            self.deferred = None
         return chunk
 
     def write_gathered(self) -> None:
@@ -499,15 +500,15 @@ class _Stream:
 
     def defer(self, pacer: _pacing.Pacer, delay: float) -> None:
         """What is gathered is written at the pacer's next tick, with what comes
-        until then; the generator goes on at its own pace (``hold`` stops asking
-        it until the tick: see "Saturated")."""
-        self.held = pacer.tick(delay)
-        self.held.add_done_callback(self.on_tick)
+        until then; the generator goes on at its own pace (a hold, in
+        ``stream_items``, stops asking it until the tick: see "Saturated")."""
+        self.deferred = pacer.tick(delay)
+        self.deferred.add_done_callback(self.on_tick)
 
     def on_tick(self, tick: asyncio.Future[None]) -> None:
-        if tick is not self.held:
+        if tick is not self.deferred:
             return  # written meanwhile (take_gathered), or the stream ended
-        self.held = None
+        self.deferred = None
         if self.ended_by is None and self.response.active:
             try:
                 self.write_gathered()
@@ -666,9 +667,9 @@ class _Stream:
     def stop(self) -> None:
         """Everything but the task itself: timers, the watch, the data sender."""
         _streams.discard(self)
-        if self.held is not None:
-            self.held.cancel()
-            self.held = None
+        if self.deferred is not None:
+            self.deferred.cancel()
+            self.deferred = None
         if self.pacer is not None:
             self.pacer.closed()
             self.pacer = None
