@@ -67,7 +67,9 @@ class Pacer:
     ``await pacer.tick(delay)``."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # weakly: _pacers has weak keys, and a value that referred to its key would
+        # keep the loop (and the pacer) alive for good
+        self.loop: asyncio.AbstractEventLoop = weakref.proxy(loop)
         self.busy = False
         self.streams = 0
         self.load = 0.0  # the last window's

@@ -61,6 +61,27 @@ def test_an_idle_loop_never_turns_busy_and_the_last_stream_stops_the_probes() ->
     asyncio.run(main())
 
 
+def test_a_pacer_does_not_keep_its_loop_alive() -> None:
+    import gc
+    import weakref
+
+    async def main() -> None:
+        found = _pacing.pacer(asyncio.get_running_loop())
+        assert _pacing.pacer(asyncio.get_running_loop()) is found  # one per loop
+        found.opened()
+        await found.tick(0.01)
+        found.closed()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.run_until_complete(asyncio.sleep(0))
+    gone = weakref.ref(loop)
+    loop.close()
+    del loop
+    gc.collect()
+    assert gone() is None  # (and its entry in _pacers with it)
+
+
 @pytest.mark.parametrize("work", [_spin, _block], ids=["cpu", "blocked"])
 @pytest.mark.usefixtures("short_hold")
 def test_a_saturated_loop_turns_busy_then_is_tried_without_pacing_once_it_keeps_up(
