@@ -56,9 +56,10 @@ from .publishing import PublishError
 if TYPE_CHECKING:
     import msgspec
 
-__all__ = ["SchemaError", "Schemas", "Stream", "load"]
+__all__ = ["SchemaError", "Schemas", "Stream", "check_stream_name", "compile_channel", "load"]
 
-_STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+#: a stream's name (it names the generated subscribe function)
+STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: a parameter in a channel pattern: ``{name}`` or ``{name:kind}``
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
 #: what a parameter of each kind matches (inside a topic)
@@ -70,6 +71,64 @@ _KINDS = {"str": SEGMENT, "int": "[0-9]+"}
 class SchemaError(ValueError):
     """A declaration that cannot work (a bad pattern, a type that is no Struct,
     two events of one name); raised when it is made, never on a publish."""
+
+
+def check_stream_name(name: object) -> str:
+    """``name`` if it can name a stream, else SchemaError saying what a name is."""
+    if not isinstance(name, str) or not STREAM_NAME.fullmatch(name):
+        raise SchemaError(
+            f"stream name {name!r}: a letter, then letters, digits or _ "
+            "(it names the generated subscribe function)"
+        )
+    return name
+
+
+def compile_channel(stream: str, channel: object) -> tuple[re.Pattern[str], dict[str, str]]:
+    """The regex of the topics of stream ``stream``'s channel pattern and its
+    parameters (name -> kind, in order); SchemaError saying what is wrong with it.
+
+    A pattern is topic characters (``TOPIC_CHARACTERS``) and ``{name}`` or
+    ``{name:int}`` parameters with a separator between two of them; nothing else.
+    ``sse-fast codegen`` lets into a client only what passes here."""
+    if not isinstance(channel, str) or not channel:
+        raise SchemaError(f"stream {stream!r}: the channel pattern must be a non-empty str")
+    parameters: dict[str, str] = {}
+    out, at = [], 0
+    for match in PARAMETER.finditer(channel):
+        out.append(_channel_literal(stream, channel, channel[at : match.start()]))
+        parameter, kind = match.group(1), match.group(2) or "str"
+        if kind not in _KINDS:
+            raise SchemaError(
+                f"stream {stream!r}: parameter {{{parameter}:{kind}}}: "
+                "kinds are str (the default) and int"
+            )
+        if parameter in parameters:
+            raise SchemaError(f"stream {stream!r}: parameter {parameter!r} appears twice")
+        if parameters and match.start() == at:
+            raise SchemaError(
+                f"stream {stream!r}: parameters {{...}}{{...}} need a separator between them"
+            )
+        parameters[parameter] = kind
+        out.append(f"(?P<{parameter}>{_KINDS[kind]})")
+        at = match.end()
+    out.append(_channel_literal(stream, channel, channel[at:]))
+    return re.compile("".join(out)), parameters
+
+
+def _channel_literal(stream: str, channel: str, text: str) -> str:
+    """``text``, a channel pattern's text between parameters, as a regex."""
+    if "{" in text or "}" in text:
+        raise SchemaError(
+            f"stream {stream!r}: channel {channel!r} has a brace that is no "
+            "{parameter} or {parameter:int}"
+        )
+    stray = set(text) - set(TOPIC_CHARACTERS)
+    if stray:
+        raise SchemaError(
+            f"stream {stream!r}: channel {channel!r} has characters topics cannot "
+            f"have: {''.join(sorted(stray))!r}"
+        )
+    return re.escape(text)
 
 
 def _msgspec() -> Any:
@@ -94,16 +153,10 @@ class Stream:
         description: str = "",
     ) -> None:
         ms = self._msgspec = _msgspec()  # (looked up once: check runs on each publish)
-        if not isinstance(name, str) or not _STREAM_NAME.fullmatch(name):
-            raise SchemaError(
-                f"stream name {name!r}: a letter, then letters, digits or _ "
-                "(it names the generated subscribe function)"
-            )
-        self.name = name
+        self.name = check_stream_name(name)
         self.channel = channel
         self.description = description
-        self.parameters: dict[str, str] = {}  # name -> kind
-        self.pattern = self._compile(channel)
+        self.pattern, self.parameters = compile_channel(name, channel)  # parameters: name -> kind
         if not events:
             raise SchemaError(f"stream {name!r}: declare at least one event type")
         self.events: dict[str, type[msgspec.Struct]] = {}
@@ -126,45 +179,6 @@ class Stream:
             if event.startswith(RESERVED_EVENT_PREFIX):
                 raise SchemaError(f"stream {name!r}: event names {RESERVED_EVENT_PREFIX}* are ours")
             self.events[event] = kind
-
-    def _compile(self, channel: str) -> re.Pattern[str]:
-        if not isinstance(channel, str) or not channel:
-            raise SchemaError(f"stream {self.name!r}: the channel pattern must be a non-empty str")
-        out, at = [], 0
-        for match in PARAMETER.finditer(channel):
-            literal = channel[at : match.start()]
-            out.append(self._literal(literal))
-            parameter, kind = match.group(1), match.group(2) or "str"
-            if kind not in _KINDS:
-                raise SchemaError(
-                    f"stream {self.name!r}: parameter {{{parameter}:{kind}}}: "
-                    "kinds are str (the default) and int"
-                )
-            if parameter in self.parameters:
-                raise SchemaError(f"stream {self.name!r}: parameter {parameter!r} appears twice")
-            if self.parameters and match.start() == at:
-                raise SchemaError(
-                    f"stream {self.name!r}: parameters {{...}}{{...}} need a separator between them"
-                )
-            self.parameters[parameter] = kind
-            out.append(f"(?P<{parameter}>{_KINDS[kind]})")
-            at = match.end()
-        out.append(self._literal(channel[at:]))
-        return re.compile("".join(out))
-
-    def _literal(self, text: str) -> str:
-        if "{" in text or "}" in text:
-            raise SchemaError(
-                f"stream {self.name!r}: channel {self.channel!r} has a brace that is no "
-                "{parameter} or {parameter:int}"
-            )
-        stray = set(text) - set(TOPIC_CHARACTERS)
-        if stray:
-            raise SchemaError(
-                f"stream {self.name!r}: channel {self.channel!r} has characters topics cannot "
-                f"have: {''.join(sorted(stray))!r}"
-            )
-        return re.escape(text)
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The parameters of ``topic`` if it is one of this stream's, else None."""

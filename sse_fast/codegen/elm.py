@@ -8,11 +8,20 @@ which only an application may declare; so the generated
 ``subscribeToComments`` takes the application's outgoing port, and the
 module's documentation carries the few lines of JavaScript that connect both
 ports to ``EventSource`` (``JS_GLUE``).
+
+What of the schema goes where (``model.py`` checks names and channels): JSON
+field names and enum values become Elm names only through ``_ascii`` (ASCII
+letters, digits and ``_``, nothing else), and go into string literals through
+``_string`` (escaped as elm-format writes them: nothing closes the literal or
+ends the line); comments get descriptions of plain characters only, and
+``_doc`` breaks any ``{-`` or ``-}`` (Elm's comments nest: either would let text
+out of the comment).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from .model import CodegenError, Model, Parameter, Record, Stream, Type, camel, pascal
 
@@ -52,12 +61,17 @@ JS_GLUE = """\
 
 #: descriptions elm-format leaves as they are in a doc comment (others are left out)
 _PLAIN = re.compile(r"[A-Za-z0-9 ,.;:()'-]*")
+_MODULE = re.compile(r"[A-Z][A-Za-z0-9_]*(\.[A-Z][A-Za-z0-9_]*)*")
+
+
+def _ascii(name: str) -> str:
+    """``name`` with every character but ASCII letters, digits and _ as _."""
+    return "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)
 
 
 def _field(name: str) -> str:
     """An Elm field or argument name for a JSON name (other characters become _)."""
-    cleaned = "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in name)
-    out = camel(cleaned)
+    out = camel(_ascii(name))
     if not out[:1].isalpha():
         out = "f" + out
     return out + "_" if out in _RESERVED else out
@@ -84,7 +98,8 @@ class _Writer:
         if kind.kind == "enum":
             if isinstance(kind.values[0], int):
                 return "Int"
-            self.enums.setdefault(context, tuple(kind.values))
+            if self.enums.setdefault(context, tuple(kind.values)) != tuple(kind.values):
+                raise CodegenError(f"two enums of different values would be the Elm type {context}")
             return context
         assert kind.item is not None
         inner = self.type(kind.item, context)
@@ -124,14 +139,14 @@ class _Writer:
             lines.append("    {}")
         for index, (f, name) in enumerate(zip(record.fields, names, strict=True)):
             lead = "    { " if index == 0 else "    , "
-            lines.append(f"{lead}{name} : {self.type(f.type, record.name + pascal(f.name))}")
+            lines.append(f"{lead}{name} : {self.type(f.type, _enum_name(record, f.name))}")
         if record.fields:
             lines.append("    }")
         decoder = _lower(record.name) + "Decoder"
         lines += ["", "", f"{decoder} : Decoder {record.name}", f"{decoder} =", ""]
         lines[-1:] = [f"    Decode.succeed {record.name}"]
         for f in record.fields:
-            field_decoder = self.decoder(f.type, record.name + pascal(f.name))
+            field_decoder = self.decoder(f.type, _enum_name(record, f.name))
             lines.append(f"        |> andMap (Decode.field {_string(f.name)} {field_decoder})")
         return lines
 
@@ -142,6 +157,7 @@ class _Writer:
         lines = [f"type {name}"]
         lines += [("    = " if i == 0 else "    | ") + v for i, v in enumerate(variants)]
         decoder = _lower(name) + "Decoder"
+        not_one_of = _string(f"not one of {name}'s values: ")
         lines += [
             "",
             "",
@@ -160,7 +176,7 @@ class _Writer:
             ]
         lines += [
             "                    _ ->",
-            f'                        Decode.fail ("not one of {name}\'s values: " ++ value)',
+            f"                        Decode.fail ({not_one_of} ++ value)",
             "            )",
         ]
         return lines
@@ -171,8 +187,11 @@ class _Writer:
         event_type = f"{name}Event"
         description = stream.description if _PLAIN.fullmatch(stream.description) else ""
         lines = [
-            f"{{-| Events of stream `{stream.name}` (channel `{stream.channel}`)"
-            + (f": {description}" if description else "."),
+            "{-| "
+            + _doc(
+                f"Events of stream `{stream.name}` (channel `{stream.channel}`)"
+                + (f": {description}" if description else ".")
+            ),
             "-}",
             f"type {event_type}",
         ]
@@ -194,14 +213,14 @@ class _Writer:
         lines += [
             "",
             "",
-            f"{{-| The topic of stream `{stream.name}` (`{stream.channel}`).",
+            "{-| " + _doc(f"The topic of stream `{stream.name}` (`{stream.channel}`)."),
             "-}",
             f"{lower}Topic : {signature}",
             " ".join([f"{lower}Topic", *(n for _, n in arguments)]) + " =",
             "    " + " ++ ".join(pieces),
             "",
             "",
-            f"{{-| An event of stream `{stream.name}`, from its SSE event name and data.",
+            "{-| " + _doc(f"An event of stream `{stream.name}`, from its SSE event name and data."),
             "-}",
             f"{lower}Event : String -> String -> Result String {event_type}",
             f"{lower}Event event data =",
@@ -215,10 +234,11 @@ class _Writer:
             ]
         lines += [
             "        _ ->",
-            f'            Err ("stream {stream.name} has no event " ++ event)',
+            f"            Err ({_string(f'stream {stream.name} has no event ')} ++ event)",
             "",
             "",
-            f"{{-| Subscribe to stream `{stream.name}` through the application's port (see the",
+            "{-| "
+            + _doc(f"Subscribe to stream `{stream.name}` through the application's port (see the"),
             "module's documentation).",
             "-}",
             f"subscribeTo{name} : (SubscribeRequest -> Cmd msg) -> "
@@ -235,15 +255,38 @@ class _Writer:
         return lines
 
 
+def _check_names(model: Model, enums: dict[str, tuple[str, ...]]) -> None:
+    """CodegenError when two things the module declares would have one name (a record
+    and an enum of another record's field, two variants, ...)."""
+    types = ["SubscribeRequest", *model.records, *enums]
+    constructors = ["SubscribeRequest", *model.records]  # a record alias is a constructor too
+    for name, values in enums.items():
+        constructors += [name + pascal(_variant(v)) for v in values]
+    for stream in model.streams:
+        types.append(pascal(stream.name) + "Event")
+        constructors += [pascal(stream.name) + event for event, _ in stream.events]
+    for kind, names in (("type", types), ("constructor", constructors)):
+        seen = set()
+        for name in names:
+            if name in seen:
+                raise CodegenError(f"the Elm module would declare two {kind}s {name}: rename one")
+            seen.add(name)
+
+
+def _enum_name(record: Record, field: str) -> str:
+    """The Elm type of the string enum of ``record``'s field ``field`` (a JSON name)."""
+    return record.name + pascal(_ascii(field))
+
+
 def _variant(value: str) -> str:
-    cleaned = "".join(c if c.isalnum() else "_" for c in value)
+    cleaned = _ascii(value)
     if not cleaned or not cleaned[0].isalpha():
         cleaned = "V" + cleaned
     return cleaned
 
 
 def write(model: Model, module: str = "Events") -> str:
-    if not all(part[:1].isupper() and part.isidentifier() for part in module.split(".")):
+    if not _MODULE.fullmatch(module):
         raise CodegenError(f"Elm module name {module!r}: capitalised names joined by dots")
     writer = _Writer(model)
     blocks: list[list[str]] = []
@@ -253,6 +296,7 @@ def write(model: Model, module: str = "Events") -> str:
         blocks.append(writer.stream(stream))
     for name, values in writer.enums.items():  # found while writing the records
         blocks.append(writer.enum(name, values))
+    _check_names(model, writer.enums)
     blocks.append(
         [
             "{-| What a subscribe command sends through the application's port.",
@@ -324,16 +368,27 @@ def write(model: Model, module: str = "Events") -> str:
     return "\n".join(out) + "\n"
 
 
+#: characters elm-format writes as \\u{XXXX} in a string: what Haskell's isPrint refuses
+#: (controls, format characters, surrogates, private use, unassigned, U+2028 and U+2029)
+_UNPRINTABLE = frozenset(["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"])
+
+
 def _string(text: str) -> str:
-    """``text`` as an Elm string literal (Elm has no \\b or \\f, and writes other
-    control characters as \\u{XXXX})."""
-    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    """``text`` as an Elm string literal, escaped as elm-format writes it: \\n, \\t,
+    \\\\ and \\", and \\u{XXXX} for what is no printable character and for spaces
+    other than " " (so no character of ``text`` ends the literal or the line)."""
+    escapes = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\t": "\\t"}
     out = []
     for c in text:
         if c in escapes:
             out.append(escapes[c])
-        elif ord(c) < 0x20 or ord(c) == 0x7F:
+        elif c != " " and (unicodedata.category(c) in _UNPRINTABLE or c.isspace()):
             out.append(f"\\u{{{ord(c):04X}}}")
         else:
             out.append(c)
     return '"' + "".join(out) + '"'
+
+
+def _doc(text: str) -> str:
+    """``text`` to go inside ``{-| ... -}``: no ``{-`` or ``-}`` (Elm's comments nest)."""
+    return text.replace("{-", "{ -").replace("-}", "- }")

@@ -6,6 +6,22 @@ string-keyed maps (``dict[str, T]``), records (``$ref``), ``T | None``, enums
 and constants of strings or integers, and anything (``Any``). Others (tuples,
 unions of several types) are refused with the path to them: a generated
 client would have to guess.
+
+The document may come from anywhere (``--schema-url``: a spoofed edge, a
+tampered file), and what it says is pasted into code users ship. So every string
+of it that reaches the output is either checked here or escaped by the
+generator for where it goes:
+
+* checked here: stream names and channels exactly as the server checks them
+  (``sse_fast.schemas.check_stream_name``, ``compile_channel``: a channel is topic
+  characters and ``{parameter}`` or ``{parameter:int}``, nothing that could
+  close a comment or a string); record, event and parameter names are ASCII
+  identifiers that do not clash with the generated code's own names; every
+  ``$ref`` names a record; every string is text a UTF-8 file can hold;
+* escaped by the generators: JSON field names, enum values and descriptions,
+  which may be any text (a field named ``__proto__`` or ``*/`` is legal JSON and
+  legal msgspec), go into string literals and comments escaped for the language,
+  and into identifiers only through a mapping to ASCII letters, digits and ``_``.
 """
 
 from __future__ import annotations
@@ -14,7 +30,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..schemas import PARAMETER
+from .._request import TOPIC_CHARACTERS
+from ..schemas import PARAMETER, SchemaError, check_stream_name, compile_channel
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -80,6 +97,7 @@ RESERVED_TYPES = frozenset(
         "StreamHandlers",
         "DecodeError",
         "Error",
+        "RangeError",
         "Object",
         "Array",
         "String",
@@ -109,6 +127,24 @@ RESERVED_TYPES = frozenset(
 )
 #: the handlers every stream's TypeScript handlers have besides one per event
 HANDLER_KEYS = frozenset({"onOpen", "onError", "onMissed", "onDisconnect"})
+#: what every JavaScript object has: an event of one of these names would find a
+#: handler on any handlers object (``__proto__`` would even set its prototype)
+OBJECT_PROPERTIES = frozenset(
+    [
+        "__proto__",
+        "__defineGetter__",
+        "__defineSetter__",
+        "__lookupGetter__",
+        "__lookupSetter__",
+        "constructor",
+        "hasOwnProperty",
+        "isPrototypeOf",
+        "propertyIsEnumerable",
+        "toLocaleString",
+        "toString",
+        "valueOf",
+    ]
+)
 #: parameter names the generated functions use, or that JavaScript reserves
 RESERVED_PARAMETERS = frozenset(
     [
@@ -130,6 +166,10 @@ RESERVED_PARAMETERS = frozenset(
         "bool",
         "nil",
         "isObject",
+        "own",
+        "decodeWith",
+        "andMap",
+        "oneOfInts",
         "break",
         "case",
         "catch",
@@ -204,6 +244,9 @@ def read(schema: dict[str, Any]) -> Model:
                 f"$defs/{name}: the generated clients use the name {name}: rename it"
             )
         model.records[name] = _record(name, node, enums)
+    for record in model.records.values():
+        for each in record.fields:
+            _check_references(each.type, f"$defs/{record.name}/properties/{each.name}", model)
     for name, node in schema["streams"].items():
         model.streams.append(_stream(name, node, model))
     if not model.streams:
@@ -220,6 +263,11 @@ def read(schema: dict[str, Any]) -> Model:
                 raise CodegenError(
                     f"streams/{stream.name}: event {event!r} would be a handler's name"
                 )
+            if event in OBJECT_PROPERTIES:
+                raise CodegenError(
+                    f"streams/{stream.name}: event {event!r} would be a handler's name that "
+                    "every JavaScript object has: rename the event type"
+                )
             variant = pascal(stream.name) + event
             if variant in model.records:
                 raise CodegenError(
@@ -233,10 +281,33 @@ def _record(name: str, node: dict[str, Any], enums: dict[str, Type]) -> Record:
     if node.get("type") != "object" or not isinstance(node.get("properties"), dict):
         raise CodegenError(f"{where}: a record is an object with properties")
     fields = [
-        Field(key, _type(value, f"{where}/properties/{key}", enums))
+        Field(
+            _text(key, f"{where}/properties/{key}"),
+            _type(value, f"{where}/properties/{key}", enums),
+        )
         for key, value in node["properties"].items()
     ]
     return Record(name, fields)
+
+
+def _check_references(kind: Type, where: str, model: Model) -> None:
+    """Every ``$ref`` in ``kind`` names a record of ``model`` (the name is pasted
+    into the generated code as a type and a function's name)."""
+    if kind.kind == "ref" and kind.ref not in model.records:
+        raise CodegenError(f"{where}: {kind.ref!r} is no record in $defs")
+    if kind.item is not None:
+        _check_references(kind.item, where, model)
+
+
+def _text(value: object, where: str) -> str:
+    """``value`` if it is a str a UTF-8 file can hold (JSON can carry lone surrogates)."""
+    if not isinstance(value, str):
+        raise CodegenError(f"{where}: expected a string, got {value!r}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CodegenError(f"{where}: {value!r} has a lone surrogate, which is no text") from None
+    return value
 
 
 def _type(node: Any, where: str, enums: dict[str, Type] | None = None) -> Type:
@@ -256,12 +327,12 @@ def _type(node: Any, where: str, enums: dict[str, Type] | None = None) -> Type:
             return Type("optional", item=_type(others[0], f"{where}/anyOf", enums))
         raise CodegenError(f"{where}: of the unions only `T | None` is generated")
     if "enum" in node or "const" in node:
-        values = tuple(node["enum"]) if "enum" in node else (node["const"],)
-        if all(isinstance(v, str) for v in values) or all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values
-        ):
+        values = tuple(node["enum"]) if isinstance(node.get("enum"), list) else (node.get("const"),)
+        if values and all(isinstance(v, str) for v in values):
+            return Type("enum", values=tuple(_text(v, f"{where}/enum") for v in values))
+        if values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             return Type("enum", values=values)
-        raise CodegenError(f"{where}: enums of strings or of integers only")
+        raise CodegenError(f"{where}: enums of strings or of integers only (a list of them)")
     kind = node.get("type")
     if isinstance(kind, list):
         others = [k for k in kind if k != "null"]
@@ -287,34 +358,60 @@ def _type(node: Any, where: str, enums: dict[str, Type] | None = None) -> Type:
     raise CodegenError(f"{where}: type {kind!r} is not generated")
 
 
-def _stream(name: str, node: dict[str, Any], model: Model) -> Stream:
+#: what a channel may be, for the error that refuses one
+CHANNEL_RULE = (
+    "a channel is topic characters (A-Z a-z 0-9 and "
+    + "".join(c for c in TOPIC_CHARACTERS if not c.isalnum())
+    + ") and {parameter} or {parameter:int}, as the server declares it"
+)
+
+
+def _stream(name: str, node: Any, model: Model) -> Stream:
+    try:
+        check_stream_name(name)
+    except SchemaError as exc:
+        raise CodegenError(f"streams: {exc}") from None
     where = f"streams/{name}"
-    if not _NAME.fullmatch(name):
-        raise CodegenError(f"{where}: a stream name must be an identifier")
+    if not isinstance(node, dict):
+        raise CodegenError(f"{where}: a stream is a JSON object")
     channel = node.get("channel")
-    if not isinstance(channel, str) or not channel:
-        raise CodegenError(f"{where}: no channel")
+    try:  # the server's own check: a channel it would refuse never reaches the output
+        compile_channel(name, channel)
+    except SchemaError as exc:
+        raise CodegenError(
+            f"{where}: the server refuses the channel {channel!r} ({exc}); {CHANNEL_RULE}"
+        ) from None
+    assert isinstance(channel, str)
     parts: list[str | Parameter] = []
-    parameters = []
+    parameters: list[Parameter] = []
     at = 0
     for match in PARAMETER.finditer(channel):
         if match.start() > at:
             parts.append(channel[at : match.start()])
         parameter = Parameter(match.group(1), match.group(2) or "str")
-        if parameter.kind not in ("str", "int"):
-            raise CodegenError(f"{where}: parameter kind {parameter.kind!r} is not known")
         if camel(parameter.name) in RESERVED_PARAMETERS:
             raise CodegenError(
                 f"{where}: parameter {parameter.name!r} would be {camel(parameter.name)!r}, a "
                 "name the generated functions use: rename it"
             )
+        for other in parameters:
+            if camel(other.name) == camel(parameter.name):
+                raise CodegenError(
+                    f"{where}: parameters {other.name!r} and {parameter.name!r} would both be "
+                    f"{camel(parameter.name)!r} in the generated functions: rename one"
+                )
         parts.append(parameter)
         parameters.append(parameter)
         at = match.end()
     if at < len(channel):
         parts.append(channel[at:])
     events = []
-    for event, reference in node.get("events", {}).items():
+    declared = node.get("events", {})
+    if not isinstance(declared, dict):
+        raise CodegenError(f"{where}/events: a JSON object of event names")
+    for event, reference in declared.items():
+        if not isinstance(reference, dict):
+            raise CodegenError(f'{where}/events/{event}: a {{"$ref": ...}} object')
         record = str(reference.get("$ref", "")).removeprefix("#/$defs/")
         if record not in model.records:
             raise CodegenError(f"{where}/events/{event}: no record {record!r} in $defs")
@@ -323,7 +420,8 @@ def _stream(name: str, node: dict[str, Any], model: Model) -> Stream:
         events.append((event, record))
     if not events:
         raise CodegenError(f"{where}: no events")
-    return Stream(name, channel, str(node.get("description", "")), parameters, parts, events)
+    description = _text(node.get("description", ""), f"{where}/description")
+    return Stream(name, channel, description, parameters, parts, events)
 
 
 def pascal(name: str) -> str:

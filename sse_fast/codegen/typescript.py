@@ -12,12 +12,22 @@ imports. For each stream ``comments`` on ``item:{item_id}``:
   ``onDisconnect`` when it ended the stream. The browser resumes by itself
   with ``Last-Event-ID`` after a lost connection; ``options.lastEventId``
   resumes a new subscription (the ``lastEventId`` query parameter).
+
+What of the schema goes where (``model.py`` checks names and channels): text
+in a string literal or a quoted property name is written by ``_string``
+(JSON's escapes, every non-ASCII character and ``<`` as ``\\uXXXX``: nothing
+closes the literal, ends a line or reads as ``</script>``); text in a comment by
+``_comment`` (one line of printable characters, no ``*/`` or ``</``); a property named
+``__proto__`` is created with a computed key (``["__proto__"]: value``), and
+decoders read and write only own properties, so a field or a map key of that
+name is data, never a prototype.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 
 from ..schemas import SEGMENT
 from .model import Model, Parameter, Record, Stream, Type, camel, pascal
@@ -76,8 +86,20 @@ function list<T>(value: unknown, path: string, item: Decoder<T>): T[] {
 function dict<T>(value: unknown, path: string, item: Decoder<T>): Record<string, T> {
   if (!isObject(value)) throw new DecodeError(path, "expected an object");
   const out: Record<string, T> = {};
-  for (const [key, each] of Object.entries(value)) out[key] = item(each, `${path}.${key}`);
+  for (const [key, each] of Object.entries(value)) {
+    // an own property even for the key __proto__ (out[key] = ... would set the prototype)
+    Object.defineProperty(out, key, {
+      value: item(each, `${path}.${key}`),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
+  }
   return out;
+}
+
+function own(object: Record<string, unknown>, key: string): unknown {
+  return Object.prototype.hasOwnProperty.call(object, key) ? object[key] : undefined;
 }
 
 function optional<T>(value: unknown, path: string, item: Decoder<T>): T | null {
@@ -185,8 +207,33 @@ function subscribe(
 """.replace("SEGMENT", f"^{SEGMENT}$".replace("/", "\\/"))
 
 
+def _string(value: str | int) -> str:
+    """``value`` as a JavaScript literal: JSON's escapes, and ``\\uXXXX`` for every
+    non-ASCII character (U+2028 and U+2029 end a line in older JavaScript) and for
+    ``<`` (no ``</script>`` when the output is pasted into a page)."""
+    return json.dumps(value, ensure_ascii=True).replace("<", "\\u003c")
+
+
+def _comment(text: str) -> str:
+    """``text`` to go inside ``/** ... */`` (which tsc keeps in the JavaScript): one
+    line, no ``*/`` to end the comment, no ``</`` or ``<!--`` to end a page's
+    ``<script>``, and no control, format or separator character (a line break, a
+    terminal's escape, a bidirectional override that shows the code around it other
+    than it is)."""
+    text = "".join(" " if c != " " and unicodedata.category(c)[0] in "CZ" else c for c in text)
+    text = " ".join(text.split()).replace("*/", "*\\/")
+    return text.replace("</", "<\\/").replace("<!--", "<\\!--")
+
+
 def _property(name: str) -> str:
-    return name if _IDENTIFIER.fullmatch(name) else json.dumps(name)
+    """A property's name in an interface."""
+    return name if _IDENTIFIER.fullmatch(name) else _string(name)
+
+
+def _key(name: str) -> str:
+    """A property's name in an object literal: ``__proto__: x`` (bare or quoted) would
+    set the object's prototype; a computed key makes an own property."""
+    return f"[{_string(name)}]" if name == "__proto__" else _property(name)
 
 
 def _type(kind: Type) -> str:
@@ -199,7 +246,7 @@ def _type(kind: Type) -> str:
     if kind.kind == "ref":
         return kind.ref
     if kind.kind == "enum":
-        return " | ".join(json.dumps(v) for v in kind.values)
+        return " | ".join(_string(v) for v in kind.values)
     assert kind.item is not None
     inner = _type(kind.item)
     if kind.kind == "list":
@@ -218,7 +265,8 @@ def _decoder(kind: Type, value: str, path: str, depth: int = 0) -> str:
     if kind.kind == "ref":
         return f"decode{kind.ref}({value}, {path})"
     if kind.kind == "enum":
-        return f"oneOf({value}, {path}, {json.dumps(list(kind.values))} as const)"
+        values = ", ".join(_string(v) for v in kind.values)
+        return f"oneOf({value}, {path}, [{values}] as const)"
     assert kind.item is not None
     v, p = f"v{depth}", f"p{depth}"
     inner = _decoder(kind.item, v, p, depth + 1)
@@ -239,9 +287,9 @@ def _decode_function(record: Record) -> list[str]:
         "  return {",
     ]
     for f in record.fields:
-        key = json.dumps(f.name)
-        path = f"path + {json.dumps('.' + f.name)}"
-        lines.append(f"    {_property(f.name)}: {_decoder(f.type, f'object[{key}]', path)},")
+        value = f"own(object, {_string(f.name)})"
+        path = f"path + {_string('.' + f.name)}"
+        lines.append(f"    {_key(f.name)}: {_decoder(f.type, value, path)},")
     return [*lines, "  };", "}", ""]
 
 
@@ -254,13 +302,14 @@ def _stream(stream: Stream) -> list[str]:
     for part in stream.parts:
         if isinstance(part, Parameter):
             check = "whole" if part.kind == "int" else "segment"
-            pieces.append(f"{check}({json.dumps(camel(part.name))}, {camel(part.name)})")
+            pieces.append(f"{check}({_string(camel(part.name))}, {camel(part.name)})")
         else:
-            pieces.append(json.dumps(part))
+            pieces.append(_string(part))
     names = ", ".join(camel(p.name) for p in stream.parameters)
-    comment = f"{stream.description} ".replace("*/", "*\\/") if stream.description else ""
+    description = _comment(stream.description)
+    comment = f"{description} " if description else ""
     lines = [
-        f"/** The topic of stream {stream.name} ({stream.channel}). */",
+        f"/** {_comment(f'The topic of stream {stream.name} ({stream.channel}).')} */",
         f"export function {camel(stream.name)}Topic({arguments}): string {{",
         f"  return {' + '.join(pieces)};",
         "}",
@@ -273,7 +322,7 @@ def _stream(stream: Stream) -> list[str]:
     lines += [
         "}",
         "",
-        f"/** {comment}(stream {stream.name}, channel {stream.channel}) */",
+        f"/** {comment}{_comment(f'(stream {stream.name}, channel {stream.channel})')} */",
         f"export function subscribeTo{name}(",
         *([f"  {a}," for a in arguments.split(", ")] if arguments else []),
         f"  handlers: {name}Handlers,",
