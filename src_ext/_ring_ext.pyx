@@ -158,6 +158,16 @@ cdef class Ring:
         self.evicted += 1
         return 0
 
+    def trim(self, max_bytes):
+        """Evict the oldest frames until at most ``max_bytes`` bytes are retained
+        (a server-wide budget); return how many were evicted."""
+        cdef int64_t before = self.evicted
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        while self._len and self.nbytes > max_bytes:
+            self._evict_oldest()
+        return self.evicted - before
+
     cdef int _check_cursor(self, object cursor) except -1:
         if not isinstance(cursor, int) or isinstance(cursor, bool):
             raise TypeError(f"cursor must be int, not {type(cursor).__name__}")

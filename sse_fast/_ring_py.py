@@ -13,6 +13,9 @@ Theory of operation
   oldest end until the ring holds fewer than ``max_frames`` frames and the new
   frame fits in ``max_bytes``. A frame larger than ``max_bytes`` is refused with
   ``ValueError``; nothing is stored partially.
+* Trimming. ``trim(max_bytes)`` evicts from the oldest end until at most
+  ``max_bytes`` are retained (a budget shared by every topic): the same
+  eviction as publishing's, so cursors behind it lag by the same rule.
 * Reading. ``read_since(cursor)`` with ``oldest - 1 <= cursor <= head`` returns
   ``(frames cursor+1 .. head concatenated, head)``. With nothing pending it
   returns ``(b"", cursor)``; with one pending frame it returns the stored bytes
@@ -178,6 +181,16 @@ class Ring:
             del self._index[event_id]
         self._len -= 1
         self._evicted += 1
+
+    def trim(self, max_bytes: int) -> int:
+        """Evict the oldest frames until at most ``max_bytes`` bytes are retained
+        (a server-wide budget); return how many were evicted."""
+        before = self._evicted
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an int >= 0, got {max_bytes!r}")
+        while self._len and self._nbytes > max_bytes:
+            self._evict_oldest()
+        return self._evicted - before
 
     def _check_cursor(self, cursor: int) -> None:
         if not isinstance(cursor, int) or isinstance(cursor, bool):

@@ -216,6 +216,7 @@ VALID_CALLS: dict[str, Callable[[SimpleNamespace], tuple[Any, tuple[Any, ...], d
     "Ring.read_since": lambda i: (_ring_with_a_frame(i).read_since, (0,), {}),
     "Ring.read_frames": lambda i: (_ring_with_a_frame(i).read_frames, (0,), {}),
     "Ring.resume": lambda i: (_ring_with_a_frame(i).resume, ("a",), {}),
+    "Ring.trim": lambda i: (_ring_with_a_frame(i).trim, (0,), {}),
 }
 BAD_VALUES: dict[str, Any] = {
     "None": None,

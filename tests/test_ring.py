@@ -136,6 +136,26 @@ def test_limits_fit_a_c_size_and_counters_are_read_only(impl: SimpleNamespace) -
     assert (ring.head, ring.max_frames) == (1, 2)
 
 
+def test_trim_evicts_the_oldest_frames_down_to_a_byte_count(impl: SimpleNamespace) -> None:
+    ring = impl.Ring(max_frames=8, max_bytes=1000)
+    for i in range(5):
+        ring.publish(b"%d" % i * 10, str(i))  # 10 bytes each
+    reader = 1  # has read the first frame
+    assert ring.trim(35) == 2  # 50 -> 30 bytes: frames 1 and 2 go
+    assert (len(ring), ring.nbytes, ring.oldest, ring.head, ring.evicted) == (3, 30, 3, 5, 2)
+    assert ring.resume("1") is None and ring.resume("2") == 3
+    with pytest.raises(Lagged) as info:
+        ring.read_since(reader)  # frame 2 was evicted before it read it
+    assert (info.value.lost, info.value.oldest_cursor) == (1, 2)
+    assert ring.read_since(2) == (b"2" * 10 + b"3" * 10 + b"4" * 10, 5)
+    assert ring.trim(30) == 0
+    assert ring.trim(0) == 3 and len(ring) == 0 and ring.nbytes == 0 and ring.head == 5
+    assert ring.read_since(5) == (b"", 5)
+    assert ring.publish(b"next") == 6  # sequence numbers go on
+    with pytest.raises(ValueError, match="max_bytes must be an int >= 0"):
+        ring.trim(-1)
+
+
 def test_slots_grow_with_what_the_ring_holds(impl: SimpleNamespace) -> None:
     """Frames, ids, cursors and coalesced reads survive every doubling of the slots."""
     ring = impl.Ring(max_frames=100, max_bytes=1 << 20)
@@ -191,6 +211,15 @@ class RingModel(RuleBasedStateMachine):
         self.head += 1
         self.model.append((self.head, frame, event_id))
         assert self.ring.publish(frame, event_id) == self.head
+
+    @rule(keep=st.integers(0, 400))
+    def trim(self, keep: int) -> None:
+        evicted = 0
+        while self.model and sum(len(f) for _, f, _ in self.model) > keep:
+            self.model.popleft()
+            evicted += 1
+        self.evicted += evicted
+        assert self.ring.trim(keep) == evicted
 
     @rule(target=cursors)
     def subscribe(self) -> int:
