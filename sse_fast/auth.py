@@ -21,7 +21,7 @@ import hmac
 import ipaddress
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,13 +151,12 @@ class Authenticator:
             identity = "jwt:" + str(
                 claims.get("sub") or hashlib.sha256(token.encode()).hexdigest()[:16]
             )
-            exp = claims.get("exp")
             sub = claims.get("sub")
             return Credential(
                 identity,
                 publish,
                 subscribe,
-                float(exp) if isinstance(exp, (int, float)) else None,
+                _expiry(claims),
                 subject=str(sub) if isinstance(sub, (str, int)) and sub != "" else None,
             )
         reason = "; ".join(dict.fromkeys(errors)) or "no key configured"
@@ -222,12 +221,22 @@ class Authenticator:
         cookie: str | None,
         query_token: str | None,
         topics: Iterable[str],
+        on_ignored_cookie: Callable[[AuthError], None] | None = None,
     ) -> Credential | None:
         """The subscriber's credential (header, cookie, or query when allowed),
-        checked against the private topics it asks for."""
+        checked against the private topics it asks for.
+
+        A cookie that fails verification (expired, signed with a rotated key,
+        garbage) is ignored on a request for public topics only, and
+        ``on_ignored_cookie`` is told: browsers send cookies by themselves, and a
+        stale one must not lock anyone out of public streams. A bad
+        ``Authorization`` header or query token is always refused (401): that
+        client chose to send it."""
         token = _bearer(authorization)
+        from_cookie = False
         if token is None and cookie:
             token = _cookie(cookie, self.settings.auth_cookie)
+            from_cookie = token is not None
         if token is None and query_token:
             if not self.settings.allow_query_token:
                 raise AuthError(
@@ -247,9 +256,16 @@ class Authenticator:
                     "no_credential",
                 )
             return None
-        if not self.jwt_enabled:
-            raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
-        credential = self._decode(token)
+        try:
+            if not self.jwt_enabled:
+                raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
+            credential = self._decode(token)
+        except AuthError as exc:
+            if from_cookie and not private:
+                if on_ignored_cookie is not None:
+                    on_ignored_cookie(exc)
+                return None
+            raise
         denied = [t for t in private if not matches(t, credential.subscribe)]
         if denied:
             raise AuthError(
@@ -268,6 +284,18 @@ def _patterns(value: Any, name: str) -> tuple[str, ...]:
             401, f"claim {CLAIMS_NAMESPACE}.{name} must be a list of topic patterns", "bad_token"
         )
     return tuple(value)
+
+
+def _expiry(claims: Mapping[str, Any]) -> float | None:
+    """The ``exp`` claim as PyJWT checked it (``int()`` of it: a number or a
+    numeric string, a fraction cut off), so that the cached credential and its
+    streams expire exactly when PyJWT would refuse the token; None without one."""
+    if "exp" not in claims:
+        return None
+    try:
+        return float(int(claims["exp"]))
+    except (ValueError, TypeError, OverflowError):  # PyJWT refuses these first
+        raise AuthError(401, "claim 'exp' must be an integer (seconds)", "bad_token") from None
 
 
 def _digest(token: str) -> bytes:

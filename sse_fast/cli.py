@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
-from .settings import Settings, SettingsError, unknown_variables
+from .settings import Settings, SettingsError, history_budget, unknown_variables
 
 if TYPE_CHECKING:
     from .schemas import Schemas
@@ -167,6 +167,8 @@ def serve(settings: Settings) -> int:
         capacity * settings.workers,
         settings.workers,
     )
+    budget, how = history_budget(settings)
+    log.info("history budget: %.1f MiB per worker (%s)", budget / 2**20, how)
     if soft < 4096:
         log.warning("file limit %d is low for an SSE edge; raise `ulimit -n`", soft)
 
@@ -227,7 +229,10 @@ def serve(settings: Settings) -> int:
         backlog=settings.backlog,
         backpressure=capacity,
         runtime_threads=settings.runtime_threads,
-        http1_settings=HTTP1Settings(max_buffer_size=settings.http1_buffer_size),
+        http1_settings=HTTP1Settings(
+            max_buffer_size=settings.http1_buffer_size,
+            header_read_timeout=max(1, round(settings.header_timeout * 1000)),
+        ),
         log_level=settings.log_level,  # type: ignore[arg-type]
         respawn_failed_workers=True,
         **tls(settings),

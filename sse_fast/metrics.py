@@ -74,6 +74,7 @@ class Metrics:
         self.history_breaks_total = 0
         self.publish_streams_total = 0
         self.publish_streams_open = 0  # a gauge; sums across workers like the counters
+        self.ignored_cookies_total = 0  # auth cookies that failed, on public topics
         # relay mode (sse_fast/upstream.py): counted by the worker reading upstream
         self.upstream_events_total = 0
         self.upstream_dropped_total = 0
@@ -102,6 +103,7 @@ class Metrics:
         "history_breaks_total",
         "publish_streams_total",
         "publish_streams_open",
+        "ignored_cookies_total",
         "upstream_events_total",
         "upstream_dropped_total",
         "upstream_errors_total",
@@ -214,6 +216,13 @@ def render(
         "counter",
         "POST /publish/stream requests accepted.",
         metrics.publish_streams_total,
+    )
+    one(
+        "sse_fast_ignored_cookies_total",
+        "counter",
+        "Auth cookies that failed verification (expired, another key, garbage) on "
+        "subscriptions to public topics only: ignored, the stream served.",
+        metrics.ignored_cookies_total,
     )
     out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
     out.append("# TYPE sse_fast_subscribers gauge")

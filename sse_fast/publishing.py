@@ -133,9 +133,28 @@ def parse_publish_body(
         settings.max_last_event_id_length,
         settings.max_events_per_batch,
     )
-    if requests is not None:  # the common shapes, all valid (checked natively)
-        return requests
-    return parse_publish_document(document, settings, where)
+    if requests is None:  # not one of the common shapes, all valid (checked natively)
+        requests = parse_publish_document(document, settings, where)
+    if len(requests) > 1:
+        check_distinct_ids(requests)
+    return requests
+
+
+def check_distinct_ids(requests: list[PublishRequest]) -> None:
+    """Refuse a batch in which two events have the same id: the second would be
+    taken for a retry of the first and dropped (nothing of the batch is published)."""
+    seen: dict[str, int] = {}
+    for index, request in enumerate(requests):
+        event_id = request.id
+        if event_id is None:
+            continue
+        first = seen.setdefault(event_id, index)
+        if first != index:
+            raise PublishError(
+                f"events[{index}]: id {event_id[:50]!r} is also the id of events[{first}]; "
+                "the events of one batch need different ids (an id seen again is taken "
+                "for a retry and not published twice). Nothing was published"
+            )
 
 
 def parse_publish_document(
@@ -164,6 +183,7 @@ def parse_publish_document(
 __all__ = [
     "PublishError",
     "PublishRequest",
+    "check_distinct_ids",
     "check_event_id",
     "check_topic",
     "parse_event",

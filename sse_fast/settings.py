@@ -54,6 +54,14 @@ class Settings:
     ring_max_bytes: int = field(
         default=4 * 1024 * 1024, metadata=_doc("bytes of encoded events kept per topic for resume")
     )
+    max_history_bytes: int = field(
+        default=0,
+        metadata=_doc(
+            "bytes of history all topics of one worker keep together; past it the history "
+            "written to longest ago is evicted (0 = a quarter of the memory, the cgroup's "
+            "limit or the machine's, divided among the workers)"
+        ),
+    )
     max_topics: int = field(default=100_000, metadata=_doc("topics one worker keeps at most"))
     topic_ttl: float = field(
         default=3600.0,
@@ -65,6 +73,20 @@ class Settings:
     max_topic_length: int = field(default=200, metadata=_doc("characters in a topic name"))
     max_body_bytes: int = field(
         default=1024 * 1024, metadata=_doc("largest publish request body (bytes)")
+    )
+    body_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "seconds a publish request body may take to arrive whole (408 past it); "
+            "also what a graceful shutdown waits for a body at most"
+        ),
+    )
+    header_timeout: float = field(
+        default=5.0,
+        metadata=_doc(
+            "seconds a client may take to send a request's head (Granian closes the "
+            "connection past it; a half-sent head would otherwise hold a shutdown)"
+        ),
     )
     max_events_per_batch: int = field(default=1000, metadata=_doc("events in one publish batch"))
     max_last_event_id_length: int = field(
@@ -350,6 +372,8 @@ class Settings:
             "max_topics_per_connection",
             "max_topic_length",
             "max_body_bytes",
+            "body_timeout",
+            "header_timeout",
             "max_events_per_batch",
             "presence_interval",
             "webhook_interval",
@@ -378,12 +402,20 @@ class Settings:
             "drain_retry_jitter_ms",
             "catch_up_timeout",
             "backpressure",
+            "max_history_bytes",
             "broker_down_limit",
             "upstream_ready_grace",
         )
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if 0 < self.max_history_bytes < self.ring_max_bytes:
+            raise SettingsError(
+                f"max_history_bytes ({self.max_history_bytes}) must be at least ring_max_bytes "
+                f"({self.ring_max_bytes}), one topic's history; or 0 for the default"
+            )
+        if self.header_timeout > 3600 or self.body_timeout > 3600:
+            raise SettingsError("header_timeout and body_timeout are seconds: at most 3600")
         if self.http1_buffer_size < 8192:
             raise SettingsError(
                 f"http1_buffer_size must be at least 8192 (Granian's HTTP/1 minimum), "
@@ -535,3 +567,31 @@ def _convert(f: dataclasses.Field[Any], raw: str, source: str) -> Any:
         return kind(raw)
     except ValueError:
         raise SettingsError(f"{source}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def available_memory() -> tuple[int, str]:
+    """The memory this process may use: its cgroup's limit (a container's) when
+    there is one below the machine's, else the machine's; and which it was."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and 0 < int(text) < physical:
+            return int(text), "the cgroup's memory limit"
+    return physical, "the machine's memory"
+
+
+def history_budget(settings: Settings) -> tuple[int, str]:
+    """The bytes of history one worker keeps (``max_history_bytes``, or its
+    default), and how that figure was chosen."""
+    if settings.max_history_bytes:
+        return settings.max_history_bytes, "max_history_bytes"
+    memory, source = available_memory()
+    budget = max(settings.ring_max_bytes, memory // 4 // max(1, settings.workers))
+    return budget, (
+        f"a quarter of {memory / 2**30:.1f} GiB ({source}) over {settings.workers} "
+        "worker(s); set max_history_bytes to choose"
+    )

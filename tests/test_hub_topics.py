@@ -16,10 +16,11 @@ import orjson
 import pytest
 
 from sse_fast.hub import Hub, PublishError, PublishRequest, resume
+from sse_fast.hub.topics import FRAME_OVERHEAD
 from sse_fast.settings import Settings
 from sse_fast.testing import ServerProcess, wait_for
 
-from .asgi_harness import attach
+from .asgi_harness import Stream, attach, make_app, publish, run, settle
 
 
 def test_a_subscribed_topic_without_history_costs_well_under_1_kb() -> None:
@@ -122,3 +123,123 @@ def test_subscribers_cannot_use_up_max_topics_on_a_real_server() -> None:
             await wait_for(only_published_topics_left)
 
         asyncio.run(main())
+
+
+# ---------------------------------------------------------------- the history budget
+
+KB = 1024
+
+
+def _budget_hub(budget: int, **settings: object) -> Hub:
+    return Hub(Settings(max_history_bytes=budget, ring_max_bytes=64 * KB, **settings))  # type: ignore[arg-type]
+
+
+def test_the_history_budget_evicts_what_was_written_longest_ago() -> None:
+    async def main() -> None:
+        hub = _budget_hub(100 * KB)
+        topics = hub.topics
+        ids = {}
+        for name in ("a", "b", "c", "d"):
+            ids[name] = [hub.publish_nowait([PublishRequest((name,), "x" * 10_000)])[0]]
+            ids[name] += hub.publish_nowait([PublishRequest((name,), "y" * 10_000)])
+            await asyncio.sleep(0)  # flushed (to no one), as between two requests
+        # eight frames of ~10 KB: 80 KB and their overhead, within 100 KB
+        assert topics.budget_evicted == 0
+        hub.publish_nowait([PublishRequest(("e",), "z" * 45_000)])  # 25 KB past it
+        figures = topics.budget_figures()
+        assert figures["history_bytes"] <= figures["history_budget_bytes"] == 100 * KB
+        assert figures["history_budget_evicted"] == topics.budget_evicted == 3
+        # "a" was written to longest ago: both its frames went, and with no subscriber the
+        # topic with them (how far it went is remembered); then the older frame of "b"
+        assert "a" not in topics.by_name and len(topics.by_name["b"].ring) == 1
+        assert [len(topics.by_name[n].ring) for n in "cde"] == [2, 2, 1]
+        for name, last_event_id, outcome in (
+            ("a", ids["a"][0], "evicted"),  # what followed it is gone
+            ("a", ids["a"][1], "resumed"),  # nothing followed it
+            ("b", ids["a"][1], "evicted"),  # b's first frame followed it, and is gone
+            ("b", ids["b"][0], "resumed"),
+            ("c", ids["b"][1], "resumed"),
+        ):
+            topic = topics.get(name, hub.clock())
+            status, _ = resume.resolve(
+                [topic], last_event_id, hub.broker.first_position, hub.last_position
+            )
+            assert status == outcome, (name, last_event_id)
+        # the accounting follows the sweep too: nothing retained, nothing counted
+        for topic in list(topics.by_name.values()):
+            topics.drop(topic)
+        assert topics.retained_bytes == topics.retained_frames == 0
+
+    asyncio.run(main())
+
+
+def test_the_history_budget_never_evicts_the_newest_frame_of_a_topic_being_written() -> None:
+    async def main() -> None:
+        hub = _budget_hub(64 * KB)
+        for i in range(20):  # one topic: its own ring and the budget both trim it
+            hub.publish_nowait([PublishRequest(("only",), str(i) * 10_000)])
+            await asyncio.sleep(0)
+        ring = hub.topics.by_name["only"].ring
+        assert 1 <= len(ring) <= 6 and ring.head == 20
+        # several new topics in one batch: each keeps its frame until it is flushed
+        batch = [PublishRequest((f"n{i}",), "x" * 20_000) for i in range(6)]
+        hub.publish_nowait(batch)
+        assert all(len(hub.topics.by_name[f"n{i}"].ring) == 1 for i in range(6))
+        hub.fanout.flush()
+        hub.publish_nowait([PublishRequest(("later",), "x")])
+        figures = hub.topics.budget_figures()
+        assert figures["history_bytes"] <= figures["history_budget_bytes"]
+
+    asyncio.run(main())
+
+
+def test_a_subscription_catching_up_in_evicted_history_ends_lagged() -> None:
+    async def main() -> None:
+        app = make_app(max_history_bytes=64 * KB, ring_max_bytes=64 * KB)
+        slow = Stream(app, query=[("topic", "old")], capacity=1).start()
+        await settle()
+        slow.pause()
+        for i in range(4):
+            publish(app, "old", str(i) * 10_000)
+            await settle(1)
+        for i in range(8):  # other topics' publishes evict "old"'s frames
+            publish(app, f"new{i}", "n" * 10_000)
+            await settle(1)
+        await settle()
+        assert app.hub.metrics.lag_disconnects_total == 1
+        slow.resume()
+        await slow.finished()
+        final = slow.events[-1]
+        assert final.event == "sse-fast-disconnect"
+        assert json.loads(final.data)["reason"] == "lagged"
+
+    run(main())
+
+
+def test_frame_overhead_covers_what_a_retained_frame_costs() -> None:
+    """The budget counts FRAME_OVERHEAD per frame beside its data: what a frame
+    really costs (its bytes object, slots, position, id) must not be more. (A
+    publisher's own ids are also in the retry memory: bounded by dedupe_size.)"""
+
+    async def main() -> tuple[int, int, int]:
+        hub = Hub(Settings(ring_max_frames=4096))
+        for name in ("warm-a", "warm-b"):  # rings and their slots exist before the count
+            hub.publish_nowait([PublishRequest((name,), "w")])
+        tracemalloc.start()
+        try:
+            gc.collect()
+            start = tracemalloc.get_traced_memory()[0]
+            for i in range(4000):
+                hub.publish_nowait([PublishRequest((f"t{i % 4}",), "x" * 40)])
+                if i % 100 == 0:
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            gc.collect()
+            end = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        return end - start, hub.topics.retained_bytes - 2 * len(b"data: w\n\n"), 4000
+
+    used, data, frames = asyncio.run(main())
+    per_frame = (used - data) / frames
+    assert 0 < per_frame <= FRAME_OVERHEAD, f"{per_frame:.0f} bytes per frame beside its data"

@@ -3,9 +3,12 @@ rules for a published id and a Last-Event-ID), event objects and bodies."""
 
 from __future__ import annotations
 
+import asyncio
+
 import orjson
 import pytest
 
+from sse_fast.hub import Hub
 from sse_fast.publishing import (
     PublishError,
     PublishRequest,
@@ -99,3 +102,19 @@ def test_a_body_is_all_valid_or_refused() -> None:
         with pytest.raises(PublishError) as info:
             parse_publish_body(body, SETTINGS)
         assert fragment in str(info.value)
+
+
+def test_a_batch_with_one_id_twice_is_refused_whole_in_process_too() -> None:
+    async def main() -> None:
+        hub = Hub(Settings())
+        batch = [PublishRequest(("t",), i, id=f"q{i % 2}") for i in range(3)]
+        with pytest.raises(
+            PublishError, match=r"events\[2\]: id 'q0' is also the id of events\[0\]"
+        ):
+            await hub.publish(batch)
+        with pytest.raises(PublishError, match="Nothing was published"):
+            hub.publish_nowait(batch)
+        assert not hub.topics.by_name  # nothing of it was stored
+        assert await hub.publish([PublishRequest(("t",), "x", id="q0")]) == ["q0"]
+
+    asyncio.run(main())

@@ -4,6 +4,7 @@ expiry, cookies, CORS and every limit). Loopback only, bounded in time."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import time
 from typing import Any
@@ -45,12 +46,18 @@ def server():
 def post(
     server: ServerProcess, body: Any, auth: str | None = None, **headers: str
 ) -> tuple[int, dict[str, str], dict[str, Any]]:
+    return asyncio.run(apost(server, body, auth, **headers))
+
+
+async def apost(
+    server: ServerProcess, body: Any, auth: str | None = None, **headers: str
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     all_headers = {"Content-Type": "application/json", **headers}
     if auth:
         all_headers["Authorization"] = auth
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
-    code, response_headers, content = asyncio.run(
-        http_request(HOST, server.port, "POST", "/publish", raw, all_headers)
+    code, response_headers, content = await http_request(
+        HOST, server.port, "POST", "/publish", raw, all_headers
     )
     return code, response_headers, json.loads(content) if content else {}
 
@@ -114,6 +121,99 @@ def test_expired_token_ends_the_stream(server: ServerProcess) -> None:
         assert json.loads(events[-1].data) == {"reason": "token-expired"}
 
     asyncio.run(main())
+
+
+def test_every_exp_form_pyjwt_accepts_expires(server: ServerProcess) -> None:
+    """PyJWT takes int(exp): a float or a numeric string is as good as an integer,
+    so each must end its streams and stop publishing when it passes (the three at
+    once: the wait past the leeway is shared)."""
+    at = int(time.time()) + 2
+    forms: dict[str, Any] = {"integer": at, "float": at + 0.25, "numeric string": str(at)}
+
+    async def one(form: str, exp: Any) -> None:
+        topic = f"user/exp-{form.replace(' ', '-')}"
+        bearer = f"Bearer {token({'subscribe': [topic], 'publish': [topic]}, exp=exp)}"
+        client = server.client(topic, headers={"Authorization": bearer})
+        await client.connect()
+        assert (await apost(server, {"topic": topic, "data": "before"}, bearer))[0] == 200
+        events = await collect(client, 100, timeout=10, until=lambda c: c.closed)
+        assert time.time() >= at - 1, form  # ended at its exp, not before
+        assert events[-1].event == "sse-fast-disconnect", form
+        assert json.loads(events[-1].data) == {"reason": "token-expired"}, form
+        while time.time() < at + 5.5:  # past the leeway: the cached credential too
+            await asyncio.sleep(0.25)
+        code, _, body = await apost(server, {"topic": topic, "data": "after"}, bearer)
+        assert code == 401 and "expired" in body["error"], form
+
+    async def main() -> None:
+        await asyncio.gather(*(one(form, exp) for form, exp in forms.items()))
+
+    asyncio.run(main())
+
+
+def test_an_exp_pyjwt_refuses_is_refused(server: ServerProcess) -> None:
+    bad = f"Bearer {token({'publish': ['*']}, exp='soon')}"
+    code, _, body = post(server, {"topic": "news", "data": 1}, bad)
+    assert code == 401 and "exp" in body["error"]
+
+
+def test_a_cookie_that_fails_is_ignored_on_public_topics_only(server: ServerProcess) -> None:
+    def ignored() -> int:
+        metrics = asyncio.run(http_request(HOST, server.port, "GET", "/metrics"))[2].decode()
+        (line,) = [x for x in metrics.splitlines() if x.startswith("sse_fast_ignored_cookies")]
+        return int(line.split()[-1])
+
+    expired = token({"subscribe": ["user/1"]}, exp=int(time.time()) - 60)
+    rotated = jwt.encode({"sse_fast": {"subscribe": ["*"]}}, "x" * 32, algorithm="HS256")
+    before = ignored()
+    for cookie in (expired, rotated, "garbage"):
+        assert subscribe_status(server, ["public"], Cookie=f"sse_fast_token={cookie}") == 200
+        assert subscribe_status(server, ["user/1"], Cookie=f"sse_fast_token={cookie}") == 401
+        assert subscribe_status(server, ["public"], Authorization=f"Bearer {cookie}") == 401
+    assert ignored() == before + 3
+
+
+def test_duplicate_ids_in_one_batch_are_refused_and_nothing_published(
+    server: ServerProcess,
+) -> None:
+    auth = "Bearer static-token"
+
+    async def main() -> None:
+        client = server.client("dups")
+        await client.connect()
+        batch = {"events": [{"topic": "dups", "id": f"q{i % 2}", "data": i} for i in range(3)]}
+        code, _, body = await apost(server, batch, auth)
+        assert code == 400
+        assert body["error"].startswith("events[2]: id 'q0' is also the id of events[0]")
+        assert "Nothing was published" in body["error"]
+        code, _, body = await apost(server, {"topic": "dups", "id": "q0", "data": "first"}, auth)
+        assert (code, body) == (200, {"ids": ["q0"]})  # q0 was not taken by the refused batch
+        (event,) = await collect(client, 1, timeout=5)
+        assert (event.id, event.data) == ("q0", "first")
+        client.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("path", ["/publish", "/publish/stream"])
+def test_a_compressed_body_gets_415_naming_the_encoding(server: ServerProcess, path: str) -> None:
+    kind = "application/json" if path == "/publish" else "application/x-ndjson"
+    code, _, content = asyncio.run(
+        http_request(
+            HOST,
+            server.port,
+            "POST",
+            path,
+            gzip.compress(b'{"topic": "news", "data": 1}'),
+            {
+                "Content-Type": kind,
+                "Content-Encoding": "gzip",
+                "Authorization": "Bearer static-token",
+            },
+        )
+    )
+    assert code == 415
+    assert json.loads(content)["error"].startswith("Content-Encoding 'gzip' is not supported")
 
 
 def test_cors_preflight(server: ServerProcess) -> None:

@@ -41,6 +41,9 @@ class EventsEndpoint:
         self.client_address = client_address
         self.cors = cors
 
+    def _ignored_cookie(self, error: AuthError) -> None:
+        self.hub.metrics.ignored_cookies_total += 1
+
     def read_request(self, scope: Scope) -> tuple[list[str], str | None, str | None]:
         """Topics, Last-Event-ID and query token of a subscription (400 on bad input)."""
         settings = self.settings
@@ -97,7 +100,11 @@ class EventsEndpoint:
         self.admission.admit_stream(ip, len(hub.subscriptions))
         try:
             credential = self.auth.subscriber(
-                header(scope, b"authorization"), header(scope, b"cookie"), query_token, names
+                header(scope, b"authorization"),
+                header(scope, b"cookie"),
+                query_token,
+                names,
+                self._ignored_cookie,
             )
         except AuthError as exc:
             raise HTTPError.from_auth(exc) from None

@@ -58,6 +58,18 @@ def check_content_type(content_type: str | None, accepted: tuple[str, ...], advi
         )
 
 
+def check_content_encoding(encoding: str | None) -> None:
+    """Refuse (415) a compressed body: publishes are read as they come, never
+    decompressed (a small gzip body can inflate far past ``max_body_bytes``)."""
+    if encoding is not None and encoding.strip().lower() not in ("identity", ""):
+        raise HTTPError(
+            415,
+            f"Content-Encoding {encoding!r} is not supported: send the body uncompressed "
+            "(no Content-Encoding, or identity)",
+            reason="bad_content_encoding",
+        )
+
+
 def retry_after(seconds: float) -> Headers:
     return [(b"retry-after", str(max(1, round(seconds))).encode())]
 

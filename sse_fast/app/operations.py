@@ -169,6 +169,26 @@ def render_server_metrics(
             f'sse_fast_worker_connections_open{{worker="{_worker(one)}"}} {one["connections_open"]}'
             for one in figures
         ),
+        *_per_worker(
+            figures,
+            "history_bytes",
+            "gauge",
+            "Bytes of history (frames and their overhead) the worker keeps for resume.",
+        ),
+        *_per_worker(
+            figures,
+            "history_budget_bytes",
+            "gauge",
+            "The worker's budget of history bytes (max_history_bytes, or its default).",
+        ),
+        *_per_worker(
+            figures,
+            "history_budget_evicted",
+            "counter",
+            "Frames evicted to keep the worker's history within its budget (resumes into "
+            "them are told evicted).",
+            suffix="_total",
+        ),
         "# HELP sse_fast_worker_broker_up Whether the worker can publish (broker reachable).",
         "# TYPE sse_fast_worker_broker_up gauge",
         *(
@@ -188,6 +208,18 @@ def render_server_metrics(
         subscribers_by_topic=busiest,
         extra=extra,
     )
+
+
+def _per_worker(
+    figures: list[dict[str, Any]], key: str, kind: str, help_text: str, suffix: str = ""
+) -> list[str]:
+    """One figure of each worker's report as a metric with a ``worker`` label."""
+    name = f"sse_fast_worker_{key}{suffix}"
+    return [
+        f"# HELP {name} {help_text}",
+        f"# TYPE {name} {kind}",
+        *(f'{name}{{worker="{_worker(one)}"}} {one.get(key, 0)}' for one in figures),
+    ]
 
 
 def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metrics) -> list[str]:
@@ -251,6 +283,11 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
         "topics_total": max(one["topics_total"] for one in figures),
         "topics_with_history": max(one["topics_with_history"] for one in figures),
         "topics": topics,
+        # every worker holds every topic's history: the fullest one's figures
+        **{
+            key: max(one.get(key, 0) for one in figures)
+            for key in ("history_bytes", "history_budget_bytes", "history_budget_evicted")
+        },
         "last_id": max((one["last_id"] for one in figures), key=int),
         "draining": any(one["draining"] for one in figures),
         "eager_send": next(
@@ -264,7 +301,17 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
                 "connections": one["connections"],
                 "draining": one["draining"],
                 "last_id": one["last_id"],
-                **{key: one[key] for key in ("relay", "redis") if key in one},
+                **{
+                    key: one[key]
+                    for key in (
+                        "relay",
+                        "redis",
+                        "history_bytes",
+                        "history_budget_bytes",
+                        "history_budget_evicted",
+                    )
+                    if key in one
+                },
             }
             for one in figures
         ],

@@ -2,11 +2,11 @@
 
 The body is ``{"topic": "a" | "topics": [...], "data": ..., "event": ...,
 "id": ..., "retry": ...}`` or ``{"events": [...]}``; the answer is ``{"ids":
-[...]}``. The endpoint checks the content type, the credential and its rate,
-reads the body within ``max_body_bytes``, parses it (``publishing.py``, the one
-place a publish is validated), checks the credential's topics and publishes
-through the hub. Invalid requests get 4xx with ``{"error": ...}`` and nothing is
-published.
+[...]}``. The endpoint checks the content type and encoding, the credential
+and its rate, reads the body within ``max_body_bytes`` and ``body_timeout``
+(``body.py``), parses it (``publishing.py``, the one place a publish is
+validated), checks the credential's topics and publishes through the hub.
+Invalid requests get 4xx with ``{"error": ...}`` and nothing is published.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from ..hub import Hub
 from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
+from .body import BodyDeadlines
 from .cors import Cors
-from .http import HTTPError, check_content_type, send_json
+from .http import HTTPError, check_content_encoding, check_content_type, send_json
 
 
 class PublishEndpoint:
@@ -30,10 +31,11 @@ class PublishEndpoint:
         self.auth = auth
         self.admission = admission
         self.cors = cors
+        self.deadlines = BodyDeadlines(settings, hub)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One pass over the headers (this path runs thousands of times a second).
-        content_type = authorization = declared = None
+        content_type = authorization = declared = encoding = None
         for key, value in scope["headers"]:
             key = key.lower()
             if key == b"content-type":
@@ -42,12 +44,16 @@ class PublishEndpoint:
                 authorization = value
             elif key == b"content-length":
                 declared = value
+            elif key == b"content-encoding":
+                encoding = value
         if content_type is not None and content_type != b"application/json":
             check_content_type(
                 content_type.decode("latin-1"),
                 ("application/json",),
                 "send JSON with Content-Type: application/json",
             )
+        if encoding is not None:
+            check_content_encoding(encoding.decode("latin-1"))
         try:
             credential = self.auth.publisher(
                 None if authorization is None else authorization.decode("latin-1")
@@ -55,7 +61,7 @@ class PublishEndpoint:
         except AuthError as exc:
             raise HTTPError.from_auth(exc) from None
         self.admission.admit_publish(credential.identity)
-        body = await self.read_body(receive, declared)
+        body = await self.deadlines.read(scope, lambda: self.read_body(receive, declared))
         try:
             requests = parse_publish_body(body, self.settings)
             self.auth.check_publish(credential, requests)

@@ -56,7 +56,7 @@ from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
 from .cors import Cors
-from .http import HTTPError, check_content_type, header
+from .http import HTTPError, check_content_encoding, check_content_type, header
 
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
@@ -85,6 +85,7 @@ class PublishStreamEndpoint:
             NDJSON_TYPES,
             "send one JSON publish per line with Content-Type: application/x-ndjson",
         )
+        check_content_encoding(header(scope, b"content-encoding"))
         try:
             credential = self.auth.publisher(header(scope, b"authorization"))
         except AuthError as exc:

@@ -105,6 +105,11 @@ class FanOut:
                     if topics.keep(topic, item) and topic.catching_up:
                         self._drop_lagging(topic)
                     dirty[topic] = None
+                    if topics.trimmed:  # the history budget evicted other topics' frames
+                        for trimmed in topics.trimmed:
+                            if trimmed.catching_up:
+                                self._drop_lagging(trimmed)
+                        topics.trimmed.clear()
         finally:  # what was stored before an error counts
             self.last_position = last_position
         if dirty and not self._flush_scheduled:

@@ -26,7 +26,7 @@ from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
 from ..metrics import Metrics
-from ..publishing import PublishRequest, check_topic
+from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings, split_list
@@ -201,6 +201,8 @@ class Hub:
             for request in requests:
                 for name in request.topics:
                     check_topic(name, self.settings)
+            if len(requests) > 1:
+                check_distinct_ids(list(requests))
         if self.broker.stores_every_topic:
             self.topics.check_room(requests)
 
@@ -429,6 +431,7 @@ class Hub:
                 "topics": len(self.topics),
                 "subscribers": self.topics.busiest(100),
                 "broker_up": self.broker.available,
+                **self.topics.budget_figures(),
             }
             for add in self.reports:
                 figures.update(add())
@@ -452,6 +455,7 @@ class Hub:
             "topics_total": len(topics),
             "topics_with_history": topics.with_history,
             "topics": topics.page(offset, limit),
+            **topics.budget_figures(),
             "last_id": str(self.last_position),
             "draining": self.draining,
             "eager_send": self.send_style.eager,

@@ -8,6 +8,16 @@ goes with its last subscriber. Only topics with history count against
 went, so that a ``Last-Event-ID`` from its past resolves to ``evicted`` rather
 than ``unknown``.
 
+All topics' history together stays within ``history_budget`` bytes (frame
+data plus ``FRAME_OVERHEAD`` per frame, the objects that hold it): a store that
+passes it trims the history of the topics written to longest ago, oldest frames
+first, as their own rings would (``Ring.trim``). What a trim cost shows as it
+does for a ring's own eviction: a resume into it is ``evicted``, a subscription
+still catching up there ends ``lagged``; a trimmed topic nobody subscribes to is
+dropped, remembering how far it went. Evicting rather than refusing publishes:
+one publisher filling the budget then costs the oldest history, not every other
+publisher's service.
+
 A topic's subscriptions are in one of three sets (dicts used as ordered sets:
 an empty dict is a third of an empty set): ``in_sync`` (subscribed to this
 topic only, at its flushed position: they share one message per flush),
@@ -26,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import Ring
 from ..brokers.sequencing import Sequenced
 from ..publishing import PublishError, PublishRequest
-from ..settings import Settings
+from ..settings import Settings, history_budget
 
 if TYPE_CHECKING:
     from ..asgi import Send
@@ -37,6 +47,11 @@ if TYPE_CHECKING:
 # costs no history memory.
 NO_HISTORY = Ring(1, 1)
 NO_POSITIONS: deque[int] = deque(maxlen=0)
+#: bytes counted per retained frame beside its data (the bytes object's header,
+#: its slots in the ring, its position in ``positions``, its id and index entry):
+#: 219 measured with tracemalloc (tests/test_hub_topics.py checks it is no more),
+#: and room for slots not yet filled (a ring's slots double as it fills)
+FRAME_OVERHEAD = 320
 
 
 class Topic:
@@ -99,6 +114,16 @@ class Topic:
         self.published += 1
         return evicted > 0
 
+    def trim(self, max_bytes: int) -> int:
+        """Evict the oldest frames until at most ``max_bytes`` of data remain
+        (the history budget); how many frames went."""
+        oldest = self.ring.oldest
+        evicted = self.ring.trim(max_bytes)
+        positions = self.positions
+        for _ in range(self.ring.oldest - oldest):
+            self.evicted_up_to = max(self.evicted_up_to, positions.popleft())
+        return evicted
+
     def lagging(self) -> list[Subscription]:
         """Catching-up subscriptions whose cursor here fell behind the ring."""
         limit = self.ring.oldest - 1
@@ -150,6 +175,15 @@ class Topics:
         self.settings = settings
         self.by_name: dict[str, Topic] = {}
         self.with_history = 0
+        #: the budget of all topics' history (bytes), and what they hold now
+        self.history_budget = history_budget(settings)[0]
+        self.retained_bytes = 0  # frame data
+        self.retained_frames = 0
+        self.budget_evicted = 0  # frames the budget evicted (metric)
+        #: topics with history, the one written to longest ago first
+        self._by_write: dict[Topic, None] = {}
+        #: topics whose frames the budget evicted, for the fan-out to check for lag
+        self.trimmed: list[Topic] = []
         self._swept: dict[str, int] = {}  # name -> newest position, of dropped topics
         self._swept_floor = 0  # positions of topics forgotten beyond that
         #: told the name of each dropped topic (the broker stops delivering it)
@@ -168,10 +202,49 @@ class Topics:
         return topic
 
     def keep(self, topic: Topic, item: Sequenced) -> bool:
-        """Store ``item`` in ``topic``; True when that evicted older frames."""
-        if topic.ring is NO_HISTORY:
+        """Store ``item`` in ``topic``; True when that evicted older frames of it
+        (frames of other topics the budget evicted are in ``trimmed``)."""
+        ring = topic.ring
+        if ring is NO_HISTORY:
             self.with_history += 1
-        return topic.store(item)
+            data, frames = 0, 0
+        else:
+            data, frames = ring.nbytes, len(ring)
+        evicted = topic.store(item)
+        ring = topic.ring
+        self.retained_bytes += ring.nbytes - data
+        self.retained_frames += len(ring) - frames
+        by_write = self._by_write
+        by_write.pop(topic, None)
+        by_write[topic] = None
+        if self.retained_bytes + FRAME_OVERHEAD * self.retained_frames > self.history_budget:
+            self._within_budget()
+        return evicted
+
+    def _within_budget(self) -> None:
+        """Evict the history written to longest ago, oldest frame first, until all
+        of it fits the budget again. Frames not yet flushed to subscribers stay
+        (the one just stored among them): over the budget by one publish at most."""
+        excess = self.retained_bytes + FRAME_OVERHEAD * self.retained_frames - self.history_budget
+        for topic in list(self._by_write):
+            if excess <= 0:
+                return
+            ring = topic.ring
+            unflushed = ring.head - max(topic.flushed, ring.oldest - 1)
+            gone = 0
+            while excess > 0 and len(ring) > unflushed:
+                data = ring.nbytes
+                topic.trim(data - 1)  # exactly the oldest frame
+                freed = data - ring.nbytes
+                excess -= freed + FRAME_OVERHEAD
+                self.retained_bytes -= freed
+                gone += 1
+            if gone:
+                self.retained_frames -= gone
+                self.budget_evicted += gone
+                self.trimmed.append(topic)
+                if not len(ring) and not topic.subscriptions:
+                    self.drop(topic)
 
     def check_room(self, requests: Sequence[PublishRequest]) -> None:
         """Refuse a publish that would give more than ``max_topics`` topics a
@@ -224,12 +297,23 @@ class Topics:
             self.on_drop(topic.name)
         if topic.has_history:
             self.with_history -= 1
+            self.retained_bytes -= topic.ring.nbytes
+            self.retained_frames -= len(topic.ring)
+            self._by_write.pop(topic, None)
         newest = topic.newest_position
         if newest > self._swept_floor:
             self._swept[topic.name] = newest
         while len(self._swept) > self.settings.max_topics:
             oldest = next(iter(self._swept))
             self._swept_floor = max(self._swept_floor, self._swept.pop(oldest))
+
+    def budget_figures(self) -> dict[str, int]:
+        """The history budget and its use (``/stats``, ``/metrics``)."""
+        return {
+            "history_budget_bytes": self.history_budget,
+            "history_bytes": self.retained_bytes + FRAME_OVERHEAD * self.retained_frames,
+            "history_budget_evicted": self.budget_evicted,
+        }
 
     def page(self, offset: int, limit: int) -> dict[str, dict[str, Any]]:
         """Figures of the topics ``offset`` to ``offset + limit`` (``/stats``)."""

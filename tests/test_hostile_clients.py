@@ -1,0 +1,133 @@
+"""Clients that hold what they should not, against a real ``sse-fast serve``: a
+publish body that never finishes, a request head sent halfway, a publisher filling
+the memory with history. Loopback only, bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+
+import orjson
+
+from sse_fast.testing import HOST, ServerProcess, collect, rss_kb
+
+MiB = 1 << 20
+STUCK_BODY = (
+    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b'Content-Length: 1000\r\n\r\n{"top'
+)
+STUCK_CHUNKED = (
+    b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"top\r\n'
+)
+HALF_HEAD = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Ty"
+
+
+def _open(server: ServerProcess, head: bytes) -> socket.socket:
+    sock = socket.create_connection((HOST, server.port))
+    sock.sendall(head)
+    return sock
+
+
+def _answer(sock: socket.socket, timeout: float) -> tuple[bytes, bool]:
+    """What the server wrote, and whether it then closed the connection."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except TimeoutError:
+        return data, False
+    return data, True
+
+
+def test_a_body_that_never_finishes_gets_408_and_its_connection_closed() -> None:
+    with ServerProcess(body_timeout=1) as server:
+        sockets = [_open(server, STUCK_BODY), _open(server, STUCK_CHUNKED)]
+        start = time.monotonic()
+        for sock in sockets:
+            data, closed = _answer(sock, 5)
+            head, _, body = data.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), data
+            assert "within 1 s (body_timeout)" in json.loads(body)["error"]
+            assert closed  # the connection is not held either
+            sock.close()
+        assert time.monotonic() - start < 3
+        # the server goes on; the refusals are counted
+        status, _, _ = asyncio.run(server.publish(orjson.dumps({"topic": "t", "data": 1})))
+        assert status == 200
+        metrics = asyncio.run(server.get("/metrics"))[2].decode()
+        assert 'sse_fast_refused_total{reason="body_timeout"} 2' in metrics
+
+
+def test_sigterm_ends_within_drain_timeout_with_requests_stuck_halfway() -> None:
+    """Defaults: drain_timeout 5 s, body_timeout 10 s, header_timeout 5 s."""
+    with ServerProcess() as server:
+        stuck = [_open(server, STUCK_BODY), _open(server, STUCK_CHUNKED)]
+        half_head = _open(server, HALF_HEAD)
+
+        async def a_stream_too() -> list[object]:
+            client = server.client("news")
+            await client.connect()
+            assert server.proc is not None
+            server.proc.send_signal(signal.SIGTERM)
+            return await collect(client, 10, timeout=10, until=lambda c: c.closed)
+
+        start = time.monotonic()
+        events = asyncio.run(a_stream_too())
+        assert server.proc is not None
+        server.proc.wait(15)
+        elapsed = time.monotonic() - start
+        assert elapsed <= 5 + 2, f"the shutdown took {elapsed:.1f} s"
+        assert server.proc.returncode == 0
+        assert events and events[-1].event == "sse-fast-disconnect"  # type: ignore[attr-defined]
+        for sock in stuck:
+            data, closed = _answer(sock, 1)
+            assert data.startswith(b"HTTP/1.1 503"), data
+            assert "drain_timeout" in json.loads(data.partition(b"\r\n\r\n")[2])["error"]
+            assert closed
+            sock.close()
+        half_head.close()
+        assert "lifespan shutdown complete" in server.output()
+
+
+def test_the_history_budget_bounds_the_memory_publishers_can_fill() -> None:
+    """300 publishes of 1 MB to new topics under a 64 MiB budget: the worker's
+    resident memory stays within the budget plus a fixed overhead; what went is
+    told ``evicted``, and counted."""
+    budget = 64 * MiB
+    with ServerProcess(max_history_bytes=budget, max_body_bytes=2 * MiB) as server:
+        (worker,) = server.worker_pids()
+
+        async def main() -> None:
+            status, _, body = await server.publish(orjson.dumps({"topic": "before", "data": 0}))
+            seen_before = orjson.loads(body)["ids"][0]  # what a subscriber had seen
+            data = "x" * 1_000_000
+            for i in range(300):
+                status, _, body = await server.publish(
+                    orjson.dumps({"topic": f"user/{i}/inbox", "data": data})
+                )
+                assert status == 200, body
+            stats = json.loads((await server.get("/stats?limit=1"))[2])
+            assert stats["history_bytes"] <= budget == stats["history_budget_bytes"]
+            assert stats["history_budget_evicted"] >= 300 - budget // 1_000_000
+            assert stats["topics_with_history"] <= budget // 1_000_000
+            # a subscriber resuming into the evicted history is told so, not left silent
+            client = server.client("user/0/inbox", last_event_id=seen_before)
+            await client.connect()
+            assert client.response_headers.get("sse-fast-resume") == "evicted"
+            (missed,) = await collect(client, 1, timeout=5)
+            assert missed.event == "sse-fast-missed"
+            client.close()
+            metrics = (await server.get("/metrics"))[2].decode()
+            assert 'sse_fast_worker_history_budget_evicted_total{worker="0"}' in metrics
+
+        before = rss_kb(worker)
+        asyncio.run(main())
+        after = rss_kb(worker)
+        grown = (after - before) * 1024
+        # the budget, and a fixed overhead: the request buffers and the allocator's own
+        assert grown <= budget + 48 * MiB, f"grew {grown / MiB:.0f} MiB"
