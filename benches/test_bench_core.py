@@ -3,7 +3,7 @@
 Run explicitly (they are not part of the default test run, whose
 ``testpaths = ["tests"]``)::
 
-    python -m pytest benches/test_bench_core.py --benchmark-only
+    python -m pytest -n 0 benches/test_bench_core.py --benchmark-only
 
 One function per scenario, parametrised over the implementations: ``ext``
 (Cython), ``py`` (pure-Python twin) and, for the encoder, ``sse_starlette``.

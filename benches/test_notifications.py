@@ -2,7 +2,7 @@
 "behind" rule and the report. Fast, no server; run explicitly (the default test run's
 ``testpaths = ["tests"]`` and the tests never import benches)::
 
-    python -m pytest benches/test_notifications.py
+    python -m pytest -n 0 benches/test_notifications.py
 """
 
 from __future__ import annotations

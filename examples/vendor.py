@@ -28,6 +28,8 @@ codegen`` generates from the typed example's declarations
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -36,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -161,6 +164,20 @@ def _checked_archive(pin: Pinned, into: Path) -> Path:
     return archive
 
 
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """One process at a time writes into ``directory`` (the test suite runs in
+    several processes, which would otherwise unpack and write the same files at
+    once on a fresh machine)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def fetch(pin: Pinned, directory: Path = VENDOR) -> None:
     """Download ``pin``'s archive, check both hashes, write the one file."""
     with tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp:
@@ -196,11 +213,14 @@ def unpacked(pin: Pinned, cache: Path = CACHE) -> Path:
     tool = root / pin.member
     if tool.is_file() and _sha256(tool.read_bytes()) == pin.sha256:
         return tool
-    with (
-        tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp,
-        tarfile.open(_checked_archive(pin, Path(tmp))) as tar,
-    ):
-        tar.extractall(root, filter="data")
+    with _exclusive(cache):
+        if tool.is_file() and _sha256(tool.read_bytes()) == pin.sha256:
+            return tool  # another process unpacked it meanwhile
+        with (
+            tempfile.TemporaryDirectory(prefix="sse-fast-vendor-") as tmp,
+            tarfile.open(_checked_archive(pin, Path(tmp))) as tar,
+        ):
+            tar.extractall(root, filter="data")
     if not tool.is_file() or _sha256(tool.read_bytes()) != pin.sha256:
         raise VendorError(f"{pin.member} in {pin.archive} is not the pinned file")
     return tool
@@ -239,23 +259,26 @@ def typed_client(schema: dict[str, Any], directory: Path = VENDOR) -> Path:
             raise VendorError(f"the generated client does not compile: {done.stdout[-2000:]}")
         compiled = (Path(tmp) / "events.js").read_text()
     directory.mkdir(parents=True, exist_ok=True)
-    out.write_text(stamp + compiled)
+    partial = out.with_name(f"events.js.{os.getpid()}.partial")
+    partial.write_text(stamp + compiled)
+    partial.replace(out)  # whole or not at all, for a reader in another process
     return out
 
 
 def ensure(directory: Path = VENDOR, *, quiet: bool = False) -> None:
     """Fetch every pinned file that is missing or differs from its hash; write the
-    typed example's client (``typed_client``)."""
-    for pin in PINNED:
-        if not present(pin, directory):
-            if not quiet:
-                print(f"fetching {pin.spec} from {pin.registry} ...", file=sys.stderr)
-            fetch(pin, directory)
+    typed example's client (``typed_client``). One process at a time."""
     from sse_fast.schemas import Schemas
 
     from .typed_events import streams
 
-    typed_client(Schemas(streams).json_schema(), directory)
+    with _exclusive(directory):
+        for pin in PINNED:
+            if not present(pin, directory):
+                if not quiet:
+                    print(f"fetching {pin.spec} from {pin.registry} ...", file=sys.stderr)
+                fetch(pin, directory)
+        typed_client(Schemas(streams).json_schema(), directory)
 
 
 if __name__ == "__main__":
