@@ -65,6 +65,7 @@ except ImportError as exc:  # pragma: no cover - the client extra brings it
     ) from exc
 
 from ._core import ParsedEvent, ParseError, Parser
+from .protocol import MISSED, read_control
 
 __all__ = [
     "BadStream",
@@ -160,26 +161,16 @@ class GaveUp(ClientError):
 
 def _typed(parsed: ParsedEvent) -> Event:
     kind = parsed.event or "message"
-    if kind in ("sse-fast-missed", "sse-fast-disconnect"):
-        try:
-            body = orjson.loads(parsed.data)
-        except orjson.JSONDecodeError:
-            body = None
-        if isinstance(body, dict):
-            reason = str(body.get("reason", ""))
-            if kind == "sse-fast-missed":
-                last = body.get("last_event_id")
-                return Missed(
-                    kind,
-                    parsed.data,
-                    parsed.id,
-                    parsed.retry,
-                    reason,
-                    None if last is None else str(last),
-                )
-            details = {k: v for k, v in body.items() if k != "reason"}
-            return Disconnect(kind, parsed.data, parsed.id, parsed.retry, reason, details)
-    return Event(kind, parsed.data, parsed.id, parsed.retry)
+    control = read_control(kind, parsed.data)
+    if control is None:
+        return Event(kind, parsed.data, parsed.id, parsed.retry)
+    if control.kind == MISSED:
+        return Missed(
+            kind, parsed.data, parsed.id, parsed.retry, control.reason, control.last_event_id
+        )
+    return Disconnect(
+        kind, parsed.data, parsed.id, parsed.retry, control.reason, dict(control.details)
+    )
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:

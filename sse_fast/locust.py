@@ -82,6 +82,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     ) from exc
 
 from ._core import Parser
+from .protocol import DISCONNECT, MISSED, Reason, read_control
+
+__all__ = [
+    "DEFAULT_RETRY_MS",
+    "DuplicateEvent",
+    "LostEvents",
+    "MissedEvents",
+    "PublisherUser",
+    "SSEUser",
+    "ServerDisconnect",
+    "StreamError",
+]
 
 try:
     from orjson import dumps as _dumps
@@ -104,7 +116,7 @@ log = logging.getLogger("sse_fast.locust")
 DEFAULT_RETRY_MS = 3000  # what browsers use before a stream sends ``retry:``
 _SSE = "SSE"
 # rows that exist even at zero, so a clean run shows "lost 0" in the CSV/HTML
-_ALWAYS_SHOWN = ("event", "lost", "duplicate", "reconnect", "sse-fast-missed")
+_ALWAYS_SHOWN = ("event", "lost", "duplicate", "reconnect", MISSED)
 
 
 class LostEvents(Exception):
@@ -199,7 +211,7 @@ def _on_quit(**_: Any) -> None:
     entries = env.stats.entries
     ev = entries.get(("event", _SSE))
     if ev is not None:
-        names = ("lost", "duplicate", "reconnect", "sse-fast-missed", "sse-fast-disconnect")
+        names = ("lost", "duplicate", "reconnect", MISSED, DISCONNECT)
         counts = {name: getattr(entries.get((name, _SSE)), "num_requests", 0) for name in names}
         p50 = ev.get_response_time_percentile(0.5) if ev.num_requests else "-"
         p99 = ev.get_response_time_percentile(0.99) if ev.num_requests else "-"
@@ -356,13 +368,14 @@ class SSEUser(FastHttpUser):
         now = time.time()
         kind = ev.event
         data = ev.data
-        if kind == "sse-fast-missed":
-            self._report("sse-fast-missed", length=len(data), exc=MissedEvents(_reason(data)))
-            return
-        if kind == "sse-fast-disconnect":
-            reason = _reason(data)
-            exc = None if reason == "draining" else ServerDisconnect(reason)
-            self._report("sse-fast-disconnect", length=len(data), exc=exc)
+        if kind in (MISSED, DISCONNECT):
+            control = read_control(kind, data)
+            reason = data if control is None else control.reason
+            if kind == MISSED:
+                self._report(MISSED, length=len(data), exc=MissedEvents(reason))
+            else:
+                exc = None if reason == Reason.DRAINING else ServerDisconnect(reason)
+                self._report(DISCONNECT, length=len(data), exc=exc)
             return
         try:
             body = _loads(data)
@@ -393,13 +406,6 @@ class SSEUser(FastHttpUser):
             self._report("republished", length=len(data))  # a resend after an unconfirmed publish
         else:
             self._report("duplicate", exc=DuplicateEvent("event received again"))
-
-
-def _reason(data: str) -> str:
-    try:
-        return str(_loads(data).get("reason", data))
-    except (ValueError, AttributeError):
-        return data
 
 
 _publisher_numbers = itertools.count(1)

@@ -64,8 +64,17 @@ from ._request import PublishRequest
 from ._tasks import stop_task
 from .client import ClientError, Disconnect, Event, Missed, connect
 from .hub import Hub
+from .protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
 from .publishing import PublishError, parse_publish_document
 from .settings import Settings
+
+__all__ = [
+    "LOCK_POLL",
+    "STATE_INTERVAL",
+    "STATE_STALE",
+    "Upstream",
+    "load_transform",
+]
 
 log = logging.getLogger("sse_fast.upstream")
 
@@ -213,7 +222,7 @@ class Upstream:
                     await self._missed(event)
                 elif isinstance(event, Disconnect):
                     log.info("upstream ends the stream: %s", event.reason or event.data)
-                elif event.event.startswith("sse-fast-"):
+                elif event.event.startswith(RESERVED_EVENT_PREFIX):
                     log.info("upstream announcement %s: %s", event.event, event.data[:200])
                 else:
                     await self._republish(event)
@@ -316,10 +325,8 @@ class Upstream:
     async def _missed(self, event: Any) -> None:
         self.hub.metrics.upstream_missed_total += 1
         log.warning("upstream could not resume us (%s): events were lost there", event.reason)
-        data = orjson.dumps(
-            {"reason": "upstream-missed", "upstream_reason": event.reason, "last_event_id": None}
-        ).decode()
-        await self._publish([PublishRequest((self.topic,), data, "sse-fast-missed")])
+        data = missed_data(Reason.UPSTREAM_MISSED, upstream_reason=event.reason)
+        await self._publish([PublishRequest((self.topic,), data, MISSED)])
 
     # ------------------------------------------------------------ state
 

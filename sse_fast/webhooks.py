@@ -56,6 +56,7 @@ import orjson
 
 from ._tasks import stop_task
 from .auth import matches
+from .protocol import Reason
 from .settings import split_list
 
 if TYPE_CHECKING:
@@ -64,6 +65,17 @@ if TYPE_CHECKING:
     from .hub.subscription import Subscription
     from .metrics import Metrics
     from .settings import Settings
+
+__all__ = [
+    "BATCH",
+    "SHUTDOWN_GRACE",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "WebhookError",
+    "Webhooks",
+    "sign",
+    "verify",
+]
 
 log = logging.getLogger("sse_fast.webhooks")
 
@@ -187,7 +199,7 @@ class Webhooks:
         )
 
     def _disconnected(self, subscription: Subscription, closed: asyncio.Future[str]) -> None:
-        reason = "server-stopped" if closed.cancelled() else closed.result()
+        reason = Reason.SERVER_STOPPED if closed.cancelled() else closed.result()
         event = self._event("disconnect", subscription)
         event["reason"] = reason
         elapsed = self.monotonic() - subscription.connected_at

@@ -5,8 +5,17 @@ with credentials, read ``SSE-Fast-Resume`` and ``Retry-After``, and send
 from __future__ import annotations
 
 from ..asgi import Headers, Scope, Send
+from ..protocol import RESUME_HEADER
 from ..settings import Settings, split_list
 from .http import HTTPError, header
+
+__all__ = [
+    "EXPOSED",
+    "Cors",
+]
+
+#: the response headers a page may read: what became of its Last-Event-ID, and when to retry
+EXPOSED = f"{RESUME_HEADER}, Retry-After".encode()
 
 
 class Cors:
@@ -26,7 +35,7 @@ class Cors:
             (b"access-control-allow-origin", origin.encode("latin-1")),
             (b"access-control-allow-credentials", b"true"),
             (b"vary", b"Origin"),
-            (b"access-control-expose-headers", b"SSE-Fast-Resume, Retry-After"),
+            (b"access-control-expose-headers", EXPOSED),
         ]
 
     async def preflight(self, scope: Scope, send: Send) -> None:

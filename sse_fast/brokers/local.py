@@ -9,6 +9,10 @@ from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .sequencing import RecentIds, first_position, sequence_once
 
+__all__ = [
+    "LocalBroker",
+]
+
 
 class LocalBroker(Broker):
     """Sequences in this process and delivers at once, synchronously."""

@@ -25,6 +25,12 @@ import orjson
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
+__all__ = [
+    "KEY_TTL",
+    "STALE",
+    "RedisPresence",
+]
+
 KEY_TTL = 60
 #: figures older than this are a dead worker's (three of its 10 s refreshes,
 #: ``hub/presence.py``): readers leave them out

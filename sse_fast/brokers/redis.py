@@ -78,6 +78,7 @@ import orjson
 
 from .._core import EncodeError, encode
 from .._tasks import stop_task
+from ..protocol import Reason
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .presence import RedisPresence
@@ -92,6 +93,22 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     raise ImportError(
         "--redis-url needs redis-py: python -m pip install 'sse_fast[redis]'"
     ) from exc
+
+__all__ = [
+    "ADVANCE_SCRIPT",
+    "COMMAND_TIMEOUT",
+    "LOAD_CHUNK",
+    "MAX_CONNECTIONS",
+    "PUBLISH_SCRIPT",
+    "READ_SCRIPT",
+    "RETRY_AFTER",
+    "WAIT_MS",
+    "RedisBroker",
+    "connect",
+    "frame_without_id",
+    "publish",
+    "publish_args",
+]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -607,11 +624,11 @@ class RedisBroker(Broker):
         position, now, epoch, read = await self._read_history(froms)
         lost = None
         if self.epoch is not None and epoch != self.epoch:
-            lost = "redis-restarted"
+            lost = Reason.REDIS_RESTARTED
             log.warning("Redis lost its data (epoch changed): open streams are told")
         elif position < self._seen and not self.wait_replicas:
             # a failover to a replica that had not received every event we saw
-            lost = "redis-lost-writes"
+            lost = Reason.REDIS_LOST_WRITES
             log.warning(
                 "Redis is behind events this node saw (position %d < %d: a failover to a "
                 "replica that lagged; see --redis-wait-replicas): open streams are told",
@@ -662,7 +679,7 @@ class RedisBroker(Broker):
         if items and len(items) == self.load_frames and items[0].position - 1 > since:
             lost = max(lost, items[0].position - 1)
         if lost:
-            self.member.missed([name], lost, "redis-history-trimmed")
+            self.member.missed([name], lost, Reason.REDIS_HISTORY_TRIMMED)
         if items:
             self.deliver(items)
 

@@ -68,9 +68,27 @@ import orjson
 
 from .._core import EncodeError
 from .._tasks import stop_task
+from ..protocol import Reason
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .sequencing import RecentIds, Sequenced, first_position, make_frame, sequence_once
+
+__all__ = [
+    "GATHER_TIMEOUT",
+    "MAX_MESSAGE",
+    "RECONNECT_MAX_DELAY",
+    "REPLAY_CHUNK",
+    "RETRY_AFTER",
+    "Relay",
+    "RelayBroker",
+    "pack",
+    "pack_delivery",
+    "pack_publish",
+    "read_message",
+    "run_relay",
+    "serve_relay",
+    "unpack_delivery",
+]
 
 log = logging.getLogger("sse_fast.relay")
 
@@ -415,9 +433,9 @@ class RelayBroker(Broker):
             if not welcome["continued"]:
                 if rejoining:
                     reason = (
-                        "relay-restarted"
+                        Reason.RELAY_RESTARTED
                         if welcome["first_position"] != self.sequence
-                        else "relay-log-too-short"
+                        else Reason.RELAY_LOG_TOO_SHORT
                     )
                     self.history_breaks += 1
                     log.warning(

@@ -28,6 +28,17 @@ from dataclasses import dataclass
 from .._core import encode
 from ..publishing import PublishRequest
 
+__all__ = [
+    "RETRY_IDS",
+    "RETRY_WINDOW",
+    "RecentIds",
+    "Sequenced",
+    "first_position",
+    "make_frame",
+    "sequence",
+    "sequence_once",
+]
+
 
 @dataclass(slots=True)  # not frozen: its __init__ would cost 1 us more per event
 class Sequenced:

@@ -22,6 +22,10 @@ from typing import Any
 
 from .relay import run_relay
 
+__all__ = [
+    "RelaySupervisor",
+]
+
 log = logging.getLogger("sse_fast.relay")
 
 

@@ -25,6 +25,11 @@ import unicodedata
 
 from .model import CodegenError, Model, Parameter, Record, Stream, Type, camel, pascal
 
+__all__ = [
+    "JS_GLUE",
+    "write",
+]
+
 _RESERVED = {
     "if",
     "then",

@@ -33,6 +33,24 @@ from typing import Any
 from .._request import TOPIC_CHARACTERS
 from ..schemas import PARAMETER, SchemaError, check_stream_name, compile_channel
 
+__all__ = [
+    "CHANNEL_RULE",
+    "HANDLER_KEYS",
+    "OBJECT_PROPERTIES",
+    "RESERVED_PARAMETERS",
+    "RESERVED_TYPES",
+    "CodegenError",
+    "Field",
+    "Model",
+    "Parameter",
+    "Record",
+    "Stream",
+    "Type",
+    "camel",
+    "pascal",
+    "read",
+]
+
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -29,12 +29,19 @@ import json
 import re
 import unicodedata
 
+from ..protocol import DISCONNECT, MISSED
 from ..schemas import SEGMENT
 from .model import Model, Parameter, Record, Stream, Type, camel, pascal
 
+__all__ = [
+    "PRELUDE",
+    "write",
+]
+
 _IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
-PRELUDE = """\
+PRELUDE = (
+    """\
 export class DecodeError extends Error {
   constructor(
     readonly path: string,
@@ -189,11 +196,11 @@ function subscribe(
       named[name]?.(value, message.lastEventId);
     });
   }
-  source.addEventListener("sse-fast-missed", (event) => {
+  source.addEventListener("MISSED", (event) => {
     last = (event as MessageEvent<string>).lastEventId || last;
     handlers.onMissed?.(JSON.parse((event as MessageEvent<string>).data));
   });
-  source.addEventListener("sse-fast-disconnect", (event) => {
+  source.addEventListener("DISCONNECT", (event) => {
     source.close();
     handlers.onDisconnect?.(JSON.parse((event as MessageEvent<string>).data));
   });
@@ -205,6 +212,9 @@ function subscribe(
   };
 }
 """.replace("SEGMENT", f"^{SEGMENT}$".replace("/", "\\/"))
+    .replace('"MISSED"', json.dumps(MISSED))
+    .replace('"DISCONNECT"', json.dumps(DISCONNECT))
+)
 
 
 def _string(value: str | int) -> str:

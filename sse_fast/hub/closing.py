@@ -23,10 +23,15 @@ from typing import Any
 
 from ..abort import Aborter
 from ..metrics import Metrics
+from ..protocol import Reason
 from ..settings import Settings
 from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topics
+
+__all__ = [
+    "Closer",
+]
 
 
 class Closer:
@@ -98,7 +103,7 @@ class Closer:
         if not subscription.closed.done():
             subscription.closed.set_result(reason)
 
-    def detach(self, subscription: Subscription, reason: str = "client-disconnected") -> None:
+    def detach(self, subscription: Subscription, reason: str = Reason.CLIENT_DISCONNECTED) -> None:
         """The client went away (or the handler is leaving): free everything."""
         if subscription.state != Subscription.CLOSED:
             self.forget(subscription)

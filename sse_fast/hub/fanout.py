@@ -30,17 +30,20 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
-from .._core import Lagged, encode
+from .._core import Lagged
 from ..asgi import Send
 from ..brokers.sequencing import Sequenced
 from ..metrics import Metrics
+from ..protocol import Reason, disconnect_frame
 from ..settings import Settings
 from .closing import Closer
 from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topic, Topics, read_since
+
+__all__ = [
+    "FanOut",
+]
 
 log = logging.getLogger("sse_fast")
 
@@ -262,7 +265,7 @@ class FanOut:
                         self.metrics.stall_disconnects_total += 1
                         self.closer.forget(subscription)
                         await self.closer.cut(subscription)
-                        self.closer.resolve(subscription, "stalled")
+                        self.closer.resolve(subscription, Reason.STALLED)
                         return
                 if subscription.state != Subscription.CATCHING_UP:
                     return
@@ -282,7 +285,7 @@ class FanOut:
                 )
         except Exception:  # pragma: no cover - a bug; never leave the stream hanging
             log.exception("catch-up of subscription %s failed", subscription.id)
-            self.closer.close(subscription, "error", final=None, grace=0)
+            self.closer.close(subscription, Reason.ERROR, final=None, grace=0)
 
     # ---------------------------------------------------------------- lag
 
@@ -296,12 +299,7 @@ class FanOut:
     def lagged(self, subscription: Subscription, lost: int) -> None:
         self.metrics.lag_disconnects_total += 1
         self.closer.close(
-            subscription,
-            "lagged",
-            final=encode(
-                orjson.dumps({"reason": "lagged", "lost": lost}).decode(),
-                event="sse-fast-disconnect",
-            ),
+            subscription, Reason.LAGGED, final=disconnect_frame(Reason.LAGGED, lost=lost)
         )
 
 

@@ -16,9 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import orjson
-
-from .._core import encode
 from .._tasks import stop_task
 from ..abort import ConnectionKey
 from ..asgi import Headers, Receive, Send
@@ -26,6 +23,7 @@ from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
 from ..metrics import Metrics
+from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame, missed_frame
 from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
@@ -40,6 +38,11 @@ from .presence import figures as presence_figures
 from .server import DisconnectWatch, SendStyle
 from .subscription import Subscription
 from .topics import Topics, read_since
+
+__all__ = [
+    "SSE_HEADERS",
+    "Hub",
+]
 
 log = logging.getLogger("sse_fast")
 
@@ -230,11 +233,7 @@ class Hub:
         if not names:
             self.fanout.last_position = marker
             return
-        frame = encode(
-            orjson.dumps({"reason": reason, "last_event_id": None}).decode(),
-            event="sse-fast-missed",
-            id=str(marker),
-        )
+        frame = missed_frame(reason, marker)
         self.fanout.apply([Sequenced(marker, str(marker), names, frame, self.clock())])
 
     def newest_position(self, name: str) -> int | None:
@@ -253,11 +252,7 @@ class Hub:
         """Store an ``sse-fast-missed`` marker at ``position`` in ``names``: their
         streams learn that events were lost there, in their place."""
         self.metrics.history_breaks_total += 1
-        frame = encode(
-            orjson.dumps({"reason": reason, "last_event_id": None}).decode(),
-            event="sse-fast-missed",
-            id=str(position),
-        )
+        frame = missed_frame(reason, position)
         self.fanout.apply([Sequenced(position, str(position), tuple(names), frame, self.clock())])
         for name in names:  # what came before the marker can no longer be vouched for
             topic = self.topics.by_name.get(name)
@@ -302,7 +297,7 @@ class Hub:
                     "status": 200,
                     "headers": [
                         *SSE_HEADERS,
-                        (b"sse-fast-resume", subscription.resume.encode()),
+                        (RESUME_HEADER_ASGI, subscription.resume.encode()),
                         *headers,
                     ],
                 }
@@ -380,11 +375,7 @@ class Hub:
 
     def expire(self, subscription: Subscription) -> None:
         """The subscription's token expired: end the stream, saying so."""
-        self.close(
-            subscription,
-            "token-expired",
-            final=encode('{"reason":"token-expired"}', event="sse-fast-disconnect"),
-        )
+        self.close(subscription, Reason.TOKEN_EXPIRED, final=disconnect_frame(Reason.TOKEN_EXPIRED))
 
     # ---------------------------------------------------------------- figures
 

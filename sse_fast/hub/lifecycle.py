@@ -18,11 +18,16 @@ import random
 from collections.abc import Callable
 
 from .._core import encode
+from ..protocol import Reason, disconnect_frame
 from ..settings import Settings
 from .closing import Closer
 from .fanout import FanOut
 from .subscription import Subscription
 from .topics import Topics
+
+__all__ = [
+    "Lifecycle",
+]
 
 
 class Lifecycle:
@@ -85,12 +90,12 @@ class Lifecycle:
             delay = self.settings.retry_ms + random.randint(0, jitter)
             self.closer.close(
                 subscription,
-                "draining",
-                final=encode('{"reason":"draining"}', event="sse-fast-disconnect", retry=delay),
+                Reason.DRAINING,
+                final=disconnect_frame(Reason.DRAINING, retry=delay),
                 grace=grace,
             )
         waiting = [s.closed for s in closing if not s.closed.done()]
         if waiting:
             await asyncio.wait(waiting, timeout=grace + 0.9)
         for subscription in closing:
-            self.closer.resolve(subscription, "draining")
+            self.closer.resolve(subscription, Reason.DRAINING)

@@ -37,6 +37,14 @@ if TYPE_CHECKING:
     from .subscription import Subscription
     from .topics import Topic
 
+__all__ = [
+    "COMPANION",
+    "REFRESH",
+    "PresenceNews",
+    "add_up",
+    "figures",
+]
+
 log = logging.getLogger("sse_fast")
 
 COMPANION = "/presence"

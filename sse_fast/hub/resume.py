@@ -18,12 +18,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
-
 from .._core import encode
+from ..protocol import Resume, missed_frame
 from .topics import Topic
 
-NONE, RESUMED, UNKNOWN, EVICTED = "none", "resumed", "unknown", "evicted"
+__all__ = [
+    "EVICTED",
+    "NONE",
+    "RESUMED",
+    "UNKNOWN",
+    "opening_frame",
+    "resolve",
+]
+
+NONE, RESUMED, UNKNOWN, EVICTED = Resume.NONE, Resume.RESUMED, Resume.UNKNOWN, Resume.EVICTED
 
 
 def resolve(
@@ -72,9 +80,4 @@ def opening_frame(
     saying so. (A resumed stream's backlog follows it.)"""
     if status in (NONE, RESUMED):
         return encode(retry=retry_ms, id=None if status == RESUMED else str(last_position))
-    return encode(
-        orjson.dumps({"reason": status, "last_event_id": _printable(last_event_id)}).decode(),
-        event="sse-fast-missed",
-        id=str(last_position),
-        retry=retry_ms,
-    )
+    return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms)

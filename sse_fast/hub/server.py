@@ -24,6 +24,11 @@ from ..asgi import Message, Receive
 if TYPE_CHECKING:
     from .subscription import Subscription
 
+__all__ = [
+    "DisconnectWatch",
+    "SendStyle",
+]
+
 
 class _NoEagerSendSeen:
     """The "written" type before an eager send was seen: no result has this type,

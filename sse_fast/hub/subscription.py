@@ -18,6 +18,10 @@ from ..asgi import Send
 if TYPE_CHECKING:
     from .topics import Topic
 
+__all__ = [
+    "Subscription",
+]
+
 
 class Subscription:
     """One SSE stream: ``hub.attach`` makes it; ``closed`` resolves (with the

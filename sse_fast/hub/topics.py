@@ -42,6 +42,15 @@ if TYPE_CHECKING:
     from ..asgi import Send
     from .subscription import Subscription
 
+__all__ = [
+    "FRAME_OVERHEAD",
+    "NO_HISTORY",
+    "NO_POSITIONS",
+    "Topic",
+    "Topics",
+    "read_since",
+]
+
 # The ring of every topic that has no history yet: empty, never written to (a
 # topic gets its own ring with its first event), so subscribing to a new name
 # costs no history memory.

@@ -1,0 +1,145 @@
+"""sse_fast's own words on the wire, built and read in this one place.
+
+Beside the events publishers send, a stream of ours carries two control events,
+both with a JSON object as ``data`` whose ``reason`` says why:
+
+* ``sse-fast-missed`` (``MISSED``): events before this one could not be
+  delivered; what follows is complete again. ``{"reason": ..., "last_event_id":
+  ...}``, the id the server could not resume from or null, and its ``id`` is the
+  position it stands at (resuming from it is a resume from there). Reasons:
+  ``unknown`` and ``evicted`` (a ``Last-Event-ID`` the server cannot resume from,
+  the stream's first event), ``relay-restarted``, ``relay-log-too-short``,
+  ``redis-restarted``, ``redis-lost-writes``, ``redis-history-trimmed`` (the
+  worker's broker lost events: in their place among the events) and
+  ``upstream-missed`` (relay mode: the upstream could not resume us; with
+  ``upstream_reason``).
+* ``sse-fast-disconnect`` (``DISCONNECT``): the server ends this stream, and
+  this is its last event. Reasons: ``draining`` (a graceful shutdown; sent with a
+  jittered ``retry``), ``lagged`` (the client fell further behind than the history
+  holds; with ``lost``, how many events), ``token-expired``.
+
+A stream can also end without a frame: ``stalled`` (a write stayed blocked),
+``error``, ``client-disconnected`` and ``server-stopped``; the webhooks report
+those with the others (``Reason``).
+
+The response header ``SSE-Fast-Resume`` (``RESUME_HEADER``) says what became of
+a ``Last-Event-ID``: ``none`` (none was sent), ``resumed``, ``unknown`` or
+``evicted`` (``Resume``). Event names starting with ``sse-fast-``
+(``RESERVED_EVENT_PREFIX``) are ours: publishers may not use them.
+
+``missed_frame`` and ``disconnect_frame`` build the frames (the hub, the
+brokers' breaks, relay mode); ``read_control`` reads one back (the client, the
+locust users).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+from ._core import encode
+from ._request import RESERVED_EVENT_PREFIX
+
+__all__ = [
+    "DISCONNECT",
+    "MISSED",
+    "RESERVED_EVENT_PREFIX",
+    "RESUME_HEADER",
+    "RESUME_HEADER_ASGI",
+    "Control",
+    "Reason",
+    "Resume",
+    "disconnect_frame",
+    "missed_data",
+    "missed_frame",
+    "read_control",
+]
+
+MISSED: Final = "sse-fast-missed"
+DISCONNECT: Final = "sse-fast-disconnect"
+RESUME_HEADER: Final = "SSE-Fast-Resume"
+#: the header's name as an ASGI server takes it (lower case, bytes)
+RESUME_HEADER_ASGI: Final = RESUME_HEADER.lower().encode()
+
+
+class Resume:
+    """What became of a ``Last-Event-ID`` (the ``SSE-Fast-Resume`` header)."""
+
+    NONE: Final = "none"
+    RESUMED: Final = "resumed"
+    UNKNOWN: Final = "unknown"
+    EVICTED: Final = "evicted"
+
+
+class Reason:
+    """Why events were missed, or why a stream ended."""
+
+    # sse-fast-missed
+    UNKNOWN: Final = Resume.UNKNOWN
+    EVICTED: Final = Resume.EVICTED
+    RELAY_RESTARTED: Final = "relay-restarted"
+    RELAY_LOG_TOO_SHORT: Final = "relay-log-too-short"
+    REDIS_RESTARTED: Final = "redis-restarted"
+    REDIS_LOST_WRITES: Final = "redis-lost-writes"
+    REDIS_HISTORY_TRIMMED: Final = "redis-history-trimmed"
+    UPSTREAM_MISSED: Final = "upstream-missed"
+    # sse-fast-disconnect
+    DRAINING: Final = "draining"
+    LAGGED: Final = "lagged"
+    TOKEN_EXPIRED: Final = "token-expired"
+    # ends without a frame (webhooks report them)
+    STALLED: Final = "stalled"
+    ERROR: Final = "error"
+    CLIENT_DISCONNECTED: Final = "client-disconnected"
+    SERVER_STOPPED: Final = "server-stopped"
+
+
+def missed_data(reason: str, last_event_id: str | None = None, **details: Any) -> str:
+    """The ``data`` of an ``sse-fast-missed`` event."""
+    return orjson.dumps({"reason": reason, "last_event_id": last_event_id, **details}).decode()
+
+
+def missed_frame(
+    reason: str, position: int, last_event_id: str | None = None, retry: int | None = None
+) -> bytes:
+    """An encoded ``sse-fast-missed`` event standing at ``position`` (its id)."""
+    return encode(missed_data(reason, last_event_id), event=MISSED, id=str(position), retry=retry)
+
+
+def disconnect_frame(reason: str, retry: int | None = None, **details: Any) -> bytes:
+    """An encoded ``sse-fast-disconnect`` event: the stream's last."""
+    data = orjson.dumps({"reason": reason, **details}).decode()
+    return encode(data, event=DISCONNECT, retry=retry)
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control event read back: ``kind`` is ``MISSED`` or ``DISCONNECT``;
+    ``last_event_id`` is a missed event's (None otherwise); ``details`` the rest
+    of what the server said (``lost``, ``upstream_reason``, ...)."""
+
+    kind: str
+    reason: str
+    last_event_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def read_control(event: str, data: str) -> Control | None:
+    """The control event ``event``/``data`` is, or None: another event, or one
+    of our names whose data is not the JSON object it should be."""
+    if event != MISSED and event != DISCONNECT:
+        return None
+    try:
+        body = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(body, dict):
+        return None
+    reason = str(body.get("reason", ""))
+    last = body.get("last_event_id") if event == MISSED else None
+    skip = ("reason", "last_event_id") if event == MISSED else ("reason",)
+    details = {key: value for key, value in body.items() if key not in skip}
+    return Control(event, reason, None if last is None else str(last), details)
