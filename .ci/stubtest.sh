@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# The native core's API is written once, in sse_fast/_{encoder,parser,ring,publish}_ext.pyi, and
-# mypy.stubtest checks both implementations against it: the compiled modules, then the
-# pure-Python twins (sse_fast/_*_py.py) against a copy of the same stubs. A name, a
+# The native core's API is written once, in sse_fast/_<name>_ext.pyi for each name of
+# NATIVE_MODULES (sse_fast/_native.py, read below), and mypy.stubtest checks both
+# implementations against it: the compiled modules, then the pure-Python twins
+# (sse_fast/_<name>_py.py) against a copy of the same stubs. A name, a
 # signature, a read-only attribute or __all__ that drifts on either side fails here
 # (non-zero exit). tests/test_parity.py checks the behaviour stubs cannot express.
 # Needs the extension built (pip install -e .) and mypy (the lint extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
+modules=$(python -c 'from sse_fast._native import NATIVE_MODULES; print(*NATIVE_MODULES)')
+compiled=() twins=()
+for module in $modules; do
+    compiled+=("sse_fast._${module}_ext")
+    twins+=("sse_fast._${module}_py")
+done
 
-python -m mypy.stubtest sse_fast._encoder_ext sse_fast._parser_ext sse_fast._ring_ext \
-    sse_fast._publish_ext \
-    --allowlist .ci/stubtest-allowlist.txt
+python -m mypy.stubtest "${compiled[@]}" --allowlist .ci/stubtest-allowlist.txt
 
 # The twins: the same stubs, as sse_fast._*_py, found through MYPYPATH; stubtest runs
 # from an empty directory so that mypy reads the stub copies, not the .py files, as the
@@ -25,7 +30,7 @@ mkdir -p "$work/stubs/sse_fast" "$work/empty"
 : > "$work/stubs/sse_fast/__init__.pyi"
 cp sse_fast/_errors.py "$work/stubs/sse_fast/_errors.pyi"
 cp sse_fast/_request.py "$work/stubs/sse_fast/_request.pyi"
-for module in encoder parser ring publish; do
+for module in $modules; do
     grep -v '^@disjoint_base' "sse_fast/_${module}_ext.pyi" > "$work/stubs/sse_fast/_${module}_py.pyi"
 done
 cd "$work/empty"
@@ -35,5 +40,4 @@ if [ "$installed" != "$repo/sse_fast" ]; then
         "run pip install -e . first" >&2
     exit 1
 fi
-MYPYPATH="$work/stubs" python -m mypy.stubtest sse_fast._encoder_py sse_fast._parser_py \
-    sse_fast._ring_py sse_fast._publish_py
+MYPYPATH="$work/stubs" python -m mypy.stubtest "${twins[@]}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -35,6 +36,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from sse_fast._native import NATIVE_MODULES
 
 from . import _scenarios as S
 
@@ -158,11 +161,8 @@ def _extension_builds() -> dict[str, Any]:
     import Cython
 
     out: dict[str, Any] = {}
-    for name, mod in (
-        ("encoder", S._encoder_ext),
-        ("parser", S._parser_ext),
-        ("ring", S._ring_ext),
-    ):
+    for name in NATIVE_MODULES:
+        mod = importlib.import_module(f"sse_fast._{name}_ext")
         so = Path(mod.__file__ or "")
         pyx = ROOT / "src_ext" / f"_{name}_ext.pyx"
         c_file = pyx.with_suffix(".c")

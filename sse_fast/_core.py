@@ -1,6 +1,7 @@
 """The chooser: the Cython core or its pure-Python twins, one API.
 
-The extension is used when it was built; ``SSE_FAST_NO_EXTENSIONS=1`` (read
+The extension is used when every module of ``NATIVE_MODULES`` (``_native.py``)
+was built, the twins otherwise, never a mix; ``SSE_FAST_NO_EXTENSIONS=1`` (read
 here and by ``setup.py``) selects the pure-Python twins. Every module of the
 package takes the core from here, never from ``sse_fast/__init__.py``, so the
 package's own modules import in any order.
@@ -8,10 +9,12 @@ package's own modules import in any order.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING
 
 from ._errors import EncodeError, EventTooLarge, Lagged, ParseError
+from ._native import NATIVE_MODULES
 
 NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
 #: Why the extension did not load (None when it did, or when it was not wanted).
@@ -26,6 +29,8 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     HAS_EXTENSIONS = False
 else:
     try:
+        for _name in NATIVE_MODULES:  # the whole list: a module added there must load too
+            importlib.import_module(f"{__package__}._{_name}_ext")
         from ._encoder_ext import Event, encode, encode_many
         from ._parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from ._publish_ext import requests_of

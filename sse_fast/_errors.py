@@ -4,6 +4,8 @@ Both implementations raise these exact classes, so ``except sse_fast.EncodeError
 works whichever one is loaded. Each pickles (for multiprocessing, logging
 handlers, task queues) with its attributes and anything added later, such as
 notes: ``__reduce__`` gives the constructor arguments and the instance dict.
+They are pickled under the names users import them by (``sse_fast.Lagged``), so
+a pickle does not depend on this private module.
 """
 
 from __future__ import annotations
@@ -76,3 +78,10 @@ class Lagged(Exception):
 
     def __reduce__(self) -> tuple[type[Lagged], tuple[int, int], dict[str, object]]:
         return (type(self), (self.lost, self.oldest_cursor), self.__dict__)
+
+
+# documented and pickled as sse_fast.EncodeError etc., where users import them
+EncodeError.__module__ = "sse_fast"
+ParseError.__module__ = "sse_fast"
+EventTooLarge.__module__ = "sse_fast"
+Lagged.__module__ = "sse_fast"

@@ -47,6 +47,16 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+__all__ = [
+    "Aborter",
+    "Address",
+    "ConnectionKey",
+    "abort_connections",
+    "connection_key",
+    "ensure_user_timeout",
+    "set_user_timeout",
+]
+
 Address = tuple[str, int]
 ConnectionKey = tuple[Address, Address]  # (server address, client address)
 

@@ -30,6 +30,16 @@ import jwt
 from ._request import PublishRequest
 from .settings import Settings, split_list
 
+__all__ = [
+    "CLAIMS_NAMESPACE",
+    "JWT_LEEWAY",
+    "AuthError",
+    "Authenticator",
+    "Credential",
+    "OperationsAccess",
+    "matches",
+]
+
 CLAIMS_NAMESPACE = "sse_fast"
 #: decoded JWTs kept (by token), so a publisher is not verified again on every request
 DECODED_CACHE_SIZE = 10_000

@@ -22,6 +22,19 @@ from .settings import Settings, SettingsError, history_budget, unknown_variables
 if TYPE_CHECKING:
     from .schemas import Schemas
 
+__all__ = [
+    "StartError",
+    "add_settings_flags",
+    "build_parser",
+    "check_listen_address",
+    "check_schemas",
+    "connection_capacity",
+    "main",
+    "raise_file_limit",
+    "serve",
+    "tls",
+]
+
 log = logging.getLogger("sse_fast")
 
 # Sockets a worker keeps for itself (listener, relay, logs, ...) besides client streams.

@@ -50,6 +50,23 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "install it with: pip install 'sse_fast[loadgen]'"
     ) from exc
 
+__all__ = [
+    "KeepAlivePublisher",
+    "LatencyHistogram",
+    "ProcessStats",
+    "Result",
+    "Subscriber",
+    "bound_socket",
+    "cpu_seconds",
+    "main",
+    "process_tree",
+    "rss_kb",
+    "run_load",
+    "sse_fast_publish",
+    "subscribe_all",
+    "with_token",
+]
+
 LOOPBACK_PREFIX = "127.0.0."
 
 

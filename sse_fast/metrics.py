@@ -12,6 +12,8 @@ import bisect
 from collections.abc import Iterable
 from typing import Any
 
+__all__ = ["LATENCY_BUCKETS", "Histogram", "Metrics", "render"]
+
 # Publish-to-write latency buckets, in seconds.
 LATENCY_BUCKETS = (
     0.0001,

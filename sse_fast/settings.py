@@ -19,6 +19,17 @@ from typing import Any
 
 from ._request import TOPIC_CHARACTERS, TOPIC_NAME
 
+__all__ = [
+    "ENV_PREFIX",
+    "OTHER_VARIABLES",
+    "Settings",
+    "SettingsError",
+    "available_memory",
+    "history_budget",
+    "split_list",
+    "unknown_variables",
+]
+
 ENV_PREFIX = "SSE_FAST_"
 
 

@@ -43,6 +43,18 @@ from typing import Any
 from ._core import ParsedEvent
 from ._http11 import SSEClient, http_request
 
+__all__ = [
+    "HOST",
+    "RedisSentinel",
+    "RedisServer",
+    "ServerProcess",
+    "collect",
+    "free_port",
+    "rss_kb",
+    "sse_fast_server",
+    "wait_for",
+]
+
 HOST = "127.0.0.1"
 
 

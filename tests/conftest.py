@@ -17,14 +17,15 @@ from types import SimpleNamespace
 import pytest
 
 import sse_fast
+from sse_fast._native import NATIVE_MODULES
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
 def _extension_import_error() -> ImportError | None:
     try:
-        for module in ("_encoder_ext", "_parser_ext", "_ring_ext"):
-            importlib.import_module(f"sse_fast.{module}")
+        for module in NATIVE_MODULES:
+            importlib.import_module(f"sse_fast._{module}_ext")
     except ImportError as exc:
         return exc
     return None
@@ -45,20 +46,17 @@ needs_both = pytest.mark.skipif(PARITY_SKIP_REASON is not None, reason=PARITY_SK
 
 
 def load_implementation(name: str) -> SimpleNamespace:
-    encoder = importlib.import_module(f"sse_fast._encoder_{name}")
-    parser = importlib.import_module(f"sse_fast._parser_{name}")
-    ring = importlib.import_module(f"sse_fast._ring_{name}")
-    publish = importlib.import_module(f"sse_fast._publish_{name}")
+    core = {m: importlib.import_module(f"sse_fast._{m}_{name}") for m in NATIVE_MODULES}
     return SimpleNamespace(
         name=name,
-        encode=encoder.encode,
-        encode_many=encoder.encode_many,
-        utf8_error_at=encoder.utf8_error_at,
-        Event=encoder.Event,
-        Parser=parser.Parser,
-        ParsedEvent=parser.ParsedEvent,
-        Ring=ring.Ring,
-        requests_of=publish.requests_of,
+        encode=core["encoder"].encode,
+        encode_many=core["encoder"].encode_many,
+        utf8_error_at=core["encoder"].utf8_error_at,
+        Event=core["encoder"].Event,
+        Parser=core["parser"].Parser,
+        ParsedEvent=core["parser"].ParsedEvent,
+        Ring=core["ring"].Ring,
+        requests_of=core["publish"].requests_of,
     )
 
 

@@ -9,27 +9,46 @@ import sys
 from pathlib import Path
 
 import sse_fast
-from sse_fast import _encoder_py, _parser_py, _ring_py
+from sse_fast import _core
+from sse_fast._native import NATIVE_MODULES
+
+ROOT = Path(__file__).parent.parent
+PACKAGE = Path(sse_fast.__file__).parent
+
+
+def test_each_native_module_has_its_source_twin_and_stub() -> None:
+    missing = [
+        str(path)
+        for name in NATIVE_MODULES
+        for path in (
+            ROOT / "src_ext" / f"_{name}_ext.pyx",
+            PACKAGE / f"_{name}_py.py",
+            PACKAGE / f"_{name}_ext.pyi",
+        )
+        if not path.is_file()
+    ]
+    assert not missing, f"named in NATIVE_MODULES (sse_fast/_native.py), missing: {missing}"
+    sources = {p.name[1:].removesuffix("_ext.pyx") for p in (ROOT / "src_ext").glob("_*_ext.pyx")}
+    assert sources == set(NATIVE_MODULES), "a .pyx not in NATIVE_MODULES is never built"
 
 
 def test_extension_loaded_unless_disabled() -> None:
     if sse_fast.NO_EXTENSIONS:
         assert sse_fast.HAS_EXTENSIONS is False
-        assert sse_fast.encode is _encoder_py.encode
-        assert sse_fast.Parser is _parser_py.Parser
-        assert sse_fast.Ring is _ring_py.Ring
-        return
-    assert sse_fast.HAS_EXTENSIONS, (
-        "the Cython extension should have loaded but did not "
-        f"({sse_fast.EXTENSION_IMPORT_ERROR!r}); build it with `pip install -e .`"
-    )
-    from sse_fast import _encoder_ext, _parser_ext, _ring_ext
-
-    assert sse_fast.encode is _encoder_ext.encode
-    assert sse_fast.Event is _encoder_ext.Event
-    assert sse_fast.Parser is _parser_ext.Parser
-    assert sse_fast.Ring is _ring_ext.Ring
-    assert _encoder_ext.__file__.endswith((".so", ".pyd"))
+    else:
+        assert sse_fast.HAS_EXTENSIONS, (
+            "the Cython extension should have loaded but did not "
+            f"({sse_fast.EXTENSION_IMPORT_ERROR!r}); build it with `pip install -e .`"
+        )
+    kind = "ext" if sse_fast.HAS_EXTENSIONS else "py"
+    for name in NATIVE_MODULES:  # each module of one implementation, none of the other
+        module = importlib.import_module(f"sse_fast._{name}_{kind}")
+        if kind == "ext":
+            assert module.__file__.endswith((".so", ".pyd")), module.__file__
+        chosen = [n for n in module.__all__ if hasattr(_core, n)]
+        assert chosen, f"the chooser takes nothing from {module.__name__}"
+        for n in chosen:
+            assert getattr(_core, n) is getattr(module, n), f"_core.{n} is not {module.__name__}'s"
 
 
 def test_switch_selects_pure_python_twins() -> None:
@@ -55,15 +74,14 @@ def test_parity_compares_the_extension_whenever_it_was_built() -> None:
         "import sse_fast, tests.conftest as c;"
         "print(sse_fast.HAS_EXTENSIONS, c.PARITY_IMPLEMENTATIONS, c.PARITY_SKIP_REASON)"
     )
-    root = Path(__file__).parent.parent
     env = dict(os.environ, SSE_FAST_NO_EXTENSIONS="1")
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=False
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert out.returncode == 0, out.stderr
     try:
-        for module in ("_encoder_ext", "_parser_ext", "_ring_ext"):
-            importlib.import_module(f"sse_fast.{module}")
+        for module in NATIVE_MODULES:
+            importlib.import_module(f"sse_fast._{module}_ext")
     except ImportError as exc:
         assert out.stdout.startswith("False ['py'] the extension cannot be imported"), out.stdout
         assert "SSE_FAST_NO_EXTENSIONS=1 and no extension was built" in out.stdout

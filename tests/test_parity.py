@@ -1,12 +1,13 @@
 """The Cython core and its pure twins: one API, the same answers.
 
-The API is written once, in ``sse_fast/_{encoder,parser,ring,publish}_ext.pyi``;
-``.ci/stubtest.sh`` checks both implementations against it with
-``mypy.stubtest``. Here the same stubs are read again, so that a twin cannot
-drift even where stubtest does not run (a tree without the extension), and what
-stubs cannot say is pinned: both implementations refuse the same ``None`` and
-wrong-type arguments with the same exception, the same attributes are
-read-only, values and errors pickle, and equal events hash equal.
+The API is written once, in ``sse_fast/_<name>_ext.pyi`` for each name of
+``NATIVE_MODULES`` (``sse_fast/_native.py``); ``.ci/stubtest.sh`` checks both
+implementations against it with ``mypy.stubtest``. Here the same stubs are read
+again, so that a twin cannot drift even where stubtest does not run (a tree
+without the extension), and what stubs cannot say is pinned: both implementations
+refuse the same ``None`` and wrong-type arguments with the same exception, the
+same attributes are read-only, values and errors pickle, and equal events hash
+equal.
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ import pytest
 
 import sse_fast
 from sse_fast import EncodeError, EventTooLarge, Lagged, ParseError
+from sse_fast._native import NATIVE_MODULES
 
 from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation, needs_both
 
 IMPLS = {name: load_implementation(name) for name in PARITY_IMPLEMENTATIONS}
-MODULES = ("encoder", "parser", "ring", "publish")
 STUBS = Path(sse_fast.__file__).parent
 
 
@@ -106,7 +107,7 @@ def _signature(function: Callable[..., Any]) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("impl_name", PARITY_IMPLEMENTATIONS)
-@pytest.mark.parametrize("module", MODULES)
+@pytest.mark.parametrize("module", NATIVE_MODULES)
 def test_module_is_its_stub(impl_name: str, module: str) -> None:
     """Each implementation has the names, ``__all__`` and signatures of the stub."""
     stub = _stub(module)
@@ -153,7 +154,7 @@ def test_attributes_are_the_stubs(impl_name: str, name: str) -> None:
 @needs_both
 def test_same_public_names_and_attributes() -> None:
     ext, py = IMPLS["ext"], IMPLS["py"]
-    for module in MODULES:
+    for module in NATIVE_MODULES:
         compiled = importlib.import_module(f"sse_fast._{module}_ext")
         twin = importlib.import_module(f"sse_fast._{module}_py")
         assert compiled.__all__ == twin.__all__, module

@@ -20,6 +20,8 @@ from ..asgi import Scope
 from ..settings import Settings, split_list
 from .http import HTTPError, header, retry_after
 
+__all__ = ["Admission", "ClientAddress", "TokenBucket"]
+
 
 class TokenBucket:
     """Per-key token buckets (``rate`` per second, ``burst`` at most), bounded in size."""

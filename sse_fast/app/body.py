@@ -31,6 +31,8 @@ from ..hub import Hub
 from ..settings import Settings
 from .http import HTTPError
 
+__all__ = ["BodyDeadlines", "shut_reading"]
+
 #: how often late reads are looked for (a deadline is kept to within this)
 SWEEP_INTERVAL = 0.25
 T = TypeVar("T")

@@ -23,6 +23,8 @@ from .admission import Admission, ClientAddress
 from .cors import Cors
 from .http import HTTPError, header, header_utf8, query
 
+__all__ = ["EventsEndpoint"]
+
 
 class EventsEndpoint:
     def __init__(

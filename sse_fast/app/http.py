@@ -16,6 +16,19 @@ from ..asgi import Headers, Scope, Send
 from ..auth import AuthError
 from ..publishing import PublishError
 
+__all__ = [
+    "HTTPError",
+    "allow",
+    "check_content_encoding",
+    "check_content_type",
+    "header",
+    "header_utf8",
+    "query",
+    "retry_after",
+    "send_json",
+    "send_text",
+]
+
 
 class HTTPError(Exception):
     def __init__(

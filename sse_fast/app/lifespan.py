@@ -19,6 +19,8 @@ from ..hub import Hub
 from ..settings import Settings
 from .operations import Operations
 
+__all__ = ["Lifespan"]
+
 log = logging.getLogger("sse_fast")
 
 

@@ -44,6 +44,15 @@ from .http import HTTPError, header, query, send_json, send_text
 if TYPE_CHECKING:  # relay mode's module needs httpx: imported only when it is on
     from ..upstream import Upstream
 
+__all__ = [
+    "Counters",
+    "Operations",
+    "merge_stats",
+    "render_server_metrics",
+    "stats_query",
+    "upstream_metrics",
+]
+
 STATS_PAGE = 1000
 STATS_PAGE_MAX = 10_000
 

@@ -21,6 +21,8 @@ from .body import BodyDeadlines
 from .cors import Cors
 from .http import HTTPError, check_content_encoding, check_content_type, send_json
 
+__all__ = ["PublishEndpoint"]
+
 
 class PublishEndpoint:
     def __init__(

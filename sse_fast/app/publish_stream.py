@@ -58,6 +58,8 @@ from .admission import Admission
 from .cors import Cors
 from .http import HTTPError, check_content_encoding, check_content_type, header
 
+__all__ = ["PublishStreamEndpoint"]
+
 NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl")
 
 

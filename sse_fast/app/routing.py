@@ -30,6 +30,8 @@ from .operations import Operations
 from .publish import PublishEndpoint
 from .publish_stream import PublishStreamEndpoint
 
+__all__ = ["App"]
+
 log = logging.getLogger("sse_fast")
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
