@@ -46,6 +46,7 @@ def short_hold(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pacing, "MAX_HOLD", 1.2)
 
 
+@pytest.mark.alone  # the loop's load is measured
 def test_an_idle_loop_never_turns_busy_and_the_last_stream_stops_the_probes() -> None:
     async def main() -> None:
         pacer = _pacing.Pacer(asyncio.get_running_loop())
@@ -82,6 +83,7 @@ def test_a_pacer_does_not_keep_its_loop_alive() -> None:
     assert gone() is None  # (and its entry in _pacers with it)
 
 
+@pytest.mark.alone  # the loop's load is measured
 @pytest.mark.parametrize("work", [_spin, _block], ids=["cpu", "blocked"])
 @pytest.mark.usefixtures("short_hold")
 def test_a_saturated_loop_turns_busy_then_is_tried_without_pacing_once_it_keeps_up(
@@ -110,6 +112,7 @@ def test_a_saturated_loop_turns_busy_then_is_tried_without_pacing_once_it_keeps_
     asyncio.run(main())
 
 
+@pytest.mark.alone  # the loop's load is measured
 @pytest.mark.usefixtures("short_hold")
 def test_a_loop_that_stays_saturated_is_tried_less_and_less_often() -> None:
     """A load that pacing relieves (a quarter of it while busy) but that saturates
@@ -146,6 +149,7 @@ def test_a_loop_that_stays_saturated_is_tried_less_and_less_often() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.alone  # the loop's load is measured
 def test_the_tick_releases_its_waiters_together_and_a_cancelled_one_alone() -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()

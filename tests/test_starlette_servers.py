@@ -193,6 +193,7 @@ async def _pacer(server: ServerProcess) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
+@pytest.mark.alone  # chunks per timer tick, and the pacer's measure of the loop
 @pytest.mark.parametrize("name", ["granian", "uvicorn"])
 def test_a_saturated_loop_sends_close_events_in_fewer_writes_and_loses_none(name: str) -> None:
     """The usual app (a queue per stream, events 5 ms apart) under a real server:
