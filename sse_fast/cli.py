@@ -263,26 +263,13 @@ def serve(settings: Settings) -> int:
 
 def check_schemas(spec: str) -> Schemas:
     """Load the declared streams once here, so that a mistake stops the start with
-    its reason (the workers load them again). Modules are looked for in the
-    current directory too, as ASGI servers do for the application (the workers
-    get it through PYTHONPATH)."""
-    from .schemas import SchemaError, load
+    its reason (the workers load them again; ``schemas.load_at_start``)."""
+    from .schemas import SchemaError, load_at_start
 
-    here = os.getcwd()
-    if here not in sys.path:
-        sys.path.insert(0, here)
-    paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     try:
-        schemas = load(spec)
+        return load_at_start(spec)
     except SchemaError as exc:
         raise StartError(str(exc)) from None
-    log.info(
-        "typed streams from %s: %s",
-        spec,
-        ", ".join(f"{s.name} ({s.channel})" for s in schemas.streams.values()),
-    )
-    return schemas
 
 
 def tls(settings: Settings) -> dict[str, Any]:

@@ -46,7 +46,10 @@ the edge (``POST /publish``, ``/publish/stream``, ``Hub.publish``).
 from __future__ import annotations
 
 import importlib
+import logging
+import os
 import re
+import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +59,15 @@ from .publishing import PublishError
 if TYPE_CHECKING:
     import msgspec
 
-__all__ = ["SchemaError", "Schemas", "Stream", "check_stream_name", "compile_channel", "load"]
+__all__ = [
+    "SchemaError",
+    "Schemas",
+    "Stream",
+    "check_stream_name",
+    "compile_channel",
+    "load",
+    "load_at_start",
+]
 
 #: a stream's name (it names the generated subscribe function)
 STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
@@ -366,6 +377,26 @@ class Schemas:
             "$defs": definitions,
         }
         return self._json_schema
+
+
+def load_at_start(spec: str) -> Schemas:
+    """``load(spec)`` as a server start (``sse-fast serve --schemas``) and
+    ``sse-fast codegen --schemas`` do it: modules are looked for in the current
+    directory too, as ASGI servers do for the application, and the workers get it
+    through ``PYTHONPATH``; what was loaded is logged. SchemaError saying what is
+    wrong."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    schemas = load(spec)
+    logging.getLogger("sse_fast").info(
+        "typed streams from %s: %s",
+        spec,
+        ", ".join(f"{s.name} ({s.channel})" for s in schemas.streams.values()),
+    )
+    return schemas
 
 
 def load(spec: str) -> Schemas:

@@ -46,11 +46,11 @@ def generate(schema: dict[str, Any], lang: str, module: str = "Events") -> str:
 
 def _schema(args: argparse.Namespace) -> dict[str, Any]:
     if args.schemas:
-        from ..cli import StartError, check_schemas
+        from ..schemas import SchemaError, load_at_start
 
         try:  # as `serve` loads them: the current directory on the path, the errors said
-            return check_schemas(args.schemas).json_schema()
-        except StartError as exc:
+            return load_at_start(args.schemas).json_schema()
+        except SchemaError as exc:
             raise CodegenError(str(exc)) from None
     if args.schema_url:
         try:
