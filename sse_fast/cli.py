@@ -159,59 +159,18 @@ def check_listen_address(host: str, port: int, reuse_port: bool) -> None:
 
 
 def serve(settings: Settings) -> int:
-    try:
-        from granian import Granian
-        from granian.constants import HTTPModes, Interfaces, Loops
-        from granian.http import HTTP1Settings
-    except ImportError:
-        raise StartError(
-            "`sse-fast serve` needs Granian and uvloop, which come with the server extra: "
-            "python -m pip install 'sse_fast[server]'"
-        ) from None
+    """``sse-fast serve``: check what can be checked before the workers start, say
+    what the server will do, start the relay when several workers need one, then
+    run Granian until it stops."""
+    _require_granian()
     check_listen_address(settings.host, settings.port, settings.reuse_port)
-
-    soft, hard = raise_file_limit()
-    capacity = connection_capacity(settings, soft)
-    log.info(
-        "file limit %d (hard %d): up to %d streams per worker, %d in all with %d worker(s)",
-        soft,
-        hard,
-        capacity,
-        capacity * settings.workers,
-        settings.workers,
-    )
-    budget, how = history_budget(settings)
-    log.info("history budget: %.1f MiB per worker (%s)", budget / 2**20, how)
-    if soft < 4096:
-        log.warning("file limit %d is low for an SSE edge; raise `ulimit -n`", soft)
-
-    if settings.allow_anonymous_publish:
-        log.warning("--allow-anonymous-publish: ANYONE who can reach this server can publish")
-    elif not (
-        settings.publish_token
-        or settings.jwt_secret
-        or settings.jwt_public_key_file
-        or settings.jwt_jwks_file
-    ):
-        settings.publish_token = secrets.token_urlsafe(24)
-        log.warning(
-            "no publish credential configured; publishing needs one. For this run: "
-            "Authorization: Bearer %s (set SSE_FAST_PUBLISH_TOKEN or JWT keys to "
-            "choose your own)",
-            settings.publish_token,
-        )
-    relay = None
+    capacity = _announce_capacity(settings)
+    _check_credentials(settings)
     settings.install_signal_handlers = True
-    upstream_dir = ""
-    if settings.upstream:
-        log.info(
-            "relay mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic
-        )
-        if settings.workers > 1:  # one worker reads upstream: the one holding this lock
-            upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
-            settings.upstream_lock = os.path.join(upstream_dir, "upstream.lock")
+    upstream_dir = _prepare_relay_mode(settings)
     if settings.schemas:
         check_schemas(settings.schemas)
+    relay = None
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -230,7 +189,87 @@ def serve(settings: Settings) -> int:
             return 1
         log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
     os.environ.update(settings.to_env())
-    server = Granian(
+    try:
+        _granian(settings, capacity).serve()
+    finally:
+        if relay is not None:
+            relay.stop()
+            shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
+        if upstream_dir:
+            shutil.rmtree(upstream_dir, ignore_errors=True)
+    return 0
+
+
+def _announce_capacity(settings: Settings) -> int:
+    """Raise the file limit; log the streams per worker and the history budget;
+    return the connections each worker accepts."""
+    soft, hard = raise_file_limit()
+    capacity = connection_capacity(settings, soft)
+    log.info(
+        "file limit %d (hard %d): up to %d streams per worker, %d in all with %d worker(s)",
+        soft,
+        hard,
+        capacity,
+        capacity * settings.workers,
+        settings.workers,
+    )
+    budget, how = history_budget(settings)
+    log.info("history budget: %.1f MiB per worker (%s)", budget / 2**20, how)
+    if soft < 4096:
+        log.warning("file limit %d is low for an SSE edge; raise `ulimit -n`", soft)
+    return capacity
+
+
+def _check_credentials(settings: Settings) -> None:
+    """Warn of anonymous publishing; with no credential at all, make a token for
+    this run and say it."""
+    if settings.allow_anonymous_publish:
+        log.warning("--allow-anonymous-publish: ANYONE who can reach this server can publish")
+    elif not (
+        settings.publish_token
+        or settings.jwt_secret
+        or settings.jwt_public_key_file
+        or settings.jwt_jwks_file
+    ):
+        settings.publish_token = secrets.token_urlsafe(24)
+        log.warning(
+            "no publish credential configured; publishing needs one. For this run: "
+            "Authorization: Bearer %s (set SSE_FAST_PUBLISH_TOKEN or JWT keys to "
+            "choose your own)",
+            settings.publish_token,
+        )
+
+
+def _prepare_relay_mode(settings: Settings) -> str:
+    """Relay mode with several workers: the lock that chooses the one reading
+    upstream, in a directory of its own (returned, to remove; "" otherwise)."""
+    if not settings.upstream:
+        return ""
+    log.info("relay mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic)
+    if settings.workers <= 1:
+        return ""
+    upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
+    settings.upstream_lock = os.path.join(upstream_dir, "upstream.lock")
+    return upstream_dir
+
+
+def _require_granian() -> None:
+    try:
+        import granian  # noqa: F401
+    except ImportError:
+        raise StartError(
+            "`sse-fast serve` needs Granian and uvloop, which come with the server extra: "
+            "python -m pip install 'sse_fast[server]'"
+        ) from None
+
+
+def _granian(settings: Settings, capacity: int) -> Any:
+    """The Granian server of ``settings`` (not started)."""
+    from granian import Granian
+    from granian.constants import HTTPModes, Interfaces, Loops
+    from granian.http import HTTP1Settings
+
+    return Granian(
         "sse_fast.app:create_app",
         factory=True,
         address=settings.host,
@@ -250,15 +289,6 @@ def serve(settings: Settings) -> int:
         respawn_failed_workers=True,
         **tls(settings),
     )
-    try:
-        server.serve()
-    finally:
-        if relay is not None:
-            relay.stop()
-            shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
-        if upstream_dir:
-            shutil.rmtree(upstream_dir, ignore_errors=True)
-    return 0
 
 
 def check_schemas(spec: str) -> Schemas:

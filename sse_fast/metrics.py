@@ -157,6 +157,76 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+#: the one-value metrics of ``Metrics``: name, type, help text, attribute
+SINGLE = (
+    ("sse_fast_connections_total", "counter", "SSE streams accepted.", "connections_total"),
+    ("sse_fast_published_total", "counter", "Events published.", "published_total"),
+    (
+        "sse_fast_delivered_total",
+        "counter",
+        "Event deliveries written to streams.",
+        "delivered_total",
+    ),
+    (
+        "sse_fast_lag_disconnects_total",
+        "counter",
+        "Streams closed because they fell further behind than the ring holds.",
+        "lag_disconnects_total",
+    ),
+    (
+        "sse_fast_stall_disconnects_total",
+        "counter",
+        "Streams closed because one write stayed blocked past catch_up_timeout.",
+        "stall_disconnects_total",
+    ),
+    (
+        "sse_fast_connections_cut_total",
+        "counter",
+        "Connections reset because a stream the server ended could not deliver its "
+        "final write in time (a client that does not read).",
+        "cut_total",
+    ),
+    (
+        "sse_fast_history_breaks_total",
+        "counter",
+        "Times a worker rejoined its broker without the events in between (its open "
+        "streams were sent sse-fast-missed).",
+        "history_breaks_total",
+    ),
+    (
+        "sse_fast_publish_streams_open",
+        "gauge",
+        "Open POST /publish/stream requests.",
+        "publish_streams_open",
+    ),
+    (
+        "sse_fast_publish_streams_total",
+        "counter",
+        "POST /publish/stream requests accepted.",
+        "publish_streams_total",
+    ),
+    (
+        "sse_fast_ignored_cookies_total",
+        "counter",
+        "Auth cookies that failed verification (expired, another key, garbage) on "
+        "subscriptions to public topics only: ignored, the stream served.",
+        "ignored_cookies_total",
+    ),
+)
+
+
+def _one(name: str, kind: str, help_text: str, value: float) -> list[str]:
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+
+
+def _labelled(name: str, kind: str, help_text: str, label: str, values: Any) -> list[str]:
+    return [
+        f"# HELP {name} {help_text}",
+        f"# TYPE {name} {kind}",
+        *(f'{name}{{{label}="{_escape(str(key))}"}} {count}' for key, count in values),
+    ]
+
+
 def render(
     metrics: Metrics,
     *,
@@ -166,83 +236,34 @@ def render(
     extra: Iterable[str] = (),
 ) -> str:
     """The Prometheus exposition text for one worker."""
-    out: list[str] = []
-
-    def one(name: str, kind: str, help_text: str, value: float) -> None:
-        out.extend([f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"])
-
-    one("sse_fast_connections_open", "gauge", "Open SSE streams.", connections_open)
-    one("sse_fast_connections_total", "counter", "SSE streams accepted.", metrics.connections_total)
-    one("sse_fast_topics", "gauge", "Topics held in memory.", topics)
-    one("sse_fast_published_total", "counter", "Events published.", metrics.published_total)
-    one(
-        "sse_fast_delivered_total",
-        "counter",
-        "Event deliveries written to streams.",
-        metrics.delivered_total,
-    )
-    one(
-        "sse_fast_lag_disconnects_total",
-        "counter",
-        "Streams closed because they fell further behind than the ring holds.",
-        metrics.lag_disconnects_total,
-    )
-    one(
-        "sse_fast_stall_disconnects_total",
-        "counter",
-        "Streams closed because one write stayed blocked past catch_up_timeout.",
-        metrics.stall_disconnects_total,
-    )
-    one(
-        "sse_fast_connections_cut_total",
-        "counter",
-        "Connections reset because a stream the server ended could not deliver its "
-        "final write in time (a client that does not read).",
-        metrics.cut_total,
-    )
-    one(
-        "sse_fast_history_breaks_total",
-        "counter",
-        "Times a worker rejoined its broker without the events in between (its open "
-        "streams were sent sse-fast-missed).",
-        metrics.history_breaks_total,
-    )
-    one(
-        "sse_fast_publish_streams_open",
+    out = _one("sse_fast_connections_open", "gauge", "Open SSE streams.", connections_open)
+    out += _one("sse_fast_topics", "gauge", "Topics held in memory.", topics)
+    for name, kind, help_text, attribute in SINGLE:
+        out += _one(name, kind, help_text, getattr(metrics, attribute))
+    out += _labelled(
+        "sse_fast_subscribers",
         "gauge",
-        "Open POST /publish/stream requests.",
-        metrics.publish_streams_open,
+        "Subscribers per topic (the busiest topics).",
+        "topic",
+        subscribers_by_topic,
     )
-    one(
-        "sse_fast_publish_streams_total",
+    out += _labelled(
+        "sse_fast_resume_total",
         "counter",
-        "POST /publish/stream requests accepted.",
-        metrics.publish_streams_total,
+        "Resume attempts by outcome.",
+        "outcome",
+        metrics.resume_total.items(),
     )
-    one(
-        "sse_fast_ignored_cookies_total",
+    out += _labelled(
+        "sse_fast_refused_total",
         "counter",
-        "Auth cookies that failed verification (expired, another key, garbage) on "
-        "subscriptions to public topics only: ignored, the stream served.",
-        metrics.ignored_cookies_total,
+        "Requests refused, by reason.",
+        "reason",
+        sorted(metrics.refused_total.items()),
     )
-    out.append("# HELP sse_fast_subscribers Subscribers per topic (the busiest topics).")
-    out.append("# TYPE sse_fast_subscribers gauge")
-    for topic, count in subscribers_by_topic:
-        out.append(f'sse_fast_subscribers{{topic="{_escape(topic)}"}} {count}')
-    out.append("# HELP sse_fast_resume_total Resume attempts by outcome.")
-    out.append("# TYPE sse_fast_resume_total counter")
-    for outcome, count in metrics.resume_total.items():
-        out.append(f'sse_fast_resume_total{{outcome="{outcome}"}} {count}')
-    out.append("# HELP sse_fast_refused_total Requests refused, by reason.")
-    out.append("# TYPE sse_fast_refused_total counter")
-    for reason, count in sorted(metrics.refused_total.items()):
-        out.append(f'sse_fast_refused_total{{reason="{_escape(reason)}"}} {count}')
-    out.extend(
-        metrics.publish_latency.render(
-            "sse_fast_publish_to_write_seconds",
-            "Time from a publish being accepted to its last in-sync subscriber write.",
-        )
+    out += metrics.publish_latency.render(
+        "sse_fast_publish_to_write_seconds",
+        "Time from a publish being accepted to its last in-sync subscriber write.",
     )
     out.extend(extra)
     return "\n".join(out) + "\n"

@@ -46,6 +46,50 @@ def split_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+#: settings that must be above 0, and those that must not be below
+POSITIVE = (
+    "port",
+    "workers",
+    "retry_ms",
+    "ring_max_frames",
+    "ring_max_bytes",
+    "max_topics",
+    "max_topics_per_connection",
+    "max_topic_length",
+    "max_body_bytes",
+    "body_timeout",
+    "header_timeout",
+    "max_events_per_batch",
+    "presence_interval",
+    "webhook_interval",
+    "webhook_timeout",
+    "webhook_max_delay",
+    "webhook_max_pending",
+    "max_last_event_id_length",
+    "backlog",
+    "http1_buffer_size",
+    "relay_history_frames",
+    "relay_history_bytes",
+    "redis_history_frames",
+    "redis_history_age",
+    "redis_probe_interval",
+    "upstream_read_timeout",
+    "upstream_max_delay",
+)
+NON_NEGATIVE = (
+    "redis_wait_replicas",
+    "heartbeat_interval",
+    "topic_ttl",
+    "drain_timeout",
+    "drain_retry_jitter_ms",
+    "catch_up_timeout",
+    "backpressure",
+    "max_history_bytes",
+    "broker_down_limit",
+    "upstream_ready_grace",
+)
+
+
 @dataclass
 class Settings:
     host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
@@ -373,53 +417,21 @@ class Settings:
         self.validate()
 
     def validate(self) -> None:
-        positive = (
-            "port",
-            "workers",
-            "retry_ms",
-            "ring_max_frames",
-            "ring_max_bytes",
-            "max_topics",
-            "max_topics_per_connection",
-            "max_topic_length",
-            "max_body_bytes",
-            "body_timeout",
-            "header_timeout",
-            "max_events_per_batch",
-            "presence_interval",
-            "webhook_interval",
-            "webhook_timeout",
-            "webhook_max_delay",
-            "webhook_max_pending",
-            "max_last_event_id_length",
-            "backlog",
-            "http1_buffer_size",
-            "relay_history_frames",
-            "relay_history_bytes",
-            "redis_history_frames",
-            "redis_history_age",
-            "redis_probe_interval",
-            "upstream_read_timeout",
-            "upstream_max_delay",
-        )
-        for name in positive:
+        """Raise ``SettingsError`` naming the first setting that cannot be used."""
+        self._check_signs()
+        self._check_limits()
+        self._check_listening()
+        self._check_services()
+
+    def _check_signs(self) -> None:
+        for name in POSITIVE:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive, got {getattr(self, name)!r}")
-        non_negative = (
-            "redis_wait_replicas",
-            "heartbeat_interval",
-            "topic_ttl",
-            "drain_timeout",
-            "drain_retry_jitter_ms",
-            "catch_up_timeout",
-            "backpressure",
-            "max_history_bytes",
-            "broker_down_limit",
-            "upstream_ready_grace",
-        )
-        for name in non_negative:
+        for name in NON_NEGATIVE:
             if getattr(self, name) < 0:
                 raise SettingsError(f"{name} must not be negative, got {getattr(self, name)!r}")
+
+    def _check_limits(self) -> None:
         if 0 < self.max_history_bytes < self.ring_max_bytes:
             raise SettingsError(
                 f"max_history_bytes ({self.max_history_bytes}) must be at least ring_max_bytes "
@@ -427,6 +439,8 @@ class Settings:
             )
         if self.header_timeout > 3600 or self.body_timeout > 3600:
             raise SettingsError("header_timeout and body_timeout are seconds: at most 3600")
+
+    def _check_listening(self) -> None:
         if self.http1_buffer_size < 8192:
             raise SettingsError(
                 f"http1_buffer_size must be at least 8192 (Granian's HTTP/1 minimum), "
@@ -445,6 +459,9 @@ class Settings:
                         f"ops_networks: {network.strip()!r} is not a network "
                         "(e.g. 10.0.0.0/8 or 127.0.0.1)"
                     ) from None
+
+    def _check_services(self) -> None:
+        """Redis, relay mode, typed streams, presence, webhooks, TLS, logging."""
         if self.redis_url and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis-sentinel://")
         ):
