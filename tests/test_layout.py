@@ -8,7 +8,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent.parent / "sse_fast"
+import sse_fast
+
+PACKAGE = Path(sse_fast.__file__).resolve().parent  # the source tree, or an installed wheel
 
 
 def _name(path: Path) -> str:
