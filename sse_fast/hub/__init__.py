@@ -5,11 +5,15 @@ docstring is that section):
 
 * ``topics.py`` - storage: topics, rings, the position of each retained frame;
 * ``fanout.py`` - fan-out: the coalesced flush, catch-up of slow streams, lag;
-* ``resume.py`` - resume: ``Last-Event-ID`` to positions, ``unknown``/``evicted``;
+* ``resume.py`` - resume: ``Last-Event-ID`` to positions, ``unknown``/``evicted``,
+  and a new stream registered there;
+* ``breaks.py`` - a broker's lost events said to the streams in their place;
 * ``closing.py`` - server-side closes, cuts of non-readers, client disconnects;
 * ``lifecycle.py`` - heartbeats, sweeping, drain;
 * ``server.py`` - the server adapter: eager-send detection, the disconnect watch;
 * ``subscription.py`` - one stream and its place in its topics' sets;
+* ``presence.py`` - presence figures per topic and subject, the news of joins and leaves;
+* ``figures.py`` - what the worker reports for ``/metrics``, ``/stats``, ``/presence``;
 * ``hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
 
 Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,21 +22,22 @@ from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
 from ..metrics import Metrics
-from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame, missed_frame
+from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame
 from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings, split_list
 from ..webhooks import Webhooks
 from . import resume
+from .breaks import mark_break, mark_missed
 from .closing import Closer
 from .fanout import FanOut
+from .figures import Figures
 from .lifecycle import Lifecycle
-from .presence import PresenceNews, add_up
-from .presence import figures as presence_figures
+from .presence import PresenceNews
 from .server import DisconnectWatch, SendStyle
 from .subscription import Subscription
-from .topics import Topics, read_since
+from .topics import Topics
 
 __all__ = [
     "SSE_HEADERS",
@@ -109,6 +109,7 @@ class Hub:
         self.webhooks: Webhooks | None = None
         if settings.webhook_urls:
             self.webhooks = Webhooks(settings, metrics, clock)
+        self.figures = Figures(self)
 
     # ---------------------------------------------------------------- running
 
@@ -122,7 +123,7 @@ class Hub:
             self.webhooks.start()
         if self.presence_news.patterns:
             self._presence = asyncio.get_running_loop().create_task(
-                self.presence_news.run(self._presence_figures, self.broker.store_presence)
+                self.presence_news.run(self.figures.of_topic, self.broker.store_presence)
             )
 
     async def stop(self) -> None:
@@ -134,7 +135,7 @@ class Hub:
         if self._presence is not None:
             await stop_task(self._presence)
             try:  # the drain's leaves as news; this worker's figures in Redis as none
-                await self.presence_news.final(self._presence_figures, self.broker.store_presence)
+                await self.presence_news.final(self.figures.of_topic, self.broker.store_presence)
             except Exception as exc:  # pragma: no cover - the broker going away too
                 log.warning("last presence news and figures not written: %s", exc)
         if self.webhooks is not None:  # after the drain: its disconnects are sent too
@@ -214,27 +215,9 @@ class Hub:
         self.fanout.apply(items)
 
     def rejoined(self, history_from: int, reason: str | None) -> None:
-        """The broker joined a sequence at ``history_from`` (the broker contract's
-        "History claims" and "Breaks are said"). On a break (``reason``), every open
-        stream gets an ``sse-fast-missed`` event in its place among the events: a
-        marker stored at the position just before ``history_from`` in each topic
-        that has subscribers, with that position as its id (resuming from it is
-        a resume from ``history_from``). Ids from before it resolve to
-        ``evicted``: what followed them cannot be vouched for."""
-        self.fanout.flush_pending()
-        marker = history_from - 1
-        if reason is None or marker <= self.fanout.last_position:
-            if reason is not None:  # pragma: no cover - the brokers leave room for it
-                log.error("history break at %d leaves no room for a marker", marker)
-            self.fanout.last_position = max(self.fanout.last_position, marker)
-            return
-        self.metrics.history_breaks_total += 1
-        names = tuple(name for name, topic in self.topics.by_name.items() if topic.subscriptions)
-        if not names:
-            self.fanout.last_position = marker
-            return
-        frame = missed_frame(reason, marker)
-        self.fanout.apply([Sequenced(marker, str(marker), names, frame, self.clock())])
+        """The broker joined a sequence at ``history_from``; a break (``reason``)
+        is said to the open streams in its place (``breaks.py``)."""
+        mark_break(self.fanout, history_from, reason)
 
     def newest_position(self, name: str) -> int | None:
         topic = self.topics.by_name.get(name)
@@ -249,17 +232,15 @@ class Hub:
         self.fanout.apply(items)
 
     def missed(self, names: Sequence[str], position: int, reason: str) -> None:
-        """Store an ``sse-fast-missed`` marker at ``position`` in ``names``: their
-        streams learn that events were lost there, in their place."""
-        self.metrics.history_breaks_total += 1
-        frame = missed_frame(reason, position)
-        self.fanout.apply([Sequenced(position, str(position), tuple(names), frame, self.clock())])
-        for name in names:  # what came before the marker can no longer be vouched for
-            topic = self.topics.by_name.get(name)
-            if topic is not None:
-                topic.evicted_up_to = max(topic.evicted_up_to, position - 1)
+        """Events of ``names`` were lost at ``position``: their streams are told
+        there, in order (``breaks.py``)."""
+        mark_missed(self.fanout, names, position, reason)
 
     # ---------------------------------------------------------------- streams
+
+    def next_subscription_id(self) -> int:
+        """A new stream's id (``/stats`` lists streams by it)."""
+        return next(self._next_id)
 
     async def attach(
         self,
@@ -289,7 +270,9 @@ class Hub:
         waiting = self.broker.prepare(topics)
         if waiting is not None:
             await waiting  # the broker subscribes to new topics and loads their history
-        subscription, first = self._open(send, topics, client, last_event_id, connection, subject)
+        subscription, first = resume.open_stream(
+            self, send, topics, client, last_event_id, connection, subject
+        )
         try:
             result = send(
                 {
@@ -313,51 +296,6 @@ class Hub:
             raise
         return subscription
 
-    def _open(
-        self,
-        send: Send,
-        topic_names: Sequence[str],
-        client: str,
-        last_event_id: str | None,
-        connection: ConnectionKey | None,
-        subject: str | None = None,
-    ) -> tuple[Subscription, bytes]:
-        """Register a stream at its resume position; return it and its first bytes.
-        The caller writes them (``FanOut.start``) before the next flush."""
-        self.fanout.flush_pending()  # the positions below are the flushed heads
-        now = self.clock()
-        topics = [self.topics.get(name, now) for name in topic_names]
-        status, cursors = resume.resolve(
-            topics, last_event_id, self.broker.first_position, self.last_position
-        )
-        subscription = Subscription(
-            next(self._next_id),
-            send,
-            topics,
-            client,
-            now,
-            asyncio.get_running_loop().create_future(),
-            connection,
-            subject,
-        )
-        subscription.resume = status
-        first = resume.opening_frame(
-            status, last_event_id, self.last_position, self.settings.retry_ms
-        )
-        if status != resume.NONE:
-            self.metrics.resume_total[status] += 1
-        if status == resume.RESUMED:
-            first += read_since(cursors)[0]
-        subscription.cursors = cursors  # its position once the first bytes are written
-        self.subscriptions[subscription.id] = subscription
-        for topic in topics:
-            topic.subscriptions[subscription] = None
-        self.presence_news.joined(subscription)
-        if self.webhooks is not None:
-            self.webhooks.connected(subscription)
-        self.metrics.connections_total += 1
-        return subscription, first
-
     def detach(self, subscription: Subscription) -> None:
         """The stream is over for its handler (client gone, or returning): free it.
         Safe to call more than once."""
@@ -378,56 +316,15 @@ class Hub:
         self.close(subscription, Reason.TOKEN_EXPIRED, final=disconnect_frame(Reason.TOKEN_EXPIRED))
 
     # ---------------------------------------------------------------- figures
-
-    def _presence_figures(self, name: str) -> dict[str, Any]:
-        return presence_figures(self.topics.by_name.get(name))
+    # (figures.py: what the worker reports, and presence across workers)
 
     async def presence(self, topic: str) -> dict[str, Any]:
-        """Who is subscribed to ``topic``: ``{"subscribers", "subjects", "scope",
-        "workers"}``. Every node's figures (``scope`` ``cluster``) for a topic of
-        ``presence_topics`` on Redis; else every worker of this node (``node``)."""
-        check_topic(topic, self.settings)
-        if self.presence_news.tracks(topic):
-            try:
-                parts = await self.broker.read_presence(topic)
-            except Exception as exc:  # Redis away: what this node knows
-                log.warning("presence of %s from this node only: %s", topic, exc)
-                parts = None
-            if parts is not None:
-                return {**add_up(parts), "scope": "cluster", "workers": len(parts)}
-        parts = await self.gather({"what": "presence", "topic": topic})
-        return {
-            **add_up(parts),
-            "scope": "node",
-            "workers": len(parts),  # fewer than expected: some did not answer
-            "workers_expected": self.settings.workers,
-        }
+        """Who is subscribed to ``topic`` (``Figures.presence``)."""
+        return await self.figures.presence(topic)
 
     def report(self, query: dict[str, Any]) -> dict[str, Any]:
-        """This worker's figures for a server-wide ``/metrics`` (``{"what":
-        "metrics"}``) or ``/stats`` (``{"what": "stats", "connections": bool,
-        "offset": int, "limit": int}``) answer; see ``app/operations.py``."""
-        if query.get("what") == "presence":
-            figures = self._presence_figures(str(query.get("topic", "")))
-        elif query.get("what") == "stats":
-            figures = self.stats(
-                with_connections=bool(query.get("connections")),
-                offset=int(query.get("offset", 0)),
-                limit=int(query.get("limit", 1000)),
-            )
-        else:
-            figures = {
-                "metrics": self.metrics.snapshot(),
-                "connections_open": len(self.subscriptions),
-                "topics": len(self.topics),
-                "subscribers": self.topics.busiest(100),
-                "broker_up": self.broker.available,
-                **self.topics.budget_figures(),
-            }
-            for add in self.reports:
-                figures.update(add())
-        figures["pid"] = os.getpid()
-        return figures
+        """This worker's figures for a server-wide answer (``Figures.report``)."""
+        return self.figures.report(query)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker's ``report(query)``, through the broker."""
@@ -436,36 +333,5 @@ class Hub:
     def stats(
         self, with_connections: bool = False, offset: int = 0, limit: int = 1000
     ) -> dict[str, Any]:
-        """Figures for ``/stats``: totals, and one page (``offset``, ``limit``) of the
-        topics and, with ``with_connections``, of the connections. ``next_offset``
-        is the offset of the next page, or None after the last."""
-        topics = self.topics
-        more = offset + limit < len(topics)
-        out: dict[str, Any] = {
-            "connections": len(self.subscriptions),
-            "topics_total": len(topics),
-            "topics_with_history": topics.with_history,
-            "topics": topics.page(offset, limit),
-            **topics.budget_figures(),
-            "last_id": str(self.last_position),
-            "draining": self.draining,
-            "eager_send": self.send_style.eager,
-        }
-        if with_connections:
-            now = self.clock()
-            page = itertools.islice(self.subscriptions.values(), offset, offset + limit)
-            out["connection_list"] = [
-                {
-                    "id": s.id,
-                    "client": s.client,
-                    "topics": [t.name for t in s.topics],
-                    "state": s.state,
-                    "connected_seconds": round(now - s.connected_at, 3),
-                    "behind": s.behind(),
-                }
-                for s in page
-            ]
-            more = more or offset + limit < len(self.subscriptions)
-        out["next_offset"] = offset + limit if more else None
-        out.update(self.broker.stats())
-        return out
+        """Figures for ``/stats`` (``Figures.stats``)."""
+        return self.figures.stats(with_connections, offset, limit)

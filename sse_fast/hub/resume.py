@@ -1,5 +1,5 @@
 """Resume: a ``Last-Event-ID`` becomes a position in each topic, or an honest
-``unknown`` / ``evicted``.
+``unknown`` / ``evicted``; a new stream is registered there (``open_stream``).
 
 The id is resolved to a position: an id found in one of the subscription's
 rings gives that frame's position; a number within the positions this member
@@ -16,17 +16,26 @@ still in the rings.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .._core import encode
+from ..abort import ConnectionKey
+from ..asgi import Send
 from ..protocol import Resume, missed_frame
-from .topics import Topic
+from .subscription import Subscription
+from .topics import Topic, read_since
+
+if TYPE_CHECKING:
+    from .hub import Hub
 
 __all__ = [
     "EVICTED",
     "NONE",
     "RESUMED",
     "UNKNOWN",
+    "open_stream",
     "opening_frame",
     "resolve",
 ]
@@ -81,3 +90,46 @@ def opening_frame(
     if status in (NONE, RESUMED):
         return encode(retry=retry_ms, id=None if status == RESUMED else str(last_position))
     return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms)
+
+
+def open_stream(
+    hub: Hub,
+    send: Send,
+    topic_names: Sequence[str],
+    client: str,
+    last_event_id: str | None,
+    connection: ConnectionKey | None,
+    subject: str | None = None,
+) -> tuple[Subscription, bytes]:
+    """Register a stream of ``hub`` at its resume position; return it and its first
+    bytes (``opening_frame`` and, when resumed, the backlog). ``Hub.attach`` writes
+    them (``FanOut.start``) before the next flush."""
+    hub.fanout.flush_pending()  # the positions below are the flushed heads
+    now = hub.clock()
+    topics = [hub.topics.get(name, now) for name in topic_names]
+    status, cursors = resolve(topics, last_event_id, hub.broker.first_position, hub.last_position)
+    subscription = Subscription(
+        hub.next_subscription_id(),
+        send,
+        topics,
+        client,
+        now,
+        asyncio.get_running_loop().create_future(),
+        connection,
+        subject,
+    )
+    subscription.resume = status
+    first = opening_frame(status, last_event_id, hub.last_position, hub.settings.retry_ms)
+    if status != NONE:
+        hub.metrics.resume_total[status] += 1
+    if status == RESUMED:
+        first += read_since(cursors)[0]
+    subscription.cursors = cursors  # its position once the first bytes are written
+    hub.subscriptions[subscription.id] = subscription
+    for topic in topics:
+        topic.subscriptions[subscription] = None
+    hub.presence_news.joined(subscription)
+    if hub.webhooks is not None:
+        hub.webhooks.connected(subscription)
+    hub.metrics.connections_total += 1
+    return subscription, first
