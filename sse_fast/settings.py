@@ -91,74 +91,13 @@ NON_NEGATIVE = (
 
 
 @dataclass
-class Settings:
+class _Listening:
+    """Where and how the server listens: address, workers, Granian, TLS, logging."""
+
     host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
     port: int = field(default=8000, metadata=_doc("TCP port to listen on"))
     workers: int = field(
         default=1, metadata=_doc("worker processes (each holds its own connections)")
-    )
-    heartbeat_interval: float = field(
-        default=15.0, metadata=_doc("seconds between keep-alive comments on idle streams (0 = off)")
-    )
-    retry_ms: int = field(
-        default=3000, metadata=_doc("reconnection delay sent to clients in the first frame (ms)")
-    )
-    ring_max_frames: int = field(
-        default=1024, metadata=_doc("events kept per topic for resume (Last-Event-ID)")
-    )
-    ring_max_bytes: int = field(
-        default=4 * 1024 * 1024, metadata=_doc("bytes of encoded events kept per topic for resume")
-    )
-    max_history_bytes: int = field(
-        default=0,
-        metadata=_doc(
-            "bytes of history all topics of one worker keep together; past it the history "
-            "written to longest ago is evicted (0 = a quarter of the memory, the cgroup's "
-            "limit or the machine's, divided among the workers)"
-        ),
-    )
-    max_topics: int = field(default=100_000, metadata=_doc("topics one worker keeps at most"))
-    topic_ttl: float = field(
-        default=3600.0,
-        metadata=_doc("seconds an idle topic (no subscriber, no publish) keeps its history"),
-    )
-    max_topics_per_connection: int = field(
-        default=16, metadata=_doc("topics one subscription may name")
-    )
-    max_topic_length: int = field(default=200, metadata=_doc("characters in a topic name"))
-    max_body_bytes: int = field(
-        default=1024 * 1024, metadata=_doc("largest publish request body (bytes)")
-    )
-    body_timeout: float = field(
-        default=10.0,
-        metadata=_doc(
-            "seconds a publish request body may take to arrive whole (408 past it); "
-            "also what a graceful shutdown waits for a body at most"
-        ),
-    )
-    header_timeout: float = field(
-        default=5.0,
-        metadata=_doc(
-            "seconds a client may take to send a request's head (Granian closes the "
-            "connection past it; a half-sent head would otherwise hold a shutdown)"
-        ),
-    )
-    max_events_per_batch: int = field(default=1000, metadata=_doc("events in one publish batch"))
-    max_last_event_id_length: int = field(
-        default=256, metadata=_doc("longest accepted Last-Event-ID")
-    )
-    drain_timeout: float = field(
-        default=5.0, metadata=_doc("seconds a graceful shutdown may take before streams are cut")
-    )
-    drain_retry_jitter_ms: int = field(
-        default=2000,
-        metadata=_doc(
-            "reconnection delay spread (ms) sent when draining, so clients come back spread out"
-        ),
-    )
-    catch_up_timeout: float = field(
-        default=30.0,
-        metadata=_doc("seconds a stalled client may block one write before it is disconnected"),
     )
     backlog: int = field(default=4096, metadata=_doc("listen backlog (Linux caps it at somaxconn)"))
     backpressure: int = field(
@@ -190,6 +129,110 @@ class Settings:
         default="",
         metadata=_doc("password of ssl_keyfile, if it is encrypted (prefer the env var)"),
     )
+    reuse_port: bool = field(
+        default=False,
+        metadata=_doc(
+            "share the port with other processes already listening on it (SO_REUSEPORT); "
+            "off: refuse to start on a busy port"
+        ),
+    )
+    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+
+
+@dataclass
+class _Streams:
+    """Streams and their history: heartbeats, retry, rings, the history budget, drain."""
+
+    heartbeat_interval: float = field(
+        default=15.0, metadata=_doc("seconds between keep-alive comments on idle streams (0 = off)")
+    )
+    retry_ms: int = field(
+        default=3000, metadata=_doc("reconnection delay sent to clients in the first frame (ms)")
+    )
+    ring_max_frames: int = field(
+        default=1024, metadata=_doc("events kept per topic for resume (Last-Event-ID)")
+    )
+    ring_max_bytes: int = field(
+        default=4 * 1024 * 1024, metadata=_doc("bytes of encoded events kept per topic for resume")
+    )
+    max_history_bytes: int = field(
+        default=0,
+        metadata=_doc(
+            "bytes of history all topics of one worker keep together; past it the history "
+            "written to longest ago is evicted (0 = a quarter of the memory, the cgroup's "
+            "limit or the machine's, divided among the workers)"
+        ),
+    )
+    max_topics: int = field(default=100_000, metadata=_doc("topics one worker keeps at most"))
+    topic_ttl: float = field(
+        default=3600.0,
+        metadata=_doc("seconds an idle topic (no subscriber, no publish) keeps its history"),
+    )
+    drain_timeout: float = field(
+        default=5.0, metadata=_doc("seconds a graceful shutdown may take before streams are cut")
+    )
+    drain_retry_jitter_ms: int = field(
+        default=2000,
+        metadata=_doc(
+            "reconnection delay spread (ms) sent when draining, so clients come back spread out"
+        ),
+    )
+    catch_up_timeout: float = field(
+        default=30.0,
+        metadata=_doc("seconds a stalled client may block one write before it is disconnected"),
+    )
+
+
+@dataclass
+class _Limits:
+    """What one client or request may do: sizes, timeouts, connections, rates."""
+
+    max_topics_per_connection: int = field(
+        default=16, metadata=_doc("topics one subscription may name")
+    )
+    max_topic_length: int = field(default=200, metadata=_doc("characters in a topic name"))
+    max_body_bytes: int = field(
+        default=1024 * 1024, metadata=_doc("largest publish request body (bytes)")
+    )
+    body_timeout: float = field(
+        default=10.0,
+        metadata=_doc(
+            "seconds a publish request body may take to arrive whole (408 past it); "
+            "also what a graceful shutdown waits for a body at most"
+        ),
+    )
+    header_timeout: float = field(
+        default=5.0,
+        metadata=_doc(
+            "seconds a client may take to send a request's head (Granian closes the "
+            "connection past it; a half-sent head would otherwise hold a shutdown)"
+        ),
+    )
+    max_events_per_batch: int = field(default=1000, metadata=_doc("events in one publish batch"))
+    max_last_event_id_length: int = field(
+        default=256, metadata=_doc("longest accepted Last-Event-ID")
+    )
+    max_connections: int = field(
+        default=0, metadata=_doc("streams per worker (0 = as many as the file limit allows)")
+    )
+    max_connections_per_ip: int = field(
+        default=1000, metadata=_doc("streams per client IP per worker (0 = unlimited)")
+    )
+    trusted_proxies: str = field(
+        default="", metadata=_doc("comma-separated proxy IPs whose X-Forwarded-For is trusted")
+    )
+    publish_rate: float = field(
+        default=200.0, metadata=_doc("publish requests per second per credential (0 = off)")
+    )
+    connect_rate_per_ip: float = field(
+        default=100.0, metadata=_doc("new streams per second per client IP (0 = off)")
+    )
+
+
+@dataclass
+class _Access:
+    """Who may publish, subscribe and read the operations endpoints."""
+
     publish_token: str = field(
         default="",
         metadata=_doc("static bearer token allowed to publish to every topic (prefer the env var)"),
@@ -208,6 +251,40 @@ class Settings:
     private_topics: str = field(
         default="",
         metadata=_doc("comma-separated topic names/globs that need a subscribe claim"),
+    )
+    auth_cookie: str = field(
+        default="sse_fast_token", metadata=_doc("cookie carrying a subscriber JWT (EventSource)")
+    )
+    allow_query_token: bool = field(
+        default=False, metadata=_doc("accept ?token= on /events (tokens end up in logs)")
+    )
+    cors_origins: str = field(
+        default="", metadata=_doc("comma-separated allowed origins for CORS (none by default)")
+    )
+    ops_networks: str = field(
+        default="127.0.0.0/8,::1/128",
+        metadata=_doc(
+            "comma-separated networks that may read /stats and /metrics without a token "
+            "(empty = token only)"
+        ),
+    )
+    ops_token: str = field(
+        default="",
+        metadata=_doc("bearer token that may read /stats and /metrics from anywhere"),
+    )
+
+
+@dataclass
+class _Features:
+    """Typed streams, presence and webhooks."""
+
+    schemas: str = field(
+        default="",
+        metadata=_doc(
+            "module:attribute of the declared streams (a sse_fast.schemas.Stream, a list of "
+            "them, or Schemas): publishes to their topics are checked against the declared "
+            "event types, and GET /schema serves them as JSON Schema"
+        ),
     )
     presence_topics: str = field(
         default="",
@@ -249,49 +326,12 @@ class Settings:
         default=10_000,
         metadata=_doc("events kept per URL while its receiver is down (then dropped, counted)"),
     )
-    auth_cookie: str = field(
-        default="sse_fast_token", metadata=_doc("cookie carrying a subscriber JWT (EventSource)")
-    )
-    allow_query_token: bool = field(
-        default=False, metadata=_doc("accept ?token= on /events (tokens end up in logs)")
-    )
-    cors_origins: str = field(
-        default="", metadata=_doc("comma-separated allowed origins for CORS (none by default)")
-    )
-    max_connections: int = field(
-        default=0, metadata=_doc("streams per worker (0 = as many as the file limit allows)")
-    )
-    max_connections_per_ip: int = field(
-        default=1000, metadata=_doc("streams per client IP per worker (0 = unlimited)")
-    )
-    trusted_proxies: str = field(
-        default="", metadata=_doc("comma-separated proxy IPs whose X-Forwarded-For is trusted")
-    )
-    publish_rate: float = field(
-        default=200.0, metadata=_doc("publish requests per second per credential (0 = off)")
-    )
-    connect_rate_per_ip: float = field(
-        default=100.0, metadata=_doc("new streams per second per client IP (0 = off)")
-    )
-    ops_networks: str = field(
-        default="127.0.0.0/8,::1/128",
-        metadata=_doc(
-            "comma-separated networks that may read /stats and /metrics without a token "
-            "(empty = token only)"
-        ),
-    )
-    ops_token: str = field(
-        default="",
-        metadata=_doc("bearer token that may read /stats and /metrics from anywhere"),
-    )
-    reuse_port: bool = field(
-        default=False,
-        metadata=_doc(
-            "share the port with other processes already listening on it (SO_REUSEPORT); "
-            "off: refuse to start on a busy port"
-        ),
-    )
-    log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
+
+
+@dataclass
+class _Brokers:
+    """Several workers (the relay) and several machines (Redis)."""
+
     relay_history_frames: int = field(
         default=100_000,
         metadata=_doc(
@@ -351,6 +391,12 @@ class Settings:
             "so an orchestrator restarts the server (0 = never fail /healthz for it)"
         ),
     )
+
+
+@dataclass
+class _RelayMode:
+    """Relay mode: an upstream SSE stream republished into a topic."""
+
     upstream: str = field(
         default="",
         metadata=_doc(
@@ -377,14 +423,6 @@ class Settings:
             "which may name other topics) or None to drop it; may be async"
         ),
     )
-    schemas: str = field(
-        default="",
-        metadata=_doc(
-            "module:attribute of the declared streams (a sse_fast.schemas.Stream, a list of "
-            "them, or Schemas): publishes to their topics are checked against the declared "
-            "event types, and GET /schema serves them as JSON Schema"
-        ),
-    )
     upstream_read_timeout: float = field(
         default=60.0,
         metadata=_doc(
@@ -401,6 +439,12 @@ class Settings:
             "seconds the upstream may be away before /readyz says not ready (0: at once)"
         ),
     )
+
+
+@dataclass
+class _Handoff:
+    """Written by ``sse-fast serve`` for its workers (not flags)."""
+
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
     )
@@ -412,6 +456,22 @@ class Settings:
         default=False,
         metadata=_doc("internal: drain on SIGTERM inside each worker (set by serve)"),
     )
+
+
+@dataclass
+class Settings(
+    _Handoff,
+    _RelayMode,
+    _Brokers,
+    _Features,
+    _Access,
+    _Limits,
+    _Streams,
+    _Listening,
+):
+    """Every setting of the server, by section (the bases, listed here in reverse:
+    a dataclass takes the fields of its last base first); ``sse-fast serve --help``
+    lists them in that order."""
 
     def __post_init__(self) -> None:
         self.validate()

@@ -33,6 +33,10 @@ BLOCKS = [
     for m in BLOCK.finditer(README)
 ]
 
+#: one worker runs every block, then the leftover check (which looks for any block's
+#: `sse-fast serve` still running: another worker's block must not be running then)
+pytestmark = pytest.mark.xdist_group("readme")
+
 
 def _ids() -> list[str]:
     return [f"line{line}-{language}-{how}" for line, how, language, _ in BLOCKS]
