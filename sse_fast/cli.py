@@ -37,6 +37,11 @@ __all__ = [
 
 log = logging.getLogger("sse_fast")
 
+#: `sse-fast relay` was mirror mode's command; "relay" names the multi-worker sequencer
+RELAY_RENAMED = (
+    "use sse-fast mirror (the same options): relay now names only the process that "
+    "sequences the events of several workers; the old name works until 1.0"
+)
 # Sockets a worker keeps for itself (listener, relay, logs, ...) besides client streams.
 RESERVED_FDS = 64
 
@@ -52,20 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variable (flags win), e.g. SSE_FAST_HEARTBEAT_INTERVAL=30.",
     )
     add_settings_flags(serve)
-    relay = commands.add_parser(
-        "relay",
-        help="relay an upstream SSE stream: sse-fast relay --upstream URL [--topic T]",
-        description="Run the SSE edge in relay mode: subscribe to an upstream SSE stream "
-        "(ours or any server's) and serve its events to many clients, resuming upstream "
-        "with Last-Event-ID after failures. Same options as serve.",
-    )
-    relay.add_argument(
-        "--topic",
-        dest="upstream_topic",
-        default=None,
-        help="the local topic the upstream's events go to (same as --upstream-topic)",
-    )
-    add_settings_flags(relay)
+    for name, summary in (
+        ("mirror", "serve an upstream SSE stream to many: sse-fast mirror --upstream URL"),
+        ("relay", f"the old name of mirror ({RELAY_RENAMED})"),
+    ):
+        mirror = commands.add_parser(
+            name,
+            help=summary,
+            description="Run the SSE edge in mirror mode: subscribe to an upstream SSE "
+            "stream (ours or any server's) and serve its events to many clients, resuming "
+            "upstream with Last-Event-ID after failures. Same options as serve.",
+        )
+        mirror.add_argument(
+            "--topic",
+            dest="upstream_topic",
+            default=None,
+            help="the local topic the upstream's events go to (same as --upstream-topic)",
+        )
+        add_settings_flags(mirror)
     commands.add_parser(
         "loadgen",
         help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",
@@ -91,7 +100,7 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
-        if field.name == "upstream_topic":  # sse-fast relay also has --topic for it
+        if field.name == "upstream_topic":  # sse-fast mirror also has --topic for it
             parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
             continue
         parser.add_argument(flag, type=kind, default=None, help=help_text)
@@ -241,11 +250,11 @@ def _check_credentials(settings: Settings) -> None:
 
 
 def _prepare_relay_mode(settings: Settings) -> str:
-    """Relay mode with several workers: the lock that chooses the one reading
+    """Mirror mode with several workers: the lock that chooses the one reading
     upstream, in a directory of its own (returned, to remove; "" otherwise)."""
     if not settings.upstream:
         return ""
-    log.info("relay mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic)
+    log.info("mirror mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic)
     if settings.workers <= 1:
         return ""
     upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
@@ -345,9 +354,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"sse-fast: {exc}", file=sys.stderr)
         return 2
-    if args.command == "relay" and not settings.upstream:
+    if args.command == "relay":
+        print(f"sse-fast relay: deprecated, {RELAY_RENAMED}", file=sys.stderr)
+    if args.command in ("mirror", "relay") and not settings.upstream:
         print(
-            "sse-fast relay: say which stream to relay with --upstream URL "
+            f"sse-fast {args.command}: say which stream to mirror with --upstream URL "
             "(or SSE_FAST_UPSTREAM), e.g. --upstream http://origin:8000/events?topic=news",
             file=sys.stderr,
         )

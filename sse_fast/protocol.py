@@ -11,7 +11,7 @@ both with a JSON object as ``data`` whose ``reason`` says why:
   the stream's first event), ``relay-restarted``, ``relay-log-too-short``,
   ``redis-restarted``, ``redis-lost-writes``, ``redis-history-trimmed`` (the
   worker's broker lost events: in their place among the events) and
-  ``upstream-missed`` (relay mode: the upstream could not resume us; with
+  ``upstream-missed`` (mirror mode: the upstream could not resume us; with
   ``upstream_reason``).
 * ``sse-fast-disconnect`` (``DISCONNECT``): the server ends this stream, and
   this is its last event. Reasons: ``draining`` (a graceful shutdown; sent with a
@@ -28,7 +28,7 @@ a ``Last-Event-ID``: ``none`` (none was sent), ``resumed``, ``unknown`` or
 (``RESERVED_EVENT_PREFIX``) are ours: publishers may not use them.
 
 ``missed_frame`` and ``disconnect_frame`` build the frames (the hub, the
-brokers' breaks, relay mode); ``read_control`` reads one back (the client, the
+brokers' breaks, mirror mode); ``read_control`` reads one back (the client, the
 locust users).
 """
 

@@ -395,12 +395,12 @@ class _Brokers:
 
 @dataclass
 class _RelayMode:
-    """Relay mode: an upstream SSE stream republished into a topic."""
+    """Mirror mode: an upstream SSE stream republished into a topic."""
 
     upstream: str = field(
         default="",
         metadata=_doc(
-            "relay mode: the URL of an SSE stream (ours or any server's) whose events this "
+            "mirror mode: the URL of an SSE stream (ours or any server's) whose events this "
             "server republishes, e.g. http://origin:8000/events?topic=news (empty: off)"
         ),
     )
@@ -521,7 +521,7 @@ class Settings(
                     ) from None
 
     def _check_services(self) -> None:
-        """Redis, relay mode, typed streams, presence, webhooks, TLS, logging."""
+        """Redis, mirror mode, typed streams, presence, webhooks, TLS, logging."""
         if self.redis_url and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://", "redis-sentinel://")
         ):
@@ -577,8 +577,8 @@ class Settings(
             named = urllib.parse.parse_qs(url.query).get("topic", [])
             if len(named) != 1:
                 raise SettingsError(
-                    "relay mode needs the local topic to publish upstream events to: "
-                    "pass --upstream-topic (or --topic with sse-fast relay); it can be left "
+                    "mirror mode needs the local topic to publish upstream events to: "
+                    "pass --upstream-topic (or --topic with sse-fast mirror); it can be left "
                     "out only when the upstream URL has exactly one topic= parameter"
                 )
             self.upstream_topic = named[0]

@@ -76,7 +76,7 @@ class ServerProcess:
         """``sse-fast serve`` with ``args``; or ``command`` (``{port}`` is replaced), e.g.
         the app under another ASGI server. ``env`` are settings (``SSE_FAST_*``).
         Started means ``ready_path`` answers 200 (``/healthz`` for a server that is
-        not meant to be ready, e.g. a relay whose upstream refuses)."""
+        not meant to be ready, e.g. a mirror whose upstream refuses)."""
         self.port = port or free_port()
         self.ready_path = ready_path
         self.args = ["--port", str(self.port), "--log-level", "info", *args]

@@ -1,4 +1,4 @@
-"""Relay mode: an upstream SSE stream republished into the hub (``--upstream URL``).
+"""Mirror mode: an upstream SSE stream republished into the hub (``--upstream URL``).
 
 Theory of operation
 ===================

@@ -1,5 +1,5 @@
 """A plain Starlette SSE app, as users write one (``StreamingResponse``, no
-sse_fast): the upstream of the relay-mode tests (tests/test_relay_mode.py).
+sse_fast): the upstream of the mirror-mode tests (tests/test_mirror_mode.py).
 
     /readyz                  200
     /ticks?count=N&every=S&wait=W

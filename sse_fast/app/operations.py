@@ -3,7 +3,7 @@
 ``GET /healthz``, ``GET /readyz``
     Liveness and readiness, open to everyone: load balancers need them.
     ``/readyz`` is 503 while draining or while the broker cannot publish (the
-    relay is away), and in relay mode while the upstream is away for longer
+    relay is away), and in mirror mode while the upstream is away for longer
     than ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is
     503 only when the broker has been away for more than ``broker_down_limit``
     seconds, so an orchestrator restarts a server that does not heal by itself.
@@ -41,7 +41,7 @@ from ..settings import Settings
 from .admission import ClientAddress
 from .http import HTTPError, header, query, send_json, send_text
 
-if TYPE_CHECKING:  # relay mode's module needs httpx: imported only when it is on
+if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
     from ..upstream import Upstream
 
 __all__ = [
@@ -65,7 +65,7 @@ class Operations:
         self.client_address = client_address
         #: False once the server is stopping (set by the lifespan)
         self.ready = True
-        #: relay mode's reader (its state is part of readiness)
+        #: mirror mode's reader (its state is part of readiness)
         self.upstream: Upstream | None = None
 
     async def presence(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -232,7 +232,7 @@ def _per_worker(
 
 
 def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metrics) -> list[str]:
-    """Relay mode's figures (the counters are the sum over workers: only the
+    """Mirror mode's figures (the counters are the sum over workers: only the
     reader counts, and a worker that read before keeps its counts)."""
     up = any(one.get("upstream_up") for one in figures)
     return [

@@ -77,7 +77,7 @@ class Hub:
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
         self.on_drain: set[Callable[[], None]] = set()
-        #: figures other parts add to this worker's /metrics report (relay mode's upstream)
+        #: figures other parts add to this worker's /metrics report (mirror mode's upstream)
         self.reports: list[Callable[[], dict[str, Any]]] = []
         self.closer = Closer(
             settings, metrics, clock, self.send_style, self.topics, self.subscriptions

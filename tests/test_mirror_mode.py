@@ -1,4 +1,5 @@
-"""Relay mode (``sse-fast relay --upstream URL``, sse_fast/upstream.py).
+"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/upstream.py; the
+command was ``sse-fast relay``, which still works and says so).
 
 The republishing rules in process (ids, transforms, a broker that refuses for
 a while, an upstream that lost events); then real processes: a relay in front
@@ -34,7 +35,7 @@ from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port
 from sse_fast.upstream import Upstream
 
-from .relay_transform import odd_only_upper, route_by_parity
+from .mirror_transform import odd_only_upper, route_by_parity
 
 # ------------------------------------------------------------------ settings
 
@@ -54,16 +55,26 @@ def test_settings_say_what_is_wrong() -> None:
         Settings(upstream="http://o/e?topic=a", upstream_transform="nocolon")
 
 
-def test_relay_command_needs_an_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+def test_mirror_command_needs_an_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mirror", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--upstream URL" in err and "deprecated" not in err
+
+
+def test_the_old_relay_command_still_works_and_says_it_is_mirror(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["relay", "--port", "1"]) == 2
-    assert "--upstream URL" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sse-fast relay: deprecated, use sse-fast mirror (the same options)" in err
+    assert "--upstream URL" in err
 
 
 def test_a_transform_that_cannot_be_loaded_fails_startup() -> None:
     settings = Settings(upstream="http://o/e?topic=a", upstream_transform="tests.nothing:here")
     with pytest.raises(RuntimeError, match=r"cannot import tests\.nothing"):
         Upstream(settings, Hub(settings))
-    settings.upstream_transform = "tests.relay_transform:missing"
+    settings.upstream_transform = "tests.mirror_transform:missing"
     with pytest.raises(RuntimeError, match="has no missing"):
         Upstream(settings, Hub(settings))
 
@@ -114,13 +125,13 @@ def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
 
 
 def test_transforms_drop_change_and_route() -> None:
-    relay, recorder = upstream("tests.relay_transform:odd_only_upper")
+    relay, recorder = upstream("tests.mirror_transform:odd_only_upper")
     asyncio.run(relay._republish(Event("tick", "1", "1")))
     asyncio.run(relay._republish(Event("tick", "2", "2")))
     assert recorder.published == [PublishRequest(("news",), "TICK 1", "tick", "1")]
     assert relay.hub.metrics.upstream_dropped_total == 1
 
-    relay, recorder = upstream("tests.relay_transform:route_by_parity")  # async, a document
+    relay, recorder = upstream("tests.mirror_transform:route_by_parity")  # async, a document
     for n in (1, 2):
         asyncio.run(relay._republish(Event("tick", str(n), str(n))))
     assert [(r.topics, r.data, r.id) for r in recorder.published] == [
@@ -262,7 +273,7 @@ def relay_command(upstream: str, *extra: str) -> list[str]:
         sys.executable,
         "-m",
         "sse_fast",
-        "relay",
+        "mirror",
         "--port",
         "{port}",
         "--upstream",
@@ -392,7 +403,7 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
             "--upstream",
             f"http://{HOST}:{upstream.port}/events?topic=news",
             "--upstream-transform",
-            "tests.relay_transform:odd_only_upper",
+            "tests.mirror_transform:odd_only_upper",
         ) as relay,
     ):
         wait_ready(relay.port, True)
@@ -404,9 +415,9 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     assert subscriber.data == ["TICK 1", "TICK 3", "TICK 5", "TICK 7", "TICK 9"]
 
 
-def test_the_edge_needs_httpx_only_in_relay_mode() -> None:
+def test_the_edge_needs_httpx_only_in_mirror_mode() -> None:
     """httpx is not a dependency of the hub: an application that embeds it
-    without httpx starts; relay mode says what to install."""
+    without httpx starts; mirror mode says what to install."""
     script = (
         "import sys\n"
         "sys.modules['httpx'] = None\n"

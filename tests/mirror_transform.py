@@ -1,4 +1,4 @@
-"""Transforms for relay mode's ``upstream_transform`` (tests/test_relay_mode.py)."""
+"""Transforms for mirror mode's ``upstream_transform`` (tests/test_mirror_mode.py)."""
 
 from __future__ import annotations
 
