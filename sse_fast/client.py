@@ -10,7 +10,7 @@ for any other server) and ``Last-Event-ID`` once an id is known. A ``200`` with
 sse_fast's incremental parser (the native one when built), which keeps the last
 id and the server's ``retry`` as the EventSource spec says.
 
-Events. Each dispatched event is an ``Event`` (``event``, ``data``, ``id``,
+Events. Each dispatched event is a ``ReceivedEvent`` (``event``, ``data``, ``id``,
 ``retry``). sse_fast's own announcements are typed: ``Missed``
 (``sse-fast-missed``: the server could not resume, events were lost, with its
 ``reason``) and ``Disconnect`` (``sse-fast-disconnect``: the server is ending the
@@ -75,6 +75,7 @@ __all__ = [
     "EventStream",
     "GaveUp",
     "Missed",
+    "ReceivedEvent",
     "StreamRefused",
     "SyncEventStream",
     "connect",
@@ -92,7 +93,7 @@ RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 @dataclass(frozen=True)
-class Event:
+class ReceivedEvent:
     """One event as the EventSource spec dispatches it: ``event`` is
     ``"message"`` when the stream named none, ``id`` the last event id (it
     carries over events without one), ``retry`` the ``retry`` field sent with
@@ -109,7 +110,7 @@ class Event:
 
 
 @dataclass(frozen=True)
-class Missed(Event):
+class Missed(ReceivedEvent):
     """``sse-fast-missed``: events before this one could not be delivered
     (``reason``: ``evicted``, ``unknown``, ``relay-restarted``, ``redis-restarted``
     ...; ``last_event_id``: the id the server could not resume from, if any).
@@ -120,13 +121,17 @@ class Missed(Event):
 
 
 @dataclass(frozen=True)
-class Disconnect(Event):
+class Disconnect(ReceivedEvent):
     """``sse-fast-disconnect``: the server ends this stream (``reason``:
     ``draining``, ``lagged``, ...; ``details``: the rest of what it said). The
     client reconnects after it, as after any end of stream."""
 
     reason: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: the name ``ReceivedEvent`` had before 0.2 (``sse_fast.Event`` is an event to send)
+Event = ReceivedEvent
 
 
 class ClientError(Exception):
@@ -159,11 +164,11 @@ class GaveUp(ClientError):
     """``max_reconnects`` attempts in a row failed; ``__cause__`` is the last."""
 
 
-def _typed(parsed: ParsedEvent) -> Event:
+def _typed(parsed: ParsedEvent) -> ReceivedEvent:
     kind = parsed.event or "message"
     control = read_control(kind, parsed.data)
     if control is None:
-        return Event(kind, parsed.data, parsed.id, parsed.retry)
+        return ReceivedEvent(kind, parsed.data, parsed.id, parsed.retry)
     if control.kind == MISSED:
         return Missed(
             kind, parsed.data, parsed.id, parsed.retry, control.reason, control.last_event_id
@@ -260,7 +265,7 @@ class _Session:
         kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
         return response.status_code == 200 and kind == "text/event-stream"
 
-    def feed(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> list[ReceivedEvent]:
         """The events ``chunk`` completes. A stream that breaks the rules (an event
         larger than ``max_event_size``) sets ``broken``: the events before it are
         still given, then ``BadStream`` is raised (a reconnect would only resume
@@ -348,7 +353,7 @@ class EventStream(_Stream):
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def __aiter__(self) -> AsyncIterator[Event]:
+    def __aiter__(self) -> AsyncIterator[ReceivedEvent]:
         return self._events()
 
     async def aclose(self) -> None:
@@ -361,7 +366,7 @@ class EventStream(_Stream):
         if self._owns_client:
             await self._client.aclose()
 
-    async def _events(self) -> AsyncIterator[Event]:
+    async def _events(self) -> AsyncIterator[ReceivedEvent]:
         session = self._session
         while not self._closed:
             cause: BaseException | str
@@ -422,7 +427,7 @@ class SyncEventStream(_Stream):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[ReceivedEvent]:
         return self._events()
 
     def close(self) -> None:
@@ -437,7 +442,7 @@ class SyncEventStream(_Stream):
         if self._owns_client:
             self._client.close()
 
-    def _events(self) -> Iterator[Event]:
+    def _events(self) -> Iterator[ReceivedEvent]:
         session = self._session
         while not self._closed:
             cause: BaseException | str

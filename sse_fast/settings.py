@@ -418,7 +418,7 @@ class _RelayMode:
     upstream_transform: str = field(
         default="",
         metadata=_doc(
-            "module:callable given each upstream event (an sse_fast.client.Event); it "
+            "module:callable given each upstream event (an sse_fast.client.ReceivedEvent); it "
             "returns the event to publish (maybe changed), a publish document (a dict, "
             "which may name other topics) or None to drop it; may be async"
         ),

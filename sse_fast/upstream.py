@@ -62,7 +62,7 @@ import orjson
 
 from ._request import PublishRequest
 from ._tasks import stop_task
-from .client import ClientError, Disconnect, Event, Missed, connect
+from .client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from .hub import Hub
 from .protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
 from .publishing import PublishError, parse_publish_document
@@ -285,7 +285,7 @@ class Upstream:
                 result = await result
         if result is None:
             return []
-        if isinstance(result, Event):
+        if isinstance(result, ReceivedEvent):
             return [
                 PublishRequest(
                     (self.topic,),
@@ -301,7 +301,7 @@ class Upstream:
                 document = {**document, "topic": self.topic}
             return parse_publish_document(document, self.settings, "the transform's result")
         raise TypeError(
-            f"the transform returned {type(result).__name__}; expected an Event, "
+            f"the transform returned {type(result).__name__}; expected a ReceivedEvent, "
             "a publish document (dict) or None"
         )
 

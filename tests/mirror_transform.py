@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sse_fast.client import Event
+from sse_fast.client import ReceivedEvent
 
 
-def odd_only_upper(event: Event) -> Event | None:
+def odd_only_upper(event: ReceivedEvent) -> ReceivedEvent | None:
     """Drops even ticks; odd ones go on with their data upper-cased."""
     if int(event.data) % 2 == 0:
         return None
-    return Event(event.event, f"tick {event.data}".upper(), event.id)
+    return ReceivedEvent(event.event, f"tick {event.data}".upper(), event.id)
 
 
-async def route_by_parity(event: Event) -> dict[str, Any]:
+async def route_by_parity(event: ReceivedEvent) -> dict[str, Any]:
     """A publish document: each tick to the topic of its parity, as JSON."""
     n = int(event.data)
     return {"topic": "odd" if n % 2 else "even", "data": {"n": n}, "id": event.id}

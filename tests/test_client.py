@@ -459,3 +459,12 @@ def test_retry_after_is_bounded_and_refusal_bodies_are_cut() -> None:
     with pytest.raises(StreamRefused) as caught:
         asyncio.run(run(script))
     assert 64 * 1024 <= len(caught.value.body) < 200_000
+
+
+def test_received_events_kept_their_old_name() -> None:
+    """``sse_fast.client.Event`` was the received event's name before 0.2 (the
+    encoder's ``sse_fast.Event`` is an event to send): it still is the same class."""
+    from sse_fast import Event as EventToSend
+    from sse_fast.client import Event, ReceivedEvent
+
+    assert Event is ReceivedEvent and EventToSend is not ReceivedEvent

@@ -28,7 +28,7 @@ import pytest
 from sse_fast._http11 import http_request
 from sse_fast._request import PublishRequest
 from sse_fast.cli import main
-from sse_fast.client import Disconnect, Event, Missed, connect
+from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError
 from sse_fast.settings import Settings, SettingsError
@@ -109,10 +109,12 @@ def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
     relay, recorder = upstream()
 
     async def main() -> None:
-        await relay._republish(Event("message", "a\nb", "1"))
-        await relay._republish(Event("update", "{}", "2"))
-        await relay._republish(Event("note", "no id of its own", "2"))  # the id carried over
-        await relay._republish(Event("message", "none at all", ""))
+        await relay._republish(ReceivedEvent("message", "a\nb", "1"))
+        await relay._republish(ReceivedEvent("update", "{}", "2"))
+        await relay._republish(
+            ReceivedEvent("note", "no id of its own", "2")
+        )  # the id carried over
+        await relay._republish(ReceivedEvent("message", "none at all", ""))
 
     asyncio.run(main())
     assert recorder.published == [
@@ -126,14 +128,14 @@ def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
 
 def test_transforms_drop_change_and_route() -> None:
     relay, recorder = upstream("tests.mirror_transform:odd_only_upper")
-    asyncio.run(relay._republish(Event("tick", "1", "1")))
-    asyncio.run(relay._republish(Event("tick", "2", "2")))
+    asyncio.run(relay._republish(ReceivedEvent("tick", "1", "1")))
+    asyncio.run(relay._republish(ReceivedEvent("tick", "2", "2")))
     assert recorder.published == [PublishRequest(("news",), "TICK 1", "tick", "1")]
     assert relay.hub.metrics.upstream_dropped_total == 1
 
     relay, recorder = upstream("tests.mirror_transform:route_by_parity")  # async, a document
     for n in (1, 2):
-        asyncio.run(relay._republish(Event("tick", str(n), str(n))))
+        asyncio.run(relay._republish(ReceivedEvent("tick", str(n), str(n))))
     assert [(r.topics, r.data, r.id) for r in recorder.published] == [
         (("odd",), {"n": 1}, "1"),
         (("even",), {"n": 2}, "2"),
@@ -147,10 +149,10 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
         ZeroDivisionError("boom"),
         42,
         {"data": "x", "event": "sse-fast-missed"},
-        Event("message", "fine", "9"),
+        ReceivedEvent("message", "fine", "9"),
     ]
 
-    def transform(event: Event) -> Any:
+    def transform(event: ReceivedEvent) -> Any:
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -158,7 +160,7 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
 
     relay.transform = transform
     for n in range(4):
-        asyncio.run(relay._republish(Event("message", str(n), str(n))))
+        asyncio.run(relay._republish(ReceivedEvent("message", str(n), str(n))))
     assert [r.data for r in recorder.published] == ["fine"]
     assert relay.hub.metrics.upstream_errors_total == 3
     logged = caplog.text
@@ -169,7 +171,7 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
 
 def test_a_refusing_broker_delays_the_event_not_loses_it(caplog: pytest.LogCaptureFixture) -> None:
     relay, recorder = upstream(refusals=3)
-    asyncio.run(asyncio.wait_for(relay._republish(Event("message", "kept", "5")), 5))
+    asyncio.run(asyncio.wait_for(relay._republish(ReceivedEvent("message", "kept", "5")), 5))
     assert [r.data for r in recorder.published] == ["kept"]
     assert caplog.text.count("cannot publish upstream events yet") == 3
 
@@ -196,7 +198,7 @@ class Subscriber:
 
     def __init__(self, port: int, topic: str, until: int) -> None:
         self.data: list[str] = []
-        self.control: list[Event] = []
+        self.control: list[ReceivedEvent] = []
         self.until = until
         self.url = f"http://{HOST}:{port}/events"
         self.topic = topic
