@@ -72,7 +72,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError("sse_fast.django needs Django: pip install 'sse_fast[django]'") from exc
 
 from . import _shutdown
-from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
+from ._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import close_generator, within
 from .abort import Aborter, connection_key, ensure_user_timeout
 from .frames import line_end

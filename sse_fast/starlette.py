@@ -45,7 +45,7 @@ Theory of operation
   publish is read), so when events come faster than the loop can write them
   one by one, each still costs a wake-up, a ``send`` and a system call, and
   the loop falls behind for good. While the loop is saturated (measured by
-  ``sse_fast/_pacing.py``), a stream that receives an event less than
+  ``sse_fast/_adapters/pacing.py``), a stream that receives an event less than
   ``busy_batch_delay`` (0.05 s) after its last write *holds* it: the
   generator is not asked again until the pacer's next tick, so what comes
   meanwhile waits in its queue (or socket) and goes out in the same write,
@@ -106,8 +106,9 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from . import _pacing, _shutdown
-from ._items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
+from . import _shutdown
+from ._adapters import pacing as _pacing
+from ._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import close_generator, step, uncancel, within
 from .abort import ensure_user_timeout
 from .frames import line_end

@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
-from sse_fast import _pacing
 from sse_fast import starlette as sse
+from sse_fast._adapters import pacing as _pacing
 from sse_fast.starlette import EventSourceResponse, ServerSentEvent, last_event_id
 from tests.status_probe import objects
 

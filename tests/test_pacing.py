@@ -1,4 +1,4 @@
-"""sse_fast/_pacing.py: when an event loop counts as saturated, and the shared tick.
+"""sse_fast/_adapters/pacing.py: when an event loop counts as saturated, and the shared tick.
 
 Real loops, real load: a loop that idles never turns busy; one that burns its
 thread's CPU does, and so does one whose callbacks block without using CPU
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from sse_fast import _pacing
+from sse_fast._adapters import pacing as _pacing
 
 
 def _burn(loop: asyncio.AbstractEventLoop, until: float, slice_: Callable[[], None]) -> None:

@@ -19,8 +19,9 @@ import pytest
 import sse_starlette
 from sse_starlette import EventSourceResponse as TheirResponse
 
-from sse_fast import Parser, _pacing
+from sse_fast import Parser
 from sse_fast import starlette as ours
+from sse_fast._adapters import pacing as _pacing
 from sse_fast.starlette import (
     AppStatus,
     EventSourceResponse,

@@ -9,8 +9,8 @@ from typing import Any
 
 import orjson
 
-from ._core import encode
-from .frames import with_line_end
+from .._core import encode
+from ..frames import with_line_end
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELDS = frozenset({"data", "event", "id", "retry", "comment", "sep"})
