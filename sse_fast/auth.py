@@ -15,7 +15,6 @@ topic and never subscribing to private ones.
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
 import ipaddress
@@ -28,6 +27,7 @@ from typing import Any
 import jwt
 
 from ._request import PublishRequest
+from .publishing import matches
 from .settings import Settings, split_list
 
 __all__ = [
@@ -65,16 +65,6 @@ class Credential:
     extra: Mapping[str, Any] = field(default_factory=dict)
     #: the JWT's ``sub`` claim (presence names subscribers by it), None without one
     subject: str | None = None
-
-
-def matches(topic: str, patterns: Iterable[str]) -> bool:
-    """True when ``topic`` is one of ``patterns`` or matches one of their globs."""
-    for pattern in patterns:
-        if pattern == topic or pattern == "*":
-            return True
-        if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(topic, pattern):
-            return True
-    return False
 
 
 class Authenticator:

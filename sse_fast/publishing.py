@@ -13,6 +13,8 @@ answer with and a sentence saying what was wrong.
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -32,6 +34,16 @@ class PublishError(ValueError):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+
+
+def matches(topic: str, patterns: Iterable[str]) -> bool:
+    """True when ``topic`` is one of ``patterns`` or matches one of their globs."""
+    for pattern in patterns:
+        if pattern == topic or pattern == "*":
+            return True
+        if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(topic, pattern):
+            return True
+    return False
 
 
 def check_topic(name: object, settings: Settings) -> str:
@@ -186,6 +198,7 @@ __all__ = [
     "check_distinct_ids",
     "check_event_id",
     "check_topic",
+    "matches",
     "parse_event",
     "parse_publish_body",
     "parse_publish_document",

@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ._tasks import stop_task
-from .auth import matches
 from .protocol import Reason
+from .publishing import matches
 from .settings import split_list
 
 if TYPE_CHECKING:

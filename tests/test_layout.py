@@ -6,6 +6,8 @@ blocks do not), and the shipped package never imports the repository's
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import sse_fast
@@ -98,3 +100,15 @@ def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
         for name, imported in GRAPH.items()
     }
     assert {name: i for name, i in found.items() if i} == NOT_YET
+
+
+def test_the_hub_loads_without_the_credentials_module() -> None:
+    """The hub (topics, fan-out, presence, webhooks) matches topic patterns with
+    ``publishing.matches``: it never loads ``auth`` and PyJWT, which only the
+    edge's app needs."""
+    code = (
+        "import sys, sse_fast.hub; "
+        "print(sorted(m for m in ('jwt', 'sse_fast.auth') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -30,8 +30,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..auth import matches
-from ..publishing import PublishRequest
+from ..publishing import PublishRequest, matches
 
 if TYPE_CHECKING:
     from .subscription import Subscription
