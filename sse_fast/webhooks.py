@@ -62,8 +62,8 @@ from .settings import split_list
 if TYPE_CHECKING:
     import httpx
 
+    from .hub.metrics import Metrics
     from .hub.subscription import Subscription
-    from .metrics import Metrics
     from .settings import Settings
 
 __all__ = [

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sse_fast.app import App
-from sse_fast.auth import matches
+from sse_fast.app.auth import matches
 from sse_fast.settings import Settings
 from sse_fast.testing import ServerProcess
 
@@ -268,7 +268,7 @@ def test_fresh_server_is_safe_by_default() -> None:
 def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
     """Publishers send the same JWT on every request: it is verified once, then
     taken from a cache, but never past its expiry (plus the 5 s leeway)."""
-    from sse_fast.auth import Authenticator
+    from sse_fast.app.auth import Authenticator
 
     auth = Authenticator(Settings(jwt_secret=SECRET))
     exp = int(time.time()) - 3  # valid for 1-2 s more: the 5 s leeway

@@ -104,11 +104,11 @@ def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
 
 def test_the_hub_loads_without_the_credentials_module() -> None:
     """The hub (topics, fan-out, presence, webhooks) matches topic patterns with
-    ``publishing.matches``: it never loads ``auth`` and PyJWT, which only the
+    ``publishing.matches``: it never loads ``app.auth`` and PyJWT, which only the
     edge's app needs."""
     code = (
         "import sys, sse_fast.hub; "
-        "print(sorted(m for m in ('jwt', 'sse_fast.auth') if m in sys.modules))"
+        "print(sorted(m for m in ('jwt', 'sse_fast.app.auth') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"

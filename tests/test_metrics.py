@@ -10,7 +10,7 @@ import math
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from sse_fast.metrics import Metrics, render
+from sse_fast.hub.metrics import Metrics, render
 from sse_fast.testing import HOST, ServerProcess, collect
 
 

@@ -1,4 +1,4 @@
-"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/upstream.py; the
+"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/upstream.py; the
 command was ``sse-fast relay``, which still works and says so).
 
 The republishing rules in process (ids, transforms, a broker that refuses for
@@ -27,13 +27,13 @@ import pytest
 
 from sse_fast._http11 import http_request
 from sse_fast._request import PublishRequest
+from sse_fast.app.upstream import Upstream
 from sse_fast.cli import main
 from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError
 from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port
-from sse_fast.upstream import Upstream
 
 from .mirror_transform import odd_only_upper, route_by_parity
 

@@ -1,7 +1,10 @@
 """The ASGI application, in parts: ``routing.py`` (``App``), one module per
-endpoint (``events.py``, ``publish.py``, ``operations.py``), ``admission.py``
-(client address, connection and rate limits), ``cors.py``, ``lifespan.py``
-(startup, drain, signals) and ``http.py`` (requests, answers, refusals)."""
+endpoint (``events.py``, ``publish.py``, ``publish_stream.py``,
+``operations.py``), ``admission.py`` (client address, connection and rate
+limits), ``auth.py`` (credentials, JWT claims, operations access),
+``body.py`` (request bodies within a deadline), ``cors.py``, ``lifespan.py``
+(startup, drain, signals), ``http.py`` (requests, answers, refusals) and
+``upstream.py`` (mirror mode: an upstream stream republished)."""
 
 from __future__ import annotations
 

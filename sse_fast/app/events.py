@@ -15,11 +15,11 @@ import time
 
 from ..abort import connection_key
 from ..asgi import Receive, Scope, Send
-from ..auth import Authenticator, AuthError
 from ..hub import Hub
 from ..publishing import PublishError, check_event_id, check_topic
 from ..settings import Settings
 from .admission import Admission, ClientAddress
+from .auth import Authenticator, AuthError
 from .cors import Cors
 from .http import HTTPError, header, header_utf8, query
 

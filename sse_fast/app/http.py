@@ -13,8 +13,8 @@ from urllib.parse import parse_qs
 import orjson
 
 from ..asgi import Headers, Scope, Send
-from ..auth import AuthError
 from ..publishing import PublishError
+from .auth import AuthError
 
 __all__ = [
     "HTTPError",

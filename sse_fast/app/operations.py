@@ -32,17 +32,17 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from .. import metrics as metrics_module
 from ..asgi import Receive, Scope, Send
-from ..auth import AuthError, OperationsAccess
 from ..hub import Hub
+from ..hub import metrics as metrics_module
 from ..publishing import PublishError
 from ..settings import Settings
 from .admission import ClientAddress
+from .auth import AuthError, OperationsAccess
 from .http import HTTPError, header, query, send_json, send_text
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
-    from ..upstream import Upstream
+    from .upstream import Upstream
 
 __all__ = [
     "Counters",

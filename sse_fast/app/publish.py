@@ -12,11 +12,11 @@ Invalid requests get 4xx with ``{"error": ...}`` and nothing is published.
 from __future__ import annotations
 
 from ..asgi import Receive, Scope, Send
-from ..auth import Authenticator, AuthError
 from ..hub import Hub
 from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
+from .auth import Authenticator, AuthError
 from .body import BodyDeadlines
 from .cors import Cors
 from .http import HTTPError, check_content_encoding, check_content_type, send_json

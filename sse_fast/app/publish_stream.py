@@ -50,11 +50,11 @@ import orjson
 
 from .._tasks import cancelling
 from ..asgi import Receive, Scope, Send
-from ..auth import Authenticator, AuthError, Credential
 from ..hub import Hub
 from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
 from .admission import Admission
+from .auth import Authenticator, AuthError, Credential
 from .cors import Cors
 from .http import HTTPError, check_content_encoding, check_content_type, header
 

@@ -17,11 +17,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from .. import _shutdown
 from ..asgi import Receive, Scope, Send
-from ..auth import Authenticator
 from ..brokers import Broker
 from ..hub import Hub
 from ..settings import Settings
 from .admission import Admission, ClientAddress
+from .auth import Authenticator
 from .cors import Cors
 from .events import EventsEndpoint
 from .http import HTTPError, allow, send_json
@@ -80,7 +80,7 @@ class App:
         )
         self.operations = Operations(settings, hub, self.client_address)
         if settings.upstream:
-            from ..upstream import Upstream
+            from .upstream import Upstream
 
             self.operations.upstream = Upstream(settings, hub)
         self.lifespan = Lifespan(settings, hub, self.operations)

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..abort import Aborter
-from ..metrics import Metrics
 from ..protocol import Reason
 from ..settings import Settings
+from .metrics import Metrics
 from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topics

@@ -33,10 +33,10 @@ from typing import Any
 from .._core import Lagged
 from ..asgi import Send
 from ..brokers.sequencing import Sequenced
-from ..metrics import Metrics
 from ..protocol import Reason, disconnect_frame
 from ..settings import Settings
 from .closing import Closer
+from .metrics import Metrics
 from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topic, Topics, read_since

@@ -21,7 +21,6 @@ from ..asgi import Headers, Receive, Send
 from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
-from ..metrics import Metrics
 from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame
 from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
@@ -34,6 +33,7 @@ from .closing import Closer
 from .fanout import FanOut
 from .figures import Figures
 from .lifecycle import Lifecycle
+from .metrics import Metrics
 from .presence import PresenceNews
 from .server import DisconnectWatch, SendStyle
 from .subscription import Subscription

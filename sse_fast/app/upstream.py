@@ -60,13 +60,13 @@ from typing import Any
 
 import orjson
 
-from ._request import PublishRequest
-from ._tasks import stop_task
-from .client import ClientError, Disconnect, Missed, ReceivedEvent, connect
-from .hub import Hub
-from .protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
-from .publishing import PublishError, parse_publish_document
-from .settings import Settings
+from .._request import PublishRequest
+from .._tasks import stop_task
+from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
+from ..hub import Hub
+from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
+from ..publishing import PublishError, parse_publish_document
+from ..settings import Settings
 
 __all__ = [
     "LOCK_POLL",

@@ -77,7 +77,7 @@ class Metrics:
         self.publish_streams_total = 0
         self.publish_streams_open = 0  # a gauge; sums across workers like the counters
         self.ignored_cookies_total = 0  # auth cookies that failed, on public topics
-        # mirror mode (sse_fast/upstream.py): counted by the worker reading upstream
+        # mirror mode (sse_fast/app/upstream.py): counted by the worker reading upstream
         self.upstream_events_total = 0
         self.upstream_dropped_total = 0
         self.upstream_errors_total = 0

@@ -26,9 +26,9 @@ from typing import Any
 
 import jwt
 
-from ._request import PublishRequest
-from .publishing import matches
-from .settings import Settings, split_list
+from .._request import PublishRequest
+from ..publishing import matches
+from ..settings import Settings, split_list
 
 __all__ = [
     "CLAIMS_NAMESPACE",
