@@ -1,4 +1,4 @@
-"""Presence (``hub/presence.py``, ``brokers/presence.py``): who is subscribed to a
+"""Presence (``hub/presence.py``, ``brokers/redis/presence.py``): who is subscribed to a
 topic, per subject (the JWT ``sub``), across workers and, with Redis, nodes;
 ``GET /presence`` behind the operations credential; join/leave news on the
 companion topic, one event per topic and interval at most."""

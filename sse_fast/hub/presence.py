@@ -7,7 +7,7 @@
   per subject; the anonymous ones only counted). ``GET /presence?topic=``
   and ``Operations.presence`` add up every worker's through the broker and,
   with Redis, every node's for the topics ``presence_topics`` names (each
-  worker keeps its figures of those topics in Redis: ``brokers/presence.py``).
+  worker keeps its figures of those topics in Redis: ``brokers/redis/presence.py``).
 * **News.** For the topics ``presence_topics`` names, each worker gathers the
   joins and leaves of ``presence_interval`` seconds and publishes them as one
   event ``presence`` to the companion topic ``<topic>/presence``, data
@@ -48,7 +48,7 @@ log = logging.getLogger("sse_fast")
 
 COMPANION = "/presence"
 #: seconds between two writes of a worker's figures of a topic that did not change
-#: (readers take figures of the last 30 s: ``brokers/presence.py``)
+#: (readers take figures of the last 30 s: ``brokers/redis/presence.py``)
 REFRESH = 10.0
 
 

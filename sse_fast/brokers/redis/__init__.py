@@ -1,0 +1,110 @@
+"""The Redis broker: several nodes (machines, and the workers on each) as one server.
+
+Redis is the one sequencer and the history store; its pub/sub only carries
+each event to the nodes that hold its topic. No home-made cluster protocol:
+with ``--redis-url`` every worker of every node is a member of the same
+sequence, and a client resumes with ``Last-Event-ID`` on any node.
+
+Keys (``prefix`` ``sse:`` by default; one Redis, or a Sentinel-managed
+primary: not a Redis Cluster, whose slots would split the sequence):
+
+* ``sse:position``: the newest position handed out. A publish gives each event
+  ``max(previous + 1, Redis TIME in microseconds)``, so positions grow across
+  Redis restarts (even without persistence) and are close to the time the
+  event was published, which bounds history by age (``history_age``).
+* ``sse:epoch``: a random value set once per Redis dataset. A node that finds
+  another one after reconnecting knows that Redis lost its data (a restart
+  without persistence, a flush, a failover to an empty replica).
+* ``sse:t:<topic>``: a Stream per topic, entry id ``<position>-0``, fields
+  ``f`` (the frame, ``id:`` line first), ``i`` (the SSE id) and ``w`` (wall
+  clock milliseconds at publish). Trimmed to about ``history_frames`` entries
+  and ``history_age`` seconds on each publish; the key expires after
+  ``history_age`` seconds without one. ``XINFO STREAM`` says whether entries
+  were ever trimmed (``entries-added`` above the length) and which is the
+  first one left: that is how a resume older than the history is recognised.
+* ``sse:c:<topic>``: the pub/sub channel of a topic; a message is
+  ``b"<position> <wall ms> <id>\\n" + frame``.
+* ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
+* ``sse:p:<topic>``: each worker's presence figures of a topic of
+  ``presence_topics`` (``presence.py``).
+
+Promises (the broker contract, ``brokers/__init__.py``):
+
+* Atomic publish. One Lua script (``PUBLISH_SCRIPT``) checks every event,
+  assigns positions and ids, appends to the streams and publishes on the
+  channels: all of a batch or none, and what is on a channel is in its stream.
+* A node subscribes only to the topics its clients hold (``prepare``: SUBSCRIBE,
+  then the topic's recent history read in one script, merged with what
+  arrived meanwhile), and keeps them while they have history in its rings
+  (``topic_ttl``): the rings are a cache, so hot resumes do not touch Redis.
+* Reconnects repair. A lost or stale subscription (a probe published every
+  ``probe_interval`` on the node's channel that does not come back within
+  that long) is replaced; every held topic is then read from its stream since
+  the newest position the node holds, with live messages held back meanwhile,
+  so nothing is skipped and nothing is applied twice. Where the stream was
+  trimmed past that position, or Redis lost its data, the topic's streams get
+  ``sse-fast-missed`` in place (``redis-history-trimmed``, ``redis-restarted``).
+* A failover is a reconnect. With Sentinel (``redis-sentinel://``) the
+  subscription and commands follow the new primary. Redis replicates
+  asynchronously, so ``wait_replicas`` (``--redis-wait-replicas 1``) makes a
+  publish wait for a replica (``WAIT``) before it is acknowledged, and says 503
+  when none confirmed it. A member that finds Redis behind a position it saw
+  (the new primary lacks events it delivered) treats it as lost data:
+  ``sse-fast-missed`` (``redis-lost-writes``), and older ids resume as evicted.
+* While Redis is unreachable publishes are refused with 503 and ``Retry-After``
+  at once (no retries, two-second timeouts); a publish whose answer was lost
+  says it may or may not have been published; open streams stay open with
+  heartbeats; a stream needing a topic the node does not hold yet is refused
+  with 503; ``/readyz`` answers 503 and ``/healthz`` fails after
+  ``broker_down_limit``.
+
+Publishing straight into Redis (no HTTP): ``publish(redis, "topic", data)``,
+or, from any language, ``EVAL`` of ``PUBLISH_SCRIPT`` (see the README).
+
+Where things are:
+
+* ``scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
+* ``broker.py``: ``RedisBroker``: start and close, availability, publish, stats.
+* ``feed.py``: the subscription, history reads, the resync after a reconnect.
+* ``probes.py``: probes of the subscription; gathering figures across a node.
+* ``presence.py``: presence figures kept in Redis.
+"""
+
+from __future__ import annotations
+
+try:
+    import redis.asyncio  # noqa: F401  (the extra: say what to install when it is missing)
+except ImportError as exc:  # pragma: no cover - the extra is missing
+    raise ImportError(
+        "--redis-url needs redis-py: python -m pip install 'sse_fast[redis]'"
+    ) from exc
+
+from .broker import RETRY_AFTER, WAIT_MS, RedisBroker
+from .feed import LOAD_CHUNK
+from .scripts import (
+    ADVANCE_SCRIPT,
+    COMMAND_TIMEOUT,
+    MAX_CONNECTIONS,
+    PUBLISH_SCRIPT,
+    READ_SCRIPT,
+    connect,
+    frame_without_id,
+    publish,
+    publish_args,
+)
+
+__all__ = [
+    "ADVANCE_SCRIPT",
+    "COMMAND_TIMEOUT",
+    "LOAD_CHUNK",
+    "MAX_CONNECTIONS",
+    "PUBLISH_SCRIPT",
+    "READ_SCRIPT",
+    "RETRY_AFTER",
+    "WAIT_MS",
+    "RedisBroker",
+    "connect",
+    "frame_without_id",
+    "publish",
+    "publish_args",
+]

@@ -1,0 +1,424 @@
+"""The feed: how a member's events arrive from Redis.
+
+* ``Feed``: the member's pub/sub subscription. It subscribes to the topics the
+  member holds (``prepare``; new topics of one loop iteration together), routes
+  each message to the member, or holds it back while the topic's history is
+  read, and replaces a subscription that was lost or went stale (``run``).
+* ``History``: reads of the topics' streams (``READ_SCRIPT``) and what they
+  mean: a new topic's floor and history, a repaired topic's gap, and at each
+  (re)subscription the resync that checks whether Redis lost data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from ..._tasks import stop_task
+from ...protocol import Reason
+from ..sequencing import Sequenced
+from .scripts import COMMAND_TIMEOUT, channel_prefix
+
+if TYPE_CHECKING:
+    from .broker import RedisBroker
+
+__all__ = [
+    "LOAD_CHUNK",
+    "Feed",
+    "History",
+    "Reconnect",
+    "ignore_result",
+]
+
+log = logging.getLogger("sse_fast.redis")
+
+LOAD_CHUNK = 256  # topics per history read when subscribing
+
+#: (position, Redis time in microseconds, epoch, per topic: (max deleted position,
+#: stream length, entries oldest first))
+Read = tuple[int, int, str, dict[str, tuple[int, int, list[Sequenced]]]]
+
+
+class Reconnect(Exception):
+    """The subscription must be replaced (stale, or silently reconnected)."""
+
+
+class Feed:
+    """A member's pub/sub subscription and the topics it holds."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+        self.history = History(broker)
+        self.channel_prefix = channel_prefix(broker.prefix)
+        self.pubsub: Any = None
+        #: subscribed and resynced: messages flow to the member
+        self.live = False
+        self.task: asyncio.Task[None] | None = None
+        self.ready: asyncio.Event | None = None
+        self._loading: dict[str, asyncio.Future[None]] = {}
+        #: topics waiting to be loaded together, and the loads under way
+        self._batch: tuple[asyncio.Future[None], list[str]] | None = None
+        self.loads: set[asyncio.Task[None]] = set()
+        #: live messages of topics being loaded, applied after their history
+        self._loading_back: dict[str, list[Sequenced]] = {}
+        self._held_back: dict[str, list[Sequenced]] | None = {}
+        self._confirmed: set[bytes] = set()
+        self._confirm_waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._release: set[str] = set()
+        self._release_scheduled = False
+
+    # ---------------------------------------------------------------- subscription
+
+    def start(self) -> asyncio.Event:
+        """Run the subscription; the event is set once it is first live."""
+        self.ready = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self.run())
+        return self.ready
+
+    async def run(self) -> None:
+        broker = self.broker
+        delay = 0.05
+        while not broker.closing:
+            try:
+                await self._subscribe_all()
+                await self._resync()
+                delay = 0.05
+                if self.ready is not None:
+                    self.ready.set()
+                await self._read_loop()
+            except (RedisError, OSError, asyncio.TimeoutError, Reconnect) as exc:
+                if self.live:
+                    log.error("Redis subscription lost (%s): repairing after reconnect", exc)
+                self.live = False
+            await self.drop()
+            if broker.closing:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            broker.reconnects += 1
+
+    async def drop(self) -> None:
+        """Close the subscription; whoever waits for a confirmation is told."""
+        pubsub, self.pubsub = self.pubsub, None
+        self._confirmed = set()
+        for waiter in self._confirm_waiters.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the Redis subscription was lost"))
+                waiter.exception()  # whoever waits gets it; nobody may be waiting
+        self._confirm_waiters = {}
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
+
+    def channel(self, name: str) -> bytes:
+        return self.channel_prefix + name.encode()
+
+    async def _subscribe(self, channels: list[bytes]) -> None:
+        """SUBSCRIBE and wait for every confirmation (the reader sets them)."""
+        if self.pubsub is None:
+            raise ConnectionError("no Redis subscription")
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for channel in channels:
+            waiter = self._confirm_waiters.get(channel)
+            if waiter is None or waiter.done():
+                waiter = self._confirm_waiters[channel] = loop.create_future()
+            waiters.append(waiter)
+        for start in range(0, len(channels), 512):
+            await self.pubsub.subscribe(*channels[start : start + 512])
+        await asyncio.wait_for(asyncio.gather(*waiters), COMMAND_TIMEOUT * 2)
+
+    async def _subscribe_all(self) -> None:
+        broker = self.broker
+        assert broker.client is not None
+        self._held_back = {}  # everything waits until the repair is done
+        self.pubsub = broker.client.pubsub()
+        reader = asyncio.get_running_loop().create_task(self._confirm_loop())
+        try:
+            channels = [broker.node_channel.encode(), *(self.channel(n) for n in broker.held)]
+            await self._subscribe(channels)
+        finally:
+            await stop_task(reader)
+
+    async def _resync(self) -> None:
+        """After (re)subscribing: repair every held topic from its stream, then
+        let the held-back messages through."""
+        await self.history.resync()
+        held_back, self._held_back = self._held_back or {}, None
+        for items in held_back.values():
+            self.broker.deliver(items)
+        self.live = True
+        self.broker.down_since = None
+
+    async def _confirm_loop(self) -> None:
+        """Read while subscribing at (re)connect: confirmations and held-back messages."""
+        while not self.broker.closing:
+            if self.pubsub is None or not self.pubsub.subscribed:
+                await asyncio.sleep(0.005)
+                continue
+            message = await self.pubsub.get_message(timeout=None)
+            if message is not None:
+                self._handle(message)
+
+    async def _read_loop(self) -> None:
+        broker = self.broker
+        pubsub = self.pubsub
+        while not broker.closing:
+            message = await pubsub.get_message(timeout=broker.probe_interval / 2)
+            if message is not None:
+                self._handle(message)
+            broker.probes.check()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        channel = message["channel"]
+        if kind == "message":
+            if channel.startswith(self.channel_prefix):
+                self._message(channel[len(self.channel_prefix) :].decode(), message["data"])
+            else:
+                self.broker.probes.message(message["data"])
+        elif kind == "subscribe":
+            if channel in self._confirmed:
+                # redis-py reconnected and subscribed again by itself: whatever was
+                # published meanwhile is lost to this connection; start over cleanly
+                raise Reconnect("the subscription reconnected by itself")
+            self._confirmed.add(channel)
+            waiter = self._confirm_waiters.pop(channel, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif kind == "unsubscribe":
+            self._confirmed.discard(channel)
+
+    def _message(self, topic: str, data: bytes) -> None:
+        broker = self.broker
+        head, _, frame = data.partition(b"\n")
+        position, wall, event_id = head.split(b" ", 2)
+        age = max(0.0, time.time() - int(wall) / 1000)
+        item = Sequenced(int(position), event_id.decode(), (topic,), frame, time.monotonic() - age)
+        if item.position > broker.seen:
+            broker.seen = item.position
+        held_back = self._held_back
+        if held_back is not None:
+            held_back.setdefault(topic, []).append(item)
+        elif topic in self._loading:
+            self._loading_back.setdefault(topic, []).append(item)
+        elif topic in broker.held:
+            broker.deliver([item])
+
+    # ---------------------------------------------------------------- topics
+
+    def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
+        new = [name for name in names if name not in self.broker.held]
+        loading = [self._loading[name] for name in names if name in self._loading]
+        if not new and not loading:
+            return None
+        return self._prepare(new, loading)
+
+    async def _prepare(self, new: list[str], loading: list[asyncio.Future[None]]) -> None:
+        if new:
+            if not self.live:
+                raise self.broker.unavailable_error("cannot subscribe to new topics")
+            # New topics of one loop iteration (a connection storm) are loaded together:
+            # one SUBSCRIBE and one history read, not a Redis connection each.
+            loop = asyncio.get_running_loop()
+            if self._batch is None:
+                self._batch = (loop.create_future(), [])
+                loop.call_soon(self._start_batch)
+            future, names = self._batch
+            for name in new:
+                self.broker.held.add(name)
+                self._loading[name] = future
+                names.append(name)
+            loading = [*loading, future]
+        for waiting in loading:
+            await asyncio.shield(waiting)
+
+    def _start_batch(self) -> None:
+        if self._batch is None:  # pragma: no cover - scheduled once per batch
+            return
+        future, names = self._batch
+        self._batch = None
+        task = asyncio.get_running_loop().create_task(self._run_batch(future, names))
+        self.loads.add(task)
+        task.add_done_callback(self.loads.discard)
+
+    async def _run_batch(self, future: asyncio.Future[None], names: list[str]) -> None:
+        try:
+            await self._load(names)
+        except BaseException as exc:
+            for name in names:
+                if self._loading.get(name) is future:
+                    self.broker.held.discard(name)
+                    self._loading.pop(name, None)
+                    self._loading_back.pop(name, None)
+            if not future.done():
+                error = self.broker.unavailable_error(f"subscribing failed: {exc!r}")
+                future.set_exception(error)
+                future.exception()  # whoever waits gets it; nobody may be waiting
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        future.set_result(None)
+
+    async def _load(self, names: list[str]) -> None:
+        broker = self.broker
+        await self._subscribe([self.channel(name) for name in names])
+        for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
+            chunk = names[start : start + LOAD_CHUNK]
+            position, now, _, read = await self.history.read(dict.fromkeys(chunk))
+            broker.seen = max(broker.seen, position)
+            broker.horizon = max(broker.horizon, position)
+            for name in chunk:
+                self.history.apply(name, None, read[name], now)
+                self._loading.pop(name, None)
+                waiting = self._loading_back.pop(name, [])
+                if waiting:
+                    broker.deliver(waiting)
+
+    def release(self, name: str) -> None:
+        if name not in self.broker.held or name in self._loading:
+            return
+        self.broker.held.discard(name)
+        self._release.add(name)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_release)
+
+    def _send_release(self) -> None:
+        self._release_scheduled = False
+        names = [name for name in self._release if name not in self.broker.held]
+        self._release.clear()
+        if names and self.pubsub is not None and self.live:
+            task = asyncio.get_running_loop().create_task(
+                self.pubsub.unsubscribe(*(self.channel(name) for name in names))
+            )
+            task.add_done_callback(ignore_result)
+
+
+class History:
+    """Reads of the topics' streams, and what they mean to the member."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+
+    async def read(self, froms: dict[str, int | None]) -> Read:
+        """Position, Redis time (us), epoch, and per topic: the max deleted
+        position, the stream length, and its entries after ``froms[topic]`` (or
+        the newest ``load_frames``), oldest first."""
+        broker = self.broker
+        args: list[Any] = [broker.prefix, broker.load_frames, os.urandom(8).hex()]
+        names = list(froms)
+        for name in names:
+            start = froms[name]
+            args += [name, "" if start is None else str(start)]
+        reply = await broker.read_script(keys=broker.keys, args=args)
+        return _parse_read(reply, names)
+
+    async def resync(self) -> None:
+        """After (re)subscribing: check the epoch, and repair every held topic
+        from its stream (or tell the streams what Redis lost)."""
+        broker = self.broker
+        member = broker.member
+        held = sorted(broker.held)
+        froms: dict[str, int | None] = {name: member.newest_position(name) for name in held}
+        position, now, epoch, read = await self.read(froms)
+        lost = None
+        if broker.epoch is not None and epoch != broker.epoch:
+            lost = Reason.REDIS_RESTARTED
+            log.warning("Redis lost its data (epoch changed): open streams are told")
+        elif position < broker.seen and not broker.wait_replicas:
+            # a failover to a replica that had not received every event we saw
+            lost = Reason.REDIS_LOST_WRITES
+            log.warning(
+                "Redis is behind events this node saw (position %d < %d: a failover to a "
+                "replica that lagged; see --redis-wait-replicas): open streams are told",
+                position,
+                broker.seen,
+            )
+        if lost is not None:
+            # Nothing since the last position we hold can be vouched for. Move the
+            # sequence above it (and above what we saw); open streams are told.
+            broker.history_breaks += 1
+            above = max(member.last_position, broker.seen)
+            marker = int(await broker.advance_script(keys=broker.keys[:1], args=[above]))
+            broker.first_position = marker + 1
+            member.rejoined(marker + 1, lost)
+            position = marker
+        else:
+            if broker.epoch is not None:
+                broker.repairs += 1
+            for name in held:
+                self.apply(name, froms[name], read[name], now)
+        broker.epoch = epoch
+        broker.seen = max(broker.seen, position)
+        broker.horizon = max(broker.horizon, position)
+        broker.commands_ok = True
+
+    def apply(
+        self,
+        name: str,
+        since: int | None,
+        history: tuple[int, int, list[Sequenced]],
+        now: int,
+    ) -> None:
+        """Give the member topic ``name``'s history read after ``since`` (None: the
+        topic is new to the member, and the read gives its floor too)."""
+        broker = self.broker
+        deleted, length, items = history
+        horizon = now - int(broker.history_age * 1_000_000)
+        if since is None:  # a topic new to this member: its floor, then its history
+            floor = max(deleted, horizon)
+            if items and length > len(items):
+                floor = max(floor, items[0].position - 1)
+            broker.member.load(name, floor, items)
+            return
+        # repairing: were events after ``since`` trimmed before we could read them?
+        lost = deleted if deleted > since else 0
+        if items and len(items) == broker.load_frames and items[0].position - 1 > since:
+            lost = max(lost, items[0].position - 1)
+        if lost:
+            broker.member.missed([name], lost, Reason.REDIS_HISTORY_TRIMMED)
+        if items:
+            broker.deliver(items)
+
+
+def _parse_read(reply: list[Any], names: list[str]) -> Read:
+    """``READ_SCRIPT``'s reply for topics ``names``."""
+    position, now, epoch = int(reply[0]), int(reply[1]), reply[2].decode()
+    out = {}
+    clock = time.monotonic()
+    for k, name in enumerate(names):
+        deleted, length, entries = reply[3 + 3 * k : 6 + 3 * k]
+        items = []
+        for stream_id, fields in reversed(entries):
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            age = max(0.0, time.time() - int(values[b"w"]) / 1000)
+            items.append(
+                Sequenced(
+                    _position(stream_id),
+                    values[b"i"].decode(),
+                    (name,),
+                    values[b"f"],
+                    clock - age,
+                )
+            )
+        out[name] = (_position(deleted), int(length), items)
+    return position, now, epoch, out
+
+
+def _position(stream_id: bytes | str) -> int:
+    text = stream_id.decode() if isinstance(stream_id, bytes) else stream_id
+    return int(text.partition("-")[0])
+
+
+def ignore_result(task: asyncio.Task[Any]) -> None:
+    """A done callback for a background command nobody waits for."""
+    if not task.cancelled() and task.exception() is not None:
+        log.debug("Redis background command failed: %s", task.exception())

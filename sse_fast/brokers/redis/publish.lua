@@ -1,0 +1,67 @@
+-- PUBLISH_SCRIPT: sequence a batch of events, store them and publish them, all or none.
+-- KEYS: position, epoch. ARGV: prefix, epoch candidate, history frames, history age
+-- (microseconds), event count, then per event: id ('' = its position), frame without
+-- the id line, wall ms, topic count, topics. Returns the events' ids.
+-- RETRY_WINDOW is replaced with the retry window in seconds (brokers/sequencing.py).
+-- This header ends at the first blank line: scripts.py reads the script from there on.
+
+local prefix, maxlen, age = ARGV[1], ARGV[3], tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
+local events, i = {}, 6
+for e = 1, count do
+  local id, frame, wall, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  if not n or n < 1 then return redis.error_reply('sse_fast: event ' .. e .. ' has no topic') end
+  if string.find(id, '[\r\n%z]') then
+    return redis.error_reply('sse_fast: event ' .. e .. ': an id must not contain CR, LF or NUL')
+  end
+  if string.find(frame, '\r', 1, true) or string.sub(frame, -2) ~= '\n\n'
+     or string.find(frame, '\n\n', 1, true) ~= #frame - 1 then
+    return redis.error_reply('sse_fast: event ' .. e .. ': the frame must be SSE fields '
+      .. '("data: ...\\n" lines, optional "event:"/"retry:") ending with one blank line')
+  end
+  local topics = {}
+  for k = 1, n do
+    local topic = ARGV[i + 3 + k]
+    if topic == nil or topic == '' then
+      return redis.error_reply('sse_fast: event ' .. e .. ' has an empty topic')
+    end
+    topics[k] = topic
+  end
+  events[e] = {id, frame, wall, topics}
+  i = i + 4 + n
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[2]) end
+local position = tonumber(redis.call('GET', KEYS[1]) or '0')
+local ttl = math.max(1, math.ceil(age / 1000000))
+local minid = string.format('%d-0', math.max(0, now - age))
+local ids = {}
+for e = 1, count do
+  local event = events[e]
+  local given = event[1] ~= ''
+  -- a publisher's id seen on these topics within the retry window: a retry, not again
+  -- key: the id's length first, so that no other (id, topics) pair can spell it
+  if given and not redis.call('SET', prefix .. 'r:' .. #event[1] .. ':' .. event[1] .. ':'
+      .. table.concat(event[4], ' '), '1', 'NX', 'EX', RETRY_WINDOW) then
+    ids[e] = event[1]
+  else
+    position = math.max(position + 1, now)
+    local pos = string.format('%d', position)
+    local id = event[1]
+    if id == '' then id = pos end
+    local frame = 'id: ' .. id .. '\n' .. event[2]
+    local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
+    for _, topic in ipairs(event[4]) do
+      local stream = prefix .. 't:' .. topic
+      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
+        'w', event[3])
+      redis.call('XTRIM', stream, 'MINID', '~', minid)
+      redis.call('EXPIRE', stream, ttl)
+      redis.call('PUBLISH', prefix .. 'c:' .. topic, message)
+    end
+    ids[e] = id
+  end
+end
+redis.call('SET', KEYS[1], string.format('%d', position))
+return ids
