@@ -204,8 +204,9 @@ class _Limits:
     header_timeout: float = field(
         default=5.0,
         metadata=_doc(
-            "seconds a client may take to send a request's head (Granian closes the "
-            "connection past it; a half-sent head would otherwise hold a shutdown)"
+            "seconds a client may take to send a request's head, and an idle keep-alive "
+            "connection is kept (Granian closes it past that, as uvicorn does after 5 s; "
+            "a half-sent head would otherwise hold a shutdown)"
         ),
     )
     max_events_per_batch: int = field(default=1000, metadata=_doc("events in one publish batch"))
@@ -499,6 +500,11 @@ class Settings(
             )
         if self.header_timeout > 3600 or self.body_timeout > 3600:
             raise SettingsError("header_timeout and body_timeout are seconds: at most 3600")
+        if self.header_timeout < 1:
+            raise SettingsError(
+                f"header_timeout is {self.header_timeout:g} s: at least 1 (it is also how long "
+                "an idle keep-alive connection is kept)"
+            )
 
     def _check_listening(self) -> None:
         if self.http1_buffer_size < 8192:

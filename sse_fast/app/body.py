@@ -25,7 +25,7 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-from .._tasks import uncancel
+from .._tasks import cancelling, uncancel
 from ..asgi import Scope
 from ..hub import Hub
 from ..settings import Settings
@@ -48,7 +48,11 @@ class BodyDeadlines:
         self._reading: dict[asyncio.Task[object], float] = {}  # task -> deadline (loop time)
         self._cut: dict[asyncio.Task[object], HTTPError] = {}  # cancelled by us, and why
         self._scopes: dict[asyncio.Task[object], Scope] = {}
-        self.cut_sockets = True  # False: under a server whose sockets are not ours to touch
+        #: under ``sse-fast serve`` (Granian, whose wait for a body outlives a cancelled
+        #: receive()); an embedding server's sockets are its own
+        self.cut_sockets = settings.install_signal_handlers
+        self._to_cut: list[Scope] = []
+        self._cutting: asyncio.Future[int] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._drain_deadline: float | None = None
         hub.on_drain.add(self._on_drain)
@@ -73,9 +77,8 @@ class BodyDeadlines:
             return await reading()
         except asyncio.CancelledError:
             error = self._cut.pop(task, None)
-            if error is None:
-                raise
-            uncancel(task)
+            if error is None or uncancel(task) > 0:
+                raise  # not ours, or someone else cancelled the task too
             raise error from None
         finally:
             self._reading.pop(task, None)
@@ -87,17 +90,25 @@ class BodyDeadlines:
         now = loop.time()
         late = []
         for task, deadline in list(self._reading.items()):
-            if deadline <= now and task not in self._cut:
+            if deadline <= now and task not in self._cut and not cancelling(task):
                 self._cut[task] = self._error(now)
                 task.cancel()
                 late.append(self._scopes[task])
-        if self._reading:
+        if self._reading or self._to_cut:
             self._sweeper = loop.call_at(now + SWEEP_INTERVAL, self._sweep, loop)
-        if late and self.cut_sockets:
-            try:
-                shut_reading(late)
-            except Exception:  # pragma: no cover - the answer is sent regardless
-                log.exception("could not cut the connections of late request bodies")
+        if self.cut_sockets:
+            self._to_cut += [scope for scope in late if scope.get("http_version") in HTTP1]
+            self._cut_connections(loop)
+
+    def _cut_connections(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Shut the late requests' connections, in a thread (the scan costs about
+        14 us per open descriptor), one scan at a time: the scopes that come
+        meanwhile wait for the next sweep."""
+        if not self._to_cut or (self._cutting is not None and not self._cutting.done()):
+            return
+        scopes, self._to_cut = self._to_cut, []
+        self._cutting = loop.run_in_executor(None, shut_reading, scopes)
+        self._cutting.add_done_callback(_log_failure)
 
     def _error(self, now: float) -> HTTPError:
         if self._drain_deadline is not None and now >= self._drain_deadline:
@@ -126,6 +137,16 @@ class BodyDeadlines:
             self._reading[task] = min(deadline, self._drain_deadline)
 
 
+#: the HTTP versions whose connection carries one request at a time (an HTTP/2
+#: connection also carries the client's other streams: it is not cut)
+HTTP1 = ("1.0", "1.1")
+
+
+def _log_failure(done: asyncio.Future[int]) -> None:
+    if not done.cancelled() and done.exception() is not None:  # pragma: no cover
+        log.error("could not cut the connections of late request bodies: %r", done.exception())
+
+
 def shut_reading(scopes: Iterable[Scope]) -> int:
     """Shut the reading side of the TCP connections of ``scopes`` (by their
     addresses, among this process's sockets); how many were found.
@@ -136,10 +157,10 @@ def shut_reading(scopes: Iterable[Scope]) -> int:
     shut the server sees the body end, writes the answer and closes.
     """
     wanted = set()
-    for scope in scopes:
+    for scope in scopes:  # the local port and the peer: the local address may be 0.0.0.0
         server, client = scope.get("server"), scope.get("client")
         if server and client:
-            wanted.add((_address(server), _address(client)))
+            wanted.add((int(server[1]), _address(client)))
     if not wanted:
         return 0
     found = 0
@@ -155,10 +176,12 @@ def shut_reading(scopes: Iterable[Scope]) -> int:
             with socket.socket(fileno=duplicate) as sock:  # its own family, detected
                 if sock.family not in (socket.AF_INET, socket.AF_INET6):
                     continue
-                pair = (_address(sock.getsockname()), _address(sock.getpeername()))
+                pair = (int(sock.getsockname()[1]), _address(sock.getpeername()))
                 if pair in wanted:
                     sock.shutdown(socket.SHUT_RD)
                     found += 1
+                    if found == len(wanted):
+                        break
         except (OSError, ValueError):  # gone meanwhile, not connected, not TCP
             continue
     if found < len(wanted):

@@ -46,8 +46,10 @@ class PublishEndpoint:
                 authorization = value
             elif key == b"content-length":
                 declared = value
-            elif key == b"content-encoding":
-                encoding = value
+            elif key == b"content-encoding" and encoding is None:
+                encoding = value  # the first one not identity is refused, whichever came
+                if value.strip().lower() in (b"identity", b""):
+                    encoding = None
         if content_type is not None and content_type != b"application/json":
             check_content_type(
                 content_type.decode("latin-1"),

@@ -87,7 +87,9 @@ class PublishStreamEndpoint:
             NDJSON_TYPES,
             "send one JSON publish per line with Content-Type: application/x-ndjson",
         )
-        check_content_encoding(header(scope, b"content-encoding"))
+        for key, value in scope["headers"]:  # every one: a second may name a compression
+            if key.lower() == b"content-encoding":
+                check_content_encoding(value.decode("latin-1"))
         try:
             credential = self.auth.publisher(header(scope, b"authorization"))
         except AuthError as exc:

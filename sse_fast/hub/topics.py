@@ -233,27 +233,35 @@ class Topics:
     def _within_budget(self) -> None:
         """Evict the history written to longest ago, oldest frame first, until all
         of it fits the budget again. Frames not yet flushed to subscribers stay
-        (the one just stored among them): over the budget by one publish at most."""
+        (the one just stored among them): over the budget by one publish at most.
+        Only the topics at the front are looked at (a topic whose frames all went
+        leaves the order until it is written again): O(1) per publish once full."""
         excess = self.retained_bytes + FRAME_OVERHEAD * self.retained_frames - self.history_budget
-        for topic in list(self._by_write):
+        emptied: list[Topic] = []
+        for topic in self._by_write:  # nothing is added or removed until the loop ends
             if excess <= 0:
-                return
+                break
             ring = topic.ring
             unflushed = ring.head - max(topic.flushed, ring.oldest - 1)
             gone = 0
-            while excess > 0 and len(ring) > unflushed:
+            while excess > 0 and len(ring) > unflushed and ring.nbytes:
                 data = ring.nbytes
-                topic.trim(data - 1)  # exactly the oldest frame
+                evicted = topic.trim(data - 1)  # the oldest frame (and empty ones before it)
                 freed = data - ring.nbytes
-                excess -= freed + FRAME_OVERHEAD
+                excess -= freed + FRAME_OVERHEAD * evicted
                 self.retained_bytes -= freed
-                gone += 1
+                gone += evicted
             if gone:
                 self.retained_frames -= gone
                 self.budget_evicted += gone
                 self.trimmed.append(topic)
-                if not len(ring) and not topic.subscriptions:
-                    self.drop(topic)
+            if not len(ring):
+                emptied.append(topic)
+        for topic in emptied:
+            if topic.subscriptions:
+                del self._by_write[topic]  # back in the order with its next frame
+            else:
+                self.drop(topic)
 
     def check_room(self, requests: Sequence[PublishRequest]) -> None:
         """Refuse a publish that would give more than ``max_topics`` topics a
