@@ -1,7 +1,7 @@
 """Three minimal SSE apps that differ only in how a publish reaches the sockets.
 
 Used by ``benches/fanout_paths.py``. All three speak sse_fast's HTTP API, so
-``sse_fast/loadgen.py`` drives them unchanged:
+``sse_fast/loadgen/`` drives them unchanged:
 
 * ``GET /events?topic=T`` streams ``text/event-stream``;
 * ``POST /publish`` with JSON ``{"topic": T, "data": "<str>"}`` answers

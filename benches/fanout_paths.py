@@ -204,7 +204,7 @@ def machine() -> dict[str, Any]:
             "sse_fast",
             "benches/fanout_apps.py",
             "benches/fanout_paths.py",
-            "sse_fast/loadgen.py",
+            "sse_fast/loadgen/",
         ).splitlines(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -296,7 +296,7 @@ def markdown(report: dict[str, Any]) -> str:
         + f"` on {mach['date']}.",
         "Three minimal SSE apps (`benches/fanout_apps.py`) that differ only in how a "
         "publish reaches the connections, each alone under the same Granian command, "
-        "driven by `sse_fast/loadgen.py` with the same parameters.",
+        "driven by `sse_fast/loadgen/` with the same parameters.",
         "",
         "| app | write path | connected | delivered/s | delivered / expected | lost | "
         "p50 | p99 | p99.9 | max | server fan-out p50 / p99 | server cores | "

@@ -2,7 +2,7 @@
 
 Each :class:`Target` starts one server on loopback, waits until it answers, says
 how to subscribe and publish, which processes hold its connections (for memory),
-and stops it, always leaving nothing running. ``sse_fast/loadgen.py`` imports
+and stops it, always leaving nothing running. ``benches/loadgen_target.py`` imports
 :func:`available_targets`; this module does not generate load itself.
 
 Targets (all on 127.0.0.1, the same heartbeat interval, limits raised for

@@ -89,17 +89,12 @@ def test_the_package_has_no_import_cycle() -> None:
     assert _cycles() == []
 
 
-#: what still imports them: `sse-fast loadgen --target` starts the peers of
-#: benches/peers.py (to move into a benches/ wrapper with the loadgen split; issue 26)
-NOT_YET = {"sse_fast.loadgen": ["benches"]}
-
-
 def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
     found = {
         name: sorted(i for i in imported if i.split(".")[0] in ("benches", "tests"))
         for name, imported in GRAPH.items()
     }
-    assert {name: i for name, i in found.items() if i} == NOT_YET
+    assert {name: i for name, i in found.items() if i} == {}
 
 
 def test_the_hub_loads_without_the_credentials_module() -> None:
@@ -112,3 +107,20 @@ def test_the_hub_loads_without_the_credentials_module() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+#: classes over 300 lines and functions over 80 that are still to be split:
+#: the Starlette adapter's stream, which the drop-in issue (27) rewrites
+TOO_BIG_YET = {"sse_fast/starlette.py:_Stream"}
+
+
+def test_no_class_over_300_lines_and_no_function_over_80() -> None:
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            size = (node.end_lineno or node.lineno) - node.lineno + 1
+            if size > (300 if isinstance(node, ast.ClassDef) else 80):
+                found.add(f"sse_fast/{path.relative_to(PACKAGE)}:{node.name}")
+    assert found == TOO_BIG_YET

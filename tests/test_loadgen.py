@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sse_fast.testing import ServerProcess
 
 LOADGEN = [sys.executable, "-m", "sse_fast.loadgen", "--processes", "1", "--sources", "1"]
@@ -157,3 +159,20 @@ def test_no_test_imports_the_benchmarks() -> None:
         if re.match(r"\s*(from benches[. ]|import benches\b)", line)
     ]
     assert offenders == []
+
+
+def test_target_moved_to_the_benches_wrapper() -> None:
+    """The package never imports benches: `--target` names the command that has it."""
+    done = subprocess.run([*LOADGEN, "--target", "sse_fast-1w"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "python -m benches.loadgen_target --target" in done.stderr
+
+
+def test_run_load_takes_options_or_keywords_not_unknown_ones() -> None:
+    from sse_fast.loadgen import LoadOptions, run_load
+
+    with pytest.raises(TypeError, match="connectoins"):
+        run_load(host="127.0.0.1", port=1, name="t", connectoins=1, rate=1, duration=1)
+    options = LoadOptions(host="127.0.0.1", port=1, name="t", connections=1, rate=1, duration=1)
+    with pytest.raises(TypeError, match="not both"):
+        run_load(options, rate=2)

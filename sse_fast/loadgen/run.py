@@ -1,0 +1,632 @@
+"""One load run: start client processes, connect, publish at a rate, collect a Result.
+
+Theory of operation. ``run_load`` starts ``processes`` client processes
+(``subscribers.subscriber_process``) that connect their share of the
+connections over several 127.0.0.x source addresses and report. Then, on one
+uvloop, ``publishers`` keep-alive publishers send events at ``rate``: first a
+warmup, then the measured window. Each event carries its wall-clock publish time
+(``t``), its publisher (``w``) and that publisher's sequence number (``s``), so
+clients measure latency and count lost and duplicate events. The window's start
+goes to the clients before the warmup (``Command.MEASURE``), and only events
+stamped at or after it count, on both sides. After ``drain`` seconds the clients
+send their final reports (``Command.STOP``), which merge into the ``Result``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import multiprocessing
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import orjson
+
+from .procfs import cpu_seconds, rss_kb
+from .publishers import KeepAlivePublisher, PublishRequest, sse_fast_publish
+from .stats import LatencyHistogram
+from .subscribers import Command, subscriber_process
+
+__all__ = ["LoadOptions", "Result", "run_load"]
+
+LOOPBACK_PREFIX = "127.0.0."
+
+
+def _default_path(topic: str) -> str:
+    return f"/events?topic={topic}"
+
+
+def _no_progress(line: str) -> None:
+    pass
+
+
+@dataclass
+class LoadOptions:
+    """What ``run_load`` does; its keyword arguments (see ``run_load``)."""
+
+    host: str
+    port: int
+    name: str
+    connections: int
+    rate: float
+    duration: float
+    warmup: float = 2.0
+    topics: int = 1
+    processes: int = 0  # client processes (0: one per 9,000 connections)
+    sources: int = 0  # 127.0.0.x source addresses (0: one per 8,000 connections)
+    payload_bytes: int = 64
+    subscribe_path: Callable[[str], str] = _default_path
+    publish_request: PublishRequest = sse_fast_publish
+    server_pids: Callable[[], list[int]] = list
+    http_version: str = "1.1"
+    publishers: int = 1
+    progress: Callable[[str], None] = _no_progress
+    connect_concurrency: int = 256
+    first_event_probe: bool = False
+    probe_interval: float = 0.1
+    slow_every: int = 0
+    slow_read: float = 0.5
+    slow_pause: float = 2.0
+    slow_rcvbuf: int = 4096
+    reconnect_after: float | None = None
+    drain: float = 3.0
+    strict_window: bool = False
+    subscriber_ports: list[int] | None = None
+
+    def client_options(self) -> dict[str, Any]:
+        """The ``options`` of each client process (only what differs from its defaults)."""
+        options: dict[str, Any] = {}
+        if self.connect_concurrency != 256:
+            options["concurrency"] = self.connect_concurrency
+        if self.first_event_probe:
+            options["storm"] = True
+        if self.slow_every:
+            options.update(
+                slow_every=self.slow_every,
+                slow_read=self.slow_read,
+                slow_pause=self.slow_pause,
+                slow_rcvbuf=self.slow_rcvbuf,
+            )
+        if self.reconnect_after is not None:
+            options["reconnect"] = True
+        return options
+
+
+@dataclass
+class Result:
+    target: str
+    connections: int
+    connected: int
+    connect_errors: int
+    connect_seconds: float
+    topics: int
+    publish_rate: float
+    published: int
+    publish_errors: int
+    duration: float
+    expected: int
+    delivered: int
+    delivered_per_second: float
+    lost: int
+    duplicates: int
+    closed_by_server: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    max_ms: float
+    server_rss_idle_kb: int | None = None
+    server_rss_base_kb: int | None = None
+    rss_per_connection_kb: float | None = None
+    client_processes: int = 1
+    publishers: int = 1
+    payload_bytes: int = 0
+    server_cpu_seconds: float | None = None
+    server_cores_used: float | None = None
+    delivered_per_server_core_second: float | None = None
+    http_version: str = "1.1"
+    # optional features of run_load (None when not used)
+    storm_connect_seconds: float | None = None  # slowest client process: all connected
+    connect_p50_ms: float | None = None  # per client, from the storm's start
+    connect_p99_ms: float | None = None
+    first_event_clients: int | None = None  # clients that got a first event
+    first_event_p50_ms: float | None = None  # per client, from the storm's start
+    first_event_p99_ms: float | None = None
+    first_event_max_ms: float | None = None  # = all connected and live (if all got one)
+    slow_connections: int | None = None
+    slow_delivered: int | None = None
+    slow_p50_ms: float | None = None
+    slow_p99_ms: float | None = None
+    slow_max_ms: float | None = None
+    reconnect_after: float | None = None  # seconds into the measured window
+    reconnected: int | None = None
+    reconnect_errors: int | None = None
+    reconnect_seconds: float | None = None  # slowest client process
+    reconnected_with_last_event_id: int | None = None
+    connected_at_end: int | None = None
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    publish_failures: dict[str, int] = field(default_factory=dict)
+
+    def problems(self) -> list[str]:
+        """What went wrong in this run, each with its likely cause and fix; empty
+        when every connection was made, every publish accepted and every event
+        delivered once."""
+        out = []
+        if self.connect_errors:
+            causes = ", ".join(f"{n} x {k}" for k, n in sorted(self.connect_failures.items()))
+            line = f"{self.connect_errors} of {self.connections} connections failed ({causes})"
+            if any(k in ("HTTP 429", "HTTP 503") for k in self.connect_failures):
+                line += (
+                    ": the server's connection limits refused them (sse-fast serve allows "
+                    "1,000 streams and 100 new ones per second per client address by default); "
+                    "start it with SSE_FAST_MAX_CONNECTIONS_PER_IP=0 "
+                    "SSE_FAST_CONNECT_RATE_PER_IP=0 (or --max-connections-per-ip 0 "
+                    "--connect-rate-per-ip 0) for a load test"
+                )
+            elif "refused" in self.connect_failures:
+                line += ": is the server running on that port?"
+            out.append(line)
+        if self.publish_errors:
+            causes = "; ".join(f"{n} x {k}" for k, n in sorted(self.publish_failures.items()))
+            line = f"{self.publish_errors} publish(es) failed ({causes})"
+            if any(k.startswith("HTTP 401") for k in self.publish_failures):
+                line += (
+                    ": publishing needs the server's token: pass --token TOKEN "
+                    "(or set SSE_FAST_PUBLISH_TOKEN); `sse-fast serve` prints the token it "
+                    "generated when none was configured"
+                )
+            elif any(k.startswith("HTTP 429") for k in self.publish_failures):
+                line += ": the server's publish rate limit (--publish-rate) refused them"
+            out.append(line)
+        if self.lost or self.duplicates:
+            out.append(f"{self.lost} event(s) lost and {self.duplicates} duplicated")
+        if self.delivered < self.expected:
+            out.append(f"delivered {self.delivered} of {self.expected} expected events")
+        if self.connected and not self.published:
+            out.append("nothing was published in the measured window")
+        return out
+
+    def line(self) -> str:
+        rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
+        per_core = (
+            f" server={self.server_cores_used:.2f} cores "
+            f"({self.delivered_per_server_core_second:,.0f}/core-s)"
+            if self.delivered_per_server_core_second
+            else ""
+        )
+        return (
+            f"{self.target:>14} conns={self.connected}/{self.connections} "
+            f"(err {self.connect_errors}, {self.connect_seconds:.1f}s) "
+            f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
+            f"delivered={self.delivered}/{self.expected} "
+            f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates} "
+            f"p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms p999={self.p999_ms:.1f}ms "
+            f"max={self.max_ms:.1f}ms rss={rss}{per_core}"
+        )
+
+
+def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
+    """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect.
+
+    Takes a ``LoadOptions`` or its fields as keyword arguments (``host``,
+    ``port``, ``name``, ``connections``, ``rate`` and ``duration`` are required).
+    Optional features (off by default):
+
+    * ``first_event_probe``: a connection storm. Every client process connects its
+      share with ``connect_concurrency`` connects in flight (pass ``connections``
+      for all at once) while a probe event is published to every topic each
+      ``probe_interval`` s, and once more right after all are connected; each
+      client's connect time and time to its first event are measured from the
+      moment its process began connecting (``first_event_*`` in the result).
+    * ``slow_every``: every n-th client is a slow consumer (receive buffer
+      ``slow_rcvbuf``; reads for ``slow_read`` s, then pauses ``slow_pause`` s);
+      its latencies are reported apart (``slow_*``), the p50/p99 are then the
+      fast clients' only.
+    * ``reconnect_after``: that many seconds into the measured window every
+      client drops its connection and reconnects at once with ``Last-Event-ID``
+      (the last id it saw); events missing afterwards count as lost.
+    * ``drain``: seconds to wait for deliveries in flight after publishing.
+    * ``subscriber_ports``: subscribers connect to these ports in turn (the nodes
+      of a fleet) instead of ``port``; publishes still go to ``port``.
+    * ``strict_window``: a publisher whose next slot falls after the end of a phase
+      stops instead of publishing once more (by default each of ``publishers``
+      overshoots by up to one interval, ``publishers / rate`` s, which inflates the
+      publish count of short windows at low rates with many publishers).
+    """
+    if options is None:
+        known = {f.name for f in fields(LoadOptions)}
+        unknown = sorted(set(keywords) - known)
+        if unknown:
+            raise TypeError(f"run_load() got unexpected keyword argument(s): {unknown}")
+        options = LoadOptions(**keywords)
+    elif keywords:
+        raise TypeError("run_load() takes a LoadOptions or keyword arguments, not both")
+    load = _LoadRun(options)
+    try:
+        return load.run()
+    finally:
+        load.close()
+
+
+@dataclass
+class _Connected:
+    """What the client processes reported once connected."""
+
+    reports: list[dict[str, Any]]
+    seconds: float
+    connected: int = 0
+    errors: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.connected = sum(r["connected"] for r in self.reports)
+        self.errors = sum(r["errors"] for r in self.reports)
+        for report in self.reports:
+            for key, count in report.get("failures", {}).items():
+                self.failures[key] = self.failures.get(key, 0) + count
+
+
+@dataclass
+class _Published:
+    """What the publishers did in the measured window."""
+
+    published: int
+    errors: int
+    elapsed: float
+    failures: dict[str, int]
+    cpu_marks: list[float]
+
+
+class _LoadRun:
+    """One run of ``run_load``: the client processes, their pipes, the phases."""
+
+    def __init__(self, options: LoadOptions) -> None:
+        self.options = options
+        self.processes = options.processes or max(1, math.ceil(options.connections / 9000))
+        sources = options.sources or max(1, math.ceil(options.connections / 8000))
+        # 127.0.0.2 and up: ordinary loopback clients (127.0.0.1) keep their own port range
+        self.source_ips = [f"{LOOPBACK_PREFIX}{i + 2}" for i in range(sources)]
+        self.topic_names = [f"bench-{i}" for i in range(options.topics)]
+        self.pipes: list[Any] = []
+        self.children: list[Any] = []
+
+    def run(self) -> Result:
+        options = self.options
+        base_rss = rss_kb(options.server_pids())
+        self.start_clients()
+        connected = self.connect()
+        options.progress(
+            f"{options.name}: {connected.connected}/{options.connections} connected in "
+            f"{connected.seconds:.1f}s ({connected.errors} errors)"
+        )
+        time.sleep(min(2.0, options.warmup))
+        idle_rss = rss_kb(options.server_pids())
+        try:
+            import uvloop
+
+            published = uvloop.run(self.publish())
+        except ImportError:  # pragma: no cover
+            published = asyncio.run(self.publish())
+        time.sleep(options.drain)  # let deliveries in flight arrive
+        published.cpu_marks.append(cpu_seconds(options.server_pids()))
+        for pipe in self.pipes:
+            pipe.send(Command.STOP)
+        finals = [pipe.recv() if pipe.poll(60) else {} for pipe in self.pipes]
+        result = self.result(connected, published, finals, (base_rss, idle_rss))
+        options.progress(result.line())
+        return result
+
+    def start_clients(self) -> None:
+        options = self.options
+        paths = [
+            options.subscribe_path(self.topic_names[i % options.topics])
+            for i in range(options.connections)
+        ]
+        context = multiprocessing.get_context("spawn")
+        client_options = options.client_options()
+        # each process's share spreads over the nodes evenly (its own rotation)
+        ports: int | list[int] = (
+            list(options.subscriber_ports) if options.subscriber_ports else options.port
+        )
+        for index in range(self.processes):
+            share = paths[index :: self.processes]
+            parent, child = context.Pipe()
+            args: tuple[Any, ...] = (
+                options.host,
+                ports,
+                share,
+                self.source_ips,
+                child,
+                options.http_version,
+            )
+            if client_options:
+                args += (client_options,)
+            proc = context.Process(target=subscriber_process, args=args, daemon=True)
+            proc.start()
+            self.pipes.append(parent)
+            self.children.append(proc)
+
+    def connect(self) -> _Connected:
+        """Wait for every client process's first report (probing during a storm)."""
+        options = self.options
+        prober = _Prober(
+            options.host,
+            options.port,
+            options.publish_request,
+            self.topic_names,
+            options.probe_interval,
+        )
+        started = time.monotonic()
+        if options.first_event_probe:
+            prober.start()
+        reports = [
+            pipe.recv() if pipe.poll(120) else {"connected": 0, "errors": 0} for pipe in self.pipes
+        ]
+        seconds = time.monotonic() - started
+        if options.first_event_probe:
+            prober.stop()  # publishes one more probe right after all are connected
+        return _Connected(reports, seconds)
+
+    async def publish(self) -> _Published:
+        """Warm up, then publish through the measured window."""
+        options = self.options
+        phase = _PublishPhase(options, self.topic_names)
+        # The window's start goes to the clients before the warmup: a client
+        # process starved of CPU may read its command pipe late, and one that
+        # got it after the window began would reset its counts and miss events.
+        window_from = time.time() + options.warmup + 0.5
+        for pipe in self.pipes:
+            pipe.send((Command.MEASURE, window_from))
+        await phase.all_ticks(time.monotonic() + options.warmup)
+        phase.window_from = window_from
+        await phase.all_ticks(time.monotonic() + max(0.0, window_from - time.time()))
+        begin = time.monotonic()
+        cpu_marks = [cpu_seconds(options.server_pids())]
+        if options.reconnect_after is not None:
+            asyncio.get_running_loop().call_later(options.reconnect_after, self.reconnect)
+        await phase.all_ticks(begin + options.duration)
+        elapsed = time.monotonic() - begin
+        return phase.close(elapsed, cpu_marks)
+
+    def reconnect(self) -> None:
+        self.options.progress(
+            f"{self.options.name}: all clients drop and reconnect with Last-Event-ID"
+        )
+        for pipe in self.pipes:
+            pipe.send(Command.RECONNECT)
+
+    def result(
+        self,
+        connected: _Connected,
+        published: _Published,
+        finals: list[dict[str, Any]],
+        rss: tuple[int, int],
+    ) -> Result:
+        options = self.options
+        base_rss, idle_rss = rss
+        histogram = _merged(finals, "histogram")
+        delivered = sum(f.get("received", 0) for f in finals)
+        count, elapsed = connected.connected, published.elapsed
+        per_topic = count / options.topics
+        sent = published.published
+        expected = int(sent * per_topic) if options.topics > 1 else sent * count
+        result = Result(
+            target=options.name,
+            connections=options.connections,
+            connected=count,
+            connect_errors=connected.errors,
+            connect_seconds=round(connected.seconds, 2),
+            topics=options.topics,
+            publish_rate=options.rate,
+            published=sent,
+            publish_errors=published.errors,
+            connect_failures=connected.failures,
+            publish_failures=published.failures,
+            duration=round(elapsed, 2),
+            expected=expected,
+            delivered=delivered,
+            delivered_per_second=round(delivered / elapsed, 1) if elapsed else 0.0,
+            lost=sum(f.get("lost", 0) for f in finals),
+            duplicates=sum(f.get("duplicates", 0) for f in finals),
+            closed_by_server=sum(f.get("closed", 0) for f in finals),
+            p50_ms=_ms(histogram.percentile(0.50)),
+            p99_ms=_ms(histogram.percentile(0.99)),
+            p999_ms=_ms(histogram.percentile(0.999)),
+            max_ms=_ms(histogram.maximum),
+            server_rss_idle_kb=idle_rss or None,
+            server_rss_base_kb=base_rss or None,
+            rss_per_connection_kb=round((idle_rss - base_rss) / count, 2)
+            if count and idle_rss
+            else None,
+            client_processes=self.processes,
+            publishers=options.publishers,
+            payload_bytes=options.payload_bytes,
+            http_version=options.http_version,
+        )
+        _optional_results(
+            result,
+            connected.reports,
+            finals,
+            options.first_event_probe,
+            options.slow_every,
+            options.reconnect_after,
+        )
+        _server_cpu(result, published, bool(options.server_pids()))
+        return result
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError, BrokenPipeError):
+                pipe.send(Command.EXIT)
+        for proc in self.children:
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
+class _PublishPhase:
+    """The publishers of one run, ticking at the run's rate."""
+
+    def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
+        self.options = options
+        self.topic_names = topic_names
+        self.publishers = [
+            KeepAlivePublisher(options.host, options.port, options.publish_request)
+            for _ in range(options.publishers)
+        ]
+        self.padding = "x" * max(0, options.payload_bytes - 48)
+        self.seqs = [0] * options.publishers
+        # Events stamped at or after window_from are the measured ones, for the
+        # clients and for the publish count alike: no race with the command pipe.
+        self.window_from = float("inf")
+        self.published = 0
+
+    async def all_ticks(self, until: float) -> None:
+        await asyncio.gather(*(self.tick(i, until) for i in range(len(self.publishers))))
+
+    async def tick(self, index: int, until: float) -> None:
+        """Publisher ``index`` publishes its share of the rate until ``until``."""
+        options = self.options
+        interval = options.publishers / options.rate
+        next_at = time.monotonic() + index * interval / options.publishers
+        while True:
+            now = time.monotonic()
+            if now >= until:
+                return
+            if options.strict_window and next_at >= until:
+                await asyncio.sleep(until - now)  # the next slot is past the phase
+                return
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            await self.publish_one(index)
+            next_at += interval
+            if next_at < time.monotonic() - 1.0:  # cannot keep up: do not burst
+                next_at = time.monotonic()
+
+    async def publish_one(self, index: int) -> None:
+        seq = self.seqs[index]
+        names = self.topic_names
+        for topic in names if len(names) <= 1 else [names[seq % len(names)]]:
+            stamp = time.time()
+            data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
+            if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
+                self.published += 1
+        self.seqs[index] = seq + 1
+
+    def close(self, elapsed: float, cpu_marks: list[float]) -> _Published:
+        failures: dict[str, int] = {}
+        for publisher in self.publishers:
+            publisher.close()
+            for key, count in publisher.failures.items():
+                failures[key] = failures.get(key, 0) + count
+        errors = sum(p.errors for p in self.publishers)
+        return _Published(self.published, errors, elapsed, failures, cpu_marks)
+
+
+def _server_cpu(result: Result, published: _Published, has_pids: bool) -> None:
+    marks = published.cpu_marks
+    if has_pids and len(marks) == 2 and marks[1] > marks[0]:
+        used = marks[1] - marks[0]
+        result.server_cpu_seconds = round(used, 2)
+        result.server_cores_used = round(used / (published.elapsed + 1.0), 2)
+        result.delivered_per_server_core_second = round(result.delivered / used, 1)
+
+
+def _merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
+    histogram = LatencyHistogram()
+    for final in finals:
+        if final.get(key):
+            histogram.merge(final[key])
+    return histogram
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1e3, 2)
+
+
+def _optional_results(
+    result: Result,
+    reports: list[dict[str, Any]],
+    finals: list[dict[str, Any]],
+    storm: bool,
+    slow_every: int,
+    reconnect_after: float | None,
+) -> None:
+    """Fill the Result fields of run_load's optional features."""
+    if storm:
+        result.storm_connect_seconds = round(max(r.get("seconds", 0.0) for r in reports), 2)
+        connect = _merged(finals, "connect_time")
+        first = _merged(finals, "first_event")
+        result.connect_p50_ms = _ms(connect.percentile(0.5))
+        result.connect_p99_ms = _ms(connect.percentile(0.99))
+        result.first_event_clients = first.total
+        result.first_event_p50_ms = _ms(first.percentile(0.5))
+        result.first_event_p99_ms = _ms(first.percentile(0.99))
+        result.first_event_max_ms = _ms(first.maximum)
+    if slow_every:
+        slow = _merged(finals, "slow_histogram")
+        result.slow_connections = sum(f.get("slow_connections", 0) for f in finals)
+        result.slow_delivered = sum(f.get("slow_received", 0) for f in finals)
+        result.slow_p50_ms = _ms(slow.percentile(0.5))
+        result.slow_p99_ms = _ms(slow.percentile(0.99))
+        result.slow_max_ms = _ms(slow.maximum)
+    if reconnect_after is not None:
+        result.reconnect_after = reconnect_after
+        result.reconnected = sum(f.get("reconnects", 0) for f in finals)
+        result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)
+        result.reconnect_seconds = round(max(f.get("reconnect_seconds", 0.0) for f in finals), 2)
+        result.reconnected_with_last_event_id = sum(f.get("resumed_with_id", 0) for f in finals)
+    if storm or slow_every or reconnect_after is not None:
+        result.connected_at_end = sum(f.get("connected_now", 0) for f in finals)
+
+
+class _Prober:
+    """Publishes a probe event to every topic each ``interval`` s from a thread of its
+    own while a connection storm runs, and once more when stopped."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        request: PublishRequest,
+        topics: list[str],
+        interval: float,
+    ) -> None:
+        import threading
+
+        self.args = (host, port, request)
+        self.topics = topics
+        self.interval = interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.done.set()
+            self.thread.join(30)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            publisher = KeepAlivePublisher(*self.args)
+            seq = 0
+            last = False
+            while True:
+                last = self.done.is_set()
+                for topic in self.topics:
+                    data = orjson.dumps({"t": time.time(), "w": -1, "s": seq, "p": ""}).decode()
+                    self.sent += await publisher.publish(topic, data)
+                seq += 1
+                if last:
+                    break
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.done.wait, self.interval
+                )
+            publisher.close()
+
+        asyncio.run(main())

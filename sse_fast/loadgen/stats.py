@@ -1,0 +1,103 @@
+"""Counting what subscribers saw: latency histograms and per-process counters."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LatencyHistogram", "ProcessStats"]
+
+
+class LatencyHistogram:
+    """Log-bucketed latencies (1 % resolution from 1 us to ~100 s); mergeable."""
+
+    FACTOR = math.log(1.01)
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+        self.total = 0
+        self.maximum = 0.0
+
+    def add(self, seconds: float) -> None:
+        micros = max(seconds * 1e6, 1.0)
+        index = int(math.log(micros) / self.FACTOR)
+        self.counts[index] = self.counts.get(index, 0) + 1
+        self.total += 1
+        if seconds > self.maximum:
+            self.maximum = seconds
+
+    def merge(self, other: dict[str, Any]) -> None:
+        for key, count in other["counts"].items():
+            self.counts[int(key)] = self.counts.get(int(key), 0) + count
+        self.total += other["total"]
+        self.maximum = max(self.maximum, other["maximum"])
+
+    def dump(self) -> dict[str, Any]:
+        return {"counts": self.counts, "total": self.total, "maximum": self.maximum}
+
+    def percentile(self, fraction: float) -> float:
+        if not self.total:
+            return float("nan")
+        rank = fraction * self.total
+        seen = 0
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            if seen >= rank:
+                return math.exp((index + 1) * self.FACTOR) / 1e6
+        return self.maximum
+
+
+@dataclass
+class ProcessStats:
+    """What the subscribers of one client process counted."""
+
+    received: int = 0
+    measured: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    foreign: int = 0
+    closed: int = 0
+    connect_errors: int = 0
+    # why connections failed: "HTTP 429", "refused", "timeout", ... -> count
+    connect_failures: dict[str, int] = field(default_factory=dict)
+    measuring: bool = False
+    measure_from: float = 0.0  # events published before this wall time are not counted
+    histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # optional features (run_load's first_event_probe, slow_every, reconnect_after):
+    first_event_from: float = 0.0  # wall time the connection storm began (0: not recorded)
+    first_event: LatencyHistogram = field(default_factory=LatencyHistogram)
+    connect_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    slow_histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
+    slow_received: int = 0
+    slow_read: float = 0.5  # slow consumers read for this long ...
+    slow_pause: float = 0.0  # ... then stop reading for this long (0: never pause)
+    slow_rcvbuf: int = 4096  # SO_RCVBUF of slow consumers' sockets
+    reconnects: int = 0
+    reconnect_errors: int = 0
+    reconnect_seconds: float = 0.0
+    resumed_with_id: int = 0
+
+    def start_measuring(self, measure_from: float) -> None:
+        """Count afresh events published at or after ``measure_from`` (wall time)."""
+        self.measure_from = measure_from
+        self.received = self.measured = self.duplicates = self.lost = 0
+        self.histogram = LatencyHistogram()
+        self.slow_histogram = LatencyHistogram()
+        self.slow_received = 0
+        self.measuring = True
+
+
+def count_into(counts: dict[str, int], key: str) -> None:
+    """Add one to ``counts[key]``."""
+    counts[key] = counts.get(key, 0) + 1
+
+
+def failure_name(exc: BaseException) -> str:
+    """A short name for why a connection or request failed."""
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    return type(exc).__name__
