@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,8 +167,16 @@ def _check_setup(code: str, where: str) -> None:
 
 
 def test_blocks_that_run_leave_no_process_behind() -> None:
-    """The netns runs end with their servers stopped (kill %1 / wait)."""
-    leftover = subprocess.run(
-        ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
-    )
+    """The netns runs end with their servers stopped (kill %1 / wait). `wait`
+    returns when Granian's main process exits; its worker goes just after, so a
+    leftover is one still there 5 s later (this check runs right after the last
+    block, in the same test worker)."""
+    deadline = time.monotonic() + 5
+    while True:
+        leftover = subprocess.run(
+            ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
+        )
+        if not leftover.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert not leftover.stdout.strip(), leftover.stdout
