@@ -124,3 +124,13 @@ def test_no_class_over_300_lines_and_no_function_over_80() -> None:
             if size > (300 if isinstance(node, ast.ClassDef) else 80):
                 found.add(f"sse_fast/{path.relative_to(PACKAGE)}:{node.name}")
     assert found == TOO_BIG_YET
+
+
+def test_a_webhook_receiver_loads_nothing_of_the_hub() -> None:
+    """``sse_fast.webhooks`` (``verify``) is what a receiving service imports."""
+    code = (
+        "import sys, sse_fast.webhooks; "
+        "print(sorted(m for m in sys.modules if m.startswith(('sse_fast.hub', 'sse_fast.app'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

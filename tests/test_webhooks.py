@@ -1,5 +1,5 @@
-"""Webhooks (``sse_fast/webhooks.py``): a real ``sse-fast serve`` POSTs signed
-batches of connects and disconnects to a real receiver process
+"""Webhooks (``sse_fast/hub/webhooks.py``, ``sse_fast/webhooks.py``): a real
+``sse-fast serve`` POSTs signed batches of connects and disconnects to a real receiver process
 (``tests/webhook_receiver.py``) that fails, is slow, is down and restarts;
 at least once, deduplicated by event id, bounded while the receiver is down."""
 

@@ -15,6 +15,7 @@ docstring is that section):
 * ``presence.py`` - presence figures per topic and subject, the news of joins and leaves;
 * ``figures.py`` - what the worker reports for ``/metrics``, ``/stats``, ``/presence``;
 * ``metrics.py`` - the worker's counters and their Prometheus text;
+* ``webhooks.py`` - connects and disconnects POSTed, signed, at least once;
 * ``hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
 
 Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).

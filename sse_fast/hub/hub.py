@@ -26,7 +26,6 @@ from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings, split_list
-from ..webhooks import Webhooks
 from . import resume
 from .breaks import mark_break, mark_missed
 from .closing import Closer
@@ -38,6 +37,7 @@ from .presence import PresenceNews
 from .server import DisconnectWatch, SendStyle
 from .subscription import Subscription
 from .topics import Topics
+from .webhooks import Webhooks
 
 __all__ = [
     "SSE_HEADERS",
