@@ -139,12 +139,7 @@ class Runner:
             target.start()
             self.commands[target.name] = target.command_line
             result = run_load(
-                host=target.host,
-                port=target.port,
-                name=target.name,
-                subscribe_path=target.subscribe_path,
-                publish_request=target.publish_request,
-                server_pids=target.server_pids,
+                **target.load_arguments(),
                 progress=lambda s: log("    " + s.strip()),
                 **load,
             )

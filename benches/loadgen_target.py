@@ -37,15 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     target = chosen[0]
     target.start()
     try:
-        return run_from_args(
-            args,
-            host=target.host,
-            port=target.port,
-            name=target.name,
-            subscribe_path=target.subscribe_path,
-            publish_request=target.publish_request,
-            server_pids=target.server_pids,
-        )
+        return run_from_args(args, **target.load_arguments())
     finally:
         target.stop()
 

@@ -286,6 +286,17 @@ class Target:
 
     # -- protocol -------------------------------------------------------------------
 
+    def load_arguments(self) -> dict[str, Any]:
+        """What sse_fast.loadgen's run_load needs to know of this server."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "name": self.name,
+            "subscribe_path": self.subscribe_path,
+            "publish_request": self.publish_request,
+            "server_pids": self.server_pids,
+        }
+
     def subscribe_path(self, topic: str) -> str:
         from urllib.parse import quote
 

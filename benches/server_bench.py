@@ -68,12 +68,7 @@ def run_target(target: peers.Target, **load: Any) -> Result:
     target.start()
     try:
         return run_load(
-            host=target.host,
-            port=target.port,
-            name=target.name,
-            subscribe_path=target.subscribe_path,
-            publish_request=target.publish_request,
-            server_pids=target.server_pids,
+            **target.load_arguments(),
             progress=log,
             **load,
         )
