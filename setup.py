@@ -1,8 +1,8 @@
 """Build script: compiles the Cython core unless SSE_FAST_NO_EXTENSIONS=1.
 
-The same variable is read at import time by the chooser, ``sse_fast/_core.py``:
+The same variable is read at import time by the chooser, ``sse_fast/_core/__init__.py``:
 with it set, the build skips the extensions and the package uses its pure-Python
-twins. The modules built are listed in ``sse_fast/_native.py``, run here as a file:
+twins. The modules built are listed in ``sse_fast/_core/native.py``, run here as a file:
 importing the package would import its dependencies (orjson, ...), which the
 build environment does not have.
 """
@@ -12,7 +12,7 @@ import runpy
 
 from setuptools import Extension, setup
 
-NATIVE_MODULES = runpy.run_path("sse_fast/_native.py")["NATIVE_MODULES"]
+NATIVE_MODULES = runpy.run_path("sse_fast/_core/native.py")["NATIVE_MODULES"]
 NO_EXTENSIONS = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
 TRACE = os.environ.get("SSE_FAST_CYTHON_TRACE", "") not in ("", "0")
 
@@ -24,7 +24,7 @@ def extensions() -> list:
 
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
     modules = [
-        Extension(f"sse_fast._{name}_ext", [f"src_ext/_{name}_ext.pyx"], define_macros=macros)
+        Extension(f"sse_fast._core.{name}_ext", [f"src_ext/{name}_ext.pyx"], define_macros=macros)
         for name in NATIVE_MODULES
     ]
     return cythonize(

@@ -9,8 +9,8 @@ and the pure-Python twin return byte-identical results for every input.
 
 Implementations:
 
-* ``ext``  -- the Cython extensions ``sse_fast._encoder_ext`` / ``_parser_ext`` / ``_ring_ext``
-* ``py``   -- the pure-Python twins ``sse_fast._encoder_py`` / ``_parser_py`` / ``_ring_py``
+* ``ext``  -- the Cython extensions ``sse_fast._core.encoder_ext`` / ``parser_ext`` / ``ring_ext``
+* ``py``   -- the pure-Python twins ``sse_fast._core.encoder_py`` / ``parser_py`` / ``ring_py``
 * ``sse_starlette`` -- ``sse_starlette.event.ServerSentEvent(...).encode()`` (encoder only)
 """
 
@@ -26,14 +26,12 @@ from typing import Any
 import orjson
 from sse_starlette.event import JSONServerSentEvent, ServerSentEvent
 
-from sse_fast import (
-    _encoder_ext,
-    _encoder_py,
-    _parser_ext,
-    _parser_py,
-    _ring_ext,
-    _ring_py,
-)
+from sse_fast._core import encoder_ext as _encoder_ext
+from sse_fast._core import encoder_py as _encoder_py
+from sse_fast._core import parser_ext as _parser_ext
+from sse_fast._core import parser_py as _parser_py
+from sse_fast._core import ring_ext as _ring_ext
+from sse_fast._core import ring_py as _ring_py
 
 ENCODERS = {"ext": _encoder_ext, "py": _encoder_py}
 PARSERS = {"ext": _parser_ext, "py": _parser_py}

@@ -37,7 +37,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sse_fast._native import NATIVE_MODULES
+from sse_fast._core.native import NATIVE_MODULES
 
 from . import _scenarios as S
 
@@ -162,9 +162,9 @@ def _extension_builds() -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     for name in NATIVE_MODULES:
-        mod = importlib.import_module(f"sse_fast._{name}_ext")
+        mod = importlib.import_module(f"sse_fast._core.{name}_ext")
         so = Path(mod.__file__ or "")
-        pyx = ROOT / "src_ext" / f"_{name}_ext.pyx"
+        pyx = ROOT / "src_ext" / f"{name}_ext.pyx"
         c_file = pyx.with_suffix(".c")
         generated_by = None
         try:

@@ -1,7 +1,7 @@
 """sse_fast: a native-accelerated Server-Sent Events core and notification edge.
 
 The core (encoder, parser, ring) comes in two implementations with one API: a
-Cython extension and a pure-Python twin, chosen in ``_core.py``
+Cython extension and a pure-Python twin, chosen in ``_core/__init__.py``
 (``SSE_FAST_NO_EXTENSIONS=1`` selects the twins).
 """
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from ._core import encode
-from ._errors import EncodeError
+from ._core.errors import EncodeError
 
 __all__ = [
     "DATASTAR_DEFAULT_RETRY",

@@ -41,7 +41,7 @@ from typing import Any, Final
 import orjson
 
 from ._core import encode
-from ._request import RESERVED_EVENT_PREFIX
+from ._core.request import RESERVED_EVENT_PREFIX
 
 __all__ = [
     "DISCONNECT",

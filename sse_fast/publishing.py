@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from ._core import requests_of
-from ._request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
+from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 from .settings import Settings
 
 PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})

@@ -53,7 +53,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
+from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
 from .publishing import PublishError
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._request import TOPIC_CHARACTERS, TOPIC_NAME
+from ._core.request import TOPIC_CHARACTERS, TOPIC_NAME
 
 __all__ = [
     "ENV_PREFIX",

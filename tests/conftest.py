@@ -21,7 +21,7 @@ from types import SimpleNamespace
 import pytest
 
 import sse_fast
-from sse_fast._native import NATIVE_MODULES
+from sse_fast._core.native import NATIVE_MODULES
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
@@ -29,7 +29,7 @@ IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 def _extension_import_error() -> ImportError | None:
     try:
         for module in NATIVE_MODULES:
-            importlib.import_module(f"sse_fast._{module}_ext")
+            importlib.import_module(f"sse_fast._core.{module}_ext")
     except ImportError as exc:
         return exc
     return None
@@ -50,7 +50,7 @@ needs_both = pytest.mark.skipif(PARITY_SKIP_REASON is not None, reason=PARITY_SK
 
 
 def load_implementation(name: str) -> SimpleNamespace:
-    core = {m: importlib.import_module(f"sse_fast._{m}_{name}") for m in NATIVE_MODULES}
+    core = {m: importlib.import_module(f"sse_fast._core.{m}_{name}") for m in NATIVE_MODULES}
     return SimpleNamespace(
         name=name,
         encode=core["encoder"].encode,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sse_fast
 from sse_fast import _core
-from sse_fast._native import NATIVE_MODULES
+from sse_fast._core.native import NATIVE_MODULES
 
 ROOT = Path(__file__).parent.parent
 PACKAGE = Path(sse_fast.__file__).parent
@@ -21,14 +21,14 @@ def test_each_native_module_has_its_source_twin_and_stub() -> None:
         str(path)
         for name in NATIVE_MODULES
         for path in (
-            ROOT / "src_ext" / f"_{name}_ext.pyx",
-            PACKAGE / f"_{name}_py.py",
-            PACKAGE / f"_{name}_ext.pyi",
+            ROOT / "src_ext" / f"{name}_ext.pyx",
+            PACKAGE / "_core" / f"{name}_py.py",
+            PACKAGE / "_core" / f"{name}_ext.pyi",
         )
         if not path.is_file()
     ]
-    assert not missing, f"named in NATIVE_MODULES (sse_fast/_native.py), missing: {missing}"
-    sources = {p.name[1:].removesuffix("_ext.pyx") for p in (ROOT / "src_ext").glob("_*_ext.pyx")}
+    assert not missing, f"named in NATIVE_MODULES (sse_fast/_core/native.py), missing: {missing}"
+    sources = {p.name.removesuffix("_ext.pyx") for p in (ROOT / "src_ext").glob("*_ext.pyx")}
     assert sources == set(NATIVE_MODULES), "a .pyx not in NATIVE_MODULES is never built"
 
 
@@ -42,7 +42,7 @@ def test_extension_loaded_unless_disabled() -> None:
         )
     kind = "ext" if sse_fast.HAS_EXTENSIONS else "py"
     for name in NATIVE_MODULES:  # each module of one implementation, none of the other
-        module = importlib.import_module(f"sse_fast._{name}_{kind}")
+        module = importlib.import_module(f"sse_fast._core.{name}_{kind}")
         if kind == "ext":
             assert module.__file__.endswith((".so", ".pyd")), module.__file__
         chosen = [n for n in module.__all__ if hasattr(_core, n)]
@@ -53,7 +53,7 @@ def test_extension_loaded_unless_disabled() -> None:
 
 def test_switch_selects_pure_python_twins() -> None:
     code = (
-        "import sse_fast, sse_fast._encoder_py as e, sse_fast._ring_py as r;"
+        "import sse_fast, sse_fast._core.encoder_py as e, sse_fast._core.ring_py as r;"
         "assert sse_fast.HAS_EXTENSIONS is False;"
         "assert sse_fast.encode is e.encode and sse_fast.Ring is r.Ring;"
         "print('ok')"
@@ -81,7 +81,7 @@ def test_parity_compares_the_extension_whenever_it_was_built() -> None:
     assert out.returncode == 0, out.stderr
     try:
         for module in NATIVE_MODULES:
-            importlib.import_module(f"sse_fast._{module}_ext")
+            importlib.import_module(f"sse_fast._core.{module}_ext")
     except ImportError as exc:
         assert out.stdout.startswith("False ['py'] the extension cannot be imported"), out.stdout
         assert "SSE_FAST_NO_EXTENSIONS=1 and no extension was built" in out.stdout

@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 import pytest
 
+from sse_fast._core.request import PublishRequest
 from sse_fast._http11 import http_request
-from sse_fast._request import PublishRequest
 from sse_fast.app.upstream import Upstream
 from sse_fast.cli import main
 from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect

@@ -1,7 +1,7 @@
 """The Cython core and its pure twins: one API, the same answers.
 
-The API is written once, in ``sse_fast/_<name>_ext.pyi`` for each name of
-``NATIVE_MODULES`` (``sse_fast/_native.py``); ``.ci/stubtest.sh`` checks both
+The API is written once, in ``sse_fast/_core/<name>_ext.pyi`` for each name of
+``NATIVE_MODULES`` (``sse_fast/_core/native.py``); ``.ci/stubtest.sh`` checks both
 implementations against it with ``mypy.stubtest``. Here the same stubs are read
 again, so that a twin cannot drift even where stubtest does not run (a tree
 without the extension), and what stubs cannot say is pinned: both implementations
@@ -26,12 +26,12 @@ import pytest
 
 import sse_fast
 from sse_fast import EncodeError, EventTooLarge, Lagged, ParseError
-from sse_fast._native import NATIVE_MODULES
+from sse_fast._core.native import NATIVE_MODULES
 
 from .conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation, needs_both
 
 IMPLS = {name: load_implementation(name) for name in PARITY_IMPLEMENTATIONS}
-STUBS = Path(sse_fast.__file__).parent
+STUBS = Path(sse_fast.__file__).parent / "_core"
 
 
 def _public(obj: Any) -> set[str]:
@@ -62,7 +62,7 @@ def _parameters(function: ast.FunctionDef) -> list[tuple[str, str]]:
 
 def _stub(module: str) -> SimpleNamespace:
     """Names, ``__all__``, signatures and read-only attributes the stub declares."""
-    tree = ast.parse((STUBS / f"_{module}_ext.pyi").read_text())
+    tree = ast.parse((STUBS / f"{module}_ext.pyi").read_text())
     stub = SimpleNamespace(all=[], names=set(), functions={}, classes={})
     for node in tree.body:
         if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "__all__":
@@ -111,7 +111,7 @@ def _signature(function: Callable[..., Any]) -> list[tuple[str, str]]:
 def test_module_is_its_stub(impl_name: str, module: str) -> None:
     """Each implementation has the names, ``__all__`` and signatures of the stub."""
     stub = _stub(module)
-    runtime = importlib.import_module(f"sse_fast._{module}_{impl_name}")
+    runtime = importlib.import_module(f"sse_fast._core.{module}_{impl_name}")
     assert runtime.__all__ == stub.all
     assert not {n for n in stub.names if not hasattr(runtime, n)}
     for name, parameters in stub.functions.items():
@@ -155,8 +155,8 @@ def test_attributes_are_the_stubs(impl_name: str, name: str) -> None:
 def test_same_public_names_and_attributes() -> None:
     ext, py = IMPLS["ext"], IMPLS["py"]
     for module in NATIVE_MODULES:
-        compiled = importlib.import_module(f"sse_fast._{module}_ext")
-        twin = importlib.import_module(f"sse_fast._{module}_py")
+        compiled = importlib.import_module(f"sse_fast._core.{module}_ext")
+        twin = importlib.import_module(f"sse_fast._core.{module}_py")
         assert compiled.__all__ == twin.__all__, module
         for name in compiled.__all__:
             if isinstance(getattr(compiled, name), type):

@@ -126,7 +126,7 @@ def test_exported_errors_pickle_under_public_names(name: str, protocol: int) -> 
     arguments, pickled_as = EXPORTED_ERRORS[name]
     error = getattr(sse_fast, name)(*arguments)
     data = pickle.dumps(error, protocol)
-    assert _classes_named(data) == {pickled_as}  # not sse_fast._errors.Lagged
+    assert _classes_named(data) == {pickled_as}  # not sse_fast._core.errors.Lagged
     copied = pickle.loads(data)
     assert type(copied) is type(error)
     assert (copied.args, vars(copied)) == (error.args, vars(error))  # Lagged.lost, ...

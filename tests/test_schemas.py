@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sse_fast._request import TOPIC_CHARACTERS
+from sse_fast._core.request import TOPIC_CHARACTERS
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest
 from sse_fast.schemas import SEGMENT, SchemaError, Schemas, Stream, load

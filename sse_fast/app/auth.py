@@ -26,7 +26,7 @@ from typing import Any
 
 import jwt
 
-from .._request import PublishRequest
+from .._core.request import PublishRequest
 from ..publishing import matches
 from ..settings import Settings, split_list
 

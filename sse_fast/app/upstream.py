@@ -60,7 +60,7 @@ from typing import Any
 
 import orjson
 
-from .._request import PublishRequest
+from .._core.request import PublishRequest
 from .._tasks import stop_task
 from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from ..hub import Hub

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._request import TOPIC_CHARACTERS
+from .._core.request import TOPIC_CHARACTERS
 from ..schemas import PARAMETER, SchemaError, check_stream_name, compile_channel
 
 __all__ = [

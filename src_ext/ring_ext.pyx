@@ -1,7 +1,7 @@
 # cython: language_level=3
 """Cython ring-buffer topic log; the theory of operation (sequence numbers,
 cursors, eviction, lag and resume rules) is at the top of its pure-Python twin,
-``sse_fast/_ring_py.py``, and both must behave identically.
+``sse_fast/_core/ring_py.py``, and both must behave identically.
 
 Implementation notes: frames live in a Python list used as a circular buffer;
 a parallel C array keeps, per slot, the running total of bytes published up to
@@ -17,7 +17,7 @@ from libc.string cimport memcpy
 
 import sys
 
-from sse_fast._errors import Lagged
+from sse_fast._core.errors import Lagged
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 

@@ -1,4 +1,4 @@
-"""Pure-Python publish checker: the reference twin of ``_publish_ext.pyx``.
+"""Pure-Python publish checker: the reference twin of ``src_ext/publish_ext.pyx``.
 
 Theory of operation
 -------------------
@@ -15,7 +15,7 @@ Theory of operation
   (here as "valid", there with the messages) and the parity tests check that
   this never accepts what the full check refuses, nor answers differently.
 * The rules (those of ``sse_fast.publishing``; the character set and the
-  reserved prefix come from ``sse_fast._request``): ``topic`` a non-empty string
+  reserved prefix come from ``sse_fast._core.request``): ``topic`` a non-empty string
   of at most ``max_topic_length`` characters from A-Z a-z 0-9 and
   ``._~:/@!$&'()+,;=%-``; ``data`` any JSON value but null; ``event`` a
   non-empty one-line string not starting with ``sse-fast-``; ``id`` a non-empty
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
+from .request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 
 __all__ = ["requests_of"]
 

@@ -1,7 +1,7 @@
-"""The Cython SSE frame encoder; the same API as ``sse_fast._encoder_py``.
+"""The Cython SSE frame encoder; the same API as ``sse_fast._core.encoder_py``.
 
 The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
-compiled module and the pure twin (``sse_fast._encoder_py``) against it with
+compiled module and the pure twin (``sse_fast._core.encoder_py``) against it with
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from typing_extensions import disjoint_base
 
-from sse_fast._errors import EncodeError as EncodeError
+from sse_fast._core.errors import EncodeError as EncodeError
 
 __all__ = ["Event", "encode", "encode_many"]
 

@@ -1,4 +1,4 @@
-"""Pure-Python ring-buffer topic log: the reference twin of ``_ring_ext.pyx``.
+"""Pure-Python ring-buffer topic log: the reference twin of ``src_ext/ring_ext.pyx``.
 
 Theory of operation
 -------------------
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import sys
 
-from ._errors import Lagged
+from .errors import Lagged
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 

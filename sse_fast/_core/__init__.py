@@ -1,6 +1,6 @@
 """The chooser: the Cython core or its pure-Python twins, one API.
 
-The extension is used when every module of ``NATIVE_MODULES`` (``_native.py``)
+The extension is used when every module of ``NATIVE_MODULES`` (``native.py``)
 was built, the twins otherwise, never a mix; ``SSE_FAST_NO_EXTENSIONS=1`` (read
 here and by ``setup.py``) selects the pure-Python twins. Every module of the
 package takes the core from here, never from ``sse_fast/__init__.py``, so the
@@ -13,34 +13,34 @@ import importlib
 import os
 from typing import TYPE_CHECKING
 
-from ._errors import EncodeError, EventTooLarge, Lagged, ParseError
-from ._native import NATIVE_MODULES
+from .errors import EncodeError, EventTooLarge, Lagged, ParseError
+from .native import NATIVE_MODULES
 
 NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
 #: Why the extension did not load (None when it did, or when it was not wanted).
 EXTENSION_IMPORT_ERROR: ImportError | None = None
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from ._encoder_py import Event, encode, encode_many
-    from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-    from ._publish_py import requests_of
-    from ._ring_py import Ring
+    from .encoder_py import Event, encode, encode_many
+    from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+    from .publish_py import requests_of
+    from .ring_py import Ring
 
     HAS_EXTENSIONS = False
 else:
     try:
         for _name in NATIVE_MODULES:  # the whole list: a module added there must load too
-            importlib.import_module(f"{__package__}._{_name}_ext")
-        from ._encoder_ext import Event, encode, encode_many
-        from ._parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from ._publish_ext import requests_of
-        from ._ring_ext import Ring
+            importlib.import_module(f"{__package__}.{_name}_ext")
+        from .encoder_ext import Event, encode, encode_many
+        from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from .publish_ext import requests_of
+        from .ring_ext import Ring
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
-        from ._encoder_py import Event, encode, encode_many
-        from ._parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from ._publish_py import requests_of
-        from ._ring_py import Ring
+        from .encoder_py import Event, encode, encode_many
+        from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
+        from .publish_py import requests_of
+        from .ring_py import Ring
 
         HAS_EXTENSIONS = False
     else:

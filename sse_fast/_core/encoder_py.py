@@ -1,4 +1,4 @@
-"""Pure-Python SSE frame encoder: the reference twin of ``_encoder_ext.pyx``.
+"""Pure-Python SSE frame encoder: the reference twin of ``src_ext/encoder_ext.pyx``.
 
 Frame layout (every frame ends with one blank line)::
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from ._errors import EncodeError
+from .errors import EncodeError
 
 __all__ = ["Event", "encode", "encode_many"]
 

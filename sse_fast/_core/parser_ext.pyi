@@ -1,7 +1,7 @@
-"""The Cython incremental SSE parser; the same API as ``sse_fast._parser_py``.
+"""The Cython incremental SSE parser; the same API as ``sse_fast._core.parser_py``.
 
 The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
-compiled module and the pure twin (``sse_fast._parser_py``) against it with
+compiled module and the pure twin (``sse_fast._core.parser_py``) against it with
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
@@ -9,8 +9,8 @@ from typing import ClassVar, Final
 
 from typing_extensions import disjoint_base
 
-from sse_fast._errors import EventTooLarge as EventTooLarge
-from sse_fast._errors import ParseError as ParseError
+from sse_fast._core.errors import EventTooLarge as EventTooLarge
+from sse_fast._core.errors import ParseError as ParseError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 

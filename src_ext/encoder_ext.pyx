@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Cython SSE frame encoder; the pure-Python twin is ``sse_fast/_encoder_py.py``.
+"""Cython SSE frame encoder; the pure-Python twin is ``sse_fast/_core/encoder_py.py``.
 
 Each frame is built in two passes over the field values: the first computes the
 exact size, the second writes into one freshly allocated ``bytes`` object, so a
@@ -25,7 +25,7 @@ from _scan cimport (
 
 import orjson
 
-from sse_fast._errors import EncodeError
+from sse_fast._core.errors import EncodeError
 
 __all__ = ["Event", "encode", "encode_many"]
 

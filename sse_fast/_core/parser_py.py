@@ -1,4 +1,4 @@
-"""Pure-Python incremental SSE parser: the reference twin of ``_parser_ext.pyx``.
+"""Pure-Python incremental SSE parser: the reference twin of ``src_ext/parser_ext.pyx``.
 
 Follows the WHATWG "event stream interpretation" algorithm:
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 import sys
 
-from ._errors import EventTooLarge, ParseError
+from .errors import EventTooLarge, ParseError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 

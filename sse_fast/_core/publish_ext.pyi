@@ -1,12 +1,12 @@
-"""The Cython publish checker; the same API as ``sse_fast._publish_py`` (whose
+"""The Cython publish checker; the same API as ``sse_fast._core.publish_py`` (whose
 module docstring holds the theory of operation).
 
 The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
-compiled module and the pure twin (``sse_fast._publish_py``) against it with
+compiled module and the pure twin (``sse_fast._core.publish_py``) against it with
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
-from sse_fast._request import PublishRequest
+from sse_fast._core.request import PublishRequest
 
 __all__ = ["requests_of"]
 

@@ -1,8 +1,8 @@
-"""The Cython ring-buffer topic log; the same API as ``sse_fast._ring_py``
+"""The Cython ring-buffer topic log; the same API as ``sse_fast._core.ring_py``
 (whose module docstring holds the theory of operation).
 
 The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
-compiled module and the pure twin (``sse_fast._ring_py``) against it with
+compiled module and the pure twin (``sse_fast._core.ring_py``) against it with
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
@@ -10,7 +10,7 @@ from typing import Final
 
 from typing_extensions import disjoint_base
 
-from sse_fast._errors import Lagged as Lagged
+from sse_fast._core.errors import Lagged as Lagged
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_FRAMES", "Ring"]
 

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Cython incremental SSE parser; the pure-Python twin (``sse_fast/_parser_py.py``)
+"""Cython incremental SSE parser; the pure-Python twin (``sse_fast/_core/parser_py.py``)
 documents the rules. Both must give identical events for any input.
 
 Lines are processed in place from the fed chunk; only an unfinished line at the
@@ -16,7 +16,7 @@ from _scan cimport LineScan, PyUnicode_DecodeUTF8, next_line_end, scan_start
 
 import sys
 
-from sse_fast._errors import EventTooLarge, ParseError
+from sse_fast._core.errors import EventTooLarge, ParseError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Cython publish checker; the pure-Python twin is ``sse_fast/_publish_py.py``
+"""Cython publish checker; the pure-Python twin is ``sse_fast/_core/publish_py.py``
 (whose module docstring holds the theory of operation).
 
 The checks are those of the twin, made on the decoded objects without a Python
@@ -12,7 +12,7 @@ from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 
-from sse_fast._request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
+from sse_fast._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
 
 __all__ = ["requests_of"]
 
