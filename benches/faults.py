@@ -47,8 +47,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sse_fast._http11 import HTTPResponseError
-from sse_fast.testing import HOST, RedisSentinel, RedisServer, ServerProcess, wait_for
+from sse_fast.testing import (
+    HOST,
+    HTTPResponseError,
+    RedisSentinel,
+    RedisServer,
+    ServerProcess,
+    wait_for,
+)
 
 from .server_bench import machine
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from ._core import ParsedEvent, Parser
 
-__all__ = ["ChunkedDecoder", "HTTPResponseError", "SSEClient", "http_request"]
+__all__ = ["ChunkedDecoder", "HTTPResponseError", "SSEClient", "http_request", "read_head"]
 
 
 class HTTPResponseError(Exception):
@@ -75,7 +75,9 @@ class ChunkedDecoder:
         return b"".join(out)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+async def read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    """Read a response's status line and headers: the status and the headers by
+    lower-case name (a repeated header keeps its last value)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
@@ -112,7 +114,7 @@ async def http_request(
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
         writer.write(_request_bytes(method, host, port, path, all_headers, body))
-        status, response_headers = await asyncio.wait_for(_read_head(reader), timeout)
+        status, response_headers = await asyncio.wait_for(read_head(reader), timeout)
         if response_headers.get("transfer-encoding", "").lower() == "chunked":
             decoder = ChunkedDecoder()
             parts = []
@@ -185,7 +187,7 @@ class SSEClient:
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         writer.write(_request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers))
-        self.status, self.response_headers = await asyncio.wait_for(_read_head(reader), timeout)
+        self.status, self.response_headers = await asyncio.wait_for(read_head(reader), timeout)
         if self.status != 200:
             body = b""
             if "content-length" in self.response_headers:

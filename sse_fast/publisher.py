@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from ._http11 import ChunkedDecoder, _read_head
+from ._http11 import ChunkedDecoder, read_head
 
 __all__ = ["PublishFailed", "PublishStream", "Publisher"]
 
@@ -259,9 +259,7 @@ class Publisher:
                     raise _NotSent from exc
             try:
                 connection.writer.write(request)
-                status, headers = await asyncio.wait_for(
-                    _read_head(connection.reader), self.timeout
-                )
+                status, headers = await asyncio.wait_for(read_head(connection.reader), self.timeout)
                 length = int(headers.get("content-length", "0"))
                 reply = await asyncio.wait_for(connection.reader.readexactly(length), self.timeout)
             except BaseException:
@@ -402,7 +400,7 @@ class PublishStream:
         assert self._connection is not None
         reader = self._connection.reader
         try:
-            status, headers = await _read_head(reader)
+            status, headers = await read_head(reader)
             chunked = headers.get("transfer-encoding", "").lower() == "chunked"
             decoder = ChunkedDecoder()
             buffer = b""

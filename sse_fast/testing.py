@@ -15,6 +15,10 @@ worker or the relay running fails. For load tests its defaults differ from the
 server's: anonymous publishing is allowed and the per-IP and rate limits are
 off (pass ``allow_anonymous_publish=0`` etc. to test those).
 
+The HTTP/1.1 client parts the tests use are here too: ``http_request`` (one
+request, its status, headers and body), ``SSEClient`` (a raw stream, parsed),
+``ChunkedDecoder``, ``read_head`` and ``HTTPResponseError``.
+
 ``RedisServer`` runs a real ``redis-server`` (no persistence) on a free port
 for tests of several nodes on Redis.
 
@@ -41,15 +45,20 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._core import ParsedEvent
-from ._http11 import SSEClient, http_request
+from ._http11 import ChunkedDecoder, HTTPResponseError, SSEClient, http_request, read_head
 
 __all__ = [
     "HOST",
+    "ChunkedDecoder",
+    "HTTPResponseError",
     "RedisSentinel",
     "RedisServer",
+    "SSEClient",
     "ServerProcess",
     "collect",
     "free_port",
+    "http_request",
+    "read_head",
     "rss_kb",
     "sse_fast_server",
     "wait_for",

@@ -11,8 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sse_fast._http11 import http_request
-from sse_fast.testing import HOST
+from sse_fast.testing import HOST, http_request
 
 
 def objects(wanted: bool) -> dict[str, int]:
@@ -52,8 +51,7 @@ async def status_when(
 async def seconds_to_notice_leaving(port: int, path: str, counter: str, clients: int = 20) -> float:
     """Open ``clients`` streams at ``path``, let them leave (half FIN, half RST) and
     return the seconds until the app's ``counter`` in ``/status`` grew by as many."""
-    from sse_fast._http11 import SSEClient
-    from sse_fast.testing import collect
+    from sse_fast.testing import SSEClient, collect
 
     baseline = (await read_status(port))[counter]
     streams = [SSEClient(HOST, port, [], path=path) for _ in range(clients)]
@@ -77,8 +75,7 @@ async def vanish_rounds(
     crashed client). After each round no stream is open, each ``/status``
     counter in ``grown`` grew by its figure, and the tasks are back to where they
     were; over the rounds the objects grow by less than ``OBJECTS_GROWTH``."""
-    from sse_fast._http11 import SSEClient
-    from sse_fast.testing import collect
+    from sse_fast.testing import SSEClient, collect
 
     counts = []
     for _ in range(rounds):

@@ -16,9 +16,8 @@ import time
 
 import orjson
 
-from sse_fast._http11 import http_request
 from sse_fast.loadgen import ProcessStats, subscribe_all
-from sse_fast.testing import HOST, ServerProcess, rss_kb
+from sse_fast.testing import HOST, ServerProcess, http_request, rss_kb
 
 GOOD = 1000
 EVENTS = 30

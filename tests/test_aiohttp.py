@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from sse_fast._http11 import SSEClient
-from sse_fast.testing import HOST, ServerProcess, collect
+from sse_fast.testing import HOST, ServerProcess, SSEClient, collect
 
 from .status_probe import (
     seconds_to_notice_leaving,

@@ -9,8 +9,7 @@ import json
 
 import orjson
 
-from sse_fast._http11 import http_request
-from sse_fast.testing import HOST, ServerProcess
+from sse_fast.testing import HOST, ServerProcess, http_request
 
 OPS = ("/stats", "/stats?connections=1", "/metrics")
 

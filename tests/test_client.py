@@ -21,7 +21,6 @@ import httpx
 import orjson
 import pytest
 
-from sse_fast._http11 import http_request
 from sse_fast.client import (
     BadStream,
     Disconnect,
@@ -33,7 +32,7 @@ from sse_fast.client import (
     connect,
     connect_sync,
 )
-from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port
+from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
 
 SSE = {"content-type": "text/event-stream"}
 

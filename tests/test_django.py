@@ -17,8 +17,7 @@ import pytest
 
 pytest.importorskip("django")
 
-from sse_fast._http11 import SSEClient, http_request
-from sse_fast.testing import HOST, ServerProcess, collect
+from sse_fast.testing import HOST, ServerProcess, SSEClient, collect, http_request
 
 from . import asgi_servers
 from .status_probe import (

@@ -11,8 +11,7 @@ import time
 import orjson
 import pytest
 
-from sse_fast._http11 import HTTPResponseError
-from sse_fast.testing import HOST, ServerProcess, collect, rss_kb, wait_for
+from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, rss_kb, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,15 @@ from collections.abc import Iterator
 import pytest
 
 from sse_fast._core import ParsedEvent
-from sse_fast._http11 import SSEClient
-from sse_fast.testing import HOST, RedisSentinel, RedisServer, ServerProcess, collect, wait_for
+from sse_fast.testing import (
+    HOST,
+    RedisSentinel,
+    RedisServer,
+    ServerProcess,
+    SSEClient,
+    collect,
+    wait_for,
+)
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sse_fast._http11 import ChunkedDecoder
+from sse_fast.testing import ChunkedDecoder
 
 
 def test_chunked_decoder_any_split() -> None:

@@ -26,14 +26,13 @@ import orjson
 import pytest
 
 from sse_fast._core.request import PublishRequest
-from sse_fast._http11 import http_request
 from sse_fast.app.upstream import Upstream
 from sse_fast.cli import main
 from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError
 from sse_fast.settings import Settings, SettingsError
-from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port
+from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
 
 from .mirror_transform import odd_only_upper, route_by_parity
 

@@ -15,8 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast._http11 import ChunkedDecoder, _read_head
-from sse_fast.testing import HOST, ServerProcess, collect, rss_kb
+from sse_fast.testing import HOST, ChunkedDecoder, ServerProcess, collect, read_head, rss_kb
 
 
 class RawStream:
@@ -51,7 +50,7 @@ class RawStream:
 
     async def head(self) -> int:
         if not self.status:
-            self.status, self.response_headers = await asyncio.wait_for(_read_head(self.reader), 5)
+            self.status, self.response_headers = await asyncio.wait_for(read_head(self.reader), 5)
         return self.status
 
     async def acks(self, count: int, timeout: float = 10) -> list[dict[str, Any]]:

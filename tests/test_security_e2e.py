@@ -13,8 +13,7 @@ import jwt
 import orjson
 import pytest
 
-from sse_fast._http11 import HTTPResponseError, http_request
-from sse_fast.testing import HOST, ServerProcess, collect
+from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, http_request
 
 SECRET = "e2e-secret-that-is-long-enough-for-hs256"
 

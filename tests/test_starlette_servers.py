@@ -19,8 +19,7 @@ from typing import Any
 import pytest
 
 from sse_fast import Parser
-from sse_fast._http11 import SSEClient, http_request
-from sse_fast.testing import HOST, ServerProcess, collect
+from sse_fast.testing import HOST, ServerProcess, SSEClient, collect, http_request
 
 from . import asgi_servers
 from .status_probe import (
