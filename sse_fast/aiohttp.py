@@ -56,7 +56,7 @@ from ._core import encode
 from ._tasks import cancelling, within
 from .frames import line_end, with_line_end
 
-__all__ = ["EventSourceResponse", "shutdown_streams", "sse_response"]
+__all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 #: seconds between checks that the client is still connected (aiohttp does not
@@ -71,6 +71,12 @@ _streams: _shutdown.OpenStreams[EventSourceResponse] = _shutdown.OpenStreams(
 def shutdown_streams() -> int:
     """Stop every open stream of this process (what SIGTERM does); how many."""
     return _streams.stop_all()
+
+
+def open_streams() -> int:
+    """How many streams of this process are open now: what ``shutdown_streams()``
+    would end (for a health page or a gauge)."""
+    return len(_streams)
 
 
 class EventSourceResponse(StreamResponse):

@@ -82,6 +82,7 @@ __all__ = [
     "JSONServerSentEvent",
     "ServerSentEvent",
     "last_event_id",
+    "open_streams",
     "shutdown_streams",
 ]
 
@@ -107,6 +108,12 @@ def shutdown_streams() -> int:
     """End every open stream of this process (see "Shutdown"); returns how many.
     Safe from any thread and from a signal handler."""
     return _streams.stop_all()
+
+
+def open_streams() -> int:
+    """How many streams of this process are open now: what ``shutdown_streams()``
+    would end (for a health page or a gauge)."""
+    return len(_streams)
 
 
 _DONE = object()

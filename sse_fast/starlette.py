@@ -122,6 +122,7 @@ __all__ = [
     "ServerSentEvent",
     "ensure_bytes",
     "last_event_id",
+    "open_streams",
     "shutdown_streams",
 ]
 
@@ -182,6 +183,12 @@ def shutdown_streams() -> int:
     """End every open stream of this process (see "Shutdown"); returns how many.
     Safe to call from any thread and from a signal handler."""
     return _streams.stop_all()
+
+
+def open_streams() -> int:
+    """How many streams of this process are open now: what ``shutdown_streams()``
+    would end (for a health page or a gauge)."""
+    return len(_streams)
 
 
 # ---------------------------------------------------------------- the response

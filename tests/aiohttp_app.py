@@ -80,7 +80,7 @@ async def sockopt(request: web.Request) -> web.StreamResponse:
 async def status(request: web.Request) -> web.Response:
     return web.json_response(
         {
-            "open": len(sse._streams),
+            "open": sse.open_streams(),
             "tasks": len(asyncio.all_tasks()),
             **objects(request.query.get("objects") == "1"),
             **STATE,

@@ -129,7 +129,7 @@ async def context(request: HttpRequest) -> EventSourceResponse:
 async def status(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {
-            "open": len(sse._streams),
+            "open": sse.open_streams(),
             "tasks": len(asyncio.all_tasks()),
             **objects(request.GET.get("objects") == "1"),
             **STATE,

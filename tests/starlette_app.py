@@ -86,7 +86,7 @@ async def idle(request: Request) -> EventSourceResponse:
 async def status(request: Request) -> JSONResponse:
     return JSONResponse(
         {
-            "open": len(sse._streams),
+            "open": sse.open_streams(),
             "tasks": len(asyncio.all_tasks()),
             **objects(request.query_params.get("objects") == "1"),
             **STATE,

@@ -108,12 +108,10 @@ def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
     relay, recorder = upstream()
 
     async def main() -> None:
-        await relay._republish(ReceivedEvent("message", "a\nb", "1"))
-        await relay._republish(ReceivedEvent("update", "{}", "2"))
-        await relay._republish(
-            ReceivedEvent("note", "no id of its own", "2")
-        )  # the id carried over
-        await relay._republish(ReceivedEvent("message", "none at all", ""))
+        await relay.republish(ReceivedEvent("message", "a\nb", "1"))
+        await relay.republish(ReceivedEvent("update", "{}", "2"))
+        await relay.republish(ReceivedEvent("note", "no id of its own", "2"))  # the id carried over
+        await relay.republish(ReceivedEvent("message", "none at all", ""))
 
     asyncio.run(main())
     assert recorder.published == [
@@ -127,14 +125,14 @@ def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
 
 def test_transforms_drop_change_and_route() -> None:
     relay, recorder = upstream("tests.mirror_transform:odd_only_upper")
-    asyncio.run(relay._republish(ReceivedEvent("tick", "1", "1")))
-    asyncio.run(relay._republish(ReceivedEvent("tick", "2", "2")))
+    asyncio.run(relay.republish(ReceivedEvent("tick", "1", "1")))
+    asyncio.run(relay.republish(ReceivedEvent("tick", "2", "2")))
     assert recorder.published == [PublishRequest(("news",), "TICK 1", "tick", "1")]
     assert relay.hub.metrics.upstream_dropped_total == 1
 
     relay, recorder = upstream("tests.mirror_transform:route_by_parity")  # async, a document
     for n in (1, 2):
-        asyncio.run(relay._republish(ReceivedEvent("tick", str(n), str(n))))
+        asyncio.run(relay.republish(ReceivedEvent("tick", str(n), str(n))))
     assert [(r.topics, r.data, r.id) for r in recorder.published] == [
         (("odd",), {"n": 1}, "1"),
         (("even",), {"n": 2}, "2"),
@@ -159,7 +157,7 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
 
     relay.transform = transform
     for n in range(4):
-        asyncio.run(relay._republish(ReceivedEvent("message", str(n), str(n))))
+        asyncio.run(relay.republish(ReceivedEvent("message", str(n), str(n))))
     assert [r.data for r in recorder.published] == ["fine"]
     assert relay.hub.metrics.upstream_errors_total == 3
     logged = caplog.text
@@ -170,7 +168,7 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
 
 def test_a_refusing_broker_delays_the_event_not_loses_it(caplog: pytest.LogCaptureFixture) -> None:
     relay, recorder = upstream(refusals=3)
-    asyncio.run(asyncio.wait_for(relay._republish(ReceivedEvent("message", "kept", "5")), 5))
+    asyncio.run(asyncio.wait_for(relay.republish(ReceivedEvent("message", "kept", "5")), 5))
     assert [r.data for r in recorder.published] == ["kept"]
     assert caplog.text.count("cannot publish upstream events yet") == 3
 
@@ -178,7 +176,7 @@ def test_a_refusing_broker_delays_the_event_not_loses_it(caplog: pytest.LogCaptu
 def test_an_upstream_that_lost_events_is_passed_on() -> None:
     relay, recorder = upstream()
     missed = Missed("sse-fast-missed", "{}", "7", None, "evicted", "3")
-    asyncio.run(relay._missed(missed))
+    asyncio.run(relay.missed(missed))
     (marker,) = recorder.published
     assert marker.event == "sse-fast-missed"
     assert orjson.loads(marker.data) == {

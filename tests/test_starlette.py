@@ -223,7 +223,7 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
         assert b"data: 0\n\n" in client.body
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) <= before  # no watch, timer or sender left
-        assert len(ours._streams) == 0
+        assert ours.open_streams() == 0
 
     asyncio.run(main())
 
@@ -409,16 +409,16 @@ def test_a_thousand_clients_that_leave_leave_nothing_behind() -> None:
         tasks = [_run(EventSourceResponse(feed(), ping=0.1, send_timeout=1), c) for c in clients]
         for _ in range(100):  # every stream open and streaming
             await asyncio.sleep(0.05)
-            if len(ours._streams) == 1000 and all(c.body for c in clients):
+            if ours.open_streams() == 1000 and all(c.body for c in clients):
                 break
-        assert len(ours._streams) == 1000
+        assert ours.open_streams() == 1000
         for client in clients:
             client.leave()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
         await asyncio.sleep(0.05)
         assert len(asyncio.all_tasks()) <= before
         gc.collect()
-        assert len(ours._streams) == 0
+        assert ours.open_streams() == 0
         loop = asyncio.get_running_loop()
         assert not [h for h in getattr(loop, "_scheduled", []) if not h.cancelled()]
 
@@ -733,7 +733,7 @@ def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> N
         assert finished == ["finally"] * 20
         assert pacer.streams == 0 and not pacer.busy and pacer._monitor is None
         await asyncio.sleep(0)
-        assert len(asyncio.all_tasks()) <= before and len(ours._streams) == 0
+        assert len(asyncio.all_tasks()) <= before and ours.open_streams() == 0
 
     asyncio.run(main())
 

@@ -219,13 +219,13 @@ class Upstream:
                 self._handling = True
                 self._connected()
                 if isinstance(event, Missed):
-                    await self._missed(event)
+                    await self.missed(event)
                 elif isinstance(event, Disconnect):
                     log.info("upstream ends the stream: %s", event.reason or event.data)
                 elif event.event.startswith(RESERVED_EVENT_PREFIX):
                     log.info("upstream announcement %s: %s", event.event, event.data[:200])
                 else:
-                    await self._republish(event)
+                    await self.republish(event)
                 self.last_event_id = event.id  # (the stream's may be ahead: one read, many events)
                 self._handling = False
 
@@ -260,7 +260,9 @@ class Upstream:
 
     # ------------------------------------------------------------ events
 
-    async def _republish(self, event: Any) -> None:
+    async def republish(self, event: Any) -> None:
+        """Publish one event of the upstream stream to the topic (through the
+        transform, if one is set); what the read loop does with each event."""
         carried = event.id if event.id and event.id != self._last_upstream_id else None
         if event.id:
             self._last_upstream_id = event.id
@@ -322,7 +324,9 @@ class Upstream:
             await asyncio.sleep(wait)
             wait = min(2.0, wait * 2)
 
-    async def _missed(self, event: Any) -> None:
+    async def missed(self, event: Any) -> None:
+        """The upstream could not resume us: count it and tell our subscribers
+        with an ``sse-fast-missed`` event of reason ``upstream-missed``."""
         self.hub.metrics.upstream_missed_total += 1
         log.warning("upstream could not resume us (%s): events were lost there", event.reason)
         data = missed_data(Reason.UPSTREAM_MISSED, upstream_reason=event.reason)
