@@ -185,7 +185,7 @@ def serve(settings: Settings) -> int:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
         log.info("node %s on Redis %s", settings.node_name, _redacted(settings.redis_url))
     elif settings.workers > 1:
-        from .brokers.supervisor import RelaySupervisor
+        from .brokers.relay.supervisor import RelaySupervisor
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
         relay = RelaySupervisor(

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sse_fast.brokers.relay import pack, read_message
-from sse_fast.brokers.supervisor import RelaySupervisor
+from sse_fast.brokers.relay.supervisor import RelaySupervisor
 
 from .conftest import forgive
 

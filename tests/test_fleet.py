@@ -1,7 +1,7 @@
 """A server that survives its own processes' faults, against real processes:
 ``sse-fast serve --workers 2``, its relay killed, stopped and a worker killed;
-and one scrape that answers for the whole server (``brokers/relay.py``,
-``brokers/supervisor.py``, ``app/operations.py``)."""
+and one scrape that answers for the whole server (``brokers/relay/``,
+``app/operations.py``)."""
 
 from __future__ import annotations
 

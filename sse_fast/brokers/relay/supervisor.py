@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from .relay import run_relay
+from .process import run_relay
 
 __all__ = [
     "RelaySupervisor",

@@ -1,0 +1,297 @@
+"""A worker's side of the relay: ``RelayBroker``.
+
+It connects at lifespan startup, says hello with the newest position it
+applied, applies the relay's welcome and replayed log, then sends publishes to
+the relay and applies what it delivers. When the relay is lost it keeps the
+streams open, refuses publishes with 503 and ``Retry-After``, and reconnects
+(the promises are in ``__init__.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+from ..._tasks import stop_task
+from ...protocol import Reason
+from ...publishing import PublishError, PublishRequest
+from .. import Broker
+from .process import GATHER_TIMEOUT
+from .wire import pack, pack_publish, read_message, unpack_delivery
+
+__all__ = ["RECONNECT_MAX_DELAY", "RETRY_AFTER", "RelayBroker"]
+
+log = logging.getLogger("sse_fast.relay")
+
+RETRY_AFTER = 1.0  # seconds, when the relay is unreachable
+RECONNECT_MAX_DELAY = 1.0  # seconds between a worker's attempts to reach the relay, at most
+
+
+class RelayBroker(Broker):
+    """A worker's connection to the relay; reconnects by itself when it is lost."""
+
+    def __init__(self, path: str, connect_timeout: float = 10.0, keepalive: float = 2.0) -> None:
+        super().__init__()
+        self.path = path
+        self.connect_timeout = connect_timeout
+        #: seconds between pings; a relay that answers none within twice that
+        #: (stopped, hung) is dropped and reconnected to, like a dead one
+        self.keepalive = keepalive
+        # Known once connected; until then nothing is delivered and nothing claimed.
+        self.first_position = 0
+        #: the relay's sequence this worker is in (its first position), once joined
+        self.sequence: int | None = None
+        #: this worker's slot number at the relay (a metric label)
+        self.worker: int | None = None
+        self.connected = False
+        self.reconnects = 0
+        self.history_breaks = 0
+        #: the relay process (``/stats``)
+        self.relay_pid: int | None = None
+        self._down_since: float | None = time.monotonic()
+        self._closing = False
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        #: publishes sent and not answered yet; other requests (gather, ping)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._asks: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+
+    # ---------------------------------------------------------------- connecting
+
+    async def start(self) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        while True:
+            try:
+                reader = await self._connect()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise ConnectionError(f"cannot reach the relay at {self.path}") from None
+                await asyncio.sleep(0.05)
+        self._task = asyncio.get_running_loop().create_task(self._run(reader))
+
+    async def _connect(self) -> asyncio.StreamReader:
+        """Connect, say hello, apply the welcome and the replayed log."""
+        reader, writer = await asyncio.open_unix_connection(self.path)
+        try:
+            member = self.member
+            rejoining = self.sequence is not None
+            writer.write(
+                pack(
+                    {
+                        "type": "hello",
+                        "sequence": self.sequence,
+                        "last_position": member.last_position if rejoining else None,
+                    }
+                )
+            )
+            welcome, _ = await asyncio.wait_for(read_message(reader), self.keepalive * 2)
+            if welcome.get("type") != "welcome":
+                raise ConnectionError(f"the relay answered hello with {welcome.get('type')!r}")
+            if not welcome["continued"]:
+                if rejoining:
+                    reason = (
+                        Reason.RELAY_RESTARTED
+                        if welcome["first_position"] != self.sequence
+                        else Reason.RELAY_LOG_TOO_SHORT
+                    )
+                    self.history_breaks += 1
+                    log.warning(
+                        "rejoined the relay without the events since position %d (%s): "
+                        "open streams are told they may have missed events",
+                        member.last_position,
+                        reason,
+                    )
+                else:
+                    reason = None
+                # the broker contract's "History claims" and "Breaks are said"
+                self.first_position = welcome["history_from"]
+                member.rejoined(welcome["history_from"], reason)
+            self.sequence = welcome["first_position"]
+            self.worker = welcome["worker"]
+            self.relay_pid = welcome.get("pid")
+            for _ in range(welcome["replay"]):
+                header, payload = await read_message(reader)
+                self.deliver(unpack_delivery(header, payload))
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = writer
+        self.connected = True
+        self._down_since = None
+        return reader
+
+    async def _run(self, reader: asyncio.StreamReader) -> None:
+        """Read from the relay; when the connection is lost, reconnect."""
+        while True:
+            pinger = asyncio.get_running_loop().create_task(self._ping())
+            try:
+                await self._read_loop(reader)
+            finally:
+                pinger.cancel()
+            if self._closing:
+                return
+            delay = 0.05
+            while True:
+                await asyncio.sleep(delay)
+                try:
+                    reader = await self._connect()
+                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                    delay = min(delay * 2, RECONNECT_MAX_DELAY)
+                    continue
+                self.reconnects += 1
+                log.warning("reconnected to the relay: publishing is available again")
+                break
+
+    async def _ping(self) -> None:
+        """Drop a connection whose relay stopped answering (its socket stays open)."""
+        while True:
+            await asyncio.sleep(self.keepalive)
+            try:
+                await asyncio.wait_for(self._request({"type": "ping"}), self.keepalive * 2)
+            except asyncio.TimeoutError:
+                log.error(
+                    "the relay answered no ping for %g s: dropping the connection",
+                    self.keepalive * 2,
+                )
+                if self._writer is not None:
+                    self._writer.transport.abort()
+                return
+            except PublishError:  # not connected: the read loop is ending
+                return
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                header, payload = await read_message(reader)
+                kind = header["type"]
+                if kind == "deliver":
+                    self.deliver(unpack_delivery(header, payload))
+                elif kind == "report":
+                    self._answer_report(header)
+                elif kind in ("ack", "error", "gathered", "pong"):
+                    future = self._pending.pop(header["request"], None) or self._asks.pop(
+                        header["request"], None
+                    )
+                    if future is not None and not future.done():
+                        if kind == "ack":
+                            future.set_result(header["ids"])
+                        elif kind == "gathered":
+                            future.set_result(header["figures"])
+                        elif kind == "pong":
+                            future.set_result(None)
+                        else:
+                            future.set_exception(PublishError(header["message"]))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            if not self._closing:
+                log.error(
+                    "lost the relay connection: publishing is unavailable on this worker "
+                    "until it is back (reconnecting)"
+                )
+        finally:
+            self.connected = False
+            if self._down_since is None:
+                self._down_since = time.monotonic()
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+            for future in [*self._pending.values(), *self._asks.values()]:
+                if not future.done():
+                    future.set_exception(
+                        PublishError(
+                            "the relay connection was lost before this publish was "
+                            "acknowledged: it may or may not have been published (give "
+                            "events ids to recognise them on retry)",
+                            status=503,
+                            retry_after=RETRY_AFTER,
+                        )
+                    )
+            self._pending.clear()
+            self._asks.clear()
+
+    def _answer_report(self, header: dict[str, Any]) -> None:
+        try:
+            figures = self.member.report(header["query"])
+        except Exception:  # pragma: no cover - a bug; the gather times out without us
+            log.exception("cannot report figures")
+            return
+        if self._writer is not None:
+            self._writer.write(
+                pack({"type": "figures", "gather": header["gather"], "figures": figures})
+            )
+
+    # ---------------------------------------------------------------- state
+
+    @property
+    def available(self) -> bool:
+        return self.connected
+
+    @property
+    def unavailable_for(self) -> float:
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    @property
+    def pending(self) -> int:
+        """Publishes sent to the relay and not answered yet."""
+        return len(self._pending)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "relay": {
+                "connected": self.connected,
+                "pid": self.relay_pid,
+                "pending": self.pending,
+                "reconnects": self.reconnects,
+                "history_breaks": self.history_breaks,
+            }
+        }
+
+    # ---------------------------------------------------------------- requests
+
+    def _request(self, header: dict[str, Any], payload: bytes = b"") -> asyncio.Future[Any]:
+        if not self.connected or self._writer is None:
+            raise PublishError(
+                "relay unavailable; try again shortly", status=503, retry_after=RETRY_AFTER
+            )
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._asks[request_id] = future
+        self._writer.write(pack({**header, "request": request_id}, payload))
+        return future
+
+    async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        if not self.connected or self._writer is None:
+            raise PublishError(
+                "relay unavailable; try again shortly", status=503, retry_after=RETRY_AFTER
+            )
+        # No pre-check here: the relay encodes the whole batch before sequencing
+        # any of it and answers "error" on EncodeError, so nothing is half-published
+        # and each frame is encoded once. Only what cannot even be put on the wire
+        # is refused here, with the same answer one worker gives.
+        request_id = next(self._ids)
+        message = pack_publish(request_id, requests, accepted_at)
+        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._writer.write(message)
+        return await future
+
+    async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every worker's figures through the relay; this worker's alone (with
+        ``"worker": None``) while the relay is away."""
+        try:
+            future = self._request({"type": "gather", "query": query})
+            return list(await asyncio.wait_for(future, GATHER_TIMEOUT * 3))
+        except (PublishError, asyncio.TimeoutError):
+            return [{**self.member.report(query), "worker": self.worker}]
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            await stop_task(self._task)
+        if self._writer is not None:
+            self._writer.close()
+        self.connected = False

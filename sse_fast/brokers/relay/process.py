@@ -1,0 +1,230 @@
+"""The relay process: one sequencer for all the workers of a server.
+
+It gives every published event its position and id (each frame encoded once),
+delivers the frames to every worker in one order, acknowledges the publishing
+worker with the ids, keeps a log of recent events to replay to a worker that
+(re)connects, and gathers every worker's figures for ``/metrics`` and
+``/stats``. ``run_relay`` is the process's entry point (``serve`` starts it,
+``supervisor.py`` keeps it running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+from typing import Any
+
+from ..._core import EncodeError
+from ..sequencing import RecentIds, Sequenced, first_position, sequence_once
+from .wire import pack, pack_delivery, read_message, unpack_publish
+
+__all__ = ["GATHER_TIMEOUT", "REPLAY_CHUNK", "Relay", "run_relay", "serve_relay"]
+
+log = logging.getLogger("sse_fast.relay")
+
+REPLAY_CHUNK = 1000  # events per deliver message when replaying the log
+GATHER_TIMEOUT = 1.0  # seconds the relay waits for every worker's figures
+
+
+class _Gather:
+    __slots__ = ("figures", "origin", "request", "timer", "waiting")
+
+    def __init__(self, origin: asyncio.StreamWriter, request: int) -> None:
+        self.origin = origin
+        self.request = request
+        self.waiting: set[asyncio.StreamWriter] = set()
+        self.figures: list[dict[str, Any]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Relay:
+    """The sequencer and broadcaster (runs in its own process)."""
+
+    def __init__(
+        self, history_frames: int = 100_000, history_bytes: int = 64 * 1024 * 1024
+    ) -> None:
+        self.first_position = first_position()
+        self.next_position = self.first_position
+        self.recent = RecentIds()
+        #: workers that said hello, and their slot numbers
+        self.workers: dict[asyncio.StreamWriter, int] = {}
+        self.history_frames = history_frames
+        self.history_bytes = history_bytes
+        #: the recent events, contiguous in position (a restarted worker's history)
+        self.log: collections.deque[Sequenced] = collections.deque()
+        self.log_bytes = 0
+        self._gathers: dict[int, _Gather] = {}
+        self._gather_ids = itertools.count(1)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                header, _ = await read_message(reader)
+                kind = header["type"]
+                if kind == "publish":
+                    self.publish(writer, header)
+                elif kind == "hello":
+                    self.join(writer, header)
+                elif kind == "gather":
+                    self.gather(writer, header)
+                elif kind == "figures":
+                    self.collect(writer, header)
+                elif kind == "ping":
+                    writer.write(pack({"type": "pong", "request": header["request"]}))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self.workers.pop(writer, None)
+            for gather in list(self._gathers.values()):
+                gather.waiting.discard(writer)
+                if not gather.waiting:
+                    self._finish(gather)
+            writer.close()
+
+    # ---------------------------------------------------------------- joining
+
+    def join(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        """Welcome a worker; replay the log it needs; deliver to it from now on."""
+        sequence: int | None = header.get("sequence")
+        last: int | None = header.get("last_position")
+        oldest = self.log[0].position if self.log else self.next_position
+        continued = (
+            last is not None
+            and sequence == self.first_position
+            and oldest <= last + 1 <= self.next_position
+        )
+        if continued and last is not None:
+            skip_to = last
+            history_from = last + 1
+        elif last is not None:
+            # Its history breaks: it sends its streams a "missed" marker at the
+            # position just before history_from, which must be newer than all it
+            # holds (a clock that went back must not make this sequence older).
+            self.next_position = max(self.next_position, last + 2)
+            skip_to = last + 1
+            history_from = max(oldest, last + 2)
+        else:
+            skip_to = -1
+            history_from = oldest
+        replay = [item for item in self.log if item.position > skip_to]
+        if replay:
+            history_from = min(history_from, replay[0].position)
+        chunks = [replay[i : i + REPLAY_CHUNK] for i in range(0, len(replay), REPLAY_CHUNK)]
+        slot = min(set(range(len(self.workers) + 1)) - set(self.workers.values()))
+        writer.write(
+            pack(
+                {
+                    "type": "welcome",
+                    "first_position": self.first_position,
+                    "last_position": self.next_position - 1,
+                    "continued": continued,
+                    "history_from": history_from,
+                    "worker": slot,
+                    "replay": len(chunks),
+                    "pid": os.getpid(),
+                }
+            )
+        )
+        for chunk in chunks:
+            writer.write(pack_delivery(chunk))
+        self.workers[writer] = slot
+
+    # ---------------------------------------------------------------- publishing
+
+    def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        requests = unpack_publish(header)
+        try:
+            items, ids = sequence_once(
+                requests, self.next_position, header["accepted_at"], self.recent
+            )
+        except EncodeError as exc:
+            origin.write(pack({"type": "error", "request": header["request"], "message": str(exc)}))
+            return
+        self.next_position += len(items)
+        if items:
+            self._remember(items)
+            message = pack_delivery(items)
+            for worker in self.workers:
+                worker.write(message)
+        origin.write(pack({"type": "ack", "request": header["request"], "ids": ids}))
+
+    def _remember(self, items: list[Sequenced]) -> None:
+        log = self.log
+        log.extend(items)
+        self.log_bytes += sum(len(i.frame) for i in items)
+        while log and (len(log) > self.history_frames or self.log_bytes > self.history_bytes):
+            self.log_bytes -= len(log.popleft().frame)
+
+    # ---------------------------------------------------------------- figures
+
+    def gather(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        gather = _Gather(origin, header["request"])
+        gather_id = next(self._gather_ids)
+        message = pack({"type": "report", "gather": gather_id, "query": header["query"]})
+        for worker in self.workers:
+            worker.write(message)
+            gather.waiting.add(worker)
+        self._gathers[gather_id] = gather
+        if not gather.waiting:
+            self._finish(gather)
+            return
+        gather.timer = asyncio.get_running_loop().call_later(GATHER_TIMEOUT, self._finish, gather)
+
+    def collect(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        gather = self._gathers.get(header["gather"])
+        if gather is None or writer not in gather.waiting:
+            return  # too late: that answer went out without it
+        gather.waiting.discard(writer)
+        gather.figures.append({**header["figures"], "worker": self.workers.get(writer)})
+        if not gather.waiting:
+            self._finish(gather)
+
+    def _finish(self, gather: _Gather) -> None:
+        for gather_id, known in list(self._gathers.items()):
+            if known is gather:
+                del self._gathers[gather_id]
+        if gather.timer is not None:
+            gather.timer.cancel()
+        if not gather.origin.is_closing():
+            gather.origin.write(
+                pack({"type": "gathered", "request": gather.request, "figures": gather.figures})
+            )
+
+
+async def serve_relay(
+    path: str,
+    ready: Any = None,
+    history_frames: int = 100_000,
+    history_bytes: int = 64 * 1024 * 1024,
+) -> None:
+    relay = Relay(history_frames, history_bytes)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    server = await asyncio.start_unix_server(relay.handle, path=path)
+    os.chmod(path, 0o600)
+    if ready is not None:
+        ready.set()
+    async with server:
+        await server.serve_forever()
+
+
+def run_relay(
+    path: str,
+    ready: Any = None,
+    history_frames: int = 100_000,
+    history_bytes: int = 64 * 1024 * 1024,
+) -> None:
+    """Process entry point."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us after the workers
+    try:
+        import uvloop
+
+        uvloop.run(serve_relay(path, ready, history_frames, history_bytes))
+    except ImportError:  # pragma: no cover
+        asyncio.run(serve_relay(path, ready, history_frames, history_bytes))
