@@ -4,7 +4,7 @@
 # implementations against it: the compiled modules, then the pure-Python twins
 # (sse_fast/_core/<name>_py.py) against a copy of the same stubs. A name, a
 # signature, a read-only attribute or __all__ that drifts on either side fails here
-# (non-zero exit). tests/test_parity.py checks the behaviour stubs cannot express.
+# (non-zero exit). tests/core/test_parity.py checks the behaviour stubs cannot express.
 # Needs the extension built (pip install -e .) and mypy (the lint extra).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,4 @@
-"""Run the abuse suite (``tests/test_abuse.py``) and record its figures in
+"""Run the abuse suite (``tests/e2e/test_abuse.py``) and record its figures in
 ``benches/results/abuse.md`` and ``abuse.json``.
 
     python -m benches.abuse
@@ -24,7 +24,7 @@ def main() -> int:
         env = dict(os.environ, SSE_FAST_ABUSE_REPORT=report_path)
         load = os.getloadavg()
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "tests/test_abuse.py"], env=env, check=False
+            [sys.executable, "-m", "pytest", "-q", "tests/e2e/test_abuse.py"], env=env, check=False
         )
         if run.returncode != 0:
             print("the abuse suite failed; no results written", file=sys.stderr)
@@ -44,7 +44,7 @@ def main() -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "abuse.json").write_text(json.dumps(report, indent=2))
-    lines = ["# Abuse suite (`python -m benches.abuse`, the same as `tests/test_abuse.py`)", ""]
+    lines = ["# Abuse suite (`python -m benches.abuse`, the same as `tests/e2e/test_abuse.py`)", ""]
     lines += [f"- {k}: {v}" for k, v in report.pop("conditions").items()]
     lines += ["", "| figure | value |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report.items()]

@@ -23,6 +23,11 @@ import pytest
 import sse_fast
 from sse_fast._core.native import NATIVE_MODULES
 
+#: sse-starlette's and aiohttp-sse's own tests, vendored byte for byte: run by
+#: tests/adapters/originals/ in pytest processes of their own (their configuration, their
+#: plugins), against the originals and against our drop-ins, never collected here
+collect_ignore_glob = ["adapters/originals/*/tests"]
+
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
@@ -44,7 +49,7 @@ if EXTENSION_IMPORT_ERROR is not None:
         "SSE_FAST_NO_EXTENSIONS=1 and no extension was built (a build with the switch "
         "set skips it), so there is nothing to compare the pure twins with"
         if sse_fast.NO_EXTENSIONS
-        else "it should have been built; tests/test_extension.py fails for this"
+        else "it should have been built; tests/core/test_extension.py fails for this"
     )
 needs_both = pytest.mark.skipif(PARITY_SKIP_REASON is not None, reason=PARITY_SKIP_REASON or "")
 

@@ -58,7 +58,7 @@ NO_HISTORY = Ring(1, 1)
 NO_POSITIONS: deque[int] = deque(maxlen=0)
 #: bytes counted per retained frame beside its data (the bytes object's header,
 #: its slots in the ring, its position in ``positions``, its id and index entry):
-#: 219 measured with tracemalloc (tests/test_hub_topics.py checks it is no more),
+#: 219 measured with tracemalloc (tests/hub/test_topics.py checks it is no more),
 #: and room for slots not yet filled (a ring's slots double as it fills)
 FRAME_OVERHEAD = 320
 

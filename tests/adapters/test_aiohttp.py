@@ -1,0 +1,91 @@
+"""sse_fast.aiohttp under a real aiohttp server (``python -m aiohttp.web``): the
+events a client parses are aiohttp-sse's for the same calls; TCP_USER_TIMEOUT
+follows send_timeout; 1,000 vanished clients leave no stream or task; SIGTERM
+ends open streams (``wait()`` returns) so the server exits at once."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from sse_fast.testing import HOST, ServerProcess, SSEClient, collect
+
+from ..support.status_probe import (
+    seconds_to_notice_leaving,
+    vanish_rounds,
+)
+
+pytest.importorskip("aiohttp_sse")
+
+COMMAND = [
+    sys.executable, "-m", "aiohttp.web", "-H", HOST, "-P", "{port}",
+    "tests.support.aiohttp_app:make_app",
+]  # fmt: skip
+
+
+@pytest.fixture
+def server() -> Any:
+    with ServerProcess(command=COMMAND) as server:
+        yield server
+
+
+async def _events(port: int, path: str, count: int) -> list[tuple[Any, ...]]:
+    client = SSEClient(HOST, port, [], path=path, extra_query={"n": str(count)})
+    await client.connect()
+    assert client.response_headers["content-type"].startswith("text/event-stream")
+    events = await collect(client, count + 2, timeout=10)
+    assert client.closed
+    return [(e.event, e.data, e.id) for e in events]
+
+
+def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess) -> None:
+    async def main() -> None:
+        ours = await _events(server.port, "/count", 20)
+        theirs = await _events(server.port, "/count-theirs", 20)
+        assert ours == theirs and len(ours) == 21
+        assert ours[0] == ("count", "event 0\nsecond\nthird", "0")
+        client = SSEClient(HOST, server.port, [], path="/sockopt")
+        await client.connect()
+        (event,) = await collect(client, 1, timeout=10)
+        assert event.data == "7000"  # send_timeout=7 -> TCP_USER_TIMEOUT 7,000 ms
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
+    """Half the streams write (/endless), half only wait (/wait)."""
+    paths = ["/endless", "/wait"] * 500
+    asyncio.run(vanish_rounds(server.port, paths, {"finished": 500, "waited": 500}))
+
+
+def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -> None:
+    async def main() -> None:
+        clients = [SSEClient(HOST, server.port, [], path=p) for p in ["/wait", "/endless"] * 10]
+        await asyncio.gather(*(c.connect() for c in clients))
+        await asyncio.gather(*(collect(c, 1, timeout=10) for c in clients))
+        assert server.proc is not None
+        started = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(collect(c, 10**6, timeout=10) for c in clients))
+        assert all(c.closed for c in clients)
+        assert time.monotonic() - started < 6  # not run_app's 60 s shutdown_timeout
+
+    asyncio.run(main())
+    assert server.proc is not None
+    assert server.proc.wait(10) is not None
+
+
+def test_a_handler_that_only_waits_learns_of_a_leaving_client_within_seconds(
+    server: ServerProcess,
+) -> None:
+    """``wait()`` returns for 20 clients that left (10 FIN, 10 RST) within 3 s:
+    the ping task looks at the transport every second (aiohttp-sse's ``wait()``
+    returns only when a ping's write fails, ``ping_interval`` later)."""
+    took = asyncio.run(seconds_to_notice_leaving(server.port, "/wait", "waited"))
+    assert took < 3

@@ -1,0 +1,287 @@
+"""Auth: publisher and subscriber credentials (static token, HS256, public
+keys), claims and private topics, token expiry, claim patterns (properties),
+and the safe default of a real ``sse-fast serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sse_fast.app import App
+from sse_fast.app.auth import matches
+from sse_fast.settings import Settings
+from sse_fast.testing import ServerProcess
+
+from ..support.asgi_harness import Stream, settle
+from ..support.security_harness import SECRET, make_app, publish, run, token
+
+# ---------------------------------------------------------------- publishers
+
+
+def test_publishing_needs_a_credential_by_default() -> None:
+    async def main() -> None:
+        app = App(Settings())  # nothing configured at all
+        status, headers, body = await publish(app, {"topic": "a", "data": 1})
+        assert status == 401 and "none is configured" in body["error"]
+        assert headers["www-authenticate"].startswith("Bearer")
+        app = make_app()
+        status, _, body = await publish(app, {"topic": "a", "data": 1})
+        assert status == 401 and "Authorization: Bearer" in body["error"]
+        assert app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("rights", "topic", "status"),
+    [
+        ({"publish": ["news"]}, "news", 200),
+        ({"publish": ["news"]}, "sports", 403),
+        ({"publish": ["user/*"]}, "user/42/inbox", 200),
+        ({"publish": ["user/*"]}, "users", 403),
+        ({"publish": ["*"]}, "anything", 200),
+        ({"subscribe": ["*"]}, "news", 403),
+        ({}, "news", 403),
+    ],
+)
+def test_publish_claims(rights: dict, topic: str, status: int) -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, body = await publish(app, {"topic": topic, "data": 1}, f"Bearer {token(rights)}")
+        assert code == status, body
+        if status == 403:
+            assert topic in body["error"] and app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+def test_a_batch_with_one_forbidden_topic_publishes_nothing() -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, _ = await publish(
+            app,
+            {"events": [{"topic": "ok", "data": 1}, {"topic": "secret", "data": 2}]},
+            f"Bearer {token({'publish': ['ok']})}",
+        )
+        assert code == 403 and app.hub.metrics.published_total == 0
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    ("auth", "fragment"),
+    [
+        ("Basic abc", "Bearer <token>"),
+        ("Bearer not.a.jwt", "invalid token"),
+        (
+            f"Bearer {token({'publish': ['*']}, key='another-secret-of-enough-length-xx')}",
+            "invalid token",
+        ),
+        (f"Bearer {token({'publish': ['*']}, exp=int(time.time()) - 60)}", "expired"),
+        (f"Bearer {token({'publish': 'news'}, aud='other')}", "invalid token"),
+        (f"Bearer {jwt.encode({'sse_fast': {'publish': 5}}, SECRET)}", "list of topic patterns"),
+    ],
+    # ids that do not change from one collection to the next (pytest-xdist compares them)
+    ids=["basic", "not-a-jwt", "other-key", "expired", "other-audience", "bad-claim"],
+)
+def test_bad_publisher_tokens_get_401(auth: str, fragment: str) -> None:
+    async def main() -> None:
+        app = make_app()
+        code, _, body = await publish(app, {"topic": "news", "data": 1}, auth)
+        assert code == 401 and fragment in body["error"], body
+
+    run(main())
+
+
+def test_static_token_and_anonymous_opt_out() -> None:
+    async def main() -> None:
+        app = App(Settings(publish_token="s3cret-token"))
+        assert (await publish(app, {"topic": "a", "data": 1}, "Bearer s3cret-token"))[0] == 200
+        assert (await publish(app, {"topic": "a", "data": 1}, "Bearer wrong"))[0] == 401
+        app = App(Settings(allow_anonymous_publish=True))
+        assert (await publish(app, {"topic": "a", "data": 1}))[0] == 200
+
+    run(main())
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec", "jwks"])
+def test_public_key_tokens(kind: str, tmp_path: Any) -> None:
+    if kind == "ec":
+        private: Any = ec.generate_private_key(ec.SECP256R1())
+        algorithm = "ES256"
+    else:
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        algorithm = "RS256"
+    public = private.public_key()
+    settings: dict[str, Any] = {}
+    if kind == "jwks":
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(public))
+        jwk.update({"kid": "k1", "alg": "RS256", "use": "sig"})
+        path = tmp_path / "jwks.json"
+        path.write_text(json.dumps({"keys": [jwk]}))
+        settings["jwt_jwks_file"] = str(path)
+    else:
+        path = tmp_path / "key.pem"
+        path.write_bytes(
+            public.public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        settings["jwt_public_key_file"] = str(path)
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+    async def main() -> None:
+        app = App(Settings(**settings))
+        good = jwt.encode(
+            {"sse_fast": {"publish": ["a"]}}, pem, algorithm=algorithm, headers={"kid": "k1"}
+        )
+        assert (await publish(app, {"topic": "a", "data": 1}, f"Bearer {good}"))[0] == 200
+        forged = token({"publish": ["a"]})  # HS256 with a secret the server does not have
+        assert (await publish(app, {"topic": "a", "data": 1}, f"Bearer {forged}"))[0] == 401
+
+    run(main())
+
+
+# ---------------------------------------------------------------- subscribers
+
+
+def test_private_topics_need_subscribe_claims() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="user/*,admin")
+        cases = [
+            ({}, [("topic", "public")], 200),
+            ({}, [("topic", "user/1")], 401),
+            (
+                {"authorization": f"Bearer {token({'subscribe': ['user/1']})}"},
+                [("topic", "user/1")],
+                200,
+            ),
+            (
+                {"authorization": f"Bearer {token({'subscribe': ['user/1']})}"},
+                [("topic", "user/1"), ("topic", "admin")],
+                403,
+            ),
+            (
+                {"cookie": f"other=1; sse_fast_token={token({'subscribe': ['user/*']})}"},
+                [("topic", "user/9")],
+                200,
+            ),
+            ({}, [("topic", "user/1"), ("token", token({"subscribe": ["user/1"]}))], 401),
+            ({"authorization": "Bearer garbage"}, [("topic", "public")], 401),
+        ]
+        for headers, query, status in cases:
+            stream = Stream(app, query=query, headers=headers).start()
+            await settle()
+            assert stream.status == status, (headers, query)
+            if status == 200:
+                stream.disconnect()
+            await stream.finished()
+
+    run(main())
+
+
+def test_query_token_only_when_allowed() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="p", allow_query_token=True)
+        stream = Stream(app, query=[("topic", "p"), ("token", token({"subscribe": ["p"]}))])
+        stream.start()
+        await settle()
+        assert stream.status == 200
+        stream.disconnect()
+        await stream.finished()
+
+    run(main())
+
+
+def test_token_expiry_ends_the_stream_with_a_reason() -> None:
+    async def main() -> None:
+        app = make_app(private_topics="p")
+        expiring = token({"subscribe": ["p"]}, exp=time.time() + 0.3)
+        stream = Stream(
+            app, query=[("topic", "p")], headers={"authorization": f"Bearer {expiring}"}
+        ).start()
+        await settle()
+        assert stream.status == 200
+        await stream.finished(timeout=5)
+        assert stream.ended
+        assert stream.events[-1].event == "sse-fast-disconnect"
+        assert json.loads(stream.events[-1].data) == {"reason": "token-expired"}
+        assert app.hub.subscriptions == {}
+
+    run(main())
+
+
+# ---------------------------------------------------------------- CORS
+
+
+# ---------------------------------------------------------------- limits
+
+
+# ---------------------------------------------------------------- claim patterns
+
+names = st.text(alphabet="ab/.-", min_size=1, max_size=8)
+
+
+@given(topic=names, pattern=st.text(alphabet="ab/.-*?", min_size=1, max_size=8))
+def test_pattern_matching_property(topic: str, pattern: str) -> None:
+    import re
+
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    expected = re.fullmatch(regex, topic, re.DOTALL) is not None
+    assert matches(topic, [pattern]) == expected
+
+
+@given(topic=names, other=names)
+def test_exact_patterns_match_only_themselves(topic: str, other: str) -> None:
+    assert matches(topic, [topic])
+    assert matches(topic, [other]) == (topic == other)
+    assert matches(topic, ["*"])
+    assert not matches(topic, [])
+
+
+# ---------------------------------------------------------------- real server
+
+
+def test_fresh_server_is_safe_by_default() -> None:
+    with ServerProcess(allow_anonymous_publish="0") as server:
+
+        async def main() -> None:
+            code, _, body = await server.publish(b'{"topic":"a","data":1}')
+            assert code == 401
+            assert "Authorization" in json.loads(body)["error"]
+
+        asyncio.run(main())
+        assert "no publish credential configured" in server.output()
+
+
+def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
+    """Publishers send the same JWT on every request: it is verified once, then
+    taken from a cache, but never past its expiry (plus the 5 s leeway)."""
+    from sse_fast.app.auth import Authenticator
+
+    auth = Authenticator(Settings(jwt_secret=SECRET))
+    exp = int(time.time()) - 3  # valid for 1-2 s more: the 5 s leeway
+    expiring = jwt.encode({"exp": exp, "sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256")
+    first = auth.publisher(f"Bearer {expiring}")
+    assert auth.publisher(f"Bearer {expiring}") is first  # cached, not decoded again
+    time.sleep(max(0.0, exp + 5.1 - time.time()))  # now past exp + leeway
+    with pytest.raises(Exception) as info:
+        auth.publisher(f"Bearer {expiring}")
+    assert getattr(info.value, "status", None) == 401 and "expired" in str(info.value)
+    # a tampered token is never taken from the cache for a valid one
+    valid = jwt.encode({"sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256")
+    auth.publisher(f"Bearer {valid}")
+    with pytest.raises(Exception) as info:
+        auth.publisher(f"Bearer {valid[:-2]}xx")
+    assert getattr(info.value, "status", None) == 401

@@ -1,0 +1,444 @@
+"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/upstream.py; the
+command was ``sse-fast relay``, which still works and says so).
+
+The republishing rules in process (ids, transforms, a broker that refuses for
+a while, an upstream that lost events); then real processes: a relay in front
+of a second ``sse-fast serve`` (on Redis, so its history survives) that is
+killed and restarted, in front of a plain Starlette SSE app under uvicorn that
+is restarted, the reading worker killed under two workers, an upstream that
+refuses, and a transform given by name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from sse_fast._core.request import PublishRequest
+from sse_fast.app.upstream import Upstream
+from sse_fast.cli import main
+from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect
+from sse_fast.hub import Hub
+from sse_fast.publishing import PublishError
+from sse_fast.settings import Settings, SettingsError
+from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
+
+from ..support.mirror_transform import odd_only_upper, route_by_parity
+
+# ------------------------------------------------------------------ settings
+
+
+def test_settings_say_what_is_wrong() -> None:
+    assert Settings(upstream="http://o:1/events?topic=news").upstream_topic == "news"
+    assert (
+        Settings(upstream="https://o/e?topic=a&topic=b", upstream_topic="c").upstream_topic == "c"
+    )
+    with pytest.raises(SettingsError, match="http:// or https:// URL"):
+        Settings(upstream="ftp://o/events")
+    with pytest.raises(SettingsError, match="pass --upstream-topic"):
+        Settings(upstream="http://o/events?topic=a&topic=b")
+    with pytest.raises(SettingsError, match="not a valid topic name"):
+        Settings(upstream="http://o/e", upstream_topic="a b")
+    with pytest.raises(SettingsError, match="module:callable"):
+        Settings(upstream="http://o/e?topic=a", upstream_transform="nocolon")
+
+
+def test_mirror_command_needs_an_upstream(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["mirror", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--upstream URL" in err and "deprecated" not in err
+
+
+def test_the_old_relay_command_still_works_and_says_it_is_mirror(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["relay", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "sse-fast relay: deprecated, use sse-fast mirror (the same options)" in err
+    assert "--upstream URL" in err
+
+
+def test_a_transform_that_cannot_be_loaded_fails_startup() -> None:
+    settings = Settings(upstream="http://o/e?topic=a", upstream_transform="tests.nothing:here")
+    with pytest.raises(RuntimeError, match=r"cannot import tests\.nothing"):
+        Upstream(settings, Hub(settings))
+    settings.upstream_transform = "tests.support.mirror_transform:missing"
+    with pytest.raises(RuntimeError, match="has no missing"):
+        Upstream(settings, Hub(settings))
+
+
+# ------------------------------------------------------------------ in process
+
+
+class Recorder:
+    """``hub.publish`` that records, refusing with 503 ``refusals`` times first."""
+
+    def __init__(self, refusals: int = 0) -> None:
+        self.published: list[PublishRequest] = []
+        self.refusals = refusals
+
+    async def __call__(self, requests: list[PublishRequest], **_: Any) -> list[str]:
+        if self.refusals:
+            self.refusals -= 1
+            raise PublishError("the relay is away", status=503)
+        self.published += requests
+        return [r.id or "x" for r in requests]
+
+
+def upstream(transform: str = "", refusals: int = 0) -> tuple[Upstream, Recorder]:
+    settings = Settings(upstream="http://o/e?topic=news", upstream_transform=transform)
+    hub = Hub(settings)
+    recorder = Recorder(refusals)
+    hub.publish = recorder  # type: ignore[method-assign]
+    return Upstream(settings, hub), recorder
+
+
+def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:
+    relay, recorder = upstream()
+
+    async def main() -> None:
+        await relay.republish(ReceivedEvent("message", "a\nb", "1"))
+        await relay.republish(ReceivedEvent("update", "{}", "2"))
+        await relay.republish(ReceivedEvent("note", "no id of its own", "2"))  # the id carried over
+        await relay.republish(ReceivedEvent("message", "none at all", ""))
+
+    asyncio.run(main())
+    assert recorder.published == [
+        PublishRequest(("news",), "a\nb", None, "1"),
+        PublishRequest(("news",), "{}", "update", "2"),
+        PublishRequest(("news",), "no id of its own", "note", None),
+        PublishRequest(("news",), "none at all", None, None),
+    ]
+    assert relay.hub.metrics.upstream_events_total == 4
+
+
+def test_transforms_drop_change_and_route() -> None:
+    relay, recorder = upstream("tests.support.mirror_transform:odd_only_upper")
+    asyncio.run(relay.republish(ReceivedEvent("tick", "1", "1")))
+    asyncio.run(relay.republish(ReceivedEvent("tick", "2", "2")))
+    assert recorder.published == [PublishRequest(("news",), "TICK 1", "tick", "1")]
+    assert relay.hub.metrics.upstream_dropped_total == 1
+
+    relay, recorder = upstream(
+        "tests.support.mirror_transform:route_by_parity"
+    )  # async, a document
+    for n in (1, 2):
+        asyncio.run(relay.republish(ReceivedEvent("tick", str(n), str(n))))
+    assert [(r.topics, r.data, r.id) for r in recorder.published] == [
+        (("odd",), {"n": 1}, "1"),
+        (("even",), {"n": 2}, "2"),
+    ]
+    assert odd_only_upper and route_by_parity  # the functions the server loads by name
+
+
+def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixture) -> None:
+    relay, recorder = upstream()
+    answers: list[Any] = [
+        ZeroDivisionError("boom"),
+        42,
+        {"data": "x", "event": "sse-fast-missed"},
+        ReceivedEvent("message", "fine", "9"),
+    ]
+
+    def transform(event: ReceivedEvent) -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    relay.transform = transform
+    for n in range(4):
+        asyncio.run(relay.republish(ReceivedEvent("message", str(n), str(n))))
+    assert [r.data for r in recorder.published] == ["fine"]
+    assert relay.hub.metrics.upstream_errors_total == 3
+    logged = caplog.text
+    assert "boom" in logged
+    assert "the transform returned int" in logged
+    assert "reserved" in logged  # the document is checked as POST /publish checks it
+
+
+def test_a_refusing_broker_delays_the_event_not_loses_it(caplog: pytest.LogCaptureFixture) -> None:
+    relay, recorder = upstream(refusals=3)
+    asyncio.run(asyncio.wait_for(relay.republish(ReceivedEvent("message", "kept", "5")), 5))
+    assert [r.data for r in recorder.published] == ["kept"]
+    assert caplog.text.count("cannot publish upstream events yet") == 3
+
+
+def test_an_upstream_that_lost_events_is_passed_on() -> None:
+    relay, recorder = upstream()
+    missed = Missed("sse-fast-missed", "{}", "7", None, "evicted", "3")
+    asyncio.run(relay.missed(missed))
+    (marker,) = recorder.published
+    assert marker.event == "sse-fast-missed"
+    assert orjson.loads(marker.data) == {
+        "reason": "upstream-missed",
+        "upstream_reason": "evicted",
+        "last_event_id": None,
+    }
+    assert relay.hub.metrics.upstream_missed_total == 1
+
+
+# ------------------------------------------------------------------ real processes
+
+
+class Subscriber:
+    """An sse_fast.client stream in its own thread (the servers are started here)."""
+
+    def __init__(self, port: int, topic: str, until: int) -> None:
+        self.data: list[str] = []
+        self.control: list[ReceivedEvent] = []
+        self.until = until
+        self.url = f"http://{HOST}:{port}/events"
+        self.topic = topic
+        self.thread = threading.Thread(target=asyncio.run, args=(self._read(),), daemon=True)
+        self.thread.start()
+
+    async def _read(self) -> None:
+        async def read() -> None:
+            async with connect(
+                self.url, [self.topic], retry=0.3, max_delay=1, read_timeout=5
+            ) as events:
+                async for event in events:
+                    if isinstance(event, (Missed, Disconnect)):
+                        self.control.append(event)
+                    elif event.event != "message" or event.data:
+                        self.data.append(event.data)
+                        if len(self.data) >= self.until:
+                            return
+
+        await asyncio.wait_for(read(), 90)
+
+    def wait(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.data) < count:
+            assert time.monotonic() < deadline, f"{len(self.data)} of {count} events"
+            time.sleep(0.02)
+
+    def join(self) -> None:
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+def readyz(port: int) -> tuple[int, dict[str, Any]]:
+    status, _, body = asyncio.run(http_request(HOST, port, "GET", "/readyz"))
+    return status, json.loads(body)
+
+
+def wait_ready(port: int, ready: bool, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = readyz(port)
+        if (status == 200) == ready:
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+
+
+def publish(port: int, first: int, count: int) -> None:
+    body = orjson.dumps(
+        {"events": [{"topic": "news", "data": str(n)} for n in range(first, first + count)]}
+    )
+    status, _, answer = asyncio.run(
+        http_request(HOST, port, "POST", "/publish", body, {"Content-Type": "application/json"})
+    )
+    assert status == 200, answer
+
+
+def metric(port: int, name: str) -> float:
+    _, _, body = asyncio.run(http_request(HOST, port, "GET", "/metrics"))
+    for line in body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"no {name}")
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+def relay_command(upstream: str, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sse_fast",
+        "mirror",
+        "--port",
+        "{port}",
+        "--upstream",
+        upstream,
+        *extra,
+    ]
+
+
+def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
+    redis_server: RedisServer,
+) -> None:
+    """Every event once, in order: published before, while the upstream is
+    away (none: it is down) and after its restart (it resumes us from Redis,
+    including what was published before we were back)."""
+    port = free_port()
+    origin = ("--redis-url", redis_server.url)
+    upstream = ServerProcess(*origin, port=port, heartbeat_interval=1)
+    with (
+        upstream,
+        ServerProcess(
+            command=relay_command(f"http://{HOST}:{port}/events?topic=news", "--workers", "2"),
+            heartbeat_interval=1,
+            upstream_ready_grace=1,
+        ) as relay,
+    ):
+        wait_ready(relay.port, True)
+        subscriber = Subscriber(relay.port, "news", 300)
+        time.sleep(0.5)
+        publish(port, 0, 100)
+        subscriber.wait(100)
+        upstream._kill_group()
+        upstream.stop()
+        body = wait_ready(relay.port, False)  # away past the grace: not ready, and why
+        assert body["upstream"]["state"] == "reconnecting"
+        with ServerProcess(*origin, port=port, heartbeat_interval=1):
+            publish(port, 100, 100)  # before the relay is back: resumed from Redis
+            subscriber.wait(200)
+            publish(port, 200, 100)
+            subscriber.join()
+            assert wait_ready(relay.port, True)["upstream"]["state"] == "connected"
+            assert metric(relay.port, "sse_fast_upstream_events_total") == 300
+            assert metric(relay.port, "sse_fast_upstream_reconnects_total") >= 1
+            assert metric(relay.port, "sse_fast_upstream_connected") == 1
+    assert subscriber.data == [str(n) for n in range(300)]
+    assert subscriber.control == []
+
+
+def test_relays_a_plain_starlette_app_that_restarts() -> None:
+    """A plain StreamingResponse upstream under uvicorn, stopped and started
+    again mid-stream: the relay resumes it with Last-Event-ID."""
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "tests.support.plain_sse_app:app",
+        "--port",
+        "{port}",
+    ]
+    port = free_port()
+    url = f"http://{HOST}:{port}/ticks?count=200&every=0.02&wait=2"  # wait: for the subscriber
+    with (
+        ServerProcess(command=uvicorn, port=port) as upstream,
+        ServerProcess(
+            command=relay_command(url, "--topic", "ticks"), heartbeat_interval=1
+        ) as relay,
+    ):
+        subscriber = Subscriber(relay.port, "ticks", 200)
+        subscriber.wait(60)
+        upstream.stop(signal.SIGKILL)
+        time.sleep(0.5)
+        with ServerProcess(command=uvicorn, port=port):
+            subscriber.join()
+    assert subscriber.data == [str(n) for n in range(1, 201)]
+
+
+def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer) -> None:
+    port = free_port()
+    with (
+        ServerProcess("--redis-url", redis_server.url, port=port, heartbeat_interval=1),
+        ServerProcess(
+            command=relay_command(f"http://{HOST}:{port}/events?topic=news", "--workers", "2"),
+            heartbeat_interval=1,
+        ) as relay,
+    ):
+        reader = wait_ready(relay.port, True)["upstream"]["reader_pid"]
+        assert reader in relay.worker_pids()
+        subscriber = Subscriber(relay.port, "news", 200)
+        time.sleep(0.5)
+        publish(port, 0, 100)
+        subscriber.wait(100)
+        os.kill(reader, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:  # a standby worker holds the lock and reads (or the respawned one)
+            try:
+                status, body = readyz(relay.port)
+            except OSError:  # the request went to the dying worker
+                continue
+            if status == 200 and body["upstream"]["reader_pid"] != reader:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        publish(port, 100, 100)
+        subscriber.join()
+    assert subscriber.data == [str(n) for n in range(200)]
+
+
+def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
+    with (
+        ServerProcess(heartbeat_interval=1) as upstream,
+        ServerProcess(
+            "--upstream",
+            f"http://{HOST}:{upstream.port}/nothing-here?topic=news",
+            "--upstream-max-delay",
+            "1",
+            ready_path="/healthz",
+        ) as relay,
+    ):
+        deadline = time.monotonic() + 10
+        while True:
+            status, body = readyz(relay.port)
+            if body["upstream"]["state"] == "refused":
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        assert status == 503
+        assert "HTTP 404" in body["upstream"]["error"]
+        assert "no such endpoint" in body["upstream"]["error"]
+
+
+def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
+    with (
+        ServerProcess(heartbeat_interval=1) as upstream,
+        ServerProcess(
+            "--upstream",
+            f"http://{HOST}:{upstream.port}/events?topic=news",
+            "--upstream-transform",
+            "tests.support.mirror_transform:odd_only_upper",
+        ) as relay,
+    ):
+        wait_ready(relay.port, True)
+        subscriber = Subscriber(relay.port, "news", 5)
+        time.sleep(0.5)
+        publish(upstream.port, 0, 10)
+        subscriber.join()
+        assert metric(relay.port, "sse_fast_upstream_dropped_total") == 5
+    assert subscriber.data == ["TICK 1", "TICK 3", "TICK 5", "TICK 7", "TICK 9"]
+
+
+def test_the_edge_needs_httpx_only_in_mirror_mode() -> None:
+    """httpx is not a dependency of the hub: an application that embeds it
+    without httpx starts; mirror mode says what to install."""
+    script = (
+        "import sys\n"
+        "sys.modules['httpx'] = None\n"
+        "from sse_fast.app import App\n"
+        "from sse_fast.settings import Settings\n"
+        "App(Settings())\n"
+        "try:\n"
+        "    App(Settings(upstream='http://o/e?topic=a'))\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "sse_fast.client needs httpx: python -m pip install" in done.stdout

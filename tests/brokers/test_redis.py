@@ -1,0 +1,403 @@
+"""The Redis broker against a real ``redis-server``: members (nodes, workers)
+that share one sequence, resumes on any of them, history bounds, and faults:
+a killed subscription, Redis restarted (its data lost) and Redis stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish
+from sse_fast.hub import Hub, PublishError, PublishRequest
+from sse_fast.settings import Settings
+from sse_fast.testing import RedisServer
+
+from ..conftest import forgive
+from .test_relay import Recording, _until
+
+if shutil.which("redis-server") is None:  # .ci/run installs it
+    raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    # small stream nodes, so that approximate trimming (MAXLEN ~) trims in a test
+    with RedisServer(0, "--stream-node-max-entries", "4") as server:
+        yield server
+
+
+def node(url: str, **options: Any) -> Hub:
+    options.setdefault("probe_interval", 0.3)
+    return Hub(Settings(), broker=RedisBroker(url, **options))
+
+
+async def _stop(*hubs: Hub) -> None:
+    for hub in hubs:
+        await hub.stop()
+
+
+def test_every_node_delivers_with_the_same_ids_and_resumes_anywhere(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        on_a, on_b, both = Recording(), Recording(), Recording()
+        try:
+            await on_a.attach(a, ["t"])
+            await on_b.attach(b, ["t"])
+            await both.attach(b, ["t", "u"])
+            ids = await a.publish([PublishRequest(("t",), n) for n in range(3)])
+            ids += await b.publish([PublishRequest(("t", "u"), "both", event="e", id="mine")])
+            assert ids[-1] == "mine"
+            await _until(lambda: len(on_b.events()) == 4 and len(both.events()) == 4)
+            assert on_a.events() == on_b.events()
+            assert [e[1] for e in on_b.events()] == ids
+            assert on_b.events()[-1] == ("e", "mine", "both")
+            assert both.events() == on_b.events()  # the two-topic event once
+            assert a.metrics.published_total == 3 and b.metrics.published_total == 1
+            # a third node that never held the topic resumes from Redis
+            c = node(redis_server.url)
+            await c.start()
+            try:
+                resumed = Recording()
+                assert (await resumed.attach(c, ["t"], ids[0])).resume == "resumed"
+                assert [e[1] for e in resumed.events()] == ids[1:]
+                fresh = Recording()
+                assert (await fresh.attach(c, ["t"], "mine")).resume == "resumed"
+                assert fresh.events() == []
+                (more,) = await a.publish([PublishRequest(("t",), "more")])
+                await _until(lambda: len(resumed.events()) == 4)
+                assert resumed.events()[-1][1] == more
+            finally:
+                await c.stop()
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_a_resume_older_than_the_history_in_redis_is_evicted(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a = node(redis_server.url, history_frames=10)
+        await a.start()
+        try:
+            ids = await a.publish([PublishRequest(("t",), n) for n in range(60)])
+            c = node(redis_server.url, history_frames=10)
+            await c.start()
+            try:
+                old = Recording()
+                assert (await old.attach(c, ["t"], ids[0])).resume == "evicted"
+                assert old.events()[0][0] == "sse-fast-missed"
+                recent = Recording()
+                assert (await recent.attach(c, ["t"], ids[-3])).resume == "resumed"
+                assert [e[1] for e in recent.events()] == ids[-2:]
+            finally:
+                await c.stop()
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_ids_from_before_the_age_bound_are_evicted(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a = node(redis_server.url, history_age=1.0)
+        await a.start()
+        try:
+            (first,) = await a.publish([PublishRequest(("t",), "old")])
+            await asyncio.sleep(1.2)
+            (second,) = await a.publish([PublishRequest(("t",), "new")])
+            c = node(redis_server.url, history_age=1.0)
+            await c.start()
+            try:
+                assert (await Recording().attach(c, ["t"], first)).resume == "evicted"
+                assert (await Recording().attach(c, ["t"], second)).resume == "resumed"
+            finally:
+                await c.stop()
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_killed_subscription_is_repaired_with_nothing_lost_or_doubled(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        stream = Recording()
+        try:
+            await stream.attach(b, ["t", "u"])
+            ids: list[str] = []
+            for n in range(300):
+                topics = ("t",) if n % 3 else ("t", "u")
+                ids += await a.publish([PublishRequest(topics, n)])
+                if n in (50, 150, 250):
+                    await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+            await _until(lambda: len(stream.events()) == 300, timeout=10)
+            assert [e[1] for e in stream.events()] == ids
+            assert b.broker.stats()["redis"]["repairs"] >= 1  # kills while reconnecting merge
+            assert b.metrics.history_breaks_total == 0
+            forgive(caplog, "Redis subscription lost")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_a_silent_subscription_is_found_by_its_probes_and_replaced(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection stays up but delivers nothing (here: its subscriptions
+    dropped behind the broker's back, as a proxy or a Redis bug might): the
+    probes stop coming back, the subscription is replaced and the topic is read
+    back from its stream."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        stream = Recording()
+        try:
+            await stream.attach(b, ["t"])
+            ids = await a.publish([PublishRequest(("t",), "before")])
+            await _until(lambda: len(stream.events()) == 1)
+            pubsub = b.broker.feed.pubsub
+            await pubsub.connection.send_command("UNSUBSCRIBE")  # no channel left, no error
+            started = time.monotonic()
+            ids += await a.publish([PublishRequest(("t",), n) for n in range(3)])
+            await _until(lambda: len(stream.events()) == 4, timeout=5)
+            took = time.monotonic() - started
+            assert [e[1] for e in stream.events()] == ids  # none lost, none twice
+            assert b.broker.feed.pubsub is not pubsub  # replaced
+            assert 0.3 < took < 2.5  # within two probe intervals (0.3 s), plus the repair
+            assert b.broker.stats()["redis"]["repairs"] == 1
+            assert "a stale subscription" in caplog.text
+            forgive(caplog, "Redis subscription lost")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_redis_restarted_without_its_data_is_told_to_open_streams(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        stream = Recording()
+        try:
+            await stream.attach(a, ["t"])
+            (before,) = await a.publish([PublishRequest(("t",), "before")])
+            await _until(lambda: len(stream.events()) == 1)
+            await asyncio.to_thread(redis_server.kill)
+            with pytest.raises(PublishError) as info:
+                await a.publish([PublishRequest(("t",), "refused")])
+            assert info.value.status == 503 and info.value.retry_after == 1.0
+            await _until(lambda: not a.broker.available)
+            with pytest.raises(PublishError) as info:  # a new topic cannot be subscribed
+                await Recording().attach(a, ["new-topic"])
+            assert info.value.status == 503
+            await asyncio.to_thread(redis_server.start)
+            await _until(lambda: a.broker.available, timeout=10)
+            (after,) = await a.publish([PublishRequest(("t",), "after")])
+            await _until(lambda: len(stream.events()) == 3)
+            missed = stream.events()[1]
+            assert missed[0] == "sse-fast-missed"
+            assert orjson.loads(missed[2])["reason"] == "redis-restarted"
+            assert stream.events()[2] == (None, after, "after")
+            assert int(after) > int(missed[1]) > int(before)
+            assert (await Recording().attach(a, ["t"], before)).resume == "evicted"
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_redis_behind_what_a_node_saw_is_told_unless_publishes_wait_for_replicas(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a failover to a replica that lagged, Redis lacks events nodes saw and
+    its position is behind them (simulated here: the newest event removed and the
+    position set back, as on such a replica). Without --redis-wait-replicas those
+    events may have been acknowledged: streams are told. With it they were not
+    (their publishers got 503), so nothing is broken."""
+
+    async def main() -> None:
+        told, waits = node(redis_server.url), node(redis_server.url, wait_replicas=1)
+        await told.start()
+        await waits.start()
+        streams = Recording(), Recording()
+        try:
+            for hub, stream in zip((told, waits), streams, strict=True):
+                await stream.attach(hub, ["t"])
+            first, second = await told.publish([PublishRequest(("t",), n) for n in range(2)])
+            await _until(lambda: all(len(s.events()) == 2 for s in streams))
+            await asyncio.to_thread(redis_server.cli, "XDEL", "sse:t:t", f"{second}-0")
+            await asyncio.to_thread(redis_server.cli, "SET", "sse:position", first)
+            await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+            await _until(lambda: told.broker.stats()["redis"]["history_breaks"] == 1)
+            with pytest.raises(PublishError) as info:  # no replica here to confirm it
+                await waits.publish([PublishRequest(("t",), "unconfirmed")])
+            assert info.value.status == 503 and "replicas confirmed" in str(info.value)
+            (after,) = await told.publish([PublishRequest(("t",), "after")])
+            await _until(lambda: all(s.events()[-1][1] == after for s in streams), timeout=5)
+            missed = streams[0].events()[2]
+            assert missed[0] == "sse-fast-missed"
+            assert orjson.loads(missed[2])["reason"] == "redis-lost-writes"
+            assert int(missed[1]) > int(second)  # above what the node saw
+            assert (await Recording().attach(told, ["t"], first)).resume == "evicted"
+            assert [e[0] for e in streams[1].events()] == [None] * 4  # 0, 1, unconfirmed, after
+            assert waits.broker.stats()["redis"]["history_breaks"] == 0
+            forgive(caplog, "Redis subscription lost", "Redis is behind")
+        finally:
+            await _stop(told, waits)
+
+    asyncio.run(main())
+
+
+def test_redis_stopped_fails_publishes_fast_then_heals_without_loss(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        stream = Recording()
+        try:
+            await stream.attach(b, ["t"])
+            ids = await a.publish([PublishRequest(("t",), "before")])
+            await asyncio.to_thread(redis_server.stop)
+            started = time.monotonic()
+            with pytest.raises(PublishError) as info:
+                await a.publish([PublishRequest(("t",), "during")])
+            assert info.value.status == 503 and time.monotonic() - started < 3
+            await _until(lambda: not b.broker.available, timeout=5)
+            assert b.broker.unavailable_for > 0
+            await asyncio.to_thread(redis_server.cont)
+            await _until(lambda: a.broker.available and b.broker.available, timeout=10)
+            ids += await a.publish([PublishRequest(("t",), "after")])
+            # "during" may or may not have been published: its answer was lost
+            await _until(lambda: stream.events()[-1:] and stream.events()[-1][1] == ids[-1])
+            received = [e[1] for e in stream.events() if e[0] is None]
+            assert received[0] == ids[0] and received[-1] == ids[-1] and len(received) <= 3
+            assert not [e for e in stream.events() if e[0] == "sse-fast-missed"]
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_applications_publish_straight_into_redis(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    async def main() -> None:
+        b = node(redis_server.url)
+        await b.start()
+        client = aioredis.Redis.from_url(redis_server.url)
+        stream = Recording()
+        try:
+            await stream.attach(b, ["orders"])
+            event_id = await publish(client, "orders", {"n": 1}, event="created")
+            await publish(client, ["orders", "other"], "text", id="o-2")
+            await _until(lambda: len(stream.events()) == 2)
+            assert stream.events() == [("created", event_id, '{"n":1}'), (None, "o-2", "text")]
+            with pytest.raises(PublishError, match="CR, LF or NUL"):
+                await publish(client, "orders", 1, id="a\nb")
+            # the raw command, as another language would send it
+            raw = await client.eval(
+                PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch",
+                "sse:", "e1", 1000, 86_400_000_000, 1, "", "data: from lua\n\n", 0, 1, "orders",
+            )  # fmt: skip
+            await _until(lambda: len(stream.events()) == 3)
+            assert stream.events()[-1] == (None, raw[0].decode(), "from lua")
+            with pytest.raises(Exception, match="frame must be SSE fields"):
+                await client.eval(
+                    PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch",
+                    "sse:", "e1", 1000, 86_400_000_000, 1, "", "data: a\n\ndata: b\n\n", 0, 1,
+                    "orders",
+                )  # fmt: skip
+        finally:
+            await client.aclose()
+            await b.stop()
+
+    asyncio.run(main())
+
+
+def test_a_node_subscribes_only_to_topics_its_clients_hold(redis_server: RedisServer) -> None:
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        try:
+
+            def subscribers(topic: str) -> int:
+                reply = redis_server.cli("PUBSUB", "NUMSUB", f"sse:c:{topic}").split()
+                return int(reply[-1])
+
+            assert await asyncio.to_thread(subscribers, "held") == 0
+            await a.publish([PublishRequest(("not-held",), 1)])
+            loop = asyncio.get_running_loop()
+            subscription = await a.attach(["held"], None, Recording().send, loop.create_future)
+            assert await asyncio.to_thread(subscribers, "held") == 1
+            assert await asyncio.to_thread(subscribers, "not-held") == 0
+            assert "not-held" not in a.topics.by_name
+            a.detach(subscription)  # the last subscriber of a topic without history
+            await asyncio.sleep(0.1)
+            assert await asyncio.to_thread(subscribers, "held") == 0
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_storm_of_new_topics_is_loaded_in_a_few_commands(redis_server: RedisServer) -> None:
+    """1,000 streams on 1,000 topics new to the node, all at once (a node that just
+    started, or a reconnect storm): every one is served, with their history,
+    through a few batched SUBSCRIBEs and history reads, not a Redis connection
+    and a script each (redis-py's pool would refuse past its 100 connections)."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            names = [f"user/{n}" for n in range(1000)]
+            published = await a.publish([PublishRequest((name,), name) for name in names[:10]])
+
+            def evalsha_calls() -> int:
+                for line in redis_server.cli("INFO", "commandstats").splitlines():
+                    if line.startswith("cmdstat_evalsha:"):
+                        return int(line.split("calls=")[1].split(",")[0])
+                return 0
+
+            before = await asyncio.to_thread(evalsha_calls)
+            streams = [Recording() for _ in names]
+            since = str(int(published[0]) - 1)  # resumes from just before those events
+            attached = await asyncio.gather(
+                *(s.attach(b, [name], since) for s, name in zip(streams, names, strict=True))
+            )
+            assert {one.resume for one in attached} == {"resumed"}
+            reads = await asyncio.to_thread(evalsha_calls) - before
+            assert reads <= 2 * (len(names) // 256 + 1), reads  # batched (and chunked) reads
+            assert b.broker.stats()["redis"]["topics_subscribed"] == len(names)
+            await _until(lambda: all(len(s.events()) == 1 for s in streams[:10]))
+            assert [s.events()[0][1] for s in streams[:10]] == published  # history too
+            (late,) = await a.publish([PublishRequest(("user/999",), "late")])
+            await _until(lambda: streams[-1].events()[-1:] == [(None, late, "late")])
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())

@@ -1,0 +1,65 @@
+"""The relay supervisor: a relay that dies is reaped and started again on the
+same socket, with backoff; stopping leaves no process behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from sse_fast.brokers.relay import pack, read_message
+from sse_fast.brokers.relay.supervisor import RelaySupervisor
+
+from ..conftest import forgive
+
+
+async def _hello(path: str) -> dict[str, Any]:
+    reader, writer = await asyncio.open_unix_connection(path)
+    writer.write(pack({"type": "hello", "sequence": None, "last_position": None}))
+    welcome, _ = await asyncio.wait_for(read_message(reader), 5)
+    writer.close()
+    await writer.wait_closed()
+    return welcome
+
+
+def _welcome_within(path: str, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return asyncio.run(_hello(path))
+        except OSError:
+            assert time.monotonic() < deadline, "the relay did not come back"
+            time.sleep(0.05)
+
+
+def test_a_dead_relay_is_started_again_with_backoff(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "relay.sock")
+    supervisor = RelaySupervisor(path, min_delay=0.2, max_delay=0.4, stable_after=60)
+    supervisor.start()
+    try:
+        pids = [_welcome_within(path, 1)["pid"]]
+        delays = []
+        for _ in range(3):
+            old = supervisor.process
+            os.kill(old.pid, signal.SIGKILL)
+            died = time.monotonic()
+            while supervisor.process is old:
+                time.sleep(0.01)
+            delays.append(time.monotonic() - died)
+            pids.append(_welcome_within(path, 10)["pid"])
+        assert len(set(pids)) == 4  # a new relay process each time
+        assert supervisor.restarts == 3
+        # backoff: 0.2 s, then 0.4 s (doubling, capped)
+        assert delays[0] >= 0.2 and delays[1] >= 0.4 and delays[2] >= 0.4
+        assert old.exitcode == -signal.SIGKILL  # reaped, not a zombie
+        forgive(caplog, "the relay (pid")
+    finally:
+        supervisor.stop()
+    assert supervisor.process.exitcode is not None
+    assert not supervisor._thread or not supervisor._thread.is_alive()

@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import sse_fast
+from sse_fast import EncodeError
+
+from ..conftest import as_tuples
+from ..support.golden import GOLDEN, REFUSED
+
+
+@pytest.mark.parametrize(("kwargs", "frame", "parsed"), GOLDEN)
+def test_golden_encode(
+    impl: SimpleNamespace, kwargs: dict[str, Any], frame: bytes, parsed: tuple | None
+) -> None:
+    assert impl.encode(**kwargs) == frame
+    assert impl.Event(**kwargs).encode() == frame
+
+
+@pytest.mark.parametrize(("kwargs", "frame", "parsed"), GOLDEN)
+def test_golden_parse(
+    impl: SimpleNamespace, kwargs: dict[str, Any], frame: bytes, parsed: tuple | None
+) -> None:
+    parser = impl.Parser()
+    events = parser.feed(frame)
+    assert as_tuples(events) == ([parsed] if parsed else [])
+    if "id" in kwargs:
+        assert parser.last_event_id == str(kwargs["id"])
+    if "retry" in kwargs:
+        assert parser.retry == kwargs["retry"]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), REFUSED)
+def test_refused_values_name_the_field(
+    impl: SimpleNamespace, kwargs: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(EncodeError) as info:
+        impl.encode(**kwargs)
+    assert info.value.field == field
+    assert str(info.value).startswith(f"{field}: ")
+    with pytest.raises(EncodeError):
+        impl.Event(**kwargs)
+
+
+def test_encode_error_is_value_error() -> None:
+    assert issubclass(EncodeError, ValueError)
+    error = pickle.loads(pickle.dumps(EncodeError("id", "bad")))
+    assert (error.field, error.reason) == ("id", "bad")
+
+
+def test_event_is_immutable_value(impl: SimpleNamespace) -> None:
+    event = impl.Event({"a": 1}, event="e", id="1", retry=10, comment="c")
+    assert (event.data, event.event, event.id, event.retry, event.comment) == (
+        {"a": 1},
+        "e",
+        "1",
+        10,
+        "c",
+    )
+    with pytest.raises(AttributeError):
+        event.data = "other"
+    with pytest.raises(AttributeError):
+        event.event = "other"
+    same = impl.Event({"a": 1}, event="e", id="1", retry=10, comment="c")
+    assert event == same
+    assert hash(event) == hash(same)
+    assert event != impl.Event({"a": 2}, event="e", id="1", retry=10, comment="c")
+    assert "Event(" in repr(event) and "'e'" in repr(event)
+    assert pickle.loads(pickle.dumps(event)) == event
+
+
+def test_event_snapshot_of_mutable_data(impl: SimpleNamespace) -> None:
+    data = {"n": 1}
+    event = impl.Event(data)
+    data["n"] = 2
+    assert event.encode() == b'data: {"n":1}\n\n'
+
+
+def test_encode_many_is_one_buffer(impl: SimpleNamespace) -> None:
+    events = [impl.Event(f"m{i}", id=i) for i in range(100)]
+    joined = impl.encode_many(events)
+    assert joined == b"".join(e.encode() for e in events)
+    assert impl.encode_many(iter(events[:2])) == events[0].encode() + events[1].encode()
+    assert impl.encode_many([]) == b""
+    parsed = impl.Parser().feed(joined)
+    assert [e.data for e in parsed] == [f"m{i}" for i in range(100)]
+
+
+def test_encode_many_refuses_non_events(impl: SimpleNamespace) -> None:
+    with pytest.raises(TypeError, match="at index 1"):
+        impl.encode_many([impl.Event("a"), {"data": "b"}])
+
+
+def test_str_subclass_and_large_retry(impl: SimpleNamespace) -> None:
+    class Text(str):
+        pass
+
+    assert impl.encode(Text("a\nb"), event=Text("t")) == b"event: t\ndata: a\ndata: b\n\n"
+    assert impl.encode(retry=10**30) == b"retry: " + str(10**30).encode() + b"\n\n"
+
+
+def test_large_payload_lines(impl: SimpleNamespace) -> None:
+    text = "\n".join("x" * (i % 50) for i in range(5000))
+    frame = impl.encode(text)
+    assert frame.count(b"data: ") == 5000
+    assert as_tuples(impl.Parser().feed(frame)) == [("message", text, "", None)]
+
+
+def test_public_api_names() -> None:
+    for name in (
+        "HAS_EXTENSIONS",
+        "Event",
+        "encode",
+        "encode_many",
+        "EncodeError",
+        "Parser",
+        "Ring",
+        "ParsedEvent",
+        "Lagged",
+        "EventTooLarge",
+    ):
+        assert hasattr(sse_fast, name), name
+
+
+def test_json_fragments_cannot_inject_fields(impl: SimpleNamespace) -> None:
+    import orjson
+
+    frame = impl.encode(orjson.Fragment(b'{"a":1}\nevent: injected\rdata: evil'))
+    assert frame == b'data: {"a":1}\ndata: event: injected\ndata: data: evil\n\n'
+    with pytest.raises(EncodeError, match="not valid UTF-8"):
+        impl.encode({"x": orjson.Fragment(b"\xff")})
+
+
+def test_non_ascii_text_is_not_cached_on_the_string(impl: SimpleNamespace) -> None:
+    import sys
+
+    text = "caf\u00e9 " * 10_000
+    before = sys.getsizeof(text)
+    assert impl.encode(text) == b"data: " + text.encode() + b"\n\n"
+    assert sys.getsizeof(text) == before

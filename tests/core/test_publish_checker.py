@@ -1,0 +1,182 @@
+"""The native publish checker (``requests_of``, Cython and its pure twin) against
+the full check in ``sse_fast.publishing``: it takes the common shapes, never
+accepts what the full check refuses, and where it accepts, answers exactly what
+the full check answers. The body parser's errors are unchanged (the full check
+words them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_fast.publishing import (
+    PublishError,
+    PublishRequest,
+    parse_publish_body,
+    parse_publish_document,
+)
+from sse_fast.settings import Settings
+
+from ..conftest import PARITY_IMPLEMENTATIONS, load_implementation
+
+IMPLS = [load_implementation(name) for name in PARITY_IMPLEMENTATIONS]
+SETTINGS = Settings(max_topic_length=20, max_last_event_id_length=10, max_events_per_batch=3)
+LIMITS = (
+    SETTINGS.max_topic_length,
+    SETTINGS.max_last_event_id_length,
+    SETTINGS.max_events_per_batch,
+)
+
+
+def _full(document: Any) -> list[PublishRequest] | None:
+    """The full check's answer: the requests, or None when it refuses."""
+    try:
+        return parse_publish_document(document, SETTINGS)
+    except PublishError:
+        return None
+
+
+def _agree(document: Any) -> list[PublishRequest] | None:
+    """Every implementation gives the same answer; a list only where the full check
+    gives that same list."""
+    answers = [impl.requests_of(document, *LIMITS) for impl in IMPLS]
+    assert all(a == answers[0] for a in answers), (document, answers)
+    for answer in answers:
+        if answer is not None:
+            assert type(answer) is list and all(type(r) is PublishRequest for r in answer)
+            assert answer == _full(document), document
+    return answers[0]
+
+
+COMMON = [
+    {"topic": "user/42", "data": {"n": 1}},
+    {"topic": "a", "data": "text"},
+    {"topic": "a", "data": 0},
+    {"topic": "a", "data": False},
+    {"topic": "a", "data": []},
+    {"topic": "a:b@c!$&'()+,;=%-~.", "data": 1},
+    {"topic": "x" * 20, "data": 1},
+    {"topic": "a", "data": 1, "event": "note", "id": "n-1", "retry": 0},
+    {"topic": "a", "data": 1, "event": None, "id": None, "retry": None},
+    {"topic": "a", "data": 1, "id": "x" * 10},
+    {"topic": "a", "data": 1, "retry": 5000},
+    {"topic": "a", "data": 1, "event": "sse-fast"},  # not the reserved prefix
+    {"events": [{"topic": "a", "data": 1}]},
+    {"events": [{"topic": "a", "data": 1}, {"topic": "b", "data": 2, "id": "7"}] * 1},
+    {"events": [{"topic": "a", "data": i} for i in range(3)]},
+]
+
+REFUSED = [
+    None,
+    [],
+    "x",
+    1,
+    {},
+    {"data": 1},
+    {"topic": "a"},
+    {"topic": "a", "data": None},
+    {"topic": "", "data": 1},
+    {"topic": "x" * 21, "data": 1},
+    {"topic": "a b", "data": 1},
+    {"topic": "a\nb", "data": 1},
+    {"topic": "caf\u00e9", "data": 1},
+    {"topic": "a\0", "data": 1},
+    {"topic": 5, "data": 1},
+    {"topic": ["a"], "data": 1},
+    {"topic": "a", "data": 1, "extra": 1},
+    {"topic": "a", "data": 1, "event": ""},
+    {"topic": "a", "data": 1, "event": 5},
+    {"topic": "a", "data": 1, "event": "a\nb"},
+    {"topic": "a", "data": 1, "event": "a\rb"},
+    {"topic": "a", "data": 1, "event": "sse-fast-missed"},
+    {"topic": "a", "data": 1, "id": ""},
+    {"topic": "a", "data": 1, "id": 7},
+    {"topic": "a", "data": 1, "id": "x" * 11},
+    {"topic": "a", "data": 1, "id": "a\0b"},
+    {"topic": "a", "data": 1, "id": "a\rb"},
+    {"topic": "a", "data": 1, "retry": -1},
+    {"topic": "a", "data": 1, "retry": True},
+    {"topic": "a", "data": 1, "retry": 1.5},
+    {"topic": "a", "data": 1, "retry": "5"},
+    {"events": []},
+    {"events": {}},
+    {"events": [{"topic": "a", "data": 1}] * 4},  # over max_events_per_batch (413)
+    {"events": [{"topic": "a", "data": 1}, {"topic": "a"}]},
+    {"events": [{"topic": "a", "data": 1}, 5]},
+    {"events": [{"topic": "a", "data": 1}], "topic": "a"},
+    {"events": [{"events": [{"topic": "a", "data": 1}]}]},
+]
+
+
+@pytest.mark.parametrize("document", COMMON, ids=range(len(COMMON)))
+def test_the_common_shapes_are_taken_natively(document: Any) -> None:
+    answer = _agree(document)
+    assert answer is not None and answer == _full(document)
+
+
+@pytest.mark.parametrize("document", REFUSED, ids=range(len(REFUSED)))
+def test_what_the_full_check_refuses_is_left_to_it(document: Any) -> None:
+    assert _full(document) is None
+    assert _agree(document) is None
+
+
+def test_rarer_valid_shapes_are_left_to_the_full_check() -> None:
+    document = {"topics": ["a", "b"], "data": 1}
+    assert _full(document) == [PublishRequest(("a", "b"), 1)]
+    assert _agree(document) is None
+    body = b'{"topics": ["a", "b", "a"], "data": 1}'
+    assert parse_publish_body(body, SETTINGS) == [PublishRequest(("a", "b"), 1)]
+
+
+def test_errors_are_still_worded_by_the_full_check() -> None:
+    with pytest.raises(PublishError) as info:
+        parse_publish_body(b'{"topic": "a b", "data": 1}', SETTINGS)
+    assert "characters outside" in str(info.value)
+    with pytest.raises(PublishError) as info:
+        parse_publish_body(b'{"events": [{"topic": "a", "data": 1}, {"topic": "a"}]}', SETTINGS)
+    assert str(info.value).startswith("events[1]: data is required")
+    with pytest.raises(PublishError) as info:
+        parse_publish_body(b'{"events": [' + b'{"topic":"a","data":1},' * 3 + b"1]}", SETTINGS)
+    assert info.value.status == 413
+
+
+def test_wrong_argument_types_get_the_same_answer() -> None:
+    for impl in IMPLS:
+        with pytest.raises(TypeError):
+            impl.requests_of({"topic": "a", "data": 1}, "20", 10, 3)
+
+
+# -- any document -----------------------------------------------------------------------
+
+_text = st.text(
+    alphabet=st.sampled_from("aZ9._~:/@!$&'()+,;=%- \r\n\0\u00e9"), min_size=0, max_size=12
+)
+_value = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(allow_nan=False),
+    _text,
+    st.lists(st.integers(), max_size=2),
+)
+_field = st.sampled_from(["topic", "data", "event", "id", "retry", "topics", "extra"])
+_event = st.dictionaries(
+    _field,
+    st.one_of(_value, st.just("sse-fast-x"), st.just("user/1"), st.just(["a", "b"])),
+    max_size=6,
+)
+_document = st.one_of(
+    _event,
+    st.fixed_dictionaries({"events": st.lists(_event, min_size=0, max_size=4)}),
+    st.fixed_dictionaries({"events": st.lists(_event, max_size=2)}, optional={"topic": _text}),
+    _value,
+)
+
+
+@settings(max_examples=600, deadline=None)
+@given(_document)
+def test_any_document_gets_the_full_checks_answer_or_none(document: Any) -> None:
+    _agree(document)

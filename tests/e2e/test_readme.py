@@ -1,0 +1,182 @@
+"""Every code block in README.md runs as written.
+
+A block is run according to the HTML comment on the line before it:
+
+* none (the default): ```python blocks run as a program; ```sh blocks run with
+  bash in a network namespace of their own (``unshare``), so 127.0.0.1:8000 is
+  free whatever else runs on this machine; ```text blocks are output, not code.
+* ``<!-- readme-test: setup -->``: install-and-run commands. The test command
+  must be the one ``.ci/run`` runs; the extras they install must exist; the
+  server command must start a server (run to readiness, then stopped).
+* ``<!-- readme-test: syntax -->``: long load runs. Checked with ``bash -n``,
+  and every ``python -m benches.X --flag`` (or ``sse_fast.X``, ``sse-fast loadgen``) must
+  name a module and flags it has.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+BLOCK = re.compile(r"(?:<!-- readme-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
+BLOCKS = [
+    (README[: m.start()].count("\n") + 1, m.group(1) or "run", m.group(2), m.group(3))
+    for m in BLOCK.finditer(README)
+]
+
+#: one worker runs every block, then the leftover check (which looks for any block's
+#: `sse-fast serve` still running: another worker's block must not be running then)
+pytestmark = pytest.mark.xdist_group("readme")
+
+
+def _ids() -> list[str]:
+    return [f"line{line}-{language}-{how}" for line, how, language, _ in BLOCKS]
+
+
+def test_every_block_is_classified() -> None:
+    assert BLOCKS
+    for line, how, language, _ in BLOCKS:
+        assert language in ("python", "sh", "text"), f"README line {line}: say ```{language}?"
+        assert how in ("run", "setup", "syntax"), f"README line {line}: unknown {how!r}"
+
+
+def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
+    # whatever happens, no background job outlives the block
+    wrapper = (
+        "trap 'jobs -p | xargs -r kill 2>/dev/null || true; wait || true' EXIT\n"
+        f"ip link set lo up\n{script}"
+    )
+    # the commands of this Python's environment (`sse-fast` of the installed wheel)
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    try:
+        return subprocess.run(
+            ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+            env={**os.environ, "PATH": path},
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it hung
+        logs = {p.name: p.read_text()[-2000:] for p in cwd.glob("*.log")}
+        raise AssertionError(
+            f"timed out after {timeout} s\nstdout: {exc.stdout!r}\nstderr: {exc.stderr!r}\n{logs}"
+        ) from None
+
+
+@pytest.mark.parametrize(("line", "how", "language", "code"), BLOCKS, ids=_ids())
+def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
+    where = f"README.md line {line}"
+    if language == "text":
+        return
+    if how == "syntax":
+        _check_syntax(code, where)
+    elif how == "setup":
+        _check_setup(code, where)
+    elif language == "python":
+        script = tmp_path / "block.py"
+        script.write_text(code)
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert done.returncode == 0, f"{where}:\n{done.stderr}"
+        if "sse_fast.starlette" in code:
+            _check_starlette_example(done.stdout, where)
+    elif "python -m examples" in code:  # the examples live in the repository, not the package
+        from examples.app import EXAMPLES
+        from examples.vendor import ensure
+
+        ensure(quiet=True)  # the block runs without network: fetch the pinned JavaScript first
+        done = _in_netns(code, timeout=60, cwd=ROOT)
+        assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
+        assert done.stdout.split() == [f'href="{path}"' for path, _, _ in EXAMPLES], done.stdout
+    else:
+        done = _in_netns(code, timeout=60, cwd=tmp_path)
+        assert done.returncode == 0, f"{where}:\n{done.stdout}\n{done.stderr}"
+        if "/publish" in code and "/events" in code:
+            assert '{"ids":["' in done.stdout, done.stdout
+            published = re.search(r'"data":(\{[^}]*\})', code)  # what the block publishes
+            assert published is not None, f"{where}: which data does it publish?"
+            assert f"data: {published.group(1)}" in done.stdout, done.stdout
+
+
+def _check_starlette_example(stdout: str, where: str) -> None:
+    """The Starlette example printed its stream: the events after the id it sent."""
+    expected = "".join(f"event: update\nid: {n}\ndata: update {n}\n\n" for n in (5, 6, 7))
+    assert stdout.strip("\n") == expected.strip("\n"), f"{where}:\n{stdout}"
+
+
+def _check_syntax(code: str, where: str) -> None:
+    done = subprocess.run(["bash", "-n", "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{where}: {done.stderr}"
+    commands = re.findall(r"python -m ((?:benches|sse_fast)\.\w+)([^\n#&|]*)", code)
+    loadgen = re.findall(r"sse-fast loadgen([^\n#&|]*)", code)
+    commands += [("sse_fast.loadgen", rest) for rest in loadgen]
+    for module, rest in commands:
+        helped = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+        assert helped.returncode == 0, f"{where}: python -m {module} --help: {helped.stderr}"
+        for flag in re.findall(r"(--[a-z][a-z-]*)", rest):
+            assert flag in helped.stdout, f"{where}: {module} has no {flag}"
+
+
+def _check_setup(code: str, where: str) -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    for wanted in re.findall(r"'\.\[([a-z,]+)\]'", code):
+        for extra in wanted.split(","):
+            assert extra in extras, f"{where}: no extra {extra!r} in pyproject.toml"
+    command = code.strip()
+    if "pytest" in command:
+        ci = (ROOT / ".ci" / "run").read_text().splitlines()
+        assert command in ci, f"{where}: .ci/run must run exactly {command!r}"
+        return
+    server = command.split("&&")[-1].strip()
+    assert shlex.split(server)[:2] == ["sse-fast", "serve"]
+    done = _in_netns(
+        f"{server} &\n"
+        "for _ in $(seq 200); do curl -sf http://127.0.0.1:8000/readyz && break; sleep 0.1; done\n"
+        "kill %1; wait %1\n",
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0 and '"ready"' in done.stdout, f"{where}:\n{done.stderr}"
+
+
+def test_blocks_that_run_leave_no_process_behind() -> None:
+    """The netns runs end with their servers stopped (kill %1 / wait). `wait`
+    returns when Granian's main process exits; its worker goes just after, so a
+    leftover is one still there 5 s later (this check runs right after the last
+    block, in the same test worker)."""
+    deadline = time.monotonic() + 5
+    while True:
+        leftover = subprocess.run(
+            ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
+        )
+        if not leftover.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert not leftover.stdout.strip(), leftover.stdout

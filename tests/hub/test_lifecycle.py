@@ -1,0 +1,41 @@
+"""Lifecycle: heartbeats and drain."""
+
+from __future__ import annotations
+
+import asyncio
+
+from ..support.asgi_harness import Stream, make_app, request, run, settle
+
+
+def test_heartbeat_reaches_idle_streams(eager: bool) -> None:
+    async def main() -> None:
+        app = make_app()
+        stream = Stream(app, query=[("topic", "h")], eager=eager).start()
+        await settle()
+        assert app.hub.heartbeat() == 1
+        await settle()
+        assert bytes(stream.raw).endswith(b": \n\n")
+        stream.disconnect()
+        await stream.finished()
+
+    run(main())
+
+
+def test_drain_closes_every_stream_with_jittered_retry(eager: bool) -> None:
+    async def main() -> None:
+        app = make_app(retry_ms=1000, drain_retry_jitter_ms=500)
+        streams = [Stream(app, query=[("topic", "d")], eager=eager).start() for _ in range(30)]
+        await settle()
+        await asyncio.wait_for(app.hub.drain(), 5)
+        for stream in streams:
+            await stream.finished()
+            assert stream.ended
+            assert stream.events[-1].event == "sse-fast-disconnect"
+            assert 1000 <= stream.parser.retry <= 1500
+        assert len({s.parser.retry for s in streams}) > 1
+        assert app.hub.subscriptions == {}
+        # new subscriptions are refused while draining
+        status, headers, _body = await request(app, "GET", "/events", query=[("topic", "d")])
+        assert status == 503 and headers["retry-after"] == "1"
+
+    run(main())

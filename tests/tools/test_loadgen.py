@@ -1,0 +1,178 @@
+"""The load generator says when a run did not work, and why, and exits non-zero:
+the README's load-testing commands against a server with its default limits."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sse_fast.testing import ServerProcess
+
+LOADGEN = [sys.executable, "-m", "sse_fast.loadgen", "--processes", "1", "--sources", "1"]
+SHORT = ["--rate", "5", "--duration", "2", "--warmup", "0.5"]
+
+
+def run_loadgen(port: int, *args: str, token: str | None = None) -> tuple[int, str]:
+    env = {k: v for k, v in os.environ.items() if k != "SSE_FAST_PUBLISH_TOKEN"}
+    if token is not None:
+        env["SSE_FAST_PUBLISH_TOKEN"] = token
+    done = subprocess.run(
+        [*LOADGEN, "--port", str(port), *SHORT, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_refused_connections_and_publishes_fail_the_run_with_the_reason() -> None:
+    defaults = {  # what a fresh `sse-fast serve` does (the test servers relax these)
+        "max_connections_per_ip": 1000,
+        "connect_rate_per_ip": 100,
+        "allow_anonymous_publish": 0,
+        "publish_token": "secret",
+    }
+    with ServerProcess(**defaults) as server:
+        code, output = run_loadgen(server.port, "--connections", "600")
+    assert code == 1, output
+    assert "connections failed" in output and "HTTP 429" in output
+    assert "SSE_FAST_CONNECT_RATE_PER_IP=0" in output
+    assert "publish(es) failed" in output and "HTTP 401" in output
+    assert "--token" in output
+
+
+def test_a_run_that_works_exits_0_and_the_token_is_sent() -> None:
+    with ServerProcess(allow_anonymous_publish=0, publish_token="secret") as server:
+        code, output = run_loadgen(server.port, "--connections", "200", token="secret")
+        assert code == 0, output
+        assert "loadgen:" not in output
+        code, output = run_loadgen(server.port, "--connections", "50", "--token", "wrong")
+        assert code == 1 and "HTTP 401" in output
+
+
+def test_nothing_listening_is_named() -> None:
+    with ServerProcess() as server:
+        port = server.port
+    code, output = run_loadgen(port, "--connections", "10")
+    assert code == 1 and "refused" in output and "is the server running" in output
+
+
+def test_lost_or_missing_events_fail_the_run() -> None:
+    """The checks a server alone cannot provoke on demand: loss and shortfall."""
+    import dataclasses
+
+    from sse_fast.loadgen import Result
+
+    numbers = {
+        f.name: 0
+        for f in dataclasses.fields(Result)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    clean = Result(
+        **{
+            **numbers,
+            "target": "t",
+            "connections": 10,
+            "connected": 10,
+            "published": 5,
+            "expected": 50,
+            "delivered": 50,
+        }
+    )
+    assert clean.problems() == []
+    lossy = dataclasses.replace(clean, lost=3, delivered=47)
+    assert lossy.problems() == [
+        "3 event(s) lost and 0 duplicated",
+        "delivered 47 of 50 expected events",
+    ]
+
+
+def test_sse_fast_loadgen_is_the_same_tool() -> None:
+    sse_fast = os.path.join(os.path.dirname(sys.executable), "sse-fast")
+    done = subprocess.run([sse_fast, "loadgen", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith("usage: sse-fast loadgen")
+    assert "--connections" in done.stdout and "--token" in done.stdout
+    with ServerProcess() as server:
+        done = subprocess.run(
+            [
+                sse_fast,
+                "loadgen",
+                "--port",
+                str(server.port),
+                "--processes",
+                "1",
+                "--sources",
+                "1",
+                "--connections",
+                "100",
+                *SHORT,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "delivered=" in done.stdout and "lost=0" in done.stdout
+
+
+def test_the_server_fixture_works_in_a_users_own_tests(tmp_path: Path) -> None:
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["sse_fast.testing"]\n')
+    (tmp_path / "test_mine.py").write_text(
+        "import asyncio\n"
+        "from sse_fast.testing import ServerProcess, collect\n\n"
+        "def test_publish_reaches_a_stream(sse_fast_server: ServerProcess) -> None:\n"
+        "    async def main() -> None:\n"
+        "        client = sse_fast_server.client('mine')\n"
+        "        await client.connect()\n"
+        '        status, _, _ = await sse_fast_server.publish(b\'{"topic":"mine","data":1}\')\n'
+        "        assert status == 200\n"
+        "        assert [e.data for e in await collect(client, 1)] == ['1']\n"
+        "        client.close()\n"
+        "    asyncio.run(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout + done.stderr
+
+
+def test_no_test_imports_the_benchmarks() -> None:
+    """The tests use the package's tools, never scripts from benches/."""
+    tests = Path(__file__).parents[1]
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(tests.rglob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if re.match(r"\s*(from benches[. ]|import benches\b)", line)
+    ]
+    assert offenders == []
+
+
+def test_target_moved_to_the_benches_wrapper() -> None:
+    """The package never imports benches: `--target` names the command that has it."""
+    done = subprocess.run([*LOADGEN, "--target", "sse_fast-1w"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "python -m benches.loadgen_target --target" in done.stderr
+
+
+def test_run_load_takes_options_or_keywords_not_unknown_ones() -> None:
+    from sse_fast.loadgen import LoadOptions, run_load
+
+    with pytest.raises(TypeError, match="connectoins"):
+        run_load(host="127.0.0.1", port=1, name="t", connectoins=1, rate=1, duration=1)
+    options = LoadOptions(host="127.0.0.1", port=1, name="t", connections=1, rate=1, duration=1)
+    with pytest.raises(TypeError, match="not both"):
+        run_load(options, rate=2)
