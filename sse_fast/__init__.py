@@ -7,6 +7,8 @@ Cython extension and a pure-Python twin, chosen in ``_core/__init__.py``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ._core import (
     DEFAULT_MAX_EVENT_SIZE,
     EXTENSION_IMPORT_ERROR,
@@ -32,7 +34,9 @@ from .frames import (
     heartbeat,
     htmx_fragment,
 )
-from .publisher import Publisher, PublishFailed, PublishStream
+
+if TYPE_CHECKING:
+    from .publisher import Publisher, PublishFailed, PublishStream
 
 __version__ = "0.1.0"
 
@@ -62,3 +66,13 @@ __all__ = [
     "heartbeat",
     "htmx_fragment",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The publishing client is loaded when first named: an embedder who only
+    encodes events never loads it (nor its HTTP/1.1 client)."""
+    if name in ("Publisher", "PublishFailed", "PublishStream"):
+        from . import publisher
+
+        return getattr(publisher, name)
+    raise AttributeError(f"module 'sse_fast' has no attribute {name!r}")

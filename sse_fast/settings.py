@@ -33,6 +33,21 @@ __all__ = [
 ENV_PREFIX = "SSE_FAST_"
 
 
+#: what a JWT setting without PyJWT installed is told (the core install has no PyJWT)
+NO_PYJWT = (
+    "JWT authentication needs PyJWT, which is not installed: "
+    "pip install 'sse_fast[server]' (or 'pyjwt[crypto]')"
+)
+
+
+def _has_pyjwt() -> bool:
+    try:
+        import jwt  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used; the message names it."""
 
@@ -542,6 +557,8 @@ class Settings(
                 f"schemas must be module:attribute (e.g. myapp.events:streams), got "
                 f"{self.schemas!r}"
             )
+        if (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file) and not _has_pyjwt():
+            raise SettingsError(NO_PYJWT)
         if self.presence_interval > 10:
             raise SettingsError(
                 f"presence_interval is {self.presence_interval:g} s; at most 10 (the figures "

@@ -62,7 +62,7 @@ Theory of operation
   ``send_timeout`` seconds (a client that stopped reading: its buffers are full)
   ends the stream with ``SendTimeoutError``, as sse-starlette does. Under
   Granian a write is handed over when ``send`` is called (see
-  ``sse_fast/hub/server.py``) and is not awaited unless the connection is full;
+  ``sse_fast/asgi.py``) and is not awaited unless the connection is full;
   to see that, body messages skip Starlette's own send wrappers, which only note
   that the response started (``_PASS_THROUGH``; a user's middleware is kept).
   A client whose network vanished sends no FIN or RST, and small pings take
@@ -111,8 +111,8 @@ from ._adapters import pacing as _pacing
 from ._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import close_generator, step, uncancel, within
 from .abort import ensure_user_timeout
+from .asgi import SendStyle
 from .frames import line_end
-from .hub.server import SendStyle
 
 __all__ = [
     "AppStatus",

@@ -24,11 +24,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-
 from .._core.request import PublishRequest
 from ..publishing import matches
-from ..settings import Settings, split_list
+from ..settings import NO_PYJWT, Settings, SettingsError, split_list
+
+try:
+    import jwt
+except ImportError:  # the core install: JWTs need the server extra
+    jwt = None  # type: ignore[assignment]
 
 __all__ = [
     "CLAIMS_NAMESPACE",
@@ -75,6 +78,10 @@ class Authenticator:
         self.private_topics = split_list(settings.private_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
         self._jwks: Any = None
+        if jwt is None and (
+            settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_file
+        ):
+            raise SettingsError(NO_PYJWT)
         if settings.jwt_secret:
             self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
         if settings.jwt_public_key_file:

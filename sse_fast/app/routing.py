@@ -2,7 +2,7 @@
 
 Usable under any ASGI server; ``sse-fast serve`` runs it under Granian with
 uvloop, where ``send`` is eager and the hub's fan-out needs no task per
-delivery (``hub/server.py``). Endpoints: ``GET /events`` (``events.py``),
+delivery (``SendStyle`` in ``sse_fast/asgi.py``). Endpoints: ``GET /events`` (``events.py``),
 ``POST /publish`` (``publish.py``), ``POST /publish/stream``
 (``publish_stream.py``), ``/healthz``, ``/readyz``, ``/metrics``,
 ``/stats``, ``/schema`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..abort import Aborter
+from ..asgi import SendStyle
 from ..protocol import Reason
 from ..settings import Settings
 from .metrics import Metrics
-from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topics
 

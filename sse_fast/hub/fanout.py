@@ -31,13 +31,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core import Lagged
-from ..asgi import Send
+from ..asgi import Send, SendStyle
 from ..brokers.sequencing import Sequenced
 from ..protocol import Reason, disconnect_frame
 from ..settings import Settings
 from .closing import Closer
 from .metrics import Metrics
-from .server import SendStyle
 from .subscription import Subscription
 from .topics import Topic, Topics, read_since
 

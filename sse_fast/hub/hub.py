@@ -17,7 +17,7 @@ from typing import Any
 
 from .._tasks import stop_task
 from ..abort import ConnectionKey
-from ..asgi import Headers, Receive, Send
+from ..asgi import Headers, Receive, Send, SendStyle
 from ..brokers import Broker
 from ..brokers.local import LocalBroker
 from ..brokers.sequencing import Sequenced
@@ -34,7 +34,7 @@ from .figures import Figures
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .presence import PresenceNews
-from .server import DisconnectWatch, SendStyle
+from .server import DisconnectWatch
 from .subscription import Subscription
 from .topics import Topics
 from .webhooks import Webhooks

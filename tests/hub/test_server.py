@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sse_fast.hub.server import DisconnectWatch, SendStyle
+from sse_fast.asgi import SendStyle
+from sse_fast.hub.server import DisconnectWatch
 
 from ..support.asgi_harness import PyEmptyAwaitable
 
