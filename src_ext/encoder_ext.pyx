@@ -27,7 +27,7 @@ import orjson
 
 from sse_fast._core.errors import EncodeError
 
-__all__ = ["Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
 
 cdef object _orjson_dumps = orjson.dumps
 
@@ -93,9 +93,10 @@ def utf8_error_at(bytes raw not None):
 
 
 cdef Py_ssize_t _lines(
-    const char* src, Py_ssize_t n, const char* prefix, Py_ssize_t plen, char* out
+    const char* src, Py_ssize_t n, const char* prefix, Py_ssize_t plen,
+    const char* sep, Py_ssize_t sep_n, char* out
 ) noexcept nogil:
-    """Write ``prefix + line + LF`` for each CR/LF/CRLF-separated line of src.
+    """Write ``prefix + line + sep`` for each CR/LF/CRLF-separated line of src.
 
     With ``out == NULL`` only the size is computed. Returns the size.
     """
@@ -109,8 +110,8 @@ cdef Py_ssize_t _lines(
         if out != NULL:
             memcpy(out + total, prefix, plen)
             memcpy(out + total + plen, src + pos, end - pos)
-            out[total + plen + end - pos] = b'\n'
-        total += plen + (end - pos) + 1
+            memcpy(out + total + plen + end - pos, sep, sep_n)
+        total += plen + (end - pos) + sep_n
         if hit == NULL:
             return total
         if hit[0] == b'\r' and end + 1 < n and src[end + 1] == b'\n':
@@ -142,13 +143,33 @@ cdef inline const char* _utf8(str field, object value, Py_ssize_t* size) except 
         ) from None
 
 
-cdef bytes _encode(object data, object event, object id, object retry, object comment):
+# The two field orders a frame can be written in: ours, and the one of sse-starlette
+# and aiohttp-sse (their drop-ins write the same bytes as they do).
+ORDER = "comment,event,id,retry,data"
+ID_FIRST_ORDER = "comment,id,event,data,retry"
+
+
+cdef inline void _field(
+    char* w, Py_ssize_t* pos, const char* name, Py_ssize_t name_n,
+    const char* value, Py_ssize_t value_n, const char* sep, Py_ssize_t sep_n
+) noexcept nogil:
+    memcpy(w + pos[0], name, name_n)
+    memcpy(w + pos[0] + name_n, value, value_n)
+    memcpy(w + pos[0] + name_n + value_n, sep, sep_n)
+    pos[0] += name_n + value_n + sep_n
+
+
+cdef bytes _encode(
+    object data, object event, object id, object retry, object comment,
+    const char* sep, Py_ssize_t sep_n, bint id_first
+):
     cdef const char* comment_ptr = NULL
     cdef const char* event_ptr = NULL
     cdef const char* id_ptr = NULL
     cdef const char* data_ptr = NULL
+    cdef const char* retry_ptr = NULL
     cdef Py_ssize_t comment_n = 0, event_n = 0, id_n = 0, data_n = 0, retry_n = 0
-    cdef Py_ssize_t total = 1, pos, bad
+    cdef Py_ssize_t total = sep_n, pos, bad
     cdef bint data_lines = False
     cdef bint is_json
     cdef bint single_line = False
@@ -162,7 +183,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         if not isinstance(comment, str):
             raise EncodeError("comment", f"must be str, not {type(comment).__name__}")
         comment_ptr = _utf8("comment", comment, &comment_n)
-        total += _lines(comment_ptr, comment_n, b": ", 2, NULL)
+        total += _lines(comment_ptr, comment_n, b": ", 2, sep, sep_n, NULL)
 
     if event is not None:
         if not isinstance(event, str):
@@ -170,7 +191,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         event_ptr = _utf8("event", event, &event_n)
         if _has_any(event_ptr, event_n, False):
             raise EncodeError("event", "must not contain CR or LF (it would end the field early)")
-        total += 8 + event_n
+        total += 7 + event_n + sep_n
 
     if id is not None:
         if type(id) is str or isinstance(id, str):
@@ -184,7 +205,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
             if memchr(id_ptr, 0, id_n) != NULL and not _has_any(id_ptr, id_n, False):
                 raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
             raise EncodeError("id", "must not contain CR or LF (it would end the field early)")
-        total += 5 + id_n
+        total += 4 + id_n + sep_n
 
     if retry is not None:
         if not isinstance(retry, int) or isinstance(retry, bool):
@@ -199,7 +220,7 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
         except OverflowError:
             retry_text = str(retry).encode("ascii")
             retry_n = len(retry_text)
-        total += 8 + retry_n
+        total += 7 + retry_n + sep_n
 
     if data is not None:
         # dict and list first: the common JSON payloads skip the other checks
@@ -243,57 +264,75 @@ cdef bytes _encode(object data, object event, object id, object retry, object co
                 )
             data_lines = True
         if _has_any(data_ptr, data_n, False):
-            total += _lines(data_ptr, data_n, b"data: ", 6, NULL)
+            total += _lines(data_ptr, data_n, b"data: ", 6, sep, sep_n, NULL)
         else:  # one line: no second scan when writing
             data_lines = False
             single_line = True
-            total += 7 + data_n
+            total += 6 + data_n + sep_n
 
-    if total == 1:
+    if total == sep_n:
         raise EncodeError("frame", "nothing to encode: give data, event, id, retry or comment")
 
+    if retry is not None:
+        if retry_text is None:
+            retry_ptr = retry_buf
+        else:
+            retry_ptr = PyBytes_AS_STRING(retry_text)
     out = PyBytes_FromStringAndSize(NULL, total)
     w = PyBytes_AS_STRING(out)
     pos = 0
     if comment_ptr != NULL:
-        pos += _lines(comment_ptr, comment_n, b": ", 2, w + pos)
+        pos += _lines(comment_ptr, comment_n, b": ", 2, sep, sep_n, w + pos)
+    if id_first and id_ptr != NULL:
+        _field(w, &pos, b"id: ", 4, id_ptr, id_n, sep, sep_n)
     if event_ptr != NULL:
-        memcpy(w + pos, b"event: ", 7)
-        memcpy(w + pos + 7, event_ptr, event_n)
-        w[pos + 7 + event_n] = b'\n'
-        pos += 8 + event_n
-    if id_ptr != NULL:
-        memcpy(w + pos, b"id: ", 4)
-        memcpy(w + pos + 4, id_ptr, id_n)
-        w[pos + 4 + id_n] = b'\n'
-        pos += 5 + id_n
-    if retry is not None:
-        memcpy(w + pos, b"retry: ", 7)
-        if retry_text is None:
-            memcpy(w + pos + 7, retry_buf, retry_n)
-        else:
-            memcpy(w + pos + 7, PyBytes_AS_STRING(retry_text), retry_n)
-        w[pos + 7 + retry_n] = b'\n'
-        pos += 8 + retry_n
+        _field(w, &pos, b"event: ", 7, event_ptr, event_n, sep, sep_n)
+    if not id_first:
+        if id_ptr != NULL:
+            _field(w, &pos, b"id: ", 4, id_ptr, id_n, sep, sep_n)
+        if retry is not None:
+            _field(w, &pos, b"retry: ", 7, retry_ptr, retry_n, sep, sep_n)
     if data_lines:
-        pos += _lines(data_ptr, data_n, b"data: ", 6, w + pos)
+        pos += _lines(data_ptr, data_n, b"data: ", 6, sep, sep_n, w + pos)
     elif single_line:
-        memcpy(w + pos, b"data: ", 6)
-        memcpy(w + pos + 6, data_ptr, data_n)
-        w[pos + 6 + data_n] = b'\n'
-        pos += 7 + data_n
-    w[pos] = b'\n'
+        _field(w, &pos, b"data: ", 6, data_ptr, data_n, sep, sep_n)
+    if id_first and retry is not None:
+        _field(w, &pos, b"retry: ", 7, retry_ptr, retry_n, sep, sep_n)
+    memcpy(w + pos, sep, sep_n)
     return out
 
 
-def encode(data=None, *, event=None, id=None, retry=None, comment=None):
+def encode(data=None, *, event=None, id=None, retry=None, comment=None, sep="\n", order=ORDER):
     """Encode one SSE frame.
 
     ``data`` may be ``str``, UTF-8 ``bytes`` or anything orjson serialises
     (dict, list, dataclass, numbers, ...); ``None`` writes no data line, so a
-    frame with only ``comment``, ``id`` or ``retry`` is possible.
+    frame with only ``comment``, ``id`` or ``retry`` is possible. ``sep`` ends
+    every line (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``); ``order`` is the order of
+    the fields, ``ORDER`` (ours) or ``ID_FIRST_ORDER`` (sse-starlette's and
+    aiohttp-sse's).
     """
-    return _encode(data, event, id, retry, comment)
+    if sep is "\n" and order is ORDER:  # the common call: no comparisons
+        return _encode(data, event, id, retry, comment, b"\n", 1, False)
+    return _encode(data, event, id, retry, comment, _sep(sep), len(sep), _id_first(order))
+
+
+cdef const char* _sep(object sep) except NULL:
+    if sep == "\n":
+        return b"\n"
+    if sep == "\r\n":
+        return b"\r\n"
+    if sep == "\r":
+        return b"\r"
+    raise EncodeError("sep", f"must be one of \\n, \\r\\n, \\r; got {sep!r}")
+
+
+cdef bint _id_first(object order) except -1:
+    if order == ORDER:
+        return False
+    if order == ID_FIRST_ORDER:
+        return True
+    raise EncodeError("order", f"must be {ORDER!r} or {ID_FIRST_ORDER!r}; got {order!r}")
 
 
 # The signature is written by hand: Cython 3.3's embedsignature puts the ``*`` of
@@ -312,7 +351,7 @@ cdef class Event:
     cdef bytes _frame
 
     def __init__(self, data=None, *, event=None, id=None, retry=None, comment=None):
-        self._frame = _encode(data, event, id, retry, comment)
+        self._frame = _encode(data, event, id, retry, comment, b"\n", 1, False)
         self.data = data
         self.event = event
         self.id = id

@@ -62,6 +62,8 @@ def load_implementation(name: str) -> SimpleNamespace:
         encode_many=core["encoder"].encode_many,
         utf8_error_at=core["encoder"].utf8_error_at,
         Event=core["encoder"].Event,
+        ORDER=core["encoder"].ORDER,
+        ID_FIRST_ORDER=core["encoder"].ID_FIRST_ORDER,
         Parser=core["parser"].Parser,
         ParsedEvent=core["parser"].ParsedEvent,
         Ring=core["ring"].Ring,

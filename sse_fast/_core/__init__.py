@@ -21,7 +21,7 @@ NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "
 EXTENSION_IMPORT_ERROR: ImportError | None = None
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from .encoder_py import Event, encode, encode_many
+    from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
     from .publish_py import requests_of
     from .ring_py import Ring
@@ -31,13 +31,13 @@ else:
     try:
         for _name in NATIVE_MODULES:  # the whole list: a module added there must load too
             importlib.import_module(f"{__package__}.{_name}_ext")
-        from .encoder_ext import Event, encode, encode_many
+        from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_ext import requests_of
         from .ring_ext import Ring
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
-        from .encoder_py import Event, encode, encode_many
+        from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_py import requests_of
         from .ring_py import Ring
@@ -50,7 +50,9 @@ __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",
     "EXTENSION_IMPORT_ERROR",
     "HAS_EXTENSIONS",
+    "ID_FIRST_ORDER",
     "NO_EXTENSIONS",
+    "ORDER",
     "EncodeError",
     "Event",
     "EventTooLarge",

@@ -12,7 +12,10 @@ from typing_extensions import disjoint_base
 
 from sse_fast._core.errors import EncodeError as EncodeError
 
-__all__ = ["Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
+
+ORDER: str
+ID_FIRST_ORDER: str
 
 def encode(
     data: Any = None,
@@ -21,6 +24,8 @@ def encode(
     id: str | int | None = None,
     retry: int | None = None,
     comment: str | None = None,
+    sep: str = "\n",
+    order: str = ...,
 ) -> bytes: ...
 def encode_many(events: Iterable[Event]) -> bytes: ...
 def utf8_error_at(raw: bytes) -> int: ...

@@ -24,7 +24,13 @@ import orjson
 
 from .errors import EncodeError
 
-__all__ = ["Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
+
+#: The two field orders a frame can be written in: ours, and the one of sse-starlette
+#: and aiohttp-sse (their drop-ins write the same bytes as they do).
+ORDER = "comment,event,id,retry,data"
+ID_FIRST_ORDER = "comment,id,event,data,retry"
+_LINE_ENDS = {"\n": b"\n", "\r\n": b"\r\n", "\r": b"\r"}
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 
@@ -82,7 +88,7 @@ def _event_line(event: object) -> bytes:
         raise EncodeError("event", f"must be str, not {type(event).__name__}")
     if "\r" in event or "\n" in event:
         raise EncodeError("event", "must not contain CR or LF (it would end the field early)")
-    return b"event: " + _utf8("event", event) + b"\n"
+    return b"event: " + _utf8("event", event)
 
 
 def _id_line(id: object) -> bytes:
@@ -96,7 +102,7 @@ def _id_line(id: object) -> bytes:
         raise EncodeError("id", "must not contain CR or LF (it would end the field early)")
     if "\0" in text:
         raise EncodeError("id", "must not contain NUL (clients ignore such ids)")
-    return b"id: " + _utf8("id", text) + b"\n"
+    return b"id: " + _utf8("id", text)
 
 
 def _retry_line(retry: object) -> bytes:
@@ -104,7 +110,7 @@ def _retry_line(retry: object) -> bytes:
         raise EncodeError("retry", f"must be a non-negative int (ms), not {type(retry).__name__}")
     if retry < 0:
         raise EncodeError("retry", f"must be a non-negative int (ms), got {retry}")
-    return b"retry: %d\n" % retry
+    return b"retry: %d" % retry
 
 
 def _comment_lines(comment: object) -> list[bytes]:
@@ -120,28 +126,46 @@ def encode(
     id: str | int | None = None,
     retry: int | None = None,
     comment: str | None = None,
+    sep: str = "\n",
+    order: str = ORDER,
 ) -> bytes:
     """Encode one SSE frame.
 
     ``data`` may be ``str``, UTF-8 ``bytes`` or anything orjson serialises
     (dict, list, dataclass, numbers, ...); ``None`` writes no data line, so a
-    frame with only ``comment``, ``id`` or ``retry`` is possible.
+    frame with only ``comment``, ``id`` or ``retry`` is possible. ``sep`` ends
+    every line (``"\\n"``, ``"\\r\\n"`` or ``"\\r"``); ``order`` is the order of
+    the fields, ``ORDER`` (ours) or ``ID_FIRST_ORDER`` (sse-starlette's and
+    aiohttp-sse's).
     """
-    parts: list[bytes] = []
+    line_end = _LINE_ENDS.get(sep) if isinstance(sep, str) else None
+    if line_end is None:
+        raise EncodeError("sep", f"must be one of \\n, \\r\\n, \\r; got {sep!r}")
+    if order != ORDER and order != ID_FIRST_ORDER:
+        raise EncodeError("order", f"must be {ORDER!r} or {ID_FIRST_ORDER!r}; got {order!r}")
+    lines: list[bytes] = []
     if comment is not None:
-        parts.extend(line + b"\n" for line in _comment_lines(comment))
-    if event is not None:
-        parts.append(_event_line(event))
-    if id is not None:
-        parts.append(_id_line(id))
-    if retry is not None:
-        parts.append(_retry_line(retry))
-    if data is not None:
-        parts.extend(b"data: " + line + b"\n" for line in _split_lines(_data_bytes(data)))
-    if not parts:
+        lines.extend(_comment_lines(comment))
+    event_line = None if event is None else _event_line(event)
+    id_line = None if id is None else _id_line(id)
+    retry_line = None if retry is None else _retry_line(retry)
+    data_lines = (
+        [] if data is None else [b"data: " + line for line in _split_lines(_data_bytes(data))]
+    )
+    if order == ORDER:
+        fields = [event_line, id_line, retry_line]
+        lines.extend(line for line in fields if line is not None)
+        lines.extend(data_lines)
+    else:
+        fields = [id_line, event_line]
+        lines.extend(line for line in fields if line is not None)
+        lines.extend(data_lines)
+        if retry_line is not None:
+            lines.append(retry_line)
+    if not lines:
         raise EncodeError("frame", "nothing to encode: give data, event, id, retry or comment")
-    parts.append(b"\n")
-    return b"".join(parts)
+    lines.append(b"")
+    return line_end.join(lines) + line_end
 
 
 class Event:

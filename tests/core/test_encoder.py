@@ -5,6 +5,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import sse_fast
 from sse_fast import EncodeError
@@ -142,3 +144,72 @@ def test_non_ascii_text_is_not_cached_on_the_string(impl: SimpleNamespace) -> No
     before = sys.getsizeof(text)
     assert impl.encode(text) == b"data: " + text.encode() + b"\n\n"
     assert sys.getsizeof(text) == before
+
+
+# ------------------------------------------------------------ line ends and field order
+
+_one_line = st.text(st.characters(blacklist_characters="\r\n\x00", codec="utf-8"), max_size=12)
+_any_text = st.text(st.characters(codec="utf-8"), max_size=24)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.none() | _any_text,
+    event=st.none() | _one_line,
+    id=st.none() | _one_line,
+    retry=st.none() | st.integers(0, 10**12),
+    comment=st.none() | _any_text,
+    sep=st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_the_id_first_order_writes_sse_starlettes_bytes(
+    impl: SimpleNamespace,
+    data: str | None,
+    event: str | None,
+    id: str | None,
+    retry: int | None,
+    comment: str | None,
+    sep: str,
+) -> None:
+    """sse-starlette's own encoder (the original, installed) is the oracle: with its
+    separator and ``ID_FIRST_ORDER`` the native encoder writes its bytes exactly;
+    with our order, the same lines in ours."""
+    from sse_starlette.event import ServerSentEvent as Original
+
+    fields = {"event": event, "id": id, "retry": retry, "comment": comment}
+    if data is None and all(v is None for v in fields.values()):
+        return  # the original writes a lone separator; we refuse an empty frame
+    theirs = Original(data, **fields, sep=sep).encode()
+    assert impl.encode(data, **fields, sep=sep, order=impl.ID_FIRST_ORDER) == theirs
+    ours = impl.encode(data, **fields)
+    assert ours.replace(b"\n", sep.encode()) == impl.encode(data, **fields, sep=sep)
+    assert sorted(ours.split(b"\n")) == sorted(theirs.replace(sep.encode(), b"\n").split(b"\n"))
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "message"),
+    [
+        ("sep", "\n\n", r"sep: must be one of \n, \r\n, \r; got '\n\n'"),
+        ("sep", None, r"sep: must be one of \n, \r\n, \r; got None"),
+        ("sep", b"\n", r"sep: must be one of \n, \r\n, \r; got b'\n'"),
+        (
+            "order",
+            "comment,data",
+            "order: must be 'comment,event,id,retry,data' or "
+            "'comment,id,event,data,retry'; got 'comment,data'",
+        ),
+        (
+            "order",
+            None,
+            "order: must be 'comment,event,id,retry,data' or "
+            "'comment,id,event,data,retry'; got None",
+        ),
+    ],
+)
+def test_a_line_end_or_order_that_is_not_one_is_refused(
+    impl: SimpleNamespace, keyword: str, value: object, message: str
+) -> None:
+    with pytest.raises(EncodeError) as refused:
+        impl.encode("x", **{keyword: value})
+    assert str(refused.value) == message and refused.value.field == keyword
