@@ -71,21 +71,38 @@ async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
         raise TimeoutError from None
 
 
-async def close_generator(iterator: Any, timeout: float | None, what: str) -> None:
+async def close_generator(
+    iterator: Any, timeout: float | None, what: str, logger: logging.Logger | None = None
+) -> None:
     """``aclose()`` an interrupted async generator (``what``, for the log) so its
-    cleanup runs, ``timeout`` seconds at most; whatever happens is logged, not
-    raised (the framework adapters' streams end either way)."""
+    cleanup runs, ``timeout`` seconds at most; whatever happens is logged (to
+    ``logger``, the adapter's), not raised (the framework adapters' streams end
+    either way)."""
     aclose = getattr(iterator, "aclose", None)
     if aclose is None:
         return
+    logger = logger or log
+    deadline = None
+    expired = False
     try:
-        await within(aclose(), timeout)
+        if timeout is None or not hasattr(asyncio, "timeout"):
+            await within(aclose(), timeout)
+        else:
+            async with asyncio.timeout(timeout) as deadline:
+                await aclose()
     except TimeoutError:
-        log.warning("%s cleanup cancelled after %s seconds", what, timeout)
-    except RuntimeError as exc:  # "aclose(): asynchronous generator is already running"
-        log.debug("%s not closed: %s", what, exc)
+        expired = True
+    except RuntimeError as exc:
+        if "already running" not in str(exc):  # not "aclose(): ... already running"
+            logger.exception("Error closing the %s", what)
+        else:
+            logger.debug("%s not closed: %s", what.capitalize(), exc)
     except Exception:
-        log.exception("error closing the %s", what)
+        logger.exception("Error closing the %s", what)
+    # expired, not raised: a generator that swallows the cancellation has still had
+    # its cleanup cut short
+    if expired or (deadline is not None and deadline.expired()):
+        logger.warning("%s cleanup cancelled after %s seconds", what.capitalize(), timeout)
 
 
 # ---------------------------------------------------------------- stepping an awaitable

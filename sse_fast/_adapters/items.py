@@ -9,35 +9,36 @@ from typing import Any
 
 import orjson
 
-from .._core import encode
-from ..frames import with_line_end
+from .._core import ID_FIRST_ORDER, encode
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FIELDS = frozenset({"data", "event", "id", "retry", "comment", "sep"})
 
 
 def _frame(data: Any, event: Any, id: Any, retry: Any, comment: Any, sep: str) -> bytes:
-    """One frame with sse-starlette's rules: line breaks dropped from ``id`` and
-    ``event``, ``str()`` of any data, multi-line data and comments split."""
+    """One frame with sse-starlette's rules and bytes: its field order (comment,
+    id, event, data, retry), line breaks dropped from ``id`` and ``event``,
+    ``str()`` of any data, multi-line data and comments split."""
     if retry is not None and not isinstance(retry, int):
         raise TypeError("retry argument must be int")
     if data is None and event is None and id is None and retry is None and comment is None:
         return sep.encode()  # sse-starlette sends a lone separator: a no-op for clients
-    frame = encode(
+    return encode(
         None if data is None else data if type(data) is str else str(data),
         event=None if event is None else _LINE_BREAK.sub("", event),
         id=None if id is None else _LINE_BREAK.sub("", str(id)),
         retry=retry,
         comment=None if comment is None else str(comment),
+        sep=sep,
+        order=ID_FIRST_ORDER,
     )
-    return with_line_end(frame, sep)
 
 
 class ServerSentEvent:
     """One event, as sse-starlette's ``ServerSentEvent`` (same arguments and
     attributes; ``encode()`` gives its bytes)."""
 
-    DEFAULT_SEPARATOR = "\n"
+    DEFAULT_SEPARATOR = "\r\n"
 
     def __init__(
         self,
@@ -94,7 +95,7 @@ def ensure_bytes(data: Any, sep: str) -> bytes:
             data.get("id"),
             data.get("retry"),
             data.get("comment"),
-            data.get("sep") or sep,
+            sep,  # sse-starlette's rule: the stream's separator wins over a "sep" key
         )
     if isinstance(data, (bytes, memoryview)):
         return bytes(data)

@@ -36,6 +36,10 @@ LOADS = {
     "sse_fast.starlette": ADAPTER
     | {
         "sse_fast.starlette",
+        "sse_fast.starlette._control",
+        "sse_fast.starlette._stream",
+        "sse_fast.starlette.event",
+        "sse_fast.starlette.sse",
         "sse_fast._adapters",
         "sse_fast._adapters.items",
         "sse_fast._adapters.pacing",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,6 +29,7 @@ from sse_fast.starlette import (
     JSONServerSentEvent,
     SendTimeoutError,
     ServerSentEvent,
+    _stream,
     last_event_id,
     shutdown_streams,
 )
@@ -68,22 +70,18 @@ def _events(module: Any) -> list[Any]:
 
 
 @pytest.mark.parametrize("sep", [None, "\r\n", "\n", "\r"])
-def test_a_client_parses_the_same_events_as_from_sse_starlette(sep: str | None) -> None:
+def test_every_item_is_written_as_sse_starlette_writes_it(sep: str | None) -> None:
+    """The same bytes, item by item: sse-starlette's field order and separator
+    (its default, ``\\r\\n``, when none is given)."""
     from sse_starlette.event import ensure_bytes as theirs
 
     their_sep = sep or "\r\n"
-    mine = b"".join(ours.ensure_bytes(i, sep or "\n") for i in _items())
-    mine += b"".join(ours.ensure_bytes(e, sep or "\n") for e in _events(ours))
-    expected = b"".join(theirs(i, their_sep) for i in _items())
-    expected += b"".join(theirs(e, their_sep) for e in _events(sse_starlette.event))
-    assert _parsed(mine) == _parsed(expected)
-    assert len(_parsed(mine)) >= 12
-    if sep is not None:  # the same lines, in another field order
-        for item in _items():  # (event objects carry their own sep)
-            if isinstance(item, bytes):
-                continue
-            a, b = ours.ensure_bytes(item, sep), theirs(item, sep)
-            assert sorted(a.split(sep.encode())) == sorted(b.split(sep.encode())), item
+    for item, their_item in zip(_items(), _items(), strict=True):
+        assert ours.ensure_bytes(item, their_sep) == theirs(their_item, their_sep), item
+    for event, their_event in zip(_events(ours), _events(sse_starlette.event), strict=True):
+        assert ours.ensure_bytes(event, their_sep) == theirs(their_event, their_sep), event
+    mine = b"".join(ours.ensure_bytes(i, their_sep) for i in _items())
+    assert len(_parsed(mine)) >= 10
 
 
 def test_event_objects_keep_sse_starlettes_interface() -> None:
@@ -92,10 +90,10 @@ def test_event_objects_keep_sse_starlettes_interface() -> None:
     assert fields == ("d", "e", "1", 5, "c")
     event.data = "changed"  # attributes stay writable
     assert b"data: changed\r\n" in event.encode()
-    assert ServerSentEvent().encode() == b"\n"  # a lone separator, as theirs
+    assert ServerSentEvent().encode() == b"\r\n"  # a lone separator, as theirs
     with pytest.raises(TypeError, match="retry argument must be int"):
         ServerSentEvent("d", retry="5").encode()  # type: ignore[arg-type]
-    assert JSONServerSentEvent({"x": 1}).encode() == b'data: {"x":1}\n\n'
+    assert JSONServerSentEvent({"x": 1}).encode() == b'data: {"x":1}\r\n\r\n'
     with pytest.raises(TypeError, match="data, event, id, retry, comment"):
         ours.ensure_bytes({"data": 1, "topic": "t"}, "\n")
     with pytest.raises(ValueError, match="sep must be one of"):
@@ -168,7 +166,7 @@ def test_a_finite_stream_is_sent_whole_with_sse_headers() -> None:
             assert headers[b"x-accel-buffering"] == b"no"
             assert headers[b"x-mine"] == b"1"
             assert headers.get(b"connection") == connection
-            assert client.body == b"data: a\n\nevent: e\ndata: 1\n\n" and client.ended
+            assert client.body == b"data: a\r\n\r\nevent: e\r\ndata: 1\r\n\r\n" and client.ended
 
     asyncio.run(main())
 
@@ -220,7 +218,7 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
         await asyncio.wait_for(task, 2)  # returns normally
         assert seen == ["cancelled", "finally"]
         assert closed == [{"type": "http.disconnect"}]
-        assert b"data: 0\n\n" in client.body
+        assert b"data: 0\r\n\r\n" in client.body
         await asyncio.sleep(0)
         assert len(asyncio.all_tasks()) <= before  # no watch, timer or sender left
         assert ours.open_streams() == 0
@@ -228,7 +226,46 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
     asyncio.run(main())
 
 
-def test_pings_go_out_only_when_the_stream_is_idle() -> None:
+def test_pings_go_out_on_sse_starlettes_schedule_whatever_the_traffic() -> None:
+    """By default a ping every ``ping`` seconds, busy stream or not, with
+    sse-starlette's text (``: ping - <UTC time>``) and separator."""
+
+    async def main() -> None:
+        async def busy() -> AsyncIterator[str]:
+            while True:
+                yield "x"
+                await asyncio.sleep(0.01)
+
+        client = Client()
+        task = _run(EventSourceResponse(busy(), ping=0.05), client)
+        await asyncio.sleep(0.32)
+        client.leave()
+        await asyncio.wait_for(task, 2)
+        pings = [m["body"] for m in client.messages if m.get("body", b"").startswith(b": ping")]
+        assert 4 <= len(pings) <= 7, pings
+        assert all(
+            re.fullmatch(rb": ping - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00:00\r\n\r\n", p)
+            for p in pings
+        ), pings
+        assert client.body.count(b"data: x\r\n\r\n") >= 15  # the events went on
+
+        made: list[int] = []
+
+        def factory() -> ServerSentEvent:
+            made.append(1)
+            return ServerSentEvent(comment="custom")
+
+        other = Client()
+        task2 = _run(EventSourceResponse(busy(), ping=0.05, ping_message_factory=factory), other)
+        await asyncio.sleep(0.2)
+        other.leave()
+        await asyncio.wait_for(task2, 2)
+        assert made and b": custom\r\n\r\n" in other.body
+
+    asyncio.run(main())
+
+
+def test_with_ping_when_idle_pings_go_out_only_when_the_stream_is_idle() -> None:
     async def main() -> None:
         async def idle() -> AsyncIterator[str]:
             yield "first"
@@ -236,7 +273,7 @@ def test_pings_go_out_only_when_the_stream_is_idle() -> None:
             yield "never"
 
         client = Client()
-        task = _run(EventSourceResponse(idle(), ping=0.05), client)
+        task = _run(EventSourceResponse(idle(), ping=0.05, ping_when_idle=True), client)
         await asyncio.sleep(0.3)
         pings = [m for m in client.messages if m.get("body", b"").startswith(b": ping - ")]
         assert 3 <= len(pings) <= 7
@@ -253,7 +290,12 @@ def test_pings_go_out_only_when_the_stream_is_idle() -> None:
             return ServerSentEvent(comment="custom")
 
         other = Client()
-        task2 = _run(EventSourceResponse(busy(), ping=0.05, ping_message_factory=factory), other)
+        task2 = _run(
+            EventSourceResponse(
+                busy(), ping=0.05, ping_message_factory=factory, ping_when_idle=True
+            ),
+            other,
+        )
         await asyncio.sleep(0.3)
         assert not made and b": custom" not in other.body  # events flowed: no ping needed
         client.leave()
@@ -261,9 +303,14 @@ def test_pings_go_out_only_when_the_stream_is_idle() -> None:
         await asyncio.wait_for(asyncio.gather(task, task2), 2)
 
         quiet = Client()
-        task3 = _run(EventSourceResponse(idle(), ping=0.05, ping_message_factory=factory), quiet)
+        task3 = _run(
+            EventSourceResponse(
+                idle(), ping=0.05, ping_message_factory=factory, ping_when_idle=True
+            ),
+            quiet,
+        )
         await asyncio.sleep(0.2)
-        assert made and b": custom\n\n" in quiet.body
+        assert made and b": custom\r\n\r\n" in quiet.body
         quiet.leave()
         await asyncio.wait_for(task3, 2)
 
@@ -330,7 +377,7 @@ def test_shutdown_tells_the_generator_waits_the_grace_period_and_ends_cleanly() 
         assert shutdown_streams() == 2
         await asyncio.wait_for(asyncio.gather(*tasks), 3)
         for client in clients:
-            assert client.body == b"data: hello\n\ndata: goodbye\n\n" and client.ended
+            assert client.body == b"data: hello\r\n\r\ndata: goodbye\r\n\r\n" and client.ended
         assert said == ["goodbye", "goodbye"]
 
     asyncio.run(main())
@@ -379,7 +426,7 @@ def test_data_sender_callable_runs_beside_the_stream_and_is_stopped_with_it() ->
         client = Client()
         task = _run(EventSourceResponse(feed(), data_sender_callable=sender), client)
         await asyncio.sleep(0.1)
-        assert client.body == b"data: pushed 0\n\ndata: pushed 1\n\ndata: pushed 2\n\n"
+        assert client.body == b"data: pushed 0\r\n\r\ndata: pushed 1\r\n\r\ndata: pushed 2\r\n\r\n"
         client.leave()
         await asyncio.wait_for(task, 2)
         await asyncio.sleep(0)
@@ -435,9 +482,23 @@ def test_the_import_is_the_only_change() -> None:
     mine = inspect.signature(EventSourceResponse.__init__).parameters
     keyword_only = [n for n, p in mine.items() if p.kind is p.KEYWORD_ONLY]
     assert list(theirs) == [n for n in mine if n not in keyword_only]
-    assert keyword_only == ["busy_batch_delay"]  # ours only, never in their positions
-    for name in ("DEFAULT_PING_INTERVAL", "DEFAULT_CLEANUP_TIMEOUT"):
+    # ours only, never in their positions
+    assert keyword_only == ["coalesce", "busy_batch_delay", "ping_when_idle"]
+    for name in ("DEFAULT_PING_INTERVAL", "DEFAULT_CLEANUP_TIMEOUT", "DEFAULT_SEPARATOR"):
         assert getattr(EventSourceResponse, name) == getattr(TheirResponse, name)
+    assert ServerSentEvent.DEFAULT_SEPARATOR == sse_starlette.ServerSentEvent.DEFAULT_SEPARATOR
+    # the originals' module paths: a mechanical rename of sse_starlette.X works
+    import sse_fast.starlette.event
+    import sse_fast.starlette.sse
+
+    used = {
+        "sse": ["EventSourceResponse", "AppStatus", "SendTimeoutError", "ServerSentEvent"],
+        "event": ["ServerSentEvent", "JSONServerSentEvent", "ensure_bytes"],
+    }
+    for module, names in used.items():
+        for name in names:
+            assert hasattr(getattr(sse_starlette, module), name)
+            assert getattr(getattr(sse_fast.starlette, module), name) is getattr(ours, name)
 
 
 def test_starlettes_own_send_wrappers_are_skipped_and_a_users_are_kept() -> None:
@@ -474,8 +535,8 @@ def test_starlettes_own_send_wrappers_are_skipped_and_a_users_are_kept() -> None
             app = Starlette(routes=[Route("/", endpoint)], middleware=middleware)
             client = Client()
             await app(client.scope, client.receive, client.send)
-            assert client.body == b"data: x\n\n" and client.ended
-            inner = ours._innermost_send(received[0])
+            assert client.body == b"data: x\r\n\r\n" and client.ended
+            inner = _stream._innermost_send(received[0])
             if middleware:
                 assert getattr(inner, "__qualname__", "").endswith("counting_send")
             else:
@@ -502,7 +563,7 @@ def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> 
                 yield {"data": "x" * 200, "id": str(n)}
 
         client = Client()
-        task = _run(EventSourceResponse(feed()), client)
+        task = _run(EventSourceResponse(feed(), coalesce=True, sep="\n"), client)
         while b"id: 499\n" not in client.body:
             await asyncio.sleep(0.01)
         writes = len(client.messages) - 1
@@ -520,11 +581,13 @@ def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> 
 
 
 @pytest.mark.skipif(not hasattr(asyncio, "timeout"), reason="asyncio.timeout: Python 3.11+")
-def test_a_generator_timeout_never_interrupts_a_write() -> None:
+@pytest.mark.parametrize("coalesce", [False, True])
+def test_a_generator_timeout_never_interrupts_a_write(coalesce: bool) -> None:
     """A generator that waits with a timeout of its own (keep-alives when idle)
-    and a client whose writes block for a while: the generator's timeouts fire
-    while writes are still on their way; they reach the generator, not the
-    writes, and every event arrives in order."""
+    and a client whose writes block for a while: with ``coalesce`` the generator's
+    timeouts fire while writes are still on their way (without, it is not asked
+    until the write is done); they reach the generator, not the writes, and
+    every event arrives in order."""
 
     async def main() -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
@@ -542,7 +605,7 @@ def test_a_generator_timeout_never_interrupts_a_write() -> None:
                 yield {"data": str(n), "id": str(n)}
 
         client = Client()
-        task = _run(EventSourceResponse(feed()), client)
+        task = _run(EventSourceResponse(feed(), coalesce=coalesce), client)
         await asyncio.sleep(0.05)
         client.block = asyncio.get_running_loop().create_future()  # writes wait
         queue.put_nowait(1)
@@ -640,7 +703,7 @@ def test_while_the_loop_is_saturated_close_events_share_writes_and_none_is_lost(
         client = TimedClient()
         feed = from_queue() if source == "queue" else on_timer()
         started = loop.time()
-        await asyncio.wait_for(_run(EventSourceResponse(feed), client), 10)
+        await asyncio.wait_for(_run(EventSourceResponse(feed, coalesce=True), client), 10)
         events = Parser().feed(client.body)
         assert [e.id for e in events] == [str(n) for n in range(80)]
         assert client.writes <= 80 // 3, client.writes  # ~0.4 s of events, ~a write per tick
@@ -671,8 +734,11 @@ def test_while_the_loop_is_saturated_an_event_after_a_quiet_spell_is_not_held() 
                 await asyncio.sleep(gap)
 
         apart, close = TimedClient(), TimedClient()
-        unpaced = EventSourceResponse(feed(0.005, 30), busy_batch_delay=None)
-        both = (_run(EventSourceResponse(feed(0.08, 6)), apart), _run(unpaced, close))
+        unpaced = EventSourceResponse(feed(0.005, 30), coalesce=True, busy_batch_delay=None)
+        both = (
+            _run(EventSourceResponse(feed(0.08, 6), coalesce=True), apart),
+            _run(unpaced, close),
+        )
         await asyncio.wait_for(asyncio.gather(*both), 10)  # the first keeps the pacer on
         assert apart.writes == 6
         assert close.writes == 30
@@ -695,7 +761,7 @@ def test_shutdown_sends_the_events_being_held() -> None:
             await asyncio.sleep(3600)
 
         client = TimedClient()
-        task = _run(EventSourceResponse(feed(), busy_batch_delay=1.0), client)
+        task = _run(EventSourceResponse(feed(), coalesce=True, busy_batch_delay=1.0), client)
         await asyncio.wait_for(held.wait(), 5)
         await asyncio.sleep(0.05)
         assert b"second" not in client.body  # held for the tick, 1 s away
@@ -723,7 +789,10 @@ def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> N
 
         before = len(asyncio.all_tasks())
         clients = [TimedClient() for _ in range(20)]
-        tasks = [_run(EventSourceResponse(feed(), busy_batch_delay=1.0), c) for c in clients]
+        tasks = [
+            _run(EventSourceResponse(feed(), coalesce=True, busy_batch_delay=1.0), c)
+            for c in clients
+        ]
         pacer = _pacing.pacer(asyncio.get_running_loop())
         await asyncio.sleep(0.3)
         assert pacer.streams == 20 and pacer.busy

@@ -52,6 +52,12 @@ async def count(request: Request) -> EventSourceResponse:
     return EventSourceResponse(feed())
 
 
+def _coalesce(request: Request) -> bool:
+    """``?coalesce=1``: the stream coalesces its writes (and paces them while the
+    loop is saturated)."""
+    return request.query_params.get("coalesce") == "1"
+
+
 async def on_close(message: Any) -> None:
     STATE["closed"] += 1
 
@@ -67,7 +73,9 @@ async def endless(request: Request) -> EventSourceResponse:
         finally:
             STATE["finished"] += 1
 
-    return EventSourceResponse(feed(), client_close_handler_callable=on_close, ping=1)
+    return EventSourceResponse(
+        feed(), client_close_handler_callable=on_close, ping=1, coalesce=_coalesce(request)
+    )
 
 
 async def idle(request: Request) -> EventSourceResponse:
@@ -113,7 +121,7 @@ async def queued(request: Request) -> EventSourceResponse:
         finally:
             producer.cancel()
 
-    return EventSourceResponse(feed())
+    return EventSourceResponse(feed(), coalesce=_coalesce(request))
 
 
 async def saturate(request: Request) -> PlainTextResponse:

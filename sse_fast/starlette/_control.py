@@ -1,0 +1,65 @@
+"""What ends the streams of a process: sse-starlette's ``AppStatus`` switch,
+``shutdown_streams()``, and the registry of open streams they act on."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from .. import _shutdown
+
+__all__ = ["AppStatus", "SendTimeoutError", "open_streams", "shutdown_streams", "streams"]
+
+
+class SendTimeoutError(TimeoutError):
+    """A write to the client did not complete within ``send_timeout``."""
+
+
+SendTimeoutError.__module__ = "sse_fast.starlette"  # its public name, for pickle and logs
+
+
+class _Stoppable(Protocol):
+    def shut_down(self) -> None: ...
+
+
+#: the open streams of this process (``shutdown_streams`` ends them)
+streams: _shutdown.OpenStreams[_Stoppable] = _shutdown.OpenStreams(lambda s: s.shut_down())
+
+
+def shutdown_streams() -> int:
+    """End every open stream of this process (see "Shutdown"); returns how many.
+    Safe to call from any thread and from a signal handler."""
+    return streams.stop_all()
+
+
+def open_streams() -> int:
+    """How many streams of this process are open now: what ``shutdown_streams()``
+    would end (for a health page or a gauge)."""
+    return len(streams)
+
+
+class _AppStatusMeta(type):
+    """``AppStatus.should_exit = True`` (sse-starlette's switch) ends the streams."""
+
+    def __setattr__(cls, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "should_exit" and value:
+            shutdown_streams()
+        elif name == "enable_automatic_graceful_drain":
+            _shutdown.enabled = bool(value)
+
+
+class AppStatus(metaclass=_AppStatusMeta):
+    """sse-starlette's shutdown switch: set ``should_exit`` to true to end every
+    stream (``shutdown_streams``); new streams end at once while it is true."""
+
+    should_exit = False
+    enable_automatic_graceful_drain = True
+
+    @staticmethod
+    def disable_automatic_graceful_drain() -> None:
+        """Signals no longer end the streams (set ``should_exit`` yourself)."""
+        AppStatus.enable_automatic_graceful_drain = False
+
+    @staticmethod
+    def enable_automatic_graceful_drain_mode() -> None:
+        AppStatus.enable_automatic_graceful_drain = True

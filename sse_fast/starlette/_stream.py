@@ -1,0 +1,510 @@
+"""The write engine of ``EventSourceResponse``: one response being streamed, in the
+request's own task (see the theory of operation in ``sse_fast/starlette/__init__.py``).
+
+``_Stream`` runs the response: the start, the items one by one (as sse-starlette,
+by default) or coalesced (``_Coalescer``, with ``coalesce=True``), pings on a timer,
+the disconnect watch, shutdown and the end. Every write goes out in order: a ping
+or a write behind waits for the write before it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .. import _shutdown
+from .._adapters import pacing as _pacing
+from .._adapters.items import ServerSentEvent, ensure_bytes
+from .._tasks import close_generator, step, uncancel, within
+from ..abort import ensure_user_timeout
+from ..asgi import Message, Receive, Scope, Send, SendStyle
+from ._control import AppStatus, SendTimeoutError, streams
+
+if TYPE_CHECKING:
+    from .sse import EventSourceResponse
+
+__all__ = ["BATCH_BYTES", "DEFERS_AFTER_EMPTY_HOLD"]
+
+#: sse-starlette's own logger name: logging configured for it (levels, filters,
+#: alerts on its errors) keeps working after the import change
+log = logging.getLogger("sse_starlette.sse")
+#: most bytes of ready items written together (see ``_Coalescer.stream_items``)
+BATCH_BYTES = 64 * 1024
+#: a stream whose generator had nothing ready after a hold defers this many writes
+#: before it holds again (see "Saturated")
+DEFERS_AFTER_EMPTY_HOLD = 16
+
+_style = SendStyle()  # Granian's eager send, learnt from the first write that shows it
+
+# Starlette's own send wrappers, which only note that the response started and pass
+# every message on: once the start went through them, body messages can go to the
+# server's send directly (where Granian's eager write can be seen, and no coroutine
+# per wrapper is made per write). Any other wrapper (a user's middleware) is kept.
+_PASS_THROUGH = frozenset(
+    {
+        ("starlette.middleware.errors", "ServerErrorMiddleware.__call__.<locals>._send"),
+        (
+            "starlette._exception_handler",
+            "wrap_app_handling_exceptions.<locals>.wrapped_app.<locals>.sender",
+        ),
+    }
+)
+
+
+def _innermost_send(send: Send) -> Send:
+    """``send`` without Starlette's pass-through wrappers (see ``_PASS_THROUGH``)."""
+    for _ in range(16):
+        code = getattr(send, "__code__", None)
+        key = (getattr(send, "__module__", None), getattr(send, "__qualname__", None))
+        if code is None or key not in _PASS_THROUGH:
+            return send
+        cells = dict(zip(code.co_freevars, getattr(send, "__closure__", None) or (), strict=False))
+        cell = cells.get("send")
+        inner = getattr(cell, "cell_contents", None) if cell is not None else None
+        if not callable(inner):
+            return send
+        send = inner
+    return send
+
+
+class _Stream:
+    """One response being streamed (runs in the request's task)."""
+
+    def __init__(
+        self, response: EventSourceResponse, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.response = response
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.loop = asyncio.get_running_loop()
+        self.task: asyncio.Task[Any] | None = None
+        self.ended_by: str | None = None  # why we cancelled our own task
+        self.close_message: Message | None = None
+        self.writing = False  # a write of the stream's task is being awaited
+        #: set when that write is done, for a ping waiting to go after it (made on demand)
+        self.write_done: asyncio.Future[None] | None = None
+        self.last_write = self.loop.time()
+        self.ping_timer: asyncio.TimerHandle | None = None
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.watch: asyncio.Future[Message] | None = None
+        #: a write still on its way in a task of its own (a ping, or a batch written while
+        #: the generator waits); the next write waits for it
+        self.pending_write: asyncio.Task[None] | None = None
+        self.sender: asyncio.Task[None] | None = None
+        self.coalescer: _Coalescer | None = None
+
+    async def run(self) -> None:
+        response = self.response
+        self.task = asyncio.current_task()
+        started = self.send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response._headers_for(self.scope),
+            }
+        )
+        _style.observe(started)
+        await started
+        self.send = _innermost_send(self.send)  # the start went through every wrapper
+        iterator = response.body_iterator
+        interrupted = True
+        try:
+            streams.add(self, self.loop)
+            if response.coalesce:
+                self.coalescer = _Coalescer(self, response.busy_batch_delay)
+            if response.send_timeout is not None:  # a vanished network: see "Pings"
+                ensure_user_timeout(self.scope, response.send_timeout)
+            self.arm_watch()
+            if response.ping_interval > 0:
+                self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+            if response.data_sender_callable is not None:
+                self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
+            if AppStatus.should_exit or _shutdown.uvicorn_exiting():
+                self.shut_down()  # the server is already on its way out
+            if self.coalescer is not None:
+                await self.coalescer.stream_items(aiter(iterator), response.sep)
+            else:
+                await self.stream_one_by_one(aiter(iterator), response.sep)
+            interrupted = False
+            response.active = False
+            await self.write(b"", more=False)
+        except asyncio.CancelledError:
+            if self.ended_by is None or self.task is None or uncancel(self.task) > 0:
+                raise  # not (only) ours: the server cancelled the request
+            await self.ended_by_us(interrupted)
+        finally:
+            response.active = False
+            self.stop()
+            if interrupted:
+                await close_generator(iterator, response._cleanup_timeout, "body iterator", log)
+            await self.stop_sender()
+
+    async def ended_by_us(self, interrupted: bool) -> None:
+        """After our own cancellation (``end``): say why, as sse-starlette does."""
+        response = self.response
+        if self.ended_by == "timeout":
+            raise SendTimeoutError() from None
+        if self.ended_by == "disconnect":
+            handler = response.client_close_handler_callable
+            if handler is not None and self.close_message is not None:
+                await handler(self.close_message)
+        elif self.ended_by == "shutdown":
+            response.active = False
+            held = self.coalescer.take_gathered() if self.coalescer is not None else b""
+            with contextlib.suppress(Exception, SendTimeoutError):
+                await self.write(held, more=False)  # held items too
+
+    async def stream_one_by_one(self, iterator: AsyncIterator[Any], sep: str) -> None:
+        """sse-starlette's way: ask for an item, write it, wait for the write, then
+        ask for the next (a slow client slows its generator down)."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        async for item in iterator:
+            chunk = ensure_bytes(item, sep)
+            if debug:
+                log.debug("chunk: %s", chunk)
+            await self.write(chunk)
+
+    # ------------------------------------------------------------ writing
+
+    def hand_over(self, message: Message) -> Any | None:
+        """``send`` the message: None when the write is done (Granian's eager send,
+        learnt past Starlette's wrappers), else what to await."""
+        result = self.send(message)
+        self.last_write = self.loop.time()
+        if _style.written(result):
+            return None
+        if not _style.eager:
+            _style.observe(result)
+            if _style.written(result):
+                return None
+        return result
+
+    async def write(self, chunk: bytes, more: bool = True) -> None:
+        while (pending := self.pending_write) is not None:  # one on its way: keep the order
+            if pending.done():
+                self.pending_write = None
+            else:
+                await asyncio.wait((pending,))
+        result = self.hand_over({"type": "http.response.body", "body": chunk, "more_body": more})
+        if result is None:
+            return
+        self.writing = True
+        try:
+            if self.response.send_timeout is None:
+                await result  # (one coroutine less per write: most of them, on uvicorn)
+            else:
+                await self.finish(result)
+        finally:
+            self.writing = False
+            if self.write_done is not None:
+                self.write_done.set_result(None)
+                self.write_done = None
+
+    async def finish(self, pending: Any) -> None:
+        """Await a write that was not done at once, within ``send_timeout``."""
+        try:
+            await within(pending, self.response.send_timeout)
+        except TimeoutError:
+            raise SendTimeoutError() from None
+
+    def write_behind(self, chunk: bytes) -> None:
+        """Write without waiting here: a write that does not complete at once (the
+        connection is full) finishes in a task of its own, within ``send_timeout``;
+        the next write waits for it. Batches written while the generator waits go
+        this way."""
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        if self.pending_write is not None or self.writing:  # one on its way: go after it
+            self.last_write = self.loop.time()
+            self.pending_write = self.loop.create_task(
+                self.finish_behind(None, self.pending_write, message)
+            )
+            return
+        result = self.hand_over(message)
+        if result is None:
+            return
+        done, rest = step(result)  # a coroutine send (uvicorn) usually completes at once
+        if not done:
+            self.pending_write = self.loop.create_task(self.finish_behind(rest))
+
+    async def finish_behind(
+        self,
+        pending: Any,
+        previous: asyncio.Task[None] | None = None,
+        message: Message | None = None,
+    ) -> None:
+        """The task of a write on its way: ``pending`` (a write's rest), or
+        ``message``, handed over once the writes before it are done."""
+        try:
+            if message is not None:
+                if previous is not None:
+                    await asyncio.wait((previous,))
+                while self.writing:  # the stream's own write is on its way: after it
+                    if self.write_done is None:
+                        self.write_done = self.loop.create_future()
+                    await self.write_done
+                if self.ended_by is not None:
+                    return
+                pending = self.hand_over(message)
+            if pending is not None:
+                await self.finish(pending)
+        except SendTimeoutError:
+            self.end("timeout")
+        except Exception:  # pragma: no cover - a server whose send failed
+            self.end("disconnect")
+        finally:
+            if self.pending_write is asyncio.current_task():
+                self.pending_write = None
+
+    # ------------------------------------------------------------ pings
+
+    def ping_due(self) -> None:
+        """Timer: a ping every ``ping`` seconds (sse-starlette's schedule: the next
+        one ``ping`` seconds after this one went out), or with ``ping_when_idle``
+        after ``ping`` seconds without a write. It is written by a task of its
+        own, after any write on its way, within ``send_timeout``."""
+        response = self.response
+        self.ping_timer = None
+        if not response.active or self.ended_by is not None:
+            return
+        if response.ping_when_idle:
+            idle = self.loop.time() - self.last_write
+            if idle < response.ping_interval or self.writing or self.pending_write is not None:
+                wait = max(response.ping_interval - idle, 0.05)
+                self.ping_timer = self.loop.call_later(wait, self.ping_due)
+                return
+        chunk = _ping_bytes(response)
+        if chunk is None:
+            self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+            return
+        message = {"type": "http.response.body", "body": chunk, "more_body": True}
+        ping = self.loop.create_task(self.finish_behind(None, self.pending_write, message))
+        self.pending_write = ping
+        ping.add_done_callback(self.ping_sent)
+
+    def ping_sent(self, ping: asyncio.Task[None]) -> None:
+        if self.response.active and self.ended_by is None and self.ping_timer is None:
+            self.ping_timer = self.loop.call_later(self.response.ping_interval, self.ping_due)
+
+    # ------------------------------------------------------------ ending
+
+    def arm_watch(self) -> None:
+        self.watch = asyncio.ensure_future(self.receive())
+        self.watch.add_done_callback(self.on_receive)
+
+    def on_receive(self, watch: asyncio.Future[Message]) -> None:
+        if watch.cancelled():
+            return
+        if watch.exception() is not None:
+            self.end("disconnect")
+            return
+        message = watch.result()
+        if message.get("type") == "http.disconnect":
+            self.close_message = message
+            self.response.active = False
+            log.debug("Got event: http.disconnect. Stop streaming.")
+            self.end("disconnect")
+        elif self.ended_by is None:
+            self.arm_watch()  # a request body message: keep watching
+
+    def shut_down(self) -> None:
+        """The server is shutting down: tell the generator, then end the stream."""
+        if self.ended_by is not None or self.grace_timer is not None:
+            return
+        response = self.response
+        if response._shutdown_event is not None:
+            response._shutdown_event.set()
+        if response._shutdown_grace_period > 0:
+            self.grace_timer = self.loop.call_later(
+                response._shutdown_grace_period, self.end, "shutdown"
+            )
+        else:
+            self.end("shutdown")
+
+    def end(self, reason: str) -> None:
+        """Cancel the stream's task (once), saying why."""
+        if self.ended_by is not None or self.task is None or self.task.done():
+            return
+        self.ended_by = reason
+        self.task.cancel()
+
+    def stop(self) -> None:
+        """Everything but the task itself and the data sender: timers, the watch,
+        writes on their way."""
+        streams.discard(self)
+        if self.coalescer is not None:
+            self.coalescer.close()
+        for timer in (self.ping_timer, self.grace_timer):
+            if timer is not None:
+                timer.cancel()
+        self.ping_timer = self.grace_timer = None
+        if self.watch is not None:
+            if not self.watch.done():
+                self.watch.remove_done_callback(self.on_receive)
+                self.watch.cancel()
+            # Granian's receive() future holds its callbacks (so this stream) and the
+            # garbage collector cannot see into it: no reference back, or the pair
+            # outlives the request (measured: ~17 objects, ~10 KiB per stream)
+            self.watch = None
+        if self.pending_write is not None and not self.pending_write.done():
+            self.pending_write.cancel()
+
+    async def stop_sender(self) -> None:
+        """Cancel ``data_sender_callable`` and wait until it has ended, as
+        sse-starlette's task group does (``cleanup_timeout`` at most)."""
+        sender, self.sender = self.sender, None
+        if sender is None:
+            return
+        if not sender.done():
+            sender.cancel()
+        await asyncio.wait((sender,), timeout=self.response._cleanup_timeout)
+
+
+def _ping_bytes(response: EventSourceResponse) -> bytes | None:
+    """A ping's bytes (``ping_message_factory()``'s, or sse-starlette's comment);
+    None when the factory failed (logged)."""
+    factory = response.ping_message_factory
+    try:
+        ping = (
+            factory()
+            if factory is not None
+            else ServerSentEvent(comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep)
+        )
+        chunk = ensure_bytes(ping, response.sep)
+    except Exception:
+        log.exception("ping_message_factory failed; no ping sent")
+        return None
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("ping: %s", chunk)
+    return chunk
+
+
+async def _run_sender(callable_: Callable[[], Awaitable[None]]) -> None:
+    try:
+        await callable_()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("data_sender_callable failed")
+
+
+class _Coalescer:
+    """``coalesce=True``: items the generator has ready go out together, and while
+    the loop is saturated a stream holds its writes for one of the pacer's ticks
+    (see "Catching up" and "Saturated")."""
+
+    def __init__(self, stream: _Stream, busy_batch_delay: float | None) -> None:
+        self.stream = stream
+        self.delay = busy_batch_delay or 0.0
+        #: the loop's load and shared tick while events are held
+        self.pacer: _pacing.Pacer | None = None
+        if busy_batch_delay is not None:
+            self.pacer = _pacing.pacer(stream.loop)
+            self.pacer.opened()
+        #: encoded items not yet written, and their size
+        self.gathered: list[bytes] = []
+        self.gathered_size = 0
+        #: the pacer's tick at which the gathered items go out, while deferred
+        self.deferred: asyncio.Future[None] | None = None
+        #: writes to defer rather than hold (a generator on a timer: see "Saturated")
+        self.defers_left = 0
+
+    async def stream_items(self, iterator: AsyncIterator[Any], sep: str) -> None:
+        """Write every item; items that are ready at once (the generator did not
+        wait: a backlog in its queue) go out together, in one write of up to
+        ``BATCH_BYTES``, so a stream that fell behind catches up at a fraction of
+        the server's cost per write. When the generator must wait, what is
+        gathered is written first, at once unless the loop is saturated (then
+        an event is held, or its write deferred: see "Saturated")."""
+        stream, gathered, pacer = self.stream, self.gathered, self.pacer
+        held_back = False  # the generator was not asked while we held
+        while True:
+            try:
+                ready, result = step(iterator.__anext__())
+                if ready:
+                    held_back = False
+                else:
+                    if held_back:  # nothing built up meanwhile: a generator on a timer
+                        self.defers_left = DEFERS_AFTER_EMPTY_HOLD
+                        held_back = False
+                    if gathered and self.deferred is None:  # (deferred: out at the tick)
+                        if pacer is not None and self.saturated(pacer):
+                            self.defers_left = max(self.defers_left - 1, 0)
+                            self.defer(pacer)
+                        else:
+                            # written behind: the generator's wait is pending, and only
+                            # it may be interrupted (a timeout of its own cancels this task)
+                            try:
+                                self.write_gathered()
+                            except BaseException:
+                                await result.abandon(stream.response._cleanup_timeout)
+                                raise
+                    result = await result
+                    if pacer is not None and not self.defers_left and self.saturated(pacer):
+                        self.gather(ensure_bytes(result, sep))
+                        await pacer.tick(self.delay)
+                        held_back = True
+                        continue
+            except StopAsyncIteration:
+                break
+            except Exception:
+                with contextlib.suppress(Exception):  # what came before still goes out
+                    self.write_gathered()
+                raise
+            if self.gather(ensure_bytes(result, sep)) >= BATCH_BYTES:
+                await stream.write(self.take_gathered())
+        if gathered:
+            await stream.write(self.take_gathered())
+
+    def saturated(self, pacer: _pacing.Pacer) -> bool:
+        """Hold this stream's writes? The loop is saturated and it wrote less than
+        ``busy_batch_delay`` ago."""
+        return pacer.busy and self.stream.loop.time() - self.stream.last_write < self.delay
+
+    def gather(self, chunk: bytes) -> int:
+        self.gathered.append(chunk)
+        self.gathered_size += len(chunk)
+        return self.gathered_size
+
+    def take_gathered(self) -> bytes:
+        """The gathered items as one chunk, no longer gathered (nor deferred)."""
+        chunk = b"".join(self.gathered)
+        self.gathered.clear()
+        self.gathered_size = 0
+        if self.deferred is not None:
+            self.deferred.cancel()
+            self.deferred = None
+        return chunk
+
+    def write_gathered(self) -> None:
+        if self.gathered:
+            self.stream.write_behind(self.take_gathered())
+
+    def defer(self, pacer: _pacing.Pacer) -> None:
+        """What is gathered is written at the pacer's next tick, with what comes
+        until then; the generator goes on at its own pace (a hold, in
+        ``stream_items``, stops asking it until the tick: see "Saturated")."""
+        self.deferred = pacer.tick(self.delay)
+        self.deferred.add_done_callback(self.on_tick)
+
+    def on_tick(self, tick: asyncio.Future[None]) -> None:
+        if tick is not self.deferred:
+            return  # written meanwhile (take_gathered), or the stream ended
+        self.deferred = None
+        stream = self.stream
+        if stream.ended_by is None and stream.response.active:
+            try:
+                self.write_gathered()
+            except Exception:  # pragma: no cover - a server whose send failed
+                stream.end("disconnect")
+
+    def close(self) -> None:
+        if self.deferred is not None:
+            self.deferred.cancel()
+            self.deferred = None
+        if self.pacer is not None:
+            self.pacer.closed()
+            self.pacer = None
