@@ -15,10 +15,13 @@ Theory of operation
   take aiohttp-sse 3.0's arguments (``status``, ``reason``, ``headers``, ``sep``,
   ``allow_all_methods``, ``send_timeout``, ``ping_interval``, ``response_cls``)
   and have its methods (``prepare``, ``send``, ``wait``, ``stop_streaming``,
-  ``is_connected``, ``last_event_id``, ``async with``). Frames come from the
-  native encoder: a client parses the same events; the bytes differ in field
-  order and, unless ``sep`` is given, in line ends (``\\n``). Bad ids, event
-  names and retries raise ``ValueError`` (``EncodeError``) as there.
+  ``is_connected``, ``last_event_id``, ``async with``). ``sse_response``
+  works with ``async with`` (3.0) and, as in aiohttp-sse 2.x, with ``await``
+  (a prepared response, ended by ``stop_streaming()``).
+* Same bytes. Frames come from the native encoder in aiohttp-sse's field order
+  (id, event, data, retry) and with its separator (``\\r\\n`` unless ``sep`` is
+  given; ``sep="\\n"`` gives the shorter line ends). Bad ids, event names and
+  retries raise ``ValueError`` with aiohttp-sse's messages.
 * A client that is gone: a write to it raises (aiohttp knows its transport), and
   the ping task, which also looks at the transport every ``DISCONNECT_CHECK``
   second, ends: ``is_connected()`` turns false and ``wait()`` returns within about a
@@ -28,7 +31,10 @@ Theory of operation
   ``send_timeout`` on the socket (Linux), so a peer whose network vanished is
   dropped by the kernel once a write (a ping, at least) goes unacknowledged
   that long.
-* Pings: a comment after ``ping_interval`` seconds without a write.
+* Pings: ``: ping`` every ``ping_interval`` seconds, as aiohttp-sse sends them
+  (the next one ``ping_interval`` seconds after the last went out, whatever
+  else is sent); with ``ping_when_idle=True`` only after ``ping_interval``
+  seconds without a write.
 * Shutdown: SIGTERM and SIGINT (a handler chained in front of aiohttp's, see
   ``sse_fast/_shutdown.py``), or ``shutdown_streams()``, stop every open stream
   of the process: ``wait()`` returns and handlers end, so ``run_app`` need not
@@ -38,9 +44,8 @@ Theory of operation
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Generator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -52,13 +57,36 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError("sse_fast.aiohttp needs aiohttp: pip install 'sse_fast[aiohttp]'") from exc
 
 from . import _shutdown
-from ._core import encode
+from ._core import ID_FIRST_ORDER, EncodeError, encode
 from ._tasks import cancelling, within
-from .frames import line_end, with_line_end
 
 __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+_LINE_ENDS = ("\r\n", "\r", "\n")
+_ORDER = ID_FIRST_ORDER  # aiohttp-sse's: id, event, data, retry
+#: aiohttp-sse's words for what it refuses, by (field, retry is an int)
+_THEIR_WORDS = {
+    ("id", True): "id must not contain line separators or null characters",
+    ("id", False): "id must not contain line separators or null characters",
+    ("event", True): "event must not contain line separators",
+    ("event", False): "event must not contain line separators",
+    ("retry", True): "retry must not be negative",
+}
+
+
+def _separator(sep: str | None, default: str) -> str:
+    """``sep``, or ``default`` when None: any non-empty string, as aiohttp-sse
+    takes (a line end, for an ``EventSource`` to read the stream)."""
+    if sep is None:
+        return default
+    if not isinstance(sep, str) or not sep:
+        raise ValueError(
+            f"sep must be a non-empty string (a line end: \\r\\n, \\r or \\n), got {sep!r}"
+        )
+    return sep
+
+
 #: seconds between checks that the client is still connected (aiohttp does not
 #: tell a handler that is not writing: without them ``wait()`` would learn it
 #: only from the next ping's failed write)
@@ -84,7 +112,7 @@ class EventSourceResponse(StreamResponse):
 
     DEFAULT_PING_INTERVAL: float = 15
     DEFAULT_SEND_TIMEOUT: float | None = 120
-    DEFAULT_SEPARATOR = "\n"
+    DEFAULT_SEPARATOR = "\r\n"
     DEFAULT_LAST_EVENT_HEADER = "Last-Event-Id"
 
     def __init__(
@@ -97,6 +125,7 @@ class EventSourceResponse(StreamResponse):
         allow_all_methods: bool = False,
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         ping_interval: float = DEFAULT_PING_INTERVAL,
+        ping_when_idle: bool = False,
     ) -> None:
         super().__init__(status=status, reason=reason)
         if headers is not None:
@@ -111,7 +140,8 @@ class EventSourceResponse(StreamResponse):
             raise ValueError("send_timeout must be > 0 seconds (or None: no limit)")
         self._ping_interval = ping_interval
         self._ping_task: asyncio.Task[None] | None = None
-        self._sep = line_end(sep, self.DEFAULT_SEPARATOR)
+        self._sep = _separator(sep, self.DEFAULT_SEPARATOR)
+        self._ping_when_idle = ping_when_idle
         self._allow_all_methods = allow_all_methods
         self._send_timeout = send_timeout
         self._saved_tcp_user_timeout: int | None = None
@@ -177,7 +207,15 @@ class EventSourceResponse(StreamResponse):
         """Send one event (``data`` split into lines). ``TimeoutError`` and an
         aborted connection when the write does not complete within
         ``send_timeout``; ``ConnectionResetError`` when the client is gone."""
-        await self._write(with_line_end(encode(data, event=event, id=id, retry=retry), self._sep))
+        try:
+            if self._sep in _LINE_ENDS:
+                frame = encode(data, event=event, id=id, retry=retry, sep=self._sep, order=_ORDER)
+            else:  # any other separator, as aiohttp-sse takes it
+                frame = encode(data, event=event, id=id, retry=retry, order=_ORDER)
+                frame = frame.replace(b"\n", self._sep.encode())
+        except EncodeError as exc:
+            raise ValueError(_THEIR_WORDS.get((exc.field, type(retry) is int), str(exc))) from exc
+        await self._write(frame)
 
     async def _write(self, frame: bytes) -> None:
         if self._loop is not None:
@@ -230,15 +268,20 @@ class EventSourceResponse(StreamResponse):
         return self._req.headers.get(self.DEFAULT_LAST_EVENT_HEADER)
 
     async def _ping(self) -> None:
-        """Runs while the stream is open: a comment after ``ping_interval`` seconds
-        without a write; ends when the client is gone or a write times out."""
-        assert self._loop is not None
+        """Runs while the stream is open: ``: ping`` every ``ping_interval`` seconds
+        (with ``ping_when_idle``, after ``ping_interval`` seconds without a write);
+        ends when the client is gone or a write times out."""
+        loop = self._loop
+        assert loop is not None
         message = f": ping{self._sep}{self._sep}".encode()
+        next_ping = loop.time() + self._ping_interval
         try:
             while True:
                 if self._gone():
                     return
-                wait = self._last_write + self._ping_interval - self._loop.time()
+                if self._ping_when_idle:
+                    next_ping = self._last_write + self._ping_interval
+                wait = next_ping - loop.time()
                 if wait > 0:
                     await asyncio.sleep(min(wait, DISCONNECT_CHECK))
                     continue
@@ -246,6 +289,7 @@ class EventSourceResponse(StreamResponse):
                     await self._write(message)
                 except (TimeoutError, ConnectionResetError, RuntimeError):
                     return  # RuntimeError: a write after the end
+                next_ping = loop.time() + self._ping_interval
         finally:
             _streams.discard(self)
 
@@ -278,12 +322,15 @@ def sse_response(
     ping_interval: float = EventSourceResponse.DEFAULT_PING_INTERVAL,
     response_cls: type[EventSourceResponse] = EventSourceResponse,
     allow_all_methods: bool = False,
-) -> contextlib.AbstractAsyncContextManager[Any]:
+    ping_when_idle: bool = False,
+) -> _Prepared:
     """``async with sse_response(request) as resp:`` prepares an
-    ``EventSourceResponse`` and stops it on leaving the block."""
+    ``EventSourceResponse`` and stops it on leaving the block; ``resp = await
+    sse_response(request)`` (aiohttp-sse 2.x's form) prepares it and leaves the
+    ending to you (``stop_streaming()``, or the client leaving)."""
     if not issubclass(response_cls, EventSourceResponse):
         raise TypeError(
-            "response_cls must be a subclass of sse_fast.aiohttp.EventSourceResponse, "
+            "response_cls must be subclass of sse_fast.aiohttp.EventSourceResponse, "
             f"got {response_cls}"
         )
     response = response_cls(
@@ -294,12 +341,35 @@ def sse_response(
         allow_all_methods=allow_all_methods,
         send_timeout=send_timeout,
         ping_interval=ping_interval,
+        ping_when_idle=ping_when_idle,
     )
-    return _stream(response, request)
+    return _Prepared(response, request)
 
 
-@contextlib.asynccontextmanager
-async def _stream(response: EventSourceResponse, request: Request) -> AsyncIterator[Any]:
-    await response.prepare(request)
-    async with response as prepared:
-        yield prepared
+class _Prepared:
+    """What ``sse_response`` returns: an async context manager, and awaitable."""
+
+    __slots__ = ("request", "response")
+
+    def __init__(self, response: EventSourceResponse, request: Request) -> None:
+        self.response = response
+        self.request = request
+
+    def __await__(self) -> Generator[Any, None, EventSourceResponse]:
+        return self._prepare().__await__()
+
+    async def _prepare(self) -> EventSourceResponse:
+        await self.response.prepare(self.request)
+        return self.response
+
+    async def __aenter__(self) -> EventSourceResponse:
+        await self.response.prepare(self.request)
+        return await self.response.__aenter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.response.__aexit__(exc_type, exc, traceback)

@@ -89,3 +89,56 @@ def test_a_handler_that_only_waits_learns_of_a_leaving_client_within_seconds(
     returns only when a ping's write fails, ``ping_interval`` later)."""
     took = asyncio.run(seconds_to_notice_leaving(server.port, "/wait", "waited"))
     assert took < 3
+
+
+def _in_process(handler: Any, path: str = "/") -> bytes:
+    """The whole body of one request to ``handler`` in a real aiohttp server."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async def main() -> bytes:
+        app = web.Application()
+        app.router.add_get(path, handler)
+        async with TestClient(TestServer(app)) as client:
+            response = await client.get(path)
+            assert response.status == 200
+            return await response.read()
+
+    return asyncio.run(main())
+
+
+def test_await_sse_response_prepares_the_response_as_aiohttp_sse_2_did() -> None:
+    from sse_fast.aiohttp import sse_response
+
+    async def handler(request: Any) -> Any:
+        response = await sse_response(request)  # 2.x's form: prepared, ended by us
+        assert response.prepared and response.is_connected()
+        await response.send("one", id="1")
+        response.stop_streaming()
+        await response.wait()
+        assert not response.is_connected()
+        return response
+
+    assert _in_process(handler) == b"id: 1\r\ndata: one\r\n\r\n"
+
+
+@pytest.mark.parametrize("when_idle", [False, True])
+def test_pings_go_out_every_interval_or_only_when_idle(when_idle: bool) -> None:
+    """aiohttp-sse's schedule by default (``: ping`` every ``ping_interval`` seconds,
+    events flowing or not); with ``ping_when_idle`` none while events flow."""
+    from sse_fast.aiohttp import sse_response
+
+    async def handler(request: Any) -> Any:
+        async with sse_response(request, ping_interval=0.05, ping_when_idle=when_idle) as sse:
+            for n in range(30):
+                await sse.send(str(n))
+                await asyncio.sleep(0.01)
+        return sse
+
+    body = _in_process(handler)
+    assert body.count(b"data: ") == 30
+    pings = body.count(b": ping\r\n\r\n")
+    if when_idle:
+        assert pings == 0
+    else:
+        assert 3 <= pings <= 8, body  # ~0.3 s of events, a ping every 0.05 s

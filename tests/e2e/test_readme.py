@@ -118,7 +118,7 @@ def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) ->
 
 def _check_starlette_example(stdout: str, where: str) -> None:
     """The Starlette example printed its stream: the events after the id it sent."""
-    expected = "".join(f"event: update\nid: {n}\ndata: update {n}\n\n" for n in (5, 6, 7))
+    expected = "".join(f"id: {n}\nevent: update\ndata: update {n}\n\n" for n in (5, 6, 7))
     assert stdout.strip("\n") == expected.strip("\n"), f"{where}:\n{stdout}"
 
 

@@ -1,0 +1,78 @@
+"""sse-starlette 3.7.0's and aiohttp-sse 3.0's own tests, against the originals and
+against ``sse_fast.starlette`` / ``sse_fast.aiohttp`` (see harness.py, SOURCE.md).
+
+Against the original every selected test must pass: that is what shows the harness
+runs the suites as their authors do, so that a result against sse_fast means
+something. Against sse_fast at least 95 % of the tests the original runs must pass
+(a test missing from the run against sse_fast, because its module failed to import,
+counts as failed).
+"""
+
+from __future__ import annotations
+
+import pytest
+from harness import SHIMS, SUITES, SuiteResult, original_run, pass_rate, run_suite
+
+#: the tests each suite selects (its files, less the left-out lists): the vendored
+#: files are fixed, so a different count means the harness collects something else
+EXPECTED_SELECTED = {"sse_starlette": 92, "aiohttp_sse": 106}
+THRESHOLD = 0.95
+
+pytestmark = [
+    pytest.mark.timeout(900),  # each test runs a whole suite in a subprocess
+    pytest.mark.xdist_group("upstream_suites"),  # one after the other, on one worker
+]
+
+
+def _listing(result: SuiteResult, ids: list[str], limit: int = 60) -> str:
+    lines = [
+        f"  {result.outcomes.get(i, 'missing')}: {i}: {result.messages.get(i, '')[:160]!r}"
+        for i in ids[:limit]
+    ]
+    if len(ids) > limit:
+        lines.append(f"  ... and {len(ids) - limit} more")
+    return "\n".join(lines)
+
+
+def _assert_passes_fully(name: str) -> None:
+    result = original_run(name)
+    suite = SUITES[name]
+    assert result.module_file is not None and "site-packages" in result.module_file, (
+        result.module_file
+    )
+    assert result.selected > 0, result.output[-3000:]
+    assert result.selected == EXPECTED_SELECTED[name], result.summary()
+    assert result.failing == [], result.summary() + "\n" + _listing(result, result.failing)
+    assert result.skipped == 0, result.summary() + "\n" + _listing(result, result.ids("skipped"))
+    assert result.passed == result.selected
+    # every left-out id matched a test (the harness raises otherwise), and nothing else
+    assert {i.split("[", 1)[0] for i in result.deselected} == set(suite.left_out_tests)
+
+
+def _assert_passes_mostly(name: str) -> None:
+    original = original_run(name)
+    shim = run_suite(name, "shim")
+    assert shim.module_file is not None and shim.module_file.startswith(str(SHIMS)), (
+        shim.module_file
+    )
+    rate, failing = pass_rate(shim, original)
+    assert rate >= THRESHOLD, (
+        f"{rate:.1%} of {original.selected} tests pass against sse_fast "
+        f"(need {THRESHOLD:.0%}); {shim.summary()}\n{_listing(shim, failing)}"
+    )
+
+
+def test_sse_starlette_passes_fully_against_the_original() -> None:
+    _assert_passes_fully("sse_starlette")
+
+
+def test_sse_starlette_passes_at_least_95_percent_against_sse_fast() -> None:
+    _assert_passes_mostly("sse_starlette")
+
+
+def test_aiohttp_sse_passes_fully_against_the_original() -> None:
+    _assert_passes_fully("aiohttp_sse")
+
+
+def test_aiohttp_sse_passes_at_least_95_percent_against_sse_fast() -> None:
+    _assert_passes_mostly("aiohttp_sse")
