@@ -109,8 +109,6 @@ def test_the_hub_loads_without_the_credentials_module() -> None:
     assert done.stdout.strip() == "[]"
 
 
-
-
 def test_no_class_over_300_lines_and_no_function_over_80() -> None:
     found = set()
     for path in PACKAGE.rglob("*.py"):

@@ -5,7 +5,8 @@ Nothing is implemented here. The top level re-exports what sse-starlette 3.7.0's
 ``JSONServerSentEvent``) from ``sse_fast.starlette``; any other attribute is looked up
 on ``sse_fast.starlette`` (so a name sse_fast lacks raises, and the test that needs it
 fails). ``sse_starlette.sse`` and ``sse_starlette.event`` ARE ``sse_fast.starlette.sse``
-and ``sse_fast.starlette.event`` (see sse.py, event.py). A test run checks ``sse_starlette.__file__`` is this file.
+and ``sse_fast.starlette.event`` (see sse.py, event.py). A test run checks
+``sse_starlette.__file__`` is this file.
 """
 
 import sse_fast.starlette as _target
