@@ -242,7 +242,7 @@ def test_a_token_stream_resumes_after_its_last_event_id(server: ServerProcess) -
         timeout=10,
     ) as response:
         body = response.read().decode()
-    ids = [int(i) for i in re.findall(r"^id: (\d+)$", body, re.M)]
+    ids = [int(i) for i in re.findall(r"^id: (\d+)\r?$", body, re.M)]
     assert ids == list(range(10, len(tokens)))
     assert body.rstrip().endswith(f'data: {{"tokens": {len(tokens)}, "finish_reason": "stop"}}')
     for bad in ({"prompt": ""}, {"prompt": "x" * 501}):

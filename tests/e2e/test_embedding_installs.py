@@ -1,0 +1,99 @@
+"""Each embedding example of the README runs in a fresh virtual environment with only
+the install the README gives for it, as a new user would run it.
+
+An embedding example says what it needs on its first line, ``# pip install
+'sse_fast[starlette]' httpx``: this test builds a wheel of this checkout (the
+pure-Python one: the dependencies, not the extension, are what is checked here),
+makes a venv without this environment's packages, installs the wheel with that
+extra and the packages named, runs the block there, and checks that PyJWT (the
+edge's dependency) was neither installed nor needed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import sse_fast
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+INSTALL = re.compile(r"^```python\n# pip install ([^\n]+)\n(.*?)^```", re.S | re.M)
+EXAMPLES = [
+    (README[: m.start()].count("\n") + 1, shlex.split(m.group(1)), m.group(0)[10:-3])
+    for m in INSTALL.finditer(README)
+]
+
+#: one worker builds the wheel once and makes the venvs one after the other
+pytestmark = pytest.mark.xdist_group("venvs")
+
+
+def test_the_embedding_examples_say_what_they_need() -> None:
+    named = {extra for _, install, _ in EXAMPLES for extra in install if "sse_fast[" in extra}
+    assert named == {"sse_fast[starlette]", "sse_fast[aiohttp]", "sse_fast[django]"}
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (ROOT / "pyproject.toml").is_file() or "site-packages" in sse_fast.__file__:
+        pytest.skip("needs the source checkout to build a wheel from")
+    out = tmp_path_factory.mktemp("wheel")
+    done = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+        env={**os.environ, "SSE_FAST_NO_EXTENSIONS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    (built,) = out.glob("sse_fast-*.whl")
+    return built
+
+
+@pytest.mark.parametrize(
+    ("line", "install", "code"), EXAMPLES, ids=[f"line{line}" for line, _, _ in EXAMPLES]
+)
+def test_an_embedding_example_runs_with_only_its_install(
+    line: int, install: list[str], code: str, wheel: Path, tmp_path: Path
+) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    requirements = [
+        f"{wheel}{name.removeprefix('sse_fast')}" if name.startswith("sse_fast[") else name
+        for name in install
+    ]
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", *requirements],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, f"README line {line}: {done.stderr}"
+    script = tmp_path / "example.py"
+    script.write_text(code)
+    ran = subprocess.run(
+        [str(python), "-X", "dev", str(script)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSE_FAST"))},
+        check=False,
+    )
+    assert ran.returncode == 0, f"README line {line}:\n{ran.stdout}\n{ran.stderr}"
+    assert "data: update" in ran.stdout
+    found = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; print(u.find_spec('jwt') is None)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.strip() == "True", f"README line {line}: PyJWT was installed"
