@@ -39,7 +39,11 @@ from .notifications import LOAD_CORE, SERVER_CORE, pin
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LIBRARIES = {"sse-starlette": "sse_starlette", "sse_fast.starlette": "sse_fast"}
+LIBRARIES = {
+    "sse-starlette": "sse_starlette",
+    "sse_fast.starlette": "sse_fast",  # the drop-in's defaults: sse-starlette's bytes
+    "sse_fast.starlette+options": "sse_fast_coalesce",  # coalesce=True, ping_when_idle=True
+}
 SERVERS = ("uvicorn", "granian")
 KEPT_UP = 0.9
 #: steps bisecting between the last rate of the ladder kept up and the first not
@@ -50,6 +54,7 @@ BISECT = 2
 class AdapterTarget(peers.Target):
     library: str = "sse_starlette"
     server: str = "uvicorn"
+    app: str = "starlette_app:app"  # module:attribute in benches/peers/
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         if self.server == "uvicorn":
@@ -61,7 +66,7 @@ class AdapterTarget(peers.Target):
             argv += ["--host", self.host, "--port", str(self.port), "--backlog", "4096"]
             argv += ["--backpressure", "19000", "--log-level", "warning"]
             argv += ["--workers-kill-timeout", "3"]
-        argv.append("starlette_app:app")
+        argv.append(self.app)
         env = {"PEER_HEARTBEAT": f"{self.heartbeat:g}", "PEER_SSE": self.library}
         return argv, peers.PEERS_DIR, peers._clean_env(env)
 
@@ -80,7 +85,7 @@ class AdapterTarget(peers.Target):
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
-        for dist in ("sse_fast", "sse-starlette", "starlette", self.server, "uvloop"):
+        for dist in ("sse_fast", "sse-starlette", "starlette", "django", self.server, "uvloop"):
             out[dist] = peers._dist_version(dist)
         return out
 
@@ -104,18 +109,20 @@ def run_step(target: AdapterTarget, **load: Any) -> dict[str, Any]:
     return row
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(
+    quick: bool, libraries: dict[str, str] = LIBRARIES, app: str = "starlette_app:app"
+) -> dict[str, Any]:
     connections = 1000
     seconds = 5.0 if quick else 10.0
     ladder = [20, 80] if quick else [20, 40, 80, 160, 320, 640]
     rows: list[dict[str, Any]] = []
     versions: dict[str, str] = {}
     for server in SERVERS:
-        for label, library in LIBRARIES.items():
+        for label, library in libraries.items():
             name = f"{label}-{server}"
             port = peers.free_ports(peers.HOST, 1)[0]
             target = AdapterTarget(name, peers.HOST, port, heartbeat=15.0)
-            target.library, target.server = library, server
+            target.library, target.server, target.app = library, server, app
             versions.update(target.versions())
             log(f"{name}:")
             row = run_step(target, connections=connections, rate=10, duration=seconds, warmup=2)
@@ -155,6 +162,7 @@ def run(quick: bool) -> dict[str, Any]:
         "machine": machine(),
         "params": {"connections": connections, "seconds": seconds, "ladder": ladder},
         "versions": versions,
+        "libraries": libraries,
         "rows": rows,
     }
 
@@ -171,19 +179,30 @@ def best_per_core(
     return max(found, default=0.0)
 
 
-def write_report(report: dict[str, Any], path: Path) -> None:
+def write_report(
+    report: dict[str, Any],
+    path: Path,
+    title: str = "sse_fast.starlette vs sse-starlette: the same app, only the import differs",
+    command: str = "python -m benches.starlette_adapter",
+    app: str = "`benches/peers/starlette_app.py` (one `asyncio.Queue` per subscriber, "
+    "`EventSourceResponse` over a generator), `PEER_SSE` choosing the library",
+    notes: str = "`sse_fast.starlette`: the drop-in as it comes (sse-starlette's bytes, one "
+    "write per item, pings every 15 s); `sse_fast.starlette+options`: with `coalesce=True, "
+    "ping_when_idle=True`.",
+) -> None:
     rows, p = report["rows"], report["params"]
+    libraries: dict[str, str] = report.get("libraries", LIBRARIES)
+    (base_label, base), *others = libraries.items()
     m = report["machine"]
     lines = [
-        "# sse_fast.starlette vs sse-starlette: the same app, only the import differs",
+        f"# {title}",
         "",
-        f"`python -m benches.starlette_adapter{' --quick' if report['quick'] else ''}` on "
+        f"`{command}{' --quick' if report['quick'] else ''}` on "
         f"{m.get('cores', '?')} cores ({m.get('cpu', '?')}), Python {m.get('python', '?')}, "
         f"{report['date']}.",
         "",
-        "- App: `benches/peers/starlette_app.py` (one `asyncio.Queue` per subscriber, "
-        "`EventSourceResponse` over a generator), `PEER_SSE` choosing the library. One server "
-        "process, every thread pinned to core 1; the load generator on core 0.",
+        f"- App: {app}. One server process, every thread pinned to core 1; the load "
+        "generator on core 0.",
         f"- steady: {p['connections']:,} streams on one topic, 10 publishes/s; saturation: the "
         f"same streams, 8 publishers, rates {', '.join(map(str, p['ladder']))}/s until under "
         f"{KEPT_UP:.0%} published or delivered, then {BISECT} steps bisecting between the last "
@@ -192,20 +211,25 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         "",
         "## Delivered/s per server core",
         "",
-        "Best of the steps that kept up, and of all steps (the saturated ones included).",
+        "Best of the steps that kept up, and of all steps (the saturated ones included). "
+        f"{notes} Ratios are to {base_label} under the same server, in the same run.",
         "",
-        "| server | kept up: sse-starlette | sse_fast.starlette | ratio "
-        "| all steps: sse-starlette | sse_fast.starlette | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        f"| server | steps | {base_label} | "
+        + " | ".join(f"{label} | ratio" for label, _ in others)
+        + " |",
+        "|---|---|---:|" + "---:|---:|" * len(others),
     ]
     for server in SERVERS:
-        cells = []
         for kept_up in (True, False):
-            theirs = best_per_core(rows, "sse_starlette", server, kept_up)
-            ours = best_per_core(rows, "sse_fast", server, kept_up)
-            ratio = f"{ours / theirs:.2f}x" if theirs else "-"
-            cells.append(f"{theirs:,.0f} | {ours:,.0f} | {ratio}")
-        lines.append(f"| {server} | {' | '.join(cells)} |")
+            theirs = best_per_core(rows, base, server, kept_up)
+            cells = [f"{theirs:,.0f}"]
+            for _, library in others:
+                ours = best_per_core(rows, library, server, kept_up)
+                cells.append(
+                    f"{ours:,.0f} | {ours / theirs:.2f}x" if theirs else f"{ours:,.0f} | -"
+                )
+            which = "kept up" if kept_up else "all"
+            lines.append(f"| {server} | {which} | {' | '.join(cells)} |")
     lines += [
         "",
         "## Every step",

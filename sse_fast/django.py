@@ -17,7 +17,8 @@ Theory of operation
   handler leaves to the server, so HTTP/2 is correct). It needs Django's ASGI
   handler (``asgi.py``; tested with Django 5.2 under uvicorn, hypercorn and
   Granian): under WSGI a stream holds a worker thread for its whole life.
-* Items, as ``sse_fast.starlette``: dicts with ``data``, ``event``, ``id``,
+* Items and bytes, as ``sse_fast.starlette``'s (sse-starlette's field order and
+  ``\\r\\n`` line ends; ``sep="\\n"`` for shorter ones): dicts with ``data``, ``event``, ``id``,
   ``retry``, ``comment``; ``ServerSentEvent``/``JSONServerSentEvent``; bytes (sent
   as they are); anything else is the data (its ``str()``). The content may be
   an async iterable or a sync iterable (each ``next()`` then runs in a thread:
@@ -151,6 +152,8 @@ class EventSourceResponse(StreamingHttpResponse):
     """A Server-Sent Events response for Django under ASGI (see the module docstring)."""
 
     DEFAULT_PING_INTERVAL = 15.0
+    #: the Starlette drop-in's (sse-starlette's): the same items give the same bytes in both
+    DEFAULT_SEPARATOR = "\r\n"
 
     def __init__(
         self,
@@ -167,7 +170,7 @@ class EventSourceResponse(StreamingHttpResponse):
         cleanup_timeout: float = 30.0,
         request: HttpRequest | None = None,
     ) -> None:
-        self.sep = line_end(sep, "\n")
+        self.sep = line_end(sep, self.DEFAULT_SEPARATOR)
         self.ping_interval = self.DEFAULT_PING_INTERVAL if ping is None else ping
         if self.ping_interval < 0:
             raise ValueError("ping must be >= 0 seconds (0: no pings)")
@@ -286,7 +289,9 @@ class _Stream:
             ping = (
                 factory()
                 if factory is not None
-                else ServerSentEvent(comment=f"ping - {datetime.now(timezone.utc)}")
+                else ServerSentEvent(
+                    comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep
+                )
             )
             return ensure_bytes(ping, response.sep)
         except Exception:

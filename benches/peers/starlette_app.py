@@ -10,7 +10,9 @@ in one process). Endpoints match sse_fast's:
 
 Configuration (set by ``benches/peers.py``): ``PEER_HEARTBEAT`` = ping interval in
 seconds (0 = off). ``PEER_SSE=sse_fast`` runs the same app on ``sse_fast.starlette``
-(the drop-in: only the import changes; ``benches/starlette_adapter.py``).
+(the drop-in: only the import changes; ``benches/starlette_adapter.py``);
+``PEER_SSE=sse_fast_coalesce`` adds our options (``coalesce=True``,
+``ping_when_idle=True``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-if os.environ.get("PEER_SSE", "sse_starlette") == "sse_fast":
+LIBRARY = os.environ.get("PEER_SSE", "sse_starlette")
+OPTIONS: dict[str, bool] = {}
+if LIBRARY in ("sse_fast", "sse_fast_coalesce"):
     from sse_fast.starlette import EventSourceResponse, ServerSentEvent
+
+    if LIBRARY == "sse_fast_coalesce":
+        OPTIONS = {"coalesce": True, "ping_when_idle": True}
 else:
     from sse_starlette import EventSourceResponse, ServerSentEvent  # type: ignore[assignment]
 
@@ -54,7 +61,7 @@ async def events(request: Request) -> Response:
                 if not subscribers:
                     del topics[topic]
 
-    return EventSourceResponse(stream(), ping=HEARTBEAT if HEARTBEAT > 0 else None)
+    return EventSourceResponse(stream(), ping=HEARTBEAT if HEARTBEAT > 0 else None, **OPTIONS)
 
 
 async def publish(request: Request) -> Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import time
@@ -77,7 +78,8 @@ def test_an_idle_stream_is_pinged(server: ServerProcess) -> None:
         return bytes(client.raw)
 
     raw = asyncio.run(main())
-    assert raw.startswith(b"data: hello\n\n")
+    assert raw.startswith(b"data: hello\r\n\r\n")
+    assert re.search(rb": ping - [^\r\n]+\r\n\r\n", raw)  # the stream's line ends
     assert raw.count(b": ping - ") >= 3
 
 
