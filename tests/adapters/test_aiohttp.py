@@ -142,3 +142,31 @@ def test_pings_go_out_every_interval_or_only_when_idle(when_idle: bool) -> None:
         assert pings == 0
     else:
         assert 3 <= pings <= 8, body  # ~0.3 s of events, a ping every 0.05 s
+
+
+def test_the_import_is_the_only_change() -> None:
+    """aiohttp-sse's names, and every argument its response and ``sse_response`` take,
+    by the same names, kinds and defaults (ours add ``ping_when_idle`` at the end)."""
+    import inspect
+
+    import aiohttp_sse
+
+    import sse_fast.aiohttp as ours
+
+    assert set(aiohttp_sse.__all__) <= set(ours.__all__)
+    for name in ("EventSourceResponse.__init__", "sse_response"):
+        theirs_obj, ours_obj = aiohttp_sse, ours
+        for part in name.split("."):
+            theirs_obj, ours_obj = getattr(theirs_obj, part), getattr(ours_obj, part)
+        theirs = inspect.signature(theirs_obj).parameters
+        mine = dict(inspect.signature(ours_obj).parameters)
+        assert list(mine)[-1] == "ping_when_idle" and mine.pop("ping_when_idle").default is False
+        assert list(mine) == list(theirs), name
+        for param, their in theirs.items():
+            assert mine[param].kind == their.kind, (name, param)
+            if param != "response_cls":  # (theirs defaults to their class, ours to ours)
+                assert mine[param].default == their.default, (name, param)
+    for constant in ("DEFAULT_PING_INTERVAL", "DEFAULT_SEND_TIMEOUT", "DEFAULT_SEPARATOR"):
+        assert getattr(ours.EventSourceResponse, constant) == getattr(
+            aiohttp_sse.EventSourceResponse, constant
+        )

@@ -16,8 +16,9 @@ and records each test's outcome, which is compared with the JUnit XML parsed her
 ``python tests/adapters/originals/harness.py [suite] [original|shim] [--all]`` prints
 a run's result; ``--all`` runs the left-out tests too (for information).
 
-sse_fast is imported from the repository this file is in, or from ``SSE_FAST_ROOT``
-(a directory that holds the ``sse_fast`` package) when that is set.
+sse_fast is imported from where this process imports it (the checkout, or an installed
+wheel), or from ``SSE_FAST_ROOT`` (a directory that holds the ``sse_fast`` package) when
+that is set.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SHIMS = HERE / "shims"
 INNER = HERE / "_inner"
-REPO = HERE.parents[2]
 
 #: a test's worst outcome wins when it has several reports (setup, call, teardown)
 _RANK = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
@@ -209,7 +209,13 @@ def _parse_junit(
 
 
 def sse_fast_root() -> Path:
-    return Path(os.environ.get("SSE_FAST_ROOT") or REPO).resolve()
+    """Where the runs must import sse_fast from: ``SSE_FAST_ROOT``, else where this
+    process imports it from (the checkout, or an installed wheel: .ci/sdist-check)."""
+    if os.environ.get("SSE_FAST_ROOT"):
+        return Path(os.environ["SSE_FAST_ROOT"]).resolve()
+    import sse_fast
+
+    return Path(sse_fast.__file__).resolve().parents[1]
 
 
 def run_suite(

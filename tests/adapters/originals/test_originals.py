@@ -18,10 +18,11 @@ from harness import SHIMS, SUITES, SuiteResult, original_run, pass_rate, run_sui
 EXPECTED_SELECTED = {"sse_starlette": 92, "aiohttp_sse": 106}
 THRESHOLD = 0.95
 
-pytestmark = [
-    pytest.mark.timeout(900),  # each test runs a whole suite in a subprocess
-    pytest.mark.xdist_group("upstream_suites"),  # one after the other, on one worker
-]
+pytestmark = pytest.mark.timeout(900)  # each test runs a whole suite in a subprocess
+#: a suite's two runs share one worker (the original's run is cached there for the
+#: threshold); the two suites run beside each other
+SSE_STARLETTE = pytest.mark.xdist_group("upstream_sse_starlette")
+AIOHTTP_SSE = pytest.mark.xdist_group("upstream_aiohttp_sse")
 
 
 def _listing(result: SuiteResult, ids: list[str], limit: int = 60) -> str:
@@ -62,17 +63,21 @@ def _assert_passes_mostly(name: str) -> None:
     )
 
 
+@SSE_STARLETTE
 def test_sse_starlette_passes_fully_against_the_original() -> None:
     _assert_passes_fully("sse_starlette")
 
 
+@SSE_STARLETTE
 def test_sse_starlette_passes_at_least_95_percent_against_sse_fast() -> None:
     _assert_passes_mostly("sse_starlette")
 
 
+@AIOHTTP_SSE
 def test_aiohttp_sse_passes_fully_against_the_original() -> None:
     _assert_passes_fully("aiohttp_sse")
 
 
+@AIOHTTP_SSE
 def test_aiohttp_sse_passes_at_least_95_percent_against_sse_fast() -> None:
     _assert_passes_mostly("aiohttp_sse")
