@@ -223,6 +223,19 @@ class _Stream:
         self.ending: asyncio.Future[None] | None = None  # resolved: end the stream
         self.loop: asyncio.AbstractEventLoop | None = None
         self.grace: asyncio.TimerHandle | None = None
+        #: what the stream's task waits on between items (no asyncio.wait per item), and
+        #: the one ping timer (re-armed only when it fires early)
+        self.waiter: asyncio.Future[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def wake(self, _: object = None) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def on_timer(self) -> None:
+        self.timer = None
+        self.wake()
 
     async def frames(self) -> AsyncIterator[bytes]:
         response = self.response
@@ -241,27 +254,34 @@ class _Stream:
             ensure_user_timeout(response.scope, response.send_timeout)  # a vanished network
         if _shutdown.uvicorn_exiting():
             self.shut_down()  # the server is on its way out already
+        interval = response.ping_interval
+        ping_at = loop.time() + interval  # a ping after this long without a write
+        ending.add_done_callback(self.wake)
         try:
             while True:
                 if step is None:
                     step = _task(loop, _next(iterator), context)
-                done, _ = await asyncio.wait(
-                    (step, ending),
-                    timeout=response.ping_interval or None,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if ending in done:
+                    step.add_done_callback(self.wake)
+                if interval and self.timer is None:
+                    self.timer = loop.call_at(ping_at, self.on_timer)
+                if not (step.done() or ending.done() or (interval and loop.time() >= ping_at)):
+                    self.waiter = loop.create_future()  # woken by the step, the end or the timer
+                    await self.waiter
+                if ending.done():
                     return
                 chunk: bytes | None
-                if step in done:
+                if step.done():
                     item, step = step.result(), None
                     if item is _DONE:
                         return
                     chunk = ensure_bytes(item, response.sep)
-                else:
+                elif interval and loop.time() >= ping_at:
                     chunk = self.ping()
                     if chunk is None:
+                        ping_at = loop.time() + interval
                         continue
+                else:
+                    continue  # the timer of a ping that a write moved later
                 watchdog = None
                 if response.send_timeout is not None and task is not None:
                     watchdog = loop.call_later(response.send_timeout, self.cut, task)
@@ -272,8 +292,12 @@ class _Stream:
                         watchdog.cancel()
                 if self.ended_by == "send-timeout":
                     return  # the connection was reset: the write "completed" by failing
+                ping_at = loop.time() + interval
         finally:
             _streams.discard(self)
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
             if self.grace is not None:
                 self.grace.cancel()
             if step is not None and not step.done():
