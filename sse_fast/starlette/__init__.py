@@ -92,6 +92,9 @@ Theory of operation
   to true (sse-starlette's switch).
 * HTTP/2 and HTTP/3 responses carry no ``Connection`` header (it is forbidden
   there); HTTP/1.1 ones keep ``Connection: keep-alive`` as sse-starlette's.
+* Logs go to sse-starlette's logger, ``sse_starlette.sse``, with its messages (a
+  chunk and a ping at DEBUG, a failed or cut-short cleanup at ERROR/WARNING), so
+  logging configured for it keeps working after the import change.
 * ``last_event_id(request)`` gives the ``Last-Event-ID`` header a reconnecting
   client sends, decoded as UTF-8 (None when absent).
 """
