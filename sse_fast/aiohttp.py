@@ -65,13 +65,10 @@ __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_respo
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 _LINE_ENDS = ("\r\n", "\r", "\n")
 _ORDER = ID_FIRST_ORDER  # aiohttp-sse's: id, event, data, retry
-#: aiohttp-sse's words for what it refuses, by (field, retry is an int)
+#: aiohttp-sse's words for what it refuses (a retry that is not an int: ours)
 _THEIR_WORDS = {
-    ("id", True): "id must not contain line separators or null characters",
-    ("id", False): "id must not contain line separators or null characters",
-    ("event", True): "event must not contain line separators",
-    ("event", False): "event must not contain line separators",
-    ("retry", True): "retry must not be negative",
+    "id": "id must not contain line separators or null characters",
+    "event": "event must not contain line separators",
 }
 
 
@@ -214,7 +211,9 @@ class EventSourceResponse(StreamResponse):
                 frame = encode(data, event=event, id=id, retry=retry, order=_ORDER)
                 frame = frame.replace(b"\n", self._sep.encode())
         except EncodeError as exc:
-            raise ValueError(_THEIR_WORDS.get((exc.field, type(retry) is int), str(exc))) from exc
+            if exc.field == "retry" and type(retry) is int:
+                raise ValueError("retry must not be negative") from exc
+            raise ValueError(_THEIR_WORDS.get(exc.field, str(exc))) from exc
         await self._write(frame)
 
     async def _write(self, frame: bytes) -> None:

@@ -31,7 +31,6 @@ __all__ = [
     "heartbeat",
     "htmx_fragment",
     "line_end",
-    "with_line_end",
 ]
 
 #: The retry Datastar clients assume; the field is only written when it differs.
@@ -52,13 +51,6 @@ def line_end(sep: str | None, default: str = "\n") -> str:
     if sep not in LINE_ENDS:
         raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep!r}")
     return sep
-
-
-def with_line_end(frame: bytes, sep: str) -> bytes:
-    """An encoded ``frame`` with ``sep`` line ends. The encoder ends lines with LF
-    and leaves no CR inside a frame (it splits values at CR, LF and CRLF), so
-    each LF is a line end."""
-    return frame if sep == "\n" else frame.replace(b"\n", sep.encode())
 
 
 def _single_line(field: str, value: object) -> str:

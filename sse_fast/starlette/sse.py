@@ -15,6 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from .._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from .._tasks import within
+from ..frames import line_end
 from ._control import AppStatus, SendTimeoutError, open_streams, shutdown_streams
 from ._stream import _Stream
 
@@ -29,8 +30,6 @@ __all__ = [
     "open_streams",
     "shutdown_streams",
 ]
-
-_LINE_ENDS = ("\r\n", "\r", "\n")
 
 
 def last_event_id(connection: HTTPConnection | Scope) -> str | None:
@@ -89,9 +88,7 @@ class EventSourceResponse(Response):
         busy_batch_delay: float | None = DEFAULT_BUSY_BATCH_DELAY,
         ping_when_idle: bool = False,
     ) -> None:
-        if sep not in (None, *_LINE_ENDS):
-            raise ValueError(f"sep must be one of: \\r\\n, \\r, \\n, got: {sep}")
-        self.sep = sep or self.DEFAULT_SEPARATOR
+        self.sep = line_end(sep, self.DEFAULT_SEPARATOR)
         if isinstance(content, AsyncIterable):
             self.body_iterator: AsyncIterable[Any] = content
         else:  # wrapped as it is: iterated (in a thread) only when the response runs
