@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .brokers.durable import DataDirectory, StoreError, default_data_dir, log_options, read
 from .settings import Settings, SettingsError, history_budget, unknown_variables
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-INTERNAL_SETTINGS = ("relay_socket", "upstream_lock", "install_signal_handlers")
+INTERNAL_SETTINGS = ("relay_socket", "upstream_lock", "install_signal_handlers", "store_dir")
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +181,11 @@ def serve(settings: Settings) -> int:
     if settings.schemas:
         check_schemas(settings.schemas)
     relay = None
+    try:
+        data = _prepare_data_dir(settings)
+    except StoreError as exc:
+        log.error("%s", exc)
+        return 1
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -189,12 +195,17 @@ def serve(settings: Settings) -> int:
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
         relay = RelaySupervisor(
-            settings.relay_socket, settings.relay_history_frames, settings.relay_history_bytes
+            settings.relay_socket,
+            settings.relay_history_frames,
+            settings.relay_history_bytes,
+            log_options(settings) if settings.store_dir else None,
         )
         try:
             relay.start()
         except RuntimeError as exc:
             log.error("%s", exc)
+            if data is not None:
+                data.release()
             return 1
         log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
     os.environ.update(settings.to_env())
@@ -204,9 +215,36 @@ def serve(settings: Settings) -> int:
         if relay is not None:
             relay.stop()
             shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
+        if data is not None:
+            data.release()
         if upstream_dir:
             shutil.rmtree(upstream_dir, ignore_errors=True)
     return 0
+
+
+def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
+    """Durable history (no Redis, persistence not off): lock the data directory
+    for this server and check what it holds before any worker starts, so a
+    directory in use, unwritable, corrupt or foreign stops the server here with
+    a sentence; hand it to the workers (``store_dir``)."""
+    if settings.redis_url or settings.persistence == "off":
+        log.info("persistence off: history is kept in memory only (a restart loses it)")
+        return None
+    data = DataDirectory(settings.data_dir or default_data_dir())
+    data.acquire()
+    try:
+        loaded = read(data.path, events=False)  # checked; the sequencer loads them
+    except BaseException:
+        data.release()
+        raise
+    settings.store_dir = data.path
+    log.info(
+        "data directory %s: %d events kept (persistence=%s)",
+        data.path,
+        loaded.count,
+        settings.persistence,
+    )
+    return data
 
 
 def _announce_capacity(settings: Settings) -> int:

@@ -30,10 +30,18 @@ class PublishError(ValueError):
     """A publish was refused: ``status`` is the HTTP status to answer with (400 for
     an invalid request); ``retry_after`` (seconds) when trying again later helps."""
 
-    def __init__(self, message: str, status: int = 400, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        #: the refusal metric's reason, when more precise than the endpoint's
+        self.reason = reason
 
 
 def matches(topic: str, patterns: Iterable[str]) -> bool:

@@ -90,6 +90,8 @@ POSITIVE = (
     "redis_probe_interval",
     "upstream_read_timeout",
     "upstream_max_delay",
+    "data_max_bytes",
+    "fsync_interval",
 )
 NON_NEGATIVE = (
     "redis_wait_replicas",
@@ -410,6 +412,39 @@ class _Brokers:
 
 
 @dataclass
+class _Storage:
+    """Durable history: the events kept on local disk across restarts (no Redis)."""
+
+    persistence: str = field(
+        default="interval",
+        metadata=_doc(
+            "keep the events on disk so a restart loses nothing: interval (fsync every "
+            "fsync_interval s: a machine crash may lose that much), always (fsync before "
+            "each publish is acknowledged), never (the kernel writes when it likes: "
+            "survives process crashes only), or off (memory only: a restart loses the "
+            "history); not used with redis_url"
+        ),
+    )
+    data_dir: str = field(
+        default="",
+        metadata=_doc(
+            "the directory of the kept events, one server's alone (empty: $STATE_DIRECTORY "
+            "under systemd, else $XDG_STATE_HOME/sse-fast, i.e. ~/.local/state/sse-fast)"
+        ),
+    )
+    data_max_bytes: int = field(
+        default=1024 * 1024 * 1024,
+        metadata=_doc(
+            "bytes the data directory may hold; past it the oldest events are deleted "
+            "(a restart then answers their ids evicted)"
+        ),
+    )
+    fsync_interval: float = field(
+        default=1.0, metadata=_doc("seconds between syncs to disk with persistence=interval")
+    )
+
+
+@dataclass
 class _RelayMode:
     """Mirror mode: an upstream SSE stream republished into a topic."""
 
@@ -472,12 +507,17 @@ class _Handoff:
         default=False,
         metadata=_doc("internal: drain on SIGTERM inside each worker (set by serve)"),
     )
+    store_dir: str = field(
+        default="",
+        metadata=_doc("internal: the data directory serve locked for this server (set by serve)"),
+    )
 
 
 @dataclass
 class Settings(
     _Handoff,
     _RelayMode,
+    _Storage,
     _Brokers,
     _Features,
     _Access,
@@ -549,6 +589,10 @@ class Settings(
             raise SettingsError(
                 f"redis_url must start with redis://, rediss://, unix:// or "
                 f"redis-sentinel://, got {self.redis_url!r}"
+            )
+        if self.persistence not in ("interval", "always", "never", "off"):
+            raise SettingsError(
+                f"persistence must be interval, always, never or off, got {self.persistence!r}"
             )
         if self.upstream:
             self._check_upstream()

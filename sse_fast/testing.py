@@ -11,7 +11,8 @@ loopback port with ``args`` as flags and ``settings`` as ``SSE_FAST_*``
 variables, waits until ``/readyz`` answers (and, with several workers, until
 ``/stats`` has every worker's figures), and on exit stops it with SIGTERM
 (its drain), killing its process group past a timeout. A clean exit that left a
-worker or the relay running fails. For load tests its defaults differ from the
+worker or the relay running fails. Each server gets a data directory of its own
+(removed on exit) unless ``data_dir=`` names one, to restart on the same history. For load tests its defaults differ from the
 server's: anonymous publishing is allowed and the per-IP and rate limits are
 off (pass ``allow_anonymous_publish=0`` etc. to test those).
 
@@ -35,11 +36,13 @@ import http.client
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -96,6 +99,11 @@ class ServerProcess:
         env.setdefault("max_connections_per_ip", "0")  # the load tests come from few addresses
         env.setdefault("connect_rate_per_ip", "0")
         env.setdefault("publish_rate", "0")
+        #: a data directory of its own, removed on exit, unless the test gives one
+        #: (``data_dir=``, e.g. to restart a server on the same history)
+        self.own_data_dir = ""
+        if "data_dir" not in env and "SSE_FAST_DATA_DIR" not in os.environ:
+            self.own_data_dir = env["data_dir"] = tempfile.mkdtemp(prefix="sse-fast-data-")
         self.env = {**os.environ, **{f"SSE_FAST_{k.upper()}": str(v) for k, v in env.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = f"/tmp/sse-fast-test-{self.port}.log"
@@ -225,6 +233,8 @@ class ServerProcess:
             assert not self.left_behind, f"the server left processes behind: {self.left_behind}"
         if os.path.exists(self.log_path):
             os.unlink(self.log_path)
+        if self.own_data_dir:
+            shutil.rmtree(self.own_data_dir, ignore_errors=True)
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None

@@ -54,7 +54,7 @@ class HTTPError(Exception):
         headers = []
         if error.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
-        return cls(error.status, str(error), headers, reason=reason)
+        return cls(error.status, str(error), headers, reason=error.reason or reason)
 
 
 def check_content_type(content_type: str | None, accepted: tuple[str, ...], advice: str) -> None:

@@ -64,7 +64,12 @@ class App:
             elif settings.relay_socket:
                 from ..brokers.relay import RelayBroker
 
-                broker = RelayBroker(settings.relay_socket)
+                broker = RelayBroker(settings.relay_socket, store_dir=settings.store_dir)
+            elif settings.store_dir:
+                from ..brokers.durable import EventLog, log_options
+                from ..brokers.local import LocalBroker
+
+                broker = LocalBroker(EventLog(**log_options(settings)))
             hub = Hub(settings, broker=broker)
         self.hub = hub
         self.auth = Authenticator(settings)

@@ -109,6 +109,10 @@ class Broker(abc.ABC):
 
     def __init__(self) -> None:
         self._member: Member | None = None
+        #: ranges of positions that may have been given to events nobody can
+        #: replay (a machine crash lost them before they reached the disk):
+        #: a ``Last-Event-ID`` among them is answered ``evicted``
+        self.lost: list[tuple[int, int]] = []
 
     def bind(self, member: Member) -> None:
         """Called once by the hub: where this member's sequenced events go."""

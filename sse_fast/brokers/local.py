@@ -1,27 +1,84 @@
-"""The local broker: one worker sequences its own publishes (the default)."""
+"""The local broker: one worker sequences its own publishes (the default).
+
+Given an ``EventLog`` (``sse-fast serve`` gives one unless ``persistence`` is
+``off``), it stores each sequenced batch before delivering it and, at start,
+brings back what the log holds (``durable/``): the events into the hub's rings,
+the position sequence, the retry memory.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from typing import Any
 
 from .._core import EncodeError
+from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
+from .durable import EventLog, StoreWriteError, as_sequenced, remember_ids
 from .sequencing import RecentIds, first_position, sequence_once
 
 __all__ = [
     "LocalBroker",
+    "restore",
 ]
+
+log = logging.getLogger("sse_fast.storage")
+
+#: events applied at a time when a restart replays the log
+RESTORE_CHUNK = 10_000
 
 
 class LocalBroker(Broker):
     """Sequences in this process and delivers at once, synchronously."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: EventLog | None = None) -> None:
         super().__init__()
-        self.first_position = first_position()
+        # with a store, both are known once it is read (``start``)
+        self.first_position = 0 if store is not None else first_position()
         self.next_position = self.first_position
         self.recent = RecentIds()
+        self.store = store
+        self.restored = 0
+        self._ticker: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        started = time.perf_counter()
+        loaded = store.open()
+        self.first_position = loaded.first_position
+        self.next_position = store.next_position
+        self.lost = loaded.lost
+        self.restored = restore(self, loaded.events)
+        ids = remember_ids(self.recent, loaded.events)
+        log.info(
+            "data directory %s: %d events restored, %d publisher ids remembered, in %.2f s "
+            "(next position %d)",
+            store.path,
+            self.restored,
+            ids,
+            time.perf_counter() - started,
+            self.next_position,
+        )
+        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+
+    async def _tick(self) -> None:
+        store = self.store
+        assert store is not None
+        while True:
+            await asyncio.sleep(min(1.0, store.interval))
+            await store.tick()
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            await stop_task(self._ticker)
+            self._ticker = None
+        if self.store is not None:
+            self.store.close()
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         return self.publish_nowait(requests, accepted_at)
@@ -31,10 +88,26 @@ class LocalBroker(Broker):
             items, ids = sequence_once(requests, self.next_position, accepted_at, self.recent)
         except EncodeError as exc:
             raise PublishError(str(exc)) from None
-        self.next_position += len(items)
         if items:
+            if self.store is not None:
+                try:
+                    self.store.append(items)
+                except StoreWriteError as exc:
+                    self.recent.forget_items(items)
+                    raise PublishError(
+                        str(exc), status=503, retry_after=1.0, reason="storage"
+                    ) from None
+            self.next_position += len(items)
             self.deliver(items)
         return ids
 
     def stats(self) -> dict[str, Any]:
-        return {}
+        return {} if self.store is None else {"storage": self.store.figures()}
+
+
+def restore(broker: Broker, events: list[Any]) -> int:
+    """Apply stored events to the broker's member, a chunk at a time."""
+    now = time.monotonic()
+    for start in range(0, len(events), RESTORE_CHUNK):
+        broker.deliver(as_sequenced(events[start : start + RESTORE_CHUNK], now))
+    return len(events)

@@ -95,6 +95,21 @@ class RecentIds:
     def forget(self, request: PublishRequest) -> None:
         self._seen.pop((request.id or "", request.topics), None)
 
+    def forget_items(self, items: Sequence[Sequenced]) -> None:
+        """Forget the ids of sequenced events that were not published after all
+        (their storage failed), so a retry of them is published."""
+        for item in items:
+            self._seen.pop((item.id, item.topics), None)
+
+    def restore(self, event_id: str, topics: tuple[str, ...], when: float) -> None:
+        """Remember an id seen at ``when`` (this clock), oldest first: a restart
+        rebuilding the memory from the stored events."""
+        seen = self._seen
+        seen.pop((event_id, topics), None)
+        seen[(event_id, topics)] = when
+        while len(seen) > self.size:
+            seen.popitem(last=False)
+
     def expire(self, now: float) -> None:
         seen = self._seen
         while seen:

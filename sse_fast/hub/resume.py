@@ -6,7 +6,8 @@ rings gives that frame's position; a number within the positions this member
 may claim (from its broker's ``first_position`` - 1 to the newest position it
 applied) is a position. Each topic then resumes just after its last frame at
 or before it (``resumed``). An id that resolves to nothing is ``unknown``; one
-older than a frame some topic already evicted, or found in a ring but older
+older than a frame some topic already evicted, among the positions a crash
+may have lost (``Broker.lost``), or found in a ring but older
 than the positions this member may claim (after a broker's history break), is
 ``evicted``. Both are reported (the ``SSE-Fast-Resume`` response header, and
 an ``sse-fast-missed`` event carrying the current position as its id) and the
@@ -44,7 +45,11 @@ NONE, RESUMED, UNKNOWN, EVICTED = Resume.NONE, Resume.RESUMED, Resume.UNKNOWN, R
 
 
 def resolve(
-    topics: Sequence[Topic], last_event_id: str | None, first_position: int, last_position: int
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    first_position: int,
+    last_position: int,
+    lost: Sequence[tuple[int, int]] = (),
 ) -> tuple[str, dict[Topic, int]]:
     """The resume outcome (``none``, ``resumed``, ``unknown``, ``evicted``) and a
     ring cursor per topic: where the stream starts."""
@@ -73,6 +78,8 @@ def resolve(
         return EVICTED, heads
     if any(topic.evicted_up_to > target for topic in topics):
         return EVICTED, heads
+    if any(first <= target <= last for first, last in lost):
+        return EVICTED, heads  # given to an event a crash lost (``Broker.lost``)
     return RESUMED, {topic: topic.cursor_after(target) for topic in topics}
 
 
@@ -107,7 +114,10 @@ def open_stream(
     hub.fanout.flush_pending()  # the positions below are the flushed heads
     now = hub.clock()
     topics = [hub.topics.get(name, now) for name in topic_names]
-    status, cursors = resolve(topics, last_event_id, hub.broker.first_position, hub.last_position)
+    broker = hub.broker
+    status, cursors = resolve(
+        topics, last_event_id, broker.first_position, hub.last_position, broker.lost
+    )
     subscription = Subscription(
         hub.next_subscription_id(),
         send,

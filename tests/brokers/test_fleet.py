@@ -33,11 +33,12 @@ def _publish_body(topic: str, data: object, **extra: object) -> bytes:
 
 
 def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
-    """kill -9 of the relay: publishes are refused with 503 and Retry-After while
-    it is away, the main process starts it again, the workers reconnect, and an
-    open stream stays open and is sent ``sse-fast-missed`` (relay-restarted)
-    before the next events; /healthz stays 200 throughout."""
-    with ServerProcess("--workers", "2") as server:
+    """kill -9 of the relay without persistence: publishes are refused with 503
+    and Retry-After while it is away, the main process starts it again, the
+    workers reconnect, and an open stream stays open and is sent
+    ``sse-fast-missed`` (relay-restarted) before the next events; /healthz stays
+    200 throughout."""
+    with ServerProcess("--workers", "2", "--persistence", "off") as server:
 
         async def main() -> None:
             client = server.client("fleet")

@@ -19,6 +19,8 @@ from ..._tasks import stop_task
 from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
+from ..durable import read
+from ..local import restore
 from .process import GATHER_TIMEOUT
 from .wire import pack, pack_publish, read_message, unpack_delivery
 
@@ -33,9 +35,17 @@ RECONNECT_MAX_DELAY = 1.0  # seconds between a worker's attempts to reach the re
 class RelayBroker(Broker):
     """A worker's connection to the relay; reconnects by itself when it is lost."""
 
-    def __init__(self, path: str, connect_timeout: float = 10.0, keepalive: float = 2.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        connect_timeout: float = 10.0,
+        keepalive: float = 2.0,
+        store_dir: str = "",
+    ) -> None:
         super().__init__()
         self.path = path
+        #: the relay's data directory, read (never written) before joining
+        self.store_dir = store_dir
         self.connect_timeout = connect_timeout
         #: seconds between pings; a relay that answers none within twice that
         #: (stopped, hung) is dropped and reconnected to, like a dead one
@@ -63,6 +73,8 @@ class RelayBroker(Broker):
     # ---------------------------------------------------------------- connecting
 
     async def start(self) -> None:
+        if self.store_dir:
+            self._restore()
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
@@ -73,6 +85,25 @@ class RelayBroker(Broker):
                     raise ConnectionError(f"cannot reach the relay at {self.path}") from None
                 await asyncio.sleep(0.05)
         self._task = asyncio.get_running_loop().create_task(self._run(reader))
+
+    def _restore(self) -> None:
+        """Apply what the relay's data directory holds, then join as a worker that
+        has it (the relay replays the rest from its log): a restarted server's
+        workers each load the history themselves, in parallel."""
+        started = time.perf_counter()
+        loaded = read(self.store_dir)
+        self.lost = loaded.lost
+        if not loaded.events or loaded.sequence is None:
+            return
+        self.first_position = loaded.first_position
+        self.sequence = loaded.sequence
+        restore(self, loaded.events)
+        log.info(
+            "data directory %s: %d events restored in %.2f s",
+            self.store_dir,
+            len(loaded.events),
+            time.perf_counter() - started,
+        )
 
     async def _connect(self) -> asyncio.StreamReader:
         """Connect, say hello, apply the welcome and the replayed log."""
@@ -185,7 +216,14 @@ class RelayBroker(Broker):
                         elif kind == "pong":
                             future.set_result(None)
                         else:
-                            future.set_exception(PublishError(header["message"]))
+                            future.set_exception(
+                                PublishError(
+                                    header["message"],
+                                    status=header.get("status", 400),
+                                    retry_after=RETRY_AFTER if "status" in header else None,
+                                    reason=header.get("reason"),
+                                )
+                            )
         except (asyncio.IncompleteReadError, ConnectionError):
             if not self._closing:
                 log.error(

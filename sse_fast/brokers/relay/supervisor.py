@@ -37,6 +37,7 @@ class RelaySupervisor:
         path: str,
         history_frames: int = 100_000,
         history_bytes: int = 64 * 1024 * 1024,
+        store: dict[str, Any] | None = None,
         *,
         start_timeout: float = 10.0,
         min_delay: float = 0.1,
@@ -46,6 +47,8 @@ class RelaySupervisor:
         self.path = path
         self.history_frames = history_frames
         self.history_bytes = history_bytes
+        #: ``EventLog``'s arguments when the relay keeps its events on disk
+        self.store = store
         self.start_timeout = start_timeout
         self.min_delay = min_delay
         self.max_delay = max_delay
@@ -71,7 +74,7 @@ class RelaySupervisor:
         ready = self._context.Event()
         self.process = self._context.Process(
             target=run_relay,
-            args=(self.path, ready, self.history_frames, self.history_bytes),
+            args=(self.path, ready, self.history_frames, self.history_bytes, self.store),
             name="sse-fast-relay",
             daemon=True,
         )

@@ -1,0 +1,90 @@
+"""Durable history: the sequencer's events on local disk, so a restart loses nothing.
+
+With ``sse-fast serve`` and no Redis, the process that sequences (the local
+broker with one worker, the relay with several) appends every sequenced batch
+to a log in the data directory before delivering it (``log.py``), in the format
+of ``records.py``, in a directory only one server uses (``directory.py``).
+
+What a restart brings back, from the log:
+
+* the id sequence: positions go on after the newest stored one, so ids keep
+  growing and a client's ``Last-Event-ID`` still means the same event;
+* every topic's ring: the events are applied again in their order, and each
+  ring keeps its newest frames as it did (claims start at the log's oldest
+  position, so an older id is answered ``evicted``, never ``resumed``);
+* the retry memory: the ids publishers gave within ``RETRY_WINDOW``, so a retry
+  that lands after the restart is recognised and not published twice;
+* with several workers, a restarted relay is the same sequence with the same
+  log: workers that kept running go on with nothing missed.
+
+What an acknowledged publish survives: a crash of any process (``kill -9``),
+always (it was written before it was acknowledged or delivered); a crash of the
+machine, under ``fsync=always``; under ``interval`` it may lose the last
+``fsync_interval`` seconds and under ``never`` what the kernel had not written
+yet. After such a loss the positions that may have been given out are recorded
+as lost: a ``Last-Event-ID`` among them is answered ``evicted`` with an
+``sse-fast-missed`` event, never resumed past events nobody can replay.
+
+A record that does not check out at the end of the newest file is an
+unfinished write and is dropped (never delivered); anywhere else, or a file
+that is not ours, stops the server at start with a sentence naming the file.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ...settings import Settings
+from ..sequencing import RecentIds, Sequenced
+from .directory import DataDirectory, default_data_dir
+from .log import FSYNC_POLICIES, EventLog, Loaded, StoreWriteError, read
+from .records import Event, StoreError
+
+__all__ = [
+    "FSYNC_POLICIES",
+    "DataDirectory",
+    "Event",
+    "EventLog",
+    "Loaded",
+    "StoreError",
+    "StoreWriteError",
+    "as_sequenced",
+    "default_data_dir",
+    "log_options",
+    "read",
+    "remember_ids",
+]
+
+
+def as_sequenced(events: Iterable[Event], accepted_at: float) -> list[Sequenced]:
+    """Stored events as the members apply them (``accepted_at``: now, so the
+    replay does not count in the delivery latency)."""
+    return [Sequenced(e.position, e.id, e.topics, e.frame, accepted_at) for e in events]
+
+
+def remember_ids(recent: RecentIds, events: Sequence[Event]) -> int:
+    """Put the publishers' ids of the last ``RETRY_WINDOW`` seconds back in the
+    retry memory, as old as they are; how many."""
+    now_wall = time.time()
+    now = recent.clock()
+    count = 0
+    for event in events:
+        age = now_wall - event.wall
+        if event.given and age < recent.window:
+            recent.restore(event.id, event.topics, now - max(0.0, age))
+            count += 1
+    return count
+
+
+def log_options(settings: Settings) -> dict[str, Any]:
+    """``EventLog``'s arguments for a server's settings (its ``store_dir``)."""
+    return {
+        "path": settings.store_dir,
+        "fsync": settings.persistence,
+        "interval": settings.fsync_interval,
+        "max_bytes": settings.data_max_bytes,
+        "ring_frames": settings.ring_max_frames,
+        "topic_ttl": settings.topic_ttl,
+    }

@@ -1,0 +1,440 @@
+"""The sequencer's event log on disk: appending, syncing, retention, reading back.
+
+One writer (the process that sequences: the local broker, or the relay with
+several workers) appends each sequenced batch in one ``write`` *before* it is
+delivered, so an event a client has seen is in the page cache: a crash of the
+process loses nothing. When it is on the disk depends on ``fsync``:
+
+* ``always``: synced before the publish is acknowledged or delivered (a machine
+  crash loses nothing acknowledged);
+* ``interval``: synced every ``interval`` seconds in a thread (a machine crash
+  loses at most the last interval);
+* ``never``: left to the kernel (about 30 s on Linux).
+
+The log is kept contiguous: it holds every event from its oldest segment's
+first position on, so a restart replays the events in the order they were
+published and the rings come back as they were (each ring keeps its newest
+frames again; what a ring had evicted is evicted again). A whole segment is
+deleted when none of its events is still kept by a ring (each of its topics has
+``ring_frames`` newer events, or no publish for ``topic_ttl`` seconds), and the
+oldest segments go when the directory passes ``max_bytes``. Deleting is an
+``unlink``: the fan-out never waits for it.
+
+Readers (``read``) may run while the writer appends: a record not finished yet
+ends their reading like a torn one, and they never change a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..sequencing import Sequenced, first_position
+from .records import (
+    HEADER,
+    Event,
+    StoreError,
+    closed_record,
+    event_records,
+    lost_record,
+    read_header,
+    scan,
+    segment_header,
+)
+
+__all__ = ["FSYNC_POLICIES", "EventLog", "Loaded", "Segment", "StoreWriteError", "read"]
+
+log = logging.getLogger("sse_fast.storage")
+
+FSYNC_POLICIES = ("always", "interval", "never")
+ALLOWED = ("lock", "lost+found")
+
+
+class StoreWriteError(StoreError):
+    """An append failed (a full disk, an I/O error): nothing of it was stored."""
+
+
+@dataclass
+class Segment:
+    """One segment file and what the writer knows of it."""
+
+    path: str
+    first: int  # the position the segment starts at
+    size: int = HEADER
+    last: int = 0  # its newest event's position (0: none yet)
+    #: each topic with an event here, and the ordinal of its newest one here
+    topics: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Loaded:
+    """What a data directory holds."""
+
+    #: the store's sequence (its first position ever); None for an empty directory
+    sequence: int | None = None
+    events: list[Event] = field(default_factory=list)
+    #: how many events (also when only checked)
+    count: int = 0
+    #: ranges of positions a machine crash may have lost (see ``records.LOST``)
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    #: whether the last writer stopped cleanly
+    clean: bool = True
+    #: the newest position given out as far as the directory knows (0 if none)
+    last_position: int = 0
+    #: the oldest position every later event is held from (0 if none)
+    first_position: int = 0
+    segments: list[Segment] = field(default_factory=list)
+    #: (file, bytes) of unfinished writes dropped from the end
+    torn: list[tuple[str, int]] = field(default_factory=list)
+
+
+def _segment_name(first: int) -> str:
+    return f"{first:020d}.log"
+
+
+def _list(path: str) -> list[str]:
+    """The segment files of ``path`` in order; ``StoreError`` for anything else there."""
+    names = []
+    for name in os.listdir(path):
+        if name in ALLOWED:
+            continue
+        stem, dot, suffix = name.partition(".")
+        if not (suffix == "log" and dot and len(stem) == 20 and stem.isdigit()):
+            raise StoreError(
+                f"{os.path.join(path, name)} is not an sse_fast data file; the data directory "
+                "must hold only sse_fast's own files (NNNN.log segments and lock): move it "
+                "away, or give this server a directory of its own with --data-dir"
+            )
+        names.append(name)
+    return sorted(names)
+
+
+def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
+    """Read every segment of ``path``. The writer truncates a torn end of the
+    newest segment (logged); a reader leaves it (it may be a write in progress).
+    Without ``events`` the records are only checked (``Loaded.count``).
+    A damaged record elsewhere, a file that is not ours, or segments of different
+    stores raise ``StoreError`` naming the file."""
+    loaded = Loaded()
+    names = _list(path)
+    for index, name in enumerate(names):
+        full = os.path.join(path, name)
+        try:
+            with open(full, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:  # the writer deleted it meanwhile (a reader)
+            continue
+        sequence, first = read_header(data, full)
+        if loaded.sequence is None:
+            loaded.sequence = sequence
+        elif sequence != loaded.sequence:
+            raise StoreError(
+                f"{full} belongs to another store (sequence {sequence}, not {loaded.sequence} "
+                "as the files before it): the data directory holds files of two servers; "
+                "move the foreign ones away"
+            )
+        result = scan(data, full, events)
+        loaded.count += result.count
+        newest = index == len(names) - 1
+        if result.torn:
+            if not newest:
+                raise StoreError(
+                    f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "
+                    "newest file, so this is not an unfinished write: move it (and the files "
+                    "before it) away to start without the history it holds"
+                )
+            if writer:
+                log.warning(
+                    "dropped %d bytes at the end of %s: a write the last run did not finish "
+                    "(%s); none of it was acknowledged under fsync=always",
+                    result.torn,
+                    full,
+                    result.damage,
+                )
+                with open(full, "r+b") as f:
+                    f.truncate(result.end)
+                    os.fsync(f.fileno())
+                loaded.torn.append((full, result.torn))
+        segment = Segment(full, first, result.end)
+        if not loaded.segments:
+            loaded.first_position = first
+        if result.events:
+            segment.last = result.events[-1].position
+        loaded.segments.append(segment)
+        loaded.events.extend(result.events)
+        loaded.lost.extend(result.lost)
+        loaded.last_position = max(loaded.last_position, first - 1, segment.last)
+        for _, last in result.lost:
+            loaded.last_position = max(loaded.last_position, last)
+        loaded.clean = result.closed is not None  # the newest segment's last record
+    if loaded.events:
+        loaded.first_position = min(loaded.first_position, loaded.events[0].position)
+    return loaded
+
+
+class EventLog:
+    """The writer of a data directory (one per directory: ``directory.lock``)."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        fsync: str = "interval",
+        interval: float = 1.0,
+        max_bytes: int = 1 << 30,
+        segment_bytes: int = 0,
+        ring_frames: int = 1024,
+        topic_ttl: float = 3600.0,
+    ) -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
+        self.path = path
+        self.fsync = fsync
+        self.interval = interval
+        self.max_bytes = max_bytes
+        self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, max_bytes // 8))
+        self.ring_frames = ring_frames
+        self.topic_ttl = topic_ttl
+        self.sequence = 0
+        self.next_position = 0
+        self.segments: list[Segment] = []
+        self.bytes = 0
+        #: each topic's events so far and the wall-clock time of its newest
+        self.counts: dict[str, int] = {}
+        self.last_wall: dict[str, float] = {}
+        self.write_errors = 0
+        self.deleted_segments = 0
+        self._fd = -1
+        self._dirty = False
+        self._syncing: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------------- opening
+
+    def open(self) -> Loaded:
+        """Read the directory, start a new segment; return what it held. After an
+        unclean stop the positions jump to the wall clock and the ones between
+        are recorded as possibly lost (never reused for other events)."""
+        loaded = read(self.path, writer=True)
+        self.segments = loaded.segments
+        self.bytes = sum(segment.size for segment in self.segments)
+        ordinal = self.counts
+        for segment, events in _by_segment(loaded):
+            for event in events:
+                for name in event.topics:
+                    count = ordinal[name] = ordinal.get(name, 0) + 1
+                    segment.topics[name] = count
+                    self.last_wall[name] = event.wall
+        if loaded.sequence is None:
+            self.sequence = self.next_position = first_position()
+            loaded.first_position = self.sequence
+        else:
+            self.sequence = loaded.sequence
+            self.next_position = loaded.last_position + 1
+            if not loaded.clean:
+                self.next_position = max(self.next_position, first_position())
+        self._start_segment()
+        if not loaded.clean and self.next_position > loaded.last_position + 1:
+            gap = (loaded.last_position + 1, self.next_position - 1)
+            self._write(lost_record(*gap))
+            loaded.lost.append(gap)
+        self._sync_now()
+        return loaded
+
+    def _start_segment(self) -> None:
+        if self._fd >= 0:
+            if self.fsync != "never":
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        path = os.path.join(self.path, _segment_name(self.next_position))
+        if self.segments and self.segments[-1].path == path:
+            # the run before started this segment and stored no event in it: go on in it
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            return
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot create {path}: {exc.strerror or exc}; the data directory must be "
+                "writable by this server (or choose another with --data-dir)"
+            ) from None
+        self.segments.append(Segment(path, self.next_position, size=0))
+        self._write(segment_header(self.sequence, self.next_position))
+        if self.fsync != "never":
+            _sync_directory(self.path)
+
+    # ---------------------------------------------------------------- appending
+
+    def append(self, items: Sequence[Sequenced]) -> None:
+        """Store sequenced events in one write (before they are delivered).
+        ``StoreWriteError`` when the write fails: nothing of it is kept."""
+        wall = time.time()
+        data = event_records(
+            [(i.position, i.id, i.topics, i.frame, i.id != str(i.position)) for i in items], wall
+        )
+        self._write(data)
+        segment = self.segments[-1]
+        counts = self.counts
+        last_wall = self.last_wall
+        topics = segment.topics
+        for item in items:
+            for name in item.topics:
+                count = counts[name] = counts.get(name, 0) + 1
+                topics[name] = count
+                last_wall[name] = wall
+        segment.last = items[-1].position
+        self.next_position = segment.last + 1
+        if self.fsync == "always":
+            self._sync_now()
+        else:
+            self._dirty = True
+        if segment.size >= self.segment_bytes:
+            self._start_segment()
+            self._within_budget()
+
+    def _write(self, data: bytes) -> None:
+        segment = self.segments[-1]
+        view = memoryview(data)
+        written = 0
+        try:
+            while written < len(view):
+                written += os.write(self._fd, view[written:])
+        except OSError as exc:
+            self.write_errors += 1
+            if written:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, segment.size)
+            raise StoreWriteError(
+                f"cannot write to the data directory {self.path}: {exc.strerror or exc}; "
+                "the publish was not stored and not delivered (free space, or fix the "
+                "directory, and publish again)"
+            ) from None
+        segment.size += written
+        self.bytes += written
+
+    # ---------------------------------------------------------------- syncing
+
+    def _sync_now(self) -> None:
+        if self.fsync == "never" or self._fd < 0:
+            return
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            self.write_errors += 1
+            raise StoreWriteError(
+                f"cannot sync the data directory {self.path}: {exc.strerror or exc}; the "
+                "events may not be on the disk (check the disk), publish again"
+            ) from None
+        self._dirty = False
+
+    async def tick(self) -> None:
+        """The periodic work: sync (``interval``) in a thread, delete dead segments."""
+        if self.fsync == "interval" and self._dirty and self._syncing is None:
+            self._dirty = False
+            fd = os.dup(self._fd)  # the segment may rotate while the thread syncs
+            loop = asyncio.get_running_loop()
+            self._syncing = loop.run_in_executor(None, _sync_and_close, fd)
+            try:
+                await self._syncing
+            except OSError as exc:
+                self.write_errors += 1
+                log.error("cannot sync the data directory %s: %s", self.path, exc)
+            finally:
+                self._syncing = None
+        self.delete_dead(time.time())
+
+    def delete_dead(self, now: float) -> int:
+        """Delete the oldest segments none of whose events a ring still keeps."""
+        deleted = 0
+        while len(self.segments) > 1 and self._dead(self.segments[0], now):
+            self._delete_oldest()
+            deleted += 1
+        return deleted
+
+    def _dead(self, segment: Segment, now: float) -> bool:
+        counts, last_wall = self.counts, self.last_wall
+        cutoff = now - self.topic_ttl
+        frames = self.ring_frames
+        return all(
+            ordinal <= counts[name] - frames or last_wall[name] < cutoff
+            for name, ordinal in segment.topics.items()
+        )
+
+    def _within_budget(self) -> None:
+        while len(self.segments) > 1 and self.bytes > self.max_bytes:
+            log.warning(
+                "the data directory passed its budget (%d bytes): deleting %s, whose events a "
+                "restart no longer recovers (raise data_max_bytes to keep more)",
+                self.max_bytes,
+                self.segments[0].path,
+            )
+            self._delete_oldest()
+
+    def _delete_oldest(self) -> None:
+        segment = self.segments.pop(0)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(segment.path)
+        self.bytes -= segment.size
+        self.deleted_segments += 1
+        counts, last_wall = self.counts, self.last_wall
+        for name, ordinal in segment.topics.items():
+            if counts.get(name) == ordinal:  # its newest event went: forget the topic
+                del counts[name]
+                del last_wall[name]
+
+    # ---------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        """Say the stop was clean, sync, close."""
+        if self._fd < 0:
+            return
+        try:
+            self._write(closed_record(self.next_position - 1))
+            if self.fsync != "never":
+                os.fsync(self._fd)
+        except (OSError, StoreError) as exc:
+            log.error("the data directory %s was not closed cleanly: %s", self.path, exc)
+        os.close(self._fd)
+        self._fd = -1
+
+    def figures(self) -> dict[str, int | str]:
+        return {
+            "data_bytes": self.bytes,
+            "data_segments": len(self.segments),
+            "data_write_errors": self.write_errors,
+            "data_deleted_segments": self.deleted_segments,
+            "fsync": self.fsync,
+        }
+
+
+def _by_segment(loaded: Loaded) -> list[tuple[Segment, list[Event]]]:
+    """The loaded events of each segment (segments hold consecutive runs)."""
+    out = []
+    events = loaded.events
+    index = 0
+    for segment in loaded.segments:
+        start = index
+        while index < len(events) and events[index].position <= segment.last:
+            index += 1
+        out.append((segment, events[start:index]))
+    return out
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,222 @@
+"""The data directory's file format: segment headers and checksummed records.
+
+A segment file (``<first position, 20 digits>.log``) starts with a header:
+``MAGIC`` (12 bytes, the format's name and version), the store's *sequence*
+(the first position it ever gave, which names the store: every segment of one
+directory carries the same one) and the segment's first position, then a CRC-32
+of those 28 bytes. Records follow, each ``<II`` (body length, CRC-32 of the
+body) and the body, whose first byte is its kind:
+
+* ``EVENT``: ``<BqdBII`` kind, position, wall-clock time of the publish,
+  whether the publisher gave the id (1) or it is the position (0), the id's
+  and the topic names' lengths in bytes; then the id (UTF-8), the topic names
+  joined by newlines (names cannot hold one) and the encoded frame.
+* ``LOST``: ``<Bqq`` positions ``first`` to ``last`` may have been given to
+  events a machine crash lost (written by a sequencer that starts after an
+  unclean stop; a ``Last-Event-ID`` among them is answered ``evicted``).
+* ``CLOSED``: ``<Bq`` the sequencer stopped cleanly after this position.
+
+A record whose length runs past the end of the file or whose checksum does
+not match ends what can be read of a file (``Scan.torn``): at the end of the
+newest segment it is a write the process or the machine did not finish, and is
+dropped; anywhere else the file is corrupt and is refused.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CLOSED",
+    "EVENT",
+    "HEADER",
+    "LOST",
+    "MAGIC",
+    "Event",
+    "Scan",
+    "StoreError",
+    "closed_record",
+    "event_records",
+    "lost_record",
+    "read_header",
+    "scan",
+    "segment_header",
+]
+
+MAGIC = b"SSEFAST-LOG1"
+_HEAD = struct.Struct("<12sqq")
+HEADER = _HEAD.size + 4  # and its CRC-32
+_PREFIX = struct.Struct("<II")
+_EVENT = struct.Struct("<BqdBII")
+_LOST = struct.Struct("<Bqq")
+_CLOSED = struct.Struct("<Bq")
+EVENT, LOST, CLOSED = 1, 2, 3
+#: a record is never larger than this (a frame is limited far below it): a
+#: length past it is damage, not a record
+MAX_RECORD = 1 << 30
+
+
+class StoreError(Exception):
+    """The data directory cannot be used as it is; the message says what to do."""
+
+
+@dataclass(slots=True)
+class Event:
+    """One stored event, as read back."""
+
+    position: int
+    id: str
+    topics: tuple[str, ...]
+    frame: bytes
+    wall: float  # time.time() of the publish
+    given: bool  # the publisher gave the id (a retry of it is recognised)
+
+
+def segment_header(sequence: int, first: int) -> bytes:
+    head = _HEAD.pack(MAGIC, sequence, first)
+    return head + struct.pack("<I", zlib.crc32(head))
+
+
+def read_header(data: bytes | memoryview, name: str) -> tuple[int, int]:
+    """The ``(sequence, first position)`` of a segment; ``StoreError`` naming the
+    file when it is not one of ours."""
+    if len(data) < HEADER or bytes(data[:12]) != MAGIC:
+        if len(data) >= 11 and bytes(data[:11]) == MAGIC[:11]:
+            raise StoreError(
+                f"{name} was written by another version of sse_fast's data format "
+                f"({bytes(data[:12])!r}); start this server with an empty --data-dir, "
+                "or with the version that wrote it"
+            )
+        raise StoreError(
+            f"{name} is not an sse_fast data file (it does not start with {MAGIC!r}); "
+            "the data directory must hold only sse_fast's own files: move it away"
+        )
+    (crc,) = struct.unpack_from("<I", data, _HEAD.size)
+    if zlib.crc32(data[: _HEAD.size]) != crc:
+        raise StoreError(
+            f"{name}: its header is damaged (checksum mismatch); move the file away to start "
+            "without the history it holds"
+        )
+    _, sequence, first = _HEAD.unpack_from(data)
+    return sequence, first
+
+
+def event_records(items: list[tuple[int, str, tuple[str, ...], bytes, bool]], wall: float) -> bytes:
+    """The records of events ``(position, id, topics, frame, given)`` published at
+    ``wall``, ready to append in one write."""
+    parts = []
+    pack_event = _EVENT.pack
+    crc32 = zlib.crc32
+    pack_prefix = _PREFIX.pack
+    for position, event_id, topics, frame, given in items:
+        ident = event_id.encode()
+        names = "\n".join(topics).encode()
+        body = b"".join(
+            (pack_event(EVENT, position, wall, given, len(ident), len(names)), ident, names, frame)
+        )
+        parts.append(pack_prefix(len(body), crc32(body)))
+        parts.append(body)
+    return b"".join(parts)
+
+
+def _record(body: bytes) -> bytes:
+    return _PREFIX.pack(len(body), zlib.crc32(body)) + body
+
+
+def lost_record(first: int, last: int) -> bytes:
+    return _record(_LOST.pack(LOST, first, last))
+
+
+def closed_record(position: int) -> bytes:
+    return _record(_CLOSED.pack(CLOSED, position))
+
+
+@dataclass
+class Scan:
+    """What one segment holds, read from ``HEADER`` on."""
+
+    events: list[Event] = field(default_factory=list)
+    count: int = 0
+    lost: list[tuple[int, int]] = field(default_factory=list)
+    #: the position after which the sequencer stopped cleanly, if the last record says so
+    closed: int | None = None
+    #: where the readable records end (a byte offset)
+    end: int = HEADER
+    #: bytes after ``end`` that are not a whole record with a good checksum
+    torn: int = 0
+    #: why the first bad record is bad (empty when none)
+    damage: str = ""
+
+
+def _records(data: memoryview, start: int) -> Iterator[tuple[int, memoryview | None, str]]:
+    """``(offset, body, damage)`` of each record from ``start``; the last one has
+    ``body`` None and says what stopped the reading (or "" at a clean end)."""
+    offset = start
+    size = len(data)
+    unpack_prefix = _PREFIX.unpack_from
+    crc32 = zlib.crc32
+    while offset < size:
+        if size - offset < _PREFIX.size:
+            yield offset, None, "a record's length is cut short"
+            return
+        length, crc = unpack_prefix(data, offset)
+        end = offset + _PREFIX.size + length
+        if length == 0 or length > MAX_RECORD or end > size:
+            yield offset, None, "a record runs past the end of the file"
+            return
+        body = data[offset + _PREFIX.size : end]
+        if crc32(body) != crc:
+            yield offset, None, "a record's checksum does not match"
+            return
+        yield offset, body, ""
+        offset = end
+    yield offset, None, ""
+
+
+def scan(data: bytes, name: str, events: bool = True) -> Scan:
+    """Read a segment's records (its header checked by ``read_header`` first);
+    without ``events`` only check them (``Scan.count`` says how many events)."""
+    result = Scan()
+    view = memoryview(data)
+    build = events
+    out = result.events
+    unpack_event = _EVENT.unpack_from
+    event_size = _EVENT.size
+    for offset, body, damage in _records(view, HEADER):
+        if body is None:
+            result.end = offset
+            result.torn = len(data) - offset
+            result.damage = damage
+            break
+        kind = body[0]
+        result.closed = None  # only the last record can say the stop was clean
+        if kind == EVENT:
+            result.count += 1
+            if not build:
+                continue
+            _, position, wall, given, id_size, names_size = unpack_event(body)
+            names_end = event_size + id_size + names_size
+            out.append(
+                Event(
+                    position,
+                    str(body[event_size : event_size + id_size], "utf-8"),
+                    tuple(str(body[event_size + id_size : names_end], "utf-8").split("\n")),
+                    bytes(body[names_end:]),
+                    wall,
+                    bool(given),
+                )
+            )
+        elif kind == LOST:
+            _, first, last = _LOST.unpack_from(body)
+            result.lost.append((first, last))
+        elif kind == CLOSED:
+            result.closed = _CLOSED.unpack_from(body)[1]
+        else:
+            raise StoreError(
+                f"{name}: a record of unknown kind {kind} at byte {offset}; it was written by "
+                "a newer sse_fast: start the version that wrote it, or move the file away"
+            )
+    return result
