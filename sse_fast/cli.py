@@ -184,8 +184,7 @@ def serve(settings: Settings) -> int:
     try:
         data = _prepare_data_dir(settings)
     except StoreError as exc:
-        log.error("%s", exc)
-        return 1
+        raise StartError(str(exc)) from None
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"

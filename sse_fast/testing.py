@@ -12,9 +12,10 @@ variables, waits until ``/readyz`` answers (and, with several workers, until
 ``/stats`` has every worker's figures), and on exit stops it with SIGTERM
 (its drain), killing its process group past a timeout. A clean exit that left a
 worker or the relay running fails. Each server gets a data directory of its own
-(removed on exit) unless ``data_dir=`` names one, to restart on the same history. For load tests its defaults differ from the
-server's: anonymous publishing is allowed and the per-IP and rate limits are
-off (pass ``allow_anonymous_publish=0`` etc. to test those).
+(removed on exit) unless ``data_dir=`` names one, to restart on the same
+history. For load tests its defaults differ from the server's: anonymous
+publishing is allowed and the per-IP and rate limits are off (pass
+``allow_anonymous_publish=0`` etc. to test those).
 
 The HTTP/1.1 client parts the tests use are here too: ``http_request`` (one
 request, its status, headers and body), ``SSEClient`` (a raw stream, parsed),

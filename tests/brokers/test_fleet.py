@@ -79,6 +79,42 @@ def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
         assert "the relay (pid" in server.output() and "signal SIGKILL" in server.output()
 
 
+def test_a_killed_relay_with_its_data_directory_loses_and_repeats_nothing() -> None:
+    """kill -9 of the relay with persistence (the default): the restarted relay
+    is the same sequence with the same log and retry memory, so the workers go on
+    without a break (no ``sse-fast-missed``), and a publisher's retry of an id
+    published just before the kill is not delivered a second time."""
+    with ServerProcess("--workers", "2") as server:
+
+        async def main() -> None:
+            client = server.client("fleet")
+            await client.connect()
+            status, _, body = await server.publish(_publish_body("fleet", "before", id="b-1"))
+            assert status == 200, body
+            assert [e.data for e in await collect(client, 1)] == ["before"]
+            old_relay = await _relay_pid(server)
+            os.kill(old_relay, signal.SIGKILL)
+            deadline = time.monotonic() + 20
+            while True:  # the retry of b-1, as a publisher that heard no answer sends it
+                status, _, body = await server.publish(_publish_body("fleet", "before", id="b-1"))
+                if status == 200:
+                    break
+                assert status == 503, body
+                assert time.monotonic() < deadline, "the relay did not come back"
+                await asyncio.sleep(0.02)
+            assert json.loads(body)["ids"] == ["b-1"]
+            status, _, body = await server.publish(_publish_body("fleet", "after", id="a-1"))
+            assert status == 200, body
+            received = await collect(client, 1)
+            assert [(e.event, e.data, e.id) for e in received] == [("message", "after", "a-1")]
+            assert await _relay_pid(server) != old_relay
+            stats = await _stats(server)
+            assert all(w["relay"]["history_breaks"] == 0 for w in stats["workers"]), stats
+            client.close()
+
+        asyncio.run(main())
+
+
 def test_a_relay_that_hangs_fails_healthz_past_the_limit_then_heals() -> None:
     """A stopped relay keeps its socket open: workers find it by their pings, are
     unavailable (readyz 503, publish 503), and /healthz fails once the outage is

@@ -92,9 +92,7 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
     first = ServerProcess(*flags, port=port, data_dir=str(data_dir))
     await asyncio.to_thread(first.__enter__)
     url = first.url
-    subscribers = [
-        Subscriber(f"{url}/events", f"room/{n % TOPICS}") for n in range(SUBSCRIBERS)
-    ]
+    subscribers = [Subscriber(f"{url}/events", f"room/{n % TOPICS}") for n in range(SUBSCRIBERS)]
     tasks = [asyncio.create_task(s.run()) for s in subscribers]
     second: ServerProcess | None = None
     try:

@@ -61,8 +61,16 @@ class DataDirectory:
                 f"(pid {holder}); give this one a directory of its own with --data-dir, "
                 "or stop the other first"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # also the first proof that the directory takes writes
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.fsync(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreError(
+                f"cannot write to the data directory {self.path}: {exc.strerror or exc}; "
+                "free space there or choose another with --data-dir"
+            ) from None
         self._lock = fd
 
     def release(self) -> None:

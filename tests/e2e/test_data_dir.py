@@ -1,0 +1,171 @@
+"""The data directory as ops meet it: one server per directory, what is not
+ours refused by name, a torn end dropped, a full disk refused with 503 (and
+counted) and recovered from, with real ``sse-fast serve`` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sse_fast.brokers.durable import EventLog
+from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.testing import ServerProcess, collect, free_port
+
+pytestmark = pytest.mark.xdist_group("restart")
+
+
+def run_serve(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "1", **(env or {})},
+        check=False,
+    )
+    return done.returncode, done.stderr + done.stdout
+
+
+def one_line(output: str) -> str:
+    assert "Traceback" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("sse-fast: ")]
+    return line
+
+
+def _fill(path: Path, count: int) -> None:
+    log = EventLog(str(path), fsync="never")
+    log.open()
+    first = log.next_position
+    log.append(
+        [
+            Sequenced(first + n, f"e{n}", ("t",), f"id: e{n}\ndata: {n}\n\n".encode(), 0.0)
+            for n in range(count)
+        ]
+    )
+    log.close()
+
+
+def test_a_second_server_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    with ServerProcess(data_dir=str(tmp_path)) as first:
+        code, output = run_serve("--data-dir", str(tmp_path))
+        assert code == 2
+        line = one_line(output)
+        assert str(tmp_path) in line and "in use by another sse-fast server" in line
+        assert f"pid {first.proc.pid}" in line if first.proc else False
+        assert "--data-dir" in line
+
+
+def test_a_foreign_file_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    code, output = run_serve("--data-dir", str(tmp_path))
+    assert code == 2
+    line = one_line(output)
+    assert str(tmp_path / "notes.txt") in line and "not an sse_fast data file" in line
+
+
+def test_a_damaged_older_file_is_refused_by_name(tmp_path: Path) -> None:
+    _fill(tmp_path, 50)
+    _fill(tmp_path, 50)  # a second run: the first segment is no longer the newest
+    oldest = sorted(tmp_path.glob("*.log"))[0]
+    data = bytearray(oldest.read_bytes())
+    data[200] ^= 0xFF
+    oldest.write_bytes(bytes(data))
+    code, output = run_serve("--data-dir", str(tmp_path))
+    assert code == 2
+    line = one_line(output)
+    assert str(oldest) in line and "damaged" in line and "move it" in line
+
+
+def test_an_unwritable_directory_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, output = run_serve("--data-dir", str(blocker / "data"))
+    assert code == 2
+    line = one_line(output)
+    assert "cannot create the data directory" in line and "--data-dir" in line
+
+
+def test_a_torn_end_is_dropped_and_never_delivered(tmp_path: Path) -> None:
+    _fill(tmp_path, 20)
+    newest = sorted(tmp_path.glob("*.log"))[-1]
+    with open(newest, "ab") as f:  # half a record: a write a crash cut short
+        f.write(b"\x40\x00\x00\x00\x12\x34\x56\x78\x01garbage")
+    with ServerProcess(data_dir=str(tmp_path)) as server:
+
+        async def main() -> None:
+            client = server.client("t", last_event_id="e17")
+            await client.connect()
+            assert client.response_headers["sse-fast-resume"] == "resumed"
+            events = await collect(client, 2)
+            assert [e.id for e in events] == ["e18", "e19"]
+            client.close()
+
+        asyncio.run(main())
+        assert "dropped 16 bytes at the end of" in server.output()
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"a small file system is needed to fill the disk: {done.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_full_disk_is_refused_with_503_counted_and_recovered_from(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "1m") as data, ServerProcess(data_dir=str(data)) as server:
+
+        async def main() -> None:
+            client = server.client("t")
+            await client.connect()
+            big = "x" * 4000
+            with open(data / "filler", "wb") as filler:  # takes what is left, less a little
+                free = os.statvfs(data).f_bavail * os.statvfs(data).f_frsize
+                filler.write(b"\0" * max(0, free - 40_000))
+            acked: list[str] = []
+            refused = None
+            for n in range(100):
+                body = json.dumps({"topic": "t", "data": big, "id": f"f{n}"}).encode()
+                status, headers, reply = await server.publish(body)
+                if status == 200:
+                    acked.append(f"f{n}")
+                    continue
+                refused = (n, status, headers, reply)
+                break
+            assert refused is not None, "the disk never filled"
+            n, status, headers, reply = refused
+            assert status == 503, reply
+            message = json.loads(reply)["error"]
+            assert "No space left on device" in message and str(data) in message
+            assert "not stored and not delivered" in message
+            assert headers.get("retry-after") == "1"
+            _, _, metrics = await server.get("/metrics")
+            assert 'sse_fast_refused_total{reason="storage"} 1' in metrics.decode()
+            os.unlink(data / "filler")  # space again: the same publish goes through
+            status, _, reply = await server.publish(
+                json.dumps({"topic": "t", "data": big, "id": f"f{n}"}).encode()
+            )
+            assert status == 200, reply
+            acked.append(f"f{n}")
+            received = await collect(client, len(acked))
+            assert [e.id for e in received] == acked  # the refused one came once, later
+            client.close()
+
+        asyncio.run(main())
