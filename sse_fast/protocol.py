@@ -86,6 +86,8 @@ class Reason:
     REDIS_LOST_WRITES: Final = "redis-lost-writes"
     REDIS_HISTORY_TRIMMED: Final = "redis-history-trimmed"
     UPSTREAM_MISSED: Final = "upstream-missed"
+    #: the machine stopped before these events reached the data directory's disk
+    LOST_WRITES: Final = "lost-writes"
     # sse-fast-disconnect
     DRAINING: Final = "draining"
     LAGGED: Final = "lagged"

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from sse_fast.brokers.durable import EventLog
+from sse_fast.brokers.durable import EventLog, read
+from sse_fast.brokers.durable.records import boot_record, event_records, segment_header
 from sse_fast.brokers.sequencing import Sequenced
 from sse_fast.testing import ServerProcess, collect, free_port
 
@@ -169,3 +171,71 @@ def test_a_full_disk_is_refused_with_503_counted_and_recovered_from(tmp_path: Pa
             client.close()
 
         asyncio.run(main())
+
+
+def _as_after_a_power_cut(data: Path, keep: int) -> list[str]:
+    """Rewrite the data directory as a machine crash under fsync=interval leaves
+    it: the newest events never reached the disk, and the machine rebooted (the
+    last run's boot id is another). The ids kept, oldest first."""
+    (segment,) = sorted(data.glob("*.log"))
+    loaded = read(str(data))
+    assert loaded.sequence is not None
+    kept = loaded.events[:keep]
+    segment.write_bytes(
+        segment_header(loaded.sequence, loaded.first_position)
+        + boot_record("another-boot-of-this-machine", "interval")
+        + event_records([(e.position, e.id, e.topics, e.frame, e.given) for e in kept], 0.0)
+    )
+    return [e.id for e in kept]
+
+
+def test_events_a_machine_crash_lost_are_said_never_resumed_past(tmp_path: Path) -> None:
+    """After a power cut under fsync=interval, the events the disk never got are
+    gone: a client resuming from one of them or from before them is answered
+    ``evicted`` with ``sse-fast-missed`` (reason lost-writes at the marker), never
+    ``resumed`` past them; new events go on after the marker."""
+    port = free_port()
+    with ServerProcess(port=port, data_dir=str(tmp_path)) as server:
+
+        async def publish() -> list[str]:
+            ids = []
+            for n in range(20):
+                _, _, reply = await server.publish(json.dumps({"topic": "t", "data": n}).encode())
+                ids.extend(json.loads(reply)["ids"])
+            return ids
+
+        published = asyncio.run(publish())
+        assert server.proc is not None
+        os.killpg(server.proc.pid, signal.SIGKILL)
+        server.proc.wait()
+    kept = _as_after_a_power_cut(tmp_path, 15)
+    assert kept == published[:15]
+    with ServerProcess(port=port, data_dir=str(tmp_path)) as server:
+
+        async def main() -> None:
+            for last_seen in (published[-1], published[9], published[14]):
+                client = server.client("t", last_event_id=last_seen)
+                await client.connect()
+                assert client.response_headers["sse-fast-resume"] == "evicted", last_seen
+                (missed,) = await collect(client, 1)
+                assert missed.event == "sse-fast-missed"
+                client.close()
+            fresh = server.client("t")
+            await fresh.connect()
+            _, _, reply = await server.publish(json.dumps({"topic": "t", "data": "new"}).encode())
+            (new_id,) = json.loads(reply)["ids"]
+            (event,) = await collect(fresh, 1)
+            assert event.data == "new" and int(new_id) > int(published[-1])
+            fresh.close()
+            # from the marker on, a resume is a resume
+            marker = server.client("t", last_event_id=str(int(new_id) - 1))
+            await marker.connect()
+            assert marker.response_headers["sse-fast-resume"] == "resumed"
+            assert [e.data for e in await collect(marker, 1)] == ["new"]
+            marker.close()
+            # the marker is in the ring: a stream from the first kept event sees it
+            status, _, body = await server.get("/stats")
+            assert status == 200 and json.loads(body)["topics"]["t"]["retained"] == 17
+
+        asyncio.run(main())
+        assert "may be lost" in server.output()

@@ -39,7 +39,9 @@ from .records import (
     HEADER,
     Event,
     StoreError,
+    boot_record,
     closed_record,
+    current_boot_id,
     event_records,
     lost_record,
     read_header,
@@ -84,6 +86,10 @@ class Loaded:
     lost: list[tuple[int, int]] = field(default_factory=list)
     #: whether the last writer stopped cleanly
     clean: bool = True
+    #: the last writer's machine boot and fsync policy (``records.BOOT``)
+    boot: tuple[str, str] | None = None
+    #: the range recorded as lost by this open (a machine crash), if any
+    lost_now: tuple[int, int] | None = None
     #: the newest position given out as far as the directory knows (0 if none)
     last_position: int = 0
     #: the oldest position every later event is held from (0 if none)
@@ -172,6 +178,8 @@ def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
         for _, last in result.lost:
             loaded.last_position = max(loaded.last_position, last)
         loaded.clean = result.closed is not None  # the newest segment's last record
+        if result.boot is not None:
+            loaded.boot = result.boot
     if loaded.events:
         loaded.first_position = min(loaded.first_position, loaded.events[0].position)
     return loaded
@@ -229,19 +237,31 @@ class EventLog:
                     count = ordinal[name] = ordinal.get(name, 0) + 1
                     segment.topics[name] = count
                     self.last_wall[name] = event.wall
+        boot = current_boot_id()
         if loaded.sequence is None:
             self.sequence = self.next_position = first_position()
             loaded.first_position = self.sequence
         else:
             self.sequence = loaded.sequence
             self.next_position = loaded.last_position + 1
-            if not loaded.clean:
-                self.next_position = max(self.next_position, first_position())
+            if _writes_may_be_lost(loaded, boot):
+                # past every position the lost run may have given, and one for the marker
+                self.next_position = max(loaded.last_position + 2, first_position())
         self._start_segment()
-        if not loaded.clean and self.next_position > loaded.last_position + 1:
-            gap = (loaded.last_position + 1, self.next_position - 1)
+        if _writes_may_be_lost(loaded, boot):
+            gap = (loaded.last_position + 1, self.next_position - 2)
+            log.warning(
+                "the last run of %s stopped without closing its data and the machine has "
+                "restarted since (fsync=%s): events after position %d may be lost; streams "
+                "resuming from before them are told (sse-fast-missed)",
+                self.path,
+                loaded.boot[1] if loaded.boot else "unknown",
+                loaded.last_position,
+            )
             self._write(lost_record(*gap))
             loaded.lost.append(gap)
+            loaded.lost_now = gap
+        self._write(boot_record(boot, self.fsync))
         self._sync_now()
         return loaded
 
@@ -410,6 +430,18 @@ class EventLog:
             "data_deleted_segments": self.deleted_segments,
             "fsync": self.fsync,
         }
+
+
+def _writes_may_be_lost(loaded: Loaded, boot: str) -> bool:
+    """After an unclean stop, whether acknowledged writes may be missing: not when
+    only the process died (the same boot: the page cache kept every write), nor
+    when every write was synced before it was acknowledged (``always``)."""
+    if loaded.clean or loaded.sequence is None:
+        return False
+    if loaded.boot is None:
+        return True  # not said: assume the worst
+    last_boot, policy = loaded.boot
+    return policy != "always" and (not boot or last_boot != boot)
 
 
 def _by_segment(loaded: Loaded) -> list[tuple[Segment, list[Event]]]:

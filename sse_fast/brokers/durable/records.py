@@ -13,8 +13,14 @@ body) and the body, whose first byte is its kind:
   joined by newlines (names cannot hold one) and the encoded frame.
 * ``LOST``: ``<Bqq`` positions ``first`` to ``last`` may have been given to
   events a machine crash lost (written by a sequencer that starts after an
-  unclean stop; a ``Last-Event-ID`` among them is answered ``evicted``).
+  unclean stop; a ``Last-Event-ID`` among them is answered ``evicted``), and
+  ``last + 1`` is where the streams are told (an ``sse-fast-missed`` marker).
 * ``CLOSED``: ``<Bq`` the sequencer stopped cleanly after this position.
+* ``BOOT``: ``<BB`` and text: a sequencer started, under this fsync policy
+  (``POLICIES``' index), on the machine's boot with this id (Linux's
+  ``/proc/sys/kernel/random/boot_id``; empty where unknown). After an unclean
+  stop, the same boot means only the process died: the page cache still had
+  every write, nothing was lost.
 
 A record whose length runs past the end of the file or whose checksum does
 not match ends what can be read of a file (``Scan.torn``): at the end of the
@@ -30,15 +36,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 __all__ = [
+    "BOOT",
     "CLOSED",
     "EVENT",
     "HEADER",
     "LOST",
     "MAGIC",
+    "POLICIES",
     "Event",
     "Scan",
     "StoreError",
+    "boot_record",
     "closed_record",
+    "current_boot_id",
     "event_records",
     "lost_record",
     "read_header",
@@ -53,7 +63,8 @@ _PREFIX = struct.Struct("<II")
 _EVENT = struct.Struct("<BqdBII")
 _LOST = struct.Struct("<Bqq")
 _CLOSED = struct.Struct("<Bq")
-EVENT, LOST, CLOSED = 1, 2, 3
+EVENT, LOST, CLOSED, BOOT = 1, 2, 3, 4
+POLICIES = ("always", "interval", "never")
 #: a record is never larger than this (a frame is limited far below it): a
 #: length past it is damage, not a record
 MAX_RECORD = 1 << 30
@@ -134,6 +145,19 @@ def closed_record(position: int) -> bytes:
     return _record(_CLOSED.pack(CLOSED, position))
 
 
+def boot_record(boot_id: str, policy: str) -> bytes:
+    return _record(bytes((BOOT, POLICIES.index(policy))) + boot_id.encode())
+
+
+def current_boot_id() -> str:
+    """This boot of the machine ("" where the system does not say)."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
 @dataclass
 class Scan:
     """What one segment holds, read from ``HEADER`` on."""
@@ -143,6 +167,8 @@ class Scan:
     lost: list[tuple[int, int]] = field(default_factory=list)
     #: the position after which the sequencer stopped cleanly, if the last record says so
     closed: int | None = None
+    #: the last ``BOOT`` record: (boot id, fsync policy)
+    boot: tuple[str, str] | None = None
     #: where the readable records end (a byte offset)
     end: int = HEADER
     #: bytes after ``end`` that are not a whole record with a good checksum
@@ -214,6 +240,8 @@ def scan(data: bytes, name: str, events: bool = True) -> Scan:
             result.lost.append((first, last))
         elif kind == CLOSED:
             result.closed = _CLOSED.unpack_from(body)[1]
+        elif kind == BOOT and len(body) >= 2 and body[1] < len(POLICIES):
+            result.boot = (str(body[2:], "utf-8"), POLICIES[body[1]])
         else:
             raise StoreError(
                 f"{name}: a record of unknown kind {kind} at byte {offset}; it was written by "

@@ -97,7 +97,7 @@ class RelayBroker(Broker):
             return
         self.first_position = loaded.first_position
         self.sequence = loaded.sequence
-        restore(self, loaded.events)
+        restore(self, loaded.events, loaded.lost)
         log.info(
             "data directory %s: %d events restored in %.2f s",
             self.store_dir,
