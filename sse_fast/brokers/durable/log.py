@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from ..sequencing import Sequenced, first_position
 from .records import (
     HEADER,
+    MAGIC,
     Event,
     StoreError,
     boot_record,
@@ -135,6 +136,15 @@ def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
                 data = f.read()
         except FileNotFoundError:  # the writer deleted it meanwhile (a reader)
             continue
+        newest = index == len(names) - 1
+        if newest and len(data) < HEADER and MAGIC.startswith(data[: len(MAGIC)]):
+            # created, and the process or the machine stopped before its header was
+            # written: an unfinished write like a torn record (no event can be in it)
+            if writer:
+                log.warning("removed %s: a segment the last run did not finish starting", full)
+                os.unlink(full)
+                loaded.torn.append((full, len(data)))
+            continue
         sequence, first = read_header(data, full)
         if loaded.sequence is None:
             loaded.sequence = sequence
@@ -146,7 +156,6 @@ def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
             )
         result = scan(data, full, events)
         loaded.count += result.count
-        newest = index == len(names) - 1
         if result.torn:
             if not newest:
                 raise StoreError(
@@ -169,8 +178,7 @@ def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
         segment = Segment(full, first, result.end)
         if not loaded.segments:
             loaded.first_position = first
-        if result.events:
-            segment.last = result.events[-1].position
+        segment.last = result.last
         loaded.segments.append(segment)
         loaded.events.extend(result.events)
         loaded.lost.extend(result.lost)
@@ -217,6 +225,8 @@ class EventLog:
         self.last_wall: dict[str, float] = {}
         self.write_errors = 0
         self.deleted_segments = 0
+        #: this machine's boot (``records.BOOT``), read by ``open``
+        self.boot = ""
         self._fd = -1
         self._dirty = False
         self._syncing: asyncio.Future[None] | None = None
@@ -247,6 +257,7 @@ class EventLog:
             if _writes_may_be_lost(loaded, boot):
                 # past every position the lost run may have given, and one for the marker
                 self.next_position = max(loaded.last_position + 2, first_position())
+        self.boot = boot
         self._start_segment()
         if _writes_may_be_lost(loaded, boot):
             gap = (loaded.last_position + 1, self.next_position - 2)
@@ -261,44 +272,81 @@ class EventLog:
             self._write(lost_record(*gap))
             loaded.lost.append(gap)
             loaded.lost_now = gap
-        self._write(boot_record(boot, self.fsync))
         self._sync_now()
         return loaded
 
     def _start_segment(self) -> None:
-        if self._fd >= 0:
-            if self.fsync != "never":
-                os.fsync(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+        """Write from now on into the segment starting at ``next_position`` (a new
+        one, or the run before's if it holds no event), beginning with a ``BOOT``
+        record; the previous one is synced and closed once the new one exists."""
         path = os.path.join(self.path, _segment_name(self.next_position))
+        old = self._fd
         if self.segments and self.segments[-1].path == path:
             # the run before started this segment and stored no event in it: go on in it
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-            return
+        else:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            except OSError as exc:
+                raise StoreWriteError(
+                    f"cannot create {path}: {exc.strerror or exc}; the data directory must be "
+                    "writable by this server (or choose another with --data-dir)"
+                ) from None
+            self._fd = fd
+            self.segments.append(Segment(path, self.next_position, size=0))
+            try:
+                self._write(segment_header(self.sequence, self.next_position))
+            except StoreWriteError:
+                self._abandon_newest(old)
+                raise
+            if self.fsync != "never":
+                _sync_directory(self.path)
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        except OSError as exc:
-            raise StoreWriteError(
-                f"cannot create {path}: {exc.strerror or exc}; the data directory must be "
-                "writable by this server (or choose another with --data-dir)"
-            ) from None
-        self.segments.append(Segment(path, self.next_position, size=0))
-        self._write(segment_header(self.sequence, self.next_position))
-        if self.fsync != "never":
-            _sync_directory(self.path)
+            # each segment says which boot wrote it (``records.BOOT``), so what a
+            # restart concludes does not depend on an older segment still existing
+            self._write(boot_record(self.boot, self.fsync))
+        except StoreWriteError:
+            self._abandon_newest(old)
+            raise
+        if old >= 0:
+            try:
+                if self.fsync != "never":
+                    os.fsync(old)
+            finally:
+                os.close(old)
+
+    def _abandon_newest(self, old: int) -> None:
+        """A new segment could not be started: back to the one before (if any)."""
+        segment = self.segments[-1]
+        os.close(self._fd)
+        self._fd = old
+        if old >= 0 and segment.size <= HEADER:  # a fresh one with nothing of ours yet
+            self.segments.pop()
+            self.bytes -= segment.size
+            with contextlib.suppress(OSError):
+                os.unlink(segment.path)
 
     # ---------------------------------------------------------------- appending
 
     def append(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events in one write (before they are delivered).
-        ``StoreWriteError`` when the write fails: nothing of it is kept."""
+        ``StoreWriteError`` when the write (or, under ``always``, its sync) fails:
+        then nothing of it is kept."""
         wall = time.time()
         data = event_records(
             [(i.position, i.id, i.topics, i.frame, i.id != str(i.position)) for i in items], wall
         )
-        self._write(data)
         segment = self.segments[-1]
+        before = segment.size
+        self._write(data)
+        if self.fsync == "always":
+            try:
+                self._sync_now()
+            except StoreWriteError:
+                self._cut(segment, before)
+                raise
+        else:
+            self._dirty = True
         counts = self.counts
         last_wall = self.last_wall
         topics = segment.topics
@@ -309,13 +357,25 @@ class EventLog:
                 last_wall[name] = wall
         segment.last = items[-1].position
         self.next_position = segment.last + 1
-        if self.fsync == "always":
-            self._sync_now()
-        else:
-            self._dirty = True
         if segment.size >= self.segment_bytes:
-            self._start_segment()
-            self._within_budget()
+            try:
+                self._start_segment()
+            except (OSError, StoreError) as exc:  # stored all the same: rotate later
+                log.error(
+                    "cannot start a new segment in %s (%s); going on in %s",
+                    self.path,
+                    exc,
+                    segment.path,
+                )
+            else:
+                self._within_budget()
+
+    def _cut(self, segment: Segment, size: int) -> None:
+        """Drop what was written to ``segment`` after ``size`` bytes."""
+        with contextlib.suppress(OSError):
+            os.ftruncate(self._fd, size)
+        self.bytes -= segment.size - size
+        segment.size = size
 
     def _write(self, data: bytes) -> None:
         segment = self.segments[-1]

@@ -63,6 +63,7 @@ _PREFIX = struct.Struct("<II")
 _EVENT = struct.Struct("<BqdBII")
 _LOST = struct.Struct("<Bqq")
 _CLOSED = struct.Struct("<Bq")
+_POSITION = struct.Struct("<q")
 EVENT, LOST, CLOSED, BOOT = 1, 2, 3, 4
 POLICIES = ("always", "interval", "never")
 #: a record is never larger than this (a frame is limited far below it): a
@@ -94,7 +95,12 @@ def segment_header(sequence: int, first: int) -> bytes:
 def read_header(data: bytes | memoryview, name: str) -> tuple[int, int]:
     """The ``(sequence, first position)`` of a segment; ``StoreError`` naming the
     file when it is not one of ours."""
-    if len(data) < HEADER or bytes(data[:12]) != MAGIC:
+    if len(data) < HEADER and MAGIC.startswith(bytes(data[:12])):
+        raise StoreError(
+            f"{name} is cut short ({len(data)} bytes; its header alone is {HEADER}): move it "
+            "away to start without it"
+        )
+    if bytes(data[:12]) != MAGIC:
         if len(data) >= 11 and bytes(data[:11]) == MAGIC[:11]:
             raise StoreError(
                 f"{name} was written by another version of sse_fast's data format "
@@ -164,6 +170,8 @@ class Scan:
 
     events: list[Event] = field(default_factory=list)
     count: int = 0
+    #: the newest event's position (0: none)
+    last: int = 0
     lost: list[tuple[int, int]] = field(default_factory=list)
     #: the position after which the sequencer stopped cleanly, if the last record says so
     closed: int | None = None
@@ -221,6 +229,7 @@ def scan(data: bytes, name: str, events: bool = True) -> Scan:
         result.closed = None  # only the last record can say the stop was clean
         if kind == EVENT:
             result.count += 1
+            result.last = _POSITION.unpack_from(body, 1)[0]
             if not build:
                 continue
             _, position, wall, given, id_size, names_size = unpack_event(body)
