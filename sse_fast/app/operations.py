@@ -205,6 +205,16 @@ def render_server_metrics(
             for one in figures
         ),
     ]
+    data = [one for one in figures if "data_bytes" in one]
+    if data:  # one directory for the server: any worker's look at it will do
+        extra += [
+            "# HELP sse_fast_data_bytes Bytes the data directory takes (durable history).",
+            "# TYPE sse_fast_data_bytes gauge",
+            f"sse_fast_data_bytes {max(one['data_bytes'] for one in data)}",
+            "# HELP sse_fast_data_max_bytes The data directory's budget (data_max_bytes).",
+            "# TYPE sse_fast_data_max_bytes gauge",
+            f"sse_fast_data_max_bytes {data[0]['data_max_bytes']}",
+        ]
     merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
     if any("upstream_reading" in one for one in figures):
         extra += upstream_metrics(figures, merged)

@@ -15,21 +15,17 @@ from typing import Any
 
 from .._core import EncodeError
 from .._tasks import stop_task
-from ..protocol import Reason
 from ..publishing import PublishError, PublishRequest
 from . import Broker
-from .durable import Event, EventLog, StoreWriteError, as_sequenced, remember_ids
+from .durable import EventLog, StoreWriteError, remember_ids
+from .durable.restore import restore
 from .sequencing import RecentIds, first_position, sequence_once
 
 __all__ = [
     "LocalBroker",
-    "restore",
 ]
 
 log = logging.getLogger("sse_fast.storage")
-
-#: events applied at a time when a restart replays the log
-RESTORE_CHUNK = 10_000
 
 
 class LocalBroker(Broker):
@@ -104,35 +100,3 @@ class LocalBroker(Broker):
 
     def stats(self) -> dict[str, Any]:
         return {} if self.store is None else {"storage": self.store.figures()}
-
-
-def restore(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) -> int:
-    """Apply stored events to the broker's member, a chunk at a time; where a
-    machine crash may have lost events (``lost``), the topics so far get an
-    ``sse-fast-missed`` marker in their place (``Member.missed``): a stream
-    resuming from before it is told, never resumed past events nobody has."""
-    now = time.monotonic()
-    gaps = sorted(lost)
-    names: set[str] = set()
-    batch: list[Event] = []
-
-    def mark(position: int) -> None:
-        if batch:
-            broker.deliver(as_sequenced(batch, now))
-            batch.clear()
-        if names:
-            broker.member.missed(sorted(names), position, Reason.LOST_WRITES)
-
-    for event in events:
-        while gaps and event.position > gaps[0][1]:
-            mark(gaps.pop(0)[1] + 1)  # the position kept for the marker
-        batch.append(event)
-        names.update(event.topics)
-        if len(batch) >= RESTORE_CHUNK:
-            broker.deliver(as_sequenced(batch, now))
-            batch.clear()
-    for _, last in gaps:  # after the newest event kept: the usual place of a crash
-        mark(last + 1)
-    if batch:
-        broker.deliver(as_sequenced(batch, now))
-    return len(events)

@@ -9,6 +9,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.durable import directory_bytes
 from ..publishing import check_topic
 from .presence import add_up
 from .presence import figures as presence_figures
@@ -76,6 +77,9 @@ class Figures:
                 "broker_up": hub.broker.available,
                 **hub.topics.budget_figures(),
             }
+            if hub.settings.store_dir:  # durable history (``brokers/durable``)
+                figures["data_bytes"] = directory_bytes(hub.settings.store_dir)
+                figures["data_max_bytes"] = hub.settings.data_max_bytes
             for add in hub.reports:
                 figures.update(add())
         figures["pid"] = os.getpid()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -159,7 +160,11 @@ def test_a_full_disk_is_refused_with_503_counted_and_recovered_from(tmp_path: Pa
             assert "not stored and not delivered" in message
             assert headers.get("retry-after") == "1"
             _, _, metrics = await server.get("/metrics")
-            assert 'sse_fast_refused_total{reason="storage"} 1' in metrics.decode()
+            text = metrics.decode()
+            assert 'sse_fast_refused_total{reason="storage"} 1' in text
+            (used,) = re.findall(r"^sse_fast_data_bytes (\d+)$", text, re.M)
+            assert int(used) == sum(f.stat().st_size for f in data.iterdir())  # filler too
+            assert "sse_fast_data_max_bytes 1073741824" in text
             os.unlink(data / "filler")  # space again: the same publish goes through
             status, _, reply = await server.publish(
                 json.dumps({"topic": "t", "data": big, "id": f"f{n}"}).encode()

@@ -32,6 +32,8 @@ that is not ours, stops the server at start with a sentence naming the file.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -52,6 +54,7 @@ __all__ = [
     "StoreWriteError",
     "as_sequenced",
     "default_data_dir",
+    "directory_bytes",
     "log_options",
     "read",
     "remember_ids",
@@ -88,3 +91,16 @@ def log_options(settings: Settings) -> dict[str, Any]:
         "ring_frames": settings.ring_max_frames,
         "topic_ttl": settings.topic_ttl,
     }
+
+
+def directory_bytes(path: str) -> int:
+    """Bytes the data directory's files take (for ``/metrics``; any process may ask)."""
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):  # deleted meanwhile
+                    total += entry.stat().st_size
+    except OSError:
+        return 0
+    return total

@@ -19,8 +19,7 @@ from ..._tasks import stop_task
 from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
-from ..durable import read
-from ..local import restore
+from ..durable.restore import read_into
 from .process import GATHER_TIMEOUT
 from .wire import pack, pack_publish, read_message, unpack_delivery
 
@@ -90,20 +89,9 @@ class RelayBroker(Broker):
         """Apply what the relay's data directory holds, then join as a worker that
         has it (the relay replays the rest from its log): a restarted server's
         workers each load the history themselves, in parallel."""
-        started = time.perf_counter()
-        loaded = read(self.store_dir)
-        self.lost = loaded.lost
-        if not loaded.events or loaded.sequence is None:
-            return
-        self.first_position = loaded.first_position
-        self.sequence = loaded.sequence
-        restore(self, loaded.events, loaded.lost)
-        log.info(
-            "data directory %s: %d events restored in %.2f s",
-            self.store_dir,
-            len(loaded.events),
-            time.perf_counter() - started,
-        )
+        loaded = read_into(self, self.store_dir)
+        if loaded.events and loaded.sequence is not None:
+            self.sequence = loaded.sequence
 
     async def _connect(self) -> asyncio.StreamReader:
         """Connect, say hello, apply the welcome and the replayed log."""
