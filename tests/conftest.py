@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -137,3 +138,20 @@ def eager(request: pytest.FixtureRequest) -> bool:
     """Run an in-process test under a Granian-like eager ``send`` and a uvicorn-like
     lazy one (``asgi_harness.Stream``)."""
     return bool(request.param)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def own_state_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """``sse-fast serve`` keeps its events in ``$XDG_STATE_HOME/sse-fast`` unless told
+    otherwise: no test may use (or be refused by) the real one of whoever runs the
+    suite. ``ServerProcess`` gives each server a directory of its own anyway; this
+    covers servers started as a user would (README blocks, CLI tests), each
+    process of the session in its own."""
+    state = tmp_path_factory.mktemp("xdg-state")
+    saved = os.environ.get("XDG_STATE_HOME")
+    os.environ["XDG_STATE_HOME"] = str(state)
+    yield
+    if saved is None:
+        del os.environ["XDG_STATE_HOME"]
+    else:
+        os.environ["XDG_STATE_HOME"] = saved

@@ -20,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,7 +66,8 @@ def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedPro
             text=True,
             timeout=timeout,
             cwd=cwd,
-            env={**os.environ, "PATH": path},
+            # each block's servers keep their events in a directory of the block's own
+            env={**os.environ, "PATH": path, "XDG_STATE_HOME": tempfile.mkdtemp()},
             check=False,
         )
     except subprocess.TimeoutExpired as exc:  # say where it hung
