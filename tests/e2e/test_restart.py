@@ -29,7 +29,7 @@ SUBSCRIBERS = 200
 TOPICS = 10
 RATE = 200.0  # events per second
 BEFORE = 2.0  # seconds of publishing before the restart
-AFTER = 2.0  # seconds of publishing once the server is back
+AFTER = 2.0  # seconds of publishing (at RATE) once the server is back, at least half
 
 
 class Subscriber:
@@ -62,7 +62,7 @@ async def _publish(url: str, stop: asyncio.Event, acked: dict[str, list[str]]) -
     by topic. Retries (the Publisher's own) cover the restart."""
     sent = 0
     started = time.monotonic()
-    async with Publisher(url, retries=10, backoff=0.05, timeout=5) as publisher:
+    async with Publisher(url, retries=30, backoff=0.05, timeout=5) as publisher:
         while not stop.is_set():
             topic = f"room/{sent % TOPICS}"
             event_id = f"ev-{sent}"
@@ -107,11 +107,14 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
         second = ServerProcess(*flags, port=port, data_dir=str(data_dir))
         await asyncio.to_thread(second.__enter__)
         back = sum(map(len, acked.values()))
-        await asyncio.sleep(AFTER)
+        # publishing goes on (the publisher may still be in a retry's backoff)
+        deadline = time.monotonic() + 30
+        while sum(map(len, acked.values())) - back < RATE * AFTER / 2:
+            assert time.monotonic() < deadline, "publishing did not resume after the restart"
+            await asyncio.sleep(0.1)
         stop.set()
         sent = await asyncio.wait_for(publishing, 30)
-        # events before the restart, during it (retried) and after it
-        assert before >= 50 and sent - back >= 50, (before, back, sent)
+        assert before >= 50, before  # events before the restart, across it and after it
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and any(
             len(s.ids) < len(acked[s.topic]) for s in subscribers

@@ -43,11 +43,11 @@ from .records import (
     boot_record,
     closed_record,
     current_boot_id,
-    event_records,
     lost_record,
     read_header,
     scan,
     segment_header,
+    sequenced_records,
 )
 
 __all__ = ["FSYNC_POLICIES", "EventLog", "Loaded", "Segment", "StoreWriteError", "read"]
@@ -333,9 +333,7 @@ class EventLog:
         ``StoreWriteError`` when the write (or, under ``always``, its sync) fails:
         then nothing of it is kept."""
         wall = time.time()
-        data = event_records(
-            [(i.position, i.id, i.topics, i.frame, i.id != str(i.position)) for i in items], wall
-        )
+        data = sequenced_records(items, wall)
         segment = self.segments[-1]
         before = segment.size
         self._write(data)
