@@ -420,9 +420,9 @@ class _Storage:
         metadata=_doc(
             "keep the events on disk so a restart loses nothing: interval (fsync every "
             "fsync_interval s: a machine crash may lose that much), always (fsync before "
-            "each publish is acknowledged), never (the kernel writes when it likes: "
-            "survives process crashes only), or off (memory only: a restart loses the "
-            "history); not used with redis_url"
+            "each publish is acknowledged), never (left to the kernel: a machine crash may "
+            "lose about 30 s; a process crash loses nothing under any of these), or off "
+            "(memory only: a restart loses the history); not used with redis_url"
         ),
     )
     data_dir: str = field(

@@ -7,6 +7,8 @@ and fan them out. ``LocalBroker`` sequences in this process (one worker, the
 default: no external service); ``RelayBroker`` asks the server's relay process
 (several workers on one machine). A broker on another engine (Redis) is a
 third implementation of this interface; fan-out and resume do not change.
+``durable/`` keeps the local broker's and the relay's sequenced events on disk
+across restarts.
 
 Contract
 --------
@@ -27,7 +29,10 @@ Every broker keeps these promises; the hub relies on nothing else.
   A refused publish published nothing.
 * Positions outlive restarts. A sequence starts at the wall clock in
   microseconds, so positions keep growing across restarts of the sequencer
-  and an id from an earlier run is recognisably older.
+  and an id from an earlier run is recognisably older. A sequencer with a data
+  directory (``durable/``) goes on with the same sequence after a restart,
+  its events, positions and retry memory restored; where a machine crash may
+  have lost events it says so (``lost``, and ``Member.missed``).
 * History claims. ``first_position`` is the oldest position this member may
   claim to know: it has been delivered every event from there on. A member
   that joins (or rejoins) a running sequence starts it at the first position
