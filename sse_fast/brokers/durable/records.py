@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -219,75 +219,75 @@ class Scan:
     damage: str = ""
 
 
-def _records(data: memoryview, start: int) -> Iterator[tuple[int, memoryview | None, str]]:
-    """``(offset, body, damage)`` of each record from ``start``; the last one has
-    ``body`` None and says what stopped the reading (or "" at a clean end)."""
-    offset = start
-    size = len(data)
-    unpack_prefix = _PREFIX.unpack_from
-    crc32 = zlib.crc32
-    while offset < size:
-        if size - offset < _PREFIX.size:
-            yield offset, None, "a record's length is cut short"
-            return
-        length, crc = unpack_prefix(data, offset)
-        end = offset + _PREFIX.size + length
-        if length == 0 or length > MAX_RECORD or end > size:
-            yield offset, None, "a record runs past the end of the file"
-            return
-        body = data[offset + _PREFIX.size : end]
-        if crc32(body) != crc:
-            yield offset, None, "a record's checksum does not match"
-            return
-        yield offset, body, ""
-        offset = end
-    yield offset, None, ""
-
-
 def scan(data: bytes, name: str, events: bool = True) -> Scan:
     """Read a segment's records (its header checked by ``read_header`` first);
-    without ``events`` only check them (``Scan.count`` says how many events)."""
+    without ``events`` only check them (``Scan.count`` says how many events).
+    One loop, fields sliced from ``data`` (a start's hot path: about a
+    million records a few seconds)."""
     result = Scan()
     view = memoryview(data)
-    build = events
+    size = len(data)
     out = result.events
+    unpack_prefix = _PREFIX.unpack_from
     unpack_event = _EVENT.unpack_from
+    crc32 = zlib.crc32
+    prefix = _PREFIX.size
     event_size = _EVENT.size
-    for offset, body, damage in _records(view, HEADER):
-        if body is None:
-            result.end = offset
-            result.torn = len(data) - offset
-            result.damage = damage
+    offset = HEADER
+    count = last = 0
+    closed: int | None = None
+    damage = ""
+    while offset < size:
+        if size - offset < prefix:
+            damage = "a record's length is cut short"
             break
-        kind = body[0]
-        result.closed = None  # only the last record can say the stop was clean
+        length, crc = unpack_prefix(data, offset)
+        start = offset + prefix
+        end = start + length
+        if length == 0 or length > MAX_RECORD or end > size:
+            damage = "a record runs past the end of the file"
+            break
+        if crc32(view[start:end]) != crc:
+            damage = "a record's checksum does not match"
+            break
+        kind = data[start]
+        closed = None  # only the last record can say the stop was clean
         if kind == EVENT:
-            result.count += 1
-            result.last = _POSITION.unpack_from(body, 1)[0]
-            if not build:
-                continue
-            _, position, wall, given, id_size, names_size = unpack_event(body)
-            names_end = event_size + id_size + names_size
-            out.append(
-                Event(
-                    position,
-                    str(body[event_size : event_size + id_size], "utf-8"),
-                    tuple(str(body[event_size + id_size : names_end], "utf-8").split("\n")),
-                    bytes(body[names_end:]),
-                    wall,
-                    bool(given),
+            _, position, wall, given, id_size, names_size = unpack_event(data, start)
+            count += 1
+            last = position
+            if events:
+                at_id = start + event_size
+                at_names = at_id + id_size
+                at_frame = at_names + names_size
+                names = data[at_names:at_frame].decode()
+                out.append(
+                    Event(
+                        position,
+                        data[at_id:at_names].decode(),
+                        tuple(names.split("\n")) if "\n" in names else (names,),
+                        data[at_frame:end],
+                        wall,
+                        given == 1,
+                    )
                 )
-            )
         elif kind == LOST:
-            _, first, last = _LOST.unpack_from(body)
-            result.lost.append((first, last))
+            _, first, lost_last = _LOST.unpack_from(data, start)
+            result.lost.append((first, lost_last))
         elif kind == CLOSED:
-            result.closed = _CLOSED.unpack_from(body)[1]
-        elif kind == BOOT and len(body) >= 2 and body[1] < len(POLICIES):
-            result.boot = (str(body[2:], "utf-8"), POLICIES[body[1]])
+            closed = _CLOSED.unpack_from(data, start)[1]
+        elif kind == BOOT and length >= 2 and data[start + 1] < len(POLICIES):
+            result.boot = (data[start + 2 : end].decode(), POLICIES[data[start + 1]])
         else:
             raise StoreError(
                 f"{name}: a record of unknown kind {kind} at byte {offset}; it was written by "
                 "a newer sse_fast: start the version that wrote it, or move the file away"
             )
+        offset = end
+    result.end = offset
+    result.torn = size - offset
+    result.damage = damage
+    result.count = count
+    result.last = last
+    result.closed = closed
     return result
