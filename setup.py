@@ -23,8 +23,15 @@ def extensions() -> list:
     from Cython.Build import cythonize
 
     macros = [("CYTHON_TRACE_NOGIL", "1")] if TRACE else []
+    # the records codec takes its CRC-32 from zlib (Debian: zlib1g-dev), as Python's own does
+    libraries = {"records": ["z"]}
     modules = [
-        Extension(f"sse_fast._core.{name}_ext", [f"src_ext/{name}_ext.pyx"], define_macros=macros)
+        Extension(
+            f"sse_fast._core.{name}_ext",
+            [f"src_ext/{name}_ext.pyx"],
+            define_macros=macros,
+            libraries=libraries.get(name, []),
+        )
         for name in NATIVE_MODULES
     ]
     return cythonize(

@@ -69,6 +69,8 @@ def load_implementation(name: str) -> SimpleNamespace:
         ParsedEvent=core["parser"].ParsedEvent,
         Ring=core["ring"].Ring,
         requests_of=core["publish"].requests_of,
+        pack_events=core["records"].pack_events,
+        scan_records=core["records"].scan_records,
     )
 
 

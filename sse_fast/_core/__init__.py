@@ -24,6 +24,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
     from .publish_py import requests_of
+    from .records_py import pack_events, scan_records
     from .ring_py import Ring
 
     HAS_EXTENSIONS = False
@@ -34,12 +35,14 @@ else:
         from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_ext import requests_of
+        from .records_ext import pack_events, scan_records
         from .ring_ext import Ring
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_py import requests_of
+        from .records_py import pack_events, scan_records
         from .ring_py import Ring
 
         HAS_EXTENSIONS = False
@@ -63,5 +66,7 @@ __all__ = [
     "Ring",
     "encode",
     "encode_many",
+    "pack_events",
     "requests_of",
+    "scan_records",
 ]

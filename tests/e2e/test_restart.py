@@ -114,7 +114,8 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
             await asyncio.sleep(0.1)
         stop.set()
         sent = await asyncio.wait_for(publishing, 30)
-        assert before >= 50, before  # events before the restart, across it and after it
+        # events before the restart, across it and after it
+        assert before >= 50 and sent == sum(map(len, acked.values())), (before, sent)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and any(
             len(s.ids) < len(acked[s.topic]) for s in subscribers

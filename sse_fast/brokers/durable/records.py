@@ -34,7 +34,9 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
+
+from ..._core import pack_events, scan_records
 
 if TYPE_CHECKING:
     from ..sequencing import Sequenced
@@ -68,21 +70,16 @@ _PREFIX = struct.Struct("<II")
 _EVENT = struct.Struct("<BqdBII")
 _LOST = struct.Struct("<Bqq")
 _CLOSED = struct.Struct("<Bq")
-_POSITION = struct.Struct("<q")
 EVENT, LOST, CLOSED, BOOT = 1, 2, 3, 4
 POLICIES = ("always", "interval", "never")
-#: a record is never larger than this (a frame is limited far below it): a
-#: length past it is damage, not a record
-MAX_RECORD = 1 << 30
 
 
 class StoreError(Exception):
     """The data directory cannot be used as it is; the message says what to do."""
 
 
-@dataclass(slots=True)
-class Event:
-    """One stored event, as read back."""
+class Event(NamedTuple):
+    """One stored event, as read back (a tuple: the codec makes a million fast)."""
 
     position: int
     id: str
@@ -146,31 +143,8 @@ def event_records(items: list[tuple[int, str, tuple[str, ...], bytes, bool]], wa
 
 def sequenced_records(items: Sequence[Sequenced], wall: float) -> bytes:
     """``event_records`` of sequenced events (an id other than the position's is
-    the publisher's), without building the tuples: the sequencer's hot path."""
-    parts: list[bytes] = []
-    add = parts.append
-    pack_event = _EVENT.pack
-    pack_prefix = _PREFIX.pack
-    crc32 = zlib.crc32
-    for item in items:
-        position = item.position
-        event_id = item.id
-        ident = event_id.encode()
-        topics = item.topics
-        names = (topics[0] if len(topics) == 1 else "\n".join(topics)).encode()
-        frame = item.frame
-        head = pack_event(EVENT, position, wall, event_id != str(position), len(ident), len(names))
-        add(
-            pack_prefix(
-                len(head) + len(ident) + len(names) + len(frame),
-                crc32(frame, crc32(names, crc32(ident, crc32(head)))),
-            )
-        )
-        add(head)
-        add(ident)
-        add(names)
-        add(frame)
-    return b"".join(parts)
+    the publisher's), packed by the native codec: the sequencer's hot path."""
+    return pack_events(items, wall)
 
 
 def _record(body: bytes) -> bytes:
@@ -222,72 +196,23 @@ class Scan:
 def scan(data: bytes, name: str, events: bool = True) -> Scan:
     """Read a segment's records (its header checked by ``read_header`` first);
     without ``events`` only check them (``Scan.count`` says how many events).
-    One loop, fields sliced from ``data`` (a start's hot path: about a
-    million records a few seconds)."""
-    result = Scan()
-    view = memoryview(data)
-    size = len(data)
-    out = result.events
-    unpack_prefix = _PREFIX.unpack_from
-    unpack_event = _EVENT.unpack_from
-    crc32 = zlib.crc32
-    prefix = _PREFIX.size
-    event_size = _EVENT.size
-    offset = HEADER
-    count = last = 0
-    closed: int | None = None
-    damage = ""
-    while offset < size:
-        if size - offset < prefix:
-            damage = "a record's length is cut short"
-            break
-        length, crc = unpack_prefix(data, offset)
-        start = offset + prefix
-        end = start + length
-        if length == 0 or length > MAX_RECORD or end > size:
-            damage = "a record runs past the end of the file"
-            break
-        if crc32(view[start:end]) != crc:
-            damage = "a record's checksum does not match"
-            break
-        kind = data[start]
-        closed = None  # only the last record can say the stop was clean
-        if kind == EVENT:
-            _, position, wall, given, id_size, names_size = unpack_event(data, start)
-            count += 1
-            last = position
-            if events:
-                at_id = start + event_size
-                at_names = at_id + id_size
-                at_frame = at_names + names_size
-                names = data[at_names:at_frame].decode()
-                out.append(
-                    Event(
-                        position,
-                        data[at_id:at_names].decode(),
-                        tuple(names.split("\n")) if "\n" in names else (names,),
-                        data[at_frame:end],
-                        wall,
-                        given == 1,
-                    )
-                )
-        elif kind == LOST:
-            _, first, lost_last = _LOST.unpack_from(data, start)
-            result.lost.append((first, lost_last))
-        elif kind == CLOSED:
-            closed = _CLOSED.unpack_from(data, start)[1]
-        elif kind == BOOT and length >= 2 and data[start + 1] < len(POLICIES):
-            result.boot = (data[start + 2 : end].decode(), POLICIES[data[start + 1]])
+    The loop is the native codec's (``scan_records``); the rare records are
+    read here."""
+    found, others, count, last, end, damage, last_kind = scan_records(
+        data, HEADER, Event if events else None
+    )
+    result = Scan(found, count, last, end=end, torn=len(data) - end, damage=damage)
+    for offset, kind, body in others:
+        if kind == LOST and len(body) == _LOST.size:
+            result.lost.append(_LOST.unpack(body)[1:])
+        elif kind == CLOSED and len(body) == _CLOSED.size:
+            if last_kind == CLOSED and offset == others[-1][0]:
+                result.closed = _CLOSED.unpack(body)[1]
+        elif kind == BOOT and len(body) >= 2 and body[1] < len(POLICIES):
+            result.boot = (body[2:].decode(), POLICIES[body[1]])
         else:
             raise StoreError(
                 f"{name}: a record of unknown kind {kind} at byte {offset}; it was written by "
                 "a newer sse_fast: start the version that wrote it, or move the file away"
             )
-        offset = end
-    result.end = offset
-    result.torn = size - offset
-    result.damage = damage
-    result.count = count
-    result.last = last
-    result.closed = closed
     return result

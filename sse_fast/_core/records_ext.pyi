@@ -1,0 +1,20 @@
+"""The Cython records codec; the same API as ``sse_fast._core.records_py`` (whose
+module docstring holds the theory of operation).
+
+The API of both implementations, written once: ``.ci/stubtest.sh`` checks the
+compiled module and the pure twin (``sse_fast._core.records_py``) against it with
+``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records"]
+
+EVENT: int
+MAX_RECORD: int
+
+def pack_events(items: Sequence[Any], wall: float) -> bytes: ...
+def scan_records(
+    data: bytes, start: int, event_type: type[Any] | None
+) -> tuple[list[Any], list[tuple[int, int, bytes]], int, int, int, str, int]: ...
