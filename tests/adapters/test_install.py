@@ -26,6 +26,7 @@ CORE = {
     "sse_fast._core.native",
     "sse_fast._core.parser_*",
     "sse_fast._core.publish_*",
+    "sse_fast._core.records_*",
     "sse_fast._core.request",
     "sse_fast._core.ring_*",
     "sse_fast.frames",
