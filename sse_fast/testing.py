@@ -84,6 +84,7 @@ class ServerProcess:
         command: list[str] | None = None,
         port: int = 0,
         ready_path: str = "/readyz",
+        ready_timeout: float = 20.0,
         **env: Any,
     ) -> None:
         """``sse-fast serve`` with ``args``; or ``command`` (``{port}`` is replaced), e.g.
@@ -92,6 +93,8 @@ class ServerProcess:
         not meant to be ready, e.g. a mirror whose upstream refuses)."""
         self.port = port or free_port()
         self.ready_path = ready_path
+        #: seconds to wait for readiness (more for a big data directory to load)
+        self.ready_timeout = ready_timeout
         self.args = ["--port", str(self.port), "--log-level", "info", *args]
         self.command = [sys.executable, "-m", "sse_fast", "serve", *self.args]
         if command is not None:
@@ -119,7 +122,7 @@ class ServerProcess:
             start_new_session=True,  # its own process group: workers and relay included
         )
         self.left_behind: list[str] = []
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + self.ready_timeout
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

@@ -31,6 +31,7 @@ log = logging.getLogger("sse_fast.relay")
 
 REPLAY_CHUNK = 1000  # events per deliver message when replaying the log
 GATHER_TIMEOUT = 1.0  # seconds the relay waits for every worker's figures
+STOP_GRACE = 10.0  # seconds a stopping relay waits for its workers to leave
 
 
 class _Gather:
@@ -66,6 +67,8 @@ class Relay:
         self.log_bytes = 0
         self._gathers: dict[int, _Gather] = {}
         self._gather_ids = itertools.count(1)
+        #: connections being handled (workers, and any that did not say hello yet)
+        self.connections = 0
 
     def restore(self) -> None:
         """Read the store (``durable/``): the sequence goes on as it was (its first
@@ -96,6 +99,7 @@ class Relay:
         )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 header, _ = await read_message(reader)
@@ -119,6 +123,21 @@ class Relay:
                 if not gather.waiting:
                     self._finish(gather)
             writer.close()
+            self.connections -= 1
+
+    async def wait_for_workers(self, grace: float) -> None:
+        """A stop: the workers first. Under systemd every process of the service
+        gets SIGTERM at once; the workers are draining, and go on publishing what
+        they may, so the relay waits up to ``grace`` seconds for them to leave,
+        then closes what is left (their reads end: no task is cancelled)."""
+        deadline = time.monotonic() + grace
+        while self.workers and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for writer in list(self.workers):
+            writer.close()
+        deadline = time.monotonic() + 1.0
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
 
     # ---------------------------------------------------------------- joining
 
@@ -271,6 +290,8 @@ async def serve_relay(
     try:
         async with server:
             await stopping.wait()
+            server.close()  # no new connection; the workers still connected may finish
+            await relay.wait_for_workers(STOP_GRACE)
     finally:
         if ticker is not None:
             ticker.cancel()

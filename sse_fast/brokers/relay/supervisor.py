@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Any
 
+from ..durable import directory_bytes
 from .process import run_relay
 
 __all__ = [
@@ -65,10 +66,26 @@ class RelaySupervisor:
         """Start the relay and wait until it listens; then watch it."""
         if not self._spawn():
             self.stop()
-            raise RuntimeError(f"the relay did not start within {self.start_timeout:g} s")
+            raise RuntimeError(
+                f"the relay did not start within {self._start_wait():g} s"
+                + (
+                    ""
+                    if self.process.exitcode is None
+                    else f" (it exited with {_describe(self.process.exitcode)})"
+                )
+            )
         self._thread = threading.Thread(target=self._watch, name="sse-fast-relay-supervisor")
         self._thread.daemon = True
         self._thread.start()
+
+    def _start_wait(self) -> float:
+        """How long a starting relay may take: ``start_timeout``, and with a data
+        directory the time to read it (measured about 6 s per GiB here; 60 s per
+        GiB allowed, for slower disks and busy machines)."""
+        if not self.store:
+            return self.start_timeout
+        size = directory_bytes(str(self.store["path"]))
+        return self.start_timeout + 60.0 * size / 2**30
 
     def _spawn(self) -> bool:
         ready = self._context.Event()
@@ -80,7 +97,11 @@ class RelaySupervisor:
         )
         self.process.start()
         self._started_at = time.monotonic()
-        return bool(ready.wait(self.start_timeout))
+        deadline = time.monotonic() + self._start_wait()
+        while not ready.wait(0.2):  # a relay that died while starting is not waited for
+            if self.process.exitcode is not None or time.monotonic() > deadline:
+                return False
+        return True
 
     def _watch(self) -> None:
         delay = self.min_delay
@@ -106,7 +127,7 @@ class RelaySupervisor:
             if self._spawn():
                 log.warning("the relay is running again (pid %s)", self.process.pid)
             else:
-                log.error("the restarted relay did not start within %g s", self.start_timeout)
+                log.error("the restarted relay did not start within %g s", self._start_wait())
                 self.process.kill()
 
     def stop(self) -> None:
