@@ -99,6 +99,11 @@ class Member(Protocol):
         """Tell the streams of ``names`` that events were lost at ``position`` (a
         position no event of theirs has): an ``sse-fast-missed`` marker."""
 
+    def flush_pending(self) -> None:
+        """Write out what was applied now rather than at the loop's next turn (a
+        restore applies a long history in chunks without giving the loop a turn:
+        flushed frames are what the history budget may evict)."""
+
 
 class Broker(abc.ABC):
     """Sequences publish requests and delivers the sequenced events (see the contract)."""

@@ -123,6 +123,16 @@ class FanOut:
                 self._flush_scheduled = True
                 loop.call_soon(self.flush)
 
+    def keep_to_budget(self) -> None:
+        """The history budget enforced now (``Topics.keep_to_budget``); streams
+        catching up in what it evicted end ``lagged``, as after a store."""
+        topics = self.topics
+        topics.keep_to_budget()
+        for trimmed in topics.trimmed:
+            if trimmed.catching_up:
+                self._drop_lagging(trimmed)
+        topics.trimmed.clear()
+
     def flush_pending(self) -> None:
         """Flush now if anything is stored and not yet written (before reading the
         flushed positions as the heads, as a new subscription does)."""

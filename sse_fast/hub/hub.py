@@ -231,6 +231,12 @@ class Hub:
             topic.evicted_up_to = max(topic.evicted_up_to, floor)
         self.fanout.apply(items)
 
+    def flush_pending(self) -> None:
+        """Write out what was applied (``Member.flush_pending``), then keep the
+        history within its budget (flushed frames may be evicted)."""
+        self.fanout.flush_pending()
+        self.fanout.keep_to_budget()
+
     def missed(self, names: Sequence[str], position: int, reason: str) -> None:
         """Events of ``names`` were lost at ``position``: their streams are told
         there, in order (``breaks.py``)."""

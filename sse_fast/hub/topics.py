@@ -230,6 +230,12 @@ class Topics:
             self._within_budget()
         return evicted
 
+    def keep_to_budget(self) -> None:
+        """Evict what is over the budget now (after frames were flushed that
+        could not be evicted while they were not)."""
+        if self.retained_bytes + FRAME_OVERHEAD * self.retained_frames > self.history_budget:
+            self._within_budget()
+
     def _within_budget(self) -> None:
         """Evict the history written to longest ago, oldest frame first, until all
         of it fits the budget again. Frames not yet flushed to subscribers stay

@@ -977,3 +977,31 @@ def test_a_failed_interval_sync_is_counted_and_logged(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "cannot sync" in errors[0] and str(tmp_path) in errors[0]
     forgive(caplog, "cannot sync the data directory")
+
+
+def test_a_restore_past_the_history_budget_keeps_to_it(tmp_path: Path) -> None:
+    """A directory holding more than a worker's history budget (several workers
+    share the memory; the disk keeps more): the restore evicts the history
+    written longest ago as a running server would, and stays within the budget
+    (frames not yet flushed cannot be evicted, so a restore flushes as it goes)."""
+    budget = 4 * 1024 * 1024
+
+    async def main() -> None:
+        hub = stored_hub(tmp_path)
+        await hub.start()
+        for start in range(0, 30_000, 1000):
+            hub.publish_nowait(
+                [PublishRequest((f"t/{n % 2000}",), "x" * 100) for n in range(start, start + 1000)]
+            )
+        await hub.stop()
+        again = stored_hub(tmp_path, max_history_bytes=budget, ring_max_bytes=budget)
+        await again.start()
+        figures = again.topics.budget_figures()
+        assert figures["history_budget_bytes"] == budget
+        assert 0.9 * budget < figures["history_bytes"] <= budget + 4096
+        assert figures["history_budget_evicted"] > 10_000
+        # the newest frames stayed: the last one published to the last topic
+        assert again.topics.by_name["t/1999"].has_history
+        await again.stop()
+
+    asyncio.run(main())

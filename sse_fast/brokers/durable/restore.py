@@ -34,12 +34,21 @@ def restore(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) ->
     names: set[str] = set()
     batch: list[Event] = []
 
+    member = broker.member
+
+    def deliver() -> None:
+        broker.deliver(as_sequenced(batch, now))
+        batch.clear()
+        # as flushed as in a running server, so the history budget can evict
+        # (unflushed frames are kept: over the budget, every store would look
+        # at every topic for nothing)
+        member.flush_pending()
+
     def mark(position: int) -> None:
         if batch:
-            broker.deliver(as_sequenced(batch, now))
-            batch.clear()
+            deliver()
         if names:
-            broker.member.missed(sorted(names), position, Reason.LOST_WRITES)
+            member.missed(sorted(names), position, Reason.LOST_WRITES)
 
     for event in events:
         while gaps and event.position > gaps[0][1]:
@@ -47,12 +56,11 @@ def restore(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) ->
         batch.append(event)
         names.update(event.topics)
         if len(batch) >= RESTORE_CHUNK:
-            broker.deliver(as_sequenced(batch, now))
-            batch.clear()
+            deliver()
     for _, last in gaps:  # after the newest event kept: the usual place of a crash
         mark(last + 1)
     if batch:
-        broker.deliver(as_sequenced(batch, now))
+        deliver()
     return len(events)
 
 
