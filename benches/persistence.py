@@ -416,10 +416,10 @@ def run_disk(p: dict[str, Any], root: str) -> list[dict[str, Any]]:
 def run_append(p: dict[str, Any], root: str) -> dict[str, Any]:
     """Where a batch's storing goes, in process: ``EventLog.append`` of batches of 100
     events (as a ``POST /publish`` of 100 gives the broker) split into its parts:
-    building the records (``event_records``), the ``write``, the whole ``append``
+    building the records (``sequenced_records``: the native codec's ``pack_events``), the ``write``, the whole ``append``
     (also the per-topic counters) under fsync never, and the ``fdatasync`` that
     ``always`` adds per batch. Best of 5 rounds."""
-    from sse_fast.brokers.durable.records import event_records
+    from sse_fast.brokers.durable.records import sequenced_records
 
     a = p["append"]
     path = os.path.join(root, "append")
@@ -455,12 +455,8 @@ def run_append(p: dict[str, Any], root: str) -> dict[str, Any]:
     }
     for round_index in range(a["rounds"]):
         work = items_for(round_index)
-        tuples = [
-            [(i.position, i.id, i.topics, i.frame, i.id != str(i.position)) for i in w]
-            for w in work
-        ]
         t = time.perf_counter()
-        blobs = [event_records(x, 0.0) for x in tuples]
+        blobs = [sequenced_records(w, 0.0) for w in work]
         figures["records"].append(time.perf_counter() - t)
         fd = os.open(
             os.path.join(root, "append-write"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
@@ -669,7 +665,7 @@ def append_section(report: dict[str, Any]) -> list[str]:
         f"of {q['batch']} is one append), {report['params']['frame_bytes']} B frames over "
         f"{q['topics']:,} topics; best of {q['rounds']} rounds; us per event.",
         "",
-        "| building the records (`event_records`) | `os.write` | whole `append` (fsync never) "
+        "| building the records (`sequenced_records`) | `os.write` | whole `append` (fsync never) "
         "| `fdatasync` per batch (what `always` adds), per event | per batch |",
         "|---:|---:|---:|---:|---:|",
         f"| {a['records']:.2f} | {a['write']:.2f} | {a['append_never']:.2f} | {a['fdatasync']:.2f} "
