@@ -108,10 +108,7 @@ class FanOut:
                         self._drop_lagging(topic)
                     dirty[topic] = None
                     if topics.trimmed:  # the history budget evicted other topics' frames
-                        for trimmed in topics.trimmed:
-                            if trimmed.catching_up:
-                                self._drop_lagging(trimmed)
-                        topics.trimmed.clear()
+                        self._lag_trimmed()
         finally:  # what was stored before an error counts
             self.last_position = last_position
         if dirty and not self._flush_scheduled:
@@ -126,12 +123,16 @@ class FanOut:
     def keep_to_budget(self) -> None:
         """The history budget enforced now (``Topics.keep_to_budget``); streams
         catching up in what it evicted end ``lagged``, as after a store."""
-        topics = self.topics
-        topics.keep_to_budget()
-        for trimmed in topics.trimmed:
-            if trimmed.catching_up:
-                self._drop_lagging(trimmed)
-        topics.trimmed.clear()
+        self.topics.keep_to_budget()
+        self._lag_trimmed()
+
+    def _lag_trimmed(self) -> None:
+        """Streams catching up in the topics the budget just trimmed: ``lagged``."""
+        trimmed = self.topics.trimmed
+        for topic in trimmed:
+            if topic.catching_up:
+                self._drop_lagging(topic)
+        trimmed.clear()
 
     def flush_pending(self) -> None:
         """Flush now if anything is stored and not yet written (before reading the

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sse_fast.brokers.durable import EventLog, read
-from sse_fast.brokers.durable.records import boot_record, event_records, segment_header
+from sse_fast.brokers.durable.records import boot_record, segment_header, sequenced_records
 from sse_fast.brokers.sequencing import Sequenced
 from sse_fast.testing import ServerProcess, collect, free_port
 
@@ -189,7 +189,7 @@ def _as_after_a_power_cut(data: Path, keep: int) -> list[str]:
     segment.write_bytes(
         segment_header(loaded.sequence, loaded.first_position)
         + boot_record("another-boot-of-this-machine", "interval")
-        + event_records([(e.position, e.id, e.topics, e.frame, e.given) for e in kept], 0.0)
+        + sequenced_records(kept, 0.0)
     )
     return [e.id for e in kept]
 

@@ -89,8 +89,6 @@ class Loaded:
     clean: bool = True
     #: the last writer's machine boot and fsync policy (``records.BOOT``)
     boot: tuple[str, str] | None = None
-    #: the range recorded as lost by this open (a machine crash), if any
-    lost_now: tuple[int, int] | None = None
     #: the newest position given out as far as the directory knows (0 if none)
     last_position: int = 0
     #: the oldest position every later event is held from (0 if none)
@@ -271,7 +269,6 @@ class EventLog:
             )
             self._write(lost_record(*gap))
             loaded.lost.append(gap)
-            loaded.lost_now = gap
         self._sync_now()
         return loaded
 

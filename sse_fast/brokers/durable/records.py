@@ -55,7 +55,6 @@ __all__ = [
     "boot_record",
     "closed_record",
     "current_boot_id",
-    "event_records",
     "lost_record",
     "read_header",
     "scan",
@@ -67,7 +66,6 @@ MAGIC = b"SSEFAST-LOG1"
 _HEAD = struct.Struct("<12sqq")
 HEADER = _HEAD.size + 4  # and its CRC-32
 _PREFIX = struct.Struct("<II")
-_EVENT = struct.Struct("<BqdBII")
 _LOST = struct.Struct("<Bqq")
 _CLOSED = struct.Struct("<Bq")
 EVENT, LOST, CLOSED, BOOT = 1, 2, 3, 4
@@ -123,27 +121,10 @@ def read_header(data: bytes | memoryview, name: str) -> tuple[int, int]:
     return sequence, first
 
 
-def event_records(items: list[tuple[int, str, tuple[str, ...], bytes, bool]], wall: float) -> bytes:
-    """The records of events ``(position, id, topics, frame, given)`` published at
-    ``wall``, ready to append in one write."""
-    parts = []
-    pack_event = _EVENT.pack
-    crc32 = zlib.crc32
-    pack_prefix = _PREFIX.pack
-    for position, event_id, topics, frame, given in items:
-        ident = event_id.encode()
-        names = "\n".join(topics).encode()
-        body = b"".join(
-            (pack_event(EVENT, position, wall, given, len(ident), len(names)), ident, names, frame)
-        )
-        parts.append(pack_prefix(len(body), crc32(body)))
-        parts.append(body)
-    return b"".join(parts)
-
-
 def sequenced_records(items: Sequence[Sequenced], wall: float) -> bytes:
-    """``event_records`` of sequenced events (an id other than the position's is
-    the publisher's), packed by the native codec: the sequencer's hot path."""
+    """The ``EVENT`` records of sequenced events published at ``wall``, in one
+    ``bytes`` (the native codec's ``pack_events``; an id other than the
+    position's is the publisher's)."""
     return pack_events(items, wall)
 
 
