@@ -27,6 +27,38 @@ __all__ = ["EventsEndpoint"]
 
 
 class EventsEndpoint:
+    """An SSE stream of one or more topics.
+
+    Query parameters: ``topic`` (repeated for several, up to
+    ``max_topics_per_connection``, 16), ``lastEventId`` (instead of the header),
+    ``token`` (a subscriber JWT, only with ``allow_query_token``).
+
+    The response: ``200``, ``Content-Type: text/event-stream``,
+    ``Cache-Control: no-store``, ``X-Accel-Buffering: no`` (never ``Connection``),
+    and ``SSE-Fast-Resume``: ``none``, ``resumed``, ``unknown`` or ``evicted``. The
+    first frame is ``retry:`` and the current position as ``id:``; a ``: ``
+    comment follows every ``heartbeat_interval`` (15 s) without events.
+
+    Resume: the ``Last-Event-ID`` header (read as UTF-8, as browsers send it) or
+    ``lastEventId``. The events after it are sent first, then the stream goes on.
+    When the id is unknown or too old, the first event is
+    ``event: sse-fast-missed`` with
+    ``data: {"reason": "unknown" | "evicted", "last_event_id": ...}`` and the stream
+    continues from now: "resumed" is said only with the events.
+
+    Ends announced by the server: ``event: sse-fast-disconnect`` with
+    ``data: {"reason": "lagged" | "draining", ...}``. A stream that may have missed
+    events because its worker lost the relay or Redis, or because a machine crash
+    lost writes, gets ``event: sse-fast-missed`` with ``reason``
+    ``relay-restarted``, ``relay-log-too-short`` or ``lost-writes`` in their place
+    and stays open. Event names starting with ``sse-fast-`` are reserved.
+
+    Refusals: ``400`` a malformed query, no topic, too many, a bad topic name or
+    ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a private
+    topic; ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
+    ``503`` over ``max_connections``, or while draining (with ``Retry-After``).
+    """
+
     def __init__(
         self,
         settings: Settings,

@@ -69,6 +69,10 @@ class Operations:
         self.upstream: Upstream | None = None
 
     async def presence(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Who is subscribed to one topic: ``?topic=NAME``. JSON with
+        ``subscribers``, ``subjects`` (per JWT ``sub``), ``scope`` (``node``, or
+        ``cluster`` on Redis for ``presence_topics``) and ``workers``. ``400`` without
+        exactly one topic. Operations only (``ops_networks``, ``ops_token``)."""
         self.check_access(scope, "/presence")
         topics = query(scope, "utf-8").get("topic", [])
         if len(topics) != 1:
@@ -80,6 +84,9 @@ class Operations:
         await send_json(send, 200, {"topic": topics[0], **figures})
 
     async def schema(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The declared typed streams (``--schemas``) as JSON Schema: the contract
+        of the events subscribers get, open to everyone. ``404`` when none is
+        declared."""
         schemas = self.hub.schemas
         if not schemas:
             raise HTTPError(
@@ -91,6 +98,9 @@ class Operations:
         await send_json(send, 200, schemas.json_schema())
 
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Liveness: ``200 {"status": "ok"}``; ``503`` only once the broker (the relay
+        or Redis) has been unreachable longer than ``broker_down_limit`` (30 s), so
+        an orchestrator restarts a server that does not heal. Open to everyone."""
         away = self.hub.broker.unavailable_for
         limit = self.settings.broker_down_limit
         if limit and away > limit:
@@ -107,6 +117,10 @@ class Operations:
         await send_json(send, 200, {"status": "ok"})
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Readiness: ``200 {"status": "ready"}``; ``503`` while starting, while
+        draining, or while the broker is away (in mirror mode also while the
+        upstream has been away longer than ``upstream_ready_grace``; its state is in
+        the body). Open to everyone."""
         hub = self.hub
         ready = self.ready and not hub.draining and hub.broker.available
         body: dict[str, Any] = {}
@@ -117,6 +131,9 @@ class Operations:
         await send_json(send, 200 if ready else 503, body)
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Prometheus text format, for the whole server whichever worker answers:
+        each metric is listed in the docs' metrics reference. Operations
+        only (``ops_networks``, ``ops_token``)."""
         self.check_access(scope, "/metrics")
         figures = await self.hub.gather({"what": "metrics"})
         await send_text(
@@ -129,6 +146,14 @@ class Operations:
         )
 
     async def stats(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """JSON figures for the whole server: totals (``topics_total``,
+        ``topics_with_history``, ``connections``), one page of the topics and, with
+        ``?connections=1``, of the connections (client, topics, state, how far
+        behind, ``worker``), and ``workers`` (each worker's pid, connections and
+        relay link). Paging: ``offset`` and ``limit`` (1 to 10,000, default 1,000;
+        with several workers, each worker's page at that offset); ``next_offset`` is
+        the next page's ``offset``, ``null`` after the last. ``400`` on a bad
+        parameter. Operations only."""
         self.check_access(scope, "/stats")
         listing, offset, limit = stats_query(scope)
         figures = await self.hub.gather(

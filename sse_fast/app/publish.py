@@ -25,6 +25,34 @@ __all__ = ["PublishEndpoint"]
 
 
 class PublishEndpoint:
+    """Publish one event or a batch.
+
+    The body is JSON (``Content-Type: application/json``), one event::
+
+        {"topic": "a", "data": {"any": "JSON"}, "event": "update", "id": "n-1", "retry": 3000}
+
+    (``"topics": [...]`` for several topics; ``data`` is required: any JSON value
+    but ``null``; strings are sent as text, other values as JSON), or a batch
+    ``{"events": [ ... ]}`` of up to ``max_events_per_batch`` (1,000).
+
+    The answer: ``200 {"ids": [...]}``, one id per event and topic. Ids are
+    assigned by the server when not given: integers increasing per topic (and
+    across restarts). A given ``id`` is remembered for 300 s: a retry of it is
+    acknowledged with the same id and not delivered twice.
+
+    Credential: ``Authorization: Bearer <publish_token>`` or a JWT with publish
+    rights to the topics (``jwt_*`` options); ``allow_anonymous_publish`` opens it.
+
+    Refusals, and nothing is published: ``400`` a malformed body, a bad topic or
+    id, two events of one batch with the same ``id`` (naming both), an event that
+    does not match its topic's declared schema; ``401``/``403``
+    the credential; ``408`` a body that has not all arrived within
+    ``body_timeout``; ``413`` over ``max_body_bytes``; ``415`` another content type
+    or a ``Content-Encoding`` other than identity; ``429`` over ``publish_rate``; ``503``
+    while draining, the broker away, a new topic past ``max_topics``, or the data
+    directory failing (each with ``Retry-After``).
+    """
+
     def __init__(
         self, settings: Settings, hub: Hub, auth: Authenticator, admission: Admission, cors: Cors
     ) -> None:

@@ -72,6 +72,19 @@ class _Ended(Exception):
 
 
 class PublishStreamEndpoint:
+    """Many publishes over one request.
+
+    ``Content-Type: application/x-ndjson``, one ``/publish`` body per line. Each
+    line is answered while the body is still coming, in order, by one line:
+    ``{"line": 1, "ids": [...]}`` or
+    ``{"line": 2, "error": "...", "status": 400}``; the last answer line is
+    ``{"done": true, "published": N, "failed": M}``. A bad line fails alone.
+
+    Same credential, topic rights, ``max_body_bytes`` (per line) and
+    ``publish_rate`` (per line: over it the stream is slowed, not refused) as
+    ``POST /publish``.
+    """
+
     def __init__(
         self, settings: Settings, hub: Hub, auth: Authenticator, admission: Admission, cors: Cors
     ) -> None:

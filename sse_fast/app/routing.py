@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 from .. import _shutdown
 from ..asgi import Receive, Scope, Send
@@ -30,14 +32,44 @@ from .operations import Operations
 from .publish import PublishEndpoint
 from .publish_stream import PublishStreamEndpoint
 
-__all__ = ["App"]
+__all__ = ["ROUTES", "App", "Route"]
 
 log = logging.getLogger("sse_fast")
 
 Endpoint = Callable[[Scope, Receive, Send], Awaitable[None]]
-ENDPOINTS = (
-    "/events, /publish, /publish/stream, /healthz, /readyz, /metrics, /stats, /schema, /presence"
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: its method and path, who may call it, and what serves it (a
+    class of ``App``'s parts, or one of its methods). The serving object's
+    docstring is the endpoint's entry in the HTTP reference (docs/reference/http.md)."""
+
+    method: str
+    path: str
+    access: str
+    owner: type
+    attribute: str = ""
+
+    def documented(self) -> Any:
+        """The class or method whose docstring documents this endpoint."""
+        return getattr(self.owner, self.attribute) if self.attribute else self.owner
+
+
+#: every endpoint, in the order the HTTP reference lists them (``OPTIONS`` preflights
+#: of the first three are answered by ``cors.py``)
+ROUTES = (
+    Route("GET", "/events", "subscribers (topic rights when private)", EventsEndpoint),
+    Route("POST", "/publish", "publishers (publish_token or a JWT)", PublishEndpoint),
+    Route("POST", "/publish/stream", "publishers (as /publish)", PublishStreamEndpoint),
+    Route("GET", "/healthz", "everyone", Operations, "healthz"),
+    Route("GET", "/readyz", "everyone", Operations, "readyz"),
+    Route("GET", "/metrics", "operations (ops_networks, ops_token)", Operations, "metrics"),
+    Route("GET", "/stats", "operations", Operations, "stats"),
+    Route("GET", "/presence", "operations", Operations, "presence"),
+    Route("GET", "/schema", "everyone", Operations, "schema"),
 )
+ENDPOINTS = ", ".join(route.path for route in ROUTES)
 
 
 class App:
@@ -89,15 +121,20 @@ class App:
 
             self.operations.upstream = Upstream(settings, hub)
         self.lifespan = Lifespan(settings, hub, self.operations)
+        parts: dict[type, Any] = {
+            PublishEndpoint: self.publish,
+            PublishStreamEndpoint: self.publish_stream,
+            Operations: self.operations,
+        }
         self._routes: dict[str, tuple[str, Endpoint]] = {
-            "/publish": ("POST", self.publish),
-            "/publish/stream": ("POST", self.publish_stream),
-            "/healthz": ("GET", self.operations.healthz),
-            "/readyz": ("GET", self.operations.readyz),
-            "/metrics": ("GET", self.operations.metrics),
-            "/stats": ("GET", self.operations.stats),
-            "/schema": ("GET", self.operations.schema),
-            "/presence": ("GET", self.operations.presence),
+            route.path: (
+                route.method,
+                getattr(parts[route.owner], route.attribute)
+                if route.attribute
+                else parts[route.owner],
+            )
+            for route in ROUTES
+            if route.path != "/events"  # served by __call__ directly
         }
 
     @contextlib.asynccontextmanager

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["LATENCY_BUCKETS", "Histogram", "Metrics", "render"]
@@ -212,6 +213,24 @@ SINGLE = (
         "subscriptions to public topics only: ignored, the stream served.",
         "ignored_cookies_total",
     ),
+)
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    """One metric of ``/metrics``: its name, Prometheus type, help text, labels, and
+    when it is present (``always``, or the setting that brings it)."""
+
+    name: str
+    kind: str
+    help: str
+    labels: tuple[str, ...] = ()
+    when: str = "always"
+
+
+#: every metric ``/metrics`` may expose (the docs' metrics reference is generated from it)
+CATALOGUE: tuple[MetricInfo, ...] = tuple(
+    MetricInfo(name, kind, help_text) for name, kind, help_text, _ in SINGLE
 )
 
 

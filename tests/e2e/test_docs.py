@@ -1,20 +1,24 @@
-"""Every code block in README.md runs as written.
+"""Every code block of README.md and of every page under docs/ runs as written.
 
 A block is run according to the HTML comment on the line before it:
 
 * none (the default): ```python blocks run as a program; ```sh blocks run with
   bash in a network namespace of their own (``unshare``), so 127.0.0.1:8000 is
-  free whatever else runs on this machine; ```text blocks are output, not code.
-* ``<!-- readme-test: setup -->``: install-and-run commands. The test command
+  free whatever else runs on this machine; ```text blocks are output, not code;
+  configuration files (```yaml, ```json, ```toml) are parsed, the others a
+  server reads (```ini, ```nginx, ```haproxy) are shown, not run.
+* ``<!-- docs-test: setup -->``: install-and-run commands. The test command
   must be the one ``.ci/run`` runs; the extras they install must exist; the
   server command must start a server (run to readiness, then stopped).
-* ``<!-- readme-test: syntax -->``: long load runs. Checked with ``bash -n``,
+* ``<!-- docs-test: syntax -->``: long load runs. Checked with ``bash -n``,
   and every ``python -m benches.X --flag`` (or ``sse_fast.X``, ``sse-fast loadgen``) must
-  name a module and flags it has.
+  name a module and flags it has. On a ```python block: compiled, not run (a
+  fragment of a larger project).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -26,29 +30,45 @@ from pathlib import Path
 
 import pytest
 import tomllib
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
-BLOCK = re.compile(r"(?:<!-- readme-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
-BLOCKS = [
-    (README[: m.start()].count("\n") + 1, m.group(1) or "run", m.group(2), m.group(3))
-    for m in BLOCK.finditer(README)
-]
+#: the README and every page of the docs site (the generated reference pages have no
+#: code blocks of their own)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+BLOCK = re.compile(r"(?:<!-- docs-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
+SHOWN = ("ini", "nginx", "haproxy")  # configuration of other programs: shown, not run
+PARSED = {"yaml": yaml.safe_load, "json": json.loads, "toml": tomllib.loads}
+
+
+def _blocks() -> list[tuple[str, int, str, str, str]]:
+    out = []
+    for page in PAGES:
+        text = page.read_text()
+        name = page.relative_to(ROOT).as_posix()
+        for m in BLOCK.finditer(text):
+            line = text[: m.start()].count("\n") + 1
+            out.append((name, line, m.group(1) or "run", m.group(2), m.group(3)))
+    return out
+
+
+BLOCKS = _blocks()
 
 #: one worker runs every block, then the leftover check (which looks for any block's
 #: `sse-fast serve` still running: another worker's block must not be running then)
-pytestmark = pytest.mark.xdist_group("readme")
+pytestmark = pytest.mark.xdist_group("docs")
 
 
 def _ids() -> list[str]:
-    return [f"line{line}-{language}-{how}" for line, how, language, _ in BLOCKS]
+    return [f"{page}:{line}-{language}-{how}" for page, line, how, language, _ in BLOCKS]
 
 
 def test_every_block_is_classified() -> None:
-    assert BLOCKS
-    for line, how, language, _ in BLOCKS:
-        assert language in ("python", "sh", "text"), f"README line {line}: say ```{language}?"
-        assert how in ("run", "setup", "syntax"), f"README line {line}: unknown {how!r}"
+    assert len({page for page, *_ in BLOCKS}) > 10, "the pages' blocks were not found"
+    for page, line, how, language, _ in BLOCKS:
+        known = ("python", "sh", "text", *SHOWN, *PARSED)
+        assert language in known, f"{page} line {line}: say ```{language}?"
+        assert how in ("run", "setup", "syntax"), f"{page} line {line}: unknown {how!r}"
 
 
 def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -77,12 +97,17 @@ def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedPro
         ) from None
 
 
-@pytest.mark.parametrize(("line", "how", "language", "code"), BLOCKS, ids=_ids())
-def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
-    where = f"README.md line {line}"
-    if language == "text":
+@pytest.mark.parametrize(("page", "line", "how", "language", "code"), BLOCKS, ids=_ids())
+def test_block(page: str, line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
+    where = f"{page} line {line}"
+    if language in ("text", *SHOWN):
         return
-    if how == "syntax":
+    if language in PARSED:
+        PARSED[language](code)  # raises, naming the place, when it is not valid
+        return
+    if how == "syntax" and language == "python":
+        compile(code, where, "exec")
+    elif how == "syntax":
         _check_syntax(code, where)
     elif how == "setup":
         _check_setup(code, where)
@@ -98,7 +123,7 @@ def test_block(line: int, how: str, language: str, code: str, tmp_path: Path) ->
             check=False,
         )
         assert done.returncode == 0, f"{where}:\n{done.stderr}"
-        if "sse_fast.starlette" in code:
+        if "sse_fast.starlette" in code and '"Last-Event-ID": "4"' in code:
             _check_starlette_example(done.stdout, where)
     elif "python -m examples" in code:  # the examples live in the repository, not the package
         from examples.app import EXAMPLES

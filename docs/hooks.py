@@ -1,0 +1,353 @@
+"""MkDocs hooks: the reference pages, generated from the code at every build so
+they cannot drift from it.
+
+* ``reference/options.md``: the settings' own definitions (``sse_fast.settings``),
+  the source of ``sse-fast serve --help`` and the ``SSE_FAST_*`` variables;
+* ``reference/http.md``: the routes (``sse_fast.app.routing.ROUTES``) and their
+  endpoints' docstrings;
+* ``reference/metrics.md``: every metric's name, type, labels and help text
+  (``sse_fast.hub.metrics.CATALOGUE``, the source of ``/metrics``' HELP lines);
+* ``reference/cli.md``: the commands' ``--help``, run;
+* ``reference/api/<module>.md``: one page per public module (mkdocstrings renders
+  its ``__all__`` from the docstrings), listed in the nav under "Python API";
+* ``benchmarks/results/<name>.png``: the benchmarks' committed plots
+  (``benches/results/``), for the benchmarks page.
+
+The page tests (``tests/e2e/test_docs.py``) import this file too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+API = "reference/api"
+
+#: the modules a user imports, in the nav's order; every other public module is
+#: listed after them under "Internals" (for contributors)
+USER_MODULES = (
+    "sse_fast",
+    "sse_fast.frames",
+    "sse_fast.client",
+    "sse_fast.publisher",
+    "sse_fast.starlette",
+    "sse_fast.aiohttp",
+    "sse_fast.django",
+    "sse_fast.app",
+    "sse_fast.hub",
+    "sse_fast.settings",
+    "sse_fast.schemas",
+    "sse_fast.codegen",
+    "sse_fast.protocol",
+    "sse_fast.publishing",
+    "sse_fast.webhooks",
+    "sse_fast.brokers",
+    "sse_fast.brokers.local",
+    "sse_fast.brokers.durable",
+    "sse_fast.brokers.redis",
+    "sse_fast.testing",
+    "sse_fast.locust",
+    "sse_fast.loadgen",
+    "sse_fast.cli",
+)
+
+
+def public_modules() -> list[str]:
+    """Every module of the package with no part of its name starting with "_"."""
+    package = ROOT / "sse_fast"
+    names = []
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not any(part.startswith("_") for part in parts):
+            names.append(".".join(("sse_fast", *parts)))
+    return sorted(names)
+
+
+def internal_modules() -> list[str]:
+    return [name for name in public_modules() if name not in USER_MODULES]
+
+
+def api_page(module: str) -> str:
+    return f"{API}/{module}.md"
+
+
+# -- the options -------------------------------------------------------------
+
+
+def _sections() -> list[tuple[type, list[dataclasses.Field[Any]]]]:
+    """The settings by section: the bases of ``Settings`` in ``--help``'s order."""
+    from sse_fast.cli import INTERNAL_SETTINGS
+    from sse_fast.settings import Settings
+
+    seen: set[str] = set()
+    out = []
+    for base in reversed(Settings.__mro__[1:-1]):  # a dataclass's fields: last base first
+        fields = [
+            f
+            for f in dataclasses.fields(base)
+            if f.name not in seen and f.name not in INTERNAL_SETTINGS
+        ]
+        seen.update(f.name for f in dataclasses.fields(base))
+        if fields:
+            out.append((base, fields))
+    return out
+
+
+def _default(field: dataclasses.Field[Any]) -> str:
+    value = field.default
+    if value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return "off" if not value else "on"
+    if isinstance(value, int) and value >= 10_000:
+        return f"`{value}` ({value:,})".replace(",", "\u2009")
+    return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
+
+
+def options_page() -> str:
+    from sse_fast.settings import NON_NEGATIVE, POSITIVE
+
+    out = [
+        "# Options",
+        "",
+        "Every setting of `sse-fast serve` (and `sse-fast mirror`), generated from the "
+        "settings' own definitions in `sse_fast/settings.py`: the same text as "
+        "`sse-fast serve --help`. Each one is a flag and an environment variable "
+        "(the flag wins); embedded, `Settings(name=value)` or "
+        "`Settings.from_env()` take the same names.",
+        "",
+        "Values are checked before anything starts: a wrong one stops the server "
+        "with one line naming the setting and what it accepts (exit code 2).",
+        "",
+    ]
+    for section, fields in _sections():
+        title = (section.__doc__ or section.__name__).strip().split("\n")[0]
+        heading, _, rest = title.partition(":")
+        out += [f"## {heading.strip().rstrip('.')}", ""]
+        if rest.strip():
+            out += [rest.strip()[0].upper() + rest.strip()[1:], ""]
+        for field in fields:
+            flag = "--" + field.name.replace("_", "-")
+            kind = "flag (no value)" if str(field.type) == "bool" else str(field.type)
+            checks = (
+                "; above 0"
+                if field.name in POSITIVE
+                else "; 0 or more"
+                if field.name in NON_NEGATIVE
+                else ""
+            )
+            doc = field.metadata["doc"]
+            out += [
+                f"### `{field.name}`",
+                "",
+                f"`{flag}` · `SSE_FAST_{field.name.upper()}` · {kind}{checks} · "
+                f"default {_default(field)}",
+                "",
+                doc[0].upper() + doc[1:] + ("" if doc.endswith(".") else "."),
+                "",
+            ]
+    return "\n".join(out)
+
+
+# -- the HTTP API ------------------------------------------------------------
+
+
+def http_page() -> str:
+    import inspect
+
+    from sse_fast.app.routing import ROUTES
+
+    out = [
+        "# HTTP API",
+        "",
+        "Every endpoint of the edge, generated from its route table "
+        "(`sse_fast/app/routing.py`) and the endpoints' own documentation. Errors are "
+        'answered `{"error": "what is wrong"}` with the status named, and nothing is '
+        "published; a refusal is counted in `sse_fast_refused_total` by reason "
+        "([metrics](metrics.md)). Mounted inside another application, the paths are "
+        "below the mount point.",
+        "",
+        "| method | path | who may call it |",
+        "|---|---|---|",
+    ]
+    for route in ROUTES:
+        anchor = route.path.strip("/").replace("/", "")
+        out.append(
+            f"| `{route.method}` | [`{route.path}`](#{anchor}) | {route.access} |"
+        )
+    out.append("")
+    for route in ROUTES:
+        doc = inspect.getdoc(route.documented()) or ""
+        out += [f"## `{route.method} {route.path}` {{#{route.path.strip('/').replace('/', '')}}}", ""]
+        out += [doc, ""]
+    return "\n".join(out)
+
+
+# -- the metrics -------------------------------------------------------------
+
+
+def metrics_page() -> str:
+    from sse_fast.hub.metrics import CATALOGUE
+
+    out = [
+        "# Metrics",
+        "",
+        "Every metric `GET /metrics` exposes (Prometheus text format), generated from "
+        "the catalogue the exposition itself reads its names and help texts from "
+        "(`sse_fast/hub/metrics.py`). With several workers the figures are the whole "
+        "server's, whichever worker answers; the `worker` label names a worker's own.",
+        "",
+        "| metric | type | labels | present |",
+        "|---|---|---|---|",
+    ]
+    for metric in CATALOGUE:
+        labels = ", ".join(f"`{label}`" for label in metric.labels) or "-"
+        out.append(
+            f"| [`{metric.name}`](#{metric.name}) | {metric.kind} | {labels} | {metric.when} |"
+        )
+    out.append("")
+    for metric in CATALOGUE:
+        out += [f"### `{metric.name}`", "", f"{metric.kind}. {metric.help}", ""]
+    return "\n".join(out)
+
+
+# -- the command line --------------------------------------------------------
+
+
+def _help(*argv: str) -> str:
+    env = {**os.environ, "COLUMNS": "88"}
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_fast", *argv, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        cwd=ROOT,
+    )
+    return done.stdout.rstrip()
+
+
+def cli_page() -> str:
+    out = [
+        "# Command line",
+        "",
+        "The `sse-fast` command (also `python -m sse_fast`); this page is its own "
+        "`--help`, run at the build. `sse-fast serve`'s flags are the "
+        "[options](options.md), one per setting.",
+        "",
+    ]
+    for argv, what in (
+        ((), "The commands."),
+        (("mirror",), "Mirror mode: the options of `serve` and one of its own."),
+        (("loadgen",), "The load generator ([load testing](../load-testing.md))."),
+        (("codegen",), "Typed clients from the declared streams ([typed channels](../edge/typed-channels.md))."),
+    ):
+        text = _help(*argv)
+        if argv == ("mirror",):  # the serve options are on the options page
+            text = text.split("\n  --upstream ")[0].rstrip() + "\n  ...  (every option of serve)"
+        out += [f"## `sse-fast {' '.join(argv)}`".replace(" `", "`") if not argv else f"## `sse-fast {' '.join(argv)}`", "", what, "", "```text", text, "```", ""]
+    return "\n".join(out)
+
+
+# -- the Python API ----------------------------------------------------------
+
+
+def api_index() -> str:
+    out = [
+        "# Python API",
+        "",
+        "One page per public module, generated from the docstrings of the names in "
+        "its `__all__`. The modules a user imports come first; the rest are the "
+        "server's own parts, for contributors (see [architecture](../../architecture.md)).",
+        "",
+        "## For users",
+        "",
+    ]
+    out += [f"- [`{name}`]({name}.md): {_summary(name)}" for name in USER_MODULES]
+    out += ["", "## Internals", ""]
+    out += [f"- [`{name}`]({name}.md): {_summary(name)}" for name in internal_modules()]
+    return "\n".join(out) + "\n"
+
+
+def _summary(module: str) -> str:
+    """The first paragraph of the module's docstring, read without importing it
+    (importing ``sse_fast.locust`` patches the process for gevent)."""
+    import ast
+
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
+    first = doc.split("\n\n")[0].replace("\n", " ")
+    return first.replace("``", "`")
+
+
+def _exports(module: str) -> list[str]:
+    """The module's ``__all__``, read without importing it."""
+    import ast
+
+    path = ROOT / Path(*module.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return [str(name) for name in ast.literal_eval(node.value)]
+    return []
+
+
+def module_page(module: str) -> str:
+    members = "".join(f"\n        - {name}" for name in _exports(module))
+    return (
+        f"# `{module}`\n\n::: {module}\n    options:\n      show_root_heading: false\n"
+        f"      members:{members or ' []'}\n"
+    )
+
+
+# -- the hooks ---------------------------------------------------------------
+
+
+def on_config(config: Any) -> Any:
+    """Expand the nav's "Python API" into a page per public module."""
+    api = [
+        f"{API}/index.md",
+        {"For users": [{name: api_page(name)} for name in USER_MODULES]},
+        {"Internals": [{name: api_page(name)} for name in internal_modules()]},
+    ]
+    for section in config["nav"]:
+        if isinstance(section, dict) and "Reference" in section:
+            for i, entry in enumerate(section["Reference"]):
+                if isinstance(entry, dict) and "Python API" in entry:
+                    section["Reference"][i] = {"Python API": api}
+    return config
+
+
+def generated_pages() -> dict[str, str]:
+    pages = {
+        "reference/options.md": options_page(),
+        "reference/http.md": http_page(),
+        "reference/metrics.md": metrics_page(),
+        "reference/cli.md": cli_page(),
+        f"{API}/index.md": api_index(),
+    }
+    pages.update({api_page(name): module_page(name) for name in public_modules()})
+    return pages
+
+
+def on_files(files: Any, config: Any) -> Any:
+    from mkdocs.structure.files import File
+
+    for path, content in generated_pages().items():
+        files.append(File.generated(config, path, content=content))
+    # the benchmarks' committed plots, where the benchmarks page shows them
+    for plot in sorted((ROOT / "benches" / "results").glob("*.png")):
+        files.append(
+            File.generated(config, f"benchmarks/results/{plot.name}", abs_src_path=str(plot))
+        )
+    return files

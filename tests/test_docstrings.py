@@ -1,0 +1,101 @@
+"""Docstring coverage: every public name has its documentation, the text the
+API reference (docs/reference/api/, mkdocstrings) renders.
+
+Public, as ``tests/test_public_api.py`` has it: every module with no part of its
+name starting with "_", and in it the names of its ``__all__``. Each of them
+needs a docstring: modules, classes, functions, and the public methods and
+properties of the classes (``__init__`` is the class's; other dunders and
+instance attributes are described by their class). A constant or type alias is
+documented by a ``#:`` comment above it (read as its docstring, as the docs
+build reads it: griffe-sphinx).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import griffe  # the docs extra's, which the test extra includes
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _public_modules() -> list[str]:
+    package = ROOT / "sse_fast"
+    names = []
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        if not any(part.startswith("_") for part in parts):
+            names.append(".".join(("sse_fast", *parts)))
+    return sorted(names)
+
+
+def _load() -> Any:
+    extensions = griffe.load_extensions("griffe_sphinx")
+    return griffe.load(
+        "sse_fast",
+        search_paths=[str(ROOT)],
+        extensions=extensions,
+        resolve_aliases=True,
+        resolve_external=False,
+    )
+
+
+def _target(obj: Any) -> Any:
+    while obj.is_alias:
+        obj = obj.final_target
+    return obj
+
+
+def undocumented(package: Any, module_name: str) -> list[str]:
+    """The public names of ``module_name`` without a docstring."""
+    _, _, below = module_name.partition(".")
+    module = package[below] if below else package
+    missing = [] if module.docstring else [f"{module_name} (the module)"]
+    for name in module.exports or ():
+        obj = _target(module[str(name)])
+        where = f"{module_name}.{name}"
+        if not obj.docstring:
+            missing.append(where)
+        if obj.kind is griffe.Kind.CLASS:
+            for member_name, member in obj.members.items():
+                if member_name.startswith("_") or member.is_alias:
+                    continue
+                method = member.kind is griffe.Kind.FUNCTION
+                prop = "property" in member.labels
+                if (method or prop) and not member.docstring:
+                    missing.append(f"{where}.{member_name}")
+    return missing
+
+
+PACKAGE = _load()
+
+
+@pytest.mark.parametrize("module_name", _public_modules())
+def test_every_public_name_has_a_docstring(module_name: str) -> None:
+    missing = undocumented(PACKAGE, module_name)
+    assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(
+        missing
+    )
+
+
+def test_the_check_finds_a_missing_docstring(tmp_path: Path) -> None:
+    """The check itself: a module with an undocumented export fails it."""
+    package = tmp_path / "undocumented_pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        '"""A package."""\n__all__ = ["f", "C", "N"]\n'
+        "N = 1\n"
+        "def f():\n    pass\n"
+        'class C:\n    """A class."""\n    def m(self):\n        pass\n'
+        "    def _private(self):\n        pass\n"
+    )
+    loaded = griffe.load("undocumented_pkg", search_paths=[str(tmp_path)])
+    assert undocumented(loaded, "undocumented_pkg") == [
+        "undocumented_pkg.f",
+        "undocumented_pkg.C.m",
+        "undocumented_pkg.N",
+    ]
