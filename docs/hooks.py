@@ -19,6 +19,7 @@ The page tests (``tests/e2e/test_docs.py``) import this file too.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the package documented: the source tree's, or the installed one (the sdist check
+#: runs the tests against the wheel, without the sources)
+PACKAGE = Path(str(importlib.util.find_spec("sse_fast").origin)).parent  # type: ignore[union-attr]
 API = "reference/api"
 
 #: the modules a user imports, in the nav's order; every other public module is
@@ -59,10 +63,9 @@ USER_MODULES = (
 
 def public_modules() -> list[str]:
     """Every module of the package with no part of its name starting with "_"."""
-    package = ROOT / "sse_fast"
     names = []
-    for path in package.rglob("*.py"):
-        parts = path.relative_to(package).with_suffix("").parts
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         if not any(part.startswith("_") for part in parts):
@@ -179,15 +182,40 @@ def http_page() -> str:
     ]
     for route in ROUTES:
         anchor = route.path.strip("/").replace("/", "")
-        out.append(
-            f"| `{route.method}` | [`{route.path}`](#{anchor}) | {route.access} |"
-        )
+        out.append(f"| `{route.method}` | [`{route.path}`](#{anchor}) | {route.access} |")
     out.append("")
     for route in ROUTES:
+        anchor = route.path.strip("/").replace("/", "")
         doc = inspect.getdoc(route.documented()) or ""
-        out += [f"## `{route.method} {route.path}` {{#{route.path.strip('/').replace('/', '')}}}", ""]
-        out += [doc, ""]
-    return "\n".join(out)
+        out += [f"## `{route.method} {route.path}` {{#{anchor}}}", "", doc, ""]
+        if route.path in GUIDES:
+            out += [f"See also: {GUIDES[route.path]}.", ""]
+    return _link_options("\n".join(out), "options.md")
+
+
+#: the guide pages of each endpoint
+GUIDES = {
+    "/events": "[topics and resume](../edge/topics-and-resume.md), "
+    "[authentication](../edge/auth.md), [limits](../edge/limits.md)",
+    "/publish": "[publishing](../edge/publishing.md), [typed channels](../edge/typed-channels.md)",
+    "/publish/stream": "[publishing many events](../edge/publishing.md)",
+    "/healthz": "[deployment](../operations/deployment.md)",
+    "/readyz": "[deployment](../operations/deployment.md), [graceful drain](../operations/drain.md)",
+    "/metrics": "[the metrics reference](metrics.md), [metrics and stats](../edge/metrics.md)",
+    "/stats": "[metrics and stats](../edge/metrics.md)",
+    "/presence": "[presence](../edge/presence.md)",
+    "/schema": "[typed channels](../edge/typed-channels.md)",
+}
+
+
+def _link_options(text: str, options_page: str) -> str:
+    """Each setting named in code (``name`` or `name`) links to its entry."""
+    import re
+
+    from sse_fast.settings import Settings
+
+    names = "|".join(sorted((f.name for f in dataclasses.fields(Settings)), key=len)[::-1])
+    return re.sub(rf"``?({names})``?(?!\]|\()", rf"[`\1`]({options_page}#\1)", text)
 
 
 # -- the metrics -------------------------------------------------------------
@@ -234,25 +262,52 @@ def _help(*argv: str) -> str:
     return done.stdout.rstrip()
 
 
+def _description(*argv: str) -> str:
+    """A command's ``--help`` up to its options (its usage and description)."""
+    return _help(*argv).split("\noptions:")[0].rstrip()
+
+
 def cli_page() -> str:
     out = [
         "# Command line",
         "",
-        "The `sse-fast` command (also `python -m sse_fast`); this page is its own "
-        "`--help`, run at the build. `sse-fast serve`'s flags are the "
-        "[options](options.md), one per setting.",
+        "The `sse-fast` command (also `python -m sse_fast`): this page is its own "
+        "`--help`, run at the build.",
+        "",
+        "## `sse-fast`",
+        "",
+        "```text",
+        _help(),
+        "```",
+        "",
+        "## `sse-fast serve`",
+        "",
+        "Its flags are the [options](options.md), one per setting, each also an "
+        "`SSE_FAST_*` environment variable.",
+        "",
+        "```text",
+        _description("serve"),
+        "```",
+        "",
+        "## `sse-fast mirror`",
+        "",
+        "Every option of `serve`, and `--topic` (the same as `--upstream-topic`); see "
+        "[mirror mode](../edge/mirror.md).",
+        "",
+        "```text",
+        _description("mirror"),
+        "```",
         "",
     ]
-    for argv, what in (
-        ((), "The commands."),
-        (("mirror",), "Mirror mode: the options of `serve` and one of its own."),
-        (("loadgen",), "The load generator ([load testing](../load-testing.md))."),
-        (("codegen",), "Typed clients from the declared streams ([typed channels](../edge/typed-channels.md))."),
+    for command, what in (
+        ("loadgen", "The load generator; see [load testing](../load-testing.md)."),
+        (
+            "codegen",
+            "Typed clients of the declared streams; see "
+            "[typed channels](../edge/typed-channels.md).",
+        ),
     ):
-        text = _help(*argv)
-        if argv == ("mirror",):  # the serve options are on the options page
-            text = text.split("\n  --upstream ")[0].rstrip() + "\n  ...  (every option of serve)"
-        out += [f"## `sse-fast {' '.join(argv)}`".replace(" `", "`") if not argv else f"## `sse-fast {' '.join(argv)}`", "", what, "", "```text", text, "```", ""]
+        out += [f"## `sse-fast {command}`", "", what, "", "```text", _help(command), "```", ""]
     return "\n".join(out)
 
 
@@ -281,19 +336,22 @@ def _summary(module: str) -> str:
     (importing ``sse_fast.locust`` patches the process for gevent)."""
     import ast
 
-    path = ROOT / Path(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    path = _source(module)
     doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
     first = doc.split("\n\n")[0].replace("\n", " ")
     return first.replace("``", "`")
+
+
+def _source(module: str) -> Path:
+    path = PACKAGE.parent / Path(*module.split("."))
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
 
 
 def _exports(module: str) -> list[str]:
     """The module's ``__all__``, read without importing it."""
     import ast
 
-    path = ROOT / Path(*module.split("."))
-    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    path = _source(module)
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(
             isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets

@@ -18,14 +18,16 @@ from typing import Any
 import griffe  # the docs extra's, which the test extra includes
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+import sse_fast
+
+#: the source tree's package, or the installed wheel's (the sdist check)
+PACKAGE_DIR = Path(sse_fast.__file__).resolve().parent
 
 
 def _public_modules() -> list[str]:
-    package = ROOT / "sse_fast"
     names = []
-    for path in package.rglob("*.py"):
-        parts = path.relative_to(package).with_suffix("").parts
+    for path in PACKAGE_DIR.rglob("*.py"):
+        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
         if parts[-1] == "__init__":
             parts = parts[:-1]
         if not any(part.startswith("_") for part in parts):
@@ -37,7 +39,7 @@ def _load() -> Any:
     extensions = griffe.load_extensions("griffe_sphinx")
     return griffe.load(
         "sse_fast",
-        search_paths=[str(ROOT)],
+        search_paths=[str(PACKAGE_DIR.parent)],
         extensions=extensions,
         resolve_aliases=True,
         resolve_external=False,
@@ -77,9 +79,7 @@ PACKAGE = _load()
 @pytest.mark.parametrize("module_name", _public_modules())
 def test_every_public_name_has_a_docstring(module_name: str) -> None:
     missing = undocumented(PACKAGE, module_name)
-    assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(
-        missing
-    )
+    assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(missing)
 
 
 def test_the_check_finds_a_missing_docstring(tmp_path: Path) -> None:

@@ -47,11 +47,14 @@ class EventsEndpoint:
     continues from now: "resumed" is said only with the events.
 
     Ends announced by the server: ``event: sse-fast-disconnect`` with
-    ``data: {"reason": "lagged" | "draining", ...}``. A stream that may have missed
-    events because its worker lost the relay or Redis, or because a machine crash
-    lost writes, gets ``event: sse-fast-missed`` with ``reason``
-    ``relay-restarted``, ``relay-log-too-short`` or ``lost-writes`` in their place
-    and stays open. Event names starting with ``sse-fast-`` are reserved.
+    ``data: {"reason": "lagged" | "draining" | "token-expired", ...}``. A stream that
+    may have missed events gets ``event: sse-fast-missed`` in their place and stays
+    open, its ``reason`` saying why: ``relay-restarted`` or
+    ``relay-log-too-short`` (its worker lost the relay of several workers),
+    ``redis-restarted``, ``redis-lost-writes`` or ``redis-history-trimmed`` (on
+    Redis), ``upstream-missed`` (mirror mode), ``lost-writes`` (a machine crash
+    lost the data directory's last writes). Event names starting with
+    ``sse-fast-`` are reserved (``sse_fast.protocol``).
 
     Refusals: ``400`` a malformed query, no topic, too many, a bad topic name or
     ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a private
