@@ -177,9 +177,10 @@ def _check_setup(code: str, where: str) -> None:
         for extra in wanted.split(","):
             assert extra in extras, f"{where}: no extra {extra!r} in pyproject.toml"
     command = code.strip()
-    if "pytest" in command:
+    if "pytest" in command or command.startswith("scripts/test"):
         ci = (ROOT / ".ci" / "run").read_text().splitlines()
         assert command in ci, f"{where}: .ci/run must run exactly {command!r}"
+        assert (ROOT / command.split()[0]).exists() or "pytest" in command, command
         return
     server = command.split("&&")[-1].strip()
     assert shlex.split(server)[:2] == ["sse-fast", "serve"]
@@ -207,3 +208,30 @@ def test_blocks_that_run_leave_no_process_behind() -> None:
             break
         time.sleep(0.1)
     assert not leftover.stdout.strip(), leftover.stdout
+
+
+def test_readme_links_lead_somewhere() -> None:
+    """The README's links (it is read outside the site too): each file exists in the
+    repository, or is a page the docs build generates; each anchor is a heading."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    generated = {f"docs/{path}" for path in hooks.generated_pages()}
+    text = (ROOT / "README.md").read_text()
+    headings = {
+        re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
+        for title in re.findall(r"^#+ (.*)$", text, re.M)
+    }
+    links = re.findall(r"\]\(([^)\s]+)\)", text)
+    assert links
+    for link in links:
+        if link.startswith(("http://", "https://")):
+            continue
+        path, _, anchor = link.partition("#")
+        if not path:
+            assert anchor in headings, f"README.md: no heading for #{anchor}"
+        else:
+            assert (ROOT / path).exists() or path in generated, f"README.md: {link} leads nowhere"
