@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 from ..asgi import Receive, Scope, Send
 from ..hub import Hub
 from ..hub import metrics as metrics_module
+from ..hub.metrics import header as metric_header
+from ..hub.metrics import metric
 from ..publishing import PublishError
 from ..settings import Settings
 from .admission import ClientAddress
@@ -58,6 +60,10 @@ STATS_PAGE_MAX = 10_000
 
 
 class Operations:
+    """The operations endpoints of one worker: ``/healthz``, ``/readyz``,
+    ``/presence``, ``/schema``, ``/metrics`` and ``/stats`` (the routes call these
+    methods)."""
+
     def __init__(self, settings: Settings, hub: Hub, client_address: ClientAddress) -> None:
         self.settings = settings
         self.hub = hub
@@ -165,6 +171,8 @@ class Operations:
         await send_json(send, 200, stats)
 
     def check_access(self, scope: Scope, path: str) -> None:
+        """Return if the request's client may read the operations endpoint ``path``
+        (``ops_networks``, ``ops_token``); else raise the ``HTTPError`` refusing it."""
         try:
             self.access.check(self.client_address(scope), header(scope, b"authorization"), path)
         except AuthError as exc:
@@ -172,7 +180,9 @@ class Operations:
 
     def render_metrics(self) -> str:
         """This worker's metrics alone (``/metrics`` gathers every worker's)."""
-        return render_server_metrics([self.hub.report({"what": "metrics"})], 1)
+        return render_server_metrics(
+            [self.hub.report({"what": "metrics"})], 1, webhooks=bool(self.settings.webhook_urls)
+        )
 
 
 def _worker(figures: dict[str, Any]) -> int:
@@ -191,53 +201,24 @@ def render_server_metrics(
             subscribers[topic] = subscribers.get(topic, 0) + count
     busiest = sorted(subscribers.items(), key=lambda item: -item[1])[:100]
     extra = [
-        "# HELP sse_fast_workers Worker processes configured.",
-        "# TYPE sse_fast_workers gauge",
+        *metric_header("sse_fast_workers"),
         f"sse_fast_workers {expected}",
-        "# HELP sse_fast_workers_reporting Workers whose figures this scrape includes.",
-        "# TYPE sse_fast_workers_reporting gauge",
+        *metric_header("sse_fast_workers_reporting"),
         f"sse_fast_workers_reporting {len(figures)}",
-        "# HELP sse_fast_worker_connections_open Open SSE streams per worker.",
-        "# TYPE sse_fast_worker_connections_open gauge",
-        *(
-            f'sse_fast_worker_connections_open{{worker="{_worker(one)}"}} {one["connections_open"]}'
-            for one in figures
-        ),
+        *_per_worker(figures, "sse_fast_worker_connections_open", "connections_open"),
+        *_per_worker(figures, "sse_fast_worker_history_bytes", "history_bytes"),
+        *_per_worker(figures, "sse_fast_worker_history_budget_bytes", "history_budget_bytes"),
         *_per_worker(
-            figures,
-            "history_bytes",
-            "gauge",
-            "Bytes of history (frames and their overhead) the worker keeps for resume.",
+            figures, "sse_fast_worker_history_budget_evicted_total", "history_budget_evicted"
         ),
-        *_per_worker(
-            figures,
-            "history_budget_bytes",
-            "gauge",
-            "The worker's budget of history bytes (max_history_bytes, or its default).",
-        ),
-        *_per_worker(
-            figures,
-            "history_budget_evicted",
-            "counter",
-            "Frames evicted to keep the worker's history within its budget (resumes into "
-            "them are told evicted).",
-            suffix="_total",
-        ),
-        "# HELP sse_fast_worker_broker_up Whether the worker can publish (broker reachable).",
-        "# TYPE sse_fast_worker_broker_up gauge",
-        *(
-            f'sse_fast_worker_broker_up{{worker="{_worker(one)}"}} {int(one["broker_up"])}'
-            for one in figures
-        ),
+        *_per_worker(figures, "sse_fast_worker_broker_up", "broker_up"),
     ]
     data = [one for one in figures if "data_bytes" in one]
     if data:  # one directory for the server: any worker's look at it will do
         extra += [
-            "# HELP sse_fast_data_bytes Bytes the data directory takes (durable history).",
-            "# TYPE sse_fast_data_bytes gauge",
+            *metric_header("sse_fast_data_bytes"),
             f"sse_fast_data_bytes {max(one['data_bytes'] for one in data)}",
-            "# HELP sse_fast_data_max_bytes The data directory's budget (data_max_bytes).",
-            "# TYPE sse_fast_data_max_bytes gauge",
+            *metric_header("sse_fast_data_max_bytes"),
             f"sse_fast_data_max_bytes {data[0]['data_max_bytes']}",
         ]
     merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
@@ -254,15 +235,13 @@ def render_server_metrics(
     )
 
 
-def _per_worker(
-    figures: list[dict[str, Any]], key: str, kind: str, help_text: str, suffix: str = ""
-) -> list[str]:
-    """One figure of each worker's report as a metric with a ``worker`` label."""
-    name = f"sse_fast_worker_{key}{suffix}"
+def _per_worker(figures: list[dict[str, Any]], name: str, key: str) -> list[str]:
+    """The whole number ``key`` of each worker's report (0 when missing) as the
+    catalogued metric ``name``, labelled by worker."""
+    (label,) = metric(name).labels
     return [
-        f"# HELP {name} {help_text}",
-        f"# TYPE {name} {kind}",
-        *(f'{name}{{worker="{_worker(one)}"}} {one.get(key, 0)}' for one in figures),
+        *metric_header(name),
+        *(f'{name}{{{label}="{_worker(one)}"}} {int(one.get(key, 0))}' for one in figures),
     ]
 
 
@@ -271,8 +250,7 @@ def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metri
     reader counts, and a worker that read before keeps its counts)."""
     up = any(one.get("upstream_up") for one in figures)
     return [
-        "# HELP sse_fast_upstream_connected Whether the upstream stream is connected.",
-        "# TYPE sse_fast_upstream_connected gauge",
+        *metric_header("sse_fast_upstream_connected"),
         f"sse_fast_upstream_connected {int(up)}",
         *UPSTREAM_COUNTERS.lines(merged),
     ]
@@ -280,36 +258,27 @@ def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metri
 
 class Counters:
     """A family of counters ``sse_fast_<family>_<name>_total``, each the sum over
-    workers of ``Metrics.<family>_<name>_total``."""
+    workers of ``Metrics.<family>_<name>_total``; their help texts are the
+    catalogue's (``sse_fast.hub.metrics.CATALOGUE``)."""
 
-    def __init__(self, family: str, *items: tuple[str, str]) -> None:
+    def __init__(self, family: str, *names: str) -> None:
         self.family = family
-        self.items = items
+        #: per counter: its name and the ``Metrics`` attribute it reads
+        self.items = tuple(
+            (f"sse_fast_{family}_{name}_total", f"{family}_{name}_total") for name in names
+        )
+        self._headers = [metric_header(metric_name) for metric_name, _ in self.items]
 
     def lines(self, merged: metrics_module.Metrics) -> list[str]:
+        """The family's exposition lines for the workers' summed ``merged`` counters."""
         out = []
-        for name, help_text in self.items:
-            metric = f"sse_fast_{self.family}_{name}_total"
-            value = getattr(merged, f"{self.family}_{name}_total")
-            out += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter", f"{metric} {value}"]
+        for (metric_name, attribute), lines in zip(self.items, self._headers, strict=True):
+            out += [*lines, f"{metric_name} {getattr(merged, attribute)}"]
         return out
 
 
-UPSTREAM_COUNTERS = Counters(
-    "upstream",
-    ("events", "Upstream events republished."),
-    ("dropped", "Upstream events the transform dropped."),
-    ("errors", "Upstream events skipped: the transform failed or its result was invalid."),
-    ("missed", "Times the upstream could not resume us (events lost upstream)."),
-    ("reconnects", "Reconnects to the upstream."),
-)
-WEBHOOK_COUNTERS = Counters(
-    "webhook",
-    ("events", "Stream connects and disconnects queued for the webhooks (each once)."),
-    ("delivered", "Webhook events a receiver took (per URL)."),
-    ("dropped", "Webhook events dropped: a receiver down with its queue full (per URL)."),
-    ("failures", "Webhook POSTs that got no 2xx (each is retried)."),
-)
+UPSTREAM_COUNTERS = Counters("upstream", "events", "dropped", "errors", "missed", "reconnects")
+WEBHOOK_COUNTERS = Counters("webhook", "events", "delivered", "dropped", "failures")
 
 
 def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:

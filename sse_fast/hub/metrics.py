@@ -4,6 +4,11 @@ Counters are plain ints on one object the hub owns; the fan-out path only adds
 to them. With several workers, ``/metrics`` gathers every worker's
 ``snapshot()`` (through the broker) and renders their sum, so one scrape is
 the whole server (``app/operations.py``).
+
+``CATALOGUE`` lists every metric ``/metrics`` may expose, with its type, help text,
+labels and when it is present: the exposition takes each metric's ``# HELP`` and
+``# TYPE`` lines (``header``) and label names (``metric``) from it, and the docs'
+metrics reference is generated from it, so neither can drift from the other.
 """
 
 from __future__ import annotations
@@ -13,9 +18,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LATENCY_BUCKETS", "Histogram", "Metrics", "render"]
+__all__ = [
+    "CATALOGUE",
+    "LATENCY_BUCKETS",
+    "Histogram",
+    "MetricInfo",
+    "Metrics",
+    "header",
+    "metric",
+    "render",
+]
 
-# Publish-to-write latency buckets, in seconds.
+#: the buckets of ``sse_fast_publish_to_write_seconds`` (publish to write), in seconds
 LATENCY_BUCKETS = (
     0.0001,
     0.00025,
@@ -52,8 +66,10 @@ class Histogram:
         self.count += times
         self.total += value * times
 
-    def render(self, name: str, help_text: str) -> list[str]:
-        lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    def render(self, name: str) -> list[str]:
+        """The exposition lines of the catalogued histogram ``name``: its ``# HELP``
+        and ``# TYPE`` lines (``header``), the cumulative buckets, sum and count."""
+        lines = header(name)
         running = 0
         for bound, count in zip(self.buckets, self.counts, strict=False):
             running += count
@@ -94,6 +110,7 @@ class Metrics:
         self.publish_latency = Histogram()
 
     def refuse(self, reason: str, count: int = 1) -> None:
+        """Count ``count`` requests refused for ``reason`` (``sse_fast_refused_total``)."""
         self.refused_total[reason] = self.refused_total.get(reason, 0) + count
 
     COUNTERS = (
@@ -158,90 +175,233 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-#: the one-value metrics of ``Metrics``: name, type, help text, attribute
-SINGLE = (
-    ("sse_fast_connections_total", "counter", "SSE streams accepted.", "connections_total"),
-    ("sse_fast_published_total", "counter", "Events published.", "published_total"),
-    (
-        "sse_fast_delivered_total",
-        "counter",
-        "Event deliveries written to streams.",
-        "delivered_total",
-    ),
-    (
-        "sse_fast_lag_disconnects_total",
-        "counter",
-        "Streams closed because they fell further behind than the ring holds.",
-        "lag_disconnects_total",
-    ),
-    (
-        "sse_fast_stall_disconnects_total",
-        "counter",
-        "Streams closed because one write stayed blocked past catch_up_timeout.",
-        "stall_disconnects_total",
-    ),
-    (
-        "sse_fast_connections_cut_total",
-        "counter",
-        "Connections reset because a stream the server ended could not deliver its "
-        "final write in time (a client that does not read).",
-        "cut_total",
-    ),
-    (
-        "sse_fast_history_breaks_total",
-        "counter",
-        "Times a worker rejoined its broker without the events in between (its open "
-        "streams were sent sse-fast-missed).",
-        "history_breaks_total",
-    ),
-    (
-        "sse_fast_publish_streams_open",
-        "gauge",
-        "Open POST /publish/stream requests.",
-        "publish_streams_open",
-    ),
-    (
-        "sse_fast_publish_streams_total",
-        "counter",
-        "POST /publish/stream requests accepted.",
-        "publish_streams_total",
-    ),
-    (
-        "sse_fast_ignored_cookies_total",
-        "counter",
-        "Auth cookies that failed verification (expired, another key, garbage) on "
-        "subscriptions to public topics only: ignored, the stream served.",
-        "ignored_cookies_total",
-    ),
-)
-
-
 @dataclass(frozen=True)
 class MetricInfo:
     """One metric of ``/metrics``: its name, Prometheus type, help text, labels, and
     when it is present (``always``, or the setting that brings it)."""
 
+    #: the metric's name as exposed (a counter's with its ``_total``)
     name: str
+    #: its Prometheus type: ``counter``, ``gauge`` or ``histogram``
     kind: str
+    #: its ``# HELP`` text (one line)
     help: str
+    #: the names of its labels (a histogram's ``le`` is implied)
     labels: tuple[str, ...] = ()
+    #: when it is exposed: ``always``, or a short phrase naming what brings it
     when: str = "always"
 
 
-#: every metric ``/metrics`` may expose (the docs' metrics reference is generated from it)
-CATALOGUE: tuple[MetricInfo, ...] = tuple(
-    MetricInfo(name, kind, help_text) for name, kind, help_text, _ in SINGLE
+_PERSISTENCE = "with persistence on (no Redis)"
+_MIRROR = "in mirror mode"
+_WEBHOOKS = "with webhook_urls"
+
+#: every metric ``/metrics`` may expose, in the order it is exposed: the one source
+#: of their names, types, help texts and labels (the exposition's ``# HELP`` and
+#: ``# TYPE`` lines are read from it, and the docs' metrics reference is generated
+#: from it)
+CATALOGUE: tuple[MetricInfo, ...] = (
+    MetricInfo("sse_fast_connections_open", "gauge", "Open SSE streams."),
+    MetricInfo("sse_fast_topics", "gauge", "Topics held in memory."),
+    MetricInfo("sse_fast_connections_total", "counter", "SSE streams accepted."),
+    MetricInfo("sse_fast_published_total", "counter", "Events published."),
+    MetricInfo("sse_fast_delivered_total", "counter", "Event deliveries written to streams."),
+    MetricInfo(
+        "sse_fast_lag_disconnects_total",
+        "counter",
+        "Streams closed because they fell further behind than the ring holds.",
+    ),
+    MetricInfo(
+        "sse_fast_stall_disconnects_total",
+        "counter",
+        "Streams closed because one write stayed blocked past catch_up_timeout.",
+    ),
+    MetricInfo(
+        "sse_fast_connections_cut_total",
+        "counter",
+        "Connections reset because a stream the server ended could not deliver its "
+        "final write in time (a client that does not read).",
+    ),
+    MetricInfo(
+        "sse_fast_history_breaks_total",
+        "counter",
+        "Times a worker rejoined its broker without the events in between (its open "
+        "streams were sent sse-fast-missed).",
+    ),
+    MetricInfo("sse_fast_publish_streams_open", "gauge", "Open POST /publish/stream requests."),
+    MetricInfo(
+        "sse_fast_publish_streams_total", "counter", "POST /publish/stream requests accepted."
+    ),
+    MetricInfo(
+        "sse_fast_ignored_cookies_total",
+        "counter",
+        "Auth cookies that failed verification (expired, another key, garbage) on "
+        "subscriptions to public topics only: ignored, the stream served.",
+    ),
+    MetricInfo(
+        "sse_fast_subscribers",
+        "gauge",
+        "Subscribers per topic (the busiest topics).",
+        ("topic",),
+    ),
+    MetricInfo("sse_fast_resume_total", "counter", "Resume attempts by outcome.", ("outcome",)),
+    MetricInfo("sse_fast_refused_total", "counter", "Requests refused, by reason.", ("reason",)),
+    MetricInfo(
+        "sse_fast_publish_to_write_seconds",
+        "histogram",
+        "Time from a publish being accepted to its last in-sync subscriber write, "
+        "observed by each worker (with several, one observation per publish per worker).",
+    ),
+    # the whole server's (app/operations.py)
+    MetricInfo("sse_fast_workers", "gauge", "Worker processes configured."),
+    MetricInfo(
+        "sse_fast_workers_reporting", "gauge", "Workers whose figures this scrape includes."
+    ),
+    MetricInfo(
+        "sse_fast_worker_connections_open", "gauge", "Open SSE streams per worker.", ("worker",)
+    ),
+    MetricInfo(
+        "sse_fast_worker_history_bytes",
+        "gauge",
+        "Bytes of history (frames and their overhead) the worker keeps for resume.",
+        ("worker",),
+    ),
+    MetricInfo(
+        "sse_fast_worker_history_budget_bytes",
+        "gauge",
+        "The worker's budget of history bytes (max_history_bytes, or its default).",
+        ("worker",),
+    ),
+    MetricInfo(
+        "sse_fast_worker_history_budget_evicted_total",
+        "counter",
+        "Frames evicted to keep the worker's history within its budget (resumes into "
+        "them are told evicted).",
+        ("worker",),
+    ),
+    MetricInfo(
+        "sse_fast_worker_broker_up",
+        "gauge",
+        "Whether the worker can publish (broker reachable).",
+        ("worker",),
+    ),
+    MetricInfo(
+        "sse_fast_data_bytes",
+        "gauge",
+        "Bytes the data directory takes (durable history).",
+        when=_PERSISTENCE,
+    ),
+    MetricInfo(
+        "sse_fast_data_max_bytes",
+        "gauge",
+        "The data directory's budget (data_max_bytes).",
+        when=_PERSISTENCE,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_connected",
+        "gauge",
+        "Whether the upstream stream is connected.",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_events_total",
+        "counter",
+        "Upstream events republished.",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_dropped_total",
+        "counter",
+        "Upstream events the transform dropped.",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_errors_total",
+        "counter",
+        "Upstream events skipped: the transform failed or its result was invalid.",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_missed_total",
+        "counter",
+        "Times the upstream could not resume us (events lost upstream).",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_upstream_reconnects_total",
+        "counter",
+        "Reconnects to the upstream.",
+        when=_MIRROR,
+    ),
+    MetricInfo(
+        "sse_fast_webhook_events_total",
+        "counter",
+        "Stream connects and disconnects queued for the webhooks (each once).",
+        when=_WEBHOOKS,
+    ),
+    MetricInfo(
+        "sse_fast_webhook_delivered_total",
+        "counter",
+        "Webhook events a receiver took (per URL).",
+        when=_WEBHOOKS,
+    ),
+    MetricInfo(
+        "sse_fast_webhook_dropped_total",
+        "counter",
+        "Webhook events dropped: a receiver down with its queue full (per URL).",
+        when=_WEBHOOKS,
+    ),
+    MetricInfo(
+        "sse_fast_webhook_failures_total",
+        "counter",
+        "Webhook POSTs that got no 2xx (each is retried).",
+        when=_WEBHOOKS,
+    ),
+)
+
+_BY_NAME = {info.name: info for info in CATALOGUE}
+_HEADERS = {
+    info.name: (f"# HELP {info.name} {info.help}", f"# TYPE {info.name} {info.kind}")
+    for info in CATALOGUE
+}
+
+
+def metric(name: str) -> MetricInfo:
+    """The catalogue's entry for ``name`` (``KeyError`` if it has none: every metric
+    the server exposes is catalogued)."""
+    return _BY_NAME[name]
+
+
+def header(name: str) -> list[str]:
+    """The ``# HELP`` and ``# TYPE`` lines of the metric ``name``, from the catalogue."""
+    return list(_HEADERS[name])
+
+
+#: the one-value metrics of ``Metrics``: the metric's name and the attribute it reads
+SINGLE = (
+    ("sse_fast_connections_total", "connections_total"),
+    ("sse_fast_published_total", "published_total"),
+    ("sse_fast_delivered_total", "delivered_total"),
+    ("sse_fast_lag_disconnects_total", "lag_disconnects_total"),
+    ("sse_fast_stall_disconnects_total", "stall_disconnects_total"),
+    ("sse_fast_connections_cut_total", "cut_total"),
+    ("sse_fast_history_breaks_total", "history_breaks_total"),
+    ("sse_fast_publish_streams_open", "publish_streams_open"),
+    ("sse_fast_publish_streams_total", "publish_streams_total"),
+    ("sse_fast_ignored_cookies_total", "ignored_cookies_total"),
 )
 
 
-def _one(name: str, kind: str, help_text: str, value: float) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+def _one(name: str, value: float) -> list[str]:
+    help_line, type_line = _HEADERS[name]
+    return [help_line, type_line, f"{name} {value}"]
 
 
-def _labelled(name: str, kind: str, help_text: str, label: str, values: Any) -> list[str]:
+def _labelled(name: str, values: Iterable[tuple[Any, Any]]) -> list[str]:
+    """A metric with one label (the catalogue's), one sample per ``(value, count)``."""
+    (label,) = _BY_NAME[name].labels
     return [
-        f"# HELP {name} {help_text}",
-        f"# TYPE {name} {kind}",
+        *_HEADERS[name],
         *(f'{name}{{{label}="{_escape(str(key))}"}} {count}' for key, count in values),
     ]
 
@@ -255,34 +415,13 @@ def render(
     extra: Iterable[str] = (),
 ) -> str:
     """The Prometheus exposition text for one worker."""
-    out = _one("sse_fast_connections_open", "gauge", "Open SSE streams.", connections_open)
-    out += _one("sse_fast_topics", "gauge", "Topics held in memory.", topics)
-    for name, kind, help_text, attribute in SINGLE:
-        out += _one(name, kind, help_text, getattr(metrics, attribute))
-    out += _labelled(
-        "sse_fast_subscribers",
-        "gauge",
-        "Subscribers per topic (the busiest topics).",
-        "topic",
-        subscribers_by_topic,
-    )
-    out += _labelled(
-        "sse_fast_resume_total",
-        "counter",
-        "Resume attempts by outcome.",
-        "outcome",
-        metrics.resume_total.items(),
-    )
-    out += _labelled(
-        "sse_fast_refused_total",
-        "counter",
-        "Requests refused, by reason.",
-        "reason",
-        sorted(metrics.refused_total.items()),
-    )
-    out += metrics.publish_latency.render(
-        "sse_fast_publish_to_write_seconds",
-        "Time from a publish being accepted to its last in-sync subscriber write.",
-    )
+    out = _one("sse_fast_connections_open", connections_open)
+    out += _one("sse_fast_topics", topics)
+    for name, attribute in SINGLE:
+        out += _one(name, getattr(metrics, attribute))
+    out += _labelled("sse_fast_subscribers", subscribers_by_topic)
+    out += _labelled("sse_fast_resume_total", metrics.resume_total.items())
+    out += _labelled("sse_fast_refused_total", sorted(metrics.refused_total.items()))
+    out += metrics.publish_latency.render("sse_fast_publish_to_write_seconds")
     out.extend(extra)
     return "\n".join(out) + "\n"

@@ -18,3 +18,27 @@ def test_ops_endpoints_in_process() -> None:
         assert code == 404 and b"/events" in body
 
     run(main())
+
+
+def test_every_route_in_the_table_is_served_and_nothing_else() -> None:
+    """ROUTES (the HTTP reference's source) is what the app serves: each path is
+    found with its method and refused with 405 naming it under another; the 404
+    lists them all."""
+    from sse_fast.app.routing import ROUTES
+
+    async def main() -> None:
+        app = make_app(ops_networks="0.0.0.0/0,::/0")
+        for route in ROUTES:
+            other = "DELETE"
+            code, headers, _ = await request(app, other, route.path)
+            assert code == 405 and headers["allow"] == route.method, route
+            if route.method == "GET" and route.path != "/events":  # /events streams
+                code, _, body = await request(app, "GET", route.path)
+                assert code != 404 or b"no such endpoint" not in body, (route, body)
+        code, _, body = await request(app, "GET", "/nowhere")
+        assert code == 404
+        for route in ROUTES:
+            assert route.path.encode() in body
+        assert {route.path for route in ROUTES} - {"/events"} == set(app._routes)
+
+    run(main())
