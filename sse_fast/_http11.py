@@ -38,6 +38,9 @@ class ChunkedDecoder:
         self.finished = False
 
     def feed(self, data: bytes) -> bytes:
+        """The body bytes ``data`` completes (a partial chunk-size line or CRLF waits for the next
+        call); ``finished`` is set at the last chunk, and ``ValueError`` for a chunk-size line over
+        1 KiB."""
         if self._buffer:
             data = self._buffer + data
             self._buffer = b""
@@ -175,6 +178,9 @@ class SSEClient:
         self._decoder: ChunkedDecoder | None = None
 
     async def connect(self, timeout: float = 10.0) -> None:
+        """Connect and send the request (``Last-Event-ID`` when there is one), then read the
+        response's head; ``HTTPResponseError`` (the connection closed) for a status other than 200,
+        ``asyncio.TimeoutError`` past ``timeout`` seconds."""
         kwargs: dict[str, Any] = {}
         if self.local_addr:
             kwargs["local_addr"] = (self.local_addr, 0)
@@ -221,9 +227,11 @@ class SSEClient:
 
     @property
     def retry(self) -> int | None:
+        """The last ``retry`` the stream sent (milliseconds), or None."""
         return self._parser.retry
 
     def close(self) -> None:
+        """Close the connection (no-op when closed)."""
         if self._writer is not None:
             self._writer.close()
             self._writer = None

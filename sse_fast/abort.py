@@ -57,7 +57,9 @@ __all__ = [
     "set_user_timeout",
 ]
 
+#: a socket address: (host, port)
 Address = tuple[str, int]
+#: a TCP connection: (server address, client address)
 ConnectionKey = tuple[Address, Address]  # (server address, client address)
 
 log = logging.getLogger("sse_fast")

@@ -190,6 +190,8 @@ class EventSourceResponse(StreamResponse):
         self._saved_tcp_user_timeout = None
 
     async def write_eof(self, data: bytes = b"") -> None:
+        """End the response (aiohttp's ``write_eof``), restoring the socket's
+        ``TCP_USER_TIMEOUT``."""
         await super().write_eof(data)
         self._restore_tcp_user_timeout()
         _streams.discard(self)
@@ -257,6 +259,7 @@ class EventSourceResponse(StreamResponse):
     def enable_compression(
         self, force: bool | ContentCoding | None = None, strategy: int | None = None
     ) -> None:
+        """Not supported: an event stream is never compressed (``NotImplementedError``)."""
         raise NotImplementedError
 
     @property

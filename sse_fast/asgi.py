@@ -20,10 +20,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+#: an ASGI connection scope
 Scope = MutableMapping[str, Any]
+#: an ASGI event, received or sent
 Message = MutableMapping[str, Any]
+#: an ASGI ``receive`` callable
 Receive = Callable[[], Awaitable[Message]]
+#: an ASGI ``send`` callable (its result awaited unless ``SendStyle.written``)
 Send = Callable[[Message], Awaitable[Any]]
+#: ASGI headers: (name, value) pairs of bytes, names in lower case
 Headers = list[tuple[bytes, bytes]]
 
 __all__ = ["Headers", "Message", "Receive", "Scope", "Send", "SendStyle"]
@@ -45,6 +50,7 @@ class SendStyle:
 
     @property
     def eager(self) -> bool:
+        """Whether an eager ``send`` (Granian's) was seen."""
         return self.written_type is not _NoEagerSendSeen
 
     def observe(self, start_result: object) -> None:

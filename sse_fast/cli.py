@@ -48,6 +48,8 @@ RESERVED_FDS = 64
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``sse-fast``'s commands (``serve``, ``mirror``, ``relay``, ``loadgen``) and of
+    their flags, one per setting."""
     parser = argparse.ArgumentParser(prog="sse-fast", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -371,6 +373,8 @@ def _redacted(url: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``sse-fast``: run a command (``loadgen`` and ``codegen`` take their own flags); return the
+    exit status (2 for bad settings or a failed start, said on stderr)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     if arguments[:1] == ["loadgen"]:
         try:

@@ -35,6 +35,7 @@ __all__ = [
 
 #: The retry Datastar clients assume; the field is only written when it differs.
 DATASTAR_DEFAULT_RETRY = 1000
+#: the ``mode`` values ``datastar_patch_elements`` takes
 DATASTAR_MODES = frozenset(
     {"outer", "inner", "replace", "prepend", "append", "before", "after", "remove"}
 )

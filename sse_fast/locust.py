@@ -113,6 +113,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency of sse_fast
 
 log = logging.getLogger("sse_fast.locust")
 
+#: the reconnection delay before a stream sends ``retry:`` (ms; what browsers use)
 DEFAULT_RETRY_MS = 3000  # what browsers use before a stream sends ``retry:``
 _SSE = "SSE"
 # rows that exist even at zero, so a clean run shows "lost 0" in the CSV/HTML
@@ -283,6 +284,8 @@ class SSEUser(FastHttpUser):
         self._fire = environment.events.request.fire
 
     def wait_time(self) -> float:
+        """Seconds before the next connection: the stream's ``retry``, or a refusal's
+        ``Retry-After`` when longer."""
         return self.next_wait
 
     def _report(
@@ -417,6 +420,8 @@ class PublisherUser(FastHttpUser):
     fixed_count = 1
 
     def on_start(self) -> None:
+        """Read the options (``--sse-topic``, ``--publish-rate``: ``ValueError`` unless positive)
+        and ``SSE_FAST_PUBLISH_TOKEN``, and name this publisher."""
         env = self.environment
         self.topic: str = _option(env, "sse_topic", "bench")
         rate = float(_option(env, "publish_rate", 1.0))
@@ -432,6 +437,8 @@ class PublisherUser(FastHttpUser):
         self.next_at = time.monotonic()
 
     def wait_time(self) -> float:
+        """Seconds until the next publish is due, keeping ``--publish-rate`` (no burst after
+        falling behind)."""
         self.next_at += self.period
         now = time.monotonic()
         if self.next_at < now - self.period:
@@ -440,6 +447,8 @@ class PublisherUser(FastHttpUser):
 
     @task
     def publish(self) -> None:
+        """Publish the next numbered event (``t`` time, ``s`` sequence number, ``w`` publisher,
+        ``r`` attempt); one not confirmed is sent again with the same number."""
         s = self.s + 1
         data = _json_text({"t": time.time(), "s": s, "w": self.w, "r": self.r})
         with self.client.post(

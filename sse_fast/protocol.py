@@ -58,8 +58,11 @@ __all__ = [
     "read_control",
 ]
 
+#: the event type telling a stream that events were missed (``data``: ``missed_data``)
 MISSED: Final = "sse-fast-missed"
+#: the event type of the last frame of a stream the server ends (``data``: its ``reason``)
 DISCONNECT: Final = "sse-fast-disconnect"
+#: the response header saying what became of ``Last-Event-ID`` (a ``Resume`` value)
 RESUME_HEADER: Final = "SSE-Fast-Resume"
 #: the header's name as an ASGI server takes it (lower case, bytes)
 RESUME_HEADER_ASGI: Final = RESUME_HEADER.lower().encode()

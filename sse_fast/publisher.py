@@ -85,6 +85,10 @@ def _event(
 
 
 class Publisher:
+    """A client of a server's publish endpoints (``url``, with ``token`` when it needs one),
+    reusing at most ``connections`` kept-alive connections; see the module docstring for batches
+    and retries. ``ValueError`` for a ``url`` that is not http:// or https://."""
+
     def __init__(
         self,
         url: str = "http://127.0.0.1:8000",
@@ -127,6 +131,7 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the idle connections (``async with`` does it on exit)."""
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -357,6 +362,7 @@ class PublishStream:
         id: str | None = None,
         retry: int | None = None,
     ) -> asyncio.Future[list[str]]:
+        """``send`` of one event built from the arguments (as ``Publisher.publish`` takes them)."""
         return await self.send(_event(topic, data, event, id, retry))
 
     async def __aexit__(

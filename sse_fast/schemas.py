@@ -276,6 +276,8 @@ class Schemas:
         return bool(self.streams)
 
     def add(self, stream: Stream) -> None:
+        """Declare ``stream``; ``SchemaError`` for something other than a ``Stream`` or a name
+        already declared."""
         if not isinstance(stream, Stream):
             raise SchemaError(f"declare Stream objects, not {type(stream).__name__}")
         if stream.name in self.streams:
@@ -294,6 +296,7 @@ class Schemas:
         self._prefixes = None if "" in prefixes else prefixes
 
     def stream_of(self, topic: str) -> Stream | None:
+        """The declared stream whose channel ``topic`` matches, or None."""
         if self._matcher is None:
             return None
         found = self._matcher.fullmatch(topic)

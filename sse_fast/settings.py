@@ -30,6 +30,7 @@ __all__ = [
     "unknown_variables",
 ]
 
+#: what the environment variable of a setting starts with (then its name in upper case)
 ENV_PREFIX = "SSE_FAST_"
 
 
@@ -684,10 +685,11 @@ class Settings(
         return env
 
     def as_dict(self) -> dict[str, Any]:
+        """Every setting by name (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
 
 
-# Variables with the prefix that are not settings: read at build and import time.
+#: Variables with the prefix that are not settings: read at build and import time.
 OTHER_VARIABLES = frozenset({"SSE_FAST_NO_EXTENSIONS", "SSE_FAST_CYTHON_TRACE"})
 
 

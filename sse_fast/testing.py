@@ -68,16 +68,22 @@ __all__ = [
     "wait_for",
 ]
 
+#: the loopback address every server here listens on
 HOST = "127.0.0.1"
 
 
 def free_port() -> int:
+    """A TCP port of ``HOST`` free now (the kernel picks it; another process may take it before it
+    is used)."""
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return int(sock.getsockname()[1])
 
 
 class ServerProcess:
+    """A real ``sse-fast serve`` (or another ``command``) on a free loopback port, started by
+    ``with`` once ready and stopped at its end (see the module docstring)."""
+
     def __init__(
         self,
         *args: str,
@@ -164,6 +170,7 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
+        """The server's base URL (``https://`` when it serves TLS)."""
         return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     def _probe(self, path: str) -> tuple[int, bytes]:
@@ -194,6 +201,7 @@ class ServerProcess:
         return int(self.env.get("SSE_FAST_WORKERS", "1"))
 
     def output(self) -> str:
+        """What the server wrote to stdout and stderr so far."""
         with open(self.log_path, "rb") as f:
             return f.read().decode(errors="replace")
 
@@ -241,6 +249,7 @@ class ServerProcess:
             shutil.rmtree(self.own_data_dir, ignore_errors=True)
 
     def worker_pids(self) -> list[int]:
+        """The pids of the server process's children (its workers, and the relay's process)."""
         assert self.proc is not None
         out = subprocess.run(
             ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
@@ -252,6 +261,8 @@ class ServerProcess:
     async def publish(
         self, body: bytes, headers: dict[str, str] | None = None
     ) -> tuple[int, dict[str, str], bytes]:
+        """``POST /publish`` of ``body`` (JSON unless ``headers`` say otherwise): (status, headers,
+        body)."""
         return await http_request(
             HOST,
             self.port,
@@ -262,9 +273,12 @@ class ServerProcess:
         )
 
     async def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
+        """``GET path``: (status, headers, body)."""
         return await http_request(HOST, self.port, "GET", path)
 
     def client(self, *topics: str, **kwargs: Any) -> SSEClient:
+        """An ``SSEClient`` of ``topics`` on this server (``kwargs``: ``SSEClient``'s), not
+        connected yet."""
         return SSEClient(HOST, self.port, list(topics), **kwargs)
 
 
@@ -287,6 +301,8 @@ class RedisServer:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> RedisServer:
+        """Start ``redis-server`` and wait until it answers ``PING`` (``RuntimeError`` after 10 s);
+        return this server."""
         binary = "redis-server"
         self.proc = subprocess.Popen(
             [
@@ -324,6 +340,8 @@ class RedisServer:
         self.kill()
 
     def cli(self, *command: str) -> str:
+        """Run ``redis-cli`` ``command`` on this server; return its output (``CalledProcessError``
+        when it fails)."""
         out = subprocess.run(
             ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
             capture_output=True,
@@ -334,20 +352,24 @@ class RedisServer:
         return out.stdout
 
     def kill(self) -> None:
+        """SIGKILL the server (continued first if stopped) and wait for it to exit."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """Freeze the server (SIGSTOP): to its clients, a partition."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGSTOP)
 
     def cont(self) -> None:
+        """Continue a stopped server (SIGCONT)."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
+        """Kill the server and start a new one on the same port, without the data."""
         self.kill()
         self.start()
 
@@ -412,6 +434,8 @@ class RedisSentinel:
         self._dir.cleanup()
 
     def cli(self, *command: str) -> str:
+        """Run ``redis-cli`` ``command`` on this sentinel; return its output
+        (``CalledProcessError`` when it fails)."""
         out = subprocess.run(
             ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
             capture_output=True,
@@ -446,6 +470,8 @@ async def collect(
 async def wait_for(
     check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
 ) -> None:
+    """Wait until ``await check()`` is true, trying every ``interval`` seconds; ``TimeoutError``
+    past ``timeout``."""
     deadline = time.monotonic() + timeout
     while not await check():
         if time.monotonic() > deadline:
@@ -454,6 +480,8 @@ async def wait_for(
 
 
 def rss_kb(pid: int) -> int:
+    """The resident memory of process ``pid`` (``VmRSS``, KiB); ``RuntimeError`` when it has none
+    (a zombie)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
@@ -476,4 +504,5 @@ def _fixture() -> Any:
     return sse_fast_server
 
 
+#: the pytest fixture: a started ``ServerProcess()``, stopped after the test (None without pytest)
 sse_fast_server = _fixture()

@@ -59,7 +59,9 @@ __all__ = [
     "verify",
 ]
 
+#: the header carrying a webhook's signature (``sign``): ``v1=<hex>``
 SIGNATURE_HEADER = "SSE-Fast-Signature"
+#: the header carrying the time a webhook was sent (unix seconds), which the signature covers
 TIMESTAMP_HEADER = "SSE-Fast-Timestamp"
 
 

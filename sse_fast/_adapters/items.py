@@ -58,6 +58,9 @@ class ServerSentEvent:
         self._sep = sep if sep is not None else self.DEFAULT_SEPARATOR
 
     def encode(self) -> bytes:
+        """The event's frame, as sse-starlette writes it (encoded from the attributes at each
+        call); ``TypeError`` for a ``retry`` that is not an int, ``EncodeError`` for a field that
+        cannot be written."""
         return _frame(self.data, self.event, self.id, self.retry, self.comment, self._sep)
 
     def __repr__(self) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from .errors import EncodeError, EventTooLarge, Lagged, ParseError
 from .native import NATIVE_MODULES
 
+#: whether ``SSE_FAST_NO_EXTENSIONS`` asks for the pure-Python twins
 NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "0")
 #: Why the extension did not load (None when it did, or when it was not wanted).
 EXTENSION_IMPORT_ERROR: ImportError | None = None
@@ -47,6 +48,7 @@ else:
 
         HAS_EXTENSIONS = False
     else:
+        #: whether the Cython core is in use (False: the pure-Python twins)
         HAS_EXTENSIONS = True
 
 __all__ = [

@@ -38,15 +38,20 @@ class Event:
     """One immutable event, validated and encoded once."""
 
     @property
-    def data(self) -> Any: ...
+    def data(self) -> Any:
+        """The payload as given (``str``, bytes, or a value sent as JSON), or ``None``."""
     @property
-    def event(self) -> str | None: ...
+    def event(self) -> str | None:
+        """The ``event:`` field (the event's type), or ``None``."""
     @property
-    def id(self) -> str | int | None: ...
+    def id(self) -> str | int | None:
+        """The ``id:`` field, or ``None``."""
     @property
-    def retry(self) -> int | None: ...
+    def retry(self) -> int | None:
+        """The ``retry:`` field (milliseconds), or ``None``."""
     @property
-    def comment(self) -> str | None: ...
+    def comment(self) -> str | None:
+        """The comment, written as ``:`` lines before the fields, or ``None``."""
     def __init__(
         self,
         data: Any = None,

@@ -205,22 +205,27 @@ class Event:
 
     @property
     def data(self) -> Any:
+        """The payload as given (``str``, bytes, or a value sent as JSON), or ``None``."""
         return self._data
 
     @property
     def event(self) -> str | None:
+        """The ``event:`` field (the event's type), or ``None``."""
         return self._event
 
     @property
     def id(self) -> str | int | None:
+        """The ``id:`` field, or ``None``."""
         return self._id
 
     @property
     def retry(self) -> int | None:
+        """The ``retry:`` field (milliseconds), or ``None``."""
         return self._retry
 
     @property
     def comment(self) -> str | None:
+        """The comment, written as ``:`` lines before the fields, or ``None``."""
         return self._comment
 
     def encode(self) -> bytes:

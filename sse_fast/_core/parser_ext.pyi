@@ -14,6 +14,7 @@ from sse_fast._core.errors import ParseError as ParseError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 
+#: ``Parser``'s default ``max_event_size`` (bytes; past it ``feed`` raises ``EventTooLarge``)
 DEFAULT_MAX_EVENT_SIZE: Final[int]
 
 @disjoint_base  # a Cython cdef class

@@ -32,6 +32,7 @@ from .errors import EventTooLarge, ParseError
 
 __all__ = ["DEFAULT_MAX_EVENT_SIZE", "ParsedEvent", "Parser"]
 
+#: ``Parser``'s default ``max_event_size`` (bytes; past it ``feed`` raises ``EventTooLarge``)
 DEFAULT_MAX_EVENT_SIZE = 4 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _LINE_END = re.compile(rb"[\r\n]")

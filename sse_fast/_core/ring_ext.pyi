@@ -23,17 +23,23 @@ class Ring:
     """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
 
     @property
-    def max_frames(self) -> int: ...
+    def max_frames(self) -> int:
+        """The most frames retained (the older ones are evicted)."""
     @property
-    def max_bytes(self) -> int: ...
+    def max_bytes(self) -> int:
+        """The most bytes of frame data retained (the older frames are evicted)."""
     @property
-    def head(self) -> int: ...
+    def head(self) -> int:
+        """Sequence number of the newest frame (0 before the first publish)."""
     @property
-    def nbytes(self) -> int: ...
+    def nbytes(self) -> int:
+        """Bytes of frame data retained."""
     @property
-    def evicted(self) -> int: ...
+    def evicted(self) -> int:
+        """Frames evicted so far."""
     @property
-    def oldest(self) -> int: ...
+    def oldest(self) -> int:
+        """Sequence number of the oldest retained frame (``head + 1`` when empty)."""
     def __init__(self, max_frames: int = 1024, max_bytes: int = 16777216) -> None: ...
     def __len__(self) -> int: ...
     def cursor(self) -> int: ...

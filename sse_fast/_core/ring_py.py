@@ -114,10 +114,12 @@ class Ring:
 
     @property
     def max_frames(self) -> int:
+        """The most frames retained (the older ones are evicted)."""
         return self._max_frames
 
     @property
     def max_bytes(self) -> int:
+        """The most bytes of frame data retained (the older frames are evicted)."""
         return self._max_bytes
 
     @property

@@ -112,9 +112,11 @@ class Admission:
             )
 
     def hold_stream(self, ip: str) -> None:
+        """Count an open stream of client ``ip`` (``max_connections_per_ip``)."""
         self.streams_by_ip[ip] = self.streams_by_ip.get(ip, 0) + 1
 
     def release_stream(self, ip: str) -> None:
+        """Uncount a closed stream of client ``ip``."""
         remaining = self.streams_by_ip.get(ip, 1) - 1
         if remaining:
             self.streams_by_ip[ip] = remaining

@@ -43,9 +43,11 @@ __all__ = [
     "matches",
 ]
 
+#: the JWT claim holding a token's rights: ``{"publish": [...], "subscribe": [...]}``
 CLAIMS_NAMESPACE = "sse_fast"
 #: decoded JWTs kept (by token), so a publisher is not verified again on every request
 DECODED_CACHE_SIZE = 10_000
+#: seconds of clock skew allowed around a JWT's ``exp`` (and ``nbf``)
 JWT_LEEWAY = 5  # seconds of clock skew allowed around exp (and nbf)
 
 
@@ -61,6 +63,10 @@ class AuthError(Exception):
 
 @dataclass(frozen=True)
 class Credential:
+    """An accepted credential: an ``identity`` for rate limits and logs (never the token itself),
+    the topic patterns it may ``publish`` and ``subscribe`` to, and when it expires (wall clock;
+    None: never)."""
+
     identity: str  # for rate limits and logs: never the token itself
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
@@ -108,6 +114,7 @@ class Authenticator:
 
     @property
     def jwt_enabled(self) -> bool:
+        """Whether a JWT key is configured (a secret, a public key or a JWKS)."""
         return bool(self._keys or self._jwks)
 
     def _decode(self, token: str) -> Credential:
@@ -220,6 +227,7 @@ class Authenticator:
             )
 
     def is_private(self, topic: str) -> bool:
+        """Whether ``topic`` matches ``private_topics`` (subscribing needs a credential)."""
         return matches(topic, self.private_topics)
 
     def subscriber(

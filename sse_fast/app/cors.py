@@ -19,6 +19,9 @@ EXPOSED = f"{RESUME_HEADER}, Retry-After".encode()
 
 
 class Cors:
+    """The CORS answers for the origins of ``cors_origins``: the headers of a response, and
+    preflights."""
+
     def __init__(self, settings: Settings) -> None:
         self.origins = frozenset(split_list(settings.cors_origins))
         #: whether any origin is allowed (else no request needs its headers read)

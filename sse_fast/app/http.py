@@ -31,6 +31,9 @@ __all__ = [
 
 
 class HTTPError(Exception):
+    """A refusal: the ``status`` to answer, its ``message`` (one sentence: what was wrong, what to
+    do), extra ``headers`` and the refusal metric's ``reason``."""
+
     def __init__(
         self,
         status: int,
@@ -46,11 +49,15 @@ class HTTPError(Exception):
 
     @classmethod
     def from_auth(cls, error: AuthError) -> HTTPError:
+        """The refusal of an ``AuthError``: its status and message, with ``WWW-Authenticate`` on a
+        401."""
         headers = [(b"www-authenticate", b'Bearer realm="sse_fast"')] if error.status == 401 else []
         return cls(error.status, error.message, headers, reason=error.reason)
 
     @classmethod
     def from_publish(cls, error: PublishError, reason: str = "bad_publish") -> HTTPError:
+        """The refusal of a ``PublishError``: its status and message, ``Retry-After`` when it has
+        ``retry_after``, and its own metric reason or else ``reason``."""
         headers = []
         if error.retry_after is not None:
             headers.append((b"retry-after", str(max(1, round(error.retry_after))).encode()))
@@ -84,10 +91,12 @@ def check_content_encoding(encoding: str | None) -> None:
 
 
 def retry_after(seconds: float) -> Headers:
+    """A ``Retry-After`` header of ``seconds``, rounded, at least 1."""
     return [(b"retry-after", str(max(1, round(seconds))).encode())]
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Headers | None = None) -> None:
+    """Answer ``status`` with ``body`` as JSON (and ``headers``)."""
     payload = orjson.dumps(body)
     await send(
         {
@@ -106,6 +115,7 @@ async def send_json(send: Send, status: int, body: Any, headers: Headers | None 
 async def send_text(
     send: Send, status: int, text: str, content_type: bytes = b"text/plain"
 ) -> None:
+    """Answer ``status`` with ``text`` (UTF-8) as ``content_type``."""
     payload = text.encode()
     await send(
         {
@@ -143,6 +153,8 @@ def header_utf8(scope: Scope, name: bytes) -> str | None:
 
 
 def query(scope: Scope, encoding: str = "latin-1", **options: Any) -> dict[str, list[str]]:
+    """The query string's parameters, each name with its values (``urllib.parse.parse_qs``, which
+    ``options`` are passed to)."""
     return parse_qs(scope.get("query_string", b"").decode(encoding), **options)
 
 

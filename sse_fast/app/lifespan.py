@@ -25,6 +25,9 @@ log = logging.getLogger("sse_fast")
 
 
 class Lifespan:
+    """The app's ASGI lifespan handler: ``startup`` and ``shutdown`` on the server's messages (a
+    failed startup is reported as ``lifespan.startup.failed``)."""
+
     def __init__(self, settings: Settings, hub: Hub, operations: Operations) -> None:
         self.settings = settings
         self.hub = hub
@@ -50,6 +53,8 @@ class Lifespan:
                 return
 
     async def startup(self) -> None:
+        """Start the hub and mirror mode's upstream, and take SIGTERM when
+        ``install_signal_handlers``."""
         await self.hub.start()
         if self.upstream is not None:
             await self.upstream.start()
@@ -57,6 +62,7 @@ class Lifespan:
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._on_sigterm)
 
     async def shutdown(self) -> None:
+        """Stop mirror mode's upstream, then the hub (a drain unless drained)."""
         if self.upstream is not None:
             await self.upstream.stop()
         await self.hub.stop()

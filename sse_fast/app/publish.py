@@ -105,6 +105,9 @@ class PublishEndpoint:
         await send_json(send, 200, {"ids": ids}, self.cors.headers(scope))
 
     async def read_body(self, receive: Receive, declared: bytes | None) -> bytes:
+        """The request's body (``declared``: its ``Content-Length``); ``HTTPError`` 413 past
+        ``max_body_bytes``, 400 for a bad ``Content-Length`` or a client that disconnected
+        first."""
         limit = self.settings.max_body_bytes
         length = -1  # not declared
         if declared is not None:

@@ -217,6 +217,8 @@ class App:
             await self.refuse(scope, send, error)
 
     async def refuse(self, scope: Scope, send: Send, error: HTTPError) -> None:
+        """Answer ``error`` as JSON ``{"error": message}`` with its headers and CORS's, and count
+        the refusal by its reason."""
         self.hub.metrics.refuse(error.reason)
         await send_json(
             send,

@@ -80,7 +80,9 @@ log = logging.getLogger("sse_fast.upstream")
 
 #: how often the reader records its state, and when a record counts as stale
 STATE_INTERVAL = 0.5
+#: seconds after which a state record counts as stale (its reader stopped recording)
 STATE_STALE = 3.0
+#: seconds between a standby worker's tries of the lock
 LOCK_POLL = 1.0
 
 
@@ -106,7 +108,7 @@ def load_transform(spec: str) -> Callable[[Any], Any] | None:
 
 
 class Upstream:
-    """The relay-mode reader of one worker (reading, or standing by)."""
+    """The mirror-mode reader of one worker (reading, or standing by)."""
 
     def __init__(self, settings: Settings, hub: Hub) -> None:
         self.settings = settings
@@ -137,9 +139,12 @@ class Upstream:
     # ------------------------------------------------------------ life
 
     async def start(self) -> None:
+        """Start reading (or standing by for the lock) in a task."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="upstream")
 
     async def stop(self) -> None:
+        """Stop reading, close the upstream stream and, holding the lock, record the last id for
+        the next reader and release it."""
         if self._task is not None:
             await stop_task(self._task)
             self._task = None

@@ -132,11 +132,13 @@ class Broker(abc.ABC):
 
     @property
     def member(self) -> Member:
+        """The hub bound to this broker (``bind``); ``RuntimeError`` before it is bound."""
         if self._member is None:
             raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
         return self._member
 
     def deliver(self, items: Sequence[Sequenced]) -> None:
+        """Hand sequenced events to the bound member (``Member.apply``)."""
         self.member.apply(items)
 
     async def start(self) -> None:  # noqa: B027  (an optional hook)

@@ -42,6 +42,8 @@ class LocalBroker(Broker):
         self._ticker: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """With a store: read it back (events into the hub's rings, the position sequence, the
+        retry memory) and start its periodic work (syncing, deleting dead segments)."""
         store = self.store
         if store is None:
             return
@@ -71,6 +73,7 @@ class LocalBroker(Broker):
             await store.tick()
 
     async def close(self) -> None:
+        """Stop the periodic work and close the store, if any."""
         if self._ticker is not None:
             await stop_task(self._ticker)
             self._ticker = None
@@ -78,9 +81,13 @@ class LocalBroker(Broker):
             self.store.close()
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """``publish_nowait``, awaitable."""
         return self.publish_nowait(requests, accepted_at)
 
     def publish_nowait(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """Sequence ``requests`` (repeats of recent ids are not published again), store them,
+        deliver them and return their ids; ``PublishError``: 400 for an event that cannot be
+        encoded, 503 when the store cannot be written. Nothing is published on error."""
         try:
             items, ids = sequence_once(requests, self.next_position, accepted_at, self.recent)
         except EncodeError as exc:
@@ -99,4 +106,5 @@ class LocalBroker(Broker):
         return ids
 
     def stats(self) -> dict[str, Any]:
+        """``/stats``' ``storage`` section (``EventLog.figures``); empty without a store."""
         return {} if self.store is None else {"storage": self.store.figures()}

@@ -51,7 +51,9 @@ class Sequenced:
     accepted_at: float  # time.monotonic() when the publish was accepted (latency metric)
 
 
+#: seconds a publisher's event id is remembered (a retry within them is not published again)
 RETRY_WINDOW = 300.0  # seconds a publisher's event id is remembered
+#: the most ids remembered (the oldest go first)
 RETRY_IDS = 100_000  # ids remembered at most (the oldest go first)
 
 
@@ -93,6 +95,7 @@ class RecentIds:
         return False
 
     def forget(self, request: PublishRequest) -> None:
+        """Forget ``request``'s id (it was not published after all)."""
         self._seen.pop((request.id or "", request.topics), None)
 
     def forget_items(self, items: Sequence[Sequenced]) -> None:
@@ -111,6 +114,7 @@ class RecentIds:
             seen.popitem(last=False)
 
     def expire(self, now: float) -> None:
+        """Forget the ids older than the window at ``now``."""
         seen = self._seen
         while seen:
             _, when = next(iter(seen.items()))
@@ -154,6 +158,8 @@ def first_position() -> int:
 
 
 def make_frame(request: PublishRequest, event_id: str) -> bytes:
+    """The frame of ``request`` under ``event_id``; ``EncodeError`` when a field cannot be
+    encoded."""
     return encode(request.data, event=request.event, id=event_id, retry=request.retry)
 
 

@@ -67,6 +67,9 @@ def _schema(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "sse-fast codegen") -> int:
+    """``sse-fast codegen``: write a typed client (``--lang``) for the streams declared in a
+    module, a running edge's ``/schema`` or a saved copy; return the exit status (2 on error, said
+    on stderr)."""
     parser = argparse.ArgumentParser(
         prog=prog, description="Write a typed client for the declared streams."
     )

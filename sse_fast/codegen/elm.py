@@ -50,6 +50,8 @@ _RESERVED = {
     "infix",
 }
 
+#: the JavaScript that connects the generated module's ports to ``EventSource`` (quoted in the
+#: module's documentation)
 JS_GLUE = """\
     const app = Elm.Main.init({ node: document.getElementById("app") });
     app.ports.sseSubscribe.subscribe(({ topic, events, lastEventId }) => {
@@ -357,6 +359,8 @@ def _header(module: str) -> list[str]:
 
 
 def write(model: Model, module: str = "Events") -> str:
+    """The Elm module ``module`` for ``model``, as elm-format writes it; ``CodegenError`` for a
+    module name that is not capitalised names joined by dots, or names that clash."""
     if not _MODULE.fullmatch(module):
         raise CodegenError(f"Elm module name {module!r}: capitalised names joined by dots")
     writer = _Writer(model)

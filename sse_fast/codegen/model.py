@@ -60,6 +60,9 @@ class CodegenError(ValueError):
 
 @dataclass(frozen=True)
 class Type:
+    """A field's type: its ``kind``, the ``item`` type of a list, map or optional, the record a
+    ``ref`` names, and an enum's (or constant's) ``values``."""
+
     kind: str  # int float str bool null any list dict optional ref enum
     item: Type | None = None  # list, dict, optional
     ref: str = ""  # ref: the record's name
@@ -68,24 +71,33 @@ class Type:
 
 @dataclass
 class Field:
+    """A record's field: its JSON name and its type."""
+
     name: str  # as on the wire (JSON)
     type: Type
 
 
 @dataclass
 class Record:
+    """A record (a ``$defs`` object): its name and fields."""
+
     name: str
     fields: list[Field]
 
 
 @dataclass
 class Parameter:
+    """A channel's parameter: its name and kind (``"str"`` or ``"int"``)."""
+
     name: str
     kind: str  # "str" or "int"
 
 
 @dataclass
 class Stream:
+    """A declared stream: its name, channel pattern and description, the channel's parameters, and
+    its events as (event name, record name)."""
+
     name: str
     channel: str
     description: str
@@ -97,6 +109,8 @@ class Stream:
 
 @dataclass
 class Model:
+    """What a client is generated from: the streams, and the records by name."""
+
     streams: list[Stream] = field(default_factory=list)
     records: dict[str, Record] = field(default_factory=dict)
 
@@ -241,6 +255,8 @@ RESERVED_PARAMETERS = frozenset(
 
 
 def read(schema: dict[str, Any]) -> Model:
+    """The model of a ``GET /schema`` document, every name and type checked; ``CodegenError``
+    saying what, and where, for a document a client cannot be generated from."""
     if not isinstance(schema, dict) or not isinstance(schema.get("streams"), dict):
         raise CodegenError("not a /schema document: it has no 'streams' object")
     definitions = schema.get("$defs", {})

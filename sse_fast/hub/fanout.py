@@ -307,6 +307,8 @@ class FanOut:
             self.lagged(subscription, lost)
 
     def lagged(self, subscription: Subscription, lost: int) -> None:
+        """Close ``subscription``, which fell ``lost`` frames behind its ring, with an
+        ``sse-fast-disconnect`` (``lagged``) and count it."""
         self.metrics.lag_disconnects_total += 1
         self.closer.close(
             subscription, Reason.LAGGED, final=disconnect_frame(Reason.LAGGED, lost=lost)

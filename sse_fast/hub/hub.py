@@ -46,6 +46,7 @@ __all__ = [
 
 log = logging.getLogger("sse_fast")
 
+#: the headers of every event stream's response: the content type, no caching, no proxy buffering
 SSE_HEADERS: Headers = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -144,17 +145,23 @@ class Hub:
 
     @property
     def draining(self) -> bool:
+        """Whether the drain has started (``drain``): streams are closing, and the endpoints
+        refuse new ones."""
         return self.lifecycle.draining
 
     async def drain(self) -> None:
+        """Close every stream with a jittered ``retry`` (its ``on_drain`` callbacks first), cutting
+        what is not out within ``drain_timeout``."""
         for callback in list(self.on_drain):  # e.g. publish streams waiting for a body
             callback()
         await self.lifecycle.drain()
 
     def heartbeat(self) -> int:
+        """Send a keep-alive comment to every in-sync stream; return how many."""
         return self.lifecycle.heartbeat()
 
     def sweep(self) -> int:
+        """Drop idle topics; return how many."""
         return self.lifecycle.sweep()
 
     # ---------------------------------------------------------------- publishing
@@ -220,6 +227,8 @@ class Hub:
         mark_break(self.fanout, history_from, reason)
 
     def newest_position(self, name: str) -> int | None:
+        """The newest position topic ``name`` holds (or its floor); None when this hub has no such
+        topic."""
         topic = self.topics.by_name.get(name)
         return None if topic is None else topic.newest_position
 

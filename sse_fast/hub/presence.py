@@ -46,6 +46,8 @@ __all__ = [
 
 log = logging.getLogger("sse_fast")
 
+#: what a tracked topic's name is followed by to name its companion topic, where its news is
+#: published
 COMPANION = "/presence"
 #: seconds between two writes of a worker's figures of a topic that did not change
 #: (readers take figures of the last 30 s: ``brokers/redis/presence.py``)
@@ -95,6 +97,7 @@ class PresenceNews:
         self._too_long: set[str] = set()
 
     def tracks(self, name: str) -> bool:
+        """Whether topic ``name`` matches ``presence_topics`` (a companion topic never does)."""
         tracked = self._tracked.get(name)
         if tracked is None:
             tracked = not name.endswith(COMPANION) and matches(name, self.patterns)
@@ -103,9 +106,11 @@ class PresenceNews:
         return tracked
 
     def joined(self, subscription: Subscription) -> None:
+        """Count a stream that opened in the news of its tracked topics."""
         self._change(subscription, 1)
 
     def left(self, subscription: Subscription) -> None:
+        """Count a stream that closed in the news of its tracked topics."""
         self._change(subscription, -1)
 
     def _change(self, subscription: Subscription, delta: int) -> None:

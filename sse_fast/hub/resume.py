@@ -41,7 +41,14 @@ __all__ = [
     "resolve",
 ]
 
-NONE, RESUMED, UNKNOWN, EVICTED = Resume.NONE, Resume.RESUMED, Resume.UNKNOWN, Resume.EVICTED
+#: no ``Last-Event-ID`` was given: the stream starts now
+NONE = Resume.NONE
+#: every event after the id is still in the rings: the stream starts just after it
+RESUMED = Resume.RESUMED
+#: the id resolves to no position: the stream starts now, after an ``sse-fast-missed``
+UNKNOWN = Resume.UNKNOWN
+#: events after the id may be gone: the stream starts now, after an ``sse-fast-missed``
+EVICTED = Resume.EVICTED
 
 
 def resolve(

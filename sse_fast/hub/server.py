@@ -38,9 +38,12 @@ class DisconnectWatch:
         self.gone = gone
 
     def arm(self) -> None:
+        """Wait for the next ``receive()`` message (``on_message`` handles it)."""
         asyncio.ensure_future(self.receive()).add_done_callback(self.on_message)
 
     def on_message(self, waiter: asyncio.Future[Message]) -> None:
+        """``receive()`` returned (or failed): call ``gone`` on a disconnect or a failure, else
+        wait for the next message while the stream is open."""
         if (
             waiter.cancelled()
             or waiter.exception() is not None

@@ -54,7 +54,9 @@ __all__ = [
 # The ring of every topic that has no history yet: empty, never written to (a
 # topic gets its own ring with its first event), so subscribing to a new name
 # costs no history memory.
+#: the shared empty ring of every topic without history yet (never written to)
 NO_HISTORY = Ring(1, 1)
+#: the shared empty ``positions`` of every topic without history yet
 NO_POSITIONS: deque[int] = deque(maxlen=0)
 #: bytes counted per retained frame beside its data (the bytes object's header,
 #: its slots in the ring, its position in ``positions``, its id and index entry):
@@ -99,6 +101,7 @@ class Topic:
 
     @property
     def has_history(self) -> bool:
+        """Whether the topic has its own ring (it was published to), not ``NO_HISTORY``."""
         return self.ring is not NO_HISTORY
 
     @property

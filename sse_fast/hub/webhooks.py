@@ -36,7 +36,10 @@ __all__ = ["BATCH", "SHUTDOWN_GRACE", "Webhooks"]
 
 log = logging.getLogger("sse_fast.webhooks")
 
+#: the most events in one POST (with this many more waiting, the next POST does not wait
+#: for ``webhook_interval``)
 BATCH = 1000
+#: seconds ``stop`` gives the deliveries to send what waits
 SHUTDOWN_GRACE = 2.0
 FIRST_DELAY = 0.5
 
@@ -126,6 +129,8 @@ class Webhooks:
     # ------------------------------------------------------------ sending
 
     def start(self) -> None:
+        """Start a delivery task per URL; ``RuntimeError`` when ``httpx`` (the server extra) is not
+        installed."""
         try:
             import httpx
         except ImportError:

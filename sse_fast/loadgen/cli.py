@@ -37,6 +37,7 @@ from .run import run_load
 
 __all__ = ["TARGET_MOVED", "build_parser", "main", "run_from_args"]
 
+#: what ``--target`` is answered: the option moved to ``benches/loadgen_target.py``
 TARGET_MOVED = (
     "--target moved out of the package: from a checkout of sse_fast, run "
     "`python -m benches.loadgen_target --target NAME ...` (names from benches/peers.py), "
@@ -126,6 +127,8 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``sse-fast loadgen``: run a load test from the command line and report it; return the exit
+    status (1 when the run had problems, said on stderr; 2 for bad arguments)."""
     parser = build_parser(prog)
     parser.add_argument("--target", help=argparse.SUPPRESS)  # moved to benches/
     args = parser.parse_args(argv)

@@ -36,6 +36,8 @@ def process_tree(root: int) -> list[int]:
 
 
 def rss_kb(pids: list[int]) -> int:
+    """The resident memory of these processes together (``VmRSS``, KiB); a process that is gone
+    counts 0."""
     total = 0
     for pid in pids:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as f:

@@ -54,6 +54,9 @@ class KeepAlivePublisher:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def publish(self, topic: str, data: str) -> bool:
+        """Publish ``data`` to ``topic`` on the kept-alive connection (connecting first when
+        needed); True on a 2xx answer, else False, the failure counted in ``errors`` and
+        ``failures``."""
         if self.writer is None:
             try:
                 await self._connect()
@@ -105,6 +108,7 @@ class KeepAlivePublisher:
         return ok
 
     def close(self) -> None:
+        """Close the connection (the next ``publish`` opens a new one)."""
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
@@ -121,6 +125,8 @@ def with_token(request: PublishRequest, token: str) -> PublishRequest:
 
 
 def sse_fast_publish(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
+    """The request of one publish to sse_fast: ``POST /publish`` of ``{"topic": topic, "data":
+    data}``."""
     return (
         "POST",
         "/publish",

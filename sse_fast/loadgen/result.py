@@ -13,6 +13,9 @@ __all__ = ["Result", "merged", "ms", "optional_results"]
 
 @dataclass
 class Result:
+    """What a load run measured: connections, publishes, deliveries, latencies (ms), the server's
+    memory and CPU, and the figures of the optional features (None when not used)."""
+
     target: str
     connections: int
     connected: int
@@ -105,6 +108,7 @@ class Result:
         return out
 
     def line(self) -> str:
+        """A one-line summary of the run."""
         rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
         per_core = (
             f" server={self.server_cores_used:.2f} cores "
@@ -124,6 +128,7 @@ class Result:
 
 
 def merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
+    """The histograms under ``key`` of the client processes' final reports, merged into one."""
     histogram = LatencyHistogram()
     for final in finals:
         if final.get(key):
@@ -132,6 +137,7 @@ def merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
 
 
 def ms(seconds: float) -> float:
+    """``seconds`` in milliseconds, rounded to two decimals."""
     return round(seconds * 1e3, 2)
 
 

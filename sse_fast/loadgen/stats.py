@@ -21,6 +21,7 @@ class LatencyHistogram:
         self.maximum = 0.0
 
     def add(self, seconds: float) -> None:
+        """Count one latency of ``seconds``."""
         micros = max(seconds * 1e6, 1.0)
         index = int(math.log(micros) / self.FACTOR)
         self.counts[index] = self.counts.get(index, 0) + 1
@@ -29,15 +30,19 @@ class LatencyHistogram:
             self.maximum = seconds
 
     def merge(self, other: dict[str, Any]) -> None:
+        """Add the counts of another histogram, as ``dump`` gave them."""
         for key, count in other["counts"].items():
             self.counts[int(key)] = self.counts.get(int(key), 0) + count
         self.total += other["total"]
         self.maximum = max(self.maximum, other["maximum"])
 
     def dump(self) -> dict[str, Any]:
+        """The histogram as a dict (for another process's ``merge``)."""
         return {"counts": self.counts, "total": self.total, "maximum": self.maximum}
 
     def percentile(self, fraction: float) -> float:
+        """The latency (seconds) under which ``fraction`` of the counted ones fall: the upper edge
+        of its bucket; NaN when nothing was counted."""
         if not self.total:
             return float("nan")
         rank = fraction * self.total

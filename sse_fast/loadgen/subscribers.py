@@ -76,6 +76,7 @@ class Subscriber(asyncio.Protocol):
         self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; a slow subscriber starts its pauses."""
         self.transport = transport  # type: ignore[assignment]
         if self.slow and self.stats.slow_pause > 0:
             asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
@@ -94,6 +95,7 @@ class Subscriber(asyncio.Protocol):
         asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
 
     def data_received(self, data: bytes) -> None:
+        """Feed the HTTP parser; a response that is not HTTP is counted as foreign and closed."""
         try:
             self.http.feed_data(data)
         except httptools.HttpParserError:
@@ -102,11 +104,14 @@ class Subscriber(asyncio.Protocol):
                 self.transport.close()
 
     def on_headers_complete(self) -> None:
+        """The response head is read: resolve ``connected`` with the status."""
         self.status = self.http.get_status_code()
         if not self.connected.done():
             self.connected.set_result(self.status)
 
     def on_body(self, data: bytes) -> None:
+        """Parse the (de-chunked) body of a 200 response: count each event received, duplicated,
+        lost or foreign, and its latency when measuring."""
         if self.status != 200:
             return
         stats = self.stats
@@ -142,6 +147,8 @@ class Subscriber(asyncio.Protocol):
                     stats.measured += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Count the connection as closed (unless we dropped it); ``connected`` resolves with 0 if
+        it never got a response."""
         self.closed = True
         if not self.dropped:
             self.stats.closed += 1

@@ -62,4 +62,5 @@ class AppStatus(metaclass=_AppStatusMeta):
 
     @staticmethod
     def enable_automatic_graceful_drain_mode() -> None:
+        """Signals end the streams again (the default)."""
         AppStatus.enable_automatic_graceful_drain = True

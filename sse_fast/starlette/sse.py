@@ -128,6 +128,8 @@ class EventSourceResponse(Response):
 
     @property
     def ping_interval(self) -> float:
+        """Seconds between keep-alive pings (0: none); setting it checks the value (``TypeError``,
+        ``ValueError``)."""
         return self._ping_interval
 
     @ping_interval.setter
@@ -139,6 +141,7 @@ class EventSourceResponse(Response):
         self._ping_interval = value
 
     def enable_compression(self, force: bool = False) -> None:
+        """Not supported: an event stream is never compressed (``NotImplementedError``)."""
         raise NotImplementedError("Compression is not supported for SSE streams.")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

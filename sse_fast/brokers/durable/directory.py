@@ -34,6 +34,9 @@ class DataDirectory:
         self._lock: int = -1
 
     def acquire(self) -> None:
+        """Create the directory (mode 0700) if missing and lock it, writing this process's pid in
+        ``lock``; ``StoreError`` saying what to do when it cannot be created or written, or another
+        server holds it."""
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)
         except OSError as exc:
@@ -74,6 +77,7 @@ class DataDirectory:
         self._lock = fd
 
     def release(self) -> None:
+        """Unlock the directory (no-op when not locked)."""
         if self._lock >= 0:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._lock, 0)

@@ -54,6 +54,7 @@ __all__ = ["FSYNC_POLICIES", "EventLog", "Loaded", "Segment", "StoreWriteError",
 
 log = logging.getLogger("sse_fast.storage")
 
+#: the values of ``fsync``: when appended events reach the disk (see the module docstring)
 FSYNC_POLICIES = ("always", "interval", "never")
 ALLOWED = ("lock", "lost+found")
 
@@ -478,6 +479,8 @@ class EventLog:
         self._fd = -1
 
     def figures(self) -> dict[str, int | str]:
+        """The store's figures for ``/stats``: bytes, segments, write errors, deleted segments and
+        the fsync policy."""
         return {
             "data_bytes": self.bytes,
             "data_segments": len(self.segments),

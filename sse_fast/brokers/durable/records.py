@@ -62,13 +62,23 @@ __all__ = [
     "sequenced_records",
 ]
 
+#: the first 12 bytes of every segment file: the format's name and version
 MAGIC = b"SSEFAST-LOG1"
 _HEAD = struct.Struct("<12sqq")
+#: a segment header's size in bytes, where its first record starts
 HEADER = _HEAD.size + 4  # and its CRC-32
 _PREFIX = struct.Struct("<II")
 _LOST = struct.Struct("<Bqq")
 _CLOSED = struct.Struct("<Bq")
-EVENT, LOST, CLOSED, BOOT = 1, 2, 3, 4
+#: the kind (first byte of the body) of a record holding one event
+EVENT = 1
+#: the kind of a record naming positions a machine crash may have lost
+LOST = 2
+#: the kind of a record saying the sequencer stopped cleanly
+CLOSED = 3
+#: the kind of a record saying a sequencer started (boot id, fsync policy)
+BOOT = 4
+#: the fsync policies, in the order a ``BOOT`` record numbers them
 POLICIES = ("always", "interval", "never")
 
 
@@ -88,6 +98,8 @@ class Event(NamedTuple):
 
 
 def segment_header(sequence: int, first: int) -> bytes:
+    """The header of a segment of store ``sequence`` whose first position is ``first``
+    (``HEADER`` bytes, its CRC-32 last)."""
     head = _HEAD.pack(MAGIC, sequence, first)
     return head + struct.pack("<I", zlib.crc32(head))
 
@@ -133,14 +145,18 @@ def _record(body: bytes) -> bytes:
 
 
 def lost_record(first: int, last: int) -> bytes:
+    """A ``LOST`` record: positions ``first`` to ``last`` may have been lost."""
     return _record(_LOST.pack(LOST, first, last))
 
 
 def closed_record(position: int) -> bytes:
+    """A ``CLOSED`` record: the sequencer stopped cleanly after ``position``."""
     return _record(_CLOSED.pack(CLOSED, position))
 
 
 def boot_record(boot_id: str, policy: str) -> bytes:
+    """A ``BOOT`` record: a sequencer started on boot ``boot_id`` under fsync
+    ``policy`` (one of ``POLICIES``; ``ValueError`` otherwise)."""
     return _record(bytes((BOOT, POLICIES.index(policy))) + boot_id.encode())
 
 

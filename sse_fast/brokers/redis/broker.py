@@ -41,7 +41,9 @@ __all__ = [
     "RedisBroker",
 ]
 
+#: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
+#: how long a publish waits for ``--redis-wait-replicas`` replicas to confirm it (ms)
 WAIT_MS = 1000  # --redis-wait-replicas: how long a publish waits for its replicas
 
 
@@ -101,6 +103,8 @@ class RedisBroker(Broker):
     # ---------------------------------------------------------------- running
 
     async def start(self) -> None:
+        """Connect, subscribe and start probing; ``ConnectionError`` when the subscription is not
+        live within 10 s."""
         self.client = connect(self.url)
         self.publish_script = self.client.register_script(PUBLISH_SCRIPT)
         self.read_script = self.client.register_script(READ_SCRIPT)
@@ -116,6 +120,7 @@ class RedisBroker(Broker):
             ) from None
 
     async def close(self) -> None:
+        """Stop the subscription, the probes and the history loads, and close the client."""
         self.closing = True
         for task in (self.feed.task, self.probes.task, *self.feed.loads):
             await stop_task(task)
@@ -128,10 +133,12 @@ class RedisBroker(Broker):
 
     @property
     def available(self) -> bool:
+        """Whether the subscription is live and Redis answered the last command."""
         return self.feed.live and self.commands_ok
 
     @property
     def unavailable_for(self) -> float:
+        """Seconds since Redis became unavailable (0 while it is available)."""
         if self.available:
             self.down_since = None
             return 0.0
@@ -148,9 +155,12 @@ class RedisBroker(Broker):
     # ---------------------------------------------------------------- topics, nodes
 
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
+        """Subscribe to the topics of ``names`` this member does not hold yet and load their
+        history (``Feed.prepare``); None when every one is held and loaded."""
         return self.feed.prepare(names)
 
     def release(self, name: str) -> None:
+        """Unsubscribe from topic ``name`` (``Feed.release``)."""
         self.feed.release(name)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
@@ -164,14 +174,21 @@ class RedisBroker(Broker):
         return RedisPresence(self.client, self.prefix, self.member_id)
 
     async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
+        """Write this worker's presence figures of these topics to Redis; ``RuntimeError`` while
+        Redis is away."""
         await self._presence().store(figures)
 
     async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
+        """Every live worker's presence figures of ``topic``, read from Redis; ``RuntimeError``
+        while Redis is away."""
         return await self._presence().read(topic)
 
     # ---------------------------------------------------------------- publishing
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """Sequence ``requests`` in Redis (one script call) and return their ids; ``PublishError``
+        400 for a refused batch, 503 while Redis is away, does not answer, or (with
+        ``wait_replicas``) too few replicas confirmed it."""
         # Tried even while this member's subscription is being repaired: the
         # publish goes to Redis, and this member's streams get it with the repair.
         if self.publish_script is None:
@@ -213,6 +230,8 @@ class RedisBroker(Broker):
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     def stats(self) -> dict[str, Any]:
+        """``/stats``' ``redis`` section: connected, node, topics subscribed, reconnects, repairs
+        and history breaks."""
         return {
             "redis": {
                 "connected": self.available,

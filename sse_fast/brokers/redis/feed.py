@@ -39,6 +39,7 @@ __all__ = [
 
 log = logging.getLogger("sse_fast.redis")
 
+#: topics per history read when subscribing (so Redis is not blocked long)
 LOAD_CHUNK = 256  # topics per history read when subscribing
 
 #: (position, Redis time in microseconds, epoch, per topic: (max deleted position,
@@ -83,6 +84,8 @@ class Feed:
         return self.ready
 
     async def run(self) -> None:
+        """Subscribe, resync and read messages until the broker closes; a lost or stale
+        subscription is replaced after a backoff (50 ms doubling to 1 s)."""
         broker = self.broker
         delay = 0.05
         while not broker.closing:
@@ -118,6 +121,7 @@ class Feed:
                 await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
 
     def channel(self, name: str) -> bytes:
+        """The pub/sub channel of topic ``name``."""
         return self.channel_prefix + name.encode()
 
     async def _subscribe(self, channels: list[bytes]) -> None:
@@ -215,6 +219,10 @@ class Feed:
     # ---------------------------------------------------------------- topics
 
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
+        """Subscribe to the topics of ``names`` not held yet and read their history (the new topics
+        of one loop iteration together); an awaitable that ends once they and any still loading are
+        ready (``PublishError`` 503 while the subscription is not live), or None when there is
+        nothing to wait for."""
         new = [name for name in names if name not in self.broker.held]
         loading = [self._loading[name] for name in names if name in self._loading]
         if not new and not loading:
@@ -283,6 +291,8 @@ class Feed:
                     broker.deliver(waiting)
 
     def release(self, name: str) -> None:
+        """Drop topic ``name`` (not while it loads): it is unsubscribed at the loop's next turn,
+        with the others released meanwhile."""
         if name not in self.broker.held or name in self._loading:
             return
         self.broker.held.discard(name)

@@ -31,6 +31,7 @@ __all__ = [
     "RedisPresence",
 ]
 
+#: seconds a topic's presence hash lives after its last write
 KEY_TTL = 60
 #: figures older than this are a dead worker's (three of its 10 s refreshes,
 #: ``hub/presence.py``): readers leave them out
@@ -38,12 +39,15 @@ STALE = 30.0
 
 
 class RedisPresence:
+    """One worker's presence figures in Redis: a hash per topic, one field per worker."""
+
     def __init__(self, client: aioredis.Redis, prefix: str, member: str) -> None:
         self.client = client
         self.prefix = prefix
         self.member = member
 
     def key(self, topic: str) -> str:
+        """The Redis key of ``topic``'s presence hash."""
         return f"{self.prefix}p:{topic}"
 
     async def store(self, figures: dict[str, dict[str, Any]]) -> None:

@@ -46,6 +46,8 @@ class Probes:
         self._sent: dict[int, float] = {}
 
     def start(self) -> None:
+        """Start probing the subscription in a task (every ``probe_interval`` seconds, every 0.25 s
+        while Redis is known down)."""
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:

@@ -40,7 +40,9 @@ __all__ = [
     "sequence_keys",
 ]
 
+#: seconds a Redis command (or connecting) may take before it fails
 COMMAND_TIMEOUT = 2.0  # seconds: a publish fails fast instead of waiting on a dead Redis
+#: connections of a member's pool; a burst of commands waits for one, up to ``COMMAND_TIMEOUT``
 MAX_CONNECTIONS = 64  # per member (worker): commands in flight at once
 
 

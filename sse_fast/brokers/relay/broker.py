@@ -27,7 +27,9 @@ __all__ = ["RECONNECT_MAX_DELAY", "RETRY_AFTER", "RelayBroker"]
 
 log = logging.getLogger("sse_fast.relay")
 
+#: seconds a client refused while the relay is unreachable is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0  # seconds, when the relay is unreachable
+#: the longest wait between a worker's attempts to reach the relay (seconds)
 RECONNECT_MAX_DELAY = 1.0  # seconds between a worker's attempts to reach the relay, at most
 
 
@@ -72,6 +74,8 @@ class RelayBroker(Broker):
     # ---------------------------------------------------------------- connecting
 
     async def start(self) -> None:
+        """Load the relay's data directory when there is one, then connect and join;
+        ``ConnectionError`` when the relay cannot be reached within ``connect_timeout`` seconds."""
         if self.store_dir:
             self._restore()
         deadline = time.monotonic() + self.connect_timeout
@@ -254,10 +258,12 @@ class RelayBroker(Broker):
 
     @property
     def available(self) -> bool:
+        """Whether this worker is connected to the relay."""
         return self.connected
 
     @property
     def unavailable_for(self) -> float:
+        """Seconds since the relay connection was lost (0 while connected)."""
         return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
     @property
@@ -266,6 +272,8 @@ class RelayBroker(Broker):
         return len(self._pending)
 
     def stats(self) -> dict[str, Any]:
+        """``/stats``' ``relay`` section: connected, the relay's pid, publishes pending, reconnects
+        and history breaks."""
         return {
             "relay": {
                 "connected": self.connected,
@@ -290,6 +298,9 @@ class RelayBroker(Broker):
         return future
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """Send ``requests`` to the relay and return the ids it acknowledges; ``PublishError``: 400
+        for an event that cannot be encoded, 503 while the relay is unreachable, when its data
+        directory cannot be written, or when the connection is lost before the answer."""
         if not self.connected or self._writer is None:
             raise PublishError(
                 "relay unavailable; try again shortly", status=503, retry_after=RETRY_AFTER
@@ -315,6 +326,7 @@ class RelayBroker(Broker):
             return [{**self.member.report(query), "worker": self.worker}]
 
     async def close(self) -> None:
+        """Stop reading from the relay and close the connection."""
         self._closing = True
         if self._task is not None:
             await stop_task(self._task)

@@ -29,7 +29,9 @@ __all__ = ["GATHER_TIMEOUT", "REPLAY_CHUNK", "Relay", "run_relay", "serve_relay"
 
 log = logging.getLogger("sse_fast.relay")
 
+#: events per ``deliver`` message when replaying the log to a joining worker
 REPLAY_CHUNK = 1000  # events per deliver message when replaying the log
+#: seconds the relay waits for every worker's figures before answering a gather
 GATHER_TIMEOUT = 1.0  # seconds the relay waits for every worker's figures
 STOP_GRACE = 10.0  # seconds a stopping relay waits for its workers to leave
 
@@ -99,6 +101,9 @@ class Relay:
         )
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection (a worker's) until it closes: its hello, publishes, gathers,
+        figures and pings; then it is dropped from the workers and from the gathers waiting for
+        it."""
         self.connections += 1
         try:
             while True:
@@ -190,6 +195,10 @@ class Relay:
     # ---------------------------------------------------------------- publishing
 
     def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        """Sequence a worker's publish message (stored first when there is a data directory),
+        deliver it to every worker and answer ``origin`` with the ids; an event that cannot be
+        encoded, or a store that cannot be written (503), publishes nothing and is answered with
+        an ``error``."""
         requests = unpack_publish(header)
         try:
             items, ids = sequence_once(
@@ -233,6 +242,8 @@ class Relay:
     # ---------------------------------------------------------------- figures
 
     def gather(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        """Ask every worker for its figures (``report``); ``origin`` gets them (``gathered``) once
+        all answered or after ``GATHER_TIMEOUT`` seconds."""
         gather = _Gather(origin, header["request"])
         gather_id = next(self._gather_ids)
         message = pack({"type": "report", "gather": gather_id, "query": header["query"]})
@@ -246,6 +257,8 @@ class Relay:
         gather.timer = asyncio.get_running_loop().call_later(GATHER_TIMEOUT, self._finish, gather)
 
     def collect(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+        """Take a worker's ``figures`` for its gather (ignored once that gather was answered); the
+        last one awaited answers it."""
         gather = self._gathers.get(header["gather"])
         if gather is None or writer not in gather.waiting:
             return  # too late: that answer went out without it

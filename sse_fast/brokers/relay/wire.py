@@ -48,15 +48,19 @@ __all__ = [
 ]
 
 _PREFIX = struct.Struct("!II")
+#: the largest message read (bytes); a longer one is a malformed connection
 MAX_MESSAGE = 256 * 1024 * 1024
 
 
 def pack(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One message: the lengths, ``header`` as JSON, then ``payload``."""
     head = orjson.dumps(header)
     return _PREFIX.pack(len(head) + len(payload), len(head)) + head + payload
 
 
 async def read_message(reader: asyncio.StreamReader) -> tuple[dict[str, Any], bytes]:
+    """The next message's header and payload; ``ConnectionError`` for one longer than
+    ``MAX_MESSAGE`` or malformed, ``asyncio.IncompleteReadError`` when the stream ends."""
     total, head_size = _PREFIX.unpack(await reader.readexactly(_PREFIX.size))
     if total > MAX_MESSAGE or head_size > total:
         raise ConnectionError(f"relay message of {total} bytes is malformed or too large")
@@ -104,6 +108,7 @@ def unpack_publish(header: dict[str, Any]) -> list[PublishRequest]:
 
 
 def pack_delivery(items: list[Sequenced]) -> bytes:
+    """A ``deliver`` message of sequenced events, their frames as the payload."""
     header = {
         "type": "deliver",
         "events": [[i.position, i.id, i.topics, i.accepted_at, len(i.frame)] for i in items],
@@ -112,6 +117,7 @@ def pack_delivery(items: list[Sequenced]) -> bytes:
 
 
 def unpack_delivery(header: dict[str, Any], payload: bytes) -> list[Sequenced]:
+    """The sequenced events of a ``deliver`` message."""
     items = []
     offset = 0
     for position, event_id, topics, accepted_at, size in header["events"]:
