@@ -365,6 +365,24 @@ def test_a_foreign_file_content_is_refused_naming_it(
         assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (bytes((99,)) + b"future", "unknown kind 99 .* a newer sse_fast"),
+        (bytes((2,)) + b"short", "kind 2 .* body of 6 bytes that this version cannot read"),
+    ],
+)
+def test_a_record_this_version_cannot_read_is_refused_saying_why(body: bytes, message: str) -> None:
+    """Its checksum is right (not damage): an unknown kind is a newer version's, a
+    known kind of the wrong size another version's or another program's."""
+    from sse_fast.brokers.durable.records import _record, scan
+
+    data = segment_header(1, 1) + _record(body)
+    with pytest.raises(StoreError, match=message) as info:
+        scan(data, "seg.log")
+    assert "seg.log" in str(info.value) and "move the file away" in str(info.value)
+
+
 def test_a_segment_of_another_store_is_refused(tmp_path: Path) -> None:
     stored = two_segments(tmp_path)
     sequence = read(str(tmp_path)).sequence

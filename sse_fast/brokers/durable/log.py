@@ -38,6 +38,7 @@ from ..sequencing import Sequenced, first_position
 from .records import (
     HEADER,
     MAGIC,
+    POLICIES,
     Event,
     StoreError,
     boot_record,
@@ -54,8 +55,9 @@ __all__ = ["FSYNC_POLICIES", "EventLog", "Loaded", "Segment", "StoreWriteError",
 
 log = logging.getLogger("sse_fast.storage")
 
-#: the values of ``fsync``: when appended events reach the disk (see the module docstring)
-FSYNC_POLICIES = ("always", "interval", "never")
+#: the values of ``fsync``: when appended events reach the disk (see the module docstring);
+#: the records number them in this order (``records.POLICIES``, the same tuple)
+FSYNC_POLICIES = POLICIES
 ALLOWED = ("lock", "lost+found")
 
 

@@ -207,6 +207,13 @@ def scan(data: bytes, name: str, events: bool = True) -> Scan:
                 result.closed = _CLOSED.unpack(body)[1]
         elif kind == BOOT and len(body) >= 2 and body[1] < len(POLICIES):
             result.boot = (body[2:].decode(), POLICIES[body[1]])
+        elif kind in (LOST, CLOSED, BOOT):  # its checksum is right, its shape is not
+            raise StoreError(
+                f"{name}: a record of kind {kind} at byte {offset} has a body of "
+                f"{len(body)} bytes that this version cannot read; it was written by another "
+                "sse_fast version or another program: start the version that wrote it, or "
+                "move the file away"
+            )
         else:
             raise StoreError(
                 f"{name}: a record of unknown kind {kind} at byte {offset}; it was written by "
