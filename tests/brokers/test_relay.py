@@ -483,3 +483,33 @@ def test_a_relay_that_stops_answering_is_dropped_and_publishes_fail_fast(
             await server.wait_closed()
 
     asyncio.run(main())
+
+
+def test_a_relay_that_hangs_up_in_the_handshake_is_retried_until_the_deadline(
+    tmp_path: Any,
+) -> None:
+    """A relay still starting (or stopping) may accept and close before its welcome:
+    the worker tries again, like a refused connection, and gives up at
+    ``connect_timeout`` with a ConnectionError naming the relay."""
+
+    async def main() -> None:
+        path = str(tmp_path / "relay.sock")
+        accepted = 0
+
+        async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal accepted
+            accepted += 1
+            await reader.read(65536)  # the hello: the close is then a clean end of stream
+            writer.close()
+
+        server = await asyncio.start_unix_server(hang_up, path)
+        hub = Hub(Settings(), broker=RelayBroker(path, connect_timeout=0.5))
+        try:
+            with pytest.raises(ConnectionError, match="cannot reach the relay"):
+                await hub.broker.start()
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert accepted > 1
+
+    asyncio.run(main())

@@ -83,7 +83,7 @@ class RelayBroker(Broker):
             try:
                 reader = await self._connect()
                 break
-            except OSError:
+            except (OSError, asyncio.IncompleteReadError):  # refused, or hung up in the hello
                 if time.monotonic() > deadline:
                     raise ConnectionError(f"cannot reach the relay at {self.path}") from None
                 await asyncio.sleep(0.05)
