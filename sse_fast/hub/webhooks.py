@@ -60,6 +60,8 @@ class Delivery:
             metrics.webhook_dropped_total += 1
             return
         self.pending.append(event)
+        if len(self.pending) == BATCH:  # a full POST waits: no need to wait for the interval
+            self.wake.set()
 
 
 class Webhooks:
@@ -172,6 +174,8 @@ class Webhooks:
         if not self._stopping and len(delivery.pending) < BATCH:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(delivery.wake.wait(), self.settings.webhook_interval)
+            if not self._stopping:  # woken by a full batch: the next one waits again
+                delivery.wake.clear()
         if not delivery.pending:
             return self._stopping
         count = min(len(delivery.pending), BATCH)

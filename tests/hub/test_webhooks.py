@@ -266,3 +266,41 @@ def test_settings_say_what_webhooks_need() -> None:
     with pytest.raises(SettingsError, match="no http:// or https:// URL"):
         Settings(webhook_urls="ftp://x/hook", webhook_secret=SECRET)
     assert Settings(webhook_urls="https://a/hook, http://b/hook", webhook_secret=SECRET)
+
+
+def test_a_full_batch_goes_out_without_waiting_for_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``webhook_interval`` paces small batches; BATCH events waiting are sent at
+    once, and the wait after them is the interval again."""
+    import orjson
+
+    from sse_fast.hub.metrics import Metrics
+    from sse_fast.hub.webhooks import BATCH, Webhooks
+
+    async def main() -> None:
+        settings = Settings(
+            webhook_urls="http://127.0.0.1:9/hook",
+            webhook_secret=SECRET,
+            webhook_interval=60.0,
+            jwt_secret=JWT_SECRET,
+        )
+        hooks = Webhooks(settings, Metrics())
+        sent: list[int] = []
+
+        async def deliver(delivery: Any, body: bytes) -> None:
+            sent.append(len(orjson.loads(body)["events"]))
+
+        monkeypatch.setattr(hooks, "_deliver", deliver)
+        hooks.start()
+        await asyncio.sleep(0.05)  # the delivery task waits on the interval
+        (delivery,) = hooks.deliveries
+        for n in range(BATCH + 1):
+            delivery.add({"id": str(n)}, hooks.metrics)
+        await until(lambda: sent, timeout=2.0)
+        await asyncio.sleep(0.2)
+        assert sent == [BATCH]  # the one left over waits for the interval
+        await hooks.stop()  # and goes out at the stop
+        assert sent == [BATCH, 1]
+
+    asyncio.run(main())
