@@ -283,13 +283,13 @@ class _Access:
     ops_networks: str = field(
         default="127.0.0.0/8,::1/128",
         metadata=_doc(
-            "comma-separated networks that may read /stats and /metrics without a token "
+            "comma-separated networks that may read /stats, /metrics and /presence without a token "
             "(empty = token only)"
         ),
     )
     ops_token: str = field(
         default="",
-        metadata=_doc("bearer token that may read /stats and /metrics from anywhere"),
+        metadata=_doc("bearer token that may read /stats, /metrics and /presence from anywhere"),
     )
 
 

@@ -36,7 +36,7 @@ class EventsEndpoint:
     The response: ``200``, ``Content-Type: text/event-stream``,
     ``Cache-Control: no-store``, ``X-Accel-Buffering: no`` (never ``Connection``),
     and ``SSE-Fast-Resume``: ``none``, ``resumed``, ``unknown`` or ``evicted``. The
-    first frame is ``retry:`` and the current position as ``id:``; a ``: ``
+    first frame is the current position as ``id:`` and ``retry:``; a ``: ``
     comment follows every ``heartbeat_interval`` (15 s) without events.
 
     Resume: the ``Last-Event-ID`` header (read as UTF-8, as browsers send it) or
