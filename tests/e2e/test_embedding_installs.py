@@ -1,5 +1,5 @@
-"""Each embedding example of the README runs in a fresh virtual environment with only
-the install the README gives for it, as a new user would run it.
+"""Each embedding example of the README and the docs pages runs in a fresh virtual
+environment with only the install the page gives for it, as a new user would run it.
 
 An embedding example says what it needs on its first line, ``# pip install
 'sse_fast[starlette]' httpx``: this test builds a wheel of this checkout (the
@@ -22,12 +22,24 @@ import pytest
 import sse_fast
 
 ROOT = Path(__file__).resolve().parents[2]
-README = (ROOT / "README.md").read_text()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 INSTALL = re.compile(r"^```python\n# pip install ([^\n]+)\n(.*?)^```", re.S | re.M)
-EXAMPLES = [
-    (README[: m.start()].count("\n") + 1, shlex.split(m.group(1)), m.group(0)[10:-3])
-    for m in INSTALL.finditer(README)
-]
+
+
+def _examples() -> list[tuple[str, list[str], str]]:
+    """(where, what it installs, the code) of each distinct example (the README's
+    is also on its page: run once)."""
+    seen: dict[str, tuple[str, list[str], str]] = {}
+    for page in PAGES:
+        text = page.read_text()
+        for m in INSTALL.finditer(text):
+            where = f"{page.relative_to(ROOT)}:{text[: m.start()].count(chr(10)) + 1}"
+            code = m.group(0)[10:-3]
+            seen.setdefault(code, (where, shlex.split(m.group(1)), code))
+    return list(seen.values())
+
+
+EXAMPLES = _examples()
 
 #: one worker builds the wheel once and makes the venvs one after the other
 pytestmark = pytest.mark.xdist_group("venvs")
@@ -57,10 +69,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("line", "install", "code"), EXAMPLES, ids=[f"line{line}" for line, _, _ in EXAMPLES]
+    ("where", "install", "code"), EXAMPLES, ids=[where for where, _, _ in EXAMPLES]
 )
 def test_an_embedding_example_runs_with_only_its_install(
-    line: int, install: list[str], code: str, wheel: Path, tmp_path: Path
+    where: str, install: list[str], code: str, wheel: Path, tmp_path: Path
 ) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -76,7 +88,7 @@ def test_an_embedding_example_runs_with_only_its_install(
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, f"README line {line}: {done.stderr}"
+    assert done.returncode == 0, f"{where}: {done.stderr}"
     script = tmp_path / "example.py"
     script.write_text(code)
     ran = subprocess.run(
@@ -88,7 +100,7 @@ def test_an_embedding_example_runs_with_only_its_install(
         env={k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSE_FAST"))},
         check=False,
     )
-    assert ran.returncode == 0, f"README line {line}:\n{ran.stdout}\n{ran.stderr}"
+    assert ran.returncode == 0, f"{where}:\n{ran.stdout}\n{ran.stderr}"
     assert "data: update" in ran.stdout
     found = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print(u.find_spec('jwt') is None)"],
@@ -96,4 +108,4 @@ def test_an_embedding_example_runs_with_only_its_install(
         text=True,
         check=True,
     )
-    assert found.stdout.strip() == "True", f"README line {line}: PyJWT was installed"
+    assert found.stdout.strip() == "True", f"{where}: PyJWT was installed"
