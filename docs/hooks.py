@@ -114,9 +114,22 @@ def _default(field: dataclasses.Field[Any]) -> str:
     return f"`{value!r}`" if isinstance(value, str) else f"`{value}`"
 
 
-def options_page() -> str:
-    from sse_fast.settings import NON_NEGATIVE, POSITIVE
+def _checks(name: str) -> str:
+    """What the settings' checks accept of ``name`` (``Settings.validate``'s tables)."""
+    from sse_fast.settings import NON_NEGATIVE, POSITIVE, RANGES
 
+    least, most, _ = RANGES.get(name, (None, None, ""))
+    if least is not None and most is not None:
+        return f"; {least:g} to {most:g}"
+    if least is not None:
+        return f"; at least {least:g}"
+    sign = "above 0" if name in POSITIVE else "0 or more" if name in NON_NEGATIVE else ""
+    if most is not None:
+        return f"; {sign + ', ' if sign else ''}at most {most:g}"
+    return f"; {sign}" if sign else ""
+
+
+def options_page() -> str:
     out = [
         "# Options",
         "",
@@ -139,13 +152,7 @@ def options_page() -> str:
         for field in fields:
             flag = "--" + field.name.replace("_", "-")
             kind = "flag (no value)" if str(field.type) == "bool" else str(field.type)
-            checks = (
-                "; above 0"
-                if field.name in POSITIVE
-                else "; 0 or more"
-                if field.name in NON_NEGATIVE
-                else ""
-            )
+            checks = _checks(field.name)
             doc = field.metadata["doc"]
             out += [
                 f"### `{field.name}`",
@@ -200,12 +207,24 @@ GUIDES = {
     "/publish": "[publishing](../edge/publishing.md), [typed channels](../edge/typed-channels.md)",
     "/publish/stream": "[publishing many events](../edge/publishing.md)",
     "/healthz": "[deployment](../operations/deployment.md)",
-    "/readyz": "[deployment](../operations/deployment.md), [graceful drain](../operations/drain.md)",
+    "/readyz": "[deployment](../operations/deployment.md), "
+    "[graceful drain](../operations/drain.md)",
     "/metrics": "[the metrics reference](metrics.md), [metrics and stats](../edge/metrics.md)",
     "/stats": "[metrics and stats](../edge/metrics.md)",
     "/presence": "[presence](../edge/presence.md)",
     "/schema": "[typed channels](../edge/typed-channels.md)",
 }
+
+
+def _tick(text: str) -> str:
+    """Plain text with the settings it names (those with an underscore) in code."""
+    import re
+
+    from sse_fast.settings import Settings
+
+    names = [f.name for f in dataclasses.fields(Settings) if "_" in f.name]
+    pattern = "|".join(sorted(names, key=len, reverse=True))
+    return re.sub(rf"\b({pattern})\b", r"`\1`", text)
 
 
 def _link_options(text: str, options_page: str) -> str:
@@ -222,7 +241,7 @@ def _link_options(text: str, options_page: str) -> str:
 
 
 def metrics_page() -> str:
-    from sse_fast.hub.metrics import CATALOGUE
+    from sse_fast.hub.metrics import CATALOGUE, REFUSAL_REASONS
 
     out = [
         "# Metrics",
@@ -242,8 +261,12 @@ def metrics_page() -> str:
         )
     out.append("")
     for metric in CATALOGUE:
-        out += [f"### `{metric.name}`", "", f"{metric.kind}. {metric.help}", ""]
-    return "\n".join(out)
+        out += [f"### `{metric.name}`", "", f"{metric.kind}. {_tick(metric.help)}", ""]
+        if metric.name == "sse_fast_refused_total":
+            out += ["Its reasons:", "", "| reason | refused |", "|---|---|"]
+            out += [f"| `{reason}` | {_tick(what)} |" for reason, what in REFUSAL_REASONS.items()]
+            out.append("")
+    return _link_options("\n".join(out), "options.md")
 
 
 # -- the command line --------------------------------------------------------

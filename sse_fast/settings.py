@@ -84,6 +84,7 @@ POSITIVE = (
     "max_last_event_id_length",
     "backlog",
     "http1_buffer_size",
+    "runtime_threads",
     "relay_history_frames",
     "relay_history_bytes",
     "redis_history_frames",
@@ -95,6 +96,10 @@ POSITIVE = (
     "fsync_interval",
 )
 NON_NEGATIVE = (
+    "max_connections",
+    "max_connections_per_ip",
+    "publish_rate",
+    "connect_rate_per_ip",
     "redis_wait_replicas",
     "heartbeat_interval",
     "topic_ttl",
@@ -106,6 +111,24 @@ NON_NEGATIVE = (
     "broker_down_limit",
     "upstream_ready_grace",
 )
+
+
+#: settings with a bound beyond their sign: (least, most, why), either bound None
+RANGES: dict[str, tuple[float | None, float | None, str]] = {
+    "port": (None, 65535, "a TCP port"),
+    "http1_buffer_size": (8192, None, "Granian's HTTP/1 minimum"),
+    "header_timeout": (
+        1,
+        3600,
+        "seconds; it is also how long an idle keep-alive connection is kept",
+    ),
+    "body_timeout": (None, 3600, "seconds"),
+    "presence_interval": (
+        None,
+        10,
+        "the figures of a worker that wrote none for 30 s count as a dead worker's",
+    ),
+}
 
 
 @dataclass
@@ -256,11 +279,21 @@ class _Access:
         default="",
         metadata=_doc("static bearer token allowed to publish to every topic (prefer the env var)"),
     )
-    jwt_secret: str = field(default="", metadata=_doc("HS256 shared secret for JWTs"))
+    jwt_secret: str = field(default="", metadata=_doc("shared secret for HS256/HS384/HS512 JWTs"))
     jwt_public_key_file: str = field(
-        default="", metadata=_doc("PEM public key file for RS256/ES256 JWTs")
+        default="",
+        metadata=_doc(
+            "PEM public key file for RS256/RS384/RS512, ES256/ES384 or PS256 JWTs (read at "
+            "start: a new key needs a restart)"
+        ),
     )
-    jwt_jwks_file: str = field(default="", metadata=_doc("JWKS JSON file for RS256/ES256 JWTs"))
+    jwt_jwks_file: str = field(
+        default="",
+        metadata=_doc(
+            "JWKS JSON file: each key with its own algorithm, picked by the token's kid "
+            "(read at start: a new key needs a restart)"
+        ),
+    )
     jwt_audience: str = field(default="", metadata=_doc("required JWT audience (aud), if set"))
     jwt_issuer: str = field(default="", metadata=_doc("required JWT issuer (iss), if set"))
     jwt_require_exp: bool = field(default=False, metadata=_doc("refuse JWTs without exp"))
@@ -554,22 +587,14 @@ class Settings(
                 f"max_history_bytes ({self.max_history_bytes}) must be at least ring_max_bytes "
                 f"({self.ring_max_bytes}), one topic's history; or 0 for the default"
             )
-        if self.header_timeout > 3600 or self.body_timeout > 3600:
-            raise SettingsError("header_timeout and body_timeout are seconds: at most 3600")
-        if self.header_timeout < 1:
-            raise SettingsError(
-                f"header_timeout is {self.header_timeout:g} s: at least 1 (it is also how long "
-                "an idle keep-alive connection is kept)"
-            )
+        for name, (least, most, why) in RANGES.items():
+            value = getattr(self, name)
+            if (least is not None and value < least) or (most is not None and value > most):
+                bound = f"at least {least:g}" if least is not None and value < least else ""
+                bound = bound or f"at most {most:g}"
+                raise SettingsError(f"{name} must be {bound} ({why}), got {value!r}")
 
     def _check_listening(self) -> None:
-        if self.http1_buffer_size < 8192:
-            raise SettingsError(
-                f"http1_buffer_size must be at least 8192 (Granian's HTTP/1 minimum), "
-                f"got {self.http1_buffer_size}"
-            )
-        if self.port > 65535:
-            raise SettingsError(f"port must be at most 65535, got {self.port}")
         if self.http not in ("1", "2", "auto"):
             raise SettingsError(f"http must be 1, 2 or auto, got {self.http!r}")
         for network in split_list(self.ops_networks):
@@ -604,11 +629,6 @@ class Settings(
             )
         if (self.jwt_secret or self.jwt_public_key_file or self.jwt_jwks_file) and not _has_pyjwt():
             raise SettingsError(NO_PYJWT)
-        if self.presence_interval > 10:
-            raise SettingsError(
-                f"presence_interval is {self.presence_interval:g} s; at most 10 (the figures "
-                "of a worker that wrote none for 30 s count as a dead worker's)"
-            )
         if self.webhook_urls:
             for url in split_list(self.webhook_urls):
                 if not url.startswith(("http://", "https://")):

@@ -40,6 +40,12 @@ def test_environment_then_overrides() -> None:
         ({"SSE_FAST_HTTP": "3"}, "http must be"),
         ({"SSE_FAST_LOG_LEVEL": "loud"}, "log_level"),
         ({"SSE_FAST_INSTALL_SIGNAL_HANDLERS": "maybe"}, "not a valid bool"),
+        ({"SSE_FAST_HEADER_TIMEOUT": "0.5"}, "header_timeout must be at least 1 (seconds;"),
+        ({"SSE_FAST_BODY_TIMEOUT": "4000"}, "body_timeout must be at most 3600"),
+        ({"SSE_FAST_PRESENCE_INTERVAL": "11"}, "presence_interval must be at most 10"),
+        ({"SSE_FAST_MAX_CONNECTIONS": "-1"}, "max_connections must not be negative"),
+        ({"SSE_FAST_PUBLISH_RATE": "-5"}, "publish_rate must not be negative"),
+        ({"SSE_FAST_RUNTIME_THREADS": "0"}, "runtime_threads must be positive"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
