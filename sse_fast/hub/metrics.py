@@ -21,6 +21,7 @@ from typing import Any
 __all__ = [
     "CATALOGUE",
     "LATENCY_BUCKETS",
+    "REFUSAL_REASONS",
     "Histogram",
     "MetricInfo",
     "Metrics",
@@ -195,6 +196,46 @@ class MetricInfo:
 _PERSISTENCE = "with persistence on (no Redis)"
 _MIRROR = "in mirror mode"
 _WEBHOOKS = "with webhook_urls"
+
+#: the values of ``sse_fast_refused_total``'s ``reason`` label, and what each means
+#: (tests/hub/test_metrics_catalogue.py finds every reason the code refuses with here)
+REFUSAL_REASONS: dict[str, str] = {
+    "bad_request": "a request the endpoint cannot read (the default reason)",
+    "bad_query": "a malformed query string, too many fields, or a bad paging parameter",
+    "bad_topic": "a missing, malformed or too long topic name",
+    "too_many_topics": "more topics on one stream than max_topics_per_connection",
+    "bad_last_event_id": "a Last-Event-ID that is too long or not valid",
+    "bad_body": "a Content-Length that is no number, or a client gone before its body",
+    "bad_publish": "a publish refused: malformed JSON or fields, bad id or data, a schema "
+    "mismatch, no room for a new topic",
+    "bad_content_type": "a publish body that is not application/json (or x-ndjson)",
+    "bad_content_encoding": "a Content-Encoding other than identity",
+    "body_too_large": "a body or batch over max_body_bytes or max_events_per_batch",
+    "body_timeout": "a body not all arrived within body_timeout",
+    "method": "a method the endpoint does not serve (405)",
+    "not_found": "a path that is no endpoint (404)",
+    "cors_origin": "a preflight or request from an origin not in cors_origins",
+    "no_credential": "no credential where one is needed (401)",
+    "bad_token": "a token that is malformed, wrongly signed or not accepted (401)",
+    "expired_token": "a JWT past its exp (401)",
+    "query_token": "a token in the URL while allow_query_token is off (401)",
+    "forbidden_topic": "a credential without the right to the topic (403)",
+    "ops_forbidden": "/metrics, /stats or /presence from outside ops_networks, no ops_token set "
+    "(403)",
+    "ops_no_credential": "/metrics, /stats or /presence from outside ops_networks without "
+    "the ops_token (401)",
+    "ops_bad_token": "a wrong ops_token on /metrics, /stats or /presence (401)",
+    "max_connections": "the worker holds max_connections streams (503)",
+    "max_connections_per_ip": "the client address holds max_connections_per_ip streams (429)",
+    "connect_rate": "new streams from one address over connect_rate_per_ip (429)",
+    "publish_rate": "publishes of one credential over publish_rate (429)",
+    "draining": "the server is shutting down (503)",
+    "broker_unavailable": "the broker (relay or Redis) cannot take a subscription now (503)",
+    "unavailable": "a publish stream ended because the broker became unavailable",
+    "expired": "a publish stream ended because its credential expired",
+    "storage": "the data directory could not keep a publish (503)",
+    "publish_stream_ended": "a publish stream ended by the server without a reason of its own",
+}
 
 #: every metric ``/metrics`` may expose, in the order it is exposed: the one source
 #: of their names, types, help texts and labels (the exposition's ``# HELP`` and

@@ -248,3 +248,66 @@ def test_prometheus_reads_every_scrape(scrapes: dict[str, Scrape]) -> None:
     for name, one in scrapes.items():
         families = {family.name for family in text_string_to_metric_families(one.text)}
         assert len(families) == len(one.headers), name
+
+
+def _refusal_reasons_in_the_code() -> dict[str, str]:
+    """Every string the code may count in ``sse_fast_refused_total`` (reason -> where):
+    ``reason="..."`` in a call, an ``AuthError``'s or a publish stream ``_end``'s
+    third argument, ``refuse("...")``, ``.get("reason", "...")`` and the defaults
+    of parameters named ``reason``."""
+    import ast
+    from pathlib import Path
+
+    import sse_fast
+
+    found: dict[str, str] = {}
+    package = Path(sse_fast.__file__).parent
+    for path in package.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        where = str(path.relative_to(package))
+
+        def literal(node: ast.AST | None, line: int, where: str = where) -> None:
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value:
+                found.setdefault(node.value, f"{where}:{line}")
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                for keyword in node.keywords:
+                    if keyword.arg == "reason":
+                        literal(keyword.value, node.lineno)
+                if name in ("AuthError", "_end") and len(node.args) >= 3:
+                    literal(node.args[2], node.lineno)
+                if name == "refuse" and node.args:
+                    literal(node.args[0], node.lineno)
+                if (
+                    name == "get"
+                    and len(node.args) == 2
+                    and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value == "reason"
+                ):
+                    literal(node.args[1], node.lineno)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                arguments = node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                defaults = [None] * (
+                    len(node.args.posonlyargs + node.args.args) - len(node.args.defaults)
+                )
+                defaults += [*node.args.defaults, *node.args.kw_defaults]
+                for argument, default in zip(arguments, defaults, strict=True):
+                    if argument.arg == "reason":
+                        literal(default, node.lineno)
+    return found
+
+
+def test_every_refusal_reason_is_in_the_catalogue() -> None:
+    """The reasons of ``sse_fast_refused_total`` are documented (the metrics
+    reference lists ``REFUSAL_REASONS``): none in the code is missing from it,
+    none in it is gone from the code."""
+    from sse_fast.hub.metrics import REFUSAL_REASONS
+
+    in_code = _refusal_reasons_in_the_code()
+    assert "forbidden_topic" in in_code and "storage" in in_code  # the scan finds them
+    missing = {reason: where for reason, where in in_code.items() if reason not in REFUSAL_REASONS}
+    assert not missing, f"reasons the code refuses with, not in REFUSAL_REASONS: {missing}"
+    gone = set(REFUSAL_REASONS) - set(in_code)
+    assert not gone, f"REFUSAL_REASONS lists reasons no code uses: {gone}"
