@@ -33,7 +33,8 @@ What is not retried. A status or content type that says retrying cannot help
 (401, 403, 404, 400 ..., or a 200 that is not an event stream) raises
 ``StreamRefused`` with the status, headers and body: the caller must change
 something. ``204 No Content`` is the spec's "stop reconnecting": iteration ends.
-5xx, 408, 425 and 429 are retried.
+408, 425, 429, 500, 502, 503 and 504 are retried (``RETRIED_STATUSES``); other
+statuses raise ``StreamRefused``.
 
 Closing. ``async with connect(...) as events`` (``with connect_sync(...)``) or
 ``aclose()`` / ``close()`` end the stream and, when the client made its own

@@ -1,4 +1,4 @@
-"""Exact frames for the front ends: Datastar, the htmx sse extension, heartbeats;
+r"""Exact frames for the front ends: Datastar, the htmx sse extension, heartbeats;
 and frames with another line end (``\r\n`` or ``\r``) for the framework
 adapters that accept one (``sse_fast.starlette``, ``sse_fast.aiohttp``).
 

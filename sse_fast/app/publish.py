@@ -47,7 +47,8 @@ class PublishEndpoint:
     id, two events of one batch with the same ``id`` (naming both), an event that
     does not match its topic's declared schema; ``401``/``403``
     the credential; ``408`` a body that has not all arrived within
-    ``body_timeout``; ``413`` over ``max_body_bytes``; ``415`` another content type
+    ``body_timeout``; ``413`` over ``max_body_bytes`` or a batch over
+    ``max_events_per_batch``; ``415`` another content type
     or a ``Content-Encoding`` other than identity; ``429`` over ``publish_rate``; ``503``
     while draining, the broker away, a new topic past ``max_topics``, or the data
     directory failing (each with ``Retry-After``).
