@@ -480,6 +480,8 @@ def test_a_relay_that_stops_answering_is_dropped_and_publishes_fail_fast(
             server.close()
             for writer in connections:
                 writer.close()
+                with contextlib.suppress(Exception):  # closed before the loop ends
+                    await writer.wait_closed()
             await server.wait_closed()
 
     asyncio.run(main())

@@ -102,6 +102,11 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
         acked: dict[str, list[str]] = {f"room/{n}": [] for n in range(TOPICS)}
         publishing = asyncio.create_task(_publish(url, stop, acked))
         await asyncio.sleep(BEFORE)
+        deadline = time.monotonic() + 30  # a busy machine publishes slower: wait for 50
+        while sum(map(len, acked.values())) < 50:
+            assert time.monotonic() < deadline, "publishing did not start"
+            assert not publishing.done(), publishing
+            await asyncio.sleep(0.05)
         before = sum(map(len, acked.values()))
         await asyncio.to_thread(_kill, first, how)
         second = ServerProcess(*flags, port=port, data_dir=str(data_dir))
