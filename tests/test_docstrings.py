@@ -20,19 +20,10 @@ import pytest
 
 import sse_fast
 
+from .test_public_api import PUBLIC_MODULES
+
 #: the source tree's package, or the installed wheel's (the sdist check)
 PACKAGE_DIR = Path(sse_fast.__file__).resolve().parent
-
-
-def _public_modules() -> list[str]:
-    names = []
-    for path in PACKAGE_DIR.rglob("*.py"):
-        parts = path.relative_to(PACKAGE_DIR).with_suffix("").parts
-        if parts[-1] == "__init__":
-            parts = parts[:-1]
-        if not any(part.startswith("_") for part in parts):
-            names.append(".".join(("sse_fast", *parts)))
-    return sorted(names)
 
 
 def _load() -> Any:
@@ -76,7 +67,7 @@ def undocumented(package: Any, module_name: str) -> list[str]:
 PACKAGE = _load()
 
 
-@pytest.mark.parametrize("module_name", _public_modules())
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES)
 def test_every_public_name_has_a_docstring(module_name: str) -> None:
     missing = undocumented(PACKAGE, module_name)
     assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(missing)

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import re
 import shutil
-import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sse_fast.hub.metrics import CATALOGUE, MetricInfo, header, metric
 from sse_fast.testing import HOST, RedisServer, ServerProcess, collect
+
+from ..app.test_mirror_mode import relay_command
 
 #: each ``when`` phrase of the catalogue and the feature of a configuration that
 #: brings its metrics (None: every configuration has them)
@@ -158,18 +159,7 @@ def scrapes() -> Iterator[dict[str, Scrape]]:
             for server in pool.map(stack.enter_context, (plain, several, webhooks)):
                 assert server.proc is not None
         mirror = stack.enter_context(
-            ServerProcess(
-                command=[
-                    sys.executable,
-                    "-m",
-                    "sse_fast",
-                    "mirror",
-                    "--port",
-                    "{port}",
-                    "--upstream",
-                    f"{plain.url}/events?topic=news",
-                ],
-            )
+            ServerProcess(command=relay_command(f"{plain.url}/events?topic=news"))
         )
 
         async def main() -> dict[str, str]:
