@@ -5,8 +5,11 @@ A block is run according to the HTML comment on the line before it:
 * none (the default): ```python blocks run as a program; ```sh blocks run with
   bash in a network namespace of their own (``unshare``), so 127.0.0.1:8000 is
   free whatever else runs on this machine; ```text blocks are output, not code;
-  configuration files (```yaml, ```json, ```toml) are parsed, the others a
-  server reads (```ini, ```nginx, ```haproxy) are shown, not run.
+  configuration files (```yaml, ```json, ```toml) are parsed; those of other
+  programs (```nginx, ```haproxy, and ```ini: a systemd unit) are run by
+  tests/e2e/test_deployment_configs.py (real nginx and HAProxy in front of a real
+  server, ``systemd-analyze verify``): every such block of every page must be one
+  it covers (its ``COVERED``), so a new one fails here until it has a test there.
 * ``<!-- docs-test: setup -->``: install-and-run commands. The test command
   must be the one ``.ci/run`` runs; the extras they install must exist; the
   server command must start a server (run to readiness, then stopped).
@@ -32,12 +35,15 @@ import pytest
 import tomllib
 import yaml
 
+from .test_deployment_configs import COVERED
+
 ROOT = Path(__file__).resolve().parents[2]
 #: the README and every page of the docs site (the generated reference pages have no
 #: code blocks of their own)
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"(?:<!-- docs-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
-SHOWN = ("ini", "nginx", "haproxy")  # configuration of other programs: shown, not run
+#: configuration of other programs: run by test_deployment_configs.py, not here
+TESTED_THERE = ("ini", "nginx", "haproxy")
 PARSED = {"yaml": yaml.safe_load, "json": json.loads, "toml": tomllib.loads}
 
 
@@ -66,9 +72,17 @@ def _ids() -> list[str]:
 def test_every_block_is_classified() -> None:
     assert len({page for page, *_ in BLOCKS}) > 10, "the pages' blocks were not found"
     for page, line, how, language, _ in BLOCKS:
-        known = ("python", "sh", "text", *SHOWN, *PARSED)
+        known = ("python", "sh", "text", *TESTED_THERE, *PARSED)
         assert language in known, f"{page} line {line}: say ```{language}?"
         assert how in ("run", "setup", "syntax"), f"{page} line {line}: unknown {how!r}"
+        if language in TESTED_THERE:
+            assert (page, language) in COVERED, (
+                f"{page} line {line}: no test runs this ```{language} block: add one to "
+                "tests/e2e/test_deployment_configs.py (and to its COVERED)"
+            )
+    for page, language in COVERED:  # and each one covered is there, once
+        found = [b for b in BLOCKS if b[0] == page and b[3] == language]
+        assert len(found) == 1, f"{page}: {len(found)} ```{language} blocks, COVERED says one"
 
 
 def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -100,7 +114,10 @@ def _in_netns(script: str, timeout: float, cwd: Path) -> subprocess.CompletedPro
 @pytest.mark.parametrize(("page", "line", "how", "language", "code"), BLOCKS, ids=_ids())
 def test_block(page: str, line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
     where = f"{page} line {line}"
-    if language in ("text", *SHOWN):
+    if language == "text":
+        return
+    if language in TESTED_THERE:  # the classification test says which test runs it
+        assert (page, language) in COVERED, f"{where}: see test_every_block_is_classified"
         return
     if language in PARSED:
         PARSED[language](code)  # raises, naming the place, when it is not valid
@@ -201,13 +218,28 @@ def test_blocks_that_run_leave_no_process_behind() -> None:
     block, in the same test worker)."""
     deadline = time.monotonic() + 5
     while True:
-        leftover = subprocess.run(
-            ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
-        )
-        if not leftover.stdout.strip() or time.monotonic() > deadline:
+        leftover = _servers_of_blocks()
+        if not leftover or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert not leftover.stdout.strip(), leftover.stdout
+    assert not leftover, leftover
+
+
+def _servers_of_blocks() -> list[str]:
+    """``sse-fast serve`` processes in a network namespace other than this test's:
+    the blocks' (each runs in one of its own), not another test's or program's."""
+    found = subprocess.run(
+        ["pgrep", "-f", "sse-fast serve$"], capture_output=True, text=True, check=False
+    )
+    ours = os.readlink("/proc/self/ns/net")
+    leftover = []
+    for pid in found.stdout.split():
+        try:
+            if os.readlink(f"/proc/{pid}/ns/net") != ours:
+                leftover.append(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return leftover
 
 
 def test_readme_links_lead_somewhere() -> None:

@@ -1,0 +1,306 @@
+"""The configurations of docs/operations/deployment.md work as written.
+
+The ```nginx, ```haproxy and ```ini (systemd unit) blocks are taken from the page
+(tests/e2e/test_docs.py runs the page's other blocks and checks that every such block
+of every page is one listed in ``COVERED`` here):
+
+* nginx: the block (an ``upstream`` and a ``server``) inside the minimal ``events {}``
+  / ``http {}`` (plus temporary paths under the test's own prefix), with only the
+  listen port, the upstream addresses and the certificate files (a self-signed one made
+  here) replaced; ``nginx -t``, then a real nginx in front of a real ``sse-fast
+  serve``, spoken to over TLS and HTTP/2 as a browser would.
+* HAProxy: the block with only the ``bind`` port and the servers' addresses replaced;
+  ``haproxy -c``, then a real ``haproxy -db`` in front of a real server.
+
+Through each proxy: a stream opens, a heartbeat comment (``--heartbeat-interval``
+0.3 s) comes through, an event published through the proxy arrives well under a
+second later (0.5 s: a proxy that held it or compressed the stream fails), and a reconnect with
+``Last-Event-ID`` resumes (``SSE-Fast-Resume: resumed``) with what was missed.
+
+* systemd: ``systemd-analyze verify`` runs without a running systemd (it loads the
+  unit and checks its settings and its ``ExecStart`` binary, which is replaced by this
+  environment's ``sse-fast``); it must say nothing about the unit. It does not see a
+  ``# comment`` after a value (part of the value for systemd), nor whether the flags
+  exist, nor the stop timeout against the drain: checked here too. Then systemd's
+  stop is played: SIGTERM to every process of the service (``KillMode=control-group``,
+  the default), and the stream gets its drain frame and the server exits 0 within
+  ``TimeoutStopSec``.
+
+Missing programs fail (not skip), naming the Debian package (scripts/test installs
+them). Every process runs on loopback and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sse_fast.settings import Settings
+from sse_fast.testing import HOST, ServerProcess, free_port
+
+from ..support.certificates import self_signed
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE = "docs/operations/deployment.md"
+#: (page, language) of every configuration block this module tests; test_docs.py fails
+#: on a ```nginx/```haproxy/```ini block anywhere else
+COVERED = {(PAGE, "nginx"), (PAGE, "haproxy"), (PAGE, "ini")}
+BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.S)
+HEARTBEAT = 0.3
+#: an event through the proxy must arrive within this many seconds of its publish
+PROMPT = 0.5
+
+
+def _block(language: str) -> str:
+    found = [m.group(2) for m in BLOCK.finditer((ROOT / PAGE).read_text()) if m[1] == language]
+    assert len(found) == 1, f"{PAGE}: expected one ```{language} block, found {len(found)}"
+    return found[0]
+
+
+def _program(name: str, package: str) -> str:
+    path = shutil.which(name) or f"/usr/sbin/{name}"
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"{name} is not installed: apt-get install {package} (scripts/test does)")
+    return path
+
+
+def _substitute(text: str, pattern: str, replacement: str, count: int | None = None) -> str:
+    out, n = re.subn(pattern, replacement, text, flags=re.M)
+    assert n >= 1 and (count is None or n == count), f"{pattern!r}: {n} matches"
+    return out
+
+
+@contextlib.contextmanager
+def _running(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` (a proxy in the foreground) until it accepts on ``port``; stopped at the
+    end (SIGTERM, its process group killed past 5 s)."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, f"{argv[0]} exited:\n{log.read_text()}"
+            with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
+                break
+            assert time.monotonic() < deadline, f"{argv[0]} did not listen:\n{log.read_text()}"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        with contextlib.suppress(ProcessLookupError):  # nginx's workers, if any were left
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+class _Stream:
+    """The bytes of one SSE response, read as they come."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.response = response
+        self.raw = bytearray()
+        self._chunks: AsyncIterator[bytes] = response.aiter_raw()
+
+    async def until(self, done: Callable[[bytes], bool], timeout: float) -> float:
+        """Read until ``done(raw)``; the time it became true (``time.monotonic``)."""
+        deadline = time.monotonic() + timeout
+        while not done(bytes(self.raw)):
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"not in {timeout} s; the stream so far: {bytes(self.raw)!r}"
+            try:
+                self.raw += await asyncio.wait_for(anext(self._chunks), remaining)
+            except (TimeoutError, asyncio.TimeoutError):
+                continue  # the assert above says what was seen
+        return time.monotonic()
+
+
+async def _through_proxy(base: str, verify: ssl.SSLContext | bool, http2: bool) -> None:
+    async with httpx.AsyncClient(base_url=base, verify=verify, http2=http2, timeout=10) as client:
+        query = {"topic": "deploy"}
+        accept = {"Accept": "text/event-stream"}
+        async with client.stream("GET", "/events", params=query, headers=accept) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.headers["sse-fast-resume"] == "none"
+            assert "content-encoding" not in response.headers, "the proxy compresses the stream"
+            stream = _Stream(response)
+            await stream.until(lambda raw: b": \n\n" in raw, 5 * HEARTBEAT + 2)  # a heartbeat
+            published = time.monotonic()
+            answer = await client.post("/publish", json={"topic": "deploy", "data": {"n": 1}})
+            assert answer.status_code == 200, answer.text
+            (first_id,) = answer.json()["ids"]
+            arrived = await stream.until(lambda raw: b'data: {"n":1}\n' in raw, 5)
+            assert arrived - published < PROMPT, f"the event took {arrived - published:.3f} s"
+            assert f"id: {first_id}\n".encode() in stream.raw
+        # gone; then back with the id of the last event seen: what was missed comes first
+        answer = await client.post("/publish", json={"topic": "deploy", "data": {"n": 2}})
+        assert answer.status_code == 200, answer.text
+        resume = {**accept, "Last-Event-ID": first_id}
+        async with client.stream("GET", "/events", params=query, headers=resume) as response:
+            assert response.status_code == 200, await response.aread()
+            assert response.headers["sse-fast-resume"] == "resumed"
+            await _Stream(response).until(lambda raw: b'data: {"n":2}\n' in raw, 5)
+
+
+def test_nginx_block(tmp_path: Path) -> None:
+    nginx = _program("nginx", "nginx")
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    with ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server:
+        block = _block("nginx")
+        block = _substitute(block, r"^(\s*listen\s+)\d+\b", rf"\g<1>{HOST}:{port}", 1)
+        block = _substitute(block, r"^(\s*server\s+)[\d.]+:\d+", rf"\g<1>{HOST}:{server.port}")
+        block = _substitute(block, r"^(\s*ssl_certificate\s+)\S+;", rf"\g<1>{cert};", 1)
+        block = _substitute(block, r"^(\s*ssl_certificate_key\s+)\S+;", rf"\g<1>{key};", 1)
+        temporary = "".join(
+            f"    {kind}_temp_path {tmp_path / kind};\n"
+            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        conf = tmp_path / "nginx.conf"
+        conf.write_text(
+            # as root its workers would otherwise be nobody, who cannot enter tmp_path
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + "events {}\n\nhttp {\n"
+            + f"    access_log {tmp_path / 'access.log'};\n{temporary}\n{block}}}\n"
+        )
+        common = ["-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
+        pid = f"pid {tmp_path / 'nginx.pid'};"
+        checked = subprocess.run(
+            [nginx, "-t", *common, "-g", pid], capture_output=True, text=True, timeout=30
+        )
+        assert checked.returncode == 0, checked.stderr
+        # nginx >= 1.25.1 warns that `listen ... http2` is deprecated (the page says so)
+        complaints = [
+            line
+            for line in checked.stderr.splitlines()
+            if re.search(r"\[(warn|emerg|alert|crit)\]", line) and "http2" not in line
+        ]
+        assert not complaints, checked.stderr
+        argv = [nginx, *common, "-g", f"daemon off; {pid}"]
+        with _running(argv, port, tmp_path / "nginx.out"):
+            context = ssl.create_default_context(cafile=str(cert))
+            try:
+                asyncio.run(_through_proxy(f"https://{HOST}:{port}", context, http2=True))
+            except BaseException:
+                print((tmp_path / "error.log").read_text()[-3000:])
+                raise
+
+
+def test_haproxy_block(tmp_path: Path) -> None:
+    haproxy = _program("haproxy", "haproxy")
+    port = free_port()
+    with ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server:
+        block = _block("haproxy")
+        block = _substitute(block, r"^(\s*bind\s+)\S*:\d+", rf"\g<1>{HOST}:{port}", 1)
+        address = rf"\g<1>{HOST}:{server.port}"
+        block = _substitute(block, r"^(\s*server\s+\S+\s+)[\d.]+:\d+", address)
+        cfg = tmp_path / "haproxy.cfg"
+        cfg.write_text(block)
+        checked = subprocess.run(
+            [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+        )
+        output = checked.stdout + checked.stderr
+        assert checked.returncode == 0, output
+        assert "WARNING" not in output and "ALERT" not in output, output
+        with _running([haproxy, "-f", str(cfg), "-db"], port, tmp_path / "haproxy.out"):
+            asyncio.run(_through_proxy(f"http://{HOST}:{port}", False, http2=False))
+
+
+def _unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """systemd's syntax: sections, ``Key=value`` lines (a key may repeat), comments only
+    on lines of their own, a trailing backslash continues the line."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    section: dict[str, list[str]] = {}
+    lines = iter(text.splitlines())
+    for line in lines:
+        while line.endswith("\\"):
+            line = line[:-1] + " " + next(lines).strip()
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = sections.setdefault(line.strip("[]"), {})
+            continue
+        key, _, value = line.partition("=")
+        section.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def test_systemd_unit(tmp_path: Path) -> None:
+    analyze = _program("systemd-analyze", "systemd")
+    text = _block("ini")
+    binary = Path(sys.executable).parent / "sse-fast"  # this environment's, not a shim
+    assert binary.exists(), f"no {binary}: pip install -e . first"
+    unit = tmp_path / "sse-fast.service"
+    unit.write_text(
+        _substitute(text, r"^ExecStart=/opt/sse-fast/bin/sse-fast ", f"ExecStart={binary} ", 1)
+    )
+    verified = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    about_it = [line for line in verified.stderr.splitlines() if "sse-fast.service" in line]
+    assert verified.returncode == 0 and not about_it, verified.stderr
+
+    service = _unit(text)["Service"]
+    for key, values in service.items():
+        for value in values:  # systemd reads "15   # comment" as that whole value
+            assert "#" not in value, f"[Service] {key}={value}: a comment must be on its own line"
+    (exec_start,) = service["ExecStart"]
+    argv = shlex.split(exec_start)
+    assert Path(argv[0]).name == "sse-fast" and argv[1] == "serve", exec_start
+    helped = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    known = set(re.findall(r"(--[a-z][a-z0-9-]*)", helped.stdout))
+    flags = [arg for arg in argv[2:] if arg.startswith("--")]
+    assert flags and set(flags) <= known, f"unknown flags: {set(flags) - known}"
+    drain = Settings().drain_timeout
+    if "--drain-timeout" in argv:
+        drain = float(argv[argv.index("--drain-timeout") + 1])
+    assert service.get("KillSignal", ["SIGTERM"]) == ["SIGTERM"]  # what starts the drain
+    assert service.get("KillMode", ["control-group"]) in (["control-group"], ["mixed"])
+    (stop_timeout,) = service["TimeoutStopSec"]
+    # the server exits within drain_timeout plus a second (docs/operations/drain.md)
+    assert float(stop_timeout) >= drain + 2, f"TimeoutStopSec={stop_timeout}, drain {drain} s"
+
+    # systemd's stop: SIGTERM to every process of the service at once (main, workers, relay)
+    with ServerProcess("--workers", "2") as server:
+        assert server.proc is not None
+
+        async def stop() -> float:
+            client = server.client("deploy", record=True)
+            await client.connect()
+            assert server.proc is not None
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            started = time.monotonic()
+            while not client.closed:
+                await asyncio.wait_for(client.events(), drain + 2)
+            assert b'data: {"reason":"draining"}' in client.raw, bytes(client.raw)
+            return started
+
+        started = asyncio.run(stop())
+        assert server.proc.wait(float(stop_timeout)) == 0, server.output()
+        assert time.monotonic() - started < drain + 1, server.output()
