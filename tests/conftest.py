@@ -32,6 +32,19 @@ collect_ignore_glob = ["adapters/originals/*/tests"]
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In the pure-Python mode, leave out the tests marked ``mode_independent``: what
+    they check is the same in both modes (the docs site's build, the embedding
+    examples' fresh venvs, which build a pure-Python wheel anyway, the docstrings),
+    and the extension mode has run them."""
+    if not sse_fast.NO_EXTENSIONS:
+        return
+    kept = [item for item in items if item.get_closest_marker("mode_independent") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i not in kept])
+        items[:] = kept
+
+
 def _extension_import_error() -> ImportError | None:
     try:
         for module in NATIVE_MODULES:

@@ -65,6 +65,8 @@ def undocumented(package: Any, module_name: str) -> list[str]:
 
 
 PACKAGE = _load()
+#: read from the sources, not imported: the same in both modes
+pytestmark = pytest.mark.mode_independent
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)

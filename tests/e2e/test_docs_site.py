@@ -39,7 +39,11 @@ OPTION = "heartbeat_interval"  # an option of sse_fast.settings: its heading's i
 METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub.metrics.CATALOGUE
 
 #: one worker builds the site once (a module fixture per worker would build it per worker)
-pytestmark = [pytest.mark.xdist_group("docs-site"), pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.xdist_group("docs-site"),
+    pytest.mark.timeout(300),
+    pytest.mark.mode_independent,
+]
 
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -42,7 +42,7 @@ def _examples() -> list[tuple[str, list[str], str]]:
 EXAMPLES = _examples()
 
 #: one worker builds the wheel once and makes the venvs one after the other
-pytestmark = pytest.mark.xdist_group("venvs")
+pytestmark = [pytest.mark.xdist_group("venvs"), pytest.mark.mode_independent]
 
 
 def test_the_embedding_examples_say_what_they_need() -> None:
