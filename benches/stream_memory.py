@@ -56,6 +56,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .fanout_apps import _lifespan
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benches" / "results"
 HOST = "127.0.0.1"
@@ -76,13 +78,8 @@ _FLOOR_FRAME = {"type": "http.response.body", "body": b"retry: 1000\nid: 0\n\n",
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """SSE headers and one frame on any GET, then wait for ``http.disconnect``."""
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await _lifespan(receive, send)
+        return
     if scope["type"] != "http":
         return
     if scope["path"] == "/healthz":
