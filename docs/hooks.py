@@ -217,24 +217,27 @@ GUIDES = {
 }
 
 
+def _settings_pattern(underscored: bool = False) -> str:
+    """A regex alternation of the settings' names, longest first (so that
+    ``max_connections_per_ip`` is not read as ``max_connections``)."""
+    from sse_fast.settings import Settings
+
+    names = [f.name for f in dataclasses.fields(Settings) if "_" in f.name or not underscored]
+    return "|".join(sorted(names, key=len, reverse=True))
+
+
 def _tick(text: str) -> str:
     """Plain text with the settings it names (those with an underscore) in code."""
     import re
 
-    from sse_fast.settings import Settings
-
-    names = [f.name for f in dataclasses.fields(Settings) if "_" in f.name]
-    pattern = "|".join(sorted(names, key=len, reverse=True))
-    return re.sub(rf"\b({pattern})\b", r"`\1`", text)
+    return re.sub(rf"\b({_settings_pattern(underscored=True)})\b", r"`\1`", text)
 
 
 def _link_options(text: str, options_page: str) -> str:
     """Each setting named in code (``name`` or `name`) links to its entry."""
     import re
 
-    from sse_fast.settings import Settings
-
-    names = "|".join(sorted((f.name for f in dataclasses.fields(Settings)), key=len)[::-1])
+    names = _settings_pattern()
     return re.sub(rf"``?({names})``?(?!\]|\()", rf"[`\1`]({options_page}#\1)", text)
 
 

@@ -589,10 +589,10 @@ class Settings(
             )
         for name, (least, most, why) in RANGES.items():
             value = getattr(self, name)
-            if (least is not None and value < least) or (most is not None and value > most):
-                bound = f"at least {least:g}" if least is not None and value < least else ""
-                bound = bound or f"at most {most:g}"
-                raise SettingsError(f"{name} must be {bound} ({why}), got {value!r}")
+            if least is not None and value < least:
+                raise SettingsError(f"{name} must be at least {least:g} ({why}), got {value!r}")
+            if most is not None and value > most:
+                raise SettingsError(f"{name} must be at most {most:g} ({why}), got {value!r}")
 
     def _check_listening(self) -> None:
         if self.http not in ("1", "2", "auto"):
