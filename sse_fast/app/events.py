@@ -13,9 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from ..abort import connection_key
 from ..asgi import Receive, Scope, Send
-from ..hub import Hub
+from ..hub import Hub, Subscription
 from ..publishing import PublishError, check_event_id, check_topic
 from ..settings import Settings
 from .admission import Admission, ClientAddress
@@ -77,6 +76,8 @@ class EventsEndpoint:
         self.admission = admission
         self.client_address = client_address
         self.cors = cors
+        #: the expiry of each stream whose credential expires (most have none)
+        self._expiries: dict[Subscription, asyncio.TimerHandle] = {}
 
     def _ignored_cookie(self, error: AuthError) -> None:
         self.hub.metrics.ignored_cookies_total += 1
@@ -124,6 +125,18 @@ class EventsEndpoint:
         return names, last_event_id, fields.get("token", [None])[-1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        subscription = await self.open(scope, receive, send)
+        try:
+            # the end: the client's http.disconnect, or the server closing the stream
+            await subscription.closed
+        finally:
+            self.finish(scope, subscription)
+
+    async def open(self, scope: Scope, receive: Receive, send: Send) -> Subscription:
+        """Admit, authorise and attach the stream (``HTTPError`` when refused); the
+        caller awaits ``subscription.closed``, then calls ``finish``. Split so that an
+        idle stream holds no frame of this endpoint's (``App.__call__`` waits itself:
+        its frame is one a request has anyway)."""
         hub = self.hub
         if hub.draining:
             raise HTTPError(
@@ -145,33 +158,37 @@ class EventsEndpoint:
             )
         except AuthError as exc:
             raise HTTPError.from_auth(exc) from None
-        client = scope.get("client")
         self.admission.hold_stream(ip)
-        expiry = None
         try:
-            try:
-                subscription = await hub.attach(
-                    names,
-                    last_event_id,
-                    send,
-                    receive,
-                    client=f"{client[0]}:{client[1]}" if client else "?",
-                    connection=connection_key(scope),
-                    headers=self.cors.headers(scope),
-                    subject=None if credential is None else credential.subject,
-                )
-            except PublishError as exc:  # the broker cannot subscribe now (before any byte)
-                raise HTTPError.from_publish(exc, reason="broker_unavailable") from None
-            try:
-                if credential is not None and credential.expires_at is not None:
-                    expiry = asyncio.get_running_loop().call_later(
-                        max(0.0, credential.expires_at - time.time()), hub.expire, subscription
-                    )
-                # the end: the client's http.disconnect, or the server closing the stream
-                await subscription.closed
-            finally:
-                hub.detach(subscription)
+            subscription = await hub.attach(
+                names,
+                last_event_id,
+                send,
+                receive,
+                headers=self.cors.headers(scope),
+                subject=None if credential is None else credential.subject,
+                scope=scope,
+            )
+        except PublishError as exc:  # the broker cannot subscribe now (before any byte)
+            self.admission.release_stream(ip)
+            raise HTTPError.from_publish(exc, reason="broker_unavailable") from None
+        except BaseException:
+            self.admission.release_stream(ip)
+            raise
+        if credential is not None and credential.expires_at is not None:
+            self._expiries[subscription] = asyncio.get_running_loop().call_later(
+                max(0.0, credential.expires_at - time.time()), hub.expire, subscription
+            )
+        return subscription
+
+    def finish(self, scope: Scope, subscription: Subscription) -> None:
+        """The stream is over (or its handler is leaving): free it, stop its token's
+        expiry, give back the client's per-IP slot (its address read again from
+        ``scope``, as ``open`` read it)."""
+        try:
+            self.hub.detach(subscription)
         finally:
+            expiry = self._expiries.pop(subscription, None)
             if expiry is not None:
                 expiry.cancel()
-            self.admission.release_stream(ip)
+            self.admission.release_stream(self.client_address(scope))

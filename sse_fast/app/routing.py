@@ -185,11 +185,18 @@ class App:
             if root and path.startswith(root):  # mounted: the path below the mount point
                 path = path[len(root) :] or "/"
             if path == "/events" and scope["method"] == "GET":
-                # the one long-lived handler: kept one coroutine frame deep (memory per stream)
+                # the one long-lived handler: an idle stream waits in this frame, the
+                # one every request has (memory per stream), not in one of its own
                 try:
-                    await self.events(scope, receive, send)
+                    subscription = await self.events.open(scope, receive, send)
                 except HTTPError as error:
                     await self.refuse(scope, send, error)
+                    return
+                try:
+                    # the end: the client's http.disconnect, or the server closing it
+                    await subscription.closed
+                finally:
+                    self.events.finish(scope, subscription)
                 return
             await self.http(scope, receive, send, path)
         elif kind == "lifespan":

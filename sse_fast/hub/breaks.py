@@ -35,7 +35,7 @@ def mark_break(fanout: FanOut, history_from: int, reason: str | None) -> None:
         return
     fanout.metrics.history_breaks_total += 1
     topics = fanout.topics.by_name
-    names = tuple(name for name, topic in topics.items() if topic.subscriptions)
+    names = tuple(name for name, topic in topics.items() if topic.subscribers)
     if not names:
         fanout.last_position = marker
         return

@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._tasks import stop_task
@@ -35,7 +35,7 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .presence import PresenceNews
 from .server import DisconnectWatch
-from .subscription import Subscription
+from .subscription import Subscription, peer_of
 from .topics import Topics
 from .webhooks import Webhooks
 
@@ -83,6 +83,8 @@ class Hub:
         self.closer = Closer(
             settings, metrics, clock, self.send_style, self.topics, self.subscriptions
         )
+        #: every stream's wait for ``http.disconnect`` (one watch, no object per stream)
+        self.watch = DisconnectWatch(self.detach)
         self.fanout = FanOut(
             settings,
             metrics,
@@ -268,6 +270,7 @@ class Hub:
         connection: ConnectionKey | None = None,
         headers: Sequence[tuple[bytes, bytes]] = (),
         subject: str | None = None,
+        scope: Mapping[str, Any] | None = None,
     ) -> Subscription:
         """Start an SSE stream of ``topics`` on an ASGI ``send``/``receive`` pair.
 
@@ -281,13 +284,14 @@ class Hub:
         ended) and then calls ``detach``; ``subscription.resume`` is the resume
         outcome. ``topics`` must be valid names (``publishing.check_topic``).
         ``subject`` names the subscriber in presence (its JWT's ``sub``).
+        ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
+        ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed.
         """
         waiting = self.broker.prepare(topics)
         if waiting is not None:
             await waiting  # the broker subscribes to new topics and loads their history
-        subscription, first = resume.open_stream(
-            self, send, topics, client, last_event_id, connection, subject
-        )
+        peer = peer_of(scope, client, connection)
+        subscription, first = resume.open_stream(self, send, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {
@@ -305,7 +309,7 @@ class Hub:
                 await result  # not eager: publishes meanwhile are caught up from the rings
             self.fanout.start(subscription, first)
             # Each receive() is watched with a callback: a stream costs no task of its own.
-            DisconnectWatch(subscription, receive, self.detach).arm()
+            self.watch.arm(subscription, receive)
         except BaseException:
             self.detach(subscription)
             raise

@@ -58,8 +58,8 @@ def figures(topic: Topic | None) -> dict[str, Any]:
     """This worker's presence on ``topic`` (None: no subscriber here)."""
     if topic is None:
         return {"subscribers": 0, "subjects": {}}
-    subjects = Counter(s.subject for s in topic.subscriptions if s.subject is not None)
-    return {"subscribers": len(topic.subscriptions), "subjects": dict(subjects)}
+    subjects = Counter(s.subject for s in topic.members() if s.subject is not None)
+    return {"subscribers": topic.subscribers, "subjects": dict(subjects)}
 
 
 def add_up(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:

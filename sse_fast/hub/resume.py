@@ -22,10 +22,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from .._core import encode
-from ..abort import ConnectionKey
 from ..asgi import Send
 from ..protocol import Resume, missed_frame
-from .subscription import Subscription
+from .subscription import Peer, Subscription
 from .topics import Topic, read_since
 
 if TYPE_CHECKING:
@@ -110,9 +109,8 @@ def open_stream(
     hub: Hub,
     send: Send,
     topic_names: Sequence[str],
-    client: str,
+    peer: Peer,
     last_event_id: str | None,
-    connection: ConnectionKey | None,
     subject: str | None = None,
 ) -> tuple[Subscription, bytes]:
     """Register a stream of ``hub`` at its resume position; return it and its first
@@ -120,7 +118,7 @@ def open_stream(
     them (``FanOut.start``) before the next flush."""
     hub.fanout.flush_pending()  # the positions below are the flushed heads
     now = hub.clock()
-    topics = [hub.topics.get(name, now) for name in topic_names]
+    topics = tuple([hub.topics.get(name, now) for name in topic_names])
     broker = hub.broker
     status, cursors = resolve(
         topics, last_event_id, broker.first_position, hub.last_position, broker.lost
@@ -129,10 +127,9 @@ def open_stream(
         hub.next_subscription_id(),
         send,
         topics,
-        client,
+        peer,
         now,
         asyncio.get_running_loop().create_future(),
-        connection,
         subject,
     )
     subscription.resume = status
@@ -144,7 +141,7 @@ def open_stream(
     subscription.cursors = cursors  # its position once the first bytes are written
     hub.subscriptions[subscription.id] = subscription
     for topic in topics:
-        topic.subscriptions[subscription] = None
+        topic.subscribers += 1
     hub.presence_news.joined(subscription)
     if hub.webhooks is not None:
         hub.webhooks.connected(subscription)

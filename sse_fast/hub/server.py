@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,26 +23,33 @@ __all__ = ["DisconnectWatch"]
 
 
 class DisconnectWatch:
-    """Calls ``gone(subscription)`` when ``receive()`` reports ``http.disconnect``
-    (or fails), re-arming itself on any other message until the stream is closed."""
+    """Calls ``gone(subscription)`` when a stream's ``receive()`` reports
+    ``http.disconnect`` (or fails), re-arming on any other message until the
+    stream is closed.
 
-    __slots__ = ("gone", "receive", "subscription")
+    One per hub, for every stream: the subscription is the callback (its
+    ``__call__``) and every callback runs in one shared empty context, so an idle
+    stream costs no watch object, bound method or context copy of its own."""
 
-    def __init__(
-        self,
-        subscription: Subscription,
-        receive: Receive,
-        gone: Callable[[Subscription], None],
-    ) -> None:
-        self.subscription = subscription
-        self.receive = receive
+    __slots__ = ("context", "gone")
+
+    def __init__(self, gone: Callable[[Subscription], None]) -> None:
         self.gone = gone
+        #: what the callbacks run in (``add_done_callback`` would copy the caller's)
+        self.context = contextvars.Context()
 
-    def arm(self) -> None:
-        """Wait for the next ``receive()`` message (``on_message`` handles it)."""
-        asyncio.ensure_future(self.receive()).add_done_callback(self.on_message)
+    def arm(self, subscription: Subscription, receive: Receive | None = None) -> None:
+        """Wait for the next message of ``receive`` (first time) or of the
+        subscription's own (``on_message`` handles it)."""
+        if receive is not None:
+            subscription.receive = receive
+            subscription.watch = self
+        assert subscription.receive is not None
+        asyncio.ensure_future(subscription.receive()).add_done_callback(
+            subscription, context=self.context
+        )
 
-    def on_message(self, waiter: asyncio.Future[Message]) -> None:
+    def on_message(self, subscription: Subscription, waiter: asyncio.Future[Message]) -> None:
         """``receive()`` returned (or failed): call ``gone`` on a disconnect or a failure, else
         wait for the next message while the stream is open."""
         if (
@@ -49,6 +57,6 @@ class DisconnectWatch:
             or waiter.exception() is not None
             or waiter.result().get("type") == "http.disconnect"
         ):
-            self.gone(self.subscription)
-        elif not self.subscription.closed.done():
-            self.arm()
+            self.gone(subscription)
+        elif not subscription.closed.done():
+            self.arm(subscription)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._core import Ring
@@ -63,6 +63,10 @@ NO_POSITIONS: deque[int] = deque(maxlen=0)
 #: 219 measured with tracemalloc (tests/hub/test_topics.py checks it is no more),
 #: and room for slots not yet filled (a ring's slots double as it fills)
 FRAME_OVERHEAD = 320
+# A topic's sets of subscriptions in sync with several topics and catching up, until it
+# has a first one (``Topic.join_multi``, ``join_catching_up``): never written to.
+_NO_MULTI: dict[Subscription, Send] = {}
+_NO_CATCHING_UP: dict[Subscription, None] = {}
 
 
 class Topic:
@@ -81,7 +85,7 @@ class Topic:
         "published",
         "ring",
         "settings",
-        "subscriptions",
+        "subscribers",
     )
 
     def __init__(self, name: str, settings: Settings, evicted_up_to: int, now: float) -> None:
@@ -92,12 +96,32 @@ class Topic:
         # the newest position this topic no longer holds (evicted, or swept with it)
         self.evicted_up_to = evicted_up_to
         self.in_sync: dict[Subscription, Send] = {}
-        self.in_sync_multi: dict[Subscription, Send] = {}
+        # the shared empty sets until a first member (most topics never get one)
+        self.in_sync_multi: dict[Subscription, Send] = _NO_MULTI
         self.flushed = 0  # ring cursor in-sync subscriptions have been written up to
-        self.subscriptions: dict[Subscription, None] = {}
-        self.catching_up: dict[Subscription, None] = {}
+        #: how many subscriptions have this topic, from ``open_stream`` to ``leave_topics``
+        self.subscribers = 0
+        self.catching_up: dict[Subscription, None] = _NO_CATCHING_UP
         self.published = 0
         self.last_activity = now
+
+    def join_multi(self, subscription: Subscription) -> None:
+        """``subscription`` (of several topics) is in sync here."""
+        if self.in_sync_multi is _NO_MULTI:
+            self.in_sync_multi = {}
+        self.in_sync_multi[subscription] = subscription.send
+
+    def join_catching_up(self, subscription: Subscription) -> None:
+        """``subscription`` writes its backlog here from its own cursor."""
+        if self.catching_up is _NO_CATCHING_UP:
+            self.catching_up = {}
+        self.catching_up[subscription] = None
+
+    def members(self) -> Iterator[Subscription]:
+        """Its subscriptions that have started (each is in one of the three sets; a
+        stream whose response start is still pending is counted in ``subscribers``
+        only)."""
+        return itertools.chain(self.in_sync, self.in_sync_multi, self.catching_up)
 
     @property
     def has_history(self) -> bool:
@@ -267,7 +291,7 @@ class Topics:
             if not len(ring):
                 emptied.append(topic)
         for topic in emptied:
-            if topic.subscriptions:
+            if topic.subscribers:
                 del self._by_write[topic]  # back in the order with its next frame
             else:
                 self.drop(topic)
@@ -299,7 +323,7 @@ class Topics:
     def unsubscribed(self, topic: Topic, now: float) -> None:
         """A subscription left ``topic``: a topic without history goes with its last one."""
         topic.last_activity = now
-        if not topic.subscriptions and not topic.has_history:
+        if not topic.subscribers and not topic.has_history:
             self.drop(topic)
 
     def sweep(self, now: float) -> int:
@@ -308,7 +332,7 @@ class Topics:
         idle = [
             topic
             for topic in self.by_name.values()
-            if not topic.subscriptions and topic.last_activity < cutoff
+            if not topic.subscribers and topic.last_activity < cutoff
         ]
         for topic in idle:
             self.drop(topic)
@@ -345,7 +369,7 @@ class Topics:
         """Figures of the topics ``offset`` to ``offset + limit`` (``/stats``)."""
         return {
             name: {
-                "subscribers": len(topic.subscriptions),
+                "subscribers": topic.subscribers,
                 "published": topic.published,
                 "retained": len(topic.ring),
                 "retained_bytes": topic.ring.nbytes,
@@ -357,6 +381,6 @@ class Topics:
     def busiest(self, count: int) -> list[tuple[str, int]]:
         """The ``count`` topics with the most subscriptions (``/metrics``)."""
         return sorted(
-            ((name, len(t.subscriptions)) for name, t in self.by_name.items() if t.subscriptions),
+            ((name, t.subscribers) for name, t in self.by_name.items() if t.subscribers),
             key=lambda item: -item[1],
         )[:count]

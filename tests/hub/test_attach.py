@@ -83,3 +83,40 @@ def test_a_lazy_start_cancelled_leaves_nothing_attached() -> None:
         assert hub.subscriptions == {} and "a" not in hub.topics.by_name
 
     run(main())
+
+
+def test_a_topic_counts_its_streams_and_shares_empty_sets_until_used() -> None:
+    """A topic counts its streams (``subscribers``, from ``open_stream`` to the
+    stream leaving, once however often it is detached); its sets for multi-topic
+    and catching-up streams are one shared empty dict each until a first member
+    (memory per topic), and those shared dicts are never written to."""
+    from sse_fast.hub import presence, topics
+
+    async def main() -> None:
+        app = make_app()
+        hub = app.hub
+        alone = Stream(app, query=[("topic", "a")]).start()
+        both = Stream(app, query=[("topic", "a"), ("topic", "b")]).start()
+        other = Stream(app, query=[("topic", "c")]).start()
+        await settle()
+        a, b, c = (hub.topics.by_name[name] for name in "abc")
+        assert (a.subscribers, b.subscribers, c.subscribers) == (2, 1, 1)
+        assert c.in_sync_multi is topics._NO_MULTI and c.catching_up is topics._NO_CATCHING_UP
+        assert list(a.in_sync_multi) == list(b.in_sync_multi) != []
+        assert presence.figures(a)["subscribers"] == 2
+        late = Stream(app, query=[("topic", "c")], eager=False).start()
+        await asyncio.sleep(0)  # inside its start write (lazy): it will catch up
+        assert c.subscribers == 2
+        publish(app, "c", "early")
+        await settle(50)
+        assert late.data() == ["early"] and c.catching_up is not topics._NO_CATCHING_UP
+        assert topics._NO_MULTI == {} and topics._NO_CATCHING_UP == {}
+        subscription = next(iter(c.in_sync))
+        for stream in (alone, both, other, late):
+            stream.disconnect()
+            await stream.finished()
+        hub.detach(subscription)  # again: counted out once
+        assert (a.subscribers, b.subscribers, c.subscribers) == (0, 0, 0)
+        assert "a" not in hub.topics.by_name and "b" not in hub.topics.by_name
+
+    run(main())

@@ -50,7 +50,7 @@ def test_vanished_clients_free_everything(eager: bool) -> None:
         hub = app.hub
         assert hub.subscriptions == {}
         for topic in hub.topics.by_name.values():
-            assert not topic.subscriptions and not topic.in_sync and not topic.catching_up
+            assert not topic.subscribers and not topic.in_sync and not topic.catching_up
         del streams
         gc.collect()
         assert all(r() is None for r in refs), "subscriber objects are still referenced"
