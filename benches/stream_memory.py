@@ -619,7 +619,7 @@ def _markdown(result: dict[str, Any]) -> str:
         per = median([r["per_stream_kb"] for r in rows])
         low, high = min(r["per_stream_kb"] for r in rows), max(r["per_stream_kb"] for r in rows)
         base = floor.get(n)
-        extra = f"+{per - base:.2f} KB" if base and run["kind"] != "floor" else ""
+        extra = f"{per - base:+.2f} KB" if base and run["kind"] != "floor" else ""
         lines.append(
             f"| {'bare Granian app (floor)' if run['kind'] == 'floor' else '`sse-fast serve`'} "
             f"| {'-' if run['kind'] == 'floor' else 'one for all' if run['one_topic'] else 'one per stream'} "
