@@ -487,6 +487,11 @@ class SseFastTarget(Target):
             "0",
             "--publish-rate",
             "0",
+            # the default persistence, in a directory of this start's own: never the
+            # history an earlier run left in ~/.local/state/sse-fast (restored, it
+            # would add to the memory and the work measured)
+            "--data-dir",
+            str(workdir / "data"),
         ]
         return argv, self.source, _clean_env()
 

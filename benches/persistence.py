@@ -128,8 +128,8 @@ class PersistentTarget(peers.SseFastTarget):
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv, cwd, env = super().command(workdir)
         argv += ["--persistence", self.persistence, "--log-level", "info"]
-        if self.persistence != "off":
-            argv += ["--data-dir", self.data_dir or str(workdir / "data")]
+        if self.data_dir:  # else the start's own directory (``peers.SseFastTarget``)
+            argv += ["--data-dir", self.data_dir]
         argv += list(self.extra)
         return argv, cwd, env
 
