@@ -22,7 +22,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from .._tasks import cancelling, uncancel
@@ -57,33 +57,35 @@ class BodyDeadlines:
         self._drain_deadline: float | None = None
         hub.on_drain.add(self._on_drain)
 
-    async def read(self, scope: Scope, reading: Callable[[], Awaitable[T]]) -> T:
-        """``await reading()``, an ``HTTPError`` (408, or 503 while draining) if it
-        has not finished by its deadline."""
-        task: asyncio.Task[object] | None = asyncio.current_task()
-        if task is None:  # pragma: no cover - no task: not under a server
-            return await reading()
+    async def read(self, scope: Scope, reading: Awaitable[T]) -> T:
+        """``await reading`` (a coroutine not yet started), an ``HTTPError`` (408, or
+        503 while draining) if it has not finished by its deadline."""
         loop = asyncio.get_running_loop()
+        task: asyncio.Task[object] | None = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - no task: not under a server
+            return await reading
         deadline = loop.time() + self.timeout
         if self._drain_deadline is not None:
             deadline = min(deadline, self._drain_deadline)
-        self._reading[task] = deadline
+        reads = self._reading
+        reads[task] = deadline
         self._scopes[task] = scope
         if self._sweeper is None:
             self._sweeper = loop.call_at(
                 min(deadline, loop.time() + SWEEP_INTERVAL), self._sweep, loop
             )
         try:
-            return await reading()
+            return await reading
         except asyncio.CancelledError:
             error = self._cut.pop(task, None)
             if error is None or uncancel(task) > 0:
                 raise  # not ours, or someone else cancelled the task too
             raise error from None
         finally:
-            self._reading.pop(task, None)
-            self._scopes.pop(task, None)
-            self._cut.pop(task, None)
+            del reads[task]
+            del self._scopes[task]
+            if self._cut:
+                self._cut.pop(task, None)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
         self._sweeper = None

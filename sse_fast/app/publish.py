@@ -94,7 +94,7 @@ class PublishEndpoint:
         except AuthError as exc:
             raise HTTPError.from_auth(exc) from None
         self.admission.admit_publish(credential.identity)
-        body = await self.deadlines.read(scope, lambda: self.read_body(receive, declared))
+        body = await self.deadlines.read(scope, self.read_body(receive, declared))
         try:
             requests = parse_publish_body(body, self.settings)
             self.auth.check_publish(credential, requests)

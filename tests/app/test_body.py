@@ -30,7 +30,7 @@ def test_a_body_late_past_body_timeout_is_a_408_naming_it() -> None:
     async def main() -> None:
         deadlines, _ = _deadlines(body_timeout=0.05)
         with pytest.raises(HTTPError) as info:
-            await asyncio.wait_for(deadlines.read(SCOPE, _forever), 2)
+            await asyncio.wait_for(deadlines.read(SCOPE, _forever()), 2)
         assert info.value.status == 408 and info.value.reason == "body_timeout"
         assert "within 0.05 s (body_timeout)" in info.value.message
         assert asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
@@ -41,7 +41,7 @@ def test_a_body_late_past_body_timeout_is_a_408_naming_it() -> None:
 def test_a_drain_cuts_the_reads_when_drain_timeout_ends() -> None:
     async def main() -> None:
         deadlines, hub = _deadlines(body_timeout=60, drain_timeout=0.05)
-        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever))
+        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever()))
         await asyncio.sleep(0)
         await hub.drain()
         with pytest.raises(HTTPError) as info:
@@ -57,7 +57,7 @@ def test_a_cancellation_beside_ours_is_not_swallowed() -> None:
 
     async def main() -> None:
         deadlines, _ = _deadlines(body_timeout=60)
-        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever))
+        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever()))
         await asyncio.sleep(0)
         (task,) = deadlines._reading
         deadlines._reading[task] = 0.0  # late
@@ -72,7 +72,7 @@ def test_a_cancellation_beside_ours_is_not_swallowed() -> None:
 def test_a_read_being_cancelled_is_left_to_its_canceller() -> None:
     async def main() -> None:
         deadlines, _ = _deadlines(body_timeout=60)
-        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever))
+        reading = asyncio.ensure_future(deadlines.read(SCOPE, _forever()))
         await asyncio.sleep(0)
         (task,) = deadlines._reading
         reading.cancel()  # pending, not yet delivered
