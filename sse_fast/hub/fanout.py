@@ -152,6 +152,8 @@ class FanOut:
             return
         before: dict[Topic, int] = {}
         multi: dict[Subscription, Send] = {}
+        written = self.send_style.written_type
+        delivered = 0
         for topic in dirty:
             before[topic] = topic.flushed
             try:
@@ -162,8 +164,20 @@ class FanOut:
                 for subscription in list(topic.in_sync) + list(topic.in_sync_multi):
                     self.lagged(subscription, lag.lost)
                 continue
-            if topic.in_sync:
-                self._write_events(topic.in_sync, data, count)
+            in_sync = topic.in_sync
+            if len(in_sync) == 1:  # one subscriber (a user's own topic): written here
+                ((subscription, send),) = in_sync.items()
+                message = {"type": "http.response.body", "body": data, "more_body": True}
+                try:
+                    result = send(message)
+                except Exception:  # a server whose send() raises for a gone client
+                    self.closer.detach(subscription)
+                else:
+                    if type(result) is not written:
+                        self.catch_up(subscription, result)
+                    delivered += count
+            elif in_sync:
+                self._write_events(in_sync, data, count)
             if topic.in_sync_multi:
                 multi.update(topic.in_sync_multi)
         if multi:
@@ -185,6 +199,7 @@ class FanOut:
                 data, count = merged[key]
                 if count:
                     self._write_events(targets, data, count)
+        self.metrics.delivered_total += delivered
         end = self.clock()
         observe = self.metrics.publish_latency.observe
         for accepted_at, count in self._accepted:

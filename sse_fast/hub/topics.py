@@ -84,13 +84,11 @@ class Topic:
         "positions",
         "published",
         "ring",
-        "settings",
         "subscribers",
     )
 
-    def __init__(self, name: str, settings: Settings, evicted_up_to: int, now: float) -> None:
+    def __init__(self, name: str, evicted_up_to: int, now: float) -> None:
         self.name = name
-        self.settings = settings
         self.ring = NO_HISTORY
         self.positions: deque[int] = NO_POSITIONS  # of each retained frame, oldest first
         # the newest position this topic no longer holds (evicted, or swept with it)
@@ -132,23 +130,6 @@ class Topic:
     def newest_position(self) -> int:
         """The position of the newest frame this topic ever held (or its floor)."""
         return self.positions[-1] if self.positions else self.evicted_up_to
-
-    def store(self, item: Sequenced) -> bool:
-        """Keep one frame; True when it evicted older frames."""
-        ring = self.ring
-        if ring is NO_HISTORY:
-            ring = self.ring = Ring(self.settings.ring_max_frames, self.settings.ring_max_bytes)
-            self.positions = deque()
-        oldest = ring.oldest
-        ring.publish(item.frame, item.id)
-        evicted = ring.oldest - oldest
-        positions = self.positions
-        for _ in range(evicted):
-            # max: a broker may have raised the floor past what the ring held
-            self.evicted_up_to = max(self.evicted_up_to, positions.popleft())
-        positions.append(item.position)
-        self.published += 1
-        return evicted > 0
 
     def trim(self, max_bytes: int) -> int:
         """Evict the oldest frames until at most ``max_bytes`` of data remain
@@ -233,29 +214,42 @@ class Topics:
         topic = self.by_name.get(name)
         if topic is None:
             floor = max(self._swept.pop(name, 0), self._swept_floor)
-            topic = self.by_name[name] = Topic(name, self.settings, floor, now)
+            topic = self.by_name[name] = Topic(name, floor, now)
         topic.last_activity = now
         return topic
 
     def keep(self, topic: Topic, item: Sequenced) -> bool:
-        """Store ``item`` in ``topic``; True when that evicted older frames of it
-        (frames of other topics the budget evicted are in ``trimmed``)."""
+        """Store ``item`` in ``topic``'s ring (made with its first frame) and its
+        position; True when that evicted older frames of it (frames of other topics
+        the budget evicted are in ``trimmed``). One call per stored event: the
+        fan-out's hottest line, written out here rather than in ``Topic``."""
         ring = topic.ring
         if ring is NO_HISTORY:
+            settings = self.settings
+            ring = topic.ring = Ring(settings.ring_max_frames, settings.ring_max_bytes)
+            topic.positions = deque()
             self.with_history += 1
-            data, frames = 0, 0
-        else:
-            data, frames = ring.nbytes, len(ring)
-        evicted = topic.store(item)
-        ring = topic.ring
+        data = ring.nbytes
+        oldest = ring.oldest
+        ring.publish(item.frame, item.id)
+        evicted = ring.oldest - oldest
+        positions = topic.positions
+        if evicted:
+            # max: a broker may have raised the floor past what the ring held
+            floor = topic.evicted_up_to
+            for _ in range(evicted):
+                floor = max(floor, positions.popleft())
+            topic.evicted_up_to = floor
+        positions.append(item.position)
+        topic.published += 1
         self.retained_bytes += ring.nbytes - data
-        self.retained_frames += len(ring) - frames
+        self.retained_frames += 1 - evicted
         by_write = self._by_write
         by_write.pop(topic, None)
         by_write[topic] = None
         if self.retained_bytes + FRAME_OVERHEAD * self.retained_frames > self.history_budget:
             self._within_budget()
-        return evicted
+        return evicted > 0
 
     def keep_to_budget(self) -> None:
         """Evict what is over the budget now (after frames were flushed that

@@ -156,3 +156,59 @@ def test_a_send_that_raises_drops_only_that_subscriber() -> None:
         await good.finished()
 
     run(main())
+
+
+def test_a_lone_subscriber_that_falls_behind_catches_up() -> None:
+    """A topic with one subscriber (a user's own topic) is written by the flush's
+    own path, not ``write_all``: a full channel sends it to catch-up all the same,
+    and every event is counted delivered once."""
+
+    async def main() -> None:
+        app = make_app()
+        lone = Stream(app, query=[("topic", "mine")], capacity=2).start()
+        await settle()
+        lone.pause()
+        for i in range(30):
+            publish(app, "mine", i)
+            await settle(1)  # one flush per publish: the channel fills up
+        await settle()
+        (subscription,) = app.hub.subscriptions.values()
+        assert subscription.state == Subscription.CATCHING_UP
+        lone.resume()
+        await settle(50)
+        publish(app, "mine", "after")
+        await settle()
+        assert lone.data() == [*(str(i) for i in range(30)), "after"]
+        assert subscription.state == Subscription.IN_SYNC
+        assert app.hub.metrics.delivered_total == 31
+        lone.disconnect()
+        await lone.finished()
+
+    run(main())
+
+
+def test_a_lone_subscriber_whose_send_raises_is_detached() -> None:
+    async def main() -> None:
+        app = make_app()
+        lone = Stream(app, query=[("topic", "mine")]).start()
+        other = Stream(app, query=[("topic", "theirs")]).start()
+        await settle()
+
+        def broken(message: dict) -> Any:
+            raise RuntimeError("connection reset")
+
+        topic = app.hub.topics.by_name["mine"]
+        ((subscription, _),) = topic.in_sync.items()
+        topic.in_sync[subscription] = broken
+        publish(app, "mine", "lost with its client")
+        publish(app, "theirs", "delivered")
+        await settle()
+        await lone.finished()
+        assert other.data() == ["delivered"]
+        assert list(app.hub.subscriptions.values()) != [subscription]
+        assert len(app.hub.subscriptions) == 1
+        assert app.hub.metrics.delivered_total == 1
+        other.disconnect()
+        await other.finished()
+
+    run(main())
