@@ -32,29 +32,21 @@ compared within the run: this machine is noisy. Results go to
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import json
-import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import peers
-from .notifications import SERVER_CORE, _wrk, pin
-from .server_bench import machine
-from .single_publish import BareTarget
+from .single_publish import BareTarget, GranianTarget, main_of, run_rounds
 
-RESULTS = Path(__file__).resolve().parent / "results"
 USERS = 10_000
 STAGES = ("read", "parse", "sequence", "apply", "hub", "full")
 
 
 @dataclass(eq=False)
-class StageTarget(peers.Target):
+class StageTarget(GranianTarget):
     """``publish_stages_app`` under Granian: ``stage`` on ``interface``."""
 
     stage: str = "full"
@@ -100,16 +92,6 @@ class StageTarget(peers.Target):
         }
         return argv, peers.PEERS_DIR, peers._clean_env(env)
 
-    def server_pids(self) -> list[int]:
-        if self._proc is None or not peers.pid_alive(self._proc.pid):
-            return []
-        return [self._proc.pid, *peers.descendants(self._proc.pid)]
-
-    def versions(self) -> dict[str, str]:
-        out = super().versions()
-        out["granian"] = peers._dist_version("granian")
-        return out
-
 
 def targets(host: str) -> list[peers.Target]:
     """Every target of a round, in the order they run."""
@@ -125,74 +107,8 @@ def targets(host: str) -> list[peers.Target]:
     return out
 
 
-def thread_cpu(pids: list[int]) -> dict[str, float]:
-    """CPU seconds so far of the threads of ``pids``, by role: ``loop`` (a process's
-    main thread: the event loop, the app), ``io`` (Granian's tokio threads: sockets,
-    HTTP, handing requests to Python) and ``other`` (Python threads Granian starts to
-    call into Python, the data directory's sync thread, ...)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {"loop": 0.0, "io": 0.0, "other": 0.0}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{pid}/task/{name}/stat") as stat:
-                        text = stat.read()
-                    # after the ")" that ends the thread's name: field 3 on
-                    fields = text.rsplit(")", 1)[1].split()
-                    comm = text[text.index("(") + 1 : text.rindex(")")]
-                    role = (
-                        "loop"
-                        if int(name) == pid
-                        else "io"
-                        if comm.startswith("tokio")
-                        else "other"
-                    )
-                    out[role] += (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 def run(rounds: int, seconds: float) -> dict[str, Any]:
-    order = targets(peers.HOST)
-    results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in order}
-    versions: dict[str, str] = {}
-    for index in range(rounds):
-        for target in order:
-            target.start()
-            try:
-                with contextlib.suppress(Exception):
-                    versions.update(target.versions())
-                pin(target.server_pids(), SERVER_CORE)
-                time.sleep(0.5)
-                pids = target.server_pids()
-                before = thread_cpu(pids)
-                out = _wrk(target, seconds, USERS, index + 1)
-                after = thread_cpu(pids)
-            finally:
-                target.stop()
-            rate = out["acked"] / seconds
-            results[target.name].append(
-                {
-                    "requests_per_s": rate,
-                    "errors": out["errors"],
-                    "p50_ms": out["p50"] * 1e3,
-                    "p99_ms": out["p99"] * 1e3,
-                    # CPU seconds per role over the round (the server's processes)
-                    "cpu_s": {role: after[role] - before[role] for role in after},
-                }
-            )
-            log(f"round {index + 1} {target.name:10s} {rate:>9,.0f} req/s errors {out['errors']}")
-    return {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": machine(),
-        "params": {"rounds": rounds, "seconds": seconds, "users": USERS, "connections": 16},
-        "versions": versions,
-        "results": results,
-    }
+    return run_rounds(targets(peers.HOST), rounds, seconds)
 
 
 def median(report: dict[str, Any], name: str) -> float:
@@ -277,19 +193,7 @@ def reading(report: dict[str, Any]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benches.publish_stages", description=__doc__.split("\n\n")[0]
-    )
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--out", default=str(RESULTS / "publish_stages"), help="path prefix")
-    args = parser.parse_args(argv)
-    report = run(args.rounds, args.seconds)
-    out = Path(args.out)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    write_report(report, out.with_suffix(".md"))
-    print(out.with_suffix(".md").read_text())
-    return 0
+    return main_of("publish_stages", __doc__ or "", 6.0, run, write_report, argv)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,13 +50,9 @@ USERS = 10_000
 
 
 @dataclass(eq=False)
-class BareTarget(peers.Target):
-    stop_at_length: bool = False
-
-    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        argv = [sys.executable, "bare_post_app.py", self.host, str(self.port)]
-        env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
-        return argv, peers.PEERS_DIR, peers._clean_env(env)
+class GranianTarget(peers.Target):
+    """An app of ``benches/peers/`` under Granian: its processes are the main one and
+    its workers."""
 
     def server_pids(self) -> list[int]:
         if self._proc is None or not peers.pid_alive(self._proc.pid):
@@ -65,6 +63,16 @@ class BareTarget(peers.Target):
         out = super().versions()
         out["granian"] = peers._dist_version("granian")
         return out
+
+
+@dataclass(eq=False)
+class BareTarget(GranianTarget):
+    stop_at_length: bool = False
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv = [sys.executable, "bare_post_app.py", self.host, str(self.port)]
+        env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
+        return argv, peers.PEERS_DIR, peers._clean_env(env)
 
 
 @dataclass(eq=False)
@@ -81,15 +89,36 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run(rounds: int, seconds: float) -> dict[str, Any]:
-    host = peers.HOST
-    ports = peers.free_ports(host, 4)
-    targets: list[peers.Target] = [
-        BareTarget("bare", host, ports[0]),
-        BareTarget("bare-cl", host, ports[1], stop_at_length=True),
-        peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
-        SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
-    ]
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of the threads of ``pids``, by role: ``loop`` (a process's
+    main thread: the event loop, the app), ``io`` (Granian's tokio threads: sockets,
+    HTTP, handing requests to Python) and ``other`` (Python threads Granian starts to
+    call into Python, the data directory's sync thread, ...)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"loop": 0.0, "io": 0.0, "other": 0.0}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{pid}/task/{name}/stat") as stat:
+                        text = stat.read()
+                    # after the ")" that ends the thread's name: field 3 on
+                    fields = text.rsplit(")", 1)[1].split()
+                    comm = text[text.index("(") + 1 : text.rindex(")")]
+                    role = (
+                        "loop"
+                        if int(name) == pid
+                        else "io"
+                        if comm.startswith("tokio")
+                        else "other"
+                    )
+                    out[role] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict[str, Any]:
+    """Every target alone on the server core, ``rounds`` times interleaved, wrk at full
+    speed for ``seconds``: requests/s, latency and the server threads' CPU per round."""
     results: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
     versions: dict[str, str] = {}
     for index in range(rounds):
@@ -98,10 +127,13 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
             try:
                 with contextlib.suppress(Exception):
                     versions.update(target.versions())
-                pin(target.server_pids(), SERVER_CORE)
+                pids = target.server_pids()
+                pin(pids, SERVER_CORE)
                 time.sleep(0.5)
+                before = thread_cpu(pids)
                 # wrk's step number seeds the topic order; the same for every target
                 out = _wrk(target, seconds, USERS, index + 1)
+                after = thread_cpu(pids)
             finally:
                 target.stop()
             rate = out["acked"] / seconds
@@ -112,9 +144,11 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
                     "p50_ms": out["p50"] * 1e3,
                     "p99_ms": out["p99"] * 1e3,
                     "wrk_cpu_s": out["cpu"],
+                    # CPU seconds per role over the round (the server's processes)
+                    "cpu_s": {role: after[role] - before[role] for role in after},
                 }
             )
-            log(f"round {index + 1} {target.name:8s} {rate:>9,.0f} req/s errors {out['errors']}")
+            log(f"round {index + 1} {target.name:10s} {rate:>9,.0f} req/s errors {out['errors']}")
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
@@ -122,6 +156,18 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
         "versions": versions,
         "results": results,
     }
+
+
+def run(rounds: int, seconds: float) -> dict[str, Any]:
+    host = peers.HOST
+    ports = peers.free_ports(host, 4)
+    targets: list[peers.Target] = [
+        BareTarget("bare", host, ports[0]),
+        BareTarget("bare-cl", host, ports[1], stop_at_length=True),
+        peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
+        SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
+    ]
+    return run_rounds(targets, rounds, seconds)
 
 
 def median(report: dict[str, Any], name: str) -> float:
@@ -166,20 +212,33 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main_of(
+    name: str,
+    doc: str,
+    seconds: float,
+    run_them: Callable[[int, float], dict[str, Any]],
+    write: Callable[[dict[str, Any], Path], None],
+    argv: list[str] | None,
+) -> int:
+    """The command line of ``benches.<name>``: run, write ``results/<name>.{json,md}``
+    (or ``--out``), print the table."""
     parser = argparse.ArgumentParser(
-        prog="python -m benches.single_publish", description=__doc__.split("\n\n")[0]
+        prog=f"python -m benches.{name}", description=doc.split("\n\n")[0]
     )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--out", default=str(RESULTS / "single_publish"), help="path prefix")
+    parser.add_argument("--seconds", type=float, default=seconds)
+    parser.add_argument("--out", default=str(RESULTS / name), help="path prefix")
     args = parser.parse_args(argv)
-    report = run(args.rounds, args.seconds)
+    report = run_them(args.rounds, args.seconds)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    write_report(report, out.with_suffix(".md"))
+    write(report, out.with_suffix(".md"))
     print(out.with_suffix(".md").read_text())
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return main_of("single_publish", __doc__ or "", 8.0, run, write_report, argv)
 
 
 if __name__ == "__main__":

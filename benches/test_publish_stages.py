@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benches import publish_stages as P
+from benches.single_publish import thread_cpu
 
 
 def _row(rate: float, loop: float = 1.0, io: float = 2.0) -> dict[str, Any]:
@@ -79,12 +80,12 @@ def test_cpu_is_read_by_thread_role() -> None:
             sum(range(1000))
 
     worker = threading.Thread(target=spin)
-    before = P.thread_cpu([os.getpid()])
+    before = thread_cpu([os.getpid()])
     worker.start()
     give_up = time.monotonic() + 20
     try:
         while time.monotonic() < give_up:  # both threads spin (CPU is read in 10 ms ticks)
-            now = P.thread_cpu([os.getpid()])  # while the thread runs: then it is listed
+            now = thread_cpu([os.getpid()])  # while the thread runs: then it is listed
             if now["other"] >= before["other"] + 0.2 and now["loop"] >= before["loop"] + 0.05:
                 break
     finally:
