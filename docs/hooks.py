@@ -62,8 +62,9 @@ USER_MODULES = (
 
 
 def public_modules() -> list[str]:
-    """Every module of the package with no part of its name starting with "_" (as
-    ``tests/test_public_api.py`` has it: the docs build does not import the tests)."""
+    """Every module of the package with no part of its name starting with "_": one
+    API page each, and the list ``tests/test_public_api.py`` checks (it loads this file;
+    the docs build does not import the tests)."""
     names = []
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE).with_suffix("").parts
