@@ -39,7 +39,7 @@ async def measure(subscribers: int, rounds: int) -> dict[str, float]:
     loop = asyncio.get_running_loop()
     for _ in range(subscribers):  # streams whose client reads at once and never leaves
         await hub.attach(["t"], None, eager_send, loop.create_future)
-    assert len(hub.topics.by_name["t"].in_sync) == subscribers
+    assert len(hub.topics.by_name["t"].in_sync_members()) == subscribers
     request = [PublishRequest(("t",), "x" * 40)]
     timings = []
     for _ in range(rounds):

@@ -161,23 +161,24 @@ class FanOut:
                 count = topic.flushed - before[topic]
             except Lagged as lag:  # more published in one go than the ring holds
                 topic.flushed = topic.ring.head
-                for subscription in list(topic.in_sync) + list(topic.in_sync_multi):
+                for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
                     self.lagged(subscription, lag.lost)
                 continue
-            in_sync = topic.in_sync
-            if len(in_sync) == 1:  # one subscriber (a user's own topic): written here
-                ((subscription, send),) = in_sync.items()
+            lone = topic.lone
+            if lone is not None:  # the first in sync (a user's own topic: the only one)
                 message = {"type": "http.response.body", "body": data, "more_body": True}
                 try:
-                    result = send(message)
+                    result = lone.send(message)
                 except Exception:  # a server whose send() raises for a gone client
-                    self.closer.detach(subscription)
+                    self.closer.detach(lone)
                 else:
                     if type(result) is not written:
-                        self.catch_up(subscription, result)
+                        self.catch_up(lone, result)
                     delivered += count
-            elif in_sync:
-                self._write_events(in_sync, data, count)
+                if topic.in_sync:  # the others share the message
+                    self._write_events(topic.in_sync, data, count, message)
+            elif topic.in_sync:  # a lone subscription left: the others stay in the dict
+                self._write_events(topic.in_sync, data, count)
             if topic.in_sync_multi:
                 multi.update(topic.in_sync_multi)
         if multi:
@@ -206,8 +207,15 @@ class FanOut:
             observe(end - accepted_at, count)
         self._accepted.clear()
 
-    def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:
-        message = {"type": "http.response.body", "body": frame, "more_body": True}
+    def _write_events(
+        self,
+        targets: dict[Subscription, Send],
+        frame: bytes,
+        events: int,
+        message: dict[str, Any] | None = None,
+    ) -> None:
+        if message is None:
+            message = {"type": "http.response.body", "body": frame, "more_body": True}
         count = len(targets)  # before: slow subscriptions leave ``targets`` (an in-sync set)
         failed = self.write_all(targets, message)
         self.metrics.delivered_total += (count - failed) * events

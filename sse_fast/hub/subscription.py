@@ -128,7 +128,7 @@ class Subscription:
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
         if len(self.topics) == 1:
-            self.topics[0].in_sync[self] = self.send
+            self.topics[0].join_in_sync(self)
         else:
             for topic in self.topics:
                 topic.join_multi(self)
@@ -137,7 +137,7 @@ class Subscription:
         """Move to the catching-up sets, at ``cursors``."""
         self.state = Subscription.CATCHING_UP
         for topic in self.topics:
-            topic.in_sync.pop(self, None)
+            topic.leave_in_sync(self)
             topic.in_sync_multi.pop(self, None)
             topic.join_catching_up(self)
         self.cursors = cursors
@@ -156,7 +156,7 @@ class Subscription:
             return
         self.state = Subscription.CLOSED
         for topic in self.topics:
-            topic.in_sync.pop(self, None)
+            topic.leave_in_sync(self)
             topic.in_sync_multi.pop(self, None)
             topic.catching_up.pop(self, None)
             topic.subscribers -= 1

@@ -19,11 +19,14 @@ one publisher filling the budget then costs the oldest history, not every other
 publisher's service.
 
 A topic's subscriptions are in one of three sets (dicts used as ordered sets:
-an empty dict is a third of an empty set): ``in_sync`` (subscribed to this
-topic only, at its flushed position: they share one message per flush),
-``in_sync_multi`` (in sync, subscribed to several topics: they get a merge per
-topic set) and ``catching_up`` (writing their backlog from the ring, each at
-its own cursor). See ``fanout.py``.
+an empty dict is a third of an empty set): in sync (subscribed to this topic
+only, at its flushed position: they share one message per flush), held as
+``lone`` (the first of them: a topic per user has just that one, and no dict
+of 224 bytes for it) and ``in_sync`` (the others); ``in_sync_multi`` (in sync,
+subscribed to several topics: they get a merge per topic set) and
+``catching_up`` (writing their backlog from the ring, each at its own cursor).
+Until a topic has a member of a set, the set is a shared empty dict that is
+never written to. See ``fanout.py``.
 """
 
 from __future__ import annotations
@@ -63,8 +66,10 @@ NO_POSITIONS: deque[int] = deque(maxlen=0)
 #: 219 measured with tracemalloc (tests/hub/test_topics.py checks it is no more),
 #: and room for slots not yet filled (a ring's slots double as it fills)
 FRAME_OVERHEAD = 320
-# A topic's sets of subscriptions in sync with several topics and catching up, until it
-# has a first one (``Topic.join_multi``, ``join_catching_up``): never written to.
+# A topic's sets of subscriptions in sync (besides ``lone``), in sync with several topics
+# and catching up, until it has a first one (``Topic.join_in_sync``, ``join_multi``,
+# ``join_catching_up``): never written to.
+_NO_IN_SYNC: dict[Subscription, Send] = {}
 _NO_MULTI: dict[Subscription, Send] = {}
 _NO_CATCHING_UP: dict[Subscription, None] = {}
 
@@ -80,6 +85,7 @@ class Topic:
         "in_sync",
         "in_sync_multi",
         "last_activity",
+        "lone",
         "name",
         "positions",
         "published",
@@ -93,7 +99,10 @@ class Topic:
         self.positions: deque[int] = NO_POSITIONS  # of each retained frame, oldest first
         # the newest position this topic no longer holds (evicted, or swept with it)
         self.evicted_up_to = evicted_up_to
-        self.in_sync: dict[Subscription, Send] = {}
+        #: the first subscription in sync here (of this topic only), None when none is
+        self.lone: Subscription | None = None
+        #: the other ones in sync here, with their ``send``
+        self.in_sync: dict[Subscription, Send] = _NO_IN_SYNC
         # the shared empty sets until a first member (most topics never get one)
         self.in_sync_multi: dict[Subscription, Send] = _NO_MULTI
         self.flushed = 0  # ring cursor in-sync subscriptions have been written up to
@@ -102,6 +111,27 @@ class Topic:
         self.catching_up: dict[Subscription, None] = _NO_CATCHING_UP
         self.published = 0
         self.last_activity = now
+
+    def join_in_sync(self, subscription: Subscription) -> None:
+        """``subscription`` (of this topic only) is in sync here."""
+        if self.lone is None:
+            self.lone = subscription
+            return
+        if self.in_sync is _NO_IN_SYNC:
+            self.in_sync = {}
+        self.in_sync[subscription] = subscription.send
+
+    def leave_in_sync(self, subscription: Subscription) -> None:
+        """``subscription`` is no longer in sync here (it may not have been)."""
+        if self.lone is subscription:
+            self.lone = None
+        elif self.in_sync:
+            self.in_sync.pop(subscription, None)
+
+    def in_sync_members(self) -> list[Subscription]:
+        """The subscriptions in sync here (of this topic only)."""
+        lone = self.lone
+        return [*self.in_sync] if lone is None else [lone, *self.in_sync]
 
     def join_multi(self, subscription: Subscription) -> None:
         """``subscription`` (of several topics) is in sync here."""
@@ -119,7 +149,8 @@ class Topic:
         """Its subscriptions that have started (each is in one of the three sets; a
         stream whose response start is still pending is counted in ``subscribers``
         only)."""
-        return itertools.chain(self.in_sync, self.in_sync_multi, self.catching_up)
+        lone = () if self.lone is None else (self.lone,)
+        return itertools.chain(lone, self.in_sync, self.in_sync_multi, self.catching_up)
 
     @property
     def has_history(self) -> bool:

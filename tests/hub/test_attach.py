@@ -102,6 +102,9 @@ def test_a_topic_counts_its_streams_and_shares_empty_sets_until_used() -> None:
         a, b, c = (hub.topics.by_name[name] for name in "abc")
         assert (a.subscribers, b.subscribers, c.subscribers) == (2, 1, 1)
         assert c.in_sync_multi is topics._NO_MULTI and c.catching_up is topics._NO_CATCHING_UP
+        # one stream of this topic only: held as the lone one, no dict of its own
+        assert c.lone is not None and c.in_sync is topics._NO_IN_SYNC
+        assert a.lone is not None and a.in_sync is topics._NO_IN_SYNC
         assert list(a.in_sync_multi) == list(b.in_sync_multi) != []
         assert presence.figures(a)["subscribers"] == 2
         late = Stream(app, query=[("topic", "c")], eager=False).start()
@@ -111,7 +114,9 @@ def test_a_topic_counts_its_streams_and_shares_empty_sets_until_used() -> None:
         await settle(50)
         assert late.data() == ["early"] and c.catching_up is not topics._NO_CATCHING_UP
         assert topics._NO_MULTI == {} and topics._NO_CATCHING_UP == {}
-        subscription = next(iter(c.in_sync))
+        assert topics._NO_IN_SYNC == {}
+        subscription = c.lone
+        assert subscription is not None
         for stream in (alone, both, other, late):
             stream.disconnect()
             await stream.finished()

@@ -50,7 +50,8 @@ def test_vanished_clients_free_everything(eager: bool) -> None:
         hub = app.hub
         assert hub.subscriptions == {}
         for topic in hub.topics.by_name.values():
-            assert not topic.subscribers and not topic.in_sync and not topic.catching_up
+            assert not topic.subscribers and not topic.in_sync_members()
+            assert not topic.catching_up
         del streams
         gc.collect()
         assert all(r() is None for r in refs), "subscriber objects are still referenced"

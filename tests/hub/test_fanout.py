@@ -144,9 +144,11 @@ def test_a_send_that_raises_drops_only_that_subscriber() -> None:
             raise RuntimeError("connection reset")
 
         for topic in app.hub.topics.by_name.values():  # the bad stream's send starts failing
-            for subscriber in list(topic.in_sync):
+            for subscriber in topic.in_sync_members():
                 if subscriber.send == bad._send:
-                    topic.in_sync[subscriber] = broken
+                    subscriber.send = broken  # type: ignore[method-assign]
+                    if subscriber in topic.in_sync:
+                        topic.in_sync[subscriber] = broken
         publish(app, "x", "still delivered")
         await settle()
         assert good.data() == ["still delivered"]
@@ -159,9 +161,9 @@ def test_a_send_that_raises_drops_only_that_subscriber() -> None:
 
 
 def test_a_lone_subscriber_that_falls_behind_catches_up() -> None:
-    """A topic with one subscriber (a user's own topic) is written by the flush's
-    own path, not ``write_all``: a full channel sends it to catch-up all the same,
-    and every event is counted delivered once."""
+    """A topic's lone subscriber (a user's own topic) is written by the flush's own
+    path, not ``write_all``: a full channel sends it to catch-up all the same, and
+    every event is counted delivered once."""
 
     async def main() -> None:
         app = make_app()
@@ -198,8 +200,9 @@ def test_a_lone_subscriber_whose_send_raises_is_detached() -> None:
             raise RuntimeError("connection reset")
 
         topic = app.hub.topics.by_name["mine"]
-        ((subscription, _),) = topic.in_sync.items()
-        topic.in_sync[subscription] = broken
+        subscription = topic.lone
+        assert subscription is not None and not topic.in_sync
+        subscription.send = broken  # type: ignore[method-assign]
         publish(app, "mine", "lost with its client")
         publish(app, "theirs", "delivered")
         await settle()
@@ -210,5 +213,41 @@ def test_a_lone_subscriber_whose_send_raises_is_detached() -> None:
         assert app.hub.metrics.delivered_total == 1
         other.disconnect()
         await other.finished()
+
+    run(main())
+
+
+def test_the_lone_subscriber_leaving_leaves_the_others_in_sync() -> None:
+    """The first in-sync subscription of a topic is held apart (``Topic.lone``); when
+    it leaves, the others still get every event and the next one to join takes its
+    place."""
+
+    async def main() -> None:
+        app = make_app()
+        first = Stream(app, query=[("topic", "t")]).start()
+        second = Stream(app, query=[("topic", "t")]).start()
+        await settle()
+        topic = app.hub.topics.by_name["t"]
+        assert topic.lone is not None and len(topic.in_sync) == 1
+        publish(app, "t", "both")
+        await settle()
+        first.disconnect()
+        await first.finished()
+        assert topic.lone is None and len(topic.in_sync) == 1
+        publish(app, "t", "second only")
+        await settle()
+        third = Stream(app, query=[("topic", "t")]).start()
+        await settle()
+        assert topic.lone is not None and topic.lone.send == third._send
+        publish(app, "t", "again")
+        await settle()
+        assert first.data() == ["both"]
+        assert second.data() == ["both", "second only", "again"]
+        assert third.data() == ["again"]
+        assert app.hub.metrics.delivered_total == 2 + 1 + 2
+        for stream in (second, third):
+            stream.disconnect()
+            await stream.finished()
+        assert topic.in_sync_members() == []
 
     run(main())
