@@ -146,7 +146,27 @@ def _stop_leftovers(namespace_file: Path, grace: float = 15.0) -> list[str]:
     for pid in found:
         with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(int(pid.split()[0]), signal.SIGKILL)
+    _wait_gone([int(pid.split()[0]) for pid in found])
     return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
+    """Until the killed processes have ended (gone, or a zombie waiting for its
+    parent): a kill is delivered when the process next runs, which on a loaded
+    machine is not at once."""
+    deadline = time.monotonic() + timeout
+    while pids and time.monotonic() < deadline:
+        alive = []
+        for pid in pids:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue  # gone
+            if stat.rsplit(")", 1)[1].split()[0] != "Z":
+                alive.append(pid)
+        pids = alive
+        if pids:
+            time.sleep(0.05)
 
 
 def _in_namespace(namespace: str) -> list[str]:
