@@ -170,10 +170,12 @@ def sequence(requests: Sequence[PublishRequest], first: int, accepted_at: float)
     encoded: a batch is published whole or not at all.
     """
     out = []
-    position = first
-    for request in requests:  # make_frame written out: one call less per event
+    for offset, request in enumerate(requests):
+        position = first + offset
         event_id = request.id if request.id is not None else str(position)
-        frame = encode(request.data, event=request.event, id=event_id, retry=request.retry)
-        out.append(Sequenced(position, event_id, request.topics, frame, accepted_at))
-        position += 1
+        out.append(
+            Sequenced(
+                position, event_id, request.topics, make_frame(request, event_id), accepted_at
+            )
+        )
     return out

@@ -155,15 +155,16 @@ class FanOut:
         written = self.send_style.written_type
         delivered = 0
         for topic in dirty:
-            before[topic] = topic.flushed
+            before[topic] = start = topic.flushed
             try:
-                data, topic.flushed = topic.ring.read_since(topic.flushed)
-                count = topic.flushed - before[topic]
+                data, topic.flushed = topic.ring.read_since(start)
+                count = topic.flushed - start
             except Lagged as lag:  # more published in one go than the ring holds
                 topic.flushed = topic.ring.head
                 for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
                     self.lagged(subscription, lag.lost)
                 continue
+            message = None
             lone = topic.lone
             if lone is not None:  # the first in sync (a user's own topic: the only one)
                 message = {"type": "http.response.body", "body": data, "more_body": True}
@@ -175,10 +176,8 @@ class FanOut:
                     if type(result) is not written:
                         self.catch_up(lone, result)
                     delivered += count
-                if topic.in_sync:  # the others share the message
-                    self._write_events(topic.in_sync, data, count, message)
-            elif topic.in_sync:  # a lone subscription left: the others stay in the dict
-                self._write_events(topic.in_sync, data, count)
+            if topic.in_sync:  # the others, with the same message
+                self._write_events(topic.in_sync, data, count, message)
             if topic.in_sync_multi:
                 multi.update(topic.in_sync_multi)
         if multi:

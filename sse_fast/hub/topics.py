@@ -167,10 +167,17 @@ class Topic:
         (the history budget); how many frames went."""
         oldest = self.ring.oldest
         evicted = self.ring.trim(max_bytes)
-        positions = self.positions
-        for _ in range(self.ring.oldest - oldest):
-            self.evicted_up_to = max(self.evicted_up_to, positions.popleft())
+        self.forget_oldest(self.ring.oldest - oldest)
         return evicted
+
+    def forget_oldest(self, count: int) -> None:
+        """The ring evicted its ``count`` oldest frames: drop their positions, and
+        raise the floor past them (max: a broker may have raised it further)."""
+        positions = self.positions
+        floor = self.evicted_up_to
+        for _ in range(count):
+            floor = max(floor, positions.popleft())
+        self.evicted_up_to = floor
 
     def lagging(self) -> list[Subscription]:
         """Catching-up subscriptions whose cursor here fell behind the ring."""
@@ -264,14 +271,9 @@ class Topics:
         oldest = ring.oldest
         ring.publish(item.frame, item.id)
         evicted = ring.oldest - oldest
-        positions = topic.positions
         if evicted:
-            # max: a broker may have raised the floor past what the ring held
-            floor = topic.evicted_up_to
-            for _ in range(evicted):
-                floor = max(floor, positions.popleft())
-            topic.evicted_up_to = floor
-        positions.append(item.position)
+            topic.forget_oldest(evicted)
+        topic.positions.append(item.position)
         topic.published += 1
         self.retained_bytes += ring.nbytes - data
         self.retained_frames += 1 - evicted
