@@ -10,14 +10,19 @@ table, one-line strings scanned once.
 from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
+from cpython.set cimport PySet_Add, PySet_Contains
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+
+import orjson
 
 from sse_fast._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
 
-__all__ = ["requests_of"]
+__all__ = ["requests_of", "requests_of_lines"]
 
 cdef object _Request = PublishRequest
 cdef object _tuple_new = tuple.__new__
+cdef object _loads = orjson.loads
+cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef str _TOPIC = "topic"
 cdef str _DATA = "data"
 cdef str _EVENT = "event"
@@ -105,6 +110,54 @@ cdef object _request(dict raw, Py_ssize_t max_topic_length, Py_ssize_t max_id_le
     if retry is not None and (type(retry) is not int or retry < 0):
         return None
     return _tuple_new(_Request, ((topic,), data, event, event_id, retry))
+
+
+cdef bint _distinct_ids(list requests) except -1:
+    """No id given to two of ``requests`` (a request's id is its field 3)."""
+    cdef set seen = set()
+    cdef object event_id
+    for request in requests:
+        event_id = (<tuple>request)[3]
+        if event_id is not None:
+            if PySet_Contains(seen, event_id):
+                return False
+            PySet_Add(seen, event_id)
+    return True
+
+
+def requests_of_lines(
+    list lines,
+    Py_ssize_t max_line,
+    Py_ssize_t max_topic_length,
+    Py_ssize_t max_id_length,
+    Py_ssize_t max_events,
+):
+    """``requests_of`` for each of ``lines`` (publish bodies, one per line): its
+    requests, or ``None`` where the line is longer than ``max_line`` bytes, not
+    JSON (a blank line too), not of a common shape, has an invalid event, or
+    gives one id to two events of a batch (see the twin's module doc)."""
+    cdef list out = []
+    cdef object line, document, requests
+    cdef Py_ssize_t i
+    for i in range(PyList_GET_SIZE(lines)):
+        line = <object>PyList_GET_ITEM(lines, i)
+        if len(line) > max_line:
+            out.append(None)
+            continue
+        try:
+            document = _loads(line)
+        except _JSONDecodeError:
+            out.append(None)
+            continue
+        requests = requests_of(document, max_topic_length, max_id_length, max_events)
+        if (
+            requests is not None
+            and PyList_GET_SIZE(requests) > 1
+            and not _distinct_ids(<list>requests)
+        ):
+            requests = None
+        out.append(requests)
+    return out
 
 
 def requests_of(

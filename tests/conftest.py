@@ -82,6 +82,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         ParsedEvent=core["parser"].ParsedEvent,
         Ring=core["ring"].Ring,
         requests_of=core["publish"].requests_of,
+        requests_of_lines=core["publish"].requests_of_lines,
         pack_events=core["records"].pack_events,
         scan_records=core["records"].scan_records,
     )

@@ -24,7 +24,7 @@ EXTENSION_IMPORT_ERROR: ImportError | None = None
 if TYPE_CHECKING or NO_EXTENSIONS:
     from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-    from .publish_py import requests_of
+    from .publish_py import requests_of, requests_of_lines
     from .records_py import pack_events, scan_records
     from .ring_py import Ring
 
@@ -35,14 +35,14 @@ else:
             importlib.import_module(f"{__package__}.{_name}_ext")
         from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from .publish_ext import requests_of
+        from .publish_ext import requests_of, requests_of_lines
         from .records_ext import pack_events, scan_records
         from .ring_ext import Ring
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from .publish_py import requests_of
+        from .publish_py import requests_of, requests_of_lines
         from .records_py import pack_events, scan_records
         from .ring_py import Ring
 
@@ -70,5 +70,6 @@ __all__ = [
     "encode_many",
     "pack_events",
     "requests_of",
+    "requests_of_lines",
     "scan_records",
 ]

@@ -8,8 +8,15 @@ compiled module and the pure twin (``sse_fast._core.publish_py``) against it wit
 
 from sse_fast._core.request import PublishRequest
 
-__all__ = ["requests_of"]
+__all__ = ["requests_of", "requests_of_lines"]
 
 def requests_of(
     document: object, max_topic_length: int, max_id_length: int, max_events: int
 ) -> list[PublishRequest] | None: ...
+def requests_of_lines(
+    lines: list[bytes],
+    max_line: int,
+    max_topic_length: int,
+    max_id_length: int,
+    max_events: int,
+) -> list[list[PublishRequest] | None]: ...

@@ -21,6 +21,13 @@ Theory of operation
   non-empty one-line string not starting with ``sse-fast-``; ``id`` a non-empty
   string of at most ``max_id_length`` characters without CR, LF or NUL;
   ``retry`` a non-negative integer.
+* ``requests_of_lines``: the same for each line of ``POST /publish/stream``'s
+  body, in one call per chunk: a line gets its requests when it is at most
+  ``max_line`` bytes, JSON (``orjson.loads``) of a common shape with every
+  event valid and, in a batch, no id given twice; else ``None`` (a blank line
+  too), and the caller takes that line alone through the full check, which
+  words its answer. The rules are those of ``requests_of`` plus
+  ``sse_fast.publishing``'s distinct ids in a batch.
 * Nothing is kept between calls; no I/O.
 """
 
@@ -28,9 +35,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from .request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 
-__all__ = ["requests_of"]
+__all__ = ["requests_of", "requests_of_lines"]
 
 _FIELDS = frozenset({"topic", "data", "event", "id", "retry"})  # the common shape's
 
@@ -59,6 +68,47 @@ def requests_of(
             return None
         out.append(request)
     return out
+
+
+def requests_of_lines(
+    lines: list[bytes],
+    max_line: int,
+    max_topic_length: int,
+    max_id_length: int,
+    max_events: int,
+) -> list[list[PublishRequest] | None]:
+    """``requests_of`` for each of ``lines`` (publish bodies, one per line): its
+    requests, or ``None`` where the line is longer than ``max_line`` bytes, not
+    JSON (a blank line too), not of a common shape, has an invalid event, or
+    gives one id to two events of a batch (see the module doc)."""
+    if type(lines) is not list:
+        raise TypeError(f"lines must be a list, not {type(lines).__name__}")
+    out: list[list[PublishRequest] | None] = []
+    for line in lines:
+        if len(line) > max_line:
+            out.append(None)
+            continue
+        try:
+            document = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            out.append(None)
+            continue
+        requests = requests_of(document, max_topic_length, max_id_length, max_events)
+        if requests is not None and len(requests) > 1 and not _distinct_ids(requests):
+            requests = None
+        out.append(requests)
+    return out
+
+
+def _distinct_ids(requests: list[PublishRequest]) -> bool:
+    """No id given to two of ``requests`` (events without one never clash)."""
+    seen = set()
+    for request in requests:
+        if request.id is not None:
+            if request.id in seen:
+                return False
+            seen.add(request.id)
+    return True
 
 
 def _request(

@@ -48,6 +48,7 @@ from typing import Any
 
 import orjson
 
+from .._core import requests_of_lines
 from .._tasks import cancelling
 from ..asgi import Receive, Scope, Send
 from ..hub import Hub
@@ -247,15 +248,25 @@ class _Stream:
         number = self.number
         limit, settings, credential = self.limit, self.settings, self.credential
         check_publish = self.endpoint.auth.check_publish
-        for line in lines:
+        # the lines of the common shapes, all valid, parsed in one call; None for the
+        # others (blank, too long, an error to word), taken one by one below
+        parsed = requests_of_lines(
+            lines,
+            limit,
+            settings.max_topic_length,
+            settings.max_last_event_id_length,
+            settings.max_events_per_batch,
+        )
+        for line, requests in zip(lines, parsed, strict=True):
             number += 1
-            if not line or line.isspace():
-                continue  # blank: skipped, not acknowledged
-            if len(line) > limit:
-                out.append(self._failed(number, 413, self._too_long()))
-                continue
             try:
-                requests = parse_publish_body(line, settings, "line")
+                if requests is None:
+                    if not line or line.isspace():
+                        continue  # blank: skipped, not acknowledged
+                    if len(line) > limit:
+                        out.append(self._failed(number, 413, self._too_long()))
+                        continue
+                    requests = parse_publish_body(line, settings, "line")
                 check_publish(credential, requests)
             except PublishError as exc:
                 out.append(self._failed(number, exc.status, str(exc)))

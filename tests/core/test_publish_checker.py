@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -180,3 +181,75 @@ _document = st.one_of(
 @given(_document)
 def test_any_document_gets_the_full_checks_answer_or_none(document: Any) -> None:
     _agree(document)
+
+
+# -- the lines of a publish stream ------------------------------------------------------
+
+MAX_LINE = 120
+
+
+def _line_full(line: bytes) -> list[PublishRequest] | None:
+    """The per-line path's answer: the requests, or None when it refuses the line (a
+    blank line is skipped by the stream; here it is refused too)."""
+    if len(line) > MAX_LINE:
+        return None
+    try:
+        return parse_publish_body(line, SETTINGS, "line")
+    except PublishError:
+        return None
+
+
+def _lines_agree(lines: list[bytes]) -> list[list[PublishRequest] | None]:
+    """Every implementation gives the same answer per line, and where it gives requests
+    they are the per-line path's."""
+    answers = [impl.requests_of_lines(lines, MAX_LINE, *LIMITS) for impl in IMPLS]
+    assert all(a == answers[0] for a in answers), (lines, answers)
+    for answer in answers:
+        assert type(answer) is list and len(answer) == len(lines)
+        for line, requests in zip(lines, answer, strict=True):
+            if requests is not None:
+                assert requests == _line_full(line), line
+    return answers[0]
+
+
+def test_stream_lines_of_the_common_shapes_are_parsed_in_one_call() -> None:
+    lines = [orjson.dumps(document) for document in COMMON]
+    assert all(requests is not None for requests in _lines_agree(lines))
+
+
+def test_stream_lines_left_to_the_per_line_path() -> None:
+    refused = [orjson.dumps(document) for document in REFUSED]
+    duplicate = b'{"events":[{"topic":"a","data":1,"id":"x"},{"topic":"b","data":2,"id":"x"}]}'
+    long = b'{"topic":"a","data":"' + b"x" * MAX_LINE + b'"}'
+    rarer = b'{"topics":["a","b"],"data":1}'
+    lines = [b"", b"  \t", b"not json", b"{", duplicate, long, rarer, *refused]
+    assert _lines_agree(lines) == [None] * len(lines)
+    # the per-line path takes the rarer shape; the others it refuses with its words
+    assert _line_full(rarer) == [PublishRequest(("a", "b"), 1)]
+    with pytest.raises(PublishError, match="also the id of events"):
+        parse_publish_body(duplicate, SETTINGS, "line")
+    # exactly at the limit is taken; a byte more is not
+    edge = b'{"topic":"a","data":"' + b"x" * (MAX_LINE - 23) + b'"}'
+    assert len(edge) == MAX_LINE
+    assert _lines_agree([edge, edge + b" "]) == [[PublishRequest(("a",), "x" * 97)], None]
+
+
+def test_stream_lines_of_a_wrong_type_are_refused_alike() -> None:
+    for impl in IMPLS:
+        with pytest.raises(TypeError):
+            impl.requests_of_lines((b"{}",), MAX_LINE, *LIMITS)
+        with pytest.raises(TypeError):
+            impl.requests_of_lines([1], MAX_LINE, *LIMITS)
+
+
+def _dumps(document: Any) -> bytes:
+    try:
+        return orjson.dumps(document)
+    except TypeError:  # an integer past 64 bits: not JSON orjson writes
+        return b"[]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_document.map(_dumps), st.binary(max_size=8)), max_size=6))
+def test_any_stream_lines_get_the_per_line_answer_or_none(lines: list[bytes]) -> None:
+    _lines_agree(lines)
