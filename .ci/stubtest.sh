@@ -23,7 +23,8 @@ python -m mypy.stubtest "${compiled[@]}" --allowlist .ci/stubtest-allowlist.txt
 # API (no PYTHONPATH either: mypy would read the .py files through it). The runtime
 # side is the installed package, which must be this checkout (pip install -e .).
 # @disjoint_base is dropped: the twins' classes declare __slots__, which stubtest
-# takes as the same promise.
+# takes as the same promise. A stub that names another native module's class (topic's
+# Ring) names that module's twin in the copy.
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/stubs/sse_fast/_core" "$work/empty"
@@ -32,7 +33,8 @@ mkdir -p "$work/stubs/sse_fast/_core" "$work/empty"
 cp sse_fast/_core/errors.py "$work/stubs/sse_fast/_core/errors.pyi"
 cp sse_fast/_core/request.py "$work/stubs/sse_fast/_core/request.pyi"
 for module in $modules; do
-    grep -v '^@disjoint_base' "sse_fast/_core/${module}_ext.pyi" > "$work/stubs/sse_fast/_core/${module}_py.pyi"
+    grep -v '^@disjoint_base' "sse_fast/_core/${module}_ext.pyi" |
+        sed -E 's/(sse_fast\._core\.[a-z]+)_ext /\1_py /' > "$work/stubs/sse_fast/_core/${module}_py.pyi"
 done
 cd "$work/empty"
 installed=$(python -c "import sse_fast._core.encoder_py as m, os; print(os.path.dirname(m.__file__))")

@@ -9,4 +9,4 @@ This module imports nothing, so that ``setup.py`` can run it without importing
 the package (and its dependencies) at build time.
 """
 
-NATIVE_MODULES = ("encoder", "parser", "ring", "publish", "records")
+NATIVE_MODULES = ("encoder", "parser", "ring", "publish", "records", "topic")

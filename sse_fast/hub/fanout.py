@@ -44,6 +44,9 @@ __all__ = [
     "FanOut",
 ]
 
+#: the message of every write (a copy each time, with its ``body``)
+_BODY: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": True}
+
 log = logging.getLogger("sse_fast")
 
 
@@ -66,11 +69,19 @@ class FanOut:
         self.send_style = send_style
         self.topics = topics
         self.closer = closer
-        #: the newest position applied here
-        self.last_position = last_position
+        topics.last_position = last_position
         self._dirty: dict[Topic, None] = {}
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
+
+    @property
+    def last_position(self) -> int:
+        """The newest position applied here."""
+        return self.topics.last_position
+
+    @last_position.setter
+    def last_position(self, position: int) -> None:
+        self.topics.last_position = position
 
     # ---------------------------------------------------------------- storing
 
@@ -78,39 +89,20 @@ class FanOut:
         """Store sequenced events; in-sync subscriptions get them at the next flush
         (scheduled for this loop iteration, so events applied together are
         written together). A topic skips positions it already holds (a replay, or
-        an event of several topics delivered once per topic)."""
+        an event of several topics delivered once per topic). The storing is the
+        core's ``TopicTable.store``: it hands back here when a store evicted frames
+        streams are catching up in (they end ``lagged``)."""
         topics = self.topics
-        by_name = topics.by_name
+        batch = items if type(items) is list else list(items)
         now = self.clock()
         dirty = self._dirty
-        accepted = self._accepted
-        last_position = self.last_position
-        try:
-            for item in items:
-                position = item.position
-                if position > last_position:
-                    last_position = position
-                    # events accepted together share their time: one entry a run
-                    if accepted and accepted[-1][0] == item.accepted_at:
-                        accepted[-1][1] += 1
-                    else:
-                        accepted.append([item.accepted_at, 1])
-                for name in item.topics:
-                    topic = by_name.get(name)
-                    if topic is None:
-                        topic = topics.get(name, now)
-                    else:
-                        topic.last_activity = now
-                    positions = topic.positions
-                    if position <= (positions[-1] if positions else topic.evicted_up_to):
-                        continue  # already applied
-                    if topics.keep(topic, item) and topic.catching_up:
-                        self._drop_lagging(topic)
-                    dirty[topic] = None
-                    if topics.trimmed:  # the history budget evicted other topics' frames
-                        self._lag_trimmed()
-        finally:  # what was stored before an error counts
-            self.last_position = last_position
+        start = 0
+        while start < len(batch):
+            start, lagging = topics.store(batch, start, now, dirty, self._accepted)
+            if lagging is not None:
+                self._drop_lagging(lagging)
+            if topics.trimmed:  # the history budget evicted other topics' frames
+                self._lag_trimmed()
         if dirty and not self._flush_scheduled:
             try:
                 loop = asyncio.get_running_loop()
@@ -144,67 +136,56 @@ class FanOut:
 
     def flush(self) -> None:
         """Write everything stored since the last flush to the in-sync subscriptions:
-        one coalesced message per topic (single-topic subscriptions share it), and
-        one merge per topic set for multi-topic subscriptions."""
+        one coalesced message per topic (single-topic subscriptions share it; the
+        core's ``TopicTable.flush``), and one merge per topic set for multi-topic
+        subscriptions."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, {}
         if not dirty:
             return
-        before: dict[Topic, int] = {}
-        multi: dict[Subscription, Send] = {}
-        written = self.send_style.written_type
-        delivered = 0
-        for topic in dirty:
-            before[topic] = start = topic.flushed
-            try:
-                data, topic.flushed = topic.ring.read_since(start)
-                count = topic.flushed - start
-            except Lagged as lag:  # more published in one go than the ring holds
-                topic.flushed = topic.ring.head
-                for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
-                    self.lagged(subscription, lag.lost)
-                continue
-            message = None
-            lone = topic.lone
-            if lone is not None:  # the first in sync (a user's own topic: the only one)
-                message = {"type": "http.response.body", "body": data, "more_body": True}
-                try:
-                    result = lone.send(message)
-                except Exception:  # a server whose send() raises for a gone client
-                    self.closer.detach(lone)
-                else:
-                    if type(result) is not written:
-                        self.catch_up(lone, result)
-                    delivered += count
-            if topic.in_sync:  # the others, with the same message
-                self._write_events(topic.in_sync, data, count, message)
-            if topic.in_sync_multi:
-                multi.update(topic.in_sync_multi)
-        if multi:
-            merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
-            groups: dict[tuple[Topic, ...], dict[Subscription, Send]] = {}
-            for subscription, send in multi.items():
-                if subscription.state != Subscription.IN_SYNC:
-                    continue  # closed above (one of its topics overflowed)
-                key = tuple(subscription.topics)
-                if key not in merged:
-                    try:
-                        merged[key] = read_since({t: before.get(t, t.flushed) for t in key})
-                    except Lagged as lag:
-                        merged[key] = (b"", 0)
-                        self.lagged(subscription, lag.lost)
-                        continue
-                groups.setdefault(key, {})[subscription] = send
-            for key, targets in groups.items():
-                data, count = merged[key]
-                if count:
-                    self._write_events(targets, data, count)
+        delivered, slow, failed, lagged, before = self.topics.flush(
+            dirty, self.send_style.written_type, _BODY
+        )
+        for topic, lost in lagged:  # more published in one go than the ring holds
+            for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
+                self.lagged(subscription, lost)
+        for subscription, result in slow:
+            self.catch_up(subscription, result)
+        for subscription in failed:  # a server whose send() raises for a gone client
+            self.closer.detach(subscription)
+        if before:
+            self._merge(before)
         self.metrics.delivered_total += delivered
         end = self.clock()
         observe = self.metrics.publish_latency.observe
         for accepted_at, count in self._accepted:
             observe(end - accepted_at, count)
         self._accepted.clear()
+
+    def _merge(self, before: dict[Topic, int]) -> None:
+        """Subscriptions of several topics: one merge in order of position per
+        distinct topic set, from each topic's cursor ``before`` the flush."""
+        multi: dict[Subscription, Send] = {}
+        for topic in before:
+            multi.update(topic.in_sync_multi)
+        merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
+        groups: dict[tuple[Topic, ...], dict[Subscription, Send]] = {}
+        for subscription, send in multi.items():
+            if subscription.state != Subscription.IN_SYNC:
+                continue  # closed above (one of its topics overflowed)
+            key = tuple(subscription.topics)
+            if key not in merged:
+                try:
+                    merged[key] = read_since({t: before.get(t, t.flushed) for t in key})
+                except Lagged as lag:
+                    merged[key] = (b"", 0)
+                    self.lagged(subscription, lag.lost)
+                    continue
+            groups.setdefault(key, {})[subscription] = send
+        for key, targets in groups.items():
+            data, count = merged[key]
+            if count:
+                self._write_events(targets, data, count)
 
     def _write_events(
         self,

@@ -128,10 +128,10 @@ class Subscription:
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
         if len(self.topics) == 1:
-            self.topics[0].join_in_sync(self)
+            self.topics[0].join_in_sync(self, self.send)
         else:
             for topic in self.topics:
-                topic.join_multi(self)
+                topic.join_multi(self, self.send)
 
     def leave_sync(self, cursors: dict[Topic, int]) -> None:
         """Move to the catching-up sets, at ``cursors``."""

@@ -29,6 +29,7 @@ CORE = {
     "sse_fast._core.records_*",
     "sse_fast._core.request",
     "sse_fast._core.ring_*",
+    "sse_fast._core.topic_*",
     "sse_fast.frames",
 }
 ADAPTER = CORE | {"sse_fast._shutdown", "sse_fast._tasks"}

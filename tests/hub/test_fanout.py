@@ -202,7 +202,7 @@ def test_a_lone_subscriber_whose_send_raises_is_detached() -> None:
         topic = app.hub.topics.by_name["mine"]
         subscription = topic.lone
         assert subscription is not None and not topic.in_sync
-        subscription.send = broken  # type: ignore[method-assign]
+        topic.lone_send = broken  # the send it joined with (Subscription.enter_sync)
         publish(app, "mine", "lost with its client")
         publish(app, "theirs", "delivered")
         await settle()

@@ -1,0 +1,343 @@
+# cython: language_level=3
+"""Cython topics table; the theory of operation is at the top of its pure-Python
+twin, ``sse_fast/_core/topic_py.py``, and both must behave identically.
+
+Implementation notes: a ``Topic`` keeps its counters as C integers and its sets
+as typed dicts, so the per-event store and the flush read them without a
+Python attribute lookup; the rings (the Cython ``Ring``) are called through
+their Python methods, the positions are a ``deque``.
+"""
+
+from cpython.dict cimport PyDict_Copy, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.ref cimport PyObject
+from libc.stdint cimport int64_t
+
+import itertools
+from collections import deque
+
+from sse_fast._core.errors import Lagged
+from sse_fast._core.ring_ext import Ring
+
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "NO_POSITIONS", "Topic", "TopicTable"]
+
+NO_HISTORY = Ring(1, 1)
+NO_POSITIONS = deque(maxlen=0)
+FRAME_OVERHEAD = 320
+
+cdef object _NO_HISTORY = NO_HISTORY
+cdef object _NO_POSITIONS = NO_POSITIONS
+cdef int64_t _FRAME_OVERHEAD = FRAME_OVERHEAD
+# A topic's sets until a first member: never written to (module names, as in the twin).
+_NO_IN_SYNC = {}
+_NO_MULTI = {}
+_NO_CATCHING_UP = {}
+cdef dict _no_in_sync = _NO_IN_SYNC
+cdef dict _no_multi = _NO_MULTI
+cdef dict _no_catching_up = _NO_CATCHING_UP
+cdef str _BODY = "body"
+cdef object _deque = deque
+cdef object _chain = itertools.chain
+cdef object _Lagged = Lagged
+
+
+cdef class Topic:
+    """One topic: its ring (from its first event on), the position of each
+    retained frame, and its streams (see the module doc)."""
+
+    cdef public str name
+    cdef public object ring
+    cdef public object positions
+    cdef public int64_t evicted_up_to
+    cdef public object lone
+    cdef public object lone_send
+    cdef public dict in_sync
+    cdef public dict in_sync_multi
+    cdef public int64_t flushed
+    cdef public Py_ssize_t subscribers
+    cdef public dict catching_up
+    cdef public int64_t published
+    cdef public double last_activity
+
+    def __init__(self, name, evicted_up_to, now):
+        self.name = name
+        self.ring = _NO_HISTORY
+        self.positions = _NO_POSITIONS
+        self.evicted_up_to = evicted_up_to
+        self.lone = None
+        self.lone_send = None
+        self.in_sync = _no_in_sync
+        self.in_sync_multi = _no_multi
+        self.flushed = 0
+        self.subscribers = 0
+        self.catching_up = _no_catching_up
+        self.published = 0
+        self.last_activity = now
+
+    def join_in_sync(self, subscription, send):
+        """``subscription`` (of this topic only) is in sync here, written with ``send``."""
+        if self.lone is None:
+            self.lone = subscription
+            self.lone_send = send
+            return
+        if self.in_sync is _no_in_sync:
+            self.in_sync = {}
+        self.in_sync[subscription] = send
+
+    def leave_in_sync(self, subscription):
+        """``subscription`` is no longer in sync here (it may not have been)."""
+        if self.lone is subscription:
+            self.lone = None
+            self.lone_send = None
+        elif self.in_sync:
+            self.in_sync.pop(subscription, None)
+
+    def in_sync_members(self):
+        """The subscriptions in sync here (of this topic only)."""
+        return [*self.in_sync] if self.lone is None else [self.lone, *self.in_sync]
+
+    def join_multi(self, subscription, send):
+        """``subscription`` (of several topics) is in sync here."""
+        if self.in_sync_multi is _no_multi:
+            self.in_sync_multi = {}
+        self.in_sync_multi[subscription] = send
+
+    def join_catching_up(self, subscription):
+        """``subscription`` writes its backlog here from its own cursor."""
+        if self.catching_up is _no_catching_up:
+            self.catching_up = {}
+        self.catching_up[subscription] = None
+
+    def members(self):
+        """Its subscriptions that have started, in every set."""
+        lone = () if self.lone is None else (self.lone,)
+        return _chain(lone, self.in_sync, self.in_sync_multi, self.catching_up)
+
+    @property
+    def has_history(self):
+        """Whether the topic has its own ring (it was published to), not ``NO_HISTORY``."""
+        return self.ring is not _NO_HISTORY
+
+    @property
+    def newest_position(self):
+        """The position of the newest frame this topic ever held (or its floor)."""
+        return self._newest()
+
+    cdef inline int64_t _newest(self) except? -1:
+        cdef object positions = self.positions
+        cdef Py_ssize_t count = len(positions)
+        if count:
+            return positions[count - 1]  # no negative index: wraparound is off
+        return self.evicted_up_to
+
+    def trim(self, max_bytes):
+        """Evict the oldest frames until at most ``max_bytes`` of data remain;
+        how many frames went."""
+        oldest = self.ring.oldest
+        evicted = self.ring.trim(max_bytes)
+        self.forget_oldest(self.ring.oldest - oldest)
+        return evicted
+
+    cpdef forget_oldest(self, Py_ssize_t count):
+        """The ring evicted its ``count`` oldest frames: drop their positions, and
+        raise the floor past them (max: a broker may have raised it further)."""
+        cdef object popleft = self.positions.popleft
+        cdef int64_t floor = self.evicted_up_to, position
+        cdef Py_ssize_t _
+        for _ in range(count):
+            position = popleft()
+            if position > floor:
+                floor = position
+        self.evicted_up_to = floor
+
+    def lagging(self):
+        """Catching-up subscriptions whose cursor here (``.cursors``) fell behind the ring."""
+        limit = self.ring.oldest - 1
+        return [s for s in self.catching_up if s.cursors.get(self, limit) < limit]
+
+    def position_at(self, cursor):
+        """The position of the retained frame at ring cursor ``cursor``."""
+        return self.positions[cursor - self.ring.oldest]
+
+    def cursor_after(self, position):
+        """Cursor just after the last retained frame at or before ``position``."""
+        low, high = self.ring.oldest, self.ring.head
+        while low <= high:
+            middle = (low + high) // 2
+            if self.position_at(middle) <= position:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return low - 1
+
+
+cdef class TopicTable:
+    """The topics of one hub by name, their rings' accounting, and the per-event
+    store and flush (see the module doc). ``over_budget`` and ``get`` are the
+    subclass's."""
+
+    cdef public dict by_name
+    cdef public Py_ssize_t ring_max_frames
+    cdef public Py_ssize_t ring_max_bytes
+    cdef public int64_t history_budget
+    cdef public int64_t retained_bytes
+    cdef public int64_t retained_frames
+    cdef public Py_ssize_t with_history
+    cdef public int64_t last_position
+    cdef public dict by_write
+    cdef public list trimmed
+
+    def __init__(self, ring_max_frames, ring_max_bytes, history_budget):
+        self.by_name = {}
+        self.ring_max_frames = ring_max_frames
+        self.ring_max_bytes = ring_max_bytes
+        self.history_budget = history_budget
+        self.retained_bytes = 0
+        self.retained_frames = 0
+        self.with_history = 0
+        self.last_position = 0
+        self.by_write = {}
+        self.trimmed = []
+
+    def get(self, name, now):
+        """The topic ``name``, created if it does not exist (the subclass's)."""
+        raise NotImplementedError
+
+    def over_budget(self):
+        """Evict history until it fits ``history_budget`` again (the subclass's)."""
+        raise NotImplementedError
+
+    def keep(self, topic, frame, event_id, position):
+        """Store one frame in ``topic`` (its ring made with its first frame), with
+        its position; how many of the topic's own older frames that evicted.
+        Over the budget, ``over_budget`` runs."""
+        return self._keep(<Topic?>topic, frame, event_id, position)
+
+    cdef Py_ssize_t _keep(
+        self, Topic topic, object frame, object event_id, int64_t position
+    ) except -1:
+        cdef object ring = topic.ring
+        cdef int64_t data, oldest, evicted
+        if ring is _NO_HISTORY:
+            ring = topic.ring = Ring(self.ring_max_frames, self.ring_max_bytes)
+            topic.positions = _deque()
+            self.with_history += 1
+        data = ring.nbytes
+        oldest = ring.oldest
+        ring.publish(frame, event_id)
+        evicted = ring.oldest - oldest
+        if evicted:
+            topic.forget_oldest(evicted)
+        topic.positions.append(position)
+        topic.published += 1
+        self.retained_bytes += ring.nbytes - data
+        self.retained_frames += 1 - evicted
+        cdef dict by_write = self.by_write
+        if PyDict_GetItem(by_write, topic) != NULL:
+            PyDict_DelItem(by_write, topic)
+        PyDict_SetItem(by_write, topic, None)
+        if self.retained_bytes + _FRAME_OVERHEAD * self.retained_frames > self.history_budget:
+            self.over_budget()
+        return evicted
+
+    def store(self, items, start, now, dirty, accepted):
+        """Store ``items[start:]``; ``(index to go on from, topic to check for lag
+        or None)`` (see the module doc)."""
+        return self._store(items, start, now, dirty, accepted)
+
+    cdef tuple _store(self, list items, Py_ssize_t start, double now, dict dirty, list accepted):
+        cdef dict by_name = self.by_name
+        cdef int64_t last_position = self.last_position, position
+        cdef Py_ssize_t index, evicted
+        cdef object item, name, accepted_at, last
+        cdef PyObject* found
+        cdef Topic topic
+        try:
+            for index in range(start, PyList_GET_SIZE(items)):
+                item = <object>PyList_GET_ITEM(items, index)
+                position = item.position
+                if position > last_position:
+                    last_position = position
+                    accepted_at = item.accepted_at
+                    if accepted:
+                        last = accepted[PyList_GET_SIZE(accepted) - 1]
+                        if last[0] == accepted_at:
+                            last[1] += 1
+                        else:
+                            accepted.append([accepted_at, 1])
+                    else:
+                        accepted.append([accepted_at, 1])
+                for name in item.topics:
+                    found = PyDict_GetItem(by_name, name)
+                    if found == NULL:
+                        topic = self.get(name, now)
+                    else:
+                        topic = <Topic>found
+                        topic.last_activity = now
+                    if position <= topic._newest():
+                        continue  # already stored
+                    evicted = self._keep(topic, item.frame, item.id, position)
+                    PyDict_SetItem(dirty, topic, None)
+                    if evicted and topic.catching_up:
+                        return index, topic
+                    if self.trimmed:
+                        return index, None
+        finally:
+            self.last_position = last_position
+        return PyList_GET_SIZE(items), None
+
+    def flush(self, dirty, written_type, template):
+        """Write each dirty topic's new frames to its in-sync streams; ``(delivered,
+        slow, failed, lagged, multi)`` (see the module doc)."""
+        return self._flush(dirty, written_type, template)
+
+    cdef tuple _flush(self, dict dirty, type written_type, dict template):
+        cdef int64_t delivered = 0, start, count
+        cdef list slow = [], failed = [], lagged = []
+        cdef object multi = None
+        cdef Topic topic
+        cdef object data, head, message, send, result, subscription, key
+        for key in dirty:
+            topic = <Topic>key
+            start = topic.flushed
+            if topic.in_sync_multi:
+                if multi is None:
+                    multi = {}
+                multi[topic] = start
+            try:
+                data, head = topic.ring.read_since(start)
+            except _Lagged as lag:
+                topic.flushed = topic.ring.head
+                lagged.append((topic, lag.lost))
+                continue
+            topic.flushed = head
+            count = topic.flushed - start
+            if not count:
+                continue
+            message = None
+            send = topic.lone_send
+            if send is not None:
+                message = PyDict_Copy(template)
+                PyDict_SetItem(message, _BODY, data)
+                try:
+                    result = send(message)
+                except Exception:
+                    failed.append(topic.lone)
+                else:
+                    if type(result) is not written_type:
+                        slow.append((topic.lone, result))
+                    delivered += count
+            if topic.in_sync:
+                if message is None:
+                    message = PyDict_Copy(template)
+                    PyDict_SetItem(message, _BODY, data)
+                for subscription, send in topic.in_sync.items():
+                    try:
+                        result = send(message)
+                    except Exception:
+                        failed.append(subscription)
+                        continue
+                    if type(result) is not written_type:
+                        slow.append((subscription, result))
+                    delivered += count
+        return delivered, slow, failed, lagged, multi

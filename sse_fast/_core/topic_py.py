@@ -1,0 +1,369 @@
+"""Pure-Python topics table: the reference twin of ``src_ext/topic_ext.pyx``.
+
+Theory of operation
+-------------------
+The hot half of a hub's storage and fan-out, for the per-event work that a
+publish does: storing each sequenced event in its topics' rings and handing
+what was stored to the streams that are in sync. Everything else about topics
+(creating and dropping them, the history budget's eviction order, resuming,
+catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
+``TopicTable`` (``hub/topics.py``'s ``Topics``) and is the only user.
+
+* A ``Topic`` holds its ring (the shared empty ``NO_HISTORY`` until its first
+  event), the position of each retained frame (``positions``, oldest first),
+  the floor ``evicted_up_to`` (the newest position it no longer holds), the
+  cursor its in-sync streams were written up to (``flushed``), and its streams
+  in three sets: in sync (the first of them held as ``lone`` with its
+  ``lone_send``, the others in ``in_sync``), in sync with several topics
+  (``in_sync_multi``) and catching up (``catching_up``). A set is a shared
+  empty dict, never written to, until it has a first member.
+* ``TopicTable.store(items, start, now, dirty, accepted)`` stores sequenced
+  events (objects with ``position``, ``id``, ``topics``, ``frame`` and
+  ``accepted_at``) from ``items[start]`` on. A topic skips a position it
+  already holds (a replay, or an event of several topics delivered once per
+  topic), so storing an item twice stores it once. Each topic written to goes
+  in ``dirty``; ``accepted`` gets ``[accepted_at, count]`` per run of new
+  positions with the same time (the latency metric). It stops early, and
+  returns the index of the item to go on from, when a store leaves work for
+  the caller: the topic's own ring evicted frames while streams catch up in it
+  (returned, to be checked for lag), or the history budget trimmed topics
+  (``trimmed``). Calling it again from that index goes on where it stopped.
+  It returns ``(len(items), None)`` when all are stored.
+* The budget. All rings together hold at most ``history_budget`` bytes: frame
+  data plus ``FRAME_OVERHEAD`` per frame. A store that passes it calls
+  ``over_budget()`` (the subclass evicts the history written to longest ago;
+  ``by_write`` holds the topics with history in that order, oldest first).
+* ``TopicTable.flush(dirty, written_type, template)`` writes what each dirty
+  topic stored since its ``flushed`` cursor to its in-sync streams: one read of
+  the ring, one message (a copy of ``template`` with ``body`` set to the bytes),
+  each stream's ``send`` called with it. A result of exactly
+  ``written_type`` is a write done; any other result is a write pending (the
+  stream goes to catch-up), and a ``send`` that raises is a stream gone. It
+  returns ``(delivered, slow, failed, lagged, multi)``: events handed over,
+  ``[(subscription, pending result)]``, ``[subscription]``, ``[(topic, lost)]``
+  for topics that stored more in one go than their ring holds (their flushed
+  cursor jumps to the head; their in-sync streams have lost events), and the
+  dirty topics with streams of several topics with their cursor before the
+  flush (``{topic: flushed before}``, for the caller's merge), or None.
+  Nothing is changed in the sets: the caller moves slow, failed and lagged
+  streams after the call.
+* No I/O: ``send`` is whatever callable the caller registered, called with one
+  dict. Nothing here knows of asyncio or sockets.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from .errors import Lagged
+from .ring_py import Ring
+
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "NO_POSITIONS", "Topic", "TopicTable"]
+
+#: the shared empty ring of every topic without history yet (never written to)
+NO_HISTORY = Ring(1, 1)
+#: the shared empty ``positions`` of every topic without history yet
+NO_POSITIONS: deque[int] = deque(maxlen=0)
+#: bytes counted per retained frame beside its data (the bytes object's header,
+#: its slots in the ring, its position in ``positions``, its id and index entry):
+#: 219 measured with tracemalloc (tests/hub/test_topics.py checks it is no more),
+#: and room for slots not yet filled (a ring's slots double as it fills)
+FRAME_OVERHEAD = 320
+
+# A topic's sets until a first member: never written to.
+_NO_IN_SYNC: dict[Any, Any] = {}
+_NO_MULTI: dict[Any, Any] = {}
+_NO_CATCHING_UP: dict[Any, None] = {}
+
+
+class Topic:
+    """One topic: its ring (from its first event on), the position of each
+    retained frame, and its streams (see the module doc)."""
+
+    __slots__ = (
+        "catching_up",
+        "evicted_up_to",
+        "flushed",
+        "in_sync",
+        "in_sync_multi",
+        "last_activity",
+        "lone",
+        "lone_send",
+        "name",
+        "positions",
+        "published",
+        "ring",
+        "subscribers",
+    )
+
+    def __init__(self, name: str, evicted_up_to: int, now: float) -> None:
+        self.name = name
+        self.ring = NO_HISTORY
+        self.positions: deque[int] = NO_POSITIONS
+        self.evicted_up_to = evicted_up_to
+        self.lone: Any = None
+        self.lone_send: Callable[[Any], Any] | None = None
+        self.in_sync: dict[Any, Callable[[Any], Any]] = _NO_IN_SYNC
+        self.in_sync_multi: dict[Any, Callable[[Any], Any]] = _NO_MULTI
+        self.flushed = 0
+        self.subscribers = 0
+        self.catching_up: dict[Any, None] = _NO_CATCHING_UP
+        self.published = 0
+        self.last_activity = now
+
+    def join_in_sync(self, subscription: Any, send: Callable[[Any], Any]) -> None:
+        """``subscription`` (of this topic only) is in sync here, written with ``send``."""
+        if self.lone is None:
+            self.lone = subscription
+            self.lone_send = send
+            return
+        if self.in_sync is _NO_IN_SYNC:
+            self.in_sync = {}
+        self.in_sync[subscription] = send
+
+    def leave_in_sync(self, subscription: Any) -> None:
+        """``subscription`` is no longer in sync here (it may not have been)."""
+        if self.lone is subscription:
+            self.lone = None
+            self.lone_send = None
+        elif self.in_sync:
+            self.in_sync.pop(subscription, None)
+
+    def in_sync_members(self) -> list[Any]:
+        """The subscriptions in sync here (of this topic only)."""
+        lone = self.lone
+        return [*self.in_sync] if lone is None else [lone, *self.in_sync]
+
+    def join_multi(self, subscription: Any, send: Callable[[Any], Any]) -> None:
+        """``subscription`` (of several topics) is in sync here."""
+        if self.in_sync_multi is _NO_MULTI:
+            self.in_sync_multi = {}
+        self.in_sync_multi[subscription] = send
+
+    def join_catching_up(self, subscription: Any) -> None:
+        """``subscription`` writes its backlog here from its own cursor."""
+        if self.catching_up is _NO_CATCHING_UP:
+            self.catching_up = {}
+        self.catching_up[subscription] = None
+
+    def members(self) -> Iterator[Any]:
+        """Its subscriptions that have started, in every set."""
+        lone = () if self.lone is None else (self.lone,)
+        return itertools.chain(lone, self.in_sync, self.in_sync_multi, self.catching_up)
+
+    @property
+    def has_history(self) -> bool:
+        """Whether the topic has its own ring (it was published to), not ``NO_HISTORY``."""
+        return self.ring is not NO_HISTORY
+
+    @property
+    def newest_position(self) -> int:
+        """The position of the newest frame this topic ever held (or its floor)."""
+        return self.positions[-1] if self.positions else self.evicted_up_to
+
+    def trim(self, max_bytes: int) -> int:
+        """Evict the oldest frames until at most ``max_bytes`` of data remain;
+        how many frames went."""
+        oldest = self.ring.oldest
+        evicted = self.ring.trim(max_bytes)
+        self.forget_oldest(self.ring.oldest - oldest)
+        return evicted
+
+    def forget_oldest(self, count: int) -> None:
+        """The ring evicted its ``count`` oldest frames: drop their positions, and
+        raise the floor past them (max: a broker may have raised it further)."""
+        positions = self.positions
+        floor = self.evicted_up_to
+        for _ in range(count):
+            floor = max(floor, positions.popleft())
+        self.evicted_up_to = floor
+
+    def lagging(self) -> list[Any]:
+        """Catching-up subscriptions whose cursor here (``.cursors``) fell behind the ring."""
+        limit = self.ring.oldest - 1
+        return [s for s in self.catching_up if s.cursors.get(self, limit) < limit]
+
+    def position_at(self, cursor: int) -> int:
+        """The position of the retained frame at ring cursor ``cursor``."""
+        return self.positions[cursor - self.ring.oldest]
+
+    def cursor_after(self, position: int) -> int:
+        """Cursor just after the last retained frame at or before ``position``."""
+        low, high = self.ring.oldest, self.ring.head
+        # the first retained cursor whose position is later; ours is the one before
+        while low <= high:
+            middle = (low + high) // 2
+            if self.position_at(middle) <= position:
+                low = middle + 1
+            else:
+                high = middle - 1
+        return low - 1
+
+
+class TopicTable:
+    """The topics of one hub by name, their rings' accounting, and the per-event
+    store and flush (see the module doc). ``over_budget`` and ``get`` are the
+    subclass's."""
+
+    __slots__ = (
+        "by_name",
+        "by_write",
+        "history_budget",
+        "last_position",
+        "retained_bytes",
+        "retained_frames",
+        "ring_max_bytes",
+        "ring_max_frames",
+        "trimmed",
+        "with_history",
+    )
+
+    def __init__(self, ring_max_frames: int, ring_max_bytes: int, history_budget: int) -> None:
+        self.by_name: dict[str, Topic] = {}
+        self.ring_max_frames = ring_max_frames
+        self.ring_max_bytes = ring_max_bytes
+        #: the budget of all topics' history (bytes), and what they hold now
+        self.history_budget = history_budget
+        self.retained_bytes = 0  # frame data
+        self.retained_frames = 0
+        self.with_history = 0
+        #: the newest position stored here (or given to it as its start)
+        self.last_position = 0
+        #: topics with history, the one written to longest ago first
+        self.by_write: dict[Topic, None] = {}
+        #: topics whose frames the budget evicted, for the caller to check for lag
+        self.trimmed: list[Topic] = []
+
+    def get(self, name: str, now: float) -> Topic:
+        """The topic ``name``, created if it does not exist (the subclass's)."""
+        raise NotImplementedError
+
+    def over_budget(self) -> None:
+        """Evict history until it fits ``history_budget`` again (the subclass's)."""
+        raise NotImplementedError
+
+    def keep(self, topic: Topic, frame: bytes, event_id: str, position: int) -> int:
+        """Store one frame in ``topic`` (its ring made with its first frame), with
+        its position; how many of the topic's own older frames that evicted.
+        Over the budget, ``over_budget`` runs."""
+        ring = topic.ring
+        if ring is NO_HISTORY:
+            ring = topic.ring = Ring(self.ring_max_frames, self.ring_max_bytes)
+            topic.positions = deque()
+            self.with_history += 1
+        data = ring.nbytes
+        oldest = ring.oldest
+        ring.publish(frame, event_id)
+        evicted = ring.oldest - oldest
+        if evicted:
+            topic.forget_oldest(evicted)
+        topic.positions.append(position)
+        topic.published += 1
+        self.retained_bytes += ring.nbytes - data
+        self.retained_frames += 1 - evicted
+        by_write = self.by_write
+        by_write.pop(topic, None)
+        by_write[topic] = None
+        if self.retained_bytes + FRAME_OVERHEAD * self.retained_frames > self.history_budget:
+            self.over_budget()
+        return evicted
+
+    def store(
+        self,
+        items: list[Any],
+        start: int,
+        now: float,
+        dirty: dict[Topic, None],
+        accepted: list[list[Any]],
+    ) -> tuple[int, Topic | None]:
+        """Store ``items[start:]``; ``(index to go on from, topic to check for lag
+        or None)`` (see the module doc)."""
+        by_name = self.by_name
+        last_position = self.last_position
+        try:
+            for index in range(start, len(items)):
+                item = items[index]
+                position = item.position
+                if position > last_position:
+                    last_position = position
+                    # events accepted together share their time: one entry a run
+                    if accepted and accepted[-1][0] == item.accepted_at:
+                        accepted[-1][1] += 1
+                    else:
+                        accepted.append([item.accepted_at, 1])
+                for name in item.topics:
+                    topic = by_name.get(name)
+                    if topic is None:
+                        topic = self.get(name, now)
+                    else:
+                        topic.last_activity = now
+                    positions = topic.positions
+                    if position <= (positions[-1] if positions else topic.evicted_up_to):
+                        continue  # already stored
+                    evicted = self.keep(topic, item.frame, item.id, position)
+                    dirty[topic] = None
+                    if evicted and topic.catching_up:
+                        return index, topic
+                    if self.trimmed:
+                        return index, None
+        finally:  # what was stored before an error counts
+            self.last_position = last_position
+        return len(items), None
+
+    def flush(
+        self, dirty: dict[Topic, None], written_type: type, template: dict[str, Any]
+    ) -> tuple[
+        int, list[tuple[Any, Any]], list[Any], list[tuple[Topic, int]], dict[Topic, int] | None
+    ]:
+        """Write each dirty topic's new frames to its in-sync streams; ``(delivered,
+        slow, failed, lagged, multi)`` (see the module doc)."""
+        delivered = 0
+        slow: list[tuple[Any, Any]] = []
+        failed: list[Any] = []
+        lagged: list[tuple[Topic, int]] = []
+        multi: dict[Topic, int] | None = None
+        for topic in dirty:
+            start = topic.flushed
+            if topic.in_sync_multi:
+                if multi is None:
+                    multi = {}
+                multi[topic] = start
+            try:
+                data, topic.flushed = topic.ring.read_since(start)
+            except Lagged as lag:  # more stored in one go than the ring holds
+                topic.flushed = topic.ring.head
+                lagged.append((topic, lag.lost))
+                continue
+            count = topic.flushed - start
+            if not count:
+                continue
+            message = None
+            send = topic.lone_send
+            if send is not None:
+                message = dict(template)
+                message["body"] = data
+                try:
+                    result = send(message)
+                except Exception:  # a server whose send() raises for a gone client
+                    failed.append(topic.lone)
+                else:
+                    if type(result) is not written_type:
+                        slow.append((topic.lone, result))
+                    delivered += count
+            if topic.in_sync:
+                if message is None:
+                    message = dict(template)
+                    message["body"] = data
+                for subscription, send in topic.in_sync.items():
+                    try:
+                        result = send(message)
+                    except Exception:
+                        failed.append(subscription)
+                        continue
+                    if type(result) is not written_type:
+                        slow.append((subscription, result))
+                    delivered += count
+        return delivered, slow, failed, lagged, multi
