@@ -75,6 +75,11 @@ class Credential:
     #: the JWT's ``sub`` claim (presence names subscribers by it), None without one
     subject: str | None = None
 
+    @property
+    def publishes_anywhere(self) -> bool:
+        """Whether it may publish to every topic (``publish`` is ``("*",)``)."""
+        return self.publish == ("*",)
+
 
 class Authenticator:
     """Checks credentials against the settings; one per app."""
@@ -212,7 +217,7 @@ class Authenticator:
     def check_publish(self, credential: Credential, requests: Iterable[PublishRequest]) -> None:
         """Refuse (403) the topics of ``requests`` the credential may not publish to;
         nothing is looked at for a credential that may publish anywhere."""
-        if credential.publish == ("*",):
+        if credential.publishes_anywhere:
             return
         denied = list(
             dict.fromkeys(
