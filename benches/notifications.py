@@ -453,6 +453,7 @@ def run_target(
             raise RuntimeError(f"only {connected} of {users} subscribers connected")
         step = 0
         modes = MODES["sse_fast"] if target.name.startswith("sse_fast") else MODES["other"]
+        modes = [m for m in modes if m in p.get("modes", modes)]
         load_pids = [c.pid for c in children]
 
         def run_one(rate: int) -> dict[str, Any]:
@@ -501,6 +502,7 @@ def run_step(
     pin(server, SERVER_CORE)  # threads started since the last step
     if mode == "single":
         cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
+        threads_before = peers.thread_cpu(server)
         began = time.monotonic()
         result = _wrk(target, seconds, p["subscribers"], step)
     else:
@@ -518,6 +520,7 @@ def run_step(
         with contextlib.suppress(EOFError, OSError):
             parent.recv()
         cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
+        threads_before = peers.thread_cpu(server)
         began = time.monotonic()
         result = (
             parent.recv() if parent.poll(seconds + 60) else {"sent": 0, "acked": 0, "errors": 1}
@@ -528,6 +531,7 @@ def run_step(
     took = time.monotonic() - began
     load_cpu = cpu_seconds(load_pids) - load_before
     cpu = cpu_seconds(server) - cpu_before
+    threads = {k: v - threads_before[k] for k, v in peers.thread_cpu(server).items()}
     time.sleep(p["drain"])
     for pipe in pipes:
         pipe.send("stop")
@@ -542,6 +546,7 @@ def run_step(
         server_cpu=cpu / max(took, 1e-9),
         subscribers_cpu=load_cpu / max(took, 1e-9),
         took=took,
+        threads=threads,
     )
 
 
@@ -555,9 +560,12 @@ def step_row(
     server_cpu: float,
     subscribers_cpu: float,
     took: float,
+    threads: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A step's row from the publisher's ``result`` and the subscriber processes'
-    ``finals`` (counts and latency histograms); CPU in seconds per second."""
+    ``finals`` (counts and latency histograms); CPU in seconds per second, and the
+    server's CPU by thread (``thread_cpu``'s roles) in microseconds per event
+    published (the event loop's: the Python side)."""
     seconds = p["seconds"]
     received = sum(f.get("received", 0) for f in finals)
     delivery = _histogram([f.get("histogram", {}) for f in finals])
@@ -589,6 +597,8 @@ def step_row(
         "load_cpu": subscribers_cpu + publisher_cpu,
         "wall_seconds": took,
     }
+    for role, seconds_used in (threads or {}).items():
+        row[f"{role}_us_per_event"] = seconds_used * 1e6 / max(acked, 1)
     row["behind"] = is_behind(row, p["max_delivery_p99_ms"])
     return row
 
@@ -698,8 +708,9 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
     """Every step run, in order."""
     lines = [
         "| target | way | offered /s | published /s | delivered /s | publish p99 ms "
-        "| delivery p99 ms | lost | missing | dup | errors | server CPU | load CPU | behind |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| delivery p99 ms | lost | missing | dup | errors | server CPU | load CPU "
+        "| loop / I/O us per event | behind |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
@@ -708,9 +719,18 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
             f"| {r['delivery_p99_ms']:.1f} | {r['lost']} | {r.get('missing', 0)} "
             f"| {r['duplicates']} | {r['errors']}"
             f"{' ' + json.dumps(r['statuses']) if r['statuses'] else ''} "
-            f"| {r['server_cpu']:.2f} | {_load_cpu(r)} | {'yes' if r['behind'] else ''} |"
+            f"| {r['server_cpu']:.2f} | {_load_cpu(r)} | {_per_event(r)} "
+            f"| {'yes' if r['behind'] else ''} |"
         )
     return lines
+
+
+def _per_event(row: dict[str, Any]) -> str:
+    """The server's event-loop and I/O threads' CPU per event published (older results
+    have none)."""
+    if "loop_us_per_event" not in row:
+        return ""
+    return f"{row['loop_us_per_event']:.1f} / {row['io_us_per_event']:.1f}"
 
 
 def targets_of(rows: list[dict[str, Any]]) -> list[str]:
@@ -795,6 +815,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets", default="sse_fast-1w,nchan,sse-starlette", help="names from benches/peers.py"
     )
+    parser.add_argument(
+        "--modes",
+        default="single,batch,stream",
+        help="sse_fast's ways in to run (single, batch, stream)",
+    )
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="also run sse_fast (1 worker) from this checkout of another commit, built in "
+        "place, as target sse_fast-1w@REF, right after this one",
+    )
     parser.add_argument("--out", default=str(RESULTS / "notifications"), help="path prefix")
     parser.add_argument("--replot", action="store_true", help="redo the report from the JSON")
     args = parser.parse_args(argv)
@@ -812,6 +843,15 @@ def main(argv: list[str] | None = None) -> int:
     missing = set(wanted) - {t.name for t in targets} - set(skipped)
     if missing:
         parser.error(f"unknown targets {sorted(missing)}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or set(modes) - set(LADDERS):
+        parser.error(f"--modes: one or more of {', '.join(LADDERS)}")
+    p["modes"] = modes
+    if args.compare_with:
+        base = next((t for t in targets if t.name == "sse_fast-1w"), None)
+        if base is None or not isinstance(base, peers.SseFastTarget):
+            parser.error("--compare-with needs the target sse_fast-1w")
+        targets.insert(targets.index(base) + 1, peers.checkout_target(base, args.compare_with))
     report: dict[str, Any] = {
         "quick": args.quick,
         "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -66,7 +66,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -773,6 +773,51 @@ def _nchan_problem() -> str | None:
     if not NCHAN_TEMPLATE.exists():
         return f"{NCHAN_TEMPLATE} missing"
     return None
+
+
+def thread_cpu(pids: list[int]) -> dict[str, float]:
+    """CPU seconds so far of the threads of ``pids``, by role: ``loop`` (a process's
+    main thread: the event loop, the app), ``io`` (Granian's tokio threads: sockets,
+    HTTP, handing requests to Python) and ``other`` (Python threads Granian starts to
+    call into Python, the data directory's sync thread, ...)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"loop": 0.0, "io": 0.0, "other": 0.0}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for name in os.listdir(f"/proc/{pid}/task"):
+                with contextlib.suppress(OSError, ValueError, IndexError):
+                    with open(f"/proc/{pid}/task/{name}/stat") as stat:
+                        text = stat.read()
+                    # after the ")" that ends the thread's name: field 3 on
+                    fields = text.rsplit(")", 1)[1].split()
+                    comm = text[text.index("(") + 1 : text.rindex(")")]
+                    role = (
+                        "loop"
+                        if int(name) == pid
+                        else "io"
+                        if comm.startswith("tokio")
+                        else "other"
+                    )
+                    out[role] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def checkout_target(base: SseFastTarget, checkout: str | Path) -> SseFastTarget:
+    """``base`` run from another checkout (a git worktree with its extensions built in
+    place), named ``<base>@<its commit>``: an A/B in the same run (``--compare-with``)."""
+    source = Path(checkout).resolve()
+    ref = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return replace(
+        base,
+        name=f"{base.name}@{ref}",
+        port=free_ports(base.host, 1)[0],
+        source=source,
+    )
 
 
 def available_targets(

@@ -259,22 +259,9 @@ def main(argv: list[str] | None = None) -> int:
             target.name = "nchan-2w"
             targets[target.name] = target
     if args.compare_with:
-        source = Path(args.compare_with).resolve()
-        ref = subprocess.run(
-            ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
         base = targets["sse_fast-1w"]
-        other = peers.SseFastTarget(
-            f"sse_fast-1w@{ref}",
-            base.host,
-            peers.free_ports(base.host, 1)[0],
-            heartbeat=base.heartbeat,
-            workers=1,
-            source=source,
-        )
+        assert isinstance(base, peers.SseFastTarget)
+        other = peers.checkout_target(base, args.compare_with)
         targets[other.name] = other
     if args.targets:
         wanted = set(args.targets.split(",")) | {n for n in targets if n.startswith("sse_fast-1w@")}

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
@@ -89,33 +88,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def thread_cpu(pids: list[int]) -> dict[str, float]:
-    """CPU seconds so far of the threads of ``pids``, by role: ``loop`` (a process's
-    main thread: the event loop, the app), ``io`` (Granian's tokio threads: sockets,
-    HTTP, handing requests to Python) and ``other`` (Python threads Granian starts to
-    call into Python, the data directory's sync thread, ...)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out = {"loop": 0.0, "io": 0.0, "other": 0.0}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for name in os.listdir(f"/proc/{pid}/task"):
-                with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{pid}/task/{name}/stat") as stat:
-                        text = stat.read()
-                    # after the ")" that ends the thread's name: field 3 on
-                    fields = text.rsplit(")", 1)[1].split()
-                    comm = text[text.index("(") + 1 : text.rindex(")")]
-                    role = (
-                        "loop"
-                        if int(name) == pid
-                        else "io"
-                        if comm.startswith("tokio")
-                        else "other"
-                    )
-                    out[role] += (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
 def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict[str, Any]:
     """Every target alone on the server core, ``rounds`` times interleaved, wrk at full
     speed for ``seconds``: requests/s, latency and the server threads' CPU per round."""
@@ -130,10 +102,10 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
                 pids = target.server_pids()
                 pin(pids, SERVER_CORE)
                 time.sleep(0.5)
-                before = thread_cpu(pids)
+                before = peers.thread_cpu(pids)
                 # wrk's step number seeds the topic order; the same for every target
                 out = _wrk(target, seconds, USERS, index + 1)
-                after = thread_cpu(pids)
+                after = peers.thread_cpu(pids)
             finally:
                 target.stop()
             rate = out["acked"] / seconds

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from benches import publish_stages as P
-from benches.single_publish import thread_cpu
+from benches.peers import thread_cpu
 
 
 def _row(rate: float, loop: float = 1.0, io: float = 2.0) -> dict[str, Any]:
