@@ -37,7 +37,9 @@ def extensions() -> list:
     return cythonize(
         modules,
         language_level=3,
-        include_path=["src_ext"],  # _scan.pxd, shared by the encoder and the parser
+        # src_ext: _scan.pxd, shared by the encoder and the parser; the root: the .pxd of a
+        # module others cimport, beside its .pyi (sse_fast/_core/ring_ext.pxd)
+        include_path=["src_ext", "."],
         compiler_directives={
             "boundscheck": False,
             "wraparound": False,

@@ -36,18 +36,7 @@ cdef int _check_size_limit(str name, object value) except -1:
 cdef class Ring:
     """A bounded log of pre-encoded frames with cursors, lag detection and resume."""
 
-    cdef readonly Py_ssize_t max_frames
-    cdef readonly Py_ssize_t max_bytes
-    cdef readonly int64_t head
-    cdef readonly Py_ssize_t nbytes
-    cdef readonly int64_t evicted
-    cdef Py_ssize_t _len
-    cdef Py_ssize_t _capacity
-    cdef list _frames
-    cdef list _ids
-    cdef dict _index
-    cdef int64_t* _cumulative
-    cdef int64_t _total
+    # the attributes and C methods are declared in sse_fast/_core/ring_ext.pxd
 
     def __cinit__(self):
         self._cumulative = NULL
@@ -187,21 +176,25 @@ cdef class Ring:
 
         Raises ``Lagged`` when some of them were already evicted.
         """
-        cdef int64_t c, count, oldest, seq, size
+        self._check_cursor(cursor)
+        if cursor == self.head:
+            return b"", cursor
+        return self._read(cursor), self.head
+
+    cdef object _read(self, int64_t c):
+        """The frames after cursor ``c`` (``c < head``: the caller checks) as one bytes
+        object; ``Lagged`` when some of them were evicted."""
+        cdef int64_t count, oldest, seq, size
         cdef Py_ssize_t cap = self._capacity, pos = 0
         cdef bytes out
         cdef object frame
         cdef char* w
-        self._check_cursor(cursor)
-        c = cursor
         count = self.head - c
-        if count == 0:
-            return b"", cursor
         if count > self._len:
             oldest = self.head - self._len + 1
             raise Lagged(oldest - 1 - c, oldest - 1)
         if count == 1:
-            return <object>PyList_GET_ITEM(self._frames, self.head % cap), self.head
+            return <object>PyList_GET_ITEM(self._frames, self.head % cap)
         size = self._total - (self._cumulative[c % cap] if c >= self.head - self._len + 1
                               else self._total - self.nbytes)
         out = PyBytes_FromStringAndSize(NULL, size)
@@ -212,7 +205,7 @@ cdef class Ring:
             memcpy(w + pos, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame))
             pos += PyBytes_GET_SIZE(frame)
             seq += 1
-        return out, self.head
+        return out
 
     def read_frames(self, cursor):
         """The frames newer than ``cursor``, one bytes object each (raises ``Lagged``)."""

@@ -2,31 +2,34 @@
 """Cython topics table; the theory of operation is at the top of its pure-Python
 twin, ``sse_fast/_core/topic_py.py``, and both must behave identically.
 
-Implementation notes: a ``Topic`` keeps its counters as C integers and its sets
-as typed dicts, so the per-event store and the flush read them without a
-Python attribute lookup; the rings (the Cython ``Ring``) are called through
-their Python methods, the positions are a ``deque``.
+Implementation notes: a ``Topic`` keeps its counters as C integers, its sets as
+typed dicts and the positions of its retained frames in a C array used as a
+circular buffer (8 slots at first, doubled when full: the ring evicts first, so
+it holds at most the ring's frames), so the per-event store and the flush touch
+no Python object but the ring (the Cython ``Ring``, cimported: its fields and
+``publish`` without a Python call).
 """
 
 from cpython.dict cimport PyDict_Copy, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from libc.stdint cimport int64_t
 
+from sse_fast._core.ring_ext cimport Ring
+
 import itertools
-from collections import deque
 
 from sse_fast._core.errors import Lagged
-from sse_fast._core.ring_ext import Ring
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "NO_POSITIONS", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
 
 NO_HISTORY = Ring(1, 1)
-NO_POSITIONS = deque(maxlen=0)
 FRAME_OVERHEAD = 320
 
-cdef object _NO_HISTORY = NO_HISTORY
-cdef object _NO_POSITIONS = NO_POSITIONS
+cdef Py_ssize_t INITIAL_POSITIONS = 8  # a topic's first slots for positions
+
+cdef Ring _NO_HISTORY = NO_HISTORY
 cdef int64_t _FRAME_OVERHEAD = FRAME_OVERHEAD
 # A topic's sets until a first member: never written to (module names, as in the twin).
 _NO_IN_SYNC = {}
@@ -36,7 +39,6 @@ cdef dict _no_in_sync = _NO_IN_SYNC
 cdef dict _no_multi = _NO_MULTI
 cdef dict _no_catching_up = _NO_CATCHING_UP
 cdef str _BODY = "body"
-cdef object _deque = deque
 cdef object _chain = itertools.chain
 cdef object _Lagged = Lagged
 
@@ -46,8 +48,9 @@ cdef class Topic:
     retained frame, and its streams (see the module doc)."""
 
     cdef public str name
-    cdef public object ring
-    cdef public object positions
+    cdef public Ring ring
+    cdef int64_t* _positions  # circular: the oldest at _first, _count of them
+    cdef Py_ssize_t _first, _count, _slots
     cdef public int64_t evicted_up_to
     cdef public object lone
     cdef public object lone_send
@@ -59,10 +62,16 @@ cdef class Topic:
     cdef public int64_t published
     cdef public double last_activity
 
+    def __cinit__(self):
+        self._positions = NULL
+        self._first = self._count = self._slots = 0
+
+    def __dealloc__(self):
+        PyMem_Free(self._positions)
+
     def __init__(self, name, evicted_up_to, now):
         self.name = name
         self.ring = _NO_HISTORY
-        self.positions = _NO_POSITIONS
         self.evicted_up_to = evicted_up_to
         self.lone = None
         self.lone_send = None
@@ -123,12 +132,37 @@ cdef class Topic:
         """The position of the newest frame this topic ever held (or its floor)."""
         return self._newest()
 
-    cdef inline int64_t _newest(self) except? -1:
-        cdef object positions = self.positions
-        cdef Py_ssize_t count = len(positions)
-        if count:
-            return positions[count - 1]  # no negative index: wraparound is off
+    @property
+    def positions(self):
+        """The position of each retained frame, oldest first (a copy)."""
+        return [self._at(i) for i in range(self._count)]
+
+    cdef inline int64_t _at(self, Py_ssize_t index) noexcept:
+        return self._positions[(self._first + index) % self._slots]
+
+    cdef inline int64_t _newest(self) noexcept:
+        if self._count:
+            return self._at(self._count - 1)
         return self.evicted_up_to
+
+    cdef int _push(self, int64_t position) except -1:
+        """Keep the position of the frame just stored (the newest)."""
+        cdef Py_ssize_t slots, i
+        cdef int64_t* grown
+        if self._count == self._slots:
+            slots = self._slots * 2 if self._slots else INITIAL_POSITIONS
+            grown = <int64_t*>PyMem_Malloc(slots * sizeof(int64_t))
+            if grown == NULL:
+                raise MemoryError()
+            for i in range(self._count):
+                grown[i] = self._at(i)
+            PyMem_Free(self._positions)
+            self._positions = grown
+            self._first = 0
+            self._slots = slots
+        self._positions[(self._first + self._count) % self._slots] = position
+        self._count += 1
+        return 0
 
     def trim(self, max_bytes):
         """Evict the oldest frames until at most ``max_bytes`` of data remain;
@@ -141,13 +175,15 @@ cdef class Topic:
     cpdef forget_oldest(self, Py_ssize_t count):
         """The ring evicted its ``count`` oldest frames: drop their positions, and
         raise the floor past them (max: a broker may have raised it further)."""
-        cdef object popleft = self.positions.popleft
         cdef int64_t floor = self.evicted_up_to, position
-        cdef Py_ssize_t _
+        if count < 0 or count > self._count:
+            raise IndexError(f"cannot forget {count} of {self._count} positions")
         for _ in range(count):
-            position = popleft()
+            position = self._positions[self._first]
             if position > floor:
                 floor = position
+            self._first = (self._first + 1) % self._slots
+            self._count -= 1
         self.evicted_up_to = floor
 
     def lagging(self):
@@ -157,7 +193,10 @@ cdef class Topic:
 
     def position_at(self, cursor):
         """The position of the retained frame at ring cursor ``cursor``."""
-        return self.positions[cursor - self.ring.oldest]
+        index = cursor - self.ring.oldest
+        if not 0 <= index < self._count:
+            raise IndexError(f"no retained frame at cursor {cursor}")
+        return self._at(index)
 
     def cursor_after(self, position):
         """Cursor just after the last retained frame at or before ``position``."""
@@ -216,19 +255,18 @@ cdef class TopicTable:
     cdef Py_ssize_t _keep(
         self, Topic topic, object frame, object event_id, int64_t position
     ) except -1:
-        cdef object ring = topic.ring
+        cdef Ring ring = topic.ring
         cdef int64_t data, oldest, evicted
         if ring is _NO_HISTORY:
             ring = topic.ring = Ring(self.ring_max_frames, self.ring_max_bytes)
-            topic.positions = _deque()
             self.with_history += 1
         data = ring.nbytes
-        oldest = ring.oldest
+        oldest = ring.head - ring._len
         ring.publish(frame, event_id)
-        evicted = ring.oldest - oldest
+        evicted = ring.head - ring._len - oldest
         if evicted:
             topic.forget_oldest(evicted)
-        topic.positions.append(position)
+        topic._push(position)
         topic.published += 1
         self.retained_bytes += ring.nbytes - data
         self.retained_frames += 1 - evicted
@@ -296,7 +334,8 @@ cdef class TopicTable:
         cdef list slow = [], failed = [], lagged = []
         cdef object multi = None
         cdef Topic topic
-        cdef object data, head, message, send, result, subscription, key
+        cdef object data, message, send, result, subscription, key
+        cdef Ring ring
         for key in dirty:
             topic = <Topic>key
             start = topic.flushed
@@ -304,15 +343,15 @@ cdef class TopicTable:
                 if multi is None:
                     multi = {}
                 multi[topic] = start
-            try:
-                data, head = topic.ring.read_since(start)
-            except _Lagged as lag:
-                topic.flushed = topic.ring.head
-                lagged.append((topic, lag.lost))
+            ring = topic.ring
+            count = ring.head - start
+            if count <= 0:
                 continue
-            topic.flushed = head
-            count = topic.flushed - start
-            if not count:
+            topic.flushed = ring.head
+            try:
+                data = ring._read(start)
+            except _Lagged as lag:  # more stored in one go than the ring holds
+                lagged.append((topic, lag.lost))
                 continue
             message = None
             send = topic.lone_send

@@ -27,7 +27,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from .publish_py import requests_of, requests_of_lines
     from .records_py import pack_events, scan_records
     from .ring_py import Ring
-    from .topic_py import FRAME_OVERHEAD, NO_HISTORY, NO_POSITIONS, Topic, TopicTable
+    from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
     HAS_EXTENSIONS = False
 else:
@@ -39,7 +39,7 @@ else:
         from .publish_ext import requests_of, requests_of_lines
         from .records_ext import pack_events, scan_records
         from .ring_ext import Ring
-        from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, NO_POSITIONS, Topic, TopicTable
+        from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
@@ -47,7 +47,7 @@ else:
         from .publish_py import requests_of, requests_of_lines
         from .records_py import pack_events, scan_records
         from .ring_py import Ring
-        from .topic_py import FRAME_OVERHEAD, NO_HISTORY, NO_POSITIONS, Topic, TopicTable
+        from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
         HAS_EXTENSIONS = False
     else:
@@ -62,7 +62,6 @@ __all__ = [
     "ID_FIRST_ORDER",
     "NO_EXTENSIONS",
     "NO_HISTORY",
-    "NO_POSITIONS",
     "ORDER",
     "EncodeError",
     "Event",

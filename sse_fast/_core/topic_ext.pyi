@@ -6,7 +6,6 @@ compiled module and the pure twin (``sse_fast._core.topic_py``) against it with
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
-from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -14,10 +13,9 @@ from typing_extensions import disjoint_base
 
 from sse_fast._core.ring_ext import Ring
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "NO_POSITIONS", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
 
 NO_HISTORY: Final[Ring]
-NO_POSITIONS: Final[deque[int]]
 FRAME_OVERHEAD: Final[int]
 
 @disjoint_base  # a Cython cdef class
@@ -27,7 +25,6 @@ class Topic:
 
     name: str
     ring: Ring
-    positions: deque[int]
     evicted_up_to: int
     lone: Any
     lone_send: Callable[[Any], Any] | None
@@ -51,6 +48,9 @@ class Topic:
     @property
     def newest_position(self) -> int:
         """The position of the newest frame this topic ever held (or its floor)."""
+    @property
+    def positions(self) -> list[int]:
+        """The position of each retained frame, oldest first (a copy)."""
     def trim(self, max_bytes: int) -> int: ...
     def forget_oldest(self, count: int) -> None: ...
     def lagging(self) -> list[Any]: ...

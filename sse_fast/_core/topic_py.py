@@ -10,7 +10,8 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
 ``TopicTable`` (``hub/topics.py``'s ``Topics``) and is the only user.
 
 * A ``Topic`` holds its ring (the shared empty ``NO_HISTORY`` until its first
-  event), the position of each retained frame (``positions``, oldest first),
+  event), the position of each retained frame (``positions``, oldest first;
+  none kept until the first event),
   the floor ``evicted_up_to`` (the newest position it no longer holds), the
   cursor its in-sync streams were written up to (``flushed``), and its streams
   in three sets: in sync (the first of them held as ``lone`` with its
@@ -61,12 +62,12 @@ from typing import Any
 from .errors import Lagged
 from .ring_py import Ring
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "NO_POSITIONS", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
 
 #: the shared empty ring of every topic without history yet (never written to)
 NO_HISTORY = Ring(1, 1)
-#: the shared empty ``positions`` of every topic without history yet
-NO_POSITIONS: deque[int] = deque(maxlen=0)
+# the shared empty positions of every topic without history yet (never written to)
+_NO_POSITIONS: deque[int] = deque(maxlen=0)
 #: bytes counted per retained frame beside its data (the bytes object's header,
 #: its slots in the ring, its position in ``positions``, its id and index entry):
 #: 219 measured with tracemalloc (tests/hub/test_topics.py checks it is no more),
@@ -84,6 +85,7 @@ class Topic:
     retained frame, and its streams (see the module doc)."""
 
     __slots__ = (
+        "_positions",
         "catching_up",
         "evicted_up_to",
         "flushed",
@@ -93,7 +95,6 @@ class Topic:
         "lone",
         "lone_send",
         "name",
-        "positions",
         "published",
         "ring",
         "subscribers",
@@ -102,7 +103,7 @@ class Topic:
     def __init__(self, name: str, evicted_up_to: int, now: float) -> None:
         self.name = name
         self.ring = NO_HISTORY
-        self.positions: deque[int] = NO_POSITIONS
+        self._positions: deque[int] = _NO_POSITIONS
         self.evicted_up_to = evicted_up_to
         self.lone: Any = None
         self.lone_send: Callable[[Any], Any] | None = None
@@ -162,7 +163,12 @@ class Topic:
     @property
     def newest_position(self) -> int:
         """The position of the newest frame this topic ever held (or its floor)."""
-        return self.positions[-1] if self.positions else self.evicted_up_to
+        return self._positions[-1] if self._positions else self.evicted_up_to
+
+    @property
+    def positions(self) -> list[int]:
+        """The position of each retained frame, oldest first (a copy)."""
+        return list(self._positions)
 
     def trim(self, max_bytes: int) -> int:
         """Evict the oldest frames until at most ``max_bytes`` of data remain;
@@ -175,7 +181,9 @@ class Topic:
     def forget_oldest(self, count: int) -> None:
         """The ring evicted its ``count`` oldest frames: drop their positions, and
         raise the floor past them (max: a broker may have raised it further)."""
-        positions = self.positions
+        positions = self._positions
+        if not 0 <= count <= len(positions):
+            raise IndexError(f"cannot forget {count} of {len(positions)} positions")
         floor = self.evicted_up_to
         for _ in range(count):
             floor = max(floor, positions.popleft())
@@ -188,7 +196,10 @@ class Topic:
 
     def position_at(self, cursor: int) -> int:
         """The position of the retained frame at ring cursor ``cursor``."""
-        return self.positions[cursor - self.ring.oldest]
+        index = cursor - self.ring.oldest
+        if not 0 <= index < len(self._positions):
+            raise IndexError(f"no retained frame at cursor {cursor}")
+        return self._positions[index]
 
     def cursor_after(self, position: int) -> int:
         """Cursor just after the last retained frame at or before ``position``."""
@@ -252,7 +263,7 @@ class TopicTable:
         ring = topic.ring
         if ring is NO_HISTORY:
             ring = topic.ring = Ring(self.ring_max_frames, self.ring_max_bytes)
-            topic.positions = deque()
+            topic._positions = deque()
             self.with_history += 1
         data = ring.nbytes
         oldest = ring.oldest
@@ -260,7 +271,7 @@ class TopicTable:
         evicted = ring.oldest - oldest
         if evicted:
             topic.forget_oldest(evicted)
-        topic.positions.append(position)
+        topic._positions.append(position)
         topic.published += 1
         self.retained_bytes += ring.nbytes - data
         self.retained_frames += 1 - evicted
@@ -300,7 +311,7 @@ class TopicTable:
                         topic = self.get(name, now)
                     else:
                         topic.last_activity = now
-                    positions = topic.positions
+                    positions = topic._positions
                     if position <= (positions[-1] if positions else topic.evicted_up_to):
                         continue  # already stored
                     evicted = self.keep(topic, item.frame, item.id, position)
@@ -331,14 +342,15 @@ class TopicTable:
                 if multi is None:
                     multi = {}
                 multi[topic] = start
-            try:
-                data, topic.flushed = topic.ring.read_since(start)
-            except Lagged as lag:  # more stored in one go than the ring holds
-                topic.flushed = topic.ring.head
-                lagged.append((topic, lag.lost))
+            ring = topic.ring
+            count = ring.head - start
+            if count <= 0:
                 continue
-            count = topic.flushed - start
-            if not count:
+            topic.flushed = ring.head
+            try:
+                data, _ = ring.read_since(start)
+            except Lagged as lag:  # more stored in one go than the ring holds
+                lagged.append((topic, lag.lost))
                 continue
             message = None
             send = topic.lone_send

@@ -43,14 +43,13 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .._core import FRAME_OVERHEAD, NO_HISTORY, NO_POSITIONS, Topic, TopicTable
+from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 from ..publishing import PublishError, PublishRequest
 from ..settings import Settings, history_budget
 
 __all__ = [
     "FRAME_OVERHEAD",
     "NO_HISTORY",
-    "NO_POSITIONS",
     "Topic",
     "Topics",
     "read_since",

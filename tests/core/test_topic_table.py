@@ -117,7 +117,7 @@ def test_store_makes_rings_keeps_positions_and_skips_what_it_holds(module: Modul
 
 def test_a_topic_without_history_shares_the_empty_ring(module: ModuleType) -> None:
     topic = module.Topic("x", 7, 1.5)
-    assert topic.ring is module.NO_HISTORY and topic.positions is module.NO_POSITIONS
+    assert topic.ring is module.NO_HISTORY and topic.positions == []
     assert not topic.has_history and topic.newest_position == 7
     assert topic.in_sync == {} and topic.in_sync is module.Topic("y", 0, 0).in_sync
     assert topic.lone is None and topic.lone_send is None and topic.last_activity == 1.5
@@ -324,3 +324,27 @@ def _run(module: ModuleType, operations: list[tuple[Any, Any, Any]]) -> list[Any
 @given(st.lists(_operation, max_size=25))
 def test_both_implementations_do_the_same(operations: list[tuple[Any, Any, Any]]) -> None:
     assert _run(MODULES["ext"], operations) == _run(MODULES["py"], operations)
+
+
+def test_positions_survive_growth_and_wrapping(module: ModuleType) -> None:
+    """The positions' slots grow (8, 16, 32) while evictions move the oldest along: every
+    retained frame keeps its own position."""
+    table = table_of(module, max_frames=20)
+    a = None
+    for n in range(1, 61):
+        table.store([item(3 * n, "a")], 0, 2.0, {}, [])
+        a = table.by_name["a"]
+        if n in (7, 8, 9, 20, 21, 33, 60):
+            retained = list(range(3 * max(1, n - 19), 3 * n + 1, 3))
+            assert a.positions == retained, n
+            assert [a.position_at(c) for c in range(a.ring.oldest, a.ring.head + 1)] == retained
+            assert a.evicted_up_to == (3 * (n - 20) if n > 20 else 0)
+    assert a is not None and a.newest_position == 180
+    with pytest.raises(IndexError):
+        a.position_at(a.ring.oldest - 1)
+    with pytest.raises(IndexError):
+        a.position_at(a.ring.head + 1)
+    with pytest.raises(IndexError):
+        a.forget_oldest(21)
+    a.forget_oldest(20)
+    assert a.positions == [] and a.newest_position == a.evicted_up_to == 180
