@@ -10,12 +10,14 @@ directly from the bytes.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.ref cimport PyObject
 from cpython.tuple cimport PyTuple_GET_SIZE
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records"]
+__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
 
 
 cdef extern from "zlib.h":
@@ -188,3 +190,18 @@ def scan_records(bytes data, Py_ssize_t start, event_type):
             others.append((offset, kind, data[body:end]))
         offset = end
     return events, others, count, last, offset, damage, last_kind
+
+
+def tally_topics(items, wall, dict counts, dict newest, dict last_wall):
+    """Count each topic of ``items`` (objects with ``topics``) once more in ``counts``,
+    with that count as its ``newest`` and ``wall`` as its ``last_wall`` (see the
+    twin's module doc)."""
+    cdef object item, name, count
+    cdef PyObject* found
+    for item in items:
+        for name in item.topics:
+            found = PyDict_GetItem(counts, name)
+            count = 1 if found == NULL else <object>found + 1
+            PyDict_SetItem(counts, name, count)
+            PyDict_SetItem(newest, name, count)
+            PyDict_SetItem(last_wall, name, wall)

@@ -85,6 +85,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         requests_of_lines=core["publish"].requests_of_lines,
         pack_events=core["records"].pack_events,
         scan_records=core["records"].scan_records,
+        tally_topics=core["records"].tally_topics,
     )
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
     from .publish_py import requests_of, requests_of_lines
-    from .records_py import pack_events, scan_records
+    from .records_py import pack_events, scan_records, tally_topics
     from .ring_py import Ring
     from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
@@ -37,7 +37,7 @@ else:
         from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_ext import requests_of, requests_of_lines
-        from .records_ext import pack_events, scan_records
+        from .records_ext import pack_events, scan_records, tally_topics
         from .ring_ext import Ring
         from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
@@ -45,7 +45,7 @@ else:
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_py import requests_of, requests_of_lines
-        from .records_py import pack_events, scan_records
+        from .records_py import pack_events, scan_records, tally_topics
         from .ring_py import Ring
         from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
@@ -79,4 +79,5 @@ __all__ = [
     "requests_of",
     "requests_of_lines",
     "scan_records",
+    "tally_topics",
 ]

@@ -9,7 +9,7 @@ compiled module and the pure twin (``sse_fast._core.records_py``) against it wit
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records"]
+__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
 
 EVENT: int
 MAX_RECORD: int
@@ -18,3 +18,10 @@ def pack_events(items: Sequence[Any], wall: float) -> bytes: ...
 def scan_records(
     data: bytes, start: int, event_type: type[Any] | None
 ) -> tuple[list[Any], list[tuple[int, int, bytes]], int, int, int, str, int]: ...
+def tally_topics(
+    items: Sequence[Any],
+    wall: float,
+    counts: dict[str, int],
+    newest: dict[str, int],
+    last_wall: dict[str, float],
+) -> None: ...

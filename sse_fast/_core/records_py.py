@@ -14,6 +14,12 @@ Theory of operation
 * ``pack_events(items, wall)``: the records of ``items`` (objects with
   ``position``, ``id``, ``topics`` and ``frame``) published at ``wall``, in one
   ``bytes``.
+* ``tally_topics(items, wall, counts, newest, last_wall)``: the data
+  directory's per-topic count, for retention (a segment is dead once every
+  topic in it wrote a ring's worth of events since, or went idle): for each
+  topic of each of ``items``, one more event in ``counts``, that count as the
+  topic's newest in the segment (``newest``) and ``wall`` as its last write
+  (``last_wall``). The dicts are the caller's, changed in place.
 * ``scan_records(data, start, event_type)``: the records of ``data`` from byte
   ``start`` until the end or the first one that does not check out (its
   length runs past the end, or its CRC does not match). Returns
@@ -32,7 +38,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records"]
+__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
 
 EVENT = 1
 #: a record is never larger than this (a frame is limited far below it): a
@@ -130,3 +136,20 @@ def scan_records(
             others.append((offset, kind, data[body:end]))
         offset = end
     return events, others, count, last, offset, damage, last_kind
+
+
+def tally_topics(
+    items: Sequence[Any],
+    wall: float,
+    counts: dict[str, int],
+    newest: dict[str, int],
+    last_wall: dict[str, float],
+) -> None:
+    """Count each topic of ``items`` (objects with ``topics``) once more in ``counts``,
+    with that count as its ``newest`` and ``wall`` as its ``last_wall`` (see the
+    module doc)."""
+    for item in items:
+        for name in item.topics:
+            count = counts[name] = counts.get(name, 0) + 1
+            newest[name] = count
+            last_wall[name] = wall

@@ -129,3 +129,37 @@ def test_what_stops_the_reading_is_said(impl: SimpleNamespace, data: bytes, dama
 def test_a_negative_start_is_refused(impl: SimpleNamespace) -> None:
     with pytest.raises(ValueError, match="start must not be negative"):
         impl.scan_records(b"", -1, None)
+
+
+# -- the data directory's per-topic tally ----------------------------------------------
+
+
+def test_topics_are_tallied_per_event(impl: SimpleNamespace) -> None:
+    counts: dict[str, int] = {"a": 5}
+    newest: dict[str, int] = {}
+    last_wall: dict[str, float] = {"z": 1.0}
+    items = [Item(1, "1", ("a", "b"), b""), Item(2, "2", ("b",), b""), Item(3, "3", ("a",), b"")]
+    impl.tally_topics(items, 9.5, counts, newest, last_wall)
+    assert counts == {"a": 7, "b": 2}
+    assert newest == {"a": 7, "b": 2}
+    assert last_wall == {"z": 1.0, "a": 9.5, "b": 9.5}
+    impl.tally_topics([], 10.0, counts, newest, last_wall)
+    assert counts == {"a": 7, "b": 2}
+
+
+@needs_both
+@settings(max_examples=100, deadline=None)
+@given(batches=st.lists(ITEMS, max_size=4))
+def test_both_tally_alike(batches: list[list[Item]]) -> None:
+    outcomes = []
+    for name in ("ext", "py"):
+        impl = load_implementation(name)
+        counts: dict[str, int] = {}
+        last_wall: dict[str, float] = {}
+        segments = []
+        for wall, items in enumerate(batches):
+            newest: dict[str, int] = {}
+            impl.tally_topics(items, float(wall), counts, newest, last_wall)
+            segments.append(newest)
+        outcomes.append((counts, last_wall, segments))
+    assert outcomes[0] == outcomes[1]

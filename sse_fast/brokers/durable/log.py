@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..._core import tally_topics
 from ..sequencing import Sequenced, first_position
 from .records import (
     HEADER,
@@ -345,14 +346,7 @@ class EventLog:
                 raise
         else:
             self._dirty = True
-        counts = self.counts
-        last_wall = self.last_wall
-        topics = segment.topics
-        for item in items:
-            for name in item.topics:
-                count = counts[name] = counts.get(name, 0) + 1
-                topics[name] = count
-                last_wall[name] = wall
+        tally_topics(items, wall, self.counts, segment.topics, self.last_wall)
         segment.last = items[-1].position
         self.next_position = segment.last + 1
         if segment.size >= self.segment_bytes:
