@@ -14,6 +14,7 @@ from cpython.dict cimport PyDict_Copy, PyDict_DelItem, PyDict_GetItem, PyDict_Se
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
+from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
 from libc.stdint cimport int64_t
 
 from sse_fast._core.ring_ext cimport Ring
@@ -41,6 +42,23 @@ cdef dict _no_catching_up = _NO_CATCHING_UP
 cdef str _BODY = "body"
 cdef object _chain = itertools.chain
 cdef object _Lagged = Lagged
+
+
+cdef bint _is_position_id(object event_id, int64_t position) noexcept:
+    """Whether ``event_id`` is ``str(position)`` (the sequencer's id for an event
+    without one), without making that string."""
+    if type(event_id) is not str or position < 0:
+        return False
+    cdef Py_ssize_t length = PyUnicode_GET_LENGTH(event_id), i
+    cdef int64_t digit, value = 0
+    if length == 0 or length > 18:  # 18 digits: no overflow; positions are 16 or 17
+        return False
+    for i in range(length):
+        digit = <int64_t>PyUnicode_READ_CHAR(event_id, i) - 48  # "0"
+        if digit < 0 or digit > 9 or (digit == 0 and i == 0 and length > 1):
+            return False
+        value = value * 10 + digit
+    return value == position
 
 
 cdef class Topic:
@@ -262,7 +280,8 @@ cdef class TopicTable:
             self.with_history += 1
         data = ring.nbytes
         oldest = ring.head - ring._len
-        ring.publish(frame, event_id)
+        # an id that is the position's own is not indexed: resuming finds it by position
+        ring.publish(frame, None if _is_position_id(event_id, position) else event_id)
         evicted = ring.head - ring._len - oldest
         if evicted:
             topic.forget_oldest(evicted)

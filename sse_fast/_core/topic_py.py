@@ -30,6 +30,10 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   (returned, to be checked for lag), or the history budget trimmed topics
   (``trimmed``). Calling it again from that index goes on where it stopped.
   It returns ``(len(items), None)`` when all are stored.
+* Ids. A frame's id goes in its ring's index (``Ring.resume``) only when the
+  publisher gave it: an id that is its position's own (``str(position)``, what
+  the sequencer gives an event without one) is found by position instead
+  (``hub/resume.py``), so most frames cost no id entry.
 * The budget. All rings together hold at most ``history_budget`` bytes: frame
   data plus ``FRAME_OVERHEAD`` per frame. A store that passes it calls
   ``over_budget()`` (the subclass evicts the history written to longest ago;
@@ -267,7 +271,8 @@ class TopicTable:
             self.with_history += 1
         data = ring.nbytes
         oldest = ring.oldest
-        ring.publish(frame, event_id)
+        # an id that is the position's own is not indexed: resuming finds it by position
+        ring.publish(frame, None if event_id == str(position) else event_id)
         evicted = ring.oldest - oldest
         if evicted:
             topic.forget_oldest(evicted)

@@ -74,8 +74,11 @@ def resolve(
         and last_event_id.isdigit()
         and len(last_event_id) <= 20
     ):
+        # the sequencer's own ids (a position) are not in the rings' indexes
         number = int(last_event_id)
-        if first_position - 1 <= number <= last_position:
+        if first_position - 1 <= number <= last_position or any(
+            _holds(topic, number) for topic in topics
+        ):
             target = number
     if target is None:
         return UNKNOWN, heads
@@ -87,6 +90,12 @@ def resolve(
     if any(first <= target <= last for first, last in lost):
         return EVICTED, heads  # given to an event a crash lost (``Broker.lost``)
     return RESUMED, {topic: topic.cursor_after(target) for topic in topics}
+
+
+def _holds(topic: Topic, position: int) -> bool:
+    """Whether ``topic`` retains the frame at ``position``."""
+    cursor = topic.cursor_after(position)
+    return cursor >= topic.ring.oldest and topic.position_at(cursor) == position
 
 
 def _printable(text: str | None) -> str | None:

@@ -271,10 +271,11 @@ def _run(module: ModuleType, operations: list[tuple[Any, Any, Any]]) -> list[Any
             items = []
             for _ in range(extra + 1):
                 position += 1
+                event_id = (str(position), f"0{position}", f"id-{position}")[position % 3]
                 items.append(
                     Item(
                         position,
-                        str(position),
+                        event_id,
                         tuple(what),
                         b"x" * (position % 7 + 3),
                         float(number),
@@ -298,6 +299,8 @@ def _run(module: ModuleType, operations: list[tuple[Any, Any, Any]]) -> list[Any
         log.append(
             (
                 name,
+                [topic.ring.resume(f"{p}") for p in topic.positions],
+                [topic.ring.resume(f"0{p}") for p in topic.positions],
                 list(topic.positions),
                 topic.evicted_up_to,
                 topic.flushed,
@@ -348,3 +351,26 @@ def test_positions_survive_growth_and_wrapping(module: ModuleType) -> None:
         a.forget_oldest(21)
     a.forget_oldest(20)
     assert a.positions == [] and a.newest_position == a.evicted_up_to == 180
+
+
+@pytest.mark.parametrize(
+    ("event_id", "position", "indexed"),
+    [
+        ("5", 5, False),  # the sequencer's own id: found by position, not indexed
+        ("1795000000000000", 1795000000000000, False),
+        ("0", 0, False),
+        ("05", 5, True),  # not str(position): the publisher's
+        ("6", 5, True),
+        ("note-5", 5, True),
+        ("5 ", 5, True),
+        ("\u0665", 5, True),  # an Arabic-Indic five is not a decimal position id
+        ("9" * 19, 9, True),
+    ],
+)
+def test_only_the_publishers_ids_are_indexed(
+    module: ModuleType, event_id: str, position: int, indexed: bool
+) -> None:
+    table = table_of(module)
+    table.store([Item(position, event_id, ("a",), frame(position), 1.0)], 0, 2.0, {}, [])
+    ring = table.by_name["a"].ring
+    assert (ring.resume(event_id) == ring.head) is indexed

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+from sse_fast.brokers.sequencing import Sequenced
 from sse_fast.hub import Hub, PublishRequest, resume
+from sse_fast.hub.topics import Topics
 from sse_fast.settings import Settings
 
 from ..support.asgi_harness import Stream, make_app, publish, run, settle
@@ -70,3 +72,20 @@ def test_sweep_drops_idle_topics_and_remembers_their_position() -> None:
         [topic], str(int(first) - 1), hub.broker.first_position, hub.last_position
     )
     assert status == "evicted"  # its history went with the sweep: say so
+
+
+def test_the_sequencers_own_ids_resolve_by_position() -> None:
+    """An id that is its event's position is not in the ring's index (only publishers'
+    ids are): it resolves by position, in the rings and from before a break alike."""
+    topics = Topics(Settings())
+    items = [Sequenced(p, str(p), ("a",), b"data: %d\n\n" % p, 0.0) for p in (10, 11)]
+    items.append(Sequenced(12, "mine", ("a",), b"data: 12\n\n", 0.0))
+    assert topics.store(items, 0, 0.0, {}, []) == (3, None)
+    (topic,) = topics.by_name.values()
+    assert topic.ring.resume("10") is None and topic.ring.resume("mine") == 3
+    assert resume.resolve([topic], "10", 5, 12) == (resume.RESUMED, {topic: 1})
+    assert resume.resolve([topic], "11", 5, 12) == (resume.RESUMED, {topic: 2})
+    assert resume.resolve([topic], "mine", 5, 12) == (resume.RESUMED, {topic: 3})
+    # the sequence rejoined at 50: ids in the ring from before it are evicted, others unknown
+    assert resume.resolve([topic], "10", 50, 60)[0] == resume.EVICTED
+    assert resume.resolve([topic], "9", 50, 60)[0] == resume.UNKNOWN
