@@ -10,7 +10,7 @@ are each searched once and remembered, so the scan stays linear).
 
 cimport cython
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport uint64_t
+from libc.stdint cimport int64_t, uint64_t
 from libc.stdio cimport snprintf
 from libc.string cimport memchr, memcpy
 
@@ -27,7 +27,7 @@ import orjson
 
 from sse_fast._core.errors import EncodeError
 
-__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many", "encode_sequenced"]
 
 cdef object _orjson_dumps = orjson.dumps
 
@@ -401,3 +401,32 @@ def encode_many(events):
         frames.append((<Event>item)._frame)
         index += 1
     return b"".join(frames)
+
+
+cdef object _tuple_new = tuple.__new__
+
+
+def encode_sequenced(requests, first, accepted_at, item_type):
+    """Each of ``requests`` (objects with ``topics``, ``data``, ``event``, ``id`` and
+    ``retry``) encoded once, at positions ``first`` on, under its id: the publisher's,
+    or ``str(position)`` where it gave none. Returns ``item_type`` tuples
+    ``(position, id, topics, frame, accepted_at)``; raises the first ``EncodeError``
+    before anything is returned (a batch is encoded whole or not at all)."""
+    cdef list out = []
+    cdef int64_t start = first
+    cdef Py_ssize_t offset = 0
+    cdef object request, event_id, position
+    for request in requests:
+        position = start + offset
+        event_id = request.id
+        if event_id is None:
+            event_id = str(position)
+        out.append(_tuple_new(item_type, (
+            position,
+            event_id,
+            request.topics,
+            _encode(request.data, request.event, event_id, request.retry, None, b"\n", 1, False),
+            accepted_at,
+        )))
+        offset += 1
+    return out

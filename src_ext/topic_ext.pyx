@@ -12,6 +12,7 @@ no Python object but the ring (the Cython ``Ring``, cimported: its fields and
 
 from cpython.dict cimport PyDict_Copy, PyDict_DelItem, PyDict_GetItem, PyDict_SetItem
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
+from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
@@ -306,16 +307,18 @@ cdef class TopicTable:
         cdef dict by_name = self.by_name
         cdef int64_t last_position = self.last_position, position
         cdef Py_ssize_t index, evicted
-        cdef object item, name, accepted_at, last
+        cdef tuple item
+        cdef object name, accepted_at, last
         cdef PyObject* found
         cdef Topic topic
         try:
             for index in range(start, PyList_GET_SIZE(items)):
-                item = <object>PyList_GET_ITEM(items, index)
-                position = item.position
+                # (position, id, topics, frame, accepted_at): the brokers' Sequenced
+                item = <tuple?>PyList_GET_ITEM(items, index)
+                position = <object>PyTuple_GET_ITEM(item, 0)
                 if position > last_position:
                     last_position = position
-                    accepted_at = item.accepted_at
+                    accepted_at = <object>PyTuple_GET_ITEM(item, 4)
                     if accepted:
                         last = accepted[PyList_GET_SIZE(accepted) - 1]
                         if last[0] == accepted_at:
@@ -324,7 +327,7 @@ cdef class TopicTable:
                             accepted.append([accepted_at, 1])
                     else:
                         accepted.append([accepted_at, 1])
-                for name in item.topics:
+                for name in <tuple?>PyTuple_GET_ITEM(item, 2):
                     found = PyDict_GetItem(by_name, name)
                     if found == NULL:
                         topic = self.get(name, now)
@@ -333,7 +336,12 @@ cdef class TopicTable:
                         topic.last_activity = now
                     if position <= topic._newest():
                         continue  # already stored
-                    evicted = self._keep(topic, item.frame, item.id, position)
+                    evicted = self._keep(
+                        topic,
+                        <object>PyTuple_GET_ITEM(item, 3),
+                        <object>PyTuple_GET_ITEM(item, 1),
+                        position,
+                    )
                     PyDict_SetItem(dirty, topic, None)
                     if evicted and topic.catching_up:
                         return index, topic

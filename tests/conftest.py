@@ -74,6 +74,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         name=name,
         encode=core["encoder"].encode,
         encode_many=core["encoder"].encode_many,
+        encode_sequenced=core["encoder"].encode_sequenced,
         utf8_error_at=core["encoder"].utf8_error_at,
         Event=core["encoder"].Event,
         ORDER=core["encoder"].ORDER,

@@ -22,7 +22,7 @@ NO_EXTENSIONS: bool = os.environ.get("SSE_FAST_NO_EXTENSIONS", "") not in ("", "
 EXTENSION_IMPORT_ERROR: ImportError | None = None
 
 if TYPE_CHECKING or NO_EXTENSIONS:
-    from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
+    from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
     from .publish_py import requests_of, requests_of_lines
     from .records_py import pack_events, scan_records, tally_topics
@@ -34,7 +34,7 @@ else:
     try:
         for _name in NATIVE_MODULES:  # the whole list: a module added there must load too
             importlib.import_module(f"{__package__}.{_name}_ext")
-        from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
+        from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_ext import requests_of, requests_of_lines
         from .records_ext import pack_events, scan_records, tally_topics
@@ -42,7 +42,7 @@ else:
         from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
-        from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many
+        from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_py import requests_of, requests_of_lines
         from .records_py import pack_events, scan_records, tally_topics
@@ -75,6 +75,7 @@ __all__ = [
     "TopicTable",
     "encode",
     "encode_many",
+    "encode_sequenced",
     "pack_events",
     "requests_of",
     "requests_of_lines",

@@ -5,14 +5,14 @@ compiled module and the pure twin (``sse_fast._core.encoder_py``) against it wit
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from typing_extensions import disjoint_base
 
 from sse_fast._core.errors import EncodeError as EncodeError
 
-__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many", "encode_sequenced"]
 
 ORDER: str
 ID_FIRST_ORDER: str
@@ -28,6 +28,9 @@ def encode(
     order: str = ...,
 ) -> bytes: ...
 def encode_many(events: Iterable[Event]) -> bytes: ...
+def encode_sequenced(
+    requests: Sequence[Any], first: int, accepted_at: float, item_type: type[Any]
+) -> list[Any]: ...
 def utf8_error_at(raw: bytes) -> int: ...
 def _rebuild_event(
     data: Any, event: str | None, id: str | int | None, retry: int | None, comment: str | None

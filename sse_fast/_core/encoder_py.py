@@ -17,14 +17,14 @@ parser's one-space strip. Values that cannot be written faithfully raise
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from .errors import EncodeError
 
-__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many"]
+__all__ = ["ID_FIRST_ORDER", "ORDER", "Event", "encode", "encode_many", "encode_sequenced"]
 
 #: The two field orders a frame can be written in: ours, and the one of sse-starlette
 #: and aiohttp-sse (their drop-ins write the same bytes as they do).
@@ -271,3 +271,21 @@ def encode_many(events: Iterable[Event]) -> bytes:
             )
         frames.append(item._frame)
     return b"".join(frames)
+
+
+def encode_sequenced(
+    requests: Sequence[Any], first: int, accepted_at: float, item_type: type[Any]
+) -> list[Any]:
+    """Each of ``requests`` (objects with ``topics``, ``data``, ``event``, ``id`` and
+    ``retry``) encoded once, at positions ``first`` on, under its id: the publisher's,
+    or ``str(position)`` where it gave none. Returns ``item_type`` tuples
+    ``(position, id, topics, frame, accepted_at)``; raises the first ``EncodeError``
+    before anything is returned (a batch is encoded whole or not at all)."""
+    out = []
+    new = tuple.__new__
+    for offset, request in enumerate(requests):
+        position = first + offset
+        event_id = request.id if request.id is not None else str(position)
+        frame = encode(request.data, event=request.event, id=event_id, retry=request.retry)
+        out.append(new(item_type, (position, event_id, request.topics, frame, accepted_at)))
+    return out

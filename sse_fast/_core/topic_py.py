@@ -19,8 +19,8 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   (``in_sync_multi``) and catching up (``catching_up``). A set is a shared
   empty dict, never written to, until it has a first member.
 * ``TopicTable.store(items, start, now, dirty, accepted)`` stores sequenced
-  events (objects with ``position``, ``id``, ``topics``, ``frame`` and
-  ``accepted_at``) from ``items[start]`` on. A topic skips a position it
+  events (tuples ``(position, id, topics, frame, accepted_at)``: the brokers'
+  ``Sequenced``) from ``items[start]`` on. A topic skips a position it
   already holds (a replay, or an event of several topics delivered once per
   topic), so storing an item twice stores it once. Each topic written to goes
   in ``dirty``; ``accepted`` gets ``[accepted_at, count]`` per run of new
@@ -301,16 +301,15 @@ class TopicTable:
         last_position = self.last_position
         try:
             for index in range(start, len(items)):
-                item = items[index]
-                position = item.position
+                position, event_id, names, frame, accepted_at = items[index]
                 if position > last_position:
                     last_position = position
                     # events accepted together share their time: one entry a run
-                    if accepted and accepted[-1][0] == item.accepted_at:
+                    if accepted and accepted[-1][0] == accepted_at:
                         accepted[-1][1] += 1
                     else:
-                        accepted.append([item.accepted_at, 1])
-                for name in item.topics:
+                        accepted.append([accepted_at, 1])
+                for name in names:
                     topic = by_name.get(name)
                     if topic is None:
                         topic = self.get(name, now)
@@ -319,7 +318,7 @@ class TopicTable:
                     positions = topic._positions
                     if position <= (positions[-1] if positions else topic.evicted_up_to):
                         continue  # already stored
-                    evicted = self.keep(topic, item.frame, item.id, position)
+                    evicted = self.keep(topic, frame, event_id, position)
                     dirty[topic] = None
                     if evicted and topic.catching_up:
                         return index, topic

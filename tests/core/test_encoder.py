@@ -213,3 +213,44 @@ def test_a_line_end_or_order_that_is_not_one_is_refused(
     with pytest.raises(EncodeError) as refused:
         impl.encode("x", **{keyword: value})
     assert str(refused.value) == message and refused.value.field == keyword
+
+
+# -- a sequenced batch (the brokers' sequencing) ----------------------------------------
+
+
+def test_a_sequenced_batch_is_encoded_under_its_ids(impl: SimpleNamespace) -> None:
+    from sse_fast.brokers.sequencing import Sequenced
+    from sse_fast.publishing import PublishRequest
+
+    requests = [
+        PublishRequest(("a",), {"n": 1}),
+        PublishRequest(("b", "c"), "hi", "note", "mine", 5),
+        PublishRequest(("a",), None, "ping"),
+    ]
+    items = impl.encode_sequenced(requests, 1795, 2.5, Sequenced)
+    assert [type(item) for item in items] == [Sequenced] * 3
+    assert [(i.position, i.id, i.topics, i.accepted_at) for i in items] == [
+        (1795, "1795", ("a",), 2.5),
+        (1796, "mine", ("b", "c"), 2.5),
+        (1797, "1797", ("a",), 2.5),
+    ]
+    assert [i.frame for i in items] == [
+        impl.encode({"n": 1}, id="1795"),
+        impl.encode("hi", event="note", id="mine", retry=5),
+        impl.encode(None, event="ping", id="1797"),
+    ]
+    assert impl.encode_sequenced([], 7, 0.0, Sequenced) == []
+
+
+def test_a_sequenced_batch_is_encoded_whole_or_not_at_all(impl: SimpleNamespace) -> None:
+    from sse_fast.brokers.sequencing import Sequenced
+    from sse_fast.publishing import PublishRequest
+
+    good = PublishRequest(("a",), "fine")
+    with pytest.raises(EncodeError) as info:
+        impl.encode_sequenced([good, PublishRequest(("a",), "x", "two\nlines")], 1, 0.0, Sequenced)
+    assert info.value.field == "event"
+    with pytest.raises(EncodeError):
+        impl.encode_sequenced(
+            [good, PublishRequest(("a",), "x", None, "bad\nid")], 1, 0.0, Sequenced
+        )

@@ -5,9 +5,8 @@ drives both with the same operations)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given, settings
@@ -23,9 +22,8 @@ MODULES = {
 }
 
 
-@dataclass
-class Item:
-    """What the table reads of a sequenced event."""
+class Item(NamedTuple):
+    """A sequenced event, as the table reads it (the brokers' ``Sequenced``)."""
 
     position: int
     id: str
