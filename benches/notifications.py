@@ -43,6 +43,7 @@ import os
 import random
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -369,7 +370,10 @@ def _wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[st
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     finally:
         os.unlink(f.name)
-    done = int(re.search(r"(\d+) requests in", out)[1])  # type: ignore[index]
+    counted = re.search(r"(\d+) requests in", out)
+    if counted is None:
+        raise RuntimeError(f"wrk gave no count of requests; its output: {out[-500:]!r}")
+    done = int(counted[1])
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = int(bad[1]) if bad else 0
     socket_errors = re.search(r"Socket errors: (.*)", out)
@@ -670,6 +674,9 @@ def conditions(p: dict[str, Any]) -> list[str]:
         f"rate was published or delivered, or an event was lost (a gap in its topic, or "
         "acked and not delivered by the end of the drain), or a request failed, or "
         f"delivery p99 exceeded {p['max_delivery_p99_ms']:,} ms.",
+        "- loop / I/O us per event: the server's CPU per event published, by thread: each "
+        "process's main thread (sse_fast's event loop: the Python side, Granian's ASGI calls "
+        "into it included) and Granian's I/O (tokio) threads (other servers have none: 0.0).",
         "- Nchan: `nchan_shared_memory_size` (alias `nchan_max_reserved_memory`) "
         f"{p.get('nchan_shared_memory', NCHAN_SHARED_MEMORY)}, so that every channel fits.",
     ]
@@ -847,6 +854,10 @@ def main(argv: list[str] | None = None) -> int:
     if not modes or set(modes) - set(LADDERS):
         parser.error(f"--modes: one or more of {', '.join(LADDERS)}")
     p["modes"] = modes
+    if "single" in modes and shutil.which("wrk") is None:
+        parser.error(
+            "the single way in needs wrk (Debian: apt-get install wrk), or --modes batch,stream"
+        )
     if args.compare_with:
         base = next((t for t in targets if t.name == "sse_fast-1w"), None)
         if base is None or not isinstance(base, peers.SseFastTarget):
@@ -866,7 +877,12 @@ def main(argv: list[str] | None = None) -> int:
     for target in targets:
         target = prepared(target, p)
         with contextlib.suppress(Exception):
-            report["versions"].update(target.versions())
+            versions = target.versions()
+            if "@" in target.name:  # another checkout: its own commit, beside this one's
+                versions = {
+                    f"{k} ({target.name})": v for k, v in versions.items() if "sse_fast" in k
+                }
+            report["versions"].update(versions)
         log(f"{target.name}:")
         try:
             report["rows"] += run_target(target, p)
