@@ -6,7 +6,9 @@ cursors, eviction, lag and resume rules) is at the top of its pure-Python twin,
 Implementation notes: frames live in a Python list used as a circular buffer;
 a parallel C array keeps, per slot, the running total of bytes published up to
 that frame, so the size of any coalesced read is known in O(1) and the read is
-one allocation plus one ``memcpy`` per frame.
+one allocation plus one ``memcpy`` per frame. The ids' slots and their index are
+made with the first frame that has an id: a ring of frames without ids (a hub's,
+for the ids the sequencer gives) has neither.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -53,8 +55,8 @@ cdef class Ring:
         self._total = 0
         self._capacity = min(max_frames, INITIAL_SLOTS)
         self._frames = [None] * self._capacity
-        self._ids = [None] * self._capacity
-        self._index = {}
+        self._ids = None  # and no index: made with the first event id (most rings get none)
+        self._index = None
         PyMem_Free(self._cumulative)
         self._cumulative = <int64_t*>PyMem_Malloc(self._capacity * sizeof(int64_t))
         if self._cumulative == NULL:
@@ -101,8 +103,11 @@ cdef class Ring:
         self.head += 1
         slot = self.head % self._capacity
         self._frames[slot] = frame
-        self._ids[slot] = event_id
         if event_id is not None:
+            if self._ids is None:
+                self._ids = [None] * self._capacity
+                self._index = {}
+            self._ids[slot] = event_id  # the slot is empty: evicted, or never used
             self._index[event_id] = self.head
         self._len += 1
         self.nbytes += size
@@ -116,14 +121,15 @@ cdef class Ring:
         cdef Py_ssize_t capacity = min(self.max_frames, old_capacity * 2)
         cdef int64_t seq
         cdef list frames = [None] * capacity
-        cdef list ids = [None] * capacity
+        cdef list ids = None if self._ids is None else [None] * capacity
         cdef int64_t* cumulative = <int64_t*>PyMem_Malloc(capacity * sizeof(int64_t))
         if cumulative == NULL:
             raise MemoryError()
         seq = self.head - self._len + 1
         while seq <= self.head:
             frames[seq % capacity] = self._frames[seq % old_capacity]
-            ids[seq % capacity] = self._ids[seq % old_capacity]
+            if ids is not None:
+                ids[seq % capacity] = self._ids[seq % old_capacity]
             cumulative[seq % capacity] = self._cumulative[seq % old_capacity]
             seq += 1
         PyMem_Free(self._cumulative)
@@ -137,12 +143,14 @@ cdef class Ring:
         cdef int64_t seq = self.head - self._len + 1
         cdef Py_ssize_t slot = seq % self._capacity
         cdef object frame = self._frames[slot]
-        cdef object event_id = self._ids[slot]
+        cdef object event_id
         self.nbytes -= PyBytes_GET_SIZE(frame)
         self._frames[slot] = None
-        self._ids[slot] = None
-        if event_id is not None and self._index.get(event_id) == seq:
-            del self._index[event_id]
+        if self._ids is not None:
+            event_id = self._ids[slot]
+            self._ids[slot] = None
+            if event_id is not None and self._index.get(event_id) == seq:
+                del self._index[event_id]
         self._len -= 1
         self.evicted += 1
         return 0
@@ -228,7 +236,7 @@ cdef class Ring:
         """Cursor just after the newest retained frame with ``event_id``, else None."""
         if not isinstance(event_id, str):
             raise TypeError(f"event_id must be str, not {type(event_id).__name__}")
-        return self._index.get(event_id)
+        return None if self._index is None else self._index.get(event_id)
 
     def __repr__(self):
         return (

@@ -13,8 +13,8 @@ cdef class Ring:
     cdef Py_ssize_t _len
     cdef Py_ssize_t _capacity
     cdef list _frames
-    cdef list _ids
-    cdef dict _index
+    cdef list _ids  # None until the first frame with an id
+    cdef dict _index  # None until then too
     cdef int64_t* _cumulative
     cdef int64_t _total
 
