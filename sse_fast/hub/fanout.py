@@ -187,15 +187,8 @@ class FanOut:
             if count:
                 self._write_events(targets, data, count)
 
-    def _write_events(
-        self,
-        targets: dict[Subscription, Send],
-        frame: bytes,
-        events: int,
-        message: dict[str, Any] | None = None,
-    ) -> None:
-        if message is None:
-            message = {"type": "http.response.body", "body": frame, "more_body": True}
+    def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:
+        message = {**_BODY, "body": frame}
         count = len(targets)  # before: slow subscriptions leave ``targets`` (an in-sync set)
         failed = self.write_all(targets, message)
         self.metrics.delivered_total += (count - failed) * events
