@@ -1,5 +1,6 @@
-"""Stopping a background task for sure; and the task helpers that differ between
-Python 3.10 and 3.11+ (``cancelling``, ``uncancel``, ``within``).
+"""Stopping a background task for sure; the task helpers that differ between
+Python 3.10 and 3.11+ (``cancelling``, ``uncancel``, ``within``); the running
+loop without a system call (``running_loop``).
 
 ``task.cancel(); await task`` can wait forever: a library may swallow one
 cancellation (on Python 3.11, ``asyncio.wait_for`` and ``asyncio.timeout``
@@ -14,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 from collections.abc import Awaitable, Generator
 from typing import Any, TypeVar
 
@@ -39,6 +42,41 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> boo
     if not task.cancelled() and task.exception() is not None:
         log.debug("task %s ended with %r", task.get_name(), task.exception())
     return True
+
+
+# ---------------------------------------------------------------- the running loop, cheaply
+
+_found: tuple[int, asyncio.AbstractEventLoop] | None = None  # (thread, its running loop)
+
+
+def running_loop() -> asyncio.AbstractEventLoop:
+    """``asyncio.get_running_loop()`` for the per-request paths, without a system call.
+
+    CPython 3.11's ``get_running_loop`` checks the process id with ``getpid()`` on
+    every call (a system call: glibc no longer caches it). Under
+    ``sse-fast serve`` each system call of the event loop's thread is also where
+    the kernel hands the core to Granian's I/O thread: the two calls a publish made
+    cost about 3 us each (``benches/results/publish_stages.md``). The loop found
+    last is kept with its thread and returned while it is running and asked for
+    from that thread (an asyncio loop runs in one thread, one loop at a time per
+    thread); a forked child forgets it. ``RuntimeError`` without a running loop,
+    as ``asyncio``'s."""
+    global _found
+    found = _found
+    if found is not None and found[0] == threading.get_ident() and found[1].is_running():
+        return found[1]
+    loop = asyncio.get_running_loop()
+    _found = (threading.get_ident(), loop)
+    return loop
+
+
+def _forget_loop() -> None:
+    global _found
+    _found = None
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_forget_loop)
 
 
 # ---------------------------------------------------------------- Python 3.10 and 3.11+

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
-from .._tasks import cancelling, uncancel
+from .._tasks import cancelling, running_loop, uncancel
 from ..asgi import Scope
 from ..hub import Hub
 from ..settings import Settings
@@ -60,7 +60,7 @@ class BodyDeadlines:
     async def read(self, scope: Scope, reading: Awaitable[T]) -> T:
         """``await reading`` (a coroutine not yet started), an ``HTTPError`` (408, or
         503 while draining) if it has not finished by its deadline."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         task: asyncio.Task[object] | None = asyncio.current_task(loop)
         if task is None:  # pragma: no cover - no task: not under a server
             return await reading

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core import Lagged
+from .._tasks import running_loop
 from ..asgi import Send, SendStyle
 from ..brokers.sequencing import Sequenced
 from ..protocol import Reason, disconnect_frame
@@ -105,7 +106,7 @@ class FanOut:
                 self._lag_trimmed()
         if dirty and not self._flush_scheduled:
             try:
-                loop = asyncio.get_running_loop()
+                loop = running_loop()
             except RuntimeError:  # no loop (synchronous embedding): write now
                 self.flush()
             else:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 
 import pytest
 
@@ -136,3 +138,49 @@ def test_step_gives_what_is_ready_and_the_rest_of_what_waits() -> None:
         await agen.aclose()  # not "already running"
 
     asyncio.run(main())
+
+
+def test_running_loop_is_the_running_loop_of_this_thread_and_none_after() -> None:
+    """``running_loop`` (get_running_loop without its getpid per call) answers as
+    asyncio does: the loop running in the asking thread, a new one once it runs,
+    another thread's own loop there, and RuntimeError once the loop stopped."""
+    from sse_fast import _tasks
+    from sse_fast._tasks import running_loop
+
+    async def ask() -> tuple[asyncio.AbstractEventLoop, asyncio.AbstractEventLoop]:
+        return running_loop(), asyncio.get_running_loop()
+
+    first, expected = asyncio.run(ask())
+    assert first is expected
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        running_loop()  # the loop found before is stopped (and closed)
+    second, expected = asyncio.run(ask())
+    assert second is expected and second is not first
+
+    # a loop running in another thread meanwhile: each thread gets its own
+    in_thread: list[asyncio.AbstractEventLoop] = []
+
+    async def main() -> None:
+        mine = running_loop()
+        thread = threading.Thread(target=lambda: in_thread.append(asyncio.run(ask())[0]))
+        thread.start()
+        while thread.is_alive():
+            assert running_loop() is mine
+            await asyncio.sleep(0.001)
+        thread.join()
+        assert in_thread and in_thread[0] is not mine
+        assert running_loop() is mine is asyncio.get_running_loop()
+
+    asyncio.run(main())
+
+    # a forked child forgets the loop its parent found (its copy is not running there)
+    async def fork() -> int:
+        running_loop()
+        assert _tasks._found is not None
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if _tasks._found is None else 1)
+        _, status = os.waitpid(pid, 0)
+        return status
+
+    assert asyncio.run(fork()) == 0
