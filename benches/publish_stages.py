@@ -39,7 +39,14 @@ from pathlib import Path
 from typing import Any
 
 from . import peers
-from .single_publish import BareTarget, GranianTarget, main_of, run_rounds
+from .single_publish import (
+    BareTarget,
+    GranianTarget,
+    checkout_lines,
+    main_of,
+    run_rounds,
+    with_checkout,
+)
 
 USERS = 10_000
 STAGES = ("read", "parse", "sequence", "apply", "hub", "full")
@@ -107,8 +114,8 @@ def targets(host: str) -> list[peers.Target]:
     return out
 
 
-def run(rounds: int, seconds: float) -> dict[str, Any]:
-    return run_rounds(targets(peers.HOST), rounds, seconds)
+def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
+    return run_rounds(with_checkout(targets(peers.HOST), compare_with), rounds, seconds)
 
 
 def median(report: dict[str, Any], name: str) -> float:
@@ -189,7 +196,7 @@ def reading(report: dict[str, Any]) -> list[str]:
         f"parse + `Hub.publish` {median(report, 'rsgi-hub') / median(report, 'hub'):.2f}x "
         "the same stage on ASGI.",
     ]
-    return out
+    return out + [f"- {line}" for line in checkout_lines(report)]
 
 
 def main(argv: list[str] | None = None) -> int:

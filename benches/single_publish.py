@@ -2,10 +2,11 @@
 
     python -m benches.single_publish              # 3 rounds of 8 s per target
     python -m benches.single_publish --rounds 1 --seconds 3
+    python -m benches.single_publish --compare-with DIR   # + another commit's sse_fast
 
-The issue's target for the single-publish path is at least 0.8x the requests/s
+Issue 30's target for the single-publish path is at least 0.95x the requests/s
 of a bare Granian ASGI app that reads the body and answers 200, in the same
-run. Three servers, each alone on core 1 (every thread pinned), no
+run. Four servers, each alone on core 1 (every thread pinned), no
 subscribers, ``wrk`` on core 0 with the notification benchmark's request (a
 small JSON event to a random one of 10,000 ``user/<n>`` topics, 16
 connections, one thread):
@@ -19,7 +20,10 @@ connections, one thread):
   JSON, fields, topic names, room for new topics, sequencing, encoding,
   storing in the topic's ring);
 * ``sse_fast+schemas``: the same with three typed streams declared
-  (``benches/typed_example.py``) that the topics are not of.
+  (``benches/typed_example.py``) that the topics are not of;
+* with ``--compare-with DIR``, ``sse_fast@<commit>``: ``sse-fast serve`` from
+  another checkout (a git worktree with its extensions built in place), right
+  after ``sse_fast`` in every round: a change's A/B in the same run.
 
 Rounds are interleaved (bare, bare-cl, sse_fast, bare, ...) and each target's
 median is reported with the ratio to both floors: this machine is noisy, and
@@ -130,7 +134,7 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
     }
 
 
-def run(rounds: int, seconds: float) -> dict[str, Any]:
+def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
     host = peers.HOST
     ports = peers.free_ports(host, 4)
     targets: list[peers.Target] = [
@@ -139,7 +143,29 @@ def run(rounds: int, seconds: float) -> dict[str, Any]:
         peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
         SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
     ]
-    return run_rounds(targets, rounds, seconds)
+    return run_rounds(with_checkout(targets, compare_with), rounds, seconds)
+
+
+def with_checkout(targets: list[peers.Target], compare_with: str | None) -> list[peers.Target]:
+    """``targets`` with ``sse_fast`` from the checkout ``compare_with`` right after
+    ``sse_fast`` (``--compare-with``)."""
+    if not compare_with:
+        return targets
+    base = next(t for t in targets if t.name == "sse_fast")
+    assert isinstance(base, peers.SseFastTarget)
+    out = list(targets)
+    out.insert(out.index(base) + 1, peers.checkout_target(base, compare_with))
+    return out
+
+
+def checkout_lines(report: dict[str, Any]) -> list[str]:
+    """The A/B sentence of a run with ``--compare-with`` (none without)."""
+    plain = median(report, "sse_fast")
+    return [
+        f"sse_fast / {name}: {plain / median(report, name):.3f}x (medians, same run)."
+        for name in report["results"]
+        if name.startswith("sse_fast@")
+    ]
 
 
 def median(report: dict[str, Any], name: str) -> float:
@@ -181,6 +207,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     if "sse_fast+schemas" in report["results"]:
         typed = median(report, "sse_fast+schemas")
         lines += ["", f"sse_fast+schemas / sse_fast: {typed / plain:.3f}x (medians, same run)."]
+    lines += checkout_lines(report)
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -188,7 +215,7 @@ def main_of(
     name: str,
     doc: str,
     seconds: float,
-    run_them: Callable[[int, float], dict[str, Any]],
+    run_them: Callable[[int, float, str | None], dict[str, Any]],
     write: Callable[[dict[str, Any], Path], None],
     argv: list[str] | None,
 ) -> int:
@@ -200,8 +227,15 @@ def main_of(
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=seconds)
     parser.add_argument("--out", default=str(RESULTS / name), help="path prefix")
+    parser.add_argument(
+        "--compare-with",
+        metavar="DIR",
+        help="also run sse-fast serve from this checkout of another commit, built in place "
+        "(git worktree add DIR REF && cd DIR && python setup.py build_ext --inplace), as "
+        "target sse_fast@REF, right after sse_fast in every round",
+    )
     args = parser.parse_args(argv)
-    report = run_them(args.rounds, args.seconds)
+    report = run_them(args.rounds, args.seconds, args.compare_with)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write(report, out.with_suffix(".md"))
