@@ -116,6 +116,10 @@ class Broker(abc.ABC):
     #: whether every published event is stored in this member's rings (so the
     #: ``max_topics`` limit on topics with history applies to publishes here)
     stores_every_topic: bool = True
+    #: whether small publishes awaited in one turn of the loop are worth handing over
+    #: together, to ``publish_nowait`` (a broker that writes each publish: the hub's
+    #: ``together.py``)
+    groups_publishes: bool = False
 
     def __init__(self) -> None:
         self._member: Member | None = None

@@ -41,6 +41,11 @@ class LocalBroker(Broker):
         self.restored = 0
         self._ticker: asyncio.Task[None] | None = None
 
+    @property
+    def groups_publishes(self) -> bool:  # type: ignore[override]
+        """With a store: one write for the small publishes of a turn (``hub/together.py``)."""
+        return self.store is not None
+
     async def start(self) -> None:
         """With a store: read it back (events into the hub's rings, the position sequence, the
         retry memory) and start its periodic work (syncing, deleting dead segments)."""

@@ -16,6 +16,7 @@ docstring is that section):
 * ``figures.py`` - what the worker reports for ``/metrics``, ``/stats``, ``/presence``;
 * ``metrics.py`` - the worker's counters and their Prometheus text;
 * ``webhooks.py`` - connects and disconnects POSTed, signed, at least once;
+* ``together.py`` - the small publishes of one turn of the loop in one broker call;
 * ``hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
 
 Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).

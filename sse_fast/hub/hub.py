@@ -1,6 +1,7 @@
 """The hub of one worker: the parts, and the few calls that go through them.
 
-A publish goes ``Hub.publish`` -> the broker (``brokers/``: sequencing) ->
+A publish goes ``Hub.publish`` (the small ones of a turn of the loop together:
+``together.py``) -> the broker (``brokers/``: sequencing) ->
 ``FanOut.apply`` (``topics.py``: storage) -> ``FanOut.flush`` -> each stream's
 ``send``. A stream comes in through ``Hub.attach`` (resume in ``resume.py``,
 the server's ``send`` style in ``server.py``) and leaves through ``closing.py``.
@@ -36,6 +37,7 @@ from .metrics import Metrics
 from .presence import PresenceNews
 from .server import DisconnectWatch
 from .subscription import Subscription, peer_of
+from .together import Together
 from .topics import Topics
 from .webhooks import Webhooks
 
@@ -99,6 +101,8 @@ class Hub:
         )
         self.broker.bind(self)
         self.topics.on_drop = self.broker.release
+        #: the small publishes of one turn of the loop, published together
+        self.together = Together(self.broker, metrics, self._check_room)
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
         self.presence_news = PresenceNews(
@@ -143,6 +147,7 @@ class Hub:
                 log.warning("last presence news and figures not written: %s", exc)
         if self.webhooks is not None:  # after the drain: its disconnects are sent too
             await self.webhooks.stop()
+        self.together.publish_waiting()
         await self.broker.close()
 
     @property
@@ -186,7 +191,12 @@ class Hub:
         self._check(requests, checked)
         if self.schemas is not None:
             requests = self.schemas.check(requests)
-        ids = await self.broker.publish(list(requests), self.clock())
+        together = self.together
+        if together.wanted(requests):  # with the turn's other small publishes
+            ids = await together.publish(list(requests), self.clock())
+        else:
+            together.publish_waiting()  # those awaited before this one go first
+            ids = await self.broker.publish(list(requests), self.clock())
         self.metrics.published_total += len(ids)  # here: once per server, not per worker
         return ids
 
@@ -197,6 +207,7 @@ class Hub:
         self._check(requests)
         if self.schemas is not None:
             requests = self.schemas.check(requests)
+        self.together.publish_waiting()  # those awaited before this one go first
         ids = self.broker.publish_nowait(list(requests), self.clock())
         self.metrics.published_total += len(ids)
         return ids
@@ -216,6 +227,9 @@ class Hub:
                     check_topic(name, self.settings)
             if len(requests) > 1:
                 check_distinct_ids(list(requests))
+        self._check_room(requests)
+
+    def _check_room(self, requests: Sequence[PublishRequest]) -> None:
         if self.broker.stores_every_topic:
             self.topics.check_room(requests)
 

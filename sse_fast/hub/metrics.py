@@ -87,6 +87,7 @@ class Metrics:
     def __init__(self) -> None:
         self.connections_total = 0
         self.published_total = 0
+        self.publishes_grouped_total = 0  # publishes stored with others of their turn
         self.delivered_total = 0
         self.lag_disconnects_total = 0
         self.stall_disconnects_total = 0
@@ -117,6 +118,7 @@ class Metrics:
     COUNTERS = (
         "connections_total",
         "published_total",
+        "publishes_grouped_total",
         "delivered_total",
         "lag_disconnects_total",
         "stall_disconnects_total",
@@ -246,6 +248,12 @@ CATALOGUE: tuple[MetricInfo, ...] = (
     MetricInfo("sse_fast_topics", "gauge", "Topics held in memory."),
     MetricInfo("sse_fast_connections_total", "counter", "SSE streams accepted."),
     MetricInfo("sse_fast_published_total", "counter", "Events published."),
+    MetricInfo(
+        "sse_fast_publishes_grouped_total",
+        "counter",
+        "Publish requests stored in one write with others awaited in the same turn of "
+        "the event loop (the data directory's; 0 without it).",
+    ),
     MetricInfo("sse_fast_delivered_total", "counter", "Event deliveries written to streams."),
     MetricInfo(
         "sse_fast_lag_disconnects_total",
@@ -422,6 +430,7 @@ def header(name: str) -> list[str]:
 SINGLE = (
     ("sse_fast_connections_total", "connections_total"),
     ("sse_fast_published_total", "published_total"),
+    ("sse_fast_publishes_grouped_total", "publishes_grouped_total"),
     ("sse_fast_delivered_total", "delivered_total"),
     ("sse_fast_lag_disconnects_total", "lag_disconnects_total"),
     ("sse_fast_stall_disconnects_total", "stall_disconnects_total"),

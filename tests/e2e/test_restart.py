@@ -1,8 +1,10 @@
 """A restart loses nothing: real ``sse-fast serve`` processes restarted under load.
 
 200 subscribers (``sse_fast.client``, reconnecting with ``Last-Event-ID``) on
-10 topics and a publisher (``sse_fast.Publisher``, one ``POST`` per event, each
-with an id, at 200 events/s) run while the server is stopped by SIGTERM or by
+10 topics and five publishers (``sse_fast.Publisher``, one ``POST`` per event,
+each with an id, 200 events/s together; each its own two topics, so a topic's
+order is one publisher's; publishes that arrive together are stored together,
+``hub/together.py``) run while the server is stopped by SIGTERM or by
 ``kill -9`` of its whole process group, and started again on the same data
 directory and port. Every subscriber must get every acknowledged event of its
 topic exactly once, in order, with the same ids, and never an
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +31,8 @@ pytestmark = pytest.mark.xdist_group("restart")
 
 SUBSCRIBERS = 200
 TOPICS = 10
-RATE = 200.0  # events per second
+RATE = 200.0  # events per second, all publishers together
+LANES = 5  # publishers at once, each on TOPICS / LANES topics of its own
 BEFORE = 2.0  # seconds of publishing before the restart
 AFTER = 2.0  # seconds of publishing (at RATE) once the server is back, at least half
 
@@ -58,22 +63,33 @@ class Subscriber:
 
 
 async def _publish(url: str, stop: asyncio.Event, acked: dict[str, list[str]]) -> int:
-    """Events with ids at ``RATE`` per second until ``stop``; the acknowledged ids
-    by topic. Retries (the Publisher's own) cover the restart."""
+    """``LANES`` publishers, events with ids at ``RATE`` per second together until
+    ``stop``; the acknowledged ids by topic. Retries (the Publisher's own) cover the
+    restart."""
+    counts = await asyncio.gather(*(_lane(url, lane, stop, acked) for lane in range(LANES)))
+    return sum(counts)
+
+
+async def _lane(url: str, lane: int, stop: asyncio.Event, acked: dict[str, list[str]]) -> int:
     sent = 0
     started = time.monotonic()
     async with Publisher(url, retries=30, backoff=0.05, timeout=5) as publisher:
         while not stop.is_set():
-            topic = f"room/{sent % TOPICS}"
-            event_id = f"ev-{sent}"
+            topic = f"room/{lane + LANES * (sent % (TOPICS // LANES))}"
+            event_id = f"ev-{lane}-{sent}"
             got = await publisher.publish(topic, {"n": sent}, id=event_id)
             assert got == event_id
             acked[topic].append(event_id)
             sent += 1
-            delay = started + sent / RATE - time.monotonic()
+            delay = started + sent * LANES / RATE - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
     return sent
+
+
+def _read(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return str(response.read().decode())
 
 
 def _kill(server: ServerProcess, how: str) -> None:
@@ -135,6 +151,10 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
             )
         if how == "sigterm":  # the drain said so; a kill -9 says nothing
             assert all(s.disconnects == 1 for s in subscribers)
+        if workers == 1:  # the local broker stored publishes that came together in one write
+            metrics = await asyncio.to_thread(_read, f"{url}/metrics")
+            grouped = re.search(r"^sse_fast_publishes_grouped_total (\d+)", metrics, re.M)
+            assert grouped is not None and int(grouped[1]) > 0, metrics
         log = second.output()
         assert "events restored" in log, log
         assert "Traceback" not in log, log

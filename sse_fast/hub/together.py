@@ -1,0 +1,127 @@
+"""Publishing together: the small publishes of one turn of the event loop in one call.
+
+With the data directory (``sse-fast serve``'s default) a ``POST /publish`` of one
+event costs a write of its own, a sequencing call, a store and a flush. When
+several small publishes are awaited in the same turn of the event loop (many
+publishers at once), they are handed to the broker as one batch at the end of
+that turn: one write, one sequencing, one store; each request gets its own ids.
+
+What a publish promises is unchanged:
+
+* its ids are answered once it is stored and delivered, as before; a publish
+  whose request was cancelled before the group was published is not published;
+* publishes keep the order they were awaited in: a larger publish (a batch, a
+  publish stream's chunk: it has its own write already and does not wait), a
+  ``publish_nowait`` and the hub's stop publish the waiting group first;
+* each gets the answer it would have had alone: a group that cannot be
+  published whole (an event that cannot be encoded, no room for new topics) is
+  published again one publish at a time; a failed write fails each of them with
+  its 503, nothing stored (each would have met the same disk).
+
+Only publishes of up to ``GROUP_EVENTS`` events wait, and only with a broker
+that writes per publish (``Broker.groups_publishes``: the local one with the
+data directory). One ``call_soon`` per turn, one future per waiting publish.
+The accepted time of a group is its first publish's (the publish latency metric
+then counts from the earliest of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from .._tasks import running_loop
+from ..brokers import Broker
+from ..publishing import PublishError, PublishRequest
+from .metrics import Metrics
+
+__all__ = ["GROUP_EVENTS", "Together"]
+
+#: publishes of up to this many events wait for their turn's group
+GROUP_EVENTS = 16
+
+_Waiting = tuple[list[PublishRequest], float, "asyncio.Future[list[str]]"]
+
+
+class Together:
+    """The group of small publishes awaited in this turn of the loop (see the module doc)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        check_room: Callable[[Sequence[PublishRequest]], None],
+    ) -> None:
+        self.broker = broker
+        self.metrics = metrics  # publishes_grouped_total
+        #: the hub's check of room for new topics (``Topics.check_room`` when it applies)
+        self.check_room = check_room
+        self._waiting: list[_Waiting] = []
+
+    def wanted(self, requests: Sequence[PublishRequest]) -> bool:
+        """Whether a publish of ``requests`` waits for the group."""
+        return len(requests) <= GROUP_EVENTS and self.broker.groups_publishes
+
+    async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
+        """Publish ``requests`` with the others of this turn; their ids (``PublishError``
+        as ``Broker.publish``)."""
+        loop = running_loop()
+        if not self._waiting:
+            loop.call_soon(self.publish_waiting)
+        future: asyncio.Future[list[str]] = loop.create_future()
+        self._waiting.append((requests, accepted_at, future))
+        return await future
+
+    def publish_waiting(self) -> None:
+        """Publish the waiting group now (at the end of the turn, or before a publish that
+        does not wait)."""
+        waiting, self._waiting = self._waiting, []
+        live = [entry for entry in waiting if not entry[2].done()]  # cancelled: not published
+        if len(live) > 1:
+            self._together(live)
+        elif live:
+            self._alone(live[0])
+
+    def _together(self, live: list[_Waiting]) -> None:
+        requests = [request for entry in live for request in entry[0]]
+        try:
+            self.check_room(requests)
+            ids = self.broker.publish_nowait(requests, live[0][1])
+        except Exception as exc:
+            if isinstance(exc, PublishError) and exc.reason == "storage":
+                for _, _, future in live:  # the disk: each alone would have met it too
+                    future.set_exception(_copy(exc))
+                return
+            # nothing was published (a broker's publish is whole or nothing): each
+            # publish again alone, in order, for its own answer
+            for entry in live:
+                self._alone(entry)
+            return
+        except BaseException:
+            for _, _, future in live:
+                future.cancel()
+            raise
+        self.metrics.publishes_grouped_total += len(live)
+        start = 0
+        for entry_requests, _, future in live:
+            end = start + len(entry_requests)
+            future.set_result(ids[start:end])
+            start = end
+
+    def _alone(self, entry: _Waiting) -> None:
+        requests, accepted_at, future = entry
+        try:
+            self.check_room(requests)
+            ids = self.broker.publish_nowait(requests, accepted_at)
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        except BaseException:
+            future.cancel()
+            raise
+        future.set_result(ids)
+
+
+def _copy(exc: PublishError) -> PublishError:
+    """One exception object per waiting publish (each task adds its own traceback)."""
+    return PublishError(str(exc), exc.status, exc.retry_after, exc.reason)
