@@ -101,8 +101,7 @@ class Hub:
         )
         self.broker.bind(self)
         self.topics.on_drop = self.broker.release
-        #: the small publishes of one turn of the loop, published together
-        self.together = Together(self.broker, metrics, self._check_room)
+        self.together = Together(self.broker, metrics, self.topics)
         self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
         self.presence_news = PresenceNews(
@@ -152,8 +151,7 @@ class Hub:
 
     @property
     def draining(self) -> bool:
-        """Whether the drain has started (``drain``): streams are closing, and the endpoints
-        refuse new ones."""
+        """Whether the drain has started: streams are closing, endpoints refuse new ones."""
         return self.lifecycle.draining
 
     async def drain(self) -> None:
@@ -182,21 +180,16 @@ class Hub:
     async def publish(
         self, requests: Sequence[PublishRequest], *, checked: bool = False
     ) -> list[str]:
-        """Publish events; return their ids. Nothing is published on error
-        (``PublishError``, with the HTTP status to answer). ``checked``: the
-        requests come from ``parse_publish_body``/``parse_event``, which checked
-        their topic names already (the room for new topics is still checked)."""
+        """Publish events (the small ones of a turn of the loop together: ``together.py``);
+        return their ids. Nothing is published on error (``PublishError``, with the HTTP
+        status to answer). ``checked``: the requests come from ``parse_publish_body`` or
+        ``parse_event``, which checked their topic names (room for new topics is checked)."""
         if not requests:
             return []
         self._check(requests, checked)
         if self.schemas is not None:
             requests = self.schemas.check(requests)
-        together = self.together
-        if together.wanted(requests):  # with the turn's other small publishes
-            ids = await together.publish(list(requests), self.clock())
-        else:
-            together.publish_waiting()  # those awaited before this one go first
-            ids = await self.broker.publish(list(requests), self.clock())
+        ids = await self.together.publish(list(requests), self.clock())
         self.metrics.published_total += len(ids)  # here: once per server, not per worker
         return ids
 
@@ -227,9 +220,6 @@ class Hub:
                     check_topic(name, self.settings)
             if len(requests) > 1:
                 check_distinct_ids(list(requests))
-        self._check_room(requests)
-
-    def _check_room(self, requests: Sequence[PublishRequest]) -> None:
         if self.broker.stores_every_topic:
             self.topics.check_room(requests)
 
@@ -243,14 +233,12 @@ class Hub:
         mark_break(self.fanout, history_from, reason)
 
     def newest_position(self, name: str) -> int | None:
-        """The newest position topic ``name`` holds (or its floor); None when this hub has no such
-        topic."""
+        """The newest position topic ``name`` holds (or its floor); None without the topic."""
         topic = self.topics.by_name.get(name)
         return None if topic is None else topic.newest_position
 
     def load(self, name: str, floor: int, items: Sequence[Sequenced]) -> None:
-        """A topic's history from a broker shared by several nodes (see the
-        broker contract's ``Member.load``)."""
+        """A topic's history from a broker shared by several nodes (``Member.load``)."""
         topic = self.topics.get(name, self.clock())
         if not topic.has_history:
             topic.evicted_up_to = max(topic.evicted_up_to, floor)

@@ -28,12 +28,12 @@ then counts from the earliest of them).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
 
 from .._tasks import running_loop
 from ..brokers import Broker
 from ..publishing import PublishError, PublishRequest
 from .metrics import Metrics
+from .topics import Topics
 
 __all__ = ["GROUP_EVENTS", "Together"]
 
@@ -46,25 +46,18 @@ _Waiting = tuple[list[PublishRequest], float, "asyncio.Future[list[str]]"]
 class Together:
     """The group of small publishes awaited in this turn of the loop (see the module doc)."""
 
-    def __init__(
-        self,
-        broker: Broker,
-        metrics: Metrics,
-        check_room: Callable[[Sequence[PublishRequest]], None],
-    ) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, topics: Topics) -> None:
         self.broker = broker
         self.metrics = metrics  # publishes_grouped_total
-        #: the hub's check of room for new topics (``Topics.check_room`` when it applies)
-        self.check_room = check_room
+        self.topics = topics  # room for new topics (when the broker stores every topic)
         self._waiting: list[_Waiting] = []
 
-    def wanted(self, requests: Sequence[PublishRequest]) -> bool:
-        """Whether a publish of ``requests`` waits for the group."""
-        return len(requests) <= GROUP_EVENTS and self.broker.groups_publishes
-
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
-        """Publish ``requests`` with the others of this turn; their ids (``PublishError``
-        as ``Broker.publish``)."""
+        """Publish ``requests`` through the broker, with the others of this turn when it is
+        small and the broker groups; their ids (``PublishError`` as ``Broker.publish``)."""
+        if len(requests) > GROUP_EVENTS or not self.broker.groups_publishes:
+            self.publish_waiting()  # those awaited before this one go first
+            return await self.broker.publish(requests, accepted_at)
         loop = running_loop()
         if not self._waiting:
             loop.call_soon(self.publish_waiting)
@@ -85,7 +78,7 @@ class Together:
     def _together(self, live: list[_Waiting]) -> None:
         requests = [request for entry in live for request in entry[0]]
         try:
-            self.check_room(requests)
+            self._check_room(requests)
             ids = self.broker.publish_nowait(requests, live[0][1])
         except Exception as exc:
             if isinstance(exc, PublishError) and exc.reason == "storage":
@@ -108,10 +101,15 @@ class Together:
             future.set_result(ids[start:end])
             start = end
 
+    def _check_room(self, requests: list[PublishRequest]) -> None:
+        """The hub's check of room for new topics (``Hub._check``), again for the group."""
+        if self.broker.stores_every_topic:
+            self.topics.check_room(requests)
+
     def _alone(self, entry: _Waiting) -> None:
         requests, accepted_at, future = entry
         try:
-            self.check_room(requests)
+            self._check_room(requests)
             ids = self.broker.publish_nowait(requests, accepted_at)
         except Exception as exc:
             future.set_exception(exc)

@@ -191,7 +191,6 @@ def test_without_a_store_nothing_waits(tmp_path: Path) -> None:
     async def main() -> None:
         hub = Hub(Settings(), broker=LocalBroker())
         await hub.start()
-        assert not hub.together.wanted(one("t", 1))
         task = asyncio.ensure_future(hub.publish(one("t", 1)))
         await asyncio.sleep(0)
         assert task.done() and stored(hub, "t")  # published within its own step
