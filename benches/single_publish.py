@@ -21,9 +21,12 @@ connections, one thread):
   storing in the topic's ring);
 * ``sse_fast+schemas``: the same with three typed streams declared
   (``benches/typed_example.py``) that the topics are not of;
-* with ``--compare-with DIR``, ``sse_fast@<commit>``: ``sse-fast serve`` from
-  another checkout (a git worktree with its extensions built in place), right
-  after ``sse_fast`` in every round: a change's A/B in the same run.
+* ``sse_fast-always``: ``sse-fast serve --persistence always`` (an ``fdatasync``
+  per write of the data directory);
+* with ``--compare-with DIR``, ``sse_fast@<commit>`` and
+  ``sse_fast-always@<commit>``: the same from another checkout (a git worktree
+  with its extensions built in place), each right after its own in every round:
+  a change's A/B in the same run.
 
 Rounds are interleaved (bare, bare-cl, sse_fast, bare, ...) and each target's
 median is reported with the ratio to both floors: this machine is noisy, and
@@ -76,6 +79,15 @@ class BareTarget(GranianTarget):
         argv = [sys.executable, "bare_post_app.py", self.host, str(self.port)]
         env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
         return argv, peers.PEERS_DIR, peers._clean_env(env)
+
+
+@dataclass(eq=False)
+class AlwaysTarget(peers.SseFastTarget):
+    """``sse-fast serve --persistence always``: every write of the data directory synced."""
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv, cwd, env = super().command(workdir)
+        return [*argv, "--persistence", "always"], cwd, env
 
 
 @dataclass(eq=False)
@@ -136,36 +148,44 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
 
 def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
     host = peers.HOST
-    ports = peers.free_ports(host, 4)
+    ports = peers.free_ports(host, 5)
     targets: list[peers.Target] = [
         BareTarget("bare", host, ports[0]),
         BareTarget("bare-cl", host, ports[1], stop_at_length=True),
         peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
         SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
+        AlwaysTarget("sse_fast-always", host, ports[4], heartbeat=30.0),
     ]
     return run_rounds(with_checkout(targets, compare_with), rounds, seconds)
 
 
+#: the targets run from the other checkout too (``--compare-with``)
+COMPARED = ("sse_fast", "sse_fast-always")
+
+
 def with_checkout(targets: list[peers.Target], compare_with: str | None) -> list[peers.Target]:
-    """``targets`` with ``sse_fast`` from the checkout ``compare_with`` right after
-    ``sse_fast`` (``--compare-with``)."""
+    """``targets`` with each of ``COMPARED`` from the checkout ``compare_with`` right
+    after its own (``--compare-with``)."""
     if not compare_with:
         return targets
-    base = next(t for t in targets if t.name == "sse_fast")
-    assert isinstance(base, peers.SseFastTarget)
-    out = list(targets)
-    out.insert(out.index(base) + 1, peers.checkout_target(base, compare_with))
+    out: list[peers.Target] = []
+    for target in targets:
+        out.append(target)
+        if target.name in COMPARED:
+            assert isinstance(target, peers.SseFastTarget)
+            out.append(peers.checkout_target(target, compare_with))
     return out
 
 
 def checkout_lines(report: dict[str, Any]) -> list[str]:
-    """The A/B sentence of a run with ``--compare-with`` (none without)."""
-    plain = median(report, "sse_fast")
-    return [
-        f"sse_fast / {name}: {plain / median(report, name):.3f}x (medians, same run)."
-        for name in report["results"]
-        if name.startswith("sse_fast@")
-    ]
+    """The A/B sentences of a run with ``--compare-with`` (none without)."""
+    out = []
+    for name in report["results"]:
+        base = name.partition("@")[0]
+        if "@" in name and base in report["results"]:
+            ratio = median(report, base) / median(report, name)
+            out.append(f"{base} / {name}: {ratio:.3f}x (medians, same run).")
+    return out
 
 
 def median(report: dict[str, Any], name: str) -> float:
@@ -189,7 +209,9 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         "the same, stopping at Content-Length (as sse_fast does); sse_fast: `sse-fast serve`, "
         "one worker, every check of a publish made; sse_fast+schemas: the same with three "
         "typed streams declared (`benches/typed_example.py`), none of which the topics are "
-        "of: what declaring streams costs other publishes.",
+        "of: what declaring streams costs other publishes; sse_fast-always: with "
+        "`--persistence always` (an fdatasync per write of the data directory); `@<commit>`: "
+        "the same from another commit's checkout (`--compare-with`), run right after.",
         "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
         "",
         "| target | requests/s per round | median | vs bare | vs bare-cl | p99 ms (median) |",
