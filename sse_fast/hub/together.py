@@ -16,7 +16,8 @@ What a publish promises is unchanged:
 * each gets the answer it would have had alone: a group that cannot be
   published whole (an event that cannot be encoded, no room for new topics) is
   published again one publish at a time; a failed write fails each of them with
-  its 503, nothing stored (each would have met the same disk).
+  its 503, nothing stored (each would have met the same disk); a fault that is
+  not a refusal (a bug) fails each of them with it, and is not tried again.
 
 Only publishes of up to ``GROUP_EVENTS`` events wait, and only with a broker
 that writes per publish (``Broker.groups_publishes``: the local one with the
@@ -80,15 +81,19 @@ class Together:
         try:
             self._check_room(requests)
             ids = self.broker.publish_nowait(requests, live[0][1])
-        except Exception as exc:
-            if isinstance(exc, PublishError) and exc.reason == "storage":
+        except PublishError as exc:
+            if exc.reason == "storage":
                 for _, _, future in live:  # the disk: each alone would have met it too
                     future.set_exception(_copy(exc))
                 return
-            # nothing was published (a broker's publish is whole or nothing): each
+            # nothing was published (a refused publish is whole or nothing): each
             # publish again alone, in order, for its own answer
             for entry in live:
                 self._alone(entry)
+            return
+        except Exception as exc:  # a fault, not a refusal: not tried again
+            for _, _, future in live:
+                future.set_exception(exc)
             return
         except BaseException:
             for _, _, future in live:

@@ -171,6 +171,35 @@ def test_a_write_that_fails_fails_each_publish_of_the_group(
     asyncio.run(main())
 
 
+def test_a_fault_in_a_group_fails_each_publish_and_is_not_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a refusal (which publishes nothing): each gets the error, nothing is
+    published again alone (the fault may have come after the store)."""
+
+    async def main() -> None:
+        hub, _, appends = stored_hub(tmp_path)
+        await hub.start()
+        broker = hub.broker
+        assert isinstance(broker, LocalBroker)
+        calls: list[int] = []
+
+        def broken(requests: list[PublishRequest], accepted_at: float) -> list[str]:
+            calls.append(len(requests))
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(broker, "publish_nowait", broken)
+        results = await asyncio.gather(
+            *(hub.publish(one("t", n)) for n in range(3)), return_exceptions=True
+        )
+        assert calls == [3] and appends == []
+        assert all(isinstance(r, RuntimeError) and str(r) == "a bug" for r in results)
+        monkeypatch.undo()
+        await hub.stop()
+
+    asyncio.run(main())
+
+
 def test_a_repeated_id_in_one_turn_is_published_once(tmp_path: Path) -> None:
     async def main() -> None:
         hub, _, appends = stored_hub(tmp_path)
