@@ -7,21 +7,30 @@ call per field: dict lookups through the C API, a topic's characters against a
 table, one-line strings scanned once.
 """
 
+from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Size
 from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE
 from cpython.ref cimport PyObject
 from cpython.set cimport PySet_Add, PySet_Contains
 from cpython.unicode cimport PyUnicode_GET_LENGTH, PyUnicode_READ_CHAR
+from libc.stdio cimport snprintf
+from libc.string cimport memcpy
+
+
+cdef extern from "Python.h":
+    const char* PyUnicode_AsUTF8AndSize(object text, Py_ssize_t* size) except NULL
+    bint PyUnicode_IS_ASCII(object text)
 
 import orjson
 
 from sse_fast._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, PublishRequest
 
-__all__ = ["requests_of", "requests_of_lines"]
+__all__ = ["ack_lines", "requests_of", "requests_of_lines"]
 
 cdef object _Request = PublishRequest
 cdef object _tuple_new = tuple.__new__
 cdef object _loads = orjson.loads
+cdef object _dumps = orjson.dumps
 cdef object _JSONDecodeError = orjson.JSONDecodeError
 cdef str _TOPIC = "topic"
 cdef str _DATA = "data"
@@ -123,6 +132,69 @@ cdef bint _distinct_ids(list requests) except -1:
                 return False
             PySet_Add(seen, event_id)
     return True
+
+
+cdef enum:
+    # an ack is built in a buffer of this size when it fits (else by orjson, as the twin)
+    ACK_SPACE = 2048
+
+
+cdef bint _plain(object text, const char** data, Py_ssize_t* size) except -1:
+    """Whether ``text`` (a str) goes into JSON as it is: printable ASCII without a
+    quote or a backslash; then its bytes in ``data``, ``size``."""
+    if type(text) is not str or not PyUnicode_IS_ASCII(text):
+        return False
+    data[0] = PyUnicode_AsUTF8AndSize(text, size)
+    cdef Py_ssize_t i
+    cdef unsigned char c
+    for i in range(size[0]):
+        c = <unsigned char>data[0][i]
+        if c < 0x20 or c > 0x7e or c == 34 or c == 92:
+            return False
+    return True
+
+
+cdef object _ack(object number, list ids, Py_ssize_t start, Py_ssize_t count):
+    """``{"line":<number>,"ids":[...]}\\n`` of ``ids[start:start + count]``."""
+    cdef char buffer[ACK_SPACE]
+    cdef Py_ssize_t used, size, i
+    cdef const char* data
+    cdef long long value
+    if type(number) is not int:
+        return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+    try:
+        value = number
+    except OverflowError:
+        return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+    used = snprintf(buffer, 64, '{"line":%lld,"ids":[', value)
+    for i in range(start, start + count):
+        if not _plain(<object>PyList_GET_ITEM(ids, i), &data, &size) or used + size + 8 > ACK_SPACE:
+            return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+        if i > start:
+            buffer[used] = 44  # ,
+            used += 1
+        buffer[used] = 34  # "
+        memcpy(buffer + used + 1, data, size)
+        used += size + 2
+        buffer[used - 1] = 34
+    memcpy(buffer + used, b"]}\n", 3)
+    return PyBytes_FromStringAndSize(buffer, used + 3)
+
+
+def ack_lines(list lines, list ids):
+    """Each line's ack into ``line[2]``, its ids the next ``len(line[1])`` of ``ids``
+    (see the twin's module doc)."""
+    cdef Py_ssize_t start = 0, count, total = 0, i
+    cdef list line
+    for i in range(PyList_GET_SIZE(lines)):
+        total += len((<list?>PyList_GET_ITEM(lines, i))[1])
+    if total != PyList_GET_SIZE(ids):
+        raise ValueError("as many ids as the lines have requests are needed")
+    for i in range(PyList_GET_SIZE(lines)):
+        line = <list?>PyList_GET_ITEM(lines, i)
+        count = len(line[1])
+        line[2] = _ack(line[0], ids, start, count)
+        start += count
 
 
 def requests_of_lines(

@@ -84,6 +84,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         Ring=core["ring"].Ring,
         requests_of=core["publish"].requests_of,
         requests_of_lines=core["publish"].requests_of_lines,
+        ack_lines=core["publish"].ack_lines,
         pack_events=core["records"].pack_events,
         scan_records=core["records"].scan_records,
         tally_topics=core["records"].tally_topics,

@@ -24,7 +24,7 @@ EXTENSION_IMPORT_ERROR: ImportError | None = None
 if TYPE_CHECKING or NO_EXTENSIONS:
     from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-    from .publish_py import requests_of, requests_of_lines
+    from .publish_py import ack_lines, requests_of, requests_of_lines
     from .records_py import pack_events, scan_records, tally_topics
     from .ring_py import Ring
     from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
@@ -36,7 +36,7 @@ else:
             importlib.import_module(f"{__package__}.{_name}_ext")
         from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from .publish_ext import requests_of, requests_of_lines
+        from .publish_ext import ack_lines, requests_of, requests_of_lines
         from .records_ext import pack_events, scan_records, tally_topics
         from .ring_ext import Ring
         from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
@@ -44,7 +44,7 @@ else:
         EXTENSION_IMPORT_ERROR = exc
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
-        from .publish_py import requests_of, requests_of_lines
+        from .publish_py import ack_lines, requests_of, requests_of_lines
         from .records_py import pack_events, scan_records, tally_topics
         from .ring_py import Ring
         from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
@@ -73,6 +73,7 @@ __all__ = [
     "Ring",
     "Topic",
     "TopicTable",
+    "ack_lines",
     "encode",
     "encode_many",
     "encode_sequenced",

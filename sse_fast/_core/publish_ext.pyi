@@ -6,10 +6,13 @@ compiled module and the pure twin (``sse_fast._core.publish_py``) against it wit
 ``mypy.stubtest``, and ``tests/test_parity.py`` reads it back in every test run.
 """
 
+from typing import Any
+
 from sse_fast._core.request import PublishRequest
 
-__all__ = ["requests_of", "requests_of_lines"]
+__all__ = ["ack_lines", "requests_of", "requests_of_lines"]
 
+def ack_lines(lines: list[list[Any]], ids: list[str]) -> None: ...
 def requests_of(
     document: object, max_topic_length: int, max_id_length: int, max_events: int
 ) -> list[PublishRequest] | None: ...

@@ -28,6 +28,12 @@ Theory of operation
   too), and the caller takes that line alone through the full check, which
   words its answer. The rules are those of ``requests_of`` plus
   ``sse_fast.publishing``'s distinct ids in a batch.
+* ``ack_lines``: the other way, the acks of lines once published, in one call
+  per chunk: each line ``[number, requests, ack]`` gets ``ack`` =
+  ``{"line":<number>,"ids":[...]}`` and a newline, its ids the next
+  ``len(requests)`` of the publish's ids, in order (JSON as ``orjson.dumps``
+  writes it). ``ValueError`` when the ids are not exactly as many as the
+  requests.
 * Nothing is kept between calls; no I/O.
 """
 
@@ -39,7 +45,7 @@ import orjson
 
 from .request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
 
-__all__ = ["requests_of", "requests_of_lines"]
+__all__ = ["ack_lines", "requests_of", "requests_of_lines"]
 
 _FIELDS = frozenset({"topic", "data", "event", "id", "retry"})  # the common shape's
 
@@ -98,6 +104,20 @@ def requests_of_lines(
             requests = None
         out.append(requests)
     return out
+
+
+def ack_lines(lines: list[list[Any]], ids: list[str]) -> None:
+    """Each line's ack into ``line[2]``, its ids the next ``len(line[1])`` of ``ids``
+    (see the module doc)."""
+    if type(lines) is not list or type(ids) is not list:
+        raise TypeError("lines and ids must be lists")
+    if sum(len(line[1]) for line in lines) != len(ids):
+        raise ValueError("as many ids as the lines have requests are needed")
+    start = 0
+    for line in lines:
+        count = len(line[1])
+        line[2] = b'{"line":%d,"ids":%b}\n' % (line[0], orjson.dumps(ids[start : start + count]))
+        start += count
 
 
 def _distinct_ids(requests: list[PublishRequest]) -> bool:

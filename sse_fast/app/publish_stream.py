@@ -48,7 +48,7 @@ from typing import Any
 
 import orjson
 
-from .._core import requests_of_lines
+from .._core import ack_lines, requests_of_lines
 from .._tasks import cancelling
 from ..asgi import Receive, Scope, Send
 from ..hub import Hub
@@ -258,6 +258,10 @@ class _Stream:
             settings.max_last_event_id_length,
             settings.max_events_per_batch,
         )
+        if check_publish is None and None not in parsed:  # every line valid: no checks left
+            out += [[n, requests, None] for n, requests in enumerate(parsed, number + 1)]
+            self.number = number + len(parsed)
+            return
         for line, requests in zip(lines, parsed, strict=True):
             number += 1
             try:
@@ -343,14 +347,7 @@ class _Stream:
             (line,) = lines
             line[:] = self._failed(line[0], exc.status, str(exc))
             return
-        start = 0
-        for line in lines:
-            count = len(line[1])
-            line[2] = b'{"line":%d,"ids":%b}\n' % (
-                line[0],
-                orjson.dumps(ids[start : start + count]),
-            )
-            start += count
+        ack_lines(lines, ids)  # each line's {"line": n, "ids": [...]}
 
     # ---------------------------------------------------------------- writing
 

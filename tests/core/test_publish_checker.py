@@ -242,6 +242,70 @@ def test_stream_lines_of_a_wrong_type_are_refused_alike() -> None:
             impl.requests_of_lines([1], MAX_LINE, *LIMITS)
 
 
+# ---------------------------------------------------------------- the lines' acks
+
+
+def _acks(lines: list[list[Any]], ids: list[str]) -> list[bytes]:
+    """Every implementation's acks of ``lines`` (copies), the same; checked against the
+    ack the stream wrote before ``ack_lines`` (orjson per line)."""
+    answers = []
+    for impl in IMPLS:
+        copies = [list(line) for line in lines]
+        impl.ack_lines(copies, ids)
+        answers.append([line[2] for line in copies])
+    assert all(a == answers[0] for a in answers), (lines, ids, answers)
+    start = 0
+    for line, ack in zip(lines, answers[0], strict=True):
+        count = len(line[1])
+        expected = b'{"line":%d,"ids":%b}\n' % (line[0], orjson.dumps(ids[start : start + count]))
+        assert ack == expected
+        assert orjson.loads(ack) == {"line": line[0], "ids": ids[start : start + count]}
+        start += count
+    return answers[0]
+
+
+def test_acks_of_published_lines_in_one_call() -> None:
+    request = PublishRequest(("a",), 1)
+    lines = [[7, [request], None], [8, [request] * 3, None], [10, [request], None]]
+    ids = ["1754000000000001", "n-1", "n-2", "n-3", "x"]
+    assert _acks(lines, ids) == [
+        b'{"line":7,"ids":["1754000000000001"]}\n',
+        b'{"line":8,"ids":["n-1","n-2","n-3"]}\n',
+        b'{"line":10,"ids":["x"]}\n',
+    ]
+    # ids JSON must escape, or not ASCII, or too long for the buffer: as orjson writes them
+    odd = ['say "hi"', "back\\slash", "tab\there", "caf\u00e9", "\u2028", "~!@#$%^&*()", "z" * 3000]
+    _acks([[n, [request], None] for n in range(len(odd))], odd)
+    _acks([[1, [request] * len(odd), None]], odd)
+    _acks([[2**70, [request], None], [-3, [request], None]], ["a", "b"])
+    assert _acks([], []) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**12), st.lists(st.text(max_size=12), min_size=1, max_size=4)),
+        max_size=6,
+    )
+)
+def test_acks_of_any_ids_are_orjsons(cases: list[tuple[int, list[str]]]) -> None:
+    request = PublishRequest(("a",), 1)
+    lines = [[number, [request] * len(ids), None] for number, ids in cases]
+    _acks(lines, [event_id for _, ids in cases for event_id in ids])
+
+
+def test_acks_with_too_few_or_too_many_ids_are_refused_alike() -> None:
+    request = PublishRequest(("a",), 1)
+    for impl in IMPLS:
+        for ids in (["1"], ["1", "2", "3"]):
+            lines = [[1, [request, request], None]]
+            with pytest.raises(ValueError, match="as many ids"):
+                impl.ack_lines(lines, ids)
+            assert lines[0][2] is None  # nothing written
+        with pytest.raises(TypeError):
+            impl.ack_lines(([1, [request], None],), ["1"])
+
+
 def _dumps(document: Any) -> bytes:
     try:
         return orjson.dumps(document)
