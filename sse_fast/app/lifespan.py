@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 
+from .._core import EXTENSION_IMPORT_ERROR
 from ..asgi import Receive, Send
 from ..hub import Hub
 from ..settings import Settings
@@ -54,7 +55,14 @@ class Lifespan:
 
     async def startup(self) -> None:
         """Start the hub and mirror mode's upstream, and take SIGTERM when
-        ``install_signal_handlers``."""
+        ``install_signal_handlers``. Say so when the native core did not load."""
+        if EXTENSION_IMPORT_ERROR is not None:
+            log.warning(
+                "the native core did not load (%s): running on the pure-Python twins, several "
+                "times slower; rebuild it (pip install -e . in a checkout, or reinstall "
+                "sse_fast), or set SSE_FAST_NO_EXTENSIONS=1 to choose the twins",
+                EXTENSION_IMPORT_ERROR,
+            )
         await self.hub.start()
         if self.upstream is not None:
             await self.upstream.start()

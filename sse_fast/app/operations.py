@@ -156,7 +156,9 @@ class Operations:
         ``topics_with_history``, ``connections``), one page of the topics and, with
         ``?connections=1``, of the connections (client, topics, state, how far
         behind, ``worker``), and ``workers`` (each worker's pid, connections and
-        relay link). Paging: ``offset`` and ``limit`` (1 to 10,000, default 1,000;
+        relay link), ``native_core`` (false when a worker runs the pure-Python twins:
+        ``SSE_FAST_NO_EXTENSIONS``, or a native core that did not load, which the
+        worker's log says at startup). Paging: ``offset`` and ``limit`` (1 to 10,000, default 1,000;
         with several workers, each worker's page at that offset); ``next_offset`` is
         the next page's ``offset``, ``null`` after the last. ``400`` on a bad
         parameter. Operations only."""
@@ -306,6 +308,7 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
         "eager_send": next(
             (one["eager_send"] for one in figures if one["eager_send"] is not None), None
         ),
+        "native_core": all(one.get("native_core", False) for one in figures),
         "workers_reporting": len(figures),
         "workers": [
             {

@@ -9,6 +9,7 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
+from .._core import HAS_EXTENSIONS
 from ..brokers.durable import directory_bytes
 from ..publishing import check_topic
 from .presence import add_up
@@ -103,6 +104,7 @@ class Figures:
             "last_id": str(hub.last_position),
             "draining": hub.draining,
             "eager_send": hub.send_style.eager,
+            "native_core": HAS_EXTENSIONS,
         }
         if with_connections:
             now = hub.clock()

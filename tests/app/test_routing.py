@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ..support.asgi_harness import make_app, request, run
 
 
@@ -42,3 +44,30 @@ def test_every_route_in_the_table_is_served_and_nothing_else() -> None:
         assert {route.path for route in ROUTES} - {"/events"} == set(app._routes)
 
     run(main())
+
+
+def test_a_native_core_that_did_not_load_is_said_at_startup(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Running on the pure-Python twins by accident (a stale build) is several times
+    slower: the worker's log says so, and what to do; ``/stats`` says ``native_core``."""
+    import asyncio
+    import logging
+
+    from sse_fast import HAS_EXTENSIONS
+    from sse_fast.app import App, lifespan
+    from sse_fast.settings import Settings
+
+    async def main(app: App) -> None:
+        async with app.running():
+            assert app.hub.stats()["native_core"] is HAS_EXTENSIONS
+
+    caplog.set_level(logging.WARNING, "sse_fast")
+    asyncio.run(main(App(Settings())))
+    assert "native core" not in caplog.text or not HAS_EXTENSIONS
+    caplog.clear()
+    problem = ImportError("cannot import name 'ack_lines' from 'sse_fast._core.publish_ext'")
+    monkeypatch.setattr(lifespan, "EXTENSION_IMPORT_ERROR", problem)
+    asyncio.run(main(App(Settings())))
+    assert "the native core did not load (cannot import name 'ack_lines'" in caplog.text
+    assert "pip install -e ." in caplog.text

@@ -11,6 +11,7 @@ import time
 import orjson
 import pytest
 
+import sse_fast
 from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, rss_kb, wait_for
 
 
@@ -221,6 +222,7 @@ def test_ops_endpoints(server: ServerProcess) -> None:
         data = json.loads(body)
         assert data["topics"]["ops"]["subscribers"] == 1
         assert data["eager_send"] is True
+        assert data["native_core"] is sse_fast.HAS_EXTENSIONS  # the server's, as the tests'
         assert any(c["topics"] == ["ops"] for c in data["connection_list"])
         client.close()
 
