@@ -208,6 +208,20 @@ def free_ports(host: str, count: int) -> list[int]:
     raise OSError(f"no free port in {first}-{last} on {host}")
 
 
+#: what a worker logs at startup when its native core did not load (``app/lifespan.py``)
+NO_NATIVE_CORE = "the native core did not load"
+
+
+def check_native_core(target: Target) -> None:
+    """Refuse to measure an sse_fast that runs on its pure-Python twins by accident (a
+    stale build of a checkout): its log says so at startup."""
+    log = target.log_tail(1 << 20)
+    if NO_NATIVE_CORE in log:
+        line = next(x for x in log.splitlines() if NO_NATIVE_CORE in x)
+        target.stop()
+        raise RuntimeError(f"{target.name}: {line.strip()}")
+
+
 def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -499,6 +513,7 @@ class SseFastTarget(Target):
         status, _ = http_get(self.host, self.port, "/readyz")
         if status != 200:
             return False
+        check_native_core(self)
         if self.workers > 1:
             # every Granian worker started (each checks its relay link in /readyz);
             # Granian logs "Started worker-N"; without such lines, count the workers

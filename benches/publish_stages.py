@@ -59,6 +59,12 @@ class StageTarget(GranianTarget):
     stage: str = "full"
     interface: str = "asgi"
 
+    def ready(self) -> bool:
+        if not super().ready():
+            return False
+        peers.check_native_core(self)
+        return True
+
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv = [
             sys.executable,

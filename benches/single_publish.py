@@ -113,8 +113,9 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
         for target in targets:
             target.start()
             try:
-                with contextlib.suppress(Exception):
-                    versions.update(target.versions())
+                if "@" not in target.name:  # the other checkout's (--compare-with) is its name
+                    with contextlib.suppress(Exception):
+                        versions.update(target.versions())
                 pids = target.server_pids()
                 pin(pids, SERVER_CORE)
                 time.sleep(0.5)
