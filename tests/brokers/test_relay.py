@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -13,6 +15,7 @@ import pytest
 
 import sse_fast.brokers.sequencing as sequencing_module
 from sse_fast import EncodeError
+from sse_fast.brokers.durable import EventLog
 from sse_fast.brokers.relay import (
     Relay,
     RelayBroker,
@@ -67,6 +70,8 @@ def test_batch_is_sequenced_encoded_and_broadcast_in_order() -> None:
                 ]
             ),
         )
+        assert other.data == b""  # stored, delivered and answered at the end of the turn
+        await asyncio.sleep(0)
         (delivery,) = await other.messages()
         items = unpack_delivery(*delivery)
         assert [i.position for i in items] == [first, first + 1]
@@ -98,6 +103,64 @@ def test_an_unencodable_event_refuses_the_whole_batch() -> None:
         ((reply, _),) = await origin.messages()
         assert reply["type"] == "error" and reply["message"].startswith("event:")
         assert relay.next_position == first  # no sequence number used
+
+    asyncio.run(main())
+
+
+def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = EventLog(str(tmp_path), fsync="never")
+        relay = Relay(store=store)
+        relay.restore()
+        appends: list[int] = []
+        real = store.append
+
+        def append(items: Any) -> None:
+            real(items)
+            appends.append(len(items))
+
+        store.append = append  # type: ignore[method-assign]
+        one, two, bad = Collect(), Collect(), Collect()
+        relay.workers = {one, two}  # type: ignore[arg-type]
+        first = relay.next_position
+        relay.publish(one, {**header([[["a"], "1", None, None, None]]), "request": 1})
+        relay.publish(bad, {**header([[["a"], "x", "x\ny", None, None]]), "request": 2})
+        relay.publish(two, {**header([[["b"], "2", None, None, None]] * 2), "request": 3})
+        await asyncio.sleep(0)
+        assert appends == [3]
+        ((refused, _),) = await bad.messages()  # its own error, at once; nothing of it used
+        assert refused["type"] == "error" and refused["request"] == 2
+        (delivery, ack_one) = await one.messages()
+        items = unpack_delivery(*delivery)
+        assert [i.position for i in items] == [first, first + 1, first + 2]
+        assert ack_one[0] == {"type": "ack", "request": 1, "ids": [str(first)]}
+        (delivery_two, ack_two) = await two.messages()
+        assert unpack_delivery(*delivery_two) == items
+        assert ack_two[0]["ids"] == [str(first + 1), str(first + 2)]
+        assert relay.next_position == first + 3
+
+        # a write that fails fails every publish of the turn; none is delivered
+        one.data = two.data = b""
+        good = store._fd
+        store._fd = os.open("/dev/full", os.O_WRONLY)
+        relay.publish(one, {**header([[["a"], "3", None, "r1", None]]), "request": 4})
+        relay.publish(two, {**header([[["b"], "4", None, None, None]]), "request": 5})
+        await asyncio.sleep(0)
+        for worker, request in ((one, 4), (two, 5)):
+            ((reply, _),) = await worker.messages()
+            assert (reply["type"], reply["request"], reply["status"]) == ("error", request, 503)
+            assert reply["reason"] == "storage"
+        assert relay.next_position == first + 3 and appends == [3]
+        os.close(store._fd)
+        store._fd = good
+        one.data = b""
+        relay.publish(one, {**header([[["a"], "3", None, "r1", None]]), "request": 6})
+        await asyncio.sleep(0)
+        _, ack = await one.messages()
+        assert ack[0]["ids"] == ["r1"]  # the retry memory had forgotten it: published now
+        store.close()
 
     asyncio.run(main())
 

@@ -2,9 +2,10 @@
 
 It gives every published event its position and id (each frame encoded once),
 delivers the frames to every worker in one order, acknowledges the publishing
-worker with the ids, keeps a log of recent events to replay to a worker that
-(re)connects, and gathers every worker's figures for ``/metrics`` and
-``/stats``. ``run_relay`` is the process's entry point (``serve`` starts it,
+worker with the ids (the publishes received in one turn of its loop stored in one
+write, delivered in one message, each acknowledged), keeps a log of recent events
+to replay to a worker that (re)connects, and gathers every worker's figures for
+``/metrics`` and ``/stats``. ``run_relay`` is the process's entry point (``serve`` starts it,
 ``supervisor.py`` keeps it running).
 """
 
@@ -71,6 +72,10 @@ class Relay:
         self._gather_ids = itertools.count(1)
         #: connections being handled (workers, and any that did not say hello yet)
         self.connections = 0
+        #: publishes sequenced in this turn of the loop, not yet stored: (origin,
+        #: request, items, ids)
+        self._pending: list[tuple[asyncio.StreamWriter, int, list[Sequenced], list[str]]] = []
+        self._pending_items = 0
 
     def restore(self) -> None:
         """Read the store (``durable/``): the sequence goes on as it was (its first
@@ -195,34 +200,47 @@ class Relay:
     # ---------------------------------------------------------------- publishing
 
     def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
-        """Sequence a worker's publish message (stored first when there is a data directory),
-        deliver it to every worker and answer ``origin`` with the ids; an event that cannot be
-        encoded, or a store that cannot be written (503), publishes nothing and is answered with
-        an ``error``."""
+        """Sequence a worker's publish message; the publishes of one turn of the loop are
+        stored together (one write when there is a data directory) at its end, then
+        delivered to every worker in one message and each ``origin`` answered with its ids
+        (``publish_pending``). An event that cannot be encoded publishes nothing of its
+        message and is answered with an ``error``; a store that cannot be written fails every
+        message of the turn (503)."""
         requests = unpack_publish(header)
+        position = self.next_position + self._pending_items
         try:
-            items, ids = sequence_once(
-                requests, self.next_position, header["accepted_at"], self.recent
-            )
+            items, ids = sequence_once(requests, position, header["accepted_at"], self.recent)
         except EncodeError as exc:
             origin.write(pack({"type": "error", "request": header["request"], "message": str(exc)}))
             return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.publish_pending)
+        self._pending.append((origin, header["request"], items, ids))
+        self._pending_items += len(items)
+
+    def publish_pending(self) -> None:
+        """Store, deliver and acknowledge the publishes sequenced in this turn (see
+        ``publish``)."""
+        pending, self._pending = self._pending, []
+        self._pending_items = 0
+        items = [item for _, _, some, _ in pending for item in some]
         if items and self.store is not None:
             try:
                 self.store.append(items)  # before anyone sees them
             except StoreWriteError as exc:
                 self.recent.forget_items(items)
-                origin.write(
-                    pack(
-                        {
-                            "type": "error",
-                            "request": header["request"],
-                            "message": str(exc),
-                            "status": 503,
-                            "reason": "storage",
-                        }
+                for origin, request, _, _ in pending:
+                    origin.write(
+                        pack(
+                            {
+                                "type": "error",
+                                "request": request,
+                                "message": str(exc),
+                                "status": 503,
+                                "reason": "storage",
+                            }
+                        )
                     )
-                )
                 return
         self.next_position += len(items)
         if items:
@@ -230,7 +248,8 @@ class Relay:
             message = pack_delivery(items)
             for worker in self.workers:
                 worker.write(message)
-        origin.write(pack({"type": "ack", "request": header["request"], "ids": ids}))
+        for origin, request, _, ids in pending:
+            origin.write(pack({"type": "ack", "request": request, "ids": ids}))
 
     def _remember(self, items: list[Sequenced]) -> None:
         log = self.log
@@ -308,6 +327,7 @@ async def serve_relay(
     finally:
         if ticker is not None:
             ticker.cancel()
+        relay.publish_pending()  # a turn's publishes not yet stored: stored and answered
         if relay.store is not None:
             relay.store.close()  # a clean stop: the next start goes on from here
 
