@@ -15,7 +15,6 @@ import pytest
 
 import sse_fast.brokers.sequencing as sequencing_module
 from sse_fast import EncodeError
-from sse_fast.brokers.durable import EventLog
 from sse_fast.brokers.relay import (
     Relay,
     RelayBroker,
@@ -32,6 +31,7 @@ from sse_fast.settings import Settings
 
 from ..conftest import forgive
 from ..support.asgi_harness import PyEmptyAwaitable, attach
+from ..support.stores import counted_store
 
 
 class Collect:
@@ -111,17 +111,9 @@ def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        store = EventLog(str(tmp_path), fsync="never")
+        store, appends = counted_store(tmp_path)
         relay = Relay(store=store)
         relay.restore()
-        appends: list[int] = []
-        real = store.append
-
-        def append(items: Any) -> None:
-            real(items)
-            appends.append(len(items))
-
-        store.append = append  # type: ignore[method-assign]
         one, two, bad = Collect(), Collect(), Collect()
         relay.workers = {one, two}  # type: ignore[arg-type]
         first = relay.next_position

@@ -19,20 +19,13 @@ from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.hub.together import GROUP_EVENTS
 from sse_fast.settings import Settings
 
+from ..support.stores import counted_store
+
 
 def stored_hub(path: Path, **settings: Any) -> tuple[Hub, EventLog, list[int]]:
     """A hub on a data directory; the sizes of the store's appends, as they happen."""
-    store = EventLog(str(path), fsync="never")
-    hub = Hub(Settings(**settings), broker=LocalBroker(store=store))
-    appends: list[int] = []
-    real = store.append
-
-    def append(items: Any) -> None:
-        real(items)
-        appends.append(len(items))
-
-    store.append = append  # type: ignore[method-assign]
-    return hub, store, appends
+    store, appends = counted_store(path)
+    return Hub(Settings(**settings), broker=LocalBroker(store=store)), store, appends
 
 
 def stored(hub: Hub, name: str) -> list[bytes]:
