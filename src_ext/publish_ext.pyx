@@ -154,6 +154,11 @@ cdef bint _plain(object text, const char** data, Py_ssize_t* size) except -1:
     return True
 
 
+cdef object _ack_by_orjson(object number, list ids, Py_ssize_t start, Py_ssize_t count):
+    """The twin's ack: ids JSON must escape, non-ASCII ones, a long ack, a huge number."""
+    return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+
+
 cdef object _ack(object number, list ids, Py_ssize_t start, Py_ssize_t count):
     """``{"line":<number>,"ids":[...]}\\n`` of ``ids[start:start + count]``."""
     cdef char buffer[ACK_SPACE]
@@ -161,15 +166,15 @@ cdef object _ack(object number, list ids, Py_ssize_t start, Py_ssize_t count):
     cdef const char* data
     cdef long long value
     if type(number) is not int:
-        return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+        return _ack_by_orjson(number, ids, start, count)
     try:
         value = number
     except OverflowError:
-        return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+        return _ack_by_orjson(number, ids, start, count)
     used = snprintf(buffer, 64, '{"line":%lld,"ids":[', value)
     for i in range(start, start + count):
         if not _plain(<object>PyList_GET_ITEM(ids, i), &data, &size) or used + size + 8 > ACK_SPACE:
-            return b'{"line":%d,"ids":%b}\n' % (number, _dumps(ids[start : start + count]))
+            return _ack_by_orjson(number, ids, start, count)
         if i > start:
             buffer[used] = 44  # ,
             used += 1

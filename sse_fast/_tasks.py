@@ -55,8 +55,9 @@ def running_loop() -> asyncio.AbstractEventLoop:
     CPython 3.11's ``get_running_loop`` checks the process id with ``getpid()`` on
     every call (a system call: glibc no longer caches it). Under
     ``sse-fast serve`` each system call of the event loop's thread is also where
-    the kernel hands the core to Granian's I/O thread: the two calls a publish made
-    cost about 3 us each (``benches/results/publish_stages.md``). The loop found
+    the kernel may hand the core to Granian's I/O thread: without the two calls a
+    publish made, single publishes went 1.02x faster (``benches.single_publish``, A/B
+    in one run). The loop found
     last is kept with its thread and returned while it is running and asked for
     from that thread (an asyncio loop runs in one thread, one loop at a time per
     thread); a forked child forgets it. ``RuntimeError`` without a running loop,

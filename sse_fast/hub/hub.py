@@ -220,8 +220,7 @@ class Hub:
                     check_topic(name, self.settings)
             if len(requests) > 1:
                 check_distinct_ids(list(requests))
-        if self.broker.stores_every_topic:
-            self.topics.check_room(requests)
+        self.together.check_room(requests)
 
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events and write them out (what the broker delivers)."""

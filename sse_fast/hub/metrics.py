@@ -252,7 +252,8 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         "sse_fast_publishes_grouped_total",
         "counter",
         "Publish requests stored in one write with others awaited in the same turn of "
-        "the event loop (the data directory's; 0 without it).",
+        "the worker's event loop (one worker with the data directory; 0 otherwise: with "
+        "several workers the relay groups what it receives, uncounted).",
     ),
     MetricInfo("sse_fast_delivered_total", "counter", "Event deliveries written to streams."),
     MetricInfo(

@@ -29,6 +29,7 @@ then counts from the earliest of them).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from .._tasks import running_loop
 from ..brokers import Broker
@@ -79,7 +80,7 @@ class Together:
     def _together(self, live: list[_Waiting]) -> None:
         requests = [request for entry in live for request in entry[0]]
         try:
-            self._check_room(requests)
+            self.check_room(requests)
             ids = self.broker.publish_nowait(requests, live[0][1])
         except PublishError as exc:
             if exc.reason == "storage":
@@ -106,15 +107,16 @@ class Together:
             future.set_result(ids[start:end])
             start = end
 
-    def _check_room(self, requests: list[PublishRequest]) -> None:
-        """The hub's check of room for new topics (``Hub._check``), again for the group."""
+    def check_room(self, requests: Sequence[PublishRequest]) -> None:
+        """Refuse a publish that would give too many topics a history (``max_topics``) when
+        the broker stores every topic here: the hub's check, and again for a group."""
         if self.broker.stores_every_topic:
             self.topics.check_room(requests)
 
     def _alone(self, entry: _Waiting) -> None:
         requests, accepted_at, future = entry
         try:
-            self._check_room(requests)
+            self.check_room(requests)
             ids = self.broker.publish_nowait(requests, accepted_at)
         except Exception as exc:
             future.set_exception(exc)
