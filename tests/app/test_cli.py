@@ -132,3 +132,40 @@ def test_misspelt_variables_are_named() -> None:
     assert code == 2
     assert "ignoring unknown environment variable SSE_FAST_HEARTBEAT_INTERVALL" in output
     assert "did you mean SSE_FAST_HEARTBEAT_INTERVAL?" in output
+
+
+def _allocator_options(env: dict[str, str]) -> list[str]:
+    """Start ``sse-fast serve`` (two workers) with jemalloc told to print its options at
+    exit, stop it, and return the ``opt.dirty_decay_ms`` lines printed: the main
+    process's (its workers fork from it once Granian is loaded, so they run on the
+    options it read; they leave by ``os._exit``, which prints nothing)."""
+    server = ServerProcess("--workers", "2")
+    server.env.pop("_RJEM_MALLOC_CONF", None)
+    server.env.update(env)
+    with server:
+        server.stop()
+        output = server.output()
+    return [line.strip() for line in output.splitlines() if "opt.dirty_decay_ms" in line]
+
+
+def test_granians_allocator_gives_freed_pages_back_at_once() -> None:
+    # the options a user adds come after the server's; here only jemalloc's printing
+    lines = _allocator_options({"_RJEM_MALLOC_CONF": "stats_print:true,stats_print_opts:mdablxe"})
+    assert lines, "jemalloc printed no options"
+    assert set(lines) == {"opt.dirty_decay_ms: 0 (arenas.dirty_decay_ms: 0)"}, lines
+
+
+def test_the_users_allocator_options_win() -> None:
+    conf = "dirty_decay_ms:5000,stats_print:true,stats_print_opts:mdablxe"
+    lines = _allocator_options({"_RJEM_MALLOC_CONF": conf})
+    assert lines, "jemalloc printed no options"
+    assert set(lines) == {"opt.dirty_decay_ms: 5000 (arenas.dirty_decay_ms: 5000)"}, lines
+
+
+def test_the_allocator_options_go_first() -> None:
+    from sse_fast.cli import GRANIAN_MALLOC_CONF, tune_granian_allocator
+
+    environ: dict[str, str] = {}
+    assert tune_granian_allocator(environ) == GRANIAN_MALLOC_CONF == environ["_RJEM_MALLOC_CONF"]
+    environ = {"_RJEM_MALLOC_CONF": "narenas:2"}
+    assert tune_granian_allocator(environ) == f"{GRANIAN_MALLOC_CONF},narenas:2"
