@@ -80,6 +80,7 @@ NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 CONNECTIONS_PER_PROCESS = 20_000  # `ulimit -n` (hard) here
 BACKLOG = 4096  # Linux caps it at net.core.somaxconn (4096 here)
 RESERVED_FDS = 64  # what sse_fast keeps aside from its file limit (sse_fast.cli)
+ALLOCATOR_VARIABLE = "_RJEM_MALLOC_CONF"  # Granian's jemalloc options (sse_fast.cli)
 HTTP1_BUFFER_SIZE = 8_192  # sse_fast's Granian --http1-buffer-size default, also given to Velithon
 NCHAN_BUFFER_LENGTH = 1024  # messages kept per channel (sse_fast: ring_max_frames 1024)
 NCHAN_SHM = "128m"  # nchan_shared_memory_size (alias nchan_max_reserved_memory)
@@ -252,11 +253,12 @@ def _nofile_wrapper(cmd: list[str]) -> list[str]:
 
 def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The current environment without SSE_FAST_* / PEER_* / GRANIAN_* / UVICORN_*
-    settings (the command line alone configures each server)."""
+    settings nor Granian's allocator options (the command line alone configures each
+    server)."""
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("SSE_FAST_", "PEER_", "GRANIAN_", "UVICORN_"))
+        if not k.startswith(("SSE_FAST_", "PEER_", "GRANIAN_", "UVICORN_", ALLOCATOR_VARIABLE))
     }
     paths = [str(REPO_ROOT), str(PEERS_DIR)]
     if env.get("PYTHONPATH"):

@@ -56,6 +56,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from sse_fast.cli import GRANIAN_MALLOC_CONF
+
 from .fanout_apps import _lifespan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -205,6 +207,7 @@ def _capacity() -> int:
 
 
 def _floor_command(port: int) -> tuple[list[str], dict[str, str]]:
+    from sse_fast.cli import ALLOCATOR_VARIABLE
     from sse_fast.settings import Settings
 
     s = Settings()
@@ -239,7 +242,7 @@ def _floor_command(port: int) -> tuple[list[str], dict[str, str]]:
         str(port),
         "benches.stream_memory:floor_app",
     ]
-    return argv, {}
+    return argv, {ALLOCATOR_VARIABLE: GRANIAN_MALLOC_CONF}  # as `sse-fast serve` sets it
 
 
 def _serve_command(port: int, persistence: str, data_dir: str) -> tuple[list[str], dict[str, str]]:
@@ -258,7 +261,8 @@ def _serve_command(port: int, persistence: str, data_dir: str) -> tuple[list[str
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SSE_FAST_", "GRANIAN_"))}
+    drop = ("SSE_FAST_", "GRANIAN_", "_RJEM_MALLOC_CONF")  # the last: Granian's allocator
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
@@ -275,15 +279,23 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 def run_rss(
-    name: str, kind: str, steps: list[int], one_topic: bool, persistence: str
+    name: str,
+    kind: str,
+    steps: list[int],
+    one_topic: bool,
+    persistence: str,
+    decay: str = "",
 ) -> dict[str, Any]:
-    """One server, streams added in ``steps``; RSS of its processes at each."""
+    """One server, streams added in ``steps``; RSS of its processes at each.
+    ``decay``: ``sse-fast serve --allocator-decay`` (its default when empty)."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="stream_memory_") as data_dir:
         if kind == "floor":
             argv, extra = _floor_command(port)
         else:
             argv, extra = _serve_command(port, persistence, data_dir)
+        if decay:
+            extra["SSE_FAST_ALLOCATOR_DECAY"] = decay
         server = subprocess.Popen(
             argv, cwd=REPO_ROOT, env=_env(extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
@@ -340,6 +352,7 @@ def run_rss(
                 "kind": kind,
                 "one_topic": one_topic,
                 "persistence": persistence,
+                "allocator_decay": decay,
                 "processes": len(pids),
                 "rows": rows,
             }
@@ -586,7 +599,10 @@ def _markdown(result: dict[str, Any]) -> str:
         "",
         "Server: one worker, ASGI, uvloop, HTTP/1, `--http1-buffer-size 8192`, backpressure = "
         "file limit - 64, backlog 4096, 1 runtime thread (what `sse-fast serve` passes to "
-        "Granian, `cli._granian`). Clients: one separate process on loopback, one `GET` per "
+        "Granian, `cli._granian`), Granian's allocator giving freed pages back at once "
+        f"(`_RJEM_MALLOC_CONF={GRANIAN_MALLOC_CONF}`: `sse-fast serve`'s default "
+        "`--allocator-decay 0`; the row with `--allocator-decay 10` keeps them 10 s, "
+        "jemalloc's own default). Clients: one separate process on loopback, one `GET` per "
         "connection, the response head and first frame read, then idle. RSS = VmRSS of "
         "Granian's main process + its worker, read 2 s after the last stream of a step is up; "
         "per stream = (RSS at N - RSS at 0) / N, N growing within one server run.",
@@ -620,8 +636,11 @@ def _markdown(result: dict[str, Any]) -> str:
         low, high = min(r["per_stream_kb"] for r in rows), max(r["per_stream_kb"] for r in rows)
         base = floor.get(n)
         extra = f"{per - base:+.2f} KB" if base and run["kind"] != "floor" else ""
+        server = "bare Granian app (floor)" if run["kind"] == "floor" else "`sse-fast serve`"
+        if run.get("allocator_decay"):
+            server += f" `--allocator-decay {run['allocator_decay']}`"
         lines.append(
-            f"| {'bare Granian app (floor)' if run['kind'] == 'floor' else '`sse-fast serve`'} "
+            f"| {server} "
             f"| {'-' if run['kind'] == 'floor' else 'one for all' if run['one_topic'] else 'one per stream'} "
             f"| {'-' if run['kind'] == 'floor' else run['persistence']} "
             f"| {n:,} | {min(r['held'] for r in rows):,} "
@@ -706,16 +725,18 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"conditions": _conditions(args.quick), "steps": steps, "rss": []}
     if not args.skip_rss:
         configs = [
-            ("floor", "floor", True, "-"),
-            ("serve, off, one topic", "serve", True, "off"),
-            ("serve, default, one topic", "serve", True, "default"),
-            ("serve, off, topic per stream", "serve", False, "off"),
-            ("serve, default, topic per stream", "serve", False, "default"),
+            ("floor", "floor", True, "-", ""),
+            ("serve, off, one topic", "serve", True, "off", ""),
+            ("serve, default, one topic", "serve", True, "default", ""),
+            ("serve, off, topic per stream", "serve", False, "off", ""),
+            ("serve, default, topic per stream", "serve", False, "default", ""),
+            # what giving freed pages back at once buys: jemalloc's own 10 s instead
+            ("serve, default, one topic, decay 10", "serve", True, "default", "10"),
         ]
         for repeat in range(max(1, args.repeat)):
-            for name, kind, one_topic, persistence in configs:
+            for name, kind, one_topic, persistence, decay in configs:
                 print(f"(a/b) {name}, run {repeat + 1} ...", file=sys.stderr, flush=True)
-                run = run_rss(name, kind, steps, one_topic, persistence)
+                run = run_rss(name, kind, steps, one_topic, persistence, decay)
                 run["repeat"] = repeat
                 result["rss"].append(run)
     result["tracemalloc"] = []

@@ -16,6 +16,7 @@ import pytest
 
 from benches import peers
 from benches import scaling as S
+from sse_fast import cli
 from sse_fast.loadgen import Result
 
 
@@ -229,3 +230,11 @@ def test_bare_granian_runs_the_floor_app_with_the_targets_workers(tmp_path: Path
     assert argv[argv.index("--port") + 1] == "12345"
     assert cwd == peers.REPO_ROOT and str(peers.REPO_ROOT) in env["PYTHONPATH"]
     assert target.publish_request("t", "x") == ("GET", "/healthz", {}, b"")
+    # Granian's allocator as `sse-fast serve` sets it, whatever the caller's shell has
+    assert peers.ALLOCATOR_VARIABLE == cli.ALLOCATOR_VARIABLE
+    assert env[cli.ALLOCATOR_VARIABLE] == cli.GRANIAN_MALLOC_CONF
+
+
+def test_the_callers_allocator_options_reach_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:10000")
+    assert "_RJEM_MALLOC_CONF" not in peers._clean_env()

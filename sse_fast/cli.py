@@ -47,10 +47,10 @@ RELAY_RENAMED = (
 #: The environment variable of the allocator linked into Granian (jemalloc, with the
 #: ``_rjem_`` prefix of the tikv-jemallocator build that Granian's wheels carry)
 ALLOCATOR_VARIABLE = "_RJEM_MALLOC_CONF"
-#: What ``serve`` puts first in it: give pages freed by Granian (a connection's
-#: buffers after its request, a write's chunks) back at once instead of after
-#: jemalloc's default 10 s; about 1.5 KB less per idle stream
-#: (``benches/results/stream_memory.md``). Options the user sets come after and win.
+#: What ``serve`` puts first in it with the default ``--allocator-decay 0``: give pages
+#: freed by Granian (a connection's buffers after its request, a write's chunks) back at
+#: once instead of after jemalloc's 10 s (``benches/results/stream_memory.md``).
+#: Options the user sets in the variable come after and win.
 GRANIAN_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 # Sockets a worker keeps for itself (listener, relay, logs, ...) besides client streams.
 RESERVED_FDS = 64
@@ -183,7 +183,7 @@ def serve(settings: Settings) -> int:
     """``sse-fast serve``: check what can be checked before the workers start, say
     what the server will do, start the relay when several workers need one, then
     run Granian until it stops."""
-    tune_granian_allocator(os.environ)
+    tune_granian_allocator(os.environ, settings.allocator_decay)
     _require_granian()
     check_listen_address(settings.host, settings.port, settings.reuse_port)
     capacity = _announce_capacity(settings)
@@ -311,13 +311,15 @@ def _prepare_relay_mode(settings: Settings) -> str:
     return upstream_dir
 
 
-def tune_granian_allocator(environ: MutableMapping[str, str]) -> str:
-    """Put ``GRANIAN_MALLOC_CONF`` before whatever ``_RJEM_MALLOC_CONF`` holds (jemalloc
-    reads its options left to right, so the user's win) and return it. Must run before
-    Granian's extension is loaded: jemalloc reads the variable once, as the library
-    loads (the workers fork from this process and keep what it read)."""
+def tune_granian_allocator(environ: MutableMapping[str, str], decay: float = 0.0) -> str:
+    """Put the options of ``--allocator-decay`` (``decay`` seconds) before whatever
+    ``_RJEM_MALLOC_CONF`` holds (jemalloc reads its options left to right, so the
+    user's win) and return them. Must run before Granian's extension is loaded:
+    jemalloc reads the variable once, as the library loads (the workers fork from
+    this process and keep what it read)."""
+    ours = GRANIAN_MALLOC_CONF.replace("dirty_decay_ms:0", f"dirty_decay_ms:{round(decay * 1000)}")
     mine = environ.get(ALLOCATOR_VARIABLE, "")
-    conf = GRANIAN_MALLOC_CONF if not mine else f"{GRANIAN_MALLOC_CONF},{mine}"
+    conf = ours if not mine else f"{ours},{mine}"
     environ[ALLOCATOR_VARIABLE] = conf
     if "granian._granian" in sys.modules:
         log.info("Granian was loaded before the server started: its allocator keeps its options")

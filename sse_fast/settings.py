@@ -117,6 +117,7 @@ NON_NEGATIVE = (
 RANGES: dict[str, tuple[float | None, float | None, str]] = {
     "port": (None, 65535, "a TCP port"),
     "http1_buffer_size": (8192, None, "Granian's HTTP/1 minimum"),
+    "allocator_decay": (0, 3600, "seconds"),
     "header_timeout": (
         1,
         3600,
@@ -153,6 +154,14 @@ class _Listening:
     )
     runtime_threads: int = field(
         default=1, metadata=_doc("Granian I/O threads per worker (socket writes run there)")
+    )
+    allocator_decay: float = field(
+        default=0.0,
+        metadata=_doc(
+            "seconds Granian's allocator keeps memory it freed before giving it back; 0: at "
+            "once, about 1.5 KB less per idle stream and 2 KB during a broadcast, for about "
+            "10% fewer single publishes/s; 10 is jemalloc's own (memory per idle stream)"
+        ),
     )
     http: str = field(
         default="1",

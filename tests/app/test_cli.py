@@ -155,6 +155,13 @@ def test_granians_allocator_gives_freed_pages_back_at_once() -> None:
     assert set(lines) == {"opt.dirty_decay_ms: 0 (arenas.dirty_decay_ms: 0)"}, lines
 
 
+def test_allocator_decay_sets_how_long_freed_pages_are_kept() -> None:
+    conf = "stats_print:true,stats_print_opts:mdablxe"
+    lines = _allocator_options({"_RJEM_MALLOC_CONF": conf, "SSE_FAST_ALLOCATOR_DECAY": "2.5"})
+    assert lines, "jemalloc printed no options"
+    assert set(lines) == {"opt.dirty_decay_ms: 2500 (arenas.dirty_decay_ms: 2500)"}, lines
+
+
 def test_the_users_allocator_options_win() -> None:
     conf = "dirty_decay_ms:5000,stats_print:true,stats_print_opts:mdablxe"
     lines = _allocator_options({"_RJEM_MALLOC_CONF": conf})
@@ -169,3 +176,4 @@ def test_the_allocator_options_go_first() -> None:
     assert tune_granian_allocator(environ) == GRANIAN_MALLOC_CONF == environ["_RJEM_MALLOC_CONF"]
     environ = {"_RJEM_MALLOC_CONF": "narenas:2"}
     assert tune_granian_allocator(environ) == f"{GRANIAN_MALLOC_CONF},narenas:2"
+    assert tune_granian_allocator({}, 10) == "dirty_decay_ms:10000,muzzy_decay_ms:0"

@@ -37,6 +37,7 @@ def test_environment_then_overrides() -> None:
         ({"SSE_FAST_WORKERS": "0"}, "workers must be positive"),
         ({"SSE_FAST_HEARTBEAT_INTERVAL": "-1"}, "must not be negative"),
         ({"SSE_FAST_HTTP1_BUFFER_SIZE": "4096"}, "at least 8192"),
+        ({"SSE_FAST_ALLOCATOR_DECAY": "-1"}, "allocator_decay must be at least 0"),
         ({"SSE_FAST_HTTP": "3"}, "http must be"),
         ({"SSE_FAST_LOG_LEVEL": "loud"}, "log_level"),
         ({"SSE_FAST_INSTALL_SIGNAL_HANDLERS": "maybe"}, "not a valid bool"),
