@@ -23,6 +23,9 @@ connections, one thread):
   (``benches/typed_example.py``) that the topics are not of;
 * ``sse_fast-always``: ``sse-fast serve --persistence always`` (an ``fdatasync``
   per write of the data directory);
+* ``sse_fast-decay10``: ``sse-fast serve --allocator-decay 10`` (Granian's
+  allocator keeping freed pages 10 s, jemalloc's own, where the default gives
+  them back at once: less memory per stream, a system call per request);
 * with ``--compare-with DIR``, ``sse_fast@<commit>`` and
   ``sse_fast-always@<commit>``: the same from another checkout (a git worktree
   with its extensions built in place), each right after its own in every round:
@@ -91,6 +94,17 @@ class AlwaysTarget(peers.SseFastTarget):
 
 
 @dataclass(eq=False)
+class DecayTarget(peers.SseFastTarget):
+    """``sse-fast serve --allocator-decay 10``: Granian's allocator keeps freed pages 10 s
+    (jemalloc's own) instead of giving them back at once (the default, which costs a
+    system call and page faults per request for less memory per stream)."""
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv, cwd, env = super().command(workdir)
+        return [*argv, "--allocator-decay", "10"], cwd, env
+
+
+@dataclass(eq=False)
 class SchemasTarget(peers.SseFastTarget):
     """``sse-fast serve`` with typed streams declared that the benchmark's topics are
     not of: what declaring streams costs the publishes to other topics."""
@@ -149,13 +163,14 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
 
 def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
     host = peers.HOST
-    ports = peers.free_ports(host, 5)
+    ports = peers.free_ports(host, 6)
     targets: list[peers.Target] = [
         BareTarget("bare", host, ports[0]),
         BareTarget("bare-cl", host, ports[1], stop_at_length=True),
         peers.SseFastTarget("sse_fast", host, ports[2], heartbeat=30.0),
         SchemasTarget("sse_fast+schemas", host, ports[3], heartbeat=30.0),
         AlwaysTarget("sse_fast-always", host, ports[4], heartbeat=30.0),
+        DecayTarget("sse_fast-decay10", host, ports[5], heartbeat=30.0),
     ]
     return run_rounds(with_checkout(targets, compare_with), rounds, seconds)
 
@@ -211,7 +226,9 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         "one worker, every check of a publish made; sse_fast+schemas: the same with three "
         "typed streams declared (`benches/typed_example.py`), none of which the topics are "
         "of: what declaring streams costs other publishes; sse_fast-always: with "
-        "`--persistence always` (an fdatasync per write of the data directory); `@<commit>`: "
+        "`--persistence always` (an fdatasync per write of the data directory); "
+        "sse_fast-decay10: with `--allocator-decay 10` (Granian's allocator keeps freed pages "
+        "10 s instead of giving them back at once); `@<commit>`: "
         "the same from another commit's checkout (`--compare-with`), run right after.",
         "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
         "",
@@ -230,6 +247,13 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     if "sse_fast+schemas" in report["results"]:
         typed = median(report, "sse_fast+schemas")
         lines += ["", f"sse_fast+schemas / sse_fast: {typed / plain:.3f}x (medians, same run)."]
+    if "sse_fast-decay10" in report["results"]:
+        kept = median(report, "sse_fast-decay10")
+        lines += [
+            "",
+            f"sse_fast / sse_fast-decay10: {plain / kept:.3f}x (medians, same run): what giving "
+            "freed memory back at once costs a single publish.",
+        ]
     lines += checkout_lines(report)
     path.write_text("\n".join(lines) + "\n")
 

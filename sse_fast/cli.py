@@ -317,7 +317,7 @@ def tune_granian_allocator(environ: MutableMapping[str, str], decay: float = 0.0
     user's win) and return them. Must run before Granian's extension is loaded:
     jemalloc reads the variable once, as the library loads (the workers fork from
     this process and keep what it read)."""
-    ours = GRANIAN_MALLOC_CONF.replace("dirty_decay_ms:0", f"dirty_decay_ms:{round(decay * 1000)}")
+    ours = f"dirty_decay_ms:{round(decay * 1000)},muzzy_decay_ms:0"
     mine = environ.get(ALLOCATOR_VARIABLE, "")
     conf = ours if not mine else f"{ours},{mine}"
     environ[ALLOCATOR_VARIABLE] = conf
