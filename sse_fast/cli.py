@@ -322,7 +322,10 @@ def tune_granian_allocator(environ: MutableMapping[str, str], decay: float = 0.0
     conf = ours if not mine else f"{ours},{mine}"
     environ[ALLOCATOR_VARIABLE] = conf
     if "granian._granian" in sys.modules:
-        log.info("Granian was loaded before the server started: its allocator keeps its options")
+        log.warning(
+            "Granian was loaded before the server started: --allocator-decay is not applied "
+            "(its allocator read its options as it loaded)"
+        )
     else:
         log.debug("Granian's allocator: %s=%s", ALLOCATOR_VARIABLE, conf)
     return conf

@@ -13,6 +13,7 @@ import sys
 import time
 
 import orjson
+import pytest
 
 import sse_fast
 from sse_fast.settings import unknown_variables
@@ -134,46 +135,84 @@ def test_misspelt_variables_are_named() -> None:
     assert "did you mean SSE_FAST_HEARTBEAT_INTERVAL?" in output
 
 
-def _allocator_options(env: dict[str, str]) -> list[str]:
+def _granian_has_jemalloc() -> bool:
+    """Granian's extension carries jemalloc (its Linux wheels do), which reads
+    ``_RJEM_MALLOC_CONF``."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("granian._granian")
+    return bool(spec and spec.origin and b"_RJEM_MALLOC_CONF" in Path(spec.origin).read_bytes())
+
+
+needs_jemalloc = pytest.mark.skipif(
+    not _granian_has_jemalloc(), reason="this Granian build has no jemalloc to tune"
+)
+PRINT = "stats_print:true,stats_print_opts:mdablxe"  # jemalloc: its options, at exit
+
+
+def _allocator_options(env: dict[str, str]) -> set[str]:
     """Start ``sse-fast serve`` (two workers) with jemalloc told to print its options at
-    exit, stop it, and return the ``opt.dirty_decay_ms`` lines printed: the main
-    process's (its workers fork from it once Granian is loaded, so they run on the
-    options it read; they leave by ``os._exit``, which prints nothing)."""
+    exit, stop it, and return the decay lines printed: the main process's (its workers
+    fork from it once Granian is loaded, so they run on the options it read; they
+    leave by ``os._exit``, which prints nothing)."""
     server = ServerProcess("--workers", "2")
     server.env.pop("_RJEM_MALLOC_CONF", None)
     server.env.update(env)
     with server:
         server.stop()
         output = server.output()
-    return [line.strip() for line in output.splitlines() if "opt.dirty_decay_ms" in line]
+    lines = {line.strip() for line in output.splitlines() if "_decay_ms: " in line}
+    assert lines, f"jemalloc printed no options:\n{output}"
+    return lines
 
 
+def _decays(dirty: int) -> set[str]:
+    return {
+        f"opt.dirty_decay_ms: {dirty} (arenas.dirty_decay_ms: {dirty})",
+        "opt.muzzy_decay_ms: 0 (arenas.muzzy_decay_ms: 0)",
+    }
+
+
+@needs_jemalloc
 def test_granians_allocator_gives_freed_pages_back_at_once() -> None:
     # the options a user adds come after the server's; here only jemalloc's printing
-    lines = _allocator_options({"_RJEM_MALLOC_CONF": "stats_print:true,stats_print_opts:mdablxe"})
-    assert lines, "jemalloc printed no options"
-    assert set(lines) == {"opt.dirty_decay_ms: 0 (arenas.dirty_decay_ms: 0)"}, lines
+    assert _allocator_options({"_RJEM_MALLOC_CONF": PRINT}) == _decays(0)
 
 
+@needs_jemalloc
 def test_allocator_decay_sets_how_long_freed_pages_are_kept() -> None:
-    conf = "stats_print:true,stats_print_opts:mdablxe"
-    lines = _allocator_options({"_RJEM_MALLOC_CONF": conf, "SSE_FAST_ALLOCATOR_DECAY": "2.5"})
-    assert lines, "jemalloc printed no options"
-    assert set(lines) == {"opt.dirty_decay_ms: 2500 (arenas.dirty_decay_ms: 2500)"}, lines
+    env = {"_RJEM_MALLOC_CONF": PRINT, "SSE_FAST_ALLOCATOR_DECAY": "2.5"}
+    assert _allocator_options(env) == _decays(2500)
 
 
+@needs_jemalloc
 def test_the_users_allocator_options_win() -> None:
-    conf = "dirty_decay_ms:5000,stats_print:true,stats_print_opts:mdablxe"
-    lines = _allocator_options({"_RJEM_MALLOC_CONF": conf})
-    assert lines, "jemalloc printed no options"
-    assert set(lines) == {"opt.dirty_decay_ms: 5000 (arenas.dirty_decay_ms: 5000)"}, lines
+    assert _allocator_options({"_RJEM_MALLOC_CONF": f"dirty_decay_ms:5000,{PRINT}"}) == _decays(
+        5000
+    )
 
 
-def test_the_allocator_options_go_first() -> None:
+def test_a_bad_allocator_decay_is_one_line() -> None:
+    code, output = run_cli("serve", "--allocator-decay", "4000")
+    assert code == 2
+    assert_one_clear_line(output, "allocator_decay must be at most 3600")
+
+
+def test_the_allocator_options_go_first(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from sse_fast.cli import GRANIAN_MALLOC_CONF, tune_granian_allocator
 
+    monkeypatch.delitem(sys.modules, "granian._granian", raising=False)
     environ: dict[str, str] = {}
     assert tune_granian_allocator(environ) == GRANIAN_MALLOC_CONF == environ["_RJEM_MALLOC_CONF"]
     environ = {"_RJEM_MALLOC_CONF": "narenas:2"}
     assert tune_granian_allocator(environ) == f"{GRANIAN_MALLOC_CONF},narenas:2"
     assert tune_granian_allocator({}, 10) == "dirty_decay_ms:10000,muzzy_decay_ms:0"
+    assert not caplog.records
+    # too late once Granian is loaded in this process: said, not silent
+    monkeypatch.setitem(sys.modules, "granian._granian", sys)
+    tune_granian_allocator({}, 0)
+    (record,) = caplog.records
+    assert record.levelname == "WARNING" and "--allocator-decay is not applied" in record.message
