@@ -216,3 +216,10 @@ def test_the_allocator_options_go_first(
     tune_granian_allocator({}, 0)
     (record,) = caplog.records
     assert record.levelname == "WARNING" and "--allocator-decay is not applied" in record.message
+
+
+def test_every_option_has_help_that_prints() -> None:
+    # argparse expands "%" in help texts: a bare one breaks `--help` for every option
+    for command in ("serve", "mirror"):
+        code, output = run_cli(command, "--help")
+        assert code == 0 and "--allocator-decay" in output, output
