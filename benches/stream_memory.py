@@ -56,7 +56,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sse_fast.cli import GRANIAN_MALLOC_CONF
+from sse_fast.cli import ALLOCATOR_VARIABLE, allocator_options
 
 from .fanout_apps import _lifespan
 
@@ -207,7 +207,6 @@ def _capacity() -> int:
 
 
 def _floor_command(port: int) -> tuple[list[str], dict[str, str]]:
-    from sse_fast.cli import ALLOCATOR_VARIABLE
     from sse_fast.settings import Settings
 
     s = Settings()
@@ -242,7 +241,7 @@ def _floor_command(port: int) -> tuple[list[str], dict[str, str]]:
         str(port),
         "benches.stream_memory:floor_app",
     ]
-    return argv, {ALLOCATOR_VARIABLE: GRANIAN_MALLOC_CONF}  # as `sse-fast serve` sets it
+    return argv, {ALLOCATOR_VARIABLE: allocator_options(s.allocator_decay)}  # as serve sets it
 
 
 def _serve_command(port: int, persistence: str, data_dir: str) -> tuple[list[str], dict[str, str]]:
@@ -261,7 +260,7 @@ def _serve_command(port: int, persistence: str, data_dir: str) -> tuple[list[str
 
 
 def _env(extra: dict[str, str]) -> dict[str, str]:
-    drop = ("SSE_FAST_", "GRANIAN_", "_RJEM_MALLOC_CONF")  # the last: Granian's allocator
+    drop = ("SSE_FAST_", "GRANIAN_", ALLOCATOR_VARIABLE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
@@ -600,7 +599,7 @@ def _markdown(result: dict[str, Any]) -> str:
         "Server: one worker, ASGI, uvloop, HTTP/1, `--http1-buffer-size 8192`, backpressure = "
         "file limit - 64, backlog 4096, 1 runtime thread (what `sse-fast serve` passes to "
         "Granian, `cli._granian`), Granian's allocator giving freed pages back at once "
-        f"(`_RJEM_MALLOC_CONF={GRANIAN_MALLOC_CONF}`: `sse-fast serve`'s default "
+        f"(`{ALLOCATOR_VARIABLE}={allocator_options(0)}`: `sse-fast serve`'s default "
         "`--allocator-decay 0`; the row with `--allocator-decay 10` keeps them 10 s, "
         "jemalloc's own default). Clients: one separate process on loopback, one `GET` per "
         "connection, the response head and first frame read, then idle. RSS = VmRSS of "

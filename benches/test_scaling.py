@@ -232,7 +232,11 @@ def test_bare_granian_runs_the_floor_app_with_the_targets_workers(tmp_path: Path
     assert target.publish_request("t", "x") == ("GET", "/healthz", {}, b"")
     # Granian's allocator as `sse-fast serve` sets it, whatever the caller's shell has
     assert peers.ALLOCATOR_VARIABLE == cli.ALLOCATOR_VARIABLE
-    assert env[cli.ALLOCATOR_VARIABLE] == cli.GRANIAN_MALLOC_CONF
+    assert (
+        env[cli.ALLOCATOR_VARIABLE]
+        == cli.allocator_options(0)
+        == "dirty_decay_ms:0,muzzy_decay_ms:0"
+    )
 
 
 def test_the_callers_allocator_options_reach_no_server(monkeypatch: pytest.MonkeyPatch) -> None:

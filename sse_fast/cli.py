@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "StartError",
     "add_settings_flags",
+    "allocator_options",
     "build_parser",
     "check_listen_address",
     "check_schemas",
@@ -47,11 +48,6 @@ RELAY_RENAMED = (
 #: The environment variable of the allocator linked into Granian (jemalloc, with the
 #: ``_rjem_`` prefix of the tikv-jemallocator build that Granian's wheels carry)
 ALLOCATOR_VARIABLE = "_RJEM_MALLOC_CONF"
-#: What ``serve`` puts first in it with the default ``--allocator-decay 0``: give pages
-#: freed by Granian (a connection's buffers after its request, a write's chunks) back at
-#: once instead of after jemalloc's 10 s (``benches/results/stream_memory.md``).
-#: Options the user sets in the variable come after and win.
-GRANIAN_MALLOC_CONF = "dirty_decay_ms:0,muzzy_decay_ms:0"
 # Sockets a worker keeps for itself (listener, relay, logs, ...) besides client streams.
 RESERVED_FDS = 64
 
@@ -311,13 +307,19 @@ def _prepare_relay_mode(settings: Settings) -> str:
     return upstream_dir
 
 
+def allocator_options(decay: float) -> str:
+    """jemalloc's options for ``--allocator-decay`` (``decay`` seconds): how long pages
+    Granian freed stay with its allocator (0: given back at once, measured in
+    ``benches/results/stream_memory.md`` and ``single_publish.md``)."""
+    return f"dirty_decay_ms:{round(decay * 1000)},muzzy_decay_ms:0"
+
+
 def tune_granian_allocator(environ: MutableMapping[str, str], decay: float = 0.0) -> str:
-    """Put the options of ``--allocator-decay`` (``decay`` seconds) before whatever
-    ``_RJEM_MALLOC_CONF`` holds (jemalloc reads its options left to right, so the
-    user's win) and return them. Must run before Granian's extension is loaded:
-    jemalloc reads the variable once, as the library loads (the workers fork from
-    this process and keep what it read)."""
-    ours = f"dirty_decay_ms:{round(decay * 1000)},muzzy_decay_ms:0"
+    """Put ``allocator_options(decay)`` before whatever ``_RJEM_MALLOC_CONF`` holds
+    (jemalloc reads its options left to right, so the user's win) and return them.
+    Must run before Granian's extension is loaded: jemalloc reads the variable once,
+    as the library loads (the workers fork from this process and keep what it read)."""
+    ours = allocator_options(decay)
     mine = environ.get(ALLOCATOR_VARIABLE, "")
     conf = ours if not mine else f"{ours},{mine}"
     environ[ALLOCATOR_VARIABLE] = conf

@@ -202,13 +202,14 @@ def test_a_bad_allocator_decay_is_one_line() -> None:
 def test_the_allocator_options_go_first(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sse_fast.cli import GRANIAN_MALLOC_CONF, tune_granian_allocator
+    from sse_fast.cli import tune_granian_allocator
 
+    default = "dirty_decay_ms:0,muzzy_decay_ms:0"
     monkeypatch.delitem(sys.modules, "granian._granian", raising=False)
     environ: dict[str, str] = {}
-    assert tune_granian_allocator(environ) == GRANIAN_MALLOC_CONF == environ["_RJEM_MALLOC_CONF"]
+    assert tune_granian_allocator(environ) == default == environ["_RJEM_MALLOC_CONF"]
     environ = {"_RJEM_MALLOC_CONF": "narenas:2"}
-    assert tune_granian_allocator(environ) == f"{GRANIAN_MALLOC_CONF},narenas:2"
+    assert tune_granian_allocator(environ) == f"{default},narenas:2"
     assert tune_granian_allocator({}, 10) == "dirty_decay_ms:10000,muzzy_decay_ms:0"
     assert not caplog.records
     # too late once Granian is loaded in this process: said, not silent
