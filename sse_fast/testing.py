@@ -68,6 +68,8 @@ __all__ = [
     "wait_for",
 ]
 
+_LOGS = itertools.count()  # a server log's number within this process
+
 #: the loopback address every server here listens on
 HOST = "127.0.0.1"
 
@@ -116,7 +118,11 @@ class ServerProcess:
             self.own_data_dir = env["data_dir"] = tempfile.mkdtemp(prefix="sse-fast-data-")
         self.env = {**os.environ, **{f"SSE_FAST_{k.upper()}": str(v) for k, v in env.items()}}
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = f"/tmp/sse-fast-test-{self.port}.log"
+        # unique across processes: a port alone is not (a test in a network namespace
+        # of its own can draw the port another test's server holds, and /tmp is shared)
+        self.log_path = os.path.join(
+            tempfile.gettempdir(), f"sse-fast-test-{self.port}-{os.getpid()}-{next(_LOGS)}.log"
+        )
 
     def __enter__(self) -> ServerProcess:
         self.log = open(self.log_path, "wb")
