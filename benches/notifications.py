@@ -3,6 +3,7 @@
     python -m benches.notifications                 # 10,000 subscribers, the full ladder
     python -m benches.notifications --quick         # 1,000 subscribers, short steps
     python -m benches.notifications --targets sse_fast-1w,nchan --subscribers 5000
+    python -m benches.notifications --targets sse_fast-1w --profile  # py-spy, by stage
     python -m benches.compare --scenarios notifications --targets sse_fast-1w,nchan,sse-starlette
 
 N subscribers (``user/0`` ... ``user/N-1``, one each; the load generator's
@@ -20,6 +21,11 @@ duplicates and the CPU (seconds per second) of the server and of the load.
 Results go to ``benches/results/notifications.{md,json,png}`` (run from
 ``benches.compare``: a section of ``compare.md`` and ``compare_notifications.png``).
 Loopback only; every step is bounded in time.
+
+``--profile`` samples the one-worker sse_fast steps with py-spy and adds where
+the event loop's time goes, by stage (``benches/loop_profile.py``), to the
+report (``notifications_profile.{md,json}``); with ``--compare-with`` it is a
+before/after of the Python side in one run.
 
 Nchan gets ``nchan_shared_memory_size`` (alias ``nchan_max_reserved_memory``)
 512m: with 10,000 channels its default (128m here, 32m in nchan) runs out and
@@ -55,7 +61,7 @@ from typing import Any
 
 from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
 
-from . import peers
+from . import loop_profile, peers
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -504,10 +510,17 @@ def run_step(
     time.sleep(0.3)
     server = target.server_pids()
     pin(server, SERVER_CORE)  # threads started since the last step
+    sampler = None
+    if p.get("profile"):
+        keep = p.get("profile_raw") or None
+        name = f"{target.name}-{mode}-{rate}.txt"
+        sampler = _Sampler(target, server, seconds, Path(keep) / name if keep else None)
     if mode == "single":
         cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
         threads_before = peers.thread_cpu(server)
         began = time.monotonic()
+        if sampler:
+            sampler.start()
         result = _wrk(target, seconds, p["subscribers"], step)
     else:
         parent, child = context.Pipe()
@@ -526,6 +539,8 @@ def run_step(
         cpu_before, load_before = cpu_seconds(server), cpu_seconds(load_pids)
         threads_before = peers.thread_cpu(server)
         began = time.monotonic()
+        if sampler:
+            sampler.start()
         result = (
             parent.recv() if parent.poll(seconds + 60) else {"sent": 0, "acked": 0, "errors": 1}
         )
@@ -540,7 +555,7 @@ def run_step(
     for pipe in pipes:
         pipe.send("stop")
     finals = [pipe.recv() if pipe.poll(60) else {} for pipe in pipes]
-    return step_row(
+    row = step_row(
         target.name,
         mode,
         rate,
@@ -552,6 +567,50 @@ def run_step(
         took=took,
         threads=threads,
     )
+    if sampler:
+        row["profile"] = sampler.result()
+    return row
+
+
+class _Sampler:
+    """py-spy on a one-worker sse_fast target's worker for a step (``--profile``):
+    started once the load runs, for the step's seconds less one; its summary is the
+    row's ``profile`` (``loop_profile.summarize``), or None for other targets. With
+    ``keep``, py-spy's own output (collapsed stacks, every thread: for flamegraph.pl
+    or speedscope) is kept there."""
+
+    def __init__(
+        self, target: peers.Target, server: list[int], seconds: float, keep: Path | None
+    ) -> None:
+        self.keep = keep
+        self.pid = server[0] if len(server) == 1 and isinstance(target, peers.SseFastTarget) else 0
+        self.seconds = max(1.0, seconds - 1)
+        self.dir = Path(tempfile.mkdtemp(prefix="sse-fast-profile-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.pid:
+            self.proc = loop_profile.start(self.pid, self.seconds, self.dir / "raw")
+
+    def result(self) -> dict[str, Any] | None:
+        try:
+            if self.proc is None:
+                return None
+            try:
+                _, err = self.proc.communicate(timeout=self.seconds + 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+            raw = self.dir / "raw"
+            if not raw.exists():
+                log(f"    py-spy wrote nothing: {err.decode(errors='replace')[-300:]}")
+                return None
+            if self.keep is not None:
+                self.keep.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(raw, self.keep)
+            return loop_profile.summarize(loop_profile.read(raw, self.pid))
+        finally:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def step_row(
@@ -732,6 +791,65 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def profile_section(rows: list[dict[str, Any]]) -> list[str]:
+    """``--profile``: the event loop's time by stage for every sampled step (us per
+    event: the stage's share of the samples times the step's loop us per event),
+    and the functions most often on top in each target's best step per way in."""
+    sampled = [r for r in rows if r.get("profile")]
+    if not sampled:
+        return []
+    names = [name for name, _ in loop_profile.descriptions()]
+    lines = [
+        "",
+        "## Where the event loop's time goes (py-spy)",
+        "",
+        f"py-spy on the worker for each step's seconds less one, {loop_profile.RATE} "
+        "samples a second, native frames included (the worker is paused for each sample: "
+        "these steps ran slower than unsampled ones, the same for every target). Samples "
+        "of the worker's main thread (the event loop), by stage: the innermost frame that "
+        "names one (`benches/loop_profile.py`); us per event = the stage's share times the "
+        "step's loop us per event; *in Granian*: the share of the busy samples in Granian's "
+        "code (its send and receive called from ours, and its own work on the loop thread).",
+        "",
+        *[f"- {name}: {what}" for name, what in loop_profile.descriptions()],
+        "",
+        "| target | way | offered /s | samples | loop us/event | " + " | ".join(names) + " |",
+        "|---|---|---:|---:|---:|" + "---:|" * len(names),
+    ]
+    for r in sampled:
+        summary = r["profile"]
+        total = max(summary["samples"], 1)
+        us = r.get("loop_us_per_event", 0.0)
+        cells = [
+            f"{summary['stages'].get(n, 0) / total * us:.2f}" if summary["stages"].get(n) else ""
+            for n in names
+        ]
+        lines.append(
+            f"| {r['target']} | {r['mode']} | {_offered(r)} | {summary['samples']:,} "
+            f"| {us:.1f} | {summary['granian'] / total:.0%} | " + " | ".join(cells) + " |"
+        )
+    for target in targets_of(sampled):
+        for mode in ("single", "batch", "stream"):
+            top = best(rows, target, mode)
+            if top is None or not top.get("profile"):
+                continue
+            summary = top["profile"]
+            total = max(summary["samples"], 1)
+            lines += [
+                "",
+                f"Most often on top, {target} {mode} at {_offered(top)}/s "
+                f"({summary['samples']:,} samples):",
+                "",
+                "| function | share |",
+                "|---|---:|",
+                *[
+                    f"| `{frame.replace('|', '/')}` | {count / total:.1%} |"
+                    for frame, count in summary["top"]
+                ],
+            ]
+    return lines
+
+
 def _per_event(row: dict[str, Any]) -> str:
     """The server's event-loop and I/O threads' CPU per event published (older results
     have none)."""
@@ -765,10 +883,11 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         "## Every step",
         "",
         *steps_table(rows),
+        *profile_section(rows),
     ]
     if report["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in report["skipped"].items())]
-    lines += ["", "![notifications](notifications.png)", ""]
+    lines += ["", f"![notifications]({path.with_suffix('.png').name})", ""]
     path.write_text("\n".join(lines))
 
 
@@ -833,9 +952,26 @@ def main(argv: list[str] | None = None) -> int:
         help="also run sse_fast (1 worker) from this checkout of another commit, built in "
         "place, as target sse_fast-1w@REF, right after this one",
     )
-    parser.add_argument("--out", default=str(RESULTS / "notifications"), help="path prefix")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample each one-worker sse_fast step with py-spy (the event loop's time by "
+        "stage); results go to notifications_profile.* unless --out says otherwise",
+    )
+    parser.add_argument(
+        "--profile-raw",
+        metavar="DIR",
+        default="",
+        help="with --profile: keep py-spy's collapsed stacks of each step in DIR",
+    )
+    parser.add_argument("--out", default="", help="path prefix")
     parser.add_argument("--replot", action="store_true", help="redo the report from the JSON")
     args = parser.parse_args(argv)
+    args.out = args.out or str(
+        RESULTS / ("notifications_profile" if args.profile else "notifications")
+    )
+    if args.profile and not loop_profile.available():
+        parser.error("--profile needs py-spy (pip install py-spy)")
     if args.replot:
         out = Path(args.out)
         saved = json.loads(out.with_suffix(".json").read_text())
@@ -854,6 +990,8 @@ def main(argv: list[str] | None = None) -> int:
     if not modes or set(modes) - set(LADDERS):
         parser.error(f"--modes: one or more of {', '.join(LADDERS)}")
     p["modes"] = modes
+    p["profile"] = args.profile
+    p["profile_raw"] = args.profile_raw
     if "single" in modes and shutil.which("wrk") is None:
         parser.error(
             "the single way in needs wrk (Debian: apt-get install wrk), or --modes batch,stream"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from benches import loop_profile
 from benches import notifications as N
 from sse_fast.loadgen import LatencyHistogram
 
@@ -184,3 +185,44 @@ def test_report(tmp_path: Path) -> None:
     assert '{"500": 3}' in text and "| yes |" in text
     assert "Skipped: velithon: not installed" in text
     assert N.targets_of(rows) == ["nchan", "sse_fast-1w"]
+
+
+def test_report_with_profiles(tmp_path: Path) -> None:
+    """``--profile``: a stage's us per event is its share of the busy samples times the
+    step's loop us per event; unsampled steps and stages without samples stay out."""
+    stages = {name: 0 for name, _ in loop_profile.descriptions()}
+    stages.update(send=50, store=25, durable=25)
+    profile = {
+        "samples": 100,
+        "idle_samples": 30,
+        "granian": 40,
+        "stages": stages,
+        "top": [["write (libc.so.6)", 30], ["TopicTable__store (topic_ext.pyx:337)", 9]],
+    }
+    rows = [
+        _row(
+            mode="stream",
+            offered_per_s=40_000,
+            loop_us_per_event=8.0,
+            io_us_per_event=9.0,
+            profile=profile,
+        ),
+        _row(mode="stream", offered_per_s=60_000, behind=True),
+    ]
+    report = {
+        "quick": False,
+        "date": "2026-11-26 02:00",
+        "machine": {"cores": 2, "cpu": "test cpu", "python": "3.11.7"},
+        "params": N.params(quick=False),
+        "targets": ["sse_fast-1w"],
+        "skipped": {},
+        "versions": {},
+        "rows": rows,
+    }
+    N.write_report(report, tmp_path / "p.md")
+    text = (tmp_path / "p.md").read_text()
+    assert "## Where the event loop's time goes (py-spy)" in text
+    assert "| sse_fast-1w | stream | 40,000 | 100 | 8.0 | 40% |  | 4.00 | 2.00 | 2.00 |  |" in text
+    assert text.count("| sse_fast-1w | stream |") == 1 + 2 + 1  # best, every step, one profiled
+    assert "| `write (libc.so.6)` | 30.0% |" in text
+    assert "![notifications](p.png)" in text
