@@ -17,7 +17,7 @@ from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
+__all__ = ["EVENT", "MAX_RECORD", "Tally", "pack_events", "scan_records", "tally_topics"]
 
 
 cdef extern from "zlib.h":
@@ -192,16 +192,44 @@ def scan_records(bytes data, Py_ssize_t start, event_type):
     return events, others, count, last, offset, damage, last_kind
 
 
-def tally_topics(items, wall, dict counts, dict newest, dict last_wall):
-    """Count each topic of ``items`` (objects with ``topics``) once more in ``counts``,
-    with that count as its ``newest`` and ``wall`` as its ``last_wall`` (see the
-    twin's module doc)."""
-    cdef object item, name, count
+cdef class Tally:
+    """A topic's count in the data directory (see the twin's module doc)."""
+
+    cdef public int64_t count
+    cdef public double wall
+    cdef public int64_t segment
+
+    def __cinit__(self):
+        self.count = 0
+        self.wall = 0.0
+        self.segment = -1
+
+    def __init__(self, count=0, wall=0.0, segment=-1):
+        self.count = count  # (tally_topics makes its own without this: __cinit__'s)
+        self.wall = wall
+        self.segment = segment
+
+    def __repr__(self):
+        return f"Tally(count={self.count}, wall={self.wall!r}, segment={self.segment})"
+
+
+def tally_topics(items, double wall, dict tallies, dict live, int64_t segment):
+    """Count each topic of ``items`` (objects with ``topics``) once more in its
+    ``tallies`` entry at ``wall``; a topic first counted in ``segment`` joins its
+    ``live`` topics (see the twin's module doc)."""
+    cdef object item, name
     cdef PyObject* found
+    cdef Tally tally
     for item in items:
         for name in item.topics:
-            found = PyDict_GetItem(counts, name)
-            count = 1 if found == NULL else <object>found + 1
-            PyDict_SetItem(counts, name, count)
-            PyDict_SetItem(newest, name, count)
-            PyDict_SetItem(last_wall, name, wall)
+            found = PyDict_GetItem(tallies, name)
+            if found == NULL:
+                tally = Tally.__new__(Tally)
+                PyDict_SetItem(tallies, name, tally)
+            else:
+                tally = <Tally>found
+            tally.count += 1
+            tally.wall = wall
+            if tally.segment != segment:
+                tally.segment = segment
+                PyDict_SetItem(live, name, tally)

@@ -88,6 +88,7 @@ def load_implementation(name: str) -> SimpleNamespace:
         pack_events=core["records"].pack_events,
         scan_records=core["records"].scan_records,
         tally_topics=core["records"].tally_topics,
+        Tally=core["records"].Tally,
     )
 
 

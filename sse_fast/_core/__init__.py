@@ -25,7 +25,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
     from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
     from .publish_py import ack_lines, requests_of, requests_of_lines
-    from .records_py import pack_events, scan_records, tally_topics
+    from .records_py import Tally, pack_events, scan_records, tally_topics
     from .ring_py import Ring
     from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
@@ -37,7 +37,7 @@ else:
         from .encoder_ext import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_ext import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_ext import ack_lines, requests_of, requests_of_lines
-        from .records_ext import pack_events, scan_records, tally_topics
+        from .records_ext import Tally, pack_events, scan_records, tally_topics
         from .ring_ext import Ring
         from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
@@ -45,7 +45,7 @@ else:
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
         from .parser_py import DEFAULT_MAX_EVENT_SIZE, ParsedEvent, Parser
         from .publish_py import ack_lines, requests_of, requests_of_lines
-        from .records_py import pack_events, scan_records, tally_topics
+        from .records_py import Tally, pack_events, scan_records, tally_topics
         from .ring_py import Ring
         from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 
@@ -71,6 +71,7 @@ __all__ = [
     "ParsedEvent",
     "Parser",
     "Ring",
+    "Tally",
     "Topic",
     "TopicTable",
     "ack_lines",

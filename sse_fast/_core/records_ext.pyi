@@ -9,7 +9,9 @@ compiled module and the pure twin (``sse_fast._core.records_py``) against it wit
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
+from typing_extensions import disjoint_base
+
+__all__ = ["EVENT", "MAX_RECORD", "Tally", "pack_events", "scan_records", "tally_topics"]
 
 EVENT: int
 MAX_RECORD: int
@@ -18,10 +20,18 @@ def pack_events(items: Sequence[Any], wall: float) -> bytes: ...
 def scan_records(
     data: bytes, start: int, event_type: type[Any] | None
 ) -> tuple[list[Any], list[tuple[int, int, bytes]], int, int, int, str, int]: ...
+
+@disjoint_base  # a Cython cdef class
+class Tally:
+    count: int
+    wall: float
+    segment: int
+    def __init__(self, count: int = 0, wall: float = 0.0, segment: int = -1) -> None: ...
+
 def tally_topics(
     items: Sequence[Any],
     wall: float,
-    counts: dict[str, int],
-    newest: dict[str, int],
-    last_wall: dict[str, float],
+    tallies: dict[str, Tally],
+    live: dict[str, Tally],
+    segment: int,
 ) -> None: ...

@@ -14,12 +14,16 @@ Theory of operation
 * ``pack_events(items, wall)``: the records of ``items`` (objects with
   ``position``, ``id``, ``topics`` and ``frame``) published at ``wall``, in one
   ``bytes``.
-* ``tally_topics(items, wall, counts, newest, last_wall)``: the data
-  directory's per-topic count, for retention (a segment is dead once every
-  topic in it wrote a ring's worth of events since, or went idle): for each
-  topic of each of ``items``, one more event in ``counts``, that count as the
-  topic's newest in the segment (``newest``) and ``wall`` as its last write
-  (``last_wall``). The dicts are the caller's, changed in place.
+* ``tally_topics(items, wall, tallies, live, segment)``: the data directory's
+  per-topic count, for retention (a segment is dead once every topic in it
+  wrote a ring's worth of events since, or went idle). Each topic has one
+  ``Tally`` in ``tallies`` (created at its first event): ``count`` its events
+  so far, ``wall`` the wall-clock time of its newest, ``segment`` the segment
+  (its first position) it was last counted in. For each topic of each of
+  ``items``: one more event at ``wall``; a topic first counted in ``segment``
+  goes into ``live`` (that segment's topics while it is written: when it is
+  sealed, their counts are the ordinals of their newest events in it). One
+  lookup per topic and event, the dicts the caller's, changed in place.
 * ``scan_records(data, start, event_type)``: the records of ``data`` from byte
   ``start`` until the end or the first one that does not check out (its
   length runs past the end, or its CRC does not match). Returns
@@ -38,7 +42,7 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["EVENT", "MAX_RECORD", "pack_events", "scan_records", "tally_topics"]
+__all__ = ["EVENT", "MAX_RECORD", "Tally", "pack_events", "scan_records", "tally_topics"]
 
 EVENT = 1
 #: a record is never larger than this (a frame is limited far below it): a
@@ -138,18 +142,37 @@ def scan_records(
     return events, others, count, last, offset, damage, last_kind
 
 
+class Tally:
+    """A topic's count in the data directory (see the module doc)."""
+
+    __slots__ = ("count", "segment", "wall")
+
+    def __init__(self, count: int = 0, wall: float = 0.0, segment: int = -1) -> None:
+        self.count = count
+        self.wall = wall
+        self.segment = segment
+
+    def __repr__(self) -> str:
+        return f"Tally(count={self.count}, wall={self.wall!r}, segment={self.segment})"
+
+
 def tally_topics(
     items: Sequence[Any],
     wall: float,
-    counts: dict[str, int],
-    newest: dict[str, int],
-    last_wall: dict[str, float],
+    tallies: dict[str, Tally],
+    live: dict[str, Tally],
+    segment: int,
 ) -> None:
-    """Count each topic of ``items`` (objects with ``topics``) once more in ``counts``,
-    with that count as its ``newest`` and ``wall`` as its ``last_wall`` (see the
-    module doc)."""
+    """Count each topic of ``items`` (objects with ``topics``) once more in its
+    ``tallies`` entry at ``wall``; a topic first counted in ``segment`` joins its
+    ``live`` topics (see the module doc)."""
     for item in items:
         for name in item.topics:
-            count = counts[name] = counts.get(name, 0) + 1
-            newest[name] = count
-            last_wall[name] = wall
+            tally = tallies.get(name)
+            if tally is None:
+                tally = tallies[name] = Tally()
+            tally.count += 1
+            tally.wall = wall
+            if tally.segment != segment:
+                tally.segment = segment
+                live[name] = tally

@@ -489,7 +489,7 @@ def test_a_quiet_topic_pins_its_segment_until_its_ttl(
     assert len(files(tmp_path)) == 7
     # idle past its ttl, its ring is gone: its segment and the busy ones before the last 2
     assert log.delete_dead(1_501.0) == 4
-    assert "quiet" not in log.counts
+    assert "quiet" not in log.tallies
     assert as_tuples(read(str(tmp_path)).events) == as_tuples(busy[3:])
     assert quiet[0].position < read(str(tmp_path)).first_position
     log.close()
@@ -504,6 +504,34 @@ def test_a_segment_is_kept_while_any_of_its_topics_needs_it(tmp_path: Path) -> N
     put(log, [(None, ("b",), frame(9, 150)), (None, ("b",), frame(10, 150))])
     assert log.delete_dead(time.time()) == 3
     log.close()
+
+
+def test_a_sealed_segment_holds_each_topic_s_newest_ordinal(tmp_path: Path) -> None:
+    """A segment counts its topics live while it is written (one tally per topic, no
+    per-event dict of its own) and keeps their ordinals once a later one is started;
+    a restart reads the same ordinals back from the files."""
+    log = EventLog(str(tmp_path), fsync="never", segment_bytes=400)
+    log.open()
+    put(log, [(None, ("a", "b"), frame(0)), (None, ("a",), frame(1))])
+    first = log.segments[-1]
+    assert first.topics == {} and sorted(first.live) == ["a", "b"]
+    assert first.live["a"] is log.tallies["a"]
+    put(log, [(None, ("b",), frame(2, 400))])  # past segment_bytes: the next one starts
+    assert log.segments[-2] is first and first.live == {}
+    assert first.topics == {"a": 2, "b": 2}  # the ordinals of their newest events in it
+    put(log, [(None, ("a",), frame(3)), (None, ("c",), frame(4))])
+    assert sorted(log.segments[-1].live) == ["a", "c"]
+    assert first.topics == {"a": 2, "b": 2}  # sealed: later events do not move it
+    counts = {name: tally.count for name, tally in log.tallies.items()}
+    assert counts == {"a": 3, "b": 2, "c": 1}
+    ordinals = [s.topics for s in log.segments[:-1]]
+    log.close()
+    again = EventLog(str(tmp_path), fsync="never", segment_bytes=400)
+    again.open()
+    assert [s.topics for s in again.segments[: len(ordinals)]] == ordinals
+    assert again.segments[len(ordinals)].topics == {"a": 3, "c": 1}  # sealed at the restart
+    assert {name: tally.count for name, tally in again.tallies.items()} == counts
+    again.close()
 
 
 def test_the_byte_budget_deletes_the_oldest_segments(
@@ -591,7 +619,7 @@ def test_a_failed_append_keeps_nothing(tmp_path: Path) -> None:
         log.append(items)
     assert f"the data directory {tmp_path}" in str(info.value)
     assert log.write_errors == 1 and log.figures()["data_write_errors"] == 1
-    assert (log.bytes, log.next_position, log.counts["a"]) == (total, position, 1)
+    assert (log.bytes, log.next_position, log.tallies["a"].count) == (total, position, 1)
     disk_back(log, good)
     assert segment.stat().st_size == size
     log.append(items)

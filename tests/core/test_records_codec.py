@@ -134,17 +134,28 @@ def test_a_negative_start_is_refused(impl: SimpleNamespace) -> None:
 # -- the data directory's per-topic tally ----------------------------------------------
 
 
+def _counts(tallies: dict[str, Any]) -> dict[str, tuple[int, float, int]]:
+    return {name: (t.count, t.wall, t.segment) for name, t in tallies.items()}
+
+
 def test_topics_are_tallied_per_event(impl: SimpleNamespace) -> None:
-    counts: dict[str, int] = {"a": 5}
-    newest: dict[str, int] = {}
-    last_wall: dict[str, float] = {"z": 1.0}
+    """One tally per topic: its count, its newest wall, its segment; a topic joins a
+    segment's live topics once, at its first event there."""
+    tallies: dict[str, Any] = {"a": impl.Tally(5, 1.0, 10), "z": impl.Tally(1, 1.0, 10)}
+    kept = tallies["a"]
+    live: dict[str, Any] = {}
     items = [Item(1, "1", ("a", "b"), b""), Item(2, "2", ("b",), b""), Item(3, "3", ("a",), b"")]
-    impl.tally_topics(items, 9.5, counts, newest, last_wall)
-    assert counts == {"a": 7, "b": 2}
-    assert newest == {"a": 7, "b": 2}
-    assert last_wall == {"z": 1.0, "a": 9.5, "b": 9.5}
-    impl.tally_topics([], 10.0, counts, newest, last_wall)
-    assert counts == {"a": 7, "b": 2}
+    impl.tally_topics(items, 9.5, tallies, live, 20)
+    assert _counts(tallies) == {"a": (7, 9.5, 20), "b": (2, 9.5, 20), "z": (1, 1.0, 10)}
+    assert tallies["a"] is kept  # counted in place
+    assert list(live) == ["a", "b"] and live["a"] is tallies["a"]
+    impl.tally_topics([Item(4, "4", ("a",), b"")], 10.0, tallies, live, 20)
+    assert list(live) == ["a", "b"] and _counts(tallies)["a"] == (8, 10.0, 20)
+    impl.tally_topics([], 11.0, tallies, live, 20)
+    assert _counts(tallies)["a"] == (8, 10.0, 20)
+    fresh = impl.Tally()
+    assert (fresh.count, fresh.wall, fresh.segment) == (0, 0.0, -1)
+    assert repr(fresh) == "Tally(count=0, wall=0.0, segment=-1)"
 
 
 @needs_both
@@ -154,12 +165,11 @@ def test_both_tally_alike(batches: list[list[Item]]) -> None:
     outcomes = []
     for name in ("ext", "py"):
         impl = load_implementation(name)
-        counts: dict[str, int] = {}
-        last_wall: dict[str, float] = {}
+        tallies: dict[str, Any] = {}
         segments = []
         for wall, items in enumerate(batches):
-            newest: dict[str, int] = {}
-            impl.tally_topics(items, float(wall), counts, newest, last_wall)
-            segments.append(newest)
-        outcomes.append((counts, last_wall, segments))
+            live: dict[str, Any] = {}
+            impl.tally_topics(items, float(wall), tallies, live, wall // 2)  # two a segment
+            segments.append(sorted(live))
+        outcomes.append((_counts(tallies), segments))
     assert outcomes[0] == outcomes[1]

@@ -34,7 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..._core import tally_topics
+from ..._core import Tally, tally_topics
 from ..sequencing import Sequenced, first_position
 from .records import (
     HEADER,
@@ -75,7 +75,15 @@ class Segment:
     size: int = HEADER
     last: int = 0  # its newest event's position (0: none yet)
     #: each topic with an event here, and the ordinal of its newest one here
+    #: (filled when the segment is sealed: a later one is written)
     topics: dict[str, int] = field(default_factory=dict)
+    #: while it is the one written: its topics' tallies (``tally_topics``)
+    live: dict[str, Tally] = field(default_factory=dict)
+
+    def seal(self) -> None:
+        """No more events here: its topics' ordinals are their counts now."""
+        self.topics.update((name, tally.count) for name, tally in self.live.items())
+        self.live = {}
 
 
 @dataclass
@@ -222,9 +230,9 @@ class EventLog:
         self.next_position = 0
         self.segments: list[Segment] = []
         self.bytes = 0
-        #: each topic's events so far and the wall-clock time of its newest
-        self.counts: dict[str, int] = {}
-        self.last_wall: dict[str, float] = {}
+        #: each topic's events so far, the wall-clock time of its newest and the
+        #: segment it was last counted in (``records_py``'s module doc)
+        self.tallies: dict[str, Tally] = {}
         self.write_errors = 0
         self.deleted_segments = 0
         #: this machine's boot (``records.BOOT``), read by ``open``
@@ -242,13 +250,10 @@ class EventLog:
         loaded = read(self.path, writer=True)
         self.segments = loaded.segments
         self.bytes = sum(segment.size for segment in self.segments)
-        ordinal = self.counts
         for segment, events in _by_segment(loaded):
             for event in events:
-                for name in event.topics:
-                    count = ordinal[name] = ordinal.get(name, 0) + 1
-                    segment.topics[name] = count
-                    self.last_wall[name] = event.wall
+                tally_topics((event,), event.wall, self.tallies, segment.live, segment.first)
+            segment.seal()
         boot = current_boot_id()
         if loaded.sequence is None:
             self.sequence = self.next_position = first_position()
@@ -309,6 +314,8 @@ class EventLog:
         except StoreWriteError:
             self._abandon_newest(old)
             raise
+        if len(self.segments) > 1:
+            self.segments[-2].seal()  # the one written until now
         if old >= 0:
             try:
                 if self.fsync != "never":
@@ -346,7 +353,7 @@ class EventLog:
                 raise
         else:
             self._dirty = True
-        tally_topics(items, wall, self.counts, segment.topics, self.last_wall)
+        tally_topics(items, wall, self.tallies, segment.live, segment.first)
         segment.last = items[-1].position
         self.next_position = segment.last + 1
         if segment.size >= self.segment_bytes:
@@ -429,11 +436,11 @@ class EventLog:
         return deleted
 
     def _dead(self, segment: Segment, now: float) -> bool:
-        counts, last_wall = self.counts, self.last_wall
+        tallies = self.tallies
         cutoff = now - self.topic_ttl
         frames = self.ring_frames
         return all(
-            ordinal <= counts[name] - frames or last_wall[name] < cutoff
+            ordinal <= tallies[name].count - frames or tallies[name].wall < cutoff
             for name, ordinal in segment.topics.items()
         )
 
@@ -453,11 +460,11 @@ class EventLog:
             os.unlink(segment.path)
         self.bytes -= segment.size
         self.deleted_segments += 1
-        counts, last_wall = self.counts, self.last_wall
+        tallies = self.tallies
         for name, ordinal in segment.topics.items():
-            if counts.get(name) == ordinal:  # its newest event went: forget the topic
-                del counts[name]
-                del last_wall[name]
+            tally = tallies.get(name)
+            if tally is not None and tally.count == ordinal:  # its newest event went
+                del tallies[name]  # forget the topic
 
     # ---------------------------------------------------------------- closing
 
