@@ -813,8 +813,10 @@ def profile_section(rows: list[dict[str, Any]]) -> list[str]:
         "",
         *[f"- {name}: {what}" for name, what in loop_profile.descriptions()],
         "",
-        "| target | way | offered /s | samples | loop us/event | " + " | ".join(names) + " |",
-        "|---|---|---:|---:|---:|" + "---:|" * len(names),
+        "| target | way | offered /s | samples | loop us/event | in Granian | "
+        + " | ".join(names)
+        + " |",
+        "|---|---|---:|---:|---:|---:|" + "---:|" * len(names),
     ]
     for r in sampled:
         summary = r["profile"]
