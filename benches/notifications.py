@@ -791,6 +791,13 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _options(report: dict[str, Any]) -> str:
+    """The run's options as given (``--quick`` alone in reports from before they were kept)."""
+    if "argv" in report:
+        return "".join(f" {arg}" for arg in report["argv"])
+    return " --quick" if report["quick"] else ""
+
+
 def profile_section(rows: list[dict[str, Any]]) -> list[str]:
     """``--profile``: the event loop's time by stage for every sampled step (us per
     event: the stage's share of the samples times the step's loop us per event),
@@ -871,7 +878,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# Per-user notifications, side by side",
         "",
-        f"`python -m benches.notifications{' --quick' if report['quick'] else ''}` "
+        f"`python -m benches.notifications{_options(report)}` "
         f"on {m.get('cores') or m.get('cpus')} cores ({cpu}), "
         f"Python {m['python']}, {report['date']}.",
         "",
@@ -1005,6 +1012,7 @@ def main(argv: list[str] | None = None) -> int:
         targets.insert(targets.index(base) + 1, peers.checkout_target(base, args.compare_with))
     report: dict[str, Any] = {
         "quick": args.quick,
+        "argv": [arg for arg in (argv if argv is not None else sys.argv[1:])],
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": machine(),
         "params": p,

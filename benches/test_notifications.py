@@ -212,6 +212,7 @@ def test_report_with_profiles(tmp_path: Path) -> None:
     report = {
         "quick": False,
         "date": "2026-11-26 02:00",
+        "argv": ["--targets", "sse_fast-1w", "--profile"],
         "machine": {"cores": 2, "cpu": "test cpu", "python": "3.11.7"},
         "params": N.params(quick=False),
         "targets": ["sse_fast-1w"],
@@ -221,6 +222,7 @@ def test_report_with_profiles(tmp_path: Path) -> None:
     }
     N.write_report(report, tmp_path / "p.md")
     text = (tmp_path / "p.md").read_text()
+    assert "`python -m benches.notifications --targets sse_fast-1w --profile` on 2" in text
     assert "## Where the event loop's time goes (py-spy)" in text
     header = "| target | way | offered /s | samples | loop us/event | in Granian | gc | send |"
     assert header in text
