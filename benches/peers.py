@@ -293,6 +293,8 @@ class Target:
     start_timeout: float = START_TIMEOUT
     stop_timeout: float = STOP_TIMEOUT
     keep_logs: bool = False
+    #: the Python that runs a Python server ("": this one, ``sys.executable``)
+    python: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _workdir: Path | None = field(default=None, init=False, repr=False)
     _log: Any = field(default=None, init=False, repr=False)
@@ -345,7 +347,7 @@ class Target:
         return descendants(self._proc.pid)
 
     def versions(self) -> dict[str, str]:
-        return {"python": platform.python_version()}
+        return {"python": python_version(self.python)}
 
     def notes(self) -> list[str]:
         """Configuration facts worth printing next to this target's results."""
@@ -482,7 +484,7 @@ class SseFastTarget(Target):
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv = [
-            sys.executable,
+            self.python or sys.executable,
             "-m",
             "sse_fast",
             "serve",
@@ -817,6 +819,46 @@ def thread_cpu(pids: list[int]) -> dict[str, float]:
                     )
                     out[role] += (int(fields[11]) + int(fields[12])) / tick
     return out
+
+
+def python_version(python: str = "") -> str:
+    """The version of ``python`` (an interpreter's path; "" for this one)."""
+    if not python:
+        return platform.python_version()
+    done = subprocess.run(
+        [python, "-c", "import platform; print(platform.python_version())"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return done.stdout.strip()
+
+
+def python_versions(python: str) -> dict[str, str]:
+    """The versions another Python runs the servers with: its own and its packages'."""
+    code = (
+        "import importlib.metadata as m, json, platform; print(json.dumps("
+        "{'python': platform.python_version(), "
+        "**{n: m.version(n) for n in ('granian', 'uvloop', 'orjson')}}))"
+    )
+    done = subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    versions: dict[str, str] = json.loads(done.stdout)
+    return versions
+
+
+def python_target(base: Target, python: str) -> Target:
+    """``base`` run by another Python (its packages installed there, this checkout's
+    extensions built in place for it), named ``<base>@py<version>``: an A/B of the
+    interpreter in the same run (``--compare-python``)."""
+    return replace(
+        base,
+        name=f"{base.name}@py{python_version(python)}",
+        port=free_ports(base.host, 1)[0],
+        python=python,
+    )
 
 
 def checkout_target(base: SseFastTarget, checkout: str | Path) -> SseFastTarget:

@@ -46,6 +46,7 @@ from .single_publish import (
     main_of,
     run_rounds,
     with_checkout,
+    with_python,
 )
 
 USERS = 10_000
@@ -120,8 +121,11 @@ def targets(host: str) -> list[peers.Target]:
     return out
 
 
-def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
-    return run_rounds(with_checkout(targets(peers.HOST), compare_with), rounds, seconds)
+def run(
+    rounds: int, seconds: float, compare_with: str | None = None, compare_python: str = ""
+) -> dict[str, Any]:
+    chosen = with_python(with_checkout(targets(peers.HOST), compare_with), compare_python)
+    return run_rounds(chosen, rounds, seconds)
 
 
 def median(report: dict[str, Any], name: str) -> float:

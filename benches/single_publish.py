@@ -79,7 +79,7 @@ class BareTarget(GranianTarget):
     stop_at_length: bool = False
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        argv = [sys.executable, "bare_post_app.py", self.host, str(self.port)]
+        argv = [self.python or sys.executable, "bare_post_app.py", self.host, str(self.port)]
         env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
         return argv, peers.PEERS_DIR, peers._clean_env(env)
 
@@ -130,6 +130,10 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
                 if "@" not in target.name:  # the other checkout's (--compare-with) is its name
                     with contextlib.suppress(Exception):
                         versions.update(target.versions())
+                elif "@py" in target.name and target.python:  # --compare-python
+                    with contextlib.suppress(Exception):
+                        other = peers.python_versions(target.python)
+                        versions.update({f"{k} ({target.name})": v for k, v in other.items()})
                 pids = target.server_pids()
                 pin(pids, SERVER_CORE)
                 time.sleep(0.5)
@@ -161,7 +165,9 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
     }
 
 
-def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[str, Any]:
+def run(
+    rounds: int, seconds: float, compare_with: str | None = None, compare_python: str = ""
+) -> dict[str, Any]:
     host = peers.HOST
     ports = peers.free_ports(host, 6)
     targets: list[peers.Target] = [
@@ -172,7 +178,25 @@ def run(rounds: int, seconds: float, compare_with: str | None = None) -> dict[st
         AlwaysTarget("sse_fast-always", host, ports[4], heartbeat=30.0),
         DecayTarget("sse_fast-decay10", host, ports[5], heartbeat=30.0),
     ]
-    return run_rounds(with_checkout(targets, compare_with), rounds, seconds)
+    targets = with_python(with_checkout(targets, compare_with), compare_python)
+    return run_rounds(targets, rounds, seconds)
+
+
+#: the targets run by another Python too (``--compare-python``)
+PYTHON_COMPARED = ("bare", "sse_fast")
+
+
+def with_python(targets: list[peers.Target], python: str) -> list[peers.Target]:
+    """``targets`` with each of ``PYTHON_COMPARED`` run by ``python`` right after its
+    own (``--compare-python``)."""
+    if not python:
+        return targets
+    out: list[peers.Target] = []
+    for target in targets:
+        out.append(target)
+        if target.name in PYTHON_COMPARED:
+            out.append(peers.python_target(target, python))
+    return out
 
 
 #: the targets run from the other checkout too (``--compare-with``)
@@ -229,7 +253,8 @@ def write_report(report: dict[str, Any], path: Path) -> None:
         "`--persistence always` (an fdatasync per write of the data directory); "
         "sse_fast-decay10: with `--allocator-decay 10` (Granian's allocator keeps freed pages "
         "10 s instead of giving them back at once); `@<commit>`: "
-        "the same from another commit's checkout (`--compare-with`), run right after.",
+        "the same from another commit's checkout (`--compare-with`), run right after; "
+        "`@py<version>`: the same run by another Python (`--compare-python`).",
         "- Versions: " + "; ".join(f"{k} {v}" for k, v in sorted(report["versions"].items())),
         "",
         "| target | requests/s per round | median | vs bare | vs bare-cl | p99 ms (median) |",
@@ -262,7 +287,7 @@ def main_of(
     name: str,
     doc: str,
     seconds: float,
-    run_them: Callable[[int, float, str | None], dict[str, Any]],
+    run_them: Callable[[int, float, str | None, str], dict[str, Any]],
     write: Callable[[dict[str, Any], Path], None],
     argv: list[str] | None,
 ) -> int:
@@ -281,8 +306,16 @@ def main_of(
         "(git worktree add DIR REF && cd DIR && python setup.py build_ext --inplace), as "
         "target sse_fast@REF, right after sse_fast in every round",
     )
+    parser.add_argument(
+        "--compare-python",
+        metavar="PYTHON",
+        default="",
+        help="also run the Python servers by this interpreter (its packages installed: "
+        "granian, uvloop, orjson; this checkout's extensions built in place for it), as "
+        "targets <name>@py<version>, right after their own in every round",
+    )
     args = parser.parse_args(argv)
-    report = run_them(args.rounds, args.seconds, args.compare_with)
+    report = run_them(args.rounds, args.seconds, args.compare_with, args.compare_python)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write(report, out.with_suffix(".md"))

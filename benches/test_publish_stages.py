@@ -9,11 +9,14 @@ this very process. Fast, no server; run explicitly (the default test run's
 from __future__ import annotations
 
 import os
+import platform
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from benches import peers
 from benches import publish_stages as P
 from benches.peers import thread_cpu
 
@@ -94,3 +97,26 @@ def test_cpu_is_read_by_thread_role() -> None:
     assert now["other"] >= before["other"] + 0.2  # the spinning thread
     assert now["loop"] >= before["loop"] + 0.05  # this process's main thread
     assert now["io"] == before["io"] == 0.0  # no tokio thread here
+
+
+def test_another_python_runs_bare_and_sse_fast_right_after_their_own() -> None:
+    """``--compare-python``: the floor and the edge again, by the other interpreter,
+    named by its version, each on a port of its own; the others once."""
+    from benches.single_publish import BareTarget, with_python
+
+    targets: list[peers.Target] = [
+        BareTarget("bare", peers.HOST, 1),
+        BareTarget("bare-cl", peers.HOST, 2, stop_at_length=True),
+        peers.SseFastTarget("sse_fast", peers.HOST, 3),
+    ]
+    assert with_python(targets, "") == targets
+    version = platform.python_version()
+    chosen = with_python(targets, sys.executable)
+    names = [t.name for t in chosen]
+    assert names == ["bare", f"bare@py{version}", "bare-cl", "sse_fast", f"sse_fast@py{version}"]
+    other = chosen[4]
+    assert isinstance(other, peers.SseFastTarget) and other.python == sys.executable
+    assert other.port not in (1, 2, 3)
+    assert other.command(Path("/tmp"))[0][0] == sys.executable
+    assert chosen[0].python == "" and chosen[0].command(Path("/tmp"))[0][0] == sys.executable
+    assert peers.python_versions(sys.executable)["python"] == version
