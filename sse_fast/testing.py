@@ -147,11 +147,11 @@ class ServerProcess:
                 except OSError:
                     pass
                 time.sleep(0.05)
+            raise RuntimeError(f"server did not become ready:\n{self.output()}")
         except BaseException:  # whatever stops the wait (a probe's bug, ^C): no server left
             self.stop()
+            self.remove_files()  # __exit__ does not run: its log and data go here
             raise
-        self.stop()
-        raise RuntimeError(f"server did not become ready:\n{self.output()}")
 
     def _all_workers_ready(self, deadline: float) -> bool:
         """``/readyz`` answers for the worker that took the request; with several
@@ -249,7 +249,13 @@ class ServerProcess:
         self.stop()
         if kind is None:  # a failing test keeps its own error
             assert not self.left_behind, f"the server left processes behind: {self.left_behind}"
-        if os.path.exists(self.log_path):
+        self.remove_files()
+
+    def remove_files(self) -> None:
+        """Its log (each server's has a name of its own) and the data directory it made."""
+        if getattr(self, "log", None) is not None:
+            self.log.close()
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_path)
         if self.own_data_dir:
             shutil.rmtree(self.own_data_dir, ignore_errors=True)

@@ -142,7 +142,7 @@ def _listening(server: ServerProcess) -> Iterator[int]:
         yield server.port
     finally:
         server.stop()
-        server.log.close()
+        server.remove_files()
 
 
 def test_a_client_that_leaves_is_noticed_within_two_seconds(server: ServerProcess) -> None:

@@ -3,6 +3,9 @@ in any way (a leftover from a failed start outlived a test session once)."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from sse_fast.testing import ServerProcess
@@ -19,3 +22,24 @@ def test_a_failing_probe_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> No
         pass
     assert server.proc is not None and server.proc.poll() is not None
     assert server._group() == []
+    assert not os.path.exists(server.log_path)  # its log and data go with it
+    assert not os.path.exists(server.own_data_dir)
+
+
+def test_a_server_that_exits_early_says_why_and_leaves_no_files() -> None:
+    """The error carries the server's output; the log (a name of its own per server,
+    so nothing later overwrites it) and the data directory are removed."""
+    server = ServerProcess(command=[sys.executable, "-c", "print('no such app'); exit(3)"])
+    with pytest.raises(RuntimeError, match="server exited early:\nno such app"), server:
+        pass
+    assert not os.path.exists(server.log_path)
+    assert server.own_data_dir and not os.path.exists(server.own_data_dir)
+
+
+def test_each_server_has_a_log_of_its_own() -> None:
+    """Two servers on the same port number (as in two network namespaces) do not share
+    a log: one's exit must not remove the other's."""
+    first, second = ServerProcess(port=41177), ServerProcess(port=41177)
+    assert first.log_path != second.log_path
+    for server in (first, second):
+        server.remove_files()  # the data directories they made
