@@ -227,7 +227,7 @@ def tally_topics(items, double wall, dict tallies, dict live, int64_t segment):
                 tally = Tally.__new__(Tally)
                 PyDict_SetItem(tallies, name, tally)
             else:
-                tally = <Tally>found
+                tally = <Tally?>found
             tally.count += 1
             tally.wall = wall
             if tally.segment != segment:
