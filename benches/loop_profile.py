@@ -57,7 +57,6 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
             "TopicTable__keep",
             "store (topic_ext.pyx",
             "keep_to_budget",
-            "ring_ext.pyx",
         ),
     ),
     (
@@ -73,23 +72,24 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
     (
         "parse",
         "the request's body: lines, JSON, checks",
-        (
-            "_Stream.split ",
-            "_Stream.take ",
-            "publish_ext",
-            "sse_fast/publishing.py",
-            "orjson",
-        ),
+        ("_Stream.split ", "_Stream.take ", "requests_of", "sse_fast/publishing.py"),
     ),
     (
         "answer",
-        "answering: the stream's acks, a request's response (Granian's send included)",
-        ("_Stream.write ", "send_json ", "sse_fast/app/http.py"),
+        "answering: the stream's acks (built and sent), a request's response (Granian's "
+        "send included)",
+        (
+            "_Stream.write ",
+            "send_json ",
+            "sse_fast/app/http.py",
+            "ack_lines",
+            "publish_ext__ack",
+        ),
     ),
     (
         "receive",
         "waiting on and taking the request body from Granian (receive)",
-        ("PublishEndpoint.read_body ", "BodyDeadlines.read ", "_Stream.run "),
+        ("PublishEndpoint.read_body ", "BodyDeadlines.read "),
     ),
     (
         "app",
@@ -102,6 +102,12 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
             "sse_fast/publish",
         ),
     ),
+]
+#: frames whose stage depends on what they called: (pattern, stage, inner patterns):
+#: the stage when a frame inside it matches one of the inner patterns (the stream's
+#: loop awaiting Granian's receive), else the frame counts as the stages above say
+BY_CALLEE: list[tuple[str, str, tuple[str, ...]]] = [
+    ("_Stream.run ", "receive", ("granian/", "ensure_future", "asyncio/")),
 ]
 #: for a sample in none of the stages above (checked the same way)
 OUTSIDE: list[tuple[str, str, tuple[str, ...]]] = [
@@ -168,13 +174,19 @@ def read(path: Path, thread: int) -> collections.Counter[tuple[str, ...]]:
 
 def stage_of(stack: Iterable[str]) -> str:
     """The stage of one sample: the innermost frame that names one of
-    :data:`STAGES`, else of :data:`OUTSIDE`, else ``other``."""
+    :data:`STAGES` (or of :data:`BY_CALLEE`), else of :data:`OUTSIDE`, else ``other``."""
     frames = list(stack)[::-1]
-    for stages in (STAGES, OUTSIDE):
-        for frame in frames:
-            for name, _, patterns in stages:
-                if any(p in frame for p in patterns):
-                    return name
+    for index, frame in enumerate(frames):
+        for pattern, name, inner in BY_CALLEE:
+            if pattern in frame and any(p in f for f in frames[:index] for p in inner):
+                return name
+        for name, _, patterns in STAGES:
+            if any(p in frame for p in patterns):
+                return name
+    for frame in frames:
+        for name, _, patterns in OUTSIDE:
+            if any(p in frame for p in patterns):
+                return name
     return OTHER[0]
 
 

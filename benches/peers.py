@@ -540,6 +540,7 @@ class SseFastTarget(Target):
             sse_fast=_dist_version("sse_fast"),
             granian=_dist_version("granian"),
             uvloop=_dist_version("uvloop"),
+            orjson=_dist_version("orjson"),
         )
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             rev = subprocess.run(

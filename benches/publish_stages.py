@@ -68,7 +68,7 @@ class StageTarget(GranianTarget):
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv = [
-            sys.executable,
+            self.python or sys.executable,
             "-m",
             "granian",
             "--interface",

@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -131,8 +132,11 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
                     with contextlib.suppress(Exception):
                         versions.update(target.versions())
                 elif "@py" in target.name and target.python:  # --compare-python
-                    with contextlib.suppress(Exception):
+                    try:
                         other = peers.python_versions(target.python)
+                    except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                        log(f"{target.name}: its versions could not be read: {exc!r}")
+                    else:
                         versions.update({f"{k} ({target.name})": v for k, v in other.items()})
                 pids = target.server_pids()
                 pin(pids, SERVER_CORE)
@@ -228,6 +232,11 @@ def checkout_lines(report: dict[str, Any]) -> list[str]:
     return out
 
 
+def _options(report: dict[str, Any]) -> str:
+    """The run's options as given (none in reports from before they were kept)."""
+    return "".join(f" {arg}" for arg in report.get("argv", []))
+
+
 def median(report: dict[str, Any], name: str) -> float:
     return float(statistics.median(r["requests_per_s"] for r in report["results"][name]))
 
@@ -238,7 +247,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# One event per request: POST /publish against a bare Granian app",
         "",
-        f"`python -m benches.single_publish` on {m.get('cores', '?')} cores "
+        f"`python -m benches.single_publish{_options(report)}` on {m.get('cores', '?')} cores "
         f"({m.get('cpu', '?')}), Python {m.get('python', '?')}, {report['date']}.",
         "",
         f"- Each server alone on core 1 (every thread pinned), no subscribers; `wrk` on core 0, "
@@ -316,6 +325,7 @@ def main_of(
     )
     args = parser.parse_args(argv)
     report = run_them(args.rounds, args.seconds, args.compare_with, args.compare_python)
+    report["argv"] = list(argv if argv is not None else sys.argv[1:])
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     write(report, out.with_suffix(".md"))

@@ -22,6 +22,10 @@ STORE = "TopicTable__store (topic_ext.pyx:337)"
 LOG = "EventLog.append (/x/sse_fast/brokers/durable/log.py:349)"
 TALLY = "tally_topics (records_ext.pyx:204)"
 RUN = "Loop__run (loop.c:20313);uv_run (core.c:464)"
+READ = "Ring__read (ring_ext.pyx:150)"
+ORJSON = "0x7f02 (/site-packages/orjson/orjson.cpython-311-x86_64-linux-gnu.so)"
+STREAM = "_Stream.run (/x/sse_fast/app/publish_stream.py:195)"
+ACKS = "ack_lines (publish_ext.pyx:189)"
 RAW = f"""\
 thread (100): MainThread;{ROOT};{RUN};{FLUSH};{GRANIAN};write (libc.so.6) 7
 thread (100): MainThread;{ROOT};{RUN};{LOG};{APPLY};{STORE} 5
@@ -59,6 +63,18 @@ def test_read_keeps_one_thread_and_adds_up_repeated_stacks(tmp_path: Path) -> No
         ([ROOT, RUN, "task_step (_asynciomodule.c:2990)"], "loop"),
         ([ROOT, "PyObject_Malloc (obmalloc.c:1)"], "other"),  # cli.py is not "app"
         ([ROOT, RUN, FLUSH, "gc_collect_main (libpython3.11.so.1.0)"], "gc"),
+        # a ring read by the flush is the flush's, a ring write by the store the store's
+        ([ROOT, RUN, FLUSH, "TopicTable__flush (topic_ext.pyx:379)", READ], "send"),
+        ([ROOT, RUN, APPLY, "TopicTable__keep (topic_ext.pyx:285)", READ], "store"),
+        # JSON is its caller's: a line parsed, a response written
+        ([ROOT, STREAM, "_Stream.take (/x/sse_fast/app/publish_stream.py:254)", ORJSON], "parse"),
+        ([ROOT, "send_json (/x/sse_fast/app/http.py:107)", ORJSON], "answer"),
+        # the acks built natively are the answer, not the parse
+        ([ROOT, STREAM, ACKS, "publish_ext__ack (publish_ext.pyx:186)"], "answer"),
+        # the stream's loop: awaiting Granian's receive, or its own lines
+        ([ROOT, STREAM, GRANIAN, "write (libc.so.6)"], "receive"),
+        ([ROOT, STREAM, "_ensure_future (/lib/python3.11/asyncio/tasks.py:663)"], "receive"),
+        ([ROOT, STREAM], "app"),
     ],
 )
 def test_stage_of(frames: list[str], stage: str) -> None:
