@@ -534,6 +534,51 @@ def test_a_sealed_segment_holds_each_topic_s_newest_ordinal(tmp_path: Path) -> N
     again.close()
 
 
+class _NoNextSegment:
+    """``os`` for the log, where starting a segment fails: creating its file, or
+    writing its header (the segment is then abandoned)."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(os, name)
+
+    def open(self, path: str, flags: int, *mode: int) -> int:
+        if self.how == "create" and flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.open(path, flags, *mode)
+
+    def write(self, fd: int, data: Any) -> int:
+        if self.how == "header" and bytes(data[: len(MAGIC)]) == MAGIC:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return os.write(fd, data)
+
+
+@pytest.mark.parametrize("how", ["create", "header"])
+def test_a_segment_that_could_not_be_left_counts_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, how: str
+) -> None:
+    """A next segment that cannot be started leaves the one being written live: the
+    events written to it meanwhile count in its ordinals when it is sealed later."""
+    log = EventLog(str(tmp_path), fsync="never", segment_bytes=400)
+    log.open()
+    first = log.segments[-1]
+    monkeypatch.setattr(durable_log, "os", _NoNextSegment(how))
+    put(log, [(None, ("a",), frame(0, 400))])  # past segment_bytes: no next segment
+    put(log, [(None, ("b",), frame(1)), (None, ("a",), frame(2))])
+    assert log.segments[-1] is first and sorted(first.live) == ["a", "b"]
+    assert first.topics == {}
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 2 and all("cannot start a new segment" in m for m in said)
+    caplog.clear()  # logged as it should be (the autouse check fails on others)
+    monkeypatch.undo()
+    put(log, [(None, ("c",), frame(3))])  # the next one starts now
+    assert log.segments[-2] is first and first.live == {}
+    assert first.topics == {"a": 2, "b": 1, "c": 1}
+    log.close()
+
+
 def test_the_byte_budget_deletes_the_oldest_segments(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
