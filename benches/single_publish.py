@@ -195,12 +195,7 @@ def with_python(targets: list[peers.Target], python: str) -> list[peers.Target]:
     own (``--compare-python``)."""
     if not python:
         return targets
-    out: list[peers.Target] = []
-    for target in targets:
-        out.append(target)
-        if target.name in PYTHON_COMPARED:
-            out.append(peers.python_target(target, python))
-    return out
+    return _each_after(targets, PYTHON_COMPARED, lambda t: peers.python_target(t, python))
 
 
 #: the targets run from the other checkout too (``--compare-with``)
@@ -212,12 +207,25 @@ def with_checkout(targets: list[peers.Target], compare_with: str | None) -> list
     after its own (``--compare-with``)."""
     if not compare_with:
         return targets
+
+    def other(target: peers.Target) -> peers.Target:
+        assert isinstance(target, peers.SseFastTarget)
+        return peers.checkout_target(target, compare_with)
+
+    return _each_after(targets, COMPARED, other)
+
+
+def _each_after(
+    targets: list[peers.Target],
+    names: tuple[str, ...],
+    make: Callable[[peers.Target], peers.Target],
+) -> list[peers.Target]:
+    """``targets``, each one named in ``names`` followed by ``make(it)``."""
     out: list[peers.Target] = []
     for target in targets:
         out.append(target)
-        if target.name in COMPARED:
-            assert isinstance(target, peers.SseFastTarget)
-            out.append(peers.checkout_target(target, compare_with))
+        if target.name in names:
+            out.append(make(target))
     return out
 
 
