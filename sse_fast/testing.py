@@ -32,6 +32,7 @@ the test, stopped after it.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import http.client
 import itertools
@@ -69,6 +70,22 @@ __all__ = [
 ]
 
 _LOGS = itertools.count()  # a server log's number within this process
+#: the logs and data directories of servers started and not yet removed: those of a
+#: server a test stopped without leaving its ``with`` (a restart's first server) go
+#: when the process ends
+_LEFT: set[str] = set()
+
+
+@atexit.register
+def _remove_left() -> None:
+    for path in list(_LEFT):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    _LEFT.clear()
+
 
 #: the loopback address every server here listens on
 HOST = "127.0.0.1"
@@ -126,6 +143,9 @@ class ServerProcess:
 
     def __enter__(self) -> ServerProcess:
         self.log = open(self.log_path, "wb")
+        _LEFT.add(self.log_path)
+        if self.own_data_dir:
+            _LEFT.add(self.own_data_dir)
         self.proc = subprocess.Popen(
             self.command,
             env=self.env,
@@ -257,8 +277,10 @@ class ServerProcess:
             self.log.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.log_path)
+        _LEFT.discard(self.log_path)
         if self.own_data_dir:
             shutil.rmtree(self.own_data_dir, ignore_errors=True)
+            _LEFT.discard(self.own_data_dir)
 
     def worker_pids(self) -> list[int]:
         """The pids of the server process's children (its workers, and the relay's process)."""
