@@ -12,6 +12,7 @@ refuses, and a transform given by name.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -201,8 +202,16 @@ class Subscriber:
         self.until = until
         self.url = f"http://{HOST}:{port}/events"
         self.topic = topic
-        self.thread = threading.Thread(target=asyncio.run, args=(self._read(),), daemon=True)
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task[None] | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        self.task = self.loop.create_task(self._read())
+        with contextlib.suppress(asyncio.CancelledError):
+            self.loop.run_until_complete(self.task)
+        self.loop.close()
 
     async def _read(self) -> None:
         async def read() -> None:
@@ -227,7 +236,14 @@ class Subscriber:
 
     def join(self) -> None:
         self.thread.join(30)
-        assert not self.thread.is_alive()
+        if self.thread.is_alive():  # stopped, so that no client outlives the test
+            if self.task is not None:
+                self.loop.call_soon_threadsafe(self.task.cancel)
+            self.thread.join(5)
+            raise AssertionError(
+                f"{len(self.data)} of {self.until} events in 30 s; "
+                f"last {self.data[-3:]}; said {self.control[-3:]}"
+            )
 
 
 def readyz(port: int) -> tuple[int, dict[str, Any]]:
