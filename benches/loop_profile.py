@@ -223,18 +223,5 @@ def summarize(stacks: collections.Counter[tuple[str, ...]], top: int = 12) -> di
     }
 
 
-def stage_rows(
-    summary: dict[str, Any], us_per_event: float | None
-) -> list[tuple[str, float, float | None]]:
-    """(stage, share, microseconds per event or None) for every stage with samples."""
-    total = max(summary["samples"], 1)
-    rows = []
-    for name, count in summary["stages"].items():
-        if count:
-            share = count / total
-            rows.append((name, share, None if us_per_event is None else share * us_per_event))
-    return rows
-
-
 def descriptions() -> list[tuple[str, str]]:
     return [(name, what) for name, what, _ in STAGES + OUTSIDE] + [OTHER]

@@ -791,11 +791,12 @@ def steps_table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def _options(report: dict[str, Any]) -> str:
-    """The run's options as given (``--quick`` alone in reports from before they were kept)."""
+def options_of(report: dict[str, Any]) -> str:
+    """A run's options as given (``--quick`` alone in reports from before they were
+    kept; none in other benchmarks' older reports)."""
     if "argv" in report:
         return "".join(f" {arg}" for arg in report["argv"])
-    return " --quick" if report["quick"] else ""
+    return " --quick" if report.get("quick") else ""
 
 
 def profile_section(rows: list[dict[str, Any]]) -> list[str]:
@@ -878,7 +879,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# Per-user notifications, side by side",
         "",
-        f"`python -m benches.notifications{_options(report)}` "
+        f"`python -m benches.notifications{options_of(report)}` "
         f"on {m.get('cores') or m.get('cpus')} cores ({cpu}), "
         f"Python {m['python']}, {report['date']}.",
         "",

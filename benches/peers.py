@@ -824,16 +824,7 @@ def thread_cpu(pids: list[int]) -> dict[str, float]:
 
 def python_version(python: str = "") -> str:
     """The version of ``python`` (an interpreter's path; "" for this one)."""
-    if not python:
-        return platform.python_version()
-    done = subprocess.run(
-        [python, "-c", "import platform; print(platform.python_version())"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return done.stdout.strip()
+    return python_versions(python)["python"] if python else platform.python_version()
 
 
 def python_versions(python: str) -> dict[str, str]:

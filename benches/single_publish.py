@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import peers
-from .notifications import SERVER_CORE, _wrk, pin
+from .notifications import SERVER_CORE, _wrk, options_of, pin
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -240,11 +240,6 @@ def checkout_lines(report: dict[str, Any]) -> list[str]:
     return out
 
 
-def _options(report: dict[str, Any]) -> str:
-    """The run's options as given (none in reports from before they were kept)."""
-    return "".join(f" {arg}" for arg in report.get("argv", []))
-
-
 def median(report: dict[str, Any], name: str) -> float:
     return float(statistics.median(r["requests_per_s"] for r in report["results"][name]))
 
@@ -255,7 +250,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
     lines = [
         "# One event per request: POST /publish against a bare Granian app",
         "",
-        f"`python -m benches.single_publish{_options(report)}` on {m.get('cores', '?')} cores "
+        f"`python -m benches.single_publish{options_of(report)}` on {m.get('cores', '?')} cores "
         f"({m.get('cpu', '?')}), Python {m.get('python', '?')}, {report['date']}.",
         "",
         f"- Each server alone on core 1 (every thread pinned), no subscribers; `wrk` on core 0, "

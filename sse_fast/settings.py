@@ -159,7 +159,7 @@ class _Listening:
         default=0.0,
         metadata=_doc(
             "seconds Granian's allocator keeps memory it freed before giving it back; 0: at "
-            "once, 1.6 KB less per idle stream and 2.3 KB during a broadcast, for about 0.91x "
+            "once, 1.6 KB less per idle stream and 2.3 KB during a broadcast, for 0.88-0.91x "
             "the single publishes/s; 10 is jemalloc's own. Set by sse-fast serve before "
             "Granian loads (not when embedded); options in _RJEM_MALLOC_CONF win"
         ),
