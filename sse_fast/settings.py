@@ -107,6 +107,7 @@ NON_NEGATIVE = (
     "drain_retry_jitter_ms",
     "catch_up_timeout",
     "backpressure",
+    "stream_send_buffer",
     "max_history_bytes",
     "broker_down_limit",
     "upstream_ready_grace",
@@ -154,6 +155,14 @@ class _Listening:
     )
     runtime_threads: int = field(
         default=1, metadata=_doc("Granian I/O threads per worker (socket writes run there)")
+    )
+    stream_send_buffer: int = field(
+        default=0,
+        metadata=_doc(
+            "kernel send buffer per connection (SO_SNDBUF, bytes; Linux holds up to twice "
+            "it): bounds the kernel memory a client that stops reading pins (0 = the "
+            "kernel's autotuning, up to net.ipv4.tcp_wmem's maximum, 4 MiB by default)"
+        ),
     )
     allocator_decay: float = field(
         default=0.0,
