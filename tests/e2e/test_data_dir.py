@@ -178,6 +178,59 @@ def test_a_full_disk_is_refused_with_503_counted_and_recovered_from(tmp_path: Pa
         asyncio.run(main())
 
 
+def _fill_up(mount: Path) -> None:
+    """Take every byte a file may still get on the file system at ``mount``."""
+    fd = os.open(mount / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _started_and_stopped(output: str) -> None:
+    """The server said its one line and went: no worker was started again."""
+    assert "respawn" not in output.lower() and "crash loop" not in output, output
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_full_disk_at_start_is_one_line_and_exit_2(tmp_path: Path, workers: int) -> None:
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        data = mount / "data"
+        data.mkdir()
+        _fill(data, 20)  # a history to restore, on a disk that fills up afterwards
+        (data / "lock").write_text("1\n")  # as the last run left it
+        _fill_up(mount)
+        code, output = run_serve("--data-dir", str(data), "--workers", str(workers))
+    assert code == 2, output
+    line = one_line(output)
+    assert f"the data directory {data} is on a full file system" in line, line
+    assert "free space there, or choose another with --data-dir" in line
+    assert "publish" not in line  # nothing was published: a start is not a publish
+    _started_and_stopped(output)
+
+
+def test_a_read_only_mount_is_said_as_such(tmp_path: Path) -> None:
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        data = mount / "data"
+        data.mkdir()
+        _fill(data, 20)
+        done = subprocess.run(
+            ["mount", "-o", "remount,ro", str(mount)], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot make the mount read-only: {done.stderr.strip()}")
+        code, output = run_serve("--data-dir", str(data))
+    assert code == 2, output
+    line = one_line(output)
+    assert f"the data directory {data} is on a read-only file system" in line, line
+    assert "mount it read-write, or choose another with --data-dir" in line
+    assert "permission" not in line
+    _started_and_stopped(output)
+
+
 def _as_after_a_power_cut(data: Path, keep: int) -> list[str]:
     """Rewrite the data directory as a machine crash under fsync=interval leaves
     it: the newest events never reached the disk, and the machine rebooted (the
