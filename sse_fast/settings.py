@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._core.request import TOPIC_CHARACTERS, TOPIC_NAME
+from .patterns import PatternError, check_pattern
 
 __all__ = [
     "ENV_PREFIX",
@@ -61,6 +62,9 @@ def split_list(text: str) -> tuple[str, ...]:
     """A comma-separated setting's items, stripped, empty ones left out."""
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
+
+#: settings that list topic names/globs (``*`` and ``?`` only: ``sse_fast/patterns.py``)
+PATTERN_SETTINGS = ("private_topics", "presence_topics", "public_presence_topics", "webhook_topics")
 
 #: settings that must be above 0, and those that must not be below
 POSITIVE = (
@@ -280,7 +284,18 @@ class _Limits:
         default=1000, metadata=_doc("streams per client IP per worker (0 = unlimited)")
     )
     trusted_proxies: str = field(
-        default="", metadata=_doc("comma-separated proxy IPs whose X-Forwarded-For is trusted")
+        default="",
+        metadata=_doc(
+            "comma-separated proxy addresses or networks (10.0.0.0/8) whose forwarding header "
+            "(forwarded_header) names the client"
+        ),
+    )
+    forwarded_header: str = field(
+        default="x-forwarded-for",
+        metadata=_doc(
+            "the header trusted_proxies write the client into: x-forwarded-for or forwarded "
+            "(RFC 7239); the other is ignored"
+        ),
     )
     publish_rate: float = field(
         default=200.0, metadata=_doc("publish requests per second per credential (0 = off)")
@@ -363,6 +378,13 @@ class _Features:
             "comma-separated topic names/globs whose joins and leaves are published to "
             "<topic>/presence (at most one event per topic and presence_interval) and, with "
             "Redis, whose presence is counted across nodes"
+        ),
+    )
+    public_presence_topics: str = field(
+        default="",
+        metadata=_doc(
+            "comma-separated topic names/globs whose <topic>/presence stays public even when "
+            "the topic is private (serve warns); by default a private topic's presence is private"
         ),
     )
     presence_interval: float = field(
@@ -590,6 +612,7 @@ class Settings(
         self._check_signs()
         self._check_limits()
         self._check_listening()
+        self._check_proxies_and_patterns()
         self._check_services()
 
     def _check_signs(self) -> None:
@@ -625,6 +648,27 @@ class Settings(
                         f"ops_networks: {network.strip()!r} is not a network "
                         "(e.g. 10.0.0.0/8 or 127.0.0.1)"
                     ) from None
+
+    def _check_proxies_and_patterns(self) -> None:
+        for network in split_list(self.trusted_proxies):
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"trusted_proxies: {network!r} is not an address or network "
+                    "(e.g. 10.0.0.5 or 10.0.0.0/8)"
+                ) from None
+        if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
+            raise SettingsError(
+                "forwarded_header must be x-forwarded-for or forwarded (the header your "
+                f"proxies write), got {self.forwarded_header!r}"
+            )
+        for name in PATTERN_SETTINGS:
+            for pattern in split_list(getattr(self, name)):
+                try:
+                    check_pattern(pattern)
+                except PatternError as exc:
+                    raise SettingsError(f"{name}: {exc}") from None
 
     def _check_services(self) -> None:
         """Redis, mirror mode, typed streams, presence, webhooks, TLS, logging."""
