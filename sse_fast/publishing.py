@@ -13,14 +13,13 @@ answer with and a sentence saying what was wrong.
 
 from __future__ import annotations
 
-import fnmatch
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
 from ._core import requests_of
 from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
+from .patterns import matches  # the one matcher, here for its older importers
 from .settings import Settings
 
 PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})
@@ -42,16 +41,6 @@ class PublishError(ValueError):
         self.retry_after = retry_after
         #: the refusal metric's reason, when more precise than the endpoint's
         self.reason = reason
-
-
-def matches(topic: str, patterns: Iterable[str]) -> bool:
-    """True when ``topic`` is one of ``patterns`` or matches one of their globs."""
-    for pattern in patterns:
-        if pattern == topic or pattern == "*":
-            return True
-        if ("*" in pattern or "?" in pattern) and fnmatch.fnmatchcase(topic, pattern):
-            return True
-    return False
 
 
 def check_topic(name: object, settings: Settings) -> str:
