@@ -240,7 +240,8 @@ def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
     data = DataDirectory(settings.data_dir or default_data_dir())
     data.acquire()
     try:
-        loaded = read(data.path, events=False)  # checked; the sequencer loads them
+        # checked as the sequencer will (``durable/integrity.py``), which loads them
+        loaded = read(data.path, events=False, checks=True, recover=settings.data_recover)
     except BaseException:
         data.release()
         raise

@@ -1,7 +1,8 @@
 """Admission: who the client is, and whether it may open a stream or publish now.
 
-* Client address: the peer address, or, behind a trusted proxy
-  (``trusted_proxies``), the nearest untrusted address in ``X-Forwarded-For``.
+* Client address (``forwarded.py``): the peer address, or, behind a trusted
+  proxy (``trusted_proxies``), the nearest untrusted hop of every line of
+  ``X-Forwarded-For`` (or ``Forwarded``), read right to left.
 * Stream limits: ``max_connections`` streams per worker (503), at most
   ``max_connections_per_ip`` open streams (429) and ``connect_rate_per_ip``
   new ones per second (429) per client address. A stream holds its per-IP slot
@@ -16,9 +17,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..asgi import Scope
-from ..settings import Settings, split_list
-from .http import HTTPError, header, retry_after
+from ..settings import Settings
+from .forwarded import ClientAddress
+from .http import HTTPError, retry_after
 
 __all__ = ["Admission", "ClientAddress", "TokenBucket"]
 
@@ -49,26 +50,6 @@ class TokenBucket:
             return 0.0
         self._buckets[key] = (tokens, now)
         return float((1.0 - tokens) / self.rate)
-
-
-class ClientAddress:
-    """The address a request comes from, seen through trusted proxies."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.trusted_proxies = frozenset(split_list(settings.trusted_proxies))
-
-    def __call__(self, scope: Scope) -> str:
-        client = scope.get("client")
-        peer = str(client[0]) if client else "?"
-        if peer not in self.trusted_proxies:
-            return peer
-        forwarded = header(scope, b"x-forwarded-for")
-        if not forwarded:
-            return peer
-        for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-            if hop not in self.trusted_proxies:
-                return hop
-        return peer
 
 
 class Admission:
