@@ -61,10 +61,13 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..publishing import PublishRequest
 from .sequencing import Sequenced
+
+if TYPE_CHECKING:
+    from .durable.restore import RestoreProgress
 
 
 class Member(Protocol):
@@ -120,6 +123,9 @@ class Broker(abc.ABC):
     #: together, to ``publish_nowait`` (a broker that writes each publish: the hub's
     #: ``together.py``)
     groups_publishes: bool = False
+    #: how far the start's restoring of history from a data directory is (``durable/``);
+    #: None until a start restores some
+    progress: RestoreProgress | None = None
 
     def __init__(self) -> None:
         self._member: Member | None = None

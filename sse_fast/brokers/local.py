@@ -18,7 +18,7 @@ from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from .durable import EventLog, StoreWriteError, remember_ids
-from .durable.restore import restore
+from .durable.restore import RestoreProgress, restore_gradually
 from .sequencing import RecentIds, first_position, sequence_once
 
 __all__ = [
@@ -48,17 +48,19 @@ class LocalBroker(Broker):
 
     async def start(self) -> None:
         """With a store: read it back (events into the hub's rings, the position sequence, the
-        retry memory) and start its periodic work (syncing, deleting dead segments)."""
+        retry memory; the files in a thread, the events a chunk at a time: ``progress``) and
+        start its periodic work (syncing, deleting dead segments)."""
         store = self.store
         if store is None:
             return
         started = time.perf_counter()
-        loaded = store.open()
+        self.progress = progress = RestoreProgress()
+        loaded = await asyncio.to_thread(store.open)
         self.first_position = loaded.first_position
         self.next_position = store.next_position
         self.lost = loaded.lost
-        self.restored = restore(self, loaded.events, loaded.lost)
-        ids = remember_ids(self.recent, loaded.events)
+        self.restored = await restore_gradually(self, loaded.events, loaded.lost, progress)
+        ids = await asyncio.to_thread(remember_ids, self.recent, loaded.events)
         log.info(
             "data directory %s: %d events restored, %d publisher ids remembered, in %.2f s "
             "(next position %d)",

@@ -19,7 +19,7 @@ from ..._tasks import stop_task
 from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
-from ..durable.restore import read_into
+from ..durable.restore import RestoreProgress, read_into
 from .process import GATHER_TIMEOUT
 from .wire import pack, pack_publish, read_message, unpack_delivery
 
@@ -77,7 +77,7 @@ class RelayBroker(Broker):
         """Load the relay's data directory when there is one, then connect and join;
         ``ConnectionError`` when the relay cannot be reached within ``connect_timeout`` seconds."""
         if self.store_dir:
-            self._restore()
+            await self._restore()
         deadline = time.monotonic() + self.connect_timeout
         while True:
             try:
@@ -89,11 +89,12 @@ class RelayBroker(Broker):
                 await asyncio.sleep(0.05)
         self._task = asyncio.get_running_loop().create_task(self._run(reader))
 
-    def _restore(self) -> None:
+    async def _restore(self) -> None:
         """Apply what the relay's data directory holds, then join as a worker that
         has it (the relay replays the rest from its log): a restarted server's
-        workers each load the history themselves, in parallel."""
-        loaded = read_into(self, self.store_dir)
+        workers each load the history themselves, in parallel (``progress``)."""
+        self.progress = progress = RestoreProgress()
+        loaded = await read_into(self, self.store_dir, progress)
         if loaded.events and loaded.sequence is not None:
             self.sequence = loaded.sequence
 
