@@ -517,6 +517,15 @@ class _Storage:
     fsync_interval: float = field(
         default=1.0, metadata=_doc("seconds between syncs to disk with persistence=interval")
     )
+    data_recover: bool = field(
+        default=False,
+        metadata=_doc(
+            "start on a data directory that lost events (a damaged or cut segment, a missing "
+            "one), which otherwise stops the server: drop what cannot be read, keep a copy of "
+            "each cut file in damaged/, and record the lost positions (resuming clients get "
+            "sse-fast-missed)"
+        ),
+    )
 
 
 @dataclass

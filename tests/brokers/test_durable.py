@@ -1007,13 +1007,15 @@ def test_the_default_data_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 @pytest.fixture
 def syncs(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
-    """How many times ``os.fdatasync`` and ``os.fsync`` were called."""
+    """How many times ``os.fdatasync`` and ``os.fsync`` were called on segments (the
+    checkpoint's syncs, ``checkpoint.py``, are its own)."""
     counts = {"fdatasync": 0, "fsync": 0}
     for name in counts:
         real = getattr(os, name)
 
         def counting(fd: int, name: str = name, real: Any = real) -> None:
-            counts[name] += 1
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".log"):
+                counts[name] += 1
             real(fd)
 
         monkeypatch.setattr(os, name, counting)

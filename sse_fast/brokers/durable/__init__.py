@@ -90,6 +90,7 @@ def log_options(settings: Settings) -> dict[str, Any]:
         "max_bytes": settings.data_max_bytes,
         "ring_frames": settings.ring_max_frames,
         "topic_ttl": settings.topic_ttl,
+        "recover": settings.data_recover,
     }
 
 

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 
 from ..._core import Tally, tally_topics
 from ..sequencing import Sequenced, first_position
+from .checkpoint import CHECKPOINT, Checkpoint, CheckpointFile, load_checkpoint
+from .integrity import DAMAGED, Found, refusal, verify
+from .integrity import recover as recover_files
 from .records import (
     HEADER,
     MAGIC,
@@ -59,7 +62,7 @@ log = logging.getLogger("sse_fast.storage")
 #: the values of ``fsync``: when appended events reach the disk (see the module docstring);
 #: the records number them in this order (``records.POLICIES``, the same tuple)
 FSYNC_POLICIES = POLICIES
-ALLOWED = ("lock", "lost+found")
+ALLOWED = ("lock", "lost+found", CHECKPOINT, CHECKPOINT + ".new", DAMAGED)
 
 
 class StoreWriteError(StoreError):
@@ -108,6 +111,15 @@ class Loaded:
     segments: list[Segment] = field(default_factory=list)
     #: (file, bytes) of unfinished writes dropped from the end
     torn: list[tuple[str, int]] = field(default_factory=list)
+    #: ranges of positions lost between segments, found by a recovering writer
+    #: (``integrity.Verdict.gaps``: the stream is told at ``last + 1``)
+    recovered: list[tuple[int, int]] = field(default_factory=list)
+    #: a recovering writer found events lost after the newest one kept
+    trailing_loss: bool = False
+    #: the checkpoint could not be read: new positions start past the wall clock
+    untrusted: bool = False
+    #: the newest position the last run had given, as its checkpoint says (0: unknown)
+    given_up_to: int = 0
 
 
 def _segment_name(first: int) -> str:
@@ -131,14 +143,29 @@ def _list(path: str) -> list[str]:
     return sorted(names)
 
 
-def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
-    """Read every segment of ``path``. The writer truncates a torn end of the
-    newest segment (logged); a reader leaves it (it may be a write in progress).
-    Without ``events`` the records are only checked (``Loaded.count``).
-    A damaged record elsewhere, a file that is not ours, or segments of different
-    stores raise ``StoreError`` naming the file."""
+def read(
+    path: str,
+    *,
+    writer: bool = False,
+    events: bool = True,
+    recover: bool = False,
+    checks: bool = False,
+) -> Loaded:
+    """Read every segment of ``path``. A reader takes what it finds (a torn end may
+    be a write in progress). The writer first checks the directory
+    (``integrity.verify``): it cuts a write the last run did not finish from the end
+    of the newest segment (logged), and raises ``StoreError`` for damage, a missing
+    segment or one cut short, unless ``recover``: then it drops what cannot be read
+    and says which positions were lost (``Loaded.lost``, ``Loaded.recovered``).
+    ``checks`` makes a reader refuse what the writer would (a supervisor's check
+    before its workers start), changing nothing.
+    Without ``events`` the records are only checked (``Loaded.count``). A file that
+    is not ours, or segments of different stores, raise ``StoreError`` naming the
+    file."""
     loaded = Loaded()
     names = _list(path)
+    found: list[Found] = []
+    contents: list[bytes] = []
     for index, name in enumerate(names):
         full = os.path.join(path, name)
         try:
@@ -165,42 +192,103 @@ def read(path: str, *, writer: bool = False, events: bool = True) -> Loaded:
                 "move the foreign ones away"
             )
         result = scan(data, full, events)
+        if result.torn and not newest and not writer:
+            raise StoreError(
+                f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "
+                "newest file, so this is not an unfinished write: move it (and the files "
+                "before it) away to start without the history it holds"
+            )
+        found.append(Found(full, first, len(data), result, newest))
+        contents.append(data)
+    if writer or checks:
+        _check(path, loaded, found, contents, recover, events, act=writer)
+    del contents
+    for segment in found:
+        result = segment.scan
         loaded.count += result.count
-        if result.torn:
-            if not newest:
-                raise StoreError(
-                    f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "
-                    "newest file, so this is not an unfinished write: move it (and the files "
-                    "before it) away to start without the history it holds"
-                )
-            if writer:
-                log.warning(
-                    "dropped %d bytes at the end of %s: a write the last run did not finish "
-                    "(%s); none of it was acknowledged under fsync=always",
-                    result.torn,
-                    full,
-                    result.damage,
-                )
-                with open(full, "r+b") as f:
-                    f.truncate(result.end)
-                    os.fsync(f.fileno())
-                loaded.torn.append((full, result.torn))
-        segment = Segment(full, first, result.end)
+        kept = Segment(segment.path, segment.first, result.end)
         if not loaded.segments:
-            loaded.first_position = first
-        segment.last = result.last
-        loaded.segments.append(segment)
+            loaded.first_position = segment.first
+        kept.last = result.last
+        loaded.segments.append(kept)
         loaded.events.extend(result.events)
         loaded.lost.extend(result.lost)
-        loaded.last_position = max(loaded.last_position, first - 1, segment.last)
-        for _, last in result.lost:
-            loaded.last_position = max(loaded.last_position, last)
+        loaded.last_position = max(loaded.last_position, segment.end_position)
         loaded.clean = result.closed is not None  # the newest segment's last record
         if result.boot is not None:
             loaded.boot = result.boot
     if loaded.events:
         loaded.first_position = min(loaded.first_position, loaded.events[0].position)
     return loaded
+
+
+def _check(
+    path: str,
+    loaded: Loaded,
+    found: list[Found],
+    contents: list[bytes],
+    recover: bool,
+    events: bool,
+    act: bool,
+) -> None:
+    """The writer's checks (``integrity``): refuse, or (``act``) recover, or cut an
+    unfinished write; what was lost goes into ``loaded``."""
+    boot = current_boot_id()
+    try:
+        checkpoint = load_checkpoint(path)
+    except StoreError as exc:
+        if act:
+            log.warning(
+                "%s; checking the segments by themselves, and new positions start past every "
+                "one the last run may have given",
+                exc,
+            )
+        checkpoint = None
+        loaded.untrusted = True
+    if checkpoint is not None and loaded.sequence not in (None, checkpoint.sequence):
+        raise StoreError(
+            f"{os.path.join(path, CHECKPOINT)} belongs to another store (sequence "
+            f"{checkpoint.sequence}, not {loaded.sequence} as the segments): move it away"
+        )
+    binding = checkpoint if checkpoint is not None and checkpoint.binding(boot) else None
+    verdict = verify(found, contents, binding, boot)
+    if verdict.problems and not recover:
+        for problem in verdict.problems[1:]:
+            log.error("%s", problem.message)
+        raise refusal(verdict)
+    if not act:
+        return
+    if verdict.problems:
+        for problem in verdict.problems:
+            log.error("%s; recovering (--data-recover)", problem.message)
+        recover_files(verdict, path)
+        for index, segment in enumerate(found):
+            cut = next(
+                (p.cut_at for p in verdict.problems if p.path == segment.path and p.cut_at),
+                None,
+            )
+            if cut is not None:
+                rescan = scan(contents[index][:cut], segment.path, events)
+                found[index] = Found(segment.path, segment.first, cut, rescan, segment.newest)
+        loaded.recovered = verdict.gaps
+        loaded.trailing_loss = verdict.trailing
+    for full, end in verdict.unfinished:
+        index = next(i for i, segment in enumerate(found) if segment.path == full)
+        segment = found[index]
+        log.warning(
+            "dropped %d bytes at the end of %s: a write the last run did not finish "
+            "(%s); it was neither acknowledged nor delivered",
+            segment.size - end,
+            full,
+            segment.scan.damage,
+        )
+        with open(full, "r+b") as f:
+            f.truncate(end)
+            os.fsync(f.fileno())
+        loaded.torn.append((full, segment.size - end))
+        segment.scan.torn = 0
+        segment.size = end
+    loaded.given_up_to = verdict.given_up_to
 
 
 class EventLog:
@@ -216,6 +304,7 @@ class EventLog:
         segment_bytes: int = 0,
         ring_frames: int = 1024,
         topic_ttl: float = 3600.0,
+        recover: bool = False,
     ) -> None:
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, not {fsync!r}")
@@ -226,6 +315,11 @@ class EventLog:
         self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, max_bytes // 8))
         self.ring_frames = ring_frames
         self.topic_ttl = topic_ttl
+        #: start on a directory the restart's checks refuse (``integrity``), recording
+        #: what was lost
+        self.recover = recover
+        self.checkpoints = CheckpointFile(path, sync=fsync != "never")
+        self._generation = 0
         self.sequence = 0
         self.next_position = 0
         self.segments: list[Segment] = []
@@ -240,14 +334,20 @@ class EventLog:
         self._fd = -1
         self._dirty = False
         self._syncing: asyncio.Future[None] | None = None
+        #: the newest segment's bytes a sync made safe (``always``, ``interval``)
+        self._acknowledged = 0
 
     # ---------------------------------------------------------------- opening
 
     def open(self) -> Loaded:
-        """Read the directory, start a new segment; return what it held. After an
-        unclean stop the positions jump to the wall clock and the ones between
-        are recorded as possibly lost (never reused for other events)."""
-        loaded = read(self.path, writer=True)
+        """Read the directory (``read``'s checks: ``StoreError`` when it lost events,
+        unless ``recover``), start a new segment; return what it held. Wherever events
+        may be lost (an unclean stop on an earlier boot, or a recovered loss at the end)
+        the positions jump to the wall clock and the ones between are recorded as
+        possibly lost (never reused for other events); after a dropped unfinished write
+        they jump too, silently (nobody was given those positions)."""
+        self.checkpoints.remove_leftover()
+        loaded = read(self.path, writer=True, recover=self.recover)
         self.segments = loaded.segments
         self.bytes = sum(segment.size for segment in self.segments)
         for segment, events in _by_segment(loaded):
@@ -255,31 +355,77 @@ class EventLog:
                 tally_topics((event,), event.wall, self.tallies, segment.live, segment.first)
             segment.seal()
         boot = current_boot_id()
+        lost_at_end = False
         if loaded.sequence is None:
             self.sequence = self.next_position = first_position()
             loaded.first_position = self.sequence
         else:
             self.sequence = loaded.sequence
-            self.next_position = loaded.last_position + 1
-            if _writes_may_be_lost(loaded, boot):
+            given = max(loaded.last_position, loaded.given_up_to)
+            self.next_position = given + 1
+            lost_at_end = _writes_may_be_lost(loaded, boot) or loaded.trailing_loss
+            if lost_at_end:
                 # past every position the lost run may have given, and one for the marker
-                self.next_position = max(loaded.last_position + 2, first_position())
+                self.next_position = max(given + 2, first_position())
+            elif loaded.torn or loaded.untrusted:
+                self.next_position = max(self.next_position, first_position())
         self.boot = boot
+        if self.segments and self.fsync != "never":
+            # the checkpoint vouches for what the last run wrote: make it so
+            _sync_file(self.segments[-1].path)
         self._start_segment()
-        if _writes_may_be_lost(loaded, boot):
+        for gap in loaded.recovered:  # between segments: told just before the next one
+            first, last = gap[0], gap[1] - 1
+            self._write(lost_record(first, last))
+            loaded.lost.append((first, last))
+        if lost_at_end:
             gap = (loaded.last_position + 1, self.next_position - 2)
-            log.warning(
-                "the last run of %s stopped without closing its data and the machine has "
-                "restarted since (fsync=%s): events after position %d may be lost; streams "
-                "resuming from before them are told (sse-fast-missed)",
-                self.path,
-                loaded.boot[1] if loaded.boot else "unknown",
-                loaded.last_position,
-            )
+            if loaded.trailing_loss:
+                log.error(
+                    "%s: events after position %d are lost (recovered with --data-recover); "
+                    "streams resuming from before them are told (sse-fast-missed)",
+                    self.path,
+                    loaded.last_position,
+                )
+            else:
+                log.warning(
+                    "the last run of %s stopped without closing its data and the machine has "
+                    "restarted since (fsync=%s): events after position %d may be lost; streams "
+                    "resuming from before them are told (sse-fast-missed)",
+                    self.path,
+                    loaded.boot[1] if loaded.boot else "unknown",
+                    loaded.last_position,
+                )
             self._write(lost_record(*gap))
             loaded.lost.append(gap)
         self._sync_now()
+        self._checkpoint_now()
         return loaded
+
+    # ---------------------------------------------------------------- checkpoint
+
+    def _snapshot(self, clean: bool = False) -> tuple[Checkpoint, int]:
+        """What the segments hold now, as the checkpoint says it (``checkpoint``): the
+        newest segment's bytes as written (what the next sync covers)."""
+        self._generation += 1
+        sizes = [(segment.first, segment.size) for segment in self.segments]
+        if sizes and self.fsync != "never":  # the newest: what a sync made safe
+            sizes[-1] = (sizes[-1][0], min(sizes[-1][1], self._acknowledged))
+        segments = tuple(sizes)
+        checkpoint = Checkpoint(
+            self.sequence, segments, self.next_position, clean, self.boot, self.fsync
+        )
+        return checkpoint, self._generation
+
+    def _checkpoint_now(self, clean: bool = False) -> None:
+        """Write the checkpoint here, on the caller's thread (open, a new segment,
+        close); a failure is logged (the old one stays true)."""
+        checkpoint, generation = self._snapshot(clean)
+        try:
+            self.checkpoints.write(checkpoint, generation)
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cannot write the checkpoint of %s: %s", self.path, exc)
 
     def _start_segment(self) -> None:
         """Write from now on into the segment starting at ``next_position`` (a new
@@ -300,6 +446,7 @@ class EventLog:
                 ) from None
             self._fd = fd
             self.segments.append(Segment(path, self.next_position, size=0))
+            self._acknowledged = 0
             try:
                 self._write(segment_header(self.sequence, self.next_position))
             except StoreWriteError:
@@ -368,6 +515,7 @@ class EventLog:
                 )
             else:
                 self._within_budget()
+                self._checkpoint_now()
 
     def _cut(self, segment: Segment, size: int) -> None:
         """Drop what was written to ``segment`` after ``size`` bytes."""
@@ -410,22 +558,38 @@ class EventLog:
                 "events may not be on the disk (check the disk), publish again"
             ) from None
         self._dirty = False
+        self._acknowledged = self.segments[-1].size
 
     async def tick(self) -> None:
-        """The periodic work: sync (``interval``) in a thread, delete dead segments."""
+        """The periodic work: sync (``interval``) in a thread, then the checkpoint (when
+        anything changed); delete dead segments."""
+        loop = asyncio.get_running_loop()
         if self.fsync == "interval" and self._dirty and self._syncing is None:
             self._dirty = False
             fd = os.dup(self._fd)  # the segment may rotate while the thread syncs
-            loop = asyncio.get_running_loop()
+            segment, size = self.segments[-1], self.segments[-1].size
             self._syncing = loop.run_in_executor(None, _sync_and_close, fd)
             try:
                 await self._syncing
             except OSError as exc:
                 self.write_errors += 1
                 log.error("cannot sync the data directory %s: %s", self.path, exc)
+                self.delete_dead(time.time())
+                return  # the checkpoint waits for a sync that works
+            else:
+                if self.segments and self.segments[-1] is segment:
+                    self._acknowledged = max(self._acknowledged, size)
             finally:
                 self._syncing = None
         self.delete_dead(time.time())
+        checkpoint, generation = self._snapshot()
+        written = self.checkpoints.written
+        if written is None or written != checkpoint:
+            try:
+                await loop.run_in_executor(None, self.checkpoints.write, checkpoint, generation)
+            except OSError as exc:
+                self.write_errors += 1
+                log.error("cannot write the checkpoint of %s: %s", self.path, exc)
 
     def delete_dead(self, now: float) -> int:
         """Delete the oldest segments none of whose events a ring still keeps."""
@@ -476,8 +640,11 @@ class EventLog:
             self._write(closed_record(self.next_position - 1))
             if self.fsync != "never":
                 os.fsync(self._fd)
+            self._acknowledged = self.segments[-1].size
         except (OSError, StoreError) as exc:
             log.error("the data directory %s was not closed cleanly: %s", self.path, exc)
+        else:
+            self._checkpoint_now(clean=True)
         os.close(self._fd)
         self._fd = -1
 
@@ -521,6 +688,14 @@ def _by_segment(loaded: Loaded) -> list[tuple[Segment, list[Event]]]:
 def _sync_and_close(fd: int) -> None:
     try:
         os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
 
