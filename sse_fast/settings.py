@@ -595,6 +595,14 @@ class _Handoff:
         default="",
         metadata=_doc("internal: the data directory serve locked for this server (set by serve)"),
     )
+    start_failure_file: str = field(
+        default="",
+        metadata=_doc(
+            "internal: where a worker reports a failed start, which stops the server; with it a "
+            "worker answers /livez from its first second and restores history meanwhile "
+            "(set by serve)"
+        ),
+    )
 
 
 @dataclass
