@@ -232,6 +232,8 @@ REFUSAL_REASONS: dict[str, str] = {
     "connect_rate": "new streams from one address over connect_rate_per_ip (429)",
     "publish_rate": "publishes of one credential over publish_rate (429)",
     "draining": "the server is shutting down (503)",
+    "starting": "the worker is starting (restoring history); only /livez, /healthz, /readyz and "
+    "/schema answer yet (503)",
     "broker_unavailable": "the broker (relay or Redis) cannot take a subscription now (503)",
     "unavailable": "a publish stream ended because the broker became unavailable",
     "expired": "a publish stream ended because its credential expired",
