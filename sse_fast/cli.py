@@ -17,6 +17,7 @@ from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
+from .app.auth import presence_warnings
 from .brokers.durable import DataDirectory, StoreError, default_data_dir, log_options, read
 from .settings import Settings, SettingsError, history_budget, unknown_variables
 
@@ -184,6 +185,8 @@ def serve(settings: Settings) -> int:
     check_listen_address(settings.host, settings.port, settings.reuse_port)
     capacity = _announce_capacity(settings)
     _check_credentials(settings)
+    for warning in presence_warnings(settings):
+        log.warning("%s", warning)
     settings.install_signal_handlers = True
     upstream_dir = _prepare_relay_mode(settings)
     if settings.schemas:
