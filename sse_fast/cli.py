@@ -348,12 +348,14 @@ def _require_granian() -> None:
 
 
 def _granian(settings: Settings, capacity: int) -> Any:
-    """The Granian server of ``settings`` (not started)."""
-    from granian import Granian
+    """The Granian server of ``settings`` (not started); its listeners give each
+    connection a send buffer of ``stream_send_buffer`` bytes (``_listener``)."""
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
-    return Granian(
+    from ._listener import granian_server
+
+    return granian_server(settings.stream_send_buffer)(
         "sse_fast.app:create_app",
         factory=True,
         address=settings.host,

@@ -134,7 +134,7 @@ def test_a_missing_middle_segment_is_refused_and_recovered_with_a_marker(
     a = publish_run(tmp_path, "a", 300)
     publish_run(tmp_path, "b", 300)
     c = publish_run(tmp_path, "c", 300)
-    first, middle, last = segments(tmp_path)
+    _, middle, _ = segments(tmp_path)
     middle.unlink()
     line = refused(tmp_path)
     assert f"the segment {middle.name} is missing" in line, line
