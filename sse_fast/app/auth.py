@@ -8,9 +8,17 @@ JWT claims (Mercure-like, namespaced)::
 
 Patterns are exact names or globs where ``*`` matches any run of characters
 (slashes included) and ``?`` one character; ``*`` alone allows every topic.
-Topic names cannot contain ``*`` or ``?``, so a name never matches as a
+Nothing else is special: a claim with ``[`` is refused (401), so a grant never
+means more than it says (``sse_fast/patterns.py``, the one matcher). Topic
+names cannot contain ``*``, ``?`` or ``[``, so a name never matches as a
 pattern by accident. The static publish token grants publishing to every
 topic and never subscribing to private ones.
+
+A private topic's presence is private too: ``<topic>/presence`` (its
+companion, ``hub/presence.py``) is private when ``<topic>`` is, and a
+subscribe grant that covers the private topic covers its companion. The
+companion of a topic ``public_presence_topics`` covers is public, whatever
+``private_topics`` says (``presence_warnings`` names it at start).
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.request import PublishRequest
-from ..publishing import matches
+from ..hub.presence import COMPANION, topic_of_companion
+from ..patterns import PatternError, check_pattern, matches, overlap
 from ..settings import NO_PYJWT, Settings, SettingsError, split_list
 
 try:
@@ -41,6 +50,7 @@ __all__ = [
     "Credential",
     "OperationsAccess",
     "matches",
+    "presence_warnings",
 ]
 
 #: the JWT claim holding a token's rights: ``{"publish": [...], "subscribe": [...]}``
@@ -87,6 +97,7 @@ class Authenticator:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.private_topics = split_list(settings.private_topics)
+        self.public_presence_topics = split_list(settings.public_presence_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
         self._jwks: Any = None
         if jwt is None and (
@@ -232,8 +243,27 @@ class Authenticator:
             )
 
     def is_private(self, topic: str) -> bool:
-        """Whether ``topic`` matches ``private_topics`` (subscribing needs a credential)."""
-        return matches(topic, self.private_topics)
+        """Whether subscribing to ``topic`` needs a credential: it matches
+        ``private_topics``, or it is the presence companion of a topic that does;
+        never the companion of a topic ``public_presence_topics`` covers."""
+        of = topic_of_companion(topic)
+        if of is not None and matches(of, self.public_presence_topics):
+            return False
+        if matches(topic, self.private_topics):
+            return True
+        return of is not None and matches(of, self.private_topics)
+
+    def may_subscribe(self, credential: Credential, topic: str) -> bool:
+        """Whether ``credential``'s subscribe grants cover ``topic``: a pattern of
+        them matches it, or it is the companion of a private topic one matches."""
+        if matches(topic, credential.subscribe):
+            return True
+        of = topic_of_companion(topic)
+        return (
+            of is not None
+            and matches(of, self.private_topics)
+            and matches(of, credential.subscribe)
+        )
 
     def subscriber(
         self,
@@ -286,7 +316,7 @@ class Authenticator:
                     on_ignored_cookie(exc)
                 return None
             raise
-        denied = [t for t in private if not matches(t, credential.subscribe)]
+        denied = [t for t in private if not self.may_subscribe(credential, t)]
         if denied:
             raise AuthError(
                 403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
@@ -303,7 +333,37 @@ def _patterns(value: Any, name: str) -> tuple[str, ...]:
         raise AuthError(
             401, f"claim {CLAIMS_NAMESPACE}.{name} must be a list of topic patterns", "bad_token"
         )
+    for pattern in value:
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise AuthError(
+                401, f"claim {CLAIMS_NAMESPACE}.{name}: {exc} (ask the token's issuer)", "bad_token"
+            ) from None
     return tuple(value)
+
+
+def presence_warnings(settings: Settings) -> list[str]:
+    """What ``serve`` warns of at start: each ``public_presence_topics`` pattern that
+    makes public the presence news of topics that are private (``private_topics``)
+    and tracked (``presence_topics``): anyone may read who subscribes to them."""
+    private = split_list(settings.private_topics)
+    tracked = split_list(settings.presence_topics)
+    warnings = []
+    for public in split_list(settings.public_presence_topics):
+        exposed = [
+            pattern
+            for pattern in private
+            if any(overlap(public, pattern, news) for news in tracked)
+        ]
+        if exposed:
+            warnings.append(
+                f"public_presence_topics {public!r}: the presence of private topics "
+                f"({', '.join(exposed)}) is public: anyone may subscribe to <topic>{COMPANION} "
+                "and read who subscribes to them; leave public_presence_topics out to keep "
+                "it private"
+            )
+    return warnings
 
 
 def _expiry(claims: Mapping[str, Any]) -> float | None:

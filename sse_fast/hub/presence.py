@@ -20,6 +20,11 @@
   companion topic.
 
 Companion topics (``*/presence``) are never tracked themselves.
+
+* **Privacy.** A companion topic is as private as its topic (``app/auth.py``):
+  the news names subjects, so ``user/2/inbox/presence`` needs the rights of
+  ``user/2/inbox`` when that is private; ``public_presence_topics`` covering
+  ``user/2/inbox`` makes it public (``serve`` then warns).
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..publishing import PublishRequest, matches
+from ..patterns import matches
+from ..publishing import PublishRequest
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -42,6 +48,7 @@ __all__ = [
     "PresenceNews",
     "add_up",
     "figures",
+    "topic_of_companion",
 ]
 
 log = logging.getLogger("sse_fast")
@@ -52,6 +59,14 @@ COMPANION = "/presence"
 #: seconds between two writes of a worker's figures of a topic that did not change
 #: (readers take figures of the last 30 s: ``brokers/redis/presence.py``)
 REFRESH = 10.0
+
+
+def topic_of_companion(name: str) -> str | None:
+    """The topic whose presence news ``name`` carries (``room:1`` for
+    ``room:1/presence``), None when ``name`` is no companion topic."""
+    if name.endswith(COMPANION) and len(name) > len(COMPANION):
+        return name[: -len(COMPANION)]
+    return None
 
 
 def figures(topic: Topic | None) -> dict[str, Any]:

@@ -5,10 +5,14 @@ and the safe default of a real ``sse-fast serve``."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,8 +21,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sse_fast.app import App
-from sse_fast.app.auth import matches
-from sse_fast.settings import Settings
+from sse_fast.app.auth import matches, presence_warnings
+from sse_fast.patterns import overlap
+from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess
 
 from ..support.asgi_harness import Stream, settle
@@ -222,6 +227,72 @@ def test_token_expiry_ends_the_stream_with_a_reason() -> None:
     run(main())
 
 
+def _status(app: App, topic: str, rights: dict[str, Any] | None = None) -> Any:
+    """The status of a stream opened on ``topic`` (with a token of ``rights``)."""
+
+    async def main() -> tuple[int | None, bytes]:
+        headers = {"authorization": f"Bearer {token(rights)}"} if rights is not None else {}
+        stream = Stream(app, query=[("topic", topic)], headers=headers).start()
+        await settle()
+        if stream.status == 200:
+            stream.disconnect()
+        await stream.finished()
+        return stream.status, bytes(stream.raw)
+
+    return run(main())
+
+
+def test_a_private_topics_presence_is_private() -> None:
+    """Issue 39: ``user/2/inbox`` private and tracked, its ``user/2/inbox/presence`` was open
+    to anyone (who subscribes to an inbox, named by subject)."""
+    app = make_app(private_topics="user/*/inbox", presence_topics="user/*/inbox")
+    assert app.auth.is_private("user/2/inbox/presence")
+    assert _status(app, "user/2/inbox/presence")[0] == 401
+    assert _status(app, "user/2/inbox/presence", {"subscribe": ["user/2/inbox"]})[0] == 200
+    assert _status(app, "user/2/inbox/presence", {"subscribe": ["user/3/inbox"]})[0] == 403
+    assert _status(app, "user/2/inbox/presence", {"subscribe": ["user/2/*"]})[0] == 200
+    # only a companion inherits, and only from a private topic
+    assert _status(app, "user/2/outbox/presence")[0] == 200
+    assert _status(app, "user/2/inbox/presence/presence")[0] == 200
+    assert _status(app, "/presence")[0] == 200
+    # deliberately public, as configured
+    public = make_app(
+        private_topics="user/*/inbox",
+        presence_topics="user/*/inbox",
+        public_presence_topics="user/1/*",
+    )
+    assert _status(public, "user/1/inbox/presence")[0] == 200
+    assert _status(public, "user/2/inbox/presence")[0] == 401
+    # a companion made private by name (the old advice): no right comes from its public topic
+    by_name = make_app(private_topics="room:*/presence", presence_topics="room:*")
+    assert _status(by_name, "room:1/presence", {"subscribe": ["room:1"]})[0] == 403
+    assert _status(by_name, "room:1/presence", {"subscribe": ["room:1/presence"]})[0] == 200
+    # the option wins over a private pattern that covers the companion's name too
+    named_public = make_app(private_topics="room:*", public_presence_topics="room:*")
+    assert _status(named_public, "room:1/presence")[0] == 200
+    assert _status(named_public, "room:1")[0] == 401
+
+
+def test_presence_warnings_name_what_is_exposed() -> None:
+    def warnings(**values: str) -> list[str]:
+        return presence_warnings(Settings(**values))
+
+    assert warnings(private_topics="user/*", presence_topics="user/*") == []
+    assert warnings(public_presence_topics="room:*", presence_topics="room:*") == []
+    assert (
+        warnings(  # public presence of topics that are tracked but not private
+            public_presence_topics="room:*", private_topics="user/*", presence_topics="room:*"
+        )
+        == []
+    )
+    (warning,) = warnings(
+        public_presence_topics="user/1/*",
+        private_topics="user/*/inbox,admin",
+        presence_topics="*/inbox",
+    )
+    assert "public_presence_topics 'user/1/*'" in warning and "(user/*/inbox)" in warning
+
+
 # ---------------------------------------------------------------- CORS
 
 
@@ -230,16 +301,61 @@ def test_token_expiry_ends_the_stream_with_a_reason() -> None:
 
 # ---------------------------------------------------------------- claim patterns
 
+
+@pytest.mark.parametrize("claim", ["subscribe", "publish"])
+def test_a_grant_with_a_character_class_is_refused(claim: str) -> None:
+    """Issue 39: ``user/[12]/*`` granted ``user/2/...`` (``fnmatch``'s classes); the docs
+    know ``*`` and ``?`` only. The token is refused, saying why."""
+    app = make_app(private_topics="user/*")
+    rights = {claim: ["user/[12]/*"], "subscribe": ["user/[12]/*"]}
+    status, body = _status(app, "user/2/inbox", rights)
+    assert status == 401, body
+    error = json.loads(body)["error"]
+    assert f"claim sse_fast.{claim}" in error or "claim sse_fast.subscribe" in error
+    assert "'['" in error and "only * " in error, error
+    code, _, answer = run(publish(app, {"topic": "user/2/x", "data": 1}, f"Bearer {token(rights)}"))
+    assert code == 401 and "'['" in answer["error"], answer
+
+
 names = st.text(alphabet="ab/.-", min_size=1, max_size=8)
 
 
-@given(topic=names, pattern=st.text(alphabet="ab/.-*?", min_size=1, max_size=8))
+@given(topic=names, pattern=st.text(alphabet="ab/.-*?[]!", min_size=1, max_size=8))
 def test_pattern_matching_property(topic: str, pattern: str) -> None:
+    """``*`` and ``?`` are the only wildcards: ``[``, ``]`` and ``!`` are literal."""
     import re
 
     regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
     expected = re.fullmatch(regex, topic, re.DOTALL) is not None
     assert matches(topic, [pattern]) == expected
+
+
+@given(patterns=st.lists(st.text(alphabet="ab*?", max_size=3), min_size=1, max_size=3))
+def test_overlap_is_some_topic_matching_every_pattern(patterns: list[str]) -> None:
+    """``overlap`` against every name of up to the patterns' total length (the shortest
+    common match is no longer) over a, b and one other character."""
+    longest = sum(len(p) for p in patterns)
+    candidates = [
+        "".join(t) for n in range(longest + 1) for t in itertools.product("abc", repeat=n)
+    ]
+    expected = any(all(matches(t, [p]) for p in patterns) for t in candidates)
+    assert overlap(*patterns) == expected
+
+
+def test_a_pattern_setting_with_a_character_class_stops_serve() -> None:
+    """``sse-fast serve --private-topics 'user/[12]/*'`` exits 2 with one line."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--private-topics", "user/[12]/*,admin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("sse-fast: private_topics: pattern 'user/[12]/*' has '['"), line
+    for name in ("presence_topics", "public_presence_topics", "webhook_topics"):
+        with pytest.raises(SettingsError, match=rf"^{name}: pattern 'a\[b\]\*' has '\['"):
+            Settings(**{name: "a[b]*"})
 
 
 @given(topic=names, other=names)
@@ -263,6 +379,35 @@ def test_fresh_server_is_safe_by_default() -> None:
 
         asyncio.run(main())
         assert "no publish credential configured" in server.output()
+
+
+def test_serve_keeps_a_private_topics_presence_private() -> None:
+    """The probe's case against a real server; and the warning when made public."""
+    with ServerProcess(
+        "--private-topics", "user/*/inbox", "--presence-topics", "user/*/inbox"
+    ) as server:
+
+        async def main() -> list[int]:
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                codes = []
+                for topic in ("user/2/inbox", "user/2/inbox/presence"):
+                    answer = await client.get("/events", params={"topic": topic})
+                    codes.append(answer.status_code)
+                return codes
+
+        assert asyncio.run(main()) == [401, 401]
+        assert "public_presence_topics" not in server.output()
+    with ServerProcess(
+        "--private-topics",
+        "user/*/inbox",
+        "--presence-topics",
+        "user/*/inbox",
+        "--public-presence-topics",
+        "user/*",
+    ) as server:
+        output = server.output()  # said before the workers start
+    assert "WARNING" in output
+    assert "public_presence_topics 'user/*': the presence of private topics" in output
 
 
 def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
