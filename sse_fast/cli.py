@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .app.auth import presence_warnings
 from .brokers.durable import DataDirectory, StoreError, default_data_dir, log_options, read
+from .brokers.durable.log import settle
+from .brokers.durable.records import current_boot_id
 from .settings import Settings, SettingsError, history_budget, unknown_variables
 
 if TYPE_CHECKING:
@@ -245,10 +247,14 @@ def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
     try:
         # checked as the sequencer will (``durable/integrity.py``), which loads them
         loaded = read(data.path, events=False, checks=True, recover=settings.data_recover)
+        settings.store_dir = data.path
+        if loaded.unsettled(current_boot_id()):
+            # what the writer's start writes (lost ranges, cuts) is there before the
+            # relay and its workers read the directory side by side
+            settle(**log_options(settings))
     except BaseException:
         data.release()
         raise
-    settings.store_dir = data.path
     log.info(
         "data directory %s: %d events kept (persistence=%s)",
         data.path,

@@ -126,8 +126,9 @@ def test_the_newest_segment_cut_mid_record_is_refused(tmp_path: Path) -> None:
     assert str(segment) in line and "acknowledged" in line, line
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_a_missing_middle_segment_is_refused_and_recovered_with_a_marker(
-    tmp_path: Path,
+    tmp_path: Path, workers: int
 ) -> None:
     """The probe's case 2: three runs, the middle segment deleted: the server started
     without a word and a resume from ``a-100`` went from ``a-299`` to ``c-0``."""
@@ -139,7 +140,9 @@ def test_a_missing_middle_segment_is_refused_and_recovered_with_a_marker(
     line = refused(tmp_path)
     assert f"the segment {middle.name} is missing" in line, line
 
-    with ServerProcess("--data-recover", data_dir=str(tmp_path)) as server:
+    with ServerProcess(
+        "--data-recover", "--workers", str(workers), data_dir=str(tmp_path)
+    ) as server:
 
         async def main() -> None:
             status, first_event = await resume(server, a[100])

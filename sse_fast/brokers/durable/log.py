@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..._core import Tally, tally_topics
 from ..sequencing import Sequenced, first_position
@@ -55,7 +56,15 @@ from .records import (
     sequenced_records,
 )
 
-__all__ = ["FSYNC_POLICIES", "EventLog", "Loaded", "Segment", "StoreWriteError", "read"]
+__all__ = [
+    "FSYNC_POLICIES",
+    "EventLog",
+    "Loaded",
+    "Segment",
+    "StoreWriteError",
+    "read",
+    "settle",
+]
 
 log = logging.getLogger("sse_fast.storage")
 
@@ -120,6 +129,14 @@ class Loaded:
     untrusted: bool = False
     #: the newest position the last run had given, as its checkpoint says (0: unknown)
     given_up_to: int = 0
+    #: a check (``read(checks=True)``) found what the writer's start will cut or record
+    repairs: bool = False
+
+    def unsettled(self, boot: str) -> bool:
+        """Whether the writer's start will write what the readers must see (a cut, a
+        lost range, a jump of the positions): then ``settle`` before any reader
+        reads (a relay's workers read the directory beside the relay)."""
+        return self.repairs or self.untrusted or _writes_may_be_lost(self, boot)
 
 
 def _segment_name(first: int) -> str:
@@ -257,6 +274,7 @@ def _check(
             log.error("%s", problem.message)
         raise refusal(verdict)
     if not act:
+        loaded.repairs = bool(verdict.problems or verdict.unfinished)
         return
     if verdict.problems:
         for problem in verdict.problems:
@@ -289,6 +307,18 @@ def _check(
         segment.scan.torn = 0
         segment.size = end
     loaded.given_up_to = verdict.given_up_to
+
+
+def settle(**options: Any) -> Loaded:
+    """Open the writer of a data directory and close it again (``EventLog``'s
+    arguments): whatever its start writes (a cut unfinished write, lost ranges, the
+    positions' jump, recovered damage) is then on disk for every reader. A
+    supervisor calls it before a relay and its workers read the directory side by
+    side (``Loaded.unsettled``)."""
+    log = EventLog(**options)
+    loaded = log.open()
+    log.close()
+    return loaded
 
 
 class EventLog:
