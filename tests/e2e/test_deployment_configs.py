@@ -12,6 +12,13 @@ of every page is one listed in ``COVERED`` here):
 * HAProxy: the block with only the ``bind`` port and the servers' addresses replaced;
   ``haproxy -c``, then a real ``haproxy -db`` in front of a real server.
 
+Behind each proxy, a client that sends its own ``X-Forwarded-For`` (one line, two
+lines) from an address of its own: ``/metrics`` stays 401 (``--ops-networks`` holds the
+proxy's address alone) and ``--max-connections-per-ip 1`` counts the client's real
+address. nginx's ``$proxy_add_x_forwarded_for`` appends to the client's value, and
+HAProxy's ``option forwardfor`` adds its own line after the client's: the server reads
+every line right to left (``sse_fast/app/forwarded.py``).
+
 Through each proxy: a stream opens, a heartbeat comment (``--heartbeat-interval``
 0.3 s) comes through, an event published through the proxy arrives well under a
 second later (0.5 s: a proxy that held it or compressed the stream fails), and a reconnect with
@@ -161,68 +168,143 @@ async def _through_proxy(base: str, verify: ssl.SSLContext | bool, http2: bool) 
             await _Stream(response).until(lambda raw: b'data: {"n":2}\n' in raw, 5)
 
 
-def test_nginx_block(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _nginx(tmp_path: Path, upstream: int) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """The page's nginx block in front of the server on port ``upstream``, running: its
+    base URL and the TLS context that trusts its certificate."""
     nginx = _program("nginx", "nginx")
     cert, key = self_signed(tmp_path)
     port = free_port()
-    with ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server:
-        block = _block("nginx")
-        block = _substitute(block, r"^(\s*listen\s+)\d+\b", rf"\g<1>{HOST}:{port}", 1)
-        block = _substitute(block, r"^(\s*server\s+)[\d.]+:\d+", rf"\g<1>{HOST}:{server.port}")
-        block = _substitute(block, r"^(\s*ssl_certificate\s+)\S+;", rf"\g<1>{cert};", 1)
-        block = _substitute(block, r"^(\s*ssl_certificate_key\s+)\S+;", rf"\g<1>{key};", 1)
-        temporary = "".join(
-            f"    {kind}_temp_path {tmp_path / kind};\n"
-            for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-        )
-        conf = tmp_path / "nginx.conf"
-        conf.write_text(
-            # as root its workers would otherwise be nobody, who cannot enter tmp_path
-            ("user root;\n" if os.geteuid() == 0 else "")
-            + "events {}\n\nhttp {\n"
-            + f"    access_log {tmp_path / 'access.log'};\n{temporary}\n{block}}}\n"
-        )
-        common = ["-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
-        pid = f"pid {tmp_path / 'nginx.pid'};"
-        checked = subprocess.run(
-            [nginx, "-t", *common, "-g", pid], capture_output=True, text=True, timeout=30
-        )
-        assert checked.returncode == 0, checked.stderr
-        # nginx >= 1.25.1 warns that `listen ... http2` is deprecated (the page says so)
-        complaints = [
-            line
-            for line in checked.stderr.splitlines()
-            if re.search(r"\[(warn|emerg|alert|crit)\]", line) and "http2" not in line
-        ]
-        assert not complaints, checked.stderr
-        argv = [nginx, *common, "-g", f"daemon off; {pid}"]
-        with _running(argv, port, tmp_path / "nginx.out"):
-            context = ssl.create_default_context(cafile=str(cert))
-            try:
-                asyncio.run(_through_proxy(f"https://{HOST}:{port}", context, http2=True))
-            except BaseException:
-                print((tmp_path / "error.log").read_text()[-3000:])
-                raise
+    block = _block("nginx")
+    block = _substitute(block, r"^(\s*listen\s+)\d+\b", rf"\g<1>{HOST}:{port}", 1)
+    block = _substitute(block, r"^(\s*server\s+)[\d.]+:\d+", rf"\g<1>{HOST}:{upstream}")
+    block = _substitute(block, r"^(\s*ssl_certificate\s+)\S+;", rf"\g<1>{cert};", 1)
+    block = _substitute(block, r"^(\s*ssl_certificate_key\s+)\S+;", rf"\g<1>{key};", 1)
+    temporary = "".join(
+        f"    {kind}_temp_path {tmp_path / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        # as root its workers would otherwise be nobody, who cannot enter tmp_path
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + "events {}\n\nhttp {\n"
+        + f"    access_log {tmp_path / 'access.log'};\n{temporary}\n{block}}}\n"
+    )
+    common = ["-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")]
+    pid = f"pid {tmp_path / 'nginx.pid'};"
+    checked = subprocess.run(
+        [nginx, "-t", *common, "-g", pid], capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stderr
+    # nginx >= 1.25.1 warns that `listen ... http2` is deprecated (the page says so)
+    complaints = [
+        line
+        for line in checked.stderr.splitlines()
+        if re.search(r"\[(warn|emerg|alert|crit)\]", line) and "http2" not in line
+    ]
+    assert not complaints, checked.stderr
+    argv = [nginx, *common, "-g", f"daemon off; {pid}"]
+    with _running(argv, port, tmp_path / "nginx.out"):
+        try:
+            yield f"https://{HOST}:{port}", ssl.create_default_context(cafile=str(cert))
+        except BaseException:
+            print((tmp_path / "error.log").read_text()[-3000:])
+            raise
+
+
+@contextlib.contextmanager
+def _haproxy(tmp_path: Path, upstream: int) -> Iterator[str]:
+    """The page's HAProxy block in front of the server on port ``upstream``, running:
+    its base URL."""
+    haproxy = _program("haproxy", "haproxy")
+    port = free_port()
+    block = _block("haproxy")
+    block = _substitute(block, r"^(\s*bind\s+)\S*:\d+", rf"\g<1>{HOST}:{port}", 1)
+    address = rf"\g<1>{HOST}:{upstream}"
+    block = _substitute(block, r"^(\s*server\s+\S+\s+)[\d.]+:\d+", address)
+    cfg = tmp_path / "haproxy.cfg"
+    cfg.write_text(block)
+    checked = subprocess.run(
+        [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
+    )
+    output = checked.stdout + checked.stderr
+    assert checked.returncode == 0, output
+    assert "WARNING" not in output and "ALERT" not in output, output
+    with _running([haproxy, "-f", str(cfg), "-db"], port, tmp_path / "haproxy.out"):
+        yield f"http://{HOST}:{port}"
+
+
+def test_nginx_block(tmp_path: Path) -> None:
+    with (
+        ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server,
+        _nginx(tmp_path, server.port) as (base, context),
+    ):
+        asyncio.run(_through_proxy(base, context, http2=True))
 
 
 def test_haproxy_block(tmp_path: Path) -> None:
-    haproxy = _program("haproxy", "haproxy")
-    port = free_port()
-    with ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server:
-        block = _block("haproxy")
-        block = _substitute(block, r"^(\s*bind\s+)\S*:\d+", rf"\g<1>{HOST}:{port}", 1)
-        address = rf"\g<1>{HOST}:{server.port}"
-        block = _substitute(block, r"^(\s*server\s+\S+\s+)[\d.]+:\d+", address)
-        cfg = tmp_path / "haproxy.cfg"
-        cfg.write_text(block)
-        checked = subprocess.run(
-            [haproxy, "-c", "-f", str(cfg)], capture_output=True, text=True, timeout=30
-        )
-        output = checked.stdout + checked.stderr
-        assert checked.returncode == 0, output
-        assert "WARNING" not in output and "ALERT" not in output, output
-        with _running([haproxy, "-f", str(cfg), "-db"], port, tmp_path / "haproxy.out"):
-            asyncio.run(_through_proxy(f"http://{HOST}:{port}", False, http2=False))
+    with (
+        ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server,
+        _haproxy(tmp_path, server.port) as base,
+    ):
+        asyncio.run(_through_proxy(base, False, http2=False))
+
+
+#: where the client of the forwarding tests connects from: not the proxies' address
+#: (127.0.0.1, trusted), nor in ops_networks (127.0.0.1/32 there)
+CLIENT = "127.0.0.5"
+OPS_TOKEN = "ops-token-of-the-deployment-tests"
+
+
+def _behind_the_proxy() -> ServerProcess:
+    """The server as the page says to run it behind its proxy (``--trusted-proxies`` the
+    proxy's address), the operations endpoints for the proxy's machine alone, one stream
+    per client address."""
+    return ServerProcess(
+        trusted_proxies=HOST,
+        ops_networks=f"{HOST}/32",
+        ops_token=OPS_TOKEN,
+        max_connections_per_ip=1,
+        connect_rate_per_ip=0,
+    )
+
+
+async def _client_cannot_choose_its_address(
+    base: str, verify: ssl.SSLContext | bool, http2: bool
+) -> None:
+    """A client that sends its own ``X-Forwarded-For`` through the proxy: the ops endpoint
+    stays 401, and the per-address limit counts its real address (``CLIENT``)."""
+    transport = httpx.AsyncHTTPTransport(local_address=CLIENT, verify=verify, http2=http2)
+    async with httpx.AsyncClient(base_url=base, transport=transport, timeout=10) as client:
+        for lines in (["127.0.0.1"], ["127.0.0.1", "127.0.0.1"], ["127.0.0.1, 127.0.0.1"]):
+            spoofed = [("X-Forwarded-For", line) for line in lines]
+            answer = await client.get("/metrics", headers=spoofed)
+            assert answer.status_code == 401, (lines, answer.text)
+        bearer = {"Authorization": f"Bearer {OPS_TOKEN}", "X-Forwarded-For": "127.0.0.1"}
+        assert (await client.get("/metrics", headers=bearer)).status_code == 200
+        query = {"topic": "deploy"}
+        first = {"Accept": "text/event-stream", "X-Forwarded-For": "203.0.113.1"}
+        async with client.stream("GET", "/events", params=query, headers=first) as response:
+            assert response.status_code == 200, await response.aread()
+            second = [("X-Forwarded-For", "203.0.113.2"), ("X-Forwarded-For", "203.0.113.3")]
+            refused = await client.get("/events", params=query, headers=second)
+            assert refused.status_code == 429, refused.text
+            assert f"too many streams from {CLIENT} " in refused.json()["error"]
+
+
+def test_nginx_block_keeps_the_client_address(tmp_path: Path) -> None:
+    """nginx's ``$proxy_add_x_forwarded_for`` appends the client's address to what the
+    client sent: the server reads it right to left and stops at the client."""
+    with _behind_the_proxy() as server, _nginx(tmp_path, server.port) as (base, context):
+        asyncio.run(_client_cannot_choose_its_address(base, context, http2=True))
+
+
+def test_haproxy_block_keeps_the_client_address(tmp_path: Path) -> None:
+    """HAProxy's ``option forwardfor`` adds a line of its own after the client's lines:
+    the server reads every line, so the client's own first line is not its address."""
+    with _behind_the_proxy() as server, _haproxy(tmp_path, server.port) as base:
+        asyncio.run(_client_cannot_choose_its_address(base, False, http2=False))
 
 
 def _unit(text: str) -> dict[str, dict[str, list[str]]]:
