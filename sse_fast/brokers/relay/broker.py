@@ -90,9 +90,8 @@ class RelayBroker(Broker):
         self._task = asyncio.get_running_loop().create_task(self._run(reader))
 
     async def _restore(self) -> None:
-        """Apply what the relay's data directory holds, then join as a worker that
-        has it (the relay replays the rest from its log): a restarted server's
-        workers each load the history themselves, in parallel (``progress``)."""
+        """Apply the relay's data directory (``progress``), then join holding it (the relay
+        replays the rest from its log): each worker of a restarted server loads it, in parallel."""
         self.progress = progress = RestoreProgress()
         loaded = await read_into(self, self.store_dir, progress)
         if loaded.events and loaded.sequence is not None:
