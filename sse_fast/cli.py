@@ -13,17 +13,27 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .app.auth import presence_warnings
-from .brokers.durable import DataDirectory, StoreError, default_data_dir, log_options, read
+from .brokers.durable import (
+    DataDirectory,
+    StoreError,
+    default_data_dir,
+    directory_bytes,
+    log_options,
+    read,
+)
 from .brokers.durable.log import settle
 from .brokers.durable.records import current_boot_id
 from .settings import Settings, SettingsError, history_budget, unknown_variables
+from .startup import StartReport, redis_refusal
 
 if TYPE_CHECKING:
+    from .brokers.relay.supervisor import RelaySupervisor
     from .schemas import Schemas
 
 __all__ = [
@@ -94,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-INTERNAL_SETTINGS = ("relay_socket", "upstream_lock", "install_signal_handlers", "store_dir")
+INTERNAL_SETTINGS = (
+    "relay_socket",
+    "upstream_lock",
+    "install_signal_handlers",
+    "store_dir",
+    "start_failure_file",
+)
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
@@ -180,8 +196,9 @@ def check_listen_address(host: str, port: int, reuse_port: bool) -> None:
 
 def serve(settings: Settings) -> int:
     """``sse-fast serve``: check what can be checked before the workers start, say
-    what the server will do, start the relay when several workers need one, then
-    run Granian until it stops."""
+    what the server will do, then run Granian (and the relay when several workers
+    need one) until it stops. A start that fails later, in a worker or the relay,
+    stops the server and is said here (``sse_fast/startup.py``)."""
     tune_granian_allocator(os.environ, settings.allocator_decay)
     _require_granian()
     check_listen_address(settings.host, settings.port, settings.reuse_port)
@@ -190,14 +207,22 @@ def serve(settings: Settings) -> int:
     for warning in presence_warnings(settings):
         log.warning("%s", warning)
     settings.install_signal_handlers = True
-    upstream_dir = _prepare_relay_mode(settings)
     if settings.schemas:
         check_schemas(settings.schemas)
+    if settings.redis_url:
+        refusal = redis_refusal(settings.redis_url)
+        if refusal:
+            raise StartError(refusal)
+    upstream_dir = _prepare_relay_mode(settings)
     relay = None
     try:
         data = _prepare_data_dir(settings)
     except StoreError as exc:
+        if upstream_dir:
+            shutil.rmtree(upstream_dir, ignore_errors=True)
         raise StartError(str(exc)) from None
+    report = StartReport.create()
+    settings.start_failure_file = report.path
     if settings.redis_url:
         if not settings.node_name:
             settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -206,24 +231,31 @@ def serve(settings: Settings) -> int:
         from .brokers.relay.supervisor import RelaySupervisor
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
+        # it reads the data directory while the workers restore it too, sharing the
+        # cores: its time to start grows with them (the supervisor adds 60 s per GiB)
+        stored = directory_bytes(settings.store_dir) if settings.store_dir else 0
         relay = RelaySupervisor(
             settings.relay_socket,
             settings.relay_history_frames,
             settings.relay_history_bytes,
             log_options(settings) if settings.store_dir else None,
+            start_timeout=10.0 + 60.0 * settings.workers * stored / 2**30,
         )
-        try:
-            relay.start()
-        except RuntimeError as exc:
-            log.error("%s", exc)
-            if data is not None:
-                data.release()
-            return 1
-        log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
     os.environ.update(settings.to_env())
+    stopping = threading.Event()
     try:
-        _granian(settings, capacity).serve()
+        server = _granian(settings, capacity)
+        if relay is not None:
+            # started once Granian handles SIGTERM (its startup hooks run then), beside
+            # the workers: it restores the history while they do
+            server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
+        try:
+            server.serve()
+        except SystemExit:  # Granian's way to say a worker died: said below if reported
+            if not report.failure():
+                raise
     finally:
+        stopping.set()
         if relay is not None:
             relay.stop()
             shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
@@ -231,7 +263,33 @@ def serve(settings: Settings) -> int:
             data.release()
         if upstream_dir:
             shutil.rmtree(upstream_dir, ignore_errors=True)
+        failure = report.failure()
+        report.remove()
+    if failure:
+        raise StartError(failure)
     return 0
+
+
+def _start_relay(
+    relay: RelaySupervisor, settings: Settings, report: StartReport, stopping: threading.Event
+) -> None:
+    """Start the relay in a thread of its own; if it does not start, stop the
+    server with the reason (unless it is stopping anyway)."""
+
+    def run() -> None:
+        try:
+            relay.start()
+        except RuntimeError as exc:
+            if not stopping.is_set():
+                report.fail(
+                    f"the relay, which sequences the events of the {settings.workers} workers, "
+                    f"could not start: {exc}; its log above says why",
+                    os.getpid(),
+                )
+            return
+        log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
+
+    threading.Thread(target=run, name="sse-fast-relay-start", daemon=True).start()
 
 
 def _prepare_data_dir(settings: Settings) -> DataDirectory | None:

@@ -1,12 +1,16 @@
 """The operations endpoints.
 
-``GET /healthz``, ``GET /readyz``
+``GET /livez``, ``GET /healthz``, ``GET /readyz``
     Liveness and readiness, open to everyone: load balancers need them.
-    ``/readyz`` is 503 while draining or while the broker cannot publish (the
-    relay is away), and in mirror mode while the upstream is away for longer
-    than ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is
-    503 only when the broker has been away for more than ``broker_down_limit``
-    seconds, so an orchestrator restarts a server that does not heal by itself.
+    ``/livez`` is 200 whenever the worker answers, from its first second (also
+    while it restores history: ``start.py``). ``/readyz`` is 503 while the
+    worker starts (the body says how far: "restoring history (N of M
+    events)"), while draining or while the broker cannot publish (the relay is
+    away), and in mirror mode while the upstream is away for longer than
+    ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is 503
+    only when the broker has been away for more than ``broker_down_limit``
+    seconds (never while starting: it was not joined yet), so an orchestrator
+    restarts a server that does not heal by itself.
 ``GET /presence?topic=NAME``
     Who is subscribed to a topic: ``{"subscribers", "subjects": {sub: n},
     "scope", "workers"}`` (``hub/presence.py``); operations only, as it names
@@ -42,6 +46,7 @@ from ..settings import Settings
 from .admission import ClientAddress
 from .auth import AuthError, OperationsAccess
 from .http import HTTPError, header, query, send_json, send_text
+from .start import Start
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
     from .upstream import Upstream
@@ -60,13 +65,17 @@ STATS_PAGE_MAX = 10_000
 
 
 class Operations:
-    """The operations endpoints of one worker: ``/healthz``, ``/readyz``,
+    """The operations endpoints of one worker: ``/livez``, ``/healthz``, ``/readyz``,
     ``/presence``, ``/schema``, ``/metrics`` and ``/stats`` (the routes call these
     methods)."""
 
-    def __init__(self, settings: Settings, hub: Hub, client_address: ClientAddress) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, client_address: ClientAddress, start: Start
+    ) -> None:
         self.settings = settings
         self.hub = hub
+        #: where the worker's start is (read only: the lifespan moves it)
+        self.start = start
         self.access = OperationsAccess(settings)
         self.client_address = client_address
         #: False once the server is stopping (set by the lifespan)
@@ -103,10 +112,24 @@ class Operations:
             )
         await send_json(send, 200, schemas.json_schema())
 
+    async def livez(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Liveness of the process: ``200 {"status": "ok"}`` whenever the worker
+        answers, from its first second, also while it restores history (then with
+        ``"starting"``: what it is doing). Open to everyone."""
+        body = {"status": "ok"}
+        if self.start.pending:
+            body["starting"] = self.start.doing()
+        await send_json(send, 200, body)
+
     async def healthz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Liveness: ``200 {"status": "ok"}``; ``503`` only once the broker (the relay
-        or Redis) has been unreachable longer than ``broker_down_limit`` (30 s), so
-        an orchestrator restarts a server that does not heal. Open to everyone."""
+        """Liveness with the broker: ``200 {"status": "ok"}``; ``503`` only once the
+        broker (the relay or Redis) has been unreachable longer than
+        ``broker_down_limit`` (30 s), so an orchestrator restarts a server that does
+        not heal; while the worker starts, 200 as ``/livez`` (the broker is not
+        joined yet). Open to everyone."""
+        if self.start.pending and not self.start.failure:
+            await self.livez(scope, receive, send)
+            return
         away = self.hub.broker.unavailable_for
         limit = self.settings.broker_down_limit
         if limit and away > limit:
@@ -123,10 +146,14 @@ class Operations:
         await send_json(send, 200, {"status": "ok"})
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Readiness: ``200 {"status": "ready"}``; ``503`` while starting, while
+        """Readiness: ``200 {"status": "ready"}``; ``503`` while starting (``{"status":
+        "starting", "reason": "restoring history (N of M events)"}``), while
         draining, or while the broker is away (in mirror mode also while the
         upstream has been away longer than ``upstream_ready_grace``; its state is in
         the body). Open to everyone."""
+        if self.start.pending:
+            await send_json(send, 503, {"status": "starting", "reason": self.start.doing()})
+            return
         hub = self.hub
         ready = self.ready and not hub.draining and hub.broker.available
         body: dict[str, Any] = {}

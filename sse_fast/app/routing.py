@@ -4,8 +4,10 @@ Usable under any ASGI server; ``sse-fast serve`` runs it under Granian with
 uvloop, where ``send`` is eager and the hub's fan-out needs no task per
 delivery (``SendStyle`` in ``sse_fast/asgi.py``). Endpoints: ``GET /events`` (``events.py``),
 ``POST /publish`` (``publish.py``), ``POST /publish/stream``
-(``publish_stream.py``), ``/healthz``, ``/readyz``, ``/metrics``,
+(``publish_stream.py``), ``/livez``, ``/healthz``, ``/readyz``, ``/metrics``,
 ``/stats``, ``/schema`` (``operations.py``), ``OPTIONS`` preflights (``cors.py``).
+While a worker starts under ``sse-fast serve`` only ``STARTING_ROUTES`` are
+served, the others refused with 503 (``start.py``).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from .lifespan import Lifespan
 from .operations import Operations
 from .publish import PublishEndpoint
 from .publish_stream import PublishStreamEndpoint
+from .start import Start
 
-__all__ = ["ROUTES", "App", "Route"]
+__all__ = ["ROUTES", "STARTING_ROUTES", "App", "Route"]
 
 log = logging.getLogger("sse_fast")
 
@@ -62,6 +65,7 @@ ROUTES = (
     Route("GET", "/events", "subscribers (topic rights when private)", EventsEndpoint),
     Route("POST", "/publish", "publishers (publish_token or a JWT)", PublishEndpoint),
     Route("POST", "/publish/stream", "publishers (as /publish)", PublishStreamEndpoint),
+    Route("GET", "/livez", "everyone", Operations, "livez"),
     Route("GET", "/healthz", "everyone", Operations, "healthz"),
     Route("GET", "/readyz", "everyone", Operations, "readyz"),
     Route("GET", "/metrics", "operations (ops_networks, ops_token)", Operations, "metrics"),
@@ -70,6 +74,11 @@ ROUTES = (
     Route("GET", "/schema", "everyone", Operations, "schema"),
 )
 ENDPOINTS = ", ".join(route.path for route in ROUTES)
+#: seconds a starting worker under serve waits for the relay (its supervisor stops the
+#: server sooner if the relay cannot start)
+RELAY_JOIN_LIMIT = 3600.0
+#: the endpoints a starting worker serves (``start.py``); the others answer 503
+STARTING_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/schema"})
 
 
 class App:
@@ -96,7 +105,13 @@ class App:
             elif settings.relay_socket:
                 from ..brokers.relay import RelayBroker
 
-                broker = RelayBroker(settings.relay_socket, store_dir=settings.store_dir)
+                # under serve the relay starts beside the workers, restoring history too:
+                # its supervisor, not this wait, says when it failed (``startup.py``)
+                broker = RelayBroker(
+                    settings.relay_socket,
+                    store_dir=settings.store_dir,
+                    connect_timeout=RELAY_JOIN_LIMIT if settings.start_failure_file else 10.0,
+                )
             elif settings.store_dir:
                 from ..brokers.durable import EventLog, log_options
                 from ..brokers.local import LocalBroker
@@ -115,12 +130,14 @@ class App:
         self.publish_stream = PublishStreamEndpoint(
             settings, hub, self.auth, self.admission, self.cors
         )
-        self.operations = Operations(settings, hub, self.client_address)
+        #: where this worker's start is (``start.py``)
+        self.start = Start(hub)
+        self.operations = Operations(settings, hub, self.client_address, self.start)
         if settings.upstream:
             from .upstream import Upstream
 
             self.operations.upstream = Upstream(settings, hub)
-        self.lifespan = Lifespan(settings, hub, self.operations)
+        self.lifespan = Lifespan(settings, hub, self.operations, self.start)
         parts: dict[type, Any] = {
             PublishEndpoint: self.publish,
             PublishStreamEndpoint: self.publish_stream,
@@ -184,6 +201,9 @@ class App:
             root = scope.get("root_path")
             if root and path.startswith(root):  # mounted: the path below the mount point
                 path = path[len(root) :] or "/"
+            if self.start.pending and path not in STARTING_ROUTES and scope["method"] != "OPTIONS":
+                await self.refuse(scope, send, self.start.refusal())
+                return
             if path == "/events" and scope["method"] == "GET":
                 # the one long-lived handler: an idle stream waits in this frame, the
                 # one every request has (memory per stream), not in one of its own
