@@ -176,11 +176,15 @@ class ServerProcess:
     def _all_workers_ready(self, deadline: float) -> bool:
         """``/readyz`` answers for the worker that took the request; with several
         workers, wait until ``/stats`` has every worker's figures (when ``/stats`` is
-        closed to us, as with an admin token, one ready worker has to do)."""
+        closed to us, as with an admin token, one ready worker has to do; a 503 is a
+        worker still starting: asked again)."""
         if self.workers() <= 1:
             return True  # nothing to wait for (and no /stats request to count)
         while time.monotonic() < deadline:
             status, body = self._probe("/stats")
+            if status == 503:
+                time.sleep(0.05)
+                continue
             if status != 200:
                 return True
             stats = json.loads(body)
