@@ -274,7 +274,7 @@ def test_a_private_topics_presence_is_private() -> None:
 
 
 def test_presence_warnings_name_what_is_exposed() -> None:
-    def warnings(**values: str) -> list[str]:
+    def warnings(**values: Any) -> list[str]:
         return presence_warnings(Settings(**values))
 
     assert warnings(private_topics="user/*", presence_topics="user/*") == []
@@ -360,7 +360,7 @@ def test_a_pattern_setting_with_a_character_class_stops_serve() -> None:
     assert line.startswith("sse-fast: private_topics: pattern 'user/[12]/*' has '['"), line
     for name in ("presence_topics", "public_presence_topics", "webhook_topics"):
         with pytest.raises(SettingsError, match=rf"^{name}: pattern 'a\[b\]\*' has '\['"):
-            Settings(**{name: "a[b]*"})
+            Settings(**dict[str, Any]({name: "a[b]*"}))
 
 
 @given(topic=names, other=names)
