@@ -344,6 +344,13 @@ def test_overlap_is_some_topic_matching_every_pattern(patterns: list[str]) -> No
     assert overlap(*patterns) == expected
 
 
+def test_overlap_of_long_patterns_is_assumed_not_walked() -> None:
+    """Past ``MAX_OVERLAP_STATES`` the answer is True unchecked (these two never overlap:
+    one ends in b, the other in c), so a start-up check cannot take seconds."""
+    assert overlap("a*" * 400 + "b", "*a" * 400 + "c")
+    assert not overlap("a*" * 20 + "b", "*a" * 20 + "c")  # under the bound: walked
+
+
 def test_a_pattern_setting_with_a_character_class_stops_serve() -> None:
     """``sse-fast serve --private-topics 'user/[12]/*'`` exits 2 with one line."""
     done = subprocess.run(
