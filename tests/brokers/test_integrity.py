@@ -66,7 +66,13 @@ def test_a_torn_tail_on_the_same_boot_is_dropped_and_its_positions_never_reused(
     loaded = again.open()
     assert loaded.torn and not loaded.lost
     assert again.next_position > loaded.last_position + 1  # jumped past the drop
+    put(again, [(None, ("a",), frame(9))])
     again.close()
+    # the jump is no hole for the restart after (the supervisor's settle, then the writer)
+    third = EventLog(str(tmp_path))
+    reopened = third.open()
+    assert not reopened.lost and len(reopened.events) == 4
+    third.close()
     assert any("did not finish" in r.getMessage() for r in caplog.records)
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import time
@@ -262,6 +263,11 @@ def _check(
             )
         checkpoint = None
         loaded.untrusted = True
+    if checkpoint is None and found and not loaded.untrusted:
+        # written by a version before checkpoints, or the checkpoint was deleted: what
+        # the last run gave past these files is unknown, so new positions jump
+        log.info("%s has no checkpoint: checking its segments by themselves", path)
+        loaded.untrusted = True
     if checkpoint is not None and loaded.sequence not in (None, checkpoint.sequence):
         raise StoreError(
             f"{os.path.join(path, CHECKPOINT)} belongs to another store (sequence "
@@ -399,6 +405,10 @@ class EventLog:
                 self.next_position = max(given + 2, first_position())
             elif loaded.torn or loaded.untrusted:
                 self.next_position = max(self.next_position, first_position())
+                if self.segments and self.next_position > given + 1:
+                    # the jump said where a restart looks for it: the positions up to
+                    # the next segment's first were never given (not a hole)
+                    self._append_to_newest(closed_record(self.next_position - 1))
         self.boot = boot
         if self.segments and self.fsync != "never":
             # the checkpoint vouches for what the last run wrote: make it so
@@ -431,6 +441,25 @@ class EventLog:
         self._sync_now()
         self._checkpoint_now()
         return loaded
+
+    def _append_to_newest(self, record: bytes) -> None:
+        """Add ``record`` to the newest segment the last run wrote (before ``open``
+        starts the next one)."""
+        segment = self.segments[-1]
+        try:
+            fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+            try:
+                if os.write(fd, record) != len(record):
+                    raise OSError(errno.ENOSPC, "the disk took part of the record")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot write to {segment.path}: {exc.strerror or exc}; free space in the "
+                "data directory or fix it, then start again"
+            ) from None
+        segment.size += len(record)
+        self.bytes += len(record)
 
     # ---------------------------------------------------------------- checkpoint
 
