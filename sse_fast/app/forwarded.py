@@ -32,6 +32,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable, Iterator
@@ -82,6 +83,10 @@ def parse_hop(text: str) -> Address | str:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         return address.ipv4_mapped
     return address
+
+
+#: ``parse_hop`` remembered for the hops seen most (a proxy's clients come back): bounded
+_parsed_hop = functools.lru_cache(maxsize=4096)(parse_hop)
 
 
 def x_forwarded_for_hops(lines: Iterable[str]) -> list[str]:
@@ -147,7 +152,7 @@ def forwarded_for(
     networks = tuple(trusted)
     current = peer
     for text in reversed(hops):
-        hop = parse_hop(text)
+        hop = _parsed_hop(text)
         if isinstance(hop, str):  # no address: cannot be a proxy we trust
             return hop
         current = str(hop)
