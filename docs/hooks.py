@@ -208,6 +208,7 @@ GUIDES = {
     "[authentication](../edge/auth.md), [limits](../edge/limits.md)",
     "/publish": "[publishing](../edge/publishing.md), [typed channels](../edge/typed-channels.md)",
     "/publish/stream": "[publishing many events](../edge/publishing.md)",
+    "/livez": "[deployment](../operations/deployment.md)",
     "/healthz": "[deployment](../operations/deployment.md)",
     "/readyz": "[deployment](../operations/deployment.md), "
     "[graceful drain](../operations/drain.md)",
