@@ -35,7 +35,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 from ..asgi import Scope
 from ..settings import Settings, split_list
@@ -97,41 +97,29 @@ def x_forwarded_for_hops(lines: Iterable[str]) -> list[str]:
 def forwarded_hops(lines: Iterable[str]) -> list[str]:
     """The ``for=`` value of each element of ``Forwarded`` lines (RFC 7239), left to
     right, unquoted; ``UNKNOWN`` for an element without exactly one ``for=`` or that
-    does not parse (an unclosed quote, a pair without ``=``)."""
+    does not parse (a pair without ``=``, a stray quote).
+
+    Elements are split at every comma and pairs at every semicolon, quoted or not: a
+    ``for=`` value never holds either, and a client's unclosed quote must not swallow
+    the elements its proxies appended after it. (A quoted comma in another parameter
+    makes its element unparsable: ``unknown`` if the walk gets there.)"""
     hops = []
-    for element in _split_outside_quotes(",".join(lines), ","):
-        if not element.strip():
-            continue
-        found = []
-        for pair in _split_outside_quotes(element, ";"):
-            name, equals, value = pair.strip().partition("=")
-            if not pair.strip():
+    for line in lines:
+        for element in line.split(","):
+            if not element.strip():
                 continue
-            if not equals or not name.strip():
-                found = [UNKNOWN, UNKNOWN]  # malformed: the element names nobody
-                break
-            if name.strip().lower() == "for":
-                found.append(_unquote(value.strip()))
-        hops.append(found[0] if len(found) == 1 else UNKNOWN)
+            found = []
+            for pair in element.split(";"):
+                if not pair.strip():
+                    continue
+                name, equals, value = pair.strip().partition("=")
+                if not equals or not name.strip():
+                    found = [UNKNOWN, UNKNOWN]  # malformed: the element names nobody
+                    break
+                if name.strip().lower() == "for":
+                    found.append(_unquote(value.strip()))
+            hops.append(found[0] if len(found) == 1 else UNKNOWN)
     return hops
-
-
-def _split_outside_quotes(text: str, separator: str) -> Iterator[str]:
-    """``text`` split at ``separator`` where it is not inside a quoted-string; an
-    unclosed quote makes the rest one malformed part."""
-    start = 0
-    quoted = escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif quoted and char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char == separator and not quoted:
-            yield text[start:index]
-            start = index + 1
-    yield '"' if quoted else text[start:]  # an unclosed quote: a value that is none
 
 
 def _unquote(value: str) -> str:

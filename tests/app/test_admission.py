@@ -117,6 +117,10 @@ CLIENTS = [
     ("forwarded", "10.0.0.1", ['for=1.2.3.4, for="5.6.7.8'], "unknown"),  # unclosed quote
     ("forwarded", "10.0.0.1", ['for=1.2.3.4, for="a,b;c", for=10.1.0.1'], "unknown"),
     ("forwarded", "10.0.0.1", ["for=1.2.3.4, garbage"], "unknown"),
+    # a client's unclosed quote does not swallow what its proxy appended
+    ("forwarded", "10.0.0.1", ['for="8.8.8.8', "for=203.0.113.5"], "203.0.113.5"),
+    ("forwarded", "10.0.0.1", ['for="8.8.8.8, for=203.0.113.5'], "203.0.113.5"),
+    ("forwarded", "10.0.0.1", ['for="8.8.8.8;x="a, for=203.0.113.5;proto=http'], "203.0.113.5"),
     ("forwarded", "10.0.0.1", ["for=1.2.3.4, for=[::1]"], "::1"),  # unquoted: lenient
 ]
 
