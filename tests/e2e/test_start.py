@@ -1,0 +1,161 @@
+"""A server's start as an orchestrator sees it, with real ``sse-fast serve``
+processes: liveness from the first second while the history is restored,
+readiness and every other endpoint after it (``sse_fast/app/start.py``), and
+start-up failures said in one line with exit status 2, never a respawn loop
+(``sse_fast/startup.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sse_fast.brokers.durable import EventLog
+from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
+
+pytestmark = pytest.mark.xdist_group("restart")
+
+#: events in the data directory: a restore of seconds (about 7 µs per event per worker)
+EVENTS = 500_000
+#: events per topic: all of them kept by a ring (ring_max_frames 1024 by default)
+PER_TOPIC = 1000
+
+
+def _fill(path: Path) -> None:
+    """``EVENTS`` events on disk, ``PER_TOPIC`` a topic: topic ``t<k>`` holds ids
+    ``e<k*PER_TOPIC>`` and on."""
+    log = EventLog(str(path), fsync="never", max_bytes=1 << 32)
+    log.open()
+    first = log.next_position
+    for start in range(0, EVENTS, 10_000):
+        log.append(
+            [
+                Sequenced(
+                    first + n,
+                    f"e{n}",
+                    (f"t{n // PER_TOPIC}",),
+                    f"id: e{n}\ndata: {n}\n\n".encode(),
+                    0.0,
+                )
+                for n in range(start, start + 10_000)
+            ]
+        )
+    log.close()
+
+
+class StartingServer(ServerProcess):
+    """A server returned by ``with`` as soon as ``/livez`` answers: the test
+    watches the rest of its start."""
+
+    def __init__(self, *args: str, **env: object) -> None:
+        super().__init__(*args, ready_path="/livez", ready_timeout=30, **env)
+
+    def _all_workers_ready(self, deadline: float) -> bool:
+        return True
+
+
+async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
+    """Poll until every worker is ready; while any is not, ``/livez`` must answer
+    200 and the refusals must say why. The reasons ``/readyz`` gave, in order."""
+    reasons: list[str] = []
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        status, _, body = await server.get("/livez")
+        assert status == 200, body
+        status, _, body = await server.get("/readyz")
+        if status == 503:
+            answer = json.loads(body)
+            assert answer["status"] == "starting", answer
+            reasons.append(answer["reason"])
+            status, headers, body = await server.get("/events?topic=t5")
+            if status == 503:  # on a worker still starting (another may be ready)
+                assert headers.get("retry-after") == "2"
+                message = json.loads(body)["error"]
+                assert "this server is starting and serves no streams or publishes yet" in message
+        else:
+            assert status == 200, body
+            status, _, body = await server.get("/stats")
+            if status == 200 and json.loads(body)["workers_reporting"] == workers:
+                return reasons
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the server was not ready within 180 s: {reasons[-3:]}")
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_liveness_answers_while_history_is_restored(tmp_path: Path, workers: int) -> None:
+    _fill(tmp_path)
+    with StartingServer("--workers", str(workers), data_dir=str(tmp_path)) as server:
+
+        async def main() -> None:
+            reasons = await _watch_the_start(server, workers)
+            counted = [r for r in reasons if r.startswith("restoring history (")]
+            assert counted, f"no restore was seen in progress: {reasons}"
+            assert counted[-1].endswith(f" of {EVENTS:,} events)"), counted[-1]
+            # ready: the history is all there, a resume from an old id is "resumed"
+            client = server.client("t5", last_event_id="e5010")
+            await client.connect()
+            assert client.response_headers["sse-fast-resume"] == "resumed"
+            rest = [f"e{n}" for n in range(5011, 6 * PER_TOPIC)]  # the topic's events after it
+            events = await collect(client, len(rest))
+            assert [e.id for e in events] == rest
+            client.close()
+            status, _, reply = await server.publish(b'{"topic": "t5", "data": "after"}')
+            assert status == 200, reply
+
+        asyncio.run(main())
+
+
+def run_serve(*args: str, timeout: float = 60) -> tuple[int, str, float]:
+    """``sse-fast serve`` that is expected to stop by itself: its status, output
+    and seconds taken."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "sse_fast", "serve", "--port", str(free_port()), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "1"},
+        check=False,
+    )
+    return done.returncode, done.stderr + done.stdout, time.monotonic() - started
+
+
+def one_line(output: str) -> str:
+    """The one ``sse-fast: `` line of a failed start; no traceback, no respawn."""
+    assert "Traceback" not in output, output
+    assert "respawn" not in output.lower() and "crash loop" not in output, output
+    (line,) = [line for line in output.splitlines() if line.startswith("sse-fast: ")]
+    return line
+
+
+def test_a_redis_cluster_is_refused_at_start(tmp_path: Path) -> None:
+    cluster = ("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    with RedisServer(0, *cluster) as redis:
+        redis.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        code, output, took = run_serve("--redis-url", redis.url, "--workers", "2")
+    assert code == 2, output
+    line = one_line(output)
+    assert "Redis Cluster node (INFO cluster says cluster_enabled:1)" in line, line
+    assert "does not support Redis Cluster yet" in line and "Sentinel" in line
+    assert "Starting granian" not in output  # refused before any worker
+    assert took < 20, f"{took:.1f} s: refused at once, not after a wait for CROSSSLOT"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_start_failing_in_the_workers_stops_the_server(workers: int) -> None:
+    """Redis cannot be reached: each worker's start fails after its 10 s wait.
+    The server stops with that sentence, not Granian respawning the workers
+    every 10 s while the main process serves nothing."""
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    code, output, took = run_serve("--redis-url", nobody, "--workers", str(workers))
+    assert code == 2, output
+    line = one_line(output)
+    assert f"cannot reach Redis at {nobody}" in line, line
+    assert "Spawning worker" in output  # the workers did start, and failed
