@@ -159,3 +159,4 @@ def test_a_start_failing_in_the_workers_stops_the_server(workers: int) -> None:
     line = one_line(output)
     assert f"cannot reach Redis at {nobody}" in line, line
     assert "Spawning worker" in output  # the workers did start, and failed
+    assert took < 45, f"{took:.1f} s: stopped after the workers' wait, not respawned"
