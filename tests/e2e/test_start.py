@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +55,7 @@ class StartingServer(ServerProcess):
     """A server returned by ``with`` as soon as ``/livez`` answers: the test
     watches the rest of its start."""
 
-    def __init__(self, *args: str, **env: str) -> None:
+    def __init__(self, *args: str, **env: Any) -> None:
         super().__init__(*args, ready_path="/livez", ready_timeout=30, **env)
 
     def _all_workers_ready(self, deadline: float) -> bool:
