@@ -283,8 +283,7 @@ def _start_relay(
             if not stopping.is_set():
                 report.fail(
                     f"the relay, which sequences the events of the {settings.workers} workers, "
-                    f"could not start: {exc}; its log above says why",
-                    os.getpid(),
+                    f"could not start: {exc}; its log above says why"
                 )
             return
         log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)

@@ -46,18 +46,25 @@ class StartReport:
 
     @classmethod
     def create(cls) -> StartReport:
-        """A report in a new private directory (``remove`` deletes it)."""
-        return cls(os.path.join(tempfile.mkdtemp(prefix="sse-fast-start-"), "failure"))
+        """A report in a new private directory (``remove`` deletes it), naming this
+        process as the one to stop."""
+        directory = tempfile.mkdtemp(prefix="sse-fast-start-")
+        with open(os.path.join(directory, "supervisor"), "w") as f:
+            f.write(str(os.getpid()))
+        return cls(os.path.join(directory, "failure"))
 
-    def fail(self, message: str, supervisor: int) -> None:
-        """Write ``message`` (on one line) and stop the server: SIGTERM to
-        ``supervisor``, the main process (Granian's)."""
+    def fail(self, message: str) -> None:
+        """Write ``message`` (on one line) and stop the server: SIGTERM to the
+        process that created the report (Granian's main process; not a parent
+        found by ``getppid``, which is no server when workers are threads)."""
         line = " ".join(message.split()) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, line.encode())  # one write: lines of several workers never mix
         finally:
             os.close(fd)
+        with open(os.path.join(os.path.dirname(self.path), "supervisor")) as f:
+            supervisor = int(f.read())
         os.kill(supervisor, signal.SIGTERM)
 
     def failure(self) -> str:

@@ -103,7 +103,7 @@ class Lifespan:
             self.start.failed(message)
             if not isinstance(exc, (StoreError, ConnectionError, OSError)):
                 log.exception("the start failed")  # a bug: its traceback helps
-            StartReport(self.settings.start_failure_file).fail(message, os.getppid())
+            StartReport(self.settings.start_failure_file).fail(message)
             return
         self.start.started()
 
