@@ -1,13 +1,23 @@
 """What ends the streams of a process: sse-starlette's ``AppStatus`` switch,
-``shutdown_streams()``, and the registry of open streams they act on."""
+``shutdown_streams()``, the registry of open streams they act on, and
+``wait_for_exit()``, the same news for code that awaits it (the default
+``EventSourceResponse._listen_for_exit_signal``)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, Protocol
 
 from .. import _shutdown
 
-__all__ = ["AppStatus", "SendTimeoutError", "open_streams", "shutdown_streams", "streams"]
+__all__ = [
+    "AppStatus",
+    "SendTimeoutError",
+    "open_streams",
+    "shutdown_streams",
+    "streams",
+    "wait_for_exit",
+]
 
 
 class SendTimeoutError(TimeoutError):
@@ -23,6 +33,35 @@ class _Stoppable(Protocol):
 
 #: the open streams of this process (``shutdown_streams`` ends them)
 streams: _shutdown.OpenStreams[_Stoppable] = _shutdown.OpenStreams(lambda s: s.shut_down())
+
+
+class _ExitWaiter:
+    """One ``wait_for_exit()`` in the registry: ``shut_down`` (on its loop) wakes it."""
+
+    __slots__ = ("__weakref__", "woken")
+
+    def __init__(self, woken: asyncio.Future[None]) -> None:
+        self.woken = woken
+
+    def shut_down(self) -> None:
+        if not self.woken.done():
+            self.woken.set_result(None)
+
+
+async def wait_for_exit() -> None:
+    """Return when the streams of this process are told to end (``shutdown_streams()``:
+    SIGTERM or SIGINT, ``AppStatus.should_exit``), at once if the server is already
+    shutting down. Counted by ``open_streams()`` while it waits."""
+    if AppStatus.should_exit or _shutdown.uvicorn_exiting():
+        return
+    loop = asyncio.get_running_loop()
+    waiter = _ExitWaiter(loop.create_future())
+    streams.add(waiter, loop)
+    try:
+        if not AppStatus.should_exit:  # (set from another thread meanwhile)
+            await waiter.woken
+    finally:
+        streams.discard(waiter)
 
 
 def shutdown_streams() -> int:

@@ -4,16 +4,21 @@ request's own task (see the theory of operation in ``sse_fast/starlette/__init__
 ``_Stream`` runs the response: the start, the items one by one (as sse-starlette,
 by default) or coalesced (``_Coalescer``, with ``coalesce=True``), pings on a timer,
 the disconnect watch, shutdown and the end. Every write goes out in order: a ping
-or a write behind waits for the write before it."""
+or a write behind waits for the write before it. sse-starlette's seams, when
+replaced (see ``sse_fast/starlette/sse.py``), run in tasks beside the stream's
+(``run_beside``)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+import anyio
 
 from .. import _shutdown
 from .._adapters import pacing as _pacing
@@ -95,9 +100,24 @@ class _Stream:
         #: the generator waits); the next write waits for it
         self.pending_write: asyncio.Task[None] | None = None
         self.sender: asyncio.Task[None] | None = None
+        #: a write handed over in a task of its own is being awaited
+        self.writing_behind = False
+        #: when the stream was ended, a write was stuck: no last chunk behind it
+        self.write_cut = False
+        #: tasks beside the stream's: replaced seams (``run_beside``)
+        self.beside: list[asyncio.Task[None]] = []
+        #: what a task beside raised, raised by the stream (``ended_by`` "failure")
+        self.failure: Exception | None = None
         self.coalescer: _Coalescer | None = None
 
-    async def run(self) -> None:
+    async def run(
+        self,
+        exit_listener: Callable[[], Awaitable[None]] | None = None,
+        ping_loop: Callable[[Send], Awaitable[None]] | None = None,
+    ) -> None:
+        """Stream the response. ``exit_listener`` and ``ping_loop`` are
+        sse-starlette's seams when replaced (``_listen_for_exit_signal``,
+        ``_ping``): awaited beside the stream instead of its registry and timer."""
         response = self.response
         self.task = asyncio.current_task()
         started = self.send(
@@ -113,17 +133,23 @@ class _Stream:
         iterator = response.body_iterator
         interrupted = True
         try:
-            streams.add(self, self.loop)
+            if exit_listener is None:
+                streams.add(self, self.loop)
+            else:
+                self.start_beside(exit_listener, shut_down_after=True)
             if response.coalesce:
                 self.coalescer = _Coalescer(self, response.busy_batch_delay)
             if response.send_timeout is not None:  # a vanished network: see "Pings"
                 ensure_user_timeout(self.scope, response.send_timeout)
             self.arm_watch()
             if response.ping_interval > 0:
-                self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+                if ping_loop is None:
+                    self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+                else:
+                    self.start_beside(functools.partial(ping_loop, self.ping_send))
             if response.data_sender_callable is not None:
                 self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
-            if AppStatus.should_exit or _shutdown.uvicorn_exiting():
+            if exit_listener is None and (AppStatus.should_exit or _shutdown.uvicorn_exiting()):
                 self.shut_down()  # the server is already on its way out
             if self.coalescer is not None:
                 await self.coalescer.stream_items(aiter(iterator), response.sep)
@@ -139,21 +165,28 @@ class _Stream:
         finally:
             response.active = False
             self.stop()
-            if interrupted:
-                await close_generator(iterator, response._cleanup_timeout, "body iterator", log)
-            await self.stop_sender()
+            # shielded, as sse-starlette's cleanup is: an anyio scope cancelled around
+            # the response (a task group's, a timeout's) cancels every wait inside it
+            with anyio.CancelScope(shield=True):
+                if interrupted:
+                    await close_generator(iterator, response._cleanup_timeout, "body iterator", log)
+                await self.stop_tasks()
 
     async def ended_by_us(self, interrupted: bool) -> None:
         """After our own cancellation (``end``): say why, as sse-starlette does."""
         response = self.response
         if self.ended_by == "timeout":
             raise SendTimeoutError() from None
+        if self.ended_by == "failure" and self.failure is not None:
+            raise self.failure
         if self.ended_by == "disconnect":
             handler = response.client_close_handler_callable
             if handler is not None and self.close_message is not None:
                 await handler(self.close_message)
         elif self.ended_by == "shutdown":
             response.active = False
+            if self.write_cut:  # the client is not reading: ended as sse-starlette ends
+                return
             held = self.coalescer.take_gathered() if self.coalescer is not None else b""
             with contextlib.suppress(Exception, SendTimeoutError):
                 await self.write(held, more=False)  # held items too
@@ -250,7 +283,11 @@ class _Stream:
                     return
                 pending = self.hand_over(message)
             if pending is not None:
-                await self.finish(pending)
+                self.writing_behind = True
+                try:
+                    await self.finish(pending)
+                finally:
+                    self.writing_behind = False
         except SendTimeoutError:
             self.end("timeout")
         except Exception:  # pragma: no cover - a server whose send failed
@@ -288,6 +325,38 @@ class _Stream:
     def ping_sent(self, ping: asyncio.Task[None]) -> None:
         if self.response.active and self.ended_by is None and self.ping_timer is None:
             self.ping_timer = self.loop.call_later(self.response.ping_interval, self.ping_due)
+
+    async def ping_send(self, message: Message) -> None:
+        """``send`` for a replaced ping loop (``_ping``): the ping goes after any
+        write on its way, as the timer's do."""
+        ping = self.loop.create_task(self.finish_behind(None, self.pending_write, message))
+        self.pending_write = ping
+        await ping
+
+    # ------------------------------------------------------------ seams beside
+
+    def start_beside(
+        self, work: Callable[[], Awaitable[None]], shut_down_after: bool = False
+    ) -> None:
+        self.beside.append(self.loop.create_task(self.run_beside(work, shut_down_after)))
+
+    async def run_beside(
+        self, work: Callable[[], Awaitable[None]], shut_down_after: bool = False
+    ) -> None:
+        """A replaced seam, in a task beside the stream's: the exit listener (its
+        return is a shutdown: ``shut_down_after``) or the ping loop. What it
+        raises ends the stream, which raises it (``SendTimeoutError`` as a send
+        timeout), as sse-starlette's task group does."""
+        try:
+            await work()
+        except SendTimeoutError:
+            self.end("timeout")
+        except Exception as exc:
+            self.failure = exc
+            self.end("failure")
+        else:
+            if shut_down_after:
+                self.shut_down()
 
     # ------------------------------------------------------------ ending
 
@@ -329,11 +398,12 @@ class _Stream:
         if self.ended_by is not None or self.task is None or self.task.done():
             return
         self.ended_by = reason
+        self.write_cut = self.writing or self.writing_behind
         self.task.cancel()
 
     def stop(self) -> None:
         """Everything but the task itself and the data sender: timers, the watch,
-        writes on their way."""
+        writes on their way, the tasks beside (cancelled; ``stop_tasks`` awaits them)."""
         streams.discard(self)
         if self.coalescer is not None:
             self.coalescer.close()
@@ -351,16 +421,22 @@ class _Stream:
             self.watch = None
         if self.pending_write is not None and not self.pending_write.done():
             self.pending_write.cancel()
+        for task in self.beside:  # (awaited in ``stop_tasks``)
+            task.cancel()
 
-    async def stop_sender(self) -> None:
-        """Cancel ``data_sender_callable`` and wait until it has ended, as
-        sse-starlette's task group does (``cleanup_timeout`` at most)."""
-        sender, self.sender = self.sender, None
-        if sender is None:
+    async def stop_tasks(self) -> None:
+        """Cancel ``data_sender_callable`` and the tasks beside the stream, and wait
+        until they have ended, as sse-starlette's task group does
+        (``cleanup_timeout`` at most)."""
+        tasks = [*self.beside] if self.sender is None else [self.sender, *self.beside]
+        self.sender = None
+        self.beside = []
+        if not tasks:
             return
-        if not sender.done():
-            sender.cancel()
-        await asyncio.wait((sender,), timeout=self.response._cleanup_timeout)
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+        await asyncio.wait(tasks, timeout=self.response._cleanup_timeout)
 
 
 def _ping_bytes(response: EventSourceResponse) -> bytes | None:

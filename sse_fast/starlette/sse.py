@@ -1,11 +1,28 @@
 """sse-starlette's ``sse_starlette.sse``: ``EventSourceResponse`` and what goes with
-it (the theory of operation is in ``sse_fast/starlette/__init__.py``)."""
+it (the theory of operation is in ``sse_fast/starlette/__init__.py``).
+
+sse-starlette's seams
+---------------------
+sse-starlette's own tests, and code written against it, replace two things to
+drive a response: ``EventSourceResponse._listen_for_exit_signal`` (a shutdown
+comes when it returns) and this module's ``anyio`` (``anyio.sleep`` paces the
+pings). They are here, and a replacement changes what a stream does as it does
+under sse-starlette. A stream looks at them once, when it starts
+(``EventSourceResponse._replaced_seams``): left as they are, it does their work
+itself (the registry of open streams; a timer per ping), at no cost per event;
+replaced, it awaits the replacement in a task beside its own, the exit listener
+(its return is a shutdown) or ``_ping`` (which looks ``anyio.sleep`` up here at
+every ping; replacing ``_ping`` works too). The ping loop then sends on
+sse-starlette's schedule (``ping_when_idle`` is the timer's), in order with the
+other writes.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+import anyio  # sse-starlette's seam: its tests patch sse_starlette.sse.anyio.sleep
 from starlette.background import BackgroundTask
 from starlette.concurrency import iterate_in_threadpool
 from starlette.datastructures import MutableHeaders
@@ -16,8 +33,14 @@ from starlette.types import Message, Receive, Scope, Send
 from .._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from .._tasks import within
 from ..frames import line_end
-from ._control import AppStatus, SendTimeoutError, open_streams, shutdown_streams
-from ._stream import _Stream
+from ._control import (
+    AppStatus,
+    SendTimeoutError,
+    open_streams,
+    shutdown_streams,
+    wait_for_exit,
+)
+from ._stream import _ping_bytes, _Stream
 
 __all__ = [
     "AppStatus",
@@ -150,7 +173,7 @@ class EventSourceResponse(Response):
         if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
             await self._head(scope, send)
         else:
-            await _Stream(self, scope, receive, send).run()
+            await _Stream(self, scope, receive, send).run(*self._replaced_seams())
         if self.background is not None:
             await self.background()
 
@@ -158,20 +181,66 @@ class EventSourceResponse(Response):
         """Headers and an empty body, each within ``send_timeout``: an endless
         stream must not start on HEAD."""
         start = {"type": "http.response.start", "status": self.status_code}
-        messages = [
-            {**start, "headers": self._headers_for(scope)},
-            {"type": "http.response.body", "body": b"", "more_body": False},
-        ]
-        for message in messages:
-            try:
-                await within(send(message), self.send_timeout)
-            except TimeoutError:
-                raise SendTimeoutError() from None
+        await self._send_with_timeout(send, {**start, "headers": self._headers_for(scope)})
+        await self._send_with_timeout(
+            send, {"type": "http.response.body", "body": b"", "more_body": False}
+        )
+
+    # ------------------------------------------------ sse-starlette's seams
+
+    @staticmethod
+    async def _listen_for_exit_signal() -> None:
+        """sse-starlette's seam: returns when the server shuts down (see "Shutdown"),
+        at once if it already is. A stream awaits it only when it was replaced (on
+        the response, or in a subclass); then only its return ends the stream on a
+        shutdown, as under sse-starlette."""
+        await wait_for_exit()
+
+    async def _ping(self, send: Send) -> None:
+        """sse-starlette's ping loop: while the response is active, sleep ``ping``
+        seconds (``anyio.sleep``, looked up on this module at every ping) and send
+        a ping with ``send`` within ``send_timeout`` (``SendTimeoutError``). A
+        stream runs it only when it or ``anyio.sleep`` was replaced; it keeps a
+        timer otherwise."""
+        while self.active:
+            await anyio.sleep(self._ping_interval)
+            chunk = _ping_bytes(self)
+            if chunk is not None and self.active:
+                message = {"type": "http.response.body", "body": chunk, "more_body": True}
+                await self._send_with_timeout(send, message)
+
+    async def _send_with_timeout(self, send: Send, message: Message) -> None:
+        """``send(message)`` within ``send_timeout`` (``SendTimeoutError``)."""
+        try:
+            await within(send(message), self.send_timeout)
+        except TimeoutError:
+            raise SendTimeoutError() from None
+
+    def _replaced_seams(
+        self,
+    ) -> tuple[Callable[[], Awaitable[None]] | None, Callable[[Send], Awaitable[None]] | None]:
+        """The exit listener and the ping loop a stream must await, each None when
+        left as it is (the stream then does its work itself): looked up once per
+        stream, never per event."""
+        listen = self._listen_for_exit_signal
+        ping = self._ping
+        return (
+            None if listen is _LISTEN_FOR_EXIT_SIGNAL else listen,
+            None
+            if getattr(ping, "__func__", None) is _PING and anyio.sleep is _ANYIO_SLEEP
+            else ping,
+        )
 
     def _headers_for(self, scope: Scope) -> list[tuple[bytes, bytes]]:
         if scope.get("http_version", "1.1") in ("2", "3"):
             return [(k, v) for k, v in self.raw_headers if k != b"connection"]
         return self.raw_headers
+
+
+#: the seams as they are, against which a stream compares them (``_replaced_seams``)
+_LISTEN_FOR_EXIT_SIGNAL = EventSourceResponse._listen_for_exit_signal
+_PING = EventSourceResponse._ping
+_ANYIO_SLEEP = anyio.sleep
 
 
 def _websocket_denial(send: Send) -> Send:
