@@ -9,6 +9,10 @@ It is what keeps a broken harness from passing:
 * it deselects the tests the harness leaves out (exact node ids, or the id without its
   ``[parameters]`` for every parametrization), and reports entries that matched nothing
   (a stale list);
+* it marks the tests the harness names as deliberate differences (in a run against the
+  shim; ids matched the same way) ``xfail(strict=True)`` with the difference as the
+  reason: such a test must fail, and one that passes fails the run; entries that
+  matched nothing are reported too;
 * it records every test's outcome by node id, which the harness compares with the
   JUnit XML it parses.
 
@@ -28,8 +32,24 @@ from pathlib import Path
 import pytest
 
 _config: dict = {}
-_report: dict = {"outcomes": {}, "deselected": [], "unmatched_deselect": [], "collected": 0}
-_RANK = {"passed": 0, "skipped": 1, "error": 2, "failed": 3}
+_report: dict = {
+    "outcomes": {},
+    "deselected": [],
+    "unmatched_deselect": [],
+    "xfailed": [],
+    "unmatched_xfail": [],
+    "collected": 0,
+}
+_RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "error": 3, "failed": 4}
+
+
+def _match(nodeid: str, wanted: dict | set) -> str | None:
+    """The entry of ``wanted`` that names ``nodeid`` (itself, or it without its
+    ``[parameters]``), or None."""
+    if nodeid in wanted:
+        return nodeid
+    base = nodeid.split("[", 1)[0]
+    return base if base in wanted else None
 
 
 def _write() -> None:
@@ -88,8 +108,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     used: set[str] = set()
     keep, drop = [], []
     for item in items:
-        base = item.nodeid.split("[", 1)[0]
-        hit = item.nodeid if item.nodeid in wanted else base if base in wanted else None
+        hit = _match(item.nodeid, wanted)
         if hit is None:
             keep.append(item)
         else:
@@ -100,13 +119,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
     _report["deselected"] = [i.nodeid for i in drop]
     _report["unmatched_deselect"] = sorted(wanted - used)
+    xfail: dict[str, str] = _config.get("xfail", {})
+    marked: set[str] = set()
+    for item in items:
+        hit = _match(item.nodeid, xfail)
+        if hit is not None:
+            marked.add(hit)
+            item.add_marker(pytest.mark.xfail(strict=True, reason=xfail[hit]))
+            _report["xfailed"].append(item.nodeid)
+    _report["unmatched_xfail"] = sorted(set(xfail) - marked)
     _report["collected"] = len(keep)
     _write()
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    if (report.passed and report.when != "call") or report.passed:
+    if report.passed:  # (an xfail(strict=True) that passed is reported as failed)
         outcome = "passed"
+    elif report.skipped and hasattr(report, "wasxfail"):
+        outcome = "xfailed"
     elif report.skipped:
         outcome = "skipped"
     elif report.when == "call":
