@@ -12,7 +12,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -313,3 +313,106 @@ async def _failover(
                 got.add(json.loads(event.data))
     assert set(later) <= got
     moved.close()
+
+
+def test_redis_that_lost_its_data_is_known_to_nodes_started_afterwards(
+    redis_server: RedisServer,
+) -> None:
+    """Redis (no persistence) killed and restarted under nodes A and B after 300
+    events: the 50 published right after it came back (before any node has
+    reconnected) and those published through the nodes afterwards reach every
+    stream open on A and B, after one ``redis-restarted`` marker; a node C
+    started afterwards answers a resume from before the loss with ``evicted``
+    and ``sse-fast-missed``, as A and B do (never ``resumed`` with 200 events
+    silently skipped), and one from after it with the rest."""
+    flags = ("--redis-url", redis_server.url, "--redis-probe-interval", "1")
+    with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
+        asyncio.run(_lost_data(redis_server, a, b, flags))
+
+
+def _batch(topic: str, numbers: range) -> bytes:
+    return json.dumps({"events": [{"topic": topic, "data": n} for n in numbers]}).encode()
+
+
+async def _lost_data(
+    redis_server: RedisServer, a: ServerProcess, b: ServerProcess, flags: tuple[str, ...]
+) -> None:
+    import redis.asyncio as aioredis
+
+    from sse_fast.brokers.redis import publish
+
+    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
+    streams: list[list[ParsedEvent]] = [[] for _ in clients]
+    for client in clients:
+        await client.connect()
+    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
+
+    def delivered(ids: list[str]) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return all(set(ids) <= {e.id for e in stream} for stream in streams)
+
+        return check
+
+    before: list[str] = []
+    for node, start in ((a, 0), (b, 100), (a, 200)):  # 300 events, through both nodes
+        status, _, body = await node.publish(_batch("feed", range(start, start + 100)))
+        assert status == 200, body
+        before += json.loads(body)["ids"]
+    await wait_for(delivered(before))
+
+    await asyncio.to_thread(redis_server.kill)
+
+    async def not_ready() -> bool:
+        return (await a.get("/readyz"))[0] == 503 and (await b.get("/readyz"))[0] == 503
+
+    await wait_for(not_ready, timeout=10)
+    await asyncio.to_thread(redis_server.start)  # empty: no persistence
+    # 50 events acknowledged right after Redis came back, before the nodes reconnect
+    direct = aioredis.Redis(host=HOST, port=redis_server.port)
+    try:
+        after = [await publish(direct, "feed", 300 + n) for n in range(50)]
+    finally:
+        await direct.aclose()
+
+    async def ready() -> bool:
+        return (await a.get("/readyz"))[0] == 200 and (await b.get("/readyz"))[0] == 200
+
+    await wait_for(ready, timeout=15)
+    for node, start in ((a, 350), (b, 360)):  # and through the nodes once they are back
+        status, _, body = await node.publish(_batch("feed", range(start, start + 10)))
+        assert status == 200, body
+        after += json.loads(body)["ids"]
+    with contextlib.suppress(TimeoutError):
+        await wait_for(delivered(after), timeout=10)
+    for stream in streams:  # each: the 300, one marker, then every event Redis had
+        ids = [e.id for e in stream if e.event == "message"]
+        absent = [i for i in after if i not in ids]
+        assert not absent, f"{len(absent)} of {len(after)} acknowledged after the restart absent"
+        assert ids == before + after
+        missed = [e for e in stream if e.event == "sse-fast-missed"]
+        assert [json.loads(e.data)["reason"] for e in missed] == ["redis-restarted"]
+        order = [e.id for e in stream if e.event in ("message", "sse-fast-missed")]
+        assert order.index(missed[0].id) == len(before)
+        assert int(before[-1]) < int(missed[0].id) < int(after[0])
+
+    with ServerProcess(*flags) as c:
+        for node in (c, a, b):  # C, started after the loss, knows it as A and B do
+            resume = node.client("feed", last_event_id=before[99])
+            await resume.connect()
+            assert resume.response_headers["sse-fast-resume"] in ("evicted", "unknown")
+            (first,) = await collect(resume, 1)
+            assert first.event == "sse-fast-missed", first
+            assert json.loads(first.data)["reason"] in ("evicted", "unknown")
+            resume.close()
+        for node in (c, a, b):  # from after the loss: the rest, on any node
+            resume = node.client("feed", last_event_id=after[9])
+            await resume.connect()
+            assert resume.response_headers["sse-fast-resume"] == "resumed"
+            rest = await collect(resume, len(after) - 10)
+            assert [e.id for e in rest] == after[10:]
+            resume.close()
+    for client in clients:
+        client.close()
+    for reader in readers:
+        reader.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)

@@ -226,6 +226,185 @@ def test_redis_restarted_without_its_data_is_told_to_open_streams(
     asyncio.run(main())
 
 
+async def _repaired(hub: Hub, breaks: int) -> None:
+    """Wait until ``hub`` repaired its ``breaks``-th history break and can publish."""
+    await _until(lambda: hub.broker.stats()["redis"]["history_breaks"] == breaks, timeout=10)
+    await _until(lambda: hub.broker.available, timeout=10)
+
+
+async def _received(stream: Recording, event_id: str) -> None:
+    """Wait until ``stream`` was sent the event ``event_id``."""
+    await _until(lambda: any(e[1] == event_id for e in stream.events()))
+
+
+def _marker(event: tuple[str | None, str | None, str]) -> str | None:
+    """The reason of an ``sse-fast-missed`` event (None for another event)."""
+    return orjson.loads(event[2])["reason"] if event[0] == "sse-fast-missed" else None
+
+
+def test_redis_that_lost_its_data_twice_is_known_to_a_node_started_afterwards(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each restart of Redis without its data starts a dataset whose floor (a
+    position recorded in Redis with the epoch) every node reads: a node started
+    after two of them answers a resume from either earlier dataset ``evicted``,
+    as the node that lived through them does, and one from the newest ``resumed``."""
+
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        stream = Recording()
+        datasets: list[list[str]] = []
+        try:
+            await stream.attach(a, ["t"])
+            for restart in range(3):
+                if restart:
+                    await asyncio.to_thread(redis_server.restart)
+                    await _repaired(a, breaks=restart)
+                datasets.append(await a.publish([PublishRequest(("t",), n) for n in range(3)]))
+                # delivered before the next restart (or lost with Redis: a marker only)
+                await _received(stream, datasets[-1][-1])
+            first, second, third = datasets
+            got = stream.events()
+            assert [_marker(e) for e in got] == [None] * 3 + (["redis-restarted"] + [None] * 3) * 2
+            assert [e[1] for e in got if e[0] is None] == first + second + third
+            assert int(first[-1]) < int(got[3][1]) < int(second[0])
+            assert int(second[-1]) < int(got[7][1]) < int(third[0])
+            c = node(redis_server.url)
+            await c.start()
+            try:
+                for hub in (c, a):
+                    for old in (first[0], second[0]):
+                        late = Recording()
+                        assert (await late.attach(hub, ["t"], old)).resume == "evicted"
+                        assert late.events()[0][0] == "sse-fast-missed"
+                    recent = Recording()
+                    assert (await recent.attach(hub, ["t"], third[0])).resume == "resumed"
+                    assert [e[1] for e in recent.events()] == third[1:]
+            finally:
+                await c.stop()
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_events_published_while_a_node_reconnects_reach_its_streams(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Published straight into Redis without a pause from the moment it is back
+    (empty) until well after the node repaired: every event Redis has reaches the
+    open stream, after the ``redis-restarted`` marker, none twice."""
+    import redis.asyncio as aioredis
+
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        stream = Recording()
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await stream.attach(a, ["t"])
+            (before,) = await a.publish([PublishRequest(("t",), "before")])
+            await _until(lambda: len(stream.events()) == 1)
+            await asyncio.to_thread(redis_server.restart)
+            published: list[str] = []
+            while a.broker.stats()["redis"]["history_breaks"] == 0 or len(published) < 300:
+                published.append(await publish(client, "t", len(published)))
+                assert len(published) < 20_000, "the node did not repair"
+            await _until(lambda: stream.events()[-1][1] == published[-1])
+            events = stream.events()
+            assert [_marker(e) for e in events[:2]] == [None, "redis-restarted"]
+            assert [e[1] for e in events] == [before, events[1][1], *published]
+            assert int(before) < int(events[1][1]) < int(published[0])
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
+            await client.aclose()
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_ids_from_before_redis_lost_its_data_never_resolve_to_new_events(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Positions handed out before Redis lost its data may lie above the ones it
+    hands out after (they were ahead of its clock: a burst, or its clock stepped
+    back; simulated by setting the position ahead). The node that held them
+    raises the dataset's floor above them: a node started afterwards answers a
+    resume from them ``evicted``, never ``resumed`` after an unrelated event."""
+    import redis.asyncio as aioredis
+
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        stream = Recording()
+        client = aioredis.Redis.from_url(redis_server.url)
+        try:
+            await stream.attach(a, ["t"])
+            ahead = str(int(time.time() * 1_000_000) + 600_000_000)  # ten minutes
+            await asyncio.to_thread(redis_server.cli, "SET", "sse:position", ahead)
+            old = await a.publish([PublishRequest(("t",), n) for n in range(3)])
+            await _until(lambda: len(stream.events()) == 3)
+            await asyncio.to_thread(redis_server.restart)
+            # published before the node repaired, at positions below the old ones
+            early = [await publish(client, "t", f"early {n}") for n in range(2)]
+            assert int(early[-1]) < int(old[0])
+            await _repaired(a, breaks=1)
+            (after,) = await a.publish([PublishRequest(("t",), "after")])
+            await _until(lambda: stream.events()[-1][1] == after)
+            events = stream.events()
+            # the early ones cannot follow the old ones in order: the marker stands for them
+            assert [e[1] for e in events if e[0] is None] == [*old, after]
+            assert [_marker(e) for e in events] == [None] * 3 + ["redis-restarted", None]
+            assert int(old[-1]) < int(events[3][1]) < int(after)
+            c = node(redis_server.url)
+            await c.start()
+            try:
+                for hub in (c, a):
+                    assert (await Recording().attach(hub, ["t"], old[0])).resume == "evicted"
+                    recent = Recording()
+                    assert (await recent.attach(hub, ["t"], events[3][1])).resume == "resumed"
+                    assert [e[1] for e in recent.events()] == [after]
+            finally:
+                await c.stop()
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
+            await client.aclose()
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_flush_under_a_live_subscription_is_found_by_the_next_history_read(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """FLUSHALL leaves the subscription up: the next topic a node loads finds the
+    new epoch, is refused with 503 while the node repairs (so that no topic of
+    the new dataset gets ahead of the marker), and the open streams are told."""
+
+    async def main() -> None:
+        a = node(redis_server.url)
+        await a.start()
+        stream = Recording()
+        try:
+            await stream.attach(a, ["t"])
+            await a.publish([PublishRequest(("t",), "before")])
+            await _until(lambda: len(stream.events()) == 1)
+            await asyncio.to_thread(redis_server.cli, "FLUSHALL")
+            with pytest.raises(PublishError) as info:
+                await Recording().attach(a, ["u"])
+            assert info.value.status == 503
+            await _repaired(a, breaks=1)
+            assert [_marker(e) for e in stream.events()] == [None, "redis-restarted"]
+            assert (await Recording().attach(a, ["u"])).resume == "none"
+            forgive(caplog, "Redis subscription lost")
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
 def test_redis_behind_what_a_node_saw_is_told_unless_publishes_wait_for_replicas(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

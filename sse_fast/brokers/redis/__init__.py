@@ -15,6 +15,19 @@ primary: not a Redis Cluster, whose slots would split the sequence):
 * ``sse:epoch``: a random value set once per Redis dataset. A node that finds
   another one after reconnecting knows that Redis lost its data (a restart
   without persistence, a flush, a failover to an empty replica).
+* ``sse:floor``: the position this dataset's history starts after. Whichever
+  script finds no epoch (a first start, or Redis lost its data) sets the epoch,
+  and the floor and ``sse:position`` to Redis time: every event of the dataset
+  is above it. A node that finds Redis lacking events it holds raises the floor
+  above the newest position it holds or saw (``ADVANCE_SCRIPT``). Every history
+  read returns it, and a topic's claims start there (its floor, ``Member.load``):
+  a ``Last-Event-ID`` at or below it is ``evicted`` on every node, nodes started
+  after the loss included, and no id given out before the loss resolves to an
+  event of the new dataset. What the floor cannot know: positions handed out
+  before the loss above Redis's time when it came back (its clock stepped back;
+  positions run ahead of the clock only by bursts of more than one event a
+  microsecond) are known only to nodes that held them; if none was running
+  through the loss, such ids may resolve among the new dataset's events.
 * ``sse:t:<topic>``: a Stream per topic, entry id ``<position>-0``, fields
   ``f`` (the frame, ``id:`` line first), ``i`` (the SSE id) and ``w`` (wall
   clock milliseconds at publish). Trimmed to about ``history_frames`` entries
@@ -42,8 +55,18 @@ Promises (the broker contract, ``brokers/__init__.py``):
   that long) is replaced; every held topic is then read from its stream since
   the newest position the node holds, with live messages held back meanwhile,
   so nothing is skipped and nothing is applied twice. Where the stream was
-  trimmed past that position, or Redis lost its data, the topic's streams get
-  ``sse-fast-missed`` in place (``redis-history-trimmed``, ``redis-restarted``).
+  trimmed past that position, the topic's streams get ``sse-fast-missed`` in
+  place (``redis-history-trimmed``).
+* Losses are said once, at the floor. Where Redis lost its data (another epoch;
+  also found by a new topic's history read, for a flush under a live
+  subscription) or is behind a position the member saw, the member raises the
+  floor above what it holds (``ADVANCE_SCRIPT``, only if the epoch is still the
+  one it read), every open stream gets ``sse-fast-missed`` at the floor
+  (``redis-restarted``, ``redis-lost-writes``; after a restart, usually the
+  same id on every node that lived through it), and then what Redis has after the floor: the events
+  published since it came back reach the open streams, before the live ones
+  held back meanwhile. Live messages of a new subscription are not taken as
+  "seen" before that check, so they cannot push the floor above themselves.
 * A failover is a reconnect. With Sentinel (``redis-sentinel://``) the
   subscription and commands follow the new primary. Redis replicates
   asynchronously, so ``wait_replicas`` (``--redis-wait-replicas 1``) makes a

@@ -5,8 +5,10 @@
   each message to the member, or holds it back while the topic's history is
   read, and replaces a subscription that was lost or went stale (``run``).
 * ``History``: reads of the topics' streams (``READ_SCRIPT``) and what they
-  mean: a new topic's floor and history, a repaired topic's gap, and at each
-  (re)subscription the resync that checks whether Redis lost data.
+  mean: a new topic's floor (never below the dataset's, ``sse:floor``) and
+  history, a repaired topic's gap, and at each (re)subscription the resync
+  that checks whether Redis lost data and, if it did, says the break at the
+  dataset's floor and delivers what Redis has after it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from redis.exceptions import RedisError
 
@@ -33,6 +35,7 @@ __all__ = [
     "LOAD_CHUNK",
     "Feed",
     "History",
+    "Read",
     "Reconnect",
     "ignore_result",
 ]
@@ -42,9 +45,23 @@ log = logging.getLogger("sse_fast.redis")
 #: topics per history read when subscribing (so Redis is not blocked long)
 LOAD_CHUNK = 256  # topics per history read when subscribing
 
-#: (position, Redis time in microseconds, epoch, per topic: (max deleted position,
-#: stream length, entries oldest first))
-Read = tuple[int, int, str, dict[str, tuple[int, int, list[Sequenced]]]]
+#: a topic's stream as read: (max deleted position, stream length, entries oldest first)
+TopicRead = tuple[int, int, list[Sequenced]]
+
+
+class Read(NamedTuple):
+    """What one ``READ_SCRIPT`` call says."""
+
+    #: the newest position handed out
+    position: int
+    #: Redis time in microseconds
+    now: int
+    #: the dataset's epoch
+    epoch: str
+    #: no position at or below it is in this dataset's history (``advance.lua``)
+    floor: int
+    #: per topic read
+    topics: dict[str, TopicRead]
 
 
 class Reconnect(Exception):
@@ -74,6 +91,8 @@ class Feed:
         self._confirm_waiters: dict[bytes, asyncio.Future[None]] = {}
         self._release: set[str] = set()
         self._release_scheduled = False
+        #: a read found another epoch: the subscription is replaced and resynced
+        self.epoch_changed = False
 
     # ---------------------------------------------------------------- subscription
 
@@ -179,6 +198,9 @@ class Feed:
             if message is not None:
                 self._handle(message)
             broker.probes.check()
+            if self.epoch_changed:
+                self.epoch_changed = False
+                raise Reconnect("a history read found that Redis lost its data")
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
@@ -206,12 +228,14 @@ class Feed:
         position, wall, event_id = head.split(b" ", 2)
         age = max(0.0, time.time() - int(wall) / 1000)
         item = Sequenced(int(position), event_id.decode(), (topic,), frame, time.monotonic() - age)
-        if item.position > broker.seen:
-            broker.seen = item.position
         held_back = self._held_back
         if held_back is not None:
+            # (re)subscribing: not "seen" until the resync knows which dataset it is from
             held_back.setdefault(topic, []).append(item)
-        elif topic in self._loading:
+            return
+        if item.position > broker.seen:
+            broker.seen = item.position
+        if topic in self._loading:
             self._loading_back.setdefault(topic, []).append(item)
         elif topic in broker.held:
             broker.deliver([item])
@@ -280,11 +304,16 @@ class Feed:
         await self._subscribe([self.channel(name) for name in names])
         for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
             chunk = names[start : start + LOAD_CHUNK]
-            position, now, _, read = await self.history.read(dict.fromkeys(chunk))
-            broker.seen = max(broker.seen, position)
-            broker.horizon = max(broker.horizon, position)
+            read = await self.history.read(dict.fromkeys(chunk))
+            if read.epoch != broker.epoch:
+                # Redis lost its data and the subscription did not notice (a FLUSHALL):
+                # the resync that tells the streams comes first
+                self.epoch_changed = True
+                raise ConnectionError("Redis lost its data: the node repairs first")
+            broker.seen = max(broker.seen, read.position)
+            broker.horizon = max(broker.horizon, read.position)
             for name in chunk:
-                self.history.apply(name, None, read[name], now)
+                self.history.apply(name, None, read)
                 self._loading.pop(name, None)
                 waiting = self._loading_back.pop(name, [])
                 if waiting:
@@ -319,9 +348,9 @@ class History:
         self.broker = broker
 
     async def read(self, froms: dict[str, int | None]) -> Read:
-        """Position, Redis time (us), epoch, and per topic: the max deleted
-        position, the stream length, and its entries after ``froms[topic]`` (or
-        the newest ``load_frames``), oldest first."""
+        """The sequence, and per topic: the max deleted position, the stream
+        length, and its entries after ``froms[topic]`` (or the newest
+        ``load_frames``), oldest first."""
         broker = self.broker
         args: list[Any] = [broker.prefix, broker.load_frames, os.urandom(8).hex()]
         names = list(froms)
@@ -333,58 +362,58 @@ class History:
 
     async def resync(self) -> None:
         """After (re)subscribing: check the epoch, and repair every held topic
-        from its stream (or tell the streams what Redis lost)."""
+        from its stream (after telling the streams what Redis lost)."""
         broker = self.broker
         member = broker.member
         held = sorted(broker.held)
         froms: dict[str, int | None] = {name: member.newest_position(name) for name in held}
-        position, now, epoch, read = await self.read(froms)
+        read = await self.read(froms)
         lost = None
-        if broker.epoch is not None and epoch != broker.epoch:
+        if broker.epoch is not None and read.epoch != broker.epoch:
             lost = Reason.REDIS_RESTARTED
             log.warning("Redis lost its data (epoch changed): open streams are told")
-        elif position < broker.seen and not broker.wait_replicas:
+        elif read.position < broker.seen and not broker.wait_replicas:
             # a failover to a replica that had not received every event we saw
             lost = Reason.REDIS_LOST_WRITES
             log.warning(
                 "Redis is behind events this node saw (position %d < %d: a failover to a "
                 "replica that lagged; see --redis-wait-replicas): open streams are told",
-                position,
+                read.position,
                 broker.seen,
             )
         if lost is not None:
-            # Nothing since the last position we hold can be vouched for. Move the
-            # sequence above it (and above what we saw); open streams are told.
-            broker.history_breaks += 1
+            # Nothing after the newest position we hold or saw can be vouched for: the
+            # dataset's floor goes above it (ids we gave out never resolve to new events
+            # there, on any node), the streams are told at the floor, and what Redis has
+            # after it (published since it came back) follows.
             above = max(member.last_position, broker.seen)
-            marker = int(await broker.advance_script(keys=broker.keys[:1], args=[above]))
-            broker.first_position = marker + 1
-            member.rejoined(marker + 1, lost)
-            position = marker
-        else:
-            if broker.epoch is not None:
-                broker.repairs += 1
-            for name in held:
-                self.apply(name, froms[name], read[name], now)
-        broker.epoch = epoch
-        broker.seen = max(broker.seen, position)
-        broker.horizon = max(broker.horizon, position)
+            floor = await broker.advance_script(
+                keys=broker.keys, args=[broker.prefix, above, read.epoch]
+            )
+            if floor is None:
+                raise Reconnect("Redis lost its data again during the repair")
+            broker.history_breaks += 1
+            broker.first_position = int(floor) + 1
+            member.rejoined(broker.first_position, lost)
+        elif broker.epoch is not None:
+            broker.repairs += 1
+        for name in held:
+            after = froms[name] if lost is None else broker.first_position - 1
+            self.apply(name, after, read)
+        broker.epoch = read.epoch
+        broker.seen = max(broker.seen, read.position)
+        broker.horizon = max(broker.horizon, read.position)
         broker.commands_ok = True
 
-    def apply(
-        self,
-        name: str,
-        since: int | None,
-        history: tuple[int, int, list[Sequenced]],
-        now: int,
-    ) -> None:
-        """Give the member topic ``name``'s history read after ``since`` (None: the
-        topic is new to the member, and the read gives its floor too)."""
+    def apply(self, name: str, since: int | None, read: Read) -> None:
+        """Give the member topic ``name``'s history in ``read``, what is after
+        ``since`` (None: the topic is new to the member, and the read gives its
+        floor too)."""
         broker = self.broker
-        deleted, length, items = history
-        horizon = now - int(broker.history_age * 1_000_000)
+        deleted, length, items = read.topics[name]
         if since is None:  # a topic new to this member: its floor, then its history
-            floor = max(deleted, horizon)
+            horizon = read.now - int(broker.history_age * 1_000_000)
+            floor = max(deleted, horizon, read.floor)
             if items and length > len(items):
                 floor = max(floor, items[0].position - 1)
             broker.member.load(name, floor, items)
@@ -395,17 +424,17 @@ class History:
             lost = max(lost, items[0].position - 1)
         if lost:
             broker.member.missed([name], lost, Reason.REDIS_HISTORY_TRIMMED)
+        items = [item for item in items if item.position > since]
         if items:
             broker.deliver(items)
 
 
 def _parse_read(reply: list[Any], names: list[str]) -> Read:
     """``READ_SCRIPT``'s reply for topics ``names``."""
-    position, now, epoch = int(reply[0]), int(reply[1]), reply[2].decode()
     out = {}
     clock = time.monotonic()
     for k, name in enumerate(names):
-        deleted, length, entries = reply[3 + 3 * k : 6 + 3 * k]
+        deleted, length, entries = reply[4 + 3 * k : 7 + 3 * k]
         items = []
         for stream_id, fields in reversed(entries):
             values = dict(zip(fields[::2], fields[1::2], strict=True))
@@ -420,7 +449,7 @@ def _parse_read(reply: list[Any], names: list[str]) -> Read:
                 )
             )
         out[name] = (_position(deleted), int(length), items)
-    return position, now, epoch, out
+    return Read(int(reply[0]), int(reply[1]), reply[2].decode(), int(reply[3]), out)
 
 
 def _position(stream_id: bytes | str) -> int:

@@ -2,6 +2,9 @@
 -- KEYS: position, epoch. ARGV: prefix, epoch candidate, history frames, history age
 -- (microseconds), event count, then per event: id ('' = its position), frame without
 -- the id line, wall ms, topic count, topics. Returns the events' ids.
+-- A new dataset (no epoch: a first start, or Redis lost its data) gets the candidate as
+-- its epoch and its floor (key prefix .. 'floor') at Redis time: its positions and its
+-- history start after it.
 -- RETRY_WINDOW is replaced with the retry window in seconds (brokers/sequencing.py).
 -- This header ends at the first blank line: scripts.py reads the script from there on.
 
@@ -32,8 +35,12 @@ for e = 1, count do
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[2]) end
 local position = tonumber(redis.call('GET', KEYS[1]) or '0')
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  position = math.max(position, now)
+  redis.call('SET', KEYS[2], ARGV[2])
+  redis.call('SET', prefix .. 'floor', string.format('%d', position))
+end
 local ttl = math.max(1, math.ceil(age / 1000000))
 local minid = string.format('%d-0', math.max(0, now - age))
 local ids = {}

@@ -1,15 +1,23 @@
 -- READ_SCRIPT: the sequence and the history of some topics, in one read.
 -- KEYS: position, epoch. ARGV: prefix, count, epoch candidate, then pairs:
 -- topic, from ('' = the newest ``count`` entries; else those after position from).
--- Returns: position, Redis time (us), epoch, then per topic: max deleted position,
--- stream length, entries (newest first).
+-- Returns: position, Redis time (us), epoch, floor (no position at or below it is in
+-- this dataset's history), then per topic: max deleted position, stream length,
+-- entries (newest first). A new dataset is started as PUBLISH_SCRIPT starts one.
 -- This header ends at the first blank line: scripts.py reads the script from there on.
 
 local prefix, count = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
-if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('SET', KEYS[2], ARGV[3]) end
-local out = {redis.call('GET', KEYS[1]) or '0', now, redis.call('GET', KEYS[2])}
+local floor_key = prefix .. 'floor'
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local position = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(now))
+  redis.call('SET', KEYS[2], ARGV[3])
+  redis.call('SET', KEYS[1], string.format('%d', position))
+  redis.call('SET', floor_key, string.format('%d', position))
+end
+local out = {redis.call('GET', KEYS[1]) or '0', now, redis.call('GET', KEYS[2]),
+  redis.call('GET', floor_key) or '0'}
 local i = 4
 while ARGV[i] do
   local stream, from = prefix .. 't:' .. ARGV[i], ARGV[i + 1]

@@ -85,7 +85,8 @@ def _lua(name: str) -> str:
 PUBLISH_SCRIPT = _lua("publish.lua").replace("RETRY_WINDOW", str(int(RETRY_WINDOW)))
 #: the sequence and the history of some topics in one read (``read.lua``)
 READ_SCRIPT = _lua("read.lua")
-#: move the sequence above what nodes hold, after Redis lost its data (``advance.lua``)
+#: raise the dataset's floor and sequence above what a node holds, after Redis lost
+#: events it holds (``advance.lua``)
 ADVANCE_SCRIPT = _lua("advance.lua")
 
 
