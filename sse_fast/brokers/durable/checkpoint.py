@@ -29,6 +29,7 @@ What a restart checks against it: ``log.read``'s ``verify`` step.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -123,15 +124,44 @@ def load_checkpoint(path: str) -> Checkpoint | None:
 
 
 class CheckpointFile:
-    """The writer's side: replaces the checkpoint whole, from any thread, never with
-    an older one than it last wrote (``write``'s ``generation``)."""
+    """The writer's side: takes checkpoints (``take``) and replaces the file whole,
+    from any thread, never with an older one than it last wrote (``write``'s
+    ``generation``)."""
 
-    def __init__(self, path: str, sync: bool) -> None:
+    def __init__(self, path: str, fsync: str) -> None:
         self.path = path
-        self.sync = sync
+        self.fsync = fsync
+        self.sync = fsync != "never"
+        #: the newest segment's bytes a sync made safe (``always``, ``interval``)
+        self.acknowledged = 0
         self.written: Checkpoint | None = None
         self._lock = threading.Lock()
         self._generation = 0
+        self._taken = 0
+
+    def take(
+        self,
+        sequence: int,
+        sizes: list[tuple[int, int]],
+        next_position: int,
+        clean: bool,
+        boot: str,
+    ) -> tuple[Checkpoint, int]:
+        """A checkpoint of segments of ``sizes`` ((first position, bytes written),
+        oldest first), vouching for the newest one's bytes as far as a sync made them
+        safe (``acknowledged``), and its generation."""
+        if sizes and self.sync:
+            sizes[-1] = (sizes[-1][0], min(sizes[-1][1], self.acknowledged))
+        self._taken += 1
+        checkpoint = Checkpoint(sequence, tuple(sizes), next_position, clean, boot, self.fsync)
+        return checkpoint, self._taken
+
+    async def write_if_changed(self, checkpoint: Checkpoint, generation: int) -> None:
+        """``write`` in a thread, unless the file says the same already."""
+        if checkpoint != self.written:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.write, checkpoint, generation
+            )
 
     def write(self, checkpoint: Checkpoint, generation: int) -> None:
         """Replace the checkpoint with ``checkpoint`` (taken at ``generation``, which

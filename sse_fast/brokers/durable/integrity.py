@@ -124,51 +124,62 @@ def verify(
         acknowledged = dict(checkpoint.segments)
         verdict.given_up_to = checkpoint.next_position - 1
     for segment, data in zip(found, contents, strict=True):
-        scan = segment.scan
-        vouched = acknowledged.get(segment.first, 0)
-        name = segment.path
-        if scan.torn and not segment.newest:
+        _check_segment(segment, data, acknowledged.get(segment.first, 0), boot, verdict)
+    _check_holes(found, acknowledged, verdict)
+    if checkpoint is not None:
+        _check_end(found, checkpoint, verdict)
+    return verdict
+
+
+def _check_segment(segment: Found, data: bytes, vouched: int, boot: str, verdict: Verdict) -> None:
+    """One segment's own bytes: damage, a cut, or an unfinished write at its end."""
+    scan = segment.scan
+    name = segment.path
+    if scan.torn and not segment.newest:
+        verdict.problems.append(
+            Problem(
+                f"{name} is damaged at byte {scan.end} ({scan.damage}) and is not the newest "
+                "segment, so this is not a write the last run did not finish: the events "
+                "after that byte are lost",
+                name,
+                scan.end,
+            )
+        )
+    elif scan.end < vouched:
+        what = (
+            f"is damaged at byte {scan.end} ({scan.damage})"
+            if scan.torn
+            else f"holds {segment.size} bytes"
+        )
+        verdict.problems.append(
+            Problem(
+                f"{name} {what}, inside the {vouched} bytes the last run had acknowledged: "
+                "events it had stored are lost",
+                name,
+                scan.end if scan.torn else None,
+            )
+        )
+        verdict.trailing = verdict.trailing or segment.newest
+    elif scan.torn:
+        same_boot = bool(boot) and scan.boot is not None and scan.boot[0] == boot
+        if same_boot and not _unfinished(data, scan.end):
             verdict.problems.append(
                 Problem(
-                    f"{name} is damaged at byte {scan.end} ({scan.damage}) and is not the newest "
-                    "segment, so this is not a write the last run did not finish: the events "
-                    "after that byte are lost",
+                    f"{name} is damaged at byte {scan.end} ({scan.damage}): a whole record "
+                    "with wrong bytes, which a process that stopped in the middle of a write "
+                    "does not leave: the events after that byte are lost",
                     name,
                     scan.end,
                 )
             )
-        elif scan.end < vouched:
-            what = (
-                f"is damaged at byte {scan.end} ({scan.damage})"
-                if scan.torn
-                else f"holds {segment.size} bytes"
-            )
-            verdict.problems.append(
-                Problem(
-                    f"{name} {what}, inside the {vouched} bytes the last run had acknowledged: "
-                    "events it had stored are lost",
-                    name,
-                    scan.end if scan.torn else None,
-                )
-            )
-            if segment.newest:
-                verdict.trailing = True
-        elif scan.torn:
-            same_boot = bool(boot) and scan.boot is not None and scan.boot[0] == boot
-            if same_boot and not _unfinished(data, scan.end):
-                verdict.problems.append(
-                    Problem(
-                        f"{name} is damaged at byte {scan.end} ({scan.damage}): a whole record "
-                        "with wrong bytes, which a process that stopped in the middle of a write "
-                        "does not leave: the events after that byte are lost",
-                        name,
-                        scan.end,
-                    )
-                )
-                verdict.trailing = True
-            else:
-                verdict.unfinished.append((name, scan.end))
-    # holes between segments: a missing one, or one cut short
+            verdict.trailing = True
+        else:
+            verdict.unfinished.append((name, scan.end))
+
+
+def _check_holes(found: Sequence[Found], acknowledged: dict[int, int], verdict: Verdict) -> None:
+    """Positions between two segments that no ``LOST`` record accounts for: a segment
+    missing, or one cut short."""
     lost = [item for segment in found for item in segment.scan.lost]
     for before, after in itertools.pairwise(found):
         start, stop = before.end_position + 1, after.first - 1
@@ -190,38 +201,42 @@ def verify(
                 "events are lost"
             )
         )
-    # what the checkpoint lists after the newest segment kept
-    if found and checkpoint is not None:
-        newest = found[-1]
-        later = [
-            first for first, size in checkpoint.segments if first > newest.first and size >= HEADER
-        ]
-        if later:
+
+
+def _check_end(found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict) -> None:
+    """What the checkpoint says the last run wrote after the newest segment kept."""
+    if not found:
+        if any(size >= HEADER for _, size in checkpoint.segments):
             verdict.problems.append(
                 Problem(
-                    f"{os.path.dirname(newest.path)}: the segment {_segment_name(later[0])} "
-                    "is missing (the newest the last run wrote): its events are lost"
+                    "every segment the last run wrote is missing (its checkpoint lists "
+                    f"{len(checkpoint.segments)}): its events are lost"
                 )
             )
             verdict.trailing = True
-        end = max(segment.end_position for segment in found)
-        if verdict.given_up_to > end and not later and not verdict.trailing:
-            verdict.problems.append(
-                Problem(
-                    f"{newest.path} ends at position {end}, but the last run had given "
-                    f"positions up to {verdict.given_up_to}: events it had stored are lost"
-                )
-            )
-            verdict.trailing = True
-    elif not found and checkpoint is not None and any(s >= HEADER for _, s in checkpoint.segments):
+        return
+    newest = found[-1]
+    later = [
+        first for first, size in checkpoint.segments if first > newest.first and size >= HEADER
+    ]
+    if later:
         verdict.problems.append(
             Problem(
-                "every segment the last run wrote is missing (its checkpoint lists "
-                f"{len(checkpoint.segments)}): its events are lost"
+                f"{os.path.dirname(newest.path)}: the segment {_segment_name(later[0])} "
+                "is missing (the newest the last run wrote): its events are lost"
             )
         )
         verdict.trailing = True
-    return verdict
+        return
+    end = max(segment.end_position for segment in found)
+    if verdict.given_up_to > end and not verdict.trailing:
+        verdict.problems.append(
+            Problem(
+                f"{newest.path} ends at position {end}, but the last run had given "
+                f"positions up to {verdict.given_up_to}: events it had stored are lost"
+            )
+        )
+        verdict.trailing = True
 
 
 def refusal(verdict: Verdict) -> StoreError:

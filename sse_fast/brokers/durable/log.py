@@ -56,6 +56,7 @@ from .records import (
     segment_header,
     sequenced_records,
 )
+from .retention import count_loaded, dead, forget
 
 __all__ = [
     "FSYNC_POLICIES",
@@ -351,18 +352,13 @@ class EventLog:
         self.segment_bytes = segment_bytes or max(1 << 20, min(64 << 20, max_bytes // 8))
         self.ring_frames = ring_frames
         self.topic_ttl = topic_ttl
-        #: start on a directory the restart's checks refuse (``integrity``), recording
-        #: what was lost
-        self.recover = recover
-        self.checkpoints = CheckpointFile(path, sync=fsync != "never")
-        self._generation = 0
+        self.recover = recover  # start where ``integrity`` refuses, recording the loss
+        self.checkpoints = CheckpointFile(path, fsync)
         self.sequence = 0
         self.next_position = 0
         self.segments: list[Segment] = []
         self.bytes = 0
-        #: each topic's events so far, the wall-clock time of its newest and the
-        #: segment it was last counted in (``records_py``'s module doc)
-        self.tallies: dict[str, Tally] = {}
+        self.tallies: dict[str, Tally] = {}  # by topic (``retention``)
         self.write_errors = 0
         self.deleted_segments = 0
         #: this machine's boot (``records.BOOT``), read by ``open``
@@ -370,111 +366,40 @@ class EventLog:
         self._fd = -1
         self._dirty = False
         self._syncing: asyncio.Future[None] | None = None
-        #: the newest segment's bytes a sync made safe (``always``, ``interval``)
-        self._acknowledged = 0
 
     # ---------------------------------------------------------------- opening
 
     def open(self) -> Loaded:
         """Read the directory (``read``'s checks: ``StoreError`` when it lost events,
-        unless ``recover``), start a new segment; return what it held. Wherever events
-        may be lost (an unclean stop on an earlier boot, or a recovered loss at the end)
-        the positions jump to the wall clock and the ones between are recorded as
-        possibly lost (never reused for other events); after a dropped unfinished write
-        they jump too, silently (nobody was given those positions)."""
+        unless ``recover``), start a new segment; return what it held. Where positions
+        may be lost they are recorded so, and never given again (``_positions``)."""
         self.checkpoints.remove_leftover()
         loaded = read(self.path, writer=True, recover=self.recover)
         self.segments = loaded.segments
         self.bytes = sum(segment.size for segment in self.segments)
-        for segment, events in _by_segment(loaded):
-            for event in events:
-                tally_topics((event,), event.wall, self.tallies, segment.live, segment.first)
-            segment.seal()
-        boot = current_boot_id()
-        lost_at_end = False
-        if loaded.sequence is None:
-            self.sequence = self.next_position = first_position()
-            loaded.first_position = self.sequence
-        else:
-            self.sequence = loaded.sequence
-            given = max(loaded.last_position, loaded.given_up_to)
-            self.next_position = given + 1
-            lost_at_end = _writes_may_be_lost(loaded, boot) or loaded.trailing_loss
-            if lost_at_end:
-                # past every position the lost run may have given, and one for the marker
-                self.next_position = max(given + 2, first_position())
-            elif loaded.torn or loaded.untrusted:
-                self.next_position = max(self.next_position, first_position())
-                if self.segments and self.next_position > given + 1:
-                    # the jump said where a restart looks for it: the positions up to
-                    # the next segment's first were never given (not a hole)
-                    self._append_to_newest(closed_record(self.next_position - 1))
-        self.boot = boot
+        count_loaded(_by_segment(loaded), self.tallies)
+        self.boot = current_boot_id()
+        self.sequence, self.next_position, lost_at_end, jumped = _positions(loaded, self.boot)
+        if jumped and self.segments:
+            # said where a restart looks for it: the positions up to the next segment's
+            # first were never given (not a hole between segments)
+            self.bytes += _append(self.segments[-1], closed_record(self.next_position - 1))
         if self.segments and self.fsync != "never":
             # the checkpoint vouches for what the last run wrote: make it so
             _sync_file(self.segments[-1].path)
         self._start_segment()
-        for gap in loaded.recovered:  # between segments: told just before the next one
-            first, last = gap[0], gap[1] - 1
-            self._write(lost_record(first, last))
-            loaded.lost.append((first, last))
-        if lost_at_end:
-            gap = (loaded.last_position + 1, self.next_position - 2)
-            if loaded.trailing_loss:
-                log.error(
-                    "%s: events after position %d are lost (recovered with --data-recover); "
-                    "streams resuming from before them are told (sse-fast-missed)",
-                    self.path,
-                    loaded.last_position,
-                )
-            else:
-                log.warning(
-                    "the last run of %s stopped without closing its data and the machine has "
-                    "restarted since (fsync=%s): events after position %d may be lost; streams "
-                    "resuming from before them are told (sse-fast-missed)",
-                    self.path,
-                    loaded.boot[1] if loaded.boot else "unknown",
-                    loaded.last_position,
-                )
+        for gap in _lost_ranges(loaded, lost_at_end, self.next_position, self.path):
             self._write(lost_record(*gap))
             loaded.lost.append(gap)
         self._sync_now()
         self._checkpoint_now()
         return loaded
 
-    def _append_to_newest(self, record: bytes) -> None:
-        """Add ``record`` to the newest segment the last run wrote (before ``open``
-        starts the next one)."""
-        segment = self.segments[-1]
-        try:
-            fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                if os.write(fd, record) != len(record):
-                    raise OSError(errno.ENOSPC, "the disk took part of the record")
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise StoreWriteError(
-                f"cannot write to {segment.path}: {exc.strerror or exc}; free space in the "
-                "data directory or fix it, then start again"
-            ) from None
-        segment.size += len(record)
-        self.bytes += len(record)
-
     # ---------------------------------------------------------------- checkpoint
 
     def _snapshot(self, clean: bool = False) -> tuple[Checkpoint, int]:
-        """What the segments hold now, as the checkpoint says it (``checkpoint``): the
-        newest segment's bytes as written (what the next sync covers)."""
-        self._generation += 1
         sizes = [(segment.first, segment.size) for segment in self.segments]
-        if sizes and self.fsync != "never":  # the newest: what a sync made safe
-            sizes[-1] = (sizes[-1][0], min(sizes[-1][1], self._acknowledged))
-        segments = tuple(sizes)
-        checkpoint = Checkpoint(
-            self.sequence, segments, self.next_position, clean, self.boot, self.fsync
-        )
-        return checkpoint, self._generation
+        return self.checkpoints.take(self.sequence, sizes, self.next_position, clean, self.boot)
 
     def _checkpoint_now(self, clean: bool = False) -> None:
         """Write the checkpoint here, on the caller's thread (open, a new segment,
@@ -505,7 +430,7 @@ class EventLog:
                 ) from None
             self._fd = fd
             self.segments.append(Segment(path, self.next_position, size=0))
-            self._acknowledged = 0
+            self.checkpoints.acknowledged = 0
             try:
                 self._write(segment_header(self.sequence, self.next_position))
             except StoreWriteError:
@@ -617,7 +542,7 @@ class EventLog:
                 "events may not be on the disk (check the disk), publish again"
             ) from None
         self._dirty = False
-        self._acknowledged = self.segments[-1].size
+        self.checkpoints.acknowledged = self.segments[-1].size
 
     async def tick(self) -> None:
         """The periodic work: sync (``interval``) in a thread, then the checkpoint (when
@@ -637,35 +562,25 @@ class EventLog:
                 return  # the checkpoint waits for a sync that works
             else:
                 if self.segments and self.segments[-1] is segment:
-                    self._acknowledged = max(self._acknowledged, size)
+                    self.checkpoints.acknowledged = max(self.checkpoints.acknowledged, size)
             finally:
                 self._syncing = None
         self.delete_dead(time.time())
-        checkpoint, generation = self._snapshot()
-        written = self.checkpoints.written
-        if written is None or written != checkpoint:
-            try:
-                await loop.run_in_executor(None, self.checkpoints.write, checkpoint, generation)
-            except OSError as exc:
-                self.write_errors += 1
-                log.error("cannot write the checkpoint of %s: %s", self.path, exc)
+        try:
+            await self.checkpoints.write_if_changed(*self._snapshot())
+        except OSError as exc:
+            self.write_errors += 1
+            log.error("cannot write the checkpoint of %s: %s", self.path, exc)
 
     def delete_dead(self, now: float) -> int:
         """Delete the oldest segments none of whose events a ring still keeps."""
         deleted = 0
-        while len(self.segments) > 1 and self._dead(self.segments[0], now):
+        while len(self.segments) > 1 and dead(
+            self.segments[0], self.tallies, now, self.ring_frames, self.topic_ttl
+        ):
             self._delete_oldest()
             deleted += 1
         return deleted
-
-    def _dead(self, segment: Segment, now: float) -> bool:
-        tallies = self.tallies
-        cutoff = now - self.topic_ttl
-        frames = self.ring_frames
-        return all(
-            ordinal <= tallies[name].count - frames or tallies[name].wall < cutoff
-            for name, ordinal in segment.topics.items()
-        )
 
     def _within_budget(self) -> None:
         while len(self.segments) > 1 and self.bytes > self.max_bytes:
@@ -683,11 +598,7 @@ class EventLog:
             os.unlink(segment.path)
         self.bytes -= segment.size
         self.deleted_segments += 1
-        tallies = self.tallies
-        for name, ordinal in segment.topics.items():
-            tally = tallies.get(name)
-            if tally is not None and tally.count == ordinal:  # its newest event went
-                del tallies[name]  # forget the topic
+        forget(segment, self.tallies)
 
     # ---------------------------------------------------------------- closing
 
@@ -699,7 +610,7 @@ class EventLog:
             self._write(closed_record(self.next_position - 1))
             if self.fsync != "never":
                 os.fsync(self._fd)
-            self._acknowledged = self.segments[-1].size
+            self.checkpoints.acknowledged = self.segments[-1].size
         except (OSError, StoreError) as exc:
             log.error("the data directory %s was not closed cleanly: %s", self.path, exc)
         else:
@@ -717,6 +628,69 @@ class EventLog:
             "data_deleted_segments": self.deleted_segments,
             "fsync": self.fsync,
         }
+
+
+def _positions(loaded: Loaded, boot: str) -> tuple[int, int, bool, bool]:
+    """Where a writer starting on ``loaded`` goes on: its sequence, its next position,
+    whether events may be lost after the newest one kept (then the positions jump to
+    the wall clock, one kept for the marker) and whether they jump silently (after a
+    dropped unfinished write, or without a checkpoint: nobody holds the ones skipped)."""
+    if loaded.sequence is None:
+        loaded.first_position = first_position()
+        return loaded.first_position, loaded.first_position, False, False
+    given = max(loaded.last_position, loaded.given_up_to)
+    if _writes_may_be_lost(loaded, boot) or loaded.trailing_loss:
+        return loaded.sequence, max(given + 2, first_position()), True, False
+    if loaded.torn or loaded.untrusted:
+        jump = max(given + 1, first_position())
+        return loaded.sequence, jump, False, jump > given + 1
+    return loaded.sequence, given + 1, False, False
+
+
+def _lost_ranges(
+    loaded: Loaded, lost_at_end: bool, next_position: int, path: str
+) -> list[tuple[int, int]]:
+    """The ``LOST`` records a starting writer adds (each told at ``last + 1``): the
+    holes it recovered between segments, and what may be lost at the end (said)."""
+    ranges = [(first, last - 1) for first, last in loaded.recovered]
+    if lost_at_end:
+        ranges.append((loaded.last_position + 1, next_position - 2))
+        if loaded.trailing_loss:
+            log.error(
+                "%s: events after position %d are lost (recovered with --data-recover); "
+                "streams resuming from before them are told (sse-fast-missed)",
+                path,
+                loaded.last_position,
+            )
+        else:
+            log.warning(
+                "the last run of %s stopped without closing its data and the machine has "
+                "restarted since (fsync=%s): events after position %d may be lost; streams "
+                "resuming from before them are told (sse-fast-missed)",
+                path,
+                loaded.boot[1] if loaded.boot else "unknown",
+                loaded.last_position,
+            )
+    return ranges
+
+
+def _append(segment: Segment, record: bytes) -> int:
+    """Add ``record`` to ``segment`` (the newest the last run wrote, before a start
+    opens the next one); its size in bytes."""
+    try:
+        fd = os.open(segment.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            if os.write(fd, record) != len(record):
+                raise OSError(errno.ENOSPC, "the disk took part of the record")
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreWriteError(
+            f"cannot write to {segment.path}: {exc.strerror or exc}; free space in the "
+            "data directory or fix it, then start again"
+        ) from None
+    segment.size += len(record)
+    return len(record)
 
 
 def _writes_may_be_lost(loaded: Loaded, boot: str) -> bool:
