@@ -161,11 +161,12 @@ class _Listening:
         default=1, metadata=_doc("Granian I/O threads per worker (socket writes run there)")
     )
     stream_send_buffer: int = field(
-        default=0,
+        default=128 * 1024,
         metadata=_doc(
             "kernel send buffer per connection (SO_SNDBUF, bytes; Linux holds up to twice "
-            "it): bounds the kernel memory a client that stops reading pins (0 = the "
-            "kernel's autotuning, up to net.ipv4.tcp_wmem's maximum, 4 MiB by default)"
+            "it): bounds the kernel memory a client that stops reading pins; a stream's "
+            "throughput is at most twice it per round trip (0 = the kernel's autotuning, up "
+            "to net.ipv4.tcp_wmem's maximum, 4 MiB by default)"
         ),
     )
     allocator_decay: float = field(
