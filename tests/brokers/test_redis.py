@@ -438,6 +438,12 @@ def test_redis_behind_what_a_node_saw_is_told_unless_publishes_wait_for_replicas
             assert orjson.loads(missed[2])["reason"] == "redis-lost-writes"
             assert int(missed[1]) > int(second)  # above what the node saw
             assert (await Recording().attach(told, ["t"], first)).resume == "evicted"
+            later = node(redis_server.url)  # the floor is in Redis: a node started later knows
+            await later.start()
+            try:
+                assert (await Recording().attach(later, ["t"], first)).resume == "evicted"
+            finally:
+                await later.stop()
             assert [e[0] for e in streams[1].events()] == [None] * 4  # 0, 1, unconfirmed, after
             assert waits.broker.stats()["redis"]["history_breaks"] == 0
             forgive(caplog, "Redis subscription lost", "Redis is behind")
