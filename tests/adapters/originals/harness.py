@@ -44,6 +44,11 @@ INNER = HERE / "_inner"
 _RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "error": 3, "failed": 4}
 
 _PRIVATE = "tests a private internal of the original"
+_WATCHER = (
+    "tests the original's shutdown watcher (a task per thread polling AppStatus and"
+    " uvicorn every 0.5 s, its per-thread state), which sse_fast replaces with a"
+    " registry of open streams that a shutdown ends at once"
+)
 
 
 @dataclass(frozen=True)
@@ -54,11 +59,17 @@ class Suite:
     version: str  # the original's __version__
     #: test files not run, with the reason
     left_out_files: dict[str, str]
-    #: node ids not run (an id without [params] covers every parametrization), with the reason
+    #: node ids not run (an id without [params] covers every parametrization, a class's
+    #: or a file's id every test in it), with the reason
     left_out_tests: dict[str, str]
     #: node ids (as left_out_tests) that fail against sse_fast by design, with the
-    #: difference: in a run against the shim they are xfail(strict=True)
-    deliberate_differences: dict[str, str] = field(default_factory=dict)
+    #: difference: in a run against the shim they are xfail(strict=True), raising the
+    #: named built-in exception when one is given ("ImportError")
+    deliberate_differences: dict[str, str | tuple[str, str]] = field(default_factory=dict)
+    #: test files that import names sse_fast does not have (the original's private
+    #: internals), with the reason: run against both, they must fail to import
+    #: against the shim (a collection error, checked by test_originals.py)
+    import_differences: dict[str, str] = field(default_factory=dict)
 
 
 SUITES: dict[str, Suite] = {
@@ -68,16 +79,6 @@ SUITES: dict[str, Suite] = {
         module="sse_starlette",
         version="3.7.0",
         left_out_files={
-            "tests/test_issue132.py": _PRIVATE
-            + ": imports and calls _get_shutdown_state, _get_uvicorn_server, _shutdown_watcher"
-            " (the shutdown watcher's uvicorn-handler introspection)",
-            "tests/test_issue152.py": _PRIVATE
-            + ": imports _get_shutdown_state, _ensure_watcher_started_on_this_loop and"
-            " sse_starlette.sse._shutdown_watcher (one watcher task per thread)",
-            "tests/test_multi_loop.py": _PRIVATE
-            + ": imports _get_shutdown_state at module level; every test calls"
-            " _get_shutdown_state or EventSourceResponse._listen_for_exit_signal, or patches"
-            " sse_starlette.sse._get_uvicorn_server",
             "tests/test_broadcasting_example.py": "tests upstream's example script"
             " examples/02_broadcasting.py (its MessageBroadcaster class), which the sdist"
             " does not ship: nothing of the library's API is under test",
@@ -88,6 +89,16 @@ SUITES: dict[str, Suite] = {
             "test_ping_whenConcurrentWithEvents_thenRespectsLocking": "a ping due while an"
             " item's write is on its way goes out after it, never as a second send() at"
             " once (this test asserts the second send(): anyio.WouldBlock in its send)",
+            "tests/test_issue152.py::TestIssue152WatcherLeak": (
+                _WATCHER + ": each test imports _ensure_watcher_started_on_this_loop and"
+                " _get_shutdown_state",
+                "ImportError",
+            ),
+        },
+        import_differences={
+            "tests/test_issue132.py": _WATCHER
+            + ": imports _get_shutdown_state, _get_uvicorn_server and _shutdown_watcher",
+            "tests/test_multi_loop.py": _WATCHER + ": imports _get_shutdown_state",
         },
     ),
     "aiohttp_sse": Suite(
@@ -231,7 +242,11 @@ def run_suite(
         tmpdir = Path(tmp)
         junit, report, config = tmpdir / "junit.xml", tmpdir / "report.json", tmpdir / "check.json"
         deselect = [] if include_left_out else sorted(suite.left_out_tests)
-        xfail = suite.deliberate_differences if target == "shim" else {}
+        xfail = {}
+        if target == "shim":
+            for nodeid, difference in suite.deliberate_differences.items():
+                reason, raises = difference if isinstance(difference, tuple) else (difference, None)
+                xfail[nodeid] = {"reason": reason, "raises": raises}
         config.write_text(
             json.dumps(
                 {

@@ -6,13 +6,14 @@ It is what keeps a broken harness from passing:
   shim (``shims/``) in a run against sse_fast, the installed original (right version,
   not the shim, not sse_fast) in a run against the original; a mismatch stops the run
   (``pytest.UsageError``, exit status 4);
-* it deselects the tests the harness leaves out (exact node ids, or the id without its
-  ``[parameters]`` for every parametrization), and reports entries that matched nothing
-  (a stale list);
+* it deselects the tests the harness leaves out (exact node ids, the id without its
+  ``[parameters]`` for every parametrization, or a class's or file's id for every test
+  in it), and reports entries that matched nothing (a stale list);
 * it marks the tests the harness names as deliberate differences (in a run against the
   shim; ids matched the same way) ``xfail(strict=True)`` with the difference as the
-  reason: such a test must fail, and one that passes fails the run; entries that
-  matched nothing are reported too;
+  reason (and ``raises``, a built-in exception's name, when given): such a test must
+  fail (so), and one that passes fails the run; entries that matched nothing are
+  reported too;
 * it records every test's outcome by node id, which the harness compares with the
   JUnit XML it parses.
 
@@ -22,6 +23,7 @@ given there.
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import importlib.util
 import json
@@ -44,12 +46,16 @@ _RANK = {"passed": 0, "xfailed": 1, "skipped": 2, "error": 3, "failed": 4}
 
 
 def _match(nodeid: str, wanted: dict | set) -> str | None:
-    """The entry of ``wanted`` that names ``nodeid`` (itself, or it without its
-    ``[parameters]``), or None."""
+    """The entry of ``wanted`` that names ``nodeid``: itself, it without its
+    ``[parameters]``, or a class or file it is in; None if none does."""
     if nodeid in wanted:
         return nodeid
-    base = nodeid.split("[", 1)[0]
-    return base if base in wanted else None
+    parts = nodeid.split("[", 1)[0].split("::")
+    for end in range(len(parts), 0, -1):
+        prefix = "::".join(parts[:end])
+        if prefix in wanted:
+            return prefix
+    return None
 
 
 def _write() -> None:
@@ -119,13 +125,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
     _report["deselected"] = [i.nodeid for i in drop]
     _report["unmatched_deselect"] = sorted(wanted - used)
-    xfail: dict[str, str] = _config.get("xfail", {})
+    xfail: dict[str, dict] = _config.get("xfail", {})
     marked: set[str] = set()
     for item in items:
         hit = _match(item.nodeid, xfail)
         if hit is not None:
             marked.add(hit)
-            item.add_marker(pytest.mark.xfail(strict=True, reason=xfail[hit]))
+            raises = xfail[hit].get("raises")
+            mark = pytest.mark.xfail(
+                strict=True,
+                reason=xfail[hit]["reason"],
+                raises=getattr(builtins, raises) if raises else None,
+            )
+            item.add_marker(mark)
             _report["xfailed"].append(item.nodeid)
     _report["unmatched_xfail"] = sorted(set(xfail) - marked)
     _report["collected"] = len(keep)
