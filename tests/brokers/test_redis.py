@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish
+from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish, publish_args
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer
@@ -320,6 +320,51 @@ def test_events_published_while_a_node_reconnects_reach_its_streams(
             forgive(caplog, "Redis subscription lost", "Redis does not answer")
         finally:
             await client.aclose()
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_more_events_since_redis_came_back_than_a_ring_holds_are_said_trimmed(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node reads back what Redis has after the dataset's floor up to the size of
+    its rings (``load_frames``): of 8 events published before it repaired, with
+    rings of 5, the newest 5 reach the open stream, after a
+    ``redis-history-trimmed`` marker standing for the other 3."""
+    import redis
+
+    async def main() -> None:
+        a = node(redis_server.url, load_frames=5)
+        await a.start()
+        stream = Recording()
+        try:
+            await stream.attach(a, ["t"])
+            (before,) = await a.publish([PublishRequest(("t",), "before")])
+            await _received(stream, before)
+            await asyncio.to_thread(redis_server.kill)
+            await _until(lambda: not a.broker.available)
+            # Redis back and 8 events published while this loop (the node) is blocked:
+            # all of them are in Redis before the node can repair
+            redis_server.start()
+            with redis.Redis(port=redis_server.port) as client:
+                args = publish_args("sse:", [PublishRequest(("t",), n) for n in range(8)], 1000, 60)
+                ids = [
+                    i.decode()
+                    for i in client.eval(PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch", *args)
+                ]
+            await _received(stream, ids[-1])
+            events = stream.events()
+            assert [_marker(e) for e in events] == [
+                None,
+                "redis-restarted",
+                "redis-history-trimmed",
+            ] + [None] * 5
+            assert [e[1] for e in events if e[0] is None] == [before, *ids[3:]]
+            assert int(before) < int(events[1][1]) < int(ids[0])
+            assert events[2][1] == ids[2]  # the break stands where the trimmed ones end
+            forgive(caplog, "Redis subscription lost", "Redis does not answer")
+        finally:
             await a.stop()
 
     asyncio.run(main())
