@@ -21,9 +21,11 @@ primary: not a Redis Cluster, whose slots would split the sequence):
   is above it. A node that finds Redis lacking events it holds raises the floor
   above the newest position it holds or saw (``ADVANCE_SCRIPT``). Every history
   read returns it, and a topic's claims start there (its floor, ``Member.load``):
-  a ``Last-Event-ID`` at or below it is ``evicted`` on every node, nodes started
-  after the loss included, and no id given out before the loss resolves to an
-  event of the new dataset. What the floor cannot know: positions handed out
+  a ``Last-Event-ID`` at or below it is ``evicted`` (or ``unknown``) on every
+  node, nodes started after the loss included, and no id given out before the
+  loss resolves to an event of the new dataset. Each loss starts a dataset of
+  its own, so this holds however often Redis loses its data. What the floor
+  cannot know: positions handed out
   before the loss above Redis's time when it came back (its clock stepped back;
   positions run ahead of the clock only by bursts of more than one event a
   microsecond) are known only to nodes that held them; if none was running
@@ -63,10 +65,12 @@ Promises (the broker contract, ``brokers/__init__.py``):
   floor above what it holds (``ADVANCE_SCRIPT``, only if the epoch is still the
   one it read), every open stream gets ``sse-fast-missed`` at the floor
   (``redis-restarted``, ``redis-lost-writes``; after a restart, usually the
-  same id on every node that lived through it), and then what Redis has after the floor: the events
-  published since it came back reach the open streams, before the live ones
-  held back meanwhile. Live messages of a new subscription are not taken as
-  "seen" before that check, so they cannot push the floor above themselves.
+  same id on every node that lived through it), and then what Redis has after
+  the floor (up to ``load_frames`` a topic; older ones are said
+  ``redis-history-trimmed``): the events published since it came back reach
+  the open streams, before the live ones held back meanwhile. Live messages of
+  a new subscription are not taken as "seen" before that check, so they
+  cannot push the floor above themselves.
 * A failover is a reconnect. With Sentinel (``redis-sentinel://``) the
   subscription and commands follow the new primary. Redis replicates
   asynchronously, so ``wait_replicas`` (``--redis-wait-replicas 1``) makes a
