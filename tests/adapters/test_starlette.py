@@ -5,8 +5,11 @@ sse-starlette's for every kind of item; headers (no Connection on HTTP/2);
 HEAD; a client that leaves (the generator is cancelled and closed, the close
 handler runs, nothing is left running); pings only when idle; a send that does
 not complete (SendTimeoutError); shutdown with a grace period and a farewell;
-AppStatus.should_exit; data_sender_callable; Last-Event-ID. Under real servers:
-tests/adapters/test_starlette_servers.py."""
+AppStatus.should_exit; data_sender_callable; Last-Event-ID; sse-starlette's seams
+(``_listen_for_exit_signal`` and the ``anyio.sleep`` of its pings, replaced as its
+tests replace them, looked up once per stream); a shutdown while a write is stuck;
+the cleanup shielded from an anyio scope cancelled around the response. Under real
+servers: tests/adapters/test_starlette_servers.py."""
 
 from __future__ import annotations
 
@@ -113,6 +116,7 @@ class Client:
         self.messages: list[dict[str, Any]] = []
         self.left = asyncio.Event()
         self.block: asyncio.Future[None] | None = None  # sends wait on it when set
+        self.stuck = 0  # sends that waited on it
         self.scope = {
             "type": "http",
             "method": method,
@@ -127,6 +131,7 @@ class Client:
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.block is not None and message["type"] == "http.response.body":
+            self.stuck += 1
             await self.block
         self.messages.append(message)
 
@@ -811,3 +816,197 @@ def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> N
 def test_busy_batch_delay_out_of_range_is_refused(delay: float) -> None:
     with pytest.raises(ValueError, match="busy_batch_delay must be > 0 and <= 1 second"):
         EventSourceResponse(iter(()), busy_batch_delay=delay)
+
+
+# ---------------------------------------------------------------- sse-starlette's seams
+
+
+async def _until(condition: Any, timeout: float = 3.0) -> None:
+    """Wait for ``condition()`` to hold (a deadline, not a sleep the test needs)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "timed out"
+        await asyncio.sleep(0.002)
+
+
+async def _idle() -> AsyncIterator[str]:
+    yield "first"
+    await asyncio.Event().wait()  # (never set: only an interruption ends it)
+    yield "never"
+
+
+def test_a_replaced_exit_listener_is_what_tells_a_stream_of_a_shutdown() -> None:
+    """``_listen_for_exit_signal`` replaced on a response or in a subclass: its
+    return shuts the stream down (the shutdown event set, the last chunk sent),
+    and it alone does (the replacement replaces the registry, as under
+    sse-starlette a replacement replaces its watcher)."""
+
+    async def main() -> None:
+        signal = asyncio.Event()
+
+        async def exit_signal() -> None:
+            await signal.wait()
+
+        class Replaced(EventSourceResponse):
+            _listen_for_exit_signal = staticmethod(exit_signal)
+
+        shutdown = asyncio.Event()
+        patched = EventSourceResponse(_idle(), shutdown_event=shutdown)
+        patched._listen_for_exit_signal = exit_signal  # type: ignore[method-assign]
+        clients = [Client(), Client()]
+        tasks = [_run(patched, clients[0]), _run(Replaced(_idle()), clients[1])]
+        await _until(lambda: all(c.body == b"data: first\r\n\r\n" for c in clients))
+        assert ours.open_streams() == 0 and shutdown_streams() == 0
+        assert not any(t.done() for t in tasks)
+        signal.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), 3)
+        assert all(c.ended for c in clients) and shutdown.is_set()
+
+    asyncio.run(main())
+
+
+def test_the_exit_listener_as_it_is_returns_on_a_shutdown() -> None:
+    async def main() -> None:
+        listen = EventSourceResponse._listen_for_exit_signal
+        waiting = asyncio.get_running_loop().create_task(listen())
+        await _until(lambda: ours.open_streams() == 1)
+        assert shutdown_streams() == 1
+        await asyncio.wait_for(waiting, 3)
+        assert ours.open_streams() == 0
+        AppStatus.should_exit = True
+        try:
+            await asyncio.wait_for(listen(), 3)  # at once while the server is exiting
+        finally:
+            AppStatus.should_exit = False
+
+    asyncio.run(main())
+
+
+def test_a_replaced_anyio_sleep_paces_a_streams_pings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sse-starlette's tests drive pings by patching ``sse_starlette.sse.anyio.sleep``:
+    the stream's pings then wait on the replacement (one call per ping, with the
+    ping interval), written in order with the events."""
+
+    async def main() -> None:
+        ticks: asyncio.Queue[None] = asyncio.Queue()
+        asked: list[float] = []
+
+        async def logical_sleep(seconds: float) -> None:
+            asked.append(seconds)
+            await ticks.get()
+
+        monkeypatch.setattr("sse_fast.starlette.sse.anyio.sleep", logical_sleep)
+        client = Client()
+        factory = lambda: ServerSentEvent(comment="tick")  # noqa: E731
+        task = _run(EventSourceResponse(_idle(), ping=3600, ping_message_factory=factory), client)
+        await _until(lambda: client.body == b"data: first\r\n\r\n" and len(asked) == 1)
+        for _ in range(2):
+            ticks.put_nowait(None)
+        await _until(lambda: client.body.count(b": tick\r\n\r\n") == 2)
+        assert asked[:2] == [3600, 3600]
+        client.leave()
+        await asyncio.wait_for(task, 3)
+
+        # a ping that cannot be written within send_timeout ends the stream so too
+        client = Client()
+        task = _run(EventSourceResponse(_idle(), ping=3600, send_timeout=0.05), client)
+        await _until(lambda: client.body == b"data: first\r\n\r\n")
+        client.block = asyncio.get_running_loop().create_future()
+        ticks.put_nowait(None)
+        with pytest.raises(SendTimeoutError):
+            await asyncio.wait_for(task, 3)
+
+    asyncio.run(main())
+
+
+def test_the_seams_are_looked_up_once_per_stream_not_per_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left as they are, the seams cost a stream one look-up when it starts and
+    nothing per event: its pings stay on a timer, its shutdown in the registry."""
+    from sse_fast.starlette import sse as sse_module
+
+    class CountingAnyio:
+        lookups = 0
+
+        @property
+        def sleep(self) -> Any:
+            CountingAnyio.lookups += 1
+            return sse_module._ANYIO_SLEEP
+
+    monkeypatch.setattr(sse_module, "anyio", CountingAnyio())
+    seen = []
+    real_listener = EventSourceResponse.__dict__["_listen_for_exit_signal"]
+
+    async def main() -> None:
+        client = Client()
+        response = EventSourceResponse(iter(range(2000)), ping=15)
+        seen.append(response._replaced_seams())
+        assert ours.open_streams() == 0
+        await asyncio.wait_for(_run(response, client), 10)
+        assert client.ended and client.body.count(b"data: ") == 2000
+
+    asyncio.run(main())
+    assert seen == [(None, None)]
+    assert CountingAnyio.lookups == 2  # (one for the check above, one for the stream)
+    assert EventSourceResponse.__dict__["_listen_for_exit_signal"] is real_listener
+
+
+def test_a_shutdown_while_a_write_is_stuck_ends_the_stream_without_its_last_chunk() -> None:
+    """A client that stopped reading: the shutdown does not wait on a write behind
+    the stuck one (sse-starlette's streams end so on every shutdown)."""
+
+    async def main() -> None:
+        closed: list[str] = []
+
+        async def feed() -> AsyncIterator[str]:
+            try:
+                yield "first"
+                yield "stuck"
+            finally:
+                closed.append("closed")
+
+        client = Client()
+        client.block = asyncio.get_running_loop().create_future()  # never completes
+        task = _run(EventSourceResponse(feed()), client)
+        await _until(lambda: client.stuck == 1)  # the first write is on its way
+        assert shutdown_streams() == 1
+        await asyncio.wait_for(task, 3)
+        assert closed == ["closed"] and not client.ended
+
+    asyncio.run(main())
+
+
+def test_an_anyio_scope_cancelled_around_a_response_lets_its_cleanup_run() -> None:
+    """As sse-starlette shields it: a scope cancelled around the response (a task
+    group's, a timeout's) while the generator waits at a ``yield`` (its item's
+    write is on its way) cancels the stream, not the generator's cleanup."""
+    import anyio
+
+    async def main() -> None:
+        cleanup: list[str] = []
+
+        async def feed() -> AsyncIterator[str]:
+            try:
+                yield "first"
+            finally:
+                await asyncio.sleep(0)  # cleanup that awaits
+                await asyncio.sleep(0.01)
+                cleanup.append("closed")
+
+        client = Client()
+        client.block = asyncio.get_running_loop().create_future()  # the write waits
+        scope = anyio.CancelScope()
+
+        async def cancel_once_stuck() -> None:
+            await _until(lambda: client.stuck == 1)
+            scope.cancel()
+
+        canceller = asyncio.get_running_loop().create_task(cancel_once_stuck())
+        with scope:
+            await EventSourceResponse(feed())(client.scope, client.receive, client.send)
+        await canceller
+        assert scope.cancelled_caught and cleanup == ["closed"]
+
+    anyio.run(main)
