@@ -115,11 +115,13 @@ def test_zero_leaves_the_send_buffer_to_the_kernels_autotuning() -> None:
 
 
 def test_a_never_reader_is_cut_before_the_kernel_holds_megabytes() -> None:
-    """The bound makes the stall visible sooner: 2 MiB (less than an autotuned buffer
-    takes) block the write, and the stalled client is cut after ``catch_up_timeout``."""
+    """The bound makes the stall visible sooner: 3 MiB (less than an autotuned buffer
+    takes) block the write, and the stalled client is cut after ``catch_up_timeout``.
+    Bounded, about 1.8 MiB of it is taken: 256 KiB by the two ends' kernel buffers,
+    about 6 events of 256 KiB by Granian's channel and our pending write."""
     with _server(stream_send_buffer=64 * KiB, catch_up_timeout=1) as server:
         client = _never_reader(server.port)
-        _flood(server, 2 * 1024 * KiB)
+        _flood(server, 3 * 1024 * KiB)
 
         async def cut() -> bool:
             text = (await server.get("/metrics"))[2].decode()
