@@ -231,15 +231,18 @@ def serve(settings: Settings) -> int:
         from .brokers.relay.supervisor import RelaySupervisor
 
         settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
-        # it reads the data directory while the workers restore it too, sharing the
-        # cores: its time to start grows with them (the supervisor adds 60 s per GiB)
+        # it reads the data directory while every worker restores it too, sharing the
+        # cores; the bound is for a relay that hangs (one that dies is said at once), so
+        # it is generous: 600 s per GiB per worker (a GiB of small events is 13 million;
+        # the pure-Python twins read them several times slower), and the supervisor's own
+        # 60 s per GiB
         stored = directory_bytes(settings.store_dir) if settings.store_dir else 0
         relay = RelaySupervisor(
             settings.relay_socket,
             settings.relay_history_frames,
             settings.relay_history_bytes,
             log_options(settings) if settings.store_dir else None,
-            start_timeout=10.0 + 60.0 * settings.workers * stored / 2**30,
+            start_timeout=10.0 + 600.0 * settings.workers * stored / 2**30,
         )
     os.environ.update(settings.to_env())
     stopping = threading.Event()

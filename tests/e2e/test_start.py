@@ -19,7 +19,7 @@ import pytest
 
 from sse_fast.brokers.durable import EventLog
 from sse_fast.brokers.sequencing import Sequenced
-from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
+from sse_fast.testing import HTTPResponseError, RedisServer, ServerProcess, collect, free_port
 
 pytestmark = pytest.mark.xdist_group("restart")
 
@@ -75,11 +75,17 @@ async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
             answer = json.loads(body)
             assert answer["status"] == "starting", answer
             reasons.append(answer["reason"])
-            status, headers, body = await server.get("/events?topic=t5")
-            if status == 503:  # on a worker still starting (another may be ready)
-                assert headers.get("retry-after") == "2"
-                message = json.loads(body)["error"]
+            client = server.client("t5", last_event_id="e5010")
+            try:
+                await client.connect()
+            except HTTPResponseError as refused:  # a worker still starting
+                assert refused.status == 503, refused
+                assert refused.headers.get("retry-after") == "2"
+                message = json.loads(refused.body)["error"]
                 assert "this server is starting and serves no streams or publishes yet" in message
+            else:  # a worker ready meanwhile: never a resume from half a history
+                assert client.response_headers["sse-fast-resume"] == "resumed"
+                client.close()
         else:
             assert status == 200, body
             status, _, body = await server.get("/stats")
