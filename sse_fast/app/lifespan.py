@@ -134,10 +134,14 @@ class Lifespan:
         return ""
 
     async def shutdown(self) -> None:
-        """Stop a start still under way, mirror mode's upstream, then the hub (a drain
-        unless drained)."""
-        if self._start_task is not None:
+        """Stop mirror mode's upstream, then the hub (a drain unless drained). A
+        start still under way is only cancelled: the hub never served, and its data
+        directory may still be being opened in a thread, so it is left as a crash
+        leaves it (the next start reads it again; nothing is lost)."""
+        if self._start_task is not None and not self._start_task.done():
             await stop_task(self._start_task)
+            log.info("lifespan shutdown while starting: the history on disk is left as it was")
+            return
         if self.upstream is not None:
             await self.upstream.stop()
         await self.hub.stop()

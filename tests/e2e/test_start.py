@@ -119,6 +119,42 @@ def test_liveness_answers_while_history_is_restored(tmp_path: Path, workers: int
         asyncio.run(main())
 
 
+def test_a_stop_while_restoring_loses_nothing(tmp_path: Path) -> None:
+    """SIGTERM in the middle of the restore: the server stops at once (status
+    0), and the next start restores the whole history again."""
+    _fill(tmp_path)
+    with StartingServer(data_dir=str(tmp_path)) as server:
+
+        async def restoring() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status, _, body = await server.get("/readyz")
+                assert status == 503, "ready before the test could stop it mid-restore"
+                if json.loads(body)["reason"].startswith("restoring history"):
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError("the restore was never seen under way")
+
+        asyncio.run(restoring())
+        stopped = time.monotonic()
+        assert server.stop() == 0, server.output()
+        assert time.monotonic() - stopped < 10, server.output()
+        assert "lifespan shutdown while starting" in server.output()
+        assert "Traceback" not in server.output()
+    with ServerProcess(data_dir=str(tmp_path), ready_timeout=60) as again:
+
+        async def resumed() -> None:
+            client = again.client("t499", last_event_id="e499000")
+            await client.connect()
+            assert client.response_headers["sse-fast-resume"] == "resumed"
+            rest = [f"e{n}" for n in range(499_001, EVENTS)]
+            events = await collect(client, len(rest))
+            assert [e.id for e in events] == rest
+            client.close()
+
+        asyncio.run(resumed())
+
+
 def run_serve(*args: str, timeout: float = 60) -> tuple[int, str, float]:
     """``sse-fast serve`` that is expected to stop by itself: its status, output
     and seconds taken."""
