@@ -21,7 +21,15 @@ What a publish promises is unchanged:
 
 Only publishes of up to ``GROUP_EVENTS`` events wait, and only with a broker
 that writes per publish (``Broker.groups_publishes``: the local one with the
-data directory). One ``call_soon`` per turn, one future per waiting publish.
+data directory). A publish to a topic with ``WIDE_FANOUT`` streams or more
+does not wait either (it goes as a larger one does): a publish that waits is
+answered a turn later, after the flush that hands its event to every stream,
+and under Granian its answer then leaves behind those writes. A broadcast to
+15,000 streams at 20 publishes/s (four publishers, each awaiting its answer)
+delivered 0.80x of ``--persistence off`` so in an outside probe, about half
+on this project's machine (``benches/results/persistence_saturation.md``);
+such a fan-out costs far more than the write the publish could have shared.
+One ``call_soon`` per turn, one future per waiting publish.
 The accepted time of a group is its first publish's (the publish latency metric
 then counts from the earliest of them).
 """
@@ -37,10 +45,12 @@ from ..publishing import PublishError, PublishRequest
 from .metrics import Metrics
 from .topics import Topics
 
-__all__ = ["GROUP_EVENTS", "Together"]
+__all__ = ["GROUP_EVENTS", "WIDE_FANOUT", "Together"]
 
 #: publishes of up to this many events wait for their turn's group
 GROUP_EVENTS = 16
+#: unless one of their topics has this many streams or more (see the module doc)
+WIDE_FANOUT = 64
 
 _Waiting = tuple[list[PublishRequest], float, "asyncio.Future[list[str]]"]
 
@@ -57,7 +67,7 @@ class Together:
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         """Publish ``requests`` through the broker, with the others of this turn when it is
         small and the broker groups; their ids (``PublishError`` as ``Broker.publish``)."""
-        if len(requests) > GROUP_EVENTS or not self.broker.groups_publishes:
+        if len(requests) > GROUP_EVENTS or not self.broker.groups_publishes or self._wide(requests):
             self.publish_waiting()  # those awaited before this one go first
             return await self.broker.publish(requests, accepted_at)
         loop = running_loop()
@@ -66,6 +76,16 @@ class Together:
         future: asyncio.Future[list[str]] = loop.create_future()
         self._waiting.append((requests, accepted_at, future))
         return await future
+
+    def _wide(self, requests: list[PublishRequest]) -> bool:
+        """Whether a topic of ``requests`` has ``WIDE_FANOUT`` streams or more."""
+        by_name = self.topics.by_name
+        for request in requests:
+            for name in request.topics:
+                topic = by_name.get(name)
+                if topic is not None and topic.subscribers >= WIDE_FANOUT:
+                    return True
+        return False
 
     def publish_waiting(self) -> None:
         """Publish the waiting group now (at the end of the turn, or before a publish that

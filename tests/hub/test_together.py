@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from sse_fast.brokers.durable import EventLog, read
 from sse_fast.brokers.durable import log as durable_log
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub, PublishError, PublishRequest
-from sse_fast.hub.together import GROUP_EVENTS
+from sse_fast.hub.together import GROUP_EVENTS, WIDE_FANOUT
 from sse_fast.settings import Settings
 
+from ..support.asgi_harness import PyEmptyAwaitable, settle
 from ..support.stores import counted_store
 
 
@@ -204,6 +206,45 @@ def test_a_repeated_id_in_one_turn_is_published_once(tmp_path: Path) -> None:
         )
         assert results == [["same"], ["same"], ["same"]]
         assert appends == [2] and len(stored(hub, "t")) == 1 and len(stored(hub, "u")) == 1
+        await hub.stop()
+
+    asyncio.run(main())
+
+
+def test_a_publish_to_a_wide_topic_is_answered_before_its_fan_out(tmp_path: Path) -> None:
+    """A publish to a topic with ``WIDE_FANOUT`` streams goes at once, as without a
+    store (after the ones waiting): answered within its own step, before the flush
+    hands its event to the streams. Had it waited for its turn's group, it would be
+    answered after that flush: under Granian behind every write of the fan-out."""
+
+    async def main() -> None:
+        hub, _, appends = stored_hub(tmp_path)
+        await hub.start()
+        order: list[str] = []
+
+        def send(message: MutableMapping[str, Any]) -> PyEmptyAwaitable:
+            if b"data: wide\n" in message.get("body", b""):
+                order.append("delivered")
+            return PyEmptyAwaitable()
+
+        future = asyncio.get_running_loop().create_future
+        for _ in range(WIDE_FANOUT):
+            await hub.attach(["wide"], None, send, future)
+        await hub.attach(["narrow"], None, send, future)
+
+        async def publisher(topic: str, data: str) -> list[str]:
+            ids = await hub.publish(one(topic, data))
+            order.append(f"answered {data}")
+            return ids
+
+        narrow = asyncio.ensure_future(publisher("narrow", "waiting"))
+        wide = asyncio.ensure_future(publisher("wide", "wide"))
+        await asyncio.sleep(0)
+        assert wide.done()  # published and answered within its own step
+        await settle()
+        assert order[0] == "answered wide" and order.count("delivered") == WIDE_FANOUT
+        assert int((await narrow)[0]) < int(wide.result()[0])  # the waiting one went first
+        assert appends == [1, 1] and hub.metrics.publishes_grouped_total == 0
         await hub.stop()
 
     asyncio.run(main())
