@@ -212,6 +212,29 @@ def test_a_full_disk_at_start_is_one_line_and_exit_2(tmp_path: Path, workers: in
     _started_and_stopped(output)
 
 
+def test_a_disk_that_fills_after_the_check_is_said_as_full_by_the_worker(tmp_path: Path) -> None:
+    """The main process proved room; a worker's ``EventLog.open`` then finds the
+    disk full: its line for the start is the directory's, not the publish's
+    "publish again"."""
+    from sse_fast.app import App
+    from sse_fast.brokers.durable import StoreWriteError
+    from sse_fast.settings import Settings
+
+    with tmpfs(tmp_path / "small", "1m") as mount:
+        data = mount / "data"
+        data.mkdir()
+        (data / "lock").write_text("1\n")
+        _fill_up(mount)
+        app = App(Settings(store_dir=str(data), install_signal_handlers=False))
+        store = EventLog(str(data))
+        with pytest.raises(StoreWriteError) as raised:
+            store.open()
+        line = app.lifespan.failure_message(raised.value)
+    assert "publish" in str(raised.value)  # the log's own words are a publish's
+    assert line.startswith(f"the data directory {data} is on a full file system"), line
+    assert "publish" not in line
+
+
 def test_a_read_only_mount_is_said_as_such(tmp_path: Path) -> None:
     with tmpfs(tmp_path / "small", "1m") as mount:
         data = mount / "data"
