@@ -89,7 +89,18 @@ Theory of operation
   last chunk sent). It is called on SIGTERM and SIGINT (a handler chained in
   front of the server's, installed with the first stream, in the main thread),
   when uvicorn starts its shutdown, and when ``AppStatus.should_exit`` is set
-  to true (sse-starlette's switch).
+  to true (sse-starlette's switch). A stream whose write is stuck then (a
+  client that stopped reading) ends without its last chunk, as sse-starlette's
+  do, rather than wait behind it.
+* sse-starlette's seams. What its tests (and code written against it) patch
+  is here and works as there: ``EventSourceResponse._listen_for_exit_signal``
+  (replaced, its return shuts the stream down: it alone, as it replaces
+  sse-starlette's watcher) and the ``anyio`` of ``sse_fast.starlette.sse``
+  (a replaced ``anyio.sleep`` paces the pings: ``_ping``). A stream looks them
+  up once, when it starts; as they are, it does their work itself (the
+  registry, a timer): nothing per event (see ``sse_fast/starlette/sse.py``).
+  The generator's cleanup after a cancellation from outside is shielded from
+  an anyio scope cancelled around the response, as sse-starlette's is.
 * HTTP/2 and HTTP/3 responses carry no ``Connection`` header (it is forbidden
   there); HTTP/1.1 ones keep ``Connection: keep-alive`` as sse-starlette's.
 * Logs go to sse-starlette's logger, ``sse_starlette.sse``, with its messages (a
