@@ -103,7 +103,10 @@ class Lifespan:
             self.start.failed(message)
             if not isinstance(exc, (StoreError, ConnectionError, OSError)):
                 log.exception("the start failed")  # a bug: its traceback helps
-            StartReport(self.settings.start_failure_file).fail(message)
+            try:
+                StartReport(self.settings.start_failure_file).fail(message)
+            except OSError:  # the server is stopping already (its report removed)
+                log.error("the start failed: %s", message)
             return
         self.start.started()
 
