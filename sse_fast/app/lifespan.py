@@ -117,7 +117,7 @@ class Lifespan:
             return self._directory_failure() or f"the data directory cannot be written: {exc}"
         if isinstance(exc, (StoreError, ConnectionError)):
             return str(exc)
-        return f"the start failed: {type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc} (a bug, its traceback is in the log: please report it)"
 
     def _directory_failure(self) -> str:
         """Why the data directory cannot take a start's writes now ("" if it can)."""
