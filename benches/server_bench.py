@@ -7,13 +7,21 @@ Scenarios:
 * ``saturation``: 15,000 connections, publish rate raised step by step (several
   concurrent publishers) until delivery falls behind; the best delivered
   events per server CPU-second is reported;
-* ``two-workers``: 30,000 connections across two workers at 1 publish/s.
+* ``two-workers``: 30,000 connections across two workers at 1 publish/s;
+* ``persistence``: 15,000 connections on one topic, 4 publishers at 5
+  publishes/s each, one worker pinned to core 1 and the load to core 0,
+  ``--persistence off`` and ``interval`` (the default) in turn, the order
+  reversed each round (``--rounds``, default 2); with ``--compare-with``
+  the other checkout's two right after this one's. Delivered events/s and
+  the ratio interval / off within each round (issue 39: at least 0.95x).
 
 Targets come from ``benches.peers`` (sse_fast with 1 and 2 workers, Nchan,
 sse-starlette under uvicorn with one asyncio.Queue per subscriber). A peer
 that cannot run here is reported as skipped with the reason.
 
     python -m benches.server_bench [--quick] [--scenarios steady,saturation,two-workers]
+    python -m benches.server_bench --scenarios persistence --targets sse_fast-1w \
+        --compare-with DIR --out benches/results/persistence_saturation
 
 Writes ``benches/results/server.md``, ``server.json`` and ``server.png``.
 """
@@ -145,6 +153,122 @@ def two_workers(targets: dict[str, peers.Target], quick: bool) -> list[dict[str,
     return out
 
 
+PERSISTENCE_MODES = ("off", "interval")
+
+
+def persistence(
+    targets: dict[str, peers.Target], quick: bool, rounds: int = 2
+) -> list[dict[str, Any]]:
+    """Many streams, a few publishers: ``--persistence off`` against ``interval`` on one
+    pinned worker (see the module doc). Rows carry ``persistence``, ``round`` and
+    ``checkout`` (the target it was derived from)."""
+    from benches.notifications import LOAD_CORE, SERVER_CORE, pin
+    from benches.persistence import PersistentTarget
+
+    connections = 2000 if quick else 15_000
+    bases = [
+        t
+        for name, t in targets.items()
+        if name.startswith("sse_fast-1w") and isinstance(t, peers.SseFastTarget)
+    ]
+    variants = [
+        (
+            base.name,
+            mode,
+            PersistentTarget(
+                f"{base.name} {mode}",
+                base.host,
+                peers.free_ports(base.host, 1)[0],
+                heartbeat=base.heartbeat,
+                source=base.source,
+                persistence=mode,
+            ),
+        )
+        for base in bases
+        for mode in PERSISTENCE_MODES
+    ]
+    affinity = os.sched_getaffinity(0)
+    pin([os.getpid()], LOAD_CORE)  # the load's processes inherit it
+    out = []
+    try:
+        for index in range(rounds):
+            modes = PERSISTENCE_MODES if index % 2 == 0 else PERSISTENCE_MODES[::-1]
+            for checkout in [base.name for base in bases]:
+                for mode in modes:
+                    target = next(t for c, m, t in variants if c == checkout and m == mode)
+                    target.start()
+                    try:
+                        pin(target.server_pids(), SERVER_CORE)  # every thread, once started
+                        result = run_load(
+                            **target.load_arguments(),
+                            progress=log,
+                            connections=connections,
+                            rate=20,
+                            publishers=4,
+                            duration=5 if quick else 10,
+                            warmup=2,
+                            strict_window=True,
+                        )
+                    finally:
+                        target.stop()
+                        time.sleep(2)
+                    row = asdict(result)
+                    row.update(persistence=mode, round=index + 1, checkout=checkout)
+                    out.append(row)
+    finally:
+        os.sched_setaffinity(0, affinity)
+    return out
+
+
+def persistence_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Each round's delivered/s per checkout and mode, and interval / off in that round."""
+    head = [
+        "checkout",
+        "round",
+        "persistence",
+        "connections",
+        "publishes/s",
+        "delivered/s",
+        "interval / off",
+        "p50 ms",
+        "p99 ms",
+        "server cores",
+        "server CPU us/delivery",
+        "lost",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    by_key = {(r["checkout"], r["round"], r["persistence"]): r for r in rows}
+    for r in rows:
+        off = by_key.get((r["checkout"], r["round"], "off"))
+        ratio = (
+            f"{r['delivered_per_second'] / off['delivered_per_second']:.2f}x"
+            if r["persistence"] != "off" and off and off["delivered_per_second"]
+            else ""
+        )
+        cpu = r.get("server_cpu_seconds")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["checkout"],
+                    str(r["round"]),
+                    r["persistence"],
+                    f"{r['connected']:,}/{r['connections']:,}",
+                    f"{r['published'] / r['duration']:.1f}" if r["duration"] else "-",
+                    f"{r['delivered_per_second']:,.0f}",
+                    ratio,
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['server_cores_used']:.2f}" if r.get("server_cores_used") else "-",
+                    f"{cpu * 1e6 / r['delivered']:.2f}" if cpu and r["delivered"] else "-",
+                    str(r["lost"]),
+                ]
+            )
+            + " |"
+        )
+    return lines
+
+
 def table(rows: list[dict[str, Any]], extra: str | None = None) -> list[str]:
     head = [
         "target",
@@ -246,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets", help="run only these targets (comma-separated names), e.g. sse_fast-1w"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the persistence scenario")
     args = parser.parse_args(argv)
     info = machine()
     log(f"machine: {info}")
@@ -278,7 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     runners = {"steady": steady, "saturation": saturation, "two-workers": two_workers}
     for name in chosen:
         log(f"scenario {name}")
-        report["scenarios"][name] = runners[name](targets, args.quick)
+        if name == "persistence":
+            report["scenarios"][name] = persistence(targets, args.quick, args.rounds)
+        else:
+            report["scenarios"][name] = runners[name](targets, args.quick)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2))
@@ -307,16 +435,32 @@ def main(argv: list[str] | None = None) -> int:
         "saturation": "Saturation: 15,000 connections, rising publish rate "
         "(8 concurrent publishers)",
         "two-workers": "30,000 connections across two workers, 1 publish/s",
+        "persistence": "Persistence at saturation: one topic, 4 publishers at 5/s each, "
+        "one worker on core 1, the load on core 0",
     }
     for name in chosen:
         lines += [f"## {titles[name]}", ""]
-        lines += table(
-            report["scenarios"][name], "requested rate" if name == "saturation" else None
-        )
+        if name == "persistence":
+            lines += [
+                "Each row a fresh server (`--persistence MODE`, its own data directory), "
+                "pinned (every thread) to core 1; subscribers and publishers on core 0. "
+                f"Warm-up 2 s, {5 if args.quick else 10} s measured (publishers stop at its "
+                "end), 3 s drain. Modes in turn, the order reversed each round; a compared "
+                "checkout's right after this one's. *interval / off*: delivered/s within the "
+                "same checkout and round. Server CPU per delivery: the worker's CPU seconds "
+                "over the window and drain / delivered events.",
+                "",
+            ]
+            lines += persistence_table(report["scenarios"][name])
+        else:
+            lines += table(
+                report["scenarios"][name], "requested rate" if name == "saturation" else None
+            )
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
     try:
-        plot(report, out.with_suffix(".png"))
+        if set(chosen) - {"persistence"}:  # its table is the whole result
+            plot(report, out.with_suffix(".png"))
     except Exception as exc:  # pragma: no cover - plotting is optional
         log(f"plot failed: {exc}")
     log(f"wrote {out.with_suffix('.md')}")
