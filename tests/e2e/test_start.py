@@ -179,7 +179,14 @@ def one_line(output: str) -> str:
 
 
 def test_a_redis_cluster_is_refused_at_start(tmp_path: Path) -> None:
-    cluster = ("--cluster-enabled", "yes", "--cluster-config-file", str(tmp_path / "nodes.conf"))
+    cluster = (
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        str(tmp_path / "nodes.conf"),
+        "--cluster-port",  # its bus port (else the port + 10000, maybe past 65535)
+        str(free_port()),
+    )
     with RedisServer(0, *cluster) as redis:
         redis.cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
         code, output, took = run_serve("--redis-url", redis.url, "--workers", "2")
