@@ -42,15 +42,25 @@ def test_the_checkpoint_follows_open_ticks_and_close(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
-def test_a_rotation_writes_the_checkpoint_at_once(tmp_path: Path) -> None:
-    log = EventLog(str(tmp_path), fsync="always", segment_bytes=1024)
-    log.open()
-    put(log, [(None, ("a",), frame(n, 200)) for n in range(10)])
-    assert len(log.segments) == 2
-    written = load_checkpoint(str(tmp_path))
-    assert written is not None
-    assert [first for first, _ in written.segments] == [s.first for s in log.segments]
-    log.close()
+def test_a_rotation_is_in_the_checkpoint_from_the_next_tick(tmp_path: Path) -> None:
+    """Not written on the event loop at the rotation (a stall of ~10 ms); until the
+    tick, the checkpoint does not list the new segment, which a restart allows."""
+
+    async def main() -> None:
+        log = EventLog(str(tmp_path), fsync="always", segment_bytes=1024)
+        log.open()
+        put(log, [(None, ("a",), frame(n, 200)) for n in range(10)])
+        assert len(log.segments) == 2
+        before = load_checkpoint(str(tmp_path))
+        assert before is not None and len(before.segments) == 1
+        await log.tick()
+        written = load_checkpoint(str(tmp_path))
+        assert written is not None
+        assert [first for first, _ in written.segments] == [s.first for s in log.segments]
+        assert written.segments[0][1] == log.segments[0].size  # the sealed one, whole
+        log.close()
+
+    asyncio.run(main())
 
 
 def test_a_torn_tail_on_the_same_boot_is_dropped_and_its_positions_never_reused(
@@ -200,3 +210,117 @@ def test_a_damaged_checkpoint_is_not_believed(
     again.close()
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("checkpoint is damaged" in m for m in warned), warned
+
+
+def test_events_published_while_a_sync_runs_are_not_vouched_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's B1: the tick vouched for the bytes synced but the positions given
+    by then and during the sync; a machine crash losing the unsynced bytes was then
+    refused as a cut segment instead of said lost."""
+    real = durable_log._sync_and_close
+    during: list[EventLog] = []
+
+    def slow(fd: int) -> None:
+        real(fd)
+        put(during[0], [(None, ("a",), frame(n)) for n in range(3, 6)])  # meanwhile
+
+    async def main() -> None:
+        log = EventLog(str(tmp_path), fsync="interval")
+        during.append(log)
+        log.open()
+        put(log, [(None, ("a",), frame(n)) for n in range(3)])
+        monkeypatch.setattr(durable_log, "_sync_and_close", slow)
+        await log.tick()
+        crash(log)
+
+    asyncio.run(main())
+    vouched = load_checkpoint(str(tmp_path))
+    assert vouched is not None
+    segment = newest(tmp_path)
+    _, size = vouched.segments[-1]
+    with open(segment, "r+b") as f:  # the machine crash kept only what was synced
+        f.truncate(size)
+    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "another-boot")
+    log = EventLog(str(tmp_path), fsync="interval")
+    loaded = log.open()  # not refused: the lost-writes marker says it
+    assert loaded.lost and len(loaded.events) == 3
+    log.close()
+
+
+def test_a_start_stopped_before_its_lost_range_was_written_leaves_no_hole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's B2: the first start after a machine crash created its segment at
+    the jumped position before writing the lost range; stopped in between, every
+    later start refused the hole."""
+    log = EventLog(str(tmp_path), fsync="interval")
+    log.open()
+    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    crash(log)
+    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+
+    real = EventLog._start_segment
+
+    def dies(self: EventLog) -> None:  # killed once the new segment exists
+        real(self)
+        raise OSError("killed")
+
+    monkeypatch.setattr(EventLog, "_start_segment", dies)
+    with pytest.raises(OSError, match="killed"):
+        EventLog(str(tmp_path), fsync="interval").open()
+    monkeypatch.undo()
+    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    again = EventLog(str(tmp_path), fsync="interval")
+    loaded = again.open()  # the same boot: only a process stopped
+    assert loaded.lost and len(loaded.events) == 3
+    again.close()
+
+
+def test_a_crash_after_a_run_that_never_synced_loses_any_segment_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's B3: under ``never`` the disk may keep a new segment and lose the
+    end of the one before; after a machine crash that is said lost, not refused."""
+    log = EventLog(str(tmp_path), fsync="never", segment_bytes=1024)
+    log.open()
+    put(log, [(None, ("a",), frame(n, 200)) for n in range(3)])
+    older = newest(tmp_path)
+    size = older.stat().st_size
+    put(log, [(None, ("a",), frame(n, 200)) for n in range(3, 10)])
+    assert len(log.segments) >= 2
+    crash(log)
+    with open(older, "r+b") as f:  # what the kernel had not written of it
+        f.truncate(size + 5)
+    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    again = EventLog(str(tmp_path), fsync="never")
+    loaded = again.open()
+    assert loaded.lost
+    again.close()
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("recorded as lost in the machine crash" in m for m in warned), warned
+    # the next start, on the same boot, takes the directory as it now is
+    EventLog(str(tmp_path), fsync="never").open()
+
+
+def test_the_newest_segment_cut_below_its_header_is_not_taken_for_a_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The review's R1: cut to a few bytes, the newest segment was removed as one the
+    last run did not finish starting, then reported missing."""
+    for n in range(2):
+        log = EventLog(str(tmp_path), fsync="never")
+        log.open()
+        put(log, [(None, ("a",), frame(n))])
+        log.close()
+    last = newest(tmp_path)
+    with open(last, "r+b") as f:
+        f.truncate(20)
+    with pytest.raises(StoreError, match="fewer than its header") as info:
+        EventLog(str(tmp_path)).open()
+    assert str(last) in str(info.value) and last.exists()
+    log = EventLog(str(tmp_path), recover=True)
+    loaded = log.open()
+    assert loaded.lost and (tmp_path / "damaged" / last.name).exists() and not last.exists()
+    log.close()
+    forgive(caplog, "recovering (--data-recover)", "recovered with --data-recover")

@@ -183,3 +183,27 @@ def test_a_kill_9_still_restarts_without_a_word(tmp_path: Path) -> None:
 
         asyncio.run(main())
         assert "lost" not in server.output()
+
+
+def test_damage_in_a_middle_segment_is_recovered_through_the_cli(tmp_path: Path) -> None:
+    """The review's B4: the supervisor's check refused damage in an older segment with
+    the message of before, --data-recover or not."""
+    a = publish_run(tmp_path, "a", 200)
+    b = publish_run(tmp_path, "b", 200)
+    publish_run(tmp_path, "c", 200)
+    middle = segments(tmp_path)[1]
+    data = bytearray(middle.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    middle.write_bytes(bytes(data))
+    line = refused(tmp_path)
+    assert str(middle) in line and "damaged at byte" in line, line
+    with ServerProcess("--data-recover", data_dir=str(tmp_path)) as server:
+
+        async def main() -> None:
+            for last_seen in (a[50], b[20], b[150]):
+                status, first = await resume(server, last_seen)
+                assert status in ("evicted", "unknown"), (last_seen, status)
+                assert first == ["sse-fast-missed"]
+
+        asyncio.run(main())
+    assert (tmp_path / "damaged" / middle.name).read_bytes() == bytes(data)

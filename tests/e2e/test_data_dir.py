@@ -84,7 +84,7 @@ def test_a_damaged_older_file_is_refused_by_name(tmp_path: Path) -> None:
     code, output = run_serve("--data-dir", str(tmp_path))
     assert code == 2
     line = one_line(output)
-    assert str(oldest) in line and "damaged" in line and "move it" in line
+    assert str(oldest) in line and "damaged" in line and "--data-recover" in line
 
 
 def test_an_unwritable_directory_is_refused(tmp_path: Path) -> None:

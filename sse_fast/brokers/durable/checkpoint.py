@@ -37,7 +37,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 
-from .records import StoreError
+from .records import StoreError, fsync_path
 
 __all__ = ["CHECKPOINT", "Checkpoint", "CheckpointFile", "load_checkpoint"]
 
@@ -132,8 +132,10 @@ class CheckpointFile:
         self.path = path
         self.fsync = fsync
         self.sync = fsync != "never"
-        #: the newest segment's bytes a sync made safe (``always``, ``interval``)
+        #: the newest segment's bytes a sync made safe (``always``, ``interval``), and
+        #: the next position once they were written (``acknowledge``)
         self.acknowledged = 0
+        self.acknowledged_next = 0
         self.written: Checkpoint | None = None
         self._lock = threading.Lock()
         self._generation = 0
@@ -148,25 +150,36 @@ class CheckpointFile:
         boot: str,
     ) -> tuple[Checkpoint, int]:
         """A checkpoint of segments of ``sizes`` ((first position, bytes written),
-        oldest first), vouching for the newest one's bytes as far as a sync made them
-        safe (``acknowledged``), and its generation."""
-        if sizes and self.sync:
-            sizes[-1] = (sizes[-1][0], min(sizes[-1][1], self.acknowledged))
+        oldest first), vouching for the newest one's bytes, and the positions given
+        in them, as far as a sync made them safe (``acknowledge``); and its
+        generation."""
+        vouched = list(sizes)
+        if vouched and self.sync and vouched[-1][1] > self.acknowledged:
+            vouched[-1] = (vouched[-1][0], self.acknowledged)
+            next_position = min(next_position, self.acknowledged_next)
         self._taken += 1
-        checkpoint = Checkpoint(sequence, tuple(sizes), next_position, clean, boot, self.fsync)
+        checkpoint = Checkpoint(sequence, tuple(vouched), next_position, clean, boot, self.fsync)
         return checkpoint, self._taken
 
+    def acknowledge(self, size: int, next_position: int) -> None:
+        """A sync made the newest segment's first ``size`` bytes safe, which hold the
+        positions before ``next_position``."""
+        self.acknowledged = size
+        self.acknowledged_next = next_position
+
     async def write_if_changed(self, checkpoint: Checkpoint, generation: int) -> None:
-        """``write`` in a thread, unless the file says the same already."""
+        """``write`` in a thread, unless the file says the same already; the rename is
+        not synced (lost in a crash, it leaves the one before: still true)."""
         if checkpoint != self.written:
             await asyncio.get_running_loop().run_in_executor(
-                None, self.write, checkpoint, generation
+                None, self.write, checkpoint, generation, False
             )
 
-    def write(self, checkpoint: Checkpoint, generation: int) -> None:
+    def write(self, checkpoint: Checkpoint, generation: int, durable: bool = True) -> None:
         """Replace the checkpoint with ``checkpoint`` (taken at ``generation``, which
-        grows with every snapshot) unless a later one is there already. ``OSError``
-        when it cannot be written (the old one stays: it is still true)."""
+        grows with every snapshot) unless a later one is there already; ``durable``:
+        the rename synced too. ``OSError`` when it cannot be written (the old one
+        stays: it is still true)."""
         with self._lock:
             if generation < self._generation:
                 return
@@ -180,8 +193,8 @@ class CheckpointFile:
             finally:
                 os.close(fd)
             os.replace(new, final)
-            if self.sync:
-                _sync_directory(self.path)
+            if self.sync and durable:
+                fsync_path(self.path)
             self._generation = generation
             self.written = checkpoint
 
@@ -189,11 +202,3 @@ class CheckpointFile:
         """Remove a ``checkpoint.new`` a stopped writer left (it was never renamed)."""
         with contextlib.suppress(FileNotFoundError):
             os.unlink(os.path.join(self.path, CHECKPOINT + ".new"))
-
-
-def _sync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

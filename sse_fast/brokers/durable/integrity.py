@@ -37,15 +37,24 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from ..._core.records_py import MAX_RECORD  # the same in the extension (stubtest)
 from .checkpoint import Checkpoint
-from .records import HEADER, Scan, StoreError
+from .records import HEADER, Scan, StoreError, fsync_path
 
-__all__ = ["DAMAGED", "Found", "Problem", "Verdict", "recover", "verify"]
+__all__ = [
+    "DAMAGED",
+    "RECOVER_HINT",
+    "Found",
+    "Problem",
+    "Verdict",
+    "recover",
+    "refusal",
+    "verify",
+]
 
 #: the data directory's folder where ``recover`` keeps a copy of each file it cuts
 DAMAGED = "damaged"
-_PREFIX = struct.Struct("<II")
-_MAX_RECORD = 1 << 30  # the codec's MAX_RECORD: no record we write is larger
+_PREFIX = struct.Struct("<II")  # a record's length and checksum (``records``)
 RECOVER_HINT = (
     "start with --data-recover (SSE_FAST_DATA_RECOVER=1) to go on without them: their positions "
     "are recorded as lost and resuming clients are told (sse-fast-missed)"
@@ -61,6 +70,9 @@ class Found:
     size: int  # the file's bytes
     scan: Scan
     newest: bool
+    #: the bytes where the readable records end, up to a record's length prefix
+    #: (``_unfinished`` reads them; the rest of the file is not kept)
+    tail: bytes = b""
 
     @property
     def end_position(self) -> int:
@@ -80,9 +92,13 @@ class Problem:
 
     #: one sentence, naming the file
     message: str
-    #: the file to cut at ``cut_at`` when recovering (None: nothing to cut)
+    #: the file to cut at ``cut_at`` when recovering (None: nothing to cut; 0: the
+    #: whole file is moved into ``damaged/``)
     path: str | None = None
     cut_at: int | None = None
+    #: a loss a machine crash explains (the last run did not sync, ``never``): said
+    #: and recorded at every start, never refused
+    crash: bool = False
 
 
 @dataclass
@@ -101,48 +117,61 @@ class Verdict:
     given_up_to: int = 0
 
 
-def _unfinished(data: bytes, end: int) -> bool:
-    """Whether the bytes from ``end`` on look like a write cut short: a length
-    prefix cut short, or a plausible record length running past the file's end."""
-    if len(data) - end < _PREFIX.size:
+def _unfinished(segment: Found) -> bool:
+    """Whether the bytes from where ``segment``'s records stop being readable look
+    like a write cut short: a length prefix cut short, or a plausible record length
+    running past the file's end."""
+    end = segment.scan.end
+    if segment.size - end < _PREFIX.size:
         return True
-    length: int = _PREFIX.unpack_from(data, end)[0]
-    return 0 < length <= _MAX_RECORD and end + _PREFIX.size + length > len(data)
+    length: int = _PREFIX.unpack_from(segment.tail)[0]
+    return 0 < length <= MAX_RECORD and end + _PREFIX.size + length > segment.size
 
 
 def verify(
     found: Sequence[Found],
-    contents: Sequence[bytes],
     checkpoint: Checkpoint | None,
     boot: str,
+    crashed: bool = False,
+    stub: int | None = None,
 ) -> Verdict:
-    """Check the segments ``found`` (with their bytes, ``contents``) against each
-    other and against ``checkpoint`` (None: none, or not binding on ``boot``)."""
+    """Check the segments ``found`` against each other and against ``checkpoint``
+    (None: none, or not binding on ``boot``). ``crashed``: the machine crashed
+    since a last run that did not sync (``never``): its segments' ends may be lost
+    in any order, which is said, never refused. ``stub``: the first position of a
+    newest file too short for its header (said by the caller, not missing)."""
     verdict = Verdict()
     acknowledged: dict[int, int] = {}
     if checkpoint is not None:
         acknowledged = dict(checkpoint.segments)
         verdict.given_up_to = checkpoint.next_position - 1
-    for segment, data in zip(found, contents, strict=True):
-        _check_segment(segment, data, acknowledged.get(segment.first, 0), boot, verdict)
-    _check_holes(found, acknowledged, verdict)
+    for segment in found:
+        _check_segment(segment, acknowledged.get(segment.first, 0), boot, crashed, verdict)
+    _check_holes(found, acknowledged, crashed, verdict)
     if checkpoint is not None:
-        _check_end(found, checkpoint, verdict)
+        _check_end(found, checkpoint, verdict, stub)
     return verdict
 
 
-def _check_segment(segment: Found, data: bytes, vouched: int, boot: str, verdict: Verdict) -> None:
+def _check_segment(
+    segment: Found, vouched: int, boot: str, crashed: bool, verdict: Verdict
+) -> None:
     """One segment's own bytes: damage, a cut, or an unfinished write at its end."""
     scan = segment.scan
     name = segment.path
     if scan.torn and not segment.newest:
+        why = (
+            "written by a run whose writes a machine crash may have lost (fsync=never)"
+            if crashed
+            else "not the newest segment, so this is not a write the last run did not finish"
+        )
         verdict.problems.append(
             Problem(
-                f"{name} is damaged at byte {scan.end} ({scan.damage}) and is not the newest "
-                "segment, so this is not a write the last run did not finish: the events "
-                "after that byte are lost",
+                f"{name} is damaged at byte {scan.end} ({scan.damage}) and is {why}: the "
+                "events after that byte are lost",
                 name,
                 scan.end,
+                crash=crashed,
             )
         )
     elif scan.end < vouched:
@@ -162,7 +191,7 @@ def _check_segment(segment: Found, data: bytes, vouched: int, boot: str, verdict
         verdict.trailing = verdict.trailing or segment.newest
     elif scan.torn:
         same_boot = bool(boot) and scan.boot is not None and scan.boot[0] == boot
-        if same_boot and not _unfinished(data, scan.end):
+        if same_boot and not _unfinished(segment):
             verdict.problems.append(
                 Problem(
                     f"{name} is damaged at byte {scan.end} ({scan.damage}): a whole record "
@@ -177,7 +206,9 @@ def _check_segment(segment: Found, data: bytes, vouched: int, boot: str, verdict
             verdict.unfinished.append((name, scan.end))
 
 
-def _check_holes(found: Sequence[Found], acknowledged: dict[int, int], verdict: Verdict) -> None:
+def _check_holes(
+    found: Sequence[Found], acknowledged: dict[int, int], crashed: bool, verdict: Verdict
+) -> None:
     """Positions between two segments that no ``LOST`` record accounts for: a segment
     missing, or one cut short."""
     lost = [item for segment in found for item in segment.scan.lost]
@@ -198,12 +229,15 @@ def _check_holes(found: Sequence[Found], acknowledged: dict[int, int], verdict: 
             Problem(
                 f"{os.path.dirname(after.path)}: {what} (positions {start} to {stop}, between "
                 f"{os.path.basename(before.path)} and {os.path.basename(after.path)}): its "
-                "events are lost"
+                "events are lost",
+                crash=crashed,
             )
         )
 
 
-def _check_end(found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict) -> None:
+def _check_end(
+    found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict, stub: int | None
+) -> None:
     """What the checkpoint says the last run wrote after the newest segment kept."""
     if not found:
         if any(size >= HEADER for _, size in checkpoint.segments):
@@ -217,7 +251,9 @@ def _check_end(found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict)
         return
     newest = found[-1]
     later = [
-        first for first, size in checkpoint.segments if first > newest.first and size >= HEADER
+        first
+        for first, size in checkpoint.segments
+        if first > newest.first and size >= HEADER and first != stub
     ]
     if later:
         verdict.problems.append(
@@ -229,7 +265,7 @@ def _check_end(found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict)
         verdict.trailing = True
         return
     end = max(segment.end_position for segment in found)
-    if verdict.given_up_to > end and not verdict.trailing:
+    if verdict.given_up_to > end and not verdict.trailing and stub is None:
         verdict.problems.append(
             Problem(
                 f"{newest.path} ends at position {end}, but the last run had given "
@@ -239,26 +275,33 @@ def _check_end(found: Sequence[Found], checkpoint: Checkpoint, verdict: Verdict)
         verdict.trailing = True
 
 
-def refusal(verdict: Verdict) -> StoreError:
-    """The one-line error of a data directory with problems: the first one, how many
-    more, and the ways out."""
-    first = verdict.problems[0].message
-    more = len(verdict.problems) - 1
+def refusal(problems: Sequence[Problem]) -> StoreError:
+    """The one-line error of a data directory with ``problems``: the first one, how
+    many more, and the ways out."""
+    first = problems[0].message
+    more = len(problems) - 1
     also = f" (and {more} more problem{'s' if more > 1 else ''}, logged)" if more else ""
     return StoreError(f"{first}{also}. Restore the data directory from a backup, or {RECOVER_HINT}")
 
 
-def recover(verdict: Verdict, directory: str) -> None:
-    """Act on ``verdict``'s problems (``data_recover``): copy each file to cut into
-    ``damaged/`` (once), then cut it where it stops being readable."""
+def recover(problems: Sequence[Problem], directory: str) -> None:
+    """Act on ``problems`` (``data_recover``, or a crash's): keep each file to cut in
+    ``damaged/`` (a synced copy, once), then cut it where it stops being readable
+    (a file cut to nothing is moved there whole)."""
     kept = os.path.join(directory, DAMAGED)
-    for problem in verdict.problems:
+    for problem in problems:
         if problem.path is None or problem.cut_at is None:
             continue
         os.makedirs(kept, mode=0o700, exist_ok=True)
         copy = os.path.join(kept, os.path.basename(problem.path))
+        if problem.cut_at == 0:
+            os.replace(problem.path, copy)
+            fsync_path(kept)
+            continue
         if not os.path.exists(copy):
             shutil.copyfile(problem.path, copy)
+            fsync_path(copy)
+            fsync_path(kept)
         with open(problem.path, "r+b") as f:
             f.truncate(problem.cut_at)
             os.fsync(f.fileno())

@@ -39,7 +39,7 @@ from typing import Any
 from ..._core import Tally, tally_topics
 from ..sequencing import Sequenced, first_position
 from .checkpoint import CHECKPOINT, Checkpoint, CheckpointFile, load_checkpoint
-from .integrity import DAMAGED, Found, refusal, verify
+from .integrity import DAMAGED, Found, Problem, Verdict, refusal, verify
 from .integrity import recover as recover_files
 from .records import (
     HEADER,
@@ -50,6 +50,7 @@ from .records import (
     boot_record,
     closed_record,
     current_boot_id,
+    fsync_path,
     lost_record,
     read_header,
     scan,
@@ -133,6 +134,8 @@ class Loaded:
     given_up_to: int = 0
     #: a check (``read(checks=True)``) found what the writer's start will cut or record
     repairs: bool = False
+    #: the newest file, shorter than a header, where the checkpoint vouches for more
+    stub: tuple[str, int] | None = None
 
     def unsettled(self, boot: str) -> bool:
         """Whether the writer's start will write what the readers must see (a cut, a
@@ -155,7 +158,8 @@ def _list(path: str) -> list[str]:
         if not (suffix == "log" and dot and len(stem) == 20 and stem.isdigit()):
             raise StoreError(
                 f"{os.path.join(path, name)} is not an sse_fast data file; the data directory "
-                "must hold only sse_fast's own files (NNNN.log segments and lock): move it "
+                "must hold only sse_fast's own files (NNNN.log segments, lock, checkpoint, "
+                "damaged/): move it "
                 "away, or give this server a directory of its own with --data-dir"
             )
         names.append(name)
@@ -176,15 +180,16 @@ def read(
     of the newest segment (logged), and raises ``StoreError`` for damage, a missing
     segment or one cut short, unless ``recover``: then it drops what cannot be read
     and says which positions were lost (``Loaded.lost``, ``Loaded.recovered``).
-    ``checks`` makes a reader refuse what the writer would (a supervisor's check
-    before its workers start), changing nothing.
-    Without ``events`` the records are only checked (``Loaded.count``). A file that
-    is not ours, or segments of different stores, raise ``StoreError`` naming the
-    file."""
+    ``checks`` makes a reader refuse what the writer would, changing nothing (a
+    supervisor, before its workers start). Without ``events`` the records are only
+    checked (``Loaded.count``). A file that is not ours, or segments of different
+    stores, raise ``StoreError`` naming the file."""
     loaded = Loaded()
     names = _list(path)
+    checking = writer or checks
+    checkpoint = _checkpoint_of(path, loaded, writer) if checking else None
+    listed = dict(checkpoint.segments) if checkpoint is not None else {}
     found: list[Found] = []
-    contents: list[bytes] = []
     for index, name in enumerate(names):
         full = os.path.join(path, name)
         try:
@@ -194,9 +199,11 @@ def read(
             continue
         newest = index == len(names) - 1
         if newest and len(data) < HEADER and MAGIC.startswith(data[: len(MAGIC)]):
-            # created, and the process or the machine stopped before its header was
-            # written: an unfinished write like a torn record (no event can be in it)
-            if writer:
+            if listed.get(int(name[:20]), 0) >= HEADER:
+                loaded.stub = (full, len(data))  # cut: the checkpoint vouches for more
+            elif writer:
+                # created, and the process or the machine stopped before its header was
+                # written: an unfinished write like a torn record (no event can be in it)
                 log.warning("removed %s: a segment the last run did not finish starting", full)
                 os.unlink(full)
                 loaded.torn.append((full, len(data)))
@@ -211,17 +218,17 @@ def read(
                 "move the foreign ones away"
             )
         result = scan(data, full, events)
-        if result.torn and not newest and not writer:
+        if result.torn and not newest and not checking:
             raise StoreError(
                 f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "
                 "newest file, so this is not an unfinished write: move it (and the files "
                 "before it) away to start without the history it holds"
             )
-        found.append(Found(full, first, len(data), result, newest))
-        contents.append(data)
-    if writer or checks:
-        _check(path, loaded, found, contents, recover, events, act=writer)
-    del contents
+        tail = data[result.end : result.end + 8] if result.torn else b""
+        found.append(Found(full, first, len(data), result, newest, tail))
+        del data
+    if checking:
+        _check(path, loaded, found, checkpoint, recover, events, act=writer)
     for segment in found:
         result = segment.scan
         loaded.count += result.count
@@ -241,65 +248,81 @@ def read(
     return loaded
 
 
+def _checkpoint_of(path: str, loaded: Loaded, writer: bool) -> Checkpoint | None:
+    """The directory's checkpoint, or None (then ``loaded.untrusted``: new positions
+    jump past any the last run may have given)."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except StoreError as exc:
+        if writer:
+            log.warning("%s; checking the segments by themselves", exc)
+        loaded.untrusted = True
+        return None
+    # none: written by a version before checkpoints, or the checkpoint was deleted
+    loaded.untrusted = checkpoint is None
+    return checkpoint
+
+
 def _check(
     path: str,
     loaded: Loaded,
     found: list[Found],
-    contents: list[bytes],
+    checkpoint: Checkpoint | None,
     recover: bool,
     events: bool,
     act: bool,
 ) -> None:
     """The writer's checks (``integrity``): refuse, or (``act``) recover, or cut an
     unfinished write; what was lost goes into ``loaded``."""
-    boot = current_boot_id()
-    try:
-        checkpoint = load_checkpoint(path)
-    except StoreError as exc:
-        if act:
-            log.warning(
-                "%s; checking the segments by themselves, and new positions start past every "
-                "one the last run may have given",
-                exc,
-            )
-        checkpoint = None
-        loaded.untrusted = True
-    if checkpoint is None and found and not loaded.untrusted:
-        # written by a version before checkpoints, or the checkpoint was deleted: what
-        # the last run gave past these files is unknown, so new positions jump
-        log.info("%s has no checkpoint: checking its segments by themselves", path)
-        loaded.untrusted = True
     if checkpoint is not None and loaded.sequence not in (None, checkpoint.sequence):
         raise StoreError(
             f"{os.path.join(path, CHECKPOINT)} belongs to another store (sequence "
             f"{checkpoint.sequence}, not {loaded.sequence} as the segments): move it away"
         )
+    boot = current_boot_id()
     binding = checkpoint if checkpoint is not None and checkpoint.binding(boot) else None
-    verdict = verify(found, contents, binding, boot)
-    if verdict.problems and not recover:
-        for problem in verdict.problems[1:]:
+    last = (checkpoint.boot, checkpoint.fsync) if checkpoint else _newest_boot(found)
+    crashed = binding is None and last is not None and last[1] == "never" and last[0] != boot
+    stub = int(os.path.basename(loaded.stub[0])[:20]) if loaded.stub else None
+    verdict = verify(found, binding, boot, crashed, stub)
+    if loaded.stub is not None:
+        full, size = loaded.stub
+        verdict.problems.insert(
+            0,
+            Problem(
+                f"{full} holds {size} bytes, fewer than its header, while the last run had "
+                "acknowledged more: events it had stored are lost",
+                full,
+                0,
+            ),
+        )
+        verdict.trailing = True
+    refused = [problem for problem in verdict.problems if not problem.crash]
+    if refused and not recover:
+        for problem in refused[1:]:
             log.error("%s", problem.message)
-        raise refusal(verdict)
+        raise refusal(refused)
     if not act:
         loaded.repairs = bool(verdict.problems or verdict.unfinished)
         return
+    if recover:
+        log.warning(
+            "--data-recover is set: damage found in %s at start is cut and recorded, not "
+            "refused; remove the option once the directory is recovered",
+            path,
+        )
     if verdict.problems:
         for problem in verdict.problems:
-            log.error("%s; recovering (--data-recover)", problem.message)
-        recover_files(verdict, path)
-        for index, segment in enumerate(found):
-            cut = next(
-                (p.cut_at for p in verdict.problems if p.path == segment.path and p.cut_at),
-                None,
-            )
-            if cut is not None:
-                rescan = scan(contents[index][:cut], segment.path, events)
-                found[index] = Found(segment.path, segment.first, cut, rescan, segment.newest)
+            if problem.crash:
+                log.warning("%s; recorded as lost in the machine crash", problem.message)
+            else:
+                log.error("%s; recovering (--data-recover)", problem.message)
+        recover_files(verdict.problems, path)
+        _rescan_cut(found, verdict, events)
         loaded.recovered = verdict.gaps
         loaded.trailing_loss = verdict.trailing
     for full, end in verdict.unfinished:
-        index = next(i for i, segment in enumerate(found) if segment.path == full)
-        segment = found[index]
+        segment = next(segment for segment in found if segment.path == full)
         log.warning(
             "dropped %d bytes at the end of %s: a write the last run did not finish "
             "(%s); it was neither acknowledged nor delivered",
@@ -316,15 +339,33 @@ def _check(
     loaded.given_up_to = verdict.given_up_to
 
 
+def _newest_boot(found: list[Found]) -> tuple[str, str] | None:
+    return next((s.scan.boot for s in reversed(found) if s.scan.boot is not None), None)
+
+
+def _rescan_cut(found: list[Found], verdict: Verdict, events: bool) -> None:
+    """Read again the segments recovery cut (``found`` in place)."""
+    for index, segment in enumerate(found):
+        cut = next(
+            (p.cut_at for p in verdict.problems if p.path == segment.path and p.cut_at is not None),
+            None,
+        )
+        if cut is not None:
+            with open(segment.path, "rb") as f:
+                data = f.read()
+            rescan = scan(data, segment.path, events)
+            found[index] = Found(segment.path, segment.first, len(data), rescan, segment.newest)
+
+
 def settle(**options: Any) -> Loaded:
     """Open the writer of a data directory and close it again (``EventLog``'s
     arguments): whatever its start writes (a cut unfinished write, lost ranges, the
     positions' jump, recovered damage) is then on disk for every reader. A
     supervisor calls it before a relay and its workers read the directory side by
     side (``Loaded.unsettled``)."""
-    log = EventLog(**options)
-    loaded = log.open()
-    log.close()
+    writer = EventLog(**options)
+    loaded = writer.open()
+    writer.close()
     return loaded
 
 
@@ -380,17 +421,13 @@ class EventLog:
         count_loaded(_by_segment(loaded), self.tallies)
         self.boot = current_boot_id()
         self.sequence, self.next_position, lost_at_end, jumped = _positions(loaded, self.boot)
-        if jumped and self.segments:
-            # said where a restart looks for it: the positions up to the next segment's
-            # first were never given (not a hole between segments)
-            self.bytes += _append(self.segments[-1], closed_record(self.next_position - 1))
-        if self.segments and self.fsync != "never":
-            # the checkpoint vouches for what the last run wrote: make it so
-            _sync_file(self.segments[-1].path)
+        ranges = _lost_ranges(loaded, lost_at_end, self.next_position, self.path)
+        loaded.lost.extend(ranges)
+        records = b"".join(lost_record(*gap) for gap in ranges)
+        if jumped:  # where the jump ends: the positions skipped were never given
+            records += closed_record(self.next_position - 1)
+        self.bytes += _end_last_run(self.segments, records, self.fsync != "never")
         self._start_segment()
-        for gap in _lost_ranges(loaded, lost_at_end, self.next_position, self.path):
-            self._write(lost_record(*gap))
-            loaded.lost.append(gap)
         self._sync_now()
         self._checkpoint_now()
         return loaded
@@ -417,6 +454,8 @@ class EventLog:
         record; the previous one is synced and closed once the new one exists."""
         path = os.path.join(self.path, _segment_name(self.next_position))
         old = self._fd
+        if old >= 0 and self.fsync != "never":
+            os.fsync(old)  # before the next segment exists: a crash leaves no hole
         if self.segments and self.segments[-1].path == path:
             # the run before started this segment and stored no event in it: go on in it
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
@@ -430,14 +469,14 @@ class EventLog:
                 ) from None
             self._fd = fd
             self.segments.append(Segment(path, self.next_position, size=0))
-            self.checkpoints.acknowledged = 0
+            self.checkpoints.acknowledge(0, self.next_position)
             try:
                 self._write(segment_header(self.sequence, self.next_position))
             except StoreWriteError:
                 self._abandon_newest(old)
                 raise
             if self.fsync != "never":
-                _sync_directory(self.path)
+                fsync_path(self.path)
         try:
             # each segment says which boot wrote it (``records.BOOT``), so what a
             # restart concludes does not depend on an older segment still existing
@@ -448,11 +487,7 @@ class EventLog:
         if len(self.segments) > 1:
             self.segments[-2].seal()  # the one written until now
         if old >= 0:
-            try:
-                if self.fsync != "never":
-                    os.fsync(old)
-            finally:
-                os.close(old)
+            os.close(old)
 
     def _abandon_newest(self, old: int) -> None:
         """A new segment could not be started: back to the one before (if any)."""
@@ -487,6 +522,8 @@ class EventLog:
         tally_topics(items, wall, self.tallies, segment.live, segment.first)
         segment.last = items[-1].position
         self.next_position = segment.last + 1
+        if self.fsync == "always":
+            self.checkpoints.acknowledge(segment.size, self.next_position)
         if segment.size >= self.segment_bytes:
             try:
                 self._start_segment()
@@ -498,8 +535,7 @@ class EventLog:
                     segment.path,
                 )
             else:
-                self._within_budget()
-                self._checkpoint_now()
+                self._within_budget()  # the checkpoint follows at the next tick
 
     def _cut(self, segment: Segment, size: int) -> None:
         """Drop what was written to ``segment`` after ``size`` bytes."""
@@ -542,7 +578,7 @@ class EventLog:
                 "events may not be on the disk (check the disk), publish again"
             ) from None
         self._dirty = False
-        self.checkpoints.acknowledged = self.segments[-1].size
+        self.checkpoints.acknowledge(self.segments[-1].size, self.next_position)
 
     async def tick(self) -> None:
         """The periodic work: sync (``interval``) in a thread, then the checkpoint (when
@@ -551,7 +587,7 @@ class EventLog:
         if self.fsync == "interval" and self._dirty and self._syncing is None:
             self._dirty = False
             fd = os.dup(self._fd)  # the segment may rotate while the thread syncs
-            segment, size = self.segments[-1], self.segments[-1].size
+            segment, size, given = self.segments[-1], self.segments[-1].size, self.next_position
             self._syncing = loop.run_in_executor(None, _sync_and_close, fd)
             try:
                 await self._syncing
@@ -561,8 +597,9 @@ class EventLog:
                 self.delete_dead(time.time())
                 return  # the checkpoint waits for a sync that works
             else:
-                if self.segments and self.segments[-1] is segment:
-                    self.checkpoints.acknowledged = max(self.checkpoints.acknowledged, size)
+                newest = self.segments[-1] if self.segments else None
+                if newest is segment and size > self.checkpoints.acknowledged:
+                    self.checkpoints.acknowledge(size, given)
             finally:
                 self._syncing = None
         self.delete_dead(time.time())
@@ -610,7 +647,7 @@ class EventLog:
             self._write(closed_record(self.next_position - 1))
             if self.fsync != "never":
                 os.fsync(self._fd)
-            self.checkpoints.acknowledged = self.segments[-1].size
+            self.checkpoints.acknowledge(self.segments[-1].size, self.next_position)
         except (OSError, StoreError) as exc:
             log.error("the data directory %s was not closed cleanly: %s", self.path, exc)
         else:
@@ -674,6 +711,20 @@ def _lost_ranges(
     return ranges
 
 
+def _end_last_run(segments: list[Segment], records: bytes, sync: bool) -> int:
+    """Before a start opens its segment: ``records`` (lost ranges, where a jump ends)
+    added to the last run's newest segment, so that a start stopping in between
+    leaves no hole; with ``sync``, every segment synced (the checkpoint vouches for
+    them). The bytes added."""
+    if not segments:
+        return 0
+    added = _append(segments[-1], records) if records else 0
+    if sync:
+        for segment in segments:
+            fsync_path(segment.path)
+    return added
+
+
 def _append(segment: Segment, record: bytes) -> int:
     """Add ``record`` to ``segment`` (the newest the last run wrote, before a start
     opens the next one); its size in bytes."""
@@ -721,21 +772,5 @@ def _by_segment(loaded: Loaded) -> list[tuple[Segment, list[Event]]]:
 def _sync_and_close(fd: int) -> None:
     try:
         os.fdatasync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync_directory(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

@@ -30,6 +30,7 @@ dropped; anywhere else the file is corrupt and is refused.
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from collections.abc import Sequence
@@ -55,6 +56,7 @@ __all__ = [
     "boot_record",
     "closed_record",
     "current_boot_id",
+    "fsync_path",
     "lost_record",
     "read_header",
     "scan",
@@ -158,6 +160,15 @@ def boot_record(boot_id: str, policy: str) -> bytes:
     """A ``BOOT`` record: a sequencer started on boot ``boot_id`` under fsync
     ``policy`` (one of ``POLICIES``; ``ValueError`` otherwise)."""
     return _record(bytes((BOOT, POLICIES.index(policy))) + boot_id.encode())
+
+
+def fsync_path(path: str) -> None:
+    """``fsync`` the file or directory at ``path`` (a directory: the names in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def current_boot_id() -> str:
