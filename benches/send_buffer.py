@@ -39,10 +39,8 @@ import asyncio
 import datetime
 import json
 import os
-import re
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,46 +49,13 @@ from typing import Any
 
 import orjson
 
+from sse_fast.testing import tcp_sockets
+
 HOST = "127.0.0.1"
 KiB = 1024
 MiB = 1024 * KiB
 EVENT_BYTES = 256 * KiB
 RESULTS = Path(__file__).parent / "results"
-
-_SKMEM = re.compile(r"skmem:\(([^)]*)\)")
-_FIELD = re.compile(r"([a-z]+)(\d+)")
-_ENDPOINT = re.compile(r"^(?:[A-Z][A-Z-]*\s+)?\d+\s+\d+\s+\S+:(\d+)\s+\S+:(\d+|\*)")
-
-
-def parse_ss(text: str) -> list[dict[str, int]]:
-    """The sockets of ``ss -tmn`` output (with or without its state column): each its ``local_port``, ``peer_port`` and
-    skmem fields (``r`` receive queue, ``rb`` receive buffer, ``t``, ``tb`` send buffer,
-    ``f``, ``w`` bytes queued to send, ``o``, ``bl``, ``d``)."""
-    out: list[dict[str, int]] = []
-    current: dict[str, int] | None = None
-    for line in text.splitlines():
-        endpoint = _ENDPOINT.match(line)
-        if endpoint:
-            peer = 0 if endpoint[2] == "*" else int(endpoint[2])  # "*": a listener
-            current = {"local_port": int(endpoint[1]), "peer_port": peer}
-            out.append(current)
-        memory = _SKMEM.search(line)
-        if memory and current is not None:
-            current.update({name: int(value) for name, value in _FIELD.findall(memory[1])})
-    return out
-
-
-def tcp_sockets(port: int, side: str = "sport") -> list[dict[str, int]]:
-    """Established TCP sockets whose ``side`` (``sport``: the server's; ``dport``: its
-    clients') is ``port``, with their memory (``parse_ss``)."""
-    text = subprocess.run(
-        ["ss", "-tmnH", "state", "established", f"( {side} = :{port} )"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=10,
-    ).stdout
-    return parse_ss(text)
 
 
 def parse_sockstat(text: str) -> int:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benches.send_buffer import parse_schedstat, parse_sockstat, parse_ss
+from benches.send_buffer import parse_schedstat, parse_sockstat
+from sse_fast.testing import parse_ss
 
 ESTABLISHED = """\
 0      98304      127.0.0.1:45893    127.0.0.1:39558

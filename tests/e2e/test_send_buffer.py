@@ -24,9 +24,8 @@ from typing import Any
 import orjson
 import pytest
 
-from benches.send_buffer import tcp_sockets
 from sse_fast.settings import Settings
-from sse_fast.testing import HOST, ServerProcess, wait_for
+from sse_fast.testing import HOST, ServerProcess, tcp_sockets, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 

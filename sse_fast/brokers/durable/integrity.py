@@ -55,6 +55,7 @@ __all__ = [
 #: the data directory's folder where ``recover`` keeps a copy of each file it cuts
 DAMAGED = "damaged"
 _PREFIX = struct.Struct("<II")  # a record's length and checksum (``records``)
+#: the way out a refusal names (``refusal``)
 RECOVER_HINT = (
     "start with --data-recover (SSE_FAST_DATA_RECOVER=1) to go on without them: their positions "
     "are recorded as lost and resuming clients are told (sse-fast-missed)"
