@@ -75,141 +75,28 @@ def _innermost_send(send: Send) -> Send:
     return send
 
 
-class _Stream:
-    """One response being streamed (runs in the request's task)."""
+class _Writes:
+    """A stream's writes and pings, in order: a write waits for the one on its way,
+    a ping goes after any write (the stream's life is ``_Stream``'s)."""
 
-    def __init__(
-        self, response: EventSourceResponse, scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    def __init__(self, response: EventSourceResponse, send: Send) -> None:
         self.response = response
-        self.scope = scope
-        self.receive = receive
         self.send = send
         self.loop = asyncio.get_running_loop()
-        self.task: asyncio.Task[Any] | None = None
         self.ended_by: str | None = None  # why we cancelled our own task
-        self.close_message: Message | None = None
         self.writing = False  # a write of the stream's task is being awaited
         #: set when that write is done, for a ping waiting to go after it (made on demand)
         self.write_done: asyncio.Future[None] | None = None
         self.last_write = self.loop.time()
         self.ping_timer: asyncio.TimerHandle | None = None
-        self.grace_timer: asyncio.TimerHandle | None = None
-        self.watch: asyncio.Future[Message] | None = None
         #: a write still on its way in a task of its own (a ping, or a batch written while
         #: the generator waits); the next write waits for it
         self.pending_write: asyncio.Task[None] | None = None
-        self.sender: asyncio.Task[None] | None = None
         #: a write handed over in a task of its own is being awaited
         self.writing_behind = False
-        #: when the stream was ended, a write was stuck: no last chunk behind it
-        self.write_cut = False
-        #: tasks beside the stream's: replaced seams (``run_beside``)
-        self.beside: tuple[asyncio.Task[None], ...] = ()
-        #: what a task beside raised, raised by the stream (``ended_by`` "failure")
-        self.failure: Exception | None = None
-        self.coalescer: _Coalescer | None = None
 
-    async def run(
-        self,
-        exit_listener: Callable[[], Awaitable[None]] | None = None,
-        ping_loop: Callable[[Send], Awaitable[None]] | None = None,
-    ) -> None:
-        """Stream the response. ``exit_listener`` and ``ping_loop`` are
-        sse-starlette's seams when replaced (``_listen_for_exit_signal``,
-        ``_ping``): awaited beside the stream instead of its registry and timer."""
-        response = self.response
-        self.task = asyncio.current_task()
-        started = self.send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": response._headers_for(self.scope),
-            }
-        )
-        _style.observe(started)
-        await started
-        self.send = _innermost_send(self.send)  # the start went through every wrapper
-        iterator = response.body_iterator
-        interrupted = True
-        cancelled_outside = False  # someone else cancelled the task (an anyio scope?)
-        try:
-            if exit_listener is None:
-                streams.add(self, self.loop)
-            else:
-                self.start_beside(exit_listener, shut_down_after=True)
-            if response.coalesce:
-                self.coalescer = _Coalescer(self, response.busy_batch_delay)
-            if response.send_timeout is not None:  # a vanished network: see "Pings"
-                ensure_user_timeout(self.scope, response.send_timeout)
-            self.arm_watch()
-            if response.ping_interval > 0:
-                if ping_loop is None:
-                    self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
-                else:
-                    self.start_beside(functools.partial(ping_loop, self.ping_send))
-            if response.data_sender_callable is not None:
-                self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
-            if exit_listener is None and (AppStatus.should_exit or _shutdown.uvicorn_exiting()):
-                self.shut_down()  # the server is already on its way out
-            if self.coalescer is not None:
-                await self.coalescer.stream_items(aiter(iterator), response.sep)
-            else:
-                await self.stream_one_by_one(aiter(iterator), response.sep)
-            interrupted = False
-            response.active = False
-            await self.write(b"", more=False)
-        except asyncio.CancelledError:
-            if self.ended_by is None or self.task is None or uncancel(self.task) > 0:
-                cancelled_outside = True
-                raise  # not (only) ours: the server cancelled the request
-            await self.ended_by_us(interrupted)
-        finally:
-            response.active = False
-            self.stop()
-            if cancelled_outside:
-                # shielded, as sse-starlette's cleanup is: an anyio scope cancelled
-                # around the response (a task group's, a timeout's) cancels every
-                # wait inside it (a shield costs ~20 us: only when it may be needed)
-                with anyio.CancelScope(shield=True):
-                    await self.clean_up(iterator, interrupted)
-            elif interrupted or self.sender is not None or self.beside:
-                await self.clean_up(iterator, interrupted)
-
-    async def clean_up(self, iterator: Any, interrupted: bool) -> None:
-        """Close the generator if it was interrupted; stop the tasks beside."""
-        if interrupted:
-            await close_generator(iterator, self.response._cleanup_timeout, "body iterator", log)
-        await self.stop_tasks()
-
-    async def ended_by_us(self, interrupted: bool) -> None:
-        """After our own cancellation (``end``): say why, as sse-starlette does."""
-        response = self.response
-        if self.ended_by == "timeout":
-            raise SendTimeoutError() from None
-        if self.ended_by == "failure" and self.failure is not None:
-            raise self.failure
-        if self.ended_by == "disconnect":
-            handler = response.client_close_handler_callable
-            if handler is not None and self.close_message is not None:
-                await handler(self.close_message)
-        elif self.ended_by == "shutdown":
-            response.active = False
-            if self.write_cut:  # the client is not reading: ended as sse-starlette ends
-                return
-            held = self.coalescer.take_gathered() if self.coalescer is not None else b""
-            with contextlib.suppress(Exception, SendTimeoutError):
-                await self.write(held, more=False)  # held items too
-
-    async def stream_one_by_one(self, iterator: AsyncIterator[Any], sep: str) -> None:
-        """sse-starlette's way: ask for an item, write it, wait for the write, then
-        ask for the next (a slow client slows its generator down)."""
-        debug = log.isEnabledFor(logging.DEBUG)
-        async for item in iterator:
-            chunk = ensure_bytes(item, sep)
-            if debug:
-                log.debug("chunk: %s", chunk)
-            await self.write(chunk)
+    def end(self, reason: str) -> None:  # pragma: no cover - ``_Stream.end``
+        raise NotImplementedError
 
     # ------------------------------------------------------------ writing
 
@@ -342,6 +229,130 @@ class _Stream:
         ping = self.loop.create_task(self.finish_behind(None, self.pending_write, message))
         self.pending_write = ping
         await ping
+
+
+class _Stream(_Writes):
+    """One response being streamed (runs in the request's task)."""
+
+    def __init__(
+        self, response: EventSourceResponse, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        super().__init__(response, send)
+        self.scope = scope
+        self.receive = receive
+        self.task: asyncio.Task[Any] | None = None
+        self.close_message: Message | None = None
+        self.grace_timer: asyncio.TimerHandle | None = None
+        self.watch: asyncio.Future[Message] | None = None
+        self.sender: asyncio.Task[None] | None = None
+        #: when the stream was ended, a write was stuck: no last chunk behind it
+        self.write_cut = False
+        #: tasks beside the stream's: replaced seams (``run_beside``)
+        self.beside: tuple[asyncio.Task[None], ...] = ()
+        #: what a task beside raised, raised by the stream (``ended_by`` "failure")
+        self.failure: Exception | None = None
+        self.coalescer: _Coalescer | None = None
+
+    async def run(
+        self,
+        exit_listener: Callable[[], Awaitable[None]] | None = None,
+        ping_loop: Callable[[Send], Awaitable[None]] | None = None,
+    ) -> None:
+        """Stream the response. ``exit_listener`` and ``ping_loop`` are
+        sse-starlette's seams when replaced (``_listen_for_exit_signal``,
+        ``_ping``): awaited beside the stream instead of its registry and timer."""
+        response = self.response
+        self.task = asyncio.current_task()
+        started = self.send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": response._headers_for(self.scope),
+            }
+        )
+        _style.observe(started)
+        await started
+        self.send = _innermost_send(self.send)  # the start went through every wrapper
+        iterator = response.body_iterator
+        interrupted = True
+        cancelled_outside = False  # someone else cancelled the task (an anyio scope?)
+        try:
+            if exit_listener is None:
+                streams.add(self, self.loop)
+            else:
+                self.start_beside(exit_listener, shut_down_after=True)
+            if response.coalesce:
+                self.coalescer = _Coalescer(self, response.busy_batch_delay)
+            if response.send_timeout is not None:  # a vanished network: see "Pings"
+                ensure_user_timeout(self.scope, response.send_timeout)
+            self.arm_watch()
+            if response.ping_interval > 0:
+                if ping_loop is None:
+                    self.ping_timer = self.loop.call_later(response.ping_interval, self.ping_due)
+                else:
+                    self.start_beside(functools.partial(ping_loop, self.ping_send))
+            if response.data_sender_callable is not None:
+                self.sender = self.loop.create_task(_run_sender(response.data_sender_callable))
+            if exit_listener is None and (AppStatus.should_exit or _shutdown.uvicorn_exiting()):
+                self.shut_down()  # the server is already on its way out
+            if self.coalescer is not None:
+                await self.coalescer.stream_items(aiter(iterator), response.sep)
+            else:
+                await self.stream_one_by_one(aiter(iterator), response.sep)
+            interrupted = False
+            response.active = False
+            await self.write(b"", more=False)
+        except asyncio.CancelledError:
+            if self.ended_by is None or self.task is None or uncancel(self.task) > 0:
+                cancelled_outside = True
+                raise  # not (only) ours: the server cancelled the request
+            await self.ended_by_us(interrupted)
+        finally:
+            response.active = False
+            self.stop()
+            if cancelled_outside:
+                # shielded, as sse-starlette's cleanup is: an anyio scope cancelled
+                # around the response (a task group's, a timeout's) cancels every
+                # wait inside it (a shield costs ~20 us: only when it may be needed)
+                with anyio.CancelScope(shield=True):
+                    await self.clean_up(iterator, interrupted)
+            elif interrupted or self.sender is not None or self.beside:
+                await self.clean_up(iterator, interrupted)
+
+    async def clean_up(self, iterator: Any, interrupted: bool) -> None:
+        """Close the generator if it was interrupted; stop the tasks beside."""
+        if interrupted:
+            await close_generator(iterator, self.response._cleanup_timeout, "body iterator", log)
+        await self.stop_tasks()
+
+    async def ended_by_us(self, interrupted: bool) -> None:
+        """After our own cancellation (``end``): say why, as sse-starlette does."""
+        response = self.response
+        if self.ended_by == "timeout":
+            raise SendTimeoutError() from None
+        if self.ended_by == "failure" and self.failure is not None:
+            raise self.failure
+        if self.ended_by == "disconnect":
+            handler = response.client_close_handler_callable
+            if handler is not None and self.close_message is not None:
+                await handler(self.close_message)
+        elif self.ended_by == "shutdown":
+            response.active = False
+            if self.write_cut:  # the client is not reading: ended as sse-starlette ends
+                return
+            held = self.coalescer.take_gathered() if self.coalescer is not None else b""
+            with contextlib.suppress(Exception, SendTimeoutError):
+                await self.write(held, more=False)  # held items too
+
+    async def stream_one_by_one(self, iterator: AsyncIterator[Any], sep: str) -> None:
+        """sse-starlette's way: ask for an item, write it, wait for the write, then
+        ask for the next (a slow client slows its generator down)."""
+        debug = log.isEnabledFor(logging.DEBUG)
+        async for item in iterator:
+            chunk = ensure_bytes(item, sep)
+            if debug:
+                log.debug("chunk: %s", chunk)
+            await self.write(chunk)
 
     # ------------------------------------------------------------ seams beside
 
