@@ -168,6 +168,19 @@ async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
         into += await client.events()
 
 
+async def _feed_streams(
+    a: ServerProcess, b: ServerProcess
+) -> tuple[list[SSEClient], list[list[ParsedEvent]], list[asyncio.Task[None]]]:
+    """Three streams of ``feed`` (one on ``a``, two on ``b``) read into lists as they
+    come: the clients, their events and the tasks reading them."""
+    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
+    streams: list[list[ParsedEvent]] = [[] for _ in clients]
+    for client in clients:
+        await client.connect()
+    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
+    return clients, streams, readers
+
+
 def _check_delivery(publisher: Publisher, events: list[ParsedEvent], *, breaks: bool) -> None:
     """Every acknowledged event once (or a missed signal, where ``breaks`` may
     happen), no refused one, no event twice."""
@@ -198,13 +211,7 @@ def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
     with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
 
         async def main() -> None:
-            clients = [a.client("feed"), b.client("feed"), b.client("feed")]
-            streams: list[list[ParsedEvent]] = [[] for _ in clients]
-            for client in clients:
-                await client.connect()
-            readers = [
-                asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)
-            ]
+            clients, streams, readers = await _feed_streams(a, b)
             publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
             task = asyncio.create_task(publisher.run(stop))
             await asyncio.sleep(1)
@@ -265,11 +272,7 @@ async def _failover(
     a: ServerProcess,
     b: ServerProcess,
 ) -> None:
-    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
-    streams: list[list[ParsedEvent]] = [[] for _ in clients]
-    for client in clients:
-        await client.connect()
-    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
+    clients, streams, readers = await _feed_streams(a, b)
     publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
     task = asyncio.create_task(publisher.run(stop))
     await asyncio.sleep(1)
@@ -341,11 +344,7 @@ async def _lost_data(
 
     from sse_fast.brokers.redis import publish
 
-    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
-    streams: list[list[ParsedEvent]] = [[] for _ in clients]
-    for client in clients:
-        await client.connect()
-    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
+    clients, streams, readers = await _feed_streams(a, b)
 
     def delivered(ids: list[str]) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:

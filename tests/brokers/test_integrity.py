@@ -20,6 +20,14 @@ from ..conftest import forgive
 from .test_durable import crash, files, frame, newest, put
 
 
+def three_events(path: Path, fsync: str) -> EventLog:
+    """A writer of ``path`` under ``fsync``, open, with three events of ``a`` stored."""
+    log = EventLog(str(path), fsync=fsync)
+    log.open()
+    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    return log
+
+
 def test_the_checkpoint_follows_open_ticks_and_close(tmp_path: Path) -> None:
     async def main() -> None:
         log = EventLog(str(tmp_path), fsync="interval")
@@ -66,9 +74,7 @@ def test_a_rotation_is_in_the_checkpoint_from_the_next_tick(tmp_path: Path) -> N
 def test_a_torn_tail_on_the_same_boot_is_dropped_and_its_positions_never_reused(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = EventLog(str(tmp_path), fsync="interval")
-    log.open()
-    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    log = three_events(tmp_path, "interval")
     crash(log)
     with open(newest(tmp_path), "ab") as f:  # a record cut short: its length runs past
         f.write(b"\x40\x00\x00\x00\x12\x34")
@@ -89,9 +95,7 @@ def test_a_torn_tail_on_the_same_boot_is_dropped_and_its_positions_never_reused(
 def test_a_whole_wrong_record_at_the_end_on_the_same_boot_is_damage(tmp_path: Path) -> None:
     """A process that dies mid-write leaves a record cut short; a whole record with
     wrong bytes is damage, even past the checkpoint's acknowledged bytes."""
-    log = EventLog(str(tmp_path), fsync="never")
-    log.open()
-    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    log = three_events(tmp_path, "never")
     crash(log)
     (tmp_path / CHECKPOINT).unlink()  # nothing vouched for: only the record's shape tells
     segment = newest(tmp_path)
@@ -198,9 +202,7 @@ def test_recovery_of_a_hole_is_recorded_and_holds_across_restarts(
 def test_a_damaged_checkpoint_is_not_believed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    log = EventLog(str(tmp_path), fsync="interval")
-    log.open()
-    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    log = three_events(tmp_path, "interval")
     log.close()
     path = tmp_path / CHECKPOINT
     path.write_bytes(path.read_bytes().replace(b'"clean":true', b'"clean":fals'))
@@ -254,9 +256,7 @@ def test_a_start_stopped_before_its_lost_range_was_written_leaves_no_hole(
     """The review's B2: the first start after a machine crash created its segment at
     the jumped position before writing the lost range; stopped in between, every
     later start refused the hole."""
-    log = EventLog(str(tmp_path), fsync="interval")
-    log.open()
-    put(log, [(None, ("a",), frame(n)) for n in range(3)])
+    log = three_events(tmp_path, "interval")
     crash(log)
     monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
 

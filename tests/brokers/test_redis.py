@@ -5,9 +5,10 @@ a killed subscription, Redis restarted (its data lost) and Redis stopped."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -237,6 +238,28 @@ async def _received(stream: Recording, event_id: str) -> None:
     await _until(lambda: any(e[1] == event_id for e in stream.events()))
 
 
+@contextlib.asynccontextmanager
+async def watching(hub: Hub) -> AsyncIterator[Recording]:
+    """``hub`` started, with a stream of ``t`` open on it; stopped at the end."""
+    await hub.start()
+    try:
+        stream = Recording()
+        await stream.attach(hub, ["t"])
+        yield stream
+    finally:
+        await hub.stop()
+
+
+@contextlib.asynccontextmanager
+async def started(hub: Hub) -> AsyncIterator[Hub]:
+    """``hub`` started, and stopped at the end."""
+    await hub.start()
+    try:
+        yield hub
+    finally:
+        await hub.stop()
+
+
 def _marker(event: tuple[str | None, str | None, str]) -> str | None:
     """The reason of an ``sse-fast-missed`` event (None for another event)."""
     return orjson.loads(event[2])["reason"] if event[0] == "sse-fast-missed" else None
@@ -252,11 +275,8 @@ def test_redis_that_lost_its_data_twice_is_known_to_a_node_started_afterwards(
 
     async def main() -> None:
         a = node(redis_server.url)
-        await a.start()
-        stream = Recording()
         datasets: list[list[str]] = []
-        try:
-            await stream.attach(a, ["t"])
+        async with watching(a) as stream:
             for restart in range(3):
                 if restart:
                     await asyncio.to_thread(redis_server.restart)
@@ -270,9 +290,7 @@ def test_redis_that_lost_its_data_twice_is_known_to_a_node_started_afterwards(
             assert [e[1] for e in got if e[0] is None] == first + second + third
             assert int(first[-1]) < int(got[3][1]) < int(second[0])
             assert int(second[-1]) < int(got[7][1]) < int(third[0])
-            c = node(redis_server.url)
-            await c.start()
-            try:
+            async with started(node(redis_server.url)) as c:
                 for hub in (c, a):
                     for old in (first[0], second[0]):
                         late = Recording()
@@ -281,11 +299,7 @@ def test_redis_that_lost_its_data_twice_is_known_to_a_node_started_afterwards(
                     recent = Recording()
                     assert (await recent.attach(hub, ["t"], third[0])).resume == "resumed"
                     assert [e[1] for e in recent.events()] == third[1:]
-            finally:
-                await c.stop()
             forgive(caplog, "Redis subscription lost", "Redis does not answer")
-        finally:
-            await a.stop()
 
     asyncio.run(main())
 
@@ -307,11 +321,8 @@ def test_events_published_while_a_node_reconnects_reach_its_streams(
         a = Hub(
             settings, broker=RedisBroker(redis_server.url, probe_interval=0.3, load_frames=room)
         )
-        await a.start()
-        stream = Recording()
         client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            await stream.attach(a, ["t"])
+        async with client, watching(a) as stream:
             (before,) = await a.publish([PublishRequest(("t",), "before")])
             await _until(lambda: len(stream.events()) == 1)
             await asyncio.to_thread(redis_server.restart)
@@ -326,9 +337,6 @@ def test_events_published_while_a_node_reconnects_reach_its_streams(
             assert [e[1] for e in events] == [before, events[1][1], *published]
             assert int(before) < int(events[1][1]) < int(published[0])
             forgive(caplog, "Redis subscription lost", "Redis does not answer")
-        finally:
-            await client.aclose()
-            await a.stop()
 
     asyncio.run(main())
 
@@ -344,10 +352,7 @@ def test_more_events_since_redis_came_back_than_a_ring_holds_are_said_trimmed(
 
     async def main() -> None:
         a = node(redis_server.url, load_frames=5)
-        await a.start()
-        stream = Recording()
-        try:
-            await stream.attach(a, ["t"])
+        async with watching(a) as stream:
             (before,) = await a.publish([PublishRequest(("t",), "before")])
             await _received(stream, before)
             await asyncio.to_thread(redis_server.kill)
@@ -372,8 +377,6 @@ def test_more_events_since_redis_came_back_than_a_ring_holds_are_said_trimmed(
             assert int(before) < int(events[1][1]) < int(ids[0])
             assert events[2][1] == ids[2]  # the break stands where the trimmed ones end
             forgive(caplog, "Redis subscription lost", "Redis does not answer")
-        finally:
-            await a.stop()
 
     asyncio.run(main())
 
@@ -390,11 +393,8 @@ def test_ids_from_before_redis_lost_its_data_never_resolve_to_new_events(
 
     async def main() -> None:
         a = node(redis_server.url)
-        await a.start()
-        stream = Recording()
         client = aioredis.Redis.from_url(redis_server.url)
-        try:
-            await stream.attach(a, ["t"])
+        async with client, watching(a) as stream:
             ahead = str(int(time.time() * 1_000_000) + 600_000_000)  # ten minutes
             await asyncio.to_thread(redis_server.cli, "SET", "sse:position", ahead)
             old = await a.publish([PublishRequest(("t",), n) for n in range(3)])
@@ -411,20 +411,13 @@ def test_ids_from_before_redis_lost_its_data_never_resolve_to_new_events(
             assert [e[1] for e in events if e[0] is None] == [*old, after]
             assert [_marker(e) for e in events] == [None] * 3 + ["redis-restarted", None]
             assert int(old[-1]) < int(events[3][1]) < int(after)
-            c = node(redis_server.url)
-            await c.start()
-            try:
+            async with started(node(redis_server.url)) as c:
                 for hub in (c, a):
                     assert (await Recording().attach(hub, ["t"], old[0])).resume == "evicted"
                     recent = Recording()
                     assert (await recent.attach(hub, ["t"], events[3][1])).resume == "resumed"
                     assert [e[1] for e in recent.events()] == [after]
-            finally:
-                await c.stop()
             forgive(caplog, "Redis subscription lost", "Redis does not answer")
-        finally:
-            await client.aclose()
-            await a.stop()
 
     asyncio.run(main())
 
@@ -438,10 +431,7 @@ def test_a_flush_under_a_live_subscription_is_found_by_the_next_history_read(
 
     async def main() -> None:
         a = node(redis_server.url)
-        await a.start()
-        stream = Recording()
-        try:
-            await stream.attach(a, ["t"])
+        async with watching(a) as stream:
             await a.publish([PublishRequest(("t",), "before")])
             await _until(lambda: len(stream.events()) == 1)
             await asyncio.to_thread(redis_server.cli, "FLUSHALL")
@@ -452,8 +442,6 @@ def test_a_flush_under_a_live_subscription_is_found_by_the_next_history_read(
             assert [_marker(e) for e in stream.events()] == [None, "redis-restarted"]
             assert (await Recording().attach(a, ["u"])).resume == "none"
             forgive(caplog, "Redis subscription lost")
-        finally:
-            await a.stop()
 
     asyncio.run(main())
 
