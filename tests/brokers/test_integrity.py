@@ -324,3 +324,20 @@ def test_the_newest_segment_cut_below_its_header_is_not_taken_for_a_new_one(
     assert loaded.lost and (tmp_path / "damaged" / last.name).exists() and not last.exists()
     log.close()
     forgive(caplog, "recovering (--data-recover)", "recovered with --data-recover")
+
+
+def test_settle_writes_what_a_start_finds_without_reading_the_events(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The supervisor's ``settle`` (before a relay and its workers read the directory
+    side by side) records a machine crash's lost range, and the readers after it see
+    it; it builds no event (the server's liveness waits for it)."""
+    crash(three_events(tmp_path, "interval"))
+    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    checked = read(str(tmp_path), events=False, checks=True)
+    assert checked.unsettled("after-the-crash")
+    settled = durable_log.settle(path=str(tmp_path), fsync="interval")
+    assert settled.events == [] and settled.count == 3 and settled.lost
+    reader = read(str(tmp_path))
+    assert reader.lost == settled.lost and len(reader.events) == 3
+    assert not read(str(tmp_path), events=False, checks=True).unsettled("after-the-crash")
