@@ -279,15 +279,17 @@ def metrics_page() -> str:
 
 
 def _help(*argv: str) -> str:
+    """``sse-fast <argv> --help``, run. ``loadgen`` needs its extra (httptools), which
+    the ``docs`` extra includes: ``pip install -e '.[docs]'`` is enough to build."""
     env = {**os.environ, "COLUMNS": "88"}
-    done = subprocess.run(
-        [sys.executable, "-m", "sse_fast", *argv, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        cwd=ROOT,
-    )
+    command = [sys.executable, "-m", "sse_fast", *argv, "--help"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"`sse-fast {' '.join((*argv, '--help'))}` failed (exit {done.returncode}) for "
+            f"the command-line page: {done.stderr.strip()}; install the docs' dependencies "
+            "with: pip install -e '.[docs]'"
+        )
     return done.stdout.rstrip()
 
 
