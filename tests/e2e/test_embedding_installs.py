@@ -50,6 +50,15 @@ def test_the_embedding_examples_say_what_they_need() -> None:
     assert named == {"sse_fast[starlette]", "sse_fast[aiohttp]", "sse_fast[django]"}
 
 
+def test_an_example_run_under_a_server_installs_it() -> None:
+    """An example that says how to serve it (``# run: uvicorn module:app``) installs
+    that server too: the copied install line is enough to follow the comment."""
+    for where, install, code in EXAMPLES:
+        for server in ("uvicorn", "hypercorn", "granian"):
+            if f"{server} module:app" in code:
+                assert server in install, f"{where}: runs {server}, installs {install}"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if not (ROOT / "pyproject.toml").is_file() or "site-packages" in sse_fast.__file__:
