@@ -55,8 +55,8 @@ import inspect
 import logging
 import os
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncGenerator, Callable
+from typing import Any, cast
 
 import orjson
 
@@ -219,8 +219,12 @@ class Upstream:
             read_timeout=self.settings.upstream_read_timeout,
         )
         self._stream = stream
-        async with stream:
-            async for event in stream:
+        # the events' iterator is closed here however reading ends (the upstream ends the
+        # stream, an error, a cancel while an event is republished), not left to the garbage
+        # collector, whose finalizer only schedules the close, on a loop that may be closing
+        events = cast("AsyncGenerator[ReceivedEvent, None]", aiter(stream))
+        async with stream, contextlib.aclosing(events):
+            async for event in events:
                 self._handling = True
                 self._connected()
                 if isinstance(event, Missed):

@@ -29,7 +29,7 @@ import pytest
 from sse_fast._core.request import PublishRequest
 from sse_fast.app.upstream import Upstream
 from sse_fast.cli import main
-from sse_fast.client import Disconnect, Missed, ReceivedEvent, connect
+from sse_fast.client import Disconnect, EventStream, Missed, ReceivedEvent, connect
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError
 from sse_fast.settings import Settings, SettingsError
@@ -209,15 +209,19 @@ class Subscriber:
 
     def _run(self) -> None:
         self.task = self.loop.create_task(self._read())
-        with contextlib.suppress(asyncio.CancelledError):
-            self.loop.run_until_complete(self.task)
-        self.loop.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                self.loop.run_until_complete(self.task)
+        finally:  # as asyncio.run: what async generators are left closed before the loop
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
 
     async def _read(self) -> None:
         async def read() -> None:
-            async with connect(
-                self.url, [self.topic], retry=0.3, max_delay=1, read_timeout=5
-            ) as events:
+            async with (
+                connect(self.url, [self.topic], retry=0.3, max_delay=1, read_timeout=5) as stream,
+                contextlib.aclosing(aiter(stream)) as events,  # type: ignore[type-var]
+            ):
                 async for event in events:
                     if isinstance(event, (Missed, Disconnect)):
                         self.control.append(event)
@@ -297,6 +301,51 @@ def relay_command(upstream: str, *extra: str) -> list[str]:
         upstream,
         *extra,
     ]
+
+
+def test_the_upstream_events_iterator_is_closed_when_reading_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Stopped while an event is being republished, the reader closes the
+    stream's event iterator itself (issue 40): left to the garbage collector, its
+    close is only scheduled, and on a loop that closes first Python 3.13 says
+    "coroutine method 'aclose' of 'Response.aiter_bytes' was never awaited"."""
+    iterators: list[Any] = []
+    original = EventStream.__aiter__
+
+    def recorded(self: EventStream) -> Any:
+        iterators.append(original(self))
+        return iterators[-1]
+
+    monkeypatch.setattr(EventStream, "__aiter__", recorded)
+
+    async def main(port: int) -> None:
+        relay, _ = upstream()
+        relay.url = f"http://{HOST}:{port}/events?topic=news"
+        republishing = asyncio.Event()
+
+        async def stuck(*_: Any, **__: Any) -> list[str]:
+            republishing.set()
+            await asyncio.Event().wait()  # the broker never answers: stopped meanwhile
+            return []
+
+        relay.hub.publish = stuck  # type: ignore[method-assign]
+        await relay.start()
+        deadline = time.monotonic() + 15
+        while not republishing.is_set():  # published until the relay, connected, reads one
+            body = orjson.dumps({"topic": "news", "data": "x"})
+            await http_request(
+                HOST, port, "POST", "/publish", body, {"Content-Type": "application/json"}
+            )
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(republishing.wait(), 0.2)
+            assert time.monotonic() < deadline, relay.status()
+        await relay.stop()
+        assert iterators
+        assert all(it.ag_frame is None for it in iterators)  # closed, not suspended
+
+    with ServerProcess(heartbeat_interval=1) as origin:
+        asyncio.run(main(origin.port))
 
 
 def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
