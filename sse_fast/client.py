@@ -51,10 +51,10 @@ import random
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -379,20 +379,24 @@ class EventStream(_Stream):
                     timeout=self._timeout,
                 ) as response:
                     body = b""
+                    # httpx's iterators closed where reading stops (left to the garbage
+                    # collector, their aclose() may find the loop closed)
                     if not session.is_stream(response):
-                        async for part in response.aiter_bytes():  # its first 64 KiB
-                            body += part
-                            if len(body) >= BODY_SHOWN:
-                                break
+                        async with contextlib.aclosing(_async_chunks(response)) as parts:
+                            async for part in parts:  # its first 64 KiB
+                                body += part
+                                if len(body) >= BODY_SHOWN:
+                                    break
                     if session.opened(response, body[:BODY_SHOWN]):
                         self._response = response
                         if self._closed:
                             return
-                        async for chunk in response.aiter_bytes():
-                            for event in session.feed(chunk):
-                                yield event
-                            if session.broken is not None:
-                                raise session.broken
+                        async with contextlib.aclosing(_async_chunks(response)) as chunks:
+                            async for chunk in chunks:
+                                for event in session.feed(chunk):
+                                    yield event
+                                if session.broken is not None:
+                                    raise session.broken
                         cause = "the server ended the stream"
                     else:
                         cause = f"HTTP {response.status_code}"
@@ -456,18 +460,20 @@ class SyncEventStream(_Stream):
                 ) as response:
                     body = b""
                     if not session.is_stream(response):
-                        for part in response.iter_bytes():  # its first 64 KiB
-                            body += part
-                            if len(body) >= BODY_SHOWN:
-                                break
+                        with contextlib.closing(_chunks(response)) as parts:
+                            for part in parts:  # its first 64 KiB
+                                body += part
+                                if len(body) >= BODY_SHOWN:
+                                    break
                     if session.opened(response, body[:BODY_SHOWN]):
                         self._response = response
                         if self._closed:  # close() came while we connected
                             return
-                        for chunk in response.iter_bytes():
-                            yield from session.feed(chunk)
-                            if session.broken is not None:
-                                raise session.broken
+                        with contextlib.closing(_chunks(response)) as chunks:
+                            for chunk in chunks:
+                                yield from session.feed(chunk)
+                                if session.broken is not None:
+                                    raise session.broken
                         cause = "the server ended the stream"
                     else:
                         cause = f"HTTP {response.status_code}"
@@ -553,3 +559,14 @@ def connect_sync(
         url, topics, headers, last_event_id, retry, max_delay, max_reconnects, max_event_size
     )
     return SyncEventStream(session, client, _timeout(read_timeout, connect_timeout))
+
+
+def _async_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """httpx's byte iterator, typed as what it is: an async generator, which the
+    reader closes where it stops (``contextlib.aclosing``)."""
+    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
+def _chunks(response: httpx.Response) -> Generator[bytes, None, None]:
+    """The same, for the blocking client (``contextlib.closing``)."""
+    return cast("Generator[bytes, None, None]", response.iter_bytes())

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import orjson
@@ -228,6 +229,39 @@ def test_sync_client_follows_the_same_rules() -> None:
     assert got == [("a", "1"), ("b", "2")]
     assert [r.headers.get("last-event-id") for r in script.requests] == [None, "1", "1", "2"]
     client.close()
+
+
+def test_httpx_byte_iterators_are_closed_where_reading_stops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Left to the garbage collector, httpx's byte iterator's ``aclose()`` may find the
+    loop closed (Python 3.13 warns: "coroutine method 'aclose' ... was never
+    awaited"): both clients close it where they stop reading."""
+    made: list[Any] = []
+    for name in ("aiter_bytes", "iter_bytes"):
+        real = getattr(httpx.Response, name)
+
+        def recording(self: httpx.Response, *args: Any, real: Any = real, **kw: Any) -> Any:
+            made.append(real(self, *args, **kw))
+            return made[-1]
+
+        monkeypatch.setattr(httpx.Response, name, recording)
+    body = b"id: 1\ndata: a\n\nid: 2\ndata: b\n\n"
+
+    async def main() -> None:
+        client = httpx.AsyncClient(transport=httpx.MockTransport(Script(stream(body))))
+        async with connect("http://x/events", client=client, retry=0.01) as events:
+            async for _ in events:
+                break  # stop reading after one event
+        await client.aclose()
+
+    asyncio.run(main())
+    client = httpx.Client(transport=httpx.MockTransport(Script(stream(body))))
+    with connect_sync("http://x/events", client=client, retry=0.01) as events:
+        next(iter(events))
+    client.close()
+    readers = [it for it in made if getattr(it, "ag_frame", None) or getattr(it, "gi_frame", None)]
+    assert len(made) >= 2 and readers == []  # every one closed (or done), none suspended
 
 
 # ------------------------------------------------- silence and closing, real sockets
