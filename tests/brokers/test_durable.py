@@ -26,6 +26,7 @@ from sse_fast.brokers.durable import (
     read,
 )
 from sse_fast.brokers.durable import log as durable_log
+from sse_fast.brokers.durable import records as durable_records
 from sse_fast.brokers.durable.records import HEADER, MAGIC, segment_header
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.sequencing import Sequenced, first_position
@@ -99,14 +100,14 @@ def reboots(monkeypatch: pytest.MonkeyPatch) -> list[int]:
         boots[0] += 1
         return f"boot-{boots[0]}"
 
-    monkeypatch.setattr(durable_log, "current_boot_id", boot_id, raising=False)
+    monkeypatch.setattr(durable_records, "current_boot_id", boot_id)
     return boots
 
 
 @pytest.fixture
 def one_boot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every run of a log is on the same boot: an unclean stop is a killed process."""
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "the-boot", raising=False)
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "the-boot")
 
 
 # ---------------------------------------------------------------- records

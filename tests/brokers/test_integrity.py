@@ -13,6 +13,7 @@ import pytest
 
 from sse_fast.brokers.durable import EventLog, StoreError, read
 from sse_fast.brokers.durable import log as durable_log
+from sse_fast.brokers.durable import records as durable_records
 from sse_fast.brokers.durable.checkpoint import CHECKPOINT, load_checkpoint
 from sse_fast.hub.resume import EVICTED, resolve
 
@@ -127,7 +128,7 @@ def test_after_a_machine_crash_the_unsynced_end_may_hold_anything(
     data = bytearray(segment.read_bytes())
     data[-5] ^= 0x01  # the unsynced end
     segment.write_bytes(bytes(data))
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "another-boot")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "another-boot")
     log = EventLog(str(tmp_path), fsync="interval")
     loaded = log.open()
     assert loaded.lost and loaded.lost[-1][0] == loaded.last_position + 1
@@ -137,7 +138,7 @@ def test_after_a_machine_crash_the_unsynced_end_may_hold_anything(
     # what the sync vouched for is held to on another boot too
     vouched = load_checkpoint(str(tmp_path))
     assert vouched is not None and vouched.clean
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "a-third-boot")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "a-third-boot")
     last = newest(tmp_path)
     with open(last, "r+b") as f:  # the clean stop's record cut short
         f.truncate(last.stat().st_size - 3)
@@ -243,7 +244,7 @@ def test_events_published_while_a_sync_runs_are_not_vouched_for(
     _, size = vouched.segments[-1]
     with open(segment, "r+b") as f:  # the machine crash kept only what was synced
         f.truncate(size)
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "another-boot")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "another-boot")
     log = EventLog(str(tmp_path), fsync="interval")
     loaded = log.open()  # not refused: the lost-writes marker says it
     assert loaded.lost and len(loaded.events) == 3
@@ -258,7 +259,7 @@ def test_a_start_stopped_before_its_lost_range_was_written_leaves_no_hole(
     later start refused the hole."""
     log = three_events(tmp_path, "interval")
     crash(log)
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "after-the-crash")
 
     real = EventLog._start_segment
 
@@ -270,7 +271,7 @@ def test_a_start_stopped_before_its_lost_range_was_written_leaves_no_hole(
     with pytest.raises(OSError, match="killed"):
         EventLog(str(tmp_path), fsync="interval").open()
     monkeypatch.undo()
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "after-the-crash")
     again = EventLog(str(tmp_path), fsync="interval")
     loaded = again.open()  # the same boot: only a process stopped
     assert loaded.lost and len(loaded.events) == 3
@@ -292,7 +293,7 @@ def test_a_crash_after_a_run_that_never_synced_loses_any_segment_end(
     crash(log)
     with open(older, "r+b") as f:  # what the kernel had not written of it
         f.truncate(size + 5)
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "after-the-crash")
     again = EventLog(str(tmp_path), fsync="never")
     loaded = again.open()
     assert loaded.lost
@@ -333,7 +334,7 @@ def test_settle_writes_what_a_start_finds_without_reading_the_events(
     side by side) records a machine crash's lost range, and the readers after it see
     it; it builds no event (the server's liveness waits for it)."""
     crash(three_events(tmp_path, "interval"))
-    monkeypatch.setattr(durable_log, "current_boot_id", lambda: "after-the-crash")
+    monkeypatch.setattr(durable_records, "current_boot_id", lambda: "after-the-crash")
     checked = read(str(tmp_path), events=False, checks=True)
     assert checked.unsettled("after-the-crash")
     settled = durable_log.settle(path=str(tmp_path), fsync="interval")

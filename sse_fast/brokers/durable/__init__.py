@@ -3,7 +3,10 @@
 With ``sse-fast serve`` and no Redis, the process that sequences (the local
 broker with one worker, the relay with several) appends every sequenced batch
 to a log in the data directory before delivering it (``log.py``), in the format
-of ``records.py``, in a directory only one server uses (``directory.py``).
+of ``records.py``, in a directory only one server uses (``directory.py``). A
+restart reads it back (``reading.py``), held to what the writer vouched for in
+its checkpoint (``checkpoint.py``) by ``integrity.py``; ``retention.py`` says
+which segments may go.
 
 What a restart brings back, from the log:
 
@@ -25,9 +28,10 @@ yet. After such a loss the positions that may have been given out are recorded
 as lost: a ``Last-Event-ID`` among them is answered ``evicted`` with an
 ``sse-fast-missed`` event, never resumed past events nobody can replay.
 
-A record that does not check out at the end of the newest file is an
-unfinished write and is dropped (never delivered); anywhere else, or a file
-that is not ours, stops the server at start with a sentence naming the file.
+A record cut short at the end of the newest file is an unfinished write and is
+dropped (never delivered); damage, a segment cut or missing, or a file that is
+not ours stops the server at start with a sentence naming the file, unless
+``data_recover`` (``integrity.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from typing import Any
 from ...settings import Settings
 from ..sequencing import RecentIds, Sequenced
 from .directory import DataDirectory, default_data_dir
-from .log import FSYNC_POLICIES, EventLog, Loaded, StoreWriteError, read
+from .log import FSYNC_POLICIES, EventLog, StoreWriteError
+from .reading import Loaded, read
 from .records import Event, StoreError
 
 __all__ = [

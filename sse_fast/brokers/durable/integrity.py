@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from ..._core.records_py import MAX_RECORD  # the same in the extension (stubtest)
 from .checkpoint import Checkpoint
-from .records import HEADER, Scan, StoreError, fsync_path
+from .records import HEADER, Scan, StoreError, fsync_path, segment_name
 
 __all__ = [
     "DAMAGED",
@@ -222,7 +222,7 @@ def _check_holes(
             continue  # said already: the damage that cut ``before`` short
         listed = [first for first in acknowledged if before.first < first < after.first]
         what = (
-            f"the segment {_segment_name(listed[0])} is missing"
+            f"the segment {segment_name(listed[0])} is missing"
             if listed
             else "a segment is missing or cut short"
         )
@@ -259,7 +259,7 @@ def _check_end(
     if later:
         verdict.problems.append(
             Problem(
-                f"{os.path.dirname(newest.path)}: the segment {_segment_name(later[0])} "
+                f"{os.path.dirname(newest.path)}: the segment {segment_name(later[0])} "
                 "is missing (the newest the last run wrote): its events are lost"
             )
         )
@@ -306,7 +306,3 @@ def recover(problems: Sequence[Problem], directory: str) -> None:
         with open(problem.path, "r+b") as f:
             f.truncate(problem.cut_at)
             os.fsync(f.fileno())
-
-
-def _segment_name(first: int) -> str:
-    return f"{first:020d}.log"

@@ -61,6 +61,7 @@ __all__ = [
     "read_header",
     "scan",
     "segment_header",
+    "segment_name",
     "sequenced_records",
 ]
 
@@ -97,6 +98,11 @@ class Event(NamedTuple):
     frame: bytes
     wall: float  # time.time() of the publish
     given: bool  # the publisher gave the id (a retry of it is recognised)
+
+
+def segment_name(first: int) -> str:
+    """The file name of the segment whose first position is ``first``."""
+    return f"{first:020d}.log"
 
 
 def segment_header(sequence: int, first: int) -> bytes:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from ...protocol import Reason
 from .. import Broker
 from . import as_sequenced
-from .log import Loaded, read
+from .reading import Loaded, read
 from .records import Event
 
 __all__ = ["RESTORE_CHUNK", "RestoreProgress", "read_into", "restore", "restore_gradually"]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..._core import Tally, tally_topics
 
 if TYPE_CHECKING:
-    from .log import Segment
+    from .reading import Segment
     from .records import Event
 
 __all__ = ["count_loaded", "dead", "forget"]
