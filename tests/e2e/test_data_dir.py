@@ -26,15 +26,23 @@ pytestmark = pytest.mark.xdist_group("restart")
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
-    done = subprocess.run(
+    """``sse-fast serve`` expected to stop by itself: its exit code and output. One
+    that does not within 30 s is killed with its workers (its process group), and
+    the test fails on its exit code, not on processes left running."""
+    proc = subprocess.Popen(
         [sys.executable, "-m", "sse_fast", "serve", "--port", str(free_port()), *args],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=30,
         env={**os.environ, "SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "1", **(env or {})},
-        check=False,
+        start_new_session=True,
     )
-    return done.returncode, done.stderr + done.stdout
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+    return proc.returncode, err + out
 
 
 def one_line(output: str) -> str:
