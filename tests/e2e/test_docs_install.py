@@ -63,26 +63,17 @@ def test_the_docs_extra_alone_builds_the_site_strictly(tmp_path: Path) -> None:
         "NO_MKDOCS_2_WARNING": "1",
     }
     env.pop("VIRTUAL_ENV", None)
-    installed = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "-e", ".[docs]"],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+
+    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [python, "-m", *args], cwd=clone, env=env, capture_output=True, text=True,
+            timeout=timeout, check=False,
+        )  # fmt: skip
+
+    installed = run("pip", "install", "-q", "-e", ".[docs]", timeout=600)
     assert installed.returncode == 0, installed.stderr
     site = tmp_path / "site"
-    built = subprocess.run(
-        [python, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=clone,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    built = run("mkdocs", "build", "--strict", "--site-dir", str(site), timeout=300)
     output = built.stdout + built.stderr
     assert built.returncode == 0, output
     assert "WARNING" not in output, output
