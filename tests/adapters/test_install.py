@@ -38,6 +38,7 @@ LOADS = {
     "sse_fast.starlette": ADAPTER
     | {
         "sse_fast.starlette",
+        "sse_fast.starlette._coalesce",
         "sse_fast.starlette._control",
         "sse_fast.starlette._stream",
         "sse_fast.starlette.event",
