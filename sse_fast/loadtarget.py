@@ -255,11 +255,7 @@ class Stamps:
     def stamp(self, body: Any) -> Stamp | None:
         """The ``Stamp`` of decoded JSON ``body`` (see ``read``)."""
         sent_at = sequence = None
-        time_path, seq_path, source_path = (
-            _path(self.time),
-            _path(self.sequence),
-            _path(self.source),
-        )
+        time_path, seq_path, source_path = self._paths
         if time_path is not None:
             value = _dig(body, time_path)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
