@@ -241,11 +241,11 @@ cdef class TopicTable:
     cdef public int64_t retained_bytes
     cdef public int64_t retained_frames
     cdef public Py_ssize_t with_history
-    cdef public int64_t last_position
+    cdef readonly int64_t last_position  # moved by store and skip_to only
     cdef public dict by_write
     cdef public list trimmed
 
-    def __init__(self, ring_max_frames, ring_max_bytes, history_budget):
+    def __init__(self, ring_max_frames, ring_max_bytes, history_budget, last_position=0):
         self.by_name = {}
         self.ring_max_frames = ring_max_frames
         self.ring_max_bytes = ring_max_bytes
@@ -253,13 +253,20 @@ cdef class TopicTable:
         self.retained_bytes = 0
         self.retained_frames = 0
         self.with_history = 0
-        self.last_position = 0
+        self.last_position = last_position
         self.by_write = {}
         self.trimmed = []
 
     def get(self, name, now):
         """The topic ``name``, created if it does not exist (the subclass's)."""
         raise NotImplementedError
+
+    def skip_to(self, position):
+        """Positions up to ``position`` are past here without events stored (see the
+        module doc): the newest applied position rises to it, never falls."""
+        cdef int64_t target = position
+        if target > self.last_position:
+            self.last_position = target
 
     def over_budget(self):
         """Evict history until it fits ``history_budget`` again (the subclass's)."""

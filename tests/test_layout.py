@@ -129,3 +129,58 @@ def test_a_webhook_receiver_loads_nothing_of_the_hub() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def _relative(path: Path) -> str:
+    return f"sse_fast/{path.relative_to(PACKAGE).as_posix()}"
+
+
+def _attribute_writes(attribute: str) -> set[str]:
+    """Where the package changes an attribute named ``attribute``: assigned (``=``,
+    ``+=``, annotated), deleted, set with ``setattr``, or given a property setter."""
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign | ast.Delete):
+                targets = list(node.targets)
+            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+                targets = [node.target]
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("setattr", "delattr")
+                and len(node.args) >= 2
+                and isinstance(node.args[1], ast.Constant)
+                and node.args[1].value == attribute
+            ) or (
+                isinstance(node, ast.FunctionDef)
+                and node.name == attribute
+                and any(ast.unparse(d).endswith(".setter") for d in node.decorator_list)
+            ):
+                found.add(_relative(path))
+            # the attribute itself as a target, or within a tuple of targets
+            named = [t for t in targets if isinstance(t, ast.Attribute)]
+            named += [
+                e
+                for t in targets
+                if isinstance(t, ast.Tuple | ast.List)
+                for e in t.elts
+                if isinstance(e, ast.Attribute)
+            ]
+            if any(t.attr == attribute for t in named):
+                found.add(_relative(path))
+    return found
+
+
+def test_only_the_topics_table_moves_the_newest_applied_position() -> None:
+    """What "resumed" and a new stream's first id rest on, the newest position the
+    hub applied (``TopicTable.last_position``), has one owner: the core's topics
+    table (the twin here; the Cython one declares it ``readonly``), which moves it
+    in ``store`` and ``skip_to``. The hub, the fan-out, the breaks and the brokers
+    read it or ask. The durable log's ``Loaded.last_position`` is another value of
+    the same name (the newest position in the log's files)."""
+    assert _attribute_writes("last_position") == {
+        "sse_fast/brokers/durable/reading.py",  # Loaded.last_position: not the hub's
+    }
+    assert _attribute_writes("_last_position") == {"sse_fast/_core/topic_py.py"}

@@ -70,11 +70,17 @@ class TopicTable:
     retained_bytes: int
     retained_frames: int
     with_history: int
-    last_position: int
     by_write: dict[Topic, None]
     trimmed: list[Topic]
-    def __init__(self, ring_max_frames: int, ring_max_bytes: int, history_budget: int) -> None: ...
+    def __init__(
+        self, ring_max_frames: int, ring_max_bytes: int, history_budget: int, last_position: int = 0
+    ) -> None: ...
+    @property
+    def last_position(self) -> int:
+        """The newest position applied here: stored, skipped to, or the start (see the
+        module doc); read-only (``store`` and ``skip_to`` move it)."""
     def get(self, name: str, now: float) -> Topic: ...
+    def skip_to(self, position: int) -> None: ...
     def over_budget(self) -> None: ...
     def keep(self, topic: Topic, frame: bytes, event_id: str, position: int) -> int: ...
     def store(

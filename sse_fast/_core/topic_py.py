@@ -38,6 +38,12 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   data plus ``FRAME_OVERHEAD`` per frame. A store that passes it calls
   ``over_budget()`` (the subclass evicts the history written to longest ago;
   ``by_write`` holds the topics with history in that order, oldest first).
+* The newest applied position (``last_position``: what a resume may claim, a
+  new stream's first id) is the table's alone: it starts where the table is told
+  (its constructor's ``last_position``), rises in ``store`` with each newer
+  position stored, and in ``skip_to(position)`` for positions past without
+  events stored here (a broker joined a running sequence, a break's marker no
+  topic needs). It never falls, and is read-only to everyone else.
 * ``TopicTable.flush(dirty, written_type, template)`` writes what each dirty
   topic stored since its ``flushed`` cursor to its in-sync streams: one read of
   the ring, one message (a copy of ``template`` with ``body`` set to the bytes),
@@ -224,10 +230,10 @@ class TopicTable:
     subclass's."""
 
     __slots__ = (
+        "_last_position",
         "by_name",
         "by_write",
         "history_budget",
-        "last_position",
         "retained_bytes",
         "retained_frames",
         "ring_max_bytes",
@@ -236,7 +242,9 @@ class TopicTable:
         "with_history",
     )
 
-    def __init__(self, ring_max_frames: int, ring_max_bytes: int, history_budget: int) -> None:
+    def __init__(
+        self, ring_max_frames: int, ring_max_bytes: int, history_budget: int, last_position: int = 0
+    ) -> None:
         self.by_name: dict[str, Topic] = {}
         self.ring_max_frames = ring_max_frames
         self.ring_max_bytes = ring_max_bytes
@@ -245,16 +253,28 @@ class TopicTable:
         self.retained_bytes = 0  # frame data
         self.retained_frames = 0
         self.with_history = 0
-        #: the newest position stored here (or given to it as its start)
-        self.last_position = 0
+        # the newest position stored here or skipped to (or given as its start)
+        self._last_position = last_position
         #: topics with history, the one written to longest ago first
         self.by_write: dict[Topic, None] = {}
         #: topics whose frames the budget evicted, for the caller to check for lag
         self.trimmed: list[Topic] = []
 
+    @property
+    def last_position(self) -> int:
+        """The newest position applied here: stored, skipped to, or the start (see the
+        module doc); read-only (``store`` and ``skip_to`` move it)."""
+        return self._last_position
+
     def get(self, name: str, now: float) -> Topic:
         """The topic ``name``, created if it does not exist (the subclass's)."""
         raise NotImplementedError
+
+    def skip_to(self, position: int) -> None:
+        """Positions up to ``position`` are past here without events stored (see the
+        module doc): the newest applied position rises to it, never falls."""
+        if position > self._last_position:
+            self._last_position = position
 
     def over_budget(self) -> None:
         """Evict history until it fits ``history_budget`` again (the subclass's)."""
@@ -298,7 +318,7 @@ class TopicTable:
         """Store ``items[start:]``; ``(index to go on from, topic to check for lag
         or None)`` (see the module doc)."""
         by_name = self.by_name
-        last_position = self.last_position
+        last_position = self._last_position
         try:
             for index in range(start, len(items)):
                 position, event_id, names, frame, accepted_at = items[index]
@@ -325,7 +345,7 @@ class TopicTable:
                     if self.trimmed:
                         return index, None
         finally:  # what was stored before an error counts
-            self.last_position = last_position
+            self._last_position = last_position
         return len(items), None
 
     def flush(

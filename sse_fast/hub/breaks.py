@@ -27,17 +27,17 @@ def mark_break(fanout: FanOut, history_from: int, reason: str | None) -> None:
     """The broker joined its sequence at ``history_from``; on a break
     (``reason``), a marker just before it in every topic with subscribers."""
     fanout.flush_pending()
+    topics = fanout.topics
     marker = history_from - 1
-    if reason is None or marker <= fanout.last_position:
+    if reason is None or marker <= topics.last_position:
         if reason is not None:  # pragma: no cover - the brokers leave room for it
             log.error("history break at %d leaves no room for a marker", marker)
-        fanout.last_position = max(fanout.last_position, marker)
+        topics.skip_to(marker)
         return
     fanout.metrics.history_breaks_total += 1
-    topics = fanout.topics.by_name
-    names = tuple(name for name, topic in topics.items() if topic.subscribers)
+    names = tuple(name for name, topic in topics.by_name.items() if topic.subscribers)
     if not names:
-        fanout.last_position = marker
+        topics.skip_to(marker)  # past the newest applied (checked above): it rises to it
         return
     frame = missed_frame(reason, marker)
     fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])

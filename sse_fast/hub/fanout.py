@@ -62,7 +62,6 @@ class FanOut:
         send_style: SendStyle,
         topics: Topics,
         closer: Closer,
-        last_position: int,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -70,19 +69,9 @@ class FanOut:
         self.send_style = send_style
         self.topics = topics
         self.closer = closer
-        topics.last_position = last_position
         self._dirty: dict[Topic, None] = {}
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
-
-    @property
-    def last_position(self) -> int:
-        """The newest position applied here."""
-        return self.topics.last_position
-
-    @last_position.setter
-    def last_position(self, position: int) -> None:
-        self.topics.last_position = position
 
     # ---------------------------------------------------------------- storing
 

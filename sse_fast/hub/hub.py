@@ -75,7 +75,8 @@ class Hub:
         if settings.schemas:
             self.schemas = load_schemas(settings.schemas)
         self.broker = broker or LocalBroker()
-        self.topics = Topics(settings)
+        # the newest applied position starts just before the broker's first
+        self.topics = Topics(settings, self.broker.first_position - 1)
         self.subscriptions: dict[int, Subscription] = {}
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
@@ -94,7 +95,6 @@ class Hub:
             self.send_style,
             self.topics,
             self.closer,
-            self.broker.first_position - 1,
         )
         self.lifecycle = Lifecycle(
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
@@ -123,7 +123,7 @@ class Hub:
         """Connect the broker and start heartbeats and sweeping (server startup)."""
         await self.broker.start()
         # the broker may join a running sequence: positions before it are not ours
-        self.fanout.last_position = max(self.fanout.last_position, self.broker.first_position - 1)
+        self.topics.skip_to(self.broker.first_position - 1)
         self._periodic = asyncio.get_running_loop().create_task(self.lifecycle.run_periodic())
         if self.webhooks is not None:
             self.webhooks.start()
@@ -175,7 +175,7 @@ class Hub:
     def last_position(self) -> int:
         """The newest position this hub applied, or that its broker knows every
         event up to (the id a new stream starts at)."""
-        return max(self.fanout.last_position, self.broker.horizon)
+        return max(self.topics.last_position, self.broker.horizon)
 
     async def publish(
         self, requests: Sequence[PublishRequest], *, checked: bool = False

@@ -35,6 +35,13 @@ flush's writes (``TopicTable.flush``) are ``sse_fast/_core``'s (``topic_py.py``
 holds their theory of operation, ``src_ext/topic_ext.pyx`` the Cython twin).
 ``Topics`` adds what is not per event: creating and dropping topics, the
 budget's eviction order, the figures.
+
+The newest position the hub applied (``last_position``: what a resume may
+claim, a new stream's first id) is the table's alone: it starts just before the
+broker's ``first_position`` (``Hub``), rises as events are stored, and with
+``skip_to`` where positions pass without events here (``Hub.start``: the broker
+joined a running sequence; ``breaks.py``: a break's marker no topic needs).
+Everyone else reads it; the native attribute is read-only.
 """
 
 from __future__ import annotations
@@ -86,9 +93,12 @@ class Topics(TopicTable):
     holds their theory of operation); creating and dropping topics and the
     budget's eviction order are here."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, last_position: int = 0) -> None:
         super().__init__(
-            settings.ring_max_frames, settings.ring_max_bytes, history_budget(settings)[0]
+            settings.ring_max_frames,
+            settings.ring_max_bytes,
+            history_budget(settings)[0],
+            last_position,
         )
         self.settings = settings
         self.budget_evicted = 0  # frames the budget evicted (metric)
