@@ -159,7 +159,7 @@ def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
 
 def test_workers_apply_deliveries_once() -> None:
     hub = Hub(Settings(), broker=RelayBroker("/nonexistent"))
-    hub.fanout.last_position = 99  # as if the relay had welcomed it at 100
+    hub.topics.skip_to(99)  # as if the relay had welcomed it at 100
     items = sequence([PublishRequest(("t",), "x")], 100, 0.0)
     message = pack_delivery(items)
     head = orjson.loads(message[8 : 8 + int.from_bytes(message[4:8], "big")])
