@@ -1,39 +1,35 @@
 """Load generator for SSE servers: many subscribers, timed publishes, latency.
 
 ``sse-fast loadgen``, ``python -m sse_fast.loadgen``, or ``run_load(...)``, which
-returns a ``Result``. Modules: ``cli`` (the flags and how to run it), ``run``
-(run_load, Result), ``subscribers`` (the client processes), ``publishers``,
-``stats``, ``procfs``.
+returns a ``Result``. Any SSE server: its API is described with
+``sse_fast.loadtarget`` (``--url``, ``--publish-url``, ... on the command line).
+Modules: ``cli`` (the flags and how to run it), ``run`` (run_load, Result),
+``subscribers`` (the connections), ``clients`` (the client processes), ``reading``
+(where an event's stamps are), ``publishers``, ``stats``, ``procfs``. A run needs
+httptools (``pip install 'sse_fast[loadgen]'``); importing this package and
+``--help`` do not.
 """
 
 from __future__ import annotations
 
-try:
-    import httptools  # noqa: F401  (the subscribers and publishers parse HTTP with it)
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        f"the load generator parses HTTP with httptools ({exc}); "
-        "install it with: pip install 'sse_fast[loadgen]'"
-    ) from exc
-
 from .cli import main
-from .procfs import cpu_seconds, process_tree, rss_kb
-from .publishers import KeepAlivePublisher, PublishRequest, sse_fast_publish, with_token
+from .clients import Command, subscriber_process
+from .clients import _subscriber_process as _subscriber_process
+from .procfs import cpu_seconds, listening_pids, process_tree, rss_kb
+from .publishers import (
+    CommandPublisher,
+    KeepAlivePublisher,
+    PublishRequest,
+    sse_fast_publish,
+    with_token,
+)
 from .run import LoadOptions, Result, run_load
 from .stats import LatencyHistogram, ProcessStats
-from .subscribers import (
-    Command,
-    Subscriber,
-    bound_socket,
-    subscribe_all,
-    subscriber_process,
-)
-from .subscribers import (
-    _subscriber_process as _subscriber_process,
-)
+from .subscribers import Subscriber, bound_socket, subscribe_all
 
 __all__ = [
     "Command",
+    "CommandPublisher",
     "KeepAlivePublisher",
     "LatencyHistogram",
     "LoadOptions",
@@ -43,6 +39,7 @@ __all__ = [
     "Subscriber",
     "bound_socket",
     "cpu_seconds",
+    "listening_pids",
     "main",
     "process_tree",
     "rss_kb",

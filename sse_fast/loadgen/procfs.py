@@ -1,11 +1,12 @@
-"""CPU time, process trees and resident memory of processes, read from /proc."""
+"""CPU time, process trees and resident memory of processes, and the processes listening
+on a port, read from /proc."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 
-__all__ = ["cpu_seconds", "process_tree", "rss_kb"]
+__all__ = ["cpu_seconds", "listening_pids", "process_tree", "rss_kb"]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -45,3 +46,44 @@ def rss_kb(pids: list[int]) -> int:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on TCP ``port`` (IPv4 and IPv6), from /proc/net."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            next(f, None)  # the header
+            for line in f:
+                fields = line.split()
+                # local address "HEX_IP:HEX_PORT", state 0A = LISTEN, inode
+                listening = len(fields) > 9 and fields[3] == "0A"
+                if listening and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(fields[9])
+    inodes.discard("0")
+    return inodes
+
+
+def listening_pids(port: int) -> list[int]:
+    """The processes listening on TCP ``port`` and all their descendants (a server's
+    master and workers); empty when none can be seen (another user's processes: their
+    ``/proc/<pid>/fd`` is not readable)."""
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return []
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    owners = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(f"/proc/{entry}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
+                        owners.append(int(entry))
+                        break
+    found: dict[int, None] = {}
+    for owner in owners:
+        for pid in process_tree(owner):
+            found[pid] = None
+    return sorted(found)

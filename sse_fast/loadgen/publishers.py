@@ -1,16 +1,28 @@
-"""The publishing side: one keep-alive HTTP/1.1 connection, and the requests it sends."""
+"""The publishing side: one keep-alive HTTP/1.1 connection and the requests it sends
+(``KeepAlivePublisher``), or a command run per event (``CommandPublisher``). Both
+publish with ``await publish(topic, data)`` and count their failures the same way."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
 
-import httptools
+try:
+    import httptools
+except ImportError:  # pragma: no cover - a run refuses to start without it (run.py)
+    httptools = None  # type: ignore[assignment]
 import orjson
 
+from ..loadtarget import CommandPublish
 from .stats import count_into, failure_name
 
-__all__ = ["KeepAlivePublisher", "PublishRequest", "sse_fast_publish", "with_token"]
+__all__ = [
+    "CommandPublisher",
+    "KeepAlivePublisher",
+    "PublishRequest",
+    "sse_fast_publish",
+    "with_token",
+]
 
 #: ``request(topic, data)`` -> (method, path, headers, body) of one publish
 PublishRequest = Callable[[str, str], tuple[str, str, dict[str, str], bytes]]
@@ -112,6 +124,32 @@ class KeepAlivePublisher:
         if self.writer is not None:
             self.writer.close()
         self.reader = self.writer = None
+
+
+class CommandPublisher:
+    """Publishes by running ``command`` (a ``CommandPublish``) once per event, in the
+    loop's default executor so the loop goes on meanwhile; exit status 0 is a success,
+    anything else a failure counted as an HTTP one is."""
+
+    def __init__(self, command: CommandPublish) -> None:
+        self.command = command
+        self.errors = 0
+        self.sent = 0
+        self.failures: dict[str, int] = {}  # "exit 1: <the end of its stderr>" -> count
+
+    async def publish(self, topic: str, data: str) -> bool:
+        """Run the command for ``data`` and ``topic``; True when it exited with 0."""
+        loop = asyncio.get_running_loop()
+        ok, why = await loop.run_in_executor(None, self.command.run, topic, data)
+        if ok:
+            self.sent += 1
+        else:
+            self.errors += 1
+            count_into(self.failures, why)
+        return ok
+
+    def close(self) -> None:
+        """Nothing to close: each command ended with its publish."""
 
 
 def with_token(request: PublishRequest, token: str) -> PublishRequest:

@@ -8,7 +8,7 @@ from typing import Any
 
 from .stats import LatencyHistogram
 
-__all__ = ["Result", "merged", "ms", "optional_results"]
+__all__ = ["Result", "merged", "ms", "optional_results", "timing_results"]
 
 
 @dataclass
@@ -46,14 +46,19 @@ class Result:
     server_cores_used: float | None = None
     delivered_per_server_core_second: float | None = None
     http_version: str = "1.1"
-    # optional features of run_load (None when not used)
-    storm_connect_seconds: float | None = None  # slowest client process: all connected
-    connect_p50_ms: float | None = None  # per client, from the storm's start
+    publisher: str = "http"  # "http", "command", or "none" (the server publishes by itself)
+    unstamped: int = 0  # events of a counted name without a time or sequence where looked
+    # per connection, from its request written (in a storm: from the storm's start) to
+    # its response head, and to its first event that counts (None: none measured)
+    connect_p50_ms: float | None = None
     connect_p99_ms: float | None = None
     first_event_clients: int | None = None  # clients that got a first event
-    first_event_p50_ms: float | None = None  # per client, from the storm's start
+    first_event_p50_ms: float | None = None
     first_event_p99_ms: float | None = None
-    first_event_max_ms: float | None = None  # = all connected and live (if all got one)
+    first_event_max_ms: float | None = None  # in a storm: all connected and live (if all got one)
+    # optional features of run_load (None when not used)
+    storm_connect_seconds: float | None = None  # slowest client process: all connected
+    reconnected_on_close: int | None = None  # streams the server ended, reconnected
     slow_connections: int | None = None
     slow_delivered: int | None = None
     slow_p50_ms: float | None = None
@@ -103,28 +108,58 @@ class Result:
             out.append(f"{self.lost} event(s) lost and {self.duplicates} duplicated")
         if self.delivered < self.expected:
             out.append(f"delivered {self.delivered} of {self.expected} expected events")
-        if self.connected and not self.published:
+        if self.connected and not self.published and self.publisher != "none":
             out.append("nothing was published in the measured window")
+        if self.connected and self.publisher == "none" and not self.delivered:
+            out.append(
+                "no event counted in the measured window: does the server publish by "
+                "itself (--no-publish)? Check --event (the event names that count)"
+            )
+        if self.unstamped and (self.delivered < self.expected or not self.delivered):
+            out.append(
+                f"{self.unstamped} event(s) had no publish time or sequence number where "
+                "they were looked for: point --time-field/--seq-field (dotted paths into "
+                "the event's JSON data, e.g. body.t) at them, or name the events that "
+                "count with --event"
+            )
         return out
 
     def line(self) -> str:
         """A one-line summary of the run."""
-        rss = f"{self.rss_per_connection_kb:.1f} KB/conn" if self.rss_per_connection_kb else "-"
+        rss = "-"
+        if self.server_rss_idle_kb:
+            rss = f"{self.server_rss_idle_kb / 1024:.1f}MB"
+            if self.rss_per_connection_kb:
+                rss += f" ({self.rss_per_connection_kb:.1f} KB/conn)"
         per_core = (
             f" server={self.server_cores_used:.2f} cores "
             f"({self.delivered_per_server_core_second:,.0f}/core-s)"
             if self.delivered_per_server_core_second
             else ""
         )
+        if self.publisher == "none":
+            published = f"server-published x {self.topics} topic(s), nothing expected: "
+            delivered = f"delivered={self.delivered}"
+        else:
+            published = f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
+            delivered = f"delivered={self.delivered}/{self.expected}"
+        extra = f" unstamped={self.unstamped}" if self.unstamped else ""
+        if self.reconnected_on_close is not None:
+            extra += f" reconnects={self.reconnected_on_close}"
         return (
             f"{self.target:>14} conns={self.connected}/{self.connections} "
             f"(err {self.connect_errors}, {self.connect_seconds:.1f}s) "
-            f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
-            f"delivered={self.delivered}/{self.expected} "
-            f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates} "
+            f"connect={_ms(self.connect_p50_ms)}/{_ms(self.connect_p99_ms)} "
+            f"first-event={_ms(self.first_event_p50_ms)}/{_ms(self.first_event_p99_ms)} "
+            f"{published}{delivered} "
+            f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates}{extra} "
             f"p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms p999={self.p999_ms:.1f}ms "
             f"max={self.max_ms:.1f}ms rss={rss}{per_core}"
         )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}ms"
 
 
 def merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
@@ -141,6 +176,20 @@ def ms(seconds: float) -> float:
     return round(seconds * 1e3, 2)
 
 
+def timing_results(result: Result, finals: list[dict[str, Any]]) -> None:
+    """Fill the connect and first-event figures (p50/p99 of every connection's)."""
+    connect = merged(finals, "connect_time")
+    first = merged(finals, "first_event")
+    if connect.total:
+        result.connect_p50_ms = ms(connect.percentile(0.5))
+        result.connect_p99_ms = ms(connect.percentile(0.99))
+    result.first_event_clients = first.total
+    if first.total:
+        result.first_event_p50_ms = ms(first.percentile(0.5))
+        result.first_event_p99_ms = ms(first.percentile(0.99))
+        result.first_event_max_ms = ms(first.maximum)
+
+
 def optional_results(
     result: Result,
     reports: list[dict[str, Any]],
@@ -152,14 +201,6 @@ def optional_results(
     """Fill the Result fields of run_load's optional features."""
     if storm:
         result.storm_connect_seconds = round(max(r.get("seconds", 0.0) for r in reports), 2)
-        connect = merged(finals, "connect_time")
-        first = merged(finals, "first_event")
-        result.connect_p50_ms = ms(connect.percentile(0.5))
-        result.connect_p99_ms = ms(connect.percentile(0.99))
-        result.first_event_clients = first.total
-        result.first_event_p50_ms = ms(first.percentile(0.5))
-        result.first_event_p99_ms = ms(first.percentile(0.99))
-        result.first_event_max_ms = ms(first.maximum)
     if slow_every:
         slow = merged(finals, "slow_histogram")
         result.slow_connections = sum(f.get("slow_connections", 0) for f in finals)

@@ -1,15 +1,26 @@
 """One load run: start client processes, connect, publish at a rate, collect a Result.
 
 Theory of operation. ``run_load`` starts ``processes`` client processes
-(``subscribers.subscriber_process``) that connect their share of the
-connections over several 127.0.0.x source addresses and report. Then, on one
-uvloop, ``publishers`` keep-alive publishers send events at ``rate``: first a
-warmup, then the measured window. Each event carries its wall-clock publish time
-(``t``), its publisher (``w``) and that publisher's sequence number (``s``), so
-clients measure latency and count lost and duplicate events. The window's start
-goes to the clients before the warmup (``Command.MEASURE``), and only events
-stamped at or after it count, on both sides. After ``drain`` seconds the clients
-send their final reports (``Command.STOP``), which merge into the ``Result``.
+(``clients.subscriber_process``) that connect their share of the connections over
+several 127.0.0.x source addresses and report. Each connection asks for its own
+path and headers (``subscribe``, a ``sse_fast.loadtarget.Subscription``, filled with
+its topic and its index as ``{user}``; sse_fast's ``/events?topic=`` by default).
+While they connect, a prober publishes a probe event to every topic each
+``probe_interval`` s (when there is a publisher), so each connection's time to its
+first event is known; probes are stamped before the measured window and never count
+in ``published``, ``expected``, ``delivered`` or ``lost``.
+
+Then, on one uvloop, ``publishers`` publishers (keep-alive HTTP, or a command run
+per event: ``publish``) send events at ``rate``: first a warmup, then the measured
+window. Each event's data is JSON with its wall-clock publish time (``t``), its
+publisher (``w``) and that publisher's sequence number (``s``); the clients find
+them where ``stamps`` says (the server may wrap the data in its own JSON), measure
+latency and count lost and duplicate events. With ``no_publish`` nobody publishes:
+the server's own events are read with ``stamps``, nothing is expected, loss comes
+from gaps in their sequence numbers. The window's start goes to the clients before
+the warmup (``Command.MEASURE``), and only events stamped at or after it count, on
+both sides. After ``drain`` seconds the clients send their final reports
+(``Command.STOP``), which merge into the ``Result``.
 """
 
 from __future__ import annotations
@@ -25,10 +36,12 @@ from typing import Any
 
 import orjson
 
+from ..loadtarget import CommandPublish, HttpPublish, Stamps, Subscription
+from .clients import Command, subscriber_process
 from .procfs import cpu_seconds, rss_kb
-from .publishers import KeepAlivePublisher, PublishRequest, sse_fast_publish
-from .result import Result, merged, ms, optional_results
-from .subscribers import Command, subscriber_process
+from .publishers import CommandPublisher, KeepAlivePublisher, PublishRequest, sse_fast_publish
+from .reading import picklable
+from .result import Result, merged, ms, optional_results, timing_results
 
 __all__ = ["LoadOptions", "Result", "run_load"]  # Result is defined in result.py
 
@@ -41,6 +54,17 @@ def _default_path(topic: str) -> str:
 
 def _no_progress(line: str) -> None:
     pass
+
+
+def require_httptools() -> None:
+    """Refuse (``ImportError``, saying how to install it) to run without httptools."""
+    try:
+        import httptools  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            f"the load generator parses HTTP with httptools ({exc}); "
+            "install it with: pip install 'sse_fast[loadgen]'"
+        ) from exc
 
 
 @dataclass
@@ -75,12 +99,39 @@ class LoadOptions:
     drain: float = 3.0
     strict_window: bool = False
     subscriber_ports: list[int] | None = None
+    subscribe: Subscription | None = None  # None: subscribe_path on host:port
+    publish: HttpPublish | CommandPublish | None = None  # None: publish_request on host:port
+    no_publish: bool = False  # the server publishes by itself
+    stamps: Stamps = field(default_factory=Stamps)
+    topic_names: list[str] | None = None  # None: bench-0, bench-1, ... (topics of them)
+    probe: bool | None = None  # None: probe while connecting when there is a publisher
+    reconnect_on_close: bool = False
+    retry: float = 3.0  # seconds before a reconnect when the stream named no retry
+
+    def __post_init__(self) -> None:
+        if self.topic_names is not None:
+            if not self.topic_names:
+                raise ValueError("topic_names is empty: give at least one topic")
+            self.topics = len(self.topic_names)
+        if self.stamps != Stamps() or self.stamps.reader is not None:
+            picklable(self.stamps)
+
+    @property
+    def probing(self) -> bool:
+        """Whether probes are published while connecting."""
+        if self.no_publish:
+            return False
+        return self.first_event_probe or (self.probe is None or self.probe)
 
     def client_options(self) -> dict[str, Any]:
         """The ``options`` of each client process (only what differs from its defaults)."""
         options: dict[str, Any] = {}
         if self.connect_concurrency != 256:
             options["concurrency"] = self.connect_concurrency
+        if self.stamps != Stamps() or self.stamps.reader is not None:
+            options["stamps"] = self.stamps
+        if self.reconnect_on_close:
+            options.update(reconnect_on_close=True, retry=self.retry)
         if self.first_event_probe:
             options["storm"] = True
         if self.slow_every:
@@ -100,14 +151,37 @@ def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
 
     Takes a ``LoadOptions`` or its fields as keyword arguments (``host``,
     ``port``, ``name``, ``connections``, ``rate`` and ``duration`` are required).
+    Any SSE server (see ``sse_fast.loadtarget``; all on loopback):
+
+    * ``subscribe``: a ``Subscription`` (URL and headers, templates with ``{topic}``
+      and ``{user}``); ``host``/``port`` default to its address. Without it,
+      ``subscribe_path(topic)`` on ``host``:``port`` (sse_fast's ``/events?topic=``).
+    * ``publish``: an ``HttpPublish`` or a ``CommandPublish``; without it,
+      ``publish_request(topic, data)`` on ``host``:``port`` (sse_fast's ``POST
+      /publish``). ``no_publish``: the server publishes by itself; nothing is expected.
+    * ``stamps``: a ``Stamps``, where each event's publish time, sequence number and
+      publisher are (``t``, ``s``, ``w`` of its JSON data by default) and which event
+      names count. A ``reader`` function must be picklable (a top-level function).
+    * ``topic_names``: the topics (default ``topics`` of them, ``bench-0``, ...).
+
+    Every run measures each connection's connect time (request written -> response
+    head) and time to its first event that counts (``connect_*``, ``first_event_*``);
+    ``probe`` (default: when there is a publisher) publishes a probe event to every
+    topic each ``probe_interval`` s while connecting, and once more right after all
+    are connected, so every connection gets a first event early. Probes are stamped
+    before the measured window: they never count in ``published``, ``expected``,
+    ``delivered`` or ``lost``.
+
     Optional features (off by default):
 
     * ``first_event_probe``: a connection storm. Every client process connects its
       share with ``connect_concurrency`` connects in flight (pass ``connections``
-      for all at once) while a probe event is published to every topic each
-      ``probe_interval`` s, and once more right after all are connected; each
-      client's connect time and time to its first event are measured from the
-      moment its process began connecting (``first_event_*`` in the result).
+      for all at once) while probing as above; each client's connect time and time
+      to its first event are then measured from the moment its process began
+      connecting (so ``first_event_max_ms`` is the time until all are live).
+    * ``reconnect_on_close``: a stream the server ends is reconnected as a browser
+      does it, after its ``retry`` (else ``retry`` s), with ``Last-Event-ID``; events
+      missing across the gap count as lost (``reconnected_on_close`` in the result).
     * ``slow_every``: every n-th client is a slow consumer (receive buffer
       ``slow_rcvbuf``; reads for ``slow_read`` s, then pauses ``slow_pause`` s);
       its latencies are reported apart (``slow_*``), the p50/p99 are then the
@@ -131,6 +205,7 @@ def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
         options = LoadOptions(**keywords)
     elif keywords:
         raise TypeError("run_load() takes a LoadOptions or keyword arguments, not both")
+    require_httptools()
     load = _LoadRun(options)
     try:
         return load.run()
@@ -176,7 +251,7 @@ class _LoadRun:
         sources = options.sources or max(1, math.ceil(options.connections / 8000))
         # 127.0.0.2 and up: ordinary loopback clients (127.0.0.1) keep their own port range
         self.source_ips = [f"{LOOPBACK_PREFIX}{i + 2}" for i in range(sources)]
-        self.topic_names = [f"bench-{i}" for i in range(options.topics)]
+        self.topic_names = options.topic_names or [f"bench-{i}" for i in range(options.topics)]
         self.pipes: list[Any] = []
         self.children: list[Any] = []
 
@@ -208,29 +283,42 @@ class _LoadRun:
 
     def start_clients(self) -> None:
         options = self.options
-        paths = [
-            options.subscribe_path(self.topic_names[i % options.topics])
-            for i in range(options.connections)
-        ]
+        subscribe = options.subscribe
+        topics = [self.topic_names[i % options.topics] for i in range(options.connections)]
+        host, port = options.host, options.port
+        headers: list[str] | None = None
+        if subscribe is None:
+            paths = [options.subscribe_path(topic) for topic in topics]
+        else:
+            host, port = subscribe.address.host, subscribe.address.port
+            paths = [subscribe.path(topic, user) for user, topic in enumerate(topics)]
+            if subscribe.headers:
+                headers = [
+                    "".join(f"{k}: {v}\r\n" for k, v in subscribe.header_values(t, u).items())
+                    for u, t in enumerate(topics)
+                ]
         context = multiprocessing.get_context("spawn")
         client_options = options.client_options()
         # each process's share spreads over the nodes evenly (its own rotation)
         ports: int | list[int] = (
-            list(options.subscriber_ports) if options.subscriber_ports else options.port
+            list(options.subscriber_ports) if options.subscriber_ports else port
         )
         for index in range(self.processes):
             share = paths[index :: self.processes]
             parent, child = context.Pipe()
             args: tuple[Any, ...] = (
-                options.host,
+                host,
                 ports,
                 share,
                 self.source_ips,
                 child,
                 options.http_version,
             )
-            if client_options:
-                args += (client_options,)
+            mine = dict(client_options)
+            if headers is not None:
+                mine["headers"] = headers[index :: self.processes]
+            if mine:
+                args += (mine,)
             proc = context.Process(target=subscriber_process, args=args, daemon=True)
             proc.start()
             self.pipes.append(parent)
@@ -239,21 +327,15 @@ class _LoadRun:
     def connect(self) -> _Connected:
         """Wait for every client process's first report (probing during a storm)."""
         options = self.options
-        prober = _Prober(
-            options.host,
-            options.port,
-            options.publish_request,
-            self.topic_names,
-            options.probe_interval,
-        )
+        prober = _Prober(lambda: make_publisher(options), self.topic_names, options.probe_interval)
         started = time.monotonic()
-        if options.first_event_probe:
+        if options.probing:
             prober.start()
         reports = [
             pipe.recv() if pipe.poll(120) else {"connected": 0, "errors": 0} for pipe in self.pipes
         ]
         seconds = time.monotonic() - started
-        if options.first_event_probe:
+        if options.probing:
             prober.stop()  # publishes one more probe right after all are connected
         return _Connected(reports, seconds)
 
@@ -300,6 +382,8 @@ class _LoadRun:
         per_topic = count / options.topics
         sent = published.published
         expected = int(sent * per_topic) if options.topics > 1 else sent * count
+        if options.no_publish:
+            expected = 0
         result = Result(
             target=options.name,
             connections=options.connections,
@@ -332,7 +416,10 @@ class _LoadRun:
             publishers=options.publishers,
             payload_bytes=options.payload_bytes,
             http_version=options.http_version,
+            publisher=publisher_kind(options),
+            unstamped=sum(f.get("foreign", 0) for f in finals),
         )
+        timing_results(result, finals)
         optional_results(
             result,
             connected.reports,
@@ -341,6 +428,8 @@ class _LoadRun:
             options.slow_every,
             options.reconnect_after,
         )
+        if options.reconnect_on_close:
+            result.reconnected_on_close = sum(f.get("reconnects_on_close", 0) for f in finals)
         _server_cpu(result, published, bool(options.server_pids()))
         return result
 
@@ -360,18 +449,22 @@ class _PublishPhase:
     def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
         self.options = options
         self.topic_names = topic_names
-        self.publishers = [
-            KeepAlivePublisher(options.host, options.port, options.publish_request)
-            for _ in range(options.publishers)
-        ]
+        self.publishers = (
+            []
+            if options.no_publish
+            else [make_publisher(options) for _ in range(options.publishers)]
+        )
         self.padding = "x" * max(0, options.payload_bytes - 48)
-        self.seqs = [0] * options.publishers
+        self.turns = [0] * options.publishers  # publishes so far (the topics take turns)
+        self.seqs: list[dict[str, int]] = [{} for _ in range(options.publishers)]
         # Events stamped at or after window_from are the measured ones, for the
         # clients and for the publish count alike: no race with the command pipe.
         self.window_from = float("inf")
         self.published = 0
 
     async def all_ticks(self, until: float) -> None:
+        if not self.publishers:  # the server publishes by itself: only the time passes
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
         await asyncio.gather(*(self.tick(i, until) for i in range(len(self.publishers))))
 
     async def tick(self, index: int, until: float) -> None:
@@ -394,14 +487,18 @@ class _PublishPhase:
                 next_at = time.monotonic()
 
     async def publish_one(self, index: int) -> None:
-        seq = self.seqs[index]
+        """Publisher ``index``'s next event, to the next topic in turn. Sequence numbers
+        are per publisher and topic: a subscriber sees one topic, and a gap is a loss."""
         names = self.topic_names
-        for topic in names if len(names) <= 1 else [names[seq % len(names)]]:
-            stamp = time.time()
-            data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
-            if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
-                self.published += 1
-        self.seqs[index] = seq + 1
+        turn = self.turns[index]
+        self.turns[index] = turn + 1
+        topic = names[turn % len(names)]
+        seq = self.seqs[index].get(topic, 0)
+        self.seqs[index][topic] = seq + 1
+        stamp = time.time()
+        data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
+        if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
+            self.published += 1
 
     def close(self, elapsed: float, cpu_marks: list[float]) -> _Published:
         failures: dict[str, int] = {}
@@ -422,21 +519,37 @@ def _server_cpu(result: Result, published: _Published, has_pids: bool) -> None:
         result.delivered_per_server_core_second = round(result.delivered / used, 1)
 
 
+def make_publisher(options: LoadOptions) -> KeepAlivePublisher | CommandPublisher:
+    """One publisher as ``options`` say: a command, an HTTP publish, or ``publish_request``
+    on ``host``:``port`` (sse_fast's API by default)."""
+    if isinstance(options.publish, CommandPublish):
+        return CommandPublisher(options.publish)
+    if isinstance(options.publish, HttpPublish):
+        address = options.publish.address
+        return KeepAlivePublisher(address.host, address.port, options.publish.request)
+    return KeepAlivePublisher(options.host, options.port, options.publish_request)
+
+
+def publisher_kind(options: LoadOptions) -> str:
+    """``"none"`` (the server publishes), ``"command"`` or ``"http"``."""
+    if options.no_publish:
+        return "none"
+    return "command" if isinstance(options.publish, CommandPublish) else "http"
+
+
 class _Prober:
     """Publishes a probe event to every topic each ``interval`` s from a thread of its
-    own while a connection storm runs, and once more when stopped."""
+    own while the clients connect, and once more when stopped."""
 
     def __init__(
         self,
-        host: str,
-        port: int,
-        request: PublishRequest,
+        make: Callable[[], KeepAlivePublisher | CommandPublisher],
         topics: list[str],
         interval: float,
     ) -> None:
         import threading
 
-        self.args = (host, port, request)
+        self.make = make
         self.topics = topics
         self.interval = interval
         self.done = threading.Event()
@@ -453,7 +566,7 @@ class _Prober:
 
     def _run(self) -> None:
         async def main() -> None:
-            publisher = KeepAlivePublisher(*self.args)
+            publisher = self.make()
             seq = 0
             last = False
             while True:

@@ -70,10 +70,12 @@ class ProcessStats:
     measuring: bool = False
     measure_from: float = 0.0  # events published before this wall time are not counted
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
-    # optional features (run_load's first_event_probe, slow_every, reconnect_after):
-    first_event_from: float = 0.0  # wall time the connection storm began (0: not recorded)
-    first_event: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # per connection, from its request (in a storm, from the storm's start): the
+    # response head, and the first event that counts
     connect_time: LatencyHistogram = field(default_factory=LatencyHistogram)
+    first_event: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # optional features (run_load's first_event_probe, slow_every, reconnect_after):
+    first_event_from: float = 0.0  # wall time the connection storm began (0: no storm)
     slow_histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     slow_received: int = 0
     slow_read: float = 0.5  # slow consumers read for this long ...
@@ -83,6 +85,7 @@ class ProcessStats:
     reconnect_errors: int = 0
     reconnect_seconds: float = 0.0
     resumed_with_id: int = 0
+    reconnects_on_close: int = 0  # streams the server ended, reconnected (reconnect_on_close)
 
     def start_measuring(self, measure_from: float) -> None:
         """Count afresh events published at or after ``measure_from`` (wall time)."""
