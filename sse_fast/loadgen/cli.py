@@ -84,6 +84,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--rate", type=float, default=10.0, help="publishes per second")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--drain",
+        type=float,
+        default=3.0,
+        help="seconds to wait for deliveries in flight after the window (default 3)",
+    )
     parser.add_argument("--processes", type=int, default=0, help="client processes (0 = auto)")
     parser.add_argument("--sources", type=int, default=0, help="127.0.0.x source addresses")
     parser.add_argument("--payload-bytes", type=int, default=64)
@@ -203,6 +209,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("load tests target loopback only")
     if args.duration > 600:
         parser.error("--duration is bounded to 600 s")
+    if not 0 <= args.drain <= 60:
+        parser.error("--drain is between 0 and 60 s")
     try:
         args.subscribe = _subscription(args)
         args.publish = _publish(args)
@@ -294,6 +302,7 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
         "rate": args.rate,
         "duration": args.duration,
         "warmup": args.warmup,
+        "drain": args.drain,
         "topics": args.topics,
         "processes": args.processes,
         "sources": args.sources,

@@ -65,25 +65,56 @@ def _listening_inodes(port: int) -> set[str]:
 
 
 def listening_pids(port: int) -> list[int]:
-    """The processes listening on TCP ``port`` and all their descendants (a server's
-    master and workers); empty when none can be seen (another user's processes: their
-    ``/proc/<pid>/fd`` is not readable)."""
+    """The server listening on TCP ``port``: its processes and all their descendants;
+    empty when none can be seen (another user's processes: their ``/proc/<pid>/fd`` is
+    not readable).
+
+    The processes holding the listening socket may be workers only (Granian's): their
+    process group's leader, when it is one of their ancestors (the server's main
+    process, started with a group of its own as a shell's ``&`` does), is the root
+    instead; not when that group is the caller's own (a script that started both)."""
     inodes = _listening_inodes(port)
     if not inodes:
         return []
     wanted = {f"socket:[{inode}]" for inode in inodes}
-    owners = []
+    roots: dict[int, None] = {}
+    mine = os.getpgid(0)
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/fd/{fd}") in wanted:
-                        owners.append(int(entry))
-                        break
+        if entry.isdigit() and _holds_one_of(int(entry), wanted):
+            roots[_root(int(entry), mine)] = None
     found: dict[int, None] = {}
-    for owner in owners:
-        for pid in process_tree(owner):
+    for root in roots:
+        for pid in process_tree(root):
             found[pid] = None
     return sorted(found)
+
+
+def _holds_one_of(pid: int, sockets: set[str]) -> bool:
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") in sockets:
+                    return True
+    return False
+
+
+def _stat(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
+
+
+def _root(pid: int, callers_group: int) -> int:
+    """``pid``'s process group leader when it is ``pid`` or an ancestor of it and the
+    group is not ``callers_group``; else ``pid``."""
+    try:
+        group = int(_stat(pid)[2])
+        if group == callers_group:
+            return pid
+        ancestor = pid
+        while ancestor > 1:
+            if ancestor == group:
+                return group
+            ancestor = int(_stat(ancestor)[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return pid

@@ -1,0 +1,384 @@
+"""``sse-fast loadgen`` against SSE servers that are not ours, as the docs write the
+command: an sse-starlette chat app (and the same app on our drop-in), a server that
+publishes by itself, Nchan, a publish command; the flags it refuses; the server's
+processes found by port; a loss the server really causes, across browser-like
+reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sse_fast.loadgen import LoadOptions, listening_pids, process_tree
+from sse_fast.loadtarget import Stamp, Stamps
+from sse_fast.testing import ServerProcess
+from tests.support.foreign_apps import serve_foreign
+from tests.support.nchan import nchan_server
+
+SSE_FAST = os.path.join(os.path.dirname(sys.executable), "sse-fast")
+#: a short run: one client process, one source address
+SHORT = [
+    "--processes",
+    "1",
+    "--sources",
+    "1",
+    "--duration",
+    "1.5",
+    "--warmup",
+    "0.5",
+    "--drain",
+    "0.5",
+]
+
+
+def loadgen(*args: str, tmp_path: Path) -> tuple[int, str, dict[str, Any]]:
+    """Run ``sse-fast loadgen ARGS``; (exit status, stdout + stderr, its --json)."""
+    out = tmp_path / "result.json"
+    done = subprocess.run(
+        [SSE_FAST, "loadgen", *SHORT, *args, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    result = json.loads(out.read_text()) if out.exists() else {}
+    return done.returncode, done.stdout + done.stderr, result
+
+
+def chat_flags(base: str) -> list[str]:
+    """The docs' command for the chat app (sse-starlette)."""
+    return [
+        "--url",
+        f"{base}/rooms/{{topic}}/stream",
+        "--header",
+        "Authorization: Bearer user-{user}",
+        "--publish-url",
+        f"{base}/rooms/{{topic}}/messages",
+        "--publish-body",
+        '{"body": {data}}',
+        "--time-field",
+        "body.t",
+        "--seq-field",
+        "body.s",
+        "--source-field",
+        "body.w",
+        "--event",
+        "message",
+    ]
+
+
+def assert_complete(code: int, output: str, result: dict[str, Any], connections: int) -> None:
+    """Every connection made, every event delivered once, every figure filled in."""
+    assert code == 0, output
+    assert result["connected"] == connections and result["connect_errors"] == 0
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert result["delivered"] == result["expected"] > 0
+    assert result["delivered_per_second"] > 0
+    assert 0 < result["p50_ms"] <= result["p99_ms"] < 5000
+    assert 0 < result["connect_p50_ms"] <= result["connect_p99_ms"]
+    # the probes reach every connection while it connects: all have a first event
+    assert result["first_event_clients"] == connections
+    assert result["connect_p50_ms"] <= result["first_event_p50_ms"] <= result["first_event_p99_ms"]
+    line = output.splitlines()
+    assert any(re.search(r"first-event=[0-9.]+ms/[0-9.]+ms", x) for x in line), output
+
+
+@pytest.mark.parametrize("drop_in", [False, True], ids=["sse-starlette", "drop-in"])
+def test_the_chat_app_under_load(drop_in: bool, tmp_path: Path) -> None:
+    with serve_foreign("chat", drop_in=drop_in) as (base, _):
+        code, output, result = loadgen(
+            *chat_flags(base), "--connections", "40", "--rate", "10", tmp_path=tmp_path
+        )
+    assert_complete(code, output, result, 40)
+    assert result["published"] >= 10 and result["publisher"] == "http"
+    # the server's memory, found by its port (uvicorn's process): in the line too
+    assert result["server_rss_idle_kb"] > 10_000
+    assert re.search(r"rss=[0-9.]+MB", output), output
+
+
+def test_a_server_that_publishes_by_itself(tmp_path: Path) -> None:
+    with serve_foreign("ticker") as (base, _):
+        code, output, result = loadgen(
+            "--url",
+            f"{base}/ticks",
+            "--no-publish",
+            "--time-field",
+            "ts",
+            "--time-unit",
+            "ms",
+            "--seq-field",
+            "n",
+            "--event",
+            "tick",
+            "--connections",
+            "20",
+            tmp_path=tmp_path,
+        )
+    assert code == 0, output
+    assert result["publisher"] == "none" and result["expected"] == 0 and result["published"] == 0
+    # a tick each 50 ms per stream, through the 1.5 s window: ~30 per connection
+    assert 20 * 20 <= result["delivered"] <= 20 * 40
+    assert result["lost"] == 0 and result["duplicates"] == 0
+    assert 0 < result["p50_ms"] < 1000  # from the ticks' own times (ms)
+    assert result["first_event_clients"] == 20
+    assert "nothing expected" in output
+
+
+def test_nchan_over_two_topics(tmp_path: Path) -> None:
+    with nchan_server() as (base, _):
+        code, output, result = loadgen(
+            "--url",
+            f"{base}/sub/{{topic}}",
+            "--publish-url",
+            f"{base}/pub/{{topic}}",
+            "--topic",
+            "north",
+            "--topic",
+            "south",
+            "--connections",
+            "30",
+            "--rate",
+            "10",
+            tmp_path=tmp_path,
+        )
+    # with two topics, each subscriber sees its topic's sequence without gaps
+    assert_complete(code, output, result, 30)
+    assert result["topics"] == 2
+    assert result["server_rss_idle_kb"]  # nginx's processes, found by the port
+
+
+POSTER = """\
+import sys, urllib.request
+request = urllib.request.Request(
+    sys.argv[1], data=('{"body": ' + sys.argv[2] + '}').encode(),
+    headers={"Content-Type": "application/json"},
+)
+urllib.request.urlopen(request, timeout=5).read()
+"""
+
+
+def test_a_publish_command_per_event(tmp_path: Path) -> None:
+    poster = tmp_path / "poster.py"
+    poster.write_text(POSTER)
+    with serve_foreign("chat") as (base, _):
+        flags = chat_flags(base)
+        index = flags.index("--publish-url")
+        del flags[index : index + 4]  # no --publish-url nor --publish-body
+        command = f"{sys.executable} {poster} {base}/rooms/{{topic}}/messages {{data}}"
+        code, output, result = loadgen(
+            *flags,
+            "--publish-command",
+            command,
+            "--connections",
+            "10",
+            "--rate",
+            "5",
+            tmp_path=tmp_path,
+        )
+        assert_complete(code, output, result, 10)
+        assert result["publisher"] == "command"
+        # and a failing command is counted as a failed publish, with its reason
+        code, output, result = loadgen(
+            *flags,
+            "--publish-command",
+            f"{sys.executable} -c \"import sys; sys.exit('no broker')\"",
+            "--connections",
+            "2",
+            "--rate",
+            "5",
+            tmp_path=tmp_path,
+        )
+    assert code == 1 and result["publish_errors"] > 0, output
+    assert "exit 1: no broker" in output
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--url", "http://127.0.0.1:9/x/{tpoic}", "--no-publish"], "unknown placeholder {tpoic}"),
+        (
+            [
+                "--url",
+                "http://127.0.0.1:9/x",
+                "--publish-url",
+                "http://127.0.0.1:9/p",
+                "--publish-body",
+                "{dta}",
+            ],
+            "unknown placeholder {dta}",
+        ),
+        (["--url", "http://127.0.0.1:9/x?u={data}", "--no-publish"], "{data} has no value"),
+        (["--url", "http://10.0.0.7:8000/events", "--no-publish"], "loopback only"),
+        (["--url", "https://127.0.0.1:8443/events", "--no-publish"], "plain HTTP/1.1"),
+        (["--url", "http://127.0.0.1:9/x"], "say how events are published"),
+        (
+            ["--url", "http://127.0.0.1:9/x", "--header", "Bearer x", "--no-publish"],
+            "'Name: value'",
+        ),
+        (["--publish-url", "http://127.0.0.1:9/p", "--no-publish"], "choose one way"),
+        (["--publish-command", "no-such-program-here {data}"], "not a program on PATH"),
+        (["--time-field", "body..t"], "dotted path"),
+    ],
+)
+def test_bad_flags_are_refused_with_what_to_do(flags: list[str], said: str) -> None:
+    done = subprocess.run(
+        [SSE_FAST, "loadgen", *flags], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert said in done.stderr
+
+
+def test_the_servers_processes_are_found_by_port() -> None:
+    with ServerProcess("--workers", "2") as server:
+        assert server.proc is not None
+        found = listening_pids(server.port)
+        tree = process_tree(server.proc.pid)
+        # only the workers listen; the main process (their group's leader) and its
+        # helpers count too: the whole tree, nothing else
+        assert len(tree) >= 3 and sorted(found) == sorted(tree), (found, tree)
+    with serve_foreign("chat") as (base, uvicorn):
+        assert uvicorn in listening_pids(int(base.rsplit(":", 1)[1]))
+    with socket.socket() as idle:
+        idle.bind(("127.0.0.1", 0))  # bound, not listening
+        assert listening_pids(idle.getsockname()[1]) == []
+
+
+def test_a_reader_that_cannot_reach_the_clients_is_refused() -> None:
+    with pytest.raises(ValueError, match="top level of an importable module"):
+        LoadOptions(
+            host="127.0.0.1",
+            port=1,
+            name="t",
+            connections=1,
+            rate=1,
+            duration=1,
+            stamps=Stamps(reader=lambda name, data: Stamp(None, None, None)),
+        )
+
+
+class ClosingServer:
+    """An SSE server that ends every stream after ``per_stream`` events (``retry: 100``)
+    and resumes from ``Last-Event-ID``, skipping ``skip`` event numbers when it does: a
+    server whose resume really loses events. Counts the resumes it served."""
+
+    def __init__(self, per_stream: int = 8, skip: int = 0) -> None:
+        self.per_stream = per_stream
+        self.skip = skip
+        self.resumes = 0
+        self.port = 0
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        last = re.search(r"(?im)^last-event-id: *(\d+)", head)
+        n = 0
+        if last:
+            self.resumes += 1
+            n = int(last.group(1)) + 1 + self.skip
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
+        with contextlib.suppress(OSError):
+            for k in range(self.per_stream):
+                data = json.dumps({"t": time.time(), "s": n + k})
+                frame = f"retry: 100\nid: {n + k}\ndata: {data}\n\n"
+                writer.write(f"{len(frame):x}\r\n{frame}\r\n".encode())
+                await writer.drain()
+                await asyncio.sleep(0.02)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    def run(self) -> None:
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            self.stop = asyncio.Event()
+            server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            self.ready.set()
+            async with server:
+                await self.stop.wait()
+
+        asyncio.run(main())
+
+
+@contextlib.contextmanager
+def closing_server(skip: int) -> Iterator[ClosingServer]:
+    server = ClosingServer(skip=skip)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert server.ready.wait(10)
+    try:
+        yield server
+    finally:
+        assert server.loop is not None
+        server.loop.call_soon_threadsafe(server.stop.set)
+        thread.join(10)
+
+
+@pytest.mark.parametrize("skip", [0, 1], ids=["resumes-exactly", "resume-loses-one"])
+def test_streams_the_server_ends_are_reconnected_and_their_gaps_lost(
+    skip: int, tmp_path: Path
+) -> None:
+    with closing_server(skip) as server:
+        code, output, result = loadgen(
+            "--url",
+            f"http://127.0.0.1:{server.port}/stream",
+            "--no-publish",
+            "--reconnect-on-close",
+            "--connections",
+            "4",
+            tmp_path=tmp_path,
+        )
+        resumes = server.resumes
+    # each stream ends every ~0.16 s and comes back 0.1 s later (its retry)
+    assert result["reconnected_on_close"] >= 4 * 3, output
+    assert resumes >= result["reconnected_on_close"]
+    assert result["delivered"] > 0 and result["duplicates"] == 0
+    if skip:  # every resume of the measured window lost one event, and the run fails
+        assert code == 1 and 4 <= result["lost"] <= resumes, output
+        assert "event(s) lost" in output
+    else:
+        assert code == 0 and result["lost"] == 0, output
+    assert re.search(r"reconnects=\d+", output)
+
+
+def test_help_and_runs_without_httptools() -> None:
+    """The docs build runs --help without the loadgen extra; a run says how to install it."""
+    program = (
+        "import sys; sys.modules['httptools'] = None; "
+        "from sse_fast.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program, "loadgen", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--url" in done.stdout and "--publish-command" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-c", program, "loadgen", "--port", "9", "--connections", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "pip install 'sse_fast[loadgen]'" in done.stderr
