@@ -1,0 +1,389 @@
+"""``SSEUser``: one EventSource-like subscriber of any SSE server.
+
+A connection: ``GET`` the subscription's URL with its headers (and ``Last-Event-ID``
+on a reconnection), read the body in raw chunks through ``sse_fast.Parser``, and
+report each event as a locust request of type ``SSE``. Which events count, and the
+publish time and sequence each carries, come from ``counts`` and ``read_stamp``
+(``Stamps`` by default). Sequences are followed per publisher (the stamp's source)
+across reconnections, or per connection with ``sequence_per_stream``. When the
+stream ends, fails, or is ended by ``reconnect_every``, the user waits ``retry`` and
+connects again, as a browser does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any, ClassVar
+
+import gevent
+from locust import FastHttpUser, task
+from orjson import JSONDecodeError
+from orjson import loads as _loads
+
+from .._core import Parser
+from ..loadtarget import Stamp, Stamps, Subscription
+from ..protocol import DISCONNECT, MISSED, Reason, read_control
+from . import _options
+
+__all__ = [
+    "DEFAULT_RETRY_MS",
+    "DuplicateEvent",
+    "LostEvents",
+    "MissedEvents",
+    "SSEUser",
+    "ServerDisconnect",
+    "StreamError",
+]
+
+#: the reconnection delay before a stream sends ``retry:`` (ms; what browsers use)
+DEFAULT_RETRY_MS = 3000
+SSE = "SSE"
+#: the row of counted events that carry no publish time
+UNTIMED = "event (no time)"
+
+
+class LostEvents(Exception):
+    """An event is missing from a publisher's sequence."""
+
+
+class DuplicateEvent(Exception):
+    """An event arrived again (same publisher, sequence not newer than the last)."""
+
+
+class MissedEvents(Exception):
+    """The server announced ``sse-fast-missed``: resume was impossible."""
+
+
+class ServerDisconnect(Exception):
+    """The server ended the stream with ``sse-fast-disconnect``."""
+
+
+class StreamError(Exception):
+    """The stream could not be opened or broke."""
+
+
+for _error in (LostEvents, DuplicateEvent, MissedEvents, ServerDisconnect, StreamError):
+    _error.__module__ = "sse_fast.locust"  # the name users import it by
+
+
+def read_chunks(response: Any) -> Any:
+    """Yield the response body as raw bytes, as soon as each piece arrives.
+
+    ``FastResponse.iter_content(n)`` waits until ``n`` bytes are buffered, which
+    would hold small events back; this reads whatever one ``recv`` brings, with
+    geventhttpclient's parser undoing the chunked transfer encoding. Returns at
+    the end of the body; raises when the connection breaks mid-body.
+    """
+    raw = getattr(response, "_response", None)
+    if raw is None or not hasattr(raw, "_body_buffer") or not hasattr(raw, "_sock"):
+        # another geventhttpclient layout: fall back to the public API (byte by byte)
+        yield from response.iter_content(chunk_size=1, decode_content=False)
+        return
+    while True:
+        buffer = raw._body_buffer
+        if buffer:
+            data = bytes(buffer)
+            del buffer[:]
+            yield data
+            continue
+        if raw.message_complete:
+            return  # the server ended the body cleanly (terminating chunk)
+        sock = raw._sock
+        if sock is None:
+            raise StreamError("connection released before the end of the body")
+        data = sock.recv(raw.block_size)
+        raw.feed(data)
+        if not data and not raw._body_buffer and not raw.message_complete:
+            raise StreamError("connection closed before the end of the body")
+
+
+_user_numbers = itertools.count()
+
+
+class SSEUser(FastHttpUser):
+    """One EventSource-like subscriber of any SSE server; see ``sse_fast.locust``.
+
+    Class attributes (None: the command-line option decides): ``url`` (a URL or a path
+    under ``host``, a template: ``--sse-url``), ``headers`` (templates:
+    ``--sse-header``), ``topic`` (``--sse-topic``), ``stamps`` (a ``Stamps``: the
+    ``--sse-*-field`` options and ``--sse-event``), ``sequence_per_stream``
+    (``--sse-seq-per-stream``), ``reconnect_every`` (``--sse-reconnect-every``),
+    ``resume`` (False: ``--sse-no-resume``), ``subscribe_name`` (the row's name).
+    Methods to override: ``subscribe_url``, ``subscribe_headers``, ``counts``,
+    ``read_stamp``.
+    """
+
+    weight = 1
+    url: ClassVar[str | None] = None
+    headers: ClassVar[dict[str, str] | None] = None
+    topic: str | None = None
+    stamps: Stamps | None = None
+    sequence_per_stream: bool | None = None
+    reconnect_every: float | None = None
+    resume: bool | None = None
+    subscribe_name: ClassVar[str | None] = None
+
+    def __init__(self, environment: Any) -> None:
+        # the socket timeout must be set before FastHttpUser builds its session
+        option = _options.option
+        timeout = float(option(environment, "sse_read_timeout", 60.0)) or None  # 0: none
+        self.network_timeout = timeout  # type: ignore[assignment]
+        url = type(self).url or option(environment, "sse_url", None)
+        if self.host is None and environment.host is None:
+            self.host = _options.origin(url)  # a full --sse-url needs no --host
+        super().__init__(environment)
+        if self.topic is None:
+            self.topic = option(environment, "sse_topic", "bench")
+        if self.stamps is None:
+            self.stamps = _options.stamps(environment)
+        if self.sequence_per_stream is None:
+            self.sequence_per_stream = bool(option(environment, "sse_seq_per_stream", False))
+        if self.reconnect_every is None:
+            self.reconnect_every = float(option(environment, "sse_reconnect_every", 0.0))
+        if self.resume is None:
+            self.resume = not option(environment, "sse_no_resume", False)
+        self.subscription: Subscription = _options.subscription(type(self), environment, self.host)
+        self.row = _options.subscribe_row(type(self), environment)
+        runner = environment.runner
+        worker = getattr(runner, "worker_index", 0) or 0
+        self.user_index: int = worker * _options.USERS_PER_WORKER + next(_user_numbers)
+        self.last_event_id: str | None = None
+        self.retry_ms: int = int(option(environment, "sse_retry", DEFAULT_RETRY_MS))
+        self.next_wait: float = 0.0  # seconds before the next connection
+        self.down_since: float | None = None  # when the previous stream ended
+        self.seen: dict[Any, tuple[int, int]] = {}  # source -> (last sequence, its attempt)
+        self._attempt_path = _attempt_path(self.stamps)
+        self._default_reader = type(self).read_stamp is SSEUser.read_stamp
+        self._requested_at = 0.0
+        self._first_pending = False
+        self._fire = environment.events.request.fire
+
+    # -- what users override ---------------------------------------------------
+
+    def subscribe_url(self) -> str:
+        """The full URL this user's next connection asks for (the template, filled)."""
+        address = self.subscription.address
+        base = f"{address.scheme}://{address.host}:{address.port}"
+        return base + self.subscription.path(self.topic or "", self.user_index)
+
+    def subscribe_headers(self) -> dict[str, str]:
+        """The extra headers of this user's subscribe requests (the templates, filled)."""
+        return self.subscription.header_values(self.topic or "", self.user_index)
+
+    def counts(self, event: Any) -> bool:
+        """Whether ``event`` (``.event``, ``.data``, ``.id``) counts: by name, per ``stamps``."""
+        assert self.stamps is not None
+        return self.stamps.counts(event.event)
+
+    def read_stamp(self, event: Any) -> Stamp | None:
+        """The publish time, sequence and publisher a counted ``event`` carries (None: none)."""
+        return self._read(event)[0]
+
+    def _read(self, event: Any) -> tuple[Stamp | None, int]:
+        stamps = self.stamps
+        assert stamps is not None
+        if stamps.reader is not None:
+            return stamps.reader(event.event or "message", event.data), 0
+        try:
+            body = _loads(event.data)
+        except (JSONDecodeError, ValueError, TypeError):
+            return None, 0
+        stamp = stamps.stamp(body)
+        attempt = 0
+        if stamp is not None and self._attempt_path is not None:
+            found = _dig(body, self._attempt_path)
+            attempt = found if isinstance(found, int) and not isinstance(found, bool) else 0
+        return stamp, attempt
+
+    # -- the connection ----------------------------------------------------------
+
+    def wait_time(self) -> float:
+        """Seconds before the next connection: the stream's ``retry``, or a refusal's
+        ``Retry-After`` when longer."""
+        return self.next_wait
+
+    def report(
+        self, name: str, response_time: float = 0.0, length: int = 0, exc: Exception | None = None
+    ) -> None:
+        """Report one ``SSE`` row: ``name``, response time (ms), length, failure."""
+        self._fire(
+            request_type=SSE,
+            name=name,
+            response_time=response_time,
+            response_length=length,
+            exception=exc,
+            context={},
+        )
+
+    @task
+    def stream(self) -> None:
+        """One connection: open, read until it ends, then schedule the reconnect."""
+        self.next_wait = self.retry_ms / 1000
+        headers = {
+            "Accept": "text/event-stream",
+            "Cache-Control": "no-store",
+            "Accept-Encoding": "identity",
+            **self.subscribe_headers(),
+        }
+        if self.last_event_id is not None and self.resume:
+            headers["Last-Event-ID"] = self.last_event_id
+        if self.sequence_per_stream:
+            self.seen.clear()
+        self._requested_at = time.time()
+        with self.client.request(
+            "GET",
+            self.subscribe_url(),
+            name=self.row,
+            stream=True,
+            headers=headers,
+            catch_response=True,
+        ) as response:
+            opened = self._opened(response)
+        raw = getattr(response, "_response", None)
+        try:
+            if not opened:
+                self._after_failed_open(response)
+                return
+            if self.down_since is not None:
+                self.report("reconnect", (time.time() - self.down_since) * 1000)
+            self._first_pending = True
+            self._read_stream(response)
+        finally:
+            if raw is not None:
+                raw.release()  # closes the socket unless the body ended cleanly
+
+    def _opened(self, response: Any) -> bool:
+        """Whether the request gave a stream; marks the row failed (a refusal) if not."""
+        error = getattr(response, "error", None)
+        if error is not None or getattr(response, "_response", None) is None:
+            response.failure(error or StreamError("no response"))
+            return False
+        received = response.headers
+        content_type = str(received.get("content-type") or "") if received else ""
+        status = response.status_code
+        if not 200 <= status < 300 or not content_type.startswith("text/event-stream"):
+            body = ""
+            if not 200 <= status < 300:
+                body = " " + (response.text or "")[:200].strip()
+            response.failure(StreamError(f"refused: {status} {content_type!r}{body}"))
+            return False
+        response.success()
+        return True
+
+    def _after_failed_open(self, response: Any) -> None:
+        # the GET row has the failure; honour Retry-After (429/503) if longer
+        if self.down_since is None:
+            self.down_since = time.time()
+        headers = getattr(response, "headers", None)
+        retry_after = headers.get("retry-after") if headers is not None else None
+        if isinstance(retry_after, str) and retry_after.strip().isdigit():
+            self.next_wait = max(self.next_wait, float(retry_after))
+
+    def _read_stream(self, response: Any) -> None:
+        parser = Parser(last_event_id=self.last_event_id or "")
+        opened = time.time()
+        error: Exception | None = None
+        limit = gevent.Timeout(self.reconnect_every) if self.reconnect_every else None
+        if limit is not None:
+            limit.start()
+        try:
+            for chunk in read_chunks(response):
+                for ev in parser.feed(chunk):
+                    self._dispatch(ev)
+                self.last_event_id = parser.last_event_id or None
+                if parser.retry is not None:
+                    self.retry_ms = parser.retry
+        except gevent.Timeout as timeout:
+            if timeout is not limit:
+                raise
+            # ended by reconnect_every: not an error of the stream
+        except gevent.GreenletExit:
+            raise  # the test is stopping: not an error of the stream
+        except Exception as exc:
+            error = (
+                exc if isinstance(exc, StreamError) else StreamError(f"{type(exc).__name__}: {exc}")
+            )
+        finally:
+            if limit is not None:
+                limit.close()
+        self.last_event_id = parser.last_event_id or None  # empty: browsers send no header
+        if parser.retry is not None:
+            self.retry_ms = parser.retry
+        self.next_wait = self.retry_ms / 1000
+        self.down_since = time.time()
+        self.report("stream end", (self.down_since - opened) * 1000, exc=error)
+
+    # -- one event ----------------------------------------------------------------
+
+    def _dispatch(self, ev: Any) -> None:
+        now = time.time()
+        kind = ev.event
+        data = ev.data
+        if kind in (MISSED, DISCONNECT):
+            self._control(kind, data)
+            return
+        if not self.counts(ev):
+            self.report("other", length=len(data))
+            return
+        if self._default_reader:
+            stamp, attempt = self._read(ev)
+        else:
+            stamp, attempt = self.read_stamp(ev), 0
+        if self._first_pending:
+            self._first_pending = False
+            self.report("first event", max(0.0, (now - self._requested_at) * 1000), len(data))
+        if stamp is None or stamp.sent_at is None:
+            self.report(UNTIMED, length=len(data))
+        else:
+            self.report("event", max(0.0, (now - stamp.sent_at) * 1000), len(data))
+        if stamp is not None and stamp.sequence is not None:
+            self._follow(stamp.source, stamp.sequence, attempt, len(data))
+
+    def _control(self, kind: str, data: str) -> None:
+        control = read_control(kind, data)
+        reason = data if control is None else control.reason
+        if kind == MISSED:
+            self.report(MISSED, length=len(data), exc=MissedEvents(reason))
+        else:
+            exc = None if reason == Reason.DRAINING else ServerDisconnect(reason)
+            self.report(DISCONNECT, length=len(data), exc=exc)
+
+    def _follow(self, source: Any, s: int, r: int, length: int) -> None:
+        """Count a gap (lost events) or a repeat (a duplicate) in ``source``'s sequence."""
+        last = self.seen.get(source)
+        if last is None:  # first event from this publisher on this user: the baseline
+            self.seen[source] = (s, r)
+            return
+        last_s, last_r = last
+        if s == last_s + 1:
+            self.seen[source] = (s, r)
+        elif s > last_s + 1:
+            self.seen[source] = (s, r)
+            missing = s - last_s - 1
+            self.report("gap", length=missing)
+            gap = LostEvents("events missing from a publisher's sequence")
+            for n in range(missing):
+                self.report("lost", exc=gap)
+                if n % 1000 == 999:
+                    gevent.sleep(0)  # a huge gap must not starve the other users
+        elif s == last_s and r != last_r:
+            self.seen[source] = (s, max(r, last_r))
+            self.report("republished", length=length)  # a resend after an unconfirmed publish
+        else:
+            self.report("duplicate", exc=DuplicateEvent("event received again"))
+
+
+def _attempt_path(stamps: Stamps | None) -> tuple[str, ...] | None:
+    """Where the publishers' attempt ``r`` is: next to the sequence (``body.s`` -> ``body.r``)."""
+    if stamps is None or stamps.reader is not None or not stamps.sequence:
+        return None
+    return (*stamps.sequence.split(".")[:-1], "r")
+
+
+def _dig(body: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(body, dict):
+            return None
+        body = body.get(key)
+    return body

@@ -1,0 +1,243 @@
+"""``sse_fast.locust`` against SSE servers that are not ours: an sse-starlette chat app
+(and the same app on sse_fast's drop-in), a server-driven ticker, Nchan. Each test
+runs locust headless in a process of its own for a few seconds and reads its CSV
+and its exit status: the figures (events with latency, time to first event, lost,
+duplicate) and the thresholds that decide the exit code."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.foreign_apps import serve_foreign
+from tests.support.nchan import nchan_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: the options that point the users at the chat app (see tests/support/foreign_apps.py)
+CHAT = (
+    "--sse-url",
+    "/rooms/{topic}/stream",
+    "--sse-header",
+    "Authorization: Bearer user-{user}",
+    "--sse-event",
+    "message",
+    "--sse-time-field",
+    "body.t",
+    "--sse-seq-field",
+    "body.s",
+    "--sse-source-field",
+    "body.w",
+    "--sse-publish-url",
+    "/rooms/{topic}/messages",
+    "--sse-publish-body",
+    '{"body": {data}}',
+    "--sse-publish-header",
+    "Content-Type: application/json",
+)
+#: the options for the ticker: its own events, time in ms, a sequence per stream
+TICKER = (
+    "--sse-url",
+    "/ticks",
+    "--sse-event",
+    "tick",
+    "--sse-time-field",
+    "ts",
+    "--sse-time-unit",
+    "ms",
+    "--sse-seq-field",
+    "n",
+    "--sse-source-field",
+    "",
+)
+
+
+@dataclass
+class Run:
+    """A finished locust run: its exit status, its stderr, and its CSV rows."""
+
+    status: int
+    stderr: str
+    rows: dict[tuple[str, str], dict[str, str]]
+
+    def count(self, name: str, kind: str = "SSE") -> int:
+        """``# requests`` of a row (0 when it is not there)."""
+        return int(self.rows.get((kind, name), {}).get("Request Count", "0"))
+
+    def failures(self, name: str, kind: str = "SSE") -> int:
+        """``# failures`` of a row."""
+        return int(self.rows.get((kind, name), {}).get("Failure Count", "0"))
+
+    def average(self, name: str, kind: str = "SSE") -> float:
+        """The row's average response time (ms)."""
+        return float(self.rows[(kind, name)]["Average Response Time"])
+
+
+def run_locust(
+    tmp_path: Path, host: str, *options: str, users: tuple[str, ...] = ("SSEUser", "PublisherUser")
+) -> Run:
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text("from sse_fast.locust import PublisherUser, SSEUser  # noqa: F401\n")
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(locustfile),
+        *users,
+        "--headless",
+        "--only-summary",
+        "--host",
+        host,
+        "--csv",
+        str(tmp_path / "run"),
+        *options,
+    ]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=90, check=False)
+    rows = {}
+    if (tmp_path / "run_stats.csv").exists():
+        with open(tmp_path / "run_stats.csv") as f:
+            rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    return Run(done.returncode, done.stderr, rows)
+
+
+@pytest.mark.parametrize("drop_in", [False, True], ids=["sse-starlette", "sse_fast-drop-in"])
+def test_the_chat_app_is_measured_and_resumed_without_loss(tmp_path: Path, drop_in: bool) -> None:
+    with serve_foreign("chat", drop_in=drop_in) as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *CHAT,
+            *("-u", "4", "-r", "4", "-t", "5s", "--publish-rate", "10"),
+            "--sse-reconnect-every",
+            "1.5",  # streams end and resume with Last-Event-ID (the app's retry: 1 s)
+        )
+    assert run.status == 0, run.stderr[-3000:]
+    assert run.count("event") >= 3 * 20, run.rows  # 3 subscribers, 10/s, seconds of it
+    assert run.failures("event") == 0
+    assert 0 < run.average("event") < 1000  # latency from body.t, in ms
+    assert run.count("first event") >= 3 and run.average("first event") > 0
+    assert run.count("other") >= 3  # each connection's "joined" event does not count
+    assert run.count("reconnect") >= 3
+    assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+    assert run.count("/rooms/{topic}/messages", "POST") >= 20
+    assert run.failures("/rooms/{topic}/messages", "POST") == 0
+
+
+def test_reconnecting_without_last_event_id_loses_events_and_fails(tmp_path: Path) -> None:
+    with serve_foreign("chat") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *CHAT,
+            *("-u", "3", "-r", "3", "-t", "5s", "--publish-rate", "10"),
+            *("--sse-reconnect-every", "1.5", "--sse-no-resume"),
+        )
+    # each reconnection waits the app's retry (1 s) and is not sent what was published
+    # meanwhile: about 10 events lost per reconnection, none a publish failure
+    assert run.count("reconnect") >= 2, run.rows
+    assert run.count("lost") >= run.count("reconnect") * 5, run.rows
+    assert run.count("gap") >= 2
+    assert run.failures("/rooms/{topic}/messages", "POST") == 0
+    assert run.status == 1, run.stderr[-3000:]
+    assert "over --sse-max-lost 0" in run.stderr
+
+
+def test_a_server_driven_ticker_needs_no_publisher(tmp_path: Path) -> None:
+    with serve_foreign("ticker") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *TICKER,
+            *("-u", "2", "-r", "2", "-t", "5s", "--publishers", "0"),
+            *("--sse-reconnect-every", "0.5", "--sse-retry", "200", "--sse-seq-per-stream"),
+            users=("SSEUser",),
+        )
+    assert run.status == 0, run.stderr[-3000:]
+    assert run.count("event") >= 2 * 15, run.rows  # 20 ticks/s per stream
+    assert 0 < run.average("event") < 1000  # "ts" read in ms
+    assert run.count("reconnect") >= 4
+    assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+
+
+def test_a_sequence_that_restarts_counts_as_duplicates_unless_per_stream(
+    tmp_path: Path,
+) -> None:
+    with serve_foreign("ticker") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *TICKER,
+            *("-u", "1", "-r", "1", "-t", "5s", "--publishers", "0"),
+            *("--sse-reconnect-every", "0.5", "--sse-retry", "200"),
+            users=("SSEUser",),
+        )
+    # the ticker counts n from 1 on each connection: across a reconnection, without
+    # --sse-seq-per-stream, the numbers seen before arrive again
+    assert run.count("reconnect") >= 1, run.rows
+    assert run.count("duplicate") >= 3, run.rows
+    assert run.status == 1
+    assert "over --sse-max-duplicates 0" in run.stderr
+
+
+def test_nchan_is_measured_without_loss(tmp_path: Path) -> None:
+    with nchan_server() as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *("--sse-url", "/sub/{topic}", "--sse-publish-url", "/pub/{topic}"),
+            *("-u", "4", "-r", "4", "-t", "5s", "--publish-rate", "10"),
+        )
+    assert run.status == 0, run.stderr[-3000:]
+    assert run.count("event") >= 3 * 20, run.rows
+    assert 0 < run.average("event") < 1000
+    assert run.count("first event") >= 3
+    assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+    assert run.count("/pub/{topic}", "POST") >= 20
+    assert run.failures("/pub/{topic}", "POST") == 0
+
+
+@pytest.mark.parametrize("limit", ["5%", "100%"])
+def test_publish_failures_are_apart_from_loss_and_judged_by_their_threshold(
+    tmp_path: Path, limit: str
+) -> None:
+    with serve_foreign("ticker") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *TICKER,
+            *("-u", "2", "-r", "2", "-t", "3s", "--publish-rate", "10"),
+            *("--sse-publish-url", "/no-such-path/{topic}"),
+            *("--sse-max-publish-failures", limit),
+        )
+    assert run.count("event") >= 10, run.rows  # the ticker's events flow all along
+    assert run.count("lost") == 0 and run.count("duplicate") == 0
+    publishes = run.count("/no-such-path/{topic}", "POST")
+    assert publishes >= 5 and run.failures("/no-such-path/{topic}", "POST") == publishes
+    if limit == "5%":
+        assert run.status == 1
+        assert f"{publishes} of {publishes} over --sse-max-publish-failures 5%" in run.stderr
+    else:
+        assert run.status == 0, run.stderr[-3000:]  # failed publishes, but within the limit
+
+
+def test_refused_subscriptions_fail_the_run_and_say_so(tmp_path: Path) -> None:
+    options = [o for o in CHAT if not o.startswith(("--sse-header", "Authorization"))]
+    with serve_foreign("chat") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *options,
+            *("-u", "2", "-r", "2", "-t", "3s", "--publishers", "0"),
+            users=("SSEUser",),
+        )
+    refused = run.failures("/rooms/{topic}/stream", "GET")
+    assert refused >= 2, run.rows  # 401 without the Authorization header
+    assert run.status == 1
+    assert "over --sse-max-refusals 5%" in run.stderr
+    assert "401" in (tmp_path / "run_failures.csv").read_text()
