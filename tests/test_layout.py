@@ -184,3 +184,59 @@ def test_only_the_topics_table_moves_the_newest_applied_position() -> None:
         "sse_fast/brokers/durable/reading.py",  # Loaded.last_position: not the hub's
     }
     assert _attribute_writes("_last_position") == {"sse_fast/_core/topic_py.py"}
+
+
+#: what changes a dict in place when called on it
+_DICT_CHANGES = {"pop", "popitem", "clear", "update", "setdefault", "__setitem__", "__delitem__"}
+#: what a hub's stream registry tells its listeners, and how a stream leaves its topics
+_REGISTRY_CALLS = {"joined", "left", "follows", "ended", "leave_topics"}
+
+
+def _registry_changes() -> set[str]:
+    """Where the package changes a hub's map of open streams (``subscriptions``,
+    ``by_id``: an item set, deleted, or a changing method called), tells stream
+    listeners, or takes a stream out of its topics' sets, as ``file:what``."""
+    maps = {"subscriptions", "by_id"}
+    found = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign | ast.Delete):
+                targets = list(node.targets)
+            elif isinstance(node, ast.AugAssign):
+                targets = [node.target]
+            for target in targets:
+                if (
+                    isinstance(target, ast.Subscript)
+                    and isinstance(target.value, ast.Attribute)
+                    and target.value.attr in maps
+                ):
+                    found.add(f"{_relative(path)}:{target.value.attr}[]")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                method, owner = node.func.attr, node.func.value
+                if method in _REGISTRY_CALLS:
+                    found.add(f"{_relative(path)}:{method}()")
+                elif (
+                    method in _DICT_CHANGES
+                    and isinstance(owner, ast.Attribute)
+                    and owner.attr in maps
+                ):
+                    found.add(f"{_relative(path)}:{owner.attr}.{method}()")
+    return found
+
+
+def test_streams_join_and_leave_in_one_place() -> None:
+    """A stream joins and leaves a hub in ``hub/streams.py`` only (``Streams.join``,
+    ``Streams.leave``): its place in the map of open streams, its count on its
+    topics (``Topic.subscribers``; the core only starts it at 0), its topics' sets
+    at the leave, and what the listeners (presence, webhooks, metrics) are told.
+    Closing, resuming and the fan-out ask it; the listeners are given to it."""
+    # the load tools are clients (of any SSE server): their subscribers are their own
+    clients = ("sse_fast/loadgen/", "sse_fast/locust")
+    assert {w for w in _attribute_writes("subscribers") if not w.startswith(clients)} == {
+        "sse_fast/_core/topic_py.py",  # Topic.__init__: 0
+        "sse_fast/hub/streams.py",
+    }
+    expected = ["by_id[]", "by_id.pop()", "leave_topics()", "joined()", "left()"]
+    expected += ["follows()", "ended()"]
+    assert _registry_changes() == {f"sse_fast/hub/streams.py:{what}" for what in expected}

@@ -6,7 +6,9 @@ docstring is that section):
 * ``topics.py`` - storage: topics, rings, the position of each retained frame;
 * ``fanout.py`` - fan-out: the coalesced flush, catch-up of slow streams, lag;
 * ``resume.py`` - resume: ``Last-Event-ID`` to positions, ``unknown``/``evicted``,
-  and a new stream registered there;
+  and a new stream's first bytes;
+* ``streams.py`` - the open streams: the one place they join and leave, and the
+  listeners told (presence, webhooks, metrics);
 * ``breaks.py`` - a broker's lost events said to the streams in their place;
 * ``closing.py`` - server-side closes, cuts of non-readers, client disconnects;
 * ``lifecycle.py`` - heartbeats, sweeping, drain;

@@ -11,14 +11,15 @@
 * A client that goes away (``http.disconnect``) is detached: the subscription
   leaves every set, its catch-up task is cancelled, a topic without history
   goes with its last subscriber.
-In both cases ``subscription.closed`` resolves with the reason, which is what
-the stream's handler waits for.
+In both cases the stream leaves the hub through ``Streams.leave`` (``streams.py``,
+where it joined), and ``subscription.closed`` resolves with the reason, which is
+what the stream's handler waits for.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from ..abort import Aborter
@@ -26,8 +27,8 @@ from ..asgi import SendStyle
 from ..protocol import Reason
 from ..settings import Settings
 from .metrics import Metrics
+from .streams import Streams
 from .subscription import Subscription
-from .topics import Topics
 
 __all__ = [
     "Closer",
@@ -41,20 +42,14 @@ class Closer:
         self,
         settings: Settings,
         metrics: Metrics,
-        clock: Callable[[], float],
         send_style: SendStyle,
-        topics: Topics,
-        subscriptions: dict[int, Subscription],
+        streams: Streams,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.clock = clock
         self.send_style = send_style
-        self.topics = topics
-        self.subscriptions = subscriptions
+        self.streams = streams
         self.aborter = Aborter()
-        #: told of every stream that leaves (presence)
-        self.on_leave: Callable[[Subscription], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def close(
@@ -71,7 +66,7 @@ class Closer:
         """
         if subscription.state == Subscription.CLOSED:
             return
-        self.forget(subscription)
+        self.streams.leave(subscription)
         result = subscription.send(
             {"type": "http.response.body", "body": final or b"", "more_body": False}
         )
@@ -91,6 +86,13 @@ class Closer:
             await self.cut(subscription)
         self.resolve(subscription, reason)
 
+    async def cut_stalled(self, subscription: Subscription) -> None:
+        """A write stayed blocked too long: out of the hub, the connection cut, the
+        stream over (``stalled``)."""
+        self.streams.leave(subscription)
+        await self.cut(subscription)
+        self.resolve(subscription, Reason.STALLED)
+
     async def cut(self, subscription: Subscription) -> None:
         """Reset the subscription's TCP connection (when it carries only this stream)."""
         key = subscription.connection
@@ -105,19 +107,8 @@ class Closer:
 
     def detach(self, subscription: Subscription, reason: str = Reason.CLIENT_DISCONNECTED) -> None:
         """The client went away (or the handler is leaving): free everything."""
-        if subscription.state != Subscription.CLOSED:
-            self.forget(subscription)
+        self.streams.leave(subscription)  # nothing if it has left already
         self.resolve(subscription, reason)
-
-    def forget(self, subscription: Subscription) -> None:
-        """Out of the hub: no more writes reach it."""
-        self.subscriptions.pop(subscription.id, None)
-        subscription.leave_topics()
-        if self.on_leave is not None:
-            self.on_leave(subscription)
-        now = self.clock()
-        for topic in subscription.topics:
-            self.topics.unsubscribed(topic, now)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -259,9 +259,7 @@ class FanOut:
                     except asyncio.TimeoutError:
                         # a frame queued behind a write blocked this long never arrives
                         self.metrics.stall_disconnects_total += 1
-                        self.closer.forget(subscription)
-                        await self.closer.cut(subscription)
-                        self.closer.resolve(subscription, Reason.STALLED)
+                        await self.closer.cut_stalled(subscription)
                         return
                 if subscription.state != Subscription.CATCHING_UP:
                     return

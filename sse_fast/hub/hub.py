@@ -4,13 +4,14 @@ A publish goes ``Hub.publish`` (the small ones of a turn of the loop together:
 ``together.py``) -> the broker (``brokers/``: sequencing) ->
 ``FanOut.apply`` (``topics.py``: storage) -> ``FanOut.flush`` -> each stream's
 ``send``. A stream comes in through ``Hub.attach`` (resume in ``resume.py``,
-the server's ``send`` style in ``server.py``) and leaves through ``closing.py``.
+the server's ``send`` style in ``server.py``), joins and leaves in ``streams.py``
+(whose listeners, given here, are presence, webhooks and the metrics) and is
+ended in ``closing.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +37,8 @@ from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .presence import PresenceNews
 from .server import DisconnectWatch
-from .subscription import Subscription, peer_of
+from .streams import Streams
+from .subscription import Peer, Subscription, peer_of
 from .together import Together
 from .topics import Topics
 from .webhooks import Webhooks
@@ -77,15 +79,24 @@ class Hub:
         self.broker = broker or LocalBroker()
         # the newest applied position starts just before the broker's first
         self.topics = Topics(settings, self.broker.first_position - 1)
-        self.subscriptions: dict[int, Subscription] = {}
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
         self.on_drain: set[Callable[[], None]] = set()
         #: figures other parts add to this worker's /metrics report (mirror mode's upstream)
         self.reports: list[Callable[[], dict[str, Any]]] = []
-        self.closer = Closer(
-            settings, metrics, clock, self.send_style, self.topics, self.subscriptions
+        self.presence_news = PresenceNews(
+            split_list(settings.presence_topics),
+            settings.presence_interval,
+            self.publish,
+            settings.max_topic_length,
         )
+        self.webhooks = Webhooks(settings, metrics, clock) if settings.webhook_urls else None
+        listeners = (self.presence_news, self.webhooks, metrics)
+        #: the open streams: where they join and leave, and the listeners told
+        self.streams = Streams(self.topics, clock, [x for x in listeners if x is not None])
+        #: the open streams by id (``streams.by_id``; read it)
+        self.subscriptions = self.streams.by_id
+        self.closer = Closer(settings, metrics, self.send_style, self.streams)
         #: every stream's wait for ``http.disconnect`` (one watch, no object per stream)
         self.watch = DisconnectWatch(self.detach)
         self.fanout = FanOut(
@@ -102,19 +113,8 @@ class Hub:
         self.broker.bind(self)
         self.topics.on_drop = self.broker.release
         self.together = Together(self.broker, metrics, self.topics)
-        self._next_id = itertools.count(1)
         self._periodic: asyncio.Task[None] | None = None
-        self.presence_news = PresenceNews(
-            split_list(settings.presence_topics),
-            settings.presence_interval,
-            self.publish,
-            settings.max_topic_length,
-        )
-        self.closer.on_leave = self.presence_news.left
         self._presence: asyncio.Task[None] | None = None
-        self.webhooks: Webhooks | None = None
-        if settings.webhook_urls:
-            self.webhooks = Webhooks(settings, metrics, clock)
         self.figures = Figures(self)
 
     # ---------------------------------------------------------------- running
@@ -258,7 +258,7 @@ class Hub:
 
     def next_subscription_id(self) -> int:
         """A new stream's id (``/stats`` lists streams by it)."""
-        return next(self._next_id)
+        return self.streams.next_id()
 
     async def attach(
         self,
@@ -292,7 +292,7 @@ class Hub:
         if waiting is not None:
             await waiting  # the broker subscribes to new topics and loads their history
         peer = peer_of(scope, client, connection)
-        subscription, first = resume.open_stream(self, send, topics, peer, last_event_id, subject)
+        subscription, first = _open(self, send, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {
@@ -355,3 +355,41 @@ class Hub:
     ) -> dict[str, Any]:
         """Figures for ``/stats`` (``Figures.stats``)."""
         return self.figures.stats(with_connections, offset, limit)
+
+
+def _open(
+    hub: Hub,
+    send: Send,
+    names: Sequence[str],
+    peer: Peer,
+    last_event_id: str | None,
+    subject: str | None,
+) -> tuple[Subscription, bytes]:
+    """A stream of ``names`` made at its resume point (``resume.py``) and joined
+    (``streams.py``); it and its first bytes, which ``Hub.attach`` writes
+    (``FanOut.start``) before the next flush."""
+    hub.fanout.flush_pending()  # the positions below are the flushed heads
+    now = hub.clock()
+    topics = tuple([hub.topics.get(name, now) for name in names])
+    broker = hub.broker
+    status, cursors, first = resume.starting_point(
+        topics,
+        last_event_id,
+        broker.first_position,
+        hub.last_position,
+        broker.lost,
+        hub.settings.retry_ms,
+    )
+    subscription = Subscription(
+        hub.streams.next_id(),
+        send,
+        topics,
+        peer,
+        now,
+        asyncio.get_running_loop().create_future(),
+        subject,
+    )
+    subscription.resume = status
+    subscription.cursors = cursors  # its position once the first bytes are written
+    hub.streams.join(subscription)
+    return subscription, first

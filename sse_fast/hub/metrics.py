@@ -16,7 +16,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..protocol import Resume
+from .streams import StreamListener
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
 
 __all__ = [
     "CATALOGUE",
@@ -81,8 +87,9 @@ class Histogram:
         return lines
 
 
-class Metrics:
-    """All counters of one worker."""
+class Metrics(StreamListener):
+    """All counters of one worker (a listener of the hub's ``Streams``: it counts
+    the streams that join, and their resume outcomes)."""
 
     def __init__(self) -> None:
         self.connections_total = 0
@@ -110,6 +117,12 @@ class Metrics:
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
         self.publish_latency = Histogram()
+
+    def joined(self, subscription: Subscription) -> None:
+        """Count a stream that joined, and its resume outcome when it gave an id."""
+        if subscription.resume != Resume.NONE:
+            self.resume_total[subscription.resume] += 1
+        self.connections_total += 1
 
     def refuse(self, reason: str, count: int = 1) -> None:
         """Count ``count`` requests refused for ``reason`` (``sse_fast_refused_total``)."""

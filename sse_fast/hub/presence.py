@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..patterns import matches
 from ..publishing import PublishRequest
+from .streams import StreamListener
 
 if TYPE_CHECKING:
     from .subscription import Subscription
@@ -88,8 +89,9 @@ def add_up(parts: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class PresenceNews:
-    """The joins and leaves of the tracked topics, published once per interval."""
+class PresenceNews(StreamListener):
+    """The joins and leaves of the tracked topics, published once per interval (a
+    listener of the hub's ``Streams``)."""
 
     def __init__(
         self,

@@ -1,5 +1,5 @@
 """Resume: a ``Last-Event-ID`` becomes a position in each topic, or an honest
-``unknown`` / ``evicted``; a new stream is registered there (``open_stream``).
+``unknown`` / ``evicted``, and a new stream's first bytes (``starting_point``).
 
 The id is resolved to a position: an id found in one of the subscription's
 rings gives that frame's position; a number within the positions this member
@@ -13,31 +13,27 @@ than the positions this member may claim (after a broker's history break), is
 an ``sse-fast-missed`` event carrying the current position as its id) and the
 stream continues from now. "Resumed" is a promise: it is said only when every event after the id is
 still in the rings.
+
+Nothing here registers the stream: ``Hub.attach`` makes it at the point found
+here and it joins the hub in ``streams.py``.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 from .._core import encode
-from ..asgi import Send
 from ..protocol import Resume, missed_frame
-from .subscription import Peer, Subscription
 from .topics import Topic, read_since
-
-if TYPE_CHECKING:
-    from .hub import Hub
 
 __all__ = [
     "EVICTED",
     "NONE",
     "RESUMED",
     "UNKNOWN",
-    "open_stream",
     "opening_frame",
     "resolve",
+    "starting_point",
 ]
 
 #: no ``Last-Event-ID`` was given: the stream starts now
@@ -114,45 +110,20 @@ def opening_frame(
     return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms)
 
 
-def open_stream(
-    hub: Hub,
-    send: Send,
-    topic_names: Sequence[str],
-    peer: Peer,
+def starting_point(
+    topics: Sequence[Topic],
     last_event_id: str | None,
-    subject: str | None = None,
-) -> tuple[Subscription, bytes]:
-    """Register a stream of ``hub`` at its resume position; return it and its first
-    bytes (``opening_frame`` and, when resumed, the backlog). ``Hub.attach`` writes
-    them (``FanOut.start``) before the next flush."""
-    hub.fanout.flush_pending()  # the positions below are the flushed heads
-    now = hub.clock()
-    topics = tuple([hub.topics.get(name, now) for name in topic_names])
-    broker = hub.broker
-    status, cursors = resolve(
-        topics, last_event_id, broker.first_position, hub.last_position, broker.lost
-    )
-    subscription = Subscription(
-        hub.next_subscription_id(),
-        send,
-        topics,
-        peer,
-        now,
-        asyncio.get_running_loop().create_future(),
-        subject,
-    )
-    subscription.resume = status
-    first = opening_frame(status, last_event_id, hub.last_position, hub.settings.retry_ms)
-    if status != NONE:
-        hub.metrics.resume_total[status] += 1
+    first_position: int,
+    last_position: int,
+    lost: Sequence[tuple[int, int]],
+    retry_ms: int,
+) -> tuple[str, dict[Topic, int], bytes]:
+    """Where a new stream of ``topics`` starts: the resume outcome (``resolve``), its
+    ring cursor per topic once its first bytes are written, and those bytes
+    (``opening_frame`` and, when resumed, the backlog). The caller flushed what was
+    pending: the cursors of a stream that did not resume are the flushed heads."""
+    status, cursors = resolve(topics, last_event_id, first_position, last_position, lost)
+    first = opening_frame(status, last_event_id, last_position, retry_ms)
     if status == RESUMED:
-        first += read_since(cursors)[0]
-    subscription.cursors = cursors  # its position once the first bytes are written
-    hub.subscriptions[subscription.id] = subscription
-    for topic in topics:
-        topic.subscribers += 1
-    hub.presence_news.joined(subscription)
-    if hub.webhooks is not None:
-        hub.webhooks.connected(subscription)
-    hub.metrics.connections_total += 1
-    return subscription, first
+        first += read_since(cursors)[0]  # the cursors move past the backlog
+    return status, cursors, first

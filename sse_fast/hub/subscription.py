@@ -150,8 +150,9 @@ class Subscription:
         self.enter_sync()
 
     def leave_topics(self) -> None:
-        """Closed: out of every set of every topic, no longer counted there; its
-        catch-up task is cancelled. Once: a closed subscription is left alone."""
+        """Closed: out of every set of every topic; its catch-up task is cancelled.
+        Once: a closed subscription is left alone. (``Streams.leave`` calls it, and
+        counts the stream out of its topics.)"""
         if self.state == Subscription.CLOSED:
             return
         self.state = Subscription.CLOSED
@@ -159,7 +160,6 @@ class Subscription:
             topic.leave_in_sync(self)
             topic.in_sync_multi.pop(self, None)
             topic.catching_up.pop(self, None)
-            topic.subscribers -= 1
         self.cursors = _NO_CURSORS
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .._tasks import stop_task
-from ..protocol import Reason
 from ..publishing import matches
 from ..settings import split_list
 from ..webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from .streams import StreamListener
 
 if TYPE_CHECKING:
     import httpx
@@ -64,8 +64,9 @@ class Delivery:
             self.wake.set()
 
 
-class Webhooks:
-    """The webhooks of one worker (``Hub.webhooks`` when ``webhook_urls`` is set)."""
+class Webhooks(StreamListener):
+    """The webhooks of one worker (``Hub.webhooks`` when ``webhook_urls`` is set): a
+    listener of the hub's ``Streams`` that follows the streams of its topics."""
 
     def __init__(
         self,
@@ -111,17 +112,18 @@ class Webhooks:
         for delivery in self.deliveries:
             delivery.add(event, self.metrics)
 
-    def connected(self, subscription: Subscription) -> None:
-        """A stream opened; its end is queued when its ``closed`` resolves."""
-        if not self._wanted(subscription):
-            return
-        self._queue(self._event("connect", subscription))
-        subscription.closed.add_done_callback(
-            lambda closed: self._disconnected(subscription, closed)
-        )
+    def joined(self, subscription: Subscription) -> None:
+        """A stream of the webhook topics opened: its connect is queued."""
+        if self._wanted(subscription):
+            self._queue(self._event("connect", subscription))
 
-    def _disconnected(self, subscription: Subscription, closed: asyncio.Future[str]) -> None:
-        reason = Reason.SERVER_STOPPED if closed.cancelled() else closed.result()
+    def follows(self, subscription: Subscription) -> bool:
+        """Its end is queued too (``ended``) when it is a stream of the webhook topics."""
+        return self._wanted(subscription)
+
+    def ended(self, subscription: Subscription, reason: str) -> None:
+        """A stream of the webhook topics ended (its ``closed`` resolved): its
+        disconnect is queued, with the reason."""
         event = self._event("disconnect", subscription)
         event["reason"] = reason
         elapsed = self.monotonic() - subscription.connected_at
