@@ -7,6 +7,8 @@ report over its pipe (connected, errors, failures, seconds, started), then obeys
 
 * ``(Command.MEASURE, wall_time)``: count afresh, from events published at or
   after ``wall_time`` (sent before the warmup, so a late reader misses nothing);
+  ``(Command.MEASURE, (from, until))`` also ends the window (when the server
+  publishes by itself, its events go on after the window);
 * ``Command.RECONNECT``: drop every connection and reconnect it at once with
   ``Last-Event-ID`` (sequence tracking carries over, so gaps count as lost);
 * ``Command.STOP``: stop measuring and send the final report;
@@ -129,7 +131,8 @@ class _ClientProcess:
     async def obey(self, command: Command, argument: Any) -> bool:
         """Carry out ``command``; False once the process should end."""
         if command is Command.MEASURE:
-            self.stats.start_measuring(argument)
+            window = argument if isinstance(argument, (tuple, list)) else (argument,)
+            self.stats.start_measuring(*window)
         elif command is Command.RECONNECT:
             self.spawn(self.reconnect_all())
         elif command is Command.STOP:

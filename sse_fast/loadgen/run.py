@@ -347,8 +347,12 @@ class _LoadRun:
         # process starved of CPU may read its command pipe late, and one that
         # got it after the window began would reset its counts and miss events.
         window_from = time.time() + options.warmup + 0.5
+        # the server's own events go on after the window: it ends for the clients too
+        window = (
+            (window_from, window_from + options.duration) if options.no_publish else window_from
+        )
         for pipe in self.pipes:
-            pipe.send((Command.MEASURE, window_from))
+            pipe.send((Command.MEASURE, window))
         await phase.all_ticks(time.monotonic() + options.warmup)
         phase.window_from = window_from
         await phase.all_ticks(time.monotonic() + max(0.0, window_from - time.time()))

@@ -69,6 +69,7 @@ class ProcessStats:
     connect_failures: dict[str, int] = field(default_factory=dict)
     measuring: bool = False
     measure_from: float = 0.0  # events published before this wall time are not counted
+    measure_until: float = math.inf  # nor those published at or after this one
     histogram: LatencyHistogram = field(default_factory=LatencyHistogram)
     # per connection, from its request (in a storm, from the storm's start): the
     # response head, and the first event that counts
@@ -87,9 +88,11 @@ class ProcessStats:
     resumed_with_id: int = 0
     reconnects_on_close: int = 0  # streams the server ended, reconnected (reconnect_on_close)
 
-    def start_measuring(self, measure_from: float) -> None:
-        """Count afresh events published at or after ``measure_from`` (wall time)."""
+    def start_measuring(self, measure_from: float, measure_until: float = math.inf) -> None:
+        """Count afresh events published at or after ``measure_from`` and before
+        ``measure_until`` (wall times)."""
         self.measure_from = measure_from
+        self.measure_until = measure_until
         self.received = self.measured = self.duplicates = self.lost = 0
         self.histogram = LatencyHistogram()
         self.slow_histogram = LatencyHistogram()

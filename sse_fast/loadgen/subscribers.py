@@ -159,7 +159,8 @@ class Subscriber(asyncio.Protocol):
                 if self.requested_at > 0:
                     stats.first_event.add(now - self.requested_at)
             sent_at, seq, source = stamp
-            in_window = (now if sent_at is None else sent_at) >= stats.measure_from
+            stamped = now if sent_at is None else sent_at
+            in_window = stats.measure_from <= stamped < stats.measure_until
             if in_window:
                 stats.received += 1
             if seq is not None:
