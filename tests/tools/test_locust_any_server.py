@@ -17,6 +17,8 @@ import pytest
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 
+UNTIMED = "event (no time)"
+
 ROOT = Path(__file__).resolve().parents[2]
 
 #: the options that point the users at the chat app (see tests/support/foreign_apps.py)
@@ -79,16 +81,24 @@ class Run:
 
 
 def run_locust(
-    tmp_path: Path, host: str, *options: str, users: tuple[str, ...] = ("SSEUser", "PublisherUser")
+    tmp_path: Path,
+    host: str,
+    *options: str,
+    users: tuple[str, ...] = ("SSEUser", "PublisherUser"),
+    locustfile: str = "",
 ) -> Run:
-    locustfile = tmp_path / "locustfile.py"
-    locustfile.write_text("from sse_fast.locust import PublisherUser, SSEUser  # noqa: F401\n")
+    """Run locust headless on ``tmp_path/locustfile`` (default: one that imports the two
+    users), to ``host``, with ``options``; wait for it to end."""
+    if not locustfile:
+        locustfile = "locustfile.py"
+        text = "from sse_fast.locust import PublisherUser, SSEUser  # noqa: F401\n"
+        (tmp_path / locustfile).write_text(text)
     argv = [
         sys.executable,
         "-m",
         "locust",
         "-f",
-        str(locustfile),
+        str(tmp_path / locustfile),
         *users,
         "--headless",
         "--only-summary",
@@ -241,3 +251,72 @@ def test_refused_subscriptions_fail_the_run_and_say_so(tmp_path: Path) -> None:
     assert run.status == 1
     assert "over --sse-max-refusals 5%" in run.stderr
     assert "401" in (tmp_path / "run_failures.csv").read_text()
+
+
+#: a user's locustfile: the users pointed at the chat app (at HOST) by attributes and methods
+PYTHON_USERS = '''
+import orjson
+
+from sse_fast.loadtarget import CommandPublish, HttpPublish, Stamp, Stamps
+from sse_fast.locust import PublisherUser, SSEUser
+
+
+class ChatReader(SSEUser):
+    url = "/rooms/{topic}/stream"
+    headers = {"Authorization": "Bearer user-{user}"}
+    topic = "lobby"
+    stamps = Stamps("body.t", "body.s", "body.w", events=frozenset({"message"}))
+
+
+class RoomOrderReader(SSEUser):
+    """The room's own counter n as the one sequence, whoever published; no stamps: the
+    default ones (t, s, w at the top) find nothing in the chat's events."""
+
+    url = ChatReader.url
+    headers = ChatReader.headers
+    topic = "lobby"
+
+    def counts(self, event):
+        return event.event == "message"
+
+    def read_stamp(self, event):
+        body = orjson.loads(event.data)
+        return Stamp(body["body"]["t"], body["n"], "room")
+
+
+class ChatWriter(PublisherUser):
+    topic = "lobby"
+    publish = HttpPublish(
+        "HOST/rooms/{topic}/messages",
+        body='{"body": {data}}',
+        headers={"Content-Type": "application/json"},
+    )
+
+
+class CurlWriter(PublisherUser):
+    topic = "lobby"
+    publish = CommandPublish(
+        ["curl", "-sf", "-X", "POST", "-H", "Content-Type: application/json",
+         "--data-binary", '{"body": {data}}', "HOST/rooms/{topic}/messages"]
+    )
+'''
+
+
+def test_a_python_locustfile_points_the_users_by_attributes_and_methods(tmp_path: Path) -> None:
+    with serve_foreign("chat") as (base, _):
+        (tmp_path / "users.py").write_text(PYTHON_USERS.replace("HOST", base))
+        run = run_locust(
+            tmp_path,
+            base,
+            *("-u", "4", "-r", "4", "-t", "4s", "--publish-rate", "5"),
+            users=("ChatReader", "RoomOrderReader", "ChatWriter", "CurlWriter"),
+            locustfile="users.py",
+        )
+    assert run.status == 0, run.stderr[-3000:]
+    # 2 readers (one of each), 2 publishers at 5/s: every event counted, with latency
+    assert run.count("event") >= 2 * 2 * 10, run.rows
+    assert run.count(UNTIMED) == 0 and 0 < run.average("event") < 1000
+    assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+    assert run.count("/rooms/{topic}/messages", "POST") >= 10
+    assert run.count("publish command", "CMD") >= 10
+    assert run.failures("publish command", "CMD") == 0
