@@ -3,8 +3,10 @@
     locust -f benches/locustfile.py SSEUser PublisherUser --headless -u 50 -r 25 -t 20s \
         --host http://127.0.0.1:8765
 
-See ``sse_fast/locust.py`` (the users, their options, what each row means) and
-``benches/LOCUST.md``.
+The same users load any other SSE server through the ``--sse-*`` options (the
+stream's URL and headers, the events that count, where the stamps are in the data,
+where to publish). See ``sse_fast/locust/__init__.py`` (the users, their options,
+what each row means) and ``benches/LOCUST.md``.
 """
 
 from sse_fast.locust import PublisherUser, SSEUser
