@@ -2,11 +2,12 @@
 environment with only the install the page gives for it, as a new user would run it.
 
 An embedding example says what it needs on its first line, ``# pip install
-'sse_fast[starlette]' httpx``: this test builds a wheel of this checkout (the
-pure-Python one: the dependencies, not the extension, are what is checked here),
-makes a venv without this environment's packages, installs the wheel with that
-extra and the packages named, runs the block there, and checks that PyJWT (the
-edge's dependency) was neither installed nor needed."""
+'.[starlette]' httpx`` (at the checkout's root: the package is not on PyPI): this test
+builds a wheel of this checkout (the pure-Python one: the dependencies, not the
+extension, are what is checked here), makes a venv without this environment's
+packages, installs the wheel with that extra and the packages named, runs the block
+there, and checks that PyJWT (the edge's dependency) was neither installed nor
+needed. The install line itself, as written, is run by ``test_install_lines.py``."""
 
 from __future__ import annotations
 
@@ -46,8 +47,8 @@ pytestmark = [pytest.mark.xdist_group("venvs"), pytest.mark.mode_independent]
 
 
 def test_the_embedding_examples_say_what_they_need() -> None:
-    named = {extra for _, install, _ in EXAMPLES for extra in install if "sse_fast[" in extra}
-    assert named == {"sse_fast[starlette]", "sse_fast[aiohttp]", "sse_fast[django]"}
+    named = {extra for _, install, _ in EXAMPLES for extra in install if extra.startswith(".[")}
+    assert named == {".[starlette]", ".[aiohttp]", ".[django]"}
 
 
 def test_an_example_run_under_a_server_installs_it() -> None:
@@ -87,8 +88,7 @@ def test_an_embedding_example_runs_with_only_its_install(
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     requirements = [
-        f"{wheel}{name.removeprefix('sse_fast')}" if name.startswith("sse_fast[") else name
-        for name in install
+        f"{wheel}{name.removeprefix('.')}" if name.startswith(".[") else name for name in install
     ]
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", *requirements],
