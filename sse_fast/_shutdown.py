@@ -10,6 +10,11 @@ the previous handler, so the server still shuts down as it would have. Signal
 handlers can only be set from the main thread; elsewhere ``install`` does nothing
 and ``trigger()`` is the way in. Callbacks run in the signal handler's context:
 they must only schedule work (``loop.call_soon_threadsafe``).
+
+Each adapter has its own switch: its ``OpenStreams.on_signals`` (sse-starlette's
+``AppStatus.enable_automatic_graceful_drain`` is the Starlette drop-in's). Off,
+a signal leaves that adapter's streams open (``stop_all`` still ends them) and
+every other adapter's, and a mounted hub's drain, go on as before.
 """
 
 from __future__ import annotations
@@ -29,8 +34,6 @@ S = TypeVar("S")
 _lock = threading.Lock()
 _callbacks: list[Callable[[], object]] = []
 _installed = False
-#: signals end streams (False: only ``trigger()`` does; sse-starlette's switch)
-enabled = True
 
 
 def add(callback: Callable[[], object]) -> None:
@@ -46,7 +49,8 @@ def discard(callback: Callable[[], object]) -> None:
 
 
 def trigger() -> None:
-    """Call every callback (each schedules its own shutdown work)."""
+    """Call every callback (each schedules its own shutdown work): what SIGTERM and
+    SIGINT do. An adapter whose switch is off (``OpenStreams.on_signals``) does nothing."""
     with _lock:
         callbacks = list(_callbacks)
     for callback in callbacks:
@@ -69,8 +73,7 @@ def install() -> None:
             continue
 
         def handler(signum: int, frame: Any, previous: Any = previous) -> None:
-            if enabled:
-                trigger()
+            trigger()
             if callable(previous):
                 previous(signum, frame)
             elif previous == signal.SIG_DFL and signum == signal.SIGINT:
@@ -88,9 +91,10 @@ def uvicorn_exiting() -> bool:
 
 
 class OpenStreams(Generic[S]):
-    """The open streams of one kind in this process. ``stop_all`` (SIGTERM, through
-    ``install``) calls ``stop(stream)`` for each on its own event loop; safe from
-    any thread and from a signal handler. Streams are held weakly."""
+    """The open streams of one kind in this process (one adapter's). ``stop_all``
+    (SIGTERM, through ``install``, while ``on_signals``) calls ``stop(stream)`` for
+    each on its own event loop; safe from any thread and from a signal handler.
+    Streams are held weakly."""
 
     def __init__(self, stop: Callable[[S], object]) -> None:
         self._stop = stop
@@ -98,6 +102,9 @@ class OpenStreams(Generic[S]):
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        #: this adapter's switch: whether SIGTERM and SIGINT stop its streams
+        #: (``stop_all`` called directly always does)
+        self.on_signals = True
 
     def __len__(self) -> int:
         return len(self._open)
@@ -105,12 +112,16 @@ class OpenStreams(Generic[S]):
     def add(self, stream: S, loop: asyncio.AbstractEventLoop) -> None:
         with self._lock:
             self._open[stream] = loop
-        add(self.stop_all)
+        add(self._signalled)
         install()
 
     def discard(self, stream: S) -> None:
         with self._lock:
             self._open.pop(stream, None)
+
+    def _signalled(self) -> None:
+        if self.on_signals:
+            self.stop_all()
 
     def stop_all(self) -> int:
         """Stop every open stream; how many there were."""

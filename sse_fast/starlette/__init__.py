@@ -91,7 +91,9 @@ Theory of operation
   when uvicorn starts its shutdown, and when ``AppStatus.should_exit`` is set
   to true (sse-starlette's switch). A stream whose write is stuck then (a
   client that stopped reading) ends without its last chunk, as sse-starlette's
-  do, rather than wait behind it.
+  do, rather than wait behind it. ``AppStatus.enable_automatic_graceful_drain =
+  False`` keeps signals from ending these streams, and only these: the aiohttp
+  and Django adapters' streams and a mounted hub still end on a signal.
 * sse-starlette's seams. What its tests (and code written against it) patch
   is here and works as there: ``EventSourceResponse._listen_for_exit_signal``
   (replaced, its return shuts the stream down: it alone, as it replaces

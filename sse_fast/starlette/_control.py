@@ -83,8 +83,8 @@ class _AppStatusMeta(type):
         super().__setattr__(name, value)
         if name == "should_exit" and value:
             shutdown_streams()
-        elif name == "enable_automatic_graceful_drain":
-            _shutdown.enabled = bool(value)
+        elif name == "enable_automatic_graceful_drain":  # this adapter's switch only
+            streams.on_signals = bool(value)
 
 
 class AppStatus(metaclass=_AppStatusMeta):
@@ -96,10 +96,11 @@ class AppStatus(metaclass=_AppStatusMeta):
 
     @staticmethod
     def disable_automatic_graceful_drain() -> None:
-        """Signals no longer end the streams (set ``should_exit`` yourself)."""
+        """Signals no longer end this adapter's streams (set ``should_exit`` yourself);
+        other adapters' (aiohttp, Django, a mounted hub) still end."""
         AppStatus.enable_automatic_graceful_drain = False
 
     @staticmethod
     def enable_automatic_graceful_drain_mode() -> None:
-        """Signals end the streams again (the default)."""
+        """Signals end this adapter's streams again (the default)."""
         AppStatus.enable_automatic_graceful_drain = True
