@@ -63,31 +63,28 @@ def _reader(stamps: Stamps) -> Callable[[str, str], Stamp | tuple[Any, ...] | No
 
 
 def _flat_reader(stamps: Stamps) -> Callable[[str, str], tuple[Any, ...] | None]:
-    """The reader of paths that are single keys of a JSON object (the hot path)."""
-    time_key, seq_key, source_key = (stamps.time or None, stamps.sequence or None, stamps.source)
+    """The reader of paths that are single keys of a JSON object (the hot path: every
+    check is a class identity; ``body.get(None)`` is None for a path not given)."""
+    time_key, seq_key, source_key = stamps.time or None, stamps.sequence or None, stamps.source
     source_key = source_key or None
     scale = UNITS[stamps.unit]
-    loads = orjson.loads
+    loads, decode_error = orjson.loads, orjson.JSONDecodeError
 
     def flat(name: str, data: str) -> tuple[Any, ...] | None:
         try:
             body = loads(data)
-        except orjson.JSONDecodeError:
+            sent_at = body.get(time_key)
+            sequence = body.get(seq_key)
+            source = body.get(source_key)
+        except (decode_error, AttributeError):  # not JSON, or not an object
             return None
-        if body.__class__ is not dict:
-            return None
-        sent_at = body.get(time_key) if time_key else None
-        if sent_at.__class__ in _NUMBERS:
-            sent_at = sent_at * scale if scale != 1.0 else sent_at
-        else:
-            sent_at = None
-        sequence = body.get(seq_key) if seq_key else None
+        if sent_at.__class__ is not float or scale != 1.0:
+            sent_at = sent_at * scale if sent_at.__class__ in _NUMBERS else None
         if sequence.__class__ is not int:
             sequence = None
-        if sent_at is None and sequence is None:
-            return None
-        source = body.get(source_key) if source_key else None
-        if source.__class__ in (dict, list):
+            if sent_at is None:
+                return None
+        if source.__class__ is dict or source.__class__ is list:
             source = orjson.dumps(source).decode()
         return sent_at, sequence, source
 

@@ -62,6 +62,9 @@ def test_nothing_listening_is_named() -> None:
         port = server.port
     code, output = run_loadgen(port, "--connections", "10")
     assert code == 1 and "refused" in output and "is the server running" in output
+    # no server's memory to report, said once, with what to do
+    assert output.count(f"no process listening on port {port}") == 1
+    assert "--server-pid" in output and " rss=-" in output
 
 
 def test_lost_or_missing_events_fail_the_run() -> None:
@@ -121,6 +124,10 @@ def test_sse_fast_loadgen_is_the_same_tool() -> None:
         )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "delivered=" in done.stdout and "lost=0" in done.stdout
+    # every run times each connection's connect and first event (probes while
+    # connecting), and finds the server's memory by its port
+    assert re.search(r" connect=[0-9.]+ms/[0-9.]+ms first-event=[0-9.]+ms/", done.stdout)
+    assert re.search(r" rss=[0-9.]+MB \([0-9.]+ KB/conn\)", done.stdout), done.stdout
 
 
 def test_the_server_fixture_works_in_a_users_own_tests(tmp_path: Path) -> None:

@@ -382,3 +382,40 @@ def test_help_and_runs_without_httptools() -> None:
     )
     assert done.returncode == 2
     assert "pip install 'sse_fast[loadgen]'" in done.stderr
+
+
+DATAS = [
+    '{"t": 1.5, "s": 3, "w": "a"}',
+    '{"t": 1500, "s": 3}',
+    '{"t": "soon", "s": 3}',
+    '{"t": true, "s": 1}',
+    '{"s": false}',
+    '{"t": 2, "s": 2.0}',
+    '{"t": 1.0, "w": {"k": [1]}}',
+    '{"t": null, "s": null}',
+    "{}",
+    "[1, 2]",
+    "null",
+    '"text"',
+    "not json",
+]
+STAMPS = [
+    Stamps(),
+    Stamps(unit="ms"),
+    Stamps(time="", sequence="s"),
+    Stamps(source=None),
+    Stamps(time="t", sequence=None, unit="us"),
+]
+
+
+@pytest.mark.parametrize("stamps", STAMPS, ids=repr)
+def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> None:
+    """The hot path's reader of single-key paths gives what ``Stamps.read`` (the
+    reference) gives, for data of every shape."""
+    from sse_fast.loadgen.reading import Reading
+
+    reading = Reading(stamps)
+    for data in DATAS:
+        expected = stamps.read("", data)
+        got = reading.read("", data)
+        assert (tuple(got) if got else None) == (tuple(expected) if expected else None), data
