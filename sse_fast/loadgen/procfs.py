@@ -71,8 +71,10 @@ def listening_pids(port: int) -> list[int]:
 
     The processes holding the listening socket may be workers only (Granian's): their
     process group's leader, when it is one of their ancestors (the server's main
-    process, started with a group of its own as a shell's ``&`` does), is the root
-    instead; not when that group is the caller's own (a script that started both)."""
+    process, started with a group of its own as an interactive shell's ``&`` does), is
+    the root instead; when that group is the caller's own (a script that started both),
+    the furthest ancestor with the worker's own command line (a forked worker's main
+    process)."""
     inodes = _listening_inodes(port)
     if not inodes:
         return []
@@ -103,18 +105,32 @@ def _stat(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()  # state, ppid, pgrp, session, ...
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _root(pid: int, callers_group: int) -> int:
-    """``pid``'s process group leader when it is ``pid`` or an ancestor of it and the
-    group is not ``callers_group``; else ``pid``."""
+    """Where the server holding a listening socket in ``pid`` starts: its process group's
+    leader when that is ``pid`` or an ancestor of it and the group is not
+    ``callers_group``; else its furthest ancestor running the same command line (a
+    forked worker's main process); else ``pid``."""
     try:
         group = int(_stat(pid)[2])
-        if group == callers_group:
-            return pid
         ancestor = pid
-        while ancestor > 1:
+        while group != callers_group and ancestor > 1:
             if ancestor == group:
                 return group
             ancestor = int(_stat(ancestor)[1])
+        command = _cmdline(pid)
+        while pid > 1:
+            parent = int(_stat(pid)[1])
+            if parent <= 1 or _cmdline(parent) != command:
+                break
+            pid = parent
     except (OSError, ValueError, IndexError):
         pass
     return pid

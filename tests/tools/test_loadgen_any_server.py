@@ -24,7 +24,7 @@ import pytest
 
 from sse_fast.loadgen import LoadOptions, listening_pids, process_tree
 from sse_fast.loadtarget import Stamp, Stamps
-from sse_fast.testing import ServerProcess
+from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 
@@ -241,7 +241,7 @@ def test_bad_flags_are_refused_with_what_to_do(flags: list[str], said: str) -> N
     assert said in done.stderr
 
 
-def test_the_servers_processes_are_found_by_port() -> None:
+def test_the_servers_processes_are_found_by_port(tmp_path: Path) -> None:
     with ServerProcess("--workers", "2") as server:
         assert server.proc is not None
         found = listening_pids(server.port)
@@ -249,6 +249,21 @@ def test_the_servers_processes_are_found_by_port() -> None:
         # only the workers listen; the main process (their group's leader) and its
         # helpers count too: the whole tree, nothing else
         assert len(tree) >= 3 and sorted(found) == sorted(tree), (found, tree)
+    # started in the caller's own process group (a script's `&`): the workers' command
+    # line leads to their main process
+    port = free_port()
+    argv = [sys.executable, "-m", "sse_fast", "serve", "--port", str(port), "--workers", "2"]
+    env = {**os.environ, "SSE_FAST_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while len(listening_pids(port)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree(proc.pid)
+        assert len(tree) >= 3 and listening_pids(port) == sorted(tree)
+    finally:
+        proc.terminate()
+        proc.wait(20)
     with serve_foreign("chat") as (base, uvicorn):
         assert uvicorn in listening_pids(int(base.rsplit(":", 1)[1]))
     with socket.socket() as idle:
