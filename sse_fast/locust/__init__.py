@@ -41,7 +41,7 @@ Nchan, Mercure ...). Theory of operation, by file:
     At the end: lost events, duplicates, publish failures, refused subscriptions and
     broken streams are counted apart, each against its threshold
     (``--sse-max-lost 0``, ``--sse-max-duplicates 0``, ``--sse-max-publish-failures
-    5%``, ``--sse-max-refusals 5%``, ``--sse-max-stream-errors 5%``); the exit code
+    10%``, ``--sse-max-refusals 5%``, ``--sse-max-stream-errors 5%``); the exit code
     is ``--exit-code-on-error`` when one is exceeded, when fewer than
     ``--sse-min-events`` (1) events counted, or when another row failed; else 0. A
     one-line summary is logged and the CSV files rewritten with the final figures.

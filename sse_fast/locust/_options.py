@@ -40,7 +40,7 @@ USERS_PER_WORKER = 1_000_000
 THRESHOLDS = (
     ("--sse-max-lost", "SSE_MAX_LOST", "0", "lost events (and refused resumes)"),
     ("--sse-max-duplicates", "SSE_MAX_DUPLICATES", "0", "duplicate events"),
-    ("--sse-max-publish-failures", "SSE_MAX_PUBLISH_FAILURES", "5%", "failed publishes"),
+    ("--sse-max-publish-failures", "SSE_MAX_PUBLISH_FAILURES", "10%", "failed publishes"),
     ("--sse-max-refusals", "SSE_MAX_REFUSALS", "5%", "refused or failed subscribe requests"),
     ("--sse-max-stream-errors", "SSE_MAX_STREAM_ERRORS", "5%", "streams that broke"),
 )
