@@ -30,6 +30,8 @@ from ..loadtarget import (
     sse_fast_publish,
 )
 
+#: the reconnection delay before a stream sends ``retry:`` (ms; what browsers use)
+DEFAULT_RETRY_MS = 3000
 #: sse_fast's subscribe request, the default
 SSE_FAST_STREAM = "/events?topic={topic}"
 #: each worker's user numbers ``{user}`` start at its index times this
@@ -69,8 +71,8 @@ OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
      "again on each connection: count gaps and repeats within a stream only"}),
     ("--sse-read-timeout", "SSE_READ_TIMEOUT", {"type": float, "default": 60.0,
      "help": "seconds without data before a stream counts as dead"}),
-    ("--sse-retry", "SSE_RETRY", {"type": int, "default": 3000, "help": "ms to wait before "
-     "reconnecting until the stream sends 'retry:' (what browsers use: 3000)"}),
+    ("--sse-retry", "SSE_RETRY", {"type": float, "default": DEFAULT_RETRY_MS / 1000, "help":
+     "seconds to wait before reconnecting until the stream sends 'retry:' (browsers: 3)"}),
     ("--sse-reconnect-every", "SSE_RECONNECT_EVERY", {"type": float, "default": 0.0,
      "help": "end each stream after this many seconds, then reconnect as after a drop (0: never)"}),
     ("--sse-no-resume", "SSE_NO_RESUME", {**_FLAG, "help": "reconnect without Last-Event-ID, "

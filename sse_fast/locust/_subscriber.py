@@ -25,6 +25,7 @@ from .._core import Parser
 from ..loadtarget import Stamp, Stamps, Subscription
 from ..protocol import DISCONNECT, MISSED, Reason, read_control
 from . import _options
+from ._options import DEFAULT_RETRY_MS
 
 __all__ = [
     "DEFAULT_RETRY_MS",
@@ -36,8 +37,6 @@ __all__ = [
     "StreamError",
 ]
 
-#: the reconnection delay before a stream sends ``retry:`` (ms; what browsers use)
-DEFAULT_RETRY_MS = 3000
 SSE = "SSE"
 #: the row of counted events that carry no publish time
 UNTIMED = "event (no time)"
@@ -149,7 +148,8 @@ class SSEUser(FastHttpUser):
         worker = getattr(runner, "worker_index", 0) or 0
         self.user_index: int = worker * _options.USERS_PER_WORKER + next(_user_numbers)
         self.last_event_id: str | None = None
-        self.retry_ms: int = int(option(environment, "sse_retry", DEFAULT_RETRY_MS))
+        retry = float(option(environment, "sse_retry", DEFAULT_RETRY_MS / 1000))
+        self.retry_ms: int = round(retry * 1000)  # until the stream sends retry:
         self.next_wait: float = 0.0  # seconds before the next connection
         self.down_since: float | None = None  # when the previous stream ended
         self.seen: dict[Any, tuple[int, int]] = {}  # source -> (last sequence, its attempt)

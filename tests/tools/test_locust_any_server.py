@@ -167,7 +167,7 @@ def test_a_server_driven_ticker_needs_no_publisher(tmp_path: Path) -> None:
             base,
             *TICKER,
             *("-u", "2", "-r", "2", "-t", "5s", "--publishers", "0"),
-            *("--sse-reconnect-every", "0.5", "--sse-retry", "200", "--sse-seq-per-stream"),
+            *("--sse-reconnect-every", "0.5", "--sse-retry", "0.2", "--sse-seq-per-stream"),
             users=("SSEUser",),
         )
     assert run.status == 0, run.stderr[-3000:]
@@ -186,7 +186,7 @@ def test_a_sequence_that_restarts_counts_as_duplicates_unless_per_stream(
             base,
             *TICKER,
             *("-u", "1", "-r", "1", "-t", "5s", "--publishers", "0"),
-            *("--sse-reconnect-every", "0.5", "--sse-retry", "200"),
+            *("--sse-reconnect-every", "0.5", "--sse-retry", "0.2"),
             users=("SSEUser",),
         )
     # the ticker counts n from 1 on each connection: across a reconnection, without
