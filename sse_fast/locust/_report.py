@@ -50,6 +50,7 @@ class Kind:
     option: str
     found: int = 0
     attempts: int = 0
+    detail: str = ""  # what ``found`` is made of, when more than one thing
 
 
 _environment: Any = None
@@ -112,7 +113,10 @@ def tally(environment: Any) -> tuple[dict[str, Kind], int, set[tuple[str, str]]]
     events_counted = requests(("event", SSE), (UNTIMED, SSE))
     kinds = {
         "--sse-max-lost": Kind(
-            "--sse-max-lost", failures(*lost_rows), events_counted + requests(("lost", SSE))
+            "--sse-max-lost",
+            failures(*lost_rows),
+            events_counted + requests(("lost", SSE)),
+            f" ({failures(('lost', SSE))} lost events, {failures((MISSED, SSE))} refused resumes)",
         ),
         "--sse-max-duplicates": Kind(
             "--sse-max-duplicates", failures(("duplicate", SSE)), events_counted
@@ -138,7 +142,7 @@ def verdict(environment: Any) -> list[str]:
     for name, kind in kinds.items():
         if limits[name].exceeded(kind.found, kind.attempts):
             problems.append(
-                f"{kind.found} of {kind.attempts} over {name} {limits[name]} "
+                f"{kind.found} of {kind.attempts}{kind.detail} over {name} {limits[name]} "
                 f"(raise {name} to accept them)"
             )
     wanted = int(_options.option(environment, "sse_min_events", 1))
