@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,16 @@ class Run:
     def average(self, name: str, kind: str = "SSE") -> float:
         """The row's average response time (ms)."""
         return float(self.rows[(kind, name)]["Average Response Time"])
+
+
+def _run_seconds(stderr: str) -> float:
+    """Seconds from locust's "Run time limit set" log line to its "limit reached" one."""
+    stamps = {}
+    for line in stderr.splitlines():
+        for key in ("Run time limit set", "--run-time limit reached"):
+            if key in line:
+                stamps[key] = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f")
+    return (stamps["--run-time limit reached"] - stamps["Run time limit set"]).total_seconds()
 
 
 def run_locust(
@@ -175,6 +186,8 @@ def test_a_server_driven_ticker_needs_no_publisher(tmp_path: Path) -> None:
     assert 0 < run.average("event") < 1000  # "ts" read in ms
     assert run.count("reconnect") >= 4
     assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+    # the run lasted its -t: gevent's clock was not left where locust's imports began
+    assert _run_seconds(run.stderr) >= 4.9
 
 
 def test_a_sequence_that_restarts_counts_as_duplicates_unless_per_stream(
