@@ -5,9 +5,9 @@ returns a ``Result``. Any SSE server: its API is described with
 ``sse_fast.loadtarget`` (``--url``, ``--publish-url``, ... on the command line).
 Modules: ``cli`` (the flags and how to run it), ``run`` (run_load, Result),
 ``subscribers`` (the connections), ``clients`` (the client processes), ``reading``
-(where an event's stamps are), ``publishers``, ``stats``, ``procfs``. A run needs
-httptools (``pip install 'sse_fast[loadgen]'``); importing this package and
-``--help`` do not.
+(where an event's stamps are), ``publishers``, ``phases`` (publishing at a rate,
+probing), ``stats``, ``procfs``. A run needs httptools (``pip install
+'sse_fast[loadgen]'``); importing this package and ``--help`` do not.
 """
 
 from __future__ import annotations

@@ -34,12 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import orjson
-
 from ..loadtarget import CommandPublish, HttpPublish, Stamps, Subscription
 from .clients import Command, subscriber_process
+from .phases import Prober, Published, PublishPhase, make_publisher, publisher_kind
 from .procfs import cpu_seconds, rss_kb
-from .publishers import CommandPublisher, KeepAlivePublisher, PublishRequest, sse_fast_publish
+from .publishers import PublishRequest, sse_fast_publish
 from .reading import picklable
 from .result import Result, merged, ms, optional_results, timing_results
 
@@ -231,17 +230,6 @@ class _Connected:
                 self.failures[key] = self.failures.get(key, 0) + count
 
 
-@dataclass
-class _Published:
-    """What the publishers did in the measured window."""
-
-    published: int
-    errors: int
-    elapsed: float
-    failures: dict[str, int]
-    cpu_marks: list[float]
-
-
 class _LoadRun:
     """One run of ``run_load``: the client processes, their pipes, the phases."""
 
@@ -327,7 +315,7 @@ class _LoadRun:
     def connect(self) -> _Connected:
         """Wait for every client process's first report (probing during a storm)."""
         options = self.options
-        prober = _Prober(lambda: make_publisher(options), self.topic_names, options.probe_interval)
+        prober = Prober(lambda: make_publisher(options), self.topic_names, options.probe_interval)
         started = time.monotonic()
         if options.probing:
             prober.start()
@@ -339,10 +327,10 @@ class _LoadRun:
             prober.stop()  # publishes one more probe right after all are connected
         return _Connected(reports, seconds)
 
-    async def publish(self) -> _Published:
+    async def publish(self) -> Published:
         """Warm up, then publish through the measured window."""
         options = self.options
-        phase = _PublishPhase(options, self.topic_names)
+        phase = PublishPhase(options, self.topic_names)
         # The window's start goes to the clients before the warmup: a client
         # process starved of CPU may read its command pipe late, and one that
         # got it after the window began would reset its counts and miss events.
@@ -374,7 +362,7 @@ class _LoadRun:
     def result(
         self,
         connected: _Connected,
-        published: _Published,
+        published: Published,
         finals: list[dict[str, Any]],
         rss: tuple[int, int],
     ) -> Result:
@@ -447,143 +435,10 @@ class _LoadRun:
                 proc.kill()
 
 
-class _PublishPhase:
-    """The publishers of one run, ticking at the run's rate."""
-
-    def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
-        self.options = options
-        self.topic_names = topic_names
-        self.publishers = (
-            []
-            if options.no_publish
-            else [make_publisher(options) for _ in range(options.publishers)]
-        )
-        self.padding = "x" * max(0, options.payload_bytes - 48)
-        self.turns = [0] * options.publishers  # publishes so far (the topics take turns)
-        self.seqs: list[dict[str, int]] = [{} for _ in range(options.publishers)]
-        # Events stamped at or after window_from are the measured ones, for the
-        # clients and for the publish count alike: no race with the command pipe.
-        self.window_from = float("inf")
-        self.published = 0
-
-    async def all_ticks(self, until: float) -> None:
-        if not self.publishers:  # the server publishes by itself: only the time passes
-            await asyncio.sleep(max(0.0, until - time.monotonic()))
-        await asyncio.gather(*(self.tick(i, until) for i in range(len(self.publishers))))
-
-    async def tick(self, index: int, until: float) -> None:
-        """Publisher ``index`` publishes its share of the rate until ``until``."""
-        options = self.options
-        interval = options.publishers / options.rate
-        next_at = time.monotonic() + index * interval / options.publishers
-        while True:
-            now = time.monotonic()
-            if now >= until:
-                return
-            if options.strict_window and next_at >= until:
-                await asyncio.sleep(until - now)  # the next slot is past the phase
-                return
-            if now < next_at:
-                await asyncio.sleep(next_at - now)
-            await self.publish_one(index)
-            next_at += interval
-            if next_at < time.monotonic() - 1.0:  # cannot keep up: do not burst
-                next_at = time.monotonic()
-
-    async def publish_one(self, index: int) -> None:
-        """Publisher ``index``'s next event, to the next topic in turn. Sequence numbers
-        are per publisher and topic: a subscriber sees one topic, and a gap is a loss."""
-        names = self.topic_names
-        turn = self.turns[index]
-        self.turns[index] = turn + 1
-        topic = names[turn % len(names)]
-        seq = self.seqs[index].get(topic, 0)
-        self.seqs[index][topic] = seq + 1
-        stamp = time.time()
-        data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
-        if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
-            self.published += 1
-
-    def close(self, elapsed: float, cpu_marks: list[float]) -> _Published:
-        failures: dict[str, int] = {}
-        for publisher in self.publishers:
-            publisher.close()
-            for key, count in publisher.failures.items():
-                failures[key] = failures.get(key, 0) + count
-        errors = sum(p.errors for p in self.publishers)
-        return _Published(self.published, errors, elapsed, failures, cpu_marks)
-
-
-def _server_cpu(result: Result, published: _Published, has_pids: bool) -> None:
+def _server_cpu(result: Result, published: Published, has_pids: bool) -> None:
     marks = published.cpu_marks
     if has_pids and len(marks) == 2 and marks[1] > marks[0]:
         used = marks[1] - marks[0]
         result.server_cpu_seconds = round(used, 2)
         result.server_cores_used = round(used / (published.elapsed + 1.0), 2)
         result.delivered_per_server_core_second = round(result.delivered / used, 1)
-
-
-def make_publisher(options: LoadOptions) -> KeepAlivePublisher | CommandPublisher:
-    """One publisher as ``options`` say: a command, an HTTP publish, or ``publish_request``
-    on ``host``:``port`` (sse_fast's API by default)."""
-    if isinstance(options.publish, CommandPublish):
-        return CommandPublisher(options.publish)
-    if isinstance(options.publish, HttpPublish):
-        address = options.publish.address
-        return KeepAlivePublisher(address.host, address.port, options.publish.request)
-    return KeepAlivePublisher(options.host, options.port, options.publish_request)
-
-
-def publisher_kind(options: LoadOptions) -> str:
-    """``"none"`` (the server publishes), ``"command"`` or ``"http"``."""
-    if options.no_publish:
-        return "none"
-    return "command" if isinstance(options.publish, CommandPublish) else "http"
-
-
-class _Prober:
-    """Publishes a probe event to every topic each ``interval`` s from a thread of its
-    own while the clients connect, and once more when stopped."""
-
-    def __init__(
-        self,
-        make: Callable[[], KeepAlivePublisher | CommandPublisher],
-        topics: list[str],
-        interval: float,
-    ) -> None:
-        import threading
-
-        self.make = make
-        self.topics = topics
-        self.interval = interval
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.sent = 0
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.done.set()
-            self.thread.join(30)
-
-    def _run(self) -> None:
-        async def main() -> None:
-            publisher = self.make()
-            seq = 0
-            last = False
-            while True:
-                last = self.done.is_set()
-                for topic in self.topics:
-                    data = orjson.dumps({"t": time.time(), "w": -1, "s": seq, "p": ""}).decode()
-                    self.sent += await publisher.publish(topic, data)
-                seq += 1
-                if last:
-                    break
-                await asyncio.get_running_loop().run_in_executor(
-                    None, self.done.wait, self.interval
-                )
-            publisher.close()
-
-        asyncio.run(main())
