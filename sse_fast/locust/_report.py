@@ -70,6 +70,19 @@ def _on_init(environment: Any, **_: Any) -> None:
     gevent.get_hub().loop.update_now()
     try:
         _options.check(environment)
+        # a worker has its options (and --host) from the master later, when users start
+        on_worker = isinstance(environment.runner, WorkerRunner)
+        subscribers, publishers = ([], []) if on_worker else _ours(environment)
+        for cls in subscribers:  # a path needs a host; a bad class attribute shows now
+            _options.subscription(cls, environment, cls.host or environment.host)
+        for publisher in publishers:
+            host = publisher.host or environment.host
+            if (
+                host
+                or publisher.publish is not None
+                or _options.option(environment, "sse_publish_url", None)
+            ):
+                _options.publish(publisher, environment, host)
     except ValueError as exc:  # TemplateError too
         print(f"sse_fast.locust: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -77,7 +90,7 @@ def _on_init(environment: Any, **_: Any) -> None:
     PublisherUser.fixed_count = max(0, int(_options.option(environment, "publishers", 1)))
 
 
-def _ours(environment: Any) -> tuple[list[type], list[type]]:
+def _ours(environment: Any) -> tuple[list[type[SSEUser]], list[type[PublisherUser]]]:
     classes = list(environment.user_classes or ())
     return (
         [c for c in classes if issubclass(c, SSEUser)],

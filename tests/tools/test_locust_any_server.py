@@ -378,3 +378,20 @@ def test_a_restart_of_sse_fast_fails_publishes_but_not_the_run(tmp_path: Path) -
     assert result.count("lost") == 0 and result.count("duplicate") == 0, result.rows
     assert result.failures("/publish", "POST") >= 1  # refused while the server was down
     assert result.status == 0, result.stderr[-3000:]  # within --sse-max-publish-failures
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (("--sse-url", "/rooms/{tpoic}/stream"), "unknown placeholder {tpoic} in"),
+        (("--sse-max-lost", "a few"), "--sse-max-lost 'a few': give a count"),
+        (("--sse-publish-url", "/pub/{user}"), "{user} has no value"),
+    ],
+)
+def test_a_bad_option_stops_locust_before_the_run_saying_what_to_write(
+    tmp_path: Path, options: tuple[str, ...], said: str
+) -> None:
+    run = run_locust(tmp_path, "http://127.0.0.1:9", *options, "-t", "30s")
+    assert run.status == 2, run.stderr[-3000:]
+    assert said in run.stderr
+    assert "Ramping" not in run.stderr  # no user started
