@@ -387,6 +387,7 @@ def test_a_restart_of_sse_fast_fails_publishes_but_not_the_run(tmp_path: Path) -
         (("--sse-max-lost", "a few"), "--sse-max-lost 'a few': give a count"),
         (("--sse-publish-url", "/pub/{user}"), "{user} has no value"),
     ],
+    ids=["misspelt-placeholder", "threshold", "placeholder-without-value"],
 )
 def test_a_bad_option_stops_locust_before_the_run_saying_what_to_write(
     tmp_path: Path, options: tuple[str, ...], said: str
@@ -395,3 +396,22 @@ def test_a_bad_option_stops_locust_before_the_run_saying_what_to_write(
     assert run.status == 2, run.stderr[-3000:]
     assert said in run.stderr
     assert "Ramping" not in run.stderr  # no user started
+
+
+def test_streams_that_break_count_against_their_own_threshold(tmp_path: Path) -> None:
+    with serve_foreign("chat") as (base, _):
+        run = run_locust(
+            tmp_path,
+            base,
+            *CHAT,
+            *("-u", "2", "-r", "2", "-t", "3s", "--publishers", "0", "--sse-min-events", "0"),
+            # nothing is published and the app pings every 5 s: each stream times out
+            *("--sse-read-timeout", "0.3", "--sse-retry", "0.2"),
+            users=("SSEUser",),
+        )
+    broken = run.failures("stream end")
+    assert broken >= 4 and broken == run.count("stream end"), run.rows
+    assert run.failures("/rooms/{topic}/stream", "GET") == 0  # opened fine: not refusals
+    assert run.status == 1
+    assert f"{broken} of {broken} over --sse-max-stream-errors 5%" in run.stderr
+    assert "--sse-max-refusals" not in run.stderr
