@@ -86,7 +86,7 @@ def test_a_lazy_start_cancelled_leaves_nothing_attached() -> None:
 
 
 def test_a_topic_counts_its_streams_and_shares_empty_sets_until_used() -> None:
-    """A topic counts its streams (``subscribers``, from ``open_stream`` to the
+    """A topic counts its streams (``subscribers``, from ``Streams.join`` to the
     stream leaving, once however often it is detached); its sets for multi-topic
     and catching-up streams are one shared empty dict each until a first member
     (memory per topic), and those shared dicts are never written to."""
