@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 from ..protocol import Reason
 from .subscription import Subscription
@@ -68,12 +68,6 @@ class Streams:
         self.by_id: dict[int, Subscription] = {}
         self.listeners = tuple(listeners)
         self._next_id = itertools.count(1)
-
-    def __len__(self) -> int:
-        return len(self.by_id)
-
-    def __iter__(self) -> Iterator[Subscription]:
-        return iter(self.by_id.values())
 
     def next_id(self) -> int:
         """A new stream's id (``/stats`` lists streams by it)."""
