@@ -210,12 +210,20 @@ def test_a_sequence_that_restarts_counts_as_duplicates_unless_per_stream(
     assert "over --sse-max-duplicates 0" in run.stderr
 
 
-def test_nchan_is_measured_without_loss(tmp_path: Path) -> None:
+@pytest.mark.parametrize("by", ["url", "command"])
+def test_nchan_is_measured_without_loss(tmp_path: Path, by: str) -> None:
     with nchan_server() as (base, _):
+        if by == "url":
+            publish = ("--sse-publish-url", "/pub/{topic}")
+            row = ("/pub/{topic}", "POST")
+        else:  # a command per event, run without a shell
+            command = f"curl -sf --data-binary {{data}} {base}/pub/{{topic}}"
+            publish = ("--sse-publish-command", command)
+            row = ("publish command", "CMD")
         run = run_locust(
             tmp_path,
             base,
-            *("--sse-url", "/sub/{topic}", "--sse-publish-url", "/pub/{topic}"),
+            *("--sse-url", "/sub/{topic}", *publish),
             *("-u", "4", "-r", "4", "-t", "5s", "--publish-rate", "10"),
         )
     assert run.status == 0, run.stderr[-3000:]
@@ -223,8 +231,7 @@ def test_nchan_is_measured_without_loss(tmp_path: Path) -> None:
     assert 0 < run.average("event") < 1000
     assert run.count("first event") >= 3
     assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
-    assert run.count("/pub/{topic}", "POST") >= 20
-    assert run.failures("/pub/{topic}", "POST") == 0
+    assert run.count(*row) >= 20 and run.failures(*row) == 0
 
 
 @pytest.mark.parametrize("limit", ["default", "100%"])
