@@ -32,12 +32,22 @@ _NUMBERS = (int, float)
 class Reading:
     """Which events count and their stamps, as ``Stamps`` says (see the module docstring)."""
 
-    __slots__ = ("events", "read", "stamps")
+    __slots__ = ("events", "keys", "read", "stamps")
 
     def __init__(self, stamps: Stamps) -> None:
         self.stamps = stamps
         self.events = stamps.events  # empty: every event counts
         self.read: Callable[[str, str], Stamp | tuple[Any, ...] | None] = _reader(stamps)
+        #: the keys (time, sequence, source; None: not there) when every path is one key
+        #: and the time is in seconds: the subscribers read these inline, as ``read`` does
+        self.keys: tuple[str | None, str | None, str | None] | None = None
+        paths = (stamps.time, stamps.sequence, stamps.source)
+        if (
+            stamps.reader is None
+            and stamps.unit == "s"
+            and not any("." in (p or "") for p in paths)
+        ):
+            self.keys = (stamps.time or None, stamps.sequence or None, stamps.source or None)
 
     def counts(self, name: str) -> bool:
         """Whether events named ``name`` count (``""`` is ``message``)."""

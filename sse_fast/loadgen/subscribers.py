@@ -30,6 +30,8 @@ try:
 except ImportError:  # pragma: no cover - a run refuses to start without it (run.py)
     httptools = None  # type: ignore[assignment]
 
+import orjson
+
 from .._core import Parser
 from ..loadtarget import Stamps
 from .reading import Reading
@@ -150,15 +152,35 @@ class Subscriber(asyncio.Protocol):
                 self.last_id = event.id
             if reading.events and (event.event or "message") not in reading.events:
                 continue  # not an event that counts (e.g. a "joined" notice)
-            stamp = reading.read(event.event, event.data)
-            if stamp is None:
-                stats.foreign += 1  # counts, but has no stamp where the paths point
-                continue
+            keys = reading.keys
+            if keys is not None:  # the hot path: reading.flat, inline
+                try:
+                    body = loads(event.data)
+                    sent_at = body.get(keys[0])
+                    seq = body.get(keys[1])
+                    source = body.get(keys[2])
+                except (decode_error, AttributeError):
+                    stats.foreign += 1
+                    continue
+                if sent_at.__class__ is not float:
+                    sent_at = sent_at if sent_at.__class__ is int else None
+                if seq.__class__ is not int:
+                    seq = None
+                    if sent_at is None:
+                        stats.foreign += 1
+                        continue
+                if source.__class__ is dict or source.__class__ is list:
+                    source = orjson.dumps(source).decode()
+            else:
+                stamp = reading.read(event.event, event.data)
+                if stamp is None:
+                    stats.foreign += 1  # counts, but has no stamp where the paths point
+                    continue
+                sent_at, seq, source = stamp
             if not self.first_event_at:
                 self.first_event_at = now
                 if self.requested_at > 0:
                     stats.first_event.add(now - self.requested_at)
-            sent_at, seq, source = stamp
             stamped = now if sent_at is None else sent_at
             in_window = stats.measure_from <= stamped < stats.measure_until
             if in_window:
@@ -196,6 +218,7 @@ class Subscriber(asyncio.Protocol):
             self.connected.set_result(0)
 
 
+loads, decode_error = orjson.loads, orjson.JSONDecodeError
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 

@@ -434,3 +434,25 @@ def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> Non
         expected = stamps.read("", data)
         got = reading.read("", data)
         assert (tuple(got) if got else None) == (tuple(expected) if expected else None), data
+
+    async def through_a_subscriber(data: str) -> tuple[int, int, dict[object, int], int]:
+        from sse_fast.loadgen import ProcessStats, Subscriber
+
+        stats = ProcessStats()
+        stats.start_measuring(0.0)
+        subscriber = Subscriber(stats, reading=reading)
+        subscriber.status = 200
+        subscriber.on_body(f"data: {data}\n\n".encode())
+        return stats.foreign, stats.received, subscriber.last_seq, stats.histogram.total
+
+    # and the subscribers' own reading (inline for single keys in seconds) agrees
+    for data in DATAS:
+        expected = stamps.read("", data)
+        foreign, received, last_seq, timed = asyncio.run(through_a_subscriber(data))
+        if expected is None:
+            assert (foreign, received, last_seq, timed) == (1, 0, {}, 0), data
+        else:
+            sent_at, seq, source = expected
+            assert (foreign, received) == (0, 1), data
+            assert last_seq == ({} if seq is None else {source: seq}), data
+            assert timed == (sent_at is not None), data
