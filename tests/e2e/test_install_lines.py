@@ -196,9 +196,11 @@ def _check_what_it_is_for(line: str, venv: Path, env: dict[str, str], compiled: 
     loaded = f"import {', '.join(modules)}\n"
     if ours:
         loaded += f"assert sse_fast.HAS_EXTENSIONS is {compiled}, sse_fast.EXTENSION_IMPORT_ERROR"
+    elsewhere = venv.parent / "elsewhere"  # not beside the clone, named sse_fast itself
+    elsewhere.mkdir()
     for program, *args in [["python", "-c", loaded], *map(shlex.split, commands)]:
         ran = subprocess.run(
-            [str(venv / "bin" / program), *args], cwd=venv.parent, env=env,
+            [str(venv / "bin" / program), *args], cwd=elsewhere, env=env,
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
         assert ran.returncode == 0, f"{where}: {line}: {program} {args}: {ran.stderr}"
