@@ -183,3 +183,15 @@ def test_run_load_takes_options_or_keywords_not_unknown_ones() -> None:
     options = LoadOptions(host="127.0.0.1", port=1, name="t", connections=1, rate=1, duration=1)
     with pytest.raises(TypeError, match="not both"):
         run_load(options, rate=2)
+
+
+def test_several_topics_and_publishers_lose_nothing() -> None:
+    """Sequence numbers are per publisher and topic: a subscriber sees its topic's
+    events only, and counts no gap where there is none."""
+    with ServerProcess() as server:
+        code, output = run_loadgen(
+            server.port, "--connections", "60", "--topics", "3", "--publishers", "2"
+        )
+    assert code == 0, output
+    assert re.search(r"x 3 topic\(s\) delivered=(\d+)/\1 ", output), output
+    assert " lost=0 dup=0 " in output
