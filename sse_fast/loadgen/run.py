@@ -279,6 +279,8 @@ class _LoadRun:
             paths = [options.subscribe_path(topic) for topic in topics]
         else:
             host, port = subscribe.address.host, subscribe.address.port
+            if host == "localhost":  # the client sockets are IPv4 (127.0.0.x sources)
+                host = "127.0.0.1"
             paths = [subscribe.path(topic, user) for user, topic in enumerate(topics)]
             if subscribe.headers:
                 headers = [
