@@ -36,11 +36,11 @@ SHORT = [
     "--sources",
     "1",
     "--duration",
-    "1.5",
+    "1",
     "--warmup",
-    "0.5",
+    "0.3",
     "--drain",
-    "0.5",
+    "0.3",
 ]
 
 
@@ -103,7 +103,7 @@ def test_the_chat_app_under_load(drop_in: bool, tmp_path: Path) -> None:
             *chat_flags(base), "--connections", "40", "--rate", "10", tmp_path=tmp_path
         )
     assert_complete(code, output, result, 40)
-    assert result["published"] >= 10 and result["publisher"] == "http"
+    assert result["published"] >= 8 and result["publisher"] == "http"
     # the server's memory, found by its port (uvicorn's process): in the line too
     assert result["server_rss_idle_kb"] > 10_000
     assert re.search(r"rss=[0-9.]+MB", output), output
@@ -129,8 +129,8 @@ def test_a_server_that_publishes_by_itself(tmp_path: Path) -> None:
         )
     assert code == 0, output
     assert result["publisher"] == "none" and result["expected"] == 0 and result["published"] == 0
-    # a tick each 50 ms per stream, those stamped in the 1.5 s window: ~30 per connection
-    assert 20 * 20 <= result["delivered"] <= 20 * 32
+    # a tick each 50 ms per stream, those stamped in the 1 s window: ~20 per connection
+    assert 20 * 12 <= result["delivered"] <= 20 * 22
     assert result["lost"] == 0 and result["duplicates"] == 0
     assert 0 < result["p50_ms"] < 1000  # from the ticks' own times (ms)
     assert result["first_event_clients"] == 20
