@@ -66,13 +66,15 @@ def require_httptools() -> None:
         ) from exc
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoadOptions:
-    """What ``run_load`` does; its keyword arguments (see ``run_load``)."""
+    """What ``run_load`` does; its keyword arguments (see ``run_load``). ``host`` and
+    ``port`` default to ``subscribe``'s address (else 127.0.0.1:8000), ``name`` to
+    ``host:port``."""
 
-    host: str
-    port: int
-    name: str
+    host: str = ""
+    port: int = 0
+    name: str = ""
     connections: int
     rate: float
     duration: float
@@ -108,6 +110,12 @@ class LoadOptions:
     retry: float = 3.0  # seconds before a reconnect when the stream named no retry
 
     def __post_init__(self) -> None:
+        if self.subscribe is not None:
+            self.host = self.host or self.subscribe.address.host
+            self.port = self.port or self.subscribe.address.port
+        self.host = self.host or "127.0.0.1"
+        self.port = self.port or 8000
+        self.name = self.name or f"{self.host}:{self.port}"
         if self.topic_names is not None:
             if not self.topic_names:
                 raise ValueError("topic_names is empty: give at least one topic")
@@ -148,8 +156,9 @@ class LoadOptions:
 def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
     """Connect, warm up, publish at ``rate`` for ``duration`` seconds, collect.
 
-    Takes a ``LoadOptions`` or its fields as keyword arguments (``host``,
-    ``port``, ``name``, ``connections``, ``rate`` and ``duration`` are required).
+    Takes a ``LoadOptions`` or its fields as keyword arguments (``connections``,
+    ``rate`` and ``duration`` are required; ``host``, ``port``: the server, by default
+    ``subscribe``'s address or 127.0.0.1:8000; ``name``: what the line calls it).
     Any SSE server (see ``sse_fast.loadtarget``; all on loopback):
 
     * ``subscribe``: a ``Subscription`` (URL and headers, templates with ``{topic}``

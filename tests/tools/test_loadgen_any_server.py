@@ -456,3 +456,32 @@ def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> Non
             assert (foreign, received) == (0, 1), data
             assert last_seq == ({} if seq is None else {source: seq}), data
             assert timed == (sent_at is not None), data
+
+
+def test_run_load_takes_the_servers_api_as_objects() -> None:
+    """From Python: the subscription, the publish and the stamps, no host or port."""
+    from sse_fast.loadgen import run_load
+    from sse_fast.loadtarget import HttpPublish, Subscription
+
+    with serve_foreign("chat") as (base, _):
+        result = run_load(
+            subscribe=Subscription(
+                f"{base}/rooms/{{topic}}/stream", {"Authorization": "Bearer user-{user}"}
+            ),
+            publish=HttpPublish(f"{base}/rooms/{{topic}}/messages", body='{"body": {data}}'),
+            stamps=Stamps(
+                time="body.t", sequence="body.s", source="body.w", events=frozenset({"message"})
+            ),
+            topic_names=["lobby", "kitchen"],
+            connections=10,
+            rate=10,
+            duration=1,
+            warmup=0.3,
+            drain=0.3,
+            processes=1,
+            sources=1,
+        )
+    assert result.target == base.removeprefix("http://")
+    assert result.problems() == [], result.line()
+    assert result.topics == 2 and result.delivered == result.expected > 0
+    assert result.first_event_clients == 10
