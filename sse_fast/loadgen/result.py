@@ -153,13 +153,14 @@ class Result:
             f"first-event={_ms(self.first_event_p50_ms)}/{_ms(self.first_event_p99_ms)} "
             f"{published}{delivered} "
             f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates}{extra} "
-            f"p50={self.p50_ms:.1f}ms p99={self.p99_ms:.1f}ms p999={self.p999_ms:.1f}ms "
-            f"max={self.max_ms:.1f}ms rss={rss}{per_core}"
+            f"p50={_ms(self.p50_ms)} p99={_ms(self.p99_ms)} p999={_ms(self.p999_ms)} "
+            f"max={_ms(self.max_ms if self.p50_ms == self.p50_ms else None)} rss={rss}{per_core}"
         )
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}ms"
+    """``12.3ms``, or ``-`` when nothing was measured (None, NaN)."""
+    return "-" if value is None or value != value else f"{value:.1f}ms"
 
 
 def merged(finals: list[dict[str, Any]], key: str) -> LatencyHistogram:
