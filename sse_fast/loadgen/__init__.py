@@ -6,8 +6,8 @@ returns a ``Result``. Any SSE server: its API is described with
 Modules: ``cli`` (the flags and how to run it), ``run`` (run_load, Result),
 ``subscribers`` (the connections), ``clients`` (the client processes), ``reading``
 (where an event's stamps are), ``publishers``, ``phases`` (publishing at a rate,
-probing), ``stats``, ``procfs``. A run needs httptools (``pip install
-'sse_fast[loadgen]'``); importing this package and ``--help`` do not.
+probing), ``stats``, ``procfs``. A run needs httptools (the ``loadgen``
+extra); importing this package and ``--help`` do not.
 """
 
 from __future__ import annotations

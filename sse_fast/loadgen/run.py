@@ -61,8 +61,9 @@ def require_httptools() -> None:
         import httptools  # noqa: F401
     except ImportError as exc:
         raise ImportError(
-            f"the load generator parses HTTP with httptools ({exc}); "
-            "install it with: pip install 'sse_fast[loadgen]'"
+            f"the load generator parses HTTP with httptools ({exc}); install it with "
+            "pip install httptools, or the loadgen extra: pip install '.[loadgen]' in a "
+            "checkout of sse_fast"
         ) from exc
 
 
