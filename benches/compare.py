@@ -141,7 +141,9 @@ class Runner:
             result = run_load(
                 **target.load_arguments(),
                 progress=lambda s: log("    " + s.strip()),
-                **load,
+                # no probes while connecting (the storm scenario probes by itself):
+                # the conditions of the results recorded before they existed
+                **{"probe": False, **load},
             )
             row = asdict(result)
             row["scenario"] = scenario

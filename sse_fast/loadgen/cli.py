@@ -117,7 +117,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--no-probe",
         action="store_true",
         help="publish no probe events while connecting (then the time to first event waits "
-        "for the warmup's events)",
+        "for the warmup's events; there are none by default with more than 64 topics)",
     )
     parser.add_argument(
         "--reconnect-on-close",

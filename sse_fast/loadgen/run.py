@@ -45,6 +45,8 @@ from .result import Result, merged, ms, optional_results, timing_results
 __all__ = ["LoadOptions", "Result", "run_load"]  # Result is defined in result.py
 
 LOOPBACK_PREFIX = "127.0.0."
+#: up to this many topics, a publishing run probes while connecting unless told not to
+PROBED_TOPICS = 64
 
 
 def _default_path(topic: str) -> str:
@@ -106,7 +108,7 @@ class LoadOptions:
     no_publish: bool = False  # the server publishes by itself
     stamps: Stamps = field(default_factory=Stamps)
     topic_names: list[str] | None = None  # None: bench-0, bench-1, ... (topics of them)
-    probe: bool | None = None  # None: probe while connecting when there is a publisher
+    probe: bool | None = None  # None: probe while connecting, with a publisher and <= 64 topics
     reconnect_on_close: bool = False
     retry: float = 3.0  # seconds before a reconnect when the stream named no retry
 
@@ -129,7 +131,11 @@ class LoadOptions:
         """Whether probes are published while connecting."""
         if self.no_publish:
             return False
-        return self.first_event_probe or (self.probe is None or self.probe)
+        if self.first_event_probe or self.probe:
+            return True
+        # by default, up to PROBED_TOPICS topics: a probe per topic each probe_interval
+        # would otherwise be a publish load of its own while the clients connect
+        return self.probe is None and self.topics <= PROBED_TOPICS
 
     def client_options(self) -> dict[str, Any]:
         """The ``options`` of each client process (only what differs from its defaults)."""
@@ -175,7 +181,8 @@ def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
 
     Every run measures each connection's connect time (request written -> response
     head) and time to its first event that counts (``connect_*``, ``first_event_*``);
-    ``probe`` (default: when there is a publisher) publishes a probe event to every
+    ``probe`` (default: when there is a publisher and at most ``PROBED_TOPICS`` topics;
+    True forces it) publishes a probe event to every
     topic each ``probe_interval`` s while connecting, and once more right after all
     are connected, so every connection gets a first event early. Probes are stamped
     before the measured window: they never count in ``published``, ``expected``,

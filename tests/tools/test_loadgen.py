@@ -8,6 +8,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -195,3 +196,24 @@ def test_several_topics_and_publishers_lose_nothing() -> None:
     assert code == 0, output
     assert re.search(r"x 3 topic\(s\) delivered=(\d+)/\1 ", output), output
     assert " lost=0 dup=0 " in output
+
+
+def test_probes_go_out_by_default_only_where_they_are_no_load_of_their_own() -> None:
+    from sse_fast.loadgen.run import PROBED_TOPICS, LoadOptions
+
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 8000,
+        "name": "x",
+        "connections": 10,
+        "rate": 1.0,
+        "duration": 1.0,
+    }
+    assert LoadOptions(**base).probing
+    assert LoadOptions(**base, topics=PROBED_TOPICS).probing
+    # a probe per topic every 0.1 s over thousands of topics would be a load test of its own
+    assert not LoadOptions(**base, topics=PROBED_TOPICS + 1).probing
+    assert LoadOptions(**base, topics=PROBED_TOPICS + 1, probe=True).probing
+    assert LoadOptions(**base, topics=PROBED_TOPICS + 1, first_event_probe=True).probing
+    assert not LoadOptions(**base, probe=False).probing
+    assert not LoadOptions(**base, no_publish=True).probing
