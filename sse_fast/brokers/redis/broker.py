@@ -3,13 +3,21 @@
 The broker connects and closes, says whether it can publish, publishes, and
 reports. What it is delivered comes through its ``Feed`` (``feed.py``); its
 probes and gathers go over the node's channel (``probes.py``). Both are parts
-it owns and builds: they read and update the member's state kept here.
+it owns and builds. Each piece of the member's state has one owner, which alone
+changes it, through named operations; the others read it or ask:
+
+* the feed: the topics held, and what it read of the sequence (``Known``: the
+  newest position seen, the horizon, the epoch, ``first_position``, the counts
+  of reconnects, repairs and breaks), which the broker's ``first_position``,
+  ``horizon`` and ``stats`` read;
+* ``Availability`` (``availability.py``): up or down, told by the feed (the
+  subscription), and by the publishes, probes and resyncs (whether Redis answers);
+* the broker: its settings, the client and scripts, and ``closing``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -22,6 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
+from .availability import Availability
 from .feed import Feed
 from .presence import RedisPresence
 from .probes import Probes
@@ -78,27 +87,27 @@ class RedisBroker(Broker):
         self.member_id = uuid.uuid4().hex[:12]
         self.keys = sequence_keys(prefix)
         self.node_channel = node_channel(prefix, self.node)
-        # Claims are per topic here (each loaded topic's floor): every position is ours.
-        self.first_position = 1
-        self.horizon = 0
-        self.epoch: str | None = None
-        #: the newest position this member has seen handed out (reads, messages)
-        self.seen = 0
-        #: topics this member is subscribed to (or subscribing)
-        self.held: set[str] = set()
-        self.reconnects = 0
-        self.repairs = 0
-        self.history_breaks = 0
         self.client: aioredis.Redis | None = None
         self.publish_script: Any = None
         self.read_script: Any = None
         self.advance_script: Any = None
-        #: whether Redis answered the last command (the subscription is ``feed.live``)
-        self.commands_ok = True
-        self.down_since: float | None = time.monotonic()
+        #: up or down: the subscription is live and Redis answered the last command
+        self.availability = Availability()
         self.closing = False
         self.feed = Feed(self)
         self.probes = Probes(self)
+
+    # The feed owns what it read (``Known``); the contract's names read it.
+
+    @property
+    def first_position(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
+        """The oldest position this member may claim to know (raised by a break)."""
+        return self.feed.known.first_position
+
+    @property
+    def horizon(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
+        """The newest position a history read found handed out."""
+        return self.feed.known.horizon
 
     # ---------------------------------------------------------------- running
 
@@ -127,24 +136,19 @@ class RedisBroker(Broker):
         await self.feed.drop()
         if self.client is not None:
             await self.client.aclose()
-        self.feed.live = False
+        self.availability.subscription_lost()
 
     # ---------------------------------------------------------------- availability
 
     @property
     def available(self) -> bool:
         """Whether the subscription is live and Redis answered the last command."""
-        return self.feed.live and self.commands_ok
+        return self.availability.up
 
     @property
     def unavailable_for(self) -> float:
         """Seconds since Redis became unavailable (0 while it is available)."""
-        if self.available:
-            self.down_since = None
-            return 0.0
-        if self.down_since is None:
-            self.down_since = time.monotonic()
-        return time.monotonic() - self.down_since
+        return self.availability.down_for()
 
     def unavailable_error(self, why: str) -> PublishError:
         """The 503 that refuses a publish or a stream while Redis is away."""
@@ -193,7 +197,7 @@ class RedisBroker(Broker):
         # publish goes to Redis, and this member's streams get it with the repair.
         if self.publish_script is None:
             raise self.unavailable_error("not connected")
-        if not self.commands_ok:  # known down: refused at once, not after a timeout
+        if not self.availability.answers:  # known down: refused at once, not after a timeout
             raise self.unavailable_error("it does not answer")
         assert self.client is not None
         args = publish_args(self.prefix, requests, self.history_frames, self.history_age)
@@ -211,14 +215,14 @@ class RedisBroker(Broker):
                 raise PublishError(str(exc)) from None
             raise self.unavailable_error(str(exc)) from None
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            self.commands_ok = False
+            self.availability.unanswered()
             raise PublishError(
                 f"Redis did not answer ({exc}): the publish may or may not have been "
                 "published (give events ids to recognise them on retry)",
                 status=503,
                 retry_after=RETRY_AFTER,
             ) from None
-        self.commands_ok = True
+        self.availability.answered()
         if replicas < self.wait_replicas:
             raise PublishError(
                 f"Redis published it, but {replicas} of {self.wait_replicas} replicas confirmed "
@@ -232,13 +236,14 @@ class RedisBroker(Broker):
     def stats(self) -> dict[str, Any]:
         """``/stats``' ``redis`` section: connected, node, topics subscribed, reconnects, repairs
         and history breaks."""
+        known = self.feed.known
         return {
             "redis": {
                 "connected": self.available,
                 "node": self.node,
-                "topics_subscribed": len(self.held),
-                "reconnects": self.reconnects,
-                "repairs": self.repairs,
-                "history_breaks": self.history_breaks,
+                "topics_subscribed": len(self.feed.held),
+                "reconnects": known.reconnects,
+                "repairs": known.repairs,
+                "history_breaks": known.history_breaks,
             }
         }

@@ -4,6 +4,12 @@
   member holds (``prepare``; new topics of one loop iteration together), routes
   each message to the member, or holds it back while the topic's history is
   read, and replaces a subscription that was lost or went stale (``run``).
+  The topics held (``held``) change only here, in ``prepare`` and ``release``;
+  the subscription's liveness is told to the member's ``Availability``.
+* ``Known``: what the feed has read of the sequence (the newest position seen,
+  the horizon, the dataset's epoch, where the member's claims start, and the
+  counts of reconnects, repairs and breaks), changed only by its named
+  operations, which the feed and the history reads call.
 * ``History``: reads of the topics' streams (``READ_SCRIPT``) and what they
   mean: a new topic's floor (never below the dataset's, ``sse:floor``) and
   history, a repaired topic's gap, and at each (re)subscription the resync
@@ -35,6 +41,7 @@ __all__ = [
     "LOAD_CHUNK",
     "Feed",
     "History",
+    "Known",
     "Read",
     "Reconnect",
     "ignore_result",
@@ -68,16 +75,64 @@ class Reconnect(Exception):
     """The subscription must be replaced (stale, or silently reconnected)."""
 
 
+class Known:
+    """What a member's feed has read of the sequence; changed only by these operations."""
+
+    def __init__(self) -> None:
+        #: the newest position this member has seen handed out (reads, messages)
+        self.seen = 0
+        #: a position every event up to which is known to exist (the newest one read)
+        self.horizon = 0
+        #: the dataset's epoch, once read
+        self.epoch: str | None = None
+        #: the oldest position this member may claim to know (claims are per topic here,
+        #: each loaded topic's floor: every position is ours until a break)
+        self.first_position = 1
+        #: subscriptions replaced, resyncs that found nothing lost, and breaks said
+        self.reconnects = 0
+        self.repairs = 0
+        self.history_breaks = 0
+
+    def saw(self, position: int) -> None:
+        """A live message at ``position`` reached the member."""
+        if position > self.seen:
+            self.seen = position
+
+    def read_up_to(self, position: int) -> None:
+        """A history read said ``position`` is the newest handed out."""
+        self.seen = max(self.seen, position)
+        self.horizon = max(self.horizon, position)
+
+    def resynced(self, read: Read) -> None:
+        """A resync read ``read``: its dataset is the member's now."""
+        self.epoch = read.epoch
+        self.read_up_to(read.position)
+
+    def broke(self, floor: int) -> None:
+        """Redis lost data: the member's claims start after the dataset's new ``floor``."""
+        self.history_breaks += 1
+        self.first_position = floor + 1
+
+    def repaired(self) -> None:
+        """A resync found nothing lost."""
+        self.repairs += 1
+
+    def reconnecting(self) -> None:
+        """The subscription is replaced."""
+        self.reconnects += 1
+
+
 class Feed:
     """A member's pub/sub subscription and the topics it holds."""
 
     def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
-        self.history = History(broker)
+        self.known = Known()
+        #: topics this member is subscribed to (or subscribing); changed only here
+        self.held: set[str] = set()
+        self.history = History(broker, self)
         self.channel_prefix = channel_prefix(broker.prefix)
         self.pubsub: Any = None
-        #: subscribed and resynced: messages flow to the member
-        self.live = False
         self.task: asyncio.Task[None] | None = None
         self.ready: asyncio.Event | None = None
         self._loading: dict[str, asyncio.Future[None]] = {}
@@ -118,13 +173,13 @@ class Feed:
             except (RedisError, OSError, asyncio.TimeoutError, Reconnect) as exc:
                 if self.live:
                     log.error("Redis subscription lost (%s): repairing after reconnect", exc)
-                self.live = False
+                broker.availability.subscription_lost()
             await self.drop()
             if broker.closing:
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
-            broker.reconnects += 1
+            self.known.reconnecting()
 
     async def drop(self) -> None:
         """Close the subscription; whoever waits for a confirmation is told."""
@@ -138,6 +193,11 @@ class Feed:
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
+
+    @property
+    def live(self) -> bool:
+        """Subscribed and resynced: messages flow to the member."""
+        return self.broker.availability.live
 
     def channel(self, name: str) -> bytes:
         """The pub/sub channel of topic ``name``."""
@@ -165,7 +225,7 @@ class Feed:
         self.pubsub = broker.client.pubsub()
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
-            channels = [broker.node_channel.encode(), *(self.channel(n) for n in broker.held)]
+            channels = [broker.node_channel.encode(), *(self.channel(n) for n in self.held)]
             await self._subscribe(channels)
         finally:
             await stop_task(reader)
@@ -177,8 +237,7 @@ class Feed:
         held_back, self._held_back = self._held_back or {}, None
         for items in held_back.values():
             self.broker.deliver(items)
-        self.live = True
-        self.broker.down_since = None
+        self.broker.availability.subscribed()
 
     async def _confirm_loop(self) -> None:
         """Read while subscribing at (re)connect: confirmations and held-back messages."""
@@ -233,11 +292,10 @@ class Feed:
             # (re)subscribing: not "seen" until the resync knows which dataset it is from
             held_back.setdefault(topic, []).append(item)
             return
-        if item.position > broker.seen:
-            broker.seen = item.position
+        self.known.saw(item.position)
         if topic in self._loading:
             self._loading_back.setdefault(topic, []).append(item)
-        elif topic in broker.held:
+        elif topic in self.held:
             broker.deliver([item])
 
     # ---------------------------------------------------------------- topics
@@ -247,7 +305,7 @@ class Feed:
         of one loop iteration together); an awaitable that ends once they and any still loading are
         ready (``PublishError`` 503 while the subscription is not live), or None when there is
         nothing to wait for."""
-        new = [name for name in names if name not in self.broker.held]
+        new = [name for name in names if name not in self.held]
         loading = [self._loading[name] for name in names if name in self._loading]
         if not new and not loading:
             return None
@@ -265,7 +323,7 @@ class Feed:
                 loop.call_soon(self._start_batch)
             future, names = self._batch
             for name in new:
-                self.broker.held.add(name)
+                self.held.add(name)
                 self._loading[name] = future
                 names.append(name)
             loading = [*loading, future]
@@ -287,7 +345,7 @@ class Feed:
         except BaseException as exc:
             for name in names:
                 if self._loading.get(name) is future:
-                    self.broker.held.discard(name)
+                    self.held.discard(name)
                     self._loading.pop(name, None)
                     self._loading_back.pop(name, None)
             if not future.done():
@@ -305,13 +363,12 @@ class Feed:
         for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
             chunk = names[start : start + LOAD_CHUNK]
             read = await self.history.read(dict.fromkeys(chunk))
-            if read.epoch != broker.epoch:
+            if read.epoch != self.known.epoch:
                 # Redis lost its data and the subscription did not notice (a FLUSHALL):
                 # the resync that tells the streams comes first
                 self.epoch_changed = True
                 raise ConnectionError("Redis lost its data: the node repairs first")
-            broker.seen = max(broker.seen, read.position)
-            broker.horizon = max(broker.horizon, read.position)
+            self.known.read_up_to(read.position)
             for name in chunk:
                 self.history.apply(name, None, read)
                 self._loading.pop(name, None)
@@ -322,9 +379,9 @@ class Feed:
     def release(self, name: str) -> None:
         """Drop topic ``name`` (not while it loads): it is unsubscribed at the loop's next turn,
         with the others released meanwhile."""
-        if name not in self.broker.held or name in self._loading:
+        if name not in self.held or name in self._loading:
             return
-        self.broker.held.discard(name)
+        self.held.discard(name)
         self._release.add(name)
         if not self._release_scheduled:
             self._release_scheduled = True
@@ -332,7 +389,7 @@ class Feed:
 
     def _send_release(self) -> None:
         self._release_scheduled = False
-        names = [name for name in self._release if name not in self.broker.held]
+        names = [name for name in self._release if name not in self.held]
         self._release.clear()
         if names and self.pubsub is not None and self.live:
             task = asyncio.get_running_loop().create_task(
@@ -344,8 +401,9 @@ class Feed:
 class History:
     """Reads of the topics' streams, and what they mean to the member."""
 
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, feed: Feed) -> None:
         self.broker = broker
+        self.feed = feed
 
     async def read(self, froms: dict[str, int | None]) -> Read:
         """The sequence, and per topic: the max deleted position, the stream
@@ -364,46 +422,44 @@ class History:
         """After (re)subscribing: check the epoch, and repair every held topic
         from its stream (after telling the streams what Redis lost)."""
         broker = self.broker
+        known = self.feed.known
         member = broker.member
-        held = sorted(broker.held)
+        held = sorted(self.feed.held)
         froms: dict[str, int | None] = {name: member.newest_position(name) for name in held}
         read = await self.read(froms)
         lost = None
-        if broker.epoch is not None and read.epoch != broker.epoch:
+        if known.epoch is not None and read.epoch != known.epoch:
             lost = Reason.REDIS_RESTARTED
             log.warning("Redis lost its data (epoch changed): open streams are told")
-        elif read.position < broker.seen and not broker.wait_replicas:
+        elif read.position < known.seen and not broker.wait_replicas:
             # a failover to a replica that had not received every event we saw
             lost = Reason.REDIS_LOST_WRITES
             log.warning(
                 "Redis is behind events this node saw (position %d < %d: a failover to a "
                 "replica that lagged; see --redis-wait-replicas): open streams are told",
                 read.position,
-                broker.seen,
+                known.seen,
             )
         if lost is not None:
             # Nothing after the newest position we hold or saw can be vouched for: the
             # dataset's floor goes above it (ids we gave out never resolve to new events
             # there, on any node), the streams are told at the floor, and what Redis has
             # after it (published since it came back) follows.
-            above = max(member.last_position, broker.seen)
+            above = max(member.last_position, known.seen)
             floor = await broker.advance_script(
                 keys=broker.keys, args=[broker.prefix, above, read.epoch]
             )
             if floor is None:
                 raise Reconnect("Redis lost its data again during the repair")
-            broker.history_breaks += 1
-            broker.first_position = int(floor) + 1
-            member.rejoined(broker.first_position, lost)
-        elif broker.epoch is not None:
-            broker.repairs += 1
+            known.broke(int(floor))
+            member.rejoined(known.first_position, lost)
+        elif known.epoch is not None:
+            known.repaired()
         for name in held:
-            after = froms[name] if lost is None else broker.first_position - 1
+            after = froms[name] if lost is None else known.first_position - 1
             self.apply(name, after, read)
-        broker.epoch = read.epoch
-        broker.seen = max(broker.seen, read.position)
-        broker.horizon = max(broker.horizon, read.position)
-        broker.commands_ok = True
+        known.resynced(read)
+        broker.availability.answered()
 
     def apply(self, name: str, since: int | None, read: Read) -> None:
         """Give the member topic ``name``'s history in ``read``, what is after

@@ -2,7 +2,7 @@
 
 * Probes. Every ``probe_interval`` (every 0.25 s while Redis is known down) a
   member publishes a numbered probe on its node's channel. Publishing tells
-  whether commands work (``available``); the probe coming back on the
+  whether commands work (the member's ``Availability``); the probe coming back on the
   subscription tells whether it is alive: one not back within twice the
   interval means a stale subscription, and the feed replaces it.
 * Gathers. ``/metrics`` and ``/stats`` answer for every worker of the node:
@@ -54,7 +54,8 @@ class Probes:
         broker = self.broker
         while not broker.closing:
             # known down: probe often, so publishing comes back soon after Redis does
-            await asyncio.sleep(broker.probe_interval if broker.commands_ok else 0.25)
+            availability = broker.availability
+            await asyncio.sleep(broker.probe_interval if availability.answers else 0.25)
             if broker.client is None:
                 continue
             number = next(self._numbers)
@@ -62,12 +63,11 @@ class Probes:
                 await broker.client.publish(
                     broker.node_channel, f"probe {broker.member_id} {number}".encode()
                 )
-                broker.commands_ok = True
+                availability.answered()
                 self._sent[number] = time.monotonic()
             except (RedisError, OSError) as exc:
-                if broker.commands_ok:
+                if availability.unanswered():
                     log.error("Redis does not answer (%s): publishing is unavailable", exc)
-                broker.commands_ok = False
 
     def check(self) -> None:
         """Raise ``Reconnect`` if a probe is overdue (a stale subscription)."""
