@@ -242,3 +242,71 @@ def test_streams_join_and_leave_in_one_place() -> None:
     assert {w for w in _registry_changes() if not w.startswith(clients)} == {
         f"sse_fast/hub/streams.py:{what}" for what in expected
     }
+
+
+#: what changes a set in place when called on it
+_SET_CHANGES = {"add", "discard", "remove", "pop", "clear", "update", "difference_update"}
+
+
+def _writers_by_class(folder: Path) -> dict[str, set[str]]:
+    """Where the modules under ``folder`` change an attribute (assigned, ``+=``,
+    annotated, deleted, or a set-changing method called on it), by attribute name:
+    ``{name: {"file.py:Class", ...}}`` (``file.py:`` alone outside any class)."""
+    found: dict[str, set[str]] = {}
+
+    def visit(node: ast.AST, where: str, file: str) -> None:
+        if isinstance(node, ast.ClassDef):
+            where = f"{file}:{node.name}"
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign | ast.Delete):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+            targets = [node.target]
+        targets += [e for t in targets if isinstance(t, ast.Tuple | ast.List) for e in t.elts]
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SET_CHANGES
+        ):
+            targets.append(node.func.value)
+        for target in targets:
+            if isinstance(target, ast.Attribute):
+                found.setdefault(target.attr, set()).add(where)
+        for child in ast.iter_child_nodes(node):
+            visit(child, where, file)
+
+    for path in sorted(folder.rglob("*.py")):
+        visit(ast.parse(path.read_text()), f"{path.name}:", path.name)
+    return found
+
+
+#: what a Redis member read of the sequence, and its one owner (``feed.py``'s ``Known``)
+REDIS_KNOWN = ("seen", "horizon", "epoch", "first_position", "reconnects", "repairs")
+REDIS_KNOWN += ("history_breaks",)
+
+
+def redis_state_problems(folder: Path) -> list[str]:
+    """Each piece of a Redis member's state changed outside its one owner (nothing: [])."""
+    writers = _writers_by_class(folder)
+    owners = {name: {"feed.py:Known"} for name in REDIS_KNOWN}
+    owners["held"] = {"feed.py:Feed"}  # prepare, a failed load, release
+    # up or down: the subscription's liveness and whether Redis answers
+    owners |= {name: {"availability.py:Availability"} for name in ("_live", "_answers")}
+    owners["_down_since"] = {"availability.py:Availability"}
+    for second_copy in ("live", "commands_ok", "down_since", "available"):
+        owners[second_copy] = set()  # once kept here too: one owner, Availability
+    return [
+        f"{name} is changed in {sorted(writers.get(name, set()) - owner)}"
+        for name, owner in owners.items()
+        if writers.get(name, set()) - owner
+    ]
+
+
+def test_the_redis_members_state_has_one_owner_each() -> None:
+    """What a Redis member's promises rest on is changed by one owner each, through
+    named operations (``brokers/redis/broker.py``'s theory of operation): the feed's
+    ``Known`` (the newest position seen, the horizon, the epoch, where claims start,
+    the counts), the feed (the topics held), and ``Availability`` (up or down, which
+    the feed, the publishes, the probes and the resyncs tell it). The broker's
+    ``first_position`` and ``horizon`` only read the feed's."""
+    assert redis_state_problems(PACKAGE / "brokers" / "redis") == []
