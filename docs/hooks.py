@@ -6,7 +6,7 @@ they cannot drift from it.
 * ``reference/http.md``: the routes (``sse_fast.app.routing.ROUTES``) and their
   endpoints' docstrings;
 * ``reference/metrics.md``: every metric's name, type, labels and help text
-  (``sse_fast.hub.metrics.CATALOGUE``, the source of ``/metrics``' HELP lines);
+  (``sse_fast.hub.catalogue.CATALOGUE``, the source of ``/metrics``);
 * ``reference/cli.md``: the commands' ``--help``, run;
 * ``reference/api/<module>.md``: one page per public module (mkdocstrings renders
   its ``__all__`` from the docstrings), listed in the nav under "Python API";
@@ -247,14 +247,14 @@ def _link_options(text: str, options_page: str) -> str:
 
 
 def metrics_page() -> str:
-    from sse_fast.hub.metrics import CATALOGUE, REFUSAL_REASONS
+    from sse_fast.hub.catalogue import CATALOGUE, REFUSAL_REASONS
 
     out = [
         "# Metrics",
         "",
         "Every metric `GET /metrics` exposes (Prometheus text format), generated from "
         "the catalogue the exposition itself reads its names and help texts from "
-        "(`sse_fast/hub/metrics.py`). With several workers the figures are the whole "
+        "(`sse_fast/hub/catalogue.py`). With several workers the figures are the whole "
         "server's, whichever worker answers; the `worker` label names a worker's own.",
         "",
         "| metric | type | labels | present |",

@@ -6,6 +6,8 @@ blocks do not), and the shipped package never imports the repository's
 from __future__ import annotations
 
 import ast
+import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +312,71 @@ def test_the_redis_members_state_has_one_owner_each() -> None:
     the feed, the publishes, the probes and the resyncs tell it). The broker's
     ``first_position`` and ``horizon`` only read the feed's."""
     assert redis_state_problems(PACKAGE / "brokers" / "redis") == []
+
+
+#: where the metrics are declared: each one's name, type, help, labels and figure
+METRICS_TABLE = "sse_fast/hub/catalogue.py"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """The ids of the docstring nodes of a module, its classes and functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def _metric_name_spellings(names: set[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Where the package's code (docstrings aside) writes each metric name of
+    ``names`` in a string (whole, or with a histogram's ``_bucket``, ``_sum`` or
+    ``_count``), as ``{name: ["file:line", ...]}``; and the f-strings that build one
+    (``f"sse_fast_{...}"``), as ``["file:line", ...]``."""
+    token = re.compile(r"sse_fast_[a-z0-9_]*")
+    spelled: dict[str, list[str]] = {name: [] for name in names}
+    built = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = _docstrings(tree)
+        where = _relative(path)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.JoinedStr):
+                parts = node.values
+                for part, after in itertools.pairwise(parts):
+                    if (
+                        isinstance(part, ast.Constant)
+                        and isinstance(after, ast.FormattedValue)
+                        and re.search(r"sse_fast_[a-z0-9_]*$", str(part.value))
+                    ):
+                        built.append(f"{where}:{node.lineno}")
+            if not isinstance(node, ast.Constant) or not isinstance(node.value, str):
+                continue
+            if id(node) in docstrings:
+                continue
+            for found in token.findall(node.value):
+                name = re.sub(r"_(bucket|sum|count)$", "", found) if found not in names else found
+                if name in names:
+                    spelled[name].append(f"{where}:{node.lineno}")
+    return spelled, built
+
+
+def test_each_metric_is_spelled_in_one_place() -> None:
+    """A metric's name is written once, in its entry of the metrics table
+    (``CATALOGUE``, with its type, help, labels and where its figure comes from);
+    the exposition, ``/stats``, the docs' reference and the whole-server rendering
+    read it from there. Nothing else in the package writes a metric's name in a
+    string, or builds one with an f-string."""
+    from sse_fast.hub.catalogue import CATALOGUE
+
+    names = {info.name for info in CATALOGUE}
+    spelled, built = _metric_name_spellings(names)
+    assert len(names) > 30 and spelled["sse_fast_published_total"]  # the scan sees them
+    again = {name: places for name, places in spelled.items() if len(places) != 1}
+    assert again == {}, "metric names written more than once (or not at all)"
+    outside = {
+        name: places for name, places in spelled.items() if places[0].split(":")[0] != METRICS_TABLE
+    }
+    assert outside == {}, f"metric names written outside {METRICS_TABLE}"
+    assert built == [], "metric names built by f-string"

@@ -38,9 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 from ..asgi import Receive, Scope, Send
 from ..hub import Hub
-from ..hub import metrics as metrics_module
-from ..hub.metrics import header as metric_header
-from ..hub.metrics import metric
+from ..hub.catalogue import STATS_FIGURES, worker_of
+from ..hub.metrics import render
 from ..publishing import PublishError
 from ..settings import Settings
 from .admission import ClientAddress
@@ -51,14 +50,7 @@ from .start import Start
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
     from .upstream import Upstream
 
-__all__ = [
-    "Counters",
-    "Operations",
-    "merge_stats",
-    "render_server_metrics",
-    "stats_query",
-    "upstream_metrics",
-]
+__all__ = ["Operations", "merge_stats", "stats_query"]
 
 STATS_PAGE = 1000
 STATS_PAGE_MAX = 10_000
@@ -172,9 +164,7 @@ class Operations:
         await send_text(
             send,
             200,
-            render_server_metrics(
-                figures, self.settings.workers, webhooks=bool(self.settings.webhook_urls)
-            ),
+            render(figures, self.settings.workers, webhooks=bool(self.settings.webhook_urls)),
             b"text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -209,110 +199,14 @@ class Operations:
 
     def render_metrics(self) -> str:
         """This worker's metrics alone (``/metrics`` gathers every worker's)."""
-        return render_server_metrics(
+        return render(
             [self.hub.report({"what": "metrics"})], 1, webhooks=bool(self.settings.webhook_urls)
         )
 
 
-def _worker(figures: dict[str, Any]) -> int:
-    worker = figures.get("worker")
-    return 0 if worker is None else int(worker)
-
-
-def render_server_metrics(
-    figures: list[dict[str, Any]], expected: int, *, webhooks: bool = False
-) -> str:
-    """The Prometheus text for the whole server from every worker's report."""
-    figures = sorted(figures, key=_worker)
-    subscribers: dict[str, int] = {}
-    for one in figures:
-        for topic, count in one["subscribers"]:
-            subscribers[topic] = subscribers.get(topic, 0) + count
-    busiest = sorted(subscribers.items(), key=lambda item: -item[1])[:100]
-    extra = [
-        *metric_header("sse_fast_workers"),
-        f"sse_fast_workers {expected}",
-        *metric_header("sse_fast_workers_reporting"),
-        f"sse_fast_workers_reporting {len(figures)}",
-        *_per_worker(figures, "sse_fast_worker_connections_open", "connections_open"),
-        *_per_worker(figures, "sse_fast_worker_history_bytes", "history_bytes"),
-        *_per_worker(figures, "sse_fast_worker_history_budget_bytes", "history_budget_bytes"),
-        *_per_worker(
-            figures, "sse_fast_worker_history_budget_evicted_total", "history_budget_evicted"
-        ),
-        *_per_worker(figures, "sse_fast_worker_broker_up", "broker_up"),
-    ]
-    data = [one for one in figures if "data_bytes" in one]
-    if data:  # one directory for the server: any worker's look at it will do
-        extra += [
-            *metric_header("sse_fast_data_bytes"),
-            f"sse_fast_data_bytes {max(one['data_bytes'] for one in data)}",
-            *metric_header("sse_fast_data_max_bytes"),
-            f"sse_fast_data_max_bytes {data[0]['data_max_bytes']}",
-        ]
-    merged = metrics_module.Metrics.merged(one["metrics"] for one in figures)
-    if any("upstream_reading" in one for one in figures):
-        extra += upstream_metrics(figures, merged)
-    if webhooks:
-        extra += WEBHOOK_COUNTERS.lines(merged)
-    return metrics_module.render(
-        merged,
-        connections_open=sum(one["connections_open"] for one in figures),
-        topics=max(one["topics"] for one in figures),
-        subscribers_by_topic=busiest,
-        extra=extra,
-    )
-
-
-def _per_worker(figures: list[dict[str, Any]], name: str, key: str) -> list[str]:
-    """The whole number ``key`` of each worker's report (0 when missing) as the
-    catalogued metric ``name``, labelled by worker."""
-    (label,) = metric(name).labels
-    return [
-        *metric_header(name),
-        *(f'{name}{{{label}="{_worker(one)}"}} {int(one.get(key, 0))}' for one in figures),
-    ]
-
-
-def upstream_metrics(figures: list[dict[str, Any]], merged: metrics_module.Metrics) -> list[str]:
-    """Mirror mode's figures (the counters are the sum over workers: only the
-    reader counts, and a worker that read before keeps its counts)."""
-    up = any(one.get("upstream_up") for one in figures)
-    return [
-        *metric_header("sse_fast_upstream_connected"),
-        f"sse_fast_upstream_connected {int(up)}",
-        *UPSTREAM_COUNTERS.lines(merged),
-    ]
-
-
-class Counters:
-    """A family of counters ``sse_fast_<family>_<name>_total``, each the sum over
-    workers of ``Metrics.<family>_<name>_total``; their help texts are the
-    catalogue's (``sse_fast.hub.metrics.CATALOGUE``)."""
-
-    def __init__(self, family: str, *names: str) -> None:
-        self.family = family
-        #: per counter: its name and the ``Metrics`` attribute it reads
-        self.items = tuple(
-            (f"sse_fast_{family}_{name}_total", f"{family}_{name}_total") for name in names
-        )
-        self._headers = [metric_header(metric_name) for metric_name, _ in self.items]
-
-    def lines(self, merged: metrics_module.Metrics) -> list[str]:
-        """The family's exposition lines for the workers' summed ``merged`` counters."""
-        out = []
-        for (metric_name, attribute), lines in zip(self.items, self._headers, strict=True):
-            out += [*lines, f"{metric_name} {getattr(merged, attribute)}"]
-        return out
-
-
-UPSTREAM_COUNTERS = Counters("upstream", "events", "dropped", "errors", "missed", "reconnects")
-WEBHOOK_COUNTERS = Counters("webhook", "events", "delivered", "dropped", "failures")
-
-
 def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
     """``/stats`` for the whole server from every worker's ``Hub.stats`` page."""
-    figures = sorted(figures, key=_worker)
+    figures = sorted(figures, key=worker_of)
     topics: dict[str, dict[str, int]] = {}
     for one in figures:
         for name, theirs in one["topics"].items():
@@ -326,10 +220,7 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
         "topics_with_history": max(one["topics_with_history"] for one in figures),
         "topics": topics,
         # every worker holds every topic's history: the fullest one's figures
-        **{
-            key: max(one.get(key, 0) for one in figures)
-            for key in ("history_bytes", "history_budget_bytes", "history_budget_evicted")
-        },
+        **{key: max(one.get(key, 0) for one in figures) for key in STATS_FIGURES},
         "last_id": max((one["last_id"] for one in figures), key=int),
         "draining": any(one["draining"] for one in figures),
         "eager_send": next(
@@ -339,29 +230,19 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
         "workers_reporting": len(figures),
         "workers": [
             {
-                "worker": _worker(one),
+                "worker": worker_of(one),
                 "pid": one["pid"],
                 "connections": one["connections"],
                 "draining": one["draining"],
                 "last_id": one["last_id"],
-                **{
-                    key: one[key]
-                    for key in (
-                        "relay",
-                        "redis",
-                        "history_bytes",
-                        "history_budget_bytes",
-                        "history_budget_evicted",
-                    )
-                    if key in one
-                },
+                **{key: one[key] for key in ("relay", "redis", *STATS_FIGURES) if key in one},
             }
             for one in figures
         ],
     }
     if listing:
         out["connection_list"] = [
-            {**connection, "worker": _worker(one)}
+            {**connection, "worker": worker_of(one)}
             for one in figures
             for connection in one["connection_list"]
         ]

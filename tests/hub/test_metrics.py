@@ -37,7 +37,14 @@ def test_every_family_reads_back_as_written() -> None:
         metrics.publish_latency.observe(seconds)
     # legal topic names include characters a label value must carry as they are
     topics = [("orders/42", 5), ("a:b@c!$&'()+,;=%-~.", 2)]
-    families = parse(render(metrics, connections_open=9, topics=30, subscribers_by_topic=topics))
+    report = {
+        "metrics": metrics.snapshot(),
+        "connections_open": 9,
+        "topics": 30,
+        "subscribers": topics,
+        "broker_up": True,
+    }
+    families = parse(render([report], workers_expected=1))
     assert families["sse_fast_connections_open"] == (
         "gauge",
         [("sse_fast_connections_open", {}, 9.0)],
@@ -102,8 +109,6 @@ def test_a_real_servers_metrics_parse_and_count() -> None:
 def test_several_workers_render_as_one_server() -> None:
     """Counters and histograms are summed, subscribers summed per topic, and the
     per-worker gauges carry a worker label; prometheus_client reads it back."""
-    from sse_fast.app.operations import render_server_metrics
-
     figures = []
     for worker, (published, latency) in enumerate([(3, 0.0002), (4, 0.3)]):
         metrics = Metrics()
@@ -125,7 +130,7 @@ def test_several_workers_render_as_one_server() -> None:
                 )
             )
         )
-    families = parse(render_server_metrics(figures, expected=3))
+    families = parse(render(figures, workers_expected=3))
     assert families["sse_fast_published"][1] == [("sse_fast_published_total", {}, 7.0)]
     assert families["sse_fast_connections_open"][1][0][2] == 11
     assert ("sse_fast_refused_total", {"reason": "publish_rate"}, 2.0) in families[
