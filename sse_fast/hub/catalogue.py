@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -140,7 +140,7 @@ class Reported(Figure):
     one is true, else 0)."""
 
     key: str
-    combine: str
+    combine: Literal["sum", "max", "first", "any"]
 
     def of(self, scrape: Scrape) -> Any:
         """The combined value."""
@@ -428,6 +428,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         ("worker",),
         figure=PerWorker("broker_up"),
     ),
+    # one data directory for the server: any worker's look at it will do
     MetricInfo(
         "sse_fast_data_bytes",
         "gauge",
@@ -442,6 +443,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         when=_PERSISTENCE,
         figure=Reported("data_max_bytes", "first"),
     ),
+    # mirror mode: only the reader counts, and a worker that read before keeps its counts
     MetricInfo(
         "sse_fast_upstream_connected",
         "gauge",
@@ -484,6 +486,7 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         when=_MIRROR,
         figure=Counted("upstream_reconnects_total"),
     ),
+    # webhooks (sse_fast/webhooks.py)
     MetricInfo(
         "sse_fast_webhook_events_total",
         "counter",

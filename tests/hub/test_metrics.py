@@ -148,3 +148,47 @@ def test_several_workers_render_as_one_server() -> None:
     assert up == {"0": 1, "1": 0}
     assert families["sse_fast_workers"][1][0][2] == 3
     assert families["sse_fast_workers_reporting"][1][0][2] == 2
+
+
+def test_every_count_a_worker_keeps_is_reported_and_summed() -> None:
+    """Each attribute of ``Metrics`` is named by one figure of the metrics table, so
+    a worker reports it and the scrape sums it over the workers: no count kept but
+    never exposed (the table, not a list beside it, says what is reported)."""
+    from sse_fast.hub.catalogue import CATALOGUE, Counted, CountedBy, Timed
+
+    read = {
+        info.figure.attribute: info
+        for info in CATALOGUE
+        if isinstance(info.figure, Counted | CountedBy | Timed)
+    }
+    assert set(vars(Metrics())) == set(read), "a count of Metrics the table does not name"
+    reports = []
+    for worker in range(2):
+        metrics = Metrics()
+        for n, (name, value) in enumerate(sorted(vars(metrics).items()), start=1):
+            if isinstance(value, int):
+                setattr(metrics, name, n * 10 + worker)
+        metrics.refuse("publish_rate", 3)
+        metrics.resume_total["unknown"] += 2
+        metrics.publish_latency.observe(0.003)
+        snapshot = orjson.loads(orjson.dumps(metrics.snapshot()))  # as through the relay
+        reports.append(
+            {
+                "metrics": snapshot,
+                "connections_open": 1,
+                "topics": 1,
+                "subscribers": [],
+                "worker": worker,
+                "upstream_reading": worker == 0,  # mirror mode's counters exposed too
+            }
+        )
+    families = parse(render(reports, workers_expected=2, webhooks=True))
+    samples = {s[0]: s[2] for _, listed in families.values() for s in listed if not s[1]}
+    for n, (name, value) in enumerate(sorted(vars(Metrics()).items()), start=1):
+        if isinstance(value, int):
+            assert samples[read[name].name] == 2 * n * 10 + 1, name
+    refused = {s[1]["reason"]: s[2] for s in families["sse_fast_refused"][1]}
+    assert refused == {"publish_rate": 6}
+    resume = {s[1]["outcome"]: s[2] for s in families["sse_fast_resume"][1]}
+    assert resume == {"resumed": 0, "unknown": 4, "evicted": 0}
+    assert samples["sse_fast_publish_to_write_seconds_count"] == 2

@@ -27,7 +27,17 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sse_fast.hub.catalogue import CATALOGUE, MetricInfo, header, metric
+from sse_fast.hub.catalogue import (
+    CATALOGUE,
+    Busiest,
+    CountedBy,
+    Figure,
+    MetricInfo,
+    PerWorker,
+    Timed,
+    header,
+    metric,
+)
 from sse_fast.testing import HOST, RedisServer, ServerProcess, collect
 
 from ..app.test_mirror_mode import relay_command
@@ -186,6 +196,12 @@ def test_the_catalogue_is_well_formed() -> None:
         assert info.when in WHEN, f"{info.name}: a new `when` ({info.when!r}): add it to WHEN"
         assert info.help and "\n" not in info.help and "\\" not in info.help, info
         assert metric(info.name) is info
+        # its figure gives what its type and labels need
+        assert isinstance(info.figure, Figure), info.name
+        assert (info.kind == "histogram") == isinstance(info.figure, Timed), info.name
+        assert bool(info.labels) == isinstance(info.figure, CountedBy | PerWorker | Busiest)
+        if isinstance(info.figure, PerWorker):
+            assert info.labels == ("worker",), info.name
         assert header(info.name) == [
             f"# HELP {info.name} {info.help}",
             f"# TYPE {info.name} {info.kind}",
