@@ -16,7 +16,8 @@ docstring is that section):
 * ``subscription.py`` - one stream and its place in its topics' sets;
 * ``presence.py`` - presence figures per topic and subject, the news of joins and leaves;
 * ``figures.py`` - what the worker reports for ``/metrics``, ``/stats``, ``/presence``;
-* ``metrics.py`` - the worker's counters and their Prometheus text;
+* ``catalogue.py`` - the metrics table: each metric declared once, with its figure;
+* ``metrics.py`` - the worker's counters and the whole server's Prometheus text;
 * ``webhooks.py`` - connects and disconnects POSTed, signed, at least once;
 * ``together.py`` - the small publishes of one turn of the loop in one broker call;
 * ``hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
