@@ -25,6 +25,7 @@ from sse_fast.brokers.relay import (
     serve_relay,
     unpack_delivery,
 )
+from sse_fast.brokers.relay.wire import Publish, parse
 from sse_fast.brokers.sequencing import make_frame, sequence
 from sse_fast.hub import Hub, PublishError, PublishRequest, resume
 from sse_fast.settings import Settings
@@ -51,8 +52,9 @@ class Collect:
         return out
 
 
-def header(events: list[list[Any]]) -> dict[str, Any]:
-    return {"type": "publish", "request": 7, "accepted_at": 0.0, "events": events}
+def header(events: list[list[Any]], request: int = 7) -> Publish:
+    """A worker's publish message as the relay reads it off the wire."""
+    return parse({"type": "publish", "request": request, "accepted_at": 0.0, "events": events})
 
 
 def test_batch_is_sequenced_encoded_and_broadcast_in_order() -> None:
@@ -117,9 +119,9 @@ def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
         one, two, bad = Collect(), Collect(), Collect()
         relay.workers = {one, two}  # type: ignore[arg-type]
         first = relay.next_position
-        relay.publish(one, {**header([[["a"], "1", None, None, None]]), "request": 1})
-        relay.publish(bad, {**header([[["a"], "x", "x\ny", None, None]]), "request": 2})
-        relay.publish(two, {**header([[["b"], "2", None, None, None]] * 2), "request": 3})
+        relay.publish(one, header([[["a"], "1", None, None, None]], request=1))
+        relay.publish(bad, header([[["a"], "x", "x\ny", None, None]], request=2))
+        relay.publish(two, header([[["b"], "2", None, None, None]] * 2, request=3))
         await asyncio.sleep(0)
         assert appends == [3]
         ((refused, _),) = await bad.messages()  # its own error, at once; nothing of it used
@@ -137,8 +139,8 @@ def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
         one.data = two.data = b""
         good = store._fd
         store._fd = os.open("/dev/full", os.O_WRONLY)
-        relay.publish(one, {**header([[["a"], "3", None, "r1", None]]), "request": 4})
-        relay.publish(two, {**header([[["b"], "4", None, None, None]]), "request": 5})
+        relay.publish(one, header([[["a"], "3", None, "r1", None]], request=4))
+        relay.publish(two, header([[["b"], "4", None, None, None]], request=5))
         await asyncio.sleep(0)
         for worker, request in ((one, 4), (two, 5)):
             ((reply, _),) = await worker.messages()
@@ -148,7 +150,7 @@ def test_the_publishes_of_one_turn_are_one_write_one_delivery_and_an_ack_each(
         os.close(store._fd)
         store._fd = good
         one.data = b""
-        relay.publish(one, {**header([[["a"], "3", None, "r1", None]]), "request": 6})
+        relay.publish(one, header([[["a"], "3", None, "r1", None]], request=6))
         await asyncio.sleep(0)
         _, ack = await one.messages()
         assert ack[0]["ids"] == ["r1"]  # the retry memory had forgotten it: published now

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..._tasks import stop_task
@@ -20,8 +21,8 @@ from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
 from ..durable.restore import RestoreProgress, read_into
+from . import wire
 from .process import GATHER_TIMEOUT
-from .wire import pack, pack_publish, read_message, unpack_delivery
 
 __all__ = ["RECONNECT_MAX_DELAY", "RETRY_AFTER", "RelayBroker"]
 
@@ -103,23 +104,16 @@ class RelayBroker(Broker):
         try:
             member = self.member
             rejoining = self.sequence is not None
-            writer.write(
-                pack(
-                    {
-                        "type": "hello",
-                        "sequence": self.sequence,
-                        "last_position": member.last_position if rejoining else None,
-                    }
-                )
-            )
-            welcome, _ = await asyncio.wait_for(read_message(reader), self.keepalive * 2)
-            if welcome.get("type") != "welcome":
-                raise ConnectionError(f"the relay answered hello with {welcome.get('type')!r}")
-            if not welcome["continued"]:
+            last = member.last_position if rejoining else None
+            writer.write(wire.Hello(self.sequence, last).pack())
+            welcome = await asyncio.wait_for(wire.receive(reader), self.keepalive * 2)
+            if not isinstance(welcome, wire.Welcome):
+                raise ConnectionError(f"the relay answered hello with {welcome.kind!r}")
+            if not welcome.continued:
                 if rejoining:
                     reason = (
                         Reason.RELAY_RESTARTED
-                        if welcome["first_position"] != self.sequence
+                        if welcome.first_position != self.sequence
                         else Reason.RELAY_LOG_TOO_SHORT
                     )
                     self.history_breaks += 1
@@ -132,14 +126,16 @@ class RelayBroker(Broker):
                 else:
                     reason = None
                 # the broker contract's "History claims" and "Breaks are said"
-                self.first_position = welcome["history_from"]
-                member.rejoined(welcome["history_from"], reason)
-            self.sequence = welcome["first_position"]
-            self.worker = welcome["worker"]
-            self.relay_pid = welcome.get("pid")
-            for _ in range(welcome["replay"]):
-                header, payload = await read_message(reader)
-                self.deliver(unpack_delivery(header, payload))
+                self.first_position = welcome.history_from
+                member.rejoined(welcome.history_from, reason)
+            self.sequence = welcome.first_position
+            self.worker = welcome.worker
+            self.relay_pid = welcome.pid
+            for _ in range(welcome.replay):
+                replayed = await wire.receive(reader)
+                if not isinstance(replayed, wire.Deliver):
+                    raise ConnectionError(f"the relay replayed a {replayed.kind!r} message")
+                self.deliver(replayed.items)
         except BaseException:
             writer.close()
             raise
@@ -175,7 +171,7 @@ class RelayBroker(Broker):
         while True:
             await asyncio.sleep(self.keepalive)
             try:
-                await asyncio.wait_for(self._request({"type": "ping"}), self.keepalive * 2)
+                await asyncio.wait_for(self._request(wire.Ping), self.keepalive * 2)
             except asyncio.TimeoutError:
                 log.error(
                     "the relay answered no ping for %g s: dropping the connection",
@@ -190,32 +186,13 @@ class RelayBroker(Broker):
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                header, payload = await read_message(reader)
-                kind = header["type"]
-                if kind == "deliver":
-                    self.deliver(unpack_delivery(header, payload))
-                elif kind == "report":
-                    self._answer_report(header)
-                elif kind in ("ack", "error", "gathered", "pong"):
-                    future = self._pending.pop(header["request"], None) or self._asks.pop(
-                        header["request"], None
-                    )
-                    if future is not None and not future.done():
-                        if kind == "ack":
-                            future.set_result(header["ids"])
-                        elif kind == "gathered":
-                            future.set_result(header["figures"])
-                        elif kind == "pong":
-                            future.set_result(None)
-                        else:
-                            future.set_exception(
-                                PublishError(
-                                    header["message"],
-                                    status=header.get("status", 400),
-                                    retry_after=RETRY_AFTER if "status" in header else None,
-                                    reason=header.get("reason"),
-                                )
-                            )
+                message = await wire.receive(reader)
+                if isinstance(message, wire.Deliver):
+                    self.deliver(message.items)
+                elif isinstance(message, wire.Report):
+                    self._answer_report(message)
+                elif isinstance(message, wire.Ack | wire.Refused | wire.Gathered | wire.Pong):
+                    self._answered(message)
         except (asyncio.IncompleteReadError, ConnectionError):
             if not self._closing:
                 log.error(
@@ -243,16 +220,36 @@ class RelayBroker(Broker):
             self._pending.clear()
             self._asks.clear()
 
-    def _answer_report(self, header: dict[str, Any]) -> None:
+    def _answered(self, answer: wire.Ack | wire.Refused | wire.Gathered | wire.Pong) -> None:
+        """The relay's answer to a publish or another request of this worker's."""
+        request = answer.request
+        future = self._pending.pop(request, None) or self._asks.pop(request, None)
+        if future is None or future.done():
+            return
+        if isinstance(answer, wire.Ack):
+            future.set_result(answer.ids)
+        elif isinstance(answer, wire.Gathered):
+            future.set_result(answer.figures)
+        elif isinstance(answer, wire.Pong):
+            future.set_result(None)
+        else:
+            future.set_exception(
+                PublishError(
+                    answer.message,
+                    status=400 if answer.status is None else answer.status,
+                    retry_after=None if answer.status is None else RETRY_AFTER,
+                    reason=answer.reason,
+                )
+            )
+
+    def _answer_report(self, report: wire.Report) -> None:
         try:
-            figures = self.member.report(header["query"])
+            figures = self.member.report(report.query)
         except Exception:  # pragma: no cover - a bug; the gather times out without us
             log.exception("cannot report figures")
             return
         if self._writer is not None:
-            self._writer.write(
-                pack({"type": "figures", "gather": header["gather"], "figures": figures})
-            )
+            self._writer.write(wire.Figures(report.gather, figures).pack())
 
     # ---------------------------------------------------------------- state
 
@@ -286,7 +283,8 @@ class RelayBroker(Broker):
 
     # ---------------------------------------------------------------- requests
 
-    def _request(self, header: dict[str, Any], payload: bytes = b"") -> asyncio.Future[Any]:
+    def _request(self, message: Callable[[int], wire.Ping | wire.Gather]) -> asyncio.Future[Any]:
+        """Send ``message(request)`` (a fresh request number); the future of its answer."""
         if not self.connected or self._writer is None:
             raise PublishError(
                 "relay unavailable; try again shortly", status=503, retry_after=RETRY_AFTER
@@ -294,7 +292,7 @@ class RelayBroker(Broker):
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._asks[request_id] = future
-        self._writer.write(pack({**header, "request": request_id}, payload))
+        self._writer.write(message(request_id).pack())
         return future
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
@@ -310,7 +308,7 @@ class RelayBroker(Broker):
         # and each frame is encoded once. Only what cannot even be put on the wire
         # is refused here, with the same answer one worker gives.
         request_id = next(self._ids)
-        message = pack_publish(request_id, requests, accepted_at)
+        message = wire.Publish(request_id, accepted_at, requests).pack()
         future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         self._writer.write(message)
@@ -320,7 +318,7 @@ class RelayBroker(Broker):
         """Every worker's figures through the relay; this worker's alone (with
         ``"worker": None``) while the relay is away."""
         try:
-            future = self._request({"type": "gather", "query": query})
+            future = self._request(lambda request: wire.Gather(request, query))
             return list(await asyncio.wait_for(future, GATHER_TIMEOUT * 3))
         except (PublishError, asyncio.TimeoutError):
             return [{**self.member.report(query), "worker": self.worker}]

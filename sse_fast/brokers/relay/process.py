@@ -24,7 +24,7 @@ from typing import Any
 from ..._core import EncodeError
 from ..durable import EventLog, StoreWriteError, as_sequenced, remember_ids
 from ..sequencing import RecentIds, Sequenced, first_position, sequence_once
-from .wire import pack, pack_delivery, read_message, unpack_publish
+from . import wire
 
 __all__ = ["GATHER_TIMEOUT", "REPLAY_CHUNK", "Relay", "run_relay", "serve_relay"]
 
@@ -112,18 +112,17 @@ class Relay:
         self.connections += 1
         try:
             while True:
-                header, _ = await read_message(reader)
-                kind = header["type"]
-                if kind == "publish":
-                    self.publish(writer, header)
-                elif kind == "hello":
-                    self.join(writer, header)
-                elif kind == "gather":
-                    self.gather(writer, header)
-                elif kind == "figures":
-                    self.collect(writer, header)
-                elif kind == "ping":
-                    writer.write(pack({"type": "pong", "request": header["request"]}))
+                message = await wire.receive(reader)
+                if isinstance(message, wire.Publish):
+                    self.publish(writer, message)
+                elif isinstance(message, wire.Hello):
+                    self.join(writer, message)
+                elif isinstance(message, wire.Gather):
+                    self.gather(writer, message)
+                elif isinstance(message, wire.Figures):
+                    self.collect(writer, message)
+                elif isinstance(message, wire.Ping):
+                    writer.write(wire.Pong(message.request).pack())
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -151,10 +150,10 @@ class Relay:
 
     # ---------------------------------------------------------------- joining
 
-    def join(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+    def join(self, writer: asyncio.StreamWriter, hello: wire.Hello) -> None:
         """Welcome a worker; replay the log it needs; deliver to it from now on."""
-        sequence: int | None = header.get("sequence")
-        last: int | None = header.get("last_position")
+        sequence = hello.sequence
+        last = hello.last_position
         oldest = self.log[0].position if self.log else self.next_position
         continued = (
             last is not None
@@ -179,43 +178,38 @@ class Relay:
             history_from = min(history_from, replay[0].position)
         chunks = [replay[i : i + REPLAY_CHUNK] for i in range(0, len(replay), REPLAY_CHUNK)]
         slot = min(set(range(len(self.workers) + 1)) - set(self.workers.values()))
-        writer.write(
-            pack(
-                {
-                    "type": "welcome",
-                    "first_position": self.first_position,
-                    "last_position": self.next_position - 1,
-                    "continued": continued,
-                    "history_from": history_from,
-                    "worker": slot,
-                    "replay": len(chunks),
-                    "pid": os.getpid(),
-                }
-            )
+        welcome = wire.Welcome(
+            first_position=self.first_position,
+            last_position=self.next_position - 1,
+            continued=continued,
+            history_from=history_from,
+            worker=slot,
+            replay=len(chunks),
+            pid=os.getpid(),
         )
+        writer.write(welcome.pack())
         for chunk in chunks:
-            writer.write(pack_delivery(chunk))
+            writer.write(wire.Deliver(chunk).pack())
         self.workers[writer] = slot
 
     # ---------------------------------------------------------------- publishing
 
-    def publish(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+    def publish(self, origin: asyncio.StreamWriter, message: wire.Publish) -> None:
         """Sequence a worker's publish message; the publishes of one turn of the loop are
         stored together (one write when there is a data directory) at its end, then
         delivered to every worker in one message and each ``origin`` answered with its ids
         (``publish_pending``). An event that cannot be encoded publishes nothing of its
         message and is answered with an ``error``; a store that cannot be written fails every
         message of the turn (503)."""
-        requests = unpack_publish(header)
         position = self.next_position + self._pending_items
         try:
-            items, ids = sequence_once(requests, position, header["accepted_at"], self.recent)
+            items, ids = sequence_once(message.requests, position, message.accepted_at, self.recent)
         except EncodeError as exc:
-            origin.write(pack({"type": "error", "request": header["request"], "message": str(exc)}))
+            origin.write(wire.Refused(message.request, str(exc)).pack())
             return
         if not self._pending:
             asyncio.get_running_loop().call_soon(self.publish_pending)
-        self._pending.append((origin, header["request"], items, ids))
+        self._pending.append((origin, message.request, items, ids))
         self._pending_items += len(items)
 
     def publish_pending(self) -> None:
@@ -230,26 +224,16 @@ class Relay:
             except StoreWriteError as exc:
                 self.recent.forget_items(items)
                 for origin, request, _, _ in pending:
-                    origin.write(
-                        pack(
-                            {
-                                "type": "error",
-                                "request": request,
-                                "message": str(exc),
-                                "status": 503,
-                                "reason": "storage",
-                            }
-                        )
-                    )
+                    origin.write(wire.Refused(request, str(exc), 503, "storage").pack())
                 return
         self.next_position += len(items)
         if items:
             self._remember(items)
-            message = pack_delivery(items)
+            message = wire.Deliver(items).pack()
             for worker in self.workers:
                 worker.write(message)
         for origin, request, _, ids in pending:
-            origin.write(pack({"type": "ack", "request": request, "ids": ids}))
+            origin.write(wire.Ack(request, ids).pack())
 
     def _remember(self, items: list[Sequenced]) -> None:
         log = self.log
@@ -260,12 +244,12 @@ class Relay:
 
     # ---------------------------------------------------------------- figures
 
-    def gather(self, origin: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+    def gather(self, origin: asyncio.StreamWriter, asked: wire.Gather) -> None:
         """Ask every worker for its figures (``report``); ``origin`` gets them (``gathered``) once
         all answered or after ``GATHER_TIMEOUT`` seconds."""
-        gather = _Gather(origin, header["request"])
+        gather = _Gather(origin, asked.request)
         gather_id = next(self._gather_ids)
-        message = pack({"type": "report", "gather": gather_id, "query": header["query"]})
+        message = wire.Report(gather_id, asked.query).pack()
         for worker in self.workers:
             worker.write(message)
             gather.waiting.add(worker)
@@ -275,14 +259,14 @@ class Relay:
             return
         gather.timer = asyncio.get_running_loop().call_later(GATHER_TIMEOUT, self._finish, gather)
 
-    def collect(self, writer: asyncio.StreamWriter, header: dict[str, Any]) -> None:
+    def collect(self, writer: asyncio.StreamWriter, answer: wire.Figures) -> None:
         """Take a worker's ``figures`` for its gather (ignored once that gather was answered); the
         last one awaited answers it."""
-        gather = self._gathers.get(header["gather"])
+        gather = self._gathers.get(answer.gather)
         if gather is None or writer not in gather.waiting:
             return  # too late: that answer went out without it
         gather.waiting.discard(writer)
-        gather.figures.append({**header["figures"], "worker": self.workers.get(writer)})
+        gather.figures.append({**answer.figures, "worker": self.workers.get(writer)})
         if not gather.waiting:
             self._finish(gather)
 
@@ -293,9 +277,7 @@ class Relay:
         if gather.timer is not None:
             gather.timer.cancel()
         if not gather.origin.is_closing():
-            gather.origin.write(
-                pack({"type": "gathered", "request": gather.request, "figures": gather.figures})
-            )
+            gather.origin.write(wire.Gathered(gather.request, gather.figures).pack())
 
 
 async def serve_relay(
