@@ -380,3 +380,75 @@ def test_each_metric_is_spelled_in_one_place() -> None:
     }
     assert outside == {}, f"metric names written outside {METRICS_TABLE}"
     assert built == [], "metric names built by f-string"
+
+
+#: the wire's lower layer: headers as dicts, bytes by hand (``brokers/relay/wire.py``)
+_RELAY_RAW = {"pack", "read_message", "pack_publish", "pack_delivery", "parse"}
+_RELAY_RAW |= {"unpack_publish", "unpack_delivery"}
+
+
+def relay_message_problems(package: Path) -> list[str]:
+    """Where a module of ``package`` (the source tree's ``sse_fast``) builds or reads a
+    relay message outside ``brokers/relay/wire.py`` (nothing: []): calls the wire's
+    lower layer, or (in the relay package) writes a dict with a ``type`` or reads a
+    header's field by name."""
+    import dataclasses
+
+    from sse_fast.brokers.relay import wire
+
+    fields = {"type", "events"} | {
+        f.name
+        for name in wire.__all__
+        if dataclasses.is_dataclass(cls := getattr(wire, name))
+        for f in dataclasses.fields(cls)
+    }
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package.parent).as_posix()
+        if where == "sse_fast/brokers/relay/wire.py":
+            continue
+        tree = ast.parse(path.read_text())
+        raw = set()  # the lower layer's names imported from the relay, and the wire module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and "relay" in where + (node.module or ""):
+                raw |= {a.asname or a.name for a in node.names if a.name in _RELAY_RAW}
+        in_relay = where.startswith("sse_fast/brokers/relay/")
+        for node in ast.walk(tree):
+            line = f"{where}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call):
+                func = node.func
+                if (isinstance(func, ast.Name) and func.id in raw) or (
+                    isinstance(func, ast.Attribute)
+                    and func.attr in _RELAY_RAW
+                    and ast.unparse(func.value).endswith("wire")
+                ):
+                    found.append(f"{line} calls {ast.unparse(func)}")
+                if (
+                    in_relay
+                    and isinstance(func, ast.Attribute)
+                    and func.attr == "get"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and node.args[0].value in fields
+                ):
+                    found.append(f"{line} reads a header's {node.args[0].value!r}")
+            elif in_relay and isinstance(node, ast.Dict):
+                if any(isinstance(k, ast.Constant) and k.value == "type" for k in node.keys):
+                    found.append(f"{line} builds a message dict")
+            elif (
+                in_relay
+                and isinstance(node, ast.Subscript)
+                and isinstance(node.slice, ast.Constant)
+                and node.slice.value in fields
+            ):
+                found.append(f"{line} reads a header's {node.slice.value!r}")
+    return sorted(found)
+
+
+def test_relay_messages_are_built_and_read_in_the_wire_module() -> None:
+    """Every message between the workers and the relay is built and read in
+    ``brokers/relay/wire.py``, as one of its message classes (``Hello``, ``Welcome``,
+    ``Publish``, ``Deliver``, ...: ``pack()`` and ``receive``); the relay and its
+    workers never write a header dict, read a header's field by name, or call the
+    lower layer (``pack``, ``read_message``, ``unpack_delivery``, ...)."""
+    assert relay_message_problems(PACKAGE) == []
