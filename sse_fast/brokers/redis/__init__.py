@@ -91,8 +91,11 @@ or, from any language, ``EVAL`` of ``PUBLISH_SCRIPT`` (see the README).
 Where things are:
 
 * ``scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
-* ``broker.py``: ``RedisBroker``: start and close, availability, publish, stats.
-* ``feed.py``: the subscription, history reads, the resync after a reconnect.
+* ``broker.py``: ``RedisBroker``: start and close, availability, publish, stats;
+  which part owns which piece of a member's state.
+* ``availability.py``: ``Availability``: up or down, its one owner.
+* ``feed.py``: the subscription, history reads, the resync after a reconnect;
+  the topics held and what was read of the sequence (``Known``).
 * ``probes.py``: probes of the subscription; gathering figures across a node.
 * ``presence.py``: presence figures kept in Redis.
 """
