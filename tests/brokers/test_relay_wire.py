@@ -5,14 +5,17 @@ each header (whole stream, byte by byte, with trailing data) reads back as it.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from sse_fast.brokers.relay import wire
+from sse_fast.brokers.relay import RelayBroker, wire
 from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest
+from sse_fast.settings import Settings
 
 ITEMS = [
     Sequenced(5, "5", ("a",), b"id: 5\ndata: x\n\n", 1.5),
@@ -105,7 +108,7 @@ def test_a_message_packs_to_its_header_and_reads_back(
 
 
 def test_messages_read_one_after_another() -> None:
-    data = b"".join(message.pack() for message, _ in TABLE)
+    data = b"".join(m.pack() for m, _ in TABLE if not isinstance(m, wire.Unknown))
     assert _read_all(data) == [message for message, _ in TABLE]
 
 
@@ -127,3 +130,35 @@ def test_an_unencodable_publish_is_refused_when_packed() -> None:
     with pytest.raises(PublishError) as info:
         bad.pack()
     assert info.value.status == 400
+
+
+def test_a_replay_of_something_other_than_deliveries_is_a_broken_connection(
+    tmp_path: Path,
+) -> None:
+    """A welcome promises ``replay`` deliveries; a relay that sends another message in
+    their place broke the handshake: the worker tries again, like a refused
+    connection, and gives up at ``connect_timeout`` naming the relay."""
+
+    async def main() -> None:
+        path = str(tmp_path / "relay.sock")
+        hellos = 0
+
+        async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal hellos
+            assert isinstance(await wire.receive(reader), wire.Hello)
+            hellos += 1
+            writer.write(wire.Welcome(100, 99, True, 100, 0, 1).pack() + wire.Pong(1).pack())
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_unix_server(broken, path)
+        hub = Hub(Settings(), broker=RelayBroker(path, connect_timeout=0.5))
+        try:
+            with pytest.raises(ConnectionError, match="cannot reach the relay"):
+                await hub.broker.start()
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert hellos > 1
+
+    asyncio.run(main())
