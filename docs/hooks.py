@@ -88,8 +88,7 @@ def api_page(module: str) -> str:
 
 def _sections() -> list[tuple[type, list[dataclasses.Field[Any]]]]:
     """The settings by section: the bases of ``Settings`` in ``--help``'s order."""
-    from sse_fast.cli import INTERNAL_SETTINGS
-    from sse_fast.settings import Settings
+    from sse_fast.settings import Handoff, Settings
 
     seen: set[str] = set()
     out = []
@@ -97,7 +96,7 @@ def _sections() -> list[tuple[type, list[dataclasses.Field[Any]]]]:
         fields = [
             f
             for f in dataclasses.fields(base)
-            if f.name not in seen and f.name not in INTERNAL_SETTINGS
+            if f.name not in seen and f.name not in Handoff.names()
         ]
         seen.update(f.name for f in dataclasses.fields(base))
         if fields:

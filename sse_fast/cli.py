@@ -29,7 +29,7 @@ from .brokers.durable import (
 )
 from .brokers.durable.log import settle
 from .brokers.durable.records import current_boot_id
-from .settings import Settings, SettingsError, history_budget, unknown_variables
+from .settings import Handoff, Settings, SettingsError, history_budget, unknown_variables
 from .startup import StartReport, redis_refusal
 
 if TYPE_CHECKING:
@@ -104,13 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-INTERNAL_SETTINGS = (
-    "relay_socket",
-    "upstream_lock",
-    "install_signal_handlers",
-    "store_dir",
-    "start_failure_file",
-)
+#: the settings that are no flags: what serve hands its workers (``Handoff``)
+INTERNAL_SETTINGS = Handoff.names()
 
 
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:

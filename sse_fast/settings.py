@@ -23,6 +23,7 @@ from .patterns import PatternError, check_pattern
 __all__ = [
     "ENV_PREFIX",
     "OTHER_VARIABLES",
+    "Handoff",
     "Settings",
     "SettingsError",
     "available_memory",
@@ -578,8 +579,11 @@ class _RelayMode:
 
 
 @dataclass
-class _Handoff:
-    """Written by ``sse-fast serve`` for its workers (not flags)."""
+class Handoff:
+    """What ``sse-fast serve`` (the supervising process) decides for its workers:
+    the one place its fields are declared. ``Settings`` has them as settings, read
+    back through ``SSE_FAST_*`` variables; they are no flags (``cli.py`` and the
+    options page leave out ``Handoff.names()``)."""
 
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
@@ -605,10 +609,15 @@ class _Handoff:
         ),
     )
 
+    @classmethod
+    def names(cls) -> frozenset[str]:
+        """The names of the hand-off fields (settings that are no flags)."""
+        return frozenset(f.name for f in fields(cls))
+
 
 @dataclass
 class Settings(
-    _Handoff,
+    Handoff,
     _RelayMode,
     _Storage,
     _Brokers,
