@@ -172,7 +172,7 @@ def parse_count(parser_cls: type, chunks: list[bytes]) -> int:
 
 def parse_all(parser_cls: type, chunks: list[bytes]) -> list[tuple[str, str, str, Any]]:
     parser = parser_cls()
-    out = []
+    out: list[tuple[str, str, str, Any]] = []
     for chunk in chunks:
         out.extend((e.event, e.data, e.id, e.retry) for e in parser.feed(chunk))
     parser.close()
@@ -215,7 +215,9 @@ def ss_build_join(items: list[tuple[Any, str]]) -> bytes:
     )
 
 
-def fast_build_join(event_cls: type, encode_many: Callable, items: list[tuple[Any, str]]) -> bytes:
+def fast_build_join(
+    event_cls: type, encode_many: Callable[[list[Any]], bytes], items: list[tuple[Any, str]]
+) -> bytes:
     return encode_many([event_cls(d, event=EVENT, id=i) for d, i in items])
 
 

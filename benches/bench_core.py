@@ -185,7 +185,7 @@ def _extension_builds() -> dict[str, Any]:
             "pyx_newer_than_so": bool(so_mtime and pyx_mtime and pyx_mtime > so_mtime),
             "c_generated_by": generated_by,
         }
-    out["installed_cython"] = Cython.__version__
+    out["installed_cython"] = getattr(Cython, "__version__", "?")
     return out
 
 
@@ -215,7 +215,7 @@ def conditions_before() -> dict[str, Any]:
         "machine": platform.machine(),
         "python": sys.version.replace("\n", " "),
         "python_implementation": platform.python_implementation(),
-        "cython": Cython.__version__,
+        "cython": getattr(Cython, "__version__", "?"),
         "orjson": _version("orjson"),
         "sse_starlette": _version("sse-starlette"),
         "starlette": _version("starlette"),
@@ -273,13 +273,13 @@ def verify(cases: list[S.Case]) -> list[str]:
         if group == "parser":
             spec_stream = S.PARSER_SPECS[scenario][0]
             chunks = S.chunks_of(spec_stream)
-            a = S.parse_all(S._parser_ext.Parser, chunks)
-            b = S.parse_all(S._parser_py.Parser, chunks)
+            a = S.parse_all(S.PARSERS[S.EXT].Parser, chunks)
+            b = S.parse_all(S.PARSERS[S.PY].Parser, chunks)
             assert a == b, f"{scenario}: Cython and pure parsers disagree"
             # And with a hostile chunking (7-byte chunks, CRLF line ends) on a prefix.
             crlf = spec_stream[:200_000].replace(b"\n", b"\r\n")
-            a = S.parse_all(S._parser_ext.Parser, S.chunks_of(crlf, 7))
-            b = S.parse_all(S._parser_py.Parser, S.chunks_of(crlf, 7))
+            a = S.parse_all(S.PARSERS[S.EXT].Parser, S.chunks_of(crlf, 7))
+            b = S.parse_all(S.PARSERS[S.PY].Parser, S.chunks_of(crlf, 7))
             assert a == b, f"{scenario}: parsers disagree on CRLF / 7-byte chunks"
             done.append(f"{scenario}: Cython == pure events (64 KiB chunks; CRLF 7-byte chunks)")
         elif scenario.startswith("ring_publish"):
@@ -294,7 +294,9 @@ def verify(cases: list[S.Case]) -> list[str]:
 # ------------------------------------------------------------------ reports
 
 
-def build_rows(cases: list[S.Case], timings: dict[tuple[str, str], dict[str, Any]]) -> list[dict]:
+def build_rows(
+    cases: list[S.Case], timings: dict[tuple[str, str], dict[str, Any]]
+) -> list[dict[str, Any]]:
     rows = []
     for case in cases:
         t = timings[(case.scenario, case.impl)]
@@ -321,7 +323,7 @@ def build_rows(cases: list[S.Case], timings: dict[tuple[str, str], dict[str, Any
     return rows
 
 
-def targets(rows: list[dict]) -> list[dict]:
+def targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key = {(r["scenario"], r["impl"]): r for r in rows}
     small = by_key[("encode_small_json", S.EXT)]
     big = by_key[("encode_text_64k", S.EXT)]
@@ -418,9 +420,9 @@ def _conditions_md(cond: dict[str, Any]) -> list[str]:
 
 def write_markdown(
     path: Path,
-    cond: dict,
-    rows: list[dict],
-    tgts: list[dict],
+    cond: dict[str, Any],
+    rows: list[dict[str, Any]],
+    tgts: list[dict[str, Any]],
     checks: list[str],
     repeat: int,
     min_time: float,
@@ -534,7 +536,7 @@ def write_markdown(
     path.write_text("\n".join(out))
 
 
-def write_chart(path: Path, cond: dict, rows: list[dict]) -> None:
+def write_chart(path: Path, cond: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from sse_fast.hub import Hub, PublishRequest
@@ -30,7 +31,7 @@ class PyEmptyAwaitable:  # the name the hub recognises as an eager, finished sen
 DONE = PyEmptyAwaitable()
 
 
-def eager_send(message: dict[str, Any]) -> PyEmptyAwaitable:
+def eager_send(message: MutableMapping[str, Any]) -> PyEmptyAwaitable:
     return DONE
 
 

@@ -115,7 +115,7 @@ def _check(value: Any, kind: Any, path: str) -> Any:
         if not isinstance(value, dict):
             raise Invalid(f"{path}: expected an object")
         out = {}
-        hints = _hints(kind)
+        hints = _hints(typing.cast(Any, kind))
         for field in dataclasses.fields(kind):
             if field.name in value:
                 out[field.name] = _check(

@@ -53,6 +53,7 @@ import tempfile
 import time
 import tracemalloc
 from collections import Counter
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -439,7 +440,7 @@ async def _in_process(n: int, one_topic: bool) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     inbox.put_nowait({"type": "lifespan.startup"})
-    out: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    out: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
     life = loop.create_task(
         app({"type": "lifespan", "asgi": {"version": "3.0"}}, inbox.get, out.put)
     )
@@ -569,7 +570,7 @@ def _conditions(quick: bool) -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "granian": granian.__version__,
-        "uvloop": uvloop.__version__,
+        "uvloop": getattr(uvloop, "__version__", "?"),
         "sse_fast": sse_fast.__version__,
         "extensions": sse_fast.HAS_EXTENSIONS,
         "git": commit,

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import gc
 import platform
-import sys
 import tracemalloc
 from typing import Any
 
@@ -102,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()
