@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import _shutdown
 from ..asgi import Receive, Scope, Send
-from ..brokers import Broker
+from ..compose import broker_for
 from ..hub import Hub
 from ..settings import Settings
 from .admission import Admission, ClientAddress
@@ -74,9 +74,6 @@ ROUTES = (
     Route("GET", "/schema", "everyone", Operations, "schema"),
 )
 ENDPOINTS = ", ".join(route.path for route in ROUTES)
-#: seconds a starting worker under serve waits for the relay (its supervisor stops the
-#: server sooner if the relay cannot start)
-RELAY_JOIN_LIMIT = 3600.0
 #: the endpoints a starting worker serves (``start.py``); the others answer 503
 STARTING_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/schema"})
 
@@ -87,37 +84,7 @@ class App:
     def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
         self.settings = settings = settings or Settings.from_env()
         if hub is None:
-            broker: Broker | None = None
-            if settings.redis_url:
-                from ..brokers.redis import RedisBroker
-
-                broker = RedisBroker(
-                    settings.redis_url,
-                    prefix=settings.redis_prefix,
-                    history_frames=settings.redis_history_frames,
-                    history_age=settings.redis_history_age,
-                    probe_interval=settings.redis_probe_interval,
-                    wait_replicas=settings.redis_wait_replicas,
-                    load_frames=settings.ring_max_frames,
-                    node=settings.node_name or None,
-                    workers=settings.workers,
-                )
-            elif settings.relay_socket:
-                from ..brokers.relay import RelayBroker
-
-                # under serve the relay starts beside the workers, restoring history too:
-                # its supervisor, not this wait, says when it failed (``startup.py``)
-                broker = RelayBroker(
-                    settings.relay_socket,
-                    store_dir=settings.store_dir,
-                    connect_timeout=RELAY_JOIN_LIMIT if settings.start_failure_file else 10.0,
-                )
-            elif settings.store_dir:
-                from ..brokers.durable import EventLog, log_options
-                from ..brokers.local import LocalBroker
-
-                broker = LocalBroker(EventLog(**log_options(settings)))
-            hub = Hub(settings, broker=broker)
+            hub = Hub(settings, broker=broker_for(settings))
         self.hub = hub
         self.auth = Authenticator(settings)
         self.admission = Admission(settings)

@@ -8,8 +8,17 @@ import argparse
 import ast
 import dataclasses
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from sse_fast.app import App
+from sse_fast.brokers import Broker
+from sse_fast.brokers.local import LocalBroker
+from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.relay import RelayBroker
 from sse_fast.cli import add_settings_flags
+from sse_fast.compose import RELAY_JOIN_LIMIT, broker_for
 from sse_fast.settings import Handoff, Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -54,3 +63,52 @@ def test_the_hand_off_fields_are_no_flags_and_every_other_setting_is() -> None:
     flags = {action.dest for action in serve._actions} - {"help"}
     settings = {f.name for f in dataclasses.fields(Settings)}
     assert flags == settings - Handoff.names()
+
+
+def _kind(broker: Broker) -> tuple[str, str, str]:
+    """The broker's class, where it reaches (socket, URL) and where it keeps history."""
+    if isinstance(broker, RedisBroker):
+        return "RedisBroker", broker.url, f"node {broker.node}, {broker.workers} workers"
+    if isinstance(broker, RelayBroker):
+        return "RelayBroker", broker.path, f"{broker.store_dir} {broker.connect_timeout:g} s"
+    assert isinstance(broker, LocalBroker)
+    return "LocalBroker", "", broker.store.path if broker.store is not None else "memory"
+
+
+# the settings a worker reads back from serve, by topology, and its broker
+TOPOLOGIES: dict[str, tuple[dict[str, Any], tuple[str, str, str]]] = {
+    "memory": ({"persistence": "off"}, ("LocalBroker", "", "memory")),
+    "durable": ({"store_dir": "/data"}, ("LocalBroker", "", "/data")),
+    "relay": (
+        {"workers": 4, "relay_socket": "/r.sock", "store_dir": "/data", "start_failure_file": "f"},
+        ("RelayBroker", "/r.sock", f"/data {RELAY_JOIN_LIMIT:g} s"),
+    ),
+    "relay embedded": (
+        {"workers": 4, "relay_socket": "/r.sock", "persistence": "off"},
+        ("RelayBroker", "/r.sock", " 10 s"),
+    ),
+    "redis": (
+        {"redis_url": "redis://db:6379/0", "node_name": "n1", "workers": 2},
+        ("RedisBroker", "redis://db:6379/0", "node n1, 2 workers"),
+    ),
+    "mirror": (
+        {"upstream": "http://origin/events?topic=news", "store_dir": "/data"},
+        ("LocalBroker", "", "/data"),
+    ),
+    "mirror with workers": (
+        {"upstream": "http://o/e?topic=a", "upstream_lock": "/u.lock", "relay_socket": "/r.sock"},
+        ("RelayBroker", "/r.sock", " 10 s"),
+    ),
+    "mirror on redis": (
+        {"upstream": "http://o/e?topic=a", "redis_url": "redis://db/0", "node_name": "n2"},
+        ("RedisBroker", "redis://db/0", "node n2, 1 workers"),
+    ),
+}
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_the_broker_is_one_function_of_the_settings(topology: str) -> None:
+    values, expected = TOPOLOGIES[topology]
+    settings = Settings(**values)
+    assert _kind(broker_for(settings)) == expected
+    assert _kind(App(settings).hub.broker) == expected  # the app asks broker_for
