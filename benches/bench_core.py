@@ -5,7 +5,7 @@ Run from the repository root::
     python -m benches.bench_core            # full run (~2 minutes), writes benches/results/
     python -m benches.bench_core --quick    # smoke run (short timings, writes to a temp dir)
 
-Method: every scenario (see ``benches/_scenarios.py``) is first verified (the
+Method: every scenario (see ``benches/core_scenarios.py``) is first verified (the
 Cython and pure twins must return identical bytes / events, and both must match
 an independent oracle), then timed with ``timeit.Timer.repeat`` (repeat=7, loop
 count calibrated so that each repeat takes >= 0.2 s), then verified again. Per
@@ -39,7 +39,7 @@ from typing import Any
 
 from sse_fast._core.native import NATIVE_MODULES
 
-from . import _scenarios as S
+from . import core_scenarios as S
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

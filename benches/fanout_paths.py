@@ -106,7 +106,7 @@ class FanoutTarget(peers.Target):
             str(self.port),
             f"benches.fanout_apps:{APPS[self.app]}",
         ]
-        return argv, peers.REPO_ROOT, peers._clean_env()
+        return argv, peers.REPO_ROOT, peers.clean_env()
 
     def server_pids(self) -> list[int]:
         """Granian's main process and its worker (CPU and RSS both count)."""
@@ -188,12 +188,12 @@ def machine() -> dict[str, Any]:
         "affinity": len(os.sched_getaffinity(0)),
         "kernel": platform.release(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "ulimit_nofile_hard": peers._hard_nofile(),
+        "ulimit_nofile_hard": peers.hard_nofile(),
         "somaxconn": Path("/proc/sys/net/core/somaxconn").read_text().strip(),
         "python": platform.python_version(),
-        "granian": peers._dist_version("granian"),
-        "uvloop": peers._dist_version("uvloop"),
-        "orjson": peers._dist_version("orjson"),
+        "granian": peers.dist_version("granian"),
+        "uvloop": peers.dist_version("uvloop"),
+        "orjson": peers.dist_version("orjson"),
         "sse_fast": sse_fast.__version__,
         "sse_fast_extensions": sse_fast.HAS_EXTENSIONS,
         "git_commit": _git("rev-parse", "--short", "HEAD"),

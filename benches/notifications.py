@@ -357,7 +357,7 @@ def _wrk_duration(text: str) -> float:
     return value * {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[unit]
 
 
-def _wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[str, Any]:
+def run_wrk(target: peers.Target, seconds: float, users: int, step: int) -> dict[str, Any]:
     """Single requests at full speed: wrk, 16 connections, one thread (core 0)."""
     script = (
         WRK_SCRIPT.replace("@N@", str(users))
@@ -521,7 +521,7 @@ def run_step(
         began = time.monotonic()
         if sampler:
             sampler.start()
-        result = _wrk(target, seconds, p["subscribers"], step)
+        result = run_wrk(target, seconds, p["subscribers"], step)
     else:
         parent, child = context.Pipe()
         plain = dataclasses.replace(target)  # without its process handles: picklable

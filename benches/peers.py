@@ -233,25 +233,25 @@ def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int
         conn.close()
 
 
-def _dist_version(name: str) -> str:
+def dist_version(name: str) -> str:
     try:
         return importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
 
 
-def _hard_nofile() -> int:
+def hard_nofile() -> int:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     return CONNECTIONS_PER_PROCESS if hard == resource.RLIM_INFINITY else int(hard)
 
 
-def _nofile_wrapper(cmd: list[str]) -> list[str]:
+def nofile_wrapper(cmd: list[str]) -> list[str]:
     """Run ``cmd`` with its soft file limit raised to the hard one (exec keeps the pid)."""
     script = 'ulimit -S -n "$(ulimit -H -n)" 2>/dev/null; exec "$@"'
     return ["/bin/sh", "-c", script, "sh", *cmd]
 
 
-def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The current environment without SSE_FAST_* / PEER_* / GRANIAN_* / UVICORN_*
     settings nor Granian's allocator options (the command line alone configures each
     server)."""
@@ -397,7 +397,7 @@ class Target:
         self._log = open(self._workdir / "server.log", "wb")  # noqa: SIM115
         self._known = set()
         self._proc = subprocess.Popen(
-            _nofile_wrapper(argv),
+            nofile_wrapper(argv),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -511,7 +511,7 @@ class SseFastTarget(Target):
             "--data-dir",
             str(workdir / "data"),
         ]
-        return argv, self.source, _clean_env()
+        return argv, self.source, clean_env()
 
     def ready(self) -> bool:
         status, _ = http_get(self.host, self.port, "/readyz")
@@ -537,10 +537,10 @@ class SseFastTarget(Target):
     def versions(self) -> dict[str, str]:
         out = super().versions()
         out.update(
-            sse_fast=_dist_version("sse_fast"),
-            granian=_dist_version("granian"),
-            uvloop=_dist_version("uvloop"),
-            orjson=_dist_version("orjson"),
+            sse_fast=dist_version("sse_fast"),
+            granian=dist_version("granian"),
+            uvloop=dist_version("uvloop"),
+            orjson=dist_version("orjson"),
         )
         with contextlib.suppress(OSError, subprocess.SubprocessError):
             rev = subprocess.run(
@@ -626,7 +626,7 @@ class NchanTarget(Target):
         conf.write_text(self.render_config(workdir))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         argv = [nginx, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
-        return argv, workdir, _clean_env()
+        return argv, workdir, clean_env()
 
     def ready(self) -> bool:
         if not super().ready():
@@ -709,7 +709,7 @@ class StarletteTarget(Target):
             "starlette_app:app",
         ]
         # no --limit-concurrency: uvicorn's default is no limit
-        return argv, PEERS_DIR, _clean_env({"PEER_HEARTBEAT": f"{self.heartbeat:g}"})
+        return argv, PEERS_DIR, clean_env({"PEER_HEARTBEAT": f"{self.heartbeat:g}"})
 
     def server_pids(self) -> list[int]:
         # uvicorn without --workers serves in its main process
@@ -720,7 +720,7 @@ class StarletteTarget(Target):
     def versions(self) -> dict[str, str]:
         out = super().versions()
         for dist in ("sse-starlette", "starlette", "uvicorn", "uvloop", "httptools"):
-            out[dist] = _dist_version(dist)
+            out[dist] = dist_version(dist)
         return out
 
     def notes(self) -> list[str]:
@@ -734,7 +734,7 @@ class StarletteTarget(Target):
 @dataclass(eq=False)
 class VelithonTarget(Target):
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        backpressure = max(1, _hard_nofile() - RESERVED_FDS)
+        backpressure = max(1, hard_nofile() - RESERVED_FDS)
         argv = [
             sys.executable,
             "-m",
@@ -760,12 +760,12 @@ class VelithonTarget(Target):
             str(PEERS_DIR),
             "velithon_app:app",
         ]
-        return argv, PEERS_DIR, _clean_env({"PEER_HEARTBEAT": f"{self.heartbeat:g}"})
+        return argv, PEERS_DIR, clean_env({"PEER_HEARTBEAT": f"{self.heartbeat:g}"})
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
         for dist in ("velithon", "granian", "uvloop"):
-            out[dist] = _dist_version(dist)
+            out[dist] = dist_version(dist)
         return out
 
     def notes(self) -> list[str]:
@@ -914,7 +914,7 @@ def available_targets(
 
 def _granian_pin() -> list[str]:
     """A pip constraint that keeps the installed Granian (sse_fast's server) as it is."""
-    version = _dist_version("granian")
+    version = dist_version("granian")
     return [] if version == "not installed" else [f"granian=={version}"]
 
 
@@ -924,7 +924,7 @@ def ensure_peers_installed(timeout: float = 900.0) -> dict[str, str]:
     Idempotent, and quick (no network) when everything is there."""
     errors: dict[str, str] = {}
     if _nchan_problem() is not None:
-        err = _apt_install(APT_PACKAGES, timeout)
+        err = apt_install(APT_PACKAGES, timeout)
         if err is None:
             err = _nchan_problem()
         if err:
@@ -971,7 +971,7 @@ def ensure_peers_installed(timeout: float = 900.0) -> dict[str, str]:
     return errors
 
 
-def _apt_install(packages: list[str], timeout: float) -> str | None:
+def apt_install(packages: list[str], timeout: float) -> str | None:
     if shutil.which("apt-get") is None:
         return "apt-get not available"
     if os.geteuid() != 0:

@@ -245,7 +245,7 @@ def timed_start(target: PersistentTarget, timeout: float, poll: float) -> dict[s
         wall0 = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            peers._nofile_wrapper(argv),
+            peers.nofile_wrapper(argv),
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

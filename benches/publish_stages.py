@@ -104,7 +104,7 @@ class StageTarget(GranianTarget):
             "SSE_FAST_LOG_LEVEL": "warning",
             "SSE_FAST_DATA_DIR": str(workdir / "data"),
         }
-        return argv, peers.PEERS_DIR, peers._clean_env(env)
+        return argv, peers.PEERS_DIR, peers.clean_env(env)
 
 
 def targets(host: str) -> list[peers.Target]:

@@ -90,15 +90,15 @@ class BareGranianTarget(peers.Target):
     ``run_load``'s publisher is answered while the streams stay idle."""
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        argv, extra = stream_memory._floor_command(self.port)
-        backpressure = max(1, peers._hard_nofile() - peers.RESERVED_FDS)  # as sse_fast's
+        argv, extra = stream_memory.floor_command(self.port)
+        backpressure = max(1, peers.hard_nofile() - peers.RESERVED_FDS)  # as sse_fast's
         for flag, value in (
             ("--host", self.host),
             ("--workers", str(self.workers)),
             ("--backpressure", str(backpressure)),
         ):
             argv[argv.index(flag) + 1] = value
-        return argv, peers.REPO_ROOT, peers._clean_env(extra)
+        return argv, peers.REPO_ROOT, peers.clean_env(extra)
 
     def publish_request(self, topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
         return "GET", "/healthz", {}, b""
@@ -112,7 +112,7 @@ class BareGranianTarget(peers.Target):
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
-        out.update(granian=peers._dist_version("granian"), uvloop=peers._dist_version("uvloop"))
+        out.update(granian=peers.dist_version("granian"), uvloop=peers.dist_version("uvloop"))
         return out
 
     def notes(self) -> list[str]:
@@ -793,7 +793,7 @@ def ensure_wrk() -> str | None:
     """wrk (benches.notifications' single requests), from apt when missing; an error or None."""
     if shutil.which("wrk"):
         return None
-    return peers._apt_install(["wrk"], 600.0) or (None if shutil.which("wrk") else "wrk missing")
+    return peers.apt_install(["wrk"], 600.0) or (None if shutil.which("wrk") else "wrk missing")
 
 
 def run_all(

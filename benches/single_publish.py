@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from . import peers
-from .notifications import SERVER_CORE, _wrk, options_of, pin
+from .notifications import SERVER_CORE, options_of, pin, run_wrk
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -71,7 +71,7 @@ class GranianTarget(peers.Target):
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
-        out["granian"] = peers._dist_version("granian")
+        out["granian"] = peers.dist_version("granian")
         return out
 
 
@@ -82,7 +82,7 @@ class BareTarget(GranianTarget):
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
         argv = [self.python or sys.executable, "bare_post_app.py", self.host, str(self.port)]
         env = {"BARE_STOP_AT_LENGTH": "1" if self.stop_at_length else "0"}
-        return argv, peers.PEERS_DIR, peers._clean_env(env)
+        return argv, peers.PEERS_DIR, peers.clean_env(env)
 
 
 @dataclass(eq=False)
@@ -143,7 +143,7 @@ def run_rounds(targets: list[peers.Target], rounds: int, seconds: float) -> dict
                 time.sleep(0.5)
                 before = peers.thread_cpu(pids)
                 # wrk's step number seeds the topic order; the same for every target
-                out = _wrk(target, seconds, USERS, index + 1)
+                out = run_wrk(target, seconds, USERS, index + 1)
                 after = peers.thread_cpu(pids)
             finally:
                 target.stop()

@@ -68,7 +68,7 @@ class AdapterTarget(peers.Target):
             argv += ["--workers-kill-timeout", "3"]
         argv.append(self.app)
         env = {"PEER_HEARTBEAT": f"{self.heartbeat:g}", "PEER_SSE": self.library}
-        return argv, peers.PEERS_DIR, peers._clean_env(env)
+        return argv, peers.PEERS_DIR, peers.clean_env(env)
 
     def start(self) -> None:
         super().start()
@@ -86,7 +86,7 @@ class AdapterTarget(peers.Target):
     def versions(self) -> dict[str, str]:
         out = super().versions()
         for dist in ("sse_fast", "sse-starlette", "starlette", "django", self.server, "uvloop"):
-            out[dist] = peers._dist_version(dist)
+            out[dist] = peers.dist_version(dist)
         return out
 
 

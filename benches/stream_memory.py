@@ -59,7 +59,7 @@ from typing import Any
 
 from sse_fast.cli import ALLOCATOR_VARIABLE, allocator_options
 
-from .fanout_apps import _lifespan
+from .fanout_apps import answer_lifespan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS = REPO_ROOT / "benches" / "results"
@@ -81,7 +81,7 @@ _FLOOR_FRAME = {"type": "http.response.body", "body": b"retry: 1000\nid: 0\n\n",
 async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """SSE headers and one frame on any GET, then wait for ``http.disconnect``."""
     if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
+        await answer_lifespan(receive, send)
         return
     if scope["type"] != "http":
         return
@@ -207,7 +207,7 @@ def _capacity() -> int:
     return max(1, soft - RESERVED_FDS)
 
 
-def _floor_command(port: int) -> tuple[list[str], dict[str, str]]:
+def floor_command(port: int) -> tuple[list[str], dict[str, str]]:
     from sse_fast.settings import Settings
 
     s = Settings()
@@ -291,7 +291,7 @@ def run_rss(
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="stream_memory_") as data_dir:
         if kind == "floor":
-            argv, extra = _floor_command(port)
+            argv, extra = floor_command(port)
         else:
             argv, extra = _serve_command(port, persistence, data_dir)
         if decay:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from benches import _scenarios as S
+from benches import core_scenarios as S
 
 ENCODE = [S.EXT, S.PY, S.SS]
 CORE = [S.EXT, S.PY]

@@ -241,4 +241,4 @@ def test_bare_granian_runs_the_floor_app_with_the_targets_workers(tmp_path: Path
 
 def test_the_callers_allocator_options_reach_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("_RJEM_MALLOC_CONF", "dirty_decay_ms:10000")
-    assert "_RJEM_MALLOC_CONF" not in peers._clean_env()
+    assert "_RJEM_MALLOC_CONF" not in peers.clean_env()
