@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -74,7 +75,9 @@ def test_a_transform_that_cannot_be_loaded_fails_startup() -> None:
     settings = Settings(upstream="http://o/e?topic=a", upstream_transform="tests.nothing:here")
     with pytest.raises(RuntimeError, match=r"cannot import tests\.nothing"):
         Upstream(settings, Hub(settings))
-    settings.upstream_transform = "tests.support.mirror_transform:missing"
+    settings = dataclasses.replace(
+        settings, upstream_transform="tests.support.mirror_transform:missing"
+    )
     with pytest.raises(RuntimeError, match="has no missing"):
         Upstream(settings, Hub(settings))
 
