@@ -23,6 +23,7 @@ of its own, which is the durable store as under ``serve``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def _edge() -> App:
     if settings.persistence != "off" and not settings.redis_url:
         path = Path(settings.data_dir)
         path.mkdir(parents=True, exist_ok=True)
-        settings.store_dir = str(path)
+        settings = dataclasses.replace(settings, store_dir=str(path))
     return App(settings)
 
 
