@@ -40,6 +40,7 @@ from typing import Any
 from sse_fast._core.native import NATIVE_MODULES
 
 from . import core_scenarios as S
+from . import system
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -99,19 +100,17 @@ IMPL_LABELS = {
 
 def _cpu_model() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        model = system.cpu_model()
     except OSError:
-        pass
-    return platform.processor() or "unknown"
+        model = None
+    return model or platform.processor() or "unknown"
 
 
 def _cpu_busy(seconds: float = 1.0) -> float | None:
     """Share of CPU time (all cores) not idle during ``seconds``, in percent."""
 
     def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        fields = system.cpu_times()
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
         return idle, sum(fields)
 

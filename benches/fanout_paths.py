@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benches import peers
+from benches import peers, system
 from benches.fanout_apps import APPS
 from sse_fast import loadgen
 
@@ -127,7 +127,7 @@ class FanoutTarget(peers.Target):
 
 def _busy_jiffies() -> tuple[int, int]:
     """(all, busy) CPU time of the whole machine so far, in clock ticks."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    values = system.cpu_times()[:7]
     total = sum(values)
     return total, total - values[3] - values[4]  # minus idle and iowait
 
@@ -161,14 +161,11 @@ def wait_idle(limit: float, threshold: float, log: Any) -> tuple[float, float]:
 
 
 def _loadavg() -> list[float]:
-    return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    return [float(v) for v in system.loadavg()]
 
 
 def _cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    return system.cpu_model() or platform.processor() or "unknown"
 
 
 def _git(*args: str) -> str:
@@ -189,7 +186,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "ulimit_nofile_hard": peers.hard_nofile(),
-        "somaxconn": Path("/proc/sys/net/core/somaxconn").read_text().strip(),
+        "somaxconn": system.sysctl("net.core.somaxconn"),
         "python": platform.python_version(),
         "granian": peers.dist_version("granian"),
         "uvloop": peers.dist_version("uvloop"),

@@ -33,22 +33,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sse_fast.loadgen import Result, process_tree, run_load
+from sse_fast.loadgen import Result, cpu_seconds, process_tree, run_load
 from sse_fast.testing import RedisServer, ServerProcess
 
 from .server_bench import machine
 
 RESULTS = Path(__file__).parent / "results"
 NODE_FLAGS = ("--backlog", "4096")
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager

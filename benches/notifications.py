@@ -61,7 +61,7 @@ from typing import Any
 
 from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
 
-from . import loop_profile, peers
+from . import loop_profile, peers, system
 from .server_bench import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,7 +103,7 @@ def pin(pids: list[int], cores: set[int]) -> None:
     started before we pin: pinning the process's main thread alone leaves them free)."""
     for pid in pids:
         try:
-            threads = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            threads = system.threads(pid)
         except OSError:
             threads = [pid]
         for thread in threads:

@@ -70,6 +70,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from benches import system
+
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PEERS_DIR = Path(__file__).resolve().parent / "peers"
@@ -108,7 +110,7 @@ _RUNNING: set[Target] = set()
 def _proc_stat(pid: int) -> tuple[str, int] | None:
     """(state, ppid) of a process, or None when it is gone."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        text = system.process_stat(pid)
     except OSError:
         return None
     rest = text[text.rfind(")") + 2 :].split()
@@ -118,14 +120,12 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
 def session_members(sid: int) -> list[int]:
     """Live processes of session ``sid`` (each server runs in a session of its own)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for pid in system.pids():
         with contextlib.suppress(OSError, ValueError, IndexError):
-            text = Path(f"/proc/{entry}/stat").read_text()
+            text = system.process_stat(pid)
             rest = text[text.rfind(")") + 2 :].split()
             if rest[0] not in ("Z", "X") and int(rest[3]) == sid:
-                found.append(int(entry))
+                found.append(pid)
     return sorted(found)
 
 
@@ -137,7 +137,7 @@ def pid_alive(pid: int) -> bool:
 
 def cmdline(pid: int) -> str:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        raw = system.cmdline(pid)
     except OSError:
         return ""
     return raw.replace(b"\0", b" ").decode(errors="replace").strip()
@@ -145,11 +145,10 @@ def cmdline(pid: int) -> str:
 
 def children_map() -> dict[int, list[int]]:
     kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            stat = _proc_stat(int(entry))
-            if stat is not None and stat[0] not in ("Z", "X"):
-                kids.setdefault(stat[1], []).append(int(entry))
+    for pid in system.pids():
+        stat = _proc_stat(pid)
+        if stat is not None and stat[0] not in ("Z", "X"):
+            kids.setdefault(stat[1], []).append(pid)
     return kids
 
 
@@ -166,13 +165,8 @@ def descendants(pid: int) -> list[int]:
 
 
 def rss_kb(pids: Iterable[int]) -> int:
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+    """The resident memory of these processes together (KiB; a process gone counts 0)."""
+    return system.rss_kb(list(pids))
 
 
 def port_is_free(host: str, port: int) -> bool:
@@ -187,7 +181,7 @@ def port_is_free(host: str, port: int) -> bool:
 
 def _ephemeral_range() -> tuple[int, int]:
     with contextlib.suppress(OSError, ValueError):
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        low, high = system.sysctl("net.ipv4.ip_local_port_range").split()
         return int(low), int(high)
     return 32768, 60999
 
@@ -804,20 +798,13 @@ def thread_cpu(pids: list[int]) -> dict[str, float]:
     out = {"loop": 0.0, "io": 0.0, "other": 0.0}
     for pid in pids:
         with contextlib.suppress(OSError):
-            for name in os.listdir(f"/proc/{pid}/task"):
+            for tid in system.threads(pid):
                 with contextlib.suppress(OSError, ValueError, IndexError):
-                    with open(f"/proc/{pid}/task/{name}/stat") as stat:
-                        text = stat.read()
+                    text = system.thread_stat(pid, tid)
                     # after the ")" that ends the thread's name: field 3 on
                     fields = text.rsplit(")", 1)[1].split()
                     comm = text[text.index("(") + 1 : text.rindex(")")]
-                    role = (
-                        "loop"
-                        if int(name) == pid
-                        else "io"
-                        if comm.startswith("tokio")
-                        else "other"
-                    )
+                    role = "loop" if tid == pid else "io" if comm.startswith("tokio") else "other"
                     out[role] += (int(fields[11]) + int(fields[12])) / tick
     return out
 

@@ -51,6 +51,8 @@ import orjson
 
 from sse_fast.testing import tcp_sockets
 
+from . import system
+
 HOST = "127.0.0.1"
 KiB = 1024
 MiB = 1024 * KiB
@@ -69,7 +71,7 @@ def parse_sockstat(text: str) -> int:
 
 def tcp_memory_bytes() -> int:
     """The machine's TCP memory now (``/proc/net/sockstat`` pages x page size)."""
-    return parse_sockstat(Path("/proc/net/sockstat").read_text()) * os.sysconf("SC_PAGE_SIZE")
+    return parse_sockstat(system.sockstat()) * os.sysconf("SC_PAGE_SIZE")
 
 
 def _server(size: int, **settings: Any) -> Any:
@@ -139,9 +141,9 @@ def parse_schedstat(text: str) -> int:
 def cpu_ns(pid: int) -> int:
     """The CPU time of all threads of process ``pid`` (ns)."""
     total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    for tid in system.threads(pid):
         try:
-            total += parse_schedstat((task / "schedstat").read_text())
+            total += parse_schedstat(system.thread_schedstat(pid, tid))
         except FileNotFoundError:  # a thread that just ended
             continue
     return total
@@ -273,12 +275,12 @@ def _conditions(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         **machine(),
-        "tcp_wmem": Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split(),
-        "tcp_rmem": Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split(),
-        "wmem_max": Path("/proc/sys/net/core/wmem_max").read_text().strip(),
-        "tcp_mem_pages": Path("/proc/sys/net/ipv4/tcp_mem").read_text().split(),
-        "congestion_control": Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip(),
-        "loadavg_before": Path("/proc/loadavg").read_text().split()[:3],
+        "tcp_wmem": system.sysctl("net.ipv4.tcp_wmem").split(),
+        "tcp_rmem": system.sysctl("net.ipv4.tcp_rmem").split(),
+        "wmem_max": system.sysctl("net.core.wmem_max"),
+        "tcp_mem_pages": system.sysctl("net.ipv4.tcp_mem").split(),
+        "congestion_control": system.sysctl("net.ipv4.tcp_congestion_control"),
+        "loadavg_before": system.loadavg(),
         "arguments": {k: v for k, v in vars(args).items() if k != "out_dir"},
     }
 

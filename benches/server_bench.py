@@ -39,7 +39,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benches import peers
+from benches import peers, system
 from sse_fast.loadgen import Result, run_load
 
 RESULTS = Path(__file__).parent / "results"
@@ -50,12 +50,7 @@ def log(message: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+    cpu = system.cpu_model() or "unknown"
     return {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpu": cpu,

@@ -59,6 +59,7 @@ from typing import Any
 
 from sse_fast.cli import ALLOCATOR_VARIABLE, allocator_options
 
+from . import system
 from .fanout_apps import answer_lifespan
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -152,28 +153,11 @@ async def _client(port: int, path_template: str) -> None:
 
 
 def _children(pid: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            stat = (entry / "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            kids.setdefault(ppid, []).append(int(entry.name))
-    found, stack = [], list(kids.get(pid, ()))
-    while stack:
-        child = stack.pop()
-        found.append(child)
-        stack.extend(kids.get(child, ()))
-    return found
+    return system.process_tree(pid)[1:]
 
 
 def _rss_kib(pid: int) -> int:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return system.rss_kb([pid])
 
 
 def _free_port() -> int:
@@ -549,10 +533,7 @@ def _conditions(quick: bool) -> dict[str, Any]:
 
     cpu = "?"
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        cpu = system.cpu_model() or "?"
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True
     ).stdout.strip()
@@ -576,7 +557,7 @@ def _conditions(quick: bool) -> dict[str, Any]:
         "git": commit,
         "uncommitted_sse_fast": [line for line in dirty if line.strip()],
         "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "loadavg": system.loadavg(),
     }
 
 
@@ -743,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     for one_topic in (True, False):
         print(f"(c) tracemalloc, one_topic={one_topic} ...", file=sys.stderr, flush=True)
         result["tracemalloc"].append(asyncio.run(_in_process(top, one_topic)))
-    result["conditions"]["loadavg_after"] = Path("/proc/loadavg").read_text().split()[:3]
+    result["conditions"]["loadavg_after"] = system.loadavg()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "stream_memory.json").write_text(json.dumps(result, indent=2) + "\n")
     if result["rss"]:

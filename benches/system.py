@@ -1,0 +1,99 @@
+"""The machine as the benchmarks read it: every read of ``/proc`` in ``benches/``.
+
+Harness, no command of its own. The processes' CPU time, trees and resident memory
+come from the package's :mod:`sse_fast.loadgen.procfs` (re-exported here); this module
+adds what only the benchmarks read: the CPU model, the machine's CPU counters and
+load average, kernel settings (``/proc/sys``), the kernel's TCP memory, and a
+process's threads, raw ``stat`` and command line. Each reader returns the text or
+numbers as the kernel gives them; the report of each suite formats them its own way.
+``tests/test_layout.py`` checks that no other module of ``benches/`` names ``/proc``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sse_fast.loadgen.procfs import cpu_seconds, listening_pids, process_tree, rss_kb
+
+__all__ = [
+    "cmdline",
+    "cpu_model",
+    "cpu_seconds",
+    "cpu_times",
+    "listening_pids",
+    "loadavg",
+    "pids",
+    "process_stat",
+    "process_tree",
+    "rss_kb",
+    "sockstat",
+    "sysctl",
+    "thread_schedstat",
+    "thread_stat",
+    "threads",
+]
+
+PROC = Path("/proc")
+
+
+def cpu_model() -> str | None:
+    """The ``model name`` of ``/proc/cpuinfo``'s first CPU; None when it names none.
+    Raises OSError when ``/proc/cpuinfo`` cannot be read."""
+    for line in (PROC / "cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def cpu_times() -> list[int]:
+    """The machine's CPU time so far by kind (``/proc/stat``'s ``cpu`` line: user, nice,
+    system, idle, iowait, ...), in clock ticks."""
+    first = (PROC / "stat").read_text().split("\n", 1)[0]
+    return [int(value) for value in first.split()[1:]]
+
+
+def loadavg() -> list[str]:
+    """The 1, 5 and 15 minute load averages as ``/proc/loadavg`` writes them."""
+    return (PROC / "loadavg").read_text().split()[:3]
+
+
+def sysctl(name: str) -> str:
+    """A kernel setting by its dotted name (``net.core.somaxconn``), stripped."""
+    return (PROC / "sys" / name.replace(".", "/")).read_text().strip()
+
+
+def sockstat() -> str:
+    """``/proc/net/sockstat`` (the kernel's socket counts and TCP memory, in pages)."""
+    return (PROC / "net" / "sockstat").read_text()
+
+
+def pids() -> list[int]:
+    """The processes that exist now."""
+    return [int(entry) for entry in os.listdir(PROC) if entry.isdigit()]
+
+
+def process_stat(pid: int) -> str:
+    """``/proc/PID/stat`` as text; OSError when the process is gone."""
+    return (PROC / str(pid) / "stat").read_text()
+
+
+def cmdline(pid: int) -> bytes:
+    """``/proc/PID/cmdline`` (arguments separated by NUL); OSError when gone."""
+    return (PROC / str(pid) / "cmdline").read_bytes()
+
+
+def threads(pid: int) -> list[int]:
+    """The thread ids of process ``pid``; OSError when it is gone."""
+    return [int(name) for name in os.listdir(PROC / str(pid) / "task")]
+
+
+def thread_stat(pid: int, tid: int) -> str:
+    """``/proc/PID/task/TID/stat`` as text; OSError when the thread is gone."""
+    return (PROC / str(pid) / "task" / str(tid) / "stat").read_text()
+
+
+def thread_schedstat(pid: int, tid: int) -> str:
+    """``/proc/PID/task/TID/schedstat`` (ns on a CPU, ns waiting, slices); OSError when
+    the thread is gone."""
+    return (PROC / str(pid) / "task" / str(tid) / "schedstat").read_text()
