@@ -7,6 +7,14 @@ Django user writes by hand (the same queue per subscriber as ``benches/peers/dja
 queue; Django's ``StreamingHttpResponse`` iteration consumes each stream (what its ASGI
 handler does, without a server or sockets). Prints the process's CPU microseconds per
 event for each, twice, alternating (this machine is noisy: compare within the run).
+
+Experiment, kept as the record of a decision (``benches/README.md``):
+
+Question: Does ``sse_fast.django``'s stream cost more CPU per event than the view a
+    Django user writes by hand?
+Result: it did (19-20.5 us against 11.5-16.2 us) while it waited with ``asyncio.wait``
+    and a ping timer per item; waiting on one future, 8.5-11.6 us.
+Date: 2026-11-25 (docs/benchmarks.md, the Django adapter)
 """
 
 from __future__ import annotations

@@ -14,6 +14,14 @@ status, its summary line and its rows::
     python -m benches.locust_restart --persistence off
 
 Result (2026-11-26, 2 shared cores, one run each): see the table in LOCUST.md.
+
+Experiment, kept as the record of a decision (``benches/README.md``):
+
+Question: Does a restart of ``sse-fast serve`` fail a locust run?
+Result: with ``--persistence interval`` the run passes (nothing lost, 3 of 81 publishes
+    failed and were resent); with ``--persistence off`` it fails (60 events lost, exit
+    1); an earlier run's 6.2 % failed publishes set the 10 % default.
+Date: 2026-11-26 (benches/LOCUST.md, restarts)
 """
 
 from __future__ import annotations
