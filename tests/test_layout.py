@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sse_fast
 
 PACKAGE = Path(sse_fast.__file__).resolve().parent  # the source tree, or an installed wheel
@@ -452,3 +454,160 @@ def test_relay_messages_are_built_and_read_in_the_wire_module() -> None:
     workers never write a header dict, read a header's field by name, or call the
     lower layer (``pack``, ``read_message``, ``unpack_delivery``, ...)."""
     assert relay_message_problems(PACKAGE) == []
+
+
+# ------------------------------------------------------------------ benches/ in tiers
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"  # not in the sdist: skipped there
+TIERS = ("Harness", "Maintained suites", "Experiments")
+needs_benches = pytest.mark.skipif(not BENCHES.is_dir(), reason="no benches/ (an sdist)")
+
+
+def bench_tiers(readme: str) -> dict[str, dict[str, str]]:
+    """The tables of ``benches/README.md``'s tier sections: tier -> {module: its row},
+    a module being the first cell of a row (`` `name.py` ``)."""
+    tiers: dict[str, dict[str, str]] = {}
+    for section in re.split(r"^## ", readme, flags=re.MULTILINE)[1:]:
+        title, _, body = section.partition("\n")
+        if title.strip() in TIERS:
+            rows = re.findall(r"^\| `(\w+\.py)` \|(.*)$", body, flags=re.MULTILINE)
+            tiers[title.strip()] = dict(rows)
+    return tiers
+
+
+def bench_tier_problems(benches: Path) -> list[str]:
+    """Modules of ``benches/`` not listed under exactly one tier, tests not in their
+    module's row, maintained suites without their command, experiments without their
+    question, result and date."""
+    tiers = bench_tiers((benches / "README.md").read_text())
+    problems = [f"benches/README.md: no section {tier!r}" for tier in TIERS if tier not in tiers]
+    listed = [module for rows in tiers.values() for module in rows]
+    problems += [
+        f"{module} listed twice" for module in sorted(set(listed)) if listed.count(module) > 1
+    ]
+    for path in sorted(benches.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        if path.name.startswith("test_"):
+            tested = path.name.removeprefix("test_")
+            rows = {**tiers.get("Harness", {}), **tiers.get("Maintained suites", {})}
+            if f"`{path.name}`" not in rows.get(tested, ""):
+                problems.append(f"{path.name}: not in {tested}'s row of a harness or suite")
+        elif path.name not in listed:
+            problems.append(f"{path.name}: listed under no tier of benches/README.md")
+    for module, row in tiers.get("Maintained suites", {}).items():
+        if f"python -m benches.{module.removesuffix('.py')}" not in row:
+            problems.append(f"{module}: its row gives no `python -m benches.` command")
+    for module in tiers.get("Experiments", {}):
+        path = benches / module
+        doc = ast.get_docstring(ast.parse(path.read_text())) if path.exists() else None
+        for label in ("Question: ", "Result: ", "Date: "):
+            if not re.search(rf"^{label}\S", doc or "", flags=re.MULTILINE):
+                problems.append(f"{module}: its docstring has no {label.strip()}")
+        if doc and not re.search(r"^Date: \d{4}-\d\d-\d\d", doc, flags=re.MULTILINE):
+            problems.append(f"{module}: its Date is not YYYY-MM-DD")
+    return problems
+
+
+def bench_private_imports(benches: Path) -> list[str]:
+    """Where a module of ``benches/`` takes a ``_private`` name of another bench module
+    (``from .peers import _x``, or ``peers._x`` after ``from benches import peers``);
+    a module's own test (``test_x.py`` of ``x.py``) may reach its privates."""
+    found = []
+    for path in sorted(benches.rglob("*.py")):
+        tree, where = ast.parse(path.read_text()), path.relative_to(benches.parent).as_posix()
+        own = path.stem.removeprefix("test_") if path.stem.startswith("test_") else path.stem
+        modules: dict[str, str] = {}  # local name -> bench module
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = node.module or ""
+            if not (node.level or source == "benches" or source.startswith("benches.")):
+                continue
+            for alias in node.names:
+                module = alias.name if source in ("", "benches") else source.split(".")[-1]
+                if source in ("", "benches"):
+                    modules[alias.asname or alias.name] = module
+                elif alias.name.startswith("_") and module != own:
+                    found.append(f"{where}: from {'.' * node.level}{source} import {alias.name}")
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and modules[node.value.id] != own
+            ):
+                found.append(f"{where}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def bench_proc_reads(benches: Path) -> list[str]:
+    """Strings naming ``/proc`` in code of ``benches/`` outside ``benches/system.py`` (which
+    reads /proc for all of them, and takes the processes' figures from the package's
+    ``sse_fast.loadgen.procfs``)."""
+    found = []
+    for path in sorted(benches.rglob("*.py")):
+        if path == benches / "system.py":
+            continue
+        where = path.relative_to(benches.parent).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and str(node.value).startswith("/proc"):
+                found.append(f"{where}:{node.lineno}: {node.value!r}")
+    return found
+
+
+@needs_benches
+def test_every_bench_module_is_listed_under_one_tier() -> None:
+    assert bench_tier_problems(BENCHES) == []
+
+
+@needs_benches
+def test_no_bench_module_takes_another_ones_private_name() -> None:
+    assert bench_private_imports(BENCHES) == []
+
+
+@needs_benches
+def test_benches_read_proc_through_one_module_over_the_packages_procfs() -> None:
+    assert bench_proc_reads(BENCHES) == []
+    system = ast.parse((BENCHES / "system.py").read_text())
+    sources = {node.module for node in ast.walk(system) if isinstance(node, ast.ImportFrom)}
+    assert "sse_fast.loadgen.procfs" in sources
+
+
+def test_the_bench_checks_find_what_they_look_for(tmp_path: Path) -> None:
+    benches = tmp_path / "benches"
+    benches.mkdir()
+    (benches / "README.md").write_text(
+        "## Harness\n\n| `peers.py` | targets |\n\n"
+        "## Maintained suites\n\n| `suite.py` | `python -m benches.other` | `test_suite.py` |\n"
+        "| `peers.py` | again |\n\n"
+        "## Experiments\n\n| `trial.py` | a question |\n"
+    )
+    (benches / "peers.py").write_text('def _hidden() -> None: ...\nPROC = "/proc/loadavg"\n')
+    (benches / "suite.py").write_text(
+        "from benches import peers\nfrom .peers import _hidden\npeers._hidden()\n"
+        'stat = f"/proc/{1}/stat"\n'
+    )
+    (benches / "test_suite.py").write_text("from benches import suite\nsuite._own()\n")
+    (benches / "test_peers.py").write_text("")
+    (benches / "trial.py").write_text('"""A trial.\n\nQuestion: which?\nDate: soon\n"""\n')
+    (benches / "stray.py").write_text("")
+    assert sorted(bench_tier_problems(benches)) == [
+        "peers.py listed twice",
+        "peers.py: its row gives no `python -m benches.` command",
+        "stray.py: listed under no tier of benches/README.md",
+        "suite.py: its row gives no `python -m benches.` command",
+        "test_peers.py: not in peers.py's row of a harness or suite",
+        "trial.py: its Date is not YYYY-MM-DD",
+        "trial.py: its docstring has no Result:",
+    ]
+    assert bench_private_imports(benches) == [
+        "benches/suite.py: from .peers import _hidden",
+        "benches/suite.py:3: peers._hidden",
+    ]
+    assert bench_proc_reads(benches) == [
+        "benches/peers.py:2: '/proc/loadavg'",
+        "benches/suite.py:4: '/proc/'",
+    ]
