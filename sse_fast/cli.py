@@ -198,17 +198,17 @@ def serve(settings: Settings) -> int:
     _require_granian()
     check_listen_address(settings.host, settings.port, settings.reuse_port)
     capacity = _announce_capacity(settings)
-    _check_credentials(settings)
+    settings = _check_credentials(settings)
     for warning in presence_warnings(settings):
         log.warning("%s", warning)
-    settings.install_signal_handlers = True
     if settings.schemas:
         check_schemas(settings.schemas)
     if settings.redis_url:
         refusal = redis_refusal(settings.redis_url)
         if refusal:
             raise StartError(refusal)
-    upstream_dir = _prepare_relay_mode(settings)
+    upstream_lock = _prepare_relay_mode(settings)
+    upstream_dir = os.path.dirname(upstream_lock) if upstream_lock else ""
     relay = None
     try:
         data = _prepare_data_dir(settings)
@@ -217,15 +217,10 @@ def serve(settings: Settings) -> int:
             shutil.rmtree(upstream_dir, ignore_errors=True)
         raise StartError(str(exc)) from None
     report = StartReport.create()
-    settings.start_failure_file = report.path
-    if settings.redis_url:
-        if not settings.node_name:
-            settings.node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
-        log.info("node %s on Redis %s", settings.node_name, _redacted(settings.redis_url))
-    elif settings.workers > 1:
+    settings = _hand_off(settings, data, report, upstream_lock)
+    if settings.workers > 1 and not settings.redis_url:
         from .brokers.relay.supervisor import RelaySupervisor
 
-        settings.relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
         # it reads the data directory while every worker restores it too, sharing the
         # cores; the bound is for a relay that hangs (one that dies is said at once), so
         # it is generous: 600 s per GiB per worker (a GiB of small events is 13 million;
@@ -268,6 +263,32 @@ def serve(settings: Settings) -> int:
     return 0
 
 
+def _hand_off(
+    settings: Settings, data: DataDirectory | None, report: StartReport, upstream_lock: str
+) -> Settings:
+    """The settings serve's workers read back: its decisions (``Handoff``: the relay's
+    socket when several workers share no Redis, the data directory it locked, ...;
+    a field it decides nothing of keeps its value) and, on Redis, this node's name
+    (made up when not given)."""
+    relay_socket = settings.relay_socket
+    if settings.redis_url:
+        if not settings.node_name:
+            node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
+            settings = dataclasses.replace(settings, node_name=node_name)
+        log.info("node %s on Redis %s", settings.node_name, _redacted(settings.redis_url))
+    elif settings.workers > 1:
+        relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
+    return settings.handed(
+        Handoff(
+            relay_socket=relay_socket,
+            upstream_lock=upstream_lock or settings.upstream_lock,
+            install_signal_handlers=True,
+            store_dir=data.path if data is not None else settings.store_dir,
+            start_failure_file=report.path,
+        )
+    )
+
+
 def _start_relay(
     relay: RelaySupervisor, settings: Settings, report: StartReport, stopping: threading.Event
 ) -> None:
@@ -302,11 +323,10 @@ def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
     try:
         # checked as the sequencer will (``durable/integrity.py``), which loads them
         loaded = read(data.path, events=False, checks=True, recover=settings.data_recover)
-        settings.store_dir = data.path
         if loaded.unsettled(current_boot_id()):
             # what the writer's start writes (lost ranges, cuts) is there before the
             # relay and its workers read the directory side by side
-            settle(**log_options(settings))
+            settle(**log_options(dataclasses.replace(settings, store_dir=data.path)))
     except BaseException:
         data.release()
         raise
@@ -339,9 +359,9 @@ def _announce_capacity(settings: Settings) -> int:
     return capacity
 
 
-def _check_credentials(settings: Settings) -> None:
+def _check_credentials(settings: Settings) -> Settings:
     """Warn of anonymous publishing; with no credential at all, make a token for
-    this run and say it."""
+    this run and say it. The settings with that token."""
     if settings.allow_anonymous_publish:
         log.warning("--allow-anonymous-publish: ANYONE who can reach this server can publish")
     elif not (
@@ -350,26 +370,25 @@ def _check_credentials(settings: Settings) -> None:
         or settings.jwt_public_key_file
         or settings.jwt_jwks_file
     ):
-        settings.publish_token = secrets.token_urlsafe(24)
+        settings = dataclasses.replace(settings, publish_token=secrets.token_urlsafe(24))
         log.warning(
             "no publish credential configured; publishing needs one. For this run: "
             "Authorization: Bearer %s (set SSE_FAST_PUBLISH_TOKEN or JWT keys to "
             "choose your own)",
             settings.publish_token,
         )
+    return settings
 
 
 def _prepare_relay_mode(settings: Settings) -> str:
     """Mirror mode with several workers: the lock that chooses the one reading
-    upstream, in a directory of its own (returned, to remove; "" otherwise)."""
+    upstream, in a directory of its own (its path, returned; "" otherwise)."""
     if not settings.upstream:
         return ""
     log.info("mirror mode: upstream %s into topic %s", settings.upstream, settings.upstream_topic)
     if settings.workers <= 1:
         return ""
-    upstream_dir = tempfile.mkdtemp(prefix="sse-fast-upstream-")
-    settings.upstream_lock = os.path.join(upstream_dir, "upstream.lock")
-    return upstream_dir
+    return os.path.join(tempfile.mkdtemp(prefix="sse-fast-upstream-"), "upstream.lock")
 
 
 def allocator_options(decay: float) -> str:

@@ -138,7 +138,7 @@ RANGES: dict[str, tuple[float | None, float | None, str]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Listening:
     """Where and how the server listens: address, workers, Granian, TLS, logging."""
 
@@ -205,7 +205,7 @@ class _Listening:
     log_level: str = field(default="info", metadata=_doc("debug, info, warning or error"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Streams:
     """Streams and their history: heartbeats, retry, rings, the history budget, drain."""
 
@@ -249,7 +249,7 @@ class _Streams:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Limits:
     """What one client or request may do: sizes, timeouts, connections, rates."""
 
@@ -307,7 +307,7 @@ class _Limits:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Access:
     """Who may publish, subscribe and read the operations endpoints."""
 
@@ -362,7 +362,7 @@ class _Access:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Features:
     """Typed streams, presence and webhooks."""
 
@@ -423,7 +423,7 @@ class _Features:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Brokers:
     """Several workers (the relay) and several machines (Redis)."""
 
@@ -488,7 +488,7 @@ class _Brokers:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Storage:
     """Durable history: the events kept on local disk across restarts (no Redis)."""
 
@@ -530,7 +530,7 @@ class _Storage:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _RelayMode:
     """Mirror mode: an upstream SSE stream republished into a topic."""
 
@@ -578,7 +578,7 @@ class _RelayMode:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Handoff:
     """What ``sse-fast serve`` (the supervising process) decides for its workers:
     the one place its fields are declared. ``Settings`` has them as settings, read
@@ -615,7 +615,7 @@ class Handoff:
         return frozenset(f.name for f in fields(cls))
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings(
     Handoff,
     _RelayMode,
@@ -629,7 +629,8 @@ class Settings(
 ):
     """Every setting of the server, by section (the bases, listed here in reverse:
     a dataclass takes the fields of its last base first); ``sse-fast serve --help``
-    lists them in that order."""
+    lists them in that order. Frozen once built: another value is another
+    ``Settings`` (``dataclasses.replace``, ``handed``), checked again."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -759,7 +760,8 @@ class Settings(
                     "pass --upstream-topic (or --topic with sse-fast mirror); it can be left "
                     "out only when the upstream URL has exactly one topic= parameter"
                 )
-            self.upstream_topic = named[0]
+            # resolved once, as the settings are built (they are frozen then)
+            object.__setattr__(self, "upstream_topic", named[0])
         if not TOPIC_NAME.fullmatch(self.upstream_topic) or (
             len(self.upstream_topic) > self.max_topic_length
         ):
@@ -793,6 +795,10 @@ class Settings(
                 ("1" if value else "0") if isinstance(value, bool) else str(value)
             )
         return env
+
+    def handed(self, handoff: Handoff) -> Settings:
+        """These settings with ``handoff``'s fields: what serve's workers read back."""
+        return dataclasses.replace(self, **dataclasses.asdict(handoff))
 
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name (``dataclasses.asdict``)."""

@@ -112,3 +112,23 @@ def test_the_broker_is_one_function_of_the_settings(topology: str) -> None:
     settings = Settings(**values)
     assert _kind(broker_for(settings)) == expected
     assert _kind(App(settings).hub.broker) == expected  # the app asks broker_for
+
+
+def test_settings_cannot_be_changed_once_built() -> None:
+    settings = Settings(upstream="http://origin/events?topic=news")
+    assert settings.upstream_topic == "news"  # resolved as they are built
+    for f in dataclasses.fields(Settings):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(settings, f.name, getattr(settings, f.name))
+    assert settings == Settings(upstream="http://origin/events?topic=news")
+
+
+def test_the_hand_off_is_another_settings_value_checked_again() -> None:
+    settings = Settings(workers=2)
+    handoff = Handoff(relay_socket="/r.sock", install_signal_handlers=True, store_dir="/data")
+    handed = settings.handed(handoff)
+    assert handed is not settings and settings.relay_socket == ""
+    assert {name: getattr(handed, name) for name in Handoff.names()} == dataclasses.asdict(handoff)
+    assert Settings.from_env(handed.to_env()) == handed  # what the workers read back
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        handoff.store_dir = "/elsewhere"  # type: ignore[misc]
