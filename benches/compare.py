@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from benches import notifications, peers
-from benches.server_bench import RESULTS, log, machine, table
+from benches.server_bench import RESULTS, log, table
+from benches.system import machine
 from sse_fast.loadgen import run_load
 
 TARGET_ORDER = ["sse_fast-1w", "sse_fast-2w", "nchan", "sse-starlette", "velithon"]

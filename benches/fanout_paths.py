@@ -47,13 +47,9 @@ Date: 2026-11-22 (benches/results/fanout_paths.md)
 from __future__ import annotations
 
 import argparse
-import contextlib
-import datetime
 import json
 import os
-import platform
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -170,49 +166,6 @@ def wait_idle(limit: float, threshold: float, log: Any) -> tuple[float, float]:
 
 def _loadavg() -> list[float]:
     return [float(v) for v in system.loadavg()]
-
-
-def _cpu_model() -> str:
-    return system.cpu_model() or platform.processor() or "unknown"
-
-
-def _git(*args: str) -> str:
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        return subprocess.run(
-            ["git", *args], cwd=peers.REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-    return ""
-
-
-def machine() -> dict[str, Any]:
-    import sse_fast
-
-    return {
-        "cpu": _cpu_model(),
-        "cpus": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "ulimit_nofile_hard": peers.hard_nofile(),
-        "somaxconn": system.sysctl("net.core.somaxconn"),
-        "python": platform.python_version(),
-        "granian": peers.dist_version("granian"),
-        "uvloop": peers.dist_version("uvloop"),
-        "orjson": peers.dist_version("orjson"),
-        "sse_fast": sse_fast.__version__,
-        "sse_fast_extensions": sse_fast.HAS_EXTENSIONS,
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
-        "git_dirty": _git(
-            "status",
-            "--porcelain",
-            "--",
-            "sse_fast",
-            "benches/fanout_apps.py",
-            "benches/fanout_paths.py",
-            "sse_fast/loadgen/",
-        ).splitlines(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 # --------------------------------------------------------------------------- one run
@@ -446,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(text: str) -> None:
         print(text, flush=True)
 
-    mach = machine()
+    mach = system.machine_and_build()
     runs: list[dict[str, Any]] = []
     for round_index in range(args.repeat):
         for app in apps:

@@ -56,7 +56,7 @@ from sse_fast.testing import (
     wait_for,
 )
 
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).parent / "results"
 TOPIC = "faults"

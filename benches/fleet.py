@@ -36,7 +36,7 @@ from typing import Any
 from sse_fast.loadgen import Result, cpu_seconds, process_tree, run_load
 from sse_fast.testing import RedisServer, ServerProcess
 
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).parent / "results"
 NODE_FLAGS = ("--backlog", "4096")

@@ -62,7 +62,7 @@ from typing import Any
 from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
 
 from . import loop_profile, peers, system
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SERVER_CORE = {1}

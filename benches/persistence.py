@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from benches import compare, notifications, peers
-from benches.server_bench import machine
+from benches.system import machine
 from sse_fast import encode
 from sse_fast.brokers.durable import EventLog
 from sse_fast.brokers.sequencing import Sequenced

@@ -59,7 +59,8 @@ from typing import Any
 
 from benches import notifications, peers, stream_memory
 from benches.compare import Runner
-from benches.server_bench import RESULTS, log, machine
+from benches.server_bench import RESULTS, log
+from benches.system import machine
 from sse_fast.loadgen import run_load
 
 TARGET_ORDER = ["sse_fast", "nchan", "bare-granian"]

@@ -50,7 +50,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

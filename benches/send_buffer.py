@@ -270,11 +270,9 @@ def _settled(port: int, timeout: float = 60) -> int:
 
 
 def _conditions(args: argparse.Namespace) -> dict[str, Any]:
-    from benches.fanout_paths import machine
-
     return {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        **machine(),
+        **system.machine_and_build(),
         "tcp_wmem": system.sysctl("net.ipv4.tcp_wmem").split(),
         "tcp_rmem": system.sysctl("net.ipv4.tcp_rmem").split(),
         "wmem_max": system.sysctl("net.core.wmem_max"),

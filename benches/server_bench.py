@@ -31,15 +31,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from benches import peers, system
+from benches import peers
+from benches.system import machine
 from sse_fast.loadgen import Result, run_load
 
 RESULTS = Path(__file__).parent / "results"
@@ -47,24 +46,6 @@ RESULTS = Path(__file__).parent / "results"
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def machine() -> dict[str, Any]:
-    cpu = system.cpu_model() or "unknown"
-    return {
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "load_average_before": os.getloadavg(),
-        "ulimit_n": subprocess.run(
-            ["sh", "-c", "ulimit -n"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
-        "git": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
-        ).stdout.strip(),
-    }
 
 
 def run_target(target: peers.Target, **load: Any) -> Result:

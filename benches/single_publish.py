@@ -53,7 +53,7 @@ from typing import Any
 
 from . import peers
 from .notifications import SERVER_CORE, options_of, pin, run_wrk
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 USERS = 10_000

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import peers, server_bench
 from .notifications import LOAD_CORE, SERVER_CORE, pin
-from .server_bench import machine
+from .system import machine
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIBRARIES = {

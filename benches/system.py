@@ -1,6 +1,10 @@
-"""The machine as the benchmarks read it: every read of ``/proc`` in ``benches/``.
+"""The machine as the benchmarks read and describe it: every read of ``/proc`` in
+``benches/``, and the description of the machine each report records.
 
-Harness, no command of its own. The processes' CPU time, trees and resident memory
+Harness, no command of its own. :func:`machine` is what the load suites record
+(``server_bench``, ``compare``, ``notifications``, ``scaling``, ``persistence``, ...);
+:func:`machine_and_build` adds the memory, limits and the build under test, for the
+fan-out experiments and ``send_buffer``. The processes' CPU time, trees and resident memory
 come from the package's :mod:`sse_fast.loadgen.procfs` (re-exported here); this module
 adds what only the benchmarks read: the CPU model, the machine's CPU counters and
 load average, kernel settings (``/proc/sys``), the kernel's TCP memory, and a
@@ -11,8 +15,14 @@ numbers as the kernel gives them; the report of each suite formats them its own 
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+import platform
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 from sse_fast.loadgen.procfs import cpu_seconds, listening_pids, process_tree, rss_kb
 
@@ -23,6 +33,8 @@ __all__ = [
     "cpu_times",
     "listening_pids",
     "loadavg",
+    "machine",
+    "machine_and_build",
     "pids",
     "process_stat",
     "process_tree",
@@ -97,3 +109,75 @@ def thread_schedstat(pid: int, tid: int) -> str:
     """``/proc/PID/task/TID/schedstat`` (ns on a CPU, ns waiting, slices); OSError when
     the thread is gone."""
     return (PROC / str(pid) / "task" / str(tid) / "schedstat").read_text()
+
+
+# ------------------------------------------------------------------ descriptions
+
+
+def machine() -> dict[str, Any]:
+    """The machine, its load and the checkout's commit, as the load suites record them."""
+    cpu = cpu_model() or "unknown"
+    return {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "load_average_before": os.getloadavg(),
+        "ulimit_n": subprocess.run(
+            ["sh", "-c", "ulimit -n"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ).stdout.strip(),
+    }
+
+
+def _cpu_model() -> str:
+    return cpu_model() or platform.processor() or "unknown"
+
+
+def _git(*args: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        return subprocess.run(
+            ["git", *args],
+            cwd=Path(__file__).resolve().parents[1],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    return ""
+
+
+def machine_and_build() -> dict[str, Any]:
+    """The machine (memory, file and listen limits too), the versions under test and the
+    checkout's commit and changes, as the fan-out experiments and send_buffer record them."""
+    import sse_fast
+    from benches import peers  # here: peers reads /proc through this module
+
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "ulimit_nofile_hard": peers.hard_nofile(),
+        "somaxconn": sysctl("net.core.somaxconn"),
+        "python": platform.python_version(),
+        "granian": peers.dist_version("granian"),
+        "uvloop": peers.dist_version("uvloop"),
+        "orjson": peers.dist_version("orjson"),
+        "sse_fast": sse_fast.__version__,
+        "sse_fast_extensions": sse_fast.HAS_EXTENSIONS,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": _git(
+            "status",
+            "--porcelain",
+            "--",
+            "sse_fast",
+            "benches/fanout_apps.py",
+            "benches/fanout_paths.py",
+            "sse_fast/loadgen/",
+        ).splitlines(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
