@@ -558,6 +558,25 @@ def bench_proc_reads(benches: Path) -> list[str]:
     return found
 
 
+def bench_imports_of_experiments(benches: Path) -> list[str]:
+    """Where a harness module or a maintained suite imports an experiment: an experiment
+    is a record, nothing builds on it."""
+    tiers = bench_tiers((benches / "README.md").read_text())
+    experiments = {module.removesuffix(".py") for module in tiers.get("Experiments", {})}
+    found = []
+    for module in [*tiers.get("Harness", {}), *tiers.get("Maintained suites", {})]:
+        path = benches / module
+        for node in ast.walk(ast.parse(path.read_text()) if path.exists() else ast.Module()):
+            if isinstance(node, ast.ImportFrom) and (node.level or node.module == "benches"):
+                names = [node.module or "", *(alias.name for alias in node.names)]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benches."):
+                names = [(node.module or "").split(".")[1]]
+            else:
+                continue
+            found += [f"{module} imports {name}" for name in names if name in experiments]
+    return found
+
+
 @needs_benches
 def test_every_bench_module_is_listed_under_one_tier() -> None:
     assert bench_tier_problems(BENCHES) == []
@@ -566,6 +585,11 @@ def test_every_bench_module_is_listed_under_one_tier() -> None:
 @needs_benches
 def test_no_bench_module_takes_another_ones_private_name() -> None:
     assert bench_private_imports(BENCHES) == []
+
+
+@needs_benches
+def test_no_harness_or_suite_builds_on_an_experiment() -> None:
+    assert bench_imports_of_experiments(BENCHES) == []
 
 
 @needs_benches
@@ -607,6 +631,10 @@ def test_the_bench_checks_find_what_they_look_for(tmp_path: Path) -> None:
         "benches/suite.py: from .peers import _hidden",
         "benches/suite.py:3: peers._hidden",
     ]
+    assert bench_imports_of_experiments(benches) == []
+    (benches / "peers.py").write_text('from . import trial\nPROC = "/proc/loadavg"\n')
+    # once for each of the two tiers that list peers.py
+    assert bench_imports_of_experiments(benches) == ["peers.py imports trial"] * 2
     assert bench_proc_reads(benches) == [
         "benches/peers.py:2: '/proc/loadavg'",
         "benches/suite.py:4: '/proc/'",
