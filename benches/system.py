@@ -3,8 +3,9 @@
 
 Harness, no command of its own. :func:`machine` is what the load suites record
 (``server_bench``, ``compare``, ``notifications``, ``scaling``, ``persistence``, ...);
-:func:`machine_and_build` adds the memory, limits and the build under test, for the
-fan-out experiments and ``send_buffer``. The processes' CPU time, trees and resident memory
+:func:`machine_and_build`, a longer description in keys of its own (memory, limits,
+the versions and the changes under test), is what the fan-out experiments and
+``send_buffer`` record; both keep the format of the reports written with them. The processes' CPU time, trees and resident memory
 come from the package's :mod:`sse_fast.loadgen.procfs` (re-exported here); this module
 adds what only the benchmarks read: the CPU model, the machine's CPU counters and
 load average, kernel settings (``/proc/sys``), the kernel's TCP memory, and a
