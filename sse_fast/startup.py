@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 A start can fail in two places.
 
-* Before Granian starts, in the main process (``cli.serve``): the listen
+* Before Granian starts, in the main process (``compose.serve``): the listen
   address, the schemas, the data directory (locked, read, proven writable with
   room for a start: ``DataDirectory.acquire``), and Redis, which must not be a
   Redis Cluster (``redis_refusal`` asks it: ``INFO cluster``). A failure there is
