@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import sse_fast
 from sse_fast.app import App
 from sse_fast.brokers import Broker
 from sse_fast.brokers.local import LocalBroker
@@ -22,6 +23,8 @@ from sse_fast.compose import RELAY_JOIN_LIMIT, broker_for
 from sse_fast.settings import Handoff, Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+#: the package's sources where they are imported from (the installed wheel in the sdist check)
+PACKAGE = Path(sse_fast.__file__).resolve().parent
 
 
 def _string_constants(path: Path) -> set[str]:
@@ -48,10 +51,10 @@ def _declared_in(path: Path) -> dict[str, list[str]]:
 def test_the_hand_off_fields_are_declared_once() -> None:
     names = Handoff.names()
     assert names == {f.name for f in dataclasses.fields(Handoff)} and names
-    declared = _declared_in(ROOT / "sse_fast" / "settings.py")
+    declared = _declared_in(PACKAGE / "settings.py")
     assert [cls for cls, fields in declared.items() if names & set(fields)] == ["Handoff"]
     assert names <= {f.name for f in dataclasses.fields(Settings)}
-    for derived in (ROOT / "sse_fast" / "cli.py", ROOT / "docs" / "hooks.py"):
+    for derived in (PACKAGE / "cli.py", ROOT / "docs" / "hooks.py"):
         listed = names & _string_constants(derived)
         assert not listed, f"{derived.name} lists {sorted(listed)}: derive them from Handoff"
         assert "Handoff" in derived.read_text()
