@@ -1,4 +1,4 @@
-"""What one cut costs (``sse_fast.abort``): the pass over this process's
+"""What one cut costs (``sse_fast._abort``): the pass over this process's
 descriptors, with N client connections open in the same process.
 
     python -m benches.cut_cost [--out benches/results/cut_cost.md]
@@ -24,7 +24,7 @@ import resource
 import socket
 import time
 
-from sse_fast.abort import abort_connections
+from sse_fast._abort import abort_connections
 
 
 def measure(connections: int, cuts: int) -> float:

@@ -16,7 +16,7 @@ import os
 import sys
 
 from benches import peers
-from sse_fast.loadgen.cli import build_parser, check_args, run_from_args
+from sse_fast.loadgen._cli import build_parser, check_args, run_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

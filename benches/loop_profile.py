@@ -81,7 +81,7 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
         (
             "_Stream.write ",
             "send_json ",
-            "sse_fast/app/http.py",
+            "sse_fast/app/_http.py",
             "ack_lines",
             "publish_ext__ack",
         ),

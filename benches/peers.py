@@ -203,7 +203,7 @@ def free_ports(host: str, count: int) -> list[int]:
     raise OSError(f"no free port in {first}-{last} on {host}")
 
 
-#: what a worker logs at startup when its native core did not load (``app/lifespan.py``)
+#: what a worker logs at startup when its native core did not load (``app/_lifespan.py``)
 NO_NATIVE_CORE = "the native core did not load"
 
 

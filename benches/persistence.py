@@ -52,8 +52,8 @@ from typing import Any
 from benches import compare, notifications, peers
 from benches.system import machine
 from sse_fast import encode
+from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.durable import EventLog
-from sse_fast.brokers.sequencing import Sequenced
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ["off", "interval", "always", "never"]
@@ -419,7 +419,7 @@ def run_append(p: dict[str, Any], root: str) -> dict[str, Any]:
     building the records (``sequenced_records``: the native codec's ``pack_events``), the ``write``, the whole ``append``
     (also the per-topic counters) under fsync never, and the ``fdatasync`` that
     ``always`` adds per batch. Best of 5 rounds."""
-    from sse_fast.brokers.durable.records import sequenced_records
+    from sse_fast.brokers.durable._records import sequenced_records
 
     a = p["append"]
     path = os.path.join(root, "append")

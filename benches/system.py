@@ -6,7 +6,7 @@ Harness, no command of its own. :func:`machine` is what the load suites record
 :func:`machine_and_build`, a longer description in keys of its own (memory, limits,
 the versions and the changes under test), is what the fan-out experiments and
 ``send_buffer`` record; both keep the format of the reports written with them. The processes' CPU time, trees and resident memory
-come from the package's :mod:`sse_fast.loadgen.procfs` (re-exported here); this module
+come from the package's :mod:`sse_fast.loadgen._procfs` (re-exported here); this module
 adds what only the benchmarks read: the CPU model, the machine's CPU counters and
 load average, kernel settings (``/proc/sys``), the kernel's TCP memory, and a
 process's threads, raw ``stat`` and command line. Each reader returns the text or
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sse_fast.loadgen.procfs import cpu_seconds, listening_pids, process_tree, rss_kb
+from sse_fast.loadgen._procfs import cpu_seconds, listening_pids, process_tree, rss_kb
 
 __all__ = [
     "cmdline",

@@ -3,10 +3,10 @@ they cannot drift from it.
 
 * ``reference/options.md``: the settings' own definitions (``sse_fast.settings``),
   the source of ``sse-fast serve --help`` and the ``SSE_FAST_*`` variables;
-* ``reference/http.md``: the routes (``sse_fast.app.routing.ROUTES``) and their
+* ``reference/http.md``: the routes (``sse_fast.app._routing.ROUTES``) and their
   endpoints' docstrings;
 * ``reference/metrics.md``: every metric's name, type, labels and help text
-  (``sse_fast.hub.catalogue.CATALOGUE``, the source of ``/metrics``);
+  (``sse_fast.hub._catalogue.CATALOGUE``, the source of ``/metrics``);
 * ``reference/cli.md``: the commands' ``--help``, run;
 * ``reference/api/<module>.md``: one page per public module (mkdocstrings renders
   its ``__all__`` from the docstrings), listed in the nav under "Python API";
@@ -32,14 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(str(importlib.util.find_spec("sse_fast").origin)).parent  # type: ignore[union-attr]
 API = "reference/api"
 
-#: the modules a user imports, in the nav's order; every other public module is
-#: listed after them under "Internals" (for contributors)
+#: the public modules, in the nav's order: exactly the modules with no part of their
+#: name starting with "_" (``public_modules()``; a difference fails the build and
+#: ``tests/test_public_api.py``); every other module is internal and has no page
 USER_MODULES = (
     "sse_fast",
     "sse_fast.frames",
     "sse_fast.client",
     "sse_fast.publisher",
     "sse_fast.starlette",
+    "sse_fast.starlette.sse",
+    "sse_fast.starlette.event",
     "sse_fast.aiohttp",
     "sse_fast.django",
     "sse_fast.app",
@@ -57,6 +60,7 @@ USER_MODULES = (
     "sse_fast.testing",
     "sse_fast.locust",
     "sse_fast.loadgen",
+    "sse_fast.loadtarget",
     "sse_fast.cli",
 )
 
@@ -75,8 +79,10 @@ def public_modules() -> list[str]:
     return sorted(names)
 
 
-def internal_modules() -> list[str]:
-    return [name for name in public_modules() if name not in USER_MODULES]
+def unlisted_modules() -> list[str]:
+    """What ``USER_MODULES`` and the package disagree on (nothing: an empty list)."""
+    found = set(public_modules())
+    return sorted(found.symmetric_difference(USER_MODULES))
 
 
 def api_page(module: str) -> str:
@@ -173,13 +179,13 @@ def options_page() -> str:
 def http_page() -> str:
     import inspect
 
-    from sse_fast.app.routing import ROUTES
+    from sse_fast.app._routing import ROUTES
 
     out = [
         "# HTTP API",
         "",
         "Every endpoint of the edge, generated from its route table "
-        "(`sse_fast/app/routing.py`) and the endpoints' own documentation. Errors are "
+        "(`sse_fast/app/_routing.py`) and the endpoints' own documentation. Errors are "
         'answered `{"error": "what is wrong"}` with the status named, and nothing is '
         "published; a refusal is counted in `sse_fast_refused_total` by reason "
         "([metrics](metrics.md)). Mounted inside another application, the paths are "
@@ -246,14 +252,14 @@ def _link_options(text: str, options_page: str) -> str:
 
 
 def metrics_page() -> str:
-    from sse_fast.hub.catalogue import CATALOGUE, REFUSAL_REASONS
+    from sse_fast.hub._catalogue import CATALOGUE, REFUSAL_REASONS
 
     out = [
         "# Metrics",
         "",
         "Every metric `GET /metrics` exposes (Prometheus text format), generated from "
         "the catalogue the exposition itself reads its names and help texts from "
-        "(`sse_fast/hub/catalogue.py`). With several workers the figures are the whole "
+        "(`sse_fast/hub/_catalogue.py`). With several workers the figures are the whole "
         "server's, whichever worker answers; the `worker` label names a worker's own.",
         "",
         "| metric | type | labels | present |",
@@ -349,15 +355,13 @@ def api_index() -> str:
         "# Python API",
         "",
         "One page per public module, generated from the docstrings of the names in "
-        "its `__all__`. The modules a user imports come first; the rest are the "
-        "server's own parts, for contributors (see [architecture](../../architecture.md)).",
-        "",
-        "## For users",
+        "its `__all__`. These modules and names are the API kept across releases; "
+        "every other module's name starts with `_` (such as `sse_fast.hub._fanout`): "
+        "the server's own parts, which may change in any release (the "
+        "[architecture](../../architecture.md) page describes them for contributors).",
         "",
     ]
     out += [f"- [`{name}`]({name}.md): {_summary(name)}" for name in USER_MODULES]
-    out += ["", "## Internals", ""]
-    out += [f"- [`{name}`]({name}.md): {_summary(name)}" for name in internal_modules()]
     return "\n".join(out) + "\n"
 
 
@@ -403,11 +407,13 @@ def module_page(module: str) -> str:
 
 def on_config(config: Any) -> Any:
     """Expand the nav's "Python API" into a page per public module."""
-    api = [
-        f"{API}/index.md",
-        {"For users": [{name: api_page(name)} for name in USER_MODULES]},
-        {"Internals": [{name: api_page(name)} for name in internal_modules()]},
-    ]
+    unlisted = unlisted_modules()
+    if unlisted:
+        raise ValueError(
+            f"docs/hooks.py: USER_MODULES and the package's public modules differ: {unlisted}; "
+            "list a new public module in USER_MODULES, or name it with a leading underscore"
+        )
+    api = [f"{API}/index.md", *({name: api_page(name)} for name in USER_MODULES)]
     for section in config["nav"]:
         if isinstance(section, dict) and "Reference" in section:
             for i, entry in enumerate(section["Reference"]):

@@ -11,8 +11,8 @@ from typing import Any
 
 from . import __version__
 
-# the server is put together in compose.py; its names stay importable from here
-from .compose import (
+# the server is put together in _compose.py; its names stay importable from here
+from ._compose import (
     ALLOCATOR_VARIABLE,
     RESERVED_FDS,
     StartError,

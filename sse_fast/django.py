@@ -15,7 +15,7 @@ Theory of operation
   headers an event stream needs (``text/event-stream``, ``Cache-Control:
   no-store``, ``X-Accel-Buffering: no``; no ``Connection``, which Django's ASGI
   handler leaves to the server, so HTTP/2 is correct). It needs Django's ASGI
-  handler (``asgi.py``; tested with Django 5.2 under uvicorn, hypercorn and
+  handler (``_asgi.py``; tested with Django 5.2 under uvicorn, hypercorn and
   Granian): under WSGI a stream holds a worker thread for its whole life.
 * Items and bytes, as ``sse_fast.starlette``'s (sse-starlette's field order and
   ``\\r\\n`` line ends; ``sep="\\n"`` for shorter ones): dicts with ``data``, ``event``, ``id``,
@@ -35,7 +35,7 @@ Theory of operation
 * Slow clients. A write that Django has not finished within ``send_timeout``
   seconds (a client that stopped reading: buffers full) ends the stream: the
   request's task is cancelled and, given ``request=``, the connection is reset
-  (``sse_fast/abort.py``). Pass the request: without the reset a server may
+  (``sse_fast/_abort.py``). Pass the request: without the reset a server may
   keep the connection and the bytes queued for it after the stream ended
   (measured once: the cut tests of the three servers took 318 s without it,
   8 s with it).
@@ -73,9 +73,9 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     raise ImportError("sse_fast.django needs Django: pip install 'sse_fast[django]'") from exc
 
 from . import _shutdown
+from ._abort import Aborter, connection_key, ensure_user_timeout
 from ._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
 from ._tasks import close_generator, within
-from .abort import Aborter, connection_key, ensure_user_timeout
 from .frames import line_end
 
 __all__ = [

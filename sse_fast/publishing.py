@@ -19,7 +19,7 @@ import orjson
 
 from ._core import requests_of
 from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
-from .patterns import matches  # the one matcher, here for its older importers
+from ._patterns import matches  # the one matcher, here for its older importers
 from .settings import Settings
 
 PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._core.request import TOPIC_CHARACTERS, TOPIC_NAME
-from .patterns import PatternError, check_pattern
+from ._patterns import PatternError, check_pattern
 
 __all__ = [
     "ENV_PREFIX",
@@ -64,7 +64,7 @@ def split_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
-#: settings that list topic names/globs (``*`` and ``?`` only: ``sse_fast/patterns.py``)
+#: settings that list topic names/globs (``*`` and ``?`` only: ``sse_fast/_patterns.py``)
 PATTERN_SETTINGS = ("private_topics", "presence_topics", "public_presence_topics", "webhook_topics")
 
 #: settings that must be above 0, and those that must not be below

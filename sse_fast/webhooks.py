@@ -23,7 +23,7 @@
   signature and that the timestamp is within its replay window (``verify``
   does both) and answers 2xx.
 The sending side (batches, retries, bounds) is the hub's:
-``sse_fast/hub/webhooks.py``. This module is what a receiver needs, and loads
+``sse_fast/hub/_webhooks.py``. This module is what a receiver needs, and loads
 nothing else of sse_fast:
 
 * **At least once.** A batch that gets no 2xx (any other status, 3xx and

@@ -88,7 +88,7 @@ def _cycles() -> list[list[str]]:
 
 
 def test_the_package_has_no_import_cycle() -> None:
-    assert {"sse_fast.hub.hub", "sse_fast.cli", "sse_fast.codegen"} <= MODULES.keys()
+    assert {"sse_fast.hub._hub", "sse_fast.cli", "sse_fast.codegen"} <= MODULES.keys()
     assert "sse_fast.schemas" in GRAPH["sse_fast.codegen"]  # the graph sees lazy imports
     assert _cycles() == []
 
@@ -107,7 +107,7 @@ def test_the_hub_loads_without_the_credentials_module() -> None:
     edge's app needs."""
     code = (
         "import sys, sse_fast.hub; "
-        "print(sorted(m for m in ('jwt', 'sse_fast.app.auth') if m in sys.modules))"
+        "print(sorted(m for m in ('jwt', 'sse_fast.app._auth') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
@@ -185,7 +185,7 @@ def test_only_the_topics_table_moves_the_newest_applied_position() -> None:
     read it or ask. The durable log's ``Loaded.last_position`` is another value of
     the same name (the newest position in the log's files)."""
     assert _attribute_writes("last_position") == {
-        "sse_fast/brokers/durable/reading.py",  # Loaded.last_position: not the hub's
+        "sse_fast/brokers/durable/_reading.py",  # Loaded.last_position: not the hub's
     }
     assert _attribute_writes("_last_position") == {"sse_fast/_core/topic_py.py"}
 
@@ -230,7 +230,7 @@ def _registry_changes() -> set[str]:
 
 
 def test_streams_join_and_leave_in_one_place() -> None:
-    """A stream joins and leaves a hub in ``hub/streams.py`` only (``Streams.join``,
+    """A stream joins and leaves a hub in ``hub/_streams.py`` only (``Streams.join``,
     ``Streams.leave``): its place in the map of open streams, its count on its
     topics (``Topic.subscribers``; the core only starts it at 0), its topics' sets
     at the leave, and what the listeners (presence, webhooks, metrics) are told.
@@ -239,12 +239,12 @@ def test_streams_join_and_leave_in_one_place() -> None:
     clients = ("sse_fast/loadgen/", "sse_fast/locust")
     assert {w for w in _attribute_writes("subscribers") if not w.startswith(clients)} == {
         "sse_fast/_core/topic_py.py",  # Topic.__init__: 0
-        "sse_fast/hub/streams.py",
+        "sse_fast/hub/_streams.py",
     }
     expected = ["by_id[]", "by_id.pop()", "leave_topics()", "joined()", "left()"]
     expected += ["follows()", "ended()"]
     assert {w for w in _registry_changes() if not w.startswith(clients)} == {
-        f"sse_fast/hub/streams.py:{what}" for what in expected
+        f"sse_fast/hub/_streams.py:{what}" for what in expected
     }
 
 
@@ -284,7 +284,7 @@ def _writers_by_class(folder: Path) -> dict[str, set[str]]:
     return found
 
 
-#: what a Redis member read of the sequence, and its one owner (``feed.py``'s ``Known``)
+#: what a Redis member read of the sequence, and its one owner (``_feed.py``'s ``Known``)
 REDIS_KNOWN = ("seen", "horizon", "epoch", "first_position", "reconnects", "repairs")
 REDIS_KNOWN += ("history_breaks",)
 
@@ -292,11 +292,11 @@ REDIS_KNOWN += ("history_breaks",)
 def redis_state_problems(folder: Path) -> list[str]:
     """Each piece of a Redis member's state changed outside its one owner (nothing: [])."""
     writers = _writers_by_class(folder)
-    owners = {name: {"feed.py:Known"} for name in REDIS_KNOWN}
-    owners["held"] = {"feed.py:Feed"}  # prepare, a failed load, release
+    owners = {name: {"_feed.py:Known"} for name in REDIS_KNOWN}
+    owners["held"] = {"_feed.py:Feed"}  # prepare, a failed load, release
     # up or down: the subscription's liveness and whether Redis answers
-    owners |= {name: {"availability.py:Availability"} for name in ("_live", "_answers")}
-    owners["_down_since"] = {"availability.py:Availability"}
+    owners |= {name: {"_availability.py:Availability"} for name in ("_live", "_answers")}
+    owners["_down_since"] = {"_availability.py:Availability"}
     for second_copy in ("live", "commands_ok", "down_since", "available"):
         owners[second_copy] = set()  # once kept here too: one owner, Availability
     return [
@@ -308,7 +308,7 @@ def redis_state_problems(folder: Path) -> list[str]:
 
 def test_the_redis_members_state_has_one_owner_each() -> None:
     """What a Redis member's promises rest on is changed by one owner each, through
-    named operations (``brokers/redis/broker.py``'s theory of operation): the feed's
+    named operations (``brokers/redis/_broker.py``'s theory of operation): the feed's
     ``Known`` (the newest position seen, the horizon, the epoch, where claims start,
     the counts), the feed (the topics held), and ``Availability`` (up or down, which
     the feed, the publishes, the probes and the resyncs tell it). The broker's
@@ -317,7 +317,7 @@ def test_the_redis_members_state_has_one_owner_each() -> None:
 
 
 #: where the metrics are declared: each one's name, type, help, labels and figure
-METRICS_TABLE = "sse_fast/hub/catalogue.py"
+METRICS_TABLE = "sse_fast/hub/_catalogue.py"
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -370,7 +370,7 @@ def test_each_metric_is_spelled_in_one_place() -> None:
     the exposition, ``/stats``, the docs' reference and the whole-server rendering
     read it from there. Nothing else in the package writes a metric's name in a
     string, or builds one with an f-string."""
-    from sse_fast.hub.catalogue import CATALOGUE
+    from sse_fast.hub._catalogue import CATALOGUE
 
     names = {info.name for info in CATALOGUE}
     spelled, built = _metric_name_spellings(names)
@@ -384,19 +384,19 @@ def test_each_metric_is_spelled_in_one_place() -> None:
     assert built == [], "metric names built by f-string"
 
 
-#: the wire's lower layer: headers as dicts, bytes by hand (``brokers/relay/wire.py``)
+#: the wire's lower layer: headers as dicts, bytes by hand (``brokers/_relay/wire.py``)
 _RELAY_RAW = {"pack", "read_message", "pack_publish", "pack_delivery", "parse"}
 _RELAY_RAW |= {"unpack_publish", "unpack_delivery"}
 
 
 def relay_message_problems(package: Path) -> list[str]:
     """Where a module of ``package`` (the source tree's ``sse_fast``) builds or reads a
-    relay message outside ``brokers/relay/wire.py`` (nothing: []): calls the wire's
+    relay message outside ``brokers/_relay/wire.py`` (nothing: []): calls the wire's
     lower layer, or (in the relay package) writes a dict with a ``type`` or reads a
     header's field by name."""
     import dataclasses
 
-    from sse_fast.brokers.relay import wire
+    from sse_fast.brokers._relay import wire
 
     fields = {"type", "events"} | {
         f.name
@@ -407,14 +407,14 @@ def relay_message_problems(package: Path) -> list[str]:
     found = []
     for path in sorted(package.rglob("*.py")):
         where = path.relative_to(package.parent).as_posix()
-        if where == "sse_fast/brokers/relay/wire.py":
+        if where == "sse_fast/brokers/_relay/wire.py":
             continue
         tree = ast.parse(path.read_text())
         raw = set()  # the lower layer's names imported from the relay, and the wire module
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and "relay" in where + (node.module or ""):
                 raw |= {a.asname or a.name for a in node.names if a.name in _RELAY_RAW}
-        in_relay = where.startswith("sse_fast/brokers/relay/")
+        in_relay = where.startswith("sse_fast/brokers/_relay/")
         for node in ast.walk(tree):
             line = f"{where}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Call):
@@ -449,7 +449,7 @@ def relay_message_problems(package: Path) -> list[str]:
 
 def test_relay_messages_are_built_and_read_in_the_wire_module() -> None:
     """Every message between the workers and the relay is built and read in
-    ``brokers/relay/wire.py``, as one of its message classes (``Hello``, ``Welcome``,
+    ``brokers/_relay/wire.py``, as one of its message classes (``Hello``, ``Welcome``,
     ``Publish``, ``Deliver``, ...: ``pack()`` and ``receive``); the relay and its
     workers never write a header dict, read a header's field by name, or call the
     lower layer (``pack``, ``read_message``, ``unpack_delivery``, ...)."""
@@ -546,7 +546,7 @@ def bench_private_imports(benches: Path) -> list[str]:
 def bench_proc_reads(benches: Path) -> list[str]:
     """Strings naming ``/proc`` in code of ``benches/`` outside ``benches/system.py`` (which
     reads /proc for all of them, and takes the processes' figures from the package's
-    ``sse_fast.loadgen.procfs``)."""
+    ``sse_fast.loadgen._procfs``)."""
     found = []
     for path in sorted(benches.rglob("*.py")):
         if path == benches / "system.py":
@@ -597,7 +597,7 @@ def test_benches_read_proc_through_one_module_over_the_packages_procfs() -> None
     assert bench_proc_reads(BENCHES) == []
     system = ast.parse((BENCHES / "system.py").read_text())
     sources = {node.module for node in ast.walk(system) if isinstance(node, ast.ImportFrom)}
-    assert "sse_fast.loadgen.procfs" in sources
+    assert "sse_fast.loadgen._procfs" in sources
 
 
 def test_the_bench_checks_find_what_they_look_for(tmp_path: Path) -> None:

@@ -3,11 +3,13 @@ exceptions pickle under the names users import them by."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import importlib.util
 import json
 import pickle
 import pickletools
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,14 +77,97 @@ def test_public_module_declares_what_it_exports(name: str) -> None:
 
 
 def test_the_public_modules_are_found() -> None:
-    assert {
-        "sse_fast",
-        "sse_fast.app",
-        "sse_fast.app.routing",
-        "sse_fast.hub.fanout",
-        "sse_fast.brokers.redis",
-        "sse_fast.protocol",
-    }.issubset(PUBLIC_MODULES)
+    assert {"sse_fast", "sse_fast.app", "sse_fast.hub", "sse_fast.brokers.redis"} <= set(
+        PUBLIC_MODULES
+    )
+    assert "sse_fast.hub._fanout" not in PUBLIC_MODULES
+
+
+# -- the pinned list -----------------------------------------------------------------
+
+#: the public API: each public module and the names of its ``__all__``, one line each;
+#: a change to it is a change to what users may rely on, made on purpose: rewrite it
+#: with ``python -m tests.test_public_api --write`` and say why in the commit
+PINNED = ROOT / "tests" / "public_api.txt"
+
+
+def _exports(name: str) -> list[str]:
+    """Module ``name``'s ``__all__``, read from its source (importing
+    ``sse_fast.locust`` patches the process for gevent)."""
+    path = ROOT / Path(*name.split("."))
+    path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(target, ast.Name) and target.id == "__all__" for target in node.targets
+        ):
+            return sorted(str(n) for n in ast.literal_eval(node.value))
+    return []
+
+
+def public_api() -> str:
+    """The text of ``tests/public_api.txt`` for the package as it is."""
+    lines = [f"{name}: {', '.join(_exports(name))}" for name in PUBLIC_MODULES]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_public_api_is_the_pinned_list() -> None:
+    """No module or name becomes public, or stops being so, by accident: internals
+    start with an underscore, and what is public is listed in ``tests/public_api.txt``."""
+    pinned, actual = PINNED.read_text().splitlines(), public_api().splitlines()
+    added = [line for line in actual if line not in pinned]
+    removed = [line for line in pinned if line not in actual]
+    assert (added, removed) == ([], []), (
+        "the public API changed; if on purpose: python -m tests.test_public_api --write"
+    )
+
+
+def test_the_docs_list_every_public_module() -> None:
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    assert hooks.unlisted_modules() == []
+
+
+#: ``from sse_fast.x import a, b`` and ``import sse_fast.x`` in the README, the docs'
+#: pages and the examples
+IMPORT = re.compile(
+    r"^[ \t]*(?:from[ \t]+(sse_fast[\w.]*)[ \t]+import[ \t]+(?:\(([^)]*)\)|([\w \t,]+))"
+    r"|import[ \t]+(sse_fast[\w.]*))",
+    re.M,
+)
+
+
+def documented_imports() -> set[tuple[str, str]]:
+    """Each (module, name) the docs and examples import (name "" for ``import m``)."""
+    found: set[tuple[str, str]] = set()
+    sources = [
+        ROOT / "README.md",
+        *(ROOT / "docs").rglob("*.md"),
+        *(ROOT / "examples").glob("*.py"),
+    ]
+    for source in sources:
+        for module, bracketed, names, plain in IMPORT.findall(source.read_text()):
+            if plain:
+                found.add((plain, ""))
+            for imported in (bracketed or names).replace("\n", " ").split(","):
+                if imported.split():
+                    found.add((module, imported.split()[0]))
+    return found
+
+
+def test_the_docs_import_only_the_public_api() -> None:
+    """Every import the README, the docs and the examples show names a public
+    module and a name of its ``__all__``, or a public module itself."""
+    imports = documented_imports()
+    assert ("sse_fast.hub", "Hub") in imports and len(imports) > 30
+    problems = [
+        f"{module}.{name}" if name else module
+        for module, name in sorted(imports)
+        if module not in PUBLIC_MODULES
+        or (name and name not in _exports(module) and f"{module}.{name}" not in PUBLIC_MODULES)
+    ]
+    assert problems == []
 
 
 # -- exceptions ----------------------------------------------------------------------
@@ -130,3 +215,9 @@ def test_exported_errors_pickle_under_public_names(name: str, protocol: int) -> 
     copied = pickle.loads(data)
     assert type(copied) is type(error)
     assert (copied.args, vars(copied)) == (error.args, vars(error))  # Lagged.lost, ...
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--write"]:
+        raise SystemExit("usage: python -m tests.test_public_api --write")
+    PINNED.write_text(public_api())

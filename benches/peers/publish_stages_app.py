@@ -31,9 +31,9 @@ from typing import Any
 import orjson
 
 from sse_fast.app import App
-from sse_fast.app.http import send_json
+from sse_fast.app._http import send_json
+from sse_fast.brokers._sequencing import sequence_once
 from sse_fast.brokers.local import LocalBroker
-from sse_fast.brokers.sequencing import sequence_once
 from sse_fast.publishing import parse_publish_body
 from sse_fast.settings import Settings
 

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 * One job: the hot loops of the data directory's format (its words and its
-  promises are in ``sse_fast/brokers/durable/records.py``): packing a batch of
+  promises are in ``sse_fast/brokers/durable/_records.py``): packing a batch of
   sequenced events into records, and reading the records of a segment back.
   No I/O, no state between calls.
 * A record is ``<II`` (body length, CRC-32 of the body), then the body, whose

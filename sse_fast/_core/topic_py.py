@@ -7,7 +7,7 @@ publish does: storing each sequenced event in its topics' rings and handing
 what was stored to the streams that are in sync. Everything else about topics
 (creating and dropping them, the history budget's eviction order, resuming,
 catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
-``TopicTable`` (``hub/topics.py``'s ``Topics``) and is the only user.
+``TopicTable`` (``hub/_topics.py``'s ``Topics``) and is the only user.
 
 * A ``Topic`` holds its ring (the shared empty ``NO_HISTORY`` until its first
   event), the position of each retained frame (``positions``, oldest first;
@@ -33,7 +33,7 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
 * Ids. A frame's id goes in its ring's index (``Ring.resume``) only when the
   publisher gave it: an id that is its position's own (``str(position)``, what
   the sequencer gives an event without one) is found by position instead
-  (``hub/resume.py``), so most frames cost no id entry.
+  (``hub/_resume.py``), so most frames cost no id entry.
 * The budget. All rings together hold at most ``history_budget`` bytes: frame
   data plus ``FRAME_OVERHEAD`` per frame. A store that passes it calls
   ``over_budget()`` (the subclass evicts the history written to longest ago;

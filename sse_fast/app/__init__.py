@@ -1,18 +1,18 @@
-"""The ASGI application, in parts: ``routing.py`` (``App``), one module per
-endpoint (``events.py``, ``publish.py``, ``publish_stream.py``,
-``operations.py``), ``admission.py`` (client address, connection and rate
-limits), ``auth.py`` (credentials, JWT claims, operations access),
-``body.py`` (request bodies within a deadline), ``cors.py``, ``lifespan.py``
-(startup, drain, signals), ``http.py`` (requests, answers, refusals) and
-``upstream.py`` (mirror mode: an upstream stream republished)."""
+"""The ASGI application, in parts: ``_routing.py`` (``App``), one module per
+endpoint (``_events.py``, ``_publish.py``, ``_publish_stream.py``,
+``_operations.py``), ``_admission.py`` (client address, connection and rate
+limits), ``_auth.py`` (credentials, JWT claims, operations access),
+``_body.py`` (request bodies within a deadline), ``_cors.py``, ``_lifespan.py``
+(startup, drain, signals), ``_http.py`` (requests, answers, refusals) and
+``_upstream.py`` (mirror mode: an upstream stream republished)."""
 
 from __future__ import annotations
 
 import logging
 
 from ..settings import Settings
-from .http import HTTPError
-from .routing import App
+from ._http import HTTPError
+from ._routing import App
 
 
 def create_app() -> App:

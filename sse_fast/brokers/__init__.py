@@ -1,7 +1,7 @@
 """Brokers: where a hub's sequenced events come from.
 
 A hub never numbers events itself. It hands publish requests to its broker;
-the broker sequences them (``sequencing.py``) and delivers the sequenced
+the broker sequences them (``_sequencing.py``) and delivers the sequenced
 events to every member bound to it, the publishing one included, which store
 and fan them out. ``LocalBroker`` sequences in this process (one worker, the
 default: no external service); ``RelayBroker`` asks the server's relay process
@@ -64,10 +64,10 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..publishing import PublishRequest
-from .sequencing import Sequenced
+from ._sequencing import Sequenced
 
 if TYPE_CHECKING:
-    from .durable.restore import RestoreProgress
+    from .durable._restore import RestoreProgress
 
 
 class Member(Protocol):
@@ -121,7 +121,7 @@ class Broker(abc.ABC):
     stores_every_topic: bool = True
     #: whether small publishes awaited in one turn of the loop are worth handing over
     #: together, to ``publish_nowait`` (a broker that writes each publish: the hub's
-    #: ``together.py``)
+    #: ``hub/_together.py``)
     groups_publishes: bool = False
     #: how far the start's restoring of history from a data directory is (``durable/``);
     #: None until a start restores some
@@ -182,7 +182,7 @@ class Broker(abc.ABC):
 
     async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:  # noqa: B027
         """Keep this member's presence figures of these topics where every node
-        reads them (``hub/presence.py``); nothing to do without other nodes."""
+        reads them (``hub/_presence.py``); nothing to do without other nodes."""
 
     async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
         """Every node's live presence figures of ``topic``, or None when this broker

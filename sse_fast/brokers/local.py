@@ -17,9 +17,9 @@ from .._core import EncodeError
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
+from ._sequencing import RecentIds, first_position, sequence_once
 from .durable import EventLog, StoreWriteError, remember_ids
-from .durable.restore import RestoreProgress, restore_gradually
-from .sequencing import RecentIds, first_position, sequence_once
+from .durable._restore import RestoreProgress, restore_gradually
 
 __all__ = [
     "LocalBroker",
@@ -43,7 +43,7 @@ class LocalBroker(Broker):
 
     @property
     def groups_publishes(self) -> bool:  # type: ignore[override]
-        """With a store: one write for the small publishes of a turn (``hub/together.py``)."""
+        """With a store: one write for the small publishes of a turn (``hub/_together.py``)."""
         return self.store is not None
 
     async def start(self) -> None:

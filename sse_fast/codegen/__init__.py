@@ -6,9 +6,9 @@
 The input is the JSON Schema the edge serves at ``GET /schema``
 (``sse_fast.schemas.Schemas.json_schema``): from the declarations
 (``--schemas module:attribute``), a running edge (``--schema-url``) or a saved
-copy (``--schema-file``). ``model.py`` reads it into streams, records and
-types (refusing, with the path, what it does not know); ``typescript.py`` and
-``elm.py`` write them out. Every field of a record is required in the
+copy (``--schema-file``). ``_model.py`` reads it into streams, records and
+types (refusing, with the path, what it does not know); ``_typescript.py`` and
+``_elm.py`` write them out. Every field of a record is required in the
 generated types: the edge writes each declared event back whole, defaults
 filled in.
 """
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .model import CodegenError, Model, read
+from ._model import CodegenError, Model, read
 
 __all__ = ["CodegenError", "Model", "generate", "main", "read"]
 
@@ -34,11 +34,11 @@ def generate(schema: dict[str, Any], lang: str, module: str = "Events") -> str:
     """The source of a client in ``lang`` for ``schema`` (a ``GET /schema`` document)."""
     model = read(schema)
     if lang == "typescript":
-        from .typescript import write
+        from ._typescript import write
 
         return write(model)
     if lang == "elm":
-        from .elm import write as write_elm
+        from ._elm import write as write_elm
 
         return write_elm(model, module)
     raise CodegenError(f"no generator for {lang!r}; there are: {', '.join(LANGUAGES)}")

@@ -12,20 +12,20 @@ extra); importing this package and ``--help`` do not.
 
 from __future__ import annotations
 
-from .cli import main
-from .clients import Command, subscriber_process
-from .clients import _subscriber_process as _subscriber_process
-from .procfs import cpu_seconds, listening_pids, process_tree, rss_kb
-from .publishers import (
+from ._cli import main
+from ._clients import Command, subscriber_process
+from ._clients import _subscriber_process as _subscriber_process
+from ._procfs import cpu_seconds, listening_pids, process_tree, rss_kb
+from ._publishers import (
     CommandPublisher,
     KeepAlivePublisher,
     PublishRequest,
     sse_fast_publish,
     with_token,
 )
-from .run import LoadOptions, Result, run_load
-from .stats import LatencyHistogram, ProcessStats
-from .subscribers import Subscriber, bound_socket, subscribe_all
+from ._run import LoadOptions, Result, run_load
+from ._stats import LatencyHistogram, ProcessStats
+from ._subscribers import Subscriber, bound_socket, subscribe_all
 
 __all__ = [
     "Command",

@@ -1,7 +1,7 @@
 import os
 import sys
 
-from .cli import main
+from ._cli import main
 
 os.environ.setdefault("PYTHONHASHSEED", "0")  # the client processes inherit it
 sys.exit(main(prog="python -m sse_fast.loadgen"))

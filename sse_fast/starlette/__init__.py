@@ -74,13 +74,13 @@ Theory of operation
   ``send_timeout`` seconds (a client that stopped reading: its buffers are full)
   ends the stream with ``SendTimeoutError``, as sse-starlette does. Under
   Granian a write is handed over when ``send`` is called (see
-  ``sse_fast/asgi.py``) and is not awaited unless the connection is full;
+  ``sse_fast/_asgi.py``) and is not awaited unless the connection is full;
   to see that, body messages skip Starlette's own send wrappers, which only note
   that the response started (``_PASS_THROUGH``; a user's middleware is kept).
   A client whose network vanished sends no FIN or RST, and small pings take
   long to fill the buffers: with ``send_timeout`` set, ``TCP_USER_TIMEOUT`` of
   that many seconds goes on the server's sockets (Linux, once per process,
-  ``sse_fast/abort.py``), so the kernel drops the connection when a ping stays
+  ``sse_fast/_abort.py``), so the kernel drops the connection when a ping stays
   unacknowledged that long and the server reports the disconnect: within
   ``ping`` + ``send_timeout`` (+ the retransmission steps).
 * Shutdown. ``shutdown_streams()`` ends every open stream of the process:

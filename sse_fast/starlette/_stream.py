@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .. import _shutdown
+from .._abort import ensure_user_timeout
 from .._adapters.items import ServerSentEvent, ensure_bytes
+from .._asgi import Message, Receive, Scope, Send, SendStyle
 from .._tasks import close_generator, step, uncancel, within
-from ..abort import ensure_user_timeout
-from ..asgi import Message, Receive, Scope, Send, SendStyle
 from ._coalesce import BATCH_BYTES, DEFERS_AFTER_EMPTY_HOLD, _Coalescer
 from ._control import AppStatus, SendTimeoutError, streams
 

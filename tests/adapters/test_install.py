@@ -46,12 +46,12 @@ LOADS = {
         "sse_fast._adapters",
         "sse_fast._adapters.items",
         "sse_fast._adapters.pacing",
-        "sse_fast.abort",
-        "sse_fast.asgi",
+        "sse_fast._abort",
+        "sse_fast._asgi",
     },
     "sse_fast.aiohttp": ADAPTER | {"sse_fast.aiohttp"},
     "sse_fast.django": ADAPTER
-    | {"sse_fast.django", "sse_fast._adapters", "sse_fast._adapters.items", "sse_fast.abort"},
+    | {"sse_fast.django", "sse_fast._adapters", "sse_fast._adapters.items", "sse_fast._abort"},
 }
 EDGE = ("hub", "brokers", "app", "settings", "auth", "schemas", "webhooks", "cli", "publisher")
 

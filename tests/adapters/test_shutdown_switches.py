@@ -44,7 +44,7 @@ def test_turning_off_starlettes_drain_leaves_the_other_adapters(
             monkeypatch.setattr(registry, "_stop", stopped.append)
             registry.add(held[name], loop)
 
-        def mounted_drain() -> None:  # what App.running adds (sse_fast/app/routing.py)
+        def mounted_drain() -> None:  # what App.running adds (sse_fast/app/_routing.py)
             drained.append("mounted hub")
 
         _shutdown.add(mounted_drain)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from sse_fast.app.admission import TokenBucket
+from sse_fast.app._admission import TokenBucket
 from sse_fast.settings import Settings, SettingsError
 
 from ..support.asgi_harness import Stream, settle

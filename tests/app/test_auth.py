@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from sse_fast._patterns import overlap
 from sse_fast.app import App
-from sse_fast.app.auth import matches, presence_warnings
-from sse_fast.patterns import overlap
+from sse_fast.app._auth import matches, presence_warnings
 from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess, free_port
 
@@ -425,7 +425,7 @@ def test_serve_keeps_a_private_topics_presence_private() -> None:
 def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
     """Publishers send the same JWT on every request: it is verified once, then
     taken from a cache, but never past its expiry (plus the 5 s leeway)."""
-    from sse_fast.app.auth import Authenticator
+    from sse_fast.app._auth import Authenticator
 
     auth = Authenticator(Settings(jwt_secret=SECRET))
     exp = int(time.time()) - 3  # valid for 1-2 s more: the 5 s leeway

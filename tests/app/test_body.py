@@ -1,4 +1,4 @@
-"""Request bodies read within a deadline (``sse_fast/app/body.py``), in process:
+"""Request bodies read within a deadline (``sse_fast/app/_body.py``), in process:
 the late read's answer, a drain's cut, and cancellations that are not ours."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from sse_fast.app.body import BodyDeadlines
-from sse_fast.app.http import HTTPError
+from sse_fast.app._body import BodyDeadlines
+from sse_fast.app._http import HTTPError
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 import sse_fast
+from sse_fast._compose import RELAY_JOIN_LIMIT, broker_for
 from sse_fast.app import App
 from sse_fast.brokers import Broker
+from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.brokers.relay import RelayBroker
 from sse_fast.cli import add_settings_flags
-from sse_fast.compose import RELAY_JOIN_LIMIT, broker_for
 from sse_fast.settings import Handoff, Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -1,4 +1,4 @@
-"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/upstream.py; the
+"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/_upstream.py; the
 command was ``sse-fast relay``, which still works and says so).
 
 The republishing rules in process (ids, transforms, a broker that refuses for
@@ -28,7 +28,7 @@ import orjson
 import pytest
 
 from sse_fast._core.request import PublishRequest
-from sse_fast.app.upstream import Upstream
+from sse_fast.app._upstream import Upstream
 from sse_fast.cli import main
 from sse_fast.client import Disconnect, EventStream, Missed, ReceivedEvent, connect
 from sse_fast.hub import Hub

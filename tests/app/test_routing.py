@@ -26,7 +26,7 @@ def test_every_route_in_the_table_is_served_and_nothing_else() -> None:
     """ROUTES (the HTTP reference's source) is what the app serves: each path is
     found with its method and refused with 405 naming it under another; the 404
     lists them all."""
-    from sse_fast.app.routing import ROUTES
+    from sse_fast.app._routing import ROUTES
 
     async def main() -> None:
         app = make_app(ops_networks="0.0.0.0/0,::/0")
@@ -55,7 +55,8 @@ def test_a_native_core_that_did_not_load_is_said_at_startup(
     import logging
 
     from sse_fast import HAS_EXTENSIONS
-    from sse_fast.app import App, lifespan
+    from sse_fast.app import App
+    from sse_fast.app import _lifespan as lifespan
     from sse_fast.settings import Settings
 
     async def main(app: App) -> None:

@@ -1,8 +1,8 @@
 """A worker's start under ``sse-fast serve`` (``start_failure_file`` set), in
 process: the lifespan completes at once, liveness answers, readiness and the
 other endpoints wait for the hub; a start that fails is written to the run's
-report and the process that made it gets SIGTERM (``app/start.py``,
-``sse_fast/startup.py``). The same with real servers: ``tests/e2e/test_start.py``."""
+report and the process that made it gets SIGTERM (``app/_start.py``,
+``sse_fast/_startup.py``). The same with real servers: ``tests/e2e/test_start.py``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sse_fast.app import App
 from sse_fast.brokers.durable import StoreError
-from sse_fast.brokers.durable.restore import RestoreProgress
+from sse_fast.brokers.durable._restore import RestoreProgress
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings

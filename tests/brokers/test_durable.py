@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sse_fast.brokers._sequencing import Sequenced, first_position
 from sse_fast.brokers.durable import (
     DataDirectory,
     EventLog,
@@ -25,14 +26,13 @@ from sse_fast.brokers.durable import (
     default_data_dir,
     read,
 )
-from sse_fast.brokers.durable import log as durable_log
-from sse_fast.brokers.durable import records as durable_records
-from sse_fast.brokers.durable.records import HEADER, MAGIC, segment_header
+from sse_fast.brokers.durable import _log as durable_log
+from sse_fast.brokers.durable import _records as durable_records
+from sse_fast.brokers.durable._records import HEADER, MAGIC, segment_header
 from sse_fast.brokers.local import LocalBroker
-from sse_fast.brokers.sequencing import Sequenced, first_position
 from sse_fast.hub import Hub, PublishError, PublishRequest
-from sse_fast.hub.resume import EVICTED, RESUMED, resolve
-from sse_fast.hub.topics import read_since
+from sse_fast.hub._resume import EVICTED, RESUMED, resolve
+from sse_fast.hub._topics import read_since
 from sse_fast.settings import Settings
 
 from ..conftest import forgive
@@ -377,7 +377,7 @@ def test_a_foreign_file_content_is_refused_naming_it(
 def test_a_record_this_version_cannot_read_is_refused_saying_why(body: bytes, message: str) -> None:
     """Its checksum is right (not damage): an unknown kind is a newer version's, a
     known kind of the wrong size another version's or another program's."""
-    from sse_fast.brokers.durable.records import _record, scan
+    from sse_fast.brokers.durable._records import _record, scan
 
     data = segment_header(1, 1) + _record(body)
     with pytest.raises(StoreError, match=message) as info:

@@ -1,7 +1,7 @@
 """A server that survives its own processes' faults, against real processes:
 ``sse-fast serve --workers 2``, its relay killed, stopped and a worker killed;
-and one scrape that answers for the whole server (``brokers/relay/``,
-``app/operations.py``)."""
+and one scrape that answers for the whole server (``brokers/_relay/``,
+``app/_operations.py``)."""
 
 from __future__ import annotations
 
@@ -312,7 +312,7 @@ def test_a_relay_with_a_big_data_directory_is_given_time_to_read_it(tmp_path: Pa
     """The relay reads its whole data directory before it listens: the wait for
     it grows with the directory (a 4M-event, 1 GiB one took 10.6 to 21.8 s to
     read here, past the 10 s a relay without one gets)."""
-    from sse_fast.brokers.relay.supervisor import RelaySupervisor
+    from sse_fast.brokers._relay.supervisor import RelaySupervisor
 
     plain = RelaySupervisor(str(tmp_path / "sock"))
     assert plain._start_wait() == plain.start_timeout == 10.0

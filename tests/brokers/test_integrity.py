@@ -1,5 +1,5 @@
-"""What a restart checks (``durable/integrity.py``) and what the checkpoint says
-(``durable/checkpoint.py``): acknowledged bytes per policy, clean stops, damage
+"""What a restart checks (``durable/_integrity.py``) and what the checkpoint says
+(``durable/_checkpoint.py``): acknowledged bytes per policy, clean stops, damage
 told apart from an unfinished write by the boot and the record's shape, holes
 between segments, recovery that records the loss and never reuses a position."""
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from sse_fast.brokers.durable import EventLog, StoreError, read
-from sse_fast.brokers.durable import log as durable_log
-from sse_fast.brokers.durable import records as durable_records
-from sse_fast.brokers.durable.checkpoint import CHECKPOINT, load_checkpoint
-from sse_fast.hub.resume import EVICTED, resolve
+from sse_fast.brokers.durable import _log as durable_log
+from sse_fast.brokers.durable import _records as durable_records
+from sse_fast.brokers.durable._checkpoint import CHECKPOINT, load_checkpoint
+from sse_fast.hub._resume import EVICTED, resolve
 
 from ..conftest import forgive
 from .test_durable import crash, files, frame, newest, put

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pytest
 
 from sse_fast.brokers import Broker
+from sse_fast.brokers._sequencing import Sequenced, first_position, sequence
 from sse_fast.brokers.local import LocalBroker
-from sse_fast.brokers.sequencing import Sequenced, first_position, sequence
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
 

@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-import sse_fast.brokers.sequencing as sequencing_module
+import sse_fast.brokers._sequencing as sequencing_module
 from sse_fast import EncodeError
-from sse_fast.brokers.relay import (
+from sse_fast.brokers._relay import (
     Relay,
     RelayBroker,
     pack,
@@ -25,9 +25,10 @@ from sse_fast.brokers.relay import (
     serve_relay,
     unpack_delivery,
 )
-from sse_fast.brokers.relay.wire import Publish, parse
-from sse_fast.brokers.sequencing import make_frame, sequence
-from sse_fast.hub import Hub, PublishError, PublishRequest, resume
+from sse_fast.brokers._relay.wire import Publish, parse
+from sse_fast.brokers._sequencing import make_frame, sequence
+from sse_fast.hub import Hub, PublishError, PublishRequest
+from sse_fast.hub import _resume as resume
 from sse_fast.settings import Settings
 
 from ..conftest import forgive

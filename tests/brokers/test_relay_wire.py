@@ -1,4 +1,4 @@
-"""The relay's wire messages (``brokers/relay/wire.py``): one table of (message, the
+"""The relay's wire messages (``brokers/_relay/wire.py``): one table of (message, the
 exact header on the wire), checked both ways: each message packs to its header, and
 each header (whole stream, byte by byte, with trailing data) reads back as it."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast.brokers.relay import RelayBroker, wire
-from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.brokers._relay import RelayBroker, wire
+from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest
 from sse_fast.settings import Settings

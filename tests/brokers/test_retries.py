@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from sse_fast.brokers._sequencing import RecentIds
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.brokers.sequencing import RecentIds
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer, ServerProcess, collect

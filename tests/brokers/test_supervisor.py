@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sse_fast.brokers.relay import pack, read_message
-from sse_fast.brokers.relay.supervisor import RelaySupervisor
+from sse_fast.brokers._relay import pack, read_message
+from sse_fast.brokers._relay.supervisor import RelaySupervisor
 
 from ..conftest import forgive
 

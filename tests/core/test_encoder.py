@@ -219,7 +219,7 @@ def test_a_line_end_or_order_that_is_not_one_is_refused(
 
 
 def test_a_sequenced_batch_is_encoded_under_its_ids(impl: SimpleNamespace) -> None:
-    from sse_fast.brokers.sequencing import Sequenced
+    from sse_fast.brokers._sequencing import Sequenced
     from sse_fast.publishing import PublishRequest
 
     requests = [
@@ -243,7 +243,7 @@ def test_a_sequenced_batch_is_encoded_under_its_ids(impl: SimpleNamespace) -> No
 
 
 def test_a_sequenced_batch_is_encoded_whole_or_not_at_all(impl: SimpleNamespace) -> None:
-    from sse_fast.brokers.sequencing import Sequenced
+    from sse_fast.brokers._sequencing import Sequenced
     from sse_fast.publishing import PublishRequest
 
     good = PublishRequest(("a",), "fine")

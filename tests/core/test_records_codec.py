@@ -1,6 +1,6 @@
 """The data directory's records codec (``_core/records_*``): each implementation
 reads back what it packs, both pack the same bytes and read any bytes the same
-way, damage included (the format's promises are in ``brokers/durable/records.py``)."""
+way, damage included (the format's promises are in ``brokers/durable/_records.py``)."""
 
 from __future__ import annotations
 

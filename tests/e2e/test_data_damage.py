@@ -4,7 +4,7 @@ stop, the newest segment cut mid-record, a segment deleted from the middle or th
 end. Each is refused with one line naming the file and the way out (never taken for
 a write the last run did not finish), and ``--data-recover`` starts on it with the
 lost positions recorded: resumes into them get ``sse-fast-missed``, never
-``resumed``, and no position is handed out twice (``durable/integrity.py``)."""
+``resumed``, and no position is handed out twice (``durable/_integrity.py``)."""
 
 from __future__ import annotations
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.durable import EventLog, read
-from sse_fast.brokers.durable.records import boot_record, segment_header, sequenced_records
-from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.brokers.durable._records import boot_record, segment_header, sequenced_records
 from sse_fast.testing import ServerProcess, collect, free_port
 
 pytestmark = pytest.mark.xdist_group("restart")

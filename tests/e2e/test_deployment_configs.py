@@ -17,7 +17,7 @@ lines) from an address of its own: ``/metrics`` stays 401 (``--ops-networks`` ho
 proxy's address alone) and ``--max-connections-per-ip 1`` counts the client's real
 address. nginx's ``$proxy_add_x_forwarded_for`` appends to the client's value, and
 HAProxy's ``option forwardfor`` adds its own line after the client's: the server reads
-every line right to left (``sse_fast/app/forwarded.py``).
+every line right to left (``sse_fast/app/_forwarded.py``).
 
 Through each proxy: a stream opens, a heartbeat comment (``--heartbeat-interval``
 0.3 s) comes through, an event published through the proxy arrives well under a

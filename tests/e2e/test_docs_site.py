@@ -36,7 +36,7 @@ from ..support.browser import REPO, chromium, page_errors
 WAIT = 15_000  # ms: the longest wait for what a page should show (the search index loads)
 VIEWPORT = {"width": 1280, "height": 800}
 OPTION = "heartbeat_interval"  # an option of sse_fast.settings: its heading's id is its name
-METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub.metrics.CATALOGUE
+METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub._metrics.CATALOGUE
 
 #: one worker builds the site once (a module fixture per worker would build it per worker)
 pytestmark = [

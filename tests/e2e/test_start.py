@@ -1,8 +1,8 @@
 """A server's start as an orchestrator sees it, with real ``sse-fast serve``
 processes: liveness from the first second while the history is restored,
-readiness and every other endpoint after it (``sse_fast/app/start.py``), and
+readiness and every other endpoint after it (``sse_fast/app/_start.py``), and
 start-up failures said in one line with exit status 2, never a respawn loop
-(``sse_fast/startup.py``)."""
+(``sse_fast/_startup.py``)."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.durable import EventLog
-from sse_fast.brokers.sequencing import Sequenced
 from sse_fast.testing import HTTPResponseError, RedisServer, ServerProcess, collect, free_port
 
 pytestmark = pytest.mark.xdist_group("restart")

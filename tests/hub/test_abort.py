@@ -1,4 +1,4 @@
-"""``sse_fast.abort``: the right connection is reset, nothing else is touched."""
+"""``sse_fast._abort``: the right connection is reset, nothing else is touched."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sse_fast.abort import abort_connections, connection_key
+from sse_fast._abort import abort_connections, connection_key
 
 
 def _pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
@@ -56,7 +56,7 @@ def test_without_sock_diag_every_socket_is_asked_its_addresses(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The fallback where the kernel cannot be asked: same connection, same result."""
-    import sse_fast.abort as abort
+    import sse_fast._abort as abort
 
     monkeypatch.setattr(abort, "_socket_inodes", lambda wanted: None)
     with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -73,7 +73,7 @@ def test_user_timeout_goes_on_the_servers_sockets_only() -> None:
     and the connections with the server's address; not the client's sockets."""
     import socket as socket_module
 
-    from sse_fast.abort import set_user_timeout
+    from sse_fast._abort import set_user_timeout
 
     option = socket_module.TCP_USER_TIMEOUT
     with socket_module.socket() as listener:

@@ -92,7 +92,7 @@ def test_a_topic_counts_its_streams_and_shares_empty_sets_until_used() -> None:
     (memory per topic), and those shared dicts are never written to."""
     import sys
 
-    from sse_fast.hub import presence
+    from sse_fast.hub import _presence as presence
 
     async def main() -> None:
         app = make_app()

@@ -10,7 +10,7 @@ import math
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from sse_fast.hub.metrics import Metrics, render
+from sse_fast.hub._metrics import Metrics, render
 from sse_fast.testing import HOST, ServerProcess, collect
 
 
@@ -154,7 +154,7 @@ def test_every_count_a_worker_keeps_is_reported_and_summed() -> None:
     """Each attribute of ``Metrics`` is named by one figure of the metrics table, so
     a worker reports it and the scrape sums it over the workers: no count kept but
     never exposed (the table, not a list beside it, says what is reported)."""
-    from sse_fast.hub.catalogue import CATALOGUE, Counted, CountedBy, Timed
+    from sse_fast.hub._catalogue import CATALOGUE, Counted, CountedBy, Timed
 
     read = {
         info.figure.attribute: info

@@ -1,4 +1,4 @@
-"""The metrics catalogue (``sse_fast.hub.catalogue.CATALOGUE``, the source of the docs'
+"""The metrics catalogue (``sse_fast.hub._catalogue.CATALOGUE``, the source of the docs'
 metrics reference) against what real servers expose: every ``# HELP``/``# TYPE``
 line of ``/metrics`` names a catalogue entry with its type and help text, every
 sample carries its entry's labels, every entry shows up in some configuration
@@ -27,7 +27,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sse_fast.hub.catalogue import (
+from sse_fast.hub._catalogue import (
     CATALOGUE,
     Busiest,
     CountedBy,
@@ -309,7 +309,7 @@ def test_every_refusal_reason_is_in_the_catalogue() -> None:
     """The reasons of ``sse_fast_refused_total`` are documented (the metrics
     reference lists ``REFUSAL_REASONS``): none in the code is missing from it,
     none in it is gone from the code."""
-    from sse_fast.hub.catalogue import REFUSAL_REASONS
+    from sse_fast.hub._catalogue import REFUSAL_REASONS
 
     in_code = _refusal_reasons_in_the_code()
     assert "forbidden_topic" in in_code and "storage" in in_code  # the scan finds them

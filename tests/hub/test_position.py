@@ -10,9 +10,9 @@ from types import ModuleType
 
 import pytest
 
-from sse_fast.brokers.sequencing import Sequenced
+from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.hub import Hub
-from sse_fast.hub.topics import Topics
+from sse_fast.hub._topics import Topics
 from sse_fast.settings import Settings
 
 from ..conftest import PARITY_IMPLEMENTATIONS

@@ -1,4 +1,4 @@
-"""Presence (``hub/presence.py``, ``brokers/redis/presence.py``): who is subscribed to a
+"""Presence (``hub/_presence.py``, ``brokers/redis/_presence.py``): who is subscribed to a
 topic, per subject (the JWT ``sub``), across workers and, with Redis, nodes;
 ``GET /presence`` behind the operations credential; join/leave news on the
 companion topic, one event per topic and interval at most."""
@@ -15,7 +15,7 @@ from typing import Any
 import jwt
 import pytest
 
-from sse_fast.hub.presence import PresenceNews, add_up
+from sse_fast.hub._presence import PresenceNews, add_up
 from sse_fast.testing import RedisServer, ServerProcess
 
 SECRET = "presence-test-secret-of-32-bytes!!"
@@ -242,7 +242,7 @@ def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
     import orjson
     from redis import asyncio as aioredis
 
-    from sse_fast.brokers.presence import STALE, RedisPresence
+    from sse_fast.brokers._presence import STALE, RedisPresence
 
     async def main() -> None:
         client = aioredis.from_url(redis.url)

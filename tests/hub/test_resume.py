@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from sse_fast.brokers.sequencing import Sequenced
-from sse_fast.hub import Hub, PublishRequest, resume
-from sse_fast.hub.topics import Topics
+from sse_fast.brokers._sequencing import Sequenced
+from sse_fast.hub import Hub, PublishRequest
+from sse_fast.hub import _resume as resume
+from sse_fast.hub._topics import Topics
 from sse_fast.settings import Settings
 
 from ..support.asgi_harness import Stream, make_app, publish, run, settle

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sse_fast.asgi import SendStyle
-from sse_fast.hub.server import DisconnectWatch
-from sse_fast.hub.subscription import NO_PEER, Subscription
+from sse_fast._asgi import SendStyle
+from sse_fast.hub._server import DisconnectWatch
+from sse_fast.hub._subscription import NO_PEER, Subscription
 
 from ..support.asgi_harness import PyEmptyAwaitable
 

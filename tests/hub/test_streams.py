@@ -1,4 +1,4 @@
-"""The open streams of a hub (``sse_fast/hub/streams.py``): the one place a stream
+"""The open streams of a hub (``sse_fast/hub/_streams.py``): the one place a stream
 joins and leaves, symmetrically, and the listeners told, any number of them, given
 at construction (presence, webhooks and the metrics in a hub)."""
 
@@ -7,14 +7,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from sse_fast.asgi import Message
+from sse_fast._asgi import Message
 from sse_fast.hub import Hub
-from sse_fast.hub.metrics import Metrics
-from sse_fast.hub.presence import PresenceNews
-from sse_fast.hub.streams import StreamListener, Streams
-from sse_fast.hub.subscription import NO_PEER, Subscription
-from sse_fast.hub.topics import Topics
-from sse_fast.hub.webhooks import Webhooks
+from sse_fast.hub._metrics import Metrics
+from sse_fast.hub._presence import PresenceNews
+from sse_fast.hub._streams import StreamListener, Streams
+from sse_fast.hub._subscription import NO_PEER, Subscription
+from sse_fast.hub._topics import Topics
+from sse_fast.hub._webhooks import Webhooks
 from sse_fast.protocol import Reason
 from sse_fast.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Publishing together (``hub/together.py``): the small publishes awaited in one
+"""Publishing together (``hub/_together.py``): the small publishes awaited in one
 turn of the loop are one write, and each still gets the answer it would have had
 alone, in the order they came."""
 
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from sse_fast.brokers.durable import EventLog, read
-from sse_fast.brokers.durable import log as durable_log
+from sse_fast.brokers.durable import _log as durable_log
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub, PublishError, PublishRequest
-from sse_fast.hub.together import GROUP_EVENTS, WIDE_FANOUT
+from sse_fast.hub._together import GROUP_EVENTS, WIDE_FANOUT
 from sse_fast.settings import Settings
 
 from ..support.asgi_harness import PyEmptyAwaitable, settle

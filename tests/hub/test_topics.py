@@ -15,8 +15,9 @@ import tracemalloc
 import orjson
 import pytest
 
-from sse_fast.hub import Hub, PublishError, PublishRequest, resume
-from sse_fast.hub.topics import FRAME_OVERHEAD
+from sse_fast.hub import Hub, PublishError, PublishRequest
+from sse_fast.hub import _resume as resume
+from sse_fast.hub._topics import FRAME_OVERHEAD
 from sse_fast.settings import Settings
 from sse_fast.testing import ServerProcess, wait_for
 

@@ -1,4 +1,4 @@
-"""Webhooks (``sse_fast/hub/webhooks.py``, ``sse_fast/webhooks.py``): a real
+"""Webhooks (``sse_fast/hub/_webhooks.py``, ``sse_fast/webhooks.py``): a real
 ``sse-fast serve`` POSTs signed batches of connects and disconnects to a real receiver process
 (``tests/support/webhook_receiver.py``) that fails, is slow, is down and restarts;
 at least once, deduplicated by event id, bounded while the receiver is down."""
@@ -275,8 +275,8 @@ def test_a_full_batch_goes_out_without_waiting_for_the_interval(
     once, and the wait after them is the interval again."""
     import orjson
 
-    from sse_fast.hub.metrics import Metrics
-    from sse_fast.hub.webhooks import BATCH, Webhooks
+    from sse_fast.hub._metrics import Metrics
+    from sse_fast.hub._webhooks import BATCH, Webhooks
 
     async def main() -> None:
         settings = Settings(

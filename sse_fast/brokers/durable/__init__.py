@@ -2,10 +2,10 @@
 
 With ``sse-fast serve`` and no Redis, the process that sequences (the local
 broker with one worker, the relay with several) appends every sequenced batch
-to a log in the data directory before delivering it (``log.py``), in the format
-of ``records.py``, in a directory only one server uses (``directory.py``). A
-restart reads it back (``reading.py``), held to what the writer vouched for in
-its checkpoint (``checkpoint.py``) by ``integrity.py``; ``retention.py`` says
+to a log in the data directory before delivering it (``_log.py``), in the format
+of ``_records.py``, in a directory only one server uses (``_directory.py``). A
+restart reads it back (``_reading.py``), held to what the writer vouched for in
+its checkpoint (``_checkpoint.py``) by ``_integrity.py``; ``_retention.py`` says
 which segments may go.
 
 What a restart brings back, from the log:
@@ -31,7 +31,7 @@ as lost: a ``Last-Event-ID`` among them is answered ``evicted`` with an
 A record cut short at the end of the newest file is an unfinished write and is
 dropped (never delivered); damage, a segment cut or missing, or a file that is
 not ours stops the server at start with a sentence naming the file, unless
-``data_recover`` (``integrity.py``).
+``data_recover`` (``_integrity.py``).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ...settings import Settings
-from ..sequencing import RecentIds, Sequenced
-from .directory import DataDirectory, default_data_dir
-from .log import FSYNC_POLICIES, EventLog, StoreWriteError
-from .reading import Loaded, read
-from .records import Event, StoreError
+from .._sequencing import RecentIds, Sequenced
+from ._directory import DataDirectory, default_data_dir
+from ._log import FSYNC_POLICIES, EventLog, StoreWriteError
+from ._reading import Loaded, read
+from ._records import Event, StoreError
 
 __all__ = [
     "FSYNC_POLICIES",

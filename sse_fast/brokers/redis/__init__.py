@@ -41,7 +41,7 @@ primary: not a Redis Cluster, whose slots would split the sequence):
   ``b"<position> <wall ms> <id>\\n" + frame``.
 * ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
 * ``sse:p:<topic>``: each worker's presence figures of a topic of
-  ``presence_topics`` (``presence.py``).
+  ``presence_topics`` (``_presence.py``).
 
 Promises (the broker contract, ``brokers/__init__.py``):
 
@@ -90,14 +90,14 @@ or, from any language, ``EVAL`` of ``PUBLISH_SCRIPT`` (see the README).
 
 Where things are:
 
-* ``scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
-* ``broker.py``: ``RedisBroker``: start and close, availability, publish, stats;
+* ``_scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
+* ``_broker.py``: ``RedisBroker``: start and close, availability, publish, stats;
   which part owns which piece of a member's state.
-* ``availability.py``: ``Availability``: up or down, its one owner.
-* ``feed.py``: the subscription, history reads, the resync after a reconnect;
+* ``_availability.py``: ``Availability``: up or down, its one owner.
+* ``_feed.py``: the subscription, history reads, the resync after a reconnect;
   the topics held and what was read of the sequence (``Known``).
-* ``probes.py``: probes of the subscription; gathering figures across a node.
-* ``presence.py``: presence figures kept in Redis.
+* ``_probes.py``: probes of the subscription; gathering figures across a node.
+* ``_presence.py``: presence figures kept in Redis.
 """
 
 from __future__ import annotations
@@ -109,9 +109,9 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "--redis-url needs redis-py: python -m pip install 'sse_fast[redis]'"
     ) from exc
 
-from .broker import RETRY_AFTER, WAIT_MS, RedisBroker
-from .feed import LOAD_CHUNK
-from .scripts import (
+from ._broker import RETRY_AFTER, WAIT_MS, RedisBroker
+from ._feed import LOAD_CHUNK
+from ._scripts import (
     ADVANCE_SCRIPT,
     COMMAND_TIMEOUT,
     MAX_CONNECTIONS,

@@ -4,7 +4,7 @@
 -- KEYS: position, epoch. ARGV: prefix, the newest position the member holds or saw, the
 -- epoch it read. Returns the floor; false (nil) when the epoch is no longer the one read
 -- (Redis lost its data again: read again).
--- This header ends at the first blank line: scripts.py reads the script from there on.
+-- This header ends at the first blank line: _scripts.py reads the script from there on.
 
 if redis.call('GET', KEYS[2]) ~= ARGV[3] then return false end
 local floor_key = ARGV[1] .. 'floor'

@@ -5,8 +5,8 @@
 -- A new dataset (no epoch: a first start, or Redis lost its data) gets the candidate as
 -- its epoch and its floor (key prefix .. 'floor') at Redis time: its positions and its
 -- history start after it.
--- RETRY_WINDOW is replaced with the retry window in seconds (brokers/sequencing.py).
--- This header ends at the first blank line: scripts.py reads the script from there on.
+-- RETRY_WINDOW is replaced with the retry window in seconds (brokers/_sequencing.py).
+-- This header ends at the first blank line: _scripts.py reads the script from there on.
 
 local prefix, maxlen, age = ARGV[1], ARGV[3], tonumber(ARGV[4])
 local count = tonumber(ARGV[5])

@@ -4,7 +4,7 @@
 -- Returns: position, Redis time (us), epoch, floor (no position at or below it is in
 -- this dataset's history), then per topic: max deleted position, stream length,
 -- entries (newest first). A new dataset is started as PUBLISH_SCRIPT starts one.
--- This header ends at the first blank line: scripts.py reads the script from there on.
+-- This header ends at the first blank line: _scripts.py reads the script from there on.
 
 local prefix, count = ARGV[1], tonumber(ARGV[2])
 local t = redis.call('TIME')

@@ -1,0 +1,112 @@
+"""Starting ``sse-fast serve``: what is checked before the workers exist, and how
+a start that fails later stops the whole server with one line.
+
+Theory of operation
+-------------------
+A start can fail in two places.
+
+* Before Granian starts, in the main process (``compose.serve``): the listen
+  address, the schemas, the data directory (locked, read, proven writable with
+  room for a start: ``DataDirectory.acquire``), and Redis, which must not be a
+  Redis Cluster (``redis_refusal`` asks it: ``INFO cluster``). A failure there is
+  one line on stderr and exit status 2.
+* In a worker, after it started answering (``app/_start.py``): restoring the
+  history, joining the relay, connecting to Redis; or in the main process's
+  relay supervisor, when the relay does not start. Such a failure is written as
+  one line to the run's ``StartReport`` (a file in a directory of its own,
+  handed to the workers as ``start_failure_file``), and the main process gets
+  SIGTERM: Granian stops every worker and returns, and ``serve`` says the line
+  and exits 2. So Granian never respawns a worker whose start failed, in a loop,
+  and no main process is left serving nothing.
+
+The first failure written is the one said (several workers may fail alike).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+
+__all__ = ["StartReport", "redis_refusal"]
+
+#: seconds the main process waits for Redis to answer ``INFO cluster``
+REDIS_CHECK_TIMEOUT = 3.0
+
+
+class StartReport:
+    """Where the workers (and the relay's supervisor) of one run report a failed
+    start: a file the main process reads once Granian has stopped."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls) -> StartReport:
+        """A report in a new private directory (``remove`` deletes it), naming this
+        process as the one to stop."""
+        directory = tempfile.mkdtemp(prefix="sse-fast-start-")
+        with open(os.path.join(directory, "supervisor"), "w") as f:
+            f.write(str(os.getpid()))
+        return cls(os.path.join(directory, "failure"))
+
+    def fail(self, message: str) -> None:
+        """Write ``message`` (on one line) and stop the server: SIGTERM to the
+        process that created the report (Granian's main process; not a parent
+        found by ``getppid``, which is no server when workers are threads)."""
+        line = " ".join(message.split()) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, line.encode())  # one write: lines of several workers never mix
+        finally:
+            os.close(fd)
+        with open(os.path.join(os.path.dirname(self.path), "supervisor")) as f:
+            supervisor = int(f.read())
+        os.kill(supervisor, signal.SIGTERM)
+
+    def failure(self) -> str:
+        """The first failure reported ("" if none)."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return f.readline().strip()
+        except FileNotFoundError:
+            return ""
+
+    def remove(self) -> None:
+        """Delete the report and its directory."""
+        shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+def redis_refusal(url: str, timeout: float = REDIS_CHECK_TIMEOUT) -> str:
+    """Why the Redis at ``url`` cannot be this server's broker, asked of Redis
+    itself: it is a Redis Cluster node (``cluster_enabled:1``). "" when it can, or
+    when it cannot be asked now (down, no ``INFO`` right): the workers then say
+    what is wrong as they connect."""
+    try:
+        from .brokers.redis._scripts import connect
+    except ImportError:  # no redis package: the workers say how to install it
+        return ""
+
+    async def ask() -> dict[str, object]:
+        client = connect(url)
+        try:
+            return dict(await asyncio.wait_for(client.info("cluster"), timeout))
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    try:
+        info = asyncio.run(ask())
+    except Exception:
+        return ""
+    if str(info.get("cluster_enabled", "0")) != "1":
+        return ""
+    return (
+        "--redis-url points at a Redis Cluster node (INFO cluster says cluster_enabled:1): "
+        "sse-fast does not support Redis Cluster yet (its hash slots would split the one "
+        "sequence every event gets; a later version adds it); give it one Redis, or a "
+        "primary with replicas under Sentinel (redis-sentinel://host:26379/name)"
+    )

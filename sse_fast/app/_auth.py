@@ -1,0 +1,454 @@
+"""Credentials for publishers and subscribers (JWT via PyJWT, or a static token),
+topic claims with glob patterns, and the small limiters the edge needs.
+
+JWT claims (Mercure-like, namespaced)::
+
+    {"sse_fast": {"publish": ["orders", "user/*"], "subscribe": ["user/42/*"]},
+     "sub": "service-a", "exp": 1790000000}
+
+Patterns are exact names or globs where ``*`` matches any run of characters
+(slashes included) and ``?`` one character; ``*`` alone allows every topic.
+Nothing else is special: a claim with ``[`` is refused (401), so a grant never
+means more than it says (``sse_fast/_patterns.py``, the one matcher). Topic
+names cannot contain ``*``, ``?`` or ``[``, so a name never matches as a
+pattern by accident. The static publish token grants publishing to every
+topic and never subscribing to private ones.
+
+A private topic's presence is private too: ``<topic>/presence`` (its
+companion, ``hub/_presence.py``) is private when ``<topic>`` is, and a
+subscribe grant that covers the private topic covers its companion. The
+companion of a topic ``public_presence_topics`` covers is public, whatever
+``private_topics`` says (``presence_warnings`` names it at start).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core.request import PublishRequest
+from .._patterns import PatternError, check_pattern, matches, overlap
+from ..hub._presence import COMPANION, topic_of_companion
+from ..settings import NO_PYJWT, Settings, SettingsError, split_list
+
+try:
+    import jwt
+except ImportError:  # the core install: JWTs need the server extra
+    jwt = None  # type: ignore[assignment]
+
+__all__ = [
+    "CLAIMS_NAMESPACE",
+    "JWT_LEEWAY",
+    "AuthError",
+    "Authenticator",
+    "Credential",
+    "OperationsAccess",
+    "matches",
+    "presence_warnings",
+]
+
+#: the JWT claim holding a token's rights: ``{"publish": [...], "subscribe": [...]}``
+CLAIMS_NAMESPACE = "sse_fast"
+#: decoded JWTs kept (by token), so a publisher is not verified again on every request
+DECODED_CACHE_SIZE = 10_000
+#: seconds of clock skew allowed around a JWT's ``exp`` (and ``nbf``)
+JWT_LEEWAY = 5  # seconds of clock skew allowed around exp (and nbf)
+
+
+class AuthError(Exception):
+    """Refused: ``status`` 401 (no or bad credential) or 403 (credential lacks the right)."""
+
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Credential:
+    """An accepted credential: an ``identity`` for rate limits and logs (never the token itself),
+    the topic patterns it may ``publish`` and ``subscribe`` to, and when it expires (wall clock;
+    None: never)."""
+
+    identity: str  # for rate limits and logs: never the token itself
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    expires_at: float | None = None  # wall clock (time.time())
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    #: the JWT's ``sub`` claim (presence names subscribers by it), None without one
+    subject: str | None = None
+
+    @property
+    def publishes_anywhere(self) -> bool:
+        """Whether it may publish to every topic (``publish`` is ``("*",)``)."""
+        return self.publish == ("*",)
+
+
+class Authenticator:
+    """Checks credentials against the settings; one per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.private_topics = split_list(settings.private_topics)
+        self.public_presence_topics = split_list(settings.public_presence_topics)
+        self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
+        self._jwks: Any = None
+        if jwt is None and (
+            settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_file
+        ):
+            raise SettingsError(NO_PYJWT)
+        if settings.jwt_secret:
+            self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
+        if settings.jwt_public_key_file:
+            with open(settings.jwt_public_key_file, "rb") as f:
+                pem = f.read()
+            self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
+        if settings.jwt_jwks_file:
+            with open(settings.jwt_jwks_file) as f:
+                self._jwks = jwt.PyJWKSet.from_dict(json.load(f))
+        self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
+        # built once, not per request (a publish path doing thousands a second)
+        self._anonymous = Credential("anonymous", publish=("*",))
+        self._static = (
+            Credential(
+                "token:" + hashlib.sha256(settings.publish_token.encode()).hexdigest()[:12],
+                publish=("*",),
+            )
+            if settings.publish_token
+            else None
+        )
+        # decoded JWTs by token (a publisher sends the same one on every request);
+        # an entry is used only while its token is unexpired
+        self._decoded: dict[str, Credential] = {}
+
+    @property
+    def jwt_enabled(self) -> bool:
+        """Whether a JWT key is configured (a secret, a public key or a JWKS)."""
+        return bool(self._keys or self._jwks)
+
+    def _decode(self, token: str) -> Credential:
+        cached = self._decoded.get(token)
+        if cached is not None:
+            if cached.expires_at is None or cached.expires_at + JWT_LEEWAY > time.time():
+                return cached
+            del self._decoded[token]
+        credential = self._decode_uncached(token)
+        if len(self._decoded) >= DECODED_CACHE_SIZE:
+            self._decoded.pop(next(iter(self._decoded)))
+        self._decoded[token] = credential
+        return credential
+
+    def _decode_uncached(self, token: str) -> Credential:
+        errors = []
+        candidates: list[tuple[Any, list[str]]] = list(self._keys)
+        if self._jwks is not None:
+            try:
+                kid = jwt.get_unverified_header(token).get("kid")
+            except jwt.PyJWTError as exc:
+                raise AuthError(401, f"malformed token: {exc}", "bad_token") from None
+            for jwk in self._jwks.keys:
+                if kid is None or jwk.key_id == kid:
+                    candidates.append((jwk.key, [jwk.algorithm_name]))
+        options: Any = {"require": ["exp"]} if self.settings.jwt_require_exp else {}
+        for key, algorithms in candidates:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=algorithms,
+                    options=options,
+                    audience=self.settings.jwt_audience or None,
+                    issuer=self.settings.jwt_issuer or None,
+                    leeway=JWT_LEEWAY,
+                )
+            except jwt.ExpiredSignatureError:
+                raise AuthError(401, "token has expired: get a new one", "expired_token") from None
+            except jwt.PyJWTError as exc:  # wrong key, algorithm, audience, ...: try the next
+                errors.append(str(exc))
+                continue
+            rights = claims.get(CLAIMS_NAMESPACE) or {}
+            if not isinstance(rights, dict):
+                raise AuthError(401, f"claim {CLAIMS_NAMESPACE!r} must be an object", "bad_token")
+            publish = _patterns(rights.get("publish"), "publish")
+            subscribe = _patterns(rights.get("subscribe"), "subscribe")
+            identity = "jwt:" + str(
+                claims.get("sub") or hashlib.sha256(token.encode()).hexdigest()[:16]
+            )
+            sub = claims.get("sub")
+            return Credential(
+                identity,
+                publish,
+                subscribe,
+                _expiry(claims),
+                subject=str(sub) if isinstance(sub, (str, int)) and sub != "" else None,
+            )
+        reason = "; ".join(dict.fromkeys(errors)) or "no key configured"
+        raise AuthError(401, f"invalid token: {reason}", "bad_token")
+
+    def _check_static(self, token: str) -> Credential | None:
+        if self._token_digest is None:
+            return None
+        if _same_token(token, self._token_digest):
+            return self._static
+        return None
+
+    def publisher(self, authorization: str | None) -> Credential:
+        """The publisher's credential from its ``Authorization`` header."""
+        if self.settings.allow_anonymous_publish and not authorization:
+            return self._anonymous
+        token = _bearer(authorization)
+        if token is None:
+            if not (self.jwt_enabled or self._token_digest):
+                raise AuthError(
+                    401,
+                    "publishing needs a credential and none is configured: "
+                    "set SSE_FAST_PUBLISH_TOKEN or JWT keys, or run with "
+                    "--allow-anonymous-publish",
+                    "no_credential",
+                )
+            raise AuthError(
+                401,
+                "publishing needs a credential: send 'Authorization: Bearer <token>'",
+                "no_credential",
+            )
+        static = self._check_static(token)
+        if static is not None:
+            return static
+        if not self.jwt_enabled:
+            raise AuthError(401, "invalid token", "bad_token")
+        return self._decode(token)
+
+    def check_publish(self, credential: Credential, requests: Iterable[PublishRequest]) -> None:
+        """Refuse (403) the topics of ``requests`` the credential may not publish to;
+        nothing is looked at for a credential that may publish anywhere."""
+        if credential.publishes_anywhere:
+            return
+        denied = list(
+            dict.fromkeys(
+                t for r in requests for t in r.topics if not matches(t, credential.publish)
+            )
+        )
+        if denied:
+            raise AuthError(
+                403,
+                f"this credential may not publish to {', '.join(denied[:5])}",
+                "forbidden_topic",
+            )
+
+    def is_private(self, topic: str) -> bool:
+        """Whether subscribing to ``topic`` needs a credential: it matches
+        ``private_topics``, or it is the presence companion of a topic that does;
+        never the companion of a topic ``public_presence_topics`` covers."""
+        of = topic_of_companion(topic)
+        if of is not None and matches(of, self.public_presence_topics):
+            return False
+        if matches(topic, self.private_topics):
+            return True
+        return of is not None and matches(of, self.private_topics)
+
+    def may_subscribe(self, credential: Credential, topic: str) -> bool:
+        """Whether ``credential``'s subscribe grants cover ``topic``: a pattern of
+        them matches it, or it is the companion of a private topic one matches."""
+        if matches(topic, credential.subscribe):
+            return True
+        of = topic_of_companion(topic)
+        return (
+            of is not None
+            and matches(of, self.private_topics)
+            and matches(of, credential.subscribe)
+        )
+
+    def subscriber(
+        self,
+        authorization: str | None,
+        cookie: str | None,
+        query_token: str | None,
+        topics: Iterable[str],
+        on_ignored_cookie: Callable[[AuthError], None] | None = None,
+    ) -> Credential | None:
+        """The subscriber's credential (header, cookie, or query when allowed),
+        checked against the private topics it asks for.
+
+        A cookie that fails verification (expired, signed with a rotated key,
+        garbage) is ignored on a request for public topics only, and
+        ``on_ignored_cookie`` is told: browsers send cookies by themselves, and a
+        stale one must not lock anyone out of public streams. A bad
+        ``Authorization`` header or query token is always refused (401): that
+        client chose to send it."""
+        token = _bearer(authorization)
+        from_cookie = False
+        if token is None and cookie:
+            token = _cookie(cookie, self.settings.auth_cookie)
+            from_cookie = token is not None
+        if token is None and query_token:
+            if not self.settings.allow_query_token:
+                raise AuthError(
+                    401,
+                    "tokens in the URL are disabled (they end up in logs): "
+                    "use the Authorization header or the "
+                    f"{self.settings.auth_cookie!r} cookie",
+                    "query_token",
+                )
+            token = query_token
+        private = [t for t in topics if self.is_private(t)]
+        if token is None:
+            if private:
+                raise AuthError(
+                    401,
+                    f"topic {private[0]!r} is private: send a token with subscribe rights",
+                    "no_credential",
+                )
+            return None
+        try:
+            if not self.jwt_enabled:
+                raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
+            credential = self._decode(token)
+        except AuthError as exc:
+            if from_cookie and not private:
+                if on_ignored_cookie is not None:
+                    on_ignored_cookie(exc)
+                return None
+            raise
+        denied = [t for t in private if not self.may_subscribe(credential, t)]
+        if denied:
+            raise AuthError(
+                403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
+            )
+        return credential
+
+
+def _patterns(value: Any, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise AuthError(
+            401, f"claim {CLAIMS_NAMESPACE}.{name} must be a list of topic patterns", "bad_token"
+        )
+    for pattern in value:
+        try:
+            check_pattern(pattern)
+        except PatternError as exc:
+            raise AuthError(
+                401, f"claim {CLAIMS_NAMESPACE}.{name}: {exc} (ask the token's issuer)", "bad_token"
+            ) from None
+    return tuple(value)
+
+
+def presence_warnings(settings: Settings) -> list[str]:
+    """What ``serve`` warns of at start: each ``public_presence_topics`` pattern that
+    makes public the presence news of topics that are private (``private_topics``)
+    and tracked (``presence_topics``): anyone may read who subscribes to them."""
+    private = split_list(settings.private_topics)
+    tracked = split_list(settings.presence_topics)
+    warnings = []
+    for public in split_list(settings.public_presence_topics):
+        exposed = [
+            pattern
+            for pattern in private
+            if any(overlap(public, pattern, news) for news in tracked)
+        ]
+        if exposed:
+            warnings.append(
+                f"public_presence_topics {public!r}: the presence of private topics "
+                f"({', '.join(exposed)}) is public: anyone may subscribe to <topic>{COMPANION} "
+                "and read who subscribes to them; leave public_presence_topics out to keep "
+                "it private"
+            )
+    return warnings
+
+
+def _expiry(claims: Mapping[str, Any]) -> float | None:
+    """The ``exp`` claim as PyJWT checked it (``int()`` of it: a number or a
+    numeric string, a fraction cut off), so that the cached credential and its
+    streams expire exactly when PyJWT would refuse the token; None without one."""
+    if "exp" not in claims:
+        return None
+    try:
+        return float(int(claims["exp"]))
+    except (ValueError, TypeError, OverflowError):  # PyJWT refuses these first
+        raise AuthError(401, "claim 'exp' must be an integer (seconds)", "bad_token") from None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _same_token(token: str, digest: bytes) -> bool:
+    """Constant-time comparison of a presented token with a configured one's digest."""
+    return hmac.compare_digest(_digest(token), digest)
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError(401, "Authorization must be 'Bearer <token>'", "bad_token")
+    return token.strip()
+
+
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name and value:
+            return value
+    return None
+
+
+class OperationsAccess:
+    """Who may read ``/stats`` and ``/metrics`` (client addresses, topic names,
+    private topics included): clients from ``ops_networks`` (loopback by
+    default), or anyone with ``Authorization: Bearer <ops_token>``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.networks = tuple(
+            ipaddress.ip_network(n, strict=False) for n in split_list(settings.ops_networks)
+        )
+        self._token_digest = _digest(settings.ops_token) if settings.ops_token else None
+
+    def check(self, client_ip: str, authorization: str | None, path: str) -> None:
+        """Raise ``AuthError`` unless this client may read ``path``."""
+        if self._from_allowed_network(client_ip):
+            return
+        how = (
+            "call it from " + ", ".join(str(n) for n in self.networks) + " (ops_networks)"
+            if self.networks
+            else "no network is allowed without a token (ops_networks is empty)"
+        )
+        if self._token_digest is None:
+            raise AuthError(
+                403,
+                f"{path} is an operations endpoint: {how}; or set ops_token and send "
+                "'Authorization: Bearer <ops_token>'",
+                "ops_forbidden",
+            )
+        token = _bearer(authorization)
+        if token is None:
+            raise AuthError(
+                401,
+                f"{path} is an operations endpoint: send 'Authorization: Bearer <ops_token>', "
+                f"or {how}",
+                "ops_no_credential",
+            )
+        if not _same_token(token, self._token_digest):
+            raise AuthError(401, f"invalid operations token for {path}", "ops_bad_token")
+
+    def _from_allowed_network(self, client_ip: str) -> bool:
+        if not self.networks:
+            return False
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:  # no address (a Unix socket is local): "?" or a path
+            return client_ip == "?"
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.networks)

@@ -1,0 +1,194 @@
+"""``GET /events?topic=a&topic=b[&lastEventId=...]``: an SSE stream.
+
+The endpoint reads the request (topics, ``Last-Event-ID`` from the header or
+the ``lastEventId`` query parameter, a query token), admits it
+(``_admission.py``), authorises it (``_auth.py``), and hands the stream to
+``Hub.attach``, which owns everything from the response start on. It then
+waits for the stream to end, from either side, and gives back the client's
+per-IP slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from .._asgi import Receive, Scope, Send
+from ..hub import Hub, Subscription
+from ..publishing import PublishError, check_event_id, check_topic
+from ..settings import Settings
+from ._admission import Admission, ClientAddress
+from ._auth import Authenticator, AuthError
+from ._cors import Cors
+from ._http import HTTPError, header, header_utf8, query
+
+__all__ = ["EventsEndpoint"]
+
+
+class EventsEndpoint:
+    """An SSE stream of one or more topics.
+
+    Query parameters: ``topic`` (repeated for several, up to
+    ``max_topics_per_connection``, 16), ``lastEventId`` (instead of the header),
+    ``token`` (a subscriber JWT, only with ``allow_query_token``).
+
+    The response: ``200``, ``Content-Type: text/event-stream``,
+    ``Cache-Control: no-store``, ``X-Accel-Buffering: no`` (never ``Connection``),
+    and ``SSE-Fast-Resume``: ``none``, ``resumed``, ``unknown`` or ``evicted``. The
+    first frame is the current position as ``id:`` and ``retry:``; a ``: ``
+    comment follows every ``heartbeat_interval`` (15 s) without events.
+
+    Resume: the ``Last-Event-ID`` header (read as UTF-8, as browsers send it) or
+    ``lastEventId``. The events after it are sent first, then the stream goes on.
+    When the id is unknown or too old, the first event is
+    ``event: sse-fast-missed`` with
+    ``data: {"reason": "unknown" | "evicted", "last_event_id": ...}`` and the stream
+    continues from now: "resumed" is said only with the events.
+
+    Ends announced by the server: ``event: sse-fast-disconnect`` with
+    ``data: {"reason": "lagged" | "draining" | "token-expired", ...}``. A stream that
+    may have missed events gets ``event: sse-fast-missed`` in their place and stays
+    open, its ``reason`` saying why: ``relay-restarted`` or
+    ``relay-log-too-short`` (its worker lost the relay of several workers),
+    ``redis-restarted``, ``redis-lost-writes`` or ``redis-history-trimmed`` (on
+    Redis), ``upstream-missed`` (mirror mode), ``lost-writes`` (a machine crash
+    lost the data directory's last writes). Event names starting with
+    ``sse-fast-`` are reserved (``sse_fast.protocol``).
+
+    Refusals: ``400`` a malformed query, no topic, too many, a bad topic name or
+    ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a private
+    topic; ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
+    ``503`` over ``max_connections``, or while draining (with ``Retry-After``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        hub: Hub,
+        auth: Authenticator,
+        admission: Admission,
+        client_address: ClientAddress,
+        cors: Cors,
+    ) -> None:
+        self.settings = settings
+        self.hub = hub
+        self.auth = auth
+        self.admission = admission
+        self.client_address = client_address
+        self.cors = cors
+        #: the expiry of each stream whose credential expires (most have none)
+        self._expiries: dict[Subscription, asyncio.TimerHandle] = {}
+
+    def _ignored_cookie(self, error: AuthError) -> None:
+        self.hub.metrics.ignored_cookies_total += 1
+
+    def read_request(self, scope: Scope) -> tuple[list[str], str | None, str | None]:
+        """Topics, Last-Event-ID and query token of a subscription (400 on bad input)."""
+        settings = self.settings
+        try:
+            fields = query(
+                scope,
+                "utf-8",
+                keep_blank_values=True,
+                strict_parsing=False,
+                max_num_fields=settings.max_topics_per_connection + 8,
+            )
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise HTTPError(
+                400, f"query string is malformed or has too many fields ({exc})", reason="bad_query"
+            ) from None
+        topics = fields.get("topic", [])
+        if not topics:
+            raise HTTPError(
+                400, "name at least one topic: /events?topic=NAME[&topic=OTHER]", reason="bad_topic"
+            )
+        names = list(dict.fromkeys(topics))
+        if len(names) > settings.max_topics_per_connection:
+            raise HTTPError(
+                400,
+                f"{len(names)} topics; at most {settings.max_topics_per_connection} per connection",
+                reason="too_many_topics",
+            )
+        try:
+            for name in names:
+                check_topic(name, settings)
+        except PublishError as exc:
+            raise HTTPError(400, str(exc), reason="bad_topic") from None
+        last_event_id = header_utf8(scope, b"last-event-id")
+        if last_event_id is None:
+            last_event_id = fields.get("lastEventId", [None])[-1]
+        if last_event_id is not None:
+            try:
+                check_event_id(last_event_id, settings, "Last-Event-ID")
+            except PublishError as exc:
+                raise HTTPError(400, str(exc), reason="bad_last_event_id") from None
+        return names, last_event_id, fields.get("token", [None])[-1]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        subscription = await self.open(scope, receive, send)
+        try:
+            # the end: the client's http.disconnect, or the server closing the stream
+            await subscription.closed
+        finally:
+            self.finish(scope, subscription)
+
+    async def open(self, scope: Scope, receive: Receive, send: Send) -> Subscription:
+        """Admit, authorise and attach the stream (``HTTPError`` when refused); the
+        caller awaits ``subscription.closed``, then calls ``finish``. Split so that an
+        idle stream holds no frame of this endpoint's (``App.__call__`` waits itself:
+        its frame is one a request has anyway)."""
+        hub = self.hub
+        if hub.draining:
+            raise HTTPError(
+                503,
+                "server is draining; reconnect to another instance",
+                [(b"retry-after", b"1")],
+                reason="draining",
+            )
+        names, last_event_id, query_token = self.read_request(scope)
+        ip = self.client_address(scope)
+        self.admission.admit_stream(ip, len(hub.subscriptions))
+        try:
+            credential = self.auth.subscriber(
+                header(scope, b"authorization"),
+                header(scope, b"cookie"),
+                query_token,
+                names,
+                self._ignored_cookie,
+            )
+        except AuthError as exc:
+            raise HTTPError.from_auth(exc) from None
+        self.admission.hold_stream(ip)
+        try:
+            subscription = await hub.attach(
+                names,
+                last_event_id,
+                send,
+                receive,
+                headers=self.cors.headers(scope),
+                subject=None if credential is None else credential.subject,
+                scope=scope,
+            )
+        except PublishError as exc:  # the broker cannot subscribe now (before any byte)
+            self.admission.release_stream(ip)
+            raise HTTPError.from_publish(exc, reason="broker_unavailable") from None
+        except BaseException:
+            self.admission.release_stream(ip)
+            raise
+        if credential is not None and credential.expires_at is not None:
+            self._expiries[subscription] = asyncio.get_running_loop().call_later(
+                max(0.0, credential.expires_at - time.time()), hub.expire, subscription
+            )
+        return subscription
+
+    def finish(self, scope: Scope, subscription: Subscription) -> None:
+        """The stream is over (or its handler is leaving): free it, stop its token's
+        expiry, give back the client's per-IP slot (its address read again from
+        ``scope``, as ``open`` read it)."""
+        try:
+            self.hub.detach(subscription)
+        finally:
+            expiry = self._expiries.pop(subscription, None)
+            if expiry is not None:
+                expiry.cancel()
+            self.admission.release_stream(self.client_address(scope))

@@ -1,0 +1,122 @@
+"""Restoring: stored events back into a broker's member, with the breaks said.
+
+Used where a server starts on its data directory: by the local broker (which
+also writes it) and by each worker of the relay (which only reads it, then
+joins the relay's sequence where it is: ``RelayBroker``). A server's start
+restores gradually (``restore_gradually``, ``read_into``): the files are read
+in a thread and the events applied a chunk at a time with a turn of the event
+loop between chunks, so the worker answers ``/livez`` and ``/readyz`` all along;
+``RestoreProgress`` says how far it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+
+from ...protocol import Reason
+from .. import Broker
+from . import as_sequenced
+from ._reading import Loaded, read
+from ._records import Event
+
+__all__ = ["RESTORE_CHUNK", "RestoreProgress", "read_into", "restore", "restore_gradually"]
+
+log = logging.getLogger("sse_fast.storage")
+
+#: events applied at a time when a restart replays the log
+RESTORE_CHUNK = 10_000
+
+
+class RestoreProgress:
+    """How far a start's restoring of history is: ``total`` events to apply (None
+    while the data directory is still being read) and ``applied`` so far."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.applied = 0
+
+
+def restore(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) -> int:
+    """Apply stored events to the broker's member, a chunk at a time; where a
+    machine crash may have lost events (``lost``), the topics so far get an
+    ``sse-fast-missed`` marker in their place (``Member.missed``): a stream
+    resuming from before it is told, never resumed past events nobody has."""
+    for _ in _restoring(broker, events, lost):
+        pass
+    return len(events)
+
+
+async def restore_gradually(
+    broker: Broker, events: list[Event], lost: list[tuple[int, int]], progress: RestoreProgress
+) -> int:
+    """``restore``, with a turn of the event loop after each chunk (``progress``
+    counts the events applied)."""
+    progress.total = len(events)
+    for applied in _restoring(broker, events, lost):
+        progress.applied = applied
+        await asyncio.sleep(0)
+    progress.applied = len(events)
+    return len(events)
+
+
+def _restoring(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) -> Iterator[int]:
+    """``restore``'s work, pausing after each chunk delivered (yields the events applied)."""
+    now = time.monotonic()
+    applied = 0
+    gaps = sorted(lost)
+    names: set[str] = set()
+    batch: list[Event] = []
+
+    member = broker.member
+
+    def deliver() -> None:
+        nonlocal applied
+        broker.deliver(as_sequenced(batch, now))
+        applied += len(batch)
+        batch.clear()
+        # as flushed as in a running server, so the history budget can evict
+        # (unflushed frames are kept: over the budget, every store would look
+        # at every topic for nothing)
+        member.flush_pending()
+
+    def mark(position: int) -> None:
+        if batch:
+            deliver()
+        if names:
+            member.missed(sorted(names), position, Reason.LOST_WRITES)
+
+    for event in events:
+        while gaps and event.position > gaps[0][1]:
+            mark(gaps.pop(0)[1] + 1)  # the position kept for the marker
+        batch.append(event)
+        names.update(event.topics)
+        if len(batch) >= RESTORE_CHUNK:
+            deliver()
+            yield applied
+    for _, last in gaps:  # after the newest event kept: the usual place of a crash
+        mark(last + 1)
+    if batch:
+        deliver()
+        yield applied
+
+
+async def read_into(broker: Broker, path: str, progress: RestoreProgress) -> Loaded:
+    """Read the data directory at ``path`` (never writing it; in a thread) and
+    apply what it holds to ``broker``'s member (``restore_gradually``);
+    ``broker.lost`` and ``first_position`` follow it. What was read (``Loaded``)."""
+    started = time.perf_counter()
+    loaded = await asyncio.to_thread(read, path)
+    broker.lost = loaded.lost
+    if loaded.events:
+        broker.first_position = loaded.first_position
+        await restore_gradually(broker, loaded.events, loaded.lost, progress)
+        log.info(
+            "data directory %s: %d events restored in %.2f s",
+            path,
+            len(loaded.events),
+            time.perf_counter() - started,
+        )
+    return loaded

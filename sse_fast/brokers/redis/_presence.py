@@ -1,0 +1,80 @@
+"""Presence across nodes, in Redis (``hub/_presence.py`` has the rules).
+
+* ``sse:p:<topic>``: a hash per tracked topic, one field per worker (its
+  member id) holding ``{"subscribers": n, "subjects": {...}, "at": unix
+  time}``. A worker writes the topics whose figures changed once per
+  ``presence_interval`` and all of its tracked topics every 10 s; a field of
+  0 subscribers is deleted; the key expires 60 s after its last write.
+* A reader takes every field whose ``at`` is within ``STALE`` seconds (a
+  worker that died stops refreshing: its figures age out, and the reader
+  deletes them) and adds them up. ``at`` is the writer's wall clock: the
+  nodes' clocks must agree within seconds (NTP). A worker that stops
+  gracefully deletes its fields.
+
+Without Redis (one worker, or several on the relay) the hub's ``gather``
+covers every worker and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from redis import asyncio as aioredis
+
+__all__ = [
+    "KEY_TTL",
+    "STALE",
+    "RedisPresence",
+]
+
+#: seconds a topic's presence hash lives after its last write
+KEY_TTL = 60
+#: figures older than this are a dead worker's (three of its 10 s refreshes,
+#: ``hub/_presence.py``): readers leave them out
+STALE = 30.0
+
+
+class RedisPresence:
+    """One worker's presence figures in Redis: a hash per topic, one field per worker."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str, member: str) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.member = member
+
+    def key(self, topic: str) -> str:
+        """The Redis key of ``topic``'s presence hash."""
+        return f"{self.prefix}p:{topic}"
+
+    async def store(self, figures: dict[str, dict[str, Any]]) -> None:
+        """This worker's figures of these topics."""
+        now = time.time()
+        async with self.client.pipeline(transaction=False) as pipe:
+            for topic, figure in figures.items():
+                key = self.key(topic)
+                if figure["subscribers"]:
+                    pipe.hset(key, self.member, orjson.dumps({**figure, "at": now}))
+                    pipe.expire(key, KEY_TTL)
+                else:
+                    pipe.hdel(key, self.member)
+            await pipe.execute()
+
+    async def read(self, topic: str) -> list[dict[str, Any]]:
+        """Every live worker's figures of ``topic``."""
+        key = self.key(topic)
+        fields = await self.client.hgetall(key)
+        now = time.time()
+        out, stale = [], []
+        for member, value in fields.items():
+            figure = orjson.loads(value)
+            if now - float(figure.get("at", 0)) <= STALE:
+                out.append(figure)
+            else:
+                stale.append(member)
+        if stale:  # dead workers' fields: gone, so that a busy topic's hash stays small
+            await self.client.hdel(key, *stale)
+        return out

@@ -1,0 +1,191 @@
+"""What is in Redis and how it gets there: the key layout, the Lua scripts that
+sequence, read and advance, a client that fails fast, and ``publish`` straight
+into Redis (no HTTP; the package docstring has the keys and the promises).
+
+The scripts live in ``*.lua`` files beside this module (package data). Each
+opens with a header comment up to its first blank line; the script is the rest,
+its leading newline included, so that ``PUBLISH_SCRIPT`` is the text (and the
+SHA1 for ``EVALSHA``) that publishers in other languages already use.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from ..._core import EncodeError, encode
+from ...publishing import PublishError, PublishRequest
+from .._sequencing import RETRY_WINDOW
+
+__all__ = [
+    "ADVANCE_SCRIPT",
+    "COMMAND_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "PUBLISH_SCRIPT",
+    "READ_SCRIPT",
+    "channel_prefix",
+    "connect",
+    "frame_without_id",
+    "gather_key",
+    "node_channel",
+    "publish",
+    "publish_args",
+    "sequence_keys",
+]
+
+#: seconds a Redis command (or connecting) may take before it fails
+COMMAND_TIMEOUT = 2.0  # seconds: a publish fails fast instead of waiting on a dead Redis
+#: connections of a member's pool; a burst of commands waits for one, up to ``COMMAND_TIMEOUT``
+MAX_CONNECTIONS = 64  # per member (worker): commands in flight at once
+
+
+# ---------------------------------------------------------------- keys
+
+
+def sequence_keys(prefix: str) -> list[str]:
+    """The scripts' KEYS: the newest position handed out, and the dataset's epoch."""
+    return [prefix + "position", prefix + "epoch"]
+
+
+def channel_prefix(prefix: str) -> bytes:
+    """What the pub/sub channel of every topic starts with (then the topic)."""
+    return (prefix + "c:").encode()
+
+
+def node_channel(prefix: str, node: str) -> str:
+    """A node's own channel: probes, and gathering figures from its workers."""
+    return f"{prefix}n:{node}"
+
+
+def gather_key(prefix: str) -> str:
+    """A fresh list for the answers to one gather."""
+    return f"{prefix}g:{uuid.uuid4().hex}"
+
+
+# ---------------------------------------------------------------- scripts
+
+
+def _lua(name: str) -> str:
+    """The script in file ``name``: what follows its header comment."""
+    text = (resources.files(__name__.rpartition(".")[0]) / name).read_text(encoding="utf-8")
+    header, blank, script = text.partition("\n\n")
+    if not blank or not all(line.startswith("--") for line in header.splitlines()):
+        raise RuntimeError(f"{name}: a script opens with '--' comment lines, then a blank line")
+    return "\n" + script
+
+
+#: sequence, store and publish a batch of events (``publish.lua`` says the arguments)
+PUBLISH_SCRIPT = _lua("publish.lua").replace("RETRY_WINDOW", str(int(RETRY_WINDOW)))
+#: the sequence and the history of some topics in one read (``read.lua``)
+READ_SCRIPT = _lua("read.lua")
+#: raise the dataset's floor and sequence above what a node holds, after Redis lost
+#: events it holds (``advance.lua``)
+ADVANCE_SCRIPT = _lua("advance.lua")
+
+
+# ---------------------------------------------------------------- client
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, or
+    ``redis-sentinel://host:port[,host:port]/master``) that fails fast."""
+    options: dict[str, Any] = {
+        "socket_timeout": COMMAND_TIMEOUT,
+        "socket_connect_timeout": COMMAND_TIMEOUT,
+        "retry_on_timeout": False,
+    }
+    if url.startswith("redis-sentinel://"):
+        from redis.asyncio.sentinel import Sentinel
+
+        rest = url[len("redis-sentinel://") :]
+        hosts, _, master = rest.partition("/")
+        if not master:
+            raise ValueError(f"{url!r}: name the master, e.g. redis-sentinel://host:26379/mymaster")
+        nodes = []
+        for host in hosts.split(","):
+            name, _, port = host.rpartition(":")
+            nodes.append((name or host, int(port or 26379)))
+        sentinel = Sentinel(nodes, **options)  # type: ignore[no-untyped-call]
+        client: aioredis.Redis = sentinel.master_for(master, **options)
+        return client
+    # a burst of commands waits for a connection (up to the timeout) instead of failing
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
+    )
+    return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+# ---------------------------------------------------------------- publishing
+
+
+def frame_without_id(request: PublishRequest) -> bytes:
+    """The SSE frame of ``request`` without its ``id:`` line (the script adds it)."""
+    return encode(request.data, event=request.event, retry=request.retry)
+
+
+def publish_args(
+    prefix: str,
+    requests: Sequence[PublishRequest],
+    history_frames: int,
+    history_age: float,
+) -> list[Any]:
+    """The arguments of ``PUBLISH_SCRIPT``; raises ``PublishError`` (400) before
+    anything is sent if an event cannot be encoded."""
+    args: list[Any] = [
+        prefix,
+        os.urandom(8).hex(),
+        history_frames,
+        int(history_age * 1_000_000),
+        len(requests),
+    ]
+    wall = str(int(time.time() * 1000))
+    for request in requests:
+        try:
+            frame = frame_without_id(request)
+        except EncodeError as exc:
+            raise PublishError(str(exc)) from None
+        args += ["" if request.id is None else request.id, frame, wall, len(request.topics)]
+        args += request.topics
+    return args
+
+
+async def publish(
+    client: aioredis.Redis,
+    topic: str | Sequence[str],
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    prefix: str = "sse:",
+    history_frames: int = 1000,
+    history_age: float = 86400.0,
+) -> str:
+    """Publish one event straight into Redis (every node delivers it); return its
+    id. ``client`` is a ``redis.asyncio.Redis``; ``data`` is sent as text if a
+    string, else as JSON. Raises ``PublishError`` for an event that cannot be
+    published, with the reason."""
+    from ...publishing import check_event_id, check_topic
+    from ...settings import Settings
+
+    topics = (topic,) if isinstance(topic, str) else tuple(topic)
+    settings = Settings()
+    for name in topics:
+        check_topic(name, settings)
+    if id is not None:
+        check_event_id(id, settings)
+    request = PublishRequest(topics, data, event, id, retry)
+    args = publish_args(prefix, [request], history_frames, history_age)
+    keys = sequence_keys(prefix)
+    try:
+        (event_id,) = await client.eval(PUBLISH_SCRIPT, 2, *keys, *args)
+    except ResponseError as exc:
+        raise PublishError(str(exc)) from None
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

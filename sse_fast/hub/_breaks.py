@@ -1,0 +1,54 @@
+"""Breaks: where a broker lost events, the streams are told in their place.
+
+A broker that rejoins its sequence without the events in between
+(``Hub.rejoined``, the broker contract's "Breaks are said"), or that finds a
+topic's history trimmed before it could read it (``Hub.missed``), makes the hub
+store an ``sse-fast-missed`` marker at the position of the break, with that
+position as its id: every open stream of those topics gets it among its events,
+in order, and resuming from it is a resume from after the break. Ids from before
+it resolve to ``evicted``: what followed them cannot be vouched for.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ..brokers._sequencing import Sequenced
+from ..protocol import missed_frame
+from ._fanout import FanOut
+
+__all__ = ["mark_break", "mark_missed"]
+
+log = logging.getLogger("sse_fast")
+
+
+def mark_break(fanout: FanOut, history_from: int, reason: str | None) -> None:
+    """The broker joined its sequence at ``history_from``; on a break
+    (``reason``), a marker just before it in every topic with subscribers."""
+    fanout.flush_pending()
+    topics = fanout.topics
+    marker = history_from - 1
+    if reason is None or marker <= topics.last_position:
+        if reason is not None:  # pragma: no cover - the brokers leave room for it
+            log.error("history break at %d leaves no room for a marker", marker)
+        topics.skip_to(marker)
+        return
+    fanout.metrics.history_breaks_total += 1
+    names = tuple(name for name, topic in topics.by_name.items() if topic.subscribers)
+    if not names:
+        topics.skip_to(marker)  # past the newest applied (checked above): it rises to it
+        return
+    frame = missed_frame(reason, marker)
+    fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])
+
+
+def mark_missed(fanout: FanOut, names: Sequence[str], position: int, reason: str) -> None:
+    """A marker at ``position`` in ``names``: events were lost there."""
+    fanout.metrics.history_breaks_total += 1
+    frame = missed_frame(reason, position)
+    fanout.apply([Sequenced(position, str(position), tuple(names), frame, fanout.clock())])
+    for name in names:  # what came before the marker can no longer be vouched for
+        topic = fanout.topics.by_name.get(name)
+        if topic is not None:
+            topic.evicted_up_to = max(topic.evicted_up_to, position - 1)

@@ -1,0 +1,303 @@
+"""Fan-out: stored events reach every subscription, fast ones never waiting for slow ones.
+
+* ``apply`` stores sequenced events in their topics' rings and schedules one
+  ``flush`` for the current loop iteration; events applied before it runs (a
+  batch, or publishes that arrived while the previous fan-out ran) are
+  written together.
+* An in-sync subscription is exactly at its topics' flushed positions, so it
+  needs no cursor: the flush reads each dirty topic once (one coalesced bytes
+  object) and calls every in-sync subscription's ASGI ``send`` with one shared
+  message; subscriptions of several topics get a merge in order of position,
+  computed once per distinct topic set.
+* A write that is not done at once (``_server.py``: a full channel under
+  Granian, or any write under a server whose ``send`` is a plain coroutine)
+  still holds that message; the subscription then leaves the in-sync sets,
+  keeps the flushed positions as its cursors and gets a catch-up task. The
+  task awaits the pending write, then writes everything newer from the rings
+  in one coalesced message per round, until nothing is pending: then it
+  rejoins. No per-subscription queue exists, so memory per slow subscription
+  is one pending write.
+* Lag. A catching-up subscription whose cursor fell behind its ring gets a
+  final ``sse-fast-disconnect`` event (reason ``lagged``) and its stream is
+  closed; one whose single write stays blocked past ``catch_up_timeout`` is
+  cut (``_closing.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._asgi import Send, SendStyle
+from .._core import Lagged
+from .._tasks import running_loop
+from ..brokers._sequencing import Sequenced
+from ..protocol import Reason, disconnect_frame
+from ..settings import Settings
+from ._closing import Closer
+from ._metrics import Metrics
+from ._subscription import Subscription
+from ._topics import Topic, Topics, read_since
+
+__all__ = [
+    "FanOut",
+]
+
+#: the message of every write (a copy each time, with its ``body``)
+_BODY: dict[str, Any] = {"type": "http.response.body", "body": b"", "more_body": True}
+
+log = logging.getLogger("sse_fast")
+
+
+class FanOut:
+    """Writes what is stored to the subscriptions of one hub."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], float],
+        send_style: SendStyle,
+        topics: Topics,
+        closer: Closer,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.send_style = send_style
+        self.topics = topics
+        self.closer = closer
+        self._dirty: dict[Topic, None] = {}
+        self._flush_scheduled = False
+        self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
+
+    # ---------------------------------------------------------------- storing
+
+    def apply(self, items: Sequence[Sequenced]) -> None:
+        """Store sequenced events; in-sync subscriptions get them at the next flush
+        (scheduled for this loop iteration, so events applied together are
+        written together). A topic skips positions it already holds (a replay, or
+        an event of several topics delivered once per topic). The storing is the
+        core's ``TopicTable.store``: it hands back here when a store evicted frames
+        streams are catching up in (they end ``lagged``)."""
+        topics = self.topics
+        batch = items if type(items) is list else list(items)
+        now = self.clock()
+        dirty = self._dirty
+        start = 0
+        while start < len(batch):
+            start, lagging = topics.store(batch, start, now, dirty, self._accepted)
+            if lagging is not None:
+                self._drop_lagging(lagging)
+            if topics.trimmed:  # the history budget evicted other topics' frames
+                self._lag_trimmed()
+        if dirty and not self._flush_scheduled:
+            try:
+                loop = running_loop()
+            except RuntimeError:  # no loop (synchronous embedding): write now
+                self.flush()
+            else:
+                self._flush_scheduled = True
+                loop.call_soon(self.flush)
+
+    def keep_to_budget(self) -> None:
+        """The history budget enforced now (``Topics.keep_to_budget``); streams
+        catching up in what it evicted end ``lagged``, as after a store."""
+        self.topics.keep_to_budget()
+        self._lag_trimmed()
+
+    def _lag_trimmed(self) -> None:
+        """Streams catching up in the topics the budget just trimmed: ``lagged``."""
+        trimmed = self.topics.trimmed
+        for topic in trimmed:
+            if topic.catching_up:
+                self._drop_lagging(topic)
+        trimmed.clear()
+
+    def flush_pending(self) -> None:
+        """Flush now if anything is stored and not yet written (before reading the
+        flushed positions as the heads, as a new subscription does)."""
+        if self._dirty:
+            self.flush()
+
+    # ---------------------------------------------------------------- in sync
+
+    def flush(self) -> None:
+        """Write everything stored since the last flush to the in-sync subscriptions:
+        one coalesced message per topic (single-topic subscriptions share it; the
+        core's ``TopicTable.flush``), and one merge per topic set for multi-topic
+        subscriptions."""
+        self._flush_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return
+        delivered, slow, failed, lagged, before = self.topics.flush(
+            dirty, self.send_style.written_type, _BODY
+        )
+        for topic, lost in lagged:  # more published in one go than the ring holds
+            for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
+                self.lagged(subscription, lost)
+        for subscription, result in slow:
+            self.catch_up(subscription, result)
+        for subscription in failed:  # a server whose send() raises for a gone client
+            self.closer.detach(subscription)
+        if before:
+            self._merge(before)
+        self.metrics.delivered_total += delivered
+        end = self.clock()
+        observe = self.metrics.publish_latency.observe
+        for accepted_at, count in self._accepted:
+            observe(end - accepted_at, count)
+        self._accepted.clear()
+
+    def _merge(self, before: dict[Topic, int]) -> None:
+        """Subscriptions of several topics: one merge in order of position per
+        distinct topic set, from each topic's cursor ``before`` the flush."""
+        multi: dict[Subscription, Send] = {}
+        for topic in before:
+            multi.update(topic.in_sync_multi)
+        merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
+        groups: dict[tuple[Topic, ...], dict[Subscription, Send]] = {}
+        for subscription, send in multi.items():
+            if subscription.state != Subscription.IN_SYNC:
+                continue  # closed above (one of its topics overflowed)
+            key = tuple(subscription.topics)
+            if key not in merged:
+                try:
+                    merged[key] = read_since({t: before.get(t, t.flushed) for t in key})
+                except Lagged as lag:
+                    merged[key] = (b"", 0)
+                    self.lagged(subscription, lag.lost)
+                    continue
+            groups.setdefault(key, {})[subscription] = send
+        for key, targets in groups.items():
+            data, count = merged[key]
+            if count:
+                self._write_events(targets, data, count)
+
+    def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:
+        message = {**_BODY, "body": frame}
+        count = len(targets)  # before: slow subscriptions leave ``targets`` (an in-sync set)
+        failed = self.write_all(targets, message)
+        self.metrics.delivered_total += (count - failed) * events
+
+    def write_all(self, targets: dict[Subscription, Send], message: dict[str, Any]) -> int:
+        """Hand one message to every target's ``send``; those whose write is pending
+        go to catch-up, those whose ``send`` raised are detached. Returns how many
+        were detached."""
+        written = self.send_style.written_type
+        slow = None
+        failed = None
+        for subscription, send in targets.items():
+            try:
+                result = send(message)
+            except Exception:  # a server whose send() raises for a gone client
+                if failed is None:
+                    failed = []
+                failed.append(subscription)
+                continue
+            if type(result) is not written:
+                if slow is None:
+                    slow = []
+                slow.append((subscription, result))
+        if slow:
+            for subscription, result in slow:
+                self.catch_up(subscription, result)
+        if failed:
+            for subscription in failed:
+                self.closer.detach(subscription)
+            return len(failed)
+        return 0
+
+    # ---------------------------------------------------------------- joining
+
+    def start(self, subscription: Subscription, first_bytes: bytes) -> None:
+        """Write a new stream's first bytes; join the in-sync sets, or catch up if
+        that write is pending or events were stored since its cursors were taken."""
+        if subscription.state == Subscription.CLOSED:
+            return
+        result = subscription.send(
+            {"type": "http.response.body", "body": first_bytes, "more_body": True}
+        )
+        if self.send_style.written(result) and _at_flushed_heads(subscription.cursors):
+            subscription.enter_sync()
+        else:
+            self.catch_up(subscription, result, dict(subscription.cursors))
+
+    # ---------------------------------------------------------------- catching up
+
+    def catch_up(
+        self,
+        subscription: Subscription,
+        pending: object,
+        cursors: dict[Topic, int] | None = None,
+    ) -> None:
+        """Leave the in-sync sets; a task writes ``pending`` then the ring backlog.
+
+        Without ``cursors`` the subscription is where in-sync ones are: at each
+        topic's flushed position (``pending`` holds everything up to it).
+        """
+        if subscription.state != Subscription.IN_SYNC:
+            return
+        subscription.leave_sync(
+            cursors if cursors is not None else {t: t.flushed for t in subscription.topics}
+        )
+        subscription.task = asyncio.get_running_loop().create_task(
+            self._catch_up_loop(subscription, pending)
+        )
+
+    async def _catch_up_loop(self, subscription: Subscription, pending: Any) -> None:
+        timeout = self.settings.catch_up_timeout or None
+        written = self.send_style.written
+        try:
+            while True:
+                if not written(pending):
+                    try:
+                        await asyncio.wait_for(pending, timeout)
+                    except asyncio.TimeoutError:
+                        # a frame queued behind a write blocked this long never arrives
+                        self.metrics.stall_disconnects_total += 1
+                        await self.closer.cut_stalled(subscription)
+                        return
+                if subscription.state != Subscription.CATCHING_UP:
+                    return
+                try:
+                    data, count = read_since(subscription.cursors)
+                except Lagged as lag:
+                    self.lagged(subscription, lag.lost)
+                    return
+                if not data:
+                    if not _at_flushed_heads(subscription.cursors):
+                        self.flush()  # the rest is stored but not yet flushed: flush it now
+                    subscription.caught_up()
+                    return
+                self.metrics.delivered_total += count
+                pending = subscription.send(
+                    {"type": "http.response.body", "body": data, "more_body": True}
+                )
+        except Exception:  # pragma: no cover - a bug; never leave the stream hanging
+            log.exception("catch-up of subscription %s failed", subscription.id)
+            self.closer.close(subscription, Reason.ERROR, final=None, grace=0)
+
+    # ---------------------------------------------------------------- lag
+
+    def _drop_lagging(self, topic: Topic) -> None:
+        """Close, with a reason, subscriptions that fell behind the ring (at once,
+        not when their blocked write finally completes)."""
+        for subscription in topic.lagging():
+            lost = topic.ring.oldest - 1 - subscription.cursors[topic]
+            self.lagged(subscription, lost)
+
+    def lagged(self, subscription: Subscription, lost: int) -> None:
+        """Close ``subscription``, which fell ``lost`` frames behind its ring, with an
+        ``sse-fast-disconnect`` (``lagged``) and count it."""
+        self.metrics.lag_disconnects_total += 1
+        self.closer.close(
+            subscription, Reason.LAGGED, final=disconnect_frame(Reason.LAGGED, lost=lost)
+        )
+
+
+def _at_flushed_heads(cursors: dict[Topic, int]) -> bool:
+    return all(t.ring.head == c == t.flushed for t, c in cursors.items())

@@ -1,0 +1,101 @@
+"""Lifecycle: the periodic work of a running hub, and its drain.
+
+* Heartbeats. Every ``heartbeat_interval`` each in-sync stream gets a comment
+  frame (proxies and browsers drop idle connections); catching-up streams are
+  writing anyway.
+* Sweeping. Once a minute, topics with no subscription and no activity for
+  ``topic_ttl`` are dropped (``_topics.py`` remembers how far they went).
+* Drain. On shutdown every stream is closed with an ``sse-fast-disconnect``
+  event and a jittered ``retry``, so clients reconnect elsewhere, spread out.
+  Final writes not done within ``drain_timeout`` are cut, so the drain ends
+  within ``drain_timeout`` plus one cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable
+
+from .._core import encode
+from ..protocol import Reason, disconnect_frame
+from ..settings import Settings
+from ._closing import Closer
+from ._fanout import FanOut
+from ._subscription import Subscription
+from ._topics import Topics
+
+__all__ = [
+    "Lifecycle",
+]
+
+
+class Lifecycle:
+    """Heartbeats, sweeping and drain for one hub."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float],
+        subscriptions: dict[int, Subscription],
+        topics: Topics,
+        fanout: FanOut,
+        closer: Closer,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.subscriptions = subscriptions
+        self.topics = topics
+        self.fanout = fanout
+        self.closer = closer
+        self.draining = False
+        self._heartbeat_message = {
+            "type": "http.response.body",
+            "body": encode(comment=""),
+            "more_body": True,
+        }
+
+    def heartbeat(self) -> int:
+        """Send a keep-alive comment to every in-sync stream; return how many."""
+        targets = {
+            s: s.send for s in self.subscriptions.values() if s.state == Subscription.IN_SYNC
+        }
+        self.fanout.write_all(targets, self._heartbeat_message)
+        return len(targets)
+
+    def sweep(self) -> int:
+        """Drop idle topics; return how many."""
+        return self.topics.sweep(self.clock())
+
+    async def run_periodic(self) -> None:
+        """Heartbeats and topic sweeping until cancelled."""
+        interval = self.settings.heartbeat_interval
+        last_sweep = self.clock()
+        while True:
+            await asyncio.sleep(interval if interval > 0 else 60.0)
+            if interval > 0:
+                self.heartbeat()
+            if self.clock() - last_sweep >= 60.0:
+                last_sweep = self.clock()
+                self.sweep()
+
+    async def drain(self) -> None:
+        """Close every stream with a jittered ``retry``; cut what is not out within
+        ``drain_timeout``."""
+        self.draining = True
+        jitter = self.settings.drain_retry_jitter_ms
+        grace = self.settings.drain_timeout
+        closing = list(self.subscriptions.values())
+        for subscription in closing:
+            delay = self.settings.retry_ms + random.randint(0, jitter)
+            self.closer.close(
+                subscription,
+                Reason.DRAINING,
+                final=disconnect_frame(Reason.DRAINING, retry=delay),
+                grace=grace,
+            )
+        waiting = [s.closed for s in closing if not s.closed.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=grace + 0.9)
+        for subscription in closing:
+            self.closer.resolve(subscription, Reason.DRAINING)

@@ -1,0 +1,129 @@
+"""Resume: a ``Last-Event-ID`` becomes a position in each topic, or an honest
+``unknown`` / ``evicted``, and a new stream's first bytes (``starting_point``).
+
+The id is resolved to a position: an id found in one of the subscription's
+rings gives that frame's position; a number within the positions this member
+may claim (from its broker's ``first_position`` - 1 to the newest position it
+applied) is a position. Each topic then resumes just after its last frame at
+or before it (``resumed``). An id that resolves to nothing is ``unknown``; one
+older than a frame some topic already evicted, among the positions a crash
+may have lost (``Broker.lost``), or found in a ring but older
+than the positions this member may claim (after a broker's history break), is
+``evicted``. Both are reported (the ``SSE-Fast-Resume`` response header, and
+an ``sse-fast-missed`` event carrying the current position as its id) and the
+stream continues from now. "Resumed" is a promise: it is said only when every event after the id is
+still in the rings.
+
+Nothing here registers the stream: ``Hub.attach`` makes it at the point found
+here and it joins the hub in ``_streams.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._core import encode
+from ..protocol import Resume, missed_frame
+from ._topics import Topic, read_since
+
+__all__ = [
+    "EVICTED",
+    "NONE",
+    "RESUMED",
+    "UNKNOWN",
+    "opening_frame",
+    "resolve",
+    "starting_point",
+]
+
+#: no ``Last-Event-ID`` was given: the stream starts now
+NONE = Resume.NONE
+#: every event after the id is still in the rings: the stream starts just after it
+RESUMED = Resume.RESUMED
+#: the id resolves to no position: the stream starts now, after an ``sse-fast-missed``
+UNKNOWN = Resume.UNKNOWN
+#: events after the id may be gone: the stream starts now, after an ``sse-fast-missed``
+EVICTED = Resume.EVICTED
+
+
+def resolve(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    first_position: int,
+    last_position: int,
+    lost: Sequence[tuple[int, int]] = (),
+) -> tuple[str, dict[Topic, int]]:
+    """The resume outcome (``none``, ``resumed``, ``unknown``, ``evicted``) and a
+    ring cursor per topic: where the stream starts."""
+    heads = {topic: topic.ring.head for topic in topics}
+    if not last_event_id:
+        return NONE, heads
+    target: int | None = None
+    for topic in topics:
+        cursor = topic.ring.resume(last_event_id)
+        if cursor is not None:
+            target = topic.position_at(cursor)
+            break
+    if (
+        target is None
+        and last_event_id.isascii()
+        and last_event_id.isdigit()
+        and len(last_event_id) <= 20
+    ):
+        # the sequencer's own ids (a position) are not in the rings' indexes
+        number = int(last_event_id)
+        if first_position - 1 <= number <= last_position or any(
+            _holds(topic, number) for topic in topics
+        ):
+            target = number
+    if target is None:
+        return UNKNOWN, heads
+    if target < first_position - 1:
+        # in a ring, but from before a history break (``Hub.rejoined``)
+        return EVICTED, heads
+    if any(topic.evicted_up_to > target for topic in topics):
+        return EVICTED, heads
+    if any(first <= target <= last for first, last in lost):
+        return EVICTED, heads  # given to an event a crash lost (``Broker.lost``)
+    return RESUMED, {topic: topic.cursor_after(target) for topic in topics}
+
+
+def _holds(topic: Topic, position: int) -> bool:
+    """Whether ``topic`` retains the frame at ``position``."""
+    cursor = topic.cursor_after(position)
+    return cursor >= topic.ring.oldest and topic.position_at(cursor) == position
+
+
+def _printable(text: str | None) -> str | None:
+    # bytes that were not UTF-8 (lone surrogates, see app/_http.py) are shown as "?"
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def opening_frame(
+    status: str, last_event_id: str | None, last_position: int, retry_ms: int
+) -> bytes:
+    """The stream's first frame: ``retry`` and, unless resumed, the current
+    position as its id; for ``unknown``/``evicted`` an ``sse-fast-missed`` event
+    saying so. (A resumed stream's backlog follows it.)"""
+    if status in (NONE, RESUMED):
+        return encode(retry=retry_ms, id=None if status == RESUMED else str(last_position))
+    return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms)
+
+
+def starting_point(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    first_position: int,
+    last_position: int,
+    lost: Sequence[tuple[int, int]],
+    retry_ms: int,
+) -> tuple[str, dict[Topic, int], bytes]:
+    """Where a new stream of ``topics`` starts: the resume outcome (``resolve``), its
+    ring cursor per topic once its first bytes are written, and those bytes
+    (``opening_frame`` and, when resumed, the backlog). The caller flushed what was
+    pending: the cursors of a stream that did not resume are the flushed heads."""
+    status, cursors = resolve(topics, last_event_id, first_position, last_position, lost)
+    first = opening_frame(status, last_event_id, last_position, retry_ms)
+    if status == RESUMED:
+        first += read_since(cursors)[0]  # the cursors move past the backlog
+    return status, cursors, first

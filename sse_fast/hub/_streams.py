@@ -1,0 +1,110 @@
+"""Streams: the open streams of one hub, and the one place they join and leave.
+
+* Join. ``Streams.join`` registers a stream made at its resume position
+  (``Hub.attach``): it goes in the map by id (``/stats``, heartbeats, the
+  drain), each of its topics counts it (``Topic.subscribers``: presence
+  figures, whether a topic may go), and every listener is told (``joined``).
+* Leave. ``Streams.leave`` undoes exactly that, once, whichever side ends the
+  stream (``_closing.py``: a server-side close, a client gone, a cut): out of
+  the map, out of its topics' sets and counts (its catch-up task cancelled),
+  every listener told (``left``), and a topic without history goes with its
+  last stream. A stream that has left is left alone.
+* End. How a stream ended is known when its ``closed`` resolves (the reason the
+  handler gets; ``server-stopped`` when the handler was cancelled), which may be
+  after it left (a final write still going out) or before (a cancelled handler,
+  which detaches it then). A listener that ``follows`` a stream at its join is
+  told then (``ended``): one callback on that future, only for those streams.
+* Listeners are given at construction, any number, in the order they are told:
+  presence news (``_presence.py``), webhooks (``_webhooks.py``) and the metrics
+  (``_metrics.py``). ``StreamListener`` is what they implement: every method is
+  optional (the base does nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+from collections.abc import Callable, Sequence
+
+from ..protocol import Reason
+from ._subscription import Subscription
+from ._topics import Topics
+
+__all__ = ["StreamListener", "Streams"]
+
+
+class StreamListener:
+    """Told of each stream that joins and leaves a hub (``Streams``); the base does
+    nothing, so a listener defines only what it needs."""
+
+    def joined(self, subscription: Subscription) -> None:
+        """``subscription`` joined (its resume outcome set, its topics counting it)."""
+
+    def left(self, subscription: Subscription) -> None:
+        """``subscription`` left: no more writes reach it (told once)."""
+
+    def follows(self, subscription: Subscription) -> bool:
+        """Whether to be told how ``subscription`` ends (``ended``); asked at its join."""
+        return False
+
+    def ended(self, subscription: Subscription, reason: str) -> None:
+        """``subscription``'s ``closed`` resolved with ``reason`` (``server-stopped``:
+        cancelled), for a stream this listener ``follows``."""
+
+
+class Streams:
+    """The open streams of one hub by id; the only place they join and leave."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        clock: Callable[[], float],
+        listeners: Sequence[StreamListener] = (),
+    ) -> None:
+        self.topics = topics
+        self.clock = clock
+        #: the open streams by id (read it; ``join`` and ``leave`` change it)
+        self.by_id: dict[int, Subscription] = {}
+        self.listeners = tuple(listeners)
+        self._next_id = itertools.count(1)
+
+    def next_id(self) -> int:
+        """A new stream's id (``/stats`` lists streams by it)."""
+        return next(self._next_id)
+
+    def join(self, subscription: Subscription) -> None:
+        """Register a stream: in the map, counted on its topics, the listeners told."""
+        self.by_id[subscription.id] = subscription
+        for topic in subscription.topics:
+            topic.subscribers += 1
+        for listener in self.listeners:
+            listener.joined(subscription)
+        for listener in self.listeners:
+            if listener.follows(subscription):
+                subscription.closed.add_done_callback(
+                    functools.partial(_tell_end, listener, subscription)
+                )
+
+    def leave(self, subscription: Subscription) -> None:
+        """Out of the hub: no more writes reach it (see the module doc). Once: a
+        stream that has left (closed) is left alone."""
+        if subscription.state == Subscription.CLOSED:
+            return
+        self.by_id.pop(subscription.id, None)
+        subscription.leave_topics()
+        topics = subscription.topics
+        for topic in topics:
+            topic.subscribers -= 1
+        for listener in self.listeners:
+            listener.left(subscription)
+        now = self.clock()
+        for topic in topics:
+            self.topics.unsubscribed(topic, now)
+
+
+def _tell_end(
+    listener: StreamListener, subscription: Subscription, closed: asyncio.Future[str]
+) -> None:
+    reason = Reason.SERVER_STOPPED if closed.cancelled() else closed.result()
+    listener.ended(subscription, reason)

@@ -1,0 +1,170 @@
+"""One SSE stream attached to the hub, and its place in its topics' sets.
+
+A subscription is *in sync* (at its topics' flushed positions, written by the
+flush with everyone else, no cursor of its own), *catching up* (its own
+cursors and one task writing its backlog from the rings) or *closed*. The
+moves between the sets of its topics are here; when to make them is
+``_fanout.py``'s business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, cast
+
+from .._abort import ConnectionKey, connection_key
+from .._asgi import Message, Receive, Send
+
+if TYPE_CHECKING:
+    from ._server import DisconnectWatch
+    from ._topics import Topic
+
+__all__ = [
+    "NO_PEER",
+    "Peer",
+    "Subscription",
+    "peer_of",
+]
+
+#: the cursors of a stream in sync: none of its own (one shared, read-only mapping)
+_NO_CURSORS = cast("dict[Topic, int]", MappingProxyType({}))
+#: a stream whose client address and TCP connection are unknown
+NO_PEER: tuple[str, ConnectionKey | None] = ("?", None)
+#: what a subscription keeps of its client (``peer_of``)
+Peer = Mapping[str, Any] | tuple[str, ConnectionKey | None]
+
+
+def peer_of(
+    scope: Mapping[str, Any] | None, client: str = "?", connection: ConnectionKey | None = None
+) -> Peer:
+    """The request's ASGI ``scope`` when there is one (``client`` and ``connection``
+    are read from it when asked for), else ``(client, connection)``."""
+    if scope is not None:
+        return scope
+    return NO_PEER if client == "?" and connection is None else (client, connection)
+
+
+class Subscription:
+    """One SSE stream: ``hub.attach`` makes it; ``closed`` resolves (with the
+    reason) when the stream is over, from either side.
+
+    It is what an idle stream costs us, so it holds only what it needs and
+    derives the rest: ``client`` and ``connection`` are read from the request's
+    ASGI scope (``peer``, which the server holds anyway) when they are asked for
+    (``/stats``, webhooks, cutting a connection), and the subscription is itself
+    the callback of its disconnect watch (``_server.py``)."""
+
+    __slots__ = (
+        "__weakref__",
+        "closed",
+        "connected_at",
+        "cursors",
+        "id",
+        "peer",
+        "receive",
+        "resume",
+        "send",
+        "state",
+        "subject",
+        "task",
+        "topics",
+        "watch",
+    )
+
+    IN_SYNC, CATCHING_UP, CLOSED = "in-sync", "catching-up", "closed"
+
+    def __init__(
+        self,
+        id: int,
+        send: Send,
+        topics: tuple[Topic, ...],
+        peer: Peer,
+        now: float,
+        closed: asyncio.Future[str],
+        subject: str | None = None,
+    ) -> None:
+        self.id = id
+        self.subject = subject  # the JWT's sub (presence), None without one
+        #: the request's ASGI scope (its ``client``, ``server``, ``http_version``), or
+        #: ``(client, connection)`` given as such (``NO_PEER`` when unknown)
+        self.peer = peer
+        self.send = send
+        self.topics = topics
+        self.connected_at = now
+        self.closed = closed
+        #: the resume outcome: ``none``, ``resumed``, ``unknown`` or ``evicted``
+        self.resume = "none"
+        self.cursors = _NO_CURSORS  # ring cursor per topic while not in sync
+        self.state = Subscription.IN_SYNC
+        self.task: asyncio.Task[None] | None = None  # the catch-up task
+        #: the stream's ``receive`` and the watch waiting on it (``DisconnectWatch.arm``)
+        self.receive: Receive | None = None
+        self.watch: DisconnectWatch | None = None
+
+    @property
+    def client(self) -> str:
+        """The client's address, ``"host:port"`` (``"?"`` when unknown)."""
+        peer = self.peer
+        if isinstance(peer, tuple):
+            return peer[0]
+        address = peer.get("client")
+        return f"{address[0]}:{address[1]}" if address else "?"
+
+    @property
+    def connection(self) -> ConnectionKey | None:
+        """The TCP connection to cut, when it carries only this stream (HTTP/1.x)."""
+        peer = self.peer
+        return peer[1] if isinstance(peer, tuple) else connection_key(peer)
+
+    def __call__(self, waiter: asyncio.Future[Message]) -> None:
+        """``receive()`` returned: the watch's callback (no bound method per message)."""
+        if self.watch is not None:
+            self.watch.on_message(self, waiter)
+
+    def enter_sync(self) -> None:
+        """Join the in-sync sets; the caller checked it is at every flushed head."""
+        self.state = Subscription.IN_SYNC
+        self.cursors = _NO_CURSORS
+        if len(self.topics) == 1:
+            self.topics[0].join_in_sync(self, self.send)
+        else:
+            for topic in self.topics:
+                topic.join_multi(self, self.send)
+
+    def leave_sync(self, cursors: dict[Topic, int]) -> None:
+        """Move to the catching-up sets, at ``cursors``."""
+        self.state = Subscription.CATCHING_UP
+        for topic in self.topics:
+            topic.leave_in_sync(self)
+            topic.in_sync_multi.pop(self, None)
+            topic.join_catching_up(self)
+        self.cursors = cursors
+
+    def caught_up(self) -> None:
+        """The backlog is written: leave the catching-up sets and join the in-sync ones."""
+        self.task = None
+        for topic in self.topics:
+            topic.catching_up.pop(self, None)
+        self.enter_sync()
+
+    def leave_topics(self) -> None:
+        """Closed: out of every set of every topic; its catch-up task is cancelled.
+        Once: a closed subscription is left alone. (``Streams.leave`` calls it, and
+        counts the stream out of its topics.)"""
+        if self.state == Subscription.CLOSED:
+            return
+        self.state = Subscription.CLOSED
+        for topic in self.topics:
+            topic.leave_in_sync(self)
+            topic.in_sync_multi.pop(self, None)
+            topic.catching_up.pop(self, None)
+        self.cursors = _NO_CURSORS
+        task, self.task = self.task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def behind(self) -> int:
+        """Frames stored and not yet written to this stream (0 when in sync)."""
+        return sum(topic.ring.head - cursor for topic, cursor in self.cursors.items())

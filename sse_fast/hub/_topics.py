@@ -1,0 +1,248 @@
+"""Storage: topics, their rings, and where each retained frame sits in the order.
+
+A topic exists while it has subscribers or history. It gets its ``Ring`` of
+encoded frames with its first event, and keeps the position of each retained
+frame beside it (``positions``); until then it costs a few hundred bytes and
+goes with its last subscriber. Only topics with history count against
+``max_topics``; an idle one is swept after ``topic_ttl``, remembering how far it
+went, so that a ``Last-Event-ID`` from its past resolves to ``evicted`` rather
+than ``unknown``.
+
+All topics' history together stays within ``history_budget`` bytes (frame
+data plus ``FRAME_OVERHEAD`` per frame, the objects that hold it): a store that
+passes it trims the history of the topics written to longest ago, oldest frames
+first, as their own rings would (``Ring.trim``). What a trim cost shows as it
+does for a ring's own eviction: a resume into it is ``evicted``, a subscription
+still catching up there ends ``lagged``; a trimmed topic nobody subscribes to is
+dropped, remembering how far it went. Evicting rather than refusing publishes:
+one publisher filling the budget then costs the oldest history, not every other
+publisher's service.
+
+A topic's subscriptions are in one of three sets (dicts used as ordered sets:
+an empty dict is a third of an empty set): in sync (subscribed to this topic
+only, at its flushed position: they share one message per flush), held as
+``lone`` (the first of them: a topic per user has just that one, and no dict
+of 224 bytes for it) and ``in_sync`` (the others); ``in_sync_multi`` (in sync,
+subscribed to several topics: they get a merge per topic set) and
+``catching_up`` (writing their backlog from the ring, each at its own cursor).
+Until a topic has a member of a set, the set is a shared empty dict that is
+never written to. See ``_fanout.py``.
+
+The per-event work is native: the ``Topic`` objects, storing a batch of events
+(``TopicTable.store``, which hands back to the fan-out when a store evicted
+frames a stream is catching up in or the budget trimmed topics) and the
+flush's writes (``TopicTable.flush``) are ``sse_fast/_core``'s (``topic_py.py``
+holds their theory of operation, ``src_ext/topic_ext.pyx`` the Cython twin).
+``Topics`` adds what is not per event: creating and dropping topics, the
+budget's eviction order, the figures.
+
+The newest position the hub applied (``last_position``: what a resume may
+claim, a new stream's first id) is the table's alone: it starts just before the
+broker's ``first_position`` (``Hub``), rises as events are stored, and with
+``skip_to`` where positions pass without events here (``Hub.start``: the broker
+joined a running sequence; ``_breaks.py``: a break's marker no topic needs).
+Everyone else reads it; the native attribute is read-only.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
+from ..publishing import PublishError, PublishRequest
+from ..settings import Settings, history_budget
+
+__all__ = [
+    "FRAME_OVERHEAD",
+    "NO_HISTORY",
+    "Topic",
+    "Topics",
+    "read_since",
+]
+
+
+def read_since(cursors: dict[Topic, int]) -> tuple[bytes, int]:
+    """Everything newer than ``cursors`` (advanced in place), and how many events.
+
+    One topic: one coalesced ring read. Several: frames merged in order of
+    position, an event published to several of the topics written once.
+    Raises ``Lagged`` when a cursor fell behind its ring.
+    """
+    if len(cursors) == 1:
+        ((topic, cursor),) = cursors.items()
+        data, cursors[topic] = topic.ring.read_since(cursor)
+        return data, cursors[topic] - cursor
+    entries: dict[int, bytes] = {}
+    for topic, cursor in cursors.items():
+        frames = topic.ring.read_frames(cursor)
+        for offset, frame in enumerate(frames, start=cursor + 1):
+            entries.setdefault(topic.position_at(offset), frame)
+        cursors[topic] = cursor + len(frames)
+    if len(entries) == 1:
+        return next(iter(entries.values())), 1
+    return b"".join(entries[p] for p in sorted(entries)), len(entries)
+
+
+class Topics(TopicTable):
+    """The topics of one hub, by name: created on first use, dropped when idle.
+
+    The per-event store and flush, the rings' accounting and the topic objects
+    are the native core's (``TopicTable``, ``Topic``: ``sse_fast/_core/topic_py.py``
+    holds their theory of operation); creating and dropping topics and the
+    budget's eviction order are here."""
+
+    def __init__(self, settings: Settings, last_position: int = 0) -> None:
+        super().__init__(
+            settings.ring_max_frames,
+            settings.ring_max_bytes,
+            history_budget(settings)[0],
+            last_position,
+        )
+        self.settings = settings
+        self.budget_evicted = 0  # frames the budget evicted (metric)
+        self._swept: dict[str, int] = {}  # name -> newest position, of dropped topics
+        self._swept_floor = 0  # positions of topics forgotten beyond that
+        #: told the name of each dropped topic (the broker stops delivering it)
+        self.on_drop: Callable[[str], None] | None = None
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def get(self, name: str, now: float) -> Topic:
+        """The topic ``name``, created (without history) if it does not exist."""
+        topic = self.by_name.get(name)
+        if topic is None:
+            floor = max(self._swept.pop(name, 0), self._swept_floor)
+            topic = self.by_name[name] = Topic(name, floor, now)
+        topic.last_activity = now
+        return topic
+
+    def keep_to_budget(self) -> None:
+        """Evict what is over the budget now (after frames were flushed that
+        could not be evicted while they were not)."""
+        if self.retained_bytes + FRAME_OVERHEAD * self.retained_frames > self.history_budget:
+            self.over_budget()
+
+    def over_budget(self) -> None:
+        """Evict the history written to longest ago, oldest frame first, until all
+        of it fits the budget again. Frames not yet flushed to subscribers stay
+        (the one just stored among them): over the budget by one publish at most.
+        Only the topics at the front are looked at (a topic whose frames all went
+        leaves the order until it is written again): O(1) per publish once full."""
+        excess = self.retained_bytes + FRAME_OVERHEAD * self.retained_frames - self.history_budget
+        emptied: list[Topic] = []
+        for topic in self.by_write:  # nothing is added or removed until the loop ends
+            if excess <= 0:
+                break
+            ring = topic.ring
+            unflushed = ring.head - max(topic.flushed, ring.oldest - 1)
+            gone = 0
+            while excess > 0 and len(ring) > unflushed and ring.nbytes:
+                data = ring.nbytes
+                evicted = topic.trim(data - 1)  # the oldest frame (and empty ones before it)
+                freed = data - ring.nbytes
+                excess -= freed + FRAME_OVERHEAD * evicted
+                self.retained_bytes -= freed
+                gone += evicted
+            if gone:
+                self.retained_frames -= gone
+                self.budget_evicted += gone
+                self.trimmed.append(topic)
+            if not len(ring):
+                emptied.append(topic)
+        for topic in emptied:
+            if topic.subscribers:
+                del self.by_write[topic]  # back in the order with its next frame
+            else:
+                self.drop(topic)
+
+    def check_room(self, requests: Sequence[PublishRequest]) -> None:
+        """Refuse a publish that would give more than ``max_topics`` topics a
+        history. Subscribing never counts: a topic without history costs a few
+        hundred bytes and vanishes with its last subscriber."""
+        room = self.settings.max_topics - self.with_history
+        if len(requests) == 1:
+            if len(requests[0].topics) <= room:
+                return  # cannot exceed it (the common case, checked without a set)
+        elif sum(len(request.topics) for request in requests) <= room:
+            return  # a batch naming no more topics than there is room for
+        by_name = self.by_name
+        new = {
+            name
+            for request in requests
+            for name in request.topics
+            if name not in by_name or not by_name[name].has_history
+        }
+        if self.with_history + len(new) > self.settings.max_topics:
+            raise PublishError(
+                f"topic limit reached ({self.settings.max_topics} topics with history); "
+                "publish to existing topics or raise max_topics",
+                status=503,
+            )
+
+    def unsubscribed(self, topic: Topic, now: float) -> None:
+        """A subscription left ``topic``: a topic without history goes with its last one."""
+        topic.last_activity = now
+        if not topic.subscribers and not topic.has_history:
+            self.drop(topic)
+
+    def sweep(self, now: float) -> int:
+        """Drop idle topics (no subscriber, no activity for ``topic_ttl``)."""
+        cutoff = now - self.settings.topic_ttl
+        idle = [
+            topic
+            for topic in self.by_name.values()
+            if not topic.subscribers and topic.last_activity < cutoff
+        ]
+        for topic in idle:
+            self.drop(topic)
+        return len(idle)
+
+    def drop(self, topic: Topic) -> None:
+        """Forget a topic nobody subscribes to, remembering how far it went."""
+        if self.by_name.get(topic.name) is not topic:
+            return
+        del self.by_name[topic.name]
+        if self.on_drop is not None:
+            self.on_drop(topic.name)
+        if topic.has_history:
+            self.with_history -= 1
+            self.retained_bytes -= topic.ring.nbytes
+            self.retained_frames -= len(topic.ring)
+            self.by_write.pop(topic, None)
+        newest = topic.newest_position
+        if newest > self._swept_floor:
+            self._swept[topic.name] = newest
+        while len(self._swept) > self.settings.max_topics:
+            oldest = next(iter(self._swept))
+            self._swept_floor = max(self._swept_floor, self._swept.pop(oldest))
+
+    def budget_figures(self) -> dict[str, int]:
+        """The history budget and its use (``/stats``, ``/metrics``)."""
+        return {
+            "history_budget_bytes": self.history_budget,
+            "history_bytes": self.retained_bytes + FRAME_OVERHEAD * self.retained_frames,
+            "history_budget_evicted": self.budget_evicted,
+        }
+
+    def page(self, offset: int, limit: int) -> dict[str, dict[str, Any]]:
+        """Figures of the topics ``offset`` to ``offset + limit`` (``/stats``)."""
+        return {
+            name: {
+                "subscribers": topic.subscribers,
+                "published": topic.published,
+                "retained": len(topic.ring),
+                "retained_bytes": topic.ring.nbytes,
+                "evicted": topic.ring.evicted,
+            }
+            for name, topic in itertools.islice(self.by_name.items(), offset, offset + limit)
+        }
+
+    def busiest(self, count: int) -> list[tuple[str, int]]:
+        """The ``count`` topics with the most subscriptions (``/metrics``)."""
+        return sorted(
+            ((name, t.subscribers) for name, t in self.by_name.items() if t.subscribers),
+            key=lambda item: -item[1],
+        )[:count]

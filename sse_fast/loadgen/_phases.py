@@ -1,0 +1,179 @@
+"""The publishing side of a run: the publishers keeping the rate (``PublishPhase``) and
+the prober publishing while the clients connect (``Prober``).
+
+Theory of operation. ``make_publisher`` makes one publisher as the run's options say
+(keep-alive HTTP to sse_fast's API or to an ``HttpPublish``, or a ``CommandPublish``
+run per event). ``PublishPhase`` runs ``publishers`` of them through a phase (the
+warmup, then the measured window), each taking its share of the rate; the topics take
+turns, and each event's data is JSON with its publish time ``t``, its publisher ``w``
+and its sequence number ``s`` per publisher and topic, so a subscriber (which sees one
+topic) counts any gap as lost. Only events stamped at or after ``window_from`` count as
+published. ``Prober`` publishes from a thread of its own while the clients connect
+(publisher ``-1``), stamped before the window: its events never count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+
+from ..loadtarget import CommandPublish, HttpPublish
+from ._publishers import CommandPublisher, KeepAlivePublisher
+
+if TYPE_CHECKING:
+    from ._run import LoadOptions
+
+__all__ = ["Prober", "PublishPhase", "Published", "make_publisher", "publisher_kind"]
+
+
+@dataclass
+class Published:
+    """What the publishers did in the measured window."""
+
+    published: int
+    errors: int
+    elapsed: float
+    failures: dict[str, int]
+    cpu_marks: list[float]
+
+
+class PublishPhase:
+    """The publishers of one run, ticking at the run's rate."""
+
+    def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
+        self.options = options
+        self.topic_names = topic_names
+        self.publishers = (
+            []
+            if options.no_publish
+            else [make_publisher(options) for _ in range(options.publishers)]
+        )
+        self.padding = "x" * max(0, options.payload_bytes - 48)
+        self.turns = [0] * options.publishers  # publishes so far (the topics take turns)
+        self.seqs: list[dict[str, int]] = [{} for _ in range(options.publishers)]
+        # Events stamped at or after window_from are the measured ones, for the
+        # clients and for the publish count alike: no race with the command pipe.
+        self.window_from = float("inf")
+        self.published = 0
+
+    async def all_ticks(self, until: float) -> None:
+        """Every publisher publishes its share of the rate until ``until`` (monotonic);
+        without publishers, the time passes."""
+        if not self.publishers:  # the server publishes by itself: only the time passes
+            await asyncio.sleep(max(0.0, until - time.monotonic()))
+        await asyncio.gather(*(self.tick(i, until) for i in range(len(self.publishers))))
+
+    async def tick(self, index: int, until: float) -> None:
+        """Publisher ``index`` publishes its share of the rate until ``until``."""
+        options = self.options
+        interval = options.publishers / options.rate
+        next_at = time.monotonic() + index * interval / options.publishers
+        while True:
+            now = time.monotonic()
+            if now >= until:
+                return
+            if options.strict_window and next_at >= until:
+                await asyncio.sleep(until - now)  # the next slot is past the phase
+                return
+            if now < next_at:
+                await asyncio.sleep(next_at - now)
+            await self.publish_one(index)
+            next_at += interval
+            if next_at < time.monotonic() - 1.0:  # cannot keep up: do not burst
+                next_at = time.monotonic()
+
+    async def publish_one(self, index: int) -> None:
+        """Publisher ``index``'s next event, to the next topic in turn. Sequence numbers
+        are per publisher and topic: a subscriber sees one topic, and a gap is a loss."""
+        names = self.topic_names
+        turn = self.turns[index]
+        self.turns[index] = turn + 1
+        topic = names[turn % len(names)]
+        seq = self.seqs[index].get(topic, 0)
+        self.seqs[index][topic] = seq + 1
+        stamp = time.time()
+        data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
+        if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
+            self.published += 1
+
+    def close(self, elapsed: float, cpu_marks: list[float]) -> Published:
+        """Close the publishers; what they did in the window."""
+        failures: dict[str, int] = {}
+        for publisher in self.publishers:
+            publisher.close()
+            for key, count in publisher.failures.items():
+                failures[key] = failures.get(key, 0) + count
+        errors = sum(p.errors for p in self.publishers)
+        return Published(self.published, errors, elapsed, failures, cpu_marks)
+
+
+def make_publisher(options: LoadOptions) -> KeepAlivePublisher | CommandPublisher:
+    """One publisher as ``options`` say: a command, an HTTP publish, or ``publish_request``
+    on ``host``:``port`` (sse_fast's API by default)."""
+    if isinstance(options.publish, CommandPublish):
+        return CommandPublisher(options.publish)
+    if isinstance(options.publish, HttpPublish):
+        address = options.publish.address
+        return KeepAlivePublisher(address.host, address.port, options.publish.request)
+    return KeepAlivePublisher(options.host, options.port, options.publish_request)
+
+
+def publisher_kind(options: LoadOptions) -> str:
+    """``"none"`` (the server publishes), ``"command"`` or ``"http"``."""
+    if options.no_publish:
+        return "none"
+    return "command" if isinstance(options.publish, CommandPublish) else "http"
+
+
+class Prober:
+    """Publishes a probe event to every topic each ``interval`` s from a thread of its
+    own while the clients connect, and once more when stopped."""
+
+    def __init__(
+        self,
+        make: Callable[[], KeepAlivePublisher | CommandPublisher],
+        topics: list[str],
+        interval: float,
+    ) -> None:
+        self.make = make
+        self.topics = topics
+        self.interval = interval
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.sent = 0
+
+    def start(self) -> None:
+        """Start probing, in a thread of its own."""
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Publish one more probe to every topic, and stop."""
+        if self.thread.is_alive():
+            self.done.set()
+            self.thread.join(30)
+
+    def _run(self) -> None:
+        async def main() -> None:
+            publisher = self.make()
+            seq = 0
+            last = False
+            while True:
+                last = self.done.is_set()
+                for topic in self.topics:
+                    data = orjson.dumps({"t": time.time(), "w": -1, "s": seq, "p": ""}).decode()
+                    self.sent += await publisher.publish(topic, data)
+                seq += 1
+                if last:
+                    break
+                await asyncio.get_running_loop().run_in_executor(
+                    None, self.done.wait, self.interval
+                )
+            publisher.close()
+
+        asyncio.run(main())

@@ -1,0 +1,173 @@
+"""The publishing side: one keep-alive HTTP/1.1 connection and the requests it sends
+(``KeepAlivePublisher``), or a command run per event (``CommandPublisher``). Both
+publish with ``await publish(topic, data)`` and count their failures the same way."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+try:
+    import httptools
+except ImportError:  # pragma: no cover - a run refuses to start without it (_run.py)
+    httptools = None  # type: ignore[assignment]
+import orjson
+
+from ..loadtarget import CommandPublish
+from ._stats import count_into, failure_name
+
+__all__ = [
+    "CommandPublisher",
+    "KeepAlivePublisher",
+    "PublishRequest",
+    "sse_fast_publish",
+    "with_token",
+]
+
+#: ``request(topic, data)`` -> (method, path, headers, body) of one publish
+PublishRequest = Callable[[str, str], tuple[str, str, dict[str, str], bytes]]
+
+
+class _Response:
+    """What httptools reports of one response to a publish."""
+
+    __slots__ = ("body", "complete")
+
+    def __init__(self) -> None:
+        self.body: list[bytes] = []
+        self.complete = False
+
+    def on_body(self, data: bytes) -> None:
+        self.body.append(data)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+class KeepAlivePublisher:
+    """Publishes over one keep-alive HTTP/1.1 connection."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        request: PublishRequest,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.request = request
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.errors = 0
+        self.sent = 0
+        self.failures: dict[str, int] = {}  # "HTTP 401: <the server's message>" -> count
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def publish(self, topic: str, data: str) -> bool:
+        """Publish ``data`` to ``topic`` on the kept-alive connection (connecting first when
+        needed); True on a 2xx answer, else False, the failure counted in ``errors`` and
+        ``failures``."""
+        if self.writer is None:
+            try:
+                await self._connect()
+            except OSError as exc:
+                self.errors += 1
+                count_into(self.failures, failure_name(exc))
+                return False
+        assert self.reader is not None and self.writer is not None
+        method, path, headers, body = self.request(topic, data)
+        lines = [
+            f"{method} {path} HTTP/1.1",
+            f"Host: {self.host}",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        reader = self.reader
+
+        async def read_response() -> None:
+            while not response.complete:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    raise asyncio.IncompleteReadError(b"", None)
+                parser.feed_data(chunk)
+
+        try:
+            await asyncio.wait_for(read_response(), 10)
+            status, body = parser.get_status_code(), b"".join(response.body)
+            if not parser.should_keep_alive():
+                self.close()
+        except (
+            OSError,
+            asyncio.IncompleteReadError,
+            asyncio.TimeoutError,
+            httptools.HttpParserError,
+        ) as exc:
+            self.errors += 1
+            count_into(self.failures, failure_name(exc))
+            self.close()
+            return False
+        ok = 200 <= status < 300
+        self.sent += ok
+        if not ok:
+            self.errors += 1
+            message = body[:200].decode("utf-8", "replace")
+            count_into(self.failures, f"HTTP {status}: {message}" if message else f"HTTP {status}")
+        return ok
+
+    def close(self) -> None:
+        """Close the connection (the next ``publish`` opens a new one)."""
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+class CommandPublisher:
+    """Publishes by running ``command`` (a ``CommandPublish``) once per event, in the
+    loop's default executor so the loop goes on meanwhile; exit status 0 is a success,
+    anything else a failure counted as an HTTP one is."""
+
+    def __init__(self, command: CommandPublish) -> None:
+        self.command = command
+        self.errors = 0
+        self.sent = 0
+        self.failures: dict[str, int] = {}  # "exit 1: <the end of its stderr>" -> count
+
+    async def publish(self, topic: str, data: str) -> bool:
+        """Run the command for ``data`` and ``topic``; True when it exited with 0."""
+        loop = asyncio.get_running_loop()
+        ok, why = await loop.run_in_executor(None, self.command.run, topic, data)
+        if ok:
+            self.sent += 1
+        else:
+            self.errors += 1
+            count_into(self.failures, why)
+        return ok
+
+    def close(self) -> None:
+        """Nothing to close: each command ended with its publish."""
+
+
+def with_token(request: PublishRequest, token: str) -> PublishRequest:
+    """``request`` with ``Authorization: Bearer <token>`` added."""
+
+    def authorised(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
+        method, path, headers, body = request(topic, data)
+        return method, path, {**headers, "Authorization": f"Bearer {token}"}, body
+
+    return authorised
+
+
+def sse_fast_publish(topic: str, data: str) -> tuple[str, str, dict[str, str], bytes]:
+    """The request of one publish to sse_fast: ``POST /publish`` of ``{"topic": topic, "data":
+    data}``."""
+    return (
+        "POST",
+        "/publish",
+        {"Content-Type": "application/json"},
+        orjson.dumps({"topic": topic, "data": data}),
+    )

@@ -1,0 +1,322 @@
+"""The subscribing side: raw-protocol SSE connections, and connecting them.
+
+Theory of operation. A ``Subscriber`` is one SSE connection: httptools reads the
+response head and its chunked framing, sse_fast's parser the events. Each event goes
+through the process's shared ``Reading`` (``_reading.py``): an event of a name that does
+not count is skipped; one that counts gives its publish time, sequence number and
+publisher (its ``Stamp``), or is counted ``unstamped``. From the stamp the subscriber
+counts the event received (when published in the measured window), lost (a gap in
+its publisher's sequence numbers) or duplicated, and its latency.
+
+Each subscriber keeps the clock of its own request (``requested_at``, the moment the
+request was written): the response head gives its connect time, the first event that
+counts its time to first event. A subscriber that replaces a dropped one (a reconnect)
+carries its sequence numbers, its last event id and its first event over, and its
+clock is -1: its connect is not timed again. ``subscribe_all`` connects many at once,
+``connect_one`` one (the client processes' reconnects); the client processes are in
+``_clients.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+
+try:
+    import httptools
+except ImportError:  # pragma: no cover - a run refuses to start without it (_run.py)
+    httptools = None  # type: ignore[assignment]
+
+import orjson
+
+from .._core import Parser
+from ..loadtarget import Stamps
+from ._reading import Reading
+from ._stats import ProcessStats, count_into, failure_name
+
+__all__ = [
+    "Subscriber",
+    "bound_socket",
+    "connect_one",
+    "subscribe_all",
+]
+
+#: how events are read when a run says nothing else: ``t``, ``s``, ``w`` in JSON data
+DEFAULT_READING = Reading(Stamps())
+
+
+class Subscriber(asyncio.Protocol):
+    """One SSE connection parsed incrementally in ``data_received``.
+
+    ``reading`` says which events count and where their stamps are (default: what the
+    load tools publish); ``on_lost(subscriber)`` is called when the server ends a stream
+    that was open (not one we dropped); ``index`` is the subscriber's number in its
+    client process."""
+
+    __slots__ = (
+        "closed",
+        "connected",
+        "dropped",
+        "first_event_at",
+        "http",
+        "index",
+        "last_id",
+        "last_seq",
+        "on_lost",
+        "parser",
+        "reading",
+        "requested_at",
+        "slow",
+        "stats",
+        "status",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        stats: ProcessStats,
+        slow: bool = False,
+        reading: Reading = DEFAULT_READING,
+        on_lost: Callable[[Subscriber], None] | None = None,
+        index: int = 0,
+    ) -> None:
+        self.stats = stats
+        self.slow = slow  # latencies go to stats.slow_histogram (see run_load slow_every)
+        self.reading = reading
+        self.on_lost = on_lost
+        self.index = index
+        self.dropped = False  # closed by us (reconnect storm, exit): not counted as closed
+        self.first_event_at = 0.0  # wall time of the first event that counts
+        self.requested_at = 0.0  # wall time the request was written (-1: a reconnect, untimed)
+        self.last_id = ""  # the SSE last event id, sent back as Last-Event-ID
+        self.status = 0
+        # the response head and its chunked framing: httptools calls on_headers_complete
+        # and on_body (the de-chunked body) from feed_data
+        self.http = httptools.HttpResponseParser(self)
+        self.parser = Parser()
+        self.last_seq: dict[object, int] = {}  # per publisher
+        self.transport: asyncio.Transport | None = None
+        self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; a slow subscriber starts its pauses."""
+        self.transport = transport  # type: ignore[assignment]
+        if self.slow and self.stats.slow_pause > 0:
+            asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
+
+    def _pause(self) -> None:
+        """Slow consumer: stop reading for slow_pause s every slow_read + slow_pause s."""
+        if self.closed or self.transport is None:
+            return
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(self.stats.slow_pause, self._resume)
+
+    def _resume(self) -> None:
+        if self.closed or self.transport is None:
+            return
+        self.transport.resume_reading()
+        asyncio.get_running_loop().call_later(self.stats.slow_read, self._pause)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the HTTP parser; a response that is not HTTP is counted as foreign and closed."""
+        try:
+            self.http.feed_data(data)
+        except httptools.HttpParserError:
+            self.stats.foreign += 1  # not HTTP: the stream is over
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        """The response head is read: its connect time counted, ``connected`` resolved with the
+        status."""
+        self.status = self.http.get_status_code()
+        if self.requested_at > 0:
+            self.stats.connect_time.add(time.time() - self.requested_at)
+        if not self.connected.done():
+            self.connected.set_result(self.status)
+
+    def on_body(self, data: bytes) -> None:
+        """Parse the (de-chunked) body of a 200 response: count each event that counts as
+        received, duplicated, lost or unstamped, and its latency when measuring."""
+        if self.status != 200:
+            return
+        stats = self.stats
+        reading = self.reading
+        now = time.time()
+        for event in self.parser.feed(data):
+            if event.id:
+                self.last_id = event.id
+            if reading.events and (event.event or "message") not in reading.events:
+                continue  # not an event that counts (e.g. a "joined" notice)
+            keys = reading.keys
+            if keys is not None:  # the hot path: reading.flat, inline
+                try:
+                    body = loads(event.data)
+                    sent_at = body.get(keys[0])
+                    seq = body.get(keys[1])
+                    source = body.get(keys[2])
+                except (decode_error, AttributeError):
+                    stats.foreign += 1
+                    continue
+                if sent_at.__class__ is not float:
+                    sent_at = sent_at if sent_at.__class__ is int else None
+                if seq.__class__ is not int:
+                    seq = None
+                    if sent_at is None:
+                        stats.foreign += 1
+                        continue
+                if source.__class__ is dict or source.__class__ is list:
+                    source = orjson.dumps(source).decode()
+            else:
+                stamp = reading.read(event.event, event.data)
+                if stamp is None:
+                    stats.foreign += 1  # counts, but has no stamp where the paths point
+                    continue
+                sent_at, seq, source = stamp
+            if not self.first_event_at:
+                self.first_event_at = now
+                if self.requested_at > 0:
+                    stats.first_event.add(now - self.requested_at)
+            stamped = now if sent_at is None else sent_at
+            in_window = stats.measure_from <= stamped < stats.measure_until
+            if in_window:
+                stats.received += 1
+            if seq is not None:
+                last = self.last_seq.get(source, -1)
+                if seq <= last:
+                    stats.duplicates += 1
+                else:
+                    if last >= 0 and seq != last + 1:
+                        stats.lost += seq - last - 1
+                    self.last_seq[source] = seq
+            if stats.measuring and in_window and sent_at is not None:
+                if self.slow:
+                    stats.slow_histogram.add(now - sent_at)
+                    stats.slow_received += 1
+                else:
+                    stats.histogram.add(now - sent_at)
+                    stats.measured += 1
+
+    def retry_seconds(self, default: float) -> float:
+        """The reconnection time the stream asked for (its last ``retry:``), else ``default``."""
+        retry = self.parser.retry
+        return retry / 1000 if retry is not None else default
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Count the connection as closed (unless we dropped it) and tell ``on_lost`` of a stream
+        the server ended; ``connected`` resolves with 0 if it never got a response."""
+        self.closed = True
+        if not self.dropped:
+            self.stats.closed += 1
+            if self.on_lost is not None and self.status == 200:
+                self.on_lost(self)
+        if not self.connected.done():
+            self.connected.set_result(0)
+
+
+loads, decode_error = orjson.loads, orjson.JSONDecodeError
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def bound_socket(source: str) -> socket.socket:
+    """A non-blocking TCP socket bound to ``source``; the port is picked at connect
+    time (IP_BIND_ADDRESS_NO_PORT), which keeps bind() fast with many sockets."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    sock.bind((source, 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def connect_one(
+    address: tuple[str, int],
+    path: str,
+    source: str,
+    stats: ProcessStats,
+    make: Callable[[], Subscriber],
+    extra: str = "",
+    http_version: str = "1.1",
+    slow: bool = False,
+) -> Subscriber | None:
+    """Connect one subscriber from ``source`` to ``address`` and send ``GET path`` with
+    the ``extra`` header lines (each ending with CRLF); the subscriber once its answer is
+    200, else None with the failure counted in ``stats``."""
+    loop = asyncio.get_running_loop()
+    sock = bound_socket(source)
+    try:
+        if slow:  # a small receive buffer, set before the handshake
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, stats.slow_rcvbuf)
+        await asyncio.wait_for(loop.sock_connect(sock, address), 15)
+        _, protocol = await loop.create_connection(make, sock=sock)
+        assert protocol.transport is not None
+        if protocol.requested_at == 0.0:  # not a reconnect (-1): the clock starts now
+            # (in a storm, at the storm's start: the time until all are live)
+            protocol.requested_at = stats.first_event_from or time.time()
+        protocol.transport.write(
+            f"GET {path} HTTP/{http_version}\r\nHost: {address[0]}\r\n"
+            f"Accept: text/event-stream\r\n{extra}\r\n".encode()
+        )
+        status = await asyncio.wait_for(protocol.connected, 15)
+        if status != 200:
+            stats.connect_errors += 1
+            count_into(stats.connect_failures, f"HTTP {status}")
+            protocol.dropped = True
+            protocol.transport.close()
+            return None
+        return protocol
+    except (OSError, asyncio.TimeoutError) as exc:
+        stats.connect_errors += 1
+        count_into(stats.connect_failures, failure_name(exc))
+        sock.close()
+        return None
+
+
+async def subscribe_all(
+    host: str,
+    port: int | list[int],
+    paths: list[str],
+    sources: list[str],
+    stats: ProcessStats,
+    http_version: str = "1.1",
+    concurrency: int = 256,
+    make_subscriber: Callable[[int], Subscriber] | None = None,
+    extra_headers: Callable[[int], str] | None = None,
+    slow: Callable[[int], bool] | None = None,
+) -> list[Subscriber]:
+    """Connect one subscriber per path. Optional: ``make_subscriber(index)`` builds
+    the protocol (default ``Subscriber(stats, slow=slow(index))``),
+    ``extra_headers(index)`` returns extra request header lines (each ending with
+    CRLF, e.g. Last-Event-ID), ``slow(index)`` marks slow consumers (their socket
+    gets ``stats.slow_rcvbuf`` as receive buffer). With several ``port``s (the nodes
+    of a fleet), subscriber ``index`` connects to ``port[index % len(port)]``."""
+    ports = port if isinstance(port, list) else [port]
+    subscribers: list[Subscriber] = []
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(index: int, path: str) -> None:
+        is_slow = slow is not None and slow(index)
+        if make_subscriber is not None:
+            make: Callable[[], Subscriber] = lambda: make_subscriber(index)  # noqa: E731
+        else:
+            make = lambda: Subscriber(stats, slow=is_slow)  # noqa: E731
+        async with gate:
+            subscriber = await connect_one(
+                (host, ports[index % len(ports)]),
+                path,
+                sources[index % len(sources)],
+                stats,
+                make,
+                extra_headers(index) if extra_headers is not None else "",
+                http_version,
+                is_slow,
+            )
+        if subscriber is not None:
+            subscribers.append(subscriber)
+
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(paths)))
+    return subscribers
