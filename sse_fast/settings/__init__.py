@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ._core.request import TOPIC_CHARACTERS, TOPIC_NAME
-from ._patterns import PatternError, check_pattern
+from .._core.request import TOPIC_CHARACTERS, TOPIC_NAME
+from .._patterns import PatternError, check_pattern
 
 __all__ = [
     "ENV_PREFIX",
