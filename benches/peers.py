@@ -217,6 +217,39 @@ def check_native_core(target: Target) -> None:
         raise RuntimeError(f"{target.name}: {line.strip()}")
 
 
+def source_problem(pids: Iterable[int], source: Path) -> str | None:
+    """Why processes ``pids`` do not run sse_fast from the checkout ``source`` (None when
+    they do): every native module they loaded (``sse_fast/_core/*_ext*.so``, found where
+    its package was imported from) must be under ``source``, and one at least."""
+    core = source.resolve() / "sse_fast"
+    loaded = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            loaded |= {
+                path
+                for path in system.mapped_files(pid)
+                if "/sse_fast/_core/" in path and "_ext" in Path(path).name
+            }
+    foreign = sorted({str(Path(p).parent) for p in loaded if not Path(p).is_relative_to(core)})
+    if foreign:
+        return f"loaded sse_fast's native core from {', '.join(foreign)}, not from {core}"
+    if not loaded:
+        return f"loaded no native module of sse_fast (expected under {core / '_core'})"
+    return None
+
+
+def check_source(target: SseFastTarget) -> None:
+    """Refuse to measure an sse_fast that runs another tree than its ``source`` (a
+    compared checkout that imported this one, or an installed copy)."""
+    problem = source_problem(target.server_pids(), target.source)
+    if problem:
+        target.stop()
+        raise RuntimeError(
+            f"{target.name}: {problem}; build that checkout's extensions in place and start "
+            "it from its own directory (benches.peers.checkout_target)"
+        )
+
+
 def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
@@ -512,6 +545,7 @@ class SseFastTarget(Target):
         if status != 200:
             return False
         check_native_core(self)
+        check_source(self)
         if self.workers > 1:
             # every Granian worker started (each checks its relay link in /readyz);
             # Granian logs "Started worker-N"; without such lines, count the workers

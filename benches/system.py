@@ -36,6 +36,7 @@ __all__ = [
     "loadavg",
     "machine",
     "machine_and_build",
+    "mapped_files",
     "pids",
     "process_stat",
     "process_tree",
@@ -94,6 +95,17 @@ def process_stat(pid: int) -> str:
 def cmdline(pid: int) -> bytes:
     """``/proc/PID/cmdline`` (arguments separated by NUL); OSError when gone."""
     return (PROC / str(pid) / "cmdline").read_bytes()
+
+
+def mapped_files(pid: int) -> set[str]:
+    """The files process ``pid`` has mapped (``/proc/PID/maps``: its executable, the
+    shared libraries and extension modules it loaded); OSError when it is gone."""
+    out = set()
+    for line in (PROC / str(pid) / "maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            out.add(fields[5])
+    return out
 
 
 def threads(pid: int) -> list[int]:
