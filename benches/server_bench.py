@@ -71,19 +71,22 @@ def _with_compared(targets: dict[str, peers.Target], names: tuple[str, ...]) -> 
     return out
 
 
+def steady_load(quick: bool) -> dict[str, Any]:
+    """The steady scenario's load (``run_load``'s arguments), also run by
+    ``before_after``."""
+    return {
+        "connections": 2000 if quick else 10_000,
+        "rate": 10,
+        "duration": 5 if quick else 15,
+        "warmup": 3,
+    }
+
+
 def steady(targets: dict[str, peers.Target], quick: bool) -> list[dict[str, Any]]:
-    connections = 2000 if quick else 10_000
     out = []
     for name in _with_compared(targets, ("sse_fast-1w", "nchan", "sse-starlette")):
         if name in targets:
-            result = run_target(
-                targets[name],
-                connections=connections,
-                rate=10,
-                duration=5 if quick else 15,
-                warmup=3,
-            )
-            out.append(asdict(result))
+            out.append(asdict(run_target(targets[name], **steady_load(quick))))
     return out
 
 
