@@ -51,7 +51,10 @@ def _declared_in(path: Path) -> dict[str, list[str]]:
 def test_the_hand_off_fields_are_declared_once() -> None:
     names = Handoff.names()
     assert names == {f.name for f in dataclasses.fields(Handoff)} and names
-    declared = _declared_in(PACKAGE / "settings.py")
+    declared: dict[str, list[str]] = {}
+    for path in sorted((PACKAGE / "settings").glob("*.py")):  # the settings' modules
+        declared |= _declared_in(path)
+    assert {"Handoff", "Settings", "_Listening"} <= declared.keys()
     assert [cls for cls, fields in declared.items() if names & set(fields)] == ["Handoff"]
     assert names <= {f.name for f in dataclasses.fields(Settings)}
     for derived in (PACKAGE / "cli.py", ROOT / "docs" / "hooks.py"):
