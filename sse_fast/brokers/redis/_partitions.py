@@ -109,8 +109,7 @@ def shard_of(partition: int, shards: int) -> int:
 
 
 def crc16(data: bytes) -> int:
-    """CRC16-CCITT (XMODEM: polynomial 0x1021, initial value 0), as Redis Cluster computes it
-    (``binascii.crc_hqx`` is exactly that CRC, in C)."""
+    """CRC16-XMODEM (polynomial 0x1021, initial 0), Redis Cluster's: ``binascii.crc_hqx``."""
     return binascii.crc_hqx(data, 0)
 
 
@@ -245,7 +244,8 @@ class Layout:
 
     def describe(self) -> str:
         """The recorded layout in words, for refusals."""
-        return f"layout {self.layout} ({self.shape()}, created {self.created} by node {self.by or '?'})"
+        made = f"created {self.created} by node {self.by or '?'}"
+        return f"layout {self.layout} ({self.shape()}, {made})"
 
 
 def new_layout(kind: str, partitions: int, shards: int = 1, by: str = "") -> Layout:
@@ -289,8 +289,8 @@ def layout_refusal(
     if record.partitions > 1 and not partitioned:
         return f"{where} holds a partitioned fleet's data ({record.describe()}); {lost}"
     if (record.kind, record.partitions, record.shards) != (c.kind, c.partitions, c.shards):
-        configured = f"but this node is configured for {c.shape()}"
-        return f"{where} is part of {record.describe()}, {configured}: {same}"
+        given = f"but this node is configured for {c.shape()}"
+        return f"{where} is part of {record.describe()}, {given}: {same}"
     if record.shard != c.shard:
         return f"{where} is shard {record.shard + 1} of {record.describe()}: {same}"
     if layout_id is not None and record.layout != layout_id:
