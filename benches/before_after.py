@@ -128,9 +128,7 @@ def fits(until: datetime.datetime | None, last_round: float) -> bool:
     """Whether a round as long as the last one ends by ``until`` (None: no limit)."""
     if until is None:
         return True
-    return datetime.datetime.now(datetime.timezone.utc).timestamp() + last_round <= (
-        until.timestamp()
-    )
+    return datetime.datetime.now(datetime.UTC).timestamp() + last_round <= (until.timestamp())
 
 
 def run_rounds(
@@ -161,7 +159,7 @@ def run_rounds(
 def parse_until(text: str) -> datetime.datetime:
     """``HH:MM`` (UTC) as the next such moment from now."""
     hours, minutes = (int(part) for part in text.split(":"))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     moment = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
     return moment if moment > now else moment + datetime.timedelta(days=1)
 

@@ -191,7 +191,7 @@ def _extension_builds() -> dict[str, Any]:
 def _iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.datetime.fromtimestamp(ts, datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat(timespec="seconds")
 
 
 def conditions_before() -> dict[str, Any]:
@@ -206,7 +206,7 @@ def conditions_before() -> dict[str, Any]:
     except AttributeError:
         affinity = None
     return {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "cpu_model": _cpu_model(),
         "cpu_count": ncpu,
         "cpu_affinity": affinity,

@@ -82,7 +82,7 @@ class Subscriber:
             client = server.client(TOPIC, last_event_id=self.last_id)
             try:
                 await client.connect(timeout=5)
-            except (OSError, asyncio.TimeoutError, HTTPResponseError, asyncio.IncompleteReadError):
+            except (TimeoutError, OSError, HTTPResponseError, asyncio.IncompleteReadError):
                 client.close()
                 self.at += 1
                 await asyncio.sleep(0.2)
@@ -95,7 +95,7 @@ class Subscriber:
                 while not self.stop and not client.closed:
                     try:
                         events = await asyncio.wait_for(client.events(), 0.5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         continue
                     for event in events:
                         if event.event == "sse-fast-missed":
@@ -132,7 +132,7 @@ class Publisher:
             body = json.dumps({"topic": TOPIC, "data": event_id, "id": event_id}).encode()
             try:
                 status, headers, answer = await self.server.publish(body)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError):
                 self.published.append((event_id, False))
                 status, headers = 0, {}
             if status == 200:

@@ -544,7 +544,7 @@ def _conditions(quick: bool) -> dict[str, Any]:
         text=True,
     ).stdout.split("\n")
     return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "quick": quick,
         "cpu": cpu,
         "cpus": os.cpu_count(),

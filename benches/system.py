@@ -192,5 +192,5 @@ def machine_and_build() -> dict[str, Any]:
             "benches/fanout_paths.py",
             "sse_fast/loadgen/",
         ).splitlines(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }

@@ -111,7 +111,7 @@ def test_no_round_starts_that_would_end_after_until(monkeypatch: pytest.MonkeyPa
         return {"scenario": scenario, "tree": tree, "round": index}
 
     monkeypatch.setattr(B, "run_one", run_one)
-    end = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(minutes=6)
+    end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(minutes=6)
     report: dict[str, Any] = {"runs": []}
     targets: Any = {"before": "b", "after": "a"}
     args = _args(rounds=5, until=end.strftime("%H:%M"))

@@ -1,6 +1,7 @@
-"""Stopping a background task for sure; the task helpers that differ between
-Python 3.10 and 3.11+ (``cancelling``, ``uncancel``, ``within``); the running
-loop without a system call (``running_loop``).
+"""Stopping a background task for sure; awaiting within a time limit
+(``within``) and closing an interrupted async generator (``close_generator``);
+the running loop without a system call (``running_loop``); stepping an
+awaitable (``step``).
 
 ``task.cancel(); await task`` can wait forever: a library may swallow one
 cancellation (on Python 3.11, ``asyncio.wait_for`` and ``asyncio.timeout``
@@ -80,34 +81,16 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
     os.register_at_fork(after_in_child=_forget_loop)
 
 
-# ---------------------------------------------------------------- Python 3.10 and 3.11+
-
-
-def cancelling(task: asyncio.Task[Any]) -> int:
-    """Cancellations requested of ``task`` and not yet taken back (Python 3.11+
-    counts them; 0 on 3.10)."""
-    counter = getattr(task, "cancelling", None)
-    return int(counter()) if counter is not None else 0
-
-
-def uncancel(task: asyncio.Task[Any]) -> int:
-    """Take back one cancellation of ``task`` (our own); how many others remain
-    (Python 3.11+; 0 on 3.10, where ours is the only one known)."""
-    take_back = getattr(task, "uncancel", None)
-    return int(take_back()) if take_back is not None else 0
+# ---------------------------------------------------------------- time limits
 
 
 async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
-    """``await awaitable``, ``TimeoutError`` after ``seconds`` (None: no limit)."""
+    """``await awaitable``, ``TimeoutError`` after ``seconds`` (None: no limit); no
+    task is made for the wait (``asyncio.timeout``, not ``wait_for``)."""
     if seconds is None:
         return await awaitable
-    if hasattr(asyncio, "timeout"):  # 3.11+: no task made for the wait
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    try:  # pragma: no cover - Python 3.10
-        return await asyncio.wait_for(awaitable, seconds)
-    except asyncio.TimeoutError:  # pragma: no cover - not TimeoutError on 3.10
-        raise TimeoutError from None
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def close_generator(
@@ -124,8 +107,8 @@ async def close_generator(
     deadline = None
     expired = False
     try:
-        if timeout is None or not hasattr(asyncio, "timeout"):
-            await within(aclose(), timeout)
+        if timeout is None:
+            await aclose()
         else:
             async with asyncio.timeout(timeout) as deadline:
                 await aclose()

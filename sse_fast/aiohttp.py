@@ -58,7 +58,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from . import _shutdown
 from ._core import ID_FIRST_ORDER, EncodeError, encode
-from ._tasks import cancelling, within
+from ._tasks import within
 
 __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
@@ -239,7 +239,7 @@ class EventSourceResponse(StreamResponse):
             await self._ping_task
         except asyncio.CancelledError:
             task = asyncio.current_task()
-            if task is not None and cancelling(task):
+            if task is not None and task.cancelling():
                 raise
 
     def stop_streaming(self) -> None:

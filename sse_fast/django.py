@@ -62,9 +62,8 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import sys
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 try:
@@ -131,14 +130,6 @@ async def _threaded(iterable: Iterable[Any]) -> AsyncIterator[Any]:
         if item is _DONE:
             return
         yield item
-
-
-def _task(
-    loop: asyncio.AbstractEventLoop, coroutine: Any, context: contextvars.Context
-) -> asyncio.Task[Any]:
-    if sys.version_info >= (3, 11):
-        return loop.create_task(coroutine, context=context)
-    return context.run(loop.create_task, coroutine)  # pragma: no cover - 3.10: a copy
 
 
 async def _next(iterator: AsyncIterator[Any]) -> Any:
@@ -247,7 +238,7 @@ class _Stream:
         iterator = aiter(self.source)
         step: asyncio.Task[Any] | None = None
         # the generator's steps each run in a task of their own, all in one context:
-        # context variables it sets hold from one item to the next (Python 3.11+)
+        # context variables it sets hold from one item to the next
         context = contextvars.copy_context()
         _streams.add(self, loop)
         if response.send_timeout is not None and response.scope is not None:
@@ -260,7 +251,7 @@ class _Stream:
         try:
             while True:
                 if step is None:
-                    step = _task(loop, _next(iterator), context)
+                    step = loop.create_task(_next(iterator), context=context)
                     step.add_done_callback(self.wake)
                 if interval and self.timer is None:
                     self.timer = loop.call_at(ping_at, self.on_timer)
@@ -313,9 +304,7 @@ class _Stream:
             ping = (
                 factory()
                 if factory is not None
-                else ServerSentEvent(
-                    comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep
-                )
+                else ServerSentEvent(comment=f"ping - {datetime.now(UTC)}", sep=response.sep)
             )
             return ensure_bytes(ping, response.sep)
         except Exception:

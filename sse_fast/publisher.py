@@ -212,7 +212,7 @@ class Publisher:
             except _NotSent as exc:
                 failure = PublishFailed(f"could not reach the server: {exc.__cause__!r}")
                 safe = True
-            except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+            except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
                 hint = (
                     "; a body this large may have been refused (413): is the server's "
                     f"max_body_bytes smaller than {self.max_body_bytes}?"
@@ -260,7 +260,7 @@ class Publisher:
             if connection is None:
                 try:
                     connection = await self._open()
-                except (OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError) as exc:
                     raise _NotSent from exc
             try:
                 connection.writer.write(request)

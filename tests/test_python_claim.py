@@ -3,15 +3,14 @@ oldest and the newest of them.
 
 The claim lives in pyproject.toml's classifiers (``Programming Language :: Python ::
 3.X``), which ``.ci/pythons`` reads to choose the versions it tests; ``requires-python``
-starts at the oldest, mypy checks against the oldest, and the README and getting started
-say the same range."""
+starts at the oldest, mypy and ruff check against the oldest, and the README and getting
+started say the same range."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "Programming Language :: Python :: 3."
@@ -32,6 +31,8 @@ def test_the_claimed_versions_are_a_range_that_requires_python_starts() -> None:
     assert minors == list(range(minors[0], minors[-1] + 1)), f"a gap in 3.{minors}"
     assert config["project"]["requires-python"] == f">=3.{minors[0]}"
     assert config["tool"]["mypy"]["python_version"] == f"3.{minors[0]}"
+    # ruff's pyupgrade rules (UP) then flag what is kept for older Pythons
+    assert config["tool"]["ruff"]["target-version"] == f"py3{minors[0]}"
 
 
 def test_the_readme_and_getting_started_say_the_claimed_versions() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
 from .._asgi import Scope
-from .._tasks import cancelling, running_loop, uncancel
+from .._tasks import running_loop
 from ..hub import Hub
 from ..settings import Settings
 from ._http import HTTPError
@@ -78,7 +78,7 @@ class BodyDeadlines:
             return await reading
         except asyncio.CancelledError:
             error = self._cut.pop(task, None)
-            if error is None or uncancel(task) > 0:
+            if error is None or task.uncancel() > 0:
                 raise  # not ours, or someone else cancelled the task too
             raise error from None
         finally:
@@ -92,7 +92,7 @@ class BodyDeadlines:
         now = loop.time()
         late = []
         for task, deadline in list(self._reading.items()):
-            if deadline <= now and task not in self._cut and not cancelling(task):
+            if deadline <= now and task not in self._cut and not task.cancelling():
                 self._cut[task] = self._error(now)
                 task.cancel()
                 late.append(self._scopes[task])

@@ -50,7 +50,6 @@ import orjson
 
 from .._asgi import Receive, Scope, Send
 from .._core import ack_lines, requests_of_lines
-from .._tasks import cancelling
 from ..hub import Hub
 from ..publishing import PublishError, parse_publish_body
 from ..settings import Settings
@@ -184,7 +183,7 @@ class _Stream:
                 try:
                     message = await receiving
                 except asyncio.CancelledError:
-                    if cancelling(task) or not self.hub.draining:
+                    if task.cancelling() or not self.hub.draining:
                         raise  # the task itself was cancelled
                     raise _Ended(self._draining()) from None
                 finally:
@@ -369,6 +368,6 @@ class _Stream:
             return  # Granian: handed over at once
         try:
             await asyncio.wait_for(result, self.settings.catch_up_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.hub.metrics.stall_disconnects_total += 1
             raise _Gone from None

@@ -256,7 +256,7 @@ class FanOut:
                 if not written(pending):
                     try:
                         await asyncio.wait_for(pending, timeout)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         # a frame queued behind a write blocked this long never arrives
                         self.metrics.stall_disconnects_total += 1
                         await self.closer.cut_stalled(subscription)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from ..loadtarget import Stamps
@@ -40,7 +40,7 @@ from ._subscribers import Subscriber, connect_one, subscribe_all
 __all__ = ["Command", "subscriber_process"]
 
 
-class Command(str, Enum):
+class Command(StrEnum):
     """What run_load tells a client process over its pipe (see the module docstring)."""
 
     MEASURE = "measure"

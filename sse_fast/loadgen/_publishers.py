@@ -102,9 +102,9 @@ class KeepAlivePublisher:
             if not parser.should_keep_alive():
                 self.close()
         except (
+            TimeoutError,
             OSError,
             asyncio.IncompleteReadError,
-            asyncio.TimeoutError,
             httptools.HttpParserError,
         ) as exc:
             self.errors += 1

@@ -269,7 +269,7 @@ async def connect_one(
             protocol.transport.close()
             return None
         return protocol
-    except (OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError) as exc:
         stats.connect_errors += 1
         count_into(stats.connect_failures, failure_name(exc))
         sock.close()

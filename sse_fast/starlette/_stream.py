@@ -15,7 +15,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -24,7 +24,7 @@ from .. import _shutdown
 from .._abort import ensure_user_timeout
 from .._adapters.items import ServerSentEvent, ensure_bytes
 from .._asgi import Message, Receive, Scope, Send, SendStyle
-from .._tasks import close_generator, step, uncancel, within
+from .._tasks import close_generator, step, within
 from ._coalesce import BATCH_BYTES, DEFERS_AFTER_EMPTY_HOLD, _Coalescer
 from ._control import AppStatus, SendTimeoutError, streams
 
@@ -297,7 +297,7 @@ class _Stream(_Writes):
             response.active = False
             await self.write(b"", more=False)
         except asyncio.CancelledError:
-            if self.ended_by is None or self.task is None or uncancel(self.task) > 0:
+            if self.ended_by is None or self.task is None or self.task.uncancel() > 0:
                 cancelled_outside = True
                 raise  # not (only) ours: the server cancelled the request
             await self.ended_by_us(interrupted)
@@ -462,7 +462,7 @@ def _ping_bytes(response: EventSourceResponse) -> bytes | None:
         ping = (
             factory()
             if factory is not None
-            else ServerSentEvent(comment=f"ping - {datetime.now(timezone.utc)}", sep=response.sep)
+            else ServerSentEvent(comment=f"ping - {datetime.now(UTC)}", sep=response.sep)
         )
         chunk = ensure_bytes(ping, response.sep)
     except Exception:

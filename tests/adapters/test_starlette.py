@@ -585,7 +585,6 @@ def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> 
     asyncio.run(main())
 
 
-@pytest.mark.skipif(not hasattr(asyncio, "timeout"), reason="asyncio.timeout: Python 3.11+")
 @pytest.mark.parametrize("coalesce", [False, True])
 def test_a_generator_timeout_never_interrupts_a_write(coalesce: bool) -> None:
     """A generator that waits with a timeout of its own (keep-alives when idle)

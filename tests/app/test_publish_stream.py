@@ -203,7 +203,7 @@ def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
                 stream.write(chunk)
                 try:
                     await asyncio.wait_for(stream.writer.drain(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     blocked = True  # TCP pushes back: the server stopped reading
                     break
                 except ConnectionError:

@@ -96,7 +96,7 @@ async def malformed(server: ServerProcess, stop: asyncio.Event, codes: list[int]
                     HOST, server.port, method, path, body, headers, timeout=5
                 )
                 codes.append(code)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 codes.append(0)  # the server closed the connection: fine for garbage
         await asyncio.sleep(0.05)
 
@@ -113,7 +113,7 @@ async def connect_flood(port: int, stop: asyncio.Event, codes: list[int]) -> Non
             await loop.sock_sendall(sock, b"GET /events?topic=flood HTTP/1.1\r\nHost: x\r\n\r\n")
             head = await asyncio.wait_for(loop.sock_recv(sock, 4096), 5)
             codes.append(int(head.split(b" ", 2)[1]) if head else 0)
-        except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+        except (TimeoutError, OSError, ValueError, IndexError):
             codes.append(0)
         finally:
             sock.close()

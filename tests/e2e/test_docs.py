@@ -32,10 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 import yaml
 
 from .test_deployment_configs import COVERED

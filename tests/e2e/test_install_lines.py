@@ -34,10 +34,10 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from .test_docs_install import _fresh_clone
 

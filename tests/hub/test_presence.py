@@ -153,7 +153,7 @@ async def watcher_events(watcher: Any) -> list[Any]:
     while True:
         try:
             out += await asyncio.wait_for(watcher.events(), 0.3)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return out
 
 

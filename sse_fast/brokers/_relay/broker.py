@@ -159,7 +159,7 @@ class RelayBroker(Broker):
                 await asyncio.sleep(delay)
                 try:
                     reader = await self._connect()
-                except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError):
+                except (TimeoutError, OSError, asyncio.IncompleteReadError):
                     delay = min(delay * 2, RECONNECT_MAX_DELAY)
                     continue
                 self.reconnects += 1
@@ -172,7 +172,7 @@ class RelayBroker(Broker):
             await asyncio.sleep(self.keepalive)
             try:
                 await asyncio.wait_for(self._request(wire.Ping), self.keepalive * 2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.error(
                     "the relay answered no ping for %g s: dropping the connection",
                     self.keepalive * 2,
@@ -320,7 +320,7 @@ class RelayBroker(Broker):
         try:
             future = self._request(lambda request: wire.Gather(request, query))
             return list(await asyncio.wait_for(future, GATHER_TIMEOUT * 3))
-        except (PublishError, asyncio.TimeoutError):
+        except (TimeoutError, PublishError):
             return [{**self.member.report(query), "worker": self.worker}]
 
     async def close(self) -> None:

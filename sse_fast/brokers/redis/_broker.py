@@ -122,7 +122,7 @@ class RedisBroker(Broker):
         self.probes.start()
         try:
             await asyncio.wait_for(ready.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
             raise ConnectionError(
                 f"cannot reach Redis at {self.url} (is redis-server running? check --redis-url)"

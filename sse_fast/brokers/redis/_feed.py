@@ -170,7 +170,7 @@ class Feed:
                 if self.ready is not None:
                     self.ready.set()
                 await self._read_loop()
-            except (RedisError, OSError, asyncio.TimeoutError, Reconnect) as exc:
+            except (TimeoutError, RedisError, OSError, Reconnect) as exc:
                 if self.live:
                     log.error("Redis subscription lost (%s): repairing after reconnect", exc)
                 broker.availability.subscription_lost()
