@@ -141,7 +141,7 @@ def options_page() -> str:
         "# Options",
         "",
         "Every setting of `sse-fast serve` (and `sse-fast mirror`), generated from the "
-        "settings' own definitions in `sse_fast/settings.py`: the same text as "
+        "settings' own definitions in `sse_fast/settings/`: the same text as "
         "`sse-fast serve --help`. Each one is a flag and an environment variable "
         "(the flag wins); embedded, `Settings(name=value)` or "
         "`Settings.from_env()` take the same names.",
