@@ -29,6 +29,9 @@ from sse_fast._core.native import NATIVE_MODULES
 #: plugins), against the originals and against our drop-ins, never collected here
 collect_ignore_glob = ["adapters/originals/*/tests"]
 
+#: ``--dist loadgroup`` as xdist meant it, on pytest 9.2 too (see the module)
+pytest_plugins = ["tests.support.xdist_groups"]
+
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
 
