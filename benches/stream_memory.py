@@ -57,7 +57,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
-from sse_fast.cli import ALLOCATOR_VARIABLE, allocator_options
+from sse_fast._compose import ALLOCATOR_VARIABLE, allocator_options
 
 from . import system
 from .fanout_apps import answer_lifespan
@@ -185,7 +185,7 @@ def _wait_ready(port: int, timeout: float = 30.0) -> None:
 
 
 def _capacity() -> int:
-    from sse_fast.cli import RESERVED_FDS
+    from sse_fast._compose import RESERVED_FDS
 
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return max(1, soft - RESERVED_FDS)

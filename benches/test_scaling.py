@@ -16,7 +16,7 @@ import pytest
 
 from benches import peers
 from benches import scaling as S
-from sse_fast import cli
+from sse_fast import _compose
 from sse_fast.loadgen import Result
 
 
@@ -231,10 +231,10 @@ def test_bare_granian_runs_the_floor_app_with_the_targets_workers(tmp_path: Path
     assert cwd == peers.REPO_ROOT and str(peers.REPO_ROOT) in env["PYTHONPATH"]
     assert target.publish_request("t", "x") == ("GET", "/healthz", {}, b"")
     # Granian's allocator as `sse-fast serve` sets it, whatever the caller's shell has
-    assert peers.ALLOCATOR_VARIABLE == cli.ALLOCATOR_VARIABLE
+    assert peers.ALLOCATOR_VARIABLE == _compose.ALLOCATOR_VARIABLE
     assert (
-        env[cli.ALLOCATOR_VARIABLE]
-        == cli.allocator_options(0)
+        env[_compose.ALLOCATOR_VARIABLE]
+        == _compose.allocator_options(0)
         == "dirty_decay_ms:0,muzzy_decay_ms:0"
     )
 

@@ -205,7 +205,7 @@ def test_a_bad_allocator_decay_is_one_line() -> None:
 def test_the_allocator_options_go_first(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from sse_fast.cli import tune_granian_allocator
+    from sse_fast._compose import tune_granian_allocator
 
     default = "dirty_decay_ms:0,muzzy_decay_ms:0"
     monkeypatch.delitem(sys.modules, "granian._granian", raising=False)

@@ -14,12 +14,12 @@ import pytest
 
 import sse_fast
 from sse_fast._compose import RELAY_JOIN_LIMIT, broker_for
+from sse_fast._flags import add_settings_flags
 from sse_fast.app import App
 from sse_fast.brokers import Broker
 from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.cli import add_settings_flags
 from sse_fast.settings import Handoff, Settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -57,7 +57,7 @@ def test_the_hand_off_fields_are_declared_once() -> None:
     assert {"Handoff", "Settings", "_Listening"} <= declared.keys()
     assert [cls for cls, fields in declared.items() if names & set(fields)] == ["Handoff"]
     assert names <= {f.name for f in dataclasses.fields(Settings)}
-    for derived in (PACKAGE / "cli.py", ROOT / "docs" / "hooks.py"):
+    for derived in (PACKAGE / "_flags.py", ROOT / "docs" / "hooks.py"):
         listed = names & _string_constants(derived)
         assert not listed, f"{derived.name} lists {sorted(listed)}: derive them from Handoff"
         assert "Handoff" in derived.read_text()

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sse_fast.cli import build_parser, connection_capacity, main
+from sse_fast._compose import connection_capacity
+from sse_fast._flags import build_parser
+from sse_fast.cli import main
 from sse_fast.settings import Settings, SettingsError
 
 

@@ -1,0 +1,89 @@
+"""``sse-fast``'s argument parser: its commands, and a flag per setting.
+
+Internal: ``sse_fast.cli.main`` parses with it; the flags' help is each setting's
+own documentation, and the settings ``serve`` hands its workers (``Handoff``) get
+no flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from . import __version__
+from .settings import Settings
+from .settings._handoff import Handoff
+
+__all__ = ["RELAY_RENAMED", "add_settings_flags", "build_parser"]
+
+#: the command's description in ``--help``
+DESCRIPTION = "``sse-fast serve``: the notification edge under Granian with uvloop."
+
+#: `sse-fast relay` was mirror mode's command; "relay" names the multi-worker sequencer
+RELAY_RENAMED = (
+    "use sse-fast mirror (the same options): relay now names only the process that "
+    "sequences the events of several workers; the old name works until 1.0"
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of ``sse-fast``'s commands (``serve``, ``mirror``, ``relay``, ``loadgen``) and of
+    their flags, one per setting."""
+    parser = argparse.ArgumentParser(prog="sse-fast", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run the SSE edge",
+        description="Run the SSE edge. Every option can also be set with an SSE_FAST_* "
+        "environment variable (flags win), e.g. SSE_FAST_HEARTBEAT_INTERVAL=30.",
+    )
+    add_settings_flags(serve)
+    for name, summary in (
+        ("mirror", "serve an upstream SSE stream to many: sse-fast mirror --upstream URL"),
+        ("relay", f"the old name of mirror ({RELAY_RENAMED})"),
+    ):
+        mirror = commands.add_parser(
+            name,
+            help=summary,
+            description="Run the SSE edge in mirror mode: subscribe to an upstream SSE "
+            "stream (ours or any server's) and serve its events to many clients, resuming "
+            "upstream with Last-Event-ID after failures. Same options as serve.",
+        )
+        mirror.add_argument(
+            "--topic",
+            dest="upstream_topic",
+            default=None,
+            help="the local topic the upstream's events go to (same as --upstream-topic)",
+        )
+        add_settings_flags(mirror)
+    commands.add_parser(
+        "loadgen",
+        help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",
+        add_help=False,
+    )
+    return parser
+
+
+#: the settings that are no flags: what serve hands its workers (``Handoff``)
+INTERNAL_SETTINGS = Handoff.names()
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per setting, its help the setting's own documentation."""
+    for field in dataclasses.fields(Settings):
+        if field.name in INTERNAL_SETTINGS:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        help_text = (
+            f"{field.metadata['doc']} (env SSE_FAST_{field.name.upper()}; "
+            f"default {field.default!r})"
+        )
+        if str(field.type) == "bool":
+            parser.add_argument(flag, action="store_true", default=None, help=help_text)
+            continue
+        kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
+        if field.name == "upstream_topic":  # sse-fast mirror also has --topic for it
+            parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
+            continue
+        parser.add_argument(flag, type=kind, default=None, help=help_text)
