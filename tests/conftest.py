@@ -11,12 +11,9 @@ what may be compared.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import importlib
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -29,8 +26,9 @@ from sse_fast._core.native import NATIVE_MODULES
 #: plugins), against the originals and against our drop-ins, never collected here
 collect_ignore_glob = ["adapters/originals/*/tests"]
 
-#: ``--dist loadgroup`` as xdist meant it, on pytest 9.2 too (see the module)
-pytest_plugins = ["tests.support.xdist_groups"]
+#: ``--dist loadgroup`` as xdist meant it, on pytest 9.2 too; tests marked ``alone``
+#: run while no other test does, all in one stretch (see the modules)
+pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone"]
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 
@@ -110,40 +108,6 @@ def forgive(caplog: pytest.LogCaptureFixture, *fragments: str) -> None:
     caplog.records[:] = [
         r for r in caplog.records if not any(f in r.getMessage() for f in fragments)
     ]
-
-
-@contextlib.contextmanager
-def _flock(path: Path, how: int) -> Iterator[None]:
-    with open(path, "a") as f:
-        fcntl.flock(f, how)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-@pytest.fixture(autouse=True)
-def alone_if_marked(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    """Tests marked ``alone`` measure the event loop's own timing (the pacer's
-    load, chunks per timer tick): under pytest-xdist they run while no other test
-    does. Every test holds a shared lock on one file for the whole session's
-    workers, an ``alone`` test the exclusive one; a turnstile keeps a waiting
-    ``alone`` test from being starved by the others' shared locks."""
-    if not hasattr(request.config, "workerinput"):  # one process: nothing runs beside it
-        yield
-        return
-    directory = tmp_path_factory.getbasetemp().parent  # shared by the session's workers
-    turnstile, room = directory / "alone.turnstile", directory / "alone.lock"
-    if request.node.get_closest_marker("alone") is None:
-        with _flock(turnstile, fcntl.LOCK_EX):
-            pass
-        with _flock(room, fcntl.LOCK_SH):
-            yield
-        return
-    with _flock(turnstile, fcntl.LOCK_EX), _flock(room, fcntl.LOCK_EX):
-        yield
 
 
 @pytest.fixture(autouse=True)
