@@ -94,7 +94,8 @@ def api_page(module: str) -> str:
 
 def _sections() -> list[tuple[type, list[dataclasses.Field[Any]]]]:
     """The settings by section: the bases of ``Settings`` in ``--help``'s order."""
-    from sse_fast.settings import Handoff, Settings
+    from sse_fast.settings import Settings
+    from sse_fast.settings._handoff import Handoff
 
     seen: set[str] = set()
     out = []
@@ -123,7 +124,7 @@ def _default(field: dataclasses.Field[Any]) -> str:
 
 def _checks(name: str) -> str:
     """What the settings' checks accept of ``name`` (``Settings.validate``'s tables)."""
-    from sse_fast.settings import NON_NEGATIVE, POSITIVE, RANGES
+    from sse_fast.settings._checks import NON_NEGATIVE, POSITIVE, RANGES
 
     least, most, _ = RANGES.get(name, (None, None, ""))
     if least is not None and most is not None:

@@ -16,7 +16,7 @@ this module decides, from them alone, what runs.
   listen address, the file limit and so the streams per worker, credentials,
   schemas, a Redis that is no Cluster: ``_startup.py``); the data directory,
   locked and read (``DataDirectory``); the start report; then its decisions,
-  handed to the workers as one frozen ``settings.Handoff`` inside the settings
+  handed to the workers as one frozen ``Handoff`` (``settings/_handoff.py``) inside the settings
   (``Settings.handed``), which they read back from ``SSE_FAST_*`` variables;
   the relay supervisor when several workers share no Redis (started by
   Granian's startup hook, beside the workers); and Granian's configuration
@@ -52,7 +52,9 @@ from .brokers.durable import (
 )
 from .brokers.durable._log import settle
 from .brokers.durable._records import current_boot_id
-from .settings import Handoff, Settings, history_budget
+from .settings import Settings
+from .settings._handoff import Handoff
+from .settings._memory import history_budget
 
 if TYPE_CHECKING:
     from .brokers import Broker

@@ -35,7 +35,8 @@ from typing import Any
 from .._core.request import PublishRequest
 from .._patterns import PatternError, check_pattern, matches, overlap
 from ..hub._presence import COMPANION, topic_of_companion
-from ..settings import NO_PYJWT, Settings, SettingsError, split_list
+from ..settings import Settings, SettingsError
+from ..settings._checks import NO_PYJWT, split_list
 
 try:
     import jwt

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from .._asgi import Headers, Scope, Send
 from ..protocol import RESUME_HEADER
-from ..settings import Settings, split_list
+from ..settings import Settings
+from ..settings._checks import split_list
 from ._http import HTTPError, header
 
 __all__ = [

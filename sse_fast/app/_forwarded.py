@@ -38,7 +38,8 @@ import re
 from collections.abc import Iterable
 
 from .._asgi import Scope
-from ..settings import Settings, split_list
+from ..settings import Settings
+from ..settings._checks import split_list
 
 __all__ = [
     "FORWARDED_HEADERS",

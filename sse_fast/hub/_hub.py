@@ -27,7 +27,8 @@ from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame
 from ..publishing import PublishRequest, check_distinct_ids, check_topic
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
-from ..settings import Settings, split_list
+from ..settings import Settings
+from ..settings._checks import split_list
 from . import _resume as resume
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer

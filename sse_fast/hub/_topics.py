@@ -52,7 +52,8 @@ from typing import Any
 
 from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 from ..publishing import PublishError, PublishRequest
-from ..settings import Settings, history_budget
+from ..settings import Settings
+from ..settings._memory import history_budget
 
 __all__ = [
     "FRAME_OVERHEAD",

@@ -21,7 +21,7 @@ import orjson
 
 from .._tasks import stop_task
 from ..publishing import matches
-from ..settings import split_list
+from ..settings._checks import split_list
 from ..webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from ._streams import StreamListener
 

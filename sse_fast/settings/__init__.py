@@ -18,7 +18,8 @@ Theory of operation:
   socket, the data directory it locked, ...), is one more section, ``Handoff``:
   settings that are no flags, which the workers read back from the environment.
 
-Where each part is (the modules are private; everything is imported from here):
+Where each part is (the modules are private: users import ``Settings`` and
+``SettingsError`` from here, the server its own names from their module):
 
 * ``_serving.py``: the sections about serving clients (listening, streams,
   limits, access);
@@ -35,27 +36,7 @@ Where each part is (the modules are private; everything is imported from here):
 
 from __future__ import annotations
 
-# not in __all__, imported from here all the same: by the app (NO_PYJWT) and the
-# options page (the tables of the checks)
-from ._checks import NO_PYJWT as NO_PYJWT
-from ._checks import NON_NEGATIVE as NON_NEGATIVE
-from ._checks import PATTERN_SETTINGS as PATTERN_SETTINGS
-from ._checks import POSITIVE as POSITIVE
-from ._checks import RANGES as RANGES
-from ._checks import SettingsError, split_list
-from ._environment import ENV_PREFIX, OTHER_VARIABLES
-from ._handoff import Handoff
-from ._memory import available_memory, history_budget
-from ._settings import Settings, unknown_variables
+from ._checks import SettingsError
+from ._settings import Settings
 
-__all__ = [
-    "ENV_PREFIX",
-    "OTHER_VARIABLES",
-    "Handoff",
-    "Settings",
-    "SettingsError",
-    "available_memory",
-    "history_budget",
-    "split_list",
-    "unknown_variables",
-]
+__all__ = ["Settings", "SettingsError"]

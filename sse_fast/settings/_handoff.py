@@ -11,8 +11,8 @@ from ._serving import _doc
 class Handoff:
     """What ``sse-fast serve`` (the supervising process) decides for its workers:
     the one place its fields are declared. ``Settings`` has them as settings, read
-    back through ``SSE_FAST_*`` variables; they are no flags (``cli.py`` and the
-    options page leave out ``Handoff.names()``)."""
+    back through ``SSE_FAST_*`` variables; they are no flags (the parser and the
+    options page leave out ``Handoff.names()``; ``_flags.py``)."""
 
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
@@ -42,6 +42,3 @@ class Handoff:
     def names(cls) -> frozenset[str]:
         """The names of the hand-off fields (settings that are no flags)."""
         return frozenset(f.name for f in fields(cls))
-
-
-Handoff.__module__ = "sse_fast.settings"  # its public name, for pickle, logs and reprs

@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 import sse_fast
-from sse_fast.settings import unknown_variables
+from sse_fast.settings._settings import unknown_variables
 from sse_fast.testing import HOST, ServerProcess, free_port
 
 

@@ -20,7 +20,8 @@ from sse_fast.brokers import Broker
 from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.settings import Handoff, Settings
+from sse_fast.settings import Settings
+from sse_fast.settings._handoff import Handoff
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: the package's sources where they are imported from (the installed wheel in the sdist check)
