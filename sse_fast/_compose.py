@@ -42,15 +42,9 @@ from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._startup import StartReport, redis_refusal
-from .brokers.durable import (
-    DataDirectory,
-    StoreError,
-    default_data_dir,
-    directory_bytes,
-    log_options,
-    read,
-)
-from .brokers.durable._log import settle
+from .brokers.durable import StoreError, read
+from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
+from .brokers.durable._log import log_options, settle
 from .brokers.durable._records import current_boot_id
 from .settings import Settings
 from .settings._handoff import Handoff
@@ -122,7 +116,7 @@ def broker_for(settings: Settings) -> Broker:
     from .brokers.local import LocalBroker
 
     if settings.store_dir:
-        from .brokers.durable import EventLog, log_options
+        from .brokers.durable import EventLog
 
         return LocalBroker(EventLog(**log_options(settings)))
     return LocalBroker()

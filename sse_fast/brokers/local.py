@@ -18,8 +18,8 @@ from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from ._sequencing import RecentIds, first_position, sequence_once
-from .durable import EventLog, StoreWriteError, remember_ids
-from .durable._restore import RestoreProgress, restore_gradually
+from .durable import EventLog, StoreWriteError
+from .durable._restore import RestoreProgress, remember_ids, restore_gradually
 
 __all__ = [
     "LocalBroker",

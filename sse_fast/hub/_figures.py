@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core import HAS_EXTENSIONS
-from ..brokers.durable import directory_bytes
+from ..brokers.durable._directory import directory_bytes
 from ..publishing import check_topic
 from ._presence import add_up
 from ._presence import figures as presence_figures

@@ -18,16 +18,15 @@ import pytest
 
 from sse_fast.brokers._sequencing import Sequenced, first_position
 from sse_fast.brokers.durable import (
-    DataDirectory,
     EventLog,
     Loaded,
     StoreError,
     StoreWriteError,
-    default_data_dir,
     read,
 )
 from sse_fast.brokers.durable import _log as durable_log
 from sse_fast.brokers.durable import _records as durable_records
+from sse_fast.brokers.durable._directory import DataDirectory, default_data_dir
 from sse_fast.brokers.durable._records import HEADER, MAGIC, segment_header
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub, PublishError, PublishRequest

@@ -23,7 +23,8 @@ from typing import Any
 
 from ..._core import EncodeError
 from .._sequencing import RecentIds, Sequenced, first_position, sequence_once
-from ..durable import EventLog, StoreWriteError, as_sequenced, remember_ids
+from ..durable import EventLog, StoreWriteError
+from ..durable._restore import as_sequenced, remember_ids
 from . import wire
 
 __all__ = ["GATHER_TIMEOUT", "REPLAY_CHUNK", "Relay", "run_relay", "serve_relay"]

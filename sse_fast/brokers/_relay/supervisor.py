@@ -20,7 +20,7 @@ import threading
 import time
 from typing import Any
 
-from ..durable import directory_bytes
+from ..durable._directory import directory_bytes
 from .process import run_relay
 
 __all__ = [

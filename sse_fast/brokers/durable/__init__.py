@@ -32,81 +32,24 @@ A record cut short at the end of the newest file is an unfinished write and is
 dropped (never delivered); damage, a segment cut or missing, or a file that is
 not ours stops the server at start with a sentence naming the file, unless
 ``data_recover`` (``_integrity.py``).
+
+What is public here is what a broker of your own may keep its history with: the
+log (``EventLog``, its ``FSYNC_POLICIES`` and errors) and reading it back
+(``read``, ``Loaded``, ``Event``); the rest is the server's.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import time
-from collections.abc import Iterable, Sequence
-from typing import Any
-
-from ...settings import Settings
-from .._sequencing import RecentIds, Sequenced
-from ._directory import DataDirectory, default_data_dir
 from ._log import FSYNC_POLICIES, EventLog, StoreWriteError
 from ._reading import Loaded, read
 from ._records import Event, StoreError
 
 __all__ = [
     "FSYNC_POLICIES",
-    "DataDirectory",
     "Event",
     "EventLog",
     "Loaded",
     "StoreError",
     "StoreWriteError",
-    "as_sequenced",
-    "default_data_dir",
-    "directory_bytes",
-    "log_options",
     "read",
-    "remember_ids",
 ]
-
-
-def as_sequenced(events: Iterable[Event], accepted_at: float) -> list[Sequenced]:
-    """Stored events as the members apply them (``accepted_at``: now, so the
-    replay does not count in the delivery latency)."""
-    return [Sequenced(e.position, e.id, e.topics, e.frame, accepted_at) for e in events]
-
-
-def remember_ids(recent: RecentIds, events: Sequence[Event]) -> int:
-    """Put the publishers' ids of the last ``RETRY_WINDOW`` seconds back in the
-    retry memory, as old as they are; how many."""
-    now_wall = time.time()
-    now = recent.clock()
-    count = 0
-    for event in events:
-        age = now_wall - event.wall
-        if event.given and age < recent.window:
-            recent.restore(event.id, event.topics, now - max(0.0, age))
-            count += 1
-    return count
-
-
-def log_options(settings: Settings) -> dict[str, Any]:
-    """``EventLog``'s arguments for a server's settings (its ``store_dir``)."""
-    return {
-        "path": settings.store_dir,
-        "fsync": settings.persistence,
-        "interval": settings.fsync_interval,
-        "max_bytes": settings.data_max_bytes,
-        "ring_frames": settings.ring_max_frames,
-        "topic_ttl": settings.topic_ttl,
-        "recover": settings.data_recover,
-    }
-
-
-def directory_bytes(path: str) -> int:
-    """Bytes the data directory's files take (for ``/metrics``; any process may ask)."""
-    total = 0
-    try:
-        with os.scandir(path) as entries:
-            for entry in entries:
-                with contextlib.suppress(OSError):  # deleted meanwhile
-                    total += entry.stat().st_size
-    except OSError:
-        return 0
-    return total

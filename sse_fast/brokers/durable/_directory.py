@@ -17,7 +17,13 @@ from collections.abc import Mapping
 
 from ._records import StoreError
 
-__all__ = ["START_ROOM", "DataDirectory", "default_data_dir", "write_failure"]
+__all__ = [
+    "START_ROOM",
+    "DataDirectory",
+    "default_data_dir",
+    "directory_bytes",
+    "write_failure",
+]
 
 #: bytes a start must be able to write in the data directory (its first segment, the
 #: records of a restart, the first publishes): less room than this is a full disk
@@ -142,3 +148,16 @@ def _free(path: str) -> str:
     except OSError:
         return ""
     return f"{stat.f_bavail * stat.f_frsize} bytes free; "
+
+
+def directory_bytes(path: str) -> int:
+    """Bytes the data directory's files take (for ``/metrics``; any process may ask)."""
+    total = 0
+    try:
+        with os.scandir(path) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):  # deleted meanwhile
+                    total += entry.stat().st_size
+    except OSError:
+        return 0
+    return total

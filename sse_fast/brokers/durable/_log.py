@@ -32,7 +32,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..._core import Tally, tally_topics
 from .._sequencing import Sequenced, first_position
@@ -54,7 +54,10 @@ from ._records import (
 )
 from ._retention import count_loaded, dead, forget
 
-__all__ = ["FSYNC_POLICIES", "EventLog", "StoreWriteError", "settle"]
+if TYPE_CHECKING:
+    from ...settings import Settings
+
+__all__ = ["FSYNC_POLICIES", "EventLog", "StoreWriteError", "log_options", "settle"]
 
 log = logging.getLogger("sse_fast.storage")
 
@@ -474,3 +477,16 @@ def _sync_and_close(fd: int) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def log_options(settings: Settings) -> dict[str, Any]:
+    """``EventLog``'s arguments for a server's settings (its ``store_dir``)."""
+    return {
+        "path": settings.store_dir,
+        "fsync": settings.persistence,
+        "interval": settings.fsync_interval,
+        "max_bytes": settings.data_max_bytes,
+        "ring_frames": settings.ring_max_frames,
+        "topic_ttl": settings.topic_ttl,
+        "recover": settings.data_recover,
+    }

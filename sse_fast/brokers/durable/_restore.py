@@ -14,17 +14,46 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from ...protocol import Reason
 from .. import Broker
-from . import as_sequenced
+from .._sequencing import RecentIds, Sequenced
 from ._reading import Loaded, read
 from ._records import Event
 
-__all__ = ["RESTORE_CHUNK", "RestoreProgress", "read_into", "restore", "restore_gradually"]
+__all__ = [
+    "RESTORE_CHUNK",
+    "RestoreProgress",
+    "as_sequenced",
+    "read_into",
+    "remember_ids",
+    "restore",
+    "restore_gradually",
+]
 
 log = logging.getLogger("sse_fast.storage")
+
+
+def as_sequenced(events: Iterable[Event], accepted_at: float) -> list[Sequenced]:
+    """Stored events as the members apply them (``accepted_at``: now, so the
+    replay does not count in the delivery latency)."""
+    return [Sequenced(e.position, e.id, e.topics, e.frame, accepted_at) for e in events]
+
+
+def remember_ids(recent: RecentIds, events: Sequence[Event]) -> int:
+    """Put the publishers' ids of the last ``RETRY_WINDOW`` seconds back in the
+    retry memory, as old as they are; how many."""
+    now_wall = time.time()
+    now = recent.clock()
+    count = 0
+    for event in events:
+        age = now_wall - event.wall
+        if event.given and age < recent.window:
+            recent.restore(event.id, event.topics, now - max(0.0, age))
+            count += 1
+    return count
+
 
 #: events applied at a time when a restart replays the log
 RESTORE_CHUNK = 10_000
