@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish, publish_args
+from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish
+from sse_fast.brokers.redis._scripts import publish_args
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer

@@ -85,8 +85,11 @@ Promises (the broker contract, ``brokers/__init__.py``):
   with 503; ``/readyz`` answers 503 and ``/healthz`` fails after
   ``broker_down_limit``.
 
-Publishing straight into Redis (no HTTP): ``publish(redis, "topic", data)``,
-or, from any language, ``EVAL`` of ``PUBLISH_SCRIPT`` (see the README).
+Publishing straight into Redis (no HTTP): ``publish(redis, "topic", data)``
+(``connect(url)`` gives a client for a URL as ``--redis-url`` takes it,
+``redis-sentinel://`` included), or, from any language, ``EVAL`` of
+``PUBLISH_SCRIPT`` (see the README). These and ``RedisBroker`` are the public
+names here; the rest is the server's.
 
 Where things are:
 
@@ -109,32 +112,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
         "--redis-url needs redis-py: python -m pip install 'sse_fast[redis]'"
     ) from exc
 
-from ._broker import RETRY_AFTER, WAIT_MS, RedisBroker
-from ._feed import LOAD_CHUNK
-from ._scripts import (
-    ADVANCE_SCRIPT,
-    COMMAND_TIMEOUT,
-    MAX_CONNECTIONS,
-    PUBLISH_SCRIPT,
-    READ_SCRIPT,
-    connect,
-    frame_without_id,
-    publish,
-    publish_args,
-)
+from ._broker import RedisBroker
+from ._scripts import PUBLISH_SCRIPT, connect, publish
 
-__all__ = [
-    "ADVANCE_SCRIPT",
-    "COMMAND_TIMEOUT",
-    "LOAD_CHUNK",
-    "MAX_CONNECTIONS",
-    "PUBLISH_SCRIPT",
-    "READ_SCRIPT",
-    "RETRY_AFTER",
-    "WAIT_MS",
-    "RedisBroker",
-    "connect",
-    "frame_without_id",
-    "publish",
-    "publish_args",
-]
+__all__ = ["PUBLISH_SCRIPT", "RedisBroker", "connect", "publish"]
