@@ -23,13 +23,17 @@ docstring is that section):
 * ``_hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
 
 Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).
+
+Public here is what embedding the hub takes: ``Hub``, the ``PublishRequest``
+it publishes and the ``PublishError`` it refuses with, the ``Subscription``
+``attach`` returns, and the ``Sequenced`` events a broker of your own delivers.
 """
 
 from __future__ import annotations
 
 from ..brokers._sequencing import Sequenced
 from ..publishing import PublishError, PublishRequest
-from ._hub import SSE_HEADERS, Hub
+from ._hub import Hub
 from ._subscription import Subscription
 
-__all__ = ["SSE_HEADERS", "Hub", "PublishError", "PublishRequest", "Sequenced", "Subscription"]
+__all__ = ["Hub", "PublishError", "PublishRequest", "Sequenced", "Subscription"]
