@@ -103,7 +103,7 @@ def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
 
 def test_the_hub_loads_without_the_credentials_module() -> None:
     """The hub (topics, fan-out, presence, webhooks) matches topic patterns with
-    ``publishing.matches``: it never loads ``app.auth`` and PyJWT, which only the
+    ``_patterns.matches``: it never loads ``app.auth`` and PyJWT, which only the
     edge's app needs."""
     code = (
         "import sys, sse_fast.hub; "

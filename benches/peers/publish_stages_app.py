@@ -30,11 +30,11 @@ from typing import Any
 
 import orjson
 
+from sse_fast._publish_checks import parse_publish_body
 from sse_fast.app import App
 from sse_fast.app._http import send_json
 from sse_fast.brokers._sequencing import sequence_once
 from sse_fast.brokers.local import LocalBroker
-from sse_fast.publishing import parse_publish_body
 from sse_fast.settings import Settings
 
 STAGES = ("read", "parse", "sequence", "apply", "hub", "full")

@@ -10,11 +10,11 @@ Theory of operation
   fields ``topic`` and ``data`` and optionally ``event``, ``id`` and ``retry``.
 * Anything else gives ``None``, never an error: a body in another shape (an
   event with ``topics``), or with something wrong in it. The caller
-  (``sse_fast.publishing.parse_publish_body``) then runs the full check, which
+  (``sse_fast._publish_checks.parse_publish_body``) then runs the full check, which
   takes the rarer shapes and words every error. So the rules are written twice
   (here as "valid", there with the messages) and the parity tests check that
   this never accepts what the full check refuses, nor answers differently.
-* The rules (those of ``sse_fast.publishing``; the character set and the
+* The rules (those of ``sse_fast._publish_checks``; the character set and the
   reserved prefix come from ``sse_fast._core.request``): ``topic`` a non-empty string
   of at most ``max_topic_length`` characters from A-Z a-z 0-9 and
   ``._~:/@!$&'()+,;=%-``; ``data`` any JSON value but null; ``event`` a
@@ -27,7 +27,7 @@ Theory of operation
   event valid and, in a batch, no id given twice; else ``None`` (a blank line
   too), and the caller takes that line alone through the full check, which
   words its answer. The rules are those of ``requests_of`` plus
-  ``sse_fast.publishing``'s distinct ids in a batch.
+  ``sse_fast._publish_checks``' distinct ids in a batch.
 * ``ack_lines``: the other way, the acks of lines once published, in one call
   per chunk: each line ``[number, requests, ack]`` gets ``ack`` =
   ``{"line":<number>,"ids":[...]}`` and a newline, its ids the next

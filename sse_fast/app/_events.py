@@ -14,8 +14,9 @@ import asyncio
 import time
 
 from .._asgi import Receive, Scope, Send
+from .._publish_checks import check_event_id, check_topic
 from ..hub import Hub, Subscription
-from ..publishing import PublishError, check_event_id, check_topic
+from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import Admission, ClientAddress
 from ._auth import Authenticator, AuthError

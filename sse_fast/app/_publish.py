@@ -12,8 +12,9 @@ Invalid requests get 4xx with ``{"error": ...}`` and nothing is published.
 from __future__ import annotations
 
 from .._asgi import Receive, Scope, Send
+from .._publish_checks import parse_publish_body
 from ..hub import Hub
-from ..publishing import PublishError, parse_publish_body
+from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import Admission
 from ._auth import Authenticator, AuthError

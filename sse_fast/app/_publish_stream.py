@@ -50,8 +50,9 @@ import orjson
 
 from .._asgi import Receive, Scope, Send
 from .._core import ack_lines, requests_of_lines
+from .._publish_checks import parse_publish_body
 from ..hub import Hub
-from ..publishing import PublishError, parse_publish_body
+from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import Admission
 from ._auth import Authenticator, AuthError, Credential

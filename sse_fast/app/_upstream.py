@@ -61,11 +61,12 @@ from typing import Any, cast
 import orjson
 
 from .._core.request import PublishRequest
+from .._publish_checks import parse_publish_document
 from .._tasks import stop_task
 from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from ..hub import Hub
 from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
-from ..publishing import PublishError, parse_publish_document
+from ..publishing import PublishError
 from ..settings import Settings
 
 __all__ = [

@@ -10,8 +10,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from .._core import HAS_EXTENSIONS
+from .._publish_checks import check_topic
 from ..brokers.durable._directory import directory_bytes
-from ..publishing import check_topic
 from ._presence import add_up
 from ._presence import figures as presence_figures
 

@@ -19,12 +19,13 @@ from typing import Any
 
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
+from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
 from ..brokers import Broker
 from ..brokers._sequencing import Sequenced
 from ..brokers.local import LocalBroker
 from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame
-from ..publishing import PublishRequest, check_distinct_ids, check_topic
+from ..publishing import PublishRequest
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings
@@ -284,7 +285,7 @@ class Hub:
         hypercorn): publishes during a pending start are caught up from the
         rings. The caller awaits ``subscription.closed`` (the reason the stream
         ended) and then calls ``detach``; ``subscription.resume`` is the resume
-        outcome. ``topics`` must be valid names (``publishing.check_topic``).
+        outcome. ``topics`` must be valid names (``_publish_checks.check_topic``).
         ``subject`` names the subscriber in presence (its JWT's ``sub``).
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
         ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed.

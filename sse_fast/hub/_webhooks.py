@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .._patterns import matches
 from .._tasks import stop_task
-from ..publishing import matches
 from ..settings._checks import split_list
 from ..webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from ._streams import StreamListener

@@ -13,12 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sse_fast.publishing import (
-    PublishError,
-    PublishRequest,
-    parse_publish_body,
-    parse_publish_document,
-)
+from sse_fast._publish_checks import parse_publish_body, parse_publish_document
+from sse_fast.publishing import PublishError, PublishRequest
 from sse_fast.settings import Settings
 
 from ..conftest import PARITY_IMPLEMENTATIONS, load_implementation

@@ -8,15 +8,14 @@ import asyncio
 import orjson
 import pytest
 
-from sse_fast.hub import Hub
-from sse_fast.publishing import (
-    PublishError,
-    PublishRequest,
+from sse_fast._publish_checks import (
     check_event_id,
     check_topic,
     parse_event,
     parse_publish_body,
 )
+from sse_fast.hub import Hub
+from sse_fast.publishing import PublishError, PublishRequest
 from sse_fast.settings import Settings
 
 SETTINGS = Settings(max_topic_length=20, max_last_event_id_length=10, max_events_per_batch=3)

@@ -172,7 +172,7 @@ async def publish(
     id. ``client`` is a ``redis.asyncio.Redis``; ``data`` is sent as text if a
     string, else as JSON. Raises ``PublishError`` for an event that cannot be
     published, with the reason."""
-    from ...publishing import check_event_id, check_topic
+    from ..._publish_checks import check_event_id, check_topic
     from ...settings import Settings
 
     topics = (topic,) if isinstance(topic, str) else tuple(topic)
