@@ -27,9 +27,10 @@ a ``Last-Event-ID``: ``none`` (none was sent), ``resumed``, ``unknown`` or
 ``evicted`` (``Resume``). Event names starting with ``sse-fast-``
 (``RESERVED_EVENT_PREFIX``) are ours: publishers may not use them.
 
-``missed_frame`` and ``disconnect_frame`` build the frames (the hub, the
-brokers' breaks, mirror mode); ``read_control`` reads one back (the client, the
-locust users).
+``read_control`` reads a control event back (the client, the locust users,
+yours). The server builds the frames from these words in ``_control.py``
+(``missed_frame``, ``disconnect_frame``), from these constants: no other
+module spells them.
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ from typing import Any, Final
 
 import orjson
 
-from ._core import encode
 from ._core.request import RESERVED_EVENT_PREFIX
 
 __all__ = [
@@ -48,13 +48,9 @@ __all__ = [
     "MISSED",
     "RESERVED_EVENT_PREFIX",
     "RESUME_HEADER",
-    "RESUME_HEADER_ASGI",
     "Control",
     "Reason",
     "Resume",
-    "disconnect_frame",
-    "missed_data",
-    "missed_frame",
     "read_control",
 ]
 
@@ -64,8 +60,6 @@ MISSED: Final = "sse-fast-missed"
 DISCONNECT: Final = "sse-fast-disconnect"
 #: the response header saying what became of ``Last-Event-ID`` (a ``Resume`` value)
 RESUME_HEADER: Final = "SSE-Fast-Resume"
-#: the header's name as an ASGI server takes it (lower case, bytes)
-RESUME_HEADER_ASGI: Final = RESUME_HEADER.lower().encode()
 
 
 class Resume:
@@ -100,24 +94,6 @@ class Reason:
     ERROR: Final = "error"
     CLIENT_DISCONNECTED: Final = "client-disconnected"
     SERVER_STOPPED: Final = "server-stopped"
-
-
-def missed_data(reason: str, last_event_id: str | None = None, **details: Any) -> str:
-    """The ``data`` of an ``sse-fast-missed`` event."""
-    return orjson.dumps({"reason": reason, "last_event_id": last_event_id, **details}).decode()
-
-
-def missed_frame(
-    reason: str, position: int, last_event_id: str | None = None, retry: int | None = None
-) -> bytes:
-    """An encoded ``sse-fast-missed`` event standing at ``position`` (its id)."""
-    return encode(missed_data(reason, last_event_id), event=MISSED, id=str(position), retry=retry)
-
-
-def disconnect_frame(reason: str, retry: int | None = None, **details: Any) -> bytes:
-    """An encoded ``sse-fast-disconnect`` event: the stream's last."""
-    data = orjson.dumps({"reason": reason, **details}).decode()
-    return encode(data, event=DISCONNECT, retry=retry)
 
 
 @dataclass(frozen=True)

@@ -60,12 +60,13 @@ from typing import Any, cast
 
 import orjson
 
+from .._control import missed_data
 from .._core.request import PublishRequest
 from .._publish_checks import parse_publish_document
 from .._tasks import stop_task
 from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from ..hub import Hub
-from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason, missed_data
+from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason
 from ..publishing import PublishError
 from ..settings import Settings
 

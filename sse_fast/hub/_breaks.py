@@ -14,8 +14,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from .._control import missed_frame
 from ..brokers._sequencing import Sequenced
-from ..protocol import missed_frame
 from ._fanout import FanOut
 
 __all__ = ["mark_break", "mark_missed"]

@@ -31,10 +31,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._asgi import Send, SendStyle
+from .._control import disconnect_frame
 from .._core import Lagged
 from .._tasks import running_loop
 from ..brokers._sequencing import Sequenced
-from ..protocol import Reason, disconnect_frame
+from ..protocol import Reason
 from ..settings import Settings
 from ._closing import Closer
 from ._metrics import Metrics

@@ -19,12 +19,13 @@ from typing import Any
 
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
+from .._control import RESUME_HEADER_ASGI, disconnect_frame
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
 from ..brokers import Broker
 from ..brokers._sequencing import Sequenced
 from ..brokers.local import LocalBroker
-from ..protocol import RESUME_HEADER_ASGI, Reason, disconnect_frame
+from ..protocol import Reason
 from ..publishing import PublishRequest
 from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas

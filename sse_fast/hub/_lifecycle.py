@@ -17,8 +17,9 @@ import asyncio
 import random
 from collections.abc import Callable
 
+from .._control import disconnect_frame
 from .._core import encode
-from ..protocol import Reason, disconnect_frame
+from ..protocol import Reason
 from ..settings import Settings
 from ._closing import Closer
 from ._fanout import FanOut

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._control import missed_frame
 from .._core import encode
-from ..protocol import Resume, missed_frame
+from ..protocol import Resume
 from ._topics import Topic, read_since
 
 __all__ = [
