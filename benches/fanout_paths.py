@@ -59,6 +59,7 @@ from typing import Any
 from benches import peers, system
 from benches.fanout_apps import APPS
 from sse_fast import loadgen
+from sse_fast.loadgen._procfs import cpu_seconds
 
 HOST = "127.0.0.1"
 RESULTS_DIR = peers.REPO_ROOT / "benches" / "results"
@@ -203,7 +204,7 @@ def run_one(app: str, args: argparse.Namespace, log: Any) -> dict[str, Any]:
             stats = target.stats()
         # Interference check: CPU the rest of the machine used during this run
         # (machine busy - this script and its load generator - the server).
-        server_cpu = loadgen.cpu_seconds(target.server_pids())
+        server_cpu = cpu_seconds(target.server_pids())
         _, machine1 = _busy_jiffies()
         wall = time.monotonic() - wall0
         others = (machine1 - machine0) / os.sysconf("SC_CLK_TCK") - (_own_cpu() - own0)

@@ -91,7 +91,8 @@ def free_port() -> int:
 def measure(
     interface: str, target: str, connections: int, rate: float, duration: float
 ) -> dict[str, Any]:
-    from sse_fast.loadgen import process_tree, run_load
+    from sse_fast.loadgen import run_load
+    from sse_fast.loadgen._procfs import process_tree
 
     port = free_port()
     argv = [

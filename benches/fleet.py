@@ -33,7 +33,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from sse_fast.loadgen import Result, cpu_seconds, process_tree, run_load
+from sse_fast.loadgen import Result, run_load
+from sse_fast.loadgen._procfs import cpu_seconds, process_tree
 from sse_fast.testing import RedisServer, ServerProcess
 
 from .system import machine

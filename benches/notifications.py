@@ -59,7 +59,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sse_fast.loadgen import LatencyHistogram, _subscriber_process, cpu_seconds
+from sse_fast.loadgen._clients import _subscriber_process
+from sse_fast.loadgen._procfs import cpu_seconds
+from sse_fast.loadgen._stats import LatencyHistogram
 
 from . import loop_profile, peers, system
 from .system import machine

@@ -15,7 +15,7 @@ import pytest
 
 from benches import loop_profile
 from benches import notifications as N
-from sse_fast.loadgen import LatencyHistogram
+from sse_fast.loadgen._stats import LatencyHistogram
 
 
 def _histogram(*seconds: float) -> dict[str, Any]:

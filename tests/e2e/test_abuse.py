@@ -17,7 +17,8 @@ import time
 import orjson
 import pytest
 
-from sse_fast.loadgen import ProcessStats, subscribe_all
+from sse_fast.loadgen._stats import ProcessStats
+from sse_fast.loadgen._subscribers import subscribe_all
 from sse_fast.testing import HOST, ServerProcess, http_request, rss_kb
 
 GOOD = 1000

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sse_fast.loadgen import process_tree, run_load
+from sse_fast.loadgen import run_load
+from sse_fast.loadgen._procfs import process_tree
 from sse_fast.testing import ServerProcess
 
 pytestmark = pytest.mark.slow

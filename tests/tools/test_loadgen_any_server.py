@@ -22,7 +22,8 @@ from typing import Any
 
 import pytest
 
-from sse_fast.loadgen import LoadOptions, listening_pids, process_tree
+from sse_fast.loadgen import LoadOptions
+from sse_fast.loadgen._procfs import listening_pids, process_tree
 from sse_fast.loadtarget import Stamp, Stamps
 from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
@@ -436,7 +437,8 @@ def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> Non
         assert (tuple(got) if got else None) == (tuple(expected) if expected else None), data
 
     async def through_a_subscriber(data: str) -> tuple[int, int, dict[object, int], int]:
-        from sse_fast.loadgen import ProcessStats, Subscriber
+        from sse_fast.loadgen._stats import ProcessStats
+        from sse_fast.loadgen._subscribers import Subscriber
 
         stats = ProcessStats()
         stats.start_measuring(0.0)
