@@ -455,8 +455,9 @@ def _granian(settings: Settings, capacity: int) -> Any:
 
 def check_schemas(spec: str) -> Schemas:
     """Load the declared streams once here, so that a mistake stops the start with
-    its reason (the workers load them again; ``schemas.load_at_start``)."""
-    from .schemas import SchemaError, load_at_start
+    its reason (the workers load them again; ``_startup.load_at_start``)."""
+    from ._startup import load_at_start
+    from .schemas import SchemaError
 
     try:
         return load_at_start(spec)

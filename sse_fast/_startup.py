@@ -26,12 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 
-__all__ = ["StartReport", "redis_refusal"]
+from .schemas import Schemas, load
+
+__all__ = ["StartReport", "load_at_start", "redis_refusal"]
 
 #: seconds the main process waits for Redis to answer ``INFO cluster``
 REDIS_CHECK_TIMEOUT = 3.0
@@ -110,3 +114,23 @@ def redis_refusal(url: str, timeout: float = REDIS_CHECK_TIMEOUT) -> str:
         "sequence every event gets; a later version adds it); give it one Redis, or a "
         "primary with replicas under Sentinel (redis-sentinel://host:26379/name)"
     )
+
+
+def load_at_start(spec: str) -> Schemas:
+    """``load(spec)`` as a server start (``sse-fast serve --schemas``) and
+    ``sse-fast codegen --schemas`` do it: modules are looked for in the current
+    directory too, as ASGI servers do for the application, and the workers get it
+    through ``PYTHONPATH``; what was loaded is logged. SchemaError saying what is
+    wrong."""
+    here = os.getcwd()
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    paths = [here, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    schemas = load(spec)
+    logging.getLogger("sse_fast").info(
+        "typed streams from %s: %s",
+        spec,
+        ", ".join(f"{s.name} ({s.channel})" for s in schemas.streams.values()),
+    )
+    return schemas

@@ -22,6 +22,7 @@ from ._core.errors import EncodeError
 __all__ = [
     "DATASTAR_DEFAULT_RETRY",
     "DATASTAR_MODES",
+    "DATASTAR_NAMESPACES",
     "LINE_ENDS",
     "datastar_execute_script",
     "datastar_patch_elements",
@@ -39,6 +40,7 @@ DATASTAR_DEFAULT_RETRY = 1000
 DATASTAR_MODES = frozenset(
     {"outer", "inner", "replace", "prepend", "append", "before", "after", "remove"}
 )
+#: the ``namespace`` values ``datastar_patch_elements`` takes
 DATASTAR_NAMESPACES = frozenset({"html", "svg", "mathml"})
 _LINE_END = re.compile(r"\r\n|\r|\n")
 #: the line ends the SSE format allows

@@ -46,7 +46,8 @@ def generate(schema: dict[str, Any], lang: str, module: str = "Events") -> str:
 
 def _schema(args: argparse.Namespace) -> dict[str, Any]:
     if args.schemas:
-        from ..schemas import SchemaError, load_at_start
+        from .._startup import load_at_start
+        from ..schemas import SchemaError
 
         try:  # as `serve` loads them: the current directory on the path, the errors said
             return load_at_start(args.schemas).json_schema()

@@ -13,7 +13,7 @@ of it that reaches the output is either checked here or escaped by the
 generator for where it goes:
 
 * checked here: stream names and channels exactly as the server checks them
-  (``sse_fast.schemas.check_stream_name``, ``compile_channel``: a channel is topic
+  (``sse_fast._channels.check_stream_name``, ``compile_channel``: a channel is topic
   characters and ``{parameter}`` or ``{parameter:int}``, nothing that could
   close a comment or a string); record, event and parameter names are ASCII
   identifiers that do not clash with the generated code's own names; every
@@ -30,8 +30,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._channels import PARAMETER, check_stream_name, compile_channel
 from .._core.request import TOPIC_CHARACTERS
-from ..schemas import PARAMETER, SchemaError, check_stream_name, compile_channel
+from ..schemas import SchemaError
 
 __all__ = [
     "CHANNEL_RULE",

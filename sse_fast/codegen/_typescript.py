@@ -29,8 +29,8 @@ import json
 import re
 import unicodedata
 
+from .._channels import SEGMENT
 from ..protocol import DISCONNECT, MISSED
-from ..schemas import SEGMENT
 from ._model import Model, Parameter, Record, Stream, Type, camel, pascal
 
 __all__ = [

@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from sse_fast._channels import SEGMENT
 from sse_fast._core.request import TOPIC_CHARACTERS
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest
-from sse_fast.schemas import SEGMENT, SchemaError, Schemas, Stream, load
+from sse_fast.schemas import SchemaError, Schemas, Stream, load
 from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess, collect
 
