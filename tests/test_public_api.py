@@ -1,5 +1,12 @@
 """The public surface: every public module says what it exports, and the public
-exceptions pickle under the names users import them by."""
+exceptions pickle under the names users import them by.
+
+The rule for what is public: a name stays in a public module's ``__all__`` only
+when a user needs it, that is when the README, the docs' pages, the examples, the
+drop-ins' originals' suites or a documented extension point (a ``Broker`` of your
+own, embedding the ``Hub``, the Redis publish helpers, the load tools' Python API)
+use it; the server's own parts live in ``_``-private modules, and nothing in the
+repository imports from a public module a name that is not in its ``__all__``."""
 
 from __future__ import annotations
 
@@ -168,6 +175,63 @@ def test_the_docs_import_only_the_public_api() -> None:
         or (name and name not in _exports(module) and f"{module}.{name}" not in PUBLIC_MODULES)
     ]
     assert problems == []
+
+
+#: where the repository's own code is: none of it may lean on a public module's
+#: names beyond its ``__all__`` (a user reading it would take them for the API)
+OWN_CODE = ("sse_fast", "tests", "benches", "examples", "docs")
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported_from(path: Path) -> list[tuple[str, str, int]]:
+    """Each (module, name, line) a file imports with ``from module import name``
+    (relative imports resolved) or reads as ``module.name`` through an imported
+    public module."""
+    tree = ast.parse(path.read_text())
+    here = _module_of(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found, aliases = [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            module = ".".join([*base, node.module or ""]).strip(".") if node.level else node.module
+            for alias in node.names:
+                found.append((str(module), alias.name, node.lineno))
+                if f"{module}.{alias.name}" in PUBLIC_MODULES:
+                    aliases[alias.asname or alias.name] = f"{module}.{alias.name}"
+        elif isinstance(node, ast.Import):
+            for alias in node.names:  # import sse_fast.x as y; import sse_fast
+                if alias.name in PUBLIC_MODULES and (alias.asname or "." not in alias.name):
+                    aliases[alias.asname or alias.name] = alias.name
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+        ):
+            found.append((aliases[node.value.id], node.attr, node.lineno))
+    return found
+
+
+def test_own_code_imports_only_the_public_names_of_public_modules() -> None:
+    """The package, its tests, benches, examples and docs hooks import a server
+    internal from its private module, never through a public module that happens
+    to hold it (``sse_fast.cli.build_parser``, ``sse_fast.settings.split_list``)."""
+    exports = {name: set(_exports(name)) for name in PUBLIC_MODULES}
+    problems = []
+    for path in sorted(p for top in OWN_CODE for p in (ROOT / top).rglob("*.py")):
+        for module, name, line in _imported_from(path):
+            if module not in exports or name == "*" or name.startswith("_"):
+                continue
+            where = ROOT.joinpath(*module.split("."), name)
+            submodule = where.is_dir() or where.with_suffix(".py").exists()
+            if name not in exports[module] and not submodule:
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {module}.{name}")
+    assert problems == [], "import these from their private module"
 
 
 # -- exceptions ----------------------------------------------------------------------
