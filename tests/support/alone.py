@@ -12,7 +12,7 @@ drains, each as long as the longest test running beside them. So they are one xd
 group, ``alone`` (one worker runs them one after the other; the scheduler hands the
 groups out first, at the session's start), and that worker keeps the exclusive hold
 from the first of them to the last: one drain a session. With one process (``-n 0``)
-nothing runs beside a test and no lock is taken.
+nothing runs beside a test and no lock is taken. tests/test_scheduling.py checks it.
 """
 
 from __future__ import annotations

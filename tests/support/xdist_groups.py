@@ -10,7 +10,7 @@ ran sse-starlette's original suite again (tests/adapters/originals/) and built t
 embedding examples' wheel in the same build directory as the others
 (tests/e2e/test_embedding_installs.py). This hook runs after xdist's and adds the
 suffix where xdist's did not take; where it did (an older pytest, a fixed xdist), it
-does nothing. tests/test_xdist_groups.py checks that a group runs on one worker.
+does nothing. tests/test_scheduling.py checks that a group runs on one worker.
 
 A grouped test's id ends in ``@group`` in the reports, as with xdist before; pytest
 9.2's short summary, which parses the id again, shows a parametrized one as
