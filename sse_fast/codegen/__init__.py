@@ -23,9 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._model import CodegenError, Model, read
+from ._model import CodegenError, read
 
-__all__ = ["CodegenError", "Model", "generate", "main", "read"]
+__all__ = ["CodegenError", "generate", "main"]
 
 LANGUAGES = ("typescript", "elm")
 
