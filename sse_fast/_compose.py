@@ -22,7 +22,7 @@ this module decides, from them alone, what runs.
   Granian's startup hook, beside the workers); and Granian's configuration
   (``sse_fast.app:create_app`` as a factory, uvloop, the listeners of
   ``_listener.py``). Whatever it made is undone as Granian returns.
-* ``cli.py`` parses the command line into settings and calls ``serve``.
+* ``cli.py`` parses the command line (``_flags.py``) into settings and calls ``serve``.
 """
 
 from __future__ import annotations
