@@ -19,7 +19,7 @@ primary: not a Redis Cluster, whose slots would split the sequence):
   script finds no epoch (a first start, or Redis lost its data) sets the epoch,
   and the floor and ``sse:position`` to Redis time: every event of the dataset
   is above it. A node that finds Redis lacking events it holds raises the floor
-  above the newest position it holds or saw (``ADVANCE_SCRIPT``). Every history
+  above the newest position it holds or saw (``_scripts.ADVANCE_SCRIPT``). Every history
   read returns it, and a topic's claims start there (its floor, ``Member.load``):
   a ``Last-Event-ID`` at or below it is ``evicted`` (or ``unknown``) on every
   node, nodes started after the loss included, and no id given out before the
@@ -62,7 +62,7 @@ Promises (the broker contract, ``brokers/__init__.py``):
 * Losses are said once, at the floor. Where Redis lost its data (another epoch;
   also found by a new topic's history read, for a flush under a live
   subscription) or is behind a position the member saw, the member raises the
-  floor above what it holds (``ADVANCE_SCRIPT``, only if the epoch is still the
+  floor above what it holds (``_scripts.ADVANCE_SCRIPT``, only if the epoch is still the
   one it read), every open stream gets ``sse-fast-missed`` at the floor
   (``redis-restarted``, ``redis-lost-writes``; after a restart, usually the
   same id on every node that lived through it), and then what Redis has after
