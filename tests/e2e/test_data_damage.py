@@ -20,7 +20,9 @@ from sse_fast.testing import ServerProcess, collect, free_port
 
 from .test_data_dir import one_line, run_serve
 
-pytestmark = pytest.mark.xdist_group("restart")
+#: the data-directory servers one after another on one worker, beside (not behind)
+#: the restarts under load of test_restart.py and test_start.py
+pytestmark = pytest.mark.xdist_group("data-dir")
 
 
 def publish_run(data: Path, prefix: str, count: int, *, kill: bool = False) -> list[str]:

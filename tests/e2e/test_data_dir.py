@@ -22,7 +22,9 @@ from sse_fast.brokers.durable import EventLog, read
 from sse_fast.brokers.durable._records import boot_record, segment_header, sequenced_records
 from sse_fast.testing import ServerProcess, collect, free_port
 
-pytestmark = pytest.mark.xdist_group("restart")
+#: the data-directory servers one after another on one worker, beside (not behind)
+#: the restarts under load of test_restart.py and test_start.py
+pytestmark = pytest.mark.xdist_group("data-dir")
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

@@ -63,13 +63,25 @@ def _blocks() -> list[tuple[str, int, str, str, str]]:
 
 BLOCKS = _blocks()
 
-#: one worker runs every block, one after another (the examples' vendored JavaScript is
+#: one worker runs the blocks, one after another (the examples' vendored JavaScript is
 #: fetched once, and the blocks that start servers do not compete for two cores)
 pytestmark = pytest.mark.xdist_group("docs")
+#: but for the load-testing pages' blocks (a minute of load runs, none of the examples'
+#: JavaScript): they are a second chain, on a worker of their own, so that the blocks
+#: are not two minutes of one worker (the suite's longest chain)
+LOAD_PAGES = ("docs/load-testing.md", "docs/load-test-your-server.md")
 
 
-def _ids() -> list[str]:
-    return [f"{page}:{line}-{language}-{how}" for page, line, how, language, _ in BLOCKS]
+def _params() -> list[object]:
+    return [
+        pytest.param(
+            *block,
+            id=f"{page}:{line}-{language}-{how}",
+            marks=[pytest.mark.xdist_group("docs-load")] if page in LOAD_PAGES else [],
+        )
+        for block in BLOCKS
+        for page, line, how, language, _ in [block]
+    ]
 
 
 def test_every_block_is_classified() -> None:
@@ -183,7 +195,7 @@ def _in_namespace(namespace: str) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("page", "line", "how", "language", "code"), BLOCKS, ids=_ids())
+@pytest.mark.parametrize(("page", "line", "how", "language", "code"), _params())
 def test_block(page: str, line: int, how: str, language: str, code: str, tmp_path: Path) -> None:
     where = f"{page} line {line}"
     if language == "text":

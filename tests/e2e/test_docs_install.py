@@ -26,8 +26,9 @@ import sse_fast
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: with the other fresh-venv tests, one after the other on one worker
-pytestmark = [pytest.mark.xdist_group("venvs"), pytest.mark.mode_independent]
+#: in no group: it builds nothing in this tree (its clone is a copy) and shares nothing
+#: with the embedding examples' venvs, so it runs beside them, not after them
+pytestmark = pytest.mark.mode_independent
 
 
 def _fresh_clone(into: Path) -> Path:
