@@ -400,6 +400,10 @@ def test_relays_a_plain_starlette_app_that_restarts() -> None:
         "tests.support.plain_sse_app:app",
         "--port",
         "{port}",
+        # the relay's stream never ends: without it uvicorn's stop waits for it until
+        # ServerProcess kills it, 15 s later
+        "--timeout-graceful-shutdown",
+        "1",
     ]
     port = free_port()
     url = f"http://{HOST}:{port}/ticks?count=200&every=0.02&wait=2"  # wait: for the subscriber
