@@ -153,7 +153,7 @@ def test_alone_tests_run_on_one_worker_in_one_stretch_with_nothing_beside(
 
 
 def test_this_runs_tests_carry_their_group(request: pytest.FixtureRequest) -> None:
-    """In the suite's own run (``-n 4 --dist loadgroup`` from pyproject.toml), the
+    """In the suite's own run (``-n 6 --dist loadgroup`` from pyproject.toml), the
     plugin is registered: a grouped test's id names its group."""
     if not hasattr(request.config, "workerinput") or not request.config.getvalue("loadgroup"):
         pytest.skip("checks a run of several workers with --dist loadgroup (the default)")
