@@ -34,6 +34,7 @@ import argparse
 import datetime
 import functools
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -354,7 +355,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Before and after, interleaved in one run",
         "",
-        f"`python -m benches.before_after {' '.join(report['argv'])}`"
+        f"`python -m benches.before_after {shlex.join(report['argv'])}`"
         f" ({report['machine']['date']}).",
         "",
         "## Conditions",
