@@ -25,11 +25,15 @@ __all__ = ["group_suffix", "pytest_collection_modifyitems"]
 
 def group_suffix(item: pytest.Item) -> str:
     """``@name`` of the item's ``xdist_group`` marks (xdist's spelling: several names
-    sorted and joined by ``_``), or ``""`` for an item in no group."""
+    sorted and joined by ``_``), or ``""`` for an item in no group. An ``alone`` test is
+    in the group ``alone`` whatever its module's group (tests/support/alone.py: the
+    ``alone`` tests follow one another on one worker, one drain a session)."""
     names = {
         str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
         for mark in item.iter_markers("xdist_group")
     }
+    if "alone" in names:
+        return "@alone"
     return f"@{'_'.join(sorted(names))}" if names else ""
 
 
