@@ -26,6 +26,9 @@ import pytest
 import sse_fast
 
 ROOT = Path(__file__).parent.parent
+#: where the package's sources are: the source tree's, or the installed wheel's (the
+#: sdist check runs the tests against the wheel, without the sources)
+SOURCES = Path(sse_fast.__file__).resolve().parent.parent
 
 
 def _public_modules() -> list[str]:
@@ -101,7 +104,7 @@ PINNED = ROOT / "tests" / "public_api.txt"
 def _exports(name: str) -> list[str]:
     """Module ``name``'s ``__all__``, read from its source (importing
     ``sse_fast.locust`` patches the process for gevent)."""
-    path = ROOT / Path(*name.split("."))
+    path = SOURCES / Path(*name.split("."))
     path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.Assign) and any(
