@@ -230,7 +230,7 @@ def test_own_code_imports_only_the_public_names_of_public_modules() -> None:
         for module, name, line in _imported_from(path):
             if module not in exports or name == "*" or name.startswith("_"):
                 continue
-            where = ROOT.joinpath(*module.split("."), name)
+            where = SOURCES.joinpath(*module.split("."), name)
             submodule = where.is_dir() or where.with_suffix(".py").exists()
             if name not in exports[module] and not submodule:
                 problems.append(f"{path.relative_to(ROOT)}:{line}: {module}.{name}")
