@@ -85,6 +85,17 @@ async def until(check: Any, timeout: float = 15.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+async def delivered(server: ServerProcess, count: int, timeout: float = 15.0) -> None:
+    """Until the server counts ``count`` events taken by the receiver (its 2xx came)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, metrics = await server.get("/metrics")
+        if f"sse_fast_webhook_delivered_total {count}\n" in metrics.decode():
+            return
+        assert time.monotonic() < deadline, "not taken in time"
+        await asyncio.sleep(0.05)
+
+
 def edge(port: int, **settings: Any) -> ServerProcess:
     return ServerProcess(
         webhook_urls=f"http://{HOST}:{port}/hook",
@@ -176,10 +187,14 @@ def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
     async def main(server: ServerProcess) -> None:
         clients = await streams(server, 8)  # 8 connects: 5 kept, 3 dropped
         await asyncio.sleep(1.0)  # tries against nobody
-        with receiver(port, log):
+        # answered late: recorded here before the sender knows it was taken
+        with receiver(port, log, "--slow", "0.3", "--slow-count", "1"):
             found = await until(lambda: (e := events(log)) and len(e) == 5 and e)
             assert sum(batch["dropped"] for batch in received(log)) == 3
             assert len(by_type(found, "connect")) == 5
+            # down before the answer, the batch would still wait, and the disconnects
+            # below would find no room
+            await delivered(server, 5)
         # down again, and back: what happened meanwhile arrives
         for client in clients[:2]:
             client.close()
