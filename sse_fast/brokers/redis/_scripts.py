@@ -23,11 +23,15 @@ from redis.exceptions import ResponseError
 from ..._core import EncodeError, encode
 from ...publishing import PublishError, PublishRequest
 from .._sequencing import RETRY_WINDOW
+from ._partitions import PartitionKeys, partition_of
 
 __all__ = [
     "ADVANCE_SCRIPT",
     "COMMAND_TIMEOUT",
     "MAX_CONNECTIONS",
+    "PARTITION_ADVANCE_SCRIPT",
+    "PARTITION_PUBLISH_SCRIPT",
+    "PARTITION_READ_SCRIPT",
     "PUBLISH_SCRIPT",
     "READ_SCRIPT",
     "channel_prefix",
@@ -35,9 +39,12 @@ __all__ = [
     "frame_without_id",
     "gather_key",
     "node_channel",
+    "partition_publish_args",
     "publish",
     "publish_args",
     "sequence_keys",
+    "spanning_ids",
+    "split_by_partition",
 ]
 
 #: seconds a Redis command (or connecting) may take before it fails
@@ -88,6 +95,14 @@ READ_SCRIPT = _lua("read.lua")
 #: raise the dataset's floor and sequence above what a node holds, after Redis lost
 #: events it holds (``advance.lua``)
 ADVANCE_SCRIPT = _lua("advance.lua")
+#: ``PUBLISH_SCRIPT`` for one partition, every key declared (``publish_partition.lua``)
+PARTITION_PUBLISH_SCRIPT = _lua("publish_partition.lua").replace(
+    "RETRY_WINDOW", str(int(RETRY_WINDOW))
+)
+#: ``READ_SCRIPT`` for one partition, every key declared (``read_partition.lua``)
+PARTITION_READ_SCRIPT = _lua("read_partition.lua")
+#: ``ADVANCE_SCRIPT`` for one partition, every key declared (``advance_partition.lua``)
+PARTITION_ADVANCE_SCRIPT = _lua("advance_partition.lua")
 
 
 # ---------------------------------------------------------------- client
@@ -154,6 +169,81 @@ def publish_args(
         args += ["" if request.id is None else request.id, frame, wall, len(request.topics)]
         args += request.topics
     return args
+
+
+def spanning_ids(requests: Sequence[PublishRequest], partitions: int) -> list[PublishRequest]:
+    """``requests``, each event without an id whose topics span several partitions given one
+    (``x`` and 16 hex digits): every partition then stores it under the same id, and a retry of
+    the batch is recognised in each."""
+    out = []
+    for request in requests:
+        if (
+            request.id is None
+            and len(request.topics) > 1
+            and len({partition_of(name, partitions) for name in request.topics}) > 1
+        ):
+            request = request._replace(id="x" + os.urandom(8).hex())
+        out.append(request)
+    return out
+
+
+def split_by_partition(
+    requests: Sequence[PublishRequest], partitions: int
+) -> dict[int, list[tuple[int, PublishRequest]]]:
+    """Each partition's share of a batch: (the request's index in ``requests``, the request with
+    only its topics of that partition), in the batch's order. An event spanning partitions
+    appears in each (give it an id first: ``spanning_ids``)."""
+    shares: dict[int, list[tuple[int, PublishRequest]]] = {}
+    for index, request in enumerate(requests):
+        by_partition: dict[int, list[str]] = {}
+        for name in request.topics:
+            by_partition.setdefault(partition_of(name, partitions), []).append(name)
+        for partition, names in by_partition.items():
+            share = request if len(by_partition) == 1 else request._replace(topics=tuple(names))
+            shares.setdefault(partition, []).append((index, share))
+    return shares
+
+
+def partition_publish_args(
+    keys: PartitionKeys,
+    requests: Sequence[PublishRequest],
+    history_frames: int,
+    history_age: float,
+    command: str = "PUBLISH",
+) -> tuple[list[str], list[Any]]:
+    """``PARTITION_PUBLISH_SCRIPT``'s KEYS and ARGV for ``requests``, whose topics are all of
+    the partition of ``keys``; ``PublishError`` (400) before anything is sent if an event
+    cannot be encoded. ``command``: ``SPUBLISH`` on a Cluster, else ``PUBLISH``."""
+    streams: dict[str, int] = {}
+    retries: list[str] = []
+    events: list[Any] = []
+    wall = str(int(time.time() * 1000))
+    for request in requests:
+        try:
+            frame = frame_without_id(request)
+        except EncodeError as exc:
+            raise PublishError(str(exc)) from None
+        for name in request.topics:
+            streams.setdefault(keys.stream(name), len(streams))
+        retry = 0
+        if request.id is not None:
+            retries.append(keys.retry(request.id, request.topics))
+            retry = -len(retries)  # resolved below, once the streams are counted
+        events.append((request, frame, retry))
+    first_retry = 3 + len(streams)  # KEYS: position, epoch, floor, streams, retries (1-based)
+    args: list[Any] = [
+        keys.tagged,
+        os.urandom(8).hex(),
+        history_frames,
+        int(history_age * 1_000_000),
+        command,
+        len(requests),
+    ]
+    for request, frame, retry in events:
+        index = first_retry - retry if retry else 0
+        args += ["" if request.id is None else request.id, frame, wall, index, len(request.topics)]
+        args += [4 + streams[keys.stream(name)] for name in request.topics]
+    return [*keys.sequence, *streams, *retries], args
 
 
 async def publish(
