@@ -80,6 +80,7 @@ cdef class Topic:
     cdef public dict catching_up
     cdef public int64_t published
     cdef public double last_activity
+    cdef public Py_ssize_t partition
 
     def __cinit__(self):
         self._positions = NULL
@@ -88,8 +89,9 @@ cdef class Topic:
     def __dealloc__(self):
         PyMem_Free(self._positions)
 
-    def __init__(self, name, evicted_up_to, now):
+    def __init__(self, name, evicted_up_to, now, partition=0):
         self.name = name
+        self.partition = partition
         self.ring = _NO_HISTORY
         self.evicted_up_to = evicted_up_to
         self.lone = None

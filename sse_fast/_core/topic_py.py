@@ -9,9 +9,11 @@ what was stored to the streams that are in sync. Everything else about topics
 catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
 ``TopicTable`` (``hub/_topics.py``'s ``Topics``) and is the only user.
 
-* A ``Topic`` holds its ring (the shared empty ``NO_HISTORY`` until its first
-  event), the position of each retained frame (``positions``, oldest first;
-  none kept until the first event),
+* A ``Topic`` holds its partition (the broker's, given at creation: positions
+  of different partitions are not comparable, ``hub/_cursor.py``), its ring
+  (the shared empty ``NO_HISTORY`` until its first event), the position of
+  each retained frame (``positions``, oldest first; none kept until the first
+  event),
   the floor ``evicted_up_to`` (the newest position it no longer holds), the
   cursor its in-sync streams were written up to (``flushed``), and its streams
   in three sets: in sync (the first of them held as ``lone`` with its
@@ -105,13 +107,16 @@ class Topic:
         "lone",
         "lone_send",
         "name",
+        "partition",
         "published",
         "ring",
         "subscribers",
     )
 
-    def __init__(self, name: str, evicted_up_to: int, now: float) -> None:
+    def __init__(self, name: str, evicted_up_to: int, now: float, partition: int = 0) -> None:
         self.name = name
+        #: the broker's partition of this topic (``Broker.partition_of``; 0 with one)
+        self.partition = partition
         self.ring = NO_HISTORY
         self._positions: deque[int] = _NO_POSITIONS
         self.evicted_up_to = evicted_up_to

@@ -121,6 +121,15 @@ def test_a_topic_without_history_shares_the_empty_ring(module: ModuleType) -> No
     assert topic.lone is None and topic.lone_send is None and topic.last_activity == 1.5
 
 
+def test_a_topic_keeps_the_partition_it_was_made_in(module: ModuleType) -> None:
+    """Issue 42: a topic's partition is the broker's, given at creation (0 by default)."""
+    assert module.Topic("x", 0, 0).partition == 0
+    topic = module.Topic("x", 0, 0, 17)
+    assert topic.partition == 17
+    topic.partition = 3  # a plain attribute in both twins, as the pyi says
+    assert topic.partition == 3
+
+
 def test_eviction_under_a_catching_up_stream_is_handed_back(module: ModuleType) -> None:
     table = table_of(module, max_frames=2)
     dirty: dict = {}
