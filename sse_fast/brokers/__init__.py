@@ -14,11 +14,19 @@ Contract
 --------
 Every broker keeps these promises; the hub relies on nothing else.
 
-* Order. Each published event gets one *position*, unique and greater than
-  every position before it. Every member bound to the broker is delivered
-  every event, in order of position, on its event loop. A member may be
-  delivered a position again (a replay after a reconnect); it ignores
-  positions it already applied.
+* Partitions. A broker numbers events in ``partitions`` sequences (1 for the
+  local broker, the relay and ``durable/``; a Redis fleet over several masters
+  has more); a topic belongs to one, ``partition_of(name)``, for good. Every
+  promise below on positions holds per partition: positions of different
+  partitions are not comparable, and nothing decides anything by comparing
+  them (a stream over several partitions carries a cursor as its id:
+  ``hub/_cursor.py``).
+* Order. Each published event gets one *position* in its partition, unique
+  and greater than every earlier position of that partition. Every member
+  bound to the broker is delivered every event, each partition's in order of
+  position, on its event loop; events of different partitions arrive in any
+  order. A member may be delivered a position again (a replay after a
+  reconnect); it ignores positions it already applied.
 * Ids. An event's id is the publisher's id when given, else
   ``str(position)``, assigned once by the broker; ``publish`` returns the ids
   in the order of the requests.
@@ -34,7 +42,8 @@ Every broker keeps these promises; the hub relies on nothing else.
   its events, positions and retry memory restored; where a machine crash may
   have lost events it says so (``lost``, and ``Member.missed``).
 * History claims. ``first_position`` is the oldest position this member may
-  claim to know: it has been delivered every event from there on. A member
+  claim to know: it has been delivered every event from there on (per
+  partition: ``first_position_of(p)``, and ``horizon_of(p)``). A member
   that joins (or rejoins) a running sequence starts it at the first position
   it will be delivered, so a ``Last-Event-ID`` from before it joined resolves
   to ``unknown`` (or ``evicted``), never to ``resumed`` without the events. A
@@ -43,10 +52,11 @@ Every broker keeps these promises; the hub relies on nothing else.
 * Breaks are said. When a member loses its broker and comes back without
   proof that it was delivered everything in between (the relay restarted, or
   its log no longer reaches back far enough), the broker calls
-  ``member.rejoined(history_from, reason)``: the member's claims restart at
-  ``history_from``, and every open stream is sent an ``sse-fast-missed`` event
-  (with ``reason``) in its place in the order of events, so no client goes on
-  as if nothing happened. Streams stay open.
+  ``member.rejoined(history_from, reason, partition)``: the member's claims in
+  that partition restart at ``history_from``, and every open stream of its
+  topics is sent an ``sse-fast-missed`` event (with ``reason``) in its place in
+  the order of events, so no client goes on as if nothing happened. Streams
+  stay open. Breaks are per partition: the other partitions' streams go on.
 * Away is said. While the broker cannot publish, ``available`` is False
   (``/readyz`` answers 503), a publish is refused with 503 and ``retry_after``,
   and ``unavailable_for`` says for how long (``/healthz`` fails past
@@ -81,9 +91,13 @@ class Member(Protocol):
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store and fan out sequenced events (positions already applied are skipped)."""
 
-    def rejoined(self, history_from: int, reason: str | None) -> None:
-        """The member joined a sequence at ``history_from``; ``reason`` is None for
-        its first join, else why it cannot vouch for what came before."""
+    def last_position_of(self, partition: int) -> int:
+        """The newest position applied in ``partition`` (``last_position`` with one)."""
+        ...
+
+    def rejoined(self, history_from: int, reason: str | None, partition: int = 0) -> None:
+        """The member joined ``partition``'s sequence at ``history_from``; ``reason``
+        is None for its first join, else why it cannot vouch for what came before."""
 
     def report(self, query: dict[str, Any]) -> dict[str, Any]:
         """This member's figures for ``/metrics`` or ``/stats`` (see ``gather``)."""
@@ -111,6 +125,8 @@ class Member(Protocol):
 class Broker(abc.ABC):
     """Sequences publish requests and delivers the sequenced events (see the contract)."""
 
+    #: how many sequences of positions the broker keeps (see "Partitions")
+    partitions: int = 1
     #: the oldest position this member may claim to know (see "History claims")
     first_position: int
     #: a position every event up to which is known to exist (a broker shared by
@@ -133,6 +149,18 @@ class Broker(abc.ABC):
         #: replay (a machine crash lost them before they reached the disk):
         #: a ``Last-Event-ID`` among them is answered ``evicted``
         self.lost: list[tuple[int, int]] = []
+
+    def partition_of(self, name: str) -> int:
+        """The partition of topic ``name`` (0 to ``partitions`` - 1; always 0 with one)."""
+        return 0
+
+    def first_position_of(self, partition: int) -> int:
+        """``first_position`` in ``partition`` (the one ``first_position`` with one)."""
+        return self.first_position
+
+    def horizon_of(self, partition: int) -> int:
+        """``horizon`` in ``partition`` (the one ``horizon`` with one)."""
+        return self.horizon
 
     def bind(self, member: Member) -> None:
         """Called once by the hub: where this member's sequenced events go."""
