@@ -26,10 +26,17 @@ def missed_data(reason: str, last_event_id: str | None = None, **details: Any) -
 
 
 def missed_frame(
-    reason: str, position: int, last_event_id: str | None = None, retry: int | None = None
+    reason: str,
+    position: int | str,
+    last_event_id: str | None = None,
+    retry: int | None = None,
+    **details: Any,
 ) -> bytes:
-    """An encoded ``sse-fast-missed`` event standing at ``position`` (its id)."""
-    return encode(missed_data(reason, last_event_id), event=MISSED, id=str(position), retry=retry)
+    """An encoded ``sse-fast-missed`` event standing at ``position`` (its id: a
+    position, or a stream's cursor, ``hub/_cursor.py``); ``details`` go in its data
+    (``partition``: the partition of a break, with a broker of several)."""
+    data = missed_data(reason, last_event_id, **details)
+    return encode(data, event=MISSED, id=str(position), retry=retry)
 
 
 def disconnect_frame(reason: str, retry: int | None = None, **details: Any) -> bytes:

@@ -6,7 +6,11 @@ both with a JSON object as ``data`` whose ``reason`` says why:
 * ``sse-fast-missed`` (``MISSED``): events before this one could not be
   delivered; what follows is complete again. ``{"reason": ..., "last_event_id":
   ...}``, the id the server could not resume from or null, and its ``id`` is the
-  position it stands at (resuming from it is a resume from there). Reasons:
+  position it stands at (resuming from it is a resume from there; on a stream
+  over several partitions of the broker, the stream's cursor, like its other
+  ids). A break of one partition's sequence adds ``partition`` (a broker of
+  several partitions only): the streams of that partition's topics get it, no
+  others. Reasons:
   ``unknown`` and ``evicted`` (a ``Last-Event-ID`` the server cannot resume from,
   the stream's first event), ``relay-restarted``, ``relay-log-too-short``,
   ``redis-restarted``, ``redis-lost-writes``, ``redis-history-trimmed`` (the

@@ -7,6 +7,12 @@ store an ``sse-fast-missed`` marker at the position of the break, with that
 position as its id: every open stream of those topics gets it among its events,
 in order, and resuming from it is a resume from after the break. Ids from before
 it resolve to ``evicted``: what followed them cannot be vouched for.
+
+Breaks are per partition (a broker of several, ``Broker.partitions``): a
+rejoin of one partition marks the topics of that partition only, at a position
+of its own sequence, and its ``data`` names the ``partition``. The streams of
+other partitions' topics go on untouched; one over several partitions gets the
+marker with its cursor as the id, like any of its frames (``_fanout.py``).
 """
 
 from __future__ import annotations
@@ -23,23 +29,31 @@ __all__ = ["mark_break", "mark_missed"]
 log = logging.getLogger("sse_fast")
 
 
-def mark_break(fanout: FanOut, history_from: int, reason: str | None) -> None:
-    """The broker joined its sequence at ``history_from``; on a break
-    (``reason``), a marker just before it in every topic with subscribers."""
+def mark_break(fanout: FanOut, history_from: int, reason: str | None, partition: int = 0) -> None:
+    """The broker joined ``partition``'s sequence at ``history_from``; on a break
+    (``reason``), a marker just before it in every topic of that partition with
+    subscribers."""
     fanout.flush_pending()
     topics = fanout.topics
     marker = history_from - 1
-    if reason is None or marker <= topics.last_position:
+    if reason is None or marker <= topics.last_position_of(partition):
         if reason is not None:  # pragma: no cover - the brokers leave room for it
             log.error("history break at %d leaves no room for a marker", marker)
-        topics.skip_to(marker)
+        topics.skip_to_in(partition, marker)
         return
     fanout.metrics.history_breaks_total += 1
-    names = tuple(name for name, topic in topics.by_name.items() if topic.subscribers)
+    names = tuple(
+        name
+        for name, topic in topics.by_name.items()
+        if topic.subscribers and topic.partition == partition
+    )
     if not names:
-        topics.skip_to(marker)  # past the newest applied (checked above): it rises to it
+        topics.skip_to_in(partition, marker)  # past the newest applied (checked above)
         return
-    frame = missed_frame(reason, marker)
+    if topics.partitions == 1:
+        frame = missed_frame(reason, marker)
+    else:
+        frame = missed_frame(reason, marker, partition=partition)
     fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])
 
 

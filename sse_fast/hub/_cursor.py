@@ -17,13 +17,23 @@ than ``MAX_COMPONENTS`` components, a position of more than 19 digits (over
 2**63 - 1) or a partition of more than 4 is refused (``parse_cursor`` gives
 None): a client's ``Last-Event-ID`` is untrusted input. A plain id (a number, a
 publisher's id) never starts with ``~``, so it is never read as a cursor.
+
+``with_id`` puts a cursor in a stored frame in place of its own id line: the
+frames of every broker carry one (``id: ...``, first, or after the ``event:``
+line and comments as the encoder orders them); a frame without one gets it first.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["MAX_COMPONENTS", "MAX_CURSOR_LENGTH", "format_cursor", "parse_cursor"]
+__all__ = [
+    "MAX_COMPONENTS",
+    "MAX_CURSOR_LENGTH",
+    "format_cursor",
+    "parse_cursor",
+    "with_id",
+]
 
 #: the most components a cursor may have (the most partitions a layout may have)
 MAX_COMPONENTS = 1024
@@ -81,3 +91,15 @@ def parse_cursor(text: str) -> dict[int, int] | None:
     if min(positions.values()) != base:
         return None  # the base is the smallest component: one spelling per cursor
     return positions
+
+
+def with_id(frame: bytes, id_line: bytes) -> bytes:
+    """``frame`` (one encoded event) with ``id_line`` (``b"id: ...\n"``) in place
+    of its own id line (see the module doc)."""
+    if frame.startswith(b"id:"):
+        return id_line + frame[frame.index(b"\n") + 1 :]
+    start = frame.find(b"\nid:")  # a data line starts "data:", a comment ":": never this
+    if start < 0:
+        return id_line + frame
+    end = frame.index(b"\n", start + 1) + 1
+    return frame[: start + 1] + id_line + frame[end:]

@@ -8,7 +8,11 @@
   needs no cursor: the flush reads each dirty topic once (one coalesced bytes
   object) and calls every in-sync subscription's ASGI ``send`` with one shared
   message; subscriptions of several topics get a merge in order of position,
-  computed once per distinct topic set.
+  computed once per distinct topic set. A stream whose topics span several of
+  the broker's partitions gets each frame with its cursor as the id
+  (``_cursor.py``: its own position in each partition, ``Subscription.places``),
+  rewritten once per distinct topic set and cursor; the others share bytes as
+  they are stored.
 * A write that is not done at once (``_server.py``: a full channel under
   Granian, or any write under a server whose ``send`` is a plain coroutine)
   still holds that message; the subscription then leaves the in-sync sets,
@@ -40,7 +44,7 @@ from ..settings import Settings
 from ._closing import Closer
 from ._metrics import Metrics
 from ._subscription import Subscription
-from ._topics import Topic, Topics, read_since
+from ._topics import Topic, Topics, merge_frames, read_since, with_cursors
 
 __all__ = [
     "FanOut",
@@ -94,6 +98,8 @@ class FanOut:
                 self._drop_lagging(lagging)
             if topics.trimmed:  # the history budget evicted other topics' frames
                 self._lag_trimmed()
+        if topics.partitions > 1:  # the newest applied position of each partition
+            topics.applied(batch)
         if dirty and not self._flush_scheduled:
             try:
                 loop = running_loop()
@@ -159,22 +165,39 @@ class FanOut:
         multi: dict[Subscription, Send] = {}
         for topic in before:
             multi.update(topic.in_sync_multi)
-        merged: dict[tuple[Topic, ...], tuple[bytes, int]] = {}
-        groups: dict[tuple[Topic, ...], dict[Subscription, Send]] = {}
+        merged: dict[tuple[Topic, ...], Any] = {}
+        # what a group of streams is written: per topic set, or (topics over several
+        # partitions) per topic set and cursor, each frame's id that stream's cursor
+        out: dict[tuple[Any, ...], tuple[bytes, int]] = {}
+        moved: dict[tuple[Any, ...], dict[int, int]] = {}  # the cursor after, by group
+        groups: dict[tuple[Any, ...], dict[Subscription, Send]] = {}
         for subscription, send in multi.items():
             if subscription.state != Subscription.IN_SYNC:
                 continue  # closed above (one of its topics overflowed)
             key = tuple(subscription.topics)
+            places = subscription.places
             if key not in merged:
+                cursors = {t: before.get(t, t.flushed) for t in key}
                 try:
-                    merged[key] = read_since({t: before.get(t, t.flushed) for t in key})
+                    merged[key] = read_since(cursors) if places is None else merge_frames(cursors)
                 except Lagged as lag:
-                    merged[key] = (b"", 0)
+                    merged[key] = (b"", 0) if places is None else []
                     self.lagged(subscription, lag.lost)
                     continue
-            groups.setdefault(key, {})[subscription] = send
-        for key, targets in groups.items():
-            data, count = merged[key]
+            group: tuple[Any, ...] = key
+            if places is None:
+                out[key] = merged[key]
+            else:
+                group = (key, *places.items())
+                if group in moved:
+                    places.update(moved[group])
+                else:
+                    entries = merged[key]
+                    out[group] = (with_cursors(entries, places), len(entries))
+                    moved[group] = dict(places)
+            groups.setdefault(group, {})[subscription] = send
+        for group, targets in groups.items():
+            data, count = out[group]
             if count:
                 self._write_events(targets, data, count)
 
@@ -265,7 +288,7 @@ class FanOut:
                 if subscription.state != Subscription.CATCHING_UP:
                     return
                 try:
-                    data, count = read_since(subscription.cursors)
+                    data, count = read_since(subscription.cursors, subscription.places)
                 except Lagged as lag:
                     self.lagged(subscription, lag.lost)
                     return

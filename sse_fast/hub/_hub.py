@@ -80,8 +80,7 @@ class Hub:
         if settings.schemas:
             self.schemas = load_schemas(settings.schemas)
         self.broker = broker or LocalBroker()
-        # the newest applied position starts just before the broker's first
-        self.topics = Topics(settings, self.broker.first_position - 1)
+        self.topics = _topics_for(settings, self.broker)
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
         self.on_drain: set[Callable[[], None]] = set()
@@ -126,7 +125,8 @@ class Hub:
         """Connect the broker and start heartbeats and sweeping (server startup)."""
         await self.broker.start()
         # the broker may join a running sequence: positions before it are not ours
-        self.topics.skip_to(self.broker.first_position - 1)
+        for partition in range(self.broker.partitions):
+            self.topics.skip_to_in(partition, self.broker.first_position_of(partition) - 1)
         self._periodic = asyncio.get_running_loop().create_task(self.lifecycle.run_periodic())
         if self.webhooks is not None:
             self.webhooks.start()
@@ -176,9 +176,12 @@ class Hub:
 
     @property
     def last_position(self) -> int:
-        """The newest position this hub applied, or that its broker knows every
-        event up to (the id a new stream starts at)."""
+        """The newest position applied or known to exist (``horizon``): a new stream's id."""
         return max(self.topics.last_position, self.broker.horizon)
+
+    def last_position_of(self, partition: int) -> int:
+        """``last_position`` in one of the broker's partitions (see ``Broker.partitions``)."""
+        return max(self.topics.last_position_of(partition), self.broker.horizon_of(partition))
 
     async def publish(
         self, requests: Sequence[PublishRequest], *, checked: bool = False
@@ -229,10 +232,10 @@ class Hub:
         """Store sequenced events and write them out (what the broker delivers)."""
         self.fanout.apply(items)
 
-    def rejoined(self, history_from: int, reason: str | None) -> None:
-        """The broker joined a sequence at ``history_from``; a break (``reason``)
-        is said to the open streams in its place (``_breaks.py``)."""
-        mark_break(self.fanout, history_from, reason)
+    def rejoined(self, history_from: int, reason: str | None, partition: int = 0) -> None:
+        """The broker joined ``partition``'s sequence at ``history_from``; a break (``reason``)
+        is said to the open streams of its topics in its place (``_breaks.py``)."""
+        mark_break(self.fanout, history_from, reason, partition)
 
     def newest_position(self, name: str) -> int | None:
         """The newest position topic ``name`` holds (or its floor); None without the topic."""
@@ -360,6 +363,15 @@ class Hub:
         return self.figures.stats(with_connections, offset, limit)
 
 
+def _topics_for(settings: Settings, broker: Broker) -> Topics:
+    """The hub's topics: the newest applied position starts just before the broker's
+    first (in each partition, with several)."""
+    if broker.partitions == 1:
+        return Topics(settings, broker.first_position - 1)
+    starts = [broker.first_position_of(p) - 1 for p in range(broker.partitions)]
+    return Topics(settings, 0, broker.partition_of, starts)
+
+
 def _open(
     hub: Hub,
     send: Send,
@@ -375,14 +387,28 @@ def _open(
     now = hub.clock()
     topics = tuple([hub.topics.get(name, now) for name in names])
     broker = hub.broker
-    status, cursors, first = resume.starting_point(
-        topics,
-        last_event_id,
-        broker.first_position,
-        hub.last_position,
-        broker.lost,
-        hub.settings.retry_ms,
-    )
+    covered = {0} if broker.partitions == 1 else {topic.partition for topic in topics}
+    places = None
+    if len(covered) <= 1:  # one partition: ids and resolution as with one sequence
+        partition = min(covered, default=0)
+        status, cursors, first = resume.starting_point(
+            topics,
+            last_event_id,
+            broker.first_position_of(partition),
+            hub.last_position_of(partition),
+            broker.lost,
+            hub.settings.retry_ms,
+        )
+    else:  # several: the stream's id is its cursor (``_cursor.py``)
+        status, cursors, first, places = resume.starting_point_over(
+            topics,
+            last_event_id,
+            {p: broker.first_position_of(p) for p in covered},
+            {p: hub.last_position_of(p) for p in covered},
+            broker.partitions,
+            broker.lost,
+            hub.settings.retry_ms,
+        )
     subscription = Subscription(
         hub.streams.next_id(),
         send,
@@ -393,6 +419,7 @@ def _open(
         subject,
     )
     subscription.resume = status
+    subscription.places = places
     subscription.cursors = cursors  # its position once the first bytes are written
     hub.streams.join(subscription)
     return subscription, first

@@ -14,17 +14,32 @@ an ``sse-fast-missed`` event carrying the current position as its id) and the
 stream continues from now. "Resumed" is a promise: it is said only when every event after the id is
 still in the rings.
 
+Over several partitions. A broker of several partitions (``Broker.partitions``)
+numbers each one's events apart, so a stream whose topics span several resumes
+from a cursor (``_cursor.py``: a position per partition), its ``id:`` on every
+frame. Each component resolves in its partition as a number does above (that
+partition's first and newest positions, its topics' rings); the outcome is all
+or nothing: every one resumed is ``resumed`` (each topic just after its
+partition's component), any evicted is ``evicted``. A partition of the stream
+missing from the cursor (the client added a topic of another partition), a
+partition beyond the broker's, a component that resolves to nothing, a
+malformed cursor and a plain id are ``unknown``: a single number cannot place
+the other partitions exactly, and placing them by time would be inexact, so
+silent. Components of partitions the stream no longer covers are ignored. A
+stream whose topics all fall in one partition resolves exactly as above.
+
 Nothing here registers the stream: ``Hub.attach`` makes it at the point found
 here and it joins the hub in ``_streams.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from .._control import missed_frame
 from .._core import encode
 from ..protocol import Resume
+from ._cursor import format_cursor, parse_cursor
 from ._topics import Topic, read_since
 
 __all__ = [
@@ -34,7 +49,9 @@ __all__ = [
     "UNKNOWN",
     "opening_frame",
     "resolve",
+    "resolve_over",
     "starting_point",
+    "starting_point_over",
 ]
 
 #: no ``Last-Event-ID`` was given: the stream starts now
@@ -128,3 +145,64 @@ def starting_point(
     if status == RESUMED:
         first += read_since(cursors)[0]  # the cursors move past the backlog
     return status, cursors, first
+
+
+def resolve_over(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    firsts: Mapping[int, int],
+    lasts: Mapping[int, int],
+    partitions: int,
+    lost: Sequence[tuple[int, int]] = (),
+) -> tuple[str, dict[Topic, int], dict[int, int]]:
+    """``resolve`` for a stream whose topics span several partitions (see the module
+    doc): the outcome, a ring cursor per topic, and the stream's position in each
+    partition it covers (``firsts`` and ``lasts``: each partition's first and
+    newest position, keyed by the partitions of ``topics``; ``partitions``: the
+    broker's count)."""
+    heads = {topic: topic.ring.head for topic in topics}
+    now = dict(lasts)
+    if not last_event_id:
+        return NONE, heads, now
+    components = parse_cursor(last_event_id)
+    if components is None or not lasts.keys() <= components.keys() or max(components) >= partitions:
+        return UNKNOWN, heads, now
+    evicted = False
+    for partition, last in lasts.items():
+        number = components[partition]
+        first = firsts[partition]
+        mine = [topic for topic in topics if topic.partition == partition]
+        if not first - 1 <= number <= last and not any(_holds(t, number) for t in mine):
+            return UNKNOWN, heads, now
+        evicted = (
+            evicted
+            or number < first - 1  # in a ring, but from before a history break
+            or any(topic.evicted_up_to > number for topic in mine)
+            or any(low <= number <= high for low, high in lost)  # a crash may have lost it
+        )
+    if evicted:
+        return EVICTED, heads, now
+    places = {partition: components[partition] for partition in lasts}
+    return RESUMED, {t: t.cursor_after(places[t.partition]) for t in topics}, places
+
+
+def starting_point_over(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    firsts: Mapping[int, int],
+    lasts: Mapping[int, int],
+    partitions: int,
+    lost: Sequence[tuple[int, int]],
+    retry_ms: int,
+) -> tuple[str, dict[Topic, int], bytes, dict[int, int]]:
+    """``starting_point`` for a stream whose topics span several partitions
+    (``resolve_over``): also the stream's position in each partition once its
+    first bytes are written, whose cursor is the id of those bytes."""
+    status, cursors, places = resolve_over(topics, last_event_id, firsts, lasts, partitions, lost)
+    if status == RESUMED:
+        return status, cursors, encode(retry=retry_ms) + read_since(cursors, places)[0], places
+    cursor = format_cursor(places)
+    if status == NONE:
+        return status, cursors, encode(retry=retry_ms, id=cursor), places
+    first = missed_frame(status, cursor, _printable(last_event_id), retry=retry_ms)
+    return status, cursors, first, places

@@ -63,6 +63,7 @@ class Subscription:
         "cursors",
         "id",
         "peer",
+        "places",
         "receive",
         "resume",
         "send",
@@ -97,6 +98,9 @@ class Subscription:
         #: the resume outcome: ``none``, ``resumed``, ``unknown`` or ``evicted``
         self.resume = "none"
         self.cursors = _NO_CURSORS  # ring cursor per topic while not in sync
+        #: a stream whose topics span several partitions: its position in each
+        #: (partition -> position: its cursor, ``_cursor.py``); None for the others
+        self.places: dict[int, int] | None = None
         self.state = Subscription.IN_SYNC
         self.task: asyncio.Task[None] | None = None  # the catch-up task
         #: the stream's ``receive`` and the watch waiting on it (``DisconnectWatch.arm``)

@@ -42,6 +42,15 @@ broker's ``first_position`` (``Hub``), rises as events are stored, and with
 ``skip_to`` where positions pass without events here (``Hub.start``: the broker
 joined a running sequence; ``_breaks.py``: a break's marker no topic needs).
 Everyone else reads it; the native attribute is read-only.
+
+With a broker of several partitions (``Broker.partitions``) each topic has its
+partition (``Topic.partition``, given here at its creation) and positions are
+comparable within a partition only. The newest applied position is then kept
+per partition too, by ``Topics`` alone (``last_position_of``; ``applied`` raises
+it after each store, ``skip_to_in`` for positions passed without events), and so
+is the floor of forgotten topics. The native ``last_position`` is then the
+newest of any partition: a figure, never a resume decision. With one partition
+none of this runs: the store is the native one alone.
 """
 
 from __future__ import annotations
@@ -54,23 +63,33 @@ from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 from ..publishing import PublishError, PublishRequest
 from ..settings import Settings
 from ..settings._memory import history_budget
+from ._cursor import format_cursor, with_id
 
 __all__ = [
     "FRAME_OVERHEAD",
     "NO_HISTORY",
     "Topic",
     "Topics",
+    "merge_frames",
     "read_since",
+    "with_cursors",
 ]
 
 
-def read_since(cursors: dict[Topic, int]) -> tuple[bytes, int]:
+def read_since(
+    cursors: dict[Topic, int], places: dict[int, int] | None = None
+) -> tuple[bytes, int]:
     """Everything newer than ``cursors`` (advanced in place), and how many events.
 
     One topic: one coalesced ring read. Several: frames merged in order of
     position, an event published to several of the topics written once.
-    Raises ``Lagged`` when a cursor fell behind its ring.
+    Raises ``Lagged`` when a cursor fell behind its ring. ``places``: the
+    stream's position in each partition, when its topics span several
+    (``merge_frames``, ``with_cursors``).
     """
+    if places is not None:
+        merged = merge_frames(cursors)
+        return with_cursors(merged, places), len(merged)
     if len(cursors) == 1:
         ((topic, cursor),) = cursors.items()
         data, cursors[topic] = topic.ring.read_since(cursor)
@@ -86,6 +105,36 @@ def read_since(cursors: dict[Topic, int]) -> tuple[bytes, int]:
     return b"".join(entries[p] for p in sorted(entries)), len(entries)
 
 
+def merge_frames(cursors: dict[Topic, int]) -> list[tuple[int, int, bytes]]:
+    """The frames newer than ``cursors`` (advanced in place) of topics of several
+    partitions, as ``(position, partition, frame)`` in order of position within
+    each partition (the order between partitions means nothing); an event of
+    several of the topics of one partition once. Raises ``Lagged`` as
+    ``read_since`` does."""
+    entries: dict[tuple[int, int], bytes] = {}
+    for topic, cursor in cursors.items():
+        frames = topic.ring.read_frames(cursor)
+        partition = topic.partition
+        for offset, frame in enumerate(frames, start=cursor + 1):
+            entries.setdefault((topic.position_at(offset), partition), frame)
+        cursors[topic] = cursor + len(frames)
+    return [
+        (position, partition, entries[position, partition])
+        for position, partition in sorted(entries)
+    ]
+
+
+def with_cursors(entries: list[tuple[int, int, bytes]], places: dict[int, int]) -> bytes:
+    """``entries`` (``merge_frames``) for a stream at ``places`` (partition ->
+    position, moved in place): each frame with the stream's cursor after it as
+    its id (``_cursor.py``)."""
+    out = []
+    for position, partition, frame in entries:
+        places[partition] = position
+        out.append(with_id(frame, b"id: %s\n" % format_cursor(places).encode()))
+    return b"".join(out)
+
+
 class Topics(TopicTable):
     """The topics of one hub, by name: created on first use, dropped when idle.
 
@@ -94,17 +143,32 @@ class Topics(TopicTable):
     holds their theory of operation); creating and dropping topics and the
     budget's eviction order are here."""
 
-    def __init__(self, settings: Settings, last_position: int = 0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        last_position: int = 0,
+        partition_of: Callable[[str], int] | None = None,
+        starts: Sequence[int] = (),
+    ) -> None:
+        """``last_position``: where the newest applied position starts. With several
+        partitions, ``partition_of`` names a topic's and ``starts`` gives each
+        partition's start (its length is the number of partitions)."""
         super().__init__(
             settings.ring_max_frames,
             settings.ring_max_bytes,
             history_budget(settings)[0],
-            last_position,
+            max(starts, default=last_position),
         )
         self.settings = settings
         self.budget_evicted = 0  # frames the budget evicted (metric)
+        #: how many partitions the broker has (1: no per-partition bookkeeping)
+        self.partitions = max(1, len(starts))
+        self._partition_of = partition_of if self.partitions > 1 else None
+        # with several partitions: the newest applied position of each
+        self._partition_positions = list(starts)
         self._swept: dict[str, int] = {}  # name -> newest position, of dropped topics
-        self._swept_floor = 0  # positions of topics forgotten beyond that
+        # positions of topics forgotten at or below it, per partition
+        self._swept_floors = [0] * self.partitions
         #: told the name of each dropped topic (the broker stops delivering it)
         self.on_drop: Callable[[str], None] | None = None
 
@@ -115,10 +179,39 @@ class Topics(TopicTable):
         """The topic ``name``, created (without history) if it does not exist."""
         topic = self.by_name.get(name)
         if topic is None:
-            floor = max(self._swept.pop(name, 0), self._swept_floor)
-            topic = self.by_name[name] = Topic(name, floor, now)
+            if self._partition_of is None:
+                floor = max(self._swept.pop(name, 0), self._swept_floors[0])
+                topic = self.by_name[name] = Topic(name, floor, now)
+            else:
+                partition = self._partition_of(name)
+                floor = max(self._swept.pop(name, 0), self._swept_floors[partition])
+                topic = self.by_name[name] = Topic(name, floor, now, partition)
         topic.last_activity = now
         return topic
+
+    def last_position_of(self, partition: int) -> int:
+        """The newest position applied in ``partition`` (see the module doc)."""
+        if self.partitions == 1:
+            return self.last_position
+        return self._partition_positions[partition]
+
+    def skip_to_in(self, partition: int, position: int) -> None:
+        """``skip_to`` in one partition: its newest applied position rises to
+        ``position``, never falls."""
+        self.skip_to(position)
+        if self.partitions > 1 and position > self._partition_positions[partition]:
+            self._partition_positions[partition] = position
+
+    def applied(self, items: Sequence[Any]) -> None:
+        """With several partitions: raise each partition's newest applied position
+        to the events just stored (``FanOut.apply``, after ``store``)."""
+        positions = self._partition_positions
+        by_name = self.by_name
+        for position, _, names, _, _ in items:
+            for name in names:
+                topic = by_name.get(name)
+                if topic is not None and position > positions[topic.partition]:
+                    positions[topic.partition] = position
 
     def keep_to_budget(self) -> None:
         """Evict what is over the budget now (after frames were flushed that
@@ -214,11 +307,15 @@ class Topics(TopicTable):
             self.retained_frames -= len(topic.ring)
             self.by_write.pop(topic, None)
         newest = topic.newest_position
-        if newest > self._swept_floor:
+        floors = self._swept_floors
+        if newest > floors[topic.partition]:
             self._swept[topic.name] = newest
         while len(self._swept) > self.settings.max_topics:
             oldest = next(iter(self._swept))
-            self._swept_floor = max(self._swept_floor, self._swept.pop(oldest))
+            position = self._swept.pop(oldest)
+            # the partition of a topic no longer held, from the broker's rule again
+            partition = 0 if self._partition_of is None else self._partition_of(oldest)
+            floors[partition] = max(floors[partition], position)
 
     def budget_figures(self) -> dict[str, int]:
         """The history budget and its use (``/stats``, ``/metrics``)."""

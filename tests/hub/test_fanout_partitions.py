@@ -1,0 +1,178 @@
+"""The fan-out over several partitions (issue 42): each frame written to a stream
+whose topics span partitions carries that stream's cursor as its id, in sync,
+catching up and after a break; a break of one partition reaches its streams
+only. A real ``Hub`` driven by a fake two-partition broker, no Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+from sse_fast.hub import Hub, PublishRequest
+from sse_fast.hub._cursor import parse_cursor
+from sse_fast.settings import Settings
+
+from ..support.asgi_harness import run, settle
+from ..support.partitioned import PartitionedBroker, Reader, open_reader
+
+WHERE = {"a": 0, "a2": 0, "b": 1, "b2": 1}
+
+
+def two_partitions() -> tuple[Hub, PartitionedBroker]:
+    broker = PartitionedBroker(WHERE)
+    return Hub(Settings(), broker=broker), broker
+
+
+def send(hub: Hub, topic: str, data: str) -> None:
+    hub.publish_nowait([PublishRequest((topic,), data)])
+
+
+class SlowReader(Reader):
+    """A client that stops reading while ``paused``: its writes stay pending."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.pending: list[tuple[asyncio.Future[None], MutableMapping[str, Any]]] = []
+
+    def __call__(self, message: MutableMapping[str, Any]) -> Any:
+        if not self.paused or message["type"] == "http.response.start":
+            return super().__call__(message)
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pending.append((future, message))
+        return future
+
+    def resume(self) -> None:
+        self.paused = False
+        for future, message in self.pending:
+            super().__call__(message)
+            future.set_result(None)
+        self.pending.clear()
+
+
+def ids(reader: Reader) -> list[dict[int, int] | None]:
+    return [parse_cursor(e.id) for e in reader.events]
+
+
+def test_a_stream_catching_up_over_two_partitions_gets_its_cursors() -> None:
+    """Writes pending: the stream catches up from the rings (``read_since`` with its
+    positions), then rejoins the in-sync merge; every id is its cursor after that
+    event, nothing lost or repeated."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader = SlowReader()
+        subscription = await hub.attach(
+            ["a", "b"], None, reader, asyncio.get_running_loop().create_future
+        )
+        reader.paused = True
+        send(hub, "a", "a1")
+        await settle()
+        send(hub, "b", "b1")
+        send(hub, "a", "a2")
+        await settle()
+        assert subscription.state == subscription.CATCHING_UP
+        reader.resume()
+        await settle()
+        assert subscription.state == subscription.IN_SYNC
+        send(hub, "b", "b2")
+        await settle()
+        assert reader.data() == ["a1", "b1", "a2", "b2"]
+        assert ids(reader) == [
+            {0: 1000, 1: 899},
+            {0: 1000, 1: 900},
+            {0: 1001, 1: 900},
+            {0: 1001, 1: 901},
+        ]
+
+    run(main())
+
+
+def test_streams_of_the_same_topics_at_other_positions_get_their_own_ids() -> None:
+    """Two in-sync streams of "a" and "b" that started when partition 0 stood at
+    different positions (an event of "a2" between): one merge, but each frame's id
+    is each stream's own cursor."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        early, _ = await open_reader(hub, ["a", "b"])
+        send(hub, "a2", "elsewhere")  # partition 0 moves on; neither stream has "a2"
+        late, _ = await open_reader(hub, ["a", "b"])
+        send(hub, "b", "b1")
+        await settle()
+        assert early.data() == late.data() == ["b1"]
+        assert ids(early) == [{0: 999, 1: 900}]
+        assert ids(late) == [{0: 1000, 1: 900}]
+
+    run(main())
+
+
+def test_a_break_of_one_partition_is_said_to_its_streams_only() -> None:
+    """``Member.rejoined(..., partition=1)``: the streams of "b" get the
+    ``sse-fast-missed`` (with ``partition``; a stream over both partitions with its
+    cursor as the id), a stream of "a" nothing; an id from before the break then
+    resumes as ``evicted``."""
+
+    async def main() -> None:
+        hub, broker = two_partitions()
+        send(hub, "a", "a1")
+        send(hub, "b", "b1")
+        only_a, _ = await open_reader(hub, ["a"])
+        only_b, _ = await open_reader(hub, ["b"])
+        both, _ = await open_reader(hub, ["a", "b"])
+        before = both.last_event_id
+        broker.rejoin(1, 950, "redis-restarted")
+        await settle()
+        assert only_a.events == []
+        (marker,) = only_b.events
+        assert marker.event == "sse-fast-missed" and marker.id == "949"
+        assert json.loads(marker.data) == {
+            "reason": "redis-restarted",
+            "last_event_id": None,
+            "partition": 1,
+        }
+        (marker,) = both.events
+        assert marker.event == "sse-fast-missed" and parse_cursor(marker.id) == {0: 1000, 1: 949}
+        assert json.loads(marker.data)["partition"] == 1
+        assert hub.last_position_of(1) == 949 and hub.last_position_of(0) == 1000
+        send(hub, "b", "b2")
+        await settle()
+        assert parse_cursor(both.events[-1].id) == {0: 1000, 1: 950}
+        again, _ = await open_reader(hub, ["a", "b"], before)
+        assert again.headers["sse-fast-resume"] == "evicted"
+
+    run(main())
+
+
+def test_an_event_type_keeps_its_line_and_only_the_id_changes() -> None:
+    """Frames from the local encoder put ``event:`` before ``id:``: the id line is
+    replaced where it is; the frame's other bytes are the stored ones."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader, _ = await open_reader(hub, ["a", "b"])
+        hub.publish_nowait([PublishRequest(("a",), "x\ny", event="kind", id="mine", retry=5)])
+        await settle()
+        stored = hub.topics.by_name["a"].ring.read_since(0)[0]
+        assert stored == b"event: kind\nid: mine\nretry: 5\ndata: x\ndata: y\n\n"
+        written = b"event: kind\nid: ~899.0:101.1:0\nretry: 5\ndata: x\ndata: y\n\n"
+        assert reader.raw.endswith(written)
+
+    run(main())
+
+
+def test_a_single_partition_stream_shares_the_stored_bytes() -> None:
+    """No rewrite where the topics share one partition: the frame written is the
+    one stored, publisher's id included."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader, subscription = await open_reader(hub, ["a", "a2"])
+        hub.publish_nowait([PublishRequest(("a",), "x", id="mine")])
+        await settle()
+        assert subscription.places is None
+        assert reader.raw.endswith(b"id: mine\ndata: x\n\n")
+
+    run(main())
