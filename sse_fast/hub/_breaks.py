@@ -60,7 +60,11 @@ def mark_break(fanout: FanOut, history_from: int, reason: str | None, partition:
 def mark_missed(fanout: FanOut, names: Sequence[str], position: int, reason: str) -> None:
     """A marker at ``position`` in ``names``: events were lost there."""
     fanout.metrics.history_breaks_total += 1
-    frame = missed_frame(reason, position)
+    topics = fanout.topics
+    if topics.partitions == 1 or not names:
+        frame = missed_frame(reason, position)
+    else:  # the names' partition (a broker's break is in one partition)
+        frame = missed_frame(reason, position, partition=topics.partition_of(names[0]))
     fanout.apply([Sequenced(position, str(position), tuple(names), frame, fanout.clock())])
     for name in names:  # what came before the marker can no longer be vouched for
         topic = fanout.topics.by_name.get(name)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .._core import HAS_EXTENSIONS
 from .._publish_checks import check_topic
 from ..brokers.durable._directory import directory_bytes
+from ._cursor import format_cursor
 from ._presence import add_up
 from ._presence import figures as presence_figures
 
@@ -101,7 +102,7 @@ class Figures:
             "topics_with_history": topics.with_history,
             "topics": topics.page(offset, limit),
             **topics.budget_figures(),
-            "last_id": str(hub.last_position),
+            "last_id": _last_id(hub),
             "draining": hub.draining,
             "eager_send": hub.send_style.eager,
             "native_core": HAS_EXTENSIONS,
@@ -124,3 +125,12 @@ class Figures:
         out["next_offset"] = offset + limit if more else None
         out.update(hub.broker.stats())
         return out
+
+
+def _last_id(hub: Hub) -> str:
+    """The id a new stream over every topic would start at: the newest position, or
+    with several partitions the cursor of each one's newest (``_cursor.py``)."""
+    partitions = hub.broker.partitions
+    if partitions == 1:
+        return str(hub.last_position)
+    return format_cursor({p: hub.last_position_of(p) for p in range(partitions)})

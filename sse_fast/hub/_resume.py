@@ -25,7 +25,9 @@ missing from the cursor (the client added a topic of another partition), a
 partition beyond the broker's, a component that resolves to nothing, a
 malformed cursor and a plain id are ``unknown``: a single number cannot place
 the other partitions exactly, and placing them by time would be inexact, so
-silent. Components of partitions the stream no longer covers are ignored. A
+silent. Components of partitions the stream no longer covers are ignored. The
+broker's ``lost`` ranges apply to every partition's component (the brokers that
+record them have one partition; a match elsewhere can only make it ``evicted``). A
 stream whose topics all fall in one partition resolves exactly as above.
 
 Nothing here registers the stream: ``Hub.attach`` makes it at the point found

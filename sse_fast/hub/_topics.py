@@ -189,6 +189,10 @@ class Topics(TopicTable):
         topic.last_activity = now
         return topic
 
+    def partition_of(self, name: str) -> int:
+        """The partition of topic ``name`` (the broker's rule; 0 with one)."""
+        return 0 if self._partition_of is None else self._partition_of(name)
+
     def last_position_of(self, partition: int) -> int:
         """The newest position applied in ``partition`` (see the module doc)."""
         if self.partitions == 1:

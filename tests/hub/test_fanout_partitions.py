@@ -176,3 +176,34 @@ def test_a_single_partition_stream_shares_the_stored_bytes() -> None:
         assert reader.raw.endswith(b"id: mine\ndata: x\n\n")
 
     run(main())
+
+
+def test_a_lost_history_marker_names_its_partition() -> None:
+    """``Member.missed`` (a topic's history trimmed in Redis): the marker stands at
+    its partition's position, names the partition, and on a stream over both
+    partitions carries the cursor."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        only_b, _ = await open_reader(hub, ["b"])
+        both, _ = await open_reader(hub, ["a", "b"])
+        hub.missed(["b"], 905, "redis-history-trimmed")
+        await settle()
+        (marker,) = only_b.events
+        assert marker.id == "905" and json.loads(marker.data)["partition"] == 1
+        (marker,) = both.events
+        assert parse_cursor(marker.id) == {0: 999, 1: 905}
+        assert json.loads(marker.data)["partition"] == 1
+
+    run(main())
+
+
+def test_stats_show_the_cursor_of_every_partition() -> None:
+    """``/stats``' ``last_id``: with several partitions, a cursor over all of them."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        send(hub, "b", "b1")
+        assert parse_cursor(hub.stats()["last_id"]) == {0: 999, 1: 900}
+
+    run(main())
