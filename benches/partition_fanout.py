@@ -16,7 +16,10 @@ before and after: the issue gates the one-partition path at >= 0.95x.
 Experiment, kept as the record of a decision (``benches/README.md``):
 
 Question: Does the multi-partition cursor cost anything on one partition's fan-out?
-Result: see the report of the change that added it (issue 42, part B).
+Result: no. Median ns per stream (2,000 streams, 300 rounds, Cython, the shared 2-core
+    machine, each checkout run alternately 3 times): one topic 48-50 before, 46-47
+    after; two topics of one partition 244-246 before, 252-254 after (0.97x).
+    Streams over two partitions pay for their cursors: about 900 ns.
 Date: 2026-11-26
 """
 

@@ -165,16 +165,16 @@ class FanOut:
         multi: dict[Subscription, Send] = {}
         for topic in before:
             multi.update(topic.in_sync_multi)
-        merged: dict[tuple[Topic, ...], Any] = {}
-        # what a group of streams is written: per topic set, or (topics over several
-        # partitions) per topic set and cursor, each frame's id that stream's cursor
-        out: dict[tuple[Any, ...], tuple[bytes, int]] = {}
-        moved: dict[tuple[Any, ...], dict[int, int]] = {}  # the cursor after, by group
+        # per topic set: its merge, (bytes, count); or, for topics over several
+        # partitions, its frames (``merge_frames``) and, per topic set and cursor, the
+        # bytes with that cursor as each frame's id (``_place``)
+        merged: dict[tuple[Any, ...], Any] = {}
         groups: dict[tuple[Any, ...], dict[Subscription, Send]] = {}
+        moved: dict[tuple[Any, ...], dict[int, int]] = {}
         for subscription, send in multi.items():
             if subscription.state != Subscription.IN_SYNC:
                 continue  # closed above (one of its topics overflowed)
-            key = tuple(subscription.topics)
+            key: tuple[Any, ...] = tuple(subscription.topics)
             places = subscription.places
             if key not in merged:
                 cursors = {t: before.get(t, t.flushed) for t in key}
@@ -184,20 +184,11 @@ class FanOut:
                     merged[key] = (b"", 0) if places is None else []
                     self.lagged(subscription, lag.lost)
                     continue
-            group: tuple[Any, ...] = key
-            if places is None:
-                out[key] = merged[key]
-            else:
-                group = (key, *places.items())
-                if group in moved:
-                    places.update(moved[group])
-                else:
-                    entries = merged[key]
-                    out[group] = (with_cursors(entries, places), len(entries))
-                    moved[group] = dict(places)
-            groups.setdefault(group, {})[subscription] = send
-        for group, targets in groups.items():
-            data, count = out[group]
+            if places is not None:
+                key = _place(key, places, merged, moved)
+            groups.setdefault(key, {})[subscription] = send
+        for key, targets in groups.items():
+            data, count = merged[key]
             if count:
                 self._write_events(targets, data, count)
 
@@ -321,6 +312,27 @@ class FanOut:
         self.closer.close(
             subscription, Reason.LAGGED, final=disconnect_frame(Reason.LAGGED, lost=lost)
         )
+
+
+def _place(
+    key: tuple[Any, ...],
+    places: dict[int, int],
+    merged: dict[tuple[Any, ...], Any],
+    moved: dict[tuple[Any, ...], dict[int, int]],
+) -> tuple[Any, ...]:
+    """A stream over several partitions at ``places`` (moved past the frames): its
+    group, whose bytes (``merged``) are the topic set's frames with its cursor as
+    each one's id, rewritten once per topic set and cursor (``moved``: the cursor
+    after, by group)."""
+    group = (key, *places.items())
+    after = moved.get(group)
+    if after is None:
+        entries = merged[key]
+        merged[group] = (with_cursors(entries, places), len(entries))
+        moved[group] = dict(places)
+    else:
+        places.update(after)
+    return group
 
 
 def _at_flushed_heads(cursors: dict[Topic, int]) -> bool:
