@@ -213,9 +213,10 @@ class Topics(TopicTable):
         by_name = self.by_name
         for position, _, names, _, _ in items:
             for name in names:
-                topic = by_name.get(name)
-                if topic is not None and position > positions[topic.partition]:
-                    positions[topic.partition] = position
+                topic = by_name.get(name)  # None: the budget dropped it already
+                partition = self.partition_of(name) if topic is None else topic.partition
+                if position > positions[partition]:
+                    positions[partition] = position
 
     def keep_to_budget(self) -> None:
         """Evict what is over the budget now (after frames were flushed that

@@ -6,9 +6,11 @@ fake two-partition broker (``tests/support/partitioned.py``), no Redis."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+import sse_fast
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.hub._cursor import format_cursor, parse_cursor
 from sse_fast.settings import Settings
@@ -184,3 +186,16 @@ def test_positions_of_each_partition_are_kept_apart() -> None:
         assert hub.last_position == 1000  # the newest of any: a figure only
 
     run(main())
+
+
+def test_only_topics_keeps_the_positions_of_partitions() -> None:
+    """One owner (STYLE 14): the newest applied position of each partition, what a
+    cursor's resume rests on, is named in ``hub/_topics.py`` alone (``Topics``
+    raises it in ``applied`` and ``skip_to_in``); the rest ask ``last_position_of``."""
+    package = Path(sse_fast.__file__).parent
+    users = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if "_partition_positions" in path.read_text()
+    }
+    assert users == {"hub/_topics.py"}
