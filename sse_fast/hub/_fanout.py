@@ -91,15 +91,17 @@ class FanOut:
         batch = items if type(items) is list else list(items)
         now = self.clock()
         dirty = self._dirty
+        # with several partitions, which events are new is told per partition (``applied``)
+        accepted = self._accepted if topics.partitions == 1 else []
         start = 0
         while start < len(batch):
-            start, lagging = topics.store(batch, start, now, dirty, self._accepted)
+            start, lagging = topics.store(batch, start, now, dirty, accepted)
             if lagging is not None:
                 self._drop_lagging(lagging)
             if topics.trimmed:  # the history budget evicted other topics' frames
                 self._lag_trimmed()
         if topics.partitions > 1:  # the newest applied position of each partition
-            topics.applied(batch)
+            topics.applied(batch, self._accepted)
         if dirty and not self._flush_scheduled:
             try:
                 loop = running_loop()

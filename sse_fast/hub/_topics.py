@@ -206,17 +206,26 @@ class Topics(TopicTable):
         if self.partitions > 1 and position > self._partition_positions[partition]:
             self._partition_positions[partition] = position
 
-    def applied(self, items: Sequence[Any]) -> None:
+    def applied(self, items: Sequence[Any], accepted: list[list[Any]]) -> None:
         """With several partitions: raise each partition's newest applied position
-        to the events just stored (``FanOut.apply``, after ``store``)."""
+        to the events just stored (``FanOut.apply``, after ``store``), and count
+        those new in their partition in ``accepted`` as ``store`` does with one
+        (``[accepted_at, count]`` per run: the latency metric)."""
         positions = self._partition_positions
         by_name = self.by_name
-        for position, _, names, _, _ in items:
+        for position, _, names, _, accepted_at in items:
+            new = False
             for name in names:
                 topic = by_name.get(name)  # None: the budget dropped it already
                 partition = self.partition_of(name) if topic is None else topic.partition
                 if position > positions[partition]:
                     positions[partition] = position
+                    new = True
+            if new:
+                if accepted and accepted[-1][0] == accepted_at:
+                    accepted[-1][1] += 1
+                else:
+                    accepted.append([accepted_at, 1])
 
     def keep_to_budget(self) -> None:
         """Evict what is over the budget now (after frames were flushed that

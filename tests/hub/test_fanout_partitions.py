@@ -207,3 +207,20 @@ def test_stats_show_the_cursor_of_every_partition() -> None:
         assert parse_cursor(hub.stats()["last_id"]) == {0: 999, 1: 900}
 
     run(main())
+
+
+def test_publish_latency_counts_the_events_of_every_partition() -> None:
+    """An event of the partition whose positions run lower (B@900 after A@1000) is
+    new in its partition: the publish latency counts it too."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        await open_reader(hub, ["a", "b"])
+        send(hub, "a", "a1")
+        await settle()
+        send(hub, "b", "b1")
+        send(hub, "b", "b1")  # B@901
+        await settle()
+        assert hub.metrics.publish_latency.count == 3
+
+    run(main())
