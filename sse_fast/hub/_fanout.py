@@ -172,7 +172,7 @@ class FanOut:
         # bytes with that cursor as each frame's id (``_place``)
         merged: dict[tuple[Any, ...], Any] = {}
         groups: dict[tuple[Any, ...], dict[Subscription, Send]] = {}
-        moved: dict[tuple[Any, ...], dict[int, int]] = {}
+        moved: dict[tuple[Any, ...], Any] = {}
         for subscription, send in multi.items():
             if subscription.state != Subscription.IN_SYNC:
                 continue  # closed above (one of its topics overflowed)
@@ -187,7 +187,7 @@ class FanOut:
                     self.lagged(subscription, lag.lost)
                     continue
             if places is not None:
-                key = _place(key, places, merged, moved)
+                key, subscription.places = _place(key, places, merged, moved)
             groups.setdefault(key, {})[subscription] = send
         for key, targets in groups.items():
             data, count = merged[key]
@@ -261,6 +261,8 @@ class FanOut:
         subscription.leave_sync(
             cursors if cursors is not None else {t: t.flushed for t in subscription.topics}
         )
+        if subscription.places is not None:  # its own from now on (``_place`` shares them)
+            subscription.places = dict(subscription.places)
         subscription.task = asyncio.get_running_loop().create_task(
             self._catch_up_loop(subscription, pending)
         )
@@ -320,21 +322,27 @@ def _place(
     key: tuple[Any, ...],
     places: dict[int, int],
     merged: dict[tuple[Any, ...], Any],
-    moved: dict[tuple[Any, ...], dict[int, int]],
-) -> tuple[Any, ...]:
-    """A stream over several partitions at ``places`` (moved past the frames): its
-    group, whose bytes (``merged``) are the topic set's frames with its cursor as
-    each one's id, rewritten once per topic set and cursor (``moved``: the cursor
-    after, by group)."""
-    group = (key, *places.items())
-    after = moved.get(group)
-    if after is None:
+    moved: dict[tuple[Any, ...], Any],
+) -> tuple[tuple[Any, ...], dict[int, int]]:
+    """A stream of topic set ``key`` over several partitions, at ``places``: its group
+    and its places after this flush. The group's bytes (in ``merged``) are the
+    topic set's frames with the cursor after each as its id, rewritten once per
+    group. In-sync streams at the same places share one dict, never changed (a
+    stream leaving sync takes a copy: ``FanOut.catch_up``), so a group is one
+    dict's identity; ``moved`` holds, per group, the dict before (its identity
+    stays its own while this flush runs) and the one after, and per topic set and
+    places after, that dict (streams that came to the same places share it)."""
+    group = (key, id(places))
+    found = moved.get(group)
+    if found is None:
+        after = dict(places)
         entries = merged[key]
-        merged[group] = (with_cursors(entries, places), len(entries))
-        moved[group] = dict(places)
-    else:
-        places.update(after)
-    return group
+        data = with_cursors(entries, after)
+        alike = (key, *after.items())
+        after = moved.setdefault(alike, after)
+        merged[group] = (data, len(entries))
+        moved[group] = found = (places, after)
+    return group, found[1]
 
 
 def _at_flushed_heads(cursors: dict[Topic, int]) -> bool:

@@ -20,9 +20,9 @@ from ..support.partitioned import PartitionedBroker, Reader, open_reader
 WHERE = {"a": 0, "a2": 0, "b": 1, "b2": 1}
 
 
-def two_partitions() -> tuple[Hub, PartitionedBroker]:
+def two_partitions(**settings: Any) -> tuple[Hub, PartitionedBroker]:
     broker = PartitionedBroker(WHERE)
-    return Hub(Settings(), broker=broker), broker
+    return Hub(Settings(**settings), broker=broker), broker
 
 
 def send(hub: Hub, topic: str, data: str) -> None:
@@ -222,5 +222,73 @@ def test_publish_latency_counts_the_events_of_every_partition() -> None:
         send(hub, "b", "b1")  # B@901
         await settle()
         assert hub.metrics.publish_latency.count == 3
+
+    run(main())
+
+
+def test_streams_at_one_cursor_part_when_one_catches_up() -> None:
+    """In-sync streams at the same positions share them (one rewrite per flush);
+    the one that falls behind and catches up moves its own, not the others'."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        slow = SlowReader()
+        await hub.attach(["a", "b"], None, slow, asyncio.get_running_loop().create_future)
+        fast, _ = await open_reader(hub, ["a", "b"])
+        send(hub, "a", "a1")
+        await settle()
+        slow.paused = True
+        send(hub, "b", "b1")
+        await settle()
+        send(hub, "a", "a2")
+        send(hub, "b", "b2")
+        await settle()
+        assert fast.data() == ["a1", "b1", "a2", "b2"] or fast.data() == ["a1", "b1", "b2", "a2"]
+        assert ids(fast)[-1] == {0: 1001, 1: 901}
+        slow.resume()
+        await settle()
+        assert sorted(slow.data()) == ["a1", "a2", "b1", "b2"]
+        assert [d for d in slow.data() if d[0] == "b"] == ["b1", "b2"]
+        assert ids(slow)[-1] == {0: 1001, 1: 901}
+        for reader in (slow, fast):  # each id is the cursor after that event
+            where = {"a1": (0, 1000), "a2": (0, 1001), "b1": (1, 900), "b2": (1, 901)}
+            places = {0: 999, 1: 899}
+            for event in reader.events:
+                partition, position = where[event.data]
+                places[partition] = position
+                assert parse_cursor(event.id) == places
+        send(hub, "b", "b3")
+        await settle()
+        assert ids(slow)[-1] == ids(fast)[-1] == {0: 1001, 1: 902}
+
+    run(main())
+
+
+def test_a_stream_catching_up_does_not_move_the_cursor_it_shared() -> None:
+    """The catching-up stream reads a2 and b2 from the rings before the flush writes
+    them to the in-sync one, with which it shared its positions: the in-sync one's
+    ids stay its own (b2 is written first, at partition 0's 1000, not 1001)."""
+
+    async def main() -> None:
+        hub, _ = two_partitions(catch_up_timeout=0)
+        slow = SlowReader()
+        await hub.attach(["a", "b"], None, slow, asyncio.get_running_loop().create_future)
+        fast, _ = await open_reader(hub, ["a", "b"])
+        send(hub, "a", "a1")
+        await settle()
+        slow.paused = True
+        send(hub, "b", "b1")
+        await settle()  # the slow stream is catching up, at the positions both had
+        slow.resume()  # its catch-up goes on before the next flush
+        send(hub, "a", "a2")
+        send(hub, "b", "b2")
+        await settle()
+        for reader in (slow, fast):  # each id is the cursor after that event
+            where = {"a1": (0, 1000), "a2": (0, 1001), "b1": (1, 900), "b2": (1, 901)}
+            places = {0: 999, 1: 899}
+            for event in reader.events:
+                partition, position = where[event.data]
+                places[partition] = position
+                assert parse_cursor(event.id) == places, (reader is fast, event)
 
     run(main())
