@@ -92,8 +92,14 @@ def broker_for(settings: Settings) -> Broker:
     if settings.redis_url:
         from .brokers.redis import RedisBroker
 
+        urls = settings.redis_urls
+        url: Any = urls[0] if len(urls) == 1 else urls  # one Redis, or the shards in order
+        layout: dict[str, Any] = {}
+        if len(urls) > 1 or settings.redis_partition_count > 1:
+            layout["partitions"] = settings.redis_partition_count
         return RedisBroker(
-            settings.redis_url,
+            url,
+            **layout,
             prefix=settings.redis_prefix,
             history_frames=settings.redis_history_frames,
             history_age=settings.redis_history_age,
@@ -200,7 +206,12 @@ def serve(settings: Settings) -> int:
     if settings.schemas:
         check_schemas(settings.schemas)
     if settings.redis_url:
-        refusal = redis_refusal(settings.redis_url)
+        refusal = redis_refusal(
+            settings.redis_urls,
+            settings.redis_partition_count,
+            settings.redis_prefix,
+            settings.node_name,
+        )
         if refusal:
             raise StartError(refusal)
     upstream_lock = _prepare_relay_mode(settings)

@@ -83,6 +83,9 @@ def add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, action="store_true", default=None, help=help_text)
             continue
         kind = {"int": int, "float": float, "str": str}.get(str(field.type), str)
+        if field.name == "redis_url":  # given once per shard: joined with spaces (cli.py)
+            parser.add_argument(flag, action="append", default=None, help=help_text)
+            continue
         if field.name == "upstream_topic":  # sse-fast mirror also has --topic for it
             parser.add_argument(flag, dest=field.name, type=kind, help=help_text)
             continue

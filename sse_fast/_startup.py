@@ -8,8 +8,9 @@ A start can fail in two places.
 * Before Granian starts, in the main process (``compose.serve``): the listen
   address, the schemas, the data directory (locked, read, proven writable with
   room for a start: ``DataDirectory.acquire``), and Redis, which must not be a
-  Redis Cluster (``redis_refusal`` asks it: ``INFO cluster``). A failure there is
-  one line on stderr and exit status 2.
+  Redis Cluster and must hold the layout this node is configured with
+  (``redis_refusal``: ``brokers/redis/_layout.py``). A failure there is one line
+  on stderr and exit status 2.
 * In a worker, after it started answering (``app/_start.py``): restoring the
   history, joining the relay, connecting to Redis; or in the main process's
   relay supervisor, when the relay does not start. Such a failure is written as
@@ -25,13 +26,13 @@ The first failure written is the one said (several workers may fail alike).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Sequence
 
 from .schemas import Schemas, load
 
@@ -84,36 +85,27 @@ class StartReport:
         shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
 
 
-def redis_refusal(url: str, timeout: float = REDIS_CHECK_TIMEOUT) -> str:
-    """Why the Redis at ``url`` cannot be this server's broker, asked of Redis
-    itself: it is a Redis Cluster node (``cluster_enabled:1``). "" when it can, or
-    when it cannot be asked now (down, no ``INFO`` right): the workers then say
+def redis_refusal(
+    urls: Sequence[str],
+    partitions: int = 1,
+    prefix: str = "sse:",
+    node: str = "",
+    timeout: float = REDIS_CHECK_TIMEOUT,
+) -> str:
+    """Why the Redis at ``urls`` (one, or the shards in order) cannot be this server's broker,
+    asked of Redis itself: a Redis Cluster node, or a layout recorded there that is not the
+    one this node is configured with (``brokers/redis/_layout.py``; recorded now where none
+    is). "" when they can, or when a Redis cannot be asked now (down): the workers then say
     what is wrong as they connect."""
     try:
-        from .brokers.redis._scripts import connect
+        from .brokers.redis._layout import check_layout
     except ImportError:  # no redis package: the workers say how to install it
         return ""
-
-    async def ask() -> dict[str, object]:
-        client = connect(url)
-        try:
-            return dict(await asyncio.wait_for(client.info("cluster"), timeout))
-        finally:
-            with contextlib.suppress(Exception):
-                await client.aclose()
-
     try:
-        info = asyncio.run(ask())
-    except Exception:
+        return asyncio.run(check_layout(urls, partitions, prefix, node, timeout)) or ""
+    except Exception as exc:  # a bug of the check must not stop a start Redis would allow
+        logging.getLogger("sse_fast").warning("the Redis layout check failed: %r", exc)
         return ""
-    if str(info.get("cluster_enabled", "0")) != "1":
-        return ""
-    return (
-        "--redis-url points at a Redis Cluster node (INFO cluster says cluster_enabled:1): "
-        "sse-fast does not support Redis Cluster yet (its hash slots would split the one "
-        "sequence every event gets; a later version adds it); give it one Redis, or a "
-        "primary with replicas under Sentinel (redis-sentinel://host:26379/name)"
-    )
 
 
 def load_at_start(spec: str) -> Schemas:

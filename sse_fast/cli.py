@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(arguments)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if k != "command"}
+    if overrides.get("redis_url") is not None:  # --redis-url once per shard
+        overrides["redis_url"] = " ".join(overrides["redis_url"])
     try:
         settings = Settings.from_env(**overrides)
     except SettingsError as exc:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from .._core.request import TOPIC_CHARACTERS, TOPIC_NAME
 from .._patterns import PatternError, check_pattern
+from ._services import MAX_REDIS_PARTITIONS
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -188,15 +189,50 @@ def _check_proxies_and_patterns(settings: Settings) -> None:
                 raise SettingsError(f"{name}: {exc}") from None
 
 
-def _check_services(settings: Settings) -> None:
-    """Redis, mirror mode, typed streams, presence, webhooks, TLS, logging."""
-    if settings.redis_url and not settings.redis_url.startswith(
-        ("redis://", "rediss://", "unix://", "redis-sentinel://")
+def _check_redis(settings: Settings) -> None:
+    """The Redis URLs (one, or shards) and the partitions."""
+    urls = settings.redis_urls
+    for url in urls:
+        if url.startswith(("redis-cluster://", "rediss-cluster://")):
+            raise SettingsError(
+                f"redis_url {url!r}: Redis Cluster is not supported yet; give one Redis, a "
+                "Sentinel group (redis-sentinel://host:26379/name), or several Redis as shards "
+                "(--redis-url given once per shard)"
+            )
+        if not url.startswith(("redis://", "rediss://", "unix://", "redis-sentinel://")):
+            raise SettingsError(
+                f"redis_url must start with redis://, rediss://, unix:// or "
+                f"redis-sentinel://, got {url!r}"
+            )
+    repeated = sorted({url for url in urls if urls.count(url) > 1})
+    if repeated:
+        raise SettingsError(
+            f"redis_url: {repeated[0]!r} is given twice: each shard is one Redis, given once"
+        )
+    partitions = settings.redis_partitions
+    if not 0 <= partitions <= MAX_REDIS_PARTITIONS:
+        raise SettingsError(
+            f"redis_partitions must be 0 (the default for the URLs given) or 1 to "
+            f"{MAX_REDIS_PARTITIONS}, got {partitions}"
+        )
+    if len(urls) > 1 and 0 < partitions < len(urls):
+        raise SettingsError(
+            f"redis_partitions {partitions} with {len(urls)} shards: a shard would hold no "
+            f"partition; give at least {len(urls)} (the default with shards is 128)"
+        )
+    if settings.redis_partition_count > 1 and (
+        "{" in settings.redis_prefix or "}" in settings.redis_prefix
     ):
         raise SettingsError(
-            f"redis_url must start with redis://, rediss://, unix:// or "
-            f"redis-sentinel://, got {settings.redis_url!r}"
+            f"redis_prefix {settings.redis_prefix!r}: with partitions, choose one without '{{' "
+            "or '}' (Redis Cluster would hash the text between braces, not the partition's tag)"
         )
+
+
+def _check_services(settings: Settings) -> None:
+    """Redis, mirror mode, typed streams, presence, webhooks, TLS, logging."""
+    if settings.redis_url:
+        _check_redis(settings)
     if settings.persistence not in ("interval", "always", "never", "off"):
         raise SettingsError(
             f"persistence must be interval, always, never or off, got {settings.persistence!r}"

@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 
 from ._serving import _doc
 
+#: partitions a layout of several Redis has unless ``redis_partitions`` says otherwise
+DEFAULT_SHARDED_PARTITIONS = 128
+#: the most partitions a Redis layout may have (each then spans 16 Cluster slots)
+MAX_REDIS_PARTITIONS = 1024
+
 
 @dataclass(frozen=True)
 class _Features:
@@ -78,6 +83,19 @@ class _Features:
 class _Brokers:
     """Several workers (the relay) and several machines (Redis)."""
 
+    @property
+    def redis_urls(self) -> tuple[str, ...]:
+        """The Redis URLs given (``redis_url`` split on whitespace): one, or the shards in order."""
+        return tuple(self.redis_url.split())
+
+    @property
+    def redis_partition_count(self) -> int:
+        """The partitions in use: ``redis_partitions``, or its default for the URLs given (1 for
+        one Redis, ``DEFAULT_SHARDED_PARTITIONS`` for shards)."""
+        if self.redis_partitions:
+            return self.redis_partitions
+        return 1 if len(self.redis_urls) <= 1 else DEFAULT_SHARDED_PARTITIONS
+
     relay_history_frames: int = field(
         default=100_000,
         metadata=_doc(
@@ -94,8 +112,19 @@ class _Brokers:
         metadata=_doc(
             "scale out on Redis: redis://[:password@]host:port/db, rediss:// (TLS), "
             "unix:///path, or redis-sentinel://host:port[,host:port]/master-name; every "
-            "node and worker with the same Redis and prefix behaves as one server "
+            "node and worker with the same Redis and prefix behaves as one server; "
+            "several URLs (given more than once, or separated by spaces) are shards that "
+            "share the topics out, in the same order on every node "
             "(empty: no external service)"
+        ),
+    )
+    redis_partitions: int = field(
+        default=0,
+        metadata=_doc(
+            "sequences the topics are split into on Redis, each on one shard (a topic's is "
+            "FNV-1a 64 of its name modulo this); the same on every node, recorded in Redis; "
+            "0: 1 with one Redis URL (one sequence, the keys of earlier versions), 128 "
+            "with shards"
         ),
     )
     node_name: str = field(

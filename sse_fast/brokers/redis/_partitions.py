@@ -42,6 +42,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
 
+from ...settings._services import MAX_REDIS_PARTITIONS
+
 __all__ = [
     "MAX_PARTITIONS",
     "SLOTS",
@@ -65,7 +67,7 @@ __all__ = [
 #: the number of Redis Cluster hash slots
 SLOTS = 16384
 #: the most partitions a layout may have (each then spans 16 slots)
-MAX_PARTITIONS = 1024
+MAX_PARTITIONS = MAX_REDIS_PARTITIONS
 _FORMAT = 1  # the layout record's format version this module writes and reads
 _DOCS = "docs/operations/redis.md"
 

@@ -1,0 +1,175 @@
+"""The layout check at start: every Redis of the layout holds the record of one
+layout, the one this node is configured with, or the node does not start.
+
+Theory of operation
+-------------------
+Nodes that disagree on the layout (the URLs' order, the partition count, one
+Redis or shards) publish into keys the others never read: their subscribers
+would miss events without a word. So the layout is recorded in Redis
+(``_partitions.Layout``, at ``layout_key(prefix)``) and checked by the main
+process of ``sse-fast serve`` before any worker starts (``check_layout``):
+
+1. Read every Redis's record, and whether it holds a one-sequence fleet's
+   ``sse:position``.
+2. Where no Redis has one, this node makes the layout: ``SET NX`` of a fresh
+   record on the first Redis, read back (two nodes starting together agree on
+   whichever was written first). A Redis without a record (new, or restarted
+   empty) gets the layout's record with its own place, ``SET NX`` too.
+3. Each record is compared with this node's configuration
+   (``_partitions.layout_refusal``): the first difference is the one sentence
+   the start fails with.
+
+A Redis that does not answer is skipped with a warning: the workers connect
+to it later (a shard down at start is a shard down, not a wrong layout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from ._partitions import Layout, layout_key, layout_refusal, new_layout
+from ._scripts import connect
+
+__all__ = ["CHECK_TIMEOUT", "check_layout", "configured_layout"]
+
+log = logging.getLogger("sse_fast.redis")
+
+#: seconds the start waits for each Redis to answer the layout check
+CHECK_TIMEOUT = 3.0
+
+_CLUSTER = (
+    "--redis-url {url} points at a Redis Cluster node (INFO cluster says cluster_enabled:1): "
+    "this version does not support Redis Cluster yet (its hash slots would split the "
+    "sequences); give one Redis, a primary with replicas under Sentinel "
+    "(redis-sentinel://host:26379/name), or several independent Redis as shards"
+)
+
+
+def configured_layout(urls: Sequence[str], partitions: int, shard: int = 0) -> Layout:
+    """What a node given ``urls`` and ``partitions`` expects the Redis at index ``shard`` to
+    hold (no layout id, time or node: those are the record's)."""
+    kind = "shards" if len(urls) > 1 else "single"
+    return Layout(kind, partitions, len(urls), shard)
+
+
+class _Redis:
+    """One Redis of the layout as the check sees it."""
+
+    def __init__(self, index: int, url: str) -> None:
+        self.index = index
+        self.url = url
+        self.client: Any = None
+        self.record: bytes | None = None
+        self.single_sequence = False
+        self.cluster = False
+        self.answered = False
+
+
+async def _read(redis: _Redis, prefix: str, timeout: float) -> None:
+    client = redis.client
+    info = await asyncio.wait_for(client.info("cluster"), timeout)
+    redis.cluster = str(info.get("cluster_enabled", "0")) == "1"
+    if redis.cluster:
+        redis.answered = True
+        return
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.get(layout_key(prefix))
+        pipe.exists(prefix + "position")
+        redis.record, exists = await asyncio.wait_for(pipe.execute(), timeout)
+    redis.single_sequence = bool(exists)
+    redis.answered = True
+
+
+async def _claim(redis: _Redis, prefix: str, record: Layout, timeout: float) -> None:
+    """Write ``record`` where there is none yet, and read back what is there."""
+    key = layout_key(prefix)
+    await asyncio.wait_for(redis.client.set(key, record.encode(), nx=True), timeout)
+    redis.record = await asyncio.wait_for(redis.client.get(key), timeout)
+
+
+async def check_layout(
+    urls: Sequence[str],
+    partitions: int,
+    prefix: str = "sse:",
+    node: str = "",
+    timeout: float = CHECK_TIMEOUT,
+) -> str | None:
+    """The sentence to refuse this node's start with, or None: the Redis at ``urls`` hold the
+    layout this node is configured with (``partitions``), recorded now where none was."""
+    found = [_Redis(i, url) for i, url in enumerate(urls)]
+    try:
+        for redis in found:
+            redis.client = connect(redis.url)
+        await asyncio.gather(*(_safely(_read(r, prefix, timeout), r) for r in found))
+        answering = [r for r in found if r.answered]
+        cluster = next((r for r in answering if r.cluster), None)
+        if cluster is not None:
+            return _CLUSTER.format(url=_shown(cluster.url))
+        refusal = _compare(answering, urls, partitions)  # what is there already
+        if refusal:
+            return refusal
+        recorded = [r for r in answering if r.record is not None]
+        base = (
+            Layout.decode(recorded[0].record or b"")
+            if recorded
+            else new_layout(configured_layout(urls, partitions).kind, partitions, len(urls), node)
+        )
+        for redis in answering:  # in the URLs' order: two nodes starting together agree
+            if redis.record is None:
+                await _safely(
+                    _claim(redis, prefix, replace(base, shard=redis.index), timeout), redis
+                )
+                if redis.record is not None:  # this one's, or the one another node wrote first
+                    base = Layout.decode(redis.record)
+        refusal = _compare([r for r in answering if r.answered], urls, partitions)
+        if refusal:
+            return refusal
+        for redis in found:
+            if not redis.answered:
+                log.warning(
+                    "Redis %s did not answer the layout check: it is checked when it is back",
+                    _shown(redis.url),
+                )
+        return None
+    finally:
+        for redis in found:
+            if redis.client is not None:
+                with contextlib.suppress(Exception):
+                    await redis.client.aclose()
+
+
+def _compare(answering: list[_Redis], urls: Sequence[str], partitions: int) -> str:
+    """The first refusal among the records read (one layout id for all), or ""."""
+    layout_id: str | None = None
+    for redis in answering:
+        refusal = layout_refusal(
+            redis.record,
+            configured_layout(urls, partitions, redis.index),
+            redis.url,
+            layout_id=layout_id,
+            single_sequence=redis.single_sequence,
+        )
+        if refusal:
+            return refusal
+        if redis.record is not None and layout_id is None:
+            layout_id = Layout.decode(redis.record).layout
+    return ""
+
+
+async def _safely(step: Any, redis: _Redis) -> None:
+    """``step``, or nothing when this Redis does not answer (marked as such)."""
+    try:
+        await step
+    except Exception as exc:  # down, refused, no INFO right, a Redis still starting
+        log.debug("layout check of %s: %r", _shown(redis.url), exc)
+        redis.answered = False
+
+
+def _shown(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//", url)  # no password in a sentence
