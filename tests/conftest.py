@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 import sse_fast
 from sse_fast._core.native import NATIVE_MODULES
@@ -31,6 +33,14 @@ collect_ignore_glob = ["adapters/originals/*/tests"]
 pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone"]
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
+
+#: Hypothesis without its timing checks: a test checks behaviour, the benchmarks speed
+#: (benches/), and on two cores shared by six workers and their servers an example
+#: may take a second (a 200 ms deadline failed a test as "flaky" under load)
+hypothesis_settings.register_profile(
+    "sse_fast", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.load_profile("sse_fast")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

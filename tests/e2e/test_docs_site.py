@@ -2,6 +2,16 @@
 Chromium, over HTTP (Material's search runs in a web worker that fetches its index:
 not from ``file://``).
 
+The site is built where nothing but the docs extra is installed: a fresh copy of the
+checkout (``tests/support/clone.py``), ``pip install -e '.[docs]'`` in a new virtual
+environment, then the strict build the README and CI give. The build runs
+``sse-fast loadgen --help`` for the command-line page (``docs/hooks.py``), which
+needs the loadgen extra; this suite's environment has every extra installed, so only
+such a venv shows whether the docs extra says all the build needs. As in
+``test_embedding_installs.py``, the pure-Python build is installed
+(``SSE_FAST_NO_EXTENSIONS=1``): the dependencies, not the extension, are what is
+checked. One build serves every test here (it is the longest part).
+
 The build is this suite's strict-build check: any warning (a broken link or anchor,
 an unresolved reference, a page missing from the nav) fails it, with mkdocs' output.
 Then the pages a reader lands on load without an error and show their heading, every
@@ -32,6 +42,7 @@ from typing import Any
 import pytest
 
 from ..support.browser import REPO, chromium, page_errors
+from ..support.clone import fresh_clone
 
 WAIT = 15_000  # ms: the longest wait for what a page should show (the search index loads)
 VIEWPORT = {"width": 1280, "height": 800}
@@ -41,7 +52,7 @@ METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub._metrics.C
 #: one worker builds the site once (a module fixture per worker would build it per worker)
 pytestmark = [
     pytest.mark.xdist_group("docs-site"),
-    pytest.mark.timeout(300),
+    pytest.mark.timeout(900),  # the first test installs the docs extra in a fresh venv
     pytest.mark.mode_independent,
 ]
 
@@ -65,18 +76,32 @@ Build = tuple[subprocess.CompletedProcess[str], Path]  # mkdocs' result, the sit
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """The site, built once, with ``--strict``."""
-    out = tmp_path_factory.mktemp("site")
-    done = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
-        cwd=REPO,
-        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=240,
-    )
-    return done, out
+    """The site, built once, with ``--strict``, in a venv with only the docs extra (a failed
+    install is returned as the build's failure, with pip's output)."""
+    work = tmp_path_factory.mktemp("docs-extra")
+    clone = fresh_clone(work / "sse_fast")
+    venv = work / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSE_FAST"))},
+        "SSE_FAST_NO_EXTENSIONS": "1",
+        "NO_MKDOCS_2_WARNING": "1",
+    }
+    env.pop("VIRTUAL_ENV", None)
+
+    def run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(venv / "bin" / "python"), "-m", *args], cwd=clone, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+            check=False,
+        )  # fmt: skip
+
+    out = work / "site"
+    installed = run("pip", "install", "-q", "-e", ".[docs]", timeout=600)
+    if installed.returncode != 0:
+        installed.stdout = f"pip install -e '.[docs]' failed:\n{installed.stdout}"
+        return installed, out
+    return run("mkdocs", "build", "--strict", "--site-dir", str(out), timeout=240), out
 
 
 #: the build's failure, told in full once (then every other test fails with a reminder)
@@ -97,7 +122,9 @@ def check(build: Build) -> Path:
     output = done.stdout
     if done.returncode != 0:
         missing = "No module named" in output or "Unrecognised theme" in output
-        hint = " (the docs' packages: pip install -e '.[docs]')" if missing else ""
+        hint = (
+            " (the docs extra in pyproject.toml lacks a package the build needs)" if missing else ""
+        )
         _fail_once(f"mkdocs build --strict failed{hint}:\n{output}")
     # what strict mode does not count: warnings of other loggers than mkdocs' (griffe's)
     warnings = [line for line in output.splitlines() if line.startswith("WARNING")]
@@ -160,9 +187,12 @@ def status(url: str) -> int:
 
 
 def test_the_site_builds_strictly(build: Build) -> None:
+    """With the docs extra alone, no warning; the command-line page has the loadgen's own
+    ``--help`` (the page the loadgen extra is needed for)."""
     site = check(build)
     for page in ("index.html", "reference/options/index.html", "search/search_index.json"):
         assert (site / page).is_file(), page
+    assert "usage: sse-fast loadgen" in (site / "reference" / "cli" / "index.html").read_text()
 
 
 #: (path, its heading, or None for a hand-written page's whatever-it-is, screenshot name)

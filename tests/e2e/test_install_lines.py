@@ -15,7 +15,7 @@ install's (``test_docs.py`` runs that).
 The default run checks the lines as text, in a second: extras that exist, nothing
 fetched by the package's name. The matrix (marker ``install_lines``, left out of the
 default run; ``.ci/run`` runs it) runs each distinct line in a fresh venv made at the
-root of a copy of the checkout (``test_docs_install.py``'s), with bash, as written
+root of a copy of the checkout (``tests/support/clone.py``), with bash, as written
 after ``. venv/bin/activate``, then checks what its extras are for: the modules import
 (``import sse_fast.aiohttp``) and the commands run (``sse-fast serve --help``).
 
@@ -39,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_docs_install import _fresh_clone
+from ..support.clone import fresh_clone as _fresh_clone
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
