@@ -210,7 +210,7 @@ def serve(settings: Settings) -> int:
             settings.redis_urls,
             settings.redis_partition_count,
             settings.redis_prefix,
-            settings.node_name,
+            settings.node_name or socket.gethostname(),  # who made a layout record
         )
         if refusal:
             raise StartError(refusal)
