@@ -284,7 +284,7 @@ def _writers_by_class(folder: Path) -> dict[str, set[str]]:
     return found
 
 
-#: what a Redis member read of the sequence, and its one owner (``_feed.py``'s ``Known``)
+#: what a Redis member read of the sequence, and its one owner (``_state.py``'s ``Known``, one per partition)
 REDIS_KNOWN = ("seen", "horizon", "epoch", "first_position", "reconnects", "repairs")
 REDIS_KNOWN += ("history_breaks",)
 
@@ -292,8 +292,9 @@ REDIS_KNOWN += ("history_breaks",)
 def redis_state_problems(folder: Path) -> list[str]:
     """Each piece of a Redis member's state changed outside its one owner (nothing: [])."""
     writers = _writers_by_class(folder)
-    owners = {name: {"_feed.py:Known"} for name in REDIS_KNOWN}
-    owners["held"] = {"_feed.py:Feed"}  # prepare, a failed load, release
+    owners = {name: {"_state.py:Known"} for name in REDIS_KNOWN}  # one per partition
+    owners["reconnects"] = {"_connection.py:Connection"}  # one per Redis
+    owners["held"] = {"_holding.py:Holding"}  # prepare, a failed load, release
     # up or down: the subscription's liveness and whether Redis answers
     owners |= {name: {"_availability.py:Availability"} for name in ("_live", "_answers")}
     owners["_down_since"] = {"_availability.py:Availability"}
