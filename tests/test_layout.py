@@ -284,7 +284,7 @@ def _writers_by_class(folder: Path) -> dict[str, set[str]]:
     return found
 
 
-#: what a Redis member read of the sequence, and its one owner (``_state.py``'s ``Known``, one per partition)
+#: what a Redis member read of a partition, and its one owner (``_state.py``'s ``Known``)
 REDIS_KNOWN = ("seen", "horizon", "epoch", "first_position", "reconnects", "repairs")
 REDIS_KNOWN += ("history_breaks",)
 
