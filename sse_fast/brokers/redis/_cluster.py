@@ -1,0 +1,206 @@
+"""A Redis Cluster's topology as the broker uses it: which master owns each
+partition's slot, and one plain client per master.
+
+Theory of operation
+-------------------
+*Why not ``redis.asyncio.RedisCluster``.* Its pub/sub polls its nodes in turn
+and re-homes channels in a task of its own; its pipelines refuse ``evalsha``;
+``WAIT`` has no key, so it would go to a node that did not take the write and
+confirm it falsely (design measurements, ``docs/operations/redis.md``). The
+broker needs to know, for each partition, the one connection its script, its
+``WAIT`` and its ``SSUBSCRIBE`` go to. So this module keeps the slot map itself
+(``CLUSTER SLOTS``, asked of any master or seed that answers) and a plain client
+per master, failing fast (no retries inside redis-py: a dead master is an error
+at once, and the broker answers 503 for that partition's topics only).
+
+*Refresh.* The map is read at start and again whenever the broker meets a sign
+that it moved: a connection error to a master, ``MOVED`` or ``ASK``, a
+``sunsubscribe`` pushed for a slot the node lost, a probe overdue. ``refresh``
+says which partitions changed master; clients of masters that left the map are
+closed.
+
+*URLs.* ``redis-cluster://[user:password@]host:port[,host:port...]`` names seed
+nodes (the rest is discovered); ``rediss-cluster://`` is the same over TLS. A
+Cluster has one database (no ``/db``) and no Unix sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ._partitions import SLOTS, cluster_tags, key_slot
+from ._scripts import COMMAND_TIMEOUT, MAX_CONNECTIONS
+
+__all__ = ["SCHEMES", "ClusterURL", "Topology", "parse_cluster_url"]
+
+#: the URL schemes of a Redis Cluster (plain, TLS)
+SCHEMES = ("redis-cluster://", "rediss-cluster://")
+
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class ClusterURL:
+    """A ``redis-cluster://`` URL: its seed nodes, TLS, and the credentials."""
+
+    seeds: tuple[Address, ...]
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """``url`` read, or ``ValueError`` saying what is wrong with it and what to give."""
+    example = "redis-cluster://host:6379,host2:6379"
+    if not url.startswith(SCHEMES):
+        raise ValueError(f"{url!r}: a Redis Cluster URL starts with redis-cluster:// ({example})")
+    tls = url.startswith("rediss-cluster://")
+    rest = url.split("://", 1)[1]
+    credentials, _, hosts = rest.rpartition("@")
+    hosts, slash, path = hosts.partition("/")
+    if slash and path not in ("", "0"):
+        raise ValueError(f"{url!r}: a Redis Cluster has only database 0; leave /{path} out")
+    if "?" in hosts:
+        raise ValueError(f"{url!r}: options in the URL are not read; give only seeds ({example})")
+    seeds = []
+    for host in hosts.split(","):
+        name, colon, port = host.rpartition(":")
+        if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{url!r}: seed {host!r} is not host:port ({example})")
+        seeds.append((name.strip("[]"), int(port)))
+    username = password = None
+    if credentials:  # as redis:// URLs: user:password, :password or user
+        user, colon, secret = credentials.partition(":")
+        username = urllib.parse.unquote(user) or None
+        password = urllib.parse.unquote(secret) if colon else None
+    return ClusterURL(tuple(seeds), tls, username, password)
+
+
+class Topology:
+    """The masters of a Redis Cluster and the partition each owns (``partitions`` partitions,
+    each in its hash tag's slot), with one fail-fast client per master."""
+
+    def __init__(self, url: str | ClusterURL, partitions: int) -> None:
+        self.url = parse_cluster_url(url) if isinstance(url, str) else url
+        self.partitions = partitions
+        #: each partition's slot (its hash tag's)
+        self.slots = [key_slot("{" + tag + "}") for tag in cluster_tags(partitions)]
+        #: the master owning each slot, once read (``refresh``)
+        self._owner: list[Address | None] = [None] * SLOTS
+        self._clients: dict[Address, aioredis.Redis] = {}
+
+    # ---------------------------------------------------------------- clients
+
+    def client(self, address: Address) -> aioredis.Redis:
+        """The plain client of master ``address`` (made once, fail-fast)."""
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = _connect(address, self.url)
+        return client
+
+    async def close(self) -> None:
+        """Close every client."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # ---------------------------------------------------------------- the map
+
+    @property
+    def masters(self) -> list[Address]:
+        """The masters owning at least one partition, in address order."""
+        return sorted({a for a in (self._owner[s] for s in self.slots) if a is not None})
+
+    def master_of(self, partition: int) -> Address | None:
+        """The master owning ``partition``'s slot (None before a refresh found one)."""
+        return self._owner[self.slots[partition]]
+
+    def partitions_of(self, address: Address) -> list[int]:
+        """The partitions master ``address`` owns."""
+        return [p for p, slot in enumerate(self.slots) if self._owner[slot] == address]
+
+    async def refresh(self, timeout: float = COMMAND_TIMEOUT) -> list[int]:
+        """Read the slot map from the first node that answers (known masters, then the seeds);
+        the partitions whose master changed. ``ConnectionError`` naming the nodes tried when
+        none answered."""
+        tried: list[str] = []
+        for address in dict.fromkeys([*self.masters, *self.url.seeds]):
+            try:
+                reply = await asyncio.wait_for(
+                    self.client(address).execute_command("CLUSTER SLOTS"),  # type: ignore[no-untyped-call]
+                    timeout,
+                )
+            except Exception as exc:  # down, refused, not a cluster node, still starting
+                tried.append(f"{address[0]}:{address[1]} ({type(exc).__name__}: {exc})")
+                continue
+            return await self._apply(_slot_map(reply))
+        raise ConnectionError(
+            "no node of the Redis Cluster answered CLUSTER SLOTS: " + "; ".join(tried)
+        )
+
+    async def _apply(self, owner: list[Address | None]) -> list[int]:
+        moved = [p for p, slot in enumerate(self.slots) if owner[slot] != self._owner[slot]]
+        self._owner = owner
+        keep = set(self.masters) | set(self.url.seeds)
+        for address in [a for a in self._clients if a not in keep]:
+            with contextlib.suppress(Exception):
+                await self._clients.pop(address).aclose()
+        return moved
+
+    # ---------------------------------------------------------------- about the nodes
+
+    async def versions(self) -> dict[Address, str]:
+        """Each master's Redis version (``INFO server``)."""
+        out = {}
+        for address in self.masters:
+            info = await self.client(address).info("server")
+            out[address] = str(info.get("redis_version", "?"))
+        return out
+
+    async def uncovered_stops_all(self) -> bool | None:
+        """Whether a lost slot stops every slot (``cluster-require-full-coverage yes``, the
+        default); None when ``CONFIG`` is refused (managed offerings)."""
+        try:
+            config = await self.client(self.masters[0]).config_get("cluster-require-full-coverage")
+        except Exception:
+            return None
+        return str(config.get("cluster-require-full-coverage", "yes")) == "yes"
+
+
+def _slot_map(reply: Sequence[Any]) -> list[Address | None]:
+    """``CLUSTER SLOTS``' reply as the master of each slot."""
+    owner: list[Address | None] = [None] * SLOTS
+    for start, end, master, *_ in reply:
+        host = master[0].decode() if isinstance(master[0], bytes) else str(master[0])
+        address = (host, int(master[1]))
+        for slot in range(int(start), int(end) + 1):
+            owner[slot] = address
+    return owner
+
+
+def _connect(address: Address, url: ClusterURL) -> aioredis.Redis:
+    """A plain client of one node: fail fast (no retries inside redis-py), a bounded pool."""
+    pool = aioredis.BlockingConnectionPool(
+        connection_class=aioredis.SSLConnection if url.tls else aioredis.Connection,
+        max_connections=MAX_CONNECTIONS,
+        timeout=COMMAND_TIMEOUT,
+        host=address[0],
+        port=address[1],
+        username=url.username,
+        password=url.password,
+        socket_timeout=COMMAND_TIMEOUT,
+        socket_connect_timeout=COMMAND_TIMEOUT,
+        retry_on_timeout=False,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)

@@ -1,0 +1,123 @@
+"""The Cluster topology (``sse_fast/brokers/redis/_cluster.py``) against a real Redis
+Cluster of 3 masters and 3 replicas: the URL's refusals, the slot map read from any
+node that answers, each partition's master, a master killed and its partitions found
+on the replica that took over, every node gone said with the nodes tried."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from sse_fast.brokers.redis._cluster import ClusterURL, Topology, parse_cluster_url
+from sse_fast.brokers.redis._partitions import cluster_tags
+from sse_fast.testing import free_port
+
+from ..support.redis_cluster import RedisCluster
+
+ON_CLUSTER = pytest.mark.xdist_group("redis_cluster")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as started:
+        yield started
+
+
+def test_a_cluster_url_names_its_seeds() -> None:
+    assert parse_cluster_url("redis-cluster://a:1,b:2") == ClusterURL((("a", 1), ("b", 2)))
+    tls = parse_cluster_url("rediss-cluster://u:p%40ss@[::1]:7000/0")
+    assert tls == ClusterURL((("::1", 7000),), True, "u", "p@ss")
+    assert parse_cluster_url("redis-cluster://:secret@a:1").password == "secret"
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("redis://a:1", "starts with redis-cluster://"),
+        ("redis-cluster://a:1/2", "only database 0"),
+        ("redis-cluster://a", "is not host:port"),
+        ("redis-cluster://a:1,b:x", "seed 'b:x' is not host:port"),
+        ("redis-cluster://a:99999", "is not host:port"),
+        ("redis-cluster://a:1?ssl=1", "options in the URL are not read"),
+    ],
+)
+def test_a_wrong_cluster_url_says_what_to_give(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=r"redis-cluster://host:6379,host2:6379|database 0") as e:
+        parse_cluster_url(url)
+    assert said in str(e.value)
+
+
+@ON_CLUSTER
+def test_the_map_is_read_from_a_seed_that_answers(cluster: RedisCluster) -> None:
+    """The first seed is dead (nothing listens there): the map comes from the next one,
+    and every partition's master is the one Redis says owns its tag's slot."""
+    dead = ("127.0.0.1", free_port())
+    seeds = (dead, *cluster.seeds[1:])
+
+    async def main() -> None:
+        topology = Topology(ClusterURL(seeds), 128)
+        try:
+            moved = await topology.refresh()
+            assert moved == list(range(128))  # from nothing to every partition
+            assert len(topology.masters) == 3
+            assert sorted(Counter(map(topology.master_of, range(128))).values()) == [42, 43, 43]
+            for p, tag in enumerate(cluster_tags(128)):
+                assert topology.master_of(p) == ("127.0.0.1", cluster.master_of("{" + tag + "}"))
+            assert sorted(len(topology.partitions_of(m)) for m in topology.masters) == [42, 43, 43]
+            assert await topology.refresh() == []  # nothing moved
+            versions = await topology.versions()
+            assert len(versions) == 3 and all(int(v.split(".")[0]) >= 7 for v in versions.values())
+            assert await topology.uncovered_stops_all() is False  # the harness sets "no"
+        finally:
+            await topology.close()
+
+    asyncio.run(main())
+
+
+@ON_CLUSTER
+def test_nothing_answering_names_every_node_tried() -> None:
+    seeds = (("127.0.0.1", free_port()), ("127.0.0.1", free_port()))
+
+    async def main() -> None:
+        topology = Topology(ClusterURL(seeds), 16)
+        try:
+            with pytest.raises(ConnectionError, match="no node of the Redis Cluster") as e:
+                await topology.refresh(timeout=1.0)
+            assert all(f"127.0.0.1:{port}" in str(e.value) for _, port in seeds)
+        finally:
+            await topology.close()
+
+    asyncio.run(main())
+
+
+@ON_CLUSTER
+def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisCluster) -> None:
+    tag = "{" + cluster_tags(128)[0] + "}"
+    dead = 0
+
+    async def main() -> None:
+        nonlocal dead
+        topology = Topology(ClusterURL(tuple(cluster.seeds)), 128)
+        try:
+            await topology.refresh()
+            victim = topology.master_of(0)
+            assert victim is not None
+            owned = topology.partitions_of(victim)
+            dead = cluster.kill_master(tag)
+            assert dead == victim[1]
+            await asyncio.to_thread(cluster.wait_failover, tag, dead)
+            moved = await topology.refresh()  # the dead master first: the next one answers
+            assert moved == owned
+            assert topology.master_of(0) not in (None, victim) and victim not in topology.masters
+            assert topology.partitions_of(topology.master_of(0) or victim) == owned
+            reply = await topology.client(topology.master_of(0) or victim).set(tag + ":k", "v")
+            assert reply is True  # a write on the new owner, without MOVED
+        finally:
+            await topology.close()
+            if dead:
+                await asyncio.to_thread(cluster.restart, dead)
+
+    asyncio.run(main())
