@@ -91,15 +91,41 @@ Publishing straight into Redis (no HTTP): ``publish(redis, "topic", data)``
 ``PUBLISH_SCRIPT`` (see the README). These and ``RedisBroker`` are the public
 names here; the rest is the server's.
 
+Partitions and shards (``--redis-partitions``, several ``--redis-url``): the
+topics are split into ``N`` partitions (``fnv1a64(utf8(topic)) % N``), each a
+sequence of its own (position, epoch, floor, retry memory), and partition ``p``
+lives on shard ``p % S`` of the ``S`` URLs (one URL with ``N > 1``: one shard
+holding them all). Its keys carry the partition's hash tag ``T``
+(``_partitions.py``): ``sse:{T}:position``, ``sse:{T}:epoch``,
+``sse:{T}:floor``, ``sse:{T}:t:<topic>``, ``sse:{T}:c:<topic>``,
+``sse:{T}:r:...`` (retry memory), ``sse:{T}:p:<topic>`` (presence),
+``sse:{T}:n:<member>`` (a connection's probes), the node's channel
+``sse:{T0}:n:<node>`` on shard 0, and ``sse:layout`` on every shard. Every
+promise above holds per partition: a batch is published per partition (all or
+none there; the shards concurrently: with one shard down, the others' topics are
+published and the answer is 503 naming which topics have it), each shard has its
+own subscription, probes and resync, and a loss (another epoch, a position
+behind) is said at that partition's floor to the streams of its topics only. The
+member is ``available`` while at least one shard is; a new stream needing a
+topic of a shard that is down is refused with 503.
+
 Where things are:
 
 * ``_scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
-* ``_broker.py``: ``RedisBroker``: start and close, availability, publish, stats;
-  which part owns which piece of a member's state.
-* ``_availability.py``: ``Availability``: up or down, its one owner.
-* ``_feed.py``: the subscription, history reads, the resync after a reconnect;
-  the topics held and what was read of the sequence (``Known``).
-* ``_probes.py``: probes of the subscription; gathering figures across a node.
+* ``_partitions.py``: partitions, hash tags, partitioned keys, the layout record;
+  ``_layout.py``: the layout checked at start.
+* ``_placement.py``: ``Placement``: which Redis holds which partition, and what its
+  keys and channels are called (one sequence: today's names).
+* ``_broker.py``: ``RedisBroker``: start and close, availability, publish (one
+  sequence), presence, stats; which part owns which piece of a member's state.
+* ``_publishing.py``: publishing a batch over partitions and shards.
+* ``_connection.py``: ``Connection``: one Redis's client and pub/sub subscription
+  (subscribe, hold back, read, replace when lost or stale).
+* ``_holding.py``: the topics held on one Redis: new ones loaded, old ones released.
+* ``_state.py``: ``Known``, what was read of one partition; the reads' shapes.
+* ``_history.py``: history reads, and the resync per partition after a reconnect.
+* ``_availability.py``: ``Availability``: one Redis up or down, its one owner.
+* ``_probes.py``: probes of each subscription; gathering figures across a node.
 * ``_presence.py``: presence figures kept in Redis.
 """
 

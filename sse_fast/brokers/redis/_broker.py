@@ -1,23 +1,31 @@
-"""``RedisBroker``: one member (a worker of a node) of the sequence kept in Redis.
+"""``RedisBroker``: one member (a worker of a node) of the sequences kept in Redis.
 
 The broker connects and closes, says whether it can publish, publishes, and
-reports. What it is delivered comes through its ``Feed`` (``_feed.py``); its
-probes and gathers go over the node's channel (``_probes.py``). Both are parts
-it owns and builds. Each piece of the member's state has one owner, which alone
-changes it, through named operations; the others read it or ask:
+reports. It has one ``Connection`` per Redis it was given (``_connection.py``:
+a client, a pub/sub subscription, the topics held there, and what was read of
+the partitions that Redis holds); which Redis holds which partition, and what
+the keys are called, is its ``Placement`` (``_placement.py``). One URL and one
+partition is one sequence with today's keys, published by one script call here;
+otherwise batches go over the partitions (``_publishing.py``). Each piece of the
+member's state has one owner, which alone changes it, through named operations;
+the others read it or ask:
 
-* the feed: the topics held, and what it read of the sequence (``Known``: the
-  newest position seen, the horizon, the epoch, ``first_position``, the counts
-  of reconnects, repairs and breaks), which the broker's ``first_position``,
-  ``horizon`` and ``stats`` read;
-* ``Availability`` (``_availability.py``): up or down, told by the feed (the
-  subscription), and by the publishes, probes and resyncs (whether Redis answers);
-* the broker: its settings, the client and scripts, and ``closing``.
+* each connection: the topics held on its Redis, what it read of each of its
+  partitions (``Known``: the newest position seen, the horizon, the epoch,
+  ``first_position``, the counts of repairs and breaks), which the broker's
+  ``first_position_of``, ``horizon_of`` and ``stats`` read; and its
+  ``Availability`` (``_availability.py``): up or down, told by its
+  subscription, and by the publishes, probes and resyncs on that Redis;
+* the broker: its settings, the placement, and ``closing``.
+
+The broker is ``available`` while at least one Redis is up, and unavailable
+(``unavailable_for``) while every one is down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -27,22 +35,16 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
-from ._availability import Availability
-from ._feed import Feed
+from ._connection import Connection
+from ._partitions import check_partitions
+from ._placement import Placement
 from ._presence import RedisPresence
-from ._probes import Probes
-from ._scripts import (
-    ADVANCE_SCRIPT,
-    PUBLISH_SCRIPT,
-    READ_SCRIPT,
-    connect,
-    node_channel,
-    publish_args,
-    sequence_keys,
-)
+from ._probes import Gathers
+from ._publishing import WAIT_MS, ShardedPublisher
+from ._scripts import PUBLISH_SCRIPT, node_channel, publish_args, sequence_keys
+from ._state import Known
 
 __all__ = [
     "RETRY_AFTER",
@@ -50,21 +52,23 @@ __all__ = [
     "RedisBroker",
 ]
 
+log = logging.getLogger("sse_fast.redis")
+
 #: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
-#: how long a publish waits for ``--redis-wait-replicas`` replicas to confirm it (ms)
-WAIT_MS = 1000  # --redis-wait-replicas: how long a publish waits for its replicas
 
 
 class RedisBroker(Broker):
-    """A member (one worker of one node) of a sequence kept in Redis."""
+    """A member (one worker of one node) of the sequences kept in one Redis or several."""
 
     stores_every_topic = False
+    retry_after = RETRY_AFTER
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         *,
+        partitions: int = 1,
         prefix: str = "sse:",
         history_frames: int = 1000,
         history_age: float = 86400.0,
@@ -75,7 +79,18 @@ class RedisBroker(Broker):
         wait_replicas: int = 0,
     ) -> None:
         super().__init__()
-        self.url = url
+        urls = (url,) if isinstance(url, str) else tuple(url)
+        if not urls or len(set(urls)) != len(urls):
+            raise ValueError(f"RedisBroker({url!r}): give one URL, or the shards' URLs once each")
+        if check_partitions(partitions) < len(urls):
+            raise ValueError(
+                f"{partitions} partitions over {len(urls)} shards: give at least one partition "
+                "per shard (--redis-partitions)"
+            )
+        #: the Redis URLs (shards, in order), and the first
+        self.urls = urls
+        self.url = urls[0]
+        self.partitions = partitions
         self.prefix = prefix
         self.history_frames = history_frames
         self.history_age = history_age
@@ -85,70 +100,98 @@ class RedisBroker(Broker):
         self.workers = workers
         self.wait_replicas = wait_replicas
         self.member_id = uuid.uuid4().hex[:12]
+        self.placement = Placement(prefix, partitions, len(urls))
         self.keys = sequence_keys(prefix)
         self.node_channel = node_channel(prefix, self.node)
+        self.closing = False
+        #: one per Redis, in the URLs' order: the one owner of what is held and read there
+        self.connections = [Connection(self, index, u) for index, u in enumerate(urls)]
+        self.gathers = Gathers(self, self.connections[0])
+        self.sharded = None if self.placement.single else ShardedPublisher(self)
+        #: the one sequence's connection, client, script and availability (one Redis)
+        self.feed = self.connections[0]
+        self.availability = self.feed.availability
         self.client: aioredis.Redis | None = None
         self.publish_script: Any = None
-        self.read_script: Any = None
-        self.advance_script: Any = None
-        #: up or down: the subscription is live and Redis answered the last command
-        self.availability = Availability()
-        self.closing = False
-        self.feed = Feed(self)
-        self.probes = Probes(self)
 
-    # The feed owns what it read (``Known``); the contract's names read it.
+    def partition_of(self, name: str) -> int:
+        """The partition of topic ``name``: FNV-1a 64 of its UTF-8 bytes, modulo ``partitions``."""
+        return self.placement.partition_of(name)
+
+    def state(self, partition: int) -> Known:
+        """What this member read of ``partition`` (owned by the connection that carries it)."""
+        return self.connections[self.placement.shard_of(partition)].states[partition]
+
+    def first_position_of(self, partition: int) -> int:
+        """The oldest position of ``partition`` this member may claim to know."""
+        return self.state(partition).first_position
+
+    def horizon_of(self, partition: int) -> int:
+        """The newest position of ``partition`` a history read found handed out."""
+        return self.state(partition).horizon
 
     @property
     def first_position(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
         """The oldest position this member may claim to know (raised by a break)."""
-        return self.feed.known.first_position
+        if self.partitions == 1:
+            return self.feed.states[0].first_position
+        return min(self.first_position_of(p) for p in range(self.partitions))
 
     @property
     def horizon(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
-        """The newest position a history read found handed out."""
-        return self.feed.known.horizon
+        """The newest position a history read found handed out (of any partition)."""
+        if self.partitions == 1:
+            return self.feed.states[0].horizon
+        return max(self.horizon_of(p) for p in range(self.partitions))
 
     # ---------------------------------------------------------------- running
 
     async def start(self) -> None:
-        """Connect, subscribe and start probing; ``ConnectionError`` when the subscription is not
-        live within 10 s."""
-        self.client = connect(self.url)
-        self.publish_script = self.client.register_script(PUBLISH_SCRIPT)
-        self.read_script = self.client.register_script(READ_SCRIPT)
-        self.advance_script = self.client.register_script(ADVANCE_SCRIPT)
-        ready = self.feed.start()
-        self.probes.start()
-        try:
-            await asyncio.wait_for(ready.wait(), 10)
-        except TimeoutError:
+        """Connect, subscribe and start probing; ``ConnectionError`` when no subscription is live
+        within 10 s (a Redis not live by then goes on trying, and is said in a warning)."""
+        readies = [connection.start() for connection in self.connections]
+        self.client = self.feed.client
+        if self.placement.single:
+            assert self.client is not None
+            self.publish_script = self.client.register_script(PUBLISH_SCRIPT)
+        waits = [asyncio.ensure_future(ready.wait()) for ready in readies]
+        _, pending = await asyncio.wait(waits, timeout=10)
+        for waiting in pending:
+            waiting.cancel()
+        if len(pending) == len(waits):
             await self.close()
             raise ConnectionError(
-                f"cannot reach Redis at {self.url} (is redis-server running? check --redis-url)"
+                f"cannot reach Redis at {' '.join(self.urls)} (is redis-server running? "
+                "check --redis-url)"
             ) from None
+        for connection, ready in zip(self.connections, readies, strict=True):
+            if not ready.is_set():
+                log.warning(
+                    "%s (%s) is not reachable: its partitions are unavailable until it is",
+                    connection,
+                    connection.url,
+                )
 
     async def close(self) -> None:
-        """Stop the subscription, the probes and the history loads, and close the client."""
+        """Stop the subscriptions, the probes and the history loads, and close the clients."""
         self.closing = True
-        for task in (self.feed.task, self.probes.task, *self.feed.loads):
-            await stop_task(task)
-        await self.feed.drop()
-        if self.client is not None:
-            await self.client.aclose()
-        self.availability.subscription_lost()
+        for connection in self.connections:
+            await connection.close()
 
     # ---------------------------------------------------------------- availability
 
     @property
     def available(self) -> bool:
-        """Whether the subscription is live and Redis answered the last command."""
-        return self.availability.up
+        """Whether a subscription is live and its Redis answered the last command."""
+        return any(connection.availability.up for connection in self.connections)
 
     @property
     def unavailable_for(self) -> float:
-        """Seconds since Redis became unavailable (0 while it is available)."""
-        return self.availability.down_for()
+        """Seconds since every Redis became unavailable (0 while one is available)."""
+        if len(self.connections) == 1:
+            return self.availability.down_for()
+        downs = [connection.availability.down_for() for connection in self.connections]
+        return 0.0 if 0.0 in downs else min(downs)
 
     def unavailable_error(self, why: str) -> PublishError:
         """The 503 that refuses a publish or a stream while Redis is away."""
@@ -158,41 +201,72 @@ class RedisBroker(Broker):
 
     # ---------------------------------------------------------------- topics, nodes
 
+    def connection_of(self, name: str) -> Connection:
+        """The connection to the Redis that holds topic ``name``."""
+        placement = self.placement
+        return self.connections[placement.shard_of(placement.partition_of(name))]
+
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
         """Subscribe to the topics of ``names`` this member does not hold yet and load their
-        history (``Feed.prepare``); None when every one is held and loaded."""
-        return self.feed.prepare(names)
+        history (``Holding.prepare``, per Redis); None when every one is held and loaded."""
+        if len(self.connections) == 1:
+            return self.feed.holding.prepare(names)
+        by_connection: dict[int, list[str]] = {}
+        for name in names:
+            by_connection.setdefault(self.connection_of(name).index, []).append(name)
+        waits = [self.connections[i].holding.prepare(mine) for i, mine in by_connection.items()]
+        found = [waiting for waiting in waits if waiting is not None]
+        if not found:
+            return None
+        return _all(found)
 
     def release(self, name: str) -> None:
-        """Unsubscribe from topic ``name`` (``Feed.release``)."""
-        self.feed.release(name)
+        """Unsubscribe from topic ``name`` (``Holding.release``)."""
+        self.connection_of(name).holding.release(name)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker
         alone when Redis is away."""
-        return await self.probes.gather(query)
+        return await self.gathers.gather(query)
 
-    def _presence(self) -> RedisPresence:
-        if self.client is None or not self.available:
-            raise RuntimeError("Redis is away")
-        return RedisPresence(self.client, self.prefix, self.member_id)
+    def _presence(self, connection: Connection) -> RedisPresence:
+        if connection.client is None or not connection.availability.up:
+            raise RuntimeError(f"{connection} is away")
+        key = None if self.placement.single else self.placement.presence
+        return RedisPresence(connection.client, self.prefix, self.member_id, key)
 
     async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
         """Write this worker's presence figures of these topics to Redis; ``RuntimeError`` while
-        Redis is away."""
-        await self._presence().store(figures)
+        a Redis holding some of them is away (the others' are written)."""
+        if len(self.connections) == 1:
+            await self._presence(self.feed).store(figures)
+            return
+        by_connection: dict[int, dict[str, dict[str, Any]]] = {}
+        for topic, figure in figures.items():
+            by_connection.setdefault(self.connection_of(topic).index, {})[topic] = figure
+        away = []
+        for index, mine in by_connection.items():
+            connection = self.connections[index]
+            if connection.client is None or not connection.availability.up:
+                away.append(str(connection))
+                continue
+            await self._presence(connection).store(mine)
+        if away:
+            raise RuntimeError(f"{', '.join(away)} away: presence not written there")
 
     async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
         """Every live worker's presence figures of ``topic``, read from Redis; ``RuntimeError``
-        while Redis is away."""
-        return await self._presence().read(topic)
+        while its Redis is away."""
+        return await self._presence(self.connection_of(topic)).read(topic)
 
     # ---------------------------------------------------------------- publishing
 
     async def publish(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
-        """Sequence ``requests`` in Redis (one script call) and return their ids; ``PublishError``
-        400 for a refused batch, 503 while Redis is away, does not answer, or (with
-        ``wait_replicas``) too few replicas confirmed it."""
+        """Sequence ``requests`` in Redis (one script call per partition) and return their ids;
+        ``PublishError`` 400 for a refused batch, 503 while Redis is away, does not answer, or
+        (with ``wait_replicas``) too few replicas confirmed it."""
+        if self.sharded is not None:
+            return await self.sharded.publish(requests)
         # Tried even while this member's subscription is being repaired: the
         # publish goes to Redis, and this member's streams get it with the repair.
         if self.publish_script is None:
@@ -235,15 +309,24 @@ class RedisBroker(Broker):
 
     def stats(self) -> dict[str, Any]:
         """``/stats``' ``redis`` section: connected, node, topics subscribed, reconnects, repairs
-        and history breaks."""
-        known = self.feed.known
-        return {
-            "redis": {
-                "connected": self.available,
-                "node": self.node,
-                "topics_subscribed": len(self.feed.held),
-                "reconnects": known.reconnects,
-                "repairs": known.repairs,
-                "history_breaks": known.history_breaks,
-            }
+        and history breaks; with partitions, the shards and partitions down too."""
+        states = [state for c in self.connections for state in c.states.values()]
+        section: dict[str, Any] = {
+            "connected": self.available,
+            "node": self.node,
+            "topics_subscribed": sum(len(c.holding.held) for c in self.connections),
+            "reconnects": sum(c.reconnects for c in self.connections),
+            "repairs": sum(state.repairs for state in states),
+            "history_breaks": sum(state.history_breaks for state in states),
         }
+        if not self.placement.single:
+            down = [c for c in self.connections if not c.availability.up]
+            section["partitions"] = self.partitions
+            section["shards"] = len(self.connections)
+            section["shards_down"] = [c.index for c in down]
+            section["partitions_down"] = sorted(p for c in down for p in c.partitions)
+        return {"redis": section}
+
+
+async def _all(waits: list[Awaitable[None]]) -> None:
+    await asyncio.gather(*waits)

@@ -1,6 +1,7 @@
 """Presence across nodes, in Redis (``hub/_presence.py`` has the rules).
 
-* ``sse:p:<topic>``: a hash per tracked topic, one field per worker (its
+* ``sse:p:<topic>`` (partitioned: ``P{T}:p:<topic>`` on the topic's shard,
+  ``_placement.py``): a hash per tracked topic, one field per worker (its
   member id) holding ``{"subscribers": n, "subjects": {...}, "at": unix
   time}``. A worker writes the topics whose figures changed once per
   ``presence_interval`` and all of its tracked topics every 10 s; a field of
@@ -18,6 +19,7 @@ covers every worker and nothing is stored.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -39,16 +41,24 @@ STALE = 30.0
 
 
 class RedisPresence:
-    """One worker's presence figures in Redis: a hash per topic, one field per worker."""
+    """One worker's presence figures in one Redis: a hash per topic, one field per worker
+    (``key``: the names of the hashes, when not ``<prefix>p:<topic>``)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str, member: str) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        member: str,
+        key: Callable[[str], str] | None = None,
+    ) -> None:
         self.client = client
         self.prefix = prefix
         self.member = member
+        self._key = key
 
     def key(self, topic: str) -> str:
         """The Redis key of ``topic``'s presence hash."""
-        return f"{self.prefix}p:{topic}"
+        return f"{self.prefix}p:{topic}" if self._key is None else self._key(topic)
 
     async def store(self, figures: dict[str, dict[str, Any]]) -> None:
         """This worker's figures of these topics."""

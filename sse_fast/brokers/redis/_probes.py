@@ -1,14 +1,17 @@
-"""Probes and gathers: what a member says on its node's channel (``sse:n:<node>``).
+"""Probes and gathers: what a member says on its probe and node channels.
 
-* Probes. Every ``probe_interval`` (every 0.25 s while Redis is known down) a
-  member publishes a numbered probe on its node's channel. Publishing tells
-  whether commands work (the member's ``Availability``); the probe coming back on the
-  subscription tells whether it is alive: one not back within twice the
-  interval means a stale subscription, and the feed replaces it.
+* Probes. Each of a member's connections (one per Redis) probes its own
+  subscription: every ``probe_interval`` (every 0.25 s while that Redis is known
+  down) it publishes a numbered probe on its probe channel (with one sequence the
+  node's channel ``sse:n:<node>``; on shards ``P{T}:n:<member>``, ``T`` a
+  partition of that Redis). Publishing tells whether that Redis answers (the
+  connection's ``Availability``); the probe coming back on the subscription tells
+  whether it is alive: one not back within twice the interval means a stale
+  subscription, and the connection replaces it.
 * Gathers. ``/metrics`` and ``/stats`` answer for every worker of the node:
-  the asking member publishes the query on the node's channel, every member
-  pushes its figures to a fresh list, and the asking one reads them for up to
-  a second. Alone when Redis is away.
+  the asking member publishes the query on the node's channel (on the first
+  Redis), every member pushes its figures to a fresh list, and the asking one
+  reads them for up to a second. Alone when that Redis is away.
 """
 
 from __future__ import annotations
@@ -22,13 +25,15 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from ._feed import Reconnect, ignore_result
 from ._scripts import gather_key
+from ._state import Reconnect, ignore_result
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
+    from ._connection import Connection
 
 __all__ = [
+    "Gathers",
     "Probes",
 ]
 
@@ -36,10 +41,11 @@ log = logging.getLogger("sse_fast.redis")
 
 
 class Probes:
-    """A member's probes of its subscription, and its gathers across the node."""
+    """One connection's probes of its subscription; gathers to answer that arrive on it."""
 
-    def __init__(self, broker: RedisBroker) -> None:
+    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
         self.broker = broker
+        self.connection = connection
         self.task: asyncio.Task[None] | None = None
         self._numbers = itertools.count(1)
         #: probes not back yet: number -> when sent (monotonic)
@@ -47,27 +53,33 @@ class Probes:
 
     def start(self) -> None:
         """Start probing the subscription in a task (every ``probe_interval`` seconds, every 0.25 s
-        while Redis is known down)."""
+        while this Redis is known down)."""
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
         broker = self.broker
+        connection = self.connection
         while not broker.closing:
             # known down: probe often, so publishing comes back soon after Redis does
-            availability = broker.availability
+            availability = connection.availability
             await asyncio.sleep(broker.probe_interval if availability.answers else 0.25)
-            if broker.client is None:
+            if connection.client is None:
                 continue
             number = next(self._numbers)
             try:
-                await broker.client.publish(
-                    broker.node_channel, f"probe {broker.member_id} {number}".encode()
+                await connection.client.publish(
+                    connection.probe_channel, f"probe {broker.member_id} {number}".encode()
                 )
                 availability.answered()
                 self._sent[number] = time.monotonic()
             except (RedisError, OSError) as exc:
                 if availability.unanswered():
-                    log.error("Redis does not answer (%s): publishing is unavailable", exc)
+                    log.error(
+                        "%s does not answer (%s): publishing %sis unavailable",
+                        connection,
+                        exc,
+                        "" if broker.placement.shards == 1 else "to its partitions ",
+                    )
 
     def check(self) -> None:
         """Raise ``Reconnect`` if a probe is overdue (a stale subscription)."""
@@ -80,7 +92,7 @@ class Probes:
             raise Reconnect(f"no probe came back within {interval * 2:g} s (a stale subscription)")
 
     def message(self, data: bytes) -> None:
-        """A message on the node's channel: a probe back, or a gather to answer."""
+        """A message on a probe or node channel: a probe back, or a gather to answer."""
         broker = self.broker
         kind, _, rest = data.partition(b" ")
         if kind == b"probe":
@@ -96,23 +108,33 @@ class Probes:
             task.add_done_callback(ignore_result)
 
     async def _answer(self, key: str, figures: dict[str, Any]) -> None:
-        assert self.broker.client is not None
-        async with self.broker.client.pipeline(transaction=False) as pipe:
+        assert self.connection.client is not None
+        async with self.connection.client.pipeline(transaction=False) as pipe:
             pipe.rpush(key, orjson.dumps(figures))
             pipe.expire(key, 10)
             await pipe.execute()
 
+
+class Gathers:
+    """A member's gathers across its node, over the node's channel on the first Redis."""
+
+    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
+        self.broker = broker
+        self.connection = connection
+        self.channel = broker.placement.node_channel(broker.node)
+
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker
-        alone when Redis is away."""
+        alone when that Redis is away."""
         broker = self.broker
+        client = self.connection.client
         mine = {**broker.member.report(query), "worker": None, "member": broker.member_id}
-        if broker.workers <= 1 or broker.client is None or not broker.available:
+        if broker.workers <= 1 or client is None or not self.connection.availability.up:
             return [mine]
         key = gather_key(broker.prefix)
         try:
-            await broker.client.publish(
-                broker.node_channel, b"gather %s %s" % (key.encode(), orjson.dumps(query))
+            await client.publish(
+                self.channel, b"gather %s %s" % (key.encode(), orjson.dumps(query))
             )
             figures: list[dict[str, Any]] = []
             deadline = time.monotonic() + 1.0
@@ -120,7 +142,7 @@ class Probes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                reply = await broker.client.blpop([key], timeout=max(0.01, remaining))
+                reply = await client.blpop([key], timeout=max(0.01, remaining))
                 if reply is None:
                     break
                 figures.append(orjson.loads(reply[1]))

@@ -1,0 +1,142 @@
+"""The topics a member holds on one Redis: subscribing to new ones and loading their
+history, and releasing them (``Holding``, one per ``Connection``).
+
+New topics of one loop iteration (a connection storm) are subscribed to and
+read together (``prepare``); live messages of a topic being loaded wait until its
+history is given to the member (``arrived``, ``loaded``). Released topics are
+unsubscribed at the loop's next turn, together (``release``). The topics held
+(``held``) change only here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TYPE_CHECKING
+
+from .._sequencing import Sequenced
+from ._state import ignore_result
+
+if TYPE_CHECKING:
+    from ._broker import RedisBroker
+    from ._connection import Connection
+
+__all__ = [
+    "Holding",
+]
+
+
+class Holding:
+    """The topics a member holds on one Redis (its ``Connection``)."""
+
+    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
+        self.broker = broker
+        self.connection = connection
+        #: topics this member is subscribed to here (or subscribing); changed only here
+        self.held: set[str] = set()
+        self.loading: dict[str, asyncio.Future[None]] = {}
+        #: topics waiting to be loaded together, and the loads under way
+        self._batch: tuple[asyncio.Future[None], list[str]] | None = None
+        self.loads: set[asyncio.Task[None]] = set()
+        #: live messages of topics being loaded, applied after their history
+        self.loading_back: dict[str, list[Sequenced]] = {}
+        self._release: set[str] = set()
+        self._release_scheduled = False
+
+    def arrived(self, topic: str, item: Sequenced) -> None:
+        """A live message of ``topic``: delivered, or kept until its history is loaded."""
+        if topic in self.loading:
+            self.loading_back.setdefault(topic, []).append(item)
+        elif topic in self.held:
+            self.broker.deliver([item])
+
+    def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
+        """Subscribe to the topics of ``names`` not held yet and read their history (the new topics
+        of one loop iteration together); an awaitable that ends once they and any still loading are
+        ready (``PublishError`` 503 while the subscription is not live), or None when there is
+        nothing to wait for."""
+        new = [name for name in names if name not in self.held]
+        loading = [self.loading[name] for name in names if name in self.loading]
+        if not new and not loading:
+            return None
+        return self._prepare(new, loading)
+
+    async def _prepare(self, new: list[str], loading: list[asyncio.Future[None]]) -> None:
+        if new:
+            if not self.connection.live:
+                shards = self.broker.placement.shards
+                why = "cannot subscribe to new topics"
+                if shards > 1:
+                    why = f"{self.connection} holds {', '.join(new[:5])}; {why}"
+                raise self.broker.unavailable_error(why)
+            # New topics of one loop iteration (a connection storm) are loaded together:
+            # one SUBSCRIBE and one history read, not a Redis connection each.
+            loop = asyncio.get_running_loop()
+            if self._batch is None:
+                self._batch = (loop.create_future(), [])
+                loop.call_soon(self._start_batch)
+            future, names = self._batch
+            for name in new:
+                self.held.add(name)
+                self.loading[name] = future
+                names.append(name)
+            loading = [*loading, future]
+        for waiting in loading:
+            await asyncio.shield(waiting)
+
+    def _start_batch(self) -> None:
+        if self._batch is None:  # pragma: no cover - scheduled once per batch
+            return
+        future, names = self._batch
+        self._batch = None
+        task = asyncio.get_running_loop().create_task(self._run_batch(future, names))
+        self.loads.add(task)
+        task.add_done_callback(self.loads.discard)
+
+    async def _run_batch(self, future: asyncio.Future[None], names: list[str]) -> None:
+        try:
+            await self.connection.subscribe([self.broker.placement.channel(name) for name in names])
+            await self.connection.history.load(names)
+        except BaseException as exc:
+            for name in names:
+                if self.loading.get(name) is future:
+                    self.held.discard(name)
+                    self.loading.pop(name, None)
+                    self.loading_back.pop(name, None)
+            if not future.done():
+                error = self.broker.unavailable_error(f"subscribing failed: {exc!r}")
+                future.set_exception(error)
+                future.exception()  # whoever waits gets it; nobody may be waiting
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        future.set_result(None)
+
+    def loaded(self, name: str) -> None:
+        """Topic ``name``'s history was given to the member: what arrived meanwhile follows."""
+        self.loading.pop(name, None)
+        waiting = self.loading_back.pop(name, [])
+        if waiting:
+            self.broker.deliver(waiting)
+
+    def release(self, name: str) -> None:
+        """Drop topic ``name`` (not while it loads): it is unsubscribed at the loop's next turn,
+        with the others released meanwhile."""
+        if name not in self.held or name in self.loading:
+            return
+        self.held.discard(name)
+        self._release.add(name)
+        if not self._release_scheduled:
+            self._release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._send_release)
+
+    def _send_release(self) -> None:
+        self._release_scheduled = False
+        names = [name for name in self._release if name not in self.held]
+        self._release.clear()
+        if names and self.connection.pubsub is not None and self.connection.live:
+            channel = self.broker.placement.channel
+            task = asyncio.get_running_loop().create_task(
+                self.connection.pubsub.unsubscribe(*(channel(name) for name in names))
+            )
+            task.add_done_callback(ignore_result)

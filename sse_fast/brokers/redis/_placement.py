@@ -1,0 +1,137 @@
+"""Where a partition lives and what its keys are called: the one owner of "which
+Redis holds which partition" (``Placement``).
+
+* One Redis with one partition (``single``) keeps the one-sequence names of the
+  package docstring (``sse:position``, ``sse:c:<topic>``, ``sse:n:<node>``, ...)
+  and scripts (``READ_SCRIPT``, ``ADVANCE_SCRIPT``), byte for byte.
+* Otherwise (``N`` partitions on ``S`` shards, ``S`` = 1 included) partition
+  ``p`` lives on shard ``p % S`` (``_partitions.shard_of``) under its tagged keys
+  (``_partitions.partition_keys``: ``P{T}:position``, ``P{T}:c:<topic>``, ...),
+  read and advanced by the partition scripts, every key declared.
+
+A connection's probes go on a channel of its own Redis (``probe_channel``); the
+node's gathers on ``node_channel`` (shard 0). A Redis Cluster would replace
+``shard_of`` with its slot map here, and nothing else would need to know.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from ._partitions import PartitionKeys, cluster_tags, partition_keys, partition_of, shard_of
+from ._scripts import (
+    ADVANCE_SCRIPT,
+    PARTITION_ADVANCE_SCRIPT,
+    PARTITION_READ_SCRIPT,
+    READ_SCRIPT,
+    channel_prefix,
+    node_channel,
+    sequence_keys,
+)
+
+__all__ = [
+    "Call",
+    "Placement",
+]
+
+#: a script call: (the script's text, KEYS, ARGV)
+Call = tuple[str, list[str], list[Any]]
+
+_partition_of = lru_cache(maxsize=1 << 16)(partition_of)  # per message: FNV in Python is slow
+
+
+class Placement:
+    """``partitions`` partitions over ``shards`` Redis under ``prefix``: which shard holds a
+    partition, and the names of its keys and channels."""
+
+    def __init__(self, prefix: str, partitions: int, shards: int) -> None:
+        self.prefix = prefix
+        self.partitions = partitions
+        self.shards = shards
+        #: one Redis, one sequence: today's keys and scripts
+        self.single = partitions == 1 and shards == 1
+        self._keys: list[PartitionKeys] = []
+        if not self.single:
+            self._keys = [partition_keys(prefix, tag) for tag in cluster_tags(partitions)]
+        self._channel_prefix = channel_prefix(prefix)
+        self._prefix = prefix.encode()
+
+    # ---------------------------------------------------------------- where
+
+    def partition_of(self, name: str) -> int:
+        """The partition of topic ``name``."""
+        return 0 if self.partitions == 1 else _partition_of(name, self.partitions)
+
+    def shard_of(self, partition: int) -> int:
+        """The index (in the URL list) of the Redis that holds ``partition``."""
+        return 0 if self.shards == 1 else shard_of(partition, self.shards)
+
+    def partitions_on(self, shard: int) -> tuple[int, ...]:
+        """The partitions shard ``shard`` holds, in order."""
+        return tuple(p for p in range(self.partitions) if self.shard_of(p) == shard)
+
+    def keys(self, partition: int) -> PartitionKeys:
+        """Partition ``partition``'s key names (a partitioned layout only)."""
+        return self._keys[partition]
+
+    # ---------------------------------------------------------------- names
+
+    def channel(self, name: str) -> bytes:
+        """Topic ``name``'s pub/sub channel."""
+        if self.single:
+            return self._channel_prefix + name.encode()
+        return self._keys[self.partition_of(name)].channel(name).encode()
+
+    def topic_of(self, channel: bytes) -> str | None:
+        """The topic whose channel is ``channel``; None for another channel (probes, gathers)."""
+        if self.single:
+            if channel.startswith(self._channel_prefix):
+                return channel[len(self._channel_prefix) :].decode()
+            return None
+        start = len(self._prefix)
+        end = channel.find(b"}:", start)
+        if not channel.startswith(self._prefix) or end < 0 or channel[end + 2 : end + 4] != b"c:":
+            return None
+        return channel[end + 4 :].decode()
+
+    def presence(self, name: str) -> str:
+        """Topic ``name``'s presence hash."""
+        if self.single:
+            return f"{self.prefix}p:{name}"
+        return self._keys[self.partition_of(name)].presence(name)
+
+    def node_channel(self, node: str) -> str:
+        """The node's channel (gathers; probes too with one sequence), on shard 0."""
+        if self.single:
+            return node_channel(self.prefix, node)
+        return self._keys[0].probe(node)
+
+    def probe_channel(self, shard: int, member: str, node: str) -> str:
+        """Where ``member``'s connection to shard ``shard`` sends its probes."""
+        if self.single:
+            return self.node_channel(node)
+        return self._keys[self.partitions_on(shard)[0]].probe(member)
+
+    # ---------------------------------------------------------------- script calls
+
+    def read_call(self, partition: int, froms: dict[str, int | None], count: int) -> Call:
+        """Read partition ``partition``'s sequence and these topics' streams (``froms``: after
+        which position, None for the newest ``count``)."""
+        epoch = os.urandom(8).hex()
+        if self.single:
+            args: list[Any] = [self.prefix, count, epoch]
+            for name, start in froms.items():
+                args += [name, "" if start is None else str(start)]
+            return READ_SCRIPT, sequence_keys(self.prefix), args
+        keys = self._keys[partition]
+        declared = [*keys.sequence, *(keys.stream(name) for name in froms)]
+        starts = ["" if start is None else str(start) for start in froms.values()]
+        return PARTITION_READ_SCRIPT, declared, [count, epoch, *starts]
+
+    def advance_call(self, partition: int, above: int, epoch: str) -> Call:
+        """Raise partition ``partition``'s floor above ``above`` if its epoch is ``epoch``."""
+        if self.single:
+            return ADVANCE_SCRIPT, sequence_keys(self.prefix), [self.prefix, above, epoch]
+        return PARTITION_ADVANCE_SCRIPT, self._keys[partition].sequence, [above, epoch]

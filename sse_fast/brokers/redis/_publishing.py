@@ -1,0 +1,180 @@
+"""Publishing over partitions: one batch, several Redis (``RedisBroker.publish`` with a
+partitioned layout; one sequence on one Redis keeps its one script call in ``_broker.py``).
+
+A batch is grouped by partition (``spanning_ids`` first: an event to topics of
+several partitions without an id gets one, the same in each; then
+``split_by_partition``), then by the Redis that holds each partition
+(``Placement``). Each Redis gets one pipeline of ``EVALSHA`` of
+``PARTITION_PUBLISH_SCRIPT``, one per partition (a script missing there,
+``NOSCRIPT``, is loaded and those calls sent again, once), followed by ``WAIT`` on
+the same connection when publishes wait for replicas (a ``WAIT`` on another
+connection would confirm writes it never saw). The Redis are asked concurrently;
+the ids come back in the batch's order.
+
+Each partition's share is all or nothing (one script). When a Redis is down or
+does not answer, the shares on the others are published and the answer is 503
+with ``Retry-After``, naming the topics that have the events and those that do
+not. A Redis known down (``Availability.answers``) is not even tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ...publishing import PublishError, PublishRequest
+from ._scripts import PARTITION_PUBLISH_SCRIPT, partition_publish_args, spanning_ids
+from ._scripts import split_by_partition as split
+
+if TYPE_CHECKING:
+    from ._broker import RedisBroker
+    from ._connection import Connection
+
+__all__ = [
+    "WAIT_MS",
+    "PartitionCall",
+    "ShardedPublisher",
+]
+
+#: how long a publish waits for ``--redis-wait-replicas`` replicas to confirm it (ms)
+WAIT_MS = 1000
+#: one partition's share of a batch: (partition, [(index in the batch, request)], KEYS, ARGV)
+PartitionCall = tuple[int, list[tuple[int, PublishRequest]], list[str], list[Any]]
+
+
+class ShardedPublisher:
+    """Publishes a member's batches over the partitions of several Redis (or one)."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        self.broker = broker
+
+    async def publish(self, requests: list[PublishRequest]) -> list[str]:
+        """Sequence ``requests`` in their partitions and return their ids; ``PublishError`` 400 for
+        an event that cannot be encoded (nothing sent), 503 when a Redis is down (saying which
+        topics have the events), does not answer, or too few replicas confirmed."""
+        broker = self.broker
+        placement = broker.placement
+        requests = spanning_ids(requests, placement.partitions)
+        by_shard: dict[int, list[PartitionCall]] = {}
+        for partition, share in split(requests, placement.partitions).items():
+            keys, args = partition_publish_args(
+                placement.keys(partition),
+                [request for _, request in share],
+                broker.history_frames,
+                broker.history_age,
+            )
+            shard = placement.shard_of(partition)
+            by_shard.setdefault(shard, []).append((partition, share, keys, args))
+        shards = list(by_shard)
+        results = await asyncio.gather(
+            *(self._on(broker.connections[s], by_shard[s]) for s in shards),
+            return_exceptions=True,
+        )
+        ids = [""] * len(requests)
+        failed: list[tuple[int, PublishError]] = []
+        for shard, result in zip(shards, results, strict=True):
+            if isinstance(result, PublishError):
+                failed.append((shard, result))
+            elif isinstance(result, BaseException):
+                raise result
+            else:
+                for (_, share, _, _), got in zip(by_shard[shard], result, strict=True):
+                    for (index, _), event_id in zip(share, got, strict=True):
+                        ids[index] = event_id.decode() if isinstance(event_id, bytes) else event_id
+        if failed:
+            raise _refusal(by_shard, failed)
+        return ids
+
+    async def _on(self, connection: Connection, calls: list[PartitionCall]) -> list[Any]:
+        """Run ``calls`` on ``connection``'s Redis in one pipeline (NOSCRIPT: loaded, sent again
+        once); the ids of each call."""
+        broker = self.broker
+        if connection.client is None or not connection.availability.answers:
+            raise broker.unavailable_error(f"{connection} does not answer")
+        client = connection.client
+        sha = connection.script(PARTITION_PUBLISH_SCRIPT).sha
+        results: list[Any] = [None] * len(calls)
+        pending = list(range(len(calls)))
+        replicas = broker.wait_replicas
+        try:
+            for attempt in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    for i in pending:
+                        _, _, keys, args = calls[i]
+                        pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
+                    if broker.wait_replicas:
+                        pipe.execute_command("WAIT", broker.wait_replicas, WAIT_MS)
+                    replies = await pipe.execute(raise_on_error=False)
+                if broker.wait_replicas:
+                    replicas = min(replicas, replies.pop())
+                missing = []
+                for i, reply in zip(pending, replies, strict=True):
+                    if isinstance(reply, NoScriptError) and attempt == 0:
+                        missing.append(i)
+                    elif isinstance(reply, ResponseError):
+                        if "sse_fast:" in str(reply):
+                            raise PublishError(str(reply))
+                        raise broker.unavailable_error(f"{connection}: {reply}")
+                    elif isinstance(reply, BaseException):
+                        raise reply
+                    else:
+                        results[i] = reply
+                if not missing:
+                    break
+                await client.script_load(PARTITION_PUBLISH_SCRIPT)  # a restarted Redis
+                pending = missing
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            connection.availability.unanswered()
+            raise PublishError(
+                f"{connection} did not answer ({exc}): the publish may or may not have been "
+                "published (give events ids to recognise them on retry)",
+                status=503,
+                retry_after=broker.retry_after,
+            ) from None
+        connection.availability.answered()
+        if replicas < broker.wait_replicas:
+            raise PublishError(
+                f"{connection} published it, but {replicas} of {broker.wait_replicas} replicas "
+                f"confirmed it within {WAIT_MS} ms: it is lost if that Redis fails over now (it "
+                "was delivered; give events ids to recognise them if you retry)",
+                status=503,
+                retry_after=broker.retry_after,
+            )
+        return results
+
+
+def _names(topics: Sequence[str]) -> str:
+    shown = ", ".join(topics[:10])
+    return shown + (f" and {len(topics) - 10} more" if len(topics) > 10 else "")
+
+
+def _refusal(
+    by_shard: dict[int, list[PartitionCall]], failed: list[tuple[int, PublishError]]
+) -> PublishError:
+    """The one error of a batch some of whose Redis refused it: which topics have it, which
+    not, and why."""
+    bad = {shard for shard, _ in failed}
+    have: dict[str, None] = {}
+    lack: dict[str, None] = {}
+    for shard, calls in by_shard.items():
+        for _, share, _, _ in calls:
+            for _, request in share:
+                (lack if shard in bad else have).update(dict.fromkeys(request.topics))
+    why = "; ".join(str(error) for _, error in failed)
+    status = max(error.status for _, error in failed)
+    retry_after = max((error.retry_after or 0.0) for _, error in failed) or None
+    if not have:
+        return PublishError(why, status=status, retry_after=retry_after)
+    return PublishError(
+        f"partly published: topics {_names(list(have))} have it; {_names(list(lack))} do not "
+        f"({why}). Retrying the same request is safe for events with an id (a topic that has "
+        "one does not get it twice); events without an id would be published again on the "
+        "topics that have them",
+        status=status,
+        retry_after=retry_after,
+    )
