@@ -62,6 +62,7 @@ def test_the_design_example() -> None:
         "~5.0:0." + ".".join(f"{p}:0" for p in range(1, MAX_COMPONENTS + 1)),  # too many
         "~5.0:0" + "0" * 40000,  # too long
     ],
+    ids=lambda text: text if len(text) < 40 else f"{text[:20]}...({len(text)} characters)",
 )
 def test_a_malformed_cursor_is_none(text: str) -> None:
     assert parse_cursor(text) is None
