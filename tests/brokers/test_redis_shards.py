@@ -1,0 +1,258 @@
+"""The Redis broker over 128 partitions on 3 independent ``redis-server`` shards (issue 42,
+part C): every topic's events in order, once, on every node; an event spanning partitions
+(and shards) under one id; one shard killed: its topics' publishes refused with 503 and
+``Retry-After``, the others' published; that shard back empty: ``sse-fast-missed``
+(``redis-restarted``, with the partition) on the streams of its partitions only, then
+exact; ``--redis-wait-replicas`` confirmed on the shard's own connection (a stopped replica:
+503). Real redis-servers; the hubs in this process (``tests/e2e``-style serve processes in
+``test_redis_shards_e2e.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.redis._partitions import partition_of, shard_of
+from sse_fast.hub import Hub, PublishError, PublishRequest
+from sse_fast.settings import Settings
+from sse_fast.testing import HOST, RedisServer
+
+from ..conftest import forgive
+from .test_relay import Recording, _until
+
+if shutil.which("redis-server") is None:  # .ci/run installs it
+    raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+N = 128
+S = 3
+
+
+@pytest.fixture
+def shards() -> Iterator[list[RedisServer]]:
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(RedisServer()) for _ in range(S)]
+
+
+def node(urls: list[str], **options: Any) -> Hub:
+    options.setdefault("probe_interval", 0.3)
+    options.setdefault("partitions", N)
+    return Hub(Settings(), broker=RedisBroker(urls, **options))
+
+
+@contextlib.asynccontextmanager
+async def started(*hubs: Hub) -> AsyncIterator[tuple[Hub, ...]]:
+    for hub in hubs:
+        await hub.start()
+    try:
+        yield hubs
+    finally:
+        for hub in hubs:
+            await hub.stop()
+
+
+def shard_of_topic(topic: str) -> int:
+    return shard_of(partition_of(topic, N), S)
+
+
+def topics_on(shard: int, count: int, prefix: str) -> list[str]:
+    """``count`` topics ``<prefix><i>`` whose partitions live on ``shard``."""
+    found, i = [], 0
+    while len(found) < count:
+        if shard_of_topic(f"{prefix}{i}") == shard:
+            found.append(f"{prefix}{i}")
+        i += 1
+    return found
+
+
+async def attach_each(hub: Hub, topics: list[str]) -> dict[str, Recording]:
+    """One stream per topic on ``hub``, attached together (one load per shard and turn)."""
+    streams = {topic: Recording() for topic in topics}
+    await asyncio.gather(*(streams[t].attach(hub, [t]) for t in topics))
+    return streams
+
+
+def data(stream: Recording) -> list[str]:
+    """The data of the stream's events that are not ours (``sse-fast-*``)."""
+    return [e[2] for e in stream.events() if not (e[0] or "").startswith("sse-")]
+
+
+def test_a_thousand_topics_on_three_shards_arrive_in_order_once_on_every_node(
+    shards: list[RedisServer],
+) -> None:
+    """1,000 topics over 128 partitions on 3 shards, 3 events each published from two nodes in
+    batches of 100 (each batch spans every shard): every topic's stream on each node gets its 3
+    events, in order, once, with the ids publish returned; each partition's positions grow."""
+    urls = [s.url for s in shards]
+    topics = [f"topic-{i}" for i in range(1000)]
+    assert {shard_of_topic(t) for t in topics} == {0, 1, 2}
+
+    async def main() -> None:
+        async with started(node(urls), node(urls)) as (a, b):
+            on_a, on_b = await attach_each(a, topics), await attach_each(b, topics)
+            requests = [PublishRequest((t,), [t, k]) for k in range(3) for t in topics]
+            ids: list[str] = []
+            for start in range(0, len(requests), 100):
+                hub = a if start % 200 else b
+                ids += await hub.publish(requests[start : start + 100])
+            assert len(ids) == 3000  # positions: unique per partition (not across them)
+
+            def complete() -> bool:
+                return all(len(s.events()) >= 3 for s in (*on_a.values(), *on_b.values()))
+
+            await _until(complete, timeout=30)
+            by_request = dict(zip(((r.topics[0], r.data[1]) for r in requests), ids, strict=True))
+            for t in topics:
+                for streams in (on_a, on_b):
+                    got = streams[t].events()
+                    assert [orjson.loads(e[2]) for e in got] == [[t, 0], [t, 1], [t, 2]], t
+                    assert [e[1] for e in got] == [by_request[t, k] for k in range(3)]
+            positions: dict[int, list[int]] = {}
+            for request, event_id in zip(requests, ids, strict=True):
+                positions.setdefault(partition_of(request.topics[0], N), []).append(int(event_id))
+            assert len(positions) == N
+            assert all(p == sorted(set(p)) for p in positions.values())
+            stats = b.broker.stats()["redis"]
+            assert stats["topics_subscribed"] == 1000 and stats["shards_down"] == []
+            assert stats["partitions"] == N and stats["shards"] == S
+
+    asyncio.run(main())
+
+
+def test_an_event_spanning_partitions_has_one_id_and_its_retry_is_not_published_twice(
+    shards: list[RedisServer],
+) -> None:
+    """An event to topics on three shards: one id (the publisher's, or one the broker gives
+    it), each topic's stream gets it once; the same request again (the publisher's id) is not
+    published again on any of them."""
+    urls = [s.url for s in shards]
+    span = [topics_on(k, 1, f"span-{k}-")[0] for k in range(S)]
+
+    async def main() -> None:
+        async with started(node(urls), node(urls)) as (a, b):
+            streams = await attach_each(b, span)
+            (given,) = await a.publish([PublishRequest(tuple(span), "no id")])
+            assert given.startswith("x") and len(given) == 17
+            (mine,) = await a.publish([PublishRequest(tuple(span), "mine", id="order-7")])
+            (again,) = await a.publish([PublishRequest(tuple(span), "mine", id="order-7")])
+            assert mine == again == "order-7"
+            (after,) = await a.publish([PublishRequest(tuple(span), "after")])
+            await _until(lambda: all(len(s.events()) == 3 for s in streams.values()))
+            for stream in streams.values():
+                assert [e[1] for e in stream.events()] == [given, "order-7", after]
+                assert data(stream) == ["no id", "mine", "after"]
+            raw = (
+                shards[0]
+                .cli("XLEN", a.broker.placement.keys(partition_of(span[0], N)).stream(span[0]))
+                .strip()
+            )
+            assert raw == "3"
+
+    asyncio.run(main())
+
+
+def test_a_killed_shard_refuses_its_topics_only_and_comes_back_empty_with_a_break_there(
+    shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shard 3 of 3 SIGKILLed: publishes to its topics get 503 with Retry-After at once, a
+    batch over every shard is refused naming which topics have it and which not, the other
+    shards' topics are published (all of them); a new stream needing a topic of shard 3 gets
+    503; the node stays ready. Shard 3 restarted empty: its streams get sse-fast-missed
+    (redis-restarted, with their partition), then every event published since; the other
+    shards' streams get no marker and nothing twice."""
+    urls = [s.url for s in shards]
+    mine = {k: topics_on(k, 5, f"k{k}-") for k in range(S)}
+    everything = [t for k in range(S) for t in mine[k]]
+
+    async def main() -> None:
+        async with started(node(urls), node(urls)) as (a, b):
+            streams = await attach_each(b, everything)
+            await a.publish([PublishRequest((t,), "before") for t in everything])
+            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await asyncio.to_thread(shards[2].kill)
+            with pytest.raises(PublishError) as info:
+                await a.publish([PublishRequest((mine[2][0],), "refused")])
+            assert info.value.status == 503 and info.value.retry_after == 1.0
+            await _until(lambda: 2 in a.broker.stats()["redis"]["shards_down"])
+            with pytest.raises(PublishError) as info:  # known down: refused at once
+                await a.publish([PublishRequest((t,), "batch") for t in everything])
+            refusal = str(info.value)
+            assert info.value.status == 503 and info.value.retry_after == 1.0
+            assert "partly published" in refusal and "shard 3 of 3" in refusal
+            have, lack = refusal.split(" have it")
+            assert mine[0][0] in have and mine[2][0] in lack and mine[2][0] not in have
+            ok = [t for t in everything if t not in mine[2]]
+            for n in range(20):  # the other shards' topics: every publish succeeds
+                await a.publish([PublishRequest((t,), f"ok-{n}") for t in ok])
+            assert a.broker.available and b.broker.available
+            assert a.broker.stats()["redis"]["partitions_down"] == list(range(2, N, 3))
+            with pytest.raises(PublishError) as info:
+                await Recording().attach(b, [topics_on(2, 1, "new-")[0]])
+            assert info.value.status == 503
+            await asyncio.to_thread(shards[2].start)  # empty: no persistence
+            await _until(lambda: 2 not in a.broker.stats()["redis"]["shards_down"], timeout=10)
+            await _until(lambda: 2 not in b.broker.stats()["redis"]["shards_down"], timeout=10)
+            await a.publish([PublishRequest((t,), "after") for t in everything])
+
+            def after() -> bool:
+                return all(data(s)[-1:] == ["after"] for s in streams.values())
+
+            await _until(after, timeout=10)
+            for topic, stream in streams.items():
+                kinds = [e[0] for e in stream.events()]
+                if topic in mine[2]:
+                    assert data(stream) == ["before", "after"]
+                    assert kinds == [None, "sse-fast-missed", None]
+                    marker = orjson.loads(stream.events()[1][2])
+                    assert marker["reason"] == "redis-restarted"
+                    assert marker["partition"] == partition_of(topic, N)
+                else:
+                    sent = ["before", "batch", *(f"ok-{n}" for n in range(20)), "after"]
+                    assert data(stream) == sent
+                    assert None in kinds and "sse-fast-missed" not in kinds
+            forgive(caplog, "subscription lost", "does not answer")
+
+    asyncio.run(main())
+
+
+def test_waiting_for_replicas_is_confirmed_on_the_shards_own_connection(
+    shards: list[RedisServer],
+) -> None:
+    """--redis-wait-replicas 1 with a replica of every shard: published and confirmed; the
+    replica of the shard of one topic SIGSTOPped: that topic's publish answers 503 (WAIT on
+    the connection that wrote; on another connection it would confirm nothing and say 1),
+    another shard's topic is still confirmed."""
+    urls = [s.url for s in shards]
+    stuck, fine = topics_on(1, 1, "stuck-")[0], topics_on(0, 1, "fine-")[0]
+
+    async def main() -> None:
+        with contextlib.ExitStack() as stack:
+            replicas = [
+                stack.enter_context(RedisServer(0, "--replicaof", HOST, str(s.port)))
+                for s in shards
+            ]
+            for replica in replicas:
+                await _until(
+                    lambda r=replica: "master_link_status:up" in r.cli("INFO", "replication"),
+                    timeout=10,
+                )
+            async with started(node(urls, wait_replicas=1)) as (a,):
+                assert await a.publish([PublishRequest((stuck,), 1), PublishRequest((fine,), 1)])
+                replicas[1].stop()
+                try:
+                    with pytest.raises(PublishError) as info:
+                        await a.publish([PublishRequest((stuck,), 2)])
+                    assert info.value.status == 503
+                    assert "0 of 1 replicas confirmed" in str(info.value)
+                    assert "shard 2 of 3" in str(info.value)
+                    assert await a.publish([PublishRequest((fine,), 2)])
+                finally:
+                    replicas[1].cont()
+
+    asyncio.run(main())
