@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.brokers.redis._partitions import partition_of, shard_of
+from sse_fast.brokers.redis._partitions import cluster_tags, partition_keys, partition_of, shard_of
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import HOST, RedisServer
@@ -63,7 +63,8 @@ def shard_of_topic(topic: str) -> int:
 
 def topics_on(shard: int, count: int, prefix: str) -> list[str]:
     """``count`` topics ``<prefix><i>`` whose partitions live on ``shard``."""
-    found, i = [], 0
+    found: list[str] = []
+    i = 0
     while len(found) < count:
         if shard_of_topic(f"{prefix}{i}") == shard:
             found.append(f"{prefix}{i}")
@@ -147,12 +148,8 @@ def test_an_event_spanning_partitions_has_one_id_and_its_retry_is_not_published_
             for stream in streams.values():
                 assert [e[1] for e in stream.events()] == [given, "order-7", after]
                 assert data(stream) == ["no id", "mine", "after"]
-            raw = (
-                shards[0]
-                .cli("XLEN", a.broker.placement.keys(partition_of(span[0], N)).stream(span[0]))
-                .strip()
-            )
-            assert raw == "3"
+            stored = partition_keys("sse:", cluster_tags(N)[partition_of(span[0], N)])
+            assert shards[0].cli("XLEN", stored.stream(span[0])).strip() == "3"  # once each
 
     asyncio.run(main())
 
