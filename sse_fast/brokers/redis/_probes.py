@@ -66,13 +66,15 @@ class Probes:
             if connection.client is None:
                 continue
             number = next(self._numbers)
+            # counted as sent before it is: it may come back before PUBLISH's answer does
+            self._sent[number] = time.monotonic()
             try:
                 await connection.client.publish(
                     connection.probe_channel, f"probe {broker.member_id} {number}".encode()
                 )
                 availability.answered()
-                self._sent[number] = time.monotonic()
             except (RedisError, OSError) as exc:
+                self._sent.pop(number, None)
                 if availability.unanswered():
                     log.error(
                         "%s does not answer (%s): publishing %sis unavailable",
