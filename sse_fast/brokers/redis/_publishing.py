@@ -14,20 +14,21 @@ the ids come back in the batch's order.
 Each partition's share is all or nothing (one script). When a Redis is down or
 does not answer, the shares on the others are published and the answer is 503
 with ``Retry-After``, naming the topics that have the events and those that do
-not. A Redis known down (``Availability.answers``) is not even tried.
+not. A Redis known down (``Availability.answers``) is not even tried. What an error
+from Redis means (503 or 400, the Redis marked down) is ``_errors.classify``'s table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError
 
 from ...publishing import PublishError, PublishRequest
+from ._errors import classify
 from ._scripts import PARTITION_PUBLISH_SCRIPT, partition_publish_args, spanning_ids
 from ._scripts import split_by_partition as split
 
@@ -40,6 +41,8 @@ __all__ = [
     "PartitionCall",
     "ShardedPublisher",
 ]
+
+log = logging.getLogger("sse_fast.redis")
 
 #: how long a publish waits for ``--redis-wait-replicas`` replicas to confirm it (ms)
 WAIT_MS = 1000
@@ -116,10 +119,6 @@ class ShardedPublisher:
                 for i, reply in zip(pending, replies, strict=True):
                     if isinstance(reply, NoScriptError) and attempt == 0:
                         missing.append(i)
-                    elif isinstance(reply, ResponseError):
-                        if "sse_fast:" in str(reply):
-                            raise PublishError(str(reply))
-                        raise broker.unavailable_error(f"{connection}: {reply}")
                     elif isinstance(reply, BaseException):
                         raise reply
                     else:
@@ -128,14 +127,15 @@ class ShardedPublisher:
                     break
                 await client.script_load(PARTITION_PUBLISH_SCRIPT)  # a restarted Redis
                 pending = missing
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            connection.availability.unanswered()
-            raise PublishError(
-                f"{connection} did not answer ({exc}): the publish may or may not have been "
-                "published (give events ids to recognise them on retry)",
-                status=503,
-                retry_after=broker.retry_after,
-            ) from None
+        except Exception as exc:  # one table says what it means (``_errors.py``)
+            failure = classify(exc, str(connection))
+            if failure is None:
+                raise
+            if failure.unanswered:
+                connection.availability.unanswered()
+            if failure.ours:
+                log.error("%s refused a publish's keys: %s", connection, exc)
+            raise failure.error from None
         connection.availability.answered()
         if replicas < broker.wait_replicas:
             raise PublishError(
