@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .._asgi import Receive, Scope, Send
 from ..hub import Hub
 from ..hub._catalogue import STATS_FIGURES, worker_of
+from ..hub._cursor import format_cursor, parse_cursor
 from ..hub._metrics import render
 from ..publishing import PublishError
 from ..settings import Settings
@@ -221,7 +222,7 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
         "topics": topics,
         # every worker holds every topic's history: the fullest one's figures
         **{key: max(one.get(key, 0) for one in figures) for key in STATS_FIGURES},
-        "last_id": max((one["last_id"] for one in figures), key=int),
+        "last_id": _newest_id([one["last_id"] for one in figures]),
         "draining": any(one["draining"] for one in figures),
         "eager_send": next(
             (one["eager_send"] for one in figures if one["eager_send"] is not None), None
@@ -264,3 +265,16 @@ def stats_query(scope: Scope) -> tuple[bool, int, int]:
             raise HTTPError(400, f"{name} must be {bound}, got {raw!r}", reason="bad_query")
         numbers.append(int(raw))
     return listing, numbers[0], numbers[1]
+
+
+def _newest_id(ids: list[str]) -> str:
+    """The newest of the workers' last ids: the largest position, or (a broker of several
+    partitions) the cursor of each partition's largest position."""
+    if all(one.isdigit() for one in ids):
+        return max(ids, key=int)
+    newest: dict[int, int] = {}
+    for one in ids:
+        positions = parse_cursor(one) if not one.isdigit() else {0: int(one)}
+        for partition, position in (positions or {}).items():
+            newest[partition] = max(newest.get(partition, 0), position)
+    return format_cursor(newest) if newest else ids[0]
