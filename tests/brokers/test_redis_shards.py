@@ -515,3 +515,63 @@ def test_ten_thousand_topics_on_three_shards_survive_the_same_faults(
 ) -> None:
     """The same with 10,000 topics."""
     _fleet_under_faults(shards, 10_000)
+
+
+def test_a_node_of_two_workers_on_shards_answers_one_scrape_for_both(
+    shards: list[RedisServer],
+) -> None:
+    """Gathers go over the node's channel on shard 1: /metrics and /stats of a node with two
+    workers count both, and /stats says the shards and partitions, none down."""
+    args = [a for s in shards for a in ("--redis-url", s.url)]
+    with ServerProcess(*args, "--workers", "2", "--redis-probe-interval", "0.5") as server:
+
+        async def main() -> None:
+            status, _, text = await server.get("/metrics")
+            assert status == 200
+            assert b"\nsse_fast_workers_reporting 2\n" in text, text[-2000:]
+            status, _, body = await server.get("/stats")
+            assert status == 200, body
+            stats = orjson.loads(body)
+            assert stats["workers_reporting"] == 2
+            redis = stats["workers"][0]["redis"]
+            assert redis["shards"] == S and redis["partitions"] == N
+            assert redis["shards_down"] == [] and redis["partitions_down"] == []
+
+        asyncio.run(main())
+
+
+def test_presence_lives_on_the_topics_shard_and_every_shard_down_is_unavailable(
+    shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A topic's presence hash is its partition's tagged key on its own shard, written and read
+    there; the broker stays available while one shard is up, and is unavailable (counting)
+    only once every shard is down."""
+    urls = [s.url for s in shards]
+    rooms = [topics_on(k, 1, f"room-{k}-")[0] for k in range(S)]
+
+    async def main() -> None:
+        async with started(node(urls)) as (a,):
+            broker = a.broker
+            figures = {room: {"subscribers": 1, "subjects": {"u": 1}} for room in rooms}
+            await broker.store_presence(figures)
+            for k, room in enumerate(rooms):
+                key = partition_keys("sse:", cluster_tags(N)[partition_of(room, N)]).presence(room)
+                assert shards[k].cli("EXISTS", key).strip() == "1"
+                assert shards[(k + 1) % S].cli("EXISTS", key).strip() == "0"
+                (figure,) = await broker.read_presence(room) or []
+                assert figure["subscribers"] == 1
+            for k in range(S - 1):
+                await asyncio.to_thread(shards[k].kill)
+            await _until(lambda: broker.stats()["redis"]["shards_down"] == [0, 1], timeout=10)
+            assert broker.available and broker.unavailable_for == 0.0
+            with pytest.raises(RuntimeError, match="away"):
+                await broker.read_presence(rooms[0])
+            await asyncio.to_thread(shards[2].kill)
+            await _until(lambda: not broker.available, timeout=10)
+            await _until(lambda: broker.unavailable_for > 0, timeout=5)
+            await asyncio.to_thread(shards[1].start)
+            await _until(lambda: broker.available, timeout=10)
+            assert broker.unavailable_for == 0.0
+            forgive(caplog, "subscription lost", "does not answer")
+
+    asyncio.run(main())
