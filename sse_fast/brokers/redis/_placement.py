@@ -17,10 +17,9 @@ node's gathers on ``node_channel`` (shard 0). A Redis Cluster would replace
 from __future__ import annotations
 
 import os
-from functools import lru_cache
 from typing import Any
 
-from ._partitions import PartitionKeys, cluster_tags, partition_keys, partition_of, shard_of
+from ._partitions import PartitionKeys, cluster_tags, partition_keys, shard_of
 from ._scripts import (
     ADVANCE_SCRIPT,
     PARTITION_ADVANCE_SCRIPT,
@@ -28,6 +27,7 @@ from ._scripts import (
     READ_SCRIPT,
     channel_prefix,
     node_channel,
+    partition_of,
     sequence_keys,
 )
 
@@ -38,8 +38,6 @@ __all__ = [
 
 #: a script call: (the script's text, KEYS, ARGV)
 Call = tuple[str, list[str], list[Any]]
-
-_partition_of = lru_cache(maxsize=1 << 16)(partition_of)  # per message: FNV in Python is slow
 
 
 class Placement:
@@ -62,7 +60,7 @@ class Placement:
 
     def partition_of(self, name: str) -> int:
         """The partition of topic ``name``."""
-        return 0 if self.partitions == 1 else _partition_of(name, self.partitions)
+        return 0 if self.partitions == 1 else partition_of(name, self.partitions)
 
     def shard_of(self, partition: int) -> int:
         """The index (in the URL list) of the Redis that holds ``partition``."""

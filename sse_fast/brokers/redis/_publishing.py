@@ -74,10 +74,17 @@ class ShardedPublisher:
             shard = placement.shard_of(partition)
             by_shard.setdefault(shard, []).append((partition, share, keys, args))
         shards = list(by_shard)
-        results = await asyncio.gather(
-            *(self._on(broker.connections[s], by_shard[s]) for s in shards),
-            return_exceptions=True,
-        )
+        results: list[Any]
+        if len(shards) == 1:  # one Redis: no task to run beside this one
+            try:
+                results = [await self._on(broker.connections[shards[0]], by_shard[shards[0]])]
+            except PublishError as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(self._on(broker.connections[s], by_shard[s]) for s in shards),
+                return_exceptions=True,
+            )
         ids = [""] * len(requests)
         failed: list[tuple[int, PublishError]] = []
         for shard, result in zip(shards, results, strict=True):
@@ -105,7 +112,11 @@ class ShardedPublisher:
         pending = list(range(len(calls)))
         replicas = broker.wait_replicas
         try:
-            for attempt in range(2):
+            if len(calls) == 1 and not broker.wait_replicas:  # one call: no pipeline needed
+                _, _, keys, args = calls[0]
+                results[0] = await connection.script(PARTITION_PUBLISH_SCRIPT)(keys=keys, args=args)
+                pending = []
+            for attempt in range(2 if pending else 0):
                 async with client.pipeline(transaction=False) as pipe:
                     for i in pending:
                         _, _, keys, args = calls[i]

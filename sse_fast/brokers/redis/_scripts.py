@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from functools import lru_cache
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,8 @@ from redis.exceptions import ResponseError
 from ..._core import EncodeError, encode
 from ...publishing import PublishError, PublishRequest
 from .._sequencing import RETRY_WINDOW
-from ._partitions import PartitionKeys, partition_of
+from ._partitions import PartitionKeys
+from ._partitions import partition_of as _partition_of
 
 __all__ = [
     "ADVANCE_SCRIPT",
@@ -46,6 +48,9 @@ __all__ = [
     "spanning_ids",
     "split_by_partition",
 ]
+
+#: ``_partitions.partition_of``, remembered: FNV-1a in Python costs microseconds a topic
+partition_of = lru_cache(maxsize=1 << 16)(_partition_of)
 
 #: seconds a Redis command (or connecting) may take before it fails
 COMMAND_TIMEOUT = 2.0  # seconds: a publish fails fast instead of waiting on a dead Redis
