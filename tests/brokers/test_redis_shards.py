@@ -575,3 +575,28 @@ def test_presence_lives_on_the_topics_shard_and_every_shard_down_is_unavailable(
             forgive(caplog, "subscription lost", "does not answer")
 
     asyncio.run(main())
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the hub applies each partition's copy of a spanning event: a stream over both "
+    "partitions gets it twice (dedupe by event id across partitions: the hub's to decide)",
+)
+def test_a_stream_over_two_partitions_gets_an_event_spanning_them_once(
+    shards: list[RedisServer],
+) -> None:
+    """One event to a topic of shard 1 and one of shard 2, and a stream over both: one
+    frame, as with one sequence (each partition stores its copy under the same id)."""
+    urls = [s.url for s in shards]
+    span = [topics_on(k, 1, f"span-{k}-")[0] for k in range(2)]
+
+    async def main() -> None:
+        async with started(node(urls)) as (a,):
+            both = Recording()
+            await both.attach(a, span)
+            await a.publish([PublishRequest(tuple(span), "once")])
+            await a.publish([PublishRequest((span[0],), "after")])
+            await _until(lambda: data(both)[-1:] == ["after"])
+            assert data(both) == ["once", "after"]
+
+    asyncio.run(main())
