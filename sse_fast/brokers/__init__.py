@@ -34,7 +34,11 @@ Every broker keeps these promises; the hub relies on nothing else.
   that cannot be encoded refuses the batch with ``PublishError`` (400, the
   encoder's reason); a broker that cannot publish now refuses it with
   ``PublishError`` (503, and ``retry_after`` seconds to say when to try again).
-  A refused publish published nothing.
+  A refused publish published nothing. With several partitions this holds per
+  partition: each partition's share of a batch is published whole or not at
+  all, and a 503 for a batch spanning partitions names the topics that have
+  it; an event spanning partitions carries one id in each, so a retry of the
+  batch publishes nothing twice.
 * Positions outlive restarts. A sequence starts at the wall clock in
   microseconds, so positions keep growing across restarts of the sequencer
   and an id from an earlier run is recognisably older. A sequencer with a data
