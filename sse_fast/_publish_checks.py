@@ -25,6 +25,7 @@ from .settings import Settings
 
 __all__ = [
     "PUBLISH_FIELDS",
+    "check_cursor_length",
     "check_distinct_ids",
     "check_event_id",
     "check_topic",
@@ -62,6 +63,29 @@ def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
         raise PublishError(f"{what} is longer than {settings.max_last_event_id_length} characters")
     if "\r" in value or "\n" in value or "\0" in value:
         raise PublishError(f"{what} must not contain CR, LF or NUL")
+    return value
+
+
+#: the longest component of a cursor: "." + a partition (4 digits) + ":" + a delta (19)
+CURSOR_COMPONENT = 25
+
+
+def check_cursor_length(value: str, settings: Settings) -> str:
+    """A ``Last-Event-ID`` that is a cursor (``hub/_cursor.py``: the id of a stream over
+    several partitions, one component per partition it covers): ``max_last_event_id_length``
+    or what ``max_topics_per_connection`` topics can make, whichever is longer (the server's
+    own ids always come back); one line, no NUL."""
+    longest = max(
+        settings.max_last_event_id_length,
+        20 + CURSOR_COMPONENT * settings.max_topics_per_connection,
+    )
+    if len(value) > longest:
+        raise PublishError(
+            f"Last-Event-ID is longer than {longest} characters (a cursor over at most "
+            f"{settings.max_topics_per_connection} topics' partitions)"
+        )
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise PublishError("Last-Event-ID must not contain CR, LF or NUL")
     return value
 
 

@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from .._asgi import Receive, Scope, Send
-from .._publish_checks import check_event_id, check_topic
+from .._publish_checks import check_cursor_length, check_event_id, check_topic
 from ..hub import Hub, Subscription
 from ..publishing import PublishError
 from ..settings import Settings
@@ -120,7 +120,10 @@ class EventsEndpoint:
             last_event_id = fields.get("lastEventId", [None])[-1]
         if last_event_id is not None:
             try:
-                check_event_id(last_event_id, settings, "Last-Event-ID")
+                if last_event_id.startswith("~"):  # a cursor this server gave out
+                    check_cursor_length(last_event_id, settings)
+                else:
+                    check_event_id(last_event_id, settings, "Last-Event-ID")
             except PublishError as exc:
                 raise HTTPError(400, str(exc), reason="bad_last_event_id") from None
         return names, last_event_id, fields.get("token", [None])[-1]
