@@ -105,11 +105,16 @@ def read_since(
     return b"".join(entries[p] for p in sorted(entries)), len(entries)
 
 
-def merge_frames(cursors: dict[Topic, int]) -> list[tuple[int, int, bytes]]:
+def merge_frames(
+    cursors: dict[Topic, int],
+) -> list[tuple[int, int, bytes, tuple[tuple[int, int], ...]]]:
     """The frames newer than ``cursors`` (advanced in place) of topics of several
-    partitions, as ``(position, partition, frame)`` in order of position within
-    each partition (the order between partitions means nothing); an event of
-    several of the topics of one partition once. Raises ``Lagged`` as
+    partitions, as ``(position, partition, frame, copies)`` in order of position
+    within each partition (the order between partitions means nothing); an event of
+    several of the topics of one partition once. ``copies``: ``(partition,
+    position)`` of the same event (same id, same frame without its id line) held
+    by a topic of another partition of ``cursors`` (an event spanning partitions
+    is stored in each: ``with_cursors`` writes it once). Raises ``Lagged`` as
     ``read_since`` does."""
     entries: dict[tuple[int, int], bytes] = {}
     for topic, cursor in cursors.items():
@@ -119,18 +124,61 @@ def merge_frames(cursors: dict[Topic, int]) -> list[tuple[int, int, bytes]]:
             entries.setdefault((topic.position_at(offset), partition), frame)
         cursors[topic] = cursor + len(frames)
     return [
-        (position, partition, entries[position, partition])
+        (position, partition, frame, _copies(cursors, position, partition, frame))
         for position, partition in sorted(entries)
+        for frame in (entries[position, partition],)
     ]
 
 
-def with_cursors(entries: list[tuple[int, int, bytes]], places: dict[int, int]) -> bytes:
+def _event_id(frame: bytes) -> str | None:
+    """The id of one encoded event, or None (see ``with_id``)."""
+    if frame.startswith(b"id:"):
+        start = 3
+    else:
+        start = frame.find(b"\nid:")
+        if start < 0:
+            return None
+        start += 4
+    text = frame[start : frame.index(b"\n", start)]
+    return (text[1:] if text.startswith(b" ") else text).decode("utf-8", "surrogateescape")
+
+
+def _copies(
+    topics: dict[Topic, int], position: int, partition: int, frame: bytes
+) -> tuple[tuple[int, int], ...]:
+    """Where topics of partitions other than ``partition`` hold the event ``frame``
+    (at ``position``) too: ``(partition, position)`` each."""
+    event_id = _event_id(frame)
+    if event_id is None or event_id == str(position):
+        return ()
+    body = None
+    found = []
+    for topic in topics:
+        if topic.partition == partition or not topic.has_history:
+            continue
+        cursor = topic.ring.resume(event_id)
+        if cursor is None or cursor < topic.ring.oldest:
+            continue
+        if body is None:
+            body = with_id(frame, b"")
+        if with_id(topic.ring.read_frames(cursor - 1)[0], b"") == body:
+            found.append((topic.partition, topic.position_at(cursor)))
+    return tuple(found)
+
+
+def with_cursors(
+    entries: list[tuple[int, int, bytes, tuple[tuple[int, int], ...]]], places: dict[int, int]
+) -> bytes:
     """``entries`` (``merge_frames``) for a stream at ``places`` (partition ->
     position, moved in place): each frame with the stream's cursor after it as
-    its id (``_cursor.py``)."""
+    its id (``_cursor.py``). A frame whose event the stream was already written
+    from another partition (a copy at or before the stream's place there) is
+    not written again; its partition's place still moves past it."""
     out = []
-    for position, partition, frame in entries:
+    for position, partition, frame, copies in entries:
         places[partition] = position
+        if copies and any(at <= places.get(other, -1) for other, at in copies):
+            continue
         out.append(with_id(frame, b"id: %s\n" % format_cursor(places).encode()))
     return b"".join(out)
 

@@ -577,11 +577,6 @@ def test_presence_lives_on_the_topics_shard_and_every_shard_down_is_unavailable(
     asyncio.run(main())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the hub applies each partition's copy of a spanning event: a stream over both "
-    "partitions gets it twice (dedupe by event id across partitions: the hub's to decide)",
-)
 def test_a_stream_over_two_partitions_gets_an_event_spanning_them_once(
     shards: list[RedisServer],
 ) -> None:
