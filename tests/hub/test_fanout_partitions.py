@@ -292,3 +292,84 @@ def test_a_stream_catching_up_does_not_move_the_cursor_it_shared() -> None:
                 assert parse_cursor(event.id) == places, (reader is fast, event)
 
     run(main())
+
+
+def span(hub: Hub, data: str, event_id: str | None = None) -> None:
+    hub.publish_nowait([PublishRequest(("a", "b"), data, id=event_id)])
+
+
+def test_an_event_spanning_partitions_is_written_once_in_one_flush() -> None:
+    """Both copies of an event of "a" (partition 0) and "b" (partition 1) in one
+    flush: one frame, and the cursor after it is past both copies."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader, _ = await open_reader(hub, ["a", "b"])
+        span(hub, "both")
+        send(hub, "a", "after")
+        await settle()
+        assert reader.data() == ["both", "after"]
+        assert ids(reader)[-1] == {0: 1001, 1: 900}
+
+    run(main())
+
+
+def test_an_event_spanning_partitions_is_written_once_in_either_order() -> None:
+    """The copies delivered in two flushes, partition 1's first or partition 0's
+    first: one frame each way, and the cursor moves past the second copy."""
+
+    async def main(order: list[int]) -> None:
+        hub, broker = two_partitions()
+        reader, _ = await open_reader(hub, ["a", "b"])
+        broker.hold = True
+        span(hub, "both")
+        broker.hold = False
+        held, broker.held = broker.held, []
+        for index in order:
+            broker.deliver([held[index]])
+            await settle()
+        send(hub, "b", "after")
+        await settle()
+        assert reader.data() == ["both", "after"]
+        assert ids(reader)[-1] == {0: 1000, 1: 901}
+
+    for order in ([0, 1], [1, 0]):
+        run(main(order))
+
+
+def test_two_events_sharing_an_id_on_two_partitions_are_both_written() -> None:
+    """One publisher id on an event of "a" and another of "b" (other data): two
+    events, both written."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader, _ = await open_reader(hub, ["a", "b"])
+        hub.publish_nowait([PublishRequest(("a",), "one", id="same")])
+        hub.publish_nowait([PublishRequest(("b",), "two", id="same")])
+        await settle()
+        assert sorted(reader.data()) == ["one", "two"]
+
+    run(main())
+
+
+def test_a_catching_up_stream_gets_an_event_spanning_partitions_once() -> None:
+    """A slow stream reading from the rings (catch-up) writes the event once."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        reader = SlowReader()
+        subscription = await hub.attach(
+            ["a", "b"], None, reader, asyncio.get_running_loop().create_future
+        )
+        reader.paused = True
+        send(hub, "a", "a1")
+        await settle()
+        span(hub, "both")
+        send(hub, "b", "b1")
+        await settle()
+        assert subscription.state == subscription.CATCHING_UP
+        reader.resume()
+        await settle()
+        assert reader.data() == ["a1", "both", "b1"]
+
+    run(main())

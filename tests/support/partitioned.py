@@ -20,7 +20,6 @@ from sse_fast.brokers import Broker
 from sse_fast.brokers._sequencing import Sequenced, sequence
 from sse_fast.brokers.redis._partitions import partition_of
 from sse_fast.hub import Hub, PublishRequest, Subscription
-from sse_fast.publishing import PublishError
 
 from .asgi_harness import PyEmptyAwaitable
 
@@ -30,7 +29,9 @@ __all__ = ["PartitionedBroker", "Reader", "open_reader"]
 class PartitionedBroker(Broker):
     """A broker whose topics fall in ``len(starts)`` partitions: ``where`` names a
     topic's, else ``partition_of(name, partitions)`` (Redis's rule). Each partition
-    has its own sequence from ``starts[p]``; an event must stay in one partition."""
+    has its own sequence from ``starts[p]``; an event spanning partitions is
+    stored in each under one id (the publisher's, else ``x`` + 16 hex digits),
+    one ``Sequenced`` per partition, as the Redis broker does."""
 
     def __init__(
         self, where: Mapping[str, int] | None = None, starts: Sequence[int] = (1000, 900)
@@ -44,6 +45,7 @@ class PartitionedBroker(Broker):
         #: while True, sequenced events wait in ``held`` instead of being delivered
         self.hold = False
         self.held: list[Sequenced] = []
+        self.spanning = 0
 
     def partition_of(self, name: str) -> int:
         """The test's partition for ``name``, else Redis's rule."""
@@ -61,18 +63,24 @@ class PartitionedBroker(Broker):
     def publish_nowait(self, requests: list[PublishRequest], accepted_at: float) -> list[str]:
         """Sequence each request in its partition; deliver (or hold) them in order."""
         items = []
+        answers = []
         for request in requests:
-            partitions = {self.partition_of(name) for name in request.topics}
-            if len(partitions) != 1:
-                raise PublishError(f"topics {request.topics} span partitions {partitions}")
-            (partition,) = partitions
-            items += sequence([request], self.next[partition], accepted_at)
-            self.next[partition] += 1
+            partitions = sorted({self.partition_of(name) for name in request.topics})
+            if len(partitions) > 1:  # as Redis: one copy per partition, one id
+                self.spanning += 1
+                request = request._replace(id=request.id or f"x{self.spanning:016x}")
+            for partition in partitions:
+                part = request._replace(
+                    topics=tuple(t for t in request.topics if self.partition_of(t) == partition)
+                )
+                items += sequence([part], self.next[partition], accepted_at)
+                self.next[partition] += 1
+            answers.append(items[-1].id)
         if self.hold:
             self.held += items
         else:
             self.deliver(items)
-        return [item.id for item in items]
+        return answers
 
     def rejoin(self, partition: int, history_from: int, reason: str) -> None:
         """``partition``'s sequence goes on at ``history_from`` without the events
