@@ -199,3 +199,23 @@ def test_only_topics_keeps_the_positions_of_partitions() -> None:
         if "_partition_positions" in path.read_text()
     }
     assert users == {"hub/_topics.py"}
+
+
+def test_a_resume_between_the_copies_of_a_spanning_event_skips_the_second() -> None:
+    """A client that got the event from partition 0 (its cursor past that copy)
+    but whose cursor for partition 1 is before the other copy resumes without
+    it, and its cursor moves past it."""
+
+    async def main() -> None:
+        hub, _ = two_partitions()
+        await open_reader(hub, ["a", "b"])
+        hub.publish_nowait([PublishRequest(("a", "b"), "both")])
+        hub.publish_nowait([PublishRequest(("b",), "after")])
+        await settle()
+        got_a = format_cursor({0: 1000, 1: 899})  # copy in 0 at 1000, in 1 at 900
+        reader, _ = await open_reader(hub, ["a", "b"], got_a)
+        await settle()
+        assert reader.data() == ["after"]
+        assert positions(reader)[-1] == {0: 1000, 1: 901}
+
+    run(main())
