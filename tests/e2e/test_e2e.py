@@ -232,11 +232,13 @@ def test_ops_endpoints(server: ServerProcess) -> None:
 def test_disconnect_cleanup_after_1000_clients_vanish(server: ServerProcess) -> None:
     async def round_trip() -> None:
         clients = [server.client("vanish") for _ in range(1000)]
-        await asyncio.gather(*(c.connect() for c in clients))
-        await wait_for(lambda: _connections_at_least(server, 1000), timeout=20)
-        await server.publish(b'{"topic":"vanish","data":"hi"}')
-        for client in clients:
-            client.abort()
+        try:
+            await asyncio.gather(*(c.connect() for c in clients))
+            await wait_for(lambda: _connections_at_least(server, 1000), timeout=20)
+            await server.publish(b'{"topic":"vanish","data":"hi"}')
+        finally:  # a failure here must not leave 1,000 open sockets to the next test
+            for client in clients:
+                client.abort()
         await wait_for(lambda: _connections_at_most(server, 0), timeout=20)
 
     async def main() -> None:
