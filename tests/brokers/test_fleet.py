@@ -24,10 +24,15 @@ async def _stats(server: ServerProcess) -> dict[str, Any]:
     return dict(json.loads(body))
 
 
+async def _relay_pids(server: ServerProcess) -> set[int]:
+    """The relay's pid as each worker names it."""
+    return {int(w["relay"]["pid"]) for w in (await _stats(server))["workers"]}
+
+
 async def _relay_pid(server: ServerProcess) -> int:
-    pids = {w["relay"]["pid"] for w in (await _stats(server))["workers"]}
+    pids = await _relay_pids(server)
     assert len(pids) == 1, pids
-    return int(pids.pop())
+    return pids.pop()
 
 
 def _publish_body(topic: str, data: object, **extra: object) -> bytes:
@@ -67,6 +72,12 @@ def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
             assert missed.event == "sse-fast-missed"
             assert json.loads(missed.data)["reason"] == "relay-restarted"
             assert after.data == "after" and int(after.id) > int(missed.id)
+            # each worker names the new relay once it has joined it: one may publish
+            # through it before the other's figures say so
+            deadline = time.monotonic() + 10
+            while old_relay in await _relay_pids(server):
+                assert time.monotonic() < deadline, "the workers still name the old relay"
+                await asyncio.sleep(0.05)
             assert await _relay_pid(server) != old_relay
             assert (await server.get("/readyz"))[0] == 200
             # resuming from the marker is a resume; from before it, honestly evicted
@@ -109,6 +120,12 @@ def test_a_killed_relay_with_its_data_directory_loses_and_repeats_nothing() -> N
             assert status == 200, body
             received = await collect(client, 1)
             assert [(e.event, e.data, e.id) for e in received] == [("message", "after", "a-1")]
+            # each worker names the new relay once it has joined it: one may publish
+            # through it before the other's figures say so
+            deadline = time.monotonic() + 10
+            while old_relay in await _relay_pids(server):
+                assert time.monotonic() < deadline, "the workers still name the old relay"
+                await asyncio.sleep(0.05)
             assert await _relay_pid(server) != old_relay
             stats = await _stats(server)
             assert all(w["relay"]["history_breaks"] == 0 for w in stats["workers"]), stats
