@@ -146,8 +146,12 @@ def connect(url: str) -> aioredis.Redis:
 
 
 def frame_without_id(request: PublishRequest) -> bytes:
-    """The SSE frame of ``request`` without its ``id:`` line (the script adds it)."""
-    return encode(request.data, event=request.event, retry=request.retry)
+    """The SSE frame of ``request`` without its ``id:`` line (the script adds it);
+    ``PublishError`` (400, the encoder's reason) when it cannot be encoded."""
+    try:
+        return encode(request.data, event=request.event, retry=request.retry)
+    except EncodeError as exc:
+        raise PublishError(str(exc)) from None
 
 
 def publish_args(
@@ -167,10 +171,7 @@ def publish_args(
     ]
     wall = str(int(time.time() * 1000))
     for request in requests:
-        try:
-            frame = frame_without_id(request)
-        except EncodeError as exc:
-            raise PublishError(str(exc)) from None
+        frame = frame_without_id(request)
         args += ["" if request.id is None else request.id, frame, wall, len(request.topics)]
         args += request.topics
     return args
@@ -224,10 +225,7 @@ def partition_publish_args(
     events: list[Any] = []
     wall = str(int(time.time() * 1000))
     for request in requests:
-        try:
-            frame = frame_without_id(request)
-        except EncodeError as exc:
-            raise PublishError(str(exc)) from None
+        frame = frame_without_id(request)
         for name in request.topics:
             streams.setdefault(keys.stream(name), len(streams))
         retry = 0
