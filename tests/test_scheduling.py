@@ -114,7 +114,9 @@ def spans(tmp_path_factory: pytest.TempPathFactory) -> Spans:
         },
         capture_output=True,
         text=True,
-        timeout=60,
+        # 8 s on a quiet machine; beside a whole suite's start (six workers collecting
+        # cold, docs builds) it once took over 60 s: a hang still fails, within 5 minutes
+        timeout=300,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
