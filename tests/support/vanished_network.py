@@ -25,7 +25,9 @@ from . import asgi_servers
 from .status_probe import read_status
 
 APPS = {
-    "starlette": ("tests.support.starlette_app:app", "closed"),
+    # generators whose ``finally`` ran: the stream ended, whether the server's
+    # disconnect (the close handler) or the send timeout (no handler call) came first
+    "starlette": ("tests.support.starlette_app:app", "finished"),
     "django": ("tests.support.django_app:application", "finished"),
 }
 
