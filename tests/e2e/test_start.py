@@ -21,6 +21,8 @@ from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.durable import EventLog
 from sse_fast.testing import HTTPResponseError, RedisServer, ServerProcess, collect, free_port
 
+from ..support.ports import refusing_port
+
 pytestmark = pytest.mark.xdist_group("restart")
 
 #: events in the data directory: a restore of seconds (about 7 µs per event per worker)
@@ -205,8 +207,9 @@ def test_a_start_failing_in_the_workers_stops_the_server(workers: int) -> None:
     """Redis cannot be reached: each worker's start fails after its 10 s wait.
     The server stops with that sentence, not Granian respawning the workers
     every 10 s while the main process serves nothing."""
-    nobody = f"redis://127.0.0.1:{free_port()}/0"
-    code, output, took = run_serve("--redis-url", nobody, "--workers", str(workers))
+    with refusing_port() as port:  # not free_port(): another test's Redis may take that
+        nobody = f"redis://127.0.0.1:{port}/0"
+        code, output, took = run_serve("--redis-url", nobody, "--workers", str(workers))
     assert code == 2, output
     line = one_line(output)
     assert f"cannot reach Redis at {nobody}" in line, line
