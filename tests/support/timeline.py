@@ -29,17 +29,25 @@ PATH = os.environ.get("SSE_FAST_TIMELINE", "/tmp/sse-fast-timeline.jsonl")
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """Record the test's start and end (setup to teardown), its worker and its group."""
-    started = time.time()
+    """Record the test's start and end (setup to teardown), its worker, its group and
+    the CPU seconds it cost: the worker's and those of its children reaped meanwhile
+    (servers it started and stopped; a module's fixtures count for its first test)."""
+    started, cpu = time.time(), _own_cpu()
     try:
         return (yield)
     finally:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         group = next((m.args[0] for m in item.iter_markers("xdist_group") if m.args), "")
         line = {"id": item.nodeid, "worker": worker, "group": group}
-        line |= {"start": started, "end": time.time()}
+        line |= {"start": started, "end": time.time(), "cpu_s": _own_cpu() - cpu}
         with open(PATH, "a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and of its children that were waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def _cpu() -> list[int]:
@@ -86,6 +94,13 @@ def summary(path: str) -> str:
     out.append("groups by seconds held (the longest first):")
     for group, seconds in sorted(groups.items(), key=lambda g: -g[1])[:15]:
         out.append(f"  {seconds:7.1f} s  {group}")
+    costly: dict[str, float] = defaultdict(float)
+    for r in rows:
+        costly[r["id"].split("::")[0]] += r.get("cpu_s", 0.0)
+    out.append(f"CPU seconds of the tests and their children: {sum(costly.values()):.0f}")
+    out.append("modules by CPU seconds (the costliest first):")
+    for module, seconds in sorted(costly.items(), key=lambda m: -m[1])[:25]:
+        out.append(f"  {seconds:7.1f} s  {module}")
     tail = sorted(rows, key=lambda r: -r["end"])[:10]
     out.append("the last tests to end:")
     for r in tail:
