@@ -6,6 +6,7 @@ blocks do not), and the shipped package never imports the repository's
 from __future__ import annotations
 
 import ast
+import functools
 import itertools
 import re
 import subprocess
@@ -52,7 +53,11 @@ def _imports(name: str, path: Path) -> set[str]:
     return out - {name}
 
 
-GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+@functools.cache
+def graph() -> dict[str, set[str]]:
+    """Each module's imports (parsed when a test first asks: not in every worker's
+    collection, where it cost a second)."""
+    return {name: _imports(name, path) for name, path in MODULES.items()}
 
 
 def _cycles() -> list[list[str]]:
@@ -65,7 +70,7 @@ def _cycles() -> list[list[str]]:
     def visit(module: str) -> None:
         index[module] = low[module] = len(index)
         stack.append(module)
-        for other in GRAPH[module] & MODULES.keys():
+        for other in graph()[module] & MODULES.keys():
             if other not in index:
                 visit(other)
                 low[module] = min(low[module], low[other])
@@ -81,7 +86,7 @@ def _cycles() -> list[list[str]]:
             if len(group) > 1:
                 groups.append(sorted(group))
 
-    for module in GRAPH:
+    for module in graph():
         if module not in index:
             visit(module)
     return groups
@@ -89,14 +94,14 @@ def _cycles() -> list[list[str]]:
 
 def test_the_package_has_no_import_cycle() -> None:
     assert {"sse_fast.hub._hub", "sse_fast.cli", "sse_fast.codegen"} <= MODULES.keys()
-    assert "sse_fast.schemas" in GRAPH["sse_fast.codegen"]  # the graph sees lazy imports
+    assert "sse_fast.schemas" in graph()["sse_fast.codegen"]  # the graph sees lazy imports
     assert _cycles() == []
 
 
 def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
     found = {
         name: sorted(i for i in imported if i.split(".")[0] in ("benches", "tests"))
-        for name, imported in GRAPH.items()
+        for name, imported in graph().items()
     }
     assert {name: i for name, i in found.items() if i} == {}
 
