@@ -45,9 +45,10 @@ hypothesis_settings.load_profile("sse_fast")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In the pure-Python mode, leave out the tests marked ``mode_independent``: what
-    they check is the same in both modes (the docs site's build, the embedding
-    examples' fresh venvs, which build a pure-Python wheel anyway, the docstrings),
-    and the extension mode has run them."""
+    they check is the same in both modes (the docs site's build, the docs' code
+    blocks, which a reader runs in the default mode, the embedding examples' fresh
+    venvs, which build a pure-Python wheel anyway, the docstrings), and the
+    extension mode has run them."""
     if not sse_fast.NO_EXTENSIONS:
         return
     kept = [item for item in items if item.get_closest_marker("mode_independent") is None]

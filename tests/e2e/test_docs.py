@@ -64,8 +64,11 @@ def _blocks() -> list[tuple[str, int, str, str, str]]:
 BLOCKS = _blocks()
 
 #: one worker runs the blocks, one after another (the examples' vendored JavaScript is
-#: fetched once, and the blocks that start servers do not compete for two cores)
-pytestmark = pytest.mark.xdist_group("docs")
+#: fetched once, and the blocks that start servers do not compete for two cores); in the
+#: extension mode only: a reader runs them as written, in the default mode (the twins'
+#: behaviour is the rest of the suite's subject, in both modes), and the pure-Python
+#: run of the pages cost 220 worker-seconds of its 270 s
+pytestmark = [pytest.mark.xdist_group("docs"), pytest.mark.mode_independent]
 #: but for the load-testing pages' blocks (a minute of load runs, none of the examples'
 #: JavaScript): they are a second chain, on a worker of their own, so that the blocks
 #: are not two minutes of one worker (the suite's longest chain)
