@@ -10,13 +10,20 @@ Redis holds which partition" (``Placement``).
   read and advanced by the partition scripts, every key declared.
 
 A connection's probes go on a channel of its own Redis (``probe_channel``); the
-node's gathers on ``node_channel`` (shard 0). A Redis Cluster would replace
-``shard_of`` with its slot map here, and nothing else would need to know.
+node's gathers on ``node_channel`` (shard 0).
+
+*An owner table.* Given ``owners`` (one shard index per partition), ``shard_of``
+reads the table instead of ``p % S``: a Redis Cluster's slot map (the master
+owning each partition's tag slot, ``_cluster.Topology``) is given this way, and
+``place`` moves a partition to another index when the map changes (re-homing).
+Nothing else needs to know where a partition's index came from. (The broker does
+not give a table yet: ``redis-cluster://`` is still refused at start.)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from ._partitions import PartitionKeys, cluster_tags, partition_keys, shard_of
@@ -42,14 +49,28 @@ Call = tuple[str, list[str], list[Any]]
 
 class Placement:
     """``partitions`` partitions over ``shards`` Redis under ``prefix``: which shard holds a
-    partition, and the names of its keys and channels."""
+    partition, and the names of its keys and channels. ``owners`` (one shard index per
+    partition, e.g. a Cluster's slot map) replaces ``p % shards``."""
 
-    def __init__(self, prefix: str, partitions: int, shards: int) -> None:
+    def __init__(
+        self, prefix: str, partitions: int, shards: int, owners: Sequence[int] | None = None
+    ) -> None:
         self.prefix = prefix
         self.partitions = partitions
         self.shards = shards
+        self._owners: list[int] | None = None
+        if owners is not None:
+            if len(owners) != partitions:
+                raise ValueError(
+                    f"owners gives {len(owners)} shard indexes for {partitions} partitions: "
+                    "give one per partition, in partition order"
+                )
+            self._owners = []
+            for partition, shard in enumerate(owners):
+                self._check(partition, shard)
+                self._owners.append(shard)
         #: one Redis, one sequence: today's keys and scripts
-        self.single = partitions == 1 and shards == 1
+        self.single = partitions == 1 and shards == 1 and owners is None
         self._keys: list[PartitionKeys] = []
         if not self.single:
             self._keys = [partition_keys(prefix, tag) for tag in cluster_tags(partitions)]
@@ -63,8 +84,31 @@ class Placement:
         return 0 if self.partitions == 1 else partition_of(name, self.partitions)
 
     def shard_of(self, partition: int) -> int:
-        """The index (in the URL list) of the Redis that holds ``partition``."""
+        """The index (in the URL list, or the owner table) of the Redis that holds
+        ``partition``."""
+        if self._owners is not None:
+            return self._owners[partition]
         return 0 if self.shards == 1 else shard_of(partition, self.shards)
+
+    def place(self, partition: int, shard: int) -> None:
+        """Partition ``partition`` is now held by shard ``shard`` (re-homing; a placement
+        given an owner table only: ``p % shards`` does not move)."""
+        if self._owners is None:
+            raise ValueError(
+                f"partition {partition} cannot move: this placement is p % {self.shards}; "
+                "give Placement an owner table (owners=) to move partitions"
+            )
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition}: give 0 to {self.partitions - 1}")
+        self._check(partition, shard)
+        self._owners[partition] = shard
+
+    def _check(self, partition: int, shard: int) -> None:
+        if not 0 <= shard < self.shards:
+            raise ValueError(
+                f"partition {partition} placed on shard {shard}: give an index from 0 to "
+                f"{self.shards - 1} ({self.shards} Redis)"
+            )
 
     def partitions_on(self, shard: int) -> tuple[int, ...]:
         """The partitions shard ``shard`` holds, in order."""
