@@ -13,6 +13,7 @@ import pytest
 
 from sse_fast.brokers.redis._cluster import ClusterURL, Topology, parse_cluster_url
 from sse_fast.brokers.redis._partitions import cluster_tags
+from sse_fast.brokers.redis._placement import Placement
 from sse_fast.testing import free_port
 
 from ..support.redis_cluster import RedisCluster
@@ -121,3 +122,62 @@ def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisClus
                 await asyncio.to_thread(cluster.restart, dead)
 
     asyncio.run(main())
+
+
+@ON_CLUSTER
+def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
+    cluster: RedisCluster,
+) -> None:
+    """Each partition's connection index names its master; after a failover only the dead
+    master's partitions go to a new index, the others keep theirs, and a Placement given
+    the table answers the same."""
+    tag = "{" + cluster_tags(128)[0] + "}"
+    dead = 0
+
+    async def main() -> None:
+        nonlocal dead
+        topology = Topology(ClusterURL(tuple(cluster.seeds)), 128)
+        try:
+            await topology.refresh()
+            indexes: dict[tuple[str, int], int] = {}
+            before = topology.owner_table(indexes)
+            assert sorted(indexes.values()) == [0, 1, 2] and set(before) == {0, 1, 2}
+            by_index = {i: a for a, i in indexes.items()}
+            assert all(by_index[before[p]] == topology.master_of(p) for p in range(128))
+            placement = Placement("sse:", 128, 3, owners=before)
+            assert [placement.shard_of(p) for p in range(128)] == before
+            assert before != [p % 3 for p in range(128)]  # the slot map, not the modulo
+            victim = topology.master_of(0)
+            assert victim is not None
+            dead = cluster.kill_master(tag)
+            await asyncio.to_thread(cluster.wait_failover, tag, dead)
+            moved: list[int] = []
+            deadline = asyncio.get_running_loop().time() + 10.0
+            while not moved:  # a node may answer the old map a moment after the harness's wait
+                assert asyncio.get_running_loop().time() < deadline, "the map never moved"
+                moved = await topology.refresh() or await _paced([])
+            after = topology.owner_table(indexes, before)
+            assert sorted(indexes.values()) == [0, 1, 2, 3]  # the promoted replica: index 3
+            assert [p for p in range(128) if after[p] != before[p]] == moved
+            assert {after[p] for p in moved} == {3} and indexes[victim] == before[0]
+            promoted = next(a for a, i in indexes.items() if i == 3)
+            assert topology.master_of(0) == promoted and promoted != victim
+        finally:
+            await topology.close()
+            if dead:
+                await asyncio.to_thread(cluster.restart, dead)
+
+    asyncio.run(main())
+
+
+async def _paced(value: list[int]) -> list[int]:
+    """``value``, after a pause that paces a loop asking the Cluster again."""
+    await asyncio.sleep(0.05)
+    return value
+
+
+def test_an_uncovered_slot_at_start_says_which_and_what_to_do() -> None:
+    topology = Topology("redis-cluster://127.0.0.1:1", 8)  # never refreshed: no slot served
+    with pytest.raises(ConnectionError, match=r"slot \d+ \(partition 0's\) has no master"):
+        topology.owner_table({})
+    assert topology.owner_table({}, previous=[1] * 8) == [1] * 8

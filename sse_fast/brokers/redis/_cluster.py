@@ -19,6 +19,12 @@ that it moved: a connection error to a master, ``MOVED`` or ``ASK``, a
 says which partitions changed master; clients of masters that left the map are
 closed.
 
+*Connection indexes.* The broker keeps one connection per master, numbered in the
+order the masters were first met; ``owner_table`` turns the map into each
+partition's connection index (``_placement.Placement``'s ``owners``), adding a
+master never met before at the next index. Indexes are never reused, so a
+refresh leaves every partition that did not move on the connection it was on.
+
 *URLs.* ``redis-cluster://[user:password@]host:port[,host:port...]`` names seed
 nodes (the rest is discovered); ``rediss-cluster://`` is the same over TLS. A
 Cluster has one database (no ``/db``) and no Unix sockets.
@@ -128,6 +134,30 @@ class Topology:
     def partitions_of(self, address: Address) -> list[int]:
         """The partitions master ``address`` owns."""
         return [p for p, slot in enumerate(self.slots) if self._owner[slot] == address]
+
+    def owner_table(
+        self, indexes: dict[Address, int], previous: Sequence[int] | None = None
+    ) -> list[int]:
+        """Each partition's master as its index in ``indexes`` (a master met for the first time
+        is added there at the next index). A partition whose slot has no master keeps its
+        index in ``previous``; with no ``previous`` (at start), ``ConnectionError`` saying
+        which slot is uncovered and what to do."""
+        table = []
+        for partition, slot in enumerate(self.slots):
+            address = self._owner[slot]
+            if address is None:
+                if previous is None:
+                    raise ConnectionError(
+                        f"the Redis Cluster's slot {slot} (partition {partition}'s) has no "
+                        "master: every slot must be served; check the Cluster with "
+                        "redis-cli --cluster check host:port and fix it (--cluster fix)"
+                    )
+                table.append(previous[partition])
+                continue
+            if address not in indexes:
+                indexes[address] = len(indexes)
+            table.append(indexes[address])
+        return table
 
     async def refresh(self, timeout: float = COMMAND_TIMEOUT) -> list[int]:
         """Read the slot map from the first node that answers (known masters, then the seeds);
