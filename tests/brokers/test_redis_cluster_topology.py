@@ -11,7 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from sse_fast.brokers.redis._cluster import ClusterURL, Topology, parse_cluster_url
+from sse_fast.brokers.redis._cluster import (
+    ClusterURL,
+    Topology,
+    parse_cluster_url,
+    version_refusal,
+)
 from sse_fast.brokers.redis._partitions import cluster_tags
 from sse_fast.brokers.redis._placement import Placement
 from sse_fast.testing import free_port
@@ -72,6 +77,7 @@ def test_the_map_is_read_from_a_seed_that_answers(cluster: RedisCluster) -> None
             versions = await topology.versions()
             assert len(versions) == 3 and all(int(v.split(".")[0]) >= 7 for v in versions.values())
             assert await topology.uncovered_stops_all() is False  # the harness sets "no"
+            assert version_refusal(versions) is None  # 7.0 or newer everywhere
         finally:
             await topology.close()
 
@@ -181,3 +187,11 @@ def test_an_uncovered_slot_at_start_says_which_and_what_to_do() -> None:
     with pytest.raises(ConnectionError, match=r"slot \d+ \(partition 0's\) has no master"):
         topology.owner_table({})
     assert topology.owner_table({}, previous=[1] * 8) == [1] * 8
+
+
+def test_a_master_older_than_7_is_refused_with_what_to_do() -> None:
+    said = version_refusal({("a", 1): "7.2.4", ("b", 2): "6.2.14", ("c", 3): "?"})
+    assert said is not None
+    assert "b:2 runs '6.2.14'" in said and "c:3 runs '?'" in said and "a:1" not in said
+    assert "7.0 or newer" in said and "upgrade them" in said
+    assert version_refusal({("a", 1): "7.0.0", ("b", 2): "10.1"}) is None

@@ -46,12 +46,30 @@ from redis.retry import Retry
 from ._partitions import SLOTS, cluster_tags, key_slot
 from ._scripts import COMMAND_TIMEOUT, MAX_CONNECTIONS
 
-__all__ = ["SCHEMES", "ClusterURL", "Topology", "parse_cluster_url"]
+__all__ = [
+    "FULL_COVERAGE_WARNING",
+    "SCHEMES",
+    "ClusterURL",
+    "Topology",
+    "parse_cluster_url",
+    "version_refusal",
+]
 
 #: the URL schemes of a Redis Cluster (plain, TLS)
 SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 Address = tuple[str, int]
+
+#: said at start when ``cluster-require-full-coverage`` is yes (``uncovered_stops_all``)
+FULL_COVERAGE_WARNING = (
+    "the Redis Cluster has cluster-require-full-coverage yes: while any master is down "
+    "with no replica to take over, every master refuses every command, and every topic "
+    "answers 503, not only that master's; set cluster-require-full-coverage no "
+    "(CONFIG SET on each node, or in redis.conf) so the other masters' topics go on"
+)
+
+#: the oldest Redis a Cluster master may run (SPUBLISH and SSUBSCRIBE came in 7.0)
+OLDEST = (7, 0)
 
 
 @dataclass(frozen=True)
@@ -205,6 +223,26 @@ class Topology:
         except Exception:
             return None
         return str(config.get("cluster-require-full-coverage", "yes")) == "yes"
+
+
+def version_refusal(versions: dict[Address, str]) -> str | None:
+    """A sentence refusing the start when a master (``Topology.versions``) runs a Redis older
+    than 7.0 or does not say which; None when every master is new enough."""
+    old = []
+    for (host, port), version in sorted(versions.items()):
+        try:
+            major_minor = tuple(int(part) for part in version.split(".")[:2])
+        except ValueError:
+            major_minor = ()
+        if len(major_minor) < 2 or major_minor < OLDEST:
+            old.append(f"{host}:{port} runs {version!r}")
+    if not old:
+        return None
+    return (
+        "the Redis Cluster's masters must run Redis 7.0 or newer (sharded pub/sub: "
+        f"SPUBLISH, SSUBSCRIBE), but {', '.join(old)}: upgrade them, or give one Redis or "
+        "independent Redis as shards (--redis-url once per shard)"
+    )
 
 
 def _slot_map(reply: Sequence[Any]) -> list[Address | None]:
