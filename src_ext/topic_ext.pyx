@@ -70,7 +70,7 @@ cdef class Topic:
     cdef public Ring ring
     cdef int64_t* _positions  # circular: the oldest at _first, _count of them
     cdef Py_ssize_t _first, _count, _slots
-    cdef public int64_t evicted_up_to
+    cdef readonly int64_t evicted_up_to  # raised by raise_floor and forget_oldest only
     cdef public object lone
     cdef public object lone_send
     cdef public dict in_sync
@@ -192,6 +192,12 @@ cdef class Topic:
         evicted = self.ring.trim(max_bytes)
         self.forget_oldest(self.ring.oldest - oldest)
         return evicted
+
+    def raise_floor(self, int64_t position):
+        """What this topic can vouch for starts after ``position`` (a broker's floor,
+        a break's marker): the floor rises to it, never falls."""
+        if position > self.evicted_up_to:
+            self.evicted_up_to = position
 
     cpdef forget_oldest(self, Py_ssize_t count):
         """The ring evicted its ``count`` oldest frames: drop their positions, and

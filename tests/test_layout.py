@@ -195,6 +195,14 @@ def test_only_the_topics_table_moves_the_newest_applied_position() -> None:
     assert _attribute_writes("_last_position") == {"sse_fast/_core/topic_py.py"}
 
 
+def test_only_the_topic_moves_its_floor() -> None:
+    """A topic's floor (``evicted_up_to``: below it a resume is not vouched for) is moved
+    by the topic alone, ``raise_floor`` (the hub for a broker's floor, the breaks for a
+    marker) and ``forget_oldest``; the Cython class declares it ``readonly``."""
+    assert _attribute_writes("evicted_up_to") == set()
+    assert _attribute_writes("_floor") == {"sse_fast/_core/topic_py.py"}
+
+
 #: what changes a dict in place when called on it
 _DICT_CHANGES = {"pop", "popitem", "clear", "update", "setdefault", "__setitem__", "__delitem__"}
 #: what a hub's stream registry tells its listeners, and how a stream leaves its topics

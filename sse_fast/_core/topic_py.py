@@ -14,7 +14,8 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   (the shared empty ``NO_HISTORY`` until its first event), the position of
   each retained frame (``positions``, oldest first; none kept until the first
   event),
-  the floor ``evicted_up_to`` (the newest position it no longer holds), the
+  the floor ``evicted_up_to`` (the newest position it no longer holds; raised
+  by ``raise_floor`` and ``forget_oldest`` only, never lowered), the
   cursor its in-sync streams were written up to (``flushed``), and its streams
   in three sets: in sync (the first of them held as ``lone`` with its
   ``lone_send``, the others in ``in_sync``), in sync with several topics
@@ -97,9 +98,9 @@ class Topic:
     retained frame, and its streams (see the module doc)."""
 
     __slots__ = (
+        "_floor",
         "_positions",
         "catching_up",
-        "evicted_up_to",
         "flushed",
         "in_sync",
         "in_sync_multi",
@@ -119,7 +120,7 @@ class Topic:
         self.partition = partition
         self.ring = NO_HISTORY
         self._positions: deque[int] = _NO_POSITIONS
-        self.evicted_up_to = evicted_up_to
+        self._floor = evicted_up_to
         self.lone: Any = None
         self.lone_send: Callable[[Any], Any] | None = None
         self.in_sync: dict[Any, Callable[[Any], Any]] = _NO_IN_SYNC
@@ -176,9 +177,21 @@ class Topic:
         return self.ring is not NO_HISTORY
 
     @property
+    def evicted_up_to(self) -> int:
+        """The floor: the newest position this topic no longer holds (read-only: moved by
+        ``raise_floor`` and ``forget_oldest``)."""
+        return self._floor
+
+    def raise_floor(self, position: int) -> None:
+        """What this topic can vouch for starts after ``position`` (a broker's floor,
+        a break's marker): the floor rises to it, never falls."""
+        if position > self._floor:
+            self._floor = position
+
+    @property
     def newest_position(self) -> int:
         """The position of the newest frame this topic ever held (or its floor)."""
-        return self._positions[-1] if self._positions else self.evicted_up_to
+        return self._positions[-1] if self._positions else self._floor
 
     @property
     def positions(self) -> list[int]:
@@ -199,10 +212,10 @@ class Topic:
         positions = self._positions
         if not 0 <= count <= len(positions):
             raise IndexError(f"cannot forget {count} of {len(positions)} positions")
-        floor = self.evicted_up_to
+        floor = self._floor
         for _ in range(count):
             floor = max(floor, positions.popleft())
-        self.evicted_up_to = floor
+        self._floor = floor
 
     def lagging(self) -> list[Any]:
         """Catching-up subscriptions whose cursor here (``.cursors``) fell behind the ring."""
@@ -341,7 +354,7 @@ class TopicTable:
                     else:
                         topic.last_activity = now
                     positions = topic._positions
-                    if position <= (positions[-1] if positions else topic.evicted_up_to):
+                    if position <= (positions[-1] if positions else topic._floor):
                         continue  # already stored
                     evicted = self.keep(topic, frame, event_id, position)
                     dirty[topic] = None

@@ -69,4 +69,4 @@ def mark_missed(fanout: FanOut, names: Sequence[str], position: int, reason: str
     for name in names:  # what came before the marker can no longer be vouched for
         topic = fanout.topics.by_name.get(name)
         if topic is not None:
-            topic.evicted_up_to = max(topic.evicted_up_to, position - 1)
+            topic.raise_floor(position - 1)

@@ -246,7 +246,7 @@ class Hub:
         """A topic's history from a broker shared by several nodes (``Member.load``)."""
         topic = self.topics.get(name, self.clock())
         if not topic.has_history:
-            topic.evicted_up_to = max(topic.evicted_up_to, floor)
+            topic.raise_floor(floor)
         self.fanout.apply(items)
 
     def flush_pending(self) -> None:

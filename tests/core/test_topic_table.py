@@ -381,3 +381,22 @@ def test_only_the_publishers_ids_are_indexed(
     table.store([Item(position, event_id, ("a",), frame(position), 1.0)], 0, 2.0, {}, [])
     ring = table.by_name["a"].ring
     assert (ring.resume(event_id) == ring.head) is indexed
+
+
+def test_the_floor_only_rises_and_only_through_the_topic(module: ModuleType) -> None:
+    """The floor (``evicted_up_to``: what a resume can no longer be vouched for) has one
+    owner, the topic: ``raise_floor`` (a broker's floor, a break's marker) never lowers
+    it, eviction raises it past what it forgot, and nobody assigns it."""
+    table = table_of(module, max_frames=3)
+    table.store([item(p, "a") for p in (5, 8, 9, 12)], 0, 2.0, {}, [])
+    a = table.by_name["a"]
+    assert a.evicted_up_to == 5
+    a.raise_floor(3)  # below: unchanged
+    assert a.evicted_up_to == 5
+    a.raise_floor(7)
+    assert a.evicted_up_to == 7 and a.newest_position == 12
+    a.forget_oldest(1)  # 8 forgotten: past it
+    assert a.evicted_up_to == 8
+    with pytest.raises(AttributeError):
+        a.evicted_up_to = 0
+    assert a.evicted_up_to == 8
