@@ -116,7 +116,7 @@ def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisClus
             dead = cluster.kill_master(tag)
             assert dead == victim[1]
             await asyncio.to_thread(cluster.wait_failover, tag, dead)
-            moved = await topology.refresh()  # the dead master first: the next one answers
+            moved = await _moved(topology)  # the dead master first: the next one answers
             assert moved == owned
             assert topology.master_of(0) not in (None, victim) and victim not in topology.masters
             assert topology.partitions_of(topology.master_of(0) or victim) == owned
@@ -157,11 +157,7 @@ def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
             assert victim is not None
             dead = cluster.kill_master(tag)
             await asyncio.to_thread(cluster.wait_failover, tag, dead)
-            moved: list[int] = []
-            deadline = asyncio.get_running_loop().time() + 10.0
-            while not moved:  # a node may answer the old map a moment after the harness's wait
-                assert asyncio.get_running_loop().time() < deadline, "the map never moved"
-                moved = await topology.refresh() or await _paced([])
+            moved = await _moved(topology)
             after = topology.owner_table(indexes, before)
             assert sorted(indexes.values()) == [0, 1, 2, 3]  # the promoted replica: index 3
             assert [p for p in range(128) if after[p] != before[p]] == moved
@@ -176,10 +172,14 @@ def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
     asyncio.run(main())
 
 
-async def _paced(value: list[int]) -> list[int]:
-    """``value``, after a pause that paces a loop asking the Cluster again."""
-    await asyncio.sleep(0.05)
-    return value
+async def _moved(topology: Topology) -> list[int]:
+    """The partitions a refresh finds moved after a failover, asking again every 50 ms for
+    10 s: a node may answer the old map a moment after the harness's wait (1 run in 5)."""
+    deadline = asyncio.get_running_loop().time() + 10.0
+    while not (moved := await topology.refresh()):
+        assert asyncio.get_running_loop().time() < deadline, "the map never moved"
+        await asyncio.sleep(0.05)
+    return moved
 
 
 def test_an_uncovered_slot_at_start_says_which_and_what_to_do() -> None:
