@@ -20,7 +20,9 @@ A start can fail in two places.
   and exits 2. So Granian never respawns a worker whose start failed, in a loop,
   and no main process is left serving nothing.
 
-The first failure written is the one said (several workers may fail alike).
+The first failure written is the one said (several workers may fail alike). A
+run killed with SIGKILL cannot remove its report's directory: the next start on
+the machine removes those whose process is gone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,10 @@ from collections.abc import Sequence
 
 from .schemas import Schemas, load
 
-__all__ = ["StartReport", "load_at_start", "redis_refusal"]
+__all__ = ["StartReport", "load_at_start", "redis_refusal", "remove_stale_reports"]
+
+#: the name of a run's report directory, then random characters (``tempfile.mkdtemp``)
+_PREFIX = "sse-fast-start-"
 
 #: seconds the main process waits for Redis to answer ``INFO cluster``
 REDIS_CHECK_TIMEOUT = 3.0
@@ -52,8 +57,9 @@ class StartReport:
     @classmethod
     def create(cls) -> StartReport:
         """A report in a new private directory (``remove`` deletes it), naming this
-        process as the one to stop."""
-        directory = tempfile.mkdtemp(prefix="sse-fast-start-")
+        process as the one to stop; the directories of killed runs go first."""
+        remove_stale_reports()
+        directory = tempfile.mkdtemp(prefix=_PREFIX)
         with open(os.path.join(directory, "supervisor"), "w") as f:
             f.write(str(os.getpid()))
         return cls(os.path.join(directory, "failure"))
@@ -83,6 +89,38 @@ class StartReport:
     def remove(self) -> None:
         """Delete the report and its directory."""
         shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+def remove_stale_reports(root: str | None = None) -> int:
+    """Remove the report directories (under ``root``, the temporary directory by
+    default) that runs killed with SIGKILL left: this user's, whose named process no
+    longer exists. One being created (no process named yet), another user's, or one
+    whose process id was taken again is left. Returns how many were removed."""
+    removed = 0
+    try:
+        entries = list(os.scandir(root or tempfile.gettempdir()))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(_PREFIX):
+            continue
+        try:
+            if not entry.is_dir(follow_symlinks=False):
+                continue
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            with open(os.path.join(entry.path, "supervisor")) as f:
+                pid = int(f.read())
+        except (OSError, ValueError):
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed += 1
+        except OSError:  # alive, and not ours to signal
+            continue
+    return removed
 
 
 def redis_refusal(
