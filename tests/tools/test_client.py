@@ -409,7 +409,7 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
     reader = threading.Thread(target=asyncio.run, args=(asyncio.wait_for(read(), 60),))
     with ServerProcess(*args, port=port, heartbeat_interval=1) as server:
         reader.start()
-        time.sleep(0.5)
+        asyncio.run(opened(server))  # else the first events may precede the stream
         asyncio.run(publish(port, 0, 100))
         asyncio.run(wait_until(lambda: len(data) == 100))
         if how == signal.SIGKILL:
@@ -437,11 +437,11 @@ def test_a_restarted_server_without_history_says_missed() -> None:
         for event in events:  # type: ignore[attr-defined]
             seen.append(event)
 
-    with ServerProcess(port=port, heartbeat_interval=1):
+    with ServerProcess(port=port, heartbeat_interval=1) as server:
         events = connect_sync(f"http://{HOST}:{port}/events", ["t"], retry=0.5, read_timeout=5)
         thread = threading.Thread(target=read, args=(events,))
         thread.start()
-        time.sleep(0.5)
+        asyncio.run(opened(server))
         asyncio.run(publish(port, 0, 3))
         asyncio.run(wait_until(lambda: len(seen) == 3))
     with ServerProcess(port=port, heartbeat_interval=1):
@@ -457,6 +457,17 @@ def test_a_restarted_server_without_history_says_missed() -> None:
     assert len(missed) == 1
     assert missed[0].reason in ("unknown", "evicted")
     assert missed[0].last_event_id == next(e for e in seen if e.data == "2").id
+
+
+async def opened(server: ServerProcess, count: int = 1, timeout: float = 15) -> None:
+    """Wait until ``server`` holds ``count`` streams (``/stats``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, _, body = await server.get("/stats")
+        if status == 200 and orjson.loads(body)["connections"] >= count:
+            return
+        assert time.monotonic() < deadline, f"{count} streams never opened"
+        await asyncio.sleep(0.02)
 
 
 async def wait_until(condition: object, timeout: float = 15) -> None:
