@@ -30,6 +30,8 @@ Where each part is (the modules are private: users import ``Settings`` and
   ``unknown_variables``;
 * ``_checks.py``: the checks, their tables (``POSITIVE``, ``NON_NEGATIVE``,
   ``RANGES``, ``PATTERN_SETTINGS``) and ``SettingsError``;
+* ``_cluster_url.py``: the grammar of a Redis Cluster URL (``redis-cluster://``),
+  read by the checks and by the Redis broker;
 * ``_environment.py``: the ``SSE_FAST_*`` variables, read and written;
 * ``_memory.py``: the memory available and the history budget it gives.
 """

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from .._core.request import TOPIC_CHARACTERS, TOPIC_NAME
 from .._patterns import PatternError, check_pattern
-from ._services import MAX_REDIS_PARTITIONS
+from ._cluster_url import parse_cluster_url
+from ._services import CLUSTER_SCHEMES, MAX_REDIS_PARTITIONS
 
 if TYPE_CHECKING:
     from ._settings import Settings
@@ -193,16 +194,13 @@ def _check_redis(settings: Settings) -> None:
     """The Redis URLs (one, or shards) and the partitions."""
     urls = settings.redis_urls
     for url in urls:
-        if url.startswith(("redis-cluster://", "rediss-cluster://")):
-            raise SettingsError(
-                f"redis_url {url!r}: Redis Cluster is not supported yet; give one Redis, a "
-                "Sentinel group (redis-sentinel://host:26379/name), or several Redis as shards "
-                "(--redis-url given once per shard)"
-            )
+        if url.startswith(CLUSTER_SCHEMES):
+            _check_cluster_url(url, urls)
+            continue
         if not url.startswith(("redis://", "rediss://", "unix://", "redis-sentinel://")):
             raise SettingsError(
-                f"redis_url must start with redis://, rediss://, unix:// or "
-                f"redis-sentinel://, got {url!r}"
+                f"redis_url must start with redis://, rediss://, unix://, redis-sentinel:// or "
+                f"redis-cluster://, got {url!r}"
             )
     repeated = sorted({url for url in urls if urls.count(url) > 1})
     if repeated:
@@ -227,6 +225,20 @@ def _check_redis(settings: Settings) -> None:
             f"redis_prefix {settings.redis_prefix!r}: with partitions, choose one without '{{' "
             "or '}' (Redis Cluster would hash the text between braces, not the partition's tag)"
         )
+
+
+def _check_cluster_url(url: str, urls: tuple[str, ...]) -> None:
+    """A Redis Cluster URL: alone, and its seeds readable."""
+    if len(urls) > 1:
+        raise SettingsError(
+            f"redis_url {url!r}: a Redis Cluster is given alone, as one URL with its seed "
+            "nodes separated by commas (redis-cluster://host:6379,host2:6379), not beside "
+            "other Redis URLs"
+        )
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise SettingsError(f"redis_url: {exc}") from None
 
 
 def _check_services(settings: Settings) -> None:

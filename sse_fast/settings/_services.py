@@ -16,6 +16,8 @@ from ._serving import _doc
 DEFAULT_SHARDED_PARTITIONS = 128
 #: the most partitions a Redis layout may have (each then spans 16 Cluster slots)
 MAX_REDIS_PARTITIONS = 1024
+#: the URL schemes of a Redis Cluster (its seeds; TLS)
+CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,13 @@ class _Brokers:
     @property
     def redis_partition_count(self) -> int:
         """The partitions in use: ``redis_partitions``, or its default for the URLs given (1 for
-        one Redis, ``DEFAULT_SHARDED_PARTITIONS`` for shards)."""
+        one Redis, ``DEFAULT_SHARDED_PARTITIONS`` for shards or a Redis Cluster)."""
         if self.redis_partitions:
             return self.redis_partitions
-        return 1 if len(self.redis_urls) <= 1 else DEFAULT_SHARDED_PARTITIONS
+        urls = self.redis_urls
+        if len(urls) > 1 or (urls and urls[0].startswith(CLUSTER_SCHEMES)):
+            return DEFAULT_SHARDED_PARTITIONS
+        return 1
 
     relay_history_frames: int = field(
         default=100_000,
@@ -111,7 +116,8 @@ class _Brokers:
         default="",
         metadata=_doc(
             "scale out on Redis: redis://[:password@]host:port/db, rediss:// (TLS), "
-            "unix:///path, or redis-sentinel://host:port[,host:port]/master-name; every "
+            "unix:///path, redis-sentinel://host:port[,host:port]/master-name, or a Redis "
+            "Cluster: redis-cluster://host:port[,host:port] (rediss-cluster:// for TLS); every "
             "node and worker with the same Redis and prefix behaves as one server; "
             "several URLs (given more than once, or separated by spaces) are shards that "
             "share the topics out, in the same order on every node "
@@ -124,7 +130,7 @@ class _Brokers:
             "sequences the topics are split into on Redis, each on one shard (a topic's is "
             "FNV-1a 64 of its name modulo this); the same on every node, recorded in Redis; "
             "0: 1 with one Redis URL (one sequence, the keys of earlier versions), 128 "
-            "with shards"
+            "with shards or a Redis Cluster"
         ),
     )
     node_name: str = field(

@@ -165,7 +165,9 @@ def test_serve_refuses_another_layout_before_any_worker(shards: list[RedisServer
     ("settings", "said"),
     [
         ({"redis_url": "redis://a:1 redis://a:1"}, "is given twice"),
-        ({"redis_url": "redis-cluster://a:1"}, "Redis Cluster is not supported yet"),
+        ({"redis_url": "redis-cluster://a:1 redis://b:1"}, "a Redis Cluster is given alone"),
+        ({"redis_url": "redis-cluster://a:1/2"}, "only database 0"),
+        ({"redis_url": "redis-cluster://a"}, "seed 'a' is not host:port"),
         ({"redis_url": "redis://a:1 redis://b:1", "redis_partitions": 1}, "give at least 2"),
         ({"redis_url": "redis://a:1", "redis_partitions": 1025}, "1 to 1024, got 1025"),
         ({"redis_url": "redis://a:1", "redis_partitions": -1}, "got -1"),
@@ -187,6 +189,8 @@ def test_shards_default_to_128_partitions_and_one_redis_to_one() -> None:
     assert Settings(redis_url="redis://a:1", redis_partitions=16).redis_partition_count == 16
     env = Settings.from_env({"SSE_FAST_REDIS_URL": "redis://a:1 redis://b:1"})
     assert env.redis_urls == ("redis://a:1", "redis://b:1")
+    assert Settings(redis_url="redis-cluster://a:1,b:2").redis_partition_count == 128
+    assert Settings(redis_url="rediss-cluster://a:1", redis_partitions=8).redis_partition_count == 8
 
 
 def test_the_redis_url_flag_is_given_once_per_shard() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import orjson
@@ -320,18 +320,30 @@ class Watcher:
 class Load:
     """Publishers over ``topics`` (each topic always by the same one, one publish at a time,
     so that the order acknowledged is the order of positions), through the nodes in
-    ``ports``; what was acknowledged, and every answer per shard. Bounded: ``cap`` publishes."""
+    ``ports``; what was acknowledged, and every answer per shard (``group_of``: a topic's
+    shard, or another grouping of ``groups`` groups). Bounded: ``cap`` publishes."""
 
-    def __init__(self, topics: list[str], ports: list[int], tasks: int, cap: int) -> None:
+    def __init__(
+        self,
+        topics: list[str],
+        ports: list[int],
+        tasks: int,
+        cap: int,
+        group_of: Callable[[str], int] = shard_of_topic,
+        groups: int = S,
+    ) -> None:
         self.topics = topics
         self.ports = ports
         self.tasks = tasks
         self.cap = cap
+        self.group_of = group_of
         self.acked: dict[str, list[int]] = {t: [] for t in topics}
-        self.answers: dict[int, list[tuple[int, bool]]] = {k: [] for k in range(S)}
+        self.answers: dict[int, list[tuple[int, bool]]] = {k: [] for k in range(groups)}
+        #: the bodies of the refusals, per group
+        self.refusals: dict[int, list[bytes]] = {k: [] for k in range(groups)}
         self.paused: set[int] = set()
         self.in_flight: dict[int, int] = {}
-        self.in_shard = dict.fromkeys(range(S), 0)
+        self.in_shard = dict.fromkeys(range(groups), 0)
         self.stopped = False
         self.sent = 0
 
@@ -339,7 +351,7 @@ class Load:
         mine = self.topics[k :: self.tasks]
         while not self.stopped and self.sent < self.cap:
             for topic in mine:
-                shard = shard_of_topic(topic)
+                shard = self.group_of(topic)
                 if self.stopped or shard in self.paused:
                     await asyncio.sleep(0.01)
                     continue
@@ -349,7 +361,7 @@ class Load:
                 self.in_flight[port] = self.in_flight.get(port, 0) + 1
                 self.in_shard[shard] += 1
                 try:
-                    status, headers, _ = await http_request(
+                    status, headers, answer = await http_request(
                         HOST, port, "POST", "/publish", body, {"Content-Type": "application/json"}
                     )
                 finally:
@@ -359,6 +371,8 @@ class Load:
                 self.answers[shard].append((status, "retry-after" in headers))
                 if status == 200:
                     self.acked[topic].append(number)
+                else:
+                    self.refusals[shard].append(answer)
 
     async def pause(self, shard: int) -> None:
         """Stop publishing to ``shard``'s topics; return once none is under way."""

@@ -182,7 +182,9 @@ def one_line(output: str) -> str:
     return line
 
 
-def test_a_redis_cluster_is_refused_at_start(tmp_path: Path) -> None:
+def test_a_cluster_node_given_as_one_redis_is_refused_at_start(tmp_path: Path) -> None:
+    """A Redis Cluster node given as redis:// (one Redis) would split the one sequence over
+    its slots: refused before any worker, with the URL form to give instead."""
     cluster = (
         "--cluster-enabled",
         "yes",
@@ -197,7 +199,7 @@ def test_a_redis_cluster_is_refused_at_start(tmp_path: Path) -> None:
     assert code == 2, output
     line = one_line(output)
     assert "Redis Cluster node (INFO cluster says cluster_enabled:1)" in line, line
-    assert "does not support Redis Cluster yet" in line and "Sentinel" in line
+    assert "give the Cluster as redis-cluster://host:port" in line
     assert "Starting granian" not in output  # refused before any worker
     assert took < 20, f"{took:.1f} s: refused at once, not after a wait for CROSSSLOT"
 

@@ -6,7 +6,7 @@ with ``--redis-url`` every worker of every node is a member of the same
 sequence, and a client resumes with ``Last-Event-ID`` on any node.
 
 Keys (``prefix`` ``sse:`` by default; one Redis, or a Sentinel-managed
-primary: not a Redis Cluster, whose slots would split the sequence):
+primary; a Redis Cluster is partitioned, below):
 
 * ``sse:position``: the newest position handed out. A publish gives each event
   ``max(previous + 1, Redis TIME in microseconds)``, so positions grow across
@@ -109,6 +109,13 @@ behind) is said at that partition's floor to the streams of its topics only. The
 member is ``available`` while at least one shard is; a new stream needing a
 topic of a shard that is down is refused with 503.
 
+A Redis Cluster (``redis-cluster://seed:port,...``) is partitioned the same
+way: each partition's tag is one slot, so every script's keys are in one slot,
+and the scripts publish with ``SPUBLISH``. Its masters are the shards: one
+connection per master (``SSUBSCRIBE``), made from the slot map, and a
+partition whose master changes (a failover, a slot moved) moves to the new
+master's connection and is resynced there (``_rehoming.py``).
+
 Where things are:
 
 * ``_scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
@@ -127,6 +134,9 @@ Where things are:
 * ``_availability.py``: ``Availability``: one Redis up or down, its one owner.
 * ``_probes.py``: probes of each subscription; gathering figures across a node.
 * ``_presence.py``: presence figures kept in Redis.
+* ``_cluster.py``: a Redis Cluster's slot map and one client per master
+  (``Topology``); ``_rehoming.py``: the member's connections following that map;
+  ``_errors.py``: what each Redis or Cluster error means to a publisher.
 """
 
 from __future__ import annotations

@@ -20,30 +20,36 @@ the others read it or ask:
 
 The broker is ``available`` while at least one Redis is up, and unavailable
 (``unavailable_for``) while every one is down.
+
+On a Redis Cluster (``redis-cluster://``) the connections are one per master,
+made from the slot map at start, and the placement follows the map
+(``_rehoming.py``); publishes use ``SPUBLISH`` and subscriptions ``SSUBSCRIBE``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
+from ._availability import Availability
+from ._cluster import SCHEMES, Topology
 from ._connection import Connection
 from ._partitions import check_partitions
 from ._placement import Placement
 from ._presence import RedisPresence
 from ._probes import Gathers
-from ._publishing import WAIT_MS, ShardedPublisher
-from ._scripts import PUBLISH_SCRIPT, node_channel, publish_args, sequence_keys
+from ._publishing import WAIT_MS, ShardedPublisher, publish_one_sequence
+from ._rehoming import Rehoming
+from ._scripts import PUBLISH_SCRIPT, node_channel, sequence_keys
 from ._state import Known
 
 __all__ = [
@@ -56,6 +62,8 @@ log = logging.getLogger("sse_fast.redis")
 
 #: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
+#: what a member has read before it connected (never changed: ``state`` hands it out read-only)
+_NOTHING_READ = Known()
 
 
 class RedisBroker(Broker):
@@ -82,6 +90,13 @@ class RedisBroker(Broker):
         urls = (url,) if isinstance(url, str) else tuple(url)
         if not urls or len(set(urls)) != len(urls):
             raise ValueError(f"RedisBroker({url!r}): give one URL, or the shards' URLs once each")
+        #: a Redis Cluster (one ``redis-cluster://`` URL): one connection per master
+        self.cluster = urls[0].startswith(SCHEMES)
+        if self.cluster and len(urls) > 1:
+            raise ValueError(
+                f"RedisBroker({url!r}): a Redis Cluster is one URL (its seeds separated by "
+                "commas), not one of several shards"
+            )
         if check_partitions(partitions) < len(urls):
             raise ValueError(
                 f"{partitions} partitions over {len(urls)} shards: give at least one partition "
@@ -100,17 +115,22 @@ class RedisBroker(Broker):
         self.workers = workers
         self.wait_replicas = wait_replicas
         self.member_id = uuid.uuid4().hex[:12]
-        self.placement = Placement(prefix, partitions, len(urls))
         self.keys = sequence_keys(prefix)
         self.node_channel = node_channel(prefix, self.node)
         self.closing = False
-        #: one per Redis, in the URLs' order: the one owner of what is held and read there
-        self.connections = [Connection(self, index, u) for index, u in enumerate(urls)]
-        self.gathers = Gathers(self, self.connections[0])
+        #: a Cluster's slot map and connections per master (made at ``start``)
+        self.rehoming: Rehoming | None = None
+        self.connections: list[Connection] = []
+        if self.cluster:
+            self.placement = Placement(prefix, partitions, 1, owners=[0] * partitions)
+            self.rehoming = Rehoming(self, Topology(self.url, partitions))
+        else:
+            self.placement = Placement(prefix, partitions, len(urls))
+            #: one per Redis (in the URLs' order; a Cluster's masters in the order met): the
+            #: one owner of what is held and read there
+            self.connections = [Connection(self, index, u) for index, u in enumerate(urls)]
+        self.gathers = Gathers(self)
         self.sharded = None if self.placement.single else ShardedPublisher(self)
-        #: the one sequence's connection, client, script and availability (one Redis)
-        self.feed = self.connections[0]
-        self.availability = self.feed.availability
         self.client: aioredis.Redis | None = None
         self.publish_script: Any = None
 
@@ -119,7 +139,10 @@ class RedisBroker(Broker):
         return self.placement.partition_of(name)
 
     def state(self, partition: int) -> Known:
-        """What this member read of ``partition`` (owned by the connection that carries it)."""
+        """What this member read of ``partition`` (owned by the connection that carries it;
+        nothing yet before a Cluster's connections are made at ``start``)."""
+        if not self.connections:
+            return _NOTHING_READ
         return self.connections[self.placement.shard_of(partition)].states[partition]
 
     def first_position_of(self, partition: int) -> int:
@@ -131,17 +154,27 @@ class RedisBroker(Broker):
         return self.state(partition).horizon
 
     @property
+    def feed(self) -> Connection:
+        """The first connection (the one Redis's, with one sequence)."""
+        return self.connections[0]
+
+    @property
+    def availability(self) -> Availability:
+        """The first connection's up or down (the one Redis's, with one sequence)."""
+        return self.connections[0].availability
+
+    @property
     def first_position(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
         """The oldest position this member may claim to know (raised by a break)."""
         if self.partitions == 1:
-            return self.feed.states[0].first_position
+            return self.state(0).first_position
         return min(self.first_position_of(p) for p in range(self.partitions))
 
     @property
     def horizon(self) -> int:  # type: ignore[override]  # read-only: the feed moves it
         """The newest position a history read found handed out (of any partition)."""
         if self.partitions == 1:
-            return self.feed.states[0].horizon
+            return self.state(0).horizon
         return max(self.horizon_of(p) for p in range(self.partitions))
 
     # ---------------------------------------------------------------- running
@@ -149,6 +182,14 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         """Connect, subscribe and start probing; ``ConnectionError`` when no subscription is live
         within 10 s (a Redis not live by then goes on trying, and is said in a warning)."""
+        if self.rehoming is not None:
+            try:
+                await self.rehoming.start()
+            except ConnectionError as exc:
+                await self.close()
+                raise ConnectionError(
+                    f"cannot use the Redis Cluster at {_shown(self.url)}: {exc}"
+                ) from None
         readies = [connection.start() for connection in self.connections]
         self.client = self.feed.client
         if self.placement.single:
@@ -161,8 +202,8 @@ class RedisBroker(Broker):
         if len(pending) == len(waits):
             await self.close()
             raise ConnectionError(
-                f"cannot reach Redis at {' '.join(self.urls)} (is redis-server running? "
-                "check --redis-url)"
+                f"cannot reach Redis at {' '.join(map(_shown, self.urls))} (is redis-server "
+                "running? check --redis-url)"
             ) from None
         for connection, ready in zip(self.connections, readies, strict=True):
             if not ready.is_set():
@@ -175,6 +216,9 @@ class RedisBroker(Broker):
     async def close(self) -> None:
         """Stop the subscriptions, the probes and the history loads, and close the clients."""
         self.closing = True
+        if self.rehoming is not None:
+            await stop_task(self.rehoming.close())
+            await self.rehoming.topology.close()
         for connection in self.connections:
             await connection.close()
 
@@ -183,15 +227,27 @@ class RedisBroker(Broker):
     @property
     def available(self) -> bool:
         """Whether a subscription is live and its Redis answered the last command."""
-        return any(connection.availability.up for connection in self.connections)
+        return any(connection.availability.up for connection in self.carrying)
+
+    @property
+    def carrying(self) -> list[Connection]:
+        """The connections that carry partitions (on a Cluster, a master that left the map
+        carries none)."""
+        return [c for c in self.connections if c.partitions]
 
     @property
     def unavailable_for(self) -> float:
         """Seconds since every Redis became unavailable (0 while one is available)."""
-        if len(self.connections) == 1:
-            return self.availability.down_for()
-        downs = [connection.availability.down_for() for connection in self.connections]
+        downs = [connection.availability.down_for() for connection in self.carrying]
+        if not downs:
+            return 0.0
         return 0.0 if 0.0 in downs else min(downs)
+
+    def suspect(self) -> None:
+        """A command met a sign that a Cluster's slot map moved (``MOVED``, no answer): read it
+        again in the background (nothing without a Cluster)."""
+        if self.rehoming is not None:
+            self.rehoming.suspect()
 
     def unavailable_error(self, why: str) -> PublishError:
         """The 503 that refuses a publish or a stream while Redis is away."""
@@ -210,7 +266,7 @@ class RedisBroker(Broker):
         """Subscribe to the topics of ``names`` this member does not hold yet and load their
         history (``Holding.prepare``, per Redis); None when every one is held and loaded."""
         if len(self.connections) == 1:
-            return self.feed.holding.prepare(names)
+            return self.connections[0].holding.prepare(names)
         by_connection: dict[int, list[str]] = {}
         for name in names:
             by_connection.setdefault(self.connection_of(name).index, []).append(name)
@@ -239,7 +295,7 @@ class RedisBroker(Broker):
         """Write this worker's presence figures of these topics to Redis; ``RuntimeError`` while
         a Redis holding some of them is away (the others' are written)."""
         if len(self.connections) == 1:
-            await self._presence(self.feed).store(figures)
+            await self._presence(self.connections[0]).store(figures)
             return
         by_connection: dict[int, dict[str, dict[str, Any]]] = {}
         for topic, figure in figures.items():
@@ -267,45 +323,7 @@ class RedisBroker(Broker):
         (with ``wait_replicas``) too few replicas confirmed it."""
         if self.sharded is not None:
             return await self.sharded.publish(requests)
-        # Tried even while this member's subscription is being repaired: the
-        # publish goes to Redis, and this member's streams get it with the repair.
-        if self.publish_script is None:
-            raise self.unavailable_error("not connected")
-        if not self.availability.answers:  # known down: refused at once, not after a timeout
-            raise self.unavailable_error("it does not answer")
-        assert self.client is not None
-        args = publish_args(self.prefix, requests, self.history_frames, self.history_age)
-        try:
-            if self.wait_replicas:
-                async with self.client.pipeline(transaction=False) as pipe:  # one round trip
-                    await self.publish_script(keys=self.keys, args=args, client=pipe)
-                    pipe.execute_command("WAIT", self.wait_replicas, WAIT_MS)
-                    ids, replicas = await pipe.execute()
-            else:
-                ids = await self.publish_script(keys=self.keys, args=args)
-                replicas = 0
-        except ResponseError as exc:
-            if "sse_fast:" in str(exc):
-                raise PublishError(str(exc)) from None
-            raise self.unavailable_error(str(exc)) from None
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            self.availability.unanswered()
-            raise PublishError(
-                f"Redis did not answer ({exc}): the publish may or may not have been "
-                "published (give events ids to recognise them on retry)",
-                status=503,
-                retry_after=RETRY_AFTER,
-            ) from None
-        self.availability.answered()
-        if replicas < self.wait_replicas:
-            raise PublishError(
-                f"Redis published it, but {replicas} of {self.wait_replicas} replicas confirmed "
-                f"it within {WAIT_MS} ms: it is lost if Redis fails over now (it was delivered; "
-                "give events ids to recognise them if you retry)",
-                status=503,
-                retry_after=RETRY_AFTER,
-            )
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+        return await publish_one_sequence(self, requests)
 
     def stats(self) -> dict[str, Any]:
         """``/stats``' ``redis`` section: connected, node, topics subscribed, reconnects, repairs
@@ -319,7 +337,14 @@ class RedisBroker(Broker):
             "repairs": sum(state.repairs for state in states),
             "history_breaks": sum(state.history_breaks for state in states),
         }
-        if not self.placement.single:
+        if self.rehoming is not None:
+            down = [c for c in self.carrying if not c.availability.up]
+            section["partitions"] = self.partitions
+            section["cluster_masters"] = [c.url for c in self.carrying]
+            section["cluster_masters_down"] = [c.url for c in down]
+            section["cluster_map_moves"] = self.rehoming.moves
+            section["partitions_down"] = sorted(p for c in down for p in c.partitions)
+        elif not self.placement.single:
             down = [c for c in self.connections if not c.availability.up]
             section["partitions"] = self.partitions
             section["shards"] = len(self.connections)
@@ -330,3 +355,7 @@ class RedisBroker(Broker):
 
 async def _all(waits: list[Awaitable[None]]) -> None:
     await asyncio.gather(*waits)
+
+
+def _shown(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//", url)  # no password in a sentence

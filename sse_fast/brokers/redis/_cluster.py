@@ -34,31 +34,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.parse
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ...settings._cluster_url import CLUSTER_SCHEMES, Address, ClusterURL, parse_cluster_url
 from ._partitions import SLOTS, cluster_tags, key_slot
 from ._scripts import COMMAND_TIMEOUT, MAX_CONNECTIONS
 
 __all__ = [
     "FULL_COVERAGE_WARNING",
     "SCHEMES",
+    "Address",
     "ClusterURL",
     "Topology",
+    "connect_node",
     "parse_cluster_url",
     "version_refusal",
 ]
 
 #: the URL schemes of a Redis Cluster (plain, TLS)
-SCHEMES = ("redis-cluster://", "rediss-cluster://")
+SCHEMES = CLUSTER_SCHEMES
 
-Address = tuple[str, int]
 
 #: said at start when ``cluster-require-full-coverage`` is yes (``uncovered_stops_all``)
 FULL_COVERAGE_WARNING = (
@@ -70,43 +70,6 @@ FULL_COVERAGE_WARNING = (
 
 #: the oldest Redis a Cluster master may run (SPUBLISH and SSUBSCRIBE came in 7.0)
 OLDEST = (7, 0)
-
-
-@dataclass(frozen=True)
-class ClusterURL:
-    """A ``redis-cluster://`` URL: its seed nodes, TLS, and the credentials."""
-
-    seeds: tuple[Address, ...]
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-
-
-def parse_cluster_url(url: str) -> ClusterURL:
-    """``url`` read, or ``ValueError`` saying what is wrong with it and what to give."""
-    example = "redis-cluster://host:6379,host2:6379"
-    if not url.startswith(SCHEMES):
-        raise ValueError(f"{url!r}: a Redis Cluster URL starts with redis-cluster:// ({example})")
-    tls = url.startswith("rediss-cluster://")
-    rest = url.split("://", 1)[1]
-    credentials, _, hosts = rest.rpartition("@")
-    hosts, slash, path = hosts.partition("/")
-    if slash and path not in ("", "0"):
-        raise ValueError(f"{url!r}: a Redis Cluster has only database 0; leave /{path} out")
-    if "?" in hosts:
-        raise ValueError(f"{url!r}: options in the URL are not read; give only seeds ({example})")
-    seeds = []
-    for host in hosts.split(","):
-        name, colon, port = host.rpartition(":")
-        if not colon or not name or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{url!r}: seed {host!r} is not host:port ({example})")
-        seeds.append((name.strip("[]"), int(port)))
-    username = password = None
-    if credentials:  # as redis:// URLs: user:password, :password or user
-        user, colon, secret = credentials.partition(":")
-        username = urllib.parse.unquote(user) or None
-        password = urllib.parse.unquote(secret) if colon else None
-    return ClusterURL(tuple(seeds), tls, username, password)
 
 
 class Topology:
@@ -128,7 +91,7 @@ class Topology:
         """The plain client of master ``address`` (made once, fail-fast)."""
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = _connect(address, self.url)
+            client = self._clients[address] = connect_node(address, self.url)
         return client
 
     async def close(self) -> None:
@@ -148,6 +111,10 @@ class Topology:
     def master_of(self, partition: int) -> Address | None:
         """The master owning ``partition``'s slot (None before a refresh found one)."""
         return self._owner[self.slots[partition]]
+
+    def master_of_key(self, key: str) -> Address | None:
+        """The master owning ``key``'s slot (None before a refresh found one)."""
+        return self._owner[key_slot(key)]
 
     def partitions_of(self, address: Address) -> list[int]:
         """The partitions master ``address`` owns."""
@@ -256,7 +223,7 @@ def _slot_map(reply: Sequence[Any]) -> list[Address | None]:
     return owner
 
 
-def _connect(address: Address, url: ClusterURL) -> aioredis.Redis:
+def connect_node(address: Address, url: ClusterURL) -> aioredis.Redis:
     """A plain client of one node: fail fast (no retries inside redis-py), a bounded pool."""
     pool = aioredis.BlockingConnectionPool(
         connection_class=aioredis.SSLConnection if url.tls else aioredis.Connection,

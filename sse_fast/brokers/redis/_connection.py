@@ -12,6 +12,14 @@
 * A lost or stale subscription is replaced, and the connection's partitions are
   resynced (``History.resync``, ``_history.py``); the other Redis's connections
   are not touched.
+* On a Redis Cluster a connection is one master's (``_rehoming.py``): it uses
+  sharded pub/sub (``SSUBSCRIBE``, one command per slot; ``SPUBLISH`` for its
+  probes and gathers), and its partitions change when the slot map does
+  (``adopt``, ``surrender``, each partition with its ``Known`` and its held
+  topics). Changed partitions make it subscribe and resync again (``moved``);
+  a ``sunsubscribe`` the master pushes (a slot it lost), or a subscription lost,
+  makes the broker read the slot map again before the next attempt, and a
+  connection left with no partition stops.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -30,15 +39,17 @@ from .._sequencing import Sequenced
 from ._availability import Availability
 from ._history import History
 from ._holding import Holding
+from ._partitions import key_slot
 from ._probes import Probes
 from ._scripts import COMMAND_TIMEOUT, connect
-from ._state import Known, Reconnect
+from ._state import Known, Reconnect, ignore_result
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
 
 __all__ = [
     "Connection",
+    "Moved",
 ]
 
 log = logging.getLogger("sse_fast.redis")
@@ -47,15 +58,26 @@ log = logging.getLogger("sse_fast.redis")
 class Connection:
     """A member's client and pub/sub subscription to one Redis, and the topics held on it."""
 
-    def __init__(self, broker: RedisBroker, index: int, url: str) -> None:
+    def __init__(
+        self,
+        broker: RedisBroker,
+        index: int,
+        url: str,
+        client: Callable[[], aioredis.Redis] | None = None,
+    ) -> None:
         self.broker = broker
-        #: the Redis's index in the URL list, and its URL
+        #: the Redis's index in the URL list (or among a Cluster's masters), and its URL
         self.index = index
         self.url = url
+        self._new_client = client or (lambda: connect(url))
         placement = broker.placement
+        #: sharded pub/sub (a Redis Cluster's master): SSUBSCRIBE and SPUBLISH
+        self.sharded = broker.cluster
         #: the partitions this Redis holds, and what was read of each
-        self.partitions = placement.partitions_on(index)
+        self.partitions = list(placement.partitions_on(index))
         self.states = {partition: Known() for partition in self.partitions}
+        #: the partitions changed (a Cluster's slot map): subscribe and resync again
+        self.moved = False
         #: subscriptions replaced
         self.reconnects = 0
         #: up or down: the subscription is live and this Redis answered the last command
@@ -66,19 +88,56 @@ class Connection:
         #: the topics held on this Redis
         self.holding = Holding(broker, self)
         self.probes = Probes(broker, self)
-        node = placement.node_channel(broker.node)
-        probe = placement.probe_channel(index, broker.member_id, broker.node)
-        #: the channels of probes and gathers this connection subscribes to
-        self.control = [c.encode() for c in dict.fromkeys([probe, node] if index == 0 else [probe])]
-        self.probe_channel = probe
+        #: the channels of probes and gathers this connection subscribes to (``_control``)
+        self.control: list[bytes] = []
+        self.probe_channel = ""
+        self._control()
         self.pubsub: Any = None
         self.task: asyncio.Task[None] | None = None
         self.ready: asyncio.Event | None = None
         self._held_back: dict[str, list[Sequenced]] | None = {}
         self._confirmed: set[bytes] = set()
         self._confirm_waiters: dict[bytes, asyncio.Future[None]] = {}
+        self._releasing: set[bytes] = set()
         #: a read found another epoch: the subscription is replaced and resynced
         self.epoch_changed = False
+
+    def _control(self) -> None:
+        """The probe channel (of this Redis's first partition) and, on the Redis holding
+        partition 0, the node's channel (gathers)."""
+        if not self.partitions:
+            return
+        placement = self.broker.placement
+        probe = placement.probe_channel(self.index, self.broker.member_id, self.broker.node)
+        node = placement.node_channel(self.broker.node)
+        channels = [probe, node] if 0 in self.partitions else [probe]
+        self.control = [c.encode() for c in dict.fromkeys(channels)]
+        self.probe_channel = probe
+
+    # ---------------------------------------------------------------- partitions
+
+    def adopt(self, partition: int, known: Known, topics: list[str]) -> None:
+        """Carry ``partition`` from now on, with what was read of it and its held ``topics``
+        (a Cluster's slot map moved it here); subscribed and resynced at the next attempt."""
+        self.partitions = sorted({*self.partitions, partition})
+        self.states[partition] = known
+        self.holding.take(topics)
+        self.moved = True
+
+    def surrender(self, partition: int) -> tuple[Known, list[str]]:
+        """Stop carrying ``partition``: what was read of it, and its held topics (those
+        still loading stay, and fail here)."""
+        self.partitions.remove(partition)
+        self.moved = True
+        return self.states.pop(partition), self.holding.give_up(partition)
+
+    async def send(self, channel: str | bytes, data: bytes) -> None:
+        """Publish ``data`` on a control channel of this Redis (``SPUBLISH`` on a Cluster)."""
+        assert self.client is not None
+        if self.sharded:
+            await self.client.execute_command("SPUBLISH", channel, data)  # type: ignore[no-untyped-call]
+        else:
+            await self.client.publish(channel, data)
 
     def script(self, text: str) -> Any:
         """The client's registered script of ``text`` (``EVALSHA``, loaded when missing)."""
@@ -92,7 +151,7 @@ class Connection:
 
     def start(self) -> asyncio.Event:
         """Connect, run the subscription and probe it; the event is set once it is first live."""
-        self.client = connect(self.url)
+        self.client = self._new_client()
         self.ready = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.run())
         self.probes.start()
@@ -121,17 +180,35 @@ class Connection:
                     self.ready.set()
                 await self._read_loop()
             except (TimeoutError, RedisError, OSError, Reconnect) as exc:
-                if self.live:
+                if self.live and not isinstance(exc, Moved):
                     log.error("%s subscription lost (%s): repairing after reconnect", self, exc)
                 self.availability.subscription_lost()
             await self.drop()
             if broker.closing:
                 return
+            if broker.rehoming is not None and not self.moved:
+                await broker.rehoming.refresh()  # a master gone, a slot moved?
+            if not self.partitions:  # a Cluster node that holds nothing now
+                log.info("%s holds no partition now: its connection stops", self)
+                await self._retire()
+                return
+            if self.moved:
+                delay = 0.05  # a new slot map, not a failure: at once
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
             self.reconnects += 1
 
+    async def _retire(self) -> None:
+        """Stop probing and close the client (``start`` opens them again)."""
+        await stop_task(self.probes.task)
+        client, self.client = self.client, None
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
     def __str__(self) -> str:
+        if self.sharded:
+            return f"Redis Cluster master {self.url}"
         shards = self.broker.placement.shards
         return "Redis" if shards == 1 else f"Redis shard {self.index + 1} of {shards}"
 
@@ -164,13 +241,34 @@ class Connection:
             if waiter is None or waiter.done():
                 waiter = self._confirm_waiters[channel] = loop.create_future()
             waiters.append(waiter)
-        for start in range(0, len(channels), 512):
-            await self.pubsub.subscribe(*channels[start : start + 512])
+        if self.sharded:  # one SSUBSCRIBE per slot
+            for group in _by_slot(channels):
+                for start in range(0, len(group), 512):
+                    await self.pubsub.ssubscribe(*group[start : start + 512])
+        else:
+            for start in range(0, len(channels), 512):
+                await self.pubsub.subscribe(*channels[start : start + 512])
         await asyncio.wait_for(asyncio.gather(*waiters), COMMAND_TIMEOUT * 2)
+
+    def unsubscribe(self, channels: list[bytes]) -> None:
+        """UNSUBSCRIBE (``SUNSUBSCRIBE`` per slot on a Cluster) in a task; confirmations are
+        not waited for."""
+        if self.pubsub is None or not self.live:
+            return
+        loop = asyncio.get_running_loop()
+        if self.sharded:
+            self._releasing.update(channels)
+            for group in _by_slot(channels):
+                loop.create_task(self.pubsub.sunsubscribe(*group)).add_done_callback(ignore_result)
+        else:
+            loop.create_task(self.pubsub.unsubscribe(*channels)).add_done_callback(ignore_result)
 
     async def _subscribe_all(self) -> None:
         assert self.client is not None
         self._held_back = {}  # everything waits until the repair is done
+        self.moved = False
+        self._control()
+        self._releasing = set()
         self.pubsub = self.client.pubsub()
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
@@ -209,17 +307,19 @@ class Connection:
             if self.epoch_changed:
                 self.epoch_changed = False
                 raise Reconnect(f"a history read found that {self} lost its data")
+            if self.moved:
+                raise Moved(f"{self}'s partitions changed")
 
     def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         channel = message["channel"]
-        if kind == "message":
+        if kind in ("message", "smessage"):
             topic = self.broker.placement.topic_of(channel)
             if topic is not None:
                 self._message(topic, message["data"])
             else:
                 self.probes.message(message["data"])
-        elif kind == "subscribe":
+        elif kind in ("subscribe", "ssubscribe"):
             if channel in self._confirmed:
                 # redis-py reconnected and subscribed again by itself: whatever was
                 # published meanwhile is lost to this connection; start over cleanly
@@ -230,6 +330,12 @@ class Connection:
                 waiter.set_result(None)
         elif kind == "unsubscribe":
             self._confirmed.discard(channel)
+        elif kind == "sunsubscribe":
+            self._confirmed.discard(channel)
+            if channel in self._releasing:
+                self._releasing.discard(channel)
+            else:  # pushed by the node: the channel's slot is no longer its own
+                raise Reconnect(f"{self} no longer serves {channel.decode(errors='replace')}")
 
     def _message(self, topic: str, data: bytes) -> None:
         broker = self.broker
@@ -247,3 +353,15 @@ class Connection:
             return
         state.saw(item.position)
         self.holding.arrived(topic, item)
+
+
+class Moved(Reconnect):
+    """The connection's partitions changed (a Cluster's slot map): subscribe and resync again."""
+
+
+def _by_slot(channels: list[bytes]) -> list[list[bytes]]:
+    """``channels`` grouped by Cluster slot (``SSUBSCRIBE`` takes channels of one slot)."""
+    groups: dict[int, list[bytes]] = {}
+    for channel in channels:
+        groups.setdefault(key_slot(channel), []).append(channel)
+    return list(groups.values())

@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...protocol import Reason
-from ._state import LOAD_CHUNK, Read, Reconnect, parse_read
+from ._state import LOAD_CHUNK, Known, Read, Reconnect, parse_read
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
@@ -79,7 +79,11 @@ class History:
             for start in range(0, len(mine), LOAD_CHUNK):  # Redis is not blocked long
                 chunk = mine[start : start + LOAD_CHUNK]
                 read = await self.read(partition, dict.fromkeys(chunk))
-                known = connection.states[partition]
+                known = connection.states.get(partition)
+                if known is None:
+                    raise ConnectionError(
+                        f"partition {partition} moved to another Redis Cluster master; try again"
+                    )
                 if read.epoch != known.epoch:
                     # Redis lost its data and the subscription did not notice (a FLUSHALL)
                     connection.epoch_changed = True
@@ -104,10 +108,12 @@ class History:
         reads = await self.reads(calls)
         lost: dict[str, list[int]] = {}
         for (partition, froms), read in zip(calls, reads, strict=True):
-            reason = await self._check(partition, read)
+            known = connection.states.get(partition)
+            if known is None:  # moved to another Cluster master meanwhile: resynced there
+                continue
+            reason = await self._check(partition, read, known)
             if reason is not None:
                 lost.setdefault(reason, []).append(partition)
-            known = connection.states[partition]
             for name in froms:
                 after = froms[name] if reason is None else known.first_position - 1
                 self.apply(name, after, read)
@@ -115,11 +121,10 @@ class History:
         self._tell(lost)
         connection.availability.answered()
 
-    async def _check(self, partition: int, read: Read) -> str | None:
-        """Whether ``partition`` lost events (its reason); if so its floor is raised and the
-        member told."""
+    async def _check(self, partition: int, read: Read, known: Known) -> str | None:
+        """Whether ``partition`` (read ``known`` so far) lost events (its reason); if so its
+        floor is raised and the member told."""
         broker = self.broker
-        known = self.connection.states[partition]
         member = broker.member
         lost = None
         if known.epoch is not None and read.epoch != known.epoch:

@@ -4,8 +4,9 @@ history, and releasing them (``Holding``, one per ``Connection``).
 New topics of one loop iteration (a connection storm) are subscribed to and
 read together (``prepare``); live messages of a topic being loaded wait until its
 history is given to the member (``arrived``, ``loaded``). Released topics are
-unsubscribed at the loop's next turn, together (``release``). The topics held
-(``held``) change only here.
+unsubscribed at the loop's next turn, together (``release``). On a Redis
+Cluster a partition's held topics move with it to another master's connection
+(``give_up`` here, ``take`` there). The topics held (``held``) change only here.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from .._sequencing import Sequenced
-from ._state import ignore_result
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
@@ -130,13 +130,23 @@ class Holding:
             self._release_scheduled = True
             asyncio.get_running_loop().call_soon(self._send_release)
 
+    def give_up(self, partition: int) -> list[str]:
+        """The held topics of ``partition``, no longer held here (its new connection
+        ``take``s them); topics still loading stay, and their load fails here."""
+        of = self.broker.placement.partition_of
+        names = [n for n in self.held if of(n) == partition and n not in self.loading]
+        self.held.difference_update(names)
+        return names
+
+    def take(self, names: list[str]) -> None:
+        """Hold ``names`` (handed over by another connection ``give_up``): subscribed and read
+        since what the member holds at this connection's next resync."""
+        self.held.update(names)
+
     def _send_release(self) -> None:
         self._release_scheduled = False
         names = [name for name in self._release if name not in self.held]
         self._release.clear()
-        if names and self.connection.pubsub is not None and self.connection.live:
+        if names:
             channel = self.broker.placement.channel
-            task = asyncio.get_running_loop().create_task(
-                self.connection.pubsub.unsubscribe(*(channel(name) for name in names))
-            )
-            task.add_done_callback(ignore_result)
+            self.connection.unsubscribe([channel(name) for name in names])

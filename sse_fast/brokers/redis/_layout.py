@@ -21,6 +21,14 @@ process of ``sse-fast serve`` before any worker starts (``check_layout``):
 
 A Redis that does not answer is skipped with a warning: the workers connect
 to it later (a shard down at start is a shard down, not a wrong layout).
+
+A Redis Cluster (``redis-cluster://``) holds one record, kind ``cluster``, on
+the master owning the record key's slot (``check_cluster``). Its masters must
+run Redis 7.0 or newer (sharded pub/sub: refused otherwise), and a Cluster
+that stops every slot when one is lost (``cluster-require-full-coverage yes``)
+is said in a warning. A Cluster node given as ``redis://`` is refused: its
+slots would split the one sequence; the sentence says to give
+``redis-cluster://``.
 """
 
 from __future__ import annotations
@@ -33,10 +41,14 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+import redis as redis_py
+from redis.asyncio.client import PubSub
+
+from ._cluster import FULL_COVERAGE_WARNING, SCHEMES, Topology, version_refusal
 from ._partitions import Layout, layout_key, layout_refusal, new_layout
 from ._scripts import connect
 
-__all__ = ["CHECK_TIMEOUT", "check_layout", "configured_layout"]
+__all__ = ["CHECK_TIMEOUT", "check_cluster", "check_layout", "configured_layout"]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -44,16 +56,17 @@ log = logging.getLogger("sse_fast.redis")
 CHECK_TIMEOUT = 3.0
 
 _CLUSTER = (
-    "--redis-url {url} points at a Redis Cluster node (INFO cluster says cluster_enabled:1): "
-    "this version does not support Redis Cluster yet (its hash slots would split the "
-    "sequences); give one Redis, a primary with replicas under Sentinel "
-    "(redis-sentinel://host:26379/name), or several independent Redis as shards"
+    "--redis-url {url} points at a Redis Cluster node (INFO cluster says cluster_enabled:1), "
+    "given as one Redis: its hash slots would split the sequence; give the Cluster as "
+    "redis-cluster://host:port[,host:port...] (its nodes are found from these seeds)"
 )
 
 
 def configured_layout(urls: Sequence[str], partitions: int, shard: int = 0) -> Layout:
     """What a node given ``urls`` and ``partitions`` expects the Redis at index ``shard`` to
     hold (no layout id, time or node: those are the record's)."""
+    if urls and urls[0].startswith(SCHEMES):
+        return Layout("cluster", partitions)
     kind = "shards" if len(urls) > 1 else "single"
     return Layout(kind, partitions, len(urls), shard)
 
@@ -102,6 +115,8 @@ async def check_layout(
 ) -> str | None:
     """The sentence to refuse this node's start with, or None: the Redis at ``urls`` hold the
     layout this node is configured with (``partitions``), recorded now where none was."""
+    if urls and urls[0].startswith(SCHEMES):
+        return await check_cluster(urls[0], partitions, prefix, node, timeout)
     found = [_Redis(i, url) for i, url in enumerate(urls)]
     try:
         for redis in found:
@@ -142,6 +157,46 @@ async def check_layout(
             if redis.client is not None:
                 with contextlib.suppress(Exception):
                     await redis.client.aclose()
+
+
+async def check_cluster(
+    url: str,
+    partitions: int,
+    prefix: str = "sse:",
+    node: str = "",
+    timeout: float = CHECK_TIMEOUT,
+) -> str | None:
+    """``check_layout`` for the Redis Cluster at ``url``: masters new enough, and the record
+    of one layout (kind ``cluster``, ``partitions``), written now where there is none."""
+    if not hasattr(PubSub, "ssubscribe"):
+        return (
+            f"redis-py {redis_py.__version__} has no sharded pub/sub (SSUBSCRIBE), which a Redis "
+            "Cluster needs: pip install -U 'redis[hiredis]'"
+        )
+    topology = Topology(url, partitions)
+    try:
+        try:
+            await topology.refresh(timeout)
+        except ConnectionError as exc:
+            log.warning("the Redis Cluster did not answer the layout check (%s)", exc)
+            return None
+        refusal = version_refusal(await asyncio.wait_for(topology.versions(), timeout))
+        if refusal:
+            return refusal
+        if await asyncio.wait_for(topology.uncovered_stops_all(), timeout):
+            log.warning(FULL_COVERAGE_WARNING)
+        key = layout_key(prefix)
+        master = topology.master_of_key(key)
+        if master is None:
+            log.warning("the Redis Cluster's slot of %s has no master: not checked", key)
+            return None
+        client = topology.client(master)
+        record = new_layout("cluster", partitions, 1, node)
+        await asyncio.wait_for(client.set(key, record.encode(), nx=True), timeout)
+        found = await asyncio.wait_for(client.get(key), timeout)
+        return layout_refusal(found, configured_layout([url], partitions), url)
+    finally:
+        await topology.close()
 
 
 def _compare(answering: list[_Redis], urls: Sequence[str], partitions: int) -> str:

@@ -16,13 +16,15 @@ node's gathers on ``node_channel`` (shard 0).
 reads the table instead of ``p % S``: a Redis Cluster's slot map (the master
 owning each partition's tag slot, ``_cluster.Topology``) is given this way, and
 ``place`` moves a partition to another index when the map changes (re-homing).
-Nothing else needs to know where a partition's index came from. (The broker does
-not give a table yet: ``redis-cluster://`` is still refused at start.)
+Nothing else needs to know where a partition's index came from; ``reassign``
+takes a whole new table at once, with more Redis than before (a master met for
+the first time: the broker's ``_rehoming.py``).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +35,7 @@ from ._scripts import (
     PARTITION_READ_SCRIPT,
     READ_SCRIPT,
     channel_prefix,
+    gather_key,
     node_channel,
     partition_of,
     sequence_keys,
@@ -102,6 +105,31 @@ class Placement:
             raise ValueError(f"partition {partition}: give 0 to {self.partitions - 1}")
         self._check(partition, shard)
         self._owners[partition] = shard
+
+    def reassign(self, owners: Sequence[int], shards: int) -> list[int]:
+        """A new owner table over ``shards`` Redis (never fewer than before: indexes are
+        not reused); the partitions whose index changed."""
+        if self._owners is None:
+            raise ValueError(f"this placement is p % {self.shards}: it has no owner table")
+        if len(owners) != self.partitions or shards < self.shards:
+            raise ValueError(
+                f"reassign({len(owners)} owners, {shards} shards): give one index per partition "
+                f"({self.partitions}) over at least {self.shards} shards"
+            )
+        self.shards = shards
+        for partition, shard in enumerate(owners):
+            self._check(partition, shard)
+        moved = [
+            p for p, (old, new) in enumerate(zip(self._owners, owners, strict=True)) if old != new
+        ]
+        self._owners = list(owners)
+        return moved
+
+    def gather_key(self) -> str:
+        """A fresh list for the answers to one gather, on the Redis of the node's channel."""
+        if self.single:
+            return gather_key(self.prefix)
+        return f"{self._keys[0].tagged}g:{uuid.uuid4().hex}"
 
     def _check(self, partition: int, shard: int) -> None:
         if not 0 <= shard < self.shards:

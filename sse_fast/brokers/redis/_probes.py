@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from ._scripts import gather_key
 from ._state import Reconnect, ignore_result
 
 if TYPE_CHECKING:
@@ -69,7 +68,7 @@ class Probes:
             # counted as sent before it is: it may come back before PUBLISH's answer does
             self._sent[number] = time.monotonic()
             try:
-                await connection.client.publish(
+                await connection.send(
                     connection.probe_channel, f"probe {broker.member_id} {number}".encode()
                 )
                 availability.answered()
@@ -118,25 +117,29 @@ class Probes:
 
 
 class Gathers:
-    """A member's gathers across its node, over the node's channel on the first Redis."""
+    """A member's gathers across its node, over the node's channel on the Redis holding
+    partition 0 (the first Redis; a Cluster's master of that slot)."""
 
-    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
+    def __init__(self, broker: RedisBroker) -> None:
         self.broker = broker
-        self.connection = connection
-        self.channel = broker.placement.node_channel(broker.node)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker
         alone when that Redis is away."""
         broker = self.broker
-        client = self.connection.client
+        placement = broker.placement
+        connection = broker.connections[placement.shard_of(0)] if broker.connections else None
+        client = None if connection is None else connection.client
         mine = {**broker.member.report(query), "worker": None, "member": broker.member_id}
-        if broker.workers <= 1 or client is None or not self.connection.availability.up:
+        if broker.workers <= 1 or connection is None or client is None:
             return [mine]
-        key = gather_key(broker.prefix)
+        if not connection.availability.up:
+            return [mine]
+        key = placement.gather_key()
         try:
-            await client.publish(
-                self.channel, b"gather %s %s" % (key.encode(), orjson.dumps(query))
+            await connection.send(
+                placement.node_channel(broker.node),
+                b"gather %s %s" % (key.encode(), orjson.dumps(query)),
             )
             figures: list[dict[str, Any]] = []
             deadline = time.monotonic() + 1.0

@@ -15,7 +15,9 @@ Each partition's share is all or nothing (one script). When a Redis is down or
 does not answer, the shares on the others are published and the answer is 503
 with ``Retry-After``, naming the topics that have the events and those that do
 not. A Redis known down (``Availability.answers``) is not even tried. What an error
-from Redis means (503 or 400, the Redis marked down) is ``_errors.classify``'s table.
+from Redis means (503 or 400, the Redis marked down, a Cluster's map to read
+again) is ``_errors.classify``'s table. On a Redis Cluster each master is one of
+these Redis, and the script publishes with ``SPUBLISH``.
 """
 
 from __future__ import annotations
@@ -25,11 +27,18 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...publishing import PublishError, PublishRequest
-from ._errors import classify
-from ._scripts import PARTITION_PUBLISH_SCRIPT, partition_publish_args, spanning_ids
+from ._errors import RETRY_AFTER, classify
+from ._scripts import (
+    PARTITION_PUBLISH_SCRIPT,
+    partition_publish_args,
+    publish_args,
+    spanning_ids,
+)
 from ._scripts import split_by_partition as split
 
 if TYPE_CHECKING:
@@ -40,6 +49,7 @@ __all__ = [
     "WAIT_MS",
     "PartitionCall",
     "ShardedPublisher",
+    "publish_one_sequence",
 ]
 
 log = logging.getLogger("sse_fast.redis")
@@ -70,6 +80,7 @@ class ShardedPublisher:
                 [request for _, request in share],
                 broker.history_frames,
                 broker.history_age,
+                "SPUBLISH" if broker.cluster else "PUBLISH",
             )
             shard = placement.shard_of(partition)
             by_shard.setdefault(shard, []).append((partition, share, keys, args))
@@ -144,6 +155,8 @@ class ShardedPublisher:
                 raise
             if failure.unanswered:
                 connection.availability.unanswered()
+            if failure.unanswered or failure.rehome:
+                broker.suspect()  # a Cluster's master gone or moved: read the map again
             if failure.ours:
                 log.error("%s refused a publish's keys: %s", connection, exc)
             raise failure.error from None
@@ -189,3 +202,47 @@ def _refusal(
         status=status,
         retry_after=retry_after,
     )
+
+
+async def publish_one_sequence(broker: RedisBroker, requests: list[PublishRequest]) -> list[str]:
+    """``requests`` sequenced by the one script call of one sequence on one Redis (today's keys,
+    ``PUBLISH_SCRIPT``); their ids, or ``PublishError`` as ``RedisBroker.publish`` says."""
+    # Tried even while this member's subscription is being repaired: the
+    # publish goes to Redis, and this member's streams get it with the repair.
+    if broker.publish_script is None:
+        raise broker.unavailable_error("not connected")
+    if not broker.availability.answers:  # known down: refused at once, not after a timeout
+        raise broker.unavailable_error("it does not answer")
+    assert broker.client is not None
+    args = publish_args(broker.prefix, requests, broker.history_frames, broker.history_age)
+    try:
+        if broker.wait_replicas:
+            async with broker.client.pipeline(transaction=False) as pipe:  # one round trip
+                await broker.publish_script(keys=broker.keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", broker.wait_replicas, WAIT_MS)
+                ids, replicas = await pipe.execute()
+        else:
+            ids = await broker.publish_script(keys=broker.keys, args=args)
+            replicas = 0
+    except ResponseError as exc:
+        if "sse_fast:" in str(exc):
+            raise PublishError(str(exc)) from None
+        raise broker.unavailable_error(str(exc)) from None
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        broker.availability.unanswered()
+        raise PublishError(
+            f"Redis did not answer ({exc}): the publish may or may not have been "
+            "published (give events ids to recognise them on retry)",
+            status=503,
+            retry_after=RETRY_AFTER,
+        ) from None
+    broker.availability.answered()
+    if replicas < broker.wait_replicas:
+        raise PublishError(
+            f"Redis published it, but {replicas} of {broker.wait_replicas} replicas confirmed "
+            f"it within {WAIT_MS} ms: it is lost if Redis fails over now (it was delivered; "
+            "give events ids to recognise them if you retry)",
+            status=503,
+            retry_after=RETRY_AFTER,
+        )
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
