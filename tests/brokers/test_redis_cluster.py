@@ -428,6 +428,8 @@ async def _fleet_main(
             stack.callback(nodes[index].__exit__, None, None, None)
             sent = load.sent
             await _until(lambda sent=sent: load.sent - sent >= 500, timeout=30)
+        # every stream back (with 10,000 topics, many got nothing new meanwhile)
+        await _until(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
         load.stopped = True
         await _until(lambda: not any(load.in_shard.values()), timeout=10)
         try:
