@@ -1,4 +1,4 @@
-"""Publishing through one Redis against partitions and shards (issue 42, "Past one Redis").
+"""Publishing through one Redis against partitions, shards and a Redis Cluster (issue 42).
 
 Everything on this machine (2 cores), loopback only, bounded. Two nodes
 ``sse-fast serve --workers 1`` (subscribers spread over both, publishes sent to the
@@ -9,7 +9,10 @@ first by 16 connections) over each layout, in the same run:
 * ``partitioned``: the same Redis with ``--redis-partitions 128`` (a sequence per
   partition, what shards and a Cluster use);
 * ``shards``: three ``redis-server`` with ``--redis-url`` given three times (128
-  partitions spread over them).
+  partitions spread over them);
+* ``cluster``: a Redis Cluster of three masters and three replicas
+  (``--redis-url redis-cluster://...``, 128 partitions over the masters' slots,
+  ``SPUBLISH``; the replicas' CPU counted with Redis's).
 
 1,000 topics, a subscriber each, publishes at rising rates. Reported per layout and
 rate: the publishes/s achieved, delivered/expected, lost, p50/p99, and the CPU per
@@ -41,11 +44,12 @@ from typing import Any
 from sse_fast.loadgen import Result, run_load
 from sse_fast.loadgen._procfs import cpu_seconds, process_tree
 from sse_fast.testing import RedisServer, ServerProcess
+from tests.support.redis_cluster import RedisCluster
 
 from .system import machine
 
 RESULTS = Path(__file__).parent / "results"
-LAYOUTS = ("one", "partitioned", "shards")
+LAYOUTS = ("one", "partitioned", "shards", "cluster")
 TOPICS = 1000
 PUBLISHERS = 16
 #: the least ratio of a layout's achieved publishes to one Redis's at the same rate
@@ -54,12 +58,18 @@ GATE = 0.95
 
 
 @contextlib.contextmanager
-def layout(name: str) -> Iterator[tuple[list[ServerProcess], list[RedisServer]]]:
-    """Two nodes of one worker over the layout ``name``."""
-    count = 3 if name == "shards" else 1
+def layout(name: str) -> Iterator[tuple[list[ServerProcess], list[int]]]:
+    """Two nodes of one worker over the layout ``name``, and the Redis processes' pids."""
     with contextlib.ExitStack() as stack:
-        redis_servers = [stack.enter_context(RedisServer()) for _ in range(count)]
-        urls = [flag for r in redis_servers for flag in ("--redis-url", r.url)]
+        if name == "cluster":
+            cluster = stack.enter_context(RedisCluster())
+            urls = ["--redis-url", cluster.url]
+            redis_pids = [process.pid for process in cluster.processes.values()]
+        else:
+            count = 3 if name == "shards" else 1
+            redis_servers = [stack.enter_context(RedisServer()) for _ in range(count)]
+            urls = [flag for r in redis_servers for flag in ("--redis-url", r.url)]
+            redis_pids = [r.proc.pid for r in redis_servers if r.proc is not None]
         partitions = ("--redis-partitions", "128") if name == "partitioned" else ()
         nodes = [
             stack.enter_context(
@@ -76,13 +86,12 @@ def layout(name: str) -> Iterator[tuple[list[ServerProcess], list[RedisServer]]]
             )
             for n in range(2)
         ]
-        yield nodes, redis_servers
+        yield nodes, redis_pids
 
 
 def measure(name: str, rate: float, duration: float) -> dict[str, Any]:
     """One load run over layout ``name``: its figures and CPU per 1,000 publishes."""
-    with layout(name) as (nodes, redis_servers):
-        redis_pids = [r.proc.pid for r in redis_servers if r.proc is not None]
+    with layout(name) as (nodes, redis_pids):
         node_pids = [n.proc.pid for n in nodes if n.proc is not None]
         servers = lambda: [p for pid in node_pids for p in process_tree(pid)]  # noqa: E731
         # Redis's CPU from the moment every stream is connected (subscribing 1,000
@@ -157,7 +166,7 @@ def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def report(rows: list[dict[str, Any]], conditions: dict[str, Any]) -> str:
     """The Markdown report of a run."""
     lines = [
-        "# One Redis, partitions and shards (`python -m benches.redis_scale`)",
+        "# One Redis, partitions, shards and a Cluster (`python -m benches.redis_scale`)",
         "",
         f"Two nodes `sse-fast serve --workers 1` over each layout, {TOPICS:,} topics with a",
         f"subscriber each (spread over both nodes), publishes from {PUBLISHERS} connections to",
