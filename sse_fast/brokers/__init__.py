@@ -199,6 +199,12 @@ class Broker(abc.ABC):
         """Seconds since the broker became unable to publish (0 while it can)."""
         return 0.0
 
+    @property
+    def partitions_down(self) -> int:
+        """How many of the ``partitions`` cannot be published to now (all of them, or none,
+        for a broker of one sequence)."""
+        return 0 if self.available else self.partitions
+
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
         """Called before a stream attaches to ``names``: a broker that delivers
         only the topics a member holds subscribes to new ones and loads their

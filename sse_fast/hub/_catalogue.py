@@ -428,6 +428,14 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         ("worker",),
         figure=PerWorker("broker_up"),
     ),
+    MetricInfo(
+        "sse_fast_worker_broker_partitions_down",
+        "gauge",
+        "Partitions of the broker the worker cannot publish to now (on Redis shards or a "
+        "Redis Cluster: those of the Redis that are down; else all or none).",
+        ("worker",),
+        figure=PerWorker("broker_partitions_down"),
+    ),
     # one data directory for the server: any worker's look at it will do
     MetricInfo(
         "sse_fast_data_bytes",

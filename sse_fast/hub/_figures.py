@@ -77,6 +77,7 @@ class Figures:
                 "topics": len(hub.topics),
                 "subscribers": hub.topics.busiest(100),
                 "broker_up": hub.broker.available,
+                "broker_partitions_down": hub.broker.partitions_down,
                 **hub.topics.budget_figures(),
             }
             if hub.settings.store_dir:  # durable history (``brokers/durable``)

@@ -142,6 +142,7 @@ def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
     by_master = topics_by_master(healthy, 60, "k-")
     victim = sorted(by_master)[0]
     topics = [t for group in by_master.values() for t in group[:5]]
+    held = sum(healthy.master_of("{" + tag + "}") == victim for tag in cluster_tags(N))
 
     async def main() -> None:
         async with started(node(healthy.url)) as (a,):
@@ -163,10 +164,13 @@ def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
             await asyncio.to_thread(healthy.kill, victim)
             began = asyncio.get_running_loop().time()
             mine = by_master[victim][:5]
+            down = 0
             while not refused[mine[0]] or not _recovered(acked, refused, mine):
                 assert asyncio.get_running_loop().time() - began < 30, "never came back"
                 await round_()
+                down = max(down, a.broker.partitions_down)
                 await asyncio.sleep(0.02)
+            assert down == held  # the metric's figure: that master's partitions, no more
             for _ in range(3):
                 await round_()
 
@@ -185,6 +189,7 @@ def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
                 assert [e for e in streams[t].events() if e[0]] == []  # no marker: nothing lost
             stats = a.broker.stats()["redis"]
             assert stats["cluster_map_moves"] >= 1 and stats["partitions_down"] == []
+            assert a.broker.partitions_down == 0
             forgive(caplog, "subscription lost", "does not answer")
 
     asyncio.run(main())

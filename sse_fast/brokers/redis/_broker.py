@@ -230,6 +230,11 @@ class RedisBroker(Broker):
         return any(connection.availability.up for connection in self.carrying)
 
     @property
+    def partitions_down(self) -> int:
+        """How many partitions are on a Redis (a shard, a Cluster master) that is down now."""
+        return sum(len(c.partitions) for c in self.carrying if not c.availability.up)
+
+    @property
     def carrying(self) -> list[Connection]:
         """The connections that carry partitions (on a Cluster, a master that left the map
         carries none)."""
