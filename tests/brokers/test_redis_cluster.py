@@ -471,3 +471,38 @@ def test_ten_thousand_topics_on_the_cluster_survive_the_same_faults(
 ) -> None:
     """The same with 10,000 topics."""
     _fleet_under_faults(healthy, 10_000)
+
+
+def test_publishing_straight_into_the_cluster_takes_a_cluster_client(
+    healthy: RedisCluster,
+) -> None:
+    """``sse_fast.brokers.redis.publish`` on a Cluster fleet: with a ``RedisCluster`` client each
+    partition's call goes to its master (SPUBLISH there) and a node delivers it; an event over
+    topics of two masters once, under one id; a plain client is refused with what to give."""
+    import redis.asyncio as aioredis
+
+    from sse_fast.brokers.redis import publish
+
+    by_master = topics_by_master(healthy, 60, "d-")
+    one, two = (group[0] for group in list(by_master.values())[:2])
+
+    async def main() -> None:
+        assert await check_layout([healthy.url], N) is None  # records the Cluster's layout
+        client = aioredis.RedisCluster(host="127.0.0.1", port=healthy.ports[0])
+        plain = aioredis.Redis(host="127.0.0.1", port=healthy.ports[0])
+        try:
+            async with started(node(healthy.url)) as (a,):
+                stream = Recording()
+                await stream.attach(a, [one, two])
+                await publish(client, one, "one")
+                both = await publish(client, [one, two], "both")
+                await _until(lambda: len(stream.events()) == 2)
+                assert [e[2] for e in stream.events()] == ["one", "both"]
+                assert both.startswith("x")  # one id in both partitions
+                with pytest.raises(PublishError, match=r"give publish\(\) a redis.asyncio"):
+                    await publish(plain, one, "no")
+        finally:
+            await client.aclose()
+            await plain.aclose()
+
+    asyncio.run(main())

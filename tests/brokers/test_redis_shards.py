@@ -617,3 +617,53 @@ def test_a_stream_over_two_partitions_gets_an_event_spanning_them_once(
             assert data(both) == ["once", "after"]
 
     asyncio.run(main())
+
+
+def test_publishing_straight_into_redis_follows_the_recorded_layout(
+    shards: list[RedisServer],
+) -> None:
+    """``sse_fast.brokers.redis.publish`` reads the layout recorded in Redis: into one Redis of
+    8 partitions it writes the partition's keys (a node of that layout delivers it; an event
+    spanning partitions once, under one id); into shards, a topic of another shard than the
+    client's is refused with the shard to use, nothing written where nobody reads."""
+    import redis.asyncio as aioredis
+
+    from sse_fast.brokers.redis import publish
+    from sse_fast.brokers.redis._layout import check_layout
+
+    one = shards[0].url
+    urls = [s.url for s in shards]
+    mine = topics_on(0, 1, "mine-")[0]
+    theirs = topics_on(1, 1, "theirs-")[0]
+
+    async def main() -> None:
+        assert await check_layout([one], 8) is None  # records one Redis, 8 partitions
+        pair = [t for t in (f"p-{i}" for i in range(50)) if partition_of(t, 8) in (1, 2)]
+        a_topic = next(t for t in pair if partition_of(t, 8) == 1)
+        b_topic = next(t for t in pair if partition_of(t, 8) == 2)
+        client = aioredis.Redis.from_url(one)
+        try:
+            async with started(node([one], partitions=8)) as (a,):
+                stream = Recording()
+                await stream.attach(a, [a_topic, b_topic])
+                first = await publish(client, a_topic, "one")
+                both = await publish(client, [a_topic, b_topic], "both")
+                await _until(lambda: len(stream.events()) == 2)
+                assert [e[2] for e in stream.events()] == ["one", "both"]
+                assert both.startswith("x") and first.isdigit()
+                assert shards[0].cli("EXISTS", "sse:position").strip() == "0"  # not the old keys
+        finally:
+            await client.aclose()
+        for server in shards:
+            server.cli("FLUSHALL")
+        assert await check_layout(urls, N) is None  # records 3 shards
+        client = aioredis.Redis.from_url(urls[0])
+        try:
+            await publish(client, mine, "here")  # shard 1's topic, shard 1's client
+            with pytest.raises(PublishError, match="live on shard 2 of layout") as refused:
+                await publish(client, [mine, theirs], "there")
+            assert "this client is shard 1's" in str(refused.value)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())

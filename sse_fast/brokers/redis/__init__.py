@@ -87,8 +87,9 @@ Promises (the broker contract, ``brokers/__init__.py``):
 
 Publishing straight into Redis (no HTTP): ``publish(redis, "topic", data)``
 (``connect(url)`` gives a client for a URL as ``--redis-url`` takes it,
-``redis-sentinel://`` included), or, from any language, ``EVAL`` of
-``PUBLISH_SCRIPT`` (see the README). These and ``RedisBroker`` are the public
+``redis-sentinel://`` included; a ``RedisCluster`` for a Cluster), into the
+layout recorded there, or, from any language, ``EVAL`` of ``PUBLISH_SCRIPT``
+(one sequence; see the README). These and ``RedisBroker`` are the public
 names here; the rest is the server's.
 
 Partitions and shards (``--redis-partitions``, several ``--redis-url``): the
@@ -118,7 +119,8 @@ master's connection and is resynced there (``_rehoming.py``).
 
 Where things are:
 
-* ``_scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``, ``publish``.
+* ``_scripts.py``: the keys, the Lua scripts (``*.lua``), ``connect``;
+  ``_direct.py``: ``publish`` straight into Redis, into the layout recorded there.
 * ``_partitions.py``: partitions, hash tags, partitioned keys, the layout record;
   ``_layout.py``: the layout checked at start.
 * ``_placement.py``: ``Placement``: which Redis holds which partition, and what its
@@ -149,6 +151,7 @@ except ImportError as exc:  # pragma: no cover - the extra is missing
     ) from exc
 
 from ._broker import RedisBroker
-from ._scripts import PUBLISH_SCRIPT, connect, publish
+from ._direct import publish
+from ._scripts import PUBLISH_SCRIPT, connect
 
 __all__ = ["PUBLISH_SCRIPT", "RedisBroker", "connect", "publish"]

@@ -1,6 +1,6 @@
 """What is in Redis and how it gets there: the key layout, the Lua scripts that
-sequence, read and advance, a client that fails fast, and ``publish`` straight
-into Redis (no HTTP; the package docstring has the keys and the promises).
+sequence, read and advance, and a client that fails fast (``publish`` straight into
+Redis is ``_direct.py``; the package docstring has the keys and the promises).
 
 The scripts live in ``*.lua`` files beside this module (package data). Each
 opens with a header comment up to its first blank line; the script is the rest,
@@ -19,7 +19,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from ..._core import EncodeError, encode
 from ...publishing import PublishError, PublishRequest
@@ -42,7 +41,6 @@ __all__ = [
     "gather_key",
     "node_channel",
     "partition_publish_args",
-    "publish",
     "publish_args",
     "sequence_keys",
     "spanning_ids",
@@ -247,38 +245,3 @@ def partition_publish_args(
         args += ["" if request.id is None else request.id, frame, wall, index, len(request.topics)]
         args += [4 + streams[keys.stream(name)] for name in request.topics]
     return [*keys.sequence, *streams, *retries], args
-
-
-async def publish(
-    client: aioredis.Redis,
-    topic: str | Sequence[str],
-    data: Any,
-    *,
-    event: str | None = None,
-    id: str | None = None,
-    retry: int | None = None,
-    prefix: str = "sse:",
-    history_frames: int = 1000,
-    history_age: float = 86400.0,
-) -> str:
-    """Publish one event straight into Redis (every node delivers it); return its
-    id. ``client`` is a ``redis.asyncio.Redis``; ``data`` is sent as text if a
-    string, else as JSON. Raises ``PublishError`` for an event that cannot be
-    published, with the reason."""
-    from ..._publish_checks import check_event_id, check_topic
-    from ...settings import Settings
-
-    topics = (topic,) if isinstance(topic, str) else tuple(topic)
-    settings = Settings()
-    for name in topics:
-        check_topic(name, settings)
-    if id is not None:
-        check_event_id(id, settings)
-    request = PublishRequest(topics, data, event, id, retry)
-    args = publish_args(prefix, [request], history_frames, history_age)
-    keys = sequence_keys(prefix)
-    try:
-        (event_id,) = await client.eval(PUBLISH_SCRIPT, 2, *keys, *args)
-    except ResponseError as exc:
-        raise PublishError(str(exc)) from None
-    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)

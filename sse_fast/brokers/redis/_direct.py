@@ -1,0 +1,159 @@
+"""Publishing straight into Redis, without a node (``publish``): into whatever
+layout the fleet recorded there.
+
+Theory of operation
+-------------------
+A fleet's layout (one sequence, partitions, shards, a Redis Cluster) is recorded
+in Redis (``sse:layout``, ``_layout.py``); ``publish`` reads it once per client
+and prefix and writes where the nodes read:
+
+* no record, or one sequence: ``PUBLISH_SCRIPT`` on today's keys, as before
+  (an external publisher of earlier versions sends the same command);
+* partitions on one Redis, or on a Cluster (``client`` a
+  ``redis.asyncio.RedisCluster``, which sends each call to the master of its
+  slot): one ``PARTITION_PUBLISH_SCRIPT`` call per partition the event's
+  topics fall in (an event spanning partitions without an id gets one, the
+  same in each, as the nodes do), publishing with ``SPUBLISH`` on a Cluster;
+* shards: ``client`` is one shard's; a topic whose partition lives on another
+  shard is refused (``PublishError`` saying which shard, and to publish through
+  a node or that shard's client), never written where nobody reads.
+
+A partly written event (one partition published, the next refused) is answered
+with ``PublishError``; retrying it with its id is harmless, as for the nodes.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import MovedError, RedisClusterException, ResponseError
+
+from ...publishing import PublishError, PublishRequest
+from ._partitions import Layout, cluster_tags, layout_key, partition_keys, shard_of
+from ._scripts import (
+    PARTITION_PUBLISH_SCRIPT,
+    PUBLISH_SCRIPT,
+    partition_publish_args,
+    publish_args,
+    sequence_keys,
+    spanning_ids,
+    split_by_partition,
+)
+
+__all__ = ["publish"]
+
+#: each client's layout per prefix, read once (None: no record, one sequence)
+_layouts: weakref.WeakKeyDictionary[Any, dict[str, Layout | None]] = weakref.WeakKeyDictionary()
+
+
+async def publish(
+    client: aioredis.Redis | aioredis.RedisCluster,
+    topic: str | Sequence[str],
+    data: Any,
+    *,
+    event: str | None = None,
+    id: str | None = None,
+    retry: int | None = None,
+    prefix: str = "sse:",
+    history_frames: int = 1000,
+    history_age: float = 86400.0,
+) -> str:
+    """Publish one event straight into Redis (every node delivers it); return its
+    id. ``client`` is a ``redis.asyncio.Redis`` (a ``redis.asyncio.RedisCluster`` for a
+    fleet on a Redis Cluster); ``data`` is sent as text if a string, else as JSON. The
+    fleet's layout recorded in Redis says where the event goes. Raises ``PublishError``
+    for an event that cannot be published, with the reason."""
+    from ..._publish_checks import check_event_id, check_topic
+    from ...settings import Settings
+
+    topics = (topic,) if isinstance(topic, str) else tuple(topic)
+    settings = Settings()
+    for name in topics:
+        check_topic(name, settings)
+    if id is not None:
+        check_event_id(id, settings)
+    request = PublishRequest(topics, data, event, id, retry)
+    layout = await _layout(client, prefix)
+    try:
+        if layout is None or (layout.partitions == 1 and layout.kind == "single"):
+            args = publish_args(prefix, [request], history_frames, history_age)
+            keys = sequence_keys(prefix)
+            (event_id,) = await client.eval(PUBLISH_SCRIPT, 2, *keys, *args)
+        else:
+            event_id = await _partitioned(
+                client, layout, request, prefix, history_frames, history_age
+            )
+    except ResponseError as exc:
+        raise PublishError(str(exc)) from None
+    return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+async def _layout(client: Any, prefix: str) -> Layout | None:
+    known = _layouts.setdefault(client, {})
+    if prefix not in known:
+        try:
+            record = await client.get(layout_key(prefix))
+        except MovedError:
+            raise PublishError(
+                "this client is one node of a Redis Cluster: give publish() a "
+                "redis.asyncio.RedisCluster client, which sends each partition's call to its master"
+            ) from None
+        known[prefix] = None if record is None else Layout.decode(record)
+    return known[prefix]
+
+
+async def _partitioned(
+    client: Any,
+    layout: Layout,
+    request: PublishRequest,
+    prefix: str,
+    history_frames: int,
+    history_age: float,
+) -> Any:
+    cluster = layout.kind == "cluster"
+    if cluster and not isinstance(client, aioredis.RedisCluster):
+        raise PublishError(
+            f"the fleet's layout is a Redis Cluster ({layout.describe()}): give publish() a "
+            "redis.asyncio.RedisCluster client, which sends each partition's call to its master"
+        )
+    (request,) = spanning_ids([request], layout.partitions)
+    shares = split_by_partition([request], layout.partitions)
+    if layout.kind == "shards":
+        elsewhere = {
+            p: shard_of(p, layout.shards)
+            for p in shares
+            if shard_of(p, layout.shards) != layout.shard
+        }
+        if elsewhere:
+            names = [t for p in elsewhere for _, share in shares[p] for t in share.topics]
+            raise PublishError(
+                f"topics {', '.join(names)} live on shard "
+                f"{', '.join(str(s + 1) for s in sorted(set(elsewhere.values())))} of "
+                f"{layout.describe()}, and this client is shard {layout.shard + 1}'s: publish "
+                "through a node (POST /publish, sse_fast.Publisher), or with that shard's client"
+            )
+    tags = cluster_tags(layout.partitions)
+    event_id: Any = None
+    done: list[str] = []
+    for partition, share in shares.items():
+        keys, args = partition_publish_args(
+            partition_keys(prefix, tags[partition]),
+            [r for _, r in share],
+            history_frames,
+            history_age,
+            "SPUBLISH" if cluster else "PUBLISH",
+        )
+        try:
+            (event_id,) = await client.eval(PARTITION_PUBLISH_SCRIPT, len(keys), *keys, *args)
+        except (ResponseError, RedisClusterException) as exc:
+            if not done or "sse_fast:" in str(exc):
+                raise
+            raise PublishError(
+                f"partly published: topics {', '.join(done)} have it, the others not ({exc}); "
+                f"retry with the same id ({request.id}): a topic that has it does not get it twice"
+            ) from None
+        done += [t for _, r in share for t in r.topics]
+    return event_id
