@@ -19,7 +19,7 @@ import pytest
 
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.brokers.redis._layout import check_layout
-from sse_fast.brokers.redis._partitions import cluster_tags, partition_of
+from sse_fast.brokers.redis._partitions import cluster_tags, key_slot, partition_of
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import ServerProcess
@@ -250,6 +250,112 @@ def test_writes_a_promoted_replica_never_got_are_said_on_their_partition_only(
             for t in (calm, away):
                 assert [e[0] for e in streams[t].events()] == [None], t
             forgive(caplog, "subscription lost", "does not answer", "is behind events")
+
+    asyncio.run(main())
+
+
+def test_a_partition_moved_to_another_master_is_followed_with_nothing_lost(
+    healthy: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Resharding: one partition's slot moved (with its keys) to another master under a
+    subscribed node. Its old master pushes sunsubscribe; the node reads the map again,
+    subscribes on the new master and resyncs: events published after the move (refused
+    with 503 and Retry-After at most while it is under way) arrive, in order, once, with no
+    sse-fast-missed, and a resume from before the move is ``resumed``; the other
+    partitions' streams go on untouched."""
+    by_master = topics_by_master(healthy, 60, "m-")
+    source, target = sorted(by_master)[:2]
+    tags = cluster_tags(N)
+    # the source's first partition: its connection's probes go on that partition's slot too
+    first_there = min(p for p in range(N) if healthy.master_of("{" + tags[p] + "}") == source)
+    moving = next(t for t in (f"m-{i}" for i in range(10_000)) if partition_of(t, N) == first_there)
+    staying = next(t for t in by_master[source] if partition_of(t, N) != first_there)
+    slot = key_slot("{" + tags[first_there] + "}")
+
+    async def main() -> None:
+        async with started(node(healthy.url)) as (a,):
+            streams = {t: Recording() for t in (moving, staying)}
+            for t, stream in streams.items():
+                await stream.attach(a, [t])
+            (first,) = await a.publish([PublishRequest((moving,), "before")])
+            await a.publish([PublishRequest((staying,), "before")])
+            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await asyncio.to_thread(healthy.move_slot, slot, target)
+            moved_at = asyncio.get_running_loop().time()
+            while True:  # refused (503) at most until the node follows the move
+                try:
+                    await a.publish([PublishRequest((moving,), "after")])
+                    break
+                except PublishError as exc:
+                    assert exc.status == 503 and exc.retry_after, exc
+                    assert asyncio.get_running_loop().time() - moved_at < 10, exc
+                    await asyncio.sleep(0.05)
+            await a.publish([PublishRequest((staying,), "after")])
+            await _until(lambda: all(len(s.events()) == 2 for s in streams.values()), timeout=10)
+            for stream in streams.values():
+                assert [e[2] for e in stream.events()] == ["before", "after"]
+            late = Recording()
+            assert (await late.attach(a, [moving], first)).resume == "resumed"
+            await _until(lambda: len(late.events()) == 1)
+            assert a.broker.stats()["redis"]["cluster_map_moves"] >= 1
+            assert a.broker.placement.shard_of(partition_of(moving, N)) != (
+                a.broker.placement.shard_of(partition_of(staying, N))
+            )
+            # an operator's resharding is no failure: said as the map's move, a warning
+            assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+    asyncio.run(main())
+
+
+def test_a_master_lost_with_its_replica_comes_back_empty_with_a_break_there_only(
+    healthy: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master and its replica both killed (cluster-require-full-coverage no): its topics
+    answer 503 with Retry-After while the other masters' are published; started again
+    without their data (no persistence), its partitions' streams get sse-fast-missed
+    (redis-restarted, with the partition) and then what is published since; the other
+    masters' streams get no marker."""
+    by_master = topics_by_master(healthy, 60, "g-")
+    victim, other = sorted(by_master)[:2]
+    gone, kept = by_master[victim][0], by_master[other][0]
+    (replica,) = healthy.replicas_of(victim)
+
+    async def main() -> None:
+        async with started(node(healthy.url)) as (a,):
+            streams = {t: Recording() for t in (gone, kept)}
+            for t, stream in streams.items():
+                await stream.attach(a, [t])
+                await a.publish([PublishRequest((t,), "before")])
+            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await asyncio.to_thread(healthy.kill, replica)
+            await asyncio.to_thread(healthy.kill, victim)
+            with pytest.raises(PublishError) as refused:
+                for _ in range(100):  # refused once the node knows (at once, or at the next)
+                    await a.publish([PublishRequest((gone,), "lost")])
+                    await asyncio.sleep(0.05)
+            assert refused.value.status == 503 and refused.value.retry_after
+            await a.publish([PublishRequest((kept,), "meanwhile")])
+            await asyncio.to_thread(healthy.restart, victim)
+            await asyncio.to_thread(healthy.restart, replica)
+            began = asyncio.get_running_loop().time()
+            while True:
+                try:
+                    await a.publish([PublishRequest((gone,), "after")])
+                    break
+                except PublishError as exc:
+                    assert exc.status == 503, exc
+                    assert asyncio.get_running_loop().time() - began < 15, exc
+                    await asyncio.sleep(0.1)
+            await _until(lambda: len(streams[gone].events()) >= 3, timeout=10)
+            marker = streams[gone].events()[1]
+            assert marker[0] == "sse-fast-missed"
+            said = orjson.loads(marker[2])
+            assert said["reason"] == "redis-restarted"
+            assert said["partition"] == partition_of(gone, N)
+            assert [e[2] for e in streams[gone].events()][::2] == ["before", "after"]
+            assert [e for e in streams[kept].events() if e[0]] == []
+            assert [e[2] for e in streams[kept].events()] == ["before", "meanwhile"]
+            forgive(caplog, "subscription lost", "does not answer")
 
     asyncio.run(main())
 

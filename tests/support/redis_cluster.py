@@ -363,6 +363,29 @@ class RedisCluster:
         self._wait(self.replicated, began + timeout, "every replica to be in sync again")
         return time.monotonic() - began
 
+    def move_slot(self, slot: int, to: int, timeout: float = 15.0) -> int:
+        """Move ``slot`` (and its keys) from its master to master ``to``, as ``redis-cli
+        --cluster reshard`` does (IMPORTING, MIGRATING, MIGRATE, SETSLOT NODE on every
+        master); the port it left. Waits until every node agrees."""
+        source = self.master_of(slot)
+        if source == to:
+            raise ValueError(f"slot {slot} is on {to} already")
+        a, b = self.node(source), self.node(to)
+        a_id, b_id = a.execute_command("CLUSTER MYID"), b.execute_command("CLUSTER MYID")  # type: ignore[no-untyped-call]
+        b.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", a_id)  # type: ignore[no-untyped-call]
+        a.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", b_id)  # type: ignore[no-untyped-call]
+        while keys := a.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):  # type: ignore[no-untyped-call]
+            a.execute_command("MIGRATE", HOST, to, "", 0, 5000, "KEYS", *keys)  # type: ignore[no-untyped-call]
+        for port in self.primaries():
+            self.node(port).execute_command("CLUSTER SETSLOT", slot, "NODE", b_id)  # type: ignore[no-untyped-call]
+        began = time.monotonic()
+        self._wait(
+            lambda: self.agreed() and self.master_of(slot) == to,
+            began + timeout,
+            f"every node to agree that slot {slot} is on {to}",
+        )
+        return source
+
     def freeze(self, port: int) -> None:
         """SIGSTOP node ``port``: to the others and to clients, a node that stopped answering."""
         self.processes[port].send_signal(signal.SIGSTOP)

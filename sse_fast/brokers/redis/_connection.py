@@ -334,8 +334,8 @@ class Connection:
             self._confirmed.discard(channel)
             if channel in self._releasing:
                 self._releasing.discard(channel)
-            else:  # pushed by the node: the channel's slot is no longer its own
-                raise Reconnect(f"{self} no longer serves {channel.decode(errors='replace')}")
+            else:  # pushed by the node: the channel's slot is no longer its own (resharding)
+                raise Moved(f"{self} no longer serves {channel.decode(errors='replace')}")
 
     def _message(self, topic: str, data: bytes) -> None:
         broker = self.broker
@@ -356,7 +356,8 @@ class Connection:
 
 
 class Moved(Reconnect):
-    """The connection's partitions changed (a Cluster's slot map): subscribe and resync again."""
+    """The connection's partitions changed, or its master gave a slot away (a Cluster's slot
+    map): subscribe and resync again, without calling it a lost subscription."""
 
 
 def _by_slot(channels: list[bytes]) -> list[list[bytes]]:

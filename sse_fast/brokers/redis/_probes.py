@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from ._errors import classify
 from ._state import Reconnect, ignore_result
 
 if TYPE_CHECKING:
@@ -74,6 +75,10 @@ class Probes:
                 availability.answered()
             except (RedisError, OSError) as exc:
                 self._sent.pop(number, None)
+                failure = classify(exc)
+                if failure is not None and failure.rehome:  # answered: its slot moved away
+                    broker.suspect()
+                    continue
                 if availability.unanswered():
                     log.error(
                         "%s does not answer (%s): publishing %sis unavailable",
