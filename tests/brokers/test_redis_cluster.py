@@ -579,6 +579,33 @@ def test_ten_thousand_topics_on_the_cluster_survive_the_same_faults(
     _fleet_under_faults(healthy, 10_000)
 
 
+def test_the_start_says_when_one_lost_master_would_stop_every_topic(
+    healthy: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The layout check warns when the Cluster has cluster-require-full-coverage yes (one
+    master lost with its replicas stops every slot), and says it could not check when
+    CONFIG is refused (a user without it, as managed offerings give); with no, nothing."""
+
+    def on_every_node(*command: object) -> None:
+        for port in healthy.live_ports():
+            healthy.node(port).execute_command(*command)  # type: ignore[no-untyped-call]
+
+    limited = healthy.url.replace("redis-cluster://", "redis-cluster://limited:pw@")
+    try:
+        assert asyncio.run(check_layout([healthy.url], N)) is None
+        assert "cluster-require-full-coverage" not in caplog.text
+        on_every_node("CONFIG", "SET", "cluster-require-full-coverage", "yes")
+        assert asyncio.run(check_layout([healthy.url], N)) is None
+        assert "has cluster-require-full-coverage yes" in caplog.text
+        on_every_node("ACL", "SETUSER", "limited", "on", ">pw", "+@all", "-config", "~*", "&*")
+        caplog.clear()
+        assert asyncio.run(check_layout([limited], N)) is None
+        assert "refused CONFIG GET cluster-require-full-coverage" in caplog.text
+    finally:
+        on_every_node("CONFIG", "SET", "cluster-require-full-coverage", "no")
+        on_every_node("ACL", "DELUSER", "limited")
+
+
 def test_publishing_straight_into_the_cluster_takes_a_cluster_client(
     healthy: RedisCluster,
 ) -> None:

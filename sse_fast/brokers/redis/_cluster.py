@@ -48,6 +48,7 @@ from ._scripts import COMMAND_TIMEOUT, MAX_CONNECTIONS
 __all__ = [
     "FULL_COVERAGE_WARNING",
     "SCHEMES",
+    "UNCHECKED_COVERAGE_WARNING",
     "Address",
     "ClusterURL",
     "Topology",
@@ -66,6 +67,13 @@ FULL_COVERAGE_WARNING = (
     "with no replica to take over, every master refuses every command, and every topic "
     "answers 503, not only that master's; set cluster-require-full-coverage no "
     "(CONFIG SET on each node, or in redis.conf) so the other masters' topics go on"
+)
+
+#: said at start when ``CONFIG GET cluster-require-full-coverage`` is refused (managed offerings)
+UNCHECKED_COVERAGE_WARNING = (
+    "the Redis Cluster refused CONFIG GET cluster-require-full-coverage (a managed offering?): "
+    "whether losing one master and its replicas stops every topic, not only that master's, "
+    "could not be checked; ask the provider, or see docs/operations/redis.md#redis-cluster"
 )
 
 #: the oldest Redis a Cluster master may run (SPUBLISH and SSUBSCRIBE came in 7.0)

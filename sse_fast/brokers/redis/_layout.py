@@ -44,7 +44,13 @@ from typing import Any
 import redis as redis_py
 from redis.asyncio.client import PubSub
 
-from ._cluster import FULL_COVERAGE_WARNING, SCHEMES, Topology, version_refusal
+from ._cluster import (
+    FULL_COVERAGE_WARNING,
+    SCHEMES,
+    UNCHECKED_COVERAGE_WARNING,
+    Topology,
+    version_refusal,
+)
 from ._partitions import Layout, layout_key, layout_refusal, new_layout
 from ._scripts import connect
 
@@ -183,8 +189,11 @@ async def check_cluster(
         refusal = version_refusal(await asyncio.wait_for(topology.versions(), timeout))
         if refusal:
             return refusal
-        if await asyncio.wait_for(topology.uncovered_stops_all(), timeout):
+        stops_all = await asyncio.wait_for(topology.uncovered_stops_all(), timeout)
+        if stops_all:
             log.warning(FULL_COVERAGE_WARNING)
+        elif stops_all is None:
+            log.warning(UNCHECKED_COVERAGE_WARNING)
         key = layout_key(prefix)
         master = topology.master_of_key(key)
         if master is None:
