@@ -667,3 +667,104 @@ def test_publishing_straight_into_redis_follows_the_recorded_layout(
             await client.aclose()
 
     asyncio.run(main())
+
+
+def test_a_shard_under_sentinel_fails_over_while_the_other_shard_serves(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Two shards: a plain Redis and a Sentinel group (primary, replica, sentinel). The
+    group's primary SIGKILLed: its topics answer 503 with Retry-After until Sentinel
+    promotes the replica and the shard's connection follows it; the plain shard's topics
+    are published every time; the streams of both get every acknowledged event, in order,
+    once (the replica had everything: no marker)."""
+    from sse_fast.testing import HOST, RedisSentinel
+
+    with contextlib.ExitStack() as stack:
+        plain = stack.enter_context(RedisServer())
+        primary = stack.enter_context(RedisServer())
+        replica = stack.enter_context(RedisServer(0, "--replicaof", HOST, str(primary.port)))
+        sentinel = stack.enter_context(RedisSentinel(primary))
+        urls = [plain.url, sentinel.url]
+        names = [f"s-{i}" for i in range(100)]
+        here = next(t for t in names if shard_of(partition_of(t, N), 2) == 0)
+        there = next(t for t in names if shard_of(partition_of(t, N), 2) == 1)
+
+        async def main() -> None:
+            async with started(node(urls)) as (a,):
+                streams = {t: Recording() for t in (here, there)}
+                acked: dict[str, list[str]] = {here: [], there: []}
+                for t, stream in streams.items():
+                    await stream.attach(a, [t])
+
+                async def send(topic: str) -> PublishError | None:
+                    data = f"{topic}:{len(acked[topic])}"
+                    try:
+                        await a.publish([PublishRequest((topic,), data)])
+                    except PublishError as exc:
+                        return exc
+                    acked[topic].append(data)
+                    return None
+
+                for t in (here, there):
+                    assert await send(t) is None
+                await _until(lambda: replica.cli("INFO", "replication").count("link_status:up"))
+                await _until(
+                    lambda: (
+                        _offset(primary, "master_repl_offset")
+                        == _offset(replica, "slave_repl_offset")
+                    )
+                )
+                await asyncio.to_thread(primary.kill)
+                refused: list[PublishError] = []
+                began = asyncio.get_running_loop().time()
+                while True:
+                    assert await send(here) is None  # the other shard: published every time
+                    failed = await send(there)
+                    if failed is None and refused:
+                        break
+                    if failed is not None:
+                        refused.append(failed)
+                    assert asyncio.get_running_loop().time() - began < 30, "never came back"
+                    await asyncio.sleep(0.05)
+                assert all(e.status == 503 and e.retry_after for e in refused), refused[:3]
+                await _until(lambda: all(data(s) == acked[t] for t, s in streams.items()), 10)
+                assert [e for s in streams.values() for e in s.events() if e[0]] == []
+                forgive(caplog, "subscription lost", "does not answer")
+
+        asyncio.run(main())
+
+
+def _offset(server: RedisServer, field: str) -> int:
+    """A replication offset from ``INFO replication`` (-1 when missing)."""
+    for line in server.cli("INFO", "replication").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split(":")[1])
+    return -1
+
+
+def test_gathers_go_over_shard_one_and_a_worker_answers_alone_while_it_is_down(
+    shards: list[RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers of one node (two brokers, one node name): a gather counts both over the
+    node's channel on shard 1; with shard 1 down, each answers for itself at once (not
+    after a timeout), while its topics on the other shards are still published."""
+    urls = [s.url for s in shards]
+    elsewhere = topics_on(1, 1, "elsewhere-")[0]
+
+    async def main() -> None:
+        one, two = node(urls, node="n1", workers=2), node(urls, node="n1", workers=2)
+        async with started(one, two):
+            got = await one.broker.gather({"what": "metrics"})
+            assert sorted(f["member"] for f in got) == sorted(
+                [one.broker.member_id, two.broker.member_id]
+            )
+            await asyncio.to_thread(shards[0].kill)
+            await _until(lambda: 0 in one.broker.stats()["redis"]["shards_down"], timeout=10)
+            began = asyncio.get_running_loop().time()
+            alone = await one.broker.gather({"what": "metrics"})
+            assert [f["member"] for f in alone] == [one.broker.member_id]
+            assert asyncio.get_running_loop().time() - began < 0.5
+            await one.publish([PublishRequest((elsewhere,), "still")])
+            forgive(caplog, "subscription lost", "does not answer")
+
+    asyncio.run(main())
