@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -690,7 +691,7 @@ def test_a_shard_under_sentinel_fails_over_while_the_other_shard_serves(
         there = next(t for t in names if shard_of(partition_of(t, N), 2) == 1)
 
         async def main() -> None:
-            async with started(node(urls)) as (a,):
+            async with started(node(urls, probe_interval=1.0)) as (a,):
                 streams = {t: Recording() for t in (here, there)}
                 acked: dict[str, list[str]] = {here: [], there: []}
                 for t, stream in streams.items():
@@ -729,9 +730,10 @@ def test_a_shard_under_sentinel_fails_over_while_the_other_shard_serves(
                 assert all(e.status == 503 and e.retry_after for e in refused), refused[:3]
                 await _until(lambda: all(data(s) == acked[t] for t, s in streams.items()), 10)
                 assert [e for s in streams.values() for e in s.events() if e[0]] == []
-                forgive(caplog, "subscription lost", "does not answer")
 
         asyncio.run(main())
+        gc.collect()  # a connection to the sentinel left open is a ResourceWarning: here
+        forgive(caplog, "subscription lost", "does not answer")  # the failover, said
 
 
 def _offset(server: RedisServer, field: str) -> int:

@@ -41,7 +41,7 @@ from ._history import History
 from ._holding import Holding
 from ._partitions import key_slot
 from ._probes import Probes
-from ._scripts import COMMAND_TIMEOUT, connect
+from ._scripts import COMMAND_TIMEOUT, close_client, connect
 from ._state import Known, Reconnect, ignore_result
 
 if TYPE_CHECKING:
@@ -163,7 +163,7 @@ class Connection:
             await stop_task(task)
         await self.drop()
         if self.client is not None:
-            await self.client.aclose()
+            await close_client(self.client)
         self.availability.subscription_lost()
 
     async def run(self) -> None:
@@ -204,7 +204,7 @@ class Connection:
         client, self.client = self.client, None
         if client is not None:
             with contextlib.suppress(Exception):
-                await client.aclose()
+                await close_client(client)
 
     def __str__(self) -> str:
         if self.sharded:

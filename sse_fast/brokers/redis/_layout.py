@@ -52,7 +52,7 @@ from ._cluster import (
     version_refusal,
 )
 from ._partitions import Layout, layout_key, layout_refusal, new_layout
-from ._scripts import connect
+from ._scripts import close_client, connect
 
 __all__ = ["CHECK_TIMEOUT", "check_cluster", "check_layout", "configured_layout"]
 
@@ -162,7 +162,7 @@ async def check_layout(
         for redis in found:
             if redis.client is not None:
                 with contextlib.suppress(Exception):
-                    await redis.client.aclose()
+                    await close_client(redis.client)
 
 
 async def check_cluster(

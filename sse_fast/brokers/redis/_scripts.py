@@ -36,6 +36,7 @@ __all__ = [
     "PUBLISH_SCRIPT",
     "READ_SCRIPT",
     "channel_prefix",
+    "close_client",
     "connect",
     "frame_without_id",
     "gather_key",
@@ -138,6 +139,17 @@ def connect(url: str) -> aioredis.Redis:
         url, max_connections=MAX_CONNECTIONS, timeout=COMMAND_TIMEOUT, **options
     )
     return aioredis.Redis.from_pool(pool)  # closing the client closes the pool
+
+
+async def close_client(client: aioredis.Redis) -> None:
+    """Close a client ``connect`` made; with Sentinel, its connections to the sentinels too
+    (closing the client closes its master's pool only: they would be left open)."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    try:
+        await client.aclose()
+    finally:
+        if manager is not None:
+            await manager.aclose()
 
 
 # ---------------------------------------------------------------- publishing
