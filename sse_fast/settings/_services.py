@@ -117,7 +117,8 @@ class _Brokers:
         metadata=_doc(
             "scale out on Redis: redis://[:password@]host:port/db, rediss:// (TLS), "
             "unix:///path, redis-sentinel://host:port[,host:port]/master-name, or a Redis "
-            "Cluster: redis-cluster://host:port[,host:port] (rediss-cluster:// for TLS); every "
+            "Cluster: redis-cluster://host:port[,host:port] (rediss-cluster:// for TLS, "
+            "?ssl_ca_certs=/path for a private CA); every "
             "node and worker with the same Redis and prefix behaves as one server; "
             "several URLs (given more than once, or separated by spaces) are shards that "
             "share the topics out, in the same order on every node "

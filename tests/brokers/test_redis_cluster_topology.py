@@ -37,6 +37,8 @@ def test_a_cluster_url_names_its_seeds() -> None:
     tls = parse_cluster_url("rediss-cluster://u:p%40ss@[::1]:7000/0")
     assert tls == ClusterURL((("::1", 7000),), True, "u", "p@ss")
     assert parse_cluster_url("redis-cluster://:secret@a:1").password == "secret"
+    files = parse_cluster_url("rediss-cluster://a:1/?ssl_ca_certs=/x/ca.pem&ssl_cert_reqs=none")
+    assert files.tls_options == (("ssl_ca_certs", "/x/ca.pem"), ("ssl_cert_reqs", "none"))
 
 
 @pytest.mark.parametrize(
@@ -47,11 +49,14 @@ def test_a_cluster_url_names_its_seeds() -> None:
         ("redis-cluster://a", "is not host:port"),
         ("redis-cluster://a:1,b:x", "seed 'b:x' is not host:port"),
         ("redis-cluster://a:99999", "is not host:port"),
-        ("redis-cluster://a:1?ssl=1", "options in the URL are not read"),
+        ("redis-cluster://a:1?ssl=1", "options in the URL are not read without TLS"),
+        ("rediss-cluster://a:1?ssl=1", "option 'ssl' is not read; a Cluster URL takes"),
+        ("rediss-cluster://a:1?ssl_cert_reqs=maybe", "give one of none, optional, required"),
+        ("rediss-cluster://a:1?ssl_ca_certs=", "ssl_ca_certs is empty"),
     ],
 )
 def test_a_wrong_cluster_url_says_what_to_give(url: str, said: str) -> None:
-    with pytest.raises(ValueError, match=r"redis-cluster://host:6379,host2:6379|database 0") as e:
+    with pytest.raises(ValueError, match=r"host:6379,host2:6379|give|takes|leave") as e:
         parse_cluster_url(url)
     assert said in str(e.value)
 

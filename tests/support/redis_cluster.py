@@ -102,6 +102,7 @@ class RedisCluster:
         base_port: int = 0,
         node_timeout_ms: int = 500,
         full_coverage: bool = False,
+        tls: tuple[str, str] | None = None,
     ) -> None:
         if masters < 3:
             raise ValueError(f"masters={masters}: a Redis Cluster needs at least 3 masters")
@@ -110,6 +111,9 @@ class RedisCluster:
         self.base_port = base_port
         self.node_timeout_ms = node_timeout_ms
         self.full_coverage = full_coverage
+        #: (certificate, key) PEM files: every node speaks TLS only (clients, the bus,
+        #: replication), the certificate being its own CA
+        self.tls = tls
         self.directory = ""
         self.started_in = 0.0
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
@@ -129,8 +133,12 @@ class RedisCluster:
 
     @property
     def url(self) -> str:
-        """The seeds as a ``redis-cluster://host:port,host:port,...`` URL (issue 42's form)."""
-        return "redis-cluster://" + ",".join(f"{host}:{port}" for host, port in self.seeds)
+        """The seeds as a ``redis-cluster://host:port,host:port,...`` URL (issue 42's form;
+        ``rediss-cluster://...?ssl_ca_certs=<certificate>`` with TLS)."""
+        seeds = ",".join(f"{host}:{port}" for host, port in self.seeds)
+        if self.tls:
+            return f"rediss-cluster://{seeds}?ssl_ca_certs={self.tls[0]}"
+        return "redis-cluster://" + seeds
 
     def startup_nodes(self) -> list[ClusterNode]:
         """The seeds, for ``redis.RedisCluster(startup_nodes=...)``."""
@@ -139,12 +147,14 @@ class RedisCluster:
     def node(self, port: int) -> redis.Redis:
         """A plain client of node ``port`` (kept; it fails fast: 1 s timeouts, no retries)."""
         if port not in self._clients:
+            tls = {"ssl": True, "ssl_ca_certs": self.tls[0]} if self.tls else {}
             self._clients[port] = redis.Redis(
                 host=HOST,
                 port=port,
                 socket_timeout=1,
                 socket_connect_timeout=1,
                 retry=Retry(NoBackoff(), 0),
+                **tls,  # type: ignore[arg-type]
             )
         return self._clients[port]
 
@@ -173,6 +183,12 @@ class RedisCluster:
             "--repl-diskless-sync-delay", "0", "--save", "", "--appendonly", "no",
             "--logfile", os.path.join(directory, "redis.log"),
         ]  # fmt: skip
+        if self.tls:  # TLS only: the port is the TLS port, the plain one is off
+            cert, key = self.tls
+            args[1:3] = ["--port", "0", "--tls-port", str(port)]
+            args += ["--tls-cluster", "yes", "--tls-replication", "yes", "--tls-cert-file", cert,
+                     "--tls-key-file", key, "--tls-ca-cert-file", cert,
+                     "--tls-auth-clients", "no"]  # fmt: skip
         self.processes[port] = subprocess.Popen(
             args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -224,6 +240,8 @@ class RedisCluster:
     def _create(self, deadline: float) -> None:
         create = ["redis-cli", "--cluster", "create", *(f"{HOST}:{p}" for p in self.ports)]
         create += ["--cluster-replicas", str(self.replicas), "--cluster-yes"]
+        if self.tls:
+            create += ["--tls", "--cacert", self.tls[0]]
         done = subprocess.run(
             create, capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic())
         )

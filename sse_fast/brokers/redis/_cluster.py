@@ -233,8 +233,10 @@ def _slot_map(reply: Sequence[Any]) -> list[Address | None]:
 
 def connect_node(address: Address, url: ClusterURL) -> aioredis.Redis:
     """A plain client of one node: fail fast (no retries inside redis-py), a bounded pool."""
+    tls: dict[str, Any] = dict(url.tls_options)
     pool = aioredis.BlockingConnectionPool(
         connection_class=aioredis.SSLConnection if url.tls else aioredis.Connection,
+        **tls,
         max_connections=MAX_CONNECTIONS,
         timeout=COMMAND_TIMEOUT,
         host=address[0],
