@@ -19,6 +19,7 @@ import orjson
 import pytest
 
 from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.redis._connection import Connection
 from sse_fast.brokers.redis._layout import check_layout
 from sse_fast.brokers.redis._partitions import cluster_tags, key_slot, partition_of
 from sse_fast.hub import Hub, PublishError, PublishRequest
@@ -356,6 +357,109 @@ def test_a_master_lost_with_its_replica_comes_back_empty_with_a_break_there_only
             assert [e[2] for e in streams[gone].events()][::2] == ["before", "after"]
             assert [e for e in streams[kept].events() if e[0]] == []
             assert [e[2] for e in streams[kept].events()] == ["before", "meanwhile"]
+
+    asyncio.run(main())
+    forgive(caplog, "subscription lost", "does not answer")
+
+
+def test_a_node_started_during_a_failover_starts_once_the_map_names_the_new_master(
+    healthy: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A node started right after a master was killed: its start waits for the masters that
+    carry partitions, follows the failover (the dead master's connection carries nothing
+    then), and is done well within its 10 s limit; every master's topics are published and
+    delivered afterwards."""
+    by_master = topics_by_master(healthy, 60, "f-")
+    victim = sorted(by_master)[0]
+    topics = [group[0] for group in by_master.values()]
+
+    async def main() -> None:
+        await asyncio.to_thread(healthy.kill, victim)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with started(node(healthy.url)) as (a,):
+            took = loop.time() - began
+            assert took < 8, f"{took:.1f} s"
+            stream = Recording()
+            for _ in range(100):  # the map may still have been moving when start returned
+                try:
+                    await stream.attach(a, topics)
+                    break
+                except PublishError:
+                    await asyncio.sleep(0.1)
+            for t in topics:
+                for _ in range(100):
+                    try:
+                        await a.publish([PublishRequest((t,), t)])
+                        break
+                    except PublishError as exc:
+                        assert exc.status == 503, exc
+                        await asyncio.sleep(0.1)
+            await _until(lambda: len(stream.events()) == 3, timeout=10)
+
+    asyncio.run(main())
+    forgive(caplog, "subscription lost", "does not answer")
+
+
+def test_a_master_that_fails_back_gets_its_partitions_and_connection_back(
+    healthy: RedisCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A master killed, its replica promoted (the node moves its partitions there and stops
+    the old connection), then the old master started again and made master once more
+    (CLUSTER FAILOVER on it): the node moves the partitions back onto the old connection,
+    started again with a new client, and that master's topic is published and delivered,
+    nothing lost; its scripts are registered on the new client, not the closed one."""
+    by_master = topics_by_master(healthy, 60, "b-")
+    victim = sorted(by_master)[0]
+    topic = by_master[victim][0]
+    key = "{" + cluster_tags(N)[partition_of(topic, N)] + "}"
+
+    async def publish_until_taken(a: Hub, data: str) -> None:
+        for _ in range(150):
+            try:
+                await a.publish([PublishRequest((topic,), data)])
+                return
+            except PublishError as exc:
+                assert exc.status == 503, exc
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"{data!r} was never published")
+
+    async def main() -> None:
+        async with started(node(healthy.url)) as (a,):
+            stream = Recording()
+            await stream.attach(a, [topic])
+            await a.publish([PublishRequest((topic,), "first")])
+            await _until(lambda: _in_sync(healthy, victim), timeout=10)
+            await asyncio.to_thread(healthy.kill, victim)
+            await asyncio.to_thread(healthy.wait_failover, key, victim)
+            await publish_until_taken(a, "second")
+            await asyncio.to_thread(healthy.restart, victim)
+            await _until(lambda: _in_sync(healthy, healthy.master_of(key)), timeout=10)
+            for _ in range(4):  # a manual failover that timed out (a busy machine)
+                healthy.node(victim).execute_command("CLUSTER", "FAILOVER", "FORCE")
+                with contextlib.suppress(AssertionError):
+                    await _until(lambda: healthy.agreed() and healthy.master_of(key) == victim, 5)
+                    break
+            assert healthy.master_of(key) == victim, "the old master never took over again"
+            await publish_until_taken(a, "third")
+            await _until(lambda: len(stream.events()) == 3, timeout=10)
+            assert [e[2] for e in stream.events()] == ["first", "second", "third"]
+
+            def carrying() -> list[Connection]:
+                return [c for c in a.broker.connections if c.partitions]
+
+            back_home = f"127.0.0.1:{victim}"
+            await _until(lambda: back_home in [c.url for c in carrying()], timeout=10)
+            await publish_until_taken(a, "fourth")
+            await _until(lambda: len(stream.events()) == 4, timeout=10)
+            assert [e[2] for e in stream.events()][3:] == ["fourth"]
+            assert len(carrying()) == 3 and len(a.broker.connections) == 4
+            back = next(c for c in carrying() if c.url == back_home)
+            # its scripts are the new client's: one bound to the first, closed client would
+            # open that client's pool again, never to be closed
+            assert back.scripts and all(
+                script.registered_client is back.client for script in back.scripts.values()
+            )
 
     asyncio.run(main())
     forgive(caplog, "subscription lost", "does not answer")

@@ -190,23 +190,39 @@ class RedisBroker(Broker):
                 raise ConnectionError(
                     f"cannot use the Redis Cluster at {_shown(self.url)}: {exc}"
                 ) from None
-        readies = [connection.start() for connection in self.connections]
+        for connection in self.connections:
+            connection.start()
         self.client = self.feed.client
         if self.placement.single:
             assert self.client is not None
             self.publish_script = self.client.register_script(PUBLISH_SCRIPT)
-        waits = [asyncio.ensure_future(ready.wait()) for ready in readies]
-        _, pending = await asyncio.wait(waits, timeout=10)
-        for waiting in pending:
-            waiting.cancel()
-        if len(pending) == len(waits):
+        await self._ready(deadline=asyncio.get_running_loop().time() + 10)
+
+    async def _ready(self, deadline: float) -> None:
+        """Wait until every connection carrying partitions is live (on a Cluster the map may
+        add or retire connections meanwhile), or the deadline; ``ConnectionError`` when none
+        is live by then, a warning for each that is not."""
+        loop = asyncio.get_running_loop()
+        while (waiting := [c for c in self.carrying if not _live(c)]) and loop.time() < deadline:
+            waits = [asyncio.ensure_future(c.ready.wait()) for c in waiting if c.ready]
+            if not waits:  # (every connection carrying partitions was started)
+                await asyncio.sleep(0.05)
+                continue
+            _, pending = await asyncio.wait(
+                waits,
+                timeout=min(0.25, deadline - loop.time()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for waiter in pending:
+                waiter.cancel()
+        if not any(_live(c) for c in self.connections):
             await self.close()
             raise ConnectionError(
                 f"cannot reach Redis at {' '.join(map(_shown, self.urls))} (is redis-server "
                 "running? check --redis-url)"
             ) from None
-        for connection, ready in zip(self.connections, readies, strict=True):
-            if not ready.is_set():
+        for connection in self.carrying:
+            if not _live(connection):
                 log.warning(
                     "%s (%s) is not reachable: its partitions are unavailable until it is",
                     connection,
@@ -364,3 +380,8 @@ async def _all(waits: list[Awaitable[None]]) -> None:
 
 def _shown(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//", url)  # no password in a sentence
+
+
+def _live(connection: Connection) -> bool:
+    """Whether ``connection`` was live once since it started (its ready event is set)."""
+    return connection.ready is not None and connection.ready.is_set()

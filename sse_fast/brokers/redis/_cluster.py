@@ -39,6 +39,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ...settings._cluster_url import CLUSTER_SCHEMES, Address, ClusterURL, parse_cluster_url
@@ -92,18 +93,23 @@ class Topology:
         #: the master owning each slot, once read (``refresh``)
         self._owner: list[Address | None] = [None] * SLOTS
         self._clients: dict[Address, aioredis.Redis] = {}
+        self._closed = False
 
     # ---------------------------------------------------------------- clients
 
     def client(self, address: Address) -> aioredis.Redis:
-        """The plain client of master ``address`` (made once, fail-fast)."""
+        """The plain client of master ``address`` (made once, fail-fast); ``ConnectionError``
+        once closed."""
+        if self._closed:
+            raise ConnectionError("the Redis Cluster's topology was closed")
         client = self._clients.get(address)
         if client is None:
             client = self._clients[address] = connect_node(address, self.url)
         return client
 
     async def close(self) -> None:
-        """Close every client."""
+        """Close every client (no new one is made afterwards)."""
+        self._closed = True
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):
@@ -183,10 +189,14 @@ class Topology:
     # ---------------------------------------------------------------- about the nodes
 
     async def versions(self) -> dict[Address, str]:
-        """Each master's Redis version (``INFO server``)."""
+        """Each master's Redis version (``INFO server``), of the masters that answer (one
+        down at start is a fault, said by the workers, not a version to refuse)."""
         out = {}
         for address in self.masters:
-            info = await self.client(address).info("server")
+            try:
+                info = await self.client(address).info("server")
+            except (RedisError, OSError):
+                continue
             out[address] = str(info.get("redis_version", "?"))
         return out
 

@@ -152,6 +152,7 @@ class Connection:
     def start(self) -> asyncio.Event:
         """Connect, run the subscription and probe it; the event is set once it is first live."""
         self.client = self._new_client()
+        self.scripts = {}  # registered on this client, not a closed one's
         self.ready = asyncio.Event()
         self.task = asyncio.get_running_loop().create_task(self.run())
         self.probes.start()
@@ -191,7 +192,9 @@ class Connection:
             if not self.partitions:  # a Cluster node that holds nothing now
                 log.info("%s holds no partition now: its connection stops", self)
                 await self._retire()
-                return
+                if not self.partitions:
+                    return  # (no await from here on: a later move finds the task done)
+                self._revive()  # partitions came back while it retired
             if self.moved:
                 delay = 0.05  # a new slot map, not a failure: at once
             await asyncio.sleep(delay)
@@ -201,10 +204,16 @@ class Connection:
     async def _retire(self) -> None:
         """Stop probing and close the client (``start`` opens them again)."""
         await stop_task(self.probes.task)
-        client, self.client = self.client, None
+        self.probes.reset()
+        client, self.client, self.scripts = self.client, None, {}
         if client is not None:
             with contextlib.suppress(Exception):
                 await close_client(client)
+
+    def _revive(self) -> None:
+        """A new client and probes, in the running task (``_retire`` undone)."""
+        self.client = self._new_client()
+        self.probes.start()
 
     def __str__(self) -> str:
         if self.sharded:
@@ -272,8 +281,9 @@ class Connection:
         self.pubsub = self.client.pubsub()
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
-            channel = self.broker.placement.channel
-            await self.subscribe([*self.control, *(channel(n) for n in self.holding.held)])
+            placement = self.broker.placement
+            carried = [n for n in self.holding.held if placement.partition_of(n) in self.states]
+            await self.subscribe([*self.control, *map(placement.channel, carried)])
         finally:
             await stop_task(reader)
 
@@ -282,8 +292,10 @@ class Connection:
         let the held-back messages through."""
         await self.history.resync()
         held_back, self._held_back = self._held_back or {}, None
-        for items in held_back.values():
-            self.broker.deliver(items)
+        partition_of = self.broker.placement.partition_of
+        for topic, items in held_back.items():
+            if partition_of(topic) in self.states:  # else it moved: resynced where it went
+                self.broker.deliver(items)
         self.availability.subscribed()
 
     async def _confirm_loop(self) -> None:
@@ -293,14 +305,24 @@ class Connection:
                 await asyncio.sleep(0.005)
                 continue
             message = await self.pubsub.get_message(timeout=None)
-            if message is not None:
+            if message is None:
+                continue
+            try:
                 self._handle(message)
+            except Reconnect as exc:  # e.g. a slot given away while subscribing: said at once
+                for waiter in self._confirm_waiters.values():
+                    if not waiter.done():
+                        waiter.set_exception(exc)
+                        waiter.exception()  # whoever waits gets it; nobody may be waiting
+                raise
 
     async def _read_loop(self) -> None:
         broker = self.broker
         pubsub = self.pubsub
+        # on a Cluster, a move (``adopt``, ``surrender``) is noticed within a quarter second
+        wait = min(broker.probe_interval / 2, 0.25) if self.sharded else broker.probe_interval / 2
         while not broker.closing:
-            message = await pubsub.get_message(timeout=broker.probe_interval / 2)
+            message = await pubsub.get_message(timeout=wait)
             if message is not None:
                 self._handle(message)
             self.probes.check()

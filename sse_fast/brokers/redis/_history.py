@@ -101,7 +101,9 @@ class History:
         member = self.broker.member
         held: dict[int, list[str]] = {p: [] for p in connection.partitions}
         for name in sorted(connection.holding.held):
-            held[placement.partition_of(name)].append(name)
+            mine = held.get(placement.partition_of(name))
+            if mine is not None:  # else still loading here when its partition moved
+                mine.append(name)
         calls = [
             (p, {name: member.newest_position(name) for name in names}) for p, names in held.items()
         ]

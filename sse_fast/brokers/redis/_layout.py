@@ -43,6 +43,7 @@ from typing import Any
 
 import redis as redis_py
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from ._cluster import (
     FULL_COVERAGE_WARNING,
@@ -201,8 +202,12 @@ async def check_cluster(
             return None
         client = topology.client(master)
         record = new_layout("cluster", partitions, 1, node)
-        await asyncio.wait_for(client.set(key, record.encode(), nx=True), timeout)
-        found = await asyncio.wait_for(client.get(key), timeout)
+        try:
+            await asyncio.wait_for(client.set(key, record.encode(), nx=True), timeout)
+            found = await asyncio.wait_for(client.get(key), timeout)
+        except (RedisError, OSError, TimeoutError) as exc:  # its master down: a fault
+            log.warning("the Redis Cluster's layout record could not be read (%r)", exc)
+            return None
         return layout_refusal(found, configured_layout([url], partitions), url)
     finally:
         await topology.close()

@@ -87,6 +87,10 @@ class Probes:
                         "" if broker.placement.shards == 1 else "to its partitions ",
                     )
 
+    def reset(self) -> None:
+        """Forget the probes not back (the connection retired: none is awaited)."""
+        self._sent.clear()
+
     def check(self) -> None:
         """Raise ``Reconnect`` if a probe is overdue (a stale subscription)."""
         if not self._sent:

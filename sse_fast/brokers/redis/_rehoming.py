@@ -106,15 +106,16 @@ class Rehoming:
             return
         async with self._lock:
             try:
-                moved = await self.topology.refresh()
+                await self.topology.refresh()
             except Exception as exc:  # no node answers (a ConnectionError naming them), ...
                 log.debug("the Redis Cluster's slot map could not be read: %r", exc)
                 return
-            if moved:
-                self._apply()
+            self._apply()  # against the placement: a map read but not applied is applied now
 
     def _apply(self) -> None:
         broker = self.broker
+        if broker.closing:  # a read that was under way when the broker closed
+            return
         placement = broker.placement
         before = [placement.shard_of(p) for p in range(broker.partitions)]
         table = self.topology.owner_table(self.indexes, previous=before)
