@@ -67,6 +67,7 @@ __all__ = [
     "connection_capacity",
     "raise_file_limit",
     "serve",
+    "stopped_cleanly",
     "tls",
     "tune_granian_allocator",
 ]
@@ -249,10 +250,11 @@ def serve(settings: Settings) -> int:
             # started once Granian handles SIGTERM (its startup hooks run then), beside
             # the workers: it restores the history while they do
             server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
+        workers = _remember_workers(server)
         try:
             server.serve()
         except SystemExit:  # Granian's way to say a worker died: said below if reported
-            if not report.failure():
+            if not report.failure() and not stopped_cleanly(server, workers):
                 raise
     finally:
         stopping.set()
@@ -268,6 +270,41 @@ def serve(settings: Settings) -> int:
     if failure:
         raise StartError(failure)
     return 0
+
+
+def stopped_cleanly(server: Any, workers: list[Any]) -> bool:
+    """Whether Granian's exit status 1 after ``serve`` only says that a worker exited
+    cleanly (status 0) before the main process took the stop signal it got too: a
+    SIGTERM to the whole process group (systemd's stop, ``kill -- -PID``) reaches both,
+    and a worker with nothing to drain can be gone first, "an unexpected exit" to
+    Granian (seen once on a loaded machine). ``workers``: Granian's workers as it stopped
+    them (``_remember_workers``). A worker that failed (another status), or an exit
+    without a stop signal, is not clean."""
+    exited = getattr(server, "interrupt_children", None)
+    if not getattr(server, "interrupt_signal", False) or not exited:
+        return False
+    by_index = {getattr(w, "idx", None): w for w in workers}
+    for index in exited:
+        inner = getattr(by_index.get(index), "inner", None)
+        if getattr(inner, "exitcode", None) != 0:
+            return False
+    return True
+
+
+def _remember_workers(server: Any) -> list[Any]:
+    """A list that holds Granian's workers once it starts stopping them (it forgets them
+    after), for ``stopped_cleanly``; empty where Granian works otherwise."""
+    seen: list[Any] = []
+    stop = getattr(server, "_stop_workers", None)
+    if stop is None:
+        return seen
+
+    def stopping() -> None:
+        seen[:] = list(getattr(server, "wrks", []))
+        stop()
+
+    server._stop_workers = stopping
+    return seen
 
 
 def _hand_off(

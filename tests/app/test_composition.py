@@ -139,3 +139,37 @@ def test_the_hand_off_is_another_settings_value_checked_again() -> None:
     assert Settings.from_env(handed.to_env()) == handed  # what the workers read back
     with pytest.raises(dataclasses.FrozenInstanceError):
         handoff.store_dir = "/elsewhere"  # type: ignore[misc]
+
+
+def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:
+    """A SIGTERM to the whole process group reaches Granian's main process and the workers
+    at once; a worker with nothing to drain may exit before the main process took its
+    signal, which Granian calls an unexpected exit (status 1). That is a clean stop: the
+    stop signal came and the worker exited with status 0. A worker that exited otherwise,
+    or without a stop signal, is not."""
+    from types import SimpleNamespace
+
+    from sse_fast._compose import _remember_workers, stopped_cleanly
+
+    def worker(idx: int, exitcode: int | None) -> SimpleNamespace:
+        return SimpleNamespace(idx=idx, inner=SimpleNamespace(exitcode=exitcode))
+
+    stopped: list[int] = []
+    server = SimpleNamespace(
+        wrks=[worker(0, 0), worker(1, 0)],
+        interrupt_signal=True,
+        interrupt_children=[1],
+        _stop_workers=lambda: stopped.append(1),
+    )
+    workers = _remember_workers(server)
+    server._stop_workers()  # Granian stops them, then forgets them
+    server.wrks = []
+    assert stopped == [1] and len(workers) == 2
+    assert stopped_cleanly(server, workers)
+    workers[1].inner.exitcode = 1  # a worker that failed as the stop came
+    assert not stopped_cleanly(server, workers)
+    workers[1].inner.exitcode = 0
+    server.interrupt_signal = False  # a worker that exited by itself, no stop asked
+    assert not stopped_cleanly(server, workers)
+    assert not stopped_cleanly(SimpleNamespace(), [])  # another Granian: as before
+    assert _remember_workers(SimpleNamespace()) == []
