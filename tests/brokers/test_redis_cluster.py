@@ -31,7 +31,8 @@ from ..support.redis_cluster import RedisCluster
 from .test_redis_shards import Load, Watcher, _differences, data
 from .test_relay import Recording, _until
 
-pytestmark = pytest.mark.xdist_group("redis_cluster")
+# its own group: a cluster of its own, beside the other modules' (they hold a worker ~50 s)
+pytestmark = pytest.mark.xdist_group("redis_cluster_broker")
 
 N = 128
 
