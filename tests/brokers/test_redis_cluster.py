@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ from sse_fast.testing import ServerProcess
 
 from ..conftest import forgive
 from ..support.redis_cluster import RedisCluster
-from .test_redis_shards import Load, Watcher, _differences, data
+from .test_redis_shards import (
+    Fleet,
+    data,
+    restart_in_turn_and_settle,
+    scraped_for_both,
+    started,
+)
 from .test_relay import Recording, _until
 
 # its own group: a cluster of its own, beside the other modules' (they hold a worker ~50 s)
@@ -66,17 +72,6 @@ def node(url: str, **options: Any) -> Hub:
     options.setdefault("probe_interval", 0.5)
     options.setdefault("partitions", N)
     return Hub(Settings(), broker=RedisBroker(url, **options))
-
-
-@contextlib.asynccontextmanager
-async def started(*hubs: Hub) -> AsyncIterator[tuple[Hub, ...]]:
-    for hub in hubs:
-        await hub.start()
-    try:
-        yield hubs
-    finally:
-        for hub in hubs:
-            await hub.stop()
 
 
 def master_of_topic(cluster: RedisCluster, topic: str) -> int:
@@ -520,14 +515,7 @@ def test_a_node_of_two_workers_on_the_cluster_answers_one_scrape_for_both(
     with serve(healthy.url, 0, "--workers", "2") as server:
 
         async def main() -> None:
-            status, _, text = await server.get("/metrics")
-            assert status == 200
-            assert b"\nsse_fast_workers_reporting 2\n" in text, text[-2000:]
-            status, _, body = await server.get("/stats")
-            assert status == 200, body
-            stats = orjson.loads(body)
-            assert stats["workers_reporting"] == 2
-            redis = stats["workers"][0]["redis"]
+            redis = await scraped_for_both(server)
             assert redis["partitions"] == N and len(redis["cluster_masters"]) == 3
             assert redis["cluster_masters_down"] == [] and redis["partitions_down"] == []
 
@@ -571,18 +559,6 @@ def _in_sync(cluster: RedisCluster, master: int) -> bool:
     )
 
 
-async def _restart(node: ServerProcess, url: str, load: Load) -> ServerProcess:
-    """``node`` stopped (SIGTERM) once no publish goes through it, and started again on its
-    port; the load goes through the other node meanwhile."""
-    load.ports.remove(node.port)
-    await load.quiet(node.port)
-    await asyncio.to_thread(node.__exit__, None, None, None)
-    again = serve(url, node.port)
-    await asyncio.to_thread(again.__enter__)
-    load.ports.append(node.port)
-    return again
-
-
 def _fleet_under_faults(cluster: RedisCluster, count: int) -> None:
     topics = [f"topic-{i}" for i in range(count)]
     masters = sorted(topics_by_master(cluster, count, "topic-"))
@@ -602,24 +578,10 @@ async def _fleet_main(
     stack: contextlib.ExitStack,
 ) -> None:
     groups = {k: [t for t in group if group[t] == k] for k in range(3)}
-    watchers = [
-        (k, Watcher(topics[i : i + 16], node.port))  # 16: max_topics_per_connection
-        for k, topics in groups.items()
-        for i in range(0, len(topics), 16)
-        for node in nodes
-    ]
-    topics = list(group)
-    load = Load(topics, [n.port for n in nodes], 8, 40 * len(topics), group.__getitem__, 3)
-    tasks = [asyncio.ensure_future(w.run()) for _, w in watchers]
+    fleet = Fleet(groups, nodes, group.__getitem__)
+    load, watchers, delivered = fleet.load, fleet.watchers, fleet.delivered
     try:
-        await _until(lambda: all(w.connects for _, w in watchers), timeout=30)
-        tasks += [asyncio.ensure_future(load.run(k)) for k in range(load.tasks)]
-        await _until(lambda: all(load.acked[t] for t in topics), timeout=60)
-
-        def delivered(k: int | None = None) -> bool:
-            return all(
-                w.got[t] == load.acked[t] for g, w in watchers if k in (None, g) for t in w.got
-            )
+        await fleet.start()
 
         # the first master killed (kill -9) while the others are published to; what it
         # acknowledged reached its replica first (else its loss is said: another test)
@@ -640,24 +602,11 @@ async def _fleet_main(
             assert not any(w in body for w in (b"MOVED", b"ASK ", b"CROSSSLOT", b"CLUSTERDOWN"))
         for node in nodes:
             assert (await node.get("/readyz"))[0] == 200  # the other masters are up
-        for index in range(len(nodes)):  # each node restarted in turn, under load
-            nodes[index] = await _restart(nodes[index], cluster.url, load)
-            stack.callback(nodes[index].__exit__, None, None, None)
-            sent = load.sent
-            await _until(lambda sent=sent: load.sent - sent >= 500, timeout=30)
-        # every stream back (with 10,000 topics, many got nothing new meanwhile)
-        await _until(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
-        load.stopped = True
-        await _until(lambda: not any(load.in_shard.values()), timeout=10)
-        try:
-            await _until(delivered, timeout=60)
-        except AssertionError:
-            raise AssertionError(_differences(watchers, load)) from None
+        await restart_in_turn_and_settle(
+            nodes, lambda port: serve(cluster.url, port), fleet, stack, 500
+        )
     finally:
-        load.stopped = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await fleet.stop()
     for k in (1, 2):
         assert load.answers[k] and all(s == 200 for s, _ in load.answers[k])
     assert all(w.connects >= 2 for _, w in watchers)  # each resumed after its node restarted

@@ -385,21 +385,85 @@ class Load:
         await _until(lambda: not self.in_flight.get(port), timeout=10)
 
 
+class Fleet:
+    """Streams of each group's topics on every node (16 topics a stream, the default
+    max_topics_per_connection) and a ``Load`` through the nodes: started together, then
+    faults, then ``restart_in_turn_and_settle``; ``stop`` ends every task."""
+
+    def __init__(
+        self,
+        groups: dict[int, list[str]],
+        nodes: list[ServerProcess],
+        group_of: Callable[[str], int] = shard_of_topic,
+    ) -> None:
+        self.watchers = [
+            (k, Watcher(topics[i : i + 16], node.port))
+            for k, topics in groups.items()
+            for i in range(0, len(topics), 16)
+            for node in nodes
+        ]
+        self.topics = [t for topics in groups.values() for t in topics]
+        count = len(self.topics)
+        self.load = Load(self.topics, [n.port for n in nodes], 8, 40 * count, group_of, len(groups))
+        self.tasks: list[asyncio.Future[None]] = []
+
+    async def start(self) -> None:
+        """Every stream connected, then the publishers, until each topic has an event."""
+        self.tasks = [asyncio.ensure_future(w.run()) for _, w in self.watchers]
+        await _until(lambda: all(w.connects for _, w in self.watchers), timeout=30)
+        self.tasks += [asyncio.ensure_future(self.load.run(k)) for k in range(self.load.tasks)]
+        await _until(lambda: all(self.load.acked[t] for t in self.topics), timeout=60)
+
+    def delivered(self, group: int | None = None) -> bool:
+        """Whether the streams (of ``group``) got every acknowledged event, in order, once."""
+        load = self.load
+        return all(
+            w.got[t] == load.acked[t] for k, w in self.watchers if group in (None, k) for t in w.got
+        )
+
+    async def stop(self) -> None:
+        """The load stopped and every task ended."""
+        self.load.stopped = True
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 def serve(urls: list[str], port: int = 0) -> ServerProcess:
     args = [a for url in urls for a in ("--redis-url", url)]
     return ServerProcess(*args, "--redis-probe-interval", "0.5", port=port)
 
 
-async def _restart(node: ServerProcess, urls: list[str], load: Load) -> ServerProcess:
-    """``node`` stopped (SIGTERM) once no publish goes through it, and started again on its
-    port; the load goes through the other node meanwhile."""
-    load.ports.remove(node.port)
-    await load.quiet(node.port)
-    await asyncio.to_thread(node.__exit__, None, None, None)
-    again = serve(urls, node.port)
-    await asyncio.to_thread(again.__enter__)
-    load.ports.append(node.port)
-    return again
+async def restart_in_turn_and_settle(
+    nodes: list[ServerProcess],
+    again: Callable[[int], ServerProcess],
+    fleet: Fleet,
+    stack: contextlib.ExitStack,
+    publishes: int,
+) -> None:
+    """Each node stopped (SIGTERM) once no publish goes through it and started again on its
+    port (``again(port)``), ``publishes`` more publishes through the others after each;
+    then every stream back, the load stopped, and every acknowledged event delivered
+    (``AssertionError`` saying what differs)."""
+    load, watchers = fleet.load, fleet.watchers
+    for index, node in enumerate(nodes):
+        load.ports.remove(node.port)
+        await load.quiet(node.port)
+        await asyncio.to_thread(node.__exit__, None, None, None)
+        nodes[index] = again(node.port)
+        await asyncio.to_thread(nodes[index].__enter__)
+        stack.callback(nodes[index].__exit__, None, None, None)
+        load.ports.append(node.port)
+        sent = load.sent
+        await _until(lambda sent=sent: load.sent - sent >= publishes, timeout=30)
+    # every stream back (with 10,000 topics, many got nothing new meanwhile)
+    await _until(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
+    load.stopped = True
+    await _until(lambda: not any(load.in_shard.values()), timeout=10)
+    try:
+        await _until(fleet.delivered, timeout=60)
+    except AssertionError:
+        raise AssertionError(_differences(watchers, load)) from None
 
 
 def _fleet_under_faults(shards: list[RedisServer], count: int) -> None:
@@ -420,25 +484,10 @@ async def _fleet_main(
     groups: dict[int, list[str]],
     stack: contextlib.ExitStack,
 ) -> None:
-    watchers = [
-        (shard, Watcher(group[i : i + 16], node.port))  # 16: max_topics_per_connection
-        for shard, group in groups.items()
-        for i in range(0, len(group), 16)
-        for node in nodes
-    ]
-    topics = [t for group in groups.values() for t in group]
-    load = Load(topics, [n.port for n in nodes], tasks=8, cap=40 * len(topics))
-    tasks = [asyncio.ensure_future(w.run()) for _, w in watchers]
-
+    fleet = Fleet(groups, nodes)
+    load, watchers, delivered = fleet.load, fleet.watchers, fleet.delivered
     try:
-        await _until(lambda: all(w.connects for _, w in watchers), timeout=30)
-        tasks += [asyncio.ensure_future(load.run(k)) for k in range(load.tasks)]
-        await _until(lambda: all(load.acked[t] for t in topics), timeout=60)
-
-        def delivered(shard: int | None = None) -> bool:
-            return all(
-                w.got[t] == load.acked[t] for k, w in watchers if shard in (None, k) for t in w.got
-            )
+        await fleet.start()
 
         # shard 3 of 3 killed while the others are published to: what it acknowledged was
         # delivered first (else a kill between the answer and the message is a loss: said)
@@ -470,24 +519,9 @@ async def _fleet_main(
         await load.pause(2)
         await _until(lambda: delivered(2), timeout=30)
         load.paused.discard(2)
-        for index in range(len(nodes)):  # each node restarted in turn, under load
-            nodes[index] = await _restart(nodes[index], urls, load)
-            stack.callback(nodes[index].__exit__, None, None, None)
-            sent = load.sent
-            await _until(lambda sent=sent: load.sent - sent >= 1000, timeout=30)
-        # every stream back (with 10,000 topics, many got nothing new meanwhile)
-        await _until(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
-        load.stopped = True
-        await _until(lambda: not any(load.in_shard.values()), timeout=10)
-        try:
-            await _until(delivered, timeout=60)
-        except AssertionError:
-            raise AssertionError(_differences(watchers, load)) from None
+        await restart_in_turn_and_settle(nodes, lambda port: serve(urls, port), fleet, stack, 1000)
     finally:
-        load.stopped = True
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await fleet.stop()
     for shard in (0, 1):
         assert load.answers[shard] and all(s == 200 for s, _ in load.answers[shard])
     assert all(w.connects >= 2 for _, w in watchers)  # each resumed after its node restarted
@@ -549,18 +583,25 @@ def test_a_node_of_two_workers_on_shards_answers_one_scrape_for_both(
     with ServerProcess(*args, "--workers", "2", "--redis-probe-interval", "0.5") as server:
 
         async def main() -> None:
-            status, _, text = await server.get("/metrics")
-            assert status == 200
-            assert b"\nsse_fast_workers_reporting 2\n" in text, text[-2000:]
-            status, _, body = await server.get("/stats")
-            assert status == 200, body
-            stats = orjson.loads(body)
-            assert stats["workers_reporting"] == 2
-            redis = stats["workers"][0]["redis"]
+            redis = await scraped_for_both(server)
             assert redis["shards"] == S and redis["partitions"] == N
             assert redis["shards_down"] == [] and redis["partitions_down"] == []
 
         asyncio.run(main())
+
+
+async def scraped_for_both(server: ServerProcess) -> dict[str, Any]:
+    """/metrics and /stats of a node of two workers count both (gathered over Redis); the
+    first worker's ``redis`` section of /stats."""
+    status, _, text = await server.get("/metrics")
+    assert status == 200
+    assert b"\nsse_fast_workers_reporting 2\n" in text, text[-2000:]
+    status, _, body = await server.get("/stats")
+    assert status == 200, body
+    stats = orjson.loads(body)
+    assert stats["workers_reporting"] == 2
+    redis: dict[str, Any] = stats["workers"][0]["redis"]
+    return redis
 
 
 def test_presence_lives_on_the_topics_shard_and_every_shard_down_is_unavailable(
