@@ -129,7 +129,8 @@ Where things are:
   sequence), presence, stats; which part owns which piece of a member's state.
 * ``_publishing.py``: publishing a batch over partitions and shards.
 * ``_connection.py``: ``Connection``: one Redis's client and pub/sub subscription
-  (subscribe, hold back, read, replace when lost or stale).
+  (subscribe, hold back, read, replace when lost or stale); ``_channels.py``: its
+  channels' confirmations and releases (SSUBSCRIBE per slot on a Cluster).
 * ``_holding.py``: the topics held on one Redis: new ones loaded, old ones released.
 * ``_state.py``: ``Known``, what was read of one partition; the reads' shapes.
 * ``_history.py``: history reads, and the resync per partition after a reconnect.

@@ -45,7 +45,7 @@ from ._cluster import SCHEMES, Topology
 from ._connection import Connection
 from ._partitions import check_partitions
 from ._placement import Placement
-from ._presence import RedisPresence
+from ._presence import presence_of, store_presence
 from ._probes import Gathers
 from ._publishing import WAIT_MS, ShardedPublisher, publish_one_sequence
 from ._rehoming import Rehoming
@@ -306,35 +306,15 @@ class RedisBroker(Broker):
         alone when Redis is away."""
         return await self.gathers.gather(query)
 
-    def _presence(self, connection: Connection) -> RedisPresence:
-        if connection.client is None or not connection.availability.up:
-            raise RuntimeError(f"{connection} is away")
-        key = None if self.placement.single else self.placement.presence
-        return RedisPresence(connection.client, self.prefix, self.member_id, key)
-
     async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
         """Write this worker's presence figures of these topics to Redis; ``RuntimeError`` while
         a Redis holding some of them is away (the others' are written)."""
-        if len(self.connections) == 1:
-            await self._presence(self.connections[0]).store(figures)
-            return
-        by_connection: dict[int, dict[str, dict[str, Any]]] = {}
-        for topic, figure in figures.items():
-            by_connection.setdefault(self.connection_of(topic).index, {})[topic] = figure
-        away = []
-        for index, mine in by_connection.items():
-            connection = self.connections[index]
-            if connection.client is None or not connection.availability.up:
-                away.append(str(connection))
-                continue
-            await self._presence(connection).store(mine)
-        if away:
-            raise RuntimeError(f"{', '.join(away)} away: presence not written there")
+        await store_presence(self, figures)
 
     async def read_presence(self, topic: str) -> list[dict[str, Any]] | None:
         """Every live worker's presence figures of ``topic``, read from Redis; ``RuntimeError``
         while its Redis is away."""
-        return await self._presence(self.connection_of(topic)).read(topic)
+        return await presence_of(self, self.connection_of(topic)).read(topic)
 
     # ---------------------------------------------------------------- publishing
 

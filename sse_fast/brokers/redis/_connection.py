@@ -37,19 +37,18 @@ from redis.exceptions import RedisError
 from ..._tasks import stop_task
 from .._sequencing import Sequenced
 from ._availability import Availability
+from ._channels import Channels
 from ._history import History
 from ._holding import Holding
-from ._partitions import key_slot
 from ._probes import Probes
 from ._scripts import COMMAND_TIMEOUT, close_client, connect
-from ._state import Known, Reconnect, ignore_result
+from ._state import Known, Moved, Reconnect
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
 
 __all__ = [
     "Connection",
-    "Moved",
 ]
 
 log = logging.getLogger("sse_fast.redis")
@@ -96,9 +95,8 @@ class Connection:
         self.task: asyncio.Task[None] | None = None
         self.ready: asyncio.Event | None = None
         self._held_back: dict[str, list[Sequenced]] | None = {}
-        self._confirmed: set[bytes] = set()
-        self._confirm_waiters: dict[bytes, asyncio.Future[None]] = {}
-        self._releasing: set[bytes] = set()
+        #: the subscription's channels: confirmations, releases (``_channels.py``)
+        self.channels = Channels(self.sharded, str(self))
         #: a read found another epoch: the subscription is replaced and resynced
         self.epoch_changed = False
 
@@ -224,12 +222,8 @@ class Connection:
     async def drop(self) -> None:
         """Close the subscription; whoever waits for a confirmation is told."""
         pubsub, self.pubsub = self.pubsub, None
-        self._confirmed = set()
-        for waiter in self._confirm_waiters.values():
-            if not waiter.done():
-                waiter.set_exception(ConnectionError("the Redis subscription was lost"))
-                waiter.exception()  # whoever waits gets it; nobody may be waiting
-        self._confirm_waiters = {}
+        self.channels.reset()
+        self.channels.fail(ConnectionError("the Redis subscription was lost"))
         if pubsub is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
@@ -240,44 +234,22 @@ class Connection:
         return self.availability.live
 
     async def subscribe(self, channels: list[bytes]) -> None:
-        """SUBSCRIBE and wait for every confirmation (the reader sets them)."""
+        """SUBSCRIBE and wait for every confirmation (``Channels.subscribe``)."""
         if self.pubsub is None:
             raise ConnectionError("no Redis subscription")
-        loop = asyncio.get_running_loop()
-        waiters = []
-        for channel in channels:
-            waiter = self._confirm_waiters.get(channel)
-            if waiter is None or waiter.done():
-                waiter = self._confirm_waiters[channel] = loop.create_future()
-            waiters.append(waiter)
-        if self.sharded:  # one SSUBSCRIBE per slot
-            for group in _by_slot(channels):
-                for start in range(0, len(group), 512):
-                    await self.pubsub.ssubscribe(*group[start : start + 512])
-        else:
-            for start in range(0, len(channels), 512):
-                await self.pubsub.subscribe(*channels[start : start + 512])
-        await asyncio.wait_for(asyncio.gather(*waiters), COMMAND_TIMEOUT * 2)
+        await self.channels.subscribe(self.pubsub, channels)
 
     def unsubscribe(self, channels: list[bytes]) -> None:
-        """UNSUBSCRIBE (``SUNSUBSCRIBE`` per slot on a Cluster) in a task; confirmations are
-        not waited for."""
-        if self.pubsub is None or not self.live:
-            return
-        loop = asyncio.get_running_loop()
-        if self.sharded:
-            self._releasing.update(channels)
-            for group in _by_slot(channels):
-                loop.create_task(self.pubsub.sunsubscribe(*group)).add_done_callback(ignore_result)
-        else:
-            loop.create_task(self.pubsub.unsubscribe(*channels)).add_done_callback(ignore_result)
+        """UNSUBSCRIBE in the background while live (``Channels.release``)."""
+        if self.pubsub is not None and self.live:
+            self.channels.release(self.pubsub, channels)
 
     async def _subscribe_all(self) -> None:
         assert self.client is not None
         self._held_back = {}  # everything waits until the repair is done
         self.moved = False
         self._control()
-        self._releasing = set()
+        self.channels.reset()
         self.pubsub = self.client.pubsub()
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
@@ -310,10 +282,7 @@ class Connection:
             try:
                 self._handle(message)
             except Reconnect as exc:  # e.g. a slot given away while subscribing: said at once
-                for waiter in self._confirm_waiters.values():
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-                        waiter.exception()  # whoever waits gets it; nobody may be waiting
+                self.channels.fail(exc)
                 raise
 
     async def _read_loop(self) -> None:
@@ -342,22 +311,9 @@ class Connection:
             else:
                 self.probes.message(message["data"])
         elif kind in ("subscribe", "ssubscribe"):
-            if channel in self._confirmed:
-                # redis-py reconnected and subscribed again by itself: whatever was
-                # published meanwhile is lost to this connection; start over cleanly
-                raise Reconnect("the subscription reconnected by itself")
-            self._confirmed.add(channel)
-            waiter = self._confirm_waiters.pop(channel, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif kind == "unsubscribe":
-            self._confirmed.discard(channel)
-        elif kind == "sunsubscribe":
-            self._confirmed.discard(channel)
-            if channel in self._releasing:
-                self._releasing.discard(channel)
-            else:  # pushed by the node: the channel's slot is no longer its own (resharding)
-                raise Moved(f"{self} no longer serves {channel.decode(errors='replace')}")
+            self.channels.confirmed(channel)
+        elif kind in ("unsubscribe", "sunsubscribe"):
+            self.channels.unsubscribed(channel, kind == "sunsubscribe")
 
     def _message(self, topic: str, data: bytes) -> None:
         broker = self.broker
@@ -375,16 +331,3 @@ class Connection:
             return
         state.saw(item.position)
         self.holding.arrived(topic, item)
-
-
-class Moved(Reconnect):
-    """The connection's partitions changed, or its master gave a slot away (a Cluster's slot
-    map): subscribe and resync again, without calling it a lost subscription."""
-
-
-def _by_slot(channels: list[bytes]) -> list[list[bytes]]:
-    """``channels`` grouped by Cluster slot (``SSUBSCRIBE`` takes channels of one slot)."""
-    groups: dict[int, list[bytes]] = {}
-    for channel in channels:
-        groups.setdefault(key_slot(channel), []).append(channel)
-    return list(groups.values())

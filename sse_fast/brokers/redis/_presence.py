@@ -27,10 +27,15 @@ import orjson
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
+    from ._broker import RedisBroker
+    from ._connection import Connection
+
 __all__ = [
     "KEY_TTL",
     "STALE",
     "RedisPresence",
+    "presence_of",
+    "store_presence",
 ]
 
 #: seconds a topic's presence hash lives after its last write
@@ -88,3 +93,31 @@ class RedisPresence:
         if stale:  # dead workers' fields: gone, so that a busy topic's hash stays small
             await self.client.hdel(key, *stale)
         return out
+
+
+def presence_of(broker: RedisBroker, connection: Connection) -> RedisPresence:
+    """The presence figures kept on ``connection``'s Redis; ``RuntimeError`` while it is away."""
+    if connection.client is None or not connection.availability.up:
+        raise RuntimeError(f"{connection} is away")
+    key = None if broker.placement.single else broker.placement.presence
+    return RedisPresence(connection.client, broker.prefix, broker.member_id, key)
+
+
+async def store_presence(broker: RedisBroker, figures: dict[str, dict[str, Any]]) -> None:
+    """Write ``broker``'s worker's figures of these topics, each on its topic's Redis;
+    ``RuntimeError`` naming the Redis that were away (the others' are written)."""
+    if len(broker.connections) == 1:
+        await presence_of(broker, broker.connections[0]).store(figures)
+        return
+    by_connection: dict[int, dict[str, dict[str, Any]]] = {}
+    for topic, figure in figures.items():
+        by_connection.setdefault(broker.connection_of(topic).index, {})[topic] = figure
+    away = []
+    for index, mine in by_connection.items():
+        connection = broker.connections[index]
+        if connection.client is None or not connection.availability.up:
+            away.append(str(connection))
+            continue
+        await presence_of(broker, connection).store(mine)
+    if away:
+        raise RuntimeError(f"{', '.join(away)} away: presence not written there")

@@ -23,6 +23,7 @@ from .._sequencing import Sequenced
 __all__ = [
     "LOAD_CHUNK",
     "Known",
+    "Moved",
     "Read",
     "Reconnect",
     "TopicRead",
@@ -56,6 +57,11 @@ class Read(NamedTuple):
 
 class Reconnect(Exception):
     """The subscription must be replaced (stale, or silently reconnected)."""
+
+
+class Moved(Reconnect):
+    """The connection's partitions changed, or its master gave a slot away (a Cluster's slot
+    map): subscribe and resync again, without calling it a lost subscription."""
 
 
 class Known:
