@@ -114,7 +114,10 @@ PARTITION_ADVANCE_SCRIPT = _lua("advance_partition.lua")
 
 def connect(url: str) -> aioredis.Redis:
     """A client for ``url`` (``redis://``, ``rediss://``, ``unix://``, or
-    ``redis-sentinel://host:port[,host:port]/master``) that fails fast."""
+    ``redis-sentinel://host:port[,host:port]/master``) that fails fast. With Sentinel,
+    ``await client.aclose()`` closes the master's connections only: also close the
+    sentinels' (``await client.connection_pool.sentinel_manager.aclose()``). A Redis
+    Cluster takes a ``redis.asyncio.RedisCluster`` instead."""
     options: dict[str, Any] = {
         "socket_timeout": COMMAND_TIMEOUT,
         "socket_connect_timeout": COMMAND_TIMEOUT,
