@@ -19,11 +19,14 @@ def test_an_owner_table_places_partitions_instead_of_p_mod_shards() -> None:
 
 def test_a_moved_partition_is_held_by_its_new_shard_only() -> None:
     placement = Placement("sse:", 8, 3, owners=[2, 2, 0, 1, 0, 1, 2, 0])
-    placement.place(1, 0)
+    assert placement.reassign([2, 0, 0, 1, 0, 1, 2, 0], 3) == [1]
     assert placement.shard_of(1) == 0
     assert placement.partitions_on(0) == (1, 2, 4, 7)
     assert placement.partitions_on(2) == (0, 6)
     assert placement.shard_of(0) == 2  # the others did not move
+    # a master met for the first time: a fourth index, the moved partitions only
+    assert placement.reassign([3, 0, 0, 1, 0, 1, 3, 0], 4) == [0, 6]
+    assert placement.partitions_on(3) == (0, 6) and placement.partitions_on(2) == ()
 
 
 def test_an_owner_table_of_one_partition_is_not_the_single_layout() -> None:
@@ -46,6 +49,11 @@ def test_a_wrong_owner_table_is_refused_with_what_to_give(owners: list[int], say
 
 def test_a_modulo_placement_refuses_to_move_a_partition() -> None:
     with pytest.raises(ValueError, match="give Placement an owner table"):
-        Placement("sse:", 8, 3).place(1, 0)
-    with pytest.raises(ValueError, match="partition 9: give 0 to 7"):
-        Placement("sse:", 8, 3, owners=[0] * 8).place(9, 0)
+        Placement("sse:", 8, 3).reassign([0] * 8, 3)
+    table = Placement("sse:", 8, 3, owners=[0] * 8)
+    with pytest.raises(ValueError, match="give one index per partition \\(8\\) over at least 3"):
+        table.reassign([0] * 9, 3)
+    with pytest.raises(ValueError, match="give one index per partition"):
+        table.reassign([0] * 8, 2)  # fewer Redis than before: indexes are never reused
+    with pytest.raises(ValueError, match="partition 7 placed on shard 3"):
+        table.reassign([0] * 7 + [3], 3)

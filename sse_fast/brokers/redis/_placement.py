@@ -15,10 +15,9 @@ node's gathers on ``node_channel`` (shard 0).
 *An owner table.* Given ``owners`` (one shard index per partition), ``shard_of``
 reads the table instead of ``p % S``: a Redis Cluster's slot map (the master
 owning each partition's tag slot, ``_cluster.Topology``) is given this way, and
-``place`` moves a partition to another index when the map changes (re-homing).
-Nothing else needs to know where a partition's index came from; ``reassign``
-takes a whole new table at once, with more Redis than before (a master met for
-the first time: the broker's ``_rehoming.py``).
+``reassign`` takes a whole new table when the map changes (re-homing), with more
+Redis than before when a master is met for the first time (the broker's
+``_rehoming.py``). Nothing else needs to know where a partition's index came from.
 """
 
 from __future__ import annotations
@@ -93,24 +92,14 @@ class Placement:
             return self._owners[partition]
         return 0 if self.shards == 1 else shard_of(partition, self.shards)
 
-    def place(self, partition: int, shard: int) -> None:
-        """Partition ``partition`` is now held by shard ``shard`` (re-homing; a placement
-        given an owner table only: ``p % shards`` does not move)."""
-        if self._owners is None:
-            raise ValueError(
-                f"partition {partition} cannot move: this placement is p % {self.shards}; "
-                "give Placement an owner table (owners=) to move partitions"
-            )
-        if not 0 <= partition < self.partitions:
-            raise ValueError(f"partition {partition}: give 0 to {self.partitions - 1}")
-        self._check(partition, shard)
-        self._owners[partition] = shard
-
     def reassign(self, owners: Sequence[int], shards: int) -> list[int]:
         """A new owner table over ``shards`` Redis (never fewer than before: indexes are
         not reused); the partitions whose index changed."""
         if self._owners is None:
-            raise ValueError(f"this placement is p % {self.shards}: it has no owner table")
+            raise ValueError(
+                f"partitions cannot move: this placement is p % {self.shards}; give Placement "
+                "an owner table (owners=) to move partitions"
+            )
         if len(owners) != self.partitions or shards < self.shards:
             raise ValueError(
                 f"reassign({len(owners)} owners, {shards} shards): give one index per partition "
