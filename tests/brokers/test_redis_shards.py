@@ -666,7 +666,8 @@ def test_publishing_straight_into_redis_follows_the_recorded_layout(
 ) -> None:
     """``sse_fast.brokers.redis.publish`` reads the layout recorded in Redis: into one Redis of
     8 partitions it writes the partition's keys (a node of that layout delivers it; an event
-    spanning partitions once, under one id); into shards, a topic of another shard than the
+    spanning partitions once, under one id), also when the record appeared after the
+    client's first publish; into shards, a topic of another shard than the
     client's is refused with the shard to use, nothing written where nobody reads."""
     import redis.asyncio as aioredis
 
@@ -679,12 +680,16 @@ def test_publishing_straight_into_redis_follows_the_recorded_layout(
     theirs = topics_on(1, 1, "theirs-")[0]
 
     async def main() -> None:
-        assert await check_layout([one], 8) is None  # records one Redis, 8 partitions
         pair = [t for t in (f"p-{i}" for i in range(50)) if partition_of(t, 8) in (1, 2)]
         a_topic = next(t for t in pair if partition_of(t, 8) == 1)
         b_topic = next(t for t in pair if partition_of(t, 8) == 2)
         client = aioredis.Redis.from_url(one)
         try:
+            # a publisher that began before any node recorded a layout (its event refused,
+            # nothing written) follows the layout recorded afterwards
+            with pytest.raises(PublishError):
+                await publish(client, a_topic, "early", event="a\nb")
+            assert await check_layout([one], 8) is None  # records one Redis, 8 partitions
             async with started(node([one], partitions=8)) as (a,):
                 stream = Recording()
                 await stream.attach(a, [a_topic, b_topic])

@@ -5,7 +5,7 @@ Theory of operation
 -------------------
 A fleet's layout (one sequence, partitions, shards, a Redis Cluster) is recorded
 in Redis (``sse:layout``, ``_layout.py``); ``publish`` reads it once per client
-and prefix and writes where the nodes read:
+and prefix (while there is none, at each publish) and writes where the nodes read:
 
 * no record, or one sequence: ``PUBLISH_SCRIPT`` on today's keys, as before
   (an external publisher of earlier versions sends the same command);
@@ -45,7 +45,7 @@ from ._scripts import (
 
 __all__ = ["publish"]
 
-#: each client's layout per prefix, read once (None: no record, one sequence)
+#: each client's layout per prefix, once read (a missing record is not remembered)
 _layouts: weakref.WeakKeyDictionary[Any, dict[str, Layout | None]] = weakref.WeakKeyDictionary()
 
 
@@ -92,8 +92,11 @@ async def publish(
 
 
 async def _layout(client: Any, prefix: str) -> Layout | None:
+    """The layout recorded under ``prefix``, read once per client; no record is read again
+    each time (a fleet's first node writes it at start: a publisher that began earlier
+    follows it as soon as it is there)."""
     known = _layouts.setdefault(client, {})
-    if prefix not in known:
+    if known.get(prefix) is None:
         try:
             record = await client.get(layout_key(prefix))
         except MovedError:
