@@ -6,8 +6,9 @@ on the replica that took over, every node gone said with the nodes tried."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -108,29 +109,19 @@ def test_nothing_answering_names_every_node_tried() -> None:
 @ON_CLUSTER
 def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisCluster) -> None:
     tag = "{" + cluster_tags(128)[0] + "}"
-    dead = 0
 
     async def main() -> None:
-        nonlocal dead
-        topology = Topology(ClusterURL(tuple(cluster.seeds)), 128)
-        try:
-            await topology.refresh()
+        async with _watching(cluster) as topology:
             victim = topology.master_of(0)
             assert victim is not None
             owned = topology.partitions_of(victim)
-            dead = cluster.kill_master(tag)
+            dead, moved = await _fail_over(cluster, topology, tag)
             assert dead == victim[1]
-            await asyncio.to_thread(cluster.wait_failover, tag, dead)
-            moved = await _moved(topology)  # the dead master first: the next one answers
-            assert moved == owned
+            assert moved == owned  # the dead master asked first: the next one answered
             assert topology.master_of(0) not in (None, victim) and victim not in topology.masters
             assert topology.partitions_of(topology.master_of(0) or victim) == owned
             reply = await topology.client(topology.master_of(0) or victim).set(tag + ":k", "v")
             assert reply is True  # a write on the new owner, without MOVED
-        finally:
-            await topology.close()
-            if dead:
-                await asyncio.to_thread(cluster.restart, dead)
 
     asyncio.run(main())
 
@@ -143,13 +134,9 @@ def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
     master's partitions go to a new index, the others keep theirs, and a Placement given
     the table answers the same."""
     tag = "{" + cluster_tags(128)[0] + "}"
-    dead = 0
 
     async def main() -> None:
-        nonlocal dead
-        topology = Topology(ClusterURL(tuple(cluster.seeds)), 128)
-        try:
-            await topology.refresh()
+        async with _watching(cluster) as topology:
             indexes: dict[tuple[str, int], int] = {}
             before = topology.owner_table(indexes)
             assert sorted(indexes.values()) == [0, 1, 2] and set(before) == {0, 1, 2}
@@ -160,21 +147,38 @@ def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
             assert before != [p % 3 for p in range(128)]  # the slot map, not the modulo
             victim = topology.master_of(0)
             assert victim is not None
-            dead = cluster.kill_master(tag)
-            await asyncio.to_thread(cluster.wait_failover, tag, dead)
-            moved = await _moved(topology)
+            _, moved = await _fail_over(cluster, topology, tag)
             after = topology.owner_table(indexes, before)
             assert sorted(indexes.values()) == [0, 1, 2, 3]  # the promoted replica: index 3
             assert [p for p in range(128) if after[p] != before[p]] == moved
             assert {after[p] for p in moved} == {3} and indexes[victim] == before[0]
             promoted = next(a for a, i in indexes.items() if i == 3)
             assert topology.master_of(0) == promoted and promoted != victim
-        finally:
-            await topology.close()
-            if dead:
-                await asyncio.to_thread(cluster.restart, dead)
 
     asyncio.run(main())
+
+
+@contextlib.asynccontextmanager
+async def _watching(cluster: RedisCluster) -> AsyncIterator[Topology]:
+    """A topology of ``cluster`` (128 partitions), read; closed after, and any node killed
+    meanwhile started again."""
+    topology = Topology(ClusterURL(tuple(cluster.seeds)), 128)
+    try:
+        await topology.refresh()
+        yield topology
+    finally:
+        await topology.close()
+        for port, process in cluster.processes.items():
+            if process.poll() is not None:
+                await asyncio.to_thread(cluster.restart, port)
+
+
+async def _fail_over(cluster: RedisCluster, topology: Topology, tag: str) -> tuple[int, list[int]]:
+    """The master of ``tag`` killed, its replica promoted: its port, and the partitions
+    ``topology`` then finds moved."""
+    dead = cluster.kill_master(tag)
+    await asyncio.to_thread(cluster.wait_failover, tag, dead)
+    return dead, await _moved(topology)
 
 
 async def _moved(topology: Topology) -> list[int]:
