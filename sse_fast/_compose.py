@@ -21,7 +21,8 @@ this module decides, from them alone, what runs.
   the relay supervisor when several workers share no Redis (started by
   Granian's startup hook, beside the workers); and Granian's configuration
   (``sse_fast.app:create_app`` as a factory, uvloop, the listeners of
-  ``_listener.py``). Whatever it made is undone as Granian returns.
+  ``_listener.py``). Whatever it made is undone as Granian returns; a stop
+  signal to the whole process group is a clean stop (``_group_stop.py``).
 * ``cli.py`` parses the command line (``_flags.py``) into settings and calls ``serve``.
 """
 
@@ -41,6 +42,7 @@ import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from ._group_stop import GroupStopLog, remember_workers, stopped_cleanly
 from ._startup import StartReport, redis_refusal
 from .brokers.durable import StoreError, read
 from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
@@ -67,7 +69,6 @@ __all__ = [
     "connection_capacity",
     "raise_file_limit",
     "serve",
-    "stopped_cleanly",
     "tls",
     "tune_granian_allocator",
 ]
@@ -245,17 +246,7 @@ def serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     stopping = threading.Event()
     try:
-        server = _granian(settings, capacity)
-        if relay is not None:
-            # started once Granian handles SIGTERM (its startup hooks run then), beside
-            # the workers: it restores the history while they do
-            server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
-        workers = _remember_workers(server)
-        try:
-            server.serve()
-        except SystemExit:  # Granian's way to say a worker died: said below if reported
-            if not report.failure() and not stopped_cleanly(server, workers):
-                raise
+        _run_granian(settings, capacity, relay, report, stopping)
     finally:
         stopping.set()
         if relay is not None:
@@ -272,39 +263,32 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def stopped_cleanly(server: Any, workers: list[Any]) -> bool:
-    """Whether Granian's exit status 1 after ``serve`` only says that a worker exited
-    cleanly (status 0) before the main process took the stop signal it got too: a
-    SIGTERM to the whole process group (systemd's stop, ``kill -- -PID``) reaches both,
-    and a worker with nothing to drain can be gone first, "an unexpected exit" to
-    Granian (seen once on a loaded machine). ``workers``: Granian's workers as it stopped
-    them (``_remember_workers``). A worker that failed (another status), or an exit
-    without a stop signal, is not clean."""
-    exited = getattr(server, "interrupt_children", None)
-    if not getattr(server, "interrupt_signal", False) or not exited:
-        return False
-    by_index = {getattr(w, "idx", None): w for w in workers}
-    for index in exited:
-        inner = getattr(by_index.get(index), "inner", None)
-        if getattr(inner, "exitcode", None) != 0:
-            return False
-    return True
-
-
-def _remember_workers(server: Any) -> list[Any]:
-    """A list that holds Granian's workers once it starts stopping them (it forgets them
-    after), for ``stopped_cleanly``; empty where Granian works otherwise."""
-    seen: list[Any] = []
-    stop = getattr(server, "_stop_workers", None)
-    if stop is None:
-        return seen
-
-    def stopping() -> None:
-        seen[:] = list(getattr(server, "wrks", []))
-        stop()
-
-    server._stop_workers = stopping
-    return seen
+def _run_granian(
+    settings: Settings,
+    capacity: int,
+    relay: RelaySupervisor | None,
+    report: StartReport,
+    stopping: threading.Event,
+) -> None:
+    """Run Granian until it stops; the relay (if any) starts with it. A stop signal
+    to the whole process group is a clean stop, in the exit status and in the log
+    (``_group_stop.py``)."""
+    server = _granian(settings, capacity)
+    if relay is not None:
+        # started once Granian handles SIGTERM (its startup hooks run then), beside
+        # the workers: it restores the history while they do
+        server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
+    workers = remember_workers(server)
+    granian_log = logging.getLogger("_granian")
+    quiet = GroupStopLog(server)
+    granian_log.addFilter(quiet)
+    try:
+        server.serve()
+    except SystemExit:  # Granian's way to say a worker died: said by serve if reported
+        if not report.failure() and not stopped_cleanly(server, workers):
+            raise
+    finally:
+        granian_log.removeFilter(quiet)
 
 
 def _hand_off(

@@ -149,7 +149,7 @@ def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:
     or without a stop signal, is not."""
     from types import SimpleNamespace
 
-    from sse_fast._compose import _remember_workers, stopped_cleanly
+    from sse_fast._group_stop import remember_workers, stopped_cleanly
 
     def worker(idx: int, exitcode: int | None) -> SimpleNamespace:
         return SimpleNamespace(idx=idx, inner=SimpleNamespace(exitcode=exitcode))
@@ -161,7 +161,7 @@ def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:
         interrupt_children=[1],
         _stop_workers=lambda: stopped.append(1),
     )
-    workers = _remember_workers(server)
+    workers = remember_workers(server)
     server._stop_workers()  # Granian stops them, then forgets them
     server.wrks = []
     assert stopped == [1] and len(workers) == 2
@@ -172,4 +172,65 @@ def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:
     server.interrupt_signal = False  # a worker that exited by itself, no stop asked
     assert not stopped_cleanly(server, workers)
     assert not stopped_cleanly(SimpleNamespace(), [])  # another Granian: as before
-    assert _remember_workers(SimpleNamespace()) == []
+    assert remember_workers(SimpleNamespace()) == []
+
+
+def test_granians_unexpected_exit_line_is_info_after_a_group_stop() -> None:
+    """Granian's watcher logs "Unexpected exit from worker-N" as an ERROR when a worker
+    exits before the main process asked it to: after a group stop signal that is a
+    clean stop, said as INFO. It waits (in the watcher's thread) for the main process
+    to take the signal; a worker that failed, or that stopped with no stop signal for
+    the main process, keeps Granian's ERROR; other lines pass unchanged."""
+    import logging
+    import threading
+    from types import SimpleNamespace
+
+    from sse_fast._group_stop import GroupStopLog
+
+    def worker(idx: int, exitcode: int | None) -> SimpleNamespace:
+        return SimpleNamespace(idx=idx, inner=SimpleNamespace(exitcode=exitcode))
+
+    def line(message: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("_granian", level, __file__, 1, message, None, None)
+
+    def filtered(quiet: GroupStopLog, record: logging.LogRecord) -> tuple[bool, str, str]:
+        # as Granian's watcher: a thread of its own
+        out: list[bool] = []
+        watcher = threading.Thread(target=lambda: out.append(quiet.filter(record)))
+        watcher.start()
+        watcher.join(10)
+        return out[0], record.levelname, record.getMessage()
+
+    logging.getLogger("_granian").setLevel(logging.INFO)
+    server = SimpleNamespace(wrks=[worker(0, None), worker(1, 0)], interrupt_signal=False)
+    quiet = GroupStopLog(server, wait=5.0)
+    later = threading.Timer(0.1, lambda: setattr(server, "interrupt_signal", True))
+    later.start()  # the main process takes its signal after the worker is gone
+    assert filtered(quiet, line("Unexpected exit from worker-2")) == (
+        True,
+        "INFO",
+        "worker-2 stopped on the stop signal before the main process took it",
+    )
+    later.join()
+    server.wrks[1].inner.exitcode = 1  # a worker that failed
+    assert filtered(quiet, line("Unexpected exit from worker-2"))[1:] == (
+        "ERROR",
+        "Unexpected exit from worker-2",
+    )
+    server.wrks[1].inner.exitcode = 0
+    server.interrupt_signal = False  # no stop signal for the main process: an error
+    assert filtered(GroupStopLog(server, wait=0.05), line("Unexpected exit from worker-2"))[1:] == (
+        "ERROR",
+        "Unexpected exit from worker-2",
+    )
+    server.interrupt_signal = True
+    assert filtered(quiet, line("Unexpected exit from worker-1"))[1] == "ERROR"  # running
+    assert filtered(quiet, line("Spawning worker-2", logging.INFO))[1:] == (
+        "INFO",
+        "Spawning worker-2",
+    )
+    assert filtered(quiet, line("Static path routes"))[1] == "ERROR"
+    assert (
+        filtered(GroupStopLog(SimpleNamespace()), line("Unexpected exit from worker-1"))[1]
+        == "ERROR"
+    )  # another Granian: as it said

@@ -325,6 +325,40 @@ def test_sigterm_to_every_process_at_once_stops_cleanly() -> None:
         assert read(data_dir).clean
 
 
+def test_a_worker_stopped_before_the_main_process_took_the_signal_is_no_error() -> None:
+    """The race behind the test above, made certain: a worker takes the SIGTERM and
+    exits, and only then does the main process get its own (the signal a loaded
+    machine's main process runs late). Granian calls that worker's exit unexpected;
+    serve says it stopped on the stop signal (INFO, no ERROR in an operator's
+    journal), respawns nothing and exits 0."""
+    with ServerProcess("--workers", "2") as server:
+        assert server.proc is not None
+        spawned = re.findall(r"Spawning worker-2 with PID: (\d+)", server.output())
+        assert len(spawned) == 1, server.output()
+        worker = int(spawned[0])
+        os.kill(worker, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _state(worker) not in ("Z", ""):
+            assert time.monotonic() < deadline, "the worker did not exit"
+            time.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(20) == 0, server.output()
+        output = server.output()
+        assert "worker-2 stopped on the stop signal before the main process took it" in output
+        assert output.count("Spawning worker-2") == 1, output
+        for word in ("ERROR", "Traceback", "Exception in callback"):
+            assert word not in output, output
+
+
+def _state(pid: int) -> str:
+    """A process's state letter from ``/proc`` ("" once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return ""
+
+
 def test_a_relay_with_a_big_data_directory_is_given_time_to_read_it(tmp_path: Path) -> None:
     """The relay reads its whole data directory before it listens: the wait for
     it grows with the directory (a 4M-event, 1 GiB one took 10.6 to 21.8 s to

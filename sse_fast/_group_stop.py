@@ -1,0 +1,116 @@
+"""A stop signal to the whole process group, as Granian's supervisor sees it.
+
+Theory of operation:
+
+* systemd's stop (``KillMode=control-group``), ``kill -- -PID`` and a terminal's
+  Ctrl-C send the signal to every process of ``sse-fast serve`` at once: Granian's
+  main process and each worker. A worker with nothing to drain can be gone before
+  the main process has run its own signal handler (the kernel delivers the signal to
+  both; Python runs the handler when the main thread next gets to it, later on a
+  loaded machine). Granian's watcher thread then sees a worker exit its parent did
+  not ask for: it logs ``[ERROR] Unexpected exit from worker-N`` and, once stopped,
+  ``serve`` raises ``SystemExit(1)``. Nothing went wrong: the stop was asked for and
+  the worker stopped as asked (status 0).
+* ``stopped_cleanly`` tells that case from a failure, after Granian returned: the
+  stop signal reached the main process and every worker it called unexpected exited
+  with status 0 (``remember_workers`` keeps them as Granian stops them: it forgets
+  them after). A worker that failed (another status), or an exit without a stop
+  signal, is not clean.
+* ``GroupStopLog`` says the same in the log, as Granian's watcher writes it: for a
+  worker that exited with status 0 it waits (``STOP_SIGNAL_WAIT``, in that watcher
+  thread only) for the main process to take the stop signal; when it does, the line
+  is an INFO that says what happened, otherwise Granian's ERROR stays as it is. So
+  an operator's journal shows no error after a clean stop, and a worker that
+  stopped alone (one SIGTERM to one worker) is still an error.
+* Nothing of Granian is patched but ``_stop_workers``, wrapped to remember the
+  workers; everything reads Granian's own attributes (``interrupt_signal``,
+  ``interrupt_children``, ``wrks``) and does nothing where another Granian has none.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+__all__ = ["STOP_SIGNAL_WAIT", "GroupStopLog", "remember_workers", "stopped_cleanly"]
+
+#: seconds Granian's watcher waits, for a worker that exited with status 0, for the
+#: main process to take the stop signal that stopped the worker
+STOP_SIGNAL_WAIT = 2.0
+
+_UNEXPECTED = re.compile(r"Unexpected exit from worker-(\d+)$")
+
+
+def stopped_cleanly(server: Any, workers: list[Any]) -> bool:
+    """Whether Granian's exit status 1 after ``serve`` only says that a worker exited
+    cleanly (status 0) before the main process took the stop signal it got too.
+    ``workers``: Granian's workers as it stopped them (``remember_workers``)."""
+    exited = getattr(server, "interrupt_children", None)
+    if not getattr(server, "interrupt_signal", False) or not exited:
+        return False
+    by_index = {getattr(w, "idx", None): w for w in workers}
+    return all(_exit_code(by_index.get(index)) == 0 for index in exited)
+
+
+def remember_workers(server: Any) -> list[Any]:
+    """A list that holds Granian's workers once it starts stopping them (it forgets them
+    after), for ``stopped_cleanly``; empty where Granian works otherwise."""
+    seen: list[Any] = []
+    stop = getattr(server, "_stop_workers", None)
+    if stop is None:
+        return seen
+
+    def stopping() -> None:
+        seen[:] = list(getattr(server, "wrks", []))
+        stop()
+
+    server._stop_workers = stopping
+    return seen
+
+
+class GroupStopLog(logging.Filter):
+    """A filter for Granian's logger (``_granian``) in serve's main process: its
+    "Unexpected exit from worker-N" becomes an INFO line when the worker exited with
+    status 0 and the main process took a stop signal within ``wait`` seconds."""
+
+    def __init__(self, server: Any, wait: float = STOP_SIGNAL_WAIT) -> None:
+        super().__init__()
+        self._server = server
+        self._wait = wait
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the one line it is for; pass every other record unchanged."""
+        if record.levelno != logging.ERROR:
+            return True
+        found = _UNEXPECTED.search(record.getMessage())
+        if found is None:
+            return True
+        number = int(found.group(1))
+        workers = {getattr(w, "idx", None): w for w in getattr(self._server, "wrks", [])}
+        if _exit_code(workers.get(number - 1)) != 0 or not self._signalled():
+            return True
+        record.msg = "worker-%d stopped on the stop signal before the main process took it"
+        record.args = (number,)
+        record.levelno = logging.INFO
+        record.levelname = logging.getLevelName(logging.INFO)
+        return logging.getLogger(record.name).isEnabledFor(logging.INFO)
+
+    def _signalled(self) -> bool:
+        """Whether the main process took the stop signal, waiting for it up to the
+        bound (the caller is Granian's watcher thread, never the main thread)."""
+        deadline = time.monotonic() + self._wait
+        while not getattr(self._server, "interrupt_signal", False):
+            if threading.current_thread() is threading.main_thread():
+                return False  # the main thread's handler cannot run while it waits here
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def _exit_code(worker: Any) -> int | None:
+    """A Granian worker's exit status (None: running, unknown or not a process)."""
+    return getattr(getattr(worker, "inner", None), "exitcode", None)
