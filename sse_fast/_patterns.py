@@ -20,19 +20,50 @@ nothing.
 ``matches`` is the one matcher: grants, private topics, presence, webhooks and
 pattern subscriptions all ask it. ``overlap`` says whether some topic matches
 several patterns at once (the start-up check of presence made public).
+
+Containment (``uncovered``): whether a subscription pattern can reach a topic
+its subscriber may not have. Glob languages are regular, so the question is
+decided exactly, by a walk over the positions every pattern can be at after the
+same characters (one set of positions per pattern: a grant must be *missed* by
+the witness, which needs all the places it could be, not one). The alphabet is
+the characters the patterns name plus one that none does (every other
+character behaves as that one). A state where the subscription pattern and a
+"reached" pattern (the private topics) accept and no "excluded" pattern (the
+grants) does is a topic that breaks the rule; the characters walked to it are
+that topic, the witness a refusal names. The walk is breadth first, so the
+witness is a shortest one. Past ``MAX_CONTAINMENT_STATES`` it answers with no
+witness and ``too_complex``: the caller refuses (fail closed).
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Iterable
 
-__all__ = ["PatternError", "check_pattern", "is_pattern", "matches", "overlap"]
+from ._core.request import TOPIC_CHARACTERS
+
+__all__ = [
+    "PatternError",
+    "Uncovered",
+    "check_pattern",
+    "is_pattern",
+    "literal_prefix",
+    "matches",
+    "overlap",
+    "uncovered",
+]
 
 #: the wildcards a pattern may hold
 WILDCARDS = "*?"
 #: the most states ``overlap`` walks before it answers True unchecked
 MAX_OVERLAP_STATES = 100_000
+#: the most states ``uncovered`` walks before it gives up (the caller refuses)
+MAX_CONTAINMENT_STATES = 20_000
+#: where each pattern can be after the same characters (one set of positions each)
+State = tuple[frozenset[int], ...]
+#: the answers ``uncovered`` remembers (by its arguments: patterns and grants repeat)
+CONTAINMENT_CACHE = 1024
 
 
 class PatternError(ValueError):
@@ -124,3 +155,107 @@ def _one_character_more(
         after.append(i + 1)
     moved = tuple(after)
     return None if moved == state else moved
+
+
+def literal_prefix(pattern: str) -> str:
+    """The characters of ``pattern`` before its first wildcard (all of it for a name)."""
+    for index, char in enumerate(pattern):
+        if char == "*" or char == "?":
+            return pattern[:index]
+    return pattern
+
+
+class Uncovered(tuple[str | None, bool]):
+    """What ``uncovered`` found: ``witness`` (a topic that breaks the rule, or None)
+    and ``too_complex`` (the walk gave up: refuse)."""
+
+    __slots__ = ()
+
+    @property
+    def witness(self) -> str | None:
+        """A shortest topic the pattern reaches, some reached pattern matches and no
+        excluded one does (None: none exists, or ``too_complex``)."""
+        return self[0]
+
+    @property
+    def too_complex(self) -> bool:
+        """Whether the walk stopped at ``MAX_CONTAINMENT_STATES`` without an answer."""
+        return self[1]
+
+
+@functools.lru_cache(maxsize=CONTAINMENT_CACHE)
+def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...]) -> Uncovered:
+    """A topic that ``pattern`` matches, one of ``reached`` matches and none of
+    ``excluded`` matches, if there is one (see the module doc). For a subscription:
+    ``reached`` the private topics, ``excluded`` the credential's grants (and the
+    topics a pattern never reaches). Names and patterns alike (``*`` and ``?``)."""
+    if not reached or "*" in excluded:
+        return Uncovered((None, False))
+    patterns = (pattern, *reached, *excluded)
+    letters = sorted({c for p in patterns for c in p if c not in WILDCARDS})
+    other = next((c for c in TOPIC_CHARACTERS if c not in letters), None)
+    alphabet = letters if other is None else [*letters, other]
+    start = tuple(_closure(p, frozenset((0,))) for p in patterns)
+    # the walk starts one character in (no topic is empty): ``parents`` holds, per
+    # state, the state and letter it was reached from (None: the start)
+    parents: dict[State, tuple[State | None, str]] = {}
+    frontier: list[State | None] = [None]
+    count = len(reached)
+    while frontier:
+        following: list[State | None] = []
+        for state in frontier:
+            at = start if state is None else state
+            if state is not None and _breaks_rule(state, patterns, count):
+                return Uncovered((_path(parents, state), False))
+            for letter in alphabet:
+                moved = tuple(_step(p, here, letter) for p, here in zip(patterns, at, strict=True))
+                if not moved[0] or moved in parents:  # the pattern cannot go on: nothing new
+                    continue
+                if len(parents) >= MAX_CONTAINMENT_STATES:
+                    return Uncovered((None, True))
+                parents[moved] = (state, letter)
+                following.append(moved)
+        frontier = following
+    return Uncovered((None, False))
+
+
+def _closure(pattern: str, at: frozenset[int]) -> frozenset[int]:
+    """``at`` and the positions past the ``*`` it stands on (a ``*`` may match nothing)."""
+    out = set(at)
+    todo = list(at)
+    while todo:
+        i = todo.pop()
+        if i < len(pattern) and pattern[i] == "*" and i + 1 not in out:
+            out.add(i + 1)
+            todo.append(i + 1)
+    return frozenset(out)
+
+
+def _step(pattern: str, at: frozenset[int], letter: str) -> frozenset[int]:
+    """The positions after one more character ``letter``."""
+    moved = set()
+    for i in at:
+        if i < len(pattern):
+            char = pattern[i]
+            if char == "*":
+                moved.add(i)
+            elif char == "?" or char == letter:
+                moved.add(i + 1)
+    return _closure(pattern, frozenset(moved)) if moved else frozenset()
+
+
+def _breaks_rule(state: State, patterns: tuple[str, ...], count: int) -> bool:
+    """The walk's characters so far are a topic: the pattern and a reached pattern
+    match it, no excluded one does."""
+    ends = [len(p) in at for p, at in zip(patterns, state, strict=True)]
+    return ends[0] and any(ends[1 : 1 + count]) and not any(ends[1 + count :])
+
+
+def _path(parents: dict[State, tuple[State | None, str]], state: State) -> str:
+    """The characters walked from the start to ``state``."""
+    letters = []
+    here: State | None = state
+    while here is not None:
+        here, letter = parents[here]
+        letters.append(letter)
+    return "".join(reversed(letters))
