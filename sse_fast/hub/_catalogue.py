@@ -233,6 +233,10 @@ REFUSAL_REASONS: dict[str, str] = {
     "bad_query": "a malformed query string, too many fields, or a bad paging parameter",
     "bad_topic": "a missing, malformed or too long topic name",
     "too_many_topics": "more topics on one stream than max_topics_per_connection",
+    "bad_pattern": "a subscription's topic pattern that is malformed, too long, too broad, "
+    "has too many wildcards, or more patterns than max_stream_patterns",
+    "pattern_unsupported": "a pattern subscription where the broker cannot serve one "
+    "(Redis, for now)",
     "bad_last_event_id": "a Last-Event-ID that is too long or not valid",
     "bad_body": "a Content-Length that is no number, or a client gone before its body",
     "bad_publish": "a publish refused: malformed JSON or fields, bad id or data, a schema "
@@ -249,6 +253,8 @@ REFUSAL_REASONS: dict[str, str] = {
     "expired_token": "a JWT past its exp (401)",
     "query_token": "a token in the URL while allow_query_token is off (401)",
     "forbidden_topic": "a credential without the right to the topic (403)",
+    "forbidden_pattern": "a pattern that can reach a private topic the credential may not "
+    "subscribe to (401 without one, 403)",
     "ops_forbidden": "/metrics, /stats or /presence from outside ops_networks, no ops_token set "
     "(403)",
     "ops_no_credential": "/metrics, /stats or /presence from outside ops_networks without "

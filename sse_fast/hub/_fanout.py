@@ -163,11 +163,20 @@ class FanOut:
 
     def _merge(self, before: dict[Topic, int]) -> None:
         """Subscriptions of several topics: one merge in order of position per
-        distinct topic set, from each topic's cursor ``before`` the flush."""
+        distinct set of their topics written to, from each topic's cursor ``before``
+        the flush (its other topics have nothing new: a stream of a thousand topics,
+        a pattern's, costs what its topics written to cost)."""
         multi: dict[Subscription, Send] = {}
+        written: dict[Subscription, list[Topic]] = {}  # each stream's topics written to
         for topic in before:
-            multi.update(topic.in_sync_multi)
-        # per topic set: its merge, (bytes, count); or, for topics over several
+            for subscription, send in topic.in_sync_multi.items():
+                found = written.get(subscription)
+                if found is None:
+                    multi[subscription] = send
+                    written[subscription] = [topic]
+                else:
+                    found.append(topic)
+        # per set of topics: its merge, (bytes, count); or, for topics over several
         # partitions, its frames (``merge_frames``) and, per topic set and cursor, the
         # bytes with that cursor as each frame's id (``_place``)
         merged: dict[tuple[Any, ...], Any] = {}
@@ -176,10 +185,14 @@ class FanOut:
         for subscription, send in multi.items():
             if subscription.state != Subscription.IN_SYNC:
                 continue  # closed above (one of its topics overflowed)
-            key: tuple[Any, ...] = tuple(subscription.topics)
             places = subscription.places
+            # over several partitions, all its topics: an event copied into another
+            # partition is found there (``merge_frames``)
+            key: tuple[Any, ...] = (
+                (None, *written[subscription]) if places is None else tuple(subscription.topics)
+            )
             if key not in merged:
-                cursors = {t: before.get(t, t.flushed) for t in key}
+                cursors = {t: before.get(t, t.flushed) for t in key if t is not None}
                 try:
                     merged[key] = read_since(cursors) if places is None else merge_frames(cursors)
                 except Lagged as lag:

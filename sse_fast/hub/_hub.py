@@ -20,6 +20,7 @@ from typing import Any
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
 from .._control import RESUME_HEADER_ASGI, disconnect_frame
+from .._patterns import is_pattern
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
 from ..brokers import Broker
@@ -76,9 +77,7 @@ class Hub:
         self.clock = clock
         #: the declared streams (``declare``, ``settings.schemas``); None: none declared,
         #: and publishing does not look at schemas at all
-        self.schemas: Schemas | None = None
-        if settings.schemas:
-            self.schemas = load_schemas(settings.schemas)
+        self.schemas = load_schemas(settings.schemas) if settings.schemas else None
         self.broker = broker or LocalBroker()
         self.topics = _topics_for(settings, self.broker)
         self.send_style = SendStyle()
@@ -113,7 +112,7 @@ class Hub:
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
-        self.topics.on_drop = self.broker.release
+        _hook_topics(self.topics, self.streams, self.broker)
         self.together = Together(self.broker, metrics, self.topics)
         self._periodic: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
@@ -289,11 +288,12 @@ class Hub:
         hypercorn): publishes during a pending start are caught up from the
         rings. The caller awaits ``subscription.closed`` (the reason the stream
         ended) and then calls ``detach``; ``subscription.resume`` is the resume
-        outcome. ``topics`` must be valid names (``_publish_checks.check_topic``).
+        outcome. ``topics``: valid names (``_publish_checks.check_topic``) or patterns
+        (``_matching.py``; ``ValueError`` where the broker cannot serve them).
         ``subject`` names the subscriber in presence (its JWT's ``sub``).
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
-        ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed.
-        """
+        ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
+        _check_patterns(self.broker, topics)
         waiting = self.broker.prepare(topics)
         if waiting is not None:
             await waiting  # the broker subscribes to new topics and loads their history
@@ -363,6 +363,28 @@ class Hub:
         return self.figures.stats(with_connections, offset, limit)
 
 
+def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
+    """``ValueError`` for topic patterns with a broker that cannot serve them."""
+    if not broker.stores_every_topic and any(is_pattern(name) for name in names):
+        raise ValueError(
+            "topic patterns need a broker that stores every topic in each worker "
+            "(not Redis, for now): name the topics"
+        )
+
+
+def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
+    """What the topics tell: a created topic joins the pattern streams it matches
+    (``Streams.created``); a dropped one goes from the pattern index's names, and
+    the broker stops delivering it."""
+
+    def dropped(name: str) -> None:
+        streams.patterns.dropped(name)
+        broker.release(name)
+
+    topics.on_drop = dropped
+    topics.on_create = streams.created
+
+
 def _topics_for(settings: Settings, broker: Broker) -> Topics:
     """The hub's topics: the newest applied position starts just before the broker's
     first (in each partition, with several)."""
@@ -385,7 +407,12 @@ def _open(
     (``FanOut.start``) before the next flush."""
     hub.fanout.flush_pending()  # the positions below are the flushed heads
     now = hub.clock()
-    topics = tuple([hub.topics.get(name, now) for name in names])
+    patterns = tuple(name for name in names if is_pattern(name))
+    if patterns:
+        exact = [name for name in names if not is_pattern(name)]
+        topics = tuple(hub.streams.expand(exact, patterns, now))
+    else:
+        topics = tuple([hub.topics.get(name, now) for name in names])
     broker = hub.broker
     covered = {0} if broker.partitions == 1 else {topic.partition for topic in topics}
     places = None
@@ -398,6 +425,7 @@ def _open(
             hub.last_position_of(partition),
             broker.lost,
             hub.settings.retry_ms,
+            hub.topics.forgotten_by(patterns) if patterns else None,
         )
     else:  # several: the stream's id is its cursor (``_cursor.py``)
         status, cursors, first, places = resume.starting_point_over(
@@ -419,6 +447,7 @@ def _open(
         subject,
     )
     subscription.resume = status
+    subscription.patterns = patterns
     subscription.places = places
     subscription.cursors = cursors  # its position once the first bytes are written
     hub.streams.join(subscription)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._patterns import matches
 from ..publishing import PublishRequest
+from ._companions import COMPANION
 from ._streams import StreamListener
 
 if TYPE_CHECKING:
@@ -44,30 +45,17 @@ if TYPE_CHECKING:
     from ._topics import Topic
 
 __all__ = [
-    "COMPANION",
     "REFRESH",
     "PresenceNews",
     "add_up",
     "figures",
-    "topic_of_companion",
 ]
 
 log = logging.getLogger("sse_fast")
 
-#: what a tracked topic's name is followed by to name its companion topic, where its news is
-#: published
-COMPANION = "/presence"
 #: seconds between two writes of a worker's figures of a topic that did not change
 #: (readers take figures of the last 30 s: ``brokers/redis/_presence.py``)
 REFRESH = 10.0
-
-
-def topic_of_companion(name: str) -> str | None:
-    """The topic whose presence news ``name`` carries (``room:1`` for
-    ``room:1/presence``), None when ``name`` is no companion topic."""
-    if name.endswith(COMPANION) and len(name) > len(COMPANION):
-        return name[: -len(COMPANION)]
-    return None
 
 
 def figures(topic: Topic | None) -> dict[str, Any]:

@@ -14,6 +14,16 @@ an ``sse-fast-missed`` event carrying the current position as its id) and the
 stream continues from now. "Resumed" is a promise: it is said only when every event after the id is
 still in the rings.
 
+Topic patterns. A stream of patterns holds the topics they match
+(``_matching.py``): the ones that exist when it opens, those created while
+its client was away among them, resolve as named ones do. A topic that
+matches and went meanwhile (dropped idle, or by the history budget, with
+events after the id) is gone with those events: ``evicted``, and the
+``sse-fast-missed`` names it (``topics``: name -> the newest position gone,
+as for a named topic whose ring evicted past the id); topics forgotten by
+name (past ``max_topics`` dropped ones) with positions after the id make it
+``evicted`` too (``unnamed_topics``). Never a silent skip.
+
 Over several partitions. A broker of several partitions (``Broker.partitions``)
 numbers each one's events apart, so a stream whose topics span several resumes
 from a cursor (``_cursor.py``: a position per partition), its ``id:`` on every
@@ -36,7 +46,8 @@ here and it joins the hub in ``_streams.py``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from .._control import missed_frame
 from .._core import encode
@@ -46,15 +57,24 @@ from ._topics import Topic, read_since
 
 __all__ = [
     "EVICTED",
+    "MISSED_TOPICS",
     "NONE",
     "RESUMED",
     "UNKNOWN",
+    "Forgotten",
     "opening_frame",
     "resolve",
     "resolve_over",
     "starting_point",
     "starting_point_over",
 ]
+
+#: the topics an ``evicted`` outcome's ``sse-fast-missed`` names at most
+MISSED_TOPICS = 100
+#: for a stream of topic patterns: the names of the topics they match that were
+#: dropped with events after a position (name -> the newest), and whether topics
+#: forgotten by name may have had some (``Topics.forgotten_by``)
+Forgotten = Callable[[int], tuple[dict[str, int], bool]]
 
 #: no ``Last-Event-ID`` was given: the stream starts now
 NONE = Resume.NONE
@@ -72,12 +92,33 @@ def resolve(
     first_position: int,
     last_position: int,
     lost: Sequence[tuple[int, int]] = (),
+    forgotten: Forgotten | None = None,
 ) -> tuple[str, dict[Topic, int]]:
     """The resume outcome (``none``, ``resumed``, ``unknown``, ``evicted``) and a
-    ring cursor per topic: where the stream starts."""
+    ring cursor per topic: where the stream starts. ``forgotten``: for a stream of
+    topic patterns, the topics they match that were dropped with events after a
+    position (see the module doc)."""
+    status, cursors, _ = _resolve(
+        topics, last_event_id, first_position, last_position, lost, forgotten
+    )
+    return status, cursors
+
+
+def _resolve(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    first_position: int,
+    last_position: int,
+    lost: Sequence[tuple[int, int]],
+    forgotten: Forgotten | None,
+) -> tuple[str, dict[Topic, int], dict[str, Any]]:
+    """``resolve``, and what an ``evicted`` outcome's ``sse-fast-missed`` names: the
+    topics whose events after the id are gone (``topics``: name -> the newest
+    position gone), and whether topics no longer named may have had some
+    (``unnamed_topics``)."""
     heads = {topic: topic.ring.head for topic in topics}
     if not last_event_id:
-        return NONE, heads
+        return NONE, heads, {}
     target: int | None = None
     for topic in topics:
         cursor = topic.ring.resume(last_event_id)
@@ -97,15 +138,23 @@ def resolve(
         ):
             target = number
     if target is None:
-        return UNKNOWN, heads
+        return UNKNOWN, heads, {}
     if target < first_position - 1:
         # in a ring, but from before a history break (``Hub.rejoined``)
-        return EVICTED, heads
-    if any(topic.evicted_up_to > target for topic in topics):
-        return EVICTED, heads
+        return EVICTED, heads, {}
+    gone = {topic.name: topic.evicted_up_to for topic in topics if topic.evicted_up_to > target}
+    unnamed = False
+    if forgotten is not None:
+        dropped, unnamed = forgotten(target)
+        gone.update(dropped)
+    if gone or unnamed:
+        details: dict[str, Any] = {"topics": dict(sorted(gone.items())[:MISSED_TOPICS])}
+        if unnamed:
+            details["unnamed_topics"] = True
+        return EVICTED, heads, details
     if any(first <= target <= last for first, last in lost):
-        return EVICTED, heads  # given to an event a crash lost (``Broker.lost``)
-    return RESUMED, {topic: topic.cursor_after(target) for topic in topics}
+        return EVICTED, heads, {}  # given to an event a crash lost (``Broker.lost``)
+    return RESUMED, {topic: topic.cursor_after(target) for topic in topics}, {}
 
 
 def _holds(topic: Topic, position: int) -> bool:
@@ -120,14 +169,18 @@ def _printable(text: str | None) -> str | None:
 
 
 def opening_frame(
-    status: str, last_event_id: str | None, last_position: int, retry_ms: int
+    status: str,
+    last_event_id: str | None,
+    last_position: int,
+    retry_ms: int,
+    **details: Any,
 ) -> bytes:
     """The stream's first frame: ``retry`` and, unless resumed, the current
     position as its id; for ``unknown``/``evicted`` an ``sse-fast-missed`` event
-    saying so. (A resumed stream's backlog follows it.)"""
+    saying so (``details`` in its data). (A resumed stream's backlog follows it.)"""
     if status in (NONE, RESUMED):
         return encode(retry=retry_ms, id=None if status == RESUMED else str(last_position))
-    return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms)
+    return missed_frame(status, last_position, _printable(last_event_id), retry=retry_ms, **details)
 
 
 def starting_point(
@@ -137,13 +190,16 @@ def starting_point(
     last_position: int,
     lost: Sequence[tuple[int, int]],
     retry_ms: int,
+    forgotten: Forgotten | None = None,
 ) -> tuple[str, dict[Topic, int], bytes]:
     """Where a new stream of ``topics`` starts: the resume outcome (``resolve``), its
     ring cursor per topic once its first bytes are written, and those bytes
     (``opening_frame`` and, when resumed, the backlog). The caller flushed what was
     pending: the cursors of a stream that did not resume are the flushed heads."""
-    status, cursors = resolve(topics, last_event_id, first_position, last_position, lost)
-    first = opening_frame(status, last_event_id, last_position, retry_ms)
+    status, cursors, details = _resolve(
+        topics, last_event_id, first_position, last_position, lost, forgotten
+    )
+    first = opening_frame(status, last_event_id, last_position, retry_ms, **details)
     if status == RESUMED:
         first += read_since(cursors)[0]  # the cursors move past the backlog
     return status, cursors, first

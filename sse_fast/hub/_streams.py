@@ -14,6 +14,10 @@
   after it left (a final write still going out) or before (a cancelled handler,
   which detaches it then). A listener that ``follows`` a stream at its join is
   told then (``ended``): one callback on that future, only for those streams.
+* Patterns. A stream that names topic patterns is indexed under them at its
+  join and out at its leave (``_matching.py``); a topic created while it is
+  open and matched by one of them joins it there (``created``, called by
+  ``Topics.get``), counted on the topic as a named one is.
 * Listeners are given at construction, any number, in the order they are told:
   presence news (``_presence.py``), webhooks (``_webhooks.py``) and the metrics
   (``_metrics.py``). ``StreamListener`` is what they implement: every method is
@@ -28,8 +32,9 @@ import itertools
 from collections.abc import Callable, Sequence
 
 from ..protocol import Reason
+from ._matching import PatternStreams
 from ._subscription import Subscription
-from ._topics import Topics
+from ._topics import Topic, Topics
 
 __all__ = ["StreamListener", "Streams"]
 
@@ -67,6 +72,8 @@ class Streams:
         #: the open streams by id (read it; ``join`` and ``leave`` change it)
         self.by_id: dict[int, Subscription] = {}
         self.listeners = tuple(listeners)
+        #: the streams that name patterns, by pattern
+        self.patterns = PatternStreams()
         self._next_id = itertools.count(1)
 
     def next_id(self) -> int:
@@ -78,6 +85,8 @@ class Streams:
         self.by_id[subscription.id] = subscription
         for topic in subscription.topics:
             topic.subscribers += 1
+        if subscription.patterns:
+            self.patterns.add(subscription, subscription.patterns)
         for listener in self.listeners:
             listener.joined(subscription)
         for listener in self.listeners:
@@ -92,6 +101,8 @@ class Streams:
         if subscription.state == Subscription.CLOSED:
             return
         self.by_id.pop(subscription.id, None)
+        if subscription.patterns:
+            self.patterns.remove(subscription, subscription.patterns)
         subscription.leave_topics()
         topics = subscription.topics
         for topic in topics:
@@ -101,6 +112,24 @@ class Streams:
         now = self.clock()
         for topic in topics:
             self.topics.unsubscribed(topic, now)
+
+    def created(self, topic: Topic) -> None:
+        """``topic`` was just created (``Topics.on_create``): the open streams whose
+        patterns match it join it, each counted on it."""
+        for subscription in self.patterns.created(topic):
+            if subscription.state != Subscription.CLOSED:
+                subscription.adopt(topic)
+                topic.subscribers += 1
+
+    def expand(self, names: Sequence[str], patterns: Sequence[str], now: float) -> list[Topic]:
+        """The topics of a new stream: those ``names`` names (created if need be) and
+        the existing ones its ``patterns`` match, each once."""
+        topics = self.topics
+        found = {topics.get(name, now): None for name in names}
+        for pattern in patterns:
+            for name in self.patterns.existing(pattern, topics.by_name):
+                found.setdefault(topics.get(name, now), None)
+        return list(found)
 
 
 def _tell_end(

@@ -62,6 +62,7 @@ class Subscription:
         "connected_at",
         "cursors",
         "id",
+        "patterns",
         "peer",
         "places",
         "receive",
@@ -92,7 +93,10 @@ class Subscription:
         #: ``(client, connection)`` given as such (``NO_PEER`` when unknown)
         self.peer = peer
         self.send = send
+        #: its topics: those it names, and those its patterns matched (``adopt``)
         self.topics = topics
+        #: the topic patterns it names (``_matching.py``), () for none
+        self.patterns: tuple[str, ...] = ()
         self.connected_at = now
         self.closed = closed
         #: the resume outcome: ``none``, ``resumed``, ``unknown`` or ``evicted``
@@ -131,11 +135,28 @@ class Subscription:
         """Join the in-sync sets; the caller checked it is at every flushed head."""
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
-        if len(self.topics) == 1:
+        if len(self.topics) == 1 and not self.patterns:
             self.topics[0].join_in_sync(self, self.send)
         else:
             for topic in self.topics:
                 topic.join_multi(self, self.send)
+
+    def adopt(self, topic: Topic) -> None:
+        """A topic created while the stream is open that one of its patterns matches
+        (``Streams.created``): it joins the stream from the topic's start, in the set
+        the stream is in (a stream in sync here is written with ``join_multi``, a
+        pattern stream never alone: more topics may come). A stream not started yet
+        (``FanOut.start`` to come) gets the topic's cursor beside its others."""
+        self.topics = (*self.topics, topic)
+        state = self.state
+        if state == Subscription.IN_SYNC:
+            if self.cursors is _NO_CURSORS:
+                topic.join_multi(self, self.send)
+            else:  # made at its resume point, its first bytes not written yet
+                self.cursors[topic] = topic.ring.head
+        elif state == Subscription.CATCHING_UP:
+            self.cursors[topic] = topic.ring.head
+            topic.join_catching_up(self)
 
     def leave_sync(self, cursors: dict[Topic, int]) -> None:
         """Move to the catching-up sets, at ``cursors``."""

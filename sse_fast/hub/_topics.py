@@ -60,9 +60,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
+from .._patterns import matches
 from ..publishing import PublishError, PublishRequest
 from ..settings import Settings
 from ..settings._memory import history_budget
+from ._companions import COMPANION
 from ._cursor import format_cursor, with_id
 
 __all__ = [
@@ -219,6 +221,9 @@ class Topics(TopicTable):
         self._swept_floors = [0] * self.partitions
         #: told the name of each dropped topic (the broker stops delivering it)
         self.on_drop: Callable[[str], None] | None = None
+        #: told of each topic created, before its first frame is stored (the pattern
+        #: streams it belongs to join it: ``Streams.created``)
+        self.on_create: Callable[[Topic], None] | None = None
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -234,6 +239,8 @@ class Topics(TopicTable):
                 partition = self._partition_of(name)
                 floor = max(self._swept.pop(name, 0), self._swept_floors[partition])
                 topic = self.by_name[name] = Topic(name, floor, now, partition)
+            if self.on_create is not None:
+                self.on_create(topic)
         topic.last_activity = now
         return topic
 
@@ -378,6 +385,22 @@ class Topics(TopicTable):
             # the partition of a topic no longer held, from the broker's rule again
             partition = 0 if self._partition_of is None else self._partition_of(oldest)
             floors[partition] = max(floors[partition], position)
+
+    def forgotten_by(self, patterns: Sequence[str]) -> Callable[[int], tuple[dict[str, int], bool]]:
+        """For a stream of topic ``patterns`` resuming after a position: the dropped
+        topics they match with events after it (name -> the newest position they
+        had), and whether topics forgotten by name had positions after it
+        (``_resume.Forgotten``). Presence companions are never matched."""
+
+        def forgotten(target: int) -> tuple[dict[str, int], bool]:
+            gone = {
+                name: newest
+                for name, newest in self._swept.items()
+                if newest > target and matches(name, patterns) and not name.endswith(COMPANION)
+            }
+            return gone, any(floor > target for floor in self._swept_floors)
+
+        return forgotten
 
     def budget_figures(self) -> dict[str, int]:
         """The history budget and its use (``/stats``, ``/metrics``)."""

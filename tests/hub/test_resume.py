@@ -53,7 +53,13 @@ def test_resume_outcomes(eager: bool) -> None:
         await settle()
         assert stream.headers["sse-fast-resume"] == "evicted"
         missed = stream.events[0]
-        assert json.loads(missed.data) == {"reason": "evicted", "last_event_id": ids[0]}
+        # it names the topic that lost events after the id, up to which position
+        gone = app.hub.topics.by_name["r"].evicted_up_to
+        assert json.loads(missed.data) == {
+            "reason": "evicted",
+            "last_event_id": ids[0],
+            "topics": {"r": gone},
+        }
         assert missed.id == str(app.hub.last_position)
         stream.disconnect()
         await stream.finished()

@@ -1,0 +1,179 @@
+"""Pattern streams: which open streams a topic belongs to by pattern, found once.
+
+Theory of operation:
+
+* A stream may name topic patterns (``user/42/*``; ``_patterns.py``: ``*`` any run of
+  characters, ``?`` one) beside exact topics. It then holds every topic a pattern
+  matches as if it had named it: the ones that exist when it opens (``existing``)
+  and the ones created while it is open (``created``: ``Topics.get`` calls it once
+  per new topic). From then on a publish to such a topic costs what it costs for an
+  exact subscriber: the fan-out walks a topic's own sets, never the patterns.
+* A presence companion (``<topic>/presence``) is never matched: it is named.
+* The patterns are indexed by their literal prefix (the characters before the first
+  wildcard): a new topic looks up each prefix length in use among its own first
+  characters (one dict lookup per distinct length) and runs the glob only on the
+  patterns met there. The cost of a new topic grows with the distinct prefix
+  lengths and the patterns that share its prefix, not with the streams: streams of
+  one pattern share one entry.
+* The reverse question, the existing topics a pattern matches, is asked when a
+  stream opens. Topic names are indexed by their first segments
+  (``NAME_INDEX_DEPTH``: ``user/``, ``user/42/``, ...), built the first time a
+  pattern stream opens (one pass over the topics) and kept up to date after;
+  a server that never sees a pattern pays nothing for it. A pattern looks in the
+  deepest whole-segment prefix of its literal prefix (``user/42/`` for
+  ``user/42/*``, ``user/`` for ``user/4*``) and globs those names.
+* Figures: pattern streams open, distinct patterns, topics joined by a pattern,
+  and the time spent matching (``/metrics``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from .._patterns import literal_prefix
+from ._companions import topic_of_companion
+
+if TYPE_CHECKING:
+    from ._subscription import Subscription
+    from ._topics import Topic
+
+__all__ = ["NAME_INDEX_DEPTH", "PatternStreams"]
+
+#: how many leading segments the index of topic names goes down
+NAME_INDEX_DEPTH = 3
+
+
+class PatternStreams:
+    """The open streams that name patterns, indexed by their patterns' prefixes."""
+
+    def __init__(self) -> None:
+        # literal prefix -> pattern -> the streams naming it (dicts as ordered sets)
+        self._by_prefix: dict[str, dict[str, dict[Subscription, None]]] = {}
+        # prefix length -> how many distinct patterns have a prefix that long
+        self._lengths: dict[int, int] = {}
+        # segment prefix (up to NAME_INDEX_DEPTH segments) -> topic names; None until
+        # the first pattern stream opens
+        self._names: dict[str, dict[str, None]] | None = None
+        self.streams = 0  # pattern streams open
+        self.joined_total = 0  # topics a stream joined by pattern after it opened
+        self.match_seconds = 0.0  # time spent finding the streams of new topics
+
+    @property
+    def patterns(self) -> int:
+        """Distinct patterns of the open streams."""
+        return sum(len(by_pattern) for by_pattern in self._by_prefix.values())
+
+    def add(self, subscription: Subscription, patterns: Iterable[str]) -> None:
+        """``subscription`` names ``patterns`` (distinct): index it under each."""
+        self.streams += 1
+        for pattern in patterns:
+            prefix = literal_prefix(pattern)
+            by_pattern = self._by_prefix.setdefault(prefix, {})
+            streams = by_pattern.get(pattern)
+            if streams is None:
+                streams = by_pattern[pattern] = {}
+                self._lengths[len(prefix)] = self._lengths.get(len(prefix), 0) + 1
+            streams[subscription] = None
+
+    def remove(self, subscription: Subscription, patterns: Iterable[str]) -> None:
+        """``subscription`` left: out of the index (a pattern no stream names goes)."""
+        self.streams -= 1
+        for pattern in patterns:
+            prefix = literal_prefix(pattern)
+            by_pattern = self._by_prefix.get(prefix)
+            if by_pattern is None or pattern not in by_pattern:
+                continue
+            streams = by_pattern[pattern]
+            streams.pop(subscription, None)
+            if streams:
+                continue
+            del by_pattern[pattern]
+            if not by_pattern:
+                del self._by_prefix[prefix]
+            left = self._lengths[len(prefix)] - 1
+            if left:
+                self._lengths[len(prefix)] = left
+            else:
+                del self._lengths[len(prefix)]
+
+    def matching(self, name: str) -> list[Subscription]:
+        """The open streams with a pattern that matches topic ``name`` (each once)."""
+        if not self._by_prefix or topic_of_companion(name) is not None:
+            return []
+        found: dict[Subscription, None] = {}
+        for length in self._lengths:
+            if length > len(name):
+                continue
+            by_pattern = self._by_prefix.get(name[:length])
+            if by_pattern is None:
+                continue
+            for pattern, streams in by_pattern.items():
+                if fnmatch.fnmatchcase(name, pattern):
+                    found.update(streams)
+        return list(found)
+
+    def created(self, topic: Topic) -> list[Subscription]:
+        """A topic was created (``Topics.get``): its name indexed, and the streams whose
+        patterns match it returned (the caller joins them to it)."""
+        if self._names is not None:
+            for prefix in _segment_prefixes(topic.name):
+                self._names.setdefault(prefix, {})[topic.name] = None
+        if not self._by_prefix:
+            return []
+        start = time.perf_counter()
+        found = self.matching(topic.name)
+        self.match_seconds += time.perf_counter() - start
+        self.joined_total += len(found)
+        return found
+
+    def dropped(self, name: str) -> None:
+        """A topic was dropped (``Topics.drop``): out of the names' index."""
+        if self._names is None:
+            return
+        for prefix in _segment_prefixes(name):
+            names = self._names.get(prefix)
+            if names is not None:
+                names.pop(name, None)
+                if not names:
+                    del self._names[prefix]
+
+    def existing(self, pattern: str, all_names: Iterable[str]) -> list[str]:
+        """The names among the existing topics (``all_names``, the table's) that
+        ``pattern`` matches, companions left out."""
+        if self._names is None:
+            self._names = {}
+            for name in all_names:
+                for prefix in _segment_prefixes(name):
+                    self._names.setdefault(prefix, {})[name] = None
+        prefix = literal_prefix(pattern)
+        cut = prefix.rfind("/") + 1
+        depth = prefix.count("/", 0, cut)
+        if depth > NAME_INDEX_DEPTH:  # the deepest prefix indexed
+            cut = _nth_slash(prefix, NAME_INDEX_DEPTH) + 1
+        candidates: Iterable[str] = all_names if cut == 0 else self._names.get(prefix[:cut], ())
+        return [
+            name
+            for name in candidates
+            if fnmatch.fnmatchcase(name, pattern) and topic_of_companion(name) is None
+        ]
+
+
+def _segment_prefixes(name: str) -> Iterator[str]:
+    """``name``'s prefixes that end a segment, up to ``NAME_INDEX_DEPTH`` of them."""
+    at = -1
+    for _ in range(NAME_INDEX_DEPTH):
+        at = name.find("/", at + 1)
+        if at < 0:
+            return
+        yield name[: at + 1]
+
+
+def _nth_slash(text: str, count: int) -> int:
+    """The index of ``text``'s ``count``-th slash (it has that many)."""
+    at = -1
+    for _ in range(count):
+        at = text.find("/", at + 1)
+    return at

@@ -1,0 +1,259 @@
+"""Pattern streams in one hub: a stream of ``u/a/*`` gets exactly the events of the
+topics its patterns match (those created after it opened too), in order, once;
+resumes over the topics created while its client was away; says which topics lost
+events; and leaves nothing behind. Checked against the reference matcher."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sse_fast._patterns import matches
+
+from ..support.asgi_harness import Stream, make_app, publish, run, settle
+
+SEGMENTS = ["a", "b", "ab"]
+TOPICS = [
+    "u/" + "/".join(parts)
+    for depth in (1, 2, 3)
+    for parts in itertools.product(SEGMENTS, repeat=depth)
+]
+
+
+def _pattern() -> st.SearchStrategy[str]:
+    """``u/`` and a short glob over the topics' letters (a pattern has a literal segment)."""
+    return (
+        st.text(alphabet="ab/*?", min_size=1, max_size=5)
+        .map(lambda tail: "u/" + tail)
+        .filter(lambda p: "*" in p or "?" in p)
+    )
+
+
+def _events() -> st.SearchStrategy[list[tuple[str, ...]]]:
+    """Publishes, each to one topic or two."""
+    return st.lists(
+        st.lists(st.sampled_from(TOPICS), min_size=1, max_size=2, unique=True).map(tuple),
+        min_size=1,
+        max_size=25,
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    patterns=st.lists(_pattern(), min_size=1, max_size=3, unique=True),
+    named=st.lists(st.sampled_from(TOPICS), max_size=2, unique=True),
+    before=_events(),
+    after=_events(),
+    eager=st.booleans(),
+    slow=st.booleans(),
+)
+def test_a_pattern_stream_gets_exactly_the_matching_events_in_order_once(
+    patterns: list[str],
+    named: list[str],
+    before: list[tuple[str, ...]],
+    after: list[tuple[str, ...]],
+    eager: bool,
+    slow: bool,
+) -> None:
+    """Topics published to before the stream opens exist; those of ``after`` are
+    partly new. The stream (patterns and exact names mixed) gets every event of
+    ``after`` one of whose topics a pattern or name matches, each once, in order of
+    publishing; a client that stops reading for a while (``slow``) catches up to the
+    same."""
+
+    async def main() -> None:
+        app = make_app(max_pattern_wildcards=5)
+        for i, topics in enumerate(before):
+            publish(app, list(topics), f"before-{i}")
+        await settle()
+        query = [("topic", t) for t in [*named, *patterns]]
+        stream = Stream(app, query=query, eager=eager, capacity=2).start()
+        await settle()
+        assert stream.status == 200, stream.raw
+        if slow:
+            stream.pause()
+        expected = []
+        for i, topics in enumerate(after):
+            publish(app, list(topics), f"after-{i}")
+            if any(matches(t, named) or matches(t, patterns) for t in topics):
+                expected.append(f"after-{i}")
+            if i % 4 == 3:
+                await settle(3)
+        await settle()
+        stream.resume()
+        for _ in range(100):  # a lazy client's writes wait in real time (``Stream``)
+            if len(stream.events) >= len(expected):
+                break
+            await asyncio.sleep(0.005)
+        await settle()
+        assert [e.data for e in stream.events if e.event != "sse-fast-missed"] == expected
+        stream.disconnect()
+        await stream.finished()
+        _assert_nothing_left(app)
+
+    run(main())
+
+
+def _assert_nothing_left(app: Any) -> None:
+    """No stream, no pattern in the index, no topic holding a gone stream."""
+    hub = app.hub
+    assert not hub.subscriptions
+    assert hub.streams.patterns.streams == 0 and hub.streams.patterns.patterns == 0
+    for topic in hub.topics.by_name.values():
+        assert topic.subscribers == 0, topic.name
+        assert not list(topic.members()), topic.name
+
+
+def test_topics_created_while_away_are_resumed_in_order() -> None:
+    """A client of ``user/42/*`` leaves; events go to its old topics and to topics
+    created meanwhile (and to another user's); it comes back with its last id and
+    gets exactly its user's events after it, in order, once: ``resumed``."""
+
+    async def main() -> None:
+        app = make_app()
+        publish(app, "user/42/inbox", "hello")
+        stream = Stream(app, query=[("topic", "user/42/*")]).start()
+        await settle()
+        publish(app, "user/42/inbox", "one")
+        publish(app, "user/42/orders", "two")  # created while it is open
+        await settle()
+        assert stream.data() == ["one", "two"]
+        last = stream.events[-1].id
+        stream.disconnect()
+        await stream.finished()
+        publish(app, "user/42/likes", "three")  # created while it is away
+        publish(app, "user/43/inbox", "not mine")
+        publish(app, ["user/42/inbox", "user/42/likes"], "four")  # once
+        publish(app, "user/42/orders", "five")
+        back = Stream(app, query=[("topic", "user/42/*")], headers={"last-event-id": last})
+        back.start()
+        await settle()
+        assert back.headers["sse-fast-resume"] == "resumed"
+        assert back.data() == ["three", "four", "five"]
+        publish(app, "user/42/new", "six")
+        await settle()
+        assert back.data()[-1] == "six"
+        back.disconnect()
+        await back.finished()
+        _assert_nothing_left(app)
+
+    run(main())
+
+
+def test_a_matching_topic_gone_while_away_is_named_never_skipped() -> None:
+    """A topic the pattern matches that was dropped while the client was away (its
+    history swept) took events after the client's id with it: ``evicted``, and the
+    ``sse-fast-missed`` names it and the newest position gone; the stream goes on."""
+
+    async def main() -> None:
+        app = make_app(topic_ttl=0.01)
+        stream = Stream(app, query=[("topic", "shop/7/*")]).start()
+        await settle()
+        publish(app, "shop/7/order-1", "a")
+        await settle()
+        last = stream.events[-1].id
+        stream.disconnect()
+        await stream.finished()
+        publish(app, "shop/7/order-2", "b")  # after the id: then swept away
+        await asyncio.sleep(0.05)
+        assert app.hub.sweep() >= 1
+        gone = app.hub.topics._swept["shop/7/order-2"]
+        back = Stream(app, query=[("topic", "shop/7/*")], headers={"last-event-id": last})
+        back.start()
+        await settle()
+        assert back.headers["sse-fast-resume"] == "evicted"
+        missed = back.events[0]
+        assert missed.event == "sse-fast-missed"
+        data = json.loads(missed.data)
+        assert data["reason"] == "evicted" and data["topics"] == {"shop/7/order-2": gone}
+        publish(app, "shop/7/order-3", "c")
+        await settle()
+        assert back.data()[-1] == "c"
+        back.disconnect()
+        await back.finished()
+
+    run(main())
+
+
+def test_a_presence_companion_is_named_never_matched() -> None:
+    """``room/1/*`` does not reach ``room/1/x/presence``; naming it does."""
+
+    async def main() -> None:
+        app = make_app()
+        stream = Stream(app, query=[("topic", "room/1/*")]).start()
+        named = Stream(app, query=[("topic", "room/1/x/presence")]).start()
+        await settle()
+        publish(app, "room/1/x/presence", "news")
+        publish(app, "room/1/x", "event")
+        await settle()
+        assert stream.data() == ["event"]
+        assert named.data() == ["news"]
+        for s in (stream, named):
+            s.disconnect()
+            await s.finished()
+
+    run(main())
+
+
+def test_the_index_grows_with_distinct_patterns_not_streams() -> None:
+    """Streams of one pattern share its entry; a pattern goes with its last stream."""
+
+    async def main() -> None:
+        app = make_app()
+        streams = [Stream(app, query=[("topic", "feed/*")]).start() for _ in range(5)]
+        other = Stream(app, query=[("topic", "feed/x?")]).start()
+        await settle()
+        index = app.hub.streams.patterns
+        assert index.streams == 6 and index.patterns == 2
+        publish(app, "feed/x1", "one")
+        await settle()
+        assert all(s.data() == ["one"] for s in [*streams, other])
+        assert index.joined_total == 6  # a new topic joined each stream once
+        for s in [*streams, other]:
+            s.disconnect()
+            await s.finished()
+        assert index.streams == 0 and index.patterns == 0
+
+    run(main())
+
+
+def test_a_topic_created_while_the_response_starts_is_not_lost() -> None:
+    """Under a server whose ``send`` is a plain coroutine, a stream's response start
+    may be pending while a publish creates a topic its pattern matches: the topic
+    joins it at its start, and the event is written after the stream's first bytes."""
+
+    async def main() -> None:
+        app = make_app()
+        hub = app.hub
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        bodies: list[bytes] = []
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                await gate
+            else:
+                bodies.append(message["body"])
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.Event().wait()
+            return {}
+
+        attaching = asyncio.ensure_future(hub.attach(["late/*"], None, send, receive))
+        await settle()
+        assert not gate.done() and not bodies
+        publish(app, "late/one", "created meanwhile")
+        await settle()
+        gate.set_result(None)
+        subscription = await attaching
+        await settle()
+        assert b"created meanwhile" in b"".join(bodies)
+        hub.detach(subscription)
+        _assert_nothing_left(app)
+
+    run(main())
