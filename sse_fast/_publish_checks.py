@@ -6,7 +6,8 @@ their JSON bodies with ``parse_publish_body`` (the common shapes checked
 natively by ``requests_of``, ``_publish_ext``; the rest, and the wording of
 every error, here); embedders build ``PublishRequest`` objects and the hub
 checks their topics; a subscription's topics and its
-``Last-Event-ID`` are checked with ``check_topic`` and ``check_event_id``, the
+``Last-Event-ID`` are checked with ``check_topic`` (``check_subscription_pattern``
+for a topic pattern) and ``check_event_id``, the
 same rules a published id obeys (an id that could not have been published
 cannot be resumed from). Errors are ``PublishError`` with the HTTP status to
 answer with and a sentence saying what was wrong.
@@ -19,7 +20,8 @@ from typing import Any
 import orjson
 
 from ._core import requests_of
-from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_NAME, PublishRequest
+from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, TOPIC_NAME, PublishRequest
+from ._patterns import literal_prefix
 from .publishing import PublishError
 from .settings import Settings
 
@@ -28,6 +30,7 @@ __all__ = [
     "check_cursor_length",
     "check_distinct_ids",
     "check_event_id",
+    "check_subscription_pattern",
     "check_topic",
     "parse_event",
     "parse_publish_body",
@@ -53,6 +56,38 @@ def check_topic(name: object, settings: Settings) -> str:
             f"topic {name[:50]!r} has characters outside A-Z a-z 0-9 and ._~:/@!$&'()+,;=%-"
         )
     return name
+
+
+def check_subscription_pattern(pattern: str, settings: Settings) -> str:
+    """A subscription's topic pattern (``*``: any run of characters, ``?``: one; see
+    ``_patterns.py``), or ``PublishError`` saying what is wrong with it: too long, a
+    character no topic has, too many wildcards, or too broad (fewer whole segments
+    before its first wildcard than ``pattern_literal_segments``)."""
+    if len(pattern) > settings.max_pattern_length:
+        raise PublishError(
+            f"pattern is {len(pattern)} characters long; the limit is "
+            f"{settings.max_pattern_length} (max_pattern_length)"
+        )
+    if not TOPIC_NAME.fullmatch(pattern.replace("*", "a").replace("?", "a")):
+        raise PublishError(
+            f"pattern {pattern[:50]!r} has characters outside * ? and the topic characters "
+            f"A-Z a-z 0-9 and {TOPIC_CHARACTERS[62:]} (no character classes: list topics "
+            "one by one instead)"
+        )
+    wildcards = pattern.count("*") + pattern.count("?")
+    if wildcards > settings.max_pattern_wildcards:
+        raise PublishError(
+            f"pattern {pattern[:50]!r} has {wildcards} wildcards; at most "
+            f"{settings.max_pattern_wildcards} (max_pattern_wildcards)"
+        )
+    needed = settings.pattern_literal_segments
+    if literal_prefix(pattern).count("/") < needed:
+        raise PublishError(
+            f"pattern {pattern[:50]!r} is too broad: it must start with {needed} whole "
+            f"segment{'s' if needed > 1 else ''} before its first wildcard (like "
+            f"'{'x/' * needed}*'; pattern_literal_segments)"
+        )
+    return pattern
 
 
 def check_event_id(value: str, settings: Settings, what: str = "id") -> str:

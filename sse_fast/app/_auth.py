@@ -33,8 +33,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.request import PublishRequest
-from .._patterns import PatternError, check_pattern, matches, overlap
-from ..hub._presence import COMPANION, topic_of_companion
+from .._patterns import PatternError, Uncovered, check_pattern, is_pattern, matches, overlap
+from .._patterns import uncovered as _uncovered
+from ..hub._companions import COMPANION, topic_of_companion
 from ..settings import Settings, SettingsError
 from ..settings._checks import NO_PYJWT, split_list
 
@@ -298,7 +299,11 @@ class Authenticator:
                     "query_token",
                 )
             token = query_token
-        private = [t for t in topics if self.is_private(t)]
+        names = list(topics)
+        patterns = [t for t in names if is_pattern(t)]
+        private = [t for t in names if not is_pattern(t) and self.is_private(t)]
+        # the patterns that reach a private topic without any grant
+        reaching = [(p, found) for p in patterns if (found := self.reach(p, ())) != _NOTHING]
         if token is None:
             if private:
                 raise AuthError(
@@ -306,13 +311,15 @@ class Authenticator:
                     f"topic {private[0]!r} is private: send a token with subscribe rights",
                     "no_credential",
                 )
+            if reaching:
+                raise _pattern_refusal(*reaching[0], 401, reason="no_credential")
             return None
         try:
             if not self.jwt_enabled:
                 raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
             credential = self._decode(token)
         except AuthError as exc:
-            if from_cookie and not private:
+            if from_cookie and not private and not reaching:
                 if on_ignored_cookie is not None:
                     on_ignored_cookie(exc)
                 return None
@@ -322,7 +329,43 @@ class Authenticator:
             raise AuthError(
                 403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
             )
+        for pattern, _ in reaching:
+            found = self.reach(pattern, credential.subscribe)
+            if found != _NOTHING:
+                raise _pattern_refusal(pattern, found, 403, reason="forbidden_pattern")
         return credential
+
+    def reach(self, pattern: str, grants: tuple[str, ...]) -> Uncovered:
+        """Whether subscription ``pattern`` can reach a private topic that ``grants``
+        do not cover (containment, ``_patterns.uncovered``: a witness topic, or
+        ``too_complex``). A pattern never reaches a presence companion
+        (``<topic>/presence``: named, never matched), so the companion rule stays
+        out of it: for any other topic, private is ``private_topics`` and may
+        subscribe is the grants."""
+        return _uncovered(pattern, self.private_topics, (*grants, "*" + COMPANION))
+
+
+#: ``Authenticator.reach`` found nothing: the pattern stays inside what may be had
+_NOTHING = Uncovered((None, False))
+
+
+def _pattern_refusal(pattern: str, found: Uncovered, status: int, reason: str) -> AuthError:
+    """The refusal of a pattern that reaches (or may reach) what it may not."""
+    if found.too_complex:
+        return AuthError(
+            status,
+            f"pattern {pattern[:80]!r} overlaps the private topics in a way too complex to "
+            "check against this credential's grants: narrow it, or name the topics",
+            reason,
+        )
+    needs = "send a token with subscribe rights for it" if status == 401 else "narrow it"
+    return AuthError(
+        status,
+        f"pattern {pattern[:80]!r} can reach {found.witness!r}, a private topic this "
+        f"{'request' if status == 401 else 'token'} may not subscribe to: {needs} (a pattern "
+        "must stay within the token's subscribe grants wherever it meets private_topics)",
+        reason,
+    )
 
 
 def _patterns(value: Any, name: str) -> tuple[str, ...]:

@@ -14,7 +14,13 @@ import asyncio
 import time
 
 from .._asgi import Receive, Scope, Send
-from .._publish_checks import check_cursor_length, check_event_id, check_topic
+from .._patterns import is_pattern
+from .._publish_checks import (
+    check_cursor_length,
+    check_event_id,
+    check_subscription_pattern,
+    check_topic,
+)
 from ..hub import Hub, Subscription
 from ..publishing import PublishError
 from ..settings import Settings
@@ -30,7 +36,9 @@ class EventsEndpoint:
     """An SSE stream of one or more topics.
 
     Query parameters: ``topic`` (repeated for several, up to
-    ``max_topics_per_connection``, 16), ``lastEventId`` (instead of the header),
+    ``max_topics_per_connection``, 16; a value with ``*`` or ``?`` is a topic pattern,
+    up to ``max_stream_patterns``, 8: every topic it matches, those created later
+    included), ``lastEventId`` (instead of the header),
     ``token`` (a subscriber JWT, only with ``allow_query_token``).
 
     The response: ``200``, ``Content-Type: text/event-stream``,
@@ -56,9 +64,10 @@ class EventsEndpoint:
     lost the data directory's last writes). Event names starting with
     ``sse-fast-`` are reserved (``sse_fast.protocol``).
 
-    Refusals: ``400`` a malformed query, no topic, too many, a bad topic name or
-    ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a private
-    topic; ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
+    Refusals: ``400`` a malformed query, no topic, too many, a bad topic name,
+    pattern or ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a
+    private topic, or for a pattern that can reach one the credential may not have;
+    ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
     ``503`` over ``max_connections``, or while draining (with ``Retry-After``).
     """
 
@@ -110,11 +119,26 @@ class EventsEndpoint:
                 f"{len(names)} topics; at most {settings.max_topics_per_connection} per connection",
                 reason="too_many_topics",
             )
-        try:
-            for name in names:
-                check_topic(name, settings)
-        except PublishError as exc:
-            raise HTTPError(400, str(exc), reason="bad_topic") from None
+        patterns = [name for name in names if is_pattern(name)]
+        if len(patterns) > settings.max_stream_patterns:
+            raise HTTPError(
+                400,
+                f"{len(patterns)} topic patterns; at most {settings.max_stream_patterns} per "
+                "stream (max_stream_patterns)"
+                if settings.max_stream_patterns
+                else f"topic {patterns[0][:50]!r} is a pattern (* or ?), and pattern "
+                "subscriptions are off on this server (max_stream_patterns is 0): name topics",
+                reason="bad_pattern",
+            )
+        for name in names:
+            try:
+                if is_pattern(name):
+                    check_subscription_pattern(name, settings)
+                else:
+                    check_topic(name, settings)
+            except PublishError as exc:
+                reason = "bad_pattern" if is_pattern(name) else "bad_topic"
+                raise HTTPError(400, str(exc), reason=reason) from None
         last_event_id = header_utf8(scope, b"last-event-id")
         if last_event_id is None:
             last_event_id = fields.get("lastEventId", [None])[-1]
@@ -150,6 +174,13 @@ class EventsEndpoint:
                 reason="draining",
             )
         names, last_event_id, query_token = self.read_request(scope)
+        if not hub.broker.stores_every_topic and any(is_pattern(name) for name in names):
+            raise HTTPError(
+                400,
+                "topic patterns (* or ?) are not served with a Redis broker yet: a node holds "
+                "only the topics its clients name; name the topics",
+                reason="pattern_unsupported",
+            )
         ip = self.client_address(scope)
         self.admission.admit_stream(ip, len(hub.subscriptions))
         try:

@@ -60,6 +60,8 @@ POSITIVE = (
     "max_topics",
     "max_topics_per_connection",
     "max_topic_length",
+    "max_pattern_length",
+    "max_pattern_wildcards",
     "max_body_bytes",
     "body_timeout",
     "header_timeout",
@@ -84,6 +86,8 @@ POSITIVE = (
     "fsync_interval",
 )
 NON_NEGATIVE = (
+    "max_stream_patterns",
+    "pattern_literal_segments",
     "max_connections",
     "max_connections_per_ip",
     "publish_rate",

@@ -135,6 +135,26 @@ class _Limits:
         default=16, metadata=_doc("topics one subscription may name")
     )
     max_topic_length: int = field(default=200, metadata=_doc("characters in a topic name"))
+    max_stream_patterns: int = field(
+        default=8,
+        metadata=_doc(
+            "topic patterns (with * or ?) one subscription may name, among its topics; "
+            "0 refuses pattern subscriptions"
+        ),
+    )
+    max_pattern_length: int = field(
+        default=200, metadata=_doc("characters in a subscription's topic pattern")
+    )
+    max_pattern_wildcards: int = field(
+        default=4, metadata=_doc("wildcards (* and ?) in a subscription's topic pattern")
+    )
+    pattern_literal_segments: int = field(
+        default=1,
+        metadata=_doc(
+            "whole segments a subscription pattern must start with before its first "
+            "wildcard ('user/*' has one); 0 allows '*' alone, every topic"
+        ),
+    )
     max_body_bytes: int = field(
         default=1024 * 1024, metadata=_doc("largest publish request body (bytes)")
     )

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 
 from sse_fast._patterns import literal_prefix, matches, uncovered
 
+from ..support.asgi_harness import Stream, settle
+from ..support.security_harness import SECRET, make_app, run, token
+
 #: the letters random patterns are made of; brute force adds one none of them uses
 LETTERS = "ab/"
 OTHER = "c"
@@ -116,3 +119,85 @@ def test_literal_prefix() -> None:
     assert literal_prefix("order-?-x*") == "order-"
     assert literal_prefix("*") == ""
     assert literal_prefix("news") == "news"
+
+
+# ---------------------------------------------------------------- the credential's rule
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _patterns().filter(lambda p: "*" in p or "?" in p),
+    st.lists(_patterns(0, 3).filter(bool), min_size=1, max_size=2),
+    st.lists(_patterns(0, 3).filter(bool), max_size=2),
+)
+def test_a_subscription_pattern_is_allowed_exactly_when_no_topic_breaks_the_rule(
+    pattern: str, private: list[str], grants: list[str]
+) -> None:
+    """``Authenticator.subscriber`` with a credential: a pattern is refused (403, naming
+    a topic) exactly when some topic it matches is private (``is_private``) and not
+    granted (``may_subscribe``), the server's own functions; a presence companion is
+    never reached by a pattern. Brute force over every topic of up to six characters
+    checks both ways."""
+    from sse_fast.app._auth import Authenticator, AuthError
+    from sse_fast.hub._companions import topic_of_companion
+    from sse_fast.settings import Settings
+
+    auth = Authenticator(Settings(private_topics=",".join(private), jwt_secret=SECRET))
+    bearer = f"Bearer {token({'subscribe': grants})}"
+    credential = auth.subscriber(bearer, None, None, []) or pytest.fail("no credential")
+    breaking = [
+        t
+        for t in TOPICS
+        if matches(t, [pattern])
+        and topic_of_companion(t) is None
+        and auth.is_private(t)
+        and not auth.may_subscribe(credential, t)
+    ]
+    try:
+        auth.subscriber(bearer, None, None, [pattern])
+    except AuthError as exc:
+        assert exc.status == 403 and exc.reason == "forbidden_pattern"
+        witness = exc.message.split("can reach ")[1].split(",")[0].strip("'")
+        assert auth.is_private(witness) and not auth.may_subscribe(credential, witness)
+        assert matches(witness, [pattern])
+        return
+    assert not breaking, breaking[0]
+
+
+@pytest.mark.parametrize(
+    ("grants", "query", "status", "says"),
+    [
+        (None, ["news/*"], 200, ""),
+        (None, ["user/*"], 401, "can reach 'user/"),
+        (["user/1/*"], ["user/*/inbox"], 403, "pattern 'user/*/inbox' can reach 'user/"),
+        (["user/1/*"], ["user/1/*"], 200, ""),
+        (["user/1/*"], ["user/1/*", "news/*", "user/1/inbox"], 200, ""),
+        (["user/1/*"], ["user/1/*", "user/2/inbox"], 403, "may not subscribe to user/2/inbox"),
+        (["*"], ["user/*"], 200, ""),
+        (None, ["*"], 400, "too broad"),
+        (None, ["user/[12]/*"], 400, "no character classes"),
+        (None, ["a/*?*?*"], 400, "5 wildcards"),
+        (None, [f"p{i}/*" for i in range(9)], 400, "at most 8 per stream"),
+    ],
+)
+def test_the_edge_refuses_with_a_sentence(
+    grants: list[str] | None, query: list[str], status: int, says: str
+) -> None:
+    """Through ``GET /events``: patterns and names mixed, refused with 400 (malformed,
+    too broad, too many), 401 (no credential, a pattern that reaches a private topic)
+    or 403 (naming a topic the pattern would reach), allowed inside the grants."""
+
+    async def main() -> None:
+        app = make_app(private_topics="user/*", allow_anonymous_publish=True)
+        headers = (
+            {} if grants is None else {"authorization": f"Bearer {token({'subscribe': grants})}"}
+        )
+        stream = Stream(app, query=[("topic", q) for q in query], headers=headers).start()
+        await settle()
+        assert stream.status == status, bytes(stream.raw)
+        assert says in bytes(stream.raw).decode()
+        if status == 200:
+            stream.disconnect()
+        await stream.finished()
+
+    run(main())
