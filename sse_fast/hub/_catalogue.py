@@ -287,6 +287,30 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         "sse_fast_topics", "gauge", "Topics held in memory.", figure=Reported("topics", "max")
     ),
     MetricInfo(
+        "sse_fast_pattern_streams",
+        "gauge",
+        "Open streams that name topic patterns.",
+        figure=Reported("pattern_streams", "sum"),
+    ),
+    MetricInfo(
+        "sse_fast_patterns",
+        "gauge",
+        "Distinct topic patterns of the open streams, per worker, summed.",
+        figure=Reported("patterns", "sum"),
+    ),
+    MetricInfo(
+        "sse_fast_pattern_joins_total",
+        "counter",
+        "Topics created while a pattern stream was open that joined it (one per stream).",
+        figure=Reported("pattern_joins_total", "sum"),
+    ),
+    MetricInfo(
+        "sse_fast_pattern_match_seconds_total",
+        "counter",
+        "Seconds spent finding the pattern streams of new topics.",
+        figure=Reported("pattern_match_seconds_total", "sum"),
+    ),
+    MetricInfo(
         "sse_fast_connections_total",
         "counter",
         "SSE streams accepted.",

@@ -66,6 +66,15 @@ class PatternStreams:
         """Distinct patterns of the open streams."""
         return sum(len(by_pattern) for by_pattern in self._by_prefix.values())
 
+    def figures(self) -> dict[str, float]:
+        """This worker's figures for ``/metrics`` (``_catalogue.py``)."""
+        return {
+            "pattern_streams": self.streams,
+            "patterns": self.patterns,
+            "pattern_joins_total": self.joined_total,
+            "pattern_match_seconds_total": round(self.match_seconds, 6),
+        }
+
     def add(self, subscription: Subscription, patterns: Iterable[str]) -> None:
         """``subscription`` names ``patterns`` (distinct): index it under each."""
         self.streams += 1

@@ -21,6 +21,12 @@
 
 Companion topics (``*/presence``) are never tracked themselves.
 
+* **Patterns.** A stream of topic patterns (``user/42/*``) is present in each
+  topic it holds, as a named subscriber is: in the ones its patterns matched
+  when it opened and in each created later, from when it joins it
+  (``adopted``); presence says who receives a topic's events. ``/presence``
+  takes topic names, not patterns.
+
 * **Privacy.** A companion topic is as private as its topic (``app/_auth.py``):
   the news names subjects, so ``user/2/inbox/presence`` needs the rights of
   ``user/2/inbox`` when that is private; ``public_presence_topics`` covering
@@ -113,6 +119,12 @@ class PresenceNews(StreamListener):
     def joined(self, subscription: Subscription) -> None:
         """Count a stream that opened in the news of its tracked topics."""
         self._change(subscription, 1)
+
+    def adopted(self, subscription: Subscription, topic: Topic) -> None:
+        """Count a pattern stream in the news of a tracked topic it joined."""
+        if self.patterns and self.tracks(topic.name):
+            self.pending.setdefault(topic.name, Counter())[subscription.subject or ""] += 1
+            self.changed.add(topic.name)
 
     def left(self, subscription: Subscription) -> None:
         """Count a stream that closed in the news of its tracked topics."""

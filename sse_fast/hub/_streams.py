@@ -17,7 +17,9 @@
 * Patterns. A stream that names topic patterns is indexed under them at its
   join and out at its leave (``_matching.py``); a topic created while it is
   open and matched by one of them joins it there (``created``, called by
-  ``Topics.get``), counted on the topic as a named one is.
+  ``Topics.get``), counted on the topic as a named one is, the listeners told
+  (``adopted``): a stream holds its matched topics as it holds its named ones,
+  in presence too.
 * Listeners are given at construction, any number, in the order they are told:
   presence news (``_presence.py``), webhooks (``_webhooks.py``) and the metrics
   (``_metrics.py``). ``StreamListener`` is what they implement: every method is
@@ -45,6 +47,10 @@ class StreamListener:
 
     def joined(self, subscription: Subscription) -> None:
         """``subscription`` joined (its resume outcome set, its topics counting it)."""
+
+    def adopted(self, subscription: Subscription, topic: Topic) -> None:
+        """``topic``, created while ``subscription`` is open, joined it by pattern
+        (counted on the topic as a named one is)."""
 
     def left(self, subscription: Subscription) -> None:
         """``subscription`` left: no more writes reach it (told once)."""
@@ -120,6 +126,8 @@ class Streams:
             if subscription.state != Subscription.CLOSED:
                 subscription.adopt(topic)
                 topic.subscribers += 1
+                for listener in self.listeners:
+                    listener.adopted(subscription, topic)
 
     def expand(self, names: Sequence[str], patterns: Sequence[str], now: float) -> list[Topic]:
         """The topics of a new stream: those ``names`` names (created if need be) and

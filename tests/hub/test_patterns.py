@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from sse_fast._patterns import matches
 
-from ..support.asgi_harness import Stream, make_app, publish, run, settle
+from ..support.asgi_harness import Stream, make_app, publish, request, run, settle
 
 SEGMENTS = ["a", "b", "ab"]
 TOPICS = [
@@ -215,6 +215,13 @@ def test_the_index_grows_with_distinct_patterns_not_streams() -> None:
         await settle()
         assert all(s.data() == ["one"] for s in [*streams, other])
         assert index.joined_total == 6  # a new topic joined each stream once
+        status, _, body = await request(app, "GET", "/metrics")
+        assert status == 200
+        text = body.decode()
+        for line in ("sse_fast_pattern_streams 6", "sse_fast_patterns 2"):
+            assert line in text.splitlines(), line
+        assert "sse_fast_pattern_joins_total 6" in text.splitlines()
+        assert "sse_fast_pattern_match_seconds_total " in text
         for s in [*streams, other]:
             s.disconnect()
             await s.finished()
@@ -255,5 +262,31 @@ def test_a_topic_created_while_the_response_starts_is_not_lost() -> None:
         assert b"created meanwhile" in b"".join(bodies)
         hub.detach(subscription)
         _assert_nothing_left(app)
+
+    run(main())
+
+
+def test_a_pattern_stream_is_present_in_the_topics_it_holds() -> None:
+    """Presence counts who receives a topic's events: a pattern stream is present in
+    each topic it holds, from when it joins it (a topic created later too), and its
+    leave undoes exactly its joins in the news; the webhook events name its patterns."""
+
+    async def main() -> None:
+        app = make_app(presence_topics="room/*")
+        hub = app.hub
+        publish(app, "room/1", "before")
+        stream = Stream(app, query=[("topic", "room/*")]).start()
+        await settle()
+        publish(app, "room/2", "created while it is open")
+        await settle()
+        assert (await hub.presence("room/1"))["subscribers"] == 1
+        assert (await hub.presence("room/2"))["subscribers"] == 1
+        joined = {r.topics[0]: r.data["anonymous"] for r in hub.presence_news.news()}
+        assert joined == {"room/1/presence": 1, "room/2/presence": 1}
+        stream.disconnect()
+        await stream.finished()
+        left = {r.topics[0]: r.data["anonymous"] for r in hub.presence_news.news()}
+        assert left == {"room/1/presence": -1, "room/2/presence": -1}
+        assert (await hub.presence("room/2"))["subscribers"] == 0
 
     run(main())

@@ -255,6 +255,33 @@ def test_only_the_named_topics_are_reported(tmp_path: Path) -> None:
     ]
 
 
+def test_a_pattern_stream_is_reported_when_its_pattern_can_reach_the_topics(
+    tmp_path: Path,
+) -> None:
+    """A stream of ``orders/*`` is reported when its pattern can
+    reach a topic of ``webhook_topics`` (they overlap), with its patterns beside the
+    topics it held at connect; a pattern that cannot (``news/*``) is not."""
+    port, log = free_port(), tmp_path / "hooks.jsonl"
+
+    async def main(server: ServerProcess) -> None:
+        clients = await streams(server, 1, "orders/7")
+        clients += await streams(server, 1, "orders/*")
+        clients += await streams(server, 1, "news/*")
+        await until(lambda: len(by_type(events(log), "connect")) == 2)
+        await asyncio.sleep(0.5)  # nothing else comes
+        for client in clients:
+            client.close()
+        await until(lambda: len(by_type(events(log), "disconnect")) == 2)
+
+    with receiver(port, log), edge(port, webhook_topics="orders/*") as server:
+        asyncio.run(main(server))
+    connects = by_type(events(log), "connect")
+    assert [(e["topics"], e["patterns"]) for e in connects] == [
+        (["orders/7"], []),
+        (["orders/7"], ["orders/*"]),
+    ]
+
+
 def test_verify_refuses_what_it_must() -> None:
     body = b'{"batch":"b","events":[]}'
     now = 1_790_000_000
