@@ -44,7 +44,7 @@ from ._server import DisconnectWatch
 from ._streams import Streams
 from ._subscription import Peer, Subscription, peer_of
 from ._together import Together
-from ._topics import Topics
+from ._topics import Topic, Topics
 from ._webhooks import Webhooks
 
 __all__ = [
@@ -410,7 +410,7 @@ def _open(
     patterns = tuple(name for name in names if is_pattern(name))
     if patterns:
         exact = [name for name in names if not is_pattern(name)]
-        topics = tuple(hub.streams.expand(exact, patterns, now))
+        topics: Sequence[Topic] = hub.streams.expand(exact, patterns, now)  # a list: it grows
     else:
         topics = tuple([hub.topics.get(name, now) for name in names])
     broker = hub.broker

@@ -10,11 +10,13 @@ Theory of operation:
   exact subscriber: the fan-out walks a topic's own sets, never the patterns.
 * A presence companion (``<topic>/presence``) is never matched: it is named.
 * The patterns are indexed by their literal prefix (the characters before the first
-  wildcard): a new topic looks up each prefix length in use among its own first
-  characters (one dict lookup per distinct length) and runs the glob only on the
-  patterns met there. The cost of a new topic grows with the distinct prefix
-  lengths and the patterns that share its prefix, not with the streams: streams of
-  one pattern share one entry.
+  wildcard), grouped by its first segment (``user/`` for ``user/42/*``; "" for a
+  prefix without a whole one, ``*`` or ``news-*``): a new topic looks under its own
+  first segment and under "", one dict lookup each, then up each prefix length in
+  use there among its own first characters, and globs only the patterns met. A topic
+  under a segment no pattern starts with costs two lookups; otherwise the cost grows
+  with the distinct prefix lengths and the patterns that share its prefix, not with
+  the streams: streams of one pattern share one entry.
 * The reverse question, the existing topics a pattern matches, is asked when a
   stream opens. Topic names are indexed by their first segments
   (``NAME_INDEX_DEPTH``: ``user/``, ``user/42/``, ...), built the first time a
@@ -23,7 +25,8 @@ Theory of operation:
   deepest whole-segment prefix of its literal prefix (``user/42/`` for
   ``user/42/*``, ``user/`` for ``user/4*``) and globs those names.
 * Figures: pattern streams open, distinct patterns, topics joined by a pattern,
-  and the time spent matching (``/metrics``).
+  and the time spent globbing the patterns that share a new topic's first segment
+  (``/metrics``).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ __all__ = ["NAME_INDEX_DEPTH", "PatternStreams"]
 
 #: how many leading segments the index of topic names goes down
 NAME_INDEX_DEPTH = 3
+#: no stream (shared: never written to)
+_NONE: list[Subscription] = []
 
 
 class PatternStreams:
@@ -52,8 +57,9 @@ class PatternStreams:
     def __init__(self) -> None:
         # literal prefix -> pattern -> the streams naming it (dicts as ordered sets)
         self._by_prefix: dict[str, dict[str, dict[Subscription, None]]] = {}
-        # prefix length -> how many distinct patterns have a prefix that long
-        self._lengths: dict[int, int] = {}
+        # the first segment of a prefix ("" when it has no whole one) -> prefix length
+        # -> how many distinct patterns have such a prefix
+        self._heads: dict[str, dict[int, int]] = {}
         # segment prefix (up to NAME_INDEX_DEPTH segments) -> topic names; None until
         # the first pattern stream opens
         self._names: dict[str, dict[str, None]] | None = None
@@ -84,7 +90,8 @@ class PatternStreams:
             streams = by_pattern.get(pattern)
             if streams is None:
                 streams = by_pattern[pattern] = {}
-                self._lengths[len(prefix)] = self._lengths.get(len(prefix), 0) + 1
+                lengths = self._heads.setdefault(_head(prefix), {})
+                lengths[len(prefix)] = lengths.get(len(prefix), 0) + 1
             streams[subscription] = None
 
     def remove(self, subscription: Subscription, patterns: Iterable[str]) -> None:
@@ -102,18 +109,37 @@ class PatternStreams:
             del by_pattern[pattern]
             if not by_pattern:
                 del self._by_prefix[prefix]
-            left = self._lengths[len(prefix)] - 1
+            head = _head(prefix)
+            lengths = self._heads[head]
+            left = lengths[len(prefix)] - 1
             if left:
-                self._lengths[len(prefix)] = left
+                lengths[len(prefix)] = left
             else:
-                del self._lengths[len(prefix)]
+                del lengths[len(prefix)]
+                if not lengths:
+                    del self._heads[head]
 
     def matching(self, name: str) -> list[Subscription]:
         """The open streams with a pattern that matches topic ``name`` (each once)."""
-        if not self._by_prefix or topic_of_companion(name) is not None:
-            return []
+        heads = self._heads
+        slash = name.find("/")
+        under = heads.get(name[: slash + 1]) if slash >= 0 else None
+        bare = heads.get("")  # prefixes without a whole segment (`*`, `news-*`)
+        if (under is None and bare is None) or topic_of_companion(name) is not None:
+            return _NONE  # under a first segment no pattern starts with: two lookups
+        start = time.perf_counter()
         found: dict[Subscription, None] = {}
-        for length in self._lengths:
+        if under is not None:
+            self._glob(name, under, found)
+        if bare is not None:
+            self._glob(name, bare, found)
+        self.match_seconds += time.perf_counter() - start
+        return list(found)
+
+    def _glob(self, name: str, lengths: dict[int, int], found: dict[Subscription, None]) -> None:
+        """Add to ``found`` the streams of the patterns of prefix lengths ``lengths``
+        (under one first segment) that match ``name``."""
+        for length in lengths:
             if length > len(name):
                 continue
             by_pattern = self._by_prefix.get(name[:length])
@@ -122,19 +148,27 @@ class PatternStreams:
             for pattern, streams in by_pattern.items():
                 if fnmatch.fnmatchcase(name, pattern):
                     found.update(streams)
-        return list(found)
 
     def created(self, topic: Topic) -> list[Subscription]:
         """A topic was created (``Topics.get``): its name indexed, and the streams whose
         patterns match it returned (the caller joins them to it)."""
-        if self._names is not None:
-            for prefix in _segment_prefixes(topic.name):
-                self._names.setdefault(prefix, {})[topic.name] = None
-        if not self._by_prefix:
-            return []
-        start = time.perf_counter()
+        names = self._names
+        if names is not None:
+            name = topic.name
+            at = name.find("/")
+            depth = 0
+            while at >= 0 and depth < NAME_INDEX_DEPTH:
+                prefix = name[: at + 1]
+                bucket = names.get(prefix)
+                if bucket is None:
+                    names[prefix] = {name: None}
+                else:
+                    bucket[name] = None
+                depth += 1
+                at = name.find("/", at + 1)
+        if not self._heads:
+            return _NONE
         found = self.matching(topic.name)
-        self.match_seconds += time.perf_counter() - start
         self.joined_total += len(found)
         return found
 
@@ -168,6 +202,13 @@ class PatternStreams:
             for name in candidates
             if fnmatch.fnmatchcase(name, pattern) and topic_of_companion(name) is None
         ]
+
+
+def _head(prefix: str) -> str:
+    """A literal prefix's first segment, its slash included ("" without a whole one):
+    a new topic looks only under its own first segment and under ""."""
+    slash = prefix.find("/")
+    return prefix[: slash + 1] if slash >= 0 else ""
 
 
 def _segment_prefixes(name: str) -> Iterator[str]:

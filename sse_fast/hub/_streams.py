@@ -122,7 +122,10 @@ class Streams:
     def created(self, topic: Topic) -> None:
         """``topic`` was just created (``Topics.on_create``): the open streams whose
         patterns match it join it, each counted on it."""
-        for subscription in self.patterns.created(topic):
+        found = self.patterns.created(topic)
+        if not found:
+            return
+        for subscription in found:
             if subscription.state != Subscription.CLOSED:
                 subscription.adopt(topic)
                 topic.subscribers += 1

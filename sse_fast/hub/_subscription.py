@@ -10,7 +10,7 @@ moves between the sets of its topics are here; when to make them is
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -81,7 +81,7 @@ class Subscription:
         self,
         id: int,
         send: Send,
-        topics: tuple[Topic, ...],
+        topics: Sequence[Topic],
         peer: Peer,
         now: float,
         closed: asyncio.Future[str],
@@ -94,7 +94,7 @@ class Subscription:
         self.peer = peer
         self.send = send
         #: its topics: those it names, and those its patterns matched (``adopt``)
-        self.topics = topics
+        self.topics: Sequence[Topic] = topics
         #: the topic patterns it names (``_matching.py``), () for none
         self.patterns: tuple[str, ...] = ()
         self.connected_at = now
@@ -135,7 +135,7 @@ class Subscription:
         """Join the in-sync sets; the caller checked it is at every flushed head."""
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
-        if len(self.topics) == 1 and not self.patterns:
+        if len(self.topics) == 1:
             self.topics[0].join_in_sync(self, self.send)
         else:
             for topic in self.topics:
@@ -144,19 +144,28 @@ class Subscription:
     def adopt(self, topic: Topic) -> None:
         """A topic created while the stream is open that one of its patterns matches
         (``Streams.created``): it joins the stream from the topic's start, in the set
-        the stream is in (a stream in sync here is written with ``join_multi``, a
-        pattern stream never alone: more topics may come). A stream not started yet
-        (``FanOut.start`` to come) gets the topic's cursor beside its others."""
-        self.topics = (*self.topics, topic)
+        the stream is in. In sync, a stream of one topic is written as a named one is
+        (the single-topic sets); with a second it moves to ``join_multi`` on both (a
+        flush to come reads the first one's unwritten frames in the merge). A stream
+        not started yet (``FanOut.start`` to come) gets the topic's cursor beside its
+        others. A pattern stream's ``topics`` is a list (it grows)."""
+        topics = self.topics
+        assert isinstance(topics, list), "only a pattern stream adopts topics"
         state = self.state
         if state == Subscription.IN_SYNC:
-            if self.cursors is _NO_CURSORS:
-                topic.join_multi(self, self.send)
-            else:  # made at its resume point, its first bytes not written yet
+            if self.cursors is not _NO_CURSORS:  # its first bytes not written yet
                 self.cursors[topic] = topic.ring.head
+            elif not topics:
+                topic.join_in_sync(self, self.send)
+            else:
+                if len(topics) == 1:
+                    topics[0].leave_in_sync(self)
+                    topics[0].join_multi(self, self.send)
+                topic.join_multi(self, self.send)
         elif state == Subscription.CATCHING_UP:
             self.cursors[topic] = topic.ring.head
             topic.join_catching_up(self)
+        topics.append(topic)
 
     def leave_sync(self, cursors: dict[Topic, int]) -> None:
         """Move to the catching-up sets, at ``cursors``."""

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_fast._patterns import matches
+from sse_fast.hub import PublishRequest
 
 from ..support.asgi_harness import Stream, make_app, publish, request, run, settle
 
@@ -27,10 +28,11 @@ TOPICS = [
 
 
 def _pattern() -> st.SearchStrategy[str]:
-    """``u/`` and a short glob over the topics' letters (a pattern has a literal segment)."""
+    """A short glob over the topics' letters, mostly after ``u/`` (the index's segment
+    buckets), sometimes not (its bucket of prefixes without a whole segment)."""
     return (
-        st.text(alphabet="ab/*?", min_size=1, max_size=5)
-        .map(lambda tail: "u/" + tail)
+        st.tuples(st.sampled_from(["u/", "u/", ""]), st.text(alphabet="ab/*?", max_size=5))
+        .map("".join)
         .filter(lambda p: "*" in p or "?" in p)
     )
 
@@ -68,7 +70,7 @@ def test_a_pattern_stream_gets_exactly_the_matching_events_in_order_once(
     same."""
 
     async def main() -> None:
-        app = make_app(max_pattern_wildcards=5)
+        app = make_app(max_pattern_wildcards=5, pattern_literal_segments=0)
         for i, topics in enumerate(before):
             publish(app, list(topics), f"before-{i}")
         await settle()
@@ -288,5 +290,39 @@ def test_a_pattern_stream_is_present_in_the_topics_it_holds() -> None:
         left = {r.topics[0]: r.data["anonymous"] for r in hub.presence_news.news()}
         assert left == {"room/1/presence": -1, "room/2/presence": -1}
         assert (await hub.presence("room/2"))["subscribers"] == 0
+
+    run(main())
+
+
+def test_a_pattern_stream_of_one_topic_moves_to_the_merge_with_a_second() -> None:
+    """A pattern stream holding one topic is written as a named one (the single-topic
+    sets); a batch that writes to that topic and creates a second matching one moves it
+    to the merge mid-batch: every event once, in order."""
+
+    async def main() -> None:
+        app = make_app()
+        hub = app.hub
+        publish(app, "m/1", "zero")
+        stream = Stream(app, query=[("topic", "m/*")]).start()
+        await settle()
+        first = hub.topics.by_name["m/1"]
+        subscription = next(iter(hub.subscriptions.values()))
+        assert first.lone is subscription  # in sync alone, as a named stream
+        hub.publish_nowait(
+            [
+                PublishRequest(("m/1",), "one"),
+                PublishRequest(("m/2",), "two"),
+                PublishRequest(("m/1",), "three"),
+            ]
+        )
+        await settle()
+        assert stream.data() == ["one", "two", "three"]
+        assert first.lone is None and subscription in first.in_sync_multi
+        publish(app, "m/2", "four")
+        await settle()
+        assert stream.data()[-1] == "four"
+        stream.disconnect()
+        await stream.finished()
+        _assert_nothing_left(app)
 
     run(main())
