@@ -128,6 +128,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "--retry", type=float, default=3.0, help="seconds before such a reconnect (default 3)"
     )
+    parser.add_argument(
+        "--pattern-subtopics",
+        type=int,
+        default=0,
+        metavar="N",
+        help="subscribe by pattern: each client asks for TOPIC/* and the publishes of a "
+        "topic go to its subtopics TOPIC/0 ... TOPIC/N-1 in turn (sse_fast's topic "
+        "patterns; 0, the default: by name)",
+    )
     _add_server_flags(parser)
     return parser
 
@@ -211,6 +220,8 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--duration is bounded to 600 s")
     if not 0 <= args.drain <= 60:
         parser.error("--drain is between 0 and 60 s")
+    if not 0 <= args.pattern_subtopics <= 1000:
+        parser.error("--pattern-subtopics is between 0 (by name) and 1000")
     try:
         args.subscribe = _subscription(args)
         args.publish = _publish(args)
@@ -318,6 +329,7 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
         "probe": False if args.no_probe else None,
         "reconnect_on_close": args.reconnect_on_close,
         "retry": args.retry,
+        "pattern_subtopics": args.pattern_subtopics,
     }
     if args.server_pid:
         root = args.server_pid

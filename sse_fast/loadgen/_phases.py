@@ -48,6 +48,14 @@ class PublishPhase:
 
     def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
         self.options = options
+        subtopics = options.pattern_subtopics
+        #: where each publish goes, in turn, and the topic its sequence numbers count
+        #: in (a pattern stream of ``<topic>/*`` sees every subtopic's: one sequence)
+        self.targets = (
+            [(f"{name}/{k}", name) for k in range(subtopics) for name in topic_names]
+            if subtopics
+            else [(name, name) for name in topic_names]
+        )
         self.topic_names = topic_names
         self.publishers = (
             []
@@ -90,13 +98,14 @@ class PublishPhase:
 
     async def publish_one(self, index: int) -> None:
         """Publisher ``index``'s next event, to the next topic in turn. Sequence numbers
-        are per publisher and topic: a subscriber sees one topic, and a gap is a loss."""
-        names = self.topic_names
+        are per publisher and topic (a pattern's: ``targets``): a subscriber sees one,
+        and a gap is a loss."""
+        targets = self.targets
         turn = self.turns[index]
         self.turns[index] = turn + 1
-        topic = names[turn % len(names)]
-        seq = self.seqs[index].get(topic, 0)
-        self.seqs[index][topic] = seq + 1
+        topic, counted = targets[turn % len(targets)]
+        seq = self.seqs[index].get(counted, 0)
+        self.seqs[index][counted] = seq + 1
         stamp = time.time()
         data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
         if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:

@@ -111,6 +111,9 @@ class LoadOptions:
     probe: bool | None = None  # None: probe while connecting, with a publisher and <= 64 topics
     reconnect_on_close: bool = False
     retry: float = 3.0  # seconds before a reconnect when the stream named no retry
+    #: > 0: subscribe by pattern: each client asks for ``<topic>/*`` and the publishes of
+    #: ``<topic>`` go to its subtopics ``<topic>/0`` ... ``<topic>/<n-1>`` in turn
+    pattern_subtopics: int = 0
 
     def __post_init__(self) -> None:
         if self.subscribe is not None:
@@ -290,6 +293,8 @@ class _LoadRun:
         options = self.options
         subscribe = options.subscribe
         topics = [self.topic_names[i % options.topics] for i in range(options.connections)]
+        if options.pattern_subtopics:
+            topics = [f"{topic}/*" for topic in topics]
         host, port = options.host, options.port
         headers: list[str] | None = None
         if subscribe is None:
@@ -334,7 +339,12 @@ class _LoadRun:
     def connect(self) -> _Connected:
         """Wait for every client process's first report (probing during a storm)."""
         options = self.options
-        prober = Prober(lambda: make_publisher(options), self.topic_names, options.probe_interval)
+        probed = (
+            [f"{name}/0" for name in self.topic_names]
+            if options.pattern_subtopics
+            else self.topic_names
+        )
+        prober = Prober(lambda: make_publisher(options), probed, options.probe_interval)
         started = time.monotonic()
         if options.probing:
             prober.start()

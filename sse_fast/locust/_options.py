@@ -52,7 +52,10 @@ _LIST = {"action": "append", "default": None}
 _PLACES = "{topic}, {topic_raw}, {topic_json}"
 #: every option: (flag, environment variable, argparse keywords)
 OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
-    ("--sse-topic", "SSE_TOPIC", {"default": "bench", "help": "topic to subscribe and publish to"}),
+    ("--sse-topic", "SSE_TOPIC", {"default": "bench", "help": "topic to subscribe and publish to "
+     "(to subscribe, sse_fast takes a topic pattern too: 'user/*', with --sse-publish-topic)"}),
+    ("--sse-publish-topic", "SSE_PUBLISH_TOPIC", {"default": None, "help": "topic the "
+     "publisher publishes to (default: --sse-topic), e.g. 'user/1' under --sse-topic 'user/*'"}),
     ("--sse-url", "SSE_URL", {"default": None, "help": "the stream's URL, or its path under "
      f"--host; placeholders {_PLACES}, {{user}} (default: sse_fast's /events?topic={{topic}})"}),
     ("--sse-header", "SSE_HEADER", {**_LIST, "help": "'Name: value' sent with each subscribe "

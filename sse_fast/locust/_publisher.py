@@ -33,7 +33,8 @@ class PublisherUser(FastHttpUser):
     Class attributes (None: the command-line options decide): ``publish`` (an
     ``HttpPublish`` or ``CommandPublish``: ``--sse-publish-url`` and its method, body
     and headers, or ``--sse-publish-command``; by default sse_fast's ``POST /publish``),
-    ``topic`` (``--sse-topic``), ``publish_name`` (the row's name). Override ``send``
+    ``topic`` (``--sse-publish-topic``, else ``--sse-topic``), ``publish_name`` (the
+    row's name). Override ``send``
     to publish some other way.
     """
 
@@ -55,7 +56,9 @@ class PublisherUser(FastHttpUser):
         positive, the publish target) and name this publisher."""
         env = self.environment
         if self.topic is None:
-            self.topic = _options.option(env, "sse_topic", "bench")
+            self.topic = _options.option(env, "sse_publish_topic", None) or _options.option(
+                env, "sse_topic", "bench"
+            )
         rate = float(_options.option(env, "publish_rate", 1.0))
         if rate <= 0:
             raise ValueError("--publish-rate must be positive (publishes per second)")

@@ -597,3 +597,48 @@ def test_a_stream_over_several_partitions_resumes_with_its_cursor_across_a_resta
     assert all(e.id.startswith("~") for e in messages)  # cursors: several partitions
     assert [e.event for e in got if e.event != "message"] == ["sse-fast-disconnect"]
     assert reconnects[0] >= 1
+
+
+def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> None:
+    """``connect(topics=["inbox/1/*"])``: events of existing topics, of a topic created
+    while the server is down (published to the restarted one before the client is
+    back) and after: each once, in order, none of ``inbox/2``; the reconnect resumes
+    from the data directory with no ``sse-fast-missed``."""
+    port = free_port()
+    data: list[str] = []
+    control: list[Event] = []
+
+    async def read() -> None:
+        async with connect(
+            f"http://{HOST}:{port}/events", topics=["inbox/1/*"], retry=0.5, read_timeout=5
+        ) as events:
+            async for event in events:
+                if isinstance(event, (Missed, Disconnect)):
+                    control.append(event)
+                else:
+                    data.append(event.data)
+                    if len(data) == 4:
+                        break
+
+    async def send(topic: str, value: str) -> None:
+        body = orjson.dumps({"topic": topic, "data": value})
+        status, _, reply = await http_request(HOST, port, "POST", "/publish", body)
+        assert status == 200, reply
+
+    reader = threading.Thread(target=asyncio.run, args=(asyncio.wait_for(read(), 60),))
+    with ServerProcess(port=port, data_dir=str(tmp_path)) as server:
+        asyncio.run(send("inbox/1/a", "old"))
+        reader.start()
+        asyncio.run(opened(server))
+        asyncio.run(send("inbox/1/a", "one"))
+        asyncio.run(send("inbox/2/a", "not mine"))
+        asyncio.run(wait_until(lambda: data == ["one"]))
+    with ServerProcess(port=port, data_dir=str(tmp_path)):
+        asyncio.run(send("inbox/1/b", "two"))  # a topic created while the client is away
+        asyncio.run(wait_until(lambda: len(data) >= 2))
+        asyncio.run(send("inbox/1/a", "three"))
+        asyncio.run(send("inbox/1/c", "four"))
+        reader.join(15)
+    assert not reader.is_alive()
+    assert data == ["one", "two", "three", "four"]
+    assert [e.reason for e in control] == ["draining"]

@@ -3,6 +3,8 @@ the README's load-testing commands against a server with its default limits."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import subprocess
@@ -217,3 +219,48 @@ def test_probes_go_out_by_default_only_where_they_are_no_load_of_their_own() -> 
     assert LoadOptions(**base, topics=PROBED_TOPICS + 1, first_event_probe=True).probing
     assert not LoadOptions(**base, probe=False).probing
     assert not LoadOptions(**base, no_publish=True).probing
+
+
+def test_loadgen_subscribes_by_pattern_and_counts_each_pattern_as_one_sequence(
+    tmp_path: Path,
+) -> None:
+    """``--pattern-subtopics 3``: each client asks for ``<topic>/*`` and the publishes go
+    to ``<topic>/0..2`` in turn; a real server delivers them all, none counted lost
+    (one sequence per pattern), and its /metrics counts the pattern streams."""
+    with ServerProcess() as server:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sse_fast.loadgen",
+                "--port",
+                str(server.port),
+                "--connections",
+                "40",
+                "--topics",
+                "4",
+                "--rate",
+                "40",
+                "--duration",
+                "2",
+                "--warmup",
+                "1",
+                "--drain",
+                "1",
+                "--pattern-subtopics",
+                "3",
+                "--json",
+                str(tmp_path / "result.json"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        metrics = asyncio.run(server.get("/metrics"))[2].decode()
+    found = json.loads((tmp_path / "result.json").read_text())
+    assert found["lost"] == 0 and found["delivered"] == found["expected"] > 0
+    # subtopics 1 and 2 are created by the measured publishes: each stream joins both
+    (joins,) = [line for line in metrics.splitlines() if line.startswith("sse_fast_pattern_joins")]
+    assert int(joins.split()[1]) >= 80, joins

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from sse_fast.testing import ServerProcess
 
 
@@ -26,7 +28,16 @@ def test_the_users_import_from_the_package() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_a_users_locustfile_runs_headless_and_loses_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "topics",
+    [[], ["--sse-topic", "user/*", "--sse-publish-topic", "user/1"]],
+    ids=["by-name", "by-pattern"],
+)
+def test_a_users_locustfile_runs_headless_and_loses_nothing(
+    tmp_path: Path, topics: list[str]
+) -> None:
+    """Subscribers and a publisher on one topic; or (``by-pattern``) subscribers of
+    ``user/*`` and a publisher of ``user/1``: every event reaches every stream."""
     locustfile = tmp_path / "my_locustfile.py"
     locustfile.write_text("from sse_fast.locust import PublisherUser, SSEUser  # noqa: F401\n")
     with ServerProcess() as server:
@@ -52,6 +63,7 @@ def test_a_users_locustfile_runs_headless_and_loses_nothing(tmp_path: Path) -> N
                 f"http://127.0.0.1:{server.port}",
                 "--csv",
                 str(tmp_path / "run"),
+                *topics,
             ],
             capture_output=True,
             text=True,
