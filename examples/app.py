@@ -1,7 +1,7 @@
 """Every example in one Starlette application (``create_app``).
 
     /                 the index of examples
-    /datastar ...     the pages (``pages/*.html``)
+    /datastar ...     the pages (``pages/*.html``; /notifications subscribes by pattern)
     /chat/..., /tokens/stream, /tasks/stream   the Starlette adapter's streams
     /sse/...          the edge (``sse_fast.app.App``): /sse/events, /sse/stats, ...
     /static/...       the style sheet and the pinned JavaScript (``examples.vendor``)
@@ -34,7 +34,16 @@ from starlette.staticfiles import StaticFiles
 from sse_fast.app import App
 from sse_fast.settings import Settings
 
-from . import chat, dashboard, datastar_stats, htmx_sensors, reference, tokens, typed_events
+from . import (
+    chat,
+    dashboard,
+    datastar_stats,
+    htmx_sensors,
+    notifications,
+    reference,
+    tokens,
+    typed_events,
+)
 from .vendor import PINNED
 
 log = logging.getLogger("examples")
@@ -50,6 +59,7 @@ EXAMPLES = (
     ("/dashboard", "The edge, live", "connections, events/s, topics"),
     ("/reference", "Plain EventSource", "named events, ids, retry, resume"),
     ("/typed", "Typed channels", "declared events, a generated TypeScript client"),
+    ("/notifications", "Notifications by pattern", "one stream of user/42/*, new topics too"),
 )
 
 
@@ -126,6 +136,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     ("dashboard", lambda: dashboard.run(hub, speed)),
                     ("reference", lambda: reference.run(hub, speed)),
                     ("typed", lambda: typed_events.run(hub, speed)),
+                    ("notifications", lambda: notifications.run(hub, speed)),
                 )
             ]
             try:
@@ -145,6 +156,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             page("dashboard"),
             page("reference"),
             page("typed"),
+            page("notifications"),
             Route("/chat/send", chat.send, methods=["POST"]),
             Route("/chat/stream", chat.stream),
             Route("/tokens/stream", tokens.tokens),

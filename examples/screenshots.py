@@ -114,6 +114,11 @@ def shoot(url: str, out: Path, chromium: str) -> list[Path]:
         page.goto(url + "/reference")
         page.wait_for_function("document.querySelectorAll('#log tr').length >= 5")
         save(page, "reference")
+
+        page = context.new_page()
+        page.goto(url + "/notifications")
+        page.wait_for_function("document.querySelectorAll('#log tr').length >= 8", timeout=30_000)
+        save(page, "notifications")
         browser.close()
     return saved
 

@@ -286,6 +286,35 @@ def test_the_reference_page_lists_named_events_with_their_ids(
     assert errors == []
 
 
+def test_the_notifications_page_gets_every_topic_of_its_pattern(
+    server: ServerProcess, context: Any
+) -> None:
+    """``/notifications``: one ``EventSource`` of ``user/42/*`` gets user 42's inbox,
+    orders and likes and a topic per mention created after the page opened, each
+    notification once and in order, none of user 43's."""
+    page = context.new_page()
+    errors = page_errors(page)
+    page.goto(server.url + "/notifications")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#log tr.notification').length >= 9", timeout=WAIT
+    )
+    rows = page.eval_on_selector_all(
+        "#log tr.notification", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    topics = [row[1] for row in rows]
+    assert all(topic.startswith("user/42/") for topic in topics), topics
+    kinds = {topic.split("/")[2] for topic in topics}
+    assert kinds == {"inbox", "orders", "likes", "mentions"}, kinds
+    mentions = [t for t in topics if t.startswith("user/42/mentions/")]
+    assert len(set(mentions)) == len(mentions) >= 2  # a new topic each, all joined the stream
+    numbers = [int(row[2].split("#")[1].split()[0]) for row in rows]
+    assert descending_by_one(numbers)  # every notification once, newest first
+    ids = [int(row[0]) for row in rows]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
+    assert page.inner_text("#status") == "open"
+    assert errors == []
+
+
 TEN_STREAMS = """async () => {
     const counts = new Array(10).fill(0);
     const sources = counts.map((_, i) => {
