@@ -15,15 +15,19 @@ __all__ = [
     "PARAMETER",
     "SEGMENT",
     "STREAM_NAME",
+    "UNDER",
     "SchemaError",
     "check_stream_name",
     "compile_channel",
+    "is_pattern_channel",
 ]
 
 #: a stream's name (it names the generated subscribe function)
 STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: a parameter in a channel pattern: ``{name}`` or ``{name:kind}``
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
+#: what the ``*`` of a pattern channel matches: the rest of a topic, ``/`` included
+UNDER = f"[{re.escape(TOPIC_CHARACTERS)}]+"
 #: what a parameter of each kind matches (inside a topic)
 #: (written so that it reads the same as a Python and an ECMAScript regex: JSON Schema)
 SEGMENT = "[A-Za-z0-9._~@!$&'()+,;=%-]+"
@@ -53,10 +57,20 @@ def compile_channel(stream: str, channel: object) -> tuple[re.Pattern[str], dict
     parameters (name -> kind, in order); SchemaError saying what is wrong with it.
 
     A pattern is topic characters (``TOPIC_CHARACTERS``) and ``{name}`` or
-    ``{name:int}`` parameters with a separator between two of them; nothing else.
-    ``sse-fast codegen`` lets into a client only what passes here."""
+    ``{name:int}`` parameters with a separator between two of them, and may end in
+    ``/*``: a pattern stream, whose topics are every topic under it
+    (``user/{user_id:int}/*``; ``is_pattern_channel``); nothing else. ``sse-fast
+    codegen`` lets into a client only what passes here."""
     if not isinstance(channel, str) or not channel:
         raise SchemaError(f"stream {stream!r}: the channel pattern must be a non-empty str")
+    tail = ""
+    if is_pattern_channel(channel):
+        channel, tail = channel[:-1], UNDER  # "user/{user_id}/" and what goes under it
+    if "*" in channel or "?" in channel:
+        raise SchemaError(
+            f"stream {stream!r}: channel {channel + ('*' if tail else '')!r}: a channel may "
+            "end in /* (every topic under it), and has no other * or ?"
+        )
     parameters: dict[str, str] = {}
     out, at = [], 0
     for match in PARAMETER.finditer(channel):
@@ -77,7 +91,12 @@ def compile_channel(stream: str, channel: object) -> tuple[re.Pattern[str], dict
         out.append(f"(?P<{parameter}>{_KINDS[kind]})")
         at = match.end()
     out.append(_channel_literal(stream, channel, channel[at:]))
-    return re.compile("".join(out)), parameters
+    return re.compile("".join(out) + tail), parameters
+
+
+def is_pattern_channel(channel: str) -> bool:
+    """Whether ``channel`` declares a pattern stream (it ends in ``/*``)."""
+    return channel.endswith("/*") and len(channel) > 2
 
 
 def _channel_literal(stream: str, channel: str, text: str) -> str:

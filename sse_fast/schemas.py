@@ -38,6 +38,13 @@ Pattern parameters: ``{name}`` matches one or more topic characters other than
 ``/`` and ``:`` (the usual separators); ``{name:int}`` matches decimal digits.
 A topic matched by two streams' patterns belongs to the one declared first.
 
+A channel ending in ``/*`` declares a **pattern stream** (``user/{user_id:int}/*``):
+its topics are every topic under it (``user/7/inbox``, ``user/7/orders/12``), and a
+client subscribes to all of them at once with the pattern ``stream.topic(user_id=7)``
+gives (``user/7/*``: a subscription by pattern, ``docs/edge/patterns.md``); the
+generated clients' subscribe functions do. A publish names its topic under it:
+``stream.request(record, subtopic="inbox", user_id=7)``.
+
 What a publish through Redis ``EVALSHA`` (another language writing to the
 stream directly) carries is not checked: checks happen where a publish enters
 the edge (``POST /publish``, ``/publish/stream``, ``Hub.publish``).
@@ -50,7 +57,15 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._channels import _KINDS, PARAMETER, SEGMENT, SchemaError, check_stream_name, compile_channel
+from ._channels import (
+    _KINDS,
+    PARAMETER,
+    SEGMENT,
+    SchemaError,
+    check_stream_name,
+    compile_channel,
+    is_pattern_channel,
+)
 from ._core.request import RESERVED_EVENT_PREFIX, PublishRequest
 from .publishing import PublishError
 
@@ -86,6 +101,8 @@ class Stream:
         self.channel = channel
         self.description = description
         self.pattern, self.parameters = compile_channel(name, channel)  # parameters: name -> kind
+        #: whether the channel ends in ``/*`` (a pattern stream: every topic under it)
+        self.is_pattern = is_pattern_channel(channel)
         if not events:
             raise SchemaError(f"stream {name!r}: declare at least one event type")
         self.events: dict[str, type[msgspec.Struct]] = {}
@@ -115,7 +132,8 @@ class Stream:
         return None if found is None else found.groupdict()
 
     def topic(self, **parameters: object) -> str:
-        """The topic of these parameters: ``comments.topic(item_id=42)`` -> ``"item:42"``."""
+        """The topic of these parameters: ``comments.topic(item_id=42)`` -> ``"item:42"``;
+        of a pattern stream, the pattern a client subscribes to (``"user/7/*"``)."""
         if set(parameters) != set(self.parameters):
             raise SchemaError(
                 f"stream {self.name!r} ({self.channel}) takes parameters "
@@ -140,15 +158,31 @@ class Stream:
         *,
         id: str | None = None,
         retry: int | None = None,
+        subtopic: str | None = None,
         **parameters: object,
     ) -> PublishRequest:
         """A ``PublishRequest`` of ``record`` (one of this stream's types) to the topic of
-        ``parameters``: ``await hub.publish([comments.request(CommentAdded(...), item_id=42)])``."""
+        ``parameters``: ``await hub.publish([comments.request(CommentAdded(...), item_id=42)])``.
+        A pattern stream's topic is ``subtopic`` under the pattern's
+        (``request(record, subtopic="inbox", user_id=7)`` -> ``user/7/inbox``)."""
         event = type(record).__name__
         if self.events.get(event) is not type(record):
             raise SchemaError(f"stream {self.name!r} has no event type {type(record).__name__}")
+        topic = self.topic(**parameters)
+        if self.is_pattern:
+            topic = topic[:-1] + (subtopic or "")
+            if not subtopic or not self.pattern.fullmatch(topic):
+                raise SchemaError(
+                    f"stream {self.name!r} ({self.channel}) is a pattern stream: name the "
+                    f"topic under it with subtopic= (topic characters), got {subtopic!r}"
+                )
+        elif subtopic is not None:
+            raise SchemaError(
+                f"stream {self.name!r} ({self.channel}) has one topic per parameters: "
+                "subtopic= is for a pattern stream (a channel ending in /*)"
+            )
         data = self._msgspec.to_builtins(record)
-        return PublishRequest((self.topic(**parameters),), data, event, id, retry)
+        return PublishRequest((topic,), data, event, id, retry)
 
     def check(self, request: PublishRequest, topic: str) -> PublishRequest:
         """``request`` with its data as the declared type writes it, or a 400."""
@@ -210,7 +244,10 @@ class Schemas:
             body = re.sub(r"\(\?P<\w+>", "(?:", each.pattern.pattern)
             groups.append(f"(?P<{group}>{body})")
         self._matcher = re.compile("|".join(groups))
-        prefixes = tuple(each.channel.split("{", 1)[0] for each in self.streams.values())
+        # the text before a parameter or a pattern stream's *
+        prefixes = tuple(
+            re.split(r"[{*]", each.channel, maxsplit=1)[0] for each in self.streams.values()
+        )
         self._prefixes = None if "" in prefixes else prefixes
 
     def stream_of(self, topic: str) -> Stream | None:

@@ -220,7 +220,11 @@ class _Writer:
         lines += [
             "",
             "",
-            "{-| " + _doc(f"The topic of stream `{stream.name}` (`{stream.channel}`)."),
+            "{-| "
+            + _doc(
+                f"The {'topic pattern' if stream.channel.endswith('/*') else 'topic'} of "
+                f"stream `{stream.name}` (`{stream.channel}`)."
+            ),
             "-}",
             f"{lower}Topic : {signature}",
             " ".join([f"{lower}Topic", *(n for _, n in arguments)]) + " =",

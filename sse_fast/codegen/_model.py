@@ -397,7 +397,8 @@ def _type(node: Any, where: str, enums: dict[str, Type] | None = None) -> Type:
 CHANNEL_RULE = (
     "a channel is topic characters (A-Z a-z 0-9 and "
     + "".join(c for c in TOPIC_CHARACTERS if not c.isalnum())
-    + ") and {parameter} or {parameter:int}, as the server declares it"
+    + ") and {parameter} or {parameter:int}, maybe ending in /* (a pattern stream), as the "
+    "server declares it"
 )
 
 

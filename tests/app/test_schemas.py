@@ -271,3 +271,34 @@ def test_a_pattern_that_starts_with_a_parameter() -> None:
     assert schemas.check([request])[0] is request
     with pytest.raises(PublishError, match="Object missing required field `message`"):
         schemas.check([PublishRequest(("a:chat",), {"level": "info"})])
+
+
+def test_a_pattern_stream_types_every_topic_under_it() -> None:
+    """A channel ending in ``/*``: its topics are every topic under it (checked as its
+    events), ``topic()`` is the pattern a client subscribes to, and ``request()`` names
+    the topic under it with ``subtopic``; a ``*`` anywhere else is refused."""
+    activity = typed.activity
+    assert activity.is_pattern and not typed.comments.is_pattern
+    assert activity.topic(user_id=7) == "user/7/*"
+    assert activity.match("user/7/orders/3") == {"user_id": "7"}
+    assert activity.match("user/7/") is None and activity.match("user/x/inbox") is None
+    schemas = Schemas(typed.with_pattern)
+    assert schemas.stream_of("user/7/likes") is activity
+    assert schemas.stream_of("user:7") is typed.notifications
+    request = activity.request(typed.ActivityNote("like", "a like"), subtopic="likes", user_id=7)
+    assert request.topics == ("user/7/likes",) and request.event == "ActivityNote"
+    (checked,) = schemas.check([PublishRequest(("user/7/likes",), {"kind": "k", "text": "t"})])
+    assert checked.event == "ActivityNote"
+    with pytest.raises(PublishError, match="kind"):
+        schemas.check([PublishRequest(("user/7/likes",), {"text": "no kind"})])
+    with pytest.raises(SchemaError, match="name the topic under it with subtopic"):
+        activity.request(typed.ActivityNote("k", "t"), user_id=7)
+    with pytest.raises(SchemaError, match="subtopic= is for a pattern stream"):
+        typed.notifications.request(typed.TaskComplete("t", "r"), subtopic="x", user_id=7)
+    for channel in ("user/*/inbox", "*", "user/{id}?", "feed*"):
+        with pytest.raises(SchemaError, match="may end in /\\*"):
+            Stream("bad", channel, [typed.ActivityNote])
+    # a stream whose channel has no parameter: its prefix is the text before the *
+    feed = Stream("feed", "feed/*", [typed.ActivityNote])
+    (checked,) = Schemas([feed]).check([PublishRequest(("feed/a",), {"kind": "k", "text": "t"})])
+    assert checked.event == "ActivityNote"

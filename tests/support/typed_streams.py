@@ -1,5 +1,6 @@
 """Declared streams for the tests (``--schemas tests.support.typed_streams:streams``), in the
-BuildAmp style: comments per item, notifications per user, system alerts."""
+BuildAmp style: comments per item, notifications per user, system alerts, and a pattern
+stream: a user's activity on every topic under ``user/<id>/``."""
 
 from __future__ import annotations
 
@@ -38,9 +39,17 @@ class SystemAlert(msgspec.Struct):
     message: str
 
 
+class ActivityNote(msgspec.Struct):
+    kind: str
+    text: str
+
+
 comments = Stream(
     "comments", "item:{item_id}", [CommentAdded, CommentDeleted], description="comments on an item"
 )
 notifications = Stream("notifications", "user:{user_id:int}", [TaskComplete])
 alerts = Stream("alerts", "system/alerts", [SystemAlert])
+activity = Stream("activity", "user/{user_id:int}/*", [ActivityNote])
 streams = [comments, notifications, alerts]
+#: the streams and the pattern stream (the generated clients' tests)
+with_pattern = [*streams, activity]

@@ -27,7 +27,7 @@ from ..support import node_tools
 from ..support import typed_streams as typed
 from ..support.browser import chromium
 
-SCHEMA = Schemas(typed.streams).json_schema()
+SCHEMA = Schemas(typed.with_pattern).json_schema()
 GOOD = {"comment_id": 1, "text": "hi", "author": {"id": 3, "name": "Ada"}}
 
 
@@ -162,7 +162,7 @@ def test_the_decoders_refuse_what_does_not_fit(typescript: Path) -> None:
 PAGE = """<!doctype html><meta charset="utf-8">
 <script type="module">
   import {
-    subscribeToAlerts, subscribeToComments, subscribeToNotifications,
+    subscribeToActivity, subscribeToAlerts, subscribeToComments, subscribeToNotifications,
   } from "/generated/events.js";
   window.got = [];
   window.errors = [];
@@ -184,6 +184,10 @@ PAGE = """<!doctype html><meta charset="utf-8">
     ...common,
     SystemAlert: (event, id) => window.got.push(["alert", event, id]),
   });
+  subscribeToActivity(7, {
+    ...common,
+    ActivityNote: (event, id) => window.got.push(["activity", event, id]),
+  });
 </script>"""
 
 
@@ -192,7 +196,7 @@ def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) 
     assert done.returncode == 0, done.stdout
     script = (typescript / "events.js").read_text()
     with (
-        ServerProcess("--schemas", "tests.support.typed_streams:streams") as server,
+        ServerProcess("--schemas", "tests.support.typed_streams:with_pattern") as server,
         chromium() as browser,
     ):
         page = browser.new_page()
@@ -202,7 +206,7 @@ def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) 
             lambda r: r.fulfill(body=script, content_type="text/javascript"),
         )
         page.goto(server.url + "/typed")
-        page.wait_for_function("() => window.opened === 3", timeout=10_000)
+        page.wait_for_function("() => window.opened === 4", timeout=10_000)
         import httpx
 
         publishes = [
@@ -210,6 +214,9 @@ def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) 
             ("user:7", "TaskComplete", {"task_id": "t1", "result": "done"}),
             ("system/alerts", "SystemAlert", {"level": "warning", "message": "disk"}),
             ("item:42", "CommentDeleted", {"comment_id": 1}),
+            # topics under the pattern stream's user/7/*, created after it subscribed
+            ("user/7/likes", "ActivityNote", {"kind": "like", "text": "a like"}),
+            ("user/7/orders/3", "ActivityNote", {"kind": "order", "text": "shipped"}),
         ]
         for topic, event, data in publishes:
             body = {"topic": topic, "event": event, "data": data}
@@ -223,10 +230,13 @@ def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) 
             ("task", {"task_id": "t1", "result": "done", "seconds": None}),
             ("alert", {"level": "warning", "message": "disk"}),
             ("deleted", {"comment_id": 1}),
+            ("activity", {"kind": "like", "text": "a like"}),
+            ("activity", {"kind": "order", "text": "shipped"}),
         ]
         assert all(re.fullmatch(r"\d+", id_) for _, _, id_ in got)
         assert page.evaluate("window.errors") == []
-        assert page.evaluate("window.subscription.lastEventId") == got[-1][2]  # comments' last
+        comments_last = [id_ for kind, _, id_ in got if kind in ("added", "deleted")][-1]
+        assert page.evaluate("window.subscription.lastEventId") == comments_last
 
 
 @pytest.fixture(scope="module")
@@ -308,7 +318,7 @@ def test_the_elm_decoders_read_the_schemas_shapes(elm: str) -> None:
 
 
 def test_codegen_from_a_running_edge_and_its_errors(tmp_path: Path) -> None:
-    with ServerProcess("--schemas", "tests.support.typed_streams:streams") as server:
+    with ServerProcess("--schemas", "tests.support.typed_streams:with_pattern") as server:
         out = tmp_path / "events.ts"
         done = subprocess.run(
             [
