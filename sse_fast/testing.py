@@ -178,9 +178,9 @@ class ServerProcess:
 
     def _all_workers_ready(self, deadline: float) -> bool:
         """``/readyz`` answers for the worker that took the request; with several
-        workers, wait until ``/stats`` has every worker's figures (when ``/stats`` is
-        closed to us, as with an admin token, one ready worker has to do; a 503 is a
-        worker still starting: asked again)."""
+        workers, wait until ``/stats`` has every worker's figures, none of them
+        ``starting`` (when ``/stats`` is closed to us, as with an admin token, one ready
+        worker has to do; a 503 is a worker still starting: asked again)."""
         if self.workers() <= 1:
             return True  # nothing to wait for (and no /stats request to count)
         while time.monotonic() < deadline:
@@ -191,7 +191,11 @@ class ServerProcess:
             if status != 200:
                 return True
             stats = json.loads(body)
-            if len(stats.get("workers", ())) >= stats.get("workers_expected", 1):
+            workers = stats.get("workers", ())
+            # a worker on Redis answers gathers before its start is done (``starting``)
+            if len(workers) >= stats.get("workers_expected", 1) and not any(
+                w.get("starting") for w in workers
+            ):
                 return True
             time.sleep(0.05)
         return False

@@ -235,6 +235,7 @@ def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:
                 "pid": one["pid"],
                 "connections": one["connections"],
                 "draining": one["draining"],
+                "starting": one.get("starting", False),
                 "last_id": one["last_id"],
                 **{key: one[key] for key in ("relay", "redis", *STATS_FIGURES) if key in one},
             }

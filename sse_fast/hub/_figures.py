@@ -29,6 +29,11 @@ class Figures:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        #: whether the worker's start is pending (moved by ``app/_start.py``'s ``Start``,
+        #: its one owner): /stats says it per worker, so that "every worker answers"
+        #: can be told from "every worker serves" (a worker on Redis answers gathers
+        #: before its start is done)
+        self.starting = False
 
     def of_topic(self, name: str) -> dict[str, Any]:
         """This worker's presence figures of one topic."""
@@ -106,6 +111,7 @@ class Figures:
             **topics.budget_figures(),
             "last_id": _last_id(hub),
             "draining": hub.draining,
+            "starting": self.starting,
             "eager_send": hub.send_style.eager,
             "native_core": HAS_EXTENSIONS,
         }

@@ -96,3 +96,23 @@ def test_stats_answers_a_page_at_a_time() -> None:
                 assert status == 400 and bad.split("=")[0].encode() in body, bad
 
         asyncio.run(main())
+
+
+def test_stats_says_which_worker_is_still_starting() -> None:
+    """``/stats`` names each worker's start (``starting``): a worker on Redis answers
+    gathers before its start is done, so "every worker answers" is not "every worker
+    serves" (``ServerProcess`` waits for none starting). ``Start`` moves it."""
+    from sse_fast.app._operations import merge_stats
+    from sse_fast.app._start import Start
+    from sse_fast.hub import Hub
+    from sse_fast.settings import Settings
+
+    hub = Hub(Settings())
+    start = Start(hub)
+    query = {"what": "stats"}
+    start.begin()
+    assert hub.stats()["starting"] is True
+    assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is True
+    start.started()
+    assert hub.stats()["starting"] is False
+    assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is False
