@@ -75,8 +75,8 @@ async def publish_until(server: ServerProcess, check: str, count: int, rate: flo
     deadline = time.monotonic() + 30
     while await metric(server, check) < count:
         assert time.monotonic() < deadline, f"{check} never reached {count}"
-        status, _, _ = await server.publish(BIG_EVENT)
-        assert status == 200
+        status, _, body = await server.publish(BIG_EVENT)
+        assert status == 200, (body, server.output()[-3000:])  # the refusal says why
         await asyncio.sleep(1 / rate)
 
 
