@@ -26,8 +26,10 @@ __all__ = [
 STREAM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: a parameter in a channel pattern: ``{name}`` or ``{name:kind}``
 PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
-#: what the ``*`` of a pattern channel matches: the rest of a topic, ``/`` included
-UNDER = f"[{re.escape(TOPIC_CHARACTERS)}]+"
+#: what the ``*`` of a pattern channel matches: the rest of a topic, ``/`` included, but
+#: not a presence companion's (``<topic>/presence``: the hub's own news, never typed;
+#: a topic pattern never matches one either)
+UNDER = f"(?!(?:[{re.escape(TOPIC_CHARACTERS)}]*/)?presence$)[{re.escape(TOPIC_CHARACTERS)}]+"
 #: what a parameter of each kind matches (inside a topic)
 #: (written so that it reads the same as a Python and an ECMAScript regex: JSON Schema)
 SEGMENT = "[A-Za-z0-9._~@!$&'()+,;=%-]+"

@@ -27,7 +27,9 @@ decided exactly, by a walk over the positions every pattern can be at after the
 same characters (one set of positions per pattern: a grant must be *missed* by
 the witness, which needs all the places it could be, not one). The alphabet is
 the characters the patterns name plus one that none does (every other
-character behaves as that one). A state where the subscription pattern and a
+character behaves as that one). A branch ends where the subscription pattern
+or every reached pattern can no longer match: a public pattern that meets no
+private one costs a few steps, whatever the grants. A state where the subscription pattern and a
 "reached" pattern (the private topics) accept and no "excluded" pattern (the
 grants) does is a topic that breaks the rule; the characters walked to it are
 that topic, the witness a refusal names. The walk is breadth first, so the
@@ -210,6 +212,8 @@ def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...])
             for letter in alphabet:
                 moved = tuple(_step(p, here, letter) for p, here in zip(patterns, at, strict=True))
                 if not moved[0] or moved in parents:  # the pattern cannot go on: nothing new
+                    continue
+                if not any(moved[1 : 1 + count]):  # no reached pattern can match: no witness
                     continue
                 if len(parents) >= MAX_CONTAINMENT_STATES:
                     return Uncovered((None, True))

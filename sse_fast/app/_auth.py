@@ -342,7 +342,8 @@ class Authenticator:
         (``<topic>/presence``: named, never matched), so the companion rule stays
         out of it: for any other topic, private is ``private_topics`` and may
         subscribe is the grants."""
-        return _uncovered(pattern, self.private_topics, (*grants, "*" + COMPANION))
+        # "?*": a companion has a topic before its suffix ("/presence" alone is a topic)
+        return _uncovered(pattern, self.private_topics, (*grants, "?*" + COMPANION))
 
 
 #: ``Authenticator.reach`` found nothing: the pattern stays inside what may be had

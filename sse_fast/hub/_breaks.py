@@ -8,6 +8,9 @@ position as its id: every open stream of those topics gets it among its events,
 in order, and resuming from it is a resume from after the break. Ids from before
 it resolve to ``evicted``: what followed them cannot be vouched for.
 
+A stream of topic patterns that holds no topic yet gets the marker too,
+written to it (``unheld``): what was lost may be of a topic it would have held.
+
 Breaks are per partition (a broker of several, ``Broker.partitions``): a
 rejoin of one partition marks the topics of that partition only, at a position
 of its own sequence, and its ``data`` names the ``partition``. The streams of
@@ -23,16 +26,24 @@ from collections.abc import Sequence
 from .._control import missed_frame
 from ..brokers._sequencing import Sequenced
 from ._fanout import FanOut
+from ._subscription import Subscription
 
 __all__ = ["mark_break", "mark_missed"]
 
 log = logging.getLogger("sse_fast")
 
 
-def mark_break(fanout: FanOut, history_from: int, reason: str | None, partition: int = 0) -> None:
+def mark_break(
+    fanout: FanOut,
+    history_from: int,
+    reason: str | None,
+    partition: int = 0,
+    unheld: Sequence[Subscription] = (),
+) -> None:
     """The broker joined ``partition``'s sequence at ``history_from``; on a break
     (``reason``), a marker just before it in every topic of that partition with
-    subscribers."""
+    subscribers, and written to ``unheld``: pattern streams in sync that hold no
+    topic yet (the events lost may be of topics they would have held)."""
     fanout.flush_pending()
     topics = fanout.topics
     marker = history_from - 1
@@ -47,14 +58,17 @@ def mark_break(fanout: FanOut, history_from: int, reason: str | None, partition:
         for name, topic in topics.by_name.items()
         if topic.subscribers and topic.partition == partition
     )
-    if not names:
-        topics.skip_to_in(partition, marker)  # past the newest applied (checked above)
-        return
     if topics.partitions == 1:
         frame = missed_frame(reason, marker)
     else:
         frame = missed_frame(reason, marker, partition=partition)
-    fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])
+    if names:
+        fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])
+    else:
+        topics.skip_to_in(partition, marker)  # past the newest applied (checked above)
+    targets = {s: s.send for s in unheld if s.in_sync_started and not s.topics}
+    if targets:
+        fanout.write_all(targets, {"type": "http.response.body", "body": frame, "more_body": True})
 
 
 def mark_missed(fanout: FanOut, names: Sequence[str], position: int, reason: str) -> None:

@@ -254,7 +254,7 @@ REFUSAL_REASONS: dict[str, str] = {
     "query_token": "a token in the URL while allow_query_token is off (401)",
     "forbidden_topic": "a credential without the right to the topic (403)",
     "forbidden_pattern": "a pattern that can reach a private topic the credential may not "
-    "subscribe to (401 without one, 403)",
+    "subscribe to (403; without a credential it is no_credential, 401)",
     "ops_forbidden": "/metrics, /stats or /presence from outside ops_networks, no ops_token set "
     "(403)",
     "ops_no_credential": "/metrics, /stats or /presence from outside ops_networks without "

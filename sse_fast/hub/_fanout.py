@@ -3,7 +3,8 @@
 * ``apply`` stores sequenced events in their topics' rings and schedules one
   ``flush`` for the current loop iteration; events applied before it runs (a
   batch, or publishes that arrived while the previous fan-out ran) are
-  written together.
+  written together. A topic's first events are announced before they are
+  written (``on_first``): the pattern streams it belongs to join it there.
 * An in-sync subscription is exactly at its topics' flushed positions, so it
   needs no cursor: the flush reads each dirty topic once (one coalesced bytes
   object) and calls every in-sync subscription's ASGI ``send`` with one shared
@@ -75,6 +76,9 @@ class FanOut:
         self.topics = topics
         self.closer = closer
         self._dirty: dict[Topic, None] = {}
+        #: told of each topic whose first events this flush writes, before it writes
+        #: them (the pattern streams it belongs to join it: ``Streams.created``)
+        self.on_first: Callable[[Topic], None] | None = None
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
 
@@ -142,6 +146,11 @@ class FanOut:
         dirty, self._dirty = self._dirty, {}
         if not dirty:
             return
+        first = self.on_first
+        if first is not None:
+            for topic in dirty:
+                if not topic.flushed:  # never flushed: these are its first events
+                    first(topic)
         delivered, slow, failed, lagged, before = self.topics.flush(
             dirty, self.send_style.written_type, _BODY
         )

@@ -112,7 +112,7 @@ class Hub:
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
-        _hook_topics(self.topics, self.streams, self.broker)
+        _hook_topics(self.topics, self.fanout, self.streams, self.broker)
         self.together = Together(self.broker, metrics, self.topics)
         self._periodic: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
@@ -234,7 +234,7 @@ class Hub:
     def rejoined(self, history_from: int, reason: str | None, partition: int = 0) -> None:
         """The broker joined ``partition``'s sequence at ``history_from``; a break (``reason``)
         is said to the open streams of its topics in its place (``_breaks.py``)."""
-        mark_break(self.fanout, history_from, reason, partition)
+        mark_break(self.fanout, history_from, reason, partition, self.streams.patterns.unheld())
 
     def newest_position(self, name: str) -> int | None:
         """The newest position topic ``name`` holds (or its floor); None without the topic."""
@@ -372,17 +372,17 @@ def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
         )
 
 
-def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
-    """What the topics tell: a created topic joins the pattern streams it matches
-    (``Streams.created``); a dropped one goes from the pattern index's names, and
-    the broker stops delivering it."""
+def _hook_topics(topics: Topics, fanout: FanOut, streams: Streams, broker: Broker) -> None:
+    """What the topics tell: a topic's first events make it join the pattern streams
+    it matches (``Streams.created``, before they are written); a dropped one goes
+    from the pattern index's names, and the broker stops delivering it."""
 
     def dropped(name: str) -> None:
         streams.patterns.dropped(name)
         broker.release(name)
 
     topics.on_drop = dropped
-    topics.on_create = streams.created
+    fanout.on_first = streams.created
 
 
 def _topics_for(settings: Settings, broker: Broker) -> Topics:

@@ -4,9 +4,12 @@ Theory of operation:
 
 * A stream may name topic patterns (``user/42/*``; ``_patterns.py``: ``*`` any run of
   characters, ``?`` one) beside exact topics. It then holds every topic a pattern
-  matches as if it had named it: the ones that exist when it opens (``existing``)
-  and the ones created while it is open (``created``: ``Topics.get`` calls it once
-  per new topic). From then on a publish to such a topic costs what it costs for an
+  matches as if it had named it, once the topic has history: the ones that have
+  some when it opens (``existing``) and each other one with its first events
+  (``created``: the fan-out calls it once per topic, before it writes them). A
+  topic without history (a named subscriber's, nothing published yet) is not
+  held: it goes with its last named subscriber, and comes back with its first
+  event. From then on a publish to a held topic costs what it costs for an
   exact subscriber: the fan-out walks a topic's own sets, never the patterns.
 * A presence companion (``<topic>/presence``) is never matched: it is named.
 * The patterns are indexed by their literal prefix (the characters before the first
@@ -33,7 +36,7 @@ from __future__ import annotations
 
 import fnmatch
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from .._patterns import literal_prefix
@@ -150,8 +153,9 @@ class PatternStreams:
                     found.update(streams)
 
     def created(self, topic: Topic) -> list[Subscription]:
-        """A topic was created (``Topics.get``): its name indexed, and the streams whose
-        patterns match it returned (the caller joins them to it)."""
+        """A topic's first events are about to be written (``FanOut.on_first``): its
+        name indexed, and the streams whose patterns match it returned (the caller
+        joins them to it)."""
         names = self._names
         if names is not None:
             name = topic.name
@@ -172,6 +176,15 @@ class PatternStreams:
         self.joined_total += len(found)
         return found
 
+    def unheld(self) -> list[Subscription]:
+        """The open pattern streams that hold no topic yet (a break is said to them:
+        ``_breaks.py``)."""
+        found: dict[Subscription, None] = {}
+        for by_pattern in self._by_prefix.values():
+            for streams in by_pattern.values():
+                found.update((s, None) for s in streams if not s.topics)
+        return list(found)
+
     def dropped(self, name: str) -> None:
         """A topic was dropped (``Topics.drop``): out of the names' index."""
         if self._names is None:
@@ -183,20 +196,25 @@ class PatternStreams:
                 if not names:
                     del self._names[prefix]
 
-    def existing(self, pattern: str, all_names: Iterable[str]) -> list[str]:
-        """The names among the existing topics (``all_names``, the table's) that
-        ``pattern`` matches, companions left out."""
+    def existing(self, pattern: str, by_name: Mapping[str, Topic]) -> list[str]:
+        """The names of the existing topics with history (``by_name``, the table's)
+        that ``pattern`` matches, companions left out."""
         if self._names is None:
             self._names = {}
-            for name in all_names:
-                for prefix in _segment_prefixes(name):
-                    self._names.setdefault(prefix, {})[name] = None
+            for name, topic in by_name.items():
+                if topic.has_history:
+                    for prefix in _segment_prefixes(name):
+                        self._names.setdefault(prefix, {})[name] = None
         prefix = literal_prefix(pattern)
         cut = prefix.rfind("/") + 1
         depth = prefix.count("/", 0, cut)
         if depth > NAME_INDEX_DEPTH:  # the deepest prefix indexed
             cut = _nth_slash(prefix, NAME_INDEX_DEPTH) + 1
-        candidates: Iterable[str] = all_names if cut == 0 else self._names.get(prefix[:cut], ())
+        candidates: Iterable[str] = (
+            [name for name, topic in by_name.items() if topic.has_history]
+            if cut == 0
+            else self._names.get(prefix[:cut], ())
+        )
         return [
             name
             for name in candidates

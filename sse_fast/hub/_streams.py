@@ -15,11 +15,13 @@
   which detaches it then). A listener that ``follows`` a stream at its join is
   told then (``ended``): one callback on that future, only for those streams.
 * Patterns. A stream that names topic patterns is indexed under them at its
-  join and out at its leave (``_matching.py``); a topic created while it is
-  open and matched by one of them joins it there (``created``, called by
-  ``Topics.get``), counted on the topic as a named one is, the listeners told
+  join and out at its leave (``_matching.py``); it holds the topics with
+  history its patterns match, those that have one when it opens and each
+  other one with its first events (``created``, called by the fan-out before
+  it writes them), counted on the topic as a named one is, the listeners told
   (``adopted``): a stream holds its matched topics as it holds its named ones,
-  in presence too.
+  in presence too. A topic without history (a named subscriber's, nothing
+  published yet) is not held: it goes with its last named subscriber.
 * Listeners are given at construction, any number, in the order they are told:
   presence news (``_presence.py``), webhooks (``_webhooks.py``) and the metrics
   (``_metrics.py``). ``StreamListener`` is what they implement: every method is
@@ -120,8 +122,8 @@ class Streams:
             self.topics.unsubscribed(topic, now)
 
     def created(self, topic: Topic) -> None:
-        """``topic`` was just created (``Topics.on_create``): the open streams whose
-        patterns match it join it, each counted on it."""
+        """``topic``'s first events are about to be written (``FanOut.on_first``): the
+        open streams whose patterns match it join it, each counted on it."""
         found = self.patterns.created(topic)
         if not found:
             return
@@ -134,12 +136,17 @@ class Streams:
 
     def expand(self, names: Sequence[str], patterns: Sequence[str], now: float) -> list[Topic]:
         """The topics of a new stream: those ``names`` names (created if need be) and
-        the existing ones its ``patterns`` match, each once."""
+        the existing ones with history its ``patterns`` match, each once (one without
+        history joins with its first events: ``created``)."""
         topics = self.topics
         found = {topics.get(name, now): None for name in names}
+        by_name = topics.by_name
         for pattern in patterns:
-            for name in self.patterns.existing(pattern, topics.by_name):
-                found.setdefault(topics.get(name, now), None)
+            for name in self.patterns.existing(pattern, by_name):
+                topic = by_name.get(name)
+                if topic is not None and topic.has_history:
+                    topic.last_activity = now
+                    found.setdefault(topic, None)
         return list(found)
 
 

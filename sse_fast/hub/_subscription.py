@@ -141,20 +141,26 @@ class Subscription:
             for topic in self.topics:
                 topic.join_multi(self, self.send)
 
+    @property
+    def in_sync_started(self) -> bool:
+        """In sync, its first bytes written (not made at its resume point only)."""
+        return self.state == Subscription.IN_SYNC and self.cursors is _NO_CURSORS
+
     def adopt(self, topic: Topic) -> None:
-        """A topic created while the stream is open that one of its patterns matches
-        (``Streams.created``): it joins the stream from the topic's start, in the set
-        the stream is in. In sync, a stream of one topic is written as a named one is
-        (the single-topic sets); with a second it moves to ``join_multi`` on both (a
-        flush to come reads the first one's unwritten frames in the merge). A stream
-        not started yet (``FanOut.start`` to come) gets the topic's cursor beside its
-        others. A pattern stream's ``topics`` is a list (it grows)."""
+        """A topic one of its patterns matches, whose first events the flush is about
+        to write (``Streams.created``): it joins the stream before them (the topic's
+        flushed position, where the flush starts), in the set the stream is in. In
+        sync, a stream of one topic is written as a named one is (the single-topic
+        sets); with a second it moves to ``join_multi`` on both (this flush reads
+        the first one's unwritten frames in the merge). A stream not started yet
+        (``FanOut.start`` to come) gets the topic's cursor beside its others. A
+        pattern stream's ``topics`` is a list (it grows)."""
         topics = self.topics
         assert isinstance(topics, list), "only a pattern stream adopts topics"
         state = self.state
         if state == Subscription.IN_SYNC:
-            if self.cursors is not _NO_CURSORS:  # its first bytes not written yet
-                self.cursors[topic] = topic.ring.head
+            if not self.in_sync_started:  # its first bytes not written yet
+                self.cursors[topic] = topic.flushed
             elif not topics:
                 topic.join_in_sync(self, self.send)
             else:
@@ -163,7 +169,7 @@ class Subscription:
                     topics[0].join_multi(self, self.send)
                 topic.join_multi(self, self.send)
         elif state == Subscription.CATCHING_UP:
-            self.cursors[topic] = topic.ring.head
+            self.cursors[topic] = topic.flushed
             topic.join_catching_up(self)
         topics.append(topic)
 

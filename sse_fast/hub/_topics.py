@@ -221,9 +221,6 @@ class Topics(TopicTable):
         self._swept_floors = [0] * self.partitions
         #: told the name of each dropped topic (the broker stops delivering it)
         self.on_drop: Callable[[str], None] | None = None
-        #: told of each topic created, before its first frame is stored (the pattern
-        #: streams it belongs to join it: ``Streams.created``)
-        self.on_create: Callable[[Topic], None] | None = None
 
     def __len__(self) -> int:
         return len(self.by_name)
@@ -239,8 +236,6 @@ class Topics(TopicTable):
                 partition = self._partition_of(name)
                 floor = max(self._swept.pop(name, 0), self._swept_floors[partition])
                 topic = self.by_name[name] = Topic(name, floor, now, partition)
-            if self.on_create is not None:
-                self.on_create(topic)
         topic.last_activity = now
         return topic
 

@@ -201,3 +201,28 @@ def test_the_edge_refuses_with_a_sentence(
         await stream.finished()
 
     run(main())
+
+
+def test_a_public_pattern_costs_a_few_steps_whatever_the_grants() -> None:
+    """A branch ends where no private pattern can match any more: a pattern that meets
+    no private topic is answered at once, never walked through the grants' states (a
+    client without a token could otherwise make every request cost the whole bound,
+    or be refused as too complex for a public pattern)."""
+    grants = (*("?" * size for size in range(1, 15)), "*a" + "?" * 14, "*b" + "?" * 14)
+    found = uncovered("q/*a*b*", ("p/*",), grants)
+    assert found == (None, False)
+    assert uncovered("*", ("p/*",), ("q/*",)).witness == "p/"  # where they meet: found
+
+
+@pytest.mark.parametrize("pattern", ["/*presence", "/presenc?", "?presence"])
+def test_the_topic_named_presence_alone_is_no_companion(pattern: str) -> None:
+    """``/presence`` alone is a topic (a companion has a topic before its suffix): a
+    pattern reaching it when it is private is refused like any other."""
+    from sse_fast.app._auth import Authenticator, AuthError
+    from sse_fast.settings import Settings
+
+    auth = Authenticator(Settings(private_topics="/presence", jwt_secret=SECRET))
+    with pytest.raises(AuthError, match="can reach '/presence'") as refused:
+        auth.subscriber(None, None, None, [pattern])
+    assert refused.value.status == 401
+    assert auth.subscriber(None, None, None, ["room/*"]) is None  # room/x/presence: no

@@ -302,3 +302,15 @@ def test_a_pattern_stream_types_every_topic_under_it() -> None:
     feed = Stream("feed", "feed/*", [typed.ActivityNote])
     (checked,) = Schemas([feed]).check([PublishRequest(("feed/a",), {"kind": "k", "text": "t"})])
     assert checked.event == "ActivityNote"
+
+
+def test_a_pattern_stream_never_types_a_presence_companion() -> None:
+    """``user/{user_id:int}/*`` does not take ``user/7/presence`` nor
+    ``user/7/inbox/presence``: the hub's presence news there is never checked (and
+    never refused) against the stream's events."""
+    schemas = Schemas(typed.with_pattern)
+    for companion in ("user/7/presence", "user/7/inbox/presence"):
+        assert schemas.stream_of(companion) is None
+        news = PublishRequest((companion,), {"topic": "x", "subjects": {}}, "presence")
+        assert schemas.check([news]) == [news]
+    assert schemas.stream_of("user/7/presence/x") is typed.activity

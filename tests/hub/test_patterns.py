@@ -326,3 +326,54 @@ def test_a_pattern_stream_of_one_topic_moves_to_the_merge_with_a_second() -> Non
         _assert_nothing_left(app)
 
     run(main())
+
+
+def test_a_topic_without_history_is_not_held_by_a_pattern() -> None:
+    """A named subscriber's topic that nothing was published to goes with that
+    subscriber, a pattern stream of it open or not (else anyone could grow the
+    topics without bound under an open ``news/*``); its first event makes it
+    join the pattern stream."""
+
+    async def main() -> None:
+        app = make_app()
+        hub = app.hub
+        pattern = Stream(app, query=[("topic", "news/*")]).start()
+        await settle()
+        for n in range(50):
+            named = Stream(app, query=[("topic", f"news/{n}")]).start()
+            await settle()
+            named.disconnect()
+            await named.finished()
+        assert len(hub.topics) == 0
+        named = Stream(app, query=[("topic", "news/held")]).start()
+        await settle()
+        publish(app, "news/held", "first")
+        await settle()
+        assert pattern.data() == ["first"] and named.data() == ["first"]
+        named.disconnect()
+        await named.finished()
+        assert hub.topics.by_name["news/held"].subscribers == 1  # the pattern holds it
+        pattern.disconnect()
+        await pattern.finished()
+        _assert_nothing_left(app)
+
+    run(main())
+
+
+def test_a_break_is_said_to_a_pattern_stream_that_holds_no_topic_yet() -> None:
+    """Events a broker lost may be of topics a pattern stream would have held: one
+    that holds none yet gets the ``sse-fast-missed`` marker too."""
+
+    async def main() -> None:
+        app = make_app()
+        hub = app.hub
+        empty = Stream(app, query=[("topic", "nothing/yet/*")]).start()
+        await settle()
+        hub.rejoined(hub.last_position + 10, "relay-restarted")
+        await settle()
+        assert [e.event for e in empty.events] == ["sse-fast-missed"]
+        assert json.loads(empty.events[0].data)["reason"] == "relay-restarted"
+        empty.disconnect()
+        await empty.finished()
+
+    run(main())
