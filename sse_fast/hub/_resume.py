@@ -1,8 +1,10 @@
 """Resume: a ``Last-Event-ID`` becomes a position in each topic, or an honest
 ``unknown`` / ``evicted``, and a new stream's first bytes (``starting_point``).
 
-The id is resolved to a position: an id found in one of the subscription's
-rings gives that frame's position; a number within the positions this member
+The id is resolved to a position: an id found in the subscription's rings
+gives that frame's position (one id at two positions, a publisher's id given to
+two events of the stream's topics, is ``unknown``: a guess could skip events;
+the ``sse-fast-missed`` says ``ambiguous``); a number within the positions this member
 may claim (from its broker's ``first_position`` - 1 to the newest position it
 applied) is a position. Each topic then resumes just after its last frame at
 or before it (``resumed``). An id that resolves to nothing is ``unknown``; one
@@ -123,8 +125,12 @@ def _resolve(
     for topic in topics:
         cursor = topic.ring.resume(last_event_id)
         if cursor is not None:
-            target = topic.position_at(cursor)
-            break
+            found = topic.position_at(cursor)
+            if target is not None and found != target:
+                # a publisher's id given to two events of the stream's topics: which one
+                # the client holds cannot be told, and a guess could skip events
+                return UNKNOWN, heads, {"ambiguous": True}
+            target = found
     if (
         target is None
         and last_event_id.isascii()

@@ -96,3 +96,34 @@ def test_the_sequencers_own_ids_resolve_by_position() -> None:
     # the sequence rejoined at 50: ids in the ring from before it are evicted, others unknown
     assert resume.resolve([topic], "10", 50, 60)[0] == resume.EVICTED
     assert resume.resolve([topic], "9", 50, 60)[0] == resume.UNKNOWN
+
+
+def test_an_id_given_to_two_events_of_the_streams_topics_is_unknown() -> None:
+    """Publisher ids are unique within a batch only: one reused in two topics of a
+    stream names two positions, and which one the client holds cannot be told. The
+    resume says ``unknown`` (``ambiguous``) rather than guess and maybe skip; one
+    event published to both topics is one position: resumed."""
+
+    async def main() -> None:
+        app = make_app()
+        publish(app, "a", "first", id="dup")
+        publish(app, "b", "between")
+        publish(app, "b", "second", id="dup")
+        publish(app, ["a", "b"], "both", id="shared")
+        publish(app, "a", "after")
+        query = [("topic", "a"), ("topic", "b")]
+        stream = Stream(app, query=query, headers={"last-event-id": "dup"}).start()
+        await settle()
+        assert stream.headers["sse-fast-resume"] == "unknown"
+        missed = json.loads(stream.events[0].data)
+        assert missed["reason"] == "unknown" and missed["ambiguous"] is True
+        stream.disconnect()
+        await stream.finished()
+        stream = Stream(app, query=query, headers={"last-event-id": "shared"}).start()
+        await settle()
+        assert stream.headers["sse-fast-resume"] == "resumed"
+        assert stream.data() == ["after"]
+        stream.disconnect()
+        await stream.finished()
+
+    run(main())
