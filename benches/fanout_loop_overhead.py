@@ -22,24 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import MutableMapping
-from typing import Any
 
+from benches.eager import eager_send
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
-
-
-class PyEmptyAwaitable:  # the name the hub recognises as an eager, finished send
-    def __await__(self) -> Any:
-        return
-        yield
-
-
-DONE = PyEmptyAwaitable()
-
-
-def eager_send(message: MutableMapping[str, Any]) -> PyEmptyAwaitable:
-    return DONE
 
 
 async def measure(subscribers: int, rounds: int) -> dict[str, float]:

@@ -29,25 +29,11 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import MutableMapping
-from typing import Any
 
+from benches.eager import eager_send
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
-
-
-class PyEmptyAwaitable:  # the name the hub recognises as an eager, finished send
-    def __await__(self) -> Any:
-        return
-        yield
-
-
-DONE = PyEmptyAwaitable()
-
-
-def eager_send(message: MutableMapping[str, Any]) -> PyEmptyAwaitable:
-    return DONE
 
 
 class TwoPartitions(LocalBroker):

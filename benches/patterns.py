@@ -39,28 +39,15 @@ import json
 import statistics
 import tempfile
 import time
-from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+from benches.eager import eager_send
 from benches.system import machine_and_build
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-class PyEmptyAwaitable:  # the name the hub recognises as an eager, finished send
-    def __await__(self) -> Any:
-        return
-        yield
-
-
-DONE = PyEmptyAwaitable()
-
-
-def eager_send(message: MutableMapping[str, Any]) -> PyEmptyAwaitable:
-    return DONE
 
 
 def _hub() -> Hub:
