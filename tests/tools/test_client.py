@@ -397,13 +397,7 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
         async with connect(
             f"http://{HOST}:{port}/events", topics=["t"], retry=1.0, max_delay=2.0, read_timeout=5
         ) as events:
-            async for event in events:
-                if isinstance(event, (Missed, Disconnect)):
-                    control.append(event)
-                else:
-                    data.append(event.data)
-                    if len(data) == 300:
-                        break
+            await _read_until(events, 300, data, control)
             reconnects.append(events.reconnects)
 
     reader = threading.Thread(target=asyncio.run, args=(asyncio.wait_for(read(), 60),))
@@ -457,6 +451,18 @@ def test_a_restarted_server_without_history_says_missed() -> None:
     assert len(missed) == 1
     assert missed[0].reason in ("unknown", "evicted")
     assert missed[0].last_event_id == next(e for e in seen if e.data == "2").id
+
+
+async def _read_until(events: Any, count: int, data: list[str], control: list[Event]) -> None:
+    """Read ``events``: the data of ordinary ones into ``data``, ``Missed`` and ``Disconnect``
+    into ``control``, until ``data`` holds ``count``."""
+    async for event in events:
+        if isinstance(event, (Missed, Disconnect)):
+            control.append(event)
+        else:
+            data.append(event.data)
+            if len(data) == count:
+                return
 
 
 async def opened(server: ServerProcess, count: int = 1, timeout: float = 15) -> None:
@@ -612,13 +618,7 @@ def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> 
         async with connect(
             f"http://{HOST}:{port}/events", topics=["inbox/1/*"], retry=0.5, read_timeout=5
         ) as events:
-            async for event in events:
-                if isinstance(event, (Missed, Disconnect)):
-                    control.append(event)
-                else:
-                    data.append(event.data)
-                    if len(data) == 4:
-                        break
+            await _read_until(events, 4, data, control)
 
     async def send(topic: str, value: str) -> None:
         body = orjson.dumps({"topic": topic, "data": value})
