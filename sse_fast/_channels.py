@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from ._companions import COMPANION
 from ._core.request import TOPIC_CHARACTERS
 
 __all__ = [
@@ -29,7 +30,10 @@ PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([a-z]+))?\}")
 #: what the ``*`` of a pattern channel matches: the rest of a topic, ``/`` included, but
 #: not a presence companion's (``<topic>/presence``: the hub's own news, never typed;
 #: a topic pattern never matches one either)
-UNDER = f"(?!(?:[{re.escape(TOPIC_CHARACTERS)}]*/)?presence$)[{re.escape(TOPIC_CHARACTERS)}]+"
+UNDER = (
+    f"(?!(?:[{re.escape(TOPIC_CHARACTERS)}]*/)?{re.escape(COMPANION[1:])}$)"
+    f"[{re.escape(TOPIC_CHARACTERS)}]+"
+)
 #: what a parameter of each kind matches (inside a topic)
 #: (written so that it reads the same as a Python and an ECMAScript regex: JSON Schema)
 SEGMENT = "[A-Za-z0-9._~@!$&'()+,;=%-]+"

@@ -42,6 +42,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from ._core.request import TOPIC_CHARACTERS
 
@@ -167,22 +168,14 @@ def literal_prefix(pattern: str) -> str:
     return pattern
 
 
-class Uncovered(tuple[str | None, bool]):
-    """What ``uncovered`` found: ``witness`` (a topic that breaks the rule, or None)
-    and ``too_complex`` (the walk gave up: refuse)."""
+class Uncovered(NamedTuple):
+    """What ``uncovered`` found."""
 
-    __slots__ = ()
-
-    @property
-    def witness(self) -> str | None:
-        """A shortest topic the pattern reaches, some reached pattern matches and no
-        excluded one does (None: none exists, or ``too_complex``)."""
-        return self[0]
-
-    @property
-    def too_complex(self) -> bool:
-        """Whether the walk stopped at ``MAX_CONTAINMENT_STATES`` without an answer."""
-        return self[1]
+    #: a shortest topic the pattern reaches, some reached pattern matches and no
+    #: excluded one does (None: none exists, or ``too_complex``)
+    witness: str | None
+    #: whether the walk stopped at ``MAX_CONTAINMENT_STATES`` without an answer (refuse)
+    too_complex: bool
 
 
 @functools.lru_cache(maxsize=CONTAINMENT_CACHE)
@@ -192,7 +185,7 @@ def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...])
     ``reached`` the private topics, ``excluded`` the credential's grants (and the
     topics a pattern never reaches). Names and patterns alike (``*`` and ``?``)."""
     if not reached or "*" in excluded:
-        return Uncovered((None, False))
+        return Uncovered(None, False)
     patterns = (pattern, *reached, *excluded)
     letters = sorted({c for p in patterns for c in p if c not in WILDCARDS})
     other = next((c for c in TOPIC_CHARACTERS if c not in letters), None)
@@ -208,7 +201,7 @@ def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...])
         for state in frontier:
             at = start if state is None else state
             if state is not None and _breaks_rule(state, patterns, count):
-                return Uncovered((_path(parents, state), False))
+                return Uncovered(_path(parents, state), False)
             for letter in alphabet:
                 moved = tuple(_step(p, here, letter) for p, here in zip(patterns, at, strict=True))
                 if not moved[0] or moved in parents:  # the pattern cannot go on: nothing new
@@ -216,11 +209,11 @@ def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...])
                 if not any(moved[1 : 1 + count]):  # no reached pattern can match: no witness
                     continue
                 if len(parents) >= MAX_CONTAINMENT_STATES:
-                    return Uncovered((None, True))
+                    return Uncovered(None, True)
                 parents[moved] = (state, letter)
                 following.append(moved)
         frontier = following
-    return Uncovered((None, False))
+    return Uncovered(None, False)
 
 
 def _closure(pattern: str, at: frozenset[int]) -> frozenset[int]:

@@ -32,10 +32,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._companions import COMPANION, topic_of_companion
 from .._core.request import PublishRequest
 from .._patterns import PatternError, Uncovered, check_pattern, is_pattern, matches, overlap
 from .._patterns import uncovered as _uncovered
-from ..hub._companions import COMPANION, topic_of_companion
 from ..settings import Settings, SettingsError
 from ..settings._checks import NO_PYJWT, split_list
 
@@ -347,7 +347,7 @@ class Authenticator:
 
 
 #: ``Authenticator.reach`` found nothing: the pattern stays inside what may be had
-_NOTHING = Uncovered((None, False))
+_NOTHING = Uncovered(None, False)
 
 
 def _pattern_refusal(pattern: str, found: Uncovered, status: int, reason: str) -> AuthError:

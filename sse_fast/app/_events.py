@@ -22,6 +22,7 @@ from .._publish_checks import (
     check_topic,
 )
 from ..hub import Hub, Subscription
+from ..hub._matching import patterns_refused
 from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import Admission, ClientAddress
@@ -174,13 +175,9 @@ class EventsEndpoint:
                 reason="draining",
             )
         names, last_event_id, query_token = self.read_request(scope)
-        if not hub.broker.stores_every_topic and any(is_pattern(name) for name in names):
-            raise HTTPError(
-                400,
-                "topic patterns (* or ?) are not served with a Redis broker yet: a node holds "
-                "only the topics its clients name; name the topics",
-                reason="pattern_unsupported",
-            )
+        refusal = patterns_refused(hub.broker, names)
+        if refusal is not None:
+            raise HTTPError(400, refusal, reason="pattern_unsupported")
         ip = self.client_address(scope)
         self.admission.admit_stream(ip, len(hub.subscriptions))
         try:

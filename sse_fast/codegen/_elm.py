@@ -220,11 +220,7 @@ class _Writer:
         lines += [
             "",
             "",
-            "{-| "
-            + _doc(
-                f"The {'topic pattern' if stream.channel.endswith('/*') else 'topic'} of "
-                f"stream `{stream.name}` (`{stream.channel}`)."
-            ),
+            "{-| " + _doc(f"The {stream.what} of stream `{stream.name}` (`{stream.channel}`)."),
             "-}",
             f"{lower}Topic : {signature}",
             " ".join([f"{lower}Topic", *(n for _, n in arguments)]) + " =",

@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._channels import PARAMETER, check_stream_name, compile_channel
+from .._channels import PARAMETER, check_stream_name, compile_channel, is_pattern_channel
 from .._core.request import TOPIC_CHARACTERS
 from ..schemas import SchemaError
 
@@ -106,6 +106,12 @@ class Stream:
     #: the channel as literal text and parameters, in order
     parts: list[str | Parameter]
     events: list[tuple[str, str]]  # (event name, record name)
+
+    @property
+    def what(self) -> str:
+        """What its topic function gives: ``topic pattern`` for a pattern stream (its
+        channel ends in ``/*``: it subscribes to every topic under it), else ``topic``."""
+        return "topic pattern" if is_pattern_channel(self.channel) else "topic"
 
 
 @dataclass

@@ -305,12 +305,6 @@ def _decode_function(record: Record) -> list[str]:
     return [*lines, "  };", "}", ""]
 
 
-def _what(stream: Stream) -> str:
-    """What a stream's topic function gives: a pattern stream's subscribes to every
-    topic under it (its channel ends in ``/*``)."""
-    return "topic pattern" if stream.channel.endswith("/*") else "topic"
-
-
 def _stream(stream: Stream) -> list[str]:
     name = pascal(stream.name)
     arguments = ", ".join(
@@ -327,7 +321,7 @@ def _stream(stream: Stream) -> list[str]:
     description = _comment(stream.description)
     comment = f"{description} " if description else ""
     lines = [
-        f"/** {_comment(f'The {_what(stream)} of stream {stream.name} ({stream.channel}).')} */",
+        f"/** {_comment(f'The {stream.what} of stream {stream.name} ({stream.channel}).')} */",
         f"export function {camel(stream.name)}Topic({arguments}): string {{",
         f"  return {' + '.join(pieces)};",
         "}",

@@ -66,7 +66,7 @@ def mark_break(
         fanout.apply([Sequenced(marker, str(marker), names, frame, fanout.clock())])
     else:
         topics.skip_to_in(partition, marker)  # past the newest applied (checked above)
-    targets = {s: s.send for s in unheld if s.in_sync_started and not s.topics}
+    targets = {s: s.send for s in unheld if s.in_sync_started}
     if targets:
         fanout.write_all(targets, {"type": "http.response.body", "body": frame, "more_body": True})
 

@@ -77,7 +77,8 @@ class FanOut:
         self.closer = closer
         self._dirty: dict[Topic, None] = {}
         #: told of each topic whose first events this flush writes, before it writes
-        #: them (the pattern streams it belongs to join it: ``Streams.created``)
+        #: them (the pattern streams it belongs to join it: ``Streams.created``); None
+        #: until a pattern stream opens: the flush then looks at nothing more
         self.on_first: Callable[[Topic], None] | None = None
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]

@@ -38,6 +38,7 @@ from ._closing import Closer
 from ._fanout import FanOut
 from ._figures import Figures
 from ._lifecycle import Lifecycle
+from ._matching import patterns_refused
 from ._metrics import Metrics
 from ._presence import PresenceNews
 from ._server import DisconnectWatch
@@ -112,7 +113,7 @@ class Hub:
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
-        _hook_topics(self.topics, self.fanout, self.streams, self.broker)
+        _hook_topics(self.topics, self.streams, self.broker)
         self.together = Together(self.broker, metrics, self.topics)
         self._periodic: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
@@ -365,24 +366,21 @@ class Hub:
 
 def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
     """``ValueError`` for topic patterns with a broker that cannot serve them."""
-    if not broker.stores_every_topic and any(is_pattern(name) for name in names):
-        raise ValueError(
-            "topic patterns need a broker that stores every topic in each worker "
-            "(not Redis, for now): name the topics"
-        )
+    refusal = patterns_refused(broker, names)
+    if refusal is not None:
+        raise ValueError(refusal)
 
 
-def _hook_topics(topics: Topics, fanout: FanOut, streams: Streams, broker: Broker) -> None:
-    """What the topics tell: a topic's first events make it join the pattern streams
-    it matches (``Streams.created``, before they are written); a dropped one goes
-    from the pattern index's names, and the broker stops delivering it."""
+def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
+    """What the topics tell of a dropped one: it goes from the pattern index's names,
+    and the broker stops delivering it. (A topic's first events are told once a
+    pattern stream opened: ``_open``.)"""
 
     def dropped(name: str) -> None:
         streams.patterns.dropped(name)
         broker.release(name)
 
     topics.on_drop = dropped
-    fanout.on_first = streams.created
 
 
 def _topics_for(settings: Settings, broker: Broker) -> Topics:
@@ -409,6 +407,9 @@ def _open(
     now = hub.clock()
     patterns = tuple(name for name in names if is_pattern(name))
     if patterns:
+        # from the first pattern stream on, a topic's first events make it join the
+        # pattern streams it matches (and the names' index, built by ``expand``)
+        hub.fanout.on_first = hub.streams.created
         exact = [name for name in names if not is_pattern(name)]
         topics: Sequence[Topic] = hub.streams.expand(exact, patterns, now)  # a list: it grows
     else:

@@ -34,24 +34,42 @@ Theory of operation:
 
 from __future__ import annotations
 
-import fnmatch
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .._patterns import literal_prefix
-from ._companions import topic_of_companion
+from .._companions import topic_of_companion
+from .._patterns import is_pattern, literal_prefix, matches
 
 if TYPE_CHECKING:
+    from ..brokers import Broker
     from ._subscription import Subscription
     from ._topics import Topic
 
-__all__ = ["NAME_INDEX_DEPTH", "PatternStreams"]
+__all__ = ["NAME_INDEX_DEPTH", "PatternStreams", "pattern_matches", "patterns_refused"]
 
 #: how many leading segments the index of topic names goes down
 NAME_INDEX_DEPTH = 3
 #: no stream (shared: never written to)
 _NONE: list[Subscription] = []
+
+
+def patterns_refused(broker: Broker, names: Sequence[str]) -> str | None:
+    """Why ``broker`` cannot serve the topic patterns among ``names`` (None: it can,
+    or there are none): a broker that does not store every topic in each worker
+    (Redis) does not know which topics a pattern matches."""
+    if broker.stores_every_topic or not any(is_pattern(name) for name in names):
+        return None
+    return (
+        "topic patterns (* or ?) are not served with a Redis broker yet: a node holds only "
+        "the topics its clients name; name the topics"
+    )
+
+
+def pattern_matches(name: str, patterns: Sequence[str]) -> bool:
+    """Whether subscription ``patterns`` take topic ``name``: the one matcher
+    (``_patterns.matches``), and never a presence companion."""
+    return matches(name, patterns) and topic_of_companion(name) is None
 
 
 class PatternStreams:
@@ -149,27 +167,15 @@ class PatternStreams:
             if by_pattern is None:
                 continue
             for pattern, streams in by_pattern.items():
-                if fnmatch.fnmatchcase(name, pattern):
+                if matches(name, (pattern,)):  # a companion was ruled out by the caller
                     found.update(streams)
 
     def created(self, topic: Topic) -> list[Subscription]:
         """A topic's first events are about to be written (``FanOut.on_first``): its
         name indexed, and the streams whose patterns match it returned (the caller
         joins them to it)."""
-        names = self._names
-        if names is not None:
-            name = topic.name
-            at = name.find("/")
-            depth = 0
-            while at >= 0 and depth < NAME_INDEX_DEPTH:
-                prefix = name[: at + 1]
-                bucket = names.get(prefix)
-                if bucket is None:
-                    names[prefix] = {name: None}
-                else:
-                    bucket[name] = None
-                depth += 1
-                at = name.find("/", at + 1)
+        if self._names is not None:
+            _index(self._names, topic.name)
         if not self._heads:
             return _NONE
         found = self.matching(topic.name)
@@ -203,23 +209,15 @@ class PatternStreams:
             self._names = {}
             for name, topic in by_name.items():
                 if topic.has_history:
-                    for prefix in _segment_prefixes(name):
-                        self._names.setdefault(prefix, {})[name] = None
-        prefix = literal_prefix(pattern)
-        cut = prefix.rfind("/") + 1
-        depth = prefix.count("/", 0, cut)
-        if depth > NAME_INDEX_DEPTH:  # the deepest prefix indexed
-            cut = _nth_slash(prefix, NAME_INDEX_DEPTH) + 1
+                    _index(self._names, name)
+        # the deepest segment prefix of its literal prefix that is indexed
+        deepest = list(_segment_prefixes(literal_prefix(pattern)))
         candidates: Iterable[str] = (
-            [name for name, topic in by_name.items() if topic.has_history]
-            if cut == 0
-            else self._names.get(prefix[:cut], ())
+            self._names.get(deepest[-1], ())
+            if deepest
+            else [name for name, topic in by_name.items() if topic.has_history]
         )
-        return [
-            name
-            for name in candidates
-            if fnmatch.fnmatchcase(name, pattern) and topic_of_companion(name) is None
-        ]
+        return [name for name in candidates if pattern_matches(name, (pattern,))]
 
 
 def _head(prefix: str) -> str:
@@ -239,9 +237,11 @@ def _segment_prefixes(name: str) -> Iterator[str]:
         yield name[: at + 1]
 
 
-def _nth_slash(text: str, count: int) -> int:
-    """The index of ``text``'s ``count``-th slash (it has that many)."""
-    at = -1
-    for _ in range(count):
-        at = text.find("/", at + 1)
-    return at
+def _index(names: dict[str, dict[str, None]], name: str) -> None:
+    """Topic ``name`` in the names' index, under each of its segment prefixes."""
+    for prefix in _segment_prefixes(name):
+        bucket = names.get(prefix)
+        if bucket is None:
+            names[prefix] = {name: None}
+        else:
+            bucket[name] = None

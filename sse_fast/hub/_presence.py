@@ -41,9 +41,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .._companions import COMPANION
 from .._patterns import matches
 from ..publishing import PublishRequest
-from ._companions import COMPANION
 from ._streams import StreamListener
 
 if TYPE_CHECKING:
@@ -118,22 +118,20 @@ class PresenceNews(StreamListener):
 
     def joined(self, subscription: Subscription) -> None:
         """Count a stream that opened in the news of its tracked topics."""
-        self._change(subscription, 1)
+        self._change(subscription, subscription.topics, 1)
 
     def adopted(self, subscription: Subscription, topic: Topic) -> None:
         """Count a pattern stream in the news of a tracked topic it joined."""
-        if self.patterns and self.tracks(topic.name):
-            self.pending.setdefault(topic.name, Counter())[subscription.subject or ""] += 1
-            self.changed.add(topic.name)
+        self._change(subscription, (topic,), 1)
 
     def left(self, subscription: Subscription) -> None:
         """Count a stream that closed in the news of its tracked topics."""
-        self._change(subscription, -1)
+        self._change(subscription, subscription.topics, -1)
 
-    def _change(self, subscription: Subscription, delta: int) -> None:
+    def _change(self, subscription: Subscription, topics: Sequence[Topic], delta: int) -> None:
         if not self.patterns:
             return
-        for topic in subscription.topics:
+        for topic in topics:
             if self.tracks(topic.name):
                 self.pending.setdefault(topic.name, Counter())[subscription.subject or ""] += delta
                 self.changed.add(topic.name)

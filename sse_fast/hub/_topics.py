@@ -60,12 +60,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
-from .._patterns import matches
 from ..publishing import PublishError, PublishRequest
 from ..settings import Settings
 from ..settings._memory import history_budget
-from ._companions import COMPANION
 from ._cursor import format_cursor, with_id
+from ._matching import pattern_matches
 
 __all__ = [
     "FRAME_OVERHEAD",
@@ -391,7 +390,7 @@ class Topics(TopicTable):
             gone = {
                 name: newest
                 for name, newest in self._swept.items()
-                if newest > target and matches(name, patterns) and not name.endswith(COMPANION)
+                if newest > target and pattern_matches(name, patterns)
             }
             return gone, any(floor > target for floor in self._swept_floors)
 

@@ -138,8 +138,8 @@ def test_a_subscription_pattern_is_allowed_exactly_when_no_topic_breaks_the_rule
     granted (``may_subscribe``), the server's own functions; a presence companion is
     never reached by a pattern. Brute force over every topic of up to six characters
     checks both ways."""
+    from sse_fast._companions import topic_of_companion
     from sse_fast.app._auth import Authenticator, AuthError
-    from sse_fast.hub._companions import topic_of_companion
     from sse_fast.settings import Settings
 
     auth = Authenticator(Settings(private_topics=",".join(private), jwt_secret=SECRET))
@@ -178,6 +178,9 @@ def test_a_subscription_pattern_is_allowed_exactly_when_no_topic_breaks_the_rule
         (None, ["user/[12]/*"], 400, "no character classes"),
         (None, ["a/*?*?*"], 400, "5 wildcards"),
         (None, [f"p{i}/*" for i in range(9)], 400, "at most 8 per stream"),
+        (None, ["p/" + "a" * 198 + "*"], 400, "201 characters long; the limit is 200"),
+        # patterns count among the 16 topics of a stream with the names
+        (None, [*(f"n{i}" for i in range(9)), *(f"p{i}/*" for i in range(8))], 400, "at most 16"),
     ],
 )
 def test_the_edge_refuses_with_a_sentence(
