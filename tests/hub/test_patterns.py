@@ -377,3 +377,27 @@ def test_a_break_is_said_to_a_pattern_stream_that_holds_no_topic_yet() -> None:
         await empty.finished()
 
     run(main())
+
+
+def test_a_pattern_takes_any_topic_but_a_companion() -> None:
+    """``pattern_matches``: the one matcher, never a presence companion; ``/presence``
+    alone is a topic (a companion has one before its suffix), for the index and for
+    the topics a resume names as dropped alike."""
+    from sse_fast.hub._matching import pattern_matches
+
+    assert pattern_matches("/presence", ("/*",))
+    assert not pattern_matches("a/presence", ("a/*",))
+    assert not pattern_matches("a/b/presence", ("*",))
+    assert pattern_matches("a/presences", ("a/*",))
+
+    async def main() -> None:
+        app = make_app(topic_ttl=0.01)
+        publish(app, "/presence", "x")
+        publish(app, "a/presence", "news")
+        await settle()
+        await asyncio.sleep(0.05)
+        assert app.hub.sweep() == 2
+        gone, _ = app.hub.topics.forgotten_by(("/*", "a/*"))(0)
+        assert set(gone) == {"/presence"}
+
+    run(main())
