@@ -66,6 +66,14 @@ def descending_by_one(values: list[int]) -> bool:
     return all(a - b == 1 for a, b in itertools.pairwise(values))
 
 
+def cells(page: Any, selector: str) -> list[list[str]]:
+    """The text of each cell of the table rows ``selector`` selects, row by row."""
+    rows: list[list[str]] = page.eval_on_selector_all(
+        selector, "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    return rows
+
+
 def post_chat(server: ServerProcess, name: str, text: str) -> httpx.Response:
     return httpx.post(f"{server.url}/chat/send", json={"name": name, "text": text}, timeout=5)
 
@@ -275,9 +283,7 @@ def test_the_reference_page_lists_named_events_with_their_ids(
     page.wait_for_function(
         "() => document.querySelectorAll('#log tr.event-tick').length >= 6", timeout=WAIT
     )
-    rows = page.eval_on_selector_all(
-        "#log tr.event-tick", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
-    )
+    rows = cells(page, "#log tr.event-tick")
     ids = [int(row[1]) for row in rows]
     ticks = [json.loads(row[2])["n"] for row in rows]
     assert ids == sorted(ids, reverse=True) and len(set(ids)) == len(ids)
@@ -298,9 +304,7 @@ def test_the_notifications_page_gets_every_topic_of_its_pattern(
     page.wait_for_function(
         "() => document.querySelectorAll('#log tr.notification').length >= 9", timeout=WAIT
     )
-    rows = page.eval_on_selector_all(
-        "#log tr.notification", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
-    )
+    rows = cells(page, "#log tr.notification")
     topics = [row[1] for row in rows]
     assert all(topic.startswith("user/42/") for topic in topics), topics
     kinds = {topic.split("/")[2] for topic in topics}
