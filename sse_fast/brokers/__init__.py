@@ -66,6 +66,13 @@ Every broker keeps these promises; the hub relies on nothing else.
   and ``unavailable_for`` says for how long (``/healthz`` fails past
   ``broker_down_limit``). A publish whose answer was lost with the broker is
   refused with 503 saying it may or may not have been published.
+* Patterns. A broker that stores every topic in each member serves topic
+  patterns from the member's own table. One that does not (Redis) finds the
+  topics a pattern matches where they are kept (``expand``: candidates by the
+  patterns' literal prefixes, and the position at or below which a matching topic
+  may have gone without trace), and prepares, for as long as the member
+  ``wants`` one, each topic born later before its first events are delivered, in
+  their place in the order of events. ``patterns_refusal`` says when it cannot.
 * One scrape. ``gather(query)`` returns the figures of every member of the
   server (each worker's ``member.report(query)``), so ``/metrics`` and
   ``/stats`` answer for the whole server whichever worker takes the request.
@@ -75,13 +82,25 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..publishing import PublishRequest
 from ._sequencing import Sequenced
 
 if TYPE_CHECKING:
     from .durable._restore import RestoreProgress
+
+
+class Expansion(NamedTuple):
+    """The topics a broker keeps whose names start with the literal prefixes of some
+    patterns (``Broker.expand``; the caller matches them)."""
+
+    #: candidate topic names (each once)
+    names: list[str]
+    #: a topic the patterns match may have gone (with its events) without trace at or
+    #: below this position (its history expired, or the broker lost its data): a resume
+    #: from before it cannot be promised
+    gone_up_to: int
 
 
 class Member(Protocol):
@@ -119,6 +138,11 @@ class Member(Protocol):
     def missed(self, names: Sequence[str], position: int, reason: str) -> None:
         """Tell the streams of ``names`` that events were lost at ``position`` (a
         position no event of theirs has): an ``sse-fast-missed`` marker."""
+
+    def wants(self, name: str) -> bool:
+        """Whether an open (or opening) stream of topic patterns would hold topic ``name``
+        (a broker that prepares only the topics held prepares it: see "Patterns")."""
+        ...
 
     def flush_pending(self) -> None:
         """Write out what was applied now rather than at the loop's next turn (a
@@ -211,6 +235,17 @@ class Broker(abc.ABC):
         history here (``member.load``). None when there is nothing to wait for."""
         return None
 
+    @property
+    def patterns_refusal(self) -> str | None:
+        """Why this broker cannot serve streams of topic patterns (None: it can)."""
+        return None
+
+    def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion] | None:
+        """The topics kept where every member reads them whose names start with the
+        literal prefixes of ``patterns`` (see "Patterns"); None for a broker that stores
+        every topic in each member (the member's own table is the answer)."""
+        return None
+
     def release(self, name: str) -> None:  # noqa: B027  (an optional hook)
         """The member dropped topic ``name`` (no subscriber, no recent activity)."""
 
@@ -243,4 +278,4 @@ class Broker(abc.ABC):
         return {}
 
 
-__all__ = ["Broker", "Member"]
+__all__ = ["Broker", "Expansion", "Member"]

@@ -23,7 +23,7 @@ from .._control import RESUME_HEADER_ASGI, disconnect_frame
 from .._patterns import is_pattern
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
-from ..brokers import Broker
+from ..brokers import Broker, Expansion
 from ..brokers._sequencing import Sequenced
 from ..brokers.local import LocalBroker
 from ..protocol import Reason
@@ -38,7 +38,7 @@ from ._closing import Closer
 from ._fanout import FanOut
 from ._figures import Figures
 from ._lifecycle import Lifecycle
-from ._matching import patterns_refused
+from ._matching import pattern_matches, patterns_refused
 from ._metrics import Metrics
 from ._presence import PresenceNews
 from ._server import DisconnectWatch
@@ -249,6 +249,11 @@ class Hub:
             topic.raise_floor(floor)
         self.fanout.apply(items)
 
+    def wants(self, name: str) -> bool:
+        """Whether an open or opening pattern stream would hold topic ``name``
+        (``Member.wants``)."""
+        return self.streams.patterns.wants(name)
+
     def flush_pending(self) -> None:
         """Write out what was applied (``Member.flush_pending``), then keep the
         history within its budget (flushed frames may be evicted)."""
@@ -295,11 +300,24 @@ class Hub:
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
         ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
         _check_patterns(self.broker, topics)
-        waiting = self.broker.prepare(topics)
-        if waiting is not None:
-            await waiting  # the broker subscribes to new topics and loads their history
+        patterns = tuple(name for name in topics if is_pattern(name))
+        if not patterns:
+            waiting = self.broker.prepare(topics)
+            if waiting is not None:
+                await waiting  # the broker subscribes to new topics and loads their history
+            expansion = None
         peer = peer_of(scope, client, connection)
-        subscription, first = _open(self, send, topics, peer, last_event_id, subject)
+        if patterns:
+            self.streams.patterns.opening(patterns, 1)  # births meanwhile are wanted
+            try:
+                expansion = await _prepare_patterns(self.broker, topics, patterns)
+                subscription, first = _open(
+                    self, send, topics, peer, last_event_id, subject, expansion
+                )
+            finally:
+                self.streams.patterns.opening(patterns, -1)
+        else:
+            subscription, first = _open(self, send, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {
@@ -371,6 +389,23 @@ def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
         raise ValueError(refusal)
 
 
+async def _prepare_patterns(
+    broker: Broker, names: Sequence[str], patterns: Sequence[str]
+) -> Expansion | None:
+    """A broker that holds only the topics its streams need: the topics ``patterns``
+    match where it keeps them (``Broker.expand``), prepared with the names (None: the
+    broker stores every topic here)."""
+    expanding = broker.expand(patterns)
+    if expanding is None:
+        return None
+    expansion = await expanding
+    found = [name for name in expansion.names if pattern_matches(name, patterns)]
+    waiting = broker.prepare([*(n for n in names if not is_pattern(n)), *found])
+    if waiting is not None:
+        await waiting
+    return expansion
+
+
 def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
     """What the topics tell of a dropped one: it goes from the pattern index's names,
     and the broker stops delivering it. (A topic's first events are told once a
@@ -381,6 +416,16 @@ def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
         broker.release(name)
 
     topics.on_drop = dropped
+
+
+def _forgotten(
+    hub: Hub, patterns: Sequence[str], expansion: Expansion | None
+) -> resume.Forgotten | None:
+    """A pattern stream's topics gone before it resumes (``Topics.forgotten_by``), and
+    those the broker may have lost without trace (``Expansion.gone_up_to``)."""
+    if not patterns:
+        return None
+    return hub.topics.forgotten_by(patterns, 0 if expansion is None else expansion.gone_up_to)
 
 
 def _topics_for(settings: Settings, broker: Broker) -> Topics:
@@ -399,6 +444,7 @@ def _open(
     peer: Peer,
     last_event_id: str | None,
     subject: str | None,
+    expansion: Expansion | None = None,
 ) -> tuple[Subscription, bytes]:
     """A stream of ``names`` made at its resume point (``_resume.py``) and joined
     (``_streams.py``); it and its first bytes, which ``Hub.attach`` writes
@@ -426,7 +472,7 @@ def _open(
             hub.last_position_of(partition),
             broker.lost,
             hub.settings.retry_ms,
-            hub.topics.forgotten_by(patterns) if patterns else None,
+            _forgotten(hub, patterns, expansion),
         )
     else:  # several: the stream's id is its cursor (``_cursor.py``)
         status, cursors, first, places = resume.starting_point_over(

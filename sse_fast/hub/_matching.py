@@ -56,14 +56,10 @@ _NONE: list[Subscription] = []
 
 def patterns_refused(broker: Broker, names: Sequence[str]) -> str | None:
     """Why ``broker`` cannot serve the topic patterns among ``names`` (None: it can,
-    or there are none): a broker that does not store every topic in each worker
-    (Redis) does not know which topics a pattern matches."""
-    if broker.stores_every_topic or not any(is_pattern(name) for name in names):
+    or there are none): ``Broker.patterns_refusal``."""
+    if not any(is_pattern(name) for name in names):
         return None
-    return (
-        "topic patterns (* or ?) are not served with a Redis broker yet: a node holds only "
-        "the topics its clients name; name the topics"
-    )
+    return broker.patterns_refusal
 
 
 def pattern_matches(name: str, patterns: Sequence[str]) -> bool:
@@ -84,6 +80,8 @@ class PatternStreams:
         # segment prefix (up to NAME_INDEX_DEPTH segments) -> topic names; None until
         # the first pattern stream opens
         self._names: dict[str, dict[str, None]] | None = None
+        # patterns of streams being opened (a broker reads their topics meanwhile) -> how many
+        self._opening: dict[str, int] = {}
         self.streams = 0  # pattern streams open
         self.joined_total = 0  # topics a stream joined by pattern after it opened
         self.match_seconds = 0.0  # time spent finding the streams of new topics
@@ -114,6 +112,37 @@ class PatternStreams:
                 lengths = self._heads.setdefault(_head(prefix), {})
                 lengths[len(prefix)] = lengths.get(len(prefix), 0) + 1
             streams[subscription] = None
+
+    def opening(self, patterns: Sequence[str], more: int) -> None:
+        """Streams of ``patterns`` are being opened (``more`` 1) or were opened or given up
+        (-1): until then a topic they match is wanted (``wants``)."""
+        opening = self._opening
+        for pattern in patterns:
+            left = opening.get(pattern, 0) + more
+            if left > 0:
+                opening[pattern] = left
+            else:
+                opening.pop(pattern, None)
+
+    def wants(self, name: str) -> bool:
+        """Whether an open or opening stream's pattern matches topic ``name`` (a broker
+        that holds only the topics its streams need prepares it: ``Member.wants``)."""
+        if topic_of_companion(name) is not None:
+            return False
+        if self._opening and matches(name, tuple(self._opening)):
+            return True
+        heads = self._heads
+        if not heads:
+            return False
+        slash = name.find("/")
+        for lengths in (heads.get(name[: slash + 1]) if slash >= 0 else None, heads.get("")):
+            if lengths is None:
+                continue
+            for length in lengths:
+                by_pattern = self._by_prefix.get(name[:length]) if length <= len(name) else None
+                if by_pattern is not None and any(matches(name, (p,)) for p in by_pattern):
+                    return True
+        return False
 
     def remove(self, subscription: Subscription, patterns: Iterable[str]) -> None:
         """``subscription`` left: out of the index (a pattern no stream names goes)."""

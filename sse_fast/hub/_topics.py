@@ -380,11 +380,14 @@ class Topics(TopicTable):
             partition = 0 if self._partition_of is None else self._partition_of(oldest)
             floors[partition] = max(floors[partition], position)
 
-    def forgotten_by(self, patterns: Sequence[str]) -> Callable[[int], tuple[dict[str, int], bool]]:
+    def forgotten_by(
+        self, patterns: Sequence[str], gone_up_to: int = 0
+    ) -> Callable[[int], tuple[dict[str, int], bool]]:
         """For a stream of topic ``patterns`` resuming after a position: the dropped
         topics they match with events after it (name -> the newest position they
         had), and whether topics forgotten by name had positions after it
-        (``_resume.Forgotten``). Presence companions are never matched."""
+        (``_resume.Forgotten``), or topics the broker may have lost without trace up
+        to ``gone_up_to`` (``Expansion``) did. Presence companions are never matched."""
 
         def forgotten(target: int) -> tuple[dict[str, int], bool]:
             gone = {
@@ -392,7 +395,8 @@ class Topics(TopicTable):
                 for name, newest in self._swept.items()
                 if newest > target and pattern_matches(name, patterns)
             }
-            return gone, any(floor > target for floor in self._swept_floors)
+            unnamed = target < gone_up_to or any(f > target for f in self._swept_floors)
+            return gone, unnamed
 
         return forgotten
 

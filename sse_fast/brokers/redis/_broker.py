@@ -36,10 +36,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
+from ..._patterns import literal_prefix
 from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
-from .. import Broker
+from .. import Broker, Expansion
 from ._availability import Availability
 from ._cluster import SCHEMES, Topology
 from ._connection import Connection
@@ -296,6 +298,41 @@ class RedisBroker(Broker):
         if not found:
             return None
         return _all(found)
+
+    @property
+    def patterns_refusal(self) -> str | None:
+        """Topic patterns are served on one sequence (one Redis, or Sentinel): a partitioned
+        layout keeps no directory of topics."""
+        if self.placement.single:
+            return None
+        return (
+            "topic patterns (* or ?) are served on one Redis sequence only, not with "
+            "--redis-partitions, shards or a Redis Cluster yet: name the topics"
+        )
+
+    def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion]:
+        """The topics in Redis's directory whose names start with the literal prefixes of
+        ``patterns`` (``EXPAND_SCRIPT``); ``PublishError`` 503 while Redis is away."""
+        return self._expand(patterns)
+
+    async def _expand(self, patterns: Sequence[str]) -> Expansion:
+        prefixes = sorted({literal_prefix(pattern) for pattern in patterns})
+        if "" in prefixes:
+            prefixes = [""]
+        elif len(prefixes) > 1:  # a prefix of another covers it
+            prefixes = [
+                p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)
+            ]
+        text, keys, args = self.placement.expand_call(prefixes)
+        try:
+            reply = await self.feed.script(text)(keys=keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            why = f"reading the topics of {', '.join(patterns)}: {exc!r}"
+            raise self.unavailable_error(why) from None
+        now, floor = int(reply[0]), int(reply[1])
+        names = {name.decode() for found in reply[2:] for name in found}
+        gone_up_to = max(floor, now - int(self.history_age * 1_000_000))
+        return Expansion(sorted(names), gone_up_to)
 
     def release(self, name: str) -> None:
         """Unsubscribe from topic ``name`` (``Holding.release``)."""

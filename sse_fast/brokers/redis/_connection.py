@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from ..._tasks import stop_task
 from .._sequencing import Sequenced
 from ._availability import Availability
+from ._births import Births
 from ._channels import Channels
 from ._history import History
 from ._holding import Holding
@@ -87,6 +88,9 @@ class Connection:
         #: the topics held on this Redis
         self.holding = Holding(broker, self)
         self.probes = Probes(broker, self)
+        #: the topics born that pattern streams want (one sequence: its ``born`` channel)
+        self.births = Births(broker, self)
+        self.born = placement.born_channel()
         #: the channels of probes and gathers this connection subscribes to (``_control``)
         self.control: list[bytes] = []
         self.probe_channel = ""
@@ -109,6 +113,8 @@ class Connection:
         probe = placement.probe_channel(self.index, self.broker.member_id, self.broker.node)
         node = placement.node_channel(self.broker.node)
         channels = [probe, node] if 0 in self.partitions else [probe]
+        if self.born is not None:
+            channels.append(self.born.decode())
         self.control = [c.encode() for c in dict.fromkeys(channels)]
         self.probe_channel = probe
 
@@ -160,6 +166,7 @@ class Connection:
         """Stop the subscription, the probes and the history loads, and close the client."""
         for task in (self.task, self.probes.task, *self.holding.loads):
             await stop_task(task)
+        await self.births.close()
         await self.drop()
         if self.client is not None:
             await close_client(self.client)
@@ -222,6 +229,7 @@ class Connection:
     async def drop(self) -> None:
         """Close the subscription; whoever waits for a confirmation is told."""
         pubsub, self.pubsub = self.pubsub, None
+        self.births.reset()
         self.channels.reset()
         self.channels.fail(ConnectionError("the Redis subscription was lost"))
         if pubsub is not None:
@@ -256,6 +264,11 @@ class Connection:
             placement = self.broker.placement
             carried = [n for n in self.holding.held if placement.partition_of(n) in self.states]
             await self.subscribe([*self.control, *map(placement.channel, carried)])
+            if self.born is not None:  # births the subscription may have missed
+                born = await self.births.rescan()
+                if born:
+                    self.holding.take(born)  # read by the resync
+                    await self.subscribe([placement.channel(name) for name in born])
         finally:
             await stop_task(reader)
 
@@ -266,9 +279,14 @@ class Connection:
         held_back, self._held_back = self._held_back or {}, None
         partition_of = self.broker.placement.partition_of
         for topic, items in held_back.items():
-            if partition_of(topic) in self.states:  # else it moved: resynced where it went
-                self.broker.deliver(items)
+            if partition_of(topic) not in self.states:  # it moved: resynced where it went
+                continue
+            # births told while subscribing: their topics' first events go before these
+            out = [item for item in items if not self.births.hold(item)]
+            if out:
+                self.broker.deliver(out)
         self.availability.subscribed()
+        self.births.start()  # births told while subscribing
 
     async def _confirm_loop(self) -> None:
         """Read while subscribing at (re)connect: confirmations and held-back messages."""
@@ -295,6 +313,8 @@ class Connection:
             if message is not None:
                 self._handle(message)
             self.probes.check()
+            if self.births.failed:
+                raise Reconnect(f"{self} could not read topics born for pattern streams")
             if self.epoch_changed:
                 self.epoch_changed = False
                 raise Reconnect(f"a history read found that {self} lost its data")
@@ -305,6 +325,9 @@ class Connection:
         kind = message["type"]
         channel = message["channel"]
         if kind in ("message", "smessage"):
+            if channel == self.born:
+                self.births.told(message["data"])
+                return
             topic = self.broker.placement.topic_of(channel)
             if topic is not None:
                 self._message(topic, message["data"])
@@ -330,4 +353,5 @@ class Connection:
         if state is None:  # pragma: no cover - a channel of another Redis's partition
             return
         state.saw(item.position)
-        self.holding.arrived(topic, item)
+        if not self.births.hold(item):
+            self.holding.arrived(topic, item)

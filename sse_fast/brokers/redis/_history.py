@@ -176,18 +176,24 @@ class History:
             ", ".join(map(str, restarted)),
         )
 
+    def floor_of(self, name: str, read: Read) -> int:
+        """A topic new to the member: the position its claims start after (the history
+        age, the dataset's floor, and what its stream no longer has)."""
+        deleted, length, items = read.topics[name]
+        horizon = read.now - int(self.broker.history_age * 1_000_000)
+        floor = max(deleted, horizon, read.floor)
+        if items and length > len(items):
+            floor = max(floor, items[0].position - 1)
+        return floor
+
     def apply(self, name: str, since: int | None, read: Read) -> None:
         """Give the member topic ``name``'s history in ``read``, what is after
         ``since`` (None: the topic is new to the member, and the read gives its
         floor too)."""
         broker = self.broker
-        deleted, length, items = read.topics[name]
+        deleted, _length, items = read.topics[name]
         if since is None:  # a topic new to this member: its floor, then its history
-            horizon = read.now - int(broker.history_age * 1_000_000)
-            floor = max(deleted, horizon, read.floor)
-            if items and length > len(items):
-                floor = max(floor, items[0].position - 1)
-            broker.member.load(name, floor, items)
+            broker.member.load(name, self.floor_of(name, read), items)
             return
         # repairing: were events after ``since`` trimmed before we could read them?
         lost = deleted if deleted > since else 0

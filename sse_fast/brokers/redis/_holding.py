@@ -112,6 +112,45 @@ class Holding:
             return
         future.set_result(None)
 
+    def route(self, items: list[Sequenced]) -> None:
+        """Live messages held back elsewhere (``_births.py``), in order: each delivered, or
+        kept until its topic's history is loaded (as ``arrived``), in one delivery."""
+        out = []
+        for item in items:
+            topic = item.topics[0]
+            if topic in self.loading:
+                self.loading_back.setdefault(topic, []).append(item)
+            elif topic in self.held:
+                out.append(item)
+        if out:
+            self.broker.deliver(out)
+
+    def hold(self, names: list[str]) -> asyncio.Future[None]:
+        """Hold topics born for pattern streams (``_births.py`` subscribes and reads them):
+        loading until ``born_loaded`` (a stream naming one meanwhile waits for it)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for name in names:
+            self.held.add(name)
+            self.loading[name] = future
+        return future
+
+    def born_loaded(self, names: list[str], future: asyncio.Future[None], error: str = "") -> None:
+        """Topics ``hold`` held are loaded (``error``: they could not be; they stay held, and
+        the resync after the next subscription reads them)."""
+        for name in names:
+            if self.loading.get(name) is future:
+                self.loading.pop(name)
+                waiting = self.loading_back.pop(name, [])
+                if waiting and not error:
+                    self.broker.deliver(waiting)
+        if future.done():
+            return
+        if error:
+            future.set_exception(self.broker.unavailable_error(error))
+            future.exception()  # whoever waits gets it; nobody may be waiting
+        else:
+            future.set_result(None)
+
     def loaded(self, name: str) -> None:
         """Topic ``name``'s history was given to the member: what arrived meanwhile follows."""
         self.loading.pop(name, None)
@@ -139,8 +178,9 @@ class Holding:
         return names
 
     def take(self, names: list[str]) -> None:
-        """Hold ``names`` (handed over by another connection ``give_up``): subscribed and read
-        since what the member holds at this connection's next resync."""
+        """Hold ``names`` (handed over by another connection's ``give_up``, or born for pattern
+        streams while the subscription was away): subscribed and read since what the member
+        holds at this connection's next resync."""
         self.held.update(names)
 
     def _send_release(self) -> None:

@@ -30,10 +30,14 @@ from typing import Any
 from ._partitions import PartitionKeys, cluster_tags, partition_keys, shard_of
 from ._scripts import (
     ADVANCE_SCRIPT,
+    EXPAND_SCRIPT,
     PARTITION_ADVANCE_SCRIPT,
     PARTITION_READ_SCRIPT,
     READ_SCRIPT,
+    births_key,
+    born_channel,
     channel_prefix,
+    directory_keys,
     gather_key,
     node_channel,
     partition_of,
@@ -155,6 +159,15 @@ class Placement:
             return None
         return channel[end + 4 :].decode()
 
+    def born_channel(self) -> bytes | None:
+        """Where topics' births are told (pattern streams); None for a partitioned layout,
+        which does not keep a directory of topics."""
+        return born_channel(self.prefix).encode() if self.single else None
+
+    def births_key(self) -> str:
+        """The topics by the position of their birth (one sequence only)."""
+        return births_key(self.prefix)
+
     def presence(self, name: str) -> str:
         """Topic ``name``'s presence hash."""
         if self.single:
@@ -188,6 +201,11 @@ class Placement:
         declared = [*keys.sequence, *(keys.stream(name) for name in froms)]
         starts = ["" if start is None else str(start) for start in froms.values()]
         return PARTITION_READ_SCRIPT, declared, [count, epoch, *starts]
+
+    def expand_call(self, prefixes: Sequence[str]) -> Call:
+        """The directory's topics whose names start with each of ``prefixes`` (one sequence
+        only: ``born_channel``)."""
+        return EXPAND_SCRIPT, directory_keys(self.prefix), list(prefixes)
 
     def advance_call(self, partition: int, above: int, epoch: str) -> Call:
         """Raise partition ``partition``'s floor above ``above`` if its epoch is ``epoch``."""

@@ -29,15 +29,19 @@ from ._partitions import partition_of as _partition_of
 __all__ = [
     "ADVANCE_SCRIPT",
     "COMMAND_TIMEOUT",
+    "EXPAND_SCRIPT",
     "MAX_CONNECTIONS",
     "PARTITION_ADVANCE_SCRIPT",
     "PARTITION_PUBLISH_SCRIPT",
     "PARTITION_READ_SCRIPT",
     "PUBLISH_SCRIPT",
     "READ_SCRIPT",
+    "births_key",
+    "born_channel",
     "channel_prefix",
     "close_client",
     "connect",
+    "directory_keys",
     "frame_without_id",
     "gather_key",
     "node_channel",
@@ -75,6 +79,24 @@ def node_channel(prefix: str, node: str) -> str:
     return f"{prefix}n:{node}"
 
 
+def born_channel(prefix: str) -> str:
+    """Where a topic's birth (its first event since its stream was created) is told,
+    ``<position> <topic>``, before the event itself (pattern streams)."""
+    return f"{prefix}born"
+
+
+def directory_keys(prefix: str) -> list[str]:
+    """``EXPAND_SCRIPT``'s KEYS: the topics' names (a sorted set read by prefix), and the
+    dataset's floor."""
+    return [prefix + "names", prefix + "floor"]
+
+
+def births_key(prefix: str) -> str:
+    """The topics by the position of their birth (a sorted set; pattern streams read the
+    births they may have missed from it)."""
+    return prefix + "births"
+
+
 def gather_key(prefix: str) -> str:
     """A fresh list for the answers to one gather."""
     return f"{prefix}g:{uuid.uuid4().hex}"
@@ -99,6 +121,9 @@ READ_SCRIPT = _lua("read.lua")
 #: raise the dataset's floor and sequence above what a node holds, after Redis lost
 #: events it holds (``advance.lua``)
 ADVANCE_SCRIPT = _lua("advance.lua")
+#: the topics whose names start with some prefixes, with Redis time and the dataset's floor
+#: (``expand.lua``)
+EXPAND_SCRIPT = _lua("expand.lua")
 #: ``PUBLISH_SCRIPT`` for one partition, every key declared (``publish_partition.lua``)
 PARTITION_PUBLISH_SCRIPT = _lua("publish_partition.lua").replace(
     "RETRY_WINDOW", str(int(RETRY_WINDOW))

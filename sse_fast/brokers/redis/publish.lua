@@ -4,7 +4,9 @@
 -- the id line, wall ms, topic count, topics. Returns the events' ids.
 -- A new dataset (no epoch: a first start, or Redis lost its data) gets the candidate as
 -- its epoch and its floor (key prefix .. 'floor') at Redis time: its positions and its
--- history start after it.
+-- history start after it. A topic whose stream is new is born: it goes in the directory
+-- (prefix .. 'names', by name; prefix .. 'births', by the position of its first event)
+-- and '<position> <topic>' on prefix .. 'born', before its event (pattern streams).
 -- RETRY_WINDOW is replaced with the retry window in seconds (brokers/_sequencing.py).
 -- This header ends at the first blank line: _scripts.py reads the script from there on.
 
@@ -43,7 +45,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local ttl = math.max(1, math.ceil(age / 1000000))
 local minid = string.format('%d-0', math.max(0, now - age))
-local ids = {}
+local ids, born = {}, false
 for e = 1, count do
   local event = events[e]
   local given = event[1] ~= ''
@@ -61,6 +63,12 @@ for e = 1, count do
     local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
     for _, topic in ipairs(event[4]) do
       local stream = prefix .. 't:' .. topic
+      if redis.call('EXISTS', stream) == 0 then
+        redis.call('ZADD', prefix .. 'names', 0, topic)
+        redis.call('ZADD', prefix .. 'births', pos, topic)
+        redis.call('PUBLISH', prefix .. 'born', pos .. ' ' .. topic)
+        born = true
+      end
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
         'w', event[3])
       redis.call('XTRIM', stream, 'MINID', '~', minid)
@@ -71,4 +79,16 @@ for e = 1, count do
   end
 end
 redis.call('SET', KEYS[1], string.format('%d', position))
+if born then
+  -- births older than the history age leave the directory, with the names of the topics
+  -- whose stream expired (a few per birth: the directory stays about as big as the history)
+  local births = prefix .. 'births'
+  local old = redis.call('ZRANGEBYSCORE', births, '-inf', '(' .. minid:sub(1, -3), 'LIMIT', 0, 16)
+  for _, topic in ipairs(old) do
+    redis.call('ZREM', births, topic)
+    if redis.call('EXISTS', prefix .. 't:' .. topic) == 0 then
+      redis.call('ZREM', prefix .. 'names', topic)
+    end
+  end
+end
 return ids

@@ -1,0 +1,266 @@
+"""Topics born in Redis that this member's pattern streams want (``Births``, one per
+``Connection``; one sequence only).
+
+Theory of operation
+-------------------
+A node holds only the topics its streams need (``_holding.py``), but a stream of topic
+patterns (``user/42/*``) needs topics nobody named, some not born yet. The publish
+script keeps a directory of topics: ``names`` (by name) and ``births`` (by the position
+of a topic's first event since its stream was created), and tells each birth on the
+``born`` channel, ``<position> <topic>``, before the event itself (``publish.lua``).
+
+* Opening. A pattern stream's existing topics are read from the directory by the
+  patterns' literal prefixes (``RedisBroker.expand``) and prepared as named ones are,
+  while the hub counts its patterns as opening: a birth told meanwhile is wanted
+  (``Member.wants``), never missed.
+* Births while open. A wanted birth of a topic not held here starts holding back
+  this connection's live messages (``hold``). The new topics of the births so far are
+  subscribed to and read together; then a marker published on ``born`` comes back
+  through the subscription, so every message published before the read has arrived.
+  The topics go to the member with their history below the next wanted birth waiting
+  (if any), and the messages held back below it are delivered, in order of position,
+  in the same turn of the loop: the fan-out's flush merges them, so a pattern stream
+  gets a new topic's first events in their place among its other topics' events.
+  What is at or after the next birth waits for that birth's batch.
+* Lost births. Pub/sub loses messages with its subscription. After each
+  (re)subscription the births since the newest one handled are read from ``births``
+  (``rescan``), and the wanted ones are held, to be read with the resync.
+* Failure. A batch that fails (Redis away, no marker back in time) delivers what it
+  held back and makes the connection subscribe again; its births are then rescanned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import RedisError
+
+from ..._tasks import stop_task
+from .._sequencing import Sequenced
+from ._scripts import COMMAND_TIMEOUT
+from ._state import LOAD_CHUNK, Read
+
+if TYPE_CHECKING:
+    from ._broker import RedisBroker
+    from ._connection import Connection
+
+__all__ = ["Births"]
+
+log = logging.getLogger("sse_fast.redis")
+
+
+class Births:
+    """The births one connection is told, and the adoption of the wanted ones."""
+
+    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
+        self.broker = broker
+        self.connection = connection
+        #: the newest birth position handled (adopted, or not wanted): a rescan reads after it;
+        #: 0 until the first subscription
+        self.seen = 0
+        #: topics adopted through births (``/stats``)
+        self.adopted = 0
+        #: a batch failed: the connection subscribes again (and rescans)
+        self.failed = False
+        self._waiting: list[tuple[int, str]] = []  # wanted births not in a batch yet
+        self._batch: list[tuple[int, str]] = []  # the births of the batch under way
+        self._held: list[Sequenced] | None = None  # live messages held back meanwhile
+        self._task: asyncio.Task[None] | None = None
+        self._marker: tuple[bytes, asyncio.Future[None]] | None = None
+        # until a (re)subscription's rescan: births told do not move ``seen`` (the rescan
+        # reads from it, and what it missed is older than what the new subscription tells)
+        self._rescanning = True
+
+    # ---------------------------------------------------------------- messages
+
+    def told(self, data: bytes) -> None:
+        """A message on the ``born`` channel: a birth, or a marker (ours is awaited)."""
+        if data.startswith(b"~"):
+            marker = self._marker
+            if marker is not None and marker[0] == data and not marker[1].done():
+                marker[1].set_result(None)
+            return
+        head, _, raw = data.partition(b" ")
+        position, name = int(head), raw.decode()
+        if not self._rescanning:
+            self.seen = max(self.seen, position)
+        if name in self.connection.holding.held or not self.broker.member.wants(name):
+            return
+        self._waiting.append((position, name))
+        if self._held is None:
+            self._held = []
+        if self.connection.live:
+            self.start()
+
+    def hold(self, item: Sequenced) -> bool:
+        """A live message: held back while births are adopted (True), else not (False)."""
+        held = self._held
+        if held is None:
+            return False
+        held.append(item)
+        return True
+
+    def start(self) -> None:
+        """Adopt the births waiting, if any (once the subscription is live); with none
+        waiting or under way, nothing is held back any more."""
+        if self._task is not None:
+            return
+        if self._waiting:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        elif self._held is not None:
+            held, self._held = self._held, None
+            self.connection.holding.route(held)
+
+    # ---------------------------------------------------------------- (re)subscription
+
+    async def rescan(self) -> list[str]:
+        """After (re)subscribing: the wanted topics born since the newest birth handled and
+        not held (the caller holds and subscribes them; the resync reads them). The first
+        subscription starts at the newest birth."""
+        client = self.connection.client
+        assert client is not None
+        key = self.broker.placement.births_key()
+        if not self.seen:
+            newest = await client.zrevrange(key, 0, 0, withscores=True)
+            self.seen = max(self.seen, int(newest[0][1])) if newest else 1
+            self._rescanning = False
+            return []
+        found: Any = await client.zrangebyscore(key, f"({self.seen}", "+inf", withscores=True)
+        held = self.connection.holding.held
+        wants = self.broker.member.wants
+        names = []
+        for raw, score in found:
+            name = raw.decode()
+            self.seen = max(self.seen, int(score))
+            if name not in held and wants(name):
+                names.append(name)
+        waiting = set(names)
+        self._waiting = [(p, n) for p, n in self._waiting if n not in waiting]
+        self._rescanning = False
+        return names
+
+    def reset(self) -> None:
+        """The subscription is gone: stop adopting; the births not handled are rescanned
+        after the next subscription (the messages held back are read again by the resync)."""
+        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
+        if unhandled:
+            self.seen = min(self.seen, min(unhandled) - 1)
+        self._batch, self._waiting, self._held = [], [], None
+        self.failed = False
+        self._rescanning = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+
+    async def close(self) -> None:
+        """Stop the batch under way."""
+        task, self._task = self._task, None
+        await stop_task(task)
+
+    # ---------------------------------------------------------------- adopting
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                self._batch, self._waiting = self._waiting, []
+                await self._adopt(self._batch)
+                self._batch = []
+        except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
+            log.warning(
+                "%s: topics born for pattern streams not read (%r): subscribing again",
+                self.connection,
+                exc,
+            )
+            self._give_up()
+        finally:
+            if self._task is asyncio.current_task():
+                self._task = None
+
+    async def _adopt(self, batch: list[tuple[int, str]]) -> None:
+        connection = self.connection
+        holding = connection.holding
+        placement = self.broker.placement
+        names = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
+        reads: list[Read] = []
+        loading = holding.hold(names)
+        try:
+            if names:
+                await connection.subscribe([placement.channel(name) for name in names])
+                for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
+                    chunk = names[start : start + LOAD_CHUNK]
+                    reads.append(await connection.history.read(0, dict.fromkeys(chunk)))
+            await self._sync()
+            known = connection.states[0]
+            for read in reads:
+                if read.epoch != known.epoch:  # Redis lost its data: the resync tells streams
+                    connection.epoch_changed = True
+                    raise ConnectionError("Redis lost its data: the node repairs first")
+                known.read_up_to(read.position)
+        except BaseException as exc:
+            holding.born_loaded(names, loading, f"reading topics born for patterns: {exc!r}")
+            raise
+        # from here to the delivery, one turn of the loop: the flush merges it all
+        cut = min((position for position, _ in self._waiting), default=None)
+        later = self._load(reads, cut)
+        holding.born_loaded(names, loading)
+        self._release(later, cut)
+
+    async def _sync(self) -> None:
+        """Publish a marker on ``born`` and wait for it to come back: every message
+        published before it has then arrived."""
+        loop = asyncio.get_running_loop()
+        token = b"~" + os.urandom(8).hex().encode()
+        arrived: asyncio.Future[None] = loop.create_future()
+        self._marker = (token, arrived)
+        try:
+            channel = self.broker.placement.born_channel()
+            assert channel is not None
+            await self.connection.send(channel, token)
+            await asyncio.wait_for(arrived, COMMAND_TIMEOUT)
+        finally:
+            self._marker = None
+
+    def _load(self, reads: list[Read], cut: int | None) -> list[Sequenced]:
+        """Give the member the topics read, with their history below ``cut`` (the next
+        wanted birth); the rest of it is returned."""
+        member = self.broker.member
+        history = self.connection.history
+        later: list[Sequenced] = []
+        for read in reads:
+            for name, (_, _, items) in read.topics.items():
+                now = items if cut is None else [i for i in items if i.position < cut]
+                later += items[len(now) :]
+                member.load(name, history.floor_of(name, read), now)
+                self.adopted += 1
+        return later
+
+    def _release(self, later: list[Sequenced], cut: int | None) -> None:
+        """Deliver the messages held back (and ``later``) below ``cut``, in order of
+        position; those at or after it stay held for the next batch."""
+        held = [*(self._held or ()), *later]
+        if cut is None:
+            out, self._held = held, None
+        else:
+            out = [item for item in held if item.position < cut]
+            self._held = [item for item in held if item.position >= cut]
+        out.sort(key=_position)
+        self.connection.holding.route(out)
+
+    def _give_up(self) -> None:
+        """A batch failed: what was held back goes out, and the connection subscribes again
+        (the births not handled are rescanned then)."""
+        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
+        if unhandled:
+            self.seen = min(self.seen, min(unhandled) - 1)
+        self._batch, self._waiting = [], []
+        held, self._held = self._held or [], None
+        held.sort(key=_position)
+        self.connection.holding.route(held)
+        self.failed = True
+
+
+def _position(item: Sequenced) -> int:
+    return item.position

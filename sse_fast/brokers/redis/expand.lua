@@ -1,0 +1,20 @@
+-- EXPAND_SCRIPT: the topics whose names start with given prefixes (pattern streams), from
+-- the directory PUBLISH_SCRIPT keeps (prefix .. 'names').
+-- KEYS: names, floor. ARGV: the prefixes ('' = every topic).
+-- Returns: Redis time (us), the dataset's floor ('0' if none), then per prefix the list of
+-- names in the directory that start with it. A name may be there without a stream (it
+-- expired; the directory forgets it with its birth, after the history age).
+-- This header ends at the first blank line: _scripts.py reads the script from there on.
+
+local t = redis.call('TIME')
+local out = {string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2])),
+  redis.call('GET', KEYS[2]) or '0'}
+for i = 1, #ARGV do
+  local prefix = ARGV[i]
+  if prefix == '' then
+    out[#out + 1] = redis.call('ZRANGEBYLEX', KEYS[1], '-', '+')
+  else
+    out[#out + 1] = redis.call('ZRANGEBYLEX', KEYS[1], '[' .. prefix, '(' .. prefix .. '\255')
+  end
+end
+return out

@@ -1,0 +1,242 @@
+"""Streams of topic patterns on the Redis broker, against a real ``redis-server``: the
+topics a pattern matches found in Redis's directory, topics born on another node
+while the stream is open (in their place in the order of events), resumes with
+topics born while the client was away, births the subscription lost (``CLIENT
+KILL``), and honest outcomes past the history."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+import pytest
+
+from sse_fast._patterns import matches
+from sse_fast.brokers.redis import RedisBroker
+from sse_fast.hub import Hub, PublishRequest
+from sse_fast.settings import Settings
+from sse_fast.testing import RedisServer
+
+from ..conftest import forgive
+from .test_relay import Recording, _until
+
+if shutil.which("redis-server") is None:  # .ci/run installs it
+    raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    with RedisServer(0) as server:
+        yield server
+
+
+def node(url: str, **options: Any) -> Hub:
+    options.setdefault("probe_interval", 0.3)
+    return Hub(Settings(), broker=RedisBroker(url, **options))
+
+
+async def _stop(*hubs: Hub) -> None:
+    for hub in hubs:
+        await hub.stop()
+
+
+def _data(stream: Recording) -> list[Any]:
+    """The data of each event (not the stream's own ``sse-fast-*`` ones), ints read back."""
+    return [orjson.loads(e[2]) if e[2].isdigit() else e[2] for e in stream.events() if not e[0]]
+
+
+def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
+    redis_server: RedisServer,
+) -> None:
+    """Node B publishes; node A's pattern stream holds the topics that existed when it
+    opened and each one born afterwards, with every event once, in publish order."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            await b.publish([PublishRequest(("user/1/old",), "before")])
+            await b.publish([PublishRequest(("user/2/x",), "other user")])
+            stream = Recording()
+            sub = await stream.attach(a, ["user/1/*"])
+            assert sub.resume == "none"
+            published = []
+            for n in range(60):
+                name = f"user/1/t{n % 7}" if n % 3 else f"user/1/new{n}"
+                await b.publish([PublishRequest((name,), n)])
+                published.append(n)
+                await b.publish([PublishRequest(("user/2/x",), "not mine")])
+            await _until(lambda: len(_data(stream)) == 60, timeout=10)
+            assert _data(stream) == published
+            ids = [int(e[1] or 0) for e in stream.events()]
+            assert ids == sorted(ids) and len(set(ids)) == len(ids)
+            # a third node resumes the whole run from the first id, new topics included
+            c = node(redis_server.url)
+            await c.start()
+            try:
+                again = Recording()
+                first = stream.events()[0][1]
+                assert (await again.attach(c, ["user/1/*"], first)).resume == "resumed"
+                assert _data(again) == published[1:]
+            finally:
+                await c.stop()
+            assert a.broker.stats()["redis"]["topics_subscribed"] >= 20  # held, not user/2
+            assert "user/2/x" not in a.broker.connections[0].holding.held
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_random_topics_and_patterns_match_a_reference(redis_server: RedisServer) -> None:
+    """Seeded random topics (many born while the streams are open) and patterns over
+    two nodes: each stream gets exactly the events of the topics its patterns match
+    (the reference matcher), in publish order, once."""
+
+    async def main() -> None:
+        rng = random.Random(43)
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        segments = ["a", "b", "ab", "x"]
+        names = [
+            "/".join(rng.choice(segments) for _ in range(rng.randint(1, 3))) for _ in range(40)
+        ]
+        patterns = [["a/*"], ["a/?"], ["*/b"], ["a*", "x/*"], ["b/a*/x"], ["x/*", "a"]]
+        try:
+            for name in names[:10]:  # some exist before the streams open
+                await b.publish([PublishRequest((name,), "early")])
+            streams = []
+            for pats in patterns:
+                stream = Recording()
+                await stream.attach(a, pats)
+                streams.append((pats, stream))
+            published: list[tuple[str, int]] = []
+            for n in range(200):
+                name = rng.choice(names)
+                await b.publish([PublishRequest((name,), n)])
+                published.append((name, n))
+            for pats, stream in streams:
+                expected = [n for name, n in published if matches(name, pats)]
+                await _until(lambda s=stream, e=expected: len(_data(s)) >= len(e), timeout=10)
+                await asyncio.sleep(0.05)
+                assert _data(stream) == expected, pats
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_a_resume_finds_topics_born_while_the_client_was_away(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            (first,) = await b.publish([PublishRequest(("shop/7/order/1",), "one")])
+            stream = Recording()
+            await stream.attach(a, ["shop/7/*"])
+            # away: new topics are born on B, and an old one gets more
+            await b.publish([PublishRequest(("shop/7/order/2",), "two")])
+            await b.publish([PublishRequest(("shop/8/order/1",), "not mine")])
+            await b.publish([PublishRequest(("shop/7/order/1",), "three")])
+            await b.publish([PublishRequest(("shop/7/order/3",), "four")])
+            for hub in (a, b):
+                back = Recording()
+                assert (await back.attach(hub, ["shop/7/*"], first)).resume == "resumed"
+                assert _data(back) == ["two", "three", "four"]
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_births_lost_with_the_subscription_are_found_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Topics born while node A's subscription is being killed over and over still
+    reach its pattern stream: the births are read again after each subscription."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            stream = Recording()
+            await stream.attach(a, ["job/*"])
+            published = []
+            for n in range(120):
+                await b.publish([PublishRequest((f"job/{n}",), n)])
+                published.append(n)
+                await asyncio.sleep(0.003)  # births while A subscribes again
+                if n in (20, 50, 51, 90):
+                    client = a.broker.feed.client
+                    assert client is not None
+                    await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+            try:
+                await _until(lambda: len(_data(stream)) >= 120, timeout=15)
+            except AssertionError:
+                got = _data(stream)
+                print("MISSING", sorted(set(published) - set(got)), "GOT", len(got))
+                print(a.broker.connections[0].births.__dict__)
+                raise
+            await asyncio.sleep(0.1)
+            assert _data(stream) == published
+            assert a.metrics.history_breaks_total == 0
+            forgive(caplog, "Redis subscription lost")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_a_resume_older_than_the_history_age_is_evicted_not_silent(
+    redis_server: RedisServer,
+) -> None:
+    """A topic whose history expired leaves no trace in Redis: a pattern stream
+    resuming from before the history age is told it may have missed some."""
+
+    async def main() -> None:
+        a = node(redis_server.url, history_age=1.0)
+        await a.start()
+        try:
+            (old,) = await a.publish([PublishRequest(("gone/1",), "old")])
+            await asyncio.sleep(2.2)  # gone/1's stream expires
+            assert redis_server.cli("EXISTS", "sse:t:gone/1").strip() == "0"
+            c = node(redis_server.url, history_age=1.0)
+            await c.start()
+            try:
+                late = Recording()
+                sub = await late.attach(c, ["gone/*"], old)
+                assert sub.resume == "evicted"
+                missed = orjson.loads(late.events()[0][2])
+                assert missed["unnamed_topics"] is True
+            finally:
+                await c.stop()
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
+
+
+def test_a_partitioned_layout_refuses_patterns_with_a_sentence(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        a = node(redis_server.url, partitions=4)
+        await a.start()
+        try:
+            with pytest.raises(ValueError, match="one Redis sequence only"):
+                await Recording().attach(a, ["user/*"])
+            assert (await Recording().attach(a, ["user/1"])).resume == "none"
+        finally:
+            await a.stop()
+
+    asyncio.run(main())
