@@ -132,6 +132,91 @@ def test_random_topics_and_patterns_match_a_reference(redis_server: RedisServer)
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("lagging", [False, True], ids=["prompt", "lagging-subscription"])
+def test_a_storm_of_births_keeps_the_order_of_events(
+    redis_server: RedisServer, lagging: bool
+) -> None:
+    """Births overlapping one another (concurrent publishes from two nodes, each to a new
+    topic and to one the stream holds already): batches follow each other, and the
+    stream still gets every event once, in order of position (its ids increase). With
+    a subscription that reads its messages late, the history read of a new topic is
+    ahead of them: its events wait for what was published before them."""
+
+    async def main() -> None:
+        # (a lagging subscription's probes are late too: not taken for a stale one here)
+        a = node(redis_server.url, probe_interval=10.0 if lagging else 0.3)
+        b, c = node(redis_server.url), node(redis_server.url)
+        for hub in (a, b, c):
+            await hub.start()
+        try:
+            if lagging:
+                _lag(a)
+            await b.publish([PublishRequest(("feed/hot",), "warm")])
+            stream = Recording()
+            await stream.attach(a, ["feed/*"])
+            ids: list[str] = []
+            for round_ in range(8):
+                requests = [  # each new topic gets two events, the hot one many
+                    hub.publish([PublishRequest((topic,), f"{round_}-{n}")])
+                    for n in range(25)
+                    for hub, topic in (
+                        (b, f"feed/new/{round_}/{n}"),
+                        (c, "feed/hot"),
+                        (b, f"feed/new/{round_}/{max(0, n - 1)}"),
+                    )
+                ]
+                for found in await asyncio.gather(*requests):
+                    ids += found
+            await _until(lambda: len(stream.events()) >= len(ids), timeout=15)
+            await asyncio.sleep(0.1)
+            got = [int(e[1] or 0) for e in stream.events()]
+            assert got == sorted(int(i) for i in ids)
+            # (feed/hot's own birth may reach A as its stream opens: read twice, applied once)
+            assert a.broker.connections[0].births.adopted in (200, 201)
+        finally:
+            await _stop(a, b, c)
+
+    asyncio.run(main())
+
+
+def _lag(hub: Hub) -> None:
+    """Make ``hub``'s subscription read each message 3 ms late (a busy node)."""
+    pubsub = hub.broker.connections[0].pubsub
+    read = pubsub.get_message
+
+    async def late(*args: Any, **kwargs: Any) -> Any:
+        message = await read(*args, **kwargs)
+        if message is not None:
+            await asyncio.sleep(0.003)
+        return message
+
+    pubsub.get_message = late
+
+
+def test_a_named_stream_of_a_topic_being_adopted_waits_for_its_history(
+    redis_server: RedisServer,
+) -> None:
+    """A client naming a topic while its birth is being adopted for a pattern stream
+    gets its history once loaded (it waits for the adoption's read)."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            await Recording().attach(a, ["new/*"])
+            (first,) = await b.publish([PublishRequest(("new/t",), "born")])
+            named = Recording()
+            # at once: the birth is on its way (or being adopted) on node A
+            sub = await named.attach(a, ["new/t"], str(int(first) - 1))
+            assert sub.resume == "resumed"
+            await _until(lambda: _data(named) == ["born"])
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
 def test_a_resume_finds_topics_born_while_the_client_was_away(
     redis_server: RedisServer,
 ) -> None:
