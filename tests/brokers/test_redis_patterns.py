@@ -16,7 +16,9 @@ import orjson
 import pytest
 
 from sse_fast._patterns import matches
-from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.redis import RedisBroker, publish
+from sse_fast.brokers.redis._layout import check_layout
+from sse_fast.brokers.redis._scripts import connect
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer
@@ -307,6 +309,43 @@ def test_a_resume_older_than_the_history_age_is_evicted_not_silent(
                 await c.stop()
         finally:
             await a.stop()
+
+    asyncio.run(main())
+
+
+def test_topics_from_before_the_directory_enter_it_at_the_next_start(
+    redis_server: RedisServer,
+) -> None:
+    """A Redis written by a version without the directory of topics (its streams, no
+    ``sse:names``): the start's layout check puts every topic with a stream in it, once,
+    so a pattern finds them; an application publishing straight into Redis (the same
+    script) records its topics' births too."""
+
+    async def main() -> None:
+        client = connect(redis_server.url)
+        a = node(redis_server.url)
+        await a.start()
+        try:
+            for n in range(3):
+                await publish(client, f"legacy/{n}", f"old {n}")
+            await client.delete("sse:names", "sse:births")  # as an earlier version left it
+            await client.set("sse:t:legacy", "not a stream")  # under the prefix, skipped
+            assert await check_layout([redis_server.url], 1) is None
+            assert sorted(await client.zrange("sse:names", 0, -1)) == [
+                b"legacy/0",
+                b"legacy/1",
+                b"legacy/2",
+            ]
+            stream = Recording()
+            first = await client.xrange("sse:t:legacy/0")
+            start = int(first[0][0].split(b"-")[0]) - 1
+            assert (await stream.attach(a, ["legacy/*"], str(start))).resume == "resumed"
+            assert _data(stream) == ["old 0", "old 1", "old 2"]
+            await publish(client, "legacy/new", "straight into Redis")  # born: told to A
+            await _until(lambda: _data(stream)[-1:] == ["straight into Redis"])
+        finally:
+            await a.stop()
+            await client.aclose()
 
     asyncio.run(main())
 

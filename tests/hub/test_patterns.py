@@ -401,3 +401,32 @@ def test_a_pattern_takes_any_topic_but_a_companion() -> None:
         assert set(gone) == {"/presence"}
 
     run(main())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    open_patterns=st.lists(_pattern(), max_size=4, unique=True),
+    opening=st.lists(_pattern(), max_size=2, unique=True),
+    names=st.lists(st.sampled_from([*TOPICS, "u/a/presence", "x/a", "a"]), max_size=6),
+)
+def test_wants_answers_the_reference_matcher_for_open_and_opening_patterns(
+    open_patterns: list[str], opening: list[str], names: list[str]
+) -> None:
+    """``PatternStreams.wants`` (what a Redis member asks of each birth) is the reference
+    matcher over the open streams' patterns and those being opened, companions never;
+    an opening pattern stops being wanted when its count goes back to none."""
+    from sse_fast.hub._matching import PatternStreams, pattern_matches
+
+    index = PatternStreams()
+    if open_patterns:
+        index.add(object(), open_patterns)  # type: ignore[arg-type]  # any hashable stream
+    index.opening(opening, 1)
+    index.opening(opening, 1)  # two streams of these patterns open at once
+    for name in names:
+        assert index.wants(name) == pattern_matches(name, [*open_patterns, *opening]), name
+    index.opening(opening, -1)
+    for name in names:
+        assert index.wants(name) == pattern_matches(name, [*open_patterns, *opening]), name
+    index.opening(opening, -1)
+    for name in names:
+        assert index.wants(name) == pattern_matches(name, open_patterns), name

@@ -39,6 +39,11 @@ primary; a Redis Cluster is partitioned, below):
   first one left: that is how a resume older than the history is recognised.
 * ``sse:c:<topic>``: the pub/sub channel of a topic; a message is
   ``b"<position> <wall ms> <id>\\n" + frame``.
+* ``sse:names``, ``sse:births``, ``sse:born``: the directory of topics for pattern
+  streams (``_births.py``): every topic published to (a sorted set read by prefix),
+  each topic by the position of its birth (its first event since its stream was
+  created; forgotten after ``history_age``, with the names of expired streams), and
+  the channel each birth is told on, ``<position> <topic>``, before the event.
 * ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
 * ``sse:p:<topic>``: each worker's presence figures of a topic of
   ``presence_topics`` (``_presence.py``).

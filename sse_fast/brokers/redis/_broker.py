@@ -375,6 +375,8 @@ class RedisBroker(Broker):
             "repairs": sum(state.repairs for state in states),
             "history_breaks": sum(state.history_breaks for state in states),
         }
+        if self.placement.single:  # topics born in Redis held for pattern streams
+            section["pattern_births_adopted"] = sum(c.births.adopted for c in self.connections)
         if self.rehoming is not None:
             down = [c for c in self.carrying if not c.availability.up]
             section["partitions"] = self.partitions

@@ -106,6 +106,29 @@ async def _read(redis: _Redis, prefix: str, timeout: float) -> None:
     redis.answered = True
 
 
+async def _fill_directory(redis: _Redis, prefix: str, timeout: float) -> None:
+    """A Redis of one sequence written by a version without the directory of topics
+    (``names``, pattern streams: ``_births.py``): every topic with a stream enters it,
+    once (the directory exists afterwards; the publish script keeps it from then on)."""
+    client = redis.client
+    names_key = prefix + "names"
+    if await asyncio.wait_for(client.exists(names_key), timeout):
+        return
+    streams = prefix + "t:"
+    match = re.sub(r"([*?\[\]\\])", r"\\\1", streams) + "*"
+    found: list[bytes] = []
+    filled = 0
+    async for key in client.scan_iter(match=match, count=1000, _type="STREAM"):
+        found.append(key[len(streams) :])
+        if len(found) >= 1000:
+            filled += await client.zadd(names_key, dict.fromkeys(found, 0), nx=True)
+            found = []
+    if found:
+        filled += await client.zadd(names_key, dict.fromkeys(found, 0), nx=True)
+    if filled:
+        log.info("%d topics entered Redis's directory of topics (pattern streams)", filled)
+
+
 async def _claim(redis: _Redis, prefix: str, record: Layout, timeout: float) -> None:
     """Write ``record`` where there is none yet, and read back what is there."""
     key = layout_key(prefix)
@@ -158,6 +181,8 @@ async def check_layout(
                     "Redis %s did not answer the layout check: it is checked when it is back",
                     _shown(redis.url),
                 )
+        if base.kind == "single" and found[0].answered:
+            await _safely(_fill_directory(found[0], prefix, timeout), found[0])
         return None
     finally:
         for redis in found:
