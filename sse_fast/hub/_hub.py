@@ -250,8 +250,7 @@ class Hub:
         self.fanout.apply(items)
 
     def wants(self, name: str) -> bool:
-        """Whether an open or opening pattern stream would hold topic ``name``
-        (``Member.wants``)."""
+        """Whether an open or opening pattern stream would hold ``name`` (``Member.wants``)."""
         return self.streams.patterns.wants(name)
 
     def flush_pending(self) -> None:
@@ -299,25 +298,8 @@ class Hub:
         ``subject`` names the subscriber in presence (its JWT's ``sub``).
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
         ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
-        _check_patterns(self.broker, topics)
-        patterns = tuple(name for name in topics if is_pattern(name))
-        if not patterns:
-            waiting = self.broker.prepare(topics)
-            if waiting is not None:
-                await waiting  # the broker subscribes to new topics and loads their history
-            expansion = None
         peer = peer_of(scope, client, connection)
-        if patterns:
-            self.streams.patterns.opening(patterns, 1)  # births meanwhile are wanted
-            try:
-                expansion = await _prepare_patterns(self.broker, topics, patterns)
-                subscription, first = _open(
-                    self, send, topics, peer, last_event_id, subject, expansion
-                )
-            finally:
-                self.streams.patterns.opening(patterns, -1)
-        else:
-            subscription, first = _open(self, send, topics, peer, last_event_id, subject)
+        subscription, first = await _prepared(self, send, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {
@@ -387,6 +369,32 @@ def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
     refusal = patterns_refused(broker, names)
     if refusal is not None:
         raise ValueError(refusal)
+
+
+async def _prepared(
+    hub: Hub,
+    send: Send,
+    names: Sequence[str],
+    peer: Peer,
+    last_event_id: str | None,
+    subject: str | None,
+) -> tuple[Subscription, bytes]:
+    """The broker prepares the topics of ``names`` (subscribes to new ones and loads their
+    history; for patterns, the topics they match where it keeps them, its births
+    meanwhile wanted: ``Member.wants``), then the stream is made (``_open``)."""
+    _check_patterns(hub.broker, names)
+    patterns = tuple(name for name in names if is_pattern(name))
+    if not patterns:
+        waiting = hub.broker.prepare(names)
+        if waiting is not None:
+            await waiting
+        return _open(hub, send, names, peer, last_event_id, subject)
+    hub.streams.patterns.opening(patterns, 1)
+    try:
+        expansion = await _prepare_patterns(hub.broker, names, patterns)
+        return _open(hub, send, names, peer, last_event_id, subject, expansion)
+    finally:
+        hub.streams.patterns.opening(patterns, -1)
 
 
 async def _prepare_patterns(

@@ -34,11 +34,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
 
+from ..._patterns import literal_prefix
 from ..._tasks import stop_task
+from .. import Expansion
 from .._sequencing import Sequenced
 from ._scripts import COMMAND_TIMEOUT
 from ._state import LOAD_CHUNK, Read
@@ -47,7 +50,7 @@ if TYPE_CHECKING:
     from ._broker import RedisBroker
     from ._connection import Connection
 
-__all__ = ["Births"]
+__all__ = ["Births", "read_directory"]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -60,7 +63,7 @@ class Births:
         self.connection = connection
         #: the newest birth position handled (adopted, or not wanted): a rescan reads after it;
         #: 0 until the first subscription
-        self.seen = 0
+        self.handled = 0
         #: topics adopted through births (``/stats``)
         self.adopted = 0
         #: a batch failed: the connection subscribes again (and rescans)
@@ -70,7 +73,7 @@ class Births:
         self._held: list[Sequenced] | None = None  # live messages held back meanwhile
         self._task: asyncio.Task[None] | None = None
         self._marker: tuple[bytes, asyncio.Future[None]] | None = None
-        # until a (re)subscription's rescan: births told do not move ``seen`` (the rescan
+        # until a (re)subscription's rescan: births told do not move ``handled`` (the rescan
         # reads from it, and what it missed is older than what the new subscription tells)
         self._rescanning = True
 
@@ -86,7 +89,7 @@ class Births:
         head, _, raw = data.partition(b" ")
         position, name = int(head), raw.decode()
         if not self._rescanning:
-            self.seen = max(self.seen, position)
+            self.handled = max(self.handled, position)
         if name in self.connection.holding.held or not self.broker.member.wants(name):
             return
         self._waiting.append((position, name))
@@ -123,18 +126,18 @@ class Births:
         client = self.connection.client
         assert client is not None
         key = self.broker.placement.births_key()
-        if not self.seen:
+        if not self.handled:
             newest = await client.zrevrange(key, 0, 0, withscores=True)
-            self.seen = max(self.seen, int(newest[0][1])) if newest else 1
+            self.handled = max(self.handled, int(newest[0][1])) if newest else 1
             self._rescanning = False
             return []
-        found: Any = await client.zrangebyscore(key, f"({self.seen}", "+inf", withscores=True)
+        found: Any = await client.zrangebyscore(key, f"({self.handled}", "+inf", withscores=True)
         held = self.connection.holding.held
         wants = self.broker.member.wants
         names = []
         for raw, score in found:
             name = raw.decode()
-            self.seen = max(self.seen, int(score))
+            self.handled = max(self.handled, int(score))
             if name not in held and wants(name):
                 names.append(name)
         waiting = set(names)
@@ -147,7 +150,7 @@ class Births:
         after the next subscription (the messages held back are read again by the resync)."""
         unhandled = [position for position, _ in (*self._batch, *self._waiting)]
         if unhandled:
-            self.seen = min(self.seen, min(unhandled) - 1)
+            self.handled = min(self.handled, min(unhandled) - 1)
         self._batch, self._waiting, self._held = [], [], None
         self.failed = False
         self._rescanning = True
@@ -254,7 +257,7 @@ class Births:
         (the births not handled are rescanned then)."""
         unhandled = [position for position, _ in (*self._batch, *self._waiting)]
         if unhandled:
-            self.seen = min(self.seen, min(unhandled) - 1)
+            self.handled = min(self.handled, min(unhandled) - 1)
         self._batch, self._waiting = [], []
         held, self._held = self._held or [], None
         held.sort(key=_position)
@@ -264,3 +267,21 @@ class Births:
 
 def _position(item: Sequenced) -> int:
     return item.position
+
+
+async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expansion:
+    """The topics in the directory whose names start with the literal prefixes of
+    ``patterns`` (``EXPAND_SCRIPT``: one call, a prefix covered by a shorter one left out),
+    and the position up to which a matching topic may have gone without trace: the
+    history age, or the dataset's floor; ``PublishError`` 503 while Redis is away."""
+    prefixes = sorted({literal_prefix(pattern) for pattern in patterns})
+    prefixes = [p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)]
+    text, keys, args = broker.placement.expand_call(prefixes)
+    try:
+        reply = await broker.feed.script(text)(keys=keys, args=args)
+    except (RedisError, OSError, TimeoutError) as exc:
+        why = f"reading the topics of {', '.join(patterns)}: {exc!r}"
+        raise broker.unavailable_error(why) from None
+    now, floor = int(reply[0]), int(reply[1])
+    names = {name.decode() for found in reply[2:] for name in found}
+    return Expansion(sorted(names), max(floor, now - int(broker.history_age * 1_000_000)))

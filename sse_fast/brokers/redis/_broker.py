@@ -36,13 +36,12 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from ..._patterns import literal_prefix
 from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker, Expansion
 from ._availability import Availability
+from ._births import read_directory
 from ._cluster import SCHEMES, Topology
 from ._connection import Connection
 from ._partitions import check_partitions
@@ -55,6 +54,7 @@ from ._scripts import PUBLISH_SCRIPT, node_channel, sequence_keys
 from ._state import Known
 
 __all__ = [
+    "PARTITIONED_PATTERNS",
     "RETRY_AFTER",
     "WAIT_MS",
     "RedisBroker",
@@ -64,6 +64,11 @@ log = logging.getLogger("sse_fast.redis")
 
 #: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
+#: why a partitioned layout refuses topic patterns (``patterns_refusal``)
+PARTITIONED_PATTERNS = (
+    "topic patterns (* or ?) are served on one Redis sequence only, not with "
+    "--redis-partitions, shards or a Redis Cluster yet: name the topics"
+)
 #: what a member has read before it connected (never changed: ``state`` hands it out read-only)
 _NOTHING_READ = Known()
 
@@ -301,38 +306,13 @@ class RedisBroker(Broker):
 
     @property
     def patterns_refusal(self) -> str | None:
-        """Topic patterns are served on one sequence (one Redis, or Sentinel): a partitioned
-        layout keeps no directory of topics."""
-        if self.placement.single:
-            return None
-        return (
-            "topic patterns (* or ?) are served on one Redis sequence only, not with "
-            "--redis-partitions, shards or a Redis Cluster yet: name the topics"
-        )
+        """Patterns need one sequence (one Redis, or Sentinel): partitions keep no directory."""
+        return None if self.placement.single else PARTITIONED_PATTERNS
 
     def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion]:
         """The topics in Redis's directory whose names start with the literal prefixes of
-        ``patterns`` (``EXPAND_SCRIPT``); ``PublishError`` 503 while Redis is away."""
-        return self._expand(patterns)
-
-    async def _expand(self, patterns: Sequence[str]) -> Expansion:
-        prefixes = sorted({literal_prefix(pattern) for pattern in patterns})
-        if "" in prefixes:
-            prefixes = [""]
-        elif len(prefixes) > 1:  # a prefix of another covers it
-            prefixes = [
-                p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)
-            ]
-        text, keys, args = self.placement.expand_call(prefixes)
-        try:
-            reply = await self.feed.script(text)(keys=keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            why = f"reading the topics of {', '.join(patterns)}: {exc!r}"
-            raise self.unavailable_error(why) from None
-        now, floor = int(reply[0]), int(reply[1])
-        names = {name.decode() for found in reply[2:] for name in found}
-        gone_up_to = max(floor, now - int(self.history_age * 1_000_000))
-        return Expansion(sorted(names), gone_up_to)
+        ``patterns`` (``_births.read_directory``); ``PublishError`` 503 while Redis is away."""
+        return read_directory(self, patterns)
 
     def release(self, name: str) -> None:
         """Unsubscribe from topic ``name`` (``Holding.release``)."""

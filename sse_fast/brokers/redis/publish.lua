@@ -4,10 +4,10 @@
 -- the id line, wall ms, topic count, topics. Returns the events' ids.
 -- A new dataset (no epoch: a first start, or Redis lost its data) gets the candidate as
 -- its epoch and its floor (key prefix .. 'floor') at Redis time: its positions and its
--- history start after it. Every topic published to is in the directory (prefix .. 'names',
--- by name); one whose stream is new is born: prefix .. 'births' has it by the position of
--- its first event, and '<position> <topic>' goes on prefix .. 'born' before its event
--- (pattern streams: brokers/redis/_births.py).
+-- history start after it. A topic whose stream is new is born: it enters the directory
+-- (prefix .. 'names' by name, prefix .. 'births' by the position of its first event) and
+-- '<position> <topic>' goes on prefix .. 'born' before its event (pattern streams:
+-- brokers/redis/_births.py). XADD NOMKSTREAM tells a new stream at no cost to the others.
 -- RETRY_WINDOW is replaced with the retry window in seconds (brokers/_sequencing.py).
 -- This header ends at the first blank line: _scripts.py reads the script from there on.
 
@@ -64,14 +64,16 @@ for e = 1, count do
     local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
     for _, topic in ipairs(event[4]) do
       local stream = prefix .. 't:' .. topic
-      if redis.call('EXISTS', stream) == 0 then
+      if not redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', maxlen, pos .. '-0',
+          'f', frame, 'i', id, 'w', event[3]) then
+        -- a new stream: the topic is born (the directory, and the news before the event)
+        redis.call('ZADD', prefix .. 'names', 0, topic)
         redis.call('ZADD', prefix .. 'births', pos, topic)
         redis.call('PUBLISH', prefix .. 'born', pos .. ' ' .. topic)
         born = true
+        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
+          'w', event[3])
       end
-      redis.call('ZADD', prefix .. 'names', 'NX', 0, topic)
-      redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
-        'w', event[3])
       redis.call('XTRIM', stream, 'MINID', '~', minid)
       redis.call('EXPIRE', stream, ttl)
       redis.call('PUBLISH', prefix .. 'c:' .. topic, message)
