@@ -8,8 +8,9 @@ A real ``redis-server`` (``sse_fast.testing.RedisServer``, no persistence) on lo
   ``usec_per_call``) of ``PUBLISH_SCRIPT`` against the same script with the directory
   lines taken out (``without_directory``), one event per call, to one of 1,000 existing
   topics (``existing``: ``XADD`` with ``NOMKSTREAM``, nothing more) and to a new topic
-  each call (``new``: a refused ``XADD``, the birth's ``ZADD``s and ``PUBLISH`` more). The two scripts take
-  turns, ``--rounds`` rounds of ``--calls`` calls; medians, and their ratio.
+  each call (``new``: a refused ``XADD``, the birth's ``ZADD``s and ``PUBLISH`` more).
+  The two scripts take turns, each first in half of the ``--rounds`` rounds of
+  ``--calls`` calls; medians, and their ratio (a round's noise here is 10-30%).
 * ``subscribe``/``resume``: two nodes in this process (two hubs on ``RedisBroker``s);
   node B published 1,000 topics ``big/<i>`` among ``--others`` others. Node A opens
   ``big/*`` (the first: the directory read, 1,000 subscriptions and history reads; then
@@ -20,7 +21,7 @@ A real ``redis-server`` (``sse_fast.testing.RedisServer``, no persistence) on lo
   time from B's publish call to A's ``send``, median and 90th percentile of
   ``--samples``.
 
-    python -m benches.redis_patterns [--rounds 10] [--calls 2000] [--others 10000] [--out DIR]
+    python -m benches.redis_patterns [--rounds 30] [--calls 2000] [--others 10000] [--out DIR]
     python -m benches.redis_patterns --quick        # a smoke run, to a temporary directory
 """
 
@@ -81,8 +82,9 @@ def script_costs(url: str, rounds: int, calls: int) -> dict[str, dict[str, float
         _call(client, shas["with"], f"existing/{i}")
     samples: dict[str, dict[str, list[float]]] = {}
     new = 0
-    for _ in range(rounds):
-        for variant, sha in shas.items():
+    for round_ in range(rounds):
+        order = list(shas.items()) if round_ % 2 else list(reversed(shas.items()))
+        for variant, sha in order:  # each goes first in half the rounds
             for scenario in ("existing", "new"):
                 client.config_resetstat()
                 for n in range(calls):
@@ -223,7 +225,7 @@ def report(run: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--others", type=int, default=10_000)
     parser.add_argument("--samples", type=int, default=200)
