@@ -55,8 +55,9 @@ def without_directory(script: str) -> str:
     """``PUBLISH_SCRIPT`` without the lines that keep the directory of topics (the script
     before pattern streams); ``ValueError`` when they are not where expected."""
     out, births = re.subn(
-        r"\n      if not redis\.call\('XADD', stream, 'NOMKSTREAM', (.*?)\) then\n.*?\n      end\n",
-        lambda found: f"\n      redis.call('XADD', stream, {found.group(1)})\n",
+        r"\n    local fresh = \{\}\n.*?\n    for _, topic in ipairs\(event\[4\]\) do\n",
+        "\n    for _, topic in ipairs(event[4]) do\n      redis.call('XADD', prefix .. 't:' .. topic, "
+        "'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id, 'w', event[3])\n",
         script,
         flags=re.S,
     )

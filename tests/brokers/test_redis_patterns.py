@@ -7,13 +7,15 @@ KILL``), and honest outcomes past the history."""
 from __future__ import annotations
 
 import asyncio
-import random
+import itertools
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sse_fast._patterns import matches
 from sse_fast.brokers.redis import RedisBroker, publish
@@ -95,38 +97,67 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
     asyncio.run(main())
 
 
-def test_random_topics_and_patterns_match_a_reference(redis_server: RedisServer) -> None:
-    """Seeded random topics (many born while the streams are open) and patterns over
-    two nodes: each stream gets exactly the events of the topics its patterns match
-    (the reference matcher), in publish order, once."""
+TAILS = ["/".join(parts) for depth in (1, 2) for parts in itertools.product("ab", repeat=depth)]
+EXAMPLES = itertools.count()
+
+
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    patterns=st.lists(
+        st.lists(
+            st.text(alphabet="ab/*?", min_size=1, max_size=4).filter(
+                lambda p: "*" in p or "?" in p
+            ),
+            min_size=1,
+            max_size=2,
+            unique=True,
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    before=st.lists(st.sampled_from(TAILS), max_size=4),
+    after=st.lists(
+        st.lists(st.sampled_from(TAILS), min_size=1, max_size=2, unique=True), max_size=15
+    ),
+)
+def test_pattern_streams_match_the_reference_over_two_nodes(
+    redis_server: RedisServer,
+    patterns: list[list[str]],
+    before: list[str],
+    after: list[list[str]],
+) -> None:
+    """Random patterns and topics (Hypothesis) over two nodes: topics published before
+    the streams open on node A, then events on node B to topics old and new (born while
+    the streams are open): each stream gets exactly the events of the topics its patterns
+    match (the reference matcher), in publish order, once. Each example has a prefix of
+    its own in the one Redis."""
+    root = f"h{next(EXAMPLES)}/"
 
     async def main() -> None:
-        rng = random.Random(43)
         a, b = node(redis_server.url), node(redis_server.url)
         await a.start()
         await b.start()
-        segments = ["a", "b", "ab", "x"]
-        names = [
-            "/".join(rng.choice(segments) for _ in range(rng.randint(1, 3))) for _ in range(40)
-        ]
-        patterns = [["a/*"], ["a/?"], ["*/b"], ["a*", "x/*"], ["b/a*/x"], ["x/*", "a"]]
         try:
-            for name in names[:10]:  # some exist before the streams open
-                await b.publish([PublishRequest((name,), "early")])
+            for tail in before:
+                await b.publish([PublishRequest((root + tail,), "early")])
             streams = []
             for pats in patterns:
                 stream = Recording()
-                await stream.attach(a, pats)
-                streams.append((pats, stream))
-            published: list[tuple[str, int]] = []
-            for n in range(200):
-                name = rng.choice(names)
-                await b.publish([PublishRequest((name,), n)])
-                published.append((name, n))
+                await stream.attach(a, [root + p for p in pats])
+                streams.append(([root + p for p in pats], stream))
+            published: list[tuple[list[str], int]] = []
+            for n, tails in enumerate(after):
+                topics = [root + tail for tail in tails]
+                await b.publish([PublishRequest(tuple(topics), n)])
+                published.append((topics, n))
             for pats, stream in streams:
-                expected = [n for name, n in published if matches(name, pats)]
+                expected = [n for topics, n in published if any(matches(t, pats) for t in topics)]
                 await _until(lambda s=stream, e=expected: len(_data(s)) >= len(e), timeout=10)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.02)
                 assert _data(stream) == expected, pats
         finally:
             await _stop(a, b)

@@ -62,18 +62,25 @@ for e = 1, count do
     if id == '' then id = pos end
     local frame = 'id: ' .. id .. '\n' .. event[2]
     local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
+    local fresh = {}
+    for _, topic in ipairs(event[4]) do
+      if not redis.call('XADD', prefix .. 't:' .. topic, 'NOMKSTREAM', 'MAXLEN', '~', maxlen,
+          pos .. '-0', 'f', frame, 'i', id, 'w', event[3]) then
+        fresh[#fresh + 1] = topic
+      end
+    end
+    -- new streams: their topics are born (the directory), told before any of the event's
+    -- messages, so that a node adopting one holds back the event's other topics' too
+    for _, topic in ipairs(fresh) do
+      redis.call('ZADD', prefix .. 'names', 0, topic)
+      redis.call('ZADD', prefix .. 'births', pos, topic)
+      redis.call('PUBLISH', prefix .. 'born', pos .. ' ' .. topic)
+      redis.call('XADD', prefix .. 't:' .. topic, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame,
+        'i', id, 'w', event[3])
+      born = true
+    end
     for _, topic in ipairs(event[4]) do
       local stream = prefix .. 't:' .. topic
-      if not redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', maxlen, pos .. '-0',
-          'f', frame, 'i', id, 'w', event[3]) then
-        -- a new stream: the topic is born (the directory, and the news before the event)
-        redis.call('ZADD', prefix .. 'names', 0, topic)
-        redis.call('ZADD', prefix .. 'births', pos, topic)
-        redis.call('PUBLISH', prefix .. 'born', pos .. ' ' .. topic)
-        born = true
-        redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
-          'w', event[3])
-      end
       redis.call('XTRIM', stream, 'MINID', '~', minid)
       redis.call('EXPIRE', stream, ttl)
       redis.call('PUBLISH', prefix .. 'c:' .. topic, message)
