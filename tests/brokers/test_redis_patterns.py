@@ -16,6 +16,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sse_fast._patterns import matches
 from sse_fast.brokers.redis import RedisBroker, publish
@@ -309,6 +310,46 @@ def test_births_lost_with_the_subscription_are_found_again(
             assert _data(stream) == published
             assert a.metrics.history_breaks_total == 0
             forgive(caplog, "Redis subscription lost")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
+def test_a_failed_adoption_subscribes_again_and_finds_its_births(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The adoption of a birth fails (its marker cannot be published): the messages it
+    held back go out, the connection subscribes again, and the rescan of births brings
+    the new topic's events, in order, once."""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        try:
+            stream = Recording()
+            await b.publish([PublishRequest(("fail/held",), "warm")])
+            await stream.attach(a, ["fail/*"])
+            connection = a.broker.connections[0]
+            send = connection.send
+            failures = []
+
+            async def broken(channel: Any, data: bytes) -> None:
+                if not failures:
+                    failures.append(data)
+                    raise RedisConnectionError("the marker could not be published")
+                await send(channel, data)
+
+            connection.send = broken  # type: ignore[method-assign]
+            await b.publish([PublishRequest(("fail/held",), "one")])
+            await b.publish([PublishRequest(("fail/new",), "two")])
+            await b.publish([PublishRequest(("fail/held",), "three")])
+            await _until(lambda: len(_data(stream)) >= 3, timeout=10)
+            await asyncio.sleep(0.05)
+            assert _data(stream) == ["one", "two", "three"]
+            assert failures and connection.reconnects >= 1
+            forgive(caplog, "could not read topics born")
         finally:
             await _stop(a, b)
 

@@ -25,8 +25,9 @@ of a topic's first event since its stream was created), and tells each birth on 
 * Lost births. Pub/sub loses messages with its subscription. After each
   (re)subscription the births since the newest one handled are read from ``births``
   (``rescan``), and the wanted ones are held, to be read with the resync.
-* Failure. A batch that fails (Redis away, no marker back in time) delivers what it
-  held back and makes the connection subscribe again; its births are then rescanned.
+* Failure. A batch that fails (Redis away, no marker back in time) makes the connection
+  subscribe again, holding back what it held until then; the resync reads the held
+  topics again and the rescan finds the births, delivered together, in order.
 """
 
 from __future__ import annotations
@@ -109,7 +110,7 @@ class Births:
     def start(self) -> None:
         """Adopt the births waiting, if any (once the subscription is live); with none
         waiting or under way, nothing is held back any more."""
-        if self._task is not None:
+        if self._task is not None or self.failed:  # (failed: the next subscription's rescan)
             return
         if self._waiting:
             self._task = asyncio.get_running_loop().create_task(self._run())
@@ -177,6 +178,9 @@ class Births:
                 self.connection,
                 exc,
             )
+            self._give_up()
+        except Exception:  # a fault here must not hold the live messages back for good
+            log.exception("%s: adopting topics born for pattern streams failed", self.connection)
             self._give_up()
         finally:
             if self._task is asyncio.current_task():
@@ -253,15 +257,16 @@ class Births:
         self.connection.holding.route(out)
 
     def _give_up(self) -> None:
-        """A batch failed: what was held back goes out, and the connection subscribes again
-        (the births not handled are rescanned then)."""
+        """A batch failed: the connection subscribes again. What was held back stays held
+        (and what arrives until then): the resync after the next subscription reads every
+        held topic again after the newest position the member has, and the rescan finds
+        the births not handled, all delivered together, in order."""
         unhandled = [position for position, _ in (*self._batch, *self._waiting)]
         if unhandled:
             self.handled = min(self.handled, min(unhandled) - 1)
         self._batch, self._waiting = [], []
-        held, self._held = self._held or [], None
-        held.sort(key=_position)
-        self.connection.holding.route(held)
+        if self._held is None:
+            self._held = []
         self.failed = True
 
 
