@@ -23,8 +23,10 @@ Theory of operation:
 * The reverse question, the existing topics a pattern matches, is asked when a
   stream opens. Topic names are indexed by their first segments
   (``NAME_INDEX_DEPTH``: ``user/``, ``user/42/``, ...), built the first time a
-  pattern stream opens (one pass over the topics) and kept up to date after;
-  a server that never sees a pattern pays nothing for it. A pattern looks in the
+  pattern stream opens (one pass over the topics) and kept up to date after: a
+  new topic's name is noted with its first events and indexed with the others noted
+  when a stream next asks (or past ``_PENDING`` of them), those dropped meanwhile
+  left out; a server that never sees a pattern pays nothing for it. A pattern looks in the
   deepest whole-segment prefix of its literal prefix (``user/42/`` for
   ``user/42/*``, ``user/`` for ``user/4*``) and globs those names.
 * Figures: pattern streams open, distinct patterns, topics joined by a pattern,
@@ -50,6 +52,8 @@ __all__ = ["NAME_INDEX_DEPTH", "PatternStreams", "pattern_matches", "patterns_re
 
 #: how many leading segments the index of topic names goes down
 NAME_INDEX_DEPTH = 3
+#: new topics' names indexed together, not one by one on the publish path
+_PENDING = 1024
 #: no stream (shared: never written to)
 _NONE: list[Subscription] = []
 
@@ -80,6 +84,10 @@ class PatternStreams:
         # segment prefix (up to NAME_INDEX_DEPTH segments) -> topic names; None until
         # the first pattern stream opens
         self._names: dict[str, dict[str, None]] | None = None
+        # names of topics created since the index was last brought up to date: indexed
+        # when a stream asks (``existing``), or past ``_PENDING`` of them, off the publish
+        self._pending: list[str] = []
+        self._table: Mapping[str, Topic] = {}  # the topics' table (``existing`` gives it)
         # patterns of streams being opened (a broker reads their topics meanwhile) -> how many
         self._opening: dict[str, int] = {}
         self.streams = 0  # pattern streams open
@@ -206,7 +214,10 @@ class PatternStreams:
         a topic under a first segment no pattern starts with costs two dict lookups."""
         name = topic.name
         if self._names is not None:
-            _index(self._names, name)
+            pending = self._pending
+            pending.append(name)
+            if len(pending) > _PENDING:
+                self._catch_up()
         heads = self._heads
         if not heads:
             return _NONE
@@ -239,14 +250,28 @@ class PatternStreams:
                 if not names:
                     del self._names[prefix]
 
+    def _catch_up(self) -> None:
+        """Index the names of the topics created since the last time that are still in
+        the table (one dropped meanwhile is not: ``dropped`` did not find it)."""
+        names = self._names
+        assert names is not None
+        table = self._table
+        pending, self._pending = self._pending, []
+        for name in pending:
+            if name in table:
+                _index(names, name)
+
     def existing(self, pattern: str, by_name: Mapping[str, Topic]) -> list[str]:
         """The names of the existing topics with history (``by_name``, the table's)
         that ``pattern`` matches, companions left out."""
+        self._table = by_name
         if self._names is None:
             self._names = {}
             for name, topic in by_name.items():
                 if topic.has_history:
                     _index(self._names, name)
+        elif self._pending:
+            self._catch_up()
         # the deepest segment prefix of its literal prefix that is indexed
         deepest = list(_segment_prefixes(literal_prefix(pattern)))
         candidates: Iterable[str] = (

@@ -430,3 +430,29 @@ def test_wants_answers_the_reference_matcher_for_open_and_opening_patterns(
     index.opening(opening, -1)
     for name in names:
         assert index.wants(name) == pattern_matches(name, open_patterns), name
+
+
+def test_new_names_are_indexed_later_and_dropped_ones_never() -> None:
+    """New topics' names are noted and indexed together (when a stream asks, or past
+    ``_PENDING`` of them): a topic dropped before that is never indexed (nothing leaks),
+    one dropped after leaves the index, and a stream finds exactly the live ones."""
+    from types import SimpleNamespace
+
+    from sse_fast.hub import _matching
+
+    index = _matching.PatternStreams()
+    table: dict[str, Any] = {}
+    assert index.existing("t/*", table) == []  # the index exists from here on
+    count = 3 * _matching._PENDING
+    for n in range(count):
+        name = f"t/{n}"
+        table[name] = SimpleNamespace(name=name, has_history=True)
+        index.created(table[name])
+        if n % 3 == 0:  # dropped at once: maybe before its name was indexed
+            del table[name]
+            index.dropped(name)
+    for n in range(1, count, 3):  # dropped later: after its name was indexed (or not)
+        del table[f"t/{n}"]
+        index.dropped(f"t/{n}")
+    assert sorted(index.existing("t/*", table)) == sorted(table)
+    assert index._names is not None and set(index._names["t/"]) == set(table)
