@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from .._abort import ConnectionKey
@@ -260,8 +261,7 @@ class Hub:
         self.fanout.keep_to_budget()
 
     def missed(self, names: Sequence[str], position: int, reason: str) -> None:
-        """Events of ``names`` were lost at ``position``: their streams are told
-        there, in order (``_breaks.py``)."""
+        """Events of ``names`` lost at ``position``: their streams are told (``_breaks.py``)."""
         mark_missed(self.fanout, names, position, reason)
 
     # ---------------------------------------------------------------- streams
@@ -299,7 +299,9 @@ class Hub:
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
         ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
         peer = peer_of(scope, client, connection)
-        subscription, first = await _prepared(self, send, topics, peer, last_event_id, subject)
+
+        make = partial(_open, self, send, topics, peer, last_event_id, subject)
+        subscription, first = await _prepared(self, topics, make)
         try:
             result = send(
                 {
@@ -373,26 +375,22 @@ def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
 
 async def _prepared(
     hub: Hub,
-    send: Send,
     names: Sequence[str],
-    peer: Peer,
-    last_event_id: str | None,
-    subject: str | None,
+    make: Callable[[Expansion | None], tuple[Subscription, bytes]],
 ) -> tuple[Subscription, bytes]:
     """The broker prepares the topics of ``names`` (subscribes to new ones and loads their
     history; for patterns, the topics they match where it keeps them, its births
-    meanwhile wanted: ``Member.wants``), then the stream is made (``_open``)."""
+    meanwhile wanted: ``Member.wants``), then ``make`` makes the stream (``_open``)."""
     _check_patterns(hub.broker, names)
     patterns = tuple(name for name in names if is_pattern(name))
     if not patterns:
         waiting = hub.broker.prepare(names)
         if waiting is not None:
             await waiting
-        return _open(hub, send, names, peer, last_event_id, subject)
+        return make(None)
     hub.streams.patterns.opening(patterns, 1)
     try:
-        expansion = await _prepare_patterns(hub.broker, names, patterns)
-        return _open(hub, send, names, peer, last_event_id, subject, expansion)
+        return make(await _prepare_patterns(hub.broker, names, patterns))
     finally:
         hub.streams.patterns.opening(patterns, -1)
 

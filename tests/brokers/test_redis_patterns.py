@@ -7,9 +7,10 @@ KILL``), and honest outcomes past the history."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import orjson
@@ -19,14 +20,14 @@ from hypothesis import strategies as st
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sse_fast._patterns import matches
-from sse_fast.brokers.redis import RedisBroker, publish
+from sse_fast.brokers.redis import publish
 from sse_fast.brokers.redis._layout import check_layout
 from sse_fast.brokers.redis._scripts import connect
 from sse_fast.hub import Hub, PublishRequest
-from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer
 
 from ..conftest import forgive
+from .test_redis import _stop, node
 from .test_relay import Recording, _until
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
@@ -39,14 +40,16 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
-def node(url: str, **options: Any) -> Hub:
-    options.setdefault("probe_interval", 0.3)
-    return Hub(Settings(), broker=RedisBroker(url, **options))
-
-
-async def _stop(*hubs: Hub) -> None:
-    for hub in hubs:
-        await hub.stop()
+@contextlib.asynccontextmanager
+async def nodes(url: str, count: int = 2) -> AsyncIterator[list[Hub]]:
+    """``count`` started nodes (hubs on ``RedisBroker``s) of the Redis at ``url``."""
+    hubs = [node(url) for _ in range(count)]
+    try:
+        for hub in hubs:
+            await hub.start()
+        yield hubs
+    finally:
+        await _stop(*hubs)
 
 
 def _data(stream: Recording) -> list[Any]:
@@ -61,10 +64,7 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
     opened and each one born afterwards, with every event once, in publish order."""
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             await b.publish([PublishRequest(("user/1/old",), "before")])
             await b.publish([PublishRequest(("user/2/x",), "other user")])
             stream = Recording()
@@ -92,8 +92,6 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
                 await c.stop()
             assert a.broker.stats()["redis"]["topics_subscribed"] >= 20  # held, not user/2
             assert "user/2/x" not in a.broker.connections[0].holding.held
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
@@ -139,10 +137,7 @@ def test_pattern_streams_match_the_reference_over_two_nodes(
     root = f"h{next(EXAMPLES)}/"
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             for tail in before:
                 await b.publish([PublishRequest((root + tail,), "early")])
             streams = []
@@ -160,8 +155,6 @@ def test_pattern_streams_match_the_reference_over_two_nodes(
                 await _until(lambda s=stream, e=expected: len(_data(s)) >= len(e), timeout=10)
                 await asyncio.sleep(0.02)
                 assert _data(stream) == expected, pats
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
@@ -234,10 +227,7 @@ def test_a_named_stream_of_a_topic_being_adopted_waits_for_its_history(
     gets its history once loaded (it waits for the adoption's read)."""
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             await Recording().attach(a, ["new/*"])
             (first,) = await b.publish([PublishRequest(("new/t",), "born")])
             named = Recording()
@@ -245,8 +235,6 @@ def test_a_named_stream_of_a_topic_being_adopted_waits_for_its_history(
             sub = await named.attach(a, ["new/t"], str(int(first) - 1))
             assert sub.resume == "resumed"
             await _until(lambda: _data(named) == ["born"])
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
@@ -255,10 +243,7 @@ def test_a_resume_finds_topics_born_while_the_client_was_away(
     redis_server: RedisServer,
 ) -> None:
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             (first,) = await b.publish([PublishRequest(("shop/7/order/1",), "one")])
             stream = Recording()
             await stream.attach(a, ["shop/7/*"])
@@ -271,8 +256,6 @@ def test_a_resume_finds_topics_born_while_the_client_was_away(
                 back = Recording()
                 assert (await back.attach(hub, ["shop/7/*"], first)).resume == "resumed"
                 assert _data(back) == ["two", "three", "four"]
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
@@ -284,10 +267,7 @@ def test_births_lost_with_the_subscription_are_found_again(
     reach its pattern stream: the births are read again after each subscription."""
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             stream = Recording()
             await stream.attach(a, ["job/*"])
             published = []
@@ -310,8 +290,6 @@ def test_births_lost_with_the_subscription_are_found_again(
             assert _data(stream) == published
             assert a.metrics.history_breaks_total == 0
             forgive(caplog, "Redis subscription lost")
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
@@ -324,10 +302,7 @@ def test_a_failed_adoption_subscribes_again_and_finds_its_births(
     the new topic's events, in order, once."""
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        try:
+        async with nodes(redis_server.url) as (a, b):
             stream = Recording()
             await b.publish([PublishRequest(("fail/held",), "warm")])
             await stream.attach(a, ["fail/*"])
@@ -350,8 +325,6 @@ def test_a_failed_adoption_subscribes_again_and_finds_its_births(
             assert _data(stream) == ["one", "two", "three"]
             assert failures and connection.reconnects >= 1
             forgive(caplog, "could not read topics born")
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 
