@@ -128,12 +128,13 @@ def test_redis_lost_and_back_is_said_and_streams_stay_open(redis_server: RedisSe
 
 
 class Publisher:
-    """Publishes ``n = 0, 1, ...`` on ``topic`` through the nodes in turn and
+    """Publishes ``n = 0, 1, ...`` on ``topic`` (or ``topic(n)``) through the nodes in turn and
     sorts the answers: acknowledged (with its id), refused (not published) and
     maybe (the answer was lost, or no replica confirmed it)."""
 
-    def __init__(self, nodes: list[ServerProcess], topic: str) -> None:
-        self.nodes, self.topic = nodes, topic
+    def __init__(self, nodes: list[ServerProcess], topic: str | Callable[[int], str]) -> None:
+        self.nodes = nodes
+        self.topic: Callable[[int], str] = topic if callable(topic) else lambda _: topic
         self.acked: dict[int, str] = {}
         self.refused: list[int] = []
         self.maybe: list[int] = []
@@ -145,7 +146,7 @@ class Publisher:
         n, self.n = self.n, self.n + 1
         node = self.nodes[n % len(self.nodes)]
         started = time.monotonic()
-        status, headers, body = await node.publish(_body(self.topic, n))
+        status, headers, body = await node.publish(_body(self.topic(n), n))
         if status == 200:
             (self.acked[n],) = json.loads(body)["ids"]
             return
@@ -169,11 +170,11 @@ async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
 
 
 async def _feed_streams(
-    a: ServerProcess, b: ServerProcess
+    a: ServerProcess, b: ServerProcess, topic: str = "feed"
 ) -> tuple[list[SSEClient], list[list[ParsedEvent]], list[asyncio.Task[None]]]:
-    """Three streams of ``feed`` (one on ``a``, two on ``b``) read into lists as they
+    """Three streams of ``topic`` (one on ``a``, two on ``b``) read into lists as they
     come: the clients, their events and the tasks reading them."""
-    clients = [a.client("feed"), b.client("feed"), b.client("feed")]
+    clients = [a.client(topic), b.client(topic), b.client(topic)]
     streams: list[list[ParsedEvent]] = [[] for _ in clients]
     for client in clients:
         await client.connect()
@@ -265,15 +266,34 @@ def test_a_sentinel_failover_keeps_every_acknowledged_event() -> None:
                 asyncio.run(_failover(primary, replica, sentinel, a, b))
 
 
+def test_a_sentinel_failover_keeps_every_topic_born_for_pattern_streams() -> None:
+    """The same failover with every event to a new topic (``job/<n>``, a birth each)
+    and streams of ``job/*``: the births lost with the old primary's subscription are
+    read again from the new one, and every acknowledged event reaches every stream
+    once, in order."""
+    with RedisServer() as primary:
+        replica = RedisServer(0, "--replicaof", HOST, str(primary.port))
+        other = RedisServer(0, "--replicaof", HOST, str(primary.port))
+        with replica, other, RedisSentinel(primary, replicas=2) as sentinel:
+            flags = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
+            flags += ("--redis-probe-interval", "1")
+            with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
+                asyncio.run(
+                    _failover(primary, replica, sentinel, a, b, "job/*", lambda n: f"job/{n}")
+                )
+
+
 async def _failover(
     primary: RedisServer,
     replica: RedisServer,
     sentinel: RedisSentinel,
     a: ServerProcess,
     b: ServerProcess,
+    stream: str = "feed",
+    topic: str | Callable[[int], str] = "feed",
 ) -> None:
-    clients, streams, readers = await _feed_streams(a, b)
-    publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
+    clients, streams, readers = await _feed_streams(a, b, stream)
+    publisher, stop = Publisher([a, b], topic), asyncio.Event()
     task = asyncio.create_task(publisher.run(stop))
     await asyncio.sleep(1)
     primary.kill()
@@ -293,16 +313,18 @@ async def _failover(
     assert publisher.refused or publisher.maybe  # the failover was felt
     assert publisher.retry_after == {"1"}
     # a client that lost its connection would have resumed; these stayed connected
-    for client, stream in zip(clients, streams, strict=True):
+    for client, events in zip(clients, streams, strict=True):
         assert not client.closed
-        _check_delivery(publisher, stream, breaks=False)
+        _check_delivery(publisher, events, breaks=False)
+        positions = [int(e.id or 0) for e in events if e.event == "message"]
+        assert positions == sorted(positions), "out of order"
         client.close()
     for reader in readers:
         reader.cancel()
     await asyncio.gather(*readers, return_exceptions=True)
     # a resume on either node with an id from before the failover gets the rest
     first = publisher.acked[min(publisher.acked)]
-    moved = a.client("feed", last_event_id=first)
+    moved = a.client(stream, last_event_id=first)
     await moved.connect()
     assert moved.response_headers["sse-fast-resume"] == "resumed"
     later = sorted(n for n in publisher.acked if int(publisher.acked[n]) > int(first))
