@@ -295,13 +295,15 @@ def test_with_ping_when_idle_pings_go_out_only_when_the_stream_is_idle() -> None
             return ServerSentEvent(comment="custom")
 
         other = Client()
+        # events every 10 ms, a ping due after 0.5 s without one: only a loop stalled for
+        # half a second (not a busy machine's few tens of ms) could make one
         task2 = _run(
             EventSourceResponse(
-                busy(), ping=0.05, ping_message_factory=factory, ping_when_idle=True
+                busy(), ping=0.5, ping_message_factory=factory, ping_when_idle=True
             ),
             other,
         )
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.2)
         assert not made and b": custom" not in other.body  # events flowed: no ping needed
         client.leave()
         other.leave()
