@@ -13,7 +13,8 @@
         # every ack resolved: stream.published / stream.failed
 
 Three paths, from the cheapest per request to the cheapest per event:
-``publish`` (one ``POST /publish``), ``publish_many`` (batches of up to
+``publish`` (one ``POST /publish``; calls made while requests are in flight
+go together in the next one, each answered alone), ``publish_many`` (batches of up to
 ``batch_size`` events per request) and ``stream`` (one long request, one ack
 per event). Connections are kept alive and reused (``connections`` at most).
 Batches are split to stay within ``max_body_bytes`` (set it to the server's);
@@ -43,6 +44,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from ._http11 import ChunkedDecoder, read_head
+from ._publish_together import BATCH_OVERHEAD as _BATCH_OVERHEAD
+from ._publish_together import Together
+from ._publish_together import batch_body as _batch
 
 __all__ = ["PublishFailed", "PublishStream", "Publisher"]
 
@@ -100,6 +104,7 @@ class Publisher:
         connections: int = 4,
         batch_size: int = 1000,
         max_body_bytes: int = 1024 * 1024,
+        coalesce: bool = True,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -118,6 +123,10 @@ class Publisher:
         self.max_body_bytes = max_body_bytes
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(connections)
+        #: ``publish`` calls made while requests are in flight go together in the next one
+        #: (``_publish_together.py``); ``coalesce=False``: one request per call
+        self.coalesce = coalesce
+        self.together = Together(self._post, connections, batch_size, max_body_bytes, PublishFailed)
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -131,7 +140,9 @@ class Publisher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the idle connections (``async with`` does it on exit)."""
+        """Send the ``publish`` calls queued, wait for their answers, and close the idle
+        connections (``async with`` does it on exit)."""
+        await self.together.close()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -159,10 +170,14 @@ class Publisher:
         id: str | None = None,
         retry: int | None = None,
     ) -> str:
-        """Publish one event; return its id."""
+        """Publish one event; return its id. Calls made while requests are in flight go
+        together in the next request, each with its own answer (a bad event fails alone),
+        the events of a topic in the order of the calls (``_publish_together.py``)."""
         body = self._encoded(_event(topic, data, event, id, retry), wrapped=False)
-        (event_id,) = await self._post(body, idempotent=id is not None)
-        return event_id
+        if not self.coalesce:
+            (event_id,) = await self._post(body, idempotent=id is not None)
+            return event_id
+        return await self.together.publish(body, (topic,) if isinstance(topic, str) else topic, id)
 
     async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Publish events (each as ``POST /publish`` takes one) in batches of up to
@@ -287,15 +302,6 @@ class Publisher:
         waits for every ack, as long as acks keep coming (``PublishFailed`` after
         ``timeout`` seconds without one)."""
         return PublishStream(self, max_in_flight)
-
-
-_BATCH_OPEN = b'{"events":['
-_BATCH_CLOSE = b"]}"
-_BATCH_OVERHEAD = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
-
-
-def _batch(encoded: list[bytes]) -> bytes:
-    return _BATCH_OPEN + b",".join(encoded) + _BATCH_CLOSE
 
 
 class _NotSent(Exception):

@@ -4,8 +4,10 @@ that say what was wrong, and retries that never duplicate an event."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -62,9 +64,14 @@ class FlakyProxy:
     """Forwards to the server, but cuts the first ``cuts`` connections right
     after the server answered (the publisher never hears back)."""
 
-    def __init__(self, target: int, cuts: int) -> None:
+    def __init__(self, target: int, cuts: int, only: bytes = b"", slow: float = 0.0) -> None:
         self.target = target
         self.cuts = cuts
+        #: the first connection's requests reach the server this late (others overtake it)
+        self.slow = slow
+        self.connections = 0
+        #: cut only a connection whose request holds these bytes (e.g. a batch's)
+        self.only = only
         self.port = free_port()
 
     async def start(self) -> FlakyProxy:
@@ -73,15 +80,22 @@ class FlakyProxy:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         upstream_reader, upstream_writer = await asyncio.open_connection(HOST, self.target)
-        cut = self.cuts > 0
-        self.cuts -= 1
+        cut = False
+        self.connections += 1
+        slow = self.slow if self.connections == 1 else 0.0
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, up: bool) -> None:
+            nonlocal cut
             try:
                 while data := await src.read(65536):
+                    if up and self.cuts > 0 and self.only in data:
+                        cut = True
+                        self.cuts -= 1
                     if cut and not up:
                         writer.transport.abort()  # the answer never reaches the publisher
                         return
+                    if up and slow:
+                        await asyncio.sleep(slow)
                     dst.write(data)
             except ConnectionError:
                 pass
@@ -255,3 +269,154 @@ def test_leaving_a_stream_waits_as_long_as_acks_keep_coming() -> None:
             assert took > 2.5  # the old fixed wait (timeout + 1 s) would have given up
 
         asyncio.run(main())
+
+
+def test_concurrent_publishes_go_together_each_with_its_own_id_in_order(
+    server: ServerProcess,
+) -> None:
+    """Many tasks calling ``publish`` at once: fewer requests than calls, every call its
+    own id, each topic's events in the order of the calls; a call alone goes at once."""
+
+    async def main() -> None:
+        client = server.client("c/0", "c/1", "c/2")
+        await client.connect()
+        # the first connection's requests arrive late: a later request on another
+        # connection would overtake them, but never with a topic of theirs
+        proxy = await FlakyProxy(server.port, cuts=0, slow=0.05).start()
+        async with Publisher(f"http://{HOST}:{proxy.port}", connections=4) as publisher:
+            await publisher.publish("c/0", "alone")
+            assert publisher.together.figures() == {"requests": 1, "calls": 1}
+            calls = [publisher.publish(f"c/{n % 3}", n) for n in range(300)]
+            ids = await asyncio.gather(*calls)
+            figures = publisher.together.figures()
+        proxy.close()
+        assert len(set(ids)) == 300
+        assert figures["calls"] == 301 and figures["requests"] < 60, figures
+        events = await collect(client, 301)
+        by_topic: dict[int, list[int]] = {}
+        for event in events[1:]:
+            by_topic.setdefault(int(event.data) % 3, []).append(int(event.data))
+        for topic, seen in by_topic.items():  # the order of the calls, per topic
+            assert seen == sorted(seen), topic
+        assert sorted(e.id for e in events[1:]) == sorted(ids)
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_bad_event_among_concurrent_ones_fails_alone(server: ServerProcess) -> None:
+    """The server refuses a batch whole; the publisher sends its calls again one by one:
+    the bad one fails with the server's reason, the others are published once."""
+
+    async def main() -> None:
+        client = server.client("good")
+        await client.connect()
+        async with Publisher(f"http://{HOST}:{server.port}", connections=1) as publisher:
+            first = asyncio.ensure_future(publisher.publish("good", "first"))
+            await asyncio.sleep(0)  # in flight: the next ones queue together
+            calls = [publisher.publish("good", n) for n in range(5)]
+            calls.insert(2, publisher.publish("bad topic", "refused"))
+            results = await asyncio.gather(first, *calls, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], PublishFailed)
+        assert errors[0].status == 400 and "characters outside" in str(errors[0])
+        events = await collect(client, 6)
+        assert [e.data for e in events] == ["first", *map(str, range(5))]
+        assert [e.id for e in events] == [r for r in results if isinstance(r, str)]
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_lost_answer_to_a_batch_is_retried_exactly_once_with_ids(server: ServerProcess) -> None:
+    """The answer to a batch is lost: with ids every call is sent again and published once;
+    a call without an id among them fails as maybe published, the others still succeed."""
+
+    async def main() -> None:
+        client = server.client("lost")
+        await client.connect()
+        proxy = await FlakyProxy(server.port, cuts=1, only=b'{"events":[').start()
+        url = f"http://{HOST}:{proxy.port}"
+        async with Publisher(url, backoff=0.05, connections=1) as publisher:
+            warm = asyncio.ensure_future(publisher.publish("lost", "warm", id="w"))
+            await asyncio.sleep(0)  # in flight: the next ones queue, then go together
+            calls = [publisher.publish("lost", n, id=f"lost-{n}") for n in range(4)]
+            calls.append(publisher.publish("lost", "no id"))
+            results = await asyncio.gather(warm, *calls, return_exceptions=True)
+        assert proxy.cuts == 0  # the batch's answer was cut
+        assert results[:5] == ["w", *(f"lost-{n}" for n in range(4))]
+        assert isinstance(results[5], PublishFailed) and results[5].maybe_published
+        await asyncio.sleep(0.1)
+        # the batch was published before its answer was cut: the calls with ids, sent
+        # again, are known to the server (nothing twice); the one without is there once
+        events = await collect(client, 6)
+        assert [e.data for e in events] == ["warm", "0", "1", "2", "3", "no id"]
+        with pytest.raises(TimeoutError):
+            await collect(client, 1, timeout=0.3)  # and nothing more
+        proxy.close()
+        client.close()
+
+    asyncio.run(main())
+
+
+def test_a_restart_mid_batch_loses_and_repeats_nothing_with_ids(tmp_path: Any) -> None:
+    """64 tasks publish with ids while the server is stopped (SIGTERM) and started again
+    on its data directory: every call ends with its id, and each event is in the
+    history once."""
+    port = free_port()
+    names = [f"r-{n}" for n in range(400)]
+
+    async def publishing(publisher: Publisher, restarted: asyncio.Event) -> list[Any]:
+        queue = list(names)
+
+        async def task() -> list[Any]:
+            out = []
+            while queue:
+                name = queue.pop(0)
+                out.append(await publisher.publish(f"restart/{int(name[2:]) % 5}", name, id=name))
+                if len(queue) == 200:
+                    restarted.set()
+            return out
+
+        return [x for part in await asyncio.gather(*(task() for _ in range(64))) for x in part]
+
+    first = ServerProcess(port=port, data_dir=str(tmp_path))
+    second = ServerProcess(port=port, data_dir=str(tmp_path))
+
+    async def main() -> None:
+        restarted = asyncio.Event()
+        url = f"http://{HOST}:{port}"
+        topics = [f"restart/{n}" for n in range(5)]
+        before = first.client(*topics)  # reads until the restart cuts it
+        await before.connect()
+        seen: list[Any] = []
+
+        async def read() -> None:
+            while not before.closed:
+                seen.extend(await before.events())
+
+        reader = asyncio.ensure_future(read())
+        async with Publisher(url, retries=20, backoff=0.1, timeout=5) as publisher:
+            running = asyncio.ensure_future(publishing(publisher, restarted))
+            await restarted.wait()
+            assert first.proc is not None
+            first.proc.send_signal(signal.SIGTERM)  # drained: publishes refused meanwhile
+            await asyncio.to_thread(first.proc.wait)
+            await asyncio.to_thread(second.__enter__)
+            ids = await running
+        assert sorted(ids) == sorted(names)
+        await asyncio.wait_for(reader, 10)
+        seen = [e for e in seen if e.event == "message"]
+        after = second.client(*topics, last_event_id=seen[-1].id)  # the client comes back
+        await after.connect()
+        assert after.response_headers["sse-fast-resume"] == "resumed"
+        rest = await collect(after, 400 - len(seen))
+        data = [e.data for e in seen + rest]
+        assert sorted(data) == sorted(names)  # every event once
+        after.close()
+
+    with first:
+        try:
+            asyncio.run(main())
+        finally:
+            second.__exit__(None, None, None)

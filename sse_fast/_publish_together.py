@@ -1,0 +1,204 @@
+"""``Publisher.publish`` calls made together go in one request (``Together``).
+
+Theory of operation
+-------------------
+A web app publishes one notification per request it serves, from many tasks at
+once; one ``POST /publish`` per call spends most of the server's time on HTTP.
+So the calls queue here, and a request goes out as soon as one of the
+publisher's ``connections`` is free, carrying every call queued by then (up to
+``batch_size`` events and ``max_body_bytes``): a call made while nothing is in
+flight goes at once, alone (no added delay), and calls made while requests are in
+flight go together in the next one.
+
+* Each call keeps its own answer. A batch's ids are handed out in order. The
+  server refuses a batch whole (one bad event, 4xx), so a refused batch of
+  several calls is sent again one call per request, each for its own answer: the
+  bad one fails, the others are published. A batch that may have been published
+  (no answer, 503) is retried as a whole when every event has an id (the server
+  publishes an id once: exactly once); otherwise the calls with an id are sent
+  again alone and the others fail with ``maybe_published``, as a lone call would.
+* Order per topic. A call waits while an earlier call of one of its topics is
+  queued or in flight in another request, so the events of a topic are sent (and
+  so published) in the order of the calls; other topics pass. Two calls with one
+  id never share a request (the server refuses a batch that repeats an id).
+* Closing the publisher sends what is queued and waits for the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+__all__ = ["Together"]
+
+_BATCH_OPEN = b'{"events":['
+_BATCH_CLOSE = b"]}"
+#: what wrapping events in a batch adds to their bytes
+BATCH_OVERHEAD = len(_BATCH_OPEN) + len(_BATCH_CLOSE)
+
+
+def batch_body(encoded: list[bytes]) -> bytes:
+    """A ``POST /publish`` body of several encoded events."""
+    return _BATCH_OPEN + b",".join(encoded) + _BATCH_CLOSE
+
+
+class _Call:
+    """One ``publish`` call: its event, its topics and id, and its answer."""
+
+    __slots__ = ("alone", "encoded", "future", "id", "topics")
+
+    def __init__(self, encoded: bytes, topics: tuple[str, ...], id: str | None) -> None:
+        self.encoded = encoded
+        self.topics = topics
+        self.id = id
+        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        #: sent in a request of its own (its batch was refused)
+        self.alone = False
+
+    def answer(self, event_id: str | None, error: BaseException | None = None) -> None:
+        if self.future.done():  # its caller was cancelled
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            assert event_id is not None
+            self.future.set_result(event_id)
+
+
+class Together:
+    """The queue of ``publish`` calls and the requests carrying them."""
+
+    def __init__(
+        self,
+        post: Callable[[bytes, bool], Awaitable[list[str]]],
+        connections: int,
+        batch_size: int,
+        max_body_bytes: int,
+        failed: Callable[[str, int, bool], BaseException],
+    ) -> None:
+        self._post = post
+        self._connections = max(1, connections)
+        self._batch_size = max(1, batch_size)
+        self._max_body_bytes = max_body_bytes
+        self._failed = failed
+        self._queue: deque[_Call] = deque()
+        self._busy: Counter[str] = Counter()  # topics of the requests in flight
+        self._sends: set[asyncio.Task[None]] = set()
+        #: requests sent, and calls they carried (``batched / requests``: calls per request)
+        self.requests = 0
+        self.batched = 0
+
+    async def publish(self, encoded: bytes, topics: Sequence[str], id: str | None) -> str:
+        """Queue one call (``encoded``: the event's JSON) and wait for its id."""
+        call = _Call(encoded, tuple(topics), id)
+        self._queue.append(call)
+        self._pump()
+        return await call.future
+
+    async def close(self) -> None:
+        """Send what is queued and wait for every answer."""
+        while self._sends:
+            await asyncio.gather(*self._sends, return_exceptions=True)
+
+    def _pump(self) -> None:
+        while self._queue and len(self._sends) < self._connections:
+            batch = self._take()
+            if not batch:
+                return  # what is queued waits for a topic in flight
+            topics = [t for call in batch for t in call.topics]
+            self._busy.update(topics)  # now: the next take must see them in flight
+            task = asyncio.get_running_loop().create_task(self._send(batch, topics))
+            self._sends.add(task)
+
+    def _take(self) -> list[_Call]:
+        """The next request's calls, in order: a call of a topic in flight, or of a topic
+        of an earlier call left queued, waits (order per topic); so does an id already in
+        the request, and a call to be sent alone unless it comes first."""
+        batch: list[_Call] = []
+        left: deque[_Call] = deque()
+        blocked: set[str] = set()
+        ids: set[str] = set()
+        size = BATCH_OVERHEAD
+        queue = self._queue
+        while queue:
+            call = queue.popleft()
+            full = len(batch) >= self._batch_size or (
+                batch and size + len(call.encoded) + 1 > self._max_body_bytes
+            )
+            waits = (
+                full
+                or (call.alone and batch)
+                or (batch and batch[0].alone)
+                or (call.id is not None and call.id in ids)
+                or any(t in blocked or self._busy[t] for t in call.topics)
+            )
+            if waits:
+                left.append(call)
+                blocked.update(call.topics)
+                if full:
+                    break
+                continue
+            batch.append(call)
+            size += len(call.encoded) + 1
+            if call.id is not None:
+                ids.add(call.id)
+        left.extend(queue)
+        self._queue = left
+        return batch
+
+    async def _send(self, batch: list[_Call], topics: list[str]) -> None:
+        self.requests += 1
+        self.batched += len(batch)
+        try:
+            await self._carry(batch)
+        finally:
+            self._busy.subtract(topics)
+            for topic in topics:
+                if self._busy[topic] <= 0:
+                    del self._busy[topic]
+            self._sends.discard(asyncio.current_task())
+            self._pump()
+
+    async def _carry(self, batch: list[_Call]) -> None:
+        if len(batch) == 1:
+            call = batch[0]
+            try:
+                (event_id,) = await self._post(call.encoded, call.id is not None)
+            except Exception as exc:  # the call's own answer, as a lone publish gives it
+                call.answer(None, exc)
+            else:
+                call.answer(event_id)
+            return
+        idempotent = all(call.id is not None for call in batch)
+        try:
+            ids = await self._post(batch_body([c.encoded for c in batch]), idempotent)
+        except Exception as exc:
+            self._refused(batch, exc, idempotent)
+            return
+        for call, event_id in zip(batch, ids, strict=True):
+            call.answer(event_id)
+
+    def _refused(self, batch: list[_Call], exc: Exception, idempotent: bool) -> None:
+        """A batch of several calls failed: each call gets its own answer."""
+        status: int = getattr(exc, "status", 0)
+        maybe: bool = getattr(exc, "maybe_published", False)
+        if 400 <= status < 500 and status != 429:
+            again = batch  # refused whole: one bad event; each alone for its own answer
+        elif maybe and not idempotent:
+            again = [call for call in batch if call.id is not None]  # safe to send again
+            for call in batch:
+                if call.id is None:
+                    call.answer(None, self._failed(str(exc), status, True))
+        else:  # not published (after the retries), or retried already as a whole
+            for call in batch:
+                call.answer(None, self._failed(str(exc), status, maybe))
+            return
+        for call in reversed(again):
+            call.alone = True
+            self._queue.appendleft(call)
+
+    def figures(self) -> dict[str, Any]:
+        """Requests sent and the calls they carried."""
+        return {"requests": self.requests, "calls": self.batched}
