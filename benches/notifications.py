@@ -10,10 +10,12 @@ N subscribers (``user/0`` ... ``user/N-1``, one each; the load generator's
 subscriber processes, ``sse_fast.loadgen``) and publishers sending one event
 per notification to random users at rising rates, until delivery falls behind
 (less than 95 % of the offered rate achieved or delivered, an error, or a lost
-event). sse_fast is driven three ways: single ``POST /publish`` requests
-(16 connections), batches of 100 events per request, and one
-``POST /publish/stream``; Nchan and sse-starlette take single requests (their
-only way). The server is pinned to core 1 and the load (subscribers and
+event). sse_fast is driven five ways: single ``POST /publish`` requests
+(16 connections), batches of 100 events per request, one
+``POST /publish/stream``, and 64 tasks calling ``Publisher.publish()`` (a web
+app's one notification per request) with the calls going together (``calls``,
+the default) or one request per call (``calls-1``); Nchan and sse-starlette take
+single requests (their only way). The server is pinned to core 1 and the load (subscribers and
 publishers) to core 0, so figures are per server core. Each step records the
 offered rate, publishes/s achieved, deliveries/s, publish latency p50/p99 (per
 request; per line for the stream), delivery p99 (publish to subscriber), lost,
@@ -76,8 +78,14 @@ LADDERS = {
     "single": [0],  # wrk at full speed: one step, the saturation point
     "batch": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
     "stream": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
+    "calls": [5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000],
+    "calls-1": [2_000, 4_000, 6_000, 8_000, 10_000, 15_000],
 }
-MODES = {"sse_fast": ["single", "batch", "stream"], "other": ["single"]}
+MODES = {"sse_fast": ["single", "batch", "stream", "calls", "calls-1"], "other": ["single"]}
+#: every way in, in the reports' order
+ALL_MODES = ("single", "batch", "stream", "calls", "calls-1")
+TASKS = 64  # tasks calling Publisher.publish() in the calls modes
+CALL_CONNECTIONS = 4  # the Publisher's connections in the calls modes (its default)
 NCHAN_SHARED_MEMORY = "512m"  # 10,000 channels: 128m runs out (nchan answers 500)
 BEHIND = 0.95  # a step is behind under 95 % of the offered rate published or delivered
 LOAD_BUSY = 0.9  # load CPU (s/s) from which the load core, not the server, may be the limit
@@ -296,6 +304,59 @@ async def _stream(
     return out
 
 
+async def _calls(
+    target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int
+) -> dict[str, Any]:
+    """TASKS tasks calling ``Publisher.publish()`` (one event per call, as a web app
+    publishes one notification per request), ``rate`` calls/s in all, over CALL_CONNECTIONS
+    connections; task t publishes to the users u with u % TASKS == t (so per-topic order
+    holds). ``calls``: calls made together go in one request (the default);
+    ``calls-1``: one request per call (``coalesce=False``). A call's latency is the
+    ``await`` of ``publish()``."""
+    from sse_fast.publisher import Publisher, PublishFailed
+
+    interval = TASKS / rate  # seconds between calls of a task
+    latency = LatencyHistogram()
+    out: dict[str, Any] = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
+    start = time.monotonic()
+    deadline = start + seconds
+    url = f"http://{target.host}:{target.port}"
+    publisher = Publisher(url, coalesce=mode == "calls", connections=CALL_CONNECTIONS, retries=0)
+
+    async def task(t: int) -> None:
+        mine = list(range(t, users, TASKS))
+        seqs = dict.fromkeys(mine, 0)
+        source = step * 1000 + t
+        next_at = start + t * interval / TASKS
+        while True:
+            now = time.monotonic()
+            if now >= deadline or next_at >= deadline:
+                return
+            if next_at > now:
+                await asyncio.sleep(next_at - now)
+            next_at += interval
+            user = random.choice(mine)
+            seq, seqs[user] = seqs[user], seqs[user] + 1
+            out["sent"] += 1
+            began = time.monotonic()
+            try:
+                await publisher.publish(f"user/{user}", _payload(user, seq, source))
+            except PublishFailed as exc:
+                out["errors"] += 1
+                out["statuses"][str(exc.status)] = out["statuses"].get(str(exc.status), 0) + 1
+            else:
+                out["acked"] += 1
+            latency.add(time.monotonic() - began)
+
+    async with publisher:
+        results = await asyncio.gather(*(task(t) for t in range(TASKS)), return_exceptions=True)
+    failures = [repr(r) for r in results if isinstance(r, BaseException)]
+    out["failures"] = failures[:3]
+    out["errors"] += len(failures)
+    out["latency"] = latency.dump()
+    return out
+
+
 def _publisher_process(
     target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int, pipe: Any
 ) -> None:
@@ -309,6 +370,8 @@ def _publisher_process(
     cpu = time.process_time()
     if mode == "stream":
         result = asyncio.run(_stream(target, rate, seconds, users, step))
+    elif mode.startswith("calls"):
+        result = asyncio.run(_calls(target, mode, rate, seconds, users, step))
     else:
         result = asyncio.run(_requests(target, mode, rate, seconds, users, step))
     result["cpu"] = time.process_time() - cpu
@@ -730,7 +793,11 @@ def conditions(p: dict[str, Any]) -> list[str]:
         "connections, publish latency per request (each of its events waits for the whole "
         "request); stream: one `POST /publish/stream`, lines written every 5 ms with at "
         f"most {IN_FLIGHT:,} not yet acked (as a publisher bounds what it has in flight), "
-        "acks read as they come (latency per line: written to its ack).",
+        "acks read as they come (latency per line: written to its ack); calls: "
+        f"{TASKS} tasks calling `Publisher.publish()` over its {CALL_CONNECTIONS} "
+        "connections, calls made while requests are in flight going together (calls-1: "
+        "`coalesce=False`, one request per call), each task waiting for its call's answer "
+        "(latency per call).",
         f"- A step is *behind* (and the ladder stops) when under {BEHIND:.0%} of the offered "
         f"rate was published or delivered, or an event was lost (a gap in its topic, or "
         "acked and not delivered by the end of the drain), or a request failed, or "
@@ -753,7 +820,7 @@ def best_table(rows: list[dict[str, Any]], targets: list[str]) -> list[str]:
     ]
     nchan = best(rows, "nchan", "single")
     for target in targets:
-        for mode in ("single", "batch", "stream"):
+        for mode in ALL_MODES:
             r = best(rows, target, mode)
             if r is None:
                 continue
@@ -841,7 +908,7 @@ def profile_section(rows: list[dict[str, Any]]) -> list[str]:
             f"| {us:.1f} | {summary['granian'] / total:.0%} | " + " | ".join(cells) + " |"
         )
     for target in targets_of(sampled):
-        for mode in ("single", "batch", "stream"):
+        for mode in ALL_MODES:
             top = best(rows, target, mode)
             if top is None or not top.get("profile"):
                 continue
@@ -915,7 +982,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     color = 0
     for target in report["targets"]:
-        for mode in ("single", "batch", "stream"):
+        for mode in ALL_MODES:
             rows = [r for r in report["rows"] if r["target"] == target and r["mode"] == mode]
             if not rows:
                 continue
@@ -956,7 +1023,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="single,batch,stream",
-        help="sse_fast's ways in to run (single, batch, stream)",
+        help="sse_fast's ways in to run (single, batch, stream, calls, calls-1)",
     )
     parser.add_argument(
         "--compare-with",
