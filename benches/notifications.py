@@ -57,7 +57,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,20 @@ def _request(
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
+async def _ticks(first: float, interval: float, deadline: float) -> AsyncIterator[None]:
+    """Once at ``first`` (monotonic time), then every ``interval`` seconds, before
+    ``deadline``: a publisher's schedule."""
+    next_at = first
+    while True:
+        now = time.monotonic()
+        if now >= deadline or next_at >= deadline:
+            return
+        if next_at > now:
+            await asyncio.sleep(next_at - now)
+        next_at += interval
+        yield
+
+
 async def _requests(
     target: peers.Target, mode: str, rate: float, seconds: float, users: int, step: int
 ) -> dict[str, Any]:
@@ -177,16 +191,9 @@ async def _requests(
         seqs = dict.fromkeys(mine, 0)
         source = step * 1000 + c
         reader, writer = await asyncio.open_connection(target.host, target.port)
-        # the connections' schedules evenly staggered: rate x seconds requests in all
-        next_at = start + c * interval / CONNECTIONS
         try:
-            while True:
-                now = time.monotonic()
-                if now >= deadline or next_at >= deadline:
-                    return
-                if next_at > now:
-                    await asyncio.sleep(next_at - now)
-                next_at += interval
+            # the connections' schedules evenly staggered: rate x seconds requests in all
+            async for _ in _ticks(start + c * interval / CONNECTIONS, interval, deadline):
                 events = []
                 for _ in range(per_event):
                     user = random.choice(mine)
@@ -327,14 +334,7 @@ async def _calls(
         mine = list(range(t, users, TASKS))
         seqs = dict.fromkeys(mine, 0)
         source = step * 1000 + t
-        next_at = start + t * interval / TASKS
-        while True:
-            now = time.monotonic()
-            if now >= deadline or next_at >= deadline:
-                return
-            if next_at > now:
-                await asyncio.sleep(next_at - now)
-            next_at += interval
+        async for _ in _ticks(start + t * interval / TASKS, interval, deadline):
             user = random.choice(mine)
             seq, seqs[user] = seqs[user], seqs[user] + 1
             out["sent"] += 1

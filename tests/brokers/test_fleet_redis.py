@@ -255,6 +255,20 @@ def test_a_sentinel_failover_keeps_every_acknowledged_event() -> None:
     """kill -9 of the Redis primary under load: Sentinel promotes the replica, the
     nodes follow it, and every acknowledged event reaches every subscriber once
     (publishes wait for the replica: --redis-wait-replicas 1)."""
+    _sentinel_failover("feed", "feed")
+
+
+def test_a_sentinel_failover_keeps_every_topic_born_for_pattern_streams() -> None:
+    """The same failover with every event to a new topic (``job/<n>``, a birth each)
+    and streams of ``job/*``: the births lost with the old primary's subscription are
+    read again from the new one, and every acknowledged event reaches every stream
+    once, in order."""
+    _sentinel_failover("job/*", lambda n: f"job/{n}")
+
+
+def _sentinel_failover(stream: str, topic: str | Callable[[int], str]) -> None:
+    """Two nodes (one of two workers) on a Sentinel-managed primary with two replicas;
+    streams of ``stream``, publishes to ``topic`` (``_failover``)."""
     with RedisServer() as primary:
         # two replicas: after the failover one is left for the new primary's WAIT
         replica = RedisServer(0, "--replicaof", HOST, str(primary.port))
@@ -263,24 +277,7 @@ def test_a_sentinel_failover_keeps_every_acknowledged_event() -> None:
             flags = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
             flags += ("--redis-probe-interval", "1")
             with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
-                asyncio.run(_failover(primary, replica, sentinel, a, b))
-
-
-def test_a_sentinel_failover_keeps_every_topic_born_for_pattern_streams() -> None:
-    """The same failover with every event to a new topic (``job/<n>``, a birth each)
-    and streams of ``job/*``: the births lost with the old primary's subscription are
-    read again from the new one, and every acknowledged event reaches every stream
-    once, in order."""
-    with RedisServer() as primary:
-        replica = RedisServer(0, "--replicaof", HOST, str(primary.port))
-        other = RedisServer(0, "--replicaof", HOST, str(primary.port))
-        with replica, other, RedisSentinel(primary, replicas=2) as sentinel:
-            flags = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
-            flags += ("--redis-probe-interval", "1")
-            with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
-                asyncio.run(
-                    _failover(primary, replica, sentinel, a, b, "job/*", lambda n: f"job/{n}")
-                )
+                asyncio.run(_failover(primary, replica, sentinel, a, b, stream, topic))
 
 
 async def _failover(
