@@ -21,6 +21,8 @@ flight go together in the next one.
   queued or in flight in another request, so the events of a topic are sent (and
   so published) in the order of the calls; other topics pass. Two calls with one
   id never share a request (the server refuses a batch that repeats an id).
+* A call whose caller is cancelled before it was sent is not sent (once sent,
+  it may be published, as any request may).
 * Closing the publisher sends what is queued and waits for the answers.
 """
 
@@ -124,6 +126,8 @@ class Together:
         queue = self._queue
         while queue:
             call = queue.popleft()
+            if call.future.done():  # its caller was cancelled before it was sent: not sent
+                continue
             full = len(batch) >= self._batch_size or (
                 batch and size + len(call.encoded) + 1 > self._max_body_bytes
             )

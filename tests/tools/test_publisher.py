@@ -420,3 +420,24 @@ def test_a_restart_mid_batch_loses_and_repeats_nothing_with_ids(tmp_path: Any) -
             asyncio.run(main())
         finally:
             second.__exit__(None, None, None)
+
+
+def test_a_call_cancelled_before_it_was_sent_is_not_published(server: ServerProcess) -> None:
+    async def main() -> None:
+        client = server.client("cancel")
+        await client.connect()
+        async with Publisher(f"http://{HOST}:{server.port}", connections=1) as publisher:
+            first = asyncio.ensure_future(publisher.publish("cancel", "first"))
+            await asyncio.sleep(0)  # in flight: the next ones wait in the queue
+            kept = asyncio.ensure_future(publisher.publish("cancel", "kept"))
+            dropped = asyncio.ensure_future(publisher.publish("cancel", "dropped"))
+            await asyncio.sleep(0)
+            dropped.cancel()
+            await asyncio.gather(first, kept)
+        events = await collect(client, 2)
+        assert [e.data for e in events] == ["first", "kept"]
+        with pytest.raises(TimeoutError):
+            await collect(client, 1, timeout=0.3)
+        client.close()
+
+    asyncio.run(main())
