@@ -22,6 +22,10 @@ of a topic's first event since its stream was created), and tells each birth on 
   in the same turn of the loop: the fan-out's flush merges them, so a pattern stream
   gets a new topic's first events in their place among its other topics' events.
   What is at or after the next birth waits for that birth's batch.
+* Named meanwhile. A stream naming a topic that pattern streams want, and that is
+  not held yet (its birth may still be on its way), has it read the same way
+  (``named``): read apart, its first events could go out ahead of older events of
+  the pattern streams' other topics still on the subscription.
 * Lost births. Pub/sub loses messages with its subscription. After each
   (re)subscription the births since the newest one handled are read from ``births``
   (``rescan``), and the wanted ones are held, to be read with the resync.
@@ -74,6 +78,8 @@ class Births:
         self._held: list[Sequenced] | None = None  # live messages held back meanwhile
         self._task: asyncio.Task[None] | None = None
         self._marker: tuple[bytes, asyncio.Future[None]] | None = None
+        # topics a stream named that pattern streams want, waiting to be read as births
+        self._named: dict[str, asyncio.Future[None]] = {}
         # until a (re)subscription's rescan: births told do not move ``handled`` (the rescan
         # reads from it, and what it missed is older than what the new subscription tells)
         self._rescanning = True
@@ -98,6 +104,22 @@ class Births:
             self._held = []
         if self.connection.live:
             self.start()
+
+    def named(self, names: list[str]) -> asyncio.Future[None]:
+        """Topics a stream names, not held, that pattern streams want: read as births are
+        (live messages held back, a marker, one delivery), so that a pattern stream gets
+        their events in their place (read apart, a topic's first events could come ahead
+        of older events of its other topics still on their way); the future ends once
+        they are loaded. Their events come after every position seen so far."""
+        future = self.connection.holding.hold(names)
+        after = self.connection.states[0].seen + 1
+        for name in names:
+            self._named[name] = future
+            self._waiting.append((after, name))
+        if self._held is None:
+            self._held = []
+        self.start()
+        return future
 
     def hold(self, item: Sequenced) -> bool:
         """A live message: held back while births are adopted (True), else not (False)."""
@@ -153,6 +175,7 @@ class Births:
         if unhandled:
             self.handled = min(self.handled, min(unhandled) - 1)
         self._batch, self._waiting, self._held = [], [], None
+        self._fail_named("the Redis subscription was lost")
         self.failed = False
         self._rescanning = True
         task, self._task = self._task, None
@@ -190,9 +213,11 @@ class Births:
         connection = self.connection
         holding = connection.holding
         placement = self.broker.placement
-        names = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
+        fresh = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
+        named = {name: self._named.pop(name) for _, name in batch if name in self._named}
+        names = [*fresh, *named]
         reads: list[Read] = []
-        loading = holding.hold(names)
+        loading = holding.hold(fresh)
         try:
             if names:
                 await connection.subscribe([placement.channel(name) for name in names])
@@ -207,12 +232,17 @@ class Births:
                     raise ConnectionError("Redis lost its data: the node repairs first")
                 known.read_up_to(read.position)
         except BaseException as exc:
-            holding.born_loaded(names, loading, f"reading topics born for patterns: {exc!r}")
+            why = f"reading topics born for patterns: {exc!r}"
+            holding.born_loaded(fresh, loading, why)
+            for name, future in named.items():
+                holding.born_loaded([name], future, why)
             raise
         # from here to the delivery, one turn of the loop: the flush merges it all
         cut = min((position for position, _ in self._waiting), default=None)
         later = self._load(reads, cut)
-        holding.born_loaded(names, loading)
+        holding.born_loaded(fresh, loading)
+        for name, future in named.items():
+            holding.born_loaded([name], future)
         self._release(later, cut)
 
     async def _sync(self) -> None:
@@ -265,9 +295,17 @@ class Births:
         if unhandled:
             self.handled = min(self.handled, min(unhandled) - 1)
         self._batch, self._waiting = [], []
+        self._fail_named("reading them failed: the connection subscribes again")
         if self._held is None:
             self._held = []
         self.failed = True
+
+    def _fail_named(self, why: str) -> None:
+        """Named topics still waiting: their streams are refused (503, ``why``); the topics
+        stay held, and the resync after the next subscription reads them."""
+        named, self._named = self._named, {}
+        for name, future in named.items():
+            self.connection.holding.born_loaded([name], future, why)
 
 
 def _position(item: Sequenced) -> int:

@@ -69,6 +69,13 @@ class Holding:
                 if shards > 1:
                     why = f"{self.connection} holds {', '.join(new[:5])}; {why}"
                 raise self.broker.unavailable_error(why)
+            if self.connection.born is not None:  # one sequence: births are told
+                wants = self.broker.member.wants
+                wanted = [name for name in new if wants(name)]
+                if wanted:  # read in order with the pattern streams' other topics
+                    loading = [*loading, self.connection.births.named(wanted)]
+                    new = [name for name in new if name not in set(wanted)]
+        if new:
             # New topics of one loop iteration (a connection storm) are loaded together:
             # one SUBSCRIBE and one history read, not a Redis connection each.
             loop = asyncio.get_running_loop()
