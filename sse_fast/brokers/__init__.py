@@ -139,9 +139,10 @@ class Member(Protocol):
         """Tell the streams of ``names`` that events were lost at ``position`` (a
         position no event of theirs has): an ``sse-fast-missed`` marker."""
 
-    def wants(self, name: str) -> bool:
-        """Whether an open (or opening) stream of topic patterns would hold topic ``name``
-        (a broker that prepares only the topics held prepares it: see "Patterns")."""
+    def wants(self, name: str, opening: bool = True) -> bool:
+        """Whether an open stream of topic patterns (or, with ``opening``, one being opened)
+        would hold topic ``name`` (a broker that prepares only the topics held prepares it:
+        see "Patterns")."""
         ...
 
     def flush_pending(self) -> None:

@@ -250,9 +250,9 @@ class Hub:
             topic.raise_floor(floor)
         self.fanout.apply(items)
 
-    def wants(self, name: str) -> bool:
-        """Whether an open or opening pattern stream would hold ``name`` (``Member.wants``)."""
-        return self.streams.patterns.wants(name)
+    def wants(self, name: str, opening: bool = True) -> bool:
+        """Whether an open (or opening) pattern stream would hold ``name`` (``Member.wants``)."""
+        return self.streams.patterns.wants(name, opening)
 
     def flush_pending(self) -> None:
         """Write out what was applied (``Member.flush_pending``), then keep the

@@ -132,12 +132,13 @@ class PatternStreams:
             else:
                 opening.pop(pattern, None)
 
-    def wants(self, name: str) -> bool:
-        """Whether an open or opening stream's pattern matches topic ``name`` (a broker
-        that holds only the topics its streams need prepares it: ``Member.wants``)."""
+    def wants(self, name: str, opening: bool = True) -> bool:
+        """Whether an open (or, with ``opening``, an opening) stream's pattern matches topic
+        ``name`` (a broker that holds only the topics its streams need prepares it:
+        ``Member.wants``)."""
         if topic_of_companion(name) is not None:
             return False
-        if self._opening and matches(name, tuple(self._opening)):
+        if opening and self._opening and matches(name, tuple(self._opening)):
             return True
         heads = self._heads
         if not heads:

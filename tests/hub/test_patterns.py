@@ -424,6 +424,7 @@ def test_wants_answers_the_reference_matcher_for_open_and_opening_patterns(
     index.opening(opening, 1)  # two streams of these patterns open at once
     for name in names:
         assert index.wants(name) == pattern_matches(name, [*open_patterns, *opening]), name
+        assert index.wants(name, opening=False) == pattern_matches(name, open_patterns), name
     index.opening(opening, -1)
     for name in names:
         assert index.wants(name) == pattern_matches(name, [*open_patterns, *opening]), name

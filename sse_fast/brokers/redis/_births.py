@@ -22,10 +22,11 @@ of a topic's first event since its stream was created), and tells each birth on 
   in the same turn of the loop: the fan-out's flush merges them, so a pattern stream
   gets a new topic's first events in their place among its other topics' events.
   What is at or after the next birth waits for that birth's batch.
-* Named meanwhile. A stream naming a topic that pattern streams want, and that is
-  not held yet (its birth may still be on its way), has it read the same way
+* Named meanwhile. A stream naming a topic that an open pattern stream wants, and
+  that is not held yet (its birth may still be on its way), has it read the same way
   (``named``): read apart, its first events could go out ahead of older events of
-  the pattern streams' other topics still on the subscription.
+  the pattern stream's other topics still on the subscription. (A pattern stream
+  being opened reads its topics apart: it is not open yet, its resume orders them.)
 * Lost births. Pub/sub loses messages with its subscription. After each
   (re)subscription the births since the newest one handled are read from ``births``
   (``rescan``), and the wanted ones are held, to be read with the resync.
@@ -106,7 +107,7 @@ class Births:
             self.start()
 
     def named(self, names: list[str]) -> asyncio.Future[None]:
-        """Topics a stream names, not held, that pattern streams want: read as births are
+        """Topics a stream names, not held, that open pattern streams want: read as births are
         (live messages held back, a marker, one delivery), so that a pattern stream gets
         their events in their place (read apart, a topic's first events could come ahead
         of older events of its other topics still on their way); the future ends once

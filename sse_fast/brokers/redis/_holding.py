@@ -71,8 +71,8 @@ class Holding:
                 raise self.broker.unavailable_error(why)
             if self.connection.born is not None:  # one sequence: births are told
                 wants = self.broker.member.wants
-                wanted = [name for name in new if wants(name)]
-                if wanted:  # read in order with the pattern streams' other topics
+                wanted = [name for name in new if wants(name, opening=False)]
+                if wanted:  # read in order with the open pattern streams' other topics
                     loading = [*loading, self.connection.births.named(wanted)]
                     new = [name for name in new if name not in set(wanted)]
         if new:
