@@ -144,14 +144,11 @@ class PatternStreams:
         if not heads:
             return False
         slash = name.find("/")
+        found: dict[Subscription, None] = {}
         for lengths in (heads.get(name[: slash + 1]) if slash >= 0 else None, heads.get("")):
-            if lengths is None:
-                continue
-            for length in lengths:
-                by_pattern = self._by_prefix.get(name[:length]) if length <= len(name) else None
-                if by_pattern is not None and any(matches(name, (p,)) for p in by_pattern):
-                    return True
-        return False
+            if lengths is not None:
+                self._glob(name, lengths, found)
+        return bool(found)
 
     def remove(self, subscription: Subscription, patterns: Iterable[str]) -> None:
         """``subscription`` left: out of the index (a pattern no stream names goes)."""

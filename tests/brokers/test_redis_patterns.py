@@ -369,12 +369,18 @@ def test_topics_from_before_the_directory_enter_it_at_the_next_start(
                 await publish(client, f"legacy/{n}", f"old {n}")
             await client.delete("sse:names", "sse:births")  # as an earlier version left it
             await client.set("sse:t:legacy", "not a stream")  # under the prefix, skipped
+            async with client.pipeline(transaction=False) as pipe:  # more than a batch of 1,000
+                for n in range(2500):
+                    pipe.xadd(f"sse:t:bulk/{n}", {"f": "x"}, id="1-0")
+                await pipe.execute()
             assert await check_layout([redis_server.url], 1) is None
-            assert sorted(await client.zrange("sse:names", 0, -1)) == [
+            names = await client.zrange("sse:names", 0, -1)
+            assert sorted(n for n in names if n.startswith(b"legacy/")) == [
                 b"legacy/0",
                 b"legacy/1",
                 b"legacy/2",
             ]
+            assert len(names) == 3 + 2500 and b"legacy" not in names
             stream = Recording()
             first = await client.xrange("sse:t:legacy/0")
             start = int(first[0][0].split(b"-")[0]) - 1

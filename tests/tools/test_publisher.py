@@ -441,3 +441,22 @@ def test_a_call_cancelled_before_it_was_sent_is_not_published(server: ServerProc
         client.close()
 
     asyncio.run(main())
+
+
+def test_leaving_sends_the_calls_still_queued(server: ServerProcess) -> None:
+    """Calls queued behind a request in flight when the ``async with`` ends are sent
+    before the publisher closes, and answered."""
+
+    async def main() -> None:
+        client = server.client("leave")
+        await client.connect()
+        async with Publisher(f"http://{HOST}:{server.port}", connections=1) as publisher:
+            calls = [asyncio.ensure_future(publisher.publish("leave", n)) for n in range(5)]
+            await asyncio.sleep(0)  # the first in flight, the others queued
+            assert len(publisher.together._queue) == 4
+        assert all(call.done() and not call.exception() for call in calls)
+        events = await collect(client, 5)
+        assert [e.data for e in events] == ["0", "1", "2", "3", "4"]
+        client.close()
+
+    asyncio.run(main())

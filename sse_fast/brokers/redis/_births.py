@@ -172,11 +172,8 @@ class Births:
     def reset(self) -> None:
         """The subscription is gone: stop adopting; the births not handled are rescanned
         after the next subscription (the messages held back are read again by the resync)."""
-        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
-        if unhandled:
-            self.handled = min(self.handled, min(unhandled) - 1)
-        self._batch, self._waiting, self._held = [], [], None
-        self._fail_named("the Redis subscription was lost")
+        self._forget_waiting("the Redis subscription was lost")
+        self._held = None
         self.failed = False
         self._rescanning = True
         task, self._task = self._task, None
@@ -217,33 +214,25 @@ class Births:
         fresh = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
         named = {name: self._named.pop(name) for _, name in batch if name in self._named}
         names = [*fresh, *named]
+        # the loads' futures: the births' one, and each named topic's stream's
+        loading = [(fresh, holding.hold(fresh)), *(([n], f) for n, f in named.items())]
         reads: list[Read] = []
-        loading = holding.hold(fresh)
         try:
             if names:
                 await connection.subscribe([placement.channel(name) for name in names])
                 for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
                     chunk = names[start : start + LOAD_CHUNK]
-                    reads.append(await connection.history.read(0, dict.fromkeys(chunk)))
+                    reads.append(await connection.history.read_new(0, chunk))
             await self._sync()
-            known = connection.states[0]
-            for read in reads:
-                if read.epoch != known.epoch:  # Redis lost its data: the resync tells streams
-                    connection.epoch_changed = True
-                    raise ConnectionError("Redis lost its data: the node repairs first")
-                known.read_up_to(read.position)
         except BaseException as exc:
-            why = f"reading topics born for patterns: {exc!r}"
-            holding.born_loaded(fresh, loading, why)
-            for name, future in named.items():
-                holding.born_loaded([name], future, why)
+            for mine, future in loading:
+                holding.born_loaded(mine, future, f"reading topics born for patterns: {exc!r}")
             raise
         # from here to the delivery, one turn of the loop: the flush merges it all
         cut = min((position for position, _ in self._waiting), default=None)
         later = self._load(reads, cut)
-        holding.born_loaded(fresh, loading)
-        for name, future in named.items():
-            holding.born_loaded([name], future)
+        for mine, future in loading:
+            holding.born_loaded(mine, future)
         self._release(later, cut)
 
     async def _sync(self) -> None:
@@ -292,18 +281,19 @@ class Births:
         (and what arrives until then): the resync after the next subscription reads every
         held topic again after the newest position the member has, and the rescan finds
         the births not handled, all delivered together, in order."""
-        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
-        if unhandled:
-            self.handled = min(self.handled, min(unhandled) - 1)
-        self._batch, self._waiting = [], []
-        self._fail_named("reading them failed: the connection subscribes again")
+        self._forget_waiting("reading them failed: the connection subscribes again")
         if self._held is None:
             self._held = []
         self.failed = True
 
-    def _fail_named(self, why: str) -> None:
-        """Named topics still waiting: their streams are refused (503, ``why``); the topics
-        stay held, and the resync after the next subscription reads them."""
+    def _forget_waiting(self, why: str) -> None:
+        """Drop the births waiting or under way: the next subscription's rescan reads them
+        again (``handled`` goes back before them). Named topics still waiting have their
+        streams refused (503, ``why``); they stay held, and the resync reads them."""
+        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
+        if unhandled:
+            self.handled = min(self.handled, min(unhandled) - 1)
+        self._batch, self._waiting = [], []
         named, self._named = self._named, {}
         for name, future in named.items():
             self.connection.holding.born_loaded([name], future, why)

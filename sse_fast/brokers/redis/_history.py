@@ -78,20 +78,28 @@ class History:
         for partition, mine in by_partition.items():
             for start in range(0, len(mine), LOAD_CHUNK):  # Redis is not blocked long
                 chunk = mine[start : start + LOAD_CHUNK]
-                read = await self.read(partition, dict.fromkeys(chunk))
-                known = connection.states.get(partition)
-                if known is None:
-                    raise ConnectionError(
-                        f"partition {partition} moved to another Redis Cluster master; try again"
-                    )
-                if read.epoch != known.epoch:
-                    # Redis lost its data and the subscription did not notice (a FLUSHALL)
-                    connection.epoch_changed = True
-                    raise ConnectionError("Redis lost its data: the node repairs first")
-                known.read_up_to(read.position)
+                read = await self.read_new(partition, chunk)
                 for name in chunk:
                     self.apply(name, None, read)
                     connection.holding.loaded(name)
+
+    async def read_new(self, partition: int, names: list[str]) -> Read:
+        """Read topics ``names`` of ``partition``, new to the member (at most ``LOAD_CHUNK``),
+        whole; ``ConnectionError`` if the partition moved or its Redis lost its data
+        meanwhile (the resync that tells the streams comes first)."""
+        connection = self.connection
+        read = await self.read(partition, dict.fromkeys(names))
+        known = connection.states.get(partition)
+        if known is None:
+            raise ConnectionError(
+                f"partition {partition} moved to another Redis Cluster master; try again"
+            )
+        if read.epoch != known.epoch:
+            # Redis lost its data and the subscription did not notice (a FLUSHALL)
+            connection.epoch_changed = True
+            raise ConnectionError("Redis lost its data: the node repairs first")
+        known.read_up_to(read.position)
+        return read
 
     async def resync(self) -> None:
         """After (re)subscribing: per partition of this Redis, check the epoch and the position,

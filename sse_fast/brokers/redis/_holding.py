@@ -71,10 +71,10 @@ class Holding:
                 raise self.broker.unavailable_error(why)
             if self.connection.born is not None:  # one sequence: births are told
                 wants = self.broker.member.wants
-                wanted = [name for name in new if wants(name, opening=False)]
+                wanted = {name: None for name in new if wants(name, opening=False)}
                 if wanted:  # read in order with the open pattern streams' other topics
-                    loading = [*loading, self.connection.births.named(wanted)]
-                    new = [name for name in new if name not in set(wanted)]
+                    loading = [*loading, self.connection.births.named(list(wanted))]
+                    new = [name for name in new if name not in wanted]
         if new:
             # New topics of one loop iteration (a connection storm) are loaded together:
             # one SUBSCRIBE and one history read, not a Redis connection each.
