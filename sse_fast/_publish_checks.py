@@ -108,16 +108,16 @@ CURSOR_COMPONENT = 25
 def check_cursor_length(value: str, settings: Settings) -> str:
     """A ``Last-Event-ID`` that is a cursor (``hub/_cursor.py``: the id of a stream over
     several partitions, one component per partition it covers): ``max_last_event_id_length``
-    or what ``max_topics_per_connection`` topics can make, whichever is longer (the server's
-    own ids always come back); one line, no NUL."""
-    longest = max(
-        settings.max_last_event_id_length,
-        20 + CURSOR_COMPONENT * settings.max_topics_per_connection,
-    )
+    or what ``max_topics_per_connection`` topics (or a pattern stream over every partition)
+    can make, whichever is longer (the server's own ids always come back); one line, no
+    NUL."""
+    # a pattern stream's covers any partition, and the rest (``*``)
+    components = max(settings.max_topics_per_connection, settings.redis_partition_count + 1)
+    longest = max(settings.max_last_event_id_length, 20 + CURSOR_COMPONENT * components)
     if len(value) > longest:
         raise PublishError(
-            f"Last-Event-ID is longer than {longest} characters (a cursor over at most "
-            f"{settings.max_topics_per_connection} topics' partitions)"
+            f"Last-Event-ID is longer than {longest} characters (a cursor of at most "
+            f"{components} components)"
         )
     if "\r" in value or "\n" in value or "\0" in value:
         raise PublishError("Last-Event-ID must not contain CR, LF or NUL")

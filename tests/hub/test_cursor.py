@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sse_fast.hub._cursor import MAX_COMPONENTS, format_cursor, parse_cursor
+from sse_fast.hub._cursor import MAX_COMPONENTS, REST, format_cursor, parse_cursor
 
 _POSITIONS = st.dictionaries(
     st.integers(min_value=0, max_value=1023),
@@ -21,6 +21,24 @@ def test_a_cursor_reads_back_as_its_positions(positions: dict[int, int]) -> None
     text = format_cursor(positions)
     assert parse_cursor(text) == positions
     assert text.isascii() and "\n" not in text
+
+
+@given(_POSITIONS, st.integers(min_value=0, max_value=2**63 - 1), st.booleans())
+def test_a_pattern_streams_cursor_reads_back_with_its_rest(
+    positions: dict[int, int], rest: int, alone: bool
+) -> None:
+    """A pattern stream's cursor: the partitions it lists, then ``*`` for the rest (or the
+    rest alone: a pattern stream with no topic yet)."""
+    positions = {REST: rest} if alone else {**positions, REST: rest}
+    text = format_cursor(positions)
+    assert parse_cursor(text) == positions
+    assert text.split(".")[-1].startswith("*:")
+
+
+def test_the_rest_example() -> None:
+    positions = {3: 1764160000123456, REST: 1764160000123465}
+    assert format_cursor(positions) == "~1764160000123456.3:0.*:9"
+    assert parse_cursor("~1764160000123456.*:0") == {REST: 1764160000123456}
 
 
 def test_the_design_example() -> None:
@@ -61,6 +79,12 @@ def test_the_design_example() -> None:
         "~5.٣:0",  # a non-ASCII digit
         "~5.0:0." + ".".join(f"{p}:0" for p in range(1, MAX_COMPONENTS + 1)),  # too many
         "~5.0:0" + "0" * 40000,  # too long
+        "~5.*:0.0:0",  # the rest first
+        "~5.0:0.*:0.*:1",  # two rests
+        "~5.*:",
+        "~5.*:01",
+        "~5.0:1.*:1",  # the base is not the smallest component
+        "~5.*0",
     ],
     ids=lambda text: text if len(text) < 40 else f"{text[:20]}...({len(text)} characters)",
 )
