@@ -72,7 +72,9 @@ Every broker keeps these promises; the hub relies on nothing else.
   patterns' literal prefixes, and the position at or below which a matching topic
   may have gone without trace), and prepares, for as long as the member
   ``wants`` one, each topic born later before its first events are delivered, in
-  their place in the order of events. ``patterns_refusal`` says when it cannot.
+  their place in the order of events; with several partitions, ``complete_up_to``
+  says up to where in all of them that was done. ``patterns_refusal`` says when it
+  cannot.
 * One scrape. ``gather(query)`` returns the figures of every member of the
   server (each worker's ``member.report(query)``), so ``/metrics`` and
   ``/stats`` answer for the whole server whichever worker takes the request.
@@ -101,6 +103,12 @@ class Expansion(NamedTuple):
     #: below this position (its history expired, or the broker lost its data): a resume
     #: from before it cannot be promised
     gone_up_to: int
+    #: with several partitions, ``gone_up_to`` of each (``gone_up_to`` is the largest)
+    gone_up_to_in: tuple[int, ...] = ()
+    #: with several partitions: every topic born in any partition at or below this
+    #: position is among ``names`` (where a new pattern stream is in the partitions it
+    #: has no topic of: ``hub/_cursor.py``)
+    complete_up_to: int = 0
 
 
 class Member(Protocol):
@@ -240,6 +248,11 @@ class Broker(abc.ABC):
     def patterns_refusal(self) -> str | None:
         """Why this broker cannot serve streams of topic patterns (None: it can)."""
         return None
+
+    def complete_up_to(self) -> int:
+        """With several partitions: in each, every topic born at or below this position
+        that the member ``wants`` was delivered (0: nothing is known; see "Patterns")."""
+        return 0
 
     def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion] | None:
         """The topics kept where every member reads them whose names start with the

@@ -43,6 +43,7 @@ from ..brokers._sequencing import Sequenced
 from ..protocol import Reason
 from ..settings import Settings
 from ._closing import Closer
+from ._cursor import REST
 from ._metrics import Metrics
 from ._subscription import Subscription
 from ._topics import Topic, Topics, merge_frames, read_since, with_cursors
@@ -80,6 +81,9 @@ class FanOut:
         #: them (the pattern streams it belongs to join it: ``Streams.created``); None
         #: until a pattern stream opens: the flush then looks at nothing more
         self.on_first: Callable[[Topic], None] | None = None
+        #: with several partitions, where pattern streams' cursors' rest may rise to
+        #: (``Broker.complete_up_to``, read once per flush; ``with_cursors``)
+        self.complete_up_to: Callable[[], int] | None = None
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
 
@@ -192,6 +196,7 @@ class FanOut:
         merged: dict[tuple[Any, ...], Any] = {}
         groups: dict[tuple[Any, ...], dict[Subscription, Send]] = {}
         moved: dict[tuple[Any, ...], Any] = {}
+        rest = -1  # pattern streams' (``with_cursors``), read once when one needs it
         for subscription, send in multi.items():
             if subscription.state != Subscription.IN_SYNC:
                 continue  # closed above (one of its topics overflowed)
@@ -210,7 +215,9 @@ class FanOut:
                     self.lagged(subscription, lag.lost)
                     continue
             if places is not None:
-                key, subscription.places = _place(key, places, merged, moved)
+                if rest < 0 and REST in places and self.complete_up_to is not None:
+                    rest = self.complete_up_to()  # what it says is done is stored by now
+                key, subscription.places = _place(key, places, merged, moved, max(rest, 0))
             groups.setdefault(key, {})[subscription] = send
         for key, targets in groups.items():
             data, count = merged[key]
@@ -346,6 +353,7 @@ def _place(
     places: dict[int, int],
     merged: dict[tuple[Any, ...], Any],
     moved: dict[tuple[Any, ...], Any],
+    rest: int,
 ) -> tuple[tuple[Any, ...], dict[int, int]]:
     """A stream of topic set ``key`` over several partitions, at ``places``: its group
     and its places after this flush. The group's bytes (in ``merged``) are the
@@ -360,7 +368,7 @@ def _place(
     if found is None:
         after = dict(places)
         entries = merged[key]
-        data = with_cursors(entries, after)
+        data = with_cursors(entries, after, rest)
         alike = (key, *after.items())
         after = moved.setdefault(alike, after)
         merged[group] = (data, len(entries))

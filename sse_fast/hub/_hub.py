@@ -462,6 +462,8 @@ def _open(
         # from the first pattern stream on, a topic's first events make it join the
         # pattern streams it matches (and the names' index, built by ``expand``)
         hub.fanout.on_first = hub.streams.created
+        if hub.broker.partitions > 1:  # their cursors' rest (``_cursor.py``)
+            hub.fanout.complete_up_to = hub.broker.complete_up_to
         exact = [name for name in names if not is_pattern(name)]
         topics: Sequence[Topic] = hub.streams.expand(exact, patterns, now)  # a list: it grows
     else:
@@ -469,7 +471,14 @@ def _open(
     broker = hub.broker
     covered = {0} if broker.partitions == 1 else {topic.partition for topic in topics}
     places = None
-    if len(covered) <= 1:  # one partition: ids and resolution as with one sequence
+    over = None
+    if patterns and broker.partitions > 1:  # it may gain topics of any partition
+        over = resume.PatternsOver(
+            max(0 if expansion is None else expansion.complete_up_to, broker.complete_up_to()),
+            () if expansion is None else expansion.gone_up_to_in,
+            hub.topics.forgotten_over(patterns),
+        )
+    if len(covered) <= 1 and over is None:  # one partition: as with one sequence
         partition = min(covered, default=0)
         status, cursors, first = resume.starting_point(
             topics,
@@ -489,6 +498,7 @@ def _open(
             broker.partitions,
             broker.lost,
             hub.settings.retry_ms,
+            over,
         )
     subscription = Subscription(
         hub.streams.next_id(),

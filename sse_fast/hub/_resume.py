@@ -37,7 +37,12 @@ missing from the cursor (the client added a topic of another partition), a
 partition beyond the broker's, a component that resolves to nothing, a
 malformed cursor and a plain id are ``unknown``: a single number cannot place
 the other partitions exactly, and placing them by time would be inexact, so
-silent. Components of partitions the stream no longer covers are ignored. The
+silent. Components of partitions the stream no longer covers are ignored.
+A stream of topic patterns over several partitions (``PatternsOver``) has a cursor
+with a rest (a cursor without one is ``unknown``): a partition it lists resolves as
+above, the others from the rest. Topics it matches that went without trace after
+the cursor, in any partition (``Expansion.gone_up_to_in``), or were dropped
+(``Topics.forgotten_over``) make it ``evicted``, as with one sequence. The
 broker's ``lost`` ranges apply to every partition's component (the brokers that
 record them have one partition; a match elsewhere can only make it ``evicted``). A
 stream whose topics all fall in one partition resolves exactly as above.
@@ -49,12 +54,12 @@ here and it joins the hub in ``_streams.py``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._control import missed_frame
 from .._core import encode
 from ..protocol import Resume
-from ._cursor import format_cursor, parse_cursor
+from ._cursor import REST, format_cursor, parse_cursor
 from ._topics import Topic, read_since
 
 __all__ = [
@@ -64,6 +69,7 @@ __all__ = [
     "RESUMED",
     "UNKNOWN",
     "Forgotten",
+    "PatternsOver",
     "opening_frame",
     "resolve",
     "resolve_over",
@@ -211,6 +217,18 @@ def starting_point(
     return status, cursors, first
 
 
+class PatternsOver(NamedTuple):
+    """A stream of topic patterns over several partitions: where its cursor's rest
+    starts (``_cursor.py``; every topic born in any partition at or below it is among its
+    topics), per partition the position up to which a matching topic may have gone
+    without trace (``Expansion``), and the dropped topics it matches (``Forgotten``,
+    per partition: ``Topics.forgotten_over``)."""
+
+    rest: int
+    gone_up_to_in: Sequence[int]
+    forgotten: Callable[[Callable[[int], int]], tuple[dict[str, int], bool]] | None = None
+
+
 def resolve_over(
     topics: Sequence[Topic],
     last_event_id: str | None,
@@ -218,36 +236,83 @@ def resolve_over(
     lasts: Mapping[int, int],
     partitions: int,
     lost: Sequence[tuple[int, int]] = (),
+    patterns: PatternsOver | None = None,
 ) -> tuple[str, dict[Topic, int], dict[int, int]]:
     """``resolve`` for a stream whose topics span several partitions (see the module
     doc): the outcome, a ring cursor per topic, and the stream's position in each
     partition it covers (``firsts`` and ``lasts``: each partition's first and
     newest position, keyed by the partitions of ``topics``; ``partitions``: the
-    broker's count)."""
+    broker's count); ``patterns`` for a stream of topic patterns (its cursor has a
+    rest)."""
+    status, cursors, places, _ = _resolve_over(
+        topics, last_event_id, firsts, lasts, partitions, lost, patterns
+    )
+    return status, cursors, places
+
+
+def _resolve_over(
+    topics: Sequence[Topic],
+    last_event_id: str | None,
+    firsts: Mapping[int, int],
+    lasts: Mapping[int, int],
+    partitions: int,
+    lost: Sequence[tuple[int, int]],
+    patterns: PatternsOver | None,
+) -> tuple[str, dict[Topic, int], dict[int, int], dict[str, Any]]:
     heads = {topic: topic.ring.head for topic in topics}
     now = dict(lasts)
+    if patterns is not None:
+        now[REST] = patterns.rest
     if not last_event_id:
-        return NONE, heads, now
+        return NONE, heads, now, {}
     components = parse_cursor(last_event_id)
-    if components is None or not lasts.keys() <= components.keys() or max(components) >= partitions:
-        return UNKNOWN, heads, now
+    if components is None or max(components) >= partitions:
+        return UNKNOWN, heads, now, {}
+    rest = components.pop(REST, None)
+    if patterns is not None and rest is None:
+        return UNKNOWN, heads, now, {}  # not a pattern stream's cursor: other partitions?
+
+    def component(partition: int) -> int:
+        found = components.get(partition, rest)
+        assert found is not None
+        return found
+
+    if patterns is None and not lasts.keys() <= components.keys():
+        return UNKNOWN, heads, now, {}
     evicted = False
     for partition, last in lasts.items():
-        number = components[partition]
+        number = component(partition)
         first = firsts[partition]
         mine = [topic for topic in topics if topic.partition == partition]
-        if not first - 1 <= number <= last and not any(_holds(t, number) for t in mine):
-            return UNKNOWN, heads, now
+        if partition in components and not (
+            first - 1 <= number <= last or any(_holds(t, number) for t in mine)
+        ):
+            return UNKNOWN, heads, now, {}
         evicted = (
             evicted
             or number < first - 1  # in a ring, but from before a history break
             or any(topic.evicted_up_to > number for topic in mine)
             or any(low <= number <= high for low, high in lost)  # a crash may have lost it
         )
-    if evicted:
-        return EVICTED, heads, now
-    places = {partition: components[partition] for partition in lasts}
-    return RESUMED, {t: t.cursor_after(places[t.partition]) for t in topics}, places
+    details: dict[str, Any] = {}
+    if patterns is not None:
+        gone: dict[str, int] = {}
+        unnamed = any(component(p) < up_to for p, up_to in enumerate(patterns.gone_up_to_in))
+        if patterns.forgotten is not None:
+            dropped, forgotten = patterns.forgotten(component)
+            gone.update(dropped)
+            unnamed = unnamed or forgotten
+        if gone or unnamed:
+            details["topics"] = dict(sorted(gone.items())[:MISSED_TOPICS])
+            if unnamed:
+                details["unnamed_topics"] = True
+    if evicted or details:
+        return EVICTED, heads, now, details
+    places = {partition: component(partition) for partition in lasts}
+    if patterns is not None:
+        assert rest is not None
+        places[REST] = max(patterns.rest, rest)
+    return RESUMED, {t: t.cursor_after(places[t.partition]) for t in topics}, places, {}
 
 
 def starting_point_over(
@@ -258,15 +323,18 @@ def starting_point_over(
     partitions: int,
     lost: Sequence[tuple[int, int]],
     retry_ms: int,
+    patterns: PatternsOver | None = None,
 ) -> tuple[str, dict[Topic, int], bytes, dict[int, int]]:
     """``starting_point`` for a stream whose topics span several partitions
     (``resolve_over``): also the stream's position in each partition once its
     first bytes are written, whose cursor is the id of those bytes."""
-    status, cursors, places = resolve_over(topics, last_event_id, firsts, lasts, partitions, lost)
+    status, cursors, places, details = _resolve_over(
+        topics, last_event_id, firsts, lasts, partitions, lost, patterns
+    )
     if status == RESUMED:
         return status, cursors, encode(retry=retry_ms) + read_since(cursors, places)[0], places
     cursor = format_cursor(places)
     if status == NONE:
         return status, cursors, encode(retry=retry_ms, id=cursor), places
-    first = missed_frame(status, cursor, _printable(last_event_id), retry=retry_ms)
+    first = missed_frame(status, cursor, _printable(last_event_id), retry=retry_ms, **details)
     return status, cursors, first, places

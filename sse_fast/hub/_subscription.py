@@ -135,7 +135,7 @@ class Subscription:
         """Join the in-sync sets; the caller checked it is at every flushed head."""
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
-        if len(self.topics) == 1:
+        if len(self.topics) == 1 and self.places is None:
             self.topics[0].join_in_sync(self, self.send)
         else:
             for topic in self.topics:
@@ -161,6 +161,8 @@ class Subscription:
         if state == Subscription.IN_SYNC:
             if not self.in_sync_started:  # its first bytes not written yet
                 self.cursors[topic] = topic.flushed
+            elif self.places is not None:  # a cursor as its id: merged (``FanOut._merge``)
+                topic.join_multi(self, self.send)
             elif not topics:
                 topic.join_in_sync(self, self.send)
             else:

@@ -63,7 +63,7 @@ from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 from ..publishing import PublishError, PublishRequest
 from ..settings import Settings
 from ..settings._memory import history_budget
-from ._cursor import format_cursor, with_id
+from ._cursor import REST, format_cursor, with_id
 from ._matching import pattern_matches
 
 __all__ = [
@@ -168,13 +168,25 @@ def _copies(
 
 
 def with_cursors(
-    entries: list[tuple[int, int, bytes, tuple[tuple[int, int], ...]]], places: dict[int, int]
+    entries: list[tuple[int, int, bytes, tuple[tuple[int, int], ...]]],
+    places: dict[int, int],
+    rest: int = 0,
 ) -> bytes:
     """``entries`` (``merge_frames``) for a stream at ``places`` (partition ->
     position, moved in place): each frame with the stream's cursor after it as
     its id (``_cursor.py``). A frame whose event the stream was already written
     from another partition (a copy at or before the stream's place there) is
-    not written again; its partition's place still moves past it."""
+    not written again; its partition's place still moves past it.
+
+    A pattern stream's places have a rest (``REST``): a partition it gains a topic
+    of is listed from just before its first frame here, and the rest rises to
+    ``rest`` (``Broker.complete_up_to``, taken when the frames were stored)."""
+    if REST in places:
+        for position, partition, _, _ in entries:
+            if partition not in places:
+                places[partition] = position - 1
+        if rest > places[REST]:
+            places[REST] = rest
     out = []
     for position, partition, frame, copies in entries:
         places[partition] = position
@@ -397,6 +409,26 @@ class Topics(TopicTable):
             }
             unnamed = target < gone_up_to or any(f > target for f in self._swept_floors)
             return gone, unnamed
+
+        return forgotten
+
+    def forgotten_over(
+        self, patterns: Sequence[str]
+    ) -> Callable[[Callable[[int], int]], tuple[dict[str, int], bool]]:
+        """``forgotten_by`` over several partitions: given the position a stream of
+        ``patterns`` resumes after in each partition, the dropped topics they match with
+        events after it, and whether topics forgotten by name had some
+        (``_resume.PatternsOver``)."""
+        of = self._partition_of or (lambda name: 0)
+
+        def forgotten(after: Callable[[int], int]) -> tuple[dict[str, int], bool]:
+            gone = {
+                name: newest
+                for name, newest in self._swept.items()
+                if newest > after(of(name)) and pattern_matches(name, patterns)
+            }
+            floors = self._swept_floors
+            return gone, any(floor > after(p) for p, floor in enumerate(floors) if floor)
 
         return forgotten
 

@@ -197,9 +197,10 @@ def test_a_new_dataset_starts_its_floor_and_advance_raises_it(client: redis.Redi
     [
         (lambda keys, args: (keys, [*args[:4], "EVAL", *args[5:]]), "SPUBLISH or PUBLISH"),
         (
-            lambda keys, args: ([*keys[:3], keys[3].replace(":t:", ":x:"), *keys[4:]], args),
+            lambda keys, args: ([*keys[:5], keys[5].replace(":t:", ":x:"), *keys[6:]], args),
             "a stream",
         ),
+        (lambda keys, args: ([*keys[:3], keys[4], keys[3], *keys[5:]], args), "must be"),
         (lambda keys, args: (keys, [*args[:9], 0, *args[10:]]), "names its retry key"),
         (lambda keys, args: (keys, [*args[:6], "a\nb", *args[7:]]), "must not contain CR"),
         (lambda keys, args: (keys, [*args[:7], "data: x\n", *args[8:]]), "ending with one blank"),
@@ -218,7 +219,7 @@ def test_malformed_arguments_are_refused_with_a_sentence(
     declared, args = change(declared, args)
     client = redis.Redis(port=redis_server.port)
     try:
-        with pytest.raises(ResponseError, match=r"sse_fast: (event 1|the publish)") as e:
+        with pytest.raises(ResponseError, match=r"sse_fast: (event 1|the publish|KEYS)") as e:
             client.eval(PARTITION_PUBLISH_SCRIPT, len(declared), *declared, *args)
         assert said in str(e.value)
         assert client.get(keys.position) is None  # refused before anything was written

@@ -128,6 +128,41 @@ def test_topics_on_every_master_arrive_in_order_once_on_two_nodes(healthy: Redis
     asyncio.run(main())
 
 
+def test_a_pattern_stream_over_every_master_resumes_on_another_node(
+    healthy: RedisCluster,
+) -> None:
+    """A pattern stream on node A over topics of all three masters, and topics born on
+    node B on every master while it is open (sharded births, ``SPUBLISH``): every event
+    once, each partition's in order; node C resumes from the middle and gets the rest,
+    topics born after the id included."""
+    topics = [f"pat/{i}" for i in range(60)]
+    assert len(topics_by_master(healthy, 60, "pat/")) == 3
+
+    async def main() -> None:
+        async with started(node(healthy.url), node(healthy.url), node(healthy.url)) as hubs:
+            a, b, c = hubs
+            await b.publish([PublishRequest((t,), "early") for t in topics[:10]])
+            stream = Recording()
+            await stream.attach(a, ["pat/*"])
+            sent = [f"{t}:{k}" for k in range(2) for t in topics]
+            for start in range(0, len(sent), 20):
+                await b.publish(
+                    [PublishRequest((d.split(":")[0],), d) for d in sent[start : start + 20]]
+                )
+            await _until(lambda: len(data(stream)) >= len(sent), timeout=30)
+            await asyncio.sleep(0.1)
+            got = data(stream)
+            assert sorted(got) == sorted(sent)
+            for t in topics:
+                assert [d for d in got if d.split(":")[0] == t] == [f"{t}:0", f"{t}:1"]
+            middle = stream.events()[len(got) // 2][1]
+            again = Recording()
+            assert (await again.attach(c, ["pat/*"], middle)).resume == "resumed"
+            assert sorted(data(again)) == sorted(got[len(got) // 2 + 1 :])
+
+    asyncio.run(main())
+
+
 def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
     healthy: RedisCluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -395,22 +395,6 @@ def test_topics_from_before_the_directory_enter_it_at_the_next_start(
     asyncio.run(main())
 
 
-def test_a_partitioned_layout_refuses_patterns_with_a_sentence(
-    redis_server: RedisServer,
-) -> None:
-    async def main() -> None:
-        a = node(redis_server.url, partitions=4)
-        await a.start()
-        try:
-            with pytest.raises(ValueError, match="one Redis sequence only"):
-                await Recording().attach(a, ["user/*"])
-            assert (await Recording().attach(a, ["user/1"])).resume == "none"
-        finally:
-            await a.stop()
-
-    asyncio.run(main())
-
-
 def test_a_topic_named_at_its_birth_reaches_a_pattern_stream_in_order(
     redis_server: RedisServer,
 ) -> None:

@@ -3,7 +3,7 @@ topics' events (Hypothesis against the reference matcher), and resume over the t
 created while the client was away, after a reconnect, a ``kill -9`` restart on the
 same data directory, and with four workers behind the relay: nothing lost, nothing
 repeated, order kept; the same over two nodes on one Redis (a node killed and started
-again included). A partitioned Redis layout refuses a pattern with a sentence."""
+again included), on one Redis sequence and on partitions."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sse_fast._http11 import http_request
 from sse_fast._patterns import matches
 from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
 
@@ -168,17 +167,19 @@ def test_resume_with_four_workers_lands_anywhere() -> None:
         asyncio.run(main())
 
 
-def test_patterns_over_two_redis_nodes_resume_anywhere() -> None:
-    """Two nodes (two workers each) on one Redis: a pattern stream on node A gets the
-    topics born on node B while it is open, in order; topics born while its client is
-    away (one on each node) are found when it resumes on node B, and again on node A
-    after node A was killed (``kill -9``) and started afresh: ``resumed``, exactly."""
+@pytest.mark.parametrize("layout", [(), ("--redis-partitions", "8")], ids=["one", "partitions"])
+def test_patterns_over_two_redis_nodes_resume_anywhere(layout: tuple[str, ...]) -> None:
+    """Two nodes (two workers each) on one Redis, one sequence or 8 partitions: a pattern
+    stream on node A gets the topics born on node B while it is open, in order; topics
+    born while its client is away (one on each node) are found when it resumes on node
+    B, and again on node A after node A was killed (``kill -9``) and started afresh:
+    ``resumed``, exactly."""
     with RedisServer() as redis:
         url = f"redis://127.0.0.1:{redis.port}"
         port_a = free_port()
         with (
-            ServerProcess("--workers", "2", port=port_a, redis_url=url) as a,
-            ServerProcess("--workers", "2", redis_url=url) as b,
+            ServerProcess("--workers", "2", *layout, port=port_a, redis_url=url) as a,
+            ServerProcess("--workers", "2", *layout, redis_url=url) as b,
         ):
 
             async def first() -> str:
@@ -205,7 +206,7 @@ def test_patterns_over_two_redis_nodes_resume_anywhere() -> None:
             assert a.proc is not None
             os.killpg(a.proc.pid, signal.SIGKILL)
             a.proc.wait()
-            with ServerProcess("--workers", "2", port=port_a, redis_url=url) as again:
+            with ServerProcess("--workers", "2", *layout, port=port_a, redis_url=url) as again:
 
                 async def second() -> None:
                     await _publish(b, ["acct/7/e"], "6")  # born while A was down
@@ -219,26 +220,3 @@ def test_patterns_over_two_redis_nodes_resume_anywhere() -> None:
                     client.close()
 
                 asyncio.run(second())
-
-
-def test_a_pattern_on_a_partitioned_redis_layout_is_refused_with_a_sentence() -> None:
-    """Partitions keep no directory of topics (yet): 400 saying so
-    (``pattern_unsupported``), names still served."""
-    with (
-        RedisServer() as redis,
-        ServerProcess(
-            "--redis-partitions", "4", redis_url=f"redis://127.0.0.1:{redis.port}"
-        ) as server,
-    ):
-
-        async def main() -> None:
-            status, _, body = await http_request(
-                "127.0.0.1", server.port, "GET", "/events?topic=user%2F1%2F%2A"
-            )
-            assert status == 400 and b"one Redis sequence only" in body, body
-            client = server.client("user/1/inbox")
-            await client.connect()
-            assert client.status == 200
-            client.close()
-
-        asyncio.run(main())

@@ -43,7 +43,10 @@ primary; a Redis Cluster is partitioned, below):
   streams (``_births.py``): every topic published to (a sorted set read by prefix),
   each topic by the position of its birth (its first event since its stream was
   created; forgotten after ``history_age``, with the names of expired streams), and
-  the channel each birth is told on, ``<position> <topic>``, before the event.
+  the channel each birth is told on, ``<position> <topic>``, before the event. With
+  partitions each partition has its own (``P{T}:names``, ``P{T}:births``,
+  ``P{T}:born``), and ``sse:directory`` marks that the streams of an earlier version
+  entered them (``_layout.py``).
 * ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
 * ``sse:p:<topic>``: each worker's presence figures of a topic of
   ``presence_topics`` (``_presence.py``).

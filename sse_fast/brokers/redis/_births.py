@@ -1,13 +1,16 @@
 """Topics born in Redis that this member's pattern streams want (``Births``, one per
-``Connection``; one sequence only).
+``Connection``, over the partitions it carries).
 
 Theory of operation
 -------------------
 A node holds only the topics its streams need (``_holding.py``), but a stream of topic
 patterns (``user/42/*``) needs topics nobody named, some not born yet. The publish
-script keeps a directory of topics: ``names`` (by name) and ``births`` (by the position
-of a topic's first event since its stream was created), and tells each birth on the
-``born`` channel, ``<position> <topic>``, before the event itself (``publish.lua``).
+script keeps a directory of topics per partition: ``names`` (by name) and ``births`` (by
+the position of a topic's first event since its stream was created), and tells each
+birth on the partition's ``born`` channel, ``<position> <topic>``, before the event
+itself (``publish.lua``, ``publish_partition.lua``). Positions of different partitions
+are not comparable: everything below is per partition, but for the marker (one
+connection's partitions are one Redis's, whose messages arrive in the order published).
 
 * Opening. A pattern stream's existing topics are read from the directory by the
   patterns' literal prefixes (``RedisBroker.expand``) and prepared as named ones are,
@@ -33,6 +36,18 @@ of a topic's first event since its stream was created), and tells each birth on 
 * Failure. A batch that fails (Redis away, no marker back in time) makes the connection
   subscribe again, holding back what it held until then; the resync reads the held
   topics again and the rescan finds the births, delivered together, in order.
+* Done up to (several partitions). A pattern stream's cursor says where it is in the
+  partitions it has topics in, and one position for all the others (``hub/_cursor.py``):
+  every event its patterns match there up to it was delivered. ``done(p)`` is such a
+  position for partition ``p`` and every pattern stream of the member: every birth up to
+  it was handled (a topic born and held here: up to just before it, its event follows on
+  the subscription) and none is waiting. It moves with the births told, each rescan (a
+  position every later birth is above, then the births up to it read) and each
+  ``confirm`` (such positions, then a marker back), so that it moves in a partition
+  where nothing is published. Such a position (``CLOCK_SCRIPT``) is the newest one
+  handed out, or Redis time less one microsecond if later: an event's position is at
+  least the Redis time of its publish, so this rests on Redis's clock not stepping back.
+  Nothing is written: a position behind what a node saw stays visible.
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import RedisError
@@ -55,8 +70,9 @@ from ._state import LOAD_CHUNK, Read
 if TYPE_CHECKING:
     from ._broker import RedisBroker
     from ._connection import Connection
+    from ._history import History
 
-__all__ = ["Births", "read_directory"]
+__all__ = ["Births", "complete_up_to", "read_directory"]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -67,9 +83,9 @@ class Births:
     def __init__(self, broker: RedisBroker, connection: Connection) -> None:
         self.broker = broker
         self.connection = connection
-        #: the newest birth position handled (adopted, or not wanted): a rescan reads after it;
-        #: 0 until the first subscription
-        self.handled = 0
+        #: per partition, the newest birth position handled (adopted, or not wanted): a rescan
+        #: reads after it; none until the partition's first subscription here
+        self.handled: dict[int, int] = {}
         #: topics adopted through births (``/stats``)
         self.adopted = 0
         #: a batch failed: the connection subscribes again (and rescans)
@@ -78,26 +94,29 @@ class Births:
         self._batch: list[tuple[int, str]] = []  # the births of the batch under way
         self._held: list[Sequenced] | None = None  # live messages held back meanwhile
         self._task: asyncio.Task[None] | None = None
-        self._marker: tuple[bytes, asyncio.Future[None]] | None = None
+        self._markers: dict[bytes, asyncio.Future[None]] = {}
         # topics a stream named that pattern streams want, waiting to be read as births
         self._named: dict[str, asyncio.Future[None]] = {}
         # until a (re)subscription's rescan: births told do not move ``handled`` (the rescan
         # reads from it, and what it missed is older than what the new subscription tells)
         self._rescanning = True
+        self._subscription = 0  # how many were lost (``confirm`` spans one)
 
     # ---------------------------------------------------------------- messages
 
-    def told(self, data: bytes) -> None:
-        """A message on the ``born`` channel: a birth, or a marker (ours is awaited)."""
+    def told(self, partition: int, data: bytes) -> None:
+        """A message on ``partition``'s ``born`` channel: a birth, or a marker (ours is
+        awaited)."""
         if data.startswith(b"~"):
-            marker = self._marker
-            if marker is not None and marker[0] == data and not marker[1].done():
-                marker[1].set_result(None)
+            arrived = self._markers.get(data)
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
             return
         head, _, raw = data.partition(b" ")
         position, name = int(head), raw.decode()
-        if not self._rescanning:
-            self.handled = max(self.handled, position)
+        if not self._rescanning and partition in self.handled:
+            # just before it: a topic held here has its event follow on the subscription
+            self.handled[partition] = max(self.handled[partition], position - 1)
         if name in self.connection.holding.held or not self.broker.member.wants(name):
             return
         self._waiting.append((position, name))
@@ -113,10 +132,11 @@ class Births:
         of older events of its other topics still on their way); the future ends once
         they are loaded. Their events come after every position seen so far."""
         future = self.connection.holding.hold(names)
-        after = self.connection.states[0].seen + 1
+        states = self.connection.states
+        partition_of = self.broker.placement.partition_of
         for name in names:
             self._named[name] = future
-            self._waiting.append((after, name))
+            self._waiting.append((states[partition_of(name)].seen + 1, name))
         if self._held is None:
             self._held = []
         self.start()
@@ -144,30 +164,91 @@ class Births:
     # ---------------------------------------------------------------- (re)subscription
 
     async def rescan(self) -> list[str]:
-        """After (re)subscribing: the wanted topics born since the newest birth handled and
-        not held (the caller holds and subscribes them; the resync reads them). The first
-        subscription starts at the newest birth."""
+        """After (re)subscribing: the wanted topics born since the newest birth handled in
+        each partition and not held (the caller holds and subscribes them; the resync reads
+        them). A partition's first subscription here starts at its position."""
         client = self.connection.client
         assert client is not None
-        key = self.broker.placement.births_key()
-        if not self.handled:
-            newest = await client.zrevrange(key, 0, 0, withscores=True)
-            self.handled = max(self.handled, int(newest[0][1])) if newest else 1
-            self._rescanning = False
-            return []
-        found: Any = await client.zrangebyscore(key, f"({self.handled}", "+inf", withscores=True)
+        placement = self.broker.placement
+        partitions = list(self.connection.partitions)
+        async with client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                # a position first that every later birth is above: every birth up to
+                # it is in ``births`` when it is read, every later one is told
+                text, keys, args = placement.clock_call(partition)
+                await self.connection.script(text)(keys=keys, args=args, client=pipe)
+                after = self.handled.get(partition)
+                if after is None:
+                    pipe.echo("")
+                else:
+                    pipe.zrangebyscore(
+                        placement.births_key(partition), f"({after}", "+inf", withscores=True
+                    )
+            replies: list[Any] = await pipe.execute()
         held = self.connection.holding.held
         wants = self.broker.member.wants
         names = []
-        for raw, score in found:
-            name = raw.decode()
-            self.handled = max(self.handled, int(score))
-            if name not in held and wants(name):
-                names.append(name)
+        for index, partition in enumerate(partitions):
+            position, found = replies[2 * index], replies[2 * index + 1]
+            newest = max(int(position or 0), 1)
+            if partition in self.handled:
+                for raw, score in found:
+                    name = raw.decode()
+                    newest = max(newest, int(score))
+                    if name not in held and wants(name):
+                        names.append(name)
+            self.handled[partition] = max(self.handled.get(partition, 0), newest)
         waiting = set(names)
         self._waiting = [(p, n) for p, n in self._waiting if n not in waiting]
         self._rescanning = False
         return names
+
+    async def confirm(self) -> None:
+        """Move ``done`` in every partition of this connection: a position every later
+        birth is above (``CLOCK_SCRIPT``), then a marker back (every birth up to it has
+        then been told)."""
+        if self._rescanning or self.failed or not self.connection.live:
+            return
+        client = self.connection.client
+        assert client is not None
+        placement = self.broker.placement
+        partitions = list(self.connection.partitions)
+        async with client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                text, keys, args = placement.clock_call(partition)
+                await self.connection.script(text)(keys=keys, args=args, client=pipe)
+            positions: list[Any] = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
+        subscription = self._subscription
+        await self._sync()
+        if subscription != self._subscription or self._rescanning or self.failed:
+            return  # the subscription was replaced meanwhile: its rescan says
+        for partition, position in zip(partitions, positions, strict=True):
+            if partition in self.handled and position is not None:
+                self.handled[partition] = max(self.handled[partition], int(position))
+
+    def done(self) -> int | None:
+        """In every partition here, every birth up to it was handled and none is waiting
+        (the module doc); 0 before a partition's first subscription, None without any."""
+        partitions = self.connection.partitions
+        if not partitions:
+            return None
+        handled = self.handled
+        done = min(handled.get(partition, 0) for partition in partitions)
+        if self._batch or self._waiting:
+            of = self.broker.placement.partition_of
+            for position, name in (*self._batch, *self._waiting):
+                if position <= done and of(name) in handled:
+                    done = position - 1
+        return done
+
+    def give_up(self, partition: int) -> int | None:
+        """``partition`` moves to another connection: what was handled of it (``take``)."""
+        return self.handled.pop(partition, None)
+
+    def take(self, partition: int, handled: int | None) -> None:
+        """Carry ``partition``'s births from ``handled`` (``give_up`` elsewhere)."""
+        if handled is not None:
+            self.handled[partition] = min(handled, self.handled.get(partition, handled))
 
     def reset(self) -> None:
         """The subscription is gone: stop adopting; the births not handled are rescanned
@@ -176,6 +257,7 @@ class Births:
         self._held = None
         self.failed = False
         self._rescanning = True
+        self._subscription += 1
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -220,59 +302,52 @@ class Births:
         try:
             if names:
                 await connection.subscribe([placement.channel(name) for name in names])
-                for start in range(0, len(names), LOAD_CHUNK):  # Redis is not blocked long
-                    chunk = names[start : start + LOAD_CHUNK]
-                    reads.append(await connection.history.read_new(0, chunk))
+                by_partition: dict[int, list[str]] = {}
+                for name in names:
+                    by_partition.setdefault(placement.partition_of(name), []).append(name)
+                for partition, mine in by_partition.items():
+                    for start in range(0, len(mine), LOAD_CHUNK):  # Redis is not blocked long
+                        chunk = mine[start : start + LOAD_CHUNK]
+                        reads.append(await connection.history.read_new(partition, chunk))
             await self._sync()
         except BaseException as exc:
             for mine, future in loading:
                 holding.born_loaded(mine, future, f"reading topics born for patterns: {exc!r}")
             raise
         # from here to the delivery, one turn of the loop: the flush merges it all
-        cut = min((position for position, _ in self._waiting), default=None)
-        later = self._load(reads, cut)
+        cuts = _cuts(self._waiting, placement.partition_of)
+        later, loaded = _load(self.broker, self.connection.history, reads, cuts)
+        self.adopted += loaded
         for mine, future in loading:
             holding.born_loaded(mine, future)
-        self._release(later, cut)
+        self._release(later, cuts)
 
     async def _sync(self) -> None:
-        """Publish a marker on ``born`` and wait for it to come back: every message
-        published before it has then arrived."""
+        """Publish a marker on a ``born`` channel of this connection and wait for it to
+        come back: every message published before it has then arrived."""
         loop = asyncio.get_running_loop()
         token = b"~" + os.urandom(8).hex().encode()
         arrived: asyncio.Future[None] = loop.create_future()
-        self._marker = (token, arrived)
+        self._markers[token] = arrived
         try:
-            channel = self.broker.placement.born_channel()
-            assert channel is not None
+            channel = self.broker.placement.born_channel(self.connection.partitions[0])
             await self.connection.send(channel, token)
             await asyncio.wait_for(arrived, COMMAND_TIMEOUT)
         finally:
-            self._marker = None
+            del self._markers[token]
 
-    def _load(self, reads: list[Read], cut: int | None) -> list[Sequenced]:
-        """Give the member the topics read, with their history below ``cut`` (the next
-        wanted birth); the rest of it is returned."""
-        member = self.broker.member
-        history = self.connection.history
-        later: list[Sequenced] = []
-        for read in reads:
-            for name, (_, _, items) in read.topics.items():
-                now = items if cut is None else [i for i in items if i.position < cut]
-                later += items[len(now) :]
-                member.load(name, history.floor_of(name, read), now)
-                self.adopted += 1
-        return later
-
-    def _release(self, later: list[Sequenced], cut: int | None) -> None:
-        """Deliver the messages held back (and ``later``) below ``cut``, in order of
-        position; those at or after it stay held for the next batch."""
+    def _release(self, later: list[Sequenced], cuts: dict[int, int]) -> None:
+        """Deliver the messages held back (and ``later``) below their partition's cut, in
+        order of position; those at or after it stay held for the next batch."""
         held = [*(self._held or ()), *later]
-        if cut is None:
+        if not cuts:
             out, self._held = held, None
         else:
-            out = [item for item in held if item.position < cut]
-            self._held = [item for item in held if item.position >= cut]
+            of = self.broker.placement.partition_of
+            out, self._held = [], []
+            for item in held:
+                cut = cuts.get(of(item.topics[0]))
+                (out if cut is None or item.position < cut else self._held).append(item)
         out.sort(key=_position)
         self.connection.holding.route(out)
 
@@ -290,9 +365,11 @@ class Births:
         """Drop the births waiting or under way: the next subscription's rescan reads them
         again (``handled`` goes back before them). Named topics still waiting have their
         streams refused (503, ``why``); they stay held, and the resync reads them."""
-        unhandled = [position for position, _ in (*self._batch, *self._waiting)]
-        if unhandled:
-            self.handled = min(self.handled, min(unhandled) - 1)
+        of = self.broker.placement.partition_of
+        for position, name in (*self._batch, *self._waiting):
+            partition = of(name)
+            if partition in self.handled:
+                self.handled[partition] = min(self.handled[partition], position - 1)
         self._batch, self._waiting = [], []
         named, self._named = self._named, {}
         for name, future in named.items():
@@ -303,19 +380,84 @@ def _position(item: Sequenced) -> int:
     return item.position
 
 
+def _cuts(waiting: list[tuple[int, str]], of: Callable[[str], int]) -> dict[int, int]:
+    """Per partition, the first wanted birth waiting."""
+    cuts: dict[int, int] = {}
+    for position, name in waiting:
+        partition = of(name)
+        cuts[partition] = min(position, cuts.get(partition, position))
+    return cuts
+
+
+def _load(
+    broker: RedisBroker, history: History, reads: list[Read], cuts: dict[int, int]
+) -> tuple[list[Sequenced], int]:
+    """Give the member the topics read, with their history below their partition's cut
+    (the next wanted birth there): the rest of it, and how many topics."""
+    of = broker.placement.partition_of
+    later: list[Sequenced] = []
+    count = 0
+    for read in reads:
+        for name, (_, _, items) in read.topics.items():
+            cut = cuts.get(of(name))
+            now = items if cut is None else [i for i in items if i.position < cut]
+            later += items[len(now) :]
+            broker.member.load(name, history.floor_of(name, read), now)
+            count += 1
+    return later, count
+
+
+def complete_up_to(broker: RedisBroker) -> int:
+    """``Broker.complete_up_to``: the lowest ``Births.done`` over the connections; 0 while a
+    partition is carried by none (a Cluster's master not known yet: its births are not
+    told)."""
+    carrying = broker.carrying
+    if sum(len(c.partitions) for c in carrying) < broker.partitions:
+        return 0
+    found = [done for c in carrying if (done := c.births.done()) is not None]
+    return min(found, default=0)
+
+
 async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expansion:
     """The topics in the directory whose names start with the literal prefixes of
-    ``patterns`` (``EXPAND_SCRIPT``: one call, a prefix covered by a shorter one left out),
-    and the position up to which a matching topic may have gone without trace: the
-    history age, or the dataset's floor; ``PublishError`` 503 while Redis is away."""
+    ``patterns`` (``EXPAND_SCRIPT``: one call per partition, a prefix covered by a shorter
+    one left out), and per partition the position up to which a matching topic may have
+    gone without trace (the history age, or the dataset's floor) and the one up to which
+    every topic born is among the names; ``PublishError`` 503 while a Redis is away."""
     prefixes = sorted({literal_prefix(pattern) for pattern in patterns})
     prefixes = [p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)]
-    text, keys, args = broker.placement.expand_call(prefixes)
+    placement = broker.placement
+    age = int(broker.history_age * 1_000_000)
+    replies: dict[int, Any] = {}
+
+    async def read(connection: Connection) -> None:
+        client = connection.client
+        if client is None or not connection.partitions:
+            raise ConnectionError(f"{connection} is not connected")
+        partitions = list(connection.partitions)
+        async with client.pipeline(transaction=False) as pipe:
+            for partition in partitions:
+                text, keys, args = placement.expand_call(partition, prefixes)
+                await connection.script(text)(keys=keys, args=args, client=pipe)
+            found = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
+        replies.update(zip(partitions, found, strict=True))
+
     try:
-        reply = await broker.feed.script(text)(keys=keys, args=args)
-    except (RedisError, OSError, TimeoutError) as exc:
+        await asyncio.gather(*(read(c) for c in broker.carrying))
+    except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
         why = f"reading the topics of {', '.join(patterns)}: {exc!r}"
         raise broker.unavailable_error(why) from None
-    now, floor = int(reply[0]), int(reply[1])
-    names = {name.decode() for found in reply[2:] for name in found}
-    return Expansion(sorted(names), max(floor, now - int(broker.history_age * 1_000_000)))
+    missing = set(range(placement.partitions)) - replies.keys()
+    if missing:
+        unread = ", ".join(map(str, sorted(missing)[:5]))
+        why = f"reading the topics of {', '.join(patterns)}: partitions {unread} not carried"
+        raise broker.unavailable_error(why)
+    names: set[str] = set()
+    gone, complete = [], []
+    for partition in range(placement.partitions):
+        reply = replies[partition]
+        now, floor, position = int(reply[0]), int(reply[1]), int(reply[2])
+        names.update(name.decode() for found in reply[3:] for name in found)
+        gone.append(max(floor, now - age))
+        complete.append(position)
+    return Expansion(sorted(names), max(gone), tuple(gone), min(complete))

@@ -41,7 +41,7 @@ from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker, Expansion
 from ._availability import Availability
-from ._births import read_directory
+from ._births import complete_up_to, read_directory
 from ._cluster import SCHEMES, Topology
 from ._connection import Connection
 from ._partitions import check_partitions
@@ -54,7 +54,6 @@ from ._scripts import PUBLISH_SCRIPT, node_channel, sequence_keys
 from ._state import Known
 
 __all__ = [
-    "PARTITIONED_PATTERNS",
     "RETRY_AFTER",
     "WAIT_MS",
     "RedisBroker",
@@ -64,11 +63,6 @@ log = logging.getLogger("sse_fast.redis")
 
 #: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
-#: why a partitioned layout refuses topic patterns (``patterns_refusal``)
-PARTITIONED_PATTERNS = (
-    "topic patterns (* or ?) are served on one Redis sequence only, not with "
-    "--redis-partitions, shards or a Redis Cluster yet: name the topics"
-)
 #: what a member has read before it connected (never changed: ``state`` hands it out read-only)
 _NOTHING_READ = Known()
 
@@ -304,10 +298,10 @@ class RedisBroker(Broker):
             return None
         return _all(found)
 
-    @property
-    def patterns_refusal(self) -> str | None:
-        """Patterns need one sequence (one Redis, or Sentinel): partitions keep no directory."""
-        return None if self.placement.single else PARTITIONED_PATTERNS
+    def complete_up_to(self) -> int:
+        """In every partition, every topic born at or below this position that this member's
+        pattern streams want was delivered (``Births.done``)."""
+        return complete_up_to(self)
 
     def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion]:
         """The topics in Redis's directory whose names start with the literal prefixes of
@@ -355,8 +349,8 @@ class RedisBroker(Broker):
             "repairs": sum(state.repairs for state in states),
             "history_breaks": sum(state.history_breaks for state in states),
         }
-        if self.placement.single:  # topics born in Redis held for pattern streams
-            section["pattern_births_adopted"] = sum(c.births.adopted for c in self.connections)
+        # topics born in Redis held for pattern streams
+        section["pattern_births_adopted"] = sum(c.births.adopted for c in self.connections)
         if self.rehoming is not None:
             down = [c for c in self.carrying if not c.availability.up]
             section["partitions"] = self.partitions

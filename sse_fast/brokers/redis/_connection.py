@@ -88,9 +88,9 @@ class Connection:
         #: the topics held on this Redis
         self.holding = Holding(broker, self)
         self.probes = Probes(broker, self)
-        #: the topics born that pattern streams want (one sequence: its ``born`` channel)
+        #: the topics born that pattern streams want, told on its partitions' ``born`` channels
         self.births = Births(broker, self)
-        self.born = placement.born_channel()
+        self.born: dict[bytes, int] = {}
         #: the channels of probes and gathers this connection subscribes to (``_control``)
         self.control: list[bytes] = []
         self.probe_channel = ""
@@ -105,35 +105,34 @@ class Connection:
         self.epoch_changed = False
 
     def _control(self) -> None:
-        """The probe channel (of this Redis's first partition) and, on the Redis holding
-        partition 0, the node's channel (gathers)."""
+        """The probe channel, the node's (gathers: on partition 0's Redis), the births'."""
         if not self.partitions:
             return
         placement = self.broker.placement
         probe = placement.probe_channel(self.index, self.broker.member_id, self.broker.node)
         node = placement.node_channel(self.broker.node)
+        self.born = {placement.born_channel(p): p for p in self.partitions}
         channels = [probe, node] if 0 in self.partitions else [probe]
-        if self.born is not None:
-            channels.append(self.born.decode())
-        self.control = [c.encode() for c in dict.fromkeys(channels)]
+        self.control = [*(c.encode() for c in dict.fromkeys(channels)), *self.born]
         self.probe_channel = probe
 
     # ---------------------------------------------------------------- partitions
 
-    def adopt(self, partition: int, known: Known, topics: list[str]) -> None:
-        """Carry ``partition`` from now on, with what was read of it and its held ``topics``
-        (a Cluster's slot map moved it here); subscribed and resynced at the next attempt."""
+    def adopt(self, partition: int, known: Known, topics: list[str], born: int | None) -> None:
+        """Carry ``partition`` from now on, with its ``Known``, held ``topics`` and births
+        handled (a Cluster's slot map moved it here); resynced at the next attempt."""
         self.partitions = sorted({*self.partitions, partition})
         self.states[partition] = known
         self.holding.take(topics)
+        self.births.take(partition, born)
         self.moved = True
 
-    def surrender(self, partition: int) -> tuple[Known, list[str]]:
-        """Stop carrying ``partition``: what was read of it, and its held topics (those
-        still loading stay, and fail here)."""
+    def surrender(self, partition: int) -> tuple[Known, list[str], int | None]:
+        """Stop carrying ``partition``: its ``Known``, held topics (not loading) and births."""
         self.partitions.remove(partition)
         self.moved = True
-        return self.states.pop(partition), self.holding.give_up(partition)
+        held, born = self.holding.give_up(partition), self.births.give_up(partition)
+        return self.states.pop(partition), held, born
 
     async def send(self, channel: str | bytes, data: bytes) -> None:
         """Publish ``data`` on a control channel of this Redis (``SPUBLISH`` on a Cluster)."""
@@ -264,7 +263,7 @@ class Connection:
             placement = self.broker.placement
             carried = [n for n in self.holding.held if placement.partition_of(n) in self.states]
             await self.subscribe([*self.control, *map(placement.channel, carried)])
-            if self.born is not None:  # births the subscription may have missed
+            if self.born:  # births the subscription may have missed
                 born = await self.births.rescan()
                 if born:
                     self.holding.take(born)  # read by the resync
@@ -273,8 +272,7 @@ class Connection:
             await stop_task(reader)
 
     async def _resync(self) -> None:
-        """After (re)subscribing: repair every held topic from its stream, then
-        let the held-back messages through."""
+        """After (re)subscribing: repair every held topic, then let the held back through."""
         await self.history.resync()
         held_back, self._held_back = self._held_back or {}, None
         partition_of = self.broker.placement.partition_of
@@ -325,8 +323,9 @@ class Connection:
         kind = message["type"]
         channel = message["channel"]
         if kind in ("message", "smessage"):
-            if channel == self.born:
-                self.births.told(message["data"])
+            partition = self.born.get(channel)
+            if partition is not None:
+                self.births.told(partition, message["data"])
                 return
             topic = self.broker.placement.topic_of(channel)
             if topic is not None:

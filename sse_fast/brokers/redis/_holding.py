@@ -69,7 +69,7 @@ class Holding:
                 if shards > 1:
                     why = f"{self.connection} holds {', '.join(new[:5])}; {why}"
                 raise self.broker.unavailable_error(why)
-            if self.connection.born is not None:  # one sequence: births are told
+            if self.connection.born:  # births are told
                 wants = self.broker.member.wants
                 wanted = {name: None for name in new if wants(name, opening=False)}
                 if wanted:  # read in order with the open pattern streams' other topics

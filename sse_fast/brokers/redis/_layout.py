@@ -42,6 +42,7 @@ from dataclasses import replace
 from typing import Any
 
 import redis as redis_py
+import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
@@ -129,6 +130,38 @@ async def _fill_directory(redis: _Redis, prefix: str, timeout: float) -> None:
         log.info("%d topics entered Redis's directory of topics (pattern streams)", filled)
 
 
+#: on a partitioned layout's Redis (each shard; a Cluster's in a slot of its own): the
+#: streams there entered their partitions' directories once (``_fill_partitions``)
+DIRECTORY_FILLED = "directory"
+
+
+async def _fill_partitions(
+    clients: Sequence[aioredis.Redis], marker: aioredis.Redis, prefix: str, timeout: float
+) -> None:
+    """A partitioned layout written by a version without directories of topics (pattern
+    streams: ``_births.py``): the topic of every stream on ``clients`` (the shards, or a
+    Cluster's masters) enters its partition's ``names``, once (``DIRECTORY_FILLED`` on
+    ``marker`` says it was done; the publish script keeps them from then on)."""
+    done = prefix + DIRECTORY_FILLED
+    if await asyncio.wait_for(marker.exists(done), timeout):
+        return
+    match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "{*}:t:*"
+    filled = 0
+    for client in clients:
+        found: dict[bytes, list[bytes]] = {}
+        async for key in client.scan_iter(match=match, count=1000, _type="STREAM"):
+            tagged, _, rest = key.partition(b"}:")
+            found.setdefault(tagged + b"}:names", []).append(rest[2:])
+        for names, topics in found.items():
+            for start in range(0, len(topics), 1000):
+                chunk = dict.fromkeys(topics[start : start + 1000], 0)
+                added: Any = await asyncio.wait_for(client.zadd(names, chunk, nx=True), timeout)
+                filled += int(added)
+    await asyncio.wait_for(marker.set(done, "1"), timeout)
+    if filled:
+        log.info("%d topics entered their partitions' directories (pattern streams)", filled)
+
+
 async def _claim(redis: _Redis, prefix: str, record: Layout, timeout: float) -> None:
     """Write ``record`` where there is none yet, and read back what is there."""
     key = layout_key(prefix)
@@ -181,8 +214,13 @@ async def check_layout(
                     "Redis %s did not answer the layout check: it is checked when it is back",
                     _shown(redis.url),
                 )
-        if base.kind == "single" and found[0].answered:
+        if base.partitions == 1 and found[0].answered:
             await _safely(_fill_directory(found[0], prefix, timeout), found[0])
+        elif base.partitions > 1:
+            for redis in answering:
+                assert redis.client is not None
+                filling = _fill_partitions([redis.client], redis.client, prefix, timeout)
+                await _safely(filling, redis)
         return None
     finally:
         for redis in found:
@@ -233,7 +271,14 @@ async def check_cluster(
         except (RedisError, OSError, TimeoutError) as exc:  # its master down: a fault
             log.warning("the Redis Cluster's layout record could not be read (%r)", exc)
             return None
-        return layout_refusal(found, configured_layout([url], partitions), url)
+        refusal = layout_refusal(found, configured_layout([url], partitions), url)
+        if refusal is None:
+            masters = [topology.client(address) for address in topology.masters]
+            try:
+                await _fill_partitions(masters, client, prefix, timeout)
+            except (RedisError, OSError, TimeoutError) as exc:  # tried again at the next start
+                log.warning("the Redis Cluster's directories of topics were not filled (%r)", exc)
+        return refusal
     finally:
         await topology.close()
 

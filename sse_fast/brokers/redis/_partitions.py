@@ -164,6 +164,18 @@ class PartitionKeys:
         """A script's first KEYS: position, epoch, floor."""
         return [self.position, self.epoch, self.floor]
 
+    @property
+    def directory(self) -> list[str]:
+        """The partition's directory of topics (pattern streams): ``names`` (a sorted set read
+        by prefix) and ``births`` (topics by the position of their birth)."""
+        return [f"{self.tagged}names", f"{self.tagged}births"]
+
+    @property
+    def born(self) -> str:
+        """Where the partition's births are told, ``<position> <topic>`` (SPUBLISH on a
+        Cluster), before the event itself."""
+        return f"{self.tagged}born"
+
     def stream(self, topic: str) -> str:
         """The Stream holding ``topic``'s history."""
         return f"{self.tagged}t:{topic}"

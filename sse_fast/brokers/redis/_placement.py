@@ -30,6 +30,7 @@ from typing import Any
 from ._partitions import PartitionKeys, cluster_tags, partition_keys, shard_of
 from ._scripts import (
     ADVANCE_SCRIPT,
+    CLOCK_SCRIPT,
     EXPAND_SCRIPT,
     PARTITION_ADVANCE_SCRIPT,
     PARTITION_READ_SCRIPT,
@@ -159,14 +160,17 @@ class Placement:
             return None
         return channel[end + 4 :].decode()
 
-    def born_channel(self) -> bytes | None:
-        """Where topics' births are told (pattern streams); None for a partitioned layout,
-        which does not keep a directory of topics."""
-        return born_channel(self.prefix).encode() if self.single else None
+    def born_channel(self, partition: int) -> bytes:
+        """Where the births of ``partition``'s topics are told (pattern streams)."""
+        if self.single:
+            return born_channel(self.prefix).encode()
+        return self._keys[partition].born.encode()
 
-    def births_key(self) -> str:
-        """The topics by the position of their birth (one sequence only)."""
-        return births_key(self.prefix)
+    def births_key(self, partition: int) -> str:
+        """``partition``'s topics by the position of their birth."""
+        if self.single:
+            return births_key(self.prefix)
+        return self._keys[partition].directory[1]
 
     def presence(self, name: str) -> str:
         """Topic ``name``'s presence hash."""
@@ -202,10 +206,21 @@ class Placement:
         starts = ["" if start is None else str(start) for start in froms.values()]
         return PARTITION_READ_SCRIPT, declared, [count, epoch, *starts]
 
-    def expand_call(self, prefixes: Sequence[str]) -> Call:
-        """The directory's topics whose names start with each of ``prefixes`` (one sequence
-        only: ``born_channel``)."""
-        return EXPAND_SCRIPT, directory_keys(self.prefix), list(prefixes)
+    def expand_call(self, partition: int, prefixes: Sequence[str]) -> Call:
+        """The topics in ``partition``'s directory whose names start with each of
+        ``prefixes``, with its floor and a position every later birth is above."""
+        if self.single:
+            keys = directory_keys(self.prefix)
+        else:
+            tagged = self._keys[partition]
+            keys = [tagged.directory[0], tagged.floor, tagged.position]
+        return EXPAND_SCRIPT, keys, list(prefixes)
+
+    def clock_call(self, partition: int) -> Call:
+        """A position of ``partition`` that every event published from now on is above."""
+        if self.single:
+            return CLOCK_SCRIPT, sequence_keys(self.prefix)[:1], []
+        return CLOCK_SCRIPT, [self._keys[partition].position], []
 
     def advance_call(self, partition: int, above: int, epoch: str) -> Call:
         """Raise partition ``partition``'s floor above ``above`` if its epoch is ``epoch``."""

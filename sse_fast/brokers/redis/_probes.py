@@ -8,6 +8,9 @@
   connection's ``Availability``); the probe coming back on the subscription tells
   whether it is alive: one not back within twice the interval means a stale
   subscription, and the connection replaces it.
+* Births. On a partitioned layout each probe also moves where the connection's
+  births are done (``Births.confirm``), so that pattern streams' cursors move in
+  partitions where nothing is born.
 * Gathers. ``/metrics`` and ``/stats`` answer for every worker of the node:
   the asking member publishes the query on the node's channel (on the first
   Redis), every member pushes its figures to a fresh list, and the asking one
@@ -86,6 +89,12 @@ class Probes:
                         exc,
                         "" if broker.placement.shards == 1 else "to its partitions ",
                     )
+                continue
+            if not broker.placement.single:  # pattern streams' cursors move (``_births``)
+                try:
+                    await connection.births.confirm()
+                except (RedisError, OSError) as exc:  # the next probe tries again
+                    log.debug("%s: births not confirmed (%r)", connection, exc)
 
     def reset(self) -> None:
         """Forget the probes not back (the connection retired: none is awaited)."""

@@ -127,8 +127,8 @@ class Rehoming:
             return
         self.moves += 1
         for partition in moved:
-            known, topics = connections[before[partition]].surrender(partition)
-            connections[table[partition]].adopt(partition, known, topics)
+            known, topics, born = connections[before[partition]].surrender(partition)
+            connections[table[partition]].adopt(partition, known, topics, born)
         log.warning(
             "the Redis Cluster's slot map moved partitions %s: %s",
             _ranges(moved),

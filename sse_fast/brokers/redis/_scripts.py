@@ -28,6 +28,7 @@ from ._partitions import partition_of as _partition_of
 
 __all__ = [
     "ADVANCE_SCRIPT",
+    "CLOCK_SCRIPT",
     "COMMAND_TIMEOUT",
     "EXPAND_SCRIPT",
     "MAX_CONNECTIONS",
@@ -86,9 +87,9 @@ def born_channel(prefix: str) -> str:
 
 
 def directory_keys(prefix: str) -> list[str]:
-    """``EXPAND_SCRIPT``'s KEYS: the topics' names (a sorted set read by prefix), and the
-    dataset's floor."""
-    return [prefix + "names", prefix + "floor"]
+    """``EXPAND_SCRIPT``'s KEYS: the topics' names (a sorted set read by prefix), the
+    dataset's floor and the position."""
+    return [prefix + "names", prefix + "floor", prefix + "position"]
 
 
 def births_key(prefix: str) -> str:
@@ -124,6 +125,8 @@ ADVANCE_SCRIPT = _lua("advance.lua")
 #: the topics whose names start with some prefixes, with Redis time and the dataset's floor
 #: (``expand.lua``)
 EXPAND_SCRIPT = _lua("expand.lua")
+#: a position every event published from now on is above (``clock.lua``)
+CLOCK_SCRIPT = _lua("clock.lua")
 #: ``PUBLISH_SCRIPT`` for one partition, every key declared (``publish_partition.lua``)
 PARTITION_PUBLISH_SCRIPT = _lua("publish_partition.lua").replace(
     "RETRY_WINDOW", str(int(RETRY_WINDOW))
@@ -271,7 +274,8 @@ def partition_publish_args(
             retries.append(keys.retry(request.id, request.topics))
             retry = -len(retries)  # resolved below, once the streams are counted
         events.append((request, frame, retry))
-    first_retry = 3 + len(streams)  # KEYS: position, epoch, floor, streams, retries (1-based)
+    # KEYS (1-based): position, epoch, floor, names, births, streams, retries
+    first_retry = 5 + len(streams)
     args: list[Any] = [
         keys.tagged,
         os.urandom(8).hex(),
@@ -283,5 +287,5 @@ def partition_publish_args(
     for request, frame, retry in events:
         index = first_retry - retry if retry else 0
         args += ["" if request.id is None else request.id, frame, wall, index, len(request.topics)]
-        args += [4 + streams[keys.stream(name)] for name in request.topics]
-    return [*keys.sequence, *streams, *retries], args
+        args += [6 + streams[keys.stream(name)] for name in request.topics]
+    return [*keys.sequence, *keys.directory, *streams, *retries], args

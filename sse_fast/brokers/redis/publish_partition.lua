@@ -1,18 +1,24 @@
 -- PARTITION_PUBLISH_SCRIPT: PUBLISH_SCRIPT for one partition of a partitioned layout (shards,
 -- a Cluster, or N > 1 on one Redis), every key declared, all in the partition's hash slot.
--- KEYS: position, epoch, floor, then the streams of the batch's topics (P{T}:t:<topic>), then
+-- KEYS: position, epoch, floor, names, births (the partition's directory of topics, as
+-- PUBLISH_SCRIPT keeps it), then the streams of the batch's topics (P{T}:t:<topic>), then
 -- the retry keys of the events that have an id (P{T}:r:<id bytes>:<id>:<topics>).
 -- ARGV: the partition's prefix (P{T}:), epoch candidate, history frames, history age
 -- (microseconds), the publish command (SPUBLISH on a Cluster, else PUBLISH), event count,
 -- then per event: id ('' = its position), frame without the id line, wall ms, its retry
 -- key's index in KEYS (0 = none), topic count, the topics' indexes in KEYS (streams).
--- A topic's channel is its stream's key with 'c:' for 't:' (the same slot).
+-- A topic's channel is its stream's key with 'c:' for 't:' (the same slot). A topic whose
+-- stream is new is born as with PUBLISH_SCRIPT, told on P{T}:born with the command.
 -- Returns the events' ids. RETRY_WINDOW is replaced with the retry window in seconds.
 -- This header ends at the first blank line: _scripts.py reads the script from there on.
 
 local prefix, maxlen, age, command = ARGV[1], ARGV[3], tonumber(ARGV[4]), ARGV[5]
 local count = tonumber(ARGV[6])
 local streams = string.len(prefix) + 3
+if KEYS[4] ~= prefix .. 'names' or KEYS[5] ~= prefix .. 'births' then
+  return redis.error_reply('sse_fast: KEYS[4] and KEYS[5] must be ' .. prefix .. 'names and '
+    .. prefix .. 'births')
+end
 if command ~= 'SPUBLISH' and command ~= 'PUBLISH' then
   return redis.error_reply('sse_fast: the publish command must be SPUBLISH or PUBLISH')
 end
@@ -55,7 +61,7 @@ if redis.call('EXISTS', KEYS[2]) == 0 then
 end
 local ttl = math.max(1, math.ceil(age / 1000000))
 local minid = string.format('%d-0', math.max(0, now - age))
-local ids = {}
+local ids, born = {}, false
 for e = 1, count do
   local event = events[e]
   -- a publisher's id seen on these topics within the retry window: a retry, not again
@@ -68,9 +74,24 @@ for e = 1, count do
     if id == '' then id = pos end
     local frame = 'id: ' .. id .. '\n' .. event[2]
     local message = pos .. ' ' .. event[3] .. ' ' .. id .. '\n' .. frame
+    local fresh = {}
     for _, stream in ipairs(event[4]) do
+      if not redis.call('XADD', stream, 'NOMKSTREAM', 'MAXLEN', '~', maxlen, pos .. '-0',
+          'f', frame, 'i', id, 'w', event[3]) then
+        fresh[#fresh + 1] = stream
+      end
+    end
+    -- new streams: their topics are born, told before any of the event's messages
+    for _, stream in ipairs(fresh) do
+      local topic = string.sub(stream, streams)
+      redis.call('ZADD', KEYS[4], 0, topic)
+      redis.call('ZADD', KEYS[5], pos, topic)
+      redis.call(command, prefix .. 'born', pos .. ' ' .. topic)
       redis.call('XADD', stream, 'MAXLEN', '~', maxlen, pos .. '-0', 'f', frame, 'i', id,
         'w', event[3])
+      born = true
+    end
+    for _, stream in ipairs(event[4]) do
       redis.call('XTRIM', stream, 'MINID', '~', minid)
       redis.call('EXPIRE', stream, ttl)
       redis.call(command, prefix .. 'c:' .. string.sub(stream, streams), message)
@@ -79,4 +100,15 @@ for e = 1, count do
   end
 end
 redis.call('SET', KEYS[1], string.format('%d', position))
+if born then
+  -- births older than the history age leave the directory, with the names of the topics
+  -- whose stream expired (a few per birth: the directory stays about as big as the history)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', '(' .. minid:sub(1, -3), 'LIMIT', 0, 16)
+  for _, topic in ipairs(old) do
+    redis.call('ZREM', KEYS[5], topic)
+    if redis.call('EXISTS', prefix .. 't:' .. topic) == 0 then
+      redis.call('ZREM', KEYS[4], topic)
+    end
+  end
+end
 return ids
