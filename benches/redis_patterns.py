@@ -273,7 +273,7 @@ def report(run: dict[str, Any]) -> str:
             )
     one, parts = run["nodes"]["one"], run["nodes"]["partitioned"]
 
-    def row(label: str, value: Any) -> str:
+    def compare(label: str, value: Any) -> str:
         a, b = value(one), value(parts)
         return f"| {label} | {a:.2f} | {b:.2f} | {b / a:.2f}x |"
 
@@ -283,22 +283,22 @@ def report(run: dict[str, Any]) -> str:
         "",
         "| | one sequence | 128 partitions | ratio |",
         "|---|---|---|---|",
-        row("open `big/*` over 1,000 topics, first", lambda n: n["subscribe_first_ms"]),
-        row("open it again (held already; median of 10)", lambda n: n["subscribe_ms"]),
-        row(
+        compare("open `big/*` over 1,000 topics, first", lambda n: n["subscribe_first_ms"]),
+        compare("open it again (held already; median of 10)", lambda n: n["subscribe_ms"]),
+        compare(
             "resume it over 1,000 events of 1,000 topics born after the id, on a third node",
             lambda n: n["resume_1000_events_ms"],
         ),
-        row(
+        compare(
             "publish on B to a topic A holds, to A's send (median)",
             lambda n: n["latency_ms"]["held"]["median"],
         ),
-        row("(p90)", lambda n: n["latency_ms"]["held"]["p90"]),
-        row(
+        compare("(p90)", lambda n: n["latency_ms"]["held"]["p90"]),
+        compare(
             "publish on B to a new topic, to A's send (median)",
             lambda n: n["latency_ms"]["born"]["median"],
         ),
-        row("(p90)", lambda n: n["latency_ms"]["born"]["p90"]),
+        compare("(p90)", lambda n: n["latency_ms"]["born"]["p90"]),
         "",
         f"The id of the last event of the latency stream (`lat/*`, {one['lat_topics']} "
         f"topics): {one['last_id_characters']} characters with one sequence (a position), "

@@ -226,6 +226,7 @@ class _ClientProcess:
             )
             if new is not None:
                 stats.reconnects_on_close += 1
+                stats.last_reconnect_on_close = time.time()
                 return
             stats.connect_errors -= 1  # counted as a reconnect error, not a connect error
             stats.reconnect_errors += 1
@@ -282,6 +283,7 @@ class _ClientProcess:
             "slow_connections": sum(1 for s in live if s.slow and s.status == 200),
             "reconnects": stats.reconnects,
             "reconnects_on_close": stats.reconnects_on_close,
+            "last_reconnect_on_close": stats.last_reconnect_on_close,
             "reconnect_errors": stats.reconnect_errors,
             "reconnect_seconds": stats.reconnect_seconds,
             "resumed_with_id": stats.resumed_with_id,

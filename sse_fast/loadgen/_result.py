@@ -59,6 +59,8 @@ class Result:
     # optional features of run_load (None when not used)
     storm_connect_seconds: float | None = None  # slowest client process: all connected
     reconnected_on_close: int | None = None  # streams the server ended, reconnected
+    reconnected_on_close_last: float | None = None  # wall time of the last of them (0: none)
+    fault_began: float | None = None  # wall time the run's ``fault`` was called
     slow_connections: int | None = None
     slow_delivered: int | None = None
     slow_p50_ms: float | None = None

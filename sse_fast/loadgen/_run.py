@@ -114,6 +114,10 @@ class LoadOptions:
     #: > 0: subscribe by pattern: each client asks for ``<topic>/*`` and the publishes of
     #: ``<topic>`` go to its subtopics ``<topic>/0`` ... ``<topic>/<n-1>`` in turn
     pattern_subtopics: int = 0
+    #: called (in a thread) ``fault_after`` s into the measured window, e.g. to restart
+    #: the server; the window ends once it returned
+    fault: Callable[[], Any] | None = None
+    fault_after: float = 0.0
 
     def __post_init__(self) -> None:
         if self.subscribe is not None:
@@ -208,6 +212,10 @@ def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
     * ``reconnect_after``: that many seconds into the measured window every
       client drops its connection and reconnects at once with ``Last-Event-ID``
       (the last id it saw); events missing afterwards count as lost.
+    * ``fault``: called in a thread ``fault_after`` seconds into the measured window
+      (e.g. a server restart: with ``reconnect_on_close`` the clients come back, and
+      ``reconnected_on_close_last`` - ``fault_began`` is how long until the last did);
+      the window ends once it returned.
     * ``drain``: seconds to wait for deliveries in flight after publishing.
     * ``subscriber_ports``: subscribers connect to these ports in turn (the nodes
       of a fleet) instead of ``port``; publishes still go to ``port``.
@@ -262,6 +270,7 @@ class _LoadRun:
         self.topic_names = options.topic_names or [f"bench-{i}" for i in range(options.topics)]
         self.pipes: list[Any] = []
         self.children: list[Any] = []
+        self.fault_began: float | None = None
 
     def run(self) -> Result:
         options = self.options
@@ -377,9 +386,22 @@ class _LoadRun:
         cpu_marks = [cpu_seconds(options.server_pids())]
         if options.reconnect_after is not None:
             asyncio.get_running_loop().call_later(options.reconnect_after, self.reconnect)
+        fault = None
+        if options.fault is not None:
+            fault = asyncio.ensure_future(self.fault(options.fault, options.fault_after))
         await phase.all_ticks(begin + options.duration)
+        if fault is not None:
+            self.fault_began = await fault
         elapsed = time.monotonic() - begin
         return phase.close(elapsed, cpu_marks)
+
+    async def fault(self, call: Callable[[], Any], after: float) -> float:
+        """Call ``call`` in a thread ``after`` s from now; when it began (wall time)."""
+        await asyncio.sleep(after)
+        self.options.progress(f"{self.options.name}: the run's fault begins")
+        began = time.time()
+        await asyncio.get_running_loop().run_in_executor(None, call)
+        return began
 
     def reconnect(self) -> None:
         self.options.progress(
@@ -451,6 +473,13 @@ class _LoadRun:
         )
         if options.reconnect_on_close:
             result.reconnected_on_close = sum(f.get("reconnects_on_close", 0) for f in finals)
+            result.reconnected_on_close_last = max(
+                (f.get("last_reconnect_on_close", 0.0) for f in finals), default=0.0
+            )
+            if options.reconnect_after is None:  # (else counted with those reconnects)
+                result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)
+        if options.fault is not None:
+            result.fault_began = self.fault_began
         _server_cpu(result, published, bool(options.server_pids()))
         return result
 

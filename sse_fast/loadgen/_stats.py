@@ -87,6 +87,7 @@ class ProcessStats:
     reconnect_seconds: float = 0.0
     resumed_with_id: int = 0
     reconnects_on_close: int = 0  # streams the server ended, reconnected (reconnect_on_close)
+    last_reconnect_on_close: float = 0.0  # wall time of the latest of them
 
     def start_measuring(self, measure_from: float, measure_until: float = math.inf) -> None:
         """Count afresh events published at or after ``measure_from`` and before
