@@ -145,6 +145,7 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
     if isinstance(target, RestartableSseFast):
         data_dir = Path(tempfile.mkdtemp(prefix="streams-100k-data-"))
         target.data_dir = data_dir
+    target.keep_logs = conditions.get("keep_logs", False)
     target.start()
     peak = None
     try:
@@ -175,6 +176,7 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
             shutil.rmtree(data_dir, ignore_errors=True)
     out = {k: v for k, v in dataclasses.asdict(r).items() if not isinstance(v, dict | list)}
     out["connect_failures"] = r.connect_failures
+    out["failures_in_run"] = r.failures_in_run
     if peak_kb is not None:
         out["peak_rss_kb"] = peak_kb
         last, began = r.reconnected_on_close_last, r.fault_began
@@ -258,6 +260,13 @@ def report(run: dict[str, Any]) -> str:
             ("peak server RSS (MB)", "peak_rss_mb", "{:,.0f}"),
         ],
     )
+    for t in targets:
+        failures = results[t].get("storm", {}).get("failures_in_run")
+        if failures:
+            why = ", ".join(
+                f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
+            )
+            lines += [f"{t}'s failed connects in the storm: {why}.", ""]
     errors = [
         f"- {t} {p}: {results[t][p]['error']}"
         for t in targets
@@ -280,8 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a smoke run, to a temporary dir")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs")
     args = parser.parse_args(argv)
     conditions = {
+        "keep_logs": args.keep_logs,
         "streams": args.streams,
         "workers": args.workers,
         "processes": args.processes,

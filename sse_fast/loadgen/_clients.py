@@ -284,6 +284,7 @@ class _ClientProcess:
             "reconnects": stats.reconnects,
             "reconnects_on_close": stats.reconnects_on_close,
             "last_reconnect_on_close": stats.last_reconnect_on_close,
+            "failures": stats.connect_failures,
             "reconnect_errors": stats.reconnect_errors,
             "reconnect_seconds": stats.reconnect_seconds,
             "resumed_with_id": stats.resumed_with_id,

@@ -99,7 +99,9 @@ class PublishPhase:
     async def publish_one(self, index: int) -> None:
         """Publisher ``index``'s next event, to the next topic in turn. Sequence numbers
         are per publisher and topic (a pattern's: ``targets``): a subscriber sees one,
-        and a gap is a loss."""
+        and a gap is a loss. A publish refused for sure (no connection, an answer that is
+        not 2xx) gives its number back; one whose answer was lost keeps it (it may have
+        been published)."""
         targets = self.targets
         turn = self.turns[index]
         self.turns[index] = turn + 1
@@ -108,8 +110,12 @@ class PublishPhase:
         self.seqs[index][counted] = seq + 1
         stamp = time.time()
         data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
-        if await self.publishers[index].publish(topic, data) and stamp >= self.window_from:
-            self.published += 1
+        publisher = self.publishers[index]
+        if await publisher.publish(topic, data):
+            if stamp >= self.window_from:
+                self.published += 1
+        elif publisher.refused:
+            self.seqs[index][counted] = seq
 
     def close(self, elapsed: float, cpu_marks: list[float]) -> Published:
         """Close the publishers; what they did in the window."""

@@ -61,6 +61,9 @@ class KeepAlivePublisher:
         self.errors = 0
         self.sent = 0
         self.failures: dict[str, int] = {}  # "HTTP 401: <the server's message>" -> count
+        #: the last publish failed before the server could have taken it (no connection,
+        #: or an answer that is not 2xx); False after one whose answer was lost
+        self.refused = False
 
     async def _connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
@@ -68,13 +71,15 @@ class KeepAlivePublisher:
     async def publish(self, topic: str, data: str) -> bool:
         """Publish ``data`` to ``topic`` on the kept-alive connection (connecting first when
         needed); True on a 2xx answer, else False, the failure counted in ``errors`` and
-        ``failures``."""
+        ``failures`` (``refused`` says whether it was refused for sure)."""
+        self.refused = False
         if self.writer is None:
             try:
                 await self._connect()
             except OSError as exc:
                 self.errors += 1
                 count_into(self.failures, failure_name(exc))
+                self.refused = True
                 return False
         assert self.reader is not None and self.writer is not None
         method, path, headers, body = self.request(topic, data)
@@ -114,6 +119,7 @@ class KeepAlivePublisher:
         ok = 200 <= status < 300
         self.sent += ok
         if not ok:
+            self.refused = True
             self.errors += 1
             message = body[:200].decode("utf-8", "replace")
             count_into(self.failures, f"HTTP {status}: {message}" if message else f"HTTP {status}")
@@ -136,6 +142,7 @@ class CommandPublisher:
         self.errors = 0
         self.sent = 0
         self.failures: dict[str, int] = {}  # "exit 1: <the end of its stderr>" -> count
+        self.refused = False  # a command's failure says nothing of what it published
 
     async def publish(self, topic: str, data: str) -> bool:
         """Run the command for ``data`` and ``topic``; True when it exited with 0."""

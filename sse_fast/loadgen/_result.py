@@ -73,6 +73,9 @@ class Result:
     reconnected_with_last_event_id: int | None = None
     connected_at_end: int | None = None
     connect_failures: dict[str, int] = field(default_factory=dict)
+    #: with ``reconnect_on_close``: why connects failed over the whole run (the first
+    #: connects' and the reconnects')
+    failures_in_run: dict[str, int] = field(default_factory=dict)
     publish_failures: dict[str, int] = field(default_factory=dict)
 
     def problems(self) -> list[str]:

@@ -476,6 +476,9 @@ class _LoadRun:
             result.reconnected_on_close_last = max(
                 (f.get("last_reconnect_on_close", 0.0) for f in finals), default=0.0
             )
+            for final in finals:
+                for key, count in final.get("failures", {}).items():
+                    result.failures_in_run[key] = result.failures_in_run.get(key, 0) + count
             if options.reconnect_after is None:  # (else counted with those reconnects)
                 result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)
         if options.fault is not None:

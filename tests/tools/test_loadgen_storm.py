@@ -1,0 +1,61 @@
+"""A restart storm loses nothing (issue 44, item 2, at a count the default suite can run;
+``benches/streams_100k.py`` runs it with 100,000 streams): a real ``sse-fast serve`` of
+two workers restarted by SIGTERM under a broadcast, and ``sse_fast.loadgen``'s clients
+reconnecting as browsers do, after the ``retry`` the drain sent them (spread at random
+by ``drain_retry_jitter_ms``), with ``Last-Event-ID``, again while the server is away."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sse_fast.loadgen import run_load
+from sse_fast.testing import ServerProcess
+
+pytestmark = pytest.mark.xdist_group("restart")
+
+STREAMS = 2000
+
+
+@pytest.mark.timeout(180)
+def test_every_stream_comes_back_after_a_restart_with_nothing_lost_or_repeated(
+    tmp_path: Path,
+) -> None:
+    server = ServerProcess(
+        "--workers",
+        "2",
+        data_dir=str(tmp_path / "data"),  # the history outlives the restart
+        retry_ms="300",
+        drain_retry_jitter_ms="1500",
+    )
+    with server:
+
+        def restart() -> None:
+            server.stop()  # SIGTERM: the drain ends every stream with a jittered retry
+            assert server.proc is not None and server.proc.returncode == 0
+            server.__enter__()  # the same port and data directory
+
+        result = run_load(
+            host="127.0.0.1",
+            port=server.port,
+            connections=STREAMS,
+            rate=10,
+            duration=12,
+            warmup=1,
+            processes=2,
+            sources=2,
+            probe=False,
+            reconnect_on_close=True,
+            fault=restart,
+            fault_after=1.0,
+        )
+    assert result.connected == STREAMS and result.connect_errors == 0
+    assert result.closed_by_server == STREAMS  # each stream ended once, by the drain
+    assert result.reconnected_on_close == STREAMS
+    assert result.published >= 100  # before, while away (refused: not counted), after
+    assert result.expected == result.published * STREAMS
+    assert result.lost == 0 and result.duplicates == 0
+    assert result.delivered == result.expected
+    assert result.fault_began is not None and result.reconnected_on_close_last
+    assert 0 < result.reconnected_on_close_last - result.fault_began < 60
