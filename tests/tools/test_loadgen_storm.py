@@ -53,7 +53,8 @@ def test_every_stream_comes_back_after_a_restart_with_nothing_lost_or_repeated(
     assert result.connected == STREAMS and result.connect_errors == 0
     assert result.closed_by_server == STREAMS  # each stream ended once, by the drain
     assert result.reconnected_on_close == STREAMS
-    assert result.published >= 100  # before, while away (refused: not counted), after
+    assert result.published >= 60  # before and after (refused while away: not counted)
+    assert result.publish_errors > 0  # some were refused while it was away
     assert result.expected == result.published * STREAMS
     assert result.lost == 0 and result.duplicates == 0
     assert result.delivered == result.expected
