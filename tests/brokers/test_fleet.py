@@ -338,7 +338,10 @@ def test_a_worker_stopped_before_the_main_process_took_the_signal_is_no_error() 
         worker = int(spawned[0])
         os.kill(worker, signal.SIGTERM)
         deadline = time.monotonic() + 15
-        while _state(worker) not in ("Z", ""):
+        # reaped, not only a zombie: Granian's watcher thread returned from its join, so
+        # it saw the exit before the main process takes the signal (on a loaded machine a
+        # zombie's watcher may run after it, and then nothing is unexpected)
+        while _state(worker) != "":
             assert time.monotonic() < deadline, "the worker did not exit"
             time.sleep(0.01)
         server.proc.send_signal(signal.SIGTERM)
