@@ -65,7 +65,7 @@ from ..._tasks import stop_task
 from .. import Expansion
 from .._sequencing import Sequenced
 from ._scripts import COMMAND_TIMEOUT
-from ._state import LOAD_CHUNK, Read
+from ._state import Read
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
@@ -175,8 +175,7 @@ class Births:
             for partition in partitions:
                 # a position first that every later birth is above: every birth up to
                 # it is in ``births`` when it is read, every later one is told
-                text, keys, args = placement.clock_call(partition)
-                await self.connection.script(text)(keys=keys, args=args, client=pipe)
+                await self._clock(pipe, partition)
                 after = self.handled.get(partition)
                 if after is None:
                     pipe.echo("")
@@ -211,12 +210,10 @@ class Births:
             return
         client = self.connection.client
         assert client is not None
-        placement = self.broker.placement
         partitions = list(self.connection.partitions)
         async with client.pipeline(transaction=False) as pipe:
             for partition in partitions:
-                text, keys, args = placement.clock_call(partition)
-                await self.connection.script(text)(keys=keys, args=args, client=pipe)
+                await self._clock(pipe, partition)
             positions: list[Any] = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
         subscription = self._subscription
         await self._sync()
@@ -225,6 +222,11 @@ class Births:
         for partition, position in zip(partitions, positions, strict=True):
             if partition in self.handled and position is not None:
                 self.handled[partition] = max(self.handled[partition], int(position))
+
+    async def _clock(self, pipe: Any, partition: int) -> None:
+        """Queue on ``pipe`` a position of ``partition`` every later birth is above."""
+        text, keys, args = self.broker.placement.clock_call(partition)
+        await self.connection.script(text)(keys=keys, args=args, client=pipe)
 
     def done(self) -> int | None:
         """In every partition here, every birth up to it was handled and none is waiting
@@ -302,13 +304,8 @@ class Births:
         try:
             if names:
                 await connection.subscribe([placement.channel(name) for name in names])
-                by_partition: dict[int, list[str]] = {}
-                for name in names:
-                    by_partition.setdefault(placement.partition_of(name), []).append(name)
-                for partition, mine in by_partition.items():
-                    for start in range(0, len(mine), LOAD_CHUNK):  # Redis is not blocked long
-                        chunk = mine[start : start + LOAD_CHUNK]
-                        reads.append(await connection.history.read_new(partition, chunk))
+                for partition, chunk in connection.history.chunks(names):
+                    reads.append(await connection.history.read_new(partition, chunk))
             await self._sync()
         except BaseException as exc:
             for mine, future in loading:

@@ -71,17 +71,23 @@ class History:
         history; ``ConnectionError`` if the Redis lost its data meanwhile (the resync that
         tells the streams comes first)."""
         connection = self.connection
-        placement = self.broker.placement
+        for partition, chunk in self.chunks(names):
+            read = await self.read_new(partition, chunk)
+            for name in chunk:
+                self.apply(name, None, read)
+                connection.holding.loaded(name)
+
+    def chunks(self, names: list[str]) -> list[tuple[int, list[str]]]:
+        """``names`` by partition, at most ``LOAD_CHUNK`` a read (Redis is not blocked long)."""
+        of = self.broker.placement.partition_of
         by_partition: dict[int, list[str]] = {}
         for name in names:
-            by_partition.setdefault(placement.partition_of(name), []).append(name)
-        for partition, mine in by_partition.items():
-            for start in range(0, len(mine), LOAD_CHUNK):  # Redis is not blocked long
-                chunk = mine[start : start + LOAD_CHUNK]
-                read = await self.read_new(partition, chunk)
-                for name in chunk:
-                    self.apply(name, None, read)
-                    connection.holding.loaded(name)
+            by_partition.setdefault(of(name), []).append(name)
+        return [
+            (partition, mine[start : start + LOAD_CHUNK])
+            for partition, mine in by_partition.items()
+            for start in range(0, len(mine), LOAD_CHUNK)
+        ]
 
     async def read_new(self, partition: int, names: list[str]) -> Read:
         """Read topics ``names`` of ``partition``, new to the member (at most ``LOAD_CHUNK``),
