@@ -153,6 +153,10 @@ class Member(Protocol):
         see "Patterns")."""
         ...
 
+    def pattern_streams(self) -> int:
+        """How many streams of topic patterns are open or being opened."""
+        ...
+
     def flush_pending(self) -> None:
         """Write out what was applied now rather than at the loop's next turn (a
         restore applies a long history in chunks without giving the loop a turn:

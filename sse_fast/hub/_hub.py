@@ -213,8 +213,7 @@ class Hub:
         return ids
 
     def declare(self, *streams: Stream) -> None:
-        """Declare typed streams (``sse_fast.schemas``): publishes to their topics are
-        checked against their event types from now on."""
+        """Declare typed streams (``sse_fast.schemas``): their topics' publishes are checked."""
         if self.schemas is None:
             self.schemas = Schemas()
         for stream in streams:
@@ -234,8 +233,7 @@ class Hub:
         self.fanout.apply(items)
 
     def rejoined(self, history_from: int, reason: str | None, partition: int = 0) -> None:
-        """The broker joined ``partition``'s sequence at ``history_from``; a break (``reason``)
-        is said to the open streams of its topics in its place (``_breaks.py``)."""
+        """The broker rejoined ``partition`` at ``history_from``: a break (``_breaks.py``)."""
         mark_break(self.fanout, history_from, reason, partition, self.streams.patterns.unheld())
 
     def newest_position(self, name: str) -> int | None:
@@ -254,9 +252,12 @@ class Hub:
         """Whether an open (or opening) pattern stream would hold ``name`` (``Member.wants``)."""
         return self.streams.patterns.wants(name, opening)
 
+    def pattern_streams(self) -> int:
+        """How many streams of topic patterns are open or being opened (``Member``)."""
+        return self.streams.patterns.open_or_opening
+
     def flush_pending(self) -> None:
-        """Write out what was applied (``Member.flush_pending``), then keep the
-        history within its budget (flushed frames may be evicted)."""
+        """Write out what was applied, then keep the history in budget (``Member``)."""
         self.fanout.flush_pending()
         self.fanout.keep_to_budget()
 
@@ -326,8 +327,7 @@ class Hub:
         return subscription
 
     def detach(self, subscription: Subscription) -> None:
-        """The stream is over for its handler (client gone, or returning): free it.
-        Safe to call more than once."""
+        """The stream is over for its handler (client gone, or returning): free it (idempotent)."""
         self.closer.detach(subscription)
 
     def close(

@@ -95,6 +95,11 @@ class PatternStreams:
         self.match_seconds = 0.0  # time spent finding the streams of new topics
 
     @property
+    def open_or_opening(self) -> int:
+        """Pattern streams open, and patterns of streams being opened."""
+        return self.streams + len(self._opening)
+
+    @property
     def patterns(self) -> int:
         """Distinct patterns of the open streams."""
         return sum(len(by_pattern) for by_pattern in self._by_prefix.values())

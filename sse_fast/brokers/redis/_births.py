@@ -208,6 +208,8 @@ class Births:
         then been told)."""
         if self._rescanning or self.failed or not self.connection.live:
             return
+        if not self.broker.member.pattern_streams():  # nothing to move (a new one reads)
+            return
         client = self.connection.client
         assert client is not None
         partitions = list(self.connection.partitions)
