@@ -295,7 +295,8 @@ def test_a_partition_moved_to_another_master_is_followed_with_nothing_lost(
     subscribes on the new master and resyncs: events published after the move (refused
     with 503 and Retry-After at most while it is under way) arrive, in order, once, with no
     sse-fast-missed, and a resume from before the move is ``resumed``; the other
-    partitions' streams go on untouched."""
+    partitions' streams go on untouched. A pattern stream open through the move gets a
+    topic born afterwards in the moved partition (its births are told on the new master)."""
     by_master = topics_by_master(healthy, 60, "m-")
     source, target = sorted(by_master)[:2]
     tags = cluster_tags(N)
@@ -304,12 +305,17 @@ def test_a_partition_moved_to_another_master_is_followed_with_nothing_lost(
     moving = next(t for t in (f"m-{i}" for i in range(10_000)) if partition_of(t, N) == first_there)
     staying = next(t for t in by_master[source] if partition_of(t, N) != first_there)
     slot = key_slot("{" + tags[first_there] + "}")
+    born = next(
+        t for t in (f"born/{i}" for i in range(10_000)) if partition_of(t, N) == first_there
+    )
 
     async def main() -> None:
         async with started(node(healthy.url)) as (a,):
             streams = {t: Recording() for t in (moving, staying)}
             for t, stream in streams.items():
                 await stream.attach(a, [t])
+            pattern = Recording()
+            await pattern.attach(a, ["born/*"])
             (first,) = await a.publish([PublishRequest((moving,), "before")])
             await a.publish([PublishRequest((staying,), "before")])
             await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
@@ -324,7 +330,10 @@ def test_a_partition_moved_to_another_master_is_followed_with_nothing_lost(
                     assert asyncio.get_running_loop().time() - moved_at < 10, exc
                     await asyncio.sleep(0.05)
             await a.publish([PublishRequest((staying,), "after")])
+            await a.publish([PublishRequest((born,), "born after the move")])
             await _until(lambda: all(len(s.events()) == 2 for s in streams.values()), timeout=10)
+            await _until(lambda: len(pattern.events()) == 1, timeout=10)
+            assert [e[2] for e in pattern.events()] == ["born after the move"]
             for stream in streams.values():
                 assert [e[2] for e in stream.events()] == ["before", "after"]
             late = Recording()
