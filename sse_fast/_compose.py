@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import math
 import os
 import resource
 import secrets
@@ -463,7 +464,7 @@ def _granian(settings: Settings, capacity: int) -> Any:
 
     from ._listener import granian_server
 
-    return granian_server(settings.stream_send_buffer)(
+    return granian_server(settings.stream_send_buffer, math.ceil(settings.header_timeout))(
         "sse_fast.app:create_app",
         factory=True,
         address=settings.host,

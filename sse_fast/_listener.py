@@ -25,6 +25,17 @@ Theory of operation:
 * 0 keeps Granian's own listeners (the kernel's autotuning). So do the servers this
   cannot serve, with a warning in the log: Granian's thread server (free-threaded
   Python) and workers that are not forked (a descriptor number would not be theirs).
+* The same listeners hand a connection to its worker only once its first bytes have
+  arrived (``TCP_DEFER_ACCEPT``, Linux; nginx's ``listen ... deferred``). Granian
+  starts a connection's ``header_timeout`` when it accepts it, and a client may be
+  slow to write between its handshake and its request: in a reconnect storm of
+  100,000 streams, clients starved of CPU took longer than 5 s, and Granian closed
+  154,000 of their connections before any response (``benches/streams_100k.py``).
+  Deferred, the connection waits in the kernel as a half-open request (no descriptor,
+  no worker memory) until its request comes; one that stays silent is accepted
+  after ``defer_accept`` seconds anyway (the kernel rounds up to its SYN-ACK
+  retransmissions: 1, 3, 7, 15 s...), and Granian closes it ``header_timeout`` later.
+  A connect flood of silent clients costs the workers nothing.
 """
 
 from __future__ import annotations
@@ -44,9 +55,10 @@ log = logging.getLogger("sse_fast")
 __all__ = ["granian_server", "listener_socket"]
 
 
-def listener_socket(host: str, port: int, send_buffer: int) -> socket.socket:
+def listener_socket(host: str, port: int, send_buffer: int, defer_accept: int = 0) -> socket.socket:
     """A TCP socket bound to ``host``:``port`` (not listening yet) with the options
-    Granian gives its own listeners, and ``SO_SNDBUF`` = ``send_buffer`` (> 0)."""
+    Granian gives its own listeners, ``SO_SNDBUF`` = ``send_buffer`` (> 0), and
+    ``TCP_DEFER_ACCEPT`` = ``defer_accept`` seconds where the system has it (0: off)."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
@@ -54,6 +66,8 @@ def listener_socket(host: str, port: int, send_buffer: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        if defer_accept > 0 and hasattr(socket, "TCP_DEFER_ACCEPT"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         sock.bind((host, port))
     except BaseException:
         sock.close()
@@ -61,9 +75,10 @@ def listener_socket(host: str, port: int, send_buffer: int) -> socket.socket:
     return sock
 
 
-def granian_server(send_buffer: int) -> type[MPServer] | type[MTServer]:
+def granian_server(send_buffer: int, defer_accept: int = 0) -> type[MPServer] | type[MTServer]:
     """The Granian server class that gives connections a send buffer of
-    ``send_buffer`` bytes (0: Granian's own, the kernel autotunes)."""
+    ``send_buffer`` bytes (0: Granian's own, the kernel autotunes) and hands them to
+    workers once their first bytes came (``defer_accept`` seconds at most; 0: at once)."""
     from granian import Granian
     from granian.server import MPServer
 
@@ -85,10 +100,10 @@ def granian_server(send_buffer: int) -> type[MPServer] | type[MTServer]:
             multiprocessing.get_start_method(),
         )
         return Granian
-    return cast("type[MPServer]", _bounded_send_buffer_server(MPServer, send_buffer))
+    return cast("type[MPServer]", _bounded_send_buffer_server(MPServer, send_buffer, defer_accept))
 
 
-def _bounded_send_buffer_server(base: Any, send_buffer: int) -> Any:
+def _bounded_send_buffer_server(base: Any, send_buffer: int, defer_accept: int) -> Any:
     from granian._granian import SocketHolder
 
     class BoundedSendBufferServer(base):  # type: ignore[misc]
@@ -117,7 +132,7 @@ def _bounded_send_buffer_server(base: Any, send_buffer: int) -> Any:
                 )
 
         def _spawn_worker(self, idx: int, target: Any, callback_loader: Any) -> Any:
-            listener = listener_socket(self.bind_addr, self.bind_port, send_buffer)
+            listener = listener_socket(self.bind_addr, self.bind_port, send_buffer, defer_accept)
             # Linux's SocketHolder(fd, is_uds, backlog); Granian's stub lists no constructor
             self._shd = SocketHolder(listener.fileno(), False, self.backlog)  # type: ignore[call-arg]
             try:

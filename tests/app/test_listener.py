@@ -50,6 +50,14 @@ def test_the_listening_socket_has_granians_options_and_the_send_buffer() -> None
         assert sock.family == socket.AF_INET6
 
 
+def test_the_listening_socket_defers_accept_when_asked() -> None:
+    # the kernel answers in whole SYN-ACK retransmission periods (5 s: 7)
+    with listener_socket("127.0.0.1", 0, 65536, defer_accept=5) as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) >= 5
+    with listener_socket("127.0.0.1", 0, 65536) as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
+
+
 def test_a_size_past_wmem_max_is_said_with_what_to_do() -> None:
     with ServerProcess(stream_send_buffer=2 * WMEM_MAX, persistence="off") as server:
         output = server.output()

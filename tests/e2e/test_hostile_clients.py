@@ -131,3 +131,25 @@ def test_the_history_budget_bounds_the_memory_publishers_can_fill() -> None:
         grown = (after - before) * 1024
         # the budget, and a fixed overhead: the request buffers and the allocator's own
         assert grown <= budget + 48 * MiB, f"grew {grown / MiB:.0f} MiB"
+
+
+def test_a_client_silent_past_header_timeout_after_its_handshake_still_gets_its_stream() -> None:
+    """The listeners defer accept until a connection's first bytes (``_listener.py``):
+    Granian counts ``header_timeout`` from the accept, so a client slow to write after
+    its handshake (a reconnect storm's, starved of CPU) is not closed unanswered; one
+    that sends nothing at all is still closed, ``header_timeout`` after the kernel
+    hands it over. Without the deferral the first socket is closed at 2 s."""
+    with ServerProcess(header_timeout=2, persistence="off") as server:
+        slow = socket.create_connection((HOST, server.port))
+        silent = socket.create_connection((HOST, server.port))
+        time.sleep(3.5)  # past header_timeout: the kernel still holds both
+        slow.sendall(b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
+        data, closed = _answer(slow, 2)
+        assert data.startswith(b"HTTP/1.1 200"), data
+        assert not closed
+        slow.close()
+        # handed over after about 3 s (2 s rounded up to the SYN-ACK retransmissions),
+        # then closed by Granian header_timeout later, having sent nothing
+        data, closed = _answer(silent, 10)
+        assert (data, closed) == (b"", True)
+        silent.close()
