@@ -179,6 +179,7 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
     out = {k: v for k, v in dataclasses.asdict(r).items() if not isinstance(v, dict | list)}
     out["connect_failures"] = r.connect_failures
     out["failures_in_run"] = r.failures_in_run
+    out["publish_failures"] = r.publish_failures
     if peak_kb is not None:
         out["peak_rss_kb"] = peak_kb
         last, began = r.reconnected_on_close_last, r.fault_began
@@ -271,6 +272,12 @@ def report(run: dict[str, Any]) -> str:
                 f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
             )
             lines += [f"{t}'s failed connects in the storm: {why}.", ""]
+        failures = results[t].get("storm", {}).get("publish_failures")
+        if failures:
+            why = ", ".join(
+                f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
+            )
+            lines += [f"{t}'s failed publishes in the storm: {why}.", ""]
     errors = [
         f"- {t} {p}: {results[t][p]['error']}"
         for t in targets

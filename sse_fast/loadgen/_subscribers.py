@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -65,6 +67,7 @@ class Subscriber(asyncio.Protocol):
         "index",
         "last_id",
         "last_seq",
+        "lost_how",
         "on_lost",
         "parser",
         "reading",
@@ -101,6 +104,8 @@ class Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed = False
+        #: how the connection ended: "closed" (by the peer, or by us), "reset", or the error
+        self.lost_how = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a slow subscriber starts its pauses."""
@@ -125,8 +130,9 @@ class Subscriber(asyncio.Protocol):
         """Feed the HTTP parser; a response that is not HTTP is counted as foreign and closed."""
         try:
             self.http.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserError as exc:
             self.stats.foreign += 1  # not HTTP: the stream is over
+            self.lost_how = f"not HTTP ({type(exc).__name__})"
             if self.transport is not None:
                 self.transport.close()
 
@@ -210,6 +216,12 @@ class Subscriber(asyncio.Protocol):
         """Count the connection as closed (unless we dropped it) and tell ``on_lost`` of a stream
         the server ended; ``connected`` resolves with 0 if it never got a response."""
         self.closed = True
+        if self.lost_how:  # closed by us, for the reason it says
+            pass
+        elif exc is None:
+            self.lost_how = "closed"
+        else:
+            self.lost_how = "reset" if isinstance(exc, ConnectionResetError) else type(exc).__name__
         if not self.dropped:
             self.stats.closed += 1
             if self.on_lost is not None and self.status == 200:
@@ -233,6 +245,19 @@ def bound_socket(source: str) -> socket.socket:
     return sock
 
 
+def _send_with_connect(sock: socket.socket, address: tuple[str, int], request: bytes) -> int | None:
+    """Start connecting the non-blocking ``sock`` and send what of ``request`` fits at once:
+    the bytes sent, or None while the handshake is still under way (then nothing was
+    sent). A refused or failed connect raises its ``OSError``."""
+    code = sock.connect_ex(address)
+    if code not in (0, errno.EINPROGRESS):
+        raise OSError(code, os.strerror(code))  # e.g. ConnectionRefusedError
+    try:
+        return sock.send(request)
+    except (BlockingIOError, InterruptedError):
+        return None
+
+
 async def connect_one(
     address: tuple[str, int],
     path: str,
@@ -248,23 +273,44 @@ async def connect_one(
     200, else None with the failure counted in ``stats``."""
     loop = asyncio.get_running_loop()
     sock = bound_socket(source)
+    request = (
+        f"GET {path} HTTP/{http_version}\r\nHost: {address[0]}\r\n"
+        f"Accept: text/event-stream\r\n{extra}\r\n"
+    ).encode()
     try:
         if slow:  # a small receive buffer, set before the handshake
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, stats.slow_rcvbuf)
-        await asyncio.wait_for(loop.sock_connect(sock, address), 15)
-        _, protocol = await loop.create_connection(make, sock=sock)
+        # The request goes out with the handshake, as a browser's does: over loopback the
+        # kernel has completed the handshake when connect() returns, so it is sent here,
+        # in the same step. Awaiting the connect first would leave the connection silent
+        # for as long as this process's loop takes to come back to it, seconds when a
+        # storm of reconnects starves the clients of CPU, and a server that counts its
+        # header timeout from the handshake would close it (a lag of the load generator's,
+        # not of the server's).
+        written_at = time.time()
+        sent = _send_with_connect(sock, address, request)
+        if sent is None:  # still connecting (not loopback): wait, then send all of it
+            await asyncio.wait_for(loop.sock_connect(sock, address), 15)
+            written_at, sent = time.time(), 0
+
+        def made() -> Subscriber:  # timed before its answer can be read
+            subscriber = make()
+            if subscriber.requested_at == 0.0:  # not a reconnect (-1): the clock starts
+                # at the request (in a storm, at the storm's start: until all are live)
+                subscriber.requested_at = stats.first_event_from or written_at
+            return subscriber
+
+        _, protocol = await loop.create_connection(made, sock=sock)
         assert protocol.transport is not None
-        if protocol.requested_at == 0.0:  # not a reconnect (-1): the clock starts now
-            # (in a storm, at the storm's start: the time until all are live)
-            protocol.requested_at = stats.first_event_from or time.time()
-        protocol.transport.write(
-            f"GET {path} HTTP/{http_version}\r\nHost: {address[0]}\r\n"
-            f"Accept: text/event-stream\r\n{extra}\r\n".encode()
-        )
+        if sent < len(request):
+            protocol.transport.write(request[sent:])
         status = await asyncio.wait_for(protocol.connected, 15)
         if status != 200:
             stats.connect_errors += 1
-            count_into(stats.connect_failures, f"HTTP {status}")
+            count_into(
+                stats.connect_failures,
+                f"HTTP {status}" if status else f"{protocol.lost_how} before any response",
+            )
             protocol.dropped = True
             protocol.transport.close()
             return None

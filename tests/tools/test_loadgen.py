@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import re
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -264,3 +266,51 @@ def test_loadgen_subscribes_by_pattern_and_counts_each_pattern_as_one_sequence(
     # subtopics 1 and 2 are created by the measured publishes: each stream joins both
     (joins,) = [line for line in metrics.splitlines() if line.startswith("sse_fast_pattern_joins")]
     assert int(joins.split()[1]) >= 80, joins
+
+
+def test_a_subscriber_sends_its_request_with_the_handshake_over_loopback() -> None:
+    """``connect_one`` writes the request in the step that connects: a storm's clients
+    starved of CPU do not leave their connections silent (``_subscribers.py``)."""
+    from sse_fast.loadgen._subscribers import _send_with_connect, bound_socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        sock = bound_socket("127.0.0.1")
+        try:
+            request = b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n"
+            assert _send_with_connect(sock, server.getsockname(), request) == len(request)
+            peer, _ = server.accept()
+            with peer:
+                assert peer.recv(100) == request
+        finally:
+            sock.close()
+        port = server.getsockname()[1]
+    refused = bound_socket("127.0.0.1")
+    with pytest.raises(ConnectionRefusedError):  # nothing listens there any more
+        _send_with_connect(refused, ("127.0.0.1", port), b"GET / HTTP/1.1\r\n\r\n")
+    refused.close()
+
+
+def test_a_connection_closed_or_reset_before_any_response_is_named_so() -> None:
+    from sse_fast.loadgen._stats import ProcessStats
+    from sse_fast.loadgen._subscribers import Subscriber, connect_one
+
+    async def against(answer: str) -> dict[str, int]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            if answer == "reset":  # SO_LINGER 0: close() resets
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        stats = ProcessStats()
+        address = server.sockets[0].getsockname()
+        async with server:
+            got = await connect_one(
+                address, "/events", "127.0.0.1", stats, lambda: Subscriber(stats)
+            )
+        assert got is None
+        return stats.connect_failures
+
+    assert asyncio.run(against("close")) == {"closed before any response": 1}
+    assert asyncio.run(against("reset")) == {"reset before any response": 1}
