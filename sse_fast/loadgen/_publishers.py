@@ -31,11 +31,18 @@ PublishRequest = Callable[[str, str], tuple[str, str, dict[str, str], bytes]]
 class _Response:
     """What httptools reports of one response to a publish."""
 
-    __slots__ = ("body", "complete")
+    __slots__ = ("body", "complete", "keep_alive", "parser")
 
     def __init__(self) -> None:
         self.body: list[bytes] = []
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_headers_complete(self) -> None:
+        # asked here: once the message is complete the parser says False (httptools 0.9)
+        assert self.parser is not None
+        self.keep_alive = self.parser.should_keep_alive()
 
     def on_body(self, data: bytes) -> None:
         self.body.append(data)
@@ -73,6 +80,8 @@ class KeepAlivePublisher:
         needed); True on a 2xx answer, else False, the failure counted in ``errors`` and
         ``failures`` (``refused`` says whether it was refused for sure)."""
         self.refused = False
+        if self.writer is not None and self._gone():
+            self.close()  # the server closed it while idle: this request was never sent
         if self.writer is None:
             try:
                 await self._connect()
@@ -91,7 +100,7 @@ class KeepAlivePublisher:
         ]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
         response = _Response()
-        parser = httptools.HttpResponseParser(response)
+        parser = response.parser = httptools.HttpResponseParser(response)
         reader = self.reader
 
         async def read_response() -> None:
@@ -104,7 +113,7 @@ class KeepAlivePublisher:
         try:
             await asyncio.wait_for(read_response(), 10)
             status, body = parser.get_status_code(), b"".join(response.body)
-            if not parser.should_keep_alive():
+            if not response.keep_alive:
                 self.close()
         except (
             TimeoutError,
@@ -124,6 +133,14 @@ class KeepAlivePublisher:
             message = body[:200].decode("utf-8", "replace")
             count_into(self.failures, f"HTTP {status}: {message}" if message else f"HTTP {status}")
         return ok
+
+    def _gone(self) -> bool:
+        """Whether the kept-alive connection was closed by the server since the last
+        answer (a restart, an idle timeout): writing on it would lose the answer and
+        leave the event's fate unknown, though the server never read it."""
+        reader, writer = self.reader, self.writer
+        assert reader is not None and writer is not None
+        return reader.at_eof() or reader.exception() is not None or writer.is_closing()
 
     def close(self) -> None:
         """Close the connection (the next ``publish`` opens a new one)."""

@@ -4,6 +4,7 @@ the README's load-testing commands against a server with its default limits."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -314,3 +315,70 @@ def test_a_connection_closed_or_reset_before_any_response_is_named_so() -> None:
 
     assert asyncio.run(against("close")) == {"closed before any response": 1}
     assert asyncio.run(against("reset")) == {"reset before any response": 1}
+
+
+def test_a_publisher_does_not_send_on_a_connection_the_server_closed_while_idle() -> None:
+    """A restart closes the publisher's kept-alive connection between two publishes:
+    the next one goes on a new connection, not into the closed one (where its answer
+    would be lost and its event counted as published though it never was)."""
+    from sse_fast.loadgen._publishers import KeepAlivePublisher
+
+    async def run() -> tuple[list[bool], int]:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # idle after its answer, kept alive
+            writer.close()  # then closed, as by a server going away
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        publisher = KeepAlivePublisher(
+            "127.0.0.1", port, lambda topic, data: ("POST", "/publish", {}, data.encode())
+        )
+        async with server:
+            results = [await publisher.publish("t", "1")]
+            await asyncio.sleep(0.3)  # the close arrives
+            results.append(await publisher.publish("t", "2"))
+            publisher.close()
+            await asyncio.sleep(0.2)  # the server's side of it closes too
+        return results, connections
+
+    assert asyncio.run(run()) == ([True, True], 2)
+
+
+def test_a_publisher_keeps_its_connection_alive() -> None:
+    from sse_fast.loadgen._publishers import KeepAlivePublisher
+
+    async def run() -> tuple[list[bool], int]:
+        connections = 0
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal connections
+            connections += 1
+            with contextlib.suppress(asyncio.IncompleteReadError):  # the publisher's close
+                while head := await reader.readuntil(b"\r\n\r\n"):
+                    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
+                    await reader.readexactly(length)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                    await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        publisher = KeepAlivePublisher(
+            "127.0.0.1", port, lambda topic, data: ("POST", "/publish", {}, data.encode())
+        )
+        async with server:
+            results = [await publisher.publish("t", str(n)) for n in range(3)]
+            publisher.close()
+            await asyncio.sleep(0.2)
+        return results, connections
+
+    assert asyncio.run(run()) == ([True, True, True], 1)
