@@ -11,9 +11,11 @@ per-IP slot.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 from .._asgi import Receive, Scope, Send
+from .._control import disconnect_frame
 from .._patterns import is_pattern
 from .._publish_checks import (
     check_cursor_length,
@@ -22,6 +24,7 @@ from .._publish_checks import (
     check_topic,
 )
 from ..hub import Hub, Subscription
+from ..hub._hub import SSE_HEADERS
 from ..hub._matching import patterns_refused
 from ..publishing import PublishError
 from ..settings import Settings
@@ -29,6 +32,7 @@ from ._admission import Admission, ClientAddress
 from ._auth import Authenticator, AuthError
 from ._cors import Cors
 from ._http import HTTPError, header, header_utf8, query
+from ._start import RETRY_AFTER
 
 __all__ = ["EventsEndpoint"]
 
@@ -69,7 +73,15 @@ class EventsEndpoint:
     pattern or ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a
     private topic, or for a pattern that can reach one the credential may not have;
     ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
-    ``503`` over ``max_connections``, or while draining (with ``Retry-After``).
+    ``503`` over ``max_connections``.
+
+    While the server starts or drains (a restart), the stream is not refused: a
+    browser's ``EventSource`` stops reconnecting for good on any status but 200. It
+    gets ``200`` with one frame, ``event: sse-fast-disconnect`` with
+    ``data: {"reason": "starting" | "draining", "message": ...}`` and a ``retry``
+    (``retry_ms`` plus up to ``drain_retry_jitter_ms`` at random while draining, 2 s
+    plus as much while starting), and the stream ends: the client comes back then,
+    with the same ``Last-Event-ID`` (the frame has no ``id``), and resumes.
     """
 
     def __init__(
@@ -160,6 +172,25 @@ class EventsEndpoint:
             await subscription.closed
         finally:
             self.finish(scope, subscription)
+
+    async def come_back_later(self, scope: Scope, send: Send, reason: str, message: str) -> None:
+        """Tell the client to reconnect after a jittered ``retry`` (the server is
+        ``reason``: ``starting`` or ``draining``) in a 200 stream of one
+        ``sse-fast-disconnect`` frame, which a browser follows where it would give up on a
+        503 (see the class docstring); counted as refused for ``reason``."""
+        settings = self.settings
+        base = RETRY_AFTER * 1000 if reason == "starting" else settings.retry_ms
+        delay = base + random.randint(0, settings.drain_retry_jitter_ms)
+        self.hub.metrics.refuse(reason)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *self.cors.headers(scope)],
+            }
+        )
+        frame = disconnect_frame(reason, retry=delay, message=message)
+        await send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def open(self, scope: Scope, receive: Receive, send: Send) -> Subscription:
         """Admit, authorise and attach the stream (``HTTPError`` when refused); the

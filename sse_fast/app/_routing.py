@@ -168,10 +168,10 @@ class App:
             root = scope.get("root_path")
             if root and path.startswith(root):  # mounted: the path below the mount point
                 path = path[len(root) :] or "/"
-            if self.start.pending and path not in STARTING_ROUTES and scope["method"] != "OPTIONS":
-                await self.refuse(scope, send, self.start.refusal())
-                return
             if path == "/events" and scope["method"] == "GET":
+                if self.start.pending or self.hub.draining:  # a restart: come back, not 503
+                    await self.come_back_later(scope, send)
+                    return
                 # the one long-lived handler: an idle stream waits in this frame, the
                 # one every request has (memory per stream), not in one of its own
                 try:
@@ -184,6 +184,9 @@ class App:
                     await subscription.closed
                 finally:
                     self.events.finish(scope, subscription)
+                return
+            if self.start.pending and path not in STARTING_ROUTES and scope["method"] != "OPTIONS":
+                await self.refuse(scope, send, self.start.refusal())
                 return
             await self.http(scope, receive, send, path)
         elif kind == "lifespan":
@@ -209,6 +212,17 @@ class App:
                 )
         except HTTPError as error:
             await self.refuse(scope, send, error)
+
+    async def come_back_later(self, scope: Scope, send: Send) -> None:
+        """A stream asked for while this worker starts or drains: told when to come back
+        (``EventsEndpoint.come_back_later``), never refused with a status that ends an
+        ``EventSource``."""
+        if self.start.pending:
+            reason, doing = "starting", f"this server serves no streams yet: {self.start.doing()}"
+        else:
+            reason, doing = "draining", "this server is shutting down"
+        message = f"{doing}; reconnect after the retry, here or at another server"
+        await self.events.come_back_later(scope, send, reason, message)
 
     async def refuse(self, scope: Scope, send: Send, error: HTTPError) -> None:
         """Answer ``error`` as JSON ``{"error": message}`` with its headers and CORS's, and count

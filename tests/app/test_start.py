@@ -12,7 +12,9 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+from sse_fast._core import Parser
 from sse_fast.app import App
 from sse_fast.brokers.durable import StoreError
 from sse_fast.brokers.durable._restore import RestoreProgress
@@ -50,7 +52,7 @@ def starting_app(report: Path) -> tuple[App, HeldBroker]:
     return App(settings, hub=Hub(settings, broker=broker)), broker
 
 
-async def _answers(app: App) -> dict[str, tuple[int, dict[str, str], dict[str, str]]]:
+async def _answers(app: App) -> dict[str, tuple[int, dict[str, str], dict[str, Any]]]:
     out = {}
     for method, path, body in (
         ("GET", "/livez", b""),
@@ -65,8 +67,21 @@ async def _answers(app: App) -> dict[str, tuple[int, dict[str, str], dict[str, s
         status, headers, raw = await request(
             app, method, bare, body, query=[(name, value)] if query else None
         )
-        out[path] = (status, headers, json.loads(raw))
+        if headers.get("content-type", "").startswith("text/event-stream"):
+            out[path] = (status, headers, _come_back(raw))
+        else:
+            out[path] = (status, headers, json.loads(raw))
     return out
+
+
+def _come_back(raw: bytes) -> dict[str, Any]:
+    """The one frame of a stream asked for while the server cannot serve it yet: its
+    data, and its ``retry`` (ms) as ``"retry"``."""
+    parser = Parser()
+    (event,) = parser.feed(raw)
+    assert event.event == "sse-fast-disconnect" and not event.id, event
+    assert parser.retry is not None
+    return {**json.loads(event.data), "retry": parser.retry}
 
 
 def test_a_starting_worker_answers_liveness_and_refuses_the_rest(tmp_path: Path) -> None:
@@ -83,7 +98,16 @@ def test_a_starting_worker_answers_liveness_and_refuses_the_rest(tmp_path: Path)
             "status": "starting",
             "reason": "restoring history (40 of 100 events)",
         }
-        for path in ("/events?topic=t", "/publish", "/stats"):
+        # a stream is not refused (a browser would never come back): it is told when
+        status, _, told = answers["/events?topic=t"]
+        assert status == 200
+        assert told["reason"] == "starting"
+        assert told["message"] == (
+            "this server serves no streams yet: restoring history (40 of 100 events); "
+            "reconnect after the retry, here or at another server"
+        )
+        assert 2000 <= told["retry"] <= 2000 + app.settings.drain_retry_jitter_ms
+        for path in ("/publish", "/stats"):
             status, headers, body = answers[path]
             assert status == 503, (path, body)
             assert headers["retry-after"] == "2"
@@ -125,7 +149,9 @@ def test_a_failed_start_is_reported_and_stops_the_server(tmp_path: Path) -> None
             answers = await _answers(app)
             assert answers["/readyz"][:1] == (503,)
             assert answers["/readyz"][2]["reason"] == f"the start failed: {why}"
-            assert answers["/events?topic=t"][0] == 503
+            status, _, told = answers["/events?topic=t"]
+            assert status == 200 and told["reason"] == "starting"
+            assert f"serves no streams yet: the start failed: {why}" in told["message"]
             await app.lifespan.shutdown()
 
         asyncio.run(main())

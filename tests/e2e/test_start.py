@@ -19,7 +19,7 @@ import pytest
 
 from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.durable import EventLog
-from sse_fast.testing import HTTPResponseError, RedisServer, ServerProcess, collect, free_port
+from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
 
 from ..support.ports import refusing_port
 
@@ -78,16 +78,19 @@ async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
             assert answer["status"] == "starting", answer
             reasons.append(answer["reason"])
             client = server.client("t5", last_event_id="e5010")
-            try:
-                await client.connect()
-            except HTTPResponseError as refused:  # a worker still starting
-                assert refused.status == 503, refused
-                assert refused.headers.get("retry-after") == "2"
-                message = json.loads(refused.body)["error"]
-                assert "this server is starting and serves no streams or publishes yet" in message
+            await client.connect()  # never refused: a browser would not come back
+            resume = client.response_headers.get("sse-fast-resume")
+            if resume is None:  # a worker still starting: told when to come back
+                (told,) = await collect(client, 2, timeout=10)
+                # its last event id stays the one it came with (the frame has no id:)
+                assert told.event == "sse-fast-disconnect" and told.id == "e5010", told
+                assert 2000 <= told.retry <= 4000
+                data = json.loads(told.data)
+                assert data["reason"] == "starting"
+                assert data["message"].startswith("this server serves no streams yet: ")
             else:  # a worker ready meanwhile: never a resume from half a history
-                assert client.response_headers["sse-fast-resume"] == "resumed"
-                client.close()
+                assert resume == "resumed"
+            client.close()
         else:
             assert status == 200, body
             status, _, body = await server.get("/stats")
@@ -217,3 +220,48 @@ def test_a_start_failing_in_the_workers_stops_the_server(workers: int) -> None:
     assert f"cannot reach Redis at {nobody}" in line, line
     assert "Spawning worker" in output  # the workers did start, and failed
     assert took < 45, f"{took:.1f} s: stopped after the workers' wait, not respawned"
+
+
+#: an EventSource on topic t5 resuming from e5010: its states and the ids it got
+BROWSER_STREAM = """() => {
+    window.seen = {opened: 0, errors: 0, closed: false, ids: [], told: []};
+    // a page's EventSource cannot set Last-Event-ID: the query parameter stands in
+    const source = new EventSource("/events?topic=t5&lastEventId=e5010");
+    source.onopen = () => { window.seen.opened += 1; };
+    source.onerror = () => {
+        window.seen.errors += 1;
+        if (source.readyState === EventSource.CLOSED) window.seen.closed = true;
+    };
+    source.onmessage = (e) => { window.seen.ids.push(e.lastEventId); };
+    source.addEventListener("sse-fast-disconnect", (e) => {
+        window.seen.told.push(JSON.parse(e.data).reason);
+    });
+    window.source = source;
+}"""
+
+
+def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
+    tmp_path: Path,
+) -> None:
+    """Chromium's EventSource stops reconnecting for good on any status but 200, so a
+    stream asked for while the server restores its history is told when to come back
+    (a 200 of one ``sse-fast-disconnect`` frame with a ``retry``), not refused with 503:
+    the browser keeps trying, then resumes with every event after its id."""
+    from ..support.browser import chromium
+
+    _fill(tmp_path)
+    with StartingServer(data_dir=str(tmp_path)) as server, chromium() as browser:
+        page = browser.new_page()
+        page.goto(server.url + "/livez")  # the page's origin: the server's
+        ready = page.request.get(server.url + "/readyz")
+        assert ready.status == 503, "ready before the browser could reach the start"
+        page.evaluate(BROWSER_STREAM)
+        rest = [f"e{n}" for n in range(5011, 6 * PER_TOPIC)]
+        page.wait_for_function(
+            f"() => window.seen.closed || window.seen.ids.length >= {len(rest)}", timeout=90_000
+        )
+        seen = page.evaluate("window.seen")
+        page.evaluate("window.source.close()")
+        assert not seen["closed"], seen
+        assert "starting" in seen["told"], seen  # it did reach the start, and came back
+        assert seen["ids"] == rest, seen["ids"][:5]  # resumed: each event once, in order
