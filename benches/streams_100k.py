@@ -258,6 +258,11 @@ def report(run: dict[str, Any]) -> str:
             ("seconds from SIGTERM to the last one back", "back_after_s", "{:.1f}"),
             ("reconnects refused or failed", "reconnect_errors", "{:,.0f}"),
             ("events published", "published", "{:,.0f}"),
+            (
+                "publishes without an answer (neither expected nor lost)",
+                "publish_unanswered",
+                "{:,.0f}",
+            ),
             ("events expected (published x streams)", "expected", "{:,.0f}"),
             ("delivered (a stream not back misses the rest)", "delivered", "{:,.0f}"),
             ("lost (gaps a stream saw once back)", "lost", "{:,.0f}"),

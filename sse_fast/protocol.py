@@ -19,10 +19,11 @@ both with a JSON object as ``data`` whose ``reason`` says why:
   ``upstream_reason``).
 * ``sse-fast-disconnect`` (``DISCONNECT``): the server ends this stream, and
   this is its last event. Reasons: ``draining`` (a graceful shutdown; sent with a
-  jittered ``retry``; also the only event of a stream asked for while draining),
-  ``starting`` (the only event of a stream asked for while the server restores its
-  history: come back after its ``retry``), ``lagged`` (the client fell further behind than the history
-  holds; with ``lost``, how many events), ``token-expired``.
+  jittered ``retry``; also the only event of a stream asked for while
+  draining), ``starting`` (the only event of a stream asked for while the server
+  restores its history: come back after its ``retry``), ``lagged`` (the client
+  fell further behind than the history holds; with ``lost``, how many events),
+  ``token-expired``.
 
 A stream can also end without a frame: ``stalled`` (a write stayed blocked),
 ``error``, ``client-disconnected`` and ``server-stopped``; the webhooks report

@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["Prober", "PublishPhase", "Published", "make_publisher", "publisher_kind"]
 
 
+#: how many unanswered sequence numbers the events carry (the latest), per publisher and topic
+UNANSWERED_KEPT = 64
+
+
 @dataclass
 class Published:
     """What the publishers did in the measured window."""
@@ -41,6 +45,8 @@ class Published:
     elapsed: float
     failures: dict[str, int]
     cpu_marks: list[float]
+    #: publishes whose answer was lost (the server may or may not have taken them)
+    unanswered: int = 0
 
 
 class PublishPhase:
@@ -65,6 +71,11 @@ class PublishPhase:
         self.padding = "x" * max(0, options.payload_bytes - 48)
         self.turns = [0] * options.publishers  # publishes so far (the topics take turns)
         self.seqs: list[dict[str, int]] = [{} for _ in range(options.publishers)]
+        #: the sequence numbers (the latest ones) whose publish got no answer, per
+        #: publisher and topic: every later event lists them (``u``), so a gap there is
+        #: not counted as lost (a publish never acknowledged promises nothing)
+        self.unanswered_seqs: list[dict[str, list[int]]] = [{} for _ in range(options.publishers)]
+        self.unanswered = 0
         # Events stamped at or after window_from are the measured ones, for the
         # clients and for the publish count alike: no race with the command pipe.
         self.window_from = float("inf")
@@ -109,13 +120,23 @@ class PublishPhase:
         seq = self.seqs[index].get(counted, 0)
         self.seqs[index][counted] = seq + 1
         stamp = time.time()
-        data = orjson.dumps({"t": stamp, "w": index, "s": seq, "p": self.padding}).decode()
+        body: dict[str, object] = {"t": stamp, "w": index, "s": seq, "p": self.padding}
+        unanswered = self.unanswered_seqs[index].get(counted)
+        if unanswered:
+            body["u"] = unanswered
+        data = orjson.dumps(body).decode()
         publisher = self.publishers[index]
         if await publisher.publish(topic, data):
             if stamp >= self.window_from:
                 self.published += 1
         elif publisher.refused:
             self.seqs[index][counted] = seq
+        else:  # its answer was lost: it may have been published, or not
+            kept = self.unanswered_seqs[index].setdefault(counted, [])
+            kept.append(seq)
+            del kept[:-UNANSWERED_KEPT]
+            if stamp >= self.window_from:
+                self.unanswered += 1
 
     def close(self, elapsed: float, cpu_marks: list[float]) -> Published:
         """Close the publishers; what they did in the window."""
@@ -125,7 +146,7 @@ class PublishPhase:
             for key, count in publisher.failures.items():
                 failures[key] = failures.get(key, 0) + count
         errors = sum(p.errors for p in self.publishers)
-        return Published(self.published, errors, elapsed, failures, cpu_marks)
+        return Published(self.published, errors, elapsed, failures, cpu_marks, self.unanswered)
 
 
 def make_publisher(options: LoadOptions) -> KeepAlivePublisher | CommandPublisher:

@@ -77,6 +77,9 @@ class Result:
     #: connects' and the reconnects')
     failures_in_run: dict[str, int] = field(default_factory=dict)
     publish_failures: dict[str, int] = field(default_factory=dict)
+    #: publishes in the window whose answer was lost: not in ``published`` nor
+    #: ``expected``; a gap at one is not counted as lost (it was never acknowledged)
+    publish_unanswered: int = 0
 
     def problems(self) -> list[str]:
         """What went wrong in this run, each with its likely cause and fix; empty
@@ -108,6 +111,11 @@ class Result:
                 )
             elif any(k.startswith("HTTP 429") for k in self.publish_failures):
                 line += ": the server's publish rate limit (--publish-rate) refused them"
+            if self.publish_unanswered:
+                line += (
+                    f"; {self.publish_unanswered} got no answer (the server may have taken "
+                    "them): not expected, and not counted lost where missing"
+                )
             out.append(line)
         if self.lost or self.duplicates:
             out.append(f"{self.lost} event(s) lost and {self.duplicates} duplicated")

@@ -439,6 +439,7 @@ class _LoadRun:
             publish_errors=published.errors,
             connect_failures=connected.failures,
             publish_failures=published.failures,
+            publish_unanswered=published.unanswered,
             duration=round(elapsed, 2),
             expected=expected,
             delivered=delivered,

@@ -61,6 +61,7 @@ class Subscriber(asyncio.Protocol):
     __slots__ = (
         "closed",
         "connected",
+        "delivered",
         "dropped",
         "first_event_at",
         "http",
@@ -104,6 +105,7 @@ class Subscriber(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed = False
+        self.delivered = False  # a stamped event came on this connection
         #: how the connection ended: "closed" (by the peer, or by us), "reset", or the error
         self.lost_how = ""
 
@@ -144,6 +146,26 @@ class Subscriber(asyncio.Protocol):
             self.stats.connect_time.add(time.time() - self.requested_at)
         if not self.connected.done():
             self.connected.set_result(self.status)
+
+    def on_message_complete(self) -> None:
+        """The response ended (its last chunk) with the connection still open: for a
+        stream, the server ended it, as a browser sees it (``EventSource`` reconnects
+        after ``retry`` from here, not when the connection closes, which a server may
+        keep open for its next request). Counted and told as a close, then closed."""
+        if self.status != 200 or self.closed:
+            return
+        self.closed = True
+        self.lost_how = "ended"
+        self.stats.closed += 1
+        if self.requested_at == -1.0 and not self.delivered:
+            # a reconnect answered with an end and no event (a server starting or
+            # draining telling it when to come back): not back yet
+            self.stats.reconnects_on_close -= 1
+        self.dropped = True  # closed here: connection_lost does not count it again
+        if self.transport is not None:
+            self.transport.close()
+        if self.on_lost is not None:
+            self.on_lost(self)
 
     def on_body(self, data: bytes) -> None:
         """Parse the (de-chunked) body of a 200 response: count each event that counts as
@@ -188,6 +210,7 @@ class Subscriber(asyncio.Protocol):
                 if self.requested_at > 0:
                     stats.first_event.add(now - self.requested_at)
             stamped = now if sent_at is None else sent_at
+            self.delivered = True
             in_window = stats.measure_from <= stamped < stats.measure_until
             if in_window:
                 stats.received += 1
@@ -197,7 +220,12 @@ class Subscriber(asyncio.Protocol):
                     stats.duplicates += 1
                 else:
                     if last >= 0 and seq != last + 1:
-                        stats.lost += seq - last - 1
+                        missing = seq - last - 1
+                        if keys is not None:  # not those whose publish got no answer
+                            excused = body.get("u")
+                            if excused.__class__ is list:
+                                missing -= sum(1 for u in excused if last < u < seq)
+                        stats.lost += missing
                     self.last_seq[source] = seq
             if stats.measuring and in_window and sent_at is not None:
                 if self.slow:
@@ -215,6 +243,8 @@ class Subscriber(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         """Count the connection as closed (unless we dropped it) and tell ``on_lost`` of a stream
         the server ended; ``connected`` resolves with 0 if it never got a response."""
+        if self.closed and self.lost_how == "ended":  # the response's end told it already
+            return
         self.closed = True
         if self.lost_how:  # closed by us, for the reason it says
             pass

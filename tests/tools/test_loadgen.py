@@ -382,3 +382,72 @@ def test_a_publisher_keeps_its_connection_alive() -> None:
         return results, connections
 
     assert asyncio.run(run()) == ([True, True, True], 1)
+
+
+def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> None:
+    """As a browser's ``EventSource``: the last chunk ends the stream (a server keeps
+    the connection for its next request), and a reconnect answered only with an end
+    (a server starting or draining says when to come back) is not counted as back."""
+    from sse_fast.loadgen._stats import ProcessStats
+    from sse_fast.loadgen._subscribers import Subscriber, connect_one
+
+    frame = b"retry: 100\nevent: sse-fast-disconnect\ndata: {}\n\n"
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(frame), frame)
+
+    async def run() -> tuple[list[str], int, int]:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                b"transfer-encoding: chunked\r\n\r\n" + chunked
+            )
+            await writer.drain()
+            with contextlib.suppress(ConnectionError):
+                await reader.read()  # kept open until the client closes it
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        stats = ProcessStats()
+        ended: list[str] = []
+
+        def make() -> Subscriber:
+            subscriber = Subscriber(stats, on_lost=lambda s: ended.append(s.lost_how))
+            subscriber.requested_at = -1.0  # a reconnect
+            return subscriber
+
+        address = server.sockets[0].getsockname()
+        async with server:
+            got = await connect_one(address, "/events", "127.0.0.1", stats, make)
+            assert got is not None
+            stats.reconnects_on_close += 1  # as reconnect_closed counts it
+            for _ in range(100):
+                if ended:
+                    break
+                await asyncio.sleep(0.01)
+            assert got.retry_seconds(3.0) == 0.1
+            await asyncio.sleep(0.1)
+        return ended, stats.closed, stats.reconnects_on_close
+
+    assert asyncio.run(run()) == (["ended"], 1, 0)
+
+
+def test_a_gap_at_a_publish_that_got_no_answer_is_not_lost() -> None:
+    """The publisher lists (``u``) the sequence numbers whose publish got no answer (a
+    server gone mid-request may or may not have taken them): a gap there is not lost,
+    one anywhere else is."""
+    from sse_fast.loadgen._stats import ProcessStats
+    from sse_fast.loadgen._subscribers import Subscriber
+
+    def frames(*events: dict[str, object]) -> bytes:
+        return b"".join(b"data: %s\n\n" % json.dumps(e).encode() for e in events)
+
+    async def run() -> ProcessStats:
+        stats = ProcessStats()
+        subscriber = Subscriber(stats)
+        subscriber.status = 200
+        subscriber.on_body(frames({"t": 1.0, "w": 0, "s": 0}, {"t": 1.0, "w": 0, "s": 2, "u": [1]}))
+        subscriber.on_body(frames({"t": 1.0, "w": 0, "s": 5, "u": [1, 3]}))  # 4 is lost
+        return stats
+
+    stats = asyncio.run(run())
+    assert (stats.lost, stats.duplicates) == (1, 0)

@@ -51,12 +51,16 @@ def test_every_stream_comes_back_after_a_restart_with_nothing_lost_or_repeated(
             fault_after=1.0,
         )
     assert result.connected == STREAMS and result.connect_errors == 0
-    assert result.closed_by_server == STREAMS  # each stream ended once, by the drain
+    # each stream ended by the drain, and again each time it came back to a server still
+    # draining or starting, which tells it when to come back (a 200 that ends at once)
+    assert result.closed_by_server >= STREAMS
     assert result.reconnected_on_close == STREAMS
     assert result.published >= 60  # before and after (refused while away: not counted)
     assert result.publish_errors > 0  # some were refused while it was away
     assert result.expected == result.published * STREAMS
-    assert result.lost == 0 and result.duplicates == 0
-    assert result.delivered == result.expected
+    assert result.lost == 0 and result.duplicates == 0, result.publish_failures
+    # a publish whose answer was lost in the restart is neither expected nor lost
+    unanswered = result.publish_unanswered * STREAMS
+    assert result.expected <= result.delivered <= result.expected + unanswered
     assert result.fault_began is not None and result.reconnected_on_close_last
     assert 0 < result.reconnected_on_close_last - result.fault_began < 60
