@@ -45,7 +45,7 @@ class Subscriber:
         self.topic = topic
         self.ids: list[str] = []
         self.missed: list[str] = []
-        self.disconnects = 0
+        self.disconnects: list[str] = []  # their reasons
         self.connected = asyncio.Event()
 
     async def run(self) -> None:
@@ -57,7 +57,7 @@ class Subscriber:
                 if isinstance(event, Missed):
                     self.missed.append(event.data)
                 elif isinstance(event, Disconnect):
-                    self.disconnects += 1
+                    self.disconnects.append(event.reason)
                 elif event.event == "message" and event.data.startswith("{"):
                     self.ids.append(event.id)
 
@@ -150,7 +150,11 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
                 f"repeated {len(s.ids) - len(set(s.ids))}"
             )
         if how == "sigterm":  # the drain said so; a kill -9 says nothing
-            assert all(s.disconnects == 1 for s in subscribers)
+            for s in subscribers:  # then each come-back to a server draining or starting
+                assert s.disconnects[:1] == ["draining"], s.disconnects
+                assert set(s.disconnects) <= {"draining", "starting"}, s.disconnects
+        else:
+            assert all(set(s.disconnects) <= {"starting"} for s in subscribers)
         if workers == 1:  # the local broker stored publishes that came together in one write
             metrics = await asyncio.to_thread(_read, f"{url}/metrics")
             grouped = re.search(r"^sse_fast_publishes_grouped_total (\d+)", metrics, re.M)
