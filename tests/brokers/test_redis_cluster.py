@@ -753,7 +753,9 @@ def test_a_cluster_speaking_only_tls_is_used_with_its_ca(tmp_path: Path) -> None
         assert len(topics) == 3 and tls.url.startswith("rediss-cluster://")
 
         async def main() -> None:
-            async with started(node(tls.url)) as (a,):
+            # probes at the default pace: this test is not about them, and on a busy
+            # machine a TLS round trip can take longer than the suite's 1 s staleness
+            async with started(node(tls.url, probe_interval=5.0)) as (a,):
                 stream = Recording()
                 await stream.attach(a, topics)
                 for t in topics:

@@ -813,6 +813,7 @@ def test_gathers_go_over_shard_one_and_a_worker_answers_alone_while_it_is_down(
             assert [f["member"] for f in alone] == [one.broker.member_id]
             assert asyncio.get_running_loop().time() - began < 0.5
             await one.publish([PublishRequest((elsewhere,), "still")])
-            forgive(caplog, "subscription lost", "does not answer")
+        # the killed shard's errors, those logged while the brokers stop included
+        forgive(caplog, "subscription lost", "does not answer")
 
     asyncio.run(main())
