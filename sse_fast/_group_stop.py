@@ -41,6 +41,8 @@ __all__ = ["STOP_SIGNAL_WAIT", "GroupStopLog", "remember_workers", "stopped_clea
 #: main process to take the stop signal that stopped the worker
 STOP_SIGNAL_WAIT = 2.0
 
+_log = logging.getLogger("sse_fast")
+
 _UNEXPECTED = re.compile(r"Unexpected exit from worker-(\d+)$")
 
 
@@ -90,7 +92,14 @@ class GroupStopLog(logging.Filter):
             return True
         number = int(found.group(1))
         workers = {getattr(w, "idx", None): w for w in getattr(self._server, "wrks", [])}
-        if _exit_code(workers.get(number - 1)) != 0 or not self._signalled():
+        if _exit_code(workers.get(number - 1)) != 0:
+            return True
+        _log.debug(
+            "worker-%d exited with status 0: waiting up to %.1f s for the stop signal",
+            number,
+            self._wait,
+        )
+        if not self._signalled():
             return True
         record.msg = "worker-%d stopped on the stop signal before the main process took it"
         record.args = (number,)
