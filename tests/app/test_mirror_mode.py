@@ -268,6 +268,20 @@ def wait_ready(port: int, ready: bool, timeout: float = 15) -> dict[str, Any]:
         time.sleep(0.1)
 
 
+def wait_subscribed(port: int, topic: str, timeout: float = 30) -> None:
+    """Wait until the server at ``port`` holds a stream on ``topic`` (its ``/stats``):
+    a subscriber's thread connects in its own time, and an event published before it
+    is subscribed is not for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        _, _, body = asyncio.run(http_request(HOST, port, "GET", "/stats"))
+        topics = json.loads(body).get("topics", {})
+        if topics.get(topic, {}).get("subscribers", 0) >= 1:
+            return
+        assert time.monotonic() < deadline, f"no stream on {topic!r} in {timeout} s: {body!r}"
+        time.sleep(0.05)
+
+
 def publish(port: int, first: int, count: int) -> None:
     body = orjson.dumps(
         {"events": [{"topic": "news", "data": str(n)} for n in range(first, first + count)]}
@@ -370,7 +384,7 @@ def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
     ):
         wait_ready(relay.port, True)
         subscriber = Subscriber(relay.port, "news", 300)
-        time.sleep(0.5)
+        wait_subscribed(relay.port, "news")
         publish(port, 0, 100)
         subscriber.wait(100)
         upstream._kill_group()
@@ -434,7 +448,7 @@ def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer)
         reader = wait_ready(relay.port, True)["upstream"]["reader_pid"]
         assert reader in relay.worker_pids()
         subscriber = Subscriber(relay.port, "news", 200)
-        time.sleep(0.5)
+        wait_subscribed(relay.port, "news")
         publish(port, 0, 100)
         subscriber.wait(100)
         os.kill(reader, signal.SIGKILL)
@@ -490,7 +504,7 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     ):
         wait_ready(relay.port, True)
         subscriber = Subscriber(relay.port, "news", 5)
-        time.sleep(0.5)
+        wait_subscribed(relay.port, "news")
         publish(upstream.port, 0, 10)
         subscriber.join()
         assert metric(relay.port, "sse_fast_upstream_dropped_total") == 5
