@@ -30,7 +30,12 @@ events. Each part runs in a fresh server, stopped afterwards:
   with ``Last-Event-ID``, again while it fails. Reported: streams back, the time from
   SIGTERM until the last one was back, connects refused meanwhile, lost and repeated
   events (per client, by sequence number: an event published while its client was away
-  and not resumed is lost), peak server RSS (sampled every 0.25 s).
+  and not resumed is lost), peak server RSS (sampled every 0.25 s). A stream is back
+  when the clients read the 200 of its reconnect (a come-back, a 200 ended at once, is
+  not); the clients' times are late by as long as their loops lag (reported: 12
+  processes beside the server's 6 on 2 cores lag by seconds in the storm), so the time
+  until the kernel held every connection to the server again (``ss``, each second) is
+  reported beside it.
 
 Writes ``benches/results/streams_100k.md`` and ``streams_100k.json`` (``--out``).
 Loopback only; every run is bounded in time.
@@ -96,14 +101,23 @@ def make_targets(names: list[str], workers: int) -> tuple[list[peers.Target], di
 
 
 class Peak:
-    """The peak RSS of a target's processes, sampled every 0.25 s in a thread."""
+    """The peak RSS of a target's processes, sampled every 0.25 s in a thread; with
+    ``port``, also the connections the kernel holds established to it (``ss``, every
+    ``count_every`` s): when the server held all of them again after a restart, a
+    time the clients' own lag does not add to."""
 
-    def __init__(self, target: peers.Target) -> None:
+    def __init__(self, target: peers.Target, port: int = 0, count_every: float = 1.0) -> None:
         self.target = target
         self.kb = 0
+        self.port = port
+        self.count_every = count_every
+        self.counts: list[tuple[float, int]] = []  # (wall time, established to port)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._run, daemon=True)]
+        if port:
+            self._threads.append(threading.Thread(target=self._count, daemon=True))
+        for thread in self._threads:
+            thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
@@ -112,10 +126,48 @@ class Peak:
             except Exception:  # a process gone between listing and reading: next sample
                 continue
 
+    def _count(self) -> None:
+        while not self._stop.wait(self.count_every):
+            now = time.time()
+            count = established(self.port)
+            if count is not None:
+                self.counts.append((now, count))
+
     def stop(self) -> int:
         self._stop.set()
-        self._thread.join()
+        for thread in self._threads:
+            thread.join()
         return self.kb
+
+    def all_back_after(self, began: float, streams: int) -> float | None:
+        """Seconds from ``began`` until the kernel held ``streams`` connections to the
+        port again, after it had held fewer (the restart): None if it never did."""
+        fewer = False
+        for at, count in self.counts:
+            if at < began:
+                continue
+            if count < streams:
+                fewer = True
+            elif fewer:
+                return at - began
+        return None
+
+
+def established(port: int) -> int | None:
+    """Connections established to local ``port`` (the server's side of each), by
+    ``ss`` (netlink, filtered in the kernel); None where ``ss`` is missing or fails."""
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+            capture_output=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.count(b"\n")
 
 
 def restart(target: peers.Target) -> None:
@@ -158,7 +210,7 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
         elif part == "saturated":
             r = _load(target, conditions, rate=1.0, duration=10.0, probe=True, probe_interval=1.0)
         else:
-            peak = Peak(target)
+            peak = Peak(target, port=target.port)
             r = _load(
                 target,
                 conditions,
@@ -180,10 +232,13 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
     out["connect_failures"] = r.connect_failures
     out["failures_in_run"] = r.failures_in_run
     out["publish_failures"] = r.publish_failures
-    if peak_kb is not None:
+    if peak is not None and peak_kb is not None:
         out["peak_rss_kb"] = peak_kb
         last, began = r.reconnected_on_close_last, r.fault_began
         out["back_after_s"] = last - began if last and began else None
+        out["server_all_back_after_s"] = (
+            peak.all_back_after(began, r.connections) if began else None
+        )
     return out
 
 
@@ -254,8 +309,20 @@ def report(run: dict[str, Any]) -> str:
         [
             ("streams open before", "connected", "{:,.0f}"),
             ("streams ended by the server", "closed_by_server", "{:,.0f}"),
-            ("streams back", "reconnected_on_close", "{:,.0f}"),
-            ("seconds from SIGTERM to the last one back", "back_after_s", "{:.1f}"),
+            ("streams back (open at the window's end)", "connected_at_end", "{:,.0f}"),
+            ("streams counted back", "reconnected_on_close", "{:,.0f}"),
+            (
+                "seconds from SIGTERM until the server held them all (kernel count)",
+                "server_all_back_after_s",
+                "{:.1f}",
+            ),
+            ("seconds from SIGTERM to the last one back (clients)", "back_after_s", "{:.1f}"),
+            (
+                "clients' longest loop lag (ms): their own times are late by up to",
+                "client_lag_max_ms",
+                "{:,.0f}",
+            ),
+            ("reconnects told to come back later", "come_backs", "{:,.0f}"),
             ("reconnects refused or failed", "reconnect_errors", "{:,.0f}"),
             ("events published", "published", "{:,.0f}"),
             (

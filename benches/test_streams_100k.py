@@ -17,7 +17,10 @@ def _canned() -> dict[str, Any]:
         "connected": 100_000,
         "closed_by_server": 100_000,
         "reconnected_on_close": 99_990,
+        "connected_at_end": 99_995,
         "back_after_s": 31.25,
+        "server_all_back_after_s": 24.5,
+        "client_lag_max_ms": 6_543.2,
         "reconnect_errors": 12,
         "published": 55,
         "lost": 0,
@@ -47,8 +50,11 @@ def test_the_report_puts_the_targets_side_by_side() -> None:
     assert "| RSS per stream (KB) | 13.90 | - |" in text
     assert "| server cores | 0.042 | - |" in text
     assert "| streams open | failed | - |" in text  # saturated: the sse_fast part failed
-    assert "| seconds from SIGTERM to the last one back | 31.2 | - |" in text
-    assert "| streams back | 99,990 | - |" in text
+    assert "| seconds from SIGTERM to the last one back (clients) | 31.2 | - |" in text
+    assert "| streams counted back | 99,990 | - |" in text
+    assert "| streams back (open at the window's end) | 99,995 | - |" in text
+    assert "until the server held them all (kernel count) | 24.5 | - |" in text
+    assert "their own times are late by up to | 6,543 | - |" in text
     assert "- sse_fast saturated: TimeoutError: boom" in text
 
 
@@ -56,3 +62,28 @@ def test_the_restartable_target_keeps_its_data_dir(tmp_path: Path) -> None:
     target = S.RestartableSseFast("sse_fast", "127.0.0.1", 1, data_dir=tmp_path / "kept")
     argv, _, _ = target.command(tmp_path / "work")
     assert argv[argv.index("--data-dir") + 1] == str(tmp_path / "kept")
+
+
+def test_the_kernel_count_finds_when_the_server_held_all_again() -> None:
+    """After the restart's drop, the first sample at the full count; None if never."""
+    peak = S.Peak.__new__(S.Peak)
+    peak.counts = [(9.0, 100), (10.5, 100), (11.0, 3), (12.0, 60), (13.0, 100), (14.0, 100)]
+    assert peak.all_back_after(10.0, 100) == 3.0
+    peak.counts = [(11.0, 3), (12.0, 99)]
+    assert peak.all_back_after(10.0, 100) is None
+
+
+def test_the_established_count_reads_a_listening_port() -> None:
+    """``established`` counts the server's side of connections to a port, not the
+    listener or the clients' side."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+        accepted = [server.accept()[0] for _ in clients]
+        try:
+            assert S.established(port) == 3
+        finally:
+            for sock in clients + accepted:
+                sock.close()

@@ -120,6 +120,7 @@ class _ClientProcess:
         self.exiting = False
 
     async def run(self) -> None:
+        self.spawn(self.watch_lag())
         await self.connect()
         loop = asyncio.get_running_loop()
         while True:
@@ -150,13 +151,28 @@ class _ClientProcess:
             return False
         return True
 
+    async def watch_lag(self, every: float = 0.25) -> None:
+        """Keep the longest time this process's loop was late (``loop_lag_max``): a
+        process starved of CPU reads its answers late, and every time it takes (a
+        stream back, an event's latency) is late by as much."""
+        loop, stats = asyncio.get_running_loop(), self.stats
+        while not self.exiting:
+            began = loop.time()
+            await asyncio.sleep(every)
+            late = loop.time() - began - every
+            if late > stats.loop_lag_max:
+                stats.loop_lag_max = late
+
     def spawn(self, work: Any) -> None:
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    def subscriber(self, index: int, previous: Subscriber | None = None) -> Subscriber:
-        """A new subscriber for connection ``index`` (carrying ``previous``'s state over)."""
+    def subscriber(
+        self, index: int, previous: Subscriber | None = None, counts_back: bool = False
+    ) -> Subscriber:
+        """A new subscriber for connection ``index`` (carrying ``previous``'s state over);
+        ``counts_back``: a stream the server ended, reconnecting (``Subscriber.back_at``)."""
         every = self.slow_every
         slow = previous.slow if previous is not None else bool(every) and index % every == 0
         on_lost = self.lost if self.reconnect_on_close else None
@@ -166,6 +182,8 @@ class _ClientProcess:
             subscriber.last_seq = previous.last_seq
             subscriber.last_id = previous.last_id
             subscriber.first_event_at = previous.first_event_at
+            if counts_back:
+                subscriber.back_at = -1.0  # set at its answer
         self.by_index[index] = subscriber
         return subscriber
 
@@ -219,14 +237,12 @@ class _ClientProcess:
                 self.paths[index],
                 self.sources[index % len(self.sources)],
                 stats,
-                lambda: self.subscriber(index, previous),
+                lambda: self.subscriber(index, previous, counts_back=True),
                 self.header_lines(index, previous.last_id),
                 self.http_version,
                 previous.slow,
             )
-            if new is not None:
-                stats.reconnects_on_close += 1
-                stats.last_reconnect_on_close = time.time()
+            if new is not None:  # counted back by the subscriber, at its answer
                 return
             stats.connect_errors -= 1  # counted as a reconnect error, not a connect error
             stats.reconnect_errors += 1
@@ -283,7 +299,14 @@ class _ClientProcess:
             "slow_connections": sum(1 for s in live if s.slow and s.status == 200),
             "reconnects": stats.reconnects,
             "reconnects_on_close": stats.reconnects_on_close,
-            "last_reconnect_on_close": stats.last_reconnect_on_close,
+            # the last of the streams back and still open to come back (a come-back
+            # answer, ended at once, is not back)
+            "last_reconnect_on_close": max(
+                (s.back_at for s in live if s.back_at > 0 and not s.closed), default=0.0
+            ),
+            "come_backs": stats.come_backs,
+            "live_at_end": sum(1 for s in live if s.status == 200 and not s.closed),
+            "loop_lag_max": stats.loop_lag_max,
             "failures": stats.connect_failures,
             "reconnect_errors": stats.reconnect_errors,
             "reconnect_seconds": stats.reconnect_seconds,

@@ -61,6 +61,10 @@ class Result:
     reconnected_on_close: int | None = None  # streams the server ended, reconnected
     reconnected_on_close_last: float | None = None  # wall time of the last of them (0: none)
     fault_began: float | None = None  # wall time the run's ``fault`` was called
+    come_backs: int | None = None  # reconnects told to come back later (a 200 ended at once)
+    # the longest a client process's loop was late in the measured window: the times it
+    # took (latencies, a stream back) are late by up to as much
+    client_lag_max_ms: float | None = None
     slow_connections: int | None = None
     slow_delivered: int | None = None
     slow_p50_ms: float | None = None
@@ -202,6 +206,9 @@ def timing_results(result: Result, finals: list[dict[str, Any]]) -> None:
         result.first_event_p50_ms = ms(first.percentile(0.5))
         result.first_event_p99_ms = ms(first.percentile(0.99))
         result.first_event_max_ms = ms(first.maximum)
+    lags = [f["loop_lag_max"] for f in finals if "loop_lag_max" in f]
+    if lags:
+        result.client_lag_max_ms = ms(max(lags))
 
 
 def optional_results(

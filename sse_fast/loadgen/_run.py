@@ -474,6 +474,8 @@ class _LoadRun:
         )
         if options.reconnect_on_close:
             result.reconnected_on_close = sum(f.get("reconnects_on_close", 0) for f in finals)
+            result.come_backs = sum(f.get("come_backs", 0) for f in finals)
+            result.connected_at_end = sum(f.get("live_at_end", 0) for f in finals)
             result.reconnected_on_close_last = max(
                 (f.get("last_reconnect_on_close", 0.0) for f in finals), default=0.0
             )

@@ -87,7 +87,8 @@ class ProcessStats:
     reconnect_seconds: float = 0.0
     resumed_with_id: int = 0
     reconnects_on_close: int = 0  # streams the server ended, reconnected (reconnect_on_close)
-    last_reconnect_on_close: float = 0.0  # wall time of the latest of them
+    come_backs: int = 0  # reconnects answered with an end and no event (not back)
+    loop_lag_max: float = 0.0  # seconds: the longest the process's loop was late (measured)
 
     def start_measuring(self, measure_from: float, measure_until: float = math.inf) -> None:
         """Count afresh events published at or after ``measure_from`` and before
@@ -95,6 +96,7 @@ class ProcessStats:
         self.measure_from = measure_from
         self.measure_until = measure_until
         self.received = self.measured = self.duplicates = self.lost = 0
+        self.loop_lag_max = 0.0
         self.histogram = LatencyHistogram()
         self.slow_histogram = LatencyHistogram()
         self.slow_received = 0

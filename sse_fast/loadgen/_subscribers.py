@@ -59,6 +59,7 @@ class Subscriber(asyncio.Protocol):
     client process."""
 
     __slots__ = (
+        "back_at",
         "closed",
         "connected",
         "delivered",
@@ -106,6 +107,9 @@ class Subscriber(asyncio.Protocol):
         self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed = False
         self.delivered = False  # a stamped event came on this connection
+        #: a stream the server ended, reconnecting: counted back (``reconnects_on_close``)
+        #: when its answer is a 200, at this wall time; 0.0 for any other connection
+        self.back_at = 0.0
         #: how the connection ended: "closed" (by the peer, or by us), "reset", or the error
         self.lost_how = ""
 
@@ -144,6 +148,12 @@ class Subscriber(asyncio.Protocol):
         self.status = self.http.get_status_code()
         if self.requested_at > 0:
             self.stats.connect_time.add(time.time() - self.requested_at)
+        elif self.back_at and self.status == 200:
+            # back from here, as a browser's EventSource is open from here: counted in
+            # this callback, not by the task that connected it, which runs later (seconds
+            # later when a storm of reconnects starves this process of CPU)
+            self.back_at = time.time()
+            self.stats.reconnects_on_close += 1
         if not self.connected.done():
             self.connected.set_result(self.status)
 
@@ -157,10 +167,11 @@ class Subscriber(asyncio.Protocol):
         self.closed = True
         self.lost_how = "ended"
         self.stats.closed += 1
-        if self.requested_at == -1.0 and not self.delivered:
+        if self.back_at and not self.delivered:
             # a reconnect answered with an end and no event (a server starting or
             # draining telling it when to come back): not back yet
             self.stats.reconnects_on_close -= 1
+            self.stats.come_backs += 1
         self.dropped = True  # closed here: connection_lost does not count it again
         if self.transport is not None:
             self.transport.close()

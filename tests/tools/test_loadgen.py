@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -413,13 +414,13 @@ def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> 
         def make() -> Subscriber:
             subscriber = Subscriber(stats, on_lost=lambda s: ended.append(s.lost_how))
             subscriber.requested_at = -1.0  # a reconnect
+            subscriber.back_at = -1.0  # of a stream the server ended: counted at its answer
             return subscriber
 
         address = server.sockets[0].getsockname()
         async with server:
             got = await connect_one(address, "/events", "127.0.0.1", stats, make)
             assert got is not None
-            stats.reconnects_on_close += 1  # as reconnect_closed counts it
             for _ in range(100):
                 if ended:
                     break
@@ -429,6 +430,70 @@ def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> 
         return ended, stats.closed, stats.reconnects_on_close
 
     assert asyncio.run(run()) == (["ended"], 1, 0)
+
+
+def test_a_stream_is_back_when_its_answer_is_read_not_when_its_task_runs() -> None:
+    """A reconnect of a stream the server ended counts as back in the callback that reads
+    its 200 (with the time), whether or not the task that connected it has run since: in
+    a storm a starved client process ran those tasks tens of seconds late, and its final
+    report counted 76,800 of 100,000 streams back that were all open and delivering. A
+    come-back (a 200 ended at once, no event) is taken back; another connection (a first
+    connect) is not counted."""
+    from sse_fast.loadgen._stats import ProcessStats
+    from sse_fast.loadgen._subscribers import Subscriber
+
+    class Transport:
+        def close(self) -> None:
+            pass
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+
+    def chunk(data: bytes) -> bytes:
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    event = chunk(b'data: {"t": 1.0, "s": 0, "w": "p"}\n\n')
+    come_back = chunk(b"event: sse-fast-disconnect\ndata: {}\nretry: 2000\n\n") + b"0\r\n\r\n"
+
+    async def run() -> tuple[int, ...]:
+        stats = ProcessStats()
+        back, told, first = (Subscriber(stats) for _ in range(3))
+        for subscriber in (back, told, first):
+            subscriber.connection_made(Transport())  # type: ignore[arg-type]
+        back.back_at = told.back_at = -1.0  # reconnects of ended streams
+        before = time.time()
+        back.data_received(head + event)
+        counted = stats.reconnects_on_close  # no await in between: no task ran
+        told.data_received(head + come_back)
+        first.data_received(head + event)
+        return (
+            counted,
+            stats.reconnects_on_close,
+            stats.come_backs,
+            int(back.back_at >= before),
+            int(first.back_at == 0.0),
+        )
+
+    assert asyncio.run(run()) == (1, 1, 1, 1, 1)
+
+
+def test_a_client_process_reports_how_late_its_loop_ran() -> None:
+    """``loop_lag_max``: a loop blocked for 0.4 s is reported at least that late (the
+    times a starved client process takes are late by as much)."""
+    from sse_fast.loadgen._clients import _ClientProcess
+
+    async def run() -> float:
+        client = _ClientProcess("127.0.0.1", 1, [], [], None, "1.1", {})
+        watcher = asyncio.ensure_future(client.watch_lag(every=0.05))
+        await asyncio.sleep(0.1)
+        time.sleep(0.4)  # the loop blocked, as by a burst of work
+        await asyncio.sleep(0.1)
+        client.exiting = True
+        await watcher
+        return client.stats.loop_lag_max
+
+    assert 0.35 <= asyncio.run(run()) < 5
 
 
 def test_a_gap_at_a_publish_that_got_no_answer_is_not_lost() -> None:
