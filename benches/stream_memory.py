@@ -96,6 +96,20 @@ async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         pass
 
 
+_RSGI_HEADERS = [(k.decode(), v.decode()) for k, v in _FLOOR_HEADERS]
+
+
+async def floor_rsgi(scope: Any, protocol: Any) -> None:
+    """The floor app over Granian's RSGI interface: the same answer, no ASGI scope,
+    messages or receive futures (what the interface itself costs per stream)."""
+    if scope.path == "/healthz":
+        protocol.response_str(200, [], "ok\n")
+        return
+    transport = protocol.response_stream(200, _RSGI_HEADERS)
+    await transport.send_bytes(_FLOOR_FRAME["body"])
+    await protocol.client_disconnect()
+
+
 # --------------------------------------------------------------------------- the client process
 
 
@@ -191,7 +205,7 @@ def _capacity() -> int:
     return max(1, soft - RESERVED_FDS)
 
 
-def floor_command(port: int) -> tuple[list[str], dict[str, str]]:
+def floor_command(port: int, interface: str = "asgi") -> tuple[list[str], dict[str, str]]:
     from sse_fast.settings import Settings
 
     s = Settings()
@@ -200,7 +214,7 @@ def floor_command(port: int) -> tuple[list[str], dict[str, str]]:
         "-m",
         "granian",
         "--interface",
-        "asgi",
+        interface,
         "--loop",
         "uvloop",
         "--http",
@@ -224,7 +238,9 @@ def floor_command(port: int) -> tuple[list[str], dict[str, str]]:
         HOST,
         "--port",
         str(port),
-        "benches.stream_memory:floor_app",
+        "benches.stream_memory:floor_app"
+        if interface == "asgi"
+        else "benches.stream_memory:floor_rsgi",
     ]
     return argv, {ALLOCATOR_VARIABLE: allocator_options(s.allocator_decay)}  # as serve sets it
 
@@ -274,8 +290,8 @@ def run_rss(
     ``decay``: ``sse-fast serve --allocator-decay`` (its default when empty)."""
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="stream_memory_") as data_dir:
-        if kind == "floor":
-            argv, extra = floor_command(port)
+        if kind in ("floor", "floor-rsgi"):
+            argv, extra = floor_command(port, "rsgi" if kind == "floor-rsgi" else "asgi")
         else:
             argv, extra = _serve_command(port, persistence, data_dir)
         if decay:
@@ -707,6 +723,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_rss:
         configs = [
             ("floor", "floor", True, "-", ""),
+            ("floor, RSGI", "floor-rsgi", True, "-", ""),
             ("serve, off, one topic", "serve", True, "off", ""),
             ("serve, default, one topic", "serve", True, "default", ""),
             ("serve, off, topic per stream", "serve", False, "off", ""),
