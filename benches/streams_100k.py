@@ -239,6 +239,10 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
         out["server_all_back_after_s"] = (
             peak.all_back_after(began, r.connections) if began else None
         )
+        if began:  # the kernel's count each second: (seconds from the fault, established)
+            out["server_connections"] = [
+                (round(at - began, 1), count) for at, count in peak.counts if at >= began - 2
+            ]
     return out
 
 
