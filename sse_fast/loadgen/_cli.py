@@ -342,6 +342,8 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(asdict(result), f, indent=2)
+    for warning in result.warnings():  # said, not a failure
+        print(f"loadgen: warning: {warning}", file=sys.stderr)
     problems = result.problems()
     for problem in problems:
         print(f"loadgen: {problem}", file=sys.stderr)

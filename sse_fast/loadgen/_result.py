@@ -11,6 +11,10 @@ from ._stats import LatencyHistogram
 __all__ = ["Result", "merged", "ms", "optional_results", "timing_results"]
 
 
+#: a client loop late by this much (ms) is worth a word (``Result.warnings``)
+LAG_WARNING_MS = 1000.0
+
+
 @dataclass
 class Result:
     """What a load run measured: connections, publishes, deliveries, latencies (ms), the server's
@@ -138,6 +142,19 @@ class Result:
                 "they were looked for: point --time-field/--seq-field (dotted paths into "
                 "the event's JSON data, e.g. body.t) at them, or name the events that "
                 "count with --event"
+            )
+        return out
+
+    def warnings(self) -> list[str]:
+        """What makes the figures less sure without failing the run: the client processes
+        starved of CPU (their loops late by ``LAG_WARNING_MS`` or more)."""
+        out = []
+        if self.client_lag_max_ms is not None and self.client_lag_max_ms >= LAG_WARNING_MS:
+            out.append(
+                f"the load generator's client processes ran up to "
+                f"{self.client_lag_max_ms / 1000:.1f} s late (starved of CPU): the times "
+                "they took (latencies, connects, first events, streams back) are late by up "
+                "to as much. Give them cores the server does not use, or fewer connections"
             )
         return out
 

@@ -102,6 +102,14 @@ def test_lost_or_missing_events_fail_the_run() -> None:
         "3 event(s) lost and 0 duplicated",
         "delivered 47 of 50 expected events",
     ]
+    # client loops late by a second or more: a warning with what to do, not a failure
+    assert clean.warnings() == []
+    assert dataclasses.replace(clean, client_lag_max_ms=999.0).warnings() == []
+    lagging = dataclasses.replace(clean, client_lag_max_ms=37_661.0)
+    assert lagging.problems() == []
+    (late,) = lagging.warnings()
+    assert late.startswith("the load generator's client processes ran up to 37.7 s late")
+    assert "fewer connections" in late
 
 
 def test_sse_fast_loadgen_is_the_same_tool() -> None:
