@@ -36,6 +36,11 @@ def _canned() -> dict[str, Any]:
                 "idle": {"connected": 100_000, "server_cores_used": 0.0421},
                 "saturated": {"error": "TimeoutError: boom"},
                 "storm": storm,
+                "storm_5s": {
+                    **storm,
+                    "connected_at_end": 100_000,
+                    "failures_in_run": {"refused": 7},
+                },
             },
             "nchan": {"broadcast": {"connected": 99_000, "p99_ms": 10_001.0}},
         },
@@ -56,6 +61,17 @@ def test_the_report_puts_the_targets_side_by_side() -> None:
     assert "until the server held them all (kernel count) | 24.5 | - |" in text
     assert "their own times are late by up to | 6,543 | - |" in text
     assert "- sse_fast saturated: TimeoutError: boom" in text
+    # the restart under the first part's load, its own table after the 1/s one
+    calm = text.split("## The same restart under a broadcast every 5 s")[1]
+    assert "| streams back (open at the window's end) | 100,000 | - |" in calm
+    assert "sse_fast's failed connects in storm_5s: 7 x refused." in calm
+
+
+def test_an_unknown_part_is_refused() -> None:
+    import pytest
+
+    with pytest.raises(SystemExit):
+        S.main(["--parts", "storm,strom"])
 
 
 def test_the_restartable_target_keeps_its_data_dir(tmp_path: Path) -> None:
