@@ -663,7 +663,10 @@ def plot(report: dict[str, Any], path: Path) -> list[Path]:
     p = report["conditions"]
     points = report["points"]
     colors = {name: f"C{i}" for i, name in enumerate(TARGET_ORDER)}
-    plain = ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    # whole numbers as such, 12.5 as 12.5 (not rounded to a neighbour's label)
+    plain = ticker.FuncFormatter(
+        lambda v, _: f"{v:,.0f}" if v == int(v) else (f"{v:,.1f}" if v >= 1 else f"{v:g}")
+    )
     title = f"{report['machine']['cpu']}, {report['machine']['date']}" + (
         " (quick smoke run)" if p["quick"] else ""
     )
