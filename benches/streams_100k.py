@@ -146,13 +146,16 @@ class Peak:
         return self.kb
 
     def all_back_after(self, began: float, streams: int) -> float | None:
-        """Seconds from ``began`` until the kernel held ``streams`` connections to the
-        port again, after it had held fewer (the restart): None if it never did."""
+        """Seconds from ``began`` until the kernel held as many connections to the port
+        as just before it (``streams`` and the publisher's; at least ``streams``), after
+        it had held fewer (the restart): None if it never did."""
+        before = [count for at, count in self.counts if at < began]
+        full = max(streams, before[-1]) if before else streams
         fewer = False
         for at, count in self.counts:
             if at < began:
                 continue
-            if count < streams:
+            if count < full:
                 fewer = True
             elif fewer:
                 return at - began
@@ -349,18 +352,13 @@ def report(run: dict[str, Any]) -> str:
             ],
         )
         for t in targets:
-            failures = results[t].get(part, {}).get("failures_in_run")
-            if failures:
-                why = ", ".join(
-                    f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
-                )
-                lines.extend([f"{t}'s failed connects in {part}: {why}.", ""])
-            failures = results[t].get(part, {}).get("publish_failures")
-            if failures:
-                why = ", ".join(
-                    f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
-                )
-                lines.extend([f"{t}'s failed publishes in {part}: {why}.", ""])
+            for key, what in (("failures_in_run", "connects"), ("publish_failures", "publishes")):
+                failures = results[t].get(part, {}).get(key)
+                if failures:
+                    why = ", ".join(
+                        f"{n:,} x {k}" for k, n in sorted(failures.items(), key=lambda i: -i[1])
+                    )
+                    lines.extend([f"{t}'s failed {what} in {part}: {why}.", ""])
 
     for part, title in (
         ("storm", "A restart under a broadcast every second (SIGTERM, start again, all reconnect)"),

@@ -87,6 +87,9 @@ def test_the_kernel_count_finds_when_the_server_held_all_again() -> None:
     assert peak.all_back_after(10.0, 100) == 3.0
     peak.counts = [(11.0, 3), (12.0, 99)]
     assert peak.all_back_after(10.0, 100) is None
+    # the publisher's connection counted before the restart: all back means it too
+    peak.counts = [(9.0, 101), (11.0, 3), (12.0, 100), (13.0, 101)]
+    assert peak.all_back_after(10.0, 100) == 3.0
 
 
 def test_the_established_count_reads_a_listening_port() -> None:
