@@ -524,3 +524,26 @@ def test_a_gap_at_a_publish_that_got_no_answer_is_not_lost() -> None:
 
     stats = asyncio.run(run())
     assert (stats.lost, stats.duplicates) == (1, 0)
+
+
+def test_a_warmup_publish_that_falls_in_the_window_counts_as_published() -> None:
+    """At 0.5 events/s a warmup of 0.5 s keeps its second slot, 2 s in: past the
+    window's start (1 s in). The clients count that event; the publisher must too,
+    or ``delivered`` exceeds ``expected`` (600,000 of 500,000 in a 100k run)."""
+    from sse_fast.loadgen import run_load
+
+    with ServerProcess() as server:
+        result = run_load(
+            host="127.0.0.1",
+            port=server.port,
+            connections=3,
+            rate=0.5,
+            warmup=0.5,
+            duration=3.0,
+            processes=1,
+            sources=1,
+            probe=False,
+        )
+    assert result.published >= 3  # the warmup's late slot and the window's own
+    assert result.delivered == result.expected == result.published * 3
+    assert result.lost == 0 and result.duplicates == 0
