@@ -164,5 +164,14 @@ class Lifespan:
         await self.hub.drain()
 
     async def _drain_then_stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        began, streams = loop.time(), len(self.hub.subscriptions)
+        cut = self.hub.metrics.cut_total
         await self.drain()
+        log.info(
+            "drained %d stream(s) in %.1f s (%d cut): stopping the worker",
+            streams,
+            loop.time() - began,
+            self.hub.metrics.cut_total - cut,
+        )
         os.kill(os.getpid(), signal.SIGINT)
