@@ -179,14 +179,26 @@ def established(port: int) -> int | None:
     return out.count(b"\n")
 
 
-def restart(target: peers.Target) -> None:
-    """SIGTERM the server, wait until it is gone, start it again on the same port."""
+def restart(target: peers.Target, phases: dict[str, float] | None = None) -> None:
+    """SIGTERM the server, wait until it is gone, start it again on the same port;
+    ``phases`` gets the seconds from the SIGTERM until every process was gone
+    (``stopped``), the port was free (``port_free``) and the new server answered
+    (``ready``)."""
     port = target.port
+    began = time.monotonic()
     target.stop()
-    deadline = time.monotonic() + 10
+    stopped = time.monotonic()
+    deadline = stopped + 10
     while not peers.port_is_free(target.host, port) and time.monotonic() < deadline:
         time.sleep(0.05)
+    free = time.monotonic()
     target.start()
+    if phases is not None:
+        phases.update(
+            stopped=round(stopped - began, 2),
+            port_free=round(free - began, 2),
+            ready=round(time.monotonic() - began, 2),
+        )
     if target.port != port:
         raise RuntimeError(f"{target.name} came back on port {target.port}, not {port}")
 
@@ -211,8 +223,10 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
     target.keep_logs = conditions.get("keep_logs", False)
     target.start()
     peak = None
+    phases: dict[str, float] = {}  # the restart's, in the storms
     try:
         if part == "broadcast":
+            peak = Peak(target)  # RSS while the events go out, as well as before
             r = _load(target, conditions, rate=0.2, duration=20.0, probe=False)
         elif part == "idle":
             r = _load(target, conditions, rate=1.0, duration=30.0, probe=False, no_publish=True)
@@ -227,7 +241,7 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
                 duration=conditions["storm_window"],
                 probe=False,
                 reconnect_on_close=True,
-                fault=lambda: restart(target),
+                fault=lambda: restart(target, phases),
                 fault_after=5.0,
             )
     finally:
@@ -241,8 +255,17 @@ def run_part(target: peers.Target, part: str, conditions: dict[str, Any]) -> dic
     out["connect_failures"] = r.connect_failures
     out["failures_in_run"] = r.failures_in_run
     out["publish_failures"] = r.publish_failures
-    if peak is not None and peak_kb is not None:
+    if peak_kb is not None:
         out["peak_rss_kb"] = peak_kb
+    if part == "broadcast" and peak_kb and r.connected:
+        # the peak over the run (streams open, five broadcasts out) less RSS before
+        # the streams, per stream: what sizing needs, as ``scaling.py`` reads it
+        base = r.server_rss_base_kb or 0
+        out["rss_per_stream_broadcast_kb"] = round((peak_kb - base) / r.connected, 2)
+    if peak is not None and peak.port:
+        out["restart_phases"] = phases
+        out["old_gone_after_s"] = phases.get("stopped")
+        out["new_ready_after_s"] = phases.get("ready")
         last, began = r.reconnected_on_close_last, r.fault_began
         out["back_after_s"] = last - began if last and began else None
         out["server_all_back_after_s"] = (
@@ -296,7 +319,16 @@ def report(run: dict[str, Any]) -> str:
             ("lost", "lost", "{:,.0f}"),
             ("p50 latency (ms)", "p50_ms", "{:,.0f}"),
             ("p99 latency (ms)", "p99_ms", "{:,.0f}"),
-            ("RSS per stream (KB)", "rss_per_connection_kb", "{:.2f}"),
+            (
+                "RSS per stream, all open before the first event (KB)",
+                "rss_per_connection_kb",
+                "{:.2f}",
+            ),
+            (
+                "RSS per stream, peak while the events go out (KB)",
+                "rss_per_stream_broadcast_kb",
+                "{:.2f}",
+            ),
             ("server cores while broadcasting", "server_cores_used", "{:.2f}"),
         ],
     )
@@ -325,6 +357,12 @@ def report(run: dict[str, Any]) -> str:
                 ("streams ended by the server", "closed_by_server", "{:,.0f}"),
                 ("streams back (open at the window's end)", "connected_at_end", "{:,.0f}"),
                 ("streams counted back", "reconnected_on_close", "{:,.0f}"),
+                (
+                    "seconds from SIGTERM until the old server was gone",
+                    "old_gone_after_s",
+                    "{:.1f}",
+                ),
+                ("... until the new one answered", "new_ready_after_s", "{:.1f}"),
                 (
                     "seconds from SIGTERM until the server held them all (kernel count)",
                     "server_all_back_after_s",

@@ -26,13 +26,20 @@ def _canned() -> dict[str, Any]:
         "lost": 0,
         "duplicates": 0,
         "peak_rss_mb": 2048.0,
+        "old_gone_after_s": 7.95,
+        "new_ready_after_s": 8.91,
     }
     return {
         "machine": {"cpu": "test"},
         "conditions": {"streams": 100_000, "workers": 6, "processes": 12, "sources": 13},
         "results": {
             "sse_fast": {
-                "broadcast": {"connected": 100_000, "p99_ms": 812.4, "rss_per_connection_kb": 13.9},
+                "broadcast": {
+                    "connected": 100_000,
+                    "p99_ms": 812.4,
+                    "rss_per_connection_kb": 13.9,
+                    "rss_per_stream_broadcast_kb": 14.25,
+                },
                 "idle": {"connected": 100_000, "server_cores_used": 0.0421},
                 "saturated": {"error": "TimeoutError: boom"},
                 "storm": storm,
@@ -42,7 +49,13 @@ def _canned() -> dict[str, Any]:
                     "failures_in_run": {"refused": 7},
                 },
             },
-            "nchan": {"broadcast": {"connected": 99_000, "p99_ms": 10_001.0}},
+            "nchan": {
+                "broadcast": {
+                    "connected": 99_000,
+                    "p99_ms": 10_001.0,
+                    "rss_per_stream_broadcast_kb": 21.57,
+                }
+            },
         },
     }
 
@@ -52,7 +65,10 @@ def test_the_report_puts_the_targets_side_by_side() -> None:
     assert "| | sse_fast | nchan |" in text
     assert "| streams open | 100,000 | 99,000 |" in text
     assert "| p99 latency (ms) | 812 | 10,001 |" in text
-    assert "| RSS per stream (KB) | 13.90 | - |" in text
+    assert "| RSS per stream, all open before the first event (KB) | 13.90 | - |" in text
+    assert "| RSS per stream, peak while the events go out (KB) | 14.25 | 21.57 |" in text
+    assert "| seconds from SIGTERM until the old server was gone | 8.0 | - |" in text
+    assert "| ... until the new one answered | 8.9 | - |" in text
     assert "| server cores | 0.042 | - |" in text
     assert "| streams open | failed | - |" in text  # saturated: the sse_fast part failed
     assert "| seconds from SIGTERM to the last one back (clients) | 31.2 | - |" in text
