@@ -12,12 +12,20 @@ from typing import Any, Final
 import orjson
 
 from ._core import encode
-from .protocol import DISCONNECT, MISSED, RESUME_HEADER
+from .protocol import COME_BACK_HEADER, DISCONNECT, MISSED, RESUME_HEADER
 
-__all__ = ["RESUME_HEADER_ASGI", "disconnect_frame", "missed_data", "missed_frame"]
+__all__ = [
+    "COME_BACK_HEADER_ASGI",
+    "RESUME_HEADER_ASGI",
+    "disconnect_frame",
+    "missed_data",
+    "missed_frame",
+]
 
 #: the resume header's name as an ASGI server takes it (lower case, bytes)
 RESUME_HEADER_ASGI: Final = RESUME_HEADER.lower().encode()
+#: the come-back header's, as well
+COME_BACK_HEADER_ASGI: Final = COME_BACK_HEADER.lower().encode()
 
 
 def missed_data(reason: str, last_event_id: str | None = None, **details: Any) -> str:

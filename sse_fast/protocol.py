@@ -23,11 +23,19 @@ both with a JSON object as ``data`` whose ``reason`` says why:
   draining), ``starting`` (the only event of a stream asked for while the server
   restores its history: come back after its ``retry``), ``lagged`` (the client
   fell further behind than the history holds; with ``lost``, how many events),
-  ``token-expired``.
+  ``token-expired``; and the only event of a stream refused for now, which comes
+  back after its ``retry``: ``max-connections``, ``max-connections-per-ip``,
+  ``connect-rate`` (the server's stream limits) and ``broker-unavailable``
+  (``message`` says what to do; a browser's ``EventSource`` stops for good on a
+  429 or 503, so these are answered with a 200).
 
 A stream can also end without a frame: ``stalled`` (a write stayed blocked),
 ``error``, ``client-disconnected`` and ``server-stopped``; the webhooks report
 those with the others (``Reason``).
+
+A stream told to come back (``starting``, ``draining`` and the refusals for now) has
+the response header ``SSE-Fast-Come-Back`` (``COME_BACK_HEADER``) with the reason, so
+a client knows from the response head that no stream follows.
 
 The response header ``SSE-Fast-Resume`` (``RESUME_HEADER``) says what became of
 a ``Last-Event-ID``: ``none`` (none was sent), ``resumed``, ``unknown`` or
@@ -51,6 +59,7 @@ import orjson
 from ._core.request import RESERVED_EVENT_PREFIX
 
 __all__ = [
+    "COME_BACK_HEADER",
     "DISCONNECT",
     "MISSED",
     "RESERVED_EVENT_PREFIX",
@@ -67,6 +76,8 @@ MISSED: Final = "sse-fast-missed"
 DISCONNECT: Final = "sse-fast-disconnect"
 #: the response header saying what became of ``Last-Event-ID`` (a ``Resume`` value)
 RESUME_HEADER: Final = "SSE-Fast-Resume"
+#: the response header of a stream told to come back later (its ``Reason``)
+COME_BACK_HEADER: Final = "SSE-Fast-Come-Back"
 
 
 class Resume:
@@ -96,6 +107,12 @@ class Reason:
     DRAINING: Final = "draining"
     LAGGED: Final = "lagged"
     TOKEN_EXPIRED: Final = "token-expired"
+    # sse-fast-disconnect, the only event of a stream told to come back later
+    STARTING: Final = "starting"
+    MAX_CONNECTIONS: Final = "max-connections"
+    MAX_CONNECTIONS_PER_IP: Final = "max-connections-per-ip"
+    CONNECT_RATE: Final = "connect-rate"
+    BROKER_UNAVAILABLE: Final = "broker-unavailable"
     # ends without a frame (webhooks report them)
     STALLED: Final = "stalled"
     ERROR: Final = "error"

@@ -15,7 +15,7 @@ import random
 import time
 
 from .._asgi import Receive, Scope, Send
-from .._control import disconnect_frame
+from .._control import COME_BACK_HEADER_ASGI, disconnect_frame
 from .._patterns import is_pattern
 from .._publish_checks import (
     check_cursor_length,
@@ -26,6 +26,7 @@ from .._publish_checks import (
 from ..hub import Hub, Subscription
 from ..hub._hub import SSE_HEADERS
 from ..hub._matching import patterns_refused
+from ..protocol import Reason
 from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import Admission, ClientAddress
@@ -34,7 +35,17 @@ from ._cors import Cors
 from ._http import HTTPError, header, header_utf8, query
 from ._start import RETRY_AFTER
 
-__all__ = ["EventsEndpoint"]
+__all__ = ["COME_BACK_REFUSALS", "EventsEndpoint"]
+
+#: the refusals of a stream that retrying fixes, by their metric reason, with the reason
+#: their come-back gives: answered with a come-back, not with their 429 or 503
+COME_BACK_REFUSALS: dict[str, str] = {
+    "max_connections": Reason.MAX_CONNECTIONS,
+    "max_connections_per_ip": Reason.MAX_CONNECTIONS_PER_IP,
+    "connect_rate": Reason.CONNECT_RATE,
+    "broker_unavailable": Reason.BROKER_UNAVAILABLE,
+    "draining": Reason.DRAINING,
+}
 
 
 class EventsEndpoint:
@@ -71,17 +82,22 @@ class EventsEndpoint:
 
     Refusals: ``400`` a malformed query, no topic, too many, a bad topic name,
     pattern or ``Last-Event-ID``; ``401``/``403`` a missing or refused credential for a
-    private topic, or for a pattern that can reach one the credential may not have;
-    ``429`` over ``max_connections_per_ip`` or ``connect_rate_per_ip``;
-    ``503`` over ``max_connections``.
+    private topic, or for a pattern that can reach one the credential may not have.
+    Retrying fixes none of these, and a browser's ``EventSource`` stops on them.
 
-    While the server starts or drains (a restart), the stream is not refused: a
-    browser's ``EventSource`` stops reconnecting for good on any status but 200. It
-    gets ``200`` with one frame, ``event: sse-fast-disconnect`` with
-    ``data: {"reason": "starting" | "draining", "message": ...}`` and a ``retry``
-    (``retry_ms`` plus up to ``drain_retry_jitter_ms`` at random while draining, 2 s
-    plus as much while starting), and the stream ends: the client comes back then,
-    with the same ``Last-Event-ID`` (the frame has no ``id``), and resumes.
+    What retrying does fix is answered so that a browser does retry: its
+    ``EventSource`` stops reconnecting for good on any status but 200, a 429 or 503
+    included. While the server starts or drains (a restart), over ``max_connections``,
+    ``max_connections_per_ip`` or ``connect_rate_per_ip``, and while the broker cannot
+    take a subscription, the stream gets ``200`` with the header
+    ``SSE-Fast-Come-Back: <reason>`` and one frame, ``event: sse-fast-disconnect`` with
+    ``data: {"reason": ..., "message": ...}`` (reasons: ``starting``, ``draining``,
+    ``max-connections``, ``max-connections-per-ip``, ``connect-rate``,
+    ``broker-unavailable``) and a ``retry``: ``retry_ms`` (2 s while starting; at least
+    the wait a limit names) plus up to ``drain_retry_jitter_ms`` at random. The stream
+    ends; the client comes back then, with the same ``Last-Event-ID`` (the frame has no
+    ``id``), and resumes. Each is counted as refused (``sse_fast_refused_total``, by the
+    limit's reason).
     """
 
     def __init__(
@@ -173,24 +189,53 @@ class EventsEndpoint:
         finally:
             self.finish(scope, subscription)
 
-    async def come_back_later(self, scope: Scope, send: Send, reason: str, message: str) -> None:
-        """Tell the client to reconnect after a jittered ``retry`` (the server is
-        ``reason``: ``starting`` or ``draining``) in a 200 stream of one
-        ``sse-fast-disconnect`` frame, which a browser follows where it would give up on a
-        503 (see the class docstring); counted as refused for ``reason``."""
+    async def come_back_later(
+        self,
+        scope: Scope,
+        send: Send,
+        reason: str,
+        message: str,
+        counted_as: str | None = None,
+        at_least_ms: int = 0,
+    ) -> None:
+        """Tell the client to reconnect after a jittered ``retry`` (``reason``, a
+        ``Reason``: the server is ``starting`` or ``draining``, or a refusal for now) in a
+        200 stream of one ``sse-fast-disconnect`` frame, which a browser follows where it
+        would give up on a 429 or 503 (see the class docstring); counted as refused for
+        ``counted_as`` (default ``reason``)."""
         settings = self.settings
-        base = RETRY_AFTER * 1000 if reason == "starting" else settings.retry_ms
-        delay = base + random.randint(0, settings.drain_retry_jitter_ms)
-        self.hub.metrics.refuse(reason)
+        base = RETRY_AFTER * 1000 if reason == Reason.STARTING else settings.retry_ms
+        delay = max(base, at_least_ms) + random.randint(0, settings.drain_retry_jitter_ms)
+        self.hub.metrics.refuse(counted_as or reason)
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *self.cors.headers(scope)],
+                "headers": [
+                    *SSE_HEADERS,
+                    (COME_BACK_HEADER_ASGI, reason.encode()),
+                    *self.cors.headers(scope),
+                ],
             }
         )
         frame = disconnect_frame(reason, retry=delay, message=message)
         await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+    async def come_back_instead(self, scope: Scope, send: Send, error: HTTPError) -> bool:
+        """Answer ``error`` with a come-back when retrying fixes it (``COME_BACK_REFUSALS``,
+        a 429 or 503): the client is told to retry after at least its ``Retry-After``.
+        False when it is not such a refusal (the caller answers its status)."""
+        reason = COME_BACK_REFUSALS.get(error.reason)
+        if reason is None or error.status not in (429, 503):
+            return False
+        wait = 0
+        for name, value in error.headers:
+            if name == b"retry-after" and value.isdigit():
+                wait = int(value) * 1000
+        await self.come_back_later(
+            scope, send, reason, error.message, counted_as=error.reason, at_least_ms=wait
+        )
+        return True
 
     async def open(self, scope: Scope, receive: Receive, send: Send) -> Subscription:
         """Admit, authorise and attach the stream (``HTTPError`` when refused); the

@@ -23,6 +23,7 @@ from .. import _shutdown
 from .._asgi import Receive, Scope, Send
 from .._compose import broker_for
 from ..hub import Hub
+from ..protocol import Reason
 from ..settings import Settings
 from ._admission import Admission, ClientAddress
 from ._auth import Authenticator
@@ -176,8 +177,9 @@ class App:
                 # one every request has (memory per stream), not in one of its own
                 try:
                     subscription = await self.events.open(scope, receive, send)
-                except HTTPError as error:
-                    await self.refuse(scope, send, error)
+                except HTTPError as error:  # a come-back where retrying fixes it
+                    if not await self.events.come_back_instead(scope, send, error):
+                        await self.refuse(scope, send, error)
                     return
                 try:
                     # the end: the client's http.disconnect, or the server closing it
@@ -218,9 +220,10 @@ class App:
         (``EventsEndpoint.come_back_later``), never refused with a status that ends an
         ``EventSource``."""
         if self.start.pending:
-            reason, doing = "starting", f"this server serves no streams yet: {self.start.doing()}"
+            reason = Reason.STARTING
+            doing = f"this server serves no streams yet: {self.start.doing()}"
         else:
-            reason, doing = "draining", "this server is shutting down"
+            reason, doing = Reason.DRAINING, "this server is shutting down"
         message = f"{doing}; reconnect after the retry, here or at another server"
         await self.events.come_back_later(scope, send, reason, message)
 

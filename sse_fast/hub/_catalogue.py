@@ -260,14 +260,17 @@ REFUSAL_REASONS: dict[str, str] = {
     "ops_no_credential": "/metrics, /stats or /presence from outside ops_networks without "
     "the ops_token (401)",
     "ops_bad_token": "a wrong ops_token on /metrics, /stats or /presence (401)",
-    "max_connections": "the worker holds max_connections streams (503)",
-    "max_connections_per_ip": "the client address holds max_connections_per_ip streams (429)",
-    "connect_rate": "new streams from one address over connect_rate_per_ip (429)",
+    "max_connections": "the worker holds max_connections streams (a stream is told to come "
+    "back: a 200 of one sse-fast-disconnect frame)",
+    "max_connections_per_ip": "the client address holds max_connections_per_ip streams (told "
+    "to come back)",
+    "connect_rate": "new streams from one address over connect_rate_per_ip (told to come back)",
     "publish_rate": "publishes of one credential over publish_rate (429)",
-    "draining": "the server is shutting down (503)",
+    "draining": "the server is shutting down (503; a stream is told to come back)",
     "starting": "the worker is starting (restoring history); only /livez, /healthz, /readyz and "
-    "/schema answer yet (503)",
-    "broker_unavailable": "the broker (relay or Redis) cannot take a subscription now (503)",
+    "/schema answer yet (503; a stream is told to come back)",
+    "broker_unavailable": "the broker (relay or Redis) cannot take a subscription now (told to "
+    "come back)",
     "unavailable": "a publish stream ended because the broker became unavailable",
     "expired": "a publish stream ended because its credential expired",
     "storage": "the data directory could not keep a publish (503)",

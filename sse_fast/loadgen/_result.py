@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol import Reason
 from ._stats import LatencyHistogram
 
 __all__ = ["Result", "merged", "ms", "optional_results", "timing_results"]
@@ -13,6 +14,22 @@ __all__ = ["Result", "merged", "ms", "optional_results", "timing_results"]
 
 #: a client loop late by this much (ms) is worth a word (``Result.warnings``)
 LAG_WARNING_MS = 1000.0
+#: connect failures a server's connection limits give: statuses, or sse_fast's answers
+#: telling a stream to come back later (what a browser retries)
+LIMIT_REFUSALS = frozenset(
+    {
+        "HTTP 429",
+        "HTTP 503",
+        *(
+            f"told to come back ({reason})"
+            for reason in (
+                Reason.MAX_CONNECTIONS,
+                Reason.MAX_CONNECTIONS_PER_IP,
+                Reason.CONNECT_RATE,
+            )
+        ),
+    }
+)
 
 
 @dataclass
@@ -97,7 +114,7 @@ class Result:
         if self.connect_errors:
             causes = ", ".join(f"{n} x {k}" for k, n in sorted(self.connect_failures.items()))
             line = f"{self.connect_errors} of {self.connections} connections failed ({causes})"
-            if any(k in ("HTTP 429", "HTTP 503") for k in self.connect_failures):
+            if any(k in LIMIT_REFUSALS for k in self.connect_failures):
                 line += (
                     ": the server's connection limits refused them (sse-fast serve allows "
                     "1,000 streams and 100 new ones per second per client address by default); "

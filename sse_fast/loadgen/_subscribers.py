@@ -36,6 +36,7 @@ import orjson
 
 from .._core import Parser
 from ..loadtarget import Stamps
+from ..protocol import COME_BACK_HEADER
 from ._reading import Reading
 from ._stats import ProcessStats, count_into, failure_name
 
@@ -48,6 +49,9 @@ __all__ = [
 
 #: how events are read when a run says nothing else: ``t``, ``s``, ``w`` in JSON data
 DEFAULT_READING = Reading(Stamps())
+#: the header of a server's answer telling the client to come back later (not a stream)
+COME_BACK_NAME = COME_BACK_HEADER.lower().encode()
+COME_BACK_LENGTH = len(COME_BACK_NAME)
 
 
 class Subscriber(asyncio.Protocol):
@@ -61,6 +65,7 @@ class Subscriber(asyncio.Protocol):
     __slots__ = (
         "back_at",
         "closed",
+        "come_back",
         "connected",
         "delivered",
         "dropped",
@@ -112,6 +117,9 @@ class Subscriber(asyncio.Protocol):
         self.back_at = 0.0
         #: how the connection ended: "closed" (by the peer, or by us), "reset", or the error
         self.lost_how = ""
+        #: the reason of an answer telling the client to come back later (sse_fast's
+        #: ``SSE-Fast-Come-Back`` header: a 200 with no stream), else ""
+        self.come_back = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a slow subscriber starts its pauses."""
@@ -141,6 +149,10 @@ class Subscriber(asyncio.Protocol):
             self.lost_how = f"not HTTP ({type(exc).__name__})"
             if self.transport is not None:
                 self.transport.close()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == COME_BACK_LENGTH and name.lower() == COME_BACK_NAME:
+            self.come_back = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         """The response head is read: its connect time counted, ``connected`` resolved with the
@@ -346,12 +358,17 @@ async def connect_one(
         if sent < len(request):
             protocol.transport.write(request[sent:])
         status = await asyncio.wait_for(protocol.connected, 15)
-        if status != 200:
+        if status != 200 or (protocol.come_back and not protocol.back_at):
+            # a 200 that tells it to come back later is no stream (a reconnect of an
+            # ended stream takes it as a browser does: back after its retry)
+            if not status:
+                why = f"{protocol.lost_how} before any response"
+            elif status != 200:
+                why = f"HTTP {status}"
+            else:
+                why = f"told to come back ({protocol.come_back})"
             stats.connect_errors += 1
-            count_into(
-                stats.connect_failures,
-                f"HTTP {status}" if status else f"{protocol.lost_how} before any response",
-            )
+            count_into(stats.connect_failures, why)
             protocol.dropped = True
             protocol.transport.close()
             return None

@@ -3,6 +3,8 @@ behind trusted proxies."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from sse_fast.app._admission import TokenBucket
@@ -24,44 +26,86 @@ def test_publish_rate_limit_per_credential() -> None:
     run(main())
 
 
+def told_to_come_back(stream: Stream) -> tuple[str, str, int]:
+    """The reason, message and retry of a stream told to come back later: a 200 with
+    the ``SSE-Fast-Come-Back`` header and one ``sse-fast-disconnect`` frame, ended."""
+    assert stream.status == 200 and stream.ended
+    assert stream.headers["content-type"].startswith("text/event-stream")
+    (event,) = stream.events
+    assert event.event == "sse-fast-disconnect" and not event.id
+    data = json.loads(event.data)
+    assert stream.headers["sse-fast-come-back"] == data["reason"]
+    assert stream.parser.retry is not None
+    return data["reason"], data["message"], stream.parser.retry
+
+
 def test_connection_limits_total_per_ip_and_rate() -> None:
+    """A stream over a limit is told to come back after the wait the limit names (a
+    browser's EventSource would stop for good on the 429 or 503 these were), counted
+    as refused by the limit; it holds no slot."""
+
     async def main() -> None:
         app = make_app(max_connections=3, max_connections_per_ip=2, connect_rate_per_ip=0)
         first = [Stream(app, query=[("topic", "a")]).start() for _ in range(2)]
         await settle()
         third = Stream(app, query=[("topic", "a")]).start()
         await settle()
-        assert third.status == 429 and third.headers["retry-after"] == "5"
+        reason, message, retry = told_to_come_back(third)
+        assert reason == "max-connections-per-ip"
+        assert message == "too many streams from 127.0.0.1 (max_connections_per_ip 2)"
+        assert 5000 <= retry <= 5000 + app.settings.drain_retry_jitter_ms  # Retry-After 5
         other = Stream(app, query=[("topic", "a")])
         other.scope["client"] = ("10.0.0.9", 1)  # another address still gets in
         other.start()
         await settle()
-        assert other.status == 200
+        assert other.status == 200 and not other.ended
         assert app.admission.streams_by_ip == {"127.0.0.1": 2, "10.0.0.9": 1}
         for s in [*first, other]:
             s.disconnect()
             await s.finished()
         await third.finished()
         assert app.admission.streams_by_ip == {}
+        assert 'reason="max_connections_per_ip"} 1' in app.operations.render_metrics()
         limited = make_app(max_connections=1, max_connections_per_ip=0, connect_rate_per_ip=0)
         one = Stream(limited, query=[("topic", "a")]).start()
         await settle()
         two = Stream(limited, query=[("topic", "a")]).start()
         await settle()
-        assert two.status == 503 and two.headers["retry-after"] == "5"
+        reason, message, retry = told_to_come_back(two)
+        assert (reason, message) == (
+            "max-connections",
+            "connection limit reached (1 streams on this worker); retry later",
+        )
+        assert retry >= 5000
         one.disconnect()
         await one.finished()
-        rated = make_app(connect_rate_per_ip=1, max_connections_per_ip=0)
-        codes = []
+        assert 'reason="max_connections"} 1' in limited.operations.render_metrics()
+        rated = make_app(connect_rate_per_ip=1, max_connections_per_ip=0, retry_ms=1500)
+        told = []
         for _ in range(4):
             s = Stream(rated, query=[("topic", "a")]).start()
             await settle()
-            codes.append(s.status)
-            if s.status == 200:
+            if s.ended:
+                told.append(told_to_come_back(s))
+            else:
+                assert s.status == 200
                 s.disconnect()
             await s.finished()
-        assert codes == [200, 200, 429, 429]
-        assert 'reason="connect_rate"' in rated.operations.render_metrics()
+        assert [reason for reason, _, _ in told] == ["connect-rate", "connect-rate"]
+        assert all(retry >= 1500 for _, _, retry in told)  # retry_ms, over the 1 s wait
+        assert told[0][1] == "too many connection attempts from 127.0.0.1; slow down"
+        assert 'reason="connect_rate"} 2' in rated.operations.render_metrics()
+
+    run(main())
+
+
+def test_a_refusal_retrying_cannot_fix_keeps_its_status() -> None:
+    async def main() -> None:
+        app = make_app(max_connections=1)
+        bad = Stream(app, query=[("topic", "a b")]).start()
+        await settle()
+        await bad.finished()
+        assert bad.status == 400 and "sse-fast-come-back" not in bad.headers
 
     run(main())
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -57,6 +58,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sse_fast import Parser
 from sse_fast.settings import Settings
 from sse_fast.testing import HOST, ServerProcess, free_port
 
@@ -289,8 +291,12 @@ async def _client_cannot_choose_its_address(
             assert response.status_code == 200, await response.aread()
             second = [("X-Forwarded-For", "203.0.113.2"), ("X-Forwarded-For", "203.0.113.3")]
             refused = await client.get("/events", params=query, headers=second)
-            assert refused.status_code == 429, refused.text
-            assert f"too many streams from {CLIENT} " in refused.json()["error"]
+            # told to come back (a 200 ended at once), as a browser retries it
+            assert refused.status_code == 200, refused.text
+            assert refused.headers["sse-fast-come-back"] == "max-connections-per-ip"
+            (event,) = Parser().feed(refused.content)
+            assert event.event == "sse-fast-disconnect"
+            assert f"too many streams from {CLIENT} " in json.loads(event.data)["message"]
 
 
 def test_nginx_block_keeps_the_client_address(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_refused_connections_and_publishes_fail_the_run_with_the_reason() -> Non
     with ServerProcess(**defaults) as server:
         code, output = run_loadgen(server.port, "--connections", "600")
     assert code == 1, output
-    assert "connections failed" in output and "HTTP 429" in output
+    assert "connections failed" in output and "told to come back (connect-rate)" in output
     assert "SSE_FAST_CONNECT_RATE_PER_IP=0" in output
     assert "publish(es) failed" in output and "HTTP 401" in output
     assert "--token" in output
