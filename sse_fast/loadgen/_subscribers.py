@@ -151,6 +151,7 @@ class Subscriber(asyncio.Protocol):
                 self.transport.close()
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        """Keep the reason of an answer telling the client to come back later."""
         if len(name) == COME_BACK_LENGTH and name.lower() == COME_BACK_NAME:
             self.come_back = value.decode("latin-1")
 
