@@ -10,21 +10,6 @@ import time
 
 from sse_fast.testing import HOST, ServerProcess
 
-#: an EventSource on topic t: its states, the data it got and what it was told
-BROWSER_STREAM = """() => {
-    window.seen = {errors: 0, closed: false, data: [], told: []};
-    const source = new EventSource("/events?topic=t");
-    source.onerror = () => {
-        window.seen.errors += 1;
-        if (source.readyState === EventSource.CLOSED) window.seen.closed = true;
-    };
-    source.onmessage = (e) => { window.seen.data.push(e.data); };
-    source.addEventListener("sse-fast-disconnect", (e) => {
-        window.seen.told.push(JSON.parse(e.data).reason);
-    });
-    window.source = source;
-}"""
-
 PUBLISH = """() => fetch("/publish", {
     method: "POST",
     headers: {"Content-Type": "application/json"},
@@ -42,7 +27,7 @@ def _hold_the_slot(port: int) -> socket.socket:
 
 
 def test_a_browser_over_the_connection_limit_comes_back_when_a_slot_frees() -> None:
-    from ..support.browser import chromium
+    from ..support.browser import chromium, watch_event_source
 
     with (
         chromium() as browser,
@@ -52,7 +37,7 @@ def test_a_browser_over_the_connection_limit_comes_back_when_a_slot_frees() -> N
         page.goto(server.url + "/livez")  # the page's origin: the server's
         held = _hold_the_slot(server.port)
         try:
-            page.evaluate(BROWSER_STREAM)
+            page.evaluate(watch_event_source("/events?topic=t"))
             # told more than once: the browser came back after each retry
             page.wait_for_function("() => window.seen.told.length >= 2", timeout=30_000)
             assert not page.evaluate("window.seen.closed")

@@ -222,22 +222,9 @@ def test_a_start_failing_in_the_workers_stops_the_server(workers: int) -> None:
     assert took < 45, f"{took:.1f} s: stopped after the workers' wait, not respawned"
 
 
-#: an EventSource on topic t5 resuming from e5010: its states and the ids it got
-BROWSER_STREAM = """() => {
-    window.seen = {opened: 0, errors: 0, closed: false, ids: [], told: []};
-    // a page's EventSource cannot set Last-Event-ID: the query parameter stands in
-    const source = new EventSource("/events?topic=t5&lastEventId=e5010");
-    source.onopen = () => { window.seen.opened += 1; };
-    source.onerror = () => {
-        window.seen.errors += 1;
-        if (source.readyState === EventSource.CLOSED) window.seen.closed = true;
-    };
-    source.onmessage = (e) => { window.seen.ids.push(e.lastEventId); };
-    source.addEventListener("sse-fast-disconnect", (e) => {
-        window.seen.told.push(JSON.parse(e.data).reason);
-    });
-    window.source = source;
-}"""
+#: an EventSource on topic t5 resuming from e5010 (a page's EventSource cannot set
+#: Last-Event-ID: the query parameter stands in)
+BROWSER_STREAM = "/events?topic=t5&lastEventId=e5010"
 
 
 def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
@@ -247,7 +234,7 @@ def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
     stream asked for while the server restores its history is told when to come back
     (a 200 of one ``sse-fast-disconnect`` frame with a ``retry``), not refused with 503:
     the browser keeps trying, then resumes with every event after its id."""
-    from ..support.browser import chromium
+    from ..support.browser import chromium, watch_event_source
 
     _fill(tmp_path)
     # the browser and its page first: they take longer to start than some restores
@@ -255,7 +242,7 @@ def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
         page = browser.new_page()
         with StartingServer(data_dir=str(tmp_path)) as server:
             page.goto(server.url + "/livez")  # the page's origin: the server's
-            page.evaluate(BROWSER_STREAM)
+            page.evaluate(watch_event_source(BROWSER_STREAM))
             rest = [f"e{n}" for n in range(5011, 6 * PER_TOPIC)]
             page.wait_for_function(
                 f"() => window.seen.closed || window.seen.ids.length >= {len(rest)}",

@@ -5,6 +5,7 @@ never skips."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -78,3 +79,27 @@ def page_errors(page: Any) -> list[str]:
         ),
     )
     return errors
+
+
+def watch_event_source(url: str) -> str:
+    """A page function opening ``window.source = new EventSource(url)`` and keeping in
+    ``window.seen`` what a test asks about it: ``opened`` and ``errors`` (counts),
+    ``closed`` (the browser gave up: readyState CLOSED), the ``ids`` and ``data`` of its
+    messages, and the reasons it was ``told`` (``sse-fast-disconnect``)."""
+    return """() => {
+    window.seen = {opened: 0, errors: 0, closed: false, ids: [], data: [], told: []};
+    const source = new EventSource(__URL__);
+    source.onopen = () => { window.seen.opened += 1; };
+    source.onerror = () => {
+        window.seen.errors += 1;
+        if (source.readyState === EventSource.CLOSED) window.seen.closed = true;
+    };
+    source.onmessage = (e) => {
+        window.seen.ids.push(e.lastEventId);
+        window.seen.data.push(e.data);
+    };
+    source.addEventListener("sse-fast-disconnect", (e) => {
+        window.seen.told.push(JSON.parse(e.data).reason);
+    });
+    window.source = source;
+}""".replace("__URL__", json.dumps(url))
