@@ -717,7 +717,9 @@ def test_while_the_loop_is_saturated_close_events_share_writes_and_none_is_lost(
         for message, arrived in zip(client.messages[1:], client.arrived, strict=True):
             carried += [arrived] * len(Parser().feed(message.get("body", b"")))
         lags = [sent - made_at for sent, made_at in zip(carried, made, strict=True)]
-        assert max(lags) < 0.05 + 0.1, max(lags)
+        # what must not happen is an event held until the stream's end (seconds); the
+        # margin over busy_batch_delay absorbs a loaded machine (172 ms seen in CI)
+        assert max(lags) < 0.05 + 0.45, max(lags)
         if source == "queue":
             assert backlog >= 3, backlog  # items waited in the queue, not in a wake-up each
         else:
