@@ -136,6 +136,8 @@ class SuiteResult:
     module_file: str | None
     sse_fast_file: str | None
     output: str = field(repr=False)
+    #: tests that failed and then passed when run again alone (``RERUN_AT_MOST``)
+    passed_on_rerun: list[str] = field(default_factory=list)
 
     def ids(self, outcome: str) -> list[str]:
         return sorted(i for i, o in self.outcomes.items() if o == outcome)
@@ -175,6 +177,11 @@ class SuiteResult:
             f"{self.skipped} skipped, {self.xfailed} xfailed (strict), "
             f"{len(self.deselected)} left out "
             f"(+ {len(self.left_out_files)} files), {self.duration:.1f} s"
+            + (
+                f"; passed when run again: {', '.join(self.passed_on_rerun)}"
+                if self.passed_on_rerun
+                else ""
+            )
         )
 
 
@@ -234,17 +241,49 @@ def sse_fast_root() -> Path:
 def run_suite(
     name: str, target: str, *, include_left_out: bool = False, timeout: float = 900
 ) -> SuiteResult:
-    """Run suite ``name`` against ``target`` ("original" or "shim") in a subprocess."""
+    """Run suite ``name`` against ``target`` ("original" or "shim") in a subprocess. A few
+    failing tests (at most ``RERUN_AT_MOST``) are run once more, alone: the suites' own
+    tests wait with fixed sleeps (aiohttp-sse's ``test_wait_stop_streaming`` gives its
+    handler 0.1 s), which a loaded CI machine can overrun. One that passes then counts
+    as passed and is named in the summary (``passed_on_rerun``); more failures than
+    that are never run again."""
+    result = _run_suite(name, target, include_left_out=include_left_out, timeout=timeout)
+    failing = result.failing
+    if failing and len(failing) <= RERUN_AT_MOST and not any("<collection>" in i for i in failing):
+        again = _run_suite(name, target, only=failing, timeout=timeout)
+        for nodeid in failing:
+            if again.outcomes.get(nodeid) == "passed":
+                result.outcomes[nodeid] = "passed"
+                result.passed_on_rerun.append(nodeid)
+    return result
+
+
+#: failing tests of a run that are run once more (more than this: a real failure)
+RERUN_AT_MOST = 2
+
+
+def _run_suite(
+    name: str,
+    target: str,
+    *,
+    include_left_out: bool = False,
+    timeout: float = 900,
+    only: list[str] | None = None,
+) -> SuiteResult:
+    """One pytest run of suite ``name`` against ``target``; ``only``: these node ids."""
     if target not in ("original", "shim"):
         raise ValueError(f"target must be 'original' or 'shim', not {target!r}")
     suite = SUITES[name]
     with tempfile.TemporaryDirectory(prefix=f"originals-{name}-{target}-") as tmp:
         tmpdir = Path(tmp)
         junit, report, config = tmpdir / "junit.xml", tmpdir / "report.json", tmpdir / "check.json"
-        deselect = [] if include_left_out else sorted(suite.left_out_tests)
+        # named tests alone: the left-out ones are not among them (nothing to deselect)
+        deselect = [] if include_left_out or only else sorted(suite.left_out_tests)
         xfail = {}
         if target == "shim":
             for nodeid, difference in suite.deliberate_differences.items():
+                if only and nodeid not in only:
+                    continue
                 reason, raises = difference if isinstance(difference, tuple) else (difference, None)
                 xfail[nodeid] = {"reason": reason, "raises": raises}
         config.write_text(
@@ -290,6 +329,7 @@ def run_suite(
             "-rfE",
             "--continue-on-collection-errors",  # a module that fails to import is counted
             *(f"--ignore={suite.directory / f}" for f in ignores),
+            *(only or []),
         ]
         env = {
             k: v
