@@ -63,3 +63,41 @@ def test_a_dead_relay_is_started_again_with_backoff(
         supervisor.stop()
     assert supervisor.process.exitcode is not None
     assert not supervisor._thread or not supervisor._thread.is_alive()
+
+
+def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under serve the relay starts in a thread of its own, and a SIGTERM to the whole
+    group can stop the server meanwhile. A stop that came between the watcher thread's
+    making and its start raised ``cannot join thread before it is started`` (CI: serve
+    exited 1). Here the stop comes exactly then: it waits for the start, and joins a
+    started watcher."""
+    import threading
+
+    from sse_fast.brokers._relay import supervisor as module
+
+    supervisor = RelaySupervisor(str(tmp_path / "relay.sock"))
+    errors: list[BaseException] = []
+
+    def stop() -> None:
+        try:
+            supervisor.stop()
+        except BaseException as exc:
+            errors.append(exc)
+
+    stopper = threading.Thread(target=stop)
+
+    class Watcher(threading.Thread):
+        def start(self) -> None:  # the stop signal, just before the watcher starts
+            if self.name == "sse-fast-relay-supervisor":
+                stopper.start()
+                time.sleep(0.3)
+            super().start()
+
+    monkeypatch.setattr(module.threading, "Thread", Watcher)
+    supervisor.start()
+    stopper.join(20)
+    assert errors == [], errors
+    assert supervisor._thread is not None and not supervisor._thread.is_alive()
+    assert supervisor.process.exitcode is not None  # the relay stopped too

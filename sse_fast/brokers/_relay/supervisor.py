@@ -59,6 +59,9 @@ class RelaySupervisor:
         self.process: Any = None
         self._context = multiprocessing.get_context("spawn")
         self._stopping = threading.Event()
+        #: ``start`` runs in a thread of its own under serve, and a stop signal can come
+        #: while it does: the watcher is made and started, or not at all, under this lock
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._started_at = 0.0
 
@@ -74,9 +77,12 @@ class RelaySupervisor:
                     else f" (it exited with {_describe(self.process.exitcode)})"
                 )
             )
-        self._thread = threading.Thread(target=self._watch, name="sse-fast-relay-supervisor")
-        self._thread.daemon = True
-        self._thread.start()
+        with self._lock:
+            if self._stopping.is_set():  # stopped while it started: no watcher
+                return
+            self._thread = threading.Thread(target=self._watch, name="sse-fast-relay-supervisor")
+            self._thread.daemon = True
+            self._thread.start()
 
     def _start_wait(self) -> float:
         """How long a starting relay may take: ``start_timeout``, and with a data
@@ -100,6 +106,8 @@ class RelaySupervisor:
         deadline = time.monotonic() + self._start_wait()
         while not ready.wait(0.2):  # a relay that died while starting is not waited for
             if self.process.exitcode is not None or time.monotonic() > deadline:
+                return False
+            if self._stopping.is_set():
                 return False
         return True
 
@@ -131,10 +139,13 @@ class RelaySupervisor:
                 self.process.kill()
 
     def stop(self) -> None:
-        """Stop watching, then stop the relay (after the workers are gone)."""
+        """Stop watching, then stop the relay (after the workers are gone); also while
+        ``start`` is under way in another thread."""
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(5)
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(5)
         process = self.process
         if process is not None and process.exitcode is None:
             process.terminate()
