@@ -642,3 +642,40 @@ def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> 
     assert not reader.is_alive()
     assert data == ["one", "two", "three", "four"]
     assert [e.reason for e in control] == ["draining"]
+
+
+def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events() -> None:
+    """Over ``max_connections`` the server answers a come-back (a 200 of one
+    ``sse-fast-disconnect``, reason ``max-connections``): the client yields it and comes
+    back after its retry; once a slot is free it gets the stream and its events."""
+    import socket
+
+    with ServerProcess("--workers", "1", max_connections=1, retry_ms=300) as server:
+        held = socket.create_connection((HOST, server.port), 10)
+        held.sendall(b"GET /events?topic=held HTTP/1.1\r\nHost: test\r\n\r\n")
+        assert held.recv(4096).startswith(b"HTTP/1.1 200")
+
+        async def publish_until_stopped() -> None:
+            while True:
+                await server.publish(b'{"topic": "t", "data": "room"}')
+                await asyncio.sleep(0.3)
+
+        async def main() -> list[Event]:
+            seen: list[Event] = []
+            publisher = asyncio.ensure_future(publish_until_stopped())
+            try:
+                async with connect(f"http://{HOST}:{server.port}/events?topic=t") as events:
+                    async for event in events:
+                        seen.append(event)
+                        if isinstance(event, Disconnect):
+                            held.close()  # a slot frees after the first come-back
+                        elif event.data == "room":
+                            return seen
+            finally:
+                publisher.cancel()
+            return seen
+
+        seen = asyncio.run(asyncio.wait_for(main(), 30))
+    told = [e for e in seen if isinstance(e, Disconnect)]
+    assert told and {e.reason for e in told} == {"max-connections"}, seen
+    assert seen[-1].data == "room"
