@@ -7,13 +7,15 @@ The suite's groups rest on the first: the docs site is built once
 (tests/e2e/test_docs_site.py), an original suite's run is reused
 (tests/adapters/originals/), the embedding examples' wheel is built by one worker at a
 time (tests/e2e/test_embedding_installs.py); pytest 9.2 with pytest-xdist 3.8 spread a
-group over every worker without a word. One session of three workers (the two plugins
-only: a second's start) runs grouped, ordinary and ``alone`` tests, each logging its
-worker and when its body started and ended; the tests here read that log."""
+group over every worker without a word. One session of four workers (the two plugins
+only: a second's start) runs grouped, ordinary and ``alone`` tests and a module-scoped
+fixture's costly setup, each logging its worker and when it started and ended; the
+tests here read that log."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,8 +24,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
-#: the session's tests run on one worker: its log is made once
-pytestmark = pytest.mark.xdist_group("scheduling")
+#: the session's tests run on one worker: its log is made once; the first one's setup
+#: runs the nested session, which may take 5 minutes (below)
+pytestmark = [pytest.mark.xdist_group("scheduling"), pytest.mark.timeout(420)]
 
 #: the plugins, a fixture that logs each test's body (0.2 s: long enough for others to
 #: run beside it if they may), a module of one group, and one with a test of another
@@ -38,16 +41,27 @@ import pytest
 pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone"]
 
 
+def log(name, start):
+    with open(os.environ["RAN_LOG"], "a") as ran:
+        worker = os.environ["PYTEST_XDIST_WORKER"]
+        ran.write(f"{name} {worker} {start} {time.monotonic()}\\n")
+
+
 @pytest.fixture
 def ran(request):
     def body():
         start = time.monotonic()
         time.sleep(0.2)
-        with open(os.environ["RAN_LOG"], "a") as log:
-            worker = os.environ["PYTEST_XDIST_WORKER"]
-            log.write(f"{request.node.nodeid} {worker} {start} {time.monotonic()}\\n")
+        log(request.node.nodeid, start)
 
     return body
+
+
+@pytest.fixture(scope="module")
+def prepared(request):  # a module's costly setup: a docs site's build, a suite's run
+    start = time.monotonic()
+    time.sleep(0.6)
+    log(f"{request.module.__name__}.py::prepared", start)
 """,
     "test_together.py": """
 import pytest
@@ -89,6 +103,16 @@ def test_in_no_group(n, ran):
 def test_also_alone(ran):
     ran()
 """,
+    "test_prepared.py": """
+import pytest
+
+pytestmark = pytest.mark.xdist_group("prepared")
+
+
+@pytest.mark.parametrize("n", range(2))
+def test_after_a_costly_setup(n, prepared, ran):
+    ran()
+""",
 }
 
 Spans = dict[str, tuple[str, float, float]]  # test id -> worker, body's start and end
@@ -102,9 +126,16 @@ def spans(tmp_path_factory: pytest.TempPathFactory) -> Spans:
     for name, text in MODULES.items():
         (where / name).write_text(text)
     log = where / "ran.log"
-    xdist = ["-p", "xdist", "-n", "3", "--dist", "loadgroup"]
-    done = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist],
+    xdist = ["-p", "xdist", "-n", "4", "--dist", "loadgroup"]
+    # 8 s on a quiet machine; beside a whole suite's start (six workers collecting cold,
+    # docs builds) it once took over 60 s: a hang still fails, within 5 minutes, showing
+    # where each stuck test was (faulthandler) and what the session ran
+    limit = 300
+    with subprocess.Popen(
+        [
+            *(sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *xdist),
+            *("-o", f"faulthandler_timeout={limit - 60}"),
+        ],
         cwd=where,
         env={
             **os.environ,
@@ -112,19 +143,24 @@ def spans(tmp_path_factory: pytest.TempPathFactory) -> Spans:
             "RAN_LOG": str(log),
             "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",  # a second's start, not six
         },
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        # 8 s on a quiet machine; beside a whole suite's start (six workers collecting
-        # cold, docs builds) it once took over 60 s: a hang still fails, within 5 minutes
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+        start_new_session=True,  # its workers are killed with it
+    ) as session:
+        try:
+            output, _ = session.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(session.pid, signal.SIGKILL)
+            output, _ = session.communicate()
+            ran = log.read_text() if log.exists() else "(nothing)\n"
+            pytest.fail(f"the session took over {limit} s; it printed:\n{output}\nran:\n{ran}")
+    assert session.returncode == 0, output
     found: Spans = {}
     for line in log.read_text().splitlines():
         nodeid, worker, start, end = line.split()
         found[nodeid] = (worker, float(start), float(end))
-    assert len(found) == 20, found
+    assert len(found) == 23, found
     return found
 
 

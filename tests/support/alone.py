@@ -6,6 +6,12 @@ pytest-xdist, every test holds a shared lock on one file for the session's worke
 an ``alone`` test the exclusive one; a turnstile keeps a waiting ``alone`` test from
 being starved by the others' shared locks.
 
+A hold covers a test's whole run: its setup, body and teardown, and so the setup and
+teardown of the module- and session-scoped fixtures that happen in them (a docs site's
+build, an original suite's run, a nested pytest session): such work is a test's load
+as much as its body is, and it ran beside the ``alone`` tests while the lock was taken
+by a function-scoped fixture, which pytest sets up after the wider ones.
+
 An exclusive hold costs a drain: the other workers finish the tests they are in, then
 wait. Taken per test, the eight ``alone`` tests spread over the workers cost eight
 drains, each as long as the longest test running beside them. So they are one xdist
@@ -19,12 +25,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-__all__ = ["alone_if_marked", "pytest_collection_modifyitems", "pytest_runtest_protocol"]
+__all__ = ["pytest_collection_modifyitems", "pytest_runtest_protocol"]
 
 #: the worker's exclusive hold (turnstile and room), kept while its alone tests follow
 #: one another; absent while it holds nothing
@@ -45,6 +52,17 @@ def _flock(path: Path, how: int) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _directory(config: pytest.Config) -> Path:
+    """Where the session's workers keep the lock files: beside their temporary
+    directories (xdist gives each worker ``<the session's basetemp>/popen-gwN``), else
+    one named after the session's run id."""
+    if config.option.basetemp:
+        return Path(config.option.basetemp).parent
+    where = Path(tempfile.gettempdir(), f"pytest-alone-{config.workerinput['testrunuid']}")
+    where.mkdir(exist_ok=True)
+    return where
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist_groups.py turns the marks into ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The ``alone`` tests are one xdist group."""
@@ -53,39 +71,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("alone"))
 
 
-@pytest.hookimpl(wrapper=True)
+# trylast: inside pytest-timeout's wrapper, so a wait for the lock counts in a test's time
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    """After an ``alone`` test whose next test is not one (or that is the last), the
-    worker lets the others in again."""
-    try:
-        return (yield)
-    finally:
-        if _HOLD in item.config.stash and not _alone(nextitem):
-            item.config.stash[_HOLD].close()
-            del item.config.stash[_HOLD]
-
-
-@pytest.fixture(autouse=True)
-def alone_if_marked(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[None]:
-    """A test runs under the shared lock, an ``alone`` one under the exclusive hold,
-    taken by the first of a run of them."""
-    config = request.config
+    """A test runs under the shared lock; an ``alone`` one under the exclusive hold,
+    taken by the first of a run of them and let go after the last."""
+    config = item.config
     if not hasattr(config, "workerinput"):  # one process: nothing runs beside it
-        yield
-        return
-    directory = tmp_path_factory.getbasetemp().parent  # shared by the session's workers
+        return (yield)
+    directory = _directory(config)
     turnstile, room = directory / "alone.turnstile", directory / "alone.lock"
-    if not _alone(request.node):
+    if not _alone(item):
         with _flock(turnstile, fcntl.LOCK_EX):
             pass
         with _flock(room, fcntl.LOCK_SH):
-            yield
-        return
+            return (yield)
     if _HOLD not in config.stash:  # the first of a run: wait for the others to finish
         hold = contextlib.ExitStack()
         hold.enter_context(_flock(turnstile, fcntl.LOCK_EX))
         hold.enter_context(_flock(room, fcntl.LOCK_EX))
         config.stash[_HOLD] = hold
-    yield
+    try:
+        return (yield)
+    finally:
+        if not _alone(nextitem):
+            config.stash[_HOLD].close()
+            del config.stash[_HOLD]
