@@ -13,55 +13,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from sse_fast.brokers._sequencing import Sequenced
-from sse_fast.brokers.durable import EventLog
 from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
 
 from ..support.ports import refusing_port
+from ..support.starting import EVENTS, PER_TOPIC, StartingServer, fill_history
 
 pytestmark = pytest.mark.xdist_group("restart")
-
-#: events in the data directory: a restore of seconds (about 7 µs per event per worker)
-EVENTS = 500_000
-#: events per topic: all of them kept by a ring (ring_max_frames 1024 by default)
-PER_TOPIC = 1000
-
-
-def _fill(path: Path) -> None:
-    """``EVENTS`` events on disk, ``PER_TOPIC`` a topic: topic ``t<k>`` holds ids
-    ``e<k*PER_TOPIC>`` and on."""
-    log = EventLog(str(path), fsync="never", max_bytes=1 << 32)
-    log.open()
-    first = log.next_position
-    for start in range(0, EVENTS, 10_000):
-        log.append(
-            [
-                Sequenced(
-                    first + n,
-                    f"e{n}",
-                    (f"t{n // PER_TOPIC}",),
-                    f"id: e{n}\ndata: {n}\n\n".encode(),
-                    0.0,
-                )
-                for n in range(start, start + 10_000)
-            ]
-        )
-    log.close()
-
-
-class StartingServer(ServerProcess):
-    """A server returned by ``with`` as soon as ``/livez`` answers: the test
-    watches the rest of its start."""
-
-    def __init__(self, *args: str, **env: Any) -> None:
-        super().__init__(*args, ready_path="/livez", ready_timeout=30, **env)
-
-    def _all_workers_ready(self, deadline: float) -> bool:
-        return True
 
 
 async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
@@ -104,7 +64,7 @@ async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
 #: /livez answers then, so it runs while no other test adds its load (it failed at -n 6)
 @pytest.mark.parametrize("workers", [1, pytest.param(4, marks=pytest.mark.alone)])
 def test_liveness_answers_while_history_is_restored(tmp_path: Path, workers: int) -> None:
-    _fill(tmp_path)
+    fill_history(tmp_path)
     with StartingServer("--workers", str(workers), data_dir=str(tmp_path)) as server:
 
         async def main() -> None:
@@ -129,7 +89,7 @@ def test_liveness_answers_while_history_is_restored(tmp_path: Path, workers: int
 def test_a_stop_while_restoring_loses_nothing(tmp_path: Path) -> None:
     """SIGTERM in the middle of the restore: the server stops at once (status
     0), and the next start restores the whole history again."""
-    _fill(tmp_path)
+    fill_history(tmp_path)
     with StartingServer(data_dir=str(tmp_path)) as server:
 
         async def restoring() -> None:
@@ -236,7 +196,7 @@ def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
     the browser keeps trying, then resumes with every event after its id."""
     from ..support.browser import chromium, watch_event_source
 
-    _fill(tmp_path)
+    fill_history(tmp_path)
     # the browser and its page first: they take longer to start than some restores
     with chromium() as browser:
         page = browser.new_page()
