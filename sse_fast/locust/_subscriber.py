@@ -23,7 +23,7 @@ from orjson import loads as _loads
 
 from .._core import Parser
 from ..loadtarget import Stamp, Stamps, Subscription
-from ..protocol import DISCONNECT, MISSED, Reason, read_control
+from ..protocol import COME_BACK_HEADER, DISCONNECT, MISSED, Reason, read_control
 from . import _options
 from ._options import DEFAULT_RETRY_MS
 
@@ -40,6 +40,10 @@ __all__ = [
 SSE = "SSE"
 #: the row of counted events that carry no publish time
 UNTIMED = "event (no time)"
+#: an ``sse-fast-disconnect`` for these reasons is a server restarting, not a failure:
+#: a stream ended by a drain, or a connection told to come back while a server drains
+#: or starts
+RESTART_REASONS = frozenset({Reason.DRAINING, Reason.STARTING})
 
 
 class LostEvents(Exception):
@@ -240,10 +244,13 @@ class SSEUser(FastHttpUser):
             catch_response=True,
         ) as response:
             opened = self._opened(response)
+            told = self._told_to_come_back(response) if opened else None
         raw = getattr(response, "_response", None)
         try:
-            if not opened:
+            if not opened or told is not None:
                 self._after_failed_open(response)
+                if told is not None:  # its retry, as a browser takes it
+                    self.next_wait = self.retry_ms / 1000
                 return
             if self.down_since is not None:
                 self.report("reconnect", (time.time() - self.down_since) * 1000)
@@ -270,6 +277,38 @@ class SSEUser(FastHttpUser):
             return False
         response.success()
         return True
+
+    def _told_to_come_back(self, response: Any) -> str | None:
+        """For a 200 that tells the user to come back later (sse_fast's
+        ``SSE-Fast-Come-Back``: over a connection limit, or while a server starts or
+        drains), the reason, having read its one ``sse-fast-disconnect`` and its
+        ``retry``; None for a stream. No stream follows, so it is not a reconnection:
+        over a limit the ``GET`` row fails as a refusal, named as the load generator
+        names it; while a server restarts it does not fail, as a ``draining`` end does
+        not, and the ``sse-fast-disconnect`` row counts it."""
+        received = response.headers
+        reason = received.get(COME_BACK_HEADER) if received else None
+        if not reason:
+            return None
+        parser = Parser()
+        message = ""
+        try:
+            for chunk in read_chunks(response):
+                for ev in parser.feed(chunk):
+                    control = read_control(ev.event, ev.data) if ev.event == DISCONNECT else None
+                    if control is not None:
+                        reason = control.reason or reason
+                        message = str(control.details.get("message") or "")
+        except (StreamError, OSError):  # a body cut short: the header told the reason
+            pass
+        if parser.retry is not None:
+            self.retry_ms = parser.retry
+        if reason in RESTART_REASONS:
+            self.report(DISCONNECT, length=len(message))
+        else:
+            said = f": {message}" if message else ""
+            response.failure(StreamError(f"told to come back ({reason}){said}"))
+        return str(reason)
 
     def _after_failed_open(self, response: Any) -> None:
         # the GET row has the failure; honour Retry-After (429/503) if longer
@@ -346,7 +385,7 @@ class SSEUser(FastHttpUser):
         if kind == MISSED:
             self.report(MISSED, length=len(data), exc=MissedEvents(reason))
         else:
-            exc = None if reason == Reason.DRAINING else ServerDisconnect(reason)
+            exc = None if reason in RESTART_REASONS else ServerDisconnect(reason)
             self.report(DISCONNECT, length=len(data), exc=exc)
 
     def _follow(self, source: Any, s: int, r: int, length: int) -> None:

@@ -7,6 +7,7 @@ duplicate) and the thresholds that decide the exit code."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ import pytest
 from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
+from tests.support.starting import StartingServer, fill_history
 
 UNTIMED = "event (no time)"
 
@@ -390,6 +392,106 @@ def test_a_restart_of_sse_fast_fails_publishes_but_not_the_run(tmp_path: Path) -
     assert result.count("lost") == 0 and result.count("duplicate") == 0, result.rows
     assert result.failures("/publish", "POST") >= 1  # refused while the server was down
     assert result.status == 0, result.stderr[-3000:]  # within --sse-max-publish-failures
+
+
+def test_told_to_come_back_over_a_limit_is_a_refusal_not_a_reconnect(tmp_path: Path) -> None:
+    """Over ``max_connections`` sse_fast answers a come-back (a 200 with
+    ``SSE-Fast-Come-Back: max-connections`` and one ``sse-fast-disconnect``): the users
+    count it as a refused subscription named as the load generator names it, come back
+    after its retry, and never report it as a reconnection or a stream."""
+    limits = {"max_connections": 1, "max_connections_per_ip": 0, "connect_rate_per_ip": 0}
+    with ServerProcess("--workers", "1", **limits) as server:
+        # one publisher, three subscribers: one holds the only slot
+        run = run_locust(
+            tmp_path, server.url, *("-u", "4", "-r", "4", "-t", "4s", "--publish-rate", "5")
+        )
+    told = run.failures("/events", "GET")
+    # each subscriber without the slot told once: it waits the come-back's retry (at
+    # least the limit's Retry-After of 5 s), not its own --sse-retry of 3 s
+    assert told == 2 and run.count("/events", "GET") == 3, run.rows
+    failures = (tmp_path / "run_failures.csv").read_text()
+    assert "told to come back (max-connections): " in failures, failures
+    assert "connection limit reached" in failures  # the server's sentence: what was wrong
+    assert run.count("event") >= 5  # the one stream got its events
+    # not streams: no reconnection, no stream end, no disconnect of a stream
+    assert run.count("reconnect") == 0 and run.count("stream end") == 0, run.rows
+    assert run.count("sse-fast-disconnect") == 0, run.rows
+    assert run.status == 1
+    assert "over --sse-max-refusals 5%" in run.stderr
+
+
+#: users that wait for the file $SERVER_STARTED before their first request: locust takes
+#: seconds to start (6 s beside a suite), as long as a restore, so it starts first
+GATED_USERS = """
+import os
+
+import gevent
+
+from sse_fast.locust import PublisherUser, SSEUser
+
+
+def wait_for_the_server():
+    while not os.path.exists(os.environ["SERVER_STARTED"]):
+        gevent.sleep(0.05)
+
+
+class Reader(SSEUser):
+    def on_start(self):
+        wait_for_the_server()
+
+
+class Writer(PublisherUser):
+    def on_start(self):
+        wait_for_the_server()
+        super().on_start()
+"""
+
+
+def test_told_to_come_back_while_sse_fast_starts_is_no_failure(tmp_path: Path) -> None:
+    """A stream asked for while sse_fast restores its history is told to come back
+    (``starting``): the users take it as a restart's ``draining`` end, a success of the
+    ``sse-fast-disconnect`` row that fails nothing, and come back for the stream."""
+    data, started, port = tmp_path / "data", tmp_path / "started", free_port()
+    data.mkdir()
+    fill_history(data)  # a restore of seconds
+    locustfile = tmp_path / "locustfile.py"
+    locustfile.write_text(GATED_USERS)
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "Reader", "Writer"]
+    argv += ["--headless", "--only-summary", "-u", "3", "-r", "3", "-t", "60s"]
+    argv += ["--host", f"http://127.0.0.1:{port}", "--csv", str(tmp_path / "run")]
+    argv += ["--sse-max-publish-failures", "100%"]  # refused while the server starts
+    log = tmp_path / "locust.log"
+    env = {**os.environ, "SERVER_STARTED": str(started)}
+    with open(log, "w") as stderr:
+        locust = subprocess.Popen(argv, cwd=ROOT, stderr=stderr, env=env)
+        try:
+            deadline = time.monotonic() + 60
+            while "All users spawned" not in log.read_text():
+                assert time.monotonic() < deadline and locust.poll() is None, log.read_text()
+                time.sleep(0.1)
+            with StartingServer("--workers", "1", port=port, data_dir=str(data)):
+                started.touch()  # the users ask while the history is restored
+                deadline = time.monotonic() + 90
+                while _events_so_far(tmp_path / "run_stats.csv") < 10:
+                    assert time.monotonic() < deadline and locust.poll() is None, "no events"
+                    time.sleep(0.1)
+                locust.terminate()  # locust ends the run on SIGTERM, as at its time limit
+                locust.wait(30)
+        finally:
+            if locust.poll() is None:
+                locust.kill()
+                locust.wait()
+    with open(tmp_path / "run_stats.csv") as f:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    run = Run(locust.returncode, log.read_text(), rows)
+    told = run.count("sse-fast-disconnect")
+    assert told >= 2, f"the start was over before the users came: {run.rows}"
+    assert run.failures("sse-fast-disconnect") == 0, run.rows
+    assert run.failures("/events", "GET") == 0, run.rows
+    # each subscriber back once, on its stream; a come-back is not a stream's end
+    assert run.count("reconnect") == 2 and run.count("stream end") == 0, run.rows
+    assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
+    assert run.status == 0, run.stderr[-3000:]
 
 
 @pytest.mark.parametrize(
