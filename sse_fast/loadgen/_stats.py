@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,4 +116,9 @@ def failure_name(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, ConnectionRefusedError):
         return "refused"
+    code = exc.errno if type(exc) is OSError else None
+    if code is not None and code in errno.errorcode:
+        # no subclass names it: EMFILE (this process's open-file limit), EADDRNOTAVAIL
+        # (no local port left), ENETUNREACH ...
+        return f"OSError {errno.errorcode[code]}: {os.strerror(code)}"
     return type(exc).__name__

@@ -326,12 +326,16 @@ async def connect_one(
     the ``extra`` header lines (each ending with CRLF); the subscriber once its answer is
     200, else None with the failure counted in ``stats``."""
     loop = asyncio.get_running_loop()
-    sock = bound_socket(source)
     request = (
         f"GET {path} HTTP/{http_version}\r\nHost: {address[0]}\r\n"
         f"Accept: text/event-stream\r\n{extra}\r\n"
     ).encode()
+    sock: socket.socket | None = None
     try:
+        # a socket this process cannot have (EMFILE at its file limit, ENOBUFS) fails this
+        # connect, counted by its name, and a reconnect tries again: raised, it would end
+        # the reconnect loop without a word and the stream would never come back
+        sock = bound_socket(source)
         if slow:  # a small receive buffer, set before the handshake
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, stats.slow_rcvbuf)
         # The request goes out with the handshake, as a browser's does: over loopback the
@@ -377,7 +381,8 @@ async def connect_one(
     except (TimeoutError, OSError) as exc:
         stats.connect_errors += 1
         count_into(stats.connect_failures, failure_name(exc))
-        sock.close()
+        if sock is not None:
+            sock.close()
         return None
 
 

@@ -393,6 +393,34 @@ def test_a_publisher_keeps_its_connection_alive() -> None:
     assert asyncio.run(run()) == ([True, True, True], 1)
 
 
+def test_a_socket_the_process_cannot_have_is_a_connect_failure_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At its open-file limit a client process cannot make a socket (EMFILE): that
+    connect fails, counted by a name that says why, and returns None, so the reconnect
+    loop (``_clients.reconnect_closed``) tries again. Raised, it ended the loop's task
+    without a word and the stream never came back."""
+    import errno
+
+    from sse_fast.loadgen import _subscribers
+    from sse_fast.loadgen._stats import ProcessStats
+
+    def no_socket(source: str) -> None:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(_subscribers, "bound_socket", no_socket)
+    stats = ProcessStats()
+
+    async def run() -> object:
+        return await _subscribers.connect_one(
+            ("127.0.0.1", 9), "/events", "127.0.0.1", stats, lambda: _subscribers.Subscriber(stats)
+        )
+
+    assert asyncio.run(run()) is None
+    assert stats.connect_errors == 1
+    assert stats.connect_failures == {"OSError EMFILE: Too many open files": 1}
+
+
 def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> None:
     """As a browser's ``EventSource``: the last chunk ends the stream (a server keeps
     the connection for its next request), and a reconnect answered only with an end
