@@ -43,7 +43,7 @@ import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._group_stop import GroupStopLog, remember_workers, stopped_cleanly
+from ._group_stop import GroupStopLog, remember_workers, stopped_cleanly, wake_for_signals
 from ._startup import StartReport, redis_refusal
 from .brokers.durable import StoreError, read
 from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
@@ -280,6 +280,7 @@ def _run_granian(
         # the workers: it restores the history while they do
         server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
     workers = remember_workers(server)
+    wake_for_signals(server)  # a SIGTERM that one of its threads takes stops it too
     granian_log = logging.getLogger("_granian")
     quiet = GroupStopLog(server)
     granian_log.addFilter(quiet)

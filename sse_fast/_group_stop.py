@@ -22,9 +22,20 @@ Theory of operation:
   is an INFO that says what happened, otherwise Granian's ERROR stays as it is. So
   an operator's journal shows no error after a clean stop, and a worker that
   stopped alone (one SIGTERM to one worker) is still an error.
+* A stop signal that another thread of the main process takes. The kernel gives a
+  signal sent to the process to any thread that does not block it (the main one,
+  unless a signal is already pending there); Python then only sets a flag for the
+  main thread, which runs the handler at its next bytecode. Granian's main thread
+  waits in ``main_loop_interrupt.wait()`` with no timeout, asleep in the kernel
+  until another thread wakes it: a SIGTERM taken by one of its watcher threads (or
+  the relay's starting thread) went unheard, and ``sse-fast serve`` kept serving
+  until a second signal or systemd's SIGKILL (seen in CI: no stop in 20 s).
+  ``wake_for_signals`` gives Granian an event whose wait wakes every
+  ``SIGNAL_POLL`` seconds, so the handler runs within that.
 * Nothing of Granian is patched but ``_stop_workers``, wrapped to remember the
-  workers; everything reads Granian's own attributes (``interrupt_signal``,
-  ``interrupt_children``, ``wrks``) and does nothing where another Granian has none.
+  workers, and ``main_loop_interrupt``, replaced by that event; everything reads
+  Granian's own attributes (``interrupt_signal``, ``interrupt_children``, ``wrks``)
+  and does nothing where another Granian has none.
 """
 
 from __future__ import annotations
@@ -35,11 +46,22 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["STOP_SIGNAL_WAIT", "GroupStopLog", "remember_workers", "stopped_cleanly"]
+__all__ = [
+    "SIGNAL_POLL",
+    "STOP_SIGNAL_WAIT",
+    "GroupStopLog",
+    "remember_workers",
+    "stopped_cleanly",
+    "wake_for_signals",
+]
 
 #: seconds Granian's watcher waits, for a worker that exited with status 0, for the
 #: main process to take the stop signal that stopped the worker
 STOP_SIGNAL_WAIT = 2.0
+
+#: seconds Granian's main thread sleeps at most before it runs a signal handler that
+#: another thread's signal left for it
+SIGNAL_POLL = 0.2
 
 _log = logging.getLogger("sse_fast")
 
@@ -55,6 +77,30 @@ def stopped_cleanly(server: Any, workers: list[Any]) -> bool:
         return False
     by_index = {getattr(w, "idx", None): w for w in workers}
     return all(_exit_code(by_index.get(index)) == 0 for index in exited)
+
+
+class _WakingEvent(threading.Event):
+    """A ``threading.Event`` whose wait without a timeout wakes every ``SIGNAL_POLL``
+    seconds, so the main thread runs the signal handlers other threads left for it."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is not None:
+            return super().wait(timeout)
+        while not super().wait(SIGNAL_POLL):
+            pass  # back in Python: a pending signal's handler runs here
+        return True
+
+
+def wake_for_signals(server: Any) -> None:
+    """Give Granian's main loop an event that wakes for signals another thread took
+    (see the module's docstring); nothing where another Granian has no such event."""
+    event = getattr(server, "main_loop_interrupt", None)
+    if type(event) is not threading.Event:
+        return
+    waking = _WakingEvent()
+    if event.is_set():
+        waking.set()
+    server.main_loop_interrupt = waking
 
 
 def remember_workers(server: Any) -> list[Any]:
