@@ -71,8 +71,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("alone"))
 
 
-# trylast: inside pytest-timeout's wrapper, so a wait for the lock counts in a test's time
-@pytest.hookimpl(wrapper=True, trylast=True)
+def _keeps_hold(config: pytest.Config) -> bool:
+    """Whether a worker keeps the exclusive hold from one ``alone`` test to the next:
+    under ``--dist loadgroup`` (the suite's), where they are one group and the worker
+    that holds it is sent the rest or its shutdown as soon as the queue is empty. Under
+    ``--dist load`` a worker waiting for its next test with the hold would wait for
+    workers that wait for it."""
+    return bool(config.getvalue("loadgroup"))  # a worker sees dist "no", and this
+
+
+# tryfirst: outside pytest-timeout's wrapper. A wait for the lock is bounded by the
+# tests that hold it (each under its own timeout); a timeout raised in this wrapper,
+# before the test's own reports, would end the worker's session with no test named
+@pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """A test runs under the shared lock; an ``alone`` one under the exclusive hold,
     taken by the first of a run of them and let go after the last."""
@@ -87,13 +98,14 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         with _flock(room, fcntl.LOCK_SH):
             return (yield)
     if _HOLD not in config.stash:  # the first of a run: wait for the others to finish
-        hold = contextlib.ExitStack()
-        hold.enter_context(_flock(turnstile, fcntl.LOCK_EX))
-        hold.enter_context(_flock(room, fcntl.LOCK_EX))
-        config.stash[_HOLD] = hold
+        with contextlib.ExitStack() as taking:  # half taken, it is let go
+            taking.enter_context(_flock(turnstile, fcntl.LOCK_EX))
+            taking.enter_context(_flock(room, fcntl.LOCK_EX))
+            config.stash[_HOLD] = taking.pop_all()
     try:
         return (yield)
     finally:
-        if not _alone(nextitem):
-            config.stash[_HOLD].close()
-            del config.stash[_HOLD]
+        if not _alone(nextitem) or not _keeps_hold(config):
+            hold = config.stash[_HOLD]
+            del config.stash[_HOLD]  # first: a hold that failed to close is not kept
+            hold.close()
