@@ -294,8 +294,12 @@ def bound_socket(source: str) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-    sock.bind((source, 0))
-    sock.setblocking(False)
+    try:
+        sock.bind((source, 0))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()  # not left to the collector: a reconnect may fail so again and again
+        raise
     return sock
 
 

@@ -288,6 +288,8 @@ class SSEUser(FastHttpUser):
         not, and the ``sse-fast-disconnect`` row counts it."""
         received = response.headers
         reason = received.get(COME_BACK_HEADER) if received else None
+        if isinstance(reason, list):  # the header repeated: the last one says it
+            reason = reason[-1] if reason else None
         if not reason:
             return None
         parser = Parser()
@@ -299,7 +301,9 @@ class SSEUser(FastHttpUser):
                     if control is not None:
                         reason = control.reason or reason
                         message = str(control.details.get("message") or "")
-        except (StreamError, OSError):  # a body cut short: the header told the reason
+        except gevent.GreenletExit:
+            raise  # the test is stopping
+        except Exception:  # a body cut short or garbled: the header told the reason
             pass
         if parser.retry is not None:
             self.retry_ms = parser.retry

