@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -265,7 +266,14 @@ def test_the_servers_processes_are_found_by_port(tmp_path: Path) -> None:
         assert len(tree) >= 3 and listening_pids(port) == sorted(tree)
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            for pid in process_tree(proc.pid):  # nothing left running after the test
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            proc.wait()
+            pytest.fail("sse-fast serve did not stop 20 s after SIGTERM")
     with serve_foreign("chat") as (base, uvicorn):
         assert uvicorn in listening_pids(int(base.rsplit(":", 1)[1]))
     with socket.socket() as idle:
