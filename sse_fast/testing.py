@@ -344,11 +344,16 @@ class RedisServer:
         self.url = f"redis://{HOST}:{self.port}/0"
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
+        #: its working directory, new at each start and removed as it is killed: a
+        #: replica's full sync writes dump.rdb there, which a start would load (not in
+        #: the caller's directory, where another test's Redis would find it)
+        self.directory = ""
 
     def start(self) -> RedisServer:
         """Start ``redis-server`` and wait until it answers ``PING`` (``RuntimeError`` after 10 s);
         return this server."""
         binary = "redis-server"
+        self.directory = tempfile.mkdtemp(prefix="sse-fast-redis-")
         self.proc = subprocess.Popen(
             [
                 binary,
@@ -356,6 +361,8 @@ class RedisServer:
                 str(self.port),
                 "--bind",
                 HOST,
+                "--dir",
+                self.directory,
                 "--save",
                 "",
                 "--appendonly",
@@ -375,6 +382,7 @@ class RedisServer:
             except (OSError, subprocess.SubprocessError):
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
                 raise RuntimeError(f"redis-server did not start on port {self.port}")
             time.sleep(0.05)
 
@@ -397,11 +405,15 @@ class RedisServer:
         return out.stdout
 
     def kill(self) -> None:
-        """SIGKILL the server (continued first if stopped) and wait for it to exit."""
+        """SIGKILL the server (continued first if stopped) and wait for it to exit; its
+        directory goes with it."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)
             self.proc.kill()
             self.proc.wait(10)
+        if self.directory:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = ""
 
     def stop(self) -> None:
         """Freeze the server (SIGSTOP): to its clients, a partition."""

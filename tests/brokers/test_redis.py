@@ -9,6 +9,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -630,3 +631,31 @@ def test_a_storm_of_new_topics_is_loaded_in_a_few_commands(redis_server: RedisSe
             await _stop(a, b)
 
     asyncio.run(main())
+
+
+def test_a_redis_server_writes_in_a_directory_of_its_own_gone_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``RedisServer`` runs each ``redis-server`` in a new directory, removed when it is
+    killed: a replica's full sync (or a SAVE) wrote dump.rdb where the tests ran, and
+    the next Redis started there, another test's, loaded it; a restart is a Redis
+    without the data, as its docstring says."""
+    from sse_fast.testing import HOST
+
+    monkeypatch.chdir(tmp_path)
+    with RedisServer() as primary:
+        primary.cli("SET", "k", "v")
+        primary.cli("SAVE")
+        first = primary.directory
+        assert (Path(first) / "dump.rdb").exists()
+        primary.restart()
+        assert primary.cli("GET", "k").strip() == "", "a restart loaded the old data"
+        assert not Path(first).exists() and primary.directory != first
+        with RedisServer(0, "--replicaof", HOST, str(primary.port)) as replica:
+            deadline = time.monotonic() + 10
+            while "master_link_status:up" not in replica.cli("INFO", "replication"):
+                assert time.monotonic() < deadline, "the replica did not sync"
+                time.sleep(0.05)
+            directories = [primary.directory, replica.directory]
+    assert list(tmp_path.iterdir()) == [], "written where the test ran"
+    assert not any(Path(d).exists() for d in directories)
