@@ -361,6 +361,29 @@ def _events_so_far(stats: Path) -> int:
     return int(rows.get(("SSE", "event"), {}).get("Request Count", "0"))
 
 
+def _until_events(stats: Path, locust: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until a running locust counted 10 events (its CSV), failing if it stopped or
+    ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while _events_so_far(stats) < 10:
+        assert time.monotonic() < deadline and locust.poll() is None, "no events at all"
+        time.sleep(0.1)
+
+
+def _kill(locust: subprocess.Popen[bytes]) -> None:
+    """Kill ``locust`` if it still runs (a test that failed while it ran)."""
+    if locust.poll() is None:
+        locust.kill()
+        locust.wait()
+
+
+def _ended_run(tmp_path: Path, locust: subprocess.Popen[bytes], log: Path) -> Run:
+    """The run of the ended ``locust``, read from ``tmp_path/run_*``."""
+    with open(tmp_path / "run_stats.csv") as f:
+        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
+    return Run(locust.returncode, log.read_text(), rows)
+
+
 def test_a_restart_of_sse_fast_fails_publishes_but_not_the_run(tmp_path: Path) -> None:
     port, data = free_port(), tmp_path / "data"
     locustfile = tmp_path / "locustfile.py"
@@ -373,20 +396,13 @@ def test_a_restart_of_sse_fast_fails_publishes_but_not_the_run(tmp_path: Path) -
     with open(log, "w") as stderr, ServerProcess(port=port, data_dir=str(data)) as first:
         locust = subprocess.Popen(argv, cwd=ROOT, stderr=stderr)
         try:
-            deadline = time.monotonic() + 30
-            while _events_so_far(tmp_path / "run_stats.csv") < 10:
-                assert time.monotonic() < deadline and locust.poll() is None, "no events at all"
-                time.sleep(0.1)
+            _until_events(tmp_path / "run_stats.csv", locust, 30)
             first.stop()  # SIGTERM: the streams are ended with sse-fast-disconnect (draining)
             with ServerProcess(port=port, data_dir=str(data)):
                 locust.wait(60)
         finally:
-            if locust.poll() is None:
-                locust.kill()
-                locust.wait()
-    with open(tmp_path / "run_stats.csv") as f:
-        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
-    result = Run(locust.returncode, log.read_text(), rows)
+            _kill(locust)
+    result = _ended_run(tmp_path, locust, log)
     # every stream was ended (draining) and resumed from the history on disk
     assert result.count("sse-fast-disconnect") >= 3 and result.count("reconnect") >= 3
     assert result.count("lost") == 0 and result.count("duplicate") == 0, result.rows
@@ -471,19 +487,12 @@ def test_told_to_come_back_while_sse_fast_starts_is_no_failure(tmp_path: Path) -
                 time.sleep(0.1)
             with StartingServer("--workers", "1", port=port, data_dir=str(data)):
                 started.touch()  # the users ask while the history is restored
-                deadline = time.monotonic() + 90
-                while _events_so_far(tmp_path / "run_stats.csv") < 10:
-                    assert time.monotonic() < deadline and locust.poll() is None, "no events"
-                    time.sleep(0.1)
+                _until_events(tmp_path / "run_stats.csv", locust, 90)
                 locust.terminate()  # locust ends the run on SIGTERM, as at its time limit
                 locust.wait(30)
         finally:
-            if locust.poll() is None:
-                locust.kill()
-                locust.wait()
-    with open(tmp_path / "run_stats.csv") as f:
-        rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(f)}
-    run = Run(locust.returncode, log.read_text(), rows)
+            _kill(locust)
+    run = _ended_run(tmp_path, locust, log)
     told = run.count("sse-fast-disconnect")
     assert told >= 1, f"the start was over before the users came: {run.rows}"
     assert run.failures("sse-fast-disconnect") == 0, run.rows
