@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import gevent
 from locust import FastHttpUser, task
@@ -99,6 +99,41 @@ def read_chunks(response: Any) -> Any:
         raw.feed(data)
         if not data and not raw._body_buffer and not raw.message_complete:
             raise StreamError("connection closed before the end of the body")
+
+
+class ComeBack(NamedTuple):
+    """A response telling the user to come back later: why, what the server said, and
+    its ``retry`` (ms; None if it sent none)."""
+
+    reason: str
+    message: str
+    retry: int | None
+
+
+def read_come_back(response: Any) -> ComeBack | None:
+    """sse_fast's answer that no stream follows (``SSE-Fast-Come-Back: <reason>``: over
+    a connection limit, or while a server starts or drains), read to its end: its one
+    ``sse-fast-disconnect`` and its ``retry``; None for any other response."""
+    received = response.headers
+    reason = received.get(COME_BACK_HEADER) if received else None
+    if isinstance(reason, list):  # the header repeated: the last one says it
+        reason = reason[-1] if reason else None
+    if not reason:
+        return None
+    parser = Parser()
+    message = ""
+    try:
+        for chunk in read_chunks(response):
+            for ev in parser.feed(chunk):
+                control = read_control(ev.event, ev.data) if ev.event == DISCONNECT else None
+                if control is not None:
+                    reason = control.reason or reason
+                    message = str(control.details.get("message") or "")
+    except gevent.GreenletExit:
+        raise  # the test is stopping
+    except Exception:  # a body cut short or garbled: the header told the reason
+        pass
+    return ComeBack(str(reason), message, parser.retry)
 
 
 _user_numbers = itertools.count()
@@ -279,40 +314,22 @@ class SSEUser(FastHttpUser):
         return True
 
     def _told_to_come_back(self, response: Any) -> str | None:
-        """For a 200 that tells the user to come back later (sse_fast's
-        ``SSE-Fast-Come-Back``: over a connection limit, or while a server starts or
-        drains), the reason, having read its one ``sse-fast-disconnect`` and its
-        ``retry``; None for a stream. No stream follows, so it is not a reconnection:
-        over a limit the ``GET`` row fails as a refusal, named as the load generator
-        names it; while a server restarts it does not fail, as a ``draining`` end does
-        not, and the ``sse-fast-disconnect`` row counts it."""
-        received = response.headers
-        reason = received.get(COME_BACK_HEADER) if received else None
-        if isinstance(reason, list):  # the header repeated: the last one says it
-            reason = reason[-1] if reason else None
-        if not reason:
+        """For a 200 that tells the user to come back later (``read_come_back``), its
+        reason; None for a stream. No stream follows, so it is not a reconnection: over
+        a limit the ``GET`` row fails as a refusal, named as the load generator names
+        it; while a server restarts it does not fail, as a ``draining`` end does not,
+        and the ``sse-fast-disconnect`` row counts it. Its ``retry`` is kept."""
+        told = read_come_back(response)
+        if told is None:
             return None
-        parser = Parser()
-        message = ""
-        try:
-            for chunk in read_chunks(response):
-                for ev in parser.feed(chunk):
-                    control = read_control(ev.event, ev.data) if ev.event == DISCONNECT else None
-                    if control is not None:
-                        reason = control.reason or reason
-                        message = str(control.details.get("message") or "")
-        except gevent.GreenletExit:
-            raise  # the test is stopping
-        except Exception:  # a body cut short or garbled: the header told the reason
-            pass
-        if parser.retry is not None:
-            self.retry_ms = parser.retry
-        if reason in RESTART_REASONS:
-            self.report(DISCONNECT, length=len(message))
+        if told.retry is not None:
+            self.retry_ms = told.retry
+        if told.reason in RESTART_REASONS:
+            self.report(DISCONNECT, length=len(told.message))
         else:
-            said = f": {message}" if message else ""
-            response.failure(StreamError(f"told to come back ({reason}){said}"))
-        return str(reason)
+            said = f": {told.message}" if told.message else ""
+            response.failure(StreamError(f"told to come back ({told.reason}){said}"))
+        return told.reason
 
     def _after_failed_open(self, response: Any) -> None:
         # the GET row has the failure; honour Retry-After (429/503) if longer
