@@ -80,3 +80,55 @@ def test_a_users_locustfile_runs_headless_and_loses_nothing(
         assert rows[("SSE", name)]["Request Count"] == "0", rows[("SSE", name)]
     publishes = rows[("POST", "/publish")]
     assert int(publishes["Request Count"]) >= 10 and publishes["Failure Count"] == "0"
+
+
+#: read_come_back on made-up responses (a layout read_chunks falls back on): each case's
+#: headers, body pieces (an exception: the body breaks there), and what it must return
+COME_BACK_CASES = """
+from sse_fast.locust._subscriber import StreamError, read_come_back
+
+FRAME = (
+    b"retry: 5200\\nevent: sse-fast-disconnect\\n"
+    b'data: {"reason": "max-connections", "message": "full"}\\n\\n'
+)
+
+
+class Response:
+    def __init__(self, headers, pieces):
+        self.headers, self.pieces = headers, pieces
+
+    def iter_content(self, chunk_size, decode_content):
+        for piece in self.pieces:
+            if isinstance(piece, Exception):
+                raise piece
+            yield piece
+
+
+def told(headers, *pieces):
+    return read_come_back(Response(headers, pieces))
+
+
+assert told({"content-type": "text/event-stream"}, FRAME) is None  # a stream
+assert told({"SSE-Fast-Come-Back": "max-connections"}, FRAME[:9], FRAME[9:]) == (
+    "max-connections", "full", 5200)
+# the header twice: the last one says it (the frame, here none, would say it first)
+assert told({"SSE-Fast-Come-Back": ["starting", "draining"]}) == ("draining", "", None)
+# cut short after the retry, before the frame: the header's reason, the retry kept
+assert told({"SSE-Fast-Come-Back": "starting"}, FRAME[:12], StreamError("closed")) == (
+    "starting", "", 5200)
+# cut in the middle of the frame, or a body that is no SSE at all: no exception
+assert told({"SSE-Fast-Come-Back": "starting"}, FRAME[:40], OSError("reset"))[0] == "starting"
+assert told({"SSE-Fast-Come-Back": "draining"}, b"\\xff\\x00garbage", ValueError("bad chunk"))[
+    0] == "draining"
+print("ok")
+"""
+
+
+def test_a_come_back_is_read_whole_cut_short_or_garbled() -> None:
+    """``read_come_back``: the reason, message and retry of a whole come-back; the
+    header's reason when the body breaks at its start, in its middle, or is garbage
+    (never an exception into the user's task); a repeated header's last value."""
+    done = subprocess.run(
+        [sys.executable, "-c", COME_BACK_CASES], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stdout + done.stderr
