@@ -386,7 +386,8 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
 ) -> None:
     """Events published before, while the client is away, and after: each once,
     in order. Killed: the connection breaks. Stopped: the drain says
-    ``sse-fast-disconnect`` (a typed ``Disconnect``) with a retry."""
+    ``sse-fast-disconnect`` (a typed ``Disconnect``) with a retry. A reconnect may
+    reach the new server while it starts: a ``Disconnect`` with ``starting``."""
     port = free_port()
     args = ("--redis-url", redis_server.url)
     data: list[str] = []
@@ -419,8 +420,13 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
     assert data == [str(n) for n in range(300)]
     assert not [e for e in control if isinstance(e, Missed)]
     assert reconnects[0] >= 1
+    reasons = [e.reason for e in control]
+    # a reconnect that reaches the new server before its start is done is told to come
+    # back ("starting", a Disconnect); nothing else may come between the events
     if how == signal.SIGTERM:
-        assert [e.reason for e in control] == ["draining"]
+        assert reasons[:1] == ["draining"] and set(reasons[1:]) <= {"starting"}, reasons
+    else:
+        assert set(reasons) <= {"starting"}, reasons
 
 
 def test_a_restarted_server_without_history_says_missed() -> None:
