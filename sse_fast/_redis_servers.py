@@ -84,14 +84,7 @@ class RedisServer:
     def cli(self, *command: str) -> str:
         """Run ``redis-cli`` ``command`` on this server; return its output (``CalledProcessError``
         when it fails)."""
-        out = subprocess.run(
-            ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout
+        return _redis_cli(self.port, command)
 
     def kill(self) -> None:
         """SIGKILL the server (continued first if stopped) and wait for it to exit; its
@@ -182,15 +175,21 @@ class RedisSentinel:
     def cli(self, *command: str) -> str:
         """Run ``redis-cli`` ``command`` on this sentinel; return its output
         (``CalledProcessError`` when it fails)."""
-        out = subprocess.run(
-            ["redis-cli", "-h", HOST, "-p", str(self.port), *command],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        )
-        return out.stdout
+        return _redis_cli(self.port, command)
 
     def primary_port(self) -> int:
         """The port of the primary the sentinel names now."""
         return int(self.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name).split()[1])
+
+
+def _redis_cli(port: int, command: tuple[str, ...]) -> str:
+    """``redis-cli`` ``command`` on ``port`` of loopback: its output (``CalledProcessError``
+    when it fails, ``TimeoutExpired`` after 10 s)."""
+    out = subprocess.run(
+        ["redis-cli", "-h", HOST, "-p", str(port), *command],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    return out.stdout
