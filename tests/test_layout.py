@@ -19,6 +19,10 @@ import sse_fast
 
 PACKAGE = Path(sse_fast.__file__).resolve().parent  # the source tree, or an installed wheel
 
+#: the rules read the source, which is the same in both modes; on one worker, which
+#: parses the package once for all of them (``_tree``)
+pytestmark = [pytest.mark.mode_independent, pytest.mark.xdist_group("layout")]
+
 
 def _name(path: Path) -> str:
     parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
@@ -28,9 +32,32 @@ def _name(path: Path) -> str:
 MODULES = {_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
+def _tree(path: Path) -> ast.Module:
+    """``path`` parsed, once per process while it is unchanged: the checks below each
+    read the whole package, and parsing it again for each was most of their time."""
+    stat = path.stat()
+    return _parsed(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _parsed(path: Path, mtime_ns: int, size: int) -> ast.Module:
+    return ast.parse(path.read_text())
+
+
+def _nodes(path: Path) -> tuple[ast.AST, ...]:
+    """Every node of ``path``'s tree (``ast.walk``), kept as ``_tree`` keeps the tree."""
+    stat = path.stat()
+    return _walked(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.cache
+def _walked(path: Path, mtime_ns: int, size: int) -> tuple[ast.AST, ...]:
+    return tuple(ast.walk(_parsed(path, mtime_ns, size)))
+
+
 def _imports(name: str, path: Path) -> set[str]:
     """The modules ``name`` imports (of this package, and any other by its top name)."""
-    tree = ast.parse(path.read_text())
+    tree = _tree(path)
     type_only = {
         id(node)
         for branch in ast.walk(tree)
@@ -121,7 +148,7 @@ def test_the_hub_loads_without_the_credentials_module() -> None:
 def test_no_class_over_300_lines_and_no_function_over_80() -> None:
     found = set()
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _nodes(path):
             if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
             size = (node.end_lineno or node.lineno) - node.lineno + 1
@@ -147,39 +174,51 @@ def _relative(path: Path) -> str:
 def _attribute_writes(attribute: str) -> set[str]:
     """Where the package changes an attribute named ``attribute``: assigned (``=``,
     ``+=``, annotated), deleted, set with ``setattr``, or given a property setter."""
-    found = set()
+    return set(_attribute_writers().get(attribute, ()))
+
+
+@functools.cache
+def _attribute_writers() -> dict[str, frozenset[str]]:
+    """``_attribute_writes`` for every attribute at once: the package read once."""
+    found: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets: list[ast.expr] = []
-            if isinstance(node, ast.Assign | ast.Delete):
-                targets = list(node.targets)
-            elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-                targets = [node.target]
-            elif (
-                isinstance(node, ast.Call)
-                and isinstance(node.func, ast.Name)
-                and node.func.id in ("setattr", "delattr")
-                and len(node.args) >= 2
-                and isinstance(node.args[1], ast.Constant)
-                and node.args[1].value == attribute
-            ) or (
-                isinstance(node, ast.FunctionDef)
-                and node.name == attribute
-                and any(ast.unparse(d).endswith(".setter") for d in node.decorator_list)
-            ):
-                found.add(_relative(path))
-            # the attribute itself as a target, or within a tuple of targets
-            named = [t for t in targets if isinstance(t, ast.Attribute)]
-            named += [
-                e
-                for t in targets
-                if isinstance(t, ast.Tuple | ast.List)
-                for e in t.elts
-                if isinstance(e, ast.Attribute)
-            ]
-            if any(t.attr == attribute for t in named):
-                found.add(_relative(path))
-    return found
+        where = _relative(path)
+        for node in _nodes(path):
+            for attribute in _written(node):
+                found.setdefault(attribute, set()).add(where)
+    return {attribute: frozenset(files) for attribute, files in found.items()}
+
+
+def _written(node: ast.AST) -> list[str]:
+    """The attributes ``node`` changes (see ``_attribute_writes``)."""
+    targets: list[ast.expr] = []
+    if isinstance(node, ast.Assign | ast.Delete):
+        targets = list(node.targets)
+    elif isinstance(node, ast.AugAssign | ast.AnnAssign):
+        targets = [node.target]
+    elif (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("setattr", "delattr")
+        and len(node.args) >= 2
+        and isinstance(node.args[1], ast.Constant)
+        and isinstance(node.args[1].value, str)
+    ):
+        return [node.args[1].value]
+    elif isinstance(node, ast.FunctionDef) and any(
+        ast.unparse(d).endswith(".setter") for d in node.decorator_list
+    ):
+        return [node.name]
+    # the attribute itself as a target, or within a tuple of targets
+    named = [t for t in targets if isinstance(t, ast.Attribute)]
+    named += [
+        e
+        for t in targets
+        if isinstance(t, ast.Tuple | ast.List)
+        for e in t.elts
+        if isinstance(e, ast.Attribute)
+    ]
+    return [t.attr for t in named]
 
 
 def test_only_the_topics_table_moves_the_newest_applied_position() -> None:
@@ -216,7 +255,7 @@ def _registry_changes() -> set[str]:
     maps = {"subscriptions", "by_id"}
     found = set()
     for path in PACKAGE.rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _nodes(path):
             targets: list[ast.expr] = []
             if isinstance(node, ast.Assign | ast.Delete):
                 targets = list(node.targets)
@@ -293,7 +332,7 @@ def _writers_by_class(folder: Path) -> dict[str, set[str]]:
             visit(child, where, file)
 
     for path in sorted(folder.rglob("*.py")):
-        visit(ast.parse(path.read_text()), f"{path.name}:", path.name)
+        visit(_tree(path), f"{path.name}:", path.name)
     return found
 
 
@@ -354,7 +393,7 @@ def _metric_name_spellings(names: set[str]) -> tuple[dict[str, list[str]], list[
     spelled: dict[str, list[str]] = {name: [] for name in names}
     built = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        tree = ast.parse(path.read_text())
+        tree = _tree(path)
         docstrings = _docstrings(tree)
         where = _relative(path)
         for node in ast.walk(tree):
@@ -423,7 +462,7 @@ def relay_message_problems(package: Path) -> list[str]:
         where = path.relative_to(package.parent).as_posix()
         if where == "sse_fast/brokers/_relay/wire.py":
             continue
-        tree = ast.parse(path.read_text())
+        tree = _tree(path)
         raw = set()  # the lower layer's names imported from the relay, and the wire module
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and "relay" in where + (node.module or ""):
@@ -514,7 +553,7 @@ def bench_tier_problems(benches: Path) -> list[str]:
             problems.append(f"{module}: its row gives no `python -m benches.` command")
     for module in tiers.get("Experiments", {}):
         path = benches / module
-        doc = ast.get_docstring(ast.parse(path.read_text())) if path.exists() else None
+        doc = ast.get_docstring(_tree(path)) if path.exists() else None
         for label in ("Question: ", "Result: ", "Date: "):
             if not re.search(rf"^{label}\S", doc or "", flags=re.MULTILINE):
                 problems.append(f"{module}: its docstring has no {label.strip()}")
@@ -529,7 +568,7 @@ def bench_private_imports(benches: Path) -> list[str]:
     a module's own test (``test_x.py`` of ``x.py``) may reach its privates."""
     found = []
     for path in sorted(benches.rglob("*.py")):
-        tree, where = ast.parse(path.read_text()), path.relative_to(benches.parent).as_posix()
+        tree, where = _tree(path), path.relative_to(benches.parent).as_posix()
         own = path.stem.removeprefix("test_") if path.stem.startswith("test_") else path.stem
         modules: dict[str, str] = {}  # local name -> bench module
         for node in ast.walk(tree):
@@ -566,7 +605,7 @@ def bench_proc_reads(benches: Path) -> list[str]:
         if path == benches / "system.py":
             continue
         where = path.relative_to(benches.parent).as_posix()
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in _nodes(path):
             if isinstance(node, ast.Constant) and str(node.value).startswith("/proc"):
                 found.append(f"{where}:{node.lineno}: {node.value!r}")
     return found
@@ -580,7 +619,7 @@ def bench_imports_of_experiments(benches: Path) -> list[str]:
     found = []
     for module in [*tiers.get("Harness", {}), *tiers.get("Maintained suites", {})]:
         path = benches / module
-        for node in ast.walk(ast.parse(path.read_text()) if path.exists() else ast.Module()):
+        for node in _nodes(path) if path.exists() else ():
             if isinstance(node, ast.ImportFrom) and (node.level or node.module == "benches"):
                 names = [node.module or "", *(alias.name for alias in node.names)]
             elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("benches."):

@@ -70,6 +70,7 @@ def typescript(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.mark.mode_independent  # generated and compiled: no server, no core
 def test_the_typescript_client_type_checks_strictly(typescript: Path) -> None:
     done = compile_ts(typescript, "events.ts")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -89,6 +90,7 @@ console.log(alertsTopic());
 """
 
 
+@pytest.mark.mode_independent  # generated and compiled: no server, no core
 def test_a_client_that_uses_a_field_wrongly_does_not_build(typescript: Path) -> None:
     (typescript / "use.ts").write_text(USE)
     done = compile_ts(typescript, "use.ts")
@@ -362,6 +364,7 @@ def test_node_tools_are_there() -> None:
     assert shutil.which("node"), "the decoder test runs node (Debian package nodejs)"
 
 
+@pytest.mark.mode_independent  # generated and compiled: no server, no core
 def test_enums_keywords_and_odd_names(tmp_path: Path) -> None:
     """enum.Enum and IntEnum fields, a field Elm reserves, a renamed field that is
     no identifier: both clients are generated, TypeScript compiles, Elm is as

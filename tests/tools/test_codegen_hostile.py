@@ -353,6 +353,7 @@ def declarations(d_ts: str) -> list[str]:
     ]
 
 
+@pytest.mark.mode_independent  # generated and compiled: no server, no core
 def test_hostile_strings_give_a_typescript_client_that_runs_them_as_data(tmp_path: Path) -> None:
     (tmp_path / "events.ts").write_text(generate(HOSTILE, "typescript"))
     (tmp_path / "plain.ts").write_text(generate(PLAIN, "typescript"))
