@@ -25,8 +25,13 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: the session's tests run on one worker: its log is made once; the first one's setup
-#: runs the nested session, which may take 5 minutes (below)
-pytestmark = [pytest.mark.xdist_group("scheduling"), pytest.mark.timeout(420)]
+#: runs the nested session, which may take 5 minutes (below). The plugins schedule
+#: tests, whatever the core: run in the extension mode only
+pytestmark = [
+    pytest.mark.xdist_group("scheduling"),
+    pytest.mark.timeout(420),
+    pytest.mark.mode_independent,
+]
 
 #: the plugins, a fixture that logs each test's body (0.2 s: long enough for others to
 #: run beside it if they may), a module of one group, and one with a test of another
