@@ -35,9 +35,8 @@ def test_https_with_http2_carries_ten_streams_on_one_connection(tmp_path: Path) 
     args = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--http", "auto")
 
     async def main(server: ServerProcess) -> None:
-        async with httpx.AsyncClient(
-            http2=True, verify=ssl.create_default_context(cafile=str(cert)), timeout=10
-        ) as client:
+        trust = ssl.create_default_context(cafile=str(cert))
+        async with httpx.AsyncClient(http2=True, verify=trust, timeout=10) as client:
             ready = await client.get(f"{server.url}/readyz")
             assert ready.status_code == 200
             assert ready.http_version == "HTTP/2"
@@ -60,7 +59,14 @@ def test_https_with_http2_carries_ten_streams_on_one_connection(tmp_path: Path) 
 
             tabs = [asyncio.create_task(subscribe(i)) for i in range(10)]
             await opened.wait()
-            await asyncio.sleep(0.3)  # all ten streams open
+            # all ten streams attached (else one misses the event), asked on a connection
+            # of its own: httpx's HTTP/2 streams stop receiving once another request on
+            # their connection has completed (see the next test)
+            async with httpx.AsyncClient(verify=trust, timeout=10) as ops:
+                deadline = time.monotonic() + 10
+                while (await ops.get(f"{server.url}/stats")).json()["connections"] < 10:
+                    assert time.monotonic() < deadline, "ten streams never opened"
+                    await asyncio.sleep(0.02)
             published = await client.post(
                 f"{server.url}/publish", json={"topic": "tabs", "data": "to every tab"}
             )

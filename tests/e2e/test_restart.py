@@ -14,6 +14,7 @@ topic exactly once, in order, with the same ids, and never an
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -92,6 +93,20 @@ def _read(url: str) -> str:
         return str(response.read().decode())
 
 
+async def _attached(url: str, count: int, timeout: float = 30) -> None:
+    """Wait until the server holds ``count`` streams, every worker counted (``/stats``):
+    a stream attached after an event of its topic was published starts after it. A
+    subscriber's ``connected`` says only that its client is made; on a busy machine,
+    streams still attached more than 0.5 s after that (CI lost ``ev-1-1`` so)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = json.loads(await asyncio.to_thread(_read, f"{url}/stats"))
+        if stats["connections"] >= count:
+            return
+        assert time.monotonic() < deadline, f"{stats['connections']} of {count} streams open"
+        await asyncio.sleep(0.05)
+
+
 def _kill(server: ServerProcess, how: str) -> None:
     assert server.proc is not None
     if how == "sigterm":
@@ -113,7 +128,7 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
     second: ServerProcess | None = None
     try:
         await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in subscribers)), 30)
-        await asyncio.sleep(0.5)  # every stream attached
+        await _attached(url, SUBSCRIBERS)  # else the first events may precede a stream
         stop = asyncio.Event()
         acked: dict[str, list[str]] = {f"room/{n}": [] for n in range(TOPICS)}
         publishing = asyncio.create_task(_publish(url, stop, acked))
