@@ -35,6 +35,28 @@ async def _relay_pid(server: ServerProcess) -> int:
     return pids.pop()
 
 
+async def _all_joined(server: ServerProcess, old_relay: int, timeout: float = 10) -> None:
+    """Wait until one ``/stats`` answer lists every worker, each connected to a relay
+    that is not ``old_relay``. A worker that has not joined the new relay yet is not
+    gathered by it, and answers a request it takes for itself alone, naming the old
+    relay: one answer without the old pid proves nothing of the other worker."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = await _stats(server)
+        links = [w["relay"] for w in stats["workers"]]
+        if len(links) == stats["workers_expected"] and all(
+            link["connected"] and int(link["pid"]) != old_relay for link in links
+        ):
+            return
+        assert time.monotonic() < deadline, f"the workers have not all joined: {links}"
+        await asyncio.sleep(0.05)
+
+
+async def _logged(server: ServerProcess, words: str, times: int) -> bool:
+    """Whether the server's log holds ``words`` ``times`` times (once per worker)."""
+    return server.output().count(words) >= times
+
+
 def _publish_body(topic: str, data: object, **extra: object) -> bytes:
     return json.dumps({"topic": topic, "data": data, **extra}).encode()
 
@@ -85,13 +107,7 @@ def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
             assert missed.event == "sse-fast-missed"
             assert json.loads(missed.data)["reason"] == "relay-restarted"
             assert after.data == "after" and int(after.id) > int(missed.id)
-            # each worker names the new relay once it has joined it: one may publish
-            # through it before the other's figures say so
-            deadline = time.monotonic() + 10
-            while old_relay in await _relay_pids(server):
-                assert time.monotonic() < deadline, "the workers still name the old relay"
-                await asyncio.sleep(0.05)
-            assert await _relay_pid(server) != old_relay
+            await _all_joined(server, old_relay)  # one may serve before the other joins
             assert (await server.get("/readyz"))[0] == 200
             # resuming from the marker is a resume; from before it, honestly evicted
             resumed = server.client("fleet", last_event_id=missed.id)
@@ -129,13 +145,7 @@ def test_a_killed_relay_with_its_data_directory_loses_and_repeats_nothing() -> N
             assert json.loads(body)["ids"] == ["a-1"]
             received = await collect(client, 1)
             assert [(e.event, e.data, e.id) for e in received] == [("message", "after", "a-1")]
-            # each worker names the new relay once it has joined it: one may publish
-            # through it before the other's figures say so
-            deadline = time.monotonic() + 10
-            while old_relay in await _relay_pids(server):
-                assert time.monotonic() < deadline, "the workers still name the old relay"
-                await asyncio.sleep(0.05)
-            assert await _relay_pid(server) != old_relay
+            await _all_joined(server, old_relay)  # one may serve before the other joins
             stats = await _stats(server)
             assert all(w["relay"]["history_breaks"] == 0 for w in stats["workers"]), stats
             client.close()
@@ -163,6 +173,9 @@ def test_a_relay_that_hangs_fails_healthz_past_the_limit_then_heals() -> None:
                     answers.append(body)
                     return status == 503
 
+                # each worker finds the hang by its own pings, timed from its own join:
+                # up to 2 s apart, longer than the down limit
+                await wait_for(lambda: _logged(server, "answered no ping", 2), timeout=20)
                 await wait_for(unhealthy, timeout=20)
                 assert b"broker_down_limit" in answers[-1]
                 assert (await server.get("/readyz"))[0] == 503
@@ -174,7 +187,9 @@ def test_a_relay_that_hangs_fails_healthz_past_the_limit_then_heals() -> None:
             async def healthy() -> bool:
                 return all([(await server.get(p))[0] == 200 for p in ("/healthz", "/readyz")])
 
-            for _ in range(6):  # every worker, whichever takes the request
+            # both workers back on the relay (a success of one proves nothing of the other)
+            await wait_for(lambda: _logged(server, "reconnected to the relay", 2), timeout=20)
+            for _ in range(6):  # whichever worker takes the request
                 await wait_for(healthy, timeout=20)
             status, _, _ = await server.publish(_publish_body("hang", "healed"))
             assert status == 200

@@ -397,7 +397,14 @@ async def _lost_data(
 
     await wait_for(ready, timeout=15)
     for node, start in ((a, 350), (b, 360)):  # and through the nodes once they are back
-        status, _, body = await node.publish(_batch("feed", range(start, start + 10)))
+        # a ready answer is one worker's: b's other one may still refuse (503) until its
+        # own probe finds Redis again, and a publisher retries that
+        deadline = time.monotonic() + 15
+        while True:
+            status, _, body = await node.publish(_batch("feed", range(start, start + 10)))
+            if status != 503 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
         assert status == 200, body
         after += json.loads(body)["ids"]
     with contextlib.suppress(TimeoutError):
