@@ -33,26 +33,33 @@ MODULES = {_name(path): path for path in PACKAGE.rglob("*.py")}
 
 
 def _tree(path: Path) -> ast.Module:
-    """``path`` parsed, once per process while it is unchanged: the checks below each
+    """``path`` parsed, once per process for each text it has: the checks below each
     read the whole package, and parsing it again for each was most of their time."""
-    stat = path.stat()
-    return _parsed(path, stat.st_mtime_ns, stat.st_size)
+    return _parsed(path.read_text())
 
 
 @functools.cache
-def _parsed(path: Path, mtime_ns: int, size: int) -> ast.Module:
-    return ast.parse(path.read_text())
+def _parsed(source: str) -> ast.Module:
+    return ast.parse(source)
+
+
+@functools.cache
+def _walked(tree: ast.AST) -> tuple[ast.AST, ...]:
+    return tuple(ast.walk(tree))
 
 
 def _nodes(path: Path) -> tuple[ast.AST, ...]:
-    """Every node of ``path``'s tree (``ast.walk``), kept as ``_tree`` keeps the tree."""
-    stat = path.stat()
-    return _walked(path, stat.st_mtime_ns, stat.st_size)
+    """Every node of ``path``'s tree (``ast.walk``), walked once per tree."""
+    return _walked(_tree(path))
 
 
-@functools.cache
-def _walked(path: Path, mtime_ns: int, size: int) -> tuple[ast.AST, ...]:
-    return tuple(ast.walk(_parsed(path, mtime_ns, size)))
+def _targets(node: ast.AST) -> list[ast.expr]:
+    """What ``node`` assigns to (``=``, ``+=``, annotated) or deletes; [] for others."""
+    if isinstance(node, ast.Assign | ast.Delete):
+        return list(node.targets)
+    if isinstance(node, ast.AugAssign | ast.AnnAssign):
+        return [node.target]
+    return []
 
 
 def _imports(name: str, path: Path) -> set[str]:
@@ -60,13 +67,13 @@ def _imports(name: str, path: Path) -> set[str]:
     tree = _tree(path)
     type_only = {
         id(node)
-        for branch in ast.walk(tree)
+        for branch in _walked(tree)
         if isinstance(branch, ast.If) and "TYPE_CHECKING" in ast.unparse(branch.test)
         for node in ast.walk(branch)
     }
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     out = set()
-    for node in ast.walk(tree):
+    for node in _walked(tree):
         if id(node) in type_only:
             continue
         if isinstance(node, ast.Import):
@@ -191,12 +198,7 @@ def _attribute_writers() -> dict[str, frozenset[str]]:
 
 def _written(node: ast.AST) -> list[str]:
     """The attributes ``node`` changes (see ``_attribute_writes``)."""
-    targets: list[ast.expr] = []
-    if isinstance(node, ast.Assign | ast.Delete):
-        targets = list(node.targets)
-    elif isinstance(node, ast.AugAssign | ast.AnnAssign):
-        targets = [node.target]
-    elif (
+    if (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Name)
         and node.func.id in ("setattr", "delattr")
@@ -205,11 +207,12 @@ def _written(node: ast.AST) -> list[str]:
         and isinstance(node.args[1].value, str)
     ):
         return [node.args[1].value]
-    elif isinstance(node, ast.FunctionDef) and any(
+    if isinstance(node, ast.FunctionDef) and any(
         ast.unparse(d).endswith(".setter") for d in node.decorator_list
     ):
         return [node.name]
     # the attribute itself as a target, or within a tuple of targets
+    targets = _targets(node)
     named = [t for t in targets if isinstance(t, ast.Attribute)]
     named += [
         e
@@ -256,12 +259,7 @@ def _registry_changes() -> set[str]:
     found = set()
     for path in PACKAGE.rglob("*.py"):
         for node in _nodes(path):
-            targets: list[ast.expr] = []
-            if isinstance(node, ast.Assign | ast.Delete):
-                targets = list(node.targets)
-            elif isinstance(node, ast.AugAssign):
-                targets = [node.target]
-            for target in targets:
+            for target in _targets(node):
                 if (
                     isinstance(target, ast.Subscript)
                     and isinstance(target.value, ast.Attribute)
@@ -376,7 +374,7 @@ METRICS_TABLE = "sse_fast/hub/_catalogue.py"
 def _docstrings(tree: ast.AST) -> set[int]:
     """The ids of the docstring nodes of a module, its classes and functions."""
     found = set()
-    for node in ast.walk(tree):
+    for node in _walked(tree):
         if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
             first = node.body[0] if node.body else None
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
@@ -396,7 +394,7 @@ def _metric_name_spellings(names: set[str]) -> tuple[dict[str, list[str]], list[
         tree = _tree(path)
         docstrings = _docstrings(tree)
         where = _relative(path)
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             if isinstance(node, ast.JoinedStr):
                 parts = node.values
                 for part, after in itertools.pairwise(parts):
@@ -464,11 +462,11 @@ def relay_message_problems(package: Path) -> list[str]:
             continue
         tree = _tree(path)
         raw = set()  # the lower layer's names imported from the relay, and the wire module
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             if isinstance(node, ast.ImportFrom) and "relay" in where + (node.module or ""):
                 raw |= {a.asname or a.name for a in node.names if a.name in _RELAY_RAW}
         in_relay = where.startswith("sse_fast/brokers/_relay/")
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             line = f"{where}:{getattr(node, 'lineno', 0)}"
             if isinstance(node, ast.Call):
                 func = node.func
@@ -571,7 +569,7 @@ def bench_private_imports(benches: Path) -> list[str]:
         tree, where = _tree(path), path.relative_to(benches.parent).as_posix()
         own = path.stem.removeprefix("test_") if path.stem.startswith("test_") else path.stem
         modules: dict[str, str] = {}  # local name -> bench module
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             if not isinstance(node, ast.ImportFrom):
                 continue
             source = node.module or ""
@@ -583,7 +581,7 @@ def bench_private_imports(benches: Path) -> list[str]:
                     modules[alias.asname or alias.name] = module
                 elif alias.name.startswith("_") and module != own:
                     found.append(f"{where}: from {'.' * node.level}{source} import {alias.name}")
-        for node in ast.walk(tree):
+        for node in _walked(tree):
             if (
                 isinstance(node, ast.Attribute)
                 and isinstance(node.value, ast.Name)
