@@ -14,7 +14,6 @@ topic exactly once, in order, with the same ids, and never an
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 import signal
@@ -27,6 +26,8 @@ import pytest
 from sse_fast.client import Disconnect, Missed, connect
 from sse_fast.publisher import Publisher
 from sse_fast.testing import ServerProcess, free_port
+
+from ..support.streams import opened
 
 pytestmark = pytest.mark.xdist_group("restart")
 
@@ -93,20 +94,6 @@ def _read(url: str) -> str:
         return str(response.read().decode())
 
 
-async def _attached(url: str, count: int, timeout: float = 30) -> None:
-    """Wait until the server holds ``count`` streams, every worker counted (``/stats``):
-    a stream attached after an event of its topic was published starts after it. A
-    subscriber's ``connected`` says only that its client is made; on a busy machine,
-    streams still attached more than 0.5 s after that (CI lost ``ev-1-1`` so)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = json.loads(await asyncio.to_thread(_read, f"{url}/stats"))
-        if stats["connections"] >= count:
-            return
-        assert time.monotonic() < deadline, f"{stats['connections']} of {count} streams open"
-        await asyncio.sleep(0.05)
-
-
 def _kill(server: ServerProcess, how: str) -> None:
     assert server.proc is not None
     if how == "sigterm":
@@ -128,7 +115,9 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
     second: ServerProcess | None = None
     try:
         await asyncio.wait_for(asyncio.gather(*(s.connected.wait() for s in subscribers)), 30)
-        await _attached(url, SUBSCRIBERS)  # else the first events may precede a stream
+        # every stream attached: clients made (``connected``) were not, on a busy machine,
+        # 0.5 s later, and one missed the first event of its topic (CI)
+        await opened(first, SUBSCRIBERS, timeout=30)
         stop = asyncio.Event()
         acked: dict[str, list[str]] = {f"room/{n}": [] for n in range(TOPICS)}
         publishing = asyncio.create_task(_publish(url, stop, acked))

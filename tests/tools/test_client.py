@@ -36,6 +36,8 @@ from sse_fast.client import (
 )
 from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
 
+from ..support.streams import opened
+
 SSE = {"content-type": "text/event-stream"}
 
 
@@ -469,17 +471,6 @@ async def _read_until(events: Any, count: int, data: list[str], control: list[Ev
             data.append(event.data)
             if len(data) == count:
                 return
-
-
-async def opened(server: ServerProcess, count: int = 1, timeout: float = 15) -> None:
-    """Wait until ``server`` holds ``count`` streams (``/stats``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status, _, body = await server.get("/stats")
-        if status == 200 and orjson.loads(body)["connections"] >= count:
-            return
-        assert time.monotonic() < deadline, f"{count} streams never opened"
-        await asyncio.sleep(0.02)
 
 
 async def wait_until(condition: object, timeout: float = 15) -> None:
