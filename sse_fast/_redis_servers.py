@@ -130,8 +130,6 @@ class RedisSentinel:
         down_after_ms: int = 1000,
         replicas: int = 1,
     ):
-        import tempfile
-
         self.port = free_port()
         self.name = name
         self.url = f"redis-sentinel://{HOST}:{self.port}/{name}"
