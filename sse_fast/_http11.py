@@ -112,27 +112,35 @@ async def http_request(
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
 ) -> tuple[int, dict[str, str], bytes]:
-    """One complete request on a fresh connection; returns (status, headers, body)."""
+    """One complete request on a fresh connection; returns (status, headers, body);
+    ``TimeoutError`` when a step (connect, head, body) takes over ``timeout`` seconds.
+    ``asyncio.timeout``, not ``wait_for``: Python 3.11's ``wait_for`` lets a
+    cancellation go unheard when the awaited step completes at the same moment (CI:
+    a test's publishing loop went on after its cancel, and ``asyncio.run`` waited
+    for it forever)."""
     all_headers = {"Connection": "close", **(headers or {})}
-    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(_request_bytes(method, host, port, path, all_headers, body))
-        status, response_headers = await asyncio.wait_for(read_head(reader), timeout)
+        async with asyncio.timeout(timeout):
+            status, response_headers = await read_head(reader)
         if response_headers.get("transfer-encoding", "").lower() == "chunked":
             decoder = ChunkedDecoder()
             parts = []
             while not decoder.finished:
-                data = await asyncio.wait_for(reader.read(65536), timeout)
+                async with asyncio.timeout(timeout):
+                    data = await reader.read(65536)
                 if not data:
                     break
                 parts.append(decoder.feed(data))
             content = b"".join(parts)
         elif "content-length" in response_headers:
-            content = await asyncio.wait_for(
-                reader.readexactly(int(response_headers["content-length"])), timeout
-            )
+            async with asyncio.timeout(timeout):
+                content = await reader.readexactly(int(response_headers["content-length"]))
         else:
-            content = await asyncio.wait_for(reader.read(), timeout)
+            async with asyncio.timeout(timeout):
+                content = await reader.read()
         return status, response_headers, content
     finally:
         writer.close()
