@@ -656,8 +656,10 @@ def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events(
         held.sendall(b"GET /events?topic=held HTTP/1.1\r\nHost: test\r\n\r\n")
         assert held.recv(4096).startswith(b"HTTP/1.1 200")
 
-        async def publish_until_stopped() -> None:
-            while True:
+        stop = asyncio.Event()
+
+        async def publish_until_stopped() -> None:  # ends by itself, not only when cancelled
+            while not stop.is_set():
                 await server.publish(b'{"topic": "t", "data": "room"}')
                 await asyncio.sleep(0.3)
 
@@ -673,7 +675,8 @@ def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events(
                         elif event.data == "room":
                             return seen
             finally:
-                publisher.cancel()
+                stop.set()
+                await publisher
             return seen
 
         seen = asyncio.run(asyncio.wait_for(main(), 30))
