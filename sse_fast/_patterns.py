@@ -33,14 +33,28 @@ private one costs a few steps, whatever the grants. A state where the subscripti
 "reached" pattern (the private topics) accept and no "excluded" pattern (the
 grants) does is a topic that breaks the rule; the characters walked to it are
 that topic, the witness a refusal names. The walk is breadth first, so the
-witness is a shortest one. Past ``MAX_CONTAINMENT_STATES`` it answers with no
-witness and ``too_complex``: the caller refuses (fail closed).
+witness is a shortest one. Past its work budget (``CONTAINMENT_BUDGET`` steps of
+one pattern by one character, or the caller's) it answers with no witness and
+``too_complex``: the caller refuses (fail closed).
+
+Meeting (``meets``): whether some topic matches a pattern and each of a few
+others. The question admission asks first, of every subscription pattern against
+every private pattern, before any containment walk, so its cost must not depend
+on how the pattern was built to be hard: it is a walk over the others' product
+(the server's own short patterns, laid out once per tuple: ``_MeetingGraph``) in
+which the subscription pattern's positions are the bits of one integer. Every
+edge of that graph moves one of the others on, so it is walked once, in order,
+at a few integer operations an edge: the work is the size of the others'
+product, times nothing that the subscription pattern can grow (its length only
+widens the integers). Where all the others stand on a ``*`` (a loop on any
+character), the pattern can reach every position after its first one set.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import functools
+import itertools
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -53,6 +67,7 @@ __all__ = [
     "is_pattern",
     "literal_prefix",
     "matches",
+    "meets",
     "overlap",
     "uncovered",
 ]
@@ -61,10 +76,12 @@ __all__ = [
 WILDCARDS = "*?"
 #: the most states ``overlap`` walks before it answers True unchecked
 MAX_OVERLAP_STATES = 100_000
-#: the most states ``uncovered`` walks before it gives up (the caller refuses)
-MAX_CONTAINMENT_STATES = 20_000
+#: the most steps (one pattern moved on by one character) ``uncovered`` takes before
+#: it gives up, unless the caller gives a budget of its own (the caller refuses):
+#: about 1 ms of a worker's CPU (benches/patterns.py)
+CONTAINMENT_BUDGET = 2_000
 #: where each pattern can be after the same characters (one set of positions each)
-State = tuple[frozenset[int], ...]
+State = tuple[int, ...]
 #: the answers ``uncovered`` remembers (by its arguments: patterns and grants repeat)
 CONTAINMENT_CACHE = 1024
 
@@ -174,78 +191,186 @@ class Uncovered(NamedTuple):
     #: a shortest topic the pattern reaches, some reached pattern matches and no
     #: excluded one does (None: none exists, or ``too_complex``)
     witness: str | None
-    #: whether the walk stopped at ``MAX_CONTAINMENT_STATES`` without an answer (refuse)
+    #: whether the walk used up its budget without an answer (refuse)
     too_complex: bool
+    #: the steps the walk took (one pattern moved on by one character)
+    steps: int = 0
 
 
 @functools.lru_cache(maxsize=CONTAINMENT_CACHE)
-def uncovered(pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...]) -> Uncovered:
+def uncovered(
+    pattern: str,
+    reached: tuple[str, ...],
+    excluded: tuple[str, ...],
+    budget: int = CONTAINMENT_BUDGET,
+) -> Uncovered:
     """A topic that ``pattern`` matches, one of ``reached`` matches and none of
     ``excluded`` matches, if there is one (see the module doc). For a subscription:
     ``reached`` the private topics, ``excluded`` the credential's grants (and the
-    topics a pattern never reaches). Names and patterns alike (``*`` and ``?``)."""
+    topics a pattern never reaches). Names and patterns alike (``*`` and ``?``).
+    ``budget``: the steps (one pattern moved on by one character) the walk may take
+    before it answers ``too_complex``."""
     if not reached or "*" in excluded:
         return Uncovered(None, False)
     patterns = (pattern, *reached, *excluded)
     letters = sorted({c for p in patterns for c in p if c not in WILDCARDS})
     other = next((c for c in TOPIC_CHARACTERS if c not in letters), None)
     alphabet = letters if other is None else [*letters, other]
-    start = tuple(_closure(p, frozenset((0,))) for p in patterns)
+    laid = [_Positions.of(p) for p in patterns]
+    # a pattern's moves by each letter, as (bits that move on, bits that stay: its ``*``)
+    moves = [[(p.takes(letter), p.stars) for p in laid] for letter in alphabet]
+    start = tuple(p.close(1) for p in laid)
     # the walk starts one character in (no topic is empty): ``parents`` holds, per
     # state, the state and letter it was reached from (None: the start)
     parents: dict[State, tuple[State | None, str]] = {}
     frontier: list[State | None] = [None]
     count = len(reached)
+    ends = [p.end for p in laid]
+    # what one state's expansion costs: every letter moves every pattern once
+    expansion = len(alphabet) * len(patterns)
+    steps = 0
     while frontier:
         following: list[State | None] = []
         for state in frontier:
             at = start if state is None else state
-            if state is not None and _breaks_rule(state, patterns, count):
-                return Uncovered(_path(parents, state), False)
-            for letter in alphabet:
-                moved = tuple(_step(p, here, letter) for p, here in zip(patterns, at, strict=True))
-                if not moved[0] or moved in parents:  # the pattern cannot go on: nothing new
+            if state is not None and _breaks_rule(state, ends, count):
+                return Uncovered(_path(parents, state), False, steps)
+            if steps + expansion > budget:
+                return Uncovered(None, True, steps)
+            steps += expansion
+            for letter, move in zip(alphabet, moves, strict=True):
+                moved = tuple(
+                    (here & takes) << 1 | (here & stars)
+                    for here, (takes, stars) in zip(at, move, strict=True)
+                )
+                if not moved[0]:  # the pattern cannot go on: nothing new
                     continue
-                if not any(moved[1 : 1 + count]):  # no reached pattern can match: no witness
-                    continue
-                if len(parents) >= MAX_CONTAINMENT_STATES:
-                    return Uncovered(None, True)
+                moved = tuple(
+                    bits | (bits & p.stars) << 1 for bits, p in zip(moved, laid, strict=True)
+                )
+                if moved in parents or not any(moved[1 : 1 + count]):
+                    continue  # seen, or no reached pattern can match: no witness
                 parents[moved] = (state, letter)
                 following.append(moved)
         frontier = following
-    return Uncovered(None, False)
+    return Uncovered(None, False, steps)
 
 
-def _closure(pattern: str, at: frozenset[int]) -> frozenset[int]:
-    """``at`` and the positions past the ``*`` it stands on (a ``*`` may match nothing)."""
-    out = set(at)
-    todo = list(at)
-    while todo:
-        i = todo.pop()
-        if i < len(pattern) and pattern[i] == "*" and i + 1 not in out:
-            out.add(i + 1)
-            todo.append(i + 1)
-    return frozenset(out)
+class _Positions(NamedTuple):
+    """A pattern's positions as the bits of an integer (bit ``i``: before character
+    ``i``; bit ``end``: past the last), and which ones each character moves on."""
 
+    stars: int
+    marks: int
+    literals: dict[str, int]
+    end: int
 
-def _step(pattern: str, at: frozenset[int], letter: str) -> frozenset[int]:
-    """The positions after one more character ``letter``."""
-    moved = set()
-    for i in at:
-        if i < len(pattern):
-            char = pattern[i]
+    @staticmethod
+    def of(pattern: str) -> _Positions:
+        pattern = _one_star(pattern)
+        stars = marks = 0
+        literals: dict[str, int] = {}
+        for index, char in enumerate(pattern):
+            bit = 1 << index
             if char == "*":
-                moved.add(i)
-            elif char == "?" or char == letter:
-                moved.add(i + 1)
-    return _closure(pattern, frozenset(moved)) if moved else frozenset()
+                stars |= bit
+            elif char == "?":
+                marks |= bit
+            else:
+                literals[char] = literals.get(char, 0) | bit
+        return _Positions(stars, marks, literals, len(pattern))
+
+    def takes(self, letter: str) -> int:
+        """The positions ``letter`` moves on from (``?`` and itself)."""
+        return self.marks | self.literals.get(letter, 0)
+
+    def close(self, bits: int) -> int:
+        """``bits`` and the positions past the ``*`` they stand on (one ``*`` a run)."""
+        return bits | (bits & self.stars) << 1
 
 
-def _breaks_rule(state: State, patterns: tuple[str, ...], count: int) -> bool:
+def meets(pattern: str, others: tuple[str, ...]) -> bool:
+    """Whether some topic matches ``pattern`` and every one of ``others`` (``*`` and
+    ``?``; see the module doc): work in the size of the others' product, whatever
+    ``pattern`` is. ``others`` are the server's own patterns (their layout is cached
+    by the tuple); ``pattern`` may come from anyone."""
+    graph = _meeting_graph(others)
+    laid = _Positions.of(pattern)
+    end, stars, marks, literals = laid.end, laid.stars, laid.marks, laid.literals
+    movable = ((1 << end) - 1) & ~stars  # positions any character moves on from
+    every = (1 << (end + 1)) - 1
+    reached = [0] * len(graph.loops)
+    reached[0] = 1 | ((1 & stars) << 1)
+    for node, here in enumerate(reached):
+        if not here:
+            continue
+        if graph.loops[node]:  # any characters: every position after the first one set
+            here = every & ~((here & -here) - 1)
+        for after in graph.skips[node]:
+            reached[after] |= here
+        staying = here & stars
+        for after, letter in graph.steps[node]:
+            takes = movable if letter is None else marks | literals.get(letter, 0)
+            moved = ((here & takes) << 1) | staying
+            reached[after] |= moved | ((moved & stars) << 1)
+    return bool(reached[-1] >> end & 1)
+
+
+class _MeetingGraph(NamedTuple):
+    """The product of a few patterns' positions, laid out for ``meets``: nodes in an
+    order where every edge goes forward (the sum of positions grows), the first all
+    at their start, the last all at their end."""
+
+    #: per node: whether every pattern stands on a ``*`` (any character keeps it there)
+    loops: list[bool]
+    #: per node: the nodes one ``*`` matching nothing leads to
+    skips: list[list[int]]
+    #: per node: (node, character) after one more character: a literal every pattern
+    #: takes, or None for any character (each stands on ``?`` or ``*``)
+    steps: list[list[tuple[int, str | None]]]
+
+
+@functools.lru_cache(maxsize=64)
+def _meeting_graph(others: tuple[str, ...]) -> _MeetingGraph:
+    patterns = tuple(_one_star(p) for p in others)
+    nodes = sorted(
+        itertools.product(*(range(len(p) + 1) for p in patterns)), key=lambda n: (sum(n), n)
+    )
+    index = {node: i for i, node in enumerate(nodes)}
+    loops: list[bool] = []
+    skips: list[list[int]] = []
+    steps: list[list[tuple[int, str | None]]] = []
+    for node in nodes:
+        chars = [p[i] if i < len(p) else "" for p, i in zip(patterns, node, strict=True)]
+        loops.append(all(c == "*" for c in chars))
+        skips.append(
+            [
+                index[(*node[:k], i + 1, *node[k + 1 :])]
+                for k, i in enumerate(node)
+                if chars[k] == "*"
+            ]
+        )
+        named = {c for c in chars if c not in WILDCARDS}
+        if "" in chars or len(named) > 1 or loops[-1]:
+            steps.append([])
+            continue
+        after = tuple(i if c == "*" else i + 1 for c, i in zip(chars, node, strict=True))
+        steps.append([(index[after], named.pop() if named else None)])
+    return _MeetingGraph(loops, skips, steps)
+
+
+def _one_star(pattern: str) -> str:
+    """``pattern`` with each run of ``*`` made one (the same topics)."""
+    while "**" in pattern:
+        pattern = pattern.replace("**", "*")
+    return pattern
+
+
+def _breaks_rule(state: State, ends: list[int], count: int) -> bool:
     """The walk's characters so far are a topic: the pattern and a reached pattern
     match it, no excluded one does."""
-    ends = [len(p) in at for p, at in zip(patterns, state, strict=True)]
-    return ends[0] and any(ends[1 : 1 + count]) and not any(ends[1 + count :])
+    done = [bits >> end & 1 for bits, end in zip(state, ends, strict=True)]
+    return bool(done[0] and any(done[1 : 1 + count]) and not any(done[1 + count :]))
 
 
 def _path(parents: dict[State, tuple[State | None, str]], state: State) -> str:

@@ -8,6 +8,10 @@
   new ones per second (429) per client address. A stream holds its per-IP slot
   until its handler returns, which for a client that stopped reading is only
   once its connection is cut (``hub/_closing.py``).
+  A stream refused for its credential or its patterns (401, 403, or a pattern
+  too complex to check, 400) counts as ``REFUSAL_WEIGHT`` connects: a client
+  that keeps asking for what it may not have reaches its connect rate that many
+  times sooner, which bounds the work its refusals cost a worker.
 * Publish rate: ``publish_rate`` publishes per second per credential (429).
 Refusals say what limit was hit and carry ``Retry-After``.
 """
@@ -21,7 +25,10 @@ from ..settings import Settings
 from ._forwarded import ClientAddress
 from ._http import HTTPError, retry_after
 
-__all__ = ["Admission", "ClientAddress", "TokenBucket"]
+__all__ = ["REFUSAL_WEIGHT", "Admission", "ClientAddress", "TokenBucket"]
+
+#: the connects a stream refused for its credential or patterns counts as (itself included)
+REFUSAL_WEIGHT = 10
 
 
 class TokenBucket:
@@ -50,6 +57,16 @@ class TokenBucket:
             return 0.0
         self._buckets[key] = (tokens, now)
         return float((1.0 - tokens) / self.rate)
+
+    def charge(self, key: str, tokens: float) -> None:
+        """Take ``tokens`` more from ``key``'s bucket, into debt down to minus its burst
+        (a key that keeps being charged waits for its debt to refill too)."""
+        if self.rate <= 0:
+            return
+        now = self.clock()
+        held, last = self._buckets.get(key, (self.burst, now))
+        held = min(self.burst, held + (now - last) * self.rate)
+        self._buckets[key] = (max(-self.burst, held - tokens), now)
 
 
 class Admission:
@@ -91,6 +108,11 @@ class Admission:
                 retry_after(wait),
                 reason="connect_rate",
             )
+
+    def refused_stream(self, ip: str) -> None:
+        """A stream of ``ip``, admitted by ``admit_stream``, was refused for its
+        credential or its patterns: it counts as ``REFUSAL_WEIGHT`` connects."""
+        self.connect_limiter.charge(ip, REFUSAL_WEIGHT - 1)
 
     def hold_stream(self, ip: str) -> None:
         """Count an open stream of client ``ip`` (``max_connections_per_ip``)."""

@@ -30,11 +30,11 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._companions import COMPANION, topic_of_companion
 from .._core.request import PublishRequest
-from .._patterns import PatternError, Uncovered, check_pattern, is_pattern, matches, overlap
+from .._patterns import PatternError, check_pattern, is_pattern, matches, meets, overlap
 from .._patterns import uncovered as _uncovered
 from ..settings import Settings, SettingsError
 from ..settings._checks import NO_PYJWT, split_list
@@ -302,8 +302,6 @@ class Authenticator:
         names = list(topics)
         patterns = [t for t in names if is_pattern(t)]
         private = [t for t in names if not is_pattern(t) and self.is_private(t)]
-        # the patterns that reach a private topic without any grant
-        reaching = [(p, found) for p in patterns if (found := self.reach(p, ())) != _NOTHING]
         if token is None:
             if private:
                 raise AuthError(
@@ -311,15 +309,19 @@ class Authenticator:
                     f"topic {private[0]!r} is private: send a token with subscribe rights",
                     "no_credential",
                 )
-            if reaching:
-                raise _pattern_refusal(*reaching[0], 401, reason="no_credential")
+            # the first pattern that reaches a private topic ends the checks
+            budget = Budget(REQUEST_BUDGET)
+            for pattern in patterns:
+                found = self.reach(pattern, (), budget)
+                if found.reaches or found.too_complex:
+                    raise _pattern_refusal(pattern, found, 401, reason="no_credential")
             return None
         try:
             if not self.jwt_enabled:
                 raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
             credential = self._decode(token)
         except AuthError as exc:
-            if from_cookie and not private and not reaching:
+            if from_cookie and not private and not any(self.meets_private(p) for p in patterns):
                 if on_ignored_cookie is not None:
                     on_ignored_cookie(exc)
                 return None
@@ -329,40 +331,105 @@ class Authenticator:
             raise AuthError(
                 403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
             )
-        for pattern, _ in reaching:
-            found = self.reach(pattern, credential.subscribe)
-            if found != _NOTHING:
+        budget = Budget(REQUEST_BUDGET)
+        for pattern in patterns:
+            found = self.reach(pattern, credential.subscribe, budget)
+            if found.reaches or found.too_complex:
                 raise _pattern_refusal(pattern, found, 403, reason="forbidden_pattern")
         return credential
 
-    def reach(self, pattern: str, grants: tuple[str, ...]) -> Uncovered:
+    def meets_private(self, pattern: str) -> bool:
+        """Whether some topic matches both ``pattern`` and a private pattern (presence
+        companions aside or not: the cheap question, work in the private patterns'
+        length whatever ``pattern`` is)."""
+        return any(meets(pattern, (private,)) for private in self.private_topics)
+
+    def reach(self, pattern: str, grants: tuple[str, ...], budget: Budget) -> Reach:
         """Whether subscription ``pattern`` can reach a private topic that ``grants``
-        do not cover (containment, ``_patterns.uncovered``: a witness topic, or
-        ``too_complex``). A pattern never reaches a presence companion
-        (``<topic>/presence``: named, never matched), so the companion rule stays
-        out of it: for any other topic, private is ``private_topics`` and may
-        subscribe is the grants."""
+        do not cover. A pattern never reaches a presence companion (``<topic>/presence``:
+        named, never matched), so the companion rule stays out of it: for any other
+        topic, private is ``private_topics`` and may subscribe is the grants.
+
+        Bounded work whatever the pattern (see the security page): the private
+        patterns it meets are found by ``meets`` (the server's patterns' length, not
+        the subscriber's); only where it meets one does containment walk, and only
+        through the grants and the companion rule that meet the pattern too, within
+        ``budget`` (``too_complex`` past it: the caller refuses, 400)."""
+        reached = tuple(p for p in self.private_topics if meets(pattern, (p,)))
+        if not reached:
+            return _NOTHING
         # "?*": a companion has a topic before its suffix ("/presence" alone is a topic)
-        return _uncovered(pattern, self.private_topics, (*grants, "?*" + COMPANION))
+        companion = "?*" + COMPANION
+        excluded = tuple(g for g in grants if meets(pattern, (g,)))
+        if any(meets(pattern, (p, companion)) for p in reached):
+            excluded = (*excluded, companion)
+        if not excluded:  # it meets a private pattern, nothing leaves any topic out
+            found = _uncovered(pattern, reached, (), budget.take(WITNESS_BUDGET))
+            budget.spend(found.steps)
+            return Reach(True, found.witness, False)
+        found = _uncovered(pattern, reached, excluded, budget.take(PATTERN_BUDGET))
+        budget.spend(found.steps)
+        return Reach(found.witness is not None, found.witness, found.too_complex)
+
+
+#: steps of the containment walk (one pattern moved on by one character, about half a
+#: microsecond each) one subscription pattern may take, and one request in all; past
+#: either the pattern is refused (400, ``pattern_too_complex``)
+PATTERN_BUDGET = 2_000
+REQUEST_BUDGET = 4_000
+#: steps spent looking for a topic to name in a refusal that is certain already
+WITNESS_BUDGET = 500
+
+
+class Budget:
+    """What is left of a request's containment steps."""
+
+    def __init__(self, steps: int) -> None:
+        self.left = steps
+
+    def take(self, most: int) -> int:
+        """The steps the next walk may take: ``most``, or what is left if less."""
+        return max(0, min(most, self.left))
+
+    def spend(self, steps: int) -> None:
+        """A walk took ``steps``."""
+        self.left -= steps
+
+
+class Reach(NamedTuple):
+    """What ``Authenticator.reach`` found."""
+
+    #: whether the pattern reaches a private topic outside the grants
+    reaches: bool
+    #: such a topic, when a short walk found one (named in the refusal)
+    witness: str | None
+    #: the walk used up its budget before it could tell (refuse, 400)
+    too_complex: bool
 
 
 #: ``Authenticator.reach`` found nothing: the pattern stays inside what may be had
-_NOTHING = Uncovered(None, False)
+_NOTHING = Reach(False, None, False)
 
 
-def _pattern_refusal(pattern: str, found: Uncovered, status: int, reason: str) -> AuthError:
+def _pattern_refusal(pattern: str, found: Reach, status: int, reason: str) -> AuthError:
     """The refusal of a pattern that reaches (or may reach) what it may not."""
     if found.too_complex:
         return AuthError(
-            status,
+            400,
             f"pattern {pattern[:80]!r} overlaps the private topics in a way too complex to "
-            "check against this credential's grants: narrow it, or name the topics",
-            reason,
+            "check against this credential's grants within the server's budget: narrow it "
+            "(fewer wildcards, a longer literal start), or name the topics",
+            "pattern_too_complex",
         )
     needs = "send a token with subscribe rights for it" if status == 401 else "narrow it"
+    what = (
+        f"can reach {found.witness!r}, a private topic"
+        if found.witness is not None
+        else "can reach private topics"
+    )
     return AuthError(
         status,
-        f"pattern {pattern[:80]!r} can reach {found.witness!r}, a private topic this "
+        f"pattern {pattern[:80]!r} {what} this "
         f"{'request' if status == 401 else 'token'} may not subscribe to: {needs} (a pattern "
         "must stay within the token's subscribe grants wherever it meets private_topics)",
         reason,

@@ -265,6 +265,7 @@ class EventsEndpoint:
                 self._ignored_cookie,
             )
         except AuthError as exc:
+            self.admission.refused_stream(ip)
             raise HTTPError.from_auth(exc) from None
         self.admission.hold_stream(ip)
         try:

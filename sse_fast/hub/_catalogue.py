@@ -255,6 +255,8 @@ REFUSAL_REASONS: dict[str, str] = {
     "forbidden_topic": "a credential without the right to the topic (403)",
     "forbidden_pattern": "a pattern that can reach a private topic the credential may not "
     "subscribe to (403; without a credential it is no_credential, 401)",
+    "pattern_too_complex": "a pattern that meets the private topics in a way the containment "
+    "check could not settle within its work budget (400; fail closed)",
     "ops_forbidden": "/metrics, /stats or /presence from outside ops_networks, no ops_token set "
     "(403)",
     "ops_no_credential": "/metrics, /stats or /presence from outside ops_networks without "

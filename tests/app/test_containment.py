@@ -213,7 +213,7 @@ def test_a_public_pattern_costs_a_few_steps_whatever_the_grants() -> None:
     or be refused as too complex for a public pattern)."""
     grants = (*("?" * size for size in range(1, 15)), "*a" + "?" * 14, "*b" + "?" * 14)
     found = uncovered("q/*a*b*", ("p/*",), grants)
-    assert found == (None, False)
+    assert found.witness is None and not found.too_complex and found.steps < 200
     assert uncovered("*", ("p/*",), ("q/*",)).witness == "p/"  # where they meet: found
 
 
