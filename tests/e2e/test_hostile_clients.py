@@ -153,3 +153,42 @@ def test_a_client_silent_past_header_timeout_after_its_handshake_still_gets_its_
         data, closed = _answer(silent, 10)
         assert (data, closed) == (b"", True)
         silent.close()
+
+
+#: the outside probe's pattern (length and wildcards within the defaults), made
+#: distinct per request so no cache can answer it
+def _probe(index: int) -> str:
+    return f"user/r{index}-0/*?" + "x" * 178 + "*?"
+
+
+def test_hostile_patterns_cost_a_worker_a_bounded_amount_of_cpu() -> None:
+    """Anonymous requests for patterns built to be hard to check against the private
+    patterns (the outside probe's: 60 ms of a worker's CPU each with one private
+    pattern, 420 ms for eight in one request, before the fix) are refused with 401
+    at bounded cost: 100 requests of eight distinct patterns each take the server's
+    processes under 2 s of CPU in all (under 20 ms a request: the fix's admission
+    costs under 1 ms, benches/admission.py; the rest is HTTP), and an unrelated
+    stream still gets its events. What the real process proves: the refusal's cost
+    is the worker's, measured from /proc, with Granian's parsing and the query's size."""
+    from sse_fast.loadgen._procfs import cpu_seconds, process_tree
+
+    with ServerProcess(private_topics="user/*/inbox,org/*/team/*/secret") as server:
+
+        async def main() -> None:
+            pids = process_tree(server.proc.pid)  # type: ignore[union-attr]
+            good = server.client("news")
+            await good.connect()
+            before = cpu_seconds(pids)
+            for request in range(100):
+                query = "&".join(f"topic={_probe(request * 8 + k)}" for k in range(8))
+                status, _, body = await server.get(f"/events?{query.replace('?', '%3F')}")
+                assert status == 401, body
+                assert b"can reach" in body
+            spent = cpu_seconds(pids) - before
+            assert spent < 2.0, f"{spent:.2f} s of CPU for 100 hostile requests"
+            await server.publish(orjson.dumps({"topic": "news", "data": 1}))
+            events = await collect(good, 1, timeout=10)
+            assert [e.data for e in events] == ["1"]
+            good.close()
+
+        asyncio.run(main())
