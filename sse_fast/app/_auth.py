@@ -34,7 +34,15 @@ from typing import Any, NamedTuple
 
 from .._companions import COMPANION, topic_of_companion
 from .._core.request import PublishRequest
-from .._patterns import PatternError, check_pattern, is_pattern, matches, meets, overlap
+from .._patterns import (
+    PatternError,
+    Uncovered,
+    check_pattern,
+    is_pattern,
+    matches,
+    meets,
+    overlap,
+)
 from .._patterns import uncovered as _uncovered
 from ..settings import Settings, SettingsError
 from ..settings._checks import NO_PYJWT, split_list
@@ -356,7 +364,7 @@ class Authenticator:
         through the grants and the companion rule that meet the pattern too, within
         ``budget`` (``too_complex`` past it: the caller refuses, 400)."""
         reached = tuple(p for p in self.private_topics if meets(pattern, (p,)))
-        if not reached:
+        if not reached or any(_inside(pattern, grant) for grant in grants):
             return _NOTHING
         # "?*": a companion has a topic before its suffix ("/presence" alone is a topic)
         companion = "?*" + COMPANION
@@ -364,21 +372,32 @@ class Authenticator:
         if any(meets(pattern, (p, companion)) for p in reached):
             excluded = (*excluded, companion)
         if not excluded:  # it meets a private pattern, nothing leaves any topic out
-            found = _uncovered(pattern, reached, (), budget.take(WITNESS_BUDGET))
-            budget.spend(found.steps)
+            found = budget.walk(pattern, reached, (), WITNESS_BUDGET)
             return Reach(True, found.witness, False)
-        found = _uncovered(pattern, reached, excluded, budget.take(PATTERN_BUDGET))
-        budget.spend(found.steps)
+        found = budget.walk(pattern, reached, excluded, PATTERN_BUDGET)
         return Reach(found.witness is not None, found.witness, found.too_complex)
 
 
 #: steps of the containment walk (one pattern moved on by one character, about half a
-#: microsecond each) one subscription pattern may take, and one request in all; past
-#: either the pattern is refused (400, ``pattern_too_complex``)
+#: microsecond each) one subscription pattern may take, and one request in all (walks
+#: the cache answered are free); past either the pattern is refused (400,
+#: ``pattern_too_complex``): about 1 ms and 4 ms of a worker's CPU
+#: (benches/admission.py). Only a credential's patterns that meet its grants and the
+#: private patterns walk that far; without one a request stops at ``WITNESS_BUDGET``.
 PATTERN_BUDGET = 2_000
-REQUEST_BUDGET = 4_000
+REQUEST_BUDGET = 8_000
 #: steps spent looking for a topic to name in a refusal that is certain already
-WITNESS_BUDGET = 500
+WITNESS_BUDGET = 200
+
+
+def _inside(pattern: str, grant: str) -> bool:
+    """Whether every topic ``pattern`` matches is one ``grant`` matches, where that is
+    plain to see: the same pattern, or a grant of a literal start and one ``*``
+    (``user/42/*``, the usual shape) that the pattern's literal start begins with."""
+    if pattern == grant:
+        return True
+    start = grant[:-1]
+    return grant.endswith("*") and not is_pattern(start) and pattern.startswith(start)
 
 
 class Budget:
@@ -387,13 +406,16 @@ class Budget:
     def __init__(self, steps: int) -> None:
         self.left = steps
 
-    def take(self, most: int) -> int:
-        """The steps the next walk may take: ``most``, or what is left if less."""
-        return max(0, min(most, self.left))
-
-    def spend(self, steps: int) -> None:
-        """A walk took ``steps``."""
-        self.left -= steps
+    def walk(
+        self, pattern: str, reached: tuple[str, ...], excluded: tuple[str, ...], most: int
+    ) -> Uncovered:
+        """``_patterns.uncovered`` within ``most`` steps or what is left, if less; its
+        steps spent unless the cache answered."""
+        hits = _uncovered.cache_info().hits
+        found = _uncovered(pattern, reached, excluded, max(0, min(most, self.left)))
+        if _uncovered.cache_info().hits == hits:
+            self.left -= found.steps
+        return found
 
 
 class Reach(NamedTuple):
