@@ -363,6 +363,8 @@ class Authenticator:
         the subscriber's); only where it meets one does containment walk, and only
         through the grants and the companion rule that meet the pattern too, within
         ``budget`` (``too_complex`` past it: the caller refuses, 400)."""
+        if _companions_only(pattern):  # every topic it matches is one it never reaches
+            return _NOTHING
         reached = tuple(p for p in self.private_topics if meets(pattern, (p,)))
         if not reached or any(_inside(pattern, grant) for grant in grants):
             return _NOTHING
@@ -388,6 +390,13 @@ PATTERN_BUDGET = 2_000
 REQUEST_BUDGET = 8_000
 #: steps spent looking for a topic to name in a refusal that is certain already
 WITNESS_BUDGET = 200
+
+
+def _companions_only(pattern: str) -> bool:
+    """Whether every topic ``pattern`` matches is a presence companion: it ends with
+    ``COMPANION`` after something that matches one character at least."""
+    before = pattern[: -len(COMPANION)]
+    return pattern.endswith(COMPANION) and before.strip("*") != ""
 
 
 def _inside(pattern: str, grant: str) -> bool:

@@ -54,6 +54,8 @@ def test_meets_says_whether_a_topic_matches_every_pattern(pattern: str, others: 
 )
 @example("a*", ["*/presence"])  # companions only: never reached by a pattern
 @example("?", ["/presence"])
+@example("a*?/presence", ["*"])
+@example("*/presence", ["*"])
 def test_an_anonymous_pattern_is_refused_exactly_when_it_reaches_a_private_topic(
     pattern: str, private: list[str]
 ) -> None:
@@ -62,7 +64,7 @@ def test_an_anonymous_pattern_is_refused_exactly_when_it_reaches_a_private_topic
     brute force over every topic of up to six characters (with ``/presence`` among
     the letters' topics through the examples)."""
     auth = Authenticator(Settings(private_topics=",".join(private), jwt_secret=SECRET))
-    topics = [*TOPICS, *(t + "/presence" for t in ("a", "ab", "b/"))]
+    topics = [*TOPICS, *(t + "/presence" for t in ("", "a", "ab", "b/"))]
     breaking = [
         t
         for t in topics
