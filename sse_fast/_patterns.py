@@ -18,8 +18,9 @@ matcher takes any ``[`` that got past the checks literally: it then matches
 nothing.
 
 ``matches`` is the one matcher: grants, private topics, presence, webhooks and
-pattern subscriptions all ask it. ``overlap`` says whether some topic matches
-several patterns at once (the start-up check of presence made public).
+pattern subscriptions all ask it. ``meets`` says whether some topic matches
+several patterns at once (admission, webhooks, the start-up check of presence
+made public).
 
 Containment (``uncovered``): whether a subscription pattern can reach a topic
 its subscriber may not have. Glob languages are regular, so the question is
@@ -68,14 +69,11 @@ __all__ = [
     "literal_prefix",
     "matches",
     "meets",
-    "overlap",
     "uncovered",
 ]
 
 #: the wildcards a pattern may hold
 WILDCARDS = "*?"
-#: the most states ``overlap`` walks before it answers True unchecked
-MAX_OVERLAP_STATES = 100_000
 #: the most steps (one pattern moved on by one character) ``uncovered`` takes before
 #: it gives up, unless the caller gives a budget of its own (the caller refuses):
 #: about 1 ms of a worker's CPU (benches/patterns.py)
@@ -118,63 +116,6 @@ def matches(topic: str, patterns: Iterable[str]) -> bool:
             if fnmatch.fnmatchcase(topic, pattern):  # compiled once, cached by fnmatch
                 return True
     return False
-
-
-def overlap(*patterns: str) -> bool:
-    """Whether some topic name matches every one of ``patterns`` (``*`` and ``?``
-    as in ``matches``). A walk over the positions reached in each pattern at once,
-    as many states at most as the product of the patterns' lengths: for the few
-    short patterns of the settings, at start. Past ``MAX_OVERLAP_STATES`` it
-    answers True unchecked (for a warning, one too many beats one too few)."""
-    size = 1
-    for pattern in patterns:
-        size *= len(pattern) + 1
-    if size > MAX_OVERLAP_STATES:
-        return True
-    start = tuple(0 for _ in patterns)
-    seen = {start}
-    todo = [start]
-    while todo:
-        state = todo.pop()
-        if all(i == len(p) for i, p in zip(state, patterns, strict=True)):
-            return True
-        following = []
-        for k, (i, p) in enumerate(zip(state, patterns, strict=True)):  # a * may match nothing more
-            if i < len(p) and p[i] == "*":
-                following.append((*state[:k], i + 1, *state[k + 1 :]))
-        after = _one_character_more(state, patterns)
-        if after is not None:
-            following.append(after)
-        for nxt in following:
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.append(nxt)
-    return False
-
-
-def _one_character_more(
-    state: tuple[int, ...], patterns: tuple[str, ...]
-) -> tuple[int, ...] | None:
-    """The state after one more character that every pattern takes: a ``*`` takes
-    it and stays, a ``?`` or the literal all agree on moves on; None when the
-    patterns cannot agree (two different literals, or one at its end), or when
-    only ``*`` took it (no progress)."""
-    literal = None
-    after = []
-    for i, p in zip(state, patterns, strict=True):
-        if i == len(p):
-            return None
-        char = p[i]
-        if char == "*":
-            after.append(i)
-            continue
-        if char != "?":
-            if literal is not None and literal != char:
-                return None
-            literal = char
-        after.append(i + 1)
-    moved = tuple(after)
-    return None if moved == state else moved
 
 
 def literal_prefix(pattern: str) -> str:
@@ -305,7 +246,7 @@ def meets(pattern: str, others: tuple[str, ...]) -> bool:
         if not here:
             continue
         if graph.loops[node]:  # any characters: every position after the first one set
-            here = every & ~((here & -here) - 1)
+            here = reached[node] = every & ~((here & -here) - 1)
         for after in graph.skips[node]:
             reached[after] |= here
         staying = here & stars

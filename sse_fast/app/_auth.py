@@ -41,7 +41,6 @@ from .._patterns import (
     is_pattern,
     matches,
     meets,
-    overlap,
 )
 from .._patterns import uncovered as _uncovered
 from ..settings import Settings, SettingsError
@@ -497,7 +496,7 @@ def presence_warnings(settings: Settings) -> list[str]:
         exposed = [
             pattern
             for pattern in private
-            if any(overlap(public, pattern, news) for news in tracked)
+            if any(meets(public, (pattern, news)) for news in tracked)
         ]
         if exposed:
             warnings.append(

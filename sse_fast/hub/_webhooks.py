@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .._patterns import matches, overlap
+from .._patterns import matches, meets
 from .._tasks import stop_task
 from ..settings._checks import split_list
 from ..webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
@@ -94,7 +94,7 @@ class Webhooks(StreamListener):
     def _wanted(self, subscription: Subscription) -> bool:
         # a pattern stream: also when its pattern can reach a topic of webhook_topics
         return any(matches(topic.name, self.topics) for topic in subscription.topics) or any(
-            overlap(pattern, wanted) for pattern in subscription.patterns for wanted in self.topics
+            meets(pattern, (wanted,)) for pattern in subscription.patterns for wanted in self.topics
         )
 
     def _event(self, kind: str, subscription: Subscription) -> dict[str, Any]:

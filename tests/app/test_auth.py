@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from sse_fast._patterns import overlap
+from sse_fast._patterns import meets
 from sse_fast.app import App
 from sse_fast.app._auth import matches, presence_warnings
 from sse_fast.settings import Settings, SettingsError
@@ -333,22 +333,23 @@ def test_pattern_matching_property(topic: str, pattern: str) -> None:
 
 
 @given(patterns=st.lists(st.text(alphabet="ab*?", max_size=3), min_size=1, max_size=3))
-def test_overlap_is_some_topic_matching_every_pattern(patterns: list[str]) -> None:
-    """``overlap`` against every name of up to the patterns' total length (the shortest
+def test_meets_is_some_topic_matching_every_pattern(patterns: list[str]) -> None:
+    """``meets`` against every name of up to the patterns' total length (the shortest
     common match is no longer) over a, b and one other character."""
     longest = sum(len(p) for p in patterns)
     candidates = [
         "".join(t) for n in range(longest + 1) for t in itertools.product("abc", repeat=n)
     ]
     expected = any(all(matches(t, [p]) for p in patterns) for t in candidates)
-    assert overlap(*patterns) == expected
+    assert meets(patterns[0], tuple(patterns[1:])) == expected
 
 
-def test_overlap_of_long_patterns_is_assumed_not_walked() -> None:
-    """Past ``MAX_OVERLAP_STATES`` the answer is True unchecked (these two never overlap:
-    one ends in b, the other in c), so a start-up check cannot take seconds."""
-    assert overlap("a*" * 400 + "b", "*a" * 400 + "c")
-    assert not overlap("a*" * 20 + "b", "*a" * 20 + "c")  # under the bound: walked
+def test_long_patterns_meet_or_not_exactly_and_at_once() -> None:
+    """Long patterns are walked, not assumed to meet (these two never do: one ends in
+    b, the other in c), at work in the second's length (a start-up check, a webhook's
+    match of a pattern stream, cannot take seconds)."""
+    assert not meets("a*" * 400 + "b", ("*a" * 400 + "c",))
+    assert meets("a*" * 400 + "b", ("*a" * 400 + "*",))
 
 
 def test_a_pattern_setting_with_a_character_class_stops_serve() -> None:
