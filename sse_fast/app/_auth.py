@@ -328,7 +328,7 @@ class Authenticator:
                 raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
             credential = self._decode(token)
         except AuthError as exc:
-            if from_cookie and not private and not any(self.meets_private(p) for p in patterns):
+            if from_cookie and not private and not self._reaches_any(patterns):
                 if on_ignored_cookie is not None:
                     on_ignored_cookie(exc)
                 return None
@@ -345,11 +345,15 @@ class Authenticator:
                 raise _pattern_refusal(pattern, found, 403, reason="forbidden_pattern")
         return credential
 
-    def meets_private(self, pattern: str) -> bool:
-        """Whether some topic matches both ``pattern`` and a private pattern (presence
-        companions aside or not: the cheap question, work in the private patterns'
-        length whatever ``pattern`` is)."""
-        return any(meets(pattern, (private,)) for private in self.private_topics)
+    def _reaches_any(self, patterns: list[str]) -> bool:
+        """Whether one of ``patterns`` reaches (or may reach) a private topic without
+        any grant: the request is not for public topics only."""
+        budget = Budget(REQUEST_BUDGET)
+        for pattern in patterns:
+            found = self.reach(pattern, (), budget)
+            if found.reaches or found.too_complex:
+                return True
+        return False
 
     def reach(self, pattern: str, grants: tuple[str, ...], budget: Budget) -> Reach:
         """Whether subscription ``pattern`` can reach a private topic that ``grants``

@@ -204,3 +204,28 @@ def test_a_charged_bucket_goes_into_debt_down_to_its_burst() -> None:
     assert bucket.take("a") == pytest.approx(5.0)  # from -4 to 1 at 1/s
     clock[0] += 5.0
     assert bucket.take("a") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("private", "pattern", "ignored"),
+    [
+        ("user/*", "news/*", True),  # meets no private pattern
+        ("user/*", "user/1/*", False),  # reaches one: the cookie was needed
+        ("*/presence", "room/*", True),  # meets it in presence companions only
+        ("user/*", PROBE, False),  # the probe's, at its bounded cost
+    ],
+)
+def test_a_failing_cookie_is_ignored_when_the_patterns_reach_no_private_topic(
+    private: str, pattern: str, ignored: bool
+) -> None:
+    """A cookie that fails verification is ignored (the stream is public) when the
+    request's patterns reach no private topic, by the same bounded check as without
+    a cookie; else refused (401)."""
+    auth = Authenticator(Settings(private_topics=private, jwt_secret=SECRET))
+    told: list[AuthError] = []
+    try:
+        credential = auth.subscriber(None, "sse_fast_token=garbage", None, [pattern], told.append)
+    except AuthError as exc:
+        assert not ignored and exc.status == 401
+        return
+    assert ignored and credential is None and len(told) == 1
