@@ -1,0 +1,114 @@
+"""``scripts/test`` runs both modes whatever the first one gave, says how each ended
+(one line per mode), and fails if either failed; ``.ci/run`` fails with it.
+
+The real script runs, with a fake ``python`` first on ``PATH`` (and fake ``apt-get``
+and ``sudo``, so that a tool missing on this machine installs nothing): the fake
+records each call with its mode and exits as the test tells it for each mode, so no
+test suite runs here."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: the script's own checks, not the package's: the same in both modes
+pytestmark = pytest.mark.mode_independent
+
+#: records ``<mode>|<arguments>`` and exits as FAKE_EXIT_COMPILED / FAKE_EXIT_PURE say
+#: for a test run, 0 for pip and the collecting run, 99 for anything else
+FAKE_PYTHON = """#!/bin/sh
+mode=compiled
+[ -n "${SSE_FAST_NO_EXTENSIONS:-}" ] && mode=pure
+echo "$mode|$*" >> "$FAKE_LOG"
+case "$*" in
+    "-m pip "*|*--collect-only*) exit 0 ;;
+    "-m pytest"*) [ "$mode" = pure ] && exit "$FAKE_EXIT_PURE"; exit "$FAKE_EXIT_COMPILED" ;;
+esac
+exit 99
+"""
+
+#: ``.ci/run``'s next step after scripts/test, kept from running for real should the
+#: script's failure not stop it (every other call is recorded by the fake python)
+FAKE_BASH = """#!/bin/sh
+if [ "$1" = .ci/pythons ]; then echo "bash|$*" >> "$FAKE_LOG"; exit 0; fi
+exec {bash} "$@"
+"""
+
+
+def _run(
+    tmp_path: Path, command: list[str], compiled: int, pure: int
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``command`` run from the checkout with the fakes first on PATH; its result and
+    the fake python's record (one ``mode|arguments`` line a call)."""
+    fakes = tmp_path / "bin"
+    fakes.mkdir()
+    bash = shutil.which("bash")
+    assert bash is not None
+    for name, text in {
+        "python": FAKE_PYTHON,
+        "apt-get": "#!/bin/sh\nexit 0\n",
+        "sudo": '#!/bin/sh\nexec "$@"\n',
+        "bash": FAKE_BASH.format(bash=bash),
+    }.items():
+        (fakes / name).write_text(text)
+        (fakes / name).chmod(0o755)
+    log = tmp_path / "calls"
+    log.touch()
+    env = {
+        **os.environ,
+        "PATH": f"{fakes}{os.pathsep}{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_EXIT_COMPILED": str(compiled),
+        "FAKE_EXIT_PURE": str(pure),
+        "CI": "1",
+    }
+    env.pop("SSE_FAST_NO_EXTENSIONS", None)
+    done = subprocess.run(
+        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    return done, log.read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("compiled", "pure", "lines"),
+    [
+        (0, 0, ["compiled core: passed", "pure-Python twins: passed"]),
+        (1, 0, ["compiled core: FAILED (exit 1)", "pure-Python twins: passed"]),
+        (0, 1, ["compiled core: passed", "pure-Python twins: FAILED (exit 1)"]),
+        (1, 2, ["compiled core: FAILED (exit 1)", "pure-Python twins: FAILED (exit 2)"]),
+        (
+            5,
+            0,
+            ["compiled core: FAILED (exit 5: no tests collected)", "pure-Python twins: passed"],
+        ),
+    ],
+    ids=["both-pass", "compiled-fails", "pure-fails", "both-fail", "none-collected"],
+)
+def test_both_modes_run_and_each_ends_with_a_line(
+    tmp_path: Path, compiled: int, pure: int, lines: list[str]
+) -> None:
+    """Both pytest runs happen, each with the script's arguments, whatever the first
+    gave; the output ends with one line per mode; the exit status is 0 only when both
+    passed (5, no test collected, is a failure)."""
+    done, calls = _run(tmp_path, ["scripts/test", "-k", "resume"], compiled, pure)
+    runs = [c for c in calls if "-m pytest" in c and "--collect-only" not in c]
+    assert runs == ["compiled|-m pytest -k resume", "pure|-m pytest -k resume"], calls
+    assert done.stdout.splitlines()[-2:] == [f"scripts/test: {line}" for line in lines], (
+        done.stdout[-2000:] + done.stderr[-2000:]
+    )
+    assert (done.returncode == 0) == (compiled == pure == 0), done.returncode
+
+
+def test_ci_run_stops_when_scripts_test_fails(tmp_path: Path) -> None:
+    """A failure in the compiled core's run fails ``.ci/run`` (after the twins' run),
+    and nothing after scripts/test runs."""
+    done, calls = _run(tmp_path, [".ci/run"], compiled=1, pure=0)
+    assert done.returncode != 0
+    assert "scripts/test: compiled core: FAILED (exit 1)" in done.stdout
+    assert calls[-2:] == ["compiled|-m pytest", "pure|-m pytest"], calls
