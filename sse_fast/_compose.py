@@ -43,7 +43,13 @@ import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._group_stop import GroupStopLog, remember_workers, stopped_cleanly, wake_for_signals
+from ._group_stop import (
+    GroupStopLog,
+    remember_workers,
+    stop_signal_taken,
+    stopped_cleanly,
+    wake_for_signals,
+)
 from ._startup import StartReport, redis_refusal
 from .brokers.durable import StoreError, read
 from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
@@ -217,6 +223,9 @@ def serve(settings: Settings) -> int:
         )
         if refusal:
             raise StartError(refusal)
+    # Granian's server, not started: made before anything that must be undone (it reads
+    # no setting the hand-off below decides)
+    server = _granian(settings, capacity)
     upstream_lock = _prepare_relay_mode(settings)
     upstream_dir = os.path.dirname(upstream_lock) if upstream_lock else ""
     relay = None
@@ -243,11 +252,13 @@ def serve(settings: Settings) -> int:
             settings.relay_history_bytes,
             log_options(settings) if settings.store_dir else None,
             start_timeout=10.0 + 600.0 * settings.workers * stored / 2**30,
+            # a group stop that reached the relay first is no failure (``_group_stop.py``)
+            stop_signalled=lambda: stop_signal_taken(server),
         )
     os.environ.update(settings.to_env())
     stopping = threading.Event()
     try:
-        _run_granian(settings, capacity, relay, report, stopping)
+        _run_granian(server, settings, relay, report, stopping)
     finally:
         stopping.set()
         if relay is not None:
@@ -265,16 +276,15 @@ def serve(settings: Settings) -> int:
 
 
 def _run_granian(
+    server: Any,
     settings: Settings,
-    capacity: int,
     relay: RelaySupervisor | None,
     report: StartReport,
     stopping: threading.Event,
 ) -> None:
-    """Run Granian until it stops; the relay (if any) starts with it. A stop signal
-    to the whole process group is a clean stop, in the exit status and in the log
-    (``_group_stop.py``)."""
-    server = _granian(settings, capacity)
+    """Run Granian's ``server`` until it stops; the relay (if any) starts with it. A
+    stop signal to the whole process group is a clean stop, in the exit status and in
+    the log (``_group_stop.py``)."""
     if relay is not None:
         # started once Granian handles SIGTERM (its startup hooks run then), beside
         # the workers: it restores the history while they do

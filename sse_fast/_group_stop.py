@@ -36,6 +36,9 @@ Theory of operation:
   workers, and ``main_loop_interrupt``, replaced by that event; everything reads
   Granian's own attributes (``interrupt_signal``, ``interrupt_children``, ``wrks``)
   and does nothing where another Granian has none.
+* The relay (several workers, no Redis) takes a group's SIGTERM too, and can exit
+  before the main process took it: its supervisor asks ``stop_signal_taken`` the
+  same way before it calls the exit a failure (``brokers/_relay/supervisor.py``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ __all__ = [
     "STOP_SIGNAL_WAIT",
     "GroupStopLog",
     "remember_workers",
+    "stop_signal_taken",
     "stopped_cleanly",
     "wake_for_signals",
 ]
@@ -68,12 +72,18 @@ _log = logging.getLogger("sse_fast")
 _UNEXPECTED = re.compile(r"Unexpected exit from worker-(\d+)$")
 
 
+def stop_signal_taken(server: Any) -> bool:
+    """Whether Granian's main process took a stop signal (SIGTERM, SIGINT); False
+    where another Granian does not say."""
+    return bool(getattr(server, "interrupt_signal", False))
+
+
 def stopped_cleanly(server: Any, workers: list[Any]) -> bool:
     """Whether Granian's exit status 1 after ``serve`` only says that a worker exited
     cleanly (status 0) before the main process took the stop signal it got too.
     ``workers``: Granian's workers as it stopped them (``remember_workers``)."""
     exited = getattr(server, "interrupt_children", None)
-    if not getattr(server, "interrupt_signal", False) or not exited:
+    if not stop_signal_taken(server) or not exited:
         return False
     by_index = {getattr(w, "idx", None): w for w in workers}
     return all(_exit_code(by_index.get(index)) == 0 for index in exited)
@@ -157,7 +167,7 @@ class GroupStopLog(logging.Filter):
         """Whether the main process took the stop signal, waiting for it up to the
         bound (the caller is Granian's watcher thread, never the main thread)."""
         deadline = time.monotonic() + self._wait
-        while not getattr(self._server, "interrupt_signal", False):
+        while not stop_signal_taken(self._server):
             if threading.current_thread() is threading.main_thread():
                 return False  # the main thread's handler cannot run while it waits here
             if time.monotonic() >= deadline:

@@ -367,6 +367,52 @@ def test_a_worker_stopped_before_the_main_process_took_the_signal_is_no_error() 
             assert word not in output, output
 
 
+def _stopped_cleanly(server: ServerProcess) -> None:
+    """The server exited 0 after a stop of its whole group, logged no error and did
+    not start its relay again."""
+    assert server.proc is not None
+    assert server.proc.wait(20) == 0, server.output()
+    output = server.output()
+    for word in ("ERROR", "Traceback", "Exception in callback", "starting it again"):
+        assert word not in output, output
+    assert "the relay is running again" not in output, output
+
+
+def test_three_stops_of_the_whole_group_in_a_row_are_clean(tmp_path: Path) -> None:
+    """systemd's stop (KillMode=control-group), three times on the same data directory:
+    SIGTERM to every process at once, in whatever order they take it. The relay that
+    takes it before the main process waits for the workers and exits: no ERROR (it was
+    logged as a relay that failed, in 2 of 3 stops of a 6-worker server), no restart."""
+    for _ in range(3):
+        with ServerProcess("--workers", "2", data_dir=str(tmp_path)) as server:
+            assert server.proc is not None
+            os.killpg(server.proc.pid, signal.SIGTERM)
+            _stopped_cleanly(server)
+
+
+def test_the_relay_stopped_before_the_main_process_took_the_signal_is_no_error() -> None:
+    """The race behind the test above, made certain: the workers and the relay take the
+    SIGTERM, the relay exits once they left and is reaped by its supervisor, and only
+    then does the main process get its own. The supervisor says the relay stopped on the
+    stop signal (INFO) and does not start it again."""
+    with ServerProcess("--workers", "2") as server:
+        assert server.proc is not None
+        relay = asyncio.run(_relay_pid(server))
+        spawned = re.findall(r"Spawning worker-\d with PID: (\d+)", server.output())
+        workers = [int(pid) for pid in spawned]
+        assert len(workers) == 2 and relay in server.worker_pids(), server.output()
+        for pid in [*workers, relay]:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while os.path.exists(f"/proc/{relay}"):  # not reaped yet: its supervisor did not see it
+            assert time.monotonic() < deadline, "the relay did not stop"
+            time.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        _stopped_cleanly(server)
+        stopped = f"the relay (pid {relay}) stopped on the stop signal before the main process"
+        assert stopped in server.output(), server.output()
+
+
 def test_a_relay_with_a_big_data_directory_is_given_time_to_read_it(tmp_path: Path) -> None:
     """The relay reads its whole data directory before it listens: the wait for
     it grows with the directory (a 4M-event, 1 GiB one took 10.6 to 21.8 s to

@@ -10,14 +10,26 @@ doubling to ``max_delay``; back to ``min_delay`` once a relay stayed up
 broker contract). If the relay cannot be restored, the workers' ``/healthz``
 fails after ``broker_down_limit`` seconds, so an orchestrator restarts the
 whole server.
+
+A stop of the whole server can reach the relay first: systemd's
+``KillMode=control-group`` sends SIGTERM to every process at once, and the relay
+may take it, wait for the draining workers and exit (status 0) before the main
+process has run its own handler. That is no failure to restart from: a relay
+that exited with status 0 (or was ended by SIGTERM) is given ``stop_signal_wait``
+seconds for ``stop_signalled`` (the main process took a stop signal) to hold, and
+then said as INFO and left stopped; the same race Granian's watcher has for the
+workers (``sse_fast/_group_stop.py``). A relay stopped alone (one SIGTERM to its
+pid) is still an error, and started again.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..durable._directory import directory_bytes
@@ -44,6 +56,8 @@ class RelaySupervisor:
         min_delay: float = 0.1,
         max_delay: float = 5.0,
         stable_after: float = 30.0,
+        stop_signalled: Callable[[], bool] = lambda: False,
+        stop_signal_wait: float = 2.0,
     ) -> None:
         self.path = path
         self.history_frames = history_frames
@@ -54,6 +68,10 @@ class RelaySupervisor:
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.stable_after = stable_after
+        #: whether the main process took a stop signal (Granian's, under serve)
+        self.stop_signalled = stop_signalled
+        #: seconds a relay that stopped as on a stop signal waits for ``stop_signalled``
+        self.stop_signal_wait = stop_signal_wait
         #: how many times the relay was started again
         self.restarts = 0
         self.process: Any = None
@@ -122,6 +140,12 @@ class RelaySupervisor:
                 continue
             if self._stopping.is_set():
                 return
+            if self._stopped_with_the_server(process.exitcode):
+                log.info(
+                    "the relay (pid %s) stopped on the stop signal before the main process took it",
+                    process.pid,
+                )
+                return
             log.error(
                 "the relay (pid %s) exited with %s; starting it again in %.1f s",
                 process.pid,
@@ -137,6 +161,22 @@ class RelaySupervisor:
             else:
                 log.error("the restarted relay did not start within %g s", self._start_wait())
                 self.process.kill()
+
+    def _stopped_with_the_server(self, exitcode: int) -> bool:
+        """Whether a relay that exited with ``exitcode`` stopped on a stop signal to the
+        whole server: it exited as SIGTERM makes it (status 0, or ended by the signal
+        before it took it) and the main process takes a stop signal within
+        ``stop_signal_wait`` seconds (waited for here, in the watcher's thread), or
+        the supervisor is stopped meanwhile."""
+        if exitcode not in (0, -signal.SIGTERM):
+            return False
+        deadline = time.monotonic() + self.stop_signal_wait
+        while not self.stop_signalled():
+            if time.monotonic() >= deadline:
+                return False
+            if self._stopping.wait(0.01):
+                return True
+        return True
 
     def stop(self) -> None:
         """Stop watching, then stop the relay (after the workers are gone); also while
