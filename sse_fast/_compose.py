@@ -325,6 +325,7 @@ def _hand_off(
             install_signal_handlers=True,
             store_dir=data.path if data is not None else settings.store_dir,
             start_failure_file=report.path,
+            main_pid=os.getpid(),
         )
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+from .._orphans import stop_when_orphaned
 from ..settings import Settings
 from ._http import HTTPError
 from ._routing import App
@@ -22,6 +23,7 @@ def create_app() -> App:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
     )
+    stop_when_orphaned(settings.main_pid, "worker")  # under serve: never outlive it
     return App(settings)
 
 

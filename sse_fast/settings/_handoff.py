@@ -38,6 +38,14 @@ class Handoff:
         ),
     )
 
+    main_pid: int = field(
+        default=0,
+        metadata=_doc(
+            "internal: the pid of serve's main process; a worker stops when it is gone "
+            "(set by serve)"
+        ),
+    )
+
     @classmethod
     def names(cls) -> frozenset[str]:
         """The names of the hand-off fields (settings that are no flags)."""

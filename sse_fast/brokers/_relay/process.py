@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 from ..._core import EncodeError
+from ..._orphans import stop_when_orphaned
 from .._sequencing import RecentIds, Sequenced, first_position, sequence_once
 from ..durable import EventLog, StoreWriteError
 from ..durable._restore import as_sequenced, remember_ids
@@ -330,9 +331,12 @@ def run_relay(
     history_frames: int = 100_000,
     history_bytes: int = 64 * 1024 * 1024,
     store: dict[str, Any] | None = None,
+    main_pid: int = 0,
 ) -> None:
-    """Process entry point."""
+    """Process entry point; the relay stops when ``main_pid`` (serve's main process,
+    its parent) is gone (``sse_fast/_orphans.py``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us after the workers
+    stop_when_orphaned(main_pid, "relay")
     try:
         import uvloop
 

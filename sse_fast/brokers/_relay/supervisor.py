@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -115,7 +116,14 @@ class RelaySupervisor:
         ready = self._context.Event()
         self.process = self._context.Process(
             target=run_relay,
-            args=(self.path, ready, self.history_frames, self.history_bytes, self.store),
+            args=(
+                self.path,
+                ready,
+                self.history_frames,
+                self.history_bytes,
+                self.store,
+                os.getpid(),  # the relay stops when this process is gone (``_orphans.py``)
+            ),
             name="sse-fast-relay",
             daemon=True,
         )

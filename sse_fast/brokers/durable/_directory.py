@@ -79,13 +79,9 @@ class DataDirectory:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            recorded = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise StoreError(
-                f"the data directory {self.path} is in use by another sse-fast server "
-                f"(pid {holder}); give this one a directory of its own with --data-dir, "
-                "or stop the other first"
-            ) from None
+            raise StoreError(_in_use(self.path, lock_path, recorded)) from None
         pid = f"{os.getpid()}\n".encode()
         try:  # also the proof that the directory takes a start's first writes
             os.ftruncate(fd, 0)
@@ -107,6 +103,73 @@ class DataDirectory:
                 os.ftruncate(self._lock, 0)
             os.close(self._lock)  # closing the descriptor releases the lock
             self._lock = -1
+
+
+def _in_use(path: str, lock_path: str, recorded: str) -> str:
+    """Why the data directory ``path`` cannot be locked, naming the process that holds
+    it: the main process whose pid its lock file records, or, when that one is gone,
+    the processes that hold the lock still (its workers, forked with the lock's
+    descriptor, live on for up to a second after it: ``sse_fast/_orphans.py``)."""
+    holders = _holders(lock_path)
+    main = int(recorded) if recorded.isdigit() else 0
+    if holders and main not in holders and not _running(main):
+        pids = ", ".join(str(pid) for pid in holders)
+        gone = f"(pid {main}) " if main else ""
+        return (
+            f"the data directory {path} is held by pid {pids}, left running by an sse-fast "
+            f"server whose main process {gone}is gone: they stop within a second (stop them "
+            "if they do not), or give this one a directory of its own with --data-dir"
+        )
+    return (
+        f"the data directory {path} is in use by another sse-fast server "
+        f"(pid {recorded}); give this one a directory of its own with --data-dir, "
+        "or stop the other first"
+    )
+
+
+def _holders(lock_path: str) -> list[int]:
+    """The processes other than this one that have ``lock_path`` open, as far as
+    ``/proc`` shows (this user's processes; none where there is no ``/proc``)."""
+    try:
+        lock = os.stat(lock_path)
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    holders = []
+    for pid in sorted(pids):
+        if pid == os.getpid():
+            continue
+        directory = f"/proc/{pid}/fd"
+        try:
+            descriptors = os.listdir(directory)
+        except OSError:  # gone, or another user's
+            continue
+        for descriptor in descriptors:
+            try:
+                opened = os.stat(os.path.join(directory, descriptor))
+            except OSError:
+                continue
+            if (opened.st_dev, opened.st_ino) == (lock.st_dev, lock.st_ino):
+                holders.append(pid)
+                break
+    return holders
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: it exists
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def write_failure(path: str, exc: OSError) -> str:
