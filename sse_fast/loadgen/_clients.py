@@ -66,7 +66,8 @@ def subscriber_process(
     consumer) with ``slow_read`` / ``slow_pause`` / ``slow_rcvbuf``, ``stamps`` (a
     ``Stamps``: which events count, where their stamps are), ``headers`` (per path, the
     extra request header lines, each ending with CRLF), ``reconnect_on_close`` with
-    ``retry`` (seconds to wait when the stream named no ``retry``)."""
+    ``retry`` (seconds to wait when the stream named no ``retry``), ``run_began`` (wall
+    time: events stamped earlier are counted apart, ``before_run``)."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -115,6 +116,7 @@ class _ClientProcess:
         self.headers: list[str] | None = options.get("headers")
         self.reconnect_on_close = bool(options.get("reconnect_on_close"))
         self.retry = float(options.get("retry", 3.0))
+        stats.run_began = float(options.get("run_began", 0.0))
         self.by_index: dict[int, Subscriber] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.exiting = False
@@ -180,6 +182,8 @@ class _ClientProcess:
         if previous is not None:
             subscriber.requested_at = -1.0  # a reconnect: connect and first event not timed
             subscriber.last_seq = previous.last_seq
+            subscriber.first_seq = previous.first_seq
+            subscriber.judged = previous.judged
             subscriber.last_id = previous.last_id
             subscriber.first_event_at = previous.first_event_at
             if counts_back:
@@ -291,6 +295,8 @@ class _ClientProcess:
             "lost": stats.lost,
             "closed": stats.closed,
             "foreign": stats.foreign,
+            "before_run": stats.before_run,
+            "delivered_unanswered": stats.delivered_unanswered,
             "histogram": stats.histogram.dump(),
             "first_event": stats.first_event.dump(),
             "connect_time": stats.connect_time.dump(),

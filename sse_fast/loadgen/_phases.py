@@ -6,10 +6,11 @@ Theory of operation. ``make_publisher`` makes one publisher as the run's options
 run per event). ``PublishPhase`` runs ``publishers`` of them through a phase (the
 warmup, then the measured window), each taking its share of the rate; the topics take
 turns, and each event's data is JSON with its publish time ``t``, its publisher ``w``
-and its sequence number ``s`` per publisher and topic, so a subscriber (which sees one
+(``<run id>-<n>``: no two runs share one) and its sequence number ``s`` per publisher
+and topic, so a subscriber (which sees one
 topic) counts any gap as lost. Only events stamped at or after ``window_from`` count as
 published. ``Prober`` publishes from a thread of its own while the clients connect
-(publisher ``-1``), stamped before the window: its events never count.
+(publisher ``<run id>-probe``), stamped before the window: its events never count.
 """
 
 from __future__ import annotations
@@ -52,8 +53,13 @@ class Published:
 class PublishPhase:
     """The publishers of one run, ticking at the run's rate."""
 
-    def __init__(self, options: LoadOptions, topic_names: list[str]) -> None:
+    def __init__(self, options: LoadOptions, topic_names: list[str], run_id: str = "") -> None:
         self.options = options
+        #: each publisher's name in its events (``w``): the run's id and its number, so
+        #: that no two runs' sequences meet (a server may replay an earlier run's events)
+        self.names: list[str | int] = [
+            f"{run_id}-{index}" if run_id else index for index in range(options.publishers)
+        ]
         subtopics = options.pattern_subtopics
         #: where each publish goes, in turn, and the topic its sequence numbers count
         #: in (a pattern stream of ``<topic>/*`` sees every subtopic's: one sequence)
@@ -120,7 +126,7 @@ class PublishPhase:
         seq = self.seqs[index].get(counted, 0)
         self.seqs[index][counted] = seq + 1
         stamp = time.time()
-        body: dict[str, object] = {"t": stamp, "w": index, "s": seq, "p": self.padding}
+        body: dict[str, object] = {"t": stamp, "w": self.names[index], "s": seq, "p": self.padding}
         unanswered = self.unanswered_seqs[index].get(counted)
         if unanswered:
             body["u"] = unanswered
@@ -176,8 +182,10 @@ class Prober:
         make: Callable[[], KeepAlivePublisher | CommandPublisher],
         topics: list[str],
         interval: float,
+        run_id: str = "",
     ) -> None:
         self.make = make
+        self.name: str | int = f"{run_id}-probe" if run_id else -1  # its events' ``w``
         self.topics = topics
         self.interval = interval
         self.done = threading.Event()
@@ -202,7 +210,8 @@ class Prober:
             while True:
                 last = self.done.is_set()
                 for topic in self.topics:
-                    data = orjson.dumps({"t": time.time(), "w": -1, "s": seq, "p": ""}).decode()
+                    body = {"t": time.time(), "w": self.name, "s": seq, "p": ""}
+                    data = orjson.dumps(body).decode()
                     self.sent += await publisher.publish(topic, data)
                 seq += 1
                 if last:

@@ -9,7 +9,14 @@ from typing import Any
 from ..protocol import Reason
 from ._stats import LatencyHistogram
 
-__all__ = ["Result", "merged", "ms", "optional_results", "timing_results"]
+__all__ = [
+    "Result",
+    "merged",
+    "ms",
+    "optional_results",
+    "reconnect_on_close_results",
+    "timing_results",
+]
 
 
 #: a client loop late by this much (ms) is worth a word (``Result.warnings``)
@@ -105,6 +112,24 @@ class Result:
     #: publishes in the window whose answer was lost: not in ``published`` nor
     #: ``expected``; a gap at one is not counted as lost (it was never acknowledged)
     publish_unanswered: int = 0
+    #: events of those unanswered publishes delivered all the same (in ``delivered``)
+    delivered_unanswered: int = 0
+    #: expected events neither delivered nor counted lost: no later event showed their
+    #: gap (streams open but silent, or the server gone). ``delivered`` -
+    #: ``delivered_unanswered`` + ``lost`` + this = ``expected``
+    not_delivered_not_lost: int = 0
+    #: events stamped before this run began (a server replaying what it kept, such as
+    #: Nchan's buffer, to a new subscriber): counted apart, in no other figure
+    before_run: int = 0
+
+    def add_up(self) -> None:
+        """Fill ``not_delivered_not_lost``: what is left of ``expected`` once the delivered
+        ones that were expected and the lost ones are taken away."""
+        if self.publisher == "none":
+            self.not_delivered_not_lost = 0
+            return
+        expected_delivered = self.delivered - self.delivered_unanswered
+        self.not_delivered_not_lost = max(0, self.expected - expected_delivered - self.lost)
 
     def problems(self) -> list[str]:
         """What went wrong in this run, each with its likely cause and fix; empty
@@ -144,8 +169,19 @@ class Result:
             out.append(line)
         if self.lost or self.duplicates:
             out.append(f"{self.lost} event(s) lost and {self.duplicates} duplicated")
-        if self.delivered < self.expected:
-            out.append(f"delivered {self.delivered} of {self.expected} expected events")
+        if self.delivered - self.delivered_unanswered < self.expected:
+            line = f"delivered {self.delivered} of {self.expected} expected events"
+            if self.delivered_unanswered:
+                line += (
+                    f" ({self.delivered_unanswered} of them from publishes whose answer was "
+                    "lost, not expected)"
+                )
+            if self.not_delivered_not_lost:
+                line += (
+                    f"; {self.not_delivered_not_lost} neither delivered nor lost: no later "
+                    "event showed them missing (streams open but silent, or the server gone)"
+                )
+            out.append(line)
         if self.connected and not self.published and self.publisher != "none":
             out.append("nothing was published in the measured window")
         if self.connected and self.publisher == "none" and not self.delivered:
@@ -163,9 +199,16 @@ class Result:
         return out
 
     def warnings(self) -> list[str]:
-        """What makes the figures less sure without failing the run: the client processes
-        starved of CPU (their loops late by ``LAG_WARNING_MS`` or more)."""
+        """What makes the figures less sure without failing the run: events the server sent
+        from before this run (counted apart), the client processes starved of CPU (their
+        loops late by ``LAG_WARNING_MS`` or more)."""
         out = []
+        if self.before_run:
+            out.append(
+                f"{self.before_run} event(s) stamped before this run began were counted "
+                "apart (before-run): the server replayed what it kept to new subscribers "
+                "(Nchan: set nchan_subscriber_first_message newest)"
+            )
         if self.client_lag_max_ms is not None and self.client_lag_max_ms >= LAG_WARNING_MS:
             out.append(
                 f"the load generator's client processes ran up to "
@@ -192,9 +235,20 @@ class Result:
             published = f"server-published x {self.topics} topic(s), nothing expected: "
             delivered = f"delivered={self.delivered}"
         else:
-            published = f"rate={self.publish_rate:g}/s x {self.topics} topic(s) "
+            published = (
+                f"rate={self.publish_rate:g}/s x {self.topics} topic(s) published={self.published} "
+            )
             delivered = f"delivered={self.delivered}/{self.expected}"
+        counted = f"lost={self.lost}"
+        if self.publisher != "none":  # delivered - of-unanswered + lost + this = expected
+            counted += (
+                f" not-delivered-not-lost={self.not_delivered_not_lost}"
+                f" may-have-been-published={self.publish_unanswered}"
+                f" (delivered {self.delivered_unanswered})"
+            )
         extra = f" unstamped={self.unstamped}" if self.unstamped else ""
+        if self.before_run:
+            extra += f" before-run={self.before_run}"
         if self.reconnected_on_close is not None:
             extra += f" reconnects={self.reconnected_on_close}"
         return (
@@ -203,7 +257,7 @@ class Result:
             f"connect={_ms(self.connect_p50_ms)}/{_ms(self.connect_p99_ms)} "
             f"first-event={_ms(self.first_event_p50_ms)}/{_ms(self.first_event_p99_ms)} "
             f"{published}{delivered} "
-            f"({self.delivered_per_second:,.0f}/s) lost={self.lost} dup={self.duplicates}{extra} "
+            f"({self.delivered_per_second:,.0f}/s) {counted} dup={self.duplicates}{extra} "
             f"p50={_ms(self.p50_ms)} p99={_ms(self.p99_ms)} p999={_ms(self.p999_ms)} "
             f"max={_ms(self.max_ms if self.p50_ms == self.p50_ms else None)} rss={rss}{per_core}"
         )
@@ -271,3 +325,22 @@ def optional_results(
         result.reconnected_with_last_event_id = sum(f.get("resumed_with_id", 0) for f in finals)
     if storm or slow_every or reconnect_after is not None:
         result.connected_at_end = sum(f.get("connected_now", 0) for f in finals)
+
+
+def reconnect_on_close_results(
+    result: Result, finals: list[dict[str, Any]], reconnect_errors: bool
+) -> None:
+    """Fill the figures of ``reconnect_on_close``: the streams back, the come-backs, the
+    failures over the whole run, and (``reconnect_errors``: no ``reconnect_after``,
+    which counts its own) the reconnects that failed."""
+    result.reconnected_on_close = sum(f.get("reconnects_on_close", 0) for f in finals)
+    result.come_backs = sum(f.get("come_backs", 0) for f in finals)
+    result.connected_at_end = sum(f.get("live_at_end", 0) for f in finals)
+    result.reconnected_on_close_last = max(
+        (f.get("last_reconnect_on_close", 0.0) for f in finals), default=0.0
+    )
+    for final in finals:
+        for key, count in final.get("failures", {}).items():
+            result.failures_in_run[key] = result.failures_in_run.get(key, 0) + count
+    if reconnect_errors:
+        result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)

@@ -13,7 +13,10 @@ in ``published``, ``expected``, ``delivered`` or ``lost``.
 Then, on one uvloop, ``publishers`` publishers (keep-alive HTTP, or a command run
 per event: ``publish``) send events at ``rate``: first a warmup, then the measured
 window. Each event's data is JSON with its wall-clock publish time (``t``), its
-publisher (``w``) and that publisher's sequence number (``s``); the clients find
+publisher (``w``, ``<run id>-<n>``: each run's its own) and that publisher's sequence
+number (``s``); an event stamped before the run began is one the server kept from
+before (Nchan's buffer, say): counted apart (``before_run``), never as delivered,
+lost, duplicated, latency or first event. The clients find
 them where ``stamps`` says (the server may wrap the data in its own JSON), measure
 latency and count lost and duplicate events. With ``no_publish`` nobody publishes:
 the server's own events are read with ``stamps``, nothing is expected, loss comes
@@ -29,6 +32,7 @@ import asyncio
 import contextlib
 import math
 import multiprocessing
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -40,7 +44,14 @@ from ._phases import Prober, Published, PublishPhase, make_publisher, publisher_
 from ._procfs import cpu_seconds, rss_kb
 from ._publishers import PublishRequest, sse_fast_publish
 from ._reading import picklable
-from ._result import Result, merged, ms, optional_results, timing_results
+from ._result import (
+    Result,
+    merged,
+    ms,
+    optional_results,
+    reconnect_on_close_results,
+    timing_results,
+)
 
 __all__ = ["LoadOptions", "Result", "run_load"]  # Result is defined in _result.py
 
@@ -271,6 +282,11 @@ class _LoadRun:
         self.pipes: list[Any] = []
         self.children: list[Any] = []
         self.fault_began: float | None = None
+        #: this run's own: its publishers are named after it (``<run>-<n>``), so their
+        #: sequences never meet an earlier run's, and events stamped before it began
+        #: are counted apart by the clients (``before_run``)
+        self.run_id = secrets.token_hex(4)
+        self.run_began = time.time()
 
     def run(self) -> Result:
         options = self.options
@@ -335,11 +351,10 @@ class _LoadRun:
                 child,
                 options.http_version,
             )
-            mine = dict(client_options)
+            mine = {**client_options, "run_began": self.run_began}
             if headers is not None:
                 mine["headers"] = headers[index :: self.processes]
-            if mine:
-                args += (mine,)
+            args += (mine,)
             proc = context.Process(target=subscriber_process, args=args, daemon=True)
             proc.start()
             self.pipes.append(parent)
@@ -353,7 +368,9 @@ class _LoadRun:
             if options.pattern_subtopics
             else self.topic_names
         )
-        prober = Prober(lambda: make_publisher(options), probed, options.probe_interval)
+        prober = Prober(
+            lambda: make_publisher(options), probed, options.probe_interval, self.run_id
+        )
         started = time.monotonic()
         if options.probing:
             prober.start()
@@ -368,7 +385,7 @@ class _LoadRun:
     async def publish(self) -> Published:
         """Warm up, then publish through the measured window."""
         options = self.options
-        phase = PublishPhase(options, self.topic_names)
+        phase = PublishPhase(options, self.topic_names, self.run_id)
         # The window's start goes to the clients before the warmup: a client
         # process starved of CPU may read its command pipe late, and one that
         # got it after the window began would reset its counts and miss events.
@@ -464,7 +481,10 @@ class _LoadRun:
             http_version=options.http_version,
             publisher=publisher_kind(options),
             unstamped=sum(f.get("foreign", 0) for f in finals),
+            before_run=sum(f.get("before_run", 0) for f in finals),
+            delivered_unanswered=sum(f.get("delivered_unanswered", 0) for f in finals),
         )
+        result.add_up()
         timing_results(result, finals)
         optional_results(
             result,
@@ -475,17 +495,7 @@ class _LoadRun:
             options.reconnect_after,
         )
         if options.reconnect_on_close:
-            result.reconnected_on_close = sum(f.get("reconnects_on_close", 0) for f in finals)
-            result.come_backs = sum(f.get("come_backs", 0) for f in finals)
-            result.connected_at_end = sum(f.get("live_at_end", 0) for f in finals)
-            result.reconnected_on_close_last = max(
-                (f.get("last_reconnect_on_close", 0.0) for f in finals), default=0.0
-            )
-            for final in finals:
-                for key, count in final.get("failures", {}).items():
-                    result.failures_in_run[key] = result.failures_in_run.get(key, 0) + count
-            if options.reconnect_after is None:  # (else counted with those reconnects)
-                result.reconnect_errors = sum(f.get("reconnect_errors", 0) for f in finals)
+            reconnect_on_close_results(result, finals, options.reconnect_after is None)
         if options.fault is not None:
             result.fault_began = self.fault_began
         _server_cpu(result, published, bool(options.server_pids()))

@@ -91,6 +91,14 @@ class ProcessStats:
     reconnects_on_close: int = 0  # streams the server ended, reconnected (reconnect_on_close)
     come_backs: int = 0  # reconnects answered with an end and no event (not back)
     loop_lag_max: float = 0.0  # seconds: the longest the process's loop was late (measured)
+    #: wall time the run began: an event stamped earlier was sent before this run (a
+    #: server replaying its buffer to new subscribers) and is counted apart, in
+    #: ``before_run``, never as received, lost, duplicated, latency or first event
+    run_began: float = 0.0
+    before_run: int = 0
+    #: events received, in the window, of publishes whose answer was lost (the server
+    #: took them after all): in ``received``, not in what the run expected
+    delivered_unanswered: int = 0
 
     def start_measuring(self, measure_from: float, measure_until: float = math.inf) -> None:
         """Count afresh events published at or after ``measure_from`` and before
@@ -98,6 +106,7 @@ class ProcessStats:
         self.measure_from = measure_from
         self.measure_until = measure_until
         self.received = self.measured = self.duplicates = self.lost = 0
+        self.delivered_unanswered = 0
         self.loop_lag_max = 0.0
         self.histogram = LatencyHistogram()
         self.slow_histogram = LatencyHistogram()

@@ -4,17 +4,20 @@ Theory of operation. A ``Subscriber`` is one SSE connection: httptools reads the
 response head and its chunked framing, sse_fast's parser the events. Each event goes
 through the process's shared ``Reading`` (``_reading.py``): an event of a name that does
 not count is skipped; one that counts gives its publish time, sequence number and
-publisher (its ``Stamp``), or is counted ``unstamped``. From the stamp the subscriber
-counts the event received (when published in the measured window), lost (a gap in
-its publisher's sequence numbers) or duplicated, and its latency.
+publisher (its ``Stamp``), or is counted ``unstamped``. An event stamped before the run
+began (a server replaying what it kept to a new subscriber) is counted ``before_run``
+and nothing else. From the stamp the subscriber counts the event received (when
+published in the measured window), lost (a gap in its publisher's sequence numbers) or
+duplicated, and its latency; a number an event lists as unanswered (``u``) that the
+stream had received counts as ``delivered_unanswered``.
 
 Each subscriber keeps the clock of its own request (``requested_at``, the moment the
 request was written): the response head gives its connect time, the first event that
 counts its time to first event. A subscriber that replaces a dropped one (a reconnect)
-carries its sequence numbers, its last event id and its first event over, and its
-clock is -1: its connect is not timed again. ``subscribe_all`` connects many at once,
-``connect_one`` one (the client processes' reconnects); the client processes are in
-``_clients.py``.
+carries its sequence numbers, its last event id
+and its first event over, and its clock is -1: its connect is not timed again.
+``subscribe_all`` connects many at once, ``connect_one`` one (the client processes'
+reconnects); the client processes are in ``_clients.py``.
 """
 
 from __future__ import annotations
@@ -70,8 +73,10 @@ class Subscriber(asyncio.Protocol):
         "delivered",
         "dropped",
         "first_event_at",
+        "first_seq",
         "http",
         "index",
+        "judged",
         "last_id",
         "last_seq",
         "lost_how",
@@ -108,6 +113,9 @@ class Subscriber(asyncio.Protocol):
         self.http = httptools.HttpResponseParser(self)
         self.parser = Parser()
         self.last_seq: dict[object, int] = {}  # per publisher
+        self.first_seq: dict[object, int] = {}  # per publisher: the first number seen
+        #: per publisher: the unanswered numbers already judged (``_judge_unanswered``)
+        self.judged: dict[object, set[int]] = {}
         self.transport: asyncio.Transport | None = None
         self.connected: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -229,6 +237,9 @@ class Subscriber(asyncio.Protocol):
                     stats.foreign += 1  # counts, but has no stamp where the paths point
                     continue
                 sent_at, seq, source = stamp
+            if sent_at is not None and sent_at < stats.run_began:
+                stats.before_run += 1  # sent before this run (a server's replayed buffer)
+                continue
             if not self.first_event_at:
                 self.first_event_at = now
                 if self.requested_at > 0:
@@ -240,15 +251,18 @@ class Subscriber(asyncio.Protocol):
                 stats.received += 1
             if seq is not None:
                 last = self.last_seq.get(source, -1)
+                if last < 0:
+                    self.first_seq[source] = seq
+                excused = body.get("u") if keys is not None else None
+                if excused.__class__ is list:
+                    self._judge_unanswered(source, excused, last, in_window)
                 if seq <= last:
                     stats.duplicates += 1
                 else:
                     if last >= 0 and seq != last + 1:
                         missing = seq - last - 1
-                        if keys is not None:  # not those whose publish got no answer
-                            excused = body.get("u")
-                            if excused.__class__ is list:
-                                missing -= sum(1 for u in excused if last < u < seq)
+                        if excused.__class__ is list:  # not those whose publish got no answer
+                            missing -= sum(1 for u in excused if last < u < seq)
                         stats.lost += missing
                     self.last_seq[source] = seq
             if stats.measuring and in_window and sent_at is not None:
@@ -258,6 +272,21 @@ class Subscriber(asyncio.Protocol):
                 else:
                     stats.histogram.add(now - sent_at)
                     stats.measured += 1
+
+    def _judge_unanswered(
+        self, source: object, unanswered: list[int], last: int, in_window: bool
+    ) -> None:
+        """The publisher lists the sequence numbers whose publish got no answer: each one
+        met here for the first time that this stream had received (between its first and
+        its last) was delivered though never acknowledged (``delivered_unanswered``, in
+        the window: the event listing it first comes right after it)."""
+        judged = self.judged.setdefault(source, set())
+        first = self.first_seq.get(source, last)
+        for number in unanswered:
+            if number not in judged:
+                judged.add(number)
+                if in_window and first <= number <= last:
+                    self.stats.delivered_unanswered += 1
 
     def retry_seconds(self, default: float) -> float:
         """The reconnection time the stream asked for (its last ``retry:``), else ``default``."""

@@ -208,8 +208,9 @@ def test_several_topics_and_publishers_lose_nothing() -> None:
             server.port, "--connections", "60", "--topics", "3", "--publishers", "2"
         )
     assert code == 0, output
-    assert re.search(r"x 3 topic\(s\) delivered=(\d+)/\1 ", output), output
-    assert " lost=0 dup=0 " in output
+    assert re.search(r"x 3 topic\(s\) published=\d+ delivered=(\d+)/\1 ", output), output
+    assert " lost=0 not-delivered-not-lost=0 may-have-been-published=0 " in output
+    assert " dup=0 " in output
 
 
 def test_probes_go_out_by_default_only_where_they_are_no_load_of_their_own() -> None:
