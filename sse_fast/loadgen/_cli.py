@@ -201,6 +201,13 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         "--source-field", default="w", help="publisher; sequences are per publisher (default w)"
     )
     stamps.add_argument(
+        "--seq-per-stream",
+        action="store_true",
+        help="the sequence starts again on each connection (a server's own counter, per "
+        "stream): a reconnected stream is followed afresh, its first numbers not counted "
+        "as duplicates (with --reconnect-on-close)",
+    )
+    stamps.add_argument(
         "--event",
         action="append",
         default=[],
@@ -328,6 +335,7 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
         "topic_names": args.topic or None,
         "probe": False if args.no_probe else None,
         "reconnect_on_close": args.reconnect_on_close,
+        "seq_per_stream": args.seq_per_stream,
         "retry": args.retry,
         "pattern_subtopics": args.pattern_subtopics,
     }

@@ -20,8 +20,10 @@ and "exit" work too.
 With ``reconnect_on_close``, a stream the server ends is reconnected the way a
 browser's EventSource does it: after the stream's ``retry`` (or the run's default),
 with ``Last-Event-ID``, again and again while it fails; its sequence numbers carry
-over, so events missing across the gap count as lost. Each subscriber has its index
-in the process (``by_index``); its path and extra headers are found by it.
+over, so events missing across the gap count as lost (with ``seq_per_stream``, for a
+server that numbers each stream from the start, they do not: the new stream is
+followed afresh). Each subscriber has its index in the process (``by_index``); its
+path and extra headers are found by it.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def subscriber_process(
     consumer) with ``slow_read`` / ``slow_pause`` / ``slow_rcvbuf``, ``stamps`` (a
     ``Stamps``: which events count, where their stamps are), ``headers`` (per path, the
     extra request header lines, each ending with CRLF), ``reconnect_on_close`` with
-    ``retry`` (seconds to wait when the stream named no ``retry``), ``run_began`` (wall
+    ``retry`` (seconds to wait when the stream named no ``retry``), ``seq_per_stream``
+    (a reconnected stream follows its sequence numbers afresh), ``run_began`` (wall
     time: events stamped earlier are counted apart, ``before_run``)."""
     import resource
 
@@ -116,6 +119,8 @@ class _ClientProcess:
         self.headers: list[str] | None = options.get("headers")
         self.reconnect_on_close = bool(options.get("reconnect_on_close"))
         self.retry = float(options.get("retry", 3.0))
+        #: the server numbers each stream from the start: a new one follows afresh
+        self.seq_per_stream = bool(options.get("seq_per_stream"))
         stats.run_began = float(options.get("run_began", 0.0))
         self.by_index: dict[int, Subscriber] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -181,9 +186,10 @@ class _ClientProcess:
         subscriber = Subscriber(self.stats, slow, self.reading, on_lost, index)
         if previous is not None:
             subscriber.requested_at = -1.0  # a reconnect: connect and first event not timed
-            subscriber.last_seq = previous.last_seq
-            subscriber.first_seq = previous.first_seq
-            subscriber.judged = previous.judged
+            if not self.seq_per_stream:
+                subscriber.last_seq = previous.last_seq
+                subscriber.first_seq = previous.first_seq
+                subscriber.judged = previous.judged
             subscriber.last_id = previous.last_id
             subscriber.first_event_at = previous.first_event_at
             if counts_back:

@@ -121,6 +121,9 @@ class LoadOptions:
     topic_names: list[str] | None = None  # None: bench-0, bench-1, ... (topics of them)
     probe: bool | None = None  # None: probe while connecting, with a publisher and <= 64 topics
     reconnect_on_close: bool = False
+    #: the server numbers each stream's events from the start (a ticker's counter): a
+    #: reconnected stream follows its sequence afresh, not as repeats of the last one
+    seq_per_stream: bool = False
     retry: float = 3.0  # seconds before a reconnect when the stream named no retry
     #: > 0: subscribe by pattern: each client asks for ``<topic>/*`` and the publishes of
     #: ``<topic>`` go to its subtopics ``<topic>/0`` ... ``<topic>/<n-1>`` in turn
@@ -164,6 +167,8 @@ class LoadOptions:
             options["stamps"] = self.stamps
         if self.reconnect_on_close:
             options.update(reconnect_on_close=True, retry=self.retry)
+        if self.seq_per_stream:
+            options["seq_per_stream"] = True
         if self.first_event_probe:
             options["storm"] = True
         if self.slow_every:

@@ -14,7 +14,7 @@ stream had received counts as ``delivered_unanswered``.
 Each subscriber keeps the clock of its own request (``requested_at``, the moment the
 request was written): the response head gives its connect time, the first event that
 counts its time to first event. A subscriber that replaces a dropped one (a reconnect)
-carries its sequence numbers, its last event id
+carries its sequence numbers (unless they start again per stream), its last event id
 and its first event over, and its clock is -1: its connect is not timed again.
 ``subscribe_all`` connects many at once, ``connect_one`` one (the client processes'
 reconnects); the client processes are in ``_clients.py``.

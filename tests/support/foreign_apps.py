@@ -15,7 +15,8 @@ starts one on a free loopback port and stops it. Two apps:
 ``ticker``
     The server publishes by itself: ``GET /ticks`` sends ``event: tick`` with data
     ``{"ts": <wall-clock ms>, "n": <n>}`` every ``FOREIGN_TICK`` seconds (0.05),
-    ``n`` counting from 1 per stream; a comment ``: keepalive`` between.
+    ``n`` counting from 1 per stream; a comment ``: keepalive`` between. With
+    ``?end_after=K`` each stream ends after its K-th tick (as a restart would end it).
 """
 
 from __future__ import annotations
@@ -117,10 +118,12 @@ TICK = float(os.environ.get("FOREIGN_TICK", "0.05"))
 
 
 async def _ticks(request: Request) -> Response:
+    end_after = int(request.query_params.get("end_after", "0"))
+
     async def events() -> AsyncIterator[Any]:
         n = 0
         next_at = time.monotonic()
-        while True:
+        while not end_after or n < end_after:
             next_at += TICK
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             n += 1

@@ -1,6 +1,7 @@
 """What ``sse-fast loadgen`` counts, against real servers: only its own run's events (a
-rerun on Nchan, which replays its buffer to new subscribers), and result lines that add
-up (published, delivered, lost, not delivered nor lost, may have been published)."""
+rerun on Nchan, which replays its buffer to new subscribers), a sequence that starts
+again per stream (``--seq-per-stream``), and result lines that add up (published,
+delivered, lost, not delivered nor lost, may have been published)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 from tests.tools.test_loadgen_any_server import loadgen
 
@@ -45,6 +49,28 @@ def test_a_rerun_on_nchan_counts_only_its_own_events(tmp_path: Path) -> None:
     assert second["before_run"] >= 30 * first["published"] // 2, runs[1][1]
     assert re.search(r"before-run=\d+", runs[1][1])
     assert "counted apart" in runs[1][1]
+
+
+@pytest.mark.parametrize("per_stream", [False, True], ids=["one-sequence", "seq-per-stream"])
+def test_a_counter_that_starts_again_per_stream(per_stream: bool, tmp_path: Path) -> None:
+    """A ticker numbers each stream's ticks from 1 and ends it after 8 (as a restart
+    does); reconnected, the numbers start again: repeats, unless ``--seq-per-stream``."""
+    with serve_foreign("ticker") as (base, _):
+        code, output, result = loadgen(
+            *("--url", f"{base}/ticks?end_after=8", "--no-publish", "--event", "tick"),
+            *("--time-field", "ts", "--time-unit", "ms", "--seq-field", "n"),
+            *("--source-field", "", "--reconnect-on-close", "--retry", "0.1"),
+            *("--connections", "6", "--duration", "1.5"),
+            *(["--seq-per-stream"] if per_stream else []),
+            tmp_path=tmp_path,
+        )
+    # each stream ends every 0.4 s: 3 or more reconnects each in 1.5 s (and the warmup)
+    assert result["reconnected_on_close"] >= 6 * 3, output
+    assert result["delivered"] > 6 * 10 and result["lost"] == 0, output
+    if per_stream:
+        assert code == 0 and result["duplicates"] == 0, output
+    else:  # the numbers the new stream starts with were seen before
+        assert code == 1 and result["duplicates"] >= 6 * 8, output
 
 
 class PubSub:
