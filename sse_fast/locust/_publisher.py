@@ -22,9 +22,13 @@ from locust import FastHttpUser, task
 from ..loadtarget import CommandPublish, HttpPublish
 from . import _options
 
-__all__ = ["PublisherUser"]
+__all__ = ["PUBLISHED_THROUGH", "UNANSWERED", "PublisherUser"]
 
 _publisher_numbers = itertools.count(1)
+#: at a publisher's stop, a row whose length is its last confirmed sequence number
+PUBLISHED_THROUGH = "published through"
+#: one row per publish sent whose answer was lost (it may have been published)
+UNANSWERED = "publish unanswered"
 
 
 class PublisherUser(FastHttpUser):
@@ -75,6 +79,20 @@ class PublisherUser(FastHttpUser):
         self.s = 0  # last confirmed sequence number
         self.r = 0  # attempts so far for sequence self.s + 1
         self.next_at = time.monotonic()
+
+    def on_stop(self) -> None:
+        """Report the last sequence number confirmed (``PUBLISHED_THROUGH``)."""
+        self._row(PUBLISHED_THROUGH, length=self.s)
+
+    def _row(self, name: str, length: int = 0) -> None:
+        self.environment.events.request.fire(
+            request_type="SSE",
+            name=name,
+            response_time=0,
+            response_length=length,
+            exception=None,
+            context={},
+        )
 
     def wait_time(self) -> float:
         """Seconds until the next publish is due, keeping ``--publish-rate`` (no burst after
@@ -127,6 +145,8 @@ class PublisherUser(FastHttpUser):
                 error = getattr(response, "error", None)
                 why = (response.text or "") if status else repr(error)
                 response.failure(f"publish not confirmed: {status} {why:.200}")
+                if not status and not isinstance(error, ConnectionRefusedError):
+                    self._row(UNANSWERED)  # sent, its answer lost: it may have been published
         return ok
 
     def _run(self, target: CommandPublish, data: str) -> bool:

@@ -11,7 +11,8 @@ act only when a user class of this package (or a subclass) runs:
   (``event``, ``first event``, ``lost`` ...) are created;
 * ``quitting`` (after the master has the workers' last figures): the failures are
   sorted into lost, duplicates, publish failures, refusals and stream errors, each
-  compared with its threshold, a summary is logged, and
+  compared with its threshold, a summary is logged (published, delivered, lost, not
+  delivered nor lost, may have been published: see ``summary``), and
   ``environment.process_exit_code`` is set: ``--exit-code-on-error`` (1) when a
   threshold is exceeded, when fewer than ``--sse-min-events`` events counted, or
   when a row outside these kinds failed (locust's own rule for those), else 0;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import csv
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +36,8 @@ from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 from ..protocol import DISCONNECT, MISSED
 from . import _options
-from ._publisher import PublisherUser
-from ._subscriber import SSE, UNTIMED, SSEUser
+from ._publisher import PUBLISHED_THROUGH, UNANSWERED, PublisherUser
+from ._subscriber import BEFORE_RUN, LAST_SEEN, SSE, UNTIMED, SSEUser
 
 log = logging.getLogger("sse_fast.locust")
 
@@ -65,6 +67,8 @@ def _add_arguments(parser: Any) -> None:
 def _on_init(environment: Any, **_: Any) -> None:
     global _environment
     _environment = environment
+    # before any user: an event stamped earlier was sent before this run (SSEUser)
+    environment.sse_run_began = time.time()
     # gevent's loop caches "now" and has not run since locust's imports began: a timer
     # set from it (locust's --run-time) would fire early by the seconds those took
     gevent.get_hub().loop.update_now()
@@ -190,7 +194,9 @@ def _on_quitting(environment: Any, **_: Any) -> None:
 
 
 def summary(environment: Any) -> str:
-    """One line of the run's figures."""
+    """One line of the run's figures: published (confirmed), delivered, lost, not
+    delivered nor lost, may have been published (sent, the answer lost), and the events
+    sent before this run (counted apart) when there were any."""
     entries = environment.stats.entries
     kinds, counted, _ = tally(environment)
     parts = [f"{counted} events"]
@@ -206,7 +212,17 @@ def summary(environment: Any) -> str:
     def count(name: str) -> int:
         return getattr(entries.get((name, SSE)), "num_requests", 0)
 
+    confirmed = sum(
+        entry.num_requests - entry.num_failures
+        for key, entry in entries.items()
+        if key in tally_publishes(environment)
+    )
+    parts[0] = f"published {confirmed}, delivered {parts[0]}"
     parts.append(f"lost {count('lost')} in {count('gap')} gaps")
+    parts.append(f"not delivered, not lost {not_delivered_not_lost(entries)}")
+    parts.append(f"may have been published {count(UNANSWERED)}")
+    if count(BEFORE_RUN):
+        parts.append(f"sent before this run {count(BEFORE_RUN)} (counted apart)")
     parts.append(f"duplicate {count('duplicate')}")
     parts.append(f"reconnect {count('reconnect')}")
     parts.append(f"{MISSED} {count(MISSED)}")
@@ -217,6 +233,27 @@ def summary(environment: Any) -> str:
     ):
         parts.append(f"{label} {kinds[option].found}/{kinds[option].attempts}")
     return ", ".join(parts)
+
+
+def tally_publishes(environment: Any) -> set[tuple[str, str]]:
+    """The rows of the publishes of this run's publisher classes."""
+    _, publishers = _ours(environment)
+    return {(n, t) for t, n in (_options.publish_row(c, environment) for c in publishers)}
+
+
+def not_delivered_not_lost(entries: Any) -> int:
+    """Events published (confirmed) after the last one each subscriber saw of each
+    publisher: neither delivered nor shown missing by a later event (streams open but
+    silent, or the server gone). From the ``published through`` rows (the publishers'
+    last numbers) and the ``last seen`` rows (each subscriber's, per publisher it
+    followed), on the rule of one topic: every subscriber follows every publisher."""
+    through = entries.get((PUBLISHED_THROUGH, SSE))
+    seen = entries.get((LAST_SEEN, SSE))
+    if through is None or seen is None or not through.num_requests:
+        return 0
+    per_publisher = seen.num_requests / through.num_requests
+    owed: int = round(per_publisher * int(through.total_content_length))
+    return max(0, owed - int(seen.total_content_length))
 
 
 @events.quit.add_listener

@@ -2,12 +2,13 @@
 
 A connection: ``GET`` the subscription's URL with its headers (and ``Last-Event-ID``
 on a reconnection), read the body in raw chunks through ``sse_fast.Parser``, and
-report each event as a locust request of type ``SSE``. Which events count, and the
-publish time and sequence each carries, come from ``counts`` and ``read_stamp``
-(``Stamps`` by default). Sequences are followed per publisher (the stamp's source)
-across reconnections, or per connection with ``sequence_per_stream``. When the
-stream ends, fails, or is ended by ``reconnect_every``, the user waits ``retry`` and
-connects again, as a browser does.
+report each event as a locust request of type ``SSE`` (one stamped before the run
+began, a server's replay, as a ``sent before this run`` row and nothing else). Which
+events count, and the publish time and sequence each carries, come from ``counts``
+and ``read_stamp`` (``Stamps`` by default). Sequences are followed per publisher (the
+stamp's source; ``Sequences``) across reconnections, or per connection with
+``sequence_per_stream``. When the stream ends, fails, or is ended by
+``reconnect_every``, the user waits ``retry`` and connects again, as a browser does.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ __all__ = [
 SSE = "SSE"
 #: the row of counted events that carry no publish time
 UNTIMED = "event (no time)"
+#: the row of events stamped before the run began (a server replaying what it kept)
+BEFORE_RUN = "sent before this run"
+#: at a user's stop, one row per publisher it followed: the last sequence number seen
+LAST_SEEN = "last seen"
 #: an ``sse-fast-disconnect`` for these reasons is a server restarting, not a failure:
 #: a stream ended by a drain, or a connection told to come back while a server drains
 #: or starts
@@ -191,11 +196,13 @@ class SSEUser(FastHttpUser):
         self.retry_ms: int = round(retry * 1000)  # until the stream sends retry:
         self.next_wait: float = 0.0  # seconds before the next connection
         self.down_since: float | None = None  # when the previous stream ended
-        self.seen: dict[Any, tuple[int, int]] = {}  # source -> (last sequence, its attempt)
+        self.sequences = Sequences()  # per publisher, the last number seen
         self._attempt_path = _attempt_path(self.stamps)
         self._default_reader = type(self).read_stamp is SSEUser.read_stamp
         self._requested_at = 0.0
         self._first_pending = False
+        #: events stamped earlier were sent before this run: a row apart, nothing else
+        self.run_began = float(getattr(environment, "sse_run_began", 0.0)) or time.time()
         self._fire = environment.events.request.fire
 
     # -- what users override ---------------------------------------------------
@@ -235,6 +242,12 @@ class SSEUser(FastHttpUser):
             attempt = found if isinstance(found, int) and not isinstance(found, bool) else 0
         return stamp, attempt
 
+    def on_stop(self) -> None:
+        """Report the last sequence number seen of each publisher (``LAST_SEEN``): with
+        the publishers' last, what was neither delivered nor lost (``_report``)."""
+        for last in self.sequences.last_numbers():
+            self.report(LAST_SEEN, length=last)
+
     # -- the connection ----------------------------------------------------------
 
     def wait_time(self) -> float:
@@ -268,7 +281,7 @@ class SSEUser(FastHttpUser):
         if self.last_event_id is not None and self.resume:
             headers["Last-Event-ID"] = self.last_event_id
         if self.sequence_per_stream:
-            self.seen.clear()
+            self.sequences.clear()
         self._requested_at = time.time()
         with self.client.request(
             "GET",
@@ -390,6 +403,9 @@ class SSEUser(FastHttpUser):
             stamp, attempt = self._read(ev)
         else:
             stamp, attempt = self.read_stamp(ev), 0
+        if stamp is not None and stamp.sent_at is not None and stamp.sent_at < self.run_began:
+            self.report(BEFORE_RUN, length=len(data))  # not latency, first event, sequence
+            return
         if self._first_pending:
             self._first_pending = False
             self.report("first event", max(0.0, (now - self._requested_at) * 1000), len(data))
@@ -411,27 +427,51 @@ class SSEUser(FastHttpUser):
 
     def _follow(self, source: Any, s: int, r: int, length: int) -> None:
         """Count a gap (lost events) or a repeat (a duplicate) in ``source``'s sequence."""
-        last = self.seen.get(source)
-        if last is None:  # first event from this publisher on this user: the baseline
-            self.seen[source] = (s, r)
-            return
-        last_s, last_r = last
-        if s == last_s + 1:
-            self.seen[source] = (s, r)
-        elif s > last_s + 1:
-            self.seen[source] = (s, r)
-            missing = s - last_s - 1
+        kind, missing = self.sequences.follow(source, s, r)
+        if kind == "gap":
             self.report("gap", length=missing)
             gap = LostEvents("events missing from a publisher's sequence")
             for n in range(missing):
                 self.report("lost", exc=gap)
                 if n % 1000 == 999:
                     gevent.sleep(0)  # a huge gap must not starve the other users
-        elif s == last_s and r != last_r:
-            self.seen[source] = (s, max(r, last_r))
-            self.report("republished", length=length)  # a resend after an unconfirmed publish
-        else:
+        elif kind == "republished":  # a resend after an unconfirmed publish
+            self.report("republished", length=length)
+        elif kind == "duplicate":
             self.report("duplicate", exc=DuplicateEvent("event received again"))
+
+
+class Sequences:
+    """The sequences one user follows: per publisher, its last number and that
+    number's attempt (``r``: a resend after an unconfirmed publish is no duplicate)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[Any, tuple[int, int]] = {}  # source -> (last sequence, its attempt)
+
+    def clear(self) -> None:
+        """Follow afresh (a stream whose numbers start again)."""
+        self.seen.clear()
+
+    def last_numbers(self) -> list[int]:
+        """The last number seen of each publisher."""
+        return [last for last, _ in self.seen.values()]
+
+    def follow(self, source: Any, s: int, r: int) -> tuple[str, int]:
+        """Number ``s`` (attempt ``r``) of ``source``: ``("in order", 0)`` (the first one
+        too: the baseline), ``("gap", missing)``, ``("republished", 0)`` or
+        ``("duplicate", 0)``."""
+        last = self.seen.get(source)
+        if last is None or s == last[0] + 1:
+            self.seen[source] = (s, r)
+            return "in order", 0
+        last_s, last_r = last
+        if s > last_s + 1:
+            self.seen[source] = (s, r)
+            return "gap", s - last_s - 1
+        if s == last_s and r != last_r:
+            self.seen[source] = (s, max(r, last_r))
+            return "republished", 0
+        return "duplicate", 0
 
 
 def _attempt_path(stamps: Stamps | None) -> tuple[str, ...] | None:
