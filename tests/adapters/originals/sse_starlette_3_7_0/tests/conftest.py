@@ -102,15 +102,38 @@ class _AutojumpSelector(selectors.DefaultSelector):
 class _VirtualTimeLoop(asyncio.SelectorEventLoop):
     """An event loop whose time() starts at 0 and moves only by the selector's jumps."""
 
+    #: how many were made (the check below: a test of VIRTUAL_TIME really ran on one)
+    made = 0
+
     def __init__(self):
         self._virtual_now = 0.0
         super().__init__(_AutojumpSelector(self._advance))
+        _VirtualTimeLoop.made += 1
 
     def _advance(self, seconds):
         self._virtual_now += seconds
 
     def time(self):
         return self._virtual_now
+
+
+_made_before = {}
+
+
+def pytest_runtest_setup(item):
+    """change 3: how many virtual-time loops there were before this test."""
+    _made_before[item.nodeid] = _VirtualTimeLoop.made
+
+
+def pytest_runtest_teardown(item):
+    """change 3: a test of VIRTUAL_TIME that ran on any other loop fails by name (should
+    pytest-asyncio stop asking pytest_asyncio_loop_factories, it would race the wall
+    clock again, unseen)."""
+    if item.name in VIRTUAL_TIME and _VirtualTimeLoop.made == _made_before.pop(item.nodeid):
+        raise AssertionError(
+            f"{item.name} did not run on _VirtualTimeLoop: pytest-asyncio no longer takes "
+            "the loop from pytest_asyncio_loop_factories (conftest change 3)"
+        )
 
 
 def pytest_asyncio_loop_factories(config, item):
