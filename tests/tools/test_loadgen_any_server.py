@@ -15,9 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ from sse_fast.loadtarget import Stamp, Stamps
 from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
+from tests.support.thread_server import ThreadServer, running
 
 SSE_FAST = os.path.join(os.path.dirname(sys.executable), "sse-fast")
 #: a short run: one client process, one source address
@@ -294,20 +293,18 @@ def test_a_reader_that_cannot_reach_the_clients_is_refused() -> None:
         )
 
 
-class ClosingServer:
+class ClosingServer(ThreadServer):
     """An SSE server that ends every stream after ``per_stream`` events (``retry: 100``)
     and resumes from ``Last-Event-ID``, skipping ``skip`` event numbers when it does: a
     server whose resume really loses events. Counts the resumes it served."""
 
     def __init__(self, per_stream: int = 8, skip: int = 0) -> None:
+        super().__init__()
         self.per_stream = per_stream
         self.skip = skip
         self.resumes = 0
-        self.port = 0
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = (await reader.readuntil(b"\r\n\r\n")).decode()
         last = re.search(r"(?im)^last-event-id: *(\d+)", head)
         n = 0
@@ -329,38 +326,12 @@ class ClosingServer:
             await writer.drain()
         writer.close()
 
-    def run(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            self.stop = asyncio.Event()
-            server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
-            self.ready.set()
-            async with server:
-                await self.stop.wait()
-
-        asyncio.run(main())
-
-
-@contextlib.contextmanager
-def closing_server(skip: int) -> Iterator[ClosingServer]:
-    server = ClosingServer(skip=skip)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.ready.wait(10)
-    try:
-        yield server
-    finally:
-        assert server.loop is not None
-        server.loop.call_soon_threadsafe(server.stop.set)
-        thread.join(10)
-
 
 @pytest.mark.parametrize("skip", [0, 1], ids=["resumes-exactly", "resume-loses-one"])
 def test_streams_the_server_ends_are_reconnected_and_their_gaps_lost(
     skip: int, tmp_path: Path
 ) -> None:
-    with closing_server(skip) as server:
+    with running(ClosingServer(skip=skip)) as server:
         code, output, result = loadgen(
             "--url",
             f"http://127.0.0.1:{server.port}/stream",

@@ -9,8 +9,6 @@ import asyncio
 import contextlib
 import json
 import re
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
+from tests.support.thread_server import ThreadServer, running
 from tests.tools.test_loadgen_any_server import loadgen
 
 
@@ -73,7 +72,7 @@ def test_a_counter_that_starts_again_per_stream(per_stream: bool, tmp_path: Path
         assert code == 1 and result["duplicates"] >= 6 * 8, output
 
 
-class PubSub:
+class PubSub(ThreadServer):
     """A small pub/sub server on loopback: ``GET /sub/<topic>`` (an SSE stream) and
     ``POST /pub/<topic>`` (the body is the event's data; 201). Publish number
     ``silent_after`` + 1 and later are answered but sent to nobody (a server keeping its
@@ -82,27 +81,11 @@ class PubSub:
     with the answer in flight)."""
 
     def __init__(self, silent_after: int = 0, unanswered_at: int = 0) -> None:
+        super().__init__()
         self.silent_after = silent_after
         self.unanswered_at = unanswered_at
         self.publishes = 0
         self.streams: dict[str, list[asyncio.StreamWriter]] = {}
-        self.port = 0
-        self.ready = threading.Event()
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.stop: asyncio.Event | None = None
-        self.handlers: set[asyncio.Task[None]] = set()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.handlers.add(task)
-        try:
-            await self.serve(reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            self.handlers.discard(task)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
@@ -132,35 +115,6 @@ class PubSub:
                 writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
                 await writer.drain()
 
-    def run(self) -> None:
-        async def main() -> None:
-            self.loop = asyncio.get_running_loop()
-            self.stop = asyncio.Event()
-            server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-            self.port = server.sockets[0].getsockname()[1]
-            self.ready.set()
-            async with server:
-                await self.stop.wait()
-                for task in list(self.handlers):  # every connection closed before the loop
-                    task.cancel()
-                await asyncio.gather(*self.handlers, return_exceptions=True)
-
-        asyncio.run(main())
-
-
-@contextlib.contextmanager
-def pubsub(**modes: int) -> Iterator[PubSub]:
-    server = PubSub(**modes)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    assert server.ready.wait(10)
-    try:
-        yield server
-    finally:
-        assert server.loop is not None and server.stop is not None
-        server.loop.call_soon_threadsafe(server.stop.set)
-        thread.join(10)
-
 
 def run_on(server: PubSub, tmp_path: Path) -> tuple[int, str, dict[str, Any]]:
     """10 subscribers of one topic, 20 publishes/s: about 16 before the window (the
@@ -185,7 +139,7 @@ def adds_up(result: dict[str, Any]) -> bool:
 
 
 def test_streams_open_but_silent_are_named_on_the_line(tmp_path: Path) -> None:
-    with pubsub(silent_after=22) as server:
+    with running(PubSub(silent_after=22)) as server:
         code, output, result = run_on(server, tmp_path)
     assert code == 1, output
     assert result["lost"] == 0 and result["publish_unanswered"] == 0, output
@@ -198,7 +152,7 @@ def test_streams_open_but_silent_are_named_on_the_line(tmp_path: Path) -> None:
 
 
 def test_a_publish_whose_answer_was_lost_is_named_on_the_line(tmp_path: Path) -> None:
-    with pubsub(unanswered_at=22) as server:
+    with running(PubSub(unanswered_at=22)) as server:
         code, output, result = run_on(server, tmp_path)
     assert result["publish_unanswered"] == 1, output
     # the server took it: each subscriber got it, not expected, and it adds up

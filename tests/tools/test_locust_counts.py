@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from tests.support.nchan import nchan_server
-from tests.tools.test_loadgen_counts import pubsub
+from tests.support.thread_server import running
+from tests.tools.test_loadgen_counts import PubSub
 from tests.tools.test_locust_any_server import run_locust
 
 
@@ -49,7 +50,7 @@ def test_a_rerun_on_nchan_counts_only_its_own_events(tmp_path: Path) -> None:
 def test_the_summary_names_what_was_neither_delivered_nor_lost(tmp_path: Path) -> None:
     """A server that answers every publish but, after the 20th, sends them to nobody
     (streams open but silent), and loses the answer of the 5th."""
-    with pubsub(silent_after=20, unanswered_at=5) as server:
+    with running(PubSub(silent_after=20, unanswered_at=5)) as server:
         run = run_locust(
             tmp_path,
             f"http://127.0.0.1:{server.port}",
