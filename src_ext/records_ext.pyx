@@ -120,9 +120,10 @@ def pack_events(items, double wall):
     return out
 
 
-def scan_records(bytes data, Py_ssize_t start, event_type):
+def scan_records(bytes data, Py_ssize_t start, event_type, Py_ssize_t stop=-1):
     cdef const uint8_t *base = <const uint8_t *>PyBytes_AS_STRING(data)
     cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t limit = size if stop < 0 or stop > size else stop
     cdef Py_ssize_t offset = start
     cdef Py_ssize_t length, body, end, at_id, at_names, at_frame
     cdef uint32_t id_size, names_size
@@ -140,7 +141,7 @@ def scan_records(bytes data, Py_ssize_t start, event_type):
     cdef bint build = event_type is not None
     if offset < 0:
         raise ValueError("start must not be negative")
-    while offset < size:
+    while offset < limit:
         if size - offset < _PREFIX:
             damage = "a record's length is cut short"
             break

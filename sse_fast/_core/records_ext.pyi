@@ -18,7 +18,7 @@ MAX_RECORD: int
 
 def pack_events(items: Sequence[Any], wall: float) -> bytes: ...
 def scan_records(
-    data: bytes, start: int, event_type: type[Any] | None
+    data: bytes, start: int, event_type: type[Any] | None, stop: int = -1
 ) -> tuple[list[Any], list[tuple[int, int, bytes]], int, int, int, str, int]: ...
 
 @disjoint_base  # a Cython cdef class

@@ -24,9 +24,12 @@ Theory of operation
   goes into ``live`` (that segment's topics while it is written: when it is
   sealed, their counts are the ordinals of their newest events in it). One
   lookup per topic and event, the dicts the caller's, changed in place.
-* ``scan_records(data, start, event_type)``: the records of ``data`` from byte
-  ``start`` until the end or the first one that does not check out (its
-  length runs past the end, or its CRC does not match). Returns
+* ``scan_records(data, start, event_type, stop=-1)``: the records of ``data``
+  from byte ``start`` until the end or the first one that does not check out
+  (its length runs past the end, or its CRC does not match); with ``stop``
+  not negative, only those that begin before byte ``stop`` (a slice of a
+  segment: the caller goes on from ``end``, and a reader gives other threads
+  the GIL between slices). Returns
   ``(events, others, count, last, end, damage, last_kind)``: each event as
   ``tuple.__new__(event_type, (position, id, topics, frame, wall, given))``
   (none with ``event_type`` None: only counted), the other records as
@@ -80,12 +83,13 @@ def pack_events(items: Sequence[Any], wall: float) -> bytes:
 
 
 def scan_records(
-    data: bytes, start: int, event_type: type[Any] | None
+    data: bytes, start: int, event_type: type[Any] | None, stop: int = -1
 ) -> tuple[list[Any], list[tuple[int, int, bytes]], int, int, int, str, int]:
     if start < 0:
         raise ValueError("start must not be negative")
     view = memoryview(data)
     size = len(data)
+    limit = size if stop < 0 or stop > size else stop
     events: list[Any] = []
     others: list[tuple[int, int, bytes]] = []
     unpack_prefix = _PREFIX.unpack_from
@@ -97,7 +101,7 @@ def scan_records(
     offset = start
     count = last = last_kind = 0
     damage = ""
-    while offset < size:
+    while offset < limit:
         if size - offset < prefix:
             damage = "a record's length is cut short"
             break

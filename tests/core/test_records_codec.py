@@ -106,6 +106,39 @@ def test_both_read_any_bytes_the_same_way(
     assert answers[0] == answers[1]
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    items=ITEMS,
+    step=st.integers(1, 400),
+    cut=st.integers(0, 10_000),
+    tail=st.binary(max_size=40),
+)
+def test_reading_a_slice_at_a_time_gives_the_same_records(
+    impl: SimpleNamespace, items: list[Item], step: int, cut: int, tail: bytes
+) -> None:
+    """``stop``: only the records that begin before it, the caller going on from
+    ``end`` (a reader's slices, ``brokers/durable/_records.py``): the same events,
+    other records, end and reason to stop as one read of the whole."""
+    data = bytes(_record(b"\x04\x01boot-id") + impl.pack_events(items, 1.5))
+    data = data[: cut % (len(data) + 1)] + tail
+    whole = impl.scan_records(data, 0, Event)
+    events: list[Any] = []
+    others: list[tuple[int, int, bytes]] = []
+    count = last = last_kind = end = 0
+    while True:
+        part, rare, counted, newest, end, damage, kind = impl.scan_records(
+            data, end, Event, end + step
+        )
+        events += part
+        others += rare
+        count += counted
+        last = newest if counted else last
+        last_kind = kind or last_kind
+        if damage or end >= len(data):
+            break
+    assert (events, others, count, last, end, damage, last_kind) == whole
+
+
 @pytest.mark.parametrize(
     ("data", "damage"),
     [
