@@ -13,13 +13,20 @@ import logging
 import time
 from typing import Any
 
+from .._collector import gc_paused
 from .._core import EncodeError
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from ._sequencing import RecentIds, first_position, sequence_once
 from .durable import EventLog, StoreWriteError
-from .durable._restore import RestoreProgress, remember_ids, restore_gradually
+from .durable._restore import (
+    RestoreProgress,
+    let_go,
+    read_stoppably,
+    remember_ids,
+    restore_gradually,
+)
 
 __all__ = [
     "LocalBroker",
@@ -55,12 +62,18 @@ class LocalBroker(Broker):
             return
         started = time.perf_counter()
         self.progress = progress = RestoreProgress()
-        loaded = await asyncio.to_thread(store.open)
-        self.first_position = loaded.first_position
-        self.next_position = store.next_position
-        self.lost = loaded.lost
-        self.restored = await restore_gradually(self, loaded.events, loaded.lost, progress)
-        ids = await asyncio.to_thread(remember_ids, self.recent, loaded.events)
+        with gc_paused():  # while the events read back are held (``sse_fast/_collector.py``)
+            loaded = await read_stoppably(lambda stop: store.open(stop=stop))
+            self.first_position = loaded.first_position
+            self.next_position = store.next_position
+            self.lost = loaded.lost
+            try:
+                self.restored = await restore_gradually(self, loaded.events, loaded.lost, progress)
+                ids = await asyncio.to_thread(remember_ids, self.recent, loaded.events)
+                await let_go(loaded.events)  # before the collector runs again
+            except BaseException:  # a stop meanwhile: freed at once, still paused
+                loaded.events.clear()
+                raise
         log.info(
             "data directory %s: %d events restored, %d publisher ids remembered, in %.2f s "
             "(next position %d)",

@@ -18,11 +18,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
+from .._collector import gc_paused
 from .._control import disconnect_frame
 from .._core import encode
 from ..protocol import Reason
@@ -32,23 +31,7 @@ from ._fanout import FanOut
 from ._subscription import Subscription
 from ._topics import Topics
 
-__all__ = [
-    "Lifecycle",
-    "gc_paused",
-]
-
-
-@contextlib.contextmanager
-def gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection inside (reference counting frees as ever); the
-    collector's state is restored after, whatever it was (a host application's)."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+__all__ = ["Lifecycle"]
 
 
 class Lifecycle:

@@ -95,7 +95,7 @@ class RelayBroker(Broker):
         replays the rest from its log): each worker of a restarted server loads it, in parallel."""
         self.progress = progress = RestoreProgress()
         loaded = await read_into(self, self.store_dir, progress)
-        if loaded.events and loaded.sequence is not None:
+        if loaded.count and loaded.sequence is not None:
             self.sequence = loaded.sequence
 
     async def _connect(self) -> asyncio.StreamReader:

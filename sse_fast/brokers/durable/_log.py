@@ -55,6 +55,8 @@ from ._records import (
 from ._retention import count_loaded, dead, forget
 
 if TYPE_CHECKING:
+    import threading
+
     from ...settings import Settings
 
 __all__ = ["FSYNC_POLICIES", "EventLog", "StoreWriteError", "log_options", "settle"]
@@ -124,13 +126,14 @@ class EventLog:
 
     # ---------------------------------------------------------------- opening
 
-    def open(self, events: bool = True) -> Loaded:
+    def open(self, events: bool = True, stop: threading.Event | None = None) -> Loaded:
         """Read the directory (``read``'s checks: ``StoreError`` when it lost events,
         unless ``recover``), start a new segment; return what it held (without
         ``events``: checked only, for a writer closed at once). Where positions may be
-        lost they are recorded so, and never given again (``_positions``)."""
+        lost they are recorded so, and never given again (``_positions``). ``stop``
+        set while the segments are read: ``ReadStopped``, nothing written."""
         self.checkpoints.remove_leftover()
-        loaded = read(self.path, writer=True, recover=self.recover, events=events)
+        loaded = read(self.path, writer=True, recover=self.recover, events=events, stop=stop)
         self.segments = loaded.segments
         self.bytes = sum(segment.size for segment in self.segments)
         count_loaded(_by_segment(loaded), self.tallies)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 
 from ..._core import Tally
@@ -117,6 +118,7 @@ def read(
     events: bool = True,
     recover: bool = False,
     checks: bool = False,
+    stop: threading.Event | None = None,
 ) -> Loaded:
     """Read every segment of ``path``. A reader takes what it finds (a torn end may
     be a write in progress). The writer first checks the directory
@@ -127,7 +129,9 @@ def read(
     ``checks`` makes a reader refuse what the writer would, changing nothing (a
     supervisor, before its workers start). Without ``events`` the records are only
     checked (``Loaded.count``). A file that is not ours, or segments of different
-    stores, raise ``StoreError`` naming the file."""
+    stores, raise ``StoreError`` naming the file. A reader in a thread may be told
+    to give up (``stop`` set): ``ReadStopped`` within a slice of a segment
+    (``records.scan``)."""
     loaded = Loaded()
     names = _list(path)
     checking = writer or checks
@@ -161,7 +165,7 @@ def read(
                 "as the files before it): the data directory holds files of two servers; "
                 "move the foreign ones away"
             )
-        result = scan(data, full, events)
+        result = scan(data, full, events, stop)
         if result.torn and not newest and not checking:
             raise StoreError(
                 f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "
@@ -173,6 +177,12 @@ def read(
         del data
     if checking:
         _check(path, loaded, found, checkpoint, recover, events, act=writer)
+    _gather(loaded, found)
+    return loaded
+
+
+def _gather(loaded: Loaded, found: list[Found]) -> None:
+    """What the segments read (``found``, in order) hold, into ``loaded``."""
     for segment in found:
         result = segment.scan
         loaded.count += result.count
@@ -189,7 +199,6 @@ def read(
             loaded.boot = result.boot
     if loaded.events:
         loaded.first_position = min(loaded.first_position, loaded.events[0].position)
-    return loaded
 
 
 def _checkpoint_of(path: str, loaded: Loaded, writer: bool) -> Checkpoint | None:

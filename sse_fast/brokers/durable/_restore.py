@@ -4,35 +4,50 @@ Used where a server starts on its data directory: by the local broker (which
 also writes it) and by each worker of the relay (which only reads it, then
 joins the relay's sequence where it is: ``RelayBroker``). A server's start
 restores gradually (``restore_gradually``, ``read_into``): the files are read
-in a thread and the events applied a chunk at a time with a turn of the event
-loop between chunks, so the worker answers ``/livez`` and ``/readyz`` all along;
-``RestoreProgress`` says how far it is.
+in a thread (``read_stoppably``), which gives the event loop the GIL between
+slices of a segment (``records.scan``), and the events applied a chunk at a time
+with a turn of the event loop between chunks, so the worker answers ``/livez``
+and ``/readyz`` all along; ``RestoreProgress`` says how far it is. The
+cyclic garbage collector is paused meanwhile (``sse_fast/_collector.py``): its
+full collections over the events read back stalled the loop for up to 1.6 s. A worker
+stopped meanwhile (SIGTERM) cancels its start: the reading thread is told to stop
+and gives up within a slice, so the process exits at once rather than after the
+whole directory is read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
+from ..._collector import gc_paused
 from ...protocol import Reason
 from .. import Broker
 from .._sequencing import RecentIds, Sequenced
 from ._reading import Loaded, read
-from ._records import Event
+from ._records import Event, ReadStopped
 
 __all__ = [
     "RESTORE_CHUNK",
+    "STOP_WAIT",
+    "ReadStopped",
     "RestoreProgress",
     "as_sequenced",
+    "let_go",
     "read_into",
+    "read_stoppably",
     "remember_ids",
     "restore",
     "restore_gradually",
 ]
 
 log = logging.getLogger("sse_fast.storage")
+
+T = TypeVar("T")
 
 
 def as_sequenced(events: Iterable[Event], accepted_at: float) -> list[Sequenced]:
@@ -57,6 +72,8 @@ def remember_ids(recent: RecentIds, events: Sequence[Event]) -> int:
 
 #: events applied at a time when a restart replays the log
 RESTORE_CHUNK = 10_000
+#: seconds a cancelled read waits for its thread to stop (it stops within a slice)
+STOP_WAIT = 2.0
 
 
 class RestoreProgress:
@@ -132,20 +149,63 @@ def _restoring(broker: Broker, events: list[Event], lost: list[tuple[int, int]])
         yield applied
 
 
+async def let_go(events: list[Event]) -> None:
+    """Empty ``events``, freeing them a chunk at a time with a turn of the event loop
+    between chunks (1.5 million freed at once stalled the loop 0.4 s)."""
+    while events:
+        del events[-RESTORE_CHUNK:]
+        await asyncio.sleep(0)
+
+
+async def read_stoppably(reading: Callable[[threading.Event], T]) -> T:
+    """``reading(stop)`` in a thread (``read``, ``EventLog.open``). Cancelled (the
+    worker stops while it starts), the thread is told to stop too, gives up within
+    a slice of a segment (``ReadStopped``) and drops what it had read, and this
+    waits for it (up to ``STOP_WAIT`` s): the thread is not left reading the whole
+    directory, which the process would wait for at its exit, and what it read is
+    freed before the caller's collector pause ends (``gc_paused``)."""
+    stop, done = threading.Event(), threading.Event()
+
+    def run() -> T | None:
+        try:
+            return reading(stop)
+        except ReadStopped:
+            return None  # leaving here frees the partial reading: no traceback keeps it
+        finally:
+            done.set()
+
+    try:
+        result = await asyncio.to_thread(run)
+    finally:
+        stop.set()
+        done.wait(STOP_WAIT)
+    if result is None:  # pragma: no cover - only ever stopped once cancelled
+        raise ReadStopped("the reading of the data directory was stopped")
+    return result
+
+
 async def read_into(broker: Broker, path: str, progress: RestoreProgress) -> Loaded:
     """Read the data directory at ``path`` (never writing it; in a thread) and
     apply what it holds to ``broker``'s member (``restore_gradually``);
-    ``broker.lost`` and ``first_position`` follow it. What was read (``Loaded``)."""
+    ``broker.lost`` and ``first_position`` follow it. What was read (``Loaded``),
+    its events let go once applied (``Loaded.count`` says how many): the cyclic
+    garbage collector is paused while they are held (``sse_fast/_collector.py``)."""
     started = time.perf_counter()
-    loaded = await asyncio.to_thread(read, path)
-    broker.lost = loaded.lost
-    if loaded.events:
-        broker.first_position = loaded.first_position
-        await restore_gradually(broker, loaded.events, loaded.lost, progress)
-        log.info(
-            "data directory %s: %d events restored in %.2f s",
-            path,
-            len(loaded.events),
-            time.perf_counter() - started,
-        )
+    with gc_paused():
+        loaded = await read_stoppably(lambda stop: read(path, stop=stop))
+        try:
+            broker.lost = loaded.lost
+            if loaded.events:
+                broker.first_position = loaded.first_position
+                await restore_gradually(broker, loaded.events, loaded.lost, progress)
+                log.info(
+                    "data directory %s: %d events restored in %.2f s",
+                    path,
+                    len(loaded.events),
+                    time.perf_counter() - started,
+                )
+            await let_go(loaded.events)  # before the collector runs again
+        except BaseException:  # a stop meanwhile: freed at once, still paused
+            loaded.events.clear()
+            raise
     return loaded
