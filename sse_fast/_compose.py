@@ -50,7 +50,7 @@ from ._group_stop import (
     stopped_cleanly,
     wake_for_signals,
 )
-from ._startup import StartReport, redis_refusal
+from ._startup import StartReport, hold_sigterm_until_started, redis_refusal
 from .brokers.durable import StoreError, read
 from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
 from .brokers.durable._log import log_options, settle
@@ -290,6 +290,7 @@ def _run_granian(
         # the workers: it restores the history while they do
         server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
     workers = remember_workers(server)
+    hold_sigterm_until_started()  # a stop while a worker is forked is not lost
     wake_for_signals(server)  # a SIGTERM that one of its threads takes stops it too
     granian_log = logging.getLogger("_granian")
     quiet = GroupStopLog(server)
@@ -494,6 +495,9 @@ def _granian(settings: Settings, capacity: int) -> Any:
         ),
         log_level=settings.log_level,  # type: ignore[arg-type]
         respawn_failed_workers=True,
+        # a worker not gone a second after its drain could end is killed: a stop is
+        # bounded even where a worker's SIGTERM went astray (``_startup.py``)
+        workers_kill_timeout=math.ceil(settings.drain_timeout) + 1,
         **tls(settings),
     )
 

@@ -23,6 +23,16 @@ A start can fail in two places.
 The first failure written is the one said (several workers may fail alike). A
 run killed with SIGKILL cannot remove its report's directory: the next start on
 the machine removes those whose process is gone.
+
+A stop can come at any moment of a start, also while Granian forks a worker:
+the fork inherits the main process's SIGTERM handler, which does nothing in a
+worker, and Granian's own handler, installed next, loses a SIGTERM taken before
+it serves; either way the main process's stop was lost, and the worker started
+and served on while the main process waited for it (seen in 1 of 4 stops of a
+4-worker start, and in 4 of 4 stops sent as the workers were forked).
+``hold_sigterm_until_started`` makes each fork hold SIGTERM (blocked: pending,
+never lost) until the lifespan has its handler in place and lets it through
+(``app/_lifespan.py``), which drains and stops the worker as at any time.
 """
 
 from __future__ import annotations
@@ -38,7 +48,14 @@ from collections.abc import Sequence
 
 from .schemas import Schemas, load
 
-__all__ = ["StartReport", "load_at_start", "redis_refusal", "remove_stale_reports"]
+__all__ = [
+    "StartReport",
+    "hold_sigterm_until_started",
+    "let_sigterm_through",
+    "load_at_start",
+    "redis_refusal",
+    "remove_stale_reports",
+]
 
 #: the name of a run's report directory, then random characters (``tempfile.mkdtemp``)
 _PREFIX = "sse-fast-start-"
@@ -89,6 +106,34 @@ class StartReport:
     def remove(self) -> None:
         """Delete the report and its directory."""
         shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+def hold_sigterm_until_started() -> None:
+    """Every process forked from this one from now on (Granian's workers) starts with
+    SIGTERM blocked, until its lifespan lets it through (``let_sigterm_through``); a
+    SIGTERM meanwhile is held, never lost (see the module docstring). The forking
+    thread blocks it too while it forks, and gets its mask back after. Once per
+    process: ``serve``'s main process (subprocesses it runs are not forked so: their
+    mask is their own)."""
+    before: list[set[int | signal.Signals]] = []
+
+    def block() -> None:
+        before.append(signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+
+    def restore() -> None:
+        if before:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before.pop())
+
+    def child() -> None:
+        before.clear()  # and SIGTERM stays blocked
+
+    os.register_at_fork(before=block, after_in_parent=restore, after_in_child=child)
+
+
+def let_sigterm_through() -> None:
+    """SIGTERM's handler is in place: let it through, a SIGTERM held meanwhile
+    included (``hold_sigterm_until_started``)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def remove_stale_reports(root: str | None = None) -> int:

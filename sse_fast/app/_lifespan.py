@@ -23,7 +23,7 @@ import signal
 
 from .._asgi import Receive, Send
 from .._core import EXTENSION_IMPORT_ERROR
-from .._startup import StartReport
+from .._startup import StartReport, let_sigterm_through
 from .._tasks import stop_task
 from ..brokers.durable import StoreError, StoreWriteError
 from ..brokers.durable._directory import START_ROOM, write_failure
@@ -86,7 +86,21 @@ class Lifespan:
         else:
             await self._start()
         if self.settings.install_signal_handlers:
-            loop.add_signal_handler(signal.SIGTERM, self._on_sigterm)
+            self._take_sigterm(loop)
+
+    def _take_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """SIGTERM drains, then stops the worker. Taken with ``signal.signal`` and handed
+        to the loop, not with ``loop.add_signal_handler``: uvloop keeps a signal that
+        comes while its loop is paused, as Granian's worker pauses it between the
+        lifespan's startup and serving, without ever acting on it (a stop lost there
+        left the worker serving, the main process waiting for it). Granian's own
+        handler goes first, so it does not stop the worker undrained; then a SIGTERM
+        held since ``serve`` forked the worker is let through (``_startup.py``)."""
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(
+            signal.SIGTERM, lambda signum, frame: loop.call_soon_threadsafe(self._on_sigterm)
+        )
+        let_sigterm_through()
 
     async def _start(self) -> None:
         await self.hub.start()
