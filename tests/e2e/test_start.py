@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
+from sse_fast.testing import (
+    HOST,
+    RedisServer,
+    ServerProcess,
+    collect,
+    free_port,
+    http_request,
+)
 
 from ..support.ports import refusing_port
 from ..support.starting import EVENTS, PER_TOPIC, StartingServer, fill_history
@@ -120,6 +128,141 @@ def test_a_stop_while_restoring_loses_nothing(tmp_path: Path) -> None:
             client.close()
 
         asyncio.run(resumed())
+
+
+#: the drain timeout a stop is promised within, plus a second (docs/operations/drain.md):
+#: shorter than the default 5 s, so that a stop waiting for the reading shows with a
+#: history filled in 2.5 s
+DRAIN_TIMEOUT = 2.0
+#: each of 4 workers reading 2 million events (130 MiB) for seconds: a stop that waited
+#: for the reading took 4 to 9 s with 1.5 million; one that stops it, 0.3 to 0.6 s
+STOPPED_EVENTS = 2_000_000
+
+
+async def _until_restoring(server: ServerProcess, phase: str) -> str:
+    """Poll ``/readyz`` until a worker says it is in ``phase`` of its restore: "reading"
+    (the data directory) or "applying" (N of M events); what it said."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        # a generous timeout: a worker that holds the GIL answers late, and the test
+        # is about the exit, not this answer
+        status, _, body = await http_request(HOST, server.port, "GET", "/readyz", timeout=30)
+        assert status == 503, "ready before the test could stop it mid-restore"
+        reason = json.loads(body)["reason"]
+        reading = reason == "restoring history (reading the data directory)"
+        applying = reason.startswith("restoring history (") and reason.endswith(" events)")
+        if reading if phase == "reading" else applying:
+            return reason
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the restore was never seen {phase}")
+
+
+@pytest.mark.alone  # four workers fill both cores: the exit time is the figure
+@pytest.mark.parametrize("phase", ["reading", "applying"])
+def test_a_stop_during_the_restore_exits_within_the_drain_timeout(
+    tmp_path: Path, phase: str
+) -> None:
+    """SIGTERM while the workers read the data directory, or apply its events: the
+    restore is stopped, not waited for, and the server exits 0 within
+    ``--drain-timeout`` plus a second, as every stop does (issue 53, item 3)."""
+    fill_history(tmp_path, STOPPED_EVENTS)
+    with StartingServer(
+        "--workers", "4", data_dir=str(tmp_path), drain_timeout=DRAIN_TIMEOUT
+    ) as server:
+        said = asyncio.run(_until_restoring(server, phase))
+        stopped = time.monotonic()
+        assert server.stop(timeout=60) == 0, server.output()
+        took = time.monotonic() - stopped
+        assert took < DRAIN_TIMEOUT + 1, f"{took:.1f} s after SIGTERM ({said})"
+        assert "lifespan shutdown while starting" in server.output()
+        assert "Traceback" not in server.output()
+
+
+@pytest.mark.alone  # four workers forked while nothing else runs: the race as it comes
+def test_a_stop_while_the_workers_are_forked_is_not_lost(tmp_path: Path) -> None:
+    """SIGTERM as Granian forks the third of 4 workers: a worker took it before its
+    handler was in place (the main process's, inherited; or uvloop's, paused between
+    the lifespan's startup and serving) and served on, the main process waiting for
+    it (4 of 4 such stops hung). Held until the worker can drain, it stops them all."""
+    (tmp_path / "data").mkdir()
+    output = tmp_path / "serve.log"
+    command = [sys.executable, "-m", "sse_fast", "serve", "--port", str(free_port())]
+    command += ["--workers", "4", "--data-dir", str(tmp_path / "data")]
+    command += ["--drain-timeout", str(DRAIN_TIMEOUT)]
+    with open(output, "wb") as out:
+        proc = subprocess.Popen(
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "1"},
+            start_new_session=True,  # its whole group killed below if it hangs
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "Spawning worker-3" not in output.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, output.read_text()
+            time.sleep(0.002)  # polling the log for the moment: no sleep to wait out
+        proc.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            code = None
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    said = output.read_text(errors="replace")
+    assert code == 0, f"status {code} {took:.1f} s after SIGTERM: {said}"
+    assert took < DRAIN_TIMEOUT + 1, f"{took:.1f} s after SIGTERM: {said}"
+    assert "Killing worker" not in said, said  # stopped by its drain, not the backstop
+
+
+@pytest.mark.alone  # the figure is a latency: four workers on the machine's cores alone
+def test_liveness_answers_within_a_second_all_through_the_restore(tmp_path: Path) -> None:
+    """``/livez`` asked every 100 ms from the first answer until every one of 4 workers
+    has restored 500,000 events: the slowest answer within 1 s, the deployment page's
+    probe (5 s timeout) never near failing (issue 53, item 4: 5.4 s before)."""
+    fill_history(tmp_path)
+    with StartingServer("--workers", "4", data_dir=str(tmp_path)) as server:
+
+        async def main() -> tuple[list[tuple[float, float]], list[str]]:
+            answers: list[tuple[float, float]] = []  # (asked at, seconds to answer)
+            began = time.monotonic()
+
+            async def livez() -> None:
+                asked = time.monotonic()
+                status, _, body = await http_request(HOST, server.port, "GET", "/livez", timeout=30)
+                assert status == 200, body
+                answers.append((asked - began, time.monotonic() - asked))
+
+            async def poll(done: asyncio.Event) -> None:
+                async with asyncio.TaskGroup() as group:
+                    while not done.is_set():
+                        group.create_task(livez())
+                        await asyncio.sleep(0.1)
+
+            done = asyncio.Event()
+            poller = asyncio.create_task(poll(done))
+            reasons: list[str] = []
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status, _, body = await http_request(HOST, server.port, "GET", "/stats", timeout=30)
+                if status == 200 and json.loads(body)["workers_reporting"] == 4:
+                    break
+                reasons.append(body.decode(errors="replace"))
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("the 4 workers were not ready within 120 s")
+            done.set()
+            await poller
+            return answers, reasons
+
+        answers, reasons = asyncio.run(main())
+    assert any("restoring history (" in reason for reason in reasons), reasons
+    asked, slowest = max(answers, key=lambda answer: answer[1])
+    assert slowest < 1.0, f"/livez asked {asked:.1f} s in answered after {slowest:.2f} s"
 
 
 def run_serve(*args: str, timeout: float = 60) -> tuple[int, str, float]:
