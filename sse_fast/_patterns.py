@@ -74,12 +74,12 @@ __all__ = [
 
 #: the wildcards a pattern may hold
 WILDCARDS = "*?"
-#: the most steps (one pattern moved on by one character) ``uncovered`` takes before
-#: it gives up, unless the caller gives a budget of its own (the caller refuses):
-#: about 1 ms of a worker's CPU (benches/patterns.py)
-CONTAINMENT_BUDGET = 2_000
-#: where each pattern can be after the same characters (one set of positions each)
-State = tuple[int, ...]
+#: the most steps (one character tried, every pattern moved by it) ``uncovered`` takes
+#: before it gives up, unless the caller gives a budget of its own (the caller
+#: refuses): about 1 ms of a worker's CPU (benches/admission.py)
+CONTAINMENT_BUDGET = 4_000
+#: where every pattern can be after the same characters (``_Packed``: positions as bits)
+State = int
 #: the answers ``uncovered`` remembers (by its arguments: patterns and grants repeat)
 CONTAINMENT_CACHE = 1024
 
@@ -134,7 +134,7 @@ class Uncovered(NamedTuple):
     witness: str | None
     #: whether the walk used up its budget without an answer (refuse)
     too_complex: bool
-    #: the steps the walk took (one pattern moved on by one character)
+    #: the steps the walk took (one character tried, every pattern moved by it)
     steps: int = 0
 
 
@@ -149,52 +149,114 @@ def uncovered(
     ``excluded`` matches, if there is one (see the module doc). For a subscription:
     ``reached`` the private topics, ``excluded`` the credential's grants (and the
     topics a pattern never reaches). Names and patterns alike (``*`` and ``?``).
-    ``budget``: the steps (one pattern moved on by one character) the walk may take
-    before it answers ``too_complex``."""
+    ``budget``: the steps (one character tried, every pattern moved by it at once)
+    the walk may take before it answers ``too_complex``."""
     if not reached or "*" in excluded:
         return Uncovered(None, False)
     patterns = (pattern, *reached, *excluded)
     letters = sorted({c for p in patterns for c in p if c not in WILDCARDS})
     other = next((c for c in TOPIC_CHARACTERS if c not in letters), None)
     alphabet = letters if other is None else [*letters, other]
-    laid = [_Positions.of(p) for p in patterns]
-    # a pattern's moves by each letter, as (bits that move on, bits that stay: its ``*``)
-    moves = [[(p.takes(letter), p.stars) for p in laid] for letter in alphabet]
-    start = tuple(p.close(1) for p in laid)
+    packed = _Packed.of(patterns, len(reached))
+    takes = [(letter, packed.takes(letter)) for letter in alphabet]
+    stars, first, reaching = packed.stars, packed.first, packed.reaching
+    # where the pattern (first) stands on no wildcard, only its literals there can
+    # move it, and only they are tried
+    wild = first & (packed.stars | packed.marks)
+    start = packed.close(packed.starts)
     # the walk starts one character in (no topic is empty): ``parents`` holds, per
     # state, the state and letter it was reached from (None: the start)
     parents: dict[State, tuple[State | None, str]] = {}
     frontier: list[State | None] = [None]
-    count = len(reached)
-    ends = [p.end for p in laid]
-    # what one state's expansion costs: every letter moves every pattern once
-    expansion = len(alphabet) * len(patterns)
     steps = 0
     while frontier:
         following: list[State | None] = []
         for state in frontier:
             at = start if state is None else state
-            if state is not None and _breaks_rule(state, ends, count):
+            if state is not None and packed.breaks_rule(state):
                 return Uncovered(_path(parents, state), False, steps)
-            if steps + expansion > budget:
+            tried = takes if at & wild else [(c, t) for c, t in takes if t & at & first]
+            if steps + len(tried) > budget:
                 return Uncovered(None, True, steps)
-            steps += expansion
-            for letter, move in zip(alphabet, moves, strict=True):
-                moved = tuple(
-                    (here & takes) << 1 | (here & stars)
-                    for here, (takes, stars) in zip(at, move, strict=True)
-                )
-                if not moved[0]:  # the pattern cannot go on: nothing new
-                    continue
-                moved = tuple(
-                    bits | (bits & p.stars) << 1 for bits, p in zip(moved, laid, strict=True)
-                )
-                if moved in parents or not any(moved[1 : 1 + count]):
-                    continue  # seen, or no reached pattern can match: no witness
+            steps += len(tried)
+            staying = at & stars
+            for letter, taken in tried:
+                moved = (at & taken) << 1 | staying
+                moved |= (moved & stars) << 1
+                if not moved & first or not moved & reaching or moved in parents:
+                    continue  # the pattern cannot go on, no reached one can: no witness
                 parents[moved] = (state, letter)
                 following.append(moved)
         frontier = following
     return Uncovered(None, False, steps)
+
+
+class _Packed(NamedTuple):
+    """Several patterns' positions side by side in one integer (``_Positions``, each
+    at its offset, ``len + 1`` bits apiece: a move never crosses into the next), so
+    that one character moves them all in a few integer operations. Order: the
+    pattern, then the reached ones, then the excluded ones."""
+
+    stars: int
+    marks: int
+    literals: dict[str, int]
+    #: each pattern's start, end, and the bits of the pattern and of the reached ones
+    starts: int
+    first_end: int
+    reached_ends: int
+    excluded_ends: int
+    first: int
+    reaching: int
+
+    @staticmethod
+    def of(patterns: tuple[str, ...], count: int) -> _Packed:
+        stars = marks = starts = reached_ends = excluded_ends = first = reaching = 0
+        first_end = 0
+        literals: dict[str, int] = {}
+        offset = 0
+        for index, pattern in enumerate(patterns):
+            laid = _Positions.of(pattern)
+            stars |= laid.stars << offset
+            marks |= laid.marks << offset
+            for letter, bits in laid.literals.items():
+                literals[letter] = literals.get(letter, 0) | bits << offset
+            starts |= 1 << offset
+            span = ((1 << (laid.end + 1)) - 1) << offset
+            end = 1 << (offset + laid.end)
+            if index == 0:
+                first, first_end = span, end
+            elif index <= count:
+                reaching |= span
+                reached_ends |= end
+            else:
+                excluded_ends |= end
+            offset += laid.end + 1
+        return _Packed(
+            stars,
+            marks,
+            literals,
+            starts,
+            first_end,
+            reached_ends,
+            excluded_ends,
+            first,
+            reaching,
+        )
+
+    def takes(self, letter: str) -> int:
+        """The positions ``letter`` moves on from, in every pattern (``?`` and itself)."""
+        return self.marks | self.literals.get(letter, 0)
+
+    def close(self, bits: int) -> int:
+        """``bits`` and the positions past the ``*`` they stand on (one ``*`` a run)."""
+        return bits | (bits & self.stars) << 1
+
+    def breaks_rule(self, state: int) -> bool:
+        """The walk's characters so far are a topic: the pattern and a reached pattern
+        match it, no excluded one does."""
+        return bool(
+            state & self.first_end and state & self.reached_ends and not state & self.excluded_ends
+        )
 
 
 class _Positions(NamedTuple):
@@ -305,13 +367,6 @@ def _one_star(pattern: str) -> str:
     while "**" in pattern:
         pattern = pattern.replace("**", "*")
     return pattern
-
-
-def _breaks_rule(state: State, ends: list[int], count: int) -> bool:
-    """The walk's characters so far are a topic: the pattern and a reached pattern
-    match it, no excluded one does."""
-    done = [bits >> end & 1 for bits, end in zip(state, ends, strict=True)]
-    return bool(done[0] and any(done[1 : 1 + count]) and not any(done[1 + count :]))
 
 
 def _path(parents: dict[State, tuple[State | None, str]], state: State) -> str:

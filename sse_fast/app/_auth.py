@@ -383,16 +383,16 @@ class Authenticator:
         return Reach(found.witness is not None, found.witness, found.too_complex)
 
 
-#: steps of the containment walk (one pattern moved on by one character, about half a
-#: microsecond each) one subscription pattern may take, and one request in all (walks
-#: the cache answered are free); past either the pattern is refused (400,
-#: ``pattern_too_complex``): about 1 ms and 4 ms of a worker's CPU
-#: (benches/admission.py). Only a credential's patterns that meet its grants and the
-#: private patterns walk that far; without one a request stops at ``WITNESS_BUDGET``.
-PATTERN_BUDGET = 2_000
-REQUEST_BUDGET = 8_000
+#: steps of the containment walk (one character tried, every pattern moved by it: about
+#: a quarter of a microsecond) one subscription pattern may take, and one request in
+#: all (walks the cache answered are free); past either the pattern is refused (400,
+#: ``pattern_too_complex``): under 1 ms of a worker's CPU (benches/admission.py). Only
+#: patterns that meet the private ones walk; without a credential a request walks at
+#: most ``WITNESS_BUDGET``.
+PATTERN_BUDGET = 3_000
+REQUEST_BUDGET = 3_000
 #: steps spent looking for a topic to name in a refusal that is certain already
-WITNESS_BUDGET = 200
+WITNESS_BUDGET = 1_000
 
 
 def _companions_only(pattern: str) -> bool:
