@@ -165,8 +165,11 @@ def uncovered(
     wild = first & (packed.stars | packed.marks)
     start = packed.close(packed.starts)
     # the walk starts one character in (no topic is empty): ``parents`` holds, per
-    # state, the state and letter it was reached from (None: the start)
-    parents: dict[State, tuple[State | None, str]] = {}
+    # state, the state it was reached from (0: the start), ``letters`` by which letter
+    # (two dicts of numbers and strings, which the collector does not track: a walk
+    # allocates nothing it must look at, and sets off no collection)
+    parents: dict[State, State] = {}
+    letters_to: dict[State, str] = {}
     frontier: list[State | None] = [None]
     steps = 0
     while frontier:
@@ -174,7 +177,7 @@ def uncovered(
         for state in frontier:
             at = start if state is None else state
             if state is not None and packed.breaks_rule(state):
-                return Uncovered(_path(parents, state), False, steps)
+                return Uncovered(_path(parents, letters_to, state), False, steps)
             tried = takes if at & wild else [(c, t) for c, t in takes if t & at & first]
             if steps + len(tried) > budget:
                 return Uncovered(None, True, steps)
@@ -185,7 +188,8 @@ def uncovered(
                 moved |= (moved & stars) << 1
                 if not moved & first or not moved & reaching or moved in parents:
                     continue  # the pattern cannot go on, no reached one can: no witness
-                parents[moved] = (state, letter)
+                parents[moved] = state or 0
+                letters_to[moved] = letter
                 following.append(moved)
         frontier = following
     return Uncovered(None, False, steps)
@@ -369,11 +373,10 @@ def _one_star(pattern: str) -> str:
     return pattern
 
 
-def _path(parents: dict[State, tuple[State | None, str]], state: State) -> str:
+def _path(parents: dict[State, State], letters: dict[State, str], state: State) -> str:
     """The characters walked from the start to ``state``."""
-    letters = []
-    here: State | None = state
-    while here is not None:
-        here, letter = parents[here]
-        letters.append(letter)
-    return "".join(reversed(letters))
+    walked = []
+    while state:
+        walked.append(letters[state])
+        state = parents[state]
+    return "".join(reversed(walked))

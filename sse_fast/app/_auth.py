@@ -389,8 +389,8 @@ class Authenticator:
 #: ``pattern_too_complex``): under 1 ms of a worker's CPU (benches/admission.py). Only
 #: patterns that meet the private ones walk; without a credential a request walks at
 #: most ``WITNESS_BUDGET``.
-PATTERN_BUDGET = 3_000
-REQUEST_BUDGET = 3_000
+PATTERN_BUDGET = 2_500
+REQUEST_BUDGET = 2_500
 #: steps spent looking for a topic to name in a refusal that is certain already
 WITNESS_BUDGET = 1_000
 
