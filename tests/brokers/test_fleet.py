@@ -18,6 +18,8 @@ from sse_fast.brokers.durable import read
 from sse_fast.publisher import Publisher
 from sse_fast.testing import ServerProcess, collect, wait_for
 
+from ..support.waiting import until
+
 
 async def _stats(server: ServerProcess) -> dict[str, Any]:
     status, _, body = await server.get("/stats")
@@ -403,10 +405,8 @@ def test_the_relay_stopped_before_the_main_process_took_the_signal_is_no_error()
         assert len(workers) == 2 and relay in server.worker_pids(), server.output()
         for pid in [*workers, relay]:
             os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while os.path.exists(f"/proc/{relay}"):  # not reaped yet: its supervisor did not see it
-            assert time.monotonic() < deadline, "the relay did not stop"
-            time.sleep(0.01)
+        # reaped: its supervisor saw it exit
+        until(lambda: not os.path.exists(f"/proc/{relay}"), 15, "the relay stopping")
         server.proc.send_signal(signal.SIGTERM)
         _stopped_cleanly(server)
         stopped = f"the relay (pid {relay}) stopped on the stop signal before the main process"

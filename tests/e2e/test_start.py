@@ -24,10 +24,12 @@ from sse_fast.testing import (
     collect,
     free_port,
     http_request,
+    wait_for,
 )
 
 from ..support.ports import refusing_port
 from ..support.starting import EVENTS, PER_TOPIC, StartingServer, fill_history
+from ..support.waiting import until
 
 pytestmark = pytest.mark.xdist_group("restart")
 
@@ -142,19 +144,21 @@ STOPPED_EVENTS = 2_000_000
 async def _until_restoring(server: ServerProcess, phase: str) -> str:
     """Poll ``/readyz`` until a worker says it is in ``phase`` of its restore: "reading"
     (the data directory) or "applying" (N of M events); what it said."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    said: list[str] = []
+
+    async def in_phase() -> bool:
         # a generous timeout: a worker that holds the GIL answers late, and the test
         # is about the exit, not this answer
         status, _, body = await http_request(HOST, server.port, "GET", "/readyz", timeout=30)
         assert status == 503, "ready before the test could stop it mid-restore"
         reason = json.loads(body)["reason"]
-        reading = reason == "restoring history (reading the data directory)"
-        applying = reason.startswith("restoring history (") and reason.endswith(" events)")
-        if reading if phase == "reading" else applying:
-            return reason
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"the restore was never seen {phase}")
+        said.append(reason)
+        if phase == "reading":
+            return bool(reason == "restoring history (reading the data directory)")
+        return reason.startswith("restoring history (") and reason.endswith(" events)")
+
+    await wait_for(in_phase, timeout=60, interval=0.02)
+    return said[-1]
 
 
 @pytest.mark.alone  # four workers fill both cores: the exit time is the figure
@@ -198,10 +202,13 @@ def test_a_stop_while_the_workers_are_forked_is_not_lost(tmp_path: Path) -> None
             start_new_session=True,  # its whole group killed below if it hangs
         )
     try:
-        deadline = time.monotonic() + 30
-        while "Spawning worker-3" not in output.read_text(errors="replace"):
-            assert proc.poll() is None and time.monotonic() < deadline, output.read_text()
-            time.sleep(0.002)  # polling the log for the moment: no sleep to wait out
+
+        def forking() -> bool:
+            assert proc.poll() is None, output.read_text()
+            return "Spawning worker-3" in output.read_text(errors="replace")
+
+        # looked at often: the moment is a few milliseconds wide
+        until(forking, 30, "Granian forking the third worker", every=0.002)
         proc.send_signal(signal.SIGTERM)
         stopped = time.monotonic()
         try:
@@ -241,20 +248,20 @@ def test_liveness_answers_within_a_second_all_through_the_restore(tmp_path: Path
                 async with asyncio.TaskGroup() as group:
                     while not done.is_set():
                         group.create_task(livez())
-                        await asyncio.sleep(0.1)
+                        await asyncio.sleep(0.1)  # the probe's period: one every 100 ms
 
             done = asyncio.Event()
             poller = asyncio.create_task(poll(done))
             reasons: list[str] = []
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
+
+            async def all_ready() -> bool:
                 status, _, body = await http_request(HOST, server.port, "GET", "/stats", timeout=30)
                 if status == 200 and json.loads(body)["workers_reporting"] == 4:
-                    break
+                    return True
                 reasons.append(body.decode(errors="replace"))
-                await asyncio.sleep(0.2)
-            else:
-                raise AssertionError("the 4 workers were not ready within 120 s")
+                return False
+
+            await wait_for(all_ready, timeout=120, interval=0.2)
             done.set()
             await poller
             return answers, reasons

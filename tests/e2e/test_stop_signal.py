@@ -25,6 +25,8 @@ import pytest
 
 from sse_fast.testing import ServerProcess, free_port
 
+from ..support.waiting import until
+
 #: seconds within which the workers and the relay stop once the main process is gone
 ORPHAN_LIMIT = 1.0
 
@@ -85,10 +87,11 @@ def test_the_workers_and_the_relay_stop_within_a_second_of_a_kill_9_of_the_main_
         server.proc.kill()
         killed = time.monotonic()
         server.proc.wait(5)
-        while running := [pid for pid in children if _running(pid)]:
-            waited = time.monotonic() - killed
-            assert waited < 10, f"{running} still running {waited:.1f} s after the main process"
-            time.sleep(0.01)
+        until(
+            lambda: not any(_running(pid) for pid in children),
+            10,
+            f"the children {children} stopping after the main process",
+        )
         took = time.monotonic() - killed
         assert took < ORPHAN_LIMIT, f"the workers took {took:.2f} s to stop"
         output = server.output()
@@ -144,9 +147,8 @@ def test_a_data_directory_held_by_the_workers_of_a_dead_main_process_names_them(
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.close()  # the forked one reads its end and exits
         holder.stdout.close()
-        deadline = time.monotonic() + 10
-        while child and _running(child) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        if child:
+            until(lambda: not _running(child), 10, f"the lock's holder {child} exiting")
     assert refused.returncode == 2, refused.stderr
     line = refused.stderr.strip().splitlines()[-1]
     assert f"held by pid {child}," in line, line
