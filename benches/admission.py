@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -48,6 +49,7 @@ from sse_fast._http11 import SSEClient, http_request
 from sse_fast._loopback import HOST, free_port
 from sse_fast.loadgen._procfs import cpu_seconds, process_tree
 from sse_fast.protocol import COME_BACK_HEADER as COME_BACK
+from sse_fast.testing import wait_for
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HERE = Path(__file__).resolve().parent.parent
@@ -133,15 +135,18 @@ class Server:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             try:
-                if (await http_request(HOST, self.port, "GET", "/readyz"))[0] == 200:
-                    return self
+                return (await http_request(HOST, self.port, "GET", "/readyz"))[0] == 200
             except OSError:
-                pass
-            await asyncio.sleep(0.1)
-        raise RuntimeError(f"the server of {self.tree} did not get ready in 60 s")
+                return False
+
+        try:
+            await wait_for(ready, timeout=60, interval=0.1)
+        except TimeoutError:
+            raise RuntimeError(f"the server of {self.tree} did not get ready in 60 s") from None
+        return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self.proc is not None
@@ -182,11 +187,17 @@ async def _phase(server: Server, seconds: float, attack: bool) -> dict[str, Any]
     pids = process_tree(server.proc.pid)
     cpu = cpu_seconds(pids)
     tasks = [asyncio.create_task(read())] + ([asyncio.create_task(attacker())] if attack else [])
-    for _ in range(int(seconds * 20)):
+    published = int(seconds * 20)
+    for _ in range(published):
         body = json.dumps({"topic": "news", "data": json.dumps({"t": time.time()})})
         await http_request(HOST, server.port, "POST", "/publish", body.encode(), {})
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)  # the last events' delivery (a bench: not a test's wait)
+        await asyncio.sleep(0.05)  # the publishing rate: 20/s
+
+    async def all_delivered() -> bool:
+        return len(latencies) >= published
+
+    with contextlib.suppress(TimeoutError):  # a lost event shows in the report's count
+        await wait_for(all_delivered, timeout=10, interval=0.01)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     client.close()
