@@ -273,7 +273,11 @@ class _Positions(NamedTuple):
     end: int
 
     @staticmethod
+    @functools.lru_cache(maxsize=256)
     def of(pattern: str) -> _Positions:
+        """Laid out once per pattern (admission asks of one pattern several times:
+        against each private pattern, each grant, the companion rule, then walks);
+        shared, so never changed."""
         pattern = _one_star(pattern)
         stars = marks = 0
         literals: dict[str, int] = {}
