@@ -316,19 +316,16 @@ class Authenticator:
                     f"topic {private[0]!r} is private: send a token with subscribe rights",
                     "no_credential",
                 )
-            # the first pattern that reaches a private topic ends the checks
-            budget = Budget(REQUEST_BUDGET)
-            for pattern in patterns:
-                found = self.reach(pattern, (), budget)
-                if found.reaches or found.too_complex:
-                    raise _pattern_refusal(pattern, found, 401, reason="no_credential")
+            refused = self._first_reaching(patterns, ())
+            if refused is not None:
+                raise _pattern_refusal(*refused, 401, reason="no_credential")
             return None
         try:
             if not self.jwt_enabled:
                 raise AuthError(401, "subscriber tokens need JWT keys on the server", "bad_token")
             credential = self._decode(token)
         except AuthError as exc:
-            if from_cookie and not private and not self._reaches_any(patterns):
+            if from_cookie and not private and self._first_reaching(patterns, ()) is None:
                 if on_ignored_cookie is not None:
                     on_ignored_cookie(exc)
                 return None
@@ -338,22 +335,23 @@ class Authenticator:
             raise AuthError(
                 403, f"this token may not subscribe to {', '.join(denied[:5])}", "forbidden_topic"
             )
-        budget = Budget(REQUEST_BUDGET)
-        for pattern in patterns:
-            found = self.reach(pattern, credential.subscribe, budget)
-            if found.reaches or found.too_complex:
-                raise _pattern_refusal(pattern, found, 403, reason="forbidden_pattern")
+        refused = self._first_reaching(patterns, credential.subscribe)
+        if refused is not None:
+            raise _pattern_refusal(*refused, 403, reason="forbidden_pattern")
         return credential
 
-    def _reaches_any(self, patterns: list[str]) -> bool:
-        """Whether one of ``patterns`` reaches (or may reach) a private topic without
-        any grant: the request is not for public topics only."""
+    def _first_reaching(
+        self, patterns: list[str], grants: tuple[str, ...]
+    ) -> tuple[str, Reach] | None:
+        """The first of ``patterns`` that reaches (or may reach: too complex to tell) a
+        private topic outside ``grants``, and what ``reach`` found; None when none
+        does. The first ends the checks; all share one request's budget."""
         budget = Budget(REQUEST_BUDGET)
         for pattern in patterns:
-            found = self.reach(pattern, (), budget)
+            found = self.reach(pattern, grants, budget)
             if found.reaches or found.too_complex:
-                return True
-        return False
+                return pattern, found
+        return None
 
     def reach(self, pattern: str, grants: tuple[str, ...], budget: Budget) -> Reach:
         """Whether subscription ``pattern`` can reach a private topic that ``grants``
