@@ -234,3 +234,49 @@ def test_granians_unexpected_exit_line_is_info_after_a_group_stop() -> None:
         filtered(GroupStopLog(SimpleNamespace()), line("Unexpected exit from worker-1"))[1]
         == "ERROR"
     )  # another Granian: as it said
+
+
+def test_granians_killing_line_is_debug_for_a_worker_that_had_exited() -> None:
+    """Granian's main thread logs "Killing worker-N after it refused to gracefully
+    stop" when its watcher thread reaped the worker first (seen in CI): a real
+    process reaped elsewhere, whose exit status multiprocessing never learns, makes
+    it a DEBUG line; a process still running keeps the warning."""
+    import logging
+    import multiprocessing
+    import os
+    import time
+    from types import SimpleNamespace
+
+    from sse_fast._group_stop import GroupStopLog
+
+    def line(number: int) -> logging.LogRecord:
+        message = f"Killing worker-{number} after it refused to gracefully stop"
+        return logging.LogRecord("_granian", logging.WARNING, __file__, 1, message, None, None)
+
+    spawn = multiprocessing.get_context("spawn")
+    done = spawn.Process(target=time.sleep, args=(0,))
+    running = spawn.Process(target=time.sleep, args=(60,))
+    done.start()
+    running.start()
+    try:
+        os.waitpid(done.pid, 0)  # reaped as Granian's watcher thread does it
+        assert done.exitcode is None  # what Granian's main thread then sees
+        server = SimpleNamespace(
+            wrks=[SimpleNamespace(idx=0, inner=done), SimpleNamespace(idx=1, inner=running)]
+        )
+        logging.getLogger("_granian").setLevel(logging.INFO)
+        quiet = GroupStopLog(server)
+        record = line(1)
+        assert not quiet.filter(record)  # not shown at INFO
+        assert record.levelname == "DEBUG"
+        assert "worker-1 had exited" in record.getMessage()
+        record = line(2)
+        assert quiet.filter(record)
+        assert (record.levelname, record.getMessage()) == (
+            "WARNING",
+            "Killing worker-2 after it refused to gracefully stop",
+        )
+        assert quiet.filter(line(3))  # a worker it does not know: as Granian said
+    finally:
+        running.kill()
+        running.join()
