@@ -13,7 +13,7 @@ import logging
 import time
 from typing import Any
 
-from .._collector import gc_paused
+from .._collector import discard, gc_paused
 from .._core import EncodeError
 from .._tasks import stop_task
 from ..publishing import PublishError, PublishRequest
@@ -71,8 +71,8 @@ class LocalBroker(Broker):
                 self.restored = await restore_gradually(self, loaded.events, loaded.lost, progress)
                 ids = await asyncio.to_thread(remember_ids, self.recent, loaded.events)
                 await let_go(loaded.events)  # before the collector runs again
-            except BaseException:  # a stop meanwhile: freed at once, still paused
-                loaded.events.clear()
+            except BaseException:  # a stop meanwhile: freed beside it, still paused
+                discard(loaded.events)
                 raise
         log.info(
             "data directory %s: %d events restored, %d publisher ids remembered, in %.2f s "

@@ -15,12 +15,13 @@ import os
 import threading
 from dataclasses import dataclass, field
 
+from ..._collector import free_gradually
 from ..._core import Tally
 from . import _records as records
 from ._checkpoint import CHECKPOINT, Checkpoint, load_checkpoint
 from ._integrity import DAMAGED, Found, Problem, Verdict, refusal, verify
 from ._integrity import recover as recover_files
-from ._records import HEADER, MAGIC, Event, StoreError, read_header, scan
+from ._records import HEADER, MAGIC, Event, ReadStopped, StoreError, read_header, scan
 
 __all__ = ["ALLOWED", "Loaded", "Segment", "read", "writes_may_be_lost"]
 
@@ -165,7 +166,12 @@ def read(
                 "as the files before it): the data directory holds files of two servers; "
                 "move the foreign ones away"
             )
-        result = scan(data, full, events, stop)
+        try:
+            result = scan(data, full, events, stop)
+        except ReadStopped:
+            for segment in found:  # what was read: not in one step that holds every thread
+                free_gradually(segment.scan.events)
+            raise
         if result.torn and not newest and not checking:
             raise StoreError(
                 f"{full} is damaged at byte {result.end} ({result.damage}) and is not the "

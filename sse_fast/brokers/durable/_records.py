@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from ..._collector import free_gradually
 from ..._core import pack_events, scan_records
 
 if TYPE_CHECKING:
@@ -234,6 +235,7 @@ def scan(data: bytes, name: str, events: bool = True, stop: threading.Event | No
     end, damage = HEADER, ""
     while True:
         if stop is not None and stop.is_set():
+            free_gradually(found)  # not in one step that holds every thread
             raise ReadStopped(f"the reading of {name} was stopped")
         part, rare, counted, newest, end, damage, kind = scan_records(
             data, end, build, end + SCAN_SLICE
