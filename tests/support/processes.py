@@ -1,0 +1,130 @@
+"""Which tests start real programs, and the twins' run (tests/conftest.py registers this).
+
+Most of the suite checks logic in the test's own process (the ASGI harness, fake
+clocks). A test that starts a program (``sse-fast serve``, ``redis-server``, a
+browser, a proxy, a nested pytest, a fresh venv's pip) does it for what only a real
+process proves: signals, restarts, workers, sockets and kernel limits, third-party
+servers and clients, install lines. Such tests are in files marked
+``processes("what only the processes prove")``, the module docstring saying it too:
+
+* a test that starts a program from a file without that mark fails (its teardown
+  says which program): the process layer is known, not guessed. Any start counts,
+  through ``subprocess`` (``asyncio``'s too) or ``multiprocessing`` (``spawn``,
+  ``forkserver``): they end in ``_posixsubprocess.fork_exec`` (or
+  ``os.posix_spawn``), watched here; a ``fork()`` without exec is not a program;
+* the twins' run (``SSE_FAST_NO_EXTENSIONS=1``) leaves such files out unless they
+  are marked ``twins`` too: what a real process proves (a signal, a restart, a
+  proxy in front) is not the core's, and the twins' behaviour is every in-process
+  test's subject, run in that mode whole. The files marked ``twins`` prove that a
+  real server runs on them: their ``sse-fast serve`` processes run the twins.
+
+``SSE_FAST_TESTS_PROCESS_REPORT=FILE`` makes a run a survey instead: each test's id,
+whether it is marked, and the programs it started are appended to FILE (tab
+separated), and nothing fails for it.
+"""
+
+from __future__ import annotations
+
+import _posixsubprocess
+import os
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_runtest_protocol",
+    "pytest_runtest_teardown",
+]
+
+_started: list[str] = []  # the programs the running test started
+_watching = False
+
+
+def _program(args: Any) -> str:
+    try:
+        return os.fsdecode(args[0]) if args else "?"
+    except (TypeError, IndexError):
+        return "?"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Watch every program the session's process starts."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    fork_exec = _posixsubprocess.fork_exec
+    posix_spawn = os.posix_spawn
+
+    def watched(args: Any, *rest: Any) -> int:
+        _started.append(_program(args))
+        return int(fork_exec(args, *rest))
+
+    def spawned(path: Any, argv: Any, *rest: Any, **options: Any) -> int:
+        _started.append(_program(argv) if argv else os.fsdecode(path))
+        return posix_spawn(path, argv, *rest, **options)
+
+    _posixsubprocess.fork_exec = watched  # multiprocessing's spawn
+    subprocess._fork_exec = watched  # type: ignore[attr-defined]  # imported by name
+    os.posix_spawn = spawned  # subprocess's other way, where it may use it
+
+
+def _is_process_test(item: pytest.Item) -> bool:
+    return item.get_closest_marker("processes") is not None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A ``processes`` mark must say what the processes prove; in the twins' run,
+    leave out the process-starting files not marked ``twins``."""
+    for item in items:
+        mark = item.get_closest_marker("processes")
+        if mark is not None and not (mark.args and str(mark.args[0]).strip()):
+            raise pytest.UsageError(
+                f"{item.nodeid}: processes() needs a phrase saying what only real "
+                "processes prove there"
+            )
+    import sse_fast
+
+    if not sse_fast.NO_EXTENSIONS:
+        return
+    left = [i for i in items if _is_process_test(i) and i.get_closest_marker("twins") is None]
+    if left:
+        gone = set(map(id, left))
+        config.hook.pytest_deselected(items=left)
+        items[:] = [i for i in items if id(i) not in gone]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Count the programs each test starts (its fixtures' included)."""
+    _started.clear()
+    try:
+        return (yield)
+    finally:
+        _started.clear()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Fail a test that started a program from a file not marked ``processes``."""
+    result = yield
+    report = os.environ.get("SSE_FAST_TESTS_PROCESS_REPORT")
+    if report:  # a survey: each test, its mark and what it started; nothing fails
+        marked = int(_is_process_test(item))
+        with open(report, "a") as f:
+            f.write(f"{item.nodeid}\t{marked}\t{' '.join(sorted(set(_started)))}\n")
+        _started.clear()
+    if _started and not _is_process_test(item):
+        programs = ", ".join(sorted(set(_started)))
+        _started.clear()
+        pytest.fail(
+            f"started {programs} from a file not marked processes(...): move the check "
+            "in process (tests/support/asgi_harness.py), or mark the module "
+            '`pytestmark = pytest.mark.processes("what only the processes prove")`',
+            pytrace=False,
+        )
+    return result
