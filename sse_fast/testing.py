@@ -91,6 +91,33 @@ def _remove_left() -> None:
     _LEFT.clear()
 
 
+def _running_in_group(pgid: int) -> list[str]:
+    """The processes of process group ``pgid`` that have not exited, as ``"pid command"``
+    lines (zombies left out: see ``ServerProcess._group``)."""
+    if not os.path.isdir("/proc/self"):
+        out = subprocess.run(
+            ["pgrep", "-a", "-g", str(pgid)], capture_output=True, text=True, check=False
+        )
+        return out.stdout.splitlines()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses
+            state, _ppid, group = stat[stat.rindex(b")") + 2 :].split(b" ", 3)[:3]
+            if int(group) != pgid or state == b"Z":
+                continue
+            with open(f"/proc/{entry.name}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+        found.append(f"{entry.name} {command}")
+    return found
+
+
 class ServerProcess:
     """A real ``sse-fast serve`` (or another ``command``) on a free loopback port, started by
     ``with`` once ready and stopped at its end (see the module docstring)."""
@@ -254,11 +281,14 @@ class ServerProcess:
         return self.proc.returncode
 
     def _group(self) -> list[str]:
+        """The processes of the server's process group still running ("pid command"),
+        read from ``/proc`` (``pgrep`` elsewhere). An exited process its parent has not
+        reaped yet (a zombie) is not one: once the main process is gone, its children's
+        reaping is the machine's init's, which some do every 2 s (a multiprocessing
+        resource tracker, exited with the main process, made every stop of a
+        several-worker server wait for that)."""
         assert self.proc is not None
-        out = subprocess.run(
-            ["pgrep", "-a", "-g", str(self.proc.pid)], capture_output=True, text=True, check=False
-        )
-        return out.stdout.splitlines()
+        return _running_in_group(self.proc.pid)
 
     def _kill_group(self) -> None:
         assert self.proc is not None
