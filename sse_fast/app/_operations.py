@@ -5,9 +5,13 @@
     ``/livez`` is 200 whenever the worker answers, from its first second (also
     while it restores history: ``_start.py``). ``/readyz`` is 503 while the
     worker starts (the body says how far: "restoring history (N of M
-    events)"), while draining or while the broker cannot publish (the relay is
-    away), and in mirror mode while the upstream is away for longer than
-    ``upstream_ready_grace`` (its state is in the body); ``/healthz`` is 503
+    events)"), and then until every worker of the node has started ("1 of 2
+    workers started": a node ready while one of its workers still refuses
+    with 503 "starting" would fail the requests the kernel gives that one;
+    asked of the workers until they all have, once), while draining or while
+    the broker cannot publish (the relay is away), and in mirror mode while
+    the upstream is away for longer than ``upstream_ready_grace`` (its state is
+    in the body); ``/healthz`` is 503
     only when the broker has been away for more than ``broker_down_limit``
     seconds (never while starting: it was not joined yet), so an orchestrator
     restarts a server that does not heal by itself.
@@ -75,6 +79,8 @@ class Operations:
         self.ready = True
         #: mirror mode's reader (its state is part of readiness)
         self.upstream: Upstream | None = None
+        #: True once every worker of the node has been seen started (``readyz``)
+        self.node_started = False
 
     async def presence(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Who is subscribed to one topic: ``?topic=NAME``. JSON with
@@ -140,7 +146,8 @@ class Operations:
 
     async def readyz(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Readiness: ``200 {"status": "ready"}``; ``503`` while starting (``{"status":
-        "starting", "reason": "restoring history (N of M events)"}``), while
+        "starting", "reason": "restoring history (N of M events)"}``), then until
+        every worker of the node has started (``"1 of 2 workers started"``), while
         draining, or while the broker is away (in mirror mode also while the
         upstream has been away longer than ``upstream_ready_grace``; its state is in
         the body). Open to everyone."""
@@ -150,11 +157,29 @@ class Operations:
         hub = self.hub
         ready = self.ready and not hub.draining and hub.broker.available
         body: dict[str, Any] = {}
+        if ready and not self.node_started:
+            waiting = await self._workers_starting()
+            if waiting:
+                await send_json(send, 503, {"status": "starting", "reason": waiting})
+                return
         if self.upstream is not None:
             body["upstream"] = upstream = self.upstream.status()
             ready = ready and upstream["ready"]
         body = {"status": "ready" if ready else "not ready", **body}
         await send_json(send, 200 if ready else 503, body)
+
+    async def _workers_starting(self) -> str:
+        """Why this node is not ready while another of its workers has not started
+        yet ("" once every one has, from then on without asking again: a worker
+        that Granian starts again later says so itself)."""
+        expected = self.settings.workers
+        if expected > 1:
+            parts = await self.hub.gather({"what": "ready"})
+            started = sum(1 for part in parts if not part.get("starting"))
+            if started < expected:
+                return f"{started} of {expected} workers started"
+        self.node_started = True
+        return ""
 
     async def metrics(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Prometheus text format, for the whole server whichever worker answers:

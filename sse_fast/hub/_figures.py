@@ -64,10 +64,13 @@ class Figures:
     def report(self, query: dict[str, Any]) -> dict[str, Any]:
         """This worker's figures for a server-wide ``/metrics`` (``{"what":
         "metrics"}``), ``/stats`` (``{"what": "stats", "connections": bool,
-        "offset": int, "limit": int}``) or ``/presence`` (``{"what": "presence",
-        "topic": name}``) answer; see ``app/_operations.py``."""
+        "offset": int, "limit": int}``), ``/presence`` (``{"what": "presence",
+        "topic": name}``) or ``/readyz`` (``{"what": "ready"}``: whether its start is
+        pending) answer; see ``app/_operations.py``."""
         hub = self.hub
-        if query.get("what") == "presence":
+        if query.get("what") == "ready":  # /readyz, until every worker has started once
+            figures: dict[str, Any] = {"starting": self.starting}
+        elif query.get("what") == "presence":
             figures = self.of_topic(str(query.get("topic", "")))
         elif query.get("what") == "stats":
             figures = self.stats(

@@ -1,0 +1,91 @@
+"""``/readyz`` of a node of several workers, in process: ready once every worker of
+the node has started, not as soon as the one asked has (``app/_operations.py``). A
+node ready while one of its workers still refused with 503 "starting" failed the
+requests the kernel gave that worker (found by the docs' metrics block: ``/stats``
+right after ``/readyz`` answered 200, from a worker still starting)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from sse_fast.app import App
+from sse_fast.brokers.local import LocalBroker
+from sse_fast.hub import Hub
+from sse_fast.settings import Settings
+from tests.support.asgi_harness import request
+
+
+class Node(LocalBroker):
+    """This worker's broker; ``others`` stand for the node's other workers' answers
+    to a gather (``starting`` as each says), ``asked`` counts the gathers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.others: list[dict[str, Any]] = []
+        self.asked: list[dict[str, Any]] = []
+
+    async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        self.asked.append(query)
+        if query.get("what") == "ready":
+            return [self.member.report(query), *self.others]
+        return [self.member.report(query)]
+
+
+def node_app(workers: int) -> tuple[App, Node]:
+    settings = Settings(workers=workers, install_signal_handlers=False)
+    broker = Node()
+    return App(settings, hub=Hub(settings, broker=broker)), broker
+
+
+async def readyz(app: App) -> tuple[int, dict[str, Any]]:
+    status, _, body = await request(app, "GET", "/readyz")
+    return status, json.loads(body)
+
+
+def starting(reason: str) -> dict[str, str]:
+    return {"status": "starting", "reason": reason}
+
+
+def test_a_node_is_ready_once_every_worker_has_started() -> None:
+    async def main() -> None:
+        app, node = node_app(3)
+        await app.lifespan.startup()
+        node.others = [{"starting": True}]  # one other answers, starting; one not yet
+        assert await readyz(app) == (503, starting("1 of 3 workers started"))
+        node.others = [{"starting": False}, {"starting": True}]
+        assert await readyz(app) == (503, starting("2 of 3 workers started"))
+        node.others = [{"starting": False}, {"starting": False}]
+        assert await readyz(app) == (200, {"status": "ready"})
+        asked = len(node.asked)
+        node.others = []  # later, a worker Granian starts again says so itself
+        assert await readyz(app) == (200, {"status": "ready"})
+        assert len(node.asked) == asked  # not asked again
+        await app.lifespan.shutdown()
+
+    asyncio.run(main())
+
+
+def test_a_worker_says_it_is_starting_when_asked() -> None:
+    """What a gather gets of a worker whose start is pending, then done."""
+
+    async def main() -> None:
+        app, node = node_app(2)
+        app.start.begin()
+        assert node.member.report({"what": "ready"})["starting"] is True
+        app.start.started()
+        assert node.member.report({"what": "ready"})["starting"] is False
+
+    asyncio.run(main())
+
+
+def test_one_worker_is_ready_without_asking_anyone() -> None:
+    async def main() -> None:
+        app, node = node_app(1)
+        await app.lifespan.startup()
+        assert await readyz(app) == (200, {"status": "ready"})
+        assert node.asked == []
+        await app.lifespan.shutdown()
+
+    asyncio.run(main())
