@@ -19,14 +19,16 @@ servers and clients, install lines. Such tests are in files marked
   real server runs on them: their ``sse-fast serve`` processes run the twins.
 
 ``SSE_FAST_TESTS_PROCESS_REPORT=FILE`` makes a run a survey instead: each test's id,
-whether it is marked, and the programs it started are appended to FILE (tab
-separated), and nothing fails for it.
+whether it is marked, the programs it started and the CPU seconds it used (its
+worker's and the children's it waited for) are appended to FILE (tab separated),
+and nothing fails for it.
 """
 
 from __future__ import annotations
 
 import _posixsubprocess
 import os
+import resource
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -41,6 +43,16 @@ __all__ = [
 ]
 
 _started: list[str] = []  # the programs the running test started
+_CPU = pytest.StashKey[float]()  # CPU seconds used so far when the test began
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of the children it has waited for."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 _watching = False
 
 
@@ -102,6 +114,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Count the programs each test starts (its fixtures' included)."""
     _started.clear()
+    item.stash[_CPU] = _cpu()
     try:
         return (yield)
     finally:
@@ -115,8 +128,9 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     report = os.environ.get("SSE_FAST_TESTS_PROCESS_REPORT")
     if report:  # a survey: each test, its mark and what it started; nothing fails
         marked = int(_is_process_test(item))
+        cpu = _cpu() - item.stash.get(_CPU, 0.0)
         with open(report, "a") as f:
-            f.write(f"{item.nodeid}\t{marked}\t{' '.join(sorted(set(_started)))}\n")
+            f.write(f"{item.nodeid}\t{marked}\t{' '.join(sorted(set(_started)))}\t{cpu:.2f}\n")
         _started.clear()
     if _started and not _is_process_test(item):
         programs = ", ".join(sorted(set(_started)))
