@@ -2,7 +2,8 @@
 Each: the events arrive exact (async and sync generators), pings when idle,
 a client that leaves is noticed within 2 s, 1,000 vanished clients leave no
 stream or task behind, a client that stops reading is cut after send_timeout,
-and SIGTERM ends open streams cleanly so the server exits."""
+and SIGTERM ends open streams cleanly so the server exits. Real processes: the three
+servers themselves, their sockets and their SIGTERM."""
 
 from __future__ import annotations
 
@@ -31,6 +32,11 @@ from ..support.vanished_network import vanished_network_seconds
 
 APP = "tests.support.django_app:application"
 SERVERS = asgi_servers.commands(APP)
+
+
+pytestmark = pytest.mark.processes(
+    "uvicorn, hypercorn and Granian serving the Django app, signals included"
+)
 
 
 @pytest.fixture(params=sorted(SERVERS))

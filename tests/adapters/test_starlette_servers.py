@@ -2,7 +2,8 @@
 hypercorn, Granian (eager ``send``). Each: the events arrive exact, a client
 that leaves is noticed (close handler, generator closed, nothing left open),
 1,000 vanished clients leave no stream or task behind, and SIGTERM ends open
-streams cleanly (the response's last chunk arrives) so the server exits."""
+streams cleanly (the response's last chunk arrives) so the server exits. Real processes:
+the three servers themselves, their sockets and their SIGTERM."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ from ..support.vanished_network import vanished_network_seconds
 
 APP = "tests.support.starlette_app:app"
 SERVERS = asgi_servers.commands(APP)
+
+
+pytestmark = pytest.mark.processes(
+    "uvicorn, hypercorn and Granian serving the Starlette app, signals included"
+)
 
 
 @pytest.fixture(params=sorted(SERVERS))

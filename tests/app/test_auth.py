@@ -352,6 +352,7 @@ def test_long_patterns_meet_or_not_exactly_and_at_once() -> None:
     assert meets("a*" * 400 + "b", ("*a" * 400 + "*",))
 
 
+@pytest.mark.processes("sse-fast serve as started, with its defaults and its refusal to start")
 def test_a_pattern_setting_with_a_character_class_stops_serve() -> None:
     """``sse-fast serve --private-topics 'user/[12]/*'`` exits 2 with one line."""
     done = subprocess.run(
@@ -382,6 +383,7 @@ def test_exact_patterns_match_only_themselves(topic: str, other: str) -> None:
 # ---------------------------------------------------------------- real server
 
 
+@pytest.mark.processes("sse-fast serve as started, with its defaults and its refusal to start")
 def test_fresh_server_is_safe_by_default() -> None:
     with ServerProcess(allow_anonymous_publish="0") as server:
 
@@ -394,6 +396,7 @@ def test_fresh_server_is_safe_by_default() -> None:
         assert "no publish credential configured" in server.output()
 
 
+@pytest.mark.processes("sse-fast serve as started, with its defaults and its refusal to start")
 def test_serve_keeps_a_private_topics_presence_private() -> None:
     """The probe's case against a real server; and the warning when made public."""
     with ServerProcess(

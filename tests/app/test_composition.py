@@ -236,6 +236,7 @@ def test_granians_unexpected_exit_line_is_info_after_a_group_stop() -> None:
     )  # another Granian: as it said
 
 
+@pytest.mark.processes("a real process reaped by another thread")
 def test_granians_killing_line_is_debug_for_a_worker_that_had_exited() -> None:
     """Granian's main thread logs "Killing worker-N after it refused to gracefully
     stop" when its watcher thread reaped the worker first (seen in CI): a real

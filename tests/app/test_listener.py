@@ -58,6 +58,7 @@ def test_the_listening_socket_defers_accept_when_asked() -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT) == 0
 
 
+@pytest.mark.processes("sse-fast serve refusing a socket size the kernel cannot give")
 def test_a_size_past_wmem_max_is_said_with_what_to_do() -> None:
     with ServerProcess(stream_send_buffer=2 * WMEM_MAX, persistence="off") as server:
         output = server.output()

@@ -36,6 +36,7 @@ def caught(call: object) -> BaseException:
 
 
 @ON_CLUSTER
+@pytest.mark.processes("a real Redis Cluster's own errors")
 def test_errors_of_a_real_cluster_are_503_with_what_to_do(cluster: RedisCluster) -> None:
     tags = cluster_tags(128)
     owner = cluster.master_of("{" + tags[0] + "}")

@@ -2,7 +2,8 @@
 topics a pattern matches found in Redis's directory, topics born on another node
 while the stream is open (in their place in the order of events), resumes with
 topics born while the client was away, births the subscription lost (``CLIENT
-KILL``), and honest outcomes past the history."""
+KILL``), and honest outcomes past the history. Real processes: redis-server, and the
+nodes' servers where the test says so."""
 
 from __future__ import annotations
 
@@ -32,6 +33,9 @@ from .test_relay import Recording, _until
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+pytestmark = pytest.mark.processes("a real redis-server under nodes that serve pattern streams")
 
 
 @pytest.fixture

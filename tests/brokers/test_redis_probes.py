@@ -1,6 +1,7 @@
 """A Redis connection's probes against a real ``redis-server``: a probe that comes back on
 the subscription before its ``PUBLISH`` answers (seen under uvloop with three shards) is
-counted back, so the subscription is not taken for stale and replaced."""
+counted back, so the subscription is not taken for stale and replaced. Real processes: a
+redis-server, stopped and started as it happens in production."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ from .test_relay import _until
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+pytestmark = pytest.mark.processes("a real redis-server that stops answering")
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ part C): every topic's events in order, once, on every node; an event spanning p
 (``redis-restarted``, with the partition) on the streams of its partitions only, then
 exact; ``--redis-wait-replicas`` confirmed on the shard's own connection (a stopped replica:
 503). Real redis-servers; hubs in this process, then two ``sse-fast serve`` nodes with a shard
-killed and each node restarted under load."""
+killed and each node restarted under load. Real processes: the shards' redis-servers and
+the nodes' servers, killed and restarted."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ if shutil.which("redis-server") is None:  # .ci/run installs it
 
 N = 128
 S = 3
+
+
+pytestmark = pytest.mark.processes("real Redis shards, killed and restarted under real nodes")
 
 
 @pytest.fixture

@@ -77,6 +77,7 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.processes("a retry across real workers and a real redis-server")
 def test_redis_publishes_a_retry_once_on_any_node(redis_server: RedisServer) -> None:
     async def main() -> None:
         a = Hub(Settings(), broker=RedisBroker(redis_server.url, probe_interval=0.3))
@@ -99,6 +100,7 @@ def test_redis_publishes_a_retry_once_on_any_node(redis_server: RedisServer) -> 
     asyncio.run(main())
 
 
+@pytest.mark.processes("a retry across real workers and a real redis-server")
 def test_several_workers_publish_a_retry_once() -> None:
     with ServerProcess("--workers", "2") as server:
 

@@ -7,7 +7,8 @@ builds a wheel of this checkout (the pure-Python one: the dependencies, not the
 extension, are what is checked here), makes a venv without this environment's
 packages, installs the wheel with that extra and the packages named, runs the block
 there, and checks that PyJWT (the edge's dependency) was neither installed nor
-needed. The install line itself, as written, is run by ``test_install_lines.py``."""
+needed. The install line itself, as written, is run by ``test_install_lines.py``. Real
+processes: pip in fresh venvs and the examples as their readers run them."""
 
 from __future__ import annotations
 
@@ -43,7 +44,11 @@ def _examples() -> list[tuple[str, list[str], str]]:
 EXAMPLES = _examples()
 
 #: one worker builds the wheel once and makes the venvs one after the other
-pytestmark = [pytest.mark.xdist_group("venvs"), pytest.mark.mode_independent]
+pytestmark = [
+    pytest.mark.processes("each embedding example installed in a fresh venv and run"),
+    pytest.mark.xdist_group("venvs"),
+    pytest.mark.mode_independent,
+]
 
 
 def test_the_embedding_examples_say_what_they_need() -> None:

@@ -2,7 +2,7 @@
 person would see on each page. The background publishers run 10 times faster
 (``SSE_FAST_EXAMPLES_PACE``) to keep this short. Also: HTTP/2 over TLS carries
 ten EventSources on one connection where HTTP/1.1 stalls the seventh, and the
-pages resume after the server restarts."""
+pages resume after the server restarts. Real processes: the examples' server and Chromium."""
 
 from __future__ import annotations
 
@@ -35,6 +35,9 @@ from ..support.browser import chromium, examples_server, page_errors
 from ..support.certificates import self_signed
 
 WAIT = 10_000  # ms: the longest wait for what a page should show
+
+
+pytestmark = pytest.mark.processes("the examples served for real and driven in Chromium")
 
 
 @pytest.fixture(scope="module")

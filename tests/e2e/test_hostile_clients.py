@@ -1,6 +1,7 @@
 """Clients that hold what they should not, against a real ``sse-fast serve``: a
 publish body that never finishes, a request head sent halfway, a publisher filling
-the memory with history. Loopback only, bounded in time."""
+the memory with history. Loopback only, bounded in time. Real processes: a real server,
+whose CPU time and sockets are the figures."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import time
 
 import orjson
+import pytest
 
 from sse_fast.testing import HOST, ServerProcess, collect, rss_kb
 
@@ -24,6 +26,9 @@ STUCK_CHUNKED = (
     b'Transfer-Encoding: chunked\r\n\r\n5\r\n{"top\r\n'
 )
 HALF_HEAD = b"POST /publish HTTP/1.1\r\nHost: x\r\nContent-Ty"
+
+
+pytestmark = pytest.mark.processes("a real server's CPU and sockets under hostile clients")
 
 
 def _open(server: ServerProcess, head: bytes) -> socket.socket:

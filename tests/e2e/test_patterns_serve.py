@@ -3,7 +3,8 @@ topics' events (Hypothesis against the reference matcher), and resume over the t
 created while the client was away, after a reconnect, a ``kill -9`` restart on the
 same data directory, and with four workers behind the relay: nothing lost, nothing
 repeated, order kept; the same over two nodes on one Redis (a node killed and started
-again included), on one Redis sequence and on partitions."""
+again included), on one Redis sequence and on partitions. Real processes: sse-fast serve
+started as a user starts it."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from sse_fast.testing import RedisServer, ServerProcess, collect, free_port
 SEGMENTS = ["a", "b", "ab"]
 TAILS = ["/".join(parts) for depth in (1, 2) for parts in itertools.product(SEGMENTS, repeat=depth)]
 EXAMPLES = itertools.count()
+
+
+pytestmark = pytest.mark.processes("sse-fast serve's pattern settings as typed on its command line")
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """Security rules against a real ``sse-fast serve`` process (tokens, claims,
-expiry, cookies, CORS and every limit). Loopback only, bounded in time."""
+expiry, cookies, CORS and every limit). Loopback only, bounded in time. Real processes:
+one real server, shared by the module's tests."""
 
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, ht
 from ..support.come_back import told_to_come_back
 
 SECRET = "e2e-secret-that-is-long-enough-for-hs256"
+
+
+pytestmark = pytest.mark.processes("a real server's refusals over real sockets")
 
 
 def token(rights: dict[str, Any], **claims: Any) -> str:

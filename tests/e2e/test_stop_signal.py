@@ -8,6 +8,7 @@
 * ``kill -9`` of the main process alone (``sse_fast/_orphans.py``): its workers and
   relay went on serving as orphans, holding the port and the data directory; now
   they stop within a second, and a data directory still held names its holders.
+Real processes: the signals and the process group are the subject.
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ from ..support.waiting import until
 #: seconds within which the workers and the relay stop once the main process is gone
 ORPHAN_LIMIT = 1.0
 
-pytestmark = pytest.mark.skipif(
-    not hasattr(ctypes.CDLL(None), "tgkill"), reason="needs the C library's tgkill (Linux)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not hasattr(ctypes.CDLL(None), "tgkill"), reason="needs the C library's tgkill (Linux)"
+    ),
+    pytest.mark.processes("SIGTERM to a real server, its workers and its relay"),
+]
 
 
 def _tgkill(pid: int, tid: int, sig: int) -> None:

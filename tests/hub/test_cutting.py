@@ -4,6 +4,7 @@ forgotten (lag, stalled writes, drain), against a real ``sse-fast serve``.
 A client that never reads cannot receive the final ``sse-fast-disconnect``
 frame; without a cut its TCP connection stayed ESTABLISHED with megabytes
 unsent while the server had already released its per-IP slot.
+Real processes: a real server, whose kernel buffers fill.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ import sys
 import time
 
 import orjson
+import pytest
 
 from sse_fast.testing import HOST, ServerProcess, collect, wait_for
 
 NON_READERS = 20
 BIG_EVENT = orjson.dumps({"topic": "cut", "data": "x" * 64 * 1024})
+
+
+pytestmark = pytest.mark.processes("the kernel's socket buffers of real clients that stop reading")
 
 
 def non_reader(port: int, topic: str = "cut") -> socket.socket:

@@ -8,6 +8,7 @@ import asyncio
 import math
 
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sse_fast.hub._metrics import Metrics, render
@@ -84,6 +85,7 @@ def test_every_family_reads_back_as_written() -> None:
     assert math.isclose(values["sse_fast_publish_to_write_seconds_sum"], 99.7431, rel_tol=1e-6)
 
 
+@pytest.mark.processes("a real server's /metrics, all workers summed")
 def test_a_real_servers_metrics_parse_and_count() -> None:
     async def main(server: ServerProcess) -> None:
         client = server.client("m")

@@ -208,6 +208,7 @@ def test_the_catalogue_is_well_formed() -> None:
         ]
 
 
+@pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
 def test_every_header_is_its_catalogue_entry(scrapes: dict[str, Scrape]) -> None:
     for name, one in scrapes.items():
         assert not one.stray, f"{name}: lines outside their family: {one.stray}"
@@ -217,6 +218,7 @@ def test_every_header_is_its_catalogue_entry(scrapes: dict[str, Scrape]) -> None
             assert (help_text, kind) == (info.help, info.kind), f"{name}: {metric_name}"
 
 
+@pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
 def test_every_sample_carries_its_entrys_labels(scrapes: dict[str, Scrape]) -> None:
     seen: set[str] = set()
     for name, one in scrapes.items():
@@ -228,6 +230,7 @@ def test_every_sample_carries_its_entrys_labels(scrapes: dict[str, Scrape]) -> N
     assert not unseen, f"labelled metrics with no sample anywhere: {unseen}"
 
 
+@pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
 def test_every_entry_shows_up_where_its_when_says(scrapes: dict[str, Scrape]) -> None:
     everywhere: set[str] = set()
     for name, one in scrapes.items():
@@ -242,6 +245,7 @@ def test_every_entry_shows_up_where_its_when_says(scrapes: dict[str, Scrape]) ->
     assert always <= set(scrapes["plain"].headers)
 
 
+@pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
 def test_the_order_is_the_catalogues(scrapes: dict[str, Scrape]) -> None:
     """The docs list the metrics in the catalogue's order: the order a scrape has."""
     order = {info.name: n for n, info in enumerate(CATALOGUE)}
@@ -250,6 +254,7 @@ def test_the_order_is_the_catalogues(scrapes: dict[str, Scrape]) -> None:
         assert positions == sorted(positions)
 
 
+@pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
 def test_prometheus_reads_every_scrape(scrapes: dict[str, Scrape]) -> None:
     for name, one in scrapes.items():
         families = {family.name for family in text_string_to_metric_families(one.text)}

@@ -98,6 +98,7 @@ async def until(check: Any, timeout: float = 10.0) -> Any:
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.processes("presence across real workers and nodes on a real redis-server")
 def test_presence_of_one_server_with_its_news() -> None:
     async def main(server: ServerProcess) -> None:
         watcher = server.client("room:1/presence")
@@ -167,6 +168,7 @@ async def presence_adding_up(
     return events
 
 
+@pytest.mark.processes("presence across real workers and nodes on a real redis-server")
 def test_presence_asks_for_a_topic_and_the_operations_credential() -> None:
     async def main(server: ServerProcess) -> None:
         status, _, body = await server.get("/presence")
@@ -182,6 +184,7 @@ def test_presence_asks_for_a_topic_and_the_operations_credential() -> None:
         assert status in (401, 403)
 
 
+@pytest.mark.processes("presence across real workers and nodes on a real redis-server")
 def test_presence_across_workers() -> None:
     async def main(server: ServerProcess) -> None:
         clients = await open_streams(server, "room:7", [f"user{n}" for n in range(12)])
@@ -208,6 +211,7 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.processes("presence across real workers and nodes on a real redis-server")
 def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
     settings = {**PRESENCE, "redis_url": redis.url}
 
@@ -245,6 +249,7 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
         asyncio.run(main(a, b))
 
 
+@pytest.mark.processes("presence across real workers and nodes on a real redis-server")
 def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
     """A worker that stops refreshing (killed) is left out once its figures are
     older than STALE, and the reader deletes them; a live one's count, and one of

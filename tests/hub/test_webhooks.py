@@ -123,6 +123,7 @@ def by_type(found: dict[str, dict[str, Any]], kind: str) -> list[dict[str, Any]]
     return sorted((e for e in found.values() if e["type"] == kind), key=lambda e: e["at"])
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_connects_and_disconnects_arrive_signed(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "hooks.jsonl"
     sub = jwt.encode({"sub": "alice", "exp": int(time.time()) + 600}, JWT_SECRET, "HS256")
@@ -152,6 +153,7 @@ def test_connects_and_disconnects_arrive_signed(tmp_path: Path) -> None:
     assert all(set(e) >= {"id", "at", "node", "worker", "client"} for e in found.values())
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_a_failing_then_slow_receiver_gets_every_event_at_least_once(tmp_path: Path) -> None:
     """Three 500s, then two answers slower than the sender's timeout (recorded, yet
     sent again): every event arrives, some more than once, and the ids tell them
@@ -179,6 +181,7 @@ def test_a_failing_then_slow_receiver_gets_every_event_at_least_once(tmp_path: P
     assert float(failures) >= 5  # three 500s, two timeouts (more if a POST was slow)
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
     """Down: events wait, up to webhook_max_pending, the rest dropped and counted;
     once it is back the waiting ones arrive, with the drop count."""
@@ -211,6 +214,7 @@ def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
         asyncio.run(main(server))
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_draining_and_expired_tokens_are_reasons(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "hooks.jsonl"
     short = jwt.encode({"sub": "bob", "exp": int(time.time()) + 2}, JWT_SECRET, "HS256")
@@ -234,6 +238,7 @@ def test_draining_and_expired_tokens_are_reasons(tmp_path: Path) -> None:
     assert [e["subject"] for e in disconnects if e["reason"] == "token-expired"] == ["bob"]
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_only_the_named_topics_are_reported(tmp_path: Path) -> None:
     port, log = free_port(), tmp_path / "hooks.jsonl"
 
@@ -255,6 +260,7 @@ def test_only_the_named_topics_are_reported(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.processes("webhooks from a real server to a receiver that fails and restarts")
 def test_a_pattern_stream_is_reported_when_its_pattern_can_reach_the_topics(
     tmp_path: Path,
 ) -> None:

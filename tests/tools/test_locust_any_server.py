@@ -2,7 +2,8 @@
 (and the same app on sse_fast's drop-in), a server-driven ticker, Nchan. Each test
 runs locust headless in a process of its own for a few seconds and reads its CSV
 and its exit status: the figures (events with latency, time to first event, lost,
-duplicate) and the thresholds that decide the exit code."""
+duplicate) and the thresholds that decide the exit code. Real processes: locust and the
+servers it loads, as a user runs them."""
 
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ TICKER = (
     "--sse-source-field",
     "",
 )
+
+
+pytestmark = pytest.mark.processes("locust run against real servers, ours and others")
 
 
 @dataclass

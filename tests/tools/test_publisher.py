@@ -1,5 +1,6 @@
 """sse_fast.publisher.Publisher against a real server: the three paths, errors
-that say what was wrong, and retries that never duplicate an event."""
+that say what was wrong, and retries that never duplicate an event. Real processes: a
+real server, restarted under the Publisher."""
 
 from __future__ import annotations
 
@@ -13,6 +14,10 @@ import pytest
 
 from sse_fast.publisher import Publisher, PublishFailed
 from sse_fast.testing import HOST, ServerProcess, collect, free_port
+
+pytestmark = pytest.mark.processes(
+    "the Publisher against a real server that restarts and loses answers"
+)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ xfails), and the files of the original's private internals that sse_fast does no
 have (``Suite.import_differences``), which must fail to import; of aiohttp-sse's,
 at least 95 % of the tests the original runs must pass (a test missing from the run
 against sse_fast, because its module failed to import, counts as failed).
+Real processes: each suite runs in a pytest of its own, with its own configuration and plugins.
 """
 
 from __future__ import annotations
@@ -21,7 +22,10 @@ from harness import SHIMS, SUITES, SuiteResult, original_run, pass_rate, run_sui
 EXPECTED_SELECTED = {"sse_starlette": 132, "aiohttp_sse": 106}
 THRESHOLD = 0.95
 
-pytestmark = pytest.mark.timeout(900)  # each test runs a whole suite in a subprocess
+pytestmark = [
+    pytest.mark.timeout(900),  # each test runs a whole suite in a subprocess
+    pytest.mark.processes("the originals' own suites, each run by a pytest process of its own"),
+]
 #: a suite's two runs share one worker (the original's run is cached there for the
 #: threshold); the two suites run beside each other
 SSE_STARLETTE = pytest.mark.xdist_group("upstream_sse_starlette")
