@@ -18,6 +18,9 @@ servers and clients, install lines. Such tests are in files marked
   test's subject, run in that mode whole. The files marked ``twins`` prove that a
   real server runs on them: their ``sse-fast serve`` processes run the twins.
 
+``SSE_FAST_TESTS_TWINS_EVERYWHERE=1`` keeps every process-starting test in the twins'
+run (as the suite ran them before: twice the time, for a release or a doubt).
+
 ``SSE_FAST_TESTS_PROCESS_REPORT=FILE`` makes a run a survey instead: each test's id,
 whether it is marked, the programs it started and the CPU seconds it used (its
 worker's and the children's it waited for) are appended to FILE (tab separated),
@@ -101,7 +104,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
     import sse_fast
 
-    if not sse_fast.NO_EXTENSIONS:
+    if not sse_fast.NO_EXTENSIONS or os.environ.get("SSE_FAST_TESTS_TWINS_EVERYWHERE"):
         return
     left = [i for i in items if _is_process_test(i) and i.get_closest_marker("twins") is None]
     if left:
