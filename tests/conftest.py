@@ -30,7 +30,7 @@ collect_ignore_glob = ["adapters/originals/*/tests"]
 
 #: ``--dist loadgroup`` as xdist meant it, on pytest 9.2 too; tests marked ``alone``
 #: run while no other test does, all in one stretch (see the modules)
-pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone"]
+pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone", "tests.support.processes"]
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 

@@ -99,11 +99,13 @@ def test_the_internal_modules_are_found() -> None:
 
 
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES + INTERNAL_MODULES)
+@pytest.mark.processes("griffe, which runs git to place the sources")
 def test_every_public_name_has_a_docstring(module_name: str) -> None:
     missing = undocumented(_load(), module_name)
     assert not missing, f"{len(missing)} public names without a docstring:\n" + "\n".join(missing)
 
 
+@pytest.mark.processes("griffe, which runs git to place the sources")
 def test_the_check_finds_a_missing_docstring(tmp_path: Path) -> None:
     """The check itself: a module with an undocumented export fails it."""
     package = tmp_path / "undocumented_pkg"

@@ -140,6 +140,7 @@ def test_the_package_never_imports_the_repositorys_benches_or_tests() -> None:
     assert {name: i for name, i in found.items() if i} == {}
 
 
+@pytest.mark.processes("a fresh interpreter importing one part of the package")
 def test_the_hub_loads_without_the_credentials_module() -> None:
     """The hub (topics, fan-out, presence, webhooks) matches topic patterns with
     ``_patterns.matches``: it never loads ``app.auth`` and PyJWT, which only the
@@ -164,6 +165,7 @@ def test_no_class_over_300_lines_and_no_function_over_80() -> None:
     assert found == set()
 
 
+@pytest.mark.processes("a fresh interpreter importing one part of the package")
 def test_a_webhook_receiver_loads_nothing_of_the_hub() -> None:
     """``sse_fast.webhooks`` (``verify``) is what a receiving service imports."""
     code = (

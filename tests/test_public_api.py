@@ -70,6 +70,7 @@ def export_problems(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", PUBLIC_MODULES)
+@pytest.mark.processes("a fresh interpreter importing the locust module")
 def test_public_module_declares_what_it_exports(name: str) -> None:
     if name in PATCHES_THE_PROCESS:
         code = (

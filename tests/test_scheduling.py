@@ -10,7 +10,7 @@ time (tests/e2e/test_embedding_installs.py); pytest 9.2 with pytest-xdist 3.8 sp
 group over every worker without a word. One session of four workers (the two plugins
 only: a second's start) runs grouped, ordinary and ``alone`` tests and a module-scoped
 fixture's costly setup, each logging its worker and when it started and ended; the
-tests here read that log."""
+tests here read that log. Real processes: a nested pytest session with xdist workers."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 #: runs the nested session, which may take 5 minutes (below). The plugins schedule
 #: tests, whatever the core: run in the extension mode only
 pytestmark = [
+    pytest.mark.processes("a nested pytest session with xdist workers"),
     pytest.mark.xdist_group("scheduling"),
     pytest.mark.timeout(420),
     pytest.mark.mode_independent,

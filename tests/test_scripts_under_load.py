@@ -1,7 +1,8 @@
 """``scripts/under-load`` runs pytest several times beside CPU hogs and names every test
 that failed in any run, with how often; it exits 1 when one did. Run for real on a
 small file of the test's own (one test that fails on its first run only, one that
-always passes), without hogs: the script's bookkeeping, not the suite, is under test."""
+always passes), without hogs: the script's bookkeeping, not the suite, is under test.
+Real processes: scripts/under-load run for real."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the script's own checks, not the package's: the same in both modes
-pytestmark = pytest.mark.mode_independent
+pytestmark = [
+    pytest.mark.mode_independent,
+    pytest.mark.processes("scripts/under-load run for real"),
+]
 
 TESTS = """
 from pathlib import Path

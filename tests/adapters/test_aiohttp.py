@@ -1,7 +1,8 @@
 """sse_fast.aiohttp under a real aiohttp server (``python -m aiohttp.web``): the
 events a client parses are aiohttp-sse's for the same calls; TCP_USER_TIMEOUT
 follows send_timeout; 1,000 vanished clients leave no stream or task; SIGTERM
-ends open streams (``wait()`` returns) so the server exits at once."""
+ends open streams (``wait()`` returns) so the server exits at once. Real processes: a
+real aiohttp server: its sockets and its shutdown."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ COMMAND = [
     sys.executable, "-m", "aiohttp.web", "-H", HOST, "-P", "{port}",
     "tests.support.aiohttp_app:make_app",
 ]  # fmt: skip
+
+
+pytestmark = pytest.mark.processes("a real aiohttp server: its sockets and its shutdown")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ The import sets are checked in a fresh interpreter in which PyJWT cannot be
 imported at all (``sys.modules["jwt"] = None``), as in a venv with only
 ``sse_fast[starlette]``; each set is pinned, so a new import into an adapter's
 path shows up here. ``_ext`` and ``_py`` modules are named ``<name>_*`` so the
-sets hold in both modes."""
+sets hold in both modes. Real processes: pip installing the package's extras in fresh venvs."""
 
 from __future__ import annotations
 
@@ -54,6 +54,9 @@ LOADS = {
     | {"sse_fast.django", "sse_fast._adapters", "sse_fast._adapters.items", "sse_fast._abort"},
 }
 EDGE = ("hub", "brokers", "app", "settings", "auth", "schemas", "webhooks", "cli", "publisher")
+
+
+pytestmark = pytest.mark.processes("pip installing the package's extras in fresh venvs")
 
 
 def _loaded_by(module: str) -> set[str]:

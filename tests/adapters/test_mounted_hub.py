@@ -2,7 +2,8 @@
 uvicorn (a coroutine ``send``) and Granian (an eager one): the host's route
 handlers publish in process and subscribers get the events; the edge's own
 endpoints work below the mount point; a reconnect resumes; SIGTERM drains the
-streams (the final frame with its retry hint) so the server exits."""
+streams (the final frame with its retry hint) so the server exits. Real processes: the
+hub mounted in a real ASGI server."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ SERVERS = {
         *("--port", "{port}", "--log-level", "warning", APP),
     ],
 }
+
+
+pytestmark = pytest.mark.processes("the hub mounted in a real ASGI server")
 
 
 @pytest.fixture(params=sorted(SERVERS))

@@ -1,6 +1,6 @@
 """``sse-fast``: one clear line and a non-zero exit where a traceback used to be;
 a busy port is refused unless sharing it is asked for; --version; misspelt
-``SSE_FAST_*`` variables are named."""
+``SSE_FAST_*`` variables are named. Real processes: the sse-fast command as a user types it."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ import pytest
 import sse_fast
 from sse_fast.settings._settings import unknown_variables
 from sse_fast.testing import HOST, ServerProcess, free_port
+
+pytestmark = pytest.mark.processes("the sse-fast command as a user types it")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30) -> tuple[int, str]:

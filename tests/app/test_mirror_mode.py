@@ -320,6 +320,7 @@ def relay_command(upstream: str, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_the_upstream_events_iterator_is_closed_when_reading_stops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -365,6 +366,7 @@ def test_the_upstream_events_iterator_is_closed_when_reading_stops(
         asyncio.run(main(origin.port))
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
     redis_server: RedisServer,
 ) -> None:
@@ -404,6 +406,7 @@ def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
     assert subscriber.control == []
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_relays_a_plain_starlette_app_that_restarts() -> None:
     """A plain StreamingResponse upstream under uvicorn, stopped and started
     again mid-stream: the relay resumes it with Last-Event-ID."""
@@ -436,6 +439,7 @@ def test_relays_a_plain_starlette_app_that_restarts() -> None:
     assert subscriber.data == [str(n) for n in range(1, 201)]
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer) -> None:
     port = free_port()
     with (
@@ -467,6 +471,7 @@ def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer)
     assert subscriber.data == [str(n) for n in range(200)]
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
     with (
         ServerProcess(heartbeat_interval=1) as upstream,
@@ -492,6 +497,7 @@ def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
         assert "no such endpoint" in body["upstream"]["error"]
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     with (
         ServerProcess(heartbeat_interval=1) as upstream,
@@ -511,6 +517,7 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     assert subscriber.data == ["TICK 1", "TICK 3", "TICK 5", "TICK 7", "TICK 9"]
 
 
+@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
 def test_the_edge_needs_httpx_only_in_mirror_mode() -> None:
     """httpx is not a dependency of the hub: an application that embeds it
     without httpx starts; mirror mode says what to install."""

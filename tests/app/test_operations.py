@@ -1,6 +1,7 @@
 """/stats and /metrics name clients and topics (private ones too): only trusted
 networks (loopback by default) or an operations token may read them; /healthz
-and /readyz stay open. /stats answers a page at a time. Real server."""
+and /readyz stay open. /stats answers a page at a time. Real server. Real processes: a
+real server's workers answering the operations endpoints."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ import asyncio
 import json
 
 import orjson
+import pytest
 
 from sse_fast.testing import HOST, ServerProcess, http_request
 
 OPS = ("/stats", "/stats?connections=1", "/metrics")
+
+
+pytestmark = pytest.mark.processes("a real server's workers answering the operations endpoints")
 
 
 async def get(server: ServerProcess, path: str, **headers: str) -> tuple[int, dict, bytes]:

@@ -85,6 +85,7 @@ def server() -> Iterator[ServerProcess]:
         yield server
 
 
+@pytest.mark.processes("publish streams over a real server's sockets")
 def test_acks_come_in_order_while_the_body_is_still_coming(server: ServerProcess) -> None:
     async def main() -> None:
         client = server.client("s/1", "s/2")
@@ -117,6 +118,7 @@ def test_acks_come_in_order_while_the_body_is_still_coming(server: ServerProcess
     asyncio.run(main())
 
 
+@pytest.mark.processes("publish streams over a real server's sockets")
 def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
     server: ServerProcess,
 ) -> None:
@@ -145,6 +147,7 @@ def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
     asyncio.run(main())
 
 
+@pytest.mark.processes("publish streams over a real server's sockets")
 def test_limits_and_topic_rights_apply_per_line() -> None:
     with ServerProcess(
         allow_anonymous_publish=0,
@@ -187,6 +190,7 @@ def test_limits_and_topic_rights_apply_per_line() -> None:
         asyncio.run(main())
 
 
+@pytest.mark.processes("publish streams over a real server's sockets")
 def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
     with ServerProcess(catch_up_timeout=2, max_body_bytes=4096) as server:
 
@@ -223,6 +227,7 @@ def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
         asyncio.run(main())
 
 
+@pytest.mark.processes("publish streams over a real server's sockets")
 def test_a_draining_server_ends_the_stream_with_a_503_line() -> None:
     with ServerProcess(drain_timeout=1) as server:
 

@@ -194,6 +194,7 @@ def test_the_hub_checks_declared_events_in_process() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.processes("typed channels through a real server and its refused start")
 def test_typed_channels_through_a_real_server() -> None:
     def body(event: str | None, data: Any, topic: str = "item:42") -> bytes:
         return json.dumps({"topic": topic, "event": event, "data": data}).encode()
@@ -228,6 +229,7 @@ def test_typed_channels_through_a_real_server() -> None:
     ]  # the refused one is not among them
 
 
+@pytest.mark.processes("typed channels through a real server and its refused start")
 def test_schema_is_404_without_streams_and_a_bad_spec_stops_the_start() -> None:
     with ServerProcess() as server:
         status, _, body = asyncio.run(server.get("/schema"))

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sse_fast._core import Parser
 from sse_fast.app import App
 from sse_fast.brokers.durable import StoreError
@@ -130,6 +132,7 @@ def test_a_starting_worker_answers_liveness_and_refuses_the_rest(tmp_path: Path)
     asyncio.run(main())
 
 
+@pytest.mark.processes("a failed start that stops a real server")
 def test_a_failed_start_is_reported_and_stops_the_server(tmp_path: Path) -> None:
     """The report names the process to stop (here a stand-in, not the test)."""
     supervisor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

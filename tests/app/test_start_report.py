@@ -1,6 +1,7 @@
 """``sse_fast/_startup.py``'s start reports: a run killed with SIGKILL leaves its report's
 directory behind (582 of them on the project's VM after a day of test runs); the next
-start removes those whose process is gone, and only those."""
+start removes those whose process is gone, and only those. Real processes: the start
+report of a real server's run."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from sse_fast._startup import StartReport, remove_stale_reports
+
+pytestmark = pytest.mark.processes("the start report of a real server's run")
 
 
 def _report(root: Path, name: str, pid: int | None) -> Path:

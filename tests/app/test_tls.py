@@ -2,7 +2,8 @@
 auto``): a real ``sse-fast serve`` with a self-signed certificate made here, a
 real HTTP/2 client (httpx with h2) that checks the certificate against it.
 Browsers speak HTTP/2 only over TLS; over HTTP/2 many streams share one
-connection, where HTTP/1.1 browsers stop at six per origin."""
+connection, where HTTP/1.1 browsers stop at six per origin. Real processes: TLS and
+HTTP/2 on a real server's socket."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess
 
 from ..support.certificates import self_signed
+
+pytestmark = pytest.mark.processes("TLS and HTTP/2 on a real server's socket")
 
 
 def test_settings_say_what_is_missing(tmp_path: Path) -> None:

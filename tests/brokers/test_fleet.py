@@ -1,7 +1,7 @@
 """A server that survives its own processes' faults, against real processes:
 ``sse-fast serve --workers 2``, its relay killed, stopped and a worker killed;
 and one scrape that answers for the whole server (``brokers/_relay/``,
-``app/_operations.py``)."""
+``app/_operations.py``). Real processes: the relay process and the workers of a real server."""
 
 from __future__ import annotations
 
@@ -14,11 +14,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sse_fast.brokers.durable import read
 from sse_fast.publisher import Publisher
 from sse_fast.testing import ServerProcess, collect, wait_for
 
 from ..support.waiting import until
+
+pytestmark = pytest.mark.processes("the relay process and the workers of a real server")
 
 
 async def _stats(server: ServerProcess) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Several ``sse-fast serve --redis-url`` nodes on one real ``redis-server``
 behave as one server: the same ids everywhere, resumes on any node, one scrape
-per node for all its workers, and Redis faults said honestly."""
+per node for all its workers, and Redis faults said honestly. Real processes: nodes on a
+real redis-server and Sentinel failovers."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from sse_fast.testing import (
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+pytestmark = pytest.mark.processes("nodes on a real redis-server and Sentinel failovers")
 
 
 @pytest.fixture

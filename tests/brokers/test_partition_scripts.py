@@ -3,7 +3,8 @@
 against a real Redis Cluster of 3 masters and 3 replicas and a plain Redis: every key
 declared, no CROSSSLOT on any of 128 partitions, SPUBLISH on the topic's slot, positions
 per partition, the retry memory per partition, a new dataset's floor, the floor raised,
-and refusals of malformed arguments with a sentence."""
+and refusals of malformed arguments with a sentence. Real processes: the Lua scripts run
+by real Redis servers and a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ if shutil.which("redis-server") is None:  # .ci/run installs it
 ON_CLUSTER = pytest.mark.xdist_group("redis_cluster")
 N = 128
 TAGS = cluster_tags(N)
+
+
+pytestmark = pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 
 
 @pytest.fixture(scope="module")

@@ -252,6 +252,7 @@ def cluster() -> Iterator[RedisCluster]:
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_the_cluster_is_up_on_low_ports_with_an_even_share_of_partitions(
     cluster: RedisCluster,
 ) -> None:
@@ -268,6 +269,7 @@ def test_the_cluster_is_up_on_low_ports_with_an_even_share_of_partitions(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_redis_puts_every_partition_key_in_its_partitions_slot(cluster: RedisCluster) -> None:
     names: list[tuple[int | None, str]] = []
     for p, tag in enumerate(cluster_tags(128)):
@@ -319,6 +321,7 @@ def _publish(client: redis.RedisCluster | redis.Redis, tag: str, frame: str = "x
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_one_script_declares_and_writes_a_partitions_keys_on_every_partition(
     cluster: RedisCluster,
 ) -> None:
@@ -336,6 +339,7 @@ def test_one_script_declares_and_writes_a_partitions_keys_on_every_partition(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_the_same_keys_without_the_tag_are_crossslot(cluster: RedisCluster) -> None:
     """The control: what the test above would meet if the keys lacked the partition's tag."""
     untagged = ["sse:position", "sse:epoch", "sse:floor", "sse:t:orders", "sse:r:3:e-1:orders"]
@@ -353,6 +357,7 @@ def test_the_same_keys_without_the_tag_are_crossslot(cluster: RedisCluster) -> N
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_a_killed_master_is_replaced_by_its_replica_through_the_harness(
     cluster: RedisCluster,
 ) -> None:
@@ -389,6 +394,7 @@ def test_a_killed_master_is_replaced_by_its_replica_through_the_harness(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the partitions' keys placed by a real Redis Cluster")
 def test_the_harness_leaves_no_process_and_no_file_behind_a_failed_test() -> None:
     with pytest.raises(RuntimeError, match="a test failing"), RedisCluster(replicas=0) as small:
         processes = list(small.processes.values())

@@ -1,6 +1,7 @@
 """The Redis broker against a real ``redis-server``: members (nodes, workers)
 that share one sequence, resumes on any of them, history bounds, and faults:
-a killed subscription, Redis restarted (its data lost) and Redis stopped."""
+a killed subscription, Redis restarted (its data lost) and Redis stopped. Real
+processes: a real redis-server, stopped, restarted and flushed."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ from .test_relay import Recording, _until
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
+
+
+pytestmark = pytest.mark.processes("a real redis-server, stopped, restarted and flushed")
 
 
 @pytest.fixture

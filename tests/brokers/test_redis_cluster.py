@@ -5,7 +5,8 @@ killed (kill -9): its topics answer 503 with Retry-After until its replica takes
 the other masters' topics are published every time, and nothing acknowledged is lost
 or repeated; ``--redis-wait-replicas`` confirmed on the partition's own master (its
 replica frozen: 503); a node configured with another layout refused at start. Hubs in
-this process, then ``sse-fast serve`` nodes."""
+this process, then ``sse-fast serve`` nodes. Real processes: a real Redis Cluster:
+masters killed, slots moved."""
 
 from __future__ import annotations
 
@@ -38,7 +39,10 @@ from .test_redis_shards import (
 from .test_relay import Recording, _until
 
 # its own group: a cluster of its own, beside the other modules' (they hold a worker ~50 s)
-pytestmark = pytest.mark.xdist_group("redis_cluster_broker")
+pytestmark = [
+    pytest.mark.xdist_group("redis_cluster_broker"),
+    pytest.mark.processes("a real Redis Cluster: masters killed, slots moved"),
+]
 
 N = 128
 

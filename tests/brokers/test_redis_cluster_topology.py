@@ -63,6 +63,7 @@ def test_a_wrong_cluster_url_says_what_to_give(url: str, said: str) -> None:
 
 
 @ON_CLUSTER
+@pytest.mark.processes("a real Redis Cluster's topology")
 def test_the_map_is_read_from_a_seed_that_answers(cluster: RedisCluster) -> None:
     """The first seed is dead (nothing listens there): the map comes from the next one,
     and every partition's master is the one Redis says owns its tag's slot."""
@@ -107,6 +108,7 @@ def test_nothing_answering_names_every_node_tried() -> None:
 
 
 @ON_CLUSTER
+@pytest.mark.processes("a real Redis Cluster's topology")
 def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisCluster) -> None:
     tag = "{" + cluster_tags(128)[0] + "}"
 
@@ -127,6 +129,7 @@ def test_a_killed_masters_partitions_are_found_on_its_replica(cluster: RedisClus
 
 
 @ON_CLUSTER
+@pytest.mark.processes("a real Redis Cluster's topology")
 def test_the_owner_table_keeps_unmoved_partitions_on_their_connection(
     cluster: RedisCluster,
 ) -> None:

@@ -47,6 +47,7 @@ def check(urls: list[str], partitions: int, **kwargs: object) -> str | None:
     return asyncio.run(check_layout(urls, partitions, node="node-a", **kwargs))  # type: ignore[arg-type]
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_one_redis_gets_a_single_record_once(shards: list[RedisServer]) -> None:
     url = shards[0].url
     assert check([url], 1) is None
@@ -63,6 +64,7 @@ def test_one_redis_gets_a_single_record_once(shards: list[RedisServer]) -> None:
     assert check([url], 1) is None and record(shards[0]) == first  # read, not written again
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_shards_share_one_layout_and_a_node_configured_otherwise_is_refused(
     shards: list[RedisServer],
 ) -> None:
@@ -91,6 +93,7 @@ def test_shards_share_one_layout_and_a_node_configured_otherwise_is_refused(
     assert one is not None and "holds a partitioned fleet's data" in one
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_a_one_sequence_fleets_redis_is_refused_as_a_shard(shards: list[RedisServer]) -> None:
     client = redis.Redis(port=shards[1].port)
     try:
@@ -105,6 +108,7 @@ def test_a_one_sequence_fleets_redis_is_refused_as_a_shard(shards: list[RedisSer
     assert check([shards[1].url], 1) is None  # that fleet itself goes on as before
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_a_shard_restarted_empty_takes_the_layouts_record_again(
     shards: list[RedisServer],
 ) -> None:
@@ -117,6 +121,7 @@ def test_a_shard_restarted_empty_takes_the_layouts_record_again(
     assert record(shards[2]) == before
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_a_shard_down_at_start_is_skipped_and_recorded_once_back(
     shards: list[RedisServer], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -136,6 +141,7 @@ def test_a_shard_down_at_start_is_skipped_and_recorded_once_back(
     assert record(shards[2]) == {**(record(shards[0]) or {}), "shard": 2}
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_two_nodes_starting_together_agree_on_one_layout(shards: list[RedisServer]) -> None:
     urls = [s.url for s in shards]
 
@@ -150,6 +156,7 @@ def test_two_nodes_starting_together_agree_on_one_layout(shards: list[RedisServe
     assert len({r and r["layout"] for r in (record(s) for s in shards)}) == 1
 
 
+@pytest.mark.processes("the layout recorded in a real Redis and a refused start")
 def test_serve_refuses_another_layout_before_any_worker(shards: list[RedisServer]) -> None:
     urls = [s.url for s in shards[:2]]
     assert check(urls, 128) is None

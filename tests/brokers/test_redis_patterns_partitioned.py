@@ -1,7 +1,8 @@
 """Streams of topic patterns on a partitioned Redis layout (``--redis-partitions 8`` on one
 ``redis-server``; the Cluster's own test is in ``test_redis_cluster.py``): the directory and
 births of every partition, the stream's cursor with its rest (``hub/_cursor.py``), and
-resumes on another node, births while away included, against a reference matcher."""
+resumes on another node, births while away included, against a reference matcher. Real
+processes: pattern streams over a real partitioned Redis."""
 
 from __future__ import annotations
 
@@ -34,6 +35,9 @@ if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
 
 N = 8
+
+
+pytestmark = pytest.mark.processes("pattern streams over a real partitioned Redis")
 
 
 @pytest.fixture

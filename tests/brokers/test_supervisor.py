@@ -1,5 +1,6 @@
 """The relay supervisor: a relay that dies is reaped and started again on the
-same socket, with backoff; stopping leaves no process behind."""
+same socket, with backoff; stopping leaves no process behind. Real processes: the
+relay's supervisor starting and stopping a real relay."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from sse_fast.brokers._relay import pack, read_message
 from sse_fast.brokers._relay.supervisor import RelaySupervisor
 
 from ..conftest import forgive
+
+pytestmark = pytest.mark.processes("the relay's supervisor starting and stopping a real relay")
 
 
 async def _hello(path: str) -> dict[str, Any]:

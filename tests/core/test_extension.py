@@ -1,4 +1,5 @@
-"""The build must not hide behind the pure-Python fallback."""
+"""The build must not hide behind the pure-Python fallback. Real processes: a fresh
+interpreter choosing the core, as the switch says."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import sse_fast
 from sse_fast import _core
 from sse_fast._core.native import NATIVE_MODULES
 
 ROOT = Path(__file__).parents[2]
 PACKAGE = Path(sse_fast.__file__).parent
+
+
+pytestmark = pytest.mark.processes("a fresh interpreter choosing the core, as the switch says")
 
 
 def test_each_native_module_has_its_source_twin_and_stub() -> None:

@@ -3,7 +3,8 @@ subscribers measure their delivery latency. Loopback only, bounded in time.
 
 Every good subscriber must receive every event in both phases, and their p99
 under attack must stay within 2x of the calm run (with a 25 ms floor, so that
-scheduling noise on a tiny calm p99 cannot fail the test)."""
+scheduling noise on a tiny calm p99 cannot fail the test). Real processes: a real server
+under abusive clients."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ from sse_fast.testing import HOST, ServerProcess, http_request, rss_kb
 
 GOOD = 1000
 EVENTS = 30
+
+
+pytestmark = pytest.mark.processes("a real server under abusive clients")
 
 
 async def publish_phase(server: ServerProcess, stats: ProcessStats, first_seq: int) -> None:

@@ -1,12 +1,15 @@
 """A browser's ``EventSource`` refused for now keeps trying: over ``max_connections``
 it is told to come back (a 200 of one ``sse-fast-disconnect`` frame with a
 ``retry``), where the 503 it got before ended it for good, and it gets its stream
-once a slot is free. Real Chromium (``tests/support/browser.py``)."""
+once a slot is free. Real Chromium (``tests/support/browser.py``). Real processes:
+Chromium's own connection limit against a real server."""
 
 from __future__ import annotations
 
 import socket
 import time
+
+import pytest
 
 from sse_fast.testing import HOST, ServerProcess
 
@@ -15,6 +18,9 @@ PUBLISH = """() => fetch("/publish", {
     headers: {"Content-Type": "application/json"},
     body: JSON.stringify({topic: "t", data: "room at last"}),
 }).then((r) => r.status)"""
+
+
+pytestmark = pytest.mark.processes("Chromium's own connection limit against a real server")
 
 
 def _hold_the_slot(port: int) -> socket.socket:

@@ -4,7 +4,8 @@ stop, the newest segment cut mid-record, a segment deleted from the middle or th
 end. Each is refused with one line naming the file and the way out (never taken for
 a write the last run did not finish), and ``--data-recover`` starts on it with the
 lost positions recorded: resumes into them get ``sse-fast-missed``, never
-``resumed``, and no position is handed out twice (``durable/_integrity.py``)."""
+``resumed``, and no position is handed out twice (``durable/_integrity.py``). Real
+processes: a real server's start on a damaged data directory."""
 
 from __future__ import annotations
 
@@ -22,7 +23,10 @@ from .test_data_dir import one_line, run_serve
 
 #: the data-directory servers one after another on one worker, beside (not behind)
 #: the restarts under load of test_restart.py and test_start.py
-pytestmark = pytest.mark.xdist_group("data-dir")
+pytestmark = [
+    pytest.mark.xdist_group("data-dir"),
+    pytest.mark.processes("a real server's start on a damaged data directory"),
+]
 
 
 def publish_run(data: Path, prefix: str, count: int, *, kill: bool = False) -> list[str]:

@@ -1,6 +1,7 @@
 """The data directory as ops meet it: one server per directory, what is not
 ours refused by name, a torn end dropped, a full disk refused with 503 (and
-counted) and recovered from, with real ``sse-fast serve`` processes."""
+counted) and recovered from, with real ``sse-fast serve`` processes. Real processes: the
+data directory of real servers, restarted and killed."""
 
 from __future__ import annotations
 
@@ -24,7 +25,10 @@ from sse_fast.testing import ServerProcess, collect, free_port
 
 #: the data-directory servers one after another on one worker, beside (not behind)
 #: the restarts under load of test_restart.py and test_start.py
-pytestmark = pytest.mark.xdist_group("data-dir")
+pytestmark = [
+    pytest.mark.xdist_group("data-dir"),
+    pytest.mark.processes("the data directory of real servers, restarted and killed"),
+]
 
 
 def run_serve(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:

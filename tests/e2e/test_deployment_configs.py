@@ -35,6 +35,7 @@ second later (0.5 s: a proxy that held it or compressed the stream fails), and a
 
 Missing programs fail (not skip), naming the Debian package (scripts/test installs
 them). Every process runs on loopback and is stopped at the end.
+Real processes: nginx, HAProxy and systemd-analyze with a real server.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ HEARTBEAT = 0.3
 #: buffering proxy holds it until kilobytes of heartbeats (minutes) or the stream's end;
 #: a loaded CI machine took 0.6 s through nginx
 PROMPT = 2.0
+
+
+pytestmark = pytest.mark.processes("nginx, HAProxy and systemd-analyze with a real server")
 
 
 def _block(language: str) -> str:

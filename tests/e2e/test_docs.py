@@ -17,6 +17,7 @@ A block is run according to the HTML comment on the line before it:
   and every ``python -m benches.X --flag`` (or ``sse_fast.X``, ``sse-fast loadgen``) must
   name a module and flags it has. On a ```python block: compiled, not run (a
   fragment of a larger project).
+Real processes: the docs' code blocks run as a reader runs them.
 """
 
 from __future__ import annotations
@@ -68,7 +69,11 @@ BLOCKS = _blocks()
 #: extension mode only: a reader runs them as written, in the default mode (the twins'
 #: behaviour is the rest of the suite's subject, in both modes), and the pure-Python
 #: run of the pages cost 220 worker-seconds of its 270 s
-pytestmark = [pytest.mark.xdist_group("docs"), pytest.mark.mode_independent]
+pytestmark = [
+    pytest.mark.processes("the docs' code blocks run as a reader runs them"),
+    pytest.mark.xdist_group("docs"),
+    pytest.mark.mode_independent,
+]
 #: but for the load-testing pages' blocks (a minute of load runs, none of the examples'
 #: JavaScript): they are a second chain, on a worker of their own, so that the blocks
 #: are not two minutes of one worker (the suite's longest chain)

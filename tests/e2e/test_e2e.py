@@ -1,4 +1,6 @@
-"""End to end against a real Granian process started by the tests."""
+"""End to end against a real Granian process started by the tests. Real processes: a real
+sse-fast serve from outside. The twins' run keeps this file (``twins``): its servers run
+on the pure-Python twins there, the proof that a real server works on them."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import pytest
 
 import sse_fast
 from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, rss_kb, wait_for
+
+pytestmark = [pytest.mark.processes("a real sse-fast serve from outside"), pytest.mark.twins]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ Each test's connections come from a loopback address of its own choosing
 checked is what the address decides: ``/metrics`` (401 unless the client is in
 ``ops_networks`` or has the token) and ``max_connections_per_ip`` (the come-back names
 the address it counted). The proxies' own configurations are run in
-``test_deployment_configs.py``."""
+``test_deployment_configs.py``. Real processes: a real server behind real proxies."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ import socket
 import time
 from collections.abc import Iterator, Sequence
 
+import pytest
+
 from sse_fast.testing import HOST, ServerProcess
 
 OPS_TOKEN = "ops-token-for-the-forwarding-tests"
+
+
+pytestmark = pytest.mark.processes("a real server behind real proxies")
 
 
 def _head(sock: socket.socket, timeout: float = 10.0) -> bytes:

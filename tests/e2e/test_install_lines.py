@@ -25,6 +25,7 @@ switch: the same line, the pure-Python build; the dependencies are what is check
 The lines of the two ways in, the checkout's server line and the wheel's
 (``COMPILED``), run without it and check that the compiled core loads; a line that sets
 the switch itself is run as it is and checks that the twins load.
+Real processes: pip in fresh venvs, each line as written.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ CHECKS: dict[str, tuple[list[str], list[str]]] = {
 }
 #: a package installed beside sse_fast -> the module it gives
 MODULE_OF = {"pyjwt": "jwt"}
+
+
+pytestmark = pytest.mark.processes("every install line run in a fresh venv")
 
 
 def _lines() -> dict[str, list[str]]:

@@ -9,6 +9,7 @@ order is one publisher's; publishes that arrive together are stored together,
 directory and port. Every subscriber must get every acknowledged event of its
 topic exactly once, in order, with the same ids, and never an
 ``sse-fast-missed``. With one worker and with four (the relay).
+Real processes: real servers restarted and killed under load.
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from sse_fast.testing import ServerProcess, free_port
 
 from ..support.streams import opened
 
-pytestmark = pytest.mark.xdist_group("restart")
+pytestmark = [
+    pytest.mark.xdist_group("restart"),
+    pytest.mark.processes("real servers restarted and killed under load"),
+]
 
 SUBSCRIBERS = 200
 TOPICS = 10

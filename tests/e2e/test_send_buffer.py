@@ -5,6 +5,7 @@ read from the server's sockets with ``ss``. Loopback only, bounded in time.
 Without the bound Linux autotunes each connection's send buffer up to
 ``net.ipv4.tcp_wmem``'s maximum (4 MiB by default): 500 never-reading clients
 pinned about 1.5 GiB of kernel memory while the worker's RSS stayed at 170 MB.
+Real processes: the kernel's send buffers of a real server's sockets.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ import pytest
 from sse_fast.settings import Settings
 from sse_fast.testing import HOST, ServerProcess, tcp_sockets, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
+pytestmark = [
+    pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)"),
+    pytest.mark.processes("the kernel's send buffers of a real server's sockets"),
+]
 
 KiB = 1024
 EVENT = 256 * KiB

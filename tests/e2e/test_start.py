@@ -2,7 +2,7 @@
 processes: liveness from the first second while the history is restored,
 readiness and every other endpoint after it (``sse_fast/app/_start.py``), and
 start-up failures said in one line with exit status 2, never a respawn loop
-(``sse_fast/_startup.py``)."""
+(``sse_fast/_startup.py``). Real processes: real servers' starts: restores, signals and workers."""
 
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ from ..support.ports import refusing_port
 from ..support.starting import EVENTS, PER_TOPIC, StartingServer, fill_history
 from ..support.waiting import until
 
-pytestmark = pytest.mark.xdist_group("restart")
+pytestmark = [
+    pytest.mark.xdist_group("restart"),
+    pytest.mark.processes("real servers' starts: restores, signals and workers"),
+]
 
 
 async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:

@@ -99,6 +99,7 @@ def test_only_topics_with_history_count_against_max_topics() -> None:
     asyncio.run(main())
 
 
+@pytest.mark.processes("a real server's topic limit from outside")
 def test_subscribers_cannot_use_up_max_topics_on_a_real_server() -> None:
     """The reviewer's case: --max-topics 2000, 250 subscriptions of 16 new names."""
     with ServerProcess(max_topics=2000) as server:

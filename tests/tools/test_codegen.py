@@ -3,7 +3,8 @@ client that uses a field wrongly does not), its decoders refuse what does not
 fit (run in node), and it receives typed events from a running edge in
 Chromium; the Elm module passes ``elm-format --validate`` and its decoders
 read the fields and types the schema has (``elm make`` cannot run here: it
-fetches elm/core from Elm's own package server)."""
+fetches elm/core from Elm's own package server). Real processes: the generated clients
+compiled by tsc and elm."""
 
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ from ..support.browser import chromium
 
 SCHEMA = Schemas(typed.with_pattern).json_schema()
 GOOD = {"comment_id": 1, "text": "hi", "author": {"id": 3, "name": "Ada"}}
+
+
+pytestmark = pytest.mark.processes("the generated clients compiled by tsc and elm")
 
 
 class Colour(enum.Enum):

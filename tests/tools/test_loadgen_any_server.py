@@ -2,7 +2,7 @@
 command: an sse-starlette chat app (and the same app on our drop-in), a server that
 publishes by itself, Nchan, a publish command; the flags it refuses; the server's
 processes found by port; a loss the server really causes, across browser-like
-reconnects."""
+reconnects. Real processes: loadgen against servers that are not ours."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ SHORT = [
     "--drain",
     "0.3",
 ]
+
+
+pytestmark = pytest.mark.processes("loadgen against servers that are not ours")
 
 
 def loadgen(*args: str, tmp_path: Path) -> tuple[int, str, dict[str, Any]]:

@@ -1,7 +1,8 @@
 """What ``sse-fast loadgen`` counts, against real servers: only its own run's events (a
 rerun on Nchan, which replays its buffer to new subscribers), a sequence that starts
 again per stream (``--seq-per-stream``), and result lines that add up (published,
-delivered, lost, not delivered nor lost, may have been published)."""
+delivered, lost, not delivered nor lost, may have been published). Real processes:
+loadgen's counts against real servers and Nchan."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 from tests.support.thread_server import ThreadServer, running
 from tests.tools.test_loadgen_any_server import loadgen
+
+pytestmark = pytest.mark.processes("loadgen's counts against real servers and Nchan")
 
 
 def test_a_rerun_on_nchan_counts_only_its_own_events(tmp_path: Path) -> None:

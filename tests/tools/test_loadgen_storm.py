@@ -2,7 +2,8 @@
 ``benches/streams_100k.py`` runs it with 100,000 streams): a real ``sse-fast serve`` of
 two workers restarted by SIGTERM under a broadcast, and ``sse_fast.loadgen``'s clients
 reconnecting as browsers do, after the ``retry`` the drain sent them (spread at random
-by ``drain_retry_jitter_ms``), with ``Last-Event-ID``, again while the server is away."""
+by ``drain_retry_jitter_ms``), with ``Last-Event-ID``, again while the server is away.
+Real processes: a reconnect storm on a real server restarted."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import pytest
 from sse_fast.loadgen import run_load
 from sse_fast.testing import ServerProcess
 
-pytestmark = pytest.mark.xdist_group("restart")
+pytestmark = [
+    pytest.mark.xdist_group("restart"),
+    pytest.mark.processes("a reconnect storm on a real server restarted"),
+]
 
 STREAMS = 2000
 

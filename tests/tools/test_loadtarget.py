@@ -126,6 +126,7 @@ def test_headers_are_parsed_or_refused() -> None:
         parse_header("Authorization Bearer x")
 
 
+@pytest.mark.processes("a publish command run per event")
 def test_a_publish_command_runs_per_event_without_a_shell(tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "out"
     program = "import sys; open(sys.argv[1], 'a').write(sys.argv[2] + '|' + sys.argv[3] + '\\n')"

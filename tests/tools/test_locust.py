@@ -1,6 +1,6 @@
 """``sse_fast.locust``: the users import from the package, and a user's own
 locustfile made of them runs headless against a real server with every event
-accounted for."""
+accounted for. Real processes: locust headless against a real server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from sse_fast.testing import ServerProcess
+
+pytestmark = pytest.mark.processes("locust headless against a real server")
 
 
 def test_the_users_import_from_the_package() -> None:

@@ -1,17 +1,21 @@
 """What the locust users count, against real servers: only their own run's events (a
 rerun on Nchan, which replays its buffer to new subscribers), and a summary that
 names published, delivered, lost, not delivered nor lost, and may have been
-published."""
+published. Real processes: locust's counts against real servers and Nchan."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 from tests.support.nchan import nchan_server
 from tests.support.thread_server import running
 from tests.tools.test_loadgen_counts import PubSub
 from tests.tools.test_locust_any_server import run_locust
+
+pytestmark = pytest.mark.processes("locust's counts against real servers and Nchan")
 
 
 def summary(stderr: str) -> str:

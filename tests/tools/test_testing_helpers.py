@@ -1,5 +1,6 @@
 """``sse_fast.testing.ServerProcess`` leaves no server behind when its start fails
-in any way (a leftover from a failed start outlived a test session once)."""
+in any way (a leftover from a failed start outlived a test session once). Real
+processes: the testing module's real servers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import sys
 import pytest
 
 from sse_fast.testing import ServerProcess
+
+from ..support.waiting import until
+
+pytestmark = pytest.mark.processes("the testing module's real servers")
 
 
 def test_a_failing_probe_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -63,3 +68,27 @@ def test_a_server_stopped_without_its_with_leaves_nothing_once_the_process_ends(
     log, data = done.stdout.split()
     assert log.endswith(".log") and data
     assert not os.path.exists(log) and not os.path.exists(data)
+
+
+def test_a_stop_does_not_wait_for_a_zombie_of_the_group() -> None:
+    """An exited process its parent has not reaped is no process left behind: a
+    several-worker server's multiprocessing resource tracker exits with the main
+    process, then waits for init to reap it (every 2 s on some machines), and every
+    stop waited that long. A running one of the group is still named."""
+    from sse_fast.testing import _running_in_group
+
+    running = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    exited = subprocess.Popen(["true"], start_new_session=True)
+    try:
+        until(lambda: _state(exited.pid) == "Z", 10, "true exiting")  # not reaped: no wait()
+        assert _running_in_group(exited.pid) == []
+        assert [line.split()[0] for line in _running_in_group(running.pid)] == [str(running.pid)]
+    finally:
+        running.kill()
+        running.wait()
+        exited.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
