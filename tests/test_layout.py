@@ -1,7 +1,8 @@
 """The package's layout rules that a reader relies on: no import cycle between
 its modules (imports inside functions count: they run too; ``TYPE_CHECKING``
 blocks do not), and the shipped package never imports the repository's
-``benches`` or ``tests``."""
+``benches`` or ``tests``. Real processes: a fresh interpreter, to see what importing one
+part of the package loads."""
 
 from __future__ import annotations
 

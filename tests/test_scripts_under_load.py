@@ -2,7 +2,7 @@
 that failed in any run, with how often; it exits 1 when one did. Run for real on a
 small file of the test's own (one test that fails on its first run only, one that
 always passes), without hogs: the script's bookkeeping, not the suite, is under test.
-Real processes: scripts/under-load run for real."""
+Real processes: the script and the pytest runs it starts, as a user runs them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: the script's own checks, not the package's: the same in both modes
 pytestmark = [
     pytest.mark.mode_independent,
-    pytest.mark.processes("scripts/under-load run for real"),
+    pytest.mark.processes("scripts/under-load and the pytest runs it starts"),
 ]
 
 TESTS = """

@@ -1,8 +1,8 @@
 """sse_fast.aiohttp under a real aiohttp server (``python -m aiohttp.web``): the
 events a client parses are aiohttp-sse's for the same calls; TCP_USER_TIMEOUT
 follows send_timeout; 1,000 vanished clients leave no stream or task; SIGTERM
-ends open streams (``wait()`` returns) so the server exits at once. Real processes: a
-real aiohttp server: its sockets and its shutdown."""
+ends open streams (``wait()`` returns) so the server exits at once. Real processes: an
+aiohttp server of its own, its sockets and its SIGTERM."""
 
 from __future__ import annotations
 
@@ -29,9 +29,6 @@ COMMAND = [
 ]  # fmt: skip
 
 
-pytestmark = pytest.mark.processes("a real aiohttp server: its sockets and its shutdown")
-
-
 @pytest.fixture
 def server() -> Any:
     with ServerProcess(command=COMMAND) as server:
@@ -47,6 +44,7 @@ async def _events(port: int, path: str, count: int) -> list[tuple[Any, ...]]:
     return [(e.event, e.data, e.id) for e in events]
 
 
+@pytest.mark.processes("an aiohttp server process: its sockets and its SIGTERM")
 def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess) -> None:
     async def main() -> None:
         ours = await _events(server.port, "/count", 20)
@@ -62,12 +60,14 @@ def test_the_same_calls_give_the_events_aiohttp_sse_gives(server: ServerProcess)
     asyncio.run(main())
 
 
+@pytest.mark.processes("an aiohttp server process: its sockets and its SIGTERM")
 def test_a_thousand_vanished_clients_leave_nothing_behind(server: ServerProcess) -> None:
     """Half the streams write (/endless), half only wait (/wait)."""
     paths = ["/endless", "/wait"] * 500
     asyncio.run(vanish_rounds(server.port, paths, {"finished": 500, "waited": 500}))
 
 
+@pytest.mark.processes("an aiohttp server process: its sockets and its SIGTERM")
 def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -> None:
     async def main() -> None:
         clients = [SSEClient(HOST, server.port, [], path=p) for p in ["/wait", "/endless"] * 10]
@@ -85,6 +85,7 @@ def test_sigterm_ends_open_streams_and_the_server_exits(server: ServerProcess) -
     assert server.proc.wait(10) is not None
 
 
+@pytest.mark.processes("an aiohttp server process: its sockets and its SIGTERM")
 def test_a_handler_that_only_waits_learns_of_a_leaving_client_within_seconds(
     server: ServerProcess,
 ) -> None:

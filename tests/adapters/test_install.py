@@ -6,7 +6,8 @@ The import sets are checked in a fresh interpreter in which PyJWT cannot be
 imported at all (``sys.modules["jwt"] = None``), as in a venv with only
 ``sse_fast[starlette]``; each set is pinned, so a new import into an adapter's
 path shows up here. ``_ext`` and ``_py`` modules are named ``<name>_*`` so the
-sets hold in both modes. Real processes: pip installing the package's extras in fresh venvs."""
+sets hold in both modes. Real processes: a fresh interpreter, whose modules are only
+what the import loaded."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ LOADS = {
 EDGE = ("hub", "brokers", "app", "settings", "auth", "schemas", "webhooks", "cli", "publisher")
 
 
-pytestmark = pytest.mark.processes("pip installing the package's extras in fresh venvs")
+pytestmark = pytest.mark.processes("a fresh interpreter without PyJWT: what an import loads")
 
 
 def _loaded_by(module: str) -> set[str]:

@@ -1,7 +1,8 @@
 """``POST /publish/stream`` on a real ``sse-fast serve``: acks in order while the
 body is still coming, a bad line does not stop the others, nothing acked is
 lost when the publisher leaves, the rules of /publish per line, back-pressure
-on a publisher that does not read its acks, and the end on drain."""
+on a publisher that does not read its acks, and the end on drain. Real processes:
+a publisher's stream over a real server's sockets, its back-pressure and the drain."""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def server() -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.mark.processes("publish streams over a real server's sockets")
+@pytest.mark.processes("a publisher's stream over a real server's sockets, and the drain")
 def test_acks_come_in_order_while_the_body_is_still_coming(server: ServerProcess) -> None:
     async def main() -> None:
         client = server.client("s/1", "s/2")
@@ -118,7 +119,7 @@ def test_acks_come_in_order_while_the_body_is_still_coming(server: ServerProcess
     asyncio.run(main())
 
 
-@pytest.mark.processes("publish streams over a real server's sockets")
+@pytest.mark.processes("a publisher's stream over a real server's sockets, and the drain")
 def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
     server: ServerProcess,
 ) -> None:
@@ -147,7 +148,7 @@ def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
     asyncio.run(main())
 
 
-@pytest.mark.processes("publish streams over a real server's sockets")
+@pytest.mark.processes("a publisher's stream over a real server's sockets, and the drain")
 def test_limits_and_topic_rights_apply_per_line() -> None:
     with ServerProcess(
         allow_anonymous_publish=0,
@@ -190,7 +191,7 @@ def test_limits_and_topic_rights_apply_per_line() -> None:
         asyncio.run(main())
 
 
-@pytest.mark.processes("publish streams over a real server's sockets")
+@pytest.mark.processes("a publisher's stream over a real server's sockets, and the drain")
 def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
     with ServerProcess(catch_up_timeout=2, max_body_bytes=4096) as server:
 
@@ -227,7 +228,7 @@ def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
         asyncio.run(main())
 
 
-@pytest.mark.processes("publish streams over a real server's sockets")
+@pytest.mark.processes("a publisher's stream over a real server's sockets, and the drain")
 def test_a_draining_server_ends_the_stream_with_a_503_line() -> None:
     with ServerProcess(drain_timeout=1) as server:
 

@@ -1,6 +1,7 @@
 """Typed channels (``sse_fast.schemas``): declarations, the check a publish goes
 through, the JSON Schema, and all of it through a real ``sse-fast serve
---schemas``."""
+--schemas``. Real processes: that server, serving typed channels or refusing a bad spec
+at its start."""
 
 from __future__ import annotations
 

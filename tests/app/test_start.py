@@ -2,7 +2,8 @@
 process: the lifespan completes at once, liveness answers, readiness and the
 other endpoints wait for the hub; a start that fails is written to the run's
 report and the process that made it gets SIGTERM (``app/_start.py``,
-``sse_fast/_startup.py``). The same with real servers: ``tests/e2e/test_start.py``."""
+``sse_fast/_startup.py``). The same with real servers: ``tests/e2e/test_start.py``.
+Real processes: only the SIGTERM, to a stand-in for the process the report names."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def test_a_starting_worker_answers_liveness_and_refuses_the_rest(tmp_path: Path)
     asyncio.run(main())
 
 
-@pytest.mark.processes("a failed start that stops a real server")
+@pytest.mark.processes("a failed start's SIGTERM to the process the report names")
 def test_a_failed_start_is_reported_and_stops_the_server(tmp_path: Path) -> None:
     """The report names the process to stop (here a stand-in, not the test)."""
     supervisor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

@@ -23,8 +23,6 @@ from sse_fast.testing import ServerProcess
 
 from ..support.certificates import self_signed
 
-pytestmark = pytest.mark.processes("TLS and HTTP/2 on a real server's socket")
-
 
 def test_settings_say_what_is_missing(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="both ssl_certfile and ssl_keyfile"):
@@ -33,6 +31,7 @@ def test_settings_say_what_is_missing(tmp_path: Path) -> None:
         Settings(ssl_certfile=str(tmp_path / "no.pem"), ssl_keyfile=str(tmp_path / "no.key"))
 
 
+@pytest.mark.processes("TLS and HTTP/2 on a real server's socket")
 def test_https_with_http2_carries_ten_streams_on_one_connection(tmp_path: Path) -> None:
     cert, key = self_signed(tmp_path)
     args = ("--ssl-certfile", str(cert), "--ssl-keyfile", str(key), "--http", "auto")
@@ -97,6 +96,7 @@ def test_https_with_http2_carries_ten_streams_on_one_connection(tmp_path: Path) 
         assert json.loads(server._probe("/readyz")[1])["status"] == "ready"
 
 
+@pytest.mark.processes("TLS and HTTP/2 on a real server's socket")
 def test_streams_keep_receiving_after_another_request_on_the_connection(tmp_path: Path) -> None:
     """Ten streams and a finished request share one HTTP/2 connection (curl, on
     nghttp2, multiplexes ``--parallel`` transfers); a publish afterwards reaches

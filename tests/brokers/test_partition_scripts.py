@@ -40,9 +40,6 @@ N = 128
 TAGS = cluster_tags(N)
 
 
-pytestmark = pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RedisCluster]:
     with RedisCluster() as started:
@@ -101,6 +98,7 @@ def topics_of(partition: int, count: int, start: int = 0, prefix: str = "t") -> 
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_every_partition_publishes_and_reads_without_crossslot(
     client: redis.RedisCluster,
 ) -> None:
@@ -127,6 +125,7 @@ def test_every_partition_publishes_and_reads_without_crossslot(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_the_topics_channel_gets_the_message_by_sharded_pubsub(
     cluster: RedisCluster, client: redis.RedisCluster
 ) -> None:
@@ -154,6 +153,7 @@ def test_the_topics_channel_gets_the_message_by_sharded_pubsub(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_an_id_is_published_once_per_partition_within_the_retry_window(
     client: redis.RedisCluster,
 ) -> None:
@@ -174,6 +174,7 @@ def test_an_id_is_published_once_per_partition_within_the_retry_window(
 
 
 @ON_CLUSTER
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_a_new_dataset_starts_its_floor_and_advance_raises_it(client: redis.RedisCluster) -> None:
     keys = partition_keys("fresh:", TAGS[7])
     topic = topics_of(7, 1)[0]
@@ -211,6 +212,7 @@ def test_a_new_dataset_starts_its_floor_and_advance_raises_it(client: redis.Redi
         (lambda keys, args: (keys, [*args[:10], 0, *args[11:]]), "has no topic"),
     ],
 )
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_malformed_arguments_are_refused_with_a_sentence(
     redis_server: RedisServer, change: Any, said: str
 ) -> None:
@@ -260,6 +262,7 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@pytest.mark.processes("the Lua scripts run by real Redis servers and a Redis Cluster")
 def test_a_plain_redis_takes_the_partition_scripts_with_publish(redis_server: RedisServer) -> None:
     """Shards and N > 1 on one Redis: the same scripts, classic PUBLISH."""
     client = redis.Redis(port=redis_server.port)

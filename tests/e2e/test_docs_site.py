@@ -22,7 +22,7 @@ Screenshots (1280x800) of the index, the options reference, a search, a guide an
 API page are written to ``docs/screenshots/site-*.png`` when ``SSE_FAST_SCREENSHOTS=1``
 (``SSE_FAST_SCREENSHOTS=1 pytest tests/e2e/test_docs_site.py`` remakes them), else to a
 temporary directory (a normal run changes no file).
-Real processes: the docs site built by mkdocs and read in Chromium.
+Real processes: the docs site built by mkdocs in a fresh venv and read in Chromium.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub._metrics.C
 
 #: one worker builds the site once (a module fixture per worker would build it per worker)
 pytestmark = [
-    pytest.mark.processes("the docs site built by mkdocs and read in Chromium"),
+    pytest.mark.processes("the docs site built by mkdocs in a fresh venv and read in Chromium"),
     pytest.mark.xdist_group("docs-site"),
     pytest.mark.timeout(900),  # the first test installs the docs extra in a fresh venv
     pytest.mark.mode_independent,

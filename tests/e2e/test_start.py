@@ -2,7 +2,8 @@
 processes: liveness from the first second while the history is restored,
 readiness and every other endpoint after it (``sse_fast/app/_start.py``), and
 start-up failures said in one line with exit status 2, never a respawn loop
-(``sse_fast/_startup.py``). Real processes: real servers' starts: restores, signals and workers."""
+(``sse_fast/_startup.py``). Real processes: a start's restore, signals and workers
+are those of the processes an orchestrator starts."""
 
 from __future__ import annotations
 

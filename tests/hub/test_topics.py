@@ -3,6 +3,9 @@
 A topic gets its ring with its first event; until then it is a few hundred
 bytes that vanish with its last subscriber, and only topics with history count
 against ``max_topics``.
+
+Real processes: one check of ``max_topics`` from outside, 250 subscribers' sockets
+against a real server.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def test_only_topics_with_history_count_against_max_topics() -> None:
     asyncio.run(main())
 
 
-@pytest.mark.processes("a real server's topic limit from outside")
+@pytest.mark.processes("max_topics against 250 subscribers' sockets on a real server")
 def test_subscribers_cannot_use_up_max_topics_on_a_real_server() -> None:
     """The reviewer's case: --max-topics 2000, 250 subscriptions of 16 new names."""
     with ServerProcess(max_topics=2000) as server:

@@ -5,7 +5,8 @@ httpx's mock transport, where each answer is chosen; silence and closing
 against a real socket; no loss and no repeat against a real ``sse-fast serve``
 that is killed and restarted mid-stream (on Redis, which keeps the history
 across the restart), and an honest ``Missed`` when the restarted server has
-no history.
+no history. Real processes: servers killed, stopped and started again under the
+client, and one at its connection limit.
 """
 
 from __future__ import annotations
@@ -383,7 +384,7 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["killed", "stopped"])
-@pytest.mark.processes("the client against real servers and a real redis-server")
+@pytest.mark.processes("the client across real servers' restarts and limits")
 def test_no_event_lost_or_repeated_across_a_server_restart(
     redis_server: RedisServer, how: signal.Signals
 ) -> None:
@@ -432,7 +433,7 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
         assert set(reasons) <= {"starting"}, reasons
 
 
-@pytest.mark.processes("the client against real servers and a real redis-server")
+@pytest.mark.processes("the client across real servers' restarts and limits")
 def test_a_restarted_server_without_history_says_missed() -> None:
     port = free_port()
     seen: list[Event] = []
@@ -544,7 +545,7 @@ def test_the_clients_made_here_share_one_verifying_tls_context() -> None:
             asyncio.run(stream.aclose())
 
 
-@pytest.mark.processes("the client against real servers and a real redis-server")
+@pytest.mark.processes("the client across real servers' restarts and limits")
 def test_a_stream_over_several_partitions_resumes_with_its_cursor_across_a_restart() -> None:
     """A fleet on Redis with 8 partitions, a client of three topics in three partitions: the
     stream's ids are cursors (``~...``), and the client, sending back the last one after a
@@ -608,7 +609,7 @@ def test_a_stream_over_several_partitions_resumes_with_its_cursor_across_a_resta
     assert reconnects[0] >= 1
 
 
-@pytest.mark.processes("the client against real servers and a real redis-server")
+@pytest.mark.processes("the client across real servers' restarts and limits")
 def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> None:
     """``connect(topics=["inbox/1/*"])``: events of existing topics, of a topic created
     while the server is down (published to the restarted one before the client is
@@ -649,7 +650,7 @@ def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> 
     assert reasons[:1] == ["draining"] and set(reasons[1:]) <= {"starting"}, reasons
 
 
-@pytest.mark.processes("the client against real servers and a real redis-server")
+@pytest.mark.processes("the client across real servers' restarts and limits")
 def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events() -> None:
     """Over ``max_connections`` the server answers a come-back (a 200 of one
     ``sse-fast-disconnect``, reason ``max-connections``): the client yields it and comes

@@ -3,8 +3,8 @@ client that uses a field wrongly does not), its decoders refuse what does not
 fit (run in node), and it receives typed events from a running edge in
 Chromium; the Elm module passes ``elm-format --validate`` and its decoders
 read the fields and types the schema has (``elm make`` cannot run here: it
-fetches elm/core from Elm's own package server). Real processes: the generated clients
-compiled by tsc and elm."""
+fetches elm/core from Elm's own package server). Real processes: tsc, node, elm-format
+and Chromium given the generated clients, and the command against a running edge."""
 
 from __future__ import annotations
 
@@ -30,9 +30,6 @@ from ..support.browser import chromium
 
 SCHEMA = Schemas(typed.with_pattern).json_schema()
 GOOD = {"comment_id": 1, "text": "hi", "author": {"id": 3, "name": "Ada"}}
-
-
-pytestmark = pytest.mark.processes("the generated clients compiled by tsc and elm")
 
 
 class Colour(enum.Enum):
@@ -75,6 +72,7 @@ def typescript(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.mode_independent  # generated and compiled: no server, no core
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_the_typescript_client_type_checks_strictly(typescript: Path) -> None:
     done = compile_ts(typescript, "events.ts")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -95,6 +93,7 @@ console.log(alertsTopic());
 
 
 @pytest.mark.mode_independent  # generated and compiled: no server, no core
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_a_client_that_uses_a_field_wrongly_does_not_build(typescript: Path) -> None:
     (typescript / "use.ts").write_text(USE)
     done = compile_ts(typescript, "use.ts")
@@ -130,6 +129,7 @@ console.log(JSON.stringify(out));
 """
 
 
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_the_decoders_refuse_what_does_not_fit(typescript: Path) -> None:
     done = compile_ts(typescript, "events.ts", emit=True)
     assert done.returncode == 0, done.stdout
@@ -197,6 +197,7 @@ PAGE = """<!doctype html><meta charset="utf-8">
 </script>"""
 
 
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_a_generated_client_receives_typed_events_in_chromium(typescript: Path) -> None:
     done = compile_ts(typescript, "events.ts", emit=True)
     assert done.returncode == 0, done.stdout
@@ -263,6 +264,7 @@ def elm_format_validate(source: str, directory: Path) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_the_elm_module_is_as_elm_format_writes_it(elm: str, tmp_path: Path) -> None:
     done = elm_format_validate(elm, tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout) == [], done.stdout + done.stderr
@@ -323,6 +325,7 @@ def test_the_elm_decoders_read_the_schemas_shapes(elm: str) -> None:
     assert "systemAlertLevelDecoder" in elm and '"critical" ->' in elm
 
 
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_codegen_from_a_running_edge_and_its_errors(tmp_path: Path) -> None:
     with ServerProcess("--schemas", "tests.support.typed_streams:with_pattern") as server:
         out = tmp_path / "events.ts"
@@ -369,6 +372,7 @@ def test_node_tools_are_there() -> None:
 
 
 @pytest.mark.mode_independent  # generated and compiled: no server, no core
+@pytest.mark.processes("the generated clients run by tsc, node, elm-format and Chromium; the CLI")
 def test_enums_keywords_and_odd_names(tmp_path: Path) -> None:
     """enum.Enum and IntEnum fields, a field Elm reserves, a renamed field that is
     no identifier: both clients are generated, TypeScript compiles, Elm is as

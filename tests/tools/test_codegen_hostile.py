@@ -14,6 +14,9 @@ tampered file must not write code into the clients users ship.
   an own property; and an Elm module that elm-format accepts, whose top-level
   declarations are those of the plain schema, and whose string literals read
   back as the names in the schema.
+
+Real processes: the codegen command, tsc, node and elm-format, given what a hostile
+schema holds.
 """
 
 from __future__ import annotations
@@ -168,7 +171,7 @@ def test_a_channel_the_server_refuses_is_refused(channel: Any) -> None:
         assert "\n" not in message and "\u2028" not in message  # said, not pasted
 
 
-@pytest.mark.processes("the generated clients compiled and run by node and elm")
+@pytest.mark.processes("hostile schemas through the CLI, tsc, node and elm-format")
 def test_codegen_from_a_tampered_file_writes_nothing(tmp_path: Path) -> None:
     """The documented workflow (``--schema-file``, ``--schema-url``) says why and exits 2."""
     channel = "item:{item_id}*/ console.log('INJECTED'); /*"
@@ -355,7 +358,7 @@ def declarations(d_ts: str) -> list[str]:
 
 
 @pytest.mark.mode_independent  # generated and compiled: no server, no core
-@pytest.mark.processes("the generated clients compiled and run by node and elm")
+@pytest.mark.processes("hostile schemas through the CLI, tsc, node and elm-format")
 def test_hostile_strings_give_a_typescript_client_that_runs_them_as_data(tmp_path: Path) -> None:
     (tmp_path / "events.ts").write_text(generate(HOSTILE, "typescript"))
     (tmp_path / "plain.ts").write_text(generate(PLAIN, "typescript"))
@@ -493,7 +496,7 @@ def elm_strings(source: str, before: str) -> list[str]:
     return [re.sub(r"\\(u\{[0-9A-F]+\}|.)", unescape, text) for text in found]
 
 
-@pytest.mark.processes("the generated clients compiled and run by node and elm")
+@pytest.mark.processes("hostile schemas through the CLI, tsc, node and elm-format")
 def test_hostile_strings_give_an_elm_module_that_declares_nothing_of_them(tmp_path: Path) -> None:
     hostile, plain = generate(HOSTILE, "elm"), generate(PLAIN, "elm")
     kinds = elm_top_level(hostile)

@@ -1,6 +1,7 @@
 """Slow load tests (``python -m pytest -m slow``): real connection counts on loopback,
 bounded in time. They check behaviour (everything delivered, nothing lost); the
-figures themselves come from ``python -m benches.server_bench``."""
+figures themselves come from ``python -m benches.server_bench``. Real processes: a
+server's workers and the load generator's client processes, on real sockets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from sse_fast.loadgen import run_load
 from sse_fast.loadgen._procfs import process_tree
 from sse_fast.testing import ServerProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.processes("thousands of real sockets between a server's workers and loadgen"),
+]
 
 
 @pytest.mark.timeout(600)

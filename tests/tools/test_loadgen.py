@@ -1,5 +1,6 @@
 """The load generator says when a run did not work, and why, and exits non-zero:
-the README's load-testing commands against a server with its default limits."""
+the README's load-testing commands against a server with its default limits. Real
+processes: ``sse-fast loadgen`` and a user's pytest as typed, against real servers."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def run_loadgen(port: int, *args: str, token: str | None = None) -> tuple[int, s
     return done.returncode, done.stdout + done.stderr
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_refused_connections_and_publishes_fail_the_run_with_the_reason() -> None:
     defaults = {  # what a fresh `sse-fast serve` does (the test servers relax these)
         "max_connections_per_ip": 1000,
@@ -56,7 +57,7 @@ def test_refused_connections_and_publishes_fail_the_run_with_the_reason() -> Non
     assert "--token" in output
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_a_run_that_works_exits_0_and_the_token_is_sent() -> None:
     with ServerProcess(allow_anonymous_publish=0, publish_token="secret") as server:
         code, output = run_loadgen(server.port, "--connections", "200", token="secret")
@@ -66,7 +67,7 @@ def test_a_run_that_works_exits_0_and_the_token_is_sent() -> None:
         assert code == 1 and "HTTP 401" in output
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_nothing_listening_is_named() -> None:
     with ServerProcess() as server:
         port = server.port
@@ -115,7 +116,7 @@ def test_lost_or_missing_events_fail_the_run() -> None:
     assert "fewer connections" in late
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_sse_fast_loadgen_is_the_same_tool() -> None:
     sse_fast = os.path.join(os.path.dirname(sys.executable), "sse-fast")
     done = subprocess.run([sse_fast, "loadgen", "--help"], capture_output=True, text=True)
@@ -149,7 +150,7 @@ def test_sse_fast_loadgen_is_the_same_tool() -> None:
     assert re.search(r" rss=[0-9.]+MB \([0-9.]+ KB/conn\)", done.stdout), done.stdout
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_the_server_fixture_works_in_a_users_own_tests(tmp_path: Path) -> None:
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["sse_fast.testing"]\n')
     (tmp_path / "test_mine.py").write_text(
@@ -188,7 +189,7 @@ def test_no_test_imports_the_benchmarks() -> None:
     assert offenders == []
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_target_moved_to_the_benches_wrapper() -> None:
     """The package never imports benches: `--target` names the command that has it."""
     done = subprocess.run([*LOADGEN, "--target", "sse_fast-1w"], capture_output=True, text=True)
@@ -206,7 +207,7 @@ def test_run_load_takes_options_or_keywords_not_unknown_ones() -> None:
         run_load(options, rate=2)
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_several_topics_and_publishers_lose_nothing() -> None:
     """Sequence numbers are per publisher and topic: a subscriber sees its topic's
     events only, and counts no gap where there is none."""
@@ -241,7 +242,7 @@ def test_probes_go_out_by_default_only_where_they_are_no_load_of_their_own() -> 
     assert not LoadOptions(**base, no_publish=True).probing
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_loadgen_subscribes_by_pattern_and_counts_each_pattern_as_one_sequence(
     tmp_path: Path,
 ) -> None:
@@ -563,7 +564,7 @@ def test_a_gap_at_a_publish_that_got_no_answer_is_not_lost() -> None:
     assert (stats.lost, stats.duplicates) == (1, 0)
 
 
-@pytest.mark.processes("sse-fast loadgen against real servers")
+@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
 def test_a_warmup_publish_that_falls_in_the_window_counts_as_published() -> None:
     """At 0.5 events/s a warmup of 0.5 s keeps its second slot, 2 s in: past the
     window's start (1 s in). The clients count that event; the publisher must too,

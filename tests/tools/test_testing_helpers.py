@@ -1,6 +1,6 @@
 """``sse_fast.testing.ServerProcess`` leaves no server behind when its start fails
 in any way (a leftover from a failed start outlived a test session once). Real
-processes: the testing module's real servers."""
+processes: servers that fail to start, stop and exit, and what they leave behind."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sse_fast.testing import ServerProcess
 
 from ..support.waiting import until
 
-pytestmark = pytest.mark.processes("the testing module's real servers")
+pytestmark = pytest.mark.processes("ServerProcess's failed starts, stops and leftovers")
 
 
 def test_a_failing_probe_stops_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
