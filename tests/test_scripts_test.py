@@ -4,7 +4,7 @@
 The real script runs, with a fake ``python`` first on ``PATH`` (and fake ``apt-get``
 and ``sudo``, so that a tool missing on this machine installs nothing): the fake
 records each call with its mode and exits as the test tells it for each mode, so no
-test suite runs here. Real processes: scripts/test run for real."""
+test suite runs here. Real processes: the script's own steps, as bash runs them."""
 
 from __future__ import annotations
 
@@ -18,7 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: the script's own checks, not the package's: the same in both modes
-pytestmark = [pytest.mark.mode_independent, pytest.mark.processes("scripts/test run for real")]
+pytestmark = [
+    pytest.mark.mode_independent,
+    pytest.mark.processes("scripts/test and .ci/run as bash runs them, fakes first on PATH"),
+]
 
 #: records ``<mode>|<arguments>`` and exits as FAKE_EXIT_COMPILED / FAKE_EXIT_PURE say
 #: for a test run, 0 for pip and the collecting run, 99 for anything else

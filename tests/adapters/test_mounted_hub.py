@@ -3,7 +3,7 @@ uvicorn (a coroutine ``send``) and Granian (an eager one): the host's route
 handlers publish in process and subscribers get the events; the edge's own
 endpoints work below the mount point; a reconnect resumes; SIGTERM drains the
 streams (the final frame with its retry hint) so the server exits. Real processes: the
-hub mounted in a real ASGI server."""
+two servers themselves, their sockets and their SIGTERM."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ SERVERS = {
 }
 
 
-pytestmark = pytest.mark.processes("the hub mounted in a real ASGI server")
+pytestmark = pytest.mark.processes(
+    "uvicorn and Granian serving the mounted hub, SIGTERM's drain included"
+)
 
 
 @pytest.fixture(params=sorted(SERVERS))

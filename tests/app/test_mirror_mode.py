@@ -6,7 +6,7 @@ a while, an upstream that lost events); then real processes: a relay in front
 of a second ``sse-fast serve`` (on Redis, so its history survives) that is
 killed and restarted, in front of a plain Starlette SSE app under uvicorn that
 is restarted, the reading worker killed under two workers, an upstream that
-refuses, and a transform given by name.
+refuses, a transform given by name, and the edge in an interpreter without httpx.
 """
 
 from __future__ import annotations
@@ -300,6 +300,12 @@ def metric(port: int, name: str) -> float:
     raise AssertionError(f"no {name}")
 
 
+#: the tests of real upstreams and mirrors
+MIRRORED = pytest.mark.processes(
+    "real upstreams and mirrors, killed and restarted, their readiness"
+)
+
+
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer() as server:
@@ -320,7 +326,7 @@ def relay_command(upstream: str, *extra: str) -> list[str]:
     ]
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_the_upstream_events_iterator_is_closed_when_reading_stops(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -366,7 +372,7 @@ def test_the_upstream_events_iterator_is_closed_when_reading_stops(
         asyncio.run(main(origin.port))
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
     redis_server: RedisServer,
 ) -> None:
@@ -406,7 +412,7 @@ def test_relays_an_sse_fast_upstream_that_is_killed_and_restarted(
     assert subscriber.control == []
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_relays_a_plain_starlette_app_that_restarts() -> None:
     """A plain StreamingResponse upstream under uvicorn, stopped and started
     again mid-stream: the relay resumes it with Last-Event-ID."""
@@ -439,7 +445,7 @@ def test_relays_a_plain_starlette_app_that_restarts() -> None:
     assert subscriber.data == [str(n) for n in range(1, 201)]
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer) -> None:
     port = free_port()
     with (
@@ -471,7 +477,7 @@ def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer)
     assert subscriber.data == [str(n) for n in range(200)]
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
     with (
         ServerProcess(heartbeat_interval=1) as upstream,
@@ -497,7 +503,7 @@ def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
         assert "no such endpoint" in body["upstream"]["error"]
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@MIRRORED
 def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     with (
         ServerProcess(heartbeat_interval=1) as upstream,
@@ -517,7 +523,7 @@ def test_a_transform_given_by_name(redis_server: RedisServer) -> None:
     assert subscriber.data == ["TICK 1", "TICK 3", "TICK 5", "TICK 7", "TICK 9"]
 
 
-@pytest.mark.processes("a real upstream, a real mirror and a real redis-server")
+@pytest.mark.processes("an interpreter of its own, without httpx")
 def test_the_edge_needs_httpx_only_in_mirror_mode() -> None:
     """httpx is not a dependency of the hub: an application that embeds it
     without httpx starts; mirror mode says what to install."""

@@ -1,7 +1,7 @@
 """/stats and /metrics name clients and topics (private ones too): only trusted
 networks (loopback by default) or an operations token may read them; /healthz
-and /readyz stay open. /stats answers a page at a time. Real server. Real processes: a
-real server's workers answering the operations endpoints."""
+and /readyz stay open. /stats answers a page at a time. Against real servers: the address
+that decides is the peer of a real socket; a worker's ``starting`` flag is checked in process."""
 
 from __future__ import annotations
 
@@ -16,13 +16,17 @@ from sse_fast.testing import HOST, ServerProcess, http_request
 OPS = ("/stats", "/stats?connections=1", "/metrics")
 
 
-pytestmark = pytest.mark.processes("a real server's workers answering the operations endpoints")
+#: the tests against a real server
+REAL_SERVER = pytest.mark.processes(
+    "a real server's operations endpoints, asked from a real socket"
+)
 
 
 async def get(server: ServerProcess, path: str, **headers: str) -> tuple[int, dict, bytes]:
     return await http_request(HOST, server.port, "GET", path, headers=headers)
 
 
+@REAL_SERVER
 def test_operations_endpoints_need_a_trusted_network_or_the_token() -> None:
     with ServerProcess(ops_networks="10.0.0.0/8", ops_token="ops-secret") as server:
 
@@ -48,6 +52,7 @@ def test_operations_endpoints_need_a_trusted_network_or_the_token() -> None:
         asyncio.run(main())
 
 
+@REAL_SERVER
 def test_without_a_token_other_networks_get_403_saying_what_to_do() -> None:
     with ServerProcess(ops_networks="192.0.2.0/24") as server:
 
@@ -59,6 +64,7 @@ def test_without_a_token_other_networks_get_403_saying_what_to_do() -> None:
         asyncio.run(main())
 
 
+@REAL_SERVER
 def test_a_trusted_proxy_does_not_make_the_world_local() -> None:
     """Behind a proxy on loopback, the client is the forwarded address."""
     with ServerProcess(trusted_proxies="127.0.0.1") as server:
@@ -74,6 +80,7 @@ def test_a_trusted_proxy_does_not_make_the_world_local() -> None:
         asyncio.run(main())
 
 
+@REAL_SERVER
 def test_stats_answers_a_page_at_a_time() -> None:
     with ServerProcess() as server:
 

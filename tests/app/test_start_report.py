@@ -1,7 +1,7 @@
 """``sse_fast/_startup.py``'s start reports: a run killed with SIGKILL leaves its report's
 directory behind (582 of them on the project's VM after a day of test runs); the next
-start removes those whose process is gone, and only those. Real processes: the start
-report of a real server's run."""
+start removes those whose process is gone, and only those. Real processes: the pid of a
+process that has exited and was reaped, as a killed run's is."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 
 from sse_fast._startup import StartReport, remove_stale_reports
 
-pytestmark = pytest.mark.processes("the start report of a real server's run")
+#: the tests that need a gone process's pid
+GONE_PID = pytest.mark.processes("the pid of a real process that has exited and was reaped")
 
 
 def _report(root: Path, name: str, pid: int | None) -> Path:
@@ -33,6 +34,7 @@ def _gone_pid() -> int:
     return child.pid
 
 
+@GONE_PID
 def test_the_reports_of_killed_runs_are_removed_and_only_they(tmp_path: Path) -> None:
     killed = _report(tmp_path, "killed", _gone_pid())
     running = _report(tmp_path, "running", os.getpid())
@@ -49,6 +51,7 @@ def test_the_reports_of_killed_runs_are_removed_and_only_they(tmp_path: Path) ->
     assert remove_stale_reports(str(tmp_path)) == 0
 
 
+@GONE_PID
 def test_a_new_report_sweeps_the_temporary_directory_first(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,5 +1,5 @@
 """The build must not hide behind the pure-Python fallback. Real processes: a fresh
-interpreter choosing the core, as the switch says."""
+interpreter with the switch set chooses the twins at import, as a user's process does."""
 
 from __future__ import annotations
 
@@ -19,7 +19,10 @@ ROOT = Path(__file__).parents[2]
 PACKAGE = Path(sse_fast.__file__).parent
 
 
-pytestmark = pytest.mark.processes("a fresh interpreter choosing the core, as the switch says")
+#: the tests that import sse_fast afresh, the switch set
+FRESH_INTERPRETER = pytest.mark.processes(
+    "a fresh interpreter choosing the core at import, as the switch says"
+)
 
 
 def test_each_native_module_has_its_source_twin_and_stub() -> None:
@@ -57,6 +60,7 @@ def test_extension_loaded_unless_disabled() -> None:
             assert getattr(_core, n) is getattr(module, n), f"_core.{n} is not {module.__name__}'s"
 
 
+@FRESH_INTERPRETER
 def test_switch_selects_pure_python_twins() -> None:
     code = (
         "import sse_fast, sse_fast._core.encoder_py as e, sse_fast._core.ring_py as r;"
@@ -72,6 +76,7 @@ def test_switch_selects_pure_python_twins() -> None:
     assert out.stdout.strip() == "ok"
 
 
+@FRESH_INTERPRETER
 def test_parity_compares_the_extension_whenever_it_was_built() -> None:
     """SSE_FAST_NO_EXTENSIONS chooses what ``import sse_fast`` uses, not what the
     parity tests compare: a built extension is compared with the twins in both

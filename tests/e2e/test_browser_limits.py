@@ -1,8 +1,8 @@
 """A browser's ``EventSource`` refused for now keeps trying: over ``max_connections``
 it is told to come back (a 200 of one ``sse-fast-disconnect`` frame with a
 ``retry``), where the 503 it got before ended it for good, and it gets its stream
-once a slot is free. Real Chromium (``tests/support/browser.py``). Real processes:
-Chromium's own connection limit against a real server."""
+once a slot is free. Real Chromium (``tests/support/browser.py``) and a real server: what
+an ``EventSource`` does with each answer is the browser's own."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ PUBLISH = """() => fetch("/publish", {
 }).then((r) => r.status)"""
 
 
-pytestmark = pytest.mark.processes("Chromium's own connection limit against a real server")
+pytestmark = pytest.mark.processes("Chromium's EventSource told to come back by a real server")
 
 
 def _hold_the_slot(port: int) -> socket.socket:

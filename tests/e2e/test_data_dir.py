@@ -1,7 +1,7 @@
 """The data directory as ops meet it: one server per directory, what is not
 ours refused by name, a torn end dropped, a full disk refused with 503 (and
-counted) and recovered from, with real ``sse-fast serve`` processes. Real processes: the
-data directory of real servers, restarted and killed."""
+counted) and recovered from, with real ``sse-fast serve`` processes: a second one on a
+directory in use, and small tmpfs mounts that really fill or turn read-only."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from sse_fast.testing import ServerProcess, collect, free_port
 #: the restarts under load of test_restart.py and test_start.py
 pytestmark = [
     pytest.mark.xdist_group("data-dir"),
-    pytest.mark.processes("the data directory of real servers, restarted and killed"),
+    pytest.mark.processes("real servers on a directory in use, a full disk, a read-only mount"),
 ]
 
 

@@ -7,7 +7,8 @@ Each test's connections come from a loopback address of its own choosing
 checked is what the address decides: ``/metrics`` (401 unless the client is in
 ``ops_networks`` or has the token) and ``max_connections_per_ip`` (the come-back names
 the address it counted). The proxies' own configurations are run in
-``test_deployment_configs.py``. Real processes: a real server behind real proxies."""
+``test_deployment_configs.py``. Real processes: the address a real server decides on is
+its socket's peer, bound here by the test."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from sse_fast.testing import HOST, ServerProcess
 OPS_TOKEN = "ops-token-for-the-forwarding-tests"
 
 
-pytestmark = pytest.mark.processes("a real server behind real proxies")
+pytestmark = pytest.mark.processes("a real server's peer addresses, bound by the test on loopback")
 
 
 def _head(sock: socket.socket, timeout: float = 10.0) -> bytes:

@@ -2,7 +2,8 @@
 command: an sse-starlette chat app (and the same app on our drop-in), a server that
 publishes by itself, Nchan, a publish command; the flags it refuses; the server's
 processes found by port; a loss the server really causes, across browser-like
-reconnects. Real processes: loadgen against servers that are not ours."""
+reconnects. Real processes: the command as typed, its client processes, and servers that
+are not ours; the stamps' reader and the options' refusals in process."""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ SHORT = [
 ]
 
 
-pytestmark = pytest.mark.processes("loadgen against servers that are not ours")
+#: the tests that run loadgen or a server
+LOADGEN = pytest.mark.processes("loadgen as typed, its processes, and servers that are not ours")
 
 
 def loadgen(*args: str, tmp_path: Path) -> tuple[int, str, dict[str, Any]]:
@@ -100,6 +102,7 @@ def assert_complete(code: int, output: str, result: dict[str, Any], connections:
     assert any(re.search(r"first-event=[0-9.]+ms/[0-9.]+ms", x) for x in line), output
 
 
+@LOADGEN
 @pytest.mark.parametrize("drop_in", [False, True], ids=["sse-starlette", "drop-in"])
 def test_the_chat_app_under_load(drop_in: bool, tmp_path: Path) -> None:
     with serve_foreign("chat", drop_in=drop_in) as (base, _):
@@ -114,6 +117,7 @@ def test_the_chat_app_under_load(drop_in: bool, tmp_path: Path) -> None:
     assert re.search(r"rss=[0-9.]+MB", output), output
 
 
+@LOADGEN
 def test_a_server_that_publishes_by_itself(tmp_path: Path) -> None:
     with serve_foreign("ticker") as (base, _):
         code, output, result = loadgen(
@@ -142,6 +146,7 @@ def test_a_server_that_publishes_by_itself(tmp_path: Path) -> None:
     assert "nothing expected" in output
 
 
+@LOADGEN
 def test_nchan_over_two_topics(tmp_path: Path) -> None:
     with nchan_server() as (base, _):
         code, output, result = loadgen(
@@ -175,6 +180,7 @@ urllib.request.urlopen(request, timeout=5).read()
 """
 
 
+@LOADGEN
 def test_a_publish_command_per_event(tmp_path: Path) -> None:
     poster = tmp_path / "poster.py"
     poster.write_text(POSTER)
@@ -210,6 +216,7 @@ def test_a_publish_command_per_event(tmp_path: Path) -> None:
     assert "exit 1: no broker" in output
 
 
+@LOADGEN
 @pytest.mark.parametrize(
     ("flags", "said"),
     [
@@ -246,6 +253,7 @@ def test_bad_flags_are_refused_with_what_to_do(flags: list[str], said: str) -> N
     assert said in done.stderr
 
 
+@LOADGEN
 def test_the_servers_processes_are_found_by_port(tmp_path: Path) -> None:
     with ServerProcess("--workers", "2") as server:
         assert server.proc is not None
@@ -330,6 +338,7 @@ class ClosingServer(ThreadServer):
         writer.close()
 
 
+@LOADGEN
 @pytest.mark.parametrize("skip", [0, 1], ids=["resumes-exactly", "resume-loses-one"])
 def test_streams_the_server_ends_are_reconnected_and_their_gaps_lost(
     skip: int, tmp_path: Path
@@ -357,6 +366,7 @@ def test_streams_the_server_ends_are_reconnected_and_their_gaps_lost(
     assert re.search(r"reconnects=\d+", output)
 
 
+@LOADGEN
 def test_help_and_runs_without_httptools() -> None:
     """The docs build runs --help without the loadgen extra; a run says how to install it."""
     program = (
@@ -443,6 +453,7 @@ def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> Non
             assert timed == (sent_at is not None), data
 
 
+@LOADGEN
 def test_run_load_takes_the_servers_api_as_objects() -> None:
     """From Python: the subscription, the publish and the stamps, no host or port."""
     from sse_fast.loadgen import run_load
