@@ -103,7 +103,7 @@ def _run(
             5,
             [
                 "compiled core: passed",
-                "pure-Python twins: nothing to run (the tests selected are mode_independent)",
+                "pure-Python twins: nothing to run (the tests selected are not for the twins' run)",
             ],
         ),
     ],
@@ -123,14 +123,14 @@ def test_both_modes_run_and_each_ends_with_a_line(
     """Both pytest runs happen, each with the script's arguments, whatever the first
     gave; the output ends with one line per mode; the exit status is 0 only when both
     passed (5, no test collected, is a failure, but for the twins' run after a compiled
-    run that passed: its selection was all mode_independent, which it leaves out)."""
+    run that passed: its selection was all left out of the twins' run)."""
     done, calls = _run(tmp_path, ["scripts/test", "-k", "resume"], compiled, pure)
     runs = [c for c in calls if "-m pytest" in c and "--collect-only" not in c]
     assert runs == ["compiled|-m pytest -k resume", "pure|-m pytest -k resume"], calls
     assert done.stdout.splitlines()[-2:] == [f"scripts/test: {line}" for line in lines], (
         done.stdout[-2000:] + done.stderr[-2000:]
     )
-    # 0 only when both passed, or the twins had only mode_independent tests to leave out
+    # 0 only when both passed, or the twins had only tests their run leaves out
     assert (done.returncode == 0) == (compiled == 0 and pure in (0, 5)), done.returncode
 
 
