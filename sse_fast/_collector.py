@@ -16,7 +16,7 @@ Pauses nest and may end in another thread than the one that began them
 was before the first (a host application's choice kept).
 
 Freeing is work too: a list of 2 million events read back is freed in 0.19 s
-when it goes, and in 0.9 s with 4 workers starting on 2 cores, one step the
+when it goes, and in 0.93 s with 4 workers starting on 2 cores beside 2 CPU hogs, one step the
 event loop (and every other thread) waits for. ``free_gradually`` frees a list
 a slice at a time, so other threads get the interpreter between slices;
 ``discard`` does that in a daemon thread of its own, for what a stopping

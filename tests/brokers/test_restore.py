@@ -10,7 +10,7 @@ import asyncio
 import gc
 import threading
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -223,3 +223,54 @@ def test_collector_pauses_nest_and_end_in_any_thread() -> None:
     thread.join(10)
     assert items == [] and gc.isenabled()
     assert discard([]) is None and gc.isenabled()
+
+
+def test_a_reader_stopped_in_a_later_segment_frees_the_earlier_ones_a_slice_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped in the middle of the directory, not at its start: the segments already
+    read are freed a slice at a time (one step held a stopping worker 0.93 s), as is
+    the part of the segment being read."""
+    from sse_fast.brokers.durable import _reading as durable_reading
+
+    log = EventLog(str(tmp_path), fsync="never", segment_bytes=4096)
+    log.open()
+    first = log.next_position
+    for n in range(0, EVENTS, 100):
+        log.append(
+            [
+                Sequenced(first + k, f"e{k}", ("t",), f"id: e{k}\ndata: {k}\n\n".encode(), 0.0)
+                for k in range(n, n + 100)
+            ]
+        )
+    log.close()
+    segments = len(list(tmp_path.glob("*.log")))
+    assert segments >= 3, segments
+    freed: list[int] = []
+
+    def watched(items: list[Any], step: int = 10_000) -> None:
+        freed.append(len(items))
+        items.clear()
+
+    monkeypatch.setattr(durable_reading, "free_gradually", watched)
+    monkeypatch.setattr(durable_records, "free_gradually", watched)
+
+    class StopInThirdSegment(threading.Event):
+        """Set once the third segment's reading has begun."""
+
+        def is_set(self) -> bool:
+            return len(scanned) >= 3
+
+    scanned: list[str] = []
+    scan = durable_reading.scan
+
+    def counting_scan(data: bytes, name: str, *args: Any) -> Any:
+        scanned.append(name)
+        return scan(data, name, *args)
+
+    monkeypatch.setattr(durable_reading, "scan", counting_scan)
+    with pytest.raises(ReadStopped):
+        read(str(tmp_path), stop=StopInThirdSegment())
+    assert len(scanned) == 3
+    # the third segment's part (none yet: stopped at its first slice), then the two before
+    assert freed[0] == 0 and len(freed) == 3 and all(n > 0 for n in freed[1:]), freed
