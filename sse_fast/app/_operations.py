@@ -37,6 +37,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,8 @@ class Operations:
         self.upstream: Upstream | None = None
         #: True once every worker of the node has been seen started (``readyz``)
         self.node_started = False
+        #: the question to the node's workers in flight, shared by ``readyz`` requests
+        self._asking: asyncio.Future[str] | None = None
 
     async def presence(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Who is subscribed to one topic: ``?topic=NAME``. JSON with
@@ -171,13 +174,22 @@ class Operations:
     async def _workers_starting(self) -> str:
         """Why this node is not ready while another of its workers has not started
         yet ("" once every one has, from then on without asking again: a worker
-        that Granian starts again later says so itself)."""
+        that Granian starts again later says so itself). ``/readyz`` is open to
+        everyone: requests that come while the workers are asked share that one
+        question, so a client asking often costs the node no more gathers."""
+        if self.settings.workers <= 1:
+            self.node_started = True
+            return ""
+        if self._asking is None or self._asking.done():
+            self._asking = asyncio.ensure_future(self._ask_workers())
+        return await asyncio.shield(self._asking)
+
+    async def _ask_workers(self) -> str:
         expected = self.settings.workers
-        if expected > 1:
-            parts = await self.hub.gather({"what": "ready"})
-            started = sum(1 for part in parts if not part.get("starting"))
-            if started < expected:
-                return f"{started} of {expected} workers started"
+        parts = await self.hub.gather({"what": "ready"})
+        started = sum(1 for part in parts if not part.get("starting"))
+        if started < expected:
+            return f"{started} of {expected} workers started"
         self.node_started = True
         return ""
 

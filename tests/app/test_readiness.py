@@ -8,26 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sse_fast.app import App
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
+from sse_fast.testing import wait_for
 from tests.support.asgi_harness import request
 
 
 class Node(LocalBroker):
     """This worker's broker; ``others`` stand for the node's other workers' answers
-    to a gather (``starting`` as each says), ``asked`` counts the gathers."""
+    to a gather (``starting`` as each says), ``asked`` counts the gathers; while
+    ``held`` is clear a gather waits, as one over the relay or Redis does."""
 
     def __init__(self) -> None:
         super().__init__()
         self.others: list[dict[str, Any]] = []
         self.asked: list[dict[str, Any]] = []
+        self.held = asyncio.Event()
+        self.held.set()
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         self.asked.append(query)
+        await self.held.wait()
         if query.get("what") == "ready":
             return [self.member.report(query), *self.others]
         return [self.member.report(query)]
@@ -89,3 +95,32 @@ def test_one_worker_is_ready_without_asking_anyone() -> None:
         await app.lifespan.shutdown()
 
     asyncio.run(main())
+
+
+def test_requests_that_come_while_the_workers_are_asked_share_the_question() -> None:
+    """``/readyz`` is open to everyone: a client asking it in a loop while the node
+    starts must not make each worker gather the node's figures once per request."""
+
+    async def main() -> None:
+        app, node = node_app(2)
+        await app.lifespan.startup()
+        node.others = [{"starting": True}]
+        node.held.clear()
+        asking = [asyncio.create_task(readyz(app)) for _ in range(50)]
+        await wait_for(_asked_once(node), timeout=5, interval=0.01)
+        node.held.set()
+        answers = await asyncio.gather(*asking)
+        assert answers == [(503, starting("1 of 2 workers started"))] * 50
+        assert len(node.asked) == 1
+        assert await readyz(app) == (503, starting("1 of 2 workers started"))
+        assert len(node.asked) == 2  # a later request asks again
+        await app.lifespan.shutdown()
+
+    asyncio.run(main())
+
+
+def _asked_once(node: Node) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(node.asked) == 1
+
+    return check
