@@ -66,8 +66,8 @@ __all__ = [
 CLAIMS_NAMESPACE = "sse_fast"
 #: decoded JWTs kept (by token), so a publisher is not verified again on every request
 DECODED_CACHE_SIZE = 10_000
-#: seconds of clock skew allowed around a JWT's ``exp`` (and ``nbf``)
-JWT_LEEWAY = 5  # seconds of clock skew allowed around exp (and nbf)
+#: seconds of clock skew allowed around a JWT's ``exp``, ``nbf`` and ``iat``
+JWT_LEEWAY = 5
 
 
 class AuthError(Exception):
@@ -101,10 +101,14 @@ class Credential:
 
 
 class Authenticator:
-    """Checks credentials against the settings; one per app."""
+    """Checks credentials against the settings; one per app. ``clock`` is the wall
+    clock (``time.time``) a token's ``exp``, ``nbf`` and ``iat`` are checked against,
+    here and not by PyJWT (whose own clock cannot be given), so that a test moves it
+    instead of waiting for a token to expire."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
+        self.clock = clock
         self.private_topics = split_list(settings.private_topics)
         self.public_presence_topics = split_list(settings.public_presence_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
@@ -145,7 +149,7 @@ class Authenticator:
     def _decode(self, token: str) -> Credential:
         cached = self._decoded.get(token)
         if cached is not None:
-            if cached.expires_at is None or cached.expires_at + JWT_LEEWAY > time.time():
+            if cached.expires_at is None or cached.expires_at + JWT_LEEWAY > self.clock():
                 return cached
             del self._decoded[token]
         credential = self._decode_uncached(token)
@@ -165,7 +169,10 @@ class Authenticator:
             for jwk in self._jwks.keys:
                 if kid is None or jwk.key_id == kid:
                     candidates.append((jwk.key, [jwk.algorithm_name]))
-        options: Any = {"require": ["exp"]} if self.settings.jwt_require_exp else {}
+        # the times are checked below, against this authenticator's clock
+        options: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+        if self.settings.jwt_require_exp:
+            options["require"] = ["exp"]
         for key, algorithms in candidates:
             try:
                 claims = jwt.decode(
@@ -177,11 +184,10 @@ class Authenticator:
                     issuer=self.settings.jwt_issuer or None,
                     leeway=JWT_LEEWAY,
                 )
-            except jwt.ExpiredSignatureError:
-                raise AuthError(401, "token has expired: get a new one", "expired_token") from None
             except jwt.PyJWTError as exc:  # wrong key, algorithm, audience, ...: try the next
                 errors.append(str(exc))
                 continue
+            expires_at = _check_times(claims, self.clock())
             rights = claims.get(CLAIMS_NAMESPACE) or {}
             if not isinstance(rights, dict):
                 raise AuthError(401, f"claim {CLAIMS_NAMESPACE!r} must be an object", "bad_token")
@@ -195,7 +201,7 @@ class Authenticator:
                 identity,
                 publish,
                 subscribe,
-                _expiry(claims),
+                expires_at,
                 subject=str(sub) if isinstance(sub, (str, int)) and sub != "" else None,
             )
         reason = "; ".join(dict.fromkeys(errors)) or "no key configured"
@@ -510,16 +516,31 @@ def presence_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
-def _expiry(claims: Mapping[str, Any]) -> float | None:
-    """The ``exp`` claim as PyJWT checked it (``int()`` of it: a number or a
-    numeric string, a fraction cut off), so that the cached credential and its
-    streams expire exactly when PyJWT would refuse the token; None without one."""
-    if "exp" not in claims:
+def _seconds(claims: Mapping[str, Any], name: str) -> float | None:
+    """A time claim as PyJWT reads it (``int()`` of it: a number or a numeric string,
+    a fraction cut off); None without one; 401 for anything else."""
+    if name not in claims:
         return None
     try:
-        return float(int(claims["exp"]))
-    except (ValueError, TypeError, OverflowError):  # PyJWT refuses these first
-        raise AuthError(401, "claim 'exp' must be an integer (seconds)", "bad_token") from None
+        return float(int(claims[name]))
+    except (ValueError, TypeError, OverflowError):
+        raise AuthError(401, f"claim {name!r} must be an integer (seconds)", "bad_token") from None
+
+
+def _check_times(claims: Mapping[str, Any], now: float) -> float | None:
+    """PyJWT's checks of ``iat``, ``nbf`` and ``exp`` (the same reading, the same
+    ``JWT_LEEWAY``), made at ``now``; the expiry (None: never), so that the cached
+    credential and its streams expire exactly when the token is refused."""
+    for name in ("iat", "nbf"):
+        at = _seconds(claims, name)
+        if at is not None and at > now + JWT_LEEWAY:
+            raise AuthError(
+                401, f"invalid token: it is not valid yet ({name} is in the future)", "bad_token"
+            )
+    expires_at = _seconds(claims, "exp")
+    if expires_at is not None and expires_at <= now - JWT_LEEWAY:
+        raise AuthError(401, "token has expired: get a new one", "expired_token")
+    return expires_at
 
 
 def _digest(token: str) -> bytes:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 
 from .._asgi import Receive, Scope, Send
 from .._control import COME_BACK_HEADER_ASGI, disconnect_frame
@@ -286,7 +285,7 @@ class EventsEndpoint:
             raise
         if credential is not None and credential.expires_at is not None:
             self._expiries[subscription] = asyncio.get_running_loop().call_later(
-                max(0.0, credential.expires_at - time.time()), hub.expire, subscription
+                max(0.0, credential.expires_at - self.auth.clock()), hub.expire, subscription
             )
         return subscription
 

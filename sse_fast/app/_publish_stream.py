@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any
 
 import orjson
@@ -295,7 +294,7 @@ class _Stream:
     async def publish(self, lines: list[list[Any]]) -> list[bytes]:
         """Publish the valid lines (together when they can be), in order."""
         expires = self.credential.expires_at
-        if expires is not None and time.time() >= expires:
+        if expires is not None and self.endpoint.auth.clock() >= expires:
             raise _Ended(
                 self._end(401, "the credential expired; reconnect with a fresh one", "expired")
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -82,12 +83,19 @@ STARTING_ROUTES = frozenset({"/livez", "/healthz", "/readyz", "/schema"})
 class App:
     """The sse_fast ASGI application. ``app.hub`` is the in-process publish API."""
 
-    def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        hub: Hub | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings = settings or Settings.from_env()
         if hub is None:
             hub = Hub(settings, broker=broker_for(settings))
         self.hub = hub
-        self.auth = Authenticator(settings)
+        # tokens' exp, nbf and iat are read against wall_clock (a test's own moves)
+        self.auth = Authenticator(settings, wall_clock)
         self.admission = Admission(settings)
         self.client_address = ClientAddress(settings)
         self.cors = Cors(settings)

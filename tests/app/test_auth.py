@@ -27,7 +27,7 @@ from sse_fast.settings import Settings, SettingsError
 from sse_fast.testing import ServerProcess, free_port
 
 from ..support.asgi_harness import Stream, settle
-from ..support.security_harness import SECRET, make_app, publish, run, token
+from ..support.security_harness import SECRET, WallClock, make_app, publish, run, token
 
 # ---------------------------------------------------------------- publishers
 
@@ -211,8 +211,10 @@ def test_query_token_only_when_allowed() -> None:
 
 def test_token_expiry_ends_the_stream_with_a_reason() -> None:
     async def main() -> None:
-        app = make_app(private_topics="p")
-        expiring = token({"subscribe": ["p"]}, exp=time.time() + 0.3)
+        clock = WallClock()
+        app = make_app(clock, private_topics="p")
+        expiring = token({"subscribe": ["p"]}, exp=int(clock.now) + 1)
+        clock.now += 0.999  # the token expires in a millisecond
         stream = Stream(
             app, query=[("topic", "p")], headers={"authorization": f"Bearer {expiring}"}
         ).start()
@@ -429,14 +431,17 @@ def test_serve_keeps_a_private_topics_presence_private() -> None:
 def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
     """Publishers send the same JWT on every request: it is verified once, then
     taken from a cache, but never past its expiry (plus the 5 s leeway)."""
-    from sse_fast.app._auth import Authenticator
+    from sse_fast.app._auth import JWT_LEEWAY, Authenticator
 
-    auth = Authenticator(Settings(jwt_secret=SECRET))
-    exp = int(time.time()) - 3  # valid for 1-2 s more: the 5 s leeway
+    clock = WallClock()
+    auth = Authenticator(Settings(jwt_secret=SECRET), clock)
+    exp = int(clock.now) - JWT_LEEWAY + 1  # past, but within the leeway for 1 s more
     expiring = jwt.encode({"exp": exp, "sse_fast": {"publish": ["a"]}}, SECRET, algorithm="HS256")
     first = auth.publisher(f"Bearer {expiring}")
     assert auth.publisher(f"Bearer {expiring}") is first  # cached, not decoded again
-    time.sleep(max(0.0, exp + 5.1 - time.time()))  # now past exp + leeway
+    clock.now += 0.99
+    assert auth.publisher(f"Bearer {expiring}") is first  # the leeway's last moment
+    clock.now += 0.01  # now exp + leeway: refused, the cached credential too
     with pytest.raises(Exception) as info:
         auth.publisher(f"Bearer {expiring}")
     assert getattr(info.value, "status", None) == 401 and "expired" in str(info.value)
@@ -446,3 +451,54 @@ def test_a_decoded_token_is_reused_only_until_it_expires() -> None:
     with pytest.raises(Exception) as info:
         auth.publisher(f"Bearer {valid[:-2]}xx")
     assert getattr(info.value, "status", None) == 401
+
+
+@pytest.mark.parametrize(
+    "form", ["integer", "float", "numeric string"], ids=["integer", "float", "string"]
+)
+def test_every_exp_form_pyjwt_accepts_expires(form: str) -> None:
+    """PyJWT reads int(exp): a float or a numeric string is as good as an integer, so
+    each ends its streams when it passes and stops publishing past the leeway, on the
+    app's wall clock (moved here, not waited for)."""
+    clock = WallClock()
+    at = int(clock.now) + 60
+    exp: Any = {"integer": at, "float": at + 0.25, "numeric string": str(at)}[form]
+
+    async def main() -> None:
+        app = make_app(clock, private_topics="p")
+        bearer = f"Bearer {token({'subscribe': ['p'], 'publish': ['p']}, exp=exp)}"
+        assert (await publish(app, {"topic": "p", "data": "before"}, bearer))[0] == 200
+        clock.now = at - 0.001  # a stream opened now ends in a millisecond
+        stream = Stream(app, query=[("topic", "p")], headers={"authorization": bearer}).start()
+        await stream.finished(timeout=5)
+        assert stream.status == 200
+        assert stream.data() == ['{"reason":"token-expired"}']
+        assert stream.events[-1].event == "sse-fast-disconnect"
+        clock.now = at + 4.9  # within the leeway: still publishes (a cached credential)
+        assert (await publish(app, {"topic": "p", "data": "late"}, bearer))[0] == 200
+        clock.now = at + 5
+        status, _, body = await publish(app, {"topic": "p", "data": "after"}, bearer)
+        assert status == 401 and "expired" in body["error"]
+
+    run(main())
+
+
+@pytest.mark.parametrize("claim", ["nbf", "iat"])
+def test_a_token_not_valid_yet_is_refused_until_its_time(claim: str) -> None:
+    """``nbf`` and ``iat`` in the future (beyond the 5 s leeway) are refused, as
+    PyJWT would; from that moment on the app's clock the token is good."""
+    clock = WallClock()
+    bearer = f"Bearer {token({'publish': ['*']}, **{claim: int(clock.now) + 60})}"
+    app = make_app(clock)
+    body = {"topic": "news", "data": 1}
+    status, _, answer = run(publish(app, body, bearer))
+    assert status == 401 and f"not valid yet ({claim} is in the future)" in answer["error"]
+    clock.now += 55  # 5 s ahead: the leeway covers it
+    assert run(publish(app, body, bearer))[0] == 200
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_time_claim_pyjwt_refuses_is_refused(claim: str) -> None:
+    bearer = f"Bearer {token({'publish': ['*']}, **{claim: 'soon'})}"
+    status, _, answer = run(publish(make_app(), {"topic": "news", "data": 1}, bearer))
+    assert status == 401 and f"claim '{claim}' must be an integer" in answer["error"]

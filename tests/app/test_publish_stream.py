@@ -18,6 +18,8 @@ import pytest
 
 from sse_fast.testing import HOST, ChunkedDecoder, ServerProcess, collect, read_head, rss_kb
 
+from ..support.security_harness import WallClock
+
 
 class RawStream:
     """A publisher speaking the protocol by hand: a chunked request body written
@@ -258,25 +260,27 @@ SCOPE: dict[str, Any] = {
 
 async def _in_process(
     settings: Any,
-    body: list[bytes | float],
+    body: list[Any],
     *,
     end: bool = False,
     during: Any = None,
     headers: tuple[tuple[bytes, bytes], ...] = (),
+    wall_clock: Any = time.time,
 ) -> list[dict[str, Any]]:
     """POST /publish/stream in process (a plain coroutine ``send``, as under
-    uvicorn). ``body``: chunks, and pauses (seconds) between them; with ``end``
-    the last chunk ends the body, else it stays open. ``during(app)`` runs while
-    the stream is open. Returns the ack lines."""
+    uvicorn). ``body``: chunks (bytes), and between them, things to do before the
+    next one is read (a callable: e.g. moving ``wall_clock``, the app's); with
+    ``end`` the last chunk ends the body, else it stays open. ``during(app)`` runs
+    while the stream is open. Returns the ack lines."""
     from sse_fast.app import App
 
-    app = App(settings)
+    app = App(settings, wall_clock=wall_clock)
     sent: list[dict[str, Any]] = []
     queue = list(body)
 
     async def receive() -> dict[str, Any]:
-        while queue and isinstance(queue[0], float):
-            await asyncio.sleep(queue.pop(0))
+        while queue and callable(queue[0]):
+            queue.pop(0)()
         if not queue:
             await asyncio.sleep(3600)  # the body stays open
         chunk = queue.pop(0)
@@ -328,13 +332,19 @@ def test_an_expired_credential_ends_the_stream_with_a_401_line() -> None:
     from sse_fast.settings import Settings
 
     secret = "s" * 32
+    clock = WallClock()
     token = jwt.encode(
-        {"exp": int(time.time()) + 2, "sse_fast": {"publish": ["*"]}}, secret, algorithm="HS256"
+        {"exp": int(clock.now) + 2, "sse_fast": {"publish": ["*"]}}, secret, algorithm="HS256"
     )
     line = b'{"topic":"a","data":1}\n'
     settings = Settings(jwt_secret=secret, publish_rate=0)
     auth = ((b"authorization", f"Bearer {token}".encode()),)
-    acks = asyncio.run(_in_process(settings, [line, 3.1, line, line], headers=auth))
+
+    def expire() -> None:
+        clock.now += 2
+
+    body = [line, expire, line, line]
+    acks = asyncio.run(_in_process(settings, body, headers=auth, wall_clock=clock))
     assert len(acks) == 2 and acks[0]["ids"]  # before exp: published; after: the end
     assert acks[1]["status"] == 401 and acks[1]["reason"] == "expired"
     assert "credential expired" in acks[1]["error"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -23,9 +25,20 @@ def token(
     return jwt.encode({"sse_fast": rights, "sub": "tester", **claims}, key, algorithm=algorithm)
 
 
-def make_app(**settings: Any) -> App:
+def make_app(wall_clock: Callable[[], float] = time.time, **settings: Any) -> App:
+    """An app checking HS256 tokens of ``SECRET``, their times read on ``wall_clock``."""
     settings.setdefault("jwt_secret", SECRET)
-    return App(Settings(**settings))
+    return App(Settings(**settings), wall_clock=wall_clock)
+
+
+class WallClock:
+    """A wall clock a test moves (``now``, seconds since the epoch) instead of waiting."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def run(coro: Any) -> Any:
