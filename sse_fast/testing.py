@@ -35,6 +35,7 @@ import asyncio
 import atexit
 import contextlib
 import http.client
+import inspect
 import itertools
 import json
 import os
@@ -46,7 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from ._core import ParsedEvent
@@ -364,14 +365,24 @@ async def collect(
 
 
 async def wait_for(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    """Wait until ``await check()`` is true, trying every ``interval`` seconds; ``TimeoutError``
-    past ``timeout``."""
+    check: Callable[[], Any],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition not met in time",
+) -> Any:
+    """Wait until ``check()`` (a function or a coroutine function) gives something true,
+    looking every ``interval`` seconds, and return it; ``TimeoutError`` saying ``what``
+    past ``timeout`` seconds. The interval is only how often to look: a test waits on a
+    condition with a deadline, never for a fixed time."""
     deadline = time.monotonic() + timeout
-    while not await check():
+    while True:
+        found = check()
+        if inspect.isawaitable(found):
+            found = await found
+        if found:
+            return found
         if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
+            raise TimeoutError(f"{what} (within {timeout:g} s)")
         await asyncio.sleep(interval)
 
 
