@@ -36,10 +36,12 @@ esac
 exit 99
 """
 
-#: ``.ci/run``'s next step after scripts/test, kept from running for real should the
+#: ``.ci/run``'s next steps after scripts/test, kept from running for real should the
 #: script's failure not stop it (every other call is recorded by the fake python)
 FAKE_BASH = """#!/bin/sh
-if [ "$1" = .ci/pythons ]; then echo "bash|$*" >> "$FAKE_LOG"; exit 0; fi
+case "$1" in
+    .ci/pythons | .ci/sdist-check) echo "bash|$*" >> "$FAKE_LOG"; exit 0 ;;
+esac
 exec {bash} "$@"
 """
 

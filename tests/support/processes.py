@@ -22,8 +22,9 @@ servers and clients, install lines. Such tests are in files marked
 run (as the suite ran them before: twice the time, for a release or a doubt).
 
 ``SSE_FAST_TESTS_PROCESS_REPORT=FILE`` makes a run a survey instead: each test's id,
-whether it is marked, the programs it started and the CPU seconds it used (its
-worker's and the children's it waited for) are appended to FILE (tab separated),
+whether it is marked, the programs it started, the CPU seconds it used (its
+worker's and the children's it waited for), its xdist worker and when it began and
+ended (wall clock, up to its teardown's start) are appended to FILE (tab separated),
 and nothing fails for it.
 """
 
@@ -33,6 +34,7 @@ import _posixsubprocess
 import os
 import resource
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -47,6 +49,7 @@ __all__ = [
 
 _started: list[str] = []  # the programs the running test started
 _CPU = pytest.StashKey[float]()  # CPU seconds used so far when the test began
+_BEGAN = pytest.StashKey[float]()  # the wall clock when the test began
 
 
 def _cpu() -> float:
@@ -118,6 +121,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """Count the programs each test starts (its fixtures' included)."""
     _started.clear()
     item.stash[_CPU] = _cpu()
+    item.stash[_BEGAN] = time.time()
     try:
         return (yield)
     finally:
@@ -132,8 +136,13 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if report:  # a survey: each test, its mark and what it started; nothing fails
         marked = int(_is_process_test(item))
         cpu = _cpu() - item.stash.get(_CPU, 0.0)
+        began, worker = item.stash.get(_BEGAN, 0.0), os.environ.get("PYTEST_XDIST_WORKER", "-")
+        programs = " ".join(sorted(set(_started)))
         with open(report, "a") as f:
-            f.write(f"{item.nodeid}\t{marked}\t{' '.join(sorted(set(_started)))}\t{cpu:.2f}\n")
+            f.write(
+                f"{item.nodeid}\t{marked}\t{programs}\t{cpu:.2f}\t{worker}\t{began:.3f}"
+                f"\t{time.time():.3f}\n"
+            )
         _started.clear()
     if _started and not _is_process_test(item):
         programs = ", ".join(sorted(set(_started)))
