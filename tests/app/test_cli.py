@@ -10,14 +10,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 import orjson
 import pytest
 
 import sse_fast
 from sse_fast.settings._settings import unknown_variables
-from sse_fast.testing import HOST, ServerProcess, free_port
+from sse_fast.testing import HOST, ServerProcess, free_port, wait_for
 
 pytestmark = pytest.mark.processes("the sse-fast command as a user types it")
 
@@ -81,18 +80,16 @@ def test_sharing_a_port_on_purpose_works() -> None:
     ):
         pids = set()
 
-        async def both_answer() -> None:
+        async def answered_by_both() -> bool:
             # the second may still be starting (its readiness check reached the first)
-            deadline = time.monotonic() + 15
-            while len(pids) < 2 and time.monotonic() < deadline:
-                status, _, body = await first.get("/stats")
-                if status == 503 and b"starting" in body:  # the second one, not ready yet
-                    await asyncio.sleep(0.05)
-                    continue
-                assert status == 200, body
-                pids.add(json.loads(body)["worker_pid"])
+            status, _, body = await first.get("/stats")
+            if status == 503 and b"starting" in body:  # the second one, not ready yet
+                return False
+            assert status == 200, body
+            pids.add(json.loads(body)["worker_pid"])
+            return len(pids) >= 2
 
-        asyncio.run(both_answer())
+        asyncio.run(wait_for(answered_by_both, timeout=15, what="both servers answer /stats"))
         assert len(pids) == 2  # the kernel spreads connections over both
         assert second.proc is not None and second.proc.poll() is None
 

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,9 +33,17 @@ from sse_fast.client import Disconnect, EventStream, Missed, ReceivedEvent, conn
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError
 from sse_fast.settings import Settings, SettingsError
-from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
+from sse_fast.testing import (
+    HOST,
+    RedisServer,
+    ServerProcess,
+    free_port,
+    http_request,
+    wait_for,
+)
 
 from ..support.mirror_transform import odd_only_upper, route_by_parity
+from ..support.waiting import until
 
 # ------------------------------------------------------------------ settings
 
@@ -236,10 +243,7 @@ class Subscriber:
         await asyncio.wait_for(read(), 90)
 
     def wait(self, count: int, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.data) < count:
-            assert time.monotonic() < deadline, f"{len(self.data)} of {count} events"
-            time.sleep(0.02)
+        until(lambda: len(self.data) >= count, timeout, f"{count} events reach the subscriber")
 
     def join(self) -> None:
         self.thread.join(30)
@@ -259,27 +263,24 @@ def readyz(port: int) -> tuple[int, dict[str, Any]]:
 
 
 def wait_ready(port: int, ready: bool, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answer() -> dict[str, Any] | None:
         status, body = readyz(port)
-        if (status == 200) == ready:
-            return body
-        assert time.monotonic() < deadline, body
-        time.sleep(0.1)
+        return body if (status == 200) == ready else None
+
+    return until(answer, timeout, f"/readyz says {'ready' if ready else 'not ready'}")
 
 
 def wait_subscribed(port: int, topic: str, timeout: float = 30) -> None:
     """Wait until the server at ``port`` holds a stream on ``topic`` (its ``/stats``):
     a subscriber's thread connects in its own time, and an event published before it
     is subscribed is not for it."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def subscribed() -> bool:
         _, _, body = asyncio.run(http_request(HOST, port, "GET", "/stats"))
         topics = json.loads(body).get("topics", {})
-        if topics.get(topic, {}).get("subscribers", 0) >= 1:
-            return
-        assert time.monotonic() < deadline, f"no stream on {topic!r} in {timeout} s: {body!r}"
-        time.sleep(0.05)
+        return bool(topics.get(topic, {}).get("subscribers", 0) >= 1)
+
+    until(subscribed, timeout, f"a stream on {topic!r}")
 
 
 def publish(port: int, first: int, count: int) -> None:
@@ -355,15 +356,18 @@ def test_the_upstream_events_iterator_is_closed_when_reading_stops(
 
         relay.hub.publish = stuck  # type: ignore[method-assign]
         await relay.start()
-        deadline = time.monotonic() + 15
-        while not republishing.is_set():  # published until the relay, connected, reads one
+
+        # published until the relay, connected, reads one
+        async def published_and_read() -> bool:
             body = orjson.dumps({"topic": "news", "data": "x"})
             await http_request(
                 HOST, port, "POST", "/publish", body, {"Content-Type": "application/json"}
             )
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(republishing.wait(), 0.2)
-            assert time.monotonic() < deadline, relay.status()
+            return republishing.is_set()
+
+        await wait_for(published_and_read, timeout=15, what="the relay reads a published event")
         await relay.stop()
         assert iterators
         assert all(it.ag_frame is None for it in iterators)  # closed, not suspended
@@ -439,7 +443,12 @@ def test_relays_a_plain_starlette_app_that_restarts() -> None:
         subscriber = Subscriber(relay.port, "ticks", 200)
         subscriber.wait(60)
         upstream.stop(signal.SIGKILL)
-        time.sleep(0.5)
+        # the relay has seen it go: the restart below is one it reconnects to
+        until(
+            lambda: readyz(relay.port)[1].get("upstream", {}).get("state") == "reconnecting",
+            15,
+            "the relay says its upstream is away",
+        )
         with ServerProcess(command=uvicorn, port=port):
             subscriber.join()
     assert subscriber.data == [str(n) for n in range(1, 201)]
@@ -462,16 +471,16 @@ def test_the_reading_worker_killed_another_takes_over(redis_server: RedisServer)
         publish(port, 0, 100)
         subscriber.wait(100)
         os.kill(reader, signal.SIGKILL)
-        deadline = time.monotonic() + 20
-        while True:  # a standby worker holds the lock and reads (or the respawned one)
+
+        # a standby worker holds the lock and reads (or the respawned one)
+        def another_reads() -> bool:
             try:
                 status, body = readyz(relay.port)
             except OSError:  # the request went to the dying worker
-                continue
-            if status == 200 and body["upstream"]["reader_pid"] != reader:
-                break
-            assert time.monotonic() < deadline, body
-            time.sleep(0.1)
+                return False
+            return status == 200 and body["upstream"]["reader_pid"] != reader
+
+        until(another_reads, 20, "another worker reads the upstream")
         publish(port, 100, 100)
         subscriber.join()
     assert subscriber.data == [str(n) for n in range(200)]
@@ -489,15 +498,14 @@ def test_an_upstream_that_refuses_is_said_in_readyz() -> None:
             ready_path="/healthz",
         ) as relay,
     ):
-        deadline = time.monotonic() + 10
-        while True:
+
+        def refused() -> tuple[int, dict[str, Any]] | None:
             status, body = readyz(relay.port)
             # "starting" (no upstream yet) until the worker's start is done: /healthz
             # answers before /readyz can say anything of the upstream
-            if body.get("upstream", {}).get("state") == "refused":
-                break
-            assert time.monotonic() < deadline, body
-            time.sleep(0.1)
+            return (status, body) if body.get("upstream", {}).get("state") == "refused" else None
+
+        status, body = until(refused, 10, "/readyz says the upstream refused")
         assert status == 503
         assert "HTTP 404" in body["upstream"]["error"]
         assert "no such endpoint" in body["upstream"]["error"]

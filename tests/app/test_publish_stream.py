@@ -16,7 +16,15 @@ from typing import Any
 import orjson
 import pytest
 
-from sse_fast.testing import HOST, ChunkedDecoder, ServerProcess, collect, read_head, rss_kb
+from sse_fast.testing import (
+    HOST,
+    ChunkedDecoder,
+    ServerProcess,
+    collect,
+    read_head,
+    rss_kb,
+    wait_for,
+)
 
 from ..support.security_harness import WallClock
 
@@ -140,11 +148,20 @@ def test_a_publisher_that_leaves_mid_body_loses_nothing_it_was_acked_for(
         events = await collect(client, 120)
         received = [e.id for e in events]
         assert received[:120] == acked  # everything acked was published, in order
-        # what came after (published or not) is in order and never twice
-        await asyncio.sleep(0.5)
-        received += [e.id for e in await collect(client, 1000, timeout=0.5, until=lambda c: True)]
+
+        async def closed() -> bool:
+            return await open_streams(server) == 0
+
+        await wait_for(closed, timeout=10, what="the server closes the publisher's stream")
+        # what came after (published or not) is in order and never twice: all of it
+        # comes before a marker published once the stream is closed
+        status, _, answer = await server.publish(orjson.dumps({"topic": "gone", "data": "m"}))
+        assert status == 200, answer
+        (marker,) = orjson.loads(answer)["ids"]
+        after = await collect(client, 1000, until=lambda c: c.last_event_id == marker)
+        assert after and after[-1].id == marker
+        received += [e.id for e in after[:-1]]
         assert len(set(received)) == len(received)
-        assert await open_streams(server) == 0
         client.close()
 
     asyncio.run(main())
@@ -220,11 +237,12 @@ def test_a_publisher_that_does_not_read_acks_is_slowed_then_cut() -> None:
             assert sent < 64 * 1024 * 1024
             grown = rss_kb(pid) - before
             assert grown < 40 * 1024, f"server grew by {grown} kB"
+
             # it never reads its acks: cut once catch_up_timeout (2 s) passed
-            deadline = time.monotonic() + 15
-            while await open_streams(server) != 0:
-                assert time.monotonic() < deadline, "the stream was not cut"
-                await asyncio.sleep(0.1)
+            async def cut() -> bool:
+                return await open_streams(server) == 0
+
+            await wait_for(cut, timeout=15, what="the stream is cut")
             stream.writer.transport.abort()
 
         asyncio.run(main())
@@ -356,12 +374,14 @@ def test_the_topic_limit_answers_each_line_and_the_stream_goes_on() -> None:
     lines = b"".join(b'{"topic":"t%d","data":%d}\n' % (n, n) for n in range(5))
 
     async def main() -> list[dict[str, Any]]:
+        answered = asyncio.Event()  # set when the stream asks for more: the lines are acked
+
         async def drain(app: Any) -> None:
-            await asyncio.sleep(0.3)
+            await asyncio.wait_for(answered.wait(), 10)
             await app.hub.drain()
 
         settings = Settings(allow_anonymous_publish=True, max_topics=3, publish_rate=0)
-        return await _in_process(settings, [lines], during=drain)
+        return await _in_process(settings, [lines, answered.set], during=drain)
 
     acks = asyncio.run(main())
     assert [len(a.get("ids", ())) for a in acks[:5]] == [1, 1, 1, 0, 0]
@@ -378,7 +398,18 @@ def test_a_drain_does_not_wait_out_the_publish_rate() -> None:
         started = time.monotonic()
 
         async def drain(app: Any) -> None:
-            await asyncio.sleep(0.5)
+            limiter = app.admission.publish_limiter
+            take = limiter.take
+            waiting = asyncio.Event()  # set once the stream is told to wait for the rate
+
+            def recorded(key: str) -> float:
+                wait: float = take(key)
+                if wait:
+                    waiting.set()
+                return wait
+
+            limiter.take = recorded
+            await asyncio.wait_for(waiting.wait(), 10)
             await app.hub.drain()
 
         settings = Settings(allow_anonymous_publish=True, publish_rate=5, drain_timeout=1)
@@ -400,7 +431,10 @@ def test_a_cancellation_during_the_drain_is_not_swallowed() -> None:
     async def main() -> None:
         app = App(Settings(allow_anonymous_publish=True, drain_timeout=0.2))
 
+        waiting = asyncio.Event()
+
         async def receive() -> dict[str, Any]:
+            waiting.set()
             await asyncio.sleep(3600)  # the body never comes
             raise AssertionError
 
@@ -408,7 +442,7 @@ def test_a_cancellation_during_the_drain_is_not_swallowed() -> None:
             pass
 
         task = asyncio.get_running_loop().create_task(app(SCOPE, receive, send))
-        await asyncio.sleep(0.05)
+        await asyncio.wait_for(waiting.wait(), 10)  # the stream waits for its body
         drained = asyncio.ensure_future(app.hub.drain())
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

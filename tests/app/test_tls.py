@@ -11,7 +11,7 @@ import asyncio
 import json
 import ssl
 import subprocess
-import time
+import threading
 from pathlib import Path
 
 import httpx
@@ -19,9 +19,10 @@ import pytest
 
 from sse_fast import Parser
 from sse_fast.settings import Settings, SettingsError
-from sse_fast.testing import ServerProcess
+from sse_fast.testing import ServerProcess, wait_for
 
 from ..support.certificates import self_signed
+from ..support.waiting import until
 
 
 def test_settings_say_what_is_missing(tmp_path: Path) -> None:
@@ -65,10 +66,11 @@ def test_https_with_http2_carries_ten_streams_on_one_connection(tmp_path: Path) 
             # of its own: httpx's HTTP/2 streams stop receiving once another request on
             # their connection has completed (see the next test)
             async with httpx.AsyncClient(verify=trust, timeout=10) as ops:
-                deadline = time.monotonic() + 10
-                while (await ops.get(f"{server.url}/stats")).json()["connections"] < 10:
-                    assert time.monotonic() < deadline, "ten streams never opened"
-                    await asyncio.sleep(0.02)
+
+                async def ten_open() -> bool:
+                    return bool((await ops.get(f"{server.url}/stats")).json()["connections"] >= 10)
+
+                await wait_for(ten_open, timeout=10, what="ten streams open")
             published = await client.post(
                 f"{server.url}/publish", json={"topic": "tabs", "data": "to every tab"}
             )
@@ -117,19 +119,33 @@ def test_streams_keep_receiving_after_another_request_on_the_connection(tmp_path
             ],
             stdout=subprocess.PIPE,
         )
+        out = bytearray()  # curl's output as it comes (--no-buffer: each answer's bytes at once)
+
+        def read() -> None:
+            assert curl.stdout is not None
+            while chunk := curl.stdout.read1(65536):
+                out.extend(chunk)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
         try:
             with httpx.Client(verify=ssl.create_default_context(cafile=str(cert))) as other:
-                deadline = time.monotonic() + 8
-                while other.get(f"{server.url}/stats").json()["connections"] != 10:
-                    assert time.monotonic() < deadline, "the ten streams did not open"
-                    time.sleep(0.05)
-                time.sleep(0.3)  # /readyz, on the streams' connection, has completed
+                until(
+                    lambda: other.get(f"{server.url}/stats").json()["connections"] == 10,
+                    8,
+                    "the ten streams open",
+                )
+                # /readyz, on the streams' connection, has completed: curl has its answer
+                until(lambda: b'"status":"ready"' in out, 8, "curl has the /readyz answer")
                 body = {"topic": "tabs", "data": "after another request"}
                 assert other.post(f"{server.url}/publish", json=body).status_code == 200
-            out, _ = curl.communicate(timeout=15)
+            curl.wait(timeout=15)
         finally:
             curl.kill()
             curl.wait()
+            reader.join(5)
+            assert curl.stdout is not None
+            curl.stdout.close()
         text = out.decode()
         assert text.count("data: after another request") == 10
         assert '"status":"ready"' in text
