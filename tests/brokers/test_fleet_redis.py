@@ -165,7 +165,44 @@ class Publisher:
     async def run(self, stop: asyncio.Event, interval: float = 0.02) -> None:
         while not stop.is_set():
             await self.once()
-            await asyncio.sleep(interval)
+            await asyncio.sleep(interval)  # pace: the load, about 50 publishes a second
+
+    async def under_way(self, streams: list[list[ParsedEvent]], count: int = 20) -> None:
+        """Wait until ``count`` publishes are acknowledged and every stream got events."""
+
+        def going() -> bool:
+            return len(self.acked) >= count and all(streams)
+
+        await wait_for(going, timeout=15, what=f"{count} publishes acknowledged and delivered")
+
+    async def more(self, count: int = 20) -> None:
+        """Wait until ``count`` more publishes are acknowledged (publishing is back)."""
+        acked = len(self.acked)
+        await wait_for(
+            lambda: len(self.acked) >= acked + count,
+            timeout=30,
+            what=f"{count} more publishes acknowledged",
+        )
+
+    async def last(self, streams: list[list[ParsedEvent]]) -> None:
+        """Once the load stopped: one more publish, acknowledged, and every stream's events up
+        to it. Each stream is in the order of positions, so anything published before it (an
+        event late, or twice, or refused and delivered all the same) came before it."""
+
+        async def acknowledged() -> bool:
+            await self.once()
+            return self.n - 1 in self.acked
+
+        await wait_for(acknowledged, timeout=15, interval=0.05, what="a last publish acknowledged")
+        last = self.n - 1
+
+        def arrived() -> bool:
+            return all(
+                any(e.event == "message" and json.loads(e.data) == last for e in stream)
+                for stream in streams
+            )
+
+        await wait_for(arrived, timeout=15, what="the last publish in every stream")
 
 
 async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
@@ -219,7 +256,7 @@ def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
             clients, streams, readers = await _feed_streams(a, b)
             publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
             task = asyncio.create_task(publisher.run(stop))
-            await asyncio.sleep(1)
+            await publisher.under_way(streams)
             redis_server.stop()
             stopped = time.monotonic()
 
@@ -228,6 +265,7 @@ def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
 
             await wait_for(not_ready, timeout=8)
             assert (await a.get("/healthz"))[0] == 200  # within --broker-down-limit
+            # pace: the partition under test lasts 10 s
             await asyncio.sleep(10 - (time.monotonic() - stopped))
             redis_server.cont()
 
@@ -235,12 +273,10 @@ def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
                 return (await a.get("/readyz"))[0] == 200 and (await b.get("/readyz"))[0] == 200
 
             await wait_for(ready, timeout=15)
-            acked = len(publisher.acked)
-            while len(publisher.acked) < acked + 20:
-                await asyncio.sleep(0.05)
+            await publisher.more()
             stop.set()
             await task
-            await asyncio.sleep(1)
+            await publisher.last(streams)
             assert publisher.refused and publisher.retry_after == {"1"}
             assert publisher.slowest_refusal < 3  # fail fast, not after the partition
             for client, stream in zip(clients, streams, strict=True):
@@ -296,21 +332,17 @@ async def _failover(
     clients, streams, readers = await _feed_streams(a, b, stream)
     publisher, stop = Publisher([a, b], topic), asyncio.Event()
     task = asyncio.create_task(publisher.run(stop))
-    await asyncio.sleep(1)
+    await publisher.under_way(streams)
     primary.kill()
-    killed = time.monotonic()
 
     async def promoted() -> bool:
         return await asyncio.to_thread(sentinel.primary_port) != primary.port
 
     await wait_for(promoted, timeout=20, interval=0.2)
-    acked = len(publisher.acked)
-    while len(publisher.acked) < acked + 20:  # both nodes publish on the new primary
-        assert time.monotonic() - killed < 30, "publishing did not come back"
-        await asyncio.sleep(0.05)
+    await publisher.more()  # both nodes publish on the new primary
     stop.set()
     await task
-    await asyncio.sleep(1)
+    await publisher.last(streams)
     assert publisher.refused or publisher.maybe  # the failover was felt
     assert publisher.retry_after == {"1"}
     # a client that lost its connection would have resumed; these stayed connected
@@ -330,14 +362,17 @@ async def _failover(
     assert moved.response_headers["sse-fast-resume"] == "resumed"
     later = sorted(n for n in publisher.acked if int(publisher.acked[n]) > int(first))
     got: set[int] = set()
-    deadline = time.monotonic() + 10
-    while not set(later) <= got and time.monotonic() < deadline:
-        with contextlib.suppress(asyncio.TimeoutError):
-            for event in await asyncio.wait_for(moved.events(), 1):
-                assert event.event == "message", event
-                assert json.loads(event.data) not in got, "twice"
-                got.add(json.loads(event.data))
-    assert set(later) <= got
+
+    async def caught_up() -> bool:  # reading what comes until then
+        if not set(later) <= got:
+            with contextlib.suppress(asyncio.TimeoutError):
+                for event in await asyncio.wait_for(moved.events(), 1):
+                    assert event.event == "message", event
+                    assert json.loads(event.data) not in got, "twice"
+                    got.add(json.loads(event.data))
+        return set(later) <= got
+
+    await wait_for(caught_up, timeout=10, interval=0, what="every later event after the resume")
     moved.close()
 
 
@@ -403,13 +438,12 @@ async def _lost_data(
     for node, start in ((a, 350), (b, 360)):  # and through the nodes once they are back
         # a ready answer is one worker's: b's other one may still refuse (503) until its
         # own probe finds Redis again, and a publisher retries that
-        deadline = time.monotonic() + 15
-        while True:
+        async def taken(node: ServerProcess = node, start: int = start) -> bytes | None:
             status, _, body = await node.publish(_batch("feed", range(start, start + 10)))
-            if status != 503 or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        assert status == 200, body
+            assert status in (200, 503), body
+            return body if status == 200 else None
+
+        body = await wait_for(taken, timeout=15, interval=0.05, what="a publish taken (200)")
         after += json.loads(body)["ids"]
     with contextlib.suppress(TimeoutError):
         await wait_for(delivered(after), timeout=10)

@@ -20,10 +20,11 @@ from sse_fast.brokers.redis import PUBLISH_SCRIPT, RedisBroker, publish
 from sse_fast.brokers.redis._scripts import publish_args
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
-from sse_fast.testing import RedisServer
+from sse_fast.testing import RedisServer, wait_for
 
 from ..conftest import forgive
-from .test_relay import Recording, _until
+from ..support.waiting import until
+from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
@@ -37,6 +38,13 @@ def redis_server() -> Iterator[RedisServer]:
     # small stream nodes, so that approximate trimming (MAXLEN ~) trims in a test
     with RedisServer(0, "--stream-node-max-entries", "4") as server:
         yield server
+
+
+def redis_micros(server: RedisServer) -> int:
+    """Redis's clock now (``TIME``), in microseconds: what positions and history ages are
+    measured on."""
+    seconds, micros = server.cli("TIME").split()
+    return int(seconds) * 1_000_000 + int(micros)
 
 
 def node(url: str, **options: Any) -> Hub:
@@ -64,7 +72,7 @@ def test_every_node_delivers_with_the_same_ids_and_resumes_anywhere(
             ids = await a.publish([PublishRequest(("t",), n) for n in range(3)])
             ids += await b.publish([PublishRequest(("t", "u"), "both", event="e", id="mine")])
             assert ids[-1] == "mine"
-            await _until(lambda: len(on_b.events()) == 4 and len(both.events()) == 4)
+            await wait_for(lambda: len(on_b.events()) == 4 and len(both.events()) == 4)
             assert on_a.events() == on_b.events()
             assert [e[1] for e in on_b.events()] == ids
             assert on_b.events()[-1] == ("e", "mine", "both")
@@ -81,7 +89,7 @@ def test_every_node_delivers_with_the_same_ids_and_resumes_anywhere(
                 assert (await fresh.attach(c, ["t"], "mine")).resume == "resumed"
                 assert fresh.events() == []
                 (more,) = await a.publish([PublishRequest(("t",), "more")])
-                await _until(lambda: len(resumed.events()) == 4)
+                await wait_for(lambda: len(resumed.events()) == 4)
                 assert resumed.events()[-1][1] == more
             finally:
                 await c.stop()
@@ -120,7 +128,11 @@ def test_ids_from_before_the_age_bound_are_evicted(redis_server: RedisServer) ->
         await a.start()
         try:
             (first,) = await a.publish([PublishRequest(("t",), "old")])
-            await asyncio.sleep(1.2)
+
+            async def aged() -> bool:  # first is past the age bound on Redis's clock (TIME)
+                return await asyncio.to_thread(redis_micros, redis_server) - int(first) > 1_000_000
+
+            await wait_for(aged, timeout=10, what="the first event older than the age bound")
             (second,) = await a.publish([PublishRequest(("t",), "new")])
             c = node(redis_server.url, history_age=1.0)
             await c.start()
@@ -151,7 +163,7 @@ def test_a_killed_subscription_is_repaired_with_nothing_lost_or_doubled(
                 ids += await a.publish([PublishRequest(topics, n)])
                 if n in (50, 150, 250):
                     await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
-            await _until(lambda: len(stream.events()) == 300, timeout=10)
+            await wait_for(lambda: len(stream.events()) == 300, timeout=10)
             assert [e[1] for e in stream.events()] == ids
             assert b.broker.stats()["redis"]["repairs"] >= 1  # kills while reconnecting merge
             assert b.metrics.history_breaks_total == 0
@@ -178,12 +190,12 @@ def test_a_silent_subscription_is_found_by_its_probes_and_replaced(
         try:
             await stream.attach(b, ["t"])
             ids = await a.publish([PublishRequest(("t",), "before")])
-            await _until(lambda: len(stream.events()) == 1)
+            await wait_for(lambda: len(stream.events()) == 1)
             pubsub = b.broker.feed.pubsub
             await pubsub.connection.send_command("UNSUBSCRIBE")  # no channel left, no error
             started = time.monotonic()
             ids += await a.publish([PublishRequest(("t",), n) for n in range(3)])
-            await _until(lambda: len(stream.events()) == 4, timeout=5)
+            await wait_for(lambda: len(stream.events()) == 4, timeout=5)
             took = time.monotonic() - started
             assert [e[1] for e in stream.events()] == ids  # none lost, none twice
             assert b.broker.feed.pubsub is not pubsub  # replaced
@@ -207,19 +219,19 @@ def test_redis_restarted_without_its_data_is_told_to_open_streams(
         try:
             await stream.attach(a, ["t"])
             (before,) = await a.publish([PublishRequest(("t",), "before")])
-            await _until(lambda: len(stream.events()) == 1)
+            await wait_for(lambda: len(stream.events()) == 1)
             await asyncio.to_thread(redis_server.kill)
             with pytest.raises(PublishError) as info:
                 await a.publish([PublishRequest(("t",), "refused")])
             assert info.value.status == 503 and info.value.retry_after == 1.0
-            await _until(lambda: not a.broker.available)
+            await wait_for(lambda: not a.broker.available)
             with pytest.raises(PublishError) as info:  # a new topic cannot be subscribed
                 await Recording().attach(a, ["new-topic"])
             assert info.value.status == 503
             await asyncio.to_thread(redis_server.start)
-            await _until(lambda: a.broker.available, timeout=10)
+            await wait_for(lambda: a.broker.available, timeout=10)
             (after,) = await a.publish([PublishRequest(("t",), "after")])
-            await _until(lambda: len(stream.events()) == 3)
+            await wait_for(lambda: len(stream.events()) == 3)
             missed = stream.events()[1]
             assert missed[0] == "sse-fast-missed"
             assert orjson.loads(missed[2])["reason"] == "redis-restarted"
@@ -235,13 +247,13 @@ def test_redis_restarted_without_its_data_is_told_to_open_streams(
 
 async def _repaired(hub: Hub, breaks: int) -> None:
     """Wait until ``hub`` repaired its ``breaks``-th history break and can publish."""
-    await _until(lambda: hub.broker.stats()["redis"]["history_breaks"] == breaks, timeout=10)
-    await _until(lambda: hub.broker.available, timeout=10)
+    await wait_for(lambda: hub.broker.stats()["redis"]["history_breaks"] == breaks, timeout=10)
+    await wait_for(lambda: hub.broker.available, timeout=10)
 
 
 async def _received(stream: Recording, event_id: str) -> None:
     """Wait until ``stream`` was sent the event ``event_id``."""
-    await _until(lambda: any(e[1] == event_id for e in stream.events()))
+    await wait_for(lambda: any(e[1] == event_id for e in stream.events()))
 
 
 @contextlib.asynccontextmanager
@@ -330,14 +342,14 @@ def test_events_published_while_a_node_reconnects_reach_its_streams(
         client = aioredis.Redis.from_url(redis_server.url)
         async with client, watching(a) as stream:
             (before,) = await a.publish([PublishRequest(("t",), "before")])
-            await _until(lambda: len(stream.events()) == 1)
+            await wait_for(lambda: len(stream.events()) == 1)
             await asyncio.to_thread(redis_server.restart)
             published: list[str] = []
             while a.broker.stats()["redis"]["history_breaks"] == 0 or len(published) < 300:
                 n = len(published)
                 published.append(await publish(client, "t", n, history_frames=room))
                 assert len(published) < room, "the node did not repair"
-            await _until(lambda: stream.events()[-1][1] == published[-1])
+            await wait_for(lambda: stream.events()[-1][1] == published[-1])
             events = stream.events()
             assert [_marker(e) for e in events[:2]] == [None, "redis-restarted"]
             assert [e[1] for e in events] == [before, events[1][1], *published]
@@ -362,7 +374,7 @@ def test_more_events_since_redis_came_back_than_a_ring_holds_are_said_trimmed(
             (before,) = await a.publish([PublishRequest(("t",), "before")])
             await _received(stream, before)
             await asyncio.to_thread(redis_server.kill)
-            await _until(lambda: not a.broker.available)
+            await wait_for(lambda: not a.broker.available)
             # Redis back and 8 events published while this loop (the node) is blocked:
             # all of them are in Redis before the node can repair
             redis_server.start()
@@ -404,14 +416,14 @@ def test_ids_from_before_redis_lost_its_data_never_resolve_to_new_events(
             ahead = str(int(time.time() * 1_000_000) + 600_000_000)  # ten minutes
             await asyncio.to_thread(redis_server.cli, "SET", "sse:position", ahead)
             old = await a.publish([PublishRequest(("t",), n) for n in range(3)])
-            await _until(lambda: len(stream.events()) == 3)
+            await wait_for(lambda: len(stream.events()) == 3)
             await asyncio.to_thread(redis_server.restart)
             # published before the node repaired, at positions below the old ones
             early = [await publish(client, "t", f"early {n}") for n in range(2)]
             assert int(early[-1]) < int(old[0])
             await _repaired(a, breaks=1)
             (after,) = await a.publish([PublishRequest(("t",), "after")])
-            await _until(lambda: stream.events()[-1][1] == after)
+            await wait_for(lambda: stream.events()[-1][1] == after)
             events = stream.events()
             # the early ones cannot follow the old ones in order: the marker stands for them
             assert [e[1] for e in events if e[0] is None] == [*old, after]
@@ -439,14 +451,14 @@ def test_a_flush_under_a_live_subscription_is_found_by_the_next_history_read(
         a = node(redis_server.url)
         async with watching(a) as stream:
             await a.publish([PublishRequest(("t",), "before")])
-            await _until(lambda: len(stream.events()) == 1)
+            await wait_for(lambda: len(stream.events()) == 1)
             await asyncio.to_thread(redis_server.cli, "FLUSHALL")
             with pytest.raises(PublishError) as info:
                 await Recording().attach(a, ["u"])
             assert info.value.status == 503
             await _repaired(a, breaks=1)
             # the marker is stored by the repair and written at the next flush
-            await _until(lambda: len(stream.events()) == 2)
+            await wait_for(lambda: len(stream.events()) == 2)
             assert [_marker(e) for e in stream.events()] == [None, "redis-restarted"]
             assert (await Recording().attach(a, ["u"])).resume == "none"
             forgive(caplog, "Redis subscription lost")
@@ -472,16 +484,16 @@ def test_redis_behind_what_a_node_saw_is_told_unless_publishes_wait_for_replicas
             for hub, stream in zip((told, waits), streams, strict=True):
                 await stream.attach(hub, ["t"])
             first, second = await told.publish([PublishRequest(("t",), n) for n in range(2)])
-            await _until(lambda: all(len(s.events()) == 2 for s in streams))
+            await wait_for(lambda: all(len(s.events()) == 2 for s in streams))
             await asyncio.to_thread(redis_server.cli, "XDEL", "sse:t:t", f"{second}-0")
             await asyncio.to_thread(redis_server.cli, "SET", "sse:position", first)
             await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
-            await _until(lambda: told.broker.stats()["redis"]["history_breaks"] == 1)
+            await wait_for(lambda: told.broker.stats()["redis"]["history_breaks"] == 1)
             with pytest.raises(PublishError) as info:  # no replica here to confirm it
                 await waits.publish([PublishRequest(("t",), "unconfirmed")])
             assert info.value.status == 503 and "replicas confirmed" in str(info.value)
             (after,) = await told.publish([PublishRequest(("t",), "after")])
-            await _until(lambda: all(s.events()[-1][1] == after for s in streams), timeout=5)
+            await wait_for(lambda: all(s.events()[-1][1] == after for s in streams), timeout=5)
             missed = streams[0].events()[2]
             assert missed[0] == "sse-fast-missed"
             assert orjson.loads(missed[2])["reason"] == "redis-lost-writes"
@@ -518,13 +530,13 @@ def test_redis_stopped_fails_publishes_fast_then_heals_without_loss(
             with pytest.raises(PublishError) as info:
                 await a.publish([PublishRequest(("t",), "during")])
             assert info.value.status == 503 and time.monotonic() - started < 3
-            await _until(lambda: not b.broker.available, timeout=5)
+            await wait_for(lambda: not b.broker.available, timeout=5)
             assert b.broker.unavailable_for > 0
             await asyncio.to_thread(redis_server.cont)
-            await _until(lambda: a.broker.available and b.broker.available, timeout=10)
+            await wait_for(lambda: a.broker.available and b.broker.available, timeout=10)
             ids += await a.publish([PublishRequest(("t",), "after")])
             # "during" may or may not have been published: its answer was lost
-            await _until(lambda: stream.events()[-1:] and stream.events()[-1][1] == ids[-1])
+            await wait_for(lambda: stream.events()[-1:] and stream.events()[-1][1] == ids[-1])
             received = [e[1] for e in stream.events() if e[0] is None]
             assert received[0] == ids[0] and received[-1] == ids[-1] and len(received) <= 3
             assert not [e for e in stream.events() if e[0] == "sse-fast-missed"]
@@ -547,7 +559,7 @@ def test_applications_publish_straight_into_redis(redis_server: RedisServer) -> 
             await stream.attach(b, ["orders"])
             event_id = await publish(client, "orders", {"n": 1}, event="created")
             await publish(client, ["orders", "other"], "text", id="o-2")
-            await _until(lambda: len(stream.events()) == 2)
+            await wait_for(lambda: len(stream.events()) == 2)
             assert stream.events() == [("created", event_id, '{"n":1}'), (None, "o-2", "text")]
             with pytest.raises(PublishError, match="CR, LF or NUL"):
                 await publish(client, "orders", 1, id="a\nb")
@@ -556,7 +568,7 @@ def test_applications_publish_straight_into_redis(redis_server: RedisServer) -> 
                 PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch",
                 "sse:", "e1", 1000, 86_400_000_000, 1, "", "data: from lua\n\n", 0, 1, "orders",
             )  # fmt: skip
-            await _until(lambda: len(stream.events()) == 3)
+            await wait_for(lambda: len(stream.events()) == 3)
             assert stream.events()[-1] == (None, raw[0].decode(), "from lua")
             with pytest.raises(Exception, match="frame must be SSE fields"):
                 await client.eval(
@@ -589,10 +601,11 @@ def test_a_node_subscribes_only_to_topics_its_clients_hold(redis_server: RedisSe
             assert await asyncio.to_thread(subscribers, "not-held") == 0
             assert "not-held" not in a.topics.by_name
             a.detach(subscription)  # the last subscriber of a topic without history
-            deadline = time.monotonic() + 5  # unsubscribed in the background
-            while await asyncio.to_thread(subscribers, "held") != 0:
-                assert time.monotonic() < deadline, "still subscribed 5 s after the detach"
-                await asyncio.sleep(0.02)
+
+            async def unsubscribed() -> bool:  # in the background
+                return await asyncio.to_thread(subscribers, "held") == 0
+
+            await wait_for(unsubscribed, timeout=5, what="unsubscribed after the detach")
         finally:
             await a.stop()
 
@@ -629,10 +642,10 @@ def test_a_storm_of_new_topics_is_loaded_in_a_few_commands(redis_server: RedisSe
             reads = await asyncio.to_thread(evalsha_calls) - before
             assert reads <= 2 * (len(names) // 256 + 1), reads  # batched (and chunked) reads
             assert b.broker.stats()["redis"]["topics_subscribed"] == len(names)
-            await _until(lambda: all(len(s.events()) == 1 for s in streams[:10]))
+            await wait_for(lambda: all(len(s.events()) == 1 for s in streams[:10]))
             assert [s.events()[0][1] for s in streams[:10]] == published  # history too
             (late,) = await a.publish([PublishRequest(("user/999",), "late")])
-            await _until(lambda: streams[-1].events()[-1:] == [(None, late, "late")])
+            await wait_for(lambda: streams[-1].events()[-1:] == [(None, late, "late")])
         finally:
             await _stop(a, b)
 
@@ -658,10 +671,11 @@ def test_a_redis_server_writes_in_a_directory_of_its_own_gone_with_it(
         assert primary.cli("GET", "k").strip() == "", "a restart loaded the old data"
         assert not Path(first).exists() and primary.directory != first
         with RedisServer(0, "--replicaof", HOST, str(primary.port)) as replica:
-            deadline = time.monotonic() + 10
-            while "master_link_status:up" not in replica.cli("INFO", "replication"):
-                assert time.monotonic() < deadline, "the replica did not sync"
-                time.sleep(0.05)
+            until(
+                lambda: "master_link_status:up" in replica.cli("INFO", "replication"),
+                10,
+                "the replica to sync",
+            )
             directories = [primary.directory, replica.directory]
     assert list(tmp_path.iterdir()) == [], "written where the test ran"
     assert not any(Path(d).exists() for d in directories)

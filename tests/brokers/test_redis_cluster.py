@@ -25,7 +25,7 @@ from sse_fast.brokers.redis._layout import check_layout
 from sse_fast.brokers.redis._partitions import cluster_tags, key_slot, partition_of
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
-from sse_fast.testing import ServerProcess
+from sse_fast.testing import ServerProcess, wait_for
 
 from ..conftest import forgive
 from ..support.redis_cluster import RedisCluster
@@ -36,7 +36,7 @@ from .test_redis_shards import (
     scraped_for_both,
     started,
 )
-from .test_relay import Recording, _until
+from .test_relay import Recording
 
 # its own group: a cluster of its own, beside the other modules' (they hold a worker ~50 s)
 pytestmark = [
@@ -117,7 +117,7 @@ def test_topics_on_every_master_arrive_in_order_once_on_two_nodes(healthy: Redis
                 streams = (*on_a.values(), *on_b.values())
                 return all(len(s.events()) >= 3 for s in streams) and len(over.events()) >= 9
 
-            await _until(complete, timeout=30)
+            await wait_for(complete, timeout=30)
             for t in topics:
                 assert data(on_a[t]) == data(on_b[t]) == [f"{t}:{k}" for k in range(3)]
             assert sorted(data(over)) == sorted(f"{t}:{k}" for t in spread for k in range(3))
@@ -153,12 +153,19 @@ def test_a_pattern_stream_over_every_master_resumes_on_another_node(
                 await b.publish(
                     [PublishRequest((d.split(":")[0],), d) for d in sent[start : start + 20]]
                 )
-            await _until(lambda: len(data(stream)) >= len(sent), timeout=30)
-            await asyncio.sleep(0.1)
+            # one more event on every topic: each topic's are in order, so a repeat of one
+            # of its events would come before its last
+            ends = [f"{t}:end" for t in topics]
+            for start in range(0, len(ends), 20):
+                await b.publish(
+                    [PublishRequest((d.split(":")[0],), d) for d in ends[start : start + 20]]
+                )
+            sent += ends
+            await wait_for(lambda: set(ends) <= set(data(stream)), timeout=30)
             got = data(stream)
             assert sorted(got) == sorted(sent)
             for t in topics:
-                assert [d for d in got if d.split(":")[0] == t] == [f"{t}:0", f"{t}:1"]
+                assert [d for d in got if d.split(":")[0] == t] == [f"{t}:0", f"{t}:1", f"{t}:end"]
             middle = stream.events()[len(got) // 2][1]
             again = Recording()
             assert (await again.attach(c, ["pat/*"], middle)).resume == "resumed"
@@ -199,14 +206,16 @@ def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
 
             await round_()
             await asyncio.to_thread(healthy.kill, victim)
-            began = asyncio.get_running_loop().time()
             mine = by_master[victim][:5]
             down = 0
-            while not refused[mine[0]] or not _recovered(acked, refused, mine):
-                assert asyncio.get_running_loop().time() - began < 30, "never came back"
+
+            async def recovered() -> bool:  # published round after round until then
+                nonlocal down
                 await round_()
                 down = max(down, a.broker.partitions_down)
-                await asyncio.sleep(0.02)
+                return bool(refused[mine[0]]) and _recovered(acked, refused, mine)
+
+            await wait_for(recovered, timeout=30, what="the killed master's topics published again")
             assert down == held  # the metric's figure: that master's partitions, no more
             for _ in range(3):
                 await round_()
@@ -214,7 +223,7 @@ def test_a_killed_master_refuses_its_topics_only_until_its_replica_takes_over(
             def delivered() -> bool:
                 return all(data(streams[t]) == acked[t] for t in topics)
 
-            await _until(delivered, timeout=20)
+            await wait_for(delivered, timeout=20)
             for t in topics:
                 if t in mine:
                     assert refused[t], t
@@ -261,20 +270,20 @@ def test_writes_a_promoted_replica_never_got_are_said_on_their_partition_only(
             for t, stream in streams.items():
                 await stream.attach(a, [t])
                 await a.publish([PublishRequest((t,), f"{t}:0")])
-            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
-            await _until(lambda: _in_sync(healthy, victim), timeout=10)
+            await wait_for(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await wait_for(lambda: _in_sync(healthy, victim), timeout=10)
             healthy.freeze(replica)
             # its link cut by the master, so that what follows is not even in its socket
             await asyncio.to_thread(healthy.node(victim).client_kill_filter, _type="replica")
             try:
                 lost = await a.publish([PublishRequest((lossy,), f"{lossy}:{k}") for k in (1, 2)])
-                await _until(lambda: len(streams[lossy].events()) == 3)
+                await wait_for(lambda: len(streams[lossy].events()) == 3)
                 await asyncio.to_thread(healthy.kill, victim)
             finally:
                 healthy.thaw(replica)
             key = "{" + cluster_tags(N)[partition_of(lossy, N)] + "}"
             await asyncio.to_thread(healthy.wait_failover, key, victim)
-            await _until(lambda: len(streams[lossy].events()) == 4, timeout=15)
+            await wait_for(lambda: len(streams[lossy].events()) == 4, timeout=15)
             marker = streams[lossy].events()[3]
             assert marker[0] == "sse-fast-missed"
             said = orjson.loads(marker[2])
@@ -283,7 +292,7 @@ def test_writes_a_promoted_replica_never_got_are_said_on_their_partition_only(
             late = Recording()
             assert (await late.attach(a, [lossy], lost[0])).resume == "evicted"
             (after,) = await a.publish([PublishRequest((lossy,), f"{lossy}:3")])
-            await _until(lambda: streams[lossy].events()[-1][1] == after)
+            await wait_for(lambda: streams[lossy].events()[-1][1] == after)
             for t in (calm, away):
                 assert [e[0] for e in streams[t].events()] == [None], t
 
@@ -322,27 +331,28 @@ def test_a_partition_moved_to_another_master_is_followed_with_nothing_lost(
             await pattern.attach(a, ["born/*"])
             (first,) = await a.publish([PublishRequest((moving,), "before")])
             await a.publish([PublishRequest((staying,), "before")])
-            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await wait_for(lambda: all(len(s.events()) == 1 for s in streams.values()))
             await asyncio.to_thread(healthy.move_slot, slot, target)
-            moved_at = asyncio.get_running_loop().time()
-            while True:  # refused (503) at most until the node follows the move
+
+            async def taken() -> bool:  # refused (503) at most until the node follows the move
                 try:
                     await a.publish([PublishRequest((moving,), "after")])
-                    break
                 except PublishError as exc:
                     assert exc.status == 503 and exc.retry_after, exc
-                    assert asyncio.get_running_loop().time() - moved_at < 10, exc
-                    await asyncio.sleep(0.05)
+                    return False
+                return True
+
+            await wait_for(taken, timeout=10, interval=0.05, what="a publish taken after the move")
             await a.publish([PublishRequest((staying,), "after")])
             await a.publish([PublishRequest((born,), "born after the move")])
-            await _until(lambda: all(len(s.events()) == 2 for s in streams.values()), timeout=10)
-            await _until(lambda: len(pattern.events()) == 1, timeout=10)
+            await wait_for(lambda: all(len(s.events()) == 2 for s in streams.values()), timeout=10)
+            await wait_for(lambda: len(pattern.events()) == 1, timeout=10)
             assert [e[2] for e in pattern.events()] == ["born after the move"]
             for stream in streams.values():
                 assert [e[2] for e in stream.events()] == ["before", "after"]
             late = Recording()
             assert (await late.attach(a, [moving], first)).resume == "resumed"
-            await _until(lambda: len(late.events()) == 1)
+            await wait_for(lambda: len(late.events()) == 1)
             assert a.broker.stats()["redis"]["cluster_map_moves"] >= 1
             assert a.broker.placement.shard_of(partition_of(moving, N)) != (
                 a.broker.placement.shard_of(partition_of(staying, N))
@@ -372,27 +382,33 @@ def test_a_master_lost_with_its_replica_comes_back_empty_with_a_break_there_only
             for t, stream in streams.items():
                 await stream.attach(a, [t])
                 await a.publish([PublishRequest((t,), "before")])
-            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await wait_for(lambda: all(len(s.events()) == 1 for s in streams.values()))
             await asyncio.to_thread(healthy.kill, replica)
             await asyncio.to_thread(healthy.kill, victim)
-            with pytest.raises(PublishError) as refused:
-                for _ in range(100):  # refused once the node knows (at once, or at the next)
+
+            async def refused() -> PublishError | None:  # once the node knows (at once, or soon)
+                try:
                     await a.publish([PublishRequest((gone,), "lost")])
-                    await asyncio.sleep(0.05)
-            assert refused.value.status == 503 and refused.value.retry_after
+                except PublishError as exc:
+                    return exc
+                return None
+
+            refusal = await wait_for(refused, timeout=10, interval=0.05, what="a publish refused")
+            assert refusal.status == 503 and refusal.retry_after
             await a.publish([PublishRequest((kept,), "meanwhile")])
             await asyncio.to_thread(healthy.restart, victim)
             await asyncio.to_thread(healthy.restart, replica)
-            began = asyncio.get_running_loop().time()
-            while True:
+
+            async def taken() -> bool:
                 try:
                     await a.publish([PublishRequest((gone,), "after")])
-                    break
                 except PublishError as exc:
                     assert exc.status == 503, exc
-                    assert asyncio.get_running_loop().time() - began < 15, exc
-                    await asyncio.sleep(0.1)
-            await _until(lambda: len(streams[gone].events()) >= 3, timeout=10)
+                    return False
+                return True
+
+            await wait_for(taken, timeout=15, interval=0.1, what="a publish taken once it is back")
+            await wait_for(lambda: len(streams[gone].events()) >= 3, timeout=10)
             marker = streams[gone].events()[1]
             assert marker[0] == "sse-fast-missed"
             said = orjson.loads(marker[2])
@@ -425,21 +441,27 @@ def test_a_node_started_during_a_failover_starts_once_the_map_names_the_new_mast
             took = loop.time() - began
             assert took < 8, f"{took:.1f} s"
             stream = Recording()
-            for _ in range(100):  # the map may still have been moving when start returned
+
+            async def attached() -> bool:  # the map may still have been moving at the start
                 try:
                     await stream.attach(a, topics)
-                    break
                 except PublishError:
-                    await asyncio.sleep(0.1)
+                    return False
+                return True
+
+            await wait_for(attached, timeout=10, interval=0.1, what="the stream attached")
             for t in topics:
-                for _ in range(100):
+
+                async def taken(t: str = t) -> bool:
                     try:
                         await a.publish([PublishRequest((t,), t)])
-                        break
                     except PublishError as exc:
                         assert exc.status == 503, exc
-                        await asyncio.sleep(0.1)
-            await _until(lambda: len(stream.events()) == 3, timeout=10)
+                        return False
+                    return True
+
+                await wait_for(taken, timeout=10, interval=0.1, what=f"a publish to {t} taken")
+            await wait_for(lambda: len(stream.events()) == 3, timeout=10)
 
     asyncio.run(main())
     forgive(caplog, "subscription lost", "does not answer")
@@ -459,43 +481,44 @@ def test_a_master_that_fails_back_gets_its_partitions_and_connection_back(
     key = "{" + cluster_tags(N)[partition_of(topic, N)] + "}"
 
     async def publish_until_taken(a: Hub, data: str) -> None:
-        for _ in range(150):
+        async def taken() -> bool:
             try:
                 await a.publish([PublishRequest((topic,), data)])
-                return
             except PublishError as exc:
                 assert exc.status == 503, exc
-                await asyncio.sleep(0.1)
-        raise AssertionError(f"{data!r} was never published")
+                return False
+            return True
+
+        await wait_for(taken, timeout=15, interval=0.1, what=f"{data!r} published")
 
     async def main() -> None:
         async with started(node(healthy.url)) as (a,):
             stream = Recording()
             await stream.attach(a, [topic])
             await a.publish([PublishRequest((topic,), "first")])
-            await _until(lambda: _in_sync(healthy, victim), timeout=10)
+            await wait_for(lambda: _in_sync(healthy, victim), timeout=10)
             await asyncio.to_thread(healthy.kill, victim)
             await asyncio.to_thread(healthy.wait_failover, key, victim)
             await publish_until_taken(a, "second")
             await asyncio.to_thread(healthy.restart, victim)
-            await _until(lambda: _in_sync(healthy, healthy.master_of(key)), timeout=10)
+            await wait_for(lambda: _in_sync(healthy, healthy.master_of(key)), timeout=10)
             for _ in range(4):  # a manual failover that timed out (a busy machine)
                 healthy.node(victim).execute_command("CLUSTER", "FAILOVER", "FORCE")
-                with contextlib.suppress(AssertionError):
-                    await _until(lambda: healthy.agreed() and healthy.master_of(key) == victim, 5)
+                with contextlib.suppress(TimeoutError):
+                    await wait_for(lambda: healthy.agreed() and healthy.master_of(key) == victim, 5)
                     break
             assert healthy.master_of(key) == victim, "the old master never took over again"
             await publish_until_taken(a, "third")
-            await _until(lambda: len(stream.events()) == 3, timeout=10)
+            await wait_for(lambda: len(stream.events()) == 3, timeout=10)
             assert [e[2] for e in stream.events()] == ["first", "second", "third"]
 
             def carrying() -> list[Connection]:
                 return [c for c in a.broker.connections if c.partitions]
 
             back_home = f"127.0.0.1:{victim}"
-            await _until(lambda: back_home in [c.url for c in carrying()], timeout=10)
+            await wait_for(lambda: back_home in [c.url for c in carrying()], timeout=10)
             await publish_until_taken(a, "fourth")
-            await _until(lambda: len(stream.events()) == 4, timeout=10)
+            await wait_for(lambda: len(stream.events()) == 4, timeout=10)
             assert [e[2] for e in stream.events()][3:] == ["fourth"]
             assert len(carrying()) == 3 and len(a.broker.connections) == 4
             back = next(c for c in carrying() if c.url == back_home)
@@ -634,16 +657,16 @@ async def _fleet_main(
         # the first master killed (kill -9) while the others are published to; what it
         # acknowledged reached its replica first (else its loss is said: another test)
         await load.pause(0)
-        await _until(lambda: delivered(0), timeout=30)
-        await _until(lambda: _in_sync(cluster, masters[0]), timeout=10)
+        await wait_for(lambda: delivered(0), timeout=30)
+        await wait_for(lambda: _in_sync(cluster, masters[0]), timeout=10)
         await asyncio.to_thread(cluster.kill, masters[0])
         before = {k: len(load.answers[k]) for k in range(3)}
         load.paused.discard(0)
-        await _until(lambda: len(load.answers[0]) - before[0] >= 20, timeout=30)
+        await wait_for(lambda: len(load.answers[0]) - before[0] >= 20, timeout=30)
         key = "{" + cluster_tags(N)[partition_of(groups[0][0], N)] + "}"
         await asyncio.to_thread(cluster.wait_failover, key, masters[0])
         back = len(load.answers[0])
-        await _until(lambda: sum(s == 200 for s, _ in load.answers[0][back:]) >= 50, timeout=30)
+        await wait_for(lambda: sum(s == 200 for s, _ in load.answers[0][back:]) >= 50, timeout=30)
         refused = [(s, r) for s, r in load.answers[0][before[0] :] if s != 200]
         assert refused and all(s == 503 and r for s, r in refused), refused[:5]
         for body in load.refusals[0]:
@@ -732,7 +755,7 @@ def test_publishing_straight_into_the_cluster_takes_a_cluster_client(
                 await stream.attach(a, [one, two])
                 await publish(client, one, "one")
                 both = await publish(client, [one, two], "both")
-                await _until(lambda: len(stream.events()) == 2)
+                await wait_for(lambda: len(stream.events()) == 2)
                 assert [e[2] for e in stream.events()] == ["one", "both"]
                 assert both.startswith("x")  # one id in both partitions
                 with pytest.raises(PublishError, match=r"give publish\(\) a redis.asyncio"):
@@ -764,7 +787,7 @@ def test_a_cluster_speaking_only_tls_is_used_with_its_ca(tmp_path: Path) -> None
                 await stream.attach(a, topics)
                 for t in topics:
                     await a.publish([PublishRequest((t,), t)])
-                await _until(lambda: len(stream.events()) == 3)
+                await wait_for(lambda: len(stream.events()) == 3)
                 assert sorted(e[2] for e in stream.events()) == sorted(topics)
             unverified = node(tls.url.partition("?")[0])
             with pytest.raises(ConnectionError, match="certificate verify failed") as refused:

@@ -25,11 +25,11 @@ from sse_fast.brokers.redis import publish
 from sse_fast.brokers.redis._layout import check_layout
 from sse_fast.brokers.redis._scripts import connect
 from sse_fast.hub import Hub, PublishRequest
-from sse_fast.testing import RedisServer
+from sse_fast.testing import RedisServer, wait_for
 
 from ..conftest import forgive
 from .test_redis import _stop, node
-from .test_relay import Recording, _until
+from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
@@ -80,7 +80,7 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
                 await b.publish([PublishRequest((name,), n)])
                 published.append(n)
                 await b.publish([PublishRequest(("user/2/x",), "not mine")])
-            await _until(lambda: len(_data(stream)) == 60, timeout=10)
+            await wait_for(lambda: len(_data(stream)) == 60, timeout=10)
             assert _data(stream) == published
             ids = [int(e[1] or 0) for e in stream.events()]
             assert ids == sorted(ids) and len(set(ids)) == len(ids)
@@ -154,13 +154,24 @@ def test_pattern_streams_match_the_reference_over_two_nodes(
                 topics = [root + tail for tail in tails]
                 await b.publish([PublishRequest(tuple(topics), n)])
                 published.append((topics, n))
+            for topic in _every_topic(published, before, root):
+                await b.publish([PublishRequest((topic,), len(published))])
+                published.append(([topic], len(published)))
             for pats, stream in streams:
                 expected = [n for topics, n in published if any(matches(t, pats) for t in topics)]
-                await _until(lambda s=stream, e=expected: len(_data(s)) >= len(e), timeout=10)
-                await asyncio.sleep(0.02)
+                await wait_for(
+                    lambda s=stream, e=expected: set(e) <= set(_data(s)), timeout=10, what=str(pats)
+                )
                 assert _data(stream) == expected, pats
 
     asyncio.run(main())
+
+
+def _every_topic(published: list[tuple[list[str], int]], before: list[str], root: str) -> list[str]:
+    """The topics of ``before`` and ``published``: one more event on each, last, and a
+    stream's events being in order, anything else it would get (a repeat, an event of a
+    topic it does not match) comes before the last events of its topics."""
+    return sorted({root + tail for tail in before} | {t for ts, _ in published for t in ts})
 
 
 @pytest.mark.parametrize("lagging", [False, True], ids=["prompt", "lagging-subscription"])
@@ -198,8 +209,11 @@ def test_a_storm_of_births_keeps_the_order_of_events(
                 ]
                 for found in await asyncio.gather(*requests):
                     ids += found
-            await _until(lambda: len(stream.events()) >= len(ids), timeout=15)
-            await asyncio.sleep(0.1)
+            # one more, last: the stream is in order of position, so any other event (a
+            # repeat) comes before it
+            (last,) = await b.publish([PublishRequest(("feed/hot",), "last")])
+            ids.append(last)
+            await wait_for(lambda: last in [e[1] for e in stream.events()], timeout=15)
             got = [int(e[1] or 0) for e in stream.events()]
             assert got == sorted(int(i) for i in ids)
             # (feed/hot's own birth may reach A as its stream opens: read twice, applied once)
@@ -218,7 +232,7 @@ def _lag(hub: Hub) -> None:
     async def late(*args: Any, **kwargs: Any) -> Any:
         message = await read(*args, **kwargs)
         if message is not None:
-            await asyncio.sleep(0.003)
+            await asyncio.sleep(0.003)  # pace: a subscription that reads its messages late
         return message
 
     pubsub.get_message = late
@@ -238,7 +252,7 @@ def test_a_named_stream_of_a_topic_being_adopted_waits_for_its_history(
             # at once: the birth is on its way (or being adopted) on node A
             sub = await named.attach(a, ["new/t"], str(int(first) - 1))
             assert sub.resume == "resumed"
-            await _until(lambda: _data(named) == ["born"])
+            await wait_for(lambda: _data(named) == ["born"])
 
     asyncio.run(main())
 
@@ -278,13 +292,16 @@ def test_births_lost_with_the_subscription_are_found_again(
             for n in range(120):
                 await b.publish([PublishRequest((f"job/{n}",), n)])
                 published.append(n)
-                await asyncio.sleep(0.003)  # births while A subscribes again
+                await asyncio.sleep(0.003)  # pace: births spread over A's subscribing again
                 if n in (20, 50, 51, 90):
                     client = a.broker.feed.client
                     assert client is not None
                     await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
-            await _until(lambda: len(_data(stream)) >= 120, timeout=15)
-            await asyncio.sleep(0.1)
+            # one more on an old topic, last: the stream is in order of position, so any
+            # other event (a repeat) comes before it
+            await b.publish([PublishRequest(("job/0",), 120)])
+            published.append(120)
+            await wait_for(lambda: 120 in _data(stream), timeout=15)
             assert _data(stream) == published
             assert a.metrics.history_breaks_total == 0
             forgive(caplog, "Redis subscription lost")
@@ -318,9 +335,9 @@ def test_a_failed_adoption_subscribes_again_and_finds_its_births(
             await b.publish([PublishRequest(("fail/held",), "one")])
             await b.publish([PublishRequest(("fail/new",), "two")])
             await b.publish([PublishRequest(("fail/held",), "three")])
-            await _until(lambda: len(_data(stream)) >= 3, timeout=10)
-            await asyncio.sleep(0.05)
-            assert _data(stream) == ["one", "two", "three"]
+            await b.publish([PublishRequest(("fail/held",), "last")])  # in order: others before
+            await wait_for(lambda: "last" in _data(stream), timeout=10)
+            assert _data(stream) == ["one", "two", "three", "last"]
             assert failures and connection.reconnects >= 1
             forgive(caplog, "could not read topics born")
 
@@ -338,8 +355,12 @@ def test_a_resume_older_than_the_history_age_is_evicted_not_silent(
         await a.start()
         try:
             (old,) = await a.publish([PublishRequest(("gone/1",), "old")])
-            await asyncio.sleep(2.2)  # gone/1's stream expires
-            assert redis_server.cli("EXISTS", "sse:t:gone/1").strip() == "0"
+
+            async def expired() -> bool:  # gone/1's stream, on Redis's clock
+                found = await asyncio.to_thread(redis_server.cli, "EXISTS", "sse:t:gone/1")
+                return found.strip() == "0"
+
+            await wait_for(expired, timeout=10, interval=0.05, what="gone/1's stream expired")
             c = node(redis_server.url, history_age=1.0)
             await c.start()
             try:
@@ -391,7 +412,7 @@ def test_topics_from_before_the_directory_enter_it_at_the_next_start(
             assert (await stream.attach(a, ["legacy/*"], str(start))).resume == "resumed"
             assert _data(stream) == ["old 0", "old 1", "old 2"]
             await publish(client, "legacy/new", "straight into Redis")  # born: told to A
-            await _until(lambda: _data(stream)[-1:] == ["straight into Redis"])
+            await wait_for(lambda: _data(stream)[-1:] == ["straight into Redis"])
         finally:
             await a.stop()
             await client.aclose()
@@ -426,11 +447,13 @@ def test_a_topic_named_at_its_birth_reaches_a_pattern_stream_in_order(
                 await asyncio.sleep(0)  # named at once, on A; more old events meanwhile
                 await b.publish([PublishRequest(("race/old",), f"{n}-after")])
                 await named
-            await _until(lambda: len(_data(stream)) >= 140, timeout=15)
-            await asyncio.sleep(0.1)
+            # one more on an old topic, last: the stream is in order of position, so any other
+            # event (a repeat) comes before it
+            (last,) = await b.publish([PublishRequest(("race/old",), "last")])
+            await wait_for(lambda: last in [e[1] for e in stream.events()], timeout=15)
             positions = [int(e[1] or 0) for e in stream.events() if not e[0]]
             assert positions == sorted(positions), "out of order"
-            assert len(positions) == len(set(positions)) == 140
+            assert len(positions) == len(set(positions)) == 141
         finally:
             await _stop(a, b)
 

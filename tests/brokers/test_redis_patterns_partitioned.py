@@ -26,10 +26,11 @@ from sse_fast.brokers.redis._scripts import connect
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.hub._cursor import REST, parse_cursor
 from sse_fast.settings import Settings
-from sse_fast.testing import RedisServer
+from sse_fast.testing import RedisServer, wait_for
 
 from ..conftest import forgive
-from .test_relay import Recording, _until
+from .test_redis import redis_micros
+from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
@@ -136,10 +137,18 @@ def test_pattern_streams_over_partitions_match_the_reference_and_resume_anywhere
                 topics = [root + tail for tail in tails]
                 await b.publish([PublishRequest(tuple(topics), n)])
                 published.append((topics, n))
+            # one more event on each topic, last: each topic's events are in order, so
+            # anything else a stream would get (a repeat, an event of a topic it does not
+            # match) comes before the last events of its topics
+            seen = {root + tail for tail in before} | {t for ts, _ in published for t in ts}
+            for topic in sorted(seen):
+                await b.publish([PublishRequest((topic,), len(published))])
+                published.append(([topic], len(published)))
             for pats, stream in streams:
                 expected = [n for topics, n in published if any(matches(t, pats) for t in topics)]
-                await _until(lambda s=stream, e=expected: len(_data(s)) >= len(e), timeout=10)
-                await asyncio.sleep(0.02)
+                await wait_for(
+                    lambda s=stream, e=expected: set(e) <= set(_data(s)), timeout=10, what=str(pats)
+                )
                 got = _data(stream)
                 assert sorted(got) == expected, pats
                 _check_order(got, published)
@@ -170,9 +179,9 @@ def test_the_rest_moves_where_nothing_is_published(redis_server: RedisServer) ->
             opened = parse_cursor(stream.body.split(b"\n", 1)[0][4:].decode())
             assert opened is not None
             for n in range(8):
-                await asyncio.sleep(0.4)
+                await asyncio.sleep(0.4)  # pace: open past the history age, events meanwhile
                 await b.publish([PublishRequest(("q/one",), n)])
-            await _until(lambda: len(_data(stream)) >= 8)
+            await wait_for(lambda: len(_data(stream)) >= 8)
             last = stream.events()[-1][1]
             assert last is not None
             positions = parse_cursor(last)
@@ -182,8 +191,8 @@ def test_the_rest_moves_where_nothing_is_published(redis_server: RedisServer) ->
             assert (await again.attach(c, ["q/*"], last)).resume == "resumed"
             other = next(f"q/x{i}" for i in range(99) if partition_of(f"q/x{i}", N) != 0)
             await b.publish([PublishRequest((other,), "born")])
-            await _until(lambda: _data(again)[-1:] == ["born"])
-            await _until(lambda: _data(stream)[-1:] == ["born"])
+            await wait_for(lambda: _data(again)[-1:] == ["born"])
+            await wait_for(lambda: _data(stream)[-1:] == ["born"])
 
     asyncio.run(main())
 
@@ -203,13 +212,18 @@ def test_births_lost_with_the_subscription_are_found_in_every_partition(
             for n in range(120):
                 await b.publish([PublishRequest((f"job/{n}",), n)])
                 published.append(([f"job/{n}"], n))
-                await asyncio.sleep(0.003)  # births while A subscribes again
+                await asyncio.sleep(0.003)  # pace: births spread over A's subscribing again
                 if n in (20, 50, 51, 90):
                     await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
-            await _until(lambda: len(_data(stream)) >= 120, timeout=15)
-            await asyncio.sleep(0.1)
+            # one more event in each partition, last: each partition's events are in order,
+            # so any other (a repeat) comes before its partition's last
+            lasts = {partition_of(f"job/{n}", N): f"job/{n}" for n in range(120)}
+            for topic in lasts.values():
+                await b.publish([PublishRequest((topic,), len(published))])
+                published.append(([topic], len(published)))
+            await wait_for(lambda: set(range(len(published))) <= set(_data(stream)), timeout=15)
             got = _data(stream)
-            assert sorted(got) == list(range(120))
+            assert sorted(got) == list(range(len(published)))
             _check_order(got, published)
             # (CLIENT KILL cuts every node's subscription: a node started afterwards resumes)
             async with nodes(redis_server.url, 1) as (c,):
@@ -234,10 +248,17 @@ def test_a_resume_past_the_history_age_is_evicted_with_unnamed_topics(
             stream = Recording()
             await stream.attach(a, ["old/*"])
             await b.publish([PublishRequest(("old/one",), 1)])
-            await _until(lambda: len(_data(stream)) >= 1)
+            await wait_for(lambda: len(_data(stream)) >= 1)
             last = stream.events()[-1][1]
             await a.stop()  # its probes no longer move anything
-            await asyncio.sleep(1.3)
+            cursor = parse_cursor(last or "")
+            assert cursor is not None
+
+            async def aged() -> bool:  # its rest, past the history age on Redis's clock
+                now = await asyncio.to_thread(redis_micros, redis_server)
+                return now - cursor[REST] > 1_000_000
+
+            await wait_for(aged, timeout=10, what="the cursor's rest older than the history age")
             again = Recording()
             assert (await again.attach(b, ["old/*"], last)).resume == "evicted"
             (missed,) = [e for e in again.events() if e[0] == "sse-fast-missed"]
@@ -274,9 +295,9 @@ def test_topics_from_before_the_directories_enter_them_at_the_next_start(
             stream = Recording()
             assert (await stream.attach(a, ["legacy/*"])).resume == "none"
             await publish(client, "legacy/new", "straight into Redis")  # born: told to A
-            await _until(lambda: _data(stream)[-1:] == ["straight into Redis"])
+            await wait_for(lambda: _data(stream)[-1:] == ["straight into Redis"])
             await publish(client, "legacy/3", "again")
-            await _until(lambda: _data(stream)[-1:] == ["again"])
+            await wait_for(lambda: _data(stream)[-1:] == ["again"])
         finally:
             await a.stop()
             await client.aclose()

@@ -25,10 +25,10 @@ from sse_fast.brokers.redis import RedisBroker
 from sse_fast.brokers.redis._partitions import cluster_tags, partition_keys, partition_of, shard_of
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.settings import Settings
-from sse_fast.testing import HOST, RedisServer, ServerProcess
+from sse_fast.testing import HOST, RedisServer, ServerProcess, wait_for
 
 from ..conftest import forgive
-from .test_relay import Recording, _until
+from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
@@ -119,7 +119,7 @@ def test_a_thousand_topics_on_three_shards_arrive_in_order_once_on_every_node(
             def complete() -> bool:
                 return all(len(s.events()) >= 3 for s in (*on_a.values(), *on_b.values()))
 
-            await _until(complete, timeout=30)
+            await wait_for(complete, timeout=30)
             by_request = dict(zip(((r.topics[0], r.data[1]) for r in requests), ids, strict=True))
             for t in topics:
                 for streams in (on_a, on_b):
@@ -156,7 +156,7 @@ def test_an_event_spanning_partitions_has_one_id_and_its_retry_is_not_published_
             (again,) = await a.publish([PublishRequest(tuple(span), "mine", id="order-7")])
             assert mine == again == "order-7"
             (after,) = await a.publish([PublishRequest(tuple(span), "after")])
-            await _until(lambda: all(len(s.events()) == 3 for s in streams.values()))
+            await wait_for(lambda: all(len(s.events()) == 3 for s in streams.values()))
             for stream in streams.values():
                 assert [e[1] for e in stream.events()] == [given, "order-7", after]
                 assert data(stream) == ["no id", "mine", "after"]
@@ -183,12 +183,12 @@ def test_a_killed_shard_refuses_its_topics_only_and_comes_back_empty_with_a_brea
         async with started(node(urls), node(urls)) as (a, b):
             streams = await attach_each(b, everything)
             await a.publish([PublishRequest((t,), "before") for t in everything])
-            await _until(lambda: all(len(s.events()) == 1 for s in streams.values()))
+            await wait_for(lambda: all(len(s.events()) == 1 for s in streams.values()))
             await asyncio.to_thread(shards[2].kill)
             with pytest.raises(PublishError) as info:
                 await a.publish([PublishRequest((mine[2][0],), "refused")])
             assert info.value.status == 503 and info.value.retry_after == 1.0
-            await _until(lambda: 2 in a.broker.stats()["redis"]["shards_down"])
+            await wait_for(lambda: 2 in a.broker.stats()["redis"]["shards_down"])
             with pytest.raises(PublishError) as info:  # known down: refused at once
                 await a.publish([PublishRequest((t,), "batch") for t in everything])
             refusal = str(info.value)
@@ -205,14 +205,14 @@ def test_a_killed_shard_refuses_its_topics_only_and_comes_back_empty_with_a_brea
                 await Recording().attach(b, [topics_on(2, 1, "new-")[0]])
             assert info.value.status == 503
             await asyncio.to_thread(shards[2].start)  # empty: no persistence
-            await _until(lambda: 2 not in a.broker.stats()["redis"]["shards_down"], timeout=10)
-            await _until(lambda: 2 not in b.broker.stats()["redis"]["shards_down"], timeout=10)
+            await wait_for(lambda: 2 not in a.broker.stats()["redis"]["shards_down"], timeout=10)
+            await wait_for(lambda: 2 not in b.broker.stats()["redis"]["shards_down"], timeout=10)
             await a.publish([PublishRequest((t,), "after") for t in everything])
 
             def after() -> bool:
                 return all(data(s)[-1:] == ["after"] for s in streams.values())
 
-            await _until(after, timeout=10)
+            await wait_for(after, timeout=10)
             for topic, stream in streams.items():
                 kinds = [e[0] for e in stream.events()]
                 if topic in mine[2]:
@@ -247,7 +247,7 @@ def test_waiting_for_replicas_is_confirmed_on_the_shards_own_connection(
                 for s in shards
             ]
             for replica in replicas:
-                await _until(
+                await wait_for(
                     lambda r=replica: "master_link_status:up" in r.cli("INFO", "replication"),
                     timeout=10,
                 )
@@ -302,7 +302,7 @@ class Watcher:
             except (OSError, HTTPResponseError, TimeoutError, asyncio.IncompleteReadError) as exc:
                 self.refused = exc
                 client.close()
-                await asyncio.sleep(0.1)  # the node is restarting
+                await asyncio.sleep(0.1)  # pace: a client's reconnect delay (the node restarts)
                 continue
             self.connects += 1
             self.log.append(("connect", self.last_id, ""))
@@ -358,6 +358,7 @@ class Load:
             for topic in mine:
                 shard = self.group_of(topic)
                 if self.stopped or shard in self.paused:
+                    # pace: the load skips a paused shard's topic and goes on with the others
                     await asyncio.sleep(0.01)
                     continue
                 port = self.ports[k % len(self.ports)]
@@ -382,11 +383,11 @@ class Load:
     async def pause(self, shard: int) -> None:
         """Stop publishing to ``shard``'s topics; return once none is under way."""
         self.paused.add(shard)
-        await _until(lambda: not self.in_shard[shard], timeout=10)
+        await wait_for(lambda: not self.in_shard[shard], timeout=10)
 
     async def quiet(self, port: int) -> None:
         """Wait until no publish through ``port`` is under way (it was taken out of ``ports``)."""
-        await _until(lambda: not self.in_flight.get(port), timeout=10)
+        await wait_for(lambda: not self.in_flight.get(port), timeout=10)
 
 
 class Fleet:
@@ -414,9 +415,9 @@ class Fleet:
     async def start(self) -> None:
         """Every stream connected, then the publishers, until each topic has an event."""
         self.tasks = [asyncio.ensure_future(w.run()) for _, w in self.watchers]
-        await _until(lambda: all(w.connects for _, w in self.watchers), timeout=30)
+        await wait_for(lambda: all(w.connects for _, w in self.watchers), timeout=30)
         self.tasks += [asyncio.ensure_future(self.load.run(k)) for k in range(self.load.tasks)]
-        await _until(lambda: all(self.load.acked[t] for t in self.topics), timeout=60)
+        await wait_for(lambda: all(self.load.acked[t] for t in self.topics), timeout=60)
 
     def delivered(self, group: int | None = None) -> bool:
         """Whether the streams (of ``group``) got every acknowledged event, in order, once."""
@@ -459,14 +460,14 @@ async def restart_in_turn_and_settle(
         stack.callback(nodes[index].__exit__, None, None, None)
         load.ports.append(node.port)
         sent = load.sent
-        await _until(lambda sent=sent: load.sent - sent >= publishes, timeout=30)
+        await wait_for(lambda sent=sent: load.sent - sent >= publishes, timeout=30)
     # every stream back (with 10,000 topics, many got nothing new meanwhile)
-    await _until(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
+    await wait_for(lambda: all(w.connects >= 2 for _, w in watchers), timeout=30)
     load.stopped = True
-    await _until(lambda: not any(load.in_shard.values()), timeout=10)
+    await wait_for(lambda: not any(load.in_shard.values()), timeout=10)
     try:
-        await _until(fleet.delivered, timeout=60)
-    except AssertionError:
+        await wait_for(fleet.delivered, timeout=60)
+    except TimeoutError:
         raise AssertionError(_differences(watchers, load)) from None
 
 
@@ -496,19 +497,19 @@ async def _fleet_main(
         # shard 3 of 3 killed while the others are published to: what it acknowledged was
         # delivered first (else a kill between the answer and the message is a loss: said)
         await load.pause(2)
-        await _until(lambda: delivered(2), timeout=30)
+        await wait_for(lambda: delivered(2), timeout=30)
         await asyncio.to_thread(shards[2].kill)
         before = {k: len(load.answers[k]) for k in range(S)}
         load.paused.discard(2)
-        await _until(lambda: len(load.answers[2]) - before[2] >= 50, timeout=30)
-        await _until(lambda: len(load.answers[0]) - before[0] >= 500, timeout=30)
+        await wait_for(lambda: len(load.answers[2]) - before[2] >= 50, timeout=30)
+        await wait_for(lambda: len(load.answers[0]) - before[0] >= 500, timeout=30)
         during = load.answers[2][before[2] :]
         assert all(status == 503 and retry for status, retry in during), during[:5]
         for node in nodes:
             assert (await node.get("/readyz"))[0] == 200  # the other shards are up
         await asyncio.to_thread(shards[2].start)  # back, empty
         back = len(load.answers[2])
-        await _until(lambda: sum(s == 200 for s, _ in load.answers[2][back:]) >= 50, timeout=30)
+        await wait_for(lambda: sum(s == 200 for s, _ in load.answers[2][back:]) >= 50, timeout=30)
         # every node resyncs it: each stream of its topics is told once per partition it
         # covers (redis-restarted), then gets exactly what was published since
         shard_3 = [w for k, w in watchers if k == 2]
@@ -519,9 +520,9 @@ async def _fleet_main(
                 for w in shard_3
             )
 
-        await _until(told, timeout=30)
+        await wait_for(told, timeout=30)
         await load.pause(2)
-        await _until(lambda: delivered(2), timeout=30)
+        await wait_for(lambda: delivered(2), timeout=30)
         load.paused.discard(2)
         await restart_in_turn_and_settle(nodes, lambda port: serve(urls, port), fleet, stack, 1000)
     finally:
@@ -630,15 +631,15 @@ def test_presence_lives_on_the_topics_shard_and_every_shard_down_is_unavailable(
                 assert figure["subscribers"] == 1
             for k in range(S - 1):
                 await asyncio.to_thread(shards[k].kill)
-            await _until(lambda: broker.stats()["redis"]["shards_down"] == [0, 1], timeout=10)
+            await wait_for(lambda: broker.stats()["redis"]["shards_down"] == [0, 1], timeout=10)
             assert broker.available and broker.unavailable_for == 0.0
             with pytest.raises(RuntimeError, match="away"):
                 await broker.read_presence(rooms[0])
             await asyncio.to_thread(shards[2].kill)
-            await _until(lambda: not broker.available, timeout=10)
-            await _until(lambda: broker.unavailable_for > 0, timeout=5)
+            await wait_for(lambda: not broker.available, timeout=10)
+            await wait_for(lambda: broker.unavailable_for > 0, timeout=5)
             await asyncio.to_thread(shards[1].start)
-            await _until(lambda: broker.available, timeout=10)
+            await wait_for(lambda: broker.available, timeout=10)
             assert broker.unavailable_for == 0.0
 
     asyncio.run(main())
@@ -660,7 +661,7 @@ def test_a_stream_over_two_partitions_gets_an_event_spanning_them_once(
             await both.attach(a, span)
             await a.publish([PublishRequest(tuple(span), "once")])
             await a.publish([PublishRequest((span[0],), "after")])
-            await _until(lambda: data(both)[-1:] == ["after"])
+            await wait_for(lambda: data(both)[-1:] == ["after"])
             assert data(both) == ["once", "after"]
 
     asyncio.run(main())
@@ -700,7 +701,7 @@ def test_publishing_straight_into_redis_follows_the_recorded_layout(
                 await stream.attach(a, [a_topic, b_topic])
                 first = await publish(client, a_topic, "one")
                 both = await publish(client, [a_topic, b_topic], "both")
-                await _until(lambda: len(stream.events()) == 2)
+                await wait_for(lambda: len(stream.events()) == 2)
                 assert [e[2] for e in stream.events()] == ["one", "both"]
                 assert both.startswith("x") and first.isdigit()
                 assert shards[0].cli("EXISTS", "sse:position").strip() == "0"  # not the old keys
@@ -759,8 +760,8 @@ def test_a_shard_under_sentinel_fails_over_while_the_other_shard_serves(
 
                 for t in (here, there):
                     assert await send(t) is None
-                await _until(lambda: replica.cli("INFO", "replication").count("link_status:up"))
-                await _until(
+                await wait_for(lambda: replica.cli("INFO", "replication").count("link_status:up"))
+                await wait_for(
                     lambda: (
                         _offset(primary, "master_repl_offset")
                         == _offset(replica, "slave_repl_offset")
@@ -768,18 +769,17 @@ def test_a_shard_under_sentinel_fails_over_while_the_other_shard_serves(
                 )
                 await asyncio.to_thread(primary.kill)
                 refused: list[PublishError] = []
-                began = asyncio.get_running_loop().time()
-                while True:
+
+                async def back() -> bool:  # published in turns until then
                     assert await send(here) is None  # the other shard: published every time
                     failed = await send(there)
-                    if failed is None and refused:
-                        break
                     if failed is not None:
                         refused.append(failed)
-                    assert asyncio.get_running_loop().time() - began < 30, "never came back"
-                    await asyncio.sleep(0.05)
+                    return failed is None and bool(refused)
+
+                await wait_for(back, timeout=30, interval=0.05, what="the failed-over shard back")
                 assert all(e.status == 503 and e.retry_after for e in refused), refused[:3]
-                await _until(lambda: all(data(s) == acked[t] for t, s in streams.items()), 10)
+                await wait_for(lambda: all(data(s) == acked[t] for t, s in streams.items()), 10)
                 assert [e for s in streams.values() for e in s.events() if e[0]] == []
 
         asyncio.run(main())
@@ -812,7 +812,7 @@ def test_gathers_go_over_shard_one_and_a_worker_answers_alone_while_it_is_down(
                 [one.broker.member_id, two.broker.member_id]
             )
             await asyncio.to_thread(shards[0].kill)
-            await _until(lambda: 0 in one.broker.stats()["redis"]["shards_down"], timeout=10)
+            await wait_for(lambda: 0 in one.broker.stats()["redis"]["shards_down"], timeout=10)
             began = asyncio.get_running_loop().time()
             alone = await one.broker.gather({"what": "metrics"})
             assert [f["member"] for f in alone] == [one.broker.member_id]

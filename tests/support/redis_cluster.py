@@ -51,7 +51,6 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
 
 import redis
 from redis.backoff import NoBackoff
@@ -60,6 +59,8 @@ from redis.retry import Retry
 
 from sse_fast.brokers.redis._partitions import SLOTS, key_slot
 from sse_fast.testing import HOST
+
+from .waiting import until
 
 __all__ = ["BASE_PORTS", "RedisCluster"]
 
@@ -208,7 +209,7 @@ class RedisCluster:
 
     def start(self, timeout: float = 30.0) -> RedisCluster:
         """Start the nodes, create the cluster, wait until it is ok, agreed and replicated
-        (``TimeoutError`` past ``timeout`` seconds, everything stopped then)."""
+        (``AssertionError`` past ``timeout`` seconds, everything stopped then)."""
         began = time.monotonic()
         explicit, tried = bool(self.base_port), set[int]()
         rng = random.Random(os.getpid() ^ time.monotonic_ns())
@@ -224,7 +225,11 @@ class RedisCluster:
                 for port in self.ports:
                     self._spawn(port)
                 try:
-                    self._wait(self._all_answer, began + timeout, "every redis-server to answer")
+                    until(
+                        self._all_answer,
+                        began + timeout - time.monotonic(),
+                        "every redis-server to answer",
+                    )
                     break
                 except _PortTaken:
                     if explicit or attempt == 4:
@@ -247,8 +252,16 @@ class RedisCluster:
         )
         if done.returncode != 0:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
-        self._wait(self.agreed, deadline, "every node to say cluster_state:ok, with one slot map")
-        self._wait(self.replicated, deadline, "every replica's link to its master to be up")
+        until(
+            self.agreed,
+            deadline - time.monotonic(),
+            "every node to say cluster_state:ok, with one slot map",
+        )
+        until(
+            self.replicated,
+            deadline - time.monotonic(),
+            "every replica's link to its master to be up",
+        )
 
     def _kill_all(self) -> None:
         for process in self.processes.values():
@@ -359,7 +372,7 @@ class RedisCluster:
 
     def wait_failover(self, slot_or_key: int | str, dead: int, timeout: float = 15.0) -> float:
         """Seconds until a node other than ``dead`` owns the slot and every live node agrees
-        (``TimeoutError`` past ``timeout``)."""
+        (``AssertionError`` past ``timeout``)."""
         began = time.monotonic()
 
         def promoted() -> bool:
@@ -368,7 +381,11 @@ class RedisCluster:
             except (redis.RedisError, AttributeError, LookupError):
                 return False
 
-        self._wait(promoted, began + timeout, f"a replica to take over from the master on {dead}")
+        until(
+            promoted,
+            began + timeout - time.monotonic(),
+            f"a replica to take over from the master on {dead}",
+        )
         return time.monotonic() - began
 
     def restart(self, port: int, timeout: float = 15.0) -> float:
@@ -376,9 +393,11 @@ class RedisCluster:
         and every replica (it too, when it came back as one) is in sync."""
         began = time.monotonic()
         self._spawn(port)
-        self._wait(lambda: self._answers(port), began + timeout, f"redis-server on {port}")
-        self._wait(self.agreed, began + timeout, "the cluster to agree again")
-        self._wait(self.replicated, began + timeout, "every replica to be in sync again")
+        until(lambda: self._answers(port), timeout, f"redis-server on {port}")
+        until(self.agreed, began + timeout - time.monotonic(), "the cluster to agree again")
+        until(
+            self.replicated, began + timeout - time.monotonic(), "every replica to be in sync again"
+        )
         return time.monotonic() - began
 
     def move_slot(self, slot: int, to: int, timeout: float = 15.0) -> int:
@@ -397,9 +416,9 @@ class RedisCluster:
         for port in self.primaries():
             self.node(port).execute_command("CLUSTER SETSLOT", slot, "NODE", b_id)  # type: ignore[no-untyped-call]
         began = time.monotonic()
-        self._wait(
+        until(
             lambda: self.agreed() and self.master_of(slot) == to,
-            began + timeout,
+            began + timeout - time.monotonic(),
             f"every node to agree that slot {slot} is on {to}",
         )
         return source
@@ -411,10 +430,3 @@ class RedisCluster:
     def thaw(self, port: int) -> None:
         """SIGCONT a frozen node."""
         self.processes[port].send_signal(signal.SIGCONT)
-
-    @staticmethod
-    def _wait(condition: Callable[[], bool], deadline: float, what: str) -> None:
-        while not condition():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gave up waiting for {what}")
-            time.sleep(0.02)
