@@ -35,7 +35,7 @@ from sse_fast.client import (
     connect,
     connect_sync,
 )
-from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request
+from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_request, wait_for
 
 from ..support.streams import opened
 
@@ -321,8 +321,7 @@ def test_aclose_from_another_task_ends_the_iteration_at_once() -> None:
                     got.append(event)
 
             reader = asyncio.create_task(read())
-            while not got:
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: got, what="the silent server's first event")
             started = time.monotonic()
             await events.aclose()
             await asyncio.wait_for(reader, 2)
@@ -330,7 +329,8 @@ def test_aclose_from_another_task_ends_the_iteration_at_once() -> None:
             # closing while it waits to reconnect ends it as well
             waiting = connect(f"http://{HOST}:{free_port()}/", retry=30)
             task = asyncio.create_task(anext(aiter(waiting), None))  # type: ignore[arg-type]
-            await asyncio.sleep(0.2)
+            # refused: it counts the reconnect, then waits its 30 s
+            await wait_for(lambda: waiting.reconnects, what="the refused stream's reconnect wait")
             await waiting.aclose()
             assert await asyncio.wait_for(task, 2) is None
         assert {t for t in asyncio.all_tasks() if t is not asyncio.current_task()} == set()
@@ -397,11 +397,13 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
     data: list[str] = []
     control: list[Event] = []
     reconnects: list[int] = []
+    streams: list[Any] = []
 
     async def read() -> None:  # in its own thread and loop; the servers are started here
         async with connect(
             f"http://{HOST}:{port}/events", topics=["t"], retry=1.0, max_delay=2.0, read_timeout=5
         ) as events:
+            streams.append(events)
             await _read_until(events, 300, data, control)
             reconnects.append(events.reconnects)
 
@@ -410,14 +412,15 @@ def test_no_event_lost_or_repeated_across_a_server_restart(
         reader.start()
         asyncio.run(opened(server))  # else the first events may precede the stream
         asyncio.run(publish(port, 0, 100))
-        asyncio.run(wait_until(lambda: len(data) == 100))
+        asyncio.run(wait_for(lambda: len(data) == 100, 15, what="the first 100 events"))
         if how == signal.SIGKILL:
             server._kill_group()  # a crash: the server's processes all gone at once
         server.stop(how)
-    time.sleep(0.2)
+    # the client saw its stream end and waits to reconnect (1 s or so) when the new one starts
+    asyncio.run(wait_for(lambda: streams[0].reconnects, 15, what="the client's reconnect wait"))
     with ServerProcess(*args, port=port, heartbeat_interval=1):
         asyncio.run(publish(port, 100, 100))  # before the client is back: resumed from Redis
-        asyncio.run(wait_until(lambda: len(data) >= 200))
+        asyncio.run(wait_for(lambda: len(data) >= 200, 15, what="the events published while away"))
         asyncio.run(publish(port, 200, 100))
         reader.join(15)
     assert not reader.is_alive()
@@ -448,11 +451,19 @@ def test_a_restarted_server_without_history_says_missed() -> None:
         thread.start()
         asyncio.run(opened(server))
         asyncio.run(publish(port, 0, 3))
-        asyncio.run(wait_until(lambda: len(seen) == 3))
+        asyncio.run(wait_for(lambda: len(seen) == 3, 15, what="the first 3 events"))
     with ServerProcess(port=port, heartbeat_interval=1):
-        asyncio.run(wait_until(lambda: any(isinstance(e, Missed) for e in seen)))
+        asyncio.run(
+            wait_for(lambda: any(isinstance(e, Missed) for e in seen), 15, what="sse-fast-missed")
+        )
         asyncio.run(publish(port, 3, 2))
-        asyncio.run(wait_until(lambda: len([e for e in seen if e.event == "message"]) == 5))
+        asyncio.run(
+            wait_for(
+                lambda: len([e for e in seen if e.event == "message"]) == 5,
+                15,
+                what="the 2 events after the restart",
+            )
+        )
         events.close()
         thread.join(5)
     assert not thread.is_alive()
@@ -474,13 +485,6 @@ async def _read_until(events: Any, count: int, data: list[str], control: list[Ev
             data.append(event.data)
             if len(data) == count:
                 return
-
-
-async def wait_until(condition: object, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 def test_an_oversized_event_gives_what_came_before_then_bad_stream() -> None:
@@ -588,11 +592,17 @@ def test_a_stream_over_several_partitions_resumes_with_its_cursor_across_a_resta
             reader.start()
             asyncio.run(opened(server))
             asyncio.run(send(0, 30))
-            asyncio.run(wait_until(lambda: len(got) >= 30))
+            asyncio.run(wait_for(lambda: len(got) >= 30, 15, what="the first 30 events"))
             server.stop(signal.SIGTERM)
         with ServerProcess(*args, port=port, heartbeat_interval=1):
             asyncio.run(send(30, 30))  # while the client is away
-            asyncio.run(wait_until(lambda: len([e for e in got if e.event == "message"]) >= 60))
+            asyncio.run(
+                wait_for(
+                    lambda: len([e for e in got if e.event == "message"]) >= 60,
+                    15,
+                    what="the events published while away",
+                )
+            )
             asyncio.run(send(60, 30))
             reader.join(15)
     assert not reader.is_alive()
@@ -637,10 +647,10 @@ def test_a_pattern_stream_follows_its_topics_across_a_restart(tmp_path: Any) -> 
         asyncio.run(opened(server))
         asyncio.run(send("inbox/1/a", "one"))
         asyncio.run(send("inbox/2/a", "not mine"))
-        asyncio.run(wait_until(lambda: data == ["one"]))
+        asyncio.run(wait_for(lambda: data == ["one"], 15, what="the event of inbox/1/a"))
     with ServerProcess(port=port, data_dir=str(tmp_path)):
         asyncio.run(send("inbox/1/b", "two"))  # a topic created while the client is away
-        asyncio.run(wait_until(lambda: len(data) >= 2))
+        asyncio.run(wait_for(lambda: len(data) >= 2, 15, what="the event of the new topic"))
         asyncio.run(send("inbox/1/a", "three"))
         asyncio.run(send("inbox/1/c", "four"))
         reader.join(15)
@@ -664,14 +674,22 @@ def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events(
 
         stop = asyncio.Event()
 
-        async def publish_until_stopped() -> None:  # ends by itself, not only when cancelled
-            while not stop.is_set():
+        async def streamed_or_stopped() -> bool:
+            """The client's stream of ``t`` is the hub's (an event published now is its)."""
+            if stop.is_set():
+                return True
+            status, _, body = await server.get("/stats?connections=1")
+            listed = orjson.loads(body)["connection_list"] if status == 200 else []
+            return any("t" in c["topics"] for c in listed)
+
+        async def publish_once_streamed() -> None:  # ends by itself, not only when cancelled
+            await wait_for(streamed_or_stopped, 30, what="the client's stream once a slot freed")
+            if not stop.is_set():
                 await server.publish(b'{"topic": "t", "data": "room"}')
-                await asyncio.sleep(0.3)
 
         async def main() -> list[Event]:
             seen: list[Event] = []
-            publisher = asyncio.ensure_future(publish_until_stopped())
+            publisher = asyncio.ensure_future(publish_once_streamed())
             try:
                 async with connect(f"http://{HOST}:{server.port}/events?topic=t") as events:
                     async for event in events:
