@@ -3,7 +3,8 @@ Each: the events arrive exact (async and sync generators), pings when idle,
 a client that leaves is noticed within 2 s, 1,000 vanished clients leave no
 stream or task behind, a client that stops reading is cut after send_timeout,
 and SIGTERM ends open streams cleanly so the server exits. Real processes: the three
-servers themselves, their sockets and their SIGTERM."""
+servers themselves, their sockets and their SIGTERM; one of each is shared by the tests
+that leave it as they found it."""
 
 from __future__ import annotations
 
@@ -39,8 +40,21 @@ pytestmark = pytest.mark.processes(
 )
 
 
-@pytest.fixture(params=sorted(SERVERS))
+@pytest.fixture(
+    scope="module",
+    params=[pytest.param(n, marks=pytest.mark.xdist_group(f"django-{n}")) for n in sorted(SERVERS)],
+)
 def server(request: pytest.FixtureRequest) -> Any:
+    """One server of each kind for the tests that leave it as they found it (their
+    figures are read against a baseline of the app's ``/status``): one worker runs
+    them one after the other (their xdist group), the server started once."""
+    with ServerProcess(command=SERVERS[request.param]) as server:
+        yield server
+
+
+@pytest.fixture(params=sorted(SERVERS))
+def own_server(request: pytest.FixtureRequest) -> Any:
+    """A server of each kind of the test's own (the test stops it)."""
     with ServerProcess(command=SERVERS[request.param]) as server:
         yield server
 
@@ -127,7 +141,9 @@ def test_a_client_that_stops_reading_is_cut(server: ServerProcess) -> None:
     assert took < 10
 
 
-def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(server: ServerProcess) -> None:
+def test_sigterm_ends_open_streams_cleanly_and_the_server_exits(own_server: ServerProcess) -> None:
+    server = own_server
+
     async def main() -> None:
         clients = [SSEClient(HOST, server.port, [], path="/endless") for _ in range(20)]
         await asyncio.gather(*(c.connect() for c in clients))
