@@ -16,7 +16,7 @@ import jwt
 import pytest
 
 from sse_fast.hub._presence import PresenceNews, add_up
-from sse_fast.testing import RedisServer, ServerProcess
+from sse_fast.testing import RedisServer, ServerProcess, wait_for
 
 SECRET = "presence-test-secret-of-32-bytes!!"
 PRESENCE = {"jwt_secret": SECRET, "presence_topics": "room:*", "presence_interval": "0.2"}
@@ -86,16 +86,6 @@ async def presence(server: ServerProcess, topic: str) -> dict[str, Any]:
     assert status == 200, body
     figures: dict[str, Any] = json.loads(body)
     return figures
-
-
-async def until(check: Any, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "not in time"
-        await asyncio.sleep(0.05)
 
 
 @pytest.mark.processes("presence across real workers and nodes on a real redis-server")
@@ -188,8 +178,9 @@ def test_presence_asks_for_a_topic_and_the_operations_credential() -> None:
 def test_presence_across_workers() -> None:
     async def main(server: ServerProcess) -> None:
         clients = await open_streams(server, "room:7", [f"user{n}" for n in range(12)])
-        figures = await until(
-            lambda: _when(presence(server, "room:7"), lambda f: f["subscribers"] == 12)
+        figures = await wait_for(
+            lambda: _when(presence(server, "room:7"), lambda f: f["subscribers"] == 12),
+            what="the twelve subscribers of both workers",
         )
         assert figures["subjects"] == {f"user{n}": 1 for n in range(12)}
         assert figures["workers"] == 2
@@ -219,14 +210,18 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
         on_a = await open_streams(a, "room:9", ["alice", "bob"])
         on_b = await open_streams(b, "room:9", ["alice", "carl", None])
         for node in (a, b):
-            figures = await until(
-                lambda node=node: _when(presence(node, "room:9"), lambda f: f["subscribers"] == 5)
+            figures = await wait_for(
+                lambda node=node: _when(presence(node, "room:9"), lambda f: f["subscribers"] == 5),
+                what="the five subscribers of both nodes",
             )
             assert figures["subjects"] == {"alice": 2, "bob": 1, "carl": 1}
             assert figures["scope"] == "cluster"
         for client in on_b:
             client.close()
-        figures = await until(lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2))
+        figures = await wait_for(
+            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2),
+            what="node b's three gone",
+        )
         assert figures["subjects"] == {"alice": 1, "bob": 1}
         # an untracked topic: this node's workers only
         others = await open_streams(b, "news", ["dora"])
@@ -235,15 +230,23 @@ def test_presence_across_nodes_on_redis(redis: RedisServer) -> None:
         assert (figures["scope"], figures["subscribers"]) == ("node", 1)
         # node b stops gracefully with subscribers: its figures go at once, not in 30 s
         more = await open_streams(b, "room:9", ["erin", "erin"])
-        await until(lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 4))
+        await wait_for(
+            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 4),
+            what="erin's two on node b",
+        )
         assert await asyncio.to_thread(b.stop) == 0
-        figures = await until(
-            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2), timeout=5
+        figures = await wait_for(
+            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 2),
+            timeout=5,
+            what="node b's figures gone at its stop",
         )
         assert figures["subjects"] == {"alice": 1, "bob": 1}
         for client in [*on_a, *others, *more]:
             client.close()
-        await asyncio.sleep(0.1)
+        await wait_for(
+            lambda: _when(presence(a, "room:9"), lambda f: f["subscribers"] == 0),
+            what="node a's streams closed",
+        )
 
     with ServerProcess(**settings) as a, ServerProcess(**settings) as b:
         asyncio.run(main(a, b))

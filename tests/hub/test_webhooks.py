@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -20,10 +21,11 @@ import jwt
 import pytest
 
 from sse_fast.settings import Settings, SettingsError
-from sse_fast.testing import HOST, ServerProcess, free_port
+from sse_fast.testing import HOST, ServerProcess, free_port, wait_for
 from sse_fast.webhooks import WebhookError, sign, verify
 
 from ..support.browser import REPO
+from ..support.waiting import until
 
 SECRET = "webhook-secret-for-the-tests"
 JWT_SECRET = "webhook-test-jwt-secret-of-32-bytes"
@@ -47,15 +49,16 @@ def receiver(port: int, log: Path, *flags: str) -> Iterator[subprocess.Popen[byt
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             try:
-                with __import__("socket").create_connection((HOST, port), timeout=0.2):
-                    break
+                with socket.create_connection((HOST, port), timeout=0.2):
+                    return True
             except OSError:
                 assert proc.poll() is None, "the receiver exited"
-                assert time.monotonic() < deadline, "the receiver did not listen"
-                time.sleep(0.05)
+                return False
+
+        until(listening, 10, "the receiver listening")
         yield proc
     finally:
         proc.kill()
@@ -73,27 +76,65 @@ def events(log: Path) -> dict[str, dict[str, Any]]:
     return {e["id"]: e for batch in received(log) for e in batch["events"]}
 
 
-async def until(check: Any, timeout: float = 15.0) -> Any:
-    """``check()``'s first true value, waiting in the loop the clients run on (their
-    closes need it to run)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "not in time"
-        await asyncio.sleep(0.05)
+async def webhook_figures(server: ServerProcess) -> dict[str, float]:
+    """The server's ``sse_fast_webhook_*`` figures, by name."""
+    _, _, body = await server.get("/metrics")
+    found = re.findall(r"^(sse_fast_webhook_\w+) (\S+)$", body.decode(), re.M)
+    return {name: float(value) for name, value in found}
 
 
 async def delivered(server: ServerProcess, count: int, timeout: float = 15.0) -> None:
     """Until the server counts ``count`` events taken by the receiver (its 2xx came)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        _, _, metrics = await server.get("/metrics")
-        if f"sse_fast_webhook_delivered_total {count}\n" in metrics.decode():
-            return
-        assert time.monotonic() < deadline, "not taken in time"
-        await asyncio.sleep(0.05)
+
+    async def taken() -> bool:
+        return (await webhook_figures(server))["sse_fast_webhook_delivered_total"] == count
+
+    await wait_for(taken, timeout, what=f"{count} events taken by the receiver")
+
+
+async def failed(server: ServerProcess, count: int) -> None:
+    """Until the server counts ``count`` failed POSTs (refused, an error, no answer)."""
+
+    async def failures() -> bool:
+        return (await webhook_figures(server))["sse_fast_webhook_failures_total"] >= count
+
+    await wait_for(failures, 15, what=f"{count} webhook POSTs failed")
+
+
+async def streams_ended(server: ServerProcess) -> None:
+    """Until the server has no stream left (each one's end is then queued: a stream
+    leaves the hub just before its end is told, ``Closer.detach``)."""
+
+    async def none() -> bool:
+        _, _, body = await server.get("/stats")
+        return json.loads(body)["connections"] == 0
+
+    await wait_for(none, 15, what="every stream ended on the server")
+
+
+async def all_taken(server: ServerProcess) -> None:
+    """Until every event the server queued has been taken by the receiver: whatever
+    ``webhook_topics`` let through is in the log."""
+
+    async def taken() -> bool:
+        figures = await webhook_figures(server)
+        queued = figures["sse_fast_webhook_events_total"]
+        return figures["sse_fast_webhook_delivered_total"] == queued
+
+    await wait_for(taken, 15, what="every event queued taken by the receiver")
+
+
+async def all_told(server: ServerProcess) -> None:
+    """Until every stream has ended and every event, their ends included, has been
+    taken: nothing more comes after this."""
+    await streams_ended(server)
+    # a later request than the one that found no stream: their ends were queued by then
+    await all_taken(server)
+
+
+def waits(delivery: Any) -> bool:
+    """Whether ``delivery``'s task waits on ``webhook_interval`` (for its wake)."""
+    return bool(delivery.wake._waiters)
 
 
 def edge(port: int, **settings: Any) -> ServerProcess:
@@ -131,13 +172,19 @@ def test_connects_and_disconnects_arrive_signed(tmp_path: Path) -> None:
     async def main(server: ServerProcess) -> dict[str, dict[str, Any]]:
         anonymous = await streams(server, 2)
         (alice,) = await streams(server, 1, "room:1", Authorization=f"Bearer {sub}")
-        await until(lambda: len(by_type(events(log), "connect")) == 3)
+        await wait_for(
+            lambda: len(by_type(events(log), "connect")) == 3, 15, what="the three connects"
+        )
         for client in anonymous:
             client.close()
-        await until(lambda: len(by_type(events(log), "disconnect")) == 2)
+        await wait_for(
+            lambda: len(by_type(events(log), "disconnect")) == 2,
+            15,
+            what="the anonymous streams' two disconnects",
+        )
         alice.close()
-        found: dict[str, dict[str, Any]] = await until(
-            lambda: (e := events(log)) and len(e) == 6 and e
+        found: dict[str, dict[str, Any]] = await wait_for(
+            lambda: (e := events(log)) and len(e) == 6 and e, 15, what="the six events"
         )
         return found
 
@@ -165,7 +212,11 @@ def test_a_failing_then_slow_receiver_gets_every_event_at_least_once(tmp_path: P
         for client in clients:
             client.close()
         # the first batch is recorded by the two slow answers and the one taken
-        await until(lambda: len(received(log)) >= 3 and len(events(log)) == 10, timeout=30)
+        await wait_for(
+            lambda: len(received(log)) >= 3 and len(events(log)) == 10,
+            30,
+            what="the ten events, the first batch recorded three times",
+        )
         _, _, metrics = await server.get("/metrics")
         return metrics.decode()
 
@@ -189,26 +240,41 @@ def test_a_receiver_that_is_down_and_restarts(tmp_path: Path) -> None:
 
     async def main(server: ServerProcess) -> None:
         clients = await streams(server, 8)  # 8 connects: 5 kept, 3 dropped
-        await asyncio.sleep(1.0)  # tries against nobody
+        await failed(server, 2)  # tries against nobody
         # answered late: recorded here before the sender knows it was taken
         with receiver(port, log, "--slow", "0.3", "--slow-count", "1"):
-            found = await until(lambda: (e := events(log)) and len(e) == 5 and e)
+            found = await wait_for(
+                lambda: (e := events(log)) and len(e) == 5 and e, 15, what="the five kept"
+            )
             assert sum(batch["dropped"] for batch in received(log)) == 3
             assert len(by_type(found, "connect")) == 5
             # down before the answer, the batch would still wait, and the disconnects
             # below would find no room
             await delivered(server, 5)
         # down again, and back: what happened meanwhile arrives
+        before = (await webhook_figures(server))["sse_fast_webhook_failures_total"]
         for client in clients[:2]:
             client.close()
-        await asyncio.sleep(0.6)
+
+        async def tried() -> bool:  # the two disconnects queued, and a try against nobody
+            figures = await webhook_figures(server)
+            return (
+                figures["sse_fast_webhook_events_total"] == 10
+                and figures["sse_fast_webhook_failures_total"] > before
+            )
+
+        await wait_for(tried, 15, what="the disconnects tried against nobody")
         with receiver(port, log):
-            await until(lambda: len(by_type(events(log), "disconnect")) == 2)
+            await wait_for(
+                lambda: len(by_type(events(log), "disconnect")) == 2,
+                15,
+                what="the two disconnects made while it was down",
+            )
         _, _, metrics = await server.get("/metrics")
         assert "sse_fast_webhook_dropped_total 3" in metrics.decode()
         for client in clients[2:]:
             client.close()
-        await asyncio.sleep(0.1)
+        await streams_ended(server)
 
     with edge(port, webhook_max_pending="5") as server:
         asyncio.run(main(server))
@@ -222,12 +288,15 @@ def test_draining_and_expired_tokens_are_reasons(tmp_path: Path) -> None:
     async def main(server: ServerProcess) -> None:
         clients = await streams(server, 1, "room:2", Authorization=f"Bearer {short}")
         clients += await streams(server, 2)
-        await until(lambda: any(e.get("reason") == "token-expired" for e in events(log).values()))
+        await wait_for(
+            lambda: any(e.get("reason") == "token-expired" for e in events(log).values()),
+            15,
+            what="the disconnect of the expired token",
+        )
         # SIGTERM: the server drains the two left, then sends what waits, then exits
         assert await asyncio.to_thread(server.stop) == 0
         for client in clients:
             client.close()
-        await asyncio.sleep(0.1)
 
     with receiver(port, log):
         with edge(port) as server:
@@ -245,11 +314,11 @@ def test_only_the_named_topics_are_reported(tmp_path: Path) -> None:
     async def main(server: ServerProcess) -> None:
         clients = await streams(server, 2, "news")
         clients += await streams(server, 1, "orders/7")
-        await until(lambda: events(log))
+        await wait_for(lambda: events(log), 15, what="a first event")
         for client in clients:
             client.close()
-        await until(lambda: by_type(events(log), "disconnect"))
-        await asyncio.sleep(0.5)  # nothing else comes
+        await wait_for(lambda: by_type(events(log), "disconnect"), 15, what="a disconnect")
+        await all_told(server)  # nothing else comes
 
     with receiver(port, log), edge(port, webhook_topics="orders/*") as server:
         asyncio.run(main(server))
@@ -273,11 +342,15 @@ def test_a_pattern_stream_is_reported_when_its_pattern_can_reach_the_topics(
         clients = await streams(server, 1, "orders/7")
         clients += await streams(server, 1, "orders/*")
         clients += await streams(server, 1, "news/*")
-        await until(lambda: len(by_type(events(log), "connect")) == 2)
-        await asyncio.sleep(0.5)  # nothing else comes
+        await wait_for(
+            lambda: len(by_type(events(log), "connect")) == 2, 15, what="the two connects"
+        )
+        await all_taken(server)  # nothing else comes (the connects were queued at connect)
         for client in clients:
             client.close()
-        await until(lambda: len(by_type(events(log), "disconnect")) == 2)
+        await wait_for(
+            lambda: len(by_type(events(log), "disconnect")) == 2, 15, what="the two disconnects"
+        )
 
     with receiver(port, log), edge(port, webhook_topics="orders/*") as server:
         asyncio.run(main(server))
@@ -342,12 +415,12 @@ def test_a_full_batch_goes_out_without_waiting_for_the_interval(
 
         monkeypatch.setattr(hooks, "_deliver", deliver)
         hooks.start()
-        await asyncio.sleep(0.05)  # the delivery task waits on the interval
         (delivery,) = hooks.deliveries
+        await wait_for(lambda: waits(delivery), what="the delivery task waiting on the interval")
         for n in range(BATCH + 1):
             delivery.add({"id": str(n)}, hooks.metrics)
-        await until(lambda: sent, timeout=2.0)
-        await asyncio.sleep(0.2)
+        # back to its wait: it sends nothing more before the interval (or a stop)
+        await wait_for(lambda: sent and waits(delivery), what="a batch, then the wait again")
         assert sent == [BATCH]  # the one left over waits for the interval
         await hooks.stop()  # and goes out at the stop
         assert sent == [BATCH, 1]

@@ -44,7 +44,7 @@ def main() -> None:
         with open(args.log, "a") as log:
             log.write(json.dumps(batch) + "\n")
         if number <= args.slow_count:
-            await asyncio.sleep(args.slow)
+            await asyncio.sleep(args.slow)  # pace: --slow, a receiver that answers late
         return web.Response(status=204)
 
     app = web.Application()
