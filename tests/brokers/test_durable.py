@@ -33,9 +33,11 @@ from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.hub._resume import EVICTED, RESUMED, resolve
 from sse_fast.hub._topics import read_since
 from sse_fast.settings import Settings
+from sse_fast.testing import wait_for
 
 from ..conftest import forgive
 from ..support.asgi_harness import attach
+from ..support.waiting import until
 
 Spec = tuple[str | None, tuple[str, ...], bytes]
 
@@ -107,6 +109,17 @@ def reboots(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def one_boot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every run of a log is on the same boot: an unclean stop is a killed process."""
     monkeypatch.setattr(durable_records, "current_boot_id", lambda: "the-boot")
+
+
+def _clock_is_past(position: int) -> bool:
+    return first_position() > position + 2
+
+
+def clock_past(position: int) -> None:
+    """Until the wall clock (where a sequence that may have lost events jumps to,
+    ``first_position``) is past ``position`` by more than the two a jump keeps (a gap
+    after it, and the marker's)."""
+    until(lambda: _clock_is_past(position), 10, "the wall clock past the stored positions")
 
 
 # ---------------------------------------------------------------- records
@@ -201,7 +214,7 @@ def test_an_unclean_stop_records_the_positions_it_may_have_given(
     stored = put(log, [(None, ("a",), frame(n)) for n in range(3)])
     crash(log)
     assert not read(str(tmp_path)).clean
-    time.sleep(0.002)  # the wall clock moves past the stored positions
+    clock_past(stored[-1].position)  # the wall clock moves past the stored positions
     log = EventLog(str(tmp_path), fsync="never")
     before = first_position()
     loaded = log.open()
@@ -235,7 +248,7 @@ def test_a_crash_before_any_publish_still_records_the_jump(
     log.open()
     start = log.next_position
     crash(log)
-    time.sleep(0.002)
+    clock_past(start)
     log = EventLog(str(tmp_path), fsync="never")
     loaded = log.open()
     assert not loaded.clean and loaded.events == []
@@ -859,7 +872,7 @@ async def crashed_hub(path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Hub,
     ids = hub.publish_nowait([PublishRequest(("a",), n) for n in range(3)])
     crashing_stop(hub, monkeypatch)
     await hub.stop()
-    await asyncio.sleep(0.002)
+    await wait_for(lambda: _clock_is_past(int(ids[-1])), what="the wall clock past the ids")
     again = stored_hub(path)
     await again.start()
     return again, ids
@@ -939,7 +952,7 @@ def test_after_a_machine_crash_only_unsynced_policies_record_a_gap(
     log.open()
     stored = put(log, [(None, ("a",), frame(0))])
     crash(log)
-    time.sleep(0.002)
+    clock_past(stored[-1].position)
     log = EventLog(str(tmp_path), fsync=policy)
     loaded = log.open()
     assert not loaded.clean

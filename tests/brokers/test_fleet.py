@@ -10,7 +10,6 @@ import json
 import os
 import re
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -47,16 +46,20 @@ async def _all_joined(server: ServerProcess, old_relay: int, timeout: float = 10
     that is not ``old_relay``. A worker that has not joined the new relay yet is not
     gathered by it, and answers a request it takes for itself alone, naming the old
     relay: one answer without the old pid proves nothing of the other worker."""
-    deadline = time.monotonic() + timeout
-    while True:
+    links: list[dict[str, Any]] = []
+
+    async def joined() -> bool:
+        nonlocal links
         stats = await _stats(server)
         links = [w["relay"] for w in stats["workers"]]
-        if len(links) == stats["workers_expected"] and all(
+        return len(links) == stats["workers_expected"] and all(
             link["connected"] and int(link["pid"]) != old_relay for link in links
-        ):
-            return
-        assert time.monotonic() < deadline, f"the workers have not all joined: {links}"
-        await asyncio.sleep(0.05)
+        )
+
+    try:
+        await wait_for(joined, timeout, what="the workers all joined the new relay")
+    except TimeoutError as exc:
+        raise AssertionError(f"the workers have not all joined: {links}") from exc
 
 
 async def _logged(server: ServerProcess, words: str, times: int) -> bool:
@@ -85,17 +88,18 @@ def test_a_killed_relay_is_restarted_and_open_streams_are_told() -> None:
             old_relay = await _relay_pid(server)
             os.kill(old_relay, signal.SIGKILL)
             refused = []
-            deadline = time.monotonic() + 20
-            while True:
+
+            async def published() -> bool:
                 status, headers, body = await server.publish(_publish_body("fleet", "after"))
                 if status == 200:
-                    break
+                    return True
                 assert status == 503, body
                 assert headers.get("retry-after") == "1", headers
                 refused.append(body)
                 assert (await server.get("/healthz"))[0] == 200
-                assert time.monotonic() < deadline, "the relay did not come back"
-                await asyncio.sleep(0.02)
+                return False
+
+            await wait_for(published, 20, what="the relay back: a publish taken")
             assert refused, "the outage was not seen (killed relay answered?)"
             missed, after = await collect(client, 2)
             assert missed.event == "sse-fast-missed"
@@ -219,7 +223,7 @@ def test_a_killed_worker_recovers_history_before_it_answers_resumes() -> None:
                         published.append((event_id, True))
                     else:
                         assert status == 503, answer
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.005)  # pace: publishing goes on over the respawn
 
             await publish(50)
             workers = [w["pid"] for w in (await _stats(server))["workers"]]
@@ -355,15 +359,12 @@ def test_a_worker_stopped_before_the_main_process_took_the_signal_is_no_error() 
         assert len(spawned) == 1, server.output()
         worker = int(spawned[0])
         os.kill(worker, signal.SIGTERM)
-        deadline = time.monotonic() + 15
         # Granian's watcher thread saw the exit and waits for the stop signal (its DEBUG
         # line): only then does the main process take it. Reaped is not enough: on a
         # loaded machine the watcher may return from its join after the main process
         # took the signal, and then nothing is unexpected.
         waiting = "worker-2 exited with status 0: waiting up to"
-        while waiting not in server.output():
-            assert time.monotonic() < deadline, "the watcher did not see the exit"
-            time.sleep(0.01)
+        until(lambda: waiting in server.output(), 15, "the watcher seeing the exit")
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(20) == 0, server.output()
         output = server.output()

@@ -30,6 +30,7 @@ from sse_fast.brokers._sequencing import make_frame, sequence
 from sse_fast.hub import Hub, PublishError, PublishRequest
 from sse_fast.hub import _resume as resume
 from sse_fast.settings import Settings
+from sse_fast.testing import wait_for
 
 from ..conftest import forgive
 from ..support.asgi_harness import PyEmptyAwaitable, attach
@@ -209,10 +210,8 @@ def test_publish_message_refuses_what_one_worker_refuses_with_the_same_reason() 
 
 
 async def _until(condition: Any, timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.005)
+    """``wait_for`` under its old name here, for ``test_redis_probes.py``'s import."""
+    await wait_for(condition, timeout, interval=0.005, what="the condition")
 
 
 async def _stop(relay: asyncio.Task[None], *hubs: Hub) -> None:
@@ -240,7 +239,10 @@ def test_workers_on_one_relay_hold_the_same_events_in_one_order(tmp_path: Any) -
             ids = []
             for n in range(10):
                 ids += await hubs[n % 2].publish([PublishRequest(("t",), n)])
-            await _until(lambda: all(h.last_position == int(ids[-1]) for h in hubs))
+            await wait_for(
+                lambda: all(h.last_position == int(ids[-1]) for h in hubs),
+                what="every worker at the last id",
+            )
             for hub in hubs:
                 topic = hub.topics.by_name["t"]
                 assert [topic.position_at(c) for c in range(1, 11)] == [int(i) for i in ids]
@@ -364,17 +366,19 @@ def test_a_worker_that_loses_the_relay_is_replayed_what_it_missed(
         try:
             await stream.attach(worker, ["t"])
             ids = await publisher.publish([PublishRequest(("t",), 0)])
-            await _until(lambda: worker.last_position == int(ids[-1]))
+            await wait_for(
+                lambda: worker.last_position == int(ids[-1]), what="the worker at the first id"
+            )
             (connection,) = [w for w, slot in relay.workers.items() if slot == 1]
             connection.transport.abort()
-            await _until(lambda: not worker.broker.available)
+            await wait_for(lambda: not worker.broker.available, what="the worker without its relay")
             with pytest.raises(PublishError) as info:
                 await worker.publish([PublishRequest(("t",), "refused")])
             assert info.value.status == 503 and info.value.retry_after == 1.0
             assert worker.broker.unavailable_for > 0
             ids += await publisher.publish([PublishRequest(("t",), n) for n in range(1, 4)])
-            await _until(lambda: worker.broker.available)
-            await _until(lambda: len(stream.events()) == 4)
+            await wait_for(lambda: worker.broker.available, what="the worker back on the relay")
+            await wait_for(lambda: len(stream.events()) == 4, what="the four events")
             assert stream.events() == [(None, i, str(n)) for n, i in enumerate(ids)]
             assert worker.broker.stats()["relay"]["reconnects"] == 1
             assert worker.broker.stats()["relay"]["history_breaks"] == 0
@@ -411,7 +415,9 @@ def test_a_history_break_is_told_to_open_streams(
             await stream.attach(worker, ["t"])
             await quiet.attach(worker, ["other"])
             before = await publisher.publish([PublishRequest(("t",), "before")])
-            await _until(lambda: worker.last_position == int(before[0]))
+            await wait_for(
+                lambda: worker.last_position == int(before[0]), what="the worker at the first id"
+            )
             if restart:
                 await publisher.stop()
                 await _stop_relay(relay, server)
@@ -421,13 +427,17 @@ def test_a_history_break_is_told_to_open_streams(
             else:
                 (connection,) = [w for w, slot in relay.workers.items() if slot == 1]
                 connection.transport.abort()
-                await _until(lambda: not worker.broker.available)
+                await wait_for(
+                    lambda: not worker.broker.available, what="the worker without its relay"
+                )
                 await publisher.publish([PublishRequest(("t",), n) for n in range(3)])
-            await _until(lambda: worker.broker.available)
+            await wait_for(lambda: worker.broker.available, what="the worker back on a relay")
             after = await publisher.publish([PublishRequest(("t",), "after")])
             # the relay's log still holds what it can replay (none after a restart)
             replayed = [] if restart else ["1", "2"]
-            await _until(lambda: len(stream.events()) == 3 + len(replayed))
+            await wait_for(
+                lambda: len(stream.events()) == 3 + len(replayed), what="the marker, then the rest"
+            )
             reason = "relay-restarted" if restart else "relay-log-too-short"
             (event, marker, data), *rest = stream.events()[1:]
             assert stream.events()[0] == (None, before[0], "before")
@@ -529,8 +539,12 @@ def test_a_relay_that_stops_answering_is_dropped_and_publishes_fail_fast(
             with pytest.raises(PublishError) as info:
                 await asyncio.wait_for(worker.publish([PublishRequest(("t",), 1)]), 5)
             assert info.value.status == 503 and "may or may not" in str(info.value)
-            await _until(lambda: len(connections) >= 2)  # it tried again
-            await asyncio.sleep(0.3)
+            await wait_for(lambda: len(connections) >= 2, what="a second try: a new connection")
+            # no welcome on it: unavailable all along (the wait ends at once if it is not)
+            await wait_for(
+                lambda: worker.broker.available or worker.broker.unavailable_for >= 0.3,
+                what="the worker unavailable for 0.3 s",
+            )
             assert not worker.broker.available and worker.broker.unavailable_for >= 0.3
             forgive(caplog, "answered no ping", "lost the relay connection")
         finally:

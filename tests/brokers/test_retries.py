@@ -15,9 +15,9 @@ from sse_fast.brokers._sequencing import RecentIds
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.hub import Hub, PublishRequest
 from sse_fast.settings import Settings
-from sse_fast.testing import RedisServer, ServerProcess, collect
+from sse_fast.testing import RedisServer, ServerProcess, collect, wait_for
 
-from .test_relay import Recording, _until
+from .test_relay import Recording
 
 
 def test_recent_ids_forget_after_the_window_and_beyond_their_size() -> None:
@@ -48,14 +48,16 @@ async def _check(publish_on: list[Hub], listen: Hub) -> None:
     assert again[1] != first[1]  # no id: published again
     elsewhere = await publish_on[0].publish([PublishRequest(("u",), "three", id="e-1")])
     assert elsewhere == ["e-1"]
-    await _until(lambda: len(stream.events()) == 5)
-    await asyncio.sleep(0.2)
+    # no event twice: a repeat would come before an event published after them all
+    (marker,) = await publish_on[-1].publish([PublishRequest(("t",), "marker")])
+    await wait_for(lambda: len(stream.events()) >= 6, what="five events and the marker")
     assert [(e[1], e[2]) for e in stream.events()] == [
         ("e-1", "one"),
         (first[1], "no id"),
         ("e-2", "two"),
         (again[1], "no id"),
         ("e-1", "three"),
+        (marker, "marker"),
     ]
 
 
@@ -92,7 +94,7 @@ def test_redis_publishes_a_retry_once_on_any_node(redis_server: RedisServer) -> 
             first = await a.publish([PublishRequest(("a",), "one", id="b c")])
             second = await a.publish([PublishRequest(("a", "b"), "two", id="c")])
             assert (first, second) == (["b c"], ["c"])
-            await _until(lambda: len(stream.events()) == 2)
+            await wait_for(lambda: len(stream.events()) == 2, what="the two events")
         finally:
             await a.stop()
             await b.stop()

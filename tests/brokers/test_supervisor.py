@@ -16,6 +16,7 @@ from sse_fast.brokers._relay import pack, read_message
 from sse_fast.brokers._relay.supervisor import RelaySupervisor
 
 from ..conftest import forgive
+from ..support.waiting import until
 
 pytestmark = pytest.mark.processes("the relay's supervisor starting and stopping a real relay")
 
@@ -30,13 +31,15 @@ async def _hello(path: str) -> dict[str, Any]:
 
 
 def _welcome_within(path: str, seconds: float) -> dict[str, Any]:
-    deadline = time.monotonic() + seconds
-    while True:
+    def welcome() -> dict[str, Any] | None:
         try:
             return asyncio.run(_hello(path))
         except OSError:
-            assert time.monotonic() < deadline, "the relay did not come back"
-            time.sleep(0.05)
+            return None
+
+    found = until(welcome, seconds, "the relay's welcome")
+    assert found is not None
+    return found
 
 
 def test_a_dead_relay_is_started_again_with_backoff(
@@ -52,8 +55,7 @@ def test_a_dead_relay_is_started_again_with_backoff(
             old = supervisor.process
             os.kill(old.pid, signal.SIGKILL)
             died = time.monotonic()
-            while supervisor.process is old:
-                time.sleep(0.01)
+            until(lambda old=old: supervisor.process is not old, 10, "the relay started again")
             delays.append(time.monotonic() - died)
             pids.append(_welcome_within(path, 10)["pid"])
         assert len(set(pids)) == 4  # a new relay process each time
@@ -83,6 +85,23 @@ def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
     supervisor = RelaySupervisor(str(tmp_path / "relay.sock"))
     errors: list[BaseException] = []
 
+    class Lock:
+        """The supervisor's lock, telling when the stop waits for it."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.stop_waits = False
+
+        def __enter__(self) -> None:
+            if threading.current_thread() is stopper:
+                self.stop_waits = True
+            self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    lock = supervisor._lock = Lock()  # type: ignore[assignment]
+
     def stop() -> None:
         try:
             supervisor.stop()
@@ -95,7 +114,7 @@ def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
         def start(self) -> None:  # the stop signal, just before the watcher starts
             if self.name == "sse-fast-relay-supervisor":
                 stopper.start()
-                time.sleep(0.3)
+                until(lambda: lock.stop_waits, 10, "the stop waiting for the start")
             super().start()
 
     monkeypatch.setattr(module.threading, "Thread", Watcher)
