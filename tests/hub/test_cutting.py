@@ -82,7 +82,7 @@ async def publish_until(server: ServerProcess, check: str, count: int, rate: flo
         assert time.monotonic() < deadline, f"{check} never reached {count}"
         status, _, body = await server.publish(BIG_EVENT)
         assert status == 200, (body, server.output()[-3000:])  # the refusal says why
-        await asyncio.sleep(1 / rate)
+        await asyncio.sleep(1 / rate)  # pace: the load, ``rate`` big events a second
 
 
 def test_lagging_non_readers_are_cut_and_their_slots_are_not_reused_early() -> None:

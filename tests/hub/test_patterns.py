@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sse_fast._patterns import matches
-from sse_fast.hub import PublishRequest
+from sse_fast.app import App
+from sse_fast.hub import Hub, PublishRequest
+from sse_fast.testing import wait_for
 
 from ..support.asgi_harness import Stream, make_app, publish, request, run, settle
 
@@ -89,10 +91,8 @@ def test_a_pattern_stream_gets_exactly_the_matching_events_in_order_once(
                 await settle(3)
         await settle()
         stream.resume()
-        for _ in range(100):  # a lazy client's writes wait in real time (``Stream``)
-            if len(stream.events) >= len(expected):
-                break
-            await asyncio.sleep(0.005)
+        # a lazy client's writes wait in real time (``Stream``)
+        await wait_for(lambda: len(stream.events) >= len(expected), what="the events caught up")
         await settle()
         assert [e.data for e in stream.events if e.event != "sse-fast-missed"] == expected
         stream.disconnect()
@@ -100,6 +100,13 @@ def test_a_pattern_stream_gets_exactly_the_matching_events_in_order_once(
         _assert_nothing_left(app)
 
     run(main())
+
+
+def _app_on(clock: Callable[[], float], **settings: Any) -> App:
+    """``make_app``'s app, its hub on ``clock`` (a test moves it: no waiting for
+    ``topic_ttl``)."""
+    made = make_app(**settings).settings
+    return App(made, hub=Hub(made, clock=clock))
 
 
 def _assert_nothing_left(app: Any) -> None:
@@ -154,7 +161,8 @@ def test_a_matching_topic_gone_while_away_is_named_never_skipped() -> None:
     ``sse-fast-missed`` names it and the newest position gone; the stream goes on."""
 
     async def main() -> None:
-        app = make_app(topic_ttl=0.01)
+        now = [1000.0]
+        app = _app_on(lambda: now[0], topic_ttl=10)
         stream = Stream(app, query=[("topic", "shop/7/*")]).start()
         await settle()
         publish(app, "shop/7/order-1", "a")
@@ -163,7 +171,7 @@ def test_a_matching_topic_gone_while_away_is_named_never_skipped() -> None:
         stream.disconnect()
         await stream.finished()
         publish(app, "shop/7/order-2", "b")  # after the id: then swept away
-        await asyncio.sleep(0.05)
+        now[0] += 11  # past topic_ttl
         assert app.hub.sweep() >= 1
         gone = app.hub.topics._swept["shop/7/order-2"]
         back = Stream(app, query=[("topic", "shop/7/*")], headers={"last-event-id": last})
@@ -391,11 +399,12 @@ def test_a_pattern_takes_any_topic_but_a_companion() -> None:
     assert pattern_matches("a/presences", ("a/*",))
 
     async def main() -> None:
-        app = make_app(topic_ttl=0.01)
+        now = [1000.0]
+        app = _app_on(lambda: now[0], topic_ttl=10)
         publish(app, "/presence", "x")
         publish(app, "a/presence", "news")
         await settle()
-        await asyncio.sleep(0.05)
+        now[0] += 11  # past topic_ttl
         assert app.hub.sweep() == 2
         gone, _ = app.hub.topics.forgotten_by(("/*", "a/*"))(0)
         assert set(gone) == {"/presence"}

@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from sse_fast._tasks import stop_task
+from sse_fast.testing import wait_for
 
 
 def test_a_task_that_swallows_one_cancellation_is_stopped() -> None:
@@ -21,7 +22,7 @@ def test_a_task_that_swallows_one_cancellation_is_stopped() -> None:
             nonlocal swallowed
             while True:
                 try:
-                    await asyncio.sleep(10)
+                    await asyncio.sleep(3600)  # until cancelled
                 except asyncio.CancelledError:
                     swallowed += 1
                     if swallowed > 1:
@@ -29,10 +30,11 @@ def test_a_task_that_swallows_one_cancellation_is_stopped() -> None:
 
         task = asyncio.get_running_loop().create_task(loop())
         await asyncio.sleep(0)
-        # the naive way waits forever: the first cancel is swallowed
+        # the naive way waits forever: the first cancel is swallowed (and the task,
+        # in the same step, waits again)
         task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=0.3)
-        assert not done and swallowed == 1
+        await wait_for(lambda: swallowed, what="the first cancel swallowed")
+        assert not task.done() and swallowed == 1
         assert await stop_task(task, timeout=2)
         assert task.cancelled() and swallowed == 2
 
@@ -46,7 +48,7 @@ def test_a_task_that_never_stops_is_given_up_on(caplog: pytest.LogCaptureFixture
         async def stubborn() -> None:
             while not stop:
                 with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.sleep(10)
+                    await asyncio.sleep(3600)  # until cancelled (and then again)
 
         task = asyncio.get_running_loop().create_task(stubborn())
         await asyncio.sleep(0)
@@ -103,7 +105,7 @@ def test_step_gives_what_is_ready_and_the_rest_of_what_waits() -> None:
 
         async def waits() -> None:
             try:
-                await asyncio.sleep(10)
+                await asyncio.sleep(3600)  # until cancelled
             except asyncio.CancelledError:
                 reached.append("cancelled")
                 raise
@@ -113,7 +115,7 @@ def test_step_gives_what_is_ready_and_the_rest_of_what_waits() -> None:
             await rest
 
         task = asyncio.get_running_loop().create_task(awaiter())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # its first step, run before this one goes on: it awaits the rest
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -124,7 +126,7 @@ def test_step_gives_what_is_ready_and_the_rest_of_what_waits() -> None:
 
         async def generator():  # type: ignore[no-untyped-def]
             try:
-                await asyncio.sleep(10)
+                await asyncio.sleep(3600)  # until abandoned
                 yield 1
             finally:
                 await asyncio.sleep(0)  # cleanup that waits
@@ -164,9 +166,12 @@ def test_running_loop_is_the_running_loop_of_this_thread_and_none_after() -> Non
         mine = running_loop()
         thread = threading.Thread(target=lambda: in_thread.append(asyncio.run(ask())[0]))
         thread.start()
-        while thread.is_alive():
+
+        def other_done() -> bool:  # and, meanwhile, this thread's loop is still this one
             assert running_loop() is mine
-            await asyncio.sleep(0.001)
+            return not thread.is_alive()
+
+        await wait_for(other_done, interval=0.001, what="the other thread's loop ran")
         thread.join()
         assert in_thread and in_thread[0] is not mine
         assert running_loop() is mine is asyncio.get_running_loop()
