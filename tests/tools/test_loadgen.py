@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from sse_fast.testing import ServerProcess
+from sse_fast.testing import ServerProcess, wait_for
 
 LOADGEN = [sys.executable, "-m", "sse_fast.loadgen", "--processes", "1", "--sources", "1"]
 SHORT = ["--rate", "5", "--duration", "2", "--warmup", "0.5"]
@@ -343,18 +343,20 @@ def test_a_publisher_does_not_send_on_a_connection_the_server_closed_while_idle(
     from sse_fast.loadgen._publishers import KeepAlivePublisher
 
     async def run() -> tuple[list[bool], int]:
-        connections = 0
+        connections = ended = 0
+        answered = asyncio.Event()
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal connections
+            nonlocal connections, ended
             connections += 1
             head = await reader.readuntil(b"\r\n\r\n")
             length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
             await reader.readexactly(length)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
             await writer.drain()
-            await asyncio.sleep(0.05)  # idle after its answer, kept alive
+            await answered.wait()  # idle after its answer (the publisher has it), kept alive
             writer.close()  # then closed, as by a server going away
+            ended += 1
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -363,10 +365,11 @@ def test_a_publisher_does_not_send_on_a_connection_the_server_closed_while_idle(
         )
         async with server:
             results = [await publisher.publish("t", "1")]
-            await asyncio.sleep(0.3)  # the close arrives
+            answered.set()
+            await wait_for(publisher._gone, what="the server's close at the publisher")
             results.append(await publisher.publish("t", "2"))
             publisher.close()
-            await asyncio.sleep(0.2)  # the server's side of it closes too
+            await wait_for(lambda: ended == connections, what="the server's side closed too")
         return results, connections
 
     assert asyncio.run(run()) == ([True, True], 2)
@@ -376,10 +379,10 @@ def test_a_publisher_keeps_its_connection_alive() -> None:
     from sse_fast.loadgen._publishers import KeepAlivePublisher
 
     async def run() -> tuple[list[bool], int]:
-        connections = 0
+        connections = ended = 0
 
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal connections
+            nonlocal connections, ended
             connections += 1
             with contextlib.suppress(asyncio.IncompleteReadError):  # the publisher's close
                 while head := await reader.readuntil(b"\r\n\r\n"):
@@ -388,6 +391,7 @@ def test_a_publisher_keeps_its_connection_alive() -> None:
                     writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
                     await writer.drain()
             writer.close()
+            ended += 1
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
@@ -397,7 +401,7 @@ def test_a_publisher_keeps_its_connection_alive() -> None:
         async with server:
             results = [await publisher.publish("t", str(n)) for n in range(3)]
             publisher.close()
-            await asyncio.sleep(0.2)
+            await wait_for(lambda: ended == connections, what="the server's side closed too")
         return results, connections
 
     assert asyncio.run(run()) == ([True, True, True], 1)
@@ -442,6 +446,8 @@ def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> 
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(frame), frame)
 
     async def run() -> tuple[list[str], int, int]:
+        left: list[bool] = []
+
         async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(
@@ -451,6 +457,7 @@ def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> 
             await writer.drain()
             with contextlib.suppress(ConnectionError):
                 await reader.read()  # kept open until the client closes it
+            left.append(True)
             writer.close()
 
         server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -467,12 +474,11 @@ def test_a_stream_whose_response_ends_is_ended_though_its_connection_stays() -> 
         async with server:
             got = await connect_one(address, "/events", "127.0.0.1", stats, make)
             assert got is not None
-            for _ in range(100):
-                if ended:
-                    break
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: ended, what="the end of the response told")
             assert got.retry_seconds(3.0) == 0.1
-            await asyncio.sleep(0.1)
+            # the client's transport calls connection_lost before its socket closes: once
+            # the server read the close, a second count of it would have been made
+            await wait_for(lambda: left, what="the client's close at the server")
         return ended, stats.closed, stats.reconnects_on_close
 
     assert asyncio.run(run()) == (["ended"], 1, 0)
@@ -532,9 +538,10 @@ def test_a_client_process_reports_how_late_its_loop_ran() -> None:
     async def run() -> float:
         client = _ClientProcess("127.0.0.1", 1, [], [], None, "1.1", {})
         watcher = asyncio.ensure_future(client.watch_lag(every=0.05))
-        await asyncio.sleep(0.1)
-        time.sleep(0.4)  # the loop blocked, as by a burst of work
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # the watcher's first look starts
+        # pace: the subject: the loop blocked 0.4 s, as by a burst of work
+        time.sleep(0.4)
+        await wait_for(lambda: client.stats.loop_lag_max, what="the watcher's look after it")
         client.exiting = True
         await watcher
         return client.stats.loop_lag_max
