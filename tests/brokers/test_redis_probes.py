@@ -15,9 +15,8 @@ import pytest
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
-from sse_fast.testing import RedisServer
+from sse_fast.testing import RedisServer, wait_for
 
-from .test_relay import _until
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
@@ -60,7 +59,7 @@ def test_a_probe_back_before_its_publish_answers_is_not_overdue(
 
             connection.client.publish = back_first  # type: ignore[method-assign,assignment]
             reconnects = connection.reconnects
-            await _until(lambda: sent >= 10, timeout=10)
+            await wait_for(lambda: sent >= 10, timeout=10, what="10 events sent")
             assert connection.reconnects == reconnects and broker.available
         finally:
             await hub.stop()

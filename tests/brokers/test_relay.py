@@ -209,11 +209,6 @@ def test_publish_message_refuses_what_one_worker_refuses_with_the_same_reason() 
     assert pack_publish(1, [PublishRequest(("t",), ok), PublishRequest(("t",), b"bytes")], 0.0)
 
 
-async def _until(condition: Any, timeout: float = 5.0) -> None:
-    """``wait_for`` under its old name here, for ``test_redis_probes.py``'s import."""
-    await wait_for(condition, timeout, interval=0.005, what="the condition")
-
-
 async def _stop(relay: asyncio.Task[None], *hubs: Hub) -> None:
     for hub in hubs:
         await hub.stop()
