@@ -17,7 +17,6 @@ from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer, wait_for
 
-
 if shutil.which("redis-server") is None:  # .ci/run installs it
     raise RuntimeError("these tests need redis-server: apt-get install redis-server")
 
