@@ -6,12 +6,15 @@ an ``EventSource`` does with each answer is the browser's own."""
 
 from __future__ import annotations
 
+import json
 import socket
-import time
+import urllib.request
 
 import pytest
 
 from sse_fast.testing import HOST, ServerProcess
+
+from ..support.waiting import until
 
 PUBLISH = """() => fetch("/publish", {
     method: "POST",
@@ -32,6 +35,12 @@ def _hold_the_slot(port: int) -> socket.socket:
     return sock
 
 
+def _subscribers(server: ServerProcess, topic: str) -> int:
+    """The streams the server holds on ``topic`` (its ``/stats``)."""
+    with urllib.request.urlopen(server.url + "/stats", timeout=10) as answer:
+        return int(json.load(answer).get("topics", {}).get(topic, {}).get("subscribers", 0))
+
+
 def test_a_browser_over_the_connection_limit_comes_back_when_a_slot_frees() -> None:
     from ..support.browser import chromium, watch_event_source
 
@@ -50,11 +59,9 @@ def test_a_browser_over_the_connection_limit_comes_back_when_a_slot_frees() -> N
         finally:
             held.close()
         # a slot is free: the browser's next attempt is a stream, and it gets the event
-        deadline = time.monotonic() + 30
-        while not page.evaluate("window.seen.data.length"):
-            assert time.monotonic() < deadline, page.evaluate("window.seen")
-            assert page.evaluate(PUBLISH) == 200
-            time.sleep(0.3)
+        until(lambda: _subscribers(server, "t"), 30, "the browser's stream on t")
+        assert page.evaluate(PUBLISH) == 200
+        page.wait_for_function("() => window.seen.data.length >= 1", timeout=30_000)
         seen = page.evaluate("window.seen")
         page.evaluate("window.source.close()")
     assert not seen["closed"], seen

@@ -64,6 +64,7 @@ from sse_fast.settings import Settings
 from sse_fast.testing import HOST, ServerProcess, free_port
 
 from ..support.certificates import self_signed
+from ..support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = "docs/operations/deployment.md"
@@ -107,13 +108,14 @@ def _running(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
+
+        def listening() -> bool:
             assert proc.poll() is None, f"{argv[0]} exited:\n{log.read_text()}"
             with contextlib.suppress(OSError), socket.create_connection((HOST, port), 0.5):
-                break
-            assert time.monotonic() < deadline, f"{argv[0]} did not listen:\n{log.read_text()}"
-            time.sleep(0.05)
+                return True
+            return False
+
+        until(listening, 10, f"{argv[0]} listens on {port} (its output: {log})")
         yield proc
     finally:
         proc.terminate()

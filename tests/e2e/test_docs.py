@@ -39,6 +39,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ..support.waiting import until
 from .test_deployment_configs import COVERED
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,12 +158,14 @@ def _stop_leftovers(namespace_file: Path, grace: float = 15.0) -> list[str]:
         return []
     finally:
         shutil.rmtree(namespace_file.parent, ignore_errors=True)
-    deadline = time.monotonic() + grace
-    while True:
-        found = _in_namespace(namespace)
-        if not found or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    found: list[str] = []
+
+    def ended() -> bool:
+        found[:] = _in_namespace(namespace)
+        return not found
+
+    with contextlib.suppress(AssertionError):  # what is still there is killed and returned
+        until(ended, grace, "the block's processes end")
     for pid in found:
         with contextlib.suppress(OSError):  # gone meanwhile
             os.kill(int(pid.split()[0]), signal.SIGKILL)
@@ -174,19 +177,16 @@ def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
     """Until the killed processes have ended (gone, or a zombie waiting for its
     parent): a kill is delivered when the process next runs, which on a loaded
     machine is not at once."""
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        alive = []
-        for pid in pids:
-            try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
-            except OSError:
-                continue  # gone
-            if stat.rsplit(")", 1)[1].split()[0] != "Z":
-                alive.append(pid)
-        pids = alive
-        if pids:
-            time.sleep(0.05)
+
+    def alive(pid: int) -> bool:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False  # gone
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    with contextlib.suppress(AssertionError):  # a wait only: the caller reports what it killed
+        until(lambda: not any(alive(pid) for pid in pids), timeout, "the killed processes end")
 
 
 def _in_namespace(namespace: str) -> list[str]:

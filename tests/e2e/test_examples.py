@@ -10,7 +10,6 @@ import itertools
 import json
 import re
 import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from sse_fast.testing import ServerProcess
 
 from ..support.browser import chromium, examples_server, page_errors
 from ..support.certificates import self_signed
+from ..support.waiting import until
 
 WAIT = 10_000  # ms: the longest wait for what a page should show
 
@@ -456,13 +456,12 @@ DIALECT_PAGE = """<!doctype html><meta charset="utf-8">
 
 def wait_subscribed(server: ServerProcess, topic: str) -> None:
     """Until the edge has a subscriber on ``topic`` (a page's stream is open)."""
-    deadline = time.monotonic() + WAIT / 1000
-    while True:
+
+    def subscribed() -> bool:
         topics = httpx.get(f"{server.url}/sse/stats", timeout=5).json()["topics"]
-        if topics.get(topic, {}).get("subscribers", 0) >= 1:
-            return
-        assert time.monotonic() < deadline, f"no subscriber on {topic}"
-        time.sleep(0.05)
+        return bool(topics.get(topic, {}).get("subscribers", 0) >= 1)
+
+    until(subscribed, WAIT / 1000, f"a subscriber on {topic}")
 
 
 def publish_frame(server: ServerProcess, topic: str, frame: bytes) -> None:

@@ -147,7 +147,8 @@ def test_a_client_silent_past_header_timeout_after_its_handshake_still_gets_its_
     with ServerProcess(header_timeout=2, persistence="off") as server:
         slow = socket.create_connection((HOST, server.port))
         silent = socket.create_connection((HOST, server.port))
-        time.sleep(3.5)  # past header_timeout: the kernel still holds both
+        # pace: a client silent past header_timeout (2 s); the kernel still holds both
+        time.sleep(3.5)
         slow.sendall(b"GET /events?topic=t HTTP/1.1\r\nHost: x\r\n\r\n")
         data, closed = _answer(slow, 2)
         assert data.startswith(b"HTTP/1.1 200"), data

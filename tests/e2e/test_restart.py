@@ -15,6 +15,7 @@ Real processes: real servers restarted and killed under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ import pytest
 
 from sse_fast.client import Disconnect, Missed, connect
 from sse_fast.publisher import Publisher
-from sse_fast.testing import ServerProcess, free_port
+from sse_fast.testing import ServerProcess, free_port, wait_for
 
 from ..support.streams import opened
 
@@ -89,7 +90,7 @@ async def _lane(url: str, lane: int, stop: asyncio.Event, acked: dict[str, list[
             sent += 1
             delay = started + sent * LANES / RATE - time.monotonic()
             if delay > 0:
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # pace: the publishers' rate, RATE events a second
     return sent
 
 
@@ -125,31 +126,34 @@ async def _restart_under_load(workers: int, how: str, data_dir: Path) -> None:
         stop = asyncio.Event()
         acked: dict[str, list[str]] = {f"room/{n}": [] for n in range(TOPICS)}
         publishing = asyncio.create_task(_publish(url, stop, acked))
-        await asyncio.sleep(BEFORE)
-        deadline = time.monotonic() + 30  # a busy machine publishes slower: wait for 50
-        while sum(map(len, acked.values())) < 50:
-            assert time.monotonic() < deadline, "publishing did not start"
+
+        def published(count: float) -> bool:
             assert not publishing.done(), publishing
-            await asyncio.sleep(0.05)
+            return sum(map(len, acked.values())) >= count
+
+        # BEFORE seconds of events at RATE (a busy machine publishes slower: it takes longer)
+        await wait_for(lambda: published(RATE * BEFORE), timeout=60, what="publishing started")
         before = sum(map(len, acked.values()))
         await asyncio.to_thread(_kill, first, how)
         second = ServerProcess(*flags, port=port, data_dir=str(data_dir))
         await asyncio.to_thread(second.__enter__)
         back = sum(map(len, acked.values()))
         # publishing goes on (the publisher may still be in a retry's backoff)
-        deadline = time.monotonic() + 30
-        while sum(map(len, acked.values())) - back < RATE * AFTER / 2:
-            assert time.monotonic() < deadline, "publishing did not resume after the restart"
-            await asyncio.sleep(0.1)
+        await wait_for(
+            lambda: published(back + RATE * AFTER / 2),
+            timeout=30,
+            what="publishing resumed after the restart",
+        )
         stop.set()
         sent = await asyncio.wait_for(publishing, 30)
         # events before the restart, across it and after it
         assert before >= 50 and sent == sum(map(len, acked.values())), (before, sent)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(
-            len(s.ids) < len(acked[s.topic]) for s in subscribers
-        ):
-            await asyncio.sleep(0.1)
+        with contextlib.suppress(TimeoutError):  # else the checks below say what is missing
+            await wait_for(
+                lambda: all(len(s.ids) >= len(acked[s.topic]) for s in subscribers),
+                timeout=20,
+                what="every acknowledged event received",
+            )
         for s in subscribers:
             assert not s.missed, f"{s.topic}: told it missed events: {s.missed[:2]}"
             assert s.ids == acked[s.topic], (

@@ -43,8 +43,8 @@ async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
     """Poll until every worker is ready; while any is not, ``/livez`` must answer
     200 and the refusals must say why. The reasons ``/readyz`` gave, in order."""
     reasons: list[str] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
+
+    async def every_worker_ready() -> bool:
         status, _, body = await server.get("/livez")
         assert status == 200, body
         status, _, body = await server.get("/readyz")
@@ -66,13 +66,16 @@ async def _watch_the_start(server: ServerProcess, workers: int) -> list[str]:
             else:  # a worker ready meanwhile: never a resume from half a history
                 assert resume == "resumed"
             client.close()
-        else:
-            assert status == 200, body
-            status, _, body = await server.get("/stats")
-            if status == 200 and json.loads(body)["workers_reporting"] == workers:
-                return reasons
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the server was not ready within 180 s: {reasons[-3:]}")
+            return False
+        assert status == 200, body
+        status, _, body = await server.get("/stats")
+        return status == 200 and json.loads(body)["workers_reporting"] == workers
+
+    try:
+        await wait_for(every_worker_ready, timeout=180, interval=0.05, what="every worker ready")
+    except TimeoutError:
+        raise AssertionError(f"the server was not ready within 180 s: {reasons[-3:]}") from None
+    return reasons
 
 
 #: four workers restoring 500,000 events fill both cores: the [4] case measures how soon
@@ -107,17 +110,12 @@ def test_a_stop_while_restoring_loses_nothing(tmp_path: Path) -> None:
     fill_history(tmp_path)
     with StartingServer(data_dir=str(tmp_path)) as server:
 
-        async def restoring() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                status, _, body = await server.get("/readyz")
-                assert status == 503, "ready before the test could stop it mid-restore"
-                if json.loads(body)["reason"].startswith("restoring history"):
-                    return
-                await asyncio.sleep(0.02)
-            raise AssertionError("the restore was never seen under way")
+        async def restoring() -> bool:
+            status, _, body = await server.get("/readyz")
+            assert status == 503, "ready before the test could stop it mid-restore"
+            return bool(json.loads(body)["reason"].startswith("restoring history"))
 
-        asyncio.run(restoring())
+        asyncio.run(wait_for(restoring, timeout=60, what="the restore seen under way"))
         stopped = time.monotonic()
         assert server.stop() == 0, server.output()
         assert time.monotonic() - stopped < 10, server.output()

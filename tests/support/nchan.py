@@ -16,11 +16,12 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from .waiting import until
 
 __all__ = ["NCHAN_MODULE", "nchan_server"]
 
@@ -103,17 +104,16 @@ def nchan_server() -> Iterator[tuple[str, list[int]]]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def serving() -> bool:
             if proc.poll() is not None:
                 log = (prefix / "error.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"nginx with Nchan ended at start: {log}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                if _workers(proc.pid):
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"nginx with Nchan did not listen on {port} within 20 s")
-            time.sleep(0.05)
+                return bool(_workers(proc.pid))
+            return False
+
+        until(serving, 20, f"nginx with Nchan listens on {port} with its workers")
         yield f"http://127.0.0.1:{port}", _workers(proc.pid)
     finally:
         proc.send_signal(signal.SIGQUIT)  # graceful: the workers end with the master

@@ -5,13 +5,14 @@ holds."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sse_fast.testing import HOST, http_request
+from sse_fast.testing import HOST, http_request, wait_for
 
 
 def objects(wanted: bool) -> dict[str, int]:
@@ -41,13 +42,17 @@ async def read_status(port: int, objects: bool = False) -> dict[str, Any]:
 async def status_when(
     port: int, check: Callable[[dict[str, Any]], bool], timeout: float = 10.0
 ) -> dict[str, Any]:
-    """The first status for which ``check`` holds, or the last one read by ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        now = await read_status(port)
-        if check(now) or time.monotonic() > deadline:
-            return now
-        await asyncio.sleep(0.05)
+    """The first status for which ``check`` holds, or the last one read by ``timeout``
+    (the caller's assertions say what is wrong with it)."""
+    read: list[dict[str, Any]] = []
+
+    async def holds() -> bool:
+        read[:] = [await read_status(port)]
+        return check(read[0])
+
+    with contextlib.suppress(TimeoutError):
+        await wait_for(holds, timeout=timeout, interval=0.05, what="the status asked for")
+    return read[0]
 
 
 async def seconds_to_notice_leaving(port: int, path: str, counter: str, clients: int = 20) -> float:

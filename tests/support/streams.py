@@ -7,12 +7,9 @@ what was published before it). ``/stats`` counts the hub's streams, every worker
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import orjson
 
-from sse_fast.testing import ServerProcess
+from sse_fast.testing import ServerProcess, wait_for
 
 __all__ = ["opened"]
 
@@ -20,13 +17,9 @@ __all__ = ["opened"]
 async def opened(server: ServerProcess, count: int = 1, timeout: float = 15) -> None:
     """Wait until ``server`` holds ``count`` streams (``/stats``; with several workers,
     an answer that leaves a worker out counts less, never more)."""
-    deadline = time.monotonic() + timeout
-    held = 0
-    while True:
+
+    async def held() -> bool:
         status, _, body = await server.get("/stats")
-        if status == 200:
-            held = orjson.loads(body)["connections"]
-            if held >= count:
-                return
-        assert time.monotonic() < deadline, f"{held} of {count} streams opened in {timeout} s"
-        await asyncio.sleep(0.02)
+        return status == 200 and orjson.loads(body)["connections"] >= count
+
+    await wait_for(held, timeout=timeout, what=f"{count} streams opened")

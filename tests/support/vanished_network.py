@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from sse_fast.testing import HOST, ServerProcess
+from sse_fast.testing import HOST, ServerProcess, wait_for
 
 from . import asgi_servers
 from .status_probe import read_status
@@ -45,12 +45,14 @@ async def vanish(port: int, counter: str) -> float | None:
         check=True,
     )
     gone = time.monotonic()
-    deadline = gone + 30
+
+    async def ended() -> bool:
+        return bool((await read_status(port))[counter] > baseline)
+
     try:
-        while time.monotonic() < deadline:
-            if (await read_status(port))[counter] > baseline:
-                return time.monotonic() - gone
-            await asyncio.sleep(0.05)
+        await wait_for(ended, timeout=30, interval=0.05, what="the stream's end noticed")
+        return time.monotonic() - gone
+    except TimeoutError:
         return None
     finally:
         writer.transport.abort()
