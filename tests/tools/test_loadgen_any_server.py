@@ -29,6 +29,7 @@ from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 from tests.support.thread_server import ThreadServer, running
+from tests.support.waiting import until
 
 SSE_FAST = os.path.join(os.path.dirname(sys.executable), "sse-fast")
 #: a short run: one client process, one source address
@@ -269,9 +270,7 @@ def test_the_servers_processes_are_found_by_port(tmp_path: Path) -> None:
     env = {**os.environ, "SSE_FAST_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
-        while len(listening_pids(port)) < 3 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        until(lambda: len(listening_pids(port)) >= 3, 30, "the server's workers listening")
         tree = process_tree(proc.pid)
         assert len(tree) >= 3 and listening_pids(port) == sorted(tree)
     finally:
@@ -332,7 +331,7 @@ class ClosingServer(ThreadServer):
                 frame = f"retry: 100\nid: {n + k}\ndata: {data}\n\n"
                 writer.write(f"{len(frame):x}\r\n{frame}\r\n".encode())
                 await writer.drain()
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # pace: the server's stream lasts ~0.16 s
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         writer.close()

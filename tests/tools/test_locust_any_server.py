@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from sse_fast.testing import ServerProcess, free_port
 from tests.support.foreign_apps import serve_foreign
 from tests.support.nchan import nchan_server
 from tests.support.starting import StartingServer, fill_history
+from tests.support.waiting import until
 
 UNTIMED = "event (no time)"
 
@@ -368,10 +368,12 @@ def _events_so_far(stats: Path) -> int:
 def _until_events(stats: Path, locust: subprocess.Popen[bytes], timeout: float) -> None:
     """Wait until a running locust counted 10 events (its CSV), failing if it stopped or
     ``timeout`` seconds passed."""
-    deadline = time.monotonic() + timeout
-    while _events_so_far(stats) < 10:
-        assert time.monotonic() < deadline and locust.poll() is None, "no events at all"
-        time.sleep(0.1)
+    until(
+        lambda: _events_so_far(stats) >= 10 or locust.poll() is not None,
+        timeout,
+        "10 events in locust's CSV (or locust's end)",
+    )
+    assert _events_so_far(stats) >= 10, "no events at all: locust stopped"
 
 
 def _kill(locust: subprocess.Popen[bytes]) -> None:
@@ -485,10 +487,12 @@ def test_told_to_come_back_while_sse_fast_starts_is_no_failure(tmp_path: Path) -
     with open(log, "w") as stderr:
         locust = subprocess.Popen(argv, cwd=ROOT, stderr=stderr, env=env)
         try:
-            deadline = time.monotonic() + 60
-            while "All users spawned" not in log.read_text():
-                assert time.monotonic() < deadline and locust.poll() is None, log.read_text()
-                time.sleep(0.1)
+            until(
+                lambda: "All users spawned" in log.read_text() or locust.poll() is not None,
+                60,
+                "locust's users spawned (or locust's end)",
+            )
+            assert "All users spawned" in log.read_text(), log.read_text()
             with StartingServer("--workers", "1", port=port, data_dir=str(data)):
                 started.touch()  # the users ask while the history is restored
                 _until_events(tmp_path / "run_stats.csv", locust, 90)
