@@ -55,7 +55,7 @@ async def endless(request: web.Request) -> web.StreamResponse:
                 except ConnectionResetError:
                     break
                 n += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pace: the app's, an event every 50 ms
         return resp
     finally:
         STATE["finished"] += 1

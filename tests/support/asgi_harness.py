@@ -55,6 +55,8 @@ class Stream:
         self._channel: deque[bytes] = deque()
         self._blocked: deque[tuple[asyncio.Future[None], dict[str, Any]]] = deque()
         self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        #: set when the client has read (a lazy send held by a full channel goes on)
+        self._drained = asyncio.Event()
         self._inbox.put_nowait({"type": "http.request", "body": body, "more_body": False})
         self.scope = {
             "type": "http",
@@ -92,7 +94,8 @@ class Stream:
 
             async def later() -> None:
                 while self.paused and len(self._channel) >= self.capacity:
-                    await asyncio.sleep(0.001)
+                    self._drained.clear()
+                    await self._drained.wait()
                 self._accept(message)
 
             return later()
@@ -115,6 +118,7 @@ class Stream:
                 if not future.cancelled():
                     self._accept(message)
                     future.set_result(None)
+        self._drained.set()
 
     def pause(self) -> None:
         self.paused = True

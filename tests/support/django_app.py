@@ -66,7 +66,8 @@ async def sync_count(request: HttpRequest) -> EventSourceResponse:
 
     def feed() -> Iterator[Any]:
         for i in range(n):
-            time.sleep(0.001)  # a sync generator may block: it runs in a thread
+            # pace: a sync generator may block: it runs in a thread
+            time.sleep(0.001)
             yield {"data": f"sync {i}", "id": str(i)}
 
     return EventSourceResponse(feed())
@@ -79,7 +80,7 @@ async def endless(request: HttpRequest) -> EventSourceResponse:
             while True:
                 yield {"data": n, "id": str(n)}
                 n += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pace: the app's, an event every 50 ms
         finally:
             STATE["finished"] += 1
 
@@ -118,6 +119,7 @@ async def context(request: HttpRequest) -> EventSourceResponse:
         try:
             for i in range(3):
                 yield {"data": f"{REQUEST_NAME.get()} {i}"}
+                # pace: the generator suspends between its events (its context must hold)
                 await asyncio.sleep(0.01)
         finally:
             REQUEST_NAME.reset(token)  # the same context as set(): no ValueError

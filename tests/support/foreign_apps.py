@@ -39,6 +39,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from .waiting import until
+
 if os.environ.get("FOREIGN_SSE") == "sse_fast":
     from sse_fast.starlette import EventSourceResponse, ServerSentEvent
 else:
@@ -125,6 +127,7 @@ async def _ticks(request: Request) -> Response:
         next_at = time.monotonic()
         while not end_after or n < end_after:
             next_at += TICK
+            # pace: the ticker's, a tick every FOREIGN_TICK seconds
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             n += 1
             yield ServerSentEvent(data=json.dumps({"ts": time.time() * 1000, "n": n}), event="tick")
@@ -170,17 +173,17 @@ def serve_foreign(app: str = "chat", drop_in: bool = False) -> Iterator[tuple[st
         argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     base = f"http://127.0.0.1:{port}"
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"uvicorn {app} ended at start: {err[-2000:]}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return True
+        return False
+
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"uvicorn {app} ended at start: {err[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn {app} did not listen on {port} within 30 s")
-            time.sleep(0.05)
+        until(listening, 30, f"uvicorn {app} listening on {port}")
         yield base, proc.pid
     finally:
         proc.terminate()

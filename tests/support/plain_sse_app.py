@@ -33,13 +33,13 @@ async def ticks(request: Request) -> StreamingResponse:
 
     async def stream() -> AsyncIterator[bytes]:
         yield b"retry: 200\n\n"
-        await asyncio.sleep(wait)
+        await asyncio.sleep(wait)  # pace: ?wait=, a fresh stream's first event comes late
         for n in range(start, count + 1):
             yield f"event: tick\nid: {n}\ndata: {n}\n\n".encode()
-            await asyncio.sleep(every)
+            await asyncio.sleep(every)  # pace: ?every=, the ticks' pace
         while True:
             yield b": still here\n\n"
-            await asyncio.sleep(1)
+            await asyncio.sleep(1)  # pace: a comment a second while the client stays
 
     return StreamingResponse(stream(), media_type="text/event-stream")
 

@@ -69,7 +69,7 @@ async def endless(request: Request) -> EventSourceResponse:
             while True:
                 yield {"data": n, "id": str(n)}
                 n += 1
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pace: the app's, an event every 50 ms
         finally:
             STATE["finished"] += 1
 
@@ -110,7 +110,7 @@ async def queued(request: Request) -> EventSourceResponse:
     async def produce() -> None:
         for i in range(n):
             queue.put_nowait(i)
-            await asyncio.sleep(gap)
+            await asyncio.sleep(gap)  # pace: the producer's, ?gap= apart
 
     async def feed() -> AsyncIterator[Any]:
         producer = asyncio.get_running_loop().create_task(produce())
