@@ -16,6 +16,27 @@ from collections.abc import Callable
 import pytest
 
 from sse_fast._adapters import pacing as _pacing
+from sse_fast.testing import wait_for
+
+
+class _Watched(_pacing.Pacer):
+    """A pacer that counts the windows it measured and notes each hold it had."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.windows = 0
+        self.holds: list[float] = [self._hold]
+
+    def measure(self, now: float) -> None:
+        super().measure(now)
+        self.windows += 1
+        if self.holds[-1] != self._hold:
+            self.holds.append(self._hold)
+
+    async def windows_pass(self, count: int) -> None:
+        """Until ``count`` more windows are measured."""
+        until = self.windows + count
+        await wait_for(lambda: self.windows >= until, timeout=20, what=f"{count} windows")
 
 
 def _burn(loop: asyncio.AbstractEventLoop, until: float, slice_: Callable[[], None]) -> None:
@@ -37,7 +58,7 @@ def _spin() -> None:  # 20 ms of CPU
 
 
 def _block() -> None:  # 50 ms of the loop's time, no CPU
-    time.sleep(0.05)
+    time.sleep(0.05)  # pace: the load under test, a callback that blocks
 
 
 @pytest.fixture
@@ -49,10 +70,10 @@ def short_hold(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.alone  # the loop's load is measured
 def test_an_idle_loop_never_turns_busy_and_the_last_stream_stops_the_probes() -> None:
     async def main() -> None:
-        pacer = _pacing.Pacer(asyncio.get_running_loop())
+        pacer = _Watched(asyncio.get_running_loop())
         pacer.opened()
         pacer.opened()
-        await asyncio.sleep(0.8)  # three windows
+        await pacer.windows_pass(3)
         assert not pacer.busy and pacer.engaged == 0 and pacer.load < 0.5
         pacer.closed()
         assert pacer._monitor is not None  # one stream still open
@@ -95,18 +116,20 @@ def test_a_saturated_loop_turns_busy_then_is_tried_without_pacing_once_it_keeps_
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        pacer = _pacing.Pacer(loop)
+        pacer = _Watched(loop)
         pacer.opened()
-        await asyncio.sleep(0.3)
+        await pacer.windows_pass(1)
         assert not pacer.busy
         _burn(loop, loop.time() + 0.8, work)
-        deadline = loop.time() + 0.8
-        while not pacer.busy and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+        # (the deadline is the load's: busy while it lasts)
+        await wait_for(lambda: pacer.busy, timeout=0.8, what="busy while the load lasts")
         assert pacer.busy and pacer.engaged == 1
-        await asyncio.sleep(0.8 + 0.3 + 1.0)  # the load, the hold, a try (two windows)
+        # the load, the hold, then a try (two windows) after which it is not busy
+        await wait_for(lambda: not pacer.busy and not pacer._trying, timeout=20, what="a try")
         assert not pacer.busy and pacer.engaged == 1
         assert pacer._trying == 0 and pacer._hold == _pacing.HOLD  # the try kept up
+        await pacer.windows_pass(1)
+        assert not pacer.busy and pacer.engaged == 1  # and stays so
         pacer.closed()
 
     asyncio.run(main())
@@ -121,13 +144,12 @@ def test_a_loop_that_stays_saturated_is_tried_less_and_less_often() -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        pacer = _pacing.Pacer(loop)
+        pacer = _Watched(loop)
         pacer.opened()
-        holds: list[float] = []
-        end = loop.time() + 4.0
+        done = False
 
         def load() -> None:  # saturating, or a light load while paced
-            if loop.time() >= end:
+            if done:
                 return
             _spin()
             if pacer.busy:
@@ -136,10 +158,9 @@ def test_a_loop_that_stays_saturated_is_tried_less_and_less_often() -> None:
                 loop.call_soon(load)
 
         loop.call_soon(load)
-        while loop.time() < end:
-            await asyncio.sleep(0.05)
-            if not holds or holds[-1] != pacer._hold:
-                holds.append(pacer._hold)
+        await wait_for(lambda: pacer.engaged >= 3, timeout=20, what="busy three times")
+        done = True
+        holds = pacer.holds
         # 0.3 s, tried (still saturated): 0.6, 1.2, then 1.2 (the most)
         assert holds[:3] == [0.3, 0.6, 1.2], holds
         assert pacer.engaged >= 3  # turned busy again after each try
