@@ -36,6 +36,7 @@ from sse_fast.starlette import (
     last_event_id,
     shutdown_streams,
 )
+from sse_fast.testing import wait_for
 
 
 def _parsed(stream: bytes) -> list[tuple[Any, ...]]:
@@ -157,6 +158,17 @@ def _run(response: Any, client: Client) -> asyncio.Task[None]:
     )
 
 
+def _pings(client: Client) -> list[bytes]:
+    """The pings ``client`` received (sse-starlette's text)."""
+    return [m["body"] for m in client.messages if m.get("body", b"").startswith(b": ping")]
+
+
+def _on_schedule(pings: int, took: float, every: float) -> bool:
+    """``pings`` in ``took`` seconds keep a schedule of one every ``every`` seconds:
+    none early, late ones (a busy machine) at most twice as far apart."""
+    return took / every / 2 - 1 <= pings <= took / every + 1
+
+
 def test_a_finite_stream_is_sent_whole_with_sse_headers() -> None:
     async def main() -> None:
         for version, connection in (("1.1", b"keep-alive"), ("2", None), ("3", None)):
@@ -185,7 +197,7 @@ def test_head_answers_headers_and_never_starts_the_stream() -> None:
             started = True
             while True:
                 yield "x"
-                await asyncio.sleep(1)
+                await asyncio.sleep(1)  # pace: an endless generator's
 
         client = Client(method="HEAD")
         await asyncio.wait_for(_run(EventSourceResponse(endless()), client), 2)
@@ -205,7 +217,7 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
                 while True:
                     yield str(n)
                     n += 1
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # pace: the generator's, 10 ms apart
             except asyncio.CancelledError:
                 seen.append("cancelled")
                 raise
@@ -218,7 +230,7 @@ def test_a_client_that_leaves_cancels_and_closes_the_generator() -> None:
         client = Client()
         before = len(asyncio.all_tasks())
         task = _run(EventSourceResponse(feed(), client_close_handler_callable=on_close), client)
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: b"data: 1\r\n\r\n" in client.body, what="the stream going")
         client.leave()
         await asyncio.wait_for(task, 2)  # returns normally
         assert seen == ["cancelled", "finally"]
@@ -239,15 +251,21 @@ def test_pings_go_out_on_sse_starlettes_schedule_whatever_the_traffic() -> None:
         async def busy() -> AsyncIterator[str]:
             while True:
                 yield "x"
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pace: a busy stream, an event every 10 ms
 
+        loop = asyncio.get_running_loop()
         client = Client()
+        started = loop.time()
         task = _run(EventSourceResponse(busy(), ping=0.05), client)
-        await asyncio.sleep(0.32)
+        await wait_for(
+            lambda: len(_pings(client)) >= 4 and client.body.count(b"data: x\r\n\r\n") >= 15,
+            what="4 pings among 15 events",
+        )
         client.leave()
         await asyncio.wait_for(task, 2)
-        pings = [m["body"] for m in client.messages if m.get("body", b"").startswith(b": ping")]
-        assert 4 <= len(pings) <= 7, pings
+        took = loop.time() - started
+        pings = _pings(client)
+        assert _on_schedule(len(pings), took, 0.05), (pings, took)
         assert all(
             re.fullmatch(rb": ping - \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?\+00:00\r\n\r\n", p)
             for p in pings
@@ -262,7 +280,7 @@ def test_pings_go_out_on_sse_starlettes_schedule_whatever_the_traffic() -> None:
 
         other = Client()
         task2 = _run(EventSourceResponse(busy(), ping=0.05, ping_message_factory=factory), other)
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: b": custom\r\n\r\n" in other.body, what="a custom ping")
         other.leave()
         await asyncio.wait_for(task2, 2)
         assert made and b": custom\r\n\r\n" in other.body
@@ -277,16 +295,19 @@ def test_with_ping_when_idle_pings_go_out_only_when_the_stream_is_idle() -> None
             await asyncio.sleep(3600)
             yield "never"
 
+        loop = asyncio.get_running_loop()
         client = Client()
+        started = loop.time()
         task = _run(EventSourceResponse(idle(), ping=0.05, ping_when_idle=True), client)
-        await asyncio.sleep(0.3)
-        pings = [m for m in client.messages if m.get("body", b"").startswith(b": ping - ")]
-        assert 3 <= len(pings) <= 7
+        await wait_for(lambda: len(_pings(client)) >= 3, what="3 pings of an idle stream")
+        took = loop.time() - started
+        pings = _pings(client)
+        assert _on_schedule(len(pings), took, 0.05), (pings, took)
 
         async def busy() -> AsyncIterator[str]:
             while True:
                 yield "x"
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pace: a busy stream, an event every 10 ms
 
         made: list[int] = []
 
@@ -303,6 +324,8 @@ def test_with_ping_when_idle_pings_go_out_only_when_the_stream_is_idle() -> None
             ),
             other,
         )
+        # (the ping timer runs on the loop's own clock: only time passing can show this)
+        # pace: events flow for over two ping intervals: never idle, so never a ping
         await asyncio.sleep(1.2)
         assert not made and b": custom" not in other.body  # events flowed: no ping needed
         client.leave()
@@ -316,7 +339,7 @@ def test_with_ping_when_idle_pings_go_out_only_when_the_stream_is_idle() -> None
             ),
             quiet,
         )
-        await asyncio.sleep(0.2)
+        await wait_for(lambda: b": custom\r\n\r\n" in quiet.body, what="a ping of a quiet stream")
         assert made and b": custom\r\n\r\n" in quiet.body
         quiet.leave()
         await asyncio.wait_for(task3, 2)
@@ -338,7 +361,7 @@ def test_a_send_that_does_not_complete_ends_the_stream_with_send_timeout_error()
 
         client = Client()
         task = _run(EventSourceResponse(feed(), send_timeout=0.2), client)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: client.body, what="the stream writing")
         client.block = asyncio.get_running_loop().create_future()  # the client stops reading
         with pytest.raises(SendTimeoutError):
             await asyncio.wait_for(task, 3)
@@ -365,8 +388,7 @@ def test_shutdown_tells_the_generator_waits_the_grace_period_and_ends_cleanly() 
         def feed(event: asyncio.Event) -> AsyncIterator[str]:
             async def gen() -> AsyncIterator[str]:
                 yield "hello"
-                while not event.is_set():
-                    await asyncio.sleep(0.01)
+                await event.wait()
                 yield "goodbye"
                 said.append("goodbye")
                 await asyncio.sleep(3600)  # a generator that does not end by itself
@@ -380,7 +402,7 @@ def test_shutdown_tells_the_generator_waits_the_grace_period_and_ends_cleanly() 
             _run(EventSourceResponse(feed(e), shutdown_event=e, shutdown_grace_period=0.2), c)
             for c, e in zip(clients, events, strict=True)
         ]
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: all(c.body == b"data: hello\r\n\r\n" for c in clients), what="hello")
         assert shutdown_streams() == 2
         await asyncio.wait_for(asyncio.gather(*tasks), 3)
         for client in clients:
@@ -395,11 +417,11 @@ def test_app_status_should_exit_ends_streams_as_with_sse_starlette() -> None:
         async def endless() -> AsyncIterator[str]:
             while True:
                 yield "x"
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pace: the generator's, 10 ms apart
 
         client = Client()
         task = _run(EventSourceResponse(endless()), client)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: client.body, what="the stream going")
         AppStatus.should_exit = True
         try:
             await asyncio.wait_for(task, 2)
@@ -432,7 +454,7 @@ def test_data_sender_callable_runs_beside_the_stream_and_is_stopped_with_it() ->
 
         client = Client()
         task = _run(EventSourceResponse(feed(), data_sender_callable=sender), client)
-        await asyncio.sleep(0.1)
+        await wait_for(lambda: client.body.count(b"\r\n\r\n") >= 3, what="3 events")
         assert client.body == b"data: pushed 0\r\n\r\ndata: pushed 1\r\n\r\ndata: pushed 2\r\n\r\n"
         client.leave()
         await asyncio.wait_for(task, 2)
@@ -456,20 +478,21 @@ def test_a_thousand_clients_that_leave_leave_nothing_behind() -> None:
         async def feed() -> AsyncIterator[str]:
             while True:
                 yield "x"
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # pace: the generator's, 50 ms apart
 
         before = len(asyncio.all_tasks())
         clients = [Client() for _ in range(1000)]
         tasks = [_run(EventSourceResponse(feed(), ping=0.1, send_timeout=1), c) for c in clients]
-        for _ in range(100):  # every stream open and streaming
-            await asyncio.sleep(0.05)
-            if ours.open_streams() == 1000 and all(c.body for c in clients):
-                break
+        await wait_for(
+            lambda: ours.open_streams() == 1000 and all(c.body for c in clients),
+            timeout=30,
+            what="every stream open and streaming",
+        )
         assert ours.open_streams() == 1000
         for client in clients:
             client.leave()
         await asyncio.wait_for(asyncio.gather(*tasks), 10)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: len(asyncio.all_tasks()) <= before, what="no task left")
         assert len(asyncio.all_tasks()) <= before
         gc.collect()
         assert ours.open_streams() == 0
@@ -571,13 +594,13 @@ def test_items_ready_at_once_go_out_together_and_waiting_ones_are_not_held() -> 
 
         client = Client()
         task = _run(EventSourceResponse(feed(), coalesce=True, sep="\n"), client)
-        while b"id: 499\n" not in client.body:
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: b"id: 499\n" in client.body, what="the backlog written")
         writes = len(client.messages) - 1
         assert writes <= 5  # 500 events of ~220 bytes: two 64 KiB writes and the rest
         queue.put_nowait(500)  # one more, alone: out at once, not held for a later one
-        await asyncio.sleep(0.05)
-        assert client.body.endswith(b"id: 500\ndata: " + b"x" * 200 + b"\n\n")
+        last = b"id: 500\ndata: " + b"x" * 200 + b"\n\n"
+        await wait_for(lambda: client.body.endswith(last), what="the one more, alone")
+        assert client.body.endswith(last)
         assert len(client.messages) - 1 == writes + 1
         queue.put_nowait(-1)
         await asyncio.wait_for(task, 2)
@@ -597,13 +620,16 @@ def test_a_generator_timeout_never_interrupts_a_write(coalesce: bool) -> None:
 
     async def main() -> None:
         queue: asyncio.Queue[int] = asyncio.Queue()
+        timeouts = 0
 
         async def feed() -> AsyncIterator[dict[str, Any]]:
+            nonlocal timeouts
             while True:
                 try:
                     async with asyncio.timeout(0.02):
                         n = await queue.get()
                 except TimeoutError:
+                    timeouts += 1
                     yield {"comment": "idle"}
                     continue
                 if n < 0:
@@ -612,15 +638,20 @@ def test_a_generator_timeout_never_interrupts_a_write(coalesce: bool) -> None:
 
         client = Client()
         task = _run(EventSourceResponse(feed(), coalesce=coalesce), client)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: b": idle" in client.body, what="the generator's first timeout")
         client.block = asyncio.get_running_loop().create_future()  # writes wait
         queue.put_nowait(1)
-        await asyncio.sleep(0.2)  # ~10 of the generator's timeouts, writes held
+        await wait_for(lambda: client.stuck, what="a write held")
+        if coalesce:  # ~10 of the generator's timeouts, writes held
+            more = timeouts + 10
+            await wait_for(lambda: timeouts >= more, what="10 timeouts while writes are held")
+        else:  # not asked while its write is held: none of its timeouts runs meanwhile
+            assert client.stuck == 1
         assert not task.done()
         client.block.set_result(None)
         client.block = None
         queue.put_nowait(2)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: b"id: 2" in client.body, what="event 2")
         queue.put_nowait(-1)
         await asyncio.wait_for(task, 2)  # ended normally, not cancelled
         assert [e.id for e in Parser().feed(client.body)] == ["1", "2"]
@@ -658,12 +689,9 @@ def saturated(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_pacing, "WINDOW", 0.0)
 
 
-async def _until_busy(timeout: float = 2.0) -> None:
+async def _until_busy() -> None:
     pacer = _pacing.pacer(asyncio.get_running_loop())
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not pacer.busy:
-        assert asyncio.get_running_loop().time() < deadline, "the loop never turned busy"
-        await asyncio.sleep(0.005)
+    await wait_for(lambda: pacer.busy, interval=0.005, what="the loop turned busy")
 
 
 @pytest.mark.usefixtures("saturated")
@@ -687,7 +715,7 @@ def test_while_the_loop_is_saturated_close_events_share_writes_and_none_is_lost(
             for n in range(80):
                 made.append(loop.time())
                 queue.put_nowait(n)
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # pace: the producer's, 5 ms apart
 
         async def from_queue() -> AsyncIterator[dict[str, Any]]:
             nonlocal backlog
@@ -704,7 +732,7 @@ def test_while_the_loop_is_saturated_close_events_share_writes_and_none_is_lost(
             for n in range(80):
                 made.append(loop.time())
                 yield {"data": n, "id": str(n)}
-                await asyncio.sleep(0.005)
+                await asyncio.sleep(0.005)  # pace: a generator on a timer, 5 ms apart
 
         client = TimedClient()
         feed = from_queue() if source == "queue" else on_timer()
@@ -739,7 +767,7 @@ def test_while_the_loop_is_saturated_an_event_after_a_quiet_spell_is_not_held() 
             await _until_busy()
             for n in range(count):
                 yield str(n)
-                await asyncio.sleep(gap)
+                await asyncio.sleep(gap)  # pace: the generator's, gap apart
 
         apart, close = TimedClient(), TimedClient()
         unpaced = EventSourceResponse(feed(0.005, 30), coalesce=True, busy_batch_delay=None)
@@ -763,7 +791,7 @@ def test_shutdown_sends_the_events_being_held() -> None:
         async def feed() -> AsyncIterator[str]:
             await _until_busy()
             yield "first"
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.005)  # pace: the second comes 5 ms after the first
             held.set()
             yield "second"  # within the delay of the first write: held
             await asyncio.sleep(3600)
@@ -771,8 +799,12 @@ def test_shutdown_sends_the_events_being_held() -> None:
         client = TimedClient()
         task = _run(EventSourceResponse(feed(), coalesce=True, busy_batch_delay=1.0), client)
         await asyncio.wait_for(held.wait(), 5)
-        await asyncio.sleep(0.05)
-        assert b"second" not in client.body  # held for the tick, 1 s away
+        # the generator's step that set it yielded "second" (the stream took it in the same
+        # step): not written, but held for the pacer's tick, 1 s away
+        loop = asyncio.get_running_loop()
+        pacer = _pacing.pacer(loop)
+        assert b"second" not in client.body
+        assert pacer._waiters and pacer._tick_at - loop.time() > 0.5
         assert shutdown_streams() == 1
         await asyncio.wait_for(task, 2)
         assert [e.data for e in Parser().feed(client.body)] == ["first", "second"]
@@ -791,7 +823,7 @@ def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> N
                 await _until_busy()
                 while True:
                     yield "x"
-                    await asyncio.sleep(0.001)
+                    await asyncio.sleep(0.001)  # pace: the generator's, 1 ms apart
             finally:
                 finished.append("finally")
 
@@ -802,7 +834,9 @@ def test_a_client_that_leaves_while_events_are_held_leaves_nothing_behind() -> N
             for c in clients
         ]
         pacer = _pacing.pacer(asyncio.get_running_loop())
-        await asyncio.sleep(0.3)
+        await wait_for(
+            lambda: pacer.streams == 20 and pacer.busy and pacer._waiters, what="events held"
+        )
         assert pacer.streams == 20 and pacer.busy
         for client in clients:
             client.leave()
@@ -822,15 +856,6 @@ def test_busy_batch_delay_out_of_range_is_refused(delay: float) -> None:
 
 
 # ---------------------------------------------------------------- sse-starlette's seams
-
-
-async def _until(condition: Any, timeout: float = 3.0) -> None:
-    """Wait for ``condition()`` to hold (a deadline, not a sleep the test needs)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "timed out"
-        await asyncio.sleep(0.002)
 
 
 async def _idle() -> AsyncIterator[str]:
@@ -859,7 +884,7 @@ def test_a_replaced_exit_listener_is_what_tells_a_stream_of_a_shutdown() -> None
         patched._listen_for_exit_signal = exit_signal  # type: ignore[method-assign]
         clients = [Client(), Client()]
         tasks = [_run(patched, clients[0]), _run(Replaced(_idle()), clients[1])]
-        await _until(lambda: all(c.body == b"data: first\r\n\r\n" for c in clients))
+        await wait_for(lambda: all(c.body == b"data: first\r\n\r\n" for c in clients), what="first")
         assert ours.open_streams() == 0 and shutdown_streams() == 0
         assert not any(t.done() for t in tasks)
         signal.set()
@@ -873,7 +898,7 @@ def test_the_exit_listener_as_it_is_returns_on_a_shutdown() -> None:
     async def main() -> None:
         listen = EventSourceResponse._listen_for_exit_signal
         waiting = asyncio.get_running_loop().create_task(listen())
-        await _until(lambda: ours.open_streams() == 1)
+        await wait_for(lambda: ours.open_streams() == 1, what="the listener registered")
         assert shutdown_streams() == 1
         await asyncio.wait_for(waiting, 3)
         assert ours.open_streams() == 0
@@ -903,10 +928,13 @@ def test_a_replaced_anyio_sleep_paces_a_streams_pings(monkeypatch: pytest.Monkey
         client = Client()
         factory = lambda: ServerSentEvent(comment="tick")  # noqa: E731
         task = _run(EventSourceResponse(_idle(), ping=3600, ping_message_factory=factory), client)
-        await _until(lambda: client.body == b"data: first\r\n\r\n" and len(asked) == 1)
+        await wait_for(
+            lambda: client.body == b"data: first\r\n\r\n" and len(asked) == 1,
+            what="first, and a ping's sleep",
+        )
         for _ in range(2):
             ticks.put_nowait(None)
-        await _until(lambda: client.body.count(b": tick\r\n\r\n") == 2)
+        await wait_for(lambda: client.body.count(b": tick\r\n\r\n") == 2, what="2 ticks")
         assert asked[:2] == [3600, 3600]
         client.leave()
         await asyncio.wait_for(task, 3)
@@ -914,7 +942,7 @@ def test_a_replaced_anyio_sleep_paces_a_streams_pings(monkeypatch: pytest.Monkey
         # a ping that cannot be written within send_timeout ends the stream so too
         client = Client()
         task = _run(EventSourceResponse(_idle(), ping=3600, send_timeout=0.05), client)
-        await _until(lambda: client.body == b"data: first\r\n\r\n")
+        await wait_for(lambda: client.body == b"data: first\r\n\r\n", what="first")
         client.block = asyncio.get_running_loop().create_future()
         ticks.put_nowait(None)
         with pytest.raises(SendTimeoutError):
@@ -971,7 +999,7 @@ def test_a_shutdown_while_a_write_is_stuck_ends_the_stream_without_its_last_chun
         client = Client()
         client.block = asyncio.get_running_loop().create_future()  # never completes
         task = _run(EventSourceResponse(feed()), client)
-        await _until(lambda: client.stuck == 1)  # the first write is on its way
+        await wait_for(lambda: client.stuck == 1, what="the first write on its way")
         assert shutdown_streams() == 1
         await asyncio.wait_for(task, 3)
         assert closed == ["closed"] and not client.ended
@@ -993,7 +1021,7 @@ def test_an_anyio_scope_cancelled_around_a_response_lets_its_cleanup_run() -> No
                 yield "first"
             finally:
                 await asyncio.sleep(0)  # cleanup that awaits
-                await asyncio.sleep(0.01)
+                await asyncio.sleep(0.01)  # pace: (a timer, too)
                 cleanup.append("closed")
 
         client = Client()
@@ -1001,7 +1029,7 @@ def test_an_anyio_scope_cancelled_around_a_response_lets_its_cleanup_run() -> No
         scope = anyio.CancelScope()
 
         async def cancel_once_stuck() -> None:
-            await _until(lambda: client.stuck == 1)
+            await wait_for(lambda: client.stuck == 1, what="the write on its way")
             scope.cancel()
 
         canceller = asyncio.get_running_loop().create_task(cancel_once_stuck())

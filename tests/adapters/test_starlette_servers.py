@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 
 from sse_fast import Parser
-from sse_fast.testing import HOST, ServerProcess, SSEClient, collect, http_request
+from sse_fast.testing import HOST, ServerProcess, SSEClient, collect, http_request, wait_for
 
 from ..support import asgi_servers
 from ..support.status_probe import (
@@ -28,6 +27,7 @@ from ..support.status_probe import (
     vanish_rounds,
 )
 from ..support.vanished_network import vanished_network_seconds
+from ..support.waiting import until
 
 APP = "tests.support.starlette_app:app"
 SERVERS = asgi_servers.commands(APP)
@@ -125,26 +125,30 @@ def test_over_http2_the_stream_has_no_connection_header(name: str) -> None:
 @contextlib.contextmanager
 def _listening(server: ServerProcess) -> Iterator[int]:
     """Start ``server``; its port once it accepts connections and has loaded the app."""
+    import httpx
+
     server.log = open(server.log_path, "wb")  # noqa: SIM115 - closed below
     server.left_behind = []
-    server.proc = subprocess.Popen(
+    server.proc = proc = subprocess.Popen(
         server.command,
         env=server.env,
         stdout=server.log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+    def ready() -> bool:
+        """The app answers /readyz over HTTP/2 (loaded, not only the socket bound)."""
+        if proc.poll() is not None:
+            raise RuntimeError(f"no server on {server.port}:\n{server.output()}")
+        try:
+            with httpx.Client(http1=False, http2=True, timeout=2) as client:
+                return client.get(f"http://{HOST}:{server.port}/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection((HOST, server.port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or server.proc.poll() is not None:
-                    raise RuntimeError(f"no server on {server.port}:\n{server.output()}") from None
-                time.sleep(0.1)
-        time.sleep(0.5)  # the app loaded, not only the socket bound
+        until(ready, 20, f"the app answering on {server.port}", every=0.05)
         yield server.port
     finally:
         server.stop()
@@ -222,10 +226,15 @@ def test_a_saturated_loop_sends_close_events_in_fewer_writes_and_loses_none(name
 
         status, _, _ = await http_request(HOST, server.port, "POST", "/saturate?seconds=3")
         assert status == 200
-        deadline = time.monotonic() + 2
-        while not (await _pacer(server))["busy"]:
-            assert time.monotonic() < deadline, "the pacer never saw the loop saturated"
-            await asyncio.sleep(0.05)
+
+        async def busy_now() -> bool:
+            return bool((await _pacer(server))["busy"])
+
+        async def idle_now() -> bool:
+            return not await busy_now()
+
+        # (the deadlines are the load's: 3 s, then the hold, 0.5 s)
+        await wait_for(busy_now, 2, 0.05, "the pacer saw the loop saturated")
         busy = await _chunks(server.port, path)
         assert events(busy) == [str(n) for n in range(60)]
         # the spinning loop wakes the producer about every 20 ms: ~3 events per 0.05-s
@@ -233,10 +242,7 @@ def test_a_saturated_loop_sends_close_events_in_fewer_writes_and_loses_none(name
         # the idle loop wrote 50 or more
         assert len(busy) <= 24, len(busy)
 
-        deadline = time.monotonic() + 3 + 0.5 + 2
-        while (await _pacer(server))["busy"]:
-            assert time.monotonic() < deadline, "the pacer stayed busy after the load"
-            await asyncio.sleep(0.1)
+        await wait_for(idle_now, 3 + 0.5 + 2, 0.1, "the pacer not busy after the load")
         again = await _chunks(server.port, path)
         assert events(again) == [str(n) for n in range(60)] and len(again) >= 50
         assert (await _pacer(server))["engaged"] == 1
