@@ -119,7 +119,7 @@ def test_datastar_signals_update_and_the_feed_keeps_the_newest_ten(
         shown = numbers(page, "#feed li", "activity-")
         assert len(shown) == 10, shown
         assert descending_by_one(shown), shown
-        page.wait_for_timeout(100)
+        page.wait_for_timeout(100)  # pace: the live feed sampled over a second of updates
     assert page.inner_text("#status") == "open"
     assert errors == []
 
@@ -190,9 +190,13 @@ def test_chat_between_two_browsers(server: ServerProcess, browser: Any) -> None:
         errors.append(page_errors(carl))
         carl.goto(server.url + "/chat?name=carl")
         carl.locator("li.message", has_text="bot: note 11").wait_for(timeout=WAIT)
-        carl.wait_for_timeout(300)
+        # a marker sent after: a note shown twice (the history and the live stream
+        # overlapping) would have come before it, on the page's one ordered stream
+        assert post_chat(server, "bot", "marker").status_code == 200
+        carl.locator("li.message", has_text="bot: marker").wait_for(timeout=WAIT)
         assert carl.locator("li.message").all_inner_texts() == [
-            f"bot: note {n}" for n in range(12 - HISTORY, 12)
+            *(f"bot: note {n}" for n in range(12 - HISTORY, 12)),
+            "bot: marker",
         ]
         refused = "the server responded with a status of 400"  # the browser logs the refusal
         assert [sum(refused in e for e in page) for page in errors] == [1, 0, 0]
@@ -238,7 +242,8 @@ def test_tokens_stream_in_order_and_the_streams_close(server: ServerProcess, con
     assert page.inner_text("#task-status") == "complete: 20 parts processed"
     assert page.eval_on_selector("#task-progress", "e => e.value") == 100
     assert page.evaluate("taskSource.readyState") == 2
-    page.wait_for_timeout(1500)  # longer than the retry: a stream left open would reconnect
+    # pace: longer than the retry, the time a stream left open would take to reconnect
+    page.wait_for_timeout(1500)
     assert [url.split("?")[0].rsplit("/", 2)[-2] for url in streams] == ["tokens", "tasks"]
     assert errors == []
 
@@ -402,9 +407,12 @@ def test_pages_resume_after_the_server_restarts(tmp_path: Path, browser: Any) ->
             for n in (4, 5):  # published at once, before or after the page is back
                 assert post_chat(server, "bot", f"m{n}").status_code == 200
             chat.locator("li.message", has_text="bot: m5").wait_for(timeout=WAIT)
-            chat.wait_for_timeout(500)
+            # a marker after: m4 or m5 twice (the resume and the live stream
+            # overlapping) would have come before it, on the page's one ordered stream
+            assert post_chat(server, "bot", "m6").status_code == 200
+            chat.locator("li.message", has_text="bot: m6").wait_for(timeout=WAIT)
             assert chat.locator("li.message").all_inner_texts() == [
-                f"bot: m{n}" for n in range(1, 6)
+                f"bot: m{n}" for n in range(1, 7)
             ]  # each once, in order
             assert chat.inner_text("#status") == "open"
             # the sensor feed reconnected (the extension's backoff) and carries on
