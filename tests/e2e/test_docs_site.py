@@ -2,15 +2,12 @@
 Chromium, over HTTP (Material's search runs in a web worker that fetches its index:
 not from ``file://``).
 
-The site is built where nothing but the docs extra is installed: a fresh copy of the
-checkout (``tests/support/clone.py``), ``pip install -e '.[docs]'`` in a new virtual
-environment, then the strict build the README and CI give. The build runs
-``sse-fast loadgen --help`` for the command-line page (``docs/hooks.py``), which
-needs the loadgen extra; this suite's environment has every extra installed, so only
-such a venv shows whether the docs extra says all the build needs. As in
-``test_embedding_installs.py``, the pure-Python build is installed
-(``SSE_FAST_NO_EXTENSIONS=1``): the dependencies, not the extension, are what is
-checked. One build serves every test here (it is the longest part).
+The site is built from the checkout by this suite's own Python, with the strict build
+the README gives; one build serves every test here. Whether the docs extra alone says
+all the build needs (``docs/hooks.py`` runs ``sse-fast loadgen --help``, which needs
+the loadgen extra, and this suite's environment has every extra) is the install
+lines' check: ``pip install -e '.[docs]'`` in a fresh venv, then this build there
+(``tests/e2e/test_install_lines.py``, which ``.ci/run`` runs).
 
 The build is this suite's strict-build check: any warning (a broken link or anchor,
 an unresolved reference, a page missing from the nav) fails it, with mkdocs' output.
@@ -22,7 +19,7 @@ Screenshots (1280x800) of the index, the options reference, a search, a guide an
 API page are written to ``docs/screenshots/site-*.png`` when ``SSE_FAST_SCREENSHOTS=1``
 (``SSE_FAST_SCREENSHOTS=1 pytest tests/e2e/test_docs_site.py`` remakes them), else to a
 temporary directory (a normal run changes no file).
-Real processes: the docs site built by mkdocs in a fresh venv and read in Chromium.
+Real processes: the docs site built by mkdocs and read in Chromium.
 """
 
 from __future__ import annotations
@@ -43,7 +40,6 @@ from typing import Any
 import pytest
 
 from ..support.browser import REPO, chromium, page_errors
-from ..support.clone import fresh_clone
 
 WAIT = 15_000  # ms: the longest wait for what a page should show (the search index loads)
 VIEWPORT = {"width": 1280, "height": 800}
@@ -52,9 +48,8 @@ METRIC = "sse_fast_lag_disconnects_total"  # a metric of sse_fast.hub._metrics.C
 
 #: one worker builds the site once (a module fixture per worker would build it per worker)
 pytestmark = [
-    pytest.mark.processes("the docs site built by mkdocs in a fresh venv and read in Chromium"),
+    pytest.mark.processes("the docs site built by mkdocs and read in Chromium"),
     pytest.mark.xdist_group("docs-site"),
-    pytest.mark.timeout(900),  # the first test installs the docs extra in a fresh venv
     pytest.mark.mode_independent,
 ]
 
@@ -78,38 +73,15 @@ Build = tuple[subprocess.CompletedProcess[str], Path]  # mkdocs' result, the sit
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """The site, built once, with ``--strict``, in a venv with only the docs extra (a failed
-    install is returned as the build's failure, with pip's output)."""
-    work = tmp_path_factory.mktemp("docs-extra")
-    clone = fresh_clone(work / "sse_fast")
-    venv = work / "venv"
-    # without pip of its own (ensurepip takes 3.5 s of CPU): this pip installs into it
-    subprocess.run(
-        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "SSE_FAST"))},
-        "SSE_FAST_NO_EXTENSIONS": "1",
-        "NO_MKDOCS_2_WARNING": "1",
-    }
-    env.pop("VIRTUAL_ENV", None)
-
-    def run(python: str, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [python, "-m", *args], cwd=clone, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-            check=False,
-        )  # fmt: skip
-
-    out = work / "site"
-    python = str(venv / "bin" / "python")
-    installed = run(
-        sys.executable, "pip", "--python", python, "install", "-q", "-e", ".[docs]", timeout=600
-    )
-    if installed.returncode != 0:
-        installed.stdout = f"pip install -e '.[docs]' failed:\n{installed.stdout}"
-        return installed, out
-    return run(python, "mkdocs", "build", "--strict", "--site-dir", str(out), timeout=240), out
+    """The site, built once from the checkout, with ``--strict``."""
+    out = tmp_path_factory.mktemp("docs") / "site"
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=240, check=False,
+    )  # fmt: skip
+    return done, out
 
 
 #: the build's failure, told in full once (then every other test fails with a reminder)
@@ -129,11 +101,7 @@ def check(build: Build) -> Path:
     done, out = build
     output = done.stdout
     if done.returncode != 0:
-        missing = "No module named" in output or "Unrecognised theme" in output
-        hint = (
-            " (the docs extra in pyproject.toml lacks a package the build needs)" if missing else ""
-        )
-        _fail_once(f"mkdocs build --strict failed{hint}:\n{output}")
+        _fail_once(f"mkdocs build --strict failed:\n{output}")
     # what strict mode does not count: warnings of other loggers than mkdocs' (griffe's)
     warnings = [line for line in output.splitlines() if line.startswith("WARNING")]
     if warnings:

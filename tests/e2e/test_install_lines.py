@@ -63,7 +63,11 @@ CHECKS: dict[str, tuple[list[str], list[str]]] = {
     "redis": (["redis", "sse_fast.brokers.redis"], []),
     "loadgen": (["httptools"], ["sse-fast loadgen --help"]),
     "locust": (["sse_fast.locust"], []),
-    "docs": (["mkdocs", "material", "mkdocstrings_handlers.python"], []),
+    # the strict build of the clone's site: the docs extra is all the build needs
+    "docs": (
+        ["mkdocs", "material", "mkdocstrings_handlers.python"],
+        ["mkdocs build --strict --config-file {clone}/mkdocs.yml --site-dir {elsewhere}/site"],
+    ),
     "test": (["pytest", "xdist", "hypothesis", "uvicorn", "playwright"], []),
     "bench": (["pytest_benchmark", "matplotlib", "lmdb"], []),
 }
@@ -185,8 +189,9 @@ def test_an_install_line_runs_as_written_in_a_fresh_venv(line: str, tmp_path: Pa
 
 def _check_what_it_is_for(line: str, venv: Path, env: dict[str, str], compiled: bool) -> None:
     """The modules of the line's extras and packages import (sse_fast with its compiled
-    core, or its twins), the extras' commands run; outside the clone, whose sources
-    must not shadow what was installed."""
+    core, or its twins), the extras' commands run (``{clone}``: the clone's directory,
+    ``{elsewhere}``: theirs); outside the clone, whose sources must not shadow what was
+    installed."""
     where = LINES[line]
     ours = any(kind in ("checkout", "wheel") for kind, _, _ in _installs(line))
     modules = ["sse_fast"] if ours else []
@@ -202,6 +207,9 @@ def _check_what_it_is_for(line: str, venv: Path, env: dict[str, str], compiled: 
         loaded += f"assert sse_fast.HAS_EXTENSIONS is {compiled}, sse_fast.EXTENSION_IMPORT_ERROR"
     elsewhere = venv.parent / "elsewhere"  # not beside the clone, named sse_fast itself
     elsewhere.mkdir()
+    places = {"clone": shlex.quote(str(venv.parent / "sse_fast")), "elsewhere": str(elsewhere)}
+    commands = [command.format(**places) for command in commands]
+    env = {**env, "NO_MKDOCS_2_WARNING": "1"}  # MkDocs 2's notice, not the site's
     for program, *args in [["python", "-c", loaded], *map(shlex.split, commands)]:
         ran = subprocess.run(
             [str(venv / "bin" / program), *args], cwd=elsewhere, env=env,
