@@ -1,5 +1,5 @@
-"""``scripts/test`` runs both modes whatever the first one gave, says how each ended
-(one line per mode), and fails if either failed; ``.ci/run`` fails with it.
+"""``scripts/test`` runs both modes (at once) whatever the other gives, says how each
+ended (one line per mode), and fails if either failed; ``.ci/run`` fails with it.
 
 The real script runs, with a fake ``python`` first on ``PATH`` (and fake ``apt-get``
 and ``sudo``, so that a tool missing on this machine installs nothing): the fake
@@ -23,15 +23,21 @@ pytestmark = [
     pytest.mark.processes("scripts/test and .ci/run as bash runs them, fakes first on PATH"),
 ]
 
-#: records ``<mode>|<arguments>`` and exits as FAKE_EXIT_COMPILED / FAKE_EXIT_PURE say
-#: for a test run, 0 for pip and the collecting run, 99 for anything else
+#: records ``<mode>|<arguments>`` (mode ``alone``: the compiled core's alone tests'
+#: run) and exits as FAKE_EXIT_ALONE / FAKE_EXIT_COMPILED / FAKE_EXIT_PURE say for a
+#: test run, 0 for pip, 99 for anything else
 FAKE_PYTHON = """#!/bin/sh
 mode=compiled
 [ -n "${SSE_FAST_NO_EXTENSIONS:-}" ] && mode=pure
+[ "${SSE_FAST_TESTS_ALONE:-}" = only ] && mode=alone
 echo "$mode|$*" >> "$FAKE_LOG"
 case "$*" in
-    "-m pip "*|*--collect-only*) exit 0 ;;
-    "-m pytest"*) [ "$mode" = pure ] && exit "$FAKE_EXIT_PURE"; exit "$FAKE_EXIT_COMPILED" ;;
+    "-m pip "*) exit 0 ;;
+    "-m pytest"*) case $mode in
+        alone) exit "$FAKE_EXIT_ALONE" ;;
+        pure) exit "$FAKE_EXIT_PURE" ;;
+        *) exit "$FAKE_EXIT_COMPILED" ;;
+    esac ;;
 esac
 exit 99
 """
@@ -47,7 +53,7 @@ exec {bash} "$@"
 
 
 def _run(
-    tmp_path: Path, command: list[str], compiled: int, pure: int
+    tmp_path: Path, command: list[str], compiled: int, pure: int, alone: int = 5
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
     """``command`` run from the checkout with the fakes first on PATH; its result and
     the fake python's record (one ``mode|arguments`` line a call)."""
@@ -71,6 +77,7 @@ def _run(
         "FAKE_LOG": str(log),
         "FAKE_EXIT_COMPILED": str(compiled),
         "FAKE_EXIT_PURE": str(pure),
+        "FAKE_EXIT_ALONE": str(alone),
         "CI": "1",
     }
     env.pop("SSE_FAST_NO_EXTENSIONS", None)
@@ -127,8 +134,10 @@ def test_both_modes_run_and_each_ends_with_a_line(
     passed (5, no test collected, is a failure, but for the twins' run after a compiled
     run that passed: its selection was all left out of the twins' run)."""
     done, calls = _run(tmp_path, ["scripts/test", "-k", "resume"], compiled, pure)
-    runs = [c for c in calls if "-m pytest" in c and "--collect-only" not in c]
-    assert runs == ["compiled|-m pytest -k resume", "pure|-m pytest -k resume"], calls
+    runs = [c for c in calls if "-m pytest" in c]
+    # the alone tests first, then both runs at the same time: in either order
+    assert runs[0] == "alone|-m pytest -n 0 -p no:cacheprovider -k resume", calls
+    assert sorted(runs[1:]) == ["compiled|-m pytest -k resume", "pure|-m pytest -k resume"]
     assert done.stdout.splitlines()[-2:] == [f"scripts/test: {line}" for line in lines], (
         done.stdout[-2000:] + done.stderr[-2000:]
     )
@@ -142,4 +151,25 @@ def test_ci_run_stops_when_scripts_test_fails(tmp_path: Path) -> None:
     done, calls = _run(tmp_path, [".ci/run"], compiled=1, pure=0)
     assert done.returncode != 0
     assert "scripts/test: compiled core: FAILED (exit 1)" in done.stdout
-    assert calls[-2:] == ["compiled|-m pytest", "pure|-m pytest"], calls
+    assert sorted(calls[-2:]) == ["compiled|-m pytest", "pure|-m pytest"], calls
+
+
+@pytest.mark.parametrize(
+    ("alone", "compiled", "line"),
+    [
+        (0, 5, "compiled core: passed"),  # only alone tests selected
+        (5, 0, "compiled core: passed"),  # none of them selected
+        (1, 0, "compiled core: FAILED (exit 1)"),
+        (0, 2, "compiled core: FAILED (exit 2)"),
+        (5, 5, "compiled core: FAILED (exit 5: no tests collected)"),
+    ],
+    ids=["only-alone", "no-alone", "alone-fails", "rest-fails", "neither"],
+)
+def test_the_alone_tests_run_first_and_count_in_the_compiled_cores_line(
+    tmp_path: Path, alone: int, compiled: int, line: str
+) -> None:
+    """The compiled core's alone tests run first, in one process; the compiled core's
+    line says how both its runs ended together: a failure of either, else exit 5 only
+    when neither had a test."""
+    done, _ = _run(tmp_path, ["scripts/test"], compiled, 0, alone=alone)
+    assert f"scripts/test: {line}" in done.stdout.splitlines(), done.stdout[-2000:]

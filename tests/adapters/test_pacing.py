@@ -18,6 +18,10 @@ import pytest
 from sse_fast._adapters import pacing as _pacing
 from sse_fast.testing import wait_for
 
+#: the pacer is pure Python and reads only its loop's lateness: the core's mode changes
+#: nothing of what is checked, and the timing tests here run alone (once, not twice)
+pytestmark = pytest.mark.mode_independent
+
 
 class _Watched(_pacing.Pacer):
     """A pacer that counts the windows it measured and notes each hold it had."""

@@ -18,20 +18,30 @@ drains, each as long as the longest test running beside them. So they are one xd
 group, ``alone`` (one worker runs them one after the other; the scheduler hands the
 groups out first, at the session's start), and that worker keeps the exclusive hold
 from the first of them to the last: one drain a session. With one process (``-n 0``)
-nothing runs beside a test and no lock is taken. tests/test_scheduling.py checks it.
+nothing runs beside a test and no lock is taken, unless ``SSE_FAST_TESTS_LOCKS`` names
+a directory another session shares (scripts/test runs its two modes at once: the
+locks keep an ``alone`` test of either alone in both). tests/test_scheduling.py
+checks it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["pytest_collection_modifyitems", "pytest_runtest_protocol"]
+__all__ = [
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_configure_node",
+    "pytest_runtest_protocol",
+]
 
 #: the worker's exclusive hold (turnstile and room), kept while its alone tests follow
 #: one another; absent while it holds nothing
@@ -52,10 +62,45 @@ def _flock(path: Path, how: int) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+#: the session's ``SSE_FAST_TESTS_LOCKS`` and ``SSE_FAST_TESTS_ALONE`` ("": not set)
+_SETTINGS = pytest.StashKey[dict[str, str]]()
+_NAMES = ("SSE_FAST_TESTS_LOCKS", "SSE_FAST_TESTS_ALONE")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Take ``SSE_FAST_TESTS_LOCKS`` and ``SSE_FAST_TESTS_ALONE`` out of the environment
+    (the session's workers are given them by ``pytest_configure_node``): a nested
+    session a test starts (tests/test_scheduling.py) must neither share the locks of
+    the one it runs in, whose test holds them while it waits for it, nor leave out its
+    own ``alone`` tests."""
+    if hasattr(config, "workerinput"):
+        config.stash[_SETTINGS] = dict(config.workerinput.get("sse_fast_tests_alone", {}))
+    else:
+        config.stash[_SETTINGS] = {name: os.environ.pop(name, "") for name in _NAMES}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Each xdist worker has its session's settings."""
+    node.workerinput["sse_fast_tests_alone"] = node.config.stash.get(_SETTINGS, {})
+
+
+def _setting(config: pytest.Config, name: str) -> str:
+    return config.stash.get(_SETTINGS, {}).get(name, "")
+
+
+def _shared(config: pytest.Config) -> str:
+    return _setting(config, "SSE_FAST_TESTS_LOCKS")
+
+
 def _directory(config: pytest.Config) -> Path:
-    """Where the session's workers keep the lock files: beside their temporary
-    directories (xdist gives each worker ``<the session's basetemp>/popen-gwN``), else
-    one named after the session's run id."""
+    """Where the session's workers keep the lock files: ``SSE_FAST_TESTS_LOCKS`` when
+    set (a directory two sessions share: scripts/test runs both modes at once, and an
+    ``alone`` test of either keeps the other's tests out too), else beside their
+    temporary directories (xdist gives each worker ``<the session's
+    basetemp>/popen-gwN``), else one named after the session's run id."""
+    if _shared(config):
+        return Path(_shared(config))
     if config.option.basetemp:
         return Path(config.option.basetemp).parent
     where = Path(tempfile.gettempdir(), f"pytest-alone-{config.workerinput['testrunuid']}")
@@ -64,11 +109,21 @@ def _directory(config: pytest.Config) -> Path:
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist_groups.py turns the marks into ids
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The ``alone`` tests are one xdist group."""
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The ``alone`` tests are one xdist group. ``SSE_FAST_TESTS_ALONE=only`` keeps
+    only them, ``=skip`` leaves them out: scripts/test runs them first, in one process
+    while nothing else runs, then the rest (no drain of the other workers to wait)."""
     for item in items:
         if _alone(item):
             item.add_marker(pytest.mark.xdist_group("alone"))
+    which = _setting(config, "SSE_FAST_TESTS_ALONE")
+    if which not in ("", "only", "skip"):
+        raise pytest.UsageError(f"SSE_FAST_TESTS_ALONE={which!r}: give only or skip")
+    if which:
+        gone = [item for item in items if _alone(item) == (which == "skip")]
+        if gone:
+            config.hook.pytest_deselected(items=gone)
+            items[:] = [item for item in items if _alone(item) != (which == "skip")]
 
 
 def _keeps_hold(config: pytest.Config) -> bool:
@@ -88,8 +143,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     """A test runs under the shared lock; an ``alone`` one under the exclusive hold,
     taken by the first of a run of them and let go after the last."""
     config = item.config
-    if not hasattr(config, "workerinput"):  # one process: nothing runs beside it
-        return (yield)
+    if not hasattr(config, "workerinput") and not _shared(config):
+        return (yield)  # one process, one session: nothing runs beside it
     directory = _directory(config)
     turnstile, room = directory / "alone.turnstile", directory / "alone.lock"
     if not _alone(item):
