@@ -137,7 +137,7 @@ def test_both_modes_run_and_each_ends_with_a_line(
     runs = [c for c in calls if "-m pytest" in c]
     # the alone tests first, then both runs at the same time: in either order
     assert runs[0] == "alone|-m pytest -n 0 -p no:cacheprovider -k resume", calls
-    assert sorted(runs[1:]) == ["compiled|-m pytest -k resume", "pure|-m pytest -k resume"]
+    assert sorted(runs[1:]) == ["compiled|-m pytest -k resume", "pure|-m pytest -n 3 -k resume"]
     assert done.stdout.splitlines()[-2:] == [f"scripts/test: {line}" for line in lines], (
         done.stdout[-2000:] + done.stderr[-2000:]
     )
@@ -151,7 +151,7 @@ def test_ci_run_stops_when_scripts_test_fails(tmp_path: Path) -> None:
     done, calls = _run(tmp_path, [".ci/run"], compiled=1, pure=0)
     assert done.returncode != 0
     assert "scripts/test: compiled core: FAILED (exit 1)" in done.stdout
-    assert sorted(calls[-2:]) == ["compiled|-m pytest", "pure|-m pytest"], calls
+    assert sorted(calls[-2:]) == ["compiled|-m pytest", "pure|-m pytest -n 3"], calls
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
+#: the tests' source, read: the same in both modes
+pytestmark = pytest.mark.mode_independent
+
 TESTS = Path(__file__).parent
 #: where the fixed waits are allowed: the originals' suites, and the helper itself
 EXEMPT = (TESTS / "adapters" / "originals", TESTS / "support" / "waiting.py")

@@ -33,6 +33,7 @@ ONE_PRIVATE = "user/*/inbox"
 TWO_PRIVATE = "user/*/inbox,org/*/team/*/secret"
 
 
+@pytest.mark.mode_independent  # sse_fast/_patterns.py: pure Python, no core
 @settings(max_examples=300, deadline=None)
 @given(_patterns(1, 4), st.lists(_patterns(1, 3), min_size=1, max_size=2))
 @example("a*b", ["*"])
