@@ -83,6 +83,10 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return built
 
 
+#: with the install lines (fresh venvs from PyPI: a minute of the default run's CPU), left
+#: out of the default run; .ci/run runs them (``pytest -m install_lines``). Each example
+#: also runs as written in the suite's own environment (``test_docs.py``).
+@pytest.mark.install_lines
 @pytest.mark.parametrize(
     ("where", "install", "code"), EXAMPLES, ids=[where for where, _, _ in EXAMPLES]
 )
