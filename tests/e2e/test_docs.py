@@ -124,6 +124,8 @@ def _in_netns(
     )
     # the commands of this Python's environment (`sse-fast` of the installed wheel)
     path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    # each block's servers keep their events in a directory of the block's own, removed after
+    state = tempfile.mkdtemp(prefix="sse-fast-docs-state-")
     try:
         done = subprocess.run(
             ["unshare", "--net", "--", "bash", "-euo", "pipefail", "-c", wrapper],
@@ -131,17 +133,18 @@ def _in_netns(
             text=True,
             timeout=timeout,
             cwd=cwd,
-            # each block's servers keep their events in a directory of the block's own
-            env={**os.environ, "PATH": path, "XDG_STATE_HOME": tempfile.mkdtemp()},
+            env={**os.environ, "PATH": path, "XDG_STATE_HOME": state},
             check=False,
         )
     except subprocess.TimeoutExpired as exc:  # say where it hung
         logs = {p.name: p.read_text()[-2000:] for p in cwd.glob("*.log")}
         _stop_leftovers(namespace)
+        shutil.rmtree(state, ignore_errors=True)
         raise AssertionError(
             f"timed out after {timeout} s\nstdout: {exc.stdout!r}\nstderr: {exc.stderr!r}\n{logs}"
         ) from None
     leftover = _stop_leftovers(namespace, grace)
+    shutil.rmtree(state, ignore_errors=True)  # once nothing of the block can write there
     assert not leftover, f"still running after the block ended: {leftover}"
     return done
 
