@@ -49,8 +49,9 @@ from ..hub._metrics import render
 from ..publishing import PublishError
 from ..settings import Settings
 from ._admission import ClientAddress
-from ._auth import AuthError, OperationsAccess
+from ._auth import AuthError
 from ._http import HTTPError, header, query, send_json, send_text
+from ._ops_access import OperationsAccess
 from ._start import Start
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
