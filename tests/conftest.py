@@ -28,9 +28,9 @@ from sse_fast._core.native import NATIVE_MODULES
 #: plugins), against the originals and against our drop-ins, never collected here
 collect_ignore_glob = ["adapters/originals/*/tests"]
 
-#: ``--dist loadgroup`` as xdist meant it, on pytest 9.2 too; tests marked ``alone``
-#: run while no other test does, all in one stretch (see the modules)
-pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone", "tests.support.processes"]
+#: tests marked ``alone`` run while no other test does, all in one stretch; a test that
+#: starts a program says what only the program proves (see the modules)
+pytest_plugins = ["tests.support.alone", "tests.support.processes"]
 
 IMPLEMENTATIONS = ["py"] if sse_fast.NO_EXTENSIONS else ["ext", "py"]
 

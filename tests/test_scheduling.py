@@ -1,14 +1,16 @@
-"""How the suite's tests are spread over pytest-xdist's workers (tests/support/):
-``xdist_group`` keeps a group's tests on one worker (``xdist_groups.py``), and the tests
+"""How the suite's tests are spread over pytest-xdist's workers: ``xdist_group``
+keeps a group's tests on one worker (xdist's ``--dist loadgroup``), and the tests
 marked ``alone`` run on one worker in one stretch while no other test runs
-(``alone.py``).
+(tests/support/alone.py).
 
 The suite's groups rest on the first: the docs site is built once
 (tests/e2e/test_docs_site.py), an original suite's run is reused
-(tests/adapters/originals/), the embedding examples' wheel is built by one worker at a
-time (tests/e2e/test_embedding_installs.py); pytest 9.2 with pytest-xdist 3.8 spread a
-group over every worker without a word. One session of four workers (the two plugins
-only: a second's start) runs grouped, ordinary and ``alone`` tests and a module-scoped
+(tests/adapters/originals/), a module's shared server serves its tests
+(tests/adapters/test_django.py). pytest 9.2 with pytest-xdist 3.8 spread a group over
+every worker without a word (pytest-xdist issue #1386): the test extra keeps pytest
+below 9.2, and the last test here fails, in the suite's own run, when a later pair of
+versions breaks it again. One session of four workers (the ``alone`` plugin only: a
+second's start) runs grouped, ordinary and ``alone`` tests and a module-scoped
 fixture's costly setup, each logging its worker and when it started and ended; the
 tests here read that log. Real processes: a nested pytest session with xdist workers."""
 
@@ -25,8 +27,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 #: the session's tests run on one worker: its log is made once; the first one's setup
-#: runs the nested session, which may take 5 minutes (below). The plugins schedule
-#: tests, whatever the core: run in the extension mode only
+#: runs the nested session, which may take 5 minutes (below). xdist and the plugin
+#: schedule tests, whatever the core: run in the extension mode only
 pytestmark = [
     pytest.mark.processes("a nested pytest session with xdist workers"),
     pytest.mark.xdist_group("scheduling"),
@@ -34,7 +36,7 @@ pytestmark = [
     pytest.mark.mode_independent,
 ]
 
-#: the plugins, a fixture that logs each test's body (0.2 s: long enough for others to
+#: the plugin, a fixture that logs each test's body (0.2 s: long enough for others to
 #: run beside it if they may), a module of one group, and one with a test of another
 #: group, tests in none and ``alone`` tests among them
 MODULES = {
@@ -44,7 +46,7 @@ import time
 
 import pytest
 
-pytest_plugins = ["tests.support.xdist_groups", "tests.support.alone"]
+pytest_plugins = ["tests.support.alone"]
 
 
 def log(name, start):
@@ -197,8 +199,9 @@ def test_alone_tests_run_on_one_worker_in_one_stretch_with_nothing_beside(
 
 
 def test_this_runs_tests_carry_their_group(request: pytest.FixtureRequest) -> None:
-    """In the suite's own run (``-n 6 --dist loadgroup`` from pyproject.toml), the
-    plugin is registered: a grouped test's id names its group."""
+    """In the suite's own run (``-n 6 --dist loadgroup`` from pyproject.toml), a
+    grouped test's id names its group: what xdist's scheduler groups by (pytest 9.2
+    with pytest-xdist 3.8 lost it)."""
     if not hasattr(request.config, "workerinput") or not request.config.getvalue("loadgroup"):
         pytest.skip("checks a run of several workers with --dist loadgroup (the default)")
     assert request.node.nodeid.endswith("@scheduling"), request.node.nodeid

@@ -17,11 +17,14 @@ wait. Taken per test, the eight ``alone`` tests spread over the workers cost eig
 drains, each as long as the longest test running beside them. So they are one xdist
 group, ``alone`` (one worker runs them one after the other; the scheduler hands the
 groups out first, at the session's start), and that worker keeps the exclusive hold
-from the first of them to the last: one drain a session. With one process (``-n 0``)
-nothing runs beside a test and no lock is taken, unless ``SSE_FAST_TESTS_LOCKS`` names
-a directory another session shares (scripts/test runs its two modes at once: the
-locks keep an ``alone`` test of either alone in both). tests/test_scheduling.py
-checks it.
+from the first of them to the last: one drain a session. (An ``alone`` test in a
+module of a group of its own is in the group xdist names after both, ``alone_restart``
+for tests/e2e/test_start.py: one drain more when a plain ``pytest`` runs them.
+scripts/test runs them all in a pass of their own, before the rest, with no drain.)
+With one process (``-n 0``) nothing runs beside a test and no lock is taken, unless
+``SSE_FAST_TESTS_LOCKS`` names a directory another session shares (scripts/test runs
+its two modes at once: the locks keep an ``alone`` test of either alone in both).
+tests/test_scheduling.py checks it.
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ def _directory(config: pytest.Config) -> Path:
     return where
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist_groups.py turns the marks into ids
+@pytest.hookimpl(tryfirst=True)  # before xdist turns the marks into ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The ``alone`` tests are one xdist group. ``SSE_FAST_TESTS_ALONE=only`` keeps
     only them, ``=skip`` leaves them out: scripts/test runs them first, in one process
