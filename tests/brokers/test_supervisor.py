@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import time
 from typing import Any
 
@@ -78,8 +79,6 @@ def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
     making and its start raised ``cannot join thread before it is started`` (CI: serve
     exited 1). Here the stop comes exactly then: it waits for the start, and joins a
     started watcher."""
-    import threading
-
     from sse_fast.brokers._relay import supervisor as module
 
     supervisor = RelaySupervisor(str(tmp_path / "relay.sock"))
@@ -123,3 +122,44 @@ def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
     assert errors == [], errors
     assert supervisor._thread is not None and not supervisor._thread.is_alive()
     assert supervisor.process.exitcode is not None  # the relay stopped too
+
+
+@pytest.mark.parametrize(
+    ("ended", "said"),
+    [
+        (signal.SIGTERM, "stopped on the stop signal before the main process took it"),
+        (signal.SIGKILL, "exited with signal SIGKILL while the server stopped"),
+    ],
+    ids=["sigterm", "sigkill"],
+)
+def test_a_stop_between_the_reap_and_the_check_still_says_how_the_relay_ended(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, ended: int, said: str
+) -> None:
+    """The relay ends, the watcher reaps it, and the server's stop comes before the
+    watcher looks at how it ended (CI, under load: tests/brokers/test_fleet.py's relay
+    stopped before the main process had no line). Made certain here: the reap itself
+    sets the stop. The line is said either way, and the relay is not started again."""
+    supervisor = RelaySupervisor(str(tmp_path / "relay.sock"), min_delay=0.01)
+    supervisor.start()
+    process = supervisor.process
+    join = process.join
+    watched = threading.Event()  # the watcher is in the join below
+
+    def reaped_then_stopped(timeout: float | None = None) -> None:
+        watched.set()
+        join(timeout)
+        if process.exitcode is not None:
+            supervisor._stopping.set()
+
+    process.join = reaped_then_stopped
+    assert watched.wait(20), "the watcher never joined the relay again"
+    caplog.set_level("INFO", logger="sse_fast")
+    os.kill(process.pid, ended)
+    assert supervisor._thread is not None
+    supervisor._thread.join(20)
+    assert not supervisor._thread.is_alive()
+    lines = [r.getMessage() for r in caplog.records if "the relay (pid" in r.getMessage()]
+    assert lines == [f"the relay (pid {process.pid}) {said}"], lines
+    assert supervisor.process is process and supervisor.restarts == 0
+    forgive(caplog, "the relay (pid")
+    supervisor.stop()

@@ -146,12 +146,19 @@ class RelaySupervisor:
                 if time.monotonic() - self._started_at > self.stable_after:
                     delay = self.min_delay
                 continue
-            if self._stopping.is_set():
-                return
+            # said also when the stop came between the reap and here: the relay that
+            # exited as on SIGTERM stopped with the server, whichever was seen first
             if self._stopped_with_the_server(process.exitcode):
                 log.info(
                     "the relay (pid %s) stopped on the stop signal before the main process took it",
                     process.pid,
+                )
+                return
+            if self._stopping.is_set():  # another end while stopping: said, not restarted
+                log.error(
+                    "the relay (pid %s) exited with %s while the server stopped",
+                    process.pid,
+                    _describe(process.exitcode),
                 )
                 return
             log.error(
