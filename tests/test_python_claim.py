@@ -47,8 +47,8 @@ def test_the_readme_and_getting_started_say_the_claimed_versions() -> None:
 
 def test_ci_tests_the_oldest_and_the_newest_claimed() -> None:
     run = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert "bash .ci/sdist-check bash .ci/beside" in run, ".ci/run must run .ci/beside"
+    assert "bash .ci/sdist-check nice -n 10 bash .ci/beside" in run, ".ci/run: run .ci/beside"
     beside = (ROOT / ".ci" / "beside").read_text().splitlines()
-    assert "bash .ci/pythons" in beside, ".ci/beside must run .ci/pythons"
+    assert "bash .ci/pythons -n 2" in beside, ".ci/beside must run .ci/pythons"
     pythons = (ROOT / ".ci" / "pythons").read_text()
     assert "classifiers" in pythons and '"$oldest" "$newest"' in pythons
