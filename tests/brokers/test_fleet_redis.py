@@ -13,7 +13,7 @@ import re
 import shutil
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
@@ -144,6 +144,8 @@ class Publisher:
         self.maybe: list[int] = []
         self.retry_after: set[str] = set()
         self.slowest_refusal = 0.0
+        #: what the last refused publish was answered (status and body), for a failure to say
+        self.last_refusal: tuple[int, bytes] | None = None
         self.n = 0
 
     async def once(self) -> None:
@@ -154,6 +156,7 @@ class Publisher:
         if status == 200:
             (self.acked[n],) = json.loads(body)["ids"]
             return
+        self.last_refusal = (status, body)
         assert status == 503, body
         self.retry_after.add(headers.get("retry-after", ""))
         self.slowest_refusal = max(self.slowest_refusal, time.monotonic() - started)
@@ -161,6 +164,18 @@ class Publisher:
             self.maybe.append(n)
         else:
             self.refused.append(n)
+
+    @contextlib.asynccontextmanager
+    async def _saying_refusals(self) -> AsyncIterator[None]:
+        """A ``TimeoutError`` within says what the nodes answered the last refused publish."""
+        try:
+            yield
+        except TimeoutError as exc:
+            if self.last_refusal is None:
+                raise
+            status, body = self.last_refusal
+            said = body.decode(errors="replace")
+            raise TimeoutError(f"{exc}; the last refusal: {status} {said}") from exc
 
     async def run(self, stop: asyncio.Event, interval: float = 0.02) -> None:
         while not stop.is_set():
@@ -178,11 +193,12 @@ class Publisher:
     async def more(self, count: int = 20) -> None:
         """Wait until ``count`` more publishes are acknowledged (publishing is back)."""
         acked = len(self.acked)
-        await wait_for(
-            lambda: len(self.acked) >= acked + count,
-            timeout=30,
-            what=f"{count} more publishes acknowledged",
-        )
+        async with self._saying_refusals():
+            await wait_for(
+                lambda: len(self.acked) >= acked + count,
+                timeout=30,
+                what=f"{count} more publishes acknowledged",
+            )
 
     async def last(self, streams: list[list[ParsedEvent]]) -> None:
         """Once the load stopped: one more publish, acknowledged, and every stream's events up
@@ -193,7 +209,10 @@ class Publisher:
             await self.once()
             return self.n - 1 in self.acked
 
-        await wait_for(acknowledged, timeout=15, interval=0.05, what="a last publish acknowledged")
+        async with self._saying_refusals():
+            await wait_for(
+                acknowledged, timeout=15, interval=0.05, what="a last publish acknowledged"
+            )
         last = self.n - 1
 
         def arrived() -> bool:
@@ -210,17 +229,48 @@ async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
         into += await client.events()
 
 
+@contextlib.asynccontextmanager
 async def _feed_streams(
     a: ServerProcess, b: ServerProcess, topic: str = "feed"
-) -> tuple[list[SSEClient], list[list[ParsedEvent]], list[asyncio.Task[None]]]:
+) -> AsyncIterator[tuple[list[SSEClient], list[list[ParsedEvent]]]]:
     """Three streams of ``topic`` (one on ``a``, two on ``b``) read into lists as they
-    come: the clients, their events and the tasks reading them."""
+    come: the clients and their events. On the way out, however the block ended, the
+    clients are closed and the tasks reading them cancelled and awaited (a failed test
+    leaves no socket for the next one's garbage collection to find)."""
     clients = [a.client(topic), b.client(topic), b.client(topic)]
     streams: list[list[ParsedEvent]] = [[] for _ in clients]
-    for client in clients:
-        await client.connect()
-    readers = [asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)]
-    return clients, streams, readers
+    readers: list[asyncio.Task[None]] = []
+    try:
+        for client in clients:
+            await client.connect()
+        readers += (
+            asyncio.create_task(_read_all(c, s)) for c, s in zip(clients, streams, strict=True)
+        )
+        yield clients, streams
+    finally:
+        for client in clients:
+            client.close()
+        for reader in readers:
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def _loading(publisher: Publisher) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """``publisher.run`` in a task for the block; what it gives stops the load and awaits
+    it (its failure raised). A block that ends otherwise cancels and awaits it."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(publisher.run(stop))
+
+    async def stopped() -> None:
+        stop.set()
+        await task
+
+    try:
+        yield stopped
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _check_delivery(publisher: Publisher, events: list[ParsedEvent], *, breaks: bool) -> None:
@@ -253,48 +303,51 @@ def test_redis_stopped_for_ten_seconds_loses_nothing_acknowledged(
     with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
 
         async def main() -> None:
-            clients, streams, readers = await _feed_streams(a, b)
-            publisher, stop = Publisher([a, b], "feed"), asyncio.Event()
-            task = asyncio.create_task(publisher.run(stop))
-            await publisher.under_way(streams)
-            redis_server.stop()
-            stopped = time.monotonic()
+            publisher = Publisher([a, b], "feed")
+            async with _feed_streams(a, b) as (clients, streams), _loading(publisher) as stop:
+                await publisher.under_way(streams)
+                redis_server.stop()
+                stopped = time.monotonic()
 
-            async def not_ready() -> bool:
-                return (await a.get("/readyz"))[0] == 503 and (await b.get("/readyz"))[0] == 503
+                async def not_ready() -> bool:
+                    return [(await node.get("/readyz"))[0] for node in (a, b)] == [503, 503]
 
-            await wait_for(not_ready, timeout=8)
-            assert (await a.get("/healthz"))[0] == 200  # within --broker-down-limit
-            # pace: the partition under test lasts 10 s
-            await asyncio.sleep(10 - (time.monotonic() - stopped))
-            redis_server.cont()
+                await wait_for(not_ready, timeout=8)
+                assert (await a.get("/healthz"))[0] == 200  # within --broker-down-limit
+                # pace: the partition under test lasts 10 s
+                await asyncio.sleep(10 - (time.monotonic() - stopped))
+                redis_server.cont()
 
-            async def ready() -> bool:
-                return (await a.get("/readyz"))[0] == 200 and (await b.get("/readyz"))[0] == 200
+                async def ready() -> bool:
+                    return [(await node.get("/readyz"))[0] for node in (a, b)] == [200, 200]
 
-            await wait_for(ready, timeout=15)
-            await publisher.more()
-            stop.set()
-            await task
-            await publisher.last(streams)
-            assert publisher.refused and publisher.retry_after == {"1"}
-            assert publisher.slowest_refusal < 3  # fail fast, not after the partition
-            for client, stream in zip(clients, streams, strict=True):
-                assert not client.closed  # stayed connected through it
-                _check_delivery(publisher, stream, breaks=False)
-                client.close()
-            for reader in readers:
-                reader.cancel()
-            await asyncio.gather(*readers, return_exceptions=True)
+                await wait_for(ready, timeout=15)
+                await publisher.more()
+                await stop()
+                await publisher.last(streams)
+                assert publisher.refused and publisher.retry_after == {"1"}
+                assert publisher.slowest_refusal < 3  # fail fast, not after the partition
+                for client, stream in zip(clients, streams, strict=True):
+                    assert not client.closed  # stayed connected through it
+                    _check_delivery(publisher, stream, breaks=False)
 
         asyncio.run(main())
 
 
+#: Sentinel's failure detector (``down-after-milliseconds``), set never to fire: the one
+#: failover is the one the test orders (``SENTINEL FAILOVER``) after killing the primary. At
+#: 1 s, on a loaded machine, Sentinel took the new primary (slow to answer its fresh link) for
+#: down and failed over again, to the last replica: that one had no replica of its own until
+#: Sentinel made the demoted primary one (about 10 s later) and it had resynced in full, and
+#: every publish waiting for a replica was refused meanwhile ("0 of 1 replicas confirmed").
+SENTINEL_NEVER_DOWN_MS = 3_600_000
+
+
 @pytest.mark.skipif(shutil.which("redis-sentinel") is None, reason="no redis-sentinel binary")
 def test_a_sentinel_failover_keeps_every_acknowledged_event() -> None:
-    """kill -9 of the Redis primary under load: Sentinel promotes the replica, the
-    nodes follow it, and every acknowledged event reaches every subscriber once
-    (publishes wait for the replica: --redis-wait-replicas 1)."""
+    """kill -9 of the Redis primary under load, then Sentinel's failover: it promotes a
+    replica, the nodes follow it, and every acknowledged event reaches every subscriber
+    once (publishes wait for the replica: --redis-wait-replicas 1)."""
     _sentinel_failover("feed", "feed")
 
 
@@ -313,67 +366,73 @@ def _sentinel_failover(stream: str, topic: str | Callable[[int], str]) -> None:
         # two replicas: after the failover one is left for the new primary's WAIT
         replica = RedisServer(0, "--replicaof", HOST, str(primary.port))
         other = RedisServer(0, "--replicaof", HOST, str(primary.port))
-        with replica, other, RedisSentinel(primary, replicas=2) as sentinel:
-            flags = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
+        sentinel = RedisSentinel(primary, replicas=2, down_after_ms=SENTINEL_NEVER_DOWN_MS)
+        with replica, other, sentinel:
+            flags: tuple[str, ...] = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
             flags += ("--redis-probe-interval", "1")
             with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
-                asyncio.run(_failover(primary, replica, sentinel, a, b, stream, topic))
+                asyncio.run(_failover(primary, [replica, other], sentinel, a, b, stream, topic))
 
 
 async def _failover(
     primary: RedisServer,
-    replica: RedisServer,
+    replicas: list[RedisServer],
     sentinel: RedisSentinel,
     a: ServerProcess,
     b: ServerProcess,
     stream: str = "feed",
     topic: str | Callable[[int], str] = "feed",
 ) -> None:
-    clients, streams, readers = await _feed_streams(a, b, stream)
-    publisher, stop = Publisher([a, b], topic), asyncio.Event()
-    task = asyncio.create_task(publisher.run(stop))
-    await publisher.under_way(streams)
-    primary.kill()
+    publisher = Publisher([a, b], topic)
+    async with _feed_streams(a, b, stream) as (clients, streams), _loading(publisher) as stop:
+        await publisher.under_way(streams)
+        primary.kill()
+        # what Sentinel does once it gives the primary up, ordered: the test's one failover
+        said = await asyncio.to_thread(sentinel.cli, "SENTINEL", "FAILOVER", sentinel.name)
+        assert said.strip() == "OK", said
 
-    async def promoted() -> bool:
-        return await asyncio.to_thread(sentinel.primary_port) != primary.port
+        async def promoted() -> RedisServer | None:
+            port = await asyncio.to_thread(sentinel.primary_port)
+            return next((r for r in replicas if r.port == port), None)
 
-    await wait_for(promoted, timeout=20, interval=0.2)
-    await publisher.more()  # both nodes publish on the new primary
-    stop.set()
-    await task
-    await publisher.last(streams)
-    assert publisher.refused or publisher.maybe  # the failover was felt
-    assert publisher.retry_after == {"1"}
-    # a client that lost its connection would have resumed; these stayed connected
-    for client, events in zip(clients, streams, strict=True):
-        assert not client.closed
-        _check_delivery(publisher, events, breaks=False)
-        positions = [int(e.id or 0) for e in events if e.event == "message"]
-        assert positions == sorted(positions), "out of order"
-        client.close()
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
+        new = await wait_for(promoted, timeout=20, interval=0.2, what="a replica promoted")
+
+        async def replicated() -> bool:  # what a publish waiting for a replica (WAIT) needs
+            info = await asyncio.to_thread(new.cli, "INFO", "replication")
+            return "state=online" in info
+
+        what = "the new primary with a replica in sync (INFO replication: state=online)"
+        await wait_for(replicated, timeout=30, interval=0.2, what=what)
+        await publisher.more()  # both nodes publish on the new primary
+        await stop()
+        await publisher.last(streams)
+        assert publisher.refused or publisher.maybe  # the failover was felt
+        assert publisher.retry_after == {"1"}
+        # a client that lost its connection would have resumed; these stayed connected
+        for client, events in zip(clients, streams, strict=True):
+            assert not client.closed
+            _check_delivery(publisher, events, breaks=False)
+            positions = [int(e.id or 0) for e in events if e.event == "message"]
+            assert positions == sorted(positions), "out of order"
     # a resume on either node with an id from before the failover gets the rest
     first = publisher.acked[min(publisher.acked)]
-    moved = a.client(stream, last_event_id=first)
-    await moved.connect()
-    assert moved.response_headers["sse-fast-resume"] == "resumed"
-    later = sorted(n for n in publisher.acked if int(publisher.acked[n]) > int(first))
-    got: set[int] = set()
+    with contextlib.closing(a.client(stream, last_event_id=first)) as moved:
+        await moved.connect()
+        assert moved.response_headers["sse-fast-resume"] == "resumed"
+        later = sorted(n for n in publisher.acked if int(publisher.acked[n]) > int(first))
+        got: set[int] = set()
 
-    async def caught_up() -> bool:  # reading what comes until then
-        if not set(later) <= got:
-            with contextlib.suppress(asyncio.TimeoutError):
-                for event in await asyncio.wait_for(moved.events(), 1):
-                    assert event.event == "message", event
-                    assert json.loads(event.data) not in got, "twice"
-                    got.add(json.loads(event.data))
-        return set(later) <= got
+        async def caught_up() -> bool:  # reading what comes until then
+            if not set(later) <= got:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    for event in await asyncio.wait_for(moved.events(), 1):
+                        assert event.event == "message", event
+                        assert json.loads(event.data) not in got, "twice"
+                        got.add(json.loads(event.data))
+            return set(later) <= got
 
-    await wait_for(caught_up, timeout=10, interval=0, what="every later event after the resume")
-    moved.close()
+        what = "every later event after the resume"
+        await wait_for(caught_up, timeout=10, interval=0, what=what)
 
 
 def test_redis_that_lost_its_data_is_known_to_nodes_started_afterwards(
@@ -388,7 +447,12 @@ def test_redis_that_lost_its_data_is_known_to_nodes_started_afterwards(
     silently skipped), and one from after it with the rest."""
     flags = ("--redis-url", redis_server.url, "--redis-probe-interval", "1")
     with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
-        asyncio.run(_lost_data(redis_server, a, b, flags))
+
+        async def main() -> None:
+            async with _feed_streams(a, b) as (_, streams):
+                await _lost_data(redis_server, a, b, flags, streams)
+
+        asyncio.run(main())
 
 
 def _batch(topic: str, numbers: range) -> bytes:
@@ -396,13 +460,15 @@ def _batch(topic: str, numbers: range) -> bytes:
 
 
 async def _lost_data(
-    redis_server: RedisServer, a: ServerProcess, b: ServerProcess, flags: tuple[str, ...]
+    redis_server: RedisServer,
+    a: ServerProcess,
+    b: ServerProcess,
+    flags: tuple[str, ...],
+    streams: list[list[ParsedEvent]],
 ) -> None:
     import redis.asyncio as aioredis
 
     from sse_fast.brokers.redis import publish
-
-    clients, streams, readers = await _feed_streams(a, b)
 
     def delivered(ids: list[str]) -> Callable[[], Awaitable[bool]]:
         async def check() -> bool:
@@ -460,22 +526,15 @@ async def _lost_data(
 
     with ServerProcess(*flags) as c:
         for node in (c, a, b):  # C, started after the loss, knows it as A and B do
-            resume = node.client("feed", last_event_id=before[99])
-            await resume.connect()
-            assert resume.response_headers["sse-fast-resume"] in ("evicted", "unknown")
-            (first,) = await collect(resume, 1)
-            assert first.event == "sse-fast-missed", first
-            assert json.loads(first.data)["reason"] in ("evicted", "unknown")
-            resume.close()
+            with contextlib.closing(node.client("feed", last_event_id=before[99])) as resume:
+                await resume.connect()
+                assert resume.response_headers["sse-fast-resume"] in ("evicted", "unknown")
+                (first,) = await collect(resume, 1)
+                assert first.event == "sse-fast-missed", first
+                assert json.loads(first.data)["reason"] in ("evicted", "unknown")
         for node in (c, a, b):  # from after the loss: the rest, on any node
-            resume = node.client("feed", last_event_id=after[9])
-            await resume.connect()
-            assert resume.response_headers["sse-fast-resume"] == "resumed"
-            rest = await collect(resume, len(after) - 10)
-            assert [e.id for e in rest] == after[10:]
-            resume.close()
-    for client in clients:
-        client.close()
-    for reader in readers:
-        reader.cancel()
-    await asyncio.gather(*readers, return_exceptions=True)
+            with contextlib.closing(node.client("feed", last_event_id=after[9])) as resume:
+                await resume.connect()
+                assert resume.response_headers["sse-fast-resume"] == "resumed"
+                rest = await collect(resume, len(after) - 10)
+                assert [e.id for e in rest] == after[10:]
