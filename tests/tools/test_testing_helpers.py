@@ -5,12 +5,14 @@ processes: servers that fail to start, stop and exit, and what they leave behind
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from sse_fast.testing import ServerProcess
+from sse_fast import _loopback
+from sse_fast.testing import ServerProcess, free_port
 
 from ..support.waiting import until
 
@@ -92,3 +94,32 @@ def test_a_stop_does_not_wait_for_a_zombie_of_the_group() -> None:
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_free_port_is_below_the_kernels_ephemeral_range_and_free() -> None:
+    """A client's connect() takes its local port from the ephemeral range: a server's
+    port chosen there could be taken by any new connection before the server binds it
+    (CI: "port ... is already in use"). ``free_port`` chooses below it, a port it could
+    bind, never the same one twice in a row of many."""
+    low = _loopback._ephemeral_low()
+    ports = [free_port() for _ in range(50)]
+    assert all(_loopback.LOWEST <= port < low for port in ports), (low, ports)
+    assert len(set(ports)) > 40, ports  # chosen at random, not a sequence
+    with socket.socket() as sock:
+        sock.bind((_loopback.HOST, ports[-1]))  # free when given
+
+
+def test_a_free_port_taken_is_passed_over_and_no_room_leaves_it_to_the_kernel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind((_loopback.HOST, 0))
+        busy = taken.getsockname()[1]
+        tries = iter([busy, busy, 20_001])
+        monkeypatch.setattr(_loopback, "_ephemeral_low", lambda: 30_000)
+        monkeypatch.setattr(_loopback._choose, "randrange", lambda low, high: next(tries))
+        with socket.socket() as other:  # 20_001 may be in use here: then this test says so
+            other.bind((_loopback.HOST, 20_001))
+        assert free_port() == 20_001
+    monkeypatch.setattr(_loopback, "_ephemeral_low", lambda: _loopback.LOWEST + 10)
+    assert free_port() >= 1024  # no room below the range: the kernel's pick
