@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
+from collections.abc import Callable
 
 #: seconds between probes of the loop's lateness
 PROBE = 0.01
@@ -66,10 +67,17 @@ class Pacer:
     docstring). Streams call ``opened``/``closed`` and, while ``busy``,
     ``await pacer.tick(delay)``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        thread_time: Callable[[], float] = time.thread_time,
+    ) -> None:
+        """``thread_time``: the CPU seconds of the loop's thread so far (a clock of the
+        test's where it moves the loop's time itself)."""
         # weakly: _pacers has weak keys, and a value that referred to its key would
         # keep the loop (and the pacer) alive for good
         self.loop: asyncio.AbstractEventLoop = weakref.proxy(loop)
+        self._thread_time = thread_time
         self.busy = False
         self.streams = 0
         self.load = 0.0  # the last window's
@@ -92,7 +100,7 @@ class Pacer:
         self.streams += 1
         if self._monitor is None:
             now = self.loop.time()
-            self._mark = (now, time.thread_time())
+            self._mark = (now, self._thread_time())
             self._probes = self._late = 0
             self._due = now + PROBE
             self._monitor = self.loop.call_at(self._due, self.probe)
@@ -141,7 +149,7 @@ class Pacer:
 
     def measure(self, now: float) -> None:
         """The window's load; the loop busy or not (see "Busy")."""
-        cpu = time.thread_time()
+        cpu = self._thread_time()
         (then, cpu_then), self._mark = self._mark, (now, cpu)
         thread = (cpu - cpu_then) / (now - then) if now > then else 0.0
         self.load = load = min(max(thread, self._late / self._probes), 1.0)

@@ -1,10 +1,12 @@
 """Tests marked ``alone`` run while no other test does (tests/conftest.py registers this).
 
-They measure the event loop's own timing (the pacer's load, chunks per timer tick,
-a p99 under attack), which other tests' load on two cores would change. Under
-pytest-xdist, every test holds a shared lock on one file for the session's workers,
-an ``alone`` test the exclusive one; a turnstile keeps a waiting ``alone`` test from
-being starved by the others' shared locks.
+They measure the machine's timing (a real server's saturated loop and its chunks per
+timer tick, a p99 under attack, the exit of four workers stopped mid-restore), which
+other tests' load on two cores would change (timing logic alone runs on a clock of
+the test's instead: tests/support/virtual_time.py). Under pytest-xdist, every test
+holds a shared lock on one file for the session's workers, an ``alone`` test the
+exclusive one; a turnstile keeps a waiting ``alone`` test from being starved by the
+others' shared locks.
 
 A hold covers a test's whole run: its setup, body and teardown, and so the setup and
 teardown of the module- and session-scoped fixtures that happen in them (a docs site's
@@ -13,7 +15,7 @@ as much as its body is, and it ran beside the ``alone`` tests while the lock was
 by a function-scoped fixture, which pytest sets up after the wider ones.
 
 An exclusive hold costs a drain: the other workers finish the tests they are in, then
-wait. Taken per test, the eight ``alone`` tests spread over the workers cost eight
+wait. Taken per test, the seven ``alone`` tests spread over the workers cost eight
 drains, each as long as the longest test running beside them. So they are one xdist
 group, ``alone`` (one worker runs them one after the other; the scheduler hands the
 groups out first, at the session's start), and that worker keeps the exclusive hold
