@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from sse_fast._http11 import SSEClient
+from sse_fast.testing import wait_for
 
 
 async def told_to_come_back(client: SSEClient, timeout: float = 10.0) -> tuple[str, str, int]:
@@ -25,3 +27,25 @@ async def told_to_come_back(client: SSEClient, timeout: float = 10.0) -> tuple[s
     assert data["reason"] == header
     assert client.retry is not None
     return data["reason"], data["message"], client.retry
+
+
+async def served(make: Callable[[], SSEClient], timeout: float = 15.0) -> SSEClient:
+    """A stream of ``make()``'s connected and served: one told to come back (a worker
+    that starts, drains, or has not yet found its Redis again) is closed and asked
+    again, as a browser would after the ``retry``, until one is served or ``timeout``."""
+    told: list[str] = []
+
+    async def connected() -> SSEClient | None:
+        client = make()
+        await client.connect()
+        reason = client.response_headers.get("sse-fast-come-back")
+        if reason is None:
+            return client
+        told.append(reason)
+        client.close()
+        return None
+
+    found: SSEClient = await wait_for(
+        connected, timeout, 0.05, f"a stream served, not told to come back ({told[-3:]})"
+    )
+    return found
