@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -57,7 +58,12 @@ def test_nodes_share_ids_and_a_client_resumes_on_another_node(
     with a, b:
 
         async def main() -> None:
-            on_a, on_b = a.client("news"), b.client("news")
+            with contextlib.ExitStack() as clients:  # closed whatever fails
+                await run(clients)
+
+        async def run(clients: contextlib.ExitStack) -> None:
+            on_a = clients.enter_context(contextlib.closing(a.client("news")))
+            on_b = clients.enter_context(contextlib.closing(b.client("news")))
             await on_a.connect()
             await on_b.connect()
             ids = []
@@ -77,7 +83,9 @@ def test_nodes_share_ids_and_a_client_resumes_on_another_node(
             for n in range(5, 8):
                 status, _, body = await b.publish(_body("news", n))
                 ids += json.loads(body)["ids"]
-            moved = b.client("news", last_event_id=got_a[-1])
+            moved = clients.enter_context(
+                contextlib.closing(b.client("news", last_event_id=got_a[-1]))
+            )
             await moved.connect()
             assert moved.response_headers["sse-fast-resume"] == "resumed"
             assert [e.id for e in await collect(moved, 3)] == ids[5:]
@@ -91,8 +99,6 @@ def test_nodes_share_ids_and_a_client_resumes_on_another_node(
             assert {w["redis"]["node"] for w in stats["workers"]} == {
                 stats["workers"][0]["redis"]["node"]
             }
-            for client in (on_b, moved):
-                client.close()
 
         asyncio.run(main())
 
@@ -101,7 +107,10 @@ def test_redis_lost_and_back_is_said_and_streams_stay_open(redis_server: RedisSe
     with ServerProcess("--redis-url", redis_server.url, "--redis-probe-interval", "0.5") as server:
 
         async def main() -> None:
-            client = server.client("ops")
+            with contextlib.closing(server.client("ops")) as client:  # whatever fails
+                await run(client)
+
+        async def run(client: SSEClient) -> None:
             await client.connect()
             status, _, _ = await server.publish(_body("ops", "before"))
             assert status == 200
@@ -127,7 +136,6 @@ def test_redis_lost_and_back_is_said_and_streams_stay_open(redis_server: RedisSe
             assert missed.event == "sse-fast-missed"
             assert json.loads(missed.data)["reason"] == "redis-restarted"
             assert after.data == "after"
-            client.close()
 
         asyncio.run(main())
         assert "Redis subscription lost" in server.output()
@@ -530,14 +538,14 @@ async def _lost_data(
         # (b's second worker may still tell a stream to come back until its own probe
         # finds Redis again: followed, as a browser does)
         for node in (c, a, b):  # C, started after the loss, knows it as A and B do
-            lost = await served(lambda node=node: node.client("feed", last_event_id=before[99]))
+            lost = await served(functools.partial(node.client, "feed", last_event_id=before[99]))
             with contextlib.closing(lost) as resume:
                 assert resume.response_headers["sse-fast-resume"] in ("evicted", "unknown")
                 (first,) = await collect(resume, 1)
                 assert first.event == "sse-fast-missed", first
                 assert json.loads(first.data)["reason"] in ("evicted", "unknown")
         for node in (c, a, b):  # from after the loss: the rest, on any node
-            kept = await served(lambda node=node: node.client("feed", last_event_id=after[9]))
+            kept = await served(functools.partial(node.client, "feed", last_event_id=after[9]))
             with contextlib.closing(kept) as resume:
                 assert resume.response_headers["sse-fast-resume"] == "resumed"
                 rest = await collect(resume, len(after) - 10)
