@@ -16,7 +16,13 @@ import pytest
 import sse_fast
 from sse_fast.testing import HOST, HTTPResponseError, ServerProcess, collect, rss_kb, wait_for
 
-pytestmark = [pytest.mark.processes("a real sse-fast serve from outside"), pytest.mark.twins]
+pytestmark = [
+    pytest.mark.processes("a real sse-fast serve from outside"),
+    pytest.mark.twins,
+    # one worker runs the module: its server started once, not at each of several
+    # workers' visits (pytest ends a module-scoped fixture when a worker moves on)
+    pytest.mark.xdist_group("e2e"),
+]
 
 
 @pytest.fixture(scope="module")

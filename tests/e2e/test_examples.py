@@ -37,7 +37,12 @@ from ..support.waiting import until
 WAIT = 10_000  # ms: the longest wait for what a page should show
 
 
-pytestmark = pytest.mark.processes("the examples served for real and driven in Chromium")
+pytestmark = [
+    pytest.mark.processes("the examples served for real and driven in Chromium"),
+    # one worker runs the module: its Chromium and server started once, not at each of
+    # several workers' visits (pytest ends a module-scoped fixture when a worker moves on)
+    pytest.mark.xdist_group("examples"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,12 @@ from ..support.come_back import told_to_come_back
 SECRET = "e2e-secret-that-is-long-enough-for-hs256"
 
 
-pytestmark = pytest.mark.processes("a real server's refusals over real sockets")
+pytestmark = [
+    pytest.mark.processes("a real server's refusals over real sockets"),
+    # one worker runs the module: its server started once, not at each of several
+    # workers' visits (pytest ends a module-scoped fixture when a worker moves on)
+    pytest.mark.xdist_group("security_e2e"),
+]
 
 
 def token(rights: dict[str, Any], **claims: Any) -> str:

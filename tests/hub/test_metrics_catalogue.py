@@ -209,6 +209,7 @@ def test_the_catalogue_is_well_formed() -> None:
 
 
 @pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
+@pytest.mark.xdist_group("metrics_scrapes")  # one worker: the servers started once
 def test_every_header_is_its_catalogue_entry(scrapes: dict[str, Scrape]) -> None:
     for name, one in scrapes.items():
         assert not one.stray, f"{name}: lines outside their family: {one.stray}"
@@ -219,6 +220,7 @@ def test_every_header_is_its_catalogue_entry(scrapes: dict[str, Scrape]) -> None
 
 
 @pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
+@pytest.mark.xdist_group("metrics_scrapes")  # one worker: the servers started once
 def test_every_sample_carries_its_entrys_labels(scrapes: dict[str, Scrape]) -> None:
     seen: set[str] = set()
     for name, one in scrapes.items():
@@ -231,6 +233,7 @@ def test_every_sample_carries_its_entrys_labels(scrapes: dict[str, Scrape]) -> N
 
 
 @pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
+@pytest.mark.xdist_group("metrics_scrapes")  # one worker: the servers started once
 def test_every_entry_shows_up_where_its_when_says(scrapes: dict[str, Scrape]) -> None:
     everywhere: set[str] = set()
     for name, one in scrapes.items():
@@ -246,6 +249,7 @@ def test_every_entry_shows_up_where_its_when_says(scrapes: dict[str, Scrape]) ->
 
 
 @pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
+@pytest.mark.xdist_group("metrics_scrapes")  # one worker: the servers started once
 def test_the_order_is_the_catalogues(scrapes: dict[str, Scrape]) -> None:
     """The docs list the metrics in the catalogue's order: the order a scrape has."""
     order = {info.name: n for n, info in enumerate(CATALOGUE)}
@@ -255,6 +259,7 @@ def test_the_order_is_the_catalogues(scrapes: dict[str, Scrape]) -> None:
 
 
 @pytest.mark.processes("the scrapes of real servers: several workers, Redis, webhooks")
+@pytest.mark.xdist_group("metrics_scrapes")  # one worker: the servers started once
 def test_prometheus_reads_every_scrape(scrapes: dict[str, Scrape]) -> None:
     for name, one in scrapes.items():
         families = {family.name for family in text_string_to_metric_families(one.text)}

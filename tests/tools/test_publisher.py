@@ -15,9 +15,12 @@ import pytest
 from sse_fast.publisher import Publisher, PublishFailed
 from sse_fast.testing import HOST, ServerProcess, collect, free_port, wait_for
 
-pytestmark = pytest.mark.processes(
-    "the Publisher against a real server that restarts and loses answers"
-)
+pytestmark = [
+    pytest.mark.processes("the Publisher against a real server that restarts and loses answers"),
+    # one worker runs the module: its server started once, not at each of several
+    # workers' visits (pytest ends a module-scoped fixture when a worker moves on)
+    pytest.mark.xdist_group("publisher"),
+]
 
 
 @pytest.fixture(scope="module")
