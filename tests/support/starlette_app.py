@@ -11,7 +11,7 @@ servers (tests/adapters/test_starlette_servers.py): uvicorn, hypercorn, Granian.
     /queued?n=N&gap=G events 0..N-1 put in the stream's queue G seconds apart by a
                       task of their own (the usual app), then the end
     /saturate?seconds=S  (POST) keeps the event loop busy for S seconds: 20 ms of
-                      CPU at a time, back to back
+                      CPU at a time, back to back; (DELETE) ends that at the next slice
     /pacer            the loop's pacer: {"busy": bool, "engaged": times}
 
 The pacer's hold is 0.5 s here (2 s by default) to keep the tests short.
@@ -124,12 +124,19 @@ async def queued(request: Request) -> EventSourceResponse:
     return EventSourceResponse(feed(), coalesce=_coalesce(request))
 
 
+#: the loop time the saturation ends at (``/saturate``)
+_SATURATED = {"until": 0.0}
+
+
 async def saturate(request: Request) -> PlainTextResponse:
     loop = asyncio.get_running_loop()
-    end = loop.time() + float(request.query_params["seconds"])
+    if request.method == "DELETE":
+        _SATURATED["until"] = 0.0
+        return PlainTextResponse("ok")
+    _SATURATED["until"] = loop.time() + float(request.query_params["seconds"])
 
     def spin() -> None:
-        if loop.time() < end:
+        if loop.time() < _SATURATED["until"]:
             stop = time.perf_counter() + 0.02
             while time.perf_counter() < stop:
                 pass
@@ -157,7 +164,7 @@ app = Starlette(
         Route("/status", status),
         Route("/last-event-id", the_last_event_id),
         Route("/queued", queued),
-        Route("/saturate", saturate, methods=["POST"]),
+        Route("/saturate", saturate, methods=["POST", "DELETE"]),
         Route("/pacer", pacer),
     ]
 )
