@@ -117,40 +117,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     _long_first(items)
 
 
-#: the process-starting tests that wait the most (on timed runs: their CPU a fifth of
-#: their time, against a quarter to a third for the others')
-_WAITING_MOST = "tests/tools/"
-
-
 def _long_first(items: list[pytest.Item]) -> None:
-    """The process-starting tests first, those of the load tools (``_WAITING_MOST``)
-    spread evenly among them, then the in-process ones; each part in its own order.
+    """The process-starting tests first, then the in-process ones; each part in its
+    own order.
 
-    pytest-xdist hands a worker its next test as it finishes one: the ``xdist_group``
-    units first (each whole, the largest first), then the rest in the order
-    collected. A process-starting test takes seconds to tens of seconds, an in-process
-    one milliseconds mostly: collected in the directories' order, the load tools'
-    tests came last and the run ended with a few workers finishing them while the
-    others had nothing left (the last 45 s of scripts/test at 45 % of the two cores,
-    sampled from /proc/stat). All of them first, they ran on every worker at once
-    when the groups were done, 20 s at 40 to 65 % of the cores: spread among the
-    others, their waits overlap the others' CPU. The in-process tests fill every
-    worker while the last long ones end. A module whose tests are of two kinds is
-    split, which costs nothing: under xdist a worker goes from module to module
-    anyway."""
-    tools = [item for item in items if _is_process_test(item) and _waits_most(item)]
-    others = [item for item in items if _is_process_test(item) and not _waits_most(item)]
-    spread = sorted(
-        [((n + 0.5) / len(tools), item) for n, item in enumerate(tools)]
-        + [((n + 0.5) / len(others), item) for n, item in enumerate(others)],
-        key=lambda place: place[0],
-    )
-    in_process = [item for item in items if not _is_process_test(item)]
-    items[:] = [item for _, item in spread] + in_process
-
-
-def _waits_most(item: pytest.Item) -> bool:
-    return item.nodeid.startswith(_WAITING_MOST)
+    pytest-xdist hands a worker its next unit as it finishes one: the ``xdist_group``
+    units first (each whole, the largest first), then the rest, a test at a time, in
+    the order collected. A process-starting test takes seconds to tens of seconds, an
+    in-process one milliseconds mostly: the in-process ones fill every worker while
+    the last long ones end. The load tools' tests wait on timed runs most (their CPU
+    a fifth of their time, against a quarter to a third for the others'): handed out
+    after the groups, they ran on every worker at once near the end, 20 s and more at
+    40 to 65 % of the two cores (sampled from /proc/stat). So their modules are three
+    groups of their own (``tools_locust``, ``tools_loadgen``, ``tools_any_server``,
+    about 100 s each), which three workers take from the start, beside the CPU-heavy
+    groups. A module whose tests are of both kinds is split, which costs nothing:
+    under xdist a worker goes from module to module anyway."""
+    items.sort(key=lambda item: not _is_process_test(item))
 
 
 @pytest.hookimpl(wrapper=True)

@@ -39,6 +39,11 @@ from sse_fast.testing import HOST, RedisServer, ServerProcess, free_port, http_r
 
 from ..support.streams import opened
 
+# one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+# hands the groups out first, so one worker runs the lane from the start beside the
+# CPU-heavy groups (tests/support/processes.py)
+pytestmark = pytest.mark.xdist_group("tools_any_server")
+
 SSE = {"content-type": "text/event-stream"}
 
 

@@ -21,6 +21,11 @@ import pytest
 
 from sse_fast.testing import ServerProcess, wait_for
 
+# one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+# hands the groups out first, so one worker runs the lane from the start beside the
+# CPU-heavy groups (tests/support/processes.py)
+pytestmark = pytest.mark.xdist_group("tools_loadgen")
+
 LOADGEN = [sys.executable, "-m", "sse_fast.loadgen", "--processes", "1", "--sources", "1"]
 SHORT = ["--rate", "5", "--duration", "2", "--warmup", "0.5"]
 

@@ -20,7 +20,13 @@ from tests.support.nchan import nchan_server
 from tests.support.thread_server import ThreadServer, running
 from tests.tools.test_loadgen_any_server import loadgen
 
-pytestmark = pytest.mark.processes("loadgen's counts against real servers and Nchan")
+pytestmark = [
+    pytest.mark.processes("loadgen's counts against real servers and Nchan"),
+    # one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+    # hands the groups out first, so one worker runs the lane from the start beside the
+    # CPU-heavy groups (tests/support/processes.py)
+    pytest.mark.xdist_group("tools_any_server"),
+]
 
 
 def test_a_rerun_on_nchan_counts_only_its_own_events(tmp_path: Path) -> None:

@@ -13,7 +13,13 @@ import pytest
 
 from sse_fast.testing import ServerProcess
 
-pytestmark = pytest.mark.processes("locust headless against a real server")
+pytestmark = [
+    pytest.mark.processes("locust headless against a real server"),
+    # one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+    # hands the groups out first, so one worker runs the lane from the start beside the
+    # CPU-heavy groups (tests/support/processes.py)
+    pytest.mark.xdist_group("tools_loadgen"),
+]
 
 
 def test_the_users_import_from_the_package() -> None:

@@ -66,7 +66,13 @@ TICKER = (
 )
 
 
-pytestmark = pytest.mark.processes("locust run against real servers, ours and others")
+pytestmark = [
+    pytest.mark.processes("locust run against real servers, ours and others"),
+    # one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+    # hands the groups out first, so one worker runs the lane from the start beside the
+    # CPU-heavy groups (tests/support/processes.py)
+    pytest.mark.xdist_group("tools_locust"),
+]
 
 
 @dataclass

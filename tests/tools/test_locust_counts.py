@@ -15,7 +15,13 @@ from tests.support.thread_server import running
 from tests.tools.test_loadgen_counts import PubSub
 from tests.tools.test_locust_any_server import run_locust
 
-pytestmark = pytest.mark.processes("locust's counts against real servers and Nchan")
+pytestmark = [
+    pytest.mark.processes("locust's counts against real servers and Nchan"),
+    # one of three lanes of the load tools' tests, which wait on timed runs most: xdist
+    # hands the groups out first, so one worker runs the lane from the start beside the
+    # CPU-heavy groups (tests/support/processes.py)
+    pytest.mark.xdist_group("tools_loadgen"),
+]
 
 
 def summary(stderr: str) -> str:
