@@ -154,6 +154,25 @@ def test_the_hub_loads_without_the_credentials_module() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.processes("a fresh interpreter importing one part of the package")
+def test_the_app_loads_pyjwt_only_once_a_jwt_key_is_configured() -> None:
+    """PyJWT brings cryptography: about 50 ms of CPU at every server's start, which a
+    server that takes no JWT never needs. The app loads it with its first
+    authenticator that has a JWT key."""
+    code = (
+        "import sys\n"
+        "import sse_fast.app\n"
+        "from sse_fast.app._auth import Authenticator\n"
+        "from sse_fast.settings import Settings\n"
+        "Authenticator(Settings(publish_token='a-token'))\n"
+        "print(sorted(m for m in ('jwt', 'cryptography') if m in sys.modules))\n"
+        "Authenticator(Settings(jwt_secret='a-secret-of-32-characters-or-more'))\n"
+        "print('jwt' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout + done.stderr
+
+
 def test_no_class_over_300_lines_and_no_function_over_80() -> None:
     found = set()
     for path in PACKAGE.rglob("*.py"):
