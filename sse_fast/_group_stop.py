@@ -35,7 +35,8 @@ Theory of operation:
 * Nothing of Granian is patched but ``_stop_workers``, wrapped to remember the
   workers, and ``main_loop_interrupt``, replaced by that event; everything reads
   Granian's own attributes (``interrupt_signal``, ``interrupt_children``, ``wrks``)
-  and does nothing where another Granian has none.
+  and does nothing where another Granian has none: ``tests/test_granian_contract.py``
+  fails by name when a release changes one (``docs/operations/granian.md``).
 * Granian waits for a stopping worker in two threads: its watcher thread
   (``join()``, which reaps the process) and the main thread (``join(timeout)``).
   When the watcher reaps it first, the main thread's ``join`` returns with no exit

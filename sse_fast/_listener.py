@@ -21,7 +21,10 @@ Theory of operation:
   here, put in listening state by the worker. Once the worker is forked the server
   closes its own copy, so, as under Granian, a listener lives in its worker alone: a
   worker that exits takes its listener (and the connections waiting on it) with it,
-  and a respawned worker gets a new one. Nothing of Granian is patched.
+  and a respawned worker gets a new one. Granian's code is not changed, but the
+  subclass overrides two of its private methods and sets its private ``_shd``:
+  ``tests/test_granian_contract.py`` checks those names, and
+  ``docs/operations/granian.md`` says what each works around.
 * 0 keeps Granian's own listeners (the kernel's autotuning). So do the servers this
   cannot serve, with a warning in the log: Granian's thread server (free-threaded
   Python) and workers that are not forked (a descriptor number would not be theirs).
