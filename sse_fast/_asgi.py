@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from ._granian import EAGER_SEND_TYPE
+
 #: an ASGI connection scope
 Scope = MutableMapping[str, Any]
 #: an ASGI event, received or sent
@@ -55,7 +57,7 @@ class SendStyle:
 
     def observe(self, start_result: object) -> None:
         """Learn Granian's eager ``send`` from the result of a response start."""
-        if not self.eager and type(start_result).__name__ == "PyEmptyAwaitable":
+        if not self.eager and type(start_result).__name__ == EAGER_SEND_TYPE:
             self.written_type = type(start_result)
 
     def written(self, result: object) -> bool:

@@ -21,8 +21,8 @@ this module decides, from them alone, what runs.
   the relay supervisor when several workers share no Redis (started by
   Granian's startup hook, beside the workers); and Granian's configuration
   (``sse_fast.app:create_app`` as a factory, uvloop, the listeners of
-  ``_listener.py``). Whatever it made is undone as Granian returns; a stop
-  signal to the whole process group is a clean stop (``_group_stop.py``).
+  ``_granian/_listener.py``). Whatever it made is undone as Granian returns; a stop
+  signal to the whole process group is a clean stop (``_granian/_group_stop.py``).
 * ``cli.py`` parses the command line (``_flags.py``) into settings and calls ``serve``.
 """
 
@@ -37,13 +37,13 @@ import resource
 import secrets
 import shutil
 import socket
-import sys
 import tempfile
 import threading
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from ._group_stop import (
+from ._granian import extension_loaded
+from ._granian._group_stop import (
     GroupStopLog,
     remember_workers,
     stop_signal_taken,
@@ -252,7 +252,7 @@ def serve(settings: Settings) -> int:
             settings.relay_history_bytes,
             log_options(settings) if settings.store_dir else None,
             start_timeout=10.0 + 600.0 * settings.workers * stored / 2**30,
-            # a group stop that reached the relay first is no failure (``_group_stop.py``)
+            # a group stop that reached the relay first is no failure (``_granian/_group_stop.py``)
             stop_signalled=lambda: stop_signal_taken(server),
         )
     os.environ.update(settings.to_env())
@@ -284,7 +284,7 @@ def _run_granian(
 ) -> None:
     """Run Granian's ``server`` until it stops; the relay (if any) starts with it. A
     stop signal to the whole process group is a clean stop, in the exit status and in
-    the log (``_group_stop.py``)."""
+    the log (``_granian/_group_stop.py``)."""
     if relay is not None:
         # started once Granian handles SIGTERM (its startup hooks run then), beside
         # the workers: it restores the history while they do
@@ -449,7 +449,7 @@ def tune_granian_allocator(environ: MutableMapping[str, str], decay: float = 0.0
     mine = environ.get(ALLOCATOR_VARIABLE, "")
     conf = ours if not mine else f"{ours},{mine}"
     environ[ALLOCATOR_VARIABLE] = conf
-    if "granian._granian" in sys.modules:
+    if extension_loaded():
         log.warning(
             "Granian was loaded before the server started: --allocator-decay is not applied "
             "(its allocator read its options as it loaded)"
@@ -471,11 +471,11 @@ def _require_granian() -> None:
 
 def _granian(settings: Settings, capacity: int) -> Any:
     """The Granian server of ``settings`` (not started); its listeners give each
-    connection a send buffer of ``stream_send_buffer`` bytes (``_listener``)."""
+    connection a send buffer of ``stream_send_buffer`` bytes (``_granian``)."""
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
 
-    from ._listener import granian_server
+    from ._granian._listener import granian_server
 
     return granian_server(settings.stream_send_buffer, math.ceil(settings.header_timeout))(
         "sse_fast.app:create_app",

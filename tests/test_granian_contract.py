@@ -1,7 +1,7 @@
 """What ``sse-fast serve`` relies on in Granian's private parts, checked by name.
 
-``sse_fast/_listener.py`` makes each worker's listener (``SO_SNDBUF``,
-``TCP_DEFER_ACCEPT``) by overriding Granian's process server; ``sse_fast/_group_stop.py``
+``sse_fast/_granian/_listener.py`` makes each worker's listener (``SO_SNDBUF``,
+``TCP_DEFER_ACCEPT``) by overriding Granian's process server; ``sse_fast/_granian/_group_stop.py``
 reads and wraps its stop machinery and rewrites two of its log lines. Both fall back to
 Granian's own behaviour where a name is missing, so a Granian release that renames one
 would lose the feature without an error: each test here fails naming what changed
@@ -22,7 +22,7 @@ from granian._granian import SocketHolder
 from granian.server import MPServer
 from granian.server import common as _common
 
-from sse_fast import _group_stop
+from sse_fast._granian import _group_stop
 
 pytestmark = pytest.mark.mode_independent  # Granian's Python, whatever our core
 

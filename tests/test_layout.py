@@ -712,3 +712,93 @@ def test_the_bench_checks_find_what_they_look_for(tmp_path: Path) -> None:
         "benches/peers.py:2: '/proc/loadavg'",
         "benches/suite.py:4: '/proc/'",
     ]
+
+
+#: Granian's private names that ``sse-fast serve`` relies on (each checked against the
+#: installed Granian by tests/test_granian_contract.py): code outside the door,
+#: ``sse_fast/_granian/``, never says them (docstrings may name them)
+GRANIAN_PRIVATE = frozenset(
+    {
+        "_init_shared_socket",
+        "_spawn_worker",
+        "_stop_workers",
+        "_shd",
+        "_ssp",
+        "_sfd",
+        "_sso",
+        "main_loop_interrupt",
+        "interrupt_signal",
+        "interrupt_children",
+        "wrks",
+        "SocketHolder",
+        "PyEmptyAwaitable",
+    }
+)
+
+
+def granian_private_uses(package: Path) -> list[str]:
+    """``file:line name`` of each private Granian name in the code of ``package``
+    outside its ``_granian/`` folder: an attribute, a name, an import (of it, or from a
+    ``granian._...`` module), or a string that holds one (``getattr(server, "...")``)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package)
+        if where.parts[0] == "_granian":
+            continue
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and node.body
+            and isinstance(node.body[0], ast.Expr)
+            and isinstance(node.body[0].value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            said: set[str] = set()
+            if isinstance(node, ast.Attribute):
+                said = {node.attr}
+            elif isinstance(node, ast.Name):
+                said = {node.id}
+            elif isinstance(node, ast.ImportFrom):
+                said = {alias.name for alias in node.names}
+                if (node.module or "").startswith("granian._"):
+                    said.add(str(node.module))
+            elif isinstance(node, ast.Import):
+                said = {alias.name for alias in node.names if alias.name.startswith("granian._")}
+            elif (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+            ):
+                said = {name for name in GRANIAN_PRIVATE if name in node.value}
+                if "granian._" in node.value:
+                    said.add("granian._")
+            for name in sorted(said & GRANIAN_PRIVATE | {n for n in said if "granian._" in n}):
+                found.append(f"{package.name}/{where}:{node.lineno} {name}")  # type: ignore[attr-defined]
+    return found
+
+
+def test_granians_private_names_only_behind_its_door() -> None:
+    """Everything that touches Granian's private parts is in ``sse_fast/_granian/``
+    (docs/operations/granian.md): one place to change when Granian does."""
+    assert granian_private_uses(PACKAGE) == []
+
+
+def test_a_private_granian_name_outside_the_door_is_named(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    (package / "_granian").mkdir(parents=True)
+    (package / "_granian" / "inside.py").write_text("x.main_loop_interrupt = None\n")
+    (package / "outside.py").write_text(
+        '"""main_loop_interrupt, named in a docstring: allowed."""\n'
+        "from granian._granian import SocketHolder\n"
+        "def f(server):\n"
+        "    server._stop_workers()\n"
+        "    return getattr(server, 'interrupt_signal', False)\n"
+    )
+    assert granian_private_uses(package) == [
+        "pkg/outside.py:2 SocketHolder",
+        "pkg/outside.py:2 granian._granian",
+        "pkg/outside.py:4 _stop_workers",
+        "pkg/outside.py:5 interrupt_signal",
+    ]

@@ -149,7 +149,7 @@ def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:
     or without a stop signal, is not."""
     from types import SimpleNamespace
 
-    from sse_fast._group_stop import remember_workers, stopped_cleanly
+    from sse_fast._granian._group_stop import remember_workers, stopped_cleanly
 
     def worker(idx: int, exitcode: int | None) -> SimpleNamespace:
         return SimpleNamespace(idx=idx, inner=SimpleNamespace(exitcode=exitcode))
@@ -185,7 +185,7 @@ def test_granians_unexpected_exit_line_is_info_after_a_group_stop() -> None:
     import threading
     from types import SimpleNamespace
 
-    from sse_fast._group_stop import GroupStopLog
+    from sse_fast._granian._group_stop import GroupStopLog
 
     def worker(idx: int, exitcode: int | None) -> SimpleNamespace:
         return SimpleNamespace(idx=idx, inner=SimpleNamespace(exitcode=exitcode))
@@ -248,7 +248,7 @@ def test_granians_killing_line_is_debug_for_a_worker_that_had_exited() -> None:
     import time
     from types import SimpleNamespace
 
-    from sse_fast._group_stop import GroupStopLog
+    from sse_fast._granian._group_stop import GroupStopLog
 
     def line(number: int) -> logging.LogRecord:
         message = f"Killing worker-{number} after it refused to gracefully stop"

@@ -1,4 +1,4 @@
-"""``sse_fast/_listener.py`` in process: which Granian server a send buffer gets, the
+"""``sse_fast/_granian/_listener.py`` in process: which Granian server a send buffer gets, the
 listening socket's options, and what is said when the bound cannot be applied. The
 real servers are in ``tests/e2e/test_send_buffer.py``."""
 
@@ -13,7 +13,7 @@ import pytest
 from granian import Granian
 from granian.server import MPServer
 
-from sse_fast._listener import granian_server, listener_socket
+from sse_fast._granian._listener import granian_server, listener_socket
 from sse_fast.testing import ServerProcess
 
 WMEM_MAX = int(Path("/proc/sys/net/core/wmem_max").read_text())

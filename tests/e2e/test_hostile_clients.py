@@ -139,7 +139,7 @@ def test_the_history_budget_bounds_the_memory_publishers_can_fill() -> None:
 
 
 def test_a_client_silent_past_header_timeout_after_its_handshake_still_gets_its_stream() -> None:
-    """The listeners defer accept until a connection's first bytes (``_listener.py``):
+    """The listeners defer accept until a connection's first bytes (``_granian/_listener.py``):
     Granian counts ``header_timeout`` from the accept, so a client slow to write after
     its handshake (a reconnect storm's, starved of CPU) is not closed unanswered; one
     that sends nothing at all is still closed, ``header_timeout`` after the kernel

@@ -1,5 +1,5 @@
 """The kernel memory a client that never reads can pin is bounded
-(``stream_send_buffer``, ``sse_fast/_listener.py``), against a real ``sse-fast serve``,
+(``stream_send_buffer``, ``sse_fast/_granian/_listener.py``), against a real ``sse-fast serve``,
 read from the server's sockets with ``ss``. Loopback only, bounded in time.
 
 Without the bound Linux autotunes each connection's send buffer up to

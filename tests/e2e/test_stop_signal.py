@@ -1,7 +1,7 @@
 """Stops of ``sse-fast serve``'s main process that reach it oddly.
 
 * A stop signal that a thread of the main process other than the main one takes
-  (``sse_fast/_group_stop.py``, ``wake_for_signals``): the kernel gives a signal sent
+  (``sse_fast/_granian/_group_stop.py``, ``wake_for_signals``): the kernel gives a signal sent
   to a process to any of its threads that does not block it, and Python leaves the
   handler to the main thread, which Granian had asleep in an event's wait with no
   timeout. CI once saw a server ignore its SIGTERM for 20 s.

@@ -18,7 +18,7 @@ process has run its own handler. That is no failure to restart from: a relay
 that exited with status 0 (or was ended by SIGTERM) is given ``stop_signal_wait``
 seconds for ``stop_signalled`` (the main process took a stop signal) to hold, and
 then said as INFO and left stopped; the same race Granian's watcher has for the
-workers (``sse_fast/_group_stop.py``). A relay stopped alone (one SIGTERM to its
+workers (``sse_fast/_granian/_group_stop.py``). A relay stopped alone (one SIGTERM to its
 pid) is still an error, and started again.
 """
 
