@@ -18,6 +18,8 @@ import pytest
 
 import sse_fast
 
+from .support.source import docstring_ids
+
 PACKAGE = Path(sse_fast.__file__).resolve().parent  # the source tree, or an installed wheel
 
 #: the rules read the source, which is the same in both modes; on one worker, which
@@ -746,14 +748,7 @@ def granian_private_uses(package: Path) -> list[str]:
         if where.parts[0] == "_granian":
             continue
         tree = ast.parse(path.read_text())
-        docstrings = {
-            id(node.body[0].value)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-            and node.body
-            and isinstance(node.body[0], ast.Expr)
-            and isinstance(node.body[0].value, ast.Constant)
-        }
+        docstrings = docstring_ids(tree)
         for node in ast.walk(tree):
             said: set[str] = set()
             if isinstance(node, ast.Attribute):

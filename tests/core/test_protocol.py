@@ -22,6 +22,8 @@ from sse_fast.protocol import (
     read_control,
 )
 
+from ..support.source import docstring_ids
+
 PACKAGE = Path(sse_fast.__file__).resolve().parent  # the source tree, or an installed wheel
 
 
@@ -98,14 +100,7 @@ def test_the_client_types_control_events_through_the_protocol() -> None:
 def _string_constants(path: Path) -> set[str]:
     """The string literals of a module, its docstrings left out."""
     tree = ast.parse(path.read_text())
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
+    docstrings = docstring_ids(tree)
     return {
         node.value
         for node in ast.walk(tree)
