@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 from .._companions import COMPANION, topic_of_companion
 from .._core.request import PublishRequest
@@ -42,11 +42,8 @@ from .._patterns import (
     meets,
 )
 from .._patterns import uncovered as _uncovered
-from ..settings import Settings, SettingsError
-from ..settings._checks import NO_PYJWT, split_list
-
-if TYPE_CHECKING:
-    from types import ModuleType
+from ..settings import Settings
+from ..settings._checks import jwt_configured, pyjwt, split_list
 
 __all__ = [
     "CLAIMS_NAMESPACE",
@@ -57,16 +54,6 @@ __all__ = [
     "matches",
     "presence_warnings",
 ]
-
-
-def _pyjwt() -> ModuleType:
-    """PyJWT, imported once a JWT key is configured: it brings cryptography (about
-    50 ms of CPU at each start), which a server that takes no JWT never needs."""
-    try:
-        import jwt
-    except ImportError:  # the core install: JWTs need the server extra
-        raise SettingsError(NO_PYJWT) from None
-    return jwt
 
 
 #: the JWT claim holding a token's rights: ``{"publish": [...], "subscribe": [...]}``
@@ -120,9 +107,7 @@ class Authenticator:
         self.public_presence_topics = split_list(settings.public_presence_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
         self._jwks: Any = None
-        self._jwt: Any = None  # PyJWT, where a key is configured
-        if settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_file:
-            self._jwt = _pyjwt()
+        self._jwt: Any = pyjwt() if jwt_configured(settings) else None  # with a key
         if settings.jwt_secret:
             self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
         if settings.jwt_public_key_file:
@@ -131,7 +116,7 @@ class Authenticator:
             self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
         if settings.jwt_jwks_file:
             with open(settings.jwt_jwks_file) as f:
-                self._jwks = self._jwt.PyJWKSet.from_dict(json.load(f))
+                self._jwks = pyjwt().PyJWKSet.from_dict(json.load(f))
         self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
         # built once, not per request (a publish path doing thousands a second)
         self._anonymous = Credential("anonymous", publish=("*",))

@@ -502,3 +502,26 @@ def test_a_time_claim_pyjwt_refuses_is_refused(claim: str) -> None:
     bearer = f"Bearer {token({'publish': ['*']}, **{claim: 'soon'})}"
     status, _, answer = run(publish(make_app(), {"topic": "news", "data": 1}, bearer))
     assert status == 401 and f"claim '{claim}' must be an integer" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"jwt_secret": "a-secret-of-32-characters-or-more"},
+        {"jwt_public_key_file": "/nonexistent.pem"},
+        {"jwt_jwks_file": "/nonexistent.json"},
+    ],
+    ids=["secret", "public key", "jwks"],
+)
+def test_a_jwt_key_without_pyjwt_is_refused_naming_the_extra(
+    key: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each way of giving a JWT key, where PyJWT is not installed (the core install):
+    the settings are refused saying what to install, before any file is read, and
+    without a key nothing asks for PyJWT at all."""
+    from sse_fast.app._auth import Authenticator
+
+    monkeypatch.setitem(sys.modules, "jwt", None)  # import jwt: ImportError
+    with pytest.raises(SettingsError, match=r"pip install 'sse_fast\[server\]'"):
+        Settings(**key)
+    Authenticator(Settings(publish_token="a-token"))  # no key: no PyJWT needed
