@@ -12,10 +12,12 @@ private names lives in this package, and only here (``tests/test_layout.py`` che
   name of the type of Granian's eager ``send`` result (``EAGER_SEND_TYPE``).
 
 ``tests/test_granian_contract.py`` checks each of those names against the installed
-Granian, and fails by name when a release changes one; ``docs/operations/granian.md``
-says what each works around and what change upstream would let it go. Importing this
-package imports neither Granian nor its two modules (the ASGI layer takes
-``EAGER_SEND_TYPE`` from here); ``serve`` imports them.
+Granian, and fails by name when a release changes one (but ``EAGER_SEND_TYPE``, which
+only a running server shows: ``tests/e2e/test_e2e.py`` asks a real one whether its
+sends were eager); ``docs/operations/granian.md`` says what each works around and
+what change upstream would let it go. Importing this package imports neither Granian
+nor its two modules (the ASGI layer takes ``EAGER_SEND_TYPE`` from here); ``serve``
+imports them.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ as much as its body is, and it ran beside the ``alone`` tests while the lock was
 by a function-scoped fixture, which pytest sets up after the wider ones.
 
 An exclusive hold costs a drain: the other workers finish the tests they are in, then
-wait. Taken per test, the seven ``alone`` tests spread over the workers cost eight
+wait. Taken per test, the seven ``alone`` tests spread over the workers cost seven
 drains, each as long as the longest test running beside them. So they are one xdist
 group, ``alone`` (one worker runs them one after the other; the scheduler hands the
 groups out first, at the session's start), and that worker keeps the exclusive hold
