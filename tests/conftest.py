@@ -48,13 +48,33 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     they check is the same in both modes (the docs site's build, the docs' code
     blocks, which a reader runs in the default mode, the embedding examples' fresh
     venvs, which build a pure-Python wheel anyway, the docstrings), and the
-    extension mode has run them."""
+    extension mode has run them.
+
+    Leave out too, when the extension imports, the tests that load the core's
+    implementations by name (``impl``, or marked ``implementations_by_name``): the
+    switch does not choose what they load, so they run the same code in both modes
+    and the extension mode ran them, the twin's ``[py]`` included (15 s of CPU a
+    run, mostly Hypothesis). Where only the twins import, they run here: nowhere
+    else can."""
     if not sse_fast.NO_EXTENSIONS:
         return
-    kept = [item for item in items if item.get_closest_marker("mode_independent") is None]
+    by_name = EXTENSION_IMPORT_ERROR is None
+    kept = [
+        item
+        for item in items
+        if item.get_closest_marker("mode_independent") is None
+        and not (by_name and _loads_implementations_by_name(item))
+    ]
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[i for i in items if i not in kept])
         items[:] = kept
+
+
+def _loads_implementations_by_name(item: pytest.Item) -> bool:
+    if item.get_closest_marker("implementations_by_name") is not None:
+        return True
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and "impl" in callspec.params
 
 
 def _extension_import_error() -> ImportError | None:

@@ -18,6 +18,9 @@ from ..conftest import PARITY_IMPLEMENTATIONS, as_tuples, load_implementation, n
 from ..support.golden import GOLDEN
 from .test_parser import CORPUS
 
+#: each implementation loaded by name: the same code in both modes (tests/conftest.py)
+pytestmark = pytest.mark.implementations_by_name
+
 IMPLS = [load_implementation(name) for name in PARITY_IMPLEMENTATIONS]
 
 _LINE_END = re.compile(rb"\r\n|\r|\n")

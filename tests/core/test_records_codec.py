@@ -15,6 +15,9 @@ from hypothesis import strategies as st
 
 from tests.conftest import load_implementation, needs_both
 
+#: each implementation loaded by name: the same code in both modes (tests/conftest.py)
+pytestmark = pytest.mark.implementations_by_name
+
 
 class Item(NamedTuple):
     position: int

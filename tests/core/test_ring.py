@@ -22,6 +22,9 @@ from sse_fast import Lagged
 
 from ..conftest import IMPLEMENTATIONS, load_implementation
 
+#: each implementation loaded by name: the same code in both modes (tests/conftest.py)
+pytestmark = pytest.mark.implementations_by_name
+
 
 def test_publish_read_coalesced(impl: SimpleNamespace) -> None:
     ring = impl.Ring(max_frames=8, max_bytes=1000)

@@ -16,6 +16,9 @@ from sse_fast._core import Lagged
 
 from ..conftest import PARITY_IMPLEMENTATIONS
 
+#: each implementation loaded by name: the same code in both modes (tests/conftest.py)
+pytestmark = pytest.mark.implementations_by_name
+
 MODULES = {
     name: __import__(f"sse_fast._core.topic_{name}", fromlist=["x"])
     for name in PARITY_IMPLEMENTATIONS
