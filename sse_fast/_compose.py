@@ -5,12 +5,13 @@ Theory of operation
 The settings say what the server is (``settings.Settings``, frozen once built);
 this module decides, from them alone, what runs.
 
-* The broker of a worker is ``broker_for(settings)``, one function of the
-  settings: Redis when ``redis_url`` is set; else the multi-worker relay when
-  serve handed the workers its socket (``relay_socket``); else the local broker,
-  on the data directory serve locked (``store_dir``: durable history) or in
-  memory. Mirror mode changes no broker: one worker reads upstream and publishes
-  through it (the lock that elects it is ``upstream_lock``).
+* A worker is put together in ``app/_worker.py`` (``worker_parts``), its broker
+  one function of the settings (``broker_for``): Redis when ``redis_url`` is set;
+  else the multi-worker relay when serve handed the workers its socket
+  (``relay_socket``); else the local broker, on the data directory serve locked
+  (``store_dir``: durable history) or in memory. Mirror mode changes no broker:
+  one worker reads upstream and publishes through it (the lock that elects it is
+  ``upstream_lock``).
 * The supervising process (``serve``), in order: preflight, what can be
   checked before any worker exists (the allocator's options, Granian there, the
   listen address, the file limit and so the streams per worker, credentials,
@@ -50,7 +51,9 @@ from ._granian._group_stop import (
     stopped_cleanly,
     wake_for_signals,
 )
+from ._logging import configure as configure_logging
 from ._startup import StartReport, hold_sigterm_until_started, redis_refusal
+from .app._auth import presence_warnings
 from .brokers.durable import StoreError, read
 from .brokers.durable._directory import DataDirectory, default_data_dir, directory_bytes
 from .brokers.durable._log import log_options, settle
@@ -58,22 +61,21 @@ from .brokers.durable._records import current_boot_id
 from .settings import Settings
 from .settings._handoff import Handoff
 from .settings._memory import history_budget
+from .settings._settings import unknown_variables
 
 if TYPE_CHECKING:
-    from .brokers import Broker
     from .brokers._relay.supervisor import RelaySupervisor
     from .schemas import Schemas
 
 __all__ = [
     "ALLOCATOR_VARIABLE",
-    "RELAY_JOIN_LIMIT",
     "RESERVED_FDS",
     "StartError",
     "allocator_options",
-    "broker_for",
     "check_listen_address",
     "check_schemas",
     "connection_capacity",
+    "mirror",
     "raise_file_limit",
     "serve",
     "tls",
@@ -87,54 +89,6 @@ log = logging.getLogger("sse_fast")
 ALLOCATOR_VARIABLE = "_RJEM_MALLOC_CONF"
 #: sockets a worker keeps for itself (listener, relay, logs, ...) besides client streams
 RESERVED_FDS = 64
-
-
-#: seconds a starting worker under serve waits for the relay (its supervisor stops the
-#: server sooner if the relay cannot start)
-RELAY_JOIN_LIMIT = 3600.0
-
-
-def broker_for(settings: Settings) -> Broker:
-    """The broker a worker with ``settings`` publishes through: ``RedisBroker``
-    (``redis_url``), ``RelayBroker`` (``relay_socket``, handed by serve), or
-    ``LocalBroker``, durable on ``store_dir`` (handed by serve) or in memory."""
-    if settings.redis_url:
-        from .brokers.redis import RedisBroker
-
-        urls = settings.redis_urls
-        url: Any = urls[0] if len(urls) == 1 else urls  # one Redis, or the shards in order
-        layout: dict[str, Any] = {}
-        if len(urls) > 1 or settings.redis_partition_count > 1:
-            layout["partitions"] = settings.redis_partition_count
-        return RedisBroker(
-            url,
-            **layout,
-            prefix=settings.redis_prefix,
-            history_frames=settings.redis_history_frames,
-            history_age=settings.redis_history_age,
-            probe_interval=settings.redis_probe_interval,
-            wait_replicas=settings.redis_wait_replicas,
-            load_frames=settings.ring_max_frames,
-            node=settings.node_name or None,
-            workers=settings.workers,
-        )
-    if settings.relay_socket:
-        from .brokers._relay import RelayBroker
-
-        # under serve the relay starts beside the workers, restoring history too:
-        # its supervisor, not this wait, says when it failed (``_startup.py``)
-        return RelayBroker(
-            settings.relay_socket,
-            store_dir=settings.store_dir,
-            connect_timeout=RELAY_JOIN_LIMIT if settings.start_failure_file else 10.0,
-        )
-    from .brokers.local import LocalBroker
-
-    if settings.store_dir:
-        from .brokers.durable import EventLog
-
-        return LocalBroker(EventLog(**log_options(settings)))
-    return LocalBroker()
 
 
 def raise_file_limit() -> tuple[int, int]:
@@ -203,13 +157,14 @@ def serve(settings: Settings) -> int:
     what the server will do, then run Granian (and the relay when several workers
     need one) until it stops. A start that fails later, in a worker or the relay,
     stops the server and is said here (``sse_fast/_startup.py``)."""
+    configure_logging(settings.log_level)
+    for name in unknown_variables():
+        log.warning("ignoring unknown environment variable %s", name)
     tune_granian_allocator(os.environ, settings.allocator_decay)
     _require_granian()
     check_listen_address(settings.host, settings.port, settings.reuse_port)
     capacity = _announce_capacity(settings)
     settings = _check_credentials(settings)
-    from .app._auth import presence_warnings  # here: the app imports this module
-
     for warning in presence_warnings(settings):
         log.warning("%s", warning)
     if settings.schemas:
@@ -273,6 +228,16 @@ def serve(settings: Settings) -> int:
     if failure:
         raise StartError(failure)
     return 0
+
+
+def mirror(settings: Settings) -> int:
+    """``sse-fast mirror``: ``serve`` in mirror mode, which needs the stream to mirror."""
+    if not settings.upstream:
+        raise StartError(
+            "say which stream to mirror with --upstream URL (or SSE_FAST_UPSTREAM), "
+            "e.g. --upstream http://origin:8000/events?topic=news"
+        )
+    return serve(settings)
 
 
 def _run_granian(

@@ -10,6 +10,7 @@ import ast
 import functools
 import itertools
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -175,16 +176,24 @@ def test_the_app_loads_pyjwt_only_once_a_jwt_key_is_configured() -> None:
     assert done.stdout.split("\n")[:2] == ["[]", "True"], done.stdout + done.stderr
 
 
-def test_no_class_over_300_lines_and_no_function_over_80() -> None:
-    found = set()
-    for path in PACKAGE.rglob("*.py"):
-        for node in _nodes(path):
-            if not isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            size = (node.end_lineno or node.lineno) - node.lineno + 1
-            if size > (300 if isinstance(node, ast.ClassDef) else 80):
-                found.add(f"sse_fast/{path.relative_to(PACKAGE)}:{node.name}")
-    assert found == set()
+def test_the_sizes_report_names_each_outlier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sizes are a report (``scripts/sizes``), not a gate: it names the modules,
+    classes and functions over their limits, largest first."""
+    root = tmp_path / "pkg"
+    root.mkdir()
+    body = "".join(f"    x{n} = {n}\n" for n in range(300))
+    (root / "big.py").write_text(f"class Big:\n{body}\n\ndef small():\n    pass\n")
+    (root / "fits.py").write_text("class Fits:\n    pass\n")
+    report = runpy.run_path(str(Path(__file__).resolve().parent.parent / "scripts" / "sizes"))
+    assert report["main"]([str(root)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(
+        "1 outlier(s) (lines: module over 500, class over 300, function over 80)"
+    )
+    assert lines[1].split() == ["301", "class", "pkg/big.py:Big"]
+    assert len(lines) == 2
 
 
 @pytest.mark.processes("a fresh interpreter importing one part of the package")
@@ -797,3 +806,117 @@ def test_a_private_granian_name_outside_the_door_is_named(tmp_path: Path) -> Non
         "pkg/outside.py:4 _stop_workers",
         "pkg/outside.py:5 interrupt_signal",
     ]
+
+
+# ---------------------------------------------------------------- construction
+
+
+#: the composition roots: where a worker's parts are made, each under a name
+ROOTS = {"sse_fast.app._worker": "worker_parts", "sse_fast.hub._hub": "Hub"}
+
+
+def _classes() -> dict[str, tuple[str, ast.ClassDef]]:
+    """Every class of the package by name: (its module, its definition)."""
+    return {
+        node.name: (name, node)
+        for name, path in MODULES.items()
+        for node in _nodes(path)
+        if isinstance(node, ast.ClassDef)
+    }
+
+
+def _attributes(definition: ast.ClassDef) -> set[str]:
+    """What a class's methods assign to ``self``."""
+    return {
+        target.attr
+        for node in ast.walk(definition)
+        for assigned in _targets(node)
+        for target in ast.walk(assigned)
+        if isinstance(target, ast.Attribute)
+        and isinstance(target.value, ast.Name)
+        and target.value.id == "self"
+    }
+
+
+def parts(roots: dict[str, str] = ROOTS) -> dict[str, tuple[str, set[str]]]:
+    """The name each part goes by in its root (``self.fanout = FanOut(...)``,
+    ``events=EventsEndpoint(...)``, ``start = Start(hub)``) -> its class's module and
+    attributes."""
+    classes = _classes()
+    found: dict[str, tuple[str, set[str]]] = {}
+    for module, root in roots.items():
+        (made_in,) = [
+            node
+            for node in _nodes(MODULES[module])
+            if isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name == root
+        ]
+        # a helper of the root's module that makes one (``_topics_for(...) -> Topics``)
+        makers = {
+            node.name: node.returns.id
+            for node in _nodes(MODULES[module])
+            if isinstance(node, ast.FunctionDef) and isinstance(node.returns, ast.Name)
+        }
+        for node in ast.walk(made_in):
+            pairs: list[tuple[ast.expr, ast.expr]] = []
+            if isinstance(node, ast.Assign):
+                pairs = [(target, node.value) for target in node.targets]
+            elif isinstance(node, ast.keyword) and node.arg:
+                pairs = [(ast.Name(node.arg), node.value)]
+            for target, value in pairs:
+                if not (isinstance(value, ast.Call) and isinstance(value.func, ast.Name)):
+                    continue
+                made = makers.get(value.func.id, value.func.id)
+                if made not in classes:
+                    continue
+                name = target.attr if isinstance(target, ast.Attribute) else ""
+                name = name or (target.id if isinstance(target, ast.Name) else "")
+                where, definition = classes[made]
+                if name:
+                    found[name] = (where, _attributes(definition))
+    return found
+
+
+def _stored(target: ast.expr) -> list[ast.Attribute]:
+    """The attributes an assignment's target stores to (``a.b = ``, ``a.b, c.d = ``)."""
+    if isinstance(target, ast.Attribute):
+        return [target]
+    if isinstance(target, ast.Tuple | ast.List):
+        return [one for element in target.elts for one in _stored(element)]
+    return []
+
+
+def finished_from_outside(modules: dict[str, Path] = MODULES) -> set[str]:
+    """Each place that assigns an attribute of a part from another module than its
+    class's: ``<...>.fanout.on_first = ...`` outside ``hub/_fanout.py``."""
+    known = parts()
+    found = set()
+    for module, path in modules.items():
+        for node in _nodes(path):
+            for assigned in _targets(node):
+                for target in _stored(assigned):
+                    base = target.value
+                    name = base.attr if isinstance(base, ast.Attribute) else ""
+                    name = name or (base.id if isinstance(base, ast.Name) else "")
+                    if name not in known or name == "self":
+                        continue
+                    where, attributes = known[name]
+                    if target.attr in attributes and module != where:
+                        found.add(f"{module}:{target.lineno}: {ast.unparse(target)}")
+    return found
+
+
+def test_a_workers_parts_are_made_in_one_place() -> None:
+    """No part of a worker is finished from outside once made: its collaborators and
+    hooks are given as it is made, in ``app/_worker.py`` and ``Hub.__init__``."""
+    known = parts()
+    assert {"hub", "fanout", "topics", "streams", "operations", "lifespan", "start"} <= set(known)
+    assert known["fanout"][0] == "sse_fast.hub._fanout" and "on_first" in known["fanout"][1]
+    assert finished_from_outside() == set()
+
+
+def test_a_part_finished_from_outside_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "late.py"
+    path.write_text("def late(hub, topics):\n    hub.fanout.on_first = print\n    topics.x = 1\n")
+    assert finished_from_outside({"sse_fast.late": path}) == {
+        "sse_fast.late:2: hub.fanout.on_first"
+    }

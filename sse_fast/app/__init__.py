@@ -8,8 +8,7 @@ limits), ``_auth.py`` (credentials, JWT claims, operations access),
 
 from __future__ import annotations
 
-import logging
-
+from .._logging import configure as configure_logging
 from .._orphans import stop_when_orphaned
 from ..settings import Settings
 from ._http import HTTPError
@@ -19,10 +18,7 @@ from ._routing import App
 def create_app() -> App:
     """Factory for ASGI servers: settings come from ``SSE_FAST_*`` variables."""
     settings = Settings.from_env()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d] %(message)s",
-    )
+    configure_logging(settings.log_level)
     stop_when_orphaned(settings.main_pid, "worker")  # under serve: never outlive it
     return App(settings)
 

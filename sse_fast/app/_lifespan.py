@@ -20,6 +20,7 @@ import asyncio
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from .._asgi import Receive, Send
 from .._core import EXTENSION_IMPORT_ERROR
@@ -29,8 +30,10 @@ from ..brokers.durable import StoreError, StoreWriteError
 from ..brokers.durable._directory import START_ROOM, write_failure
 from ..hub import Hub
 from ..settings import Settings
-from ._operations import Operations
 from ._start import Start
+
+if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
+    from ._upstream import Upstream
 
 __all__ = ["Lifespan"]
 
@@ -41,11 +44,13 @@ class Lifespan:
     """The app's ASGI lifespan handler: ``startup`` and ``shutdown`` on the server's messages (a
     failed startup is reported as ``lifespan.startup.failed``)."""
 
-    def __init__(self, settings: Settings, hub: Hub, operations: Operations, start: Start) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, start: Start, upstream: Upstream | None = None
+    ) -> None:
         self.settings = settings
         self.hub = hub
-        self.operations = operations
-        self.upstream = operations.upstream
+        #: mirror mode's reader, started and stopped with the hub
+        self.upstream = upstream
         #: where the start is (this object alone moves it)
         self.start = start
         self._stopping = False
@@ -172,9 +177,8 @@ class Lifespan:
         self._stop_task = asyncio.get_running_loop().create_task(self._drain_then_stop())
 
     async def drain(self) -> None:
-        """Not ready any more, then drain the streams (SIGTERM; a host
+        """Drain the streams, not ready from its first step (SIGTERM; a host
         application's shutdown, ``App.running``)."""
-        self.operations.ready = False
         await self.hub.drain()
 
     async def _drain_then_stop(self) -> None:

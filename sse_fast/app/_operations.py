@@ -69,7 +69,12 @@ class Operations:
     methods)."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, client_address: ClientAddress, start: Start
+        self,
+        settings: Settings,
+        hub: Hub,
+        client_address: ClientAddress,
+        start: Start,
+        upstream: Upstream | None = None,
     ) -> None:
         self.settings = settings
         self.hub = hub
@@ -77,10 +82,8 @@ class Operations:
         self.start = start
         self.access = OperationsAccess(settings)
         self.client_address = client_address
-        #: False once the server is stopping (set by the lifespan)
-        self.ready = True
         #: mirror mode's reader (its state is part of readiness)
-        self.upstream: Upstream | None = None
+        self.upstream = upstream
         #: True once every worker of the node has been seen started (``readyz``)
         self.node_started = False
         #: the question to the node's workers in flight, shared by ``readyz`` requests
@@ -159,7 +162,7 @@ class Operations:
             await send_json(send, 503, {"status": "starting", "reason": self.start.doing()})
             return
         hub = self.hub
-        ready = self.ready and not hub.draining and hub.broker.available
+        ready = not hub.draining and hub.broker.available
         body: dict[str, Any] = {}
         if ready and not self.node_started:
             waiting = await self._workers_starting()

@@ -22,20 +22,15 @@ from typing import Any
 
 from .. import _shutdown
 from .._asgi import Receive, Scope, Send
-from .._compose import broker_for
 from ..hub import Hub
 from ..protocol import Reason
 from ..settings import Settings
-from ._admission import Admission, ClientAddress
-from ._auth import Authenticator
-from ._cors import Cors
 from ._events import EventsEndpoint
 from ._http import HTTPError, allow, send_json
-from ._lifespan import Lifespan
 from ._operations import Operations
 from ._publish import PublishEndpoint
 from ._publish_stream import PublishStreamEndpoint
-from ._start import Start
+from ._worker import worker_parts
 
 __all__ = ["ROUTES", "STARTING_ROUTES", "App", "Route"]
 
@@ -90,30 +85,24 @@ class App:
         *,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        self.settings = settings = settings or Settings.from_env()
-        if hub is None:
-            hub = Hub(settings, broker=broker_for(settings))
-        self.hub = hub
-        # tokens' exp, nbf and iat are read against wall_clock (a test's own moves)
-        self.auth = Authenticator(settings, wall_clock)
-        self.admission = Admission(settings)
-        self.client_address = ClientAddress(settings)
-        self.cors = Cors(settings)
-        self.events = EventsEndpoint(
-            settings, hub, self.auth, self.admission, self.client_address, self.cors
-        )
-        self.publish = PublishEndpoint(settings, hub, self.auth, self.admission, self.cors)
-        self.publish_stream = PublishStreamEndpoint(
-            settings, hub, self.auth, self.admission, self.cors
-        )
+        """An app of ``settings`` (``Settings.from_env()`` when not given), its parts
+        made once by the worker's composition root (``_worker.worker_parts``): on
+        ``hub`` when given, else on the broker the settings choose. Tokens' ``exp``,
+        ``nbf`` and ``iat`` are read against ``wall_clock`` (a test's own moves)."""
+        made = worker_parts(settings or Settings.from_env(), hub, wall_clock)
+        self.settings = made.settings
+        self.hub = made.hub
+        self.auth = made.auth
+        self.admission = made.admission
+        self.client_address = made.client_address
+        self.cors = made.cors
+        self.events = made.events
+        self.publish = made.publish
+        self.publish_stream = made.publish_stream
         #: where this worker's start is (``_start.py``)
-        self.start = Start(hub)
-        self.operations = Operations(settings, hub, self.client_address, self.start)
-        if settings.upstream:
-            from ._upstream import Upstream
-
-            self.operations.upstream = Upstream(settings, hub)
-        self.lifespan = Lifespan(settings, hub, self.operations, self.start)
+        self.start = made.start
+        self.operations = made.operations
+        self.lifespan = made.lifespan
         parts: dict[type, Any] = {
             PublishEndpoint: self.publish,
             PublishStreamEndpoint: self.publish_stream,

@@ -54,11 +54,11 @@ class Start:
 
     def begin(self) -> None:
         """The hub is starting in the background."""
-        self.pending = self.hub.figures.starting = True
+        self.pending = True
 
     def started(self) -> None:
         """The hub is started: every endpoint serves."""
-        self.pending = self.hub.figures.starting = False
+        self.pending = False
 
     def failed(self, message: str) -> None:
         """The start failed (``message``: why, and what to do); it stays pending."""

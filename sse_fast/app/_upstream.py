@@ -56,6 +56,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import orjson
@@ -74,6 +75,7 @@ __all__ = [
     "LOCK_POLL",
     "STATE_INTERVAL",
     "STATE_STALE",
+    "ReaderState",
     "Upstream",
     "load_transform",
 ]
@@ -109,10 +111,34 @@ def load_transform(spec: str) -> Callable[[Any], Any] | None:
     return target  # type: ignore[no-any-return]
 
 
+@dataclass
+class ReaderState:
+    """Where one worker's reading of the upstream is: whether it reads (or stands by),
+    the connection's state since when, the last error, whether it ever connected."""
+
+    #: whether this worker reads (else it stands by for the lock)
+    reading: bool
+    #: connecting, connected, reconnecting or refused
+    state: str = "connecting"
+    since: float = field(default_factory=time.time)
+    error: str = ""
+    connected_once: bool = False
+
+    def moved(self, state: str, error: str = "") -> None:
+        """The connection is now in ``state`` (since now), ``error`` saying why."""
+        self.state, self.since, self.error = state, time.time(), error
+
+    def report(self) -> dict[str, Any]:
+        """This worker's part of ``/metrics``."""
+        return {"upstream_reading": self.reading, "upstream_up": self.state == "connected"}
+
+
 class Upstream:
     """The mirror-mode reader of one worker (reading, or standing by)."""
 
-    def __init__(self, settings: Settings, hub: Hub) -> None:
+    def __init__(self, settings: Settings, hub: Hub, reader: ReaderState | None = None) -> None:
+        """``reader``: the state the hub reports (``Hub(reports=...)``), made first by
+        the worker's composition root (``app/_compose.py``); a new one when not given."""
         self.settings = settings
         self.hub = hub
         self.url = settings.upstream
@@ -125,18 +151,14 @@ class Upstream:
         )
         self.lock_path = settings.upstream_lock
         self.state_path = self.lock_path + ".json" if self.lock_path else ""
-        self.reading = not self.lock_path  # one worker: no election
-        self.state = "connecting"
-        self.since = time.time()
-        self.error = ""
-        self.connected_once = False
+        #: where the reading is (the figures this worker reports: ``ReaderState``)
+        self.reader = reader or ReaderState(reading=not self.lock_path)
         self.last_event_id = ""
         self._last_upstream_id = ""  # the id of the last event that carried one
         self._handling = False  # an event read from upstream is being republished
         self._lock_fd: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._stream: Any = None
-        hub.reports.append(self.report)
 
     # ------------------------------------------------------------ life
 
@@ -164,10 +186,10 @@ class Upstream:
             self.last_event_id = before.get("last_event_id") or ""
             self._last_upstream_id = self.last_event_id
             if before.get("connected_once"):  # a takeover: the grace counts from the loss
-                self.connected_once = True
-                self.state = "reconnecting"
+                self.reader.connected_once = True
+                self.reader.state = "reconnecting"
                 lost = before.get("recorded_at") if before.get("state") == "connected" else None
-                self.since = float(lost or before.get("since") or self.since)
+                self.reader.since = float(lost or before.get("since") or self.reader.since)
             log.info(
                 "reading upstream %s into topic %s%s",
                 self.url,
@@ -188,7 +210,7 @@ class Upstream:
                 log.error(
                     "upstream %s: %s; trying again in %g s (upstream_max_delay)",
                     self.url,
-                    self.error,
+                    self.reader.error,
                     self.settings.upstream_max_delay,
                 )
                 await asyncio.sleep(self.settings.upstream_max_delay)
@@ -208,8 +230,8 @@ class Upstream:
             os.close(fd)
             raise
         self._lock_fd = fd
-        self.reading = True
-        self.state, self.since = "connecting", time.time()
+        self.reader.reading = True
+        self.reader.moved("connecting", self.reader.error)
 
     async def _read(self) -> None:
         stream = connect(
@@ -247,8 +269,8 @@ class Upstream:
             if stream is not None:
                 if stream.connected:
                     self._connected()
-                elif self.state == "connected":
-                    self.state, self.since, self.error = "reconnecting", time.time(), ""
+                elif self.reader.state == "connected":
+                    self.reader.moved("reconnecting")
                     log.warning("upstream %s lost; reconnecting", self.url)
                 self.hub.metrics.upstream_reconnects_total = stream.reconnects
                 if not self._handling and stream.last_event_id:
@@ -259,15 +281,15 @@ class Upstream:
             await asyncio.sleep(STATE_INTERVAL)
 
     def _away(self, error: str) -> None:
-        self.state, self.since, self.error = "refused", time.time(), error
+        self.reader.moved("refused", error)
         self._stream = None
 
     def _connected(self) -> None:
-        if self.state != "connected":
-            self.state, self.since, self.error = "connected", time.time(), ""
-            if self.connected_once:
+        if self.reader.state != "connected":
+            self.reader.moved("connected")
+            if self.reader.connected_once:
                 log.info("upstream %s back", self.url)
-            self.connected_once = True
+            self.reader.connected_once = True
 
     # ------------------------------------------------------------ events
 
@@ -346,7 +368,7 @@ class Upstream:
     # ------------------------------------------------------------ state
 
     def _record(self) -> None:
-        if not self.state_path or not self.reading:
+        if not self.state_path or not self.reader.reading:
             return
         temporary = f"{self.state_path}.{os.getpid()}"
         try:
@@ -370,23 +392,23 @@ class Upstream:
         return {
             "url": self.url,
             "topic": self.topic,
-            "state": self.state,
-            "since": self.since,
-            "connected_once": self.connected_once,
+            "state": self.reader.state,
+            "since": self.reader.since,
+            "connected_once": self.reader.connected_once,
             "last_event_id": self.last_event_id,
-            "error": self.error,
+            "error": self.reader.error,
             "reader_pid": os.getpid(),
             "recorded_at": time.time(),
         }
 
     def status(self) -> dict[str, Any]:
         """The upstream's state as this server knows it (any worker)."""
-        if self.reading:
+        if self.reader.reading:
             status = self._own_status()
         else:
             status = self._read_state()
             if not status:
-                status = {"state": "no-reader", "since": self.since, "connected_once": False}
+                status = {"state": "no-reader", "since": self.reader.since, "connected_once": False}
             elif status.pop("stale"):
                 status["state"] = "no-reader"  # its reader died; a standby takes over
         status["url"], status["topic"] = self.url, self.topic
@@ -397,5 +419,5 @@ class Upstream:
         return status
 
     def report(self) -> dict[str, Any]:
-        """This worker's part of ``/metrics``."""
-        return {"upstream_reading": self.reading, "upstream_up": self.state == "connected"}
+        """This worker's part of ``/metrics`` (``ReaderState.report``)."""
+        return self.reader.report()

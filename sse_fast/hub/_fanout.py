@@ -69,7 +69,12 @@ class FanOut:
         send_style: SendStyle,
         topics: Topics,
         closer: Closer,
+        on_first: Callable[[Topic], None] | None = None,
+        complete_up_to: Callable[[], int] | None = None,
     ) -> None:
+        """``on_first``: told of each topic whose first events a flush writes, from the
+        first pattern stream on (``patterns_opened``); ``complete_up_to``: with several
+        partitions, where pattern streams' cursors' rest may rise to."""
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -77,15 +82,22 @@ class FanOut:
         self.topics = topics
         self.closer = closer
         self._dirty: dict[Topic, None] = {}
+        self._first_events = on_first
         #: told of each topic whose first events this flush writes, before it writes
         #: them (the pattern streams it belongs to join it: ``Streams.created``); None
-        #: until a pattern stream opens: the flush then looks at nothing more
+        #: until a pattern stream opens (``patterns_opened``): the flush then looks at
+        #: nothing more
         self.on_first: Callable[[Topic], None] | None = None
         #: with several partitions, where pattern streams' cursors' rest may rise to
         #: (``Broker.complete_up_to``, read once per flush; ``with_cursors``)
-        self.complete_up_to: Callable[[], int] | None = None
+        self.complete_up_to = complete_up_to
         self._flush_scheduled = False
         self._accepted: list[list[Any]] = []  # [accepted_at, how many events]
+
+    def patterns_opened(self) -> None:
+        """A pattern stream opens: from now on each topic's first events are told
+        (``on_first``), so that the pattern streams it matches join it."""
+        self.on_first = self._first_events
 
     # ---------------------------------------------------------------- storing
 

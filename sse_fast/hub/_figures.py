@@ -29,11 +29,6 @@ class Figures:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        #: whether the worker's start is pending (moved by ``app/_start.py``'s ``Start``,
-        #: its one owner): /stats says it per worker, so that "every worker answers"
-        #: can be told from "every worker serves" (a worker on Redis answers gathers
-        #: before its start is done)
-        self.starting = False
 
     def of_topic(self, name: str) -> dict[str, Any]:
         """This worker's presence figures of one topic."""
@@ -69,7 +64,7 @@ class Figures:
         pending) answer; see ``app/_operations.py``."""
         hub = self.hub
         if query.get("what") == "ready":  # /readyz, until every worker has started once
-            figures: dict[str, Any] = {"starting": self.starting}
+            figures: dict[str, Any] = {"starting": hub.starting}
         elif query.get("what") == "presence":
             figures = self.of_topic(str(query.get("topic", "")))
         elif query.get("what") == "stats":
@@ -114,7 +109,7 @@ class Figures:
             **topics.budget_figures(),
             "last_id": _last_id(hub),
             "draining": hub.draining,
-            "starting": self.starting,
+            "starting": hub.starting,
             "eager_send": hub.send_style.eager,
             "native_core": HAS_EXTENSIONS,
         }

@@ -39,7 +39,7 @@ from ._closing import Closer
 from ._fanout import FanOut
 from ._figures import Figures
 from ._lifecycle import Lifecycle
-from ._matching import pattern_matches, patterns_refused
+from ._matching import PatternStreams, pattern_matches, patterns_refused
 from ._metrics import Metrics
 from ._presence import PresenceNews
 from ._server import DisconnectWatch
@@ -73,20 +73,31 @@ class Hub:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
         broker: Broker | None = None,
+        *,
+        reports: Sequence[Callable[[], dict[str, Any]]] = (),
     ) -> None:
+        """``reports``: figures other parts add to this worker's ``/metrics`` report
+        (mirror mode's reader: ``app/_upstream.py``)."""
         self.settings = settings = settings or Settings()
         self.metrics = metrics = metrics or Metrics()
         self.clock = clock
         #: the declared streams (``declare``, ``settings.schemas``); None: none declared,
         #: and publishing does not look at schemas at all
         self.schemas = load_schemas(settings.schemas) if settings.schemas else None
-        self.broker = broker or LocalBroker()
-        self.topics = _topics_for(settings, self.broker)
+        self.broker = broker = broker or LocalBroker()
+        #: the streams that name patterns, by pattern: a dropped topic leaves it
+        patterns = PatternStreams()
+
+        def dropped(name: str) -> None:  # the topics tell of a dropped one
+            patterns.dropped(name)
+            broker.release(name)
+
+        self.topics = _topics_for(settings, broker, dropped)
         self.send_style = SendStyle()
         #: called when the drain starts (before the streams are closed)
         self.on_drain: set[Callable[[], None]] = set()
         #: figures other parts add to this worker's /metrics report (mirror mode's upstream)
-        self.reports: list[Callable[[], dict[str, Any]]] = []
+        self.reports = tuple(reports)
         self.presence_news = PresenceNews(
             split_list(settings.presence_topics),
             settings.presence_interval,
@@ -96,7 +107,9 @@ class Hub:
         self.webhooks = Webhooks(settings, metrics, clock) if settings.webhook_urls else None
         listeners = (self.presence_news, self.webhooks, metrics)
         #: the open streams: where they join and leave, and the listeners told
-        self.streams = Streams(self.topics, clock, [x for x in listeners if x is not None])
+        self.streams = Streams(
+            self.topics, clock, [x for x in listeners if x is not None], patterns
+        )
         #: the open streams by id (``streams.by_id``; read it)
         self.subscriptions = self.streams.by_id
         self.closer = Closer(settings, metrics, self.send_style, self.streams)
@@ -109,21 +122,30 @@ class Hub:
             self.send_style,
             self.topics,
             self.closer,
+            # from the first pattern stream on (``_open``), a topic's first events make
+            # it join the pattern streams it matches (and the names' index)
+            on_first=self.streams.created,
+            # with several partitions: their cursors' rest (``_cursor.py``)
+            complete_up_to=broker.complete_up_to if broker.partitions > 1 else None,
         )
         self.lifecycle = Lifecycle(
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
-        _hook_topics(self.topics, self.streams, self.broker)
         self.together = Together(self.broker, metrics, self.topics)
         self._periodic: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
+        #: True from ``start`` until it returns (stays True if it failed): /stats says it
+        #: per worker, so that "every worker answers" can be told from "every worker
+        #: serves" (a worker on Redis answers gathers before its start is done)
+        self.starting = False
         self.figures = Figures(self)
 
     # ---------------------------------------------------------------- running
 
     async def start(self) -> None:
         """Connect the broker and start heartbeats and sweeping (server startup)."""
+        self.starting = True
         await self.broker.start()
         # the broker may join a running sequence: positions before it are not ours
         for partition in range(self.broker.partitions):
@@ -135,6 +157,7 @@ class Hub:
             self._presence = asyncio.get_running_loop().create_task(
                 self.presence_news.run(self.figures.of_topic, self.broker.store_presence)
             )
+        self.starting = False
 
     async def stop(self) -> None:
         """Drain (unless drained), stop the periodic work, disconnect the broker."""
@@ -412,18 +435,6 @@ async def _prepare_patterns(
     return expansion
 
 
-def _hook_topics(topics: Topics, streams: Streams, broker: Broker) -> None:
-    """What the topics tell of a dropped one: it goes from the pattern index's names,
-    and the broker stops delivering it. (A topic's first events are told once a
-    pattern stream opened: ``_open``.)"""
-
-    def dropped(name: str) -> None:
-        streams.patterns.dropped(name)
-        broker.release(name)
-
-    topics.on_drop = dropped
-
-
 def _forgotten(
     hub: Hub, patterns: Sequence[str], expansion: Expansion | None
 ) -> resume.Forgotten | None:
@@ -434,13 +445,13 @@ def _forgotten(
     return hub.topics.forgotten_by(patterns, 0 if expansion is None else expansion.gone_up_to)
 
 
-def _topics_for(settings: Settings, broker: Broker) -> Topics:
+def _topics_for(settings: Settings, broker: Broker, on_drop: Callable[[str], None]) -> Topics:
     """The hub's topics: the newest applied position starts just before the broker's
     first (in each partition, with several)."""
     if broker.partitions == 1:
-        return Topics(settings, broker.first_position - 1)
+        return Topics(settings, broker.first_position - 1, on_drop=on_drop)
     starts = [broker.first_position_of(p) - 1 for p in range(broker.partitions)]
-    return Topics(settings, 0, broker.partition_of, starts)
+    return Topics(settings, 0, broker.partition_of, starts, on_drop)
 
 
 def _open(
@@ -459,11 +470,7 @@ def _open(
     now = hub.clock()
     patterns = tuple(name for name in names if is_pattern(name))
     if patterns:
-        # from the first pattern stream on, a topic's first events make it join the
-        # pattern streams it matches (and the names' index, built by ``expand``)
-        hub.fanout.on_first = hub.streams.created
-        if hub.broker.partitions > 1:  # their cursors' rest (``_cursor.py``)
-            hub.fanout.complete_up_to = hub.broker.complete_up_to
+        hub.fanout.patterns_opened()
         exact = [name for name in names if not is_pattern(name)]
         topics: Sequence[Topic] = hub.streams.expand(exact, patterns, now)  # a list: it grows
     else:

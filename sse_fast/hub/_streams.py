@@ -74,14 +74,17 @@ class Streams:
         topics: Topics,
         clock: Callable[[], float],
         listeners: Sequence[StreamListener] = (),
+        patterns: PatternStreams | None = None,
     ) -> None:
+        """``patterns``: the index of the streams that name patterns (a new one when
+        not given; the hub gives the one its topics' ``on_drop`` tells)."""
         self.topics = topics
         self.clock = clock
         #: the open streams by id (read it; ``join`` and ``leave`` change it)
         self.by_id: dict[int, Subscription] = {}
         self.listeners = tuple(listeners)
         #: the streams that name patterns, by pattern
-        self.patterns = PatternStreams()
+        self.patterns = patterns if patterns is not None else PatternStreams()
         self._next_id = itertools.count(1)
 
     def next_id(self) -> int:

@@ -210,10 +210,12 @@ class Topics(TopicTable):
         last_position: int = 0,
         partition_of: Callable[[str], int] | None = None,
         starts: Sequence[int] = (),
+        on_drop: Callable[[str], None] | None = None,
     ) -> None:
         """``last_position``: where the newest applied position starts. With several
         partitions, ``partition_of`` names a topic's and ``starts`` gives each
-        partition's start (its length is the number of partitions)."""
+        partition's start (its length is the number of partitions). ``on_drop`` is
+        told the name of each dropped topic (the broker stops delivering it)."""
         super().__init__(
             settings.ring_max_frames,
             settings.ring_max_bytes,
@@ -230,8 +232,7 @@ class Topics(TopicTable):
         self._swept: dict[str, int] = {}  # name -> newest position, of dropped topics
         # positions of topics forgotten at or below it, per partition
         self._swept_floors = [0] * self.partitions
-        #: told the name of each dropped topic (the broker stops delivering it)
-        self.on_drop: Callable[[str], None] | None = None
+        self.on_drop = on_drop
 
     def __len__(self) -> int:
         return len(self.by_name)

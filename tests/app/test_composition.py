@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 import sse_fast
-from sse_fast._compose import RELAY_JOIN_LIMIT, broker_for
 from sse_fast._flags import add_settings_flags
 from sse_fast.app import App
+from sse_fast.app._worker import RELAY_JOIN_LIMIT, broker_for
 from sse_fast.brokers import Broker
 from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
+from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 from sse_fast.settings._handoff import Handoff
 
@@ -119,6 +120,27 @@ def test_the_broker_is_one_function_of_the_settings(topology: str) -> None:
     settings = Settings(**values)
     assert _kind(broker_for(settings)) == expected
     assert _kind(App(settings).hub.broker) == expected  # the app asks broker_for
+
+
+def test_mirror_modes_reader_reports_into_the_hub_made_with_it() -> None:
+    """The reader's state is made first and given to the hub (``app/_worker.py``):
+    this worker's ``/metrics`` figures carry it, and the operations endpoints and the
+    lifespan watch the reader made with them."""
+    app = App(Settings(upstream="http://o/e?topic=a"))
+    upstream = app.operations.upstream
+    assert upstream is not None and app.lifespan.upstream is upstream
+    figures = app.hub.report({"what": "metrics"})
+    assert (figures["upstream_reading"], figures["upstream_up"]) == (True, False)
+    upstream.reader.moved("connected")
+    assert app.hub.report({"what": "metrics"})["upstream_up"] is True
+    standby = App(Settings(upstream="http://o/e?topic=a", upstream_lock="/u.lock"))
+    assert standby.hub.report({"what": "metrics"})["upstream_reading"] is False
+
+
+def test_mirror_mode_on_a_hub_of_the_callers_is_refused() -> None:
+    with pytest.raises(ValueError, match="give no hub"):
+        App(Settings(upstream="http://o/e?topic=a"), hub=Hub(Settings()))
+    assert "upstream_reading" not in App(Settings()).hub.report({"what": "metrics"})
 
 
 def test_settings_cannot_be_changed_once_built() -> None:

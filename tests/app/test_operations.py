@@ -11,7 +11,7 @@ import json
 import orjson
 import pytest
 
-from sse_fast.testing import HOST, ServerProcess, http_request
+from sse_fast.testing import HOST, ServerProcess, http_request, wait_for
 
 OPS = ("/stats", "/stats?connections=1", "/metrics")
 
@@ -113,18 +113,32 @@ def test_stats_answers_a_page_at_a_time() -> None:
 def test_stats_says_which_worker_is_still_starting() -> None:
     """``/stats`` names each worker's start (``starting``): a worker on Redis answers
     gathers before its start is done, so "every worker answers" is not "every worker
-    serves" (``ServerProcess`` waits for none starting). ``Start`` moves it."""
+    serves" (``ServerProcess`` waits for none starting). ``Hub.start`` moves it."""
     from sse_fast.app._operations import merge_stats
-    from sse_fast.app._start import Start
+    from sse_fast.brokers.local import LocalBroker
     from sse_fast.hub import Hub
     from sse_fast.settings import Settings
 
-    hub = Hub(Settings())
-    start = Start(hub)
-    query = {"what": "stats"}
-    start.begin()
-    assert hub.stats()["starting"] is True
-    assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is True
-    start.started()
-    assert hub.stats()["starting"] is False
-    assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is False
+    class Held(LocalBroker):
+        def __init__(self) -> None:
+            super().__init__()
+            self.go = asyncio.Event()
+
+        async def start(self) -> None:
+            await self.go.wait()
+
+    async def main() -> None:
+        broker = Held()
+        hub = Hub(Settings(), broker=broker)
+        query = {"what": "stats"}
+        starting = asyncio.get_running_loop().create_task(hub.start())
+        await wait_for(lambda: hub.starting)
+        assert hub.stats()["starting"] is True
+        assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is True
+        broker.go.set()
+        await starting
+        assert hub.stats()["starting"] is False
+        assert merge_stats([hub.report(query)], False)["workers"][0]["starting"] is False
+        await hub.stop()
+
+    asyncio.run(main())

@@ -11,6 +11,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from sse_fast.app import App
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub
@@ -73,15 +75,44 @@ def test_a_node_is_ready_once_every_worker_has_started() -> None:
     asyncio.run(main())
 
 
-def test_a_worker_says_it_is_starting_when_asked() -> None:
-    """What a gather gets of a worker whose start is pending, then done."""
+class SlowStart(Node):
+    """A broker whose start waits for ``go`` (then fails when ``fail`` is set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = asyncio.Event()
+        self.fail = False
+
+    async def start(self) -> None:
+        await self.go.wait()
+        if self.fail:
+            raise ConnectionError("refused")
+        await super().start()
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_a_worker_says_it_is_starting_when_asked(fails: bool) -> None:
+    """What a gather gets of a worker whose hub is starting, then started; one whose
+    start failed goes on saying it is starting (it never serves)."""
 
     async def main() -> None:
-        app, node = node_app(2)
-        app.start.begin()
+        settings = Settings(workers=2, install_signal_handlers=False)
+        node = SlowStart()
+        hub = Hub(settings, broker=node)
+        assert node.member.report({"what": "ready"})["starting"] is False  # not asked to
+        starting = asyncio.get_running_loop().create_task(hub.start())
+        await wait_for(lambda: hub.starting)
         assert node.member.report({"what": "ready"})["starting"] is True
-        app.start.started()
-        assert node.member.report({"what": "ready"})["starting"] is False
+        node.fail = fails
+        node.go.set()
+        if fails:
+            with pytest.raises(ConnectionError):
+                await starting
+        else:
+            await starting
+        assert node.member.report({"what": "ready"})["starting"] is fails
+        if not fails:
+            await hub.stop()
 
     asyncio.run(main())
 

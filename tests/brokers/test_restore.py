@@ -175,7 +175,13 @@ def test_the_collector_is_paused_while_the_history_is_restored(stored: Path) -> 
         hub = Hub(settings, broker=Watched())
         await hub.start()
         progress = RestoreProgress()
-        loaded = await read_into(hub.broker, str(stored), progress)
+        told: list[int] = []  # how many events the reading held when it was told
+
+        def read(loaded: Loaded) -> None:
+            told.append(len(loaded.events))
+
+        loaded = await read_into(hub.broker, str(stored), progress, read)
+        assert told == [EVENTS]  # told before they were applied and let go
         assert progress.applied == progress.total == EVENTS
         assert loaded.count == EVENTS and loaded.events == []  # let go once applied
         assert gc.isenabled()

@@ -20,6 +20,7 @@ from ..._tasks import stop_task
 from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
+from ..durable._reading import Loaded
 from ..durable._restore import RestoreProgress, read_into
 from . import wire
 from .process import GATHER_TIMEOUT
@@ -94,9 +95,16 @@ class RelayBroker(Broker):
         """Apply the relay's data directory (``progress``), then join holding it (the relay
         replays the rest from its log): each worker of a restarted server loads it, in parallel."""
         self.progress = progress = RestoreProgress()
-        loaded = await read_into(self, self.store_dir, progress)
+        loaded = await read_into(self, self.store_dir, progress, self._read)
         if loaded.count and loaded.sequence is not None:
             self.sequence = loaded.sequence
+
+    def _read(self, loaded: Loaded) -> None:
+        """What the data directory holds, before it is applied: its lost ranges, and
+        where its history begins."""
+        self.lost = loaded.lost
+        if loaded.events:
+            self.first_position = loaded.first_position
 
     async def _connect(self) -> asyncio.StreamReader:
         """Connect, say hello, apply the welcome and the replayed log."""

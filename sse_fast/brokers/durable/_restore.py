@@ -30,7 +30,8 @@ from ..._collector import discard, free_gradually, gc_paused, pause, resume
 from ...protocol import Reason
 from .. import Broker
 from .._sequencing import RecentIds, Sequenced
-from ._reading import Loaded, read
+from ._reading import Loaded
+from ._reading import read as read_directory
 from ._records import Event, ReadStopped
 
 __all__ = [
@@ -214,19 +215,21 @@ async def read_stoppably(reading: Callable[[threading.Event], Loaded]) -> Loaded
         stop.set()
 
 
-async def read_into(broker: Broker, path: str, progress: RestoreProgress) -> Loaded:
+async def read_into(
+    broker: Broker, path: str, progress: RestoreProgress, read: Callable[[Loaded], None]
+) -> Loaded:
     """Read the data directory at ``path`` (never writing it; in a thread) and
-    apply what it holds to ``broker``'s member (``restore_gradually``);
-    ``broker.lost`` and ``first_position`` follow it. What was read (``Loaded``),
+    apply what it holds to ``broker``'s member (``restore_gradually``), after
+    telling ``read`` (the broker takes its lost ranges and first position from
+    it). What was read (``Loaded``),
     its events let go once applied (``Loaded.count`` says how many): the cyclic
     garbage collector is paused while they are held (``sse_fast/_collector.py``)."""
     started = time.perf_counter()
     with gc_paused():
-        loaded = await read_stoppably(lambda stop: read(path, stop=stop))
+        loaded = await read_stoppably(lambda stop: read_directory(path, stop=stop))
         try:
-            broker.lost = loaded.lost
+            read(loaded)
             if loaded.events:
-                broker.first_position = loaded.first_position
                 await restore_gradually(broker, loaded.events, loaded.lost, progress)
                 log.info(
                     "data directory %s: %d events restored in %.2f s",

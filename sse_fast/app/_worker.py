@@ -1,0 +1,158 @@
+"""A worker put together: the composition root of one ``App`` (``sse-fast serve``'s
+workers, and an app embedded in another server).
+
+Theory of operation
+-------------------
+``worker_parts`` makes every part of a worker once, in dependency order, and gives
+each its collaborators and hooks as it makes it: the broker the settings choose
+(``broker_for``), the hub on it, then the app's parts on the hub. Nothing is
+finished from outside once made: a part that reports figures into the hub (mirror
+mode's reader, ``ReaderState``) is made before the hub and given to it; the
+operations endpoints and the lifespan are given the reader they watch. ``App``
+takes the parts as they come (``_routing.py``).
+
+The supervising process (``serve``) is put together elsewhere: ``sse_fast/_compose.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..hub import Hub
+from ..settings import Settings
+from ._admission import Admission, ClientAddress
+from ._auth import Authenticator
+from ._cors import Cors
+from ._events import EventsEndpoint
+from ._lifespan import Lifespan
+from ._operations import Operations
+from ._publish import PublishEndpoint
+from ._publish_stream import PublishStreamEndpoint
+from ._start import Start
+
+if TYPE_CHECKING:
+    from ..brokers import Broker
+    from ._upstream import Upstream
+
+__all__ = ["RELAY_JOIN_LIMIT", "WorkerParts", "broker_for", "worker_parts"]
+
+#: seconds a starting worker under serve waits for the relay (its supervisor stops the
+#: server sooner if the relay cannot start)
+RELAY_JOIN_LIMIT = 3600.0
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """The parts of one worker, made by ``worker_parts``."""
+
+    settings: Settings
+    hub: Hub
+    auth: Authenticator
+    admission: Admission
+    client_address: ClientAddress
+    cors: Cors
+    events: EventsEndpoint
+    publish: PublishEndpoint
+    publish_stream: PublishStreamEndpoint
+    start: Start
+    operations: Operations
+    lifespan: Lifespan
+    #: mirror mode's reader (None unless ``upstream`` is set)
+    upstream: Upstream | None
+
+
+def worker_parts(
+    settings: Settings,
+    hub: Hub | None = None,
+    wall_clock: Callable[[], float] = time.time,
+) -> WorkerParts:
+    """Every part of a worker with ``settings``, made once (see the module docstring).
+    ``hub``: one made by the caller (an embedding's, a test's); else the hub on the
+    broker the settings choose. ``wall_clock``: what tokens' ``exp``, ``nbf`` and
+    ``iat`` are read against."""
+    reader = None
+    if settings.upstream:
+        if hub is not None:
+            raise ValueError(
+                "mirror mode (upstream) reports into the hub made with it: give no hub "
+                "(App(settings)), or mirror no upstream"
+            )
+        from ._upstream import ReaderState  # mirror mode needs httpx: only when it is on
+
+        reader = ReaderState(reading=not settings.upstream_lock)
+    if hub is None:
+        reports = () if reader is None else (reader.report,)
+        hub = Hub(settings, broker=broker_for(settings), reports=reports)
+    upstream = None
+    if reader is not None:
+        from ._upstream import Upstream
+
+        upstream = Upstream(settings, hub, reader)
+    auth = Authenticator(settings, wall_clock)
+    admission = Admission(settings)
+    client_address = ClientAddress(settings)
+    cors = Cors(settings)
+    start = Start(hub)
+    operations = Operations(settings, hub, client_address, start, upstream)
+    return WorkerParts(
+        settings=settings,
+        hub=hub,
+        auth=auth,
+        admission=admission,
+        client_address=client_address,
+        cors=cors,
+        events=EventsEndpoint(settings, hub, auth, admission, client_address, cors),
+        publish=PublishEndpoint(settings, hub, auth, admission, cors),
+        publish_stream=PublishStreamEndpoint(settings, hub, auth, admission, cors),
+        start=start,
+        operations=operations,
+        lifespan=Lifespan(settings, hub, start, upstream),
+        upstream=upstream,
+    )
+
+
+def broker_for(settings: Settings) -> Broker:
+    """The broker a worker with ``settings`` publishes through: ``RedisBroker``
+    (``redis_url``), ``RelayBroker`` (``relay_socket``, handed by serve), or
+    ``LocalBroker``, durable on ``store_dir`` (handed by serve) or in memory."""
+    if settings.redis_url:
+        from ..brokers.redis import RedisBroker
+
+        urls = settings.redis_urls
+        url: Any = urls[0] if len(urls) == 1 else urls  # one Redis, or the shards in order
+        layout: dict[str, Any] = {}
+        if len(urls) > 1 or settings.redis_partition_count > 1:
+            layout["partitions"] = settings.redis_partition_count
+        return RedisBroker(
+            url,
+            **layout,
+            prefix=settings.redis_prefix,
+            history_frames=settings.redis_history_frames,
+            history_age=settings.redis_history_age,
+            probe_interval=settings.redis_probe_interval,
+            wait_replicas=settings.redis_wait_replicas,
+            load_frames=settings.ring_max_frames,
+            node=settings.node_name or None,
+            workers=settings.workers,
+        )
+    if settings.relay_socket:
+        from ..brokers._relay import RelayBroker
+
+        # under serve the relay starts beside the workers, restoring history too:
+        # its supervisor, not this wait, says when it failed (``_startup.py``)
+        return RelayBroker(
+            settings.relay_socket,
+            store_dir=settings.store_dir,
+            connect_timeout=RELAY_JOIN_LIMIT if settings.start_failure_file else 10.0,
+        )
+    from ..brokers.local import LocalBroker
+
+    if settings.store_dir:
+        from ..brokers.durable import EventLog
+        from ..brokers.durable._log import log_options
+
+        return LocalBroker(EventLog(**log_options(settings)))
+    return LocalBroker()
