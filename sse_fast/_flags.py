@@ -14,20 +14,14 @@ from . import __version__
 from .settings import Settings
 from .settings._handoff import Handoff
 
-__all__ = ["RELAY_RENAMED", "add_settings_flags", "build_parser"]
+__all__ = ["add_settings_flags", "build_parser"]
 
 #: the command's description in ``--help``
 DESCRIPTION = "``sse-fast serve``: the notification edge under Granian with uvloop."
 
-#: `sse-fast relay` was mirror mode's command; "relay" names the multi-worker sequencer
-RELAY_RENAMED = (
-    "use sse-fast mirror (the same options): relay now names only the process that "
-    "sequences the events of several workers; the old name works until 1.0"
-)
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``sse-fast``'s commands (``serve``, ``mirror``, ``relay``, ``loadgen``) and of
+    """The parser of ``sse-fast``'s commands (``serve``, ``mirror``, ``loadgen``) and of
     their flags, one per setting."""
     parser = argparse.ArgumentParser(prog="sse-fast", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"sse-fast {__version__}")
@@ -39,24 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
         "environment variable (flags win), e.g. SSE_FAST_HEARTBEAT_INTERVAL=30.",
     )
     add_settings_flags(serve)
-    for name, summary in (
-        ("mirror", "serve an upstream SSE stream to many: sse-fast mirror --upstream URL"),
-        ("relay", f"the old name of mirror ({RELAY_RENAMED})"),
-    ):
-        mirror = commands.add_parser(
-            name,
-            help=summary,
-            description="Run the SSE edge in mirror mode: subscribe to an upstream SSE "
-            "stream (ours or any server's) and serve its events to many clients, resuming "
-            "upstream with Last-Event-ID after failures. Same options as serve.",
-        )
-        mirror.add_argument(
-            "--topic",
-            dest="upstream_topic",
-            default=None,
-            help="the local topic the upstream's events go to (same as --upstream-topic)",
-        )
-        add_settings_flags(mirror)
+    mirror = commands.add_parser(
+        "mirror",
+        help="serve an upstream SSE stream to many: sse-fast mirror --upstream URL",
+        description="Run the SSE edge in mirror mode: subscribe to an upstream SSE "
+        "stream (ours or any server's) and serve its events to many clients, resuming "
+        "upstream with Last-Event-ID after failures. Same options as serve.",
+    )
+    mirror.add_argument(
+        "--topic",
+        dest="upstream_topic",
+        default=None,
+        help="the local topic the upstream's events go to (same as --upstream-topic)",
+    )
+    add_settings_flags(mirror)
     commands.add_parser(
         "loadgen",
         help="load-test a running SSE server (loopback only); see sse-fast loadgen --help",

@@ -62,14 +62,7 @@ from ._procfs import listening_pids, process_tree
 from ._publishers import sse_fast_publish, with_token
 from ._run import run_load
 
-__all__ = ["TARGET_MOVED", "build_parser", "main", "run_from_args"]
-
-#: what ``--target`` is answered: the option moved to ``benches/loadgen_target.py``
-TARGET_MOVED = (
-    "--target moved out of the package: from a checkout of sse_fast, run "
-    "`python -m benches.loadgen_target --target NAME ...` (names from benches/peers.py), "
-    "or start the server yourself and give --port"
-)
+__all__ = ["build_parser", "main", "run_from_args"]
 
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -377,11 +370,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     status (1 when the run had problems, said on stderr; 2 for bad arguments or a missing
     httptools)."""
     parser = build_parser(prog)
-    parser.add_argument("--target", help=argparse.SUPPRESS)  # moved to benches/
     args = parser.parse_args(argv)
-    if args.target:
-        print(f"loadgen: {TARGET_MOVED}", file=sys.stderr)
-        return 2
     check_args(parser, args)
     try:
         return run_from_args(args)

@@ -1,5 +1,4 @@
-"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/_upstream.py; the
-command was ``sse-fast relay``, which still works and says so).
+"""Mirror mode (``sse-fast mirror --upstream URL``, sse_fast/app/_upstream.py).
 
 The republishing rules in process (ids, transforms, a broker that refuses for
 a while, an upstream that lost events); then real processes: a relay in front
@@ -66,16 +65,17 @@ def test_settings_say_what_is_wrong() -> None:
 def test_mirror_command_needs_an_upstream(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["mirror", "--port", "1"]) == 2
     err = capsys.readouterr().err
-    assert "--upstream URL" in err and "deprecated" not in err
+    assert err.startswith("sse-fast: say which stream to mirror with --upstream URL")
 
 
-def test_the_old_relay_command_still_works_and_says_it_is_mirror(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main(["relay", "--port", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "sse-fast relay: deprecated, use sse-fast mirror (the same options)" in err
-    assert "--upstream URL" in err
+def test_the_old_relay_command_is_gone(capsys: pytest.CaptureFixture[str]) -> None:
+    """``sse-fast relay`` was mirror mode's name until 0.1.0 (CHANGELOG.md)."""
+    with pytest.raises(SystemExit) as exit:
+        main(["relay", "--port", "1"])
+    assert exit.value.code == 2
+    assert "invalid choice: 'relay' (choose from 'serve', 'mirror', 'loadgen')" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_transform_that_cannot_be_loaded_fails_startup() -> None:

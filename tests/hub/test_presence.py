@@ -260,7 +260,7 @@ def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
     import orjson
     from redis import asyncio as aioredis
 
-    from sse_fast.brokers._presence import STALE, RedisPresence
+    from sse_fast.brokers.redis._presence import STALE, RedisPresence
 
     async def main() -> None:
         client = aioredis.from_url(redis.url)

@@ -194,12 +194,15 @@ def test_no_test_imports_the_benchmarks() -> None:
     assert offenders == []
 
 
-@pytest.mark.processes("sse-fast loadgen and a user's pytest as typed, against real servers")
-def test_target_moved_to_the_benches_wrapper() -> None:
-    """The package never imports benches: `--target` names the command that has it."""
-    done = subprocess.run([*LOADGEN, "--target", "sse_fast-1w"], capture_output=True, text=True)
-    assert done.returncode == 2
-    assert "python -m benches.loadgen_target --target" in done.stderr
+def test_target_is_no_option_of_the_package(capsys: pytest.CaptureFixture[str]) -> None:
+    """The package never imports benches: ``--target`` is ``benches.loadgen_target``'s
+    (its hidden pointer there was removed in 0.1.0: CHANGELOG.md)."""
+    from sse_fast.loadgen import main
+
+    with pytest.raises(SystemExit) as exit:
+        main(["--target", "sse_fast-1w"])
+    assert exit.value.code == 2
+    assert "unrecognized arguments: --target sse_fast-1w" in capsys.readouterr().err
 
 
 def test_run_load_takes_options_or_keywords_not_unknown_ones() -> None:
