@@ -50,7 +50,7 @@ async def one_round(port: int, coalesce: bool, tasks: int, seconds: float) -> di
         started = time.perf_counter()
         await asyncio.gather(*(task() for _ in range(tasks)))
         took = time.perf_counter() - started
-        figures = publisher.together.figures()
+        figures = publisher.batches.figures()
     cuts = statistics.quantiles(latencies, n=100)
     requests = figures["requests"] if coalesce else len(latencies)
     return {

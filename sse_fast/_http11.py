@@ -192,16 +192,16 @@ class SSEClient:
         kwargs: dict[str, Any] = {}
         if self.local_addr:
             kwargs["local_addr"] = (self.local_addr, 0)
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, **kwargs), timeout
-        )
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(self.host, self.port, **kwargs)
         self._reader, self._writer = reader, writer
         query = urlencode([("topic", t) for t in self.topics] + list(self.extra_query.items()))
         headers = {"Accept": "text/event-stream", **self.headers}
         if self.last_event_id:
             headers["Last-Event-ID"] = self.last_event_id
         writer.write(_request_bytes("GET", self.host, self.port, f"{self.path}?{query}", headers))
-        self.status, self.response_headers = await asyncio.wait_for(read_head(reader), timeout)
+        async with asyncio.timeout(timeout):
+            self.status, self.response_headers = await read_head(reader)
         if self.status != 200:
             body = b""
             if "content-length" in self.response_headers:

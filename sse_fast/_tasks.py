@@ -1,5 +1,5 @@
-"""Stopping a background task for sure; awaiting within a time limit
-(``within``) and closing an interrupted async generator (``close_generator``);
+"""Stopping a background task for sure; closing an interrupted async generator
+(``close_generator``);
 the running loop without a system call (``running_loop``); stepping an
 awaitable (``step``).
 
@@ -9,6 +9,11 @@ lose a cancel that arrives as their inner await completes, and redis-py waits
 that way), after which the task carries on as if nothing happened. Our loops
 also check a closing flag, and ``stop_task`` cancels again until the task is
 gone, within a bound.
+
+One way to put a time limit on an await, everywhere in the package: ``async with
+asyncio.timeout(seconds)`` (None: no limit). It makes no task, as
+``asyncio.wait_for`` did on Python 3.11 for each wait (tests/test_layout.py
+keeps ``wait_for`` out).
 """
 
 from __future__ import annotations
@@ -84,15 +89,6 @@ if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
 # ---------------------------------------------------------------- time limits
 
 
-async def within(awaitable: Awaitable[T], seconds: float | None) -> T:
-    """``await awaitable``, ``TimeoutError`` after ``seconds`` (None: no limit); no
-    task is made for the wait (``asyncio.timeout``, not ``wait_for``)."""
-    if seconds is None:
-        return await awaitable
-    async with asyncio.timeout(seconds):
-        return await awaitable
-
-
 async def close_generator(
     iterator: Any, timeout: float | None, what: str, logger: logging.Logger | None = None
 ) -> None:
@@ -153,7 +149,8 @@ class _Rest:
             log.debug("an abandoned step ended with an error", exc_info=True)
             return
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await within(_Rest(self.steps, value), timeout)
+            async with asyncio.timeout(timeout):
+                await _Rest(self.steps, value)
 
     def __await__(self) -> Generator[Any, Any, Any]:
         steps, value = self.steps, self.first

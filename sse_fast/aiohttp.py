@@ -58,7 +58,6 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from . import _shutdown
 from ._core import ID_FIRST_ORDER, EncodeError, encode
-from ._tasks import within
 
 __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
@@ -222,7 +221,8 @@ class EventSourceResponse(StreamResponse):
         if self._loop is not None:
             self._last_write = self._loop.time()
         try:
-            await within(self.write(frame), self._send_timeout)
+            async with asyncio.timeout(self._send_timeout):
+                await self.write(frame)
         except ConnectionResetError:
             self._stop_quietly()
             raise

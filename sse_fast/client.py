@@ -434,7 +434,8 @@ class EventStream(_Stream):
                 return
             wait = session.next_wait(cause)
             with contextlib.suppress(asyncio.TimeoutError):  # woken early by aclose()
-                await asyncio.wait_for(self._closing.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._closing.wait()
 
 
 class SyncEventStream(_Stream):

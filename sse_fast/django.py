@@ -74,7 +74,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 from . import _shutdown
 from ._abort import Aborter, connection_key, ensure_user_timeout
 from ._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
-from ._tasks import close_generator, within
+from ._tasks import close_generator
 from .frames import line_end
 
 __all__ = [
@@ -294,7 +294,8 @@ class _Stream:
             if step is not None and not step.done():
                 step.cancel()
                 with contextlib.suppress(BaseException):
-                    await within(asyncio.wait((step,)), response.cleanup_timeout)
+                    async with asyncio.timeout(response.cleanup_timeout):
+                        await asyncio.wait((step,))
             await close_generator(iterator, response.cleanup_timeout, "event generator")
 
     def ping(self) -> bytes | None:

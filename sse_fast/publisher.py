@@ -44,9 +44,9 @@ from urllib.parse import urlsplit
 import orjson
 
 from ._http11 import ChunkedDecoder, read_head
-from ._publish_together import BATCH_OVERHEAD as _BATCH_OVERHEAD
-from ._publish_together import Together
-from ._publish_together import batch_body as _batch
+from ._publish_batches import BATCH_OVERHEAD as _BATCH_OVERHEAD
+from ._publish_batches import PublishBatches
+from ._publish_batches import batch_body as _batch
 
 __all__ = ["PublishFailed", "PublishStream", "Publisher"]
 
@@ -124,9 +124,11 @@ class Publisher:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(connections)
         #: ``publish`` calls made while requests are in flight go together in the next one
-        #: (``_publish_together.py``); ``coalesce=False``: one request per call
+        #: (``_publish_batches.py``); ``coalesce=False``: one request per call
         self.coalesce = coalesce
-        self.together = Together(self._post, connections, batch_size, max_body_bytes, PublishFailed)
+        self.batches = PublishBatches(
+            self._post, connections, batch_size, max_body_bytes, PublishFailed
+        )
 
     async def __aenter__(self) -> Publisher:
         return self
@@ -142,7 +144,7 @@ class Publisher:
     async def aclose(self) -> None:
         """Send the ``publish`` calls queued, wait for their answers, and close the idle
         connections (``async with`` does it on exit)."""
-        await self.together.close()
+        await self.batches.close()
         idle, self._idle = self._idle, []
         for connection in idle:
             connection.close()
@@ -154,9 +156,8 @@ class Publisher:
         return lines
 
     async def _open(self) -> _Connection:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self.ssl), self.timeout
-        )
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.ssl)
         return _Connection(reader, writer)
 
     # ---------------------------------------------------------------- one request
@@ -172,12 +173,12 @@ class Publisher:
     ) -> str:
         """Publish one event; return its id. Calls made while requests are in flight go
         together in the next request, each with its own answer (a bad event fails alone),
-        the events of a topic in the order of the calls (``_publish_together.py``)."""
+        the events of a topic in the order of the calls (``_publish_batches.py``)."""
         body = self._encoded(_event(topic, data, event, id, retry), wrapped=False)
         if not self.coalesce:
             (event_id,) = await self._post(body, idempotent=id is not None)
             return event_id
-        return await self.together.publish(body, (topic,) if isinstance(topic, str) else topic, id)
+        return await self.batches.publish(body, (topic,) if isinstance(topic, str) else topic, id)
 
     async def publish_many(self, events: Iterable[Mapping[str, Any]]) -> list[str]:
         """Publish events (each as ``POST /publish`` takes one) in batches of up to
@@ -279,9 +280,11 @@ class Publisher:
                     raise _NotSent from exc
             try:
                 connection.writer.write(request)
-                status, headers = await asyncio.wait_for(read_head(connection.reader), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    status, headers = await read_head(connection.reader)
                 length = int(headers.get("content-length", "0"))
-                reply = await asyncio.wait_for(connection.reader.readexactly(length), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    reply = await connection.reader.readexactly(length)
             except BaseException:
                 connection.close()
                 raise

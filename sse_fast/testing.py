@@ -360,7 +360,8 @@ async def collect(
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError(f"got {len(events)} of {count} events: {events[-3:]}")
-        events += await asyncio.wait_for(client.events(), remaining)
+        async with asyncio.timeout(remaining):
+            events += await client.events()
     return events
 
 

@@ -840,7 +840,7 @@ def _attributes(definition: ast.ClassDef) -> set[str]:
 
 def parts(roots: dict[str, str] = ROOTS) -> dict[str, tuple[str, set[str]]]:
     """The name each part goes by in its root (``self.fanout = FanOut(...)``,
-    ``events=EventsEndpoint(...)``, ``start = Start(hub)``) -> its class's module and
+    ``events=EventsEndpoint(...)``, ``start = WorkerStart(hub)``) -> its class's module and
     attributes."""
     classes = _classes()
     found: dict[str, tuple[str, set[str]]] = {}
@@ -919,4 +919,47 @@ def test_a_part_finished_from_outside_is_named(tmp_path: Path) -> None:
     path.write_text("def late(hub, topics):\n    hub.fanout.on_first = print\n    topics.x = 1\n")
     assert finished_from_outside({"sse_fast.late": path}) == {
         "sse_fast.late:2: hub.fanout.on_first"
+    }
+
+
+# ---------------------------------------------------------------- time limits
+
+
+def time_limits_not_by_timeout(modules: dict[str, Path] = MODULES) -> set[str]:
+    """Each await given a time limit otherwise than by ``asyncio.timeout``:
+    ``asyncio.wait_for``, or a helper of its own (``within``, removed). (Waiting on
+    tasks without cancelling them, ``asyncio.wait``'s ``timeout``, is another thing.)"""
+    found = set()
+    for module, path in modules.items():
+        for node in _nodes(path):
+            if isinstance(node, ast.Call):
+                called = ast.unparse(node.func)
+                if called in ("asyncio.wait_for", "within") or (
+                    called == "wait_for" and module != "sse_fast.testing"  # a poller
+                ):
+                    found.add(f"{module}:{node.lineno}: {called}")
+            elif (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "asyncio"
+                and any(alias.name == "wait_for" for alias in node.names)
+            ):
+                found.add(f"{module}:{node.lineno}: from asyncio import wait_for")
+    return found
+
+
+def test_one_way_to_put_a_time_limit_on_an_await() -> None:
+    """``async with asyncio.timeout(seconds)``, everywhere (``sse_fast/_tasks.py``)."""
+    assert time_limits_not_by_timeout() == set()
+
+
+def test_another_way_to_time_out_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "late.py"
+    path.write_text(
+        "import asyncio\nfrom asyncio import wait_for\n\n"
+        "async def f(x):\n    await asyncio.wait_for(x, 1)\n"
+        "    async with asyncio.timeout(1):\n        await x\n"
+    )
+    assert time_limits_not_by_timeout({"sse_fast.late": path}) == {
+        "sse_fast.late:2: from asyncio import wait_for",
+        "sse_fast.late:5: asyncio.wait_for",
     }

@@ -30,7 +30,7 @@ from ..brokers.durable import StoreError, StoreWriteError
 from ..brokers.durable._directory import START_ROOM, write_failure
 from ..hub import Hub
 from ..settings import Settings
-from ._start import Start
+from ._start import WorkerStart
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
     from ._upstream import Upstream
@@ -45,7 +45,7 @@ class Lifespan:
     failed startup is reported as ``lifespan.startup.failed``)."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, start: Start, upstream: Upstream | None = None
+        self, settings: Settings, hub: Hub, start: WorkerStart, upstream: Upstream | None = None
     ) -> None:
         self.settings = settings
         self.hub = hub

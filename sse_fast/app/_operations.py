@@ -52,7 +52,7 @@ from ._admission import ClientAddress
 from ._auth import AuthError
 from ._http import HTTPError, header, query, send_json, send_text
 from ._ops_access import OperationsAccess
-from ._start import Start
+from ._start import WorkerStart
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
     from ._upstream import Upstream
@@ -73,7 +73,7 @@ class Operations:
         settings: Settings,
         hub: Hub,
         client_address: ClientAddress,
-        start: Start,
+        start: WorkerStart,
         upstream: Upstream | None = None,
     ) -> None:
         self.settings = settings

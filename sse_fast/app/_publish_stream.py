@@ -309,11 +309,11 @@ class _Stream:
             size = 0
             for line in valid:
                 if group and size + len(line[1]) > limit:
-                    await self._publish_together(group)
+                    await self._publish_lines(group)
                     group, size = [], 0
                 group.append(line)
                 size += len(line[1])
-            await self._publish_together(group)
+            await self._publish_lines(group)
         acks = [line[2] for line in lines]
         failed = sum(1 for line in lines if line[1] is None)
         if failed:
@@ -332,7 +332,7 @@ class _Stream:
                 return
             await asyncio.sleep(min(wait, 0.25))
 
-    async def _publish_together(self, lines: list[list[Any]]) -> None:
+    async def _publish_lines(self, lines: list[list[Any]]) -> None:
         requests = [r for line in lines for r in line[1]]
         try:
             ids = await self.hub.publish(requests, checked=True)
@@ -341,7 +341,7 @@ class _Stream:
                 raise _Ended(self._end(exc.status, str(exc), "unavailable")) from None
             if len(lines) > 1:  # one line's fault (the topic limit, say): each its answer
                 for line in lines:
-                    await self._publish_together([line])
+                    await self._publish_lines([line])
                 return
             (line,) = lines
             line[:] = self._failed(line[0], exc.status, str(exc))
@@ -367,7 +367,8 @@ class _Stream:
         if self.hub.send_style.written(result):
             return  # Granian: handed over at once
         try:
-            await asyncio.wait_for(result, self.settings.catch_up_timeout)
+            async with asyncio.timeout(self.settings.catch_up_timeout):
+                await result
         except TimeoutError:
             self.hub.metrics.stall_disconnects_total += 1
             raise _Gone from None

@@ -35,13 +35,13 @@ from __future__ import annotations
 from ..hub import Hub
 from ._http import HTTPError
 
-__all__ = ["RETRY_AFTER", "Start"]
+__all__ = ["RETRY_AFTER", "WorkerStart"]
 
 #: seconds a client refused while the worker starts is told to wait (``Retry-After``)
 RETRY_AFTER = 2
 
 
-class Start:
+class WorkerStart:
     """Where a worker's start is (see the module docstring)."""
 
     def __init__(self, hub: Hub) -> None:

@@ -31,7 +31,7 @@ from ._lifespan import Lifespan
 from ._operations import Operations
 from ._publish import PublishEndpoint
 from ._publish_stream import PublishStreamEndpoint
-from ._start import Start
+from ._start import WorkerStart
 
 if TYPE_CHECKING:
     from ..brokers import Broker
@@ -57,7 +57,7 @@ class WorkerParts:
     events: EventsEndpoint
     publish: PublishEndpoint
     publish_stream: PublishStreamEndpoint
-    start: Start
+    start: WorkerStart
     operations: Operations
     lifespan: Lifespan
     #: mirror mode's reader (None unless ``upstream`` is set)
@@ -95,7 +95,7 @@ def worker_parts(
     admission = Admission(settings)
     client_address = ClientAddress(settings)
     cors = Cors(settings)
-    start = Start(hub)
+    start = WorkerStart(hub)
     operations = Operations(settings, hub, client_address, start, upstream)
     return WorkerParts(
         settings=settings,

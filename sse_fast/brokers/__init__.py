@@ -178,7 +178,7 @@ class Broker(abc.ABC):
     stores_every_topic: bool = True
     #: whether small publishes awaited in one turn of the loop are worth handing over
     #: together, to ``publish_nowait`` (a broker that writes each publish: the hub's
-    #: ``hub/_together.py``)
+    #: ``hub/_publish_group.py``)
     groups_publishes: bool = False
     #: how far the start's restoring of history from a data directory is (``durable/``);
     #: None until a start restores some

@@ -50,7 +50,7 @@ class LocalBroker(Broker):
 
     @property
     def groups_publishes(self) -> bool:  # type: ignore[override]
-        """With a store: one write for the small publishes of a turn (``hub/_together.py``)."""
+        """With a store: one write for the small publishes of a turn (``hub/_publish_group.py``)."""
         return self.store is not None
 
     async def start(self) -> None:

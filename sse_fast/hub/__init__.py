@@ -12,14 +12,14 @@ docstring is that section):
 * ``_breaks.py`` - a broker's lost events said to the streams in their place;
 * ``_closing.py`` - server-side closes, cuts of non-readers, client disconnects;
 * ``_lifecycle.py`` - heartbeats, sweeping, drain;
-* ``_server.py`` - the server adapter: eager-send detection, the disconnect watch;
+* ``_disconnect_watch.py`` - each stream's wait for the client leaving (``http.disconnect``);
 * ``_subscription.py`` - one stream and its place in its topics' sets;
 * ``_presence.py`` - presence figures per topic and subject, the news of joins and leaves;
 * ``_figures.py`` - what the worker reports for ``/metrics``, ``/stats``, ``/presence``;
 * ``_catalogue.py`` - the metrics table: each metric declared once, with its figure;
 * ``_metrics.py`` - the worker's counters and the whole server's Prometheus text;
 * ``_webhooks.py`` - connects and disconnects POSTed, signed, at least once;
-* ``_together.py`` - the small publishes of one turn of the loop in one broker call;
+* ``_publish_group.py`` - the small publishes of one turn of the loop in one broker call;
 * ``_hub.py`` - the ``Hub`` that holds them: ``publish``, ``attach``, ``stats``.
 
 Sequencing (positions and ids) is the broker's (``sse_fast/brokers``).

@@ -81,7 +81,8 @@ class Closer:
         self, result: Any, subscription: Subscription, reason: str, grace: float
     ) -> None:
         try:
-            await asyncio.wait_for(result, grace)
+            async with asyncio.timeout(grace):
+                await result
         except Exception:  # timed out (or the server's send failed): cut it
             await self.cut(subscription)
         self.resolve(subscription, reason)

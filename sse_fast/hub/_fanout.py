@@ -14,7 +14,7 @@
   (``_cursor.py``: its own position in each partition, ``Subscription.places``),
   rewritten once per distinct topic set and cursor; the others share bytes as
   they are stored.
-* A write that is not done at once (``_server.py``: a full channel under
+* A write that is not done at once (``SendStyle``, ``sse_fast/_asgi.py``: a full channel under
   Granian, or any write under a server whose ``send`` is a plain coroutine)
   still holds that message; the subscription then leaves the in-sync sets,
   keeps the flushed positions as its cursors and gets a catch-up task. The
@@ -316,7 +316,8 @@ class FanOut:
             while True:
                 if not written(pending):
                     try:
-                        await asyncio.wait_for(pending, timeout)
+                        async with asyncio.timeout(timeout):
+                            await pending
                     except TimeoutError:
                         # a frame queued behind a write blocked this long never arrives
                         self.metrics.stall_disconnects_total += 1

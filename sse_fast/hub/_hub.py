@@ -1,10 +1,11 @@
 """The hub of one worker: the parts, and the few calls that go through them.
 
 A publish goes ``Hub.publish`` (the small ones of a turn of the loop together:
-``_together.py``) -> the broker (``brokers/``: sequencing) ->
+``_publish_group.py``) -> the broker (``brokers/``: sequencing) ->
 ``FanOut.apply`` (``_topics.py``: storage) -> ``FanOut.flush`` -> each stream's
 ``send``. A stream comes in through ``Hub.attach`` (resume in ``_resume.py``,
-the server's ``send`` style in ``_server.py``), joins and leaves in ``_streams.py``
+the server's ``send`` style in ``sse_fast/_asgi.py``, the client leaving watched in
+``_disconnect_watch.py``), joins and leaves in ``_streams.py``
 (whose listeners, given here, are presence, webhooks and the metrics) and is
 ended in ``_closing.py``.
 """
@@ -36,16 +37,16 @@ from ..settings._checks import split_list
 from . import _resume as resume
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer
+from ._disconnect_watch import DisconnectWatch
 from ._fanout import FanOut
 from ._figures import Figures
 from ._lifecycle import Lifecycle
 from ._matching import PatternStreams, pattern_matches, patterns_refused
 from ._metrics import Metrics
 from ._presence import PresenceNews
-from ._server import DisconnectWatch
+from ._publish_group import PublishGroup
 from ._streams import Streams
 from ._subscription import Peer, Subscription, peer_of
-from ._together import Together
 from ._topics import Topic, Topics
 from ._webhooks import Webhooks
 
@@ -132,7 +133,7 @@ class Hub:
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
-        self.together = Together(self.broker, metrics, self.topics)
+        self.publish_group = PublishGroup(self.broker, metrics, self.topics)
         self._periodic: asyncio.Task[None] | None = None
         self._presence: asyncio.Task[None] | None = None
         #: True from ``start`` until it returns (stays True if it failed): /stats says it
@@ -173,7 +174,7 @@ class Hub:
                 log.warning("last presence news and figures not written: %s", exc)
         if self.webhooks is not None:  # after the drain: its disconnects are sent too
             await self.webhooks.stop()
-        self.together.publish_waiting()
+        self.publish_group.publish_waiting()
         await self.broker.close()
 
     @property
@@ -210,7 +211,7 @@ class Hub:
     async def publish(
         self, requests: Sequence[PublishRequest], *, checked: bool = False
     ) -> list[str]:
-        """Publish events (the small ones of a turn of the loop together: ``_together.py``);
+        """Publish events (the small ones of a turn of the loop together: ``_publish_group.py``);
         return their ids. Nothing is published on error (``PublishError``, with the HTTP
         status to answer). ``checked``: the requests come from ``parse_publish_body`` or
         ``parse_event``, which checked their topic names (room for new topics is checked)."""
@@ -219,7 +220,7 @@ class Hub:
         self._check(requests, checked)
         if self.schemas is not None:
             requests = self.schemas.check(requests)
-        ids = await self.together.publish(list(requests), self.clock())
+        ids = await self.publish_group.publish(list(requests), self.clock())
         self.metrics.published_total += len(ids)  # here: once per server, not per worker
         return ids
 
@@ -230,7 +231,7 @@ class Hub:
         self._check(requests)
         if self.schemas is not None:
             requests = self.schemas.check(requests)
-        self.together.publish_waiting()  # those awaited before this one go first
+        self.publish_group.publish_waiting()  # those awaited before this one go first
         ids = self.broker.publish_nowait(list(requests), self.clock())
         self.metrics.published_total += len(ids)
         return ids
@@ -249,7 +250,7 @@ class Hub:
                     check_topic(name, self.settings)
             if len(requests) > 1:
                 check_distinct_ids(list(requests))
-        self.together.check_room(requests)
+        self.publish_group.check_room(requests)
 
     def apply(self, items: Sequence[Sequenced]) -> None:
         """Store sequenced events and write them out (what the broker delivers)."""

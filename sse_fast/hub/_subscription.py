@@ -18,7 +18,7 @@ from .._abort import ConnectionKey, connection_key
 from .._asgi import Message, Receive, Send
 
 if TYPE_CHECKING:
-    from ._server import DisconnectWatch
+    from ._disconnect_watch import DisconnectWatch
     from ._topics import Topic
 
 __all__ = [
@@ -54,7 +54,7 @@ class Subscription:
     derives the rest: ``client`` and ``connection`` are read from the request's
     ASGI scope (``peer``, which the server holds anyway) when they are asked for
     (``/stats``, webhooks, cutting a connection), and the subscription is itself
-    the callback of its disconnect watch (``_server.py``)."""
+    the callback of its disconnect watch (``_disconnect_watch.py``)."""
 
     __slots__ = (
         "__weakref__",

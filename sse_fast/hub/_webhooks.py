@@ -179,7 +179,8 @@ class Webhooks(StreamListener):
         """Send one batch if there is one; True when stopping with nothing left."""
         if not self._stopping and len(delivery.pending) < BATCH:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(delivery.wake.wait(), self.settings.webhook_interval)
+                async with asyncio.timeout(self.settings.webhook_interval):
+                    await delivery.wake.wait()
             if not self._stopping:  # woken by a full batch: the next one waits again
                 delivery.wake.clear()
         if not delivery.pending:

@@ -111,7 +111,8 @@ class KeepAlivePublisher:
                 parser.feed_data(chunk)
 
         try:
-            await asyncio.wait_for(read_response(), 10)
+            async with asyncio.timeout(10):
+                await read_response()
             status, body = parser.get_status_code(), b"".join(response.body)
             if not response.keep_alive:
                 self.close()

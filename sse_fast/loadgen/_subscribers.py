@@ -381,7 +381,8 @@ async def connect_one(
         written_at = time.time()
         sent = _send_with_connect(sock, address, request)
         if sent is None:  # still connecting (not loopback): wait, then send all of it
-            await asyncio.wait_for(loop.sock_connect(sock, address), 15)
+            async with asyncio.timeout(15):
+                await loop.sock_connect(sock, address)
             written_at, sent = time.time(), 0
 
         def made() -> Subscriber:  # timed before its answer can be read
@@ -395,7 +396,8 @@ async def connect_one(
         assert protocol.transport is not None
         if sent < len(request):
             protocol.transport.write(request[sent:])
-        status = await asyncio.wait_for(protocol.connected, 15)
+        async with asyncio.timeout(15):
+            status = await protocol.connected
         if status != 200 or (protocol.come_back and not protocol.back_at):
             # a 200 that tells it to come back later is no stream (a reconnect of an
             # ended stream takes it as a browser does: back after its retry)

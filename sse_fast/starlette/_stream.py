@@ -24,7 +24,7 @@ from .. import _shutdown
 from .._abort import ensure_user_timeout
 from .._adapters.items import ServerSentEvent, ensure_bytes
 from .._asgi import Message, Receive, Scope, Send, SendStyle
-from .._tasks import close_generator, step, within
+from .._tasks import close_generator, step
 from ._coalesce import BATCH_BYTES, DEFERS_AFTER_EMPTY_HOLD, _Coalescer
 from ._control import AppStatus, SendTimeoutError, streams
 
@@ -131,7 +131,8 @@ class _Writes:
     async def finish(self, pending: Any) -> None:
         """Await a write that was not done at once, within ``send_timeout``."""
         try:
-            await within(pending, self.response.send_timeout)
+            async with asyncio.timeout(self.response.send_timeout):
+                await pending
         except TimeoutError:
             raise SendTimeoutError() from None
 

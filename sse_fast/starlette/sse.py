@@ -19,6 +19,7 @@ other writes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
@@ -31,7 +32,6 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
-from .._tasks import within
 from ..frames import line_end
 from ._control import (
     AppStatus,
@@ -212,7 +212,8 @@ class EventSourceResponse(Response):
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         """``send(message)`` within ``send_timeout`` (``SendTimeoutError``)."""
         try:
-            await within(send(message), self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):
+                await send(message)
         except TimeoutError:
             raise SendTimeoutError() from None
 

@@ -53,7 +53,8 @@ LOADS = {
         # parts (its __init__ alone: neither Granian nor the server's overrides)
         "sse_fast._granian",
     },
-    "sse_fast.aiohttp": ADAPTER | {"sse_fast.aiohttp"},
+    # its time limits are asyncio.timeout's: nothing of _tasks
+    "sse_fast.aiohttp": CORE | {"sse_fast._shutdown", "sse_fast.aiohttp"},
     "sse_fast.django": ADAPTER
     | {"sse_fast.django", "sse_fast._adapters", "sse_fast._adapters.items", "sse_fast._abort"},
 }

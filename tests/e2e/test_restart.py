@@ -4,7 +4,7 @@
 10 topics and five publishers (``sse_fast.Publisher``, one ``POST`` per event,
 each with an id, 200 events/s together; each its own two topics, so a topic's
 order is one publisher's; publishes that arrive together are stored together,
-``hub/_together.py``) run while the server is stopped by SIGTERM or by
+``hub/_publish_group.py``) run while the server is stopped by SIGTERM or by
 ``kill -9`` of its whole process group, and started again on the same data
 directory and port. Every subscriber must get every acknowledged event of its
 topic exactly once, in order, with the same ids, and never an

@@ -306,10 +306,10 @@ def test_concurrent_publishes_go_together_each_with_its_own_id_in_order(
         proxy = await FlakyProxy(server.port, cuts=0, slow=0.05).start()
         async with Publisher(f"http://{HOST}:{proxy.port}", connections=4) as publisher:
             await publisher.publish("c/0", "alone")
-            assert publisher.together.figures() == {"requests": 1, "calls": 1}
+            assert publisher.batches.figures() == {"requests": 1, "calls": 1}
             calls = [publisher.publish(f"c/{n % 3}", n) for n in range(300)]
             ids = await asyncio.gather(*calls)
-            figures = publisher.together.figures()
+            figures = publisher.batches.figures()
         proxy.close()
         assert len(set(ids)) == 300
         assert figures["calls"] == 301 and figures["requests"] < 60, figures
@@ -476,7 +476,7 @@ def test_leaving_sends_the_calls_still_queued(server: ServerProcess) -> None:
         async with Publisher(f"http://{HOST}:{server.port}", connections=1) as publisher:
             calls = [asyncio.ensure_future(publisher.publish("leave", n)) for n in range(5)]
             await asyncio.sleep(0)  # the first in flight, the others queued
-            assert len(publisher.together._queue) == 4
+            assert len(publisher.batches._queue) == 4
         assert all(call.done() and not call.exception() for call in calls)
         events = await collect(client, 5)
         assert [e.data for e in events] == ["0", "1", "2", "3", "4"]

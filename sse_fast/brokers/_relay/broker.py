@@ -114,7 +114,8 @@ class RelayBroker(Broker):
             rejoining = self.sequence is not None
             last = member.last_position if rejoining else None
             writer.write(wire.Hello(self.sequence, last).pack())
-            welcome = await asyncio.wait_for(wire.receive(reader), self.keepalive * 2)
+            async with asyncio.timeout(self.keepalive * 2):
+                welcome = await wire.receive(reader)
             if not isinstance(welcome, wire.Welcome):
                 raise ConnectionError(f"the relay answered hello with {welcome.kind!r}")
             if not welcome.continued:
@@ -179,7 +180,8 @@ class RelayBroker(Broker):
         while True:
             await asyncio.sleep(self.keepalive)
             try:
-                await asyncio.wait_for(self._request(wire.Ping), self.keepalive * 2)
+                async with asyncio.timeout(self.keepalive * 2):
+                    await self._request(wire.Ping)
             except TimeoutError:
                 log.error(
                     "the relay answered no ping for %g s: dropping the connection",
@@ -327,7 +329,8 @@ class RelayBroker(Broker):
         ``"worker": None``) while the relay is away."""
         try:
             future = self._request(lambda request: wire.Gather(request, query))
-            return list(await asyncio.wait_for(future, GATHER_TIMEOUT * 3))
+            async with asyncio.timeout(GATHER_TIMEOUT * 3):
+                return list(await future)
         except (TimeoutError, PublishError):
             return [{**self.member.report(query), "worker": self.worker}]
 

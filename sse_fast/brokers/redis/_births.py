@@ -216,7 +216,8 @@ class Births:
         async with client.pipeline(transaction=False) as pipe:
             for partition in partitions:
                 await self._clock(pipe, partition)
-            positions: list[Any] = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                positions: list[Any] = await pipe.execute()
         subscription = self._subscription
         await self._sync()
         if subscription != self._subscription or self._rescanning or self.failed:
@@ -331,7 +332,8 @@ class Births:
         try:
             channel = self.broker.placement.born_channel(self.connection.partitions[0])
             await self.connection.send(channel, token)
-            await asyncio.wait_for(arrived, COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                await arrived
         finally:
             del self._markers[token]
 
@@ -438,7 +440,8 @@ async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expans
             for partition in partitions:
                 text, keys, args = placement.expand_call(partition, prefixes)
                 await connection.script(text)(keys=keys, args=args, client=pipe)
-            found = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT)
+            async with asyncio.timeout(COMMAND_TIMEOUT):
+                found = await pipe.execute()
         replies.update(zip(partitions, found, strict=True))
 
     try:

@@ -59,7 +59,8 @@ class Channels:
         else:
             for start in range(0, len(channels), 512):
                 await pubsub.subscribe(*channels[start : start + 512])
-        await asyncio.wait_for(asyncio.gather(*waiters), COMMAND_TIMEOUT * 2)
+        async with asyncio.timeout(COMMAND_TIMEOUT * 2):
+            await asyncio.gather(*waiters)
 
     def release(self, pubsub: Any, channels: list[bytes]) -> None:
         """UNSUBSCRIBE (SUNSUBSCRIBE per slot) in the background; not waited for."""

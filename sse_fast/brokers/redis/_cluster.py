@@ -165,10 +165,10 @@ class Topology:
         tried: list[str] = []
         for address in dict.fromkeys([*self.masters, *self.url.seeds]):
             try:
-                reply = await asyncio.wait_for(
-                    self.client(address).execute_command("CLUSTER SLOTS"),  # type: ignore[no-untyped-call]
-                    timeout,
-                )
+                async with asyncio.timeout(timeout):
+                    reply = await self.client(address).execute_command(  # type: ignore[no-untyped-call]
+                        "CLUSTER SLOTS"
+                    )
             except Exception as exc:  # down, refused, not a cluster node, still starting
                 tried.append(f"{address[0]}:{address[1]} ({type(exc).__name__}: {exc})")
                 continue

@@ -233,7 +233,8 @@ class Connection:
         self.channels.fail(ConnectionError("the Redis subscription was lost"))
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), COMMAND_TIMEOUT)
+                async with asyncio.timeout(COMMAND_TIMEOUT):
+                    await pubsub.aclose()
 
     @property
     def live(self) -> bool:

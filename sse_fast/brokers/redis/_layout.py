@@ -94,7 +94,8 @@ class _Redis:
 
 async def _read(redis: _Redis, prefix: str, timeout: float) -> None:
     client = redis.client
-    info = await asyncio.wait_for(client.info("cluster"), timeout)
+    async with asyncio.timeout(timeout):
+        info = await client.info("cluster")
     redis.cluster = str(info.get("cluster_enabled", "0")) == "1"
     if redis.cluster:
         redis.answered = True
@@ -102,7 +103,8 @@ async def _read(redis: _Redis, prefix: str, timeout: float) -> None:
     async with client.pipeline(transaction=False) as pipe:
         pipe.get(layout_key(prefix))
         pipe.exists(prefix + "position")
-        redis.record, exists = await asyncio.wait_for(pipe.execute(), timeout)
+        async with asyncio.timeout(timeout):
+            redis.record, exists = await pipe.execute()
     redis.single_sequence = bool(exists)
     redis.answered = True
 
@@ -113,7 +115,9 @@ async def _fill_directory(redis: _Redis, prefix: str, timeout: float) -> None:
     once (the directory exists afterwards; the publish script keeps it from then on)."""
     client = redis.client
     names_key = prefix + "names"
-    if await asyncio.wait_for(client.exists(names_key), timeout):
+    async with asyncio.timeout(timeout):
+        named = await client.exists(names_key)
+    if named:
         return
     streams = prefix + "t:"
     match = re.sub(r"([*?\[\]\\])", r"\\\1", streams) + "*"
@@ -143,7 +147,9 @@ async def _fill_partitions(
     Cluster's masters) enters its partition's ``names``, once (``DIRECTORY_FILLED`` on
     ``marker`` says it was done; the publish script keeps them from then on)."""
     done = prefix + DIRECTORY_FILLED
-    if await asyncio.wait_for(marker.exists(done), timeout):
+    async with asyncio.timeout(timeout):
+        done_before = await marker.exists(done)
+    if done_before:
         return
     match = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "{*}:t:*"
     filled = 0
@@ -155,9 +161,11 @@ async def _fill_partitions(
         for names, topics in found.items():
             for start in range(0, len(topics), 1000):
                 chunk = dict.fromkeys(topics[start : start + 1000], 0)
-                added: Any = await asyncio.wait_for(client.zadd(names, chunk, nx=True), timeout)
+                async with asyncio.timeout(timeout):
+                    added: Any = await client.zadd(names, chunk, nx=True)
                 filled += int(added)
-    await asyncio.wait_for(marker.set(done, "1"), timeout)
+    async with asyncio.timeout(timeout):
+        await marker.set(done, "1")
     if filled:
         log.info("%d topics entered their partitions' directories (pattern streams)", filled)
 
@@ -165,8 +173,10 @@ async def _fill_partitions(
 async def _claim(redis: _Redis, prefix: str, record: Layout, timeout: float) -> None:
     """Write ``record`` where there is none yet, and read back what is there."""
     key = layout_key(prefix)
-    await asyncio.wait_for(redis.client.set(key, record.encode(), nx=True), timeout)
-    redis.record = await asyncio.wait_for(redis.client.get(key), timeout)
+    async with asyncio.timeout(timeout):
+        await redis.client.set(key, record.encode(), nx=True)
+    async with asyncio.timeout(timeout):
+        redis.record = await redis.client.get(key)
 
 
 async def check_layout(
@@ -250,10 +260,13 @@ async def check_cluster(
         except ConnectionError as exc:
             log.warning("the Redis Cluster did not answer the layout check (%s)", exc)
             return None
-        refusal = version_refusal(await asyncio.wait_for(topology.versions(), timeout))
+        async with asyncio.timeout(timeout):
+            versions = await topology.versions()
+        refusal = version_refusal(versions)
         if refusal:
             return refusal
-        stops_all = await asyncio.wait_for(topology.uncovered_stops_all(), timeout)
+        async with asyncio.timeout(timeout):
+            stops_all = await topology.uncovered_stops_all()
         if stops_all:
             log.warning(FULL_COVERAGE_WARNING)
         elif stops_all is None:
@@ -266,8 +279,10 @@ async def check_cluster(
         client = topology.client(master)
         record = new_layout("cluster", partitions, 1, node)
         try:
-            await asyncio.wait_for(client.set(key, record.encode(), nx=True), timeout)
-            found = await asyncio.wait_for(client.get(key), timeout)
+            async with asyncio.timeout(timeout):
+                await client.set(key, record.encode(), nx=True)
+            async with asyncio.timeout(timeout):
+                found = await client.get(key)
         except (RedisError, OSError, TimeoutError) as exc:  # its master down: a fault
             log.warning("the Redis Cluster's layout record could not be read (%r)", exc)
             return None

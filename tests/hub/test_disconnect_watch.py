@@ -7,7 +7,7 @@ import asyncio
 from typing import Any
 
 from sse_fast._asgi import SendStyle
-from sse_fast.hub._server import DisconnectWatch
+from sse_fast.hub._disconnect_watch import DisconnectWatch
 from sse_fast.hub._subscription import NO_PEER, Subscription
 
 from ..support.asgi_harness import PyEmptyAwaitable

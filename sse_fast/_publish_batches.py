@@ -1,4 +1,4 @@
-"""``Publisher.publish`` calls made together go in one request (``Together``).
+"""``Publisher.publish`` calls made together go in one request (``PublishBatches``).
 
 Theory of operation
 -------------------
@@ -33,7 +33,7 @@ from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-__all__ = ["Together"]
+__all__ = ["PublishBatches"]
 
 _BATCH_OPEN = b'{"events":['
 _BATCH_CLOSE = b"]}"
@@ -69,7 +69,7 @@ class _Call:
             self.future.set_result(event_id)
 
 
-class Together:
+class PublishBatches:
     """The queue of ``publish`` calls and the requests carrying them."""
 
     def __init__(

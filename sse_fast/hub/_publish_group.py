@@ -45,7 +45,7 @@ from ..publishing import PublishError, PublishRequest
 from ._metrics import Metrics
 from ._topics import Topics
 
-__all__ = ["GROUP_EVENTS", "WIDE_FANOUT", "Together"]
+__all__ = ["GROUP_EVENTS", "WIDE_FANOUT", "PublishGroup"]
 
 #: publishes of up to this many events wait for their turn's group
 GROUP_EVENTS = 16
@@ -55,7 +55,7 @@ WIDE_FANOUT = 64
 _Waiting = tuple[list[PublishRequest], float, "asyncio.Future[list[str]]"]
 
 
-class Together:
+class PublishGroup:
     """The group of small publishes awaited in this turn of the loop (see the module doc)."""
 
     def __init__(self, broker: Broker, metrics: Metrics, topics: Topics) -> None:

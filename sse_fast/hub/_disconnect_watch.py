@@ -1,11 +1,9 @@
-"""The server adapter: what the hub needs to know about the ASGI server.
-
-* Eager sends: ``SendStyle`` (``sse_fast/_asgi.py``, shared with the adapters)
-  tells a write Granian already did from one to await.
-* Disconnects. Granian's ``send`` never fails on a closed client, so each
-  stream waits on ``receive()`` for ``http.disconnect``; ``DisconnectWatch``
-  does it with a callback on each ``receive()`` rather than a task per stream.
-"""
+"""Each stream's wait for the client leaving: Granian's ``send`` never fails on a
+closed client, so each stream waits on ``receive()`` for ``http.disconnect``;
+``DisconnectWatch`` does it with a callback on each ``receive()`` rather than a task
+per stream. (The other thing the hub needs to know about the ASGI server, whether a
+``send`` is eager, is ``SendStyle`` in ``sse_fast/_asgi.py``, shared with the
+adapters.)"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Publishing together (``hub/_together.py``): the small publishes awaited in one
+"""Publishing together (``hub/_publish_group.py``): the small publishes awaited in one
 turn of the loop are one write, and each still gets the answer it would have had
 alone, in the order they came."""
 
@@ -17,7 +17,7 @@ from sse_fast.brokers.durable import EventLog, read
 from sse_fast.brokers.durable import _log as durable_log
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub, PublishError, PublishRequest
-from sse_fast.hub._together import GROUP_EVENTS, WIDE_FANOUT
+from sse_fast.hub._publish_group import GROUP_EVENTS, WIDE_FANOUT
 from sse_fast.settings import Settings
 
 from ..support.asgi_harness import PyEmptyAwaitable, settle
@@ -270,19 +270,19 @@ def test_the_hub_stop_publishes_the_waiting_ones_before_the_store_closes(
         hub, store, appends = stored_hub(tmp_path)
         await hub.start()
         order: list[str] = []
-        close, publish_waiting = store.close, hub.together.publish_waiting
+        close, publish_waiting = store.close, hub.publish_group.publish_waiting
 
         def closing() -> None:
             order.append("close")
             close()
 
         def publishing() -> None:
-            order.append(f"publish {len(hub.together._waiting)}")
+            order.append(f"publish {len(hub.publish_group._waiting)}")
             publish_waiting()
 
         store.close = closing  # type: ignore[method-assign]
-        hub.together.publish_waiting = publishing  # type: ignore[method-assign]
-        hub.together._waiting.append(
+        hub.publish_group.publish_waiting = publishing  # type: ignore[method-assign]
+        hub.publish_group._waiting.append(
             (one("t", "last"), hub.clock(), asyncio.get_running_loop().create_future())
         )
         await hub.stop()
