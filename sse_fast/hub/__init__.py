@@ -7,6 +7,7 @@ docstring is that section):
 * ``_fanout.py`` - fan-out: the coalesced flush, catch-up of slow streams, lag;
 * ``_resume.py`` - resume: ``Last-Event-ID`` to positions, ``unknown``/``evicted``,
   and a new stream's first bytes;
+* ``_opening.py`` - a stream's opening: its topics prepared, made at its resume point;
 * ``_streams.py`` - the open streams: the one place they join and leave, and the
   listeners told (presence, webhooks, metrics);
 * ``_breaks.py`` - a broker's lost events said to the streams in their place;

@@ -3,9 +3,9 @@
 A publish goes ``Hub.publish`` (the small ones of a turn of the loop together:
 ``_publish_group.py``) -> the broker (``brokers/``: sequencing) ->
 ``FanOut.apply`` (``_topics.py``: storage) -> ``FanOut.flush`` -> each stream's
-``send``. A stream comes in through ``Hub.attach`` (resume in ``_resume.py``,
-the server's ``send`` style in ``sse_fast/_asgi.py``, the client leaving watched in
-``_disconnect_watch.py``), joins and leaves in ``_streams.py``
+``send``. A stream comes in through ``Hub.attach`` (opened in ``_opening.py``:
+resume in ``_resume.py``; the server's ``send`` style in ``sse_fast/_asgi.py``, the
+client leaving watched in ``_disconnect_watch.py``), joins and leaves in ``_streams.py``
 (whose listeners, given here, are presence, webhooks and the metrics) and is
 ended in ``_closing.py``.
 """
@@ -16,16 +16,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from typing import Any
 
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
 from .._control import RESUME_HEADER_ASGI, disconnect_frame
-from .._patterns import is_pattern
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
-from ..brokers import Broker, Expansion
+from ..brokers import Broker
 from ..brokers._sequencing import Sequenced
 from ..brokers.local import LocalBroker
 from ..protocol import Reason
@@ -34,20 +32,20 @@ from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings
 from ..settings._checks import split_list
-from . import _resume as resume
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer
 from ._disconnect_watch import DisconnectWatch
 from ._fanout import FanOut
 from ._figures import Figures
 from ._lifecycle import Lifecycle
-from ._matching import PatternStreams, pattern_matches, patterns_refused
+from ._matching import PatternStreams
 from ._metrics import Metrics
+from ._opening import Opening
 from ._presence import PresenceNews
 from ._publish_group import PublishGroup
 from ._streams import Streams
-from ._subscription import Peer, Subscription, peer_of
-from ._topics import Topic, Topics
+from ._subscription import Subscription, peer_of
+from ._topics import Topics
 from ._webhooks import Webhooks
 
 __all__ = [
@@ -123,11 +121,15 @@ class Hub:
             self.send_style,
             self.topics,
             self.closer,
-            # from the first pattern stream on (``_open``), a topic's first events make
+            # from the first pattern stream on (``_opening.py``), a topic's first events make
             # it join the pattern streams it matches (and the names' index)
             on_first=self.streams.created,
             # with several partitions: their cursors' rest (``_cursor.py``)
             complete_up_to=broker.complete_up_to if broker.partitions > 1 else None,
+        )
+        #: how its streams open: topics prepared, then made at their resume point
+        self.opening = Opening(
+            settings, clock, broker, self.topics, self.streams, self.fanout, self.last_position_of
         )
         self.lifecycle = Lifecycle(
             settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
@@ -325,8 +327,7 @@ class Hub:
         ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
         peer = peer_of(scope, client, connection)
 
-        make = partial(_open, self, send, topics, peer, last_event_id, subject)
-        subscription, first = await _prepared(self, topics, make)
+        subscription, first = await self.opening.open(send, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {
@@ -390,62 +391,6 @@ class Hub:
         return self.figures.stats(with_connections, offset, limit)
 
 
-def _check_patterns(broker: Broker, names: Sequence[str]) -> None:
-    """``ValueError`` for topic patterns with a broker that cannot serve them."""
-    refusal = patterns_refused(broker, names)
-    if refusal is not None:
-        raise ValueError(refusal)
-
-
-async def _prepared(
-    hub: Hub,
-    names: Sequence[str],
-    make: Callable[[Expansion | None], tuple[Subscription, bytes]],
-) -> tuple[Subscription, bytes]:
-    """The broker prepares the topics of ``names`` (subscribes to new ones and loads their
-    history; for patterns, the topics they match where it keeps them, its births
-    meanwhile wanted: ``Member.wants``), then ``make`` makes the stream (``_open``)."""
-    _check_patterns(hub.broker, names)
-    patterns = tuple(name for name in names if is_pattern(name))
-    if not patterns:
-        waiting = hub.broker.prepare(names)
-        if waiting is not None:
-            await waiting
-        return make(None)
-    hub.streams.patterns.opening(patterns, 1)
-    try:
-        return make(await _prepare_patterns(hub.broker, names, patterns))
-    finally:
-        hub.streams.patterns.opening(patterns, -1)
-
-
-async def _prepare_patterns(
-    broker: Broker, names: Sequence[str], patterns: Sequence[str]
-) -> Expansion | None:
-    """A broker that holds only the topics its streams need: the topics ``patterns``
-    match where it keeps them (``Broker.expand``), prepared with the names (None: the
-    broker stores every topic here)."""
-    expanding = broker.expand(patterns)
-    if expanding is None:
-        return None
-    expansion = await expanding
-    found = [name for name in expansion.names if pattern_matches(name, patterns)]
-    waiting = broker.prepare([*(n for n in names if not is_pattern(n)), *found])
-    if waiting is not None:
-        await waiting
-    return expansion
-
-
-def _forgotten(
-    hub: Hub, patterns: Sequence[str], expansion: Expansion | None
-) -> resume.Forgotten | None:
-    """A pattern stream's topics gone before it resumes (``Topics.forgotten_by``), and
-    those the broker may have lost without trace (``Expansion.gone_up_to``)."""
-    if not patterns:
-        return None
-    return hub.topics.forgotten_by(patterns, 0 if expansion is None else expansion.gone_up_to)
-
-
 def _topics_for(settings: Settings, broker: Broker, on_drop: Callable[[str], None]) -> Topics:
     """The hub's topics: the newest applied position starts just before the broker's
     first (in each partition, with several)."""
@@ -453,73 +398,3 @@ def _topics_for(settings: Settings, broker: Broker, on_drop: Callable[[str], Non
         return Topics(settings, broker.first_position - 1, on_drop=on_drop)
     starts = [broker.first_position_of(p) - 1 for p in range(broker.partitions)]
     return Topics(settings, 0, broker.partition_of, starts, on_drop)
-
-
-def _open(
-    hub: Hub,
-    send: Send,
-    names: Sequence[str],
-    peer: Peer,
-    last_event_id: str | None,
-    subject: str | None,
-    expansion: Expansion | None = None,
-) -> tuple[Subscription, bytes]:
-    """A stream of ``names`` made at its resume point (``_resume.py``) and joined
-    (``_streams.py``); it and its first bytes, which ``Hub.attach`` writes
-    (``FanOut.start``) before the next flush."""
-    hub.fanout.flush_pending()  # the positions below are the flushed heads
-    now = hub.clock()
-    patterns = tuple(name for name in names if is_pattern(name))
-    if patterns:
-        hub.fanout.patterns_opened()
-        exact = [name for name in names if not is_pattern(name)]
-        topics: Sequence[Topic] = hub.streams.expand(exact, patterns, now)  # a list: it grows
-    else:
-        topics = tuple([hub.topics.get(name, now) for name in names])
-    broker = hub.broker
-    covered = {0} if broker.partitions == 1 else {topic.partition for topic in topics}
-    places = None
-    over = None
-    if patterns and broker.partitions > 1:  # it may gain topics of any partition
-        over = resume.PatternsOver(
-            max(0 if expansion is None else expansion.complete_up_to, broker.complete_up_to()),
-            () if expansion is None else expansion.gone_up_to_in,
-            hub.topics.forgotten_over(patterns),
-        )
-    if len(covered) <= 1 and over is None:  # one partition: as with one sequence
-        partition = min(covered, default=0)
-        status, cursors, first = resume.starting_point(
-            topics,
-            last_event_id,
-            broker.first_position_of(partition),
-            hub.last_position_of(partition),
-            broker.lost,
-            hub.settings.retry_ms,
-            _forgotten(hub, patterns, expansion),
-        )
-    else:  # several: the stream's id is its cursor (``_cursor.py``)
-        status, cursors, first, places = resume.starting_point_over(
-            topics,
-            last_event_id,
-            {p: broker.first_position_of(p) for p in covered},
-            {p: hub.last_position_of(p) for p in covered},
-            broker.partitions,
-            broker.lost,
-            hub.settings.retry_ms,
-            over,
-        )
-    subscription = Subscription(
-        hub.streams.next_id(),
-        send,
-        topics,
-        peer,
-        now,
-        asyncio.get_running_loop().create_future(),
-        subject,
-    )
-    subscription.resume = status
-    subscription.patterns = patterns
-    subscription.places = places
-    subscription.cursors = cursors  # its position once the first bytes are written
-    hub.streams.join(subscription)
-    return subscription, first
