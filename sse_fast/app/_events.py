@@ -250,7 +250,7 @@ class EventsEndpoint:
                 reason="draining",
             )
         names, last_event_id, query_token = self.read_request(scope)
-        refusal = patterns_refused(hub.broker, names)
+        refusal = patterns_refused(hub.broker.patterns_refusal, names)
         if refusal is not None:
             raise HTTPError(400, refusal, reason="pattern_unsupported")
         ip = self.client_address(scope)

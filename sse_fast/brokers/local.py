@@ -68,7 +68,9 @@ class LocalBroker(Broker):
             self.next_position = store.next_position
             self.lost = loaded.lost
             try:
-                self.restored = await restore_gradually(self, loaded.events, loaded.lost, progress)
+                self.restored = await restore_gradually(
+                    self.member, loaded.events, loaded.lost, progress
+                )
                 ids = await asyncio.to_thread(remember_ids, self.recent, loaded.events)
                 await let_go(loaded.events)  # before the collector runs again
             except BaseException:  # a stop meanwhile: freed beside it, still paused

@@ -107,7 +107,7 @@ class Figures:
             "topics_with_history": topics.with_history,
             "topics": topics.page(offset, limit),
             **topics.budget_figures(),
-            "last_id": _last_id(hub),
+            "last_id": self._last_id(),
             "draining": hub.draining,
             "starting": hub.starting,
             "eager_send": hub.send_style.eager,
@@ -133,11 +133,11 @@ class Figures:
         out.update(hub.broker.stats())
         return out
 
-
-def _last_id(hub: Hub) -> str:
-    """The id a new stream over every topic would start at: the newest position, or
-    with several partitions the cursor of each one's newest (``_cursor.py``)."""
-    partitions = hub.broker.partitions
-    if partitions == 1:
-        return str(hub.last_position)
-    return format_cursor({p: hub.last_position_of(p) for p in range(partitions)})
+    def _last_id(self) -> str:
+        """The id a new stream over every topic would start at: the newest position, or
+        with several partitions the cursor of each one's newest (``_cursor.py``)."""
+        hub = self.hub
+        partitions = hub.broker.partitions
+        if partitions == 1:
+            return str(hub.last_position)
+        return format_cursor({p: hub.last_position_of(p) for p in range(partitions)})

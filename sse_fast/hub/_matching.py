@@ -44,7 +44,6 @@ from .._companions import topic_of_companion
 from .._patterns import is_pattern, literal_prefix, matches
 
 if TYPE_CHECKING:
-    from ..brokers import Broker
     from ._subscription import Subscription
     from ._topics import Topic
 
@@ -58,12 +57,13 @@ _PENDING = 1024
 _NONE: list[Subscription] = []
 
 
-def patterns_refused(broker: Broker, names: Sequence[str]) -> str | None:
-    """Why ``broker`` cannot serve the topic patterns among ``names`` (None: it can,
-    or there are none): ``Broker.patterns_refusal``."""
-    if not any(is_pattern(name) for name in names):
+def patterns_refused(refusal: str | None, names: Sequence[str]) -> str | None:
+    """Why the topic patterns among ``names`` cannot be served: the broker's
+    ``refusal`` (``Broker.patterns_refusal``; None: it serves them) when there are
+    patterns, else None."""
+    if refusal is None or not any(is_pattern(name) for name in names):
         return None
-    return broker.patterns_refusal
+    return refusal
 
 
 def pattern_matches(name: str, patterns: Sequence[str]) -> bool:

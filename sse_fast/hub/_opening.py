@@ -76,7 +76,7 @@ class Opening:
         """A stream of ``names`` on ``send``, made and joined, and its first bytes
         (which ``Hub.attach`` writes before the next flush); ``ValueError`` for
         patterns the broker cannot serve."""
-        refusal = patterns_refused(self.broker, names)
+        refusal = patterns_refused(self.broker.patterns_refusal, names)
         if refusal is not None:
             raise ValueError(refusal)
         patterns = tuple(name for name in names if is_pattern(name))

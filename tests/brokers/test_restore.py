@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -26,7 +27,6 @@ from sse_fast.brokers.durable._restore import (
     read_into,
     read_stoppably,
 )
-from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 from sse_fast.testing import wait_for
@@ -165,14 +165,14 @@ def test_the_collector_is_paused_while_the_history_is_restored(stored: Path) -> 
     seconds; it runs again once they are let go, as it was before."""
     seen: list[bool] = []
 
-    class Watched(LocalBroker):
-        def deliver(self, items: list[Sequenced]) -> None:
+    class Watched(Hub):
+        def apply(self, items: Sequence[Sequenced]) -> None:
             seen.append(gc.isenabled())
-            super().deliver(items)
+            super().apply(items)
 
     async def main() -> None:
         settings = Settings(install_signal_handlers=False)
-        hub = Hub(settings, broker=Watched())
+        hub = Watched(settings)
         await hub.start()
         progress = RestoreProgress()
         told: list[int] = []  # how many events the reading held when it was told
@@ -180,7 +180,7 @@ def test_the_collector_is_paused_while_the_history_is_restored(stored: Path) -> 
         def read(loaded: Loaded) -> None:
             told.append(len(loaded.events))
 
-        loaded = await read_into(hub.broker, str(stored), progress, read)
+        loaded = await read_into(hub, str(stored), progress, read)
         assert told == [EVENTS]  # told before they were applied and let go
         assert progress.applied == progress.total == EVENTS
         assert loaded.count == EVENTS and loaded.events == []  # let go once applied

@@ -95,7 +95,7 @@ class RelayBroker(Broker):
         """Apply the relay's data directory (``progress``), then join holding it (the relay
         replays the rest from its log): each worker of a restarted server loads it, in parallel."""
         self.progress = progress = RestoreProgress()
-        loaded = await read_into(self, self.store_dir, progress, self._read)
+        loaded = await read_into(self.member, self.store_dir, progress, self._read)
         if loaded.count and loaded.sequence is not None:
             self.sequence = loaded.sequence
 

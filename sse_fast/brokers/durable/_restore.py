@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from ..._collector import discard, free_gradually, gc_paused, pause, resume
 from ...protocol import Reason
-from .. import Broker
+from .. import Member
 from .._sequencing import RecentIds, Sequenced
 from ._reading import Loaded
 from ._reading import read as read_directory
@@ -85,30 +85,30 @@ class RestoreProgress:
         self.applied = 0
 
 
-def restore(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) -> int:
-    """Apply stored events to the broker's member, a chunk at a time; where a
+def restore(member: Member, events: list[Event], lost: list[tuple[int, int]]) -> int:
+    """Apply stored events to ``member`` (a broker's hub), a chunk at a time; where a
     machine crash may have lost events (``lost``), the topics so far get an
     ``sse-fast-missed`` marker in their place (``Member.missed``): a stream
     resuming from before it is told, never resumed past events nobody has."""
-    for _ in _restoring(broker, events, lost):
+    for _ in _restoring(member, events, lost):
         pass
     return len(events)
 
 
 async def restore_gradually(
-    broker: Broker, events: list[Event], lost: list[tuple[int, int]], progress: RestoreProgress
+    member: Member, events: list[Event], lost: list[tuple[int, int]], progress: RestoreProgress
 ) -> int:
     """``restore``, with a turn of the event loop after each chunk (``progress``
     counts the events applied)."""
     progress.total = len(events)
-    for applied in _restoring(broker, events, lost):
+    for applied in _restoring(member, events, lost):
         progress.applied = applied
         await asyncio.sleep(0)
     progress.applied = len(events)
     return len(events)
 
 
-def _restoring(broker: Broker, events: list[Event], lost: list[tuple[int, int]]) -> Iterator[int]:
+def _restoring(member: Member, events: list[Event], lost: list[tuple[int, int]]) -> Iterator[int]:
     """``restore``'s work, pausing after each chunk delivered (yields the events applied)."""
     now = time.monotonic()
     applied = 0
@@ -116,11 +116,9 @@ def _restoring(broker: Broker, events: list[Event], lost: list[tuple[int, int]])
     names: set[str] = set()
     batch: list[Event] = []
 
-    member = broker.member
-
     def deliver() -> None:
         nonlocal applied
-        broker.deliver(as_sequenced(batch, now))
+        member.apply(as_sequenced(batch, now))
         applied += len(batch)
         batch.clear()
         # as flushed as in a running server, so the history budget can evict
@@ -216,10 +214,10 @@ async def read_stoppably(reading: Callable[[threading.Event], Loaded]) -> Loaded
 
 
 async def read_into(
-    broker: Broker, path: str, progress: RestoreProgress, read: Callable[[Loaded], None]
+    member: Member, path: str, progress: RestoreProgress, read: Callable[[Loaded], None]
 ) -> Loaded:
     """Read the data directory at ``path`` (never writing it; in a thread) and
-    apply what it holds to ``broker``'s member (``restore_gradually``), after
+    apply what it holds to ``member`` (``restore_gradually``), after
     telling ``read`` (the broker takes its lost ranges and first position from
     it). What was read (``Loaded``),
     its events let go once applied (``Loaded.count`` says how many): the cyclic
@@ -230,7 +228,7 @@ async def read_into(
         try:
             read(loaded)
             if loaded.events:
-                await restore_gradually(broker, loaded.events, loaded.lost, progress)
+                await restore_gradually(member, loaded.events, loaded.lost, progress)
                 log.info(
                     "data directory %s: %d events restored in %.2f s",
                     path,
