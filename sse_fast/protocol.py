@@ -43,7 +43,7 @@ a ``Last-Event-ID``: ``none`` (none was sent), ``resumed``, ``unknown`` or
 (``RESERVED_EVENT_PREFIX``) are ours: publishers may not use them.
 
 ``read_control`` reads a control event back (the client, the locust users,
-yours). The server builds the frames from these words in ``_control.py``
+yours). The server builds the frames from these words in ``_control_frames.py``
 (``missed_frame``, ``disconnect_frame``), from these constants: no other
 module spells them.
 """

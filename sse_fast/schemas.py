@@ -57,7 +57,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._channels import (
+from ._channel_patterns import (
     _KINDS,
     PARAMETER,
     SEGMENT,

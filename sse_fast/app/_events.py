@@ -14,7 +14,7 @@ import asyncio
 import random
 
 from .._asgi import Receive, Scope, Send
-from .._control import COME_BACK_HEADER_ASGI, disconnect_frame
+from .._control_frames import COME_BACK_HEADER_ASGI, disconnect_frame
 from .._patterns import is_pattern
 from .._publish_checks import (
     check_cursor_length,

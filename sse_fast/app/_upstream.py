@@ -61,7 +61,7 @@ from typing import Any, cast
 
 import orjson
 
-from .._control import missed_data
+from .._control_frames import missed_data
 from .._core.request import PublishRequest
 from .._publish_checks import parse_publish_document
 from .._tasks import stop_task

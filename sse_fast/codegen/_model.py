@@ -13,7 +13,7 @@ of it that reaches the output is either checked here or escaped by the
 generator for where it goes:
 
 * checked here: stream names and channels exactly as the server checks them
-  (``sse_fast._channels.check_stream_name``, ``compile_channel``: a channel is topic
+  (``sse_fast._channel_patterns.check_stream_name``, ``compile_channel``: a channel is topic
   characters and ``{parameter}`` or ``{parameter:int}``, nothing that could
   close a comment or a string); record, event and parameter names are ASCII
   identifiers that do not clash with the generated code's own names; every
@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._channels import PARAMETER, check_stream_name, compile_channel, is_pattern_channel
+from .._channel_patterns import PARAMETER, check_stream_name, compile_channel, is_pattern_channel
 from .._core.request import TOPIC_CHARACTERS
 from ..schemas import SchemaError
 

@@ -29,7 +29,7 @@ import json
 import re
 import unicodedata
 
-from .._channels import SEGMENT
+from .._channel_patterns import SEGMENT
 from ..protocol import DISCONNECT, MISSED
 from ._model import Model, Parameter, Record, Stream, Type, camel, pascal
 

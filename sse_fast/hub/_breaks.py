@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from .._control import missed_frame
+from .._control_frames import missed_frame
 from ..brokers._sequencing import Sequenced
 from ._fanout import FanOut
 from ._subscription import Subscription

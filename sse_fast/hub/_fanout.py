@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .._asgi import Send, SendStyle
-from .._control import disconnect_frame
+from .._control_frames import disconnect_frame
 from .._core import Lagged
 from .._tasks import running_loop
 from ..brokers._sequencing import Sequenced

@@ -20,7 +20,7 @@ from typing import Any
 
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
-from .._control import RESUME_HEADER_ASGI, disconnect_frame
+from .._control_frames import RESUME_HEADER_ASGI, disconnect_frame
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
 from ..brokers import Broker

@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable
 
 from .._collector import gc_paused
-from .._control import disconnect_frame
+from .._control_frames import disconnect_frame
 from .._core import encode
 from ..protocol import Reason
 from ..settings import Settings

@@ -56,7 +56,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .._control import missed_frame
+from .._control_frames import missed_frame
 from .._core import encode
 from ..protocol import Resume
 from ._cursor import REST, format_cursor, parse_cursor

@@ -6,7 +6,7 @@ returns a ``Result``. Any SSE server: its API is described with
 Public: ``run_load``, its ``LoadOptions`` and its ``Result``, and ``main`` (the
 command). The private modules: ``_cli`` (the flags and how to run it), ``_run``
 (run_load, Result), ``_subscribers`` (the connections), ``_clients`` (the client
-processes), ``_reading`` (where an event's stamps are), ``_publishers``, ``_phases``
+processes), ``_event_reading`` (where an event's stamps are), ``_publishers``, ``_phases``
 (publishing at a rate, probing), ``_stats``, ``_procfs``. A run needs httptools
 (the ``loadgen`` extra); importing this package and ``--help`` do not.
 """

@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from ..loadtarget import Stamps
-from ._reading import Reading
+from ._event_reading import Reading
 from ._stats import ProcessStats
 from ._subscribers import Subscriber, connect_one, subscribe_all
 

@@ -40,10 +40,10 @@ from typing import Any
 
 from ..loadtarget import CommandPublish, HttpPublish, Stamps, Subscription
 from ._clients import Command, subscriber_process
+from ._event_reading import picklable
 from ._phases import Prober, Published, PublishPhase, make_publisher, publisher_kind
 from ._procfs import cpu_seconds, rss_kb
 from ._publishers import PublishRequest, sse_fast_publish
-from ._reading import picklable
 from ._result import (
     Result,
     merged,

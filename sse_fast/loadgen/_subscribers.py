@@ -2,7 +2,7 @@
 
 Theory of operation. A ``Subscriber`` is one SSE connection: httptools reads the
 response head and its chunked framing, sse_fast's parser the events. Each event goes
-through the process's shared ``Reading`` (``_reading.py``): an event of a name that does
+through the process's shared ``Reading`` (``_event_reading.py``): an event of a name that does
 not count is skipped; one that counts gives its publish time, sequence number and
 publisher (its ``Stamp``), or is counted ``unstamped``. An event stamped before the run
 began (a server replaying what it kept to a new subscriber) is counted ``before_run``
@@ -40,7 +40,7 @@ import orjson
 from .._core import Parser
 from ..loadtarget import Stamps
 from ..protocol import COME_BACK_HEADER
-from ._reading import Reading
+from ._event_reading import Reading
 from ._stats import ProcessStats, count_into, failure_name
 
 __all__ = [

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from sse_fast._channels import SEGMENT
+from sse_fast._channel_patterns import SEGMENT
 from sse_fast._core.request import TOPIC_CHARACTERS
 from sse_fast.hub import Hub
 from sse_fast.publishing import PublishError, PublishRequest

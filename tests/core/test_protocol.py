@@ -10,7 +10,7 @@ import pytest
 
 import sse_fast
 from sse_fast import Parser
-from sse_fast._control import disconnect_frame, missed_data, missed_frame
+from sse_fast._control_frames import disconnect_frame, missed_data, missed_frame
 from sse_fast.client import Disconnect, Missed, _typed
 from sse_fast.protocol import (
     DISCONNECT,

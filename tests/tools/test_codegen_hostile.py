@@ -2,7 +2,7 @@
 tampered file must not write code into the clients users ship.
 
 * a channel the server would refuse is refused, with a sentence naming it (the
-  server's own check, ``sse_fast._channels.compile_channel``), and so are the other
+  server's own check, ``sse_fast._channel_patterns.compile_channel``), and so are the other
   strings a client cannot carry (a ``$ref`` to no record, an event named like
   what every JavaScript object has, a lone surrogate, ...);
 * what the server does accept, and what JSON can say anyway (field names and

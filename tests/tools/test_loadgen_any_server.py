@@ -419,7 +419,7 @@ STAMPS = [
 def test_the_subscribers_fast_reader_reads_as_stamps_does(stamps: Stamps) -> None:
     """The hot path's reader of single-key paths gives what ``Stamps.read`` (the
     reference) gives, for data of every shape."""
-    from sse_fast.loadgen._reading import Reading
+    from sse_fast.loadgen._event_reading import Reading
 
     reading = Reading(stamps)
     for data in DATAS:
