@@ -29,10 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-
-if TYPE_CHECKING:
-    from ._metrics import Metrics
+from typing import Any, Literal
 
 __all__ = [
     "CATALOGUE",
@@ -66,8 +63,9 @@ class Scrape:
 
     #: every worker's report (``hub/_figures.py``), in worker order
     reports: list[dict[str, Any]]
-    #: the workers' ``Metrics`` summed
-    merged: Metrics
+    #: the workers' ``Metrics`` summed (``hub/_metrics.py``), read by each metric's
+    #: attribute name
+    merged: object
     #: the worker processes configured
     workers_expected: int
     #: whether webhooks are configured (``webhook_urls``)

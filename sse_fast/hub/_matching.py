@@ -44,8 +44,8 @@ from .._companions import topic_of_companion
 from .._patterns import is_pattern, literal_prefix, matches
 
 if TYPE_CHECKING:
+    from .._core import Topic
     from ._subscription import Subscription
-    from ._topics import Topic
 
 __all__ = ["NAME_INDEX_DEPTH", "PatternStreams", "pattern_matches", "patterns_refused"]
 

@@ -47,8 +47,8 @@ from ..publishing import PublishRequest
 from ._streams import StreamListener
 
 if TYPE_CHECKING:
+    from .._core import Topic
     from ._subscription import Subscription
-    from ._topics import Topic
 
 __all__ = [
     "REFRESH",

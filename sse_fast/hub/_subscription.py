@@ -12,19 +12,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .._abort import ConnectionKey, connection_key
 from .._asgi import Message, Receive, Send
 
 if TYPE_CHECKING:
-    from ._disconnect_watch import DisconnectWatch
-    from ._topics import Topic
+    from .._core import Topic
 
 __all__ = [
     "NO_PEER",
     "Peer",
     "Subscription",
+    "Watch",
     "peer_of",
 ]
 
@@ -44,6 +44,14 @@ def peer_of(
     if scope is not None:
         return scope
     return NO_PEER if client == "?" and connection is None else (client, connection)
+
+
+class Watch(Protocol):
+    """What a stream tells the watch waiting on its ``receive`` (``DisconnectWatch``,
+    ``_disconnect_watch.py``)."""
+
+    def on_message(self, subscription: Subscription, waiter: asyncio.Future[Message]) -> None:
+        """``receive()`` returned (or failed) for ``subscription``."""
 
 
 class Subscription:
@@ -109,7 +117,7 @@ class Subscription:
         self.task: asyncio.Task[None] | None = None  # the catch-up task
         #: the stream's ``receive`` and the watch waiting on it (``DisconnectWatch.arm``)
         self.receive: Receive | None = None
-        self.watch: DisconnectWatch | None = None
+        self.watch: Watch | None = None
 
     @property
     def client(self) -> str:
