@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._granian import extension_loaded
 from ._granian._group_stop import (
-    GroupStopLog,
+    group_stop_log,
     remember_workers,
     stop_signal_taken,
     stopped_cleanly,
@@ -257,16 +257,12 @@ def _run_granian(
     workers = remember_workers(server)
     hold_sigterm_until_started()  # a stop while a worker is forked is not lost
     wake_for_signals(server)  # a SIGTERM that one of its threads takes stops it too
-    granian_log = logging.getLogger("_granian")
-    quiet = GroupStopLog(server)
-    granian_log.addFilter(quiet)
     try:
-        server.serve()
+        with group_stop_log(server):
+            server.serve()
     except SystemExit:  # Granian's way to say a worker died: said by serve if reported
         if not report.failure() and not stopped_cleanly(server, workers):
             raise
-    finally:
-        granian_log.removeFilter(quiet)
 
 
 def _hand_off(

@@ -82,7 +82,7 @@ def test_the_stop_machinery_group_stop_reads_and_wraps() -> None:
 def test_the_log_lines_group_stop_rewrites_are_granians() -> None:
     """``GroupStopLog`` rewrites two lines of Granian's logger ``_granian``."""
     source = inspect.getsource(_common)
-    assert granian.log.logger.name == "_granian"
+    assert granian.log.logger.name == _group_stop.GRANIAN_LOGGER == "_granian"
     lines = {
         "Unexpected exit from worker-N": r"Unexpected exit from worker-\{self\.idx \+ 1\}",
         "Killing worker-N after it refused to gracefully stop": (

@@ -54,17 +54,21 @@ Theory of operation:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing.connection
 import re
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
+    "GRANIAN_LOGGER",
     "SIGNAL_POLL",
     "STOP_SIGNAL_WAIT",
     "GroupStopLog",
+    "group_stop_log",
     "remember_workers",
     "stop_signal_taken",
     "stopped_cleanly",
@@ -140,6 +144,22 @@ def remember_workers(server: Any) -> list[Any]:
 
     server._stop_workers = stopping
     return seen
+
+
+#: Granian's own logger (a name of its internals: here, behind the door)
+GRANIAN_LOGGER = "_granian"
+
+
+@contextlib.contextmanager
+def group_stop_log(server: Any) -> Iterator[GroupStopLog]:
+    """``GroupStopLog`` on Granian's logger while the block runs (``server.serve()``)."""
+    granian_log = logging.getLogger(GRANIAN_LOGGER)
+    quiet = GroupStopLog(server)
+    granian_log.addFilter(quiet)
+    try:
+        yield quiet
+    finally:
+        granian_log.removeFilter(quiet)
 
 
 class GroupStopLog(logging.Filter):
