@@ -35,6 +35,7 @@ import datetime
 import functools
 import json
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -427,6 +428,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--modes: one or more of {', '.join(notifications.LADDERS)}")
     if args.rounds < 1:
         parser.error("--rounds: at least 1 (2 or more give the noise)")
+    if (
+        "notifications" in args.scenarios.split(",")
+        and "single" in args.modes.split(",")
+        and shutil.which("wrk") is None
+    ):  # said before any round, not as each run's failure
+        parser.error(
+            "the notifications' single way in needs wrk (Debian: apt-get install wrk), "
+            "or --modes batch,stream"
+        )
     return args
 
 

@@ -169,3 +169,19 @@ def test_figures_at_the_highest_rate_every_run_kept_up_with() -> None:
     table = B.rounds_table(runs, [chosen["batch: most delivered /s in any step"]])
     assert table[-1] == "| batch: most delivered /s in any step | 1 | 40,000 | 30,000 | 0.750 |"
     assert any("**failed**" in line for line in B.checks(runs))
+
+
+def test_without_wrk_the_single_way_in_is_refused_before_any_round(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing wrk failed every notifications run with "wrk gave no count of
+    requests"; now the command says what to install (or which modes need none)."""
+    monkeypatch.setattr(B.shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit) as exit:
+        B.parse(["--before", "/x"])
+    assert exit.value.code == 2
+    assert "needs wrk (Debian: apt-get install wrk), or --modes batch,stream" in (
+        capsys.readouterr().err
+    )
+    assert B.parse(["--before", "/x", "--modes", "batch,stream"]).modes == "batch,stream"
+    assert B.parse(["--before", "/x", "--scenarios", "fanout"]).scenarios == "fanout"
