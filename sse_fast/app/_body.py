@@ -55,7 +55,7 @@ class BodyDeadlines:
         self._cutting: asyncio.Future[int] | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._drain_deadline: float | None = None
-        hub.on_drain.add(self._on_drain)
+        hub.when_draining(self._on_drain)
 
     async def read(self, scope: Scope, reading: Awaitable[T]) -> T:
         """``await reading`` (a coroutine not yet started), an ``HTTPError`` (408, or

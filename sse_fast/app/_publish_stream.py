@@ -174,7 +174,7 @@ class _Stream:
                 # does nothing, and a cancellation of the task stays the caller's
                 receiving.cancel()
 
-        self.hub.on_drain.add(drain)
+        forget = self.hub.when_draining(drain)
         try:
             while True:
                 if self.hub.draining:
@@ -199,7 +199,7 @@ class _Stream:
                     await self.write([orjson.dumps(done) + b"\n"], more=False)
                     return
         finally:
-            self.hub.on_drain.discard(drain)
+            forget()
 
     # ---------------------------------------------------------------- lines
     #

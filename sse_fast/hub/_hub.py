@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from .._abort import ConnectionKey
@@ -93,8 +94,7 @@ class Hub:
 
         self.topics = _topics_for(settings, broker, dropped)
         self.send_style = SendStyle()
-        #: called when the drain starts (before the streams are closed)
-        self.on_drain: set[Callable[[], None]] = set()
+        self._on_drain: set[Callable[[], None]] = set()  # ``when_draining``
         #: figures other parts add to this worker's /metrics report (mirror mode's upstream)
         self.reports = tuple(reports)
         self.presence_news = PresenceNews(
@@ -185,11 +185,17 @@ class Hub:
         return self.lifecycle.draining
 
     async def drain(self) -> None:
-        """Close every stream with a jittered ``retry`` (its ``on_drain`` callbacks first), cutting
-        what is not out within ``drain_timeout``."""
-        for callback in list(self.on_drain):  # e.g. publish streams waiting for a body
+        """Close every stream with a jittered ``retry`` (``when_draining``'s callbacks
+        first), cutting what is not out within ``drain_timeout``."""
+        for callback in list(self._on_drain):  # e.g. publish streams waiting for a body
             callback()
         await self.lifecycle.drain()
+
+    def when_draining(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` when the drain starts, before the streams are closed (a
+        request waiting for its body stops waiting); returns what forgets it."""
+        self._on_drain.add(callback)
+        return partial(self._on_drain.discard, callback)
 
     def heartbeat(self) -> int:
         """Send a keep-alive comment to every in-sync stream; return how many."""

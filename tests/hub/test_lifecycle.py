@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from sse_fast.hub import Hub
+from sse_fast.settings import Settings
+
 from ..support.asgi_harness import Stream, make_app, request, run, settle
 
 
@@ -67,3 +70,20 @@ def test_the_drain_closes_its_streams_without_a_garbage_collection() -> None:
             await stream.finished()
 
     run(main())
+
+
+def test_what_is_told_of_the_drain_is_told_once_and_can_be_forgotten() -> None:
+    """``Hub.when_draining``: each callback called as the drain starts, before any
+    stream is closed; one forgotten (a request whose body came) is not called."""
+
+    async def main() -> None:
+        hub = Hub(Settings(drain_timeout=0.1))
+        told: list[tuple[str, bool]] = []
+        hub.when_draining(lambda: told.append(("kept", hub.draining)))
+        forget = hub.when_draining(lambda: told.append(("forgotten", hub.draining)))
+        forget()
+        forget()  # forgetting twice is harmless
+        await hub.drain()
+        assert told == [("kept", False)]  # before the drain's first step
+
+    asyncio.run(main())
