@@ -95,16 +95,11 @@ def api_page(module: str) -> str:
 def _sections() -> list[tuple[type, list[dataclasses.Field[Any]]]]:
     """The settings by section: the bases of ``Settings`` in ``--help``'s order."""
     from sse_fast.settings import Settings
-    from sse_fast.settings._handoff import Handoff
 
     seen: set[str] = set()
     out = []
     for base in reversed(Settings.__mro__[1:-1]):  # a dataclass's fields: last base first
-        fields = [
-            f
-            for f in dataclasses.fields(base)
-            if f.name not in seen and f.name not in Handoff.names()
-        ]
+        fields = [f for f in dataclasses.fields(base) if f.name not in seen]
         seen.update(f.name for f in dataclasses.fields(base))
         if fields:
             out.append((base, fields))

@@ -6,19 +6,19 @@ The settings say what the server is (``settings.Settings``, frozen once built);
 this module decides, from them alone, what runs.
 
 * A worker is put together in ``app/_worker.py`` (``worker_parts``), its broker
-  one function of the settings (``broker_for``): Redis when ``redis_url`` is set;
-  else the multi-worker relay when serve handed the workers its socket
-  (``relay_socket``); else the local broker, on the data directory serve locked
-  (``store_dir``: durable history) or in memory. Mirror mode changes no broker:
-  one worker reads upstream and publishes through it (the lock that elects it is
-  ``upstream_lock``).
+  one function of the settings and serve's hand-off (``broker_for``): Redis when
+  ``redis_url`` is set; else the multi-worker relay when serve handed the workers
+  its socket (``relay_socket``); else the local broker, on the data directory serve
+  locked (``store_dir``: durable history) or in memory. Mirror mode changes no
+  broker: one worker reads upstream and publishes through it (the lock that elects
+  it is ``upstream_lock``).
 * The supervising process (``serve``), in order: preflight, what can be
   checked before any worker exists (the allocator's options, Granian there, the
   listen address, the file limit and so the streams per worker, credentials,
   schemas, a Redis that is no Cluster: ``_startup.py``); the data directory,
   locked and read (``DataDirectory``); the start report; then its decisions,
-  handed to the workers as one frozen ``Handoff`` (``settings/_handoff.py``) inside the settings
-  (``Settings.handed``), which they read back from ``SSE_FAST_*`` variables;
+  handed to the workers as one frozen ``Handoff`` (``settings/_handoff.py``) beside
+  the settings, which they read back from ``SSE_FAST_*`` variables;
   the relay supervisor when several workers share no Redis (started by
   Granian's startup hook, beside the workers); and Granian's configuration
   (``sse_fast.app:create_app`` as a factory, uvloop, the listeners of
@@ -191,8 +191,8 @@ def serve(settings: Settings) -> int:
             shutil.rmtree(upstream_dir, ignore_errors=True)
         raise StartError(str(exc)) from None
     report = StartReport.create()
-    settings = _hand_off(settings, data, report, upstream_lock)
-    if settings.workers > 1 and not settings.redis_url:
+    settings, handoff = _hand_off(settings, data, report, upstream_lock)
+    if handoff.relay_socket:
         from .brokers._relay.supervisor import RelaySupervisor
 
         # it reads the data directory while every worker restores it too, sharing the
@@ -200,17 +200,18 @@ def serve(settings: Settings) -> int:
         # it is generous: 600 s per GiB per worker (a GiB of small events is 13 million;
         # the pure-Python twins read them several times slower), and the supervisor's own
         # 60 s per GiB
-        stored = directory_bytes(settings.store_dir) if settings.store_dir else 0
+        stored = directory_bytes(handoff.store_dir) if handoff.store_dir else 0
         relay = RelaySupervisor(
-            settings.relay_socket,
+            handoff.relay_socket,
             settings.relay_history_frames,
             settings.relay_history_bytes,
-            log_options(settings) if settings.store_dir else None,
+            log_options(settings, handoff.store_dir) if handoff.store_dir else None,
             start_timeout=10.0 + 600.0 * settings.workers * stored / 2**30,
             # a group stop that reached the relay first is no failure (``_granian/_group_stop.py``)
             stop_signalled=lambda: stop_signal_taken(server),
         )
     os.environ.update(settings.to_env())
+    os.environ.update(handoff.to_env())  # beside the settings, a value of its own
     stopping = threading.Event()
     try:
         _run_granian(server, settings, relay, report, stopping)
@@ -218,7 +219,7 @@ def serve(settings: Settings) -> int:
         stopping.set()
         if relay is not None:
             relay.stop()
-            shutil.rmtree(os.path.dirname(settings.relay_socket), ignore_errors=True)
+            shutil.rmtree(os.path.dirname(handoff.relay_socket), ignore_errors=True)
         if data is not None:
             data.release()
         if upstream_dir:
@@ -253,7 +254,7 @@ def _run_granian(
     if relay is not None:
         # started once Granian handles SIGTERM (its startup hooks run then), beside
         # the workers: it restores the history while they do
-        server.on_startup(lambda: _start_relay(relay, settings, report, stopping))
+        server.on_startup(lambda: _start_relay(relay, settings.workers, report, stopping))
     workers = remember_workers(server)
     hold_sigterm_until_started()  # a stop while a worker is forked is not lost
     wake_for_signals(server)  # a SIGTERM that one of its threads takes stops it too
@@ -267,12 +268,11 @@ def _run_granian(
 
 def _hand_off(
     settings: Settings, data: DataDirectory | None, report: StartReport, upstream_lock: str
-) -> Settings:
-    """The settings serve's workers read back: its decisions (``Handoff``: the relay's
-    socket when several workers share no Redis, the data directory it locked, ...;
-    a field it decides nothing of keeps its value) and, on Redis, this node's name
-    (made up when not given)."""
-    relay_socket = settings.relay_socket
+) -> tuple[Settings, Handoff]:
+    """What serve's workers read back: the settings, on Redis with this node's name
+    (made up when not given), and serve's decisions, the ``Handoff`` (the relay's
+    socket when several workers share no Redis, the data directory it locked, ...)."""
+    relay_socket = ""
     if settings.redis_url:
         if not settings.node_name:
             node_name = f"{socket.gethostname()}-{secrets.token_hex(3)}"
@@ -280,20 +280,18 @@ def _hand_off(
         log.info("node %s on Redis %s", settings.node_name, _redacted(settings.redis_url))
     elif settings.workers > 1:
         relay_socket = os.path.join(tempfile.mkdtemp(prefix="sse-fast-"), "relay.sock")
-    return settings.handed(
-        Handoff(
-            relay_socket=relay_socket,
-            upstream_lock=upstream_lock or settings.upstream_lock,
-            install_signal_handlers=True,
-            store_dir=data.path if data is not None else settings.store_dir,
-            start_failure_file=report.path,
-            main_pid=os.getpid(),
-        )
+    return settings, Handoff(
+        relay_socket=relay_socket,
+        upstream_lock=upstream_lock,
+        install_signal_handlers=True,
+        store_dir=data.path if data is not None else "",
+        start_failure_file=report.path,
+        main_pid=os.getpid(),
     )
 
 
 def _start_relay(
-    relay: RelaySupervisor, settings: Settings, report: StartReport, stopping: threading.Event
+    relay: RelaySupervisor, workers: int, report: StartReport, stopping: threading.Event
 ) -> None:
     """Start the relay in a thread of its own; if it does not start, stop the
     server with the reason (unless it is stopping anyway)."""
@@ -304,11 +302,11 @@ def _start_relay(
         except RuntimeError as exc:
             if not stopping.is_set():
                 report.fail(
-                    f"the relay, which sequences the events of the {settings.workers} workers, "
+                    f"the relay, which sequences the events of the {workers} workers, "
                     f"could not start: {exc}; its log above says why"
                 )
             return
-        log.info("relay for %d workers at %s", settings.workers, settings.relay_socket)
+        log.info("relay for %d workers at %s", workers, relay.path)
 
     threading.Thread(target=run, name="sse-fast-relay-start", daemon=True).start()
 
@@ -329,7 +327,7 @@ def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
         if loaded.unsettled(current_boot_id()):
             # what the writer's start writes (lost ranges, cuts) is there before the
             # relay and its workers read the directory side by side
-            settle(**log_options(dataclasses.replace(settings, store_dir=data.path)))
+            settle(**log_options(settings, data.path))
     except BaseException:
         data.release()
         raise

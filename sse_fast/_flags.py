@@ -1,8 +1,8 @@
 """``sse-fast``'s argument parser: its commands, and a flag per setting.
 
 Internal: ``sse_fast.cli.main`` parses with it; the flags' help is each setting's
-own documentation, and the settings ``serve`` hands its workers (``Handoff``) get
-no flag.
+own documentation (what ``serve`` hands its workers, ``Handoff``, is no setting and
+has no flag).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 
 from . import __version__
 from .settings import Settings
-from .settings._handoff import Handoff
 
 __all__ = ["add_settings_flags", "build_parser"]
 
@@ -55,15 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: the settings that are no flags: what serve hands its workers (``Handoff``)
-INTERNAL_SETTINGS = Handoff.names()
-
-
 def add_settings_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per setting, its help the setting's own documentation."""
     for field in dataclasses.fields(Settings):
-        if field.name in INTERNAL_SETTINGS:
-            continue
         flag = "--" + field.name.replace("_", "-")
         help_text = (
             f"{field.metadata['doc']} (env SSE_FAST_{field.name.upper()}; "

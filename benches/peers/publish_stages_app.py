@@ -23,7 +23,6 @@ of its own, which is the durable store as under ``serve``).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from sse_fast.app._http import send_json
 from sse_fast.brokers._sequencing import sequence_once
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.settings import Settings
+from sse_fast.settings._handoff import Handoff
 
 STAGES = ("read", "parse", "sequence", "apply", "hub", "full")
 STAGE = os.environ.get("PUBLISH_STAGE", "full")
@@ -53,16 +53,19 @@ def _edge() -> App:
     """The app as a ``sse-fast serve`` worker makes it: the data directory (given,
     unlocked: this app is alone on it) is the durable store, persistence on."""
     settings = Settings.from_env()
+    handoff = Handoff()
     if settings.persistence != "off" and not settings.redis_url:
         path = Path(settings.data_dir)
         path.mkdir(parents=True, exist_ok=True)
-        settings = dataclasses.replace(settings, store_dir=str(path))
-    return App(settings)
+        handoff = Handoff(store_dir=str(path))  # as serve hands its workers
+    return App(settings, handoff=handoff)
 
 
 edge = _edge()
 hub = edge.hub
-assert edge.settings.persistence == "off" or edge.settings.store_dir
+assert edge.settings.persistence == "off" or (
+    isinstance(hub.broker, LocalBroker) and hub.broker.store is not None
+)
 
 
 def _broker() -> LocalBroker:

@@ -42,7 +42,7 @@ log = logging.getLogger("sse_fast")
 class BodyDeadlines:
     """The body reads going on in one worker and their deadlines (one per app)."""
 
-    def __init__(self, settings: Settings, hub: Hub) -> None:
+    def __init__(self, settings: Settings, hub: Hub, cut_sockets: bool = False) -> None:
         self.timeout = settings.body_timeout
         self.drain_timeout = settings.drain_timeout
         self._reading: dict[asyncio.Task[object], float] = {}  # task -> deadline (loop time)
@@ -50,7 +50,7 @@ class BodyDeadlines:
         self._scopes: dict[asyncio.Task[object], Scope] = {}
         #: under ``sse-fast serve`` (Granian, whose wait for a body outlives a cancelled
         #: receive()); an embedding server's sockets are its own
-        self.cut_sockets = settings.install_signal_handlers
+        self.cut_sockets = cut_sockets
         self._to_cut: list[Scope] = []
         self._cutting: asyncio.Future[int] | None = None
         self._sweeper: asyncio.TimerHandle | None = None

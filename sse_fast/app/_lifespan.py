@@ -30,6 +30,7 @@ from ..brokers.durable import StoreError, StoreWriteError
 from ..brokers.durable._directory import START_ROOM, write_failure
 from ..hub import Hub
 from ..settings import Settings
+from ..settings._handoff import Handoff
 from ._start import WorkerStart
 
 if TYPE_CHECKING:  # mirror mode's module needs httpx: imported only when it is on
@@ -45,9 +46,17 @@ class Lifespan:
     failed startup is reported as ``lifespan.startup.failed``)."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, start: WorkerStart, upstream: Upstream | None = None
+        self,
+        settings: Settings,
+        handoff: Handoff,
+        hub: Hub,
+        start: WorkerStart,
+        upstream: Upstream | None = None,
     ) -> None:
+        """``handoff``: what ``sse-fast serve`` decided (a start in the background with
+        ``start_failure_file``, SIGTERM taken with ``install_signal_handlers``)."""
         self.settings = settings
+        self.handoff = handoff
         self.hub = hub
         #: mirror mode's reader, started and stopped with the hub
         self.upstream = upstream
@@ -85,12 +94,12 @@ class Lifespan:
                 EXTENSION_IMPORT_ERROR,
             )
         loop = asyncio.get_running_loop()
-        if self.settings.start_failure_file:
+        if self.handoff.start_failure_file:
             self.start.begin()
             self._start_task = loop.create_task(self._start_in_background())
         else:
             await self._start()
-        if self.settings.install_signal_handlers:
+        if self.handoff.install_signal_handlers:
             self._take_sigterm(loop)
 
     def _take_sigterm(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -123,7 +132,7 @@ class Lifespan:
             if not isinstance(exc, (StoreError, ConnectionError, OSError)):
                 log.exception("the start failed")  # a bug: its traceback helps
             try:
-                StartReport(self.settings.start_failure_file).fail(message)
+                StartReport(self.handoff.start_failure_file).fail(message)
             except OSError:  # the server is stopping already (its report removed)
                 log.error("the start failed: %s", message)
             return
@@ -140,7 +149,7 @@ class Lifespan:
 
     def _directory_failure(self) -> str:
         """Why the data directory cannot take a start's writes now ("" if it can)."""
-        path = self.settings.store_dir
+        path = self.handoff.store_dir
         try:
             fd = os.open(os.path.join(path, "lock"), os.O_WRONLY)
         except OSError as exc:

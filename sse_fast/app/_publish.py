@@ -56,14 +56,22 @@ class PublishEndpoint:
     """
 
     def __init__(
-        self, settings: Settings, hub: Hub, auth: Authenticator, admission: Admission, cors: Cors
+        self,
+        settings: Settings,
+        hub: Hub,
+        auth: Authenticator,
+        admission: Admission,
+        cors: Cors,
+        cut_sockets: bool = False,
     ) -> None:
+        """``cut_sockets``: a body's wait past its deadline is cut at its socket too
+        (under ``sse-fast serve``: ``BodyDeadlines``)."""
         self.settings = settings
         self.hub = hub
         self.auth = auth
         self.admission = admission
         self.cors = cors
-        self.deadlines = BodyDeadlines(settings, hub)
+        self.deadlines = BodyDeadlines(settings, hub, cut_sockets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One pass over the headers (this path runs thousands of times a second).

@@ -25,12 +25,13 @@ from .._asgi import Receive, Scope, Send
 from ..hub import Hub
 from ..protocol import Reason
 from ..settings import Settings
+from ..settings._handoff import Handoff
 from ._events import EventsEndpoint
 from ._http import HTTPError, allow, send_json
 from ._operations import Operations
 from ._publish import PublishEndpoint
 from ._publish_stream import PublishStreamEndpoint
-from ._worker import worker_parts
+from ._worker import NOT_UNDER_SERVE, worker_parts
 
 __all__ = ["ROUTES", "STARTING_ROUTES", "App", "Route"]
 
@@ -84,12 +85,15 @@ class App:
         hub: Hub | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        handoff: Handoff = NOT_UNDER_SERVE,
     ) -> None:
         """An app of ``settings`` (``Settings.from_env()`` when not given), its parts
         made once by the worker's composition root (``_worker.worker_parts``): on
         ``hub`` when given, else on the broker the settings choose. Tokens' ``exp``,
-        ``nbf`` and ``iat`` are read against ``wall_clock`` (a test's own moves)."""
-        made = worker_parts(settings or Settings.from_env(), hub, wall_clock)
+        ``nbf`` and ``iat`` are read against ``wall_clock`` (a test's own moves).
+        ``handoff``: what ``sse-fast serve`` decided for its workers (``create_app``
+        reads it); the default is an app no serve started."""
+        made = worker_parts(settings or Settings.from_env(), hub, wall_clock, handoff)
         self.settings = made.settings
         self.hub = made.hub
         self.auth = made.auth

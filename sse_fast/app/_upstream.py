@@ -136,9 +136,13 @@ class ReaderState:
 class Upstream:
     """The mirror-mode reader of one worker (reading, or standing by)."""
 
-    def __init__(self, settings: Settings, hub: Hub, reader: ReaderState | None = None) -> None:
+    def __init__(
+        self, settings: Settings, hub: Hub, reader: ReaderState | None = None, lock: str = ""
+    ) -> None:
         """``reader``: the state the hub reports (``Hub(reports=...)``), made first by
-        the worker's composition root (``app/_compose.py``); a new one when not given."""
+        the worker's composition root (``app/_worker.py``); a new one when not given.
+        ``lock``: the file whose lock elects the reading worker (serve's hand-off,
+        ``upstream_lock``, with several workers; none: this worker reads)."""
         self.settings = settings
         self.hub = hub
         self.url = settings.upstream
@@ -149,7 +153,7 @@ class Upstream:
             if settings.upstream_authorization
             else {}
         )
-        self.lock_path = settings.upstream_lock
+        self.lock_path = lock
         self.state_path = self.lock_path + ".json" if self.lock_path else ""
         #: where the reading is (the figures this worker reports: ``ReaderState``)
         self.reader = reader or ReaderState(reading=not self.lock_path)

@@ -19,10 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
+from ..brokers.durable._directory import directory_bytes
 from ..hub import Hub
 from ..settings import Settings
+from ..settings._handoff import Handoff
 from ._admission import Admission, ClientAddress
 from ._auth import Authenticator
 from ._cors import Cors
@@ -37,7 +40,18 @@ if TYPE_CHECKING:
     from ..brokers import Broker
     from ._upstream import Upstream
 
-__all__ = ["RELAY_JOIN_LIMIT", "WorkerParts", "broker_for", "worker_parts"]
+__all__ = [
+    "NOT_UNDER_SERVE",
+    "RELAY_JOIN_LIMIT",
+    "WorkerParts",
+    "broker_for",
+    "data_figures",
+    "worker_parts",
+]
+
+#: the hand-off of an app that no ``sse-fast serve`` started: no relay, no data
+#: directory, no signal handlers of its own
+NOT_UNDER_SERVE = Handoff()
 
 #: seconds a starting worker under serve waits for the relay (its supervisor stops the
 #: server sooner if the relay cannot start)
@@ -68,11 +82,13 @@ def worker_parts(
     settings: Settings,
     hub: Hub | None = None,
     wall_clock: Callable[[], float] = time.time,
+    handoff: Handoff = NOT_UNDER_SERVE,
 ) -> WorkerParts:
     """Every part of a worker with ``settings``, made once (see the module docstring).
     ``hub``: one made by the caller (an embedding's, a test's); else the hub on the
-    broker the settings choose. ``wall_clock``: what tokens' ``exp``, ``nbf`` and
-    ``iat`` are read against."""
+    broker the settings and ``handoff`` choose. ``wall_clock``: what tokens' ``exp``,
+    ``nbf`` and ``iat`` are read against. ``handoff``: what ``sse-fast serve``
+    decided for its workers (``Handoff.from_env()`` under it)."""
     reader = None
     if settings.upstream:
         if hub is not None:
@@ -82,15 +98,19 @@ def worker_parts(
             )
         from ._upstream import ReaderState  # mirror mode needs httpx: only when it is on
 
-        reader = ReaderState(reading=not settings.upstream_lock)
+        reader = ReaderState(reading=not handoff.upstream_lock)
     if hub is None:
-        reports = () if reader is None else (reader.report,)
-        hub = Hub(settings, broker=broker_for(settings), reports=reports)
+        reports: list[Callable[[], dict[str, Any]]] = []
+        if reader is not None:
+            reports.append(reader.report)
+        if handoff.store_dir:  # durable history: the data directory's size
+            reports.append(partial(data_figures, handoff.store_dir, settings.data_max_bytes))
+        hub = Hub(settings, broker=broker_for(settings, handoff), reports=reports)
     upstream = None
     if reader is not None:
         from ._upstream import Upstream
 
-        upstream = Upstream(settings, hub, reader)
+        upstream = Upstream(settings, hub, reader, handoff.upstream_lock)
     auth = Authenticator(settings, wall_clock)
     admission = Admission(settings)
     client_address = ClientAddress(settings)
@@ -105,19 +125,22 @@ def worker_parts(
         client_address=client_address,
         cors=cors,
         events=EventsEndpoint(settings, hub, auth, admission, client_address, cors),
-        publish=PublishEndpoint(settings, hub, auth, admission, cors),
+        # under serve, a body's wait is cut at its socket (Granian's outlives a cancel)
+        publish=PublishEndpoint(
+            settings, hub, auth, admission, cors, handoff.install_signal_handlers
+        ),
         publish_stream=PublishStreamEndpoint(settings, hub, auth, admission, cors),
         start=start,
         operations=operations,
-        lifespan=Lifespan(settings, hub, start, upstream),
+        lifespan=Lifespan(settings, handoff, hub, start, upstream),
         upstream=upstream,
     )
 
 
-def broker_for(settings: Settings) -> Broker:
+def broker_for(settings: Settings, handoff: Handoff = NOT_UNDER_SERVE) -> Broker:
     """The broker a worker with ``settings`` publishes through: ``RedisBroker``
-    (``redis_url``), ``RelayBroker`` (``relay_socket``, handed by serve), or
-    ``LocalBroker``, durable on ``store_dir`` (handed by serve) or in memory."""
+    (``redis_url``), ``RelayBroker`` (the hand-off's ``relay_socket``), or
+    ``LocalBroker``, durable on the hand-off's ``store_dir`` or in memory."""
     if settings.redis_url:
         from ..brokers.redis import RedisBroker
 
@@ -138,21 +161,27 @@ def broker_for(settings: Settings) -> Broker:
             node=settings.node_name or None,
             workers=settings.workers,
         )
-    if settings.relay_socket:
+    if handoff.relay_socket:
         from ..brokers._relay import RelayBroker
 
         # under serve the relay starts beside the workers, restoring history too:
         # its supervisor, not this wait, says when it failed (``_startup.py``)
         return RelayBroker(
-            settings.relay_socket,
-            store_dir=settings.store_dir,
-            connect_timeout=RELAY_JOIN_LIMIT if settings.start_failure_file else 10.0,
+            handoff.relay_socket,
+            store_dir=handoff.store_dir,
+            connect_timeout=RELAY_JOIN_LIMIT if handoff.start_failure_file else 10.0,
         )
     from ..brokers.local import LocalBroker
 
-    if settings.store_dir:
+    if handoff.store_dir:
         from ..brokers.durable import EventLog
         from ..brokers.durable._log import log_options
 
-        return LocalBroker(EventLog(**log_options(settings)))
+        return LocalBroker(EventLog(**log_options(settings, handoff.store_dir)))
     return LocalBroker()
+
+
+def data_figures(path: str, max_bytes: int) -> dict[str, Any]:
+    """The data directory's part of this worker's ``/metrics`` report (durable history:
+    ``brokers/durable``)."""
+    return {"data_bytes": directory_bytes(path), "data_max_bytes": max_bytes}

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 from .._core import HAS_EXTENSIONS
 from .._publish_checks import check_topic
-from ..brokers.durable._directory import directory_bytes
 from ._cursor import format_cursor
 from ._presence import add_up
 from ._presence import figures as presence_figures
@@ -84,9 +83,6 @@ class Figures:
                 "broker_partitions_down": hub.broker.partitions_down,
                 **hub.topics.budget_figures(),
             }
-            if hub.settings.store_dir:  # durable history (``brokers/durable``)
-                figures["data_bytes"] = directory_bytes(hub.settings.store_dir)
-                figures["data_max_bytes"] = hub.settings.data_max_bytes
             for add in hub.reports:
                 figures.update(add())
         figures["pid"] = os.getpid()

@@ -15,8 +15,9 @@ Theory of operation:
   another ``Settings``, checked again. A value that cannot be used is a
   ``SettingsError`` naming the setting and what it accepts.
 * The hand-off, what ``sse-fast serve`` decides for its workers (the relay's
-  socket, the data directory it locked, ...), is one more section, ``Handoff``:
-  settings that are no flags, which the workers read back from the environment.
+  socket, the data directory it locked, ...), is no setting: a value of its own,
+  ``Handoff``, which the workers read back from the environment beside the
+  settings and their app is given whole (``app/_worker.py``).
 
 Where each part is (the modules are private: users import ``Settings`` and
 ``SettingsError`` from here, the server its own names from their module):

@@ -1,18 +1,24 @@
-"""The hand-off: what ``sse-fast serve`` decides for its workers, declared once."""
+"""The hand-off: what ``sse-fast serve`` decides for its workers, declared once, and
+handed to them as one value of its own beside the settings (through ``SSE_FAST_*``
+variables of its fields' names)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from ._environment import as_variables, read_variables
 from ._serving import _doc
 
 
 @dataclass(frozen=True)
 class Handoff:
     """What ``sse-fast serve`` (the supervising process) decides for its workers:
-    the one place its fields are declared. ``Settings`` has them as settings, read
-    back through ``SSE_FAST_*`` variables; they are no flags (the parser and the
-    options page leave out ``Handoff.names()``; ``_flags.py``)."""
+    no options (no flags, not on the options page), a value of its own beside the
+    ``Settings``, which the workers read back from ``SSE_FAST_*`` variables
+    (``from_env``). The default is what an app outside serve has: no relay, no data
+    directory, no signal handlers of its own."""
 
     relay_socket: str = field(
         default="", metadata=_doc("internal: Unix socket of the multi-worker relay (set by serve)")
@@ -48,5 +54,15 @@ class Handoff:
 
     @classmethod
     def names(cls) -> frozenset[str]:
-        """The names of the hand-off fields (settings that are no flags)."""
+        """The names of the hand-off's fields."""
         return frozenset(f.name for f in fields(cls))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Handoff:
+        """The hand-off serve wrote into the environment (``to_env``); the default
+        outside serve."""
+        return cls(**read_variables(fields(cls), os.environ if environ is None else environ))
+
+    def to_env(self) -> dict[str, str]:
+        """The hand-off as ``SSE_FAST_*`` variables (how ``serve`` gives it to workers)."""
+        return as_variables(self)

@@ -20,7 +20,6 @@ from ._serving import _Access, _Limits, _Listening, _Streams
 
 @dataclass(frozen=True)
 class Settings(
-    Handoff,
     _RelayMode,
     _Storage,
     _Brokers,
@@ -33,7 +32,8 @@ class Settings(
     """Every setting of the server, by section (the bases, listed here in reverse:
     a dataclass takes the fields of its last base first); ``sse-fast serve --help``
     lists them in that order. Frozen once built: another value is another
-    ``Settings`` (``dataclasses.replace``, ``handed``), checked again."""
+    ``Settings`` (``dataclasses.replace``), checked again. What serve decides for
+    its workers is no setting: ``Handoff``, handed beside them."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -54,10 +54,6 @@ class Settings(
         """The settings as ``SSE_FAST_*`` variables (how ``serve`` hands them to workers)."""
         return as_variables(self)
 
-    def handed(self, handoff: Handoff) -> Settings:
-        """These settings with ``handoff``'s fields: what serve's workers read back."""
-        return dataclasses.replace(self, **dataclasses.asdict(handoff))
-
     def as_dict(self) -> dict[str, Any]:
         """Every setting by name (``dataclasses.asdict``)."""
         return dataclasses.asdict(self)
@@ -69,4 +65,6 @@ Settings.__module__ = "sse_fast.settings"  # its public name, for pickle, logs a
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``SSE_FAST_*`` variables that set nothing (a misspelt name is otherwise
     ignored silently), each with the closest real name when there is one."""
-    return misspelt(os.environ if environ is None else environ, fields(Settings))
+    return misspelt(
+        os.environ if environ is None else environ, [*fields(Settings), *fields(Handoff)]
+    )

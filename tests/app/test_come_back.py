@@ -18,7 +18,6 @@ from tests.support.asgi_harness import request
 def test_a_stream_asked_for_while_draining_is_told_to_come_back() -> None:
     settings = Settings(
         allow_anonymous_publish=True,
-        install_signal_handlers=False,
         retry_ms=1000,
         drain_retry_jitter_ms=500,
     )
@@ -58,7 +57,6 @@ def test_a_stream_the_broker_cannot_take_now_is_told_to_come_back() -> None:
     the broker's Retry-After, with its words, and counted as ``broker_unavailable``."""
     settings = Settings(
         allow_anonymous_publish=True,
-        install_signal_handlers=False,
         retry_ms=500,
         drain_retry_jitter_ms=100,
     )

@@ -21,8 +21,9 @@ from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.hub import Hub
-from sse_fast.settings import Settings
+from sse_fast.settings import Settings, SettingsError
 from sse_fast.settings._handoff import Handoff
+from sse_fast.settings._settings import unknown_variables
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 #: the package's sources where they are imported from (the installed wheel in the sdist check)
@@ -58,11 +59,11 @@ def test_the_hand_off_fields_are_declared_once() -> None:
         declared |= _declared_in(path)
     assert {"Handoff", "Settings", "_Listening"} <= declared.keys()
     assert [cls for cls, fields in declared.items() if names & set(fields)] == ["Handoff"]
-    assert names <= {f.name for f in dataclasses.fields(Settings)}
+    # a value of its own beside the settings: none of them is a setting
+    assert not names & {f.name for f in dataclasses.fields(Settings)}
     for derived in (PACKAGE / "_flags.py", ROOT / "docs" / "hooks.py"):
         listed = names & _string_constants(derived)
-        assert not listed, f"{derived.name} lists {sorted(listed)}: derive them from Handoff"
-        assert "Handoff" in derived.read_text()
+        assert not listed, f"{derived.name} lists {sorted(listed)}: they are no settings"
 
 
 def test_the_hand_off_fields_are_no_flags_and_every_other_setting_is() -> None:
@@ -117,9 +118,11 @@ TOPOLOGIES: dict[str, tuple[dict[str, Any], tuple[str, str, str]]] = {
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_the_broker_is_one_function_of_the_settings(topology: str) -> None:
     values, expected = TOPOLOGIES[topology]
-    settings = Settings(**values)
-    assert _kind(broker_for(settings)) == expected
-    assert _kind(App(settings).hub.broker) == expected  # the app asks broker_for
+    handed = {name: value for name, value in values.items() if name in Handoff.names()}
+    settings = Settings(**{name: v for name, v in values.items() if name not in handed})
+    handoff = Handoff(**handed)
+    assert _kind(broker_for(settings, handoff)) == expected
+    assert _kind(App(settings, handoff=handoff).hub.broker) == expected  # it asks broker_for
 
 
 def test_mirror_modes_reader_reports_into_the_hub_made_with_it() -> None:
@@ -133,7 +136,7 @@ def test_mirror_modes_reader_reports_into_the_hub_made_with_it() -> None:
     assert (figures["upstream_reading"], figures["upstream_up"]) == (True, False)
     upstream.reader.moved("connected")
     assert app.hub.report({"what": "metrics"})["upstream_up"] is True
-    standby = App(Settings(upstream="http://o/e?topic=a", upstream_lock="/u.lock"))
+    standby = App(Settings(upstream="http://o/e?topic=a"), handoff=Handoff(upstream_lock="/u"))
     assert standby.hub.report({"what": "metrics"})["upstream_reading"] is False
 
 
@@ -152,15 +155,32 @@ def test_settings_cannot_be_changed_once_built() -> None:
     assert settings == Settings(upstream="http://origin/events?topic=news")
 
 
-def test_the_hand_off_is_another_settings_value_checked_again() -> None:
+def test_the_hand_off_is_a_value_of_its_own_beside_the_settings() -> None:
+    """What serve decides travels in variables of its fields' names, beside the
+    settings' (``serve`` writes both; a worker reads both): the settings read none of
+    them, and none of them is an unknown variable."""
     settings = Settings(workers=2)
     handoff = Handoff(relay_socket="/r.sock", install_signal_handlers=True, store_dir="/data")
-    handed = settings.handed(handoff)
-    assert handed is not settings and settings.relay_socket == ""
-    assert {name: getattr(handed, name) for name in Handoff.names()} == dataclasses.asdict(handoff)
-    assert Settings.from_env(handed.to_env()) == handed  # what the workers read back
+    environ = {**settings.to_env(), **handoff.to_env()}
+    assert Handoff.from_env(environ) == handoff  # what the workers read back
+    assert Settings.from_env(environ) == settings
+    assert unknown_variables(environ) == []
+    assert Handoff.from_env({}) == Handoff()  # an app no serve started
+    with pytest.raises(SettingsError, match="SSE_FAST_MAIN_PID='x' is not a valid int"):
+        Handoff.from_env({"SSE_FAST_MAIN_PID": "x"})
+    assert Handoff().install_signal_handlers is False and not Handoff().store_dir
     with pytest.raises(dataclasses.FrozenInstanceError):
         handoff.store_dir = "/elsewhere"  # type: ignore[misc]
+
+
+def test_the_data_directory_is_reported_where_serve_handed_one(tmp_path: Path) -> None:
+    """Its size goes into this worker's ``/metrics`` report (``data_figures``, given
+    to the hub as one of its reports)."""
+    (tmp_path / "segment").write_bytes(b"x" * 5000)
+    durable = App(Settings(data_max_bytes=1 << 20), handoff=Handoff(store_dir=str(tmp_path)))
+    figures = durable.hub.report({"what": "metrics"})
+    assert figures["data_bytes"] >= 5000 and figures["data_max_bytes"] == 1 << 20
+    assert "data_bytes" not in App(Settings()).hub.report({"what": "metrics"})
 
 
 def test_a_worker_gone_first_on_a_group_sigterm_is_a_clean_stop() -> None:

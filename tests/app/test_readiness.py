@@ -42,7 +42,7 @@ class Node(LocalBroker):
 
 
 def node_app(workers: int) -> tuple[App, Node]:
-    settings = Settings(workers=workers, install_signal_handlers=False)
+    settings = Settings(workers=workers)
     broker = Node()
     return App(settings, hub=Hub(settings, broker=broker)), broker
 
@@ -96,7 +96,7 @@ def test_a_worker_says_it_is_starting_when_asked(fails: bool) -> None:
     start failed goes on saying it is starting (it never serves)."""
 
     async def main() -> None:
-        settings = Settings(workers=2, install_signal_handlers=False)
+        settings = Settings(workers=2)
         node = SlowStart()
         hub = Hub(settings, broker=node)
         assert node.member.report({"what": "ready"})["starting"] is False  # not asked to

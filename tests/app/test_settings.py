@@ -20,13 +20,13 @@ def test_environment_then_overrides() -> None:
     env = {
         "SSE_FAST_PORT": "9001",
         "SSE_FAST_HEARTBEAT_INTERVAL": "2.5",
-        "SSE_FAST_INSTALL_SIGNAL_HANDLERS": "yes",
+        "SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "yes",
         "SSE_FAST_HOST": "",
     }
     settings = Settings.from_env(env, port=9002, workers=None)
     assert settings.port == 9002  # the flag wins
     assert settings.heartbeat_interval == 2.5
-    assert settings.install_signal_handlers is True
+    assert settings.allow_anonymous_publish is True
     assert settings.host == "127.0.0.1"  # empty variables are ignored
     assert Settings.from_env(settings.to_env()) == settings
 
@@ -42,7 +42,7 @@ def test_environment_then_overrides() -> None:
         ({"SSE_FAST_ALLOCATOR_DECAY": "-1"}, "allocator_decay must be at least 0"),
         ({"SSE_FAST_HTTP": "3"}, "http must be"),
         ({"SSE_FAST_LOG_LEVEL": "loud"}, "log_level"),
-        ({"SSE_FAST_INSTALL_SIGNAL_HANDLERS": "maybe"}, "not a valid bool"),
+        ({"SSE_FAST_ALLOW_ANONYMOUS_PUBLISH": "maybe"}, "not a valid bool"),
         ({"SSE_FAST_HEADER_TIMEOUT": "0.5"}, "header_timeout must be at least 1 (seconds;"),
         ({"SSE_FAST_BODY_TIMEOUT": "4000"}, "body_timeout must be at most 3600"),
         ({"SSE_FAST_PRESENCE_INTERVAL": "11"}, "presence_interval must be at most 10"),

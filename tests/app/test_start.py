@@ -24,6 +24,7 @@ from sse_fast.brokers.durable._restore import RestoreProgress
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
+from sse_fast.settings._handoff import Handoff
 from tests.support.asgi_harness import request
 
 
@@ -46,13 +47,10 @@ class HeldBroker(LocalBroker):
 
 
 def starting_app(report: Path) -> tuple[App, HeldBroker]:
-    settings = Settings(
-        allow_anonymous_publish=True,
-        install_signal_handlers=False,
-        start_failure_file=str(report),
-    )
+    settings = Settings(allow_anonymous_publish=True)
     broker = HeldBroker()
-    return App(settings, hub=Hub(settings, broker=broker)), broker
+    handoff = Handoff(start_failure_file=str(report))  # under serve
+    return App(settings, hub=Hub(settings, broker=broker), handoff=handoff), broker
 
 
 async def _answers(app: App) -> dict[str, tuple[int, dict[str, str], dict[str, Any]]]:
@@ -169,7 +167,7 @@ def test_a_failed_start_is_reported_and_stops_the_server(tmp_path: Path) -> None
 def test_without_the_report_the_startup_waits_for_the_hub(tmp_path: Path) -> None:
     """A host application (no ``start_failure_file``): the lifespan startup is the
     hub's, nothing is refused as starting."""
-    settings = Settings(allow_anonymous_publish=True, install_signal_handlers=False)
+    settings = Settings(allow_anonymous_publish=True)
     broker = HeldBroker()
     app = App(settings, hub=Hub(settings, broker=broker))
 

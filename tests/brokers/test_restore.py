@@ -171,7 +171,7 @@ def test_the_collector_is_paused_while_the_history_is_restored(stored: Path) -> 
             super().apply(items)
 
     async def main() -> None:
-        settings = Settings(install_signal_handlers=False)
+        settings = Settings()
         hub = Watched(settings)
         await hub.start()
         progress = RestoreProgress()

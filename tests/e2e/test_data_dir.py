@@ -233,13 +233,14 @@ def test_a_disk_that_fills_after_the_check_is_said_as_full_by_the_worker(tmp_pat
     from sse_fast.app import App
     from sse_fast.brokers.durable import StoreWriteError
     from sse_fast.settings import Settings
+    from sse_fast.settings._handoff import Handoff
 
     with tmpfs(tmp_path / "small", "1m") as mount:
         data = mount / "data"
         data.mkdir()
         (data / "lock").write_text("1\n")
         _fill_up(mount)
-        app = App(Settings(store_dir=str(data), install_signal_handlers=False))
+        app = App(Settings(), handoff=Handoff(store_dir=str(data)))
         store = EventLog(str(data))
         with pytest.raises(StoreWriteError) as raised:
             store.open()

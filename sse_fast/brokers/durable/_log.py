@@ -482,10 +482,10 @@ def _sync_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def log_options(settings: Settings) -> dict[str, Any]:
-    """``EventLog``'s arguments for a server's settings (its ``store_dir``)."""
+def log_options(settings: Settings, path: str) -> dict[str, Any]:
+    """``EventLog``'s arguments for a server's settings, on the data directory ``path``."""
     return {
-        "path": settings.store_dir,
+        "path": path,
         "fsync": settings.persistence,
         "interval": settings.fsync_interval,
         "max_bytes": settings.data_max_bytes,
