@@ -176,7 +176,7 @@ def test_without_wrk_the_single_way_in_is_refused_before_any_round(
 ) -> None:
     """A missing wrk failed every notifications run with "wrk gave no count of
     requests"; now the command says what to install (or which modes need none)."""
-    monkeypatch.setattr(B.shutil, "which", lambda name: None)
+    monkeypatch.setattr("benches.before_after.shutil.which", lambda name: None)
     with pytest.raises(SystemExit) as exit:
         B.parse(["--before", "/x"])
     assert exit.value.code == 2
