@@ -14,7 +14,7 @@ processes), ``_event_reading`` (where an event's stamps are), ``_publishers``, `
 from __future__ import annotations
 
 from ._cli import main
-from ._options import LoadOptions
+from ._load_options import LoadOptions
 from ._run import Result, run_load
 
 __all__ = ["LoadOptions", "Result", "main", "run_load"]

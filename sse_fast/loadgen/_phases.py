@@ -28,7 +28,7 @@ from ..loadtarget import CommandPublish, HttpPublish
 from ._publishers import CommandPublisher, KeepAlivePublisher
 
 if TYPE_CHECKING:
-    from ._options import LoadOptions
+    from ._load_options import LoadOptions
 
 __all__ = ["Prober", "PublishPhase", "Published", "make_publisher", "publisher_kind"]
 

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ._clients import Command, subscriber_process
-from ._options import LoadOptions
+from ._load_options import LoadOptions
 from ._phases import Prober, Published, PublishPhase, make_publisher, publisher_kind
 from ._procfs import cpu_seconds, rss_kb
 from ._result import (

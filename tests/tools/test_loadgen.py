@@ -230,7 +230,7 @@ def test_several_topics_and_publishers_lose_nothing() -> None:
 
 
 def test_probes_go_out_by_default_only_where_they_are_no_load_of_their_own() -> None:
-    from sse_fast.loadgen._options import PROBED_TOPICS, LoadOptions
+    from sse_fast.loadgen._load_options import PROBED_TOPICS, LoadOptions
 
     base: dict[str, Any] = {
         "host": "127.0.0.1",
