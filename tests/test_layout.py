@@ -1042,3 +1042,17 @@ def test_a_function_taking_a_hub_first_is_named(tmp_path: Path) -> None:
         "sse_fast.spread:a",
         "sse_fast.spread:b",
     }
+
+
+#: a file name two folders share: the hub's presence figures and the Redis broker's
+#: presence across nodes (renamed with the Redis broker's decomposition, issue 55)
+SHARED_FILE_NAMES = {"_presence.py"}
+
+
+def test_modules_are_named_apart_across_folders() -> None:
+    """A newcomer reading ``_control.py`` should not have to ask which one."""
+    folders: dict[str, set[Path]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name not in ("__init__.py", "__main__.py"):
+            folders.setdefault(path.name, set()).add(path.parent)
+    assert {name for name, where in folders.items() if len(where) > 1} == SHARED_FILE_NAMES
