@@ -107,7 +107,9 @@ class Authenticator:
         self.public_presence_topics = split_list(settings.public_presence_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
         self._jwks: Any = None
-        self._jwt: Any = pyjwt() if jwt_configured(settings) else None  # with a key
+        self._jwt: Any = None  # PyJWT, with a key
+        if jwt_configured(settings):
+            self._jwt = pyjwt()
         if settings.jwt_secret:
             self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
         if settings.jwt_public_key_file:
@@ -116,7 +118,7 @@ class Authenticator:
             self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
         if settings.jwt_jwks_file:
             with open(settings.jwt_jwks_file) as f:
-                self._jwks = pyjwt().PyJWKSet.from_dict(json.load(f))
+                self._jwks = self._jwt.PyJWKSet.from_dict(json.load(f))
         self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
         # built once, not per request (a publish path doing thousands a second)
         self._anonymous = Credential("anonymous", publish=("*",))

@@ -421,7 +421,3 @@ class Upstream:
             bool(status.get("connected_once")) and away < self.settings.upstream_ready_grace
         )
         return status
-
-    def report(self) -> dict[str, Any]:
-        """This worker's part of ``/metrics`` (``ReaderState.report``)."""
-        return self.reader.report()

@@ -166,6 +166,9 @@ def test_the_hand_off_is_a_value_of_its_own_beside_the_settings() -> None:
     assert Settings.from_env(environ) == settings
     assert unknown_variables(environ) == []
     assert Handoff.from_env({}) == Handoff()  # an app no serve started
+    for name in Handoff.names():  # no setting of that name (CHANGELOG.md)
+        with pytest.raises(TypeError, match=f"unexpected keyword argument '{name}'"):
+            Settings(**{name: Handoff.__dataclass_fields__[name].default})
     with pytest.raises(SettingsError, match="SSE_FAST_MAIN_PID='x' is not a valid int"):
         Handoff.from_env({"SSE_FAST_MAIN_PID": "x"})
     assert Handoff().install_signal_handlers is False and not Handoff().store_dir

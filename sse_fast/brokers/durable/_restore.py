@@ -43,7 +43,6 @@ __all__ = [
     "read_into",
     "read_stoppably",
     "remember_ids",
-    "restore",
     "restore_gradually",
 ]
 
@@ -85,21 +84,14 @@ class RestoreProgress:
         self.applied = 0
 
 
-def restore(member: Member, events: list[Event], lost: list[tuple[int, int]]) -> int:
-    """Apply stored events to ``member`` (a broker's hub), a chunk at a time; where a
-    machine crash may have lost events (``lost``), the topics so far get an
-    ``sse-fast-missed`` marker in their place (``Member.missed``): a stream
-    resuming from before it is told, never resumed past events nobody has."""
-    for _ in _restoring(member, events, lost):
-        pass
-    return len(events)
-
-
 async def restore_gradually(
     member: Member, events: list[Event], lost: list[tuple[int, int]], progress: RestoreProgress
 ) -> int:
-    """``restore``, with a turn of the event loop after each chunk (``progress``
-    counts the events applied)."""
+    """Apply stored events to ``member`` (a broker's hub), a chunk at a time with a
+    turn of the event loop after each (``progress`` counts the events applied);
+    where a machine crash may have lost events (``lost``), the topics so far get an
+    ``sse-fast-missed`` marker in their place (``Member.missed``): a stream resuming
+    from before it is told, never resumed past events nobody has."""
     progress.total = len(events)
     for applied in _restoring(member, events, lost):
         progress.applied = applied
@@ -109,7 +101,8 @@ async def restore_gradually(
 
 
 def _restoring(member: Member, events: list[Event], lost: list[tuple[int, int]]) -> Iterator[int]:
-    """``restore``'s work, pausing after each chunk delivered (yields the events applied)."""
+    """``restore_gradually``'s work, pausing after each chunk delivered (yields the
+    events applied)."""
     now = time.monotonic()
     applied = 0
     gaps = sorted(lost)
