@@ -155,3 +155,22 @@ def _asked_once(node: Node) -> Callable[[], Awaitable[bool]]:
         return len(node.asked) == 1
 
     return check
+
+
+def test_a_worker_is_not_ready_from_its_drains_first_step() -> None:
+    """``/readyz`` reads the hub's ``draining``, set as the drain starts (before any
+    stream is closed): a load balancer stops sending here at once."""
+
+    async def main() -> None:
+        app, _ = node_app(1)
+        await app.lifespan.startup()
+        assert (await readyz(app))[0] == 200
+        draining = asyncio.get_running_loop().create_task(app.lifespan.drain())
+        await wait_for(lambda: app.hub.draining)
+        status, body = await readyz(app)
+        assert (status, body["status"]) == (503, "not ready")
+        await draining
+        assert (await readyz(app))[0] == 503
+        await app.lifespan.shutdown()
+
+    asyncio.run(main())
