@@ -367,7 +367,7 @@ def _writers_by_class(folder: Path) -> dict[str, set[str]]:
     return found
 
 
-#: what a Redis member read of a partition, and its one owner (``_state.py``'s ``Known``)
+#: what a Redis member read of a partition, and its one owner (``_state.py``'s ``PartitionRead``)
 REDIS_KNOWN = ("seen", "horizon", "epoch", "first_position", "reconnects", "repairs")
 REDIS_KNOWN += ("history_breaks",)
 
@@ -375,9 +375,9 @@ REDIS_KNOWN += ("history_breaks",)
 def redis_state_problems(folder: Path) -> list[str]:
     """Each piece of a Redis member's state changed outside its one owner (nothing: [])."""
     writers = _writers_by_class(folder)
-    owners = {name: {"_state.py:Known"} for name in REDIS_KNOWN}  # one per partition
+    owners = {name: {"_state.py:PartitionRead"} for name in REDIS_KNOWN}  # one per partition
     owners["reconnects"] = {"_connection.py:Connection"}  # one per Redis
-    owners["held"] = {"_holding.py:Holding"}  # prepare, a failed load, release
+    owners["held"] = {"_held_topics.py:HeldTopics"}  # prepare, a failed load, release
     # up or down: the subscription's liveness and whether Redis answers
     owners |= {name: {"_availability.py:Availability"} for name in ("_live", "_answers")}
     owners["_down_since"] = {"_availability.py:Availability"}
@@ -393,7 +393,7 @@ def redis_state_problems(folder: Path) -> list[str]:
 def test_the_redis_members_state_has_one_owner_each() -> None:
     """What a Redis member's promises rest on is changed by one owner each, through
     named operations (``brokers/redis/_broker.py``'s theory of operation): the feed's
-    ``Known`` (the newest position seen, the horizon, the epoch, where claims start,
+    ``PartitionRead`` (the newest position seen, the horizon, the epoch, where claims start,
     the counts), the feed (the topics held), and ``Availability`` (up or down, which
     the feed, the publishes, the probes and the resyncs tell it). The broker's
     ``first_position`` and ``horizon`` only read the feed's."""
@@ -1000,11 +1000,11 @@ def test_another_way_to_time_out_is_named(tmp_path: Path) -> None:
 #: made of narrow objects that own what they use (issue 55, item 3); the rule is at
 #: most 5 (a function that finds its place as a method leaves this list)
 TAKE_A_BROKER_FIRST = {
-    "sse_fast.brokers.redis._births:_load",
-    "sse_fast.brokers.redis._births:complete_up_to",
-    "sse_fast.brokers.redis._births:read_directory",
-    "sse_fast.brokers.redis._presence:presence_of",
-    "sse_fast.brokers.redis._presence:store_presence",
+    "sse_fast.brokers.redis._new_topics:_load",
+    "sse_fast.brokers.redis._new_topics:complete_up_to",
+    "sse_fast.brokers.redis._new_topics:read_directory",
+    "sse_fast.brokers.redis._presence_store:presence_of",
+    "sse_fast.brokers.redis._presence_store:store_presence",
     "sse_fast.brokers.redis._publishing:publish_one_sequence",
 }
 
@@ -1044,9 +1044,9 @@ def test_a_function_taking_a_hub_first_is_named(tmp_path: Path) -> None:
     }
 
 
-#: a file name two folders share: the hub's presence figures and the Redis broker's
-#: presence across nodes (renamed with the Redis broker's decomposition, issue 55)
-SHARED_FILE_NAMES = {"_presence.py"}
+#: file names two folders share (none: the Redis broker's ``_presence.py`` became
+#: ``_presence_store.py`` beside the hub's ``_presence.py``, issue 55)
+SHARED_FILE_NAMES: set[str] = set()
 
 
 def test_modules_are_named_apart_across_folders() -> None:

@@ -95,7 +95,7 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
             finally:
                 await c.stop()
             assert a.broker.stats()["redis"]["topics_subscribed"] >= 20  # held, not user/2
-            assert "user/2/x" not in a.broker.connections[0].holding.held
+            assert "user/2/x" not in a.broker.connections[0].topics.held
 
     asyncio.run(main())
 
@@ -217,7 +217,7 @@ def test_a_storm_of_births_keeps_the_order_of_events(
             got = [int(e[1] or 0) for e in stream.events()]
             assert got == sorted(int(i) for i in ids)
             # (feed/hot's own birth may reach A as its stream opens: read twice, applied once)
-            assert a.broker.connections[0].births.adopted in (200, 201)
+            assert a.broker.connections[0].new_topics.adopted in (200, 201)
         finally:
             await _stop(a, b, c)
 

@@ -1,4 +1,4 @@
-"""Presence (``hub/_presence.py``, ``brokers/redis/_presence.py``): who is subscribed to a
+"""Presence (``hub/_presence.py``, ``brokers/redis/_presence_store.py``): who is subscribed to a
 topic, per subject (the JWT ``sub``), across workers and, with Redis, nodes;
 ``GET /presence`` behind the operations credential; join/leave news on the
 companion topic, one event per topic and interval at most."""
@@ -260,7 +260,7 @@ def test_a_dead_workers_figures_age_out(redis: RedisServer) -> None:
     import orjson
     from redis import asyncio as aioredis
 
-    from sse_fast.brokers.redis._presence import STALE, RedisPresence
+    from sse_fast.brokers.redis._presence_store import STALE, RedisPresence
 
     async def main() -> None:
         client = aioredis.from_url(redis.url)

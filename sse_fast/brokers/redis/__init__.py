@@ -40,7 +40,7 @@ primary; a Redis Cluster is partitioned, below):
 * ``sse:c:<topic>``: the pub/sub channel of a topic; a message is
   ``b"<position> <wall ms> <id>\\n" + frame``.
 * ``sse:names``, ``sse:births``, ``sse:born``: the directory of topics for pattern
-  streams (``_births.py``): every topic published to (a sorted set read by prefix),
+  streams (``_new_topics.py``): every topic published to (a sorted set read by prefix),
   each topic by the position of its birth (its first event since its stream was
   created; forgotten after ``history_age``, with the names of expired streams), and
   the channel each birth is told on, ``<position> <topic>``, before the event. With
@@ -139,8 +139,8 @@ Where things are:
 * ``_connection.py``: ``Connection``: one Redis's client and pub/sub subscription
   (subscribe, hold back, read, replace when lost or stale); ``_channels.py``: its
   channels' confirmations and releases (SSUBSCRIBE per slot on a Cluster).
-* ``_holding.py``: the topics held on one Redis: new ones loaded, old ones released.
-* ``_state.py``: ``Known``, what was read of one partition; the reads' shapes.
+* ``_held_topics.py``: the topics held on one Redis: new ones loaded, old ones released.
+* ``_state.py``: ``PartitionRead``, what was read of one partition; the reads' shapes.
 * ``_history.py``: history reads, and the resync per partition after a reconnect.
 * ``_availability.py``: ``Availability``: one Redis up or down, its one owner.
 * ``_probes.py``: probes of each subscription; gathering figures across a node.

@@ -11,7 +11,7 @@ member's state has one owner, which alone changes it, through named operations;
 the others read it or ask:
 
 * each connection: the topics held on its Redis, what it read of each of its
-  partitions (``Known``: the newest position seen, the horizon, the epoch,
+  partitions (``PartitionRead``: the newest position seen, the horizon, the epoch,
   ``first_position``, the counts of repairs and breaks), which the broker's
   ``first_position_of``, ``horizon_of`` and ``stats`` read; and its
   ``Availability`` (``_availability.py``): up or down, told by its
@@ -41,17 +41,17 @@ from ..._tasks import stop_task
 from ...publishing import PublishError, PublishRequest
 from .. import Broker, Expansion
 from ._availability import Availability
-from ._births import complete_up_to, read_directory
 from ._cluster import SCHEMES, Topology
 from ._connection import Connection
+from ._new_topics import complete_up_to, read_directory
 from ._partitions import check_partitions
 from ._placement import Placement
-from ._presence import presence_of, store_presence
-from ._probes import Gathers
+from ._presence_store import presence_of, store_presence
+from ._probes import NodeGather
 from ._publishing import WAIT_MS, ShardedPublisher, publish_one_sequence
 from ._rehoming import Rehoming
 from ._scripts import PUBLISH_SCRIPT, node_channel, sequence_keys
-from ._state import Known
+from ._state import PartitionRead
 
 __all__ = [
     "RETRY_AFTER",
@@ -64,7 +64,7 @@ log = logging.getLogger("sse_fast.redis")
 #: seconds a client refused while Redis is away is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
 #: what a member has read before it connected (never changed: ``state`` hands it out read-only)
-_NOTHING_READ = Known()
+_NOTHING_READ = PartitionRead()
 
 
 class RedisBroker(Broker):
@@ -130,7 +130,7 @@ class RedisBroker(Broker):
             #: one per Redis (in the URLs' order; a Cluster's masters in the order met): the
             #: one owner of what is held and read there
             self.connections = [Connection(self, index, u) for index, u in enumerate(urls)]
-        self.gathers = Gathers(self)
+        self.node_gather = NodeGather(self)
         self.sharded = None if self.placement.single else ShardedPublisher(self)
         self.client: aioredis.Redis | None = None
         self.publish_script: Any = None
@@ -139,7 +139,7 @@ class RedisBroker(Broker):
         """The partition of topic ``name``: FNV-1a 64 of its UTF-8 bytes, modulo ``partitions``."""
         return self.placement.partition_of(name)
 
-    def state(self, partition: int) -> Known:
+    def state(self, partition: int) -> PartitionRead:
         """What this member read of ``partition`` (owned by the connection that carries it;
         nothing yet before a Cluster's connections are made at ``start``)."""
         if not self.connections:
@@ -286,13 +286,13 @@ class RedisBroker(Broker):
 
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
         """Subscribe to the topics of ``names`` this member does not hold yet and load their
-        history (``Holding.prepare``, per Redis); None when every one is held and loaded."""
+        history (``HeldTopics.prepare``, per Redis); None when every one is held and loaded."""
         if len(self.connections) == 1:
-            return self.connections[0].holding.prepare(names)
+            return self.connections[0].topics.prepare(names)
         by_connection: dict[int, list[str]] = {}
         for name in names:
             by_connection.setdefault(self.connection_of(name).index, []).append(name)
-        waits = [self.connections[i].holding.prepare(mine) for i, mine in by_connection.items()]
+        waits = [self.connections[i].topics.prepare(mine) for i, mine in by_connection.items()]
         found = [waiting for waiting in waits if waiting is not None]
         if not found:
             return None
@@ -300,22 +300,22 @@ class RedisBroker(Broker):
 
     def complete_up_to(self) -> int:
         """In every partition, every topic born at or below this position that this member's
-        pattern streams want was delivered (``Births.done``)."""
+        pattern streams want was delivered (``NewTopics.done``)."""
         return complete_up_to(self)
 
     def expand(self, patterns: Sequence[str]) -> Awaitable[Expansion]:
         """The topics in Redis's directory whose names start with the literal prefixes of
-        ``patterns`` (``_births.read_directory``); ``PublishError`` 503 while Redis is away."""
+        ``patterns`` (``_new_topics.read_directory``); ``PublishError`` 503 while Redis is away."""
         return read_directory(self, patterns)
 
     def release(self, name: str) -> None:
-        """Unsubscribe from topic ``name`` (``Holding.release``)."""
-        self.connection_of(name).holding.release(name)
+        """Unsubscribe from topic ``name`` (``HeldTopics.release``)."""
+        self.connection_of(name).topics.release(name)
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker
         alone when Redis is away."""
-        return await self.gathers.gather(query)
+        return await self.node_gather.gather(query)
 
     async def store_presence(self, figures: dict[str, dict[str, Any]]) -> None:
         """Write this worker's presence figures of these topics to Redis; ``RuntimeError`` while
@@ -344,13 +344,13 @@ class RedisBroker(Broker):
         section: dict[str, Any] = {
             "connected": self.available,
             "node": self.node,
-            "topics_subscribed": sum(len(c.holding.held) for c in self.connections),
+            "topics_subscribed": sum(len(c.topics.held) for c in self.connections),
             "reconnects": sum(c.reconnects for c in self.connections),
             "repairs": sum(state.repairs for state in states),
             "history_breaks": sum(state.history_breaks for state in states),
         }
         # topics born in Redis held for pattern streams
-        section["pattern_births_adopted"] = sum(c.births.adopted for c in self.connections)
+        section["pattern_births_adopted"] = sum(c.new_topics.adopted for c in self.connections)
         if self.rehoming is not None:
             down = [c for c in self.carrying if not c.availability.up]
             section["partitions"] = self.partitions

@@ -6,8 +6,8 @@
   new topics of one loop iteration together), routes each message to the member,
   or holds it back while the topic's history is read, and replaces a
   subscription that was lost or went stale (``run``). The topics held there are
-  its ``Holding`` (``_holding.py``); what it read of each of its
-  partitions is its ``Known`` (``states``); whether its Redis is up is its own
+  its ``HeldTopics`` (``_held_topics.py``); what it read of each of its
+  partitions is its ``PartitionRead`` (``states``); whether its Redis is up is its own
   ``Availability``, which it tells; its probes are its own (``_probes.py``).
 * A lost or stale subscription is replaced, and the connection's partitions are
   resynced (``History.resync``, ``_history.py``); the other Redis's connections
@@ -15,7 +15,7 @@
 * On a Redis Cluster a connection is one master's (``_rehoming.py``): it uses
   sharded pub/sub (``SSUBSCRIBE``, one command per slot; ``SPUBLISH`` for its
   probes and gathers), and its partitions change when the slot map does
-  (``adopt``, ``surrender``, each partition with its ``Known`` and its held
+  (``adopt``, ``surrender``, each partition with its ``PartitionRead`` and its held
   topics). Changed partitions make it subscribe and resync again (``moved``);
   a ``sunsubscribe`` the master pushes (a slot it lost), or a subscription lost,
   makes the broker read the slot map again before the next attempt, and a
@@ -37,13 +37,13 @@ from redis.exceptions import RedisError
 from ..._tasks import stop_task
 from .._sequencing import Sequenced
 from ._availability import Availability
-from ._births import Births
 from ._channels import Channels
+from ._held_topics import HeldTopics
 from ._history import History
-from ._holding import Holding
+from ._new_topics import NewTopics
 from ._probes import Probes
 from ._scripts import COMMAND_TIMEOUT, close_client, connect
-from ._state import Known, Moved, Reconnect
+from ._state import Moved, PartitionRead, Reconnect
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
@@ -75,7 +75,7 @@ class Connection:
         self.sharded = broker.cluster
         #: the partitions this Redis holds, and what was read of each
         self.partitions = list(placement.partitions_on(index))
-        self.states = {partition: Known() for partition in self.partitions}
+        self.states = {partition: PartitionRead() for partition in self.partitions}
         #: the partitions changed (a Cluster's slot map): subscribe and resync again
         self.moved = False
         #: subscriptions replaced
@@ -86,10 +86,10 @@ class Connection:
         self.scripts: dict[str, Any] = {}
         self.history = History(broker, self)
         #: the topics held on this Redis
-        self.holding = Holding(broker, self)
+        self.topics = HeldTopics(broker, self)
         self.probes = Probes(broker, self)
         #: the topics born that pattern streams want, told on its partitions' ``born`` channels
-        self.births = Births(broker, self)
+        self.new_topics = NewTopics(broker, self)
         self.born: dict[bytes, int] = {}
         #: the channels of probes and gathers this connection subscribes to (``_control``)
         self.control: list[bytes] = []
@@ -118,20 +118,22 @@ class Connection:
 
     # ---------------------------------------------------------------- partitions
 
-    def adopt(self, partition: int, known: Known, topics: list[str], born: int | None) -> None:
-        """Carry ``partition`` from now on, with its ``Known``, held ``topics`` and births
+    def adopt(
+        self, partition: int, known: PartitionRead, topics: list[str], born: int | None
+    ) -> None:
+        """Carry ``partition`` from now on, with its ``PartitionRead``, held ``topics`` and births
         handled (a Cluster's slot map moved it here); resynced at the next attempt."""
         self.partitions = sorted({*self.partitions, partition})
         self.states[partition] = known
-        self.holding.take(topics)
-        self.births.take(partition, born)
+        self.topics.take(topics)
+        self.new_topics.take(partition, born)
         self.moved = True
 
-    def surrender(self, partition: int) -> tuple[Known, list[str], int | None]:
-        """Stop carrying ``partition``: its ``Known``, held topics (not loading) and births."""
+    def surrender(self, partition: int) -> tuple[PartitionRead, list[str], int | None]:
+        """Stop carrying ``partition``: its ``PartitionRead``, held topics (not loading), births."""
         self.partitions.remove(partition)
         self.moved = True
-        held, born = self.holding.give_up(partition), self.births.give_up(partition)
+        held, born = self.topics.give_up(partition), self.new_topics.give_up(partition)
         return self.states.pop(partition), held, born
 
     async def send(self, channel: str | bytes, data: bytes) -> None:
@@ -163,9 +165,9 @@ class Connection:
 
     async def close(self) -> None:
         """Stop the subscription, the probes and the history loads, and close the client."""
-        for task in (self.task, self.probes.task, *self.holding.loads):
+        for task in (self.task, self.probes.task, *self.topics.loads):
             await stop_task(task)
-        await self.births.close()
+        await self.new_topics.close()
         await self.drop()
         if self.client is not None:
             await close_client(self.client)
@@ -228,7 +230,7 @@ class Connection:
     async def drop(self) -> None:
         """Close the subscription; whoever waits for a confirmation is told."""
         pubsub, self.pubsub = self.pubsub, None
-        self.births.reset()
+        self.new_topics.reset()
         self.channels.reset()
         self.channels.fail(ConnectionError("the Redis subscription was lost"))
         if pubsub is not None:
@@ -262,12 +264,12 @@ class Connection:
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
             placement = self.broker.placement
-            carried = [n for n in self.holding.held if placement.partition_of(n) in self.states]
+            carried = [n for n in self.topics.held if placement.partition_of(n) in self.states]
             await self.subscribe([*self.control, *map(placement.channel, carried)])
             if self.born:  # births the subscription may have missed
-                born = await self.births.rescan()
+                born = await self.new_topics.rescan()
                 if born:
-                    self.holding.take(born)  # read by the resync
+                    self.topics.take(born)  # read by the resync
                     await self.subscribe([placement.channel(name) for name in born])
         finally:
             await stop_task(reader)
@@ -281,11 +283,11 @@ class Connection:
             if partition_of(topic) not in self.states:  # it moved: resynced where it went
                 continue
             # births told while subscribing: their topics' first events go before these
-            out = [item for item in items if not self.births.hold(item)]
+            out = [item for item in items if not self.new_topics.hold(item)]
             if out:
                 self.broker.deliver(out)
         self.availability.subscribed()
-        self.births.start()  # births told while subscribing
+        self.new_topics.start()  # births told while subscribing
 
     async def _confirm_loop(self) -> None:
         """Read while subscribing at (re)connect: confirmations and held-back messages."""
@@ -312,7 +314,7 @@ class Connection:
             if message is not None:
                 self._handle(message)
             self.probes.check()
-            if self.births.failed:
+            if self.new_topics.failed:
                 raise Reconnect(f"{self} could not read topics born for pattern streams")
             if self.epoch_changed:
                 self.epoch_changed = False
@@ -326,7 +328,7 @@ class Connection:
         if kind in ("message", "smessage"):
             partition = self.born.get(channel)
             if partition is not None:
-                self.births.told(partition, message["data"])
+                self.new_topics.told(partition, message["data"])
                 return
             topic = self.broker.placement.topic_of(channel)
             if topic is not None:
@@ -353,5 +355,5 @@ class Connection:
         if state is None:  # pragma: no cover - a channel of another Redis's partition
             return
         state.saw(item.position)
-        if not self.births.hold(item):
-            self.holding.arrived(topic, item)
+        if not self.new_topics.hold(item):
+            self.topics.arrived(topic, item)

@@ -23,7 +23,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...protocol import Reason
-from ._state import LOAD_CHUNK, Known, Read, Reconnect, parse_read
+from ._state import LOAD_CHUNK, PartitionRead, Read, Reconnect, parse_read
 
 if TYPE_CHECKING:
     from ._broker import RedisBroker
@@ -75,7 +75,7 @@ class History:
             read = await self.read_new(partition, chunk)
             for name in chunk:
                 self.apply(name, None, read)
-                connection.holding.loaded(name)
+                connection.topics.loaded(name)
 
     def chunks(self, names: list[str]) -> list[tuple[int, list[str]]]:
         """``names`` by partition, at most ``LOAD_CHUNK`` a read (Redis is not blocked long)."""
@@ -114,7 +114,7 @@ class History:
         placement = self.broker.placement
         member = self.broker.member
         held: dict[int, list[str]] = {p: [] for p in connection.partitions}
-        for name in sorted(connection.holding.held):
+        for name in sorted(connection.topics.held):
             mine = held.get(placement.partition_of(name))
             if mine is not None:  # else still loading here when its partition moved
                 mine.append(name)
@@ -137,7 +137,7 @@ class History:
         self._tell(lost)
         connection.availability.answered()
 
-    async def _check(self, partition: int, read: Read, known: Known) -> str | None:
+    async def _check(self, partition: int, read: Read, known: PartitionRead) -> str | None:
         """Whether ``partition`` (read ``known`` so far) lost events (its reason); if so its
         floor is raised and the member told."""
         broker = self.broker

@@ -111,7 +111,7 @@ async def _read(redis: _Redis, prefix: str, timeout: float) -> None:
 
 async def _fill_directory(redis: _Redis, prefix: str, timeout: float) -> None:
     """A Redis of one sequence written by a version without the directory of topics
-    (``names``, pattern streams: ``_births.py``): every topic with a stream enters it,
+    (``names``, pattern streams: ``_new_topics.py``): every topic with a stream enters it,
     once (the directory exists afterwards; the publish script keeps it from then on)."""
     client = redis.client
     names_key = prefix + "names"
@@ -143,7 +143,7 @@ async def _fill_partitions(
     clients: Sequence[aioredis.Redis], marker: aioredis.Redis, prefix: str, timeout: float
 ) -> None:
     """A partitioned layout written by a version without directories of topics (pattern
-    streams: ``_births.py``): the topic of every stream on ``clients`` (the shards, or a
+    streams: ``_new_topics.py``): the topic of every stream on ``clients`` (the shards, or a
     Cluster's masters) enters its partition's ``names``, once (``DIRECTORY_FILLED`` on
     ``marker`` says it was done; the publish script keeps them from then on)."""
     done = prefix + DIRECTORY_FILLED

@@ -9,7 +9,7 @@
   whether it is alive: one not back within twice the interval means a stale
   subscription, and the connection replaces it.
 * Births. On a partitioned layout each probe also moves where the connection's
-  births are done (``Births.confirm``), so that pattern streams' cursors move in
+  births are done (``NewTopics.confirm``), so that pattern streams' cursors move in
   partitions where nothing is born.
 * Gathers. ``/metrics`` and ``/stats`` answer for every worker of the node:
   the asking member publishes the query on the node's channel (on the first
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = [
-    "Gathers",
+    "NodeGather",
     "Probes",
 ]
 
@@ -90,9 +90,9 @@ class Probes:
                         "" if broker.placement.shards == 1 else "to its partitions ",
                     )
                 continue
-            if not broker.placement.single:  # pattern streams' cursors move (``_births``)
+            if not broker.placement.single:  # pattern streams' cursors move (``_new_topics``)
                 try:
-                    await connection.births.confirm()
+                    await connection.new_topics.confirm()
                 except (RedisError, OSError) as exc:  # the next probe tries again
                     log.debug("%s: births not confirmed (%r)", connection, exc)
 
@@ -134,7 +134,7 @@ class Probes:
             await pipe.execute()
 
 
-class Gathers:
+class NodeGather:
     """A member's gathers across its node, over the node's channel on the Redis holding
     partition 0 (the first Redis; a Cluster's master of that slot)."""
 

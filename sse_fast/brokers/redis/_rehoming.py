@@ -18,7 +18,7 @@ publish met ``MOVED``, ``ASK``, ``READONLY`` or no answer (``suspect``, which
 reads it in the background). One read at a time; a read asked while one runs
 waits for it.
 
-*What moves.* For each partition whose master changed, its ``Known`` (what
+*What moves.* For each partition whose master changed, its ``PartitionRead`` (what
 this member read of its sequence) and its held topics go from the old
 master's connection to the new one's (``Connection.surrender``, ``adopt``),
 opened if that master is new; the connections that changed subscribe and

@@ -1,6 +1,6 @@
 """What a member has read of a partition's sequence, and the shapes of history reads.
 
-* ``Known``: one partition's sequence as this member read it (the newest
+* ``PartitionRead``: one partition's sequence as this member read it (the newest
   position seen, the horizon, the dataset's epoch, where the member's claims
   start, and the counts of repairs and breaks). One per partition, owned by the
   connection that carries the partition (``_connection.py``); changed only by
@@ -22,8 +22,8 @@ from .._sequencing import Sequenced
 
 __all__ = [
     "LOAD_CHUNK",
-    "Known",
     "Moved",
+    "PartitionRead",
     "Read",
     "Reconnect",
     "TopicRead",
@@ -64,7 +64,7 @@ class Moved(Reconnect):
     map): subscribe and resync again, without calling it a lost subscription."""
 
 
-class Known:
+class PartitionRead:
     """What a member has read of one partition's sequence; changed only by these operations."""
 
     def __init__(self) -> None:

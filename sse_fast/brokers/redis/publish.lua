@@ -7,7 +7,7 @@
 -- history start after it. A topic whose stream is new is born: it enters the directory
 -- (prefix .. 'names' by name, prefix .. 'births' by the position of its first event) and
 -- '<position> <topic>' goes on prefix .. 'born' before its event (pattern streams:
--- brokers/redis/_births.py). XADD NOMKSTREAM tells a new stream at no cost to the others.
+-- brokers/redis/_new_topics.py). XADD NOMKSTREAM tells a new stream at no cost to the others.
 -- RETRY_WINDOW is replaced with the retry window in seconds (brokers/_sequencing.py).
 -- This header ends at the first blank line: _scripts.py reads the script from there on.
 

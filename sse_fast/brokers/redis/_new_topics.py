@@ -1,9 +1,9 @@
-"""Topics born in Redis that this member's pattern streams want (``Births``, one per
+"""Topics born in Redis that this member's pattern streams want (``NewTopics``, one per
 ``Connection``, over the partitions it carries).
 
 Theory of operation
 -------------------
-A node holds only the topics its streams need (``_holding.py``), but a stream of topic
+A node holds only the topics its streams need (``_held_topics.py``), but a stream of topic
 patterns (``user/42/*``) needs topics nobody named, some not born yet. The publish
 script keeps a directory of topics per partition: ``names`` (by name) and ``births`` (by
 the position of a topic's first event since its stream was created), and tells each
@@ -72,12 +72,12 @@ if TYPE_CHECKING:
     from ._connection import Connection
     from ._history import History
 
-__all__ = ["Births", "complete_up_to", "read_directory"]
+__all__ = ["NewTopics", "complete_up_to", "read_directory"]
 
 log = logging.getLogger("sse_fast.redis")
 
 
-class Births:
+class NewTopics:
     """The births one connection is told, and the adoption of the wanted ones."""
 
     def __init__(self, broker: RedisBroker, connection: Connection) -> None:
@@ -117,7 +117,7 @@ class Births:
         if not self._rescanning and partition in self.handled:
             # just before it: a topic held here has its event follow on the subscription
             self.handled[partition] = max(self.handled[partition], position - 1)
-        if name in self.connection.holding.held or not self.broker.member.wants(name):
+        if name in self.connection.topics.held or not self.broker.member.wants(name):
             return
         self._waiting.append((position, name))
         if self._held is None:
@@ -131,7 +131,7 @@ class Births:
         their events in their place (read apart, a topic's first events could come ahead
         of older events of its other topics still on their way); the future ends once
         they are loaded. Their events come after every position seen so far."""
-        future = self.connection.holding.hold(names)
+        future = self.connection.topics.hold(names)
         states = self.connection.states
         partition_of = self.broker.placement.partition_of
         for name in names:
@@ -159,7 +159,7 @@ class Births:
             self._task = asyncio.get_running_loop().create_task(self._run())
         elif self._held is not None:
             held, self._held = self._held, None
-            self.connection.holding.route(held)
+            self.connection.topics.route(held)
 
     # ---------------------------------------------------------------- (re)subscription
 
@@ -184,7 +184,7 @@ class Births:
                         placement.births_key(partition), f"({after}", "+inf", withscores=True
                     )
             replies: list[Any] = await pipe.execute()
-        held = self.connection.holding.held
+        held = self.connection.topics.held
         wants = self.broker.member.wants
         names = []
         for index, partition in enumerate(partitions):
@@ -296,7 +296,7 @@ class Births:
 
     async def _adopt(self, batch: list[tuple[int, str]]) -> None:
         connection = self.connection
-        holding = connection.holding
+        holding = connection.topics
         placement = self.broker.placement
         fresh = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
         named = {name: self._named.pop(name) for _, name in batch if name in self._named}
@@ -350,7 +350,7 @@ class Births:
                 cut = cuts.get(of(item.topics[0]))
                 (out if cut is None or item.position < cut else self._held).append(item)
         out.sort(key=_position)
-        self.connection.holding.route(out)
+        self.connection.topics.route(out)
 
     def _give_up(self) -> None:
         """A batch failed: the connection subscribes again. What was held back stays held
@@ -374,7 +374,7 @@ class Births:
         self._batch, self._waiting = [], []
         named, self._named = self._named, {}
         for name, future in named.items():
-            self.connection.holding.born_loaded([name], future, why)
+            self.connection.topics.born_loaded([name], future, why)
 
 
 def _position(item: Sequenced) -> int:
@@ -409,13 +409,13 @@ def _load(
 
 
 def complete_up_to(broker: RedisBroker) -> int:
-    """``Broker.complete_up_to``: the lowest ``Births.done`` over the connections; 0 while a
+    """``Broker.complete_up_to``: the lowest ``NewTopics.done`` over the connections; 0 while a
     partition is carried by none (a Cluster's master not known yet: its births are not
     told)."""
     carrying = broker.carrying
     if sum(len(c.partitions) for c in carrying) < broker.partitions:
         return 0
-    found = [done for c in carrying if (done := c.births.done()) is not None]
+    found = [done for c in carrying if (done := c.new_topics.done()) is not None]
     return min(found, default=0)
 
 

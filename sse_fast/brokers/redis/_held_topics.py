@@ -1,5 +1,5 @@
 """The topics a member holds on one Redis: subscribing to new ones and loading their
-history, and releasing them (``Holding``, one per ``Connection``).
+history, and releasing them (``HeldTopics``, one per ``Connection``).
 
 New topics of one loop iteration (a connection storm) are subscribed to and
 read together (``prepare``); live messages of a topic being loaded wait until its
@@ -22,11 +22,11 @@ if TYPE_CHECKING:
     from ._connection import Connection
 
 __all__ = [
-    "Holding",
+    "HeldTopics",
 ]
 
 
-class Holding:
+class HeldTopics:
     """The topics a member holds on one Redis (its ``Connection``)."""
 
     def __init__(self, broker: RedisBroker, connection: Connection) -> None:
@@ -73,7 +73,7 @@ class Holding:
                 wants = self.broker.member.wants
                 wanted = {name: None for name in new if wants(name, opening=False)}
                 if wanted:  # read in order with the open pattern streams' other topics
-                    loading = [*loading, self.connection.births.named(list(wanted))]
+                    loading = [*loading, self.connection.new_topics.named(list(wanted))]
                     new = [name for name in new if name not in wanted]
         if new:
             # New topics of one loop iteration (a connection storm) are loaded together:
@@ -120,7 +120,7 @@ class Holding:
         future.set_result(None)
 
     def route(self, items: list[Sequenced]) -> None:
-        """Live messages held back elsewhere (``_births.py``), in order: each delivered, or
+        """Live messages held back elsewhere (``_new_topics.py``), in order: each delivered, or
         kept until its topic's history is loaded (as ``arrived``), in one delivery."""
         out = []
         for item in items:
@@ -133,7 +133,7 @@ class Holding:
             self.broker.deliver(out)
 
     def hold(self, names: list[str]) -> asyncio.Future[None]:
-        """Hold topics born for pattern streams (``_births.py`` subscribes and reads them):
+        """Hold topics born for pattern streams (``_new_topics.py`` subscribes and reads them):
         loading until ``born_loaded`` (a stream naming one meanwhile waits for it)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         for name in names:
