@@ -77,7 +77,8 @@ def test_the_hand_off_fields_are_no_flags_and_every_other_setting_is() -> None:
 def _kind(broker: Broker) -> tuple[str, str, str]:
     """The broker's class, where it reaches (socket, URL) and where it keeps history."""
     if isinstance(broker, RedisBroker):
-        return "RedisBroker", broker.url, f"node {broker.node}, {broker.workers} workers"
+        told = broker.options
+        return "RedisBroker", told.url, f"node {told.node}, {told.workers} workers"
     if isinstance(broker, RelayBroker):
         return "RelayBroker", broker.path, f"{broker.store_dir} {broker.connect_timeout:g} s"
     assert isinstance(broker, LocalBroker)

@@ -191,14 +191,14 @@ def test_a_silent_subscription_is_found_by_its_probes_and_replaced(
             await stream.attach(b, ["t"])
             ids = await a.publish([PublishRequest(("t",), "before")])
             await wait_for(lambda: len(stream.events()) == 1)
-            pubsub = b.broker.feed.pubsub
+            pubsub = b.broker.feed.first.pubsub
             await pubsub.connection.send_command("UNSUBSCRIBE")  # no channel left, no error
             started = time.monotonic()
             ids += await a.publish([PublishRequest(("t",), n) for n in range(3)])
             await wait_for(lambda: len(stream.events()) == 4, timeout=5)
             took = time.monotonic() - started
             assert [e[1] for e in stream.events()] == ids  # none lost, none twice
-            assert b.broker.feed.pubsub is not pubsub  # replaced
+            assert b.broker.feed.first.pubsub is not pubsub  # replaced
             assert 0.3 < took < 2.5  # within two probe intervals (0.3 s), plus the repair
             assert b.broker.stats()["redis"]["repairs"] == 1
             assert "a stale subscription" in caplog.text

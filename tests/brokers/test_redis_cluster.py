@@ -513,14 +513,14 @@ def test_a_master_that_fails_back_gets_its_partitions_and_connection_back(
             assert [e[2] for e in stream.events()] == ["first", "second", "third"]
 
             def carrying() -> list[Connection]:
-                return [c for c in a.broker.connections if c.partitions]
+                return [c for c in a.broker.feed.connections if c.partitions]
 
             back_home = f"127.0.0.1:{victim}"
             await wait_for(lambda: back_home in [c.url for c in carrying()], timeout=10)
             await publish_until_taken(a, "fourth")
             await wait_for(lambda: len(stream.events()) == 4, timeout=10)
             assert [e[2] for e in stream.events()][3:] == ["fourth"]
-            assert len(carrying()) == 3 and len(a.broker.connections) == 4
+            assert len(carrying()) == 3 and len(a.broker.feed.connections) == 4
             back = next(c for c in carrying() if c.url == back_home)
             # its scripts are the new client's: one bound to the first, closed client would
             # open that client's pool again, never to be closed

@@ -95,7 +95,7 @@ def test_a_pattern_stream_gets_existing_and_newborn_topics_in_order(
             finally:
                 await c.stop()
             assert a.broker.stats()["redis"]["topics_subscribed"] >= 20  # held, not user/2
-            assert "user/2/x" not in a.broker.connections[0].topics.held
+            assert "user/2/x" not in a.broker.feed.connections[0].topics.held
 
     asyncio.run(main())
 
@@ -217,7 +217,7 @@ def test_a_storm_of_births_keeps_the_order_of_events(
             got = [int(e[1] or 0) for e in stream.events()]
             assert got == sorted(int(i) for i in ids)
             # (feed/hot's own birth may reach A as its stream opens: read twice, applied once)
-            assert a.broker.connections[0].new_topics.adopted in (200, 201)
+            assert a.broker.feed.connections[0].new_topics.adopted in (200, 201)
         finally:
             await _stop(a, b, c)
 
@@ -226,7 +226,7 @@ def test_a_storm_of_births_keeps_the_order_of_events(
 
 def _lag(hub: Hub) -> None:
     """Make ``hub``'s subscription read each message 3 ms late (a busy node)."""
-    pubsub = hub.broker.connections[0].pubsub
+    pubsub = hub.broker.feed.connections[0].pubsub
     read = pubsub.get_message
 
     async def late(*args: Any, **kwargs: Any) -> Any:
@@ -294,7 +294,7 @@ def test_births_lost_with_the_subscription_are_found_again(
                 published.append(n)
                 await asyncio.sleep(0.003)  # pace: births spread over A's subscribing again
                 if n in (20, 50, 51, 90):
-                    client = a.broker.feed.client
+                    client = a.broker.feed.first.client
                     assert client is not None
                     await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
             # one more on an old topic, last: the stream is in order of position, so any
@@ -321,7 +321,7 @@ def test_a_failed_adoption_subscribes_again_and_finds_its_births(
             stream = Recording()
             await b.publish([PublishRequest(("fail/held",), "warm")])
             await stream.attach(a, ["fail/*"])
-            connection = a.broker.connections[0]
+            connection = a.broker.feed.connections[0]
             send = connection.send
             failures = []
 

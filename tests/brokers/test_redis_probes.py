@@ -43,7 +43,7 @@ def test_a_probe_back_before_its_publish_answers_is_not_overdue(
         hub = Hub(Settings(), broker=broker)
         await hub.start()
         try:
-            connection = broker.connections[0]
+            connection = broker.feed.connections[0]
             assert connection.client is not None
             publish = connection.client.publish
             sent = 0

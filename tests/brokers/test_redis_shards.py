@@ -809,13 +809,13 @@ def test_gathers_go_over_shard_one_and_a_worker_answers_alone_while_it_is_down(
         async with started(one, two):
             got = await one.broker.gather({"what": "metrics"})
             assert sorted(f["member"] for f in got) == sorted(
-                [one.broker.member_id, two.broker.member_id]
+                [one.broker.options.member_id, two.broker.options.member_id]
             )
             await asyncio.to_thread(shards[0].kill)
             await wait_for(lambda: 0 in one.broker.stats()["redis"]["shards_down"], timeout=10)
             began = asyncio.get_running_loop().time()
             alone = await one.broker.gather({"what": "metrics"})
-            assert [f["member"] for f in alone] == [one.broker.member_id]
+            assert [f["member"] for f in alone] == [one.broker.options.member_id]
             assert asyncio.get_running_loop().time() - began < 0.5
             await one.publish([PublishRequest((elsewhere,), "still")])
         # the killed shard's errors, those logged while the brokers stop included

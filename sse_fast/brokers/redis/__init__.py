@@ -49,7 +49,7 @@ primary; a Redis Cluster is partitioned, below):
   entered them (``_layout.py``).
 * ``sse:n:<node>``: a node's own channel (probes; figures for ``/metrics``).
 * ``sse:p:<topic>``: each worker's presence figures of a topic of
-  ``presence_topics`` (``_presence.py``).
+  ``presence_topics`` (``_presence_store.py``).
 
 Promises (the broker contract, ``brokers/__init__.py``):
 
@@ -133,18 +133,25 @@ Where things are:
   ``_layout.py``: the layout checked at start.
 * ``_placement.py``: ``Placement``: which Redis holds which partition, and what its
   keys and channels are called (one sequence: today's names).
-* ``_broker.py``: ``RedisBroker``: start and close, availability, publish (one
-  sequence), presence, stats; which part owns which piece of a member's state.
-* ``_publishing.py``: publishing a batch over partitions and shards.
+* ``_broker.py``: ``RedisBroker``, put together from the parts below (none holds
+  it); which part owns which piece of a member's state. ``_membership.py``: what
+  the parts share: ``MemberOptions`` (what the member was told) and ``Membership``
+  (whom it delivers to, whether it is leaving).
+* ``_feed.py``: ``Feed``: the member's connections, started, closed and read
+  together (availability, topics held, the pattern streams' directory).
+* ``_publishing.py``: ``OneSequencePublisher`` (one script call on one sequence) and
+  ``ShardedPublisher`` (a batch over partitions and shards).
 * ``_connection.py``: ``Connection``: one Redis's client and pub/sub subscription
   (subscribe, hold back, read, replace when lost or stale); ``_channels.py``: its
   channels' confirmations and releases (SSUBSCRIBE per slot on a Cluster).
-* ``_held_topics.py``: the topics held on one Redis: new ones loaded, old ones released.
+* ``_held_topics.py``: ``HeldTopics``, the topics held on one Redis: new ones loaded,
+  old ones released; ``_new_topics.py``: ``NewTopics``, topics born there that
+  pattern streams want, and the directory read.
 * ``_state.py``: ``PartitionRead``, what was read of one partition; the reads' shapes.
 * ``_history.py``: history reads, and the resync per partition after a reconnect.
 * ``_availability.py``: ``Availability``: one Redis up or down, its one owner.
-* ``_probes.py``: probes of each subscription; gathering figures across a node.
-* ``_presence.py``: presence figures kept in Redis.
+* ``_probes.py``: probes of each subscription; ``NodeGather``, figures across a node.
+* ``_presence_store.py``: ``PresenceStore``, presence figures kept in Redis.
 * ``_cluster.py``: a Redis Cluster's slot map and one client per master
   (``Topology``); ``_rehoming.py``: the member's connections following that map;
   ``_errors.py``: what each Redis or Cluster error means to a publisher.

@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -46,7 +46,8 @@ from ._scripts import COMMAND_TIMEOUT, close_client, connect
 from ._state import Moved, PartitionRead, Reconnect
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
+    from ._membership import MemberOptions, Membership
+    from ._placement import Placement
 
 __all__ = [
     "Connection",
@@ -60,19 +61,27 @@ class Connection:
 
     def __init__(
         self,
-        broker: RedisBroker,
+        options: MemberOptions,
+        placement: Placement,
+        membership: Membership,
         index: int,
         url: str,
+        *,
         client: Callable[[], aioredis.Redis] | None = None,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+        suspect: Callable[[], None] = lambda: None,
     ) -> None:
-        self.broker = broker
+        self.options = options
+        self.placement = placement
+        self.membership = membership
+        #: a Cluster's: read the slot map again (before each new attempt to subscribe)
+        self._refresh = refresh
         #: the Redis's index in the URL list (or among a Cluster's masters), and its URL
         self.index = index
         self.url = url
         self._new_client = client or (lambda: connect(url))
-        placement = broker.placement
         #: sharded pub/sub (a Redis Cluster's master): SSUBSCRIBE and SPUBLISH
-        self.sharded = broker.cluster
+        self.sharded = options.cluster
         #: the partitions this Redis holds, and what was read of each
         self.partitions = list(placement.partitions_on(index))
         self.states = {partition: PartitionRead() for partition in self.partitions}
@@ -84,12 +93,12 @@ class Connection:
         self.availability = Availability()
         self.client: aioredis.Redis | None = None
         self.scripts: dict[str, Any] = {}
-        self.history = History(broker, self)
+        self.history = History(options, placement, membership, self)
         #: the topics held on this Redis
-        self.topics = HeldTopics(broker, self)
-        self.probes = Probes(broker, self)
+        self.topics = HeldTopics(placement, membership, self)
+        self.probes = Probes(options, placement, membership, self, suspect)
         #: the topics born that pattern streams want, told on its partitions' ``born`` channels
-        self.new_topics = NewTopics(broker, self)
+        self.new_topics = NewTopics(placement, membership, self)
         self.born: dict[bytes, int] = {}
         #: the channels of probes and gathers this connection subscribes to (``_control``)
         self.control: list[bytes] = []
@@ -108,9 +117,10 @@ class Connection:
         """The probe channel, the node's (gathers: on partition 0's Redis), the births'."""
         if not self.partitions:
             return
-        placement = self.broker.placement
-        probe = placement.probe_channel(self.index, self.broker.member_id, self.broker.node)
-        node = placement.node_channel(self.broker.node)
+        placement = self.placement
+        options = self.options
+        probe = placement.probe_channel(self.index, options.member_id, options.node)
+        node = placement.node_channel(options.node)
         self.born = {placement.born_channel(p): p for p in self.partitions}
         channels = [probe, node] if 0 in self.partitions else [probe]
         self.control = [*(c.encode() for c in dict.fromkeys(channels)), *self.born]
@@ -176,9 +186,9 @@ class Connection:
     async def run(self) -> None:
         """Subscribe, resync and read messages until the broker closes; a lost or stale
         subscription is replaced after a backoff (50 ms doubling to 1 s)."""
-        broker = self.broker
+        membership = self.membership
         delay = 0.05
-        while not broker.closing:
+        while not membership.closing:
             try:
                 await self._subscribe_all()
                 await self._resync()
@@ -191,10 +201,10 @@ class Connection:
                     log.error("%s subscription lost (%s): repairing after reconnect", self, exc)
                 self.availability.subscription_lost()
             await self.drop()
-            if broker.closing:
+            if membership.closing:
                 return
-            if broker.rehoming is not None and not self.moved:
-                await broker.rehoming.refresh()  # a master gone, a slot moved?
+            if self._refresh is not None and not self.moved:
+                await self._refresh()  # a master gone, a slot moved?
             if not self.partitions:  # a Cluster node that holds nothing now
                 log.info("%s holds no partition now: its connection stops", self)
                 await self._retire()
@@ -224,7 +234,7 @@ class Connection:
     def __str__(self) -> str:
         if self.sharded:
             return f"Redis Cluster master {self.url}"
-        shards = self.broker.placement.shards
+        shards = self.placement.shards
         return "Redis" if shards == 1 else f"Redis shard {self.index + 1} of {shards}"
 
     async def drop(self) -> None:
@@ -263,7 +273,7 @@ class Connection:
         self.pubsub = self.client.pubsub()
         reader = asyncio.get_running_loop().create_task(self._confirm_loop())
         try:
-            placement = self.broker.placement
+            placement = self.placement
             carried = [n for n in self.topics.held if placement.partition_of(n) in self.states]
             await self.subscribe([*self.control, *map(placement.channel, carried)])
             if self.born:  # births the subscription may have missed
@@ -278,20 +288,20 @@ class Connection:
         """After (re)subscribing: repair every held topic, then let the held back through."""
         await self.history.resync()
         held_back, self._held_back = self._held_back or {}, None
-        partition_of = self.broker.placement.partition_of
+        partition_of = self.placement.partition_of
         for topic, items in held_back.items():
             if partition_of(topic) not in self.states:  # it moved: resynced where it went
                 continue
             # births told while subscribing: their topics' first events go before these
             out = [item for item in items if not self.new_topics.hold(item)]
             if out:
-                self.broker.deliver(out)
+                self.membership.deliver(out)
         self.availability.subscribed()
         self.new_topics.start()  # births told while subscribing
 
     async def _confirm_loop(self) -> None:
         """Read while subscribing at (re)connect: confirmations and held-back messages."""
-        while not self.broker.closing:
+        while not self.membership.closing:
             if self.pubsub is None or not self.pubsub.subscribed:
                 await asyncio.sleep(0.005)
                 continue
@@ -305,11 +315,12 @@ class Connection:
                 raise
 
     async def _read_loop(self) -> None:
-        broker = self.broker
+        membership = self.membership
         pubsub = self.pubsub
         # on a Cluster, a move (``adopt``, ``surrender``) is noticed within a quarter second
-        wait = min(broker.probe_interval / 2, 0.25) if self.sharded else broker.probe_interval / 2
-        while not broker.closing:
+        interval = self.options.probe_interval
+        wait = min(interval / 2, 0.25) if self.sharded else interval / 2
+        while not membership.closing:
             message = await pubsub.get_message(timeout=wait)
             if message is not None:
                 self._handle(message)
@@ -330,7 +341,7 @@ class Connection:
             if partition is not None:
                 self.new_topics.told(partition, message["data"])
                 return
-            topic = self.broker.placement.topic_of(channel)
+            topic = self.placement.topic_of(channel)
             if topic is not None:
                 self._message(topic, message["data"])
             else:
@@ -341,7 +352,6 @@ class Connection:
             self.channels.unsubscribed(channel, kind == "sunsubscribe")
 
     def _message(self, topic: str, data: bytes) -> None:
-        broker = self.broker
         head, _, frame = data.partition(b"\n")
         position, wall, event_id = head.split(b" ", 2)
         age = max(0.0, time.time() - int(wall) / 1000)
@@ -351,7 +361,7 @@ class Connection:
             # (re)subscribing: not "seen" until the resync knows which dataset it is from
             held_back.setdefault(topic, []).append(item)
             return
-        state = self.states.get(broker.placement.partition_of(topic))
+        state = self.states.get(self.placement.partition_of(topic))
         if state is None:  # pragma: no cover - a channel of another Redis's partition
             return
         state.saw(item.position)

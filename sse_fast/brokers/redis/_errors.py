@@ -46,7 +46,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...publishing import PublishError
 
-__all__ = ["RETRY_AFTER", "Failure", "classify"]
+__all__ = ["RETRY_AFTER", "Failure", "classify", "unavailable"]
 
 #: seconds a publisher refused with 503 is told to wait (``Retry-After``)
 RETRY_AFTER = 1.0
@@ -68,6 +68,13 @@ class Failure:
     rehome: bool = False
     #: Redis refused the keys: a bug of sse-fast, to be logged
     ours: bool = False
+
+
+def unavailable(why: str) -> PublishError:
+    """The 503 that refuses a publish or a stream while Redis is away."""
+    return PublishError(
+        f"Redis unavailable ({why}); try again shortly", status=503, retry_after=RETRY_AFTER
+    )
 
 
 def _busy(message: str, **flags: bool) -> Failure:

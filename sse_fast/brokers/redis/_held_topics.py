@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING
 
 from .._sequencing import Sequenced
+from ._errors import unavailable
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
     from ._connection import Connection
+    from ._membership import Membership
+    from ._placement import Placement
 
 __all__ = [
     "HeldTopics",
@@ -29,8 +31,11 @@ __all__ = [
 class HeldTopics:
     """The topics a member holds on one Redis (its ``Connection``)."""
 
-    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
-        self.broker = broker
+    def __init__(
+        self, placement: Placement, membership: Membership, connection: Connection
+    ) -> None:
+        self.placement = placement
+        self.membership = membership
         self.connection = connection
         #: topics this member is subscribed to here (or subscribing); changed only here
         self.held: set[str] = set()
@@ -48,7 +53,7 @@ class HeldTopics:
         if topic in self.loading:
             self.loading_back.setdefault(topic, []).append(item)
         elif topic in self.held:
-            self.broker.deliver([item])
+            self.membership.deliver([item])
 
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
         """Subscribe to the topics of ``names`` not held yet and read their history (the new topics
@@ -64,13 +69,13 @@ class HeldTopics:
     async def _prepare(self, new: list[str], loading: list[asyncio.Future[None]]) -> None:
         if new:
             if not self.connection.live:
-                shards = self.broker.placement.shards
+                shards = self.placement.shards
                 why = "cannot subscribe to new topics"
                 if shards > 1:
                     why = f"{self.connection} holds {', '.join(new[:5])}; {why}"
-                raise self.broker.unavailable_error(why)
+                raise unavailable(why)
             if self.connection.born:  # births are told
-                wants = self.broker.member.wants
+                wants = self.membership.member.wants
                 wanted = {name: None for name in new if wants(name, opening=False)}
                 if wanted:  # read in order with the open pattern streams' other topics
                     loading = [*loading, self.connection.new_topics.named(list(wanted))]
@@ -102,7 +107,7 @@ class HeldTopics:
 
     async def _run_batch(self, future: asyncio.Future[None], names: list[str]) -> None:
         try:
-            await self.connection.subscribe([self.broker.placement.channel(name) for name in names])
+            await self.connection.subscribe([self.placement.channel(name) for name in names])
             await self.connection.history.load(names)
         except BaseException as exc:
             for name in names:
@@ -111,7 +116,7 @@ class HeldTopics:
                     self.loading.pop(name, None)
                     self.loading_back.pop(name, None)
             if not future.done():
-                error = self.broker.unavailable_error(f"subscribing failed: {exc!r}")
+                error = unavailable(f"subscribing failed: {exc!r}")
                 future.set_exception(error)
                 future.exception()  # whoever waits gets it; nobody may be waiting
             if isinstance(exc, asyncio.CancelledError):
@@ -130,7 +135,7 @@ class HeldTopics:
             elif topic in self.held:
                 out.append(item)
         if out:
-            self.broker.deliver(out)
+            self.membership.deliver(out)
 
     def hold(self, names: list[str]) -> asyncio.Future[None]:
         """Hold topics born for pattern streams (``_new_topics.py`` subscribes and reads them):
@@ -149,11 +154,11 @@ class HeldTopics:
                 self.loading.pop(name)
                 waiting = self.loading_back.pop(name, [])
                 if waiting and not error:
-                    self.broker.deliver(waiting)
+                    self.membership.deliver(waiting)
         if future.done():
             return
         if error:
-            future.set_exception(self.broker.unavailable_error(error))
+            future.set_exception(unavailable(error))
             future.exception()  # whoever waits gets it; nobody may be waiting
         else:
             future.set_result(None)
@@ -163,7 +168,7 @@ class HeldTopics:
         self.loading.pop(name, None)
         waiting = self.loading_back.pop(name, [])
         if waiting:
-            self.broker.deliver(waiting)
+            self.membership.deliver(waiting)
 
     def release(self, name: str) -> None:
         """Drop topic ``name`` (not while it loads): it is unsubscribed at the loop's next turn,
@@ -179,7 +184,7 @@ class HeldTopics:
     def give_up(self, partition: int) -> list[str]:
         """The held topics of ``partition``, no longer held here (its new connection
         ``take``s them); topics still loading stay, and their load fails here."""
-        of = self.broker.placement.partition_of
+        of = self.placement.partition_of
         names = [n for n in self.held if of(n) == partition and n not in self.loading]
         self.held.difference_update(names)
         return names
@@ -195,5 +200,5 @@ class HeldTopics:
         names = [name for name in self._release if name not in self.held]
         self._release.clear()
         if names:
-            channel = self.broker.placement.channel
+            channel = self.placement.channel
             self.connection.unsubscribe([channel(name) for name in names])

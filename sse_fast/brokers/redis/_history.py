@@ -26,8 +26,9 @@ from ...protocol import Reason
 from ._state import LOAD_CHUNK, PartitionRead, Read, Reconnect, parse_read
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
     from ._connection import Connection
+    from ._membership import MemberOptions, Membership
+    from ._placement import Placement
 
 __all__ = [
     "History",
@@ -39,16 +40,23 @@ log = logging.getLogger("sse_fast.redis")
 class History:
     """Reads of the streams of one Redis's partitions, and what they mean to the member."""
 
-    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
-        self.broker = broker
+    def __init__(
+        self,
+        options: MemberOptions,
+        placement: Placement,
+        membership: Membership,
+        connection: Connection,
+    ) -> None:
+        self.options = options
+        self.placement = placement
+        self.membership = membership
         self.connection = connection
 
     async def read(self, partition: int, froms: dict[str, int | None]) -> Read:
         """Partition ``partition``'s sequence, and per topic (all of that partition): the max
         deleted position, the stream length, and its entries after ``froms[topic]`` (or the
         newest ``load_frames``), oldest first."""
-        broker = self.broker
-        text, keys, args = broker.placement.read_call(partition, froms, broker.load_frames)
+        text, keys, args = self.placement.read_call(partition, froms, self.options.load_frames)
         reply = await self.connection.script(text)(keys=keys, args=args)
         return parse_read(reply, list(froms))
 
@@ -56,12 +64,13 @@ class History:
         """``read`` of each (partition, froms), in one round trip."""
         if len(calls) == 1:
             return [await self.read(*calls[0])]
-        broker = self.broker
         connection = self.connection
         assert connection.client is not None
         async with connection.client.pipeline(transaction=False) as pipe:
             for partition, froms in calls:
-                text, keys, args = broker.placement.read_call(partition, froms, broker.load_frames)
+                text, keys, args = self.placement.read_call(
+                    partition, froms, self.options.load_frames
+                )
                 await connection.script(text)(keys=keys, args=args, client=pipe)
             replies = await pipe.execute()
         return [parse_read(r, list(froms)) for r, (_, froms) in zip(replies, calls, strict=True)]
@@ -79,7 +88,7 @@ class History:
 
     def chunks(self, names: list[str]) -> list[tuple[int, list[str]]]:
         """``names`` by partition, at most ``LOAD_CHUNK`` a read (Redis is not blocked long)."""
-        of = self.broker.placement.partition_of
+        of = self.placement.partition_of
         by_partition: dict[int, list[str]] = {}
         for name in names:
             by_partition.setdefault(of(name), []).append(name)
@@ -111,8 +120,8 @@ class History:
         """After (re)subscribing: per partition of this Redis, check the epoch and the position,
         and repair every held topic from its stream (after telling the streams what was lost)."""
         connection = self.connection
-        placement = self.broker.placement
-        member = self.broker.member
+        placement = self.placement
+        member = self.membership.member
         held: dict[int, list[str]] = {p: [] for p in connection.partitions}
         for name in sorted(connection.topics.held):
             mine = held.get(placement.partition_of(name))
@@ -140,12 +149,11 @@ class History:
     async def _check(self, partition: int, read: Read, known: PartitionRead) -> str | None:
         """Whether ``partition`` (read ``known`` so far) lost events (its reason); if so its
         floor is raised and the member told."""
-        broker = self.broker
-        member = broker.member
+        member = self.membership.member
         lost = None
         if known.epoch is not None and read.epoch != known.epoch:
             lost = Reason.REDIS_RESTARTED
-        elif read.position < known.seen and not broker.wait_replicas:
+        elif read.position < known.seen and not self.options.wait_replicas:
             lost = Reason.REDIS_LOST_WRITES  # a failover to a replica that lagged
         if lost is None:
             if known.epoch is not None:
@@ -158,7 +166,7 @@ class History:
         above = max(member.last_position_of(partition), known.seen)
         if lost == Reason.REDIS_LOST_WRITES:
             self._behind(partition, read.position, known.seen)
-        text, keys, args = broker.placement.advance_call(partition, above, read.epoch)
+        text, keys, args = self.placement.advance_call(partition, above, read.epoch)
         floor = await self.connection.script(text)(keys=keys, args=args)
         if floor is None:
             raise Reconnect("Redis lost its data again during the repair")
@@ -167,7 +175,7 @@ class History:
         return lost
 
     def _behind(self, partition: int, position: int, seen: int) -> None:
-        where = "" if self.broker.placement.single else f" partition {partition}"
+        where = "" if self.placement.single else f" partition {partition}"
         log.warning(
             "%s%s is behind events this node saw (position %d < %d: a failover to a "
             "replica that lagged; see --redis-wait-replicas): open streams are told",
@@ -181,7 +189,7 @@ class History:
         restarted = lost.get(Reason.REDIS_RESTARTED)
         if not restarted:
             return
-        if self.broker.placement.single:
+        if self.placement.single:
             log.warning("Redis lost its data (epoch changed): open streams are told")
             return
         log.warning(
@@ -194,7 +202,7 @@ class History:
         """A topic new to the member: the position its claims start after (the history
         age, the dataset's floor, and what its stream no longer has)."""
         deleted, length, items = read.topics[name]
-        horizon = read.now - int(self.broker.history_age * 1_000_000)
+        horizon = read.now - int(self.options.history_age * 1_000_000)
         floor = max(deleted, horizon, read.floor)
         if items and length > len(items):
             floor = max(floor, items[0].position - 1)
@@ -204,17 +212,16 @@ class History:
         """Give the member topic ``name``'s history in ``read``, what is after
         ``since`` (None: the topic is new to the member, and the read gives its
         floor too)."""
-        broker = self.broker
         deleted, _length, items = read.topics[name]
         if since is None:  # a topic new to this member: its floor, then its history
-            broker.member.load(name, self.floor_of(name, read), items)
+            self.membership.member.load(name, self.floor_of(name, read), items)
             return
         # repairing: were events after ``since`` trimmed before we could read them?
         lost = deleted if deleted > since else 0
-        if items and len(items) == broker.load_frames and items[0].position - 1 > since:
+        if items and len(items) == self.options.load_frames and items[0].position - 1 > since:
             lost = max(lost, items[0].position - 1)
         if lost:
-            broker.member.missed([name], lost, Reason.REDIS_HISTORY_TRIMMED)
+            self.membership.member.missed([name], lost, Reason.REDIS_HISTORY_TRIMMED)
         items = [item for item in items if item.position > since]
         if items:
-            broker.deliver(items)
+            self.membership.deliver(items)

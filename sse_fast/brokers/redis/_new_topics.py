@@ -13,7 +13,7 @@ are not comparable: everything below is per partition, but for the marker (one
 connection's partitions are one Redis's, whose messages arrive in the order published).
 
 * Opening. A pattern stream's existing topics are read from the directory by the
-  patterns' literal prefixes (``RedisBroker.expand``) and prepared as named ones are,
+  patterns' literal prefixes (``Feed.expand``) and prepared as named ones are,
   while the hub counts its patterns as opening: a birth told meanwhile is wanted
   (``Member.wants``), never missed.
 * Births while open. A wanted birth of a topic not held here starts holding back
@@ -64,15 +64,18 @@ from ..._patterns import literal_prefix
 from ..._tasks import stop_task
 from .. import Expansion
 from .._sequencing import Sequenced
+from ._errors import unavailable
 from ._scripts import COMMAND_TIMEOUT
 from ._state import Read
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
+    from .. import Member
     from ._connection import Connection
     from ._history import History
+    from ._membership import Membership
+    from ._placement import Placement
 
-__all__ = ["NewTopics", "complete_up_to", "read_directory"]
+__all__ = ["NewTopics", "read_directory"]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -80,8 +83,11 @@ log = logging.getLogger("sse_fast.redis")
 class NewTopics:
     """The births one connection is told, and the adoption of the wanted ones."""
 
-    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
-        self.broker = broker
+    def __init__(
+        self, placement: Placement, membership: Membership, connection: Connection
+    ) -> None:
+        self.placement = placement
+        self.membership = membership
         self.connection = connection
         #: per partition, the newest birth position handled (adopted, or not wanted): a rescan
         #: reads after it; none until the partition's first subscription here
@@ -117,7 +123,7 @@ class NewTopics:
         if not self._rescanning and partition in self.handled:
             # just before it: a topic held here has its event follow on the subscription
             self.handled[partition] = max(self.handled[partition], position - 1)
-        if name in self.connection.topics.held or not self.broker.member.wants(name):
+        if name in self.connection.topics.held or not self.membership.member.wants(name):
             return
         self._waiting.append((position, name))
         if self._held is None:
@@ -133,7 +139,7 @@ class NewTopics:
         they are loaded. Their events come after every position seen so far."""
         future = self.connection.topics.hold(names)
         states = self.connection.states
-        partition_of = self.broker.placement.partition_of
+        partition_of = self.placement.partition_of
         for name in names:
             self._named[name] = future
             self._waiting.append((states[partition_of(name)].seen + 1, name))
@@ -169,7 +175,7 @@ class NewTopics:
         them). A partition's first subscription here starts at its position."""
         client = self.connection.client
         assert client is not None
-        placement = self.broker.placement
+        placement = self.placement
         partitions = list(self.connection.partitions)
         async with client.pipeline(transaction=False) as pipe:
             for partition in partitions:
@@ -185,7 +191,7 @@ class NewTopics:
                     )
             replies: list[Any] = await pipe.execute()
         held = self.connection.topics.held
-        wants = self.broker.member.wants
+        wants = self.membership.member.wants
         names = []
         for index, partition in enumerate(partitions):
             position, found = replies[2 * index], replies[2 * index + 1]
@@ -208,7 +214,7 @@ class NewTopics:
         then been told)."""
         if self._rescanning or self.failed or not self.connection.live:
             return
-        if not self.broker.member.pattern_streams():  # nothing to move (a new one reads)
+        if not self.membership.member.pattern_streams():  # nothing to move (a new one reads)
             return
         client = self.connection.client
         assert client is not None
@@ -228,7 +234,7 @@ class NewTopics:
 
     async def _clock(self, pipe: Any, partition: int) -> None:
         """Queue on ``pipe`` a position of ``partition`` every later birth is above."""
-        text, keys, args = self.broker.placement.clock_call(partition)
+        text, keys, args = self.placement.clock_call(partition)
         await self.connection.script(text)(keys=keys, args=args, client=pipe)
 
     def done(self) -> int | None:
@@ -240,7 +246,7 @@ class NewTopics:
         handled = self.handled
         done = min(handled.get(partition, 0) for partition in partitions)
         if self._batch or self._waiting:
-            of = self.broker.placement.partition_of
+            of = self.placement.partition_of
             for position, name in (*self._batch, *self._waiting):
                 if position <= done and of(name) in handled:
                     done = position - 1
@@ -297,7 +303,7 @@ class NewTopics:
     async def _adopt(self, batch: list[tuple[int, str]]) -> None:
         connection = self.connection
         holding = connection.topics
-        placement = self.broker.placement
+        placement = self.placement
         fresh = list(dict.fromkeys(name for _, name in batch if name not in holding.held))
         named = {name: self._named.pop(name) for _, name in batch if name in self._named}
         names = [*fresh, *named]
@@ -316,7 +322,13 @@ class NewTopics:
             raise
         # from here to the delivery, one turn of the loop: the flush merges it all
         cuts = _cuts(self._waiting, placement.partition_of)
-        later, loaded = _load(self.broker, self.connection.history, reads, cuts)
+        later, loaded = _load(
+            self.membership.member,
+            self.placement.partition_of,
+            self.connection.history,
+            reads,
+            cuts,
+        )
         self.adopted += loaded
         for mine, future in loading:
             holding.born_loaded(mine, future)
@@ -330,7 +342,7 @@ class NewTopics:
         arrived: asyncio.Future[None] = loop.create_future()
         self._markers[token] = arrived
         try:
-            channel = self.broker.placement.born_channel(self.connection.partitions[0])
+            channel = self.placement.born_channel(self.connection.partitions[0])
             await self.connection.send(channel, token)
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 await arrived
@@ -344,7 +356,7 @@ class NewTopics:
         if not cuts:
             out, self._held = held, None
         else:
-            of = self.broker.placement.partition_of
+            of = self.placement.partition_of
             out, self._held = [], []
             for item in held:
                 cut = cuts.get(of(item.topics[0]))
@@ -366,7 +378,7 @@ class NewTopics:
         """Drop the births waiting or under way: the next subscription's rescan reads them
         again (``handled`` goes back before them). Named topics still waiting have their
         streams refused (503, ``why``); they stay held, and the resync reads them."""
-        of = self.broker.placement.partition_of
+        of = self.placement.partition_of
         for position, name in (*self._batch, *self._waiting):
             partition = of(name)
             if partition in self.handled:
@@ -391,11 +403,15 @@ def _cuts(waiting: list[tuple[int, str]], of: Callable[[str], int]) -> dict[int,
 
 
 def _load(
-    broker: RedisBroker, history: History, reads: list[Read], cuts: dict[int, int]
+    member: Member,
+    of: Callable[[str], int],
+    history: History,
+    reads: list[Read],
+    cuts: dict[int, int],
 ) -> tuple[list[Sequenced], int]:
-    """Give the member the topics read, with their history below their partition's cut
-    (the next wanted birth there): the rest of it, and how many topics."""
-    of = broker.placement.partition_of
+    """Give ``member`` the topics read, with their history below their partition's cut
+    (the next wanted birth there; ``of``: a topic's partition): the rest of it, and how
+    many topics."""
     later: list[Sequenced] = []
     count = 0
     for read in reads:
@@ -403,23 +419,17 @@ def _load(
             cut = cuts.get(of(name))
             now = items if cut is None else [i for i in items if i.position < cut]
             later += items[len(now) :]
-            broker.member.load(name, history.floor_of(name, read), now)
+            member.load(name, history.floor_of(name, read), now)
             count += 1
     return later, count
 
 
-def complete_up_to(broker: RedisBroker) -> int:
-    """``Broker.complete_up_to``: the lowest ``NewTopics.done`` over the connections; 0 while a
-    partition is carried by none (a Cluster's master not known yet: its births are not
-    told)."""
-    carrying = broker.carrying
-    if sum(len(c.partitions) for c in carrying) < broker.partitions:
-        return 0
-    found = [done for c in carrying if (done := c.new_topics.done()) is not None]
-    return min(found, default=0)
-
-
-async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expansion:
+async def read_directory(
+    carrying: Sequence[Connection],
+    placement: Placement,
+    history_age: float,
+    patterns: Sequence[str],
+) -> Expansion:
     """The topics in the directory whose names start with the literal prefixes of
     ``patterns`` (``EXPAND_SCRIPT``: one call per partition, a prefix covered by a shorter
     one left out), and per partition the position up to which a matching topic may have
@@ -427,8 +437,7 @@ async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expans
     every topic born is among the names; ``PublishError`` 503 while a Redis is away."""
     prefixes = sorted({literal_prefix(pattern) for pattern in patterns})
     prefixes = [p for p in prefixes if not any(p != q and p.startswith(q) for q in prefixes)]
-    placement = broker.placement
-    age = int(broker.history_age * 1_000_000)
+    age = int(history_age * 1_000_000)
     replies: dict[int, Any] = {}
 
     async def read(connection: Connection) -> None:
@@ -445,15 +454,15 @@ async def read_directory(broker: RedisBroker, patterns: Sequence[str]) -> Expans
         replies.update(zip(partitions, found, strict=True))
 
     try:
-        await asyncio.gather(*(read(c) for c in broker.carrying))
+        await asyncio.gather(*(read(c) for c in carrying))
     except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
         why = f"reading the topics of {', '.join(patterns)}: {exc!r}"
-        raise broker.unavailable_error(why) from None
+        raise unavailable(why) from None
     missing = set(range(placement.partitions)) - replies.keys()
     if missing:
         unread = ", ".join(map(str, sorted(missing)[:5]))
         why = f"reading the topics of {', '.join(patterns)}: partitions {unread} not carried"
-        raise broker.unavailable_error(why)
+        raise unavailable(why)
     names: set[str] = set()
     gone, complete = [], []
     for partition in range(placement.partitions):

@@ -19,7 +19,7 @@ covers every worker and nothing is stored.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,15 +27,15 @@ import orjson
 if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
-    from ._broker import RedisBroker
     from ._connection import Connection
+    from ._membership import MemberOptions
+    from ._placement import Placement
 
 __all__ = [
     "KEY_TTL",
     "STALE",
+    "PresenceStore",
     "RedisPresence",
-    "presence_of",
-    "store_presence",
 ]
 
 #: seconds a topic's presence hash lives after its last write
@@ -95,29 +95,49 @@ class RedisPresence:
         return out
 
 
-def presence_of(broker: RedisBroker, connection: Connection) -> RedisPresence:
-    """The presence figures kept on ``connection``'s Redis; ``RuntimeError`` while it is away."""
-    if connection.client is None or not connection.availability.up:
-        raise RuntimeError(f"{connection} is away")
-    key = None if broker.placement.single else broker.placement.presence
-    return RedisPresence(connection.client, broker.prefix, broker.member_id, key)
+class PresenceStore:
+    """A member's presence figures, each topic's on the Redis that holds it."""
 
+    def __init__(
+        self, options: MemberOptions, placement: Placement, connections: Sequence[Connection]
+    ) -> None:
+        self.options = options
+        self.placement = placement
+        #: the member's connections (the feed's list: a Cluster's grows as masters are met)
+        self.connections = connections
 
-async def store_presence(broker: RedisBroker, figures: dict[str, dict[str, Any]]) -> None:
-    """Write ``broker``'s worker's figures of these topics, each on its topic's Redis;
-    ``RuntimeError`` naming the Redis that were away (the others' are written)."""
-    if len(broker.connections) == 1:
-        await presence_of(broker, broker.connections[0]).store(figures)
-        return
-    by_connection: dict[int, dict[str, dict[str, Any]]] = {}
-    for topic, figure in figures.items():
-        by_connection.setdefault(broker.connection_of(topic).index, {})[topic] = figure
-    away = []
-    for index, mine in by_connection.items():
-        connection = broker.connections[index]
+    def _on(self, connection: Connection) -> RedisPresence:
+        """The figures kept on ``connection``'s Redis; ``RuntimeError`` while it is away."""
         if connection.client is None or not connection.availability.up:
-            away.append(str(connection))
-            continue
-        await presence_of(broker, connection).store(mine)
-    if away:
-        raise RuntimeError(f"{', '.join(away)} away: presence not written there")
+            raise RuntimeError(f"{connection} is away")
+        placement = self.placement
+        key = None if placement.single else placement.presence
+        return RedisPresence(connection.client, self.options.prefix, self.options.member_id, key)
+
+    def _connection_of(self, topic: str) -> Connection:
+        placement = self.placement
+        return self.connections[placement.shard_of(placement.partition_of(topic))]
+
+    async def store(self, figures: dict[str, dict[str, Any]]) -> None:
+        """Write this worker's figures of these topics, each on its topic's Redis;
+        ``RuntimeError`` naming the Redis that were away (the others' are written)."""
+        if len(self.connections) == 1:
+            await self._on(self.connections[0]).store(figures)
+            return
+        by_connection: dict[int, dict[str, dict[str, Any]]] = {}
+        for topic, figure in figures.items():
+            by_connection.setdefault(self._connection_of(topic).index, {})[topic] = figure
+        away = []
+        for index, mine in by_connection.items():
+            connection = self.connections[index]
+            if connection.client is None or not connection.availability.up:
+                away.append(str(connection))
+                continue
+            await self._on(connection).store(mine)
+        if away:
+            raise RuntimeError(f"{', '.join(away)} away: presence not written there")
+
+    async def read(self, topic: str) -> list[dict[str, Any]] | None:
+        """Every live worker's figures of ``topic``, read from its Redis; ``RuntimeError``
+        while that Redis is away."""
+        return await self._on(self._connection_of(topic)).read(topic)

@@ -23,6 +23,7 @@ import asyncio
 import itertools
 import logging
 import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -32,8 +33,9 @@ from ._errors import classify
 from ._state import Reconnect, ignore_result
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
     from ._connection import Connection
+    from ._membership import MemberOptions, Membership
+    from ._placement import Placement
 
 __all__ = [
     "NodeGather",
@@ -46,9 +48,20 @@ log = logging.getLogger("sse_fast.redis")
 class Probes:
     """One connection's probes of its subscription; gathers to answer that arrive on it."""
 
-    def __init__(self, broker: RedisBroker, connection: Connection) -> None:
-        self.broker = broker
+    def __init__(
+        self,
+        options: MemberOptions,
+        placement: Placement,
+        membership: Membership,
+        connection: Connection,
+        suspect: Callable[[], None],
+    ) -> None:
+        self.options = options
+        self.placement = placement
+        self.membership = membership
         self.connection = connection
+        #: a sign that a Cluster's slot map moved (read it again in the background)
+        self.suspect = suspect
         self.task: asyncio.Task[None] | None = None
         self._numbers = itertools.count(1)
         #: probes not back yet: number -> when sent (monotonic)
@@ -60,12 +73,12 @@ class Probes:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        broker = self.broker
+        options = self.options
         connection = self.connection
-        while not broker.closing:
+        while not self.membership.closing:
             # known down: probe often, so publishing comes back soon after Redis does
             availability = connection.availability
-            await asyncio.sleep(broker.probe_interval if availability.answers else 0.25)
+            await asyncio.sleep(options.probe_interval if availability.answers else 0.25)
             if connection.client is None:
                 continue
             number = next(self._numbers)
@@ -73,24 +86,24 @@ class Probes:
             self._sent[number] = time.monotonic()
             try:
                 await connection.send(
-                    connection.probe_channel, f"probe {broker.member_id} {number}".encode()
+                    connection.probe_channel, f"probe {options.member_id} {number}".encode()
                 )
                 availability.answered()
             except (RedisError, OSError) as exc:
                 self._sent.pop(number, None)
                 failure = classify(exc)
                 if failure is not None and failure.rehome:  # answered: its slot moved away
-                    broker.suspect()
+                    self.suspect()
                     continue
                 if availability.unanswered():
                     log.error(
                         "%s does not answer (%s): publishing %sis unavailable",
                         connection,
                         exc,
-                        "" if broker.placement.shards == 1 else "to its partitions ",
+                        "" if self.placement.shards == 1 else "to its partitions ",
                     )
                 continue
-            if not broker.placement.single:  # pattern streams' cursors move (``_new_topics``)
+            if not self.placement.single:  # pattern streams' cursors move (``_new_topics``)
                 try:
                     await connection.new_topics.confirm()
                 except (RedisError, OSError) as exc:  # the next probe tries again
@@ -105,24 +118,24 @@ class Probes:
         if not self._sent:
             return
         oldest = min(self._sent.values())
-        interval = self.broker.probe_interval
+        interval = self.options.probe_interval
         if time.monotonic() - oldest > interval * 2:
             self._sent.clear()
             raise Reconnect(f"no probe came back within {interval * 2:g} s (a stale subscription)")
 
     def message(self, data: bytes) -> None:
         """A message on a probe or node channel: a probe back, or a gather to answer."""
-        broker = self.broker
+        member_id = self.options.member_id
         kind, _, rest = data.partition(b" ")
         if kind == b"probe":
             member, _, number = rest.partition(b" ")
-            if member.decode() == broker.member_id:
+            if member.decode() == member_id:
                 self._sent.pop(int(number), None)
         elif kind == b"gather":
             key, _, query = rest.partition(b" ")
-            figures = broker.member.report(orjson.loads(query))
+            figures = self.membership.member.report(orjson.loads(query))
             figures["worker"] = None
-            figures["member"] = broker.member_id
+            figures["member"] = member_id
             task = asyncio.get_running_loop().create_task(self._answer(key.decode(), figures))
             task.add_done_callback(ignore_result)
 
@@ -138,30 +151,40 @@ class NodeGather:
     """A member's gathers across its node, over the node's channel on the Redis holding
     partition 0 (the first Redis; a Cluster's master of that slot)."""
 
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
+    def __init__(
+        self,
+        options: MemberOptions,
+        placement: Placement,
+        membership: Membership,
+        connections: Sequence[Connection],
+    ) -> None:
+        self.options = options
+        self.placement = placement
+        self.membership = membership
+        #: the member's connections (the feed's list: a Cluster's grows as masters are met)
+        self.connections = connections
 
     async def gather(self, query: dict[str, Any]) -> list[dict[str, Any]]:
         """Every worker of this node, through the node's channel; this worker
         alone when that Redis is away."""
-        broker = self.broker
-        placement = broker.placement
-        connection = broker.connections[placement.shard_of(0)] if broker.connections else None
+        options = self.options
+        placement = self.placement
+        connection = self.connections[placement.shard_of(0)] if self.connections else None
         client = None if connection is None else connection.client
-        mine = {**broker.member.report(query), "worker": None, "member": broker.member_id}
-        if broker.workers <= 1 or connection is None or client is None:
+        mine = {**self.membership.member.report(query), "worker": None, "member": options.member_id}
+        if options.workers <= 1 or connection is None or client is None:
             return [mine]
         if not connection.availability.up:
             return [mine]
         key = placement.gather_key()
         try:
             await connection.send(
-                placement.node_channel(broker.node),
+                placement.node_channel(options.node),
                 b"gather %s %s" % (key.encode(), orjson.dumps(query)),
             )
             figures: list[dict[str, Any]] = []
             deadline = time.monotonic() + 1.0
-            while len(figures) < broker.workers:
+            while len(figures) < options.workers:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
@@ -171,7 +194,7 @@ class NodeGather:
                 figures.append(orjson.loads(reply[1]))
         except (RedisError, OSError):
             return [mine]
-        if not any(f.get("member") == broker.member_id for f in figures):
+        if not any(f.get("member") == options.member_id for f in figures):
             figures.append(mine)
         for number, figure in enumerate(sorted(figures, key=lambda f: f.get("pid", 0))):
             figure["worker"] = number

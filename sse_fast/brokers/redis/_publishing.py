@@ -1,5 +1,6 @@
-"""Publishing over partitions: one batch, several Redis (``RedisBroker.publish`` with a
-partitioned layout; one sequence on one Redis keeps its one script call in ``_broker.py``).
+"""Publishing: one sequence on one Redis is one script call (``OneSequencePublisher``,
+today's keys); a partitioned layout publishes one batch over several Redis
+(``ShardedPublisher``), as follows.
 
 A batch is grouped by partition (``spanning_ids`` first: an event to topics of
 several partitions without an id gets one, the same in each; then
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -32,24 +33,29 @@ from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...publishing import PublishError, PublishRequest
-from ._errors import RETRY_AFTER, classify
+from ._errors import RETRY_AFTER, classify, unavailable
 from ._scripts import (
     PARTITION_PUBLISH_SCRIPT,
+    PUBLISH_SCRIPT,
     partition_publish_args,
     publish_args,
+    sequence_keys,
     spanning_ids,
 )
 from ._scripts import split_by_partition as split
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
+    import redis.asyncio as aioredis
+
     from ._connection import Connection
+    from ._membership import MemberOptions
+    from ._placement import Placement
 
 __all__ = [
     "WAIT_MS",
+    "OneSequencePublisher",
     "PartitionCall",
     "ShardedPublisher",
-    "publish_one_sequence",
 ]
 
 log = logging.getLogger("sse_fast.redis")
@@ -63,24 +69,38 @@ PartitionCall = tuple[int, list[tuple[int, PublishRequest]], list[str], list[Any
 class ShardedPublisher:
     """Publishes a member's batches over the partitions of several Redis (or one)."""
 
-    def __init__(self, broker: RedisBroker) -> None:
-        self.broker = broker
+    def __init__(
+        self,
+        options: MemberOptions,
+        placement: Placement,
+        connections: Sequence[Connection],
+        suspect: Callable[[], None],
+    ) -> None:
+        self.options = options
+        self.placement = placement
+        #: the member's connections (the feed's list: a Cluster's grows as masters are met)
+        self.connections = connections
+        #: a sign that a Cluster's slot map moved (read it again in the background)
+        self.suspect = suspect
+
+    def start(self) -> None:
+        """Nothing to make: each Redis's script is registered on its connection's client."""
 
     async def publish(self, requests: list[PublishRequest]) -> list[str]:
         """Sequence ``requests`` in their partitions and return their ids; ``PublishError`` 400 for
         an event that cannot be encoded (nothing sent), 503 when a Redis is down (saying which
         topics have the events), does not answer, or too few replicas confirmed."""
-        broker = self.broker
-        placement = broker.placement
+        options = self.options
+        placement = self.placement
         requests = spanning_ids(requests, placement.partitions)
         by_shard: dict[int, list[PartitionCall]] = {}
         for partition, share in split(requests, placement.partitions).items():
             keys, args = partition_publish_args(
                 placement.keys(partition),
                 [request for _, request in share],
-                broker.history_frames,
-                broker.history_age,
-                "SPUBLISH" if broker.cluster else "PUBLISH",
+                options.history_frames,
+                options.history_age,
+                "SPUBLISH" if options.cluster else "PUBLISH",
             )
             shard = placement.shard_of(partition)
             by_shard.setdefault(shard, []).append((partition, share, keys, args))
@@ -88,12 +108,12 @@ class ShardedPublisher:
         results: list[Any]
         if len(shards) == 1:  # one Redis: no task to run beside this one
             try:
-                results = [await self._on(broker.connections[shards[0]], by_shard[shards[0]])]
+                results = [await self._on(self.connections[shards[0]], by_shard[shards[0]])]
             except PublishError as exc:
                 results = [exc]
         else:
             results = await asyncio.gather(
-                *(self._on(broker.connections[s], by_shard[s]) for s in shards),
+                *(self._on(self.connections[s], by_shard[s]) for s in shards),
                 return_exceptions=True,
             )
         ids = [""] * len(requests)
@@ -114,16 +134,16 @@ class ShardedPublisher:
     async def _on(self, connection: Connection, calls: list[PartitionCall]) -> list[Any]:
         """Run ``calls`` on ``connection``'s Redis in one pipeline (NOSCRIPT: loaded, sent again
         once); the ids of each call."""
-        broker = self.broker
+        wait_replicas = self.options.wait_replicas
         if connection.client is None or not connection.availability.answers:
-            raise broker.unavailable_error(f"{connection} does not answer")
+            raise unavailable(f"{connection} does not answer")
         client = connection.client
         sha = connection.script(PARTITION_PUBLISH_SCRIPT).sha
         results: list[Any] = [None] * len(calls)
         pending = list(range(len(calls)))
-        replicas = broker.wait_replicas
+        replicas = wait_replicas
         try:
-            if len(calls) == 1 and not broker.wait_replicas:  # one call: no pipeline needed
+            if len(calls) == 1 and not wait_replicas:  # one call: no pipeline needed
                 _, _, keys, args = calls[0]
                 results[0] = await connection.script(PARTITION_PUBLISH_SCRIPT)(keys=keys, args=args)
                 pending = []
@@ -132,10 +152,10 @@ class ShardedPublisher:
                     for i in pending:
                         _, _, keys, args = calls[i]
                         pipe.execute_command("EVALSHA", sha, len(keys), *keys, *args)
-                    if broker.wait_replicas:
-                        pipe.execute_command("WAIT", broker.wait_replicas, WAIT_MS)
+                    if wait_replicas:
+                        pipe.execute_command("WAIT", wait_replicas, WAIT_MS)
                     replies = await pipe.execute(raise_on_error=False)
-                if broker.wait_replicas:
+                if wait_replicas:
                     replicas = min(replicas, replies.pop())
                 missing = []
                 for i, reply in zip(pending, replies, strict=True):
@@ -156,18 +176,18 @@ class ShardedPublisher:
             if failure.unanswered:
                 connection.availability.unanswered()
             if failure.unanswered or failure.rehome:
-                broker.suspect()  # a Cluster's master gone or moved: read the map again
+                self.suspect()  # a Cluster's master gone or moved: read the map again
             if failure.ours:
                 log.error("%s refused a publish's keys: %s", connection, exc)
             raise failure.error from None
         connection.availability.answered()
-        if replicas < broker.wait_replicas:
+        if replicas < wait_replicas:
             raise PublishError(
-                f"{connection} published it, but {replicas} of {broker.wait_replicas} replicas "
+                f"{connection} published it, but {replicas} of {wait_replicas} replicas "
                 f"confirmed it within {WAIT_MS} ms: it is lost if that Redis fails over now (it "
                 "was delivered; give events ids to recognise them if you retry)",
                 status=503,
-                retry_after=broker.retry_after,
+                retry_after=RETRY_AFTER,
             )
         return results
 
@@ -204,45 +224,66 @@ def _refusal(
     )
 
 
-async def publish_one_sequence(broker: RedisBroker, requests: list[PublishRequest]) -> list[str]:
-    """``requests`` sequenced by the one script call of one sequence on one Redis (today's keys,
-    ``PUBLISH_SCRIPT``); their ids, or ``PublishError`` as ``RedisBroker.publish`` says."""
-    # Tried even while this member's subscription is being repaired: the
-    # publish goes to Redis, and this member's streams get it with the repair.
-    if broker.publish_script is None:
-        raise broker.unavailable_error("not connected")
-    if not broker.availability.answers:  # known down: refused at once, not after a timeout
-        raise broker.unavailable_error("it does not answer")
-    assert broker.client is not None
-    args = publish_args(broker.prefix, requests, broker.history_frames, broker.history_age)
-    try:
-        if broker.wait_replicas:
-            async with broker.client.pipeline(transaction=False) as pipe:  # one round trip
-                await broker.publish_script(keys=broker.keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", broker.wait_replicas, WAIT_MS)
-                ids, replicas = await pipe.execute()
-        else:
-            ids = await broker.publish_script(keys=broker.keys, args=args)
-            replicas = 0
-    except ResponseError as exc:
-        if "sse_fast:" in str(exc):
-            raise PublishError(str(exc)) from None
-        raise broker.unavailable_error(str(exc)) from None
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        broker.availability.unanswered()
-        raise PublishError(
-            f"Redis did not answer ({exc}): the publish may or may not have been "
-            "published (give events ids to recognise them on retry)",
-            status=503,
-            retry_after=RETRY_AFTER,
-        ) from None
-    broker.availability.answered()
-    if replicas < broker.wait_replicas:
-        raise PublishError(
-            f"Redis published it, but {replicas} of {broker.wait_replicas} replicas confirmed "
-            f"it within {WAIT_MS} ms: it is lost if Redis fails over now (it was delivered; "
-            "give events ids to recognise them if you retry)",
-            status=503,
-            retry_after=RETRY_AFTER,
-        )
-    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+class OneSequencePublisher:
+    """Publishes a member's batches to the one sequence on one Redis (today's keys, one
+    ``PUBLISH_SCRIPT`` call each): it owns the script, registered on that Redis's client
+    once the connection made it (``start``), and the keys."""
+
+    def __init__(self, options: MemberOptions, connection: Connection) -> None:
+        self.options = options
+        self.connection = connection
+        self.keys = sequence_keys(options.prefix)
+        self.client: aioredis.Redis | None = None
+        self.script: Any = None
+
+    def start(self) -> None:
+        """Register the script on the connection's client (made by ``Connection.start``)."""
+        self.client = self.connection.client
+        assert self.client is not None
+        self.script = self.client.register_script(PUBLISH_SCRIPT)
+
+    async def publish(self, requests: list[PublishRequest]) -> list[str]:
+        """``requests`` sequenced by one script call; their ids, or ``PublishError`` as
+        ``RedisBroker.publish`` says."""
+        # Tried even while this member's subscription is being repaired: the
+        # publish goes to Redis, and this member's streams get it with the repair.
+        if self.script is None:
+            raise unavailable("not connected")
+        availability = self.connection.availability
+        if not availability.answers:  # known down: refused at once, not after a timeout
+            raise unavailable("it does not answer")
+        assert self.client is not None
+        options = self.options
+        wait_replicas = options.wait_replicas
+        args = publish_args(options.prefix, requests, options.history_frames, options.history_age)
+        try:
+            if wait_replicas:
+                async with self.client.pipeline(transaction=False) as pipe:  # one round trip
+                    await self.script(keys=self.keys, args=args, client=pipe)
+                    pipe.execute_command("WAIT", wait_replicas, WAIT_MS)
+                    ids, replicas = await pipe.execute()
+            else:
+                ids = await self.script(keys=self.keys, args=args)
+                replicas = 0
+        except ResponseError as exc:
+            if "sse_fast:" in str(exc):
+                raise PublishError(str(exc)) from None
+            raise unavailable(str(exc)) from None
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            availability.unanswered()
+            raise PublishError(
+                f"Redis did not answer ({exc}): the publish may or may not have been "
+                "published (give events ids to recognise them on retry)",
+                status=503,
+                retry_after=RETRY_AFTER,
+            ) from None
+        availability.answered()
+        if replicas < wait_replicas:
+            raise PublishError(
+                f"Redis published it, but {replicas} of {wait_replicas} replicas confirmed "
+                f"it within {WAIT_MS} ms: it is lost if Redis fails over now (it was delivered; "
+                "give events ids to recognise them if you retry)",
+                status=503,
+                retry_after=RETRY_AFTER,
+            )
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]

@@ -38,14 +38,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._cluster import Address, Topology, connect_node
-from ._placement import Placement
 
 if TYPE_CHECKING:
-    from ._broker import RedisBroker
     from ._connection import Connection
+    from ._membership import Membership
+    from ._placement import Placement
 
 __all__ = ["Rehoming"]
 
@@ -55,9 +56,22 @@ log = logging.getLogger("sse_fast.redis")
 class Rehoming:
     """A member's connections to a Redis Cluster's masters, following its slot map."""
 
-    def __init__(self, broker: RedisBroker, topology: Topology) -> None:
-        self.broker = broker
+    def __init__(
+        self,
+        topology: Topology,
+        placement: Placement,
+        membership: Membership,
+        connections: list[Connection],
+        new: Callable[..., Connection],
+    ) -> None:
         self.topology = topology
+        #: the member's placement, moved here (``reassign``) as the map moves
+        self.placement = placement
+        self.membership = membership
+        #: the feed's connections: one is added here for each master met
+        self.connections = connections
+        #: makes a master's connection: ``new(index, "host:port", client=...)``
+        self._new = new
         #: each master met so far -> its connection's index (never reused)
         self.indexes: dict[Address, int] = {}
         #: slot map reads that moved partitions
@@ -70,21 +84,15 @@ class Rehoming:
         ``ConnectionError`` when no node answers, or a partition's slot has no master."""
         await self.topology.refresh()
         table = self.topology.owner_table(self.indexes)
-        broker = self.broker
-        broker.placement = Placement(
-            broker.prefix, broker.partitions, len(self.indexes), owners=table
-        )
-        broker.connections = [self._connection(a) for a in self._by_index()]
+        self.placement.reassign(table, len(self.indexes))
+        self.connections.extend(self._connection(a) for a in self._by_index())
 
     def _by_index(self) -> list[Address]:
         return sorted(self.indexes, key=self.indexes.__getitem__)
 
     def _connection(self, address: Address) -> Connection:
-        from ._connection import Connection
-
         url = self.topology.url
-        return Connection(
-            self.broker,
+        return self._new(
             self.indexes[address],
             f"{address[0]}:{address[1]}",
             client=lambda: connect_node(address, url),
@@ -102,7 +110,7 @@ class Rehoming:
     async def refresh(self) -> None:
         """Read the slot map again and move the partitions whose master changed; a map that
         cannot be read now is tried again at the next sign."""
-        if self.broker.closing:
+        if self.membership.closing:
             return
         async with self._lock:
             try:
@@ -113,13 +121,12 @@ class Rehoming:
             self._apply()  # against the placement: a map read but not applied is applied now
 
     def _apply(self) -> None:
-        broker = self.broker
-        if broker.closing:  # a read that was under way when the broker closed
+        if self.membership.closing:  # a read that was under way when the broker closed
             return
-        placement = broker.placement
-        before = [placement.shard_of(p) for p in range(broker.partitions)]
+        placement = self.placement
+        before = [placement.shard_of(p) for p in range(placement.partitions)]
         table = self.topology.owner_table(self.indexes, previous=before)
-        connections = broker.connections
+        connections = self.connections
         for address in self._by_index()[len(connections) :]:  # masters met for the first time
             connections.append(self._connection(address))
         moved = placement.reassign(table, len(connections))
