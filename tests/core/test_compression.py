@@ -1,0 +1,263 @@
+"""Compressed streams' core (``sse_fast/_compression.py``), in process: the shared
+bytes of a topic decode, with the standard decoders, to exactly what each subscriber
+should get, however it joined, resumed or lagged, and each write as it is sent."""
+
+from __future__ import annotations
+
+import json
+import random
+import zlib
+from typing import Any
+
+import pytest
+import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sse_fast._compression import (
+    CODINGS,
+    Coding,
+    PrivateCompressor,
+    Written,
+    available_codings,
+    negotiate,
+)
+
+NAMES = ["zstd", "gzip", "deflate"]
+
+
+class Decoder:
+    """A client's decoder of one coding, fed as bytes arrive (zstd: frame after frame)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._zlib: Any = None
+        if name != "zstd":
+            self._zlib = zlib.decompressobj(31 if name == "gzip" else 15)
+        self._frame: Any = None
+
+    def feed(self, data: bytes) -> bytes:
+        if self._zlib is not None:
+            out = self._zlib.decompress(data)
+            assert not self._zlib.eof  # a stream is cut, never ended
+            return out  # type: ignore[no-any-return]
+        out = b""
+        while data:
+            if self._frame is None:
+                self._frame = zstandard.ZstdDecompressor().decompressobj()
+            out += self._frame.decompress(data)
+            data = b""
+            if self._frame.eof:
+                data, self._frame = self._frame.unused_data, None
+        return out
+
+
+def test_every_coding_is_offered_here() -> None:
+    """zstandard is a test dependency: the three codings, zstd preferred."""
+    assert available_codings() == NAMES
+
+
+@pytest.mark.parametrize(
+    ("header", "chosen"),
+    [
+        ("gzip, deflate, br, zstd", "zstd"),  # Chromium's: the server's order decides ties
+        ("gzip, deflate, br", "gzip"),
+        ("deflate;q=0.9, gzip;q=0.5", "deflate"),
+        ("zstd;q=0, gzip", "gzip"),
+        ("*", "zstd"),
+        ("*;q=0.1, gzip;q=0.2", "gzip"),
+        ("br", None),
+        ("identity", None),
+        ("", None),
+        (None, None),
+        ("gzip;q=0", None),
+        ("GZIP", "gzip"),
+        ("gzip;q=x", None),  # cannot be read: identity, which every client takes
+        ("gzip;;", None),
+        (" , gzip ,", "gzip"),
+    ],
+)
+def test_accept_encoding_chooses_the_coding(header: str | None, chosen: str | None) -> None:
+    coding = negotiate(header, NAMES)
+    assert (coding.name if coding else None) == chosen
+
+
+def test_only_what_the_server_offers_is_chosen() -> None:
+    coding = negotiate("zstd, gzip;q=0.5", ["gzip"])
+    assert coding is not None and coding.name == "gzip"
+    assert negotiate("zstd", []) is None
+
+
+def _event(n: int, size: int = 1) -> bytes:
+    """A JSON notification of the kind that repeats its keys (about 300 B each)."""
+    body = {
+        "type": "order.updated",
+        "order": {"id": f"ord_{n:08d}", "status": "shipped", "items": n % 7, "total": n * 3},
+        "customer": {"id": f"cus_{n % 50:05d}", "tier": "gold", "region": "eu-west"},
+        "note": "x" * (size * (n % 13)),
+    }
+    return b"id: %d\nevent: order\ndata: %s\n\n" % (n, json.dumps(body).encode())
+
+
+class Subscriber:
+    """One stream of a topic, as the fan-out would serve it: private until the topic's
+    next resynchronisation point, then the shared bytes; lagging: the shared writes it
+    missed, later, in order."""
+
+    def __init__(self, coding: Coding, first: bytes) -> None:
+        self.private: PrivateCompressor | None = coding.private()
+        self.decoder = Decoder(coding.name)
+        self.expected = b""
+        self.decoded = b""
+        #: what was sent, write by write
+        self.wire: list[bytes] = []
+        self.lag_from: int | None = None
+        self.receive(self.private.write(first), first)
+
+    def receive(self, wire: bytes, data: bytes) -> None:
+        self.wire.append(wire)
+        self.expected += data
+        self.decoded += self.decoder.feed(wire)
+        assert self.decoded == self.expected  # every write decodes as it arrives
+
+    def written(self, written: Written, data: bytes) -> None:
+        if self.lag_from is not None:
+            return
+        if self.private is None:
+            self.receive(written.whole, data)
+        elif written.resync:
+            end, self.private = self.private.end(), None
+            self.receive(end + written.body, data)
+        else:
+            self.receive(self.private.write(data), data)
+
+    def catch_up(self, writes: list[tuple[Written, bytes]]) -> None:
+        assert self.lag_from is not None and self.private is None
+        missed = writes[self.lag_from :]
+        self.lag_from = None
+        for written, data in missed:
+            self.receive(written.whole, data)
+
+
+def _run(name: str, script: list[tuple[str, int]], seed: int) -> list[Subscriber]:
+    """Play ``script`` on one topic: publishes (a write of 1-4 events), joins (with a
+    backlog of the last events: a resume), lags, catch-ups and resyncs."""
+    coding = CODINGS[name]
+    shared = coding.shared()
+    rng = random.Random(seed)
+    published: list[bytes] = []
+    writes: list[tuple[Written, bytes]] = []
+    subscribers: list[Subscriber] = []
+    for action, n in script:
+        if action == "publish":
+            events = [_event(len(published) + i, size=rng.randint(0, 40)) for i in range(n % 4 + 1)]
+            published += events
+            data = b"".join(events)
+            joining = any(s.private is not None for s in subscribers)
+            written = shared.write(data, resync=joining or n % 5 == 0)
+            writes.append((written, data))
+            for subscriber in subscribers:
+                subscriber.written(written, data)
+        elif action == "join":  # a resume: the opening, then the last n events
+            backlog = b"".join(published[-(n % 6) :]) if n % 6 else b""
+            subscribers.append(Subscriber(coding, b"retry: 1000\n\n" + backlog))
+        elif action == "lag" and subscribers:
+            subscriber = subscribers[n % len(subscribers)]
+            if subscriber.private is None and subscriber.lag_from is None:
+                subscriber.lag_from = len(writes)
+        elif action == "catch_up" and subscribers:
+            subscriber = subscribers[n % len(subscribers)]
+            if subscriber.lag_from is not None:
+                subscriber.catch_up(writes)
+    for subscriber in subscribers:  # the end: everyone catches up
+        if subscriber.lag_from is not None:
+            subscriber.catch_up(writes)
+    return subscribers
+
+
+_ACTIONS = st.lists(
+    st.tuples(
+        st.sampled_from(["publish", "publish", "publish", "join", "lag", "catch_up"]),
+        st.integers(0, 1000),
+    ),
+    max_size=60,
+)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=60, deadline=None)
+@given(script=_ACTIONS, seed=st.integers(0, 2**32))
+def test_random_joins_resumes_lags_and_publishes_decode_as_identity(
+    name: str, script: list[tuple[str, int]], seed: int
+) -> None:
+    """Whatever the interleaving, each subscriber's bytes decode (zlib, zstandard) to its
+    identity stream, each write as soon as it is sent."""
+    for subscriber in _run(name, script, seed):
+        assert subscriber.decoded == subscriber.expected
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shared_bytes_are_the_same_for_subscribers_that_joined_apart(name: str) -> None:
+    """Subscribers that joined at different moments (one resuming with a backlog, one
+    lagging and catching up) send the very same shared bytes once they are in step."""
+    script = [("join", 0), ("publish", 1), ("publish", 2), ("join", 3), ("publish", 3)]
+    script += [("lag", 0), ("publish", 1), ("publish", 2), ("join", 0), ("publish", 4)]
+    script += [("catch_up", 0), ("publish", 1), ("publish", 2)]
+    subscribers = _run(name, script, seed=7)
+    assert len(subscribers) == 3
+    for subscriber in subscribers:
+        assert subscriber.decoded == subscriber.expected
+    # the last two publishes: every subscriber in step, the same bytes on every wire
+    assert all(s.private is None and s.lag_from is None for s in subscribers)
+    assert len({tuple(s.wire[-2:]) for s in subscribers}) == 1
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_shared_context_compresses_repeated_events_better(name: str) -> None:
+    """The point of sharing: events that repeat their keys compress to fewer bytes with
+    the topic's context than each on its own."""
+    coding = CODINGS[name]
+    shared = coding.shared()
+    events = [_event(n) for n in range(200)]
+    with_context = sum(len(shared.write(e).whole) for e in events)
+    alone = sum(len(coding.independent(e)) for e in events)
+    identity = sum(map(len, events))
+    assert with_context < alone < identity
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_independent_writes_decode_after_any_stream(name: str) -> None:
+    """One compressor serves every topic with few subscribers: its output decodes in any
+    stream standing at a block boundary, whatever came before."""
+    coding = CODINGS[name]
+    first, second = Decoder(name), Decoder(name)
+    one, two = coding.private(), coding.private()
+    assert first.feed(one.write(b"retry: 5\n\n")) == b"retry: 5\n\n"
+    assert second.feed(two.write(b": hello\n\n")) == b": hello\n\n"
+    ended = [one.end(), two.end()]
+    for n in range(5):
+        out = coding.independent(_event(n))
+        assert first.feed((ended[0] if n == 0 else b"") + out) == _event(n)
+        assert second.feed((ended[1] if n == 0 else b"") + out) == _event(n)
+
+
+def test_a_private_compressor_ended_refuses_writes() -> None:
+    private = CODINGS["gzip"].private()
+    private.write(b"data: x\n\n")
+    private.end()
+    assert private.end() == b""
+    with pytest.raises(RuntimeError, match="sends shared bytes"):
+        private.write(b"data: y\n\n")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_stream_that_joins_at_once_sends_its_header_first(name: str) -> None:
+    """A stream with nothing private (it joins at a point right away) still starts with
+    its coding's header."""
+    coding = CODINGS[name]
+    shared = coding.shared()
+    shared.write(_event(1))
+    private = coding.private()
+    written = shared.write(_event(2), resync=True)
+    decoder = Decoder(name)
+    assert decoder.feed(private.end() + written.body) == _event(2)
