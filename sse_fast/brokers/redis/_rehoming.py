@@ -85,7 +85,7 @@ class Rehoming:
         await self.topology.refresh()
         table = self.topology.owner_table(self.indexes)
         self.placement.reassign(table, len(self.indexes))
-        self.connections.extend(self._connection(a) for a in self._by_index())
+        self.connections[:] = [self._connection(a) for a in self._by_index()]
 
     def _by_index(self) -> list[Address]:
         return sorted(self.indexes, key=self.indexes.__getitem__)
