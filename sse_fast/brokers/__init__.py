@@ -163,6 +163,38 @@ class Member(Protocol):
         flushed frames are what the history budget may evict)."""
 
 
+class Membership:
+    """A broker's tie to its member: where sequenced events go (bound once, by the hub),
+    and whether the broker is leaving. A broker made of parts gives them this, not
+    itself (``brokers/redis/``)."""
+
+    def __init__(self) -> None:
+        self._member: Member | None = None
+        #: the broker is closing: its loops stop, reads under way are not applied
+        self.closing = False
+
+    def bind(self, member: Member) -> None:
+        """Where sequenced events go from now on (once)."""
+        if self._member is not None:
+            raise RuntimeError("this broker is already bound to a hub")
+        self._member = member
+
+    @property
+    def member(self) -> Member:
+        """The member bound; ``RuntimeError`` before one is."""
+        if self._member is None:
+            raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
+        return self._member
+
+    def deliver(self, items: Sequence[Sequenced]) -> None:
+        """Hand sequenced events to the member (``Member.apply``)."""
+        self.member.apply(items)
+
+    def leave(self) -> None:
+        """The broker closes: every loop of its parts stops at its next turn."""
+        self.closing = True
+
+
 class Broker(abc.ABC):
     """Sequences publish requests and delivers the sequenced events (see the contract)."""
 
@@ -185,7 +217,8 @@ class Broker(abc.ABC):
     progress: RestoreProgress | None = None
 
     def __init__(self) -> None:
-        self._member: Member | None = None
+        #: the member this broker delivers to (``bind``), and whether it is closing
+        self.membership = Membership()
         #: ranges of positions that may have been given to events nobody can
         #: replay (a machine crash lost them before they reached the disk):
         #: a ``Last-Event-ID`` among them is answered ``evicted``
@@ -205,20 +238,16 @@ class Broker(abc.ABC):
 
     def bind(self, member: Member) -> None:
         """Called once by the hub: where this member's sequenced events go."""
-        if self._member is not None:
-            raise RuntimeError("this broker is already bound to a hub")
-        self._member = member
+        self.membership.bind(member)
 
     @property
     def member(self) -> Member:
         """The hub bound to this broker (``bind``); ``RuntimeError`` before it is bound."""
-        if self._member is None:
-            raise RuntimeError("the broker is not bound to a hub (Hub(broker=...) binds it)")
-        return self._member
+        return self.membership.member
 
     def deliver(self, items: Sequence[Sequenced]) -> None:
         """Hand sequenced events to the bound member (``Member.apply``)."""
-        self.member.apply(items)
+        self.membership.member.apply(items)
 
     async def start(self) -> None:  # noqa: B027  (an optional hook)
         """Connect (at the server's startup); ``first_position`` is final afterwards."""
@@ -296,4 +325,4 @@ class Broker(abc.ABC):
         return {}
 
 
-__all__ = ["Broker", "Expansion", "Member"]
+__all__ = ["Broker", "Expansion", "Member", "Membership"]

@@ -1,5 +1,6 @@
 """The Redis broker's parts, in process (no Redis): what they share, and that none
-holds the broker (``brokers/redis/_membership.py``, ``_broker.py``)."""
+holds the broker (``brokers/redis/_member_options.py``, ``_broker.py``; ``Membership``:
+``brokers/__init__.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from sse_fast.brokers import Membership
 from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.redis import RedisBroker
-from sse_fast.brokers.redis._membership import Membership
 from sse_fast.brokers.redis._publishing import OneSequencePublisher, ShardedPublisher
 
 
@@ -27,12 +28,14 @@ class _Hub:
 def test_a_membership_delivers_only_once_bound() -> None:
     membership = Membership()
     item = Sequenced(1, "1", ("news",), b"data: x\n\n", 0.0)
-    with pytest.raises(RuntimeError, match="not bound to a hub yet"):
+    with pytest.raises(RuntimeError, match="not bound to a hub"):
         membership.deliver([item])
     hub = _Hub()
     membership.bind(hub)  # type: ignore[arg-type]  # (the one method a delivery calls)
     membership.deliver([item])
     assert hub.applied == [item]
+    with pytest.raises(RuntimeError, match="already bound"):
+        membership.bind(_Hub())  # type: ignore[arg-type]
     assert not membership.closing
     membership.leave()
     assert membership.closing

@@ -134,9 +134,9 @@ Where things are:
 * ``_placement.py``: ``Placement``: which Redis holds which partition, and what its
   keys and channels are called (one sequence: today's names).
 * ``_broker.py``: ``RedisBroker``, put together from the parts below (none holds
-  it); which part owns which piece of a member's state. ``_membership.py``: what
-  the parts share: ``MemberOptions`` (what the member was told) and ``Membership``
-  (whom it delivers to, whether it is leaving).
+  it); which part owns which piece of a member's state. ``_member_options.py``:
+  ``MemberOptions``, what the member was told, which its parts share with its
+  ``Membership`` (``brokers/__init__.py``: whom it delivers to, whether it is leaving).
 * ``_feed.py``: ``Feed``: the member's connections, started, closed and read
   together (availability, topics held, the pattern streams' directory).
 * ``_publishing.py``: ``OneSequencePublisher`` (one script call on one sequence) and

@@ -2,7 +2,7 @@
 
 The broker is put together from narrow parts, each owning what it uses, none
 holding the broker (what they share comes to each at construction:
-``_membership.py``):
+``_member_options.py``):
 
 * its ``Feed`` (``_feed.py``): the connections, one per Redis it was given (a
   Cluster's: one per master, following the slot map, ``_rehoming.py``), each a
@@ -16,8 +16,9 @@ holding the broker (what they share comes to each at construction:
 * its ``PresenceStore`` (``_presence_store.py``) and ``NodeGather``
   (``_probes.py``), over the feed's connections;
 * ``Placement`` (``_placement.py``): which Redis holds which partition, and what the
-  keys are called; ``MemberOptions`` and ``Membership`` (``_membership.py``): what
-  it was told, and whom it delivers to once the hub binds it.
+  keys are called; ``MemberOptions`` (``_member_options.py``), what it was told; and
+  the broker's ``Membership`` (``brokers/__init__.py``), whom it delivers to once the
+  hub binds it.
 
 Each piece of the member's state has one owner, which alone changes it, through
 named operations; the others read it or ask:
@@ -47,10 +48,10 @@ from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from ...publishing import PublishRequest
-from .. import Broker, Expansion, Member
+from .. import Broker, Expansion
 from ._errors import RETRY_AFTER
 from ._feed import Feed
-from ._membership import MemberOptions, Membership
+from ._member_options import MemberOptions
 from ._partitions import check_partitions
 from ._placement import Placement
 from ._presence_store import PresenceStore
@@ -116,12 +117,11 @@ class RedisBroker(Broker):
         #: what this member was told, and its id
         self.options = options
         self.partitions = partitions
-        self._membership = Membership()
         if options.cluster:  # one owner table, moved as the slot map does (``_rehoming.py``)
             self.placement = Placement(prefix, partitions, 1, owners=[0] * partitions)
         else:
             self.placement = Placement(prefix, partitions, len(urls))
-        self.feed = Feed(options, self.placement, self._membership)
+        self.feed = Feed(options, self.placement, self.membership)
         connections = self.feed.connections
         self.publisher: OneSequencePublisher | ShardedPublisher
         if self.placement.single:
@@ -131,13 +131,7 @@ class RedisBroker(Broker):
                 options, self.placement, connections, self.feed.suspect
             )
         self.presence = PresenceStore(options, self.placement, connections)
-        self.node_gather = NodeGather(options, self.placement, self._membership, connections)
-
-    def bind(self, member: Member) -> None:
-        """Called once by the hub: where this member's sequenced events go (its parts
-        deliver through its ``Membership``)."""
-        super().bind(member)
-        self._membership.bind(member)
+        self.node_gather = NodeGather(options, self.placement, self.membership, connections)
 
     def partition_of(self, name: str) -> int:
         """The partition of topic ``name``: FNV-1a 64 of its UTF-8 bytes, modulo ``partitions``."""

@@ -46,7 +46,8 @@ from ._scripts import COMMAND_TIMEOUT, close_client, connect
 from ._state import Moved, PartitionRead, Reconnect
 
 if TYPE_CHECKING:
-    from ._membership import MemberOptions, Membership
+    from .. import Membership
+    from ._member_options import MemberOptions
     from ._placement import Placement
 
 __all__ = [

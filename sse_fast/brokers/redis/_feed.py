@@ -11,7 +11,7 @@
   ``release``, on the connection of each topic's Redis), and the births handled
   (``complete_up_to``) and the directory (``expand``) for pattern streams.
 * It holds no broker: what its connections need comes to it at construction
-  (``_membership.py``).
+  (``_member_options.py``).
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ from collections.abc import Awaitable, Callable, Sequence
 import redis.asyncio as aioredis
 
 from ..._tasks import stop_task
-from .. import Expansion
+from .. import Expansion, Membership
 from ._cluster import Topology
 from ._connection import Connection
-from ._membership import MemberOptions, Membership
+from ._member_options import MemberOptions
 from ._new_topics import read_directory
 from ._placement import Placement
 from ._rehoming import Rehoming

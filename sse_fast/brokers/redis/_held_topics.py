@@ -19,8 +19,8 @@ from .._sequencing import Sequenced
 from ._errors import unavailable
 
 if TYPE_CHECKING:
+    from .. import Membership
     from ._connection import Connection
-    from ._membership import Membership
     from ._placement import Placement
 
 __all__ = [

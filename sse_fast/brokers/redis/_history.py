@@ -26,8 +26,9 @@ from ...protocol import Reason
 from ._state import LOAD_CHUNK, PartitionRead, Read, Reconnect, parse_read
 
 if TYPE_CHECKING:
+    from .. import Membership
     from ._connection import Connection
-    from ._membership import MemberOptions, Membership
+    from ._member_options import MemberOptions
     from ._placement import Placement
 
 __all__ = [

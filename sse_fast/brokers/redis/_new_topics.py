@@ -69,10 +69,9 @@ from ._scripts import COMMAND_TIMEOUT
 from ._state import Read
 
 if TYPE_CHECKING:
-    from .. import Member
+    from .. import Member, Membership
     from ._connection import Connection
     from ._history import History
-    from ._membership import Membership
     from ._placement import Placement
 
 __all__ = ["NewTopics", "read_directory"]

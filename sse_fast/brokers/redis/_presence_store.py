@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from redis import asyncio as aioredis
 
     from ._connection import Connection
-    from ._membership import MemberOptions
+    from ._member_options import MemberOptions
     from ._placement import Placement
 
 __all__ = [

@@ -33,8 +33,9 @@ from ._errors import classify
 from ._state import Reconnect, ignore_result
 
 if TYPE_CHECKING:
+    from .. import Membership
     from ._connection import Connection
-    from ._membership import MemberOptions, Membership
+    from ._member_options import MemberOptions
     from ._placement import Placement
 
 __all__ = [

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING
 from ._cluster import Address, Topology, connect_node
 
 if TYPE_CHECKING:
+    from .. import Membership
     from ._connection import Connection
-    from ._membership import Membership
     from ._placement import Placement
 
 __all__ = ["Rehoming"]
