@@ -32,6 +32,13 @@ resync=True)`` starts a segment and returns the bytes in two parts: ``lead`` end
 the segment before (those in step send ``lead + body``), ``body`` starts the new one
 (those joining there send ``body``).
 
+*Leaving.* A stream in step may leave the shared bytes at any write's end (it fell
+behind, or it closes with an event of its own): deflate streams stand at a block
+boundary after every write, and a zstd stream ends the frame under way by itself
+with an empty last block (``Coding.leave``: the frames carry no checksum and no
+size, so those three bytes end any of them). It then goes on privately, and may
+join again at a later point.
+
 *Independent writes.* A topic with few subscribers would pay a whole compressor for
 one stream (zlib's default state is 256 KiB). ``independent`` compresses one write
 with no context before or after it (deflate: a full flush; zstd: one frame), so one
@@ -60,6 +67,8 @@ __all__ = [
 _GZIP_HEADER = bytes.fromhex("1f8b08000000000000ff")
 #: the zlib format's header: deflate, a 32 KiB window, no dictionary (RFC 1950)
 _ZLIB_HEADER = bytes.fromhex("7801")
+#: a zstd block header: last block, raw, 0 bytes (RFC 8878 3.1.1.2)
+_ZSTD_LAST_EMPTY_BLOCK = b"\x01\x00\x00"
 
 
 class Written(NamedTuple):
@@ -157,6 +166,11 @@ class Coding:
         """``data`` compressed with no context before or after (see the module)."""
         raise NotImplementedError
 
+    def leave(self) -> bytes:
+        """What a stream in step sends to leave the shared bytes at the end of a write,
+        so that private bytes may follow (see the module)."""
+        return b""
+
     # what each coding does (the compressors above call these)
 
     def _shared(self, level: int) -> Any:
@@ -221,16 +235,26 @@ class _Zstd(Coding):
         import zstandard
 
         self._z = zstandard
-        self._independent = zstandard.ZstdCompressor(level=level)
+        # no checksum, no content size: an empty last block ends any frame (``leave``)
+        self._independent = self._compressor(level=level)
         self._private_params = zstandard.ZstdCompressionParameters.from_level(
-            level, window_log=max(zstandard.WINDOWLOG_MIN, private_window)
+            level,
+            window_log=max(zstandard.WINDOWLOG_MIN, private_window),
+            write_checksum=False,
+            write_content_size=False,
         )
 
+    def _compressor(self, **options: Any) -> Any:
+        return self._z.ZstdCompressor(write_checksum=False, write_content_size=False, **options)
+
+    def leave(self) -> bytes:
+        return _ZSTD_LAST_EMPTY_BLOCK
+
     def independent(self, data: bytes) -> bytes:
-        return self._independent.compress(data)
+        return self._independent.compress(data)  # type: ignore[no-any-return]
 
     def _shared(self, level: int) -> Any:
-        return _ZstdFrames(self._z.ZstdCompressor(level=level))
+        return _ZstdFrames(self._compressor(level=level))
 
     def _private(self) -> Any:
         return _ZstdFrames(self._z.ZstdCompressor(compression_params=self._private_params))

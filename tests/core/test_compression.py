@@ -105,6 +105,7 @@ class Subscriber:
     missed, later, in order."""
 
     def __init__(self, coding: Coding, first: bytes) -> None:
+        self.coding = coding
         self.private: PrivateCompressor | None = coding.private()
         self.decoder = Decoder(coding.name)
         self.expected = b""
@@ -131,6 +132,13 @@ class Subscriber:
         else:
             self.receive(self.private.write(data), data)
 
+    def leave(self, data: bytes) -> None:
+        """Leave the shared bytes at a write's end and go on privately with ``data`` (a
+        stream that falls behind, or closes with an event of its own), until a point."""
+        assert self.private is None and self.lag_from is None
+        self.private = self.coding.private(header=False)
+        self.receive(self.coding.leave() + self.private.write(data), data)
+
     def catch_up(self, writes: list[tuple[Written, bytes]]) -> None:
         assert self.lag_from is not None and self.private is None
         missed = writes[self.lag_from :]
@@ -141,7 +149,8 @@ class Subscriber:
 
 def _run(name: str, script: list[tuple[str, int]], seed: int) -> list[Subscriber]:
     """Play ``script`` on one topic: publishes (a write of 1-4 events), joins (with a
-    backlog of the last events: a resume), lags, catch-ups and resyncs."""
+    backlog of the last events: a resume), lags (the shared writes missed, sent later),
+    leaves (private bytes mid-segment, then joining again), catch-ups and resyncs."""
     coding = CODINGS[name]
     shared = coding.shared()
     rng = random.Random(seed)
@@ -165,6 +174,10 @@ def _run(name: str, script: list[tuple[str, int]], seed: int) -> list[Subscriber
             subscriber = subscribers[n % len(subscribers)]
             if subscriber.private is None and subscriber.lag_from is None:
                 subscriber.lag_from = len(writes)
+        elif action == "leave" and subscribers:
+            subscriber = subscribers[n % len(subscribers)]
+            if subscriber.private is None and subscriber.lag_from is None:
+                subscriber.leave(b"event: sse-fast-missed\ndata: {}\n\n" if n % 2 else b"")
         elif action == "catch_up" and subscribers:
             subscriber = subscribers[n % len(subscribers)]
             if subscriber.lag_from is not None:
@@ -177,7 +190,7 @@ def _run(name: str, script: list[tuple[str, int]], seed: int) -> list[Subscriber
 
 _ACTIONS = st.lists(
     st.tuples(
-        st.sampled_from(["publish", "publish", "publish", "join", "lag", "catch_up"]),
+        st.sampled_from(["publish", "publish", "publish", "join", "lag", "leave", "catch_up"]),
         st.integers(0, 1000),
     ),
     max_size=60,
@@ -261,3 +274,22 @@ def test_a_stream_that_joins_at_once_sends_its_header_first(name: str) -> None:
     written = shared.write(_event(2), resync=True)
     decoder = Decoder(name)
     assert decoder.feed(private.end() + written.body) == _event(2)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_stream_closing_mid_segment_ends_its_own_bytes(name: str) -> None:
+    """A stream in step that closes with an event of its own (a disconnect's reason)
+    leaves the shared bytes, sends it privately and ends: zstd's last frame is ended
+    (httpx refuses a response whose zstd data is incomplete)."""
+    coding = CODINGS[name]
+    shared = coding.shared()
+    private = coding.private()
+    wire = private.end() + shared.write(_event(1), resync=True).body
+    wire += shared.write(_event(2)).whole
+    closing = coding.private(header=False)
+    goodbye = b"event: sse-fast-disconnect\ndata: {}\n\n"
+    wire += coding.leave() + closing.write(goodbye) + closing.end()
+    decoder = Decoder(name)
+    assert decoder.feed(wire) == _event(1) + _event(2) + goodbye
+    if name == "zstd":
+        assert decoder._frame is None  # every frame ended: nothing incomplete
