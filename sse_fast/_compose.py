@@ -165,7 +165,7 @@ def serve(settings: Settings) -> int:
     check_listen_address(settings.host, settings.port, settings.reuse_port)
     capacity = _announce_capacity(settings)
     settings = _check_credentials(settings)
-    for warning in presence_warnings(settings):
+    for warning in presence_warnings(settings.access, settings.features):
         log.warning("%s", warning)
     if settings.schemas:
         check_schemas(settings.schemas)
@@ -205,7 +205,9 @@ def serve(settings: Settings) -> int:
             handoff.relay_socket,
             settings.relay_history_frames,
             settings.relay_history_bytes,
-            log_options(settings, handoff.store_dir) if handoff.store_dir else None,
+            log_options(settings.storage, settings.streams, handoff.store_dir)
+            if handoff.store_dir
+            else None,
             start_timeout=10.0 + 600.0 * settings.workers * stored / 2**30,
             # a group stop that reached the relay first is no failure (``_granian/_group_stop.py``)
             stop_signalled=lambda: stop_signal_taken(server),
@@ -327,7 +329,7 @@ def _prepare_data_dir(settings: Settings) -> DataDirectory | None:
         if loaded.unsettled(current_boot_id()):
             # what the writer's start writes (lost ranges, cuts) is there before the
             # relay and its workers read the directory side by side
-            settle(**log_options(settings, data.path))
+            settle(**log_options(settings.storage, settings.streams, data.path))
     except BaseException:
         data.release()
         raise
@@ -353,7 +355,7 @@ def _announce_capacity(settings: Settings) -> int:
         capacity * settings.workers,
         settings.workers,
     )
-    budget, how = history_budget(settings)
+    budget, how = history_budget(settings.streams, settings.workers)
     log.info("history budget: %.1f MiB per worker (%s)", budget / 2**20, how)
     if soft < 4096:
         log.warning("file limit %d is low for an SSE edge; raise `ulimit -n`", soft)

@@ -23,7 +23,7 @@ from ._core import requests_of
 from ._core.request import RESERVED_EVENT_PREFIX, TOPIC_CHARACTERS, TOPIC_NAME, PublishRequest
 from ._patterns import literal_prefix
 from .publishing import PublishError
-from .settings import Settings
+from .settings import LimitSettings
 
 __all__ = [
     "PUBLISH_FIELDS",
@@ -41,15 +41,15 @@ __all__ = [
 PUBLISH_FIELDS = frozenset({"topic", "topics", "data", "event", "id", "retry"})
 
 
-def check_topic(name: object, settings: Settings) -> str:
+def check_topic(name: object, limits: LimitSettings) -> str:
     """A topic name, or ``PublishError`` saying what is wrong with it."""
     if not isinstance(name, str):
         raise PublishError(f"topic must be a string, got {type(name).__name__}")
     if not name:
         raise PublishError("topic must not be empty")
-    if len(name) > settings.max_topic_length:
+    if len(name) > limits.max_topic_length:
         raise PublishError(
-            f"topic is {len(name)} characters long; the limit is {settings.max_topic_length}"
+            f"topic is {len(name)} characters long; the limit is {limits.max_topic_length}"
         )
     if not TOPIC_NAME.fullmatch(name):
         raise PublishError(
@@ -58,15 +58,15 @@ def check_topic(name: object, settings: Settings) -> str:
     return name
 
 
-def check_subscription_pattern(pattern: str, settings: Settings) -> str:
+def check_subscription_pattern(pattern: str, limits: LimitSettings) -> str:
     """A subscription's topic pattern (``*``: any run of characters, ``?``: one; see
     ``_patterns.py``), or ``PublishError`` saying what is wrong with it: too long, a
     character no topic has, too many wildcards, or too broad (fewer whole segments
     before its first wildcard than ``pattern_literal_segments``)."""
-    if len(pattern) > settings.max_pattern_length:
+    if len(pattern) > limits.max_pattern_length:
         raise PublishError(
             f"pattern is {len(pattern)} characters long; the limit is "
-            f"{settings.max_pattern_length} (max_pattern_length)"
+            f"{limits.max_pattern_length} (max_pattern_length)"
         )
     if not TOPIC_NAME.fullmatch(pattern.replace("*", "a").replace("?", "a")):
         raise PublishError(
@@ -75,12 +75,12 @@ def check_subscription_pattern(pattern: str, settings: Settings) -> str:
             "one by one instead)"
         )
     wildcards = pattern.count("*") + pattern.count("?")
-    if wildcards > settings.max_pattern_wildcards:
+    if wildcards > limits.max_pattern_wildcards:
         raise PublishError(
             f"pattern {pattern[:50]!r} has {wildcards} wildcards; at most "
-            f"{settings.max_pattern_wildcards} (max_pattern_wildcards)"
+            f"{limits.max_pattern_wildcards} (max_pattern_wildcards)"
         )
-    needed = settings.pattern_literal_segments
+    needed = limits.pattern_literal_segments
     if literal_prefix(pattern).count("/") < needed:
         raise PublishError(
             f"pattern {pattern[:50]!r} is too broad: it must start with {needed} whole "
@@ -90,12 +90,12 @@ def check_subscription_pattern(pattern: str, settings: Settings) -> str:
     return pattern
 
 
-def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
+def check_event_id(value: str, limits: LimitSettings, what: str = "id") -> str:
     """An event id (published, or sent back as ``Last-Event-ID``): one line, no
     NUL (the SSE parser would drop such an id), at most
     ``max_last_event_id_length`` characters."""
-    if len(value) > settings.max_last_event_id_length:
-        raise PublishError(f"{what} is longer than {settings.max_last_event_id_length} characters")
+    if len(value) > limits.max_last_event_id_length:
+        raise PublishError(f"{what} is longer than {limits.max_last_event_id_length} characters")
     if "\r" in value or "\n" in value or "\0" in value:
         raise PublishError(f"{what} must not contain CR, LF or NUL")
     return value
@@ -105,15 +105,15 @@ def check_event_id(value: str, settings: Settings, what: str = "id") -> str:
 CURSOR_COMPONENT = 25
 
 
-def check_cursor_length(value: str, settings: Settings) -> str:
+def check_cursor_length(value: str, limits: LimitSettings, partitions: int) -> str:
     """A ``Last-Event-ID`` that is a cursor (``hub/_cursor.py``: the id of a stream over
     several partitions, one component per partition it covers): ``max_last_event_id_length``
     or what ``max_topics_per_connection`` topics (or a pattern stream over every partition)
-    can make, whichever is longer (the server's own ids always come back); one line, no
-    NUL."""
+    can make over the broker's ``partitions``, whichever is longer (the server's own ids
+    always come back); one line, no NUL."""
     # a pattern stream's covers any partition, and the rest (``*``)
-    components = max(settings.max_topics_per_connection, settings.redis_partition_count + 1)
-    longest = max(settings.max_last_event_id_length, 20 + CURSOR_COMPONENT * components)
+    components = max(limits.max_topics_per_connection, partitions + 1)
+    longest = max(limits.max_last_event_id_length, 20 + CURSOR_COMPONENT * components)
     if len(value) > longest:
         raise PublishError(
             f"Last-Event-ID is longer than {longest} characters (a cursor of at most "
@@ -124,7 +124,7 @@ def check_cursor_length(value: str, settings: Settings) -> str:
     return value
 
 
-def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
+def parse_event(raw: Any, limits: LimitSettings, where: str) -> PublishRequest:
     """Validate one event object of a publish body, saying what is wrong with it
     (``parse_publish_body`` takes the common shapes natively, ``requests_of``,
     and comes here for the rest)."""
@@ -139,16 +139,16 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
     if "topic" in raw:
         if "topics" in raw:
             raise PublishError(f"{where}: give either topic or topics, not both")
-        names: tuple[str, ...] = (check_topic(raw["topic"], settings),)
+        names: tuple[str, ...] = (check_topic(raw["topic"], limits),)
     elif "topics" in raw:
         topics = raw["topics"]
         if not isinstance(topics, list) or not topics:
             raise PublishError(f"{where}: topics must be a non-empty list of names")
-        names = tuple(dict.fromkeys(check_topic(t, settings) for t in topics))
-        if len(names) > settings.max_topics_per_connection:
+        names = tuple(dict.fromkeys(check_topic(t, limits) for t in topics))
+        if len(names) > limits.max_topics_per_connection:
             raise PublishError(
                 f"{where}: {len(names)} topics; "
-                f"at most {settings.max_topics_per_connection} per event"
+                f"at most {limits.max_topics_per_connection} per event"
             )
     else:
         raise PublishError(f"{where}: topic (or topics) is required")
@@ -173,7 +173,7 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
             raise PublishError(
                 f"{where}: id must be a non-empty string (omit it to let the server assign one)"
             )
-        check_event_id(event_id, settings, f"{where}: id")
+        check_event_id(event_id, limits, f"{where}: id")
     retry = raw.get("retry")
     if retry is not None and (not isinstance(retry, int) or isinstance(retry, bool) or retry < 0):
         raise PublishError(f"{where}: retry must be a non-negative integer (milliseconds)")
@@ -181,7 +181,7 @@ def parse_event(raw: Any, settings: Settings, where: str) -> PublishRequest:
 
 
 def parse_publish_body(
-    body: bytes, settings: Settings, where: str = "body"
+    body: bytes, limits: LimitSettings, where: str = "body"
 ) -> list[PublishRequest]:
     """The events of a ``POST /publish`` body: one event object, or
     ``{"events": [...]}``. Nothing is returned unless every event is valid."""
@@ -191,12 +191,12 @@ def parse_publish_body(
         raise PublishError(f"{where} is not valid JSON: {exc}") from None
     requests = requests_of(
         document,
-        settings.max_topic_length,
-        settings.max_last_event_id_length,
-        settings.max_events_per_batch,
+        limits.max_topic_length,
+        limits.max_last_event_id_length,
+        limits.max_events_per_batch,
     )
     if requests is None:  # not one of the common shapes, all valid (checked natively)
-        requests = parse_publish_document(document, settings, where)
+        requests = parse_publish_document(document, limits, where)
     if len(requests) > 1:
         check_distinct_ids(requests)
     return requests
@@ -220,13 +220,13 @@ def check_distinct_ids(requests: list[PublishRequest]) -> None:
 
 
 def parse_publish_document(
-    document: Any, settings: Settings, where: str = "body"
+    document: Any, limits: LimitSettings, where: str = "body"
 ) -> list[PublishRequest]:
     """``parse_publish_body`` for a decoded body, every shape and every rule checked
     in Python, each error worded (the native ``requests_of`` takes the common
     shapes first; the tests hold the two to the same answers)."""
     if type(document) is dict and "events" not in document:
-        return [parse_event(document, settings, where)]
+        return [parse_event(document, limits, where)]
     if not isinstance(document, dict):
         raise PublishError(f'{where} must be a JSON object: one event, or {{"events": [...]}}')
     if set(document) != {"events"}:
@@ -234,9 +234,9 @@ def parse_publish_document(
     events = document["events"]
     if not isinstance(events, list) or not events:
         raise PublishError("events must be a non-empty list")
-    if len(events) > settings.max_events_per_batch:
+    if len(events) > limits.max_events_per_batch:
         raise PublishError(
-            f"batch of {len(events)} events; the limit is {settings.max_events_per_batch}",
+            f"batch of {len(events)} events; the limit is {limits.max_events_per_batch}",
             status=413,
         )
-    return [parse_event(raw, settings, f"events[{i}]") for i, raw in enumerate(events)]
+    return [parse_event(raw, limits, f"events[{i}]") for i, raw in enumerate(events)]

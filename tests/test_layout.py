@@ -946,6 +946,64 @@ def test_a_part_finished_from_outside_is_named(tmp_path: Path) -> None:
     assert finished_from_outside({"sse_fast.late": path}) == {"sse_fast.late: hub.fanout.on_first"}
 
 
+# ---------------------------------------------------------------- settings by section
+
+
+#: the composition roots, which may take the whole ``Settings``: the command line and
+#: serve (``cli``, ``_compose``, ``_flags``), the worker's (``app/_worker.py``, the
+#: app and its factory), the hub's (``Hub`` makes its own parts), and the settings'
+#: own modules
+SETTINGS_ROOTS = {
+    "sse_fast.cli",
+    "sse_fast._compose",
+    "sse_fast._flags",
+    "sse_fast.app",
+    "sse_fast.app._worker",
+    "sse_fast.app._routing",
+    "sse_fast.hub._hub",
+}
+
+
+def take_the_whole_settings(modules: dict[str, Path] = MODULES) -> set[str]:
+    """Functions and methods outside the roots with a parameter annotated ``Settings``
+    (alone, optional, or quoted): a part given every setting, not its sections."""
+    found = set()
+    for module, path in modules.items():
+        if module in SETTINGS_ROOTS or module.startswith("sse_fast.settings"):
+            continue
+        for node in _nodes(path):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            arguments = node.args
+            for argument in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]:
+                annotation = ast.unparse(argument.annotation) if argument.annotation else ""
+                if re.search(r"(?<![\w.])(settings\.)?Settings\b", annotation.strip("'\"")):
+                    found.add(f"{module}:{node.name}({argument.arg})")
+    return found
+
+
+def test_a_part_is_given_the_sections_it_reads() -> None:
+    """Outside the composition roots no function takes the whole ``Settings``: each part
+    is given its sections (``settings.limits``, ...; issue 55). The app's parts are
+    walked for a held ``Settings`` too (``tests/app/test_composition.py``)."""
+    assert take_the_whole_settings() == set()
+
+
+def test_a_part_given_the_whole_settings_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "whole.py"
+    path.write_text(
+        "def a(settings: Settings): ...\n\nclass B:\n"
+        "    def __init__(self, x, *, s: 'Settings | None' = None): ...\n\n"
+        "def c(limits: LimitSettings, settings: settings.Settings): ...\n\n"
+        "def d(limits: LimitSettings, s: MySettings): ...\n"
+    )
+    assert take_the_whole_settings({"sse_fast.whole": path}) == {
+        "sse_fast.whole:a(settings)",
+        "sse_fast.whole:__init__(s)",
+        "sse_fast.whole:c(settings)",
+    }
+
+
 # ---------------------------------------------------------------- time limits
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..settings import Settings
+from ..settings import LimitSettings
 from ._forwarded import ClientAddress
 from ._http import HTTPError, retry_after
 
@@ -72,19 +72,19 @@ class TokenBucket:
 class Admission:
     """The limits on opening streams and publishing, for one worker."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, limits: LimitSettings) -> None:
+        self.limits = limits
         self.streams_by_ip: dict[str, int] = {}
         self.connect_limiter = TokenBucket(
-            settings.connect_rate_per_ip, settings.connect_rate_per_ip * 2
+            limits.connect_rate_per_ip, limits.connect_rate_per_ip * 2
         )
-        self.publish_limiter = TokenBucket(settings.publish_rate, settings.publish_rate * 2)
+        self.publish_limiter = TokenBucket(limits.publish_rate, limits.publish_rate * 2)
 
     def admit_stream(self, ip: str, open_streams: int) -> None:
         """Refuse a new stream from ``ip`` over a limit; else take its slot (give
         it back with ``release_stream``)."""
-        settings = self.settings
-        limit = settings.max_connections
+        limits = self.limits
+        limit = limits.max_connections
         if limit and open_streams >= limit:
             raise HTTPError(
                 503,
@@ -92,7 +92,7 @@ class Admission:
                 retry_after(5),
                 reason="max_connections",
             )
-        per_ip = settings.max_connections_per_ip
+        per_ip = limits.max_connections_per_ip
         if per_ip and self.streams_by_ip.get(ip, 0) >= per_ip:
             raise HTTPError(
                 429,
@@ -132,8 +132,7 @@ class Admission:
         if wait:
             raise HTTPError(
                 429,
-                "publish rate limit reached for this credential "
-                f"({self.settings.publish_rate:g}/s)",
+                f"publish rate limit reached for this credential ({self.limits.publish_rate:g}/s)",
                 retry_after(wait),
                 reason="publish_rate",
             )

@@ -42,7 +42,7 @@ from .._patterns import (
     meets,
 )
 from .._patterns import uncovered as _uncovered
-from ..settings import Settings
+from ..settings import AccessSettings, FeatureSettings
 from ..settings._checks import jwt_configured, pyjwt, split_list
 
 __all__ = [
@@ -100,34 +100,42 @@ class Authenticator:
     here and not by PyJWT (whose own clock cannot be given), so that a test moves it
     instead of waiting for a token to expire."""
 
-    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        access: AccessSettings,
+        clock: Callable[[], float] = time.time,
+        *,
+        public_presence_topics: str = "",
+    ) -> None:
+        """``public_presence_topics``: the presence topics anyone may read (a
+        ``FeatureSettings`` field)."""
+        self.access = access
         self.clock = clock
-        self.private_topics = split_list(settings.private_topics)
-        self.public_presence_topics = split_list(settings.public_presence_topics)
+        self.private_topics = split_list(access.private_topics)
+        self.public_presence_topics = split_list(public_presence_topics)
         self._keys: list[tuple[Any, list[str]]] = []  # (key, algorithms)
         self._jwks: Any = None
         self._jwt: Any = None  # PyJWT, with a key
-        if jwt_configured(settings):
+        if jwt_configured(access):
             self._jwt = pyjwt()
-        if settings.jwt_secret:
-            self._keys.append((settings.jwt_secret, ["HS256", "HS384", "HS512"]))
-        if settings.jwt_public_key_file:
-            with open(settings.jwt_public_key_file, "rb") as f:
+        if access.jwt_secret:
+            self._keys.append((access.jwt_secret, ["HS256", "HS384", "HS512"]))
+        if access.jwt_public_key_file:
+            with open(access.jwt_public_key_file, "rb") as f:
                 pem = f.read()
             self._keys.append((pem, ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]))
-        if settings.jwt_jwks_file:
-            with open(settings.jwt_jwks_file) as f:
+        if access.jwt_jwks_file:
+            with open(access.jwt_jwks_file) as f:
                 self._jwks = self._jwt.PyJWKSet.from_dict(json.load(f))
-        self._token_digest = _digest(settings.publish_token) if settings.publish_token else None
+        self._token_digest = _digest(access.publish_token) if access.publish_token else None
         # built once, not per request (a publish path doing thousands a second)
         self._anonymous = Credential("anonymous", publish=("*",))
         self._static = (
             Credential(
-                "token:" + hashlib.sha256(settings.publish_token.encode()).hexdigest()[:12],
+                "token:" + hashlib.sha256(access.publish_token.encode()).hexdigest()[:12],
                 publish=("*",),
             )
-            if settings.publish_token
+            if access.publish_token
             else None
         )
         # decoded JWTs by token (a publisher sends the same one on every request);
@@ -165,7 +173,7 @@ class Authenticator:
                     candidates.append((jwk.key, [jwk.algorithm_name]))
         # the times are checked below, against this authenticator's clock
         options: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
-        if self.settings.jwt_require_exp:
+        if self.access.jwt_require_exp:
             options["require"] = ["exp"]
         for key, algorithms in candidates:
             try:
@@ -174,8 +182,8 @@ class Authenticator:
                     key,
                     algorithms=algorithms,
                     options=options,
-                    audience=self.settings.jwt_audience or None,
-                    issuer=self.settings.jwt_issuer or None,
+                    audience=self.access.jwt_audience or None,
+                    issuer=self.access.jwt_issuer or None,
                     leeway=JWT_LEEWAY,
                 )
             except jwt.PyJWTError as exc:  # wrong key, algorithm, audience, ...: try the next
@@ -210,7 +218,7 @@ class Authenticator:
 
     def publisher(self, authorization: str | None) -> Credential:
         """The publisher's credential from its ``Authorization`` header."""
-        if self.settings.allow_anonymous_publish and not authorization:
+        if self.access.allow_anonymous_publish and not authorization:
             return self._anonymous
         token = _bearer(authorization)
         if token is None:
@@ -294,15 +302,15 @@ class Authenticator:
         token = _bearer(authorization)
         from_cookie = False
         if token is None and cookie:
-            token = _cookie(cookie, self.settings.auth_cookie)
+            token = _cookie(cookie, self.access.auth_cookie)
             from_cookie = token is not None
         if token is None and query_token:
-            if not self.settings.allow_query_token:
+            if not self.access.allow_query_token:
                 raise AuthError(
                     401,
                     "tokens in the URL are disabled (they end up in logs): "
                     "use the Authorization header or the "
-                    f"{self.settings.auth_cookie!r} cookie",
+                    f"{self.access.auth_cookie!r} cookie",
                     "query_token",
                 )
             token = query_token
@@ -487,14 +495,14 @@ def _patterns(value: Any, name: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def presence_warnings(settings: Settings) -> list[str]:
+def presence_warnings(access: AccessSettings, features: FeatureSettings) -> list[str]:
     """What ``serve`` warns of at start: each ``public_presence_topics`` pattern that
     makes public the presence news of topics that are private (``private_topics``)
     and tracked (``presence_topics``): anyone may read who subscribes to them."""
-    private = split_list(settings.private_topics)
-    tracked = split_list(settings.presence_topics)
+    private = split_list(access.private_topics)
+    tracked = split_list(features.presence_topics)
     warnings = []
-    for public in split_list(settings.public_presence_topics):
+    for public in split_list(features.public_presence_topics):
         exposed = [
             pattern
             for pattern in private

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from .._asgi import Scope
 from .._tasks import running_loop
 from ..hub import Hub
-from ..settings import Settings
+from ..settings import LimitSettings, StreamSettings
 from ._http import HTTPError
 
 __all__ = ["BodyDeadlines", "shut_reading"]
@@ -42,9 +42,11 @@ log = logging.getLogger("sse_fast")
 class BodyDeadlines:
     """The body reads going on in one worker and their deadlines (one per app)."""
 
-    def __init__(self, settings: Settings, hub: Hub, cut_sockets: bool = False) -> None:
-        self.timeout = settings.body_timeout
-        self.drain_timeout = settings.drain_timeout
+    def __init__(
+        self, limits: LimitSettings, streams: StreamSettings, hub: Hub, cut_sockets: bool = False
+    ) -> None:
+        self.timeout = limits.body_timeout
+        self.drain_timeout = streams.drain_timeout
         self._reading: dict[asyncio.Task[object], float] = {}  # task -> deadline (loop time)
         self._cut: dict[asyncio.Task[object], HTTPError] = {}  # cancelled by us, and why
         self._scopes: dict[asyncio.Task[object], Scope] = {}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .._asgi import Headers, Scope, Send
 from ..protocol import RESUME_HEADER
-from ..settings import Settings
+from ..settings import AccessSettings
 from ..settings._checks import split_list
 from ._http import HTTPError, header
 
@@ -23,7 +23,7 @@ class Cors:
     """The CORS answers for the origins of ``cors_origins``: the headers of a response, and
     preflights."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AccessSettings) -> None:
         self.origins = frozenset(split_list(settings.cors_origins))
         #: whether any origin is allowed (else no request needs its headers read)
         self.enabled = bool(self.origins)

@@ -27,7 +27,7 @@ from ..hub._hub import SSE_HEADERS
 from ..hub._matching import patterns_refused
 from ..protocol import Reason
 from ..publishing import PublishError
-from ..settings import Settings
+from ..settings import LimitSettings, StreamSettings
 from ._admission import Admission, ClientAddress
 from ._auth import Authenticator, AuthError
 from ._cors import Cors
@@ -101,14 +101,16 @@ class EventsEndpoint:
 
     def __init__(
         self,
-        settings: Settings,
+        limits: LimitSettings,
+        streams: StreamSettings,
         hub: Hub,
         auth: Authenticator,
         admission: Admission,
         client_address: ClientAddress,
         cors: Cors,
     ) -> None:
-        self.settings = settings
+        self.limits = limits
+        self.streams = streams
         self.hub = hub
         self.auth = auth
         self.admission = admission
@@ -122,14 +124,14 @@ class EventsEndpoint:
 
     def read_request(self, scope: Scope) -> tuple[list[str], str | None, str | None]:
         """Topics, Last-Event-ID and query token of a subscription (400 on bad input)."""
-        settings = self.settings
+        limits = self.limits
         try:
             fields = query(
                 scope,
                 "utf-8",
                 keep_blank_values=True,
                 strict_parsing=False,
-                max_num_fields=settings.max_topics_per_connection + 8,
+                max_num_fields=limits.max_topics_per_connection + 8,
             )
         except (UnicodeDecodeError, ValueError) as exc:
             raise HTTPError(
@@ -141,19 +143,19 @@ class EventsEndpoint:
                 400, "name at least one topic: /events?topic=NAME[&topic=OTHER]", reason="bad_topic"
             )
         names = list(dict.fromkeys(topics))
-        if len(names) > settings.max_topics_per_connection:
+        if len(names) > limits.max_topics_per_connection:
             raise HTTPError(
                 400,
-                f"{len(names)} topics; at most {settings.max_topics_per_connection} per connection",
+                f"{len(names)} topics; at most {limits.max_topics_per_connection} per connection",
                 reason="too_many_topics",
             )
         patterns = [name for name in names if is_pattern(name)]
-        if len(patterns) > settings.max_stream_patterns:
+        if len(patterns) > limits.max_stream_patterns:
             raise HTTPError(
                 400,
-                f"{len(patterns)} topic patterns; at most {settings.max_stream_patterns} per "
+                f"{len(patterns)} topic patterns; at most {limits.max_stream_patterns} per "
                 "stream (max_stream_patterns)"
-                if settings.max_stream_patterns
+                if limits.max_stream_patterns
                 else f"topic {patterns[0][:50]!r} is a pattern (* or ?), and pattern "
                 "subscriptions are off on this server (max_stream_patterns is 0): name topics",
                 reason="bad_pattern",
@@ -161,9 +163,9 @@ class EventsEndpoint:
         for name in names:
             try:
                 if is_pattern(name):
-                    check_subscription_pattern(name, settings)
+                    check_subscription_pattern(name, limits)
                 else:
-                    check_topic(name, settings)
+                    check_topic(name, limits)
             except PublishError as exc:
                 reason = "bad_pattern" if is_pattern(name) else "bad_topic"
                 raise HTTPError(400, str(exc), reason=reason) from None
@@ -173,9 +175,9 @@ class EventsEndpoint:
         if last_event_id is not None:
             try:
                 if last_event_id.startswith("~"):  # a cursor this server gave out
-                    check_cursor_length(last_event_id, settings)
+                    check_cursor_length(last_event_id, limits, self.hub.broker.partitions)
                 else:
-                    check_event_id(last_event_id, settings, "Last-Event-ID")
+                    check_event_id(last_event_id, limits, "Last-Event-ID")
             except PublishError as exc:
                 raise HTTPError(400, str(exc), reason="bad_last_event_id") from None
         return names, last_event_id, fields.get("token", [None])[-1]
@@ -202,9 +204,9 @@ class EventsEndpoint:
         200 stream of one ``sse-fast-disconnect`` frame, which a browser follows where it
         would give up on a 429 or 503 (see the class docstring); counted as refused for
         ``counted_as`` (default ``reason``)."""
-        settings = self.settings
-        base = RETRY_AFTER * 1000 if reason == Reason.STARTING else settings.retry_ms
-        delay = max(base, at_least_ms) + random.randint(0, settings.drain_retry_jitter_ms)
+        streams = self.streams
+        base = RETRY_AFTER * 1000 if reason == Reason.STARTING else streams.retry_ms
+        delay = max(base, at_least_ms) + random.randint(0, streams.drain_retry_jitter_ms)
         self.hub.metrics.refuse(counted_as or reason)
         await send(
             {

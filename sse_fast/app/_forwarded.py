@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterable
 
 from .._asgi import Scope
-from ..settings import Settings
+from ..settings import LimitSettings
 from ..settings._checks import split_list
 
 __all__ = [
@@ -154,7 +154,7 @@ class ClientAddress:
     """The address a request comes from, seen through trusted proxies (see the
     module docstring)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: LimitSettings) -> None:
         self.trusted_proxies = tuple(
             ipaddress.ip_network(entry, strict=False)
             for entry in split_list(settings.trusted_proxies)

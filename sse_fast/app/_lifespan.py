@@ -29,7 +29,6 @@ from .._tasks import stop_task
 from ..brokers.durable import StoreError, StoreWriteError
 from ..brokers.durable._directory import START_ROOM, write_failure
 from ..hub import Hub
-from ..settings import Settings
 from ..settings._handoff import Handoff
 from ._start import WorkerStart
 
@@ -47,7 +46,6 @@ class Lifespan:
 
     def __init__(
         self,
-        settings: Settings,
         handoff: Handoff,
         hub: Hub,
         start: WorkerStart,
@@ -55,7 +53,6 @@ class Lifespan:
     ) -> None:
         """``handoff``: what ``sse-fast serve`` decided (a start in the background with
         ``start_failure_file``, SIGTERM taken with ``install_signal_handlers``)."""
-        self.settings = settings
         self.handoff = handoff
         self.hub = hub
         #: mirror mode's reader, started and stopped with the hub

@@ -47,7 +47,7 @@ from ..hub._catalogue import STATS_FIGURES, worker_of
 from ..hub._cursor import format_cursor, parse_cursor
 from ..hub._metrics import render
 from ..publishing import PublishError
-from ..settings import Settings
+from ..settings import AccessSettings
 from ._admission import ClientAddress
 from ._auth import AuthError
 from ._http import HTTPError, header, query, send_json, send_text
@@ -70,17 +70,26 @@ class Operations:
 
     def __init__(
         self,
-        settings: Settings,
+        access: AccessSettings,
         hub: Hub,
         client_address: ClientAddress,
         start: WorkerStart,
         upstream: Upstream | None = None,
+        *,
+        workers: int,
+        broker_down_limit: float,
+        webhooks: bool,
     ) -> None:
-        self.settings = settings
+        """``access``: who may read these endpoints; ``workers``: how many the node runs;
+        ``broker_down_limit``: how long the broker may be away before ``/healthz`` fails
+        (0: never); ``webhooks``: whether webhooks are on (their figures are shown)."""
+        self.workers = workers
+        self.broker_down_limit = broker_down_limit
+        self.webhooks = webhooks
         self.hub = hub
         #: where the worker's start is (read only: the lifespan moves it)
         self.start = start
-        self.access = OperationsAccess(settings)
+        self.access = OperationsAccess(access)
         self.client_address = client_address
         #: mirror mode's reader (its state is part of readiness)
         self.upstream = upstream
@@ -137,7 +146,7 @@ class Operations:
             await self.livez(scope, receive, send)
             return
         away = self.hub.broker.unavailable_for
-        limit = self.settings.broker_down_limit
+        limit = self.broker_down_limit
         if limit and away > limit:
             await send_json(
                 send,
@@ -181,7 +190,7 @@ class Operations:
         that Granian starts again later says so itself). ``/readyz`` is open to
         everyone: requests that come while the workers are asked share that one
         question, so a client asking often costs the node no more gathers."""
-        if self.settings.workers <= 1:
+        if self.workers <= 1:
             self.node_started = True
             return ""
         if self._asking is None or self._asking.done():
@@ -189,7 +198,7 @@ class Operations:
         return await asyncio.shield(self._asking)
 
     async def _ask_workers(self) -> str:
-        expected = self.settings.workers
+        expected = self.workers
         parts = await self.hub.gather({"what": "ready"})
         started = sum(1 for part in parts if not part.get("starting"))
         if started < expected:
@@ -206,7 +215,7 @@ class Operations:
         await send_text(
             send,
             200,
-            render(figures, self.settings.workers, webhooks=bool(self.settings.webhook_urls)),
+            render(figures, self.workers, webhooks=self.webhooks),
             b"text/plain; version=0.0.4; charset=utf-8",
         )
 
@@ -227,7 +236,7 @@ class Operations:
             {"what": "stats", "connections": listing, "offset": offset, "limit": limit}
         )
         stats = merge_stats(figures, listing)
-        stats["workers_expected"] = self.settings.workers
+        stats["workers_expected"] = self.workers
         stats["worker_pid"] = os.getpid()
         await send_json(send, 200, stats)
 
@@ -241,9 +250,7 @@ class Operations:
 
     def render_metrics(self) -> str:
         """This worker's metrics alone (``/metrics`` gathers every worker's)."""
-        return render(
-            [self.hub.report({"what": "metrics"})], 1, webhooks=bool(self.settings.webhook_urls)
-        )
+        return render([self.hub.report({"what": "metrics"})], 1, webhooks=self.webhooks)
 
 
 def merge_stats(figures: list[dict[str, Any]], listing: bool) -> dict[str, Any]:

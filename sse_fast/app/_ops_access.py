@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from ..settings import Settings
+from ..settings import AccessSettings
 from ..settings._checks import split_list
 from ._auth import AuthError, _bearer, _digest, _same_token
 
@@ -18,7 +18,7 @@ class OperationsAccess:
     private topics included): clients from ``ops_networks`` (loopback by
     default), or anyone with ``Authorization: Bearer <ops_token>``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AccessSettings) -> None:
         self.networks = tuple(
             ipaddress.ip_network(n, strict=False) for n in split_list(settings.ops_networks)
         )

@@ -15,7 +15,7 @@ from .._asgi import Receive, Scope, Send
 from .._publish_checks import parse_publish_body
 from ..hub import Hub
 from ..publishing import PublishError
-from ..settings import Settings
+from ..settings import LimitSettings, StreamSettings
 from ._admission import Admission
 from ._auth import Authenticator, AuthError
 from ._body import BodyDeadlines
@@ -57,7 +57,8 @@ class PublishEndpoint:
 
     def __init__(
         self,
-        settings: Settings,
+        limits: LimitSettings,
+        streams: StreamSettings,
         hub: Hub,
         auth: Authenticator,
         admission: Admission,
@@ -66,12 +67,12 @@ class PublishEndpoint:
     ) -> None:
         """``cut_sockets``: a body's wait past its deadline is cut at its socket too
         (under ``sse-fast serve``: ``BodyDeadlines``)."""
-        self.settings = settings
+        self.limits = limits
         self.hub = hub
         self.auth = auth
         self.admission = admission
         self.cors = cors
-        self.deadlines = BodyDeadlines(settings, hub, cut_sockets)
+        self.deadlines = BodyDeadlines(limits, streams, hub, cut_sockets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One pass over the headers (this path runs thousands of times a second).
@@ -105,7 +106,7 @@ class PublishEndpoint:
         self.admission.admit_publish(credential.identity)
         body = await self.deadlines.read(scope, self.read_body(receive, declared))
         try:
-            requests = parse_publish_body(body, self.settings)
+            requests = parse_publish_body(body, self.limits)
             self.auth.check_publish(credential, requests)
             ids = await self.hub.publish(requests, checked=True)
         except PublishError as exc:
@@ -118,7 +119,7 @@ class PublishEndpoint:
         """The request's body (``declared``: its ``Content-Length``); ``HTTPError`` 413 past
         ``max_body_bytes``, 400 for a bad ``Content-Length`` or a client that disconnected
         first."""
-        limit = self.settings.max_body_bytes
+        limit = self.limits.max_body_bytes
         length = -1  # not declared
         if declared is not None:
             if not declared.isdigit():

@@ -52,7 +52,7 @@ from .._core import ack_lines, requests_of_lines
 from .._publish_checks import parse_publish_body
 from ..hub import Hub
 from ..publishing import PublishError
-from ..settings import Settings
+from ..settings import LimitSettings, StreamSettings
 from ._admission import Admission
 from ._auth import Authenticator, AuthError, Credential
 from ._cors import Cors
@@ -86,9 +86,16 @@ class PublishStreamEndpoint:
     """
 
     def __init__(
-        self, settings: Settings, hub: Hub, auth: Authenticator, admission: Admission, cors: Cors
+        self,
+        limits: LimitSettings,
+        streams: StreamSettings,
+        hub: Hub,
+        auth: Authenticator,
+        admission: Admission,
+        cors: Cors,
     ) -> None:
-        self.settings = settings
+        self.limits = limits
+        self.streams = streams
         self.hub = hub
         self.auth = auth
         self.admission = admission
@@ -150,11 +157,12 @@ class _Stream:
 
     def __init__(self, endpoint: PublishStreamEndpoint, credential: Credential, send: Send) -> None:
         self.endpoint = endpoint
-        self.settings = endpoint.settings
+        self.limits = endpoint.limits
+        self.streams = endpoint.streams
         self.hub = endpoint.hub
         self.credential = credential
         self.send = send
-        self.limit = self.settings.max_body_bytes
+        self.limit = self.limits.max_body_bytes
         self.number = 0  # lines seen
         self.published = 0
         self.failed = 0
@@ -245,7 +253,7 @@ class _Stream:
     def take(self, lines: list[bytes], out: list[list[Any]]) -> None:
         """Parse and check ``lines`` (the next ones of the body) into ``out``."""
         number = self.number
-        limit, settings, credential = self.limit, self.settings, self.credential
+        limit, limits, credential = self.limit, self.limits, self.credential
         # the topics of each line are checked unless the credential may publish anywhere
         check_publish = None if credential.publishes_anywhere else self.endpoint.auth.check_publish
         # the lines of the common shapes, all valid, parsed in one call; None for the
@@ -253,9 +261,9 @@ class _Stream:
         parsed = requests_of_lines(
             lines,
             limit,
-            settings.max_topic_length,
-            settings.max_last_event_id_length,
-            settings.max_events_per_batch,
+            limits.max_topic_length,
+            limits.max_last_event_id_length,
+            limits.max_events_per_batch,
         )
         if check_publish is None and None not in parsed:  # every line valid: no checks left
             out += [[n, requests, None] for n, requests in enumerate(parsed, number + 1)]
@@ -270,7 +278,7 @@ class _Stream:
                     if len(line) > limit:
                         out.append(self._failed(number, 413, self._too_long()))
                         continue
-                    requests = parse_publish_body(line, settings, "line")
+                    requests = parse_publish_body(line, limits, "line")
                 if check_publish is not None:
                     check_publish(credential, requests)
             except PublishError as exc:
@@ -304,7 +312,7 @@ class _Stream:
                 for _ in valid:
                     await self._admit()
             # groups of at most max_events_per_batch events: one broker publish each
-            limit = self.settings.max_events_per_batch
+            limit = self.limits.max_events_per_batch
             group: list[list[Any]] = []
             size = 0
             for line in valid:
@@ -367,7 +375,7 @@ class _Stream:
         if self.hub.send_style.written(result):
             return  # Granian: handed over at once
         try:
-            async with asyncio.timeout(self.settings.catch_up_timeout):
+            async with asyncio.timeout(self.streams.catch_up_timeout):
                 await result
         except TimeoutError:
             self.hub.metrics.stall_disconnects_total += 1

@@ -69,7 +69,7 @@ from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from ..hub import Hub
 from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason
 from ..publishing import PublishError
-from ..settings import Settings
+from ..settings import LimitSettings, RelayModeSettings
 
 __all__ = [
     "LOCK_POLL",
@@ -137,13 +137,20 @@ class Upstream:
     """The mirror-mode reader of one worker (reading, or standing by)."""
 
     def __init__(
-        self, settings: Settings, hub: Hub, reader: ReaderState | None = None, lock: str = ""
+        self,
+        settings: RelayModeSettings,
+        limits: LimitSettings,
+        hub: Hub,
+        reader: ReaderState | None = None,
+        lock: str = "",
     ) -> None:
         """``reader``: the state the hub reports (``Hub(reports=...)``), made first by
         the worker's composition root (``app/_worker.py``); a new one when not given.
         ``lock``: the file whose lock elects the reading worker (serve's hand-off,
-        ``upstream_lock``, with several workers; none: this worker reads)."""
+        ``upstream_lock``, with several workers; none: this worker reads). ``limits``:
+        what an event may be (the transform's results are checked as publishes are)."""
         self.settings = settings
+        self.limits = limits
         self.hub = hub
         self.url = settings.upstream
         self.topic = settings.upstream_topic
@@ -338,7 +345,7 @@ class Upstream:
             document = result
             if "events" not in document and "topic" not in document and "topics" not in document:
                 document = {**document, "topic": self.topic}
-            return parse_publish_document(document, self.settings, "the transform's result")
+            return parse_publish_document(document, self.limits, "the transform's result")
         raise TypeError(
             f"the transform returned {type(result).__name__}; expected a ReceivedEvent, "
             "a publish document (dict) or None"

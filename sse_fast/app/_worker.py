@@ -110,13 +110,28 @@ def worker_parts(
     if reader is not None:
         from ._upstream import Upstream
 
-        upstream = Upstream(settings, hub, reader, handoff.upstream_lock)
-    auth = Authenticator(settings, wall_clock)
-    admission = Admission(settings)
-    client_address = ClientAddress(settings)
-    cors = Cors(settings)
+        upstream = Upstream(
+            settings.relay_mode, settings.limits, hub, reader, handoff.upstream_lock
+        )
+    # each part is given the sections of the settings it reads (``settings.limits``, ...)
+    auth = Authenticator(
+        settings.access, wall_clock, public_presence_topics=settings.public_presence_topics
+    )
+    admission = Admission(settings.limits)
+    client_address = ClientAddress(settings.limits)
+    cors = Cors(settings.access)
     start = WorkerStart(hub)
-    operations = Operations(settings, hub, client_address, start, upstream)
+    operations = Operations(
+        settings.access,
+        hub,
+        client_address,
+        start,
+        upstream,
+        workers=settings.workers,
+        broker_down_limit=settings.broker_down_limit,
+        webhooks=bool(settings.webhook_urls),
+    )
+    limits, streams = settings.limits, settings.streams
     return WorkerParts(
         settings=settings,
         hub=hub,
@@ -124,15 +139,15 @@ def worker_parts(
         admission=admission,
         client_address=client_address,
         cors=cors,
-        events=EventsEndpoint(settings, hub, auth, admission, client_address, cors),
+        events=EventsEndpoint(limits, streams, hub, auth, admission, client_address, cors),
         # under serve, a body's wait is cut at its socket (Granian's outlives a cancel)
         publish=PublishEndpoint(
-            settings, hub, auth, admission, cors, handoff.install_signal_handlers
+            limits, streams, hub, auth, admission, cors, handoff.install_signal_handlers
         ),
-        publish_stream=PublishStreamEndpoint(settings, hub, auth, admission, cors),
+        publish_stream=PublishStreamEndpoint(limits, streams, hub, auth, admission, cors),
         start=start,
         operations=operations,
-        lifespan=Lifespan(settings, handoff, hub, start, upstream),
+        lifespan=Lifespan(handoff, hub, start, upstream),
         upstream=upstream,
     )
 
@@ -177,7 +192,8 @@ def broker_for(settings: Settings, handoff: Handoff = NOT_UNDER_SERVE) -> Broker
         from ..brokers.durable import EventLog
         from ..brokers.durable._log import log_options
 
-        return LocalBroker(EventLog(**log_options(settings, handoff.store_dir)))
+        options = log_options(settings.storage, settings.streams, handoff.store_dir)
+        return LocalBroker(EventLog(**options))
     return LocalBroker()
 
 

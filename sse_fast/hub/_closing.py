@@ -25,7 +25,7 @@ from typing import Any
 from .._abort import Aborter
 from .._asgi import SendStyle
 from ..protocol import Reason
-from ..settings import Settings
+from ..settings import StreamSettings
 from ._metrics import Metrics
 from ._streams import Streams
 from ._subscription import Subscription
@@ -40,7 +40,7 @@ class Closer:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         metrics: Metrics,
         send_style: SendStyle,
         streams: Streams,

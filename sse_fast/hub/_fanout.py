@@ -41,7 +41,7 @@ from .._core import Lagged
 from .._tasks import running_loop
 from ..brokers._sequencing import Sequenced
 from ..protocol import Reason
-from ..settings import Settings
+from ..settings import StreamSettings
 from ._closing import Closer
 from ._cursor import REST
 from ._metrics import Metrics
@@ -63,7 +63,7 @@ class FanOut:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         metrics: Metrics,
         clock: Callable[[], float],
         send_style: SendStyle,

@@ -33,6 +33,7 @@ from ..schemas import Schemas, Stream
 from ..schemas import load as load_schemas
 from ..settings import Settings
 from ..settings._checks import split_list
+from ..settings._memory import history_budget
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer
 from ._disconnect_watch import DisconnectWatch
@@ -103,7 +104,11 @@ class Hub:
             self.publish,
             settings.max_topic_length,
         )
-        self.webhooks = Webhooks(settings, metrics, clock) if settings.webhook_urls else None
+        self.webhooks = (
+            Webhooks(settings.features, metrics, clock, settings.node_name)
+            if settings.webhook_urls
+            else None
+        )
         listeners = (self.presence_news, self.webhooks, metrics)
         #: the open streams: where they join and leave, and the listeners told
         self.streams = Streams(
@@ -111,11 +116,11 @@ class Hub:
         )
         #: the open streams by id (``streams.by_id``; read it)
         self.subscriptions = self.streams.by_id
-        self.closer = Closer(settings, metrics, self.send_style, self.streams)
+        self.closer = Closer(settings.streams, metrics, self.send_style, self.streams)
         #: every stream's wait for ``http.disconnect`` (one watch, no object per stream)
         self.watch = DisconnectWatch(self.detach)
         self.fanout = FanOut(
-            settings,
+            settings.streams,
             metrics,
             clock,
             self.send_style,
@@ -129,10 +134,16 @@ class Hub:
         )
         #: how its streams open: topics prepared, then made at their resume point
         self.opening = Opening(
-            settings, clock, broker, self.topics, self.streams, self.fanout, self.last_position_of
+            settings.streams,
+            clock,
+            broker,
+            self.topics,
+            self.streams,
+            self.fanout,
+            self.last_position_of,
         )
         self.lifecycle = Lifecycle(
-            settings, clock, self.subscriptions, self.topics, self.fanout, self.closer
+            settings.streams, clock, self.subscriptions, self.topics, self.fanout, self.closer
         )
         self.broker.bind(self)
         self.publish_group = PublishGroup(self.broker, metrics, self.topics)
@@ -399,8 +410,10 @@ class Hub:
 
 def _topics_for(settings: Settings, broker: Broker, on_drop: Callable[[str], None]) -> Topics:
     """The hub's topics: the newest applied position starts just before the broker's
-    first (in each partition, with several)."""
+    first (in each partition, with several); the history budget of one of the node's
+    workers."""
+    budget = history_budget(settings.streams, settings.workers)[0]
     if broker.partitions == 1:
-        return Topics(settings, broker.first_position - 1, on_drop=on_drop)
+        return Topics(settings.streams, broker.first_position - 1, on_drop=on_drop, budget=budget)
     starts = [broker.first_position_of(p) - 1 for p in range(broker.partitions)]
-    return Topics(settings, 0, broker.partition_of, starts, on_drop)
+    return Topics(settings.streams, 0, broker.partition_of, starts, on_drop, budget=budget)

@@ -25,7 +25,7 @@ from .._collector import gc_paused
 from .._control_frames import disconnect_frame
 from .._core import encode
 from ..protocol import Reason
-from ..settings import Settings
+from ..settings import StreamSettings
 from ._closing import Closer
 from ._fanout import FanOut
 from ._subscription import Subscription
@@ -39,7 +39,7 @@ class Lifecycle:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         clock: Callable[[], float],
         subscriptions: dict[int, Subscription],
         topics: Topics,

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from .._asgi import Send
 from .._patterns import is_pattern
 from ..brokers import Broker, Expansion
-from ..settings import Settings
+from ..settings import StreamSettings
 from . import _resume as resume
 from ._fanout import FanOut
 from ._matching import pattern_matches, patterns_refused
@@ -47,7 +47,7 @@ class Opening:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         clock: Callable[[], float],
         broker: Broker,
         topics: Topics,

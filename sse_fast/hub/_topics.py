@@ -61,7 +61,7 @@ from typing import Any
 
 from .._core import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
 from ..publishing import PublishError, PublishRequest
-from ..settings import Settings
+from ..settings import StreamSettings
 from ..settings._memory import history_budget
 from ._cursor import REST, format_cursor, with_id
 from ._matching import pattern_matches
@@ -206,20 +206,24 @@ class Topics(TopicTable):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamSettings,
         last_position: int = 0,
         partition_of: Callable[[str], int] | None = None,
         starts: Sequence[int] = (),
         on_drop: Callable[[str], None] | None = None,
+        *,
+        budget: int | None = None,
     ) -> None:
         """``last_position``: where the newest applied position starts. With several
         partitions, ``partition_of`` names a topic's and ``starts`` gives each
         partition's start (its length is the number of partitions). ``on_drop`` is
-        told the name of each dropped topic (the broker stops delivering it)."""
+        told the name of each dropped topic (the broker stops delivering it).
+        ``budget``: the bytes of history this worker keeps (``history_budget``; when
+        not given, one worker's)."""
         super().__init__(
             settings.ring_max_frames,
             settings.ring_max_bytes,
-            history_budget(settings)[0],
+            history_budget(settings, 1)[0] if budget is None else budget,
             max(starts, default=last_position),
         )
         self.settings = settings

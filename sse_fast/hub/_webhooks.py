@@ -28,7 +28,7 @@ from ._streams import StreamListener
 if TYPE_CHECKING:
     import httpx
 
-    from ..settings import Settings
+    from ..settings import FeatureSettings
     from ._metrics import Metrics
     from ._subscription import Subscription
 
@@ -70,14 +70,15 @@ class Webhooks(StreamListener):
 
     def __init__(
         self,
-        settings: Settings,
+        settings: FeatureSettings,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
         node: str = "",
     ) -> None:
+        """``node``: the name the events carry (``node_name``; the host's when empty)."""
         self.settings = settings
         self.metrics = metrics
-        self.node = node or settings.node_name or os.uname().nodename
+        self.node = node or os.uname().nodename
         self.secret = settings.webhook_secret
         self.topics = split_list(settings.webhook_topics)
         self.deliveries = [

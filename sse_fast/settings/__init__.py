@@ -11,6 +11,13 @@ Theory of operation:
   its line of help; ``Settings`` inherits every section, so its fields, the
   flags of ``sse-fast serve`` and the options page come out in the sections'
   order.
+* Each section is also a value of its own: ``settings.listening``,
+  ``.streams``, ``.limits``, ``.access``, ``.features``, ``.brokers``,
+  ``.storage`` and ``.relay_mode`` are ``ListeningSettings``, ``StreamSettings``,
+  ... with the same fields. The parts of a worker are given the sections (or
+  the single values) they read, never the whole ``Settings``: only the
+  composition roots hold it (``sse-fast serve``, ``app/_worker.py`` and the
+  app, and the hub, which makes its own parts; ``tests/test_layout.py`` checks).
 * ``Settings`` is checked as it is built, and frozen then: another value is
   another ``Settings``, checked again. A value that cannot be used is a
   ``SettingsError`` naming the setting and what it accepts.
@@ -19,8 +26,9 @@ Theory of operation:
   ``Handoff``, which the workers read back from the environment beside the
   settings and their app is given whole (``app/_worker.py``).
 
-Where each part is (the modules are private: users import ``Settings`` and
-``SettingsError`` from here, the server its own names from their module):
+Where each part is (the modules are private: users import ``Settings``,
+``SettingsError`` and the sections' classes from here, the server its own names
+from their module):
 
 * ``_serving.py``: the sections about serving clients (listening, streams,
   limits, access);
@@ -40,6 +48,19 @@ Where each part is (the modules are private: users import ``Settings`` and
 from __future__ import annotations
 
 from ._checks import SettingsError
+from ._services import BrokerSettings, FeatureSettings, RelayModeSettings, StorageSettings
+from ._serving import AccessSettings, LimitSettings, ListeningSettings, StreamSettings
 from ._settings import Settings
 
-__all__ = ["Settings", "SettingsError"]
+__all__ = [
+    "AccessSettings",
+    "BrokerSettings",
+    "FeatureSettings",
+    "LimitSettings",
+    "ListeningSettings",
+    "RelayModeSettings",
+    "Settings",
+    "SettingsError",
+    "StorageSettings",
+    "StreamSettings",
+]

@@ -20,6 +20,7 @@ from ._services import CLUSTER_SCHEMES, MAX_REDIS_PARTITIONS
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from ._serving import AccessSettings
     from ._settings import Settings
 
 #: what a JWT setting without PyJWT installed is told (the core install has no PyJWT)
@@ -29,7 +30,7 @@ NO_PYJWT = (
 )
 
 
-def jwt_configured(settings: Settings) -> bool:
+def jwt_configured(settings: AccessSettings) -> bool:
     """Whether ``settings`` give a JWT key (a secret, a public key or a JWKS)."""
     return bool(settings.jwt_secret or settings.jwt_public_key_file or settings.jwt_jwks_file)
 

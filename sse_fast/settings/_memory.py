@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ._settings import Settings
+    from ._serving import StreamSettings
 
 
 def available_memory() -> tuple[int, str]:
@@ -28,14 +28,14 @@ def available_memory() -> tuple[int, str]:
     return physical, "the machine's memory"
 
 
-def history_budget(settings: Settings) -> tuple[int, str]:
+def history_budget(settings: StreamSettings, workers: int) -> tuple[int, str]:
     """The bytes of history one worker keeps (``max_history_bytes``, or its
     default), and how that figure was chosen."""
     if settings.max_history_bytes:
         return settings.max_history_bytes, "max_history_bytes"
     memory, source = available_memory()
-    budget = max(settings.ring_max_bytes, memory // 4 // max(1, settings.workers))
+    budget = max(settings.ring_max_bytes, memory // 4 // max(1, workers))
     return budget, (
-        f"a quarter of {memory / 2**30:.1f} GiB ({source}) over {settings.workers} "
+        f"a quarter of {memory / 2**30:.1f} GiB ({source}) over {workers} "
         "worker(s); set max_history_bytes to choose"
     )

@@ -21,7 +21,7 @@ CLUSTER_SCHEMES = ("redis-cluster://", "rediss-cluster://")
 
 
 @dataclass(frozen=True)
-class _Features:
+class FeatureSettings:
     """Typed streams, presence and webhooks."""
 
     schemas: str = field(
@@ -82,7 +82,7 @@ class _Features:
 
 
 @dataclass(frozen=True)
-class _Brokers:
+class BrokerSettings:
     """Several workers (the relay) and several machines (Redis)."""
 
     @property
@@ -176,7 +176,7 @@ class _Brokers:
 
 
 @dataclass(frozen=True)
-class _Storage:
+class StorageSettings:
     """Durable history: the events kept on local disk across restarts (no Redis)."""
 
     persistence: str = field(
@@ -218,7 +218,7 @@ class _Storage:
 
 
 @dataclass(frozen=True)
-class _RelayMode:
+class RelayModeSettings:
     """Mirror mode: an upstream SSE stream republished into a topic."""
 
     upstream: str = field(

@@ -17,7 +17,7 @@ def _doc(text: str, **extra: Any) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class _Listening:
+class ListeningSettings:
     """Where and how the server listens: address, workers, Granian, TLS, logging."""
 
     host: str = field(default="127.0.0.1", metadata=_doc("address to listen on"))
@@ -84,7 +84,7 @@ class _Listening:
 
 
 @dataclass(frozen=True)
-class _Streams:
+class StreamSettings:
     """Streams and their history: heartbeats, retry, rings, the history budget, drain."""
 
     heartbeat_interval: float = field(
@@ -128,7 +128,7 @@ class _Streams:
 
 
 @dataclass(frozen=True)
-class _Limits:
+class LimitSettings:
     """What one client or request may do: sizes, timeouts, connections, rates."""
 
     max_topics_per_connection: int = field(
@@ -206,7 +206,7 @@ class _Limits:
 
 
 @dataclass(frozen=True)
-class _Access:
+class AccessSettings:
     """Who may publish, subscribe and read the operations endpoints."""
 
     publish_token: str = field(

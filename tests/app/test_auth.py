@@ -277,7 +277,8 @@ def test_a_private_topics_presence_is_private() -> None:
 
 def test_presence_warnings_name_what_is_exposed() -> None:
     def warnings(**values: Any) -> list[str]:
-        return presence_warnings(Settings(**values))
+        settings = Settings(**values)
+        return presence_warnings(settings.access, settings.features)
 
     assert warnings(private_topics="user/*", presence_topics="user/*") == []
     assert warnings(public_presence_topics="room:*", presence_topics="room:*") == []

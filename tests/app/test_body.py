@@ -18,7 +18,7 @@ SCOPE: dict[str, Any] = {"http_version": "1.1", "server": ("127.0.0.1", 1), "cli
 
 def _deadlines(**settings: Any) -> tuple[BodyDeadlines, Hub]:
     hub = Hub(Settings(**settings))
-    return BodyDeadlines(hub.settings, hub), hub
+    return BodyDeadlines(hub.settings.limits, hub.settings.streams, hub), hub
 
 
 async def _forever() -> bytes:

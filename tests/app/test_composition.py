@@ -21,7 +21,18 @@ from sse_fast.brokers._relay import RelayBroker
 from sse_fast.brokers.local import LocalBroker
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.hub import Hub
-from sse_fast.settings import Settings, SettingsError
+from sse_fast.settings import (
+    AccessSettings,
+    BrokerSettings,
+    FeatureSettings,
+    LimitSettings,
+    ListeningSettings,
+    RelayModeSettings,
+    Settings,
+    SettingsError,
+    StorageSettings,
+    StreamSettings,
+)
 from sse_fast.settings._handoff import Handoff
 from sse_fast.settings._settings import unknown_variables
 
@@ -57,7 +68,7 @@ def test_the_hand_off_fields_are_declared_once() -> None:
     declared: dict[str, list[str]] = {}
     for path in sorted((PACKAGE / "settings").glob("*.py")):  # the settings' modules
         declared |= _declared_in(path)
-    assert {"Handoff", "Settings", "_Listening"} <= declared.keys()
+    assert {"Handoff", "Settings", "ListeningSettings"} <= declared.keys()
     assert [cls for cls, fields in declared.items() if names & set(fields)] == ["Handoff"]
     # a value of its own beside the settings: none of them is a setting
     assert not names & {f.name for f in dataclasses.fields(Settings)}
@@ -145,6 +156,88 @@ def test_mirror_mode_on_a_hub_of_the_callers_is_refused() -> None:
     with pytest.raises(ValueError, match="give no hub"):
         App(Settings(upstream="http://o/e?topic=a"), hub=Hub(Settings()))
     assert "upstream_reading" not in App(Settings()).hub.report({"what": "metrics"})
+
+
+SECTIONS = {
+    "listening": ListeningSettings,
+    "streams": StreamSettings,
+    "limits": LimitSettings,
+    "access": AccessSettings,
+    "features": FeatureSettings,
+    "brokers": BrokerSettings,
+    "storage": StorageSettings,
+    "relay_mode": RelayModeSettings,
+}
+
+
+def test_each_section_is_a_value_of_its_own() -> None:
+    """``settings.limits`` and the others: a value of that section's class alone (not
+    the whole ``Settings``), with the same fields, made once; together the sections are
+    every setting, each once."""
+    settings = Settings(max_body_bytes=1234, retry_ms=77, redis_url="redis://a:1")
+    named: list[str] = []
+    for name, section in SECTIONS.items():
+        value = getattr(settings, name)
+        assert type(value) is section and getattr(settings, name) is value
+        fields = [f.name for f in dataclasses.fields(section)]
+        assert {f: getattr(value, f) for f in fields} == {f: getattr(settings, f) for f in fields}
+        named += fields
+    assert sorted(named) == sorted(f.name for f in dataclasses.fields(Settings))
+    assert (settings.limits.max_body_bytes, settings.streams.retry_ms) == (1234, 77)
+    assert settings.brokers.redis_urls == ("redis://a:1",)  # its derived values go with it
+    assert settings == Settings(max_body_bytes=1234, retry_ms=77, redis_url="redis://a:1")
+    assert dataclasses.replace(settings, retry_ms=5).streams.retry_ms == 5
+
+
+def _holders_of_settings(root: Any, depth: int = 6, seen: set[str] | None = None) -> set[str]:
+    """The classes of the objects reached from ``root`` (attributes, lists, tuples and
+    dicts; sse_fast's objects only, ``depth`` steps) that hold the whole ``Settings``;
+    ``seen`` gets the class of every object walked."""
+    seen = set() if seen is None else seen
+    holders: set[str] = set()
+    walked: set[int] = set()
+    todo: list[tuple[Any, int]] = [(root, 0)]
+    while todo:
+        value, level = todo.pop()
+        if id(value) in walked or level > depth:
+            continue
+        walked.add(id(value))
+        if isinstance(value, list | tuple | set | frozenset):
+            todo += [(v, level + 1) for v in value]
+        elif isinstance(value, dict):
+            todo += [(v, level + 1) for v in value.values()]
+        elif type(value).__module__.startswith("sse_fast.") and hasattr(value, "__dict__"):
+            if isinstance(value, Settings):
+                continue
+            seen.add(type(value).__name__)
+            for attribute in vars(value).values():
+                if isinstance(attribute, Settings):
+                    holders.add(type(value).__name__)
+                todo.append((attribute, level + 1))
+    return holders
+
+
+def test_no_part_of_a_worker_holds_the_whole_settings() -> None:
+    """Each part is given the sections it reads (``app/_worker.py``): walked from the
+    app, only the composition roots hold the whole ``Settings``: the app, and the hub,
+    which makes its own parts."""
+    settings = Settings(
+        webhook_urls="http://127.0.0.1:9/hook",
+        webhook_secret="s" * 16,
+        upstream="http://o/e?topic=a",
+    )
+    app = App(settings)
+    assert app.operations.upstream is not None and app.hub.webhooks is not None
+    seen: set[str] = set()
+    assert _holders_of_settings(app, seen=seen) == {"App", "Hub"}
+    parts = {"EventsEndpoint", "PublishEndpoint", "Operations", "Upstream", "Authenticator"}
+    assert parts | {"FanOut", "Topics", "Opening", "Lifecycle", "Webhooks", "Closer"} <= seen
+
+
+def test_the_walk_finds_a_part_that_holds_the_whole_settings() -> None:
+    app = App(Settings())
+    app.operations.planted = app.settings  # type: ignore[attr-defined]
+    assert "Operations" in _holders_of_settings(app)
 
 
 def test_settings_cannot_be_changed_once_built() -> None:

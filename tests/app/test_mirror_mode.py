@@ -81,12 +81,12 @@ def test_the_old_relay_command_is_gone(capsys: pytest.CaptureFixture[str]) -> No
 def test_a_transform_that_cannot_be_loaded_fails_startup() -> None:
     settings = Settings(upstream="http://o/e?topic=a", upstream_transform="tests.nothing:here")
     with pytest.raises(RuntimeError, match=r"cannot import tests\.nothing"):
-        Upstream(settings, Hub(settings))
+        Upstream(settings.relay_mode, settings.limits, Hub(settings))
     settings = dataclasses.replace(
         settings, upstream_transform="tests.support.mirror_transform:missing"
     )
     with pytest.raises(RuntimeError, match="has no missing"):
-        Upstream(settings, Hub(settings))
+        Upstream(settings.relay_mode, settings.limits, Hub(settings))
 
 
 # ------------------------------------------------------------------ in process
@@ -112,7 +112,7 @@ def upstream(transform: str = "", refusals: int = 0) -> tuple[Upstream, Recorder
     hub = Hub(settings)
     recorder = Recorder(refusals)
     hub.publish = recorder  # type: ignore[method-assign]
-    return Upstream(settings, hub), recorder
+    return Upstream(settings.relay_mode, settings.limits, hub), recorder
 
 
 def test_events_keep_name_id_and_data_and_ids_not_sent_are_ours() -> None:

@@ -57,7 +57,7 @@ from ._retention import count_loaded, dead, forget
 if TYPE_CHECKING:
     import threading
 
-    from ...settings import Settings
+    from ...settings import StorageSettings, StreamSettings
 
 __all__ = ["FSYNC_POLICIES", "EventLog", "StoreWriteError", "log_options", "settle"]
 
@@ -482,14 +482,15 @@ def _sync_and_close(fd: int) -> None:
         os.close(fd)
 
 
-def log_options(settings: Settings, path: str) -> dict[str, Any]:
-    """``EventLog``'s arguments for a server's settings, on the data directory ``path``."""
+def log_options(storage: StorageSettings, streams: StreamSettings, path: str) -> dict[str, Any]:
+    """``EventLog``'s arguments for a server's storage and streams settings, on the data
+    directory ``path``."""
     return {
         "path": path,
-        "fsync": settings.persistence,
-        "interval": settings.fsync_interval,
-        "max_bytes": settings.data_max_bytes,
-        "ring_frames": settings.ring_max_frames,
-        "topic_ttl": settings.topic_ttl,
-        "recover": settings.data_recover,
+        "fsync": storage.persistence,
+        "interval": storage.fsync_interval,
+        "max_bytes": storage.data_max_bytes,
+        "ring_frames": streams.ring_max_frames,
+        "topic_ttl": streams.topic_ttl,
+        "recover": storage.data_recover,
     }

@@ -67,14 +67,14 @@ async def publish(
     fleet's layout recorded in Redis says where the event goes. Raises ``PublishError``
     for an event that cannot be published, with the reason."""
     from ..._publish_checks import check_event_id, check_topic
-    from ...settings import Settings
+    from ...settings import LimitSettings
 
     topics = (topic,) if isinstance(topic, str) else tuple(topic)
-    settings = Settings()
+    limits = LimitSettings()  # the server's defaults
     for name in topics:
-        check_topic(name, settings)
+        check_topic(name, limits)
     if id is not None:
-        check_event_id(id, settings)
+        check_event_id(id, limits)
     request = PublishRequest(topics, data, event, id, retry)
     layout = await _layout(client, prefix)
     try:
