@@ -391,11 +391,30 @@ def _exports(module: str) -> list[str]:
 
 
 def module_page(module: str) -> str:
-    members = "".join(f"\n        - {name}" for name in _exports(module))
-    return (
+    names = _exports(module)
+    sections = _settings_sections() if module == "sse_fast.settings" else []
+    members = "".join(f"\n        - {name}" for name in names if name not in sections)
+    page = (
         f"# `{module}`\n\n::: {module}\n    options:\n      show_root_heading: false\n"
         f"      members:{members or ' []'}\n"
     )
+    if sections:  # their fields are the options, on the options page (one place to find each)
+        page += (
+            "\n## The sections\n\n`Settings` is the sections put together; `settings.limits` "
+            "and the others give each as a value of its own. Their fields are the "
+            "[options](../options.md).\n"
+        )
+        for name in sections:
+            page += (
+                f"\n::: {module}.{name}\n    options:\n      show_root_heading: true\n"
+                "      members: false\n"
+            )
+    return page
+
+
+def _settings_sections() -> list[str]:
+    """The names of the settings' section classes (``Settings``' bases), in order."""
+    return [section.__name__ for section, _ in _sections()]
 
 
 # -- the hooks ---------------------------------------------------------------

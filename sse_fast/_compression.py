@@ -152,6 +152,8 @@ class Coding:
 
     @property
     def header(self) -> bytes:
+        """What a stream of this coding starts with (gzip's and zlib's headers; none for
+        zstd, whose frames carry their own)."""
         return b""
 
     def shared(self, level: int | None = None) -> SharedCompressor:
