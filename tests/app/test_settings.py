@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from sse_fast._compose import connection_capacity
@@ -66,3 +68,38 @@ def test_cli_flags_map_to_settings(capsys: pytest.CaptureFixture[str]) -> None:
 def test_connection_capacity() -> None:
     assert connection_capacity(Settings(), 20_000) == 20_000 - 64
     assert connection_capacity(Settings(backpressure=5000), 20_000) == 5000
+
+
+#: one setting of each section: its variable's value, its flag's, and what each gives
+#: (None: the text as given)
+BY_SECTION: list[tuple[str, str, str, str, Any, Any]] = [
+    ("listening", "port", "9001", "9002", 9001, 9002),
+    ("streams", "heartbeat_interval", "2.5", "3", 2.5, 3.0),
+    ("limits", "max_topic_length", "50", "60", 50, 60),
+    ("access", "cors_origins", "https://a.example", "https://b.example", None, None),
+    ("features", "presence_interval", "2", "0.5", 2.0, 0.5),
+    ("brokers", "redis_prefix", "one:", "two:", None, None),
+    ("storage", "fsync_interval", "3", "4", 3.0, 4.0),
+    ("relay_mode", "upstream_max_delay", "7", "8", 7.0, 8.0),
+]
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "variable", "flag", "by_variable", "by_flag"), BY_SECTION
+)
+def test_variables_and_flags_set_the_same_fields_by_section(
+    section: str, name: str, variable: str, flag: str, by_variable: Any, by_flag: Any
+) -> None:
+    """The sections changed no name: ``SSE_FAST_<NAME>`` and ``--<name>`` of
+    ``sse-fast serve`` (and mirror) set the field, read flat or in its section, the
+    flag winning."""
+    from_variable = Settings.from_env({f"SSE_FAST_{name.upper()}": variable})
+    expected = variable if by_variable is None else by_variable
+    assert getattr(from_variable, name) == getattr(getattr(from_variable, section), name)
+    assert getattr(from_variable, name) == expected
+    for command in ("serve", "mirror"):
+        extra = ["--upstream", "http://o/e?topic=a"] if command == "mirror" else []
+        args = build_parser().parse_args([command, *extra, f"--{name.replace('_', '-')}", flag])
+        overrides = {k: v for k, v in vars(args).items() if k != "command"}
+        from_flag = Settings.from_env({f"SSE_FAST_{name.upper()}": variable}, **overrides)
+        assert getattr(getattr(from_flag, section), name) == (flag if by_flag is None else by_flag)
