@@ -72,6 +72,9 @@ def test_a_test_that_failed_once_is_named_with_its_runs(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stdout + done.stderr
     assert "test_fails_on_its_first_run_only | compiled | 1 of 3 (1) |" in done.stdout
     assert "test_always_passes" not in done.stdout
+    # what it said is kept: the runs' own output scrolls away
+    said = done.stdout.split("test_fails_on_its_first_run_only, the first time it failed:")[1]
+    assert "(run 1, compiled)" in said and "assert not first" in said
 
 
 def test_runs_where_every_test_passed_exit_0(tmp_path: Path) -> None:
