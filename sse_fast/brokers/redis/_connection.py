@@ -245,9 +245,16 @@ class Connection:
         self.channels.reset()
         self.channels.fail(ConnectionError("the Redis subscription was lost"))
         if pubsub is not None:
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(COMMAND_TIMEOUT):
                     await pubsub.aclose()
+            except Exception:  # its lock held past the limit, Redis gone, ...
+                # its socket closed all the same, not left to the garbage collector
+                # (a stream writer closed once the loop is gone says so on stderr)
+                connection = getattr(pubsub, "connection", None)
+                if connection is not None:
+                    with contextlib.suppress(Exception):
+                        await connection.disconnect(nowait=True)
 
     @property
     def live(self) -> bool:

@@ -91,7 +91,8 @@ class NewTopics:
         #: per partition, the newest birth position handled (adopted, or not wanted): a rescan
         #: reads after it; none until the partition's first subscription here
         self.handled: dict[int, int] = {}
-        #: topics adopted through births (``/stats``)
+        #: topics held through births (``/stats``): adopted by a batch, or found by a
+        #: rescan after a failed batch or a lost subscription
         self.adopted = 0
         #: a batch failed: the connection subscribes again (and rescans)
         self.failed = False
@@ -205,6 +206,9 @@ class NewTopics:
         waiting = set(names)
         self._waiting = [(p, n) for p, n in self._waiting if n not in waiting]
         self._rescanning = False
+        # held from now on through their births too (a failed batch's, a lost
+        # subscription's): each is read once, ``handled`` moved past it
+        self.adopted += len(names)
         return names
 
     async def confirm(self) -> None:
