@@ -79,11 +79,9 @@ class Written(NamedTuple):
     lead: bytes
     body: bytes
     resync: bool
-
-    @property
-    def whole(self) -> bytes:
-        """What a subscriber in step with the compressor sends."""
-        return self.lead + self.body
+    #: what a subscriber in step with the compressor sends (``lead + body``, made once
+    #: for all of them)
+    whole: bytes
 
 
 class SharedCompressor:
@@ -109,7 +107,8 @@ class SharedCompressor:
             self.segments += 1
             self.segment_bytes = 0
         self.segment_bytes += len(data)
-        return Written(lead, self.coding._write(self._compressor, data), resync)
+        body = self.coding._write(self._compressor, data)
+        return Written(lead, body, resync, lead + body if lead else body)
 
 
 class PrivateCompressor:
@@ -256,10 +255,10 @@ class _Zstd(Coding):
         return self._independent.compress(data)  # type: ignore[no-any-return]
 
     def _shared(self, level: int) -> Any:
-        return _ZstdFrames(self._compressor(level=level))
+        return _ZstdFrames(self._compressor(level=level), self._z)
 
     def _private(self) -> Any:
-        return _ZstdFrames(self._z.ZstdCompressor(compression_params=self._private_params))
+        return _ZstdFrames(self._z.ZstdCompressor(compression_params=self._private_params), self._z)
 
     def _write(self, compressor: Any, data: bytes) -> bytes:
         return compressor.write(data)  # type: ignore[no-any-return]
@@ -275,25 +274,23 @@ class _ZstdFrames:
     """A series of zstd frames: writes flushed within the current one; ``end`` closes it
     (the next write opens another)."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, context: Any, zstandard: Any) -> None:
         self._context = context
         self._frame: Any = None
+        self._block = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+        self._finish = zstandard.COMPRESSOBJ_FLUSH_FINISH
 
     def write(self, data: bytes) -> bytes:
-        import zstandard
-
         if self._frame is None:
             self._frame = self._context.compressobj()
         frame = self._frame
-        return frame.compress(data) + frame.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)  # type: ignore[no-any-return]
+        return frame.compress(data) + frame.flush(self._block)  # type: ignore[no-any-return]
 
     def end(self) -> bytes:
-        import zstandard
-
         frame, self._frame = self._frame, None
         if frame is None:
             return b""
-        return frame.flush(zstandard.COMPRESSOBJ_FLUSH_FINISH)  # type: ignore[no-any-return]
+        return frame.flush(self._finish)  # type: ignore[no-any-return]
 
 
 def _zstd_or_none() -> Coding | None:

@@ -42,7 +42,6 @@ made from the slot map at start, and the placement follows the map
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -63,8 +62,6 @@ __all__ = [
     "WAIT_MS",
     "RedisBroker",
 ]
-
-log = logging.getLogger("sse_fast.redis")
 
 
 class RedisBroker(Broker):

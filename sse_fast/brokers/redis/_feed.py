@@ -33,7 +33,7 @@ from ._placement import Placement
 from ._rehoming import Rehoming
 from ._state import PartitionRead
 
-__all__ = ["Feed", "shown"]
+__all__ = ["Feed"]
 
 log = logging.getLogger("sse_fast.redis")
 
@@ -102,7 +102,7 @@ class Feed:
             except ConnectionError as exc:
                 await self.close()
                 raise ConnectionError(
-                    f"cannot use the Redis Cluster at {shown(self.options.url)}: {exc}"
+                    f"cannot use the Redis Cluster at {_shown(self.options.url)}: {exc}"
                 ) from None
         for connection in self.connections:
             connection.start()
@@ -128,7 +128,7 @@ class Feed:
         if not any(_live(c) for c in self.connections):
             await self.close()
             raise ConnectionError(
-                f"cannot reach Redis at {' '.join(map(shown, self.options.urls))} (is "
+                f"cannot reach Redis at {' '.join(map(_shown, self.options.urls))} (is "
                 "redis-server running? check --redis-url)"
             ) from None
         for connection in self.carrying:
@@ -221,7 +221,7 @@ async def _all(waits: list[Awaitable[None]]) -> None:
     await asyncio.gather(*waits)
 
 
-def shown(url: str) -> str:
+def _shown(url: str) -> str:
     """``url`` without its password (for a sentence)."""
     return re.sub(r"//[^@/]*@", "//", url)
 
