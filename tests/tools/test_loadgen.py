@@ -601,3 +601,38 @@ def test_a_warmup_publish_that_falls_in_the_window_counts_as_published() -> None
     assert result.published >= 3  # the warmup's late slot and the window's own
     assert result.delivered == result.expected == result.published * 3
     assert result.lost == 0 and result.duplicates == 0
+
+
+@pytest.mark.processes("sse-fast loadgen's client processes against a real server")
+def test_finding_the_servers_processes_takes_nothing_from_the_window() -> None:
+    """Finding the server's processes by port reads every process's descriptors: on a
+    loaded machine a second or more. Done on the loop at the window's start, it once took
+    the whole 1-s window (nothing published, the run failed). Here the finding is made
+    slow on purpose, longer than the window: the window still publishes at its rate."""
+    from sse_fast.loadgen import run_load
+
+    calls = 0
+
+    def slow_server_pids() -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 3:  # the one made as the window begins (after base and idle RSS)
+            time.sleep(1.5)  # a slow scan stood in for: longer than the window
+        return [os.getpid()]
+
+    with ServerProcess() as server:
+        result = run_load(
+            host="127.0.0.1",
+            port=server.port,
+            connections=2,
+            rate=10,
+            warmup=0.2,
+            duration=1.0,
+            processes=1,
+            sources=1,
+            probe=False,
+            server_pids=slow_server_pids,
+        )
+    assert calls >= 3
+    assert result.published >= 3  # 10 a second through a 1-s window (1 when it was taken)
+    assert result.delivered == result.expected == result.published * 2
