@@ -617,7 +617,7 @@ def test_finding_the_servers_processes_takes_nothing_from_the_window() -> None:
         nonlocal calls
         calls += 1
         if calls == 3:  # the one made as the window begins (after base and idle RSS)
-            time.sleep(1.5)  # a slow scan stood in for: longer than the window
+            time.sleep(1.5)  # pace: a slow scan stood in for, longer than the window
         return [os.getpid()]
 
     with ServerProcess() as server:
