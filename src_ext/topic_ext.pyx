@@ -81,6 +81,7 @@ cdef class Topic:
     cdef public int64_t published
     cdef public double last_activity
     cdef public Py_ssize_t partition
+    cdef public object coded
 
     def __cinit__(self):
         self._positions = NULL
@@ -103,6 +104,7 @@ cdef class Topic:
         self.catching_up = _no_catching_up
         self.published = 0
         self.last_activity = now
+        self.coded = None
 
     def join_in_sync(self, subscription, send):
         """``subscription`` (of this topic only) is in sync here, written with ``send``."""
@@ -141,7 +143,8 @@ cdef class Topic:
     def members(self):
         """Its subscriptions that have started, in every set."""
         lone = () if self.lone is None else (self.lone,)
-        return _chain(lone, self.in_sync, self.in_sync_multi, self.catching_up)
+        coded = () if self.coded is None else self.coded
+        return _chain(lone, self.in_sync, self.in_sync_multi, self.catching_up, coded)
 
     @property
     def has_history(self):
@@ -381,7 +384,7 @@ cdef class TopicTable:
         for key in dirty:
             topic = <Topic>key
             start = topic.flushed
-            if topic.in_sync_multi:
+            if topic.in_sync_multi or topic.coded is not None:
                 if multi is None:
                     multi = {}
                 multi[topic] = start

@@ -41,16 +41,23 @@ join again at a later point.
 
 *Independent writes.* A topic with few subscribers would pay a whole compressor for
 one stream (zlib's default state is 256 KiB). ``independent`` compresses one write
-with no context before or after it (deflate: a full flush; zstd: one frame), so one
-compressor per worker serves every such topic, and any stream at a block boundary
-decodes its output.
+with no context before or after it (deflate: a full flush; zstd: a frame of its
+own), so one compressor per worker serves every such topic, and any stream at a
+block boundary decodes its output (zstd: after ``leave``, see below).
+
+*No zstd frame ends at the end of a write* but a stream's last: an independent
+write's frame is left open, and what the stream sends next starts with ``leave``
+(which ends it), so a frame's end is always followed by more bytes in the same
+write. Some decoders only go on to a next frame when its bytes come with the end of
+the one before (httpx 0.28's: its decoder, once at a frame's end with nothing more,
+refuses the next write).
 """
 
 from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -60,6 +67,7 @@ __all__ = [
     "SharedCompressor",
     "Written",
     "available_codings",
+    "make_codings",
     "negotiate",
 ]
 
@@ -252,7 +260,9 @@ class _Zstd(Coding):
         return _ZSTD_LAST_EMPTY_BLOCK
 
     def independent(self, data: bytes) -> bytes:
-        return self._independent.compress(data)  # type: ignore[no-any-return]
+        # a frame of its own, left open: the next write ends it (``leave``) before its own
+        frame = self._independent.compressobj()
+        return frame.compress(data) + frame.flush(self._z.COMPRESSOBJ_FLUSH_BLOCK)  # type: ignore[no-any-return]
 
     def _shared(self, level: int) -> Any:
         return _ZstdFrames(self._compressor(level=level), self._z)
@@ -300,17 +310,27 @@ def _zstd_or_none() -> Coding | None:
         return None
 
 
+def make_codings(names: Sequence[str] = ("zstd", "gzip", "deflate")) -> dict[str, Coding]:
+    """New codings of ``names`` (in that order) that this process has: each with its
+    own compressor for independent writes, so one set belongs to one event loop (a
+    hub's). zstd is left out without ``zstandard``."""
+    made: dict[str, Coding] = {}
+    for name in names:
+        coding = (
+            _zstd_or_none()
+            if name == "zstd"
+            else _Deflate(name, _GZIP_HEADER if name == "gzip" else _ZLIB_HEADER)
+            if name in ("gzip", "deflate")
+            else None
+        )
+        if coding is not None:
+            made[name] = coding
+    return made
+
+
 #: every coding this server may offer, in its order of preference (zstd when
-#: ``zstandard`` is installed)
-CODINGS: dict[str, Coding] = {
-    coding.name: coding
-    for coding in (
-        _zstd_or_none(),
-        _Deflate("gzip", _GZIP_HEADER),
-        _Deflate("deflate", _ZLIB_HEADER),
-    )
-    if coding is not None
-}
+#: ``zstandard`` is installed): for one thread's use (a hub makes its own)
+CODINGS: dict[str, Coding] = make_codings()
 
 
 def available_codings() -> list[str]:
@@ -321,10 +341,13 @@ def available_codings() -> list[str]:
 _ITEM = re.compile(r"^\s*([A-Za-z0-9_*-]+)\s*(?:;\s*q\s*=\s*([0-9.]+)\s*)?$")
 
 
-def negotiate(accept_encoding: str | None, offered: Sequence[str]) -> Coding | None:
-    """The coding of ``offered`` (the server's order of preference) that
-    ``Accept-Encoding`` accepts with the highest weight (ties: the server's order);
-    None for identity: no header, nothing acceptable, or a header that cannot be read."""
+def negotiate(
+    accept_encoding: str | None, offered: Sequence[str] | Mapping[str, Coding]
+) -> Coding | None:
+    """The coding of ``offered`` (names, or codings by name: the server's order of
+    preference) that ``Accept-Encoding`` accepts with the highest weight (ties: the
+    server's order); None for identity: no header, nothing acceptable, or a header
+    that cannot be read. Names are looked up in ``CODINGS``."""
     if not accept_encoding:
         return None
     weights: dict[str, float] = {}
@@ -339,12 +362,13 @@ def negotiate(accept_encoding: str | None, offered: Sequence[str]) -> Coding | N
         except ValueError:
             return None
         weights[match.group(1).lower()] = weight
+    codings = offered if isinstance(offered, Mapping) else CODINGS
     best: tuple[float, int] | None = None
     chosen = None
     for rank, name in enumerate(offered):
         weight = weights.get(name, weights.get("*", 0.0))
-        if weight <= 0 or name not in CODINGS:
+        if weight <= 0 or name not in codings:
             continue
         if best is None or weight > best[0]:
             best, chosen = (weight, rank), name
-    return None if chosen is None else CODINGS[chosen]
+    return None if chosen is None else codings[chosen]

@@ -35,6 +35,7 @@ class Topic:
     published: int
     last_activity: float
     partition: int
+    coded: Any
     def __init__(self, name: str, evicted_up_to: int, now: float, partition: int = 0) -> None: ...
     @property
     def evicted_up_to(self) -> int: ...

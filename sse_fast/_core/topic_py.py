@@ -20,7 +20,9 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   in three sets: in sync (the first of them held as ``lone`` with its
   ``lone_send``, the others in ``in_sync``), in sync with several topics
   (``in_sync_multi``) and catching up (``catching_up``). A set is a shared
-  empty dict, never written to, until it has a first member.
+  empty dict, never written to, until it has a first member. Compressed
+  streams in sync are the caller's (``coded``: None, or an iterable over them
+  that ``members`` includes).
 * ``TopicTable.store(items, start, now, dirty, accepted)`` stores sequenced
   events (tuples ``(position, id, topics, frame, accepted_at)``: the brokers'
   ``Sequenced``) from ``items[start]`` on. A topic skips a position it
@@ -57,8 +59,9 @@ catching up, merging several topics) stays in ``sse_fast/hub``, which subclasses
   ``[(subscription, pending result)]``, ``[subscription]``, ``[(topic, lost)]``
   for topics that stored more in one go than their ring holds (their flushed
   cursor jumps to the head; their in-sync streams have lost events), and the
-  dirty topics with streams of several topics with their cursor before the
-  flush (``{topic: flushed before}``, for the caller's merge), or None.
+  dirty topics with streams of several topics or compressed ones (``coded``)
+  with their cursor before the flush (``{topic: flushed before}``, for the
+  caller's merge and compression), or None.
   Nothing is changed in the sets: the caller moves slow, failed and lagged
   streams after the call.
 * No I/O: ``send`` is whatever callable the caller registered, called with one
@@ -101,6 +104,7 @@ class Topic:
         "_floor",
         "_positions",
         "catching_up",
+        "coded",
         "flushed",
         "in_sync",
         "in_sync_multi",
@@ -130,6 +134,8 @@ class Topic:
         self.catching_up: dict[Any, None] = _NO_CATCHING_UP
         self.published = 0
         self.last_activity = now
+        #: its compressed streams in sync (``hub/_coding.py``: iterable over them), or None
+        self.coded: Any = None
 
     def join_in_sync(self, subscription: Any, send: Callable[[Any], Any]) -> None:
         """``subscription`` (of this topic only) is in sync here, written with ``send``."""
@@ -169,7 +175,8 @@ class Topic:
     def members(self) -> Iterator[Any]:
         """Its subscriptions that have started, in every set."""
         lone = () if self.lone is None else (self.lone,)
-        return itertools.chain(lone, self.in_sync, self.in_sync_multi, self.catching_up)
+        coded = () if self.coded is None else self.coded
+        return itertools.chain(lone, self.in_sync, self.in_sync_multi, self.catching_up, coded)
 
     @property
     def has_history(self) -> bool:
@@ -380,7 +387,7 @@ class TopicTable:
         multi: dict[Topic, int] | None = None
         for topic in dirty:
             start = topic.flushed
-            if topic.in_sync_multi:
+            if topic.in_sync_multi or topic.coded is not None:
                 if multi is None:
                     multi = {}
                 multi[topic] = start
