@@ -23,6 +23,7 @@ from .._publish_checks import (
     check_topic,
 )
 from ..hub import Hub, Subscription
+from ..hub._coding import one_topic
 from ..hub._hub import SSE_HEADERS
 from ..hub._matching import patterns_refused
 from ..protocol import Reason
@@ -34,7 +35,10 @@ from ._cors import Cors
 from ._http import HTTPError, header, header_utf8, query
 from ._start import RETRY_AFTER
 
-__all__ = ["COME_BACK_REFUSALS", "EventsEndpoint"]
+__all__ = ["COME_BACK_REFUSALS", "VARY_ACCEPT_ENCODING", "EventsEndpoint"]
+
+#: on every stream's response while compression is offered: caches keep one per coding
+VARY_ACCEPT_ENCODING = (b"vary", b"accept-encoding")
 
 #: the refusals of a stream that retrying fixes, by their metric reason, with the reason
 #: their come-back gives: answered with a come-back, not with their 429 or 503
@@ -269,15 +273,26 @@ class EventsEndpoint:
             self.admission.refused_stream(ip)
             raise HTTPError.from_auth(exc) from None
         self.admission.hold_stream(ip)
+        compression = hub.compression
+        headers = self.cors.headers(scope)
+        coding = None
+        if compression.offered:
+            headers = [*headers, VARY_ACCEPT_ENCODING]
+            coding = compression.choose(
+                header(scope, b"accept-encoding"),
+                names,
+                not one_topic(names) and self._mixes_private(names),
+            )
         try:
             subscription = await hub.attach(
                 names,
                 last_event_id,
                 send,
                 receive,
-                headers=self.cors.headers(scope),
+                headers=headers,
                 subject=None if credential is None else credential.subject,
                 scope=scope,
+                coding=coding,
             )
         except PublishError as exc:  # the broker cannot subscribe now (before any byte)
             self.admission.release_stream(ip)
@@ -290,6 +305,16 @@ class EventsEndpoint:
                 max(0.0, credential.expires_at - self.auth.clock()), hub.expire, subscription
             )
         return subscription
+
+    def _mixes_private(self, names: list[str]) -> bool:
+        """Whether a stream of several ``names`` holds a private topic, or may (a
+        pattern, with private topics configured): its compression context would mix
+        it with the others (``Compression.choose``)."""
+        auth = self.auth
+        return any(
+            bool(auth.private_topics) if is_pattern(name) else auth.is_private(name)
+            for name in names
+        )
 
     def finish(self, scope: Scope, subscription: Subscription) -> None:
         """The stream is over (or its handler is leaving): free it, stop its token's

@@ -340,6 +340,22 @@ CATALOGUE: tuple[MetricInfo, ...] = (
         figure=Counted("delivered_total"),
     ),
     MetricInfo(
+        "sse_fast_compression_input_bytes_total",
+        "counter",
+        "Bytes of event streams handed to compression, by content coding (as many times "
+        "as streams were sent them).",
+        ("coding",),
+        figure=CountedBy("compression_input_bytes_total", sort=True),
+    ),
+    MetricInfo(
+        "sse_fast_compression_output_bytes_total",
+        "counter",
+        "Compressed bytes written to event streams, by content coding: over the input "
+        "bytes, the ratio on the wire.",
+        ("coding",),
+        figure=CountedBy("compression_output_bytes_total", sort=True),
+    ),
+    MetricInfo(
         "sse_fast_lag_disconnects_total",
         "counter",
         "Streams closed because they fell further behind than the ring holds.",

@@ -43,6 +43,7 @@ from ..brokers._sequencing import Sequenced
 from ..protocol import Reason
 from ..settings import StreamSettings
 from ._closing import Closer
+from ._coding import Outcome, TopicCodings
 from ._cursor import REST
 from ._metrics import Metrics
 from ._subscription import Subscription
@@ -172,7 +173,8 @@ class FanOut:
             dirty, self.send_style.written_type, _BODY
         )
         for topic, lost in lagged:  # more published in one go than the ring holds
-            for subscription in topic.in_sync_members() + list(topic.in_sync_multi):
+            coded = () if topic.coded is None else list(topic.coded)
+            for subscription in [*topic.in_sync_members(), *topic.in_sync_multi, *coded]:
                 self.lagged(subscription, lost)
         for subscription, result in slow:
             self.catch_up(subscription, result)
@@ -180,6 +182,7 @@ class FanOut:
             self.closer.detach(subscription)
         if before:
             self._merge(before)
+            delivered += self._write_coded(before)
         self.metrics.delivered_total += delivered
         end = self.clock()
         observe = self.metrics.publish_latency.observe
@@ -235,6 +238,57 @@ class FanOut:
             data, count = merged[key]
             if count:
                 self._write_events(targets, data, count)
+
+    def _write_coded(self, before: dict[Topic, int]) -> int:
+        """Compressed streams of one topic: each topic's new bytes, compressed once per
+        coding for its group (``_coding.py``); how many events were handed over."""
+        delivered = 0
+        slow: list[tuple[Subscription, Any]] = []
+        failed: list[Subscription] = []
+        now = self.clock()
+        written = self.send_style.written_type
+
+        def add(outcome: Outcome) -> None:
+            nonlocal delivered
+            delivered += outcome[0]
+            slow.extend(outcome[1])
+            failed.extend(outcome[2])
+
+        for topic, start in before.items():
+            coded = topic.coded
+            if coded is None or not coded:
+                continue
+            try:
+                data, _ = topic.ring.read_since(start)
+            except Lagged:  # its streams were closed (``flush``)
+                continue
+            count = topic.flushed - start
+            if count > 0:
+                coded.write(data, count, now, _BODY, written, add)
+        self._after_group_writes(slow, failed)
+        return delivered
+
+    def write_groups(self, data: bytes, groups: Sequence[TopicCodings]) -> None:
+        """``data`` (a heartbeat) to compressed groups, through their compressors."""
+        slow: list[tuple[Subscription, Any]] = []
+        failed: list[Subscription] = []
+
+        def add(outcome: Outcome) -> None:
+            slow.extend(outcome[1])
+            failed.extend(outcome[2])
+
+        now = self.clock()
+        for coded in groups:
+            coded.write(data, 0, now, _BODY, self.send_style.written_type, add)
+        self._after_group_writes(slow, failed)
+
+    def _after_group_writes(
+        self, slow: list[tuple[Subscription, Any]], failed: list[Subscription]
+    ) -> None:
+        for subscription, result in slow:
+            self.catch_up(subscription, result)
+        for subscription in failed:
+            self.closer.detach(subscription)
 
     def _write_events(self, targets: dict[Subscription, Send], frame: bytes, events: int) -> None:
         message = {**_BODY, "body": frame}

@@ -21,6 +21,7 @@ from typing import Any
 
 from .._abort import ConnectionKey
 from .._asgi import Headers, Receive, Send, SendStyle
+from .._compression import Coding
 from .._control_frames import RESUME_HEADER_ASGI, disconnect_frame
 from .._publish_checks import check_distinct_ids, check_topic
 from .._tasks import stop_task
@@ -36,6 +37,7 @@ from ..settings._checks import split_list
 from ..settings._memory import history_budget
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer
+from ._coding import CodedStream, Compression, one_topic
 from ._disconnect_watch import DisconnectWatch
 from ._fanout import FanOut
 from ._figures import Figures
@@ -154,6 +156,8 @@ class Hub:
         #: serves" (a worker on Redis answers gathers before its start is done)
         self.starting = False
         self.figures = Figures(self)
+        #: the codings its streams may be compressed with (``_coding.py``)
+        self.compression = Compression(settings.streams)
 
     # ---------------------------------------------------------------- running
 
@@ -326,6 +330,7 @@ class Hub:
         headers: Sequence[tuple[bytes, bytes]] = (),
         subject: str | None = None,
         scope: Mapping[str, Any] | None = None,
+        coding: Coding | None = None,
     ) -> Subscription:
         """Start an SSE stream of ``topics`` on an ASGI ``send``/``receive`` pair.
 
@@ -341,10 +346,15 @@ class Hub:
         (``_matching.py``; ``ValueError`` where the broker cannot serve them).
         ``subject`` names the subscriber in presence (its JWT's ``sub``).
         ``client`` (``"host:port"``: ``/stats``, webhooks) and ``connection`` (to cut,
-        ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed."""
+        ``abort.connection_key``) are given, or read from the ASGI ``scope`` when needed.
+        ``coding``: the stream is compressed with it (``Compression.choose``; one of
+        ``compression.codings``): ``Content-Encoding`` says so."""
         peer = peer_of(scope, client, connection)
-
-        subscription, first = await self.opening.open(send, topics, peer, last_event_id, subject)
+        writes: Send = send
+        if coding is not None:  # every write through its compressing send (``_coding.py``)
+            writes = CodedStream(send, coding, not one_topic(topics), self.metrics)
+            headers = [*headers, (b"content-encoding", coding.name.encode())]
+        subscription, first = await self.opening.open(writes, topics, peer, last_event_id, subject)
         try:
             result = send(
                 {

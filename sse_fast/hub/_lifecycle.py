@@ -2,7 +2,8 @@
 
 * Heartbeats. Every ``heartbeat_interval`` each in-sync stream gets a comment
   frame (proxies and browsers drop idle connections); catching-up streams are
-  writing anyway.
+  writing anyway. Compressed streams of one topic get it through their topic's
+  group (``_coding.py``), in step with its compressor.
 * Sweeping. Once a minute, topics with no subscription and no activity for
   ``topic_ttl`` are dropped (``_topics.py`` remembers how far they went).
 * Drain. On shutdown every stream is closed with an ``sse-fast-disconnect``
@@ -27,6 +28,7 @@ from .._core import encode
 from ..protocol import Reason
 from ..settings import StreamSettings
 from ._closing import Closer
+from ._coding import TopicCodings
 from ._fanout import FanOut
 from ._subscription import Subscription
 from ._topics import Topics
@@ -53,19 +55,28 @@ class Lifecycle:
         self.fanout = fanout
         self.closer = closer
         self.draining = False
+        self._heartbeat = encode(comment="")
         self._heartbeat_message = {
             "type": "http.response.body",
-            "body": encode(comment=""),
+            "body": self._heartbeat,
             "more_body": True,
         }
 
     def heartbeat(self) -> int:
         """Send a keep-alive comment to every in-sync stream; return how many."""
-        targets = {
-            s: s.send for s in self.subscriptions.values() if s.state == Subscription.IN_SYNC
-        }
+        targets = {}
+        groups: dict[TopicCodings, None] = {}  # compressed: through their topic's group
+        for s in self.subscriptions.values():
+            if s.state == Subscription.IN_SYNC:
+                coded = s.coded
+                if coded is not None and coded.group is not None:
+                    groups[s.topics[0].coded] = None
+                else:
+                    targets[s] = s.send
         self.fanout.write_all(targets, self._heartbeat_message)
-        return len(targets)
+        if groups:
+            self.fanout.write_groups(self._heartbeat, list(groups))
+        return len(targets) + sum(len(group) for group in groups)
 
     def sweep(self) -> int:
         """Drop idle topics; return how many."""

@@ -122,6 +122,9 @@ class Metrics(StreamListener):
         self.webhook_failures_total = 0
         self.resume_total = {"resumed": 0, "unknown": 0, "evicted": 0}
         self.refused_total: dict[str, int] = {}
+        #: compressed streams' bytes before and after, by coding (``_coding.py``)
+        self.compression_input_bytes_total: dict[str, int] = {}
+        self.compression_output_bytes_total: dict[str, int] = {}
         self.publish_latency = Histogram()
 
     def joined(self, subscription: Subscription) -> None:
@@ -133,6 +136,13 @@ class Metrics(StreamListener):
     def refuse(self, reason: str, count: int = 1) -> None:
         """Count ``count`` requests refused for ``reason`` (``sse_fast_refused_total``)."""
         self.refused_total[reason] = self.refused_total.get(reason, 0) + count
+
+    def compressed(self, coding: str, before: int, after: int) -> None:
+        """Count ``before`` bytes compressed into ``after`` with ``coding``."""
+        into = self.compression_input_bytes_total
+        into[coding] = into.get(coding, 0) + before
+        out = self.compression_output_bytes_total
+        out[coding] = out.get(coding, 0) + after
 
     #: the whole numbers the catalogue exposes (``Counted``), summed over workers
     COUNTERS = _attributes(Counted)

@@ -1,7 +1,8 @@
 """One SSE stream attached to the hub, and its place in its topics' sets.
 
 A subscription is *in sync* (at its topics' flushed positions, written by the
-flush with everyone else, no cursor of its own), *catching up* (its own
+flush with everyone else, no cursor of its own; a compressed stream of one
+topic in its topic's group, ``_coding.py``), *catching up* (its own
 cursors and one task writing its backlog from the rings) or *closed*. The
 moves between the sets of its topics are here; when to make them is
 ``_fanout.py``'s business.
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from .._abort import ConnectionKey, connection_key
 from .._asgi import Message, Receive, Send
+from ._coding import CodedStream, TopicCodings
 
 if TYPE_CHECKING:
     from .._core import Topic
@@ -67,6 +69,7 @@ class Subscription:
     __slots__ = (
         "__weakref__",
         "closed",
+        "coded",
         "connected_at",
         "cursors",
         "id",
@@ -101,6 +104,8 @@ class Subscription:
         #: ``(client, connection)`` given as such (``NO_PEER`` when unknown)
         self.peer = peer
         self.send = send
+        #: a compressed stream's ``send`` (``_coding.py``), None for the others
+        self.coded = send if type(send) is CodedStream else None
         #: its topics: those it names, and those its patterns matched (``adopt``)
         self.topics: Sequence[Topic] = topics
         #: the topic patterns it names (``_matching.py``), () for none
@@ -144,7 +149,14 @@ class Subscription:
         self.state = Subscription.IN_SYNC
         self.cursors = _NO_CURSORS
         if len(self.topics) == 1 and self.places is None:
-            self.topics[0].join_in_sync(self, self.send)
+            coded = self.coded
+            if coded is not None and coded.own is None:  # its topic's compressed bytes
+                topic = self.topics[0]
+                if topic.coded is None:
+                    topic.coded = TopicCodings()
+                topic.coded.join(self, coded)
+            else:
+                self.topics[0].join_in_sync(self, self.send)
         else:
             for topic in self.topics:
                 topic.join_multi(self, self.send)
@@ -186,6 +198,7 @@ class Subscription:
     def leave_sync(self, cursors: dict[Topic, int]) -> None:
         """Move to the catching-up sets, at ``cursors``."""
         self.state = Subscription.CATCHING_UP
+        self._leave_group()
         for topic in self.topics:
             topic.leave_in_sync(self)
             topic.in_sync_multi.pop(self, None)
@@ -206,6 +219,7 @@ class Subscription:
         if self.state == Subscription.CLOSED:
             return
         self.state = Subscription.CLOSED
+        self._leave_group()
         for topic in self.topics:
             topic.leave_in_sync(self)
             topic.in_sync_multi.pop(self, None)
@@ -214,6 +228,12 @@ class Subscription:
         task, self.task = self.task, None
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+
+    def _leave_group(self) -> None:
+        """Out of its topic's compressed group (``_coding.py``), when in one."""
+        coded = self.coded
+        if coded is not None and coded.group is not None:
+            coded.group.leave(self)
 
     def behind(self) -> int:
         """Frames stored and not yet written to this stream (0 when in sync)."""

@@ -172,6 +172,15 @@ def _check_limits(settings: Settings) -> None:
 def _check_listening(settings: Settings) -> None:
     if settings.http not in ("1", "2", "auto"):
         raise SettingsError(f"http must be 1, 2 or auto, got {settings.http!r}")
+    if settings.compression not in ("topics", "all", "off"):
+        raise SettingsError(f"compression must be topics, all or off, got {settings.compression!r}")
+    known = ("zstd", "gzip", "deflate")
+    for name in split_list(settings.compression_codings):
+        if name not in known:
+            raise SettingsError(
+                f"compression_codings: {name!r} is not a coding this server has (it has "
+                f"{', '.join(known)})"
+            )
     for network in split_list(settings.ops_networks):
         if network:
             try:

@@ -125,6 +125,23 @@ class StreamSettings:
         default=30.0,
         metadata=_doc("seconds a stalled client may block one write before it is disconnected"),
     )
+    compression: str = field(
+        default="topics",
+        metadata=_doc(
+            "compress event streams whose request asks for it (Accept-Encoding): 'topics' "
+            "= streams of one topic, each topic's bytes compressed once for all its "
+            "subscribers; 'all' = streams of several topics and patterns too, each with a "
+            "compressor of its own (never one that mixes a private topic with others); "
+            "'off'"
+        ),
+    )
+    compression_codings: str = field(
+        default="zstd,gzip,deflate",
+        metadata=_doc(
+            "content codings offered, preferred first (zstd needs the zstandard package: "
+            "left out without it)"
+        ),
+    )
 
 
 @dataclass(frozen=True)

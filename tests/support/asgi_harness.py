@@ -21,6 +21,8 @@ from sse_fast.app import App
 from sse_fast.hub import Hub, PublishRequest, Subscription
 from sse_fast.settings import Settings
 
+from .decoding import Decoder
+
 
 class PyEmptyAwaitable:
     def __await__(self) -> Generator[Any, None, None]:
@@ -49,6 +51,9 @@ class Stream:
         self.status: int | None = None
         self.headers: dict[str, str] = {}
         self.raw = bytearray()
+        #: the bytes as sent (compressed when ``Content-Encoding`` says so), write by write
+        self.wire: list[bytes] = []
+        self.decoder: Decoder | None = None
         self.events: list[Any] = []
         self.ended = False
         self.parser = sse_fast.Parser()
@@ -82,6 +87,8 @@ class Stream:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+            if "content-encoding" in self.headers:
+                self.decoder = Decoder(self.headers["content-encoding"])
             return
         self._channel.append(message.get("body", b""))
         if not message.get("more_body", False):
@@ -111,6 +118,9 @@ class Stream:
         while self._channel or self._blocked:
             while self._channel:
                 chunk = self._channel.popleft()
+                self.wire.append(chunk)
+                if self.decoder is not None:  # each write decodes whole as it arrives
+                    chunk = self.decoder.feed(chunk)
                 self.raw += chunk
                 self.events += self.parser.feed(chunk)
             if self._blocked:
