@@ -138,6 +138,14 @@ class CodedStream:
         self.group: TopicCoding | None = None
         self.metrics = metrics
 
+    def mode(self, subscription: Subscription) -> str:
+        """What its bytes are now (``/stats``): ``own`` (a compressor of its own),
+        ``shared`` (in step with its topic's compressor) or ``independent``."""
+        if self.own is not None:
+            return "own"
+        group = self.group
+        return "shared" if group is not None and subscription in group.in_step else "independent"
+
     def __call__(self, message: MutableMapping[str, Any]) -> Awaitable[Any]:
         data: bytes = message.get("body", b"")
         return self.send({**message, "body": self.encode(data, not message.get("more_body"))})

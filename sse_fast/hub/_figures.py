@@ -121,6 +121,9 @@ class Figures:
                     "state": s.state,
                     "connected_seconds": round(now - s.connected_at, 3),
                     "behind": s.behind(),
+                    # its content coding, and what its bytes are now (``_coding.py``)
+                    "coding": None if s.coded is None else s.coded.coding.name,
+                    "compression": None if s.coded is None else s.coded.mode(s),
                 }
                 for s in page
             ]
