@@ -65,6 +65,7 @@ __all__ = [
     "Coding",
     "PrivateCompressor",
     "SharedCompressor",
+    "StreamDecoder",
     "Written",
     "available_codings",
     "make_codings",
@@ -372,3 +373,46 @@ def negotiate(
         if best is None or weight > best[0]:
             best, chosen = (weight, rank), name
     return None if chosen is None else codings[chosen]
+
+
+class StreamDecoder:
+    """A client's decoder of one compressed stream (``Content-Encoding`` gzip, deflate or
+    zstd), fed as bytes arrive: what each write holds comes out whole (the server
+    flushes every write); zstd's frames one after another. ``ValueError`` for a coding
+    it does not know; zstd needs ``zstandard``."""
+
+    def __init__(self, coding: str) -> None:
+        name = coding.strip().lower()
+        self.coding = name
+        self._zlib: Any = None
+        self._frame: Any = None
+        self._zstd: Any = None
+        if name in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(31)
+        elif name == "deflate":
+            self._zlib = zlib.decompressobj(15)
+        elif name == "zstd":
+            try:
+                import zstandard
+            except ImportError:
+                raise ValueError(
+                    "the stream is zstd: pip install zstandard (or the zstd extra)"
+                ) from None
+            self._zstd = zstandard.ZstdDecompressor()
+        else:
+            raise ValueError(f"cannot decode Content-Encoding {coding!r}")
+
+    def feed(self, data: bytes) -> bytes:
+        """The decoded bytes of ``data`` (``zlib.error`` or ``zstandard.ZstdError`` when
+        they are not of the coding)."""
+        if self._zlib is not None:
+            return self._zlib.decompress(data)  # type: ignore[no-any-return]
+        out = b""
+        while data:
+            if self._frame is None:
+                self._frame = self._zstd.decompressobj()
+            out += self._frame.decompress(data)
+            data = b""
+            if self._frame.eof:
+                data, self._frame = self._frame.unused_data, None
+        return out

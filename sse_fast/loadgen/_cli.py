@@ -96,6 +96,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="subscriber HTTP version (1.0: no chunked framing, cheaper client)",
     )
     parser.add_argument(
+        "--compressed",
+        nargs="?",
+        const="gzip, deflate, zstd",
+        default="",
+        metavar="ACCEPT_ENCODING",
+        help="ask for compressed streams (Accept-Encoding: this, default 'gzip, deflate, "
+        "zstd'; e.g. --compressed zstd), decode them, and report the bytes on the wire per "
+        "event beside the decoded ones",
+    )
+    parser.add_argument(
         "--server-pid",
         type=int,
         help="main PID of a running server: its process tree's CPU and RSS count",
@@ -320,6 +330,7 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
         "payload_bytes": args.payload_bytes,
         "publishers": args.publishers,
         "http_version": args.http,
+        "accept_encoding": args.compressed,
         "progress": lambda line: print(line, flush=True),
         "subscribe": subscribe,
         "publish": getattr(args, "publish", None),

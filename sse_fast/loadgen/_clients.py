@@ -70,7 +70,8 @@ def subscriber_process(
     extra request header lines, each ending with CRLF), ``reconnect_on_close`` with
     ``retry`` (seconds to wait when the stream named no ``retry``), ``seq_per_stream``
     (a reconnected stream follows its sequence numbers afresh), ``run_began`` (wall
-    time: events stamped earlier are counted apart, ``before_run``)."""
+    time: events stamped earlier are counted apart, ``before_run``), ``accept_encoding``
+    (every request's Accept-Encoding: compressed streams, decoded as they come)."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -117,6 +118,9 @@ class _ClientProcess:
         stats.slow_rcvbuf = int(options.get("slow_rcvbuf", stats.slow_rcvbuf))
         self.reading = Reading(options.get("stamps") or Stamps())
         self.headers: list[str] | None = options.get("headers")
+        #: what every request asks for (``accept_encoding``: its Accept-Encoding)
+        accept = options.get("accept_encoding")
+        self.accept = f"Accept-Encoding: {accept}\r\n" if accept else ""
         self.reconnect_on_close = bool(options.get("reconnect_on_close"))
         self.retry = float(options.get("retry", 3.0))
         #: the server numbers each stream from the start: a new one follows afresh
@@ -198,7 +202,7 @@ class _ClientProcess:
         return subscriber
 
     def header_lines(self, index: int, last_id: str = "") -> str:
-        lines = self.headers[index] if self.headers else ""
+        lines = (self.headers[index] if self.headers else "") + self.accept
         return lines + (f"Last-Event-ID: {last_id}\r\n" if last_id else "")
 
     async def connect(self) -> None:
@@ -217,7 +221,7 @@ class _ClientProcess:
             self.http_version,
             self.concurrency,
             make_subscriber=self.subscriber,
-            extra_headers=self.header_lines if self.headers else None,
+            extra_headers=self.header_lines if self.headers or self.accept else None,
             slow=(lambda i: i % every == 0) if every else None,
         )
         self.pipe.send(
@@ -303,6 +307,10 @@ class _ClientProcess:
             "foreign": stats.foreign,
             "before_run": stats.before_run,
             "delivered_unanswered": stats.delivered_unanswered,
+            "wire_bytes": stats.wire_bytes,
+            "decoded_bytes": stats.decoded_bytes,
+            "events_read": stats.events_read,
+            "codings": stats.codings,
             "histogram": stats.histogram.dump(),
             "first_event": stats.first_event.dump(),
             "connect_time": stats.connect_time.dump(),

@@ -77,6 +77,9 @@ class LoadOptions:
     #: the server; the window ends once it returned
     fault: Callable[[], Any] | None = None
     fault_after: float = 0.0
+    #: ask for compressed streams: every subscribe request's Accept-Encoding ("" for
+    #: none); bytes on the wire per event are reported beside the decoded ones
+    accept_encoding: str = ""
 
     def __post_init__(self) -> None:
         if self.subscribe is not None:
@@ -125,4 +128,6 @@ class LoadOptions:
             )
         if self.reconnect_after is not None:
             options["reconnect"] = True
+        if self.accept_encoding:
+            options["accept_encoding"] = self.accept_encoding
         return options

@@ -121,6 +121,13 @@ class Result:
     #: events stamped before this run began (a server replaying what it kept, such as
     #: Nchan's buffer, to a new subscriber): counted apart, in no other figure
     before_run: int = 0
+    #: the streams by their response's Content-Encoding ("identity": none)
+    content_codings: dict[str, int] = field(default_factory=dict)
+    #: while measuring, per event that counts: response body bytes as they came
+    #: (compressed when the streams are) and the same decoded (frames, ids, heartbeats
+    #: included); None when no event was read
+    wire_bytes_per_event: float | None = None
+    decoded_bytes_per_event: float | None = None
 
     def add_up(self) -> None:
         """Fill ``not_delivered_not_lost``: what is left of ``expected`` once the delivered
@@ -251,6 +258,12 @@ class Result:
             extra += f" before-run={self.before_run}"
         if self.reconnected_on_close is not None:
             extra += f" reconnects={self.reconnected_on_close}"
+        compressed = {k: n for k, n in self.content_codings.items() if k != "identity"}
+        if compressed and self.wire_bytes_per_event is not None:
+            extra += (
+                f" wire={self.wire_bytes_per_event:,.0f}B/ev ({'+'.join(sorted(compressed))}; "
+                f"decoded {self.decoded_bytes_per_event:,.0f}B/ev)"
+            )
         return (
             f"{self.target:>14} conns={self.connected}/{self.connections} "
             f"(err {self.connect_errors}, {self.connect_seconds:.1f}s) "
@@ -297,6 +310,15 @@ def timing_results(result: Result, finals: list[dict[str, Any]]) -> None:
     lags = [f["loop_lag_max"] for f in finals if "loop_lag_max" in f]
     if lags:
         result.client_lag_max_ms = ms(max(lags))
+    events = sum(f.get("events_read", 0) for f in finals)
+    if events:
+        result.wire_bytes_per_event = round(sum(f.get("wire_bytes", 0) for f in finals) / events, 1)
+        result.decoded_bytes_per_event = round(
+            sum(f.get("decoded_bytes", 0) for f in finals) / events, 1
+        )
+    for final in finals:
+        for coding, count in final.get("codings", {}).items():
+            result.content_codings[coding] = result.content_codings.get(coding, 0) + count
 
 
 def optional_results(

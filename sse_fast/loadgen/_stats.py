@@ -99,6 +99,13 @@ class ProcessStats:
     #: events received, in the window, of publishes whose answer was lost (the server
     #: took them after all): in ``received``, not in what the run expected
     delivered_unanswered: int = 0
+    #: while measuring: response body bytes as they came (compressed or not), the same
+    #: decoded, and the events that count read from them (in the window or not)
+    wire_bytes: int = 0
+    decoded_bytes: int = 0
+    events_read: int = 0
+    #: streams by their response's Content-Encoding ("identity" for none)
+    codings: dict[str, int] = field(default_factory=dict)
 
     def start_measuring(self, measure_from: float, measure_until: float = math.inf) -> None:
         """Count afresh events published at or after ``measure_from`` and before
@@ -107,6 +114,7 @@ class ProcessStats:
         self.measure_until = measure_until
         self.received = self.measured = self.duplicates = self.lost = 0
         self.delivered_unanswered = 0
+        self.wire_bytes = self.decoded_bytes = self.events_read = 0
         self.loop_lag_max = 0.0
         self.histogram = LatencyHistogram()
         self.slow_histogram = LatencyHistogram()

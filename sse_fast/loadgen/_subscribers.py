@@ -29,6 +29,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from typing import Any
 
 try:
     import httptools
@@ -37,6 +38,7 @@ except ImportError:  # pragma: no cover - a run refuses to start without it (_ru
 
 import orjson
 
+from .._compression import StreamDecoder
 from .._core import Parser
 from ..loadtarget import Stamps
 from ..protocol import COME_BACK_HEADER
@@ -70,6 +72,7 @@ class Subscriber(asyncio.Protocol):
         "closed",
         "come_back",
         "connected",
+        "decoder",
         "delivered",
         "dropped",
         "first_event_at",
@@ -128,6 +131,9 @@ class Subscriber(asyncio.Protocol):
         #: the reason of an answer telling the client to come back later (sse_fast's
         #: ``SSE-Fast-Come-Back`` header: a 200 with no stream), else ""
         self.come_back = ""
+        #: the response's Content-Encoding until its head is read, then its decoder
+        #: (None: identity)
+        self.decoder: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a slow subscriber starts its pauses."""
@@ -162,11 +168,25 @@ class Subscriber(asyncio.Protocol):
         """Keep the reason of an answer telling the client to come back later."""
         if len(name) == COME_BACK_LENGTH and name.lower() == COME_BACK_NAME:
             self.come_back = value.decode("latin-1")
+        elif len(name) == 16 and name.lower() == b"content-encoding":
+            self.decoder = value.decode("latin-1").strip().lower()
 
     def on_headers_complete(self) -> None:
         """The response head is read: its connect time counted, ``connected`` resolved with the
         status."""
         self.status = self.http.get_status_code()
+        coding = self.decoder
+        if self.status == 200:
+            count_into(self.stats.codings, coding or "identity")
+        if coding is not None and coding != "identity":
+            try:
+                self.decoder = StreamDecoder(coding)
+            except ValueError as exc:  # a coding it cannot read: no stream of ours
+                self.stats.foreign += 1
+                self.lost_how = str(exc)
+                self.status = 0
+        else:
+            self.decoder = None
         if self.requested_at > 0:
             self.stats.connect_time.add(time.time() - self.requested_at)
         elif self.back_at and self.status == 200:
@@ -205,6 +225,19 @@ class Subscriber(asyncio.Protocol):
         if self.status != 200:
             return
         stats = self.stats
+        if stats.measuring:
+            stats.wire_bytes += len(data)
+        if self.decoder is not None:
+            try:
+                data = self.decoder.feed(data)
+            except Exception as exc:  # zlib.error, ZstdError: not of the coding
+                self.lost_how = f"undecodable body ({type(exc).__name__}: {exc})"
+                self.status = 0
+                if self.transport is not None:
+                    self.transport.close()
+                return
+        if stats.measuring:
+            stats.decoded_bytes += len(data)
         reading = self.reading
         now = time.time()
         for event in self.parser.feed(data):
@@ -246,6 +279,7 @@ class Subscriber(asyncio.Protocol):
                     stats.first_event.add(now - self.requested_at)
             stamped = now if sent_at is None else sent_at
             self.delivered = True
+            stats.events_read += 1
             in_window = stats.measure_from <= stamped < stats.measure_until
             if in_window:
                 stats.received += 1

@@ -15,6 +15,7 @@ from sse_fast._compression import (
     CODINGS,
     Coding,
     PrivateCompressor,
+    StreamDecoder,
     Written,
     available_codings,
     negotiate,
@@ -267,3 +268,28 @@ def test_a_stream_closing_mid_segment_ends_its_own_bytes(name: str) -> None:
     assert decoder.feed(wire) == _event(1) + _event(2) + goodbye
     if name == "zstd":
         assert decoder._frame is None  # every frame ended: nothing incomplete
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_clients_decoder_reads_every_kind_of_write(name: str) -> None:
+    """``StreamDecoder`` (loadgen's): a stream's header, independent writes with the
+    frame left open, shared segments, a leave, a private part, the end."""
+    coding = CODINGS[name]
+    shared = coding.shared()
+    decoder = StreamDecoder(name.upper())
+    events = [_event(n) for n in range(6)]
+    wire = [
+        coding.header + coding.independent(events[0]),
+        coding.leave() + shared.write(events[1], resync=True).body,
+        shared.write(events[2]).whole,
+        shared.write(events[3], resync=True).whole,
+        coding.leave() + coding.independent(events[4]),
+        coding.leave() + coding.independent(events[5]) + coding.leave(),
+    ]
+    for write, event in zip(wire, events, strict=True):
+        assert decoder.feed(write) == event
+
+
+def test_the_clients_decoder_names_what_it_cannot_read() -> None:
+    with pytest.raises(ValueError, match="cannot decode Content-Encoding 'br'"):
+        StreamDecoder("br")

@@ -636,3 +636,32 @@ def test_finding_the_servers_processes_takes_nothing_from_the_window() -> None:
     assert calls >= 3
     assert result.published >= 3  # 10 a second through a 1-s window (1 when it was taken)
     assert result.delivered == result.expected == result.published * 2
+
+
+@pytest.mark.processes("sse-fast loadgen's client processes against a real server")
+@pytest.mark.parametrize("coding", ["gzip", "zstd"])
+def test_compressed_streams_are_decoded_and_their_bytes_on_the_wire_reported(
+    coding: str,
+) -> None:
+    """``--compressed``: the streams ask for a coding, are decoded as they come (every
+    event counted once, none lost), and the result says the coding and the bytes on
+    the wire per event beside the decoded ones (a topic of 20 streams: the server's
+    shared compressor, a fraction of the bytes)."""
+    with ServerProcess() as server:
+        code, output = run_loadgen(
+            server.port,
+            "--connections",
+            "20",
+            "--payload-bytes",
+            "300",
+            "--compressed",
+            coding,
+            "--json",
+            "/dev/stdout",
+        )
+    assert code == 0, output
+    result = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    assert result["content_codings"] == {coding: 20}
+    assert result["lost"] == 0 and result["delivered"] == result["expected"] > 0
+    assert 0 < result["wire_bytes_per_event"] < result["decoded_bytes_per_event"] / 3
+    assert f"wire={result['wire_bytes_per_event']:,.0f}B/ev ({coding};" in output
