@@ -19,6 +19,9 @@ The compressors themselves (codings, shared segments, leaving and joining) are
   a stream of one topic has none: its own writes are *independent* (no context
   before or after: ``Coding.independent``, one compressor per hub), so it costs
   no compressor's memory, ever. The first write carries the coding's header.
+  ``compression_context`` changes the last: ``stream`` gives every stream a
+  compressor of its own, ``event`` keeps a topic's streams on independent writes
+  (no shared compressor); ``topic`` is the default, below.
 * The streams of one topic in sync with it are the topic's (``Topic.coded``, a
   ``TopicCodings``: per coding one ``TopicCoding``). Each flush compresses the
   topic's new bytes once per coding there:
@@ -53,6 +56,7 @@ The compressors themselves (codings, shared segments, leaving and joining) are
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -90,6 +94,9 @@ class Compression:
 
     def __init__(self, streams: StreamSettings) -> None:
         self.mode = streams.compression
+        #: a stream of one topic: its topic's compressor (``topic``), independent writes
+        #: only (``event``) or a compressor of its own (``stream``)
+        self.context = streams.compression_context
         #: by name, preferred first; empty when compression is off
         self.codings = (
             {} if self.mode == "off" else make_codings(split_list(streams.compression_codings))
@@ -112,6 +119,14 @@ class Compression:
             return None
         return negotiate(accept_encoding, self.codings)
 
+    def stream(
+        self, send: Send, coding: Coding, names: Sequence[str], metrics: Metrics
+    ) -> CodedStream:
+        """The compressing ``send`` of a new stream of ``names`` (``choose`` gave ``coding``)."""
+        context = self.context
+        own = context == "stream" or not one_topic(names)
+        return CodedStream(send, coding, own, metrics, shares=context == "topic")
+
 
 def one_topic(names: Sequence[str]) -> bool:
     """Whether a stream of ``names`` is of one named topic (not a pattern)."""
@@ -122,10 +137,14 @@ class CodedStream:
     """A compressed stream's ``send``: compresses each write made for this stream alone
     (see the module), then hands it to the server's ``send``."""
 
-    __slots__ = ("coding", "group", "header", "metrics", "open_frame", "own", "send")
+    __slots__ = ("coding", "group", "header", "metrics", "open_frame", "own", "send", "shares")
 
-    def __init__(self, send: Send, coding: Coding, own: bool, metrics: Metrics) -> None:
+    def __init__(
+        self, send: Send, coding: Coding, own: bool, metrics: Metrics, shares: bool = True
+    ) -> None:
         self.send = send
+        #: in its topic's group, may it share the topic's compressor (``topic`` context)
+        self.shares = shares
         self.coding = coding
         #: what the first write starts with (the coding's header)
         self.header = coding.header
@@ -186,10 +205,12 @@ Outcome = tuple[int, list[tuple["Subscription", Any]], list["Subscription"]]
 class TopicCoding:
     """A topic's streams of one coding in sync with it, and its shared compressor."""
 
-    __slots__ = ("began", "coding", "in_step", "joining", "metrics", "shared")
+    __slots__ = ("began", "coding", "in_step", "joining", "metrics", "shared", "shared_from")
 
-    def __init__(self, coding: Coding, metrics: Metrics) -> None:
+    def __init__(self, coding: Coding, metrics: Metrics, shares: bool = True) -> None:
         self.coding = coding
+        #: the streams from which it gets a shared compressor (never: independent writes)
+        self.shared_from = SHARED_FROM if shares else sys.maxsize
         self.metrics = metrics
         #: in step with ``shared`` (they send its bytes as they are)
         self.in_step: dict[Subscription, CodedStream] = {}
@@ -227,9 +248,9 @@ class TopicCoding:
         count = len(self)
         shared = self.shared
         messages: list[tuple[dict[Any, CodedStream], bytes]] = []
-        if shared is None and count >= SHARED_FROM:
+        if shared is None and count >= self.shared_from:
             shared = self.shared = coding.shared()
-        elif shared is not None and count < SHARED_FROM // 2:
+        elif shared is not None and count < self.shared_from // 2:
             # too few for a compressor of their own: those in step leave its segment
             self.shared = shared = None
             self.joining = {**self.joining, **self.in_step}
@@ -314,7 +335,7 @@ class TopicCodings:
         coding = stream.coding
         group = self.groups.get(coding.name)
         if group is None:
-            group = self.groups[coding.name] = TopicCoding(coding, stream.metrics)
+            group = self.groups[coding.name] = TopicCoding(coding, stream.metrics, stream.shares)
         group.join(subscription, stream)
 
     def write(

@@ -37,7 +37,7 @@ from ..settings._checks import split_list
 from ..settings._memory import history_budget
 from ._breaks import mark_break, mark_missed
 from ._closing import Closer
-from ._coding import CodedStream, Compression, one_topic
+from ._coding import Compression
 from ._disconnect_watch import DisconnectWatch
 from ._fanout import FanOut
 from ._figures import Figures
@@ -352,7 +352,7 @@ class Hub:
         peer = peer_of(scope, client, connection)
         writes: Send = send
         if coding is not None:  # every write through its compressing send (``_coding.py``)
-            writes = CodedStream(send, coding, not one_topic(topics), self.metrics)
+            writes = self.compression.stream(send, coding, topics, self.metrics)
             headers = [*headers, (b"content-encoding", coding.name.encode())]
         subscription, first = await self.opening.open(writes, topics, peer, last_event_id, subject)
         try:

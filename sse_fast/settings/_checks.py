@@ -174,6 +174,11 @@ def _check_listening(settings: Settings) -> None:
         raise SettingsError(f"http must be 1, 2 or auto, got {settings.http!r}")
     if settings.compression not in ("topics", "all", "off"):
         raise SettingsError(f"compression must be topics, all or off, got {settings.compression!r}")
+    if settings.compression_context not in ("topic", "event", "stream"):
+        raise SettingsError(
+            "compression_context must be topic, event or stream, got "
+            f"{settings.compression_context!r}"
+        )
     known = ("zstd", "gzip", "deflate")
     for name in split_list(settings.compression_codings):
         if name not in known:

@@ -371,3 +371,32 @@ def test_random_joins_resumes_lags_and_publishes_decode_as_identity(
         assert app.hub.subscriptions == {}
 
     run(main())
+
+
+@pytest.mark.parametrize("context", ["event", "stream"])
+def test_the_compression_context_setting(context: str) -> None:
+    """``event``: a topic's streams stay on independent writes however many; ``stream``:
+    each has a compressor of its own. Either way they decode to the identity stream."""
+
+    async def main() -> None:
+        app = make_app(compression_context=context)
+        plain = _stream(app, "t")
+        streams = [_stream(app, "t", coding=c) for c in CODINGS * SHARED_FROM]
+        await settle()
+        for i in range(12):
+            publish(app, "t", _payload(i))
+            await settle(3)
+        modes = {c["compression"] for c in app.hub.stats(True)["connection_list"]}
+        assert modes == {None, "independent" if context == "event" else "own"}
+        coded = app.hub.topics.by_name["t"].coded
+        if context == "event":
+            assert all(group.shared is None for group in coded.groups.values())
+        else:
+            assert coded is None or not coded
+        for s in streams:
+            assert bytes(s.raw) == bytes(plain.raw)
+        for s in [plain, *streams]:
+            s.disconnect()
+            await s.finished()
+
+    run(main())
