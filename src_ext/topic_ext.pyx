@@ -24,7 +24,7 @@ import itertools
 
 from sse_fast._core.errors import Lagged
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable", "send_each"]
 
 NO_HISTORY = Ring(1, 1)
 FRAME_OVERHEAD = 320
@@ -425,3 +425,21 @@ cdef class TopicTable:
                         slow.append((subscription, result))
                     delivered += count
         return delivered, slow, failed, lagged, multi
+
+
+def send_each(dict targets, object message, type written_type, list slow, list failed):
+    """Call each target's ``send`` with ``message``; pending writes go to ``slow`` as
+    ``(subscription, result)``, sends that raise to ``failed``; how many were sent."""
+    cdef Py_ssize_t sent = 0
+    cdef object subscription, send, result
+    for subscription, send in targets.items():
+        try:
+            result = send(message)
+        except Exception:
+            failed.append(subscription)
+            continue
+        sent += 1
+        if type(result) is not written_type:
+            slow.append((subscription, result))
+    return sent
+

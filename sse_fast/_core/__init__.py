@@ -27,7 +27,7 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     from .publish_py import ack_lines, requests_of, requests_of_lines
     from .records_py import Tally, pack_events, scan_records, tally_topics
     from .ring_py import Ring
-    from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
+    from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable, send_each
 
     HAS_EXTENSIONS = False
 else:
@@ -39,7 +39,7 @@ else:
         from .publish_ext import ack_lines, requests_of, requests_of_lines
         from .records_ext import Tally, pack_events, scan_records, tally_topics
         from .ring_ext import Ring
-        from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
+        from .topic_ext import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable, send_each
     except ImportError as exc:  # not built (e.g. a source checkout without `pip install`)
         EXTENSION_IMPORT_ERROR = exc
         from .encoder_py import ID_FIRST_ORDER, ORDER, Event, encode, encode_many, encode_sequenced
@@ -47,7 +47,7 @@ else:
         from .publish_py import ack_lines, requests_of, requests_of_lines
         from .records_py import Tally, pack_events, scan_records, tally_topics
         from .ring_py import Ring
-        from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable
+        from .topic_py import FRAME_OVERHEAD, NO_HISTORY, Topic, TopicTable, send_each
 
         HAS_EXTENSIONS = False
     else:
@@ -82,5 +82,6 @@ __all__ = [
     "requests_of",
     "requests_of_lines",
     "scan_records",
+    "send_each",
     "tally_topics",
 ]

@@ -13,7 +13,7 @@ from typing_extensions import disjoint_base
 
 from sse_fast._core.ring_ext import Ring
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable", "send_each"]
 
 NO_HISTORY: Final[Ring]
 FRAME_OVERHEAD: Final[int]
@@ -100,3 +100,13 @@ class TopicTable:
     ) -> tuple[
         int, list[tuple[Any, Any]], list[Any], list[tuple[Topic, int]], dict[Topic, int] | None
     ]: ...
+
+def send_each(
+    targets: dict[Any, Callable[[Any], Any]],
+    message: Any,
+    written_type: type,
+    slow: list[tuple[Any, Any]],
+    failed: list[Any],
+) -> int:
+    """Call each target's ``send`` with ``message``; pending writes go to ``slow`` as
+    ``(subscription, result)``, sends that raise to ``failed``; how many were sent."""

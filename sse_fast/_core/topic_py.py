@@ -78,7 +78,7 @@ from typing import Any
 from .errors import Lagged
 from .ring_py import Ring
 
-__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable"]
+__all__ = ["FRAME_OVERHEAD", "NO_HISTORY", "Topic", "TopicTable", "send_each"]
 
 #: the shared empty ring of every topic without history yet (never written to)
 NO_HISTORY = Ring(1, 1)
@@ -428,3 +428,25 @@ class TopicTable:
                         slow.append((subscription, result))
                     delivered += count
         return delivered, slow, failed, lagged, multi
+
+
+def send_each(
+    targets: dict[Any, Callable[[Any], Any]],
+    message: Any,
+    written_type: type,
+    slow: list[tuple[Any, Any]],
+    failed: list[Any],
+) -> int:
+    """Call each target's ``send`` with ``message``; pending writes go to ``slow`` as
+    ``(subscription, result)``, sends that raise to ``failed``; how many were sent."""
+    sent = 0
+    for subscription, send in targets.items():
+        try:
+            result = send(message)
+        except Exception:
+            failed.append(subscription)
+            continue
+        sent += 1
+        if type(result) is not written_type:
+            slow.append((subscription, result))
+    return sent

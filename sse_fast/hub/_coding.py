@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._asgi import Send
 from .._compression import Coding, SharedCompressor, make_codings, negotiate
+from .._core import send_each
 from .._patterns import is_pattern
 from ..settings import StreamSettings
 from ..settings._checks import split_list
@@ -212,10 +213,11 @@ class TopicCoding:
         #: the streams from which it gets a shared compressor (never: independent writes)
         self.shared_from = SHARED_FROM if shares else sys.maxsize
         self.metrics = metrics
-        #: in step with ``shared`` (they send its bytes as they are)
-        self.in_step: dict[Subscription, CodedStream] = {}
+        #: in step with ``shared`` (they send its bytes as they are): the server's ``send``
+        #: of each (``CodedStream.send``: the group writes compressed bytes itself)
+        self.in_step: dict[Subscription, Send] = {}
         #: at a block boundary of their own: independent writes until a point
-        self.joining: dict[Subscription, CodedStream] = {}
+        self.joining: dict[Subscription, Send] = {}
         self.shared: SharedCompressor | None = None
         #: when the shared segment under way began (the clock's time)
         self.began = 0.0
@@ -226,13 +228,15 @@ class TopicCoding:
     def join(self, subscription: Subscription, stream: CodedStream) -> None:
         """``subscription`` is in sync with the topic: it joins (at the next point)."""
         stream.group = self
-        self.joining[subscription] = stream
+        self.joining[subscription] = stream.send
 
     def leave(self, subscription: Subscription) -> None:
         """``subscription`` is no longer in sync (it may not have been in the group)."""
-        stream = self.in_step.pop(subscription, None) or self.joining.pop(subscription, None)
-        if stream is not None:
-            stream.group = None
+        send = self.in_step.pop(subscription, None) or self.joining.pop(subscription, None)
+        if send is not None:
+            coded = subscription.coded
+            if coded is not None:
+                coded.group = None
             if not self.in_step and not self.joining:
                 self.shared = None  # its memory goes with the last stream
 
@@ -247,7 +251,7 @@ class TopicCoding:
         coding = self.coding
         count = len(self)
         shared = self.shared
-        messages: list[tuple[dict[Any, CodedStream], bytes]] = []
+        messages: list[tuple[dict[Subscription, Send], bytes]] = []
         if shared is None and count >= self.shared_from:
             shared = self.shared = coding.shared()
         elif shared is not None and count < self.shared_from // 2:
@@ -280,13 +284,14 @@ class TopicCoding:
 
     def _send(
         self,
-        messages: list[tuple[dict[Any, CodedStream], bytes]],
+        messages: list[tuple[dict[Subscription, Send], bytes]],
         data: bytes,
         events: int,
         template: dict[str, Any],
         written: type,
     ) -> Outcome:
-        """Hand each set of streams its bytes, one message per set."""
+        """Hand each set of streams its bytes, one message per set (the core's
+        ``send_each``, as the flush writes identity streams)."""
         delivered = 0
         slow: list[tuple[Subscription, Any]] = []
         failed: list[Subscription] = []
@@ -294,17 +299,7 @@ class TopicCoding:
         for streams, body in messages:
             if not streams:
                 continue
-            message = {**template, "body": body}
-            sent = 0
-            for subscription, stream in streams.items():
-                try:
-                    result = stream.send(message)
-                except Exception:  # a server whose send() raises for a gone client
-                    failed.append(subscription)
-                    continue
-                sent += 1
-                if type(result) is not written:
-                    slow.append((subscription, result))
+            sent = send_each(streams, {**template, "body": body}, written, slow, failed)
             delivered += sent * events
             before += sent * len(data)
             after += sent * len(body)

@@ -37,7 +37,7 @@ from typing import Any
 
 from .._asgi import Send, SendStyle
 from .._control_frames import disconnect_frame
-from .._core import Lagged
+from .._core import Lagged, send_each
 from .._tasks import running_loop
 from ..brokers._sequencing import Sequenced
 from ..protocol import Reason
@@ -300,21 +300,10 @@ class FanOut:
         """Hand one message to every target's ``send``; those whose write is pending
         go to catch-up, those whose ``send`` raised are detached. Returns how many
         were detached."""
-        written = self.send_style.written_type
-        slow = None
-        failed = None
-        for subscription, send in targets.items():
-            try:
-                result = send(message)
-            except Exception:  # a server whose send() raises for a gone client
-                if failed is None:
-                    failed = []
-                failed.append(subscription)
-                continue
-            if type(result) is not written:
-                if slow is None:
-                    slow = []
-                slow.append((subscription, result))
+        slow: list[tuple[Subscription, Any]] = []
+        failed: list[Subscription] = []
+        # the core's loop (a server whose send() raises for a gone client: failed)
+        send_each(targets, message, self.send_style.written_type, slow, failed)
         if slow:
             for subscription, result in slow:
                 self.catch_up(subscription, result)

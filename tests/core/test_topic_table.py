@@ -403,3 +403,26 @@ def test_the_floor_only_rises_and_only_through_the_topic(module: ModuleType) -> 
     with pytest.raises(AttributeError):
         a.evicted_up_to = 0
     assert a.evicted_up_to == 8
+
+
+def test_send_each_hands_one_message_to_every_target(module: ModuleType) -> None:
+    """The loop of compressed groups and heartbeats: each ``send`` called with the one
+    message; a pending result goes to ``slow``, a ``send`` that raises to ``failed``."""
+    message = {"type": "http.response.body", "body": b"x", "more_body": True}
+    got: list[Any] = []
+    pending = object()
+
+    def gone(m: Any) -> Any:
+        raise RuntimeError("client gone")
+
+    targets: dict[str, Any] = {
+        "a": lambda m: got.append(m) or Done(),
+        "b": lambda m: pending,
+        "c": gone,
+        "d": lambda m: got.append(m) or Done(),
+    }
+    slow: list[Any] = []
+    failed: list[Any] = []
+    assert module.send_each(targets, message, Done, slow, failed) == 3
+    assert got == [message, message] and got[0] is message
+    assert slow == [("b", pending)] and failed == ["c"]
