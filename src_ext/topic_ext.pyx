@@ -442,4 +442,3 @@ def send_each(dict targets, object message, type written_type, list slow, list f
         if type(result) is not written_type:
             slow.append((subscription, result))
     return sent
-
