@@ -247,9 +247,15 @@ class _Zstd(Coding):
         self._z = zstandard
         # no checksum, no content size: an empty last block ends any frame (``leave``)
         self._independent = self._compressor(level=level)
+        # a small window, and tables to match: level 3's own (hash 2^17, chain 2^16)
+        # took 840 KB per stream; these take about 60 KB (zstd's smallest context is
+        # about 33 KB: a private deflate compressor is 12 KB)
+        tables = max(zstandard.HASHLOG_MIN, zstandard.CHAINLOG_MIN, private_window - 2)
         self._private_params = zstandard.ZstdCompressionParameters.from_level(
             level,
             window_log=max(zstandard.WINDOWLOG_MIN, private_window),
+            hash_log=tables,
+            chain_log=tables,
             write_checksum=False,
             write_content_size=False,
         )
