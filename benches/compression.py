@@ -40,7 +40,7 @@ and its latency (events held in nginx's buffers show there).
 Writes ``benches/results/compression.md`` and ``.json``::
 
     python -m benches.compression                      # everything (about 25 minutes)
-    python -m benches.compression --sizes 2000 --sets main --duration 3 --out-dir /tmp/c
+    python -m benches.compression --quick --out-dir /tmp/c
 
 Loopback only; every run is bounded in time.
 """
@@ -452,7 +452,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short check: 1,000 streams, identity and topic gzip/zstd, the JSON stream",
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.kinds, args.sets = "1000", "json", "main"
+        args.ways, args.duration, args.warmup = "identity,topic gzip,topic zstd", 2.0, 1.0
     sizes = [int(x) for x in args.sizes.split(",") if x]
     kinds = [k for k in args.kinds.split(",") if k]
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]

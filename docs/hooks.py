@@ -38,6 +38,7 @@ API = "reference/api"
 USER_MODULES = (
     "sse_fast",
     "sse_fast.frames",
+    "sse_fast.compression",
     "sse_fast.client",
     "sse_fast.publisher",
     "sse_fast.starlette",

@@ -124,9 +124,9 @@ class PrivateCompressor:
     """One stream's own bytes until it joins its topic's shared ones (see the module):
     the coding's header first, then each write flushed; ``end`` at the point."""
 
-    def __init__(self, coding: Coding, header: bool = True) -> None:
+    def __init__(self, coding: Coding, header: bool = True, window: int | None = None) -> None:
         self.coding = coding
-        self._compressor: Any = coding._private()
+        self._compressor: Any = coding._private(coding.private_window if window is None else window)
         self._header = coding.header if header else b""
 
     def write(self, data: bytes) -> bytes:
@@ -168,9 +168,10 @@ class Coding:
         """A topic's compressor."""
         return SharedCompressor(self, level)
 
-    def private(self, header: bool = True) -> PrivateCompressor:
-        """A joining stream's compressor (``header``: its stream starts here)."""
-        return PrivateCompressor(self, header)
+    def private(self, header: bool = True, window: int | None = None) -> PrivateCompressor:
+        """A stream's own compressor (``header``: its stream starts here; ``window``:
+        log2 of its window, 9-15, default ``private_window``)."""
+        return PrivateCompressor(self, header, window)
 
     def independent(self, data: bytes) -> bytes:
         """``data`` compressed with no context before or after (see the module)."""
@@ -186,7 +187,7 @@ class Coding:
     def _shared(self, level: int) -> Any:
         raise NotImplementedError
 
-    def _private(self) -> Any:
+    def _private(self, window: int) -> Any:
         raise NotImplementedError
 
     def _write(self, compressor: Any, data: bytes) -> bytes:
@@ -221,8 +222,9 @@ class _Deflate(Coding):
     def _shared(self, level: int) -> Any:
         return zlib.compressobj(level, zlib.DEFLATED, -15, 8)
 
-    def _private(self) -> Any:
-        return zlib.compressobj(self.level, zlib.DEFLATED, -self.private_window, 1)
+    def _private(self, window: int) -> Any:
+        # memLevel 1 up to a 4 KiB window (12 KB each); above it, zlib's default 8
+        return zlib.compressobj(self.level, zlib.DEFLATED, -window, 1 if window <= 12 else 8)
 
     def _write(self, compressor: Any, data: bytes) -> bytes:
         return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)  # type: ignore[no-any-return]
@@ -247,18 +249,11 @@ class _Zstd(Coding):
         self._z = zstandard
         # no checksum, no content size: an empty last block ends any frame (``leave``)
         self._independent = self._compressor(level=level)
-        # a small window, and tables to match: level 3's own (hash 2^17, chain 2^16)
-        # took 840 KB per stream; these take about 60 KB (zstd's smallest context is
-        # about 33 KB: a private deflate compressor is 12 KB)
-        tables = max(zstandard.HASHLOG_MIN, zstandard.CHAINLOG_MIN, private_window - 2)
-        self._private_params = zstandard.ZstdCompressionParameters.from_level(
-            level,
-            window_log=max(zstandard.WINDOWLOG_MIN, private_window),
-            hash_log=tables,
-            chain_log=tables,
-            write_checksum=False,
-            write_content_size=False,
-        )
+        #: private compressors' parameters by window: a small window, and tables to
+        #: match (level 3's own, hash 2^17 and chain 2^16, took 840 KB per stream; with
+        #: a 4 KiB window these take about 60 KB; zstd's smallest context is about
+        #: 33 KB, a private deflate compressor 12 KB)
+        self._private_params: dict[int, Any] = {}
 
     def _compressor(self, **options: Any) -> Any:
         return self._z.ZstdCompressor(write_checksum=False, write_content_size=False, **options)
@@ -274,8 +269,20 @@ class _Zstd(Coding):
     def _shared(self, level: int) -> Any:
         return _ZstdFrames(self._compressor(level=level), self._z)
 
-    def _private(self) -> Any:
-        return _ZstdFrames(self._z.ZstdCompressor(compression_params=self._private_params), self._z)
+    def _private(self, window: int) -> Any:
+        params = self._private_params.get(window)
+        if params is None:
+            zstandard = self._z
+            tables = max(zstandard.HASHLOG_MIN, zstandard.CHAINLOG_MIN, window - 2)
+            params = self._private_params[window] = zstandard.ZstdCompressionParameters.from_level(
+                self.level,
+                window_log=max(zstandard.WINDOWLOG_MIN, window),
+                hash_log=tables,
+                chain_log=tables,
+                write_checksum=False,
+                write_content_size=False,
+            )
+        return _ZstdFrames(self._z.ZstdCompressor(compression_params=params), self._z)
 
     def _write(self, compressor: Any, data: bytes) -> bytes:
         return compressor.write(data)  # type: ignore[no-any-return]

@@ -31,6 +31,10 @@ Theory of operation
   ``send_timeout`` on the socket (Linux), so a peer whose network vanished is
   dropped by the kernel once a write (a ping, at least) goes unacknowledged
   that long.
+* Compression, opt-in: ``compress=True`` compresses the stream when the request's
+  ``Accept-Encoding`` asks (zstd, gzip or deflate), each write flushed so every event
+  arrives as it is sent (aiohttp's ``enable_compression`` holds writes in its
+  buffer, and stays refused here), with ``Vary: Accept-Encoding``.
 * Pings: ``: ping`` every ``ping_interval`` seconds, as aiohttp-sse sends them
   (the next one ``ping_interval`` seconds after the last went out, whatever
   else is sent); with ``ping_when_idle=True`` only after ``ping_interval``
@@ -58,6 +62,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from . import _shutdown
 from ._core import ID_FIRST_ORDER, EncodeError, encode
+from .compression import StreamCompressor
 
 __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
@@ -122,8 +127,12 @@ class EventSourceResponse(StreamResponse):
         send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
         ping_interval: float = DEFAULT_PING_INTERVAL,
         ping_when_idle: bool = False,
+        compress: bool = False,
     ) -> None:
         super().__init__(status=status, reason=reason)
+        #: compress when the request asks (``prepare`` chooses), every write flushed
+        self._compress = compress
+        self._compressor: StreamCompressor | None = None
         if headers is not None:
             self.headers.extend(headers)
         self.headers["Content-Type"] = "text/event-stream"
@@ -160,6 +169,11 @@ class EventSourceResponse(StreamResponse):
                 raise asyncio.CancelledError()  # the client is gone (as aiohttp-sse)
             return self._payload_writer
         self._set_tcp_user_timeout(request)
+        if self._compress:
+            self._compressor = StreamCompressor.negotiate(request.headers.get("Accept-Encoding"))
+            self.headers["Vary"] = "Accept-Encoding"
+            if self._compressor is not None:
+                self.headers["Content-Encoding"] = self._compressor.coding
         writer = await super().prepare(request)
         self._loop = asyncio.get_running_loop()
         self._last_write = self._loop.time()
@@ -191,6 +205,9 @@ class EventSourceResponse(StreamResponse):
     async def write_eof(self, data: bytes = b"") -> None:
         """End the response (aiohttp's ``write_eof``), restoring the socket's
         ``TCP_USER_TIMEOUT``."""
+        compressor, self._compressor = self._compressor, None
+        if compressor is not None:  # the stream's last bytes (zstd: its frame's end)
+            data = compressor.compress(data) + compressor.end()
         await super().write_eof(data)
         self._restore_tcp_user_timeout()
         _streams.discard(self)
@@ -218,6 +235,8 @@ class EventSourceResponse(StreamResponse):
         await self._write(frame)
 
     async def _write(self, frame: bytes) -> None:
+        if self._compressor is not None:
+            frame = self._compressor.compress(frame)
         if self._loop is not None:
             self._last_write = self._loop.time()
         try:
@@ -325,6 +344,7 @@ def sse_response(
     response_cls: type[EventSourceResponse] = EventSourceResponse,
     allow_all_methods: bool = False,
     ping_when_idle: bool = False,
+    compress: bool = False,
 ) -> _Prepared:
     """``async with sse_response(request) as resp:`` prepares an
     ``EventSourceResponse`` and stops it on leaving the block; ``resp = await
@@ -344,6 +364,7 @@ def sse_response(
         send_timeout=send_timeout,
         ping_interval=ping_interval,
         ping_when_idle=ping_when_idle,
+        compress=compress,
     )
     return _Prepared(response, request)
 

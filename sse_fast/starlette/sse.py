@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
+from ..compression import CompressedSend, StreamCompressor, accept_encoding
 from ..frames import line_end
 from ._control import (
     AppStatus,
@@ -83,6 +84,10 @@ class EventSourceResponse(Response):
     * ``ping_when_idle`` (False): a ping only after ``ping`` seconds without a
       write, instead of every ``ping`` seconds.
     * ``busy_batch_delay``: see ``coalesce``.
+    * ``compress`` (False): compress the stream when the request's
+      ``Accept-Encoding`` asks (zstd, gzip or deflate), every write flushed so each
+      event arrives as it is sent (``sse_fast.compression.CompressedSend``), with
+      ``Vary: Accept-Encoding``. Off, the bytes are sse-starlette's.
     """
 
     DEFAULT_PING_INTERVAL = 15
@@ -110,8 +115,10 @@ class EventSourceResponse(Response):
         coalesce: bool = False,
         busy_batch_delay: float | None = DEFAULT_BUSY_BATCH_DELAY,
         ping_when_idle: bool = False,
+        compress: bool = False,
     ) -> None:
         self.sep = line_end(sep, self.DEFAULT_SEPARATOR)
+        self.compress = compress
         if isinstance(content, AsyncIterable):
             self.body_iterator: AsyncIterable[Any] = content
         else:  # wrapped as it is: iterated (in a thread) only when the response runs
@@ -173,6 +180,9 @@ class EventSourceResponse(Response):
         if scope["type"] == "http" and scope.get("method", "GET").upper() == "HEAD":
             await self._head(scope, send)
         else:
+            if self.compress and scope["type"] == "http":
+                asked = accept_encoding(scope.get("headers", ()))
+                send = CompressedSend(send, StreamCompressor.negotiate(asked))
             await _Stream(self, scope, receive, send).run(*self._replaced_seams())
         if self.background is not None:
             await self.background()

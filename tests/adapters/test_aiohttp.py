@@ -156,7 +156,8 @@ def test_pings_go_out_every_interval_or_only_when_idle(when_idle: bool) -> None:
 
 def test_the_import_is_the_only_change() -> None:
     """aiohttp-sse's names, and every argument its response and ``sse_response`` take,
-    by the same names, kinds and defaults (ours add ``ping_when_idle`` at the end)."""
+    by the same names, kinds and defaults (ours add ``ping_when_idle`` and ``compress``
+    at the end)."""
     import inspect
 
     import aiohttp_sse
@@ -170,7 +171,8 @@ def test_the_import_is_the_only_change() -> None:
             theirs_obj, ours_obj = getattr(theirs_obj, part), getattr(ours_obj, part)
         theirs = inspect.signature(theirs_obj).parameters
         mine = dict(inspect.signature(ours_obj).parameters)
-        assert list(mine)[-1] == "ping_when_idle" and mine.pop("ping_when_idle").default is False
+        assert list(mine)[-2:] == ["ping_when_idle", "compress"]
+        assert mine.pop("ping_when_idle").default is False and mine.pop("compress").default is False
         assert list(mine) == list(theirs), name
         for param, their in theirs.items():
             assert mine[param].kind == their.kind, (name, param)
@@ -180,3 +182,50 @@ def test_the_import_is_the_only_change() -> None:
         assert getattr(ours.EventSourceResponse, constant) == getattr(
             aiohttp_sse.EventSourceResponse, constant
         )
+
+
+@pytest.mark.parametrize("coding", ["gzip", "zstd"])
+def test_compress_true_flushes_every_event_in_the_coding_asked_for(coding: str) -> None:
+    """The opt-in: ``compress=True`` and an ``Accept-Encoding``: ``Content-Encoding``
+    and ``Vary``; each event decodes as it arrives (the handler sends the next only
+    once the client decoded the one before: nothing waits in a buffer), pings too, and
+    the end is whole; without the header the bytes are aiohttp-sse's."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from sse_fast.aiohttp import sse_response
+
+    from ..support.decoding import Decoder
+
+    async def main() -> None:
+        seen: asyncio.Queue[int] = asyncio.Queue()
+
+        async def handler(request: Any) -> Any:
+            async with sse_response(request, compress=True, ping_interval=0.05) as sse:
+                for n in range(3):
+                    await sse.send(f"event {n}", id=str(n))
+                    if "lockstep" in request.query:  # the next once the client decoded it
+                        assert await asyncio.wait_for(seen.get(), 10) == n
+            return sse
+
+        app = web.Application()
+        app.router.add_get("/", handler)
+        async with TestClient(TestServer(app), auto_decompress=False) as client:
+            response = await client.get("/?lockstep", headers={"Accept-Encoding": coding})
+            assert response.headers["Content-Encoding"] == coding
+            assert response.headers["Vary"] == "Accept-Encoding"
+            decoder, text, told = Decoder(coding), b"", 0
+            async for chunk in response.content.iter_any():
+                text += decoder.feed(chunk)
+                while told < text.count(b"data: event "):  # decoded: the handler goes on
+                    seen.put_nowait(told)
+                    told += 1
+            assert decoder.ended() and told == 3
+            assert text.replace(b": ping\r\n\r\n", b"") == b"".join(
+                b"id: %d\r\ndata: event %d\r\n\r\n" % (n, n) for n in range(3)
+            )
+            plain = await client.get("/", headers={"Accept-Encoding": "identity"})
+            assert "Content-Encoding" not in plain.headers
+            assert (await plain.read()).startswith(b"id: 0\r\ndata: event 0\r\n\r\n")
+
+    asyncio.run(main())

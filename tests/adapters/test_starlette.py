@@ -513,7 +513,7 @@ def test_the_import_is_the_only_change() -> None:
     keyword_only = [n for n, p in mine.items() if p.kind is p.KEYWORD_ONLY]
     assert list(theirs) == [n for n in mine if n not in keyword_only]
     # ours only, never in their positions
-    assert keyword_only == ["coalesce", "busy_batch_delay", "ping_when_idle"]
+    assert keyword_only == ["coalesce", "busy_batch_delay", "ping_when_idle", "compress"]
     for name in ("DEFAULT_PING_INTERVAL", "DEFAULT_CLEANUP_TIMEOUT", "DEFAULT_SEPARATOR"):
         assert getattr(EventSourceResponse, name) == getattr(TheirResponse, name)
     assert ServerSentEvent.DEFAULT_SEPARATOR == sse_starlette.ServerSentEvent.DEFAULT_SEPARATOR
@@ -1044,3 +1044,36 @@ def test_an_anyio_scope_cancelled_around_a_response_lets_its_cleanup_run() -> No
         assert scope.cancelled_caught and cleanup == ["closed"]
 
     anyio.run(main)
+
+
+@pytest.mark.parametrize("coding", ["gzip", "zstd", "deflate"])
+def test_compress_true_compresses_what_the_request_asks_for_each_write_flushed(
+    coding: str,
+) -> None:
+    """The opt-in: ``compress=True`` and an ``Accept-Encoding``: the response says its
+    coding and ``Vary``, every body message decodes whole as it comes (no event held),
+    and decoded the stream is the plain one's; a request that asks for none, or
+    ``compress`` left off, gets the bytes sse-starlette writes."""
+    from ..support.decoding import Decoder
+
+    items = ["a", {"event": "e", "data": {"n": 1}}, {"comment": "c"}, "z" * 300]
+
+    async def main() -> None:
+        plain = Client()
+        await _run(EventSourceResponse(iter(items)), plain)
+        asked = Client()
+        asked.scope["headers"] = [(b"accept-encoding", coding.encode())]
+        await _run(EventSourceResponse(iter(items), compress=True), asked)
+        assert asked.headers[b"content-encoding"] == coding.encode()
+        assert asked.headers[b"vary"] == b"accept-encoding"
+        decoder = Decoder(coding)
+        decoded = [decoder.feed(m["body"]) for m in asked.messages[1:]]
+        plain_bodies = [m["body"] for m in plain.messages[1:]]
+        assert decoded == plain_bodies  # write by write
+        assert decoder.ended() and asked.ended
+        unasked = Client()
+        await _run(EventSourceResponse(iter(items), compress=True), unasked)
+        assert b"content-encoding" not in unasked.headers
+        assert unasked.headers[b"vary"] == b"accept-encoding" and unasked.body == plain.body
+
+    asyncio.run(main())

@@ -293,3 +293,67 @@ def test_the_clients_decoder_reads_every_kind_of_write(name: str) -> None:
 def test_the_clients_decoder_names_what_it_cannot_read() -> None:
     with pytest.raises(ValueError, match="cannot decode Content-Encoding 'br'"):
         StreamDecoder("br")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_stream_compressor_for_embedders_flushes_each_write(name: str) -> None:
+    """``sse_fast.compression.StreamCompressor``: chosen from a request's header, each
+    write decodes whole (with httpx's decoder too), its end completes the stream."""
+    from sse_fast.compression import StreamCompressor
+
+    compressor = StreamCompressor.negotiate(f"{name}, identity;q=0.1")
+    assert compressor is not None and compressor.coding == name
+    assert compressor.headers == [("Content-Encoding", name), ("Vary", "Accept-Encoding")]
+    decoder = Decoder(name)
+    for n in range(20):
+        assert decoder.feed(compressor.compress(_event(n))) == _event(n)
+    assert decoder.feed(compressor.end()) == b"" and decoder.ended()
+    with pytest.raises(RuntimeError, match="has ended"):
+        compressor.compress(b"data: late\n\n")
+
+
+def test_a_stream_compressor_says_what_it_cannot_do() -> None:
+    from sse_fast.compression import StreamCompressor
+
+    assert StreamCompressor.negotiate("br") is None
+    assert StreamCompressor.negotiate(None) is None
+    assert StreamCompressor.negotiate("zstd, gzip", offered=("gzip",)).coding == "gzip"  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match="cannot compress with 'br'"):
+        StreamCompressor("br")
+    with pytest.raises(ValueError, match="window_bits must be 9-15"):
+        StreamCompressor("gzip", window_bits=20)
+
+
+@pytest.mark.parametrize("name", ["gzip", "zstd"])
+def test_compressed_send_wraps_an_asgi_response(name: str) -> None:
+    """``CompressedSend``: the start gets the coding and Vary (no Content-Length), each
+    body message is compressed, the last ends the stream; with no compressor, Vary only."""
+    import asyncio
+
+    from sse_fast.compression import CompressedSend, StreamCompressor
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def main(compressor: StreamCompressor | None) -> None:
+        wrapped = CompressedSend(send, compressor)
+        start = [(b"content-type", b"text/event-stream"), (b"content-length", b"9")]
+        await wrapped({"type": "http.response.start", "status": 200, "headers": start})
+        for n in range(3):
+            await wrapped({"type": "http.response.body", "body": _event(n), "more_body": True})
+        await wrapped({"type": "http.response.body", "body": b"", "more_body": False})
+
+    asyncio.run(main(StreamCompressor(name)))
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-encoding"] == name.encode() and b"content-length" not in headers
+    assert headers[b"vary"] == b"accept-encoding"
+    decoder = Decoder(name)
+    assert [decoder.feed(m["body"]) for m in sent[1:4]] == [_event(n) for n in range(3)]
+    decoder.feed(sent[4]["body"])
+    assert decoder.ended()
+    sent.clear()
+    asyncio.run(main(None))
+    assert b"content-encoding" not in dict(sent[0]["headers"])
+    assert [m["body"] for m in sent[1:4]] == [_event(n) for n in range(3)]
