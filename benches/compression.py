@@ -480,28 +480,6 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
 
     runs: list[dict[str, Any]] = []
-
-    def one(set_name: str, way: str, kind: str, connections: int, **kw: Any) -> None:
-        if runs:
-            time.sleep(args.pause)
-        run = run_one(way, kind, connections, args, log, **kw)
-        run["set"] = set_name
-        runs.append(run)
-        log(loadgen_line(run))
-
-    if "main" in sets:
-        for size in sizes:
-            for kind in kinds:
-                for way in ways:
-                    one("main", way, kind, size)
-    if "saturation" in sets:
-        for way in ["identity", "topic gzip", "topic zstd"]:
-            one("saturation", way, "json", args.saturation_streams, rate=args.saturation_rate)
-    if "users" in sets:
-        for way in ["identity", "topic gzip", "topic zstd", "stream gzip"]:
-            one("users", way, "json", args.users, rate=1.0, topics=args.users)
-    if "nchan" in sets:
-        one("nchan", "nchan + nginx gzip", "json", 5000, nchan=True)
     import zlib
 
     import zstandard
@@ -521,9 +499,37 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    (args.out_dir / "compression.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    (args.out_dir / "compression.md").write_text(text)
+
+    def write() -> str:
+        """The report so far (after every run: a run that fails keeps the others)."""
+        (args.out_dir / "compression.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown(report)
+        (args.out_dir / "compression.md").write_text(text)
+        return text
+
+    def one(set_name: str, way: str, kind: str, connections: int, **kw: Any) -> None:
+        if runs:
+            time.sleep(args.pause)
+        run = run_one(way, kind, connections, args, log, **kw)
+        run["set"] = set_name
+        runs.append(run)
+        log(loadgen_line(run))
+        write()
+
+    if "main" in sets:
+        for size in sizes:
+            for kind in kinds:
+                for way in ways:
+                    one("main", way, kind, size)
+    if "saturation" in sets:
+        for way in ["identity", "topic gzip", "topic zstd"]:
+            one("saturation", way, "json", args.saturation_streams, rate=args.saturation_rate)
+    if "users" in sets:
+        for way in ["identity", "topic gzip", "topic zstd", "stream gzip"]:
+            one("users", way, "json", args.users, rate=1.0, topics=args.users)
+    if "nchan" in sets:
+        one("nchan", "nchan-nginx-gzip", "json", 5000, nchan=True)
+    text = write()
     print(text)
     return 0
 
