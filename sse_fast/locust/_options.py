@@ -78,6 +78,9 @@ OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
      "seconds to wait before reconnecting until the stream sends 'retry:' (browsers: 3)"}),
     ("--sse-reconnect-every", "SSE_RECONNECT_EVERY", {"type": float, "default": 0.0,
      "help": "end each stream after this many seconds, then reconnect as after a drop (0: never)"}),
+    ("--sse-compressed", "SSE_COMPRESSED", {"default": "", "help": "ask for compressed "
+     "streams with this Accept-Encoding (e.g. 'zstd' or 'gzip, deflate, zstd') and decode "
+     "them; the 'stream end' row's size is then the bytes on the wire"}),
     ("--sse-no-resume", "SSE_NO_RESUME", {**_FLAG, "help": "reconnect without Last-Event-ID, "
      "as a new page would"}),
     ("--publish-rate", "SSE_PUBLISH_RATE", {"type": float, "default": 1.0,

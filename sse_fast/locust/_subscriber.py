@@ -22,6 +22,7 @@ from locust import FastHttpUser, task
 from orjson import JSONDecodeError
 from orjson import loads as _loads
 
+from .._compression import StreamDecoder
 from .._core import Parser
 from ..loadtarget import Stamp, Stamps, Subscription
 from ..protocol import COME_BACK_HEADER, DISCONNECT, MISSED, Reason, read_control
@@ -165,6 +166,9 @@ class SSEUser(FastHttpUser):
     sequence_per_stream: bool | None = None
     reconnect_every: float | None = None
     resume: bool | None = None
+    #: ask for a compressed stream: the ``Accept-Encoding`` sent (``--sse-compressed``;
+    #: None or "": identity); the stream is decoded as it comes
+    compressed: str | None = None
     subscribe_name: ClassVar[str | None] = None
 
     def __init__(self, environment: Any) -> None:
@@ -186,6 +190,8 @@ class SSEUser(FastHttpUser):
             self.reconnect_every = float(option(environment, "sse_reconnect_every", 0.0))
         if self.resume is None:
             self.resume = not option(environment, "sse_no_resume", False)
+        if self.compressed is None:
+            self.compressed = option(environment, "sse_compressed", "") or ""
         self.subscription: Subscription = _options.subscription(type(self), environment, self.host)
         self.row = _options.subscribe_row(type(self), environment)
         runner = environment.runner
@@ -275,7 +281,7 @@ class SSEUser(FastHttpUser):
         headers = {
             "Accept": "text/event-stream",
             "Cache-Control": "no-store",
-            "Accept-Encoding": "identity",
+            "Accept-Encoding": self.compressed or "identity",
             **self.subscribe_headers(),
         }
         if self.last_event_id is not None and self.resume:
@@ -357,11 +363,17 @@ class SSEUser(FastHttpUser):
         parser = Parser(last_event_id=self.last_event_id or "")
         opened = time.time()
         error: Exception | None = None
+        coding = (response.headers or {}).get("content-encoding")
+        decoder = StreamDecoder(coding) if coding and coding != "identity" else None
+        wire = 0
         limit = gevent.Timeout(self.reconnect_every) if self.reconnect_every else None
         if limit is not None:
             limit.start()
         try:
             for chunk in read_chunks(response):
+                wire += len(chunk)
+                if decoder is not None:
+                    chunk = decoder.feed(chunk)
                 for ev in parser.feed(chunk):
                     self._dispatch(ev)
                 self.last_event_id = parser.last_event_id or None
@@ -385,7 +397,8 @@ class SSEUser(FastHttpUser):
             self.retry_ms = parser.retry
         self.next_wait = self.retry_ms / 1000
         self.down_since = time.time()
-        self.report("stream end", (self.down_since - opened) * 1000, exc=error)
+        # its length: the stream's bytes on the wire (compressed when it was)
+        self.report("stream end", (self.down_since - opened) * 1000, wire, exc=error)
 
     # -- one event ----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ raises ``SettingsError`` naming the first setting that cannot be used.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import os
 import urllib.parse
@@ -180,12 +181,23 @@ def _check_listening(settings: Settings) -> None:
             f"{settings.compression_context!r}"
         )
     known = ("zstd", "gzip", "deflate")
-    for name in split_list(settings.compression_codings):
+    codings = split_list(settings.compression_codings)
+    for name in codings:
         if name not in known:
             raise SettingsError(
                 f"compression_codings: {name!r} is not a coding this server has (it has "
                 f"{', '.join(known)})"
             )
+    if settings.compression != "off" and codings == ("zstd",) and not _has_zstandard():
+        raise SettingsError(
+            "compression_codings: zstd needs the zstandard package, which is not installed: "
+            "pip install 'sse_fast[zstd]', or offer gzip too (zstd,gzip), or set compression off"
+        )
+    if settings.compression != "off" and not codings:
+        raise SettingsError(
+            "compression_codings is empty: name one coding at least (zstd,gzip,deflate), "
+            "or set compression off"
+        )
     for network in split_list(settings.ops_networks):
         if network:
             try:
@@ -339,3 +351,9 @@ def _check_upstream(settings: Settings) -> None:
         raise SettingsError(
             f"upstream_transform must be module:callable, got {settings.upstream_transform!r}"
         )
+
+
+def _has_zstandard() -> bool:
+    """Whether the zstd coding can be offered (``zstandard`` is installed)."""
+    return importlib.util.find_spec("zstandard") is not None
+

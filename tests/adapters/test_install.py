@@ -116,6 +116,7 @@ def test_the_core_install_needs_orjson_alone_and_the_server_brings_pyjwt() -> No
     assert requirements["aiohttp"] == {"aiohttp"}
     assert requirements["django"] == {"django"}
     assert "pyjwt" in requirements["server"]
+    assert "zstandard" in requirements["server"] and requirements["zstd"] == {"zstandard"}
 
 
 def test_jwt_settings_without_pyjwt_are_refused_with_the_install_to_run() -> None:

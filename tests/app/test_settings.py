@@ -51,6 +51,10 @@ def test_environment_then_overrides() -> None:
         ({"SSE_FAST_MAX_CONNECTIONS": "-1"}, "max_connections must not be negative"),
         ({"SSE_FAST_PUBLISH_RATE": "-5"}, "publish_rate must not be negative"),
         ({"SSE_FAST_RUNTIME_THREADS": "0"}, "runtime_threads must be positive"),
+        ({"SSE_FAST_COMPRESSION": "yes"}, "compression must be topics, all or off"),
+        ({"SSE_FAST_COMPRESSION_CONTEXT": "user"}, "compression_context must be topic"),
+        ({"SSE_FAST_COMPRESSION_CODINGS": "gzip,br"}, "'br' is not a coding this server has"),
+        ({"SSE_FAST_COMPRESSION_CODINGS": ","}, "compression_codings is empty"),
     ],
 )
 def test_bad_values_are_named(env: dict[str, str], fragment: str) -> None:
@@ -103,3 +107,17 @@ def test_variables_and_flags_set_the_same_fields_by_section(
         overrides = {k: v for k, v in vars(args).items() if k != "command"}
         from_flag = Settings.from_env({f"SSE_FAST_{name.upper()}": variable}, **overrides)
         assert getattr(getattr(from_flag, section), name) == (flag if by_flag is None else by_flag)
+
+
+def test_zstd_alone_without_zstandard_is_refused_with_the_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Offered zstd alone where ``zstandard`` is missing, no stream could be compressed:
+    refused at start, saying what to install (with gzip beside it, zstd is left out)."""
+    from sse_fast.settings import _checks
+
+    monkeypatch.setattr(_checks, "_has_zstandard", lambda: False)
+    with pytest.raises(SettingsError, match=r"pip install 'sse_fast\[zstd\]'"):
+        Settings(compression_codings="zstd")
+    assert Settings(compression_codings="zstd,gzip").compression_codings == "zstd,gzip"
+    assert Settings(compression_codings="zstd", compression="off").compression == "off"
