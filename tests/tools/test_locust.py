@@ -38,14 +38,19 @@ def test_the_users_import_from_the_package() -> None:
 
 @pytest.mark.parametrize(
     "topics",
-    [[], ["--sse-topic", "user/*", "--sse-publish-topic", "user/1"]],
-    ids=["by-name", "by-pattern"],
+    [
+        [],
+        ["--sse-topic", "user/*", "--sse-publish-topic", "user/1"],
+        ["--sse-compressed", "zstd"],
+    ],
+    ids=["by-name", "by-pattern", "compressed"],
 )
 def test_a_users_locustfile_runs_headless_and_loses_nothing(
     tmp_path: Path, topics: list[str]
 ) -> None:
     """Subscribers and a publisher on one topic; or (``by-pattern``) subscribers of
-    ``user/*`` and a publisher of ``user/1``: every event reaches every stream."""
+    ``user/*`` and a publisher of ``user/1``; or (``compressed``) streams that ask for
+    zstd, decoded as they come: every event reaches every stream."""
     locustfile = tmp_path / "my_locustfile.py"
     locustfile.write_text("from sse_fast.locust import PublisherUser, SSEUser  # noqa: F401\n")
     with ServerProcess() as server:
