@@ -259,6 +259,7 @@ def run_one(
             fault_after=args.duration / 2,
             progress=log,
         )
+        server_side = _publish_to_write(target)
     finally:
         target.stop()
     r = asdict(result)
@@ -279,7 +280,35 @@ def run_one(
         if busy_rss and base and r["connected"]
         else None,
         "versions": target.versions(),
+        # the server's own: publish accepted -> its last in-sync stream's write handed
+        # over (sse_fast_publish_to_write_seconds), with no client's decoding in it
+        "server_publish_to_write": server_side,
     }
+
+
+def _publish_to_write(target: peers.Target) -> dict[str, float] | None:
+    """Mean and p99 (its bucket's upper bound) of ``sse_fast_publish_to_write_seconds``
+    over the run, from the server's ``/metrics`` (None for a server without it)."""
+    if isinstance(target, peers.NchanTarget):
+        return None
+    status, body = peers.http_get(target.host, target.port, "/metrics", timeout=10.0)
+    if status != 200:
+        return None
+    name = "sse_fast_publish_to_write_seconds"
+    buckets: list[tuple[float, int]] = []
+    total = count = 0.0
+    for line in body.decode().splitlines():
+        if line.startswith(name + "_bucket{"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((math.inf if bound == "+Inf" else float(bound), int(line.split()[-1])))
+        elif line.startswith(name + "_sum "):
+            total = float(line.split()[-1])
+        elif line.startswith(name + "_count "):
+            count = float(line.split()[-1])
+    if not count:
+        return None
+    p99 = next((bound for bound, seen in sorted(buckets) if seen >= 0.99 * count), math.inf)
+    return {"mean_ms": round(total / count * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
 
 
 # --------------------------------------------------------------------------- report
@@ -295,6 +324,18 @@ def _ratio(value: Any, base: Any) -> str:
     if not value or not base:
         return "-"
     return f"{value / base:.2f}x"
+
+
+def _server_mean(run: dict[str, Any] | None) -> float | None:
+    side = (run or {}).get("server_publish_to_write")
+    return None if not side else side["mean_ms"]
+
+
+def _server_side(run: dict[str, Any]) -> str:
+    side = run.get("server_publish_to_write")
+    if not side:
+        return "-"
+    return f"{side['mean_ms']:.2f} / {side['p99_ms']:g} ms"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -313,8 +354,9 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| stream | streams | way | coding seen | wire B/event | vs identity | decoded "
             "B/event | server CPU µs / delivered | RSS/stream idle | RSS/stream busy "
-            "| vs identity (busy) | p50 | p99 | p99 vs identity | delivered / expected | lost |",
-            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| vs identity (busy) | p50 | p99 | p99 vs identity | server publish-to-write "
+            "mean / p99 | server mean vs identity | delivered / expected | lost |",
+            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         base: dict[tuple[str, int], dict[str, Any]] = {
             (r["kind"], r["connections"]): r for r in main_runs if r["way"] == "identity"
@@ -336,6 +378,8 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {'-' if busy is None or bbusy is None else f'{busy - bbusy:+.2f} KB'} "
                 f"| {_f(r['p50_ms'], '.1f', ' ms')} | {_f(r['p99_ms'], '.1f', ' ms')} "
                 f"| {_ratio(r['p99_ms'], br.get('p99_ms'))} "
+                f"| {_server_side(run)} "
+                f"| {_ratio(_server_mean(run), _server_mean(b))} "
                 f"| {r['delivered']:,} / {r['expected']:,} | {r['lost']} |"
             )
         lines.append("")
@@ -348,8 +392,8 @@ def markdown(report: dict[str, Any]) -> str:
             f"{sat[0]['rate']:g} publishes/s)",
             "",
             "| way | delivered/s | vs identity | server cores | delivered per server core-s "
-            "| vs identity | wire B/event | p99 | lost |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| vs identity | wire B/event | p99 | server publish-to-write mean / p99 | lost |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for run in sat:
             r = run["result"]
@@ -360,7 +404,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {_f(r['delivered_per_server_core_second'])} "
                 f"| {_ratio(r['delivered_per_server_core_second'], b.get('delivered_per_server_core_second'))} "
                 f"| {_f(r['wire_bytes_per_event'], ',.1f')} | {_f(r['p99_ms'], '.1f', ' ms')} "
-                f"| {r['lost']} |"
+                f"| {_server_side(run)} | {r['lost']} |"
             )
         lines.append("")
     users = [r for r in report["runs"] if r["set"] == "users"]
@@ -412,6 +456,12 @@ def markdown(report: dict[str, Any]) -> str:
         "- *wire B/event*: response body bytes received while measuring (compressed as they "
         "came, chunked framing left out) / events read; *decoded*: the same after decoding. "
         "Both include each stream's opening, ids and heartbeats.",
+        "- *server publish-to-write*: the server's own latency, from a publish accepted to "
+        "its last in-sync stream's write handed to Granian (`sse_fast_publish_to_write_seconds`"
+        ", over the run: mean, and the upper bound of the bucket holding the p99); the "
+        "client's p50/p99 add the load generator's reading and decoding, on the same 2 CPUs "
+        "(decoding every compressed stream's bytes is work of its own there, a browser's "
+        "elsewhere).",
         "- *server CPU µs / delivered*: CPU seconds of the server's processes over the window "
         "(+1 s) / events delivered. *RSS/stream idle*: (server RSS with the streams connected, "
         "before publishing - before they connected) / streams; *busy*: the same sampled in the "

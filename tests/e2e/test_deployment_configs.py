@@ -11,6 +11,8 @@ of every page is one listed in ``COVERED`` here):
   serve``, spoken to over TLS and HTTP/2 as a browser would.
 * HAProxy: the block with only the ``bind`` port and the servers' addresses replaced;
   ``haproxy -c``, then a real ``haproxy -db`` in front of a real server.
+* Caddy: the block with only the site address (plain HTTP on a free port) and the
+  upstreams replaced, its admin endpoint off; ``caddy validate``, then ``caddy run``.
 
 Behind each proxy, a client that sends its own ``X-Forwarded-For`` (one line, two
 lines) from an address of its own: ``/metrics`` stays 401 (``--ops-networks`` holds the
@@ -22,7 +24,9 @@ every line right to left (``sse_fast/app/_forwarded.py``).
 Through each proxy: a stream opens, a heartbeat comment (``--heartbeat-interval``
 0.3 s) comes through, an event published through the proxy arrives well under a
 second later (0.5 s: a proxy that held it or compressed the stream fails), and a reconnect with
-``Last-Event-ID`` resumes (``SSE-Fast-Resume: resumed``) with what was missed.
+``Last-Event-ID`` resumes (``SSE-Fast-Resume: resumed``) with what was missed. Streams
+that ask for gzip and zstd get the server's coding through the proxy (not taken off,
+not compressed twice), the heartbeat and the event decoded as they come.
 
 * systemd: ``systemd-analyze verify`` runs without a running systemd (it loads the
   unit and checks its settings and its ``ExecStart`` binary, which is replaced by this
@@ -35,7 +39,7 @@ second later (0.5 s: a proxy that held it or compressed the stream fails), and a
 
 Missing programs fail (not skip), naming the Debian package (scripts/test installs
 them). Every process runs on loopback and is stopped at the end.
-Real processes: nginx, HAProxy and systemd-analyze with a real server.
+Real processes: nginx, HAProxy, Caddy and systemd-analyze with a real server.
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ import httpx
 import pytest
 
 from sse_fast import Parser
+from sse_fast._compression import StreamDecoder
 from sse_fast.settings import Settings
 from sse_fast.testing import HOST, ServerProcess, free_port
 
@@ -70,7 +75,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGE = "docs/operations/deployment.md"
 #: (page, language) of every configuration block this module tests; test_docs.py fails
 #: on a ```nginx/```haproxy/```ini block anywhere else
-COVERED = {(PAGE, "nginx"), (PAGE, "haproxy"), (PAGE, "ini")}
+COVERED = {(PAGE, "nginx"), (PAGE, "haproxy"), (PAGE, "caddy"), (PAGE, "ini")}
 BLOCK = re.compile(r"```(\w*)\n(.*?)```", re.S)
 HEARTBEAT = 0.3
 #: an event through the proxy must arrive within this many seconds of its publish: a
@@ -79,7 +84,7 @@ HEARTBEAT = 0.3
 PROMPT = 2.0
 
 
-pytestmark = pytest.mark.processes("nginx, HAProxy and systemd-analyze with a real server")
+pytestmark = pytest.mark.processes("nginx, HAProxy, Caddy and systemd-analyze with a real server")
 
 
 def _block(language: str) -> str:
@@ -105,8 +110,19 @@ def _substitute(text: str, pattern: str, replacement: str, count: int | None = N
 def _running(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     """``argv`` (a proxy in the foreground) until it accepts on ``port``; stopped at the
     end (SIGTERM, its process group killed past 5 s)."""
+    with _running_with(argv, port, log, None) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def _running_with(
+    argv: list[str], port: int, log: Path, env: dict[str, str] | None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``_running`` with the environment ``env`` (None: this one's)."""
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
     try:
 
         def listening() -> bool:
@@ -129,12 +145,13 @@ def _running(argv: list[str], port: int, log: Path) -> Iterator[subprocess.Popen
 
 
 class _Stream:
-    """The bytes of one SSE response, read as they come."""
+    """The bytes of one SSE response, read as they come (decoded with ``decoder``)."""
 
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, decoder: StreamDecoder | None = None) -> None:
         self.response = response
         self.raw = bytearray()
         self._chunks: AsyncIterator[bytes] = response.aiter_raw()
+        self.decoder = decoder
 
     async def until(self, done: Callable[[bytes], bool], timeout: float) -> float:
         """Read until ``done(raw)``; the time it became true (``time.monotonic``)."""
@@ -143,7 +160,8 @@ class _Stream:
             remaining = deadline - time.monotonic()
             assert remaining > 0, f"not in {timeout} s; the stream so far: {bytes(self.raw)!r}"
             try:
-                self.raw += await asyncio.wait_for(anext(self._chunks), remaining)
+                chunk = await asyncio.wait_for(anext(self._chunks), remaining)
+                self.raw += chunk if self.decoder is None else self.decoder.feed(chunk)
             except TimeoutError:
                 continue  # the assert above says what was seen
         return time.monotonic()
@@ -152,7 +170,7 @@ class _Stream:
 async def _through_proxy(base: str, verify: ssl.SSLContext | bool, http2: bool) -> None:
     async with httpx.AsyncClient(base_url=base, verify=verify, http2=http2, timeout=10) as client:
         query = {"topic": "deploy"}
-        accept = {"Accept": "text/event-stream"}
+        accept = {"Accept": "text/event-stream", "Accept-Encoding": "identity"}
         async with client.stream("GET", "/events", params=query, headers=accept) as response:
             assert response.status_code == 200, await response.aread()
             assert response.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
@@ -176,6 +194,28 @@ async def _through_proxy(base: str, verify: ssl.SSLContext | bool, http2: bool) 
             assert response.status_code == 200, await response.aread()
             assert response.headers["sse-fast-resume"] == "resumed"
             await _Stream(response).until(lambda raw: b'data: {"n":2}\n' in raw, 5)
+
+
+async def _compressed_through_proxy(base: str, verify: ssl.SSLContext | bool, http2: bool) -> None:
+    """A stream that asks for gzip, then zstd: the server's coding comes through (not
+    taken off, not compressed twice), and the heartbeat and an event published through
+    the proxy arrive decoded as they are written."""
+    async with httpx.AsyncClient(base_url=base, verify=verify, http2=http2, timeout=10) as client:
+        for n, coding in enumerate(["gzip", "zstd"], start=10):
+            topic = {"topic": f"deploy-{coding}"}
+            asked = {"Accept": "text/event-stream", "Accept-Encoding": coding}
+            async with client.stream("GET", "/events", params=topic, headers=asked) as response:
+                assert response.status_code == 200, await response.aread()
+                assert response.headers.get("content-encoding") == coding, response.headers
+                stream = _Stream(response, StreamDecoder(coding))
+                await stream.until(lambda raw: b": \n\n" in raw, 5 * HEARTBEAT + 2)
+                published = time.monotonic()
+                event = {"topic": topic["topic"], "data": {"n": n}}
+                answer = await client.post("/publish", json=event)
+                assert answer.status_code == 200, answer.text
+                line = b'data: {"n":%d}\n' % n
+                arrived = await stream.until(lambda raw, line=line: line in raw, 5)
+                assert arrived - published < PROMPT, f"{coding}: {arrived - published:.3f} s"
 
 
 @contextlib.contextmanager
@@ -251,6 +291,7 @@ def test_nginx_block(tmp_path: Path) -> None:
         _nginx(tmp_path, server.port) as (base, context),
     ):
         asyncio.run(_through_proxy(base, context, http2=True))
+        asyncio.run(_compressed_through_proxy(base, context, http2=True))
 
 
 def test_haproxy_block(tmp_path: Path) -> None:
@@ -259,6 +300,16 @@ def test_haproxy_block(tmp_path: Path) -> None:
         _haproxy(tmp_path, server.port) as base,
     ):
         asyncio.run(_through_proxy(base, False, http2=False))
+        asyncio.run(_compressed_through_proxy(base, False, http2=False))
+
+
+def test_caddy_block(tmp_path: Path) -> None:
+    with (
+        ServerProcess("--heartbeat-interval", str(HEARTBEAT)) as server,
+        _caddy(tmp_path, server.port) as base,
+    ):
+        asyncio.run(_through_proxy(base, False, http2=False))
+        asyncio.run(_compressed_through_proxy(base, False, http2=False))
 
 
 #: where the client of the forwarding tests connects from: not the proxies' address
@@ -314,11 +365,45 @@ def test_nginx_block_keeps_the_client_address(tmp_path: Path) -> None:
         asyncio.run(_client_cannot_choose_its_address(base, context, http2=True))
 
 
+def test_caddy_block_keeps_the_client_address(tmp_path: Path) -> None:
+    """Caddy sets ``X-Forwarded-For`` to the client's address, dropping what the client
+    sent (it trusts no proxy before it)."""
+    with _behind_the_proxy() as server, _caddy(tmp_path, server.port) as base:
+        asyncio.run(_client_cannot_choose_its_address(base, False, http2=False))
+
+
 def test_haproxy_block_keeps_the_client_address(tmp_path: Path) -> None:
     """HAProxy's ``option forwardfor`` adds a line of its own after the client's lines:
     the server reads every line, so the client's own first line is not its address."""
     with _behind_the_proxy() as server, _haproxy(tmp_path, server.port) as base:
         asyncio.run(_client_cannot_choose_its_address(base, False, http2=False))
+
+
+@contextlib.contextmanager
+def _caddy(tmp_path: Path, upstream: int) -> Iterator[str]:
+    """The page's Caddy block in front of the server on port ``upstream``, running: its
+    base URL. Only the site address (plain HTTP on a free port: no certificate to get)
+    and the upstreams are replaced; the admin endpoint is off (tests run side by side)."""
+    caddy = _program("caddy", "caddy")
+    port = free_port()
+    block = _block("caddy")
+    block = _substitute(block, r"^sse\.example\.com \{", f"http://{HOST}:{port} {{", 1)
+    block = _substitute(block, r"^(\s*reverse_proxy) [\d.: ]+\{", rf"\1 {HOST}:{upstream} {{", 1)
+    caddyfile = tmp_path / "Caddyfile"
+    caddyfile.write_text("{\n\tadmin off\n}\n\n" + block)
+    home = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    env = {**os.environ, **home}
+    checked = subprocess.run(
+        [caddy, "validate", "--config", str(caddyfile), "--adapter", "caddyfile"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    argv = [caddy, "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
+    with _running_with(argv, port, tmp_path / "caddy.out", env):
+        yield f"http://{HOST}:{port}"
 
 
 def _unit(text: str) -> dict[str, dict[str, list[str]]]:

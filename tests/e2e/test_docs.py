@@ -6,9 +6,9 @@ A block is run according to the HTML comment on the line before it:
   bash in a network namespace of their own (``unshare``), so 127.0.0.1:8000 is
   free whatever else runs on this machine; ```text blocks are output, not code;
   configuration files (```yaml, ```json, ```toml) are parsed; those of other
-  programs (```nginx, ```haproxy, and ```ini: a systemd unit) are run by
-  tests/e2e/test_deployment_configs.py (real nginx and HAProxy in front of a real
-  server, ``systemd-analyze verify``): every such block of every page must be one
+  programs (```nginx, ```haproxy, ```caddy, and ```ini: a systemd unit) are run by
+  tests/e2e/test_deployment_configs.py (real nginx, HAProxy and Caddy in front of a
+  real server, ``systemd-analyze verify``): every such block of every page must be one
   it covers (its ``COVERED``), so a new one fails here until it has a test there.
 * ``<!-- docs-test: setup -->``: install-and-run commands. The test command
   must be the one ``.ci/run`` runs; the extras they install must exist; the
@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 BLOCK = re.compile(r"(?:<!-- docs-test: (\w+) -->\n)?```(\w*)\n(.*?)```", re.S)
 #: configuration of other programs: run by test_deployment_configs.py, not here
-TESTED_THERE = ("ini", "nginx", "haproxy")
+TESTED_THERE = ("ini", "nginx", "haproxy", "caddy")
 PARSED = {"yaml": yaml.safe_load, "json": json.loads, "toml": tomllib.loads}
 
 
