@@ -51,7 +51,7 @@ import asyncio
 import socket
 from collections.abc import Generator, Mapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     from aiohttp.abc import AbstractStreamWriter
@@ -62,7 +62,9 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
 
 from . import _shutdown
 from ._core import ID_FIRST_ORDER, EncodeError, encode
-from .compression import StreamCompressor
+
+if TYPE_CHECKING:
+    from .compression import StreamCompressor
 
 __all__ = ["EventSourceResponse", "open_streams", "shutdown_streams", "sse_response"]
 
@@ -170,6 +172,9 @@ class EventSourceResponse(StreamResponse):
             return self._payload_writer
         self._set_tcp_user_timeout(request)
         if self._compress:
+            # imported here: a response that does not compress loads nothing of it
+            from .compression import StreamCompressor
+
             self._compressor = StreamCompressor.negotiate(request.headers.get("Accept-Encoding"))
             self.headers["Vary"] = "Accept-Encoding"
             if self._compressor is not None:

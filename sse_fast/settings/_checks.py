@@ -356,4 +356,3 @@ def _check_upstream(settings: Settings) -> None:
 def _has_zstandard() -> bool:
     """Whether the zstd coding can be offered (``zstandard`` is installed)."""
     return importlib.util.find_spec("zstandard") is not None
-

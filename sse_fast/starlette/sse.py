@@ -32,7 +32,6 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .._adapters.items import JSONServerSentEvent, ServerSentEvent, ensure_bytes
-from ..compression import CompressedSend, StreamCompressor, accept_encoding
 from ..frames import line_end
 from ._control import (
     AppStatus,
@@ -181,6 +180,9 @@ class EventSourceResponse(Response):
             await self._head(scope, send)
         else:
             if self.compress and scope["type"] == "http":
+                # imported here: a response that does not compress loads nothing of it
+                from ..compression import CompressedSend, StreamCompressor, accept_encoding
+
                 asked = accept_encoding(scope.get("headers", ()))
                 send = CompressedSend(send, StreamCompressor.negotiate(asked))
             await _Stream(self, scope, receive, send).run(*self._replaced_seams())
