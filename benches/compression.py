@@ -311,6 +311,61 @@ def _publish_to_write(target: peers.Target) -> dict[str, float] | None:
     return {"mean_ms": round(total / count * 1000, 3), "p99_ms": round(p99 * 1000, 3)}
 
 
+# --------------------------------------------------------------------------- resync
+
+
+#: resynchronisation points every this many bytes of a topic's stream (0: never)
+RESYNC_SCHEDULES = [0, 256 * 1024, 64 * 1024, 16 * 1024, 4 * 1024, 1024]
+
+
+def resync_ratios(events: int = 3000) -> list[dict[str, Any]]:
+    """In process: a topic's shared compressor over the two streams, with a point every
+    so many bytes (what a joiner waits for), the bytes per event against never; and
+    each event alone (``independent``). The frames are as the server encodes them."""
+    from sse_fast import encode
+    from sse_fast._compression import make_codings
+
+    rows: list[dict[str, Any]] = []
+    for kind in ("json", "html"):
+        frames = []
+        for n in range(events):
+            stamps = {"t": 1_795_900_000.0 + n / 10, "w": "bench-0", "s": n}
+            if kind == "json":
+                frames.append(encode(orjson.loads(json_event(stamps)), id=str(n)))
+            else:
+                frames.append(
+                    encode(html_event(stamps), event="datastar-patch-elements", id=str(n))
+                )
+        identity = sum(map(len, frames)) / events
+        for name, coding in make_codings(("gzip", "zstd")).items():
+            for every in RESYNC_SCHEDULES:
+                shared = coding.shared()
+                wire = 0
+                for frame in frames:
+                    due = bool(every) and shared.segment_bytes + len(frame) > every
+                    wire += len(shared.write(frame, resync=due).whole)
+                rows.append(
+                    {
+                        "kind": kind,
+                        "coding": name,
+                        "every": every,
+                        "identity": identity,
+                        "per_event": wire / events,
+                    }
+                )
+            alone = sum(len(coding.leave() + coding.independent(f)) for f in frames) / events
+            rows.append(
+                {
+                    "kind": kind,
+                    "coding": name,
+                    "every": -1,
+                    "identity": identity,
+                    "per_event": alone,
+                }
+            )
+    return rows
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -450,6 +505,35 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {r['delivered']:,} / {r['expected']:,} | {r['lost']} |"
             )
         lines.append("")
+    resync = report.get("resync")
+    if resync:
+        lines += [
+            "## Resynchronisation points (in process, the topic's compressor alone)",
+            "",
+            "A stream that joins a topic waits for the next point; each point loses the "
+            "context. Bytes per event with a point every so many bytes of the stream, "
+            f"over {resync['events']:,} events:",
+            "",
+            "| stream | coding | point every | bytes/event | vs identity | vs never |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        never = {
+            (r["kind"], r["coding"]): r["per_event"] for r in resync["rows"] if r["every"] == 0
+        }
+        for r in resync["rows"]:
+            every = (
+                "never"
+                if r["every"] == 0
+                else "each event alone"
+                if r["every"] < 0
+                else f"{r['every'] // 1024} KiB"
+            )
+            lines.append(
+                f"| {r['kind']} | {r['coding']} | {every} | {r['per_event']:,.1f} "
+                f"| {r['per_event'] / r['identity']:.3f}x "
+                f"| {r['per_event'] / never[(r['kind'], r['coding'])]:.2f}x |"
+            )
+        lines.append("")
     lines += [
         "## Conditions",
         "",
@@ -493,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="5000,40000", help="stream counts of the main set")
     parser.add_argument("--kinds", default="json,html")
     parser.add_argument("--ways", default=",".join(WAYS))
-    parser.add_argument("--sets", default="main,saturation,users,nchan")
+    parser.add_argument("--sets", default="resync,main,saturation,users,nchan")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--saturation-rate", type=float, default=150.0)
     parser.add_argument("--saturation-streams", type=int, default=5000)
@@ -566,6 +650,9 @@ def main(argv: list[str] | None = None) -> int:
         log(loadgen_line(run))
         write()
 
+    if "resync" in sets:
+        report["resync"] = {"events": 3000, "rows": resync_ratios(3000)}
+        write()
     if "main" in sets:
         for size in sizes:
             for kind in kinds:

@@ -93,7 +93,7 @@ def test_chromium_reads_a_compressed_stream_event_by_event(coding: str) -> None:
                 page.wait_for_function(f"() => window.got.length >= {published}", timeout=10_000)
 
             def all_in_step() -> bool:
-                publish_one()  # a point comes with a publish, a second into a segment
+                publish_one()  # a point comes with a publish, seconds into a segment
                 modes = [c["compression"] for c in _connections(server)]
                 return modes == ["shared"] * (SHARED_FROM + 1)
 
