@@ -712,3 +712,32 @@ def test_a_stream_told_to_come_back_over_a_limit_is_retried_and_gets_its_events(
     told = [e for e in seen if isinstance(e, Disconnect)]
     assert told and {e.reason for e in told} == {"max-connections"}, seen
     assert seen[-1].data == "room"
+
+
+@pytest.mark.processes("the client reading a real server's compressed stream")
+def test_the_client_reads_compressed_streams() -> None:
+    """httpx (the client's) asks for gzip, deflate and zstd: the server sends zstd, its
+    preference, and the client hands out the events as an identity stream's. (The
+    restart tests above run over compressed streams too.)"""
+    port = free_port()
+    seen: list[Event] = []
+
+    def read(events: object) -> None:
+        for event in events:  # type: ignore[attr-defined]
+            seen.append(event)
+            if len(seen) == 50:
+                return
+
+    with ServerProcess(port=port) as server:
+        events = connect_sync(f"http://{HOST}:{port}/events", ["t"], read_timeout=10)
+        thread = threading.Thread(target=read, args=(events,))
+        thread.start()
+        asyncio.run(opened(server))
+        status, _, body = asyncio.run(server.get("/stats?connections=1"))
+        (stream,) = orjson.loads(body)["connection_list"]
+        asyncio.run(publish(port, 0, 50))
+        thread.join(15)
+        events.close()
+    assert not thread.is_alive()
+    assert stream["coding"] == "zstd" and stream["compression"] == "independent"
+    assert [e.data for e in seen] == [str(n) for n in range(50)]
