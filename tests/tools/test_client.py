@@ -734,6 +734,7 @@ def test_the_client_reads_compressed_streams() -> None:
         thread.start()
         asyncio.run(opened(server))
         status, _, body = asyncio.run(server.get("/stats?connections=1"))
+        assert status == 200, body
         (stream,) = orjson.loads(body)["connection_list"]
         asyncio.run(publish(port, 0, 50))
         thread.join(15)
