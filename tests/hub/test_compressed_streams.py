@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sse_fast.app import App
 from sse_fast.hub import PublishRequest, Subscription
 from sse_fast.hub._coding import RESYNC_SECONDS, SHARED_FROM
 
@@ -169,16 +170,23 @@ def test_a_compressed_stream_that_falls_behind_catches_up_and_steps_in_again(
     run(main())
 
 
+async def _in_step(coding: str) -> tuple[App, list[Stream]]:
+    """An app whose topic t has ``SHARED_FROM`` streams of ``coding``, in step with its
+    shared compressor after one event."""
+    app = make_app()
+    streams = [_stream(app, "t", coding=coding) for _ in range(SHARED_FROM)]
+    await settle()
+    publish(app, "t", _payload(0))
+    await settle()
+    assert len(app.hub.topics.by_name["t"].coded.groups[coding].in_step) == SHARED_FROM
+    return app, streams
+
+
 @pytest.mark.parametrize("coding", CODINGS)
 def test_heartbeats_keep_a_topics_streams_in_step(coding: str) -> None:
     async def main() -> None:
-        app = make_app()
-        streams = [_stream(app, "t", coding=coding) for _ in range(SHARED_FROM)]
-        await settle()
-        publish(app, "t", _payload(0))
-        await settle()
+        app, streams = await _in_step(coding)
         group = app.hub.topics.by_name["t"].coded.groups[coding]
-        assert len(group.in_step) == SHARED_FROM
         assert app.hub.heartbeat() == SHARED_FROM
         publish(app, "t", _payload(1))
         await settle()
@@ -197,11 +205,7 @@ def test_a_server_side_close_ends_the_compressed_stream_whole(coding: str) -> No
     takes (zstd: every frame ended, the shared one it was in step with too)."""
 
     async def main() -> None:
-        app = make_app()
-        streams = [_stream(app, "t", coding=coding) for _ in range(SHARED_FROM)]
-        await settle()
-        publish(app, "t", _payload(0))
-        await settle()
+        app, streams = await _in_step(coding)
         await app.hub.lifecycle.drain()
         for s in streams:
             await s.finished()
