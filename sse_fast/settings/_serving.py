@@ -141,8 +141,8 @@ class StreamSettings:
             "what a stream of one topic is compressed with: 'topic' = its topic's shared "
             "compressor from 8 subscribers on (independent writes below); 'event' = each "
             "write alone (no compressor kept, the lowest ratio); 'stream' = a compressor "
-            "of its own (the best ratio for a topic of one subscriber, about 12 KB per "
-            "stream)"
+            "of its own (the best ratio for a topic of one subscriber; about 23 KB of "
+            "memory per stream with gzip, 60 KB with zstd)"
         ),
     )
     compression_codings: str = field(
