@@ -67,6 +67,7 @@ __all__ = [
     "SharedCompressor",
     "StreamDecoder",
     "Written",
+    "accept_encoding",
     "available_codings",
     "make_codings",
     "negotiate",
@@ -350,6 +351,17 @@ CODINGS: dict[str, Coding] = make_codings()
 def available_codings() -> list[str]:
     """The codings this process can offer, preferred first."""
     return list(CODINGS)
+
+
+def accept_encoding(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
+    """The ``Accept-Encoding`` of an ASGI scope's ``headers``: every line of it, joined
+    as one list (HTTP allows several), or None."""
+    values = [
+        bytes(value).decode("latin-1")
+        for name, value in headers
+        if bytes(name).lower() == b"accept-encoding"
+    ]
+    return ", ".join(values) if values else None
 
 
 _ITEM = re.compile(r"^\s*([A-Za-z0-9_*-]+)\s*(?:;\s*q\s*=\s*([0-9.]+)\s*)?$")

@@ -39,6 +39,7 @@ from ._compression import (
     SharedCompressor,
     StreamDecoder,
     Written,
+    accept_encoding,
     available_codings,
     make_codings,
     negotiate,
@@ -148,11 +149,3 @@ class CompressedSend:
                 body += compressor.end()
             message = {**message, "body": body}
         await self.send(message)
-
-
-def accept_encoding(headers: Sequence[tuple[bytes, bytes]]) -> str | None:
-    """The ``Accept-Encoding`` of an ASGI scope's ``headers`` (several joined), or None."""
-    values = [
-        bytes(v).decode("latin-1") for k, v in headers if bytes(k).lower() == b"accept-encoding"
-    ]
-    return ", ".join(values) if values else None

@@ -14,6 +14,7 @@ import asyncio
 import random
 
 from .._asgi import Receive, Scope, Send
+from .._compression import accept_encoding
 from .._control_frames import COME_BACK_HEADER_ASGI, disconnect_frame
 from .._patterns import is_pattern
 from .._publish_checks import (
@@ -279,7 +280,7 @@ class EventsEndpoint:
         if compression.offered:
             headers = [*headers, VARY_ACCEPT_ENCODING]
             coding = compression.choose(
-                header(scope, b"accept-encoding"),
+                accept_encoding(scope.get("headers", ())),  # every line of it
                 names,
                 not one_topic(names) and self._mixes_private(names),
             )

@@ -232,6 +232,12 @@ def test_which_streams_are_compressed() -> None:
         plain = _stream(app, "a", headers={"accept-encoding": "br, identity"})
         await settle()
         assert "content-encoding" not in plain.headers
+        # the header on two lines is one list: the second line's coding is taken
+        two = Stream(app, query=[("topic", "a")])
+        two.scope["headers"] = [(b"accept-encoding", b"br"), (b"accept-encoding", b"gzip")]
+        two.start()
+        await settle()
+        assert two.headers["content-encoding"] == "gzip"
 
         app = make_app(compression="all")
         several = await opened(app, "a", "b")
