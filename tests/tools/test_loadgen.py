@@ -14,12 +14,15 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sse_fast.testing import ServerProcess, wait_for
+
+from ..support.waiting import until
 
 # one of three lanes of the load tools' tests, which wait on timed runs most: xdist
 # hands the groups out first, so one worker runs the lane from the start beside the
@@ -607,17 +610,27 @@ def test_a_warmup_publish_that_falls_in_the_window_counts_as_published() -> None
 def test_finding_the_servers_processes_takes_nothing_from_the_window() -> None:
     """Finding the server's processes by port reads every process's descriptors: on a
     loaded machine a second or more. Done on the loop at the window's start, it once took
-    the whole 1-s window (nothing published, the run failed). Here the finding is made
-    slow on purpose, longer than the window: the window still publishes at its rate."""
+    the whole 1-s window (nothing published, the run failed). Here the finding lasts
+    until the server has taken a publish made while it runs (10 s at most): on the loop,
+    none could be made, and the window would pass; beside it, the run publishes on, and
+    the window still publishes at its rate."""
     from sse_fast.loadgen import run_load
 
     calls = 0
+
+    def published() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics") as answer:
+            found = re.search(rb"^sse_fast_published_total (\d+)$", answer.read(), re.M)
+        assert found is not None
+        return int(found.group(1))
 
     def slow_server_pids() -> list[int]:
         nonlocal calls
         calls += 1
         if calls == 3:  # the one made as the window begins (after base and idle RSS)
-            time.sleep(1.5)  # pace: a slow scan stood in for, longer than the window
+            before = published()
+            with contextlib.suppress(AssertionError):  # the run's figures then say it
+                until(lambda: published() > before, 10, "a publish during the finding")
         return [os.getpid()]
 
     with ServerProcess() as server:
