@@ -91,6 +91,7 @@ class Subscriber(asyncio.Protocol):
         "stats",
         "status",
         "transport",
+        "unreadable",
     )
 
     def __init__(
@@ -134,6 +135,9 @@ class Subscriber(asyncio.Protocol):
         #: the response's Content-Encoding until its head is read, then its decoder
         #: (None: identity)
         self.decoder: Any = None
+        #: why a response could not be read (a Content-Encoding it cannot decode): no
+        #: stream, counted as a failed connect with this reason; "" for the others
+        self.unreadable = ""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a slow subscriber starts its pauses."""
@@ -181,10 +185,9 @@ class Subscriber(asyncio.Protocol):
         if coding is not None and coding != "identity":
             try:
                 self.decoder = StreamDecoder(coding)
-            except ValueError as exc:  # a coding it cannot read: no stream of ours
-                self.stats.foreign += 1
-                self.lost_how = str(exc)
-                self.status = 0
+            except ValueError as exc:  # a coding it cannot read: no stream to count
+                self.unreadable = str(exc)
+                self.decoder = None
         else:
             self.decoder = None
         if self.requested_at > 0:
@@ -222,7 +225,7 @@ class Subscriber(asyncio.Protocol):
     def on_body(self, data: bytes) -> None:
         """Parse the (de-chunked) body of a 200 response: count each event that counts as
         received, duplicated, lost or unstamped, and its latency when measuring."""
-        if self.status != 200:
+        if self.status != 200 or self.unreadable:
             return
         stats = self.stats
         if stats.measuring:
@@ -231,6 +234,7 @@ class Subscriber(asyncio.Protocol):
             try:
                 data = self.decoder.feed(data)
             except Exception as exc:  # zlib.error, ZstdError: not of the coding
+                stats.foreign += 1  # what came is not a stream: it is over
                 self.lost_how = f"undecodable body ({type(exc).__name__}: {exc})"
                 self.status = 0
                 if self.transport is not None:
@@ -432,10 +436,12 @@ async def connect_one(
             protocol.transport.write(request[sent:])
         async with asyncio.timeout(15):
             status = await protocol.connected
-        if status != 200 or (protocol.come_back and not protocol.back_at):
+        if status != 200 or protocol.unreadable or (protocol.come_back and not protocol.back_at):
             # a 200 that tells it to come back later is no stream (a reconnect of an
             # ended stream takes it as a browser does: back after its retry)
-            if not status:
+            if protocol.unreadable:
+                why = protocol.unreadable
+            elif not status:
                 why = f"{protocol.lost_how} before any response"
             elif status != 200:
                 why = f"HTTP {status}"

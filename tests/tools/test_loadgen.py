@@ -347,6 +347,57 @@ def test_a_connection_closed_or_reset_before_any_response_is_named_so() -> None:
     assert asyncio.run(against("reset")) == {"reset before any response": 1}
 
 
+def test_a_compressed_stream_it_cannot_read_is_named_and_ends() -> None:
+    """A Content-Encoding it cannot decode (``br``): a failed connect saying so, not a
+    stream. A gzip stream whose bytes break off into garbage after its first events
+    (its middle, not its end): the events before are read, the stream then ends as not
+    a stream (``foreign``), saying why."""
+    import zlib
+
+    from sse_fast.loadgen._stats import ProcessStats
+    from sse_fast.loadgen._subscribers import Subscriber, connect_one
+
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Encoding: %s\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+
+    def chunk(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data)
+
+    async def against(coding: bytes, body: list[bytes]) -> tuple[ProcessStats, Any]:
+        done = asyncio.Event()
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head % coding + b"".join(chunk(part) for part in body))
+            await done.wait()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        stats = ProcessStats()
+        address = server.sockets[0].getsockname()
+        async with server:
+            got = await connect_one(
+                address, "/events", "127.0.0.1", stats, lambda: Subscriber(stats)
+            )
+            if got is not None:
+                await wait_for(lambda: got.lost_how != "", 10, what="the stream's end")
+            done.set()
+        return stats, got
+
+    stats, got = asyncio.run(against(b"br", [b"\x0b\x02\x80"]))
+    assert got is None and stats.connect_failures == {"cannot decode Content-Encoding 'br'": 1}
+
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    good = compressor.compress(b'data: {"t": 1.0, "s": 0, "w": "p"}\n\n')
+    good += compressor.flush(zlib.Z_SYNC_FLUSH)
+    stats, got = asyncio.run(against(b"gzip", [good, b"\xff" * 40]))
+    assert got is not None
+    assert got.lost_how.startswith("undecodable body (error: ") and got.status == 0
+    assert stats.foreign == 1 and got.delivered  # the event before the damage was read
+
+
 def test_a_publisher_does_not_send_on_a_connection_the_server_closed_while_idle() -> None:
     """A restart closes the publisher's kept-alive connection between two publishes:
     the next one goes on a new connection, not into the closed one (where its answer
