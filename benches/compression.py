@@ -27,6 +27,11 @@ events read; frames, ids and heartbeats included) and decoded, server CPU per
 delivered event, server RSS per stream (idle: before publishing; busy: sampled in
 the measured window, compressors warm), latency p50/p99. Then two more sets:
 
+* latency: the main set's sizes and streams, identity against ``topic`` gzip and
+  zstd in turns for ``--rounds`` rounds, every stream served but only a sample of
+  ``--readers`` reading its events (``loadgen`` ``read_every``; the others count their
+  bytes): a p99 that is the server's, not the load generator's decoding of every
+  compressed stream on the same cores;
 * saturation: 5,000 streams, the JSON stream at 150 publishes/s: delivered/s and
   delivered per server core-second, identity against ``topic`` gzip and zstd;
 * per-user topics: 10,000 streams, each on a topic of its own, 1 publish/s per
@@ -41,6 +46,7 @@ Writes ``benches/results/compression.md`` and ``.json``::
 
     python -m benches.compression                      # everything (about 25 minutes)
     python -m benches.compression --quick --out-dir /tmp/c
+    python -m benches.compression --sets latency --report compression_latency
 
 Loopback only; every run is bounded in time.
 """
@@ -207,6 +213,9 @@ WAYS: dict[str, tuple[str, list[str]]] = {
 }
 
 
+#: the latency set: identity against the shared per-topic compressor, in turns
+LATENCY_WAYS = ["identity", "topic gzip", "topic zstd"]
+
 # --------------------------------------------------------------------------- one run
 
 
@@ -220,6 +229,7 @@ def run_one(
     rate: float | None = None,
     topics: int = 1,
     nchan: bool = False,
+    read_every: int = 1,
 ) -> dict[str, Any]:
     coding, flags = ("gzip, deflate", []) if nchan else WAYS[way]
     workers = max(1, math.ceil(connections / STREAMS_PER_WORKER))
@@ -253,6 +263,7 @@ def run_one(
             server_pids=pids,
             stamps=STAMPS[kind],
             accept_encoding=coding,
+            read_every=read_every,
             strict_window=True,
             probe=False,
             fault=sample,
@@ -271,6 +282,7 @@ def run_one(
         "kind": kind,
         "connections": connections,
         "topics": topics,
+        "read_every": read_every,
         "rate": rate or args.rate,
         "workers": workers,
         "command": target.command_line,
@@ -393,6 +405,69 @@ def _server_side(run: dict[str, Any]) -> str:
     return f"{side['mean_ms']:.2f} / {side['p99_ms']:g} ms"
 
 
+def _latency_section(report: dict[str, Any]) -> list[str]:
+    """The latency set: per stream and size, each round's identity against the shared
+    compressors, the p99 ratio of the same round, and the ratios' geometric mean."""
+    runs = [r for r in report["runs"] if r["set"] == "latency"]
+    if not runs:
+        return []
+    cond = report["conditions"]
+    lines = [
+        f"## Delivery latency, read by a sample (one topic, {cond['rate']:g} publishes/s)",
+        "",
+        "Every stream is served; only every n-th reads its events (decodes, parses, times "
+        "them), the others take their bytes in and count them (`sse-fast loadgen "
+        "--read-every`). The client's reading then costs next to nothing, so the latency "
+        "is the server's: the main set's p99 above also charges the load generator's "
+        "decoding of every compressed stream, on the same 2 CPUs. Ways in turns, "
+        "identity first in each round; *p99 vs identity* is against the same round's.",
+        "",
+        "| stream | streams | round | way | read by | p50 | p99 | p99 vs identity "
+        "| server publish-to-write mean / p99 | wire B/event (read / drained) "
+        "| delivered / expected | lost |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base = {
+        (r["kind"], r["connections"], r["round"]): r["result"]
+        for r in runs
+        if r["way"] == "identity"
+    }
+    ratios: dict[tuple[str, int, str], list[float]] = {}
+    for run in runs:
+        r = run["result"]
+        key = (run["kind"], run["connections"], run["round"])
+        b = base.get(key, {})
+        if run["way"] != "identity" and b.get("p99_ms") and r["p99_ms"] == r["p99_ms"]:
+            ratios.setdefault((run["kind"], run["connections"], run["way"]), []).append(
+                r["p99_ms"] / b["p99_ms"]
+            )
+        lines.append(
+            f"| {run['kind']} | {run['connections']:,} | {run['round']} | {run['way']} "
+            f"| {_f(r['reading_connections'])} "
+            f"| {_f(r['p50_ms'], '.1f', ' ms')} | {_f(r['p99_ms'], '.1f', ' ms')} "
+            f"| {_ratio(r['p99_ms'], b.get('p99_ms'))} | {_server_side(run)} "
+            f"| {_f(r['wire_bytes_per_event'], ',.1f')} / "
+            f"{_f(r['drained_bytes_per_event'], ',.1f')} "
+            f"| {r['delivered']:,} / {r['expected']:,} | {r['lost']} |"
+        )
+    lines += [
+        "",
+        "p99 against identity over the rounds (geometric mean of each round's ratio; "
+        "the lowest and highest round in brackets):",
+        "",
+        "| stream | streams | way | rounds | p99 vs identity | range |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for (kind, size, way), values in ratios.items():
+        mean = math.exp(sum(math.log(v) for v in values) / len(values))
+        lines.append(
+            f"| {kind} | {size:,} | {way} | {len(values)} | {mean:.2f}x "
+            f"| {min(values):.2f}-{max(values):.2f}x |"
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     cond, mach = report["conditions"], report["machine"]
     lines = [
@@ -438,6 +513,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {r['delivered']:,} / {r['expected']:,} | {r['lost']} |"
             )
         lines.append("")
+    lines += _latency_section(report)
     sat = [r for r in report["runs"] if r["set"] == "saturation"]
     if sat:
         base_run = next((r for r in sat if r["way"] == "identity"), None)
@@ -577,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="5000,40000", help="stream counts of the main set")
     parser.add_argument("--kinds", default="json,html")
     parser.add_argument("--ways", default=",".join(WAYS))
-    parser.add_argument("--sets", default="resync,main,saturation,users,nchan")
+    parser.add_argument("--sets", default="resync,main,latency,saturation,users,nchan")
     parser.add_argument("--rate", type=float, default=10.0)
     parser.add_argument("--saturation-rate", type=float, default=150.0)
     parser.add_argument("--saturation-streams", type=int, default=5000)
@@ -586,6 +662,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--pause", type=float, default=2.0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--report", default="compression", help="the results' file name, without .md/.json"
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the latency set")
+    parser.add_argument(
+        "--readers", type=int, default=100, help="streams that read their events (latency set)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
@@ -599,6 +682,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     ways = [w.strip() for w in args.ways.split(",") if w.strip()]
     sets = [s for s in args.sets.split(",") if s]
+    if not 1 <= args.rounds <= 10 or args.readers < 1:
+        parser.error("--rounds is between 1 and 10, --readers at least 1")
     unknown = [w for w in ways if w not in WAYS] + [k for k in kinds if k not in STAMPS]
     if unknown:
         parser.error(f"unknown: {unknown}")
@@ -636,16 +721,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def write() -> str:
         """The report so far (after every run: a run that fails keeps the others)."""
-        (args.out_dir / "compression.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out_dir / f"{args.report}.json").write_text(json.dumps(report, indent=2) + "\n")
         text = markdown(report)
-        (args.out_dir / "compression.md").write_text(text)
+        (args.out_dir / f"{args.report}.md").write_text(text)
         return text
 
-    def one(set_name: str, way: str, kind: str, connections: int, **kw: Any) -> None:
+    def one(
+        set_name: str, way: str, kind: str, connections: int, round_: int = 1, **kw: Any
+    ) -> None:
         if runs:
             time.sleep(args.pause)
         run = run_one(way, kind, connections, args, log, **kw)
-        run["set"] = set_name
+        run["set"], run["round"] = set_name, round_
         runs.append(run)
         log(loadgen_line(run))
         write()
@@ -658,6 +745,14 @@ def main(argv: list[str] | None = None) -> int:
             for kind in kinds:
                 for way in ways:
                     one("main", way, kind, size)
+    if "latency" in sets:
+        # the sample reads, the rest drain: the latency is the server's (see LATENCY_WAYS)
+        for size in sizes:
+            for kind in kinds:
+                for round_ in range(1, args.rounds + 1):
+                    for way in LATENCY_WAYS:
+                        every = max(1, size // args.readers)
+                        one("latency", way, kind, size, read_every=every, round_=round_)
     if "saturation" in sets:
         for way in ["identity", "topic gzip", "topic zstd"]:
             one("saturation", way, "json", args.saturation_streams, rate=args.saturation_rate)

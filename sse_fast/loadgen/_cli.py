@@ -106,6 +106,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "event beside the decoded ones",
     )
     parser.add_argument(
+        "--read-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="only every N-th stream reads its events (decodes, parses, times them); the "
+        "others count their bytes: a latency that is the server's, not this tool's own "
+        "reading of thousands of streams on the same cores (default 1: every stream)",
+    )
+    parser.add_argument(
         "--server-pid",
         type=int,
         help="main PID of a running server: its process tree's CPU and RSS count",
@@ -232,6 +241,13 @@ def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         parser.error("--drain is between 0 and 60 s")
     if not 0 <= args.pattern_subtopics <= 1000:
         parser.error("--pattern-subtopics is between 0 (by name) and 1000")
+    if args.read_every < 1:
+        parser.error("--read-every is 1 (every stream reads its events) or more")
+    if args.read_every > 1 and args.reconnect_on_close:
+        parser.error(
+            "--read-every reads a sample of the streams; --reconnect-on-close judges every "
+            "stream's resume: run them apart"
+        )
     try:
         args.subscribe = _subscription(args)
         args.publish = _publish(args)
@@ -331,6 +347,7 @@ def run_from_args(args: argparse.Namespace, **keywords: Any) -> int:
         "publishers": args.publishers,
         "http_version": args.http,
         "accept_encoding": args.compressed,
+        "read_every": args.read_every,
         "progress": lambda line: print(line, flush=True),
         "subscribe": subscribe,
         "publish": getattr(args, "publish", None),

@@ -71,7 +71,9 @@ def subscriber_process(
     ``retry`` (seconds to wait when the stream named no ``retry``), ``seq_per_stream``
     (a reconnected stream follows its sequence numbers afresh), ``run_began`` (wall
     time: events stamped earlier are counted apart, ``before_run``), ``accept_encoding``
-    (every request's Accept-Encoding: compressed streams, decoded as they come)."""
+    (every request's Accept-Encoding: compressed streams, decoded as they come),
+    ``read_every`` (only every n-th subscriber reads its events; the others count their
+    bytes)."""
     import resource
 
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -113,6 +115,8 @@ class _ClientProcess:
         self.stats = stats = ProcessStats()
         self.concurrency = int(options.get("concurrency", 256))
         self.slow_every = int(options.get("slow_every", 0))
+        #: > 1: subscribers whose index is no multiple of it only take their bytes in
+        self.read_every = int(options.get("read_every", 1))
         stats.slow_read = float(options.get("slow_read", stats.slow_read))
         stats.slow_pause = float(options.get("slow_pause", stats.slow_pause))
         stats.slow_rcvbuf = int(options.get("slow_rcvbuf", stats.slow_rcvbuf))
@@ -187,7 +191,8 @@ class _ClientProcess:
         every = self.slow_every
         slow = previous.slow if previous is not None else bool(every) and index % every == 0
         on_lost = self.lost if self.reconnect_on_close else None
-        subscriber = Subscriber(self.stats, slow, self.reading, on_lost, index)
+        drains = self.read_every > 1 and index % self.read_every != 0
+        subscriber = Subscriber(self.stats, slow, self.reading, on_lost, index, drains)
         if previous is not None:
             subscriber.requested_at = -1.0  # a reconnect: connect and first event not timed
             if not self.seq_per_stream:
@@ -227,6 +232,7 @@ class _ClientProcess:
         self.pipe.send(
             {
                 "connected": len(subscribers),
+                "reading": sum(1 for s in subscribers if not s.drains),
                 "errors": self.stats.connect_errors,
                 "failures": self.stats.connect_failures,
                 "seconds": time.monotonic() - started,
@@ -310,6 +316,7 @@ class _ClientProcess:
             "wire_bytes": stats.wire_bytes,
             "decoded_bytes": stats.decoded_bytes,
             "events_read": stats.events_read,
+            "drained_bytes": stats.drained_bytes,
             "codings": stats.codings,
             "histogram": stats.histogram.dump(),
             "first_event": stats.first_event.dump(),

@@ -80,6 +80,12 @@ class LoadOptions:
     #: ask for compressed streams: every subscribe request's Accept-Encoding ("" for
     #: none); bytes on the wire per event are reported beside the decoded ones
     accept_encoding: str = ""
+    #: > 1: only every n-th stream of each client process reads its events (decodes,
+    #: parses, counts, times them); the others take their bytes in and count them
+    #: (``drained_bytes_per_event``). The client then costs next to nothing but the
+    #: sample's reading: a latency that is the server's, not the load generator's
+    #: (its decoding of thousands of compressed streams, on the same cores)
+    read_every: int = 1
 
     def __post_init__(self) -> None:
         if self.subscribe is not None:
@@ -94,6 +100,24 @@ class LoadOptions:
             self.topics = len(self.topic_names)
         if self.stamps != Stamps() or self.stamps.reader is not None:
             picklable(self.stamps)
+        if self.read_every < 1:
+            raise ValueError(f"read_every must be 1 (every stream) or more, not {self.read_every}")
+        if self.read_every > 1:
+            mixed = [
+                name
+                for name, on in (
+                    ("slow_every", self.slow_every),
+                    ("reconnect_on_close", self.reconnect_on_close),
+                    ("reconnect_after", self.reconnect_after is not None),
+                    ("first_event_probe", self.first_event_probe),
+                )
+                if on
+            ]
+            if mixed:
+                raise ValueError(
+                    f"read_every={self.read_every} reads a sample of the streams; it does not "
+                    f"combine with {', '.join(mixed)}, which judge every stream: run them apart"
+                )
 
     @property
     def probing(self) -> bool:
@@ -130,4 +154,6 @@ class LoadOptions:
             options["reconnect"] = True
         if self.accept_encoding:
             options["accept_encoding"] = self.accept_encoding
+        if self.read_every > 1:
+            options["read_every"] = self.read_every
         return options

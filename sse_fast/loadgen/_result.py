@@ -128,6 +128,13 @@ class Result:
     #: included); None when no event was read
     wire_bytes_per_event: float | None = None
     decoded_bytes_per_event: float | None = None
+    #: with ``read_every`` > 1: the connections that read their events (a sample); the
+    #: deliveries, expected, lost and latencies are theirs alone, and the others'
+    #: body bytes per event (as many events as a reader read each) are
+    #: ``drained_bytes_per_event``, about ``wire_bytes_per_event`` when they got the
+    #: same streams. None when every connection reads
+    reading_connections: int | None = None
+    drained_bytes_per_event: float | None = None
 
     def add_up(self) -> None:
         """Fill ``not_delivered_not_lost``: what is left of ``expected`` once the delivered
@@ -254,6 +261,10 @@ class Result:
                 f" (delivered {self.delivered_unanswered})"
             )
         extra = f" unstamped={self.unstamped}" if self.unstamped else ""
+        if self.reading_connections is not None:
+            extra += f" read-by={self.reading_connections}"
+            if self.drained_bytes_per_event is not None:
+                extra += f" (others {self.drained_bytes_per_event:,.0f}B/ev)"
         if self.before_run:
             extra += f" before-run={self.before_run}"
         if self.reconnected_on_close is not None:

@@ -106,6 +106,11 @@ def run_load(options: LoadOptions | None = None, /, **keywords: Any) -> Result:
     * ``reconnect_on_close``: a stream the server ends is reconnected as a browser
       does it, after its ``retry`` (else ``retry`` s), with ``Last-Event-ID``; events
       missing across the gap count as lost (``reconnected_on_close`` in the result).
+    * ``read_every``: only every n-th connection of each client process reads its
+      events; the others take their bytes in and count them. Deliveries, loss and
+      latencies are then the sample's (``reading_connections``), and the latency the
+      server's rather than the load generator's: read, thousands of streams (compressed
+      ones decoded) cost the client the cores the server runs on. No per-core figure.
     * ``slow_every``: every n-th client is a slow consumer (receive buffer
       ``slow_rcvbuf``; reads for ``slow_read`` s, then pauses ``slow_pause`` s);
       its latencies are reported apart (``slow_*``), the p50/p99 are then the
@@ -148,11 +153,13 @@ class _Connected:
     reports: list[dict[str, Any]]
     seconds: float
     connected: int = 0
+    reading: int = 0  # of them, those that read their events (``read_every``)
     errors: int = 0
     failures: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.connected = sum(r["connected"] for r in self.reports)
+        self.reading = sum(r.get("reading", r["connected"]) for r in self.reports)
         self.errors = sum(r["errors"] for r in self.reports)
         for report in self.reports:
             for key, count in report.get("failures", {}).items():
@@ -337,6 +344,8 @@ class _LoadRun:
         histogram = merged(finals, "histogram")
         delivered = sum(f.get("received", 0) for f in finals)
         count, elapsed = connected.connected, published.elapsed
+        if options.read_every > 1:  # a sample reads its events: what is expected is theirs
+            count = connected.reading
         per_topic = count / options.topics
         sent = published.published
         expected = int(sent * per_topic) if options.topics > 1 else sent * count
@@ -345,7 +354,7 @@ class _LoadRun:
         result = Result(
             target=options.name,
             connections=options.connections,
-            connected=count,
+            connected=connected.connected,
             connect_errors=connected.errors,
             connect_seconds=round(connected.seconds, 2),
             topics=options.topics,
@@ -368,8 +377,8 @@ class _LoadRun:
             max_ms=ms(histogram.maximum),
             server_rss_idle_kb=idle_rss or None,
             server_rss_base_kb=base_rss or None,
-            rss_per_connection_kb=round((idle_rss - base_rss) / count, 2)
-            if count and idle_rss
+            rss_per_connection_kb=round((idle_rss - base_rss) / connected.connected, 2)
+            if connected.connected and idle_rss
             else None,
             client_processes=self.processes,
             publishers=options.publishers,
@@ -381,6 +390,8 @@ class _LoadRun:
             delivered_unanswered=sum(f.get("delivered_unanswered", 0) for f in finals),
         )
         result.add_up()
+        if options.read_every > 1:
+            _sample_results(result, connected, finals)
         timing_results(result, finals)
         optional_results(
             result,
@@ -395,6 +406,8 @@ class _LoadRun:
         if options.fault is not None:
             result.fault_began = self.fault_began
         _server_cpu(result, published, bool(options.server_pids()))
+        if options.read_every > 1:  # delivered counts the sample's: no per-core figure
+            result.delivered_per_server_core_second = None
         return result
 
     def close(self) -> None:
@@ -405,6 +418,17 @@ class _LoadRun:
             proc.join(10)
             if proc.is_alive():
                 proc.kill()
+
+
+def _sample_results(result: Result, connected: _Connected, finals: list[dict[str, Any]]) -> None:
+    """With ``read_every``: how many read, and the body bytes per event of the others."""
+    result.reading_connections = connected.reading
+    drainers = connected.connected - connected.reading
+    events = sum(f.get("events_read", 0) for f in finals)
+    if drainers and events and connected.reading:
+        per_reader = events / connected.reading  # each drainer had as many
+        drained = sum(f.get("drained_bytes", 0) for f in finals)
+        result.drained_bytes_per_event = round(drained / drainers / per_reader, 1)
 
 
 def _server_cpu(result: Result, published: Published, has_pids: bool) -> None:

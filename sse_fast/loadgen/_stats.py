@@ -104,6 +104,9 @@ class ProcessStats:
     wire_bytes: int = 0
     decoded_bytes: int = 0
     events_read: int = 0
+    #: while measuring: body bytes taken in by the streams that do not read their events
+    #: (``read_every``), as they came
+    drained_bytes: int = 0
     #: streams by their response's Content-Encoding ("identity" for none)
     codings: dict[str, int] = field(default_factory=dict)
 
@@ -114,7 +117,7 @@ class ProcessStats:
         self.measure_until = measure_until
         self.received = self.measured = self.duplicates = self.lost = 0
         self.delivered_unanswered = 0
-        self.wire_bytes = self.decoded_bytes = self.events_read = 0
+        self.wire_bytes = self.decoded_bytes = self.events_read = self.drained_bytes = 0
         self.loop_lag_max = 0.0
         self.histogram = LatencyHistogram()
         self.slow_histogram = LatencyHistogram()

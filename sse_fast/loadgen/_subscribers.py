@@ -9,7 +9,10 @@ began (a server replaying what it kept to a new subscriber) is counted ``before_
 and nothing else. From the stamp the subscriber counts the event received (when
 published in the measured window), lost (a gap in its publisher's sequence numbers) or
 duplicated, and its latency; a number an event lists as unanswered (``u``) that the
-stream had received counts as ``delivered_unanswered``.
+stream had received counts as ``delivered_unanswered``. A subscriber that ``drains``
+(all but a sample of the streams when a run reads only every n-th) takes its body in
+and counts its bytes, nothing more: the sample's latency is then the server's, not
+that of a client reading thousands of streams on the same cores.
 
 Each subscriber keeps the clock of its own request (``requested_at``, the moment the
 request was written): the response head gives its connect time, the first event that
@@ -74,6 +77,7 @@ class Subscriber(asyncio.Protocol):
         "connected",
         "decoder",
         "delivered",
+        "drains",
         "dropped",
         "first_event_at",
         "first_seq",
@@ -101,8 +105,11 @@ class Subscriber(asyncio.Protocol):
         reading: Reading = DEFAULT_READING,
         on_lost: Callable[[Subscriber], None] | None = None,
         index: int = 0,
+        drains: bool = False,
     ) -> None:
         self.stats = stats
+        #: takes its body in and counts its bytes, reading no event (``read_every``)
+        self.drains = drains
         self.slow = slow  # latencies go to stats.slow_histogram (see run_load slow_every)
         self.reading = reading
         self.on_lost = on_lost
@@ -228,6 +235,10 @@ class Subscriber(asyncio.Protocol):
         if self.status != 200 or self.unreadable:
             return
         stats = self.stats
+        if self.drains:  # not of the sample that reads its events: the bytes only
+            if stats.measuring:
+                stats.drained_bytes += len(data)
+            return
         if stats.measuring:
             stats.wire_bytes += len(data)
         if self.decoder is not None:

@@ -729,3 +729,53 @@ def test_compressed_streams_are_decoded_and_their_bytes_on_the_wire_reported(
     assert result["lost"] == 0 and result["delivered"] == result["expected"] > 0
     assert 0 < result["wire_bytes_per_event"] < result["decoded_bytes_per_event"] / 3
     assert f"wire={result['wire_bytes_per_event']:,.0f}B/ev ({coding};" in output
+
+
+@pytest.mark.processes("sse-fast loadgen's client processes against a real server")
+def test_a_sample_reads_its_events_and_the_others_count_their_bytes() -> None:
+    """``--read-every 5``: 4 of 20 streams read their events (deliveries, loss and
+    latency are theirs: expected is the published events times 4); the other 16 take
+    their bytes in, and as many bytes per event came to them as to the readers (the
+    same compressed stream). No per-core figure: the server delivered to all 20."""
+    with ServerProcess() as server:
+        code, output = run_loadgen(
+            server.port,
+            "--connections",
+            "20",
+            "--payload-bytes",
+            "300",
+            "--compressed",
+            "zstd",
+            "--read-every",
+            "5",
+            "--json",
+            "/dev/stdout",
+        )
+    assert code == 0, output
+    result = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    assert result["connected"] == 20 and result["reading_connections"] == 4
+    assert result["lost"] == 0 and result["delivered"] == result["expected"]
+    assert result["expected"] == result["published"] * 4 > 0
+    wire, drained = result["wire_bytes_per_event"], result["drained_bytes_per_event"]
+    assert 0 < wire < result["decoded_bytes_per_event"] / 3
+    assert abs(drained - wire) < wire * 0.1, (drained, wire)
+    assert result["delivered_per_server_core_second"] is None
+    assert f"read-by=4 (others {drained:,.0f}B/ev)" in output
+
+
+def test_reading_a_sample_refuses_what_judges_every_stream() -> None:
+    """``read_every`` does not mix with the features that judge every stream (slow
+    consumers, reconnects, a connection storm): the error names them."""
+    from sse_fast.loadgen._cli import build_parser, check_args
+    from sse_fast.loadgen._load_options import LoadOptions
+
+    with pytest.raises(ValueError, match="slow_every, reconnect_on_close"):
+        LoadOptions(
+            connections=10, rate=1, duration=1, read_every=2, slow_every=3, reconnect_on_close=True
+        )
+    with pytest.raises(ValueError, match="read_every must be 1"):
+        LoadOptions(connections=10, rate=1, duration=1, read_every=0)
+    parser = build_parser("loadgen")
+    args = parser.parse_args(["--read-every", "4", "--reconnect-on-close"])
+    with pytest.raises(SystemExit):
+        check_args(parser, args)
