@@ -80,11 +80,16 @@ LADDERS = {
     "stream": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
     "calls": [5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000],
     "calls-1": [2_000, 4_000, 6_000, 8_000, 10_000, 15_000],
+    "calls256": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000],
 }
-MODES = {"sse_fast": ["single", "batch", "stream", "calls", "calls-1"], "other": ["single"]}
+MODES = {
+    "sse_fast": ["single", "batch", "stream", "calls", "calls256", "calls-1"],
+    "other": ["single"],
+}
 #: every way in, in the reports' order
-ALL_MODES = ("single", "batch", "stream", "calls", "calls-1")
-TASKS = 64  # tasks calling Publisher.publish() in the calls modes
+ALL_MODES = ("single", "batch", "stream", "calls", "calls256", "calls-1")
+TASKS = 64  # tasks calling Publisher.publish() in the calls modes (calls256: 256)
+CALL_TASKS = {"calls": TASKS, "calls-1": TASKS, "calls256": 256}
 CALL_CONNECTIONS = 4  # the Publisher's connections in the calls modes (its default)
 NCHAN_SHARED_MEMORY = "512m"  # 10,000 channels: 128m runs out (nchan answers 500)
 BEHIND = 0.95  # a step is behind under 95 % of the offered rate published or delivered
@@ -322,19 +327,20 @@ async def _calls(
     ``await`` of ``publish()``."""
     from sse_fast.publisher import Publisher, PublishFailed
 
-    interval = TASKS / rate  # seconds between calls of a task
+    tasks = CALL_TASKS[mode]
+    interval = tasks / rate  # seconds between calls of a task
     latency = LatencyHistogram()
     out: dict[str, Any] = {"sent": 0, "acked": 0, "errors": 0, "statuses": {}}
     start = time.monotonic()
     deadline = start + seconds
     url = f"http://{target.host}:{target.port}"
-    publisher = Publisher(url, coalesce=mode == "calls", connections=CALL_CONNECTIONS, retries=0)
+    publisher = Publisher(url, coalesce=mode != "calls-1", connections=CALL_CONNECTIONS, retries=0)
 
     async def task(t: int) -> None:
-        mine = list(range(t, users, TASKS))
+        mine = list(range(t, users, tasks))
         seqs = dict.fromkeys(mine, 0)
         source = step * 1000 + t
-        async for _ in _ticks(start + t * interval / TASKS, interval, deadline):
+        async for _ in _ticks(start + t * interval / tasks, interval, deadline):
             user = random.choice(mine)
             seq, seqs[user] = seqs[user], seqs[user] + 1
             out["sent"] += 1
@@ -349,7 +355,7 @@ async def _calls(
             latency.add(time.monotonic() - began)
 
     async with publisher:
-        results = await asyncio.gather(*(task(t) for t in range(TASKS)), return_exceptions=True)
+        results = await asyncio.gather(*(task(t) for t in range(tasks)), return_exceptions=True)
     failures = [repr(r) for r in results if isinstance(r, BaseException)]
     out["failures"] = failures[:3]
     out["errors"] += len(failures)
@@ -795,8 +801,9 @@ def conditions(p: dict[str, Any]) -> list[str]:
         f"most {IN_FLIGHT:,} not yet acked (as a publisher bounds what it has in flight), "
         "acks read as they come (latency per line: written to its ack); calls: "
         f"{TASKS} tasks calling `Publisher.publish()` over its {CALL_CONNECTIONS} "
-        "connections, calls made while requests are in flight going together (calls-1: "
-        "`coalesce=False`, one request per call), each task waiting for its call's answer "
+        "connections, calls made while requests are in flight going together (calls256: "
+        "the same from 256 tasks; calls-1: `coalesce=False`, one request per call), each "
+        "task waiting for its call's answer "
         "(latency per call).",
         f"- A step is *behind* (and the ladder stops) when under {BEHIND:.0%} of the offered "
         f"rate was published or delivered, or an event was lost (a gap in its topic, or "
@@ -1023,7 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="single,batch,stream",
-        help="sse_fast's ways in to run (single, batch, stream, calls, calls-1)",
+        help="sse_fast's ways in to run (single, batch, stream, calls, calls256, calls-1)",
     )
     parser.add_argument(
         "--compare-with",
