@@ -40,7 +40,7 @@ So the calls queue here, and a request carries every call queued by then (up to
 from __future__ import annotations
 
 import asyncio
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -62,11 +62,17 @@ class _Call:
 
     __slots__ = ("alone", "encoded", "future", "id", "topics")
 
-    def __init__(self, encoded: bytes, topics: tuple[str, ...], id: str | None) -> None:
+    def __init__(
+        self,
+        encoded: bytes,
+        topics: tuple[str, ...],
+        id: str | None,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
         self.encoded = encoded
         self.topics = topics
         self.id = id
-        self.future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.future: asyncio.Future[str] = loop.create_future()
         #: sent in a request of its own (its batch was refused)
         self.alone = False
 
@@ -97,7 +103,8 @@ class PublishBatches:
         self._max_body_bytes = max_body_bytes
         self._failed = failed
         self._queue: deque[_Call] = deque()
-        self._busy: Counter[str] = Counter()  # topics of the requests in flight
+        #: topics of the requests in flight: how many of their calls (none: not there)
+        self._busy: dict[str, int] = {}
         #: the requests in flight, each with the number of calls it carries
         self._sends: dict[asyncio.Task[None], int] = {}
         #: requests sent, and calls they carried (``batched / requests``: calls per request)
@@ -108,7 +115,7 @@ class PublishBatches:
 
     async def publish(self, encoded: bytes, topics: Sequence[str], id: str | None) -> str:
         """Queue one call (``encoded``: the event's JSON) and wait for its id."""
-        call = _Call(encoded, tuple(topics), id)
+        call = _Call(encoded, tuple(topics), id, asyncio.get_running_loop())
         self._queue.append(call)
         self._pump()
         return await call.future
@@ -127,7 +134,9 @@ class PublishBatches:
             if not batch:
                 return  # what is queued waits for a topic in flight
             topics = [t for call in batch for t in call.topics]
-            self._busy.update(topics)  # now: the next take must see them in flight
+            busy = self._busy  # now: the next take must see them in flight
+            for topic in topics:
+                busy[topic] = busy.get(topic, 0) + 1
             task = asyncio.get_running_loop().create_task(self._send(batch, topics))
             sends[task] = len(batch)
             self.in_flight_max = max(self.in_flight_max, len(sends))
@@ -142,6 +151,7 @@ class PublishBatches:
         ids: set[str] = set()
         size = BATCH_OVERHEAD
         queue = self._queue
+        busy = self._busy
         while queue:
             call = queue.popleft()
             if call.future.done():  # its caller was cancelled before it was sent: not sent
@@ -149,12 +159,17 @@ class PublishBatches:
             full = len(batch) >= self._batch_size or (
                 batch and size + len(call.encoded) + 1 > self._max_body_bytes
             )
+            topics = call.topics
             waits = (
                 full
                 or (call.alone and batch)
                 or (batch and batch[0].alone)
                 or (call.id is not None and call.id in ids)
-                or any(t in blocked or self._busy[t] for t in call.topics)
+                or (
+                    topics[0] in blocked or topics[0] in busy
+                    if len(topics) == 1
+                    else any(t in blocked or t in busy for t in topics)
+                )
             )
             if waits:
                 left.append(call)
@@ -176,10 +191,13 @@ class PublishBatches:
         try:
             await self._carry(batch)
         finally:
-            self._busy.subtract(topics)
+            busy = self._busy
             for topic in topics:
-                if self._busy[topic] <= 0:
-                    del self._busy[topic]
+                left = busy[topic] - 1
+                if left:
+                    busy[topic] = left
+                else:
+                    del busy[topic]
             self._sends.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self._pump()
 
