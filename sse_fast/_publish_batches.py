@@ -57,19 +57,27 @@ def batch_body(encoded: list[bytes]) -> bytes:
     return _BATCH_OPEN + b",".join(encoded) + _BATCH_CLOSE
 
 
-class _Call:
-    """One ``publish`` call: its event, its topics and id, and its answer."""
+def _body(encoded: list[bytes]) -> bytes:
+    """The ``POST /publish`` body of some calls: one event alone, several in a batch."""
+    return encoded[0] if len(encoded) == 1 else batch_body(encoded)
 
-    __slots__ = ("alone", "encoded", "future", "id", "topics")
+
+class _Call:
+    """One ``publish`` call: its event (``payload``, of ``size`` bytes), its topics and
+    id, and its answer."""
+
+    __slots__ = ("alone", "future", "id", "payload", "size", "topics")
 
     def __init__(
         self,
-        encoded: bytes,
+        payload: Any,
+        size: int,
         topics: tuple[str, ...],
         id: str | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self.encoded = encoded
+        self.payload = payload
+        self.size = size
         self.topics = topics
         self.id = id
         self.future: asyncio.Future[str] = loop.create_future()
@@ -87,17 +95,24 @@ class _Call:
 
 
 class PublishBatches:
-    """The queue of ``publish`` calls and the requests carrying them."""
+    """The queue of ``publish`` calls and the requests carrying them.
+
+    ``post(request, idempotent)`` sends one request and returns its events' ids;
+    ``join(payloads)`` makes the request of some calls' payloads (by default a ``POST
+    /publish`` body: one event's JSON alone, several wrapped); ``failed(error, status,
+    maybe_published)`` is what a call of a request that failed gets."""
 
     def __init__(
         self,
-        post: Callable[[bytes, bool], Awaitable[list[str]]],
+        post: Callable[[Any, bool], Awaitable[list[str]]],
         connections: int,
         batch_size: int,
         max_body_bytes: int,
-        failed: Callable[[str, int, bool], BaseException],
+        failed: Callable[[Exception, int, bool], BaseException],
+        join: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         self._post = post
+        self._join = join or _body
         self._connections = max(1, connections)
         self._batch_size = max(1, batch_size)
         self._max_body_bytes = max_body_bytes
@@ -113,9 +128,19 @@ class PublishBatches:
         #: the most requests in flight at once
         self.in_flight_max = 0
 
-    async def publish(self, encoded: bytes, topics: Sequence[str], id: str | None) -> str:
-        """Queue one call (``encoded``: the event's JSON) and wait for its id."""
-        call = _Call(encoded, tuple(topics), id, asyncio.get_running_loop())
+    async def publish(
+        self, payload: Any, topics: Sequence[str], id: str | None, size: int | None = None
+    ) -> str:
+        """Queue one call (``payload``: the event as ``join`` takes it, by default its
+        JSON; ``size``: its bytes in a request, by default ``len(payload)``) and wait for
+        its id."""
+        call = _Call(
+            payload,
+            len(payload) if size is None else size,
+            tuple(topics),
+            id,
+            asyncio.get_running_loop(),
+        )
         self._queue.append(call)
         self._pump()
         return await call.future
@@ -157,7 +182,7 @@ class PublishBatches:
             if call.future.done():  # its caller was cancelled before it was sent: not sent
                 continue
             full = len(batch) >= self._batch_size or (
-                batch and size + len(call.encoded) + 1 > self._max_body_bytes
+                batch and size + call.size + 1 > self._max_body_bytes
             )
             topics = call.topics
             waits = (
@@ -178,7 +203,7 @@ class PublishBatches:
                     break
                 continue
             batch.append(call)
-            size += len(call.encoded) + 1
+            size += call.size + 1
             if call.id is not None:
                 ids.add(call.id)
         left.extend(queue)
@@ -205,7 +230,7 @@ class PublishBatches:
         if len(batch) == 1:
             call = batch[0]
             try:
-                (event_id,) = await self._post(call.encoded, call.id is not None)
+                (event_id,) = await self._post(self._join([call.payload]), call.id is not None)
             except Exception as exc:  # the call's own answer, as a lone publish gives it
                 call.answer(None, exc)
             else:
@@ -213,7 +238,7 @@ class PublishBatches:
             return
         idempotent = all(call.id is not None for call in batch)
         try:
-            ids = await self._post(batch_body([c.encoded for c in batch]), idempotent)
+            ids = await self._post(self._join([c.payload for c in batch]), idempotent)
         except Exception as exc:
             self._refused(batch, exc, idempotent)
             return
@@ -230,10 +255,10 @@ class PublishBatches:
             again = [call for call in batch if call.id is not None]  # safe to send again
             for call in batch:
                 if call.id is None:
-                    call.answer(None, self._failed(str(exc), status, True))
+                    call.answer(None, self._failed(exc, status, True))
         else:  # not published (after the retries), or retried already as a whole
             for call in batch:
-                call.answer(None, self._failed(str(exc), status, maybe))
+                call.answer(None, self._failed(exc, status, maybe))
             return
         for call in reversed(again):
             call.alone = True

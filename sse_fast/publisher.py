@@ -127,7 +127,7 @@ class Publisher:
         #: (``_publish_batches.py``); ``coalesce=False``: one request per call
         self.coalesce = coalesce
         self.batches = PublishBatches(
-            self._post, connections, batch_size, max_body_bytes, PublishFailed
+            self._post, connections, batch_size, max_body_bytes, _failed_as_call
         )
 
     async def __aenter__(self) -> Publisher:
@@ -305,6 +305,11 @@ class Publisher:
         waits for every ack, as long as acks keep coming (``PublishFailed`` after
         ``timeout`` seconds without one)."""
         return PublishStream(self, max_in_flight)
+
+
+def _failed_as_call(error: Exception, status: int, maybe_published: bool) -> PublishFailed:
+    """What a call of a request that failed raises (``PublishBatches``)."""
+    return PublishFailed(str(error), status, maybe_published)
 
 
 class _NotSent(Exception):

@@ -583,6 +583,53 @@ def test_applications_publish_straight_into_redis(redis_server: RedisServer) -> 
     asyncio.run(main())
 
 
+def test_calls_made_together_go_into_redis_together(redis_server: RedisServer) -> None:
+    """Sixty-four tasks, each publishing three events to a topic of its own one after the
+    other, through ``publish``: far fewer script calls than calls (Redis's own count),
+    every call its own id, each topic's events delivered in the order of its calls, and
+    a bad event among them fails alone."""
+    import redis.asyncio as aioredis
+
+    async def main() -> None:
+        b = node(redis_server.url)
+        await b.start()
+        client = aioredis.Redis.from_url(redis_server.url)
+        stream = Recording()
+        topics = [f"t/{k}" for k in range(64)]
+
+        async def user(k: int) -> list[str]:  # a topic's calls, one after the other
+            return [await publish(client, topics[k], f"{k} {n}") for n in range(3)]
+
+        async def bad() -> None:
+            await publish(client, "t/1", "bad", id="a\nb")
+
+        try:
+            await stream.attach(b, topics)
+            before = await client.info("commandstats")
+            *answers, refused = await asyncio.gather(
+                *(user(k) for k in range(64)), bad(), return_exceptions=True
+            )
+            after = await client.info("commandstats")
+            assert isinstance(refused, PublishError) and "CR, LF or NUL" in str(refused)
+            ids = [i for got in answers for i in got]  # type: ignore[union-attr]
+            assert len(set(ids)) == 192
+            scripts = after["cmdstat_eval"]["calls"] - before.get("cmdstat_eval", {}).get(
+                "calls", 0
+            )
+            assert 1 <= scripts < 40, scripts  # 192 calls in a few dozen script calls
+            await wait_for(lambda: len(stream.events()) == 192)
+            delivered = stream.events()
+            assert sorted(e[1] for e in delivered) == sorted(ids)
+            for k in range(64):  # the order of the calls, per topic
+                seen = [e[2] for e in delivered if e[2].split()[0] == str(k)]
+                assert seen == [f"{k} {n}" for n in range(3)], seen
+        finally:
+            await client.aclose()
+            await b.stop()
+
+    asyncio.run(main())
+
+
 def test_a_node_subscribes_only_to_topics_its_clients_hold(redis_server: RedisServer) -> None:
     async def main() -> None:
         a = node(redis_server.url)

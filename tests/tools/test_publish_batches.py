@@ -35,8 +35,8 @@ class HeldServer:
         self.requests[index][1].set_result(None)
 
 
-def failed(message: str, status: int, maybe: bool) -> Exception:
-    return RuntimeError(message)
+def failed(error: Exception, status: int, maybe: bool) -> Exception:
+    return RuntimeError(str(error))
 
 
 def call(batches: PublishBatches, n: int) -> asyncio.Future[str]:

@@ -8,7 +8,12 @@ in Redis (``sse:layout``, ``_layout.py``); ``publish`` reads it once per client
 and prefix (while there is none, at each publish) and writes where the nodes read:
 
 * no record, or one sequence: ``PUBLISH_SCRIPT`` on today's keys, as before
-  (an external publisher of earlier versions sends the same command);
+  (an external publisher of earlier versions sends the same command). Calls made
+  together (an app publishing one notification per request it serves, from many
+  tasks) go together: one script call carries every call queued while others are
+  in flight, each answered with its own id or error, a topic's events in the order
+  of the calls (``_publish_batches.py``, as ``sse_fast.Publisher`` does it over
+  HTTP): a call made alone goes at once;
 * partitions on one Redis, or on a Cluster (``client`` a
   ``redis.asyncio.RedisCluster``, which sends each call to the master of its
   slot): one ``PARTITION_PUBLISH_SCRIPT`` call per partition the event's
@@ -20,10 +25,17 @@ and prefix (while there is none, at each publish) and writes where the nodes rea
 
 A partly written event (one partition published, the next refused) is answered
 with ``PublishError``; retrying it with its id is harmless, as for the nodes.
+
+Calls that went together and failed: a script Redis refused (``PublishError``: it
+checks every event before it writes any) is called again one call at a time, each
+for its own answer; a call whose script got no answer (the connection lost, a
+timeout) raises that error, as it would alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -31,13 +43,15 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
+from ..._publish_batches import PublishBatches
 from ...publishing import PublishError, PublishRequest
 from ._partitions import Layout, cluster_tags, layout_key, partition_keys, shard_of
 from ._scripts import (
     PARTITION_PUBLISH_SCRIPT,
     PUBLISH_SCRIPT,
+    batch_args,
+    event_args,
     partition_publish_args,
-    publish_args,
     sequence_keys,
     spanning_ids,
     split_by_partition,
@@ -47,6 +61,14 @@ __all__ = ["publish"]
 
 #: each client's layout per prefix, once read (a missing record is not remembered)
 _layouts: weakref.WeakKeyDictionary[Any, dict[str, Layout | None]] = weakref.WeakKeyDictionary()
+#: each client's calls going together, per event loop, prefix and history limits
+_together: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], PublishBatches]] = (
+    weakref.WeakKeyDictionary()
+)
+#: script calls in flight at once for one client's calls going together
+IN_FLIGHT = 4
+#: events one script call carries at most
+EVENTS_PER_CALL = 1000
 
 
 async def publish(
@@ -77,18 +99,63 @@ async def publish(
         check_event_id(id, limits)
     request = PublishRequest(topics, data, event, id, retry)
     layout = await _layout(client, prefix)
+    if layout is None or (layout.partitions == 1 and layout.kind == "single"):
+        share = event_args(request, str(int(time.time() * 1000)))  # a bad event fails here
+        together = _calls_together(client, prefix, history_frames, history_age)
+        return await together.publish(share, topics, id, size=0)
     try:
-        if layout is None or (layout.partitions == 1 and layout.kind == "single"):
-            args = publish_args(prefix, [request], history_frames, history_age)
-            keys = sequence_keys(prefix)
-            (event_id,) = await client.eval(PUBLISH_SCRIPT, 2, *keys, *args)
-        else:
-            event_id = await _partitioned(
-                client, layout, request, prefix, history_frames, history_age
-            )
+        event_id = await _partitioned(client, layout, request, prefix, history_frames, history_age)
     except ResponseError as exc:
         raise PublishError(str(exc)) from None
+    return _text(event_id)
+
+
+def _text(event_id: Any) -> str:
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
+
+
+def _calls_together(
+    client: Any, prefix: str, history_frames: int, history_age: float
+) -> PublishBatches:
+    """The queue of ``client``'s calls going together into one script call, for this event
+    loop, ``prefix`` and history limits."""
+    loop = asyncio.get_running_loop()
+    mine = _together.setdefault(client, {})
+    key = (loop, prefix, history_frames, history_age)
+    together = mine.get(key)
+    if together is None:
+        if len(mine) > 16:  # loops that ended (a client reused across asyncio.run calls)
+            for old in [k for k in mine if k[0].is_closed()]:
+                del mine[old]
+        keys = sequence_keys(prefix)
+        # held weakly: the queue is the client's value in _together, and a value that
+        # held its key would keep both for good
+        held = weakref.ref(client)
+
+        async def script(shares: list[list[Any]], idempotent: bool) -> list[str]:
+            args = batch_args(prefix, shares, history_frames, history_age)
+            redis = held()
+            if redis is None:  # pragma: no cover - a caller holds the client while it waits
+                raise PublishError("the Redis client is gone", 503)
+            try:
+                ids = await redis.eval(PUBLISH_SCRIPT, 2, *keys, *args)
+            except ResponseError as exc:  # refused, nothing written: each call again alone
+                raise PublishError(str(exc)) from None
+            return [_text(event_id) for event_id in ids]
+
+        together = mine[key] = PublishBatches(
+            script, IN_FLIGHT, EVENTS_PER_CALL, 1 << 62, _failed_as_call, join=_joined
+        )
+    return together
+
+
+def _joined(shares: list[list[Any]]) -> list[list[Any]]:
+    return shares
+
+
+def _failed_as_call(error: Exception, status: int, maybe_published: bool) -> BaseException:
+    """A call of a script call that failed raises its error, as it would alone."""
+    return error
 
 
 async def _layout(client: Any, prefix: str) -> Layout | None:

@@ -203,18 +203,37 @@ def publish_args(
 ) -> list[Any]:
     """The arguments of ``PUBLISH_SCRIPT``; raises ``PublishError`` (400) before
     anything is sent if an event cannot be encoded."""
+    wall = str(int(time.time() * 1000))
+    events = [event_args(request, wall) for request in requests]
+    return batch_args(prefix, events, history_frames, history_age)
+
+
+def event_args(request: PublishRequest, wall: str) -> list[Any]:
+    """One event's share of ``PUBLISH_SCRIPT``'s arguments (``wall``: its publish time,
+    ms); raises ``PublishError`` (400) if it cannot be encoded."""
+    frame = frame_without_id(request)
+    return [
+        "" if request.id is None else request.id,
+        frame,
+        wall,
+        len(request.topics),
+        *request.topics,
+    ]
+
+
+def batch_args(
+    prefix: str, events: Sequence[list[Any]], history_frames: int, history_age: float
+) -> list[Any]:
+    """``PUBLISH_SCRIPT``'s arguments for some events' shares (``event_args``)."""
     args: list[Any] = [
         prefix,
         os.urandom(8).hex(),
         history_frames,
         int(history_age * 1_000_000),
-        len(requests),
+        len(events),
     ]
-    wall = str(int(time.time() * 1000))
-    for request in requests:
-        frame = frame_without_id(request)
-        args += ["" if request.id is None else request.id, frame, wall, len(request.topics)]
-        args += request.topics
+    for share in events:
+        args += share
     return args
 
 

@@ -1,0 +1,106 @@
+"""``sse_fast.brokers.redis.publish`` calls going together, in process: a fake client
+whose script calls the test fails on purpose (a script Redis refuses, a connection
+lost). Against a real Redis: ``test_redis.py``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from sse_fast.brokers.redis import publish
+from sse_fast.hub import PublishError
+
+
+class FakeRedis:
+    """Answers the layout read with none and each script call with an id per event, or
+    fails it as ``fail(count)`` says (``count``: the events it carries)."""
+
+    def __init__(self, fail: Any = None) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+
+    async def get(self, key: str) -> None:
+        return None
+
+    async def eval(self, script: str, keys: int, *args: Any) -> list[bytes]:
+        count = int(args[keys + 4])
+        self.calls.append(count)
+        number = len(self.calls)
+        await asyncio.sleep(0)  # a turn of the loop: the other calls queue meanwhile
+        if self.fail is not None:
+            self.fail(count)
+        return [f"{number}-{n}".encode() for n in range(count)]
+
+
+def test_a_script_redis_refuses_is_called_again_one_call_at_a_time() -> None:
+    """Redis refuses a script of several events (it checks them all before it writes any):
+    each call is sent again alone and gets its own answer; here a lone call passes."""
+
+    def refuse_several(count: int) -> None:
+        if count > 1:
+            raise ResponseError("sse_fast: refused for the test")
+
+    async def main() -> None:
+        client = FakeRedis(refuse_several)
+        ids = await asyncio.gather(*(publish(client, f"t/{n}", n) for n in range(6)))
+        assert len(set(ids)) == 6
+        assert max(client.calls) > 1  # some went together, and were refused
+        assert client.calls.count(1) >= 6  # then each alone
+
+    asyncio.run(main())
+
+
+def test_a_refusal_of_every_call_reaches_each_caller() -> None:
+    """Redis refuses every script (a read-only replica): each call raises ``PublishError``
+    with Redis's reason, as it would alone."""
+
+    def refuse(count: int) -> None:
+        raise ResponseError("READONLY You can't write against a read only replica.")
+
+    async def main() -> None:
+        client = FakeRedis(refuse)
+        answers = await asyncio.gather(
+            *(publish(client, f"t/{n}", n) for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(a, PublishError) and "READONLY" in str(a) for a in answers)
+
+    asyncio.run(main())
+
+
+def test_a_lost_connection_fails_the_calls_it_carried_with_its_error() -> None:
+    """The connection is lost under a script of several calls: each of them raises the
+    client's error, as a call alone would (it may or may not have been published)."""
+
+    def lose(count: int) -> None:
+        raise RedisConnectionError("Connection closed by server.")
+
+    async def main() -> None:
+        client = FakeRedis(lose)
+        answers = await asyncio.gather(
+            *(publish(client, f"t/{n}", n) for n in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(a, RedisConnectionError) for a in answers), answers
+        assert sum(client.calls) == 5  # each call sent once, none again
+
+    asyncio.run(main())
+
+
+def test_a_bad_event_fails_before_it_goes_with_the_others() -> None:
+    """An event that cannot be encoded is refused at its call; the others are published."""
+
+    async def main() -> None:
+        client = FakeRedis()
+        good = [publish(client, f"t/{n}", n) for n in range(3)]
+        answers = await asyncio.gather(
+            *good, publish(client, "t/x", 1, event="a\nb"), return_exceptions=True
+        )
+        assert [isinstance(a, str) for a in answers] == [True, True, True, False]
+        with pytest.raises(PublishError):
+            raise answers[3]  # type: ignore[misc]
+        assert sum(client.calls) == 3
+
+    asyncio.run(main())
