@@ -78,18 +78,90 @@ LADDERS = {
     "single": [0],  # wrk at full speed: one step, the saturation point
     "batch": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
     "stream": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000, 160_000],
-    "calls": [5_000, 10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 120_000],
+    "calls": [5_000, 10_000, 20_000, 30_000, 40_000, 45_000, 50_000, 55_000, 60_000, 70_000],
     "calls-1": [2_000, 4_000, 6_000, 8_000, 10_000, 15_000],
-    "calls256": [10_000, 20_000, 30_000, 40_000, 60_000, 80_000, 100_000, 120_000, 160_000],
+    "calls256": [10_000, 20_000, 30_000, 40_000, 50_000, 55_000, 60_000, 65_000, 70_000, 80_000],
+    "redis-calls": [5_000, 10_000, 20_000, 30_000, 40_000, 45_000, 50_000, 55_000, 60_000],
+    "redis-calls256": [10_000, 20_000, 30_000, 40_000, 50_000, 55_000, 60_000, 65_000, 70_000],
+    "redis-calls-1": [2_000, 4_000, 6_000, 8_000, 10_000, 15_000, 20_000, 30_000],
 }
 MODES = {
     "sse_fast": ["single", "batch", "stream", "calls", "calls256", "calls-1"],
+    "redis": ["redis-calls", "redis-calls256", "redis-calls-1"],
     "other": ["single"],
 }
 #: every way in, in the reports' order
-ALL_MODES = ("single", "batch", "stream", "calls", "calls256", "calls-1")
+ALL_MODES = (
+    "single",
+    "batch",
+    "stream",
+    "calls",
+    "calls256",
+    "calls-1",
+    "redis-calls",
+    "redis-calls256",
+    "redis-calls-1",
+)
 TASKS = 64  # tasks calling Publisher.publish() in the calls modes (calls256: 256)
-CALL_TASKS = {"calls": TASKS, "calls-1": TASKS, "calls256": 256}
+CALL_TASKS = {
+    "calls": TASKS,
+    "calls-1": TASKS,
+    "calls256": 256,
+    "redis-calls": TASKS,
+    "redis-calls256": 256,
+    "redis-calls-1": TASKS,
+}
+#: the target whose nodes publish and subscribe through a Redis of their own (the
+#: redis-calls ways in: tasks calling sse_fast.brokers.redis.publish straight into it)
+REDIS_TARGET = "sse_fast-1w-redis"
+
+
+@dataclasses.dataclass(eq=False)
+class RedisNodeTarget(peers.SseFastTarget):
+    """``sse-fast serve --redis-url``: one node of a fleet on a ``redis-server`` that this
+    target starts and stops with it; the Redis counts as the server's (its CPU, its core)."""
+
+    redis_url: str = ""
+    _redis: Any = dataclasses.field(default=None, init=False, repr=False)
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        argv, cwd, env = super().command(workdir)
+        return [*argv, "--redis-url", self.redis_url], cwd, env
+
+    def start(self) -> None:
+        from sse_fast.testing import RedisServer
+
+        self._redis = RedisServer().start()
+        self.redis_url = self._redis.url
+        try:
+            super().start()
+        except BaseException:
+            self._redis.kill()
+            raise
+
+    def stop(self) -> None:
+        try:
+            super().stop()
+        finally:
+            if self._redis is not None:
+                self._redis.kill()  # (its stop() is a SIGSTOP, a partition)
+                self._redis = None
+
+    def server_pids(self) -> list[int]:
+        redis = self._redis
+        extra = [redis.proc.pid] if redis is not None and redis.proc is not None else []
+        return super().server_pids() + extra
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        with contextlib.suppress(OSError, IndexError):
+            text = subprocess.run(
+                ["redis-server", "--version"], capture_output=True, text=True, check=False
+            ).stdout
+            out["redis-server"] = text.split()[2].removeprefix("v=")
+        return out
+
+
 CALL_CONNECTIONS = 4  # the Publisher's connections in the calls modes (its default)
 NCHAN_SHARED_MEMORY = "512m"  # 10,000 channels: 128m runs out (nchan answers 500)
 BEHIND = 0.95  # a step is behind under 95 % of the offered rate published or delivered
@@ -326,6 +398,7 @@ async def _calls(
     ``calls-1``: one request per call (``coalesce=False``). A call's latency is the
     ``await`` of ``publish()``."""
     from sse_fast.publisher import Publisher, PublishFailed
+    from sse_fast.publishing import PublishError
 
     tasks = CALL_TASKS[mode]
     interval = tasks / rate  # seconds between calls of a task
@@ -335,6 +408,33 @@ async def _calls(
     deadline = start + seconds
     url = f"http://{target.host}:{target.port}"
     publisher = Publisher(url, coalesce=mode != "calls-1", connections=CALL_CONNECTIONS, retries=0)
+    redis_client: Any = None
+    if mode.startswith("redis"):  # straight into the node's Redis
+        import redis.asyncio as aioredis
+
+        from sse_fast.brokers.redis import publish as redis_publish
+
+        assert isinstance(target, RedisNodeTarget)
+        redis_client = aioredis.Redis.from_url(target.redis_url)
+
+        async def into_redis(topic: str, data: str) -> str:
+            return await redis_publish(redis_client, topic, data)
+
+        async def into_redis_alone(topic: str, data: str) -> str:
+            """One script call per call, as ``publish`` made them before calls went
+            together (its single-sequence path)."""
+            from sse_fast.brokers.redis._scripts import PUBLISH_SCRIPT, publish_args
+            from sse_fast.publishing import PublishRequest
+
+            args = publish_args("sse:", [PublishRequest((topic,), data)], 1000, 86400.0)
+            (event_id,) = await redis_client.eval(
+                PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch", *args
+            )
+            return str(event_id)
+
+        send = into_redis_alone if mode == "redis-calls-1" else into_redis
+    else:
+        send = publisher.publish
 
     async def task(t: int) -> None:
         mine = list(range(t, users, tasks))
@@ -346,8 +446,8 @@ async def _calls(
             out["sent"] += 1
             began = time.monotonic()
             try:
-                await publisher.publish(f"user/{user}", _payload(user, seq, source))
-            except PublishFailed as exc:
+                await send(f"user/{user}", _payload(user, seq, source))
+            except (PublishFailed, PublishError) as exc:
                 out["errors"] += 1
                 out["statuses"][str(exc.status)] = out["statuses"].get(str(exc.status), 0) + 1
             else:
@@ -356,6 +456,8 @@ async def _calls(
 
     async with publisher:
         results = await asyncio.gather(*(task(t) for t in range(tasks)), return_exceptions=True)
+    if redis_client is not None:
+        await redis_client.aclose()
     failures = [repr(r) for r in results if isinstance(r, BaseException)]
     out["failures"] = failures[:3]
     out["errors"] += len(failures)
@@ -376,7 +478,7 @@ def _publisher_process(
     cpu = time.process_time()
     if mode == "stream":
         result = asyncio.run(_stream(target, rate, seconds, users, step))
-    elif mode.startswith("calls"):
+    elif mode in CALL_TASKS:
         result = asyncio.run(_calls(target, mode, rate, seconds, users, step))
     else:
         result = asyncio.run(_requests(target, mode, rate, seconds, users, step))
@@ -533,7 +635,13 @@ def run_target(
         if connected < users * 0.99:
             raise RuntimeError(f"only {connected} of {users} subscribers connected")
         step = 0
-        modes = MODES["sse_fast"] if target.name.startswith("sse_fast") else MODES["other"]
+        modes = (
+            MODES["redis"]
+            if isinstance(target, RedisNodeTarget)
+            else MODES["sse_fast"]
+            if target.name.startswith("sse_fast")
+            else MODES["other"]
+        )
         modes = [m for m in modes if m in p.get("modes", modes)]
         load_pids = [c.pid for c in children]
 
@@ -804,7 +912,12 @@ def conditions(p: dict[str, Any]) -> list[str]:
         "connections, calls made while requests are in flight going together (calls256: "
         "the same from 256 tasks; calls-1: `coalesce=False`, one request per call), each "
         "task waiting for its call's answer "
-        "(latency per call).",
+        "(latency per call); redis-calls (and redis-calls256): the same tasks calling "
+        "`sse_fast.brokers.redis.publish` straight into the Redis of "
+        f"`{REDIS_TARGET}`, one sse_fast node (1 worker, `--redis-url`) whose "
+        "`redis-server` (no persistence) runs on the server's core and counts in its CPU; "
+        "redis-calls-1: the same with one script call per call (as `publish` made them "
+        "before calls went together).",
         f"- A step is *behind* (and the ladder stops) when under {BEHIND:.0%} of the offered "
         f"rate was published or delivered, or an event was lost (a gap in its topic, or "
         "acked and not delivered by the end of the drain), or a request failed, or "
@@ -1067,6 +1180,12 @@ def main(argv: list[str] | None = None) -> int:
     p = params(args.quick, args.subscribers, args.seconds)
     wanted = [t.strip() for t in args.targets.split(",") if t.strip()]
     available, skipped = peers.available_targets(heartbeat=p["heartbeat"])
+    base = next((t for t in available if t.name == "sse_fast-1w"), None)
+    if REDIS_TARGET in wanted and base is not None and shutil.which("redis-server"):
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+        available.append(RedisNodeTarget(**{**fields, "name": REDIS_TARGET}))
+    elif REDIS_TARGET in wanted:
+        skipped[REDIS_TARGET] = "needs redis-server (Debian: apt-get install redis-server)"
     targets = [t for t in available if t.name in wanted]
     skipped = {k: v for k, v in skipped.items() if k in wanted}
     missing = set(wanted) - {t.name for t in targets} - set(skipped)
