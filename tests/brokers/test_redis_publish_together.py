@@ -22,8 +22,11 @@ class FakeRedis:
     def __init__(self, fail: Any = None) -> None:
         self.calls: list[int] = []
         self.fail = fail
+        self.reads = 0
 
     async def get(self, key: str) -> None:
+        self.reads += 1
+        await asyncio.sleep(0)  # a turn of the loop: the other calls come meanwhile
         return None
 
     async def eval(self, script: str, keys: int, *args: Any) -> list[bytes]:
@@ -102,5 +105,20 @@ def test_a_bad_event_fails_before_it_goes_with_the_others() -> None:
         with pytest.raises(PublishError):
             raise answers[3]  # type: ignore[misc]
         assert sum(client.calls) == 3
+
+    asyncio.run(main())
+
+
+def test_calls_made_together_read_the_layout_once() -> None:
+    """256 calls at once, no layout recorded yet: one read of it for all of them (one
+    each would open as many connections), every call published; a later call reads
+    again (a fleet that records one later is followed)."""
+
+    async def main() -> None:
+        client = FakeRedis()
+        ids = await asyncio.gather(*(publish(client, f"t/{n}", n) for n in range(256)))
+        assert len(set(ids)) == 256 and client.reads == 1
+        await publish(client, "t/0", "later")
+        assert client.reads == 2
 
     asyncio.run(main())

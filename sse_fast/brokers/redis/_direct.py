@@ -65,6 +65,10 @@ _layouts: weakref.WeakKeyDictionary[Any, dict[str, Layout | None]] = weakref.Wea
 _together: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], PublishBatches]] = (
     weakref.WeakKeyDictionary()
 )
+#: each client's layout read in flight, per prefix (calls made together share it)
+_reads: weakref.WeakKeyDictionary[Any, dict[str, asyncio.Future[Layout | None]]] = (
+    weakref.WeakKeyDictionary()
+)
 #: script calls in flight at once for one client's calls going together
 IN_FLIGHT = 4
 #: events one script call carries at most
@@ -161,17 +165,37 @@ def _failed_as_call(error: Exception, status: int, maybe_published: bool) -> Bas
 async def _layout(client: Any, prefix: str) -> Layout | None:
     """The layout recorded under ``prefix``, read once per client; no record is read again
     each time (a fleet's first node writes it at start: a publisher that began earlier
-    follows it as soon as it is there)."""
+    follows it as soon as it is there). Calls made together share one read: a web app's
+    first burst of calls would otherwise open a connection each (redis-py's pool refuses
+    past its limit, ``MaxConnectionsError``)."""
     known = _layouts.setdefault(client, {})
-    if known.get(prefix) is None:
-        try:
-            record = await client.get(layout_key(prefix))
-        except MovedError:
-            raise PublishError(
-                "this client is one node of a Redis Cluster: give publish() a "
-                "redis.asyncio.RedisCluster client, which sends each partition's call to its master"
-            ) from None
-        known[prefix] = None if record is None else Layout.decode(record)
+    found = known.get(prefix)
+    if found is not None:
+        return found
+    reads = _reads.setdefault(client, {})
+    read = reads.get(prefix)
+    if read is None or read.get_loop() is not asyncio.get_running_loop():
+        read = reads[prefix] = asyncio.ensure_future(_read_layout(client, prefix, known))
+        read.add_done_callback(lambda done: _forget_read(reads, prefix, done))
+    return await asyncio.shield(read)  # a caller cancelled leaves the read to the others
+
+
+def _forget_read(reads: dict[str, Any], prefix: str, done: Any) -> None:
+    if reads.get(prefix) is done:
+        del reads[prefix]
+    if not done.cancelled():
+        done.exception()  # retrieved: its callers got it
+
+
+async def _read_layout(client: Any, prefix: str, known: dict[str, Layout | None]) -> Layout | None:
+    try:
+        record = await client.get(layout_key(prefix))
+    except MovedError:
+        raise PublishError(
+            "this client is one node of a Redis Cluster: give publish() a "
+            "redis.asyncio.RedisCluster client, which sends each partition's call to its master"
+        ) from None
+    known[prefix] = None if record is None else Layout.decode(record)
     return known[prefix]
 
 
