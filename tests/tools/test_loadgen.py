@@ -702,15 +702,10 @@ def test_finding_the_servers_processes_takes_nothing_from_the_window() -> None:
     assert result.delivered == result.expected == result.published * 2
 
 
-@pytest.mark.processes("sse-fast loadgen's client processes against a real server")
-@pytest.mark.parametrize("coding", ["gzip", "zstd"])
-def test_compressed_streams_are_decoded_and_their_bytes_on_the_wire_reported(
-    coding: str,
-) -> None:
-    """``--compressed``: the streams ask for a coding, are decoded as they come (every
-    event counted once, none lost), and the result says the coding and the bytes on
-    the wire per event beside the decoded ones (a topic of 20 streams: the server's
-    shared compressor, a fraction of the bytes)."""
+def compressed_run(coding: str, *extra: str) -> tuple[str, dict[str, Any]]:
+    """``sse-fast loadgen`` with 20 streams of one topic asking for ``coding`` against a
+    real server (events of 300 bytes): its output, and its result (``--json``); the run
+    must succeed."""
     with ServerProcess() as server:
         code, output = run_loadgen(
             server.port,
@@ -720,11 +715,25 @@ def test_compressed_streams_are_decoded_and_their_bytes_on_the_wire_reported(
             "300",
             "--compressed",
             coding,
+            *extra,
             "--json",
             "/dev/stdout",
         )
     assert code == 0, output
-    result = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    result: dict[str, Any] = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    return output, result
+
+
+@pytest.mark.processes("sse-fast loadgen's client processes against a real server")
+@pytest.mark.parametrize("coding", ["gzip", "zstd"])
+def test_compressed_streams_are_decoded_and_their_bytes_on_the_wire_reported(
+    coding: str,
+) -> None:
+    """``--compressed``: the streams ask for a coding, are decoded as they come (every
+    event counted once, none lost), and the result says the coding and the bytes on
+    the wire per event beside the decoded ones (a topic of 20 streams: the server's
+    shared compressor, a fraction of the bytes)."""
+    output, result = compressed_run(coding)
     assert result["content_codings"] == {coding: 20}
     assert result["lost"] == 0 and result["delivered"] == result["expected"] > 0
     assert 0 < result["wire_bytes_per_event"] < result["decoded_bytes_per_event"] / 3
@@ -737,22 +746,7 @@ def test_a_sample_reads_its_events_and_the_others_count_their_bytes() -> None:
     latency are theirs: expected is the published events times 4); the other 16 take
     their bytes in, and as many bytes per event came to them as to the readers (the
     same compressed stream). No per-core figure: the server delivered to all 20."""
-    with ServerProcess() as server:
-        code, output = run_loadgen(
-            server.port,
-            "--connections",
-            "20",
-            "--payload-bytes",
-            "300",
-            "--compressed",
-            "zstd",
-            "--read-every",
-            "5",
-            "--json",
-            "/dev/stdout",
-        )
-    assert code == 0, output
-    result = json.loads(output[output.index("{") : output.rindex("}") + 1])
+    output, result = compressed_run("zstd", "--read-every", "5")
     assert result["connected"] == 20 and result["reading_connections"] == 4
     assert result["lost"] == 0 and result["delivered"] == result["expected"]
     assert result["expected"] == result["published"] * 4 > 0
