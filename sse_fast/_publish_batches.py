@@ -35,6 +35,10 @@ So the calls queue here, and a request carries every call queued by then (up to
 * A call whose caller is cancelled before it was sent is not sent (once sent,
   it may be published, as any request may).
 * Closing the publisher sends what is queued and waits for the answers.
+
+The same queue carries ``sse_fast.brokers.redis.publish``'s calls made together into
+one script call (``brokers/redis/_direct.py``): what a request is, and what a call of a
+failed one gets, are given (``join``, ``failed``).
 """
 
 from __future__ import annotations
