@@ -32,6 +32,9 @@ the measured window, compressors warm), latency p50/p99. Then two more sets:
   ``--readers`` reading its events (``loadgen`` ``read_every``; the others count their
   bytes): a p99 that is the server's, not the load generator's decoding of every
   compressed stream on the same cores;
+* saturation-sampled (not in the default sets): the same, read by a sample of
+  ``--readers`` (the server, not the load generator, the limit), in turns for
+  ``--rounds`` rounds;
 * saturation: 5,000 streams, the JSON stream at 150 publishes/s: delivered/s and
   delivered per server core-second, identity against ``topic`` gzip and zstd;
 * per-user topics: 10,000 streams, each on a topic of its own, 1 publish/s per
@@ -468,6 +471,63 @@ def _latency_section(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _sampled_saturation_section(report: dict[str, Any]) -> list[str]:
+    """Saturation read by a sample: every stream delivered to (published x connected,
+    the sample losing nothing and the others taking as many bytes), per server core."""
+    runs = [r for r in report["runs"] if r["set"] == "saturation-sampled"]
+    if not runs:
+        return []
+    first = runs[0]
+    lines = [
+        f"## Saturation, read by a sample ({first['connections']:,} streams, one topic, the "
+        f"JSON stream at {first['rate']:g} publishes/s offered)",
+        "",
+        "As the saturation set, but only a sample of the streams reads its events (the "
+        "others count their bytes), so that the server, not the load generator's "
+        "decoding, is the limit. *Delivered/s* counts every stream's: published in the "
+        "window x streams connected (the sample lost nothing, and the others took as "
+        "many bytes per event); *per server core-s* divides it by the server's CPU. Ways "
+        "in turns; ratios against the same round's identity.",
+        "",
+        "| round | way | read by | published/s | delivered/s | vs identity | server cores "
+        "| delivered per server core-s | vs identity | wire B/event (read / drained) "
+        "| p99 (sample) | lost (sample) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    base: dict[int, tuple[float, float]] = {}
+    ratios: dict[str, list[tuple[float, float]]] = {}
+    for run in runs:
+        r = run["result"]
+        rate = r["published"] * r["connected"] / r["duration"] if r["duration"] else 0.0
+        cpu = r.get("server_cpu_seconds")
+        per_core = r["published"] * r["connected"] / cpu if cpu else 0.0
+        if run["way"] == "identity":
+            base[run["round"]] = (rate, per_core)
+        b_rate, b_core = base.get(run["round"], (0.0, 0.0))
+        if run["way"] != "identity" and b_rate and b_core:
+            ratios.setdefault(run["way"], []).append((rate / b_rate, per_core / b_core))
+        lines.append(
+            f"| {run['round']} | {run['way']} | {_f(r['reading_connections'])} "
+            f"| {r['published'] / r['duration']:,.1f} | {_f(rate)} | {_ratio(rate, b_rate)} "
+            f"| {_f(r['server_cores_used'], '.2f')} | {_f(per_core)} "
+            f"| {_ratio(per_core, b_core)} "
+            f"| {_f(r['wire_bytes_per_event'], ',.1f')} / "
+            f"{_f(r['drained_bytes_per_event'], ',.1f')} "
+            f"| {_f(r['p99_ms'], '.1f', ' ms')} | {r['lost']} |"
+        )
+    lines += ["", "| way | rounds | delivered/s vs identity | per server core-s vs identity |"]
+    lines.append("|---|---:|---:|---:|")
+    for way, values in ratios.items():
+        rates = [v[0] for v in values]
+        cores = [v[1] for v in values]
+        lines.append(
+            f"| {way} | {len(values)} | {min(rates):.2f}-{max(rates):.2f}x "
+            f"| {min(cores):.2f}-{max(cores):.2f}x |"
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     cond, mach = report["conditions"], report["machine"]
     lines = [
@@ -514,6 +574,7 @@ def markdown(report: dict[str, Any]) -> str:
             )
         lines.append("")
     lines += _latency_section(report)
+    lines += _sampled_saturation_section(report)
     sat = [r for r in report["runs"] if r["set"] == "saturation"]
     if sat:
         base_run = next((r for r in sat if r["way"] == "identity"), None)
@@ -756,6 +817,21 @@ def main(argv: list[str] | None = None) -> int:
     if "saturation" in sets:
         for way in ["identity", "topic gzip", "topic zstd"]:
             one("saturation", way, "json", args.saturation_streams, rate=args.saturation_rate)
+    if "saturation-sampled" in sets:
+        # the same load read by a sample: the server, not the load generator's decoding,
+        # is the limit; deliveries to every stream = published x connected
+        every = max(1, args.saturation_streams // args.readers)
+        for round_ in range(1, args.rounds + 1):
+            for way in LATENCY_WAYS:
+                one(
+                    "saturation-sampled",
+                    way,
+                    "json",
+                    args.saturation_streams,
+                    rate=args.saturation_rate,
+                    read_every=every,
+                    round_=round_,
+                )
     if "users" in sets:
         for way in ["identity", "topic gzip", "topic zstd", "stream gzip"]:
             one("users", way, "json", args.users, rate=1.0, topics=args.users)
