@@ -13,6 +13,7 @@ from redis.exceptions import ResponseError
 
 from sse_fast.brokers.redis import publish
 from sse_fast.hub import PublishError
+from sse_fast.testing import wait_for
 
 
 class FakeRedis:
@@ -23,15 +24,27 @@ class FakeRedis:
         self.calls: list[int] = []
         self.fail = fail
         self.reads = 0
+        #: layout reads to fail, from the next
+        self.read_fails = 0
+        #: set: layout reads wait for it
+        self.held: asyncio.Event | None = None
+        #: each script call's events' data lines (``data: ...``)
+        self.sizes: list[int] = []
 
     async def get(self, key: str) -> None:
         self.reads += 1
         await asyncio.sleep(0)  # a turn of the loop: the other calls come meanwhile
+        if self.held is not None:  # until the test lets the read answer
+            await self.held.wait()
+        if self.read_fails:
+            self.read_fails -= 1
+            raise RedisConnectionError("Connection closed by server.")
         return None
 
     async def eval(self, script: str, keys: int, *args: Any) -> list[bytes]:
         count = int(args[keys + 4])
         self.calls.append(count)
+        self.sizes.append(sum(len(a) for a in args if isinstance(a, bytes | str)))
         number = len(self.calls)
         await asyncio.sleep(0)  # a turn of the loop: the other calls queue meanwhile
         if self.fail is not None:
@@ -120,5 +133,63 @@ def test_calls_made_together_read_the_layout_once() -> None:
         assert len(set(ids)) == 256 and client.reads == 1
         await publish(client, "t/0", "later")
         assert client.reads == 2
+
+    asyncio.run(main())
+
+
+def test_a_failed_layout_read_fails_the_calls_sharing_it_and_the_next_reads_again() -> None:
+    """The one read the calls share loses its connection: each of them raises the
+    client's error, nothing is published; the next call reads again and publishes."""
+
+    async def main() -> None:
+        client = FakeRedis()
+        client.read_fails = 1
+        answers = await asyncio.gather(
+            *(publish(client, f"t/{n}", n) for n in range(8)), return_exceptions=True
+        )
+        assert all(isinstance(a, RedisConnectionError) for a in answers), answers
+        assert client.reads == 1 and client.calls == []
+        assert await publish(client, "t/0", "again")
+        assert client.reads == 2 and client.calls == [1]
+
+    asyncio.run(main())
+
+
+def test_a_caller_cancelled_during_the_shared_read_leaves_it_to_the_others() -> None:
+    """One of the calls sharing the layout read is cancelled while it is in flight: the
+    read goes on, the others are published, the cancelled one is not."""
+
+    async def main() -> None:
+        client = FakeRedis()
+        client.held = asyncio.Event()
+        calls = [asyncio.ensure_future(publish(client, f"t/{n}", n)) for n in range(4)]
+        await wait_for(lambda: client.reads == 1, what="the shared read under way")
+        calls[1].cancel()
+        await asyncio.sleep(0)  # a turn of the loop: the cancellation is delivered
+        client.held.set()
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(answers[1], asyncio.CancelledError)
+        assert all(isinstance(answers[n], str) for n in (0, 2, 3))
+        assert sum(client.calls) == 3
+
+    asyncio.run(main())
+
+
+def test_large_events_go_in_script_calls_of_a_bounded_size() -> None:
+    """Twenty events of 1 MiB at once: no script call carries much more than 4 MiB (a
+    thousand in one would pass Redis's query buffer limit and fail them all), and an
+    event larger than that bound goes alone."""
+    from sse_fast.brokers.redis._direct import BYTES_PER_CALL
+
+    async def main() -> None:
+        client = FakeRedis()
+        big = "x" * (1 << 20)
+        ids = await asyncio.gather(*(publish(client, f"t/{n}", big) for n in range(20)))
+        assert len(set(ids)) == 20 and sum(client.calls) == 20
+        assert max(client.sizes) <= BYTES_PER_CALL + (1 << 20)
+        assert max(client.calls) > 1  # they still went together, a few at a time
+        huge = "y" * (BYTES_PER_CALL + 1)
+        await asyncio.gather(publish(client, "t/a", huge), publish(client, "t/b", huge))
+        assert client.calls[-2:] == [1, 1]
 
     asyncio.run(main())

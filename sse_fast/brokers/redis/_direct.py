@@ -73,6 +73,9 @@ _reads: weakref.WeakKeyDictionary[Any, dict[str, asyncio.Future[Layout | None]]]
 IN_FLIGHT = 4
 #: events one script call carries at most
 EVENTS_PER_CALL = 1000
+#: bytes one script call carries at most (an event larger goes alone): a thousand large
+#: events in one call would pass Redis's query buffer limit (1 GB) and fail them all
+BYTES_PER_CALL = 4 * 1024 * 1024
 
 
 async def publish(
@@ -106,7 +109,7 @@ async def publish(
     if layout is None or (layout.partitions == 1 and layout.kind == "single"):
         share = event_args(request, str(int(time.time() * 1000)))  # a bad event fails here
         together = _calls_together(client, prefix, history_frames, history_age)
-        return await together.publish(share, topics, id, size=0)
+        return await together.publish(share, topics, id, size=_share_bytes(share))
     try:
         event_id = await _partitioned(client, layout, request, prefix, history_frames, history_age)
     except ResponseError as exc:
@@ -148,9 +151,14 @@ def _calls_together(
             return [_text(event_id) for event_id in ids]
 
         together = mine[key] = PublishBatches(
-            script, IN_FLIGHT, EVENTS_PER_CALL, 1 << 62, _failed_as_call, join=_joined
+            script, IN_FLIGHT, EVENTS_PER_CALL, BYTES_PER_CALL, _failed_as_call, join=_joined
         )
     return together
+
+
+def _share_bytes(share: list[Any]) -> int:
+    """About the bytes an event's share of the script's arguments takes on the wire."""
+    return sum(len(arg) if isinstance(arg, (str, bytes)) else 8 for arg in share)
 
 
 def _joined(shares: list[list[Any]]) -> list[list[Any]]:
