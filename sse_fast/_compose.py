@@ -52,6 +52,7 @@ from ._granian._group_stop import (
     wake_for_signals,
 )
 from ._logging import configure as configure_logging
+from ._scheduling import apply_scheduling
 from ._startup import StartReport, hold_sigterm_until_started, redis_refusal
 from .app._auth import presence_warnings
 from .brokers.durable import StoreError, read
@@ -214,6 +215,8 @@ def serve(settings: Settings) -> int:
         )
     os.environ.update(settings.to_env())
     os.environ.update(handoff.to_env())  # beside the settings, a value of its own
+    # inherited by Granian's workers and their threads, forked from here on
+    log.info("%s", apply_scheduling(settings.scheduling))
     stopping = threading.Event()
     try:
         _run_granian(server, settings, relay, report, stopping)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from .._core.request import TOPIC_CHARACTERS, TOPIC_NAME
 from .._patterns import PatternError, check_pattern
+from .._scheduling import SCHEDULING
 from ._cluster_url import parse_cluster_url
 from ._services import CLUSTER_SCHEMES, MAX_REDIS_PARTITIONS
 
@@ -171,6 +172,11 @@ def _check_limits(settings: Settings) -> None:
 
 
 def _check_listening(settings: Settings) -> None:
+    if settings.scheduling not in SCHEDULING:
+        raise SettingsError(
+            f"scheduling must be batch or normal, got {settings.scheduling!r} (batch: the "
+            "default, SCHED_BATCH; normal: the kernel's default policy)"
+        )
     if settings.http not in ("1", "2", "auto"):
         raise SettingsError(f"http must be 1, 2 or auto, got {settings.http!r}")
     if settings.compression not in ("topics", "all", "off"):

@@ -51,6 +51,7 @@ def test_environment_then_overrides() -> None:
         ({"SSE_FAST_MAX_CONNECTIONS": "-1"}, "max_connections must not be negative"),
         ({"SSE_FAST_PUBLISH_RATE": "-5"}, "publish_rate must not be negative"),
         ({"SSE_FAST_RUNTIME_THREADS": "0"}, "runtime_threads must be positive"),
+        ({"SSE_FAST_SCHEDULING": "fifo"}, "scheduling must be batch or normal, got 'fifo'"),
         ({"SSE_FAST_COMPRESSION": "yes"}, "compression must be topics, all or off"),
         ({"SSE_FAST_COMPRESSION_CONTEXT": "user"}, "compression_context must be topic"),
         ({"SSE_FAST_COMPRESSION_CODINGS": "gzip,br"}, "'br' is not a coding this server has"),

@@ -369,3 +369,33 @@ def test_a_browser_that_reaches_a_starting_server_comes_back_and_resumes(
     # it did reach the start (the restore takes seconds), and came back
     assert "starting" in seen["told"], f"the start was over before the browser came: {seen}"
     assert seen["ids"] == rest, seen["ids"][:5]  # resumed: each event once, in order
+
+
+def _policies(pid: int) -> dict[str, set[int]]:
+    """The scheduling policy of each of ``pid``'s threads, by thread name."""
+    out: dict[str, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            name = (task / "comm").read_text().strip()
+            out.setdefault(name, set()).add(os.sched_getscheduler(int(task.name)))
+    return out
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="scheduling policies are Linux's")
+def test_the_server_and_every_thread_of_its_workers_run_as_batch() -> None:
+    """``--scheduling`` (``sse_fast/_scheduling.py``): set in serve's process before Granian
+    starts, it reaches every worker and the threads Granian starts in them (the event loop,
+    the I/O thread making the writes: ``tokio-rt-worker``), which only a real server shows;
+    ``normal`` keeps the kernel's default there."""
+    for policy, expected in (("batch", os.SCHED_BATCH), ("normal", os.SCHED_OTHER)):
+        with ServerProcess("--workers", "2", "--scheduling", policy) as server:
+            assert server.proc is not None
+            workers = server.worker_pids()
+            assert len(workers) >= 2
+            seen = [_policies(pid) for pid in [server.proc.pid, *workers]]
+            assert any("tokio-rt-worker" in threads for threads in seen), seen
+            assert all(p == {expected} for threads in seen for p in threads.values()), seen
+            assert (
+                f"threads scheduled as {'SCHED_BATCH' if policy == 'batch' else 'SCHED_OTHER'}"
+                in (server.output())
+            )
