@@ -523,10 +523,14 @@ async def _lost_data(
         after += json.loads(body)["ids"]
     with contextlib.suppress(TimeoutError):
         await wait_for(delivered(after), timeout=10)
-    for stream in streams:  # each: the 300, one marker, then every event Redis had
+    for name, stream in zip(("a", "b's first", "b's second"), streams, strict=True):
+        # each: the 300, one marker, then every event Redis had
         ids = [e.id for e in stream if e.event == "message"]
         absent = [i for i in after if i not in ids]
-        assert not absent, f"{len(absent)} of {len(after)} acknowledged after the restart absent"
+        assert not absent, (
+            f"the stream on {name}: {len(absent)} of {len(after)} acknowledged after the "
+            f"restart absent; its last events: {stream[-3:]}"
+        )
         assert ids == before + after
         missed = [e for e in stream if e.event == "sse-fast-missed"]
         assert [json.loads(e.data)["reason"] for e in missed] == ["redis-restarted"]
