@@ -45,8 +45,8 @@ class ListeningSettings:
             "Linux scheduling policy of the server's processes and threads: batch "
             "(SCHED_BATCH: a thread woken by another does not preempt it, so the event loop "
             "hands a flush's writes to Granian's I/O thread without a context switch per "
-            "write when they share a core; 3-8 percent more notifications/s on one busy core) or "
-            "normal (the kernel's default, SCHED_OTHER)"
+            "write when they share a core: 1.43x the single POSTs/s on one busy core) or normal "
+            "(the kernel's default, SCHED_OTHER)"
         ),
     )
     stream_send_buffer: int = field(

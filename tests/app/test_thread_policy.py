@@ -29,7 +29,8 @@ def _in_a_thread(work: Callable[[], Any]) -> Any:
 
 
 def _policy_here_and_in_a_thread_started_after(policy: str) -> tuple[str, int, int]:
-    said = apply_scheduling(policy)
+    applied, said = apply_scheduling(policy)
+    assert applied, said
     return said, os.sched_getscheduler(0), _in_a_thread(lambda: os.sched_getscheduler(0))
 
 
@@ -64,7 +65,10 @@ def test_a_system_that_refuses_it_keeps_the_default_and_says_so(
 
     monkeypatch.setattr(os, "sched_setscheduler", refuse)
     said, policy = _in_a_thread(lambda: (apply_scheduling("batch"), os.sched_getscheduler(0)))
-    assert said == "scheduling batch: refused here (Operation not permitted), the default kept"
+    assert said == (
+        False,
+        "scheduling batch: refused here (Operation not permitted), the default kept",
+    )
     assert policy != os.SCHED_BATCH
 
 
@@ -73,4 +77,4 @@ def test_a_system_without_policies_keeps_the_default_and_says_so(
 ) -> None:
     monkeypatch.delattr(os, "sched_setscheduler")
     said = apply_scheduling("batch")
-    assert said == "scheduling batch: not on this system (Linux only), the default kept"
+    assert said == (False, "scheduling batch: not on this system (Linux only), the default kept")
