@@ -216,8 +216,8 @@ def serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     os.environ.update(handoff.to_env())  # beside the settings, a value of its own
     # inherited by Granian's workers and their threads, forked from here on
-    applied, said = apply_scheduling(settings.scheduling)
-    log.log(logging.INFO if applied else logging.WARNING, "%s", said)
+    level, said = apply_scheduling(settings.scheduling)
+    log.log(level, "%s", said)
     stopping = threading.Event()
     try:
         _run_granian(server, settings, relay, report, stopping)

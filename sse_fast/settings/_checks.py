@@ -175,7 +175,7 @@ def _check_listening(settings: Settings) -> None:
     if settings.scheduling not in SCHEDULING:
         raise SettingsError(
             f"scheduling must be batch or normal, got {settings.scheduling!r} (batch: the "
-            "default, SCHED_BATCH; normal: the kernel's default policy)"
+            "default, SCHED_BATCH; normal: the policy it was started with)"
         )
     if settings.http not in ("1", "2", "auto"):
         raise SettingsError(f"http must be 1, 2 or auto, got {settings.http!r}")

@@ -43,10 +43,11 @@ class ListeningSettings:
         default="batch",
         metadata=_doc(
             "Linux scheduling policy of the server's processes and threads: batch "
-            "(SCHED_BATCH: a thread woken by another does not preempt it, so the event loop "
-            "hands a flush's writes to Granian's I/O thread without a context switch per "
-            "write when they share a core: 1.43x the single POSTs/s on one busy core) or normal "
-            "(the kernel's default, SCHED_OTHER)"
+            "(SCHED_BATCH, unless started under another policy than the default: a woken "
+            "thread does not preempt, so the event loop hands a flush's writes to Granian's "
+            "I/O thread without a context switch per write; single POSTs/s 1.3-1.5x on a busy "
+            "core, but other processes on the server's cores now win it on waking) or normal "
+            "(the policy it was started with)"
         ),
     )
     stream_send_buffer: int = field(

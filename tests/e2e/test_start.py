@@ -386,8 +386,10 @@ def test_the_server_and_every_thread_of_its_workers_run_as_batch() -> None:
     """``--scheduling`` (``sse_fast/_scheduling.py``): set in serve's process before Granian
     starts, it reaches every worker and the threads Granian starts in them (the event loop,
     the I/O thread making the writes: ``tokio-rt-worker``), which only a real server shows;
-    ``normal`` keeps the kernel's default there."""
-    for policy, expected in (("batch", os.SCHED_BATCH), ("normal", os.SCHED_OTHER)):
+    ``normal`` leaves the policy serve was started with (this test's)."""
+    mine = os.sched_getscheduler(0)
+    batch = os.SCHED_BATCH if mine == os.SCHED_OTHER else mine  # an operator's choice: kept
+    for policy, expected in (("batch", batch), ("normal", mine)):
         with ServerProcess("--workers", "2", "--scheduling", policy) as server:
             assert server.proc is not None
             workers = server.worker_pids()
@@ -395,7 +397,4 @@ def test_the_server_and_every_thread_of_its_workers_run_as_batch() -> None:
             seen = [_policies(pid) for pid in [server.proc.pid, *workers]]
             assert any("tokio-rt-worker" in threads for threads in seen), seen
             assert all(p == {expected} for threads in seen for p in threads.values()), seen
-            assert (
-                f"threads scheduled as {'SCHED_BATCH' if policy == 'batch' else 'SCHED_OTHER'}"
-                in (server.output())
-            )
+            assert "threads scheduled as SCHED_" in server.output()
