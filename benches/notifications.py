@@ -1148,8 +1148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compare-with",
         metavar="DIR",
-        help="also run sse_fast (1 worker) from this checkout of another commit, built in "
-        "place, as target sse_fast-1w@REF, right after this one",
+        help="also run sse_fast (1 worker) from this checkout of another commit, which must "
+        "be built in place (python setup.py build_ext --inplace there; refused at once when "
+        "it is not), as target sse_fast-1w@REF, right after this one",
     )
     parser.add_argument(
         "--profile",
@@ -1205,7 +1206,11 @@ def main(argv: list[str] | None = None) -> int:
         base = next((t for t in targets if t.name == "sse_fast-1w"), None)
         if base is None or not isinstance(base, peers.SseFastTarget):
             parser.error("--compare-with needs the target sse_fast-1w")
-        targets.insert(targets.index(base) + 1, peers.checkout_target(base, args.compare_with))
+        try:
+            other = peers.checkout_target(base, args.compare_with)
+        except ValueError as exc:  # not built: said before anything runs
+            parser.error(f"--compare-with {exc}")
+        targets.insert(targets.index(base) + 1, other)
     report: dict[str, Any] = {
         "quick": args.quick,
         "argv": [arg for arg in (argv if argv is not None else sys.argv[1:])],

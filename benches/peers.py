@@ -878,6 +878,17 @@ def checkout_target(base: SseFastTarget, checkout: str | Path) -> SseFastTarget:
     """``base`` run from another checkout (a git worktree with its extensions built in
     place), named ``<base>@<its commit>``: an A/B in the same run (``--compare-with``)."""
     source = Path(checkout).resolve()
+    missing = unbuilt_extensions(source)
+    if missing:
+        # said before any target runs: found at the other checkout's start, it came after
+        # this checkout's whole ladder
+        raise ValueError(
+            f"{source}: the native core is not built there ({', '.join(missing)} missing); "
+            f"build it in place: cd {source} && python setup.py build_ext --inplace (with "
+            "setuptools>=77 and cython, e.g. from a venv: python -m venv /tmp/build && "
+            "/tmp/build/bin/pip install 'setuptools>=77' cython && /tmp/build/bin/python "
+            "setup.py build_ext --inplace)"
+        )
     ref = subprocess.run(
         ["git", "-C", str(source), "rev-parse", "--short", "HEAD"],
         capture_output=True,
@@ -890,6 +901,17 @@ def checkout_target(base: SseFastTarget, checkout: str | Path) -> SseFastTarget:
         port=free_ports(base.host, 1)[0],
         source=source,
     )
+
+
+def unbuilt_extensions(source: Path) -> list[str]:
+    """The native modules of the checkout ``source`` (one per ``src_ext/*.pyx``) with no
+    built library beside its Python package (``sse_fast/_core/<name>*.so``)."""
+    core = source / "sse_fast" / "_core"
+    return [
+        pyx.stem
+        for pyx in sorted((source / "src_ext").glob("*.pyx"))
+        if not any(core.glob(f"{pyx.stem}.*.so"))
+    ]
 
 
 def available_targets(

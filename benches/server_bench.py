@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
         "--compare-with",
         metavar="DIR",
         help="also run sse_fast (1 worker) from this checkout of another commit, built in "
-        "place (git worktree add DIR REF && cd DIR && python setup.py build_ext --inplace), "
+        "place (git worktree add DIR REF && cd DIR && python setup.py build_ext --inplace, "
+        "with setuptools>=77 and cython; refused at once when it is not built), "
         "as target sse_fast-1w@REF, right after this one in every step",
     )
     parser.add_argument(
@@ -365,7 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare_with:
         base = targets["sse_fast-1w"]
         assert isinstance(base, peers.SseFastTarget)
-        other = peers.checkout_target(base, args.compare_with)
+        try:
+            other = peers.checkout_target(base, args.compare_with)
+        except ValueError as exc:  # not built: said before anything runs
+            parser.error(f"--compare-with {exc}")
         targets[other.name] = other
     if args.targets:
         wanted = set(args.targets.split(",")) | {n for n in targets if n.startswith("sse_fast-1w@")}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from benches import loop_profile
+from benches import loop_profile, peers
 from benches import notifications as N
 from sse_fast.loadgen._stats import LatencyHistogram
 
@@ -231,3 +231,26 @@ def test_report_with_profiles(tmp_path: Path) -> None:
     assert text.count("| sse_fast-1w | stream |") == 1 + 2 + 1  # best, every step, one profiled
     assert "| `write (libc.so.6)` | 30.0% |" in text
     assert "![notifications](p.png)" in text
+
+
+def test_an_unbuilt_checkout_to_compare_with_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--compare-with`` a checkout whose native core was never built: refused at the
+    start with how to build it (it used to fail at that checkout's start, after this
+    one's whole ladder); built, nothing is missing."""
+    (tmp_path / "src_ext").mkdir()
+    core = tmp_path / "sse_fast" / "_core"
+    core.mkdir(parents=True)
+    for name in ("encoder_ext", "ring_ext"):
+        (tmp_path / "src_ext" / f"{name}.pyx").write_text("")
+    (core / "ring_ext.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    assert peers.unbuilt_extensions(tmp_path) == ["encoder_ext"]
+    with pytest.raises(SystemExit) as exit_:
+        N.main(["--targets", "sse_fast-1w", "--modes", "batch", "--compare-with", str(tmp_path)])
+    assert exit_.value.code == 2
+    said = capsys.readouterr().err
+    assert "the native core is not built there (encoder_ext missing)" in said
+    assert "build_ext --inplace" in said
+    (core / "encoder_ext.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
+    assert peers.unbuilt_extensions(tmp_path) == []

@@ -268,6 +268,16 @@ class PublishBatches:
             call.alone = True
             self._queue.appendleft(call)
 
+    @property
+    def waiting(self) -> int:
+        """Calls queued, not yet in a request."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests sent and not yet answered."""
+        return len(self._sends)
+
     def figures(self) -> dict[str, Any]:
         """Requests sent, the calls they carried, and the most in flight at once."""
         return {

@@ -33,7 +33,7 @@ class FakeRedis:
 
     async def get(self, key: str) -> None:
         self.reads += 1
-        await asyncio.sleep(0)  # a turn of the loop: the other calls come meanwhile
+        await asyncio.sleep(0)  # pace: one turn of the loop stands for Redis's answer
         if self.held is not None:  # until the test lets the read answer
             await self.held.wait()
         if self.read_fails:
@@ -46,7 +46,7 @@ class FakeRedis:
         self.calls.append(count)
         self.sizes.append(sum(len(a) for a in args if isinstance(a, bytes | str)))
         number = len(self.calls)
-        await asyncio.sleep(0)  # a turn of the loop: the other calls queue meanwhile
+        await asyncio.sleep(0)  # pace: one turn of the loop stands for Redis's answer
         if self.fail is not None:
             self.fail(count)
         return [f"{number}-{n}".encode() for n in range(count)]
@@ -165,7 +165,7 @@ def test_a_caller_cancelled_during_the_shared_read_leaves_it_to_the_others() -> 
         calls = [asyncio.ensure_future(publish(client, f"t/{n}", n)) for n in range(4)]
         await wait_for(lambda: client.reads == 1, what="the shared read under way")
         calls[1].cancel()
-        await asyncio.sleep(0)  # a turn of the loop: the cancellation is delivered
+        await wait_for(calls[1].done, what="the cancellation delivered")
         client.held.set()
         answers = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(answers[1], asyncio.CancelledError)

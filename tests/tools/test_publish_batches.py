@@ -57,8 +57,9 @@ def test_requests_grow_with_the_load_and_a_second_is_in_flight() -> None:
         await wait_for(lambda: len(server.requests) == 4, what="four requests in flight")
         assert server.sizes() == [1, 1, 2, 4]
         assert [e["data"] for events, _ in server.requests for e in events] == list(range(8))
-        await asyncio.sleep(0)  # a turn of the loop: nothing else goes while none is answered
-        assert len(server.requests) == 4
+        # every call made (each queued or sent as it ran): nothing else goes while none
+        # is answered (the decision is made as a call queues, not later)
+        assert (batches.waiting, batches.in_flight) == (12, 4)
         server.answer(1)
         # 12 wait, 7 are in flight: they go together on the connection set free
         await wait_for(lambda: len(server.requests) == 5, what="the waiting calls sent")
@@ -93,10 +94,11 @@ def test_fewer_waiting_than_in_flight_wait_for_an_answer() -> None:
         await wait_for(lambda: len(server.requests) == 3, what="the two waiting sent")
         assert server.sizes() == [1, 1, 2]
         waiting = [call(batches, n) for n in (4, 5)]  # 2 wait, 3 in flight
-        await asyncio.sleep(0)  # a turn of the loop: they stay
-        assert len(server.requests) == 3
+        await wait_for(lambda: batches.waiting == 2, what="the two calls queued")
+        assert batches.in_flight == 2  # they stay
         third = [call(batches, 6)]  # 3 wait, 3 in flight: but no connection is free
-        await asyncio.sleep(0)
+        await wait_for(lambda: batches.waiting == 3, what="the third call queued")
+        assert batches.in_flight == 2
         assert len(server.requests) == 3
         server.answer(1)  # a connection free, 2 in flight, 3 wait: they go
         await wait_for(lambda: len(server.requests) == 4, what="the waiting calls sent")
