@@ -91,17 +91,7 @@ MODES = {
     "other": ["single"],
 }
 #: every way in, in the reports' order
-ALL_MODES = (
-    "single",
-    "batch",
-    "stream",
-    "calls",
-    "calls256",
-    "calls-1",
-    "redis-calls",
-    "redis-calls256",
-    "redis-calls-1",
-)
+ALL_MODES = (*MODES["sse_fast"], *MODES["redis"])
 TASKS = 64  # tasks calling Publisher.publish() in the calls modes (calls256: 256)
 CALL_TASKS = {
     "calls": TASKS,
@@ -423,13 +413,16 @@ async def _calls(
         async def into_redis_alone(topic: str, data: str) -> str:
             """One script call per call, as ``publish`` made them before calls went
             together (its single-sequence path)."""
-            from sse_fast.brokers.redis._scripts import PUBLISH_SCRIPT, publish_args
+            from sse_fast.brokers.redis._scripts import (
+                PUBLISH_SCRIPT,
+                publish_args,
+                sequence_keys,
+            )
             from sse_fast.publishing import PublishRequest
 
             args = publish_args("sse:", [PublishRequest((topic,), data)], 1000, 86400.0)
-            (event_id,) = await redis_client.eval(
-                PUBLISH_SCRIPT, 2, "sse:position", "sse:epoch", *args
-            )
+            keys = sequence_keys("sse:")
+            (event_id,) = await redis_client.eval(PUBLISH_SCRIPT, len(keys), *keys, *args)
             return str(event_id)
 
         send = into_redis_alone if mode == "redis-calls-1" else into_redis
@@ -1143,7 +1136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modes",
         default="single,batch,stream",
-        help="sse_fast's ways in to run (single, batch, stream, calls, calls256, calls-1)",
+        help=f"the ways in to run ({', '.join(ALL_MODES)}; the redis ones on the target "
+        f"{REDIS_TARGET})",
     )
     parser.add_argument(
         "--compare-with",
