@@ -9,6 +9,11 @@
   its ``HeldTopics`` (``_held_topics.py``); what it read of each of its
   partitions is its ``PartitionRead`` (``states``); whether its Redis is up is its own
   ``Availability``, which it tells; its probes are its own (``_probes.py``).
+* Reading (``_read_loop``): ``get_message`` waits for the next message; the rest of
+  what that socket read brought is taken from hiredis's buffer at once
+  (``_buffered.py``), and the events of held topics among them are delivered to the
+  member together (``_deliver``), in order; a birth, a probe's message or a reply of
+  another kind has what came before it delivered first.
 * A lost or stale subscription is replaced, and the connection's partitions are
   resynced (``History.resync``, ``_history.py``); the other Redis's connections
   are not touched.
@@ -37,6 +42,7 @@ from redis.exceptions import RedisError
 from ..._tasks import stop_task
 from .._sequencing import Sequenced
 from ._availability import Availability
+from ._buffered import buffered_reader, settle, take
 from ._channels import Channels
 from ._held_topics import HeldTopics
 from ._history import History
@@ -113,6 +119,8 @@ class Connection:
         self.channels = Channels(self.sharded, str(self))
         #: a read found another epoch: the subscription is replaced and resynced
         self.epoch_changed = False
+        #: events of held topics read and not yet delivered (``_deliver``: at the end of a read)
+        self._arrived: list[Sequenced] = []
 
     def _control(self) -> None:
         """The probe channel, the node's (gathers: on partition 0's Redis), the births'."""
@@ -328,10 +336,23 @@ class Connection:
         # on a Cluster, a move (``adopt``, ``surrender``) is noticed within a quarter second
         interval = self.options.probe_interval
         wait = min(interval / 2, 0.25) if self.sharded else interval / 2
+        published = self._published
+        reader = buffered_reader(pubsub)
         while not membership.closing:
             message = await pubsub.get_message(timeout=wait)
             if message is not None:
                 self._handle(message)
+                # the rest of what that read brought, at once (``_buffered.py``)
+                while reader is not None:
+                    try:
+                        other = take(reader, published)
+                    finally:  # (a reply hiredis could not parse: what came before it)
+                        self._deliver()
+                    if other is None:
+                        break
+                    message = await settle(pubsub, other)
+                    if message is not None:
+                        self._handle(message)
             self.probes.check()
             if self.new_topics.failed:
                 raise Reconnect(f"{self} could not read topics born for pattern streams")
@@ -345,19 +366,33 @@ class Connection:
         kind = message["type"]
         channel = message["channel"]
         if kind in ("message", "smessage"):
-            partition = self.born.get(channel)
-            if partition is not None:
-                self.new_topics.told(partition, message["data"])
-                return
-            topic = self.placement.topic_of(channel)
-            if topic is not None:
-                self._message(topic, message["data"])
-            else:
-                self.probes.message(message["data"])
+            self._published(channel, message["data"])
         elif kind in ("subscribe", "ssubscribe"):
             self.channels.confirmed(channel)
         elif kind in ("unsubscribe", "sunsubscribe"):
             self.channels.unsubscribed(channel, kind == "sunsubscribe")
+        self._deliver()
+
+    def _published(self, channel: bytes, data: bytes) -> None:
+        """A message published on ``channel``: a birth, a topic's event (added to those
+        ``_deliver`` hands over together), or a probe's."""
+        partition = self.born.get(channel)
+        if partition is None:
+            topic = self.placement.topic_of(channel)
+            if topic is not None:
+                self._message(topic, data)
+                return
+        self._deliver()  # what came before it goes first
+        if partition is not None:
+            self.new_topics.told(partition, data)
+        else:
+            self.probes.message(data)
+
+    def _deliver(self) -> None:
+        """Deliver the events of topics that arrived since the last call, in order."""
+        if self._arrived:
+            arrived, self._arrived = self._arrived, []
+            self.membership.deliver(arrived)
 
     def _message(self, topic: str, data: bytes) -> None:
         head, _, frame = data.partition(b"\n")
@@ -374,4 +409,4 @@ class Connection:
             return
         state.saw(item.position)
         if not self.new_topics.hold(item):
-            self.topics.arrived(topic, item)
+            self.topics.arrived(topic, item, self._arrived)

@@ -48,12 +48,13 @@ class HeldTopics:
         self._release: set[str] = set()
         self._release_scheduled = False
 
-    def arrived(self, topic: str, item: Sequenced) -> None:
-        """A live message of ``topic``: delivered, or kept until its history is loaded."""
+    def arrived(self, topic: str, item: Sequenced, out: list[Sequenced]) -> None:
+        """A live message of ``topic``: added to ``out`` (the caller delivers it), or kept
+        until its history is loaded."""
         if topic in self.loading:
             self.loading_back.setdefault(topic, []).append(item)
         elif topic in self.held:
-            self.membership.deliver([item])
+            out.append(item)
 
     def prepare(self, names: Sequence[str]) -> Awaitable[None] | None:
         """Subscribe to the topics of ``names`` not held yet and read their history (the new topics
