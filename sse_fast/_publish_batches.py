@@ -48,6 +48,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from ._tasks import running_loop
+
 __all__ = ["PublishBatches"]
 
 _BATCH_OPEN = b'{"events":['
@@ -143,7 +145,7 @@ class PublishBatches:
             len(payload) if size is None else size,
             tuple(topics),
             id,
-            asyncio.get_running_loop(),
+            running_loop(),
         )
         self._queue.append(call)
         self._pump()
@@ -166,7 +168,7 @@ class PublishBatches:
             busy = self._busy  # now: the next take must see them in flight
             for topic in topics:
                 busy[topic] = busy.get(topic, 0) + 1
-            task = asyncio.get_running_loop().create_task(self._send(batch, topics))
+            task = running_loop().create_task(self._send(batch, topics))
             sends[task] = len(batch)
             self.in_flight_max = max(self.in_flight_max, len(sends))
 

@@ -47,6 +47,7 @@ from ._http11 import ChunkedDecoder, read_head
 from ._publish_batches import BATCH_OVERHEAD as _BATCH_OVERHEAD
 from ._publish_batches import PublishBatches
 from ._publish_batches import batch_body as _batch
+from ._tasks import running_loop
 
 __all__ = ["PublishFailed", "PublishStream", "Publisher"]
 
@@ -360,7 +361,7 @@ class PublishStream:
         assert self._connection is not None
         line = self.publisher._encoded(event, wrapped=False) + b"\n"
         self._line += 1
-        future: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[str]] = running_loop().create_future()
         self._waiting[self._line] = future
         writer = self._connection.writer
         writer.write(b"%x\r\n%s\r\n" % (len(line), line))

@@ -35,6 +35,7 @@ timeout) raises that error, as it would alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import weakref
 from collections.abc import Sequence
@@ -44,7 +45,10 @@ import redis.asyncio as aioredis
 from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..._publish_batches import PublishBatches
+from ..._publish_checks import check_event_id, check_topic
+from ..._tasks import running_loop
 from ...publishing import PublishError, PublishRequest
+from ...settings import LimitSettings
 from ._partitions import Layout, cluster_tags, layout_key, partition_keys, shard_of
 from ._scripts import (
     PARTITION_PUBLISH_SCRIPT,
@@ -95,11 +99,8 @@ async def publish(
     fleet on a Redis Cluster); ``data`` is sent as text if a string, else as JSON. The
     fleet's layout recorded in Redis says where the event goes. Raises ``PublishError``
     for an event that cannot be published, with the reason."""
-    from ..._publish_checks import check_event_id, check_topic
-    from ...settings import LimitSettings
-
     topics = (topic,) if isinstance(topic, str) else tuple(topic)
-    limits = LimitSettings()  # the server's defaults
+    limits = _limits()
     for name in topics:
         check_topic(name, limits)
     if id is not None:
@@ -117,6 +118,13 @@ async def publish(
     return _text(event_id)
 
 
+@functools.cache
+def _limits() -> LimitSettings:
+    """The server's default limits, which the events are checked against (once: a
+    frozen dataclass of some forty fields costs microseconds to make)."""
+    return LimitSettings()
+
+
 def _text(event_id: Any) -> str:
     return event_id.decode() if isinstance(event_id, bytes) else str(event_id)
 
@@ -126,7 +134,7 @@ def _calls_together(
 ) -> PublishBatches:
     """The queue of ``client``'s calls going together into one script call, for this event
     loop, ``prefix`` and history limits."""
-    loop = asyncio.get_running_loop()
+    loop = running_loop()
     mine = _together.setdefault(client, {})
     key = (loop, prefix, history_frames, history_age)
     together = mine.get(key)
