@@ -1123,6 +1123,27 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def compared(targets: list[peers.Target], checkout: str) -> list[peers.Target]:
+    """``targets`` with sse_fast from ``checkout`` beside this checkout's: ``sse_fast-1w@REF``
+    right after ``sse_fast-1w``, and ``sse_fast-1w-redis@REF`` (a node of that checkout on a
+    Redis of its own) right after ``sse_fast-1w-redis`` when it runs. ``ValueError`` when
+    there is no ``sse_fast-1w`` or the checkout is not built."""
+    base = next((t for t in targets if t.name == "sse_fast-1w"), None)
+    if base is None or not isinstance(base, peers.SseFastTarget):
+        raise ValueError("needs the target sse_fast-1w")
+    other = peers.checkout_target(base, checkout)
+    out = list(targets)
+    out.insert(out.index(base) + 1, other)
+    redis = next((t for t in out if t.name == REDIS_TARGET), None)
+    if redis is not None:
+        fields = {f.name: getattr(other, f.name) for f in dataclasses.fields(other) if f.init}
+        ref = other.name.partition("@")[2]
+        # (the other's port: targets run one after another, as sse_fast-1w-redis shares its)
+        twin = RedisNodeTarget(**{**fields, "name": f"{REDIS_TARGET}@{ref}"})
+        out.insert(out.index(redis) + 1, twin)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benches.notifications", description=__doc__.split("\n\n")[0]
@@ -1144,7 +1165,8 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="also run sse_fast (1 worker) from this checkout of another commit, which must "
         "be built in place (python setup.py build_ext --inplace there; refused at once when "
-        "it is not), as target sse_fast-1w@REF, right after this one",
+        "it is not), as target sse_fast-1w@REF, right after this one (and a node of it "
+        "on Redis, sse_fast-1w-redis@REF, after sse_fast-1w-redis when that runs)",
     )
     parser.add_argument(
         "--profile",
@@ -1197,14 +1219,10 @@ def main(argv: list[str] | None = None) -> int:
             "the single way in needs wrk (Debian: apt-get install wrk), or --modes batch,stream"
         )
     if args.compare_with:
-        base = next((t for t in targets if t.name == "sse_fast-1w"), None)
-        if base is None or not isinstance(base, peers.SseFastTarget):
-            parser.error("--compare-with needs the target sse_fast-1w")
         try:
-            other = peers.checkout_target(base, args.compare_with)
+            targets = compared(targets, args.compare_with)
         except ValueError as exc:  # not built: said before anything runs
             parser.error(f"--compare-with {exc}")
-        targets.insert(targets.index(base) + 1, other)
     report: dict[str, Any] = {
         "quick": args.quick,
         "argv": [arg for arg in (argv if argv is not None else sys.argv[1:])],

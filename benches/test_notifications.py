@@ -7,7 +7,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +256,55 @@ def test_an_unbuilt_checkout_to_compare_with_is_refused_before_anything_runs(
     assert "build_ext --inplace" in said
     (core / "encoder_ext.cpython-311-x86_64-linux-gnu.so").write_bytes(b"")
     assert peers.unbuilt_extensions(tmp_path) == []
+
+
+def test_a_checkout_compared_runs_beside_each_sse_fast_target_it_has(tmp_path: Path) -> None:
+    """``--compare-with``: the other checkout's one-worker server right after this one's,
+    and, when the Redis node runs, a node of that checkout on a Redis of its own right
+    after it (the same ways in: an A/B of the Redis path in one run)."""
+    (tmp_path / "src_ext").mkdir()
+    (tmp_path / "sse_fast" / "_core").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(
+        [
+            "git",
+            "-C",
+            str(tmp_path),
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "other",
+        ],
+        check=True,
+    )
+    base = peers.SseFastTarget(name="sse_fast-1w", host="127.0.0.1", port=8000)
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(base) if f.init}
+    redis = N.RedisNodeTarget(**{**fields, "name": N.REDIS_TARGET})
+    nchan = peers.SseFastTarget(name="nchan", host="127.0.0.1", port=8001)  # (another: kept)
+    ref = subprocess.run(
+        ["git", "-C", str(tmp_path), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    names = [t.name for t in N.compared([base, redis, nchan], str(tmp_path))]
+    assert names == [
+        "sse_fast-1w",
+        f"sse_fast-1w@{ref}",
+        N.REDIS_TARGET,
+        f"{N.REDIS_TARGET}@{ref}",
+        "nchan",
+    ]
+    twin = N.compared([base, redis], str(tmp_path))[-1]
+    assert isinstance(twin, N.RedisNodeTarget) and twin.source == tmp_path.resolve()
+    assert [t.name for t in N.compared([base], str(tmp_path))] == [
+        "sse_fast-1w",
+        f"sse_fast-1w@{ref}",
+    ]
+    with pytest.raises(ValueError, match="sse_fast-1w"):
+        N.compared([redis], str(tmp_path))
