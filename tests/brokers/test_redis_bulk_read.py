@@ -134,6 +134,81 @@ def test_settle_makes_of_a_confirmation_what_get_message_would(
     asyncio.run(main())
 
 
+def test_settle_skips_what_get_message_skips(redis_server: RedisServer) -> None:
+    """A health check's answer, and a RESP3 push of redis-py's own (a maintenance
+    notice: its handlers take it), give None, as ``get_message`` does."""
+
+    async def main() -> None:
+        client, pubsub = await _subscribed(
+            redis_server.url, "a", protocol=3, health_check_interval=30
+        )
+        try:
+            for answer in pubsub.health_check_response:
+                assert await settle(pubsub, answer) is None
+            moving = hiredis.PushNotification([b"MOVING", 1, 15, b"127.0.0.1:1"])
+            assert await settle(pubsub, moving) is None
+            assert await settle(pubsub, []) is None
+        finally:
+            await pubsub.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_no_buffer_is_taken_from_a_disconnected_connection_or_past_a_push_handler(
+    redis_server: RedisServer,
+) -> None:
+    async def main() -> None:
+        client, pubsub = await _subscribed(redis_server.url, "a")
+        handled = aioredis.Redis.from_url(redis_server.url, protocol=3)
+        own = handled.pubsub(push_handler_func=lambda message: None)
+        try:
+            assert buffered_reader(pubsub) is not None
+            assert buffered_reader(own) is None  # every message must reach its handler
+            await pubsub.connection.disconnect()
+            assert buffered_reader(pubsub) is None  # what is left there is not to be read
+        finally:
+            await own.aclose()
+            await handled.aclose()
+            await pubsub.aclose()
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+def test_a_message_no_script_wrote_is_ignored_said_and_the_reading_goes_on(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A hand-made ``PUBLISH`` on a topic's channel (not an event: no position, no
+    id) used to end the node's reading for good; it is skipped with a warning naming the
+    topic, and the events before and after it are delivered."""
+
+    async def main() -> None:
+        hub = Hub(Settings(), broker=RedisBroker(redis_server.url, probe_interval=0.3))
+        await hub.start()
+        client = aioredis.Redis.from_url(redis_server.url)
+        stream = Recording()
+        try:
+            await stream.attach(hub, ["news"])
+            channel = hub.broker.feed.first.placement.channel("news")  # type: ignore[attr-defined]
+            first = await publish(client, "news", "before")
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.publish(channel, b"hello")  # not an event
+                pipe.publish(channel, b"1 2 \xff\ndata: x\n\n")  # nor this (its id)
+                await pipe.execute()
+            last = await publish(client, "news", "after")
+            await wait_for(lambda: len(stream.events()) == 2)
+            assert stream.events() == [(None, first, "before"), (None, last, "after")]
+            assert hub.broker.feed.first.malformed == 2  # type: ignore[attr-defined]
+        finally:
+            await client.aclose()
+            await hub.stop()
+
+    asyncio.run(main())
+    said = [r.getMessage() for r in caplog.records if "not an sse_fast event" in r.getMessage()]
+    assert len(said) == 1 and "'news'" in said[0] and "b'hello'" in said[0]
+
+
 def test_an_error_reply_is_raised_by_settle() -> None:
     async def main() -> None:
         with pytest.raises(ResponseError, match="wrong"):

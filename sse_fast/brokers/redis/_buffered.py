@@ -42,14 +42,20 @@ MESSAGES = frozenset((b"message", b"smessage"))
 
 
 def buffered_reader(pubsub: Any) -> Any | None:
-    """The hiredis ``Reader`` holding what ``pubsub``'s connection read, or None."""
+    """The hiredis ``Reader`` holding what ``pubsub``'s connection read, or None: no
+    hiredis, a connection redis-py marked as disconnected (what is left in its buffer is
+    not to be read), or a ``push_handler_func`` given to ``pubsub`` (which every message
+    must reach; the channels are subscribed without handlers of their own, as the nodes
+    do)."""
     if NOT_ENOUGH_DATA is None:  # pragma: no cover - see the import
+        return None
+    if getattr(pubsub, "push_handler_func", None) is not None:
         return None
     parser = getattr(getattr(pubsub, "connection", None), "_parser", None)
     reader = getattr(parser, "_reader", None)
-    if reader is None or not callable(getattr(reader, "gets", None)):
+    if reader is None or not getattr(parser, "_connected", False):
         return None
-    return reader
+    return reader if callable(getattr(reader, "gets", None)) else None
 
 
 def take(reader: Any, message: Callable[[bytes, bytes], None]) -> Any:
@@ -61,8 +67,8 @@ def take(reader: Any, message: Callable[[bytes, bytes], None]) -> Any:
         reply = gets()
         if isinstance(reply, list) and len(reply) == 3 and reply[0] in MESSAGES:
             message(reply[1], reply[2])
-        elif reply is NOT_ENOUGH_DATA or reply is False:  # (False: an older hiredis's)
-            return None
+        elif reply is NOT_ENOUGH_DATA or reply is False:  # (a RESP3 false: skipped, as by
+            return None  # get_message, which reads whatever follows it)
         else:
             return reply
 

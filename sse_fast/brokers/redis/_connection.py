@@ -121,6 +121,8 @@ class Connection:
         self.epoch_changed = False
         #: events of held topics read and not yet delivered (``_deliver``: at the end of a read)
         self._arrived: list[Sequenced] = []
+        #: messages on topics' channels that were not events (``_malformed``), ignored
+        self.malformed = 0
 
     def _control(self) -> None:
         """The probe channel, the node's (gathers: on partition 0's Redis), the births'."""
@@ -337,13 +339,13 @@ class Connection:
         interval = self.options.probe_interval
         wait = min(interval / 2, 0.25) if self.sharded else interval / 2
         published = self._published
-        reader = buffered_reader(pubsub)
         while not membership.closing:
             message = await pubsub.get_message(timeout=wait)
             if message is not None:
                 self._handle(message)
-                # the rest of what that read brought, at once (``_buffered.py``)
-                while reader is not None:
+                # the rest of what that read brought, at once (``_buffered.py``; looked up
+                # each time: a reconnect inside redis-py gives its connection a new one)
+                while (reader := buffered_reader(pubsub)) is not None:
                     try:
                         other = take(reader, published)
                     finally:  # (a reply hiredis could not parse: what came before it)
@@ -388,6 +390,21 @@ class Connection:
         else:
             self.probes.message(data)
 
+    def _malformed(self, topic: str, data: bytes) -> None:
+        """A message on a topic's channel that no publish script wrote (a hand-made
+        ``PUBLISH``): ignored, said at the first and at every thousandth."""
+        self.malformed += 1
+        if self.malformed == 1 or self.malformed % 1000 == 0:
+            log.warning(
+                "%s: ignored a message on topic %r's channel that is not an sse_fast event "
+                "(%d so far; it began %r): publish through a node, "
+                "sse_fast.brokers.redis.publish or its script, not PUBLISH",
+                self,
+                topic,
+                self.malformed,
+                data[:40],
+            )
+
     def _deliver(self) -> None:
         """Deliver the events of topics that arrived since the last call, in order."""
         if self._arrived:
@@ -396,9 +413,15 @@ class Connection:
 
     def _message(self, topic: str, data: bytes) -> None:
         head, _, frame = data.partition(b"\n")
-        position, wall, event_id = head.split(b" ", 2)
-        age = max(0.0, time.time() - int(wall) / 1000)
-        item = Sequenced(int(position), event_id.decode(), (topic,), frame, time.monotonic() - age)
+        try:
+            position, wall, event_id = head.split(b" ", 2)
+            age = max(0.0, time.time() - int(wall) / 1000)
+            item = Sequenced(
+                int(position), event_id.decode(), (topic,), frame, time.monotonic() - age
+            )
+        except ValueError:  # not the script's: nothing of the topic's sequence (positions)
+            self._malformed(topic, data)
+            return
         held_back = self._held_back
         if held_back is not None:
             # (re)subscribing: not "seen" until the resync knows which dataset it is from
