@@ -238,15 +238,17 @@ def test_without_hiredis_there_is_no_buffer_to_take_from(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
 def test_a_node_hands_a_burst_over_in_few_deliveries_every_event_in_order(
-    redis_server: RedisServer,
+    redis_server: RedisServer, protocol: int
 ) -> None:
     """The read loop's bulk path is the one taken (fewer deliveries than events), and
     nothing of its order or completeness changes: each topic's events once, in order,
-    with the ids ``publish`` answered."""
+    with the ids ``publish`` answered; over RESP2 and RESP3 (the node's URL says which)."""
 
     async def main() -> None:
-        hub = Hub(Settings(), broker=RedisBroker(redis_server.url, probe_interval=0.3))
+        url = f"{redis_server.url}?protocol={protocol}"
+        hub = Hub(Settings(), broker=RedisBroker(url, probe_interval=0.3))
         await hub.start()
         client = aioredis.Redis.from_url(redis_server.url)
         deliveries: list[int] = []
@@ -258,6 +260,9 @@ def test_a_node_hands_a_burst_over_in_few_deliveries_every_event_in_order(
             deliver(items)
 
         membership.deliver = counted
+        assert hub.broker.feed.first.client.connection_pool.connection_kwargs["protocol"] == (  # type: ignore[attr-defined]
+            protocol
+        )
         streams = {name: Recording() for name in ("t0", "t1", "t2", "t3")}
         try:
             for name, stream in streams.items():
