@@ -65,6 +65,12 @@ STAGES: list[tuple[str, str, tuple[str, ...]]] = [
         ("sse_fast/brokers/durable/",),
     ),
     (
+        "redis",
+        "a node's reading of its Redis subscription (redis-py's get_message, hiredis, the "
+        "bulk take, each message's parse; the delivery's store and flush are theirs)",
+        ("sse_fast/brokers/redis/", "redis/asyncio/", "redis/_parsers/", "hiredis"),
+    ),
+    (
         "sequence",
         "positions, ids and frames (the broker, sequencing, the encoder)",
         ("sse_fast/brokers/", "encoder_ext"),

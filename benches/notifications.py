@@ -24,7 +24,8 @@ Results go to ``benches/results/notifications.{md,json,png}`` (run from
 ``benches.compare``: a section of ``compare.md`` and ``compare_notifications.png``).
 Loopback only; every step is bounded in time.
 
-``--profile`` samples the one-worker sse_fast steps with py-spy and adds where
+``--profile`` samples the one-worker sse_fast steps with py-spy (the Redis node's
+worker too, not its redis-server) and adds where
 the event loop's time goes, by stage (``benches/loop_profile.py``), to the
 report (``notifications_profile.{md,json}``); with ``--compare-with`` it is a
 before/after of the Python side in one run.
@@ -138,10 +139,14 @@ class RedisNodeTarget(peers.SseFastTarget):
                 self._redis.kill()  # (its stop() is a SIGSTOP, a partition)
                 self._redis = None
 
+    def node_pids(self) -> list[int]:
+        """The node's own processes (the server's, its Redis left out)."""
+        return super().server_pids()
+
     def server_pids(self) -> list[int]:
         redis = self._redis
         extra = [redis.proc.pid] if redis is not None and redis.proc is not None else []
-        return super().server_pids() + extra
+        return self.node_pids() + extra
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
@@ -756,6 +761,8 @@ class _Sampler:
         self, target: peers.Target, server: list[int], seconds: float, keep: Path | None
     ) -> None:
         self.keep = keep
+        if isinstance(target, RedisNodeTarget):  # the node's worker, not its redis-server
+            server = target.node_pids()
         self.pid = server[0] if len(server) == 1 and isinstance(target, peers.SseFastTarget) else 0
         self.seconds = max(1.0, seconds - 1)
         self.dir = Path(tempfile.mkdtemp(prefix="sse-fast-profile-"))

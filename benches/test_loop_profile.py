@@ -60,6 +60,26 @@ def test_read_keeps_one_thread_and_adds_up_repeated_stacks(tmp_path: Path) -> No
         ([ROOT, RUN, LOG, APPLY, STORE], "store"),  # the innermost stage wins
         ([ROOT, RUN, LOG, TALLY], "durable"),  # a native frame of no stage: the caller's
         ([ROOT, GRANIAN], "granian"),  # Granian's own, none of our stages inside
+        # a node's reading of Redis; what it delivers is stored and flushed as any
+        (
+            [
+                ROOT,
+                RUN,
+                "Connection._read_loop (/x/sse_fast/brokers/redis/_connection.py:1)",
+                "Reader_gets (reader.c:442)",
+            ],
+            "redis",
+        ),
+        ([ROOT, RUN, "take (/x/sse_fast/brokers/redis/_buffered.py:63)", APPLY, STORE], "store"),
+        (
+            [
+                ROOT,
+                RUN,
+                "PubSub.get_message (/x/site-packages/redis/asyncio/client.py:1618)",
+                "timeout (asyncio/timeouts.py:145)",
+            ],
+            "redis",
+        ),
         ([ROOT, RUN, "task_step (_asynciomodule.c:2990)"], "loop"),
         ([ROOT, "PyObject_Malloc (obmalloc.c:1)"], "other"),  # cli.py is not "app"
         ([ROOT, RUN, FLUSH, "gc_collect_main (libpython3.11.so.1.0)"], "gc"),

@@ -228,7 +228,7 @@ def test_report_with_profiles(tmp_path: Path) -> None:
     assert "## Where the event loop's time goes (py-spy)" in text
     header = "| target | way | offered /s | samples | loop us/event | in Granian | gc | send |"
     assert header in text
-    assert "|---|---|---:|---:|---:|---:|" + "---:|" * 12 in text  # a column each
+    assert "|---|---|---:|---:|---:|---:|" + "---:|" * 13 in text  # a column each
     assert "| sse_fast-1w | stream | 40,000 | 100 | 8.0 | 40% |  | 4.00 | 2.00 | 2.00 |  |" in text
     assert text.count("| sse_fast-1w | stream |") == 1 + 2 + 1  # best, every step, one profiled
     assert "| `write (libc.so.6)` | 30.0% |" in text
