@@ -123,6 +123,9 @@ class Connection:
         self._arrived: list[Sequenced] = []
         #: messages on topics' channels that were not events (``_malformed``), ignored
         self.malformed = 0
+        #: the wall clock and time.monotonic() when the read being handled was made: an
+        #: event's age (its publish's wall time in its header) is measured against them
+        self._clocks = (time.time(), time.monotonic())
 
     def _control(self) -> None:
         """The probe channel, the node's (gathers: on partition 0's Redis), the births'."""
@@ -326,6 +329,7 @@ class Connection:
             message = await self.pubsub.get_message(timeout=None)
             if message is None:
                 continue
+            self._clocks = (time.time(), time.monotonic())
             try:
                 self._handle(message)
             except Reconnect as exc:  # e.g. a slot given away while subscribing: said at once
@@ -342,6 +346,7 @@ class Connection:
         while not membership.closing:
             message = await pubsub.get_message(timeout=wait)
             if message is not None:
+                self._clocks = (time.time(), time.monotonic())
                 self._handle(message)
                 # the rest of what that read brought, at once (``_buffered.py``; looked up
                 # each time: a reconnect inside redis-py gives its connection a new one)
@@ -415,10 +420,9 @@ class Connection:
         head, _, frame = data.partition(b"\n")
         try:
             position, wall, event_id = head.split(b" ", 2)
-            age = max(0.0, time.time() - int(wall) / 1000)
-            item = Sequenced(
-                int(position), event_id.decode(), (topic,), frame, time.monotonic() - age
-            )
+            now, monotonic = self._clocks  # (read once per read: clock reads cost here)
+            age = max(0.0, now - int(wall) / 1000)
+            item = Sequenced(int(position), event_id.decode(), (topic,), frame, monotonic - age)
         except ValueError:  # not the script's: nothing of the topic's sequence (positions)
             self._malformed(topic, data)
             return
