@@ -420,7 +420,7 @@ class Connection:
         head, _, frame = data.partition(b"\n")
         try:
             position, wall, event_id = head.split(b" ", 2)
-            now, monotonic = self._clocks  # (read once per read: clock reads cost here)
+            now, monotonic = self._clocks  # (read once per read, not per message)
             age = max(0.0, now - int(wall) / 1000)
             item = Sequenced(int(position), event_id.decode(), (topic,), frame, monotonic - age)
         except ValueError:  # not the script's: nothing of the topic's sequence (positions)
