@@ -195,11 +195,12 @@ def test_a_message_no_script_wrote_is_ignored_said_and_the_reading_goes_on(
             async with client.pipeline(transaction=False) as pipe:
                 pipe.publish(channel, b"hello")  # not an event
                 pipe.publish(channel, b"1 2 \xff\ndata: x\n\n")  # nor this (its id)
+                pipe.publish(channel, b"one 2 x\ndata: x\n\n")  # nor this (its position)
                 await pipe.execute()
             last = await publish(client, "news", "after")
             await wait_for(lambda: len(stream.events()) == 2)
             assert stream.events() == [(None, first, "before"), (None, last, "after")]
-            assert hub.broker.feed.first.malformed == 2  # type: ignore[attr-defined]
+            assert hub.broker.feed.first.malformed == 3  # type: ignore[attr-defined]
         finally:
             await client.aclose()
             await hub.stop()

@@ -1,12 +1,13 @@
 """A subscription's messages in bulk: what one socket read already holds.
 
-redis-py's ``PubSub.get_message`` costs a node some 20 us of its event loop per
-message (measured under ``benches/notifications.py``'s redis-calls, py-spy: a
-timeout context and the running loop looked up for it, a retry wrapper, the
+redis-py's ``PubSub.get_message`` took 53 % of a node's busy event loop, which
+spent 27-35 us per event (``benches/notifications.py``'s redis-calls at 15,000/s,
+py-spy): a timeout context and the running loop looked up for it, a retry wrapper, the
 health check, metrics hooks, a dict, a debug line built from the whole message,
 and the garbage those leave): at tens of thousands of events a second, most of
-the loop. One socket read (64 KiB) holds hundreds of messages, and once
-``get_message`` has returned the first, the rest are in hiredis's buffer.
+the loop. One socket read (up to 64 KiB) holds many messages (15-22 at 25,000-35,000
+events/s there), and once ``get_message`` has returned the first, the rest are in
+hiredis's buffer.
 
 * ``buffered_reader``: that buffer (hiredis's ``Reader`` behind the subscription's
   connection), or None: with redis-py's pure-Python parsers (no hiredis), or a

