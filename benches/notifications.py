@@ -90,6 +90,7 @@ LADDERS = {
 MODES = {
     "sse_fast": ["single", "batch", "stream", "calls", "calls256", "calls-1"],
     "redis": ["redis-calls", "redis-calls256", "redis-calls-1"],
+    "floor": ["single", "batch", "calls", "calls256", "calls-1"],
     "other": ["single"],
 }
 #: every way in, in the reports' order
@@ -106,6 +107,9 @@ CALL_TASKS = {
 #: the target whose nodes publish and subscribe through a Redis of their own (the
 #: redis-calls ways in: tasks calling sse_fast.brokers.redis.publish straight into it)
 REDIS_TARGET = "sse_fast-1w-redis"
+#: the floor: Granian and the kernel with no app work beyond handing frames over
+#: (benches/peers/floor_app.py; peers.GranianFloorTarget)
+FLOOR_TARGET = "granian-floor"
 
 
 @dataclasses.dataclass(eq=False)
@@ -637,6 +641,8 @@ def run_target(
         modes = (
             MODES["redis"]
             if isinstance(target, RedisNodeTarget)
+            else MODES["floor"]
+            if isinstance(target, peers.GranianFloorTarget)
             else MODES["sse_fast"]
             if target.name.startswith("sse_fast")
             else MODES["other"]
@@ -926,6 +932,12 @@ def conditions(p: dict[str, Any]) -> list[str]:
         "- loop / I/O us per event: the server's CPU per event published, by thread: each "
         "process's main thread (sse_fast's event loop: the Python side, Granian's ASGI calls "
         "into it included) and Granian's I/O (tokio) threads (other servers have none: 0.0).",
+        f"- {FLOOR_TARGET}: `benches/peers/floor_app.py` under Granian as sse_fast runs it "
+        "(ASGI, uvloop, 1 worker, SCHED_BATCH): each event's frame handed to its topic's "
+        "streams during the publish and nothing else (no history, data directory, limits, "
+        "checks, metrics; ids from a counter): the floor of Granian and the kernel for these "
+        "ways in; *vs granian-floor* is a target's best sustained rate over the floor's, "
+        "same way in, same run.",
         "- Nchan: `nchan_shared_memory_size` (alias `nchan_max_reserved_memory`) "
         f"{p.get('nchan_shared_memory', NCHAN_SHARED_MEMORY)}, so that every channel fits.",
     ]
@@ -936,8 +948,8 @@ def best_table(rows: list[dict[str, Any]], targets: list[str]) -> list[str]:
     lines = [
         "| target | way | offered /s | published /s | delivered /s | publish p50 / p99 ms "
         "| delivery p99 ms | lost | dup | server CPU | load CPU | vs nchan single "
-        "| most delivered /s in any step |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| vs {FLOOR_TARGET} (same way) | most delivered /s in any step |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     nchan = best(rows, "nchan", "single")
     for target in targets:
@@ -950,12 +962,18 @@ def best_table(rows: list[dict[str, Any]], targets: list[str]) -> list[str]:
                 if nchan and nchan["delivered_per_s"]
                 else "n/a"
             )
+            floor = best(rows, FLOOR_TARGET, mode)
+            of_floor = (
+                f"{r['delivered_per_s'] / floor['delivered_per_s']:.2f}x"
+                if floor and floor["delivered_per_s"] and target != FLOOR_TARGET
+                else ""
+            )
             lines.append(
                 f"| {target} | {mode} | {_offered(r)} | {r['published_per_s']:,.0f} "
                 f"| {r['delivered_per_s']:,.0f} | {r['publish_p50_ms']:.1f} / "
                 f"{r['publish_p99_ms']:.1f} | {r['delivery_p99_ms']:.1f} | {r['lost']} "
                 f"| {r['duplicates']} | {r['server_cpu']:.2f} | {_load_cpu(r)} "
-                f"| {ratio} | {most(rows, target, mode):,.0f} |"
+                f"| {ratio} | {of_floor} | {most(rows, target, mode):,.0f} |"
             )
     return lines
 
@@ -1211,6 +1229,12 @@ def main(argv: list[str] | None = None) -> int:
         available.append(RedisNodeTarget(**{**fields, "name": REDIS_TARGET}))
     elif REDIS_TARGET in wanted:
         skipped[REDIS_TARGET] = "needs redis-server (Debian: apt-get install redis-server)"
+    if FLOOR_TARGET in wanted and base is not None:
+        available.append(
+            peers.GranianFloorTarget(FLOOR_TARGET, base.host, base.port, heartbeat=base.heartbeat)
+        )
+    elif FLOOR_TARGET in wanted:
+        skipped[FLOOR_TARGET] = skipped.get("sse_fast-1w", "needs granian, uvloop and orjson")
     targets = [t for t in available if t.name in wanted]
     skipped = {k: v for k, v in skipped.items() if k in wanted}
     missing = set(wanted) - {t.name for t in targets} - set(skipped)

@@ -813,6 +813,61 @@ def _missing_modules(modules: Iterable[str]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+@dataclass(eq=False)
+class GranianFloorTarget(Target):
+    """``benches/peers/floor_app.py`` under Granian as sse_fast runs (ASGI, uvloop, one
+    worker, the same backlog, backpressure and HTTP/1 buffer, its threads under
+    SCHED_BATCH as ``sse-fast serve`` sets by default): what per-user notifications
+    cost with no app work beyond handing each frame to its streams. Not among
+    :func:`available_targets`; ``benches.notifications`` adds it by name
+    (``granian-floor``)."""
+
+    def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
+        backpressure = max(1, hard_nofile() - RESERVED_FDS)
+        chrt = shutil.which("chrt")
+        argv = [
+            *([chrt, "--batch", "0"] if chrt else []),
+            self.python or sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--loop",
+            "uvloop",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--backlog",
+            str(BACKLOG),
+            "--backpressure",
+            str(backpressure),
+            "--http1-buffer-size",
+            str(HTTP1_BUFFER_SIZE),
+            "--no-access-log",
+            "--working-dir",
+            str(PEERS_DIR),
+            "floor_app:app",
+        ]
+        return argv, PEERS_DIR, clean_env()
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        for dist in ("granian", "uvloop", "orjson"):
+            out[dist] = dist_version(dist)
+        return out
+
+    def notes(self) -> list[str]:
+        return [
+            "granian-floor: benches/peers/floor_app.py, each frame handed to its streams"
+            " and nothing else (no history, data directory, limits or checks); Granian as"
+            " sse_fast runs it, SCHED_BATCH"
+            + ("" if shutil.which("chrt") else " not set (no chrt here)")
+        ]
+
+
 def _nchan_problem() -> str | None:
     if shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists():
         return "nginx is not installed (apt-get install nginx libnginx-mod-nchan)"

@@ -7,8 +7,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import importlib.util
 import json
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -181,7 +184,7 @@ def test_report(tmp_path: Path) -> None:
     text = (tmp_path / "n.md").read_text()
     assert "`python -m benches.notifications --quick` on 2 cores (test cpu)" in text
     assert "| sse_fast-1w | batch | 20,000 | 10,000 | 20,400 |" in text
-    assert "| 1.20x | 22,000 |" in text  # vs nchan single; the most in any step
+    assert "| 1.20x |  | 22,000 |" in text  # vs nchan single; no floor; the most in any step
     assert "| nchan | single | max (wrk) |" in text
     assert "| 0.50 | 0.95 busy | 1.00x |" in text  # the load core was the limit
     assert '{"500": 3}' in text and "| yes |" in text
@@ -308,3 +311,143 @@ def test_a_checkout_compared_runs_beside_each_sse_fast_target_it_has(tmp_path: P
     ]
     with pytest.raises(ValueError, match="sse_fast-1w"):
         N.compared([redis], str(tmp_path))
+
+
+def test_report_says_each_target_against_the_floor_the_same_way_in(tmp_path: Path) -> None:
+    """granian-floor's best sustained rate is the measure of each other target's, way
+    by way (none for a way the floor did not run, none on the floor's own lines)."""
+    rows = [
+        _row(target=N.FLOOR_TARGET, offered_per_s=40_000, delivered_per_s=40_000.0),
+        _row(offered_per_s=30_000, delivered_per_s=30_000.0),
+        _row(mode="stream", offered_per_s=10_000, delivered_per_s=10_000.0),
+    ]
+    report = {
+        "quick": False,
+        "date": "2026-11-29 10:00",
+        "machine": {"cores": 2, "cpu": "test cpu", "python": "3.11.7"},
+        "params": N.params(quick=True),
+        "targets": ["sse_fast-1w", N.FLOOR_TARGET],
+        "skipped": {},
+        "versions": {},
+        "rows": rows,
+    }
+    N.write_report(report, tmp_path / "n.md")
+    text = (tmp_path / "n.md").read_text()
+    assert "| vs granian-floor (same way) |" in text
+    assert "| sse_fast-1w | batch | 30,000 |" in text
+    assert "| n/a | 0.75x | 30,000 |" in text
+    assert "| n/a |  | 10,000 |" in text  # stream: the floor has no such way in
+    assert "| n/a |  | 40,000 |" in text  # the floor's own line
+    assert "`benches/peers/floor_app.py`" in text
+
+
+def test_the_floor_runs_its_app_under_granian_as_sse_fast_does() -> None:
+    """The floor target: floor_app under Granian's ASGI with sse_fast's knobs (uvloop,
+    one worker, the backlog, backpressure and buffer), SCHED_BATCH when chrt is there;
+    the ways in it speaks (not the stream, not Redis)."""
+    floor = peers.GranianFloorTarget(N.FLOOR_TARGET, "127.0.0.1", 8123)
+    argv, cwd, _ = floor.command(Path("/tmp"))
+    assert argv[argv.index("--interface") + 1] == "asgi"
+    assert argv[argv.index("--loop") + 1] == "uvloop"
+    assert argv[argv.index("--workers") + 1] == "1"
+    assert argv[argv.index("--backlog") + 1] == str(peers.BACKLOG)
+    assert argv[argv.index("--http1-buffer-size") + 1] == str(peers.HTTP1_BUFFER_SIZE)
+    assert argv[-1] == "floor_app:app" and (cwd / "floor_app.py").is_file()
+    if shutil.which("chrt"):
+        assert argv[1:3] == ["--batch", "0"]
+    assert "stream" not in N.MODES["floor"] and "calls256" in N.MODES["floor"]
+
+
+class _Done:
+    """What Granian's send returns while a connection's channel has room."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+def _floor_app() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "floor_app_under_test", peers.PEERS_DIR / "floor_app.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_floor_app_hands_each_frame_to_its_topics_streams_in_order() -> None:
+    """floor_app: a batch's frames reach every stream of their topic during the publish,
+    with the ids it answers; a stream whose channel is full gets its later frames after
+    the waiting one, in order; a stream gone is forgotten."""
+    floor = _floor_app()
+
+    async def scenario() -> None:
+        got: dict[str, list[bytes]] = {"a1": [], "a2": [], "b": []}
+        full: dict[str, asyncio.Future[None]] = {}
+        gone = {name: asyncio.Event() for name in got}
+
+        def sender(name: str) -> Any:
+            def send(message: dict[str, Any]) -> Any:
+                if message["type"] == "http.response.body" and message["body"].startswith(b"id"):
+                    got[name].append(message["body"])
+                    if name == "a2" and len(got[name]) == 1:  # its channel fills
+                        full[name] = asyncio.get_running_loop().create_future()
+                        return full[name]
+                return _Done()
+
+            return send
+
+        def receiver(name: str) -> Any:
+            async def receive() -> dict[str, Any]:
+                await gone[name].wait()
+                return {"type": "http.disconnect"}
+
+            return receive
+
+        streams = [
+            asyncio.ensure_future(
+                floor.app(
+                    {"type": "http", "path": "/events", "query_string": f"topic={t}".encode()},
+                    receiver(name),
+                    sender(name),
+                )
+            )
+            for name, t in (("a1", "user%2Fa"), ("a2", "user%2Fa"), ("b", "user%2Fb"))
+        ]
+        while len(floor.topics.get("user/a", ())) < 2 or not floor.topics.get("user/b"):
+            await asyncio.sleep(0)
+        answer: list[dict[str, Any]] = []
+        body = json.dumps(
+            {
+                "events": [
+                    {"topic": "user/a", "data": "x"},
+                    {"topic": "user/b", "data": "y"},
+                    {"topic": "user/a", "data": "z"},
+                    {"topic": "user/nobody", "data": "w"},
+                ]
+            }
+        ).encode()
+
+        async def publish_body() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def answered(message: dict[str, Any]) -> None:
+            answer.append(message)
+
+        await floor.app(
+            {"type": "http", "path": "/publish", "method": "POST"}, publish_body, answered
+        )
+        assert json.loads(answer[-1]["body"]) == {"ids": ["1", "2", "3", "4"]}
+        assert got["a1"] == [b"id: 1\ndata: x\n\n", b"id: 3\ndata: z\n\n"]
+        assert got["b"] == [b"id: 2\ndata: y\n\n"]
+        assert got["a2"] == [b"id: 1\ndata: x\n\n"]  # z waits behind the full channel
+        full["a2"].set_result(None)
+        while len(got["a2"]) < 2:
+            await asyncio.sleep(0)
+        assert got["a2"] == [b"id: 1\ndata: x\n\n", b"id: 3\ndata: z\n\n"]
+        for event in gone.values():
+            event.set()
+        await asyncio.gather(*streams)
+        assert floor.topics == {} and not floor._tasks
+
+    asyncio.run(scenario())
