@@ -23,6 +23,7 @@ from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer, wait_for
 
+from ..conftest import forgive
 from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
@@ -283,3 +284,76 @@ def test_a_node_hands_a_burst_over_in_few_deliveries_every_event_in_order(
             await hub.stop()
 
     asyncio.run(main())
+
+
+def test_a_reply_hiredis_cannot_parse_mid_read_loses_nothing_of_what_came_before(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reply hiredis cannot parse in the middle of a read (redis-py's Reader raises
+    ``InvalidResponse``): the events taken before it are delivered at once, before the
+    node reconnects (not held until a delivery after the resync), and the node goes on
+    (the error is one redis-py raises, which a reconnect repairs): every event of every
+    topic once, in order."""
+    from redis.exceptions import InvalidResponse
+
+    from sse_fast.brokers.redis import _connection
+
+    real_take = _connection.take
+    failed: list[int] = []
+
+    class Breaking:
+        """The Reader, which fails once, after a few messages of a read."""
+
+        def __init__(self, reader: Any) -> None:
+            self.reader, self.given = reader, 0
+
+        def gets(self) -> Any:
+            if not failed and self.given == 5:
+                failed.append(1)
+                raise InvalidResponse("Protocol error, got 'x' as reply type byte")
+            self.given += 1
+            return self.reader.gets()
+
+    def take_then_break(reader: Any, message: Any) -> Any:
+        return real_take(Breaking(reader), message)
+
+    monkeypatch.setattr(_connection, "take", take_then_break)
+
+    async def main() -> None:
+        hub = Hub(Settings(), broker=RedisBroker(redis_server.url, probe_interval=0.3))
+        await hub.start()
+        client = aioredis.Redis.from_url(redis_server.url)
+        streams = {name: Recording() for name in ("u0", "u1", "u2", "u3")}
+        connection = hub.broker.feed.first  # type: ignore[attr-defined]
+        membership = connection.topics.membership
+        deliver = membership.deliver
+        after_error: list[tuple[int, int]] = []  # (reconnects then, events)
+
+        def watched(items: Any) -> None:
+            if failed:
+                after_error.append((connection.reconnects, len(items)))
+            deliver(items)
+
+        membership.deliver = watched
+        try:
+            for name, stream in streams.items():
+                await stream.attach(hub, [name])
+            ids = await asyncio.gather(
+                *(publish(client, f"u{n % 4}", {"n": n}) for n in range(400))
+            )
+            await wait_for(lambda: sum(len(s.events()) for s in streams.values()) >= 400)
+            assert failed, "no read carried more than five messages: nothing was broken"
+            # the five taken before the error, delivered before the reconnect
+            assert after_error[0] == (0, 5), after_error
+            for k, (name, stream) in enumerate(streams.items()):
+                expected = [(None, ids[n], f'{{"n":{n}}}') for n in range(k, 400, 4)]
+                assert stream.events() == expected, name
+        finally:
+            membership.deliver = deliver
+            await client.aclose()
+            await hub.stop()
+
+    asyncio.run(main())
+    lost = [r for r in caplog.records if "subscription lost" in r.getMessage()]
+    assert lost and "Protocol error" in lost[0].getMessage()
+    forgive(caplog, "subscription lost")
