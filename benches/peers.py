@@ -759,35 +759,41 @@ class StarletteTarget(Target):
         ]
 
 
+def granian_argv(target: Target, python: str, interface: str, app: str) -> list[str]:
+    """Granian running ``app`` from ``benches/peers`` with sse_fast's knobs: uvloop, one
+    worker, its backlog, backpressure (the file limit less what it keeps aside) and
+    HTTP/1 buffer, no access log."""
+    return [
+        python,
+        "-m",
+        "granian",
+        "--interface",
+        interface,
+        "--loop",
+        "uvloop",
+        "--host",
+        target.host,
+        "--port",
+        str(target.port),
+        "--workers",
+        "1",
+        "--backlog",
+        str(BACKLOG),
+        "--backpressure",
+        str(max(1, hard_nofile() - RESERVED_FDS)),
+        "--http1-buffer-size",
+        str(HTTP1_BUFFER_SIZE),
+        "--no-access-log",
+        "--working-dir",
+        str(PEERS_DIR),
+        app,
+    ]
+
+
 @dataclass(eq=False)
 class VelithonTarget(Target):
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        backpressure = max(1, hard_nofile() - RESERVED_FDS)
-        argv = [
-            sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "rsgi",
-            "--loop",
-            "uvloop",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backlog",
-            str(BACKLOG),
-            "--backpressure",
-            str(backpressure),
-            "--http1-buffer-size",
-            str(HTTP1_BUFFER_SIZE),
-            "--no-access-log",
-            "--working-dir",
-            str(PEERS_DIR),
-            "velithon_app:app",
-        ]
+        argv = granian_argv(self, sys.executable, "rsgi", "velithon_app:app")
         return argv, PEERS_DIR, clean_env({"PEER_HEARTBEAT": f"{self.heartbeat:g}"})
 
     def versions(self) -> dict[str, str]:
@@ -815,43 +821,26 @@ def _missing_modules(modules: Iterable[str]) -> list[str]:
 
 @dataclass(eq=False)
 class GranianFloorTarget(Target):
-    """``benches/peers/floor_app.py`` under Granian as sse_fast runs (ASGI, uvloop, one
-    worker, the same backlog, backpressure and HTTP/1 buffer, its threads under
-    SCHED_BATCH as ``sse-fast serve`` sets by default): what per-user notifications
-    cost with no app work beyond handing each frame to its streams. Not among
-    :func:`available_targets`; ``benches.notifications`` adds it by name
-    (``granian-floor``)."""
+    """``benches/peers/floor_app.py`` under Granian as ``sse-fast serve`` runs it by
+    default (ASGI, uvloop, HTTP/1, one worker, the same backlog, backpressure and HTTP/1
+    buffer, Granian's allocator giving freed memory back at once, every thread under
+    SCHED_BATCH): what per-user notifications cost with no app work beyond handing each
+    frame to its streams. Not the same: the listening socket, which sse_fast makes itself
+    (a 128 KiB send buffer per connection, TCP_DEFER_ACCEPT); here the kernel's
+    defaults. Not among :func:`available_targets`; ``benches.notifications`` adds it by
+    name (``granian-floor``)."""
 
     def command(self, workdir: Path) -> tuple[list[str], Path, dict[str, str]]:
-        backpressure = max(1, hard_nofile() - RESERVED_FDS)
+        from sse_fast._compose import allocator_options
+
         chrt = shutil.which("chrt")
         argv = [
             *([chrt, "--batch", "0"] if chrt else []),
-            self.python or sys.executable,
-            "-m",
-            "granian",
-            "--interface",
-            "asgi",
-            "--loop",
-            "uvloop",
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            "--backlog",
-            str(BACKLOG),
-            "--backpressure",
-            str(backpressure),
-            "--http1-buffer-size",
-            str(HTTP1_BUFFER_SIZE),
-            "--no-access-log",
-            "--working-dir",
-            str(PEERS_DIR),
-            "floor_app:app",
+            *granian_argv(self, self.python or sys.executable, "asgi", "floor_app:app"),
         ]
-        return argv, PEERS_DIR, clean_env()
+        argv[-1:-1] = ["--http", "1"]  # (sse_fast serves HTTP/1 alone by default)
+        # Granian's allocator as ``sse-fast serve`` sets it (--allocator-decay 0)
+        return argv, PEERS_DIR, clean_env({ALLOCATOR_VARIABLE: allocator_options(0.0)})
 
     def versions(self) -> dict[str, str]:
         out = super().versions()
@@ -863,8 +852,8 @@ class GranianFloorTarget(Target):
         return [
             "granian-floor: benches/peers/floor_app.py, each frame handed to its streams"
             " and nothing else (no history, data directory, limits or checks); Granian as"
-            " sse_fast runs it, SCHED_BATCH"
-            + ("" if shutil.which("chrt") else " not set (no chrt here)")
+            " sse_fast runs it (HTTP/1, allocator decay 0, SCHED_BATCH), the kernel's"
+            " default socket options" + ("" if shutil.which("chrt") else " not set (no chrt here)")
         ]
 
 

@@ -342,16 +342,24 @@ def test_report_says_each_target_against_the_floor_the_same_way_in(tmp_path: Pat
 
 
 def test_the_floor_runs_its_app_under_granian_as_sse_fast_does() -> None:
-    """The floor target: floor_app under Granian's ASGI with sse_fast's knobs (uvloop,
-    one worker, the backlog, backpressure and buffer), SCHED_BATCH when chrt is there;
-    the ways in it speaks (not the stream, not Redis)."""
+    """The floor target: floor_app under Granian's ASGI with ``sse-fast serve``'s default
+    knobs (uvloop, HTTP/1, one worker, the backlog, backpressure, HTTP/1 buffer and
+    allocator decay), SCHED_BATCH when chrt is there; the ways in it speaks (not the
+    stream, not Redis)."""
+    from sse_fast.settings import Settings
+
     floor = peers.GranianFloorTarget(N.FLOOR_TARGET, "127.0.0.1", 8123)
-    argv, cwd, _ = floor.command(Path("/tmp"))
+    argv, cwd, env = floor.command(Path("/tmp"))
+    default = Settings()
     assert argv[argv.index("--interface") + 1] == "asgi"
     assert argv[argv.index("--loop") + 1] == "uvloop"
+    assert argv[argv.index("--http") + 1] == default.http == "1"
     assert argv[argv.index("--workers") + 1] == "1"
     assert argv[argv.index("--backlog") + 1] == str(peers.BACKLOG)
-    assert argv[argv.index("--http1-buffer-size") + 1] == str(peers.HTTP1_BUFFER_SIZE)
+    assert argv[argv.index("--backpressure") + 1] == str(peers.hard_nofile() - peers.RESERVED_FDS)
+    assert argv[argv.index("--http1-buffer-size") + 1] == str(default.http1_buffer_size)
+    assert default.allocator_decay == 0
+    assert env[peers.ALLOCATOR_VARIABLE] == "dirty_decay_ms:0,muzzy_decay_ms:0"
     assert argv[-1] == "floor_app:app" and (cwd / "floor_app.py").is_file()
     if shutil.which("chrt"):
         assert argv[1:3] == ["--batch", "0"]
@@ -445,6 +453,13 @@ def test_the_floor_app_hands_each_frame_to_its_topics_streams_in_order() -> None
         while len(got["a2"]) < 2:
             await asyncio.sleep(0)
         assert got["a2"] == [b"id: 1\ndata: x\n\n", b"id: 3\ndata: z\n\n"]
+        # the drain over, the stream is written during the publish again
+        body = json.dumps({"topic": "user/a", "data": "v"}).encode()
+        await floor.app(
+            {"type": "http", "path": "/publish", "method": "POST"}, publish_body, answered
+        )
+        assert json.loads(answer[-1]["body"]) == {"ids": ["5"]}
+        assert got["a2"][-1] == got["a1"][-1] == b"id: 5\ndata: v\n\n"
         for event in gone.values():
             event.set()
         await asyncio.gather(*streams)

@@ -26,11 +26,14 @@ order by one task, so nothing is lost or reordered.
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+
+from benches.fanout_apps import answer_lifespan  # (the repository is on the path)
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -53,7 +56,7 @@ class Stream:
 
     def __init__(self, send: Send) -> None:
         self.send = send
-        self.backlog: list[dict[str, Any]] | None = None
+        self.backlog: deque[dict[str, Any]] | None = None
 
     def write(self, message: dict[str, Any], finished: type | None) -> None:
         if self.backlog is not None:  # a drain is under way: keep the order
@@ -61,7 +64,7 @@ class Stream:
             return
         result = self.send(message)
         if finished is None or type(result) is not finished:
-            self.backlog = []
+            self.backlog = deque()
             task = asyncio.ensure_future(self._drain(result))
             _tasks.add(task)
             task.add_done_callback(_tasks.discard)
@@ -70,8 +73,7 @@ class Stream:
         try:
             await first
             while self.backlog:
-                message, *self.backlog = self.backlog
-                await self.send(message)
+                await self.send(self.backlog.popleft())
         finally:
             self.backlog = None
 
@@ -84,13 +86,8 @@ _state: dict[str, Any] = {"next": 1, "finished": None}
 async def app(scope: dict[str, Any], receive: Any, send: Send) -> None:
     kind = scope["type"]
     if kind == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await answer_lifespan(receive, send)
+        return
     if kind != "http":
         return
     path = scope["path"]
