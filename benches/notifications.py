@@ -933,7 +933,8 @@ def conditions(p: dict[str, Any]) -> list[str]:
         "process's main thread (sse_fast's event loop: the Python side, Granian's ASGI calls "
         "into it included) and Granian's I/O (tokio) threads (other servers have none: 0.0).",
         f"- {FLOOR_TARGET}: `benches/peers/floor_app.py` under Granian as sse_fast runs it "
-        "(ASGI, uvloop, 1 worker, SCHED_BATCH): each event's frame handed to its topic's "
+        "(ASGI, uvloop, HTTP/1, 1 worker, allocator decay 0, SCHED_BATCH; the listening "
+        "socket with the kernel's defaults): each event's frame handed to its topic's "
         "streams during the publish and nothing else (no history, data directory, limits, "
         "checks, metrics; ids from a counter): the floor of Granian and the kernel for these "
         "ways in; *vs granian-floor* is a target's best sustained rate over the floor's, "

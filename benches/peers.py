@@ -812,13 +812,6 @@ class VelithonTarget(Target):
         ]
 
 
-# --------------------------------------------------------------------------- discovery
-
-
-def _missing_modules(modules: Iterable[str]) -> list[str]:
-    return [m for m in modules if importlib.util.find_spec(m) is None]
-
-
 @dataclass(eq=False)
 class GranianFloorTarget(Target):
     """``benches/peers/floor_app.py`` under Granian as ``sse-fast serve`` runs it by
@@ -849,12 +842,20 @@ class GranianFloorTarget(Target):
         return out
 
     def notes(self) -> list[str]:
+        batch = "SCHED_BATCH" if shutil.which("chrt") else "no SCHED_BATCH (no chrt here)"
         return [
             "granian-floor: benches/peers/floor_app.py, each frame handed to its streams"
             " and nothing else (no history, data directory, limits or checks); Granian as"
-            " sse_fast runs it (HTTP/1, allocator decay 0, SCHED_BATCH), the kernel's"
-            " default socket options" + ("" if shutil.which("chrt") else " not set (no chrt here)")
+            f" sse_fast runs it (HTTP/1, allocator decay 0, {batch}); the kernel's default"
+            " options on the listening socket"
         ]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _missing_modules(modules: Iterable[str]) -> list[str]:
+    return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
 def _nchan_problem() -> str | None:
