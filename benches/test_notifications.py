@@ -21,6 +21,7 @@ import pytest
 from benches import loop_profile, peers
 from benches import notifications as N
 from sse_fast.loadgen._stats import LatencyHistogram
+from sse_fast.testing import wait_for
 
 
 def _histogram(*seconds: float) -> dict[str, Any]:
@@ -422,8 +423,10 @@ def test_the_floor_app_hands_each_frame_to_its_topics_streams_in_order() -> None
             )
             for name, t in (("a1", "user%2Fa"), ("a2", "user%2Fa"), ("b", "user%2Fb"))
         ]
-        while len(floor.topics.get("user/a", ())) < 2 or not floor.topics.get("user/b"):
-            await asyncio.sleep(0)
+        await wait_for(
+            lambda: len(floor.topics.get("user/a", ())) == 2 and floor.topics.get("user/b"),
+            what="the three streams subscribed",
+        )
         answer: list[dict[str, Any]] = []
         body = json.dumps(
             {
@@ -450,8 +453,7 @@ def test_the_floor_app_hands_each_frame_to_its_topics_streams_in_order() -> None
         assert got["b"] == [b"id: 2\ndata: y\n\n"]
         assert got["a2"] == [b"id: 1\ndata: x\n\n"]  # z waits behind the full channel
         full["a2"].set_result(None)
-        while len(got["a2"]) < 2:
-            await asyncio.sleep(0)
+        await wait_for(lambda: len(got["a2"]) == 2, what="the waiting frame sent")
         assert got["a2"] == [b"id: 1\ndata: x\n\n", b"id: 3\ndata: z\n\n"]
         # the drain over, the stream is written during the publish again
         body = json.dumps({"topic": "user/a", "data": "v"}).encode()

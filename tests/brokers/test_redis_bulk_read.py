@@ -202,13 +202,24 @@ def test_a_message_no_script_wrote_is_ignored_said_and_the_reading_goes_on(
             await wait_for(lambda: len(stream.events()) == 2)
             assert stream.events() == [(None, first, "before"), (None, last, "after")]
             assert hub.broker.feed.first.malformed == 3  # type: ignore[attr-defined]
+            # a flood of them is said at every thousandth, not each time
+            async with client.pipeline(transaction=False) as pipe:
+                for n in range(1998):
+                    pipe.publish(channel, b"junk %d" % n)
+                await pipe.execute()
+            final = await publish(client, "news", "final")
+            await wait_for(lambda: len(stream.events()) == 3)
+            assert stream.events()[-1] == (None, final, "final")
+            assert hub.broker.feed.first.malformed == 2001  # type: ignore[attr-defined]
         finally:
             await client.aclose()
             await hub.stop()
 
     asyncio.run(main())
     said = [r.getMessage() for r in caplog.records if "not an sse_fast event" in r.getMessage()]
-    assert len(said) == 1 and "'news'" in said[0] and "b'hello'" in said[0]
+    assert len(said) == 3, said  # the first, the 1,000th, the 2,000th
+    assert "'news'" in said[0] and "b'hello'" in said[0] and "(1 so far" in said[0]
+    assert "(1000 so far" in said[1] and "(2000 so far" in said[2]
 
 
 def test_an_error_reply_is_raised_by_settle() -> None:
