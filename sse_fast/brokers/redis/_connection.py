@@ -254,6 +254,7 @@ class Connection:
     async def drop(self) -> None:
         """Close the subscription; whoever waits for a confirmation is told."""
         pubsub, self.pubsub = self.pubsub, None
+        self.probes.reset()  # those not back were sent to this subscription
         self.new_topics.reset()
         self.channels.reset()
         self.channels.fail(ConnectionError("the Redis subscription was lost"))

@@ -7,7 +7,12 @@
   partition of that Redis). Publishing tells whether that Redis answers (the
   connection's ``Availability``); the probe coming back on the subscription tells
   whether it is alive: one not back within twice the interval means a stale
-  subscription, and the connection replaces it.
+  subscription, and the connection replaces it. Only probes sent while the
+  subscription is live count, and those not back when it is replaced are forgotten:
+  a probe published while it was away or being made (a failover: the new primary
+  answers before the subscription to it is made) never comes back, and taking the
+  next subscription for stale on its account replaced a sound one, again and again
+  on a loaded machine (each replacement a new gap for the next probe to fall in).
 * Births. On a partitioned layout each probe also moves where the connection's
   births are done (``NewTopics.confirm``), so that pattern streams' cursors move in
   partitions where nothing is born.
@@ -83,8 +88,11 @@ class Probes:
             if connection.client is None:
                 continue
             number = next(self._numbers)
-            # counted as sent before it is: it may come back before PUBLISH's answer does
-            self._sent[number] = time.monotonic()
+            # counted as sent before it is: it may come back before PUBLISH's answer does;
+            # only on a live subscription (one sent while it is away or being made is lost
+            # with it, no sign that the next one is stale)
+            if connection.live:
+                self._sent[number] = time.monotonic()
             try:
                 await connection.send(
                     connection.probe_channel, f"probe {options.member_id} {number}".encode()
@@ -111,7 +119,8 @@ class Probes:
                     log.debug("%s: births not confirmed (%r)", connection, exc)
 
     def reset(self) -> None:
-        """Forget the probes not back (the connection retired: none is awaited)."""
+        """Forget the probes not back: the subscription they were sent to is gone (lost,
+        replaced, or the connection retired), and a new one is judged by its own."""
         self._sent.clear()
 
     def check(self) -> None:
