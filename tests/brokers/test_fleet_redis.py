@@ -226,12 +226,32 @@ class Publisher:
         last = self.n - 1
 
         def arrived() -> bool:
-            return all(
-                any(e.event == "message" and json.loads(e.data) == last for e in stream)
-                for stream in streams
-            )
+            return all(_has(stream, last) for stream in streams)
 
-        await wait_for(arrived, timeout=15, what="the last publish in every stream")
+        try:
+            await wait_for(arrived, timeout=15, what="the last publish in every stream")
+        except TimeoutError as exc:  # which stream, and since when (a race to find)
+            raise TimeoutError(f"{exc}: {self.lacking(streams, last)}") from None
+
+    def lacking(self, streams: list[list[ParsedEvent]], last: int) -> str:
+        """The streams without ``last``, each with how many acknowledged events it lacks and
+        the last it got (stuck since then, or lacking that one alone)."""
+        said = []
+        for index, stream in enumerate(streams):
+            if _has(stream, last):
+                continue
+            got = {json.loads(e.data) for e in stream if e.event == "message"}
+            absent = sorted(set(self.acked) - got)
+            tail = [(e.id, e.event, e.data) for e in stream[-3:]]
+            said.append(
+                f"stream {index} lacks {len(absent)} of {len(self.acked)} acknowledged "
+                f"(first {absent[:5]}), its last events {tail}"
+            )
+        return "; ".join(said)
+
+
+def _has(stream: list[ParsedEvent], n: int) -> bool:
+    return any(e.event == "message" and json.loads(e.data) == n for e in stream)
 
 
 async def _read_all(client: SSEClient, into: list[ParsedEvent]) -> None:
@@ -381,7 +401,27 @@ def _sentinel_failover(stream: str, topic: str | Callable[[int], str]) -> None:
             flags: tuple[str, ...] = ("--redis-url", sentinel.url, "--redis-wait-replicas", "1")
             flags += ("--redis-probe-interval", "1")
             with ServerProcess(*flags) as a, ServerProcess(*flags, "--workers", "2") as b:
-                asyncio.run(_failover(primary, [replica, other], sentinel, a, b, stream, topic))
+                try:
+                    asyncio.run(_failover(primary, [replica, other], sentinel, a, b, stream, topic))
+                except (AssertionError, TimeoutError) as exc:  # what the nodes said
+                    exc.add_note(_nodes_said({"a": a, "b": b}))
+                    raise
+
+
+def _nodes_said(nodes: dict[str, ServerProcess]) -> str:
+    """Each node's workers' ``/stats`` Redis sections and the warnings and errors it logged
+    (the last 20 lines), for a failure to show."""
+    said = []
+    for name, node in nodes.items():
+        try:
+            status, body = node._probe("/stats")
+            workers = json.loads(body).get("workers", []) if status == 200 else body[:200]
+            sections = [w.get("redis") for w in workers] if isinstance(workers, list) else workers
+        except (OSError, ValueError) as exc:
+            sections = [f"/stats: {exc!r}"]
+        lines = [line for line in node.output().splitlines() if re.search(r"WARN|ERROR", line)]
+        said.append(f"node {name}: {sections}\n" + "\n".join(lines[-20:]))
+    return "\n".join(said)
 
 
 async def _failover(
