@@ -4,6 +4,7 @@ holds the broker (``brokers/redis/_member_options.py``, ``_broker.py``; ``Member
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from sse_fast.brokers import Membership
 from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.redis._channels import Channels
 from sse_fast.brokers.redis._publishing import OneSequencePublisher, ShardedPublisher
 
 
@@ -109,3 +111,32 @@ def test_the_walk_finds_a_part_that_holds_the_broker() -> None:
     broker.feed.first.probes.back = broker  # type: ignore[attr-defined]  # (planted)
     held = [path for path, value in _reached(broker) if value is broker]
     assert held[0] == "broker" and held[1].endswith(".connections[0].probes.back")
+
+
+def test_a_subscriber_giving_up_on_a_channel_leaves_its_confirmation_to_another() -> None:
+    """Two subscribers of one channel wait for the same confirmation: the first gives up
+    (its timeout, 0 here), the second still gets the confirmation, not a CancelledError its
+    own task never asked for (a gather under a timeout cancelled the shared waiter: the
+    subscription's own task, subscribing after a reconnect, ended for good)."""
+
+    class _PubSub:  # sends nothing: the confirmations are the test's
+        async def subscribe(self, *channels: bytes) -> None:
+            pass
+
+    async def main() -> None:
+        channels = Channels(sharded=False, name="Redis")
+        pubsub = _PubSub()
+        first = asyncio.create_task(channels.subscribe(pubsub, [b"c", b"d"], timeout=0))
+        second = asyncio.create_task(channels.subscribe(pubsub, [b"c"], timeout=60))
+        with pytest.raises(TimeoutError, match="2 of 2 subscriptions not confirmed"):
+            await first
+        assert not second.done()
+        channels.confirmed(b"c")
+        await second  # confirmed, not cancelled
+        lost = asyncio.create_task(channels.subscribe(pubsub, [b"d"], timeout=60))
+        await asyncio.sleep(0)  # (its waiter made)
+        channels.fail(ConnectionError("the Redis subscription was lost"))
+        with pytest.raises(ConnectionError, match="subscription was lost"):
+            await lost
+
+    asyncio.run(main())

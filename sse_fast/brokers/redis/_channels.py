@@ -5,6 +5,8 @@ releasing, and what the server's subscribe and unsubscribe messages mean
 * ``subscribe`` sends ``SUBSCRIBE`` in batches of 512 channels (on a Redis
   Cluster ``SSUBSCRIBE``, one command per slot: a command's channels must share
   one) and waits until the reader has seen every confirmation (``confirmed``).
+  Two subscribers of one channel wait for the same confirmation; one that gives
+  up leaves it to the other.
 * A confirmation for a channel confirmed before means redis-py reconnected and
   subscribed again by itself: messages of the gap are lost to this connection,
   so it is replaced (``Reconnect``).
@@ -43,8 +45,11 @@ class Channels:
         self._confirmed = set()
         self._releasing = set()
 
-    async def subscribe(self, pubsub: Any, channels: list[bytes]) -> None:
-        """SUBSCRIBE (SSUBSCRIBE per slot) and wait for every confirmation (the reader's)."""
+    async def subscribe(
+        self, pubsub: Any, channels: list[bytes], timeout: float = COMMAND_TIMEOUT * 2
+    ) -> None:
+        """SUBSCRIBE (SSUBSCRIBE per slot) and wait for every confirmation (the reader's);
+        ``TimeoutError`` past ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         waiters = []
         for channel in channels:
@@ -59,8 +64,14 @@ class Channels:
         else:
             for start in range(0, len(channels), 512):
                 await pubsub.subscribe(*channels[start : start + 512])
-        async with asyncio.timeout(COMMAND_TIMEOUT * 2):
-            await asyncio.gather(*waiters)
+        # waited for without cancelling them: a channel's waiter is shared by whoever
+        # subscribes to it meanwhile (gather cancelled by its timeout cancelled them, and
+        # another subscriber, its own task not cancelled, got CancelledError)
+        done, pending = await asyncio.wait(set(waiters), timeout=timeout)
+        for waiter in done:
+            waiter.result()  # the subscription was lost: raised
+        if pending:
+            raise TimeoutError(f"{len(pending)} of {len(waiters)} subscriptions not confirmed")
 
     def release(self, pubsub: Any, channels: list[bytes]) -> None:
         """UNSUBSCRIBE (SUNSUBSCRIBE per slot) in the background; not waited for."""
