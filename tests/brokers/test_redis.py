@@ -174,6 +174,53 @@ def test_a_killed_subscription_is_repaired_with_nothing_lost_or_doubled(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("fault", [RuntimeError("a bug"), asyncio.CancelledError()])
+def test_a_subscription_whose_repair_raises_anything_is_repaired_again(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, fault: BaseException
+) -> None:
+    """The subscription killed, and its repair raising what no Redis fault raises (a bug; a
+    ``CancelledError`` out of a future another task cancelled, as a shared confirmation
+    did): logged with its traceback and repaired again, and the stream gets every event.
+    (It ended the subscription's task for good: the node heard nothing more while its
+    publishes were taken.)"""
+
+    async def main() -> None:
+        a, b = node(redis_server.url), node(redis_server.url)
+        await a.start()
+        await b.start()
+        stream = Recording()
+        try:
+            await stream.attach(b, ["t"])
+            connection = b.broker.feed.first
+            subscribe_all = connection._subscribe_all
+            raised = 0
+
+            async def once() -> None:  # the next repair raises, then they work again
+                nonlocal raised
+                if not raised:
+                    raised += 1
+                    raise fault
+                await subscribe_all()
+
+            connection._subscribe_all = once  # type: ignore[method-assign]
+            reconnects = connection.reconnects
+            await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+            ids = await a.publish([PublishRequest(("t",), n) for n in range(3)])
+            await wait_for(lambda: connection.reconnects >= reconnects + 2, what="repaired twice")
+            await wait_for(lambda: connection.live, what="live again")
+            ids += await a.publish([PublishRequest(("t",), "after")])
+            await wait_for(lambda: len(stream.events()) == 4, timeout=10)
+            assert [e[1] for e in stream.events()] == ids
+            assert raised == 1 and connection.task is not None and not connection.task.done()
+            failed = [r for r in caplog.records if "subscription failed" in r.getMessage()]
+            assert len(failed) == 1 and failed[0].exc_info is not None  # its traceback
+            forgive(caplog, "Redis subscription lost", "subscription failed")
+        finally:
+            await _stop(a, b)
+
+    asyncio.run(main())
+
+
 def test_a_silent_subscription_is_found_by_its_probes_and_replaced(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,7 +16,8 @@
   another kind has what came before it delivered first.
 * A lost or stale subscription is replaced, and the connection's partitions are
   resynced (``History.resync``, ``_history.py``); the other Redis's connections
-  are not touched.
+  are not touched. So is one whose handling raised anything else (a bug, logged
+  with its traceback): the task that runs it ends only when the broker closes.
 * On a Redis Cluster a connection is one master's (``_rehoming.py``): it uses
   sharded pub/sub (``SSUBSCRIBE``, one command per slot; ``SPUBLISH`` for its
   probes and gathers), and its partitions change when the slot map does
@@ -213,6 +214,14 @@ class Connection:
             except (TimeoutError, RedisError, OSError, Reconnect) as exc:
                 if self.live and not isinstance(exc, Moved):
                     log.error("%s subscription lost (%s): repairing after reconnect", self, exc)
+                self.availability.subscription_lost()
+            except (Exception, asyncio.CancelledError) as exc:
+                if _ours(exc):  # the broker closing: stop
+                    raise
+                # anything else (a bug, a library's surprise: a CancelledError from a future
+                # somebody else cancelled) must not end the subscription for good: this
+                # member would hear nothing more while its publishes went on being taken
+                log.exception("%s subscription failed (%r): repairing after reconnect", self, exc)
                 self.availability.subscription_lost()
             await self.drop()
             if membership.closing:
@@ -438,3 +447,12 @@ class Connection:
         state.saw(item.position)
         if not self.new_topics.hold(item):
             self.topics.arrived(topic, item, self._arrived)
+
+
+def _ours(exc: BaseException) -> bool:
+    """Whether ``exc`` is the running task being cancelled (not a ``CancelledError`` that
+    came out of a future another task cancelled)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
