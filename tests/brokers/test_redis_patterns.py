@@ -344,6 +344,71 @@ def test_a_failed_adoption_subscribes_again_and_finds_its_births(
     asyncio.run(main())
 
 
+def test_an_adoption_whose_subscription_was_replaced_touches_nothing(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The subscription is killed while a birth's adoption waits to publish its marker, and
+    the adoption's cancellation is lost (Python 3.11's ``asyncio.wait_for``, which redis-py
+    sends through, can swallow one): it goes on once the new subscription is live. It
+    touches nothing: the new topic is loaded once (by the new subscription's resync), its
+    events on the new subscription are not held back for that adoption's load (they were,
+    then dropped), and every event comes once, in order, with one reconnect (the kill's)."""
+
+    async def main() -> None:
+        async with nodes(redis_server.url) as (a, b):
+            stream = Recording()
+            await b.publish([PublishRequest(("lost/held",), "warm")])
+            await stream.attach(a, ["lost/*"])
+            connection = a.broker.feed.connections[0]
+            send = connection.send
+            waiting = asyncio.Event()
+            swallowed: list[bytes] = []
+            adopting: list[asyncio.Task[Any]] = []
+            proceed = asyncio.Event()
+
+            async def late(channel: Any, data: bytes) -> None:
+                if data.startswith(b"~") and not swallowed:  # the first marker
+                    adopting.append(asyncio.current_task())  # type: ignore[arg-type]
+                    waiting.set()
+                    try:
+                        await asyncio.Event().wait()  # until cancelled
+                    except asyncio.CancelledError:
+                        swallowed.append(data)  # lost: it goes on, once the test says
+                    await asyncio.wait_for(proceed.wait(), 10)
+                await send(channel, data)
+
+            connection.send = late  # type: ignore[method-assign]
+            hub_load = a.load
+            loads: list[str] = []
+
+            def load(name: str, *args: Any) -> None:
+                loads.append(name)
+                hub_load(name, *args)
+
+            a.load = load  # type: ignore[method-assign]
+            reconnects = connection.reconnects
+            await b.publish([PublishRequest(("lost/held",), "one")])
+            await b.publish([PublishRequest(("lost/new",), "two")])  # a birth: adopted
+            await asyncio.wait_for(waiting.wait(), 10)
+            await asyncio.to_thread(redis_server.cli, "CLIENT", "KILL", "TYPE", "pubsub")
+            await wait_for(lambda: swallowed, what="the adoption's cancellation swallowed")
+            await wait_for(lambda: connection.live, what="the new subscription live")
+            # on the new subscription, while the lost adoption still waits: delivered, not
+            # held back for its load
+            await b.publish([PublishRequest(("lost/new",), "three")])
+            await wait_for(lambda: "three" in _data(stream), timeout=10)
+            proceed.set()  # the lost adoption goes on (its marker sent), then a last event
+            await wait_for(lambda: adopting[0].done(), what="the lost adoption over")
+            await b.publish([PublishRequest(("lost/held",), "last")])
+            await wait_for(lambda: "last" in _data(stream), timeout=10)
+            assert _data(stream) == ["one", "two", "three", "last"]
+            assert loads.count("lost/new") == 1
+            assert connection.reconnects == reconnects + 1
+            forgive(caplog, "Redis subscription lost")
+
+    asyncio.run(main())
+
+
 def test_a_resume_older_than_the_history_age_is_evicted_not_silent(
     redis_server: RedisServer,
 ) -> None:

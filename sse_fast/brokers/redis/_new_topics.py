@@ -35,7 +35,11 @@ connection's partitions are one Redis's, whose messages arrive in the order publ
   (``rescan``), and the wanted ones are held, to be read with the resync.
 * Failure. A batch that fails (Redis away, no marker back in time) makes the connection
   subscribe again, holding back what it held until then; the resync reads the held
-  topics again and the rescan finds the births, delivered together, in order.
+  topics again and the rescan finds the births, delivered together, in order. A
+  subscription lost under a batch ends it there (``reset``): its topics stay held and
+  stop loading at once, and the batch touches nothing more even if its cancellation
+  was lost (Python 3.11's ``asyncio.wait_for``, which redis-py sends through, can
+  swallow one).
 * Done up to (several partitions). A pattern stream's cursor says where it is in the
   partitions it has topics in, and one position for all the others (``hub/_cursor.py``):
   every event its patterns match there up to it was delivered. ``done(p)`` is such a
@@ -98,6 +102,8 @@ class NewTopics:
         self.failed = False
         self._waiting: list[tuple[int, str]] = []  # wanted births not in a batch yet
         self._batch: list[tuple[int, str]] = []  # the births of the batch under way
+        #: its topics being loaded (``HeldTopics.hold``), and their futures
+        self._loading: list[tuple[list[str], asyncio.Future[None]]] = []
         self._held: list[Sequenced] | None = None  # live messages held back meanwhile
         self._task: asyncio.Task[None] | None = None
         self._markers: dict[bytes, asyncio.Future[None]] = {}
@@ -284,12 +290,19 @@ class NewTopics:
     # ---------------------------------------------------------------- adopting
 
     async def _run(self) -> None:
+        # the subscription this task adopts for: once it is replaced (``reset``), the task
+        # touches nothing more, even if its cancellation was lost (Python 3.11's
+        # ``asyncio.wait_for``, which redis-py sends through, can swallow one)
+        subscription = self._subscription
         try:
-            while self._waiting:
+            while self._waiting and subscription == self._subscription:
                 self._batch, self._waiting = self._waiting, []
-                await self._adopt(self._batch)
+                if not await self._adopt(self._batch, subscription):
+                    return
                 self._batch = []
         except (RedisError, OSError, TimeoutError, ConnectionError) as exc:
+            if subscription != self._subscription:
+                return  # replaced meanwhile: the next subscription's rescan reads them
             log.warning(
                 "%s: topics born for pattern streams not read (%r): subscribing again",
                 self.connection,
@@ -298,12 +311,15 @@ class NewTopics:
             self._give_up()
         except Exception:  # a fault here must not hold the live messages back for good
             log.exception("%s: adopting topics born for pattern streams failed", self.connection)
-            self._give_up()
+            if subscription == self._subscription:
+                self._give_up()
         finally:
             if self._task is asyncio.current_task():
                 self._task = None
 
-    async def _adopt(self, batch: list[tuple[int, str]]) -> None:
+    async def _adopt(self, batch: list[tuple[int, str]], subscription: int) -> bool:
+        """Subscribe to the births' new topics, read them, and deliver them with what was
+        held back; False if the subscription was replaced meanwhile (nothing delivered)."""
         connection = self.connection
         holding = connection.topics
         placement = self.placement
@@ -312,6 +328,7 @@ class NewTopics:
         names = [*fresh, *named]
         # the loads' futures: the births' one, and each named topic's stream's
         loading = [(fresh, holding.hold(fresh)), *(([n], f) for n, f in named.items())]
+        self._loading = loading
         reads: list[Read] = []
         try:
             if names:
@@ -319,9 +336,15 @@ class NewTopics:
                 for partition, chunk in connection.history.chunks(names):
                     reads.append(await connection.history.read_new(partition, chunk))
             await self._sync()
+            if subscription != self._subscription:
+                raise ConnectionError("the Redis subscription was replaced")
         except BaseException as exc:
-            for mine, future in loading:
+            if subscription == self._subscription:
+                self._loading = []
+            for mine, future in loading:  # (each once: none if ``reset`` did it)
                 holding.born_loaded(mine, future, f"reading topics born for patterns: {exc!r}")
+            if subscription != self._subscription and not isinstance(exc, asyncio.CancelledError):
+                return False  # (its resync reads them: they stay held)
             raise
         # from here to the delivery, one turn of the loop: the flush merges it all
         cuts = _cuts(self._waiting, placement.partition_of)
@@ -333,9 +356,11 @@ class NewTopics:
             cuts,
         )
         self.adopted += loaded
+        self._loading = []
         for mine, future in loading:
             holding.born_loaded(mine, future)
         self._release(later, cuts)
+        return True
 
     async def _sync(self) -> None:
         """Publish a marker on a ``born`` channel of this connection and wait for it to
@@ -390,6 +415,12 @@ class NewTopics:
         named, self._named = self._named, {}
         for name, future in named.items():
             self.connection.topics.born_loaded([name], future, why)
+        # the batch under way's topics, loading until now: held, read by the resync, and
+        # their live messages from now on go to the member (not held back for a load that
+        # may finish only under the next subscription, if its cancellation was lost)
+        loading, self._loading = self._loading, []
+        for names, future in loading:
+            self.connection.topics.born_loaded(names, future, why)
 
 
 def _position(item: Sequenced) -> int:
