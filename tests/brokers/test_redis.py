@@ -57,6 +57,18 @@ async def _stop(*hubs: Hub) -> None:
         await hub.stop()
 
 
+@contextlib.asynccontextmanager
+async def nodes(url: str, count: int = 2) -> AsyncIterator[list[Hub]]:
+    """``count`` started nodes (hubs on ``RedisBroker``s) of the Redis at ``url``."""
+    hubs = [node(url) for _ in range(count)]
+    try:
+        for hub in hubs:
+            await hub.start()
+        yield hubs
+    finally:
+        await _stop(*hubs)
+
+
 def test_every_node_delivers_with_the_same_ids_and_resumes_anywhere(
     redis_server: RedisServer,
 ) -> None:
@@ -185,11 +197,8 @@ def test_a_subscription_whose_repair_raises_anything_is_repaired_again(
     publishes were taken.)"""
 
     async def main() -> None:
-        a, b = node(redis_server.url), node(redis_server.url)
-        await a.start()
-        await b.start()
-        stream = Recording()
-        try:
+        async with nodes(redis_server.url) as (a, b):
+            stream = Recording()
             await stream.attach(b, ["t"])
             connection = b.broker.feed.first
             subscribe_all = connection._subscribe_all
@@ -215,8 +224,6 @@ def test_a_subscription_whose_repair_raises_anything_is_repaired_again(
             failed = [r for r in caplog.records if "subscription failed" in r.getMessage()]
             assert len(failed) == 1 and failed[0].exc_info is not None  # its traceback
             forgive(caplog, "Redis subscription lost", "subscription failed")
-        finally:
-            await _stop(a, b)
 
     asyncio.run(main())
 

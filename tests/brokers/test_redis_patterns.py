@@ -8,10 +8,9 @@ nodes' servers where the test says so."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -28,7 +27,7 @@ from sse_fast.hub import Hub, PublishRequest
 from sse_fast.testing import RedisServer, wait_for
 
 from ..conftest import forgive
-from .test_redis import _stop, node
+from .test_redis import _stop, node, nodes
 from .test_relay import Recording
 
 if shutil.which("redis-server") is None:  # .ci/run installs it
@@ -42,18 +41,6 @@ pytestmark = pytest.mark.processes("a real redis-server under nodes that serve p
 def redis_server() -> Iterator[RedisServer]:
     with RedisServer(0) as server:
         yield server
-
-
-@contextlib.asynccontextmanager
-async def nodes(url: str, count: int = 2) -> AsyncIterator[list[Hub]]:
-    """``count`` started nodes (hubs on ``RedisBroker``s) of the Redis at ``url``."""
-    hubs = [node(url) for _ in range(count)]
-    try:
-        for hub in hubs:
-            await hub.start()
-        yield hubs
-    finally:
-        await _stop(*hubs)
 
 
 def _data(stream: Recording) -> list[Any]:

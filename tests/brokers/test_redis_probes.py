@@ -7,13 +7,15 @@ redis-server, stopped and started as it happens in production."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from sse_fast.brokers.redis import RedisBroker
+from sse_fast.brokers.redis._connection import Connection
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
 from sse_fast.testing import RedisServer, wait_for
@@ -33,6 +35,31 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
 
 
+@contextlib.asynccontextmanager
+async def watching_probes(
+    url: str, see: Callable[[Connection, bytes], str | None], **options: Any
+) -> AsyncIterator[tuple[RedisBroker, Connection]]:
+    """A started broker of the Redis at ``url`` (a hub on it) whose first connection hands each
+    probe it publishes to ``see`` first (which may name another channel to publish it on)."""
+    broker = RedisBroker(url, **options)
+    hub = Hub(Settings(), broker=broker)
+    await hub.start()
+    try:
+        connection = broker.feed.connections[0]
+        assert connection.client is not None
+        publish = connection.client.publish
+
+        async def seen(channel: str, message: bytes) -> Any:
+            if message.startswith(b"probe "):
+                channel = see(connection, message) or channel
+            return await publish(channel, message)
+
+        connection.client.publish = seen  # type: ignore[method-assign,assignment]
+        yield broker, connection
+    finally:
+        await hub.stop()
+
+
 @pytest.mark.parametrize("partitions", [1, 4])
 def test_a_probe_back_before_its_publish_answers_is_not_overdue(
     redis_server: RedisServer, partitions: int
@@ -42,29 +69,20 @@ def test_a_probe_back_before_its_publish_answers_is_not_overdue(
     the subscription is never replaced and nothing is logged."""
 
     async def main() -> None:
-        broker = RedisBroker(redis_server.url, partitions=partitions, probe_interval=0.1)
-        hub = Hub(Settings(), broker=broker)
-        await hub.start()
-        try:
-            connection = broker.feed.connections[0]
-            assert connection.client is not None
-            publish = connection.client.publish
-            sent = 0
+        sent = 0
 
-            async def back_first(channel: str, message: bytes) -> Any:
-                nonlocal sent
-                if message.startswith(b"probe "):
-                    sent += 1
-                    connection.probes.message(message)  # the subscription read it first
-                    channel = "elsewhere"  # and it does not come back again
-                return await publish(channel, message)
+        def back_first(connection: Connection, message: bytes) -> str:
+            nonlocal sent
+            sent += 1
+            connection.probes.message(message)  # the subscription read it first
+            return "elsewhere"  # and it does not come back again
 
-            connection.client.publish = back_first  # type: ignore[method-assign,assignment]
+        url = redis_server.url
+        options = {"partitions": partitions, "probe_interval": 0.1}
+        async with watching_probes(url, back_first, **options) as (broker, connection):
             reconnects = connection.reconnects
             await wait_for(lambda: sent >= 10, timeout=10, what="10 events sent")
             assert connection.reconnects == reconnects and broker.available
-        finally:
-            await hub.stop()
 
     asyncio.run(main())
 
@@ -79,25 +97,17 @@ def test_probes_lost_while_the_subscription_is_away_do_not_make_the_next_one_sta
     again: on a loaded machine, each replacement a new gap for a probe to fall in)."""
 
     async def main() -> None:
-        broker = RedisBroker(redis_server.url, probe_interval=0.1)
-        hub = Hub(Settings(), broker=broker)
-        await hub.start()
-        try:
-            connection = broker.feed.connections[0]
-            assert connection.client is not None
-            publish = connection.client.publish
-            away = live = 0  # probes published while the subscription is away, and live
+        away = live = 0  # probes published while the subscription is away, and live
 
-            async def counting(channel: str, message: bytes) -> Any:
-                nonlocal away, live
-                if message.startswith(b"probe "):
-                    if connection.live:
-                        live += 1
-                    else:
-                        away += 1
-                return await publish(channel, message)
+        def counting(connection: Connection, message: bytes) -> None:
+            nonlocal away, live
+            if connection.live:
+                live += 1
+            else:
+                away += 1
 
-            connection.client.publish = counting  # type: ignore[method-assign,assignment]
+        url = redis_server.url
+        async with watching_probes(url, counting, probe_interval=0.1) as (broker, connection):
             subscribe_all = connection._subscribe_all
             gate = asyncio.Event()
 
@@ -119,7 +129,5 @@ def test_probes_lost_while_the_subscription_is_away_do_not_make_the_next_one_sta
             lost = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
             assert len(lost) == 1 and "Connection closed" in lost[0], lost  # the kill's alone
             forgive(caplog, "Connection closed")
-        finally:
-            await hub.stop()
 
     asyncio.run(main())
