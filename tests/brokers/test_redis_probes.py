@@ -131,3 +131,32 @@ def test_probes_lost_while_the_subscription_is_away_do_not_make_the_next_one_sta
             forgive(caplog, "Connection closed")
 
     asyncio.run(main())
+
+
+def test_a_probe_that_fails_otherwise_than_by_redis_does_not_end_probing(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A probe's publish raises what no Redis fault raises (``AttributeError``, as redis-py
+    gives for a connection closed under a send): logged with its traceback, and the next
+    probes go out and come back (the probing task ended: no stale subscription would have
+    been found again)."""
+
+    async def main() -> None:
+        sent = 0
+
+        def failing_once(connection: Connection, message: bytes) -> None:
+            nonlocal sent
+            sent += 1
+            if sent == 1:
+                raise AttributeError("'NoneType' object has no attribute 'writelines'")
+
+        url = redis_server.url
+        async with watching_probes(url, failing_once, probe_interval=0.1) as (broker, connection):
+            await wait_for(lambda: sent >= 5, timeout=10, what="5 probes sent")
+            assert connection.probes.task is not None and not connection.probes.task.done()
+            assert connection.reconnects == 0 and broker.available
+            failed = [r for r in caplog.records if "probing failed" in r.getMessage()]
+            assert len(failed) == 1 and failed[0].exc_info is not None
+            forgive(caplog, "probing failed")
+
+    asyncio.run(main())

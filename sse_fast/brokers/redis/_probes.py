@@ -13,6 +13,8 @@
   answers before the subscription to it is made) never comes back, and taking the
   next subscription for stale on its account replaced a sound one, again and again
   on a loaded machine (each replacement a new gap for the next probe to fall in).
+  A probe that fails otherwise than by Redis (a bug, a library's surprise) is
+  logged with its traceback, and probing goes on.
 * Births. On a partitioned layout each probe also moves where the connection's
   births are done (``NewTopics.confirm``), so that pattern streams' cursors move in
   partitions where nothing is born.
@@ -79,44 +81,57 @@ class Probes:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
     async def _loop(self) -> None:
-        options = self.options
         connection = self.connection
         while not self.membership.closing:
             # known down: probe often, so publishing comes back soon after Redis does
-            availability = connection.availability
-            await asyncio.sleep(options.probe_interval if availability.answers else 0.25)
+            answers = connection.availability.answers
+            await asyncio.sleep(self.options.probe_interval if answers else 0.25)
             if connection.client is None:
                 continue
-            number = next(self._numbers)
-            # counted as sent before it is: it may come back before PUBLISH's answer does;
-            # only on a live subscription (one sent while it is away or being made is lost
-            # with it, no sign that the next one is stale)
-            if connection.live:
-                self._sent[number] = time.monotonic()
             try:
-                await connection.send(
-                    connection.probe_channel, f"probe {options.member_id} {number}".encode()
+                await self._probe()
+            except Exception:  # a bug, a library's surprise: probing goes on (else no stale
+                # subscription would be found again, nor Redis coming back)
+                log.exception("%s: probing failed; the next probe tries again", connection)
+
+    async def _probe(self) -> None:
+        """Publish one probe (whether Redis answers); with partitions, move the births."""
+        options = self.options
+        connection = self.connection
+        availability = connection.availability
+        number = next(self._numbers)
+        # counted as sent before it is: it may come back before PUBLISH's answer does;
+        # only on a live subscription (one sent while it is away or being made is lost
+        # with it, no sign that the next one is stale)
+        if connection.live:
+            self._sent[number] = time.monotonic()
+        try:
+            await connection.send(
+                connection.probe_channel, f"probe {options.member_id} {number}".encode()
+            )
+            availability.answered()
+        except (RedisError, OSError) as exc:
+            self._sent.pop(number, None)
+            failure = classify(exc)
+            if failure is not None and failure.rehome:  # answered: its slot moved away
+                self.suspect()
+                return
+            if availability.unanswered():
+                log.error(
+                    "%s does not answer (%s): publishing %sis unavailable",
+                    connection,
+                    exc,
+                    "" if self.placement.shards == 1 else "to its partitions ",
                 )
-                availability.answered()
-            except (RedisError, OSError) as exc:
-                self._sent.pop(number, None)
-                failure = classify(exc)
-                if failure is not None and failure.rehome:  # answered: its slot moved away
-                    self.suspect()
-                    continue
-                if availability.unanswered():
-                    log.error(
-                        "%s does not answer (%s): publishing %sis unavailable",
-                        connection,
-                        exc,
-                        "" if self.placement.shards == 1 else "to its partitions ",
-                    )
-                continue
-            if not self.placement.single:  # pattern streams' cursors move (``_new_topics``)
-                try:
-                    await connection.new_topics.confirm()
-                except (RedisError, OSError) as exc:  # the next probe tries again
-                    log.debug("%s: births not confirmed (%r)", connection, exc)
+            return
+        except BaseException:
+            self._sent.pop(number, None)  # (not sent: not awaited)
+            raise
+        if not self.placement.single:  # pattern streams' cursors move (``_new_topics``)
+            try:
+                await connection.new_topics.confirm()
+            except (RedisError, OSError) as exc:  # the next probe tries again
+                log.debug("%s: births not confirmed (%r)", connection, exc)
 
     def reset(self) -> None:
         """Forget the probes not back: the subscription they were sent to is gone (lost,
