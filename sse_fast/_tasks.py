@@ -10,6 +10,13 @@ that way), after which the task carries on as if nothing happened. Our loops
 also check a closing flag, and ``stop_task`` cancels again until the task is
 gone, within a bound.
 
+A loop that must outlive its faults (a subscription, heartbeats, a relay link):
+``carry_on`` around each turn logs what the turn raised, with its traceback, and
+goes on; only the task's own cancellation ends it (``cancelled_here``: a
+``CancelledError`` out of a future another task cancelled is a fault like any
+other). Left uncaught, such an exception ended the task for good and said
+nothing: a task kept for ``stop_task`` has its exception read at shutdown only.
+
 One way to put a time limit on an await, everywhere in the package: ``async with
 asyncio.timeout(seconds)`` (None: no limit). It makes no task, as
 ``asyncio.wait_for`` did on Python 3.11 for each wait (tests/test_layout.py
@@ -23,7 +30,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Generator
+from collections.abc import Awaitable, Generator, Iterator
 from typing import Any, TypeVar
 
 log = logging.getLogger("sse_fast")
@@ -48,6 +55,27 @@ async def stop_task(task: asyncio.Task[Any] | None, timeout: float = 5.0) -> boo
     if not task.cancelled() and task.exception() is not None:
         log.debug("task %s ended with %r", task.get_name(), task.exception())
     return True
+
+
+def cancelled_here(exc: BaseException) -> bool:
+    """Whether ``exc`` is the running task's own cancellation (not a ``CancelledError``
+    that came out of a future another task cancelled)."""
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
+@contextlib.contextmanager
+def carry_on(what: str, logger: logging.Logger = log) -> Iterator[None]:
+    """One turn of a loop that must go on: whatever it raises but the task's own
+    cancellation is logged with its traceback (``what`` failed) and swallowed."""
+    try:
+        yield
+    except (Exception, asyncio.CancelledError) as exc:
+        if cancelled_here(exc):
+            raise
+        logger.exception("%s failed (%r); going on", what, exc)
 
 
 # ---------------------------------------------------------------- the running loop, cheaply

@@ -133,13 +133,17 @@ def test_probes_lost_while_the_subscription_is_away_do_not_make_the_next_one_sta
     asyncio.run(main())
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [AttributeError("'NoneType' object has no attribute 'writelines'"), asyncio.CancelledError()],
+)
 def test_a_probe_that_fails_otherwise_than_by_redis_does_not_end_probing(
-    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture, fault: BaseException
 ) -> None:
     """A probe's publish raises what no Redis fault raises (``AttributeError``, as redis-py
-    gives for a connection closed under a send): logged with its traceback, and the next
-    probes go out and come back (the probing task ended: no stale subscription would have
-    been found again)."""
+    gives for a connection closed under a send; a ``CancelledError`` out of another task's
+    future): logged with its traceback, and the next probes go out and come back (the
+    probing task ended: no stale subscription would have been found again)."""
 
     async def main() -> None:
         sent = 0
@@ -148,7 +152,7 @@ def test_a_probe_that_fails_otherwise_than_by_redis_does_not_end_probing(
             nonlocal sent
             sent += 1
             if sent == 1:
-                raise AttributeError("'NoneType' object has no attribute 'writelines'")
+                raise fault
 
         url = redis_server.url
         async with watching_probes(url, failing_once, probe_interval=0.1) as (broker, connection):

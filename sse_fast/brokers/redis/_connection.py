@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from ..._tasks import stop_task
+from ..._tasks import cancelled_here, stop_task
 from .._sequencing import Sequenced
 from ._availability import Availability
 from ._buffered import buffered_reader, settle, take
@@ -216,7 +216,7 @@ class Connection:
                     log.error("%s subscription lost (%s): repairing after reconnect", self, exc)
                 self.availability.subscription_lost()
             except (Exception, asyncio.CancelledError) as exc:
-                if _ours(exc):  # the broker closing: stop
+                if cancelled_here(exc):  # the broker closing: stop
                     raise
                 # anything else (a bug, a library's surprise: a CancelledError from a future
                 # somebody else cancelled) must not end the subscription for good: this
@@ -447,12 +447,3 @@ class Connection:
         state.saw(item.position)
         if not self.new_topics.hold(item):
             self.topics.arrived(topic, item, self._arrived)
-
-
-def _ours(exc: BaseException) -> bool:
-    """Whether ``exc`` is the running task being cancelled (not a ``CancelledError`` that
-    came out of a future another task cancelled)."""
-    if not isinstance(exc, asyncio.CancelledError):
-        return False
-    task = asyncio.current_task()
-    return task is None or task.cancelling() > 0

@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import RedisError
 
 from ..._patterns import literal_prefix
-from ..._tasks import stop_task
+from ..._tasks import cancelled_here, stop_task
 from .. import Expansion
 from .._sequencing import Sequenced
 from ._errors import unavailable
@@ -309,7 +309,11 @@ class NewTopics:
                 exc,
             )
             self._give_up()
-        except Exception:  # a fault here must not hold the live messages back for good
+        except (Exception, asyncio.CancelledError) as exc:
+            if cancelled_here(exc):
+                raise
+            # a fault here (a CancelledError from another task's future too) must not hold
+            # the live messages back for good
             log.exception("%s: adopting topics born for pattern streams failed", self.connection)
             if subscription == self._subscription:
                 self._give_up()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from ..._tasks import carry_on
 from ._errors import classify
 from ._state import Reconnect, ignore_result
 
@@ -88,11 +89,10 @@ class Probes:
             await asyncio.sleep(self.options.probe_interval if answers else 0.25)
             if connection.client is None:
                 continue
-            try:
+            # a bug, a library's surprise: probing goes on (else no stale subscription would
+            # be found again, nor Redis coming back)
+            with carry_on(f"{connection}: probing", log):
                 await self._probe()
-            except Exception:  # a bug, a library's surprise: probing goes on (else no stale
-                # subscription would be found again, nor Redis coming back)
-                log.exception("%s: probing failed; the next probe tries again", connection)
 
     async def _probe(self) -> None:
         """Publish one probe (whether Redis answers); with partitions, move the births."""
