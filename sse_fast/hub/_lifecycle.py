@@ -19,12 +19,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 
 from .._collector import gc_paused
 from .._control_frames import disconnect_frame
 from .._core import encode
+from .._tasks import carry_on
 from ..protocol import Reason
 from ..settings import StreamSettings
 from ._closing import Closer
@@ -34,6 +36,8 @@ from ._subscription import Subscription
 from ._topics import Topics
 
 __all__ = ["Lifecycle"]
+
+log = logging.getLogger("sse_fast")
 
 
 class Lifecycle:
@@ -88,11 +92,14 @@ class Lifecycle:
         last_sweep = self.clock()
         while True:
             await asyncio.sleep(interval if interval > 0 else 60.0)
-            if interval > 0:
-                self.heartbeat()
-            if self.clock() - last_sweep >= 60.0:
-                last_sweep = self.clock()
-                self.sweep()
+            # a fault in one turn must not end them: streams cut by proxies when idle,
+            # vanished clients never found, topics never swept
+            with carry_on("heartbeats and topic sweeping", log):
+                if interval > 0:
+                    self.heartbeat()
+                if self.clock() - last_sweep >= 60.0:
+                    last_sweep = self.clock()
+                    self.sweep()
 
     async def drain(self) -> None:
         """Close every stream with a jittered ``retry``; cut what is not out within

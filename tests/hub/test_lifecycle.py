@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from sse_fast.hub import Hub
 from sse_fast.settings import Settings
+from sse_fast.testing import wait_for
 
+from ..conftest import forgive
 from ..support.asgi_harness import Stream, make_app, request, run, settle
 
 
@@ -20,6 +24,40 @@ def test_heartbeat_reaches_idle_streams(eager: bool) -> None:
         assert bytes(stream.raw).endswith(b": \n\n")
         stream.disconnect()
         await stream.finished()
+
+    run(main())
+
+
+@pytest.mark.parametrize("fault", [RuntimeError("a bug"), asyncio.CancelledError()])
+def test_a_heartbeat_that_raises_does_not_end_the_heartbeats(
+    caplog: pytest.LogCaptureFixture, fault: BaseException
+) -> None:
+    """One heartbeat raises (a bug; a ``CancelledError`` out of another task's future):
+    said with its traceback, and the next ones go out (the periodic task ended: no
+    heartbeat on any stream again, no topic swept)."""
+
+    async def main() -> None:
+        hub = Hub(Settings(heartbeat_interval=0.01))
+        await hub.start()
+        try:
+            beat = hub.lifecycle.heartbeat
+            beats = 0
+
+            def failing_once() -> int:
+                nonlocal beats
+                beats += 1
+                if beats == 1:
+                    raise fault
+                return beat()
+
+            hub.lifecycle.heartbeat = failing_once  # type: ignore[method-assign]
+            await wait_for(lambda: beats >= 3, what="three heartbeats")
+            assert hub._periodic is not None and not hub._periodic.done()
+            said = [r for r in caplog.records if "heartbeats and topic sweeping" in r.getMessage()]
+            assert len(said) == 1 and said[0].exc_info is not None
+            forgive(caplog, "heartbeats and topic sweeping")
+        finally:
+            await hub.stop()
 
     run(main())
 
