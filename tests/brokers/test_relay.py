@@ -390,6 +390,52 @@ def test_a_worker_that_loses_the_relay_is_replayed_what_it_missed(
     asyncio.run(main())
 
 
+def test_a_delivery_that_raises_reconnects_and_is_replayed(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A delivery from the relay raises (a bug in applying it): said with its traceback,
+    the worker drops the connection, reconnects and is replayed what it missed; its
+    stream gets every event once, in order (the reading task ended: the worker delivered
+    nothing more and refused every publish, and said nothing)."""
+
+    async def main() -> None:
+        path = str(tmp_path / "relay.sock")
+        relay, server = await _relay_in_process(path)
+        publisher = Hub(Settings(), broker=RelayBroker(path))
+        worker = Hub(Settings(), broker=RelayBroker(path))
+        await publisher.start()
+        await worker.start()
+        stream = Recording()
+        try:
+            await stream.attach(worker, ["t"])
+            deliver = worker.broker.deliver
+            failures = 0
+
+            def failing_once(items: Any) -> None:
+                nonlocal failures
+                if not failures:
+                    failures += 1
+                    raise RuntimeError("a bug in applying a delivery")
+                deliver(items)
+
+            worker.broker.deliver = failing_once  # type: ignore[method-assign]
+            ids = await publisher.publish([PublishRequest(("t",), n) for n in range(3)])
+            ids += await publisher.publish([PublishRequest(("t",), "after")])
+            await wait_for(lambda: len(stream.events()) == 4, what="the four events")
+            assert [e[1] for e in stream.events()] == ids and failures == 1
+            assert worker.broker.stats()["relay"]["reconnects"] == 1
+            assert await worker.publish([PublishRequest(("t",), "from the worker")])
+            said = [r for r in caplog.records if "reading from the relay" in r.getMessage()]
+            assert len(said) == 1 and said[0].exc_info is not None
+            forgive(caplog, "reading from the relay")
+        finally:
+            for hub in (publisher, worker):
+                await hub.stop()
+            await _stop_relay(relay, server)
+
+    asyncio.run(main())
+
+
 @pytest.mark.parametrize("restart", [True, False], ids=["relay-restarted", "log-too-short"])
 def test_a_history_break_is_told_to_open_streams(
     tmp_path: Any, restart: bool, caplog: pytest.LogCaptureFixture

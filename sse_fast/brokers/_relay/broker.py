@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..._tasks import stop_task
+from ..._tasks import carry_on, stop_task
 from ...protocol import Reason
 from ...publishing import PublishError, PublishRequest
 from .. import Broker
@@ -157,10 +157,14 @@ class RelayBroker(Broker):
         """Read from the relay; when the connection is lost, reconnect."""
         while True:
             pinger = asyncio.get_running_loop().create_task(self._ping())
-            try:
-                await self._read_loop(reader)
-            finally:
-                pinger.cancel()
+            # anything else the reading raises (a bug in delivering, a message the wire cannot
+            # read) drops the connection and reconnects: left to end the task, this worker
+            # would deliver nothing more and refuse every publish, and say nothing
+            with carry_on("reading from the relay (reconnecting)", log):
+                try:
+                    await self._read_loop(reader)
+                finally:
+                    pinger.cancel()
             if self._closing:
                 return
             delay = 0.05

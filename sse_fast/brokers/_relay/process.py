@@ -23,6 +23,7 @@ from typing import Any
 
 from ..._core import EncodeError
 from ..._orphans import stop_when_orphaned
+from ..._tasks import carry_on
 from .._sequencing import RecentIds, Sequenced, first_position, sequence_once
 from ..durable import EventLog, StoreWriteError
 from ..durable._restore import as_sequenced, remember_ids
@@ -319,10 +320,8 @@ async def serve_relay(
 async def _tick(store: EventLog) -> None:
     while True:
         await asyncio.sleep(min(1.0, store.interval))
-        try:
+        with carry_on("relay: the data directory's periodic work (fsync, checkpoint, retention)"):
             await store.tick()
-        except Exception:  # pragma: no cover - a bug: keep relaying, say it
-            log.exception("relay: the data directory's periodic work failed")
 
 
 def run_relay(
