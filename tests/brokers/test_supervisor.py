@@ -71,6 +71,48 @@ def test_a_dead_relay_is_started_again_with_backoff(
     assert not supervisor._thread or not supervisor._thread.is_alive()
 
 
+def test_a_relay_that_cannot_be_started_again_is_tried_again(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The relay killed, and its restart failing twice with ``OSError`` (out of file
+    descriptors, as what killed it may leave the machine): said each time, tried again on
+    the backoff, and the third start serves (the watcher thread ended at the first: no
+    relay ever again, every worker refusing publishes)."""
+    path = str(tmp_path / "relay.sock")
+    supervisor = RelaySupervisor(path, min_delay=0.05, max_delay=0.2, stable_after=60)
+    supervisor.start()
+    try:
+        first = _welcome_within(path, 5)["pid"]
+        spawn = supervisor._spawn
+        failures = 0
+
+        def failing_twice() -> bool:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                raise OSError(24, "Too many open files")
+            return spawn()
+
+        supervisor._spawn = failing_twice  # type: ignore[method-assign]
+        os.kill(supervisor.process.pid, signal.SIGKILL)
+
+        def new_relay() -> int | None:  # (the killed one may still answer a moment)
+            try:
+                pid: int = asyncio.run(_hello(path))["pid"]
+            except OSError:
+                return None
+            return pid if pid != first else None
+
+        until(new_relay, 10, "a new relay's welcome")
+        assert failures == 2 and supervisor.restarts == 3
+        said = [r for r in caplog.records if "could not be started again" in r.getMessage()]
+        assert len(said) == 2 and all(r.exc_info for r in said)
+        forgive(caplog, "the relay (pid", "could not be started again")
+    finally:
+        supervisor.stop()
+    assert supervisor.process.exitcode is not None
+
+
 def test_a_stop_while_the_relay_starts_in_another_thread_is_clean(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

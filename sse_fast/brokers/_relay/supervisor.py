@@ -5,7 +5,9 @@ nothing in a worker can bring it back. The supervisor, a thread in the main
 process (Granian's ``serve()`` holds the main thread), waits on it, reaps it,
 and starts it again on the same socket path after a backoff (``min_delay``
 doubling to ``max_delay``; back to ``min_delay`` once a relay stayed up
-``stable_after`` seconds). Workers reconnect by themselves
+``stable_after`` seconds); one that cannot even be started (``OSError``: out of file
+descriptors, memory or processes, often what ended it) is tried again on the same
+backoff, said each time. Workers reconnect by themselves
 (``RelayBroker``), and say what a new relay means for their history (the
 broker contract). If the relay cannot be restored, the workers' ``/healthz``
 fails after ``broker_down_limit`` seconds, so an orchestrator restarts the
@@ -167,15 +169,33 @@ class RelaySupervisor:
                 _describe(process.exitcode),
                 delay,
             )
-            if self._stopping.wait(delay):
+            if not self._restart(delay):
                 return
             delay = min(delay * 2, self.max_delay)
+
+    def _restart(self, delay: float) -> bool:
+        """Start the relay again after ``delay`` seconds, and again (the delay doubling)
+        while it cannot even be started (``OSError``: out of file descriptors, memory or
+        processes, often what ended it); False if the server stops meanwhile."""
+        while not self._stopping.wait(delay):
             self.restarts += 1
-            if self._spawn():
+            try:
+                started = self._spawn()
+            except Exception as exc:  # left to end this thread, no relay ever again
+                log.exception(
+                    "the relay could not be started again (%r); trying again in %.1f s",
+                    exc,
+                    min(delay * 2, self.max_delay),
+                )
+                delay = min(delay * 2, self.max_delay)
+                continue
+            if started:
                 log.warning("the relay is running again (pid %s)", self.process.pid)
             else:
                 log.error("the restarted relay did not start within %g s", self._start_wait())
                 self.process.kill()
+            return True
+        return False
 
     def _stopped_with_the_server(self, exitcode: int) -> bool:
         """Whether a relay that exited with ``exitcode`` stopped on a stop signal to the
