@@ -15,7 +15,7 @@ from typing import Any
 
 from .._collector import discard, gc_paused
 from .._core import EncodeError
-from .._tasks import stop_task
+from .._tasks import carry_on, stop_task
 from ..publishing import PublishError, PublishRequest
 from . import Broker
 from ._sequencing import RecentIds, first_position, sequence_once
@@ -92,7 +92,9 @@ class LocalBroker(Broker):
         assert store is not None
         while True:
             await asyncio.sleep(min(1.0, store.interval))
-            await store.tick()
+            # (an OSError of a full or failing disk, EMFILE: the next tick tries again)
+            with carry_on("the data directory's periodic work (fsync, checkpoint, retention)"):
+                await store.tick()
 
     async def close(self) -> None:
         """Stop the periodic work and close the store, if any."""

@@ -1112,3 +1112,36 @@ def test_a_restore_past_the_history_budget_keeps_to_it(tmp_path: Path) -> None:
         await again.stop()
 
     asyncio.run(main())
+
+
+def test_a_periodic_store_tick_that_fails_does_not_end_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One tick of the data directory's periodic work raises ``OSError`` (EMFILE, a failing
+    disk): said with its traceback, and the next ticks run (the task ended: no fsync, no
+    checkpoint, no old segment deleted again, and nothing said)."""
+
+    async def main() -> None:
+        log = EventLog(str(tmp_path), fsync="interval", interval=0.01)
+        hub = Hub(Settings(), broker=LocalBroker(store=log))
+        await hub.start()
+        try:
+            tick = log.tick
+            ticks = 0
+
+            async def failing_once() -> None:
+                nonlocal ticks
+                ticks += 1
+                if ticks == 1:
+                    raise OSError(errno.EMFILE, "Too many open files")
+                await tick()
+
+            log.tick = failing_once  # type: ignore[method-assign]
+            await wait_for(lambda: ticks >= 3, what="three ticks")
+            said = [r for r in caplog.records if "periodic work" in r.getMessage()]
+            assert len(said) == 1 and said[0].exc_info is not None
+            forgive(caplog, "periodic work")
+        finally:
+            await hub.stop()
+
+    asyncio.run(main())
