@@ -34,7 +34,10 @@ So the calls queue here, and a request carries every call queued by then (up to
   id never share a request (the server refuses a batch that repeats an id).
 * A call whose caller is cancelled before it was sent is not sent (once sent,
   it may be published, as any request may).
-* Closing the publisher sends what is queued and waits for the answers.
+* Closing the publisher sends what is queued and waits for the answers; a close
+  cancelled meanwhile leaves the requests in flight to finish. A request itself
+  cancelled (the loop closing) fails its calls with ``maybe_published``: no caller
+  waits for good.
 
 The same queue carries ``sse_fast.brokers.redis.publish``'s calls made together into
 one script call (``brokers/redis/_direct.py``): what a request is, and what a call of a
@@ -152,9 +155,11 @@ class PublishBatches:
         return await call.future
 
     async def close(self) -> None:
-        """Send what is queued and wait for every answer."""
+        """Send what is queued and wait for every answer. Cancelled (a time limit on the
+        close), it stops waiting and leaves the requests in flight to finish: their calls,
+        other tasks' awaits, still get their answers (a gather cancelled its requests)."""
         while self._sends:
-            await asyncio.gather(*list(self._sends), return_exceptions=True)
+            await asyncio.wait(set(self._sends))
 
     def _pump(self) -> None:
         sends = self._sends
@@ -233,6 +238,15 @@ class PublishBatches:
             self._pump()
 
     async def _carry(self, batch: list[_Call]) -> None:
+        try:
+            await self._answer(batch)
+        except asyncio.CancelledError:  # (the loop closing): no caller left waiting for good
+            error = RuntimeError("the publisher stopped while this publish was in flight")
+            for call in batch:
+                call.answer(None, self._failed(error, 0, True))
+            raise
+
+    async def _answer(self, batch: list[_Call]) -> None:
         if len(batch) == 1:
             call = batch[0]
             try:

@@ -110,3 +110,36 @@ def test_fewer_waiting_than_in_flight_wait_for_an_answer() -> None:
         await batches.close()
 
     asyncio.run(main())
+
+
+def test_a_close_cancelled_leaves_the_requests_to_answer_their_calls() -> None:
+    """A time limit on the close runs out while requests are in flight: the requests go
+    on and every call, another task's await, gets its id (the close's gather cancelled
+    them, and those calls waited for good); a request itself cancelled (the loop closing)
+    fails its calls, maybe published, rather than leave them waiting."""
+
+    async def main() -> None:
+        server = HeldServer()
+        batches = PublishBatches(server.post, 2, 1000, 1 << 20, failed)
+        calls = [call(batches, n) for n in range(3)]
+        await wait_for(lambda: len(server.requests) == 2, what="two requests in flight")
+        closing = asyncio.ensure_future(batches.close())
+        await asyncio.sleep(0)  # (the close waiting)
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        server.answer(0)
+        server.answer(1)
+        assert await asyncio.gather(*calls) == ["id-0", "id-1", "id-2"]
+        stopped = call(batches, 3)
+        await wait_for(lambda: len(server.requests) == 3, what="a request in flight")
+        for send in list(batches._sends):
+            send.cancel()  # as the loop closing does
+        try:
+            await stopped
+        except RuntimeError as exc:
+            assert "stopped while this publish was in flight" in str(exc)
+        else:
+            raise AssertionError("a cancelled request's call got an id")
+        await batches.close()
+
+    asyncio.run(main())
