@@ -26,9 +26,9 @@ minutes, and those are not published again (the broker contract's "Retries").
 ``upstream_transform`` (``module:callable``, may be async) sees each event
 first and returns it (maybe changed), a publish document (a dict: one event
 or ``{"events": [...]}``, checked as ``POST /publish`` checks it, its topic
-defaulting to ``upstream_topic``) or None to drop it. A transform that raises,
-or returns something invalid, costs that event (counted, logged), never the
-relay. When the broker cannot take a publish (503: the relay or Redis away),
+defaulting to ``upstream_topic``) or None to drop it. A transform that raises
+(a ``CancelledError`` out of its own awaits too), or returns something invalid,
+costs that event (counted, logged), never the relay. When the broker cannot take a publish (503: the relay or Redis away),
 the event is retried until it can: reading upstream waits meanwhile, so nothing
 read is lost. An ``sse-fast-missed`` from an upstream sse_fast (it could not
 resume us) is passed on as ``sse-fast-missed`` with reason ``upstream-missed``
@@ -64,7 +64,7 @@ import orjson
 from .._control_frames import missed_data
 from .._core.request import PublishRequest
 from .._publish_checks import parse_publish_document
-from .._tasks import stop_task
+from .._tasks import cancelled_here, stop_task
 from ..client import ClientError, Disconnect, Missed, ReceivedEvent, connect
 from ..hub import Hub
 from ..protocol import MISSED, RESERVED_EVENT_PREFIX, Reason
@@ -215,7 +215,9 @@ class Upstream:
                     self._away("the upstream answered 204 No Content: it asks us to stop")
                 except ClientError as exc:  # a refusal retrying does not fix, e.g. 401
                     self._away(str(exc))
-                except Exception as exc:  # anything else: said, and tried again
+                except (Exception, asyncio.CancelledError) as exc:  # anything else: said,
+                    if cancelled_here(exc):  # and tried again (not the reader's own stop)
+                        raise
                     log.exception("upstream %s: reading failed", self.url)
                     self._away(f"{type(exc).__name__}: {exc}")
                 log.error(
@@ -313,7 +315,9 @@ class Upstream:
         metrics = self.hub.metrics
         try:
             requests = await self._requests(event, carried)
-        except Exception as exc:  # the transform, or what it returned
+        except (Exception, asyncio.CancelledError) as exc:  # the transform, or its result
+            if cancelled_here(exc):  # (a CancelledError out of the transform's own awaits
+                raise  # is its failure: it must not end the reading for good)
             metrics.upstream_errors_total += 1
             log.warning("upstream event %r skipped: %s", event.id, exc)
             return

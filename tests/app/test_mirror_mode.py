@@ -157,6 +157,7 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
     relay, recorder = upstream()
     answers: list[Any] = [
         ZeroDivisionError("boom"),
+        asyncio.CancelledError(),  # out of the transform's own awaits: its failure, not a stop
         42,
         {"data": "x", "event": "sse-fast-missed"},
         ReceivedEvent("message", "fine", "9"),
@@ -164,15 +165,15 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
 
     def transform(event: ReceivedEvent) -> Any:
         answer = answers.pop(0)
-        if isinstance(answer, Exception):
+        if isinstance(answer, BaseException):
             raise answer
         return answer
 
     relay.transform = transform
-    for n in range(4):
+    for n in range(5):
         asyncio.run(relay.republish(ReceivedEvent("message", str(n), str(n))))
     assert [r.data for r in recorder.published] == ["fine"]
-    assert relay.hub.metrics.upstream_errors_total == 3
+    assert relay.hub.metrics.upstream_errors_total == 4
     logged = caplog.text
     assert "boom" in logged
     assert "the transform returned int" in logged
