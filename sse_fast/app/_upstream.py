@@ -28,12 +28,13 @@ first and returns it (maybe changed), a publish document (a dict: one event
 or ``{"events": [...]}``, checked as ``POST /publish`` checks it, its topic
 defaulting to ``upstream_topic``) or None to drop it. A transform that raises
 (a ``CancelledError`` out of its own awaits too), or returns something invalid,
-costs that event (counted, logged), never the relay. When the broker cannot take a publish (503: the relay or Redis away),
-the event is retried until it can: reading upstream waits meanwhile, so nothing
-read is lost. An ``sse-fast-missed`` from an upstream sse_fast (it could not
-resume us) is passed on as ``sse-fast-missed`` with reason ``upstream-missed``
-to the topic's streams: they lost what we lost. ``sse-fast-*`` announcements
-are never republished as data.
+costs that event (counted, logged), never the relay. When the broker cannot
+take a publish (503: the relay or Redis away), the event is retried until it
+can: reading upstream waits meanwhile, so nothing read is lost. An
+``sse-fast-missed`` from an upstream sse_fast (it could not resume us) is passed
+on as ``sse-fast-missed`` with reason ``upstream-missed`` to the topic's
+streams: they lost what we lost. ``sse-fast-*`` announcements are never
+republished as data.
 
 State. ``connecting`` (never connected yet), ``connected``, ``reconnecting``
 (lost, with the error), or ``standby``/``no-reader`` on a worker that does not
