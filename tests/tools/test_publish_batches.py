@@ -129,9 +129,11 @@ def test_a_close_cancelled_leaves_the_requests_to_answer_their_calls() -> None:
         await asyncio.gather(closing, return_exceptions=True)
         server.answer(0)
         server.answer(1)
+        await wait_for(lambda: len(server.requests) == 3, what="the third call sent")
+        server.answer(2)
         assert await asyncio.gather(*calls) == ["id-0", "id-1", "id-2"]
         stopped = call(batches, 3)
-        await wait_for(lambda: len(server.requests) == 3, what="a request in flight")
+        await wait_for(lambda: len(server.requests) == 4, what="a request in flight")
         for send in list(batches._sends):
             send.cancel()  # as the loop closing does
         try:
