@@ -614,6 +614,41 @@ def test_the_byte_budget_deletes_the_oldest_segments(
     log.close()
 
 
+def test_a_segment_that_cannot_be_deleted_stays_and_the_append_is_stored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the byte budget the oldest segment cannot be deleted (``EACCES``): the append
+    that passed the budget is stored and returns (its ``OSError`` reached the publish after
+    the write: neither delivered nor answered, the relay's workers waiting for good), the
+    segment stays, said, and goes at the next rotation once it can."""
+    log = small_log(tmp_path, max_bytes=1_000, ring_frames=1_000)
+    unlink = os.unlink
+    refused: list[str] = []
+
+    def refusing(path: Any) -> None:
+        refused.append(str(path))
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    stored = []
+    for n in range(8):
+        if n == 5:
+            monkeypatch.setattr(durable_log.os, "unlink", refusing)
+        stored += put(log, [(None, ("a",), frame(n, 150))])
+    assert refused and log.next_position == stored[-1].position + 1
+    assert log.bytes == sum(p.stat().st_size for p in files(tmp_path)) > 1_000
+    assert len(log.segments) == len(files(tmp_path))
+    said = [r.getMessage() for r in caplog.records if "cannot delete" in r.getMessage()]
+    assert len(said) == len(refused) and log.write_errors == len(refused)
+    monkeypatch.setattr(durable_log.os, "unlink", unlink)
+    stored += put(log, [(None, ("a",), frame(8, 150))])
+    assert log.bytes == sum(p.stat().st_size for p in files(tmp_path)) <= 1_000
+    log.close()
+    loaded = read(str(tmp_path))
+    kept = len(loaded.events)
+    assert kept >= 2 and as_tuples(loaded.events) == as_tuples(stored[-kept:])
+    forgive(caplog, "cannot delete")
+
+
 def test_the_periodic_tick_deletes_dead_segments(tmp_path: Path) -> None:
     async def main() -> None:
         log = small_log(tmp_path, ring_frames=1)

@@ -333,7 +333,8 @@ class EventLog:
         while len(self.segments) > 1 and dead(
             self.segments[0], self.tallies, now, self.ring_frames, self.topic_ttl
         ):
-            self._delete_oldest()
+            if not self._delete_oldest():
+                break
             deleted += 1
         return deleted
 
@@ -345,15 +346,33 @@ class EventLog:
                 self.max_bytes,
                 self.segments[0].path,
             )
-            self._delete_oldest()
+            if not self._delete_oldest():
+                return
 
-    def _delete_oldest(self) -> None:
-        segment = self.segments.pop(0)
-        with contextlib.suppress(FileNotFoundError):
+    def _delete_oldest(self) -> bool:
+        """Delete the oldest segment; False (said) if its file cannot be (``EACCES``,
+        ``EIO``, a read-only file system): it stays, tried again at the next rotation or
+        tick. The events just appended are stored all the same: an error here reached the
+        publish after its write, which was then neither delivered nor answered."""
+        segment = self.segments[0]
+        try:
             os.unlink(segment.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            self.write_errors += 1
+            log.error(
+                "cannot delete %s (%s): the data directory keeps it, over its budget or dead, "
+                "until it can",
+                segment.path,
+                exc,
+            )
+            return False
+        self.segments.pop(0)
         self.bytes -= segment.size
         self.deleted_segments += 1
         forget(segment, self.tallies)
+        return True
 
     # ---------------------------------------------------------------- closing
 
