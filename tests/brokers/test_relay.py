@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -344,6 +345,23 @@ def test_a_short_log_limits_what_a_late_worker_claims(tmp_path: Any) -> None:
     asyncio.run(main())
 
 
+@contextlib.asynccontextmanager
+async def _publisher_and_worker(path: str) -> AsyncIterator[tuple[Relay, Hub, Hub]]:
+    """A relay in process on ``path`` and two started workers of it (a publisher and a
+    worker whose fate the test decides); all stopped on the way out."""
+    relay, server = await _relay_in_process(path)
+    publisher = Hub(Settings(), broker=RelayBroker(path))
+    worker = Hub(Settings(), broker=RelayBroker(path))
+    try:
+        await publisher.start()
+        await worker.start()
+        yield relay, publisher, worker
+    finally:
+        for hub in (publisher, worker):
+            await hub.stop()
+        await _stop_relay(relay, server)
+
+
 def test_a_worker_that_loses_the_relay_is_replayed_what_it_missed(
     tmp_path: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -352,13 +370,8 @@ def test_a_worker_that_loses_the_relay_is_replayed_what_it_missed(
 
     async def main() -> None:
         path = str(tmp_path / "relay.sock")
-        relay, server = await _relay_in_process(path)
-        publisher = Hub(Settings(), broker=RelayBroker(path))
-        worker = Hub(Settings(), broker=RelayBroker(path))
-        await publisher.start()
-        await worker.start()
-        stream = Recording()
-        try:
+        async with _publisher_and_worker(path) as (relay, publisher, worker):
+            stream = Recording()
             await stream.attach(worker, ["t"])
             ids = await publisher.publish([PublishRequest(("t",), 0)])
             await wait_for(
@@ -382,10 +395,6 @@ def test_a_worker_that_loses_the_relay_is_replayed_what_it_missed(
             assert (await resumed.attach(worker, ["t"], ids[0])).resume == "resumed"
             assert [e[1] for e in resumed.events()] == ids[1:]
             forgive(caplog, "lost the relay connection")
-        finally:
-            for hub in (publisher, worker):
-                await hub.stop()
-            await _stop_relay(relay, server)
 
     asyncio.run(main())
 
@@ -400,13 +409,8 @@ def test_a_delivery_that_raises_reconnects_and_is_replayed(
 
     async def main() -> None:
         path = str(tmp_path / "relay.sock")
-        relay, server = await _relay_in_process(path)
-        publisher = Hub(Settings(), broker=RelayBroker(path))
-        worker = Hub(Settings(), broker=RelayBroker(path))
-        await publisher.start()
-        await worker.start()
-        stream = Recording()
-        try:
+        async with _publisher_and_worker(path) as (_, publisher, worker):
+            stream = Recording()
             await stream.attach(worker, ["t"])
             deliver = worker.broker.deliver
             failures = 0
@@ -428,10 +432,6 @@ def test_a_delivery_that_raises_reconnects_and_is_replayed(
             said = [r for r in caplog.records if "reading from the relay" in r.getMessage()]
             assert len(said) == 1 and said[0].exc_info is not None
             forgive(caplog, "reading from the relay")
-        finally:
-            for hub in (publisher, worker):
-                await hub.stop()
-            await _stop_relay(relay, server)
 
     asyncio.run(main())
 
