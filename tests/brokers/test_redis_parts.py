@@ -126,6 +126,7 @@ def test_a_subscriber_giving_up_on_a_channel_leaves_its_confirmation_to_another(
     async def main() -> None:
         channels = Channels(sharded=False, name="Redis")
         pubsub = _PubSub()
+        await channels.subscribe(pubsub, [])  # nothing to wait for (a Cluster node's, idle)
         first = asyncio.create_task(channels.subscribe(pubsub, [b"c", b"d"], timeout=0))
         second = asyncio.create_task(channels.subscribe(pubsub, [b"c"], timeout=60))
         with pytest.raises(TimeoutError, match="2 of 2 subscriptions not confirmed"):

@@ -67,6 +67,8 @@ class Channels:
         # waited for without cancelling them: a channel's waiter is shared by whoever
         # subscribes to it meanwhile (gather cancelled by its timeout cancelled them, and
         # another subscriber, its own task not cancelled, got CancelledError)
+        if not waiters:
+            return  # (asyncio.wait refuses an empty set)
         done, pending = await asyncio.wait(set(waiters), timeout=timeout)
         for waiter in done:
             waiter.result()  # the subscription was lost: raised
