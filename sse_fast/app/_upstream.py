@@ -8,7 +8,9 @@ worker. With one worker, that worker reads. With several, ``serve`` gives them
 a lock file (``upstream_lock``); the worker that holds an exclusive ``flock`` on
 it reads, the others stand by and try the lock every second. When the reader's
 process dies the kernel releases its lock and a standby worker takes over,
-resuming from the last upstream id the reader recorded (see "State").
+resuming from the last upstream id the reader recorded (see "State"). A lock
+the file system refuses (``ENOLCK``: NFS without locks) is said, once per error,
+and tried again every second.
 
 Reading. ``sse_fast.client.connect`` on the upstream URL (with
 ``upstream_authorization``), reconnecting with ``Last-Event-ID`` after any
@@ -233,13 +235,26 @@ class Upstream:
 
     async def _elect(self) -> None:
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        said = 0  # the error said last (each one once, not every second)
         try:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
-                except BlockingIOError:
-                    await asyncio.sleep(LOCK_POLL)
+                except BlockingIOError:  # another worker reads
+                    pass
+                except OSError as exc:  # the file system's (ENOLCK: NFS without locks)
+                    if exc.errno != said:
+                        said = exc.errno or -1
+                        log.error(
+                            "upstream lock %s cannot be taken (%s): this worker cannot read "
+                            "the upstream until it can (tried every %g s); keep the lock on "
+                            "a local file system",
+                            self.lock_path,
+                            exc,
+                            LOCK_POLL,
+                        )
+                await asyncio.sleep(LOCK_POLL)
         except BaseException:
             os.close(fd)
             raise

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ import orjson
 import pytest
 
 from sse_fast._core.request import PublishRequest
+from sse_fast.app import _upstream as upstream_module
 from sse_fast.app._upstream import Upstream
 from sse_fast.cli import main
 from sse_fast.client import Disconnect, EventStream, Missed, ReceivedEvent, connect
@@ -41,6 +43,7 @@ from sse_fast.testing import (
     wait_for,
 )
 
+from ..conftest import forgive
 from ..support.mirror_transform import odd_only_upper, route_by_parity
 from ..support.waiting import until
 
@@ -178,6 +181,37 @@ def test_a_failing_transform_costs_that_event_only(caplog: pytest.LogCaptureFixt
     assert "boom" in logged
     assert "the transform returned int" in logged
     assert "reserved" in logged  # the document is checked as POST /publish checks it
+
+
+def test_a_lock_the_file_system_refuses_is_said_and_tried_again(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``flock`` on the upstream lock fails with ``ENOLCK`` (NFS without locks) twice: said
+    once, tried again, and the worker reads once it takes the lock (the election ended
+    at the first, and with it this worker's mirror, silently)."""
+    settings = Settings(upstream="http://o/e?topic=news")
+    relay = Upstream(settings.relay_mode, settings.limits, Hub(settings), lock=str(tmp_path / "l"))
+    flock = upstream_module.fcntl.flock
+    refusals = 0
+
+    def refusing_twice(fd: int, operation: int) -> None:
+        nonlocal refusals
+        if refusals < 2:
+            refusals += 1
+            raise OSError(errno.ENOLCK, "No locks available")
+        flock(fd, operation)
+
+    monkeypatch.setattr(upstream_module.fcntl, "flock", refusing_twice)
+    monkeypatch.setattr(upstream_module, "LOCK_POLL", 0.001)
+    asyncio.run(asyncio.wait_for(relay._elect(), 10))
+    try:
+        assert refusals == 2 and relay.reader.reading
+        said = [r.getMessage() for r in caplog.records if "cannot be taken" in r.getMessage()]
+        assert len(said) == 1 and "No locks available" in said[0], said
+        forgive(caplog, "cannot be taken")
+    finally:
+        assert relay._lock_fd is not None
+        os.close(relay._lock_fd)
 
 
 def test_a_refusing_broker_delays_the_event_not_loses_it(caplog: pytest.LogCaptureFixture) -> None:
