@@ -15,6 +15,7 @@ from sse_fast.brokers._sequencing import Sequenced
 from sse_fast.brokers.redis import RedisBroker
 from sse_fast.brokers.redis._channels import Channels
 from sse_fast.brokers.redis._publishing import OneSequencePublisher, ShardedPublisher
+from sse_fast.testing import wait_for
 
 
 class _Hub:
@@ -120,8 +121,11 @@ def test_a_subscriber_giving_up_on_a_channel_leaves_its_confirmation_to_another(
     subscription's own task, subscribing after a reconnect, ended for good)."""
 
     class _PubSub:  # sends nothing: the confirmations are the test's
+        def __init__(self) -> None:
+            self.sent: list[tuple[bytes, ...]] = []
+
         async def subscribe(self, *channels: bytes) -> None:
-            pass
+            self.sent.append(channels)
 
     async def main() -> None:
         channels = Channels(sharded=False, name="Redis")
@@ -135,7 +139,7 @@ def test_a_subscriber_giving_up_on_a_channel_leaves_its_confirmation_to_another(
         channels.confirmed(b"c")
         await second  # confirmed, not cancelled
         lost = asyncio.create_task(channels.subscribe(pubsub, [b"d"], timeout=60))
-        await asyncio.sleep(0)  # (its waiter made)
+        await wait_for(lambda: len(pubsub.sent) == 3, what="the third subscriber waiting")
         channels.fail(ConnectionError("the Redis subscription was lost"))
         with pytest.raises(ConnectionError, match="subscription was lost"):
             await lost
